@@ -1,1 +1,7 @@
+//! cloudshell-ldap-sync imports the members of directory (LDAP / Active Directory) groups into Quali
+//! CloudShell through its Admin REST API.
+//!
+//! Modules, one concern each:
+//! - [`cloudshell`]: the Admin API client (login, list users, import by group or by user).
 
+pub mod cloudshell;

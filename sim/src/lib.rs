@@ -112,7 +112,9 @@ pub fn spawn(config: Config, addr: SocketAddr) -> std::io::Result<Running> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind(addr))?;
+    // Bind with std: this may be called from inside another runtime, where `block_on` is not allowed.
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -121,7 +123,15 @@ pub fn spawn(config: Config, addr: SocketAddr) -> std::io::Result<Running> {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            if let Err(e) = runtime.block_on(serve(listener, config, shutdown)) {
+            let served = runtime.block_on(async move {
+                serve(
+                    tokio::net::TcpListener::from_std(listener)?,
+                    config,
+                    shutdown,
+                )
+                .await
+            });
+            if let Err(e) = served {
                 eprintln!("cloudshell-sim stopped: {e}");
             }
         })?;

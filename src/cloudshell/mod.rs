@@ -1,0 +1,665 @@
+//! The CloudShell Admin REST API client: login, listing users, importing directory users and groups.
+//!
+//! It owns one reused HTTP client, the session token (re-logging in once on a 401) and the translation of
+//! CloudShell's wire shapes into plain values. It does not decide anything: what to import is `sync`'s job.
+//! Nothing outside this module names `reqwest` or a wire type.
+
+mod error;
+mod wire;
+
+use std::fmt;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, RwLock};
+use url::Url;
+
+pub use error::Error;
+use error::excerpt;
+
+/// The most users a list page may hold; CloudShell answers 400 above it.
+pub const PAGE_LIMIT: usize = 250;
+
+/// A user list longer than this many pages is taken for a server whose cursors never end.
+const MAX_PAGES: usize = 100_000;
+
+/// The `Authorization` scheme sent with the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AuthScheme {
+    /// `Authorization: Basic <token>`, as Quali's API reference shows (the raw token, not base64).
+    #[default]
+    Basic,
+    /// `Authorization: Bearer <token>`, as Quali's usage page shows.
+    Bearer,
+}
+
+impl AuthScheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthScheme::Basic => "Basic",
+            AuthScheme::Bearer => "Bearer",
+        }
+    }
+}
+
+/// How to reach and log in to CloudShell.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The Quali Server's base URL, such as `http://cloudshell.example.com:9000`.
+    pub url: Url,
+    pub username: String,
+    pub password: SecretString,
+    /// The CloudShell domain to log in to (`Global` by default).
+    pub domain: String,
+    pub auth_scheme: AuthScheme,
+    pub connect_timeout: Duration,
+    /// The limit on each request, from sending it to reading the whole answer.
+    pub timeout: Duration,
+}
+
+/// A CloudShell user, as far as the daemon cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// CloudShell's integer id; `None` when the server sent something else.
+    pub id: Option<i64>,
+    pub username: String,
+    pub email: Option<String>,
+    pub is_active: bool,
+    /// Set for users imported from a directory.
+    pub domain_name: Option<String>,
+}
+
+impl From<wire::User> for User {
+    fn from(u: wire::User) -> User {
+        User {
+            id: u
+                .id
+                .as_i64()
+                .or_else(|| u.id.as_str().and_then(|s| s.parse().ok())),
+            username: u.username,
+            email: u.email.filter(|e| !e.is_empty()),
+            is_active: u.is_active.unwrap_or(true),
+            domain_name: u.domain_name,
+        }
+    }
+}
+
+/// One entry of an import answer's `Errors`. The reference gives them no shape, so any JSON value is read:
+/// a string is a message; an object's name and message are looked for under the usual keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportFailure {
+    /// The username the entry is about, when the entry names one.
+    pub name: Option<String>,
+    pub message: String,
+}
+
+impl From<&Value> for ImportFailure {
+    fn from(value: &Value) -> ImportFailure {
+        let lookup = |keys: &[&str]| {
+            value.as_object().and_then(|o| {
+                o.iter()
+                    .find(|(k, v)| {
+                        keys.iter().any(|key| k.eq_ignore_ascii_case(key)) && v.is_string()
+                    })
+                    .and_then(|(_, v)| v.as_str().map(str::to_string))
+            })
+        };
+        match value {
+            Value::String(s) => ImportFailure {
+                name: None,
+                message: s.clone(),
+            },
+            Value::Object(_) => ImportFailure {
+                name: lookup(&["Name", "Username", "UserName", "User"]),
+                message: lookup(&["Message", "Error", "Reason", "Description"])
+                    .unwrap_or_else(|| value.to_string()),
+            },
+            other => ImportFailure {
+                name: None,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// The outcome of importing a directory group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupImport {
+    /// 200, 202 (some members failed) or 409 (nothing new): the users created and the failures reported.
+    Done {
+        created: Vec<User>,
+        failures: Vec<ImportFailure>,
+    },
+    /// 400: CloudShell refused the group, for example above its directory query limit.
+    Refused { message: String },
+    /// 404: CloudShell's directory has no such group.
+    NotFound { message: String },
+}
+
+/// The outcome of importing one directory user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserImport {
+    /// 200: the user was created.
+    Created(User),
+    /// 409: the user already exists, which is what an import wants.
+    AlreadyExists,
+    /// 404: CloudShell's directory has no such user.
+    NotFound { message: String },
+    /// 400: CloudShell refused the request.
+    Refused { message: String },
+}
+
+/// The session token. Its `Debug` never shows it.
+#[derive(Clone)]
+struct Token(SecretString);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Token) -> bool {
+        self.0.expose_secret() == other.0.expose_secret()
+    }
+}
+
+/// An answer as read off the wire.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+/// A CloudShell Admin API client. Cheap to share behind an `Arc`; calls may run concurrently.
+pub struct Client {
+    http: reqwest::Client,
+    settings: Settings,
+    token: RwLock<Option<Token>>,
+    /// Held while logging in, so that concurrent calls meeting an expired token log in once.
+    login_lock: Mutex<()>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.settings.url.as_str())
+            .field("username", &self.settings.username)
+            .field("domain", &self.settings.domain)
+            .field("auth_scheme", &self.settings.auth_scheme)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Builds the client; it does not contact the server until the first call.
+    pub fn new(mut settings: Settings) -> Result<Client, Error> {
+        // Join relative paths under the base, even when it carries a path prefix (a reverse proxy).
+        if !settings.url.path().ends_with('/') {
+            let path = format!("{}/", settings.url.path());
+            settings.url.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
+            .user_agent(concat!("cloudshell-ldap-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Connect {
+                method: "-".into(),
+                path: "-".into(),
+                reason: format!("cannot build the HTTP client: {}", e.without_url()),
+            })?;
+        Ok(Client {
+            http,
+            settings,
+            token: RwLock::new(None),
+            login_lock: Mutex::new(()),
+        })
+    }
+
+    /// The server's base URL.
+    pub fn url(&self) -> &Url {
+        &self.settings.url
+    }
+
+    fn secrets<'a>(&'a self, token: Option<&'a Token>) -> Vec<&'a str> {
+        let mut secrets = vec![self.settings.password.expose_secret()];
+        if let Some(t) = token {
+            secrets.push(t.0.expose_secret());
+        }
+        secrets
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        token: Option<&Token>,
+    ) -> Result<Answer, Error> {
+        let mut url = self.settings.url.join(path).map_err(|e| Error::Connect {
+            method: method.to_string(),
+            path: path.to_string(),
+            reason: format!("cannot build the URL: {e}"),
+        })?;
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let mut request = self
+            .http
+            .request(method.clone(), url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(token) = token {
+            request = request.header(
+                reqwest::header::AUTHORIZATION,
+                format!(
+                    "{} {}",
+                    self.settings.auth_scheme.as_str(),
+                    token.0.expose_secret()
+                ),
+            );
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let failed = |e: reqwest::Error| {
+            if e.is_timeout() {
+                Error::Timeout {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    timeout: self.settings.timeout,
+                }
+            } else {
+                Error::Connect {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    reason: error_chain(&e),
+                }
+            }
+        };
+        let response = request.send().await.map_err(failed)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(failed)?;
+        Ok(Answer {
+            status,
+            body: body.to_vec(),
+        })
+    }
+
+    /// Logs in and keeps the token. `PUT /Api/Auth/Login` answers a bare JSON string.
+    pub async fn login(&self) -> Result<(), Error> {
+        let _guard = self.login_lock.lock().await;
+        self.login_locked().await.map(|_| ())
+    }
+
+    async fn login_locked(&self) -> Result<Token, Error> {
+        let path = "Api/Auth/Login";
+        let body = json!({
+            "Username": self.settings.username,
+            "Password": self.settings.password.expose_secret(),
+            "Domain": self.settings.domain,
+        });
+        let answer = self
+            .send(reqwest::Method::PUT, path, &[], Some(&body), None)
+            .await?;
+        if answer.status == 401 || answer.status == 403 {
+            return Err(Error::LoginRefused {
+                username: self.settings.username.clone(),
+                domain: self.settings.domain.clone(),
+                status: answer.status,
+                body_excerpt: excerpt(&answer.body, &self.secrets(None)),
+            });
+        }
+        if !(200..300).contains(&answer.status) {
+            return Err(Error::Status {
+                method: "PUT".into(),
+                path: format!("/{path}"),
+                status: answer.status,
+                body_excerpt: excerpt(&answer.body, &self.secrets(None)),
+            });
+        }
+        // The token is the body: never quote it in an error.
+        let token = match serde_json::from_slice::<Value>(&answer.body) {
+            Ok(Value::String(t)) if !t.trim().is_empty() => Token(SecretString::from(t)),
+            Ok(other) => {
+                return Err(Error::Decode {
+                    method: "PUT".into(),
+                    path: format!("/{path}"),
+                    reason: format!("expected a JSON string token, got {}", json_kind(&other)),
+                    body_excerpt: "(not shown: it may hold the token)".into(),
+                });
+            }
+            Err(e) => {
+                return Err(Error::Decode {
+                    method: "PUT".into(),
+                    path: format!("/{path}"),
+                    reason: format!("expected a JSON string token: {e}"),
+                    body_excerpt: "(not shown: it may hold the token)".into(),
+                });
+            }
+        };
+        *self.token.write().await = Some(token.clone());
+        tracing::debug!("logged in to cloudshell");
+        Ok(token)
+    }
+
+    /// The current token, logging in when there is none.
+    async fn token(&self) -> Result<Token, Error> {
+        if let Some(t) = self.token.read().await.clone() {
+            return Ok(t);
+        }
+        let _guard = self.login_lock.lock().await;
+        if let Some(t) = self.token.read().await.clone() {
+            return Ok(t);
+        }
+        self.login_locked().await
+    }
+
+    /// Logs in again after `stale` was refused, unless another call already did.
+    async fn relogin(&self, stale: &Token) -> Result<Token, Error> {
+        let _guard = self.login_lock.lock().await;
+        if let Some(current) = self.token.read().await.clone()
+            && current != *stale
+        {
+            return Ok(current);
+        }
+        tracing::info!("cloudshell token refused, logging in again");
+        self.login_locked().await
+    }
+
+    /// An authenticated call; on 401 it logs in again once and retries.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<(Answer, Token), Error> {
+        let token = self.token().await?;
+        let answer = self
+            .send(method.clone(), path, query, body, Some(&token))
+            .await?;
+        if answer.status != 401 {
+            return Ok((answer, token));
+        }
+        let token = self.relogin(&token).await?;
+        let answer = self.send(method, path, query, body, Some(&token)).await?;
+        Ok((answer, token))
+    }
+
+    fn unexpected(&self, method: &str, path: &str, answer: &Answer, token: &Token) -> Error {
+        Error::Status {
+            method: method.into(),
+            path: format!("/{path}"),
+            status: answer.status,
+            body_excerpt: excerpt(&answer.body, &self.secrets(Some(token))),
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        answer: &Answer,
+        token: &Token,
+    ) -> Result<T, Error> {
+        serde_json::from_slice(&answer.body).map_err(|e| Error::Decode {
+            method: method.into(),
+            path: format!("/{path}"),
+            reason: e.to_string(),
+            body_excerpt: excerpt(&answer.body, &self.secrets(Some(token))),
+        })
+    }
+
+    /// Every CloudShell user, following the cursors at [`PAGE_LIMIT`] a page.
+    pub async fn list_users(&self) -> Result<Vec<User>, Error> {
+        let path = "api/v1/users";
+        let mut users = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..MAX_PAGES {
+            let mut query = vec![("paginationProperties.limit", PAGE_LIMIT.to_string())];
+            if let Some(c) = &cursor {
+                query.push(("paginationProperties.cursor", c.clone()));
+            }
+            let (answer, token) = self.call(reqwest::Method::GET, path, &query, None).await?;
+            if answer.status != 200 {
+                return Err(self.unexpected("GET", path, &answer, &token));
+            }
+            let page: wire::UserList = self.decode("GET", path, &answer, &token)?;
+            users.extend(page.users.into_iter().map(User::from));
+            match page.cursor.filter(|c| !c.is_empty()) {
+                None => return Ok(users),
+                Some(next) => {
+                    if !seen.insert(next.clone()) {
+                        return Err(Error::Paging {
+                            path: format!("/{path}"),
+                            reason: format!("cursor {next:?} came back a second time"),
+                        });
+                    }
+                    cursor = Some(next);
+                }
+            }
+        }
+        Err(Error::Paging {
+            path: format!("/{path}"),
+            reason: format!("more than {MAX_PAGES} pages"),
+        })
+    }
+
+    async fn import(&self, body: Value) -> Result<(Answer, Token), Error> {
+        self.call(reqwest::Method::POST, IMPORT_PATH, &[], Some(&body))
+            .await
+    }
+
+    fn refusal_message(&self, answer: &Answer, token: &Token) -> String {
+        serde_json::from_slice::<Value>(&answer.body)
+            .ok()
+            .and_then(|v| {
+                v.as_object().and_then(|o| {
+                    o.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("Message"))
+                        .and_then(|(_, v)| v.as_str().map(str::to_string))
+                })
+            })
+            .unwrap_or_else(|| excerpt(&answer.body, &self.secrets(Some(token))))
+    }
+
+    /// Imports a directory group's members: `{"GroupName": ...}`.
+    pub async fn import_group(&self, group: &str) -> Result<GroupImport, Error> {
+        let (answer, token) = self.import(json!({ "GroupName": group })).await?;
+        match answer.status {
+            200 | 202 => {
+                let parsed: wire::ImportAnswer =
+                    self.decode("POST", IMPORT_PATH, &answer, &token)?;
+                Ok(GroupImport::Done {
+                    created: parsed
+                        .users
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(User::from)
+                        .collect(),
+                    failures: parsed
+                        .errors
+                        .unwrap_or_default()
+                        .iter()
+                        .map(ImportFailure::from)
+                        .collect(),
+                })
+            }
+            409 => Ok(GroupImport::Done {
+                created: Vec::new(),
+                failures: Vec::new(),
+            }),
+            400 => Ok(GroupImport::Refused {
+                message: self.refusal_message(&answer, &token),
+            }),
+            404 => Ok(GroupImport::NotFound {
+                message: self.refusal_message(&answer, &token),
+            }),
+            _ => Err(self.unexpected("POST", IMPORT_PATH, &answer, &token)),
+        }
+    }
+
+    /// Imports one directory user: `{"UserName": ...}`.
+    pub async fn import_user(&self, username: &str) -> Result<UserImport, Error> {
+        let (answer, token) = self.import(json!({ "UserName": username })).await?;
+        match answer.status {
+            200 | 201 | 202 => {
+                let parsed: wire::ImportAnswer =
+                    self.decode("POST", IMPORT_PATH, &answer, &token)?;
+                let failures: Vec<ImportFailure> = parsed
+                    .errors
+                    .unwrap_or_default()
+                    .iter()
+                    .map(ImportFailure::from)
+                    .collect();
+                match (
+                    parsed.users.unwrap_or_default().into_iter().next(),
+                    failures.first(),
+                ) {
+                    (Some(user), _) => Ok(UserImport::Created(user.into())),
+                    (None, Some(failure)) => Ok(UserImport::Refused {
+                        message: failure.message.clone(),
+                    }),
+                    (None, None) => Err(Error::Decode {
+                        method: "POST".into(),
+                        path: format!("/{IMPORT_PATH}"),
+                        reason: "the answer names no created user and no error".into(),
+                        body_excerpt: excerpt(&answer.body, &self.secrets(Some(&token))),
+                    }),
+                }
+            }
+            409 => Ok(UserImport::AlreadyExists),
+            400 => Ok(UserImport::Refused {
+                message: self.refusal_message(&answer, &token),
+            }),
+            404 => Ok(UserImport::NotFound {
+                message: self.refusal_message(&answer, &token),
+            }),
+            _ => Err(self.unexpected("POST", IMPORT_PATH, &answer, &token)),
+        }
+    }
+}
+
+const IMPORT_PATH: &str = "api/v1/integrations/IdentityManagement/users";
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "an empty string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A reqwest error and its sources as one line, without the URL (which the caller names itself).
+fn error_chain(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut out = String::new();
+    let mut source: Option<&dyn std::error::Error> = e.source();
+    let head = if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer failed"
+    } else {
+        "request failed"
+    };
+    out.push_str(head);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_failures_read_any_json_value() {
+        let f = ImportFailure::from(&json!({"Name": "jdoe", "Message": "no mailbox"}));
+        assert_eq!(
+            f,
+            ImportFailure {
+                name: Some("jdoe".into()),
+                message: "no mailbox".into()
+            }
+        );
+        let f = ImportFailure::from(&json!({"username": "jdoe", "error": "boom"}));
+        assert_eq!(
+            f,
+            ImportFailure {
+                name: Some("jdoe".into()),
+                message: "boom".into()
+            }
+        );
+        let f = ImportFailure::from(&json!("user x failed"));
+        assert_eq!(
+            f,
+            ImportFailure {
+                name: None,
+                message: "user x failed".into()
+            }
+        );
+        let f = ImportFailure::from(&json!({"Code": 7}));
+        assert_eq!(
+            f,
+            ImportFailure {
+                name: None,
+                message: "{\"Code\":7}".into()
+            }
+        );
+        let f = ImportFailure::from(&json!(42));
+        assert_eq!(f.message, "42");
+    }
+
+    #[test]
+    fn users_read_integer_or_string_ids_and_empty_emails() {
+        let u: wire::User =
+            serde_json::from_value(json!({"Id": 11, "Username": "a", "Email": ""})).unwrap();
+        assert_eq!(
+            User::from(u),
+            User {
+                id: Some(11),
+                username: "a".into(),
+                email: None,
+                is_active: true,
+                domain_name: None
+            }
+        );
+        let u: wire::User =
+            serde_json::from_value(json!({"Id": "12", "Username": "b", "IsActive": false}))
+                .unwrap();
+        let u = User::from(u);
+        assert_eq!((u.id, u.is_active), (Some(12), false));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_password_or_token() {
+        let client = Client::new(Settings {
+            url: Url::parse("http://cs.example:9000/prefix").unwrap(),
+            username: "admin".into(),
+            password: SecretString::from("hunter2-password"),
+            domain: "Global".into(),
+            auth_scheme: AuthScheme::Basic,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        assert_eq!(client.url().as_str(), "http://cs.example:9000/prefix/");
+        let shown = format!("{client:?} {:?}", Token(SecretString::from("tok-123")));
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("tok-123"),
+            "{shown}"
+        );
+        assert!(shown.contains("admin"));
+    }
+}

@@ -1,0 +1,438 @@
+//! The test harness shared by every integration test: a real OpenLDAP `slapd` on a free loopback port in a
+//! temp dir (stopped on drop), an LDIF builder for seeding it, and the CloudShell simulator on 127.0.0.1:0.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::Value;
+
+pub const BASE_DN: &str = "dc=example,dc=org";
+pub const ADMIN_DN: &str = "cn=admin,dc=example,dc=org";
+pub const ADMIN_PASSWORD: &str = "admin-secret";
+/// An ordinary service account: unlike the rootdn it is held to the 500-entry size limit, like a real AD.
+pub const SERVICE_DN: &str = "cn=svc-sync,ou=service,dc=example,dc=org";
+pub const SERVICE_PASSWORD: &str = "svc-secret";
+pub const PEOPLE: &str = "ou=people,dc=example,dc=org";
+pub const GROUPS: &str = "ou=groups,dc=example,dc=org";
+
+const SLAPD: &str = "/usr/sbin/slapd";
+const INSTALL_HINT: &str = "OpenLDAP is not installed: run `apt-get install -y slapd ldap-utils` \
+                            (scripts/test does this when run as root)";
+
+/// A free TCP port on loopback (the listener is closed again, so a race is possible but unlikely).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0 to find a free port")
+}
+
+/// Writes an LDIF attribute line, base64-encoding values LDIF cannot carry as they are (RFC 2849).
+pub fn ldif_line(attr: &str, value: &str) -> String {
+    let safe = value.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !value.starts_with([' ', ':', '<'])
+        && !value.ends_with(' ');
+    if safe {
+        format!("{attr}: {value}\n")
+    } else {
+        format!(
+            "{attr}:: {}\n",
+            base64::engine::general_purpose::STANDARD.encode(value)
+        )
+    }
+}
+
+/// Builds a seed directory: the base, `ou=people`, `ou=groups`, the service account, then users and groups.
+#[derive(Clone)]
+pub struct Directory {
+    ldif: String,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Directory {
+    pub fn new() -> Directory {
+        let ldif = format!(
+            "dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n\
+             dn: {PEOPLE}\nobjectClass: organizationalUnit\nou: people\n\n\
+             dn: {GROUPS}\nobjectClass: organizationalUnit\nou: groups\n\n\
+             dn: ou=service,{BASE_DN}\nobjectClass: organizationalUnit\nou: service\n\n\
+             dn: {SERVICE_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n\
+             cn: svc-sync\nuserPassword: {SERVICE_PASSWORD}\n\n"
+        );
+        Directory { ldif }
+    }
+
+    /// Adds `uid=<uid>,ou=people` and returns its DN.
+    pub fn user(&mut self, uid: &str) -> String {
+        let dn = format!("uid={},{PEOPLE}", ldap3_dn_escape(uid));
+        self.user_at(&dn, uid, uid)
+    }
+
+    /// Adds a user at `dn` with the given uid and cn, and returns the DN.
+    pub fn user_at(&mut self, dn: &str, uid: &str, cn: &str) -> String {
+        self.ldif.push_str(&ldif_line("dn", dn));
+        self.ldif.push_str("objectClass: inetOrgPerson\n");
+        self.ldif.push_str(&ldif_line("uid", uid));
+        self.ldif.push_str(&ldif_line("cn", cn));
+        self.ldif.push_str(&ldif_line("sn", cn));
+        self.ldif.push_str(&ldif_line("displayName", cn));
+        self.ldif.push_str(&ldif_line(
+            "mail",
+            &format!("{}@example.org", uid.to_lowercase()),
+        ));
+        self.ldif.push('\n');
+        dn.to_string()
+    }
+
+    /// Adds `uid=<prefix><n>,ou=people` for n in 0..count and returns their DNs.
+    pub fn users(&mut self, prefix: &str, count: usize) -> Vec<String> {
+        (0..count)
+            .map(|n| self.user(&format!("{prefix}{n:05}")))
+            .collect()
+    }
+
+    /// Adds `cn=<name>,ou=groups` with the given member DNs and returns its DN.
+    pub fn group(&mut self, name: &str, members: &[String]) -> String {
+        let dn = format!("cn={},{GROUPS}", ldap3_dn_escape(name));
+        self.ldif.push_str(&ldif_line("dn", &dn));
+        self.ldif.push_str("objectClass: groupOfNames\n");
+        self.ldif.push_str(&ldif_line("cn", name));
+        if members.is_empty() {
+            // groupOfNames needs a member; an empty value is the usual way to say "nobody".
+            self.ldif.push_str("member:\n");
+        }
+        for m in members {
+            self.ldif.push_str(&ldif_line("member", m));
+        }
+        self.ldif.push('\n');
+        dn
+    }
+
+    pub fn ldif(&self) -> &str {
+        &self.ldif
+    }
+}
+
+/// RFC 4514 escaping of an attribute value inside a DN, for the seed data.
+pub fn ldap3_dn_escape(value: &str) -> String {
+    let mut out = String::new();
+    let chars: Vec<char> = value.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
+            || (i == 0 && (*c == ' ' || *c == '#'))
+            || (i == chars.len() - 1 && *c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(*c);
+    }
+    out
+}
+
+/// A running slapd seeded from LDIF, in a temp dir, on free loopback ports. Stopped and removed on drop.
+pub struct Slapd {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Slapd {
+    /// Seeds a new directory with `seed` (through `slapadd`, before start) and starts slapd.
+    pub fn start(seed: &Directory) -> Slapd {
+        assert!(Path::new(SLAPD).exists(), "{INSTALL_HINT}");
+        let dir = tempfile::Builder::new()
+            .prefix("slapd-")
+            .tempdir()
+            .expect("creating a temp dir for slapd");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("creating slapd's data dir");
+        let conf = dir.path().join("slapd.conf");
+        std::fs::write(&conf, slapd_conf(dir.path())).expect("writing slapd.conf");
+        let seed_file = dir.path().join("seed.ldif");
+        std::fs::write(&seed_file, seed.ldif()).expect("writing the seed LDIF");
+        let out = Command::new("/usr/sbin/slapadd")
+            .arg("-q")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-l")
+            .arg(&seed_file)
+            .output()
+            .expect(INSTALL_HINT);
+        assert!(
+            out.status.success(),
+            "slapadd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("slapd.log")).expect("creating slapd.log");
+        let child = Command::new(SLAPD)
+            .args(["-d", "0", "-f"])
+            .arg(&conf)
+            .args(["-h", &format!("ldap://127.0.0.1:{port}/")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning the log handle"))
+            .stderr(log)
+            .spawn()
+            .expect(INSTALL_HINT);
+        let slapd = Slapd {
+            dir,
+            child: Some(child),
+            port,
+        };
+        slapd.wait_until_listening();
+        slapd
+    }
+
+    fn wait_until_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        while Instant::now() < deadline {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "slapd did not listen on {addr} within 15 s; its log:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("slapd.log")).unwrap_or_default()
+    }
+
+    /// Applies an LDIF change (`ldapmodify`, as the rootdn).
+    pub fn modify(&self, ldif: &str) {
+        let mut child = Command::new("ldapmodify")
+            .args([
+                "-x",
+                "-H",
+                &self.url(),
+                "-D",
+                ADMIN_DN,
+                "-w",
+                ADMIN_PASSWORD,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect(INSTALL_HINT);
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(ldif.as_bytes())
+            .expect("writing to ldapmodify");
+        let out = child.wait_with_output().expect("waiting for ldapmodify");
+        assert!(
+            out.status.success(),
+            "ldapmodify failed: {}\n{ldif}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Adds entries (`ldapmodify -a`).
+    pub fn add(&self, seed_fragment: &str) {
+        let ldif: String = seed_fragment
+            .split("\n\n")
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| format!("{e}\nchangetype: add\n"))
+            .map(|e| {
+                // "changetype" must follow the dn line
+                let mut lines: Vec<&str> = e.lines().collect();
+                let ct = lines.pop().expect("pushed above");
+                lines.insert(1, ct);
+                lines.join("\n") + "\n\n"
+            })
+            .collect();
+        self.modify(&ldif);
+    }
+
+    /// Stops slapd now (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn slapd_conf(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include /etc/ldap/schema/nis.schema
+pidfile {d}/slapd.pid
+argsfile {d}/slapd.args
+modulepath /usr/lib/ldap
+moduleload back_mdb
+# Limits like a real Active Directory's: unpaged searches stop at 500 entries, pages above 500 are refused.
+sizelimit size.soft=500 size.hard=500 size.pr=500 size.prtotal=unlimited
+database mdb
+maxsize 2147483648
+suffix \"{BASE_DN}\"
+rootdn \"{ADMIN_DN}\"
+rootpw {ADMIN_PASSWORD}
+directory {d}/data
+index objectClass,uid,cn,member eq
+access to attrs=userPassword by anonymous auth by * none
+access to * by users read by anonymous auth
+"
+    )
+}
+
+/// The simulator's directory settings for a slapd fixture, bound as the ordinary service account.
+pub fn sim_directory(slapd: &Slapd) -> cloudshell_sim::directory::Settings {
+    cloudshell_sim::directory::Settings::openldap(
+        &slapd.url(),
+        SERVICE_DN,
+        SERVICE_PASSWORD,
+        BASE_DN,
+    )
+}
+
+/// The CloudShell simulator on 127.0.0.1:0, with helpers for its control endpoint.
+pub struct Sim {
+    pub running: cloudshell_sim::Running,
+    http: reqwest::Client,
+}
+
+impl Sim {
+    pub fn start(config: cloudshell_sim::Config) -> Sim {
+        let running = cloudshell_sim::spawn(config, ([127, 0, 0, 1], 0).into())
+            .expect("starting the simulator");
+        Sim {
+            running,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A simulator resolving its directory from `slapd`, with the given changes to the default config.
+    pub fn with_directory(slapd: &Slapd, change: impl FnOnce(&mut cloudshell_sim::Config)) -> Sim {
+        let mut config = cloudshell_sim::Config {
+            directory: Some(sim_directory(slapd)),
+            ..Default::default()
+        };
+        change(&mut config);
+        Sim::start(config)
+    }
+
+    pub fn url(&self) -> String {
+        self.running.url()
+    }
+
+    async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method, format!("{}/_sim/{path}", self.url()));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .expect("calling the simulator's control endpoint");
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .expect("the control endpoint answers JSON");
+        assert!(
+            status.is_success(),
+            "control {path} answered {status}: {body}"
+        );
+        body
+    }
+
+    /// The calls made to the API so far.
+    pub async fn calls(&self) -> Vec<Value> {
+        match self.control(reqwest::Method::GET, "calls", None).await {
+            Value::Array(calls) => calls,
+            other => panic!("calls is not an array: {other}"),
+        }
+    }
+
+    /// The calls made so far whose method and path match (path compared case-insensitively).
+    pub async fn calls_to(&self, method: &str, path: &str) -> Vec<Value> {
+        self.calls()
+            .await
+            .into_iter()
+            .filter(|c| {
+                c["method"] == method
+                    && c["path"]
+                        .as_str()
+                        .is_some_and(|p| p.eq_ignore_ascii_case(path))
+            })
+            .collect()
+    }
+
+    pub async fn clear_calls(&self) {
+        self.control(reqwest::Method::DELETE, "calls", None).await;
+    }
+
+    pub async fn state(&self) -> Value {
+        self.control(reqwest::Method::GET, "state", None).await
+    }
+
+    /// The usernames CloudShell holds, in creation order.
+    pub async fn usernames(&self) -> Vec<String> {
+        self.state().await["users"]
+            .as_array()
+            .expect("users is an array")
+            .iter()
+            .map(|u| {
+                u["Username"]
+                    .as_str()
+                    .expect("Username is a string")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    pub async fn set_faults(&self, faults: Value) {
+        self.control(reqwest::Method::POST, "faults", Some(faults))
+            .await;
+    }
+
+    pub async fn add_users(&self, usernames: &[&str]) {
+        self.control(
+            reqwest::Method::POST,
+            "users",
+            Some(serde_json::json!({ "usernames": usernames })),
+        )
+        .await;
+    }
+}
+
+/// A path in the source tree.
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
