@@ -3,5 +3,7 @@
 //!
 //! Modules, one concern each:
 //! - [`cloudshell`]: the Admin API client (login, list users, import by group or by user).
+//! - [`cli`]: the command line and its exit codes.
 
+pub mod cli;
 pub mod cloudshell;

@@ -185,7 +185,7 @@ fn control(sim: &Sim, method: &Method, path: &str, body: &[u8]) -> Response {
             users.sort_by_key(|u| u.id);
             ok(json!({
                 "users": users,
-                "tokens": world.tokens.len(),
+                "tokens": world.tokens.keys().collect::<Vec<_>>(),
                 "faults": world.faults,
                 "group_import_limit": world.group_import_limit,
             }))
@@ -553,11 +553,7 @@ fn edit_user(sim: &Sim, id: i64, body: &[u8]) -> Reply {
                 Some(name) if name == edited.username => Ok(()),
                 _ => Err("the username cannot be changed".into()),
             },
-            "email" => match value {
-                Value::Null => Ok(edited.email = None),
-                Value::String(s) => Ok(edited.email = Some(s.clone())),
-                _ => Err("Email must be a string or null".into()),
-            },
+            "email" => optional_string(value, key).map(|v| edited.email = v),
             "isactive" => value
                 .as_bool()
                 .map(|b| edited.is_active = b)
@@ -566,11 +562,7 @@ fn edit_user(sim: &Sim, id: i64, body: &[u8]) -> Reply {
                 .as_bool()
                 .map(|b| edited.is_admin = b)
                 .ok_or("IsAdmin must be a boolean".into()),
-            "timezoneinfoid" => match value {
-                Value::Null => Ok(edited.time_zone_info_id = None),
-                Value::String(s) => Ok(edited.time_zone_info_id = Some(s.clone())),
-                _ => Err("TimeZoneInfoId must be a string or null".into()),
-            },
+            "timezoneinfoid" => optional_string(value, key).map(|v| edited.time_zone_info_id = v),
             "maxreservationduration" => int()
                 .map(|v| edited.max_reservation_duration = v)
                 .ok_or(format!("{key} must be an integer")),
@@ -598,6 +590,14 @@ fn edit_user(sim: &Sim, id: i64, body: &[u8]) -> Reply {
     }
     *user = edited.clone();
     Reply::Json(StatusCode::OK, json!(edited))
+}
+
+fn optional_string(value: &Value, key: &str) -> Result<Option<String>, String> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        _ => Err(format!("{key} must be a string or null")),
+    }
 }
 
 fn delete_user(sim: &Sim, id: i64) -> Reply {

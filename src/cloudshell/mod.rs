@@ -241,7 +241,7 @@ impl Client {
     ) -> Result<Answer, Error> {
         let mut url = self.settings.url.join(path).map_err(|e| Error::Connect {
             method: method.to_string(),
-            path: path.to_string(),
+            path: format!("/{path}"),
             reason: format!("cannot build the URL: {e}"),
         })?;
         if !query.is_empty() {
@@ -269,13 +269,13 @@ impl Client {
             if e.is_timeout() {
                 Error::Timeout {
                     method: method.to_string(),
-                    path: path.to_string(),
+                    path: format!("/{path}"),
                     timeout: self.settings.timeout,
                 }
             } else {
                 Error::Connect {
                     method: method.to_string(),
-                    path: path.to_string(),
+                    path: format!("/{path}"),
                     reason: error_chain(&e),
                 }
             }
@@ -508,7 +508,7 @@ impl Client {
     pub async fn import_user(&self, username: &str) -> Result<UserImport, Error> {
         let (answer, token) = self.import(json!({ "UserName": username })).await?;
         match answer.status {
-            200 | 201 | 202 => {
+            200..=202 => {
                 let parsed: wire::ImportAnswer =
                     self.decode("POST", IMPORT_PATH, &answer, &token)?;
                 let failures: Vec<ImportFailure> = parsed

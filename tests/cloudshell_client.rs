@@ -1,0 +1,364 @@
+//! The CloudShell client against the simulator: every call, re-login, import outcomes, schemes, rude answers.
+
+mod common;
+
+use std::time::Duration;
+
+use cloudshell_ldap_sync::cloudshell::{
+    AuthScheme, Client, Error, GroupImport, ImportFailure, Settings, UserImport,
+};
+use common::{Directory, Sim, Slapd};
+use secrecy::SecretString;
+use serde_json::json;
+
+fn settings(sim: &Sim) -> Settings {
+    Settings {
+        url: sim.url().parse().unwrap(),
+        username: "admin".into(),
+        password: SecretString::from("admin"),
+        domain: "Global".into(),
+        auth_scheme: AuthScheme::Basic,
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+fn client(sim: &Sim) -> Client {
+    Client::new(settings(sim)).unwrap()
+}
+
+fn many_users(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("user{i:04}")).collect()
+}
+
+/// `Team`: alice, bob and the nested group `Inner` (carol). `Big`: big00000..big00004.
+fn directory() -> Directory {
+    let mut d = Directory::new();
+    let alice = d.user("alice");
+    let bob = d.user("bob");
+    let carol = d.user("carol");
+    let inner = d.group("Inner", std::slice::from_ref(&carol));
+    d.group("Team", &[alice, bob, inner]);
+    let big = d.users("big", 5);
+    d.group("Big", &big);
+    d
+}
+
+#[tokio::test]
+async fn lists_every_user_across_pages_of_250() {
+    let sim = Sim::start(cloudshell_sim::Config {
+        existing_users: many_users(600),
+        ..Default::default()
+    });
+    let users = client(&sim).list_users().await.unwrap();
+    assert_eq!(users.len(), 601);
+    let mut names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
+    names.dedup();
+    assert_eq!(names.len(), 601, "no user twice");
+    assert!(users.iter().all(|u| u.id.is_some() && u.is_active));
+
+    let pages = sim.calls_to("GET", "/api/v1/users").await;
+    assert_eq!(pages.len(), 3);
+    assert!(pages.iter().all(|c| {
+        c["query"]
+            .as_str()
+            .unwrap()
+            .contains("paginationProperties.limit=250")
+    }));
+    assert!(
+        pages[1]["query"]
+            .as_str()
+            .unwrap()
+            .contains("paginationProperties.cursor=")
+    );
+    assert_eq!(
+        sim.calls_to("PUT", "/Api/Auth/Login").await.len(),
+        1,
+        "one login, token reused"
+    );
+}
+
+#[tokio::test]
+async fn logs_in_again_when_the_token_expires_mid_run() {
+    let sim = Sim::start(cloudshell_sim::Config {
+        existing_users: many_users(600),
+        ..Default::default()
+    });
+    // Each token serves one call: every page after the first meets a 401 first.
+    sim.set_faults(json!({"token_lifetime_calls": 1})).await;
+    let users = client(&sim).list_users().await.unwrap();
+    assert_eq!(users.len(), 601);
+    assert_eq!(sim.calls_to("PUT", "/Api/Auth/Login").await.len(), 3);
+    let statuses: Vec<u64> = sim
+        .calls_to("GET", "/api/v1/users")
+        .await
+        .iter()
+        .map(|c| c["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 401, 200, 401, 200]);
+}
+
+#[tokio::test]
+async fn retries_only_once_after_a_401() {
+    let sim = Sim::start(Default::default());
+    let c = client(&sim);
+    c.login().await.unwrap();
+    sim.set_faults(json!({"fail": {"count": 5, "status": 401, "path_contains": "/api/v1/users"}}))
+        .await;
+    let err = c.list_users().await.unwrap_err();
+    assert!(matches!(err, Error::Status { status: 401, .. }), "{err}");
+    assert_eq!(sim.calls_to("GET", "/api/v1/users").await.len(), 2);
+    assert_eq!(sim.calls_to("PUT", "/Api/Auth/Login").await.len(), 2);
+}
+
+#[tokio::test]
+async fn sends_the_token_with_the_configured_scheme() {
+    let sim = Sim::start(Default::default());
+    client(&sim).list_users().await.unwrap();
+    let bearer = Client::new(Settings {
+        auth_scheme: AuthScheme::Bearer,
+        ..settings(&sim)
+    })
+    .unwrap();
+    bearer.list_users().await.unwrap();
+    let schemes: Vec<String> = sim
+        .calls_to("GET", "/api/v1/users")
+        .await
+        .iter()
+        .map(|c| c["auth_scheme"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(schemes, ["Basic", "Bearer"]);
+}
+
+#[tokio::test]
+async fn a_refused_login_names_the_user_and_never_the_password() {
+    let sim = Sim::start(Default::default());
+    let c = Client::new(Settings {
+        password: SecretString::from("wrong-pass-123"),
+        ..settings(&sim)
+    })
+    .unwrap();
+    let err = c.list_users().await.unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(
+        matches!(err, Error::LoginRefused { status: 401, .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"admin\"") && text.contains("Global"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-pass-123"), "{text}");
+    assert!(sim.calls_to("GET", "/api/v1/users").await.is_empty());
+}
+
+#[tokio::test]
+async fn imports_a_group_and_reports_the_users_created() {
+    let slapd = Slapd::start(&directory());
+    let sim = Sim::with_directory(&slapd, |c| c.existing_users = vec!["BOB".into()]);
+    let outcome = client(&sim).import_group("Team").await.unwrap();
+    let GroupImport::Done { created, failures } = outcome else {
+        panic!("{outcome:?}")
+    };
+    let names: Vec<&str> = created.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, ["alice"]);
+    assert_eq!(created[0].domain_name.as_deref(), Some("EXAMPLE"));
+    assert_eq!(created[0].email.as_deref(), Some("alice@example.org"));
+    assert!(failures.is_empty());
+    let calls = sim
+        .calls_to("POST", "/api/v1/integrations/IdentityManagement/users")
+        .await;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["body"], json!({"GroupName": "Team"}));
+}
+
+#[tokio::test]
+async fn a_202_yields_the_failed_members_by_name() {
+    let slapd = Slapd::start(&directory());
+    let sim = Sim::with_directory(&slapd, |_| {});
+    sim.set_faults(json!({"fail_import_users": ["big00002"]}))
+        .await;
+    let outcome = client(&sim).import_group("Big").await.unwrap();
+    let GroupImport::Done { created, failures } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(created.len(), 4);
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].name.as_deref(), Some("big00002"));
+    assert!(!failures[0].message.is_empty());
+}
+
+#[tokio::test]
+async fn reads_error_entries_of_any_shape() {
+    let sim = Sim::start(Default::default());
+    let body = json!({"Users": [], "Errors": ["plain text", {"user": "x", "error": "boom"}, 7]})
+        .to_string();
+    sim.set_faults(json!({"fail": {"count": 1, "status": 202, "body": body, "path_contains": "IdentityManagement"}}))
+        .await;
+    let outcome = client(&sim).import_group("Anything").await.unwrap();
+    assert_eq!(
+        outcome,
+        GroupImport::Done {
+            created: vec![],
+            failures: vec![
+                ImportFailure {
+                    name: None,
+                    message: "plain text".into()
+                },
+                ImportFailure {
+                    name: Some("x".into()),
+                    message: "boom".into()
+                },
+                ImportFailure {
+                    name: None,
+                    message: "7".into()
+                },
+            ],
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_group_over_the_limit_is_refused_and_an_unknown_group_not_found() {
+    let slapd = Slapd::start(&directory());
+    let sim = Sim::with_directory(&slapd, |c| c.group_import_limit = 3);
+    let c = client(&sim);
+    match c.import_group("Big").await.unwrap() {
+        GroupImport::Refused { message } => assert!(message.contains("limit of 3"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    match c.import_group("No Such Group").await.unwrap() {
+        GroupImport::NotFound { message } => {
+            assert!(message.contains("No Such Group"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.usernames().await, ["admin"]);
+}
+
+#[tokio::test]
+async fn imports_a_user_and_takes_409_as_already_there() {
+    let slapd = Slapd::start(&directory());
+    let sim = Sim::with_directory(&slapd, |_| {});
+    let c = client(&sim);
+    match c.import_user("carol").await.unwrap() {
+        UserImport::Created(user) => assert_eq!(user.username, "carol"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.import_user("CAROL").await.unwrap(),
+        UserImport::AlreadyExists
+    );
+    assert!(matches!(
+        c.import_user("nobody").await.unwrap(),
+        UserImport::NotFound { .. }
+    ));
+    let bodies: Vec<_> = sim
+        .calls_to("POST", "/api/v1/integrations/IdentityManagement/users")
+        .await
+        .into_iter()
+        .map(|c| c["body"].clone())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            json!({"UserName": "carol"}),
+            json!({"UserName": "CAROL"}),
+            json!({"UserName": "nobody"})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_500_with_html_or_an_empty_body_is_a_status_error_with_an_excerpt() {
+    let sim = Sim::start(Default::default());
+    let c = client(&sim);
+    c.login().await.unwrap();
+    let html = "<html><body><h1>500 Internal Server Error</h1>\n<p>IIS says no</p></body></html>";
+    sim.set_faults(
+        json!({"fail": {"count": 1, "status": 500, "body": html, "content_type": "text/html"}}),
+    )
+    .await;
+    let err = c.list_users().await.unwrap_err();
+    match &err {
+        Error::Status {
+            status,
+            path,
+            body_excerpt,
+            ..
+        } => {
+            assert_eq!((*status, path.as_str()), (500, "/api/v1/users"));
+            assert!(
+                body_excerpt.contains("500 Internal Server Error") && !body_excerpt.contains('\n')
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    sim.set_faults(json!({"fail": {"count": 1, "status": 500, "body": ""}}))
+        .await;
+    let err = c.import_group("x").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "CloudShell answered POST /api/v1/integrations/IdentityManagement/users with status 500: (empty body)"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_answer_is_a_decode_error() {
+    let sim = Sim::start(cloudshell_sim::Config {
+        existing_users: many_users(3),
+        ..Default::default()
+    });
+    let c = client(&sim);
+    c.login().await.unwrap();
+    sim.set_faults(json!({"malformed": {"count": 1, "path_contains": "/api/v1/users"}}))
+        .await;
+    let err = c.list_users().await.unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err}");
+    assert!(err.to_string().contains("GET /api/v1/users"), "{err}");
+}
+
+#[tokio::test]
+async fn a_slow_server_is_a_timeout_and_a_closed_port_a_connect_error() {
+    let sim = Sim::start(Default::default());
+    sim.set_faults(json!({"latency_ms": 1500})).await;
+    let c = Client::new(Settings {
+        timeout: Duration::from_millis(300),
+        ..settings(&sim)
+    })
+    .unwrap();
+    let err = c.login().await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("PUT /Api/Auth/Login"), "{err}");
+
+    let port = common::free_port();
+    let closed = Client::new(Settings {
+        url: format!("http://127.0.0.1:{port}").parse().unwrap(),
+        ..settings(&sim)
+    })
+    .unwrap();
+    let err = closed.list_users().await.unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("cannot reach CloudShell"), "{err}");
+}
+
+#[tokio::test]
+async fn errors_never_quote_the_token_or_the_password() {
+    let sim = Sim::start(Default::default());
+    let c = client(&sim);
+    c.login().await.unwrap();
+    let tokens = sim.state().await["tokens"].clone();
+    let token = tokens[0].as_str().expect("one live token").to_string();
+    // A server that echoes the credentials back in its error page.
+    let body = format!("bad request from admin, password admin, token {token}");
+    sim.set_faults(json!({"fail": {"count": 1, "status": 418, "body": body}}))
+        .await;
+    let err = c.list_users().await.unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(
+        err.to_string()
+            .ends_with("bad request from ***, password ***, token ***"),
+        "{err}"
+    );
+    assert!(!text.contains(&token), "{text}");
+}
