@@ -1,0 +1,230 @@
+//! Distinguished names compared the way LDAP compares them (RFC 4514): attribute types and values
+//! case-insensitively, escapes normalised (`\,` and `\2C` are the same), insignificant spaces ignored,
+//! multi-valued RDNs in any order.
+
+/// A DN reduced to a canonical string; two DNs naming the same entry reduce to the same key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DnKey(String);
+
+impl DnKey {
+    /// The key of `dn`. A string that does not parse as a DN still gets a key (its lower-cased, trimmed
+    /// text), so that an odd value from a directory is compared rather than rejected.
+    pub fn new(dn: &str) -> DnKey {
+        match parse(dn) {
+            Some(rdns) => DnKey(canonical(&rdns)),
+            None => DnKey(dn.trim().to_lowercase()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+type Rdn = Vec<(String, String)>;
+
+/// Parses a DN into RDNs of (type, unescaped value) pairs; `None` if it is malformed.
+fn parse(dn: &str) -> Option<Vec<Rdn>> {
+    let bytes = dn.as_bytes();
+    let mut rdns: Vec<Rdn> = Vec::new();
+    let mut rdn: Rdn = Vec::new();
+    let mut i = 0;
+    if dn.trim().is_empty() {
+        return Some(rdns);
+    }
+    loop {
+        // attribute type
+        while i < bytes.len() && bytes[i] == b' ' {
+            i += 1;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] != b'=' {
+            if matches!(bytes[i], b',' | b'+' | b';') {
+                return None;
+            }
+            i += 1;
+        }
+        if i >= bytes.len() {
+            return None;
+        }
+        let attr = dn[start..i].trim().to_ascii_lowercase();
+        if attr.is_empty() {
+            return None;
+        }
+        i += 1; // '='
+        while i < bytes.len() && bytes[i] == b' ' {
+            i += 1;
+        }
+        // attribute value
+        let mut value: Vec<u8> = Vec::new();
+        let mut trailing_unescaped_spaces = 0usize;
+        if i < bytes.len() && bytes[i] == b'#' {
+            // BER-encoded value: keep the hex as it is, lower-cased
+            while i < bytes.len() && !matches!(bytes[i], b',' | b'+' | b';') {
+                value.push(bytes[i].to_ascii_lowercase());
+                i += 1;
+            }
+            while value.last() == Some(&b' ') {
+                value.pop();
+            }
+        } else if i < bytes.len() && bytes[i] == b'"' {
+            // RFC 2253 quoted value
+            i += 1;
+            while i < bytes.len() && bytes[i] != b'"' {
+                if bytes[i] == b'\\' && i + 1 < bytes.len() {
+                    i += 1;
+                }
+                value.push(bytes[i]);
+                i += 1;
+            }
+            if i >= bytes.len() {
+                return None;
+            }
+            i += 1;
+            while i < bytes.len() && bytes[i] == b' ' {
+                i += 1;
+            }
+        } else {
+            while i < bytes.len() && !matches!(bytes[i], b',' | b'+' | b';') {
+                if bytes[i] == b'\\' {
+                    let hex = |b: u8| (b as char).to_digit(16);
+                    match (bytes.get(i + 1), bytes.get(i + 2)) {
+                        (Some(&a), Some(&b)) if hex(a).is_some() && hex(b).is_some() => {
+                            value.push((hex(a)? * 16 + hex(b)?) as u8);
+                            i += 3;
+                        }
+                        (Some(&c), _) => {
+                            value.push(c);
+                            i += 2;
+                        }
+                        (None, _) => return None,
+                    }
+                    trailing_unescaped_spaces = 0;
+                } else {
+                    if bytes[i] == b' ' {
+                        trailing_unescaped_spaces += 1;
+                    } else {
+                        trailing_unescaped_spaces = 0;
+                    }
+                    value.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            value.truncate(value.len() - trailing_unescaped_spaces);
+        }
+        let value = String::from_utf8(value).ok()?;
+        rdn.push((attr, value));
+        if i >= bytes.len() {
+            rdns.push(std::mem::take(&mut rdn));
+            return Some(rdns);
+        }
+        match bytes[i] {
+            b'+' => {}
+            _ => rdns.push(std::mem::take(&mut rdn)),
+        }
+        i += 1;
+    }
+}
+
+/// Folds a value as caseIgnoreMatch does: lower-cased, with runs of spaces as one.
+fn fold(value: &str) -> String {
+    let lowered = value.to_lowercase();
+    let mut out = String::with_capacity(lowered.len());
+    let mut last_space = false;
+    for c in lowered.trim().chars() {
+        if c == ' ' {
+            if last_space {
+                continue;
+            }
+            last_space = true;
+        } else {
+            last_space = false;
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn canonical(rdns: &[Rdn]) -> String {
+    let mut out = String::new();
+    for (n, rdn) in rdns.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        let mut avas: Vec<String> =
+            rdn.iter().map(|(a, v)| format!("{a}={}", escape_value(&fold(v)))).collect();
+        avas.sort();
+        out.push_str(&avas.join("+"));
+    }
+    out
+}
+
+/// Escapes an attribute value for use inside a DN (RFC 4514 section 2.4).
+pub fn escape_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (n, c) in value.chars().enumerate() {
+        match c {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' ' if n == 0 || n == last => out.push_str("\\ "),
+            '#' if n == 0 => out.push_str("\\#"),
+            '\0' => out.push_str("\\00"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn same(a: &str, b: &str) {
+        assert_eq!(DnKey::new(a), DnKey::new(b), "{a} vs {b}");
+    }
+
+    #[test]
+    fn compares_types_and_values_case_insensitively() {
+        same("CN=Porter\\, James,OU=Staff,DC=Example,DC=Org", "cn=porter\\, james,ou=staff,dc=example,dc=org");
+        same("uid=JDoe,ou=people,dc=example,dc=org", "UID=jdoe, OU=People , dc=example,dc=org");
+        same("cn=Développeurs,dc=x", "CN=DÉVELOPPEURS,DC=X");
+    }
+
+    #[test]
+    fn normalises_escapes() {
+        same("cn=Porter\\, James,dc=x", "cn=Porter\\2C James,dc=x");
+        same("cn=Porter\\, James,dc=x", "cn=\"Porter, James\",dc=x");
+        same("cn=R&D\\5CLab,dc=x", "cn=R&D\\\\Lab,dc=x");
+        same("cn=D\\C3\\A9veloppeurs,dc=x", "cn=Développeurs,dc=x");
+        same("cn=\\ lead,dc=x", "cn=\\20lead,dc=x");
+        assert_ne!(DnKey::new("cn=a\\,b,dc=x"), DnKey::new("cn=a,cn=b,dc=x"));
+        assert_ne!(DnKey::new("cn=a\\+b,dc=x"), DnKey::new("cn=a+cn=b,dc=x"));
+    }
+
+    #[test]
+    fn multi_valued_rdns_compare_in_any_order() {
+        same("cn=a+uid=b,dc=x", "uid=B+cn=A,dc=x");
+    }
+
+    #[test]
+    fn odd_strings_still_get_a_key() {
+        assert_eq!(DnKey::new("not a dn").as_str(), "not a dn");
+        assert_eq!(DnKey::new("cn=trailing\\").as_str(), "cn=trailing\\");
+        assert_eq!(DnKey::new("").as_str(), "");
+    }
+
+    #[test]
+    fn escapes_values_for_dns() {
+        assert_eq!(escape_value("Porter, James"), "Porter\\, James");
+        assert_eq!(escape_value(" Ops (EU) * "), "\\ Ops (EU) *\\ ");
+        assert_eq!(escape_value("#1 a+b=c;<d>\"e\\"), "\\#1 a\\+b\\=c\\;\\<d\\>\\\"e\\\\");
+        // an escaped value parses back to itself
+        for v in ["Porter, James", " lead ", "R&D\\Lab", "Développeurs", "#x"] {
+            let dn = format!("cn={},dc=x", escape_value(v));
+            assert_eq!(parse(&dn).unwrap()[0][0].1, v, "{dn}");
+        }
+    }
+}

@@ -1,0 +1,599 @@
+//! The directory side: each configured group's effective members, read from LDAP / Active Directory.
+//!
+//! The public result is a [`Snapshot`], a value: for each configured group either its members or the error
+//! that stopped its enumeration. A failed or truncated read is never reported as an empty group. Nothing
+//! outside this module sees an `ldap3` type. It never writes to the directory.
+//!
+//! Membership strategy (searches for N configured groups, M users, K nested groups reached, D member DNs that
+//! are neither users nor groups):
+//! - one paged search of all users under the base (`user_filter`, username/display name/mail attributes):
+//!   ceil(M / page_size) pages, joined in memory by normalised DN;
+//! - one paged search for the configured groups by name, ORed 50 names per filter: ceil(N / 50) searches;
+//! - with nested groups, one base-scope read per member DN that is not a user, level by level: K + D reads.
+//!
+//! No search is made per user member, so a 3,000-member group costs the same as a 3-member one.
+
+mod dn;
+mod error;
+mod tls;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry, ldap_escape};
+use secrecy::{ExposeSecret, SecretString};
+
+pub use dn::{DnKey, escape_value as escape_dn_value};
+pub use error::Error;
+
+use crate::username::Username;
+
+/// How many group names go into one search filter.
+const NAMES_PER_FILTER: usize = 50;
+
+/// Where the directory is and how to read it.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `ldap://host:port` or `ldaps://host:port`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    pub starttls: bool,
+    /// An extra CA (PEM) trusted for the directory's certificate, besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate. Test directories only.
+    pub danger_skip_tls_verify: bool,
+    pub bind_dn: String,
+    pub bind_password: SecretString,
+    pub base_dn: String,
+    pub user_filter: String,
+    pub group_filter: String,
+    pub username_attribute: String,
+    pub group_name_attribute: String,
+    pub member_attribute: String,
+    pub display_name_attribute: String,
+    pub email_attribute: String,
+    pub page_size: i32,
+    /// The limit on connecting and on each operation.
+    pub timeout: Duration,
+    /// Members of member groups count as members.
+    pub nested_groups: bool,
+    /// How many levels of groups within groups are followed before the group is in error.
+    pub max_nesting_depth: usize,
+}
+
+/// A user who belongs in CloudShell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub username: Username,
+    pub dn: String,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+}
+
+/// A group reached while expanding a configured group (the group itself first), with its direct user
+/// members: what CloudShell's import by that group's name would cover.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub name: String,
+    pub dn: String,
+    pub direct_members: Vec<Username>,
+}
+
+/// Two or more directory entries whose usernames fold to the same name: none of them is imported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Collision {
+    pub username: Username,
+    pub dns: Vec<String>,
+}
+
+/// A configured group, fully enumerated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub dn: String,
+    /// Effective members (nested ones included when enabled), sorted by username, each once.
+    pub members: Vec<Member>,
+    /// The group and every group nested in it, with their direct user members.
+    pub sources: Vec<Source>,
+    /// Members left out because their username collides with another entry's.
+    pub collisions: Vec<Collision>,
+    /// Member DNs that are neither users nor groups (dangling, deleted, foreign, or filtered out).
+    pub skipped_members: usize,
+}
+
+/// One configured group's outcome.
+#[derive(Clone, Debug)]
+pub struct GroupOutcome {
+    pub name: String,
+    pub result: Result<Group, Error>,
+}
+
+/// The directory as read in one run.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// In the configured order.
+    pub groups: Vec<GroupOutcome>,
+    /// How many user entries the users search returned.
+    pub users_seen: usize,
+    /// Searches and reads made.
+    pub searches: usize,
+}
+
+/// A user entry from the users search.
+struct UserRecord {
+    username: Username,
+    dn: String,
+    display_name: Option<String>,
+    email: Option<String>,
+}
+
+/// A group entry: user members resolved to indexes into the user list, other member DNs kept.
+struct GroupRecord {
+    name: String,
+    dn: String,
+    users: Vec<u32>,
+    others: Vec<(DnKey, String)>,
+}
+
+/// What a non-user member DN turned out to be.
+enum Lookup {
+    Group(GroupRecord),
+    Neither,
+    Failed(Error),
+}
+
+struct Reader<'a> {
+    s: &'a Settings,
+    ldap: Ldap,
+    searches: usize,
+}
+
+/// Reads the effective members of each configured group.
+///
+/// Fails as a whole only when the directory cannot be reached or the bind is refused; any later failure
+/// puts the affected groups in error and keeps the others.
+pub async fn snapshot(s: &Settings, groups: &[String]) -> Result<Snapshot, Error> {
+    if s.danger_skip_tls_verify {
+        tracing::warn!(url = %s.url, "tls certificate verification is disabled (danger_skip_tls_verify)");
+    }
+    let ldap = connect(s).await?;
+    let mut reader = Reader { s, ldap, searches: 0 };
+    let result = reader.read(groups).await;
+    let _ = reader.ldap.unbind().await;
+    Ok(Snapshot { groups: result.0, users_seen: result.1, searches: reader.searches })
+}
+
+/// Connects and binds, for `check` and the snapshot.
+async fn connect(s: &Settings) -> Result<Ldap, Error> {
+    let mut conn_settings = LdapConnSettings::new()
+        .set_conn_timeout(s.timeout)
+        .set_starttls(s.starttls && s.url.to_ascii_lowercase().starts_with("ldap://"));
+    if s.danger_skip_tls_verify {
+        conn_settings = conn_settings.set_no_tls_verify(true);
+    } else if let Some(ca) = &s.ca_file {
+        conn_settings = conn_settings.set_config(tls::config_with_ca(ca).map_err(|reason| Error::Tls {
+            url: s.url.clone(),
+            reason,
+        })?);
+    }
+    let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, &s.url)
+        .await
+        .map_err(|e| Error::Connect { url: s.url.clone(), reason: describe_connect(&e, s) })?;
+    ldap3::drive!(conn);
+    let bound = ldap.with_timeout(s.timeout).simple_bind(&s.bind_dn, s.bind_password.expose_secret()).await;
+    match bound {
+        Ok(result) if result.rc == 0 => Ok(ldap),
+        Ok(result) => Err(Error::Bind {
+            url: s.url.clone(),
+            bind_dn: s.bind_dn.clone(),
+            reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text).trim().to_string(),
+        }),
+        Err(LdapError::Timeout { .. }) => {
+            Err(Error::Timeout { url: s.url.clone(), operation: "bind".into(), timeout: s.timeout })
+        }
+        Err(e) => Err(Error::Connect { url: s.url.clone(), reason: e.to_string() }),
+    }
+}
+
+fn describe_connect(e: &LdapError, s: &Settings) -> String {
+    let text = e.to_string();
+    let lower = text.to_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") {
+        let hint = if s.ca_file.is_some() {
+            "the certificate does not chain to ldap.ca_file or does not name the host"
+        } else {
+            "the certificate is not trusted: set ldap.ca_file to the directory's CA"
+        };
+        format!("{text} ({hint})")
+    } else if matches!(e, LdapError::Timeout { .. }) || lower.contains("elapsed") {
+        format!("no connection within {:?} (ldap.timeout)", s.timeout)
+    } else {
+        text
+    }
+}
+
+fn rc_name(rc: u32) -> &'static str {
+    match rc {
+        1 => "operationsError",
+        2 => "protocolError",
+        3 => "timeLimitExceeded",
+        4 => "sizeLimitExceeded",
+        10 => "referral",
+        11 => "adminLimitExceeded",
+        12 => "unavailableCriticalExtension",
+        32 => "noSuchObject",
+        34 => "invalidDNSyntax",
+        48 => "inappropriateAuthentication",
+        49 => "invalidCredentials",
+        50 => "insufficientAccessRights",
+        51 => "busy",
+        52 => "unavailable",
+        53 => "unwillingToPerform",
+        80 => "other",
+        _ => "unknown",
+    }
+}
+
+/// Values of an attribute, matched case-insensitively (servers may answer `memberof` for `memberOf`).
+fn values<'e>(entry: &'e SearchEntry, attr: &str) -> impl Iterator<Item = &'e String> {
+    entry.attrs.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(attr)).flat_map(|(_, v)| v.iter())
+}
+
+fn has_binary(entry: &SearchEntry, attr: &str) -> bool {
+    entry.bin_attrs.keys().any(|k| k.eq_ignore_ascii_case(attr))
+}
+
+impl Reader<'_> {
+    fn search_error(&self, operation: &str, e: LdapError) -> Error {
+        let url = self.s.url.clone();
+        match e {
+            LdapError::Timeout { .. } => Error::Timeout { url, operation: operation.into(), timeout: self.s.timeout },
+            LdapError::LdapResult { result } if result.rc == 11 || result.rc == 53 && result.text.contains("page") => {
+                Error::PageSize {
+                    url,
+                    page_size: self.s.page_size,
+                    operation: operation.into(),
+                    reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text)
+                        .trim()
+                        .to_string(),
+                }
+            }
+            LdapError::LdapResult { result } => Error::Search {
+                url,
+                operation: operation.into(),
+                reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text).trim().to_string(),
+            },
+            other => Error::Search { url, operation: operation.into(), reason: other.to_string() },
+        }
+    }
+
+    /// A paged subtree search under the base, handing each entry to `each` as it arrives.
+    async fn paged(
+        &mut self,
+        operation: &str,
+        filter: &str,
+        attrs: Vec<&str>,
+        mut each: impl FnMut(SearchEntry),
+    ) -> Result<(), Error> {
+        self.searches += 1;
+        let adapters: Vec<Box<dyn Adapter<_, _>>> =
+            vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(self.s.page_size))];
+        let mut stream = self
+            .ldap
+            .with_timeout(self.s.timeout)
+            .streaming_search_with(adapters, &self.s.base_dn, Scope::Subtree, filter, attrs)
+            .await
+            .map_err(|e| self.search_error(operation, e))?;
+        loop {
+            match stream.next().await {
+                Ok(Some(entry)) => each(SearchEntry::construct(entry)),
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = stream.finish().await;
+                    return Err(self.search_error(operation, e));
+                }
+            }
+        }
+        let result = stream.finish().await;
+        result.success().map(|_| ()).map_err(|e| self.search_error(operation, e))
+    }
+
+    async fn read(&mut self, groups: &[String]) -> (Vec<GroupOutcome>, usize) {
+        let all_failed = |e: Error| groups.iter().map(|g| GroupOutcome { name: g.clone(), result: Err(e.clone()) }).collect();
+        let (users, index, collisions) = match self.read_users().await {
+            Ok(u) => u,
+            Err(e) => return (all_failed(e), 0),
+        };
+        let users_seen = users.len();
+        let mut known: HashMap<DnKey, GroupRecord> = HashMap::new();
+        let mut named: HashMap<String, Result<DnKey, Error>> = HashMap::new();
+        for chunk in groups.chunks(NAMES_PER_FILTER) {
+            match self.read_named_groups(chunk, &index).await {
+                Ok(found) => {
+                    for name in chunk {
+                        let matching: Vec<&GroupRecord> = found.iter().filter(|g| g.name.to_lowercase() == name.to_lowercase()).collect();
+                        let outcome = match matching.as_slice() {
+                            [] => Err(Error::GroupNotFound {
+                                url: self.s.url.clone(),
+                                name: name.clone(),
+                                base_dn: self.s.base_dn.clone(),
+                                filter: self.group_name_filter(std::slice::from_ref(name)),
+                            }),
+                            [one] => Ok(DnKey::new(&one.dn)),
+                            many => Err(Error::AmbiguousGroup {
+                                url: self.s.url.clone(),
+                                name: name.clone(),
+                                dns: many.iter().map(|g| g.dn.clone()).collect(),
+                            }),
+                        };
+                        named.insert(name.clone(), outcome);
+                    }
+                    for g in found {
+                        known.insert(DnKey::new(&g.dn), g);
+                    }
+                }
+                Err(e) => {
+                    for name in chunk {
+                        named.insert(name.clone(), Err(e.clone()));
+                    }
+                }
+            }
+        }
+
+        let mut neither: HashSet<DnKey> = HashSet::new();
+        let mut failed: HashMap<DnKey, Error> = HashMap::new();
+        if self.s.nested_groups {
+            self.expand(&mut known, &mut neither, &mut failed, &index, named.values().filter_map(|r| r.as_ref().ok().cloned()).collect())
+                .await;
+        }
+
+        let outcomes = groups
+            .iter()
+            .map(|name| {
+                let result = match named.remove(name).expect("every name was looked up") {
+                    Err(e) => Err(e),
+                    Ok(key) => self.resolve(name, &key, &known, &neither, &failed, &users, &collisions),
+                };
+                GroupOutcome { name: name.clone(), result }
+            })
+            .collect();
+        (outcomes, users_seen)
+    }
+
+    /// The users search: every user entry, indexed by normalised DN; usernames that collide are noted.
+    async fn read_users(&mut self) -> Result<(Vec<UserRecord>, HashMap<DnKey, u32>, HashMap<Username, Vec<String>>), Error> {
+        let s = self.s;
+        let mut users: Vec<UserRecord> = Vec::new();
+        let mut index: HashMap<DnKey, u32> = HashMap::new();
+        let mut by_name: HashMap<Username, u32> = HashMap::new();
+        let mut collisions: HashMap<Username, Vec<String>> = HashMap::new();
+        let mut no_username = 0usize;
+        let attrs = vec![s.username_attribute.as_str(), s.display_name_attribute.as_str(), s.email_attribute.as_str()];
+        self.paged("the users search", &s.user_filter, attrs, |entry| {
+            let Some(username) = values(&entry, &s.username_attribute).next().and_then(|v| Username::new(v)) else {
+                no_username += 1;
+                let reason = if has_binary(&entry, &s.username_attribute) { "username is not UTF-8" } else { "no username attribute" };
+                tracing::warn!(dn = %entry.dn, attribute = %s.username_attribute, reason, "user skipped");
+                return;
+            };
+            let n = users.len() as u32;
+            if let Some(&other) = by_name.get(&username) {
+                collisions
+                    .entry(username.clone())
+                    .or_insert_with(|| vec![users[other as usize].dn.clone()])
+                    .push(entry.dn.clone());
+            } else {
+                by_name.insert(username.clone(), n);
+            }
+            index.insert(DnKey::new(&entry.dn), n);
+            let display_name = values(&entry, &s.display_name_attribute).next().cloned();
+            let email = values(&entry, &s.email_attribute).next().cloned();
+            users.push(UserRecord { username, display_name, email, dn: entry.dn });
+        })
+        .await?;
+        for (username, dns) in &collisions {
+            tracing::warn!(username = %username, dns = ?dns, "username collision");
+        }
+        if no_username > 0 {
+            tracing::info!(count = no_username, "user entries without a usable username skipped");
+        }
+        Ok((users, index, collisions))
+    }
+
+    fn group_name_filter(&self, names: &[String]) -> String {
+        let attr = &self.s.group_name_attribute;
+        let alternatives: String = names.iter().map(|n| format!("({attr}={})", ldap_escape(n.as_str()))).collect();
+        if names.len() == 1 {
+            format!("(&{}{alternatives})", self.s.group_filter)
+        } else {
+            format!("(&{}(|{alternatives}))", self.s.group_filter)
+        }
+    }
+
+    fn group_record(&self, entry: &SearchEntry, index: &HashMap<DnKey, u32>, wanted: Option<&[String]>) -> Vec<GroupRecord> {
+        let s = self.s;
+        let mut users = Vec::new();
+        let mut others = Vec::new();
+        for dn in values(entry, &s.member_attribute) {
+            if dn.is_empty() {
+                continue; // groupOfNames' placeholder for "no members"
+            }
+            let key = DnKey::new(dn);
+            match index.get(&key) {
+                Some(&n) => users.push(n),
+                None => others.push((key, dn.clone())),
+            }
+        }
+        // A group found by name is recorded under the configured name it matched; a nested one under its first.
+        let names: Vec<String> = values(entry, &s.group_name_attribute).cloned().collect();
+        let name = match wanted {
+            Some(wanted) => names
+                .iter()
+                .find(|n| wanted.iter().any(|w| w.to_lowercase() == n.to_lowercase()))
+                .cloned(),
+            None => names.first().cloned(),
+        }
+        .unwrap_or_else(|| entry.dn.clone());
+        vec![GroupRecord { name, dn: entry.dn.clone(), users, others }]
+    }
+
+    async fn read_named_groups(&mut self, names: &[String], index: &HashMap<DnKey, u32>) -> Result<Vec<GroupRecord>, Error> {
+        let filter = self.group_name_filter(names);
+        let s = self.s;
+        let mut entries = Vec::new();
+        self.paged("the group search", &filter, vec![s.group_name_attribute.as_str(), s.member_attribute.as_str()], |e| entries.push(e))
+            .await?;
+        Ok(entries.iter().flat_map(|e| self.group_record(e, index, Some(names))).collect())
+    }
+
+    /// Reads the member DNs that are not users, level by level, up to the nesting cap.
+    async fn expand(
+        &mut self,
+        known: &mut HashMap<DnKey, GroupRecord>,
+        neither: &mut HashSet<DnKey>,
+        failed: &mut HashMap<DnKey, Error>,
+        index: &HashMap<DnKey, u32>,
+        roots: Vec<DnKey>,
+    ) {
+        let mut level: Vec<DnKey> = roots;
+        let mut visited: HashSet<DnKey> = level.iter().cloned().collect();
+        for _ in 0..self.s.max_nesting_depth {
+            let mut next: Vec<DnKey> = Vec::new();
+            let mut to_read: Vec<(DnKey, String)> = Vec::new();
+            for key in &level {
+                let Some(group) = known.get(key) else { continue };
+                for (other, raw) in &group.others {
+                    if visited.insert(other.clone()) {
+                        next.push(other.clone());
+                        if !known.contains_key(other) {
+                            to_read.push((other.clone(), raw.clone()));
+                        }
+                    }
+                }
+            }
+            for (key, raw) in to_read {
+                match self.lookup(&raw, index).await {
+                    Lookup::Group(g) => {
+                        known.insert(key, g);
+                    }
+                    Lookup::Neither => {
+                        neither.insert(key);
+                    }
+                    Lookup::Failed(e) => {
+                        failed.insert(key, e);
+                    }
+                }
+            }
+            if next.is_empty() {
+                return;
+            }
+            level = next;
+        }
+    }
+
+    /// A base-scope read of a member DN that is not a user: is it a group?
+    async fn lookup(&mut self, dn: &str, index: &HashMap<DnKey, u32>) -> Lookup {
+        self.searches += 1;
+        let s = self.s;
+        let attrs = vec![s.group_name_attribute.as_str(), s.member_attribute.as_str()];
+        let result = self.ldap.with_timeout(s.timeout).search(dn, Scope::Base, &s.group_filter, attrs).await;
+        match result {
+            Ok(result) => match result.1.rc {
+                0 => match result.0.into_iter().next() {
+                    Some(raw) => match self.group_record(&SearchEntry::construct(raw), index, None).pop() {
+                        Some(g) => Lookup::Group(g),
+                        None => Lookup::Neither,
+                    },
+                    None => Lookup::Neither,
+                },
+                // noSuchObject: dangling; invalidDNSyntax: not a DN at all
+                32 | 34 => Lookup::Neither,
+                _ => Lookup::Failed(self.search_error(&format!("reading member {dn}"), LdapError::LdapResult { result: result.1 })),
+            },
+            Err(e) => Lookup::Failed(self.search_error(&format!("reading member {dn}"), e)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resolve(
+        &self,
+        name: &str,
+        root: &DnKey,
+        known: &HashMap<DnKey, GroupRecord>,
+        neither: &HashSet<DnKey>,
+        failed: &HashMap<DnKey, Error>,
+        users: &[UserRecord],
+        collisions: &HashMap<Username, Vec<String>>,
+    ) -> Result<Group, Error> {
+        let top = known.get(root).expect("a found group is known");
+        let mut members: Vec<u32> = Vec::new();
+        let mut sources = Vec::new();
+        let mut skipped = 0usize;
+        let mut visited: HashSet<&DnKey> = HashSet::from([root]);
+        let mut level: Vec<&GroupRecord> = vec![top];
+        let mut depth = 0usize;
+        while !level.is_empty() {
+            let mut next = Vec::new();
+            for group in level {
+                members.extend(&group.users);
+                sources.push(Source {
+                    name: group.name.clone(),
+                    dn: group.dn.clone(),
+                    direct_members: group.users.iter().map(|&n| users[n as usize].username.clone()).collect(),
+                });
+                for (key, raw) in &group.others {
+                    if !self.s.nested_groups {
+                        skipped += 1;
+                        tracing::info!(group = %name, member = %raw, reason = "not a user; nested groups are off", "member skipped");
+                        continue;
+                    }
+                    if let Some(e) = failed.get(key) {
+                        return Err(e.clone());
+                    }
+                    if let Some(g) = known.get(key) {
+                        if visited.insert(key) {
+                            next.push(g);
+                        }
+                    } else if neither.contains(key) {
+                        skipped += 1;
+                        tracing::warn!(group = %name, member = %raw, reason = "neither a user nor a group", "member skipped");
+                    } else {
+                        return Err(Error::TooDeep { name: name.to_string(), depth: self.s.max_nesting_depth });
+                    }
+                }
+            }
+            if !next.is_empty() {
+                depth += 1;
+                if depth > self.s.max_nesting_depth {
+                    return Err(Error::TooDeep { name: name.to_string(), depth: self.s.max_nesting_depth });
+                }
+            }
+            level = next;
+        }
+        members.sort_unstable();
+        members.dedup();
+        let mut found_collisions: Vec<Collision> = Vec::new();
+        let mut out: Vec<Member> = Vec::with_capacity(members.len());
+        for n in members {
+            let u = &users[n as usize];
+            if let Some(dns) = collisions.get(&u.username) {
+                if !found_collisions.iter().any(|c| c.username == u.username) {
+                    found_collisions.push(Collision { username: u.username.clone(), dns: dns.clone() });
+                }
+                continue;
+            }
+            out.push(Member { username: u.username.clone(), dn: u.dn.clone(), display_name: u.display_name.clone(), email: u.email.clone() });
+        }
+        out.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(Group { name: top.name.clone(), dn: top.dn.clone(), members: out, sources, collisions: found_collisions, skipped_members: skipped })
+    }
+}
+
+/// Connects and binds, then unbinds: for `check`.
+pub async fn bind_check(s: &Settings) -> Result<(), Error> {
+    let mut ldap = connect(s).await?;
+    let _ = ldap.unbind().await;
+    Ok(())
+}

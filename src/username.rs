@@ -1,0 +1,101 @@
+//! Usernames, normalised once: CloudShell and directories treat `JPorter` and `jporter` as one user, so
+//! every comparison, set and map key in the daemon goes through this type.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+/// A username that compares, hashes and orders case-insensitively (Unicode lower-casing) and displays as
+/// written.
+#[derive(Clone)]
+pub struct Username {
+    original: String,
+    folded: String,
+}
+
+impl Username {
+    /// A username, or `None` for an empty or all-blank one.
+    pub fn new(name: &str) -> Option<Username> {
+        let name = name.trim();
+        if name.is_empty() {
+            return None;
+        }
+        Some(Username { original: name.to_string(), folded: name.to_lowercase() })
+    }
+
+    /// As written in the directory or CloudShell.
+    pub fn as_str(&self) -> &str {
+        &self.original
+    }
+
+    /// The case-folded form used for comparison.
+    pub fn folded(&self) -> &str {
+        &self.folded
+    }
+}
+
+impl PartialEq for Username {
+    fn eq(&self, other: &Username) -> bool {
+        self.folded == other.folded
+    }
+}
+
+impl Eq for Username {}
+
+impl Hash for Username {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.folded.hash(state);
+    }
+}
+
+impl PartialOrd for Username {
+    fn partial_cmp(&self, other: &Username) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Username {
+    fn cmp(&self, other: &Username) -> Ordering {
+        self.folded.cmp(&other.folded)
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.original)
+    }
+}
+
+impl fmt::Debug for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.original)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Username;
+    use std::collections::HashSet;
+
+    fn u(s: &str) -> Username {
+        Username::new(s).unwrap()
+    }
+
+    #[test]
+    fn compares_case_insensitively_and_displays_as_written() {
+        assert_eq!(u("JPorter"), u("jporter"));
+        assert_eq!(u("ÉLODIE"), u("élodie"), "Unicode-aware");
+        assert_ne!(u("jporter"), u("jporter2"));
+        let set: HashSet<Username> = [u("JPorter"), u("jporter"), u("JPORTER")].into_iter().collect();
+        assert_eq!(set.len(), 1);
+        assert_eq!(u("JPorter").to_string(), "JPorter");
+        assert!(u("alice") < u("Bob"));
+    }
+
+    #[test]
+    fn refuses_blank_names() {
+        assert!(Username::new("").is_none());
+        assert!(Username::new("   ").is_none());
+        assert_eq!(u(" x ").as_str(), "x");
+    }
+}
