@@ -144,11 +144,57 @@ pub struct Slapd {
     dir: tempfile::TempDir,
     child: Option<Child>,
     pub port: u16,
+    /// The ldaps:// port, when started with TLS.
+    pub tls_port: Option<u16>,
+}
+
+/// A private CA and a server certificate for `localhost` and `127.0.0.1`, written as PEM files into `dir`.
+/// Returns the CA file's path.
+fn write_certificates(dir: &Path) -> PathBuf {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "cloudshell-ldap-sync test CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().expect("generating the CA key");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("self-signing the CA");
+    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let key = KeyPair::generate().expect("generating the server key");
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .expect("signing the server certificate");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).expect("writing ca.pem");
+    std::fs::write(dir.join("server.pem"), cert.pem()).expect("writing server.pem");
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("writing server.key");
+    ca_file
 }
 
 impl Slapd {
     /// Seeds a new directory with `seed` (through `slapadd`, before start) and starts slapd.
     pub fn start(seed: &Directory) -> Slapd {
+        Slapd::start_with(seed, false)
+    }
+
+    /// Like [`Slapd::start`], also serving ldaps:// and StartTLS with a certificate from a private CA.
+    pub fn start_tls(seed: &Directory) -> Slapd {
+        Slapd::start_with(seed, true)
+    }
+
+    fn start_with(seed: &Directory, tls: bool) -> Slapd {
         assert!(Path::new(SLAPD).exists(), "{INSTALL_HINT}");
         let dir = tempfile::Builder::new()
             .prefix("slapd-")
@@ -157,7 +203,15 @@ impl Slapd {
         let data = dir.path().join("data");
         std::fs::create_dir(&data).expect("creating slapd's data dir");
         let conf = dir.path().join("slapd.conf");
-        std::fs::write(&conf, slapd_conf(dir.path())).expect("writing slapd.conf");
+        let mut conf_text = slapd_conf(dir.path());
+        if tls {
+            write_certificates(dir.path());
+            let d = dir.path().display();
+            conf_text = format!(
+                "TLSCACertificateFile {d}/ca.pem\nTLSCertificateFile {d}/server.pem\nTLSCertificateKeyFile {d}/server.key\n{conf_text}"
+            );
+        }
+        std::fs::write(&conf, conf_text).expect("writing slapd.conf");
         let seed_file = dir.path().join("seed.ldif");
         std::fs::write(&seed_file, seed.ldif()).expect("writing the seed LDIF");
         let out = Command::new("/usr/sbin/slapadd")
@@ -174,11 +228,16 @@ impl Slapd {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = free_port();
+        let tls_port = tls.then(free_port);
+        let mut urls = format!("ldap://127.0.0.1:{port}/");
+        if let Some(p) = tls_port {
+            urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
+        }
         let log = std::fs::File::create(dir.path().join("slapd.log")).expect("creating slapd.log");
         let child = Command::new(SLAPD)
             .args(["-d", "0", "-f"])
             .arg(&conf)
-            .args(["-h", &format!("ldap://127.0.0.1:{port}/")])
+            .args(["-h", &urls])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning the log handle"))
             .stderr(log)
@@ -188,6 +247,7 @@ impl Slapd {
             dir,
             child: Some(child),
             port,
+            tls_port,
         };
         slapd.wait_until_listening();
         slapd
@@ -212,8 +272,46 @@ impl Slapd {
         format!("ldap://127.0.0.1:{}", self.port)
     }
 
+    /// The ldaps:// URL (started with TLS only).
+    pub fn ldaps_url(&self) -> String {
+        format!(
+            "ldaps://127.0.0.1:{}",
+            self.tls_port.expect("slapd was started with TLS")
+        )
+    }
+
+    /// The private CA's certificate (started with TLS only).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Restarts a killed slapd on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        let conf = self.dir.path().join("slapd.conf");
+        let mut urls = format!("ldap://127.0.0.1:{}/", self.port);
+        if let Some(p) = self.tls_port {
+            urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
+        }
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("slapd.log"))
+            .expect("opening slapd.log");
+        let child = Command::new(SLAPD)
+            .args(["-d", "0", "-f"])
+            .arg(&conf)
+            .args(["-h", &urls])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning the log handle"))
+            .stderr(log)
+            .spawn()
+            .expect(INSTALL_HINT);
+        self.child = Some(child);
+        self.wait_until_listening();
     }
 
     pub fn log(&self) -> String {
@@ -435,4 +533,75 @@ impl Sim {
 /// A path in the source tree.
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A TCP proxy to `target` that forwards faithfully until the server has sent `cut_after` bytes on a
+/// connection, then drops that connection: a directory going away in the middle of an answer.
+pub struct CutProxy {
+    pub port: u16,
+}
+
+impl CutProxy {
+    pub fn start(target: u16, cut_after: usize) -> CutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    return;
+                };
+                let (mut c_read, mut s_write) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut s_write);
+                });
+                let (mut s_read, mut c_write) = (server, client);
+                std::thread::spawn(move || {
+                    let mut sent = 0usize;
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = match std::io::Read::read(&mut s_read, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let n = n.min(cut_after.saturating_sub(sent));
+                        if c_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        sent += n;
+                        if sent >= cut_after {
+                            break;
+                        }
+                    }
+                    let _ = c_write.shutdown(std::net::Shutdown::Both);
+                    let _ = s_read.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CutProxy { port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A server that accepts connections and never answers: a firewall that drops, or a hung directory.
+pub struct Silent {
+    pub port: u16,
+    _listener: TcpListener,
+}
+
+impl Silent {
+    pub fn start() -> Silent {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the silent server");
+        let port = listener.local_addr().expect("address").port();
+        Silent {
+            port,
+            _listener: listener,
+        }
+    }
 }
