@@ -3,11 +3,13 @@
 //!
 //! Modules, one concern each:
 //! - [`cloudshell`]: the Admin API client (login, list users, import by group or by user).
+//! - [`config`]: the configuration file, raw and validated.
 //! - [`ldap`]: the directory snapshot (each configured group's effective members).
 //! - [`username`]: the case-insensitive username type every comparison uses.
 //! - [`cli`]: the command line and its exit codes.
 
 pub mod cli;
 pub mod cloudshell;
+pub mod config;
 pub mod ldap;
 pub mod username;
