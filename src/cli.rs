@@ -1,9 +1,13 @@
-//! The command line: `sync`, `run` and `check`, each with `--config`, and the exit codes operators rely on.
+//! The command line: `sync`, `run` and `check`, each with `--config`, and the exit codes operators rely on
+//! (`shared/interface.md`). Command output goes to stdout; logs go to stderr.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, LogFormat};
+use crate::{cloudshell, ldap, logging, sync};
 
 /// Exit codes, as `shared/interface.md` promises them.
 pub mod exit {
@@ -14,19 +18,30 @@ pub mod exit {
     pub const HELD: u8 = 4;
 }
 
-/// Imports the members of directory groups into Quali CloudShell.
+const DEFAULT_CONFIG: &str = "/etc/cloudshell-ldap-sync/config.toml";
+
+/// Imports the members of directory (LDAP / Active Directory) groups into Quali CloudShell.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 pub struct Cli {
+    /// Log format on stderr; overrides [log] format.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one sync cycle now, then exit.
     Sync {
-        #[arg(long, default_value = "/etc/cloudshell-ldap-sync/config.toml")]
+        #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Compute and print the plan; write nothing to CloudShell.
         #[arg(long)]
@@ -37,12 +52,12 @@ pub enum Command {
     },
     /// The long-running daemon: cycles on the configured schedule until SIGTERM or SIGINT.
     Run {
-        #[arg(long, default_value = "/etc/cloudshell-ldap-sync/config.toml")]
+        #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Validate the configuration, bind to LDAP, resolve every group, log in to CloudShell; change nothing.
     Check {
-        #[arg(long, default_value = "/etc/cloudshell-ldap-sync/config.toml")]
+        #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
 }
@@ -60,10 +75,133 @@ pub fn main() -> ExitCode {
             });
         }
     };
-    match cli.command {
-        Command::Sync { .. } | Command::Run { .. } | Command::Check { .. } => {
-            eprintln!("error: this command is not implemented yet");
-            ExitCode::from(exit::CONFIG)
+    let path = match &cli.command {
+        Command::Sync { config, .. } | Command::Run { config } | Command::Check { config } => {
+            config.clone()
+        }
+    };
+    let config = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    let format = match cli.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        None => config.log_format.unwrap_or(LogFormat::Text),
+    };
+    logging::init(format);
+    for warning in &config.warnings {
+        tracing::warn!(warning = %warning, "configuration warning");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FATAL);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Sync { dry_run, json, .. } => sync_command(&config, dry_run, json).await,
+            Command::Check { .. } => check_command(&config).await,
+            Command::Run { .. } => {
+                eprintln!(
+                    "error: the daemon (`run`) is not built yet; use `sync` from a timer meanwhile"
+                );
+                exit::CONFIG
+            }
+        }
+    });
+    ExitCode::from(code)
+}
+
+async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
+    let report = sync::run(config, dry_run).await;
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    report.result.exit_code()
+}
+
+/// `check`: prints what it finds, one line per item, and what is wrong.
+async fn check_command(config: &Config) -> u8 {
+    let mut problems = 0usize;
+    println!("config {}: ok", display(&config.path));
+    for w in &config.warnings {
+        println!("  warning: {w}");
+    }
+    match ldap::snapshot(&config.ldap, &config.sync.groups).await {
+        Err(e) => {
+            println!("directory {}: FAILED: {e}", config.ldap.url);
+            problems += 1;
+        }
+        Ok(snapshot) => {
+            println!(
+                "directory {}: bound as {:?}, {} users under {}",
+                config.ldap.url, config.ldap.bind_dn, snapshot.users_seen, config.ldap.base_dn
+            );
+            for g in &snapshot.groups {
+                match &g.result {
+                    Ok(group) => {
+                        let nested = group.sources.len().saturating_sub(1);
+                        println!(
+                            "  group {:?}: {} members ({} nested groups) at {}",
+                            g.name,
+                            group.members.len(),
+                            nested,
+                            group.dn
+                        );
+                        for c in &group.collisions {
+                            println!(
+                                "    problem: username {:?} is ambiguous: {:?}",
+                                c.username.as_str(),
+                                c.dns
+                            );
+                            problems += 1;
+                        }
+                    }
+                    Err(e) => {
+                        println!("  group {:?}: FAILED: {e}", g.name);
+                        problems += 1;
+                    }
+                }
+            }
         }
     }
+    match cloudshell::Client::new(config.cloudshell.clone()) {
+        Err(e) => {
+            println!("cloudshell {}: FAILED: {e}", config.cloudshell.url);
+            problems += 1;
+        }
+        Ok(client) => match client.login().await {
+            Ok(()) => println!(
+                "cloudshell {}: logged in as {:?}",
+                config.cloudshell.url, config.cloudshell.username
+            ),
+            Err(e) => {
+                println!("cloudshell {}: FAILED: {e}", config.cloudshell.url);
+                problems += 1;
+            }
+        },
+    }
+    if problems == 0 {
+        println!("all checks passed");
+        exit::OK
+    } else {
+        println!("{problems} problem(s) found");
+        exit::FATAL
+    }
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
 }

@@ -5,6 +5,8 @@
 //! - [`cloudshell`]: the Admin API client (login, list users, import by group or by user).
 //! - [`config`]: the configuration file, raw and validated.
 //! - [`ldap`]: the directory snapshot (each configured group's effective members).
+//! - [`sync`]: one cycle: snapshot, plan (pure), apply group by group.
+//! - [`report`]: the run report, as JSON and text.
 //! - [`username`]: the case-insensitive username type every comparison uses.
 //! - [`cli`]: the command line and its exit codes.
 
@@ -12,4 +14,7 @@ pub mod cli;
 pub mod cloudshell;
 pub mod config;
 pub mod ldap;
+pub mod logging;
+pub mod report;
+pub mod sync;
 pub mod username;

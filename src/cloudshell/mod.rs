@@ -8,6 +8,7 @@ mod error;
 mod wire;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -172,8 +173,26 @@ struct Answer {
     body: Vec<u8>,
 }
 
+/// How many requests of each kind a client has sent (retries included).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CallCounts {
+    pub login: u64,
+    pub list_users: u64,
+    pub import_group: u64,
+    pub import_user: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    login: AtomicU64,
+    list_users: AtomicU64,
+    import_group: AtomicU64,
+    import_user: AtomicU64,
+}
+
 /// A CloudShell Admin API client. Cheap to share behind an `Arc`; calls may run concurrently.
 pub struct Client {
+    counters: Counters,
     http: reqwest::Client,
     settings: Settings,
     token: RwLock<Option<Token>>,
@@ -211,11 +230,37 @@ impl Client {
                 reason: format!("cannot build the HTTP client: {}", e.without_url()),
             })?;
         Ok(Client {
+            counters: Counters::default(),
             http,
             settings,
             token: RwLock::new(None),
             login_lock: Mutex::new(()),
         })
+    }
+
+    /// Requests sent so far, by kind.
+    pub fn calls(&self) -> CallCounts {
+        CallCounts {
+            login: self.counters.login.load(Ordering::Relaxed),
+            list_users: self.counters.list_users.load(Ordering::Relaxed),
+            import_group: self.counters.import_group.load(Ordering::Relaxed),
+            import_user: self.counters.import_user.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count(&self, path: &str, body: Option<&Value>) {
+        let counter = if path == LOGIN_PATH {
+            &self.counters.login
+        } else if path == USERS_PATH {
+            &self.counters.list_users
+        } else if path == IMPORT_PATH && body.is_some_and(|b| b.get("GroupName").is_some()) {
+            &self.counters.import_group
+        } else if path == IMPORT_PATH {
+            &self.counters.import_user
+        } else {
+            return;
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The server's base URL.
@@ -239,6 +284,7 @@ impl Client {
         body: Option<&Value>,
         token: Option<&Token>,
     ) -> Result<Answer, Error> {
+        self.count(path, body);
         let mut url = self.settings.url.join(path).map_err(|e| Error::Connect {
             method: method.to_string(),
             path: format!("/{path}"),
@@ -296,7 +342,7 @@ impl Client {
     }
 
     async fn login_locked(&self) -> Result<Token, Error> {
-        let path = "Api/Auth/Login";
+        let path = LOGIN_PATH;
         let body = json!({
             "Username": self.settings.username,
             "Password": self.settings.password.expose_secret(),
@@ -416,7 +462,7 @@ impl Client {
 
     /// Every CloudShell user, following the cursors at [`PAGE_LIMIT`] a page.
     pub async fn list_users(&self) -> Result<Vec<User>, Error> {
-        let path = "api/v1/users";
+        let path = USERS_PATH;
         let mut users = Vec::new();
         let mut cursor: Option<String> = None;
         let mut seen = std::collections::HashSet::new();
@@ -545,6 +591,8 @@ impl Client {
     }
 }
 
+const LOGIN_PATH: &str = "Api/Auth/Login";
+const USERS_PATH: &str = "api/v1/users";
 const IMPORT_PATH: &str = "api/v1/integrations/IdentityManagement/users";
 
 fn json_kind(v: &Value) -> &'static str {

@@ -1,0 +1,146 @@
+//! Carrying a plan out for one group: import the group by name, work out who is still missing, import
+//! nested groups that cover several of them, then import the rest one by one with bounded concurrency.
+
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt;
+
+use crate::cloudshell::{Client, GroupImport, UserImport};
+use crate::ldap::Member;
+use crate::report::Failure;
+use crate::sync::plan::ReadyGroup;
+use crate::username::Username;
+
+/// What happened to one group's planned imports.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub imported: Vec<Username>,
+    pub failures: Vec<Failure>,
+}
+
+/// Imports `group`'s missing members. Never fails as a whole: every failure is recorded per user.
+pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize) -> Applied {
+    let name = group.name.as_str();
+    let mut still: BTreeMap<Username, &Member> = group
+        .to_import
+        .iter()
+        .map(|m| (m.username.clone(), m))
+        .collect();
+    let mut applied = Applied::default();
+    let mut take_created = |still: &mut BTreeMap<Username, &Member>,
+                            created: &[crate::cloudshell::User],
+                            via: &str| {
+        for user in created {
+            if let Some(username) = Username::new(&user.username)
+                && still.remove(&username).is_some()
+            {
+                tracing::info!(group = name, username = %username, via, "user imported");
+                applied.imported.push(username);
+            }
+        }
+    };
+
+    // 1. The group itself. CloudShell imports direct members only, may refuse a large group, and may answer
+    //    202 with error entries; whatever it did not create stays in `still`.
+    let mut uncertain = false;
+    match client.import_group(name).await {
+        Ok(GroupImport::Done { created, failures }) => {
+            tracing::info!(
+                group = name,
+                created = created.len(),
+                failures = failures.len(),
+                "group imported"
+            );
+            take_created(&mut still, &created, "group");
+            for f in failures {
+                tracing::warn!(group = name, username = f.name.as_deref().unwrap_or("-"), message = %f.message, "group import reported a failure");
+            }
+        }
+        Ok(GroupImport::Refused { message }) => {
+            tracing::warn!(group = name, message = %message, fallback = still.len(), "group import refused")
+        }
+        Ok(GroupImport::NotFound { message }) => {
+            tracing::warn!(group = name, message = %message, fallback = still.len(), "group import not found")
+        }
+        Err(e) => {
+            // The import may have happened before the answer was lost: look before importing again.
+            tracing::warn!(group = name, error = %e, "group import failed");
+            uncertain = true;
+        }
+    }
+    if uncertain && !still.is_empty() {
+        match client.list_users().await {
+            Ok(users) => {
+                let present: Vec<crate::cloudshell::User> = users;
+                take_created(&mut still, &present, "group (verified)");
+            }
+            Err(e) => {
+                tracing::warn!(group = name, error = %e, "user listing after a failed group import failed")
+            }
+        }
+    }
+
+    // 2. Nested groups, by their own names, where one call covers several members still missing.
+    for source in group.group.sources.iter().skip(1) {
+        let covered = source
+            .direct_members
+            .iter()
+            .filter(|u| still.contains_key(*u))
+            .count();
+        if covered < 2 {
+            continue;
+        }
+        match client.import_group(&source.name).await {
+            Ok(GroupImport::Done { created, .. }) => {
+                tracing::info!(group = name, nested_group = %source.name, created = created.len(), "nested group imported");
+                take_created(&mut still, &created, "nested group");
+            }
+            Ok(other) => {
+                tracing::warn!(group = name, nested_group = %source.name, outcome = ?other, "nested group import refused")
+            }
+            Err(e) => {
+                tracing::warn!(group = name, nested_group = %source.name, error = %e, "nested group import failed")
+            }
+        }
+    }
+
+    // 3. Everyone else, one by one. A 409 means the user is there: success.
+    let results: Vec<(Username, Result<UserImport, crate::cloudshell::Error>)> =
+        futures_util::stream::iter(still.into_keys())
+            .map(|username| async move {
+                let outcome = client.import_user(username.as_str()).await;
+                (username, outcome)
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+    let mut results = results;
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    for (username, outcome) in results {
+        let reason = match outcome {
+            Ok(UserImport::Created(_)) => {
+                tracing::info!(group = name, username = %username, via = "user", "user imported");
+                applied.imported.push(username);
+                continue;
+            }
+            Ok(UserImport::AlreadyExists) => {
+                tracing::info!(group = name, username = %username, via = "user", "user already present");
+                applied.imported.push(username);
+                continue;
+            }
+            Ok(UserImport::NotFound { message }) => {
+                format!("CloudShell's directory has no such user: {message}")
+            }
+            Ok(UserImport::Refused { message }) => {
+                format!("CloudShell refused the import: {message}")
+            }
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(group = name, username = %username, reason = %reason, "user import failed");
+        applied.failures.push(Failure {
+            username: username.to_string(),
+            reason,
+        });
+    }
+    applied
+}

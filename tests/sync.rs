@@ -1,0 +1,371 @@
+//! The product's main job end to end: the real binary against a real slapd and the simulator.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use common::{BASE_DN, Directory, SERVICE_DN, SERVICE_PASSWORD, Sim, Slapd};
+use serde_json::{Value, json};
+
+const CS_PASSWORD: &str = "cs-admin-pass";
+const IMPORT: &str = "/api/v1/integrations/IdentityManagement/users";
+
+/// `Team`: alice, Bob and nested `Inner` (carol, dave). `Other`: erin, alice. `Synced`: JPorter.
+/// `Big`: big00000..big00004. `Ghostly`: ghost (a user whose import CloudShell fails).
+fn directory() -> Directory {
+    let mut d = Directory::new();
+    let alice = d.user("alice");
+    let bob = d.user("Bob");
+    let carol = d.user("carol");
+    let dave = d.user("dave");
+    let erin = d.user("erin");
+    let jporter = d.user("JPorter");
+    let inner = d.group("Inner", &[carol, dave]);
+    d.group("Team", &[alice.clone(), bob, inner]);
+    d.group("Other", &[erin, alice]);
+    d.group("Synced", &[jporter]);
+    let big = d.users("big", 5);
+    d.group("Big", &big);
+    let ghost = d.user("ghost");
+    let fine = d.user("fine");
+    d.group("Ghostly", &[ghost, fine]);
+    d
+}
+
+struct Env {
+    slapd: Slapd,
+    sim: Sim,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn start(change: impl FnOnce(&mut cloudshell_sim::Config)) -> Env {
+        let slapd = Slapd::start(&directory());
+        let sim = Sim::with_directory(&slapd, |c| {
+            c.admin_password = CS_PASSWORD.into();
+            c.existing_users = vec!["jporter".into(), "BOB".into()];
+            change(c);
+        });
+        let dir = tempfile::tempdir().unwrap();
+        for (name, secret) in [
+            ("ldap-password", SERVICE_PASSWORD),
+            ("cs-password", CS_PASSWORD),
+        ] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, secret).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        Env { slapd, sim, dir }
+    }
+
+    /// Writes a config for `groups`, with `extra` lines appended to `[sync]`, and returns its path.
+    fn config(&self, groups: &[&str], ldap_url: Option<&str>, extra: &str) -> PathBuf {
+        let d = self.dir.path().display();
+        let groups = serde_json::to_string(groups).unwrap();
+        let text = format!(
+            r#"[ldap]
+url = "{url}"
+bind_dn = "{SERVICE_DN}"
+bind_password_file = "{d}/ldap-password"
+base_dn = "{BASE_DN}"
+timeout = "5s"
+
+[cloudshell]
+url = "{cs}"
+password_file = "{d}/cs-password"
+timeout = "10s"
+
+[sync]
+groups = {groups}
+{extra}
+"#,
+            url = ldap_url
+                .map(str::to_string)
+                .unwrap_or_else(|| self.slapd.url()),
+            cs = self.sim.url(),
+        );
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cloudshell-ldap-sync"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap()
+    }
+
+    fn sync_json(&self, config: &PathBuf, extra: &[&str]) -> (i32, Value, String) {
+        let mut args = vec!["sync", "--json", "--config", config.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON report ({e}): {}\n{stderr}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        (out.status.code().unwrap(), report, stderr)
+    }
+
+    async fn import_bodies(&self) -> Vec<Value> {
+        self.sim
+            .calls_to("POST", IMPORT)
+            .await
+            .into_iter()
+            .map(|c| c["body"].clone())
+            .collect()
+    }
+
+    async fn writes(&self) -> Vec<Value> {
+        self.sim
+            .calls()
+            .await
+            .into_iter()
+            .filter(|c| {
+                !(c["method"] == "GET"
+                    || (c["method"] == "PUT"
+                        && c["path"]
+                            .as_str()
+                            .unwrap()
+                            .eq_ignore_ascii_case("/Api/Auth/Login")))
+            })
+            .collect()
+    }
+}
+
+fn group<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .unwrap_or_else(|| panic!("no {name}: {report}"))
+}
+
+#[tokio::test]
+async fn first_run_imports_exactly_the_missing_effective_members_and_a_second_run_nothing() {
+    let env = Env::start(|_| {});
+    let config = env.config(&["Team", "Other", "Synced"], None, "");
+    let (code, report, stderr) = env.sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(report["result"], "ok");
+    let mut users = env.sim.usernames().await;
+    users.sort_by_key(|u| u.to_lowercase());
+    assert_eq!(
+        users,
+        ["admin", "alice", "BOB", "carol", "dave", "erin", "jporter"],
+        "Bob and JPorter not duplicated"
+    );
+    // Group by group; the nested group is imported by its own name (one call for carol and dave); Synced
+    // and Other's alice (already imported with Team) need nothing beyond erin.
+    assert_eq!(
+        env.import_bodies().await,
+        [
+            json!({"GroupName": "Team"}),
+            json!({"GroupName": "Inner"}),
+            json!({"GroupName": "Other"})
+        ]
+    );
+    let team = group(&report, "Team");
+    assert_eq!(
+        (
+            team["members"].as_u64(),
+            team["missing"].as_u64(),
+            team["imported"].as_u64()
+        ),
+        (Some(4), Some(3), Some(3))
+    );
+    assert_eq!(group(&report, "Synced")["missing"], 0);
+    assert_eq!(
+        report["totals"],
+        json!({"members": 6, "missing": 4, "imported": 4, "failed": 0})
+    );
+    assert_eq!(report["api_calls"]["import_group"], 3);
+    assert_eq!(report["api_calls"]["import_user"], 0);
+    assert!(stderr.contains("run finished"), "{stderr}");
+    assert!(stderr.contains("user imported"), "{stderr}");
+
+    env.sim.clear_calls().await;
+    let (code, report, _) = env.sync_json(&config, &[]);
+    assert_eq!((code, report["totals"]["imported"].as_u64()), (0, Some(0)));
+    assert!(
+        env.import_bodies().await.is_empty(),
+        "a second run makes no import call"
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_makes_no_write_call() {
+    let env = Env::start(|_| {});
+    let config = env.config(&["Team", "Other"], None, "");
+    let out = env.run(&["sync", "--dry-run", "--config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("dry run") && stdout.contains("would import: alice, carol, dave"),
+        "{stdout}"
+    );
+    let (code, report, _) = env.sync_json(&config, &["--dry-run"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        (
+            report["dry_run"].as_bool(),
+            group(&report, "Team")["status"].as_str()
+        ),
+        (Some(true), Some("planned"))
+    );
+    assert_eq!(group(&report, "Other")["planned"], json!(["erin"]));
+    assert!(env.writes().await.is_empty(), "{:?}", env.writes().await);
+    assert_eq!(env.sim.usernames().await, ["admin", "jporter", "BOB"]);
+}
+
+#[tokio::test]
+async fn a_group_above_the_import_limit_falls_back_and_ends_complete() {
+    let env = Env::start(|c| c.group_import_limit = 3);
+    let config = env.config(&["Big"], None, "");
+    let (code, report, stderr) = env.sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert!(stderr.contains("group import refused"), "{stderr}");
+    let users = env.sim.usernames().await;
+    for n in 0..5 {
+        assert!(users.contains(&format!("big{n:05}")), "{users:?}");
+    }
+    assert_eq!(report["api_calls"]["import_group"], 1);
+    assert_eq!(report["api_calls"]["import_user"], 5);
+    assert_eq!(group(&report, "Big")["imported"], 5);
+}
+
+#[tokio::test]
+async fn a_202_with_error_entries_exits_3_naming_the_failed_users() {
+    let env = Env::start(|_| {});
+    env.sim
+        .set_faults(json!({"fail_import_users": ["ghost"]}))
+        .await;
+    let config = env.config(&["Ghostly", "Other"], None, "");
+    let (code, report, _) = env.sync_json(&config, &[]);
+    assert_eq!(code, 3, "{report}");
+    assert_eq!(report["result"], "partial");
+    let ghostly = group(&report, "Ghostly");
+    assert_eq!(ghostly["status"], "partial");
+    assert_eq!(ghostly["failures"][0]["username"], "ghost");
+    assert_eq!(ghostly["imported_users"], json!(["fine"]));
+    assert_eq!(group(&report, "Other")["status"], "ok");
+    assert!(env.sim.usernames().await.contains(&"erin".to_string()));
+}
+
+#[tokio::test]
+async fn an_unreachable_directory_exits_1_without_writing() {
+    let env = Env::start(|_| {});
+    let port = common::free_port();
+    let config = env.config(&["Team"], Some(&format!("ldap://127.0.0.1:{port}")), "");
+    let (code, report, stderr) = env.sync_json(&config, &[]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["result"], "failed");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{port}")),
+        "{report}"
+    );
+    assert!(stderr.contains("directory unavailable"), "{stderr}");
+    assert!(
+        env.sim.calls().await.is_empty(),
+        "CloudShell is not even contacted"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_cloudshell_password_exits_1_without_writing_or_echoing_it() {
+    let env = Env::start(|_| {});
+    let config = env.config(&["Team"], None, "");
+    std::fs::write(env.dir.path().join("cs-password"), "Wr0ng-Secret!").unwrap();
+    let out = env.run(&["sync", "--config", config.to_str().unwrap()]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("refused the login"), "{all}");
+    assert!(!all.contains("Wr0ng-Secret!"), "{all}");
+    assert!(env.writes().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_config_key_exits_2_naming_the_key_and_line() {
+    let env = Env::start(|_| {});
+    let config = env.config(&["Team"], None, "max_import_per_run = 5");
+    let out = env.run(&["sync", "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "config.toml:15:1: key max_import_per_run: unknown field `max_import_per_run`"
+        ),
+        "{stderr}"
+    );
+    assert!(env.sim.calls().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_group_missing_from_the_directory_fails_alone_and_the_others_sync() {
+    let env = Env::start(|_| {});
+    let config = env.config(&["No Such Group", "Other"], None, "");
+    let (code, report, stderr) = env.sync_json(&config, &[]);
+    assert_eq!(code, 3, "{report}");
+    let missing = group(&report, "No Such Group");
+    assert_eq!(
+        (missing["status"].as_str(), missing["error_kind"].as_str()),
+        (Some("failed"), Some("group_not_found"))
+    );
+    assert!(stderr.contains("group enumeration failed"), "{stderr}");
+    assert_eq!(group(&report, "Other")["imported"], 2);
+    assert_eq!(env.import_bodies().await, [json!({"GroupName": "Other"})]);
+}
+
+#[tokio::test]
+async fn more_planned_imports_than_the_limit_exit_4_without_writing() {
+    let env = Env::start(|_| {});
+    let config = env.config(&["Team", "Other"], None, "max_imports_per_run = 3");
+    let (code, report, stderr) = env.sync_json(&config, &[]);
+    assert_eq!(code, 4, "{report}");
+    assert_eq!(report["result"], "held");
+    assert_eq!(report["held"], json!({"planned": 4, "limit": 3}));
+    assert!(
+        stderr.contains("import limit exceeded, writes held"),
+        "{stderr}"
+    );
+    assert!(env.writes().await.is_empty());
+}
+
+#[tokio::test]
+async fn check_reports_groups_and_login_and_writes_nothing() {
+    let env = Env::start(|_| {});
+    let config = env.config(&["Team", "Big"], None, "");
+    let out = env.run(&["check", "--config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("group \"Team\": 4 members (1 nested groups)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("group \"Big\": 5 members"), "{stdout}");
+    assert!(stdout.contains("logged in as \"admin\""), "{stdout}");
+
+    let config = env.config(&["Team", "Nope"], None, "");
+    let out = env.run(&["check", "--config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("group \"Nope\": FAILED: group \"Nope\" not found"),
+        "{stdout}"
+    );
+    assert!(env.writes().await.is_empty());
+}
