@@ -99,7 +99,7 @@ groups = {groups}
             .unwrap()
     }
 
-    fn sync_json(&self, config: &PathBuf, extra: &[&str]) -> (i32, Value, String) {
+    fn sync_json(&self, config: &std::path::Path, extra: &[&str]) -> (i32, Value, String) {
         let mut args = vec!["sync", "--json", "--config", config.to_str().unwrap()];
         args.extend_from_slice(extra);
         let out = self.run(&args);

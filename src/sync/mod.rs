@@ -85,7 +85,12 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String) -> Report {
         report.groups = snapshot
             .groups
             .iter()
-            .filter_map(|g| g.result.as_ref().err().map(|e| failed_group_report(&g.name, e)))
+            .filter_map(|g| {
+                g.result
+                    .as_ref()
+                    .err()
+                    .map(|e| failed_group_report(&g.name, e))
+            })
             .collect();
         for g in &snapshot.groups {
             if let Err(e) = &g.result {
