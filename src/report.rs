@@ -123,7 +123,13 @@ impl Report {
         } else {
             ""
         };
-        let _ = writeln!(out, "run {}: {:?}{mode}", self.run_id, self.result);
+        let result = format!("{:?}", self.result).to_lowercase();
+        let _ = writeln!(
+            out,
+            "run {}: {result} (exit {}){mode}",
+            self.run_id,
+            self.result.exit_code()
+        );
         if let Some(e) = &self.error {
             let _ = writeln!(out, "  error: {e}");
         }
