@@ -17,16 +17,8 @@ const IMPORT_LIMIT: usize = 200;
 fn organisation() -> Directory {
     let mut d = Directory::new();
     let staff = d.users("emp", 300);
-    let porter = d.user_at(
-        &format!("cn=Porter\\, James,{PEOPLE}"),
-        "jporter",
-        "Porter, James",
-    );
-    let elodie = d.user_at(
-        &format!("cn=Élodie Durand,{PEOPLE}"),
-        "edurand",
-        "Élodie Durand",
-    );
+    let porter = d.user_at(&format!("cn=Porter\\, James,{PEOPLE}"), "jporter", "Porter, James");
+    let elodie = d.user_at(&format!("cn=Élodie Durand,{PEOPLE}"), "edurand", "Élodie Durand");
     let zoe = d.user_at(&format!("cn=Zoë Ünal,{PEOPLE}"), "zunal", "Zoë Ünal");
     let sre = d.group("SRE", &staff[0..8]);
     let mut platform = staff[8..20].to_vec();
@@ -56,20 +48,12 @@ fn write_secret(dir: &Path, name: &str, secret: &str) -> PathBuf {
 }
 
 fn main() {
-    let binary = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "target/debug/cloudshell-ldap-sync".into());
-    assert!(
-        Path::new(&binary).exists(),
-        "{binary} not found: build it first (scripts/demo does)"
-    );
+    let binary = std::env::args().nth(1).unwrap_or_else(|| "target/debug/cloudshell-ldap-sync".into());
+    assert!(Path::new(&binary).exists(), "{binary} not found: build it first (scripts/demo does)");
 
     println!("== starting a throwaway slapd with a sample organisation (320 people, 8 groups)");
     let slapd = Slapd::start(&organisation());
-    println!(
-        "   {} (base {BASE_DN}, groups under {GROUPS}, 500-entry size limit)",
-        slapd.url()
-    );
+    println!("   {} (base {BASE_DN}, groups under {GROUPS}, 500-entry size limit)", slapd.url());
 
     println!("== starting the CloudShell simulator (group import limit {IMPORT_LIMIT})");
     let sim = Sim::with_directory(&slapd, |c| {
@@ -78,10 +62,7 @@ fn main() {
         // Some people already exist in CloudShell, one of them spelled in another case.
         c.existing_users = vec!["EMP00020".into(), "jporter".into()];
     });
-    println!(
-        "   {} (existing users: admin, EMP00020, jporter)",
-        sim.url()
-    );
+    println!("   {} (existing users: admin, EMP00020, jporter)", sim.url());
 
     let dir = tempfile::tempdir().expect("temp dir");
     let ldap_pw = write_secret(dir.path(), "ldap-password", SERVICE_PASSWORD);
@@ -111,21 +92,11 @@ max_imports_per_run = 1000
         ),
     )
     .expect("writing the config");
-    println!(
-        "== config: {}\n{}",
-        config.display(),
-        std::fs::read_to_string(&config).unwrap_or_default()
-    );
+    println!("== config: {}\n{}", config.display(), std::fs::read_to_string(&config).unwrap_or_default());
 
     for (title, args) in [
-        (
-            "sync --dry-run: the plan, nothing written",
-            vec!["sync", "--dry-run"],
-        ),
-        (
-            "sync: imports group by group, falls back where CloudShell cannot",
-            vec!["sync"],
-        ),
+        ("sync --dry-run: the plan, nothing written", vec!["sync", "--dry-run"]),
+        ("sync: imports group by group, falls back where CloudShell cannot", vec!["sync"]),
         ("sync again: nothing left to import", vec!["sync"]),
     ] {
         println!("== cloudshell-ldap-sync {title}");

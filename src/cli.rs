@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, LogFormat};
-use crate::{cloudshell, ldap, logging, sync};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{cloudshell, daemon, ldap, logging, status, sync};
 
 /// Exit codes, as `shared/interface.md` promises them.
 pub mod exit {
@@ -68,17 +72,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                exit::CONFIG
-            } else {
-                exit::OK
-            });
+            return ExitCode::from(if e.use_stderr() { exit::CONFIG } else { exit::OK });
         }
     };
     let path = match &cli.command {
-        Command::Sync { config, .. } | Command::Run { config } | Command::Check { config } => {
-            config.clone()
-        }
+        Command::Sync { config, .. } | Command::Run { config } | Command::Check { config } => config.clone(),
     };
     let config = match config::load(&path) {
         Ok(c) => c,
@@ -96,11 +94,7 @@ pub fn main() -> ExitCode {
     for warning in &config.warnings {
         tracing::warn!(warning = %warning, "configuration warning");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -111,19 +105,75 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Sync { dry_run, json, .. } => sync_command(&config, dry_run, json).await,
             Command::Check { .. } => check_command(&config).await,
-            Command::Run { .. } => {
-                eprintln!(
-                    "error: the daemon (`run`) is not built yet; use `sync` from a timer meanwhile"
-                );
-                exit::CONFIG
-            }
+            Command::Run { config: path } => run_command(&path, config).await,
         }
     });
     ExitCode::from(code)
 }
 
+/// Cancels `stop` on SIGTERM or SIGINT.
+fn stop_on_signals(stop: CancellationToken) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "stop requested"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "stop requested"),
+        }
+        stop.cancel();
+    });
+    Ok(())
+}
+
+async fn run_command(path: &Path, config: Config) -> u8 {
+    let stop = CancellationToken::new();
+    let (controls, receiver) = mpsc::channel(8);
+    let signals = (|| -> std::io::Result<()> {
+        stop_on_signals(stop.clone())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        tokio::spawn(async move {
+            loop {
+                let control = tokio::select! {
+                    Some(()) = hup.recv() => daemon::Control::Reload,
+                    Some(()) = usr1.recv() => daemon::Control::RunNow,
+                    else => return,
+                };
+                if controls.send(control).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(())
+    })();
+    if let Err(e) = signals {
+        tracing::error!(error = %e, "cannot install signal handlers");
+        return exit::FATAL;
+    }
+    let options = daemon::Options::for_config(&config);
+    match daemon::run(path, config, receiver, stop, options).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            tracing::error!(error = %e, "daemon cannot start");
+            exit::FATAL
+        }
+    }
+}
+
 async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
-    let report = sync::run(config, dry_run).await;
+    let context = sync::Context::default();
+    if let Err(e) = stop_on_signals(context.stop.clone()) {
+        tracing::warn!(error = %e, "cannot install signal handlers; Ctrl-C will end the run abruptly");
+    }
+    let report = sync::run(config, dry_run, &context).await;
+    if let Some(dir) = &config.monitor.state_directory
+        && !dry_run
+    {
+        let status = status::Status::after(status::read(dir).as_ref(), &report, None);
+        if let Err(e) = status::write(dir, &status) {
+            tracing::warn!(dir = %dir.display(), error = %e, "status file not written");
+        }
+    }
     if json {
         println!("{}", report.to_json());
     } else {
@@ -161,11 +211,7 @@ async fn check_command(config: &Config) -> u8 {
                             group.dn
                         );
                         for c in &group.collisions {
-                            println!(
-                                "    problem: username {:?} is ambiguous: {:?}",
-                                c.username.as_str(),
-                                c.dns
-                            );
+                            println!("    problem: username {:?} is ambiguous: {:?}", c.username.as_str(), c.dns);
                             problems += 1;
                         }
                     }
@@ -183,10 +229,7 @@ async fn check_command(config: &Config) -> u8 {
             problems += 1;
         }
         Ok(client) => match client.login().await {
-            Ok(()) => println!(
-                "cloudshell {}: logged in as {:?}",
-                config.cloudshell.url, config.cloudshell.username
-            ),
+            Ok(()) => println!("cloudshell {}: logged in as {:?}", config.cloudshell.url, config.cloudshell.username),
             Err(e) => {
                 println!("cloudshell {}: FAILED: {e}", config.cloudshell.url);
                 problems += 1;

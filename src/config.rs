@@ -2,6 +2,7 @@
 //! [`Config`] (URLs and durations parsed, secrets read). Downstream code never re-parses a string.
 //! Errors name the file, the key, the line and the column. Secrets never reach `Debug` output.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,6 +12,10 @@ use url::Url;
 
 use crate::cloudshell::{self, AuthScheme};
 use crate::ldap;
+use crate::schedule::Schedule;
+
+/// Where the daemon keeps its state when neither the file nor systemd names a directory.
+pub const DEFAULT_STATE_DIRECTORY: &str = "/var/lib/cloudshell-ldap-sync";
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,15 @@ struct Raw {
     schedule: RawSchedule,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    monitor: RawMonitor,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMonitor {
+    listen: Option<String>,
+    state_directory: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,11 +141,7 @@ struct RawSchedule {
 
 impl Default for RawSchedule {
     fn default() -> Self {
-        RawSchedule {
-            cron: defaults::cron(),
-            run_on_start: true,
-            timezone: defaults::timezone(),
-        }
+        RawSchedule { cron: defaults::cron(), run_on_start: true, timezone: defaults::timezone() }
     }
 }
 
@@ -225,10 +235,18 @@ pub struct SyncPolicy {
 
 /// The schedule of the daemon (`run`).
 #[derive(Clone, Debug)]
-pub struct Schedule {
-    pub cron: String,
+pub struct ScheduleConfig {
+    pub schedule: Schedule,
     pub run_on_start: bool,
-    pub timezone: String,
+}
+
+/// Status and metrics for monitoring.
+#[derive(Clone, Debug)]
+pub struct Monitor {
+    /// Where `/metrics` and `/healthz` are served, if anywhere.
+    pub listen: Option<SocketAddr>,
+    /// `[monitor] state_directory`, else `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else none.
+    pub state_directory: Option<PathBuf>,
 }
 
 /// A validated configuration.
@@ -238,7 +256,8 @@ pub struct Config {
     pub ldap: ldap::Settings,
     pub cloudshell: cloudshell::Settings,
     pub sync: SyncPolicy,
-    pub schedule: Schedule,
+    pub schedule: ScheduleConfig,
+    pub monitor: Monitor,
     pub log_format: Option<LogFormat>,
     /// Things worth an operator's attention that do not stop the program (logged once logging is up).
     pub warnings: Vec<String>,
@@ -260,10 +279,7 @@ pub fn load(path: &Path) -> Result<Config, Error> {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.chars().count(), |n| before[n + 1..].chars().count())
-        + 1;
+    let column = before.rfind('\n').map_or(before.chars().count(), |n| before[n + 1..].chars().count()) + 1;
     (line, column)
 }
 
@@ -287,36 +303,18 @@ fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
 }
 
 /// Parses and validates configuration text; `env` reads environment variables (a parameter for tests).
-pub fn parse(
-    path: &Path,
-    text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, Error> {
+pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
     let raw: Raw = toml::from_str(text).map_err(|e| {
         let (line, column) = e.span().map(|s| line_col(text, s.start)).unzip();
         let message = e.message().trim().to_string();
         let key = message
             .split('`')
             .nth(1)
-            .filter(|_| {
-                message.starts_with("unknown field") || message.starts_with("missing field")
-            })
+            .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"))
             .map(str::to_string);
-        Error {
-            file: path.to_path_buf(),
-            key,
-            line,
-            column,
-            message,
-        }
+        Error { file: path.to_path_buf(), key, line, column, message }
     })?;
-    Validator {
-        path,
-        text,
-        env,
-        warnings: Vec::new(),
-    }
-    .validate(raw)
+    Validator { path, text, env, warnings: Vec::new() }.validate(raw)
 }
 
 struct Validator<'a> {
@@ -342,11 +340,7 @@ impl Validator<'_> {
         match humantime::parse_duration(value) {
             Ok(d) if d > Duration::ZERO => Ok(d),
             Ok(_) => Err(self.error(table, key, "must be longer than zero")),
-            Err(e) => Err(self.error(
-                table,
-                key,
-                format!("{value:?} is not a duration like \"30s\" or \"5m\": {e}"),
-            )),
+            Err(e) => Err(self.error(table, key, format!("{value:?} is not a duration like \"30s\" or \"5m\": {e}"))),
         }
     }
 
@@ -363,9 +357,7 @@ impl Validator<'_> {
             Err(self.error(
                 table,
                 key,
-                format!(
-                    "{value:?} is not an LDAP filter in parentheses, like \"(objectClass=person)\""
-                ),
+                format!("{value:?} is not an LDAP filter in parentheses, like \"(objectClass=person)\""),
             ))
         }
     }
@@ -374,11 +366,7 @@ impl Validator<'_> {
         if (1..=max).contains(&value) {
             Ok(value)
         } else {
-            Err(self.error(
-                table,
-                key,
-                format!("must be between 1 and {max}, got {value}"),
-            ))
+            Err(self.error(table, key, format!("must be between 1 and {max}, got {value}")))
         }
     }
 
@@ -406,16 +394,11 @@ impl Validator<'_> {
             (None, Some(var)) => {
                 return match (self.env)(var) {
                     Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
-                    _ => Err(self.error(
-                        table,
-                        &env_key,
-                        format!("environment variable {var} is not set or empty"),
-                    )),
+                    _ => Err(self.error(table, &env_key, format!("environment variable {var} is not set or empty"))),
                 };
             }
             (Some(f), None) => {
-                let uses_credentials =
-                    f.contains("$CREDENTIALS_DIRECTORY") || f.contains("${CREDENTIALS_DIRECTORY}");
+                let uses_credentials = f.contains("$CREDENTIALS_DIRECTORY") || f.contains("${CREDENTIALS_DIRECTORY}");
                 match (&credentials, uses_credentials) {
                     (None, true) => {
                         return Err(self.error(
@@ -424,17 +407,13 @@ impl Validator<'_> {
                             "uses $CREDENTIALS_DIRECTORY, which is not set (it is set by systemd's LoadCredential=)",
                         ));
                     }
-                    (Some(dir), true) => PathBuf::from(
-                        f.replace("${CREDENTIALS_DIRECTORY}", dir)
-                            .replace("$CREDENTIALS_DIRECTORY", dir),
-                    ),
+                    (Some(dir), true) => {
+                        PathBuf::from(f.replace("${CREDENTIALS_DIRECTORY}", dir).replace("$CREDENTIALS_DIRECTORY", dir))
+                    }
                     _ => PathBuf::from(f),
                 }
             }
-            (None, None) => match credentials
-                .map(|d| Path::new(&d).join(credential))
-                .filter(|p| p.exists())
-            {
+            (None, None) => match credentials.map(|d| Path::new(&d).join(credential)).filter(|p| p.exists()) {
                 Some(p) => p,
                 None => {
                     return Err(self.error(
@@ -447,13 +426,8 @@ impl Validator<'_> {
                 }
             },
         };
-        let contents = std::fs::read_to_string(&path).map_err(|e| {
-            self.error(
-                table,
-                &file_key,
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
+        let contents = std::fs::read_to_string(&path)
+            .map_err(|e| self.error(table, &file_key, format!("cannot read {}: {e}", path.display())))?;
         let secret = contents.trim_end_matches(['\r', '\n']).to_string();
         if secret.is_empty() {
             return Err(self.error(table, &file_key, format!("{} is empty", path.display())));
@@ -476,16 +450,12 @@ impl Validator<'_> {
 
     fn validate(mut self, raw: Raw) -> Result<Config, Error> {
         let l = &raw.ldap;
-        let ldap_url = Url::parse(&l.url)
-            .map_err(|e| self.error("ldap", "url", format!("{:?} is not a URL: {e}", l.url)))?;
+        let ldap_url =
+            Url::parse(&l.url).map_err(|e| self.error("ldap", "url", format!("{:?} is not a URL: {e}", l.url)))?;
         match ldap_url.scheme() {
             "ldap" | "ldaps" => {}
             other => {
-                return Err(self.error(
-                    "ldap",
-                    "url",
-                    format!("scheme must be ldap:// or ldaps://, got {other}://"),
-                ));
+                return Err(self.error("ldap", "url", format!("scheme must be ldap:// or ldaps://, got {other}://")));
             }
         }
         if ldap_url.host_str().is_none_or(str::is_empty) {
@@ -501,17 +471,10 @@ impl Validator<'_> {
         if let Some(ca) = &l.ca_file
             && !ca.exists()
         {
-            return Err(self.error(
-                "ldap",
-                "ca_file",
-                format!("{} does not exist", ca.display()),
-            ));
+            return Err(self.error("ldap", "ca_file", format!("{} does not exist", ca.display())));
         }
         if l.danger_skip_tls_verify {
-            self.warnings.push(
-                "ldap.danger_skip_tls_verify = true: the directory's certificate is not checked"
-                    .into(),
-            );
+            self.warnings.push("ldap.danger_skip_tls_verify = true: the directory's certificate is not checked".into());
         }
         for (key, value) in [("bind_dn", &l.bind_dn), ("base_dn", &l.base_dn)] {
             if value.trim().is_empty() {
@@ -527,18 +490,14 @@ impl Validator<'_> {
             ("display_name_attribute", &l.display_name_attribute),
             ("email_attribute", &l.email_attribute),
         ] {
-            if value.is_empty()
-                || !value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ';')
+            if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ';')
             {
                 return Err(self.error("ldap", key, format!("{value:?} is not an attribute name")));
             }
         }
         let page_size = self.positive("ldap", "page_size", l.page_size, i32::MAX as i64)? as i32;
         let ldap_timeout = self.duration("ldap", "timeout", &l.timeout)?;
-        let max_nesting_depth =
-            self.positive("ldap", "max_nesting_depth", l.max_nesting_depth, 100)? as usize;
+        let max_nesting_depth = self.positive("ldap", "max_nesting_depth", l.max_nesting_depth, 100)? as usize;
         let bind_password = self.secret(
             "ldap",
             "bind_password",
@@ -568,21 +527,13 @@ impl Validator<'_> {
         };
 
         let c = &raw.cloudshell;
-        let url = Url::parse(&c.url).map_err(|e| {
-            self.error(
-                "cloudshell",
-                "url",
-                format!("{:?} is not a URL: {e}", c.url),
-            )
-        })?;
+        let url = Url::parse(&c.url)
+            .map_err(|e| self.error("cloudshell", "url", format!("{:?} is not a URL: {e}", c.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(self.error(
                 "cloudshell",
                 "url",
-                format!(
-                    "scheme must be http:// or https://, got {}://",
-                    url.scheme()
-                ),
+                format!("scheme must be http:// or https://, got {}://", url.scheme()),
             ));
         }
         if !url.username().is_empty() || url.password().is_some() {
@@ -649,27 +600,32 @@ impl Validator<'_> {
             Some("text") => Some(LogFormat::Text),
             Some("json") => Some(LogFormat::Json),
             Some(other) => {
-                return Err(self.error(
-                    "log",
-                    "format",
-                    format!("must be \"text\" or \"json\", got {other:?}"),
-                ));
+                return Err(self.error("log", "format", format!("must be \"text\" or \"json\", got {other:?}")));
             }
         };
+        let schedule = Schedule::parse(&raw.schedule.cron, &raw.schedule.timezone).map_err(|e| {
+            if e.contains("time zone") {
+                self.error("schedule", "timezone", e)
+            } else {
+                self.error("schedule", "cron", e)
+            }
+        })?;
+        let listen = match &raw.monitor.listen {
+            None => None,
+            Some(l) => Some(l.parse::<SocketAddr>().map_err(|e| {
+                self.error("monitor", "listen", format!("{l:?} is not an address like \"127.0.0.1:9464\": {e}"))
+            })?),
+        };
+        let state_directory = (self.env)("STATE_DIRECTORY")
+            .and_then(|d| d.split(':').next().map(PathBuf::from))
+            .filter(|_| raw.monitor.state_directory.is_none());
         Ok(Config {
             path: self.path.to_path_buf(),
             ldap,
             cloudshell,
-            sync: SyncPolicy {
-                groups: s.groups.clone(),
-                max_imports_per_run,
-                concurrency,
-            },
-            schedule: Schedule {
-                cron: raw.schedule.cron.clone(),
-                run_on_start: raw.schedule.run_on_start,
-                timezone: raw.schedule.timezone.clone(),
-            },
+            sync: SyncPolicy { groups: s.groups.clone(), max_imports_per_run, concurrency },
+            schedule: ScheduleConfig { schedule, run_on_start: raw.schedule.run_on_start },
+            monitor: Monitor { listen, state_directory: raw.monitor.state_directory.clone().or(state_directory) },
             log_format,
             warnings: self.warnings,
         })
@@ -719,7 +675,8 @@ groups = ["Team"]
         assert_eq!(c.cloudshell.auth_scheme, AuthScheme::Basic);
         assert_eq!(c.sync.max_imports_per_run, 1000);
         assert_eq!(c.sync.concurrency, 4);
-        assert_eq!(c.schedule.cron, "0 */15 * * * *");
+        assert_eq!(c.schedule.schedule.expression(), "0 */15 * * * *");
+        assert!(c.monitor.listen.is_none() && c.monitor.state_directory.is_none());
         assert!(c.schedule.run_on_start);
     }
 
@@ -730,71 +687,20 @@ groups = ["Team"]
         assert_eq!(e.key.as_deref(), Some("grups"));
         assert_eq!((e.line, e.column), (Some(13), Some(1)));
         let shown = e.to_string();
-        assert!(
-            shown.starts_with("/etc/x.toml:13:1: key grups: unknown field `grups`"),
-            "{shown}"
-        );
+        assert!(shown.starts_with("/etc/x.toml:13:1: key grups: unknown field `grups`"), "{shown}");
     }
 
     #[test]
     fn invalid_values_name_their_key_and_line() {
         for (from, to, key, line, needle) in [
-            (
-                "url = \"ldap://127.0.0.1:389\"",
-                "url = \"http://x\"",
-                "ldap.url",
-                3,
-                "ldap:// or ldaps://",
-            ),
-            (
-                "[sync]\n",
-                "[sync]\nmax_imports_per_run = -1\n",
-                "sync.max_imports_per_run",
-                13,
-                "negative",
-            ),
-            (
-                "groups = [\"Team\"]",
-                "groups = []",
-                "sync.groups",
-                13,
-                "no group",
-            ),
-            (
-                "groups = [\"Team\"]",
-                "groups = [\"Team\", \"team\"]",
-                "sync.groups",
-                13,
-                "twice",
-            ),
-            (
-                "[cloudshell]\n",
-                "[cloudshell]\ntimeout = \"soon\"\n",
-                "cloudshell.timeout",
-                9,
-                "not a duration",
-            ),
-            (
-                "[cloudshell]\n",
-                "[cloudshell]\nauth_scheme = \"Digest\"\n",
-                "cloudshell.auth_scheme",
-                9,
-                "Bearer",
-            ),
-            (
-                "[ldap]\n",
-                "[ldap]\nuser_filter = \"objectClass=person\"\n",
-                "ldap.user_filter",
-                3,
-                "parentheses",
-            ),
-            (
-                "[ldap]\n",
-                "[ldap]\npage_size = 0\n",
-                "ldap.page_size",
-                3,
-                "between 1",
-            ),
+            ("url = \"ldap://127.0.0.1:389\"", "url = \"http://x\"", "ldap.url", 3, "ldap:// or ldaps://"),
+            ("[sync]\n", "[sync]\nmax_imports_per_run = -1\n", "sync.max_imports_per_run", 13, "negative"),
+            ("groups = [\"Team\"]", "groups = []", "sync.groups", 13, "no group"),
+            ("groups = [\"Team\"]", "groups = [\"Team\", \"team\"]", "sync.groups", 13, "twice"),
+            ("[cloudshell]\n", "[cloudshell]\ntimeout = \"soon\"\n", "cloudshell.timeout", 9, "not a duration"),
+            ("[cloudshell]\n", "[cloudshell]\nauth_scheme = \"Digest\"\n", "cloudshell.auth_scheme", 9, "Bearer"),
+            ("[ldap]\n", "[ldap]\nuser_filter = \"objectClass=person\"\n", "ldap.user_filter", 3, "parentheses"),
+            ("[ldap]\n", "[ldap]\npage_size = 0\n", "ldap.page_size", 3, "between 1"),
         ] {
             let text = MINIMAL.replace(from, to);
             let e = parse_text(&text).unwrap_err();
@@ -816,10 +722,7 @@ groups = ["Team"]
     fn secrets_come_from_env_files_or_systemd_credentials_and_never_show() {
         let c = parse_text(MINIMAL).unwrap();
         let shown = format!("{c:?}");
-        assert!(
-            !shown.contains("ldap-secret") && !shown.contains("cs-secret"),
-            "{shown}"
-        );
+        assert!(!shown.contains("ldap-secret") && !shown.contains("cs-secret"), "{shown}");
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ldap-password"), "from-credential\n").unwrap();
@@ -828,10 +731,7 @@ groups = ["Team"]
         let env_with_creds = |name: &str| (name == "CREDENTIALS_DIRECTORY").then(|| creds.clone());
         let text = MINIMAL
             .replace("bind_password_env = \"LDAP_PW\"\n", "")
-            .replace(
-                "password_env = \"CS_PW\"",
-                "password_file = \"$CREDENTIALS_DIRECTORY/cs\"",
-            );
+            .replace("password_env = \"CS_PW\"", "password_file = \"$CREDENTIALS_DIRECTORY/cs\"");
         let c = parse(Path::new("x.toml"), &text, &env_with_creds).unwrap();
         use secrecy::ExposeSecret;
         assert_eq!(c.ldap.bind_password.expose_secret(), "from-credential");
@@ -850,10 +750,7 @@ groups = ["Team"]
         let file = dir.path().join("pw");
         std::fs::write(&file, "x").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let text = MINIMAL.replace(
-            "password_env = \"CS_PW\"",
-            &format!("password_file = \"{}\"", file.display()),
-        );
+        let text = MINIMAL.replace("password_env = \"CS_PW\"", &format!("password_file = \"{}\"", file.display()));
         let c = parse_text(&text).unwrap();
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert!(c.warnings[0].contains("readable by other users"));
@@ -863,17 +760,13 @@ groups = ["Team"]
 
     #[test]
     fn the_example_config_parses() {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
-                .unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let creds = dir.path().to_string_lossy().to_string();
         std::fs::write(dir.path().join("ldap-password"), "a").unwrap();
         std::fs::write(dir.path().join("cloudshell-password"), "b").unwrap();
-        let c = parse(Path::new("example.toml"), &text, &|n| {
-            (n == "CREDENTIALS_DIRECTORY").then(|| creds.clone())
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+        let c = parse(Path::new("example.toml"), &text, &|n| (n == "CREDENTIALS_DIRECTORY").then(|| creds.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.sync.groups, ["Azure_DevOps_Cloud_Admins", "Ops (EU)"]);
         assert_eq!(c.ldap.page_size, 500);
     }

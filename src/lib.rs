@@ -13,8 +13,12 @@
 pub mod cli;
 pub mod cloudshell;
 pub mod config;
+pub mod daemon;
 pub mod ldap;
 pub mod logging;
+pub mod monitor;
 pub mod report;
+pub mod schedule;
+pub mod status;
 pub mod sync;
 pub mod username;

@@ -48,6 +48,8 @@ pub enum GroupStatus {
     Failed,
     /// Writes were held by a safety limit.
     Held,
+    /// The run was asked to stop before this group's imports were all attempted.
+    Skipped,
 }
 
 /// A user that could not be imported, and why.
@@ -99,6 +101,10 @@ pub struct Report {
     pub dry_run: bool,
     pub started_at: String,
     pub duration_ms: u64,
+    /// Time spent reading the directory.
+    pub directory_ms: u64,
+    /// The run was asked to stop (SIGTERM) and some imports were not attempted.
+    pub interrupted: bool,
     /// Why the run could not proceed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -118,18 +124,9 @@ impl Report {
     /// The report for a person: one line per group, then the totals.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let mode = if self.dry_run {
-            " (dry run: nothing written)"
-        } else {
-            ""
-        };
+        let mode = if self.dry_run { " (dry run: nothing written)" } else { "" };
         let result = format!("{:?}", self.result).to_lowercase();
-        let _ = writeln!(
-            out,
-            "run {}: {result} (exit {}){mode}",
-            self.run_id,
-            self.result.exit_code()
-        );
+        let _ = writeln!(out, "run {}: {result} (exit {}){mode}", self.run_id, self.result.exit_code());
         if let Some(e) = &self.error {
             let _ = writeln!(out, "  error: {e}");
         }
@@ -182,9 +179,5 @@ impl Report {
 
 fn preview(names: &[String]) -> String {
     let shown: Vec<&str> = names.iter().take(10).map(String::as_str).collect();
-    if names.len() > 10 {
-        format!("{}, ... ({} in all)", shown.join(", "), names.len())
-    } else {
-        shown.join(", ")
-    }
+    if names.len() > 10 { format!("{}, ... ({} in all)", shown.join(", "), names.len()) } else { shown.join(", ") }
 }

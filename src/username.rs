@@ -20,10 +20,7 @@ impl Username {
         if name.is_empty() {
             return None;
         }
-        Some(Username {
-            original: name.to_string(),
-            folded: name.to_lowercase(),
-        })
+        Some(Username { original: name.to_string(), folded: name.to_lowercase() })
     }
 
     /// As written in the directory or CloudShell.
@@ -89,9 +86,7 @@ mod tests {
         assert_eq!(u("JPorter"), u("jporter"));
         assert_eq!(u("ÉLODIE"), u("élodie"), "Unicode-aware");
         assert_ne!(u("jporter"), u("jporter2"));
-        let set: HashSet<Username> = [u("JPorter"), u("jporter"), u("JPORTER")]
-            .into_iter()
-            .collect();
+        let set: HashSet<Username> = [u("JPorter"), u("jporter"), u("JPORTER")].into_iter().collect();
         assert_eq!(set.len(), 1);
         assert_eq!(u("JPorter").to_string(), "JPorter");
         assert!(u("alice") < u("Bob"));

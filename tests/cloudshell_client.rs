@@ -4,9 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use cloudshell_ldap_sync::cloudshell::{
-    AuthScheme, Client, Error, GroupImport, ImportFailure, Settings, UserImport,
-};
+use cloudshell_ldap_sync::cloudshell::{AuthScheme, Client, Error, GroupImport, ImportFailure, Settings, UserImport};
 use common::{Directory, Sim, Slapd};
 use secrecy::SecretString;
 use serde_json::json;
@@ -46,10 +44,7 @@ fn directory() -> Directory {
 
 #[tokio::test]
 async fn lists_every_user_across_pages_of_250() {
-    let sim = Sim::start(cloudshell_sim::Config {
-        existing_users: many_users(600),
-        ..Default::default()
-    });
+    let sim = Sim::start(cloudshell_sim::Config { existing_users: many_users(600), ..Default::default() });
     let users = client(&sim).list_users().await.unwrap();
     assert_eq!(users.len(), 601);
     let mut names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
@@ -59,42 +54,21 @@ async fn lists_every_user_across_pages_of_250() {
 
     let pages = sim.calls_to("GET", "/api/v1/users").await;
     assert_eq!(pages.len(), 3);
-    assert!(pages.iter().all(|c| {
-        c["query"]
-            .as_str()
-            .unwrap()
-            .contains("paginationProperties.limit=250")
-    }));
-    assert!(
-        pages[1]["query"]
-            .as_str()
-            .unwrap()
-            .contains("paginationProperties.cursor=")
-    );
-    assert_eq!(
-        sim.calls_to("PUT", "/Api/Auth/Login").await.len(),
-        1,
-        "one login, token reused"
-    );
+    assert!(pages.iter().all(|c| { c["query"].as_str().unwrap().contains("paginationProperties.limit=250") }));
+    assert!(pages[1]["query"].as_str().unwrap().contains("paginationProperties.cursor="));
+    assert_eq!(sim.calls_to("PUT", "/Api/Auth/Login").await.len(), 1, "one login, token reused");
 }
 
 #[tokio::test]
 async fn logs_in_again_when_the_token_expires_mid_run() {
-    let sim = Sim::start(cloudshell_sim::Config {
-        existing_users: many_users(600),
-        ..Default::default()
-    });
+    let sim = Sim::start(cloudshell_sim::Config { existing_users: many_users(600), ..Default::default() });
     // Each token serves one call: every page after the first meets a 401 first.
     sim.set_faults(json!({"token_lifetime_calls": 1})).await;
     let users = client(&sim).list_users().await.unwrap();
     assert_eq!(users.len(), 601);
     assert_eq!(sim.calls_to("PUT", "/Api/Auth/Login").await.len(), 3);
-    let statuses: Vec<u64> = sim
-        .calls_to("GET", "/api/v1/users")
-        .await
-        .iter()
-        .map(|c| c["status"].as_u64().unwrap())
-        .collect();
+    let statuses: Vec<u64> =
+        sim.calls_to("GET", "/api/v1/users").await.iter().map(|c| c["status"].as_u64().unwrap()).collect();
     assert_eq!(statuses, [200, 401, 200, 401, 200]);
 }
 
@@ -103,8 +77,7 @@ async fn retries_only_once_after_a_401() {
     let sim = Sim::start(Default::default());
     let c = client(&sim);
     c.login().await.unwrap();
-    sim.set_faults(json!({"fail": {"count": 5, "status": 401, "path_contains": "/api/v1/users"}}))
-        .await;
+    sim.set_faults(json!({"fail": {"count": 5, "status": 401, "path_contains": "/api/v1/users"}})).await;
     let err = c.list_users().await.unwrap_err();
     assert!(matches!(err, Error::Status { status: 401, .. }), "{err}");
     assert_eq!(sim.calls_to("GET", "/api/v1/users").await.len(), 2);
@@ -115,11 +88,7 @@ async fn retries_only_once_after_a_401() {
 async fn sends_the_token_with_the_configured_scheme() {
     let sim = Sim::start(Default::default());
     client(&sim).list_users().await.unwrap();
-    let bearer = Client::new(Settings {
-        auth_scheme: AuthScheme::Bearer,
-        ..settings(&sim)
-    })
-    .unwrap();
+    let bearer = Client::new(Settings { auth_scheme: AuthScheme::Bearer, ..settings(&sim) }).unwrap();
     bearer.list_users().await.unwrap();
     let schemes: Vec<String> = sim
         .calls_to("GET", "/api/v1/users")
@@ -133,21 +102,11 @@ async fn sends_the_token_with_the_configured_scheme() {
 #[tokio::test]
 async fn a_refused_login_names_the_user_and_never_the_password() {
     let sim = Sim::start(Default::default());
-    let c = Client::new(Settings {
-        password: SecretString::from("wrong-pass-123"),
-        ..settings(&sim)
-    })
-    .unwrap();
+    let c = Client::new(Settings { password: SecretString::from("wrong-pass-123"), ..settings(&sim) }).unwrap();
     let err = c.list_users().await.unwrap_err();
     let text = format!("{err} {err:?}");
-    assert!(
-        matches!(err, Error::LoginRefused { status: 401, .. }),
-        "{text}"
-    );
-    assert!(
-        text.contains("\"admin\"") && text.contains("Global"),
-        "{text}"
-    );
+    assert!(matches!(err, Error::LoginRefused { status: 401, .. }), "{text}");
+    assert!(text.contains("\"admin\"") && text.contains("Global"), "{text}");
     assert!(!text.contains("wrong-pass-123"), "{text}");
     assert!(sim.calls_to("GET", "/api/v1/users").await.is_empty());
 }
@@ -157,17 +116,13 @@ async fn imports_a_group_and_reports_the_users_created() {
     let slapd = Slapd::start(&directory());
     let sim = Sim::with_directory(&slapd, |c| c.existing_users = vec!["BOB".into()]);
     let outcome = client(&sim).import_group("Team").await.unwrap();
-    let GroupImport::Done { created, failures } = outcome else {
-        panic!("{outcome:?}")
-    };
+    let GroupImport::Done { created, failures } = outcome else { panic!("{outcome:?}") };
     let names: Vec<&str> = created.iter().map(|u| u.username.as_str()).collect();
     assert_eq!(names, ["alice"]);
     assert_eq!(created[0].domain_name.as_deref(), Some("EXAMPLE"));
     assert_eq!(created[0].email.as_deref(), Some("alice@example.org"));
     assert!(failures.is_empty());
-    let calls = sim
-        .calls_to("POST", "/api/v1/integrations/IdentityManagement/users")
-        .await;
+    let calls = sim.calls_to("POST", "/api/v1/integrations/IdentityManagement/users").await;
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0]["body"], json!({"GroupName": "Team"}));
 }
@@ -176,12 +131,9 @@ async fn imports_a_group_and_reports_the_users_created() {
 async fn a_202_yields_the_failed_members_by_name() {
     let slapd = Slapd::start(&directory());
     let sim = Sim::with_directory(&slapd, |_| {});
-    sim.set_faults(json!({"fail_import_users": ["big00002"]}))
-        .await;
+    sim.set_faults(json!({"fail_import_users": ["big00002"]})).await;
     let outcome = client(&sim).import_group("Big").await.unwrap();
-    let GroupImport::Done { created, failures } = outcome else {
-        panic!("{outcome:?}")
-    };
+    let GroupImport::Done { created, failures } = outcome else { panic!("{outcome:?}") };
     assert_eq!(created.len(), 4);
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].name.as_deref(), Some("big00002"));
@@ -191,8 +143,7 @@ async fn a_202_yields_the_failed_members_by_name() {
 #[tokio::test]
 async fn reads_error_entries_of_any_shape() {
     let sim = Sim::start(Default::default());
-    let body = json!({"Users": [], "Errors": ["plain text", {"user": "x", "error": "boom"}, 7]})
-        .to_string();
+    let body = json!({"Users": [], "Errors": ["plain text", {"user": "x", "error": "boom"}, 7]}).to_string();
     sim.set_faults(json!({"fail": {"count": 1, "status": 202, "body": body, "path_contains": "IdentityManagement"}}))
         .await;
     let outcome = client(&sim).import_group("Anything").await.unwrap();
@@ -201,18 +152,9 @@ async fn reads_error_entries_of_any_shape() {
         GroupImport::Done {
             created: vec![],
             failures: vec![
-                ImportFailure {
-                    name: None,
-                    message: "plain text".into()
-                },
-                ImportFailure {
-                    name: Some("x".into()),
-                    message: "boom".into()
-                },
-                ImportFailure {
-                    name: None,
-                    message: "7".into()
-                },
+                ImportFailure { name: None, message: "plain text".into() },
+                ImportFailure { name: Some("x".into()), message: "boom".into() },
+                ImportFailure { name: None, message: "7".into() },
             ],
         }
     );
@@ -245,28 +187,15 @@ async fn imports_a_user_and_takes_409_as_already_there() {
         UserImport::Created(user) => assert_eq!(user.username, "carol"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        c.import_user("CAROL").await.unwrap(),
-        UserImport::AlreadyExists
-    );
-    assert!(matches!(
-        c.import_user("nobody").await.unwrap(),
-        UserImport::NotFound { .. }
-    ));
+    assert_eq!(c.import_user("CAROL").await.unwrap(), UserImport::AlreadyExists);
+    assert!(matches!(c.import_user("nobody").await.unwrap(), UserImport::NotFound { .. }));
     let bodies: Vec<_> = sim
         .calls_to("POST", "/api/v1/integrations/IdentityManagement/users")
         .await
         .into_iter()
         .map(|c| c["body"].clone())
         .collect();
-    assert_eq!(
-        bodies,
-        [
-            json!({"UserName": "carol"}),
-            json!({"UserName": "CAROL"}),
-            json!({"UserName": "nobody"})
-        ]
-    );
+    assert_eq!(bodies, [json!({"UserName": "carol"}), json!({"UserName": "CAROL"}), json!({"UserName": "nobody"})]);
 }
 
 #[tokio::test]
@@ -275,27 +204,16 @@ async fn a_500_with_html_or_an_empty_body_is_a_status_error_with_an_excerpt() {
     let c = client(&sim);
     c.login().await.unwrap();
     let html = "<html><body><h1>500 Internal Server Error</h1>\n<p>IIS says no</p></body></html>";
-    sim.set_faults(
-        json!({"fail": {"count": 1, "status": 500, "body": html, "content_type": "text/html"}}),
-    )
-    .await;
+    sim.set_faults(json!({"fail": {"count": 1, "status": 500, "body": html, "content_type": "text/html"}})).await;
     let err = c.list_users().await.unwrap_err();
     match &err {
-        Error::Status {
-            status,
-            path,
-            body_excerpt,
-            ..
-        } => {
+        Error::Status { status, path, body_excerpt, .. } => {
             assert_eq!((*status, path.as_str()), (500, "/api/v1/users"));
-            assert!(
-                body_excerpt.contains("500 Internal Server Error") && !body_excerpt.contains('\n')
-            );
+            assert!(body_excerpt.contains("500 Internal Server Error") && !body_excerpt.contains('\n'));
         }
         other => panic!("{other:?}"),
     }
-    sim.set_faults(json!({"fail": {"count": 1, "status": 500, "body": ""}}))
-        .await;
+    sim.set_faults(json!({"fail": {"count": 1, "status": 500, "body": ""}})).await;
     let err = c.import_group("x").await.unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -305,14 +223,10 @@ async fn a_500_with_html_or_an_empty_body_is_a_status_error_with_an_excerpt() {
 
 #[tokio::test]
 async fn a_malformed_answer_is_a_decode_error() {
-    let sim = Sim::start(cloudshell_sim::Config {
-        existing_users: many_users(3),
-        ..Default::default()
-    });
+    let sim = Sim::start(cloudshell_sim::Config { existing_users: many_users(3), ..Default::default() });
     let c = client(&sim);
     c.login().await.unwrap();
-    sim.set_faults(json!({"malformed": {"count": 1, "path_contains": "/api/v1/users"}}))
-        .await;
+    sim.set_faults(json!({"malformed": {"count": 1, "path_contains": "/api/v1/users"}})).await;
     let err = c.list_users().await.unwrap_err();
     assert!(matches!(err, Error::Decode { .. }), "{err}");
     assert!(err.to_string().contains("GET /api/v1/users"), "{err}");
@@ -322,21 +236,14 @@ async fn a_malformed_answer_is_a_decode_error() {
 async fn a_slow_server_is_a_timeout_and_a_closed_port_a_connect_error() {
     let sim = Sim::start(Default::default());
     sim.set_faults(json!({"latency_ms": 1500})).await;
-    let c = Client::new(Settings {
-        timeout: Duration::from_millis(300),
-        ..settings(&sim)
-    })
-    .unwrap();
+    let c = Client::new(Settings { timeout: Duration::from_millis(300), ..settings(&sim) }).unwrap();
     let err = c.login().await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     assert!(err.to_string().contains("PUT /Api/Auth/Login"), "{err}");
 
     let port = common::free_port();
-    let closed = Client::new(Settings {
-        url: format!("http://127.0.0.1:{port}").parse().unwrap(),
-        ..settings(&sim)
-    })
-    .unwrap();
+    let closed =
+        Client::new(Settings { url: format!("http://127.0.0.1:{port}").parse().unwrap(), ..settings(&sim) }).unwrap();
     let err = closed.list_users().await.unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err}");
     assert!(err.to_string().contains("cannot reach CloudShell"), "{err}");
@@ -351,14 +258,9 @@ async fn errors_never_quote_the_token_or_the_password() {
     let token = tokens[0].as_str().expect("one live token").to_string();
     // A server that echoes the credentials back in its error page.
     let body = format!("bad request from admin, password admin, token {token}");
-    sim.set_faults(json!({"fail": {"count": 1, "status": 418, "body": body}}))
-        .await;
+    sim.set_faults(json!({"fail": {"count": 1, "status": 418, "body": body}})).await;
     let err = c.list_users().await.unwrap_err();
     let text = format!("{err} {err:?}");
-    assert!(
-        err.to_string()
-            .ends_with("bad request from ***, password ***, token ***"),
-        "{err}"
-    );
+    assert!(err.to_string().ends_with("bad request from ***, password ***, token ***"), "{err}");
     assert!(!text.contains(&token), "{text}");
 }

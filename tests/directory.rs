@@ -38,23 +38,12 @@ fn names(groups: &[&str]) -> Vec<String> {
 }
 
 fn group<'a>(snap: &'a Snapshot, name: &str) -> &'a Group {
-    let outcome = snap
-        .groups
-        .iter()
-        .find(|g| g.name == name)
-        .unwrap_or_else(|| panic!("no outcome for {name}"));
-    outcome
-        .result
-        .as_ref()
-        .unwrap_or_else(|e| panic!("{name} failed: {e}"))
+    let outcome = snap.groups.iter().find(|g| g.name == name).unwrap_or_else(|| panic!("no outcome for {name}"));
+    outcome.result.as_ref().unwrap_or_else(|e| panic!("{name} failed: {e}"))
 }
 
 fn error<'a>(snap: &'a Snapshot, name: &str) -> &'a Error {
-    let outcome = snap
-        .groups
-        .iter()
-        .find(|g| g.name == name)
-        .unwrap_or_else(|| panic!("no outcome for {name}"));
+    let outcome = snap.groups.iter().find(|g| g.name == name).unwrap_or_else(|| panic!("no outcome for {name}"));
     match &outcome.result {
         Err(e) => e,
         Ok(g) => panic!("{name} should have failed, has {} members", g.members.len()),
@@ -79,40 +68,19 @@ async fn pages_past_the_500_entry_limit_and_reads_a_3000_member_group() {
     let slapd = Slapd::start(&big_directory());
     // The fixture really caps unpaged searches for the service account.
     let unpaged = std::process::Command::new("ldapsearch")
-        .args([
-            "-x",
-            "-H",
-            &slapd.url(),
-            "-D",
-            SERVICE_DN,
-            "-w",
-            SERVICE_PASSWORD,
-            "-b",
-            PEOPLE,
-            "(uid=*)",
-            "uid",
-        ])
+        .args(["-x", "-H", &slapd.url(), "-D", SERVICE_DN, "-w", SERVICE_PASSWORD, "-b", PEOPLE, "(uid=*)", "uid"])
         .output()
         .unwrap();
-    assert_eq!(
-        unpaged.status.code(),
-        Some(4),
-        "sizeLimitExceeded expected for an unpaged search"
-    );
+    assert_eq!(unpaged.status.code(), Some(4), "sizeLimitExceeded expected for an unpaged search");
 
-    let snap = ldap::snapshot(&settings(&slapd.url()), &names(&["Huge", "Small"]))
-        .await
-        .unwrap();
+    let snap = ldap::snapshot(&settings(&slapd.url()), &names(&["Huge", "Small"])).await.unwrap();
     assert_eq!(snap.users_seen, 3600);
     let huge = group(&snap, "Huge");
     assert_eq!(huge.members.len(), 3000);
     assert_eq!(huge.members[0].username.as_str(), "u00000");
     assert_eq!(huge.members[0].email.as_deref(), Some("u00000@example.org"));
     assert_eq!(huge.members[0].display_name.as_deref(), Some("u00000"));
-    assert_eq!(
-        usernames(group(&snap, "Small")),
-        ["u03000", "u03001", "u03002"]
-    );
+    assert_eq!(usernames(group(&snap, "Small")), ["u03000", "u03001", "u03002"]);
     // One users search and one group search: no search per member.
     assert_eq!(snap.searches, 2);
 }
@@ -120,22 +88,10 @@ async fn pages_past_the_500_entry_limit_and_reads_a_3000_member_group() {
 #[tokio::test]
 async fn a_page_size_the_server_refuses_names_the_key() {
     let slapd = Slapd::start(&big_directory());
-    let s = Settings {
-        page_size: 1000,
-        ..settings(&slapd.url())
-    };
+    let s = Settings { page_size: 1000, ..settings(&slapd.url()) };
     let snap = ldap::snapshot(&s, &names(&["Small"])).await.unwrap();
     let e = error(&snap, "Small");
-    assert!(
-        matches!(
-            e,
-            Error::PageSize {
-                page_size: 1000,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, Error::PageSize { page_size: 1000, .. }), "{e}");
     assert!(e.to_string().contains("ldap.page_size"), "{e}");
 }
 
@@ -157,136 +113,64 @@ fn nested_directory() -> Directory {
 #[tokio::test]
 async fn expands_nested_groups_three_deep_through_a_cycle() {
     let slapd = Slapd::start(&nested_directory());
-    let snap = ldap::snapshot(&settings(&slapd.url()), &names(&["A", "C"]))
-        .await
-        .unwrap();
+    let snap = ldap::snapshot(&settings(&slapd.url()), &names(&["A", "C"])).await.unwrap();
     let a = group(&snap, "A");
     assert_eq!(usernames(a), ["a1", "b1", "c1"]);
-    let sources: Vec<(&str, Vec<String>)> = a
-        .sources
-        .iter()
-        .map(|s| {
-            (
-                s.name.as_str(),
-                s.direct_members.iter().map(|u| u.to_string()).collect(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        sources,
-        [
-            ("A", vec!["a1".into()]),
-            ("B", vec!["b1".into()]),
-            ("C", vec!["c1".into()])
-        ]
-    );
+    let sources: Vec<(&str, Vec<String>)> =
+        a.sources.iter().map(|s| (s.name.as_str(), s.direct_members.iter().map(|u| u.to_string()).collect())).collect();
+    assert_eq!(sources, [("A", vec!["a1".into()]), ("B", vec!["b1".into()]), ("C", vec!["c1".into()])]);
     assert_eq!(usernames(group(&snap, "C")), ["a1", "b1", "c1"]);
 
     // Without nesting, only direct members count.
-    let flat = Settings {
-        nested_groups: false,
-        ..settings(&slapd.url())
-    };
+    let flat = Settings { nested_groups: false, ..settings(&slapd.url()) };
     let snap = ldap::snapshot(&flat, &names(&["A"])).await.unwrap();
     assert_eq!(usernames(group(&snap, "A")), ["a1"]);
     assert_eq!(group(&snap, "A").skipped_members, 1);
 
     // A depth cap below the nesting puts the group in error rather than cutting it short.
-    let shallow = Settings {
-        max_nesting_depth: 1,
-        ..settings(&slapd.url())
-    };
+    let shallow = Settings { max_nesting_depth: 1, ..settings(&slapd.url()) };
     let snap = ldap::snapshot(&shallow, &names(&["A"])).await.unwrap();
-    assert!(
-        matches!(error(&snap, "A"), Error::TooDeep { depth: 1, .. }),
-        "{}",
-        error(&snap, "A")
-    );
+    assert!(matches!(error(&snap, "A"), Error::TooDeep { depth: 1, .. }), "{}", error(&snap, "A"));
 }
 
 #[tokio::test]
 async fn skips_dangling_and_foreign_members_and_keeps_empty_groups_empty() {
     let mut d = Directory::new();
     let alice = d.user("alice");
-    d.group(
-        "WithGhosts",
-        &[
-            alice,
-            format!("uid=ghost,{PEOPLE}"),
-            "cn=foreign,dc=elsewhere,dc=com".into(),
-        ],
-    );
+    d.group("WithGhosts", &[alice, format!("uid=ghost,{PEOPLE}"), "cn=foreign,dc=elsewhere,dc=com".into()]);
     d.group("Empty", &[]);
     let slapd = Slapd::start(&d);
-    let snap = ldap::snapshot(
-        &settings(&slapd.url()),
-        &names(&["WithGhosts", "Empty", "Missing"]),
-    )
-    .await
-    .unwrap();
+    let snap = ldap::snapshot(&settings(&slapd.url()), &names(&["WithGhosts", "Empty", "Missing"])).await.unwrap();
     let g = group(&snap, "WithGhosts");
     assert_eq!(usernames(g), ["alice"]);
     assert_eq!(g.skipped_members, 2);
-    assert!(
-        group(&snap, "Empty").members.is_empty(),
-        "a group with no members is legitimately empty"
-    );
+    assert!(group(&snap, "Empty").members.is_empty(), "a group with no members is legitimately empty");
     let missing = error(&snap, "Missing");
     assert!(matches!(missing, Error::GroupNotFound { .. }), "{missing}");
-    assert!(
-        missing.to_string().contains("\"Missing\" not found"),
-        "{missing}"
-    );
+    assert!(missing.to_string().contains("\"Missing\" not found"), "{missing}");
 }
 
 #[tokio::test]
 async fn reads_groups_and_users_with_odd_names() {
     let mut d = Directory::new();
-    let porter = d.user_at(
-        &format!("cn=Porter\\, James,{PEOPLE}"),
-        "jporter",
-        "Porter, James",
-    );
-    let zoe = d.user_at(
-        &format!("cn=Zoë Ünal+uid=zunal,{PEOPLE}"),
-        "zunal",
-        "Zoë Ünal",
-    );
+    let porter = d.user_at(&format!("cn=Porter\\, James,{PEOPLE}"), "jporter", "Porter, James");
+    let zoe = d.user_at(&format!("cn=Zoë Ünal+uid=zunal,{PEOPLE}"), "zunal", "Zoë Ünal");
     let hash = d.user_at(&format!("cn=\\#1 \\<boss\\>,{PEOPLE}"), "boss", "#1 <boss>");
     // Member values written with other (equivalent) escapings and case than the entries' own DNs.
     let porter_alt = "CN=Porter\\2C James,OU=People,DC=Example,DC=Org".to_string();
-    let odd = [
-        "Ops (EU) *",
-        "R&D\\Lab",
-        "Développeurs",
-        " Lead Space ",
-        "a,b+c\"d<e>f;g=h",
-    ];
+    let odd = ["Ops (EU) *", "R&D\\Lab", "Développeurs", " Lead Space ", "a,b+c\"d<e>f;g=h"];
     for name in odd {
         d.group(name, &[porter_alt.clone(), zoe.clone(), hash.clone()]);
     }
     d.group("Decoy (EU) x", std::slice::from_ref(&porter));
     let slapd = Slapd::start(&d);
-    let snap = ldap::snapshot(&settings(&slapd.url()), &names(&odd))
-        .await
-        .unwrap();
+    let snap = ldap::snapshot(&settings(&slapd.url()), &names(&odd)).await.unwrap();
     for name in odd {
-        assert_eq!(
-            usernames(group(&snap, name)),
-            ["boss", "jporter", "zunal"],
-            "group {name:?}"
-        );
+        assert_eq!(usernames(group(&snap, name)), ["boss", "jporter", "zunal"], "group {name:?}");
     }
-    assert_eq!(
-        group(&snap, "Développeurs").dn,
-        "cn=Développeurs,ou=groups,dc=example,dc=org"
-    );
+    assert_eq!(group(&snap, "Développeurs").dn, "cn=Développeurs,ou=groups,dc=example,dc=org");
     let jp = &group(&snap, "Ops (EU) *").members[1];
-    assert_eq!(
-        ldap::DnKey::new(&jp.dn),
-        ldap::DnKey::new(&porter),
-        "slapd writes the escape its own way"
-    );
+    assert_eq!(ldap::DnKey::new(&jp.dn), ldap::DnKey::new(&porter), "slapd writes the escape its own way");
     assert_eq!(jp.display_name.as_deref(), Some("Porter, James"));
     // The asterisk is escaped, not a wildcard: "Ops (EU) *" does not also find "Decoy (EU) x".
     assert_eq!(snap.searches, 2);
@@ -300,9 +184,7 @@ async fn usernames_compare_case_insensitively_and_collisions_are_reported() {
     let dup2 = d.user_at(&format!("cn=dup two,{PEOPLE}"), "DUP", "dup two");
     d.group("Team", &[jp, dup1.clone(), dup2.clone()]);
     let slapd = Slapd::start(&d);
-    let snap = ldap::snapshot(&settings(&slapd.url()), &names(&["Team"]))
-        .await
-        .unwrap();
+    let snap = ldap::snapshot(&settings(&slapd.url()), &names(&["Team"])).await.unwrap();
     let team = group(&snap, "Team");
     assert_eq!(team.members.len(), 1);
     assert_eq!(team.members[0].username, Username::new("jporter").unwrap());
@@ -320,64 +202,28 @@ async fn ldaps_and_starttls_verify_the_certificate_against_ca_file() {
     let slapd = Slapd::start_tls(&d);
     let groups = names(&["Team"]);
 
-    let ldaps = Settings {
-        ca_file: Some(slapd.ca_file()),
-        ..settings(&slapd.ldaps_url())
-    };
+    let ldaps = Settings { ca_file: Some(slapd.ca_file()), ..settings(&slapd.ldaps_url()) };
     let snap = ldap::snapshot(&ldaps, &groups).await.unwrap();
     assert_eq!(usernames(group(&snap, "Team")), ["alice"]);
 
-    let starttls = Settings {
-        starttls: true,
-        ca_file: Some(slapd.ca_file()),
-        ..settings(&slapd.url())
-    };
+    let starttls = Settings { starttls: true, ca_file: Some(slapd.ca_file()), ..settings(&slapd.url()) };
     let snap = ldap::snapshot(&starttls, &groups).await.unwrap();
     assert_eq!(usernames(group(&snap, "Team")), ["alice"]);
 
-    for s in [
-        settings(&slapd.ldaps_url()),
-        Settings {
-            starttls: true,
-            ..settings(&slapd.url())
-        },
-    ] {
+    for s in [settings(&slapd.ldaps_url()), Settings { starttls: true, ..settings(&slapd.url()) }] {
         let err = ldap::snapshot(&s, &groups).await.unwrap_err();
         assert!(matches!(err, Error::Connect { .. }), "{err}");
         let text = err.to_string();
-        assert!(
-            text.contains("ldap.ca_file") && text.contains(&s.url),
-            "{text}"
-        );
+        assert!(text.contains("ldap.ca_file") && text.contains(&s.url), "{text}");
     }
 
-    let skip = Settings {
-        danger_skip_tls_verify: true,
-        ..settings(&slapd.ldaps_url())
-    };
-    assert_eq!(
-        usernames(group(
-            &ldap::snapshot(&skip, &groups).await.unwrap(),
-            "Team"
-        )),
-        ["alice"]
-    );
+    let skip = Settings { danger_skip_tls_verify: true, ..settings(&slapd.ldaps_url()) };
+    assert_eq!(usernames(group(&ldap::snapshot(&skip, &groups).await.unwrap(), "Team")), ["alice"]);
 
     let bad_ca = slapd.dir().join("not-a-ca.pem");
     std::fs::write(&bad_ca, "hello").unwrap();
-    let err = ldap::snapshot(
-        &Settings {
-            ca_file: Some(bad_ca),
-            ..ldaps
-        },
-        &groups,
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(err, Error::Tls { .. }) && err.to_string().contains("not-a-ca.pem"),
-        "{err}"
-    );
+    let err = ldap::snapshot(&Settings { ca_file: Some(bad_ca), ..ldaps }, &groups).await.unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }) && err.to_string().contains("not-a-ca.pem"), "{err}");
 }
 
 #[tokio::test]
@@ -385,9 +231,7 @@ async fn a_server_dying_during_a_paged_search_fails_the_groups_instead_of_trunca
     let slapd = Slapd::start(&big_directory());
     // Enough for the bind and the first pages of users, not for all 3,600.
     let proxy = CutProxy::start(slapd.port, 60_000);
-    let snap = ldap::snapshot(&settings(&proxy.url()), &names(&["Huge", "Small"]))
-        .await
-        .unwrap();
+    let snap = ldap::snapshot(&settings(&proxy.url()), &names(&["Huge", "Small"])).await.unwrap();
     for name in ["Huge", "Small"] {
         let e = error(&snap, name);
         assert!(matches!(e, Error::Search { .. }), "{name}: {e}");
@@ -398,46 +242,25 @@ async fn a_server_dying_during_a_paged_search_fails_the_groups_instead_of_trunca
 #[tokio::test]
 async fn a_wrong_bind_password_is_refused_by_name_without_echoing_it() {
     let slapd = Slapd::start(&Directory::new());
-    let s = Settings {
-        bind_password: SecretString::from("not-the-password"),
-        ..settings(&slapd.url())
-    };
+    let s = Settings { bind_password: SecretString::from("not-the-password"), ..settings(&slapd.url()) };
     let err = ldap::snapshot(&s, &names(&["Team"])).await.unwrap_err();
     assert!(matches!(err, Error::Bind { .. }), "{err}");
     let text = format!("{err} {err:?} {s:?}");
-    assert!(
-        text.contains("invalidCredentials") && text.contains(SERVICE_DN),
-        "{text}"
-    );
+    assert!(text.contains("invalidCredentials") && text.contains(SERVICE_DN), "{text}");
     assert!(!text.contains("not-the-password"), "{text}");
 }
 
 #[tokio::test]
 async fn an_unreachable_or_silent_server_fails_within_the_timeout() {
     let closed = common::free_port();
-    let err = ldap::snapshot(
-        &settings(&format!("ldap://127.0.0.1:{closed}")),
-        &names(&["Team"]),
-    )
-    .await
-    .unwrap_err();
+    let err = ldap::snapshot(&settings(&format!("ldap://127.0.0.1:{closed}")), &names(&["Team"])).await.unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err}");
-    assert!(
-        err.to_string().contains(&format!("127.0.0.1:{closed}")),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&format!("127.0.0.1:{closed}")), "{err}");
 
     let silent = Silent::start();
-    let s = Settings {
-        timeout: Duration::from_millis(500),
-        ..settings(&format!("ldap://127.0.0.1:{}", silent.port))
-    };
+    let s = Settings { timeout: Duration::from_millis(500), ..settings(&format!("ldap://127.0.0.1:{}", silent.port)) };
     let started = Instant::now();
     let err = ldap::snapshot(&s, &names(&["Team"])).await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "gave up after {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "gave up after {:?}", started.elapsed());
 }

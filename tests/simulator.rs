@@ -24,22 +24,10 @@ impl Api {
             .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         let token: Value = r.json().await.unwrap();
-        Api {
-            base: sim.url(),
-            http,
-            token: token
-                .as_str()
-                .expect("the token is a bare JSON string")
-                .to_string(),
-        }
+        Api { base: sim.url(), http, token: token.as_str().expect("the token is a bare JSON string").to_string() }
     }
 
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -50,14 +38,7 @@ impl Api {
         let r = req.send().await.unwrap();
         let status = r.status();
         let text = r.text().await.unwrap();
-        (
-            status,
-            if text.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).unwrap()
-            },
-        )
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -65,21 +46,12 @@ impl Api {
     }
 
     async fn import(&self, body: Value) -> (StatusCode, Value) {
-        self.send(
-            reqwest::Method::POST,
-            "/api/v1/integrations/IdentityManagement/users",
-            Some(body),
-        )
-        .await
+        self.send(reqwest::Method::POST, "/api/v1/integrations/IdentityManagement/users", Some(body)).await
     }
 }
 
 fn names(list: &Value, key: &str) -> Vec<String> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v[key].as_str().unwrap().to_string())
-        .collect()
+    list.as_array().unwrap().iter().map(|v| v[key].as_str().unwrap().to_string()).collect()
 }
 
 #[tokio::test]
@@ -118,40 +90,21 @@ async fn every_call_needs_a_live_token_with_either_scheme() {
     let api = Api::login(&sim).await;
     let http = reqwest::Client::new();
     let url = format!("{}/api/v1/users", sim.url());
-    assert_eq!(
-        http.get(&url).send().await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
-    );
-    let wrong = http
-        .get(&url)
-        .header("Authorization", "Basic nope")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(http.get(&url).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let wrong = http.get(&url).header("Authorization", "Basic nope").send().await.unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     for scheme in ["Basic", "Bearer", "bearer"] {
-        let r = http
-            .get(&url)
-            .header("Authorization", format!("{scheme} {}", api.token))
-            .send()
-            .await
-            .unwrap();
+        let r = http.get(&url).header("Authorization", format!("{scheme} {}", api.token)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "scheme {scheme}");
     }
     let calls = sim.calls().await;
-    let schemes: Vec<&str> = calls
-        .iter()
-        .filter_map(|c| c["auth_scheme"].as_str())
-        .collect();
+    let schemes: Vec<&str> = calls.iter().filter_map(|c| c["auth_scheme"].as_str()).collect();
     assert_eq!(schemes, ["Basic", "Basic", "Bearer", "bearer"]);
 }
 
 #[tokio::test]
 async fn users_list_in_the_documented_shape() {
-    let sim = Sim::start(cloudshell_sim::Config {
-        existing_users: vec!["jdoe".into()],
-        ..Default::default()
-    });
+    let sim = Sim::start(cloudshell_sim::Config { existing_users: vec!["jdoe".into()], ..Default::default() });
     let api = Api::login(&sim).await;
     let (status, body) = api.get("/API/V1/Users").await;
     assert_eq!(status, StatusCode::OK);
@@ -178,10 +131,7 @@ async fn users_list_in_the_documented_shape() {
         "DomainName",
         "ImportedSid",
     ] {
-        assert!(
-            jdoe.as_object().unwrap().contains_key(field),
-            "missing {field}"
-        );
+        assert!(jdoe.as_object().unwrap().contains_key(field), "missing {field}");
     }
     assert!(jdoe["Id"].is_i64());
     assert_eq!(jdoe["GroupIds"], json!([1]));
@@ -193,29 +143,14 @@ async fn users_list_in_the_documented_shape() {
 #[tokio::test]
 async fn pagination_follows_cursors_and_refuses_limits_over_250() {
     let existing: Vec<String> = (0..120).map(|n| format!("user{n:03}")).collect();
-    let sim = Sim::start(cloudshell_sim::Config {
-        existing_users: existing,
-        ..Default::default()
-    });
+    let sim = Sim::start(cloudshell_sim::Config { existing_users: existing, ..Default::default() });
     let api = Api::login(&sim).await;
 
-    let (status, body) = api
-        .get("/api/v1/users?paginationProperties.limit=251")
-        .await;
+    let (status, body) = api.get("/api/v1/users?paginationProperties.limit=251").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["Message"].as_str().unwrap().contains("250"));
-    assert_eq!(
-        api.get("/api/v1/users?paginationProperties.limit=0")
-            .await
-            .0,
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        api.get("/api/v1/users?paginationProperties.cursor=%21%21")
-            .await
-            .0,
-        StatusCode::BAD_REQUEST
-    );
+    assert_eq!(api.get("/api/v1/users?paginationProperties.limit=0").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(api.get("/api/v1/users?paginationProperties.cursor=%21%21").await.0, StatusCode::BAD_REQUEST);
 
     // Default page size is 50.
     let (_, first) = api.get("/api/v1/users").await;
@@ -228,10 +163,9 @@ async fn pagination_follows_cursors_and_refuses_limits_over_250() {
     loop {
         let path = match &cursor {
             None => "/api/v1/users?paginationProperties.limit=50".to_string(),
-            Some(c) => format!(
-                "/api/v1/users?paginationProperties.limit=50&paginationProperties.cursor={}",
-                urlencode(c)
-            ),
+            Some(c) => {
+                format!("/api/v1/users?paginationProperties.limit=50&paginationProperties.cursor={}", urlencode(c))
+            }
         };
         let (status, page) = api.get(&path).await;
         assert_eq!(status, StatusCode::OK);
@@ -246,17 +180,11 @@ async fn pagination_follows_cursors_and_refuses_limits_over_250() {
     assert_eq!(seen, expected);
 
     // Descending order, sort by Id and a substring filter.
-    let (_, desc) = api
-        .get("/api/v1/users?paginationProperties.limit=2&paginationProperties.sort-order=-1")
-        .await;
+    let (_, desc) = api.get("/api/v1/users?paginationProperties.limit=2&paginationProperties.sort-order=-1").await;
     assert_eq!(names(&desc["Users"], "Username"), ["user119", "user118"]);
-    let (_, by_id) = api
-        .get("/api/v1/users?paginationProperties.limit=2&paginationProperties.sort-by=Id")
-        .await;
+    let (_, by_id) = api.get("/api/v1/users?paginationProperties.limit=2&paginationProperties.sort-by=Id").await;
     assert_eq!(names(&by_id["Users"], "Username"), ["admin", "user000"]);
-    let (_, filtered) = api
-        .get("/api/v1/users?paginationProperties.filter=ER11")
-        .await;
+    let (_, filtered) = api.get("/api/v1/users?paginationProperties.filter=ER11").await;
     assert_eq!(filtered["Users"].as_array().unwrap().len(), 10);
 }
 
@@ -266,143 +194,55 @@ fn urlencode(s: &str) -> String {
 
 #[tokio::test]
 async fn users_can_be_read_edited_and_deleted() {
-    let sim = Sim::start(cloudshell_sim::Config {
-        existing_users: vec!["jdoe".into()],
-        ..Default::default()
-    });
+    let sim = Sim::start(cloudshell_sim::Config { existing_users: vec!["jdoe".into()], ..Default::default() });
     let api = Api::login(&sim).await;
-    let (_, list) = api
-        .get("/api/v1/users?paginationProperties.filter=jdoe")
-        .await;
+    let (_, list) = api.get("/api/v1/users?paginationProperties.filter=jdoe").await;
     let id = list["Users"][0]["Id"].as_i64().unwrap();
 
     let (status, user) = api.get(&format!("/api/v1/users/{id}")).await;
-    assert_eq!(
-        (status, user["Username"].as_str()),
-        (StatusCode::OK, Some("jdoe"))
-    );
+    assert_eq!((status, user["Username"].as_str()), (StatusCode::OK, Some("jdoe")));
 
     // PUT changes only the fields present.
-    let (status, edited) = api
-        .send(
-            reqwest::Method::PUT,
-            &format!("/api/v1/users/{id}"),
-            Some(json!({"IsActive": false})),
-        )
-        .await;
+    let (status, edited) =
+        api.send(reqwest::Method::PUT, &format!("/api/v1/users/{id}"), Some(json!({"IsActive": false}))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(edited["IsActive"], false);
     assert_eq!(edited["MaxReservationDuration"], 1440);
-    let (status, _) = api
-        .send(
-            reqwest::Method::PUT,
-            &format!("/api/v1/users/{id}"),
-            Some(json!({"Username": "other"})),
-        )
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::BAD_REQUEST,
-        "the username cannot be changed"
-    );
-    assert_eq!(
-        api.get(&format!("/api/v1/users/{id}")).await.1["Username"],
-        "jdoe"
-    );
+    let (status, _) =
+        api.send(reqwest::Method::PUT, &format!("/api/v1/users/{id}"), Some(json!({"Username": "other"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the username cannot be changed");
+    assert_eq!(api.get(&format!("/api/v1/users/{id}")).await.1["Username"], "jdoe");
 
-    let (status, _) = api
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/users/{id}"),
-            None,
-        )
-        .await;
+    let (status, _) = api.send(reqwest::Method::DELETE, &format!("/api/v1/users/{id}"), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        api.get(&format!("/api/v1/users/{id}")).await.0,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        api.get("/api/v1/users/abc").await.0,
-        StatusCode::BAD_REQUEST
-    );
+    assert_eq!(api.get(&format!("/api/v1/users/{id}")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(api.get("/api/v1/users/abc").await.0, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn cloudshell_groups_list_and_change_their_users() {
-    let sim = Sim::start(cloudshell_sim::Config {
-        existing_users: vec!["jdoe".into()],
-        ..Default::default()
-    });
+    let sim = Sim::start(cloudshell_sim::Config { existing_users: vec!["jdoe".into()], ..Default::default() });
     let api = Api::login(&sim).await;
     let (status, groups) = api.get("/api/v1/groups").await;
     assert_eq!(status, StatusCode::OK);
-    let everyone = groups["Groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["Name"] == "Everyone")
-        .unwrap();
-    for field in [
-        "ParentIds",
-        "Sid",
-        "Name",
-        "Description",
-        "ViewOnly",
-        "groupType",
-        "groupRole",
-        "Id",
-    ] {
-        assert!(
-            everyone.as_object().unwrap().contains_key(field),
-            "missing {field}"
-        );
+    let everyone = groups["Groups"].as_array().unwrap().iter().find(|g| g["Name"] == "Everyone").unwrap();
+    for field in ["ParentIds", "Sid", "Name", "Description", "ViewOnly", "groupType", "groupRole", "Id"] {
+        assert!(everyone.as_object().unwrap().contains_key(field), "missing {field}");
     }
     assert_eq!(everyone["Id"], 1);
 
-    let jdoe_id = api
-        .get("/api/v1/users?paginationProperties.filter=jdoe")
-        .await
-        .1["Users"][0]["Id"]
-        .clone();
+    let jdoe_id = api.get("/api/v1/users?paginationProperties.filter=jdoe").await.1["Users"][0]["Id"].clone();
     let (status, answer) = api
-        .send(
-            reqwest::Method::POST,
-            "/api/v1/groups/2/Users",
-            Some(json!({"Users": [{"Id": jdoe_id}, {"Id": 999}]})),
-        )
+        .send(reqwest::Method::POST, "/api/v1/groups/2/Users", Some(json!({"Users": [{"Id": jdoe_id}, {"Id": 999}]})))
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        answer["Errors"].as_array().unwrap().len(),
-        1,
-        "user 999 does not exist"
-    );
-    assert_eq!(
-        names(
-            &api.get("/api/v1/groups/2/users").await.1["Users"],
-            "Username"
-        ),
-        ["jdoe"]
-    );
-    let (status, _) = api
-        .send(
-            reqwest::Method::DELETE,
-            "/api/v1/groups/2/Users",
-            Some(json!({"Users": [{"Id": jdoe_id}]})),
-        )
-        .await;
+    assert_eq!(answer["Errors"].as_array().unwrap().len(), 1, "user 999 does not exist");
+    assert_eq!(names(&api.get("/api/v1/groups/2/users").await.1["Users"], "Username"), ["jdoe"]);
+    let (status, _) =
+        api.send(reqwest::Method::DELETE, "/api/v1/groups/2/Users", Some(json!({"Users": [{"Id": jdoe_id}]}))).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(
-        api.get("/api/v1/groups/2/users").await.1["Users"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        api.get("/api/v1/groups/77/users").await.0,
-        StatusCode::NOT_FOUND
-    );
+    assert!(api.get("/api/v1/groups/2/users").await.1["Users"].as_array().unwrap().is_empty());
+    assert_eq!(api.get("/api/v1/groups/77/users").await.0, StatusCode::NOT_FOUND);
 }
 
 /// A small directory: `Team` holds alice, Bob and the nested group `Inner` (carol); `Big` has 5 members.
@@ -426,48 +266,24 @@ async fn identity_management_lists_external_groups_and_their_direct_users() {
     let sim = Sim::with_directory(&slapd, |_| {});
     let api = Api::login(&sim).await;
 
-    let (status, groups) = api
-        .get("/api/v1/integrations/IdentityManagement/groups")
-        .await;
+    let (status, groups) = api.get("/api/v1/integrations/IdentityManagement/groups").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        names(&groups["Groups"], "Name"),
-        ["Big", "Inner", "Ops (EU) *", "Team"]
-    );
-    assert_eq!(
-        groups["Groups"][3]["DistinguishedName"],
-        "cn=Team,ou=groups,dc=example,dc=org"
-    );
+    assert_eq!(names(&groups["Groups"], "Name"), ["Big", "Inner", "Ops (EU) *", "Team"]);
+    assert_eq!(groups["Groups"][3]["DistinguishedName"], "cn=Team,ou=groups,dc=example,dc=org");
 
-    let (status, users) = api
-        .get("/api/v1/integrations/IdentityManagement/groups/Team/users")
-        .await;
+    let (status, users) = api.get("/api/v1/integrations/IdentityManagement/groups/Team/users").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        names(&users["Users"], "Username"),
-        ["alice", "Bob"],
-        "direct members only"
-    );
+    assert_eq!(names(&users["Users"], "Username"), ["alice", "Bob"], "direct members only");
     let alice = &users["Users"][0];
     assert!(alice["Id"].is_string(), "an external user's Id is a string");
     assert_eq!(alice["Email"], "alice@example.org");
-    assert_eq!(
-        alice["DistinguishedName"],
-        "uid=alice,ou=people,dc=example,dc=org"
-    );
+    assert_eq!(alice["DistinguishedName"], "uid=alice,ou=people,dc=example,dc=org");
     assert_eq!(alice["DomainName"], "EXAMPLE");
 
-    let (status, odd) = api
-        .get("/api/v1/integrations/IdentityManagement/groups/Ops%20%28EU%29%20%2A/users")
-        .await;
+    let (status, odd) = api.get("/api/v1/integrations/IdentityManagement/groups/Ops%20%28EU%29%20%2A/users").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(names(&odd["Users"], "Username"), ["odd"]);
-    assert_eq!(
-        api.get("/api/v1/integrations/IdentityManagement/groups/Nope/users")
-            .await
-            .0,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(api.get("/api/v1/integrations/IdentityManagement/groups/Nope/users").await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -479,11 +295,7 @@ async fn group_import_creates_direct_members_and_leaves_existing_users_alone() {
 
     let (status, answer) = api.import(json!({"GroupName": "Team"})).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        names(&answer["Users"], "Username"),
-        ["alice"],
-        "only users created are listed"
-    );
+    assert_eq!(names(&answer["Users"], "Username"), ["alice"], "only users created are listed");
     assert_eq!(answer["Errors"], json!([]));
     let alice = &answer["Users"][0];
     assert_eq!(alice["GroupIds"], json!([1]));
@@ -495,10 +307,7 @@ async fn group_import_creates_direct_members_and_leaves_existing_users_alone() {
 
     // Importing again creates nobody and is not an error.
     let (status, again) = api.import(json!({"GroupName": "Team"})).await;
-    assert_eq!(
-        (status, again["Users"].clone()),
-        (StatusCode::OK, json!([]))
-    );
+    assert_eq!((status, again["Users"].clone()), (StatusCode::OK, json!([])));
 }
 
 #[tokio::test]
@@ -508,33 +317,16 @@ async fn group_import_refuses_groups_over_the_limit_and_unknown_groups() {
     let api = Api::login(&sim).await;
     let (status, body) = api.import(json!({"GroupName": "Big"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        body["Message"].as_str().unwrap().contains("limit"),
-        "{body}"
-    );
+    assert!(body["Message"].as_str().unwrap().contains("limit"), "{body}");
     assert_eq!(sim.usernames().await, ["admin"]);
 
-    assert_eq!(
-        api.import(json!({"GroupName": "Nope"})).await.0,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        api.import(json!({"GroupName": "Big", "UserName": "big00000"}))
-            .await
-            .0,
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        api.import(json!({"AllowUpdate": true})).await.0,
-        StatusCode::BAD_REQUEST
-    );
+    assert_eq!(api.import(json!({"GroupName": "Nope"})).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(api.import(json!({"GroupName": "Big", "UserName": "big00000"})).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(api.import(json!({"AllowUpdate": true})).await.0, StatusCode::BAD_REQUEST);
 
     // The limit can be raised at run time.
     sim.set_faults(json!({"group_import_limit": 5})).await;
-    assert_eq!(
-        api.import(json!({"GroupName": "Big"})).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(api.import(json!({"GroupName": "Big"})).await.0, StatusCode::OK);
     assert_eq!(sim.usernames().await.len(), 6);
 }
 
@@ -542,15 +334,11 @@ async fn group_import_refuses_groups_over_the_limit_and_unknown_groups() {
 async fn group_import_with_failing_members_answers_202_with_errors() {
     let slapd = Slapd::start(&directory());
     let sim = Sim::with_directory(&slapd, |_| {});
-    sim.set_faults(json!({"fail_import_users": ["big00001", "big00003"]}))
-        .await;
+    sim.set_faults(json!({"fail_import_users": ["big00001", "big00003"]})).await;
     let api = Api::login(&sim).await;
     let (status, answer) = api.import(json!({"GroupName": "Big"})).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!(
-        names(&answer["Users"], "Username"),
-        ["big00000", "big00002", "big00004"]
-    );
+    assert_eq!(names(&answer["Users"], "Username"), ["big00000", "big00002", "big00004"]);
     assert_eq!(names(&answer["Errors"], "Name"), ["big00001", "big00003"]);
     assert!(answer["Errors"][0]["Message"].is_string());
 }
@@ -563,32 +351,13 @@ async fn user_import_creates_once_then_answers_409_case_insensitively() {
     let (status, answer) = api.import(json!({"UserName": "carol"})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(names(&answer["Users"], "Username"), ["carol"]);
-    assert_eq!(
-        api.import(json!({"UserName": "carol"})).await.0,
-        StatusCode::CONFLICT
-    );
-    assert_eq!(
-        api.import(json!({"UserName": "CAROL"})).await.0,
-        StatusCode::CONFLICT
-    );
-    assert_eq!(
-        api.import(json!({"UserName": "alice"})).await.0,
-        StatusCode::CONFLICT,
-        "ALICE exists"
-    );
-    assert_eq!(
-        api.import(json!({"UserName": "nobody"})).await.0,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(api.import(json!({"UserName": "carol"})).await.0, StatusCode::CONFLICT);
+    assert_eq!(api.import(json!({"UserName": "CAROL"})).await.0, StatusCode::CONFLICT);
+    assert_eq!(api.import(json!({"UserName": "alice"})).await.0, StatusCode::CONFLICT, "ALICE exists");
+    assert_eq!(api.import(json!({"UserName": "nobody"})).await.0, StatusCode::NOT_FOUND);
     // Field names bind case-insensitively.
-    assert_eq!(
-        api.import(json!({"username": "big00000"})).await.0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        sim.usernames().await,
-        ["admin", "ALICE", "carol", "big00000"]
-    );
+    assert_eq!(api.import(json!({"username": "big00000"})).await.0, StatusCode::OK);
+    assert_eq!(sim.usernames().await, ["admin", "ALICE", "carol", "big00000"]);
 }
 
 #[tokio::test]
@@ -596,21 +365,10 @@ async fn faults_fail_calls_corrupt_answers_and_expire_tokens() {
     let sim = Sim::start(Default::default());
     let api = Api::login(&sim).await;
 
-    sim.set_faults(json!({"fail": {"count": 2, "status": 503, "path_contains": "/users"}}))
-        .await;
-    assert_eq!(
-        api.get("/api/v1/groups").await.0,
-        StatusCode::OK,
-        "path filter"
-    );
-    assert_eq!(
-        api.get("/api/v1/users").await.0,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    assert_eq!(
-        api.get("/api/v1/users").await.0,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    sim.set_faults(json!({"fail": {"count": 2, "status": 503, "path_contains": "/users"}})).await;
+    assert_eq!(api.get("/api/v1/groups").await.0, StatusCode::OK, "path filter");
+    assert_eq!(api.get("/api/v1/users").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(api.get("/api/v1/users").await.0, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(api.get("/api/v1/users").await.0, StatusCode::OK);
 
     sim.set_faults(json!({"malformed": {"count": 1}})).await;
@@ -635,12 +393,7 @@ async fn faults_fail_calls_corrupt_answers_and_expire_tokens() {
     assert_eq!(api.get("/api/v1/users").await.0, StatusCode::OK);
     assert_eq!(api.get("/api/v1/users").await.0, StatusCode::UNAUTHORIZED);
 
-    let injected: Vec<Value> = sim
-        .calls()
-        .await
-        .into_iter()
-        .map(|c| c["injected"].clone())
-        .collect();
+    let injected: Vec<Value> = sim.calls().await.into_iter().map(|c| c["injected"].clone()).collect();
     assert_eq!(injected.iter().filter(|i| *i == "status 503").count(), 2);
     assert_eq!(injected.iter().filter(|i| *i == "malformed").count(), 1);
 }

@@ -2,14 +2,12 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use common::{BASE_DN, Directory, SERVICE_DN, SERVICE_PASSWORD, Sim, Slapd};
+use common::{CS_PASSWORD, Directory, Files, Sim, Slapd};
 use serde_json::{Value, json};
 
-const CS_PASSWORD: &str = "cs-admin-pass";
 const IMPORT: &str = "/api/v1/integrations/IdentityManagement/users";
 
 /// `Team`: alice, Bob and nested `Inner` (carol, dave). `Other`: erin, alice. `Synced`: JPorter.
@@ -37,7 +35,7 @@ fn directory() -> Directory {
 struct Env {
     slapd: Slapd,
     sim: Sim,
-    dir: tempfile::TempDir,
+    files: Files,
 }
 
 impl Env {
@@ -48,55 +46,17 @@ impl Env {
             c.existing_users = vec!["jporter".into(), "BOB".into()];
             change(c);
         });
-        let dir = tempfile::tempdir().unwrap();
-        for (name, secret) in [
-            ("ldap-password", SERVICE_PASSWORD),
-            ("cs-password", CS_PASSWORD),
-        ] {
-            let p = dir.path().join(name);
-            std::fs::write(&p, secret).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
-        Env { slapd, sim, dir }
+        Env { slapd, sim, files: Files::new() }
     }
 
     /// Writes a config for `groups`, with `extra` lines appended to `[sync]`, and returns its path.
     fn config(&self, groups: &[&str], ldap_url: Option<&str>, extra: &str) -> PathBuf {
-        let d = self.dir.path().display();
-        let groups = serde_json::to_string(groups).unwrap();
-        let text = format!(
-            r#"[ldap]
-url = "{url}"
-bind_dn = "{SERVICE_DN}"
-bind_password_file = "{d}/ldap-password"
-base_dn = "{BASE_DN}"
-timeout = "5s"
-
-[cloudshell]
-url = "{cs}"
-password_file = "{d}/cs-password"
-timeout = "10s"
-
-[sync]
-groups = {groups}
-{extra}
-"#,
-            url = ldap_url
-                .map(str::to_string)
-                .unwrap_or_else(|| self.slapd.url()),
-            cs = self.sim.url(),
-        );
-        let path = self.dir.path().join("config.toml");
-        std::fs::write(&path, text).unwrap();
-        path
+        let ldap_url = ldap_url.map(str::to_string).unwrap_or_else(|| self.slapd.url());
+        self.files.config(&ldap_url, &self.sim.url(), groups, extra, "")
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cloudshell-ldap-sync"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .output()
-            .unwrap()
+        Command::new(env!("CARGO_BIN_EXE_cloudshell-ldap-sync")).args(args).env("RUST_LOG", "info").output().unwrap()
     }
 
     fn sync_json(&self, config: &std::path::Path, extra: &[&str]) -> (i32, Value, String) {
@@ -105,21 +65,13 @@ groups = {groups}
         let out = self.run(&args);
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not one JSON report ({e}): {}\n{stderr}",
-                String::from_utf8_lossy(&out.stdout)
-            )
+            panic!("stdout is not one JSON report ({e}): {}\n{stderr}", String::from_utf8_lossy(&out.stdout))
         });
         (out.status.code().unwrap(), report, stderr)
     }
 
     async fn import_bodies(&self) -> Vec<Value> {
-        self.sim
-            .calls_to("POST", IMPORT)
-            .await
-            .into_iter()
-            .map(|c| c["body"].clone())
-            .collect()
+        self.sim.calls_to("POST", IMPORT).await.into_iter().map(|c| c["body"].clone()).collect()
     }
 
     async fn writes(&self) -> Vec<Value> {
@@ -129,11 +81,7 @@ groups = {groups}
             .into_iter()
             .filter(|c| {
                 !(c["method"] == "GET"
-                    || (c["method"] == "PUT"
-                        && c["path"]
-                            .as_str()
-                            .unwrap()
-                            .eq_ignore_ascii_case("/Api/Auth/Login")))
+                    || (c["method"] == "PUT" && c["path"].as_str().unwrap().eq_ignore_ascii_case("/Api/Auth/Login")))
             })
             .collect()
     }
@@ -157,35 +105,20 @@ async fn first_run_imports_exactly_the_missing_effective_members_and_a_second_ru
     assert_eq!(report["result"], "ok");
     let mut users = env.sim.usernames().await;
     users.sort_by_key(|u| u.to_lowercase());
-    assert_eq!(
-        users,
-        ["admin", "alice", "BOB", "carol", "dave", "erin", "jporter"],
-        "Bob and JPorter not duplicated"
-    );
+    assert_eq!(users, ["admin", "alice", "BOB", "carol", "dave", "erin", "jporter"], "Bob and JPorter not duplicated");
     // Group by group; the nested group is imported by its own name (one call for carol and dave); Synced
     // and Other's alice (already imported with Team) need nothing beyond erin.
     assert_eq!(
         env.import_bodies().await,
-        [
-            json!({"GroupName": "Team"}),
-            json!({"GroupName": "Inner"}),
-            json!({"GroupName": "Other"})
-        ]
+        [json!({"GroupName": "Team"}), json!({"GroupName": "Inner"}), json!({"GroupName": "Other"})]
     );
     let team = group(&report, "Team");
     assert_eq!(
-        (
-            team["members"].as_u64(),
-            team["missing"].as_u64(),
-            team["imported"].as_u64()
-        ),
+        (team["members"].as_u64(), team["missing"].as_u64(), team["imported"].as_u64()),
         (Some(4), Some(3), Some(3))
     );
     assert_eq!(group(&report, "Synced")["missing"], 0);
-    assert_eq!(
-        report["totals"],
-        json!({"members": 6, "missing": 4, "imported": 4, "failed": 0})
-    );
+    assert_eq!(report["totals"], json!({"members": 6, "missing": 4, "imported": 4, "failed": 0}));
     assert_eq!(report["api_calls"]["import_group"], 3);
     assert_eq!(report["api_calls"]["import_user"], 0);
     assert!(stderr.contains("run finished"), "{stderr}");
@@ -194,10 +127,7 @@ async fn first_run_imports_exactly_the_missing_effective_members_and_a_second_ru
     env.sim.clear_calls().await;
     let (code, report, _) = env.sync_json(&config, &[]);
     assert_eq!((code, report["totals"]["imported"].as_u64()), (0, Some(0)));
-    assert!(
-        env.import_bodies().await.is_empty(),
-        "a second run makes no import call"
-    );
+    assert!(env.import_bodies().await.is_empty(), "a second run makes no import call");
 }
 
 #[tokio::test]
@@ -207,19 +137,10 @@ async fn a_dry_run_makes_no_write_call() {
     let out = env.run(&["sync", "--dry-run", "--config", config.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(
-        stdout.contains("dry run") && stdout.contains("would import: alice, carol, dave"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("dry run") && stdout.contains("would import: alice, carol, dave"), "{stdout}");
     let (code, report, _) = env.sync_json(&config, &["--dry-run"]);
     assert_eq!(code, 0);
-    assert_eq!(
-        (
-            report["dry_run"].as_bool(),
-            group(&report, "Team")["status"].as_str()
-        ),
-        (Some(true), Some("planned"))
-    );
+    assert_eq!((report["dry_run"].as_bool(), group(&report, "Team")["status"].as_str()), (Some(true), Some("planned")));
     assert_eq!(group(&report, "Other")["planned"], json!(["erin"]));
     assert!(env.writes().await.is_empty(), "{:?}", env.writes().await);
     assert_eq!(env.sim.usernames().await, ["admin", "jporter", "BOB"]);
@@ -244,9 +165,7 @@ async fn a_group_above_the_import_limit_falls_back_and_ends_complete() {
 #[tokio::test]
 async fn a_202_with_error_entries_exits_3_naming_the_failed_users() {
     let env = Env::start(|_| {});
-    env.sim
-        .set_faults(json!({"fail_import_users": ["ghost"]}))
-        .await;
+    env.sim.set_faults(json!({"fail_import_users": ["ghost"]})).await;
     let config = env.config(&["Ghostly", "Other"], None, "");
     let (code, report, _) = env.sync_json(&config, &[]);
     assert_eq!(code, 3, "{report}");
@@ -267,31 +186,18 @@ async fn an_unreachable_directory_exits_1_without_writing() {
     let (code, report, stderr) = env.sync_json(&config, &[]);
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["result"], "failed");
-    assert!(
-        report["error"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("127.0.0.1:{port}")),
-        "{report}"
-    );
+    assert!(report["error"].as_str().unwrap().contains(&format!("127.0.0.1:{port}")), "{report}");
     assert!(stderr.contains("directory unavailable"), "{stderr}");
-    assert!(
-        env.sim.calls().await.is_empty(),
-        "CloudShell is not even contacted"
-    );
+    assert!(env.sim.calls().await.is_empty(), "CloudShell is not even contacted");
 }
 
 #[tokio::test]
 async fn a_bad_cloudshell_password_exits_1_without_writing_or_echoing_it() {
     let env = Env::start(|_| {});
     let config = env.config(&["Team"], None, "");
-    std::fs::write(env.dir.path().join("cs-password"), "Wr0ng-Secret!").unwrap();
+    std::fs::write(env.files.path("cs-password"), "Wr0ng-Secret!").unwrap();
     let out = env.run(&["sync", "--config", config.to_str().unwrap()]);
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("refused the login"), "{all}");
     assert!(!all.contains("Wr0ng-Secret!"), "{all}");
@@ -306,9 +212,7 @@ async fn an_unknown_config_key_exits_2_naming_the_key_and_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains(
-            "config.toml:15:1: key max_import_per_run: unknown field `max_import_per_run`"
-        ),
+        stderr.contains("config.toml:15:1: key max_import_per_run: unknown field `max_import_per_run`"),
         "{stderr}"
     );
     assert!(env.sim.calls().await.is_empty());
@@ -321,10 +225,7 @@ async fn a_group_missing_from_the_directory_fails_alone_and_the_others_sync() {
     let (code, report, stderr) = env.sync_json(&config, &[]);
     assert_eq!(code, 3, "{report}");
     let missing = group(&report, "No Such Group");
-    assert_eq!(
-        (missing["status"].as_str(), missing["error_kind"].as_str()),
-        (Some("failed"), Some("group_not_found"))
-    );
+    assert_eq!((missing["status"].as_str(), missing["error_kind"].as_str()), (Some("failed"), Some("group_not_found")));
     assert!(stderr.contains("group enumeration failed"), "{stderr}");
     assert_eq!(group(&report, "Other")["imported"], 2);
     assert_eq!(env.import_bodies().await, [json!({"GroupName": "Other"})]);
@@ -338,10 +239,7 @@ async fn more_planned_imports_than_the_limit_exit_4_without_writing() {
     assert_eq!(code, 4, "{report}");
     assert_eq!(report["result"], "held");
     assert_eq!(report["held"], json!({"planned": 4, "limit": 3}));
-    assert!(
-        stderr.contains("import limit exceeded, writes held"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("import limit exceeded, writes held"), "{stderr}");
     assert!(env.writes().await.is_empty());
 }
 
@@ -352,10 +250,7 @@ async fn check_reports_groups_and_login_and_writes_nothing() {
     let out = env.run(&["check", "--config", config.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(
-        stdout.contains("group \"Team\": 4 members (1 nested groups)"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("group \"Team\": 4 members (1 nested groups)"), "{stdout}");
     assert!(stdout.contains("group \"Big\": 5 members"), "{stdout}");
     assert!(stdout.contains("logged in as \"admin\""), "{stdout}");
 
@@ -363,9 +258,6 @@ async fn check_reports_groups_and_login_and_writes_nothing() {
     let out = env.run(&["check", "--config", config.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains("group \"Nope\": FAILED: group \"Nope\" not found"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("group \"Nope\": FAILED: group \"Nope\" not found"), "{stdout}");
     assert!(env.writes().await.is_empty());
 }

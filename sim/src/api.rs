@@ -38,9 +38,7 @@ pub struct Sim {
 impl Sim {
     pub fn world(&self) -> MutexGuard<'_, World> {
         // A panic while holding the lock would be a simulator bug; keep serving rather than poisoning every test.
-        self.world
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -67,12 +65,7 @@ fn bad_request(text: impl Into<String>) -> Reply {
 }
 
 fn json_response(status: StatusCode, body: String, content_type: &str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, content_type.to_string())],
-        body,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, content_type.to_string())], body).into_response()
 }
 
 /// The one handler: everything is routed by hand so that paths match case-insensitively.
@@ -94,6 +87,19 @@ pub async fn handle(
         .and_then(|v| v.split_whitespace().next())
         .map(str::to_string);
 
+    let seq = sim.world().begin_call(Call {
+        seq: 0,
+        method: method.to_string(),
+        path: path.clone(),
+        query: query.clone(),
+        body: logged_body(&body),
+        auth_scheme,
+        status: 0,
+        injected: None,
+        state: String::new(),
+    });
+    // If the caller hangs up, this future is dropped mid-way: the guard marks the call aborted.
+    let guard = AbortGuard { sim: sim.clone(), seq };
     let latency = sim.world().faults.latency_ms;
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -101,17 +107,9 @@ pub async fn handle(
     let injected = sim.world().faults.take_failure(method.as_str(), &path);
     let (response, status, injected_kind) = if let Some(rule) = injected {
         let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = rule
-            .body
-            .unwrap_or_else(|| json!({"Message": "injected failure"}).to_string());
-        let content_type = rule
-            .content_type
-            .unwrap_or_else(|| "application/json".into());
-        (
-            json_response(status, body, &content_type),
-            status,
-            Some(format!("status {}", rule.status)),
-        )
+        let body = rule.body.unwrap_or_else(|| json!({"Message": "injected failure"}).to_string());
+        let content_type = rule.content_type.unwrap_or_else(|| "application/json".into());
+        (json_response(status, body, &content_type), status, Some(format!("status {}", rule.status)))
     } else {
         let reply = route(&sim, &method, &path, &query, &headers, &body).await;
         let status = reply.status();
@@ -123,33 +121,28 @@ pub async fn handle(
         if malformed {
             // Cut the answer short mid-value, as a dropped proxy connection would.
             let cut = format!("{}{{\"Cursor\": \"", &text[..text.len() / 2]);
-            (
-                json_response(status, cut, "application/json"),
-                status,
-                Some("malformed".to_string()),
-            )
+            (json_response(status, cut, "application/json"), status, Some("malformed".to_string()))
         } else {
             match reply {
-                Reply::Json(..) => (
-                    json_response(status, text, "application/json"),
-                    status,
-                    None,
-                ),
+                Reply::Json(..) => (json_response(status, text, "application/json"), status, None),
                 Reply::Empty(_) => (status.into_response(), status, None),
             }
         }
     };
-    sim.world().log_call(Call {
-        seq: 0,
-        method: method.to_string(),
-        path,
-        query,
-        body: logged_body(&body),
-        auth_scheme,
-        status: status.as_u16(),
-        injected: injected_kind,
-    });
+    sim.world().end_call(seq, status.as_u16(), injected_kind);
+    drop(guard);
     response
+}
+
+struct AbortGuard {
+    sim: Arc<Sim>,
+    seq: u64,
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        self.sim.world().abort_call(self.seq);
+    }
 }
 
 fn logged_body(body: &[u8]) -> Value {
@@ -172,14 +165,9 @@ fn logged_body(body: &[u8]) -> Value {
 
 fn control(sim: &Sim, method: &Method, path: &str, body: &[u8]) -> Response {
     let ok = |v: Value| json_response(StatusCode::OK, v.to_string(), "application/json");
-    let fail = |s: StatusCode, m: String| {
-        json_response(s, json!({"Message": m}).to_string(), "application/json")
-    };
+    let fail = |s: StatusCode, m: String| json_response(s, json!({"Message": m}).to_string(), "application/json");
     let mut world = sim.world();
-    match (
-        method.clone(),
-        path.to_ascii_lowercase().trim_end_matches('/'),
-    ) {
+    match (method.clone(), path.to_ascii_lowercase().trim_end_matches('/')) {
         (Method::GET, "/_sim/state") => {
             let mut users: Vec<&User> = world.users.values().collect();
             users.sort_by_key(|u| u.id);
@@ -213,10 +201,7 @@ fn control(sim: &Sim, method: &Method, path: &str, body: &[u8]) -> Response {
             {
                 Some(names) => names,
                 None => {
-                    return fail(
-                        StatusCode::BAD_REQUEST,
-                        "expected {\"usernames\": [...]}".into(),
-                    );
+                    return fail(StatusCode::BAD_REQUEST, "expected {\"usernames\": [...]}".into());
                 }
             };
             let mut created: Vec<User> = Vec::new();
@@ -227,21 +212,11 @@ fn control(sim: &Sim, method: &Method, path: &str, body: &[u8]) -> Response {
             }
             ok(json!(created))
         }
-        _ => fail(
-            StatusCode::NOT_FOUND,
-            format!("no control endpoint {method} {path}"),
-        ),
+        _ => fail(StatusCode::NOT_FOUND, format!("no control endpoint {method} {path}")),
     }
 }
 
-async fn route(
-    sim: &Sim,
-    method: &Method,
-    path: &str,
-    query: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Reply {
+async fn route(sim: &Sim, method: &Method, path: &str, query: &str, headers: &HeaderMap, body: &[u8]) -> Reply {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
     let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
@@ -260,12 +235,7 @@ async fn route(
         Ok(q) => q,
         Err(reply) => return reply,
     };
-    let not_allowed = || {
-        message(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not allowed on {path}"),
-        )
-    };
+    let not_allowed = || message(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"));
     match lower.as_slice() {
         ["api", "v1", "users"] => match *method {
             Method::GET => list_users(sim, &query),
@@ -288,10 +258,7 @@ async fn route(
         },
         ["api", "v1", "groups", _, "users"] => {
             let Ok(id) = segments[3].parse::<i64>() else {
-                return bad_request(format!(
-                    "group id must be an integer, got {:?}",
-                    segments[3]
-                ));
+                return bad_request(format!("group id must be an integer, got {:?}", segments[3]));
             };
             match *method {
                 Method::GET => group_users(sim, id, &query),
@@ -304,15 +271,7 @@ async fn route(
             Method::GET => external_groups(sim, &query).await,
             _ => not_allowed(),
         },
-        [
-            "api",
-            "v1",
-            "integrations",
-            "identitymanagement",
-            "groups",
-            _,
-            "users",
-        ] => match *method {
+        ["api", "v1", "integrations", "identitymanagement", "groups", _, "users"] => match *method {
             Method::GET => match percent_decode(segments[5]) {
                 Some(name) => external_group_users(sim, &name, &query).await,
                 None => bad_request("group name is not valid percent-encoded UTF-8"),
@@ -328,10 +287,7 @@ async fn route(
 }
 
 fn percent_decode(segment: &str) -> Option<String> {
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .ok()
-        .map(|s| s.into_owned())
+    percent_encoding::percent_decode_str(segment).decode_utf8().ok().map(|s| s.into_owned())
 }
 
 fn login(sim: &Sim, body: &[u8]) -> Reply {
@@ -353,20 +309,14 @@ fn login(sim: &Sim, body: &[u8]) -> Reply {
         || password != sim.admin.password
         || !domain.eq_ignore_ascii_case(&sim.admin.domain)
     {
-        return message(
-            StatusCode::UNAUTHORIZED,
-            "invalid username, password or domain",
-        );
+        return message(StatusCode::UNAUTHORIZED, "invalid username, password or domain");
     }
     Reply::Json(StatusCode::OK, Value::String(sim.world().issue_token()))
 }
 
 fn authenticate(sim: &Sim, headers: &HeaderMap) -> Result<(), Reply> {
     let unauthorized = |m: &str| Err(message(StatusCode::UNAUTHORIZED, m));
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return unauthorized("missing Authorization header");
     };
     let mut parts = value.split_whitespace();
@@ -393,13 +343,7 @@ struct Query {
 
 impl Query {
     fn parse(raw: &str) -> Result<Query, Reply> {
-        let mut q = Query {
-            limit: DEFAULT_PAGE,
-            cursor: None,
-            sort_by: None,
-            descending: false,
-            filter: None,
-        };
+        let mut q = Query { limit: DEFAULT_PAGE, cursor: None, sort_by: None, descending: false, filter: None };
         for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
             let key = key.to_ascii_lowercase();
             let value = value.into_owned();
@@ -423,9 +367,7 @@ impl Query {
                         )));
                     }
                 },
-                "paginationproperties.filter" if !value.is_empty() => {
-                    q.filter = Some(value.to_lowercase())
-                }
+                "paginationproperties.filter" if !value.is_empty() => q.filter = Some(value.to_lowercase()),
                 _ => {}
             }
         }
@@ -476,38 +418,23 @@ fn paginate<T: serde::Serialize>(
     let start = match &q.cursor {
         None => 0,
         Some(cursor) => {
-            let decoded = B64
-                .decode(cursor)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok());
+            let decoded = B64.decode(cursor).ok().and_then(|b| String::from_utf8(b).ok());
             let after = match (decoded, by_id) {
                 (Some(s), true) => s.parse::<i64>().ok().map(Key::Int),
                 (Some(s), false) => Some(Key::Text(s)),
                 (None, _) => None,
             };
             let Some(after) = after else {
-                return bad_request(format!(
-                    "paginationProperties.cursor {cursor:?} is not a cursor this list issued"
-                ));
+                return bad_request(format!("paginationProperties.cursor {cursor:?} is not a cursor this list issued"));
             };
             items
                 .iter()
-                .position(|item| {
-                    if q.descending {
-                        key(item) < after
-                    } else {
-                        key(item) > after
-                    }
-                })
+                .position(|item| if q.descending { key(item) < after } else { key(item) > after })
                 .unwrap_or(items.len())
         }
     };
     let end = (start + q.limit).min(items.len());
-    let cursor = if end < items.len() {
-        Some(key(&items[end - 1]).encode())
-    } else {
-        None
-    };
+    let cursor = if end < items.len() { Some(key(&items[end - 1]).encode()) } else { None };
     let page: Vec<T> = items.drain(start..end).collect();
     let mut body = Map::new();
     body.insert(plural.to_string(), json!(page));
@@ -517,13 +444,7 @@ fn paginate<T: serde::Serialize>(
 
 fn list_users(sim: &Sim, q: &Query) -> Reply {
     let users: Vec<User> = sim.world().users.values().cloned().collect();
-    paginate(
-        users,
-        |u| u.username.clone(),
-        Some(&|u: &User| u.id),
-        q,
-        "Users",
-    )
+    paginate(users, |u| u.username.clone(), Some(&|u: &User| u.id), q, "Users")
 }
 
 fn get_user(sim: &Sim, id: i64) -> Reply {
@@ -554,30 +475,24 @@ fn edit_user(sim: &Sim, id: i64, body: &[u8]) -> Reply {
                 _ => Err("the username cannot be changed".into()),
             },
             "email" => optional_string(value, key).map(|v| edited.email = v),
-            "isactive" => value
-                .as_bool()
-                .map(|b| edited.is_active = b)
-                .ok_or("IsActive must be a boolean".into()),
-            "isadmin" => value
-                .as_bool()
-                .map(|b| edited.is_admin = b)
-                .ok_or("IsAdmin must be a boolean".into()),
+            "isactive" => value.as_bool().map(|b| edited.is_active = b).ok_or("IsActive must be a boolean".into()),
+            "isadmin" => value.as_bool().map(|b| edited.is_admin = b).ok_or("IsAdmin must be a boolean".into()),
             "timezoneinfoid" => optional_string(value, key).map(|v| edited.time_zone_info_id = v),
-            "maxreservationduration" => int()
-                .map(|v| edited.max_reservation_duration = v)
-                .ok_or(format!("{key} must be an integer")),
-            "maxconcurrentreservations" => int()
-                .map(|v| edited.max_concurrent_reservations = v)
-                .ok_or(format!("{key} must be an integer")),
-            "maxscheduledsandboxes" => int()
-                .map(|v| edited.max_scheduled_sandboxes = v)
-                .ok_or(format!("{key} must be an integer")),
-            "maxownedblueprints" => int()
-                .map(|v| edited.max_owned_blueprints = v)
-                .ok_or(format!("{key} must be an integer")),
-            "maxsavedsandboxes" => int()
-                .map(|v| edited.max_saved_sandboxes = v)
-                .ok_or(format!("{key} must be an integer")),
+            "maxreservationduration" => {
+                int().map(|v| edited.max_reservation_duration = v).ok_or(format!("{key} must be an integer"))
+            }
+            "maxconcurrentreservations" => {
+                int().map(|v| edited.max_concurrent_reservations = v).ok_or(format!("{key} must be an integer"))
+            }
+            "maxscheduledsandboxes" => {
+                int().map(|v| edited.max_scheduled_sandboxes = v).ok_or(format!("{key} must be an integer"))
+            }
+            "maxownedblueprints" => {
+                int().map(|v| edited.max_owned_blueprints = v).ok_or(format!("{key} must be an integer"))
+            }
+            "maxsavedsandboxes" => {
+                int().map(|v| edited.max_saved_sandboxes = v).ok_or(format!("{key} must be an integer"))
+            }
             "id" => match value.as_i64() {
                 Some(v) if v == id => Ok(()),
                 _ => Err("Id cannot be changed".into()),
@@ -602,12 +517,7 @@ fn optional_string(value: &Value, key: &str) -> Result<Option<String>, String> {
 
 fn delete_user(sim: &Sim, id: i64) -> Reply {
     let mut world = sim.world();
-    let Some(key) = world
-        .users
-        .iter()
-        .find(|(_, u)| u.id == id)
-        .map(|(k, _)| k.clone())
-    else {
+    let Some(key) = world.users.iter().find(|(_, u)| u.id == id).map(|(k, _)| k.clone()) else {
         return message(StatusCode::NOT_FOUND, format!("user {id} not found"));
     };
     world.users.remove(&key);
@@ -616,13 +526,7 @@ fn delete_user(sim: &Sim, id: i64) -> Reply {
 
 fn list_groups(sim: &Sim, q: &Query) -> Reply {
     let groups = sim.world().groups.clone();
-    paginate(
-        groups,
-        |g| g.name.clone(),
-        Some(&|g: &crate::state::Group| g.id),
-        q,
-        "Groups",
-    )
+    paginate(groups, |g| g.name.clone(), Some(&|g: &crate::state::Group| g.id), q, "Groups")
 }
 
 fn group_users(sim: &Sim, id: i64, q: &Query) -> Reply {
@@ -630,20 +534,9 @@ fn group_users(sim: &Sim, id: i64, q: &Query) -> Reply {
     if !world.groups.iter().any(|g| g.id == id) {
         return message(StatusCode::NOT_FOUND, format!("group {id} not found"));
     }
-    let users: Vec<User> = world
-        .users
-        .values()
-        .filter(|u| u.group_ids.contains(&id))
-        .cloned()
-        .collect();
+    let users: Vec<User> = world.users.values().filter(|u| u.group_ids.contains(&id)).cloned().collect();
     drop(world);
-    paginate(
-        users,
-        |u| u.username.clone(),
-        Some(&|u: &User| u.id),
-        q,
-        "Users",
-    )
+    paginate(users, |u| u.username.clone(), Some(&|u: &User| u.id), q, "Users")
 }
 
 fn change_group_users(sim: &Sim, id: i64, body: &[u8], add: bool) -> Reply {
@@ -661,10 +554,7 @@ fn change_group_users(sim: &Sim, id: i64, body: &[u8], add: bool) -> Reply {
     }
     let mut errors = Vec::new();
     for entry in entries {
-        let user_id = entry
-            .as_object()
-            .and_then(|o| field(o, "Id"))
-            .and_then(Value::as_i64);
+        let user_id = entry.as_object().and_then(|o| field(o, "Id")).and_then(Value::as_i64);
         let Some(user) = user_id.and_then(|uid| world.user_by_id_mut(uid)) else {
             errors.push(json!({"Name": entry.to_string(), "Message": "user not found"}));
             continue;
@@ -681,12 +571,7 @@ fn change_group_users(sim: &Sim, id: i64, body: &[u8], add: bool) -> Reply {
 }
 
 fn directory_of(sim: &Sim) -> Result<&directory::Settings, Reply> {
-    sim.directory.as_ref().ok_or_else(|| {
-        message(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no directory is configured",
-        )
-    })
+    sim.directory.as_ref().ok_or_else(|| message(StatusCode::INTERNAL_SERVER_ERROR, "no directory is configured"))
 }
 
 async fn external_groups(sim: &Sim, q: &Query) -> Reply {
@@ -696,22 +581,11 @@ async fn external_groups(sim: &Sim, q: &Query) -> Reply {
     };
     match directory::list_groups(dir).await {
         Ok(groups) => {
-            let groups: Vec<Value> = groups
-                .into_iter()
-                .map(|g| json!({"Name": g.name, "DistinguishedName": g.dn}))
-                .collect();
-            paginate(
-                groups,
-                |g| g["Name"].as_str().unwrap_or_default().to_string(),
-                None,
-                q,
-                "Groups",
-            )
+            let groups: Vec<Value> =
+                groups.into_iter().map(|g| json!({"Name": g.name, "DistinguishedName": g.dn})).collect();
+            paginate(groups, |g| g["Name"].as_str().unwrap_or_default().to_string(), None, q, "Groups")
         }
-        Err(e) => message(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("directory error: {e}"),
-        ),
+        Err(e) => message(StatusCode::INTERNAL_SERVER_ERROR, format!("directory error: {e}")),
     }
 }
 
@@ -734,27 +608,11 @@ async fn external_group_users(sim: &Sim, name: &str, q: &Query) -> Reply {
     match directory::direct_members(dir, name).await {
         Ok(Some(members)) => {
             let domain = sim.world().domain_name.clone();
-            let users: Vec<Value> = members
-                .users
-                .iter()
-                .map(|u| external_user_json(u, &domain))
-                .collect();
-            paginate(
-                users,
-                |u| u["Username"].as_str().unwrap_or_default().to_string(),
-                None,
-                q,
-                "Users",
-            )
+            let users: Vec<Value> = members.users.iter().map(|u| external_user_json(u, &domain)).collect();
+            paginate(users, |u| u["Username"].as_str().unwrap_or_default().to_string(), None, q, "Users")
         }
-        Ok(None) => message(
-            StatusCode::NOT_FOUND,
-            format!("group {name:?} not found in the directory"),
-        ),
-        Err(e) => message(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("directory error: {e}"),
-        ),
+        Ok(None) => message(StatusCode::NOT_FOUND, format!("group {name:?} not found in the directory")),
+        Err(e) => message(StatusCode::INTERNAL_SERVER_ERROR, format!("directory error: {e}")),
     }
 }
 
@@ -764,10 +622,7 @@ async fn import(sim: &Sim, body: &[u8]) -> Reply {
         Ok(_) => return bad_request("import body must be a JSON object"),
         Err(e) => return bad_request(e),
     };
-    let (user_name, group_name) = match (
-        string_field(&object, "UserName"),
-        string_field(&object, "GroupName"),
-    ) {
+    let (user_name, group_name) = match (string_field(&object, "UserName"), string_field(&object, "GroupName")) {
         (Ok(u), Ok(g)) => (u, g),
         (Err(e), _) | (_, Err(e)) => return bad_request(e),
     };
@@ -782,32 +637,19 @@ async fn import(sim: &Sim, body: &[u8]) -> Reply {
     };
     match (user_name, group_name) {
         (Some(user), None) if !user.is_empty() => import_user(sim, dir, &user).await,
-        (None, Some(group)) if !group.is_empty() => {
-            import_group(sim, dir, &group, allow_update).await
-        }
+        (None, Some(group)) if !group.is_empty() => import_group(sim, dir, &group, allow_update).await,
         _ => bad_request("exactly one of UserName or GroupName is required"),
     }
 }
 
-async fn import_group(
-    sim: &Sim,
-    dir: &directory::Settings,
-    group: &str,
-    allow_update: bool,
-) -> Reply {
+async fn import_group(sim: &Sim, dir: &directory::Settings, group: &str, allow_update: bool) -> Reply {
     let members = match directory::direct_members(dir, group).await {
         Ok(Some(m)) => m,
         Ok(None) => {
-            return message(
-                StatusCode::NOT_FOUND,
-                format!("group {group:?} not found in the directory"),
-            );
+            return message(StatusCode::NOT_FOUND, format!("group {group:?} not found in the directory"));
         }
         Err(e) => {
-            return message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("directory error: {e}"),
-            );
+            return message(StatusCode::INTERNAL_SERVER_ERROR, format!("directory error: {e}"));
         }
     };
     let mut world = sim.world();
@@ -839,11 +681,7 @@ async fn import_group(
             )),
         }
     }
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
+    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::ACCEPTED };
     Reply::Json(status, json!({ "Users": created, "Errors": errors }))
 }
 
@@ -851,37 +689,20 @@ async fn import_user(sim: &Sim, dir: &directory::Settings, username: &str) -> Re
     let found = match directory::find_user(dir, username).await {
         Ok(Some(u)) => u,
         Ok(None) => {
-            return message(
-                StatusCode::NOT_FOUND,
-                format!("user {username:?} not found in the directory"),
-            );
+            return message(StatusCode::NOT_FOUND, format!("user {username:?} not found in the directory"));
         }
         Err(e) => {
-            return message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("directory error: {e}"),
-            );
+            return message(StatusCode::INTERNAL_SERVER_ERROR, format!("directory error: {e}"));
         }
     };
     let mut world = sim.world();
     if world.users.contains_key(&found.username.to_lowercase()) {
-        return message(
-            StatusCode::CONFLICT,
-            format!("user {:?} already exists", found.username),
-        );
+        return message(StatusCode::CONFLICT, format!("user {:?} already exists", found.username));
     }
     if world.faults.import_fails(&found.username) {
-        return message(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "failed to import user from the directory",
-        );
+        return message(StatusCode::INTERNAL_SERVER_ERROR, "failed to import user from the directory");
     }
     let domain = world.domain_name.clone();
-    let user = world.new_user(
-        &found.username,
-        found.email.clone(),
-        Some(domain),
-        Some(found.sid.clone()),
-    );
+    let user = world.new_user(&found.username, found.email.clone(), Some(domain), Some(found.sid.clone()));
     Reply::Json(StatusCode::OK, json!({ "Users": [user], "Errors": [] }))
 }

@@ -78,9 +78,7 @@ pub struct DirectMembers {
 pub type Result<T> = std::result::Result<T, String>;
 
 async fn connect(s: &Settings) -> Result<Ldap> {
-    let conn_settings = LdapConnSettings::new()
-        .set_conn_timeout(s.timeout)
-        .set_no_tls_verify(s.danger_skip_tls_verify);
+    let conn_settings = LdapConnSettings::new().set_conn_timeout(s.timeout).set_no_tls_verify(s.danger_skip_tls_verify);
     let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, &s.url)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", s.url))?;
@@ -93,43 +91,24 @@ async fn connect(s: &Settings) -> Result<Ldap> {
     Ok(ldap)
 }
 
-async fn paged_search(
-    ldap: &mut Ldap,
-    s: &Settings,
-    filter: &str,
-    attrs: Vec<String>,
-) -> Result<Vec<SearchEntry>> {
-    let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
-        Box::new(EntriesOnly::new()),
-        Box::new(PagedResults::new(s.page_size)),
-    ];
+async fn paged_search(ldap: &mut Ldap, s: &Settings, filter: &str, attrs: Vec<String>) -> Result<Vec<SearchEntry>> {
+    let adapters: Vec<Box<dyn Adapter<_, _>>> =
+        vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(s.page_size))];
     let mut stream = ldap
         .with_timeout(s.timeout)
         .streaming_search_with(adapters, &s.base_dn, Scope::Subtree, filter, attrs)
         .await
         .map_err(|e| format!("search {filter} failed: {e}"))?;
     let mut entries = Vec::new();
-    while let Some(entry) = stream
-        .next()
-        .await
-        .map_err(|e| format!("search {filter} failed: {e}"))?
-    {
+    while let Some(entry) = stream.next().await.map_err(|e| format!("search {filter} failed: {e}"))? {
         entries.push(SearchEntry::construct(entry));
     }
-    stream
-        .finish()
-        .await
-        .success()
-        .map_err(|e| format!("search {filter} failed: {e}"))?;
+    stream.finish().await.success().map_err(|e| format!("search {filter} failed: {e}"))?;
     Ok(entries)
 }
 
 fn first(entry: &SearchEntry, attr: &str) -> Option<String> {
-    entry
-        .attrs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(attr))
-        .and_then(|(_, v)| v.first().cloned())
+    entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(attr)).and_then(|(_, v)| v.first().cloned())
 }
 
 fn sid(entry: &SearchEntry, attr: &str) -> Option<String> {
@@ -154,9 +133,7 @@ pub fn decode_sid(bytes: &[u8]) -> Option<String> {
     if bytes.len() != 8 + 4 * count {
         return None;
     }
-    let authority = bytes[2..8]
-        .iter()
-        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    let authority = bytes[2..8].iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
     let mut out = format!("S-{revision}-{authority}");
     for chunk in bytes[8..].chunks_exact(4) {
         let sub = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
@@ -188,34 +165,18 @@ fn to_user(s: &Settings, entry: &SearchEntry) -> Option<ExternalUser> {
 /// Every group under the base DN.
 pub async fn list_groups(s: &Settings) -> Result<Vec<ExternalGroup>> {
     let mut ldap = connect(s).await?;
-    let entries = paged_search(
-        &mut ldap,
-        s,
-        &s.group_filter,
-        vec![s.group_name_attribute.clone()],
-    )
-    .await?;
+    let entries = paged_search(&mut ldap, s, &s.group_filter, vec![s.group_name_attribute.clone()]).await?;
     let _ = ldap.unbind().await;
     Ok(entries
         .iter()
-        .filter_map(|e| {
-            first(e, &s.group_name_attribute).map(|name| ExternalGroup {
-                name,
-                dn: e.dn.clone(),
-            })
-        })
+        .filter_map(|e| first(e, &s.group_name_attribute).map(|name| ExternalGroup { name, dn: e.dn.clone() }))
         .collect())
 }
 
 /// A group's direct members that are users; `None` when no group has that name.
 pub async fn direct_members(s: &Settings, group: &str) -> Result<Option<DirectMembers>> {
     let mut ldap = connect(s).await?;
-    let filter = format!(
-        "(&{}({}={}))",
-        s.group_filter,
-        s.group_name_attribute,
-        ldap_escape(group)
-    );
+    let filter = format!("(&{}({}={}))", s.group_filter, s.group_name_attribute, ldap_escape(group));
     let groups = paged_search(&mut ldap, s, &filter, vec![s.member_attribute.clone()]).await?;
     let Some(group_entry) = groups.first() else {
         let _ = ldap.unbind().await;
@@ -239,35 +200,19 @@ pub async fn direct_members(s: &Settings, group: &str) -> Result<Option<DirectMe
             0 => {}
             32 => continue, // noSuchObject: a dangling member reference
             rc => {
-                return Err(format!(
-                    "reading member {dn} failed with result code {rc}: {}",
-                    result.1.text
-                ));
+                return Err(format!("reading member {dn} failed with result code {rc}: {}", result.1.text));
             }
         }
-        users.extend(
-            result
-                .0
-                .into_iter()
-                .filter_map(|raw| to_user(s, &SearchEntry::construct(raw))),
-        );
+        users.extend(result.0.into_iter().filter_map(|raw| to_user(s, &SearchEntry::construct(raw))));
     }
     let _ = ldap.unbind().await;
-    Ok(Some(DirectMembers {
-        member_values: member_dns.len(),
-        users,
-    }))
+    Ok(Some(DirectMembers { member_values: member_dns.len(), users }))
 }
 
 /// A user by account name; `None` when the directory has no such user.
 pub async fn find_user(s: &Settings, username: &str) -> Result<Option<ExternalUser>> {
     let mut ldap = connect(s).await?;
-    let filter = format!(
-        "(&{}({}={}))",
-        s.user_filter,
-        s.username_attribute,
-        ldap_escape(username)
-    );
+    let filter = format!("(&{}({}={}))", s.user_filter, s.username_attribute, ldap_escape(username));
     let entries = paged_search(&mut ldap, s, &filter, user_attrs(s)).await?;
     let _ = ldap.unbind().await;
     Ok(entries.iter().find_map(|e| to_user(s, e)))

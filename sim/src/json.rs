@@ -57,10 +57,7 @@ fn strip_trailing_commas(text: &str) -> String {
 
 /// Looks a field up by name, ignoring case, in a JSON object.
 pub fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    object
-        .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case(name))
-        .map(|(_, value)| value)
+    object.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value)
 }
 
 /// A field that must be a string when present and not null.
@@ -93,11 +90,7 @@ mod tests {
 
     #[test]
     fn rejects_real_garbage() {
-        assert!(
-            parse_lenient(b"{\"a\": }")
-                .unwrap_err()
-                .contains("not valid JSON")
-        );
+        assert!(parse_lenient(b"{\"a\": }").unwrap_err().contains("not valid JSON"));
         assert!(parse_lenient(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
     }
 
@@ -105,18 +98,12 @@ mod tests {
     fn binds_field_names_case_insensitively() {
         let v = parse_lenient(br#"{"username": "admin", "PASSWORD": "x"}"#).unwrap();
         let o = v.as_object().unwrap();
-        assert_eq!(
-            string_field(o, "Username").unwrap().as_deref(),
-            Some("admin")
-        );
+        assert_eq!(string_field(o, "Username").unwrap().as_deref(), Some("admin"));
         assert_eq!(string_field(o, "Password").unwrap().as_deref(), Some("x"));
         assert_eq!(string_field(o, "Domain").unwrap(), None);
         assert!(
-            string_field(
-                &serde_json::from_str::<Map<String, Value>>(r#"{"Username": 3}"#).unwrap(),
-                "Username"
-            )
-            .is_err()
+            string_field(&serde_json::from_str::<Map<String, Value>>(r#"{"Username": 3}"#).unwrap(), "Username")
+                .is_err()
         );
     }
 }

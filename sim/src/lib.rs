@@ -75,9 +75,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(build(config)))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(build(config))).with_graceful_shutdown(shutdown).await
 }
 
 /// A simulator running on a thread of its own (with its own runtime, so that it keeps answering while a
@@ -108,36 +106,21 @@ impl Drop for Running {
 
 /// Starts the simulator on `addr` (port 0 picks a free port) on a thread of its own.
 pub fn spawn(config: Config, addr: SocketAddr) -> std::io::Result<Running> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     // Bind with std: this may be called from inside another runtime, where `block_on` is not allowed.
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name(format!("cloudshell-sim-{}", addr.port()))
-        .spawn(move || {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            let served = runtime.block_on(async move {
-                serve(
-                    tokio::net::TcpListener::from_std(listener)?,
-                    config,
-                    shutdown,
-                )
-                .await
-            });
-            if let Err(e) = served {
-                eprintln!("cloudshell-sim stopped: {e}");
-            }
-        })?;
-    Ok(Running {
-        addr,
-        stop: Some(stop),
-        thread: Some(thread),
-    })
+    let thread = std::thread::Builder::new().name(format!("cloudshell-sim-{}", addr.port())).spawn(move || {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let served = runtime
+            .block_on(async move { serve(tokio::net::TcpListener::from_std(listener)?, config, shutdown).await });
+        if let Err(e) = served {
+            eprintln!("cloudshell-sim stopped: {e}");
+        }
+    })?;
+    Ok(Running { addr, stop: Some(stop), thread: Some(thread) })
 }

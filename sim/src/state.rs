@@ -67,6 +67,9 @@ pub struct Call {
     pub status: u16,
     /// Which fault, if any, produced the answer.
     pub injected: Option<String>,
+    /// `in_flight` while the request is being answered, `done` once answered, `aborted` when the caller went
+    /// away before the answer (the call may or may not have taken effect).
+    pub state: String,
 }
 
 /// "The next `count` calls (matching `method` and `path_contains`) answer `status` with `body`."
@@ -131,28 +134,16 @@ pub struct Faults {
     pub fail_import_users: Vec<String>,
 }
 
-fn matches(
-    path_filter: &Option<String>,
-    method_filter: &Option<String>,
-    method: &str,
-    path: &str,
-) -> bool {
-    let path_ok = path_filter
-        .as_ref()
-        .is_none_or(|p| path.to_lowercase().contains(&p.to_lowercase()));
-    let method_ok = method_filter
-        .as_ref()
-        .is_none_or(|m| m.eq_ignore_ascii_case(method));
+fn matches(path_filter: &Option<String>, method_filter: &Option<String>, method: &str, path: &str) -> bool {
+    let path_ok = path_filter.as_ref().is_none_or(|p| path.to_lowercase().contains(&p.to_lowercase()));
+    let method_ok = method_filter.as_ref().is_none_or(|m| m.eq_ignore_ascii_case(method));
     path_ok && method_ok
 }
 
 impl Faults {
     /// Takes one use of the first fail rule matching this call.
     pub fn take_failure(&mut self, method: &str, path: &str) -> Option<FailRule> {
-        let index = self
-            .fail
-            .iter()
-            .position(|r| r.count > 0 && matches(&r.path_contains, &r.method, method, path))?;
+        let index = self.fail.iter().position(|r| r.count > 0 && matches(&r.path_contains, &r.method, method, path))?;
         let rule = &mut self.fail[index];
         rule.count -= 1;
         let taken = rule.clone();
@@ -164,10 +155,7 @@ impl Faults {
 
     /// Takes one use of the first malformed rule matching this call.
     pub fn take_malformed(&mut self, path: &str) -> bool {
-        let Some(index) = self
-            .malformed
-            .iter()
-            .position(|r| r.count > 0 && matches(&r.path_contains, &None, "", path))
+        let Some(index) = self.malformed.iter().position(|r| r.count > 0 && matches(&r.path_contains, &None, "", path))
         else {
             return false;
         };
@@ -179,9 +167,7 @@ impl Faults {
     }
 
     pub fn import_fails(&self, username: &str) -> bool {
-        self.fail_import_users
-            .iter()
-            .any(|u| u.to_lowercase() == username.to_lowercase())
+        self.fail_import_users.iter().any(|u| u.to_lowercase() == username.to_lowercase())
     }
 }
 
@@ -211,12 +197,7 @@ pub enum TokenCheck {
 }
 
 impl World {
-    pub fn new(
-        admin: &str,
-        existing: &[String],
-        group_import_limit: usize,
-        domain_name: &str,
-    ) -> World {
+    pub fn new(admin: &str, existing: &[String], group_import_limit: usize, domain_name: &str) -> World {
         let mut world = World {
             users: BTreeMap::new(),
             groups: vec![
@@ -262,16 +243,9 @@ impl World {
             counter: 0,
         };
         let admin_user = world.new_user(admin, None, None, None);
-        world
-            .users
-            .get_mut(&admin.to_lowercase())
-            .expect("just added")
-            .is_admin = true;
-        world
-            .users
-            .get_mut(&admin.to_lowercase())
-            .expect("just added")
-            .group_ids = vec![SYSTEM_ADMINISTRATORS, EVERYONE];
+        world.users.get_mut(&admin.to_lowercase()).expect("just added").is_admin = true;
+        world.users.get_mut(&admin.to_lowercase()).expect("just added").group_ids =
+            vec![SYSTEM_ADMINISTRATORS, EVERYONE];
         debug_assert_eq!(admin_user.id, 1);
         for name in existing {
             if !world.users.contains_key(&name.to_lowercase()) {
@@ -401,10 +375,35 @@ impl World {
         }
     }
 
-    pub fn log_call(&mut self, mut call: Call) {
+    /// Logs a call as it arrives and returns its sequence number.
+    pub fn begin_call(&mut self, mut call: Call) -> u64 {
         call.seq = self.next_call;
+        call.state = "in_flight".into();
         self.next_call += 1;
         self.calls.push(call);
+        self.next_call - 1
+    }
+
+    fn call_mut(&mut self, seq: u64) -> Option<&mut Call> {
+        self.calls.iter_mut().rev().find(|c| c.seq == seq)
+    }
+
+    /// Records the answer to call `seq`.
+    pub fn end_call(&mut self, seq: u64, status: u16, injected: Option<String>) {
+        if let Some(call) = self.call_mut(seq) {
+            call.status = status;
+            call.injected = injected;
+            call.state = "done".into();
+        }
+    }
+
+    /// Marks call `seq` as abandoned by its caller, unless it was answered.
+    pub fn abort_call(&mut self, seq: u64) {
+        if let Some(call) = self.call_mut(seq)
+            && call.state == "in_flight"
+        {
+            call.state = "aborted".into();
+        }
     }
 }
 
@@ -414,17 +413,9 @@ mod tests {
 
     #[test]
     fn admin_is_a_system_administrator_and_existing_users_are_unique_case_insensitively() {
-        let w = World::new(
-            "admin",
-            &["JPorter".into(), "jporter".into()],
-            100,
-            "EXAMPLE",
-        );
+        let w = World::new("admin", &["JPorter".into(), "jporter".into()], 100, "EXAMPLE");
         assert_eq!(w.users.len(), 2);
-        assert_eq!(
-            w.users["admin"].group_ids,
-            vec![SYSTEM_ADMINISTRATORS, EVERYONE]
-        );
+        assert_eq!(w.users["admin"].group_ids, vec![SYSTEM_ADMINISTRATORS, EVERYONE]);
         assert!(w.users["admin"].is_admin);
         assert_eq!(w.users["jporter"].username, "JPorter");
     }
@@ -432,10 +423,7 @@ mod tests {
     #[test]
     fn tokens_expire_after_their_lifetime() {
         let mut w = World::new("admin", &[], 100, "EXAMPLE");
-        w.apply_faults(FaultRequest {
-            token_lifetime_calls: Some(2),
-            ..Default::default()
-        });
+        w.apply_faults(FaultRequest { token_lifetime_calls: Some(2), ..Default::default() });
         let t = w.issue_token();
         assert_eq!(t.len(), 22);
         assert_eq!(w.use_token(&t), TokenCheck::Valid);
@@ -456,23 +444,9 @@ mod tests {
             path_contains: Some("identitymanagement/users".into()),
         });
         assert!(f.take_failure("GET", "/api/v1/users").is_none());
-        assert!(
-            f.take_failure("GET", "/api/v1/integrations/IdentityManagement/users")
-                .is_none()
-        );
-        assert_eq!(
-            f.take_failure("POST", "/api/v1/integrations/IdentityManagement/users")
-                .unwrap()
-                .status,
-            503
-        );
-        assert!(
-            f.take_failure("POST", "/api/v1/integrations/IdentityManagement/users")
-                .is_some()
-        );
-        assert!(
-            f.take_failure("POST", "/api/v1/integrations/IdentityManagement/users")
-                .is_none()
-        );
+        assert!(f.take_failure("GET", "/api/v1/integrations/IdentityManagement/users").is_none());
+        assert_eq!(f.take_failure("POST", "/api/v1/integrations/IdentityManagement/users").unwrap().status, 503);
+        assert!(f.take_failure("POST", "/api/v1/integrations/IdentityManagement/users").is_some());
+        assert!(f.take_failure("POST", "/api/v1/integrations/IdentityManagement/users").is_none());
     }
 }

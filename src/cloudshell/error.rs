@@ -7,44 +7,19 @@ use std::time::Duration;
 pub enum Error {
     /// The server could not be reached (DNS, refused, reset, TLS).
     #[error("cannot reach CloudShell for {method} {path}: {reason}")]
-    Connect {
-        method: String,
-        path: String,
-        reason: String,
-    },
+    Connect { method: String, path: String, reason: String },
     /// No complete answer within the request timeout.
     #[error("CloudShell did not answer {method} {path} within {timeout:?}")]
-    Timeout {
-        method: String,
-        path: String,
-        timeout: Duration,
-    },
+    Timeout { method: String, path: String, timeout: Duration },
     /// The login was refused: wrong username, password or domain, or not a system administrator.
-    #[error(
-        "CloudShell refused the login of {username:?} in domain {domain:?} (status {status}): {body_excerpt}"
-    )]
-    LoginRefused {
-        username: String,
-        domain: String,
-        status: u16,
-        body_excerpt: String,
-    },
+    #[error("CloudShell refused the login of {username:?} in domain {domain:?} (status {status}): {body_excerpt}")]
+    LoginRefused { username: String, domain: String, status: u16, body_excerpt: String },
     /// An answer with a status the call does not expect.
     #[error("CloudShell answered {method} {path} with status {status}: {body_excerpt}")]
-    Status {
-        method: String,
-        path: String,
-        status: u16,
-        body_excerpt: String,
-    },
+    Status { method: String, path: String, status: u16, body_excerpt: String },
     /// A 2xx answer whose body is not what the reference describes.
     #[error("CloudShell's answer to {method} {path} is not understood ({reason}): {body_excerpt}")]
-    Decode {
-        method: String,
-        path: String,
-        reason: String,
-        body_excerpt: String,
-    },
+    Decode { method: String, path: String, reason: String, body_excerpt: String },
     /// The server's cursors do not lead to an end.
     #[error("CloudShell's paging of {path} does not end: {reason}")]
     Paging { path: String, reason: String },
@@ -75,11 +50,7 @@ pub fn excerpt(body: &[u8], secrets: &[&str]) -> String {
     let mut out = String::new();
     let mut last_space = false;
     for c in text.chars() {
-        let c = if c.is_whitespace() || c.is_control() {
-            ' '
-        } else {
-            c
-        };
+        let c = if c.is_whitespace() || c.is_control() { ' ' } else { c };
         if c == ' ' && last_space {
             continue;
         }
@@ -100,10 +71,7 @@ mod tests {
     #[test]
     fn excerpts_are_short_single_line_and_blank_secrets() {
         let html = "<html>\n  <body>\tInternal   Server Error for s3cret</body></html>";
-        assert_eq!(
-            excerpt(html.as_bytes(), &["s3cret"]),
-            "<html> <body> Internal Server Error for ***</body></html>"
-        );
+        assert_eq!(excerpt(html.as_bytes(), &["s3cret"]), "<html> <body> Internal Server Error for ***</body></html>");
         assert_eq!(excerpt(b"", &[]), "(empty body)");
         let long = "x".repeat(1000);
         assert_eq!(excerpt(long.as_bytes(), &[]).chars().count(), 201);

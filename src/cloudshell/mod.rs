@@ -74,10 +74,7 @@ pub struct User {
 impl From<wire::User> for User {
     fn from(u: wire::User) -> User {
         User {
-            id: u
-                .id
-                .as_i64()
-                .or_else(|| u.id.as_str().and_then(|s| s.parse().ok())),
+            id: u.id.as_i64().or_else(|| u.id.as_str().and_then(|s| s.parse().ok())),
             username: u.username,
             email: u.email.filter(|e| !e.is_empty()),
             is_active: u.is_active.unwrap_or(true),
@@ -100,26 +97,17 @@ impl From<&Value> for ImportFailure {
         let lookup = |keys: &[&str]| {
             value.as_object().and_then(|o| {
                 o.iter()
-                    .find(|(k, v)| {
-                        keys.iter().any(|key| k.eq_ignore_ascii_case(key)) && v.is_string()
-                    })
+                    .find(|(k, v)| keys.iter().any(|key| k.eq_ignore_ascii_case(key)) && v.is_string())
                     .and_then(|(_, v)| v.as_str().map(str::to_string))
             })
         };
         match value {
-            Value::String(s) => ImportFailure {
-                name: None,
-                message: s.clone(),
-            },
+            Value::String(s) => ImportFailure { name: None, message: s.clone() },
             Value::Object(_) => ImportFailure {
                 name: lookup(&["Name", "Username", "UserName", "User"]),
-                message: lookup(&["Message", "Error", "Reason", "Description"])
-                    .unwrap_or_else(|| value.to_string()),
+                message: lookup(&["Message", "Error", "Reason", "Description"]).unwrap_or_else(|| value.to_string()),
             },
-            other => ImportFailure {
-                name: None,
-                message: other.to_string(),
-            },
+            other => ImportFailure { name: None, message: other.to_string() },
         }
     }
 }
@@ -128,10 +116,7 @@ impl From<&Value> for ImportFailure {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupImport {
     /// 200, 202 (some members failed) or 409 (nothing new): the users created and the failures reported.
-    Done {
-        created: Vec<User>,
-        failures: Vec<ImportFailure>,
-    },
+    Done { created: Vec<User>, failures: Vec<ImportFailure> },
     /// 400: CloudShell refused the group, for example above its directory query limit.
     Refused { message: String },
     /// 404: CloudShell's directory has no such group.
@@ -190,9 +175,14 @@ struct Counters {
     import_user: AtomicU64,
 }
 
+/// Told about every request: its kind (`login`, `list_users`, `import_group`, `import_user`, `other`), how long
+/// it took, and the status (none when no answer came). For latency metrics.
+pub type Observer = std::sync::Arc<dyn Fn(&'static str, Duration, Option<u16>) + Send + Sync>;
+
 /// A CloudShell Admin API client. Cheap to share behind an `Arc`; calls may run concurrently.
 pub struct Client {
     counters: Counters,
+    observer: Option<Observer>,
     http: reqwest::Client,
     settings: Settings,
     token: RwLock<Option<Token>>,
@@ -231,6 +221,7 @@ impl Client {
             })?;
         Ok(Client {
             counters: Counters::default(),
+            observer: None,
             http,
             settings,
             token: RwLock::new(None),
@@ -248,19 +239,27 @@ impl Client {
         }
     }
 
-    fn count(&self, path: &str, body: Option<&Value>) {
-        let counter = if path == LOGIN_PATH {
-            &self.counters.login
+    /// Reports every request to `observer`.
+    pub fn with_observer(mut self, observer: Observer) -> Client {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Counts a request and names its kind.
+    fn count(&self, path: &str, body: Option<&Value>) -> &'static str {
+        let (counter, kind) = if path == LOGIN_PATH {
+            (&self.counters.login, "login")
         } else if path == USERS_PATH {
-            &self.counters.list_users
+            (&self.counters.list_users, "list_users")
         } else if path == IMPORT_PATH && body.is_some_and(|b| b.get("GroupName").is_some()) {
-            &self.counters.import_group
+            (&self.counters.import_group, "import_group")
         } else if path == IMPORT_PATH {
-            &self.counters.import_user
+            (&self.counters.import_user, "import_user")
         } else {
-            return;
+            return "other";
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        kind
     }
 
     /// The server's base URL.
@@ -284,28 +283,36 @@ impl Client {
         body: Option<&Value>,
         token: Option<&Token>,
     ) -> Result<Answer, Error> {
-        self.count(path, body);
+        let kind = self.count(path, body);
+        let started = std::time::Instant::now();
+        let result = self.send_inner(method, path, query, body, token).await;
+        if let Some(observe) = &self.observer {
+            observe(kind, started.elapsed(), result.as_ref().ok().map(|a| a.status));
+        }
+        result
+    }
+
+    async fn send_inner(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        token: Option<&Token>,
+    ) -> Result<Answer, Error> {
         let mut url = self.settings.url.join(path).map_err(|e| Error::Connect {
             method: method.to_string(),
             path: format!("/{path}"),
             reason: format!("cannot build the URL: {e}"),
         })?;
         if !query.is_empty() {
-            url.query_pairs_mut()
-                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         }
-        let mut request = self
-            .http
-            .request(method.clone(), url)
-            .header(reqwest::header::ACCEPT, "application/json");
+        let mut request = self.http.request(method.clone(), url).header(reqwest::header::ACCEPT, "application/json");
         if let Some(token) = token {
             request = request.header(
                 reqwest::header::AUTHORIZATION,
-                format!(
-                    "{} {}",
-                    self.settings.auth_scheme.as_str(),
-                    token.0.expose_secret()
-                ),
+                format!("{} {}", self.settings.auth_scheme.as_str(), token.0.expose_secret()),
             );
         }
         if let Some(body) = body {
@@ -313,26 +320,15 @@ impl Client {
         }
         let failed = |e: reqwest::Error| {
             if e.is_timeout() {
-                Error::Timeout {
-                    method: method.to_string(),
-                    path: format!("/{path}"),
-                    timeout: self.settings.timeout,
-                }
+                Error::Timeout { method: method.to_string(), path: format!("/{path}"), timeout: self.settings.timeout }
             } else {
-                Error::Connect {
-                    method: method.to_string(),
-                    path: format!("/{path}"),
-                    reason: error_chain(&e),
-                }
+                Error::Connect { method: method.to_string(), path: format!("/{path}"), reason: error_chain(&e) }
             }
         };
         let response = request.send().await.map_err(failed)?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(failed)?;
-        Ok(Answer {
-            status,
-            body: body.to_vec(),
-        })
+        Ok(Answer { status, body: body.to_vec() })
     }
 
     /// Logs in and keeps the token. `PUT /Api/Auth/Login` answers a bare JSON string.
@@ -348,9 +344,7 @@ impl Client {
             "Password": self.settings.password.expose_secret(),
             "Domain": self.settings.domain,
         });
-        let answer = self
-            .send(reqwest::Method::PUT, path, &[], Some(&body), None)
-            .await?;
+        let answer = self.send(reqwest::Method::PUT, path, &[], Some(&body), None).await?;
         if answer.status == 401 || answer.status == 403 {
             return Err(Error::LoginRefused {
                 username: self.settings.username.clone(),
@@ -425,9 +419,7 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<(Answer, Token), Error> {
         let token = self.token().await?;
-        let answer = self
-            .send(method.clone(), path, query, body, Some(&token))
-            .await?;
+        let answer = self.send(method.clone(), path, query, body, Some(&token)).await?;
         if answer.status != 401 {
             return Ok((answer, token));
         }
@@ -490,15 +482,11 @@ impl Client {
                 }
             }
         }
-        Err(Error::Paging {
-            path: format!("/{path}"),
-            reason: format!("more than {MAX_PAGES} pages"),
-        })
+        Err(Error::Paging { path: format!("/{path}"), reason: format!("more than {MAX_PAGES} pages") })
     }
 
     async fn import(&self, body: Value) -> Result<(Answer, Token), Error> {
-        self.call(reqwest::Method::POST, IMPORT_PATH, &[], Some(&body))
-            .await
+        self.call(reqwest::Method::POST, IMPORT_PATH, &[], Some(&body)).await
     }
 
     fn refusal_message(&self, answer: &Answer, token: &Token) -> String {
@@ -519,33 +507,15 @@ impl Client {
         let (answer, token) = self.import(json!({ "GroupName": group })).await?;
         match answer.status {
             200 | 202 => {
-                let parsed: wire::ImportAnswer =
-                    self.decode("POST", IMPORT_PATH, &answer, &token)?;
+                let parsed: wire::ImportAnswer = self.decode("POST", IMPORT_PATH, &answer, &token)?;
                 Ok(GroupImport::Done {
-                    created: parsed
-                        .users
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(User::from)
-                        .collect(),
-                    failures: parsed
-                        .errors
-                        .unwrap_or_default()
-                        .iter()
-                        .map(ImportFailure::from)
-                        .collect(),
+                    created: parsed.users.unwrap_or_default().into_iter().map(User::from).collect(),
+                    failures: parsed.errors.unwrap_or_default().iter().map(ImportFailure::from).collect(),
                 })
             }
-            409 => Ok(GroupImport::Done {
-                created: Vec::new(),
-                failures: Vec::new(),
-            }),
-            400 => Ok(GroupImport::Refused {
-                message: self.refusal_message(&answer, &token),
-            }),
-            404 => Ok(GroupImport::NotFound {
-                message: self.refusal_message(&answer, &token),
-            }),
+            409 => Ok(GroupImport::Done { created: Vec::new(), failures: Vec::new() }),
+            400 => Ok(GroupImport::Refused { message: self.refusal_message(&answer, &token) }),
+            404 => Ok(GroupImport::NotFound { message: self.refusal_message(&answer, &token) }),
             _ => Err(self.unexpected("POST", IMPORT_PATH, &answer, &token)),
         }
     }
@@ -555,22 +525,12 @@ impl Client {
         let (answer, token) = self.import(json!({ "UserName": username })).await?;
         match answer.status {
             200..=202 => {
-                let parsed: wire::ImportAnswer =
-                    self.decode("POST", IMPORT_PATH, &answer, &token)?;
-                let failures: Vec<ImportFailure> = parsed
-                    .errors
-                    .unwrap_or_default()
-                    .iter()
-                    .map(ImportFailure::from)
-                    .collect();
-                match (
-                    parsed.users.unwrap_or_default().into_iter().next(),
-                    failures.first(),
-                ) {
+                let parsed: wire::ImportAnswer = self.decode("POST", IMPORT_PATH, &answer, &token)?;
+                let failures: Vec<ImportFailure> =
+                    parsed.errors.unwrap_or_default().iter().map(ImportFailure::from).collect();
+                match (parsed.users.unwrap_or_default().into_iter().next(), failures.first()) {
                     (Some(user), _) => Ok(UserImport::Created(user.into())),
-                    (None, Some(failure)) => Ok(UserImport::Refused {
-                        message: failure.message.clone(),
-                    }),
+                    (None, Some(failure)) => Ok(UserImport::Refused { message: failure.message.clone() }),
                     (None, None) => Err(Error::Decode {
                         method: "POST".into(),
                         path: format!("/{IMPORT_PATH}"),
@@ -580,12 +540,8 @@ impl Client {
                 }
             }
             409 => Ok(UserImport::AlreadyExists),
-            400 => Ok(UserImport::Refused {
-                message: self.refusal_message(&answer, &token),
-            }),
-            404 => Ok(UserImport::NotFound {
-                message: self.refusal_message(&answer, &token),
-            }),
+            400 => Ok(UserImport::Refused { message: self.refusal_message(&answer, &token) }),
+            404 => Ok(UserImport::NotFound { message: self.refusal_message(&answer, &token) }),
             _ => Err(self.unexpected("POST", IMPORT_PATH, &answer, &token)),
         }
     }
@@ -634,58 +590,25 @@ mod tests {
     #[test]
     fn import_failures_read_any_json_value() {
         let f = ImportFailure::from(&json!({"Name": "jdoe", "Message": "no mailbox"}));
-        assert_eq!(
-            f,
-            ImportFailure {
-                name: Some("jdoe".into()),
-                message: "no mailbox".into()
-            }
-        );
+        assert_eq!(f, ImportFailure { name: Some("jdoe".into()), message: "no mailbox".into() });
         let f = ImportFailure::from(&json!({"username": "jdoe", "error": "boom"}));
-        assert_eq!(
-            f,
-            ImportFailure {
-                name: Some("jdoe".into()),
-                message: "boom".into()
-            }
-        );
+        assert_eq!(f, ImportFailure { name: Some("jdoe".into()), message: "boom".into() });
         let f = ImportFailure::from(&json!("user x failed"));
-        assert_eq!(
-            f,
-            ImportFailure {
-                name: None,
-                message: "user x failed".into()
-            }
-        );
+        assert_eq!(f, ImportFailure { name: None, message: "user x failed".into() });
         let f = ImportFailure::from(&json!({"Code": 7}));
-        assert_eq!(
-            f,
-            ImportFailure {
-                name: None,
-                message: "{\"Code\":7}".into()
-            }
-        );
+        assert_eq!(f, ImportFailure { name: None, message: "{\"Code\":7}".into() });
         let f = ImportFailure::from(&json!(42));
         assert_eq!(f.message, "42");
     }
 
     #[test]
     fn users_read_integer_or_string_ids_and_empty_emails() {
-        let u: wire::User =
-            serde_json::from_value(json!({"Id": 11, "Username": "a", "Email": ""})).unwrap();
+        let u: wire::User = serde_json::from_value(json!({"Id": 11, "Username": "a", "Email": ""})).unwrap();
         assert_eq!(
             User::from(u),
-            User {
-                id: Some(11),
-                username: "a".into(),
-                email: None,
-                is_active: true,
-                domain_name: None
-            }
+            User { id: Some(11), username: "a".into(), email: None, is_active: true, domain_name: None }
         );
-        let u: wire::User =
-            serde_json::from_value(json!({"Id": "12", "Username": "b", "IsActive": false}))
-                .unwrap();
+        let u: wire::User = serde_json::from_value(json!({"Id": "12", "Username": "b", "IsActive": false})).unwrap();
         let u = User::from(u);
         assert_eq!((u.id, u.is_active), (Some(12), false));
     }
@@ -704,10 +627,7 @@ mod tests {
         .unwrap();
         assert_eq!(client.url().as_str(), "http://cs.example:9000/prefix/");
         let shown = format!("{client:?} {:?}", Token(SecretString::from("tok-123")));
-        assert!(
-            !shown.contains("hunter2") && !shown.contains("tok-123"),
-            "{shown}"
-        );
+        assert!(!shown.contains("hunter2") && !shown.contains("tok-123"), "{shown}");
         assert!(shown.contains("admin"));
     }
 }

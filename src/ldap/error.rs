@@ -11,28 +11,13 @@ pub enum Error {
     Connect { url: String, reason: String },
     /// The server refused the service account's credentials.
     #[error("the directory at {url} refused the bind as {bind_dn:?}: {reason}")]
-    Bind {
-        url: String,
-        bind_dn: String,
-        reason: String,
-    },
+    Bind { url: String, bind_dn: String, reason: String },
     /// No group has the configured name.
-    #[error(
-        "group {name:?} not found in the directory at {url} (searched {base_dn} with {filter})"
-    )]
-    GroupNotFound {
-        url: String,
-        name: String,
-        base_dn: String,
-        filter: String,
-    },
+    #[error("group {name:?} not found in the directory at {url} (searched {base_dn} with {filter})")]
+    GroupNotFound { url: String, name: String, base_dn: String, filter: String },
     /// More than one group has the configured name.
     #[error("group name {name:?} is ambiguous in the directory at {url}: {dns:?}")]
-    AmbiguousGroup {
-        url: String,
-        name: String,
-        dns: Vec<String>,
-    },
+    AmbiguousGroup { url: String, name: String, dns: Vec<String> },
     /// Nesting goes deeper than the configured cap.
     #[error("group {name:?} nests groups deeper than {depth} levels (ldap.max_nesting_depth)")]
     TooDeep { name: String, depth: usize },
@@ -40,26 +25,13 @@ pub enum Error {
     #[error(
         "the directory at {url} refused ldap.page_size = {page_size} during {operation}: {reason}; lower ldap.page_size"
     )]
-    PageSize {
-        url: String,
-        page_size: i32,
-        operation: String,
-        reason: String,
-    },
+    PageSize { url: String, page_size: i32, operation: String, reason: String },
     /// An operation did not finish in time.
     #[error("the directory at {url} did not answer {operation} within {timeout:?}")]
-    Timeout {
-        url: String,
-        operation: String,
-        timeout: Duration,
-    },
+    Timeout { url: String, operation: String, timeout: Duration },
     /// A search failed (possibly halfway: nothing it read is used).
     #[error("{operation} failed on the directory at {url}: {reason}")]
-    Search {
-        url: String,
-        operation: String,
-        reason: String,
-    },
+    Search { url: String, operation: String, reason: String },
     /// The TLS settings could not be used.
     #[error("cannot use the TLS settings for {url}: {reason}")]
     Tls { url: String, reason: String },

@@ -159,18 +159,10 @@ pub async fn snapshot(s: &Settings, groups: &[String]) -> Result<Snapshot, Error
         tracing::warn!(url = %s.url, "tls certificate verification is disabled (danger_skip_tls_verify)");
     }
     let ldap = connect(s).await?;
-    let mut reader = Reader {
-        s,
-        ldap,
-        searches: 0,
-    };
+    let mut reader = Reader { s, ldap, searches: 0 };
     let result = reader.read(groups).await;
     let _ = reader.ldap.unbind().await;
-    Ok(Snapshot {
-        groups: result.0,
-        users_seen: result.1,
-        searches: reader.searches,
-    })
+    Ok(Snapshot { groups: result.0, users_seen: result.1, searches: reader.searches })
 }
 
 /// Connects and binds, for `check` and the snapshot.
@@ -181,46 +173,25 @@ async fn connect(s: &Settings) -> Result<Ldap, Error> {
     if s.danger_skip_tls_verify {
         conn_settings = conn_settings.set_no_tls_verify(true);
     } else if let Some(ca) = &s.ca_file {
-        conn_settings =
-            conn_settings.set_config(tls::config_with_ca(ca).map_err(|reason| Error::Tls {
-                url: s.url.clone(),
-                reason,
-            })?);
+        conn_settings = conn_settings
+            .set_config(tls::config_with_ca(ca).map_err(|reason| Error::Tls { url: s.url.clone(), reason })?);
     }
     let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, &s.url)
         .await
-        .map_err(|e| Error::Connect {
-            url: s.url.clone(),
-            reason: describe_connect(&e, s),
-        })?;
+        .map_err(|e| Error::Connect { url: s.url.clone(), reason: describe_connect(&e, s) })?;
     ldap3::drive!(conn);
-    let bound = ldap
-        .with_timeout(s.timeout)
-        .simple_bind(&s.bind_dn, s.bind_password.expose_secret())
-        .await;
+    let bound = ldap.with_timeout(s.timeout).simple_bind(&s.bind_dn, s.bind_password.expose_secret()).await;
     match bound {
         Ok(result) if result.rc == 0 => Ok(ldap),
         Ok(result) => Err(Error::Bind {
             url: s.url.clone(),
             bind_dn: s.bind_dn.clone(),
-            reason: format!(
-                "result code {} ({}) {}",
-                result.rc,
-                rc_name(result.rc),
-                result.text
-            )
-            .trim()
-            .to_string(),
+            reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text).trim().to_string(),
         }),
-        Err(LdapError::Timeout { .. }) => Err(Error::Timeout {
-            url: s.url.clone(),
-            operation: "bind".into(),
-            timeout: s.timeout,
-        }),
-        Err(e) => Err(Error::Connect {
-            url: s.url.clone(),
-            reason: e.to_string(),
-        }),
+        Err(LdapError::Timeout { .. }) => {
+            Err(Error::Timeout { url: s.url.clone(), operation: "bind".into(), timeout: s.timeout })
+        }
+        Err(e) => Err(Error::Connect { url: s.url.clone(), reason: e.to_string() }),
     }
 }
 
@@ -265,11 +236,7 @@ fn rc_name(rc: u32) -> &'static str {
 
 /// Values of an attribute, matched case-insensitively (servers may answer `memberof` for `memberOf`).
 fn values<'e>(entry: &'e SearchEntry, attr: &str) -> impl Iterator<Item = &'e String> {
-    entry
-        .attrs
-        .iter()
-        .filter(move |(k, _)| k.eq_ignore_ascii_case(attr))
-        .flat_map(|(_, v)| v.iter())
+    entry.attrs.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(attr)).flat_map(|(_, v)| v.iter())
 }
 
 fn has_binary(entry: &SearchEntry, attr: &str) -> bool {
@@ -280,45 +247,25 @@ impl Reader<'_> {
     fn search_error(&self, operation: &str, e: LdapError) -> Error {
         let url = self.s.url.clone();
         match e {
-            LdapError::Timeout { .. } => Error::Timeout {
-                url,
-                operation: operation.into(),
-                timeout: self.s.timeout,
-            },
-            LdapError::LdapResult { result }
-                if result.rc == 11 || result.rc == 53 && result.text.contains("page") =>
-            {
+            LdapError::Timeout { .. } => Error::Timeout { url, operation: operation.into(), timeout: self.s.timeout },
+            LdapError::LdapResult { result } if result.rc == 11 || result.rc == 53 && result.text.contains("page") => {
                 Error::PageSize {
                     url,
                     page_size: self.s.page_size,
                     operation: operation.into(),
-                    reason: format!(
-                        "result code {} ({}) {}",
-                        result.rc,
-                        rc_name(result.rc),
-                        result.text
-                    )
-                    .trim()
-                    .to_string(),
+                    reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text)
+                        .trim()
+                        .to_string(),
                 }
             }
             LdapError::LdapResult { result } => Error::Search {
                 url,
                 operation: operation.into(),
-                reason: format!(
-                    "result code {} ({}) {}",
-                    result.rc,
-                    rc_name(result.rc),
-                    result.text
-                )
-                .trim()
-                .to_string(),
+                reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text)
+                    .trim()
+                    .to_string(),
             },
-            other => Error::Search {
-                url,
-                operation: operation.into(),
-                reason: other.to_string(),
-            },
+            other => Error::Search { url, operation: operation.into(), reason: other.to_string() },
         }
     }
 
@@ -331,10 +278,8 @@ impl Reader<'_> {
         mut each: impl FnMut(SearchEntry),
     ) -> Result<(), Error> {
         self.searches += 1;
-        let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
-            Box::new(EntriesOnly::new()),
-            Box::new(PagedResults::new(self.s.page_size)),
-        ];
+        let adapters: Vec<Box<dyn Adapter<_, _>>> =
+            vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(self.s.page_size))];
         let mut stream = self
             .ldap
             .with_timeout(self.s.timeout)
@@ -352,22 +297,12 @@ impl Reader<'_> {
             }
         }
         let result = stream.finish().await;
-        result
-            .success()
-            .map(|_| ())
-            .map_err(|e| self.search_error(operation, e))
+        result.success().map(|_| ()).map_err(|e| self.search_error(operation, e))
     }
 
     async fn read(&mut self, groups: &[String]) -> (Vec<GroupOutcome>, usize) {
-        let all_failed = |e: Error| {
-            groups
-                .iter()
-                .map(|g| GroupOutcome {
-                    name: g.clone(),
-                    result: Err(e.clone()),
-                })
-                .collect()
-        };
+        let all_failed =
+            |e: Error| groups.iter().map(|g| GroupOutcome { name: g.clone(), result: Err(e.clone()) }).collect();
         let (users, index, collisions) = match self.read_users().await {
             Ok(u) => u,
             Err(e) => return (all_failed(e), 0),
@@ -379,10 +314,8 @@ impl Reader<'_> {
             match self.read_named_groups(chunk, &index).await {
                 Ok(found) => {
                     for name in chunk {
-                        let matching: Vec<&GroupRecord> = found
-                            .iter()
-                            .filter(|g| dn::fold(&g.name) == dn::fold(name))
-                            .collect();
+                        let matching: Vec<&GroupRecord> =
+                            found.iter().filter(|g| dn::fold(&g.name) == dn::fold(name)).collect();
                         let outcome = match matching.as_slice() {
                             [] => Err(Error::GroupNotFound {
                                 url: self.s.url.clone(),
@@ -419,10 +352,7 @@ impl Reader<'_> {
                 &mut neither,
                 &mut failed,
                 &index,
-                named
-                    .values()
-                    .filter_map(|r| r.as_ref().ok().cloned())
-                    .collect(),
+                named.values().filter_map(|r| r.as_ref().ok().cloned()).collect(),
             )
             .await;
         }
@@ -432,14 +362,9 @@ impl Reader<'_> {
             .map(|name| {
                 let result = match named.remove(name).expect("every name was looked up") {
                     Err(e) => Err(e),
-                    Ok(key) => {
-                        self.resolve(name, &key, &known, &neither, &failed, &users, &collisions)
-                    }
+                    Ok(key) => self.resolve(name, &key, &known, &neither, &failed, &users, &collisions),
                 };
-                GroupOutcome {
-                    name: name.clone(),
-                    result,
-                }
+                GroupOutcome { name: name.clone(), result }
             })
             .collect();
         (outcomes, users_seen)
@@ -448,29 +373,22 @@ impl Reader<'_> {
     /// The users search: every user entry, indexed by normalised DN; usernames that collide are noted.
     async fn read_users(
         &mut self,
-    ) -> Result<
-        (
-            Vec<UserRecord>,
-            HashMap<DnKey, u32>,
-            HashMap<Username, Vec<String>>,
-        ),
-        Error,
-    > {
+    ) -> Result<(Vec<UserRecord>, HashMap<DnKey, u32>, HashMap<Username, Vec<String>>), Error> {
         let s = self.s;
         let mut users: Vec<UserRecord> = Vec::new();
         let mut index: HashMap<DnKey, u32> = HashMap::new();
         let mut by_name: HashMap<Username, u32> = HashMap::new();
         let mut collisions: HashMap<Username, Vec<String>> = HashMap::new();
         let mut no_username = 0usize;
-        let attrs = vec![
-            s.username_attribute.as_str(),
-            s.display_name_attribute.as_str(),
-            s.email_attribute.as_str(),
-        ];
+        let attrs = vec![s.username_attribute.as_str(), s.display_name_attribute.as_str(), s.email_attribute.as_str()];
         self.paged("the users search", &s.user_filter, attrs, |entry| {
             let Some(username) = values(&entry, &s.username_attribute).next().and_then(|v| Username::new(v)) else {
                 no_username += 1;
-                let reason = if has_binary(&entry, &s.username_attribute) { "username is not UTF-8" } else { "no username attribute" };
+                let reason = if has_binary(&entry, &s.username_attribute) {
+                    "username is not UTF-8"
+                } else {
+                    "no username attribute"
+                };
                 tracing::warn!(dn = %entry.dn, attribute = %s.username_attribute, reason, "user skipped");
                 return;
             };
@@ -493,20 +411,14 @@ impl Reader<'_> {
             tracing::warn!(username = %username, dns = ?dns, "username collision");
         }
         if no_username > 0 {
-            tracing::info!(
-                count = no_username,
-                "user entries without a usable username skipped"
-            );
+            tracing::info!(count = no_username, "user entries without a usable username skipped");
         }
         Ok((users, index, collisions))
     }
 
     fn group_name_filter(&self, names: &[String]) -> String {
         let attr = &self.s.group_name_attribute;
-        let alternatives: String = names
-            .iter()
-            .map(|n| format!("({attr}={})", ldap_escape(n.as_str())))
-            .collect();
+        let alternatives: String = names.iter().map(|n| format!("({attr}={})", ldap_escape(n.as_str()))).collect();
         if names.len() == 1 {
             format!("(&{}{alternatives})", self.s.group_filter)
         } else {
@@ -536,19 +448,11 @@ impl Reader<'_> {
         // A group found by name is recorded under the configured name it matched; a nested one under its first.
         let names: Vec<String> = values(entry, &s.group_name_attribute).cloned().collect();
         let name = match wanted {
-            Some(wanted) => names
-                .iter()
-                .find(|n| wanted.iter().any(|w| dn::fold(w) == dn::fold(n)))
-                .cloned(),
+            Some(wanted) => names.iter().find(|n| wanted.iter().any(|w| dn::fold(w) == dn::fold(n))).cloned(),
             None => names.first().cloned(),
         }
         .unwrap_or_else(|| entry.dn.clone());
-        vec![GroupRecord {
-            name,
-            dn: entry.dn.clone(),
-            users,
-            others,
-        }]
+        vec![GroupRecord { name, dn: entry.dn.clone(), users, others }]
     }
 
     async fn read_named_groups(
@@ -566,10 +470,7 @@ impl Reader<'_> {
             |e| entries.push(e),
         )
         .await?;
-        Ok(entries
-            .iter()
-            .flat_map(|e| self.group_record(e, index, Some(names)))
-            .collect())
+        Ok(entries.iter().flat_map(|e| self.group_record(e, index, Some(names))).collect())
     }
 
     /// Reads the member DNs that are not users, level by level, up to the nesting cap.
@@ -624,18 +525,11 @@ impl Reader<'_> {
         self.searches += 1;
         let s = self.s;
         let attrs = vec![s.group_name_attribute.as_str(), s.member_attribute.as_str()];
-        let result = self
-            .ldap
-            .with_timeout(s.timeout)
-            .search(dn, Scope::Base, &s.group_filter, attrs)
-            .await;
+        let result = self.ldap.with_timeout(s.timeout).search(dn, Scope::Base, &s.group_filter, attrs).await;
         match result {
             Ok(result) => match result.1.rc {
                 0 => match result.0.into_iter().next() {
-                    Some(raw) => match self
-                        .group_record(&SearchEntry::construct(raw), index, None)
-                        .pop()
-                    {
+                    Some(raw) => match self.group_record(&SearchEntry::construct(raw), index, None).pop() {
                         Some(g) => Lookup::Group(g),
                         None => Lookup::Neither,
                     },
@@ -643,10 +537,9 @@ impl Reader<'_> {
                 },
                 // noSuchObject: dangling; invalidDNSyntax: not a DN at all
                 32 | 34 => Lookup::Neither,
-                _ => Lookup::Failed(self.search_error(
-                    &format!("reading member {dn}"),
-                    LdapError::LdapResult { result: result.1 },
-                )),
+                _ => Lookup::Failed(
+                    self.search_error(&format!("reading member {dn}"), LdapError::LdapResult { result: result.1 }),
+                ),
             },
             Err(e) => Lookup::Failed(self.search_error(&format!("reading member {dn}"), e)),
         }
@@ -677,11 +570,7 @@ impl Reader<'_> {
                 sources.push(Source {
                     name: group.name.clone(),
                     dn: group.dn.clone(),
-                    direct_members: group
-                        .users
-                        .iter()
-                        .map(|&n| users[n as usize].username.clone())
-                        .collect(),
+                    direct_members: group.users.iter().map(|&n| users[n as usize].username.clone()).collect(),
                 });
                 for (key, raw) in &group.others {
                     if !self.s.nested_groups {
@@ -700,20 +589,14 @@ impl Reader<'_> {
                         skipped += 1;
                         tracing::warn!(group = %name, member = %raw, reason = "neither a user nor a group", "member skipped");
                     } else {
-                        return Err(Error::TooDeep {
-                            name: name.to_string(),
-                            depth: self.s.max_nesting_depth,
-                        });
+                        return Err(Error::TooDeep { name: name.to_string(), depth: self.s.max_nesting_depth });
                     }
                 }
             }
             if !next.is_empty() {
                 depth += 1;
                 if depth > self.s.max_nesting_depth {
-                    return Err(Error::TooDeep {
-                        name: name.to_string(),
-                        depth: self.s.max_nesting_depth,
-                    });
+                    return Err(Error::TooDeep { name: name.to_string(), depth: self.s.max_nesting_depth });
                 }
             }
             level = next;
@@ -726,10 +609,7 @@ impl Reader<'_> {
             let u = &users[n as usize];
             if let Some(dns) = collisions.get(&u.username) {
                 if !found_collisions.iter().any(|c| c.username == u.username) {
-                    found_collisions.push(Collision {
-                        username: u.username.clone(),
-                        dns: dns.clone(),
-                    });
+                    found_collisions.push(Collision { username: u.username.clone(), dns: dns.clone() });
                 }
                 continue;
             }

@@ -19,25 +19,17 @@ pub fn config_with_ca(ca: &Path) -> Result<Arc<ClientConfig>, String> {
         .collect::<Result<_, _>>()
         .map_err(|e| format!("ldap.ca_file {} is not PEM certificates: {e}", ca.display()))?;
     if certs.is_empty() {
-        return Err(format!(
-            "ldap.ca_file {} holds no certificate",
-            ca.display()
-        ));
+        return Err(format!("ldap.ca_file {} holds no certificate", ca.display()));
     }
     for cert in certs {
-        roots.add(cert).map_err(|e| {
-            format!(
-                "ldap.ca_file {} holds a certificate rustls refuses: {e}",
-                ca.display()
-            )
-        })?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("ldap.ca_file {} holds a certificate rustls refuses: {e}", ca.display()))?;
     }
-    let config = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("cannot set up TLS: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     Ok(Arc::new(config))
 }

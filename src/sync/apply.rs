@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::cloudshell::{Client, GroupImport, UserImport};
 use crate::ldap::Member;
@@ -16,20 +17,18 @@ use crate::username::Username;
 pub struct Applied {
     pub imported: Vec<Username>,
     pub failures: Vec<Failure>,
+    /// Members not attempted because the run was asked to stop.
+    pub not_attempted: usize,
 }
 
 /// Imports `group`'s missing members. Never fails as a whole: every failure is recorded per user.
-pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize) -> Applied {
+/// `stop` is checked between calls, never during one: once it is cancelled no new call starts, and calls in
+/// flight finish.
+pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize, stop: &CancellationToken) -> Applied {
     let name = group.name.as_str();
-    let mut still: BTreeMap<Username, &Member> = group
-        .to_import
-        .iter()
-        .map(|m| (m.username.clone(), m))
-        .collect();
+    let mut still: BTreeMap<Username, &Member> = group.to_import.iter().map(|m| (m.username.clone(), m)).collect();
     let mut applied = Applied::default();
-    let mut take_created = |still: &mut BTreeMap<Username, &Member>,
-                            created: &[crate::cloudshell::User],
-                            via: &str| {
+    let mut take_created = |still: &mut BTreeMap<Username, &Member>, created: &[crate::cloudshell::User], via: &str| {
         for user in created {
             if let Some(username) = Username::new(&user.username)
                 && still.remove(&username).is_some()
@@ -45,12 +44,7 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
     let mut uncertain = false;
     match client.import_group(name).await {
         Ok(GroupImport::Done { created, failures }) => {
-            tracing::info!(
-                group = name,
-                created = created.len(),
-                failures = failures.len(),
-                "group imported"
-            );
+            tracing::info!(group = name, created = created.len(), failures = failures.len(), "group imported");
             take_created(&mut still, &created, "group");
             for f in failures {
                 tracing::warn!(group = name, username = f.name.as_deref().unwrap_or("-"), message = %f.message, "group import reported a failure");
@@ -68,7 +62,7 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
             uncertain = true;
         }
     }
-    if uncertain && !still.is_empty() {
+    if uncertain && !still.is_empty() && !stop.is_cancelled() {
         match client.list_users().await {
             Ok(users) => {
                 let present: Vec<crate::cloudshell::User> = users;
@@ -82,11 +76,10 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
 
     // 2. Nested groups, by their own names, where one call covers several members still missing.
     for source in group.group.sources.iter().skip(1) {
-        let covered = source
-            .direct_members
-            .iter()
-            .filter(|u| still.contains_key(*u))
-            .count();
+        if stop.is_cancelled() {
+            break;
+        }
+        let covered = source.direct_members.iter().filter(|u| still.contains_key(*u)).count();
         if covered < 2 {
             continue;
         }
@@ -105,8 +98,10 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
     }
 
     // 3. Everyone else, one by one. A 409 means the user is there: success.
+    let planned = still.len();
     let results: Vec<(Username, Result<UserImport, crate::cloudshell::Error>)> =
         futures_util::stream::iter(still.into_keys())
+            .take_while(|_| std::future::ready(!stop.is_cancelled()))
             .map(|username| async move {
                 let outcome = client.import_user(username.as_str()).await;
                 (username, outcome)
@@ -116,6 +111,10 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
             .await;
     let mut results = results;
     results.sort_by(|a, b| a.0.cmp(&b.0));
+    applied.not_attempted = planned - results.len();
+    if applied.not_attempted > 0 {
+        tracing::warn!(group = name, not_attempted = applied.not_attempted, "group import interrupted");
+    }
     for (username, outcome) in results {
         let reason = match outcome {
             Ok(UserImport::Created(_)) => {
@@ -137,10 +136,7 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
             Err(e) => e.to_string(),
         };
         tracing::warn!(group = name, username = %username, reason = %reason, "user import failed");
-        applied.failures.push(Failure {
-            username: username.to_string(),
-            reason,
-        });
+        applied.failures.push(Failure { username: username.to_string(), reason });
     }
     applied
 }

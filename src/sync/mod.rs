@@ -10,6 +10,7 @@ pub mod plan;
 use std::collections::HashSet;
 use std::time::{Instant, SystemTime};
 
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cloudshell::{CallCounts, Client};
@@ -21,24 +22,27 @@ use plan::{GroupPlan, Plan, Policy};
 
 /// A short id that tells runs apart in logs.
 fn run_id() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{:08x}",
-        (nanos as u64 ^ (nanos >> 64) as u64 ^ std::process::id() as u64) & 0xffff_ffff
-    )
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    format!("{:08x}", (nanos as u64 ^ (nanos >> 64) as u64 ^ std::process::id() as u64) & 0xffff_ffff)
+}
+
+/// What a run needs besides the configuration.
+#[derive(Clone, Default)]
+pub struct Context {
+    /// Cancelled to ask the run to stop: checked between groups and between calls, never during one.
+    pub stop: CancellationToken,
+    /// Told about every CloudShell request, for latency metrics.
+    pub observer: Option<crate::cloudshell::Observer>,
 }
 
 /// Runs one cycle and reports it. `dry_run` computes and reports the plan and writes nothing.
-pub async fn run(config: &Config, dry_run: bool) -> Report {
+pub async fn run(config: &Config, dry_run: bool, context: &Context) -> Report {
     let id = run_id();
     let span = tracing::info_span!("run", run_id = %id, dry_run);
-    run_in_span(config, dry_run, id).instrument(span).await
+    run_in_span(config, dry_run, id, context).instrument(span).await
 }
 
-async fn run_in_span(config: &Config, dry_run: bool, run_id: String) -> Report {
+async fn run_in_span(config: &Config, dry_run: bool, run_id: String, context: &Context) -> Report {
     let started = Instant::now();
     let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let mut report = Report {
@@ -47,6 +51,8 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String) -> Report {
         dry_run,
         started_at,
         duration_ms: 0,
+        directory_ms: 0,
+        interrupted: false,
         error: None,
         held: None,
         groups: Vec::new(),
@@ -63,7 +69,10 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String) -> Report {
         report
     };
 
-    let snapshot = match ldap::snapshot(&config.ldap, &config.sync.groups).await {
+    let directory_started = Instant::now();
+    let snapshot = ldap::snapshot(&config.ldap, &config.sync.groups).await;
+    report.directory_ms = directory_started.elapsed().as_millis() as u64;
+    let snapshot = match snapshot {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, kind = e.kind(), "directory unavailable");
@@ -72,11 +81,7 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String) -> Report {
             return finish(report, None);
         }
     };
-    tracing::info!(
-        users = snapshot.users_seen,
-        searches = snapshot.searches,
-        "directory read"
-    );
+    tracing::info!(users = snapshot.users_seen, searches = snapshot.searches, "directory read");
     let failed_groups = snapshot.groups.iter().filter(|g| g.result.is_err()).count();
     if failed_groups == snapshot.groups.len() {
         // Nothing could be read: no call to CloudShell, no write.
@@ -85,12 +90,7 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String) -> Report {
         report.groups = snapshot
             .groups
             .iter()
-            .filter_map(|g| {
-                g.result
-                    .as_ref()
-                    .err()
-                    .map(|e| failed_group_report(&g.name, e))
-            })
+            .filter_map(|g| g.result.as_ref().err().map(|e| failed_group_report(&g.name, e)))
             .collect();
         for g in &snapshot.groups {
             if let Err(e) = &g.result {
@@ -101,7 +101,10 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String) -> Report {
     }
 
     let client = match Client::new(config.cloudshell.clone()) {
-        Ok(c) => c,
+        Ok(c) => match &context.observer {
+            Some(o) => c.with_observer(o.clone()),
+            None => c,
+        },
         Err(e) => {
             report.result = RunResult::Failed;
             report.error = Some(e.to_string());
@@ -117,37 +120,17 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String) -> Report {
             return finish(report, Some(&client));
         }
     };
-    let existing: Vec<Username> = users
-        .iter()
-        .filter_map(|u| Username::new(&u.username))
-        .collect();
+    let existing: Vec<Username> = users.iter().filter_map(|u| Username::new(&u.username)).collect();
     tracing::info!(users = existing.len(), "cloudshell users listed");
-    let plan = plan::plan(
-        &snapshot,
-        &existing,
-        Policy {
-            max_imports_per_run: config.sync.max_imports_per_run,
-        },
-    );
+    let plan = plan::plan(&snapshot, &existing, Policy { max_imports_per_run: config.sync.max_imports_per_run });
     drop(users);
     log_plan(&plan);
 
     if let Some(held) = plan.held {
-        tracing::warn!(
-            planned = held.planned,
-            limit = held.limit,
-            "import limit exceeded, writes held"
-        );
+        tracing::warn!(planned = held.planned, limit = held.limit, "import limit exceeded, writes held");
         report.result = RunResult::Held;
-        report.held = Some(HeldReport {
-            planned: held.planned,
-            limit: held.limit,
-        });
-        report.groups = plan
-            .groups
-            .iter()
-            .map(|g| group_report(g, None, GroupStatus::Held))
-            .collect();
+        report.held = Some(HeldReport { planned: held.planned, limit: held.limit });
+        report.groups = plan.groups.iter().map(|g| group_report(g, None, GroupStatus::Held)).collect();
         report.totals = totals(&plan, &report.groups);
         return finish(report, Some(&client));
     }
@@ -155,32 +138,32 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String) -> Report {
     for g in &plan.groups {
         let applied = match g {
             GroupPlan::Ready(ready) if ready.needs_import() && !dry_run => {
+                if context.stop.is_cancelled() {
+                    report.interrupted = true;
+                    tracing::warn!(group = %ready.name, "group skipped, the run was asked to stop");
+                    report.groups.push(group_report(g, None, GroupStatus::Skipped));
+                    continue;
+                }
                 let span = tracing::info_span!("group", group = %ready.name);
-                Some(
-                    apply::apply_group(&client, ready, config.sync.concurrency)
-                        .instrument(span)
-                        .await,
-                )
+                let applied =
+                    apply::apply_group(&client, ready, config.sync.concurrency, &context.stop).instrument(span).await;
+                if applied.not_attempted > 0 {
+                    report.interrupted = true;
+                }
+                Some(applied)
             }
             _ => None,
         };
-        let status = if dry_run {
-            GroupStatus::Planned
-        } else {
-            GroupStatus::Ok
-        };
+        let status = if dry_run { GroupStatus::Planned } else { GroupStatus::Ok };
         report.groups.push(group_report(g, applied, status));
     }
     report.totals = totals(&plan, &report.groups);
-    let any_failed = report
-        .groups
-        .iter()
-        .any(|g| g.status == GroupStatus::Failed || g.status == GroupStatus::Partial);
-    report.result = if any_failed {
-        RunResult::Partial
-    } else {
-        RunResult::Ok
-    };
+    let any_failed = report.interrupted
+        || report
+            .groups
+            .iter()
+            .any(|g| matches!(g.status, GroupStatus::Failed | GroupStatus::Partial | GroupStatus::Skipped));
+    report.result = if any_failed { RunResult::Partial } else { RunResult::Ok };
     finish(report, Some(&client))
 }
 
@@ -201,11 +184,7 @@ fn failed_group_report(name: &str, e: &ldap::Error) -> GroupReport {
 }
 
 /// A group's report line. `status` is the status of a group that went well (ok, planned or held).
-fn group_report(
-    g: &GroupPlan,
-    applied: Option<apply::Applied>,
-    status: GroupStatus,
-) -> GroupReport {
+fn group_report(g: &GroupPlan, applied: Option<apply::Applied>, status: GroupStatus) -> GroupReport {
     let ready = match g {
         GroupPlan::Failed { name, error } => return failed_group_report(name, error),
         GroupPlan::Ready(r) => r,
@@ -225,10 +204,11 @@ fn group_report(
     let applied = applied.unwrap_or_default();
     failures.extend(applied.failures);
     let imported_users: Vec<String> = applied.imported.iter().map(|u| u.to_string()).collect();
-    let status = if failures.is_empty() {
+    let status = if applied.not_attempted > 0 {
+        GroupStatus::Skipped
+    } else if failures.is_empty() {
         status
-    } else if imported_users.is_empty() && !ready.to_import.is_empty() && status == GroupStatus::Ok
-    {
+    } else if imported_users.is_empty() && !ready.to_import.is_empty() && status == GroupStatus::Ok {
         GroupStatus::Failed
     } else {
         GroupStatus::Partial
@@ -242,11 +222,7 @@ fn group_report(
         failed: failures.len(),
         error: None,
         error_kind: None,
-        planned: ready
-            .to_import
-            .iter()
-            .map(|m| m.username.to_string())
-            .collect(),
+        planned: ready.to_import.iter().map(|m| m.username.to_string()).collect(),
         imported_users,
         failures,
     }

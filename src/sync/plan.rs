@@ -71,35 +71,21 @@ pub struct Held {
 }
 
 /// Computes the plan.
-pub fn plan<'a>(
-    snapshot: &Snapshot,
-    cloudshell_users: impl IntoIterator<Item = &'a Username>,
-    policy: Policy,
-) -> Plan {
+pub fn plan<'a>(snapshot: &Snapshot, cloudshell_users: impl IntoIterator<Item = &'a Username>, policy: Policy) -> Plan {
     let existing: HashSet<&Username> = cloudshell_users.into_iter().collect();
     let mut claimed: HashSet<Username> = HashSet::new();
     let mut groups = Vec::with_capacity(snapshot.groups.len());
     for outcome in &snapshot.groups {
         let group = match &outcome.result {
             Err(error) => {
-                groups.push(GroupPlan::Failed {
-                    name: outcome.name.clone(),
-                    error: error.clone(),
-                });
+                groups.push(GroupPlan::Failed { name: outcome.name.clone(), error: error.clone() });
                 continue;
             }
             Ok(group) => group,
         };
-        let missing: Vec<&Member> = group
-            .members
-            .iter()
-            .filter(|m| !existing.contains(&m.username))
-            .collect();
-        let to_import: Vec<Member> = missing
-            .iter()
-            .filter(|m| claimed.insert(m.username.clone()))
-            .map(|m| (*m).clone())
-            .collect();
+        let missing: Vec<&Member> = group.members.iter().filter(|m| !existing.contains(&m.username)).collect();
+        let to_import: Vec<Member> =
+            missing.iter().filter(|m| claimed.insert(m.username.clone())).map(|m| (*m).clone()).collect();
         groups.push(GroupPlan::Ready(ReadyGroup {
             name: outcome.name.clone(),
             group: group.clone(),
@@ -109,15 +95,9 @@ pub fn plan<'a>(
         }));
     }
     let planned_imports = claimed.len();
-    let held = (planned_imports > policy.max_imports_per_run).then_some(Held {
-        planned: planned_imports,
-        limit: policy.max_imports_per_run,
-    });
-    Plan {
-        groups,
-        planned_imports,
-        held,
-    }
+    let held = (planned_imports > policy.max_imports_per_run)
+        .then_some(Held { planned: planned_imports, limit: policy.max_imports_per_run });
+    Plan { groups, planned_imports, held }
 }
 
 #[cfg(test)]
@@ -130,12 +110,7 @@ mod tests {
     }
 
     fn member(name: &str) -> Member {
-        Member {
-            username: u(name),
-            dn: format!("uid={name},ou=people,dc=x"),
-            display_name: None,
-            email: None,
-        }
+        Member { username: u(name), dn: format!("uid={name},ou=people,dc=x"), display_name: None, email: None }
     }
 
     fn group(name: &str, members: &[&str]) -> GroupOutcome {
@@ -168,22 +143,12 @@ mod tests {
     }
 
     fn snapshot(groups: Vec<GroupOutcome>) -> Snapshot {
-        Snapshot {
-            groups,
-            users_seen: 0,
-            searches: 0,
-        }
+        Snapshot { groups, users_seen: 0, searches: 0 }
     }
 
     fn run(groups: Vec<GroupOutcome>, existing: &[&str], limit: usize) -> Plan {
         let existing: Vec<Username> = existing.iter().map(|e| u(e)).collect();
-        plan(
-            &snapshot(groups),
-            &existing,
-            Policy {
-                max_imports_per_run: limit,
-            },
-        )
+        plan(&snapshot(groups), &existing, Policy { max_imports_per_run: limit })
     }
 
     fn ready(plan: &Plan, n: usize) -> &ReadyGroup {
@@ -199,11 +164,7 @@ mod tests {
 
     #[test]
     fn imports_members_missing_from_cloudshell_case_insensitively() {
-        let p = run(
-            vec![group("Team", &["alice", "Bob", "carol"])],
-            &["admin", "BOB"],
-            100,
-        );
+        let p = run(vec![group("Team", &["alice", "Bob", "carol"])], &["admin", "BOB"], 100);
         let team = ready(&p, 0);
         assert_eq!(names(&team.to_import), ["alice", "carol"]);
         assert_eq!(team.missing, [u("alice"), u("carol")]);
@@ -214,11 +175,7 @@ mod tests {
 
     #[test]
     fn groups_with_nothing_missing_need_no_call() {
-        let p = run(
-            vec![group("Team", &["alice"]), group("Empty", &[])],
-            &["ALICE"],
-            100,
-        );
+        let p = run(vec![group("Team", &["alice"]), group("Empty", &[])], &["ALICE"], 100);
         assert!(!ready(&p, 0).needs_import());
         assert!(!ready(&p, 1).needs_import());
         assert_eq!(p.planned_imports, 0);
@@ -226,22 +183,11 @@ mod tests {
 
     #[test]
     fn users_in_several_groups_are_imported_once() {
-        let p = run(
-            vec![
-                group("A", &["alice", "bob"]),
-                group("B", &["Bob", "carol"]),
-                group("C", &["alice"]),
-            ],
-            &[],
-            100,
-        );
+        let p =
+            run(vec![group("A", &["alice", "bob"]), group("B", &["Bob", "carol"]), group("C", &["alice"])], &[], 100);
         assert_eq!(names(&ready(&p, 0).to_import), ["alice", "bob"]);
         assert_eq!(names(&ready(&p, 1).to_import), ["carol"]);
-        assert_eq!(
-            ready(&p, 1).missing.len(),
-            2,
-            "B still reports both as missing"
-        );
+        assert_eq!(ready(&p, 1).missing.len(), 2, "B still reports both as missing");
         assert!(!ready(&p, 2).needs_import(), "C's member is claimed by A");
         assert_eq!(p.planned_imports, 3);
     }
@@ -257,19 +203,10 @@ mod tests {
     #[test]
     fn more_imports_than_the_limit_hold_the_plan() {
         let p = run(vec![group("A", &["a", "b"]), group("B", &["c"])], &[], 2);
-        assert_eq!(
-            p.held,
-            Some(Held {
-                planned: 3,
-                limit: 2
-            })
-        );
+        assert_eq!(p.held, Some(Held { planned: 3, limit: 2 }));
         let p = run(vec![group("A", &["a", "b"]), group("B", &["c"])], &[], 3);
         assert_eq!(p.held, None, "exactly the limit is allowed");
         let p = run(vec![group("A", &["a"])], &["a"], 0);
-        assert_eq!(
-            p.held, None,
-            "a limit of 0 holds only when something would be imported"
-        );
+        assert_eq!(p.held, None, "a limit of 0 holds only when something would be imported");
     }
 }

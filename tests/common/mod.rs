@@ -40,10 +40,7 @@ pub fn ldif_line(attr: &str, value: &str) -> String {
     if safe {
         format!("{attr}: {value}\n")
     } else {
-        format!(
-            "{attr}:: {}\n",
-            base64::engine::general_purpose::STANDARD.encode(value)
-        )
+        format!("{attr}:: {}\n", base64::engine::general_purpose::STANDARD.encode(value))
     }
 }
 
@@ -86,19 +83,14 @@ impl Directory {
         self.ldif.push_str(&ldif_line("cn", cn));
         self.ldif.push_str(&ldif_line("sn", cn));
         self.ldif.push_str(&ldif_line("displayName", cn));
-        self.ldif.push_str(&ldif_line(
-            "mail",
-            &format!("{}@example.org", uid.to_lowercase()),
-        ));
+        self.ldif.push_str(&ldif_line("mail", &format!("{}@example.org", uid.to_lowercase())));
         self.ldif.push('\n');
         dn.to_string()
     }
 
     /// Adds `uid=<prefix><n>,ou=people` for n in 0..count and returns their DNs.
     pub fn users(&mut self, prefix: &str, count: usize) -> Vec<String> {
-        (0..count)
-            .map(|n| self.user(&format!("{prefix}{n:05}")))
-            .collect()
+        (0..count).map(|n| self.user(&format!("{prefix}{n:05}"))).collect()
     }
 
     /// Adds `cn=<name>,ou=groups` with the given member DNs and returns its DN.
@@ -151,31 +143,19 @@ pub struct Slapd {
 /// A private CA and a server certificate for `localhost` and `127.0.0.1`, written as PEM files into `dir`.
 /// Returns the CA file's path.
 fn write_certificates(dir: &Path) -> PathBuf {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "cloudshell-ldap-sync test CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.distinguished_name.push(DnType::CommonName, "cloudshell-ldap-sync test CA");
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_key = KeyPair::generate().expect("generating the CA key");
     let ca_cert = ca_params.self_signed(&ca_key).expect("self-signing the CA");
-    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("params");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
+    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, "localhost");
     let key = KeyPair::generate().expect("generating the server key");
     let issuer = Issuer::from_params(&ca_params, &ca_key);
-    let cert = params
-        .signed_by(&key, &issuer)
-        .expect("signing the server certificate");
+    let cert = params.signed_by(&key, &issuer).expect("signing the server certificate");
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca_cert.pem()).expect("writing ca.pem");
     std::fs::write(dir.join("server.pem"), cert.pem()).expect("writing server.pem");
@@ -196,10 +176,7 @@ impl Slapd {
 
     fn start_with(seed: &Directory, tls: bool) -> Slapd {
         assert!(Path::new(SLAPD).exists(), "{INSTALL_HINT}");
-        let dir = tempfile::Builder::new()
-            .prefix("slapd-")
-            .tempdir()
-            .expect("creating a temp dir for slapd");
+        let dir = tempfile::Builder::new().prefix("slapd-").tempdir().expect("creating a temp dir for slapd");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).expect("creating slapd's data dir");
         let conf = dir.path().join("slapd.conf");
@@ -222,11 +199,7 @@ impl Slapd {
             .arg(&seed_file)
             .output()
             .expect(INSTALL_HINT);
-        assert!(
-            out.status.success(),
-            "slapadd failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "slapadd failed: {}", String::from_utf8_lossy(&out.stderr));
         let port = free_port();
         let tls_port = tls.then(free_port);
         let mut urls = format!("ldap://127.0.0.1:{port}/");
@@ -243,12 +216,7 @@ impl Slapd {
             .stderr(log)
             .spawn()
             .expect(INSTALL_HINT);
-        let slapd = Slapd {
-            dir,
-            child: Some(child),
-            port,
-            tls_port,
-        };
+        let slapd = Slapd { dir, child: Some(child), port, tls_port };
         slapd.wait_until_listening();
         slapd
     }
@@ -262,10 +230,7 @@ impl Slapd {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "slapd did not listen on {addr} within 15 s; its log:\n{}",
-            self.log()
-        );
+        panic!("slapd did not listen on {addr} within 15 s; its log:\n{}", self.log());
     }
 
     pub fn url(&self) -> String {
@@ -274,10 +239,7 @@ impl Slapd {
 
     /// The ldaps:// URL (started with TLS only).
     pub fn ldaps_url(&self) -> String {
-        format!(
-            "ldaps://127.0.0.1:{}",
-            self.tls_port.expect("slapd was started with TLS")
-        )
+        format!("ldaps://127.0.0.1:{}", self.tls_port.expect("slapd was started with TLS"))
     }
 
     /// The private CA's certificate (started with TLS only).
@@ -321,32 +283,15 @@ impl Slapd {
     /// Applies an LDIF change (`ldapmodify`, as the rootdn).
     pub fn modify(&self, ldif: &str) {
         let mut child = Command::new("ldapmodify")
-            .args([
-                "-x",
-                "-H",
-                &self.url(),
-                "-D",
-                ADMIN_DN,
-                "-w",
-                ADMIN_PASSWORD,
-            ])
+            .args(["-x", "-H", &self.url(), "-D", ADMIN_DN, "-w", ADMIN_PASSWORD])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect(INSTALL_HINT);
-        child
-            .stdin
-            .take()
-            .expect("stdin is piped")
-            .write_all(ldif.as_bytes())
-            .expect("writing to ldapmodify");
+        child.stdin.take().expect("stdin is piped").write_all(ldif.as_bytes()).expect("writing to ldapmodify");
         let out = child.wait_with_output().expect("waiting for ldapmodify");
-        assert!(
-            out.status.success(),
-            "ldapmodify failed: {}\n{ldif}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "ldapmodify failed: {}\n{ldif}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Adds entries (`ldapmodify -a`).
@@ -409,12 +354,7 @@ access to * by users read by anonymous auth
 
 /// The simulator's directory settings for a slapd fixture, bound as the ordinary service account.
 pub fn sim_directory(slapd: &Slapd) -> cloudshell_sim::directory::Settings {
-    cloudshell_sim::directory::Settings::openldap(
-        &slapd.url(),
-        SERVICE_DN,
-        SERVICE_PASSWORD,
-        BASE_DN,
-    )
+    cloudshell_sim::directory::Settings::openldap(&slapd.url(), SERVICE_DN, SERVICE_PASSWORD, BASE_DN)
 }
 
 /// The CloudShell simulator on 127.0.0.1:0, with helpers for its control endpoint.
@@ -425,20 +365,13 @@ pub struct Sim {
 
 impl Sim {
     pub fn start(config: cloudshell_sim::Config) -> Sim {
-        let running = cloudshell_sim::spawn(config, ([127, 0, 0, 1], 0).into())
-            .expect("starting the simulator");
-        Sim {
-            running,
-            http: reqwest::Client::new(),
-        }
+        let running = cloudshell_sim::spawn(config, ([127, 0, 0, 1], 0).into()).expect("starting the simulator");
+        Sim { running, http: reqwest::Client::new() }
     }
 
     /// A simulator resolving its directory from `slapd`, with the given changes to the default config.
     pub fn with_directory(slapd: &Slapd, change: impl FnOnce(&mut cloudshell_sim::Config)) -> Sim {
-        let mut config = cloudshell_sim::Config {
-            directory: Some(sim_directory(slapd)),
-            ..Default::default()
-        };
+        let mut config = cloudshell_sim::Config { directory: Some(sim_directory(slapd)), ..Default::default() };
         change(&mut config);
         Sim::start(config)
     }
@@ -448,25 +381,14 @@ impl Sim {
     }
 
     async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method, format!("{}/_sim/{path}", self.url()));
+        let mut request = self.http.request(method, format!("{}/_sim/{path}", self.url()));
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .expect("calling the simulator's control endpoint");
+        let response = request.send().await.expect("calling the simulator's control endpoint");
         let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .expect("the control endpoint answers JSON");
-        assert!(
-            status.is_success(),
-            "control {path} answered {status}: {body}"
-        );
+        let body: Value = response.json().await.expect("the control endpoint answers JSON");
+        assert!(status.is_success(), "control {path} answered {status}: {body}");
         body
     }
 
@@ -483,12 +405,7 @@ impl Sim {
         self.calls()
             .await
             .into_iter()
-            .filter(|c| {
-                c["method"] == method
-                    && c["path"]
-                        .as_str()
-                        .is_some_and(|p| p.eq_ignore_ascii_case(path))
-            })
+            .filter(|c| c["method"] == method && c["path"].as_str().is_some_and(|p| p.eq_ignore_ascii_case(path)))
             .collect()
     }
 
@@ -506,27 +423,16 @@ impl Sim {
             .as_array()
             .expect("users is an array")
             .iter()
-            .map(|u| {
-                u["Username"]
-                    .as_str()
-                    .expect("Username is a string")
-                    .to_string()
-            })
+            .map(|u| u["Username"].as_str().expect("Username is a string").to_string())
             .collect()
     }
 
     pub async fn set_faults(&self, faults: Value) {
-        self.control(reqwest::Method::POST, "faults", Some(faults))
-            .await;
+        self.control(reqwest::Method::POST, "faults", Some(faults)).await;
     }
 
     pub async fn add_users(&self, usernames: &[&str]) {
-        self.control(
-            reqwest::Method::POST,
-            "users",
-            Some(serde_json::json!({ "usernames": usernames })),
-        )
-        .await;
+        self.control(reqwest::Method::POST, "users", Some(serde_json::json!({ "usernames": usernames }))).await;
     }
 }
 
@@ -551,10 +457,8 @@ impl CutProxy {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     return;
                 };
-                let (mut c_read, mut s_write) = (
-                    client.try_clone().expect("clone"),
-                    server.try_clone().expect("clone"),
-                );
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut c_read, &mut s_write);
                 });
@@ -599,9 +503,65 @@ impl Silent {
     pub fn start() -> Silent {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the silent server");
         let port = listener.local_addr().expect("address").port();
-        Silent {
-            port,
-            _listener: listener,
+        Silent { port, _listener: listener }
+    }
+}
+
+/// The CloudShell administrator's password the end-to-end tests give the simulator.
+pub const CS_PASSWORD: &str = "cs-admin-pass";
+
+/// A temp dir holding the daemon's password files and configuration.
+pub struct Files {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Files {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Files {
+    pub fn new() -> Files {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, secret) in [("ldap-password", SERVICE_PASSWORD), ("cs-password", CS_PASSWORD)] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, secret).expect("writing a password file");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
         }
+        Files { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `config.toml` for these groups; `sync_extra` lines go at the end of `[sync]`, `sections` after it.
+    pub fn config(&self, ldap_url: &str, cs_url: &str, groups: &[&str], sync_extra: &str, sections: &str) -> PathBuf {
+        let d = self.dir.path().display();
+        let groups = serde_json::to_string(groups).expect("group names serialise");
+        let text = format!(
+            r#"[ldap]
+url = "{ldap_url}"
+bind_dn = "{SERVICE_DN}"
+bind_password_file = "{d}/ldap-password"
+base_dn = "{BASE_DN}"
+timeout = "5s"
+
+[cloudshell]
+url = "{cs_url}"
+password_file = "{d}/cs-password"
+timeout = "10s"
+
+[sync]
+groups = {groups}
+{sync_extra}
+{sections}
+"#
+        );
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(&path, text).expect("writing config.toml");
+        path
     }
 }

@@ -1,0 +1,195 @@
+//! Metrics for monitoring: Prometheus text exposition (`prometheus-client`) of the daemon's runs, served with
+//! `/healthz` on `[monitor] listen`. It only observes; it never changes what a run does.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::report::{Report, RunResult};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabel {
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabel {
+    call: String,
+}
+
+/// The daemon's metrics.
+pub struct Metrics {
+    registry: Registry,
+    last_success: Gauge<f64, AtomicU64>,
+    last_run: Gauge<f64, AtomicU64>,
+    run_duration: Histogram,
+    runs: Family<ResultLabel, Counter>,
+    imports: Counter,
+    failures: Family<KindLabel, Counter>,
+    group_members: Family<GroupLabel, Gauge>,
+    group_missing: Family<GroupLabel, Gauge>,
+    directory_seconds: Histogram,
+    api_seconds: Family<CallLabel, Histogram>,
+    last_result: Mutex<Option<RunResult>>,
+}
+
+fn seconds_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.005, 2.0, 16)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("cloudshell_ldap_sync");
+        let m = Metrics {
+            last_success: Gauge::default(),
+            last_run: Gauge::default(),
+            run_duration: Histogram::new(seconds_buckets()),
+            runs: Family::default(),
+            imports: Counter::default(),
+            failures: Family::default(),
+            group_members: Family::default(),
+            group_missing: Family::default(),
+            directory_seconds: Histogram::new(seconds_buckets()),
+            api_seconds: Family::new_with_constructor(|| Histogram::new(seconds_buckets())),
+            last_result: Mutex::new(None),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "last_success_timestamp_seconds",
+            "When a run last ended ok (Unix time)",
+            m.last_success.clone(),
+        );
+        registry.register("last_run_timestamp_seconds", "When the last run ended (Unix time)", m.last_run.clone());
+        registry.register("run_duration_seconds", "How long runs take", m.run_duration.clone());
+        registry.register("runs", "Runs by result", m.runs.clone());
+        registry.register("imports", "Users imported into CloudShell", m.imports.clone());
+        registry.register(
+            "failures",
+            "Failures by kind: group enumeration (by error kind), user import, fatal run",
+            m.failures.clone(),
+        );
+        registry.register("group_members", "Effective members per configured group", m.group_members.clone());
+        registry.register(
+            "group_missing",
+            "Members missing in CloudShell per group, before the run",
+            m.group_missing.clone(),
+        );
+        registry.register(
+            "directory_read_seconds",
+            "How long reading the directory takes",
+            m.directory_seconds.clone(),
+        );
+        registry.register("api_request_duration_seconds", "CloudShell API latency by call", m.api_seconds.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Records one CloudShell request.
+    pub fn observe_request(&self, call: &'static str, elapsed: Duration) {
+        self.api_seconds.get_or_create(&CallLabel { call: call.to_string() }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a finished run.
+    pub fn observe_run(&self, report: &Report) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        let result = format!("{:?}", report.result).to_lowercase();
+        self.runs.get_or_create(&ResultLabel { result }).inc();
+        self.last_run.set(now);
+        if report.result == RunResult::Ok {
+            self.last_success.set(now);
+        }
+        self.run_duration.observe(report.duration_ms as f64 / 1000.0);
+        self.directory_seconds.observe(report.directory_ms as f64 / 1000.0);
+        self.imports.inc_by(report.totals.imported as u64);
+        if report.result == RunResult::Failed {
+            self.failures.get_or_create(&KindLabel { kind: "fatal".into() }).inc();
+        }
+        for g in &report.groups {
+            if let Some(kind) = g.error_kind {
+                self.failures.get_or_create(&KindLabel { kind: format!("group_{kind}") }).inc();
+            } else {
+                let label = GroupLabel { group: g.name.clone() };
+                self.group_members.get_or_create(&label).set(g.members as i64);
+                self.group_missing.get_or_create(&label).set(g.missing as i64);
+            }
+            if g.failed > 0 {
+                self.failures.get_or_create(&KindLabel { kind: "user_import".into() }).inc_by(g.failed as u64);
+            }
+        }
+        *self.last_result.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.result);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    fn last_result(&self) -> Option<RunResult> {
+        *self.last_result.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until `stop` is cancelled.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let for_metrics = metrics.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = for_metrics.clone();
+                async move {
+                    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            axum::routing::get(move || {
+                let m = metrics.clone();
+                async move {
+                    let last = m.last_result().map(|r| format!("{r:?}").to_lowercase());
+                    let body = serde_json::json!({ "status": "ok", "last_result": last });
+                    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await {
+        tracing::error!(error = %e, "monitoring endpoint stopped");
+    }
+}
+
+/// Binds the monitoring address; a clear error when it cannot.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} ([monitor] listen): {e}"))
+}

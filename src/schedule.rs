@@ -1,0 +1,198 @@
+//! When the daemon runs: a cron expression (seconds first) in a time zone, and the arithmetic of the next
+//! run. Parsed once, at configuration time, with `croner` under the same rules as tokio-cron-scheduler
+//! (seconds required, day-of-month and day-of-week both honoured).
+//!
+//! Time comes from a [`Clock`]: the system's wall clock in production, or tokio's (pausable) clock mapped onto
+//! a fixed wall-clock origin in tests, so the schedule can be tested under paused time.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+
+/// A parsed schedule.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    cron: Cron,
+    tz: Tz,
+    expression: String,
+}
+
+impl Schedule {
+    /// Parses a six-field cron expression (`sec min hour day-of-month month day-of-week`) in time zone `tz`
+    /// (an IANA name such as `UTC` or `Europe/Paris`).
+    pub fn parse(expression: &str, tz: &str) -> Result<Schedule, String> {
+        let tz: Tz =
+            tz.parse().map_err(|_| format!("{tz:?} is not an IANA time zone such as \"UTC\" or \"Europe/Paris\""))?;
+        let cron = CronParser::builder()
+            .seconds(Seconds::Required)
+            .dom_and_dow(true)
+            .build()
+            .parse(expression)
+            .map_err(|e| {
+                format!("{expression:?} is not a cron expression with seconds first (sec min hour dom month dow): {e}")
+            })?;
+        let schedule = Schedule { cron, tz, expression: expression.to_string() };
+        if schedule.next_after(Utc::now()).is_none() {
+            return Err(format!("{expression:?} never fires"));
+        }
+        Ok(schedule)
+    }
+
+    /// The first run strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_next_occurrence(&t.with_timezone(&self.tz), false).ok().map(|d| d.with_timezone(&Utc))
+    }
+
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    pub fn timezone(&self) -> Tz {
+        self.tz
+    }
+}
+
+/// Where the time comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Clock {
+    /// The system's wall clock.
+    System,
+    /// Tokio's clock (pausable in tests), counted from `origin` at `start`.
+    Tokio { origin: DateTime<Utc>, start: tokio::time::Instant },
+}
+
+impl Clock {
+    /// A clock reading `origin` now and advancing with tokio's time.
+    pub fn tokio_from(origin: DateTime<Utc>) -> Clock {
+        Clock::Tokio { origin, start: tokio::time::Instant::now() }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Tokio { origin, start } => {
+                *origin + chrono::Duration::from_std(start.elapsed()).unwrap_or(chrono::Duration::MAX)
+            }
+        }
+    }
+}
+
+/// The longest single sleep: the wall clock is read again at least this often, so a clock step (NTP,
+/// suspend) delays a run by at most this much.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// Produces the schedule's ticks, one per occurrence, never two for the same occurrence.
+pub struct Ticker {
+    schedule: Schedule,
+    clock: Clock,
+    last: Option<DateTime<Utc>>,
+}
+
+impl Ticker {
+    pub fn new(schedule: Schedule, clock: Clock) -> Ticker {
+        Ticker { schedule, clock, last: None }
+    }
+
+    /// When the next tick is due.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        let now = self.clock.now();
+        let from = match self.last {
+            Some(last) if last > now => last,
+            _ => now,
+        };
+        self.schedule.next_after(from)
+    }
+
+    /// Waits for the next occurrence and returns it. Cancel-safe: dropping the future loses no tick.
+    pub async fn tick(&mut self) -> DateTime<Utc> {
+        loop {
+            let Some(due) = self.next_due() else {
+                // A schedule that never fires again (a past date): wait forever.
+                std::future::pending::<()>().await;
+                unreachable!("pending never completes");
+            };
+            let now = self.clock.now();
+            if due <= now {
+                self.last = Some(due);
+                return due;
+            }
+            let wait = (due - now).to_std().unwrap_or(Duration::ZERO);
+            tokio::time::sleep(wait.min(MAX_SLEEP)).await;
+            if self.clock.now() >= due {
+                self.last = Some(due);
+                return due;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn next_runs_follow_the_expression_seconds_first() {
+        let s = Schedule::parse("0 */15 * * * *", "UTC").unwrap();
+        assert_eq!(s.next_after(at("2026-11-25T10:00:00Z")), Some(at("2026-11-25T10:15:00Z")));
+        assert_eq!(s.next_after(at("2026-11-25T10:14:59Z")), Some(at("2026-11-25T10:15:00Z")));
+        assert_eq!(s.next_after(at("2026-11-25T23:59:00Z")), Some(at("2026-11-26T00:00:00Z")));
+        let every_second = Schedule::parse("* * * * * *", "UTC").unwrap();
+        assert_eq!(every_second.next_after(at("2026-11-25T10:00:00Z")), Some(at("2026-11-25T10:00:01Z")));
+    }
+
+    #[test]
+    fn time_zones_and_daylight_saving_are_honoured() {
+        // 02:30 every day in Paris: 01:30 UTC in winter, 00:30 UTC in summer.
+        let s = Schedule::parse("0 30 2 * * *", "Europe/Paris").unwrap();
+        assert_eq!(s.next_after(at("2026-01-10T00:00:00Z")), Some(at("2026-01-10T01:30:00Z")));
+        assert_eq!(s.next_after(at("2026-07-10T00:00:00Z")), Some(at("2026-07-10T00:30:00Z")));
+        assert_eq!(s.timezone(), chrono_tz::Europe::Paris);
+    }
+
+    #[test]
+    fn bad_expressions_and_zones_are_refused_with_a_reason() {
+        assert!(Schedule::parse("*/15 * * * *", "UTC").unwrap_err().contains("seconds first"));
+        assert!(Schedule::parse("0 61 * * * *", "UTC").is_err());
+        assert!(Schedule::parse("0 0 * * * *", "Mars/Olympus").unwrap_err().contains("IANA"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ticks_arrive_on_schedule_under_paused_time() {
+        let origin = at("2026-11-25T10:00:07Z");
+        let clock = Clock::tokio_from(origin);
+        let mut ticker = Ticker::new(Schedule::parse("*/10 * * * * *", "UTC").unwrap(), clock);
+        assert_eq!(ticker.next_due(), Some(at("2026-11-25T10:00:10Z")));
+        let mut ticks = Vec::new();
+        for _ in 0..3 {
+            ticks.push(ticker.tick().await);
+        }
+        assert_eq!(ticks, [at("2026-11-25T10:00:10Z"), at("2026-11-25T10:00:20Z"), at("2026-11-25T10:00:30Z")]);
+        assert_eq!(clock.now(), at("2026-11-25T10:00:30Z"), "no tick early, none late");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_missed_while_busy_is_not_replayed_twice() {
+        let clock = Clock::tokio_from(at("2026-11-25T10:00:00Z"));
+        let mut ticker = Ticker::new(Schedule::parse("*/10 * * * * *", "UTC").unwrap(), clock);
+        assert_eq!(ticker.tick().await, at("2026-11-25T10:00:10Z"));
+        // Busy for 25 s: the ticks at :20 and :30 are past; the next one is :40, not a burst.
+        tokio::time::advance(Duration::from_secs(25)).await;
+        assert_eq!(ticker.tick().await, at("2026-11-25T10:00:40Z"));
+        assert_eq!(ticker.tick().await, at("2026-11-25T10:00:50Z"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_waits_are_cut_into_bounded_sleeps() {
+        let clock = Clock::tokio_from(at("2026-11-25T10:00:00Z"));
+        let mut ticker = Ticker::new(Schedule::parse("0 0 12 * * *", "UTC").unwrap(), clock);
+        assert_eq!(ticker.tick().await, at("2026-11-25T12:00:00Z"));
+        assert_eq!(clock.now(), at("2026-11-25T12:00:00Z"));
+    }
+}

@@ -1,0 +1,305 @@
+//! The daemon (`run`) as systemd runs it: the real binary on a schedule against slapd and the simulator,
+//! driven by signals.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{CS_PASSWORD, Directory, Files, PEOPLE, Sim, Slapd};
+use serde_json::{Value, json};
+
+const IMPORT: &str = "/api/v1/integrations/IdentityManagement/users";
+const NEVER: &str = "0 0 0 1 1 *"; // once a year: only run_on_start and SIGUSR1 trigger runs
+
+/// `Team`: alice, bob. `Other`: erin. `Big`: big00000..big00004.
+fn directory() -> Directory {
+    let mut d = Directory::new();
+    let alice = d.user("alice");
+    let bob = d.user("bob");
+    d.group("Team", &[alice, bob]);
+    let erin = d.user("erin");
+    d.group("Other", &[erin]);
+    let big = d.users("big", 5);
+    d.group("Big", &big);
+    d
+}
+
+/// The daemon as a child process, its stderr in a file. Killed on drop.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn spawn(config: &Path, log: PathBuf, env: &[(&str, &str)]) -> Daemon {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cloudshell-ldap-sync"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("STATE_DIRECTORY")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// Waits until `needle` has appeared `times` times in the log.
+    fn wait_for(&self, needle: &str, times: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.count(needle) >= times {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{needle:?} did not appear {times} times within {within:?}; log:\n{}", self.log());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the daemon did not exit within {within:?}; log:\n{}", self.log());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Env {
+    slapd: Slapd,
+    sim: Sim,
+    files: Files,
+}
+
+impl Env {
+    fn start(change: impl FnOnce(&mut cloudshell_sim::Config)) -> Env {
+        let slapd = Slapd::start(&directory());
+        let sim = Sim::with_directory(&slapd, |c| {
+            c.admin_password = CS_PASSWORD.into();
+            change(c);
+        });
+        Env { slapd, sim, files: Files::new() }
+    }
+
+    fn config(&self, groups: &[&str], cron: &str, sync_extra: &str, more: &str) -> PathBuf {
+        let state = self.files.path("state");
+        let sections = format!(
+            "[schedule]\ncron = \"{cron}\"\nrun_on_start = true\n\n[monitor]\nstate_directory = \"{}\"\n{more}",
+            state.display()
+        );
+        self.files.config(&self.slapd.url(), &self.sim.url(), groups, sync_extra, &sections)
+    }
+
+    fn status(&self) -> Option<Value> {
+        let text = std::fs::read_to_string(self.files.path("state/status.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn daemon(&self, config: &Path) -> Daemon {
+        Daemon::spawn(config, self.files.path("daemon.log"), &[])
+    }
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, within: Duration, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within {within:?}");
+}
+
+#[tokio::test]
+async fn runs_on_a_one_second_schedule_and_imports_a_member_added_between_cycles() {
+    let env = Env::start(|_| {});
+    let port = common::free_port();
+    let config = env.config(&["Team"], "* * * * * *", "", &format!("listen = \"127.0.0.1:{port}\"\n"));
+    let mut daemon = env.daemon(&config);
+
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    assert_eq!(env.sim.usernames().await, ["admin", "alice", "bob"]);
+
+    // A new hire joins Team in the directory between cycles.
+    env.slapd.add(&format!(
+        "dn: uid=newhire,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: newhire\ncn: newhire\nsn: newhire\n"
+    ));
+    env.slapd.modify(&format!(
+        "dn: cn=Team,{}\nchangetype: modify\nadd: member\nmember: uid=newhire,{PEOPLE}\n",
+        common::GROUPS
+    ));
+    wait_until("the new hire's import", Duration::from_secs(20), || async {
+        env.sim.usernames().await.contains(&"newhire".to_string())
+    })
+    .await;
+    let runs_then = daemon.count("run finished");
+    daemon.wait_for("run finished", runs_then + 1, Duration::from_secs(10));
+    assert!(daemon.count("run finished") >= 3, "several cycles:\n{}", daemon.log());
+
+    let status = env.status().expect("status file written");
+    assert_eq!(status["last_run"]["result"], "ok", "{status}");
+    assert_eq!(status["last_run"]["groups"][0]["name"], "Team");
+    assert_eq!(status["last_run"]["groups"][0]["members"], 3, "{status}");
+    assert!(status["last_success_at"].is_string() && status["next_run"].is_string(), "{status}");
+
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("cloudshell_ldap_sync_group_members{group=\"Team\"} 3"), "{metrics}");
+    assert!(metrics.contains("cloudshell_ldap_sync_imports_total 3"), "{metrics}");
+    assert!(metrics.contains("cloudshell_ldap_sync_last_success_timestamp_seconds"), "{metrics}");
+    assert!(
+        metrics.contains("cloudshell_ldap_sync_api_request_duration_seconds_count{call=\"import_group\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cloudshell_ldap_sync_runs_total{result=\"ok\"}"), "{metrics}");
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.json::<Value>().await.unwrap()["last_result"], "ok");
+
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), 0);
+}
+
+#[tokio::test]
+async fn a_tick_during_a_run_is_skipped_and_runs_never_overlap() {
+    let env = Env::start(|_| {});
+    // Each group import takes 1.5 s: a run spans at least one tick of the every-second schedule.
+    env.sim.set_faults(json!({"latency_ms": 700})).await;
+    let config = env.config(&["Team", "Other"], "* * * * * *", "", "");
+    let mut daemon = env.daemon(&config);
+    daemon.wait_for("tick skipped, a run is in progress", 1, Duration::from_secs(20));
+    daemon.wait_for("run finished", 2, Duration::from_secs(30));
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), 0);
+    // Every run that started finished before the next one started.
+    let mut open = false;
+    for line in daemon.log().lines() {
+        if line.contains("run triggered") {
+            assert!(!open, "two runs overlap:\n{}", daemon.log());
+            open = true;
+        } else if line.contains("run finished") {
+            open = false;
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_during_a_run_lets_the_call_in_flight_finish_and_writes_nothing_after() {
+    // Big is above the import limit: five per-user imports, one at a time, each taking 600 ms.
+    let env = Env::start(|c| c.group_import_limit = 3);
+    env.sim.set_faults(json!({"latency_ms": 600})).await;
+    let config = env.config(&["Big"], NEVER, "", "").to_path_buf();
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap().replace("timeout = \"10s\"", "timeout = \"10s\"\nconcurrency = 1"),
+    )
+    .unwrap();
+    let mut daemon = env.daemon(&config);
+
+    // Wait for the second per-user import to be in flight, then ask the daemon to stop.
+    wait_until("a per-user import in flight", Duration::from_secs(30), || async {
+        let calls = env.sim.calls_to("POST", IMPORT).await;
+        let users: Vec<&Value> = calls.iter().filter(|c| c["body"].get("UserName").is_some()).collect();
+        users.len() == 2 && users[1]["state"] == "in_flight"
+    })
+    .await;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), 0, "{}", daemon.log());
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let calls = env.sim.calls_to("POST", IMPORT).await;
+    let users: Vec<&Value> = calls.iter().filter(|c| c["body"].get("UserName").is_some()).collect();
+    assert_eq!(users.len(), 2, "no import after the stop request: {users:?}");
+    assert!(
+        users.iter().all(|c| c["state"] == "done" && c["status"] == 200),
+        "the call in flight completed: {users:?}"
+    );
+    assert_eq!(env.sim.usernames().await.len(), 3, "admin and the two imported");
+    assert!(daemon.log().contains("group import interrupted"), "{}", daemon.log());
+    assert_eq!(env.status().unwrap()["last_run"]["result"], "partial");
+}
+
+#[tokio::test]
+async fn sighup_keeps_the_old_config_when_the_new_one_is_broken_and_uses_a_good_one() {
+    let env = Env::start(|_| {});
+    let config = env.config(&["Other"], NEVER, "", "");
+    let good = std::fs::read_to_string(&config).unwrap();
+    let mut daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    assert_eq!(env.sim.usernames().await, ["admin", "erin"]);
+
+    // A broken file: the daemon says why and keeps running on the old configuration.
+    std::fs::write(&config, good.replace("[sync]", "[sync]\nbogus = 1")).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for("configuration reload failed, keeping the previous configuration", 1, Duration::from_secs(10));
+    assert!(daemon.log().contains("bogus"), "the reason is logged:\n{}", daemon.log());
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(env.status().unwrap()["last_run"]["groups"][0]["name"], "Other");
+
+    // A good file with another group list: the next run uses it.
+    std::fs::write(&config, good.replace("groups = [\"Other\"]", "groups = [\"Team\"]")).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for("configuration reloaded", 1, Duration::from_secs(10));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    assert_eq!(env.status().unwrap()["last_run"]["groups"][0]["name"], "Team");
+    assert_eq!(env.sim.usernames().await, ["admin", "erin", "alice", "bob"]);
+    let groups: Vec<Value> =
+        env.sim.calls_to("POST", IMPORT).await.into_iter().map(|c| c["body"]["GroupName"].clone()).collect();
+    assert_eq!(groups, [json!("Other"), json!("Team")]);
+
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), 0);
+}
+
+#[tokio::test]
+async fn tells_systemd_it_is_ready_and_how_each_run_went() {
+    let env = Env::start(|_| {});
+    let config = env.config(&["Team"], NEVER, "", "");
+    let socket_path = env.files.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut daemon =
+        Daemon::spawn(&config, env.files.path("daemon.log"), &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !messages.iter().any(|m: &String| m.contains("STATUS=last run")) {
+        let n = socket.recv(&mut buf).unwrap_or_else(|e| panic!("no notification ({e}); got {messages:?}"));
+        messages.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    assert!(messages[0].contains("READY=1"), "{messages:?}");
+    assert!(messages.last().unwrap().contains("STATUS=last run ok: 2 imported, 0 failed; next run"), "{messages:?}");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), 0);
+    let n = socket.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+}
