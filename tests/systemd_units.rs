@@ -1,0 +1,67 @@
+//! The shipped systemd units: hardened to an exposure of 2.0 or lower by `systemd-analyze security`, with the
+//! settings the daemon relies on.
+
+use std::path::Path;
+use std::process::Command;
+
+const INSTALL_HINT: &str =
+    "systemd-analyze is missing: run `apt-get install -y systemd` (scripts/test does this as root)";
+
+fn unit(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd").join(name)).unwrap()
+}
+
+/// The overall exposure `systemd-analyze security --offline=true` gives a unit file.
+fn exposure(name: &str) -> f64 {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd").join(name);
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&path)
+        .output()
+        .expect(INSTALL_HINT);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    let score =
+        line.split(':').nth(1).and_then(|rest| rest.split_whitespace().next()).expect("a score after the colon");
+    score.parse().unwrap_or_else(|e| panic!("{score:?} in {line:?}: {e}"))
+}
+
+#[test]
+fn the_daemon_unit_is_hardened_to_an_exposure_of_at_most_2() {
+    let score = exposure("cloudshell-ldap-sync.service");
+    assert!(score <= 2.0, "exposure {score}");
+}
+
+#[test]
+fn the_oneshot_unit_is_hardened_to_an_exposure_of_at_most_2() {
+    let score = exposure("cloudshell-ldap-sync-oneshot.service");
+    assert!(score <= 2.0, "exposure {score}");
+}
+
+#[test]
+fn the_units_carry_what_the_daemon_relies_on() {
+    let daemon = unit("cloudshell-ldap-sync.service");
+    for line in [
+        "Type=notify",
+        "DynamicUser=yes",
+        "StateDirectory=cloudshell-ldap-sync",
+        "LoadCredential=ldap-password:",
+        "LoadCredential=cloudshell-password:",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecStart=/usr/local/bin/cloudshell-ldap-sync run --config",
+        "WatchdogSec=",
+    ] {
+        assert!(daemon.contains(line), "daemon unit lacks {line}");
+    }
+    let oneshot = unit("cloudshell-ldap-sync-oneshot.service");
+    assert!(oneshot.contains("Type=oneshot") && oneshot.contains("cloudshell-ldap-sync sync --config"));
+    let timer = unit("cloudshell-ldap-sync.timer");
+    assert!(timer.contains("Unit=cloudshell-ldap-sync-oneshot.service") && timer.contains("OnCalendar="));
+    // The credential names are the ones the configuration falls back to.
+    let example = unit("../config/example.toml");
+    assert!(example.contains("$CREDENTIALS_DIRECTORY/ldap-password"));
+    assert!(example.contains("$CREDENTIALS_DIRECTORY/cloudshell-password"));
+}
