@@ -160,7 +160,7 @@ pub async fn run(
     tracing::info!(
         cron = daemon.config.schedule.schedule.expression(),
         timezone = %daemon.config.schedule.schedule.timezone(),
-        next_run = ?daemon.ticker.next_due().map(|t| t.to_rfc3339()),
+        next_run = %daemon.ticker.next_due().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_else(|| "none".into()),
         "daemon started"
     );
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("started")]);
