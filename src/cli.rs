@@ -161,7 +161,7 @@ async fn run_command(path: &Path, config: Config) -> u8 {
 }
 
 async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
-    let context = sync::Context::default();
+    let context = sync::Context { state_directory: config.monitor.state_directory.clone(), ..Default::default() };
     if let Err(e) = stop_on_signals(context.stop.clone()) {
         tracing::warn!(error = %e, "cannot install signal handlers; Ctrl-C will end the run abruptly");
     }
@@ -191,13 +191,13 @@ async fn check_command(config: &Config) -> u8 {
     }
     match ldap::snapshot(&config.ldap, &config.sync.groups).await {
         Err(e) => {
-            println!("directory {}: FAILED: {e}", config.ldap.url);
+            println!("directory {}: FAILED: {e}", config.ldap.urls.join(", "));
             problems += 1;
         }
         Ok(snapshot) => {
             println!(
                 "directory {}: bound as {:?}, {} users under {}",
-                config.ldap.url, config.ldap.bind_dn, snapshot.users_seen, config.ldap.base_dn
+                snapshot.served_by, config.ldap.bind_dn, snapshot.users_seen, config.ldap.base_dn
             );
             for g in &snapshot.groups {
                 match &g.result {

@@ -63,10 +63,20 @@ struct RawMonitor {
     state_directory: Option<PathBuf>,
 }
 
+/// `ldap.url`: one URL, or a list tried in order.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawUrls {
+    One(String),
+    Many(Vec<String>),
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLdap {
-    url: String,
+    url: RawUrls,
+    #[serde(default = "defaults::connect_retries")]
+    connect_retries: i64,
     #[serde(default)]
     starttls: bool,
     ca_file: Option<PathBuf>,
@@ -118,6 +128,12 @@ struct RawCloudShell {
     connect_timeout: String,
     #[serde(default = "defaults::concurrency")]
     concurrency: i64,
+    #[serde(default = "defaults::retries")]
+    retries: i64,
+    #[serde(default = "defaults::retry_deadline")]
+    retry_deadline: String,
+    #[serde(default)]
+    max_requests_per_second: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +142,8 @@ struct RawSync {
     groups: Vec<String>,
     #[serde(default = "defaults::max_imports_per_run")]
     max_imports_per_run: i64,
+    #[serde(default = "defaults::max_shrink_percent")]
+    max_shrink_percent: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,6 +223,18 @@ mod defaults {
     pub fn max_imports_per_run() -> i64 {
         1000
     }
+    pub fn max_shrink_percent() -> i64 {
+        50
+    }
+    pub fn retries() -> i64 {
+        3
+    }
+    pub fn retry_deadline() -> String {
+        "2m".into()
+    }
+    pub fn connect_retries() -> i64 {
+        1
+    }
     pub fn cron() -> String {
         "0 */15 * * * *".into()
     }
@@ -231,6 +261,8 @@ pub struct SyncPolicy {
     pub max_imports_per_run: usize,
     /// Per-user imports in flight at once.
     pub concurrency: usize,
+    /// A group whose membership shrank by more than this percentage since the last good run is held.
+    pub max_shrink_percent: u8,
 }
 
 /// The schedule of the daemon (`run`).
@@ -450,24 +482,31 @@ impl Validator<'_> {
 
     fn validate(mut self, raw: Raw) -> Result<Config, Error> {
         let l = &raw.ldap;
-        let ldap_url =
-            Url::parse(&l.url).map_err(|e| self.error("ldap", "url", format!("{:?} is not a URL: {e}", l.url)))?;
-        match ldap_url.scheme() {
-            "ldap" | "ldaps" => {}
-            other => {
-                return Err(self.error("ldap", "url", format!("scheme must be ldap:// or ldaps://, got {other}://")));
+        let urls: Vec<String> = match &l.url {
+            RawUrls::One(u) => vec![u.clone()],
+            RawUrls::Many(list) => list.clone(),
+        };
+        if urls.is_empty() {
+            return Err(self.error("ldap", "url", "lists no URL"));
+        }
+        for url in &urls {
+            let parsed = Url::parse(url).map_err(|e| self.error("ldap", "url", format!("{url:?} is not a URL: {e}")))?;
+            match parsed.scheme() {
+                "ldap" | "ldaps" => {}
+                other => return Err(self.error("ldap", "url", format!("scheme must be ldap:// or ldaps://, got {other}://"))),
+            }
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err(self.error("ldap", "url", format!("{url:?} names no host")));
+            }
+            if l.starttls && parsed.scheme() == "ldaps" {
+                return Err(self.error("ldap", "starttls", "StartTLS upgrades ldap:// connections; ldaps:// is TLS already"));
             }
         }
-        if ldap_url.host_str().is_none_or(str::is_empty) {
-            return Err(self.error("ldap", "url", "names no host"));
-        }
-        if l.starttls && ldap_url.scheme() == "ldaps" {
-            return Err(self.error(
-                "ldap",
-                "starttls",
-                "StartTLS upgrades ldap:// connections; ldaps:// is TLS already",
-            ));
-        }
+        let connect_retries = if (0..=10).contains(&l.connect_retries) {
+            l.connect_retries as u32
+        } else {
+            return Err(self.error("ldap", "connect_retries", format!("must be between 0 and 10, got {}", l.connect_retries)));
+        };
         if let Some(ca) = &l.ca_file
             && !ca.exists()
         {
@@ -506,7 +545,8 @@ impl Validator<'_> {
             "ldap-password",
         )?;
         let ldap = ldap::Settings {
-            url: l.url.trim_end_matches('/').to_string(),
+            urls: urls.iter().map(|u| u.trim_end_matches('/').to_string()).collect(),
+            connect_retries,
             starttls: l.starttls,
             ca_file: l.ca_file.clone(),
             danger_skip_tls_verify: l.danger_skip_tls_verify,
@@ -560,6 +600,15 @@ impl Validator<'_> {
         let timeout = self.duration("cloudshell", "timeout", &c.timeout)?;
         let connect_timeout = self.duration("cloudshell", "connect_timeout", &c.connect_timeout)?;
         let concurrency = self.positive("cloudshell", "concurrency", c.concurrency, 64)? as usize;
+        let retries = if (0..=20).contains(&c.retries) {
+            c.retries as u32
+        } else {
+            return Err(self.error("cloudshell", "retries", format!("must be between 0 and 20, got {}", c.retries)));
+        };
+        let retry_deadline = self.duration("cloudshell", "retry_deadline", &c.retry_deadline)?;
+        if !(c.max_requests_per_second.is_finite() && c.max_requests_per_second >= 0.0) {
+            return Err(self.error("cloudshell", "max_requests_per_second", "must be 0 (no cap) or a positive number"));
+        }
         let password = self.secret(
             "cloudshell",
             "password",
@@ -575,6 +624,9 @@ impl Validator<'_> {
             auth_scheme,
             connect_timeout,
             timeout,
+            retries,
+            retry_deadline,
+            max_requests_per_second: c.max_requests_per_second,
         };
 
         let s = &raw.sync;
@@ -594,6 +646,11 @@ impl Validator<'_> {
             return Err(self.error("sync", "max_imports_per_run", "must not be negative"));
         } else {
             s.max_imports_per_run as usize
+        };
+        let max_shrink_percent = if (0..=100).contains(&s.max_shrink_percent) {
+            s.max_shrink_percent as u8
+        } else {
+            return Err(self.error("sync", "max_shrink_percent", format!("must be between 0 and 100, got {}", s.max_shrink_percent)));
         };
         let log_format = match raw.log.format.as_deref() {
             None => None,
@@ -623,7 +680,7 @@ impl Validator<'_> {
             path: self.path.to_path_buf(),
             ldap,
             cloudshell,
-            sync: SyncPolicy { groups: s.groups.clone(), max_imports_per_run, concurrency },
+            sync: SyncPolicy { groups: s.groups.clone(), max_imports_per_run, concurrency, max_shrink_percent },
             schedule: ScheduleConfig { schedule, run_on_start: raw.schedule.run_on_start },
             monitor: Monitor { listen, state_directory: raw.monitor.state_directory.clone().or(state_directory) },
             log_format,
@@ -675,6 +732,17 @@ groups = ["Team"]
         assert_eq!(c.cloudshell.auth_scheme, AuthScheme::Basic);
         assert_eq!(c.sync.max_imports_per_run, 1000);
         assert_eq!(c.sync.concurrency, 4);
+        assert_eq!(c.sync.max_shrink_percent, 50);
+        assert_eq!((c.cloudshell.retries, c.cloudshell.retry_deadline), (3, Duration::from_secs(120)));
+        assert_eq!(c.cloudshell.max_requests_per_second, 0.0);
+        assert_eq!(c.ldap.urls, ["ldap://127.0.0.1:389"]);
+        assert_eq!(c.ldap.connect_retries, 1);
+        let two = parse_text(&MINIMAL.replace(
+            "url = \"ldap://127.0.0.1:389\"",
+            "url = [\"ldaps://dc1.example.org\", \"ldaps://dc2.example.org:636/\"]",
+        ))
+        .unwrap();
+        assert_eq!(two.ldap.urls, ["ldaps://dc1.example.org", "ldaps://dc2.example.org:636"]);
         assert_eq!(c.schedule.schedule.expression(), "0 */15 * * * *");
         assert!(c.monitor.listen.is_none() && c.monitor.state_directory.is_none());
         assert!(c.schedule.run_on_start);

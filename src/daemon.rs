@@ -73,6 +73,7 @@ impl Daemon {
         let context = sync::Context {
             stop: self.stop.clone(),
             observer: Some(Arc::new(move |call, elapsed, _status| metrics.observe_request(call, elapsed))),
+            state_directory: Some(state_directory(&config)),
         };
         tokio::spawn(async move { sync::run(&config, false, &context).await })
     }

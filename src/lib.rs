@@ -19,6 +19,7 @@ pub mod logging;
 pub mod monitor;
 pub mod report;
 pub mod schedule;
+pub mod state;
 pub mod status;
 pub mod sync;
 pub mod username;

@@ -1,7 +1,6 @@
 //! The status file (`status.json` in the state directory): the last run and the next one, for monitoring
 //! that reads files. Written atomically (a temp file renamed over the old one), so a reader never sees half.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -96,20 +95,11 @@ pub fn read(dir: &Path) -> Option<Status> {
 
 /// Writes `status` to `dir/status.json` atomically, creating `dir` if needed.
 pub fn write(dir: &Path, status: &Status) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
     let path = dir.join(FILE_NAME);
-    let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(serde_json::to_string_pretty(status).map_err(std::io::Error::other)?.as_bytes())?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map(|_| path)
+    let mut text = serde_json::to_string_pretty(status).map_err(std::io::Error::other)?;
+    text.push('\n');
+    crate::state::write_atomic(&path, text.as_bytes())?;
+    Ok(path)
 }
 
 #[cfg(test)]

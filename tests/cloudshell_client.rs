@@ -18,6 +18,10 @@ fn settings(sim: &Sim) -> Settings {
         auth_scheme: AuthScheme::Basic,
         connect_timeout: Duration::from_secs(2),
         timeout: Duration::from_secs(5),
+        // No retries unless a test is about them, so that each fault shows as it is.
+        retries: 0,
+        retry_deadline: Duration::from_secs(30),
+        max_requests_per_second: 0.0,
     }
 }
 

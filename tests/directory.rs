@@ -12,7 +12,8 @@ use secrecy::SecretString;
 
 fn settings(url: &str) -> Settings {
     Settings {
-        url: url.to_string(),
+        urls: vec![url.to_string()],
+        connect_retries: 0,
         starttls: false,
         ca_file: None,
         danger_skip_tls_verify: false,
@@ -214,7 +215,7 @@ async fn ldaps_and_starttls_verify_the_certificate_against_ca_file() {
         let err = ldap::snapshot(&s, &groups).await.unwrap_err();
         assert!(matches!(err, Error::Connect { .. }), "{err}");
         let text = err.to_string();
-        assert!(text.contains("ldap.ca_file") && text.contains(&s.url), "{text}");
+        assert!(text.contains("ldap.ca_file") && text.contains(&s.urls[0]), "{text}");
     }
 
     let skip = Settings { danger_skip_tls_verify: true, ..settings(&slapd.ldaps_url()) };

@@ -96,6 +96,7 @@ pub async fn handle(
         auth_scheme,
         status: 0,
         injected: None,
+        at_ms: 0,
         state: String::new(),
     });
     // If the caller hangs up, this future is dropped mid-way: the guard marks the call aborted.
@@ -105,20 +106,40 @@ pub async fn handle(
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     let injected = sim.world().faults.take_failure(method.as_str(), &path);
+    let reset_before = injected.is_none() && sim.world().faults.take_reset(method.as_str(), &path, false);
     let (response, status, injected_kind) = if let Some(rule) = injected {
         let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = rule.body.unwrap_or_else(|| json!({"Message": "injected failure"}).to_string());
         let content_type = rule.content_type.unwrap_or_else(|| "application/json".into());
-        (json_response(status, body, &content_type), status, Some(format!("status {}", rule.status)))
+        let mut response = json_response(status, body, &content_type);
+        for (name, value) in &rule.headers {
+            if let (Ok(n), Ok(v)) = (
+                axum::http::HeaderName::from_bytes(name.as_bytes()),
+                axum::http::HeaderValue::from_str(value),
+            ) {
+                response.headers_mut().insert(n, v);
+            }
+        }
+        (response, status, Some(format!("status {}", rule.status)))
+    } else if reset_before {
+        (cut_response(), StatusCode::OK, Some("reset before processing".to_string()))
     } else {
         let reply = route(&sim, &method, &path, &query, &headers, &body).await;
+        let slow = sim.world().faults.take_slow(method.as_str(), &path);
+        if let Some(delay) = slow {
+            // The work is done; the answer is late. A caller that gives up first loses it.
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let reset_after = sim.world().faults.take_reset(method.as_str(), &path, true);
         let status = reply.status();
         let malformed = sim.world().faults.take_malformed(&path);
         let text = match &reply {
             Reply::Json(_, v) => v.to_string(),
             Reply::Empty(_) => String::new(),
         };
-        if malformed {
+        if reset_after {
+            (cut_response(), status, Some("reset after processing".to_string()))
+        } else if malformed {
             // Cut the answer short mid-value, as a dropped proxy connection would.
             let cut = format!("{}{{\"Cursor\": \"", &text[..text.len() / 2]);
             (json_response(status, cut, "application/json"), status, Some("malformed".to_string()))
@@ -143,6 +164,12 @@ impl Drop for AbortGuard {
     fn drop(&mut self) {
         self.sim.world().abort_call(self.seq);
     }
+}
+
+/// An answer whose body fails mid-stream: the connection is cut after the headers.
+fn cut_response() -> Response {
+    let stream = futures_util::stream::once(async { Err::<Bytes, std::io::Error>(std::io::Error::other("connection cut")) });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(stream)).into_response()
 }
 
 fn logged_body(body: &[u8]) -> Value {

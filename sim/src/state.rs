@@ -67,6 +67,8 @@ pub struct Call {
     pub status: u16,
     /// Which fault, if any, produced the answer.
     pub injected: Option<String>,
+    /// Milliseconds since the simulator started, when the call arrived.
+    pub at_ms: u64,
     /// `in_flight` while the request is being answered, `done` once answered, `aborted` when the caller went
     /// away before the answer (the call may or may not have taken effect).
     pub state: String,
@@ -84,6 +86,9 @@ pub struct FailRule {
     /// The answer's content type; default `application/json`.
     #[serde(default)]
     pub content_type: Option<String>,
+    /// Extra answer headers, such as `Retry-After`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub method: Option<String>,
     #[serde(default)]
@@ -99,6 +104,37 @@ pub struct MalformedRule {
     pub path_contains: Option<String>,
 }
 
+/// "The next `count` calls (matching) take effect, then their answer is held back `delay_ms`": an answer lost
+/// to a client timeout after the work was done.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowRule {
+    pub count: u32,
+    pub delay_ms: u64,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub path_contains: Option<String>,
+}
+
+/// "The next `count` calls (matching) get their connection cut mid-answer", after taking effect or before.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRule {
+    pub count: u32,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub path_contains: Option<String>,
+    /// Cut after the call took effect (default) or before.
+    #[serde(default = "yes")]
+    pub after_processing: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// Faults set through the control endpoint; each key present changes that fault, absent keys are kept.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +143,10 @@ pub struct FaultRequest {
     pub fail: Option<FailRule>,
     #[serde(default)]
     pub malformed: Option<MalformedRule>,
+    #[serde(default)]
+    pub slow: Option<SlowRule>,
+    #[serde(default)]
+    pub reset: Option<ResetRule>,
     /// Added latency before every API answer, in milliseconds.
     #[serde(default)]
     pub latency_ms: Option<u64>,
@@ -129,6 +169,8 @@ pub struct FaultRequest {
 pub struct Faults {
     pub fail: Vec<FailRule>,
     pub malformed: Vec<MalformedRule>,
+    pub slow: Vec<SlowRule>,
+    pub reset: Vec<ResetRule>,
     pub latency_ms: u64,
     pub token_lifetime_calls: u32,
     pub fail_import_users: Vec<String>,
@@ -166,6 +208,31 @@ impl Faults {
         true
     }
 
+    /// Takes one use of the first slow rule matching this call; its delay.
+    pub fn take_slow(&mut self, method: &str, path: &str) -> Option<u64> {
+        let index = self.slow.iter().position(|r| r.count > 0 && matches(&r.path_contains, &r.method, method, path))?;
+        self.slow[index].count -= 1;
+        let delay = self.slow[index].delay_ms;
+        if self.slow[index].count == 0 {
+            self.slow.remove(index);
+        }
+        Some(delay)
+    }
+
+    /// Takes one use of the first reset rule matching this call at this stage (before or after processing).
+    pub fn take_reset(&mut self, method: &str, path: &str, after_processing: bool) -> bool {
+        let Some(index) = self.reset.iter().position(|r| {
+            r.count > 0 && r.after_processing == after_processing && matches(&r.path_contains, &r.method, method, path)
+        }) else {
+            return false;
+        };
+        self.reset[index].count -= 1;
+        if self.reset[index].count == 0 {
+            self.reset.remove(index);
+        }
+        true
+    }
+
     pub fn import_fails(&self, username: &str) -> bool {
         self.fail_import_users.iter().any(|u| u.to_lowercase() == username.to_lowercase())
     }
@@ -187,6 +254,7 @@ pub struct World {
     pub domain_name: String,
     random: RandomState,
     counter: u64,
+    started: std::time::Instant,
 }
 
 /// Whether a presented token is accepted.
@@ -241,6 +309,7 @@ impl World {
             domain_name: domain_name.to_string(),
             random: RandomState::new(),
             counter: 0,
+            started: std::time::Instant::now(),
         };
         let admin_user = world.new_user(admin, None, None, None);
         world.users.get_mut(&admin.to_lowercase()).expect("just added").is_admin = true;
@@ -358,6 +427,12 @@ impl World {
         if let Some(rule) = request.malformed {
             self.faults.malformed.push(rule);
         }
+        if let Some(rule) = request.slow {
+            self.faults.slow.push(rule);
+        }
+        if let Some(rule) = request.reset {
+            self.faults.reset.push(rule);
+        }
         if let Some(ms) = request.latency_ms {
             self.faults.latency_ms = ms;
         }
@@ -379,6 +454,7 @@ impl World {
     pub fn begin_call(&mut self, mut call: Call) -> u64 {
         call.seq = self.next_call;
         call.state = "in_flight".into();
+        call.at_ms = self.started.elapsed().as_millis() as u64;
         self.next_call += 1;
         self.calls.push(call);
         self.next_call - 1
@@ -440,6 +516,7 @@ mod tests {
             status: 503,
             body: None,
             content_type: None,
+            headers: BTreeMap::new(),
             method: Some("POST".into()),
             path_contains: Some("identitymanagement/users".into()),
         });

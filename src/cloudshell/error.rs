@@ -7,10 +7,16 @@ use std::time::Duration;
 pub enum Error {
     /// The server could not be reached (DNS, refused, reset, TLS).
     #[error("cannot reach CloudShell for {method} {path}: {reason}")]
-    Connect { method: String, path: String, reason: String },
+    Connect {
+        method: String,
+        path: String,
+        reason: String,
+        /// The request may have reached the server (the connection broke after it was sent).
+        sent: bool,
+    },
     /// No complete answer within the request timeout.
     #[error("CloudShell did not answer {method} {path} within {timeout:?}")]
-    Timeout { method: String, path: String, timeout: Duration },
+    Timeout { method: String, path: String, timeout: Duration, sent: bool },
     /// The login was refused: wrong username, password or domain, or not a system administrator.
     #[error("CloudShell refused the login of {username:?} in domain {domain:?} (status {status}): {body_excerpt}")]
     LoginRefused { username: String, domain: String, status: u16, body_excerpt: String },
@@ -26,6 +32,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the server may have acted on the request although no usable answer came back: the answer
+    /// was lost (timeout, cut connection) or unreadable.
+    pub fn may_have_taken_effect(&self) -> bool {
+        match self {
+            Error::Connect { sent, .. } | Error::Timeout { sent, .. } => *sent,
+            Error::Decode { .. } => true,
+            Error::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
     /// The HTTP status, when the server answered with one.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -57,6 +57,30 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// The limit on each request, from sending it to reading the whole answer.
     pub timeout: Duration,
+    /// Retries of a call that failed transiently (5xx, 429, connection errors, timeouts of safe calls).
+    pub retries: u32,
+    /// The most time one call may spend on retries, waits included.
+    pub retry_deadline: Duration,
+    /// The most requests per second (0: no cap).
+    pub max_requests_per_second: f64,
+}
+
+impl Settings {
+    /// Settings with the documented defaults for everything but where and who.
+    pub fn new(url: Url, username: &str, password: SecretString) -> Settings {
+        Settings {
+            url,
+            username: username.to_string(),
+            password,
+            domain: "Global".into(),
+            auth_scheme: AuthScheme::Basic,
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+            retries: 3,
+            retry_deadline: Duration::from_secs(120),
+            max_requests_per_second: 0.0,
+        }
+    }
 }
 
 /// A CloudShell user, as far as the daemon cares.
@@ -156,6 +180,47 @@ impl PartialEq for Token {
 struct Answer {
     status: u16,
     body: Vec<u8>,
+    /// The `Retry-After` header, as a wait.
+    retry_after: Option<Duration>,
+}
+
+/// Reads `Retry-After`: delay-seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some((date.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Spaces requests out to at most N a second.
+struct Pacer {
+    interval: Duration,
+    next: Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    async fn wait(&self) {
+        let at = {
+            let mut next = self.next.lock().await;
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + self.interval;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Exponential backoff with jitter: about 250 ms, 500 ms, 1 s, ... up to 10 s, each scaled by 50-100 %.
+fn backoff(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let base = Duration::from_millis(250).saturating_mul(1u32 << attempt.saturating_sub(1).min(6));
+    let base = base.min(Duration::from_secs(10));
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(attempt);
+    let jitter = 0.5 + (h.finish() % 1000) as f64 / 2000.0;
+    base.mul_f64(jitter)
 }
 
 /// How many requests of each kind a client has sent (retries included).
@@ -183,6 +248,7 @@ pub type Observer = std::sync::Arc<dyn Fn(&'static str, Duration, Option<u16>) +
 pub struct Client {
     counters: Counters,
     observer: Option<Observer>,
+    pacer: Option<Pacer>,
     http: reqwest::Client,
     settings: Settings,
     token: RwLock<Option<Token>>,
@@ -218,10 +284,15 @@ impl Client {
                 method: "-".into(),
                 path: "-".into(),
                 reason: format!("cannot build the HTTP client: {}", e.without_url()),
+                sent: false,
             })?;
         Ok(Client {
             counters: Counters::default(),
             observer: None,
+            pacer: (settings.max_requests_per_second > 0.0).then(|| Pacer {
+                interval: Duration::from_secs_f64(1.0 / settings.max_requests_per_second),
+                next: Mutex::new(tokio::time::Instant::now()),
+            }),
             http,
             settings,
             token: RwLock::new(None),
@@ -284,6 +355,9 @@ impl Client {
         token: Option<&Token>,
     ) -> Result<Answer, Error> {
         let kind = self.count(path, body);
+        if let Some(pacer) = &self.pacer {
+            pacer.wait().await;
+        }
         let started = std::time::Instant::now();
         let result = self.send_inner(method, path, query, body, token).await;
         if let Some(observe) = &self.observer {
@@ -304,6 +378,7 @@ impl Client {
             method: method.to_string(),
             path: format!("/{path}"),
             reason: format!("cannot build the URL: {e}"),
+            sent: false,
         })?;
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
@@ -319,16 +394,23 @@ impl Client {
             request = request.json(body);
         }
         let failed = |e: reqwest::Error| {
+            // A connection that was never made carried nothing; anything later may have reached the server.
+            let sent = !e.is_connect();
             if e.is_timeout() {
-                Error::Timeout { method: method.to_string(), path: format!("/{path}"), timeout: self.settings.timeout }
+                Error::Timeout { method: method.to_string(), path: format!("/{path}"), timeout: self.settings.timeout, sent }
             } else {
-                Error::Connect { method: method.to_string(), path: format!("/{path}"), reason: error_chain(&e) }
+                Error::Connect { method: method.to_string(), path: format!("/{path}"), reason: error_chain(&e), sent }
             }
         };
         let response = request.send().await.map_err(failed)?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let body = response.bytes().await.map_err(failed)?;
-        Ok(Answer { status, body: body.to_vec() })
+        Ok(Answer { status, body: body.to_vec(), retry_after })
     }
 
     /// Logs in and keeps the token. `PUT /Api/Auth/Login` answers a bare JSON string.
@@ -411,7 +493,7 @@ impl Client {
     }
 
     /// An authenticated call; on 401 it logs in again once and retries.
-    async fn call(
+    async fn call_once(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -426,6 +508,46 @@ impl Client {
         let token = self.relogin(&token).await?;
         let answer = self.send(method, path, query, body, Some(&token)).await?;
         Ok((answer, token))
+    }
+
+    /// An authenticated call with retries: 429 (after `Retry-After`), 5xx and connection failures are tried
+    /// again with backoff, up to `retries` times and within `retry_deadline`. A call whose answer was lost
+    /// after it was sent (timeout, cut connection) is tried again only when `safe_to_repeat`; otherwise the
+    /// caller finds out what happened first.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        safe_to_repeat: bool,
+    ) -> Result<(Answer, Token), Error> {
+        let started = tokio::time::Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let result = self.call_once(method.clone(), path, query, body).await;
+            let (retry, hint, reason) = match &result {
+                Ok((answer, _)) if answer.status == 429 || (500..=599).contains(&answer.status) => {
+                    (true, answer.retry_after, format!("status {}", answer.status))
+                }
+                Ok(_) => return result,
+                Err(e @ (Error::Connect { sent, .. } | Error::Timeout { sent, .. })) => {
+                    (!*sent || safe_to_repeat, None, e.to_string())
+                }
+                Err(_) => return result,
+            };
+            if !retry || attempt >= self.settings.retries {
+                return result;
+            }
+            attempt += 1;
+            let wait = hint.unwrap_or_else(|| backoff(attempt));
+            if started.elapsed() + wait > self.settings.retry_deadline {
+                tracing::warn!(path = %format!("/{path}"), wait_ms = wait.as_millis() as u64, "cloudshell call not retried: past cloudshell.retry_deadline");
+                return result;
+            }
+            tracing::warn!(path = %format!("/{path}"), attempt, wait_ms = wait.as_millis() as u64, reason = %reason, "cloudshell call failed, retrying");
+            tokio::time::sleep(wait).await;
+        }
     }
 
     fn unexpected(&self, method: &str, path: &str, answer: &Answer, token: &Token) -> Error {
@@ -463,7 +585,7 @@ impl Client {
             if let Some(c) = &cursor {
                 query.push(("paginationProperties.cursor", c.clone()));
             }
-            let (answer, token) = self.call(reqwest::Method::GET, path, &query, None).await?;
+            let (answer, token) = self.call(reqwest::Method::GET, path, &query, None, true).await?;
             if answer.status != 200 {
                 return Err(self.unexpected("GET", path, &answer, &token));
             }
@@ -486,7 +608,37 @@ impl Client {
     }
 
     async fn import(&self, body: Value) -> Result<(Answer, Token), Error> {
-        self.call(reqwest::Method::POST, IMPORT_PATH, &[], Some(&body)).await
+        self.call(reqwest::Method::POST, IMPORT_PATH, &[], Some(&body), false).await
+    }
+
+    /// Whether CloudShell has a user by this name (compared case-insensitively), using the list's filter.
+    pub async fn user_exists(&self, username: &str) -> Result<bool, Error> {
+        let wanted = crate::username::Username::new(username);
+        let path = USERS_PATH;
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut query = vec![
+                ("paginationProperties.limit", PAGE_LIMIT.to_string()),
+                ("paginationProperties.filter", username.to_string()),
+            ];
+            if let Some(c) = &cursor {
+                query.push(("paginationProperties.cursor", c.clone()));
+            }
+            let (answer, token) = self.call(reqwest::Method::GET, path, &query, None, true).await?;
+            if answer.status != 200 {
+                return Err(self.unexpected("GET", path, &answer, &token));
+            }
+            let page: wire::UserList = self.decode("GET", path, &answer, &token)?;
+            if page.users.iter().any(|u| crate::username::Username::new(&u.username) == wanted) {
+                return Ok(true);
+            }
+            match page.cursor.filter(|c| !c.is_empty()) {
+                None => return Ok(false),
+                Some(next) if cursor.as_deref() == Some(next.as_str()) => return Ok(false),
+                Some(next) => cursor = Some(next),
+            }
+        }
+        Ok(false)
     }
 
     fn refusal_message(&self, answer: &Answer, token: &Token) -> String {
@@ -520,9 +672,22 @@ impl Client {
         }
     }
 
-    /// Imports one directory user: `{"UserName": ...}`.
+    /// Imports one directory user: `{"UserName": ...}`. When the answer is lost after the request went out,
+    /// it looks before importing again: a user now present counts as already there.
     pub async fn import_user(&self, username: &str) -> Result<UserImport, Error> {
-        let (answer, token) = self.import(json!({ "UserName": username })).await?;
+        let mut lost = 0u32;
+        let (answer, token) = loop {
+            match self.import(json!({ "UserName": username })).await {
+                Err(e) if e.may_have_taken_effect() && lost < self.settings.retries => {
+                    lost += 1;
+                    tracing::warn!(username, error = %e, "user import answer lost, checking before importing again");
+                    if self.user_exists(username).await? {
+                        return Ok(UserImport::AlreadyExists);
+                    }
+                }
+                other => break other?,
+            }
+        };
         match answer.status {
             200..=202 => {
                 let parsed: wire::ImportAnswer = self.decode("POST", IMPORT_PATH, &answer, &token)?;
@@ -588,6 +753,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO), "a past date: now");
+        let future = (chrono::Utc::now() + chrono::Duration::seconds(90)).to_rfc2822();
+        let wait = parse_retry_after(&future).unwrap();
+        assert!(wait > Duration::from_secs(80) && wait <= Duration::from_secs(90), "{wait:?}");
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_a_cap() {
+        for attempt in 1..=10 {
+            let base = Duration::from_millis(250) * (1u32 << (attempt - 1).min(6));
+            let base = base.min(Duration::from_secs(10));
+            let b = backoff(attempt);
+            assert!(b >= base / 2 && b <= base, "attempt {attempt}: {b:?} not within [{:?}, {base:?}]", base / 2);
+        }
+    }
+
+    #[test]
     fn import_failures_read_any_json_value() {
         let f = ImportFailure::from(&json!({"Name": "jdoe", "Message": "no mailbox"}));
         assert_eq!(f, ImportFailure { name: Some("jdoe".into()), message: "no mailbox".into() });
@@ -623,6 +809,9 @@ mod tests {
             auth_scheme: AuthScheme::Basic,
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            retries: 0,
+            retry_deadline: Duration::from_secs(1),
+            max_requests_per_second: 0.0,
         })
         .unwrap();
         assert_eq!(client.url().as_str(), "http://cs.example:9000/prefix/");

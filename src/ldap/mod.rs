@@ -36,8 +36,10 @@ const NAMES_PER_FILTER: usize = 50;
 /// Where the directory is and how to read it.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// `ldap://host:port` or `ldaps://host:port`.
-    pub url: String,
+    /// `ldap://host:port` or `ldaps://host:port`: one or more, tried in order.
+    pub urls: Vec<String>,
+    /// Extra connection attempts per URL before moving on to the next.
+    pub connect_retries: u32,
     /// Upgrade an `ldap://` connection with StartTLS.
     pub starttls: bool,
     /// An extra CA (PEM) trusted for the directory's certificate, besides the system's.
@@ -119,6 +121,8 @@ pub struct Snapshot {
     pub users_seen: usize,
     /// Searches and reads made.
     pub searches: usize,
+    /// The URL of the server that was read.
+    pub served_by: String,
 }
 
 /// A user entry from the users search.
@@ -147,6 +151,8 @@ enum Lookup {
 struct Reader<'a> {
     s: &'a Settings,
     ldap: Ldap,
+    /// The server being read.
+    url: String,
     searches: usize,
 }
 
@@ -155,43 +161,93 @@ struct Reader<'a> {
 /// Fails as a whole only when the directory cannot be reached or the bind is refused; any later failure
 /// puts the affected groups in error and keeps the others.
 pub async fn snapshot(s: &Settings, groups: &[String]) -> Result<Snapshot, Error> {
-    if s.danger_skip_tls_verify {
-        tracing::warn!(url = %s.url, "tls certificate verification is disabled (danger_skip_tls_verify)");
-    }
-    let ldap = connect(s).await?;
-    let mut reader = Reader { s, ldap, searches: 0 };
+    let (ldap, url) = connect(s).await?;
+    let mut reader = Reader { s, ldap, url: url.clone(), searches: 0 };
     let result = reader.read(groups).await;
     let _ = reader.ldap.unbind().await;
-    Ok(Snapshot { groups: result.0, users_seen: result.1, searches: reader.searches })
+    Ok(Snapshot { groups: result.0, users_seen: result.1, searches: reader.searches, served_by: url })
 }
 
-/// Connects and binds, for `check` and the snapshot.
-async fn connect(s: &Settings) -> Result<Ldap, Error> {
+/// Connects and binds to the first server that answers, trying each URL in order, each up to
+/// `connect_retries + 1` times. Returns the connection and the URL that served it. A bind refused for bad
+/// credentials is not retried elsewhere (it would only lock the account out faster).
+async fn connect(s: &Settings) -> Result<(Ldap, String), Error> {
+    if s.danger_skip_tls_verify {
+        tracing::warn!(urls = ?s.urls, "tls certificate verification is disabled (danger_skip_tls_verify)");
+    }
+    let mut failures: Vec<Error> = Vec::new();
+    for url in &s.urls {
+        for attempt in 0..=s.connect_retries {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+            match connect_one(s, url).await {
+                Ok(ldap) => {
+                    if !failures.is_empty() {
+                        tracing::warn!(url = %url, failed = failures.len(), "directory failover");
+                    }
+                    tracing::info!(url = %url, "directory connected");
+                    return Ok((ldap, url.clone()));
+                }
+                Err(e) if same_everywhere(&e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(url = %url, attempt = attempt + 1, error = %e, "directory connection failed");
+                    failures.push(e);
+                }
+            }
+        }
+    }
+    match failures.len() {
+        0 => Err(Error::Connect { url: "(none)".into(), reason: "ldap.url lists no server".into() }),
+        1 => Err(failures.remove(0)),
+        _ if s.urls.len() == 1 => Err(failures.pop().expect("more than one")),
+        _ => {
+            let mut seen = HashSet::new();
+            let reasons: Vec<String> =
+                failures.iter().map(|e| e.to_string()).filter(|r| seen.insert(r.clone())).collect();
+            Err(Error::Connect {
+                url: s.urls.join(", "),
+                reason: format!("no server answered: {}", reasons.join("; ")),
+            })
+        }
+    }
+}
+
+/// A failure another server would repeat: our own TLS settings, or a password the directory refused.
+fn same_everywhere(e: &Error) -> bool {
+    match e {
+        Error::Tls { .. } => true,
+        Error::Bind { reason, .. } => reason.contains("invalidCredentials"),
+        _ => false,
+    }
+}
+
+async fn connect_one(s: &Settings, url: &str) -> Result<Ldap, Error> {
     let mut conn_settings = LdapConnSettings::new()
         .set_conn_timeout(s.timeout)
-        .set_starttls(s.starttls && s.url.to_ascii_lowercase().starts_with("ldap://"));
+        .set_starttls(s.starttls && url.to_ascii_lowercase().starts_with("ldap://"));
     if s.danger_skip_tls_verify {
         conn_settings = conn_settings.set_no_tls_verify(true);
     } else if let Some(ca) = &s.ca_file {
-        conn_settings = conn_settings
-            .set_config(tls::config_with_ca(ca).map_err(|reason| Error::Tls { url: s.url.clone(), reason })?);
+        conn_settings =
+            conn_settings.set_config(tls::config_with_ca(ca).map_err(|reason| Error::Tls { url: url.to_string(), reason })?);
     }
-    let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, &s.url)
+    let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, url)
         .await
-        .map_err(|e| Error::Connect { url: s.url.clone(), reason: describe_connect(&e, s) })?;
+        .map_err(|e| Error::Connect { url: url.to_string(), reason: describe_connect(&e, s) })?;
     ldap3::drive!(conn);
     let bound = ldap.with_timeout(s.timeout).simple_bind(&s.bind_dn, s.bind_password.expose_secret()).await;
     match bound {
         Ok(result) if result.rc == 0 => Ok(ldap),
         Ok(result) => Err(Error::Bind {
-            url: s.url.clone(),
+            url: url.to_string(),
             bind_dn: s.bind_dn.clone(),
             reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text).trim().to_string(),
         }),
         Err(LdapError::Timeout { .. }) => {
-            Err(Error::Timeout { url: s.url.clone(), operation: "bind".into(), timeout: s.timeout })
+            Err(Error::Timeout { url: url.to_string(), operation: "bind".into(), timeout: s.timeout })
         }
-        Err(e) => Err(Error::Connect { url: s.url.clone(), reason: e.to_string() }),
+        Err(e) => Err(Error::Connect { url: url.to_string(), reason: e.to_string() }),
     }
 }
 
@@ -245,7 +301,7 @@ fn has_binary(entry: &SearchEntry, attr: &str) -> bool {
 
 impl Reader<'_> {
     fn search_error(&self, operation: &str, e: LdapError) -> Error {
-        let url = self.s.url.clone();
+        let url = self.url.clone();
         match e {
             LdapError::Timeout { .. } => Error::Timeout { url, operation: operation.into(), timeout: self.s.timeout },
             LdapError::LdapResult { result } if result.rc == 11 || result.rc == 53 && result.text.contains("page") => {
@@ -318,14 +374,14 @@ impl Reader<'_> {
                             found.iter().filter(|g| dn::fold(&g.name) == dn::fold(name)).collect();
                         let outcome = match matching.as_slice() {
                             [] => Err(Error::GroupNotFound {
-                                url: self.s.url.clone(),
+                                url: self.url.clone(),
                                 name: name.clone(),
                                 base_dn: self.s.base_dn.clone(),
                                 filter: self.group_name_filter(std::slice::from_ref(name)),
                             }),
                             [one] => Ok(DnKey::new(&one.dn)),
                             many => Err(Error::AmbiguousGroup {
-                                url: self.s.url.clone(),
+                                url: self.url.clone(),
                                 name: name.clone(),
                                 dns: many.iter().map(|g| g.dn.clone()).collect(),
                             }),
@@ -634,7 +690,7 @@ impl Reader<'_> {
 
 /// Connects and binds, then unbinds: for `check`.
 pub async fn bind_check(s: &Settings) -> Result<(), Error> {
-    let mut ldap = connect(s).await?;
+    let (mut ldap, _) = connect(s).await?;
     let _ = ldap.unbind().await;
     Ok(())
 }

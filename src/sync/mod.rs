@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::cloudshell::{CallCounts, Client};
 use crate::config::Config;
-use crate::ldap;
+use crate::{ldap, state};
 use crate::report::{Failure, GroupReport, GroupStatus, HeldReport, Report, RunResult, Totals};
 use crate::username::Username;
 use plan::{GroupPlan, Plan, Policy};
@@ -33,6 +33,8 @@ pub struct Context {
     pub stop: CancellationToken,
     /// Told about every CloudShell request, for latency metrics.
     pub observer: Option<crate::cloudshell::Observer>,
+    /// Where the shrink guard keeps the last good member counts; `None` turns the guard off.
+    pub state_directory: Option<std::path::PathBuf>,
 }
 
 /// Runs one cycle and reports it. `dry_run` computes and reports the plan and writes nothing.
@@ -122,9 +124,30 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String, context: &C
     };
     let existing: Vec<Username> = users.iter().filter_map(|u| Username::new(&u.username)).collect();
     tracing::info!(users = existing.len(), "cloudshell users listed");
-    let plan = plan::plan(&snapshot, &existing, Policy { max_imports_per_run: config.sync.max_imports_per_run });
+    let mut counts = match &context.state_directory {
+        None => {
+            tracing::info!("shrink guard off: no state directory");
+            None
+        }
+        Some(dir) => match state::load(dir) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                // An unreadable state must not silently disable the guard: hold everything.
+                tracing::error!(error = %e, "state file unreadable");
+                report.result = RunResult::Failed;
+                report.error = Some(e);
+                return finish(report, Some(&client));
+            }
+        },
+    };
+    let policy = Policy {
+        max_imports_per_run: config.sync.max_imports_per_run,
+        max_shrink_percent: config.sync.max_shrink_percent,
+        last_good: counts.as_ref().map(state::Counts::by_group).unwrap_or_default(),
+    };
+    let plan = plan::plan(&snapshot, &existing, policy);
     drop(users);
-    log_plan(&plan);
+    log_plan(&plan, config.sync.max_shrink_percent);
 
     if let Some(held) = plan.held {
         tracing::warn!(planned = held.planned, limit = held.limit, "import limit exceeded, writes held");
@@ -163,7 +186,27 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String, context: &C
             .groups
             .iter()
             .any(|g| matches!(g.status, GroupStatus::Failed | GroupStatus::Partial | GroupStatus::Skipped));
-    report.result = if any_failed { RunResult::Partial } else { RunResult::Ok };
+    let any_held = report.groups.iter().any(|g| g.status == GroupStatus::Held);
+    report.result = if any_held {
+        RunResult::Held
+    } else if any_failed {
+        RunResult::Partial
+    } else {
+        RunResult::Ok
+    };
+    if let (Some(counts), Some(dir), false) = (counts.as_mut(), &context.state_directory, dry_run) {
+        // Only counts the guard accepted become the new reference.
+        for g in &plan.groups {
+            if let GroupPlan::Ready(r) = g
+                && r.shrink.is_none()
+            {
+                counts.record(&r.name, r.group.members.len());
+            }
+        }
+        if let Err(e) = state::save(dir, counts) {
+            tracing::warn!(dir = %dir.display(), error = %e, "state file not written");
+        }
+    }
     finish(report, Some(&client))
 }
 
@@ -189,6 +232,27 @@ fn group_report(g: &GroupPlan, applied: Option<apply::Applied>, status: GroupSta
         GroupPlan::Failed { name, error } => return failed_group_report(name, error),
         GroupPlan::Ready(r) => r,
     };
+    if let Some(shrink) = ready.shrink {
+        return GroupReport {
+            error: Some(format!(
+                "membership shrank from {} to {} members, more than sync.max_shrink_percent allows: held (if the \
+                 directory is right, delete the state file {} to accept it)",
+                shrink.previous,
+                shrink.now,
+                state::FILE_NAME
+            )),
+            error_kind: Some("shrink_guard"),
+            status: GroupStatus::Held,
+            name: ready.name.clone(),
+            members: ready.group.members.len(),
+            missing: ready.missing.len(),
+            imported: 0,
+            failed: 0,
+            planned: Vec::new(),
+            imported_users: Vec::new(),
+            failures: Vec::new(),
+        };
+    }
     let mut failures: Vec<Failure> = ready
         .collisions
         .iter()
@@ -245,11 +309,21 @@ fn totals(plan: &Plan, groups: &[GroupReport]) -> Totals {
     }
 }
 
-fn log_plan(plan: &Plan) {
+fn log_plan(plan: &Plan, max_shrink_percent: u8) {
     for g in &plan.groups {
         match g {
             GroupPlan::Failed { name, error } => {
                 tracing::error!(group = %name, error = %error, kind = error.kind(), "group enumeration failed")
+            }
+            GroupPlan::Ready(r) if r.shrink.is_some() => {
+                let shrink = r.shrink.expect("matched");
+                tracing::warn!(
+                    group = %r.name,
+                    previous = shrink.previous,
+                    members = shrink.now,
+                    max_shrink_percent,
+                    "group membership shrank, writes held"
+                );
             }
             GroupPlan::Ready(r) => {
                 for c in &r.collisions {

@@ -1,16 +1,32 @@
 //! The decision, as a pure function: directory snapshot + CloudShell users + policy → [`Plan`]. No I/O, so
 //! every rule is tested here with plain tables.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::ldap::{self, Collision, Member, Snapshot};
 use crate::username::Username;
 
 /// Limits on what one run may write.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Policy {
     /// More planned user imports than this hold every write.
     pub max_imports_per_run: usize,
+    /// A group whose membership shrank by more than this percentage since its last good count is held.
+    pub max_shrink_percent: u8,
+    /// Each group's member count at the last good run (by configured name); empty disables the guard.
+    pub last_good: HashMap<String, usize>,
+}
+
+/// A membership drop the guard stopped: a sign of a broken filter or a half-replicated directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shrink {
+    pub previous: usize,
+    pub now: usize,
+}
+
+/// Whether going from `previous` to `now` members shrinks by more than `max_percent`.
+fn shrank_too_much(previous: usize, now: usize, max_percent: u8) -> bool {
+    previous > now && (previous - now) * 100 > previous * usize::from(max_percent)
 }
 
 /// What to do about one configured group.
@@ -43,6 +59,8 @@ pub struct ReadyGroup {
     pub to_import: Vec<Member>,
     /// Members left out because their username is ambiguous in the directory.
     pub collisions: Vec<Collision>,
+    /// Set when the shrink guard holds this group: nothing is imported for it.
+    pub shrink: Option<Shrink>,
 }
 
 impl ReadyGroup {
@@ -84,14 +102,23 @@ pub fn plan<'a>(snapshot: &Snapshot, cloudshell_users: impl IntoIterator<Item = 
             Ok(group) => group,
         };
         let missing: Vec<&Member> = group.members.iter().filter(|m| !existing.contains(&m.username)).collect();
-        let to_import: Vec<Member> =
-            missing.iter().filter(|m| claimed.insert(m.username.clone())).map(|m| (*m).clone()).collect();
+        let shrink = policy
+            .last_good
+            .get(&outcome.name)
+            .filter(|&&previous| shrank_too_much(previous, group.members.len(), policy.max_shrink_percent))
+            .map(|&previous| Shrink { previous, now: group.members.len() });
+        let to_import: Vec<Member> = if shrink.is_some() {
+            Vec::new()
+        } else {
+            missing.iter().filter(|m| claimed.insert(m.username.clone())).map(|m| (*m).clone()).collect()
+        };
         groups.push(GroupPlan::Ready(ReadyGroup {
             name: outcome.name.clone(),
             group: group.clone(),
             missing: missing.iter().map(|m| m.username.clone()).collect(),
             to_import,
             collisions: group.collisions.clone(),
+            shrink,
         }));
     }
     let planned_imports = claimed.len();
@@ -143,12 +170,12 @@ mod tests {
     }
 
     fn snapshot(groups: Vec<GroupOutcome>) -> Snapshot {
-        Snapshot { groups, users_seen: 0, searches: 0 }
+        Snapshot { groups, users_seen: 0, searches: 0, served_by: "ldap://x".into() }
     }
 
     fn run(groups: Vec<GroupOutcome>, existing: &[&str], limit: usize) -> Plan {
         let existing: Vec<Username> = existing.iter().map(|e| u(e)).collect();
-        plan(&snapshot(groups), &existing, Policy { max_imports_per_run: limit })
+        plan(&snapshot(groups), &existing, Policy { max_imports_per_run: limit, ..Default::default() })
     }
 
     fn ready(plan: &Plan, n: usize) -> &ReadyGroup {
@@ -198,6 +225,33 @@ mod tests {
         assert!(matches!(&p.groups[0], GroupPlan::Failed { name, .. } if name == "Broken"));
         assert_eq!(names(&ready(&p, 1).to_import), ["alice"]);
         assert_eq!(p.planned_imports, 1);
+    }
+
+    #[test]
+    fn a_group_shrinking_past_the_guard_is_held_and_the_others_go_on() {
+        let policy = |pct: u8| Policy {
+            max_imports_per_run: 100,
+            max_shrink_percent: pct,
+            last_good: HashMap::from([("A".to_string(), 10), ("B".to_string(), 2)]),
+        };
+        let groups = || {
+            vec![
+                group("A", &["a1", "a2", "a3", "a4"]), // 10 -> 4: shrank 60 %
+                group("B", &["b1"]),                  // 2 -> 1: shrank 50 %
+                group("C", &["c1"]),                  // never seen: no guard
+            ]
+        };
+        let p = plan(&snapshot(groups()), &[], policy(50));
+        assert_eq!(ready(&p, 0).shrink, Some(Shrink { previous: 10, now: 4 }));
+        assert!(!ready(&p, 0).needs_import(), "a held group imports nothing");
+        assert_eq!(ready(&p, 1).shrink, None, "exactly the limit is allowed");
+        assert_eq!(names(&ready(&p, 1).to_import), ["b1"]);
+        assert_eq!(names(&ready(&p, 2).to_import), ["c1"]);
+        assert_eq!(p.planned_imports, 2);
+        assert_eq!(plan(&snapshot(groups()), &[], policy(100)).groups.iter().filter(|g| matches!(g, GroupPlan::Ready(r) if r.shrink.is_some())).count(), 0);
+        assert!(ready(&plan(&snapshot(groups()), &[], policy(0)), 1).shrink.is_some(), "0 % holds any shrink");
+        let grown = Policy { last_good: HashMap::from([("A".to_string(), 1)]), ..policy(0) };
+        assert_eq!(ready(&plan(&snapshot(groups()), &[], grown), 0).shrink, None, "growth is never held");
     }
 
     #[test]
