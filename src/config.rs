@@ -490,22 +490,37 @@ impl Validator<'_> {
             return Err(self.error("ldap", "url", "lists no URL"));
         }
         for url in &urls {
-            let parsed = Url::parse(url).map_err(|e| self.error("ldap", "url", format!("{url:?} is not a URL: {e}")))?;
+            let parsed =
+                Url::parse(url).map_err(|e| self.error("ldap", "url", format!("{url:?} is not a URL: {e}")))?;
             match parsed.scheme() {
                 "ldap" | "ldaps" => {}
-                other => return Err(self.error("ldap", "url", format!("scheme must be ldap:// or ldaps://, got {other}://"))),
+                other => {
+                    return Err(self.error(
+                        "ldap",
+                        "url",
+                        format!("scheme must be ldap:// or ldaps://, got {other}://"),
+                    ));
+                }
             }
             if parsed.host_str().is_none_or(str::is_empty) {
                 return Err(self.error("ldap", "url", format!("{url:?} names no host")));
             }
             if l.starttls && parsed.scheme() == "ldaps" {
-                return Err(self.error("ldap", "starttls", "StartTLS upgrades ldap:// connections; ldaps:// is TLS already"));
+                return Err(self.error(
+                    "ldap",
+                    "starttls",
+                    "StartTLS upgrades ldap:// connections; ldaps:// is TLS already",
+                ));
             }
         }
         let connect_retries = if (0..=10).contains(&l.connect_retries) {
             l.connect_retries as u32
         } else {
-            return Err(self.error("ldap", "connect_retries", format!("must be between 0 and 10, got {}", l.connect_retries)));
+            return Err(self.error(
+                "ldap",
+                "connect_retries",
+                format!("must be between 0 and 10, got {}", l.connect_retries),
+            ));
         };
         if let Some(ca) = &l.ca_file
             && !ca.exists()
@@ -650,7 +665,11 @@ impl Validator<'_> {
         let max_shrink_percent = if (0..=100).contains(&s.max_shrink_percent) {
             s.max_shrink_percent as u8
         } else {
-            return Err(self.error("sync", "max_shrink_percent", format!("must be between 0 and 100, got {}", s.max_shrink_percent)));
+            return Err(self.error(
+                "sync",
+                "max_shrink_percent",
+                format!("must be between 0 and 100, got {}", s.max_shrink_percent),
+            ));
         };
         let log_format = match raw.log.format.as_deref() {
             None => None,

@@ -268,3 +268,143 @@ async fn errors_never_quote_the_token_or_the_password() {
     assert!(err.to_string().ends_with("bad request from ***, password ***, token ***"), "{err}");
     assert!(!text.contains(&token), "{text}");
 }
+
+fn with_retries(sim: &Sim, retries: u32) -> Client {
+    Client::new(Settings { retries, ..settings(sim) }).unwrap()
+}
+
+fn at_ms(calls: &[serde_json::Value]) -> Vec<u64> {
+    calls.iter().map(|c| c["at_ms"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn answers_of_the_wrong_shape_are_decode_errors_not_panics() {
+    let sim = Sim::start(Default::default());
+    let c = client(&sim);
+    c.login().await.unwrap();
+    for body in [
+        r#"{"Users": "nope", "Cursor": null}"#,
+        "[]",
+        r#"{"Users": [{"Id": 1}], "Cursor": null}"#,
+        r#"{"Users": [], "Cursor": 17}"#,
+        "null",
+    ] {
+        sim.set_faults(json!({"fail": {"count": 1, "status": 200, "body": body, "path_contains": "/api/v1/users"}}))
+            .await;
+        let err = c.list_users().await.unwrap_err();
+        assert!(matches!(err, Error::Decode { .. }), "{body}: {err}");
+    }
+    for status in [302, 418, 204] {
+        sim.set_faults(json!({"fail": {"count": 1, "status": status, "body": "", "path_contains": "/api/v1/users"}}))
+            .await;
+        let err = c.list_users().await.unwrap_err();
+        assert_eq!(err.status(), Some(status), "{err}");
+    }
+    sim.set_faults(json!({"fail": {"count": 1, "status": 200, "body": "{\"Users\": 3}", "path_contains": "Identity"}}))
+        .await;
+    assert!(matches!(c.import_group("x").await.unwrap_err(), Error::Decode { .. }));
+}
+
+#[tokio::test]
+async fn a_login_answer_that_is_not_a_token_is_refused_without_quoting_it() {
+    let sim = Sim::start(Default::default());
+    for body in [r#"{"token": "sekrit-token-1"}"#, "\"\"", "sekrit-token-2"] {
+        sim.set_faults(json!({"fail": {"count": 1, "status": 200, "body": body, "path_contains": "Login"}})).await;
+        let err = client(&sim).login().await.unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(matches!(err, Error::Decode { .. }), "{text}");
+        assert!(!text.contains("sekrit"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn retries_a_burst_of_503s_then_succeeds() {
+    let sim = Sim::start(Default::default());
+    sim.set_faults(json!({"fail": {"count": 2, "status": 503, "path_contains": "/api/v1/users"}})).await;
+    assert_eq!(with_retries(&sim, 3).list_users().await.unwrap().len(), 1);
+    let statuses: Vec<u64> =
+        sim.calls_to("GET", "/api/v1/users").await.iter().map(|c| c["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [503, 503, 200]);
+
+    // More failures than retries: the last answer is the error, after 1 + retries calls.
+    sim.clear_calls().await;
+    sim.set_faults(json!({"fail": {"count": 10, "status": 502, "path_contains": "/api/v1/users"}})).await;
+    let err = with_retries(&sim, 2).list_users().await.unwrap_err();
+    assert_eq!(err.status(), Some(502));
+    assert_eq!(sim.calls_to("GET", "/api/v1/users").await.len(), 3);
+}
+
+#[tokio::test]
+async fn honours_retry_after_on_429_within_the_deadline() {
+    let sim = Sim::start(Default::default());
+    let c = with_retries(&sim, 3);
+    c.login().await.unwrap();
+    sim.set_faults(
+        json!({"fail": {"count": 1, "status": 429, "headers": {"Retry-After": "1"}, "path_contains": "/api/v1/users"}}),
+    )
+    .await;
+    c.list_users().await.unwrap();
+    let calls = sim.calls_to("GET", "/api/v1/users").await;
+    let times = at_ms(&calls);
+    assert_eq!(calls.len(), 2);
+    assert!(times[1] - times[0] >= 1000, "waited {} ms, Retry-After said 1 s", times[1] - times[0]);
+
+    // A Retry-After beyond the retry deadline is not waited for.
+    sim.clear_calls().await;
+    sim.set_faults(json!({"fail": {"count": 1, "status": 429, "headers": {"Retry-After": "3600"}, "path_contains": "/api/v1/users"}}))
+        .await;
+    let err = c.list_users().await.unwrap_err();
+    assert_eq!(err.status(), Some(429));
+    assert_eq!(sim.calls_to("GET", "/api/v1/users").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_lost_user_import_answer_is_checked_before_importing_again() {
+    let slapd = Slapd::start(&directory());
+    let sim = Sim::with_directory(&slapd, |_| {});
+    // The import is done, but its answer comes after the client's timeout.
+    sim.set_faults(json!({"slow": {"count": 1, "delay_ms": 2000, "path_contains": "IdentityManagement"}})).await;
+    let c = Client::new(Settings { retries: 3, timeout: Duration::from_millis(700), ..settings(&sim) }).unwrap();
+    assert_eq!(c.import_user("carol").await.unwrap(), UserImport::AlreadyExists);
+    let imports = sim.calls_to("POST", "/api/v1/integrations/IdentityManagement/users").await;
+    assert_eq!(imports.len(), 1, "no second import: {imports:?}");
+    let checks = sim.calls_to("GET", "/api/v1/users").await;
+    assert_eq!(checks.len(), 1);
+    assert!(checks[0]["query"].as_str().unwrap().contains("paginationProperties.filter=carol"));
+    assert_eq!(sim.usernames().await, ["admin", "carol"]);
+
+    // Cut before it took effect: the check finds nobody, so the import is made again, once.
+    sim.clear_calls().await;
+    sim.set_faults(json!({"reset": {"count": 1, "after_processing": false, "path_contains": "IdentityManagement"}}))
+        .await;
+    assert!(matches!(c.import_user("alice").await.unwrap(), UserImport::Created(_)));
+    assert_eq!(sim.calls_to("POST", "/api/v1/integrations/IdentityManagement/users").await.len(), 2);
+    assert_eq!(sim.usernames().await, ["admin", "carol", "alice"]);
+}
+
+#[tokio::test]
+async fn a_cut_group_import_is_reported_as_possibly_done() {
+    let slapd = Slapd::start(&directory());
+    let sim = Sim::with_directory(&slapd, |_| {});
+    sim.set_faults(json!({"reset": {"count": 1, "path_contains": "IdentityManagement"}})).await;
+    let err = with_retries(&sim, 3).import_group("Team").await.unwrap_err();
+    assert!(err.may_have_taken_effect(), "{err}");
+    assert_eq!(
+        sim.calls_to("POST", "/api/v1/integrations/IdentityManagement/users").await.len(),
+        1,
+        "not repeated blindly"
+    );
+    assert_eq!(sim.usernames().await, ["admin", "alice", "bob"], "it did take effect");
+}
+
+#[tokio::test]
+async fn caps_the_request_rate() {
+    let sim = Sim::start(cloudshell_sim::Config { existing_users: many_users(2000), ..Default::default() });
+    let c = Client::new(Settings { max_requests_per_second: 20.0, ..settings(&sim) }).unwrap();
+    c.list_users().await.unwrap();
+    let times = at_ms(&sim.calls().await);
+    assert_eq!(times.len(), 10, "a login and nine pages");
+    for pair in times.windows(2) {
+        assert!(pair[1] - pair[0] >= 45, "requests {} ms apart at 20/s: {times:?}", pair[1] - pair[0]);
+    }
+}

@@ -265,3 +265,68 @@ async fn an_unreachable_or_silent_server_fails_within_the_timeout() {
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5), "gave up after {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn odd_attribute_values_skip_the_user_never_the_run() {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut d = Directory::new();
+    // `audio` is an octet string: it can hold what a username attribute should never hold.
+    let mut users = Vec::new();
+    for (uid, audio) in [("good", b"good".to_vec()), ("binary", vec![0xff, 0xfe, 0x41]), ("long", vec![b'x'; 300])] {
+        let dn = format!("uid={uid},{PEOPLE}");
+        d.raw(&format!(
+            "dn: {dn}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\naudio:: {}\n\n",
+            b64(&audio)
+        ));
+        users.push(dn);
+    }
+    // No `audio` at all, and an enormous display name.
+    let huge = "Z".repeat(300_000);
+    d.raw(&format!(
+        "dn: uid=plain,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: plain\ncn: plain\nsn: plain\ndisplayName: {huge}\n\n"
+    ));
+    users.push(format!("uid=plain,{PEOPLE}"));
+    d.group("Odd", &users);
+    let slapd = Slapd::start(&d);
+
+    let s = Settings { username_attribute: "audio".into(), ..settings(&slapd.url()) };
+    let snap = ldap::snapshot(&s, &names(&["Odd"])).await.unwrap();
+    let odd = group(&snap, "Odd");
+    assert_eq!(usernames(odd), ["good"], "the others have no usable username");
+    assert_eq!(odd.skipped_members, 3, "skipped members are counted, not imported");
+
+    // The same directory by uid: every user is there, the enormous display name intact.
+    let snap = ldap::snapshot(&settings(&slapd.url()), &names(&["Odd"])).await.unwrap();
+    let odd = group(&snap, "Odd");
+    assert_eq!(usernames(odd), ["binary", "good", "long", "plain"]);
+    assert_eq!(odd.members[3].display_name.as_ref().map(String::len), Some(300_000));
+}
+
+#[tokio::test]
+async fn fails_over_to_the_next_url_when_the_first_is_down() {
+    let mut d = Directory::new();
+    let alice = d.user("alice");
+    d.group("Team", &[alice]);
+    let slapd = Slapd::start(&d);
+    let down = format!("ldap://127.0.0.1:{}", common::free_port());
+    let s = Settings { urls: vec![down.clone(), slapd.url()], connect_retries: 1, ..settings(&slapd.url()) };
+    let snap = ldap::snapshot(&s, &names(&["Team"])).await.unwrap();
+    assert_eq!(snap.served_by, slapd.url());
+    assert_eq!(usernames(group(&snap, "Team")), ["alice"]);
+
+    // All down: one error naming every URL.
+    let other = format!("ldap://127.0.0.1:{}", common::free_port());
+    let s = Settings { urls: vec![down.clone(), other.clone()], connect_retries: 0, ..settings(&slapd.url()) };
+    let err = ldap::snapshot(&s, &names(&["Team"])).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Connect { .. }) && text.contains(&down) && text.contains(&other), "{text}");
+
+    // A refused password is not tried on the next server.
+    let s = Settings {
+        urls: vec![slapd.url(), down],
+        bind_password: SecretString::from("wrong"),
+        ..settings(&slapd.url())
+    };
+    assert!(matches!(ldap::snapshot(&s, &names(&["Team"])).await.unwrap_err(), Error::Bind { .. }));
+}

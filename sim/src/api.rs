@@ -113,10 +113,9 @@ pub async fn handle(
         let content_type = rule.content_type.unwrap_or_else(|| "application/json".into());
         let mut response = json_response(status, body, &content_type);
         for (name, value) in &rule.headers {
-            if let (Ok(n), Ok(v)) = (
-                axum::http::HeaderName::from_bytes(name.as_bytes()),
-                axum::http::HeaderValue::from_str(value),
-            ) {
+            if let (Ok(n), Ok(v)) =
+                (axum::http::HeaderName::from_bytes(name.as_bytes()), axum::http::HeaderValue::from_str(value))
+            {
                 response.headers_mut().insert(n, v);
             }
         }
@@ -168,8 +167,10 @@ impl Drop for AbortGuard {
 
 /// An answer whose body fails mid-stream: the connection is cut after the headers.
 fn cut_response() -> Response {
-    let stream = futures_util::stream::once(async { Err::<Bytes, std::io::Error>(std::io::Error::other("connection cut")) });
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(stream)).into_response()
+    let stream =
+        futures_util::stream::once(async { Err::<Bytes, std::io::Error>(std::io::Error::other("connection cut")) });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(stream))
+        .into_response()
 }
 
 fn logged_body(body: &[u8]) -> Value {

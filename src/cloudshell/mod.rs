@@ -397,7 +397,12 @@ impl Client {
             // A connection that was never made carried nothing; anything later may have reached the server.
             let sent = !e.is_connect();
             if e.is_timeout() {
-                Error::Timeout { method: method.to_string(), path: format!("/{path}"), timeout: self.settings.timeout, sent }
+                Error::Timeout {
+                    method: method.to_string(),
+                    path: format!("/{path}"),
+                    timeout: self.settings.timeout,
+                    sent,
+                }
             } else {
                 Error::Connect { method: method.to_string(), path: format!("/{path}"), reason: error_chain(&e), sent }
             }

@@ -14,6 +14,7 @@
 //! No search is made per user member, so a 3,000-member group costs the same as a 3-member one.
 
 mod dn;
+mod entry;
 mod error;
 mod tls;
 
@@ -29,6 +30,10 @@ pub use dn::{DnKey, escape_value as escape_dn_value};
 pub use error::Error;
 
 use crate::username::Username;
+
+/// Usernames longer than this are refused (Active Directory's own limit is 20; CloudShell stores names, not
+/// essays).
+const MAX_USERNAME_CHARS: usize = 256;
 
 /// How many group names go into one search filter.
 const NAMES_PER_FILTER: usize = 50;
@@ -229,8 +234,8 @@ async fn connect_one(s: &Settings, url: &str) -> Result<Ldap, Error> {
     if s.danger_skip_tls_verify {
         conn_settings = conn_settings.set_no_tls_verify(true);
     } else if let Some(ca) = &s.ca_file {
-        conn_settings =
-            conn_settings.set_config(tls::config_with_ca(ca).map_err(|reason| Error::Tls { url: url.to_string(), reason })?);
+        conn_settings = conn_settings
+            .set_config(tls::config_with_ca(ca).map_err(|reason| Error::Tls { url: url.to_string(), reason })?);
     }
     let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, url)
         .await
@@ -344,7 +349,17 @@ impl Reader<'_> {
             .map_err(|e| self.search_error(operation, e))?;
         loop {
             match stream.next().await {
-                Ok(Some(entry)) => each(SearchEntry::construct(entry)),
+                Ok(Some(entry)) => match entry::decode(entry) {
+                    Some(entry) => each(entry),
+                    None => {
+                        let _ = stream.finish().await;
+                        return Err(Error::Search {
+                            url: self.url.clone(),
+                            operation: operation.into(),
+                            reason: "the server sent a malformed entry".into(),
+                        });
+                    }
+                },
                 Ok(None) => break,
                 Err(e) => {
                     let _ = stream.finish().await;
@@ -435,18 +450,29 @@ impl Reader<'_> {
         let mut index: HashMap<DnKey, u32> = HashMap::new();
         let mut by_name: HashMap<Username, u32> = HashMap::new();
         let mut collisions: HashMap<Username, Vec<String>> = HashMap::new();
-        let mut no_username = 0usize;
+        let mut skipped = 0usize;
         let attrs = vec![s.username_attribute.as_str(), s.display_name_attribute.as_str(), s.email_attribute.as_str()];
         self.paged("the users search", &s.user_filter, attrs, |entry| {
-            let Some(username) = values(&entry, &s.username_attribute).next().and_then(|v| Username::new(v)) else {
-                no_username += 1;
-                let reason = if has_binary(&entry, &s.username_attribute) {
-                    "username is not UTF-8"
-                } else {
-                    "no username attribute"
-                };
-                tracing::warn!(dn = %entry.dn, attribute = %s.username_attribute, reason, "user skipped");
-                return;
+            let raw = values(&entry, &s.username_attribute).next();
+            let username = match raw.map(|v| (v.chars().count(), Username::new(v))) {
+                Some((len, Some(u))) if len <= MAX_USERNAME_CHARS => u,
+                Some((len, Some(_))) => {
+                    skipped += 1;
+                    tracing::warn!(dn = %entry.dn, attribute = %s.username_attribute, length = len, reason = "username longer than 256 characters", "user skipped");
+                    return;
+                }
+                _ => {
+                    skipped += 1;
+                    let reason = if has_binary(&entry, &s.username_attribute) {
+                        "username is not UTF-8"
+                    } else if raw.is_some() {
+                        "username is blank"
+                    } else {
+                        "no username attribute"
+                    };
+                    tracing::warn!(dn = %entry.dn, attribute = %s.username_attribute, reason, "user skipped");
+                    return;
+                }
             };
             let n = users.len() as u32;
             if let Some(&other) = by_name.get(&username) {
@@ -466,8 +492,8 @@ impl Reader<'_> {
         for (username, dns) in &collisions {
             tracing::warn!(username = %username, dns = ?dns, "username collision");
         }
-        if no_username > 0 {
-            tracing::info!(count = no_username, "user entries without a usable username skipped");
+        if skipped > 0 {
+            tracing::info!(count = skipped, "user entries without a usable username skipped");
         }
         Ok((users, index, collisions))
     }
@@ -585,9 +611,16 @@ impl Reader<'_> {
         match result {
             Ok(result) => match result.1.rc {
                 0 => match result.0.into_iter().next() {
-                    Some(raw) => match self.group_record(&SearchEntry::construct(raw), index, None).pop() {
-                        Some(g) => Lookup::Group(g),
-                        None => Lookup::Neither,
+                    Some(raw) => match entry::decode(raw) {
+                        Some(e) => match self.group_record(&e, index, None).pop() {
+                            Some(g) => Lookup::Group(g),
+                            None => Lookup::Neither,
+                        },
+                        None => Lookup::Failed(Error::Search {
+                            url: self.url.clone(),
+                            operation: format!("reading member {dn}"),
+                            reason: "the server sent a malformed entry".into(),
+                        }),
                     },
                     None => Lookup::Neither,
                 },

@@ -15,9 +15,9 @@ use tracing::Instrument;
 
 use crate::cloudshell::{CallCounts, Client};
 use crate::config::Config;
-use crate::{ldap, state};
 use crate::report::{Failure, GroupReport, GroupStatus, HeldReport, Report, RunResult, Totals};
 use crate::username::Username;
+use crate::{ldap, state};
 use plan::{GroupPlan, Plan, Policy};
 
 /// A short id that tells runs apart in logs.

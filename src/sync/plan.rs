@@ -237,8 +237,8 @@ mod tests {
         let groups = || {
             vec![
                 group("A", &["a1", "a2", "a3", "a4"]), // 10 -> 4: shrank 60 %
-                group("B", &["b1"]),                  // 2 -> 1: shrank 50 %
-                group("C", &["c1"]),                  // never seen: no guard
+                group("B", &["b1"]),                   // 2 -> 1: shrank 50 %
+                group("C", &["c1"]),                   // never seen: no guard
             ]
         };
         let p = plan(&snapshot(groups()), &[], policy(50));
@@ -248,7 +248,14 @@ mod tests {
         assert_eq!(names(&ready(&p, 1).to_import), ["b1"]);
         assert_eq!(names(&ready(&p, 2).to_import), ["c1"]);
         assert_eq!(p.planned_imports, 2);
-        assert_eq!(plan(&snapshot(groups()), &[], policy(100)).groups.iter().filter(|g| matches!(g, GroupPlan::Ready(r) if r.shrink.is_some())).count(), 0);
+        assert_eq!(
+            plan(&snapshot(groups()), &[], policy(100))
+                .groups
+                .iter()
+                .filter(|g| matches!(g, GroupPlan::Ready(r) if r.shrink.is_some()))
+                .count(),
+            0
+        );
         assert!(ready(&plan(&snapshot(groups()), &[], policy(0)), 1).shrink.is_some(), "0 % holds any shrink");
         let grown = Policy { last_good: HashMap::from([("A".to_string(), 1)]), ..policy(0) };
         assert_eq!(ready(&plan(&snapshot(groups()), &[], grown), 0).shrink, None, "growth is never held");

@@ -110,6 +110,11 @@ impl Directory {
         dn
     }
 
+    /// Appends raw LDIF (one or more entries, each ending with a blank line).
+    pub fn raw(&mut self, ldif: &str) {
+        self.ldif.push_str(ldif);
+    }
+
     pub fn ldif(&self) -> &str {
         &self.ldif
     }
