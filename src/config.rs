@@ -653,6 +653,9 @@ impl Validator<'_> {
             if g.trim().is_empty() {
                 return Err(self.error("sync", "groups", "holds an empty group name"));
             }
+            if g.chars().any(char::is_control) {
+                return Err(self.error("sync", "groups", format!("group name {g:?} holds a control character")));
+            }
             if !seen.insert(g.trim().to_lowercase()) {
                 return Err(self.error("sync", "groups", format!("lists {g:?} twice")));
             }

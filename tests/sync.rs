@@ -3,7 +3,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::{CS_PASSWORD, Directory, Files, Sim, Slapd};
 use serde_json::{Value, json};
@@ -56,18 +56,11 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cloudshell-ldap-sync")).args(args).env("RUST_LOG", "info").output().unwrap()
+        common::cli(args)
     }
 
     fn sync_json(&self, config: &std::path::Path, extra: &[&str]) -> (i32, Value, String) {
-        let mut args = vec!["sync", "--json", "--config", config.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        let out = self.run(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not one JSON report ({e}): {}\n{stderr}", String::from_utf8_lossy(&out.stdout))
-        });
-        (out.status.code().unwrap(), report, stderr)
+        common::sync_json(config, extra)
     }
 
     async fn import_bodies(&self) -> Vec<Value> {
@@ -87,14 +80,7 @@ impl Env {
     }
 }
 
-fn group<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == name)
-        .unwrap_or_else(|| panic!("no {name}: {report}"))
-}
+use common::report_group as group;
 
 #[tokio::test]
 async fn first_run_imports_exactly_the_missing_effective_members_and_a_second_run_nothing() {

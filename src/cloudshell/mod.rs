@@ -22,6 +22,9 @@ use error::excerpt;
 /// The most users a list page may hold; CloudShell answers 400 above it.
 pub const PAGE_LIMIT: usize = 250;
 
+/// How many tokens one call tries before giving up on 401s.
+const MAX_TOKEN_TRIES: usize = 4;
+
 /// A user list longer than this many pages is taken for a server whose cursors never end.
 const MAX_PAGES: usize = 100_000;
 
@@ -485,19 +488,21 @@ impl Client {
         self.login_locked().await
     }
 
-    /// Logs in again after `stale` was refused, unless another call already did.
-    async fn relogin(&self, stale: &Token) -> Result<Token, Error> {
+    /// Logs in again after `stale` was refused, unless another call already did. Says whether it logged in.
+    async fn relogin(&self, stale: &Token) -> Result<(Token, bool), Error> {
         let _guard = self.login_lock.lock().await;
         if let Some(current) = self.token.read().await.clone()
             && current != *stale
         {
-            return Ok(current);
+            return Ok((current, false));
         }
         tracing::info!("cloudshell token refused, logging in again");
-        self.login_locked().await
+        Ok((self.login_locked().await?, true))
     }
 
-    /// An authenticated call; on 401 it logs in again once and retries.
+    /// An authenticated call. On 401 it logs in again once and retries. A token another call just fetched
+    /// may be refused too (short token lifetimes, calls in parallel); the call then takes the next one, but
+    /// logs in itself at most once.
     async fn call_once(
         &self,
         method: reqwest::Method,
@@ -505,14 +510,18 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<(Answer, Token), Error> {
-        let token = self.token().await?;
-        let answer = self.send(method.clone(), path, query, body, Some(&token)).await?;
-        if answer.status != 401 {
-            return Ok((answer, token));
+        let mut token = self.token().await?;
+        let mut logged_in = false;
+        for _ in 0..MAX_TOKEN_TRIES {
+            let answer = self.send(method.clone(), path, query, body, Some(&token)).await?;
+            if answer.status != 401 || logged_in {
+                return Ok((answer, token));
+            }
+            let (fresh, did_login) = self.relogin(&token).await?;
+            token = fresh;
+            logged_in = did_login;
         }
-        let token = self.relogin(&token).await?;
-        let answer = self.send(method, path, query, body, Some(&token)).await?;
-        Ok((answer, token))
+        self.send(method, path, query, body, Some(&token)).await.map(|answer| (answer, token))
     }
 
     /// An authenticated call with retries: 429 (after `Retry-After`), 5xx and connection failures are tried
@@ -590,11 +599,7 @@ impl Client {
             if let Some(c) = &cursor {
                 query.push(("paginationProperties.cursor", c.clone()));
             }
-            let (answer, token) = self.call(reqwest::Method::GET, path, &query, None, true).await?;
-            if answer.status != 200 {
-                return Err(self.unexpected("GET", path, &answer, &token));
-            }
-            let page: wire::UserList = self.decode("GET", path, &answer, &token)?;
+            let page = self.user_page(&query).await?;
             users.extend(page.users.into_iter().map(User::from));
             match page.cursor.filter(|c| !c.is_empty()) {
                 None => return Ok(users),
@@ -612,6 +617,26 @@ impl Client {
         Err(Error::Paging { path: format!("/{path}"), reason: format!("more than {MAX_PAGES} pages") })
     }
 
+    /// One page of the user list. A page that cannot be decoded (a truncated answer) is read again, up to
+    /// `retries` times: reading is safe to repeat.
+    async fn user_page(&self, query: &[(&str, String)]) -> Result<wire::UserList, Error> {
+        let mut attempt = 0;
+        loop {
+            let (answer, token) = self.call(reqwest::Method::GET, USERS_PATH, query, None, true).await?;
+            if answer.status != 200 {
+                return Err(self.unexpected("GET", USERS_PATH, &answer, &token));
+            }
+            match self.decode("GET", USERS_PATH, &answer, &token) {
+                Err(e) if attempt < self.settings.retries => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "cloudshell user page unreadable, reading it again");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn import(&self, body: Value) -> Result<(Answer, Token), Error> {
         self.call(reqwest::Method::POST, IMPORT_PATH, &[], Some(&body), false).await
     }
@@ -619,7 +644,6 @@ impl Client {
     /// Whether CloudShell has a user by this name (compared case-insensitively), using the list's filter.
     pub async fn user_exists(&self, username: &str) -> Result<bool, Error> {
         let wanted = crate::username::Username::new(username);
-        let path = USERS_PATH;
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let mut query = vec![
@@ -629,11 +653,7 @@ impl Client {
             if let Some(c) = &cursor {
                 query.push(("paginationProperties.cursor", c.clone()));
             }
-            let (answer, token) = self.call(reqwest::Method::GET, path, &query, None, true).await?;
-            if answer.status != 200 {
-                return Err(self.unexpected("GET", path, &answer, &token));
-            }
-            let page: wire::UserList = self.decode("GET", path, &answer, &token)?;
+            let page = self.user_page(&query).await?;
             if page.users.iter().any(|u| crate::username::Username::new(&u.username) == wanted) {
                 return Ok(true);
             }

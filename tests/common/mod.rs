@@ -450,12 +450,16 @@ pub fn repo_path(rel: &str) -> PathBuf {
 /// connection, then drops that connection: a directory going away in the middle of an answer.
 pub struct CutProxy {
     pub port: u16,
+    /// Bytes passed from the server to the client so far, over all connections.
+    forwarded: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl CutProxy {
     pub fn start(target: u16, cut_after: usize) -> CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
         let port = listener.local_addr().expect("proxy address").port();
+        let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let total = forwarded.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -468,6 +472,7 @@ impl CutProxy {
                     let _ = std::io::copy(&mut c_read, &mut s_write);
                 });
                 let (mut s_read, mut c_write) = (server, client);
+                let total = total.clone();
                 std::thread::spawn(move || {
                     let mut sent = 0usize;
                     let mut buf = [0u8; 4096];
@@ -481,6 +486,7 @@ impl CutProxy {
                             break;
                         }
                         sent += n;
+                        total.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
                         if sent >= cut_after {
                             break;
                         }
@@ -490,7 +496,16 @@ impl CutProxy {
                 });
             }
         });
-        CutProxy { port }
+        CutProxy { port, forwarded }
+    }
+
+    /// A proxy that never cuts, for counting.
+    pub fn counting(target: u16) -> CutProxy {
+        CutProxy::start(target, usize::MAX)
+    }
+
+    pub fn forwarded(&self) -> usize {
+        self.forwarded.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {
@@ -569,4 +584,39 @@ groups = {groups}
         std::fs::write(&path, text).expect("writing config.toml");
         path
     }
+}
+
+/// The daemon binary under test (integration tests only).
+pub fn binary() -> &'static str {
+    match option_env!("CARGO_BIN_EXE_cloudshell-ldap-sync") {
+        Some(path) => path,
+        None => panic!("the binary path is only known to integration tests"),
+    }
+}
+
+/// Runs the binary with `args` and `RUST_LOG=info`.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(binary()).args(args).env("RUST_LOG", "info").output().expect("running cloudshell-ldap-sync")
+}
+
+/// `sync --json --config <config> <extra>`: the exit code, the report and the logs.
+pub fn sync_json(config: &Path, extra: &[&str]) -> (i32, Value, String) {
+    let mut args = vec!["sync", "--json", "--config", config.to_str().expect("a UTF-8 path")];
+    args.extend_from_slice(extra);
+    let out = cli(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("stdout is not one JSON report ({e}): {}\n{stderr}", String::from_utf8_lossy(&out.stdout))
+    });
+    (out.status.code().expect("exited, not killed"), report, stderr)
+}
+
+/// A group's entry in a JSON report.
+pub fn report_group<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["groups"]
+        .as_array()
+        .expect("groups is an array")
+        .iter()
+        .find(|g| g["name"] == name)
+        .unwrap_or_else(|| panic!("no group {name} in {report}"))
 }
