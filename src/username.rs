@@ -4,13 +4,14 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// A username that compares, hashes and orders case-insensitively (Unicode lower-casing) and displays as
-/// written.
+/// written. Cheap to clone (shared strings): plans hold one per membership.
 #[derive(Clone)]
 pub struct Username {
-    original: String,
-    folded: String,
+    original: Arc<str>,
+    folded: Arc<str>,
 }
 
 impl Username {
@@ -20,7 +21,11 @@ impl Username {
         if name.is_empty() {
             return None;
         }
-        Some(Username { original: name.to_string(), folded: name.to_lowercase() })
+        let folded = name.to_lowercase();
+        let original: Arc<str> = Arc::from(name);
+        // Most names are already lower case: share one allocation then.
+        let folded = if folded == name { original.clone() } else { Arc::from(folded) };
+        Some(Username { original, folded })
     }
 
     /// As written in the directory or CloudShell.

@@ -20,6 +20,7 @@ mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
@@ -100,8 +101,9 @@ pub struct Collision {
 pub struct Group {
     pub name: String,
     pub dn: String,
-    /// Effective members (nested ones included when enabled), sorted by username, each once.
-    pub members: Vec<Member>,
+    /// Effective members (nested ones included when enabled), sorted by username, each once. Shared with
+    /// every other group the user is in.
+    pub members: Vec<Arc<Member>>,
     /// The group and every group nested in it, with their direct user members.
     pub sources: Vec<Source>,
     /// Members left out because their username collides with another entry's.
@@ -130,12 +132,20 @@ pub struct Snapshot {
     pub served_by: String,
 }
 
-/// A user entry from the users search.
-struct UserRecord {
-    username: Username,
-    dn: String,
-    display_name: Option<String>,
-    email: Option<String>,
+/// The users read, and how to find one by DN.
+struct UserIndex {
+    users: Vec<Arc<Member>>,
+    /// DNs exactly as the server wrote them: most member values match one of these as they are.
+    by_raw_dn: HashMap<String, u32>,
+    /// Normalised DNs, for member values written another way.
+    by_key: HashMap<DnKey, u32>,
+    collisions: HashMap<Username, Vec<String>>,
+}
+
+impl UserIndex {
+    fn find(&self, dn: &str) -> Option<u32> {
+        self.by_raw_dn.get(dn).or_else(|| self.by_key.get(&DnKey::new(dn))).copied()
+    }
 }
 
 /// A group entry: user members resolved to indexes into the user list, other member DNs kept.
@@ -374,11 +384,11 @@ impl Reader<'_> {
     async fn read(&mut self, groups: &[String]) -> (Vec<GroupOutcome>, usize) {
         let all_failed =
             |e: Error| groups.iter().map(|g| GroupOutcome { name: g.clone(), result: Err(e.clone()) }).collect();
-        let (users, index, collisions) = match self.read_users().await {
+        let index = match self.read_users().await {
             Ok(u) => u,
             Err(e) => return (all_failed(e), 0),
         };
-        let users_seen = users.len();
+        let users_seen = index.users.len();
         let mut known: HashMap<DnKey, GroupRecord> = HashMap::new();
         let mut named: HashMap<String, Result<DnKey, Error>> = HashMap::new();
         for chunk in groups.chunks(NAMES_PER_FILTER) {
@@ -433,7 +443,7 @@ impl Reader<'_> {
             .map(|name| {
                 let result = match named.remove(name).expect("every name was looked up") {
                     Err(e) => Err(e),
-                    Ok(key) => self.resolve(name, &key, &known, &neither, &failed, &users, &collisions),
+                    Ok(key) => self.resolve(name, &key, &known, &neither, &failed, &index),
                 };
                 GroupOutcome { name: name.clone(), result }
             })
@@ -441,13 +451,12 @@ impl Reader<'_> {
         (outcomes, users_seen)
     }
 
-    /// The users search: every user entry, indexed by normalised DN; usernames that collide are noted.
-    async fn read_users(
-        &mut self,
-    ) -> Result<(Vec<UserRecord>, HashMap<DnKey, u32>, HashMap<Username, Vec<String>>), Error> {
+    /// The users search: every user entry, indexed by DN; usernames that collide are noted.
+    async fn read_users(&mut self) -> Result<UserIndex, Error> {
         let s = self.s;
-        let mut users: Vec<UserRecord> = Vec::new();
-        let mut index: HashMap<DnKey, u32> = HashMap::new();
+        let mut users: Vec<Arc<Member>> = Vec::new();
+        let mut by_raw_dn: HashMap<String, u32> = HashMap::new();
+        let mut by_key: HashMap<DnKey, u32> = HashMap::new();
         let mut by_name: HashMap<Username, u32> = HashMap::new();
         let mut collisions: HashMap<Username, Vec<String>> = HashMap::new();
         let mut skipped = 0usize;
@@ -483,19 +492,21 @@ impl Reader<'_> {
             } else {
                 by_name.insert(username.clone(), n);
             }
-            index.insert(DnKey::new(&entry.dn), n);
+            by_key.insert(DnKey::new(&entry.dn), n);
+            by_raw_dn.insert(entry.dn.clone(), n);
             let display_name = values(&entry, &s.display_name_attribute).next().cloned();
             let email = values(&entry, &s.email_attribute).next().cloned();
-            users.push(UserRecord { username, display_name, email, dn: entry.dn });
+            users.push(Arc::new(Member { username, display_name, email, dn: entry.dn }));
         })
         .await?;
+        users.shrink_to_fit();
         for (username, dns) in &collisions {
             tracing::warn!(username = %username, dns = ?dns, "username collision");
         }
         if skipped > 0 {
             tracing::info!(count = skipped, "user entries without a usable username skipped");
         }
-        Ok((users, index, collisions))
+        Ok(UserIndex { users, by_raw_dn, by_key, collisions })
     }
 
     fn group_name_filter(&self, names: &[String]) -> String {
@@ -508,12 +519,7 @@ impl Reader<'_> {
         }
     }
 
-    fn group_record(
-        &self,
-        entry: &SearchEntry,
-        index: &HashMap<DnKey, u32>,
-        wanted: Option<&[String]>,
-    ) -> Vec<GroupRecord> {
+    fn group_record(&self, entry: &SearchEntry, index: &UserIndex, wanted: Option<&[String]>) -> Vec<GroupRecord> {
         let s = self.s;
         let mut users = Vec::new();
         let mut others = Vec::new();
@@ -521,10 +527,9 @@ impl Reader<'_> {
             if dn.is_empty() {
                 continue; // groupOfNames' placeholder for "no members"
             }
-            let key = DnKey::new(dn);
-            match index.get(&key) {
-                Some(&n) => users.push(n),
-                None => others.push((key, dn.clone())),
+            match index.find(dn) {
+                Some(n) => users.push(n),
+                None => others.push((DnKey::new(dn), dn.clone())),
             }
         }
         // A group found by name is recorded under the configured name it matched; a nested one under its first.
@@ -537,11 +542,7 @@ impl Reader<'_> {
         vec![GroupRecord { name, dn: entry.dn.clone(), users, others }]
     }
 
-    async fn read_named_groups(
-        &mut self,
-        names: &[String],
-        index: &HashMap<DnKey, u32>,
-    ) -> Result<Vec<GroupRecord>, Error> {
+    async fn read_named_groups(&mut self, names: &[String], index: &UserIndex) -> Result<Vec<GroupRecord>, Error> {
         let filter = self.group_name_filter(names);
         let s = self.s;
         let mut entries = Vec::new();
@@ -561,7 +562,7 @@ impl Reader<'_> {
         known: &mut HashMap<DnKey, GroupRecord>,
         neither: &mut HashSet<DnKey>,
         failed: &mut HashMap<DnKey, Error>,
-        index: &HashMap<DnKey, u32>,
+        index: &UserIndex,
         roots: Vec<DnKey>,
     ) {
         let mut level: Vec<DnKey> = roots;
@@ -603,7 +604,7 @@ impl Reader<'_> {
     }
 
     /// A base-scope read of a member DN that is not a user: is it a group?
-    async fn lookup(&mut self, dn: &str, index: &HashMap<DnKey, u32>) -> Lookup {
+    async fn lookup(&mut self, dn: &str, index: &UserIndex) -> Lookup {
         self.searches += 1;
         let s = self.s;
         let attrs = vec![s.group_name_attribute.as_str(), s.member_attribute.as_str()];
@@ -634,7 +635,6 @@ impl Reader<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn resolve(
         &self,
         name: &str,
@@ -642,9 +642,9 @@ impl Reader<'_> {
         known: &HashMap<DnKey, GroupRecord>,
         neither: &HashSet<DnKey>,
         failed: &HashMap<DnKey, Error>,
-        users: &[UserRecord],
-        collisions: &HashMap<Username, Vec<String>>,
+        index: &UserIndex,
     ) -> Result<Group, Error> {
+        let users = &index.users;
         let top = known.get(root).expect("a found group is known");
         let mut members: Vec<u32> = Vec::new();
         let mut sources = Vec::new();
@@ -693,21 +693,16 @@ impl Reader<'_> {
         members.sort_unstable();
         members.dedup();
         let mut found_collisions: Vec<Collision> = Vec::new();
-        let mut out: Vec<Member> = Vec::with_capacity(members.len());
+        let mut out: Vec<Arc<Member>> = Vec::with_capacity(members.len());
         for n in members {
             let u = &users[n as usize];
-            if let Some(dns) = collisions.get(&u.username) {
+            if let Some(dns) = index.collisions.get(&u.username) {
                 if !found_collisions.iter().any(|c| c.username == u.username) {
                     found_collisions.push(Collision { username: u.username.clone(), dns: dns.clone() });
                 }
                 continue;
             }
-            out.push(Member {
-                username: u.username.clone(),
-                dn: u.dn.clone(),
-                display_name: u.display_name.clone(),
-                email: u.email.clone(),
-            });
+            out.push(u.clone());
         }
         out.sort_by(|a, b| a.username.cmp(&b.username));
         Ok(Group {

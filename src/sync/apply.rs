@@ -1,13 +1,12 @@
 //! Carrying a plan out for one group: import the group by name, work out who is still missing, import
 //! nested groups that cover several of them, then import the rest one by one with bounded concurrency.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::cloudshell::{Client, GroupImport, UserImport};
-use crate::ldap::Member;
 use crate::report::Failure;
 use crate::sync::plan::ReadyGroup;
 use crate::username::Username;
@@ -26,12 +25,12 @@ pub struct Applied {
 /// flight finish.
 pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize, stop: &CancellationToken) -> Applied {
     let name = group.name.as_str();
-    let mut still: BTreeMap<Username, &Member> = group.to_import.iter().map(|m| (m.username.clone(), m)).collect();
+    let mut still: BTreeSet<Username> = group.to_import.iter().map(|m| m.username.clone()).collect();
     let mut applied = Applied::default();
-    let mut take_created = |still: &mut BTreeMap<Username, &Member>, created: &[crate::cloudshell::User], via: &str| {
+    let mut take_created = |still: &mut BTreeSet<Username>, created: &[crate::cloudshell::User], via: &str| {
         for user in created {
             if let Some(username) = Username::new(&user.username)
-                && still.remove(&username).is_some()
+                && still.remove(&username)
             {
                 tracing::info!(group = name, username = %username, via, "user imported");
                 applied.imported.push(username);
@@ -79,7 +78,7 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
         if stop.is_cancelled() {
             break;
         }
-        let covered = source.direct_members.iter().filter(|u| still.contains_key(*u)).count();
+        let covered = source.direct_members.iter().filter(|u| still.contains(*u)).count();
         if covered < 2 {
             continue;
         }
@@ -100,7 +99,7 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
     // 3. Everyone else, one by one. A 409 means the user is there: success.
     let planned = still.len();
     let results: Vec<(Username, Result<UserImport, crate::cloudshell::Error>)> =
-        futures_util::stream::iter(still.into_keys())
+        futures_util::stream::iter(still.into_iter())
             .take_while(|_| std::future::ready(!stop.is_cancelled()))
             .map(|username| async move {
                 let outcome = client.import_user(username.as_str()).await;

@@ -2,6 +2,7 @@
 //! every rule is tested here with plain tables.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::ldap::{self, Collision, Member, Snapshot};
 use crate::username::Username;
@@ -56,7 +57,7 @@ pub struct ReadyGroup {
     /// Members missing in CloudShell (compared case-insensitively).
     pub missing: Vec<Username>,
     /// The missing members this group imports: those not already claimed by an earlier group.
-    pub to_import: Vec<Member>,
+    pub to_import: Vec<Arc<Member>>,
     /// Members left out because their username is ambiguous in the directory.
     pub collisions: Vec<Collision>,
     /// Set when the shrink guard holds this group: nothing is imported for it.
@@ -101,13 +102,13 @@ pub fn plan<'a>(snapshot: &Snapshot, cloudshell_users: impl IntoIterator<Item = 
             }
             Ok(group) => group,
         };
-        let missing: Vec<&Member> = group.members.iter().filter(|m| !existing.contains(&m.username)).collect();
+        let missing: Vec<&Arc<Member>> = group.members.iter().filter(|m| !existing.contains(&m.username)).collect();
         let shrink = policy
             .last_good
             .get(&outcome.name)
             .filter(|&&previous| shrank_too_much(previous, group.members.len(), policy.max_shrink_percent))
             .map(|&previous| Shrink { previous, now: group.members.len() });
-        let to_import: Vec<Member> = if shrink.is_some() {
+        let to_import: Vec<Arc<Member>> = if shrink.is_some() {
             Vec::new()
         } else {
             missing.iter().filter(|m| claimed.insert(m.username.clone())).map(|m| (*m).clone()).collect()
@@ -146,7 +147,7 @@ mod tests {
             result: Ok(Group {
                 name: name.to_string(),
                 dn: format!("cn={name},dc=x"),
-                members: members.iter().map(|m| member(m)).collect(),
+                members: members.iter().map(|m| Arc::new(member(m))).collect(),
                 sources: vec![Source {
                     name: name.to_string(),
                     dn: format!("cn={name},dc=x"),
@@ -185,7 +186,7 @@ mod tests {
         }
     }
 
-    fn names(members: &[Member]) -> Vec<&str> {
+    fn names(members: &[Arc<Member>]) -> Vec<&str> {
         members.iter().map(|m| m.username.as_str()).collect()
     }
 
