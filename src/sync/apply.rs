@@ -99,7 +99,7 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
     // 3. Everyone else, one by one. A 409 means the user is there: success.
     let planned = still.len();
     let results: Vec<(Username, Result<UserImport, crate::cloudshell::Error>)> =
-        futures_util::stream::iter(still.into_iter())
+        futures_util::stream::iter(still)
             .take_while(|_| std::future::ready(!stop.is_cancelled()))
             .map(|username| async move {
                 let outcome = client.import_user(username.as_str()).await;
