@@ -204,11 +204,13 @@ fn control(sim: &Sim, method: &Method, path: &str, body: &[u8]) -> Response {
                 "tokens": world.tokens.keys().collect::<Vec<_>>(),
                 "faults": world.faults,
                 "group_import_limit": world.group_import_limit,
+                "busy_ms": world.busy.as_secs_f64() * 1000.0,
             }))
         }
         (Method::GET, "/_sim/calls") => ok(json!(world.calls)),
         (Method::DELETE, "/_sim/calls") => {
             world.calls.clear();
+            world.busy = std::time::Duration::ZERO;
             ok(json!({}))
         }
         (Method::POST, "/_sim/faults") => match serde_json::from_slice::<FaultRequest>(body) {
@@ -471,8 +473,34 @@ fn paginate<T: serde::Serialize>(
 }
 
 fn list_users(sim: &Sim, q: &Query) -> Reply {
+    if q.sort_by.is_none() && !q.descending && q.filter.is_none() {
+        return list_users_by_name(sim, q);
+    }
     let users: Vec<User> = sim.world().users.values().cloned().collect();
     paginate(users, |u| u.username.clone(), Some(&|u: &User| u.id), q, "Users")
+}
+
+/// The default listing (by name, ascending, unfiltered) straight off the name-ordered map, so that paging a
+/// large user list costs a page per call, not the whole list. Same cursors as [`paginate`].
+fn list_users_by_name(sim: &Sim, q: &Query) -> Reply {
+    let after = match &q.cursor {
+        None => None,
+        Some(cursor) => match B64.decode(cursor).ok().and_then(|b| String::from_utf8(b).ok()) {
+            Some(key) => Some(key),
+            None => return bad_request(format!("paginationProperties.cursor {cursor:?} is not a cursor this list issued")),
+        },
+    };
+    let world = sim.world();
+    let range = match &after {
+        None => world.users.range::<String, _>(..),
+        Some(key) => world.users.range::<String, _>((std::ops::Bound::Excluded(key.clone()), std::ops::Bound::Unbounded)),
+    };
+    let mut page: Vec<(&String, &User)> = range.take(q.limit + 1).collect();
+    let more = page.len() > q.limit;
+    page.truncate(q.limit);
+    let cursor = if more { page.last().map(|(key, _)| Key::Text((*key).clone()).encode()) } else { None };
+    let users: Vec<&User> = page.into_iter().map(|(_, u)| u).collect();
+    Reply::Json(StatusCode::OK, json!({ "Users": users, "Cursor": cursor }))
 }
 
 fn get_user(sim: &Sim, id: i64) -> Reply {

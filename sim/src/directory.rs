@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
 
@@ -188,23 +190,31 @@ pub async fn direct_members(s: &Settings, group: &str) -> Result<Option<DirectMe
         .filter(|(k, _)| k.eq_ignore_ascii_case(&s.member_attribute))
         .flat_map(|(_, v)| v.iter().cloned())
         .collect();
+    // One base-scope read per member, as a directory client without a join would do; up to 32 in flight on
+    // the one connection.
+    let reads = futures_util::stream::iter(member_dns.iter().cloned())
+        .map(|dn| {
+            let mut ldap = ldap.clone();
+            async move {
+                let result = ldap.with_timeout(s.timeout).search(&dn, Scope::Base, &s.user_filter, user_attrs(s)).await;
+                (dn, result)
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
     let mut users = Vec::with_capacity(member_dns.len());
-    for dn in &member_dns {
-        // One base-scope read per member, as a directory client without a join would do.
-        let result = ldap
-            .with_timeout(s.timeout)
-            .search(dn, Scope::Base, &s.user_filter, user_attrs(s))
-            .await
-            .map_err(|e| format!("reading member {dn} failed: {e}"))?;
+    for (dn, result) in reads {
+        let result = result.map_err(|e| format!("reading member {dn} failed: {e}"))?;
         match result.1.rc {
             0 => {}
             32 => continue, // noSuchObject: a dangling member reference
-            rc => {
-                return Err(format!("reading member {dn} failed with result code {rc}: {}", result.1.text));
-            }
+            rc => return Err(format!("reading member {dn} failed with result code {rc}: {}", result.1.text)),
         }
         users.extend(result.0.into_iter().filter_map(|raw| to_user(s, &SearchEntry::construct(raw))));
     }
+    // Keep the directory's order stable for callers.
+    users.sort_by(|a, b| a.username.to_lowercase().cmp(&b.username.to_lowercase()));
     let _ = ldap.unbind().await;
     Ok(Some(DirectMembers { member_values: member_dns.len(), users }))
 }

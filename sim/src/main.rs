@@ -26,6 +26,9 @@ struct Args {
     /// A local user that exists at start (repeatable).
     #[arg(long = "existing-user")]
     existing_users: Vec<String>,
+    /// A file of local users that exist at start, one username a line.
+    #[arg(long)]
+    existing_users_file: Option<PathBuf>,
     /// Groups with more direct members than this are refused on import.
     #[arg(long, default_value_t = 1000)]
     group_import_limit: usize,
@@ -99,11 +102,16 @@ async fn main() -> anyhow::Result<()> {
             )
         }),
     };
+    let mut existing_users = args.existing_users.clone();
+    if let Some(file) = &args.existing_users_file {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        existing_users.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string));
+    }
     let config = Config {
         admin_username: args.admin_username.clone(),
         admin_password: read_secret(&args.admin_password_file, "admin")?,
         admin_domain: args.admin_domain.clone(),
-        existing_users: args.existing_users.clone(),
+        existing_users,
         group_import_limit: args.group_import_limit,
         domain_name: args.domain_name.clone(),
         directory,

@@ -255,6 +255,11 @@ pub struct World {
     random: RandomState,
     counter: u64,
     started: std::time::Instant,
+    /// Calls being answered now, since when the simulator has been busy, and busy time so far: the
+    /// simulator's own share of a run, for benchmarks.
+    in_flight: u32,
+    busy_since: Option<std::time::Instant>,
+    pub busy: std::time::Duration,
 }
 
 /// Whether a presented token is accepted.
@@ -310,6 +315,9 @@ impl World {
             random: RandomState::new(),
             counter: 0,
             started: std::time::Instant::now(),
+            in_flight: 0,
+            busy_since: None,
+            busy: std::time::Duration::ZERO,
         };
         let admin_user = world.new_user(admin, None, None, None);
         world.users.get_mut(&admin.to_lowercase()).expect("just added").is_admin = true;
@@ -455,6 +463,10 @@ impl World {
         call.seq = self.next_call;
         call.state = "in_flight".into();
         call.at_ms = self.started.elapsed().as_millis() as u64;
+        if self.in_flight == 0 {
+            self.busy_since = Some(std::time::Instant::now());
+        }
+        self.in_flight += 1;
         self.next_call += 1;
         self.calls.push(call);
         self.next_call - 1
@@ -464,8 +476,18 @@ impl World {
         self.calls.iter_mut().rev().find(|c| c.seq == seq)
     }
 
+    fn idle_one(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight == 0
+            && let Some(since) = self.busy_since.take()
+        {
+            self.busy += since.elapsed();
+        }
+    }
+
     /// Records the answer to call `seq`.
     pub fn end_call(&mut self, seq: u64, status: u16, injected: Option<String>) {
+        self.idle_one();
         if let Some(call) = self.call_mut(seq) {
             call.status = status;
             call.injected = injected;
@@ -479,6 +501,7 @@ impl World {
             && call.state == "in_flight"
         {
             call.state = "aborted".into();
+            self.idle_one();
         }
     }
 }
