@@ -91,7 +91,10 @@ fn curl_pages(sim: &Sim, dir: &Path) -> (f64, f64, usize) {
     loop {
         let mut url = format!("{}/api/v1/users?paginationProperties.limit=250", sim.url());
         if let Some(c) = &cursor {
-            url.push_str(&format!("&paginationProperties.cursor={}", url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()));
+            url.push_str(&format!(
+                "&paginationProperties.cursor={}",
+                url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()
+            ));
         }
         let out = Command::new("curl")
             .args(["-s", "-o"])
@@ -175,9 +178,11 @@ async fn main() {
     // Steady state: everyone exists.
     let steady_sim = sim_for(&slapd, everyone.clone());
     eprintln!("measuring the floor");
-    let users_floor = median((0..3).map(|_| timed(&mut ldapsearch(&slapd, "(objectClass=inetOrgPerson)", &["uid"]))).collect());
-    let groups_floor =
-        median((0..3).map(|_| timed(&mut ldapsearch(&slapd, "(objectClass=groupOfNames)", &["cn", "member"]))).collect());
+    let users_floor =
+        median((0..3).map(|_| timed(&mut ldapsearch(&slapd, "(objectClass=inetOrgPerson)", &["uid"]))).collect());
+    let groups_floor = median(
+        (0..3).map(|_| timed(&mut ldapsearch(&slapd, "(objectClass=groupOfNames)", &["cn", "member"]))).collect(),
+    );
     let curls: Vec<(f64, f64, usize)> = (0..3).map(|_| curl_pages(&steady_sim, &bench_dir)).collect();
     let curl_floor = median(curls.iter().map(|c| c.0).collect());
     let curl_wall = median(curls.iter().map(|c| c.1).collect());
@@ -191,7 +196,9 @@ async fn main() {
     for _ in 0..3 {
         steady.push(run_sync(&binary, &config, &steady_sim).await);
     }
-    steady.sort_by(|a, b| a.report["duration_ms"].as_f64().partial_cmp(&b.report["duration_ms"].as_f64()).expect("numbers"));
+    steady.sort_by(|a, b| {
+        a.report["duration_ms"].as_f64().partial_cmp(&b.report["duration_ms"].as_f64()).expect("numbers")
+    });
     let steady = steady.remove(1);
     drop(steady_sim);
 
@@ -208,11 +215,15 @@ async fn main() {
 
     let secs = |r: &Run| r.report["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0;
     let calls = |r: &Run, k: &str| r.report["api_calls"][k].as_u64().unwrap_or(0);
-    println!("| measurement | time (s) | ratio to floor | peak RSS (MB) | import calls (group / user) | simulator busy (s) |");
+    println!(
+        "| measurement | time (s) | ratio to floor | peak RSS (MB) | import calls (group / user) | simulator busy (s) |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     println!("| floor: ldapsearch users (paged 500) | {users_floor:.2} | | | | |");
     println!("| floor: ldapsearch groups + members (paged 500) | {groups_floor:.2} | | | | |");
-    println!("| floor: curl, {pages} pages of 250 (curl's own time; {curl_wall:.2} s with process start-up) | {curl_floor:.2} | | | | |");
+    println!(
+        "| floor: curl, {pages} pages of 250 (curl's own time; {curl_wall:.2} s with process start-up) | {curl_floor:.2} | | | | |"
+    );
     println!("| **floor total** | **{floor:.2}** | 1.00 | | | |");
     for (name, r) in [("steady state (median of 3)", &steady), ("churn", &churn_run), ("cold", &cold_run)] {
         println!(

@@ -487,13 +487,17 @@ fn list_users_by_name(sim: &Sim, q: &Query) -> Reply {
         None => None,
         Some(cursor) => match B64.decode(cursor).ok().and_then(|b| String::from_utf8(b).ok()) {
             Some(key) => Some(key),
-            None => return bad_request(format!("paginationProperties.cursor {cursor:?} is not a cursor this list issued")),
+            None => {
+                return bad_request(format!("paginationProperties.cursor {cursor:?} is not a cursor this list issued"));
+            }
         },
     };
     let world = sim.world();
     let range = match &after {
         None => world.users.range::<String, _>(..),
-        Some(key) => world.users.range::<String, _>((std::ops::Bound::Excluded(key.clone()), std::ops::Bound::Unbounded)),
+        Some(key) => {
+            world.users.range::<String, _>((std::ops::Bound::Excluded(key.clone()), std::ops::Bound::Unbounded))
+        }
     };
     let mut page: Vec<(&String, &User)> = range.take(q.limit + 1).collect();
     let more = page.len() > q.limit;

@@ -590,8 +590,14 @@ impl Client {
 
     /// Every CloudShell user, following the cursors at [`PAGE_LIMIT`] a page.
     pub async fn list_users(&self) -> Result<Vec<User>, Error> {
-        let path = USERS_PATH;
         let mut users = Vec::new();
+        self.list_users_with(|u| users.push(u)).await.map(|()| users)
+    }
+
+    /// Every CloudShell user, handed to `each` page by page, so that a caller keeping less than the whole
+    /// user object does not hold the whole list twice.
+    pub async fn list_users_with(&self, mut each: impl FnMut(User)) -> Result<(), Error> {
+        let path = USERS_PATH;
         let mut cursor: Option<String> = None;
         let mut seen = std::collections::HashSet::new();
         for _ in 0..MAX_PAGES {
@@ -600,9 +606,9 @@ impl Client {
                 query.push(("paginationProperties.cursor", c.clone()));
             }
             let page = self.user_page(&query).await?;
-            users.extend(page.users.into_iter().map(User::from));
+            page.users.into_iter().map(User::from).for_each(&mut each);
             match page.cursor.filter(|c| !c.is_empty()) {
-                None => return Ok(users),
+                None => return Ok(()),
                 Some(next) => {
                     if !seen.insert(next.clone()) {
                         return Err(Error::Paging {

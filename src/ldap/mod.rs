@@ -86,7 +86,7 @@ pub struct Member {
 pub struct Source {
     pub name: String,
     pub dn: String,
-    pub direct_members: Vec<Username>,
+    pub direct_members: Vec<Arc<Member>>,
 }
 
 /// Two or more directory entries whose usernames fold to the same name: none of them is imported.
@@ -137,14 +137,21 @@ struct UserIndex {
     users: Vec<Arc<Member>>,
     /// DNs exactly as the server wrote them: most member values match one of these as they are.
     by_raw_dn: HashMap<String, u32>,
-    /// Normalised DNs, for member values written another way.
-    by_key: HashMap<DnKey, u32>,
+    /// Normalised DNs, for member values written another way: built on the first such value only, since
+    /// most directories write member values exactly as the entries' DNs.
+    by_key: std::sync::OnceLock<HashMap<DnKey, u32>>,
     collisions: HashMap<Username, Vec<String>>,
 }
 
 impl UserIndex {
     fn find(&self, dn: &str) -> Option<u32> {
-        self.by_raw_dn.get(dn).or_else(|| self.by_key.get(&DnKey::new(dn))).copied()
+        if let Some(&n) = self.by_raw_dn.get(dn) {
+            return Some(n);
+        }
+        let by_key = self
+            .by_key
+            .get_or_init(|| self.users.iter().enumerate().map(|(n, u)| (DnKey::new(&u.dn), n as u32)).collect());
+        by_key.get(&DnKey::new(dn)).copied()
     }
 }
 
@@ -176,11 +183,37 @@ struct Reader<'a> {
 /// Fails as a whole only when the directory cannot be reached or the bind is refused; any later failure
 /// puts the affected groups in error and keeps the others.
 pub async fn snapshot(s: &Settings, groups: &[String]) -> Result<Snapshot, Error> {
-    let (ldap, url) = connect(s).await?;
-    let mut reader = Reader { s, ldap, url: url.clone(), searches: 0 };
-    let result = reader.read(groups).await;
-    let _ = reader.ldap.unbind().await;
-    Ok(Snapshot { groups: result.0, users_seen: result.1, searches: reader.searches, served_by: url })
+    Ok(Connection::open(s).await?.snapshot(groups).await)
+}
+
+/// A bound connection to the directory, ready for one snapshot.
+pub struct Connection<'a> {
+    s: &'a Settings,
+    ldap: Ldap,
+    url: String,
+}
+
+impl<'a> Connection<'a> {
+    /// Connects and binds (trying each URL in order). Fails when no server can be reached or the bind is
+    /// refused.
+    pub async fn open(s: &'a Settings) -> Result<Connection<'a>, Error> {
+        let (ldap, url) = connect(s).await?;
+        Ok(Connection { s, ldap, url })
+    }
+
+    /// The URL of the server this connection reached.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Reads the effective members of each configured group; a failure now puts groups in error.
+    pub async fn snapshot(self, groups: &[String]) -> Snapshot {
+        let url = self.url.clone();
+        let mut reader = Reader { s: self.s, ldap: self.ldap, url: self.url, searches: 0 };
+        let result = reader.read(groups).await;
+        let _ = reader.ldap.unbind().await;
+        Snapshot { groups: result.0, users_seen: result.1, searches: reader.searches, served_by: url }
+    }
 }
 
 /// Connects and binds to the first server that answers, trying each URL in order, each up to
@@ -456,7 +489,6 @@ impl Reader<'_> {
         let s = self.s;
         let mut users: Vec<Arc<Member>> = Vec::new();
         let mut by_raw_dn: HashMap<String, u32> = HashMap::new();
-        let mut by_key: HashMap<DnKey, u32> = HashMap::new();
         let mut by_name: HashMap<Username, u32> = HashMap::new();
         let mut collisions: HashMap<Username, Vec<String>> = HashMap::new();
         let mut skipped = 0usize;
@@ -492,7 +524,6 @@ impl Reader<'_> {
             } else {
                 by_name.insert(username.clone(), n);
             }
-            by_key.insert(DnKey::new(&entry.dn), n);
             by_raw_dn.insert(entry.dn.clone(), n);
             let display_name = values(&entry, &s.display_name_attribute).next().cloned();
             let email = values(&entry, &s.email_attribute).next().cloned();
@@ -506,7 +537,7 @@ impl Reader<'_> {
         if skipped > 0 {
             tracing::info!(count = skipped, "user entries without a usable username skipped");
         }
-        Ok(UserIndex { users, by_raw_dn, by_key, collisions })
+        Ok(UserIndex { users, by_raw_dn, by_key: std::sync::OnceLock::new(), collisions })
     }
 
     fn group_name_filter(&self, names: &[String]) -> String {
@@ -659,7 +690,7 @@ impl Reader<'_> {
                 sources.push(Source {
                     name: group.name.clone(),
                     dn: group.dn.clone(),
-                    direct_members: group.users.iter().map(|&n| users[n as usize].username.clone()).collect(),
+                    direct_members: group.users.iter().map(|&n| users[n as usize].clone()).collect(),
                 });
                 for (key, raw) in &group.others {
                     if !self.s.nested_groups {

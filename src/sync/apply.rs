@@ -78,7 +78,7 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
         if stop.is_cancelled() {
             break;
         }
-        let covered = source.direct_members.iter().filter(|u| still.contains(*u)).count();
+        let covered = source.direct_members.iter().filter(|m| still.contains(&m.username)).count();
         if covered < 2 {
             continue;
         }
@@ -98,16 +98,15 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
 
     // 3. Everyone else, one by one. A 409 means the user is there: success.
     let planned = still.len();
-    let results: Vec<(Username, Result<UserImport, crate::cloudshell::Error>)> =
-        futures_util::stream::iter(still)
-            .take_while(|_| std::future::ready(!stop.is_cancelled()))
-            .map(|username| async move {
-                let outcome = client.import_user(username.as_str()).await;
-                (username, outcome)
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+    let results: Vec<(Username, Result<UserImport, crate::cloudshell::Error>)> = futures_util::stream::iter(still)
+        .take_while(|_| std::future::ready(!stop.is_cancelled()))
+        .map(|username| async move {
+            let outcome = client.import_user(username.as_str()).await;
+            (username, outcome)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
     let mut results = results;
     results.sort_by(|a, b| a.0.cmp(&b.0));
     applied.not_attempted = planned - results.len();

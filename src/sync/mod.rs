@@ -71,11 +71,10 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String, context: &C
         report
     };
 
+    // Connect and bind first: an unreachable directory means no call to CloudShell at all.
     let directory_started = Instant::now();
-    let snapshot = ldap::snapshot(&config.ldap, &config.sync.groups).await;
-    report.directory_ms = directory_started.elapsed().as_millis() as u64;
-    let snapshot = match snapshot {
-        Ok(s) => s,
+    let connection = match ldap::Connection::open(&config.ldap).await {
+        Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, kind = e.kind(), "directory unavailable");
             report.result = RunResult::Failed;
@@ -83,10 +82,32 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String, context: &C
             return finish(report, None);
         }
     };
-    tracing::info!(users = snapshot.users_seen, searches = snapshot.searches, "directory read");
+    let client = match Client::new(config.cloudshell.clone()) {
+        Ok(c) => match &context.observer {
+            Some(o) => c.with_observer(o.clone()),
+            None => c,
+        },
+        Err(e) => {
+            report.result = RunResult::Failed;
+            report.error = Some(e.to_string());
+            return finish(report, None);
+        }
+    };
+    // Reading the directory and listing CloudShell's users are independent reads: overlap them.
+    let read_directory = async {
+        let snapshot = connection.snapshot(&config.sync.groups).await;
+        (snapshot, directory_started.elapsed())
+    };
+    let list_cloudshell = async {
+        let mut existing: Vec<Username> = Vec::new();
+        client.list_users_with(|u| existing.extend(Username::new(&u.username))).await.map(|()| existing)
+    };
+    let ((snapshot, directory_time), listed) = tokio::join!(read_directory, list_cloudshell);
+    report.directory_ms = directory_time.as_millis() as u64;
+    tracing::info!(users = snapshot.users_seen, searches = snapshot.searches, url = %snapshot.served_by, "directory read");
     let failed_groups = snapshot.groups.iter().filter(|g| g.result.is_err()).count();
     if failed_groups == snapshot.groups.len() {
-        // Nothing could be read: no call to CloudShell, no write.
+        // Nothing could be read: no write.
         report.result = RunResult::Failed;
         report.error = Some("no configured group could be enumerated".into());
         report.groups = snapshot
@@ -99,21 +120,9 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String, context: &C
                 tracing::error!(group = %g.name, error = %e, kind = e.kind(), "group enumeration failed");
             }
         }
-        return finish(report, None);
+        return finish(report, Some(&client));
     }
-
-    let client = match Client::new(config.cloudshell.clone()) {
-        Ok(c) => match &context.observer {
-            Some(o) => c.with_observer(o.clone()),
-            None => c,
-        },
-        Err(e) => {
-            report.result = RunResult::Failed;
-            report.error = Some(e.to_string());
-            return finish(report, None);
-        }
-    };
-    let users = match client.list_users().await {
+    let existing = match listed {
         Ok(u) => u,
         Err(e) => {
             tracing::error!(error = %e, "cloudshell unavailable");
@@ -122,7 +131,6 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String, context: &C
             return finish(report, Some(&client));
         }
     };
-    let existing: Vec<Username> = users.iter().filter_map(|u| Username::new(&u.username)).collect();
     tracing::info!(users = existing.len(), "cloudshell users listed");
     let mut counts = match &context.state_directory {
         None => {
@@ -145,8 +153,8 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String, context: &C
         max_shrink_percent: config.sync.max_shrink_percent,
         last_good: counts.as_ref().map(state::Counts::by_group).unwrap_or_default(),
     };
-    let plan = plan::plan(&snapshot, &existing, policy);
-    drop(users);
+    let plan = plan::plan(snapshot, &existing, policy);
+    drop(existing);
     log_plan(&plan, config.sync.max_shrink_percent);
 
     if let Some(held) = plan.held {

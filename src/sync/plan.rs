@@ -90,14 +90,14 @@ pub struct Held {
 }
 
 /// Computes the plan.
-pub fn plan<'a>(snapshot: &Snapshot, cloudshell_users: impl IntoIterator<Item = &'a Username>, policy: Policy) -> Plan {
+pub fn plan<'a>(snapshot: Snapshot, cloudshell_users: impl IntoIterator<Item = &'a Username>, policy: Policy) -> Plan {
     let existing: HashSet<&Username> = cloudshell_users.into_iter().collect();
     let mut claimed: HashSet<Username> = HashSet::new();
     let mut groups = Vec::with_capacity(snapshot.groups.len());
-    for outcome in &snapshot.groups {
-        let group = match &outcome.result {
+    for outcome in snapshot.groups {
+        let group = match outcome.result {
             Err(error) => {
-                groups.push(GroupPlan::Failed { name: outcome.name.clone(), error: error.clone() });
+                groups.push(GroupPlan::Failed { name: outcome.name, error });
                 continue;
             }
             Ok(group) => group,
@@ -113,14 +113,9 @@ pub fn plan<'a>(snapshot: &Snapshot, cloudshell_users: impl IntoIterator<Item = 
         } else {
             missing.iter().filter(|m| claimed.insert(m.username.clone())).map(|m| (*m).clone()).collect()
         };
-        groups.push(GroupPlan::Ready(ReadyGroup {
-            name: outcome.name.clone(),
-            group: group.clone(),
-            missing: missing.iter().map(|m| m.username.clone()).collect(),
-            to_import,
-            collisions: group.collisions.clone(),
-            shrink,
-        }));
+        let missing: Vec<Username> = missing.iter().map(|m| m.username.clone()).collect();
+        let collisions = group.collisions.clone();
+        groups.push(GroupPlan::Ready(ReadyGroup { name: outcome.name, group, missing, to_import, collisions, shrink }));
     }
     let planned_imports = claimed.len();
     let held = (planned_imports > policy.max_imports_per_run)
@@ -151,7 +146,7 @@ mod tests {
                 sources: vec![Source {
                     name: name.to_string(),
                     dn: format!("cn={name},dc=x"),
-                    direct_members: members.iter().map(|m| u(m)).collect(),
+                    direct_members: members.iter().map(|m| Arc::new(member(m))).collect(),
                 }],
                 collisions: vec![],
                 skipped_members: 0,
@@ -176,7 +171,7 @@ mod tests {
 
     fn run(groups: Vec<GroupOutcome>, existing: &[&str], limit: usize) -> Plan {
         let existing: Vec<Username> = existing.iter().map(|e| u(e)).collect();
-        plan(&snapshot(groups), &existing, Policy { max_imports_per_run: limit, ..Default::default() })
+        plan(snapshot(groups), &existing, Policy { max_imports_per_run: limit, ..Default::default() })
     }
 
     fn ready(plan: &Plan, n: usize) -> &ReadyGroup {
@@ -242,7 +237,7 @@ mod tests {
                 group("C", &["c1"]),                   // never seen: no guard
             ]
         };
-        let p = plan(&snapshot(groups()), &[], policy(50));
+        let p = plan(snapshot(groups()), &[], policy(50));
         assert_eq!(ready(&p, 0).shrink, Some(Shrink { previous: 10, now: 4 }));
         assert!(!ready(&p, 0).needs_import(), "a held group imports nothing");
         assert_eq!(ready(&p, 1).shrink, None, "exactly the limit is allowed");
@@ -250,16 +245,16 @@ mod tests {
         assert_eq!(names(&ready(&p, 2).to_import), ["c1"]);
         assert_eq!(p.planned_imports, 2);
         assert_eq!(
-            plan(&snapshot(groups()), &[], policy(100))
+            plan(snapshot(groups()), &[], policy(100))
                 .groups
                 .iter()
                 .filter(|g| matches!(g, GroupPlan::Ready(r) if r.shrink.is_some()))
                 .count(),
             0
         );
-        assert!(ready(&plan(&snapshot(groups()), &[], policy(0)), 1).shrink.is_some(), "0 % holds any shrink");
+        assert!(ready(&plan(snapshot(groups()), &[], policy(0)), 1).shrink.is_some(), "0 % holds any shrink");
         let grown = Policy { last_good: HashMap::from([("A".to_string(), 1)]), ..policy(0) };
-        assert_eq!(ready(&plan(&snapshot(groups()), &[], grown), 0).shrink, None, "growth is never held");
+        assert_eq!(ready(&plan(snapshot(groups()), &[], grown), 0).shrink, None, "growth is never held");
     }
 
     #[test]
