@@ -214,7 +214,7 @@ pub async fn direct_members(s: &Settings, group: &str) -> Result<Option<DirectMe
         users.extend(result.0.into_iter().filter_map(|raw| to_user(s, &SearchEntry::construct(raw))));
     }
     // Keep the directory's order stable for callers.
-    users.sort_by(|a, b| a.username.to_lowercase().cmp(&b.username.to_lowercase()));
+    users.sort_by_cached_key(|u| u.username.to_lowercase());
     let _ = ldap.unbind().await;
     Ok(Some(DirectMembers { member_values: member_dns.len(), users }))
 }
