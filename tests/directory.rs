@@ -117,8 +117,11 @@ async fn expands_nested_groups_three_deep_through_a_cycle() {
     let snap = ldap::snapshot(&settings(&slapd.url()), &names(&["A", "C"])).await.unwrap();
     let a = group(&snap, "A");
     assert_eq!(usernames(a), ["a1", "b1", "c1"]);
-    let sources: Vec<(&str, Vec<String>)> =
-        a.sources.iter().map(|s| (s.name.as_str(), s.direct_members.iter().map(|u| u.to_string()).collect())).collect();
+    let sources: Vec<(&str, Vec<String>)> = a
+        .sources
+        .iter()
+        .map(|s| (s.name.as_str(), s.direct_members.iter().map(|u| u.username.to_string()).collect()))
+        .collect();
     assert_eq!(sources, [("A", vec!["a1".into()]), ("B", vec!["b1".into()]), ("C", vec!["c1".into()])]);
     assert_eq!(usernames(group(&snap, "C")), ["a1", "b1", "c1"]);
 
