@@ -204,10 +204,11 @@ async fn check_command(config: &Config) -> u8 {
                     Ok(group) => {
                         let nested = group.sources.len().saturating_sub(1);
                         println!(
-                            "  group {:?}: {} members ({} nested groups) at {}",
+                            "  group {:?}: {} members ({} nested groups, {} disabled left out) at {}",
                             g.name,
                             group.members.len(),
                             nested,
+                            group.disabled_members,
                             group.dn
                         );
                         for c in &group.collisions {

@@ -63,6 +63,14 @@ struct RawMonitor {
     state_directory: Option<PathBuf>,
 }
 
+/// `ldap.nested_groups`: `true`/`false`, or `"recursive"`, `"in_chain"`, `"auto"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawNesting {
+    Flag(bool),
+    Mode(String),
+}
+
 /// `ldap.url`: one URL, or a list tried in order.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -104,8 +112,11 @@ struct RawLdap {
     page_size: i64,
     #[serde(default = "defaults::timeout")]
     timeout: String,
-    #[serde(default = "defaults::yes")]
-    nested_groups: bool,
+    #[serde(default = "defaults::nested_groups")]
+    nested_groups: RawNesting,
+    #[serde(default)]
+    include_disabled: bool,
+    member_range_size: Option<i64>,
     #[serde(default = "defaults::max_nesting_depth")]
     max_nesting_depth: i64,
 }
@@ -231,6 +242,9 @@ mod defaults {
     }
     pub fn retry_deadline() -> String {
         "2m".into()
+    }
+    pub fn nested_groups() -> super::RawNesting {
+        super::RawNesting::Flag(true)
     }
     pub fn connect_retries() -> i64 {
         1
@@ -552,6 +566,27 @@ impl Validator<'_> {
         let page_size = self.positive("ldap", "page_size", l.page_size, i32::MAX as i64)? as i32;
         let ldap_timeout = self.duration("ldap", "timeout", &l.timeout)?;
         let max_nesting_depth = self.positive("ldap", "max_nesting_depth", l.max_nesting_depth, 100)? as usize;
+        let nesting = match &l.nested_groups {
+            RawNesting::Flag(true) => ldap::Nesting::Recursive,
+            RawNesting::Flag(false) => ldap::Nesting::Off,
+            RawNesting::Mode(m) => match m.to_ascii_lowercase().as_str() {
+                "recursive" => ldap::Nesting::Recursive,
+                "in_chain" => ldap::Nesting::InChain,
+                "auto" => ldap::Nesting::Auto,
+                "off" | "none" => ldap::Nesting::Off,
+                _ => {
+                    return Err(self.error(
+                        "ldap",
+                        "nested_groups",
+                        format!("must be true, false, \"recursive\", \"in_chain\" or \"auto\", got {m:?}"),
+                    ));
+                }
+            },
+        };
+        let member_range_size = match l.member_range_size {
+            None => None,
+            Some(n) => Some(self.positive("ldap", "member_range_size", n, 1_000_000)? as u32),
+        };
         let bind_password = self.secret(
             "ldap",
             "bind_password",
@@ -577,7 +612,9 @@ impl Validator<'_> {
             email_attribute: l.email_attribute.clone(),
             page_size,
             timeout: ldap_timeout,
-            nested_groups: l.nested_groups,
+            nesting,
+            include_disabled: l.include_disabled,
+            member_range_size,
             max_nesting_depth,
         };
 
@@ -747,7 +784,20 @@ groups = ["Team"]
         let c = parse_text(MINIMAL).unwrap();
         assert_eq!(c.ldap.page_size, 500);
         assert_eq!(c.ldap.timeout, Duration::from_secs(30));
-        assert!(c.ldap.nested_groups);
+        assert_eq!(c.ldap.nesting, ldap::Nesting::Recursive);
+        assert!(!c.ldap.include_disabled);
+        assert_eq!(c.ldap.member_range_size, None);
+        for (value, nesting) in [
+            ("false", ldap::Nesting::Off),
+            ("\"in_chain\"", ldap::Nesting::InChain),
+            ("\"auto\"", ldap::Nesting::Auto),
+            ("\"recursive\"", ldap::Nesting::Recursive),
+        ] {
+            let text = MINIMAL.replace("[ldap]\n", &format!("[ldap]\nnested_groups = {value}\n"));
+            assert_eq!(parse_text(&text).unwrap().ldap.nesting, nesting, "{value}");
+        }
+        let e = parse_text(&MINIMAL.replace("[ldap]\n", "[ldap]\nnested_groups = \"sideways\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("ldap.nested_groups"));
         assert_eq!(c.ldap.username_attribute, "uid");
         assert_eq!(c.cloudshell.username, "admin");
         assert_eq!(c.cloudshell.domain, "Global");

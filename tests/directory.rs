@@ -29,7 +29,9 @@ fn settings(url: &str) -> Settings {
         email_attribute: "mail".into(),
         page_size: 500,
         timeout: Duration::from_secs(10),
-        nested_groups: true,
+        nesting: ldap::Nesting::Recursive,
+        include_disabled: false,
+        member_range_size: None,
         max_nesting_depth: 10,
     }
 }
@@ -126,7 +128,7 @@ async fn expands_nested_groups_three_deep_through_a_cycle() {
     assert_eq!(usernames(group(&snap, "C")), ["a1", "b1", "c1"]);
 
     // Without nesting, only direct members count.
-    let flat = Settings { nested_groups: false, ..settings(&slapd.url()) };
+    let flat = Settings { nesting: ldap::Nesting::Off, ..settings(&slapd.url()) };
     let snap = ldap::snapshot(&flat, &names(&["A"])).await.unwrap();
     assert_eq!(usernames(group(&snap, "A")), ["a1"]);
     assert_eq!(group(&snap, "A").skipped_members, 1);
@@ -332,4 +334,21 @@ async fn fails_over_to_the_next_url_when_the_first_is_down() {
         ..settings(&slapd.url())
     };
     assert!(matches!(ldap::snapshot(&s, &names(&["Team"])).await.unwrap_err(), Error::Bind { .. }));
+}
+
+#[tokio::test]
+async fn active_directory_only_options_never_empty_an_openldap_group() {
+    let slapd = Slapd::start(&big_directory());
+    // Range windows are an Active Directory option: OpenLDAP would answer with no members; they are ignored.
+    let ranged = Settings { member_range_size: Some(10), ..settings(&slapd.url()) };
+    let snap = ldap::snapshot(&ranged, &names(&["Huge"])).await.unwrap();
+    assert_eq!(group(&snap, "Huge").members.len(), 3000);
+    // IN_CHAIN matches nothing outside Active Directory: an explicit request fails the groups, never empties them.
+    let in_chain = Settings { nesting: ldap::Nesting::InChain, ..settings(&slapd.url()) };
+    let snap = ldap::snapshot(&in_chain, &names(&["Huge"])).await.unwrap();
+    assert!(error(&snap, "Huge").to_string().contains("needs Active Directory"), "{}", error(&snap, "Huge"));
+    // "auto" detects that this is not Active Directory and expands recursively.
+    let auto = Settings { nesting: ldap::Nesting::Auto, ..settings(&slapd.url()) };
+    let snap = ldap::snapshot(&auto, &names(&["Huge"])).await.unwrap();
+    assert_eq!(group(&snap, "Huge").members.len(), 3000);
 }

@@ -236,7 +236,7 @@ async fn check_reports_groups_and_login_and_writes_nothing() {
     let out = env.run(&["check", "--config", config.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("group \"Team\": 4 members (1 nested groups)"), "{stdout}");
+    assert!(stdout.contains("group \"Team\": 4 members (1 nested groups, 0 disabled left out)"), "{stdout}");
     assert!(stdout.contains("group \"Big\": 5 members"), "{stdout}");
     assert!(stdout.contains("logged in as \"admin\""), "{stdout}");
 

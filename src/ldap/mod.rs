@@ -16,6 +16,7 @@
 mod dn;
 mod entry;
 mod error;
+mod range;
 mod tls;
 
 use std::collections::{HashMap, HashSet};
@@ -65,11 +66,38 @@ pub struct Settings {
     pub page_size: i32,
     /// The limit on connecting and on each operation.
     pub timeout: Duration,
-    /// Members of member groups count as members.
-    pub nested_groups: bool,
+    /// Whether and how members of member groups count as members.
+    pub nesting: Nesting,
+    /// Include accounts Active Directory marks disabled (`userAccountControl` bit 2).
+    pub include_disabled: bool,
+    /// Ask for the member attribute in windows of this many values (`member;range=0-N`), as Active
+    /// Directory's range retrieval does on its own past 1,500 values. `None`: ask for it whole.
+    pub member_range_size: Option<u32>,
     /// How many levels of groups within groups are followed before the group is in error.
     pub max_nesting_depth: usize,
 }
+
+/// How nested groups are expanded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nesting {
+    /// Direct members only.
+    Off,
+    /// Member groups read level by level (any LDAP server; cycle-safe, capped by `max_nesting_depth`).
+    Recursive,
+    /// Active Directory's transitive match (`LDAP_MATCHING_RULE_IN_CHAIN`): one search per group.
+    InChain,
+    /// In-chain when the server says it is Active Directory, recursive otherwise.
+    Auto,
+}
+
+/// `LDAP_MATCHING_RULE_IN_CHAIN`.
+const IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
+
+/// `supportedCapabilities` values of Active Directory (and AD LDS), which support IN_CHAIN.
+const AD_CAPABILITIES: [&str; 2] = ["1.2.840.113556.1.4.800", "1.2.840.113556.1.4.1851"];
+
+/// `userAccountControl`'s ACCOUNTDISABLE bit.
+const ACCOUNT_DISABLED: i64 = 0x2;
 
 /// A user who belongs in CloudShell.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +138,8 @@ pub struct Group {
     pub collisions: Vec<Collision>,
     /// Member DNs that are neither users nor groups (dangling, deleted, foreign, or filtered out).
     pub skipped_members: usize,
+    /// Members left out because their account is disabled.
+    pub disabled_members: usize,
 }
 
 /// One configured group's outcome.
@@ -141,6 +171,8 @@ struct UserIndex {
     /// most directories write member values exactly as the entries' DNs.
     by_key: std::sync::OnceLock<HashMap<DnKey, u32>>,
     collisions: HashMap<Username, Vec<String>>,
+    /// Disabled accounts left out, by normalised DN: members that are these are not "unknown".
+    disabled: HashSet<DnKey>,
 }
 
 impl UserIndex {
@@ -161,6 +193,10 @@ struct GroupRecord {
     dn: String,
     users: Vec<u32>,
     others: Vec<(DnKey, String)>,
+    /// Members that are disabled accounts, left out.
+    disabled: usize,
+    /// Why the member list is incomplete (range retrieval failed): the group cannot be used.
+    error: Option<Error>,
 }
 
 /// What a non-user member DN turned out to be.
@@ -172,6 +208,8 @@ enum Lookup {
 
 struct Reader<'a> {
     s: &'a Settings,
+    /// The range window in force: `member_range_size`, when the server is Active Directory.
+    range_window: Option<u32>,
     ldap: Ldap,
     /// The server being read.
     url: String,
@@ -209,7 +247,7 @@ impl<'a> Connection<'a> {
     /// Reads the effective members of each configured group; a failure now puts groups in error.
     pub async fn snapshot(self, groups: &[String]) -> Snapshot {
         let url = self.url.clone();
-        let mut reader = Reader { s: self.s, ldap: self.ldap, url: self.url, searches: 0 };
+        let mut reader = Reader { s: self.s, range_window: None, ldap: self.ldap, url: self.url, searches: 0 };
         let result = reader.read(groups).await;
         let _ = reader.ldap.unbind().await;
         Snapshot { groups: result.0, users_seen: result.1, searches: reader.searches, served_by: url }
@@ -422,6 +460,17 @@ impl Reader<'_> {
             Err(e) => return (all_failed(e), 0),
         };
         let users_seen = index.users.len();
+        let mut active_directory: Option<bool> = None;
+        if let Some(window) = self.s.member_range_size {
+            let ad = self.is_active_directory().await;
+            active_directory = Some(ad);
+            if ad {
+                self.range_window = Some(window);
+            } else {
+                // Other servers do not know the range option and would answer with no members at all.
+                tracing::warn!("ldap.member_range_size ignored: the directory is not Active Directory");
+            }
+        }
         let mut known: HashMap<DnKey, GroupRecord> = HashMap::new();
         let mut named: HashMap<String, Result<DnKey, Error>> = HashMap::new();
         for chunk in groups.chunks(NAMES_PER_FILTER) {
@@ -460,7 +509,46 @@ impl Reader<'_> {
 
         let mut neither: HashSet<DnKey> = HashSet::new();
         let mut failed: HashMap<DnKey, Error> = HashMap::new();
-        if self.s.nested_groups {
+        let configured = self.s.nesting;
+        let nesting = if configured == Nesting::InChain {
+            let ad = match active_directory {
+                Some(ad) => ad,
+                None => self.is_active_directory().await,
+            };
+            if !ad {
+                // Elsewhere the matching rule matches nothing: every group would read as empty.
+                let e = Error::Search {
+                    url: self.url.clone(),
+                    operation: "nested group expansion".into(),
+                    reason:
+                        "ldap.nested_groups = \"in_chain\" needs Active Directory, and this server does not say it \
+                             is one; use \"auto\" or true"
+                            .into(),
+                };
+                return (all_failed(e), users_seen);
+            }
+            Nesting::InChain
+        } else if configured != Nesting::Auto {
+            configured
+        } else if match active_directory {
+            Some(ad) => ad,
+            None => self.is_active_directory().await,
+        } {
+            tracing::info!(mode = "in_chain", "nested groups: the directory is Active Directory");
+            Nesting::InChain
+        } else {
+            tracing::info!(mode = "recursive", "nested groups: the directory is not Active Directory");
+            Nesting::Recursive
+        };
+        let mut in_chain: HashMap<DnKey, Result<Vec<u32>, Error>> = HashMap::new();
+        if nesting == Nesting::InChain {
+            for key in named.values().filter_map(|r| r.as_ref().ok().cloned()).collect::<Vec<_>>() {
+                let dn = known.get(&key).map(|g| g.dn.clone()).expect("a found group is known");
+                let members = self.in_chain_members(&dn, &index).await;
+                in_chain.insert(key, members);
+            }
+        }
+        if nesting == Nesting::Recursive {
             self.expand(
                 &mut known,
                 &mut neither,
@@ -476,7 +564,10 @@ impl Reader<'_> {
             .map(|name| {
                 let result = match named.remove(name).expect("every name was looked up") {
                     Err(e) => Err(e),
-                    Ok(key) => self.resolve(name, &key, &known, &neither, &failed, &index),
+                    Ok(key) => match in_chain.remove(&key) {
+                        Some(members) => members.and_then(|m| self.resolve_in_chain(&key, m, &known, &index)),
+                        None => self.resolve(name, &key, &known, &neither, &failed, &index, nesting),
+                    },
                 };
                 GroupOutcome { name: name.clone(), result }
             })
@@ -492,8 +583,20 @@ impl Reader<'_> {
         let mut by_name: HashMap<Username, u32> = HashMap::new();
         let mut collisions: HashMap<Username, Vec<String>> = HashMap::new();
         let mut skipped = 0usize;
-        let attrs = vec![s.username_attribute.as_str(), s.display_name_attribute.as_str(), s.email_attribute.as_str()];
+        let mut disabled: HashSet<DnKey> = HashSet::new();
+        let attrs = vec![
+            s.username_attribute.as_str(),
+            s.display_name_attribute.as_str(),
+            s.email_attribute.as_str(),
+            "userAccountControl",
+        ];
         self.paged("the users search", &s.user_filter, attrs, |entry| {
+            let account_control = values(&entry, "userAccountControl").next().and_then(|v| v.trim().parse::<i64>().ok());
+            if !s.include_disabled && account_control.is_some_and(|uac| uac & ACCOUNT_DISABLED != 0) {
+                tracing::debug!(dn = %entry.dn, "disabled account left out");
+                disabled.insert(DnKey::new(&entry.dn));
+                return;
+            }
             let raw = values(&entry, &s.username_attribute).next();
             let username = match raw.map(|v| (v.chars().count(), Username::new(v))) {
                 Some((len, Some(u))) if len <= MAX_USERNAME_CHARS => u,
@@ -537,7 +640,10 @@ impl Reader<'_> {
         if skipped > 0 {
             tracing::info!(count = skipped, "user entries without a usable username skipped");
         }
-        Ok(UserIndex { users, by_raw_dn, by_key: std::sync::OnceLock::new(), collisions })
+        if !disabled.is_empty() {
+            tracing::info!(count = disabled.len(), "disabled accounts left out");
+        }
+        Ok(UserIndex { users, by_raw_dn, by_key: std::sync::OnceLock::new(), collisions, disabled })
     }
 
     fn group_name_filter(&self, names: &[String]) -> String {
@@ -550,17 +656,70 @@ impl Reader<'_> {
         }
     }
 
-    fn group_record(&self, entry: &SearchEntry, index: &UserIndex, wanted: Option<&[String]>) -> Vec<GroupRecord> {
+    /// The member attribute to ask for: whole, or its first window.
+    fn member_request(&self) -> String {
+        match self.range_window {
+            Some(w) => range::request(&self.s.member_attribute, 0, Some(w)),
+            None => self.s.member_attribute.clone(),
+        }
+    }
+
+    /// Every member value of a group entry, following range retrieval to the end.
+    async fn member_values(&mut self, entry: &SearchEntry) -> Result<Vec<String>, Error> {
+        let attr = self.s.member_attribute.clone();
+        let operation = format!("reading the members of {}", entry.dn);
+        let first = range::values_of(entry, &attr, None).map_err(|reason| Error::Search {
+            url: self.url.clone(),
+            operation: operation.clone(),
+            reason,
+        })?;
+        if first.next.is_none() {
+            return Ok(first.values);
+        }
+        let ldap = self.ldap.clone();
+        let (timeout, dn, searches) = (self.s.timeout, entry.dn.clone(), std::sync::atomic::AtomicUsize::new(0));
+        let result = range::complete(first, &attr, self.range_window, |request| {
+            searches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (mut ldap, dn) = (ldap.clone(), dn.clone());
+            async move {
+                let found = ldap
+                    .with_timeout(timeout)
+                    .search(&dn, Scope::Base, "(objectClass=*)", vec![request])
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .success()
+                    .map_err(|e| e.to_string())?;
+                Ok(found.0.into_iter().next().and_then(entry::decode))
+            }
+        })
+        .await;
+        self.searches += searches.into_inner();
+        result.map_err(|reason| Error::Search { url: self.url.clone(), operation, reason })
+    }
+
+    async fn group_record(&mut self, entry: &SearchEntry, index: &UserIndex, wanted: Option<&[String]>) -> GroupRecord {
         let s = self.s;
+        let (member_values, error) = match self.member_values(entry).await {
+            Ok(v) => (v, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
         let mut users = Vec::new();
         let mut others = Vec::new();
-        for dn in values(entry, &s.member_attribute) {
+        let mut disabled = 0;
+        for dn in member_values {
             if dn.is_empty() {
                 continue; // groupOfNames' placeholder for "no members"
             }
-            match index.find(dn) {
+            match index.find(&dn) {
                 Some(n) => users.push(n),
-                None => others.push((DnKey::new(dn), dn.clone())),
+                None => {
+                    let key = DnKey::new(&dn);
+                    if index.disabled.contains(&key) {
+                        disabled += 1;
+                    } else {
+                        others.push((key, dn));
+                    }
+                }
             }
         }
         // A group found by name is recorded under the configured name it matched; a nested one under its first.
@@ -570,21 +729,56 @@ impl Reader<'_> {
             None => names.first().cloned(),
         }
         .unwrap_or_else(|| entry.dn.clone());
-        vec![GroupRecord { name, dn: entry.dn.clone(), users, others }]
+        GroupRecord { name, dn: entry.dn.clone(), users, others, disabled, error }
     }
 
     async fn read_named_groups(&mut self, names: &[String], index: &UserIndex) -> Result<Vec<GroupRecord>, Error> {
         let filter = self.group_name_filter(names);
         let s = self.s;
         let mut entries = Vec::new();
-        self.paged(
-            "the group search",
-            &filter,
-            vec![s.group_name_attribute.as_str(), s.member_attribute.as_str()],
-            |e| entries.push(e),
-        )
+        let member = self.member_request();
+        self.paged("the group search", &filter, vec![s.group_name_attribute.as_str(), member.as_str()], |e| {
+            entries.push(e)
+        })
         .await?;
-        Ok(entries.iter().flat_map(|e| self.group_record(e, index, Some(names))).collect())
+        let mut records = Vec::with_capacity(entries.len());
+        for e in &entries {
+            records.push(self.group_record(e, index, Some(names)).await);
+        }
+        Ok(records)
+    }
+
+    /// Whether the server advertises Active Directory's capabilities (and so IN_CHAIN).
+    async fn is_active_directory(&mut self) -> bool {
+        self.searches += 1;
+        let found = self
+            .ldap
+            .with_timeout(self.s.timeout)
+            .search("", Scope::Base, "(objectClass=*)", vec!["supportedCapabilities"])
+            .await
+            .and_then(|r| r.success());
+        match found {
+            Ok((entries, _)) => entries
+                .into_iter()
+                .filter_map(entry::decode)
+                .any(|e| values(&e, "supportedCapabilities").any(|c| AD_CAPABILITIES.contains(&c.as_str()))),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the root DSE; expanding nested groups recursively");
+                false
+            }
+        }
+    }
+
+    /// The effective user members of a group by IN_CHAIN: one paged search of users.
+    async fn in_chain_members(&mut self, group_dn: &str, index: &UserIndex) -> Result<Vec<u32>, Error> {
+        let s = self.s;
+        let filter = format!("(&{}(memberOf:{IN_CHAIN}:={}))", s.user_filter, ldap_escape(group_dn));
+        let mut members = Vec::new();
+        self.paged("the in-chain member search", &filter, vec![s.username_attribute.as_str()], |e| {
+            members.extend(index.find(&e.dn));
+        })
+        .await?;
+        Ok(members)
     }
 
     /// Reads the member DNs that are not users, level by level, up to the nesting cap.
@@ -638,16 +832,14 @@ impl Reader<'_> {
     async fn lookup(&mut self, dn: &str, index: &UserIndex) -> Lookup {
         self.searches += 1;
         let s = self.s;
-        let attrs = vec![s.group_name_attribute.as_str(), s.member_attribute.as_str()];
+        let member = self.member_request();
+        let attrs = vec![s.group_name_attribute.as_str(), member.as_str()];
         let result = self.ldap.with_timeout(s.timeout).search(dn, Scope::Base, &s.group_filter, attrs).await;
         match result {
             Ok(result) => match result.1.rc {
                 0 => match result.0.into_iter().next() {
                     Some(raw) => match entry::decode(raw) {
-                        Some(e) => match self.group_record(&e, index, None).pop() {
-                            Some(g) => Lookup::Group(g),
-                            None => Lookup::Neither,
-                        },
+                        Some(e) => Lookup::Group(self.group_record(&e, index, None).await),
                         None => Lookup::Failed(Error::Search {
                             url: self.url.clone(),
                             operation: format!("reading member {dn}"),
@@ -666,6 +858,71 @@ impl Reader<'_> {
         }
     }
 
+    /// A group's members from an IN_CHAIN search; its direct members give the one source.
+    fn resolve_in_chain(
+        &self,
+        root: &DnKey,
+        members: Vec<u32>,
+        known: &HashMap<DnKey, GroupRecord>,
+        index: &UserIndex,
+    ) -> Result<Group, Error> {
+        let top = known.get(root).expect("a found group is known");
+        if let Some(e) = &top.error {
+            return Err(e.clone());
+        }
+        // A sanity check: the transitive search must find at least the group's direct user members.
+        let found: HashSet<u32> = members.iter().copied().collect();
+        if let Some(&missing) = top.users.iter().find(|n| !found.contains(n)) {
+            return Err(Error::Search {
+                url: self.url.clone(),
+                operation: format!("the in-chain member search of {}", top.dn),
+                reason: format!("it does not return the direct member {}", index.users[missing as usize].dn),
+            });
+        }
+        let source = Source {
+            name: top.name.clone(),
+            dn: top.dn.clone(),
+            direct_members: top.users.iter().map(|&n| index.users[n as usize].clone()).collect(),
+        };
+        Ok(self.group_of(top, members, vec![source], (0, top.disabled), index))
+    }
+
+    /// Builds the group from member indexes: sorted, each once, collisions set apart.
+    fn group_of(
+        &self,
+        top: &GroupRecord,
+        mut members: Vec<u32>,
+        sources: Vec<Source>,
+        (skipped, disabled): (usize, usize),
+        index: &UserIndex,
+    ) -> Group {
+        members.sort_unstable();
+        members.dedup();
+        let mut found_collisions: Vec<Collision> = Vec::new();
+        let mut out: Vec<Arc<Member>> = Vec::with_capacity(members.len());
+        for n in members {
+            let u = &index.users[n as usize];
+            if let Some(dns) = index.collisions.get(&u.username) {
+                if !found_collisions.iter().any(|c| c.username == u.username) {
+                    found_collisions.push(Collision { username: u.username.clone(), dns: dns.clone() });
+                }
+                continue;
+            }
+            out.push(u.clone());
+        }
+        out.sort_by(|a, b| a.username.cmp(&b.username));
+        Group {
+            name: top.name.clone(),
+            dn: top.dn.clone(),
+            members: out,
+            sources,
+            collisions: found_collisions,
+            skipped_members: skipped,
+            disabled_members: disabled,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn resolve(
         &self,
         name: &str,
@@ -674,26 +931,32 @@ impl Reader<'_> {
         neither: &HashSet<DnKey>,
         failed: &HashMap<DnKey, Error>,
         index: &UserIndex,
+        nesting: Nesting,
     ) -> Result<Group, Error> {
         let users = &index.users;
         let top = known.get(root).expect("a found group is known");
         let mut members: Vec<u32> = Vec::new();
         let mut sources = Vec::new();
         let mut skipped = 0usize;
+        let mut disabled = 0usize;
         let mut visited: HashSet<&DnKey> = HashSet::from([root]);
         let mut level: Vec<&GroupRecord> = vec![top];
         let mut depth = 0usize;
         while !level.is_empty() {
             let mut next = Vec::new();
             for group in level {
+                if let Some(e) = &group.error {
+                    return Err(e.clone());
+                }
                 members.extend(&group.users);
+                disabled += group.disabled;
                 sources.push(Source {
                     name: group.name.clone(),
                     dn: group.dn.clone(),
                     direct_members: group.users.iter().map(|&n| users[n as usize].clone()).collect(),
                 });
                 for (key, raw) in &group.others {
-                    if !self.s.nested_groups {
+                    if nesting != Nesting::Recursive {
                         skipped += 1;
                         tracing::info!(group = %name, member = %raw, reason = "not a user; nested groups are off", "member skipped");
                         continue;
@@ -721,29 +984,7 @@ impl Reader<'_> {
             }
             level = next;
         }
-        members.sort_unstable();
-        members.dedup();
-        let mut found_collisions: Vec<Collision> = Vec::new();
-        let mut out: Vec<Arc<Member>> = Vec::with_capacity(members.len());
-        for n in members {
-            let u = &users[n as usize];
-            if let Some(dns) = index.collisions.get(&u.username) {
-                if !found_collisions.iter().any(|c| c.username == u.username) {
-                    found_collisions.push(Collision { username: u.username.clone(), dns: dns.clone() });
-                }
-                continue;
-            }
-            out.push(u.clone());
-        }
-        out.sort_by(|a, b| a.username.cmp(&b.username));
-        Ok(Group {
-            name: top.name.clone(),
-            dn: top.dn.clone(),
-            members: out,
-            sources,
-            collisions: found_collisions,
-            skipped_members: skipped,
-        })
+        Ok(self.group_of(top, members, sources, (skipped, disabled), index))
     }
 }
 

@@ -306,7 +306,7 @@ fn totals(plan: &Plan, groups: &[GroupReport]) -> Totals {
     for g in &plan.groups {
         if let GroupPlan::Ready(r) = g {
             members.extend(r.group.members.iter().map(|m| &m.username));
-            missing.extend(r.missing.iter());
+            missing.extend(r.missing.iter().map(|m| &m.username));
         }
     }
     Totals {

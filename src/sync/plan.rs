@@ -55,7 +55,7 @@ pub struct ReadyGroup {
     pub name: String,
     pub group: ldap::Group,
     /// Members missing in CloudShell (compared case-insensitively).
-    pub missing: Vec<Username>,
+    pub missing: Vec<Arc<Member>>,
     /// The missing members this group imports: those not already claimed by an earlier group.
     pub to_import: Vec<Arc<Member>>,
     /// Members left out because their username is ambiguous in the directory.
@@ -113,7 +113,7 @@ pub fn plan<'a>(snapshot: Snapshot, cloudshell_users: impl IntoIterator<Item = &
         } else {
             missing.iter().filter(|m| claimed.insert(m.username.clone())).map(|m| (*m).clone()).collect()
         };
-        let missing: Vec<Username> = missing.iter().map(|m| m.username.clone()).collect();
+        let missing: Vec<Arc<Member>> = missing.into_iter().cloned().collect();
         let collisions = group.collisions.clone();
         groups.push(GroupPlan::Ready(ReadyGroup { name: outcome.name, group, missing, to_import, collisions, shrink }));
     }
@@ -150,6 +150,7 @@ mod tests {
                 }],
                 collisions: vec![],
                 skipped_members: 0,
+                disabled_members: 0,
             }),
         }
     }
@@ -190,7 +191,7 @@ mod tests {
         let p = run(vec![group("Team", &["alice", "Bob", "carol"])], &["admin", "BOB"], 100);
         let team = ready(&p, 0);
         assert_eq!(names(&team.to_import), ["alice", "carol"]);
-        assert_eq!(team.missing, [u("alice"), u("carol")]);
+        assert_eq!(team.missing.iter().map(|m| m.username.clone()).collect::<Vec<_>>(), [u("alice"), u("carol")]);
         assert!(team.needs_import());
         assert_eq!(p.planned_imports, 2);
         assert!(p.held.is_none());
