@@ -115,6 +115,8 @@ pub struct Source {
     pub name: String,
     pub dn: String,
     pub direct_members: Vec<Arc<Member>>,
+    /// Direct members left out as disabled accounts: an import by this group's name would bring them in.
+    pub disabled_members: usize,
 }
 
 /// Two or more directory entries whose usernames fold to the same name: none of them is imported.
@@ -328,7 +330,13 @@ async fn connect_one(s: &Settings, url: &str) -> Result<Ldap, Error> {
         Ok(result) => Err(Error::Bind {
             url: url.to_string(),
             bind_dn: s.bind_dn.clone(),
-            reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text).trim().to_string(),
+            reason: {
+                let mut reason = format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text);
+                if result.rc == 8 {
+                    reason.push_str(" (the server wants TLS for simple binds: use ldaps:// or starttls = true)");
+                }
+                reason.trim().to_string()
+            },
         }),
         Err(LdapError::Timeout { .. }) => {
             Err(Error::Timeout { url: url.to_string(), operation: "bind".into(), timeout: s.timeout })
@@ -366,6 +374,7 @@ fn rc_name(rc: u32) -> &'static str {
         32 => "noSuchObject",
         34 => "invalidDNSyntax",
         48 => "inappropriateAuthentication",
+        8 => "strongerAuthRequired",
         49 => "invalidCredentials",
         50 => "insufficientAccessRights",
         51 => "busy",
@@ -883,6 +892,7 @@ impl Reader<'_> {
             name: top.name.clone(),
             dn: top.dn.clone(),
             direct_members: top.users.iter().map(|&n| index.users[n as usize].clone()).collect(),
+            disabled_members: top.disabled,
         };
         Ok(self.group_of(top, members, vec![source], (0, top.disabled), index))
     }
@@ -954,6 +964,7 @@ impl Reader<'_> {
                     name: group.name.clone(),
                     dn: group.dn.clone(),
                     direct_members: group.users.iter().map(|&n| users[n as usize].clone()).collect(),
+                    disabled_members: group.disabled,
                 });
                 for (key, raw) in &group.others {
                     if nesting != Nesting::Recursive {

@@ -41,24 +41,34 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
     // 1. The group itself. CloudShell imports direct members only, may refuse a large group, and may answer
     //    202 with error entries; whatever it did not create stays in `still`.
     let mut uncertain = false;
-    match client.import_group(name).await {
-        Ok(GroupImport::Done { created, failures }) => {
-            tracing::info!(group = name, created = created.len(), failures = failures.len(), "group imported");
-            take_created(&mut still, &created, "group");
-            for f in failures {
-                tracing::warn!(group = name, username = f.name.as_deref().unwrap_or("-"), message = %f.message, "group import reported a failure");
+    let root_disabled = group.group.sources.first().map_or(0, |s| s.disabled_members);
+    if root_disabled > 0 {
+        // CloudShell would import the disabled accounts too: import the members one by one instead.
+        tracing::info!(
+            group = name,
+            disabled = root_disabled,
+            "group holds disabled accounts, importing its members one by one"
+        );
+    } else {
+        match client.import_group(name).await {
+            Ok(GroupImport::Done { created, failures }) => {
+                tracing::info!(group = name, created = created.len(), failures = failures.len(), "group imported");
+                take_created(&mut still, &created, "group");
+                for f in failures {
+                    tracing::warn!(group = name, username = f.name.as_deref().unwrap_or("-"), message = %f.message, "group import reported a failure");
+                }
             }
-        }
-        Ok(GroupImport::Refused { message }) => {
-            tracing::warn!(group = name, message = %message, fallback = still.len(), "group import refused")
-        }
-        Ok(GroupImport::NotFound { message }) => {
-            tracing::warn!(group = name, message = %message, fallback = still.len(), "group import not found")
-        }
-        Err(e) => {
-            // The import may have happened before the answer was lost: look before importing again.
-            tracing::warn!(group = name, error = %e, "group import failed");
-            uncertain = true;
+            Ok(GroupImport::Refused { message }) => {
+                tracing::warn!(group = name, message = %message, fallback = still.len(), "group import refused")
+            }
+            Ok(GroupImport::NotFound { message }) => {
+                tracing::warn!(group = name, message = %message, fallback = still.len(), "group import not found")
+            }
+            Err(e) => {
+                // The import may have happened before the answer was lost: look before importing again.
+                tracing::warn!(group = name, error = %e, "group import failed");
+                uncertain = true;
+            }
         }
     }
     if uncertain && !still.is_empty() && !stop.is_cancelled() {
@@ -79,7 +89,7 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
             break;
         }
         let covered = source.direct_members.iter().filter(|m| still.contains(&m.username)).count();
-        if covered < 2 {
+        if covered < 2 || source.disabled_members > 0 {
             continue;
         }
         match client.import_group(&source.name).await {

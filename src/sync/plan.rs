@@ -147,6 +147,7 @@ mod tests {
                     name: name.to_string(),
                     dn: format!("cn={name},dc=x"),
                     direct_members: members.iter().map(|m| Arc::new(member(m))).collect(),
+                    disabled_members: 0,
                 }],
                 collisions: vec![],
                 skipped_members: 0,
