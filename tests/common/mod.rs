@@ -620,3 +620,186 @@ pub fn report_group<'a>(report: &'a Value, name: &str) -> &'a Value {
         .find(|g| g["name"] == name)
         .unwrap_or_else(|| panic!("no group {name} in {report}"))
 }
+
+// ------------------------------------------------------------------ Samba AD DC
+
+pub const AD_BASE: &str = "DC=ad,DC=example,DC=org";
+pub const AD_ADMIN: &str = "Administrator@ad.example.org";
+pub const AD_PASSWORD: &str = "Adm1n-Passw0rd!";
+const AD_INSTALL_HINT: &str = "Samba AD DC is not installed: run `apt-get install -y samba samba-ad-dc krb5-user \
+                               winbind smbclient` (scripts/test does this when run as root)";
+/// Where the running DC's root process id is kept, so that a run killed half-way does not leave the fixed
+/// ports taken for the next one.
+const AD_PID_FILE: &str = "/tmp/cloudshell-ldap-sync-samba-dc.pid";
+
+/// A real Samba Active Directory domain controller, provisioned in a temp dir and listening on the fixed
+/// ports 389/636 of 127.0.0.1 (root needed). Its TLS certificate comes from a private CA (`ca_file`) and names
+/// 127.0.0.1. Stopped on drop.
+pub struct SambaDc {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn stop_pid(pid: u32) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline && Path::new(&format!("/proc/{pid}")).exists() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if Path::new(&format!("/proc/{pid}")).exists() {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    }
+}
+
+impl SambaDc {
+    pub fn start() -> SambaDc {
+        assert!(
+            Path::new("/usr/sbin/samba").exists() && Path::new("/usr/bin/samba-tool").exists(),
+            "{AD_INSTALL_HINT}"
+        );
+        if let Ok(pid) = std::fs::read_to_string(AD_PID_FILE).map(|p| p.trim().parse::<u32>().unwrap_or(0)) {
+            if pid > 0 {
+                stop_pid(pid);
+            }
+        }
+        let dir = tempfile::Builder::new().prefix("samba-dc-").tempdir().expect("temp dir for Samba");
+        let tls = dir.path().join("tls");
+        std::fs::create_dir_all(&tls).expect("tls dir");
+        write_certificates(&tls);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tls.join("server.key"), std::fs::Permissions::from_mode(0o600))
+                .expect("chmod key");
+        }
+        let t = tls.display();
+        let d = dir.path().display();
+        let out = Command::new("samba-tool")
+            .args(["domain", "provision", &format!("--targetdir={d}/dc"), "--use-rfc2307", "--realm=AD.EXAMPLE.ORG"])
+            .args([
+                "--domain=ADEXAMPLE",
+                "--server-role=dc",
+                "--dns-backend=NONE",
+                &format!("--adminpass={AD_PASSWORD}"),
+            ])
+            .args([
+                "--host-name=dc1",
+                "--host-ip=127.0.0.1",
+                "--option=interfaces=lo",
+                "--option=bind interfaces only=yes",
+            ])
+            .args(["--option=server services=-dns", &format!("--option=log file={d}/samba.%m.log")])
+            .args([
+                "--option=tls enabled=yes".to_string(),
+                format!("--option=tls keyfile={t}/server.key"),
+                format!("--option=tls certfile={t}/server.pem"),
+                format!("--option=tls cafile={t}/ca.pem"),
+            ])
+            .output()
+            .expect(AD_INSTALL_HINT);
+        assert!(
+            out.status.success(),
+            "samba-tool domain provision failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::File::create(dir.path().join("samba.log")).expect("samba.log");
+        let child = Command::new("/usr/sbin/samba")
+            .args(["--foreground", "--no-process-group", "-s"])
+            .arg(dir.path().join("dc/etc/smb.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect(AD_INSTALL_HINT);
+        let _ = std::fs::write(AD_PID_FILE, child.id().to_string());
+        let dc = SambaDc { dir, child: Some(child) };
+        dc.wait_until_ready();
+        dc
+    }
+
+    fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            let ok = Command::new("ldapsearch")
+                .args(["-x", "-H", "ldaps://127.0.0.1:636", "-D", AD_ADMIN, "-w", AD_PASSWORD, "-b", "", "-s", "base"])
+                .env("LDAPTLS_CACERT", self.ca_file())
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!(
+            "Samba did not answer on ldaps://127.0.0.1:636 within 90 s (ports 389/636 need root); its log:\n{}",
+            std::fs::read_to_string(self.dir.path().join("samba.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn ldaps_url(&self) -> String {
+        "ldaps://127.0.0.1:636".to_string()
+    }
+
+    pub fn ldap_url(&self) -> String {
+        "ldap://127.0.0.1:389".to_string()
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Adds entries with `ldapadd` over ldaps, as the domain administrator.
+    pub fn add(&self, ldif: &str) {
+        let file = self.dir.path().join("add.ldif");
+        std::fs::write(&file, ldif).expect("writing LDIF");
+        let out = Command::new("ldapadd")
+            .args(["-x", "-H", "ldaps://127.0.0.1:636", "-D", AD_ADMIN, "-w", AD_PASSWORD, "-f"])
+            .arg(&file)
+            .env("LDAPTLS_CACERT", self.ca_file())
+            .output()
+            .expect(INSTALL_HINT);
+        assert!(out.status.success(), "ldapadd to Samba failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for SambaDc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM to the root process stops every Samba task; SIGKILL would leave them running.
+            stop_pid(child.id());
+            let _ = child.wait();
+            let _ = std::fs::remove_file(AD_PID_FILE);
+        }
+    }
+}
+
+/// An Active Directory user entry in LDIF: `userAccountControl` 544 is a normal account that needs no password
+/// (the tests never log in as it); 546 is the same, disabled.
+pub fn ad_user(cn: &str, sam: &str, disabled: bool) -> (String, String) {
+    let dn = format!("CN={},OU=Staff,{AD_BASE}", ldap3_dn_escape(cn));
+    let uac = if disabled { 546 } else { 544 };
+    let ldif = format!(
+        "{}objectClass: user\n{}{}userAccountControl: {uac}\n{}\n",
+        ldif_line("dn", &dn),
+        ldif_line("sAMAccountName", sam),
+        ldif_line("displayName", cn),
+        ldif_line("mail", &format!("{}@ad.example.org", sam.to_lowercase())),
+    );
+    (dn, ldif)
+}
+
+/// An Active Directory group entry in LDIF.
+pub fn ad_group(name: &str, members: &[String]) -> (String, String) {
+    let dn = format!("CN={},OU=Groups,{AD_BASE}", ldap3_dn_escape(name));
+    let mut ldif = format!("{}objectClass: group\n{}", ldif_line("dn", &dn), ldif_line("sAMAccountName", name));
+    for m in members {
+        ldif.push_str(&ldif_line("member", m));
+    }
+    ldif.push('\n');
+    (dn, ldif)
+}

@@ -1,0 +1,239 @@
+//! Active Directory for real: a Samba AD domain controller, provisioned once for this whole file (its ports
+//! are fixed), seeded over ldaps with AD-style names, nested groups, a group over 1,500 members and disabled
+//! accounts. The checks run in one test, in sections, so that the DC is provisioned once and always stopped.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use cloudshell_ldap_sync::ldap::{self, Nesting, Settings, Snapshot};
+use common::{AD_ADMIN, AD_BASE, AD_PASSWORD, CS_PASSWORD, Files, SambaDc, Sim, ad_group, ad_user};
+use secrecy::SecretString;
+use serde_json::Value;
+
+const BIG: usize = 1600;
+
+fn settings(dc: &SambaDc) -> Settings {
+    Settings {
+        urls: vec![dc.ldaps_url()],
+        connect_retries: 0,
+        starttls: false,
+        ca_file: Some(dc.ca_file()),
+        danger_skip_tls_verify: false,
+        bind_dn: AD_ADMIN.to_string(),
+        bind_password: SecretString::from(AD_PASSWORD),
+        base_dn: AD_BASE.to_string(),
+        user_filter: "(&(objectCategory=person)(objectClass=user))".into(),
+        group_filter: "(objectClass=group)".into(),
+        username_attribute: "sAMAccountName".into(),
+        group_name_attribute: "cn".into(),
+        member_attribute: "member".into(),
+        display_name_attribute: "displayName".into(),
+        email_attribute: "mail".into(),
+        page_size: 500,
+        timeout: Duration::from_secs(20),
+        nesting: Nesting::Recursive,
+        include_disabled: false,
+        member_range_size: None,
+        max_nesting_depth: 10,
+    }
+}
+
+/// Staff: alice, bob, carol, dave, "Porter, James" (jporter), mallory (disabled), and big0000..big1599.
+/// Engineering ⊃ {alice, Platform}; Platform ⊃ {bob, SRE}; SRE ⊃ {carol, mallory, Engineering} (a cycle);
+/// Ops ⊃ {"Porter, James", dave}; Big ⊃ the 1,600 big users and mallory.
+fn seed(dc: &SambaDc) {
+    let mut ldif = format!(
+        "dn: OU=Staff,{AD_BASE}\nobjectClass: organizationalUnit\nou: Staff\n\n\
+         dn: OU=Groups,{AD_BASE}\nobjectClass: organizationalUnit\nou: Groups\n\n"
+    );
+    let mut dn = std::collections::HashMap::new();
+    for (cn, sam, disabled) in [
+        ("alice", "alice", false),
+        ("bob", "bob", false),
+        ("carol", "carol", false),
+        ("dave", "dave", false),
+        ("Porter, James", "jporter", false),
+        ("mallory", "mallory", true),
+    ] {
+        let (d, l) = ad_user(cn, sam, disabled);
+        ldif.push_str(&l);
+        dn.insert(sam, d);
+    }
+    let mut big: Vec<String> = Vec::new();
+    for n in 0..BIG {
+        let (d, l) = ad_user(&format!("big{n:04}"), &format!("big{n:04}"), false);
+        ldif.push_str(&l);
+        big.push(d);
+    }
+    big.push(dn["mallory"].clone());
+    // Groups are added first without nested members, then nested by modification (the cycle needs both).
+    let (eng, l) = ad_group("Engineering", &[dn["alice"].clone()]);
+    ldif.push_str(&l);
+    let (platform, l) = ad_group("Platform", &[dn["bob"].clone()]);
+    ldif.push_str(&l);
+    let (sre, l) = ad_group("SRE", &[dn["carol"].clone(), dn["mallory"].clone()]);
+    ldif.push_str(&l);
+    ldif.push_str(&ad_group("Ops", &[dn["jporter"].clone(), dn["dave"].clone()]).1);
+    ldif.push_str(&ad_group("Big", &big).1);
+    dc.add(&ldif);
+    let nest =
+        |group: &str, member: &str| format!("dn: {group}\nchangetype: modify\nadd: member\nmember: {member}\n\n");
+    let changes = nest(&eng, &platform) + &nest(&platform, &sre) + &nest(&sre, &eng);
+    let file = dc.dir().join("nest.ldif");
+    std::fs::write(&file, changes).unwrap();
+    let out = std::process::Command::new("ldapmodify")
+        .args(["-x", "-H", "ldaps://127.0.0.1:636", "-D", AD_ADMIN, "-w", AD_PASSWORD, "-f"])
+        .arg(&file)
+        .env("LDAPTLS_CACERT", dc.ca_file())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn members(snap: &Snapshot, name: &str) -> BTreeSet<String> {
+    let g = snap.groups.iter().find(|g| g.name == name).unwrap();
+    let group = g.result.as_ref().unwrap_or_else(|e| panic!("{name}: {e}"));
+    group.members.iter().map(|m| m.username.to_string()).collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+async fn snapshot(s: &Settings, groups: &[&str]) -> Snapshot {
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    ldap::snapshot(s, &groups).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_directory_end_to_end() {
+    let started = Instant::now();
+    let dc = SambaDc::start();
+    seed(&dc);
+    eprintln!("Samba AD DC provisioned, started and seeded in {:.1} s", started.elapsed().as_secs_f64());
+
+    nested_members_by_recursion_and_in_chain_agree(&dc).await;
+    disabled_accounts_are_left_out_unless_included(&dc).await;
+    range_retrieval_reads_every_member(&dc).await;
+    tls_needs_the_right_ca_and_plain_binds_are_refused(&dc).await;
+    sync_end_to_end_against_active_directory(&dc).await;
+    eprintln!("Active Directory suite: {:.1} s in all", started.elapsed().as_secs_f64());
+}
+
+async fn nested_members_by_recursion_and_in_chain_agree(dc: &SambaDc) {
+    let groups = ["Engineering", "Ops", "Big", "SRE"];
+    let recursive = snapshot(&settings(dc), &groups).await;
+    assert_eq!(members(&recursive, "Engineering"), set(&["alice", "bob", "carol"]), "nested, cycle-safe, no mallory");
+    assert_eq!(members(&recursive, "Ops"), set(&["dave", "jporter"]));
+    assert_eq!(members(&recursive, "Big").len(), BIG);
+    let in_chain = snapshot(&Settings { nesting: Nesting::InChain, ..settings(dc) }, &groups).await;
+    let auto = snapshot(&Settings { nesting: Nesting::Auto, ..settings(dc) }, &groups).await;
+    for name in groups {
+        assert_eq!(members(&in_chain, name), members(&recursive, name), "IN_CHAIN and recursion differ on {name}");
+        assert_eq!(members(&auto, name), members(&recursive, name), "auto differs on {name}");
+    }
+    // In chain: one search per configured group instead of one read per nested group.
+    assert!(in_chain.searches <= 2 + groups.len() + 1, "{} searches", in_chain.searches);
+    let jp =
+        recursive.groups[1].result.as_ref().unwrap().members.iter().find(|m| m.username.as_str() == "jporter").cloned();
+    let jp = jp.expect("jporter");
+    assert_eq!(ldap::DnKey::new(&jp.dn), ldap::DnKey::new(&format!("CN=Porter\\, James,OU=Staff,{AD_BASE}")));
+    assert_eq!(jp.email.as_deref(), Some("jporter@ad.example.org"));
+}
+
+async fn disabled_accounts_are_left_out_unless_included(dc: &SambaDc) {
+    let excluded = snapshot(&settings(dc), &["SRE"]).await;
+    assert_eq!(members(&excluded, "SRE"), set(&["alice", "bob", "carol"]), "SRE nests Engineering");
+    let sre = excluded.groups[0].result.as_ref().unwrap();
+    assert_eq!(sre.disabled_members, 1);
+    assert_eq!(sre.skipped_members, 0, "a disabled member is not a dangling one");
+    let included = snapshot(&Settings { include_disabled: true, ..settings(dc) }, &["SRE"]).await;
+    assert!(members(&included, "SRE").contains("mallory"));
+}
+
+async fn range_retrieval_reads_every_member(dc: &SambaDc) {
+    // Samba does not force ranges: ask for windows of 100 values, as AD does past 1,500.
+    let ranged = snapshot(&Settings { member_range_size: Some(100), ..settings(dc) }, &["Big", "Ops"]).await;
+    assert_eq!(members(&ranged, "Big").len(), BIG);
+    assert_eq!(members(&ranged, "Ops"), set(&["dave", "jporter"]));
+    assert!(ranged.searches >= BIG / 100, "{} searches: the range loop ran", ranged.searches);
+}
+
+async fn tls_needs_the_right_ca_and_plain_binds_are_refused(dc: &SambaDc) {
+    // Without the DC's CA: a clear certificate error naming the key to set.
+    let err = ldap::snapshot(&Settings { ca_file: None, ..settings(dc) }, &["Ops".to_string()]).await.unwrap_err();
+    assert!(err.to_string().contains("ldap.ca_file"), "{err}");
+    // With another CA: refused too.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = {
+        let mut d = common::Directory::new();
+        d.user("x");
+        let s = common::Slapd::start_tls(&d);
+        let ca = other.path().join("other-ca.pem");
+        std::fs::copy(s.ca_file(), &ca).unwrap();
+        ca
+    };
+    let err =
+        ldap::snapshot(&Settings { ca_file: Some(other_ca), ..settings(dc) }, &["Ops".to_string()]).await.unwrap_err();
+    assert!(matches!(err, ldap::Error::Connect { .. }), "{err}");
+    assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+    // StartTLS with the CA works; a plain simple bind is refused by AD with a hint.
+    let starttls = Settings { urls: vec![dc.ldap_url()], starttls: true, ..settings(dc) };
+    assert_eq!(members(&snapshot(&starttls, &["Ops"]).await, "Ops"), set(&["dave", "jporter"]));
+    let plain = Settings { urls: vec![dc.ldap_url()], ..settings(dc) };
+    let err = ldap::snapshot(&plain, &["Ops".to_string()]).await.unwrap_err();
+    assert!(err.to_string().contains("strongerAuthRequired") && err.to_string().contains("ldaps://"), "{err}");
+}
+
+async fn sync_end_to_end_against_active_directory(dc: &SambaDc) {
+    let sim = Sim::start(cloudshell_sim::Config {
+        admin_password: CS_PASSWORD.into(),
+        group_import_limit: 2000,
+        domain_name: "ADEXAMPLE".into(),
+        directory: Some(cloudshell_sim::directory::Settings {
+            user_filter: "(&(objectCategory=person)(objectClass=user))".into(),
+            group_filter: "(objectClass=group)".into(),
+            username_attribute: "sAMAccountName".into(),
+            sid_attribute: "objectSid".into(),
+            danger_skip_tls_verify: true,
+            ..cloudshell_sim::directory::Settings::openldap(&dc.ldaps_url(), AD_ADMIN, AD_PASSWORD, AD_BASE)
+        }),
+        ..Default::default()
+    });
+    let files = Files::new();
+    std::fs::write(files.path("ldap-password"), AD_PASSWORD).unwrap();
+    // The shipped Active Directory example, pointed at this DC.
+    let example = std::fs::read_to_string(common::repo_path("config/active-directory.example.toml")).unwrap();
+    let config = example
+        .replace("ldaps://dc1.ad.example.org:636", &dc.ldaps_url())
+        .replace("/etc/cloudshell-ldap-sync/ad-ca.pem", &dc.ca_file().display().to_string())
+        .replace("CN=svc-cloudshell-sync,OU=Service Accounts,DC=ad,DC=example,DC=org", AD_ADMIN)
+        .replace("$CREDENTIALS_DIRECTORY/ldap-password", &files.path("ldap-password").display().to_string())
+        .replace("$CREDENTIALS_DIRECTORY/cloudshell-password", &files.path("cs-password").display().to_string())
+        .replace("http://cloudshell.example.com:9000", &sim.url())
+        .replace(
+            "[\"CloudShell Users\", \"Lab Admins\"]",
+            "[\"Engineering\", \"Ops\", \"Big\"]\nmax_imports_per_run = 5000",
+        );
+    let path = files.path("ad.toml");
+    std::fs::write(&path, config).unwrap();
+    let (code, report, stderr) = common::sync_json(&path, &[]);
+    assert_eq!(code, 0, "result {}\n{stderr}", report["result"]);
+    assert!(stderr.contains("nested groups: the directory is Active Directory"), "auto picked IN_CHAIN:\n{stderr}");
+    let state = sim.state().await;
+    let users: BTreeSet<String> =
+        state["users"].as_array().unwrap().iter().map(|u| u["Username"].as_str().unwrap().to_string()).collect();
+    assert_eq!(users.len(), 1 + 3 + 2 + BIG, "admin, Engineering's 3, Ops' 2, Big's 1600");
+    assert!(!users.contains("mallory"), "a disabled account is never imported");
+    assert!(users.contains("jporter") && users.contains("big1599"));
+    let imported: &Value =
+        &state["users"].as_array().unwrap().iter().find(|u| u["Username"] == "jporter").unwrap().clone();
+    assert!(imported["ImportedSid"].as_str().unwrap().starts_with("S-1-5-21-"), "{imported}");
+    // Big holds a disabled account: imported one by one so that CloudShell does not take mallory in.
+    assert_eq!(common::report_group(&report, "Big")["imported"], BIG);
+    assert!(stderr.contains("group holds disabled accounts, importing its members one by one"), "{stderr}");
+    let (code, report, _) = common::sync_json(&path, &[]);
+    assert_eq!((code, report["totals"]["imported"].as_u64()), (0, Some(0)), "a second run imports nothing");
+}
