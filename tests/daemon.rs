@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{CS_PASSWORD, Directory, Files, PEOPLE, Sim, Slapd};
+use common::{Directory, PEOPLE, Stack};
 use serde_json::{Value, json};
 
 const IMPORT: &str = "/api/v1/integrations/IdentityManagement/users";
@@ -93,20 +93,18 @@ impl Drop for Daemon {
     }
 }
 
-struct Env {
-    slapd: Slapd,
-    sim: Sim,
-    files: Files,
+struct Env(Stack);
+
+impl std::ops::Deref for Env {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.0
+    }
 }
 
 impl Env {
     fn start(change: impl FnOnce(&mut cloudshell_sim::Config)) -> Env {
-        let slapd = Slapd::start(&directory());
-        let sim = Sim::with_directory(&slapd, |c| {
-            c.admin_password = CS_PASSWORD.into();
-            change(c);
-        });
-        Env { slapd, sim, files: Files::new() }
+        Env(Stack::start(&directory(), change))
     }
 
     fn config(&self, groups: &[&str], cron: &str, sync_extra: &str, more: &str) -> PathBuf {

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{CS_PASSWORD, CutProxy, Directory, Files, GROUPS, PEOPLE, Sim, Slapd, report_group, sync_json};
+use common::{CutProxy, Directory, GROUPS, PEOPLE, Stack, report_group, sync_json};
 use serde_json::{Value, json};
 
 const IMPORT: &str = "/api/v1/integrations/IdentityManagement/users";
@@ -30,20 +30,18 @@ fn directory() -> Directory {
     d
 }
 
-struct Env {
-    slapd: Slapd,
-    sim: Sim,
-    files: Files,
+struct Env(Stack);
+
+impl std::ops::Deref for Env {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.0
+    }
 }
 
 impl Env {
     fn start(d: &Directory, change: impl FnOnce(&mut cloudshell_sim::Config)) -> Env {
-        let slapd = Slapd::start(d);
-        let sim = Sim::with_directory(&slapd, |c| {
-            c.admin_password = CS_PASSWORD.into();
-            change(c);
-        });
-        Env { slapd, sim, files: Files::new() }
+        Env(Stack::start(d, change))
     }
 
     fn config(&self, ldap_url: &str, groups: &[&str], cloudshell_extra: &str, sync_extra: &str) -> PathBuf {

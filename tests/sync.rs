@@ -5,7 +5,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::{CS_PASSWORD, Directory, Files, Sim, Slapd};
+use common::{Directory, Stack};
 use serde_json::{Value, json};
 
 const IMPORT: &str = "/api/v1/integrations/IdentityManagement/users";
@@ -32,21 +32,21 @@ fn directory() -> Directory {
     d
 }
 
-struct Env {
-    slapd: Slapd,
-    sim: Sim,
-    files: Files,
+struct Env(Stack);
+
+impl std::ops::Deref for Env {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.0
+    }
 }
 
 impl Env {
     fn start(change: impl FnOnce(&mut cloudshell_sim::Config)) -> Env {
-        let slapd = Slapd::start(&directory());
-        let sim = Sim::with_directory(&slapd, |c| {
-            c.admin_password = CS_PASSWORD.into();
+        Env(Stack::start(&directory(), |c| {
             c.existing_users = vec!["jporter".into(), "BOB".into()];
             change(c);
-        });
-        Env { slapd, sim, files: Files::new() }
+        }))
     }
 
     /// Writes a config for `groups`, with `extra` lines appended to `[sync]`, and returns its path.

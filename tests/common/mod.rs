@@ -211,16 +211,7 @@ impl Slapd {
         if let Some(p) = tls_port {
             urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
         }
-        let log = std::fs::File::create(dir.path().join("slapd.log")).expect("creating slapd.log");
-        let child = Command::new(SLAPD)
-            .args(["-d", "0", "-f"])
-            .arg(&conf)
-            .args(["-h", &urls])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("cloning the log handle"))
-            .stderr(log)
-            .spawn()
-            .expect(INSTALL_HINT);
+        let child = spawn_slapd(dir.path(), &urls);
         let slapd = Slapd { dir, child: Some(child), port, tls_port };
         slapd.wait_until_listening();
         slapd
@@ -259,25 +250,11 @@ impl Slapd {
     /// Restarts a killed slapd on the same ports and data.
     pub fn restart(&mut self) {
         self.kill();
-        let conf = self.dir.path().join("slapd.conf");
         let mut urls = format!("ldap://127.0.0.1:{}/", self.port);
         if let Some(p) = self.tls_port {
             urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
         }
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.path().join("slapd.log"))
-            .expect("opening slapd.log");
-        let child = Command::new(SLAPD)
-            .args(["-d", "0", "-f"])
-            .arg(&conf)
-            .args(["-h", &urls])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("cloning the log handle"))
-            .stderr(log)
-            .spawn()
-            .expect(INSTALL_HINT);
-        self.child = Some(child);
+        self.child = Some(spawn_slapd(self.dir.path(), &urls));
         self.wait_until_listening();
     }
 
@@ -329,6 +306,21 @@ impl Drop for Slapd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Starts slapd in the foreground on `urls` with the configuration in `dir`, appending to `dir/slapd.log`.
+fn spawn_slapd(dir: &Path, urls: &str) -> Child {
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.join("slapd.log")).expect("opening slapd.log");
+    Command::new(SLAPD)
+        .args(["-d", "0", "-f"])
+        .arg(dir.join("slapd.conf"))
+        .args(["-h", urls])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("cloning the log handle"))
+        .stderr(log)
+        .spawn()
+        .expect(INSTALL_HINT)
 }
 
 fn slapd_conf(dir: &Path) -> String {
@@ -802,4 +794,23 @@ pub fn ad_group(name: &str, members: &[String]) -> (String, String) {
     }
     ldif.push('\n');
     (dn, ldif)
+}
+
+/// The end-to-end stack: slapd seeded with a directory, the simulator resolving from it (its administrator's
+/// password is [`CS_PASSWORD`]), and a files dir for the daemon's configuration.
+pub struct Stack {
+    pub slapd: Slapd,
+    pub sim: Sim,
+    pub files: Files,
+}
+
+impl Stack {
+    pub fn start(directory: &Directory, change: impl FnOnce(&mut cloudshell_sim::Config)) -> Stack {
+        let slapd = Slapd::start(directory);
+        let sim = Sim::with_directory(&slapd, |c| {
+            c.admin_password = CS_PASSWORD.into();
+            change(c);
+        });
+        Stack { slapd, sim, files: Files::new() }
+    }
 }
