@@ -140,7 +140,7 @@ pub async fn handle(
             (cut_response(), status, Some("reset after processing".to_string()))
         } else if malformed {
             // Cut the answer short mid-value, as a dropped proxy connection would.
-            let cut = format!("{}{{\"Cursor\": \"", &text[..text.len() / 2]);
+            let cut = truncated(&text);
             (json_response(status, cut, "application/json"), status, Some("malformed".to_string()))
         } else {
             match reply {
@@ -163,6 +163,15 @@ impl Drop for AbortGuard {
     fn drop(&mut self) {
         self.sim.world().abort_call(self.seq);
     }
+}
+
+/// `text` cut short mid-value (at a character boundary), as a dropped proxy connection would leave it.
+fn truncated(text: &str) -> String {
+    let mut half = text.len() / 2;
+    while !text.is_char_boundary(half) {
+        half -= 1;
+    }
+    format!("{}{{\"Cursor\": \"", &text[..half])
 }
 
 /// An answer whose body fails mid-stream: the connection is cut after the headers.
@@ -765,4 +774,17 @@ async fn import_user(sim: &Sim, dir: &directory::Settings, username: &str) -> Re
     let domain = world.domain_name.clone();
     let user = world.new_user(&found.username, found.email.clone(), Some(domain), Some(found.sid.clone()));
     Reply::Json(StatusCode::OK, json!({ "Users": [user], "Errors": [] }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncated;
+
+    #[test]
+    fn truncation_is_invalid_json_and_never_splits_a_character() {
+        for text in [r#"{"Users": [], "Cursor": null}"#, r#"{"Name": "Développeurs éé"}"#, "ééééé"] {
+            let cut = truncated(text);
+            assert!(serde_json::from_str::<serde_json::Value>(&cut).is_err(), "{cut}");
+        }
+    }
 }
