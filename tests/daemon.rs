@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Directory, PEOPLE, Stack};
+use common::{Directory, Env, PEOPLE, Stack};
 use serde_json::{Value, json};
 
 const IMPORT: &str = "/api/v1/integrations/IdentityManagement/users";
@@ -90,15 +90,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-struct Env(Stack);
-
-impl std::ops::Deref for Env {
-    type Target = Stack;
-    fn deref(&self) -> &Stack {
-        &self.0
     }
 }
 

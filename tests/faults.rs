@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{CutProxy, Directory, GROUPS, PEOPLE, Stack, report_group, sync_json};
+use common::{CutProxy, Directory, Env, GROUPS, PEOPLE, Stack, report_group, sync_json};
 use serde_json::{Value, json};
 
 const IMPORT: &str = "/api/v1/integrations/IdentityManagement/users";
@@ -28,15 +28,6 @@ fn directory() -> Directory {
     let shrinking: Vec<String> = (0..7).map(|n| d.user(&format!("s{n}"))).collect();
     d.group("Shrinking", &shrinking[..6]);
     d
-}
-
-struct Env(Stack);
-
-impl std::ops::Deref for Env {
-    type Target = Stack;
-    fn deref(&self) -> &Stack {
-        &self.0
-    }
 }
 
 impl Env {

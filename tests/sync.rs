@@ -5,7 +5,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::{Directory, Stack};
+use common::{Directory, Env, Stack};
 use serde_json::{Value, json};
 
 const IMPORT: &str = "/api/v1/integrations/IdentityManagement/users";
@@ -30,15 +30,6 @@ fn directory() -> Directory {
     let fine = d.user("fine");
     d.group("Ghostly", &[ghost, fine]);
     d
-}
-
-struct Env(Stack);
-
-impl std::ops::Deref for Env {
-    type Target = Stack;
-    fn deref(&self) -> &Stack {
-        &self.0
-    }
 }
 
 impl Env {

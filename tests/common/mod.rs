@@ -814,3 +814,13 @@ impl Stack {
         Stack { slapd, sim, files: Files::new() }
     }
 }
+
+/// A test file's environment: the [`Stack`], with that file's own helpers added in an `impl Env` block there.
+pub struct Env(pub Stack);
+
+impl std::ops::Deref for Env {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.0
+    }
+}
