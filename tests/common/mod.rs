@@ -654,6 +654,14 @@ impl SambaDc {
                 stop_pid(pid);
             }
         }
+        for port in [389u16, 636] {
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            assert!(
+                TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err(),
+                "port {port} on 127.0.0.1 is taken, and a domain controller needs it: is a system slapd or Samba \
+                 running? (`systemctl stop slapd samba-ad-dc`)"
+            );
+        }
         let dir = tempfile::Builder::new().prefix("samba-dc-").tempdir().expect("temp dir for Samba");
         let tls = dir.path().join("tls");
         std::fs::create_dir_all(&tls).expect("tls dir");
