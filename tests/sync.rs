@@ -238,3 +238,46 @@ async fn check_reports_groups_and_login_and_writes_nothing() {
     assert!(stdout.contains("group \"Nope\": FAILED: group \"Nope\" not found"), "{stdout}");
     assert!(env.writes().await.is_empty());
 }
+
+#[tokio::test]
+async fn sigterm_stops_a_sync_between_calls_and_reports_it() {
+    let env = Env::start(|c| c.group_import_limit = 3);
+    env.sim.set_faults(json!({"latency_ms": 500})).await;
+    let config = env.config(&["Big"], None, "");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap().replace("timeout = \"10s\"", "timeout = \"10s\"\nconcurrency = 1"),
+    )
+    .unwrap();
+    let child = std::process::Command::new(common::binary())
+        .args(["sync", "--json", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first per-user import to be in flight, then ask the run to stop.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let calls = env.sim.calls_to("POST", "/api/v1/integrations/IdentityManagement/users").await;
+        if calls.iter().any(|c| c["body"].get("UserName").is_some() && c["state"] == "in_flight") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no user import started: {calls:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{report}");
+    assert_eq!((report["interrupted"].as_bool(), report["result"].as_str()), (Some(true), Some("partial")));
+    assert_eq!(group(&report, "Big")["status"], "skipped");
+    let users: Vec<Value> = env
+        .sim
+        .calls_to("POST", "/api/v1/integrations/IdentityManagement/users")
+        .await
+        .into_iter()
+        .filter(|c| c["body"].get("UserName").is_some())
+        .collect();
+    assert_eq!(users.len(), 1, "no call after the stop request: {users:?}");
+    assert_eq!((users[0]["state"].as_str(), users[0]["status"].as_u64()), (Some("done"), Some(200)));
+}
