@@ -281,3 +281,21 @@ async fn sigterm_stops_a_sync_between_calls_and_reports_it() {
     assert_eq!(users.len(), 1, "no call after the stop request: {users:?}");
     assert_eq!((users[0]["state"].as_str(), users[0]["status"].as_u64()), (Some("done"), Some(200)));
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_run_id_and_the_group_with_each_event() {
+    let env = Env::start(|_| {});
+    let config = env.config(&["Other"], None, "");
+    let (code, report, stderr) = env.sync_json(&config, &["--log-format", "json"]);
+    assert_eq!(code, 0, "{report}");
+    let lines: Vec<Value> =
+        stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let imported = lines.iter().find(|l| l["fields"]["message"] == "user imported").expect("a user imported event");
+    assert_eq!(imported["fields"]["group"], "Other");
+    assert!(imported["fields"]["username"] == "alice" || imported["fields"]["username"] == "erin", "{imported}");
+    assert_eq!(imported["span"]["run_id"], report["run_id"], "{imported}");
+    assert_eq!(imported["span"]["group"], "Other");
+    let finished = lines.iter().find(|l| l["fields"]["message"] == "run finished").expect("a summary event");
+    assert_eq!(finished["span"]["run_id"], report["run_id"]);
+    assert_eq!(finished["fields"]["imported"], 2);
+}

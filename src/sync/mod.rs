@@ -175,7 +175,7 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String, context: &C
                     report.groups.push(group_report(g, None, GroupStatus::Skipped));
                     continue;
                 }
-                let span = tracing::info_span!("group", group = %ready.name);
+                let span = tracing::info_span!("group", run_id = %report.run_id, group = %ready.name);
                 let applied =
                     apply::apply_group(&client, ready, config.sync.concurrency, &context.stop).instrument(span).await;
                 if applied.not_attempted > 0 {
