@@ -103,6 +103,9 @@ pub struct Report {
     pub duration_ms: u64,
     /// Time spent reading the directory.
     pub directory_ms: u64,
+    /// The directory server that served the run (of `ldap.url`'s list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory_url: Option<String>,
     /// The run was asked to stop (SIGTERM) and some imports were not attempted.
     pub interrupted: bool,
     /// Why the run could not proceed.

@@ -248,6 +248,7 @@ async fn the_second_directory_serves_when_the_first_is_down() {
     let (code, report, stderr) = sync_json(&config, &[]);
     assert_eq!(code, 0, "{report}\n{stderr}");
     assert!(stderr.contains("directory failover"), "{stderr}");
+    assert_eq!(report["directory_url"].as_str(), Some(env.slapd.url().as_str()));
     assert!(stderr.contains(&format!("directory connected url={}", env.slapd.url())), "{stderr}");
     assert_eq!(env.users().await, ["admin", "erin"]);
 }

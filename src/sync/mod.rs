@@ -54,6 +54,7 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String, context: &C
         started_at,
         duration_ms: 0,
         directory_ms: 0,
+        directory_url: None,
         interrupted: false,
         error: None,
         held: None,
@@ -104,6 +105,7 @@ async fn run_in_span(config: &Config, dry_run: bool, run_id: String, context: &C
     };
     let ((snapshot, directory_time), listed) = tokio::join!(read_directory, list_cloudshell);
     report.directory_ms = directory_time.as_millis() as u64;
+    report.directory_url = Some(snapshot.served_by.clone());
     tracing::info!(users = snapshot.users_seen, searches = snapshot.searches, url = %snapshot.served_by, "directory read");
     let failed_groups = snapshot.groups.iter().filter(|g| g.result.is_err()).count();
     if failed_groups == snapshot.groups.len() {
