@@ -182,55 +182,57 @@ fn matches(path_filter: &Option<String>, method_filter: &Option<String>, method:
     path_ok && method_ok
 }
 
+/// A fault rule that is good for a number of uses.
+trait Counted: Clone {
+    fn uses(&mut self) -> &mut u32;
+}
+
+macro_rules! counted {
+    ($($rule:ty),*) => {$(
+        impl Counted for $rule {
+            fn uses(&mut self) -> &mut u32 {
+                &mut self.count
+            }
+        }
+    )*};
+}
+
+counted!(FailRule, MalformedRule, SlowRule, ResetRule);
+
+/// Spends one use of the first rule in `rules` that `applies`, dropping it when spent; a copy of it as it was
+/// taken.
+fn take_first<R: Counted>(rules: &mut Vec<R>, applies: impl Fn(&R) -> bool) -> Option<R> {
+    let index = rules.iter_mut().position(|r| *r.uses() > 0 && applies(r))?;
+    *rules[index].uses() -= 1;
+    let taken = rules[index].clone();
+    if *rules[index].uses() == 0 {
+        rules.remove(index);
+    }
+    Some(taken)
+}
+
 impl Faults {
     /// Takes one use of the first fail rule matching this call.
     pub fn take_failure(&mut self, method: &str, path: &str) -> Option<FailRule> {
-        let index = self.fail.iter().position(|r| r.count > 0 && matches(&r.path_contains, &r.method, method, path))?;
-        let rule = &mut self.fail[index];
-        rule.count -= 1;
-        let taken = rule.clone();
-        if rule.count == 0 {
-            self.fail.remove(index);
-        }
-        Some(taken)
+        take_first(&mut self.fail, |r| matches(&r.path_contains, &r.method, method, path))
     }
 
     /// Takes one use of the first malformed rule matching this call.
     pub fn take_malformed(&mut self, path: &str) -> bool {
-        let Some(index) = self.malformed.iter().position(|r| r.count > 0 && matches(&r.path_contains, &None, "", path))
-        else {
-            return false;
-        };
-        self.malformed[index].count -= 1;
-        if self.malformed[index].count == 0 {
-            self.malformed.remove(index);
-        }
-        true
+        take_first(&mut self.malformed, |r| matches(&r.path_contains, &None, "", path)).is_some()
     }
 
     /// Takes one use of the first slow rule matching this call; its delay.
     pub fn take_slow(&mut self, method: &str, path: &str) -> Option<u64> {
-        let index = self.slow.iter().position(|r| r.count > 0 && matches(&r.path_contains, &r.method, method, path))?;
-        self.slow[index].count -= 1;
-        let delay = self.slow[index].delay_ms;
-        if self.slow[index].count == 0 {
-            self.slow.remove(index);
-        }
-        Some(delay)
+        take_first(&mut self.slow, |r| matches(&r.path_contains, &r.method, method, path)).map(|r| r.delay_ms)
     }
 
     /// Takes one use of the first reset rule matching this call at this stage (before or after processing).
     pub fn take_reset(&mut self, method: &str, path: &str, after_processing: bool) -> bool {
-        let Some(index) = self.reset.iter().position(|r| {
-            r.count > 0 && r.after_processing == after_processing && matches(&r.path_contains, &r.method, method, path)
-        }) else {
-            return false;
-        };
-        self.reset[index].count -= 1;
-        if self.reset[index].count == 0 {
-            self.reset.remove(index);
-        }
-        true
+        take_first(&mut self.reset, |r| {
+            r.after_processing == after_processing && matches(&r.path_contains, &r.method, method, path)
+        })
+        .is_some()
     }
 
     pub fn import_fails(&self, username: &str) -> bool {
