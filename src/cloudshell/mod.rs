@@ -23,7 +23,7 @@ use error::excerpt;
 pub const PAGE_LIMIT: usize = 250;
 
 /// How many tokens one call tries before giving up on 401s.
-const MAX_TOKEN_TRIES: usize = 4;
+const MAX_TOKEN_TRIES: usize = 8;
 
 /// A user list longer than this many pages is taken for a server whose cursors never end.
 const MAX_PAGES: usize = 100_000;
@@ -179,6 +179,22 @@ impl PartialEq for Token {
     }
 }
 
+/// Counts a call as under way while it lives.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicU64) -> InFlight<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// An answer as read off the wire.
 struct Answer {
     status: u16,
@@ -250,6 +266,8 @@ pub type Observer = std::sync::Arc<dyn Fn(&'static str, Duration, Option<u16>) +
 /// A CloudShell Admin API client. Cheap to share behind an `Arc`; calls may run concurrently.
 pub struct Client {
     counters: Counters,
+    /// Authenticated calls under way, to tell a token spent by parallel calls from a server refusing logins.
+    in_flight: AtomicU64,
     observer: Option<Observer>,
     pacer: Option<Pacer>,
     http: reqwest::Client,
@@ -291,6 +309,7 @@ impl Client {
             })?;
         Ok(Client {
             counters: Counters::default(),
+            in_flight: AtomicU64::new(0),
             observer: None,
             pacer: (settings.max_requests_per_second > 0.0).then(|| Pacer {
                 interval: Duration::from_secs_f64(1.0 / settings.max_requests_per_second),
@@ -502,7 +521,8 @@ impl Client {
 
     /// An authenticated call. On 401 it logs in again once and retries. A token another call just fetched
     /// may be refused too (short token lifetimes, calls in parallel); the call then takes the next one, but
-    /// logs in itself at most once.
+    /// logs in again only while other calls run in parallel (they may have spent its token); alone, a refused
+    /// fresh token ends the call.
     async fn call_once(
         &self,
         method: reqwest::Method,
@@ -510,12 +530,25 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<(Answer, Token), Error> {
+        let _in_flight = InFlight::enter(&self.in_flight);
         let mut token = self.token().await?;
         let mut logged_in = false;
         for _ in 0..MAX_TOKEN_TRIES {
             let answer = self.send(method.clone(), path, query, body, Some(&token)).await?;
-            if answer.status != 401 || logged_in {
+            if answer.status != 401 {
                 return Ok((answer, token));
+            }
+            if logged_in {
+                // Refused right after our own login. Another call may have logged in since: take its token.
+                // Or calls in parallel may have spent ours first: log in again. Alone, give up.
+                match self.token.read().await.clone() {
+                    Some(current) if current != token => {
+                        token = current;
+                        continue;
+                    }
+                    _ if self.in_flight.load(Ordering::Relaxed) > 1 => {}
+                    _ => return Ok((answer, token)),
+                }
             }
             let (fresh, did_login) = self.relogin(&token).await?;
             token = fresh;
