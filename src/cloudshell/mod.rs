@@ -68,24 +68,6 @@ pub struct Settings {
     pub max_requests_per_second: f64,
 }
 
-impl Settings {
-    /// Settings with the documented defaults for everything but where and who.
-    pub fn new(url: Url, username: &str, password: SecretString) -> Settings {
-        Settings {
-            url,
-            username: username.to_string(),
-            password,
-            domain: "Global".into(),
-            auth_scheme: AuthScheme::Basic,
-            connect_timeout: Duration::from_secs(10),
-            timeout: Duration::from_secs(30),
-            retries: 3,
-            retry_deadline: Duration::from_secs(120),
-            max_requests_per_second: 0.0,
-        }
-    }
-}
-
 /// A CloudShell user, as far as the daemon cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {

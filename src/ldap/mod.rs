@@ -998,10 +998,3 @@ impl Reader<'_> {
         Ok(self.group_of(top, members, sources, (skipped, disabled), index))
     }
 }
-
-/// Connects and binds, then unbinds: for `check`.
-pub async fn bind_check(s: &Settings) -> Result<(), Error> {
-    let (mut ldap, _) = connect(s).await?;
-    let _ = ldap.unbind().await;
-    Ok(())
-}

@@ -247,17 +247,6 @@ impl Slapd {
         self.dir.path()
     }
 
-    /// Restarts a killed slapd on the same ports and data.
-    pub fn restart(&mut self) {
-        self.kill();
-        let mut urls = format!("ldap://127.0.0.1:{}/", self.port);
-        if let Some(p) = self.tls_port {
-            urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
-        }
-        self.child = Some(spawn_slapd(self.dir.path(), &urls));
-        self.wait_until_listening();
-    }
-
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("slapd.log")).unwrap_or_default()
     }
