@@ -1,5 +1,5 @@
-//! The command line: `sync`, `run` and `check`, each with `--config`, and the exit codes operators rely on
-//! (`shared/interface.md`). Command output goes to stdout; logs go to stderr.
+//! The command line: `sync`, `run` and `check`, each with `--config`, mapped onto the library; it hands the
+//! run's exit code ([`crate::exit`]) to the process. Command output goes to stdout; logs go to stderr.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,16 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{cloudshell, daemon, ldap, logging, status, sync};
-
-/// Exit codes, as `shared/interface.md` promises them.
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const FATAL: u8 = 1;
-    pub const CONFIG: u8 = 2;
-    pub const PARTIAL: u8 = 3;
-    pub const HELD: u8 = 4;
-}
+use crate::{cloudshell, daemon, exit, ldap, logging, status, sync};
 
 const DEFAULT_CONFIG: &str = "/etc/cloudshell-ldap-sync/config.toml";
 
@@ -166,13 +157,11 @@ async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
         tracing::warn!(error = %e, "cannot install signal handlers; Ctrl-C will end the run abruptly");
     }
     let report = sync::run(config, dry_run, &context).await;
+    // A one-shot run keeps the status file only where a state directory is configured.
     if let Some(dir) = &config.monitor.state_directory
         && !dry_run
     {
-        let status = status::Status::after(status::read(dir).as_ref(), &report, None);
-        if let Err(e) = status::write(dir, &status) {
-            tracing::warn!(dir = %dir.display(), error = %e, "status file not written");
-        }
+        status::record(dir, None, &report, None);
     }
     if json {
         println!("{}", report.to_json());

@@ -72,7 +72,7 @@ impl Daemon {
         let metrics = self.metrics.clone();
         let context = sync::Context {
             stop: self.stop.clone(),
-            observer: Some(Arc::new(move |call, elapsed, _status| metrics.observe_request(call, elapsed))),
+            observer: Some(Arc::new(move |call, elapsed, _status| metrics.observe_request(call.as_str(), elapsed))),
             state_directory: Some(state_directory(&config)),
         };
         tokio::spawn(async move { sync::run(&config, false, &context).await })
@@ -81,16 +81,11 @@ impl Daemon {
     fn finished(&mut self, report: &Report) {
         self.metrics.observe_run(report);
         let next = self.ticker.next_due().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        let status = Status::after(self.status.as_ref(), report, next.clone());
-        let dir = state_directory(&self.config);
-        match status::write(&dir, &status) {
-            Ok(path) => tracing::debug!(path = %path.display(), "status file written"),
-            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "status file not written"),
-        }
+        let status = status::record(&state_directory(&self.config), self.status.as_ref(), report, next.clone());
         self.status = Some(status);
         let line = format!(
             "last run {}: {} imported, {} failed; next run {}",
-            format!("{:?}", report.result).to_lowercase(),
+            report.result.as_str(),
             report.totals.imported,
             report.totals.failed,
             next.as_deref().unwrap_or("none")

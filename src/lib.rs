@@ -1,19 +1,39 @@
 //! cloudshell-ldap-sync imports the members of directory (LDAP / Active Directory) groups into Quali
 //! CloudShell through its Admin REST API.
 //!
+//! One run ([`sync::run`]) goes:
+//! 1. [`ldap::Connection::open`]: connect and bind (nothing else happens when the directory is unreachable);
+//! 2. [`ldap::Connection::snapshot`] and [`cloudshell::Client::list_users`], overlapped: each configured
+//!    group's effective members, and every CloudShell user;
+//! 3. [`sync::plan::plan`]: the pure decision (who is missing, who imports whom, safety limits);
+//! 4. [`sync::apply::apply_group`]: the writes, group by group, with their fallbacks;
+//! 5. [`report::Report`]: what happened, as JSON or text, with the exit code ([`exit`]);
+//!    [`status::record`] keeps it in the state directory.
+//!
+//! The commands ([`cli`]) and the daemon ([`daemon`], driven by [`schedule`]) only call that flow. See
+//! `ARCHITECTURE.md` for where each kind of rule lives.
+//!
 //! Modules, one concern each:
-//! - [`cloudshell`]: the Admin API client (login, list users, import by group or by user).
+//! - [`cli`]: the command line; maps results onto exit codes.
+//! - [`cloudshell`]: the Admin API client (session and endpoints).
 //! - [`config`]: the configuration file, raw and validated.
+//! - [`daemon`]: the long-running `run` command: schedule, signals, systemd, status and metrics.
+//! - [`exit`]: the process exit codes.
 //! - [`ldap`]: the directory snapshot (each configured group's effective members).
-//! - [`sync`]: one cycle: snapshot, plan (pure), apply group by group.
-//! - [`report`]: the run report, as JSON and text.
+//! - [`logging`]: log output, text or JSON.
+//! - [`monitor`]: the Prometheus metrics and `/healthz`.
+//! - [`report`]: the run report and its assembly rules.
+//! - [`schedule`]: cron expressions and when the next run is due.
+//! - [`state`]: the small persistent state (the shrink guard's counts) and atomic file writes.
+//! - [`status`]: the status file written after each run.
+//! - [`sync`]: one cycle: its order, the plan (pure) and the writes.
 //! - [`username`]: the case-insensitive username type every comparison uses.
-//! - [`cli`]: the command line and its exit codes.
 
 pub mod cli;
 pub mod cloudshell;
 pub mod config;
 pub mod daemon;
+pub mod exit;
 pub mod ldap;
 pub mod logging;
 pub mod monitor;

@@ -121,8 +121,7 @@ impl Metrics {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or_default();
-        let result = format!("{:?}", report.result).to_lowercase();
-        self.runs.get_or_create(&ResultLabel { result }).inc();
+        self.runs.get_or_create(&ResultLabel { result: report.result.as_str().to_string() }).inc();
         self.last_run.set(now);
         if report.result == RunResult::Ok {
             self.last_success.set(now);
@@ -178,7 +177,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, sto
             axum::routing::get(move || {
                 let m = metrics.clone();
                 async move {
-                    let last = m.last_result().map(|r| format!("{r:?}").to_lowercase());
+                    let last = m.last_result().map(RunResult::as_str);
                     let body = serde_json::json!({ "status": "ok", "last_result": last });
                     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
                 }

@@ -1,16 +1,22 @@
-//! The run report: what a sync run found and did, as JSON (`sync --json`, shape in `shared/interface.md`)
-//! and as text for a person. It holds names and counts, never a secret.
+//! The run report: what a sync run found and did, as JSON (`sync --json`, its fields promised in
+//! `docs/interface.md`) and as text for a person. It holds names and counts, never a secret.
+//!
+//! It also owns the assembly rules: how one group's outcome becomes its report line and status, and how the
+//! groups' statuses make the run's result. Every string an operator sees (result, status, error kind) comes
+//! from an explicit `as_str()`, never from `Debug`, so renaming a variant cannot change what alerts match.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::cli::exit;
-use crate::cloudshell::CallCounts;
+use crate::cloudshell::{CallCounts, CallKind};
+use crate::exit;
+use crate::ldap;
+use crate::username::Username;
 
 /// The outcome of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(into = "&'static str")]
 pub enum RunResult {
     /// Every group enumerated and every needed import succeeded (or, dry, was planned).
     Ok,
@@ -23,6 +29,19 @@ pub enum RunResult {
 }
 
 impl RunResult {
+    /// Every result, for tests that pin the interface strings.
+    pub const ALL: [RunResult; 4] = [RunResult::Ok, RunResult::Partial, RunResult::Failed, RunResult::Held];
+
+    /// The name in reports, the status file, metrics labels and `/healthz`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Ok => "ok",
+            RunResult::Partial => "partial",
+            RunResult::Failed => "failed",
+            RunResult::Held => "held",
+        }
+    }
+
     /// The process exit code for this result.
     pub fn exit_code(self) -> u8 {
         match self {
@@ -32,11 +51,33 @@ impl RunResult {
             RunResult::Held => exit::HELD,
         }
     }
+
+    /// The result of a run that got as far as the groups: held wins over partial, partial over ok. A run
+    /// that was interrupted is partial at least.
+    pub fn from_groups(groups: &[GroupReport], interrupted: bool) -> RunResult {
+        if groups.iter().any(|g| g.status == GroupStatus::Held) {
+            RunResult::Held
+        } else if interrupted
+            || groups
+                .iter()
+                .any(|g| matches!(g.status, GroupStatus::Failed | GroupStatus::Partial | GroupStatus::Skipped))
+        {
+            RunResult::Partial
+        } else {
+            RunResult::Ok
+        }
+    }
+}
+
+impl From<RunResult> for &'static str {
+    fn from(r: RunResult) -> &'static str {
+        r.as_str()
+    }
 }
 
 /// One group's outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(into = "&'static str")]
 pub enum GroupStatus {
     /// Nothing was missing, or everything missing was imported.
     Ok,
@@ -52,11 +93,57 @@ pub enum GroupStatus {
     Skipped,
 }
 
+impl GroupStatus {
+    /// Every status, for tests that pin the interface strings.
+    pub const ALL: [GroupStatus; 6] = [
+        GroupStatus::Ok,
+        GroupStatus::Planned,
+        GroupStatus::Partial,
+        GroupStatus::Failed,
+        GroupStatus::Held,
+        GroupStatus::Skipped,
+    ];
+
+    /// The name in reports and the status file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupStatus::Ok => "ok",
+            GroupStatus::Planned => "planned",
+            GroupStatus::Partial => "partial",
+            GroupStatus::Failed => "failed",
+            GroupStatus::Held => "held",
+            GroupStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl From<GroupStatus> for &'static str {
+    fn from(s: GroupStatus) -> &'static str {
+        s.as_str()
+    }
+}
+
+/// The `error_kind` of a group held by the shrink guard.
+pub const SHRINK_GUARD: &str = "shrink_guard";
+
 /// A user that could not be imported, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Failure {
     pub username: String,
     pub reason: String,
+}
+
+impl From<&ldap::Collision> for Failure {
+    fn from(c: &ldap::Collision) -> Failure {
+        Failure {
+            username: c.username.to_string(),
+            reason: format!(
+                "username is ambiguous in the directory: {} entries fold to it ({})",
+                c.dns.len(),
+                c.dns.join("; ")
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -78,6 +165,92 @@ pub struct GroupReport {
     pub planned: Vec<String>,
     pub imported_users: Vec<String>,
     pub failures: Vec<Failure>,
+}
+
+/// What an enumerated group's imports came to (nothing, for a group that needed none or a dry run).
+#[derive(Debug, Default)]
+pub struct Imports {
+    pub imported: Vec<Username>,
+    pub failures: Vec<Failure>,
+    /// Members not attempted because the run was asked to stop.
+    pub not_attempted: usize,
+}
+
+impl GroupReport {
+    /// A group that could not be enumerated.
+    pub fn enumeration_failed(name: &str, e: &ldap::Error) -> GroupReport {
+        GroupReport {
+            name: name.to_string(),
+            status: GroupStatus::Failed,
+            members: 0,
+            missing: 0,
+            imported: 0,
+            failed: 0,
+            error: Some(e.to_string()),
+            error_kind: Some(e.kind()),
+            planned: Vec::new(),
+            imported_users: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// A group the shrink guard held: `previous` members at the last good run, `members` now.
+    pub fn shrank(name: &str, previous: usize, members: usize, missing: usize, state_file: &str) -> GroupReport {
+        GroupReport {
+            error: Some(format!(
+                "membership shrank from {previous} to {members} members, more than sync.max_shrink_percent allows: \
+                 held (if the directory is right, delete the state file {state_file} to accept it)"
+            )),
+            error_kind: Some(SHRINK_GUARD),
+            status: GroupStatus::Held,
+            name: name.to_string(),
+            members,
+            missing,
+            imported: 0,
+            failed: 0,
+            planned: Vec::new(),
+            imported_users: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// An enumerated group. `status` is what it is when all went well (ok, planned or held); failures
+    /// (`pre_failures`, such as ambiguous usernames, then the imports') make it partial or failed.
+    pub fn enumerated(
+        name: &str,
+        counts: (usize, usize),
+        planned: Vec<String>,
+        pre_failures: Vec<Failure>,
+        imports: Imports,
+        status: GroupStatus,
+    ) -> GroupReport {
+        let (members, missing) = counts;
+        let mut failures = pre_failures;
+        failures.extend(imports.failures);
+        let imported_users: Vec<String> = imports.imported.iter().map(|u| u.to_string()).collect();
+        let status = if imports.not_attempted > 0 {
+            GroupStatus::Skipped
+        } else if failures.is_empty() {
+            status
+        } else if imported_users.is_empty() && !planned.is_empty() && status == GroupStatus::Ok {
+            GroupStatus::Failed
+        } else {
+            GroupStatus::Partial
+        };
+        GroupReport {
+            name: name.to_string(),
+            status,
+            members,
+            missing,
+            imported: imported_users.len(),
+            failed: failures.len(),
+            error: None,
+            error_kind: None,
+            planned,
+            imported_users,
+            failures,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -119,6 +292,57 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report of a run that has just started: ok until something says otherwise.
+    pub fn new(run_id: String, dry_run: bool) -> Report {
+        Report {
+            run_id,
+            result: RunResult::Ok,
+            dry_run,
+            started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            duration_ms: 0,
+            directory_ms: 0,
+            directory_url: None,
+            interrupted: false,
+            error: None,
+            held: None,
+            groups: Vec::new(),
+            totals: Totals::default(),
+            api_calls: CallCounts::default(),
+        }
+    }
+
+    /// Marks the run as one that could not proceed.
+    pub fn fail(&mut self, error: impl ToString) {
+        self.result = RunResult::Failed;
+        self.error = Some(error.to_string());
+    }
+
+    /// Sets the totals: `members` and `missing` are distinct users over all groups, the rest sums.
+    pub fn total(&mut self, members: usize, missing: usize) {
+        self.totals = Totals {
+            members,
+            missing,
+            imported: self.groups.iter().map(|g| g.imported).sum(),
+            failed: self.groups.iter().map(|g| g.failed).sum(),
+        };
+    }
+
+    /// Logs the run's summary event (`run finished`).
+    pub fn log_summary(&self) {
+        tracing::info!(
+            result = self.result.as_str(),
+            groups = self.groups.len(),
+            members = self.totals.members,
+            missing = self.totals.missing,
+            imported = self.totals.imported,
+            failed = self.totals.failed,
+            import_group_calls = self.api_calls.get(CallKind::ImportGroup),
+            import_user_calls = self.api_calls.get(CallKind::ImportUser),
+            duration_ms = self.duration_ms,
+            "run finished"
+        );
+    }
+
     /// The report as one line of JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a report always serialises")
@@ -128,8 +352,7 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let mode = if self.dry_run { " (dry run: nothing written)" } else { "" };
-        let result = format!("{:?}", self.result).to_lowercase();
-        let _ = writeln!(out, "run {}: {result} (exit {}){mode}", self.run_id, self.result.exit_code());
+        let _ = writeln!(out, "run {}: {} (exit {}){mode}", self.run_id, self.result.as_str(), self.result.exit_code());
         if let Some(e) = &self.error {
             let _ = writeln!(out, "  error: {e}");
         }
@@ -145,7 +368,7 @@ impl Report {
                 out,
                 "  {:<30} {:<8} members {:>6}  missing {:>5}  imported {:>5}  failed {:>5}",
                 format!("{:?}", g.name),
-                format!("{:?}", g.status).to_lowercase(),
+                g.status.as_str(),
                 g.members,
                 g.missing,
                 g.imported,
@@ -172,8 +395,8 @@ impl Report {
             t.missing,
             t.imported,
             t.failed,
-            self.api_calls.import_group,
-            self.api_calls.import_user,
+            self.api_calls.get(CallKind::ImportGroup),
+            self.api_calls.get(CallKind::ImportUser),
             self.duration_ms
         );
         out
@@ -183,4 +406,85 @@ impl Report {
 fn preview(names: &[String]) -> String {
     let shown: Vec<&str> = names.iter().take(10).map(String::as_str).collect();
     if names.len() > 10 { format!("{}, ... ({} in all)", shown.join(", "), names.len()) } else { shown.join(", ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Operators alert on these strings: a rename must be deliberate, and break this test.
+    #[test]
+    fn interface_strings_are_pinned() {
+        let results: Vec<&str> = RunResult::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(results, ["ok", "partial", "failed", "held"]);
+        let statuses: Vec<&str> = GroupStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(statuses, ["ok", "planned", "partial", "failed", "held", "skipped"]);
+        for r in RunResult::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        for s in GroupStatus::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        let exits: Vec<u8> = RunResult::ALL.iter().map(|r| r.exit_code()).collect();
+        assert_eq!(exits, [0, 3, 1, 4]);
+        assert_eq!(SHRINK_GUARD, "shrink_guard");
+    }
+
+    fn line(status: GroupStatus) -> GroupReport {
+        GroupReport::enumerated("g", (1, 0), vec![], vec![], Imports::default(), status)
+    }
+
+    #[test]
+    fn the_run_result_follows_the_worst_group() {
+        use GroupStatus as S;
+        for (statuses, interrupted, expected) in [
+            (vec![], false, RunResult::Ok),
+            (vec![S::Ok, S::Planned], false, RunResult::Ok),
+            (vec![S::Ok], true, RunResult::Partial),
+            (vec![S::Ok, S::Partial], false, RunResult::Partial),
+            (vec![S::Failed], false, RunResult::Partial),
+            (vec![S::Skipped], false, RunResult::Partial),
+            (vec![S::Failed, S::Held], false, RunResult::Held),
+        ] {
+            let groups: Vec<GroupReport> = statuses.iter().map(|&s| line(s)).collect();
+            assert_eq!(RunResult::from_groups(&groups, interrupted), expected, "{statuses:?} {interrupted}");
+        }
+    }
+
+    #[test]
+    fn a_group_line_takes_its_status_from_its_failures() {
+        let alice = Username::new("alice").unwrap();
+        let failure = || Failure { username: "bob".into(), reason: "refused".into() };
+        let planned = || vec!["alice".to_string(), "bob".to_string()];
+        let imports = |imported: Vec<Username>, failures: Vec<Failure>, not_attempted| Imports {
+            imported,
+            failures,
+            not_attempted,
+        };
+        let g = GroupReport::enumerated(
+            "g",
+            (2, 2),
+            planned(),
+            vec![],
+            imports(vec![], vec![failure()], 0),
+            GroupStatus::Ok,
+        );
+        assert_eq!((g.status, g.failed, g.imported), (GroupStatus::Failed, 1, 0), "nothing imported: failed");
+        let g = GroupReport::enumerated(
+            "g",
+            (2, 2),
+            planned(),
+            vec![],
+            imports(vec![alice.clone()], vec![failure()], 0),
+            GroupStatus::Ok,
+        );
+        assert_eq!((g.status, g.imported_users.as_slice()), (GroupStatus::Partial, &["alice".to_string()][..]));
+        let g =
+            GroupReport::enumerated("g", (2, 2), planned(), vec![], imports(vec![alice], vec![], 1), GroupStatus::Ok);
+        assert_eq!(g.status, GroupStatus::Skipped, "interrupted");
+        let g = GroupReport::enumerated("g", (2, 0), vec![], vec![failure()], Imports::default(), GroupStatus::Ok);
+        assert_eq!(g.status, GroupStatus::Partial, "a collision alone makes the group partial");
+        let g = GroupReport::enumerated("g", (2, 2), planned(), vec![], Imports::default(), GroupStatus::Planned);
+        assert_eq!((g.status, g.planned.len()), (GroupStatus::Planned, 2));
+    }
 }

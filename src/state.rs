@@ -58,14 +58,22 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join(FILE_NAME)
 }
 
+/// A state file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a state file ({source}); delete it to start afresh")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+}
+
 /// Reads the counts; a missing file is an empty state, an unreadable one an error naming it.
-pub fn load(dir: &Path) -> Result<Counts, String> {
+pub fn load(dir: &Path) -> Result<Counts, Error> {
     let path = path(dir);
     match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not a state file ({e}); delete it to start afresh", path.display())),
+        Ok(text) => serde_json::from_str(&text).map_err(|source| Error::Corrupt { path, source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Counts::default()),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(source) => Err(Error::Read { path, source }),
     }
 }
 
@@ -87,6 +95,8 @@ mod tests {
         save(dir.path(), &c).unwrap();
         assert_eq!(load(dir.path()).unwrap().by_group(), HashMap::from([("Ops (EU)".to_string(), 12)]));
         std::fs::write(path(dir.path()), "{").unwrap();
-        assert!(load(dir.path()).unwrap_err().contains("delete it"));
+        let e = load(dir.path()).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+        assert!(e.to_string().contains("delete it to start afresh"), "{e}");
     }
 }

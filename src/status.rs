@@ -45,10 +45,6 @@ pub struct Status {
     pub next_run: Option<String>,
 }
 
-fn lower(v: impl std::fmt::Debug) -> String {
-    format!("{v:?}").to_lowercase()
-}
-
 impl Status {
     /// The status after `report`, keeping the last success time of `previous`.
     pub fn after(previous: Option<&Status>, report: &Report, next_run: Option<String>) -> Status {
@@ -64,7 +60,7 @@ impl Status {
                 run_id: report.run_id.clone(),
                 started_at: report.started_at.clone(),
                 finished_at,
-                result: lower(report.result),
+                result: report.result.as_str().to_string(),
                 duration_ms: report.duration_ms,
                 imported: report.totals.imported,
                 failed: report.totals.failed,
@@ -74,7 +70,7 @@ impl Status {
                     .iter()
                     .map(|g| GroupStatus {
                         name: g.name.clone(),
-                        status: lower(g.status),
+                        status: g.status.as_str().to_string(),
                         members: g.members,
                         missing: g.missing,
                         imported: g.imported,
@@ -85,6 +81,26 @@ impl Status {
             next_run,
         }
     }
+}
+
+/// After a run: writes the status that follows `report` into `dir` (logging, not failing, when it cannot)
+/// and returns it. `previous` is the last status known (for the last success time); `None` reads it from
+/// the file. Both `sync` and the daemon record their runs through here.
+pub fn record(dir: &Path, previous: Option<&Status>, report: &Report, next_run: Option<String>) -> Status {
+    let from_file;
+    let previous = match previous {
+        Some(p) => Some(p),
+        None => {
+            from_file = read(dir);
+            from_file.as_ref()
+        }
+    };
+    let status = Status::after(previous, report, next_run);
+    match write(dir, &status) {
+        Ok(path) => tracing::debug!(path = %path.display(), "status file written"),
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "status file not written"),
+    }
+    status
 }
 
 /// Reads the status file in `dir`, if there is a readable one.

@@ -22,8 +22,13 @@ pub struct User {
     pub email: Option<String>,
     #[serde(rename = "IsActive", default)]
     pub is_active: Option<bool>,
+    #[serde(rename = "IsAdmin", default)]
+    pub is_admin: Option<bool>,
     #[serde(rename = "DomainName", default)]
     pub domain_name: Option<String>,
+    /// Integers as documented; anything else in the list is ignored.
+    #[serde(rename = "GroupIds", default)]
+    pub group_ids: Option<Vec<Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -32,4 +37,18 @@ pub struct ImportAnswer {
     pub users: Option<Vec<User>>,
     #[serde(rename = "Errors", default)]
     pub errors: Option<Vec<Value>>,
+}
+
+/// A page of a paged list: `{"<Plural>": [...], "Cursor": ...}`.
+pub trait Page: serde::de::DeserializeOwned {
+    type Item;
+    /// The items and the cursor of the next page (`None` on the last).
+    fn into_parts(self) -> (Vec<Self::Item>, Option<String>);
+}
+
+impl Page for UserList {
+    type Item = User;
+    fn into_parts(self) -> (Vec<User>, Option<String>) {
+        (self.users, self.cursor)
+    }
 }

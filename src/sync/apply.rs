@@ -1,5 +1,6 @@
-//! Carrying a plan out for one group: import the group by name, work out who is still missing, import
-//! nested groups that cover several of them, then import the rest one by one with bounded concurrency.
+//! Carrying a plan out for one group: import the group by name (when the plan says so), work out who is
+//! still missing, import the nested groups the plan finds worth it, then import the rest one by one with
+//! bounded concurrency. What to do is the plan's; this module makes the calls and records each outcome.
 
 use std::collections::BTreeSet;
 
@@ -7,26 +8,17 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::cloudshell::{Client, GroupImport, UserImport};
-use crate::report::Failure;
+use crate::report::{Failure, Imports};
 use crate::sync::plan::ReadyGroup;
 use crate::username::Username;
-
-/// What happened to one group's planned imports.
-#[derive(Debug, Default)]
-pub struct Applied {
-    pub imported: Vec<Username>,
-    pub failures: Vec<Failure>,
-    /// Members not attempted because the run was asked to stop.
-    pub not_attempted: usize,
-}
 
 /// Imports `group`'s missing members. Never fails as a whole: every failure is recorded per user.
 /// `stop` is checked between calls, never during one: once it is cancelled no new call starts, and calls in
 /// flight finish.
-pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize, stop: &CancellationToken) -> Applied {
+pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize, stop: &CancellationToken) -> Imports {
     let name = group.name.as_str();
     let mut still: BTreeSet<Username> = group.to_import.iter().map(|m| m.username.clone()).collect();
-    let mut applied = Applied::default();
+    let mut applied = Imports::default();
     let mut take_created = |still: &mut BTreeSet<Username>, created: &[crate::cloudshell::User], via: &str| {
         for user in created {
             if let Some(username) = Username::new(&user.username)
@@ -41,12 +33,10 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
     // 1. The group itself. CloudShell imports direct members only, may refuse a large group, and may answer
     //    202 with error entries; whatever it did not create stays in `still`.
     let mut uncertain = false;
-    let root_disabled = group.group.sources.first().map_or(0, |s| s.disabled_members);
-    if root_disabled > 0 {
-        // CloudShell would import the disabled accounts too: import the members one by one instead.
+    if !group.by_name {
         tracing::info!(
             group = name,
-            disabled = root_disabled,
+            disabled = group.group.sources.first().map_or(0, |s| s.disabled_members),
             "group holds disabled accounts, importing its members one by one"
         );
     } else {
@@ -88,8 +78,8 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
         if stop.is_cancelled() {
             break;
         }
-        let covered = source.direct_members.iter().filter(|m| still.contains(&m.username)).count();
-        if covered < 2 || source.disabled_members > 0 {
+        // Whether it is worth it depends on what the calls before it created: asked afresh each time.
+        if !crate::sync::plan::nested_worth_importing(source, &still) {
             continue;
         }
         match client.import_group(&source.name).await {

@@ -1,11 +1,17 @@
 //! The decision, as a pure function: directory snapshot + CloudShell users + policy → [`Plan`]. No I/O, so
 //! every rule is tested here with plain tables.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::ldap::{self, Collision, Member, Snapshot};
+use crate::cloudshell;
+use crate::config::SyncPolicy;
+use crate::ldap::{self, Collision, Member, Snapshot, Source};
 use crate::username::Username;
+
+/// A nested group is imported by its own name only when that one call covers at least this many members
+/// still missing; for fewer, per-user imports cost the same and say more.
+pub const MIN_NESTED_COVER: usize = 2;
 
 /// Limits on what one run may write.
 #[derive(Clone, Debug, Default)]
@@ -16,6 +22,13 @@ pub struct Policy {
     pub max_shrink_percent: u8,
     /// Each group's member count at the last good run (by configured name); empty disables the guard.
     pub last_good: HashMap<String, usize>,
+}
+
+impl Policy {
+    /// The policy of `sync`, with the shrink guard's reference counts.
+    pub fn new(sync: &SyncPolicy, last_good: HashMap<String, usize>) -> Policy {
+        Policy { max_imports_per_run: sync.max_imports_per_run, max_shrink_percent: sync.max_shrink_percent, last_good }
+    }
 }
 
 /// A membership drop the guard stopped: a sign of a broken filter or a half-replicated directory.
@@ -62,6 +75,9 @@ pub struct ReadyGroup {
     pub collisions: Vec<Collision>,
     /// Set when the shrink guard holds this group: nothing is imported for it.
     pub shrink: Option<Shrink>,
+    /// Whether to import the group by its name first. Not when it directly holds disabled accounts, which
+    /// CloudShell's group import would bring in: its members are then imported one by one.
+    pub by_name: bool,
 }
 
 impl ReadyGroup {
@@ -71,6 +87,20 @@ impl ReadyGroup {
     }
 }
 
+/// Whether importing the nested group `source` by its name is worth a call, with `still` the members yet
+/// to import: only when it holds no disabled account (CloudShell would import those too) and covers at least
+/// [`MIN_NESTED_COVER`] of them. Asked afresh before each call, since earlier calls shrink `still`.
+pub fn nested_worth_importing(source: &Source, still: &BTreeSet<Username>) -> bool {
+    source.disabled_members == 0
+        && source.direct_members.iter().filter(|m| still.contains(&m.username)).count() >= MIN_NESTED_COVER
+}
+
+/// Whether a group may be imported by its name: CloudShell's group import takes every direct member, so
+/// not when some are disabled accounts.
+fn importable_by_name(group: &ldap::Group) -> bool {
+    group.sources.first().is_none_or(|s| s.disabled_members == 0)
+}
+
 /// The plan of one run.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -78,6 +108,10 @@ pub struct Plan {
     pub groups: Vec<GroupPlan>,
     /// Distinct users to import, over all groups.
     pub planned_imports: usize,
+    /// Distinct effective members over all enumerated groups.
+    pub members: usize,
+    /// Distinct members missing in CloudShell over all enumerated groups.
+    pub missing: usize,
     /// Set when the plan exceeds `max_imports_per_run`: nothing may be written.
     pub held: Option<Held>,
 }
@@ -89,10 +123,12 @@ pub struct Held {
     pub limit: usize,
 }
 
-/// Computes the plan.
-pub fn plan<'a>(snapshot: Snapshot, cloudshell_users: impl IntoIterator<Item = &'a Username>, policy: Policy) -> Plan {
-    let existing: HashSet<&Username> = cloudshell_users.into_iter().collect();
+/// Computes the plan from the directory `snapshot` and every CloudShell user.
+pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: Policy) -> Plan {
+    let existing: HashSet<Username> = cloudshell_users.iter().filter_map(|u| Username::new(&u.username)).collect();
     let mut claimed: HashSet<Username> = HashSet::new();
+    let mut all_members: HashSet<Username> = HashSet::new();
+    let mut all_missing: HashSet<Username> = HashSet::new();
     let mut groups = Vec::with_capacity(snapshot.groups.len());
     for outcome in snapshot.groups {
         let group = match outcome.result {
@@ -114,13 +150,24 @@ pub fn plan<'a>(snapshot: Snapshot, cloudshell_users: impl IntoIterator<Item = &
             missing.iter().filter(|m| claimed.insert(m.username.clone())).map(|m| (*m).clone()).collect()
         };
         let missing: Vec<Arc<Member>> = missing.into_iter().cloned().collect();
+        all_members.extend(group.members.iter().map(|m| m.username.clone()));
+        all_missing.extend(missing.iter().map(|m| m.username.clone()));
         let collisions = group.collisions.clone();
-        groups.push(GroupPlan::Ready(ReadyGroup { name: outcome.name, group, missing, to_import, collisions, shrink }));
+        let by_name = importable_by_name(&group);
+        groups.push(GroupPlan::Ready(ReadyGroup {
+            name: outcome.name,
+            group,
+            missing,
+            to_import,
+            collisions,
+            shrink,
+            by_name,
+        }));
     }
     let planned_imports = claimed.len();
     let held = (planned_imports > policy.max_imports_per_run)
         .then_some(Held { planned: planned_imports, limit: policy.max_imports_per_run });
-    Plan { groups, planned_imports, held }
+    Plan { groups, planned_imports, members: all_members.len(), missing: all_missing.len(), held }
 }
 
 #[cfg(test)]
@@ -171,8 +218,20 @@ mod tests {
         Snapshot { groups, users_seen: 0, searches: 0, served_by: "ldap://x".into() }
     }
 
+    fn cloudshell_user(name: &str) -> cloudshell::User {
+        cloudshell::User {
+            id: Some(7),
+            username: name.to_string(),
+            email: None,
+            is_active: true,
+            is_admin: false,
+            domain_name: Some("EXAMPLE".into()),
+            group_ids: Some(vec![1]),
+        }
+    }
+
     fn run(groups: Vec<GroupOutcome>, existing: &[&str], limit: usize) -> Plan {
-        let existing: Vec<Username> = existing.iter().map(|e| u(e)).collect();
+        let existing: Vec<cloudshell::User> = existing.iter().map(|e| cloudshell_user(e)).collect();
         plan(snapshot(groups), &existing, Policy { max_imports_per_run: limit, ..Default::default() })
     }
 
@@ -267,5 +326,80 @@ mod tests {
         assert_eq!(p.held, None, "exactly the limit is allowed");
         let p = run(vec![group("A", &["a"])], &["a"], 0);
         assert_eq!(p.held, None, "a limit of 0 holds only when something would be imported");
+    }
+
+    fn with_sources(name: &str, sources: Vec<(&str, Vec<&str>, usize)>) -> GroupOutcome {
+        let mut g = group(name, &[]);
+        let group = g.result.as_mut().unwrap();
+        group.sources = sources
+            .into_iter()
+            .map(|(n, members, disabled)| Source {
+                name: n.to_string(),
+                dn: format!("cn={n},dc=x"),
+                direct_members: members.iter().map(|m| Arc::new(member(m))).collect(),
+                disabled_members: disabled,
+            })
+            .collect();
+        let mut all: Vec<Arc<Member>> = group.sources.iter().flat_map(|s| s.direct_members.clone()).collect();
+        all.sort_by(|a, b| a.username.cmp(&b.username));
+        group.members = all;
+        g
+    }
+
+    #[test]
+    fn a_group_directly_holding_disabled_accounts_is_not_imported_by_name() {
+        let groups = vec![
+            with_sources("Clean", vec![("Clean", vec!["a"], 0)]),
+            with_sources("Mixed", vec![("Mixed", vec!["b"], 2)]),
+            with_sources("NestedDisabled", vec![("NestedDisabled", vec!["c"], 0), ("Inner", vec!["d"], 1)]),
+        ];
+        let p = run(groups, &[], 100);
+        assert!(ready(&p, 0).by_name);
+        assert!(!ready(&p, 1).by_name, "CloudShell's group import would bring the disabled accounts in");
+        assert!(ready(&p, 2).by_name, "only the group's own direct members count");
+    }
+
+    #[test]
+    fn a_nested_group_is_worth_a_call_when_it_covers_two_missing_members_and_no_disabled_one() {
+        let still = |names: &[&str]| names.iter().map(|n| u(n)).collect::<BTreeSet<Username>>();
+        let source = |members: &[&str], disabled| Source {
+            name: "Inner".into(),
+            dn: "cn=Inner,dc=x".into(),
+            direct_members: members.iter().map(|m| Arc::new(member(m))).collect(),
+            disabled_members: disabled,
+        };
+        for (members, disabled, missing, worth) in [
+            (vec!["a", "b", "c"], 0, vec!["a", "b"], true),
+            (vec!["a", "b", "c"], 0, vec!["A", "x"], false),
+            (vec!["a", "b"], 1, vec!["a", "b"], false),
+            (vec![], 0, vec!["a", "b"], false),
+            (vec!["a", "b", "c"], 0, vec!["a", "b", "c"], true),
+        ] {
+            assert_eq!(
+                nested_worth_importing(&source(&members, disabled), &still(&missing)),
+                worth,
+                "{members:?} disabled {disabled} missing {missing:?}"
+            );
+        }
+        assert_eq!(MIN_NESTED_COVER, 2);
+    }
+
+    #[test]
+    fn totals_count_distinct_members_and_missing_over_all_groups() {
+        let p = run(vec![group("A", &["a", "b"]), group("B", &["B", "c"]), failed("C")], &["c"], 100);
+        assert_eq!((p.members, p.missing, p.planned_imports), (3, 2, 2));
+    }
+
+    #[test]
+    fn cloudshell_users_match_case_insensitively_whatever_else_they_carry() {
+        let mut local = cloudshell_user("Alice");
+        local.domain_name = None;
+        local.group_ids = None;
+        let p = plan(
+            snapshot(vec![group("A", &["alice", "bob"])]),
+            &[local],
+            Policy { max_imports_per_run: 9, ..Default::default() },
+        );
+        assert_eq!(names(&ready(&p, 0).to_import), ["bob"]);
     }
 }

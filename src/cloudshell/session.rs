@@ -1,0 +1,587 @@
+//! The transport to CloudShell's Admin API: one reused HTTP client, the session token (login, re-login on
+//! 401, shared by calls in parallel), retries with backoff and `Retry-After`, request pacing, and counting
+//! each call by the kind its endpoint names. It knows no endpoint beyond login: those are in the parent
+//! module. Nothing outside `cloudshell` sees a type from here but [`Settings`], [`AuthScheme`],
+//! [`CallKind`] and [`CallCounts`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, RwLock};
+use url::Url;
+
+use super::error::{Error, excerpt};
+
+/// How many tokens one call tries before giving up on 401s.
+const MAX_TOKEN_TRIES: usize = 8;
+
+const LOGIN_PATH: &str = "Api/Auth/Login";
+
+/// The `Authorization` scheme sent with the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AuthScheme {
+    /// `Authorization: Basic <token>`, as Quali's API reference shows (the raw token, not base64).
+    #[default]
+    Basic,
+    /// `Authorization: Bearer <token>`, as Quali's usage page shows.
+    Bearer,
+}
+
+impl AuthScheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthScheme::Basic => "Basic",
+            AuthScheme::Bearer => "Bearer",
+        }
+    }
+}
+
+/// How to reach and log in to CloudShell.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The Quali Server's base URL, such as `http://cloudshell.example.com:9000`.
+    pub url: Url,
+    pub username: String,
+    pub password: SecretString,
+    /// The CloudShell domain to log in to (`Global` by default).
+    pub domain: String,
+    pub auth_scheme: AuthScheme,
+    pub connect_timeout: Duration,
+    /// The limit on each request, from sending it to reading the whole answer.
+    pub timeout: Duration,
+    /// Retries of a call that failed transiently (5xx, 429, connection errors, timeouts of safe calls).
+    pub retries: u32,
+    /// The most time one call may spend on retries, waits included.
+    pub retry_deadline: Duration,
+    /// The most requests per second (0: no cap).
+    pub max_requests_per_second: f64,
+}
+
+/// What a request is for: named by the endpoint method that sends it, counted and timed under that name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallKind {
+    Login,
+    ListUsers,
+    ImportGroup,
+    ImportUser,
+}
+
+impl CallKind {
+    /// Every kind, in the order the report lists them.
+    pub const ALL: [CallKind; 4] = [CallKind::Login, CallKind::ListUsers, CallKind::ImportGroup, CallKind::ImportUser];
+
+    /// The name in the report's `api_calls` and in the `call` label of the latency metric.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Login => "login",
+            CallKind::ListUsers => "list_users",
+            CallKind::ImportGroup => "import_group",
+            CallKind::ImportUser => "import_user",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How many requests of each kind a client has sent (retries included). Serialises as an object with one
+/// key per [`CallKind`], zeros included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallCounts([u64; CallKind::ALL.len()]);
+
+impl CallCounts {
+    pub fn get(&self, kind: CallKind) -> u64 {
+        self.0[kind.index()]
+    }
+}
+
+impl serde::Serialize for CallCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(CallKind::ALL.len()))?;
+        for kind in CallKind::ALL {
+            map.serialize_entry(kind.as_str(), &self.get(kind))?;
+        }
+        map.end()
+    }
+}
+
+/// Told about every request: its kind, how long it took, and the status (none when no answer came). For
+/// latency metrics.
+pub type Observer = std::sync::Arc<dyn Fn(CallKind, Duration, Option<u16>) + Send + Sync>;
+
+/// An answer as read off the wire.
+pub(super) struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The `Retry-After` header, as a wait.
+    retry_after: Option<Duration>,
+}
+
+/// A logged-in connection to CloudShell. Calls may run concurrently.
+pub(super) struct Session {
+    counters: [AtomicU64; CallKind::ALL.len()],
+    /// Authenticated calls under way, to tell a token spent by parallel calls from a server refusing logins.
+    in_flight: AtomicU64,
+    observer: Option<Observer>,
+    pacer: Option<Pacer>,
+    http: reqwest::Client,
+    pub settings: Settings,
+    token: RwLock<Option<Token>>,
+    /// Held while logging in, so that concurrent calls meeting an expired token log in once.
+    login_lock: Mutex<()>,
+}
+
+impl Session {
+    /// Builds the session; it does not contact the server until the first call.
+    pub fn new(mut settings: Settings) -> Result<Session, Error> {
+        // Join relative paths under the base, even when it carries a path prefix (a reverse proxy).
+        if !settings.url.path().ends_with('/') {
+            let path = format!("{}/", settings.url.path());
+            settings.url.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
+            .user_agent(concat!("cloudshell-ldap-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Connect {
+                method: "-".into(),
+                path: "-".into(),
+                reason: format!("cannot build the HTTP client: {}", e.without_url()),
+                sent: false,
+            })?;
+        Ok(Session {
+            counters: Default::default(),
+            in_flight: AtomicU64::new(0),
+            observer: None,
+            pacer: (settings.max_requests_per_second > 0.0).then(|| Pacer {
+                interval: Duration::from_secs_f64(1.0 / settings.max_requests_per_second),
+                next: Mutex::new(tokio::time::Instant::now()),
+            }),
+            http,
+            settings,
+            token: RwLock::new(None),
+            login_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn set_observer(&mut self, observer: Option<Observer>) {
+        self.observer = observer;
+    }
+
+    /// Requests sent so far, by kind.
+    pub fn calls(&self) -> CallCounts {
+        CallCounts(std::array::from_fn(|n| self.counters[n].load(Ordering::Relaxed)))
+    }
+
+    pub fn secrets<'a>(&'a self, token: Option<&'a Token>) -> Vec<&'a str> {
+        let mut secrets = vec![self.settings.password.expose_secret()];
+        if let Some(t) = token {
+            secrets.push(t.0.expose_secret());
+        }
+        secrets
+    }
+
+    async fn send(
+        &self,
+        kind: CallKind,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        token: Option<&Token>,
+    ) -> Result<Answer, Error> {
+        self.counters[kind.index()].fetch_add(1, Ordering::Relaxed);
+        if let Some(pacer) = &self.pacer {
+            pacer.wait().await;
+        }
+        let started = std::time::Instant::now();
+        let result = self.send_inner(method, path, query, body, token).await;
+        if let Some(observe) = &self.observer {
+            observe(kind, started.elapsed(), result.as_ref().ok().map(|a| a.status));
+        }
+        result
+    }
+
+    async fn send_inner(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        token: Option<&Token>,
+    ) -> Result<Answer, Error> {
+        let mut url = self.settings.url.join(path).map_err(|e| Error::Connect {
+            method: method.to_string(),
+            path: format!("/{path}"),
+            reason: format!("cannot build the URL: {e}"),
+            sent: false,
+        })?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let mut request = self.http.request(method.clone(), url).header(reqwest::header::ACCEPT, "application/json");
+        if let Some(token) = token {
+            request = request.header(
+                reqwest::header::AUTHORIZATION,
+                format!("{} {}", self.settings.auth_scheme.as_str(), token.0.expose_secret()),
+            );
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let failed = |e: reqwest::Error| {
+            // A connection that was never made carried nothing; anything later may have reached the server.
+            let sent = !e.is_connect();
+            if e.is_timeout() {
+                Error::Timeout {
+                    method: method.to_string(),
+                    path: format!("/{path}"),
+                    timeout: self.settings.timeout,
+                    sent,
+                }
+            } else {
+                Error::Connect { method: method.to_string(), path: format!("/{path}"), reason: error_chain(&e), sent }
+            }
+        };
+        let response = request.send().await.map_err(failed)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = response.bytes().await.map_err(failed)?;
+        Ok(Answer { status, body: body.to_vec(), retry_after })
+    }
+
+    /// Logs in and keeps the token. `PUT /Api/Auth/Login` answers a bare JSON string.
+    pub async fn login(&self) -> Result<(), Error> {
+        let _guard = self.login_lock.lock().await;
+        self.login_locked().await.map(|_| ())
+    }
+
+    async fn login_locked(&self) -> Result<Token, Error> {
+        let path = LOGIN_PATH;
+        let body = json!({
+            "Username": self.settings.username,
+            "Password": self.settings.password.expose_secret(),
+            "Domain": self.settings.domain,
+        });
+        let answer = self.send(CallKind::Login, reqwest::Method::PUT, path, &[], Some(&body), None).await?;
+        if answer.status == 401 || answer.status == 403 {
+            return Err(Error::LoginRefused {
+                username: self.settings.username.clone(),
+                domain: self.settings.domain.clone(),
+                status: answer.status,
+                body_excerpt: excerpt(&answer.body, &self.secrets(None)),
+            });
+        }
+        if !(200..300).contains(&answer.status) {
+            return Err(Error::Status {
+                method: "PUT".into(),
+                path: format!("/{path}"),
+                status: answer.status,
+                body_excerpt: excerpt(&answer.body, &self.secrets(None)),
+            });
+        }
+        // The token is the body: never quote it in an error.
+        let token = match serde_json::from_slice::<Value>(&answer.body) {
+            Ok(Value::String(t)) if !t.trim().is_empty() => Token(SecretString::from(t)),
+            Ok(other) => {
+                return Err(Error::Decode {
+                    method: "PUT".into(),
+                    path: format!("/{path}"),
+                    reason: format!("expected a JSON string token, got {}", json_kind(&other)),
+                    body_excerpt: "(not shown: it may hold the token)".into(),
+                });
+            }
+            Err(e) => {
+                return Err(Error::Decode {
+                    method: "PUT".into(),
+                    path: format!("/{path}"),
+                    reason: format!("expected a JSON string token: {e}"),
+                    body_excerpt: "(not shown: it may hold the token)".into(),
+                });
+            }
+        };
+        *self.token.write().await = Some(token.clone());
+        tracing::debug!("logged in to cloudshell");
+        Ok(token)
+    }
+
+    /// The current token, logging in when there is none.
+    async fn token(&self) -> Result<Token, Error> {
+        if let Some(t) = self.token.read().await.clone() {
+            return Ok(t);
+        }
+        let _guard = self.login_lock.lock().await;
+        if let Some(t) = self.token.read().await.clone() {
+            return Ok(t);
+        }
+        self.login_locked().await
+    }
+
+    /// Logs in again after `stale` was refused, unless another call already did. Says whether it logged in.
+    async fn relogin(&self, stale: &Token) -> Result<(Token, bool), Error> {
+        let _guard = self.login_lock.lock().await;
+        if let Some(current) = self.token.read().await.clone()
+            && current != *stale
+        {
+            return Ok((current, false));
+        }
+        tracing::info!("cloudshell token refused, logging in again");
+        Ok((self.login_locked().await?, true))
+    }
+
+    /// An authenticated call. On 401 it logs in again once and retries. A token another call just fetched
+    /// may be refused too (short token lifetimes, calls in parallel); the call then takes the next one, but
+    /// logs in again only while other calls run in parallel (they may have spent its token); alone, a refused
+    /// fresh token ends the call.
+    async fn call_once(
+        &self,
+        kind: CallKind,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<(Answer, Token), Error> {
+        let _in_flight = InFlight::enter(&self.in_flight);
+        let mut token = self.token().await?;
+        let mut logged_in = false;
+        for _ in 0..MAX_TOKEN_TRIES {
+            let answer = self.send(kind, method.clone(), path, query, body, Some(&token)).await?;
+            if answer.status != 401 {
+                return Ok((answer, token));
+            }
+            if logged_in {
+                // Refused right after our own login. Another call may have logged in since: take its token.
+                // Or calls in parallel may have spent ours first: log in again. Alone, give up.
+                match self.token.read().await.clone() {
+                    Some(current) if current != token => {
+                        token = current;
+                        continue;
+                    }
+                    _ if self.in_flight.load(Ordering::Relaxed) > 1 => {}
+                    _ => return Ok((answer, token)),
+                }
+            }
+            let (fresh, did_login) = self.relogin(&token).await?;
+            token = fresh;
+            logged_in = did_login;
+        }
+        self.send(kind, method, path, query, body, Some(&token)).await.map(|answer| (answer, token))
+    }
+
+    /// An authenticated call with retries: 429 (after `Retry-After`), 5xx and connection failures are tried
+    /// again with backoff, up to `retries` times and within `retry_deadline`. A call whose answer was lost
+    /// after it was sent (timeout, cut connection) is tried again only when `safe_to_repeat`; otherwise the
+    /// caller finds out what happened first.
+    pub async fn call(
+        &self,
+        kind: CallKind,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        safe_to_repeat: bool,
+    ) -> Result<(Answer, Token), Error> {
+        let started = tokio::time::Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let result = self.call_once(kind, method.clone(), path, query, body).await;
+            let (retry, hint, reason) = match &result {
+                Ok((answer, _)) if answer.status == 429 || (500..=599).contains(&answer.status) => {
+                    (true, answer.retry_after, format!("status {}", answer.status))
+                }
+                Ok(_) => return result,
+                Err(e @ (Error::Connect { sent, .. } | Error::Timeout { sent, .. })) => {
+                    (!*sent || safe_to_repeat, None, e.to_string())
+                }
+                Err(_) => return result,
+            };
+            if !retry || attempt >= self.settings.retries {
+                return result;
+            }
+            attempt += 1;
+            let wait = hint.unwrap_or_else(|| backoff(attempt));
+            if started.elapsed() + wait > self.settings.retry_deadline {
+                tracing::warn!(path = %format!("/{path}"), wait_ms = wait.as_millis() as u64, "cloudshell call not retried: past cloudshell.retry_deadline");
+                return result;
+            }
+            tracing::warn!(path = %format!("/{path}"), attempt, wait_ms = wait.as_millis() as u64, reason = %reason, "cloudshell call failed, retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    pub fn unexpected(&self, method: &str, path: &str, answer: &Answer, token: &Token) -> Error {
+        Error::Status {
+            method: method.into(),
+            path: format!("/{path}"),
+            status: answer.status,
+            body_excerpt: excerpt(&answer.body, &self.secrets(Some(token))),
+        }
+    }
+
+    pub fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        answer: &Answer,
+        token: &Token,
+    ) -> Result<T, Error> {
+        serde_json::from_slice(&answer.body).map_err(|e| Error::Decode {
+            method: method.into(),
+            path: format!("/{path}"),
+            reason: e.to_string(),
+            body_excerpt: excerpt(&answer.body, &self.secrets(Some(token))),
+        })
+    }
+}
+
+/// The session token. Its `Debug` never shows it.
+#[derive(Clone)]
+pub(super) struct Token(SecretString);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Token) -> bool {
+        self.0.expose_secret() == other.0.expose_secret()
+    }
+}
+
+/// Counts a call as under way while it lives.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicU64) -> InFlight<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads `Retry-After`: delay-seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some((date.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Spaces requests out to at most N a second.
+struct Pacer {
+    interval: Duration,
+    next: Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    async fn wait(&self) {
+        let at = {
+            let mut next = self.next.lock().await;
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + self.interval;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Exponential backoff with jitter: about 250 ms, 500 ms, 1 s, ... up to 10 s, each scaled by 50-100 %.
+pub(super) fn backoff(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let base = Duration::from_millis(250).saturating_mul(1u32 << attempt.saturating_sub(1).min(6));
+    let base = base.min(Duration::from_secs(10));
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(attempt);
+    let jitter = 0.5 + (h.finish() % 1000) as f64 / 2000.0;
+    base.mul_f64(jitter)
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "an empty string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A reqwest error and its sources as one line, without the URL (which the caller names itself).
+fn error_chain(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut out = String::new();
+    let mut source: Option<&dyn std::error::Error> = e.source();
+    let head = if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer failed"
+    } else {
+        "request failed"
+    };
+    out.push_str(head);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO), "a past date: now");
+        let future = (chrono::Utc::now() + chrono::Duration::seconds(90)).to_rfc2822();
+        let wait = parse_retry_after(&future).unwrap();
+        assert!(wait > Duration::from_secs(80) && wait <= Duration::from_secs(90), "{wait:?}");
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_a_cap() {
+        for attempt in 1..=10 {
+            let base = Duration::from_millis(250) * (1u32 << (attempt - 1).min(6));
+            let base = base.min(Duration::from_secs(10));
+            let b = backoff(attempt);
+            assert!(b >= base / 2 && b <= base, "attempt {attempt}: {b:?} not within [{:?}, {base:?}]", base / 2);
+        }
+    }
+
+    #[test]
+    fn call_kinds_are_pinned_and_counted_by_name() {
+        let names: Vec<&str> = CallKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["login", "list_users", "import_group", "import_user"]);
+        let mut counts = CallCounts::default();
+        counts.0[CallKind::ImportUser.index()] = 3;
+        assert_eq!(counts.get(CallKind::ImportUser), 3);
+        assert_eq!(
+            serde_json::to_string(&counts).unwrap(),
+            r#"{"login":0,"list_users":0,"import_group":0,"import_user":3}"#
+        );
+    }
+}
