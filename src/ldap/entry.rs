@@ -1,10 +1,89 @@
-//! Search entries decoded without panicking. `ldap3::SearchEntry::construct` panics on a malformed entry
-//! (and on a DN that is not UTF-8); a directory's bad answer must become an error, never a crash.
+//! Search entries decoded without panicking, and turned into members. `ldap3::SearchEntry::construct`
+//! panics on a malformed entry (and on a DN that is not UTF-8); a directory's bad answer must become an
+//! error, never a crash. An entry that cannot be a member says why, for the `user skipped` event.
 
 use std::collections::HashMap;
 
 use ldap3::asn1::StructureTag;
 use ldap3::{ResultEntry, SearchEntry};
+
+use super::Member;
+use crate::username::Username;
+
+/// Usernames longer than this are refused (Active Directory's own limit is 20; CloudShell stores names, not
+/// essays).
+pub const MAX_USERNAME_CHARS: usize = 256;
+
+/// `userAccountControl`'s ACCOUNTDISABLE bit.
+const ACCOUNT_DISABLED: i64 = 0x2;
+
+/// Values of an attribute, matched case-insensitively (servers may answer `memberof` for `memberOf`).
+pub fn values<'e>(entry: &'e SearchEntry, attr: &str) -> impl Iterator<Item = &'e String> {
+    entry.attrs.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(attr)).flat_map(|(_, v)| v.iter())
+}
+
+fn has_binary(entry: &SearchEntry, attr: &str) -> bool {
+    entry.bin_attrs.keys().any(|k| k.eq_ignore_ascii_case(attr))
+}
+
+/// Which attributes make a user entry a member.
+pub struct UserAttributes<'a> {
+    pub username: &'a str,
+    pub display_name: &'a str,
+    pub email: &'a str,
+    /// Keep accounts Active Directory marks disabled.
+    pub include_disabled: bool,
+}
+
+/// What a user entry is to the sync.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UserEntry {
+    User(Member),
+    /// An account the directory marks disabled (left out unless `include_disabled`).
+    Disabled {
+        dn: String,
+    },
+    /// No usable username: skipped, with the reason (and the length, for a name too long).
+    Unusable {
+        dn: String,
+        reason: &'static str,
+        length: Option<usize>,
+    },
+}
+
+impl UserEntry {
+    /// Reads a user entry.
+    pub fn from_entry(entry: SearchEntry, a: &UserAttributes) -> UserEntry {
+        let account_control = values(&entry, "userAccountControl").next().and_then(|v| v.trim().parse::<i64>().ok());
+        if !a.include_disabled && account_control.is_some_and(|uac| uac & ACCOUNT_DISABLED != 0) {
+            return UserEntry::Disabled { dn: entry.dn };
+        }
+        let raw = values(&entry, a.username).next();
+        let username = match raw.map(|v| (v.chars().count(), Username::new(v))) {
+            Some((len, Some(u))) if len <= MAX_USERNAME_CHARS => u,
+            Some((len, Some(_))) => {
+                return UserEntry::Unusable {
+                    dn: entry.dn,
+                    reason: "username longer than 256 characters",
+                    length: Some(len),
+                };
+            }
+            _ => {
+                let reason = if has_binary(&entry, a.username) {
+                    "username is not UTF-8"
+                } else if raw.is_some() {
+                    "username is blank"
+                } else {
+                    "no username attribute"
+                };
+                return UserEntry::Unusable { dn: entry.dn, reason, length: None };
+            }
+        };
+        let display_name = values(&entry, a.display_name).next().cloned();
+        let email = values(&entry, a.email).next().cloned();
+        UserEntry::User(Member { username, display_name, email, dn: entry.dn })
+    }
+}
 
 /// Decodes a search result entry; `None` when it is not the shape RFC 4511 gives it.
 pub fn decode(entry: ResultEntry) -> Option<SearchEntry> {
@@ -85,5 +164,59 @@ mod tests {
         let bad_attr =
             seq(4, TagClass::Application, vec![octets(b"dc=x"), seq(16, TagClass::Universal, vec![octets(b"uid")])]);
         assert!(decode_tag(bad_attr).is_none(), "an attribute that is not a sequence");
+    }
+
+    fn search_entry(attrs: &[(&str, &[&str])], binary: &[&str]) -> SearchEntry {
+        SearchEntry {
+            dn: "uid=x,dc=example".into(),
+            attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect(),
+            bin_attrs: binary.iter().map(|k| (k.to_string(), vec![vec![0xff]])).collect(),
+        }
+    }
+
+    const ATTRS: UserAttributes<'static> =
+        UserAttributes { username: "uid", display_name: "displayName", email: "mail", include_disabled: false };
+
+    #[test]
+    fn a_user_entry_becomes_a_member_with_its_attributes_matched_case_insensitively() {
+        let e = search_entry(&[("UID", &["JPorter"]), ("displayname", &["James Porter"]), ("mail", &["j@x"])], &[]);
+        let UserEntry::User(m) = UserEntry::from_entry(e, &ATTRS) else { panic!("not a user") };
+        assert_eq!(m.username.as_str(), "JPorter");
+        assert_eq!(m.username, Username::new("jporter").unwrap());
+        assert_eq!((m.display_name.as_deref(), m.email.as_deref()), (Some("James Porter"), Some("j@x")));
+        assert_eq!(m.dn, "uid=x,dc=example");
+    }
+
+    #[test]
+    fn entries_without_a_usable_username_say_why() {
+        let unusable = |e: SearchEntry| match UserEntry::from_entry(e, &ATTRS) {
+            UserEntry::Unusable { reason, length, .. } => (reason, length),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(unusable(search_entry(&[("cn", &["x"])], &[])), ("no username attribute", None));
+        assert_eq!(unusable(search_entry(&[("uid", &["  "])], &[])), ("username is blank", None));
+        assert_eq!(unusable(search_entry(&[], &["uid"])), ("username is not UTF-8", None));
+        let long = "a".repeat(MAX_USERNAME_CHARS + 1);
+        assert_eq!(
+            unusable(search_entry(&[("uid", &[long.as_str()])], &[])),
+            ("username longer than 256 characters", Some(257))
+        );
+        let exactly = "é".repeat(MAX_USERNAME_CHARS);
+        assert!(matches!(
+            UserEntry::from_entry(search_entry(&[("uid", &[exactly.as_str()])], &[]), &ATTRS),
+            UserEntry::User(_)
+        ));
+    }
+
+    #[test]
+    fn disabled_accounts_are_told_apart_unless_included() {
+        let disabled = || search_entry(&[("uid", &["d"]), ("userAccountControl", &["514"])], &[]);
+        assert_eq!(UserEntry::from_entry(disabled(), &ATTRS), UserEntry::Disabled { dn: "uid=x,dc=example".into() });
+        let include = UserAttributes { include_disabled: true, ..ATTRS };
+        assert!(matches!(UserEntry::from_entry(disabled(), &include), UserEntry::User(_)));
+        let enabled = search_entry(&[("uid", &["e"]), ("userAccountControl", &[" 512 "])], &[]);
+        assert!(matches!(UserEntry::from_entry(enabled, &ATTRS), UserEntry::User(_)));
+        let odd = search_entry(&[("uid", &["o"]), ("userAccountControl", &["lots"])], &[]);
+        assert!(matches!(UserEntry::from_entry(odd, &ATTRS), UserEntry::User(_)), "an unreadable flag is not disabled");
     }
 }

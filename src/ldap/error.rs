@@ -11,7 +11,13 @@ pub enum Error {
     Connect { url: String, reason: String },
     /// The server refused the service account's credentials.
     #[error("the directory at {url} refused the bind as {bind_dn:?}: {reason}")]
-    Bind { url: String, bind_dn: String, reason: String },
+    Bind {
+        url: String,
+        bind_dn: String,
+        /// The LDAP result code, when the server answered with one (49: invalid credentials).
+        code: Option<u32>,
+        reason: String,
+    },
     /// No group has the configured name.
     #[error("group {name:?} not found in the directory at {url} (searched {base_dn} with {filter})")]
     GroupNotFound { url: String, name: String, base_dn: String, filter: String },
@@ -51,5 +57,32 @@ impl Error {
             Error::Search { .. } => "search",
             Error::Tls { .. } => "tls",
         }
+    }
+}
+
+/// invalidCredentials: the bind DN or password is wrong.
+pub const INVALID_CREDENTIALS: u32 = 49;
+
+/// The name RFC 4511 gives an LDAP result code.
+pub fn rc_name(rc: u32) -> &'static str {
+    match rc {
+        1 => "operationsError",
+        2 => "protocolError",
+        3 => "timeLimitExceeded",
+        4 => "sizeLimitExceeded",
+        10 => "referral",
+        11 => "adminLimitExceeded",
+        12 => "unavailableCriticalExtension",
+        32 => "noSuchObject",
+        34 => "invalidDNSyntax",
+        48 => "inappropriateAuthentication",
+        8 => "strongerAuthRequired",
+        49 => "invalidCredentials",
+        50 => "insufficientAccessRights",
+        51 => "busy",
+        52 => "unavailable",
+        53 => "unwillingToPerform",
+        80 => "other",
+        _ => "unknown",
     }
 }

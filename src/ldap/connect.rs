@@ -1,0 +1,128 @@
+//! Reaching the directory: connect (LDAPS or StartTLS, with an extra CA), bind as the service account, and
+//! fail over across the configured URLs.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError};
+use secrecy::ExposeSecret;
+
+use super::error::{INVALID_CREDENTIALS, rc_name};
+use super::{Error, Settings, tls};
+
+/// Connects and binds to the first server that answers, trying each URL in order, each up to
+/// `connect_retries + 1` times. Returns the connection and the URL that served it. A bind refused for bad
+/// credentials is not retried elsewhere (it would only lock the account out faster).
+pub(super) async fn connect(s: &Settings) -> Result<(Ldap, String), Error> {
+    if s.danger_skip_tls_verify {
+        tracing::warn!(urls = ?s.urls, "tls certificate verification is disabled (danger_skip_tls_verify)");
+    }
+    let mut failures: Vec<Error> = Vec::new();
+    for url in &s.urls {
+        for attempt in 0..=s.connect_retries {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+            match connect_one(s, url).await {
+                Ok(ldap) => {
+                    if !failures.is_empty() {
+                        tracing::warn!(url = %url, failed = failures.len(), "directory failover");
+                    }
+                    tracing::info!(url = %url, "directory connected");
+                    return Ok((ldap, url.clone()));
+                }
+                Err(e) if same_everywhere(&e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(url = %url, attempt = attempt + 1, error = %e, "directory connection failed");
+                    failures.push(e);
+                }
+            }
+        }
+    }
+    match failures.len() {
+        0 => Err(Error::Connect { url: "(none)".into(), reason: "ldap.url lists no server".into() }),
+        1 => Err(failures.remove(0)),
+        _ if s.urls.len() == 1 => Err(failures.pop().expect("more than one")),
+        _ => {
+            let mut seen = HashSet::new();
+            let reasons: Vec<String> =
+                failures.iter().map(|e| e.to_string()).filter(|r| seen.insert(r.clone())).collect();
+            Err(Error::Connect {
+                url: s.urls.join(", "),
+                reason: format!("no server answered: {}", reasons.join("; ")),
+            })
+        }
+    }
+}
+
+/// A failure another server would repeat: our own TLS settings, or a password the directory refused.
+fn same_everywhere(e: &Error) -> bool {
+    match e {
+        Error::Tls { .. } => true,
+        Error::Bind { code, .. } => *code == Some(INVALID_CREDENTIALS),
+        _ => false,
+    }
+}
+
+async fn connect_one(s: &Settings, url: &str) -> Result<Ldap, Error> {
+    let mut conn_settings = LdapConnSettings::new()
+        .set_conn_timeout(s.timeout)
+        .set_starttls(s.starttls && url.to_ascii_lowercase().starts_with("ldap://"));
+    if s.danger_skip_tls_verify {
+        conn_settings = conn_settings.set_no_tls_verify(true);
+    } else if let Some(ca) = &s.ca_file {
+        conn_settings = conn_settings
+            .set_config(tls::config_with_ca(ca).map_err(|reason| Error::Tls { url: url.to_string(), reason })?);
+    }
+    let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, url)
+        .await
+        .map_err(|e| Error::Connect { url: url.to_string(), reason: describe_connect(&e, s) })?;
+    ldap3::drive!(conn);
+    let bound = ldap.with_timeout(s.timeout).simple_bind(&s.bind_dn, s.bind_password.expose_secret()).await;
+    match bound {
+        Ok(result) if result.rc == 0 => Ok(ldap),
+        Ok(result) => Err(Error::Bind {
+            url: url.to_string(),
+            bind_dn: s.bind_dn.clone(),
+            code: Some(result.rc),
+            reason: {
+                let mut reason = format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text);
+                if result.rc == 8 {
+                    reason.push_str(" (the server wants TLS for simple binds: use ldaps:// or starttls = true)");
+                }
+                reason.trim().to_string()
+            },
+        }),
+        Err(LdapError::Timeout { .. }) => {
+            Err(Error::Timeout { url: url.to_string(), operation: "bind".into(), timeout: s.timeout })
+        }
+        Err(e) => Err(Error::Connect { url: url.to_string(), reason: e.to_string() }),
+    }
+}
+
+fn describe_connect(e: &LdapError, s: &Settings) -> String {
+    let text = e.to_string();
+    if matches!(e, LdapError::Timeout { .. }) {
+        format!("no connection within {:?} (ldap.timeout)", s.timeout)
+    } else if certificate_refused(e) {
+        let hint = if s.ca_file.is_some() {
+            "the certificate does not chain to ldap.ca_file or does not name the host"
+        } else {
+            "the certificate is not trusted: set ldap.ca_file to the directory's CA"
+        };
+        format!("{text} ({hint})")
+    } else {
+        text
+    }
+}
+
+/// Whether the TLS handshake failed on the server's certificate. ldap3 hands rustls' error back either as
+/// itself or inside the I/O error of the TLS stream.
+fn certificate_refused(e: &LdapError) -> bool {
+    let rustls_error = match e {
+        LdapError::Rustls { source } => Some(source),
+        LdapError::Io { source } => source.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    matches!(rustls_error, Some(rustls::Error::InvalidCertificate(_)))
+}

@@ -1,0 +1,341 @@
+//! Nested groups, resolved without I/O: given the users read, the group entries read (the configured groups
+//! and every group reached below them) and the member DNs that turned out to be neither or failed to read,
+//! each configured group's effective members. The reads are `search`'s; this module only walks what they
+//! found, so every nesting rule (cycles, depth cap, dangling members, collisions) is tested without a server.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::dn::DnKey;
+use super::{Collision, Error, Group, Member, Source};
+use crate::username::Username;
+
+/// The users read, and how to find one by DN.
+pub(super) struct UserIndex {
+    pub users: Vec<Arc<Member>>,
+    /// DNs exactly as the server wrote them: most member values match one of these as they are.
+    pub by_raw_dn: HashMap<String, u32>,
+    /// Normalised DNs, for member values written another way: built on the first such value only, since
+    /// most directories write member values exactly as the entries' DNs.
+    pub by_key: std::sync::OnceLock<HashMap<DnKey, u32>>,
+    pub collisions: HashMap<Username, Vec<String>>,
+    /// Disabled accounts left out, by normalised DN: members that are these are not "unknown".
+    pub disabled: HashSet<DnKey>,
+}
+
+impl UserIndex {
+    pub fn find(&self, dn: &str) -> Option<u32> {
+        if let Some(&n) = self.by_raw_dn.get(dn) {
+            return Some(n);
+        }
+        let by_key = self
+            .by_key
+            .get_or_init(|| self.users.iter().enumerate().map(|(n, u)| (DnKey::new(&u.dn), n as u32)).collect());
+        by_key.get(&DnKey::new(dn)).copied()
+    }
+}
+
+/// A group entry: user members resolved to indexes into the user list, other member DNs kept.
+pub(super) struct GroupRecord {
+    pub name: String,
+    pub dn: String,
+    pub users: Vec<u32>,
+    pub others: Vec<(DnKey, String)>,
+    /// Members that are disabled accounts, left out.
+    pub disabled: usize,
+    /// Why the member list is incomplete (range retrieval failed): the group cannot be used.
+    pub error: Option<Error>,
+}
+
+/// What the reads found, for resolving configured groups.
+pub(super) struct Expansion<'a> {
+    pub index: &'a UserIndex,
+    /// Group entries by normalised DN.
+    pub known: &'a HashMap<DnKey, GroupRecord>,
+    /// Member DNs that are neither users nor groups (dangling, deleted, foreign, filtered out).
+    pub neither: &'a HashSet<DnKey>,
+    /// Member DNs whose read failed: a group reaching one cannot be enumerated.
+    pub failed: &'a HashMap<DnKey, Error>,
+    /// `ldap.max_nesting_depth`.
+    pub max_depth: usize,
+    /// The server read, for errors.
+    pub url: &'a str,
+}
+
+impl Expansion<'_> {
+    /// A group's members from an IN_CHAIN search; its direct members give the one source.
+    pub fn resolve_in_chain(&self, root: &DnKey, members: Vec<u32>) -> Result<Group, Error> {
+        let (known, index) = (self.known, self.index);
+        let top = known.get(root).expect("a found group is known");
+        if let Some(e) = &top.error {
+            return Err(e.clone());
+        }
+        // A sanity check: the transitive search must find at least the group's direct user members.
+        let found: HashSet<u32> = members.iter().copied().collect();
+        if let Some(&missing) = top.users.iter().find(|n| !found.contains(n)) {
+            return Err(Error::Search {
+                url: self.url.to_string(),
+                operation: format!("the in-chain member search of {}", top.dn),
+                reason: format!("it does not return the direct member {}", index.users[missing as usize].dn),
+            });
+        }
+        let source = Source {
+            name: top.name.clone(),
+            dn: top.dn.clone(),
+            direct_members: top.users.iter().map(|&n| index.users[n as usize].clone()).collect(),
+            disabled_members: top.disabled,
+        };
+        Ok(self.group_of(top, members, vec![source], (0, top.disabled)))
+    }
+
+    /// Builds the group from member indexes: sorted, each once, collisions set apart.
+    fn group_of(
+        &self,
+        top: &GroupRecord,
+        mut members: Vec<u32>,
+        sources: Vec<Source>,
+        (skipped, disabled): (usize, usize),
+    ) -> Group {
+        let index = self.index;
+        members.sort_unstable();
+        members.dedup();
+        let mut found_collisions: Vec<Collision> = Vec::new();
+        let mut out: Vec<Arc<Member>> = Vec::with_capacity(members.len());
+        for n in members {
+            let u = &index.users[n as usize];
+            if let Some(dns) = index.collisions.get(&u.username) {
+                if !found_collisions.iter().any(|c| c.username == u.username) {
+                    found_collisions.push(Collision { username: u.username.clone(), dns: dns.clone() });
+                }
+                continue;
+            }
+            out.push(u.clone());
+        }
+        out.sort_by(|a, b| a.username.cmp(&b.username));
+        Group {
+            name: top.name.clone(),
+            dn: top.dn.clone(),
+            members: out,
+            sources,
+            collisions: found_collisions,
+            skipped_members: skipped,
+            disabled_members: disabled,
+        }
+    }
+
+    /// A configured group's effective members, walking its member groups level by level (cycle-safe,
+    /// capped at `max_depth`). With `recursive` off, member groups are skipped like any non-user member.
+    pub fn resolve(&self, name: &str, root: &DnKey, recursive: bool) -> Result<Group, Error> {
+        let (known, neither, failed) = (self.known, self.neither, self.failed);
+        let users = &self.index.users;
+        let top = known.get(root).expect("a found group is known");
+        let mut members: Vec<u32> = Vec::new();
+        let mut sources = Vec::new();
+        let mut skipped = 0usize;
+        let mut disabled = 0usize;
+        let mut visited: HashSet<&DnKey> = HashSet::from([root]);
+        let mut level: Vec<&GroupRecord> = vec![top];
+        let mut depth = 0usize;
+        while !level.is_empty() {
+            let mut next = Vec::new();
+            for group in level {
+                if let Some(e) = &group.error {
+                    return Err(e.clone());
+                }
+                members.extend(&group.users);
+                disabled += group.disabled;
+                sources.push(Source {
+                    name: group.name.clone(),
+                    dn: group.dn.clone(),
+                    direct_members: group.users.iter().map(|&n| users[n as usize].clone()).collect(),
+                    disabled_members: group.disabled,
+                });
+                for (key, raw) in &group.others {
+                    if !recursive {
+                        skipped += 1;
+                        tracing::info!(group = %name, member = %raw, reason = "not a user; nested groups are off", "member skipped");
+                        continue;
+                    }
+                    if let Some(e) = failed.get(key) {
+                        return Err(e.clone());
+                    }
+                    if let Some(g) = known.get(key) {
+                        if visited.insert(key) {
+                            next.push(g);
+                        }
+                    } else if neither.contains(key) {
+                        skipped += 1;
+                        tracing::warn!(group = %name, member = %raw, reason = "neither a user nor a group", "member skipped");
+                    } else {
+                        return Err(Error::TooDeep { name: name.to_string(), depth: self.max_depth });
+                    }
+                }
+            }
+            if !next.is_empty() {
+                depth += 1;
+                if depth > self.max_depth {
+                    return Err(Error::TooDeep { name: name.to_string(), depth: self.max_depth });
+                }
+            }
+            level = next;
+        }
+        Ok(self.group_of(top, members, sources, (skipped, disabled)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "ldap://test";
+
+    fn member(name: &str) -> Arc<Member> {
+        Arc::new(Member {
+            username: Username::new(name).unwrap(),
+            dn: format!("uid={name},ou=people,dc=x"),
+            display_name: None,
+            email: None,
+        })
+    }
+
+    /// Users `names`, in order; index n is `names[n]`. `collide` adds a second entry for that username.
+    fn index(names: &[&str], collide: Option<&str>) -> UserIndex {
+        let users: Vec<Arc<Member>> = names.iter().map(|n| member(n)).collect();
+        let mut collisions = HashMap::new();
+        if let Some(c) = collide {
+            collisions
+                .insert(Username::new(c).unwrap(), vec![format!("uid={c},ou=people,dc=x"), "uid=other,dc=x".into()]);
+        }
+        UserIndex {
+            by_raw_dn: users.iter().enumerate().map(|(n, u)| (u.dn.clone(), n as u32)).collect(),
+            users,
+            by_key: std::sync::OnceLock::new(),
+            collisions,
+            disabled: HashSet::new(),
+        }
+    }
+
+    fn key(name: &str) -> DnKey {
+        DnKey::new(&format!("cn={name},ou=groups,dc=x"))
+    }
+
+    /// A group entry with user members (indexes) and member groups (names).
+    fn record(name: &str, users: &[u32], groups: &[&str]) -> (DnKey, GroupRecord) {
+        let others = groups.iter().map(|g| (key(g), format!("cn={g},ou=groups,dc=x"))).collect();
+        let dn = format!("cn={name},ou=groups,dc=x");
+        (key(name), GroupRecord { name: name.into(), dn, users: users.to_vec(), others, disabled: 0, error: None })
+    }
+
+    struct World {
+        index: UserIndex,
+        known: HashMap<DnKey, GroupRecord>,
+        neither: HashSet<DnKey>,
+        failed: HashMap<DnKey, Error>,
+    }
+
+    impl World {
+        fn new(index: UserIndex, records: Vec<(DnKey, GroupRecord)>) -> World {
+            World { index, known: records.into_iter().collect(), neither: HashSet::new(), failed: HashMap::new() }
+        }
+
+        fn expansion(&self, max_depth: usize) -> Expansion<'_> {
+            Expansion {
+                index: &self.index,
+                known: &self.known,
+                neither: &self.neither,
+                failed: &self.failed,
+                max_depth,
+                url: URL,
+            }
+        }
+
+        fn resolve(&self, name: &str, max_depth: usize) -> Result<Group, Error> {
+            self.expansion(max_depth).resolve(name, &key(name), true)
+        }
+    }
+
+    fn usernames(g: &Group) -> Vec<&str> {
+        g.members.iter().map(|m| m.username.as_str()).collect()
+    }
+
+    #[test]
+    fn nested_members_count_once_sorted_with_every_source_listed() {
+        let w = World::new(
+            index(&["carol", "alice", "bob"], None),
+            vec![record("Team", &[1, 0], &["Inner"]), record("Inner", &[2, 1], &[])],
+        );
+        let g = w.resolve("Team", 10).unwrap();
+        assert_eq!(usernames(&g), ["alice", "bob", "carol"]);
+        let sources: Vec<(&str, usize)> = g.sources.iter().map(|s| (s.name.as_str(), s.direct_members.len())).collect();
+        assert_eq!(sources, [("Team", 2), ("Inner", 2)]);
+    }
+
+    #[test]
+    fn cycles_end_and_each_group_is_read_once() {
+        let w = World::new(index(&["a", "b"], None), vec![record("A", &[0], &["B"]), record("B", &[1], &["A"])]);
+        let g = w.resolve("A", 10).unwrap();
+        assert_eq!(usernames(&g), ["a", "b"]);
+        assert_eq!(g.sources.len(), 2);
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_cap_is_an_error_not_a_short_list() {
+        let w = World::new(
+            index(&["a", "b", "c"], None),
+            vec![record("L0", &[0], &["L1"]), record("L1", &[1], &["L2"]), record("L2", &[2], &[])],
+        );
+        assert_eq!(usernames(&w.resolve("L0", 2).unwrap()), ["a", "b", "c"]);
+        assert_eq!(w.resolve("L0", 1).unwrap_err(), Error::TooDeep { name: "L0".into(), depth: 1 });
+        // A member group that was never read (the reads stopped at the cap) is too deep as well.
+        let w = World::new(index(&["a"], None), vec![record("L0", &[0], &["Unread"])]);
+        assert!(matches!(w.resolve("L0", 5), Err(Error::TooDeep { .. })));
+    }
+
+    #[test]
+    fn dangling_members_are_skipped_and_failed_reads_fail_the_group() {
+        let mut w = World::new(index(&["a"], None), vec![record("G", &[0], &["Gone", "Broken"])]);
+        w.neither.insert(key("Gone"));
+        let broken = Error::Search { url: URL.into(), operation: "reading member".into(), reason: "reset".into() };
+        w.failed.insert(key("Broken"), broken.clone());
+        assert_eq!(w.resolve("G", 10).unwrap_err(), broken, "a member that could not be read is never read as none");
+        w.failed.clear();
+        w.neither.insert(key("Broken"));
+        let g = w.resolve("G", 10).unwrap();
+        assert_eq!((usernames(&g), g.skipped_members), (vec!["a"], 2));
+    }
+
+    #[test]
+    fn with_nesting_off_member_groups_are_skipped() {
+        let w = World::new(index(&["a", "b"], None), vec![record("G", &[0], &["Inner"]), record("Inner", &[1], &[])]);
+        let g = w.expansion(10).resolve("G", &key("G"), false).unwrap();
+        assert_eq!((usernames(&g), g.skipped_members, g.sources.len()), (vec!["a"], 1, 1));
+    }
+
+    #[test]
+    fn an_incomplete_member_list_fails_the_group() {
+        let (k, mut r) = record("G", &[0], &[]);
+        let e = Error::Search { url: URL.into(), operation: "range".into(), reason: "a range was skipped".into() };
+        r.error = Some(e.clone());
+        let w = World::new(index(&["a"], None), vec![(k, r)]);
+        assert_eq!(w.resolve("G", 10).unwrap_err(), e);
+    }
+
+    #[test]
+    fn colliding_usernames_are_set_apart() {
+        let w = World::new(index(&["a", "dup"], Some("dup")), vec![record("G", &[0, 1], &[])]);
+        let g = w.resolve("G", 10).unwrap();
+        assert_eq!(usernames(&g), ["a"]);
+        assert_eq!(g.collisions.len(), 1);
+        assert_eq!(g.collisions[0].username.as_str(), "dup");
+    }
+
+    #[test]
+    fn in_chain_results_must_hold_every_direct_member() {
+        let w = World::new(index(&["a", "b", "c"], None), vec![record("G", &[0, 1], &[])]);
+        let g = w.expansion(10).resolve_in_chain(&key("G"), vec![2, 1, 0, 1]).unwrap();
+        assert_eq!(usernames(&g), ["a", "b", "c"]);
+        assert_eq!(g.sources.len(), 1, "the in-chain search names no nested group");
+        let e = w.expansion(10).resolve_in_chain(&key("G"), vec![0]).unwrap_err();
+        assert!(e.to_string().contains("does not return the direct member uid=b"), "{e}");
+    }
+}

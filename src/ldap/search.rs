@@ -1,0 +1,511 @@
+//! The reads: one paged search of the users, paged searches for the configured groups by name, the root
+//! DSE, base reads of member DNs level by level, AD's in-chain searches and range retrieval. Everything read
+//! is handed to [`super::nesting`] to resolve; this module makes the requests and turns failures into
+//! [`Error`]s for the groups they affect.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{Ldap, LdapError, Scope, SearchEntry, ldap_escape};
+
+use super::dn::{self, DnKey};
+use super::entry::{self, UserAttributes, UserEntry, values};
+use super::error::rc_name;
+use super::nesting::{Expansion, GroupRecord, UserIndex};
+use super::{AD_CAPABILITIES, Error, GroupOutcome, IN_CHAIN, Member, NAMES_PER_FILTER, Nesting, Settings, range};
+use crate::username::Username;
+
+/// What a non-user member DN turned out to be.
+enum Lookup {
+    Group(GroupRecord),
+    Neither,
+    Failed(Error),
+}
+
+pub(super) struct Reader<'a> {
+    pub s: &'a Settings,
+    /// The range window in force: `member_range_size`, when the server is Active Directory.
+    pub range_window: Option<u32>,
+    pub ldap: Ldap,
+    /// The server being read.
+    pub url: String,
+    pub searches: usize,
+}
+
+impl Reader<'_> {
+    fn search_error(&self, operation: &str, e: LdapError) -> Error {
+        let url = self.url.clone();
+        match e {
+            LdapError::Timeout { .. } => Error::Timeout { url, operation: operation.into(), timeout: self.s.timeout },
+            LdapError::LdapResult { result } if result.rc == 11 || result.rc == 53 && result.text.contains("page") => {
+                Error::PageSize {
+                    url,
+                    page_size: self.s.page_size,
+                    operation: operation.into(),
+                    reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text)
+                        .trim()
+                        .to_string(),
+                }
+            }
+            LdapError::LdapResult { result } => Error::Search {
+                url,
+                operation: operation.into(),
+                reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text)
+                    .trim()
+                    .to_string(),
+            },
+            other => Error::Search { url, operation: operation.into(), reason: other.to_string() },
+        }
+    }
+
+    /// A paged subtree search under the base, handing each entry to `each` as it arrives.
+    async fn paged(
+        &mut self,
+        operation: &str,
+        filter: &str,
+        attrs: Vec<&str>,
+        mut each: impl FnMut(SearchEntry),
+    ) -> Result<(), Error> {
+        self.searches += 1;
+        let adapters: Vec<Box<dyn Adapter<_, _>>> =
+            vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(self.s.page_size))];
+        let mut stream = self
+            .ldap
+            .with_timeout(self.s.timeout)
+            .streaming_search_with(adapters, &self.s.base_dn, Scope::Subtree, filter, attrs)
+            .await
+            .map_err(|e| self.search_error(operation, e))?;
+        loop {
+            match stream.next().await {
+                Ok(Some(entry)) => match entry::decode(entry) {
+                    Some(entry) => each(entry),
+                    None => {
+                        let _ = stream.finish().await;
+                        return Err(Error::Search {
+                            url: self.url.clone(),
+                            operation: operation.into(),
+                            reason: "the server sent a malformed entry".into(),
+                        });
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = stream.finish().await;
+                    return Err(self.search_error(operation, e));
+                }
+            }
+        }
+        let result = stream.finish().await;
+        result.success().map(|_| ()).map_err(|e| self.search_error(operation, e))
+    }
+
+    pub async fn read(&mut self, groups: &[String]) -> (Vec<GroupOutcome>, usize) {
+        let all_failed =
+            |e: Error| groups.iter().map(|g| GroupOutcome { name: g.clone(), result: Err(e.clone()) }).collect();
+        let index = match self.read_users().await {
+            Ok(u) => u,
+            Err(e) => return (all_failed(e), 0),
+        };
+        let users_seen = index.users.len();
+        let mut active_directory: Option<bool> = None;
+        if let Some(window) = self.s.member_range_size {
+            let ad = self.is_active_directory().await;
+            active_directory = Some(ad);
+            if ad {
+                self.range_window = Some(window);
+            } else {
+                // Other servers do not know the range option and would answer with no members at all.
+                tracing::warn!("ldap.member_range_size ignored: the directory is not Active Directory");
+            }
+        }
+        let mut known: HashMap<DnKey, GroupRecord> = HashMap::new();
+        let mut named: HashMap<String, Result<DnKey, Error>> = HashMap::new();
+        for chunk in groups.chunks(NAMES_PER_FILTER) {
+            match self.read_named_groups(chunk, &index).await {
+                Ok(found) => {
+                    for name in chunk {
+                        let matching: Vec<&GroupRecord> =
+                            found.iter().filter(|g| dn::fold(&g.name) == dn::fold(name)).collect();
+                        let outcome = match matching.as_slice() {
+                            [] => Err(Error::GroupNotFound {
+                                url: self.url.clone(),
+                                name: name.clone(),
+                                base_dn: self.s.base_dn.clone(),
+                                filter: self.group_name_filter(std::slice::from_ref(name)),
+                            }),
+                            [one] => Ok(DnKey::new(&one.dn)),
+                            many => Err(Error::AmbiguousGroup {
+                                url: self.url.clone(),
+                                name: name.clone(),
+                                dns: many.iter().map(|g| g.dn.clone()).collect(),
+                            }),
+                        };
+                        named.insert(name.clone(), outcome);
+                    }
+                    for g in found {
+                        known.insert(DnKey::new(&g.dn), g);
+                    }
+                }
+                Err(e) => {
+                    for name in chunk {
+                        named.insert(name.clone(), Err(e.clone()));
+                    }
+                }
+            }
+        }
+
+        let mut neither: HashSet<DnKey> = HashSet::new();
+        let mut failed: HashMap<DnKey, Error> = HashMap::new();
+        let configured = self.s.nesting;
+        let nesting = if configured == Nesting::InChain {
+            let ad = match active_directory {
+                Some(ad) => ad,
+                None => self.is_active_directory().await,
+            };
+            if !ad {
+                // Elsewhere the matching rule matches nothing: every group would read as empty.
+                let e = Error::Search {
+                    url: self.url.clone(),
+                    operation: "nested group expansion".into(),
+                    reason:
+                        "ldap.nested_groups = \"in_chain\" needs Active Directory, and this server does not say it \
+                             is one; use \"auto\" or true"
+                            .into(),
+                };
+                return (all_failed(e), users_seen);
+            }
+            Nesting::InChain
+        } else if configured != Nesting::Auto {
+            configured
+        } else if match active_directory {
+            Some(ad) => ad,
+            None => self.is_active_directory().await,
+        } {
+            tracing::info!(mode = "in_chain", "nested groups: the directory is Active Directory");
+            Nesting::InChain
+        } else {
+            tracing::info!(mode = "recursive", "nested groups: the directory is not Active Directory");
+            Nesting::Recursive
+        };
+        let mut in_chain: HashMap<DnKey, Result<Vec<u32>, Error>> = HashMap::new();
+        if nesting == Nesting::InChain {
+            for key in named.values().filter_map(|r| r.as_ref().ok().cloned()).collect::<Vec<_>>() {
+                let dn = known.get(&key).map(|g| g.dn.clone()).expect("a found group is known");
+                let members = self.in_chain_members(&dn, &index).await;
+                in_chain.insert(key, members);
+            }
+        }
+        if nesting == Nesting::Recursive {
+            self.expand(
+                &mut known,
+                &mut neither,
+                &mut failed,
+                &index,
+                named.values().filter_map(|r| r.as_ref().ok().cloned()).collect(),
+            )
+            .await;
+        }
+
+        let expansion = Expansion {
+            index: &index,
+            known: &known,
+            neither: &neither,
+            failed: &failed,
+            max_depth: self.s.max_nesting_depth,
+            url: &self.url,
+        };
+        let outcomes = groups
+            .iter()
+            .map(|name| {
+                let result = match named.remove(name).expect("every name was looked up") {
+                    Err(e) => Err(e),
+                    Ok(key) => match in_chain.remove(&key) {
+                        Some(members) => members.and_then(|m| expansion.resolve_in_chain(&key, m)),
+                        None => expansion.resolve(name, &key, nesting == Nesting::Recursive),
+                    },
+                };
+                GroupOutcome { name: name.clone(), result }
+            })
+            .collect();
+        (outcomes, users_seen)
+    }
+
+    /// The users search: every user entry, indexed by DN; usernames that collide are noted.
+    async fn read_users(&mut self) -> Result<UserIndex, Error> {
+        let s = self.s;
+        let mut users: Vec<Arc<Member>> = Vec::new();
+        let mut by_raw_dn: HashMap<String, u32> = HashMap::new();
+        let mut by_name: HashMap<Username, u32> = HashMap::new();
+        let mut collisions: HashMap<Username, Vec<String>> = HashMap::new();
+        let mut skipped = 0usize;
+        let mut disabled: HashSet<DnKey> = HashSet::new();
+        let attrs = vec![
+            s.username_attribute.as_str(),
+            s.display_name_attribute.as_str(),
+            s.email_attribute.as_str(),
+            "userAccountControl",
+        ];
+        let user_attributes = UserAttributes {
+            username: &s.username_attribute,
+            display_name: &s.display_name_attribute,
+            email: &s.email_attribute,
+            include_disabled: s.include_disabled,
+        };
+        self.paged("the users search", &s.user_filter, attrs, |entry| {
+            let member = match UserEntry::from_entry(entry, &user_attributes) {
+                UserEntry::User(member) => member,
+                UserEntry::Disabled { dn } => {
+                    tracing::debug!(dn = %dn, "disabled account left out");
+                    disabled.insert(DnKey::new(&dn));
+                    return;
+                }
+                UserEntry::Unusable { dn, reason, length } => {
+                    skipped += 1;
+                    match length {
+                        Some(length) => {
+                            tracing::warn!(dn = %dn, attribute = %s.username_attribute, length, reason, "user skipped")
+                        }
+                        None => tracing::warn!(dn = %dn, attribute = %s.username_attribute, reason, "user skipped"),
+                    }
+                    return;
+                }
+            };
+            let n = users.len() as u32;
+            if let Some(&other) = by_name.get(&member.username) {
+                collisions
+                    .entry(member.username.clone())
+                    .or_insert_with(|| vec![users[other as usize].dn.clone()])
+                    .push(member.dn.clone());
+            } else {
+                by_name.insert(member.username.clone(), n);
+            }
+            by_raw_dn.insert(member.dn.clone(), n);
+            users.push(Arc::new(member));
+        })
+        .await?;
+        users.shrink_to_fit();
+        for (username, dns) in &collisions {
+            tracing::warn!(username = %username, dns = ?dns, "username collision");
+        }
+        if skipped > 0 {
+            tracing::info!(count = skipped, "user entries without a usable username skipped");
+        }
+        if !disabled.is_empty() {
+            tracing::info!(count = disabled.len(), "disabled accounts left out");
+        }
+        Ok(UserIndex { users, by_raw_dn, by_key: std::sync::OnceLock::new(), collisions, disabled })
+    }
+
+    fn group_name_filter(&self, names: &[String]) -> String {
+        let attr = &self.s.group_name_attribute;
+        let alternatives: String = names.iter().map(|n| format!("({attr}={})", ldap_escape(n.as_str()))).collect();
+        if names.len() == 1 {
+            format!("(&{}{alternatives})", self.s.group_filter)
+        } else {
+            format!("(&{}(|{alternatives}))", self.s.group_filter)
+        }
+    }
+
+    /// The member attribute to ask for: whole, or its first window.
+    fn member_request(&self) -> String {
+        match self.range_window {
+            Some(w) => range::request(&self.s.member_attribute, 0, Some(w)),
+            None => self.s.member_attribute.clone(),
+        }
+    }
+
+    /// Every member value of a group entry, following range retrieval to the end.
+    async fn member_values(&mut self, entry: &SearchEntry) -> Result<Vec<String>, Error> {
+        let attr = self.s.member_attribute.clone();
+        let operation = format!("reading the members of {}", entry.dn);
+        let first = range::values_of(entry, &attr, None).map_err(|reason| Error::Search {
+            url: self.url.clone(),
+            operation: operation.clone(),
+            reason,
+        })?;
+        if first.next.is_none() {
+            return Ok(first.values);
+        }
+        let ldap = self.ldap.clone();
+        let (timeout, dn, searches) = (self.s.timeout, entry.dn.clone(), std::sync::atomic::AtomicUsize::new(0));
+        let result = range::complete(first, &attr, self.range_window, |request| {
+            searches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (mut ldap, dn) = (ldap.clone(), dn.clone());
+            async move {
+                let found = ldap
+                    .with_timeout(timeout)
+                    .search(&dn, Scope::Base, "(objectClass=*)", vec![request])
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .success()
+                    .map_err(|e| e.to_string())?;
+                Ok(found.0.into_iter().next().and_then(entry::decode))
+            }
+        })
+        .await;
+        self.searches += searches.into_inner();
+        result.map_err(|reason| Error::Search { url: self.url.clone(), operation, reason })
+    }
+
+    async fn group_record(&mut self, entry: &SearchEntry, index: &UserIndex, wanted: Option<&[String]>) -> GroupRecord {
+        let s = self.s;
+        let (member_values, error) = match self.member_values(entry).await {
+            Ok(v) => (v, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let mut users = Vec::new();
+        let mut others = Vec::new();
+        let mut disabled = 0;
+        for dn in member_values {
+            if dn.is_empty() {
+                continue; // groupOfNames' placeholder for "no members"
+            }
+            match index.find(&dn) {
+                Some(n) => users.push(n),
+                None => {
+                    let key = DnKey::new(&dn);
+                    if index.disabled.contains(&key) {
+                        disabled += 1;
+                    } else {
+                        others.push((key, dn));
+                    }
+                }
+            }
+        }
+        // A group found by name is recorded under the configured name it matched; a nested one under its first.
+        let names: Vec<String> = values(entry, &s.group_name_attribute).cloned().collect();
+        let name = match wanted {
+            Some(wanted) => names.iter().find(|n| wanted.iter().any(|w| dn::fold(w) == dn::fold(n))).cloned(),
+            None => names.first().cloned(),
+        }
+        .unwrap_or_else(|| entry.dn.clone());
+        GroupRecord { name, dn: entry.dn.clone(), users, others, disabled, error }
+    }
+
+    async fn read_named_groups(&mut self, names: &[String], index: &UserIndex) -> Result<Vec<GroupRecord>, Error> {
+        let filter = self.group_name_filter(names);
+        let s = self.s;
+        let mut entries = Vec::new();
+        let member = self.member_request();
+        self.paged("the group search", &filter, vec![s.group_name_attribute.as_str(), member.as_str()], |e| {
+            entries.push(e)
+        })
+        .await?;
+        let mut records = Vec::with_capacity(entries.len());
+        for e in &entries {
+            records.push(self.group_record(e, index, Some(names)).await);
+        }
+        Ok(records)
+    }
+
+    /// Whether the server advertises Active Directory's capabilities (and so IN_CHAIN).
+    async fn is_active_directory(&mut self) -> bool {
+        self.searches += 1;
+        let found = self
+            .ldap
+            .with_timeout(self.s.timeout)
+            .search("", Scope::Base, "(objectClass=*)", vec!["supportedCapabilities"])
+            .await
+            .and_then(|r| r.success());
+        match found {
+            Ok((entries, _)) => entries
+                .into_iter()
+                .filter_map(entry::decode)
+                .any(|e| values(&e, "supportedCapabilities").any(|c| AD_CAPABILITIES.contains(&c.as_str()))),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the root DSE; expanding nested groups recursively");
+                false
+            }
+        }
+    }
+
+    /// The effective user members of a group by IN_CHAIN: one paged search of users.
+    async fn in_chain_members(&mut self, group_dn: &str, index: &UserIndex) -> Result<Vec<u32>, Error> {
+        let s = self.s;
+        let filter = format!("(&{}(memberOf:{IN_CHAIN}:={}))", s.user_filter, ldap_escape(group_dn));
+        let mut members = Vec::new();
+        self.paged("the in-chain member search", &filter, vec![s.username_attribute.as_str()], |e| {
+            members.extend(index.find(&e.dn));
+        })
+        .await?;
+        Ok(members)
+    }
+
+    /// Reads the member DNs that are not users, level by level, up to the nesting cap.
+    async fn expand(
+        &mut self,
+        known: &mut HashMap<DnKey, GroupRecord>,
+        neither: &mut HashSet<DnKey>,
+        failed: &mut HashMap<DnKey, Error>,
+        index: &UserIndex,
+        roots: Vec<DnKey>,
+    ) {
+        let mut level: Vec<DnKey> = roots;
+        let mut visited: HashSet<DnKey> = level.iter().cloned().collect();
+        for _ in 0..self.s.max_nesting_depth {
+            let mut next: Vec<DnKey> = Vec::new();
+            let mut to_read: Vec<(DnKey, String)> = Vec::new();
+            for key in &level {
+                let Some(group) = known.get(key) else {
+                    continue;
+                };
+                for (other, raw) in &group.others {
+                    if visited.insert(other.clone()) {
+                        next.push(other.clone());
+                        if !known.contains_key(other) {
+                            to_read.push((other.clone(), raw.clone()));
+                        }
+                    }
+                }
+            }
+            for (key, raw) in to_read {
+                match self.lookup(&raw, index).await {
+                    Lookup::Group(g) => {
+                        known.insert(key, g);
+                    }
+                    Lookup::Neither => {
+                        neither.insert(key);
+                    }
+                    Lookup::Failed(e) => {
+                        failed.insert(key, e);
+                    }
+                }
+            }
+            if next.is_empty() {
+                return;
+            }
+            level = next;
+        }
+    }
+
+    /// A base-scope read of a member DN that is not a user: is it a group?
+    async fn lookup(&mut self, dn: &str, index: &UserIndex) -> Lookup {
+        self.searches += 1;
+        let s = self.s;
+        let member = self.member_request();
+        let attrs = vec![s.group_name_attribute.as_str(), member.as_str()];
+        let result = self.ldap.with_timeout(s.timeout).search(dn, Scope::Base, &s.group_filter, attrs).await;
+        match result {
+            Ok(result) => match result.1.rc {
+                0 => match result.0.into_iter().next() {
+                    Some(raw) => match entry::decode(raw) {
+                        Some(e) => Lookup::Group(self.group_record(&e, index, None).await),
+                        None => Lookup::Failed(Error::Search {
+                            url: self.url.clone(),
+                            operation: format!("reading member {dn}"),
+                            reason: "the server sent a malformed entry".into(),
+                        }),
+                    },
+                    None => Lookup::Neither,
+                },
+                // noSuchObject: dangling; invalidDNSyntax: not a DN at all
+                32 | 34 => Lookup::Neither,
+                _ => Lookup::Failed(
+                    self.search_error(&format!("reading member {dn}"), LdapError::LdapResult { result: result.1 }),
+                ),
+            },
+            Err(e) => Lookup::Failed(self.search_error(&format!("reading member {dn}"), e)),
+        }
+    }
+}
