@@ -131,7 +131,7 @@ pub async fn run(
     mut controls: mpsc::Receiver<Control>,
     stop: CancellationToken,
     options: Options,
-) -> Result<(), String> {
+) -> Result<(), monitor::BindError> {
     let metrics = Arc::new(Metrics::new());
     let monitor_stop = CancellationToken::new();
     let monitor = match config.monitor.listen {

@@ -188,7 +188,15 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, sto
     }
 }
 
+/// The monitoring address cannot be listened on.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ([monitor] listen): {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
 /// Binds the monitoring address; a clear error when it cannot.
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} ([monitor] listen): {e}"))
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, BindError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| BindError { addr, source })
 }

@@ -12,6 +12,17 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
+/// A schedule that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{tz:?} is not an IANA time zone such as \"UTC\" or \"Europe/Paris\"")]
+    TimeZone { tz: String },
+    #[error("{expression:?} is not a cron expression with seconds first (sec min hour dom month dow): {reason}")]
+    Cron { expression: String, reason: String },
+    #[error("{expression:?} never fires")]
+    NeverFires { expression: String },
+}
+
 /// A parsed schedule.
 #[derive(Clone, Debug)]
 pub struct Schedule {
@@ -23,20 +34,17 @@ pub struct Schedule {
 impl Schedule {
     /// Parses a six-field cron expression (`sec min hour day-of-month month day-of-week`) in time zone `tz`
     /// (an IANA name such as `UTC` or `Europe/Paris`).
-    pub fn parse(expression: &str, tz: &str) -> Result<Schedule, String> {
-        let tz: Tz =
-            tz.parse().map_err(|_| format!("{tz:?} is not an IANA time zone such as \"UTC\" or \"Europe/Paris\""))?;
+    pub fn parse(expression: &str, tz: &str) -> Result<Schedule, Error> {
+        let tz: Tz = tz.parse().map_err(|_| Error::TimeZone { tz: tz.to_string() })?;
         let cron = CronParser::builder()
             .seconds(Seconds::Required)
             .dom_and_dow(true)
             .build()
             .parse(expression)
-            .map_err(|e| {
-                format!("{expression:?} is not a cron expression with seconds first (sec min hour dom month dow): {e}")
-            })?;
+            .map_err(|e| Error::Cron { expression: expression.to_string(), reason: e.to_string() })?;
         let schedule = Schedule { cron, tz, expression: expression.to_string() };
         if schedule.next_after(Utc::now()).is_none() {
-            return Err(format!("{expression:?} never fires"));
+            return Err(Error::NeverFires { expression: expression.to_string() });
         }
         Ok(schedule)
     }
@@ -158,9 +166,12 @@ mod tests {
 
     #[test]
     fn bad_expressions_and_zones_are_refused_with_a_reason() {
-        assert!(Schedule::parse("*/15 * * * *", "UTC").unwrap_err().contains("seconds first"));
-        assert!(Schedule::parse("0 61 * * * *", "UTC").is_err());
-        assert!(Schedule::parse("0 0 * * * *", "Mars/Olympus").unwrap_err().contains("IANA"));
+        let e = Schedule::parse("*/15 * * * *", "UTC").unwrap_err();
+        assert!(matches!(e, Error::Cron { .. }) && e.to_string().contains("seconds first"), "{e}");
+        assert!(matches!(Schedule::parse("0 61 * * * *", "UTC"), Err(Error::Cron { .. })));
+        let e = Schedule::parse("0 0 * * * *", "Mars/Olympus").unwrap_err();
+        assert_eq!(e, Error::TimeZone { tz: "Mars/Olympus".into() });
+        assert!(e.to_string().contains("IANA"), "{e}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -71,8 +71,9 @@ async fn connect_one(s: &Settings, url: &str) -> Result<Ldap, Error> {
     if s.danger_skip_tls_verify {
         conn_settings = conn_settings.set_no_tls_verify(true);
     } else if let Some(ca) = &s.ca_file {
-        conn_settings = conn_settings
-            .set_config(tls::config_with_ca(ca).map_err(|reason| Error::Tls { url: url.to_string(), reason })?);
+        conn_settings = conn_settings.set_config(
+            tls::config_with_ca(ca).map_err(|e| Error::Tls { url: url.to_string(), reason: e.to_string() })?,
+        );
     }
     let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, url)
         .await

@@ -7,6 +7,28 @@ use std::future::Future;
 
 use ldap3::SearchEntry;
 
+/// A range sequence that does not add up: the group's member list would be incomplete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("asked for {attr} from value {start} and got the plain attribute")]
+    PlainAfterRange { attr: String, start: u32 },
+    #[error("two ranges of {attr} in one answer")]
+    TwoRanges { attr: String },
+    #[error("asked for {attr} from value {start}, got a range from {low}")]
+    Skipped { attr: String, start: u32, low: u32 },
+    #[error("range {low}-{high} of {attr} runs backwards")]
+    Backwards { attr: String, low: u32, high: u32 },
+    #[error("asked for more of {attr} and got none")]
+    Missing { attr: String },
+    #[error("the entry vanished during range retrieval")]
+    Vanished,
+    #[error("range retrieval of {attr} made no progress at value {start}")]
+    NoProgress { attr: String, start: u32 },
+    /// Reading the next range failed.
+    #[error("{0}")]
+    Read(String),
+}
+
 /// An attribute's values in one answer, and where the next range starts if the answer is incomplete.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Ranged {
@@ -31,38 +53,35 @@ pub fn parse_range(key: &str, attr: &str) -> Option<(u32, Option<u32>)> {
 }
 
 /// The values of `attr` in `entry`, plain or ranged. `expect_start` is where a ranged answer must start.
-pub fn values_of(entry: &SearchEntry, attr: &str, expect_start: Option<u32>) -> Result<Ranged, String> {
+pub fn values_of(entry: &SearchEntry, attr: &str, expect_start: Option<u32>) -> Result<Ranged, Error> {
     let mut out = Ranged::default();
     let mut saw_range = false;
     for (key, values) in &entry.attrs {
         if key.eq_ignore_ascii_case(attr) {
             if expect_start.is_some_and(|s| s > 0) {
-                return Err(format!(
-                    "asked for {attr} from value {} and got the plain attribute",
-                    expect_start.unwrap_or(0)
-                ));
+                return Err(Error::PlainAfterRange { attr: attr.into(), start: expect_start.unwrap_or(0) });
             }
             out.values.extend(values.iter().cloned());
         } else if let Some((low, high)) = parse_range(key, attr) {
             if saw_range {
-                return Err(format!("two ranges of {attr} in one answer"));
+                return Err(Error::TwoRanges { attr: attr.into() });
             }
             saw_range = true;
             if let Some(start) = expect_start
                 && low != start
             {
-                return Err(format!("asked for {attr} from value {start}, got a range from {low}"));
+                return Err(Error::Skipped { attr: attr.into(), start, low });
             }
             out.values.extend(values.iter().cloned());
             out.next = match high {
                 None => None,
                 Some(h) if h >= low => Some(h + 1),
-                Some(h) => return Err(format!("range {low}-{h} of {attr} runs backwards")),
+                Some(high) => return Err(Error::Backwards { attr: attr.into(), low, high }),
             };
         }
     }
     if expect_start.is_some_and(|s| s > 0) && !saw_range {
-        return Err(format!("asked for more of {attr} and got none"));
+        return Err(Error::Missing { attr: attr.into() });
     }
     Ok(out)
 }
@@ -82,7 +101,7 @@ pub async fn complete<F, Fut>(
     attr: &str,
     window: Option<u32>,
     mut fetch: F,
-) -> Result<Vec<String>, String>
+) -> Result<Vec<String>, Error>
 where
     F: FnMut(String) -> Fut,
     Fut: Future<Output = Result<Option<SearchEntry>, String>>,
@@ -90,10 +109,10 @@ where
     let mut values = first.values;
     let mut next = first.next;
     while let Some(start) = next {
-        let entry = fetch(request(attr, start, window)).await?.ok_or("the entry vanished during range retrieval")?;
+        let entry = fetch(request(attr, start, window)).await.map_err(Error::Read)?.ok_or(Error::Vanished)?;
         let more = values_of(&entry, attr, Some(start))?;
         if more.values.is_empty() && more.next.is_some() {
-            return Err(format!("range retrieval of {attr} made no progress at value {start}"));
+            return Err(Error::NoProgress { attr: attr.into(), start });
         }
         values.extend(more.values);
         next = more.next;
@@ -166,18 +185,19 @@ mod tests {
             complete(first(), "member", None, |_| async { Ok(Some(entry(&[("member;range=2000-*", 2000..2100)]))) })
                 .await
                 .unwrap_err();
-        assert!(err.contains("from value 1500"), "{err}");
+        assert_eq!(err, Error::Skipped { attr: "member".into(), start: 1500, low: 2000 });
+        assert!(err.to_string().contains("from value 1500"), "{err}");
         // The server forgets the range.
         let err =
             complete(first(), "member", None, |_| async { Ok(Some(entry(&[("member", 0..10)]))) }).await.unwrap_err();
-        assert!(err.contains("plain attribute"), "{err}");
+        assert_eq!(err, Error::PlainAfterRange { attr: "member".into(), start: 1500 });
         // The group is deleted half-way.
         let err = complete(first(), "member", None, |_| async { Ok(None) }).await.unwrap_err();
-        assert!(err.contains("vanished"), "{err}");
+        assert_eq!(err, Error::Vanished);
         // No progress.
         let err = complete(first(), "member", None, |_| async { Ok(Some(entry(&[("member;range=1500-1499", 0..0)]))) })
             .await
             .unwrap_err();
-        assert!(err.contains("backwards") || err.contains("no progress"), "{err}");
+        assert!(matches!(err, Error::Backwards { .. } | Error::NoProgress { .. }), "{err}");
     }
 }

@@ -34,20 +34,20 @@ pub(super) struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn search_error(&self, operation: &str, e: LdapError) -> Error {
+    /// A failed operation as an [`Error`]. In a paged search, adminLimitExceeded (11) and
+    /// unwillingToPerform (53) are the server refusing the page size (OpenLDAP and AD answer each).
+    fn search_error(&self, operation: &str, e: LdapError, paged: bool) -> Error {
         let url = self.url.clone();
         match e {
             LdapError::Timeout { .. } => Error::Timeout { url, operation: operation.into(), timeout: self.s.timeout },
-            LdapError::LdapResult { result } if result.rc == 11 || result.rc == 53 && result.text.contains("page") => {
-                Error::PageSize {
-                    url,
-                    page_size: self.s.page_size,
-                    operation: operation.into(),
-                    reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text)
-                        .trim()
-                        .to_string(),
-                }
-            }
+            LdapError::LdapResult { result } if paged && (result.rc == 11 || result.rc == 53) => Error::PageSize {
+                url,
+                page_size: self.s.page_size,
+                operation: operation.into(),
+                reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text)
+                    .trim()
+                    .to_string(),
+            },
             LdapError::LdapResult { result } => Error::Search {
                 url,
                 operation: operation.into(),
@@ -75,7 +75,7 @@ impl Reader<'_> {
             .with_timeout(self.s.timeout)
             .streaming_search_with(adapters, &self.s.base_dn, Scope::Subtree, filter, attrs)
             .await
-            .map_err(|e| self.search_error(operation, e))?;
+            .map_err(|e| self.search_error(operation, e, true))?;
         loop {
             match stream.next().await {
                 Ok(Some(entry)) => match entry::decode(entry) {
@@ -92,12 +92,12 @@ impl Reader<'_> {
                 Ok(None) => break,
                 Err(e) => {
                     let _ = stream.finish().await;
-                    return Err(self.search_error(operation, e));
+                    return Err(self.search_error(operation, e, true));
                 }
             }
         }
         let result = stream.finish().await;
-        result.success().map(|_| ()).map_err(|e| self.search_error(operation, e))
+        result.success().map(|_| ()).map_err(|e| self.search_error(operation, e, true))
     }
 
     pub async fn read(&mut self, groups: &[String]) -> (Vec<GroupOutcome>, usize) {
@@ -319,10 +319,10 @@ impl Reader<'_> {
     async fn member_values(&mut self, entry: &SearchEntry) -> Result<Vec<String>, Error> {
         let attr = self.s.member_attribute.clone();
         let operation = format!("reading the members of {}", entry.dn);
-        let first = range::values_of(entry, &attr, None).map_err(|reason| Error::Search {
+        let first = range::values_of(entry, &attr, None).map_err(|e| Error::Search {
             url: self.url.clone(),
             operation: operation.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         if first.next.is_none() {
             return Ok(first.values);
@@ -345,7 +345,7 @@ impl Reader<'_> {
         })
         .await;
         self.searches += searches.into_inner();
-        result.map_err(|reason| Error::Search { url: self.url.clone(), operation, reason })
+        result.map_err(|e| Error::Search { url: self.url.clone(), operation, reason: e.to_string() })
     }
 
     async fn group_record(&mut self, entry: &SearchEntry, index: &UserIndex, wanted: Option<&[String]>) -> GroupRecord {
@@ -501,11 +501,13 @@ impl Reader<'_> {
                 },
                 // noSuchObject: dangling; invalidDNSyntax: not a DN at all
                 32 | 34 => Lookup::Neither,
-                _ => Lookup::Failed(
-                    self.search_error(&format!("reading member {dn}"), LdapError::LdapResult { result: result.1 }),
-                ),
+                _ => Lookup::Failed(self.search_error(
+                    &format!("reading member {dn}"),
+                    LdapError::LdapResult { result: result.1 },
+                    false,
+                )),
             },
-            Err(e) => Lookup::Failed(self.search_error(&format!("reading member {dn}"), e)),
+            Err(e) => Lookup::Failed(self.search_error(&format!("reading member {dn}"), e, false)),
         }
     }
 }

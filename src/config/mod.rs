@@ -1,0 +1,291 @@
+//! The configuration file: read in two stages, a raw TOML shape that rejects unknown keys ([`raw`], where
+//! every key and default is documented), then a validated [`Config`] ([`validate`]: URLs and durations
+//! parsed, secrets read). Downstream code never re-parses a string. Errors name the file, the key, the line
+//! and the column. Secrets never reach `Debug` output.
+
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::cloudshell;
+use crate::ldap;
+use crate::schedule::Schedule;
+
+/// Where the daemon keeps its state when neither the file nor systemd names a directory.
+pub const DEFAULT_STATE_DIRECTORY: &str = "/var/lib/cloudshell-ldap-sync";
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{position}: {message}", position = self.position())]
+pub struct Error {
+    pub file: PathBuf,
+    /// The dotted key, when the error is about one (`ldap.url`).
+    pub key: Option<String>,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl Error {
+    fn position(&self) -> String {
+        match (self.line, self.column, &self.key) {
+            (Some(l), Some(c), Some(k)) => format!(":{l}:{c}: key {k}"),
+            (Some(l), Some(c), None) => format!(":{l}:{c}"),
+            (_, _, Some(k)) => format!(": key {k}"),
+            _ => String::new(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- validated shape
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What a sync run may do.
+#[derive(Clone, Debug)]
+pub struct SyncPolicy {
+    /// Directory group names, in order.
+    pub groups: Vec<String>,
+    /// More planned user imports than this hold every write.
+    pub max_imports_per_run: usize,
+    /// Per-user imports in flight at once.
+    pub concurrency: usize,
+    /// A group whose membership shrank by more than this percentage since the last good run is held.
+    pub max_shrink_percent: u8,
+}
+
+/// The schedule of the daemon (`run`).
+#[derive(Clone, Debug)]
+pub struct ScheduleConfig {
+    pub schedule: Schedule,
+    pub run_on_start: bool,
+}
+
+/// Status and metrics for monitoring.
+#[derive(Clone, Debug)]
+pub struct Monitor {
+    /// Where `/metrics` and `/healthz` are served, if anywhere.
+    pub listen: Option<SocketAddr>,
+    /// `[monitor] state_directory`, else `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else none.
+    pub state_directory: Option<PathBuf>,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub ldap: ldap::Settings,
+    pub cloudshell: cloudshell::Settings,
+    pub sync: SyncPolicy,
+    pub schedule: ScheduleConfig,
+    pub monitor: Monitor,
+    pub log_format: Option<LogFormat>,
+    /// Things worth an operator's attention that do not stop the program (logged once logging is up).
+    pub warnings: Vec<String>,
+}
+
+/// Reads and validates the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error {
+        file: path.to_path_buf(),
+        key: None,
+        line: None,
+        column: None,
+        message: format!("cannot read the configuration: {e}"),
+    })?;
+    parse(path, &text, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates configuration text; `env` reads environment variables (a parameter for tests).
+pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
+    let toml_error = |e: toml::de::Error, key: Option<String>| {
+        let (line, column) = e.span().map(|s| validate::line_col(text, s.start)).unzip();
+        Error { file: path.to_path_buf(), key, line, column, message: e.message().trim().to_string() }
+    };
+    let document = toml::Deserializer::parse(text).map_err(|e| toml_error(e, None))?;
+    let raw: raw::Raw = serde_path_to_error::deserialize(document).map_err(|e| {
+        // The path names the key being read when the error came. An unknown key is the one error toml places
+        // on the key itself rather than on a value: name the key then.
+        let key = e.path().iter().next_back().and_then(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+            _ => None,
+        });
+        let inner = e.into_inner();
+        let on_key = key.as_deref().is_some_and(|k| inner.span().and_then(|s| text.get(s)) == Some(k));
+        toml_error(inner, key.filter(|_| on_key))
+    })?;
+    validate::Validator { path, text, env, warnings: Vec::new() }.validate(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloudshell::AuthScheme;
+    use std::time::Duration;
+
+    const MINIMAL: &str = r#"
+[ldap]
+url = "ldap://127.0.0.1:389"
+bind_dn = "cn=svc,dc=example,dc=org"
+bind_password_env = "LDAP_PW"
+base_dn = "dc=example,dc=org"
+
+[cloudshell]
+url = "http://cloudshell.example.com:9000"
+password_env = "CS_PW"
+
+[sync]
+groups = ["Team"]
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "LDAP_PW" => Some("ldap-secret".into()),
+            "CS_PW" => Some("cs-secret".into()),
+            _ => None,
+        }
+    }
+
+    fn parse_text(text: &str) -> Result<Config, Error> {
+        parse(Path::new("/etc/x.toml"), text, &env)
+    }
+
+    #[test]
+    fn a_minimal_file_gets_every_default() {
+        let c = parse_text(MINIMAL).unwrap();
+        assert_eq!(c.ldap.page_size, 500);
+        assert_eq!(c.ldap.timeout, Duration::from_secs(30));
+        assert_eq!(c.ldap.nesting, ldap::Nesting::Recursive);
+        assert!(!c.ldap.include_disabled);
+        assert_eq!(c.ldap.member_range_size, None);
+        for (value, nesting) in [
+            ("false", ldap::Nesting::Off),
+            ("\"in_chain\"", ldap::Nesting::InChain),
+            ("\"auto\"", ldap::Nesting::Auto),
+            ("\"recursive\"", ldap::Nesting::Recursive),
+        ] {
+            let text = MINIMAL.replace("[ldap]\n", &format!("[ldap]\nnested_groups = {value}\n"));
+            assert_eq!(parse_text(&text).unwrap().ldap.nesting, nesting, "{value}");
+        }
+        let e = parse_text(&MINIMAL.replace("[ldap]\n", "[ldap]\nnested_groups = \"sideways\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("ldap.nested_groups"));
+        assert_eq!(c.ldap.username_attribute, "uid");
+        assert_eq!(c.cloudshell.username, "admin");
+        assert_eq!(c.cloudshell.domain, "Global");
+        assert_eq!(c.cloudshell.auth_scheme, AuthScheme::Basic);
+        assert_eq!(c.sync.max_imports_per_run, 1000);
+        assert_eq!(c.sync.concurrency, 4);
+        assert_eq!(c.sync.max_shrink_percent, 50);
+        assert_eq!((c.cloudshell.retries, c.cloudshell.retry_deadline), (3, Duration::from_secs(120)));
+        assert_eq!(c.cloudshell.max_requests_per_second, 0.0);
+        assert_eq!(c.ldap.urls, ["ldap://127.0.0.1:389"]);
+        assert_eq!(c.ldap.connect_retries, 1);
+        let two = parse_text(&MINIMAL.replace(
+            "url = \"ldap://127.0.0.1:389\"",
+            "url = [\"ldaps://dc1.example.org\", \"ldaps://dc2.example.org:636/\"]",
+        ))
+        .unwrap();
+        assert_eq!(two.ldap.urls, ["ldaps://dc1.example.org", "ldaps://dc2.example.org:636"]);
+        assert_eq!(c.schedule.schedule.expression(), "0 */15 * * * *");
+        assert!(c.monitor.listen.is_none() && c.monitor.state_directory.is_none());
+        assert!(c.schedule.run_on_start);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_file_key_line_and_column() {
+        let text = MINIMAL.replace("[sync]\n", "[sync]\ngrups = [\"x\"]\n");
+        let e = parse_text(&text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("grups"));
+        assert_eq!((e.line, e.column), (Some(13), Some(1)));
+        let shown = e.to_string();
+        assert!(shown.starts_with("/etc/x.toml:13:1: key grups: unknown field `grups`"), "{shown}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key_and_line() {
+        for (from, to, key, line, needle) in [
+            ("url = \"ldap://127.0.0.1:389\"", "url = \"http://x\"", "ldap.url", 3, "ldap:// or ldaps://"),
+            ("[sync]\n", "[sync]\nmax_imports_per_run = -1\n", "sync.max_imports_per_run", 13, "negative"),
+            ("groups = [\"Team\"]", "groups = []", "sync.groups", 13, "no group"),
+            ("groups = [\"Team\"]", "groups = [\"Team\", \"team\"]", "sync.groups", 13, "twice"),
+            ("[cloudshell]\n", "[cloudshell]\ntimeout = \"soon\"\n", "cloudshell.timeout", 9, "not a duration"),
+            ("[cloudshell]\n", "[cloudshell]\nauth_scheme = \"Digest\"\n", "cloudshell.auth_scheme", 9, "Bearer"),
+            ("[ldap]\n", "[ldap]\nuser_filter = \"objectClass=person\"\n", "ldap.user_filter", 3, "parentheses"),
+            ("[ldap]\n", "[ldap]\npage_size = 0\n", "ldap.page_size", 3, "between 1"),
+        ] {
+            let text = MINIMAL.replace(from, to);
+            let e = parse_text(&text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert_eq!(e.line, Some(line), "{e}");
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn malformed_toml_gives_a_position() {
+        let e = parse_text("[ldap\nurl = 1").unwrap_err();
+        assert_eq!(e.line, Some(1));
+        let e = parse_text(&MINIMAL.replace("[sync]\ngroups = [\"Team\"]\n", "")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sync"), "{e}");
+    }
+
+    #[test]
+    fn secrets_come_from_env_files_or_systemd_credentials_and_never_show() {
+        let c = parse_text(MINIMAL).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("ldap-secret") && !shown.contains("cs-secret"), "{shown}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ldap-password"), "from-credential\n").unwrap();
+        std::fs::write(dir.path().join("cs"), "from-file\n").unwrap();
+        let creds = dir.path().to_string_lossy().to_string();
+        let env_with_creds = |name: &str| (name == "CREDENTIALS_DIRECTORY").then(|| creds.clone());
+        let text = MINIMAL
+            .replace("bind_password_env = \"LDAP_PW\"\n", "")
+            .replace("password_env = \"CS_PW\"", "password_file = \"$CREDENTIALS_DIRECTORY/cs\"");
+        let c = parse(Path::new("x.toml"), &text, &env_with_creds).unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(c.ldap.bind_password.expose_secret(), "from-credential");
+        assert_eq!(c.cloudshell.password.expose_secret(), "from-file");
+
+        let e = parse(Path::new("x.toml"), &text, &|_| None).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("ldap.bind_password_file"), "{e}");
+        let e = parse_text(&MINIMAL.replace("\"CS_PW\"", "\"UNSET\"")).unwrap_err();
+        assert!(e.to_string().contains("UNSET is not set"), "{e}");
+    }
+
+    #[test]
+    fn a_password_file_readable_by_others_draws_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = MINIMAL.replace("password_env = \"CS_PW\"", &format!("password_file = \"{}\"", file.display()));
+        let c = parse_text(&text).unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("readable by other users"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(parse_text(&text).unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().to_string_lossy().to_string();
+        std::fs::write(dir.path().join("ldap-password"), "a").unwrap();
+        std::fs::write(dir.path().join("cloudshell-password"), "b").unwrap();
+        let c = parse(Path::new("example.toml"), &text, &|n| (n == "CREDENTIALS_DIRECTORY").then(|| creds.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.sync.groups, ["Azure_DevOps_Cloud_Admins", "Ops (EU)"]);
+        assert_eq!(c.ldap.page_size, 500);
+    }
+}

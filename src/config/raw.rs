@@ -1,0 +1,278 @@
+//! The configuration file's shape, as TOML reads it: every table and key, its default, and nothing else.
+//! Unknown keys are refused. Values are checked and turned into the validated [`super::Config`] by
+//! [`super::validate`]; nothing here is trusted yet. Required keys are `Option`s so that their absence is
+//! reported by validation, naming the key, rather than by a deserialiser's message.
+//! `config/example.toml` shows the same keys and defaults.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    /// `[ldap]`, required.
+    pub ldap: Option<RawLdap>,
+    /// `[cloudshell]`, required.
+    pub cloudshell: Option<RawCloudShell>,
+    /// `[sync]`, required.
+    pub sync: Option<RawSync>,
+    #[serde(default)]
+    pub schedule: RawSchedule,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub monitor: RawMonitor,
+}
+
+/// `[monitor]`: status and metrics.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMonitor {
+    /// Where `/metrics` and `/healthz` are served (`run` only). Default: not served.
+    pub listen: Option<String>,
+    /// Where the status file and the state are kept. Default: `$STATE_DIRECTORY`, else (for `run`)
+    /// `/var/lib/cloudshell-ldap-sync`.
+    pub state_directory: Option<PathBuf>,
+}
+
+/// `ldap.nested_groups`: `true`/`false`, or `"recursive"`, `"in_chain"`, `"auto"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawNesting {
+    Flag(bool),
+    Mode(String),
+}
+
+/// `ldap.url`: one URL, or a list tried in order.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawUrls {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `[ldap]`: the directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLdap {
+    /// Required. `ldap://` or `ldaps://`, or a list tried in order.
+    pub url: Option<RawUrls>,
+    /// Extra connection attempts per URL before trying the next one. Default 1.
+    #[serde(default = "defaults::connect_retries")]
+    pub connect_retries: i64,
+    /// Upgrade an `ldap://` connection with StartTLS. Default false.
+    #[serde(default)]
+    pub starttls: bool,
+    /// An extra CA (PEM) trusted for the directory's certificate, besides the system's. Default: none.
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate (test directories only). Default false.
+    #[serde(default)]
+    pub danger_skip_tls_verify: bool,
+    /// Required. The service account to bind as.
+    pub bind_dn: Option<String>,
+    /// A file holding the bind password (may use `$CREDENTIALS_DIRECTORY`).
+    pub bind_password_file: Option<String>,
+    /// An environment variable holding the bind password.
+    pub bind_password_env: Option<String>,
+    /// Required. Where users and groups are searched (subtree).
+    pub base_dn: Option<String>,
+    /// Default `(objectClass=inetOrgPerson)`.
+    #[serde(default = "defaults::user_filter")]
+    pub user_filter: String,
+    /// Default `(objectClass=groupOfNames)`.
+    #[serde(default = "defaults::group_filter")]
+    pub group_filter: String,
+    /// The account name CloudShell imports users by. Default `uid` (`sAMAccountName` for AD).
+    #[serde(default = "defaults::username_attribute")]
+    pub username_attribute: String,
+    /// Default `cn`.
+    #[serde(default = "defaults::group_name_attribute")]
+    pub group_name_attribute: String,
+    /// Default `member`.
+    #[serde(default = "defaults::member_attribute")]
+    pub member_attribute: String,
+    /// Default `displayName`.
+    #[serde(default = "defaults::display_name_attribute")]
+    pub display_name_attribute: String,
+    /// Default `mail`.
+    #[serde(default = "defaults::email_attribute")]
+    pub email_attribute: String,
+    /// Entries per page; every search is paged. Default 500.
+    #[serde(default = "defaults::page_size")]
+    pub page_size: i64,
+    /// The limit on connecting and on each operation. Default `30s`.
+    #[serde(default = "defaults::timeout")]
+    pub timeout: String,
+    /// Whether and how members of member groups count. Default true (recursive).
+    #[serde(default = "defaults::nested_groups")]
+    pub nested_groups: RawNesting,
+    /// Include accounts AD marks disabled. Default false.
+    #[serde(default)]
+    pub include_disabled: bool,
+    /// Ask for the member attribute in windows of this many values (AD). Default: not set.
+    pub member_range_size: Option<i64>,
+    /// Nesting deeper than this puts the group in error. Default 10.
+    #[serde(default = "defaults::max_nesting_depth")]
+    pub max_nesting_depth: i64,
+}
+
+/// `[cloudshell]`: the Admin API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCloudShell {
+    /// Required. The Quali Server's API address.
+    pub url: Option<String>,
+    /// A CloudShell system administrator. Default `admin`.
+    #[serde(default = "defaults::cloudshell_username")]
+    pub username: String,
+    /// A file holding the password (may use `$CREDENTIALS_DIRECTORY`).
+    pub password_file: Option<String>,
+    /// An environment variable holding the password.
+    pub password_env: Option<String>,
+    /// The login domain. Default `Global`.
+    #[serde(default = "defaults::domain")]
+    pub domain: String,
+    /// `Basic` or `Bearer`. Default `Basic`.
+    #[serde(default = "defaults::auth_scheme")]
+    pub auth_scheme: String,
+    /// The limit on each request. Default `30s`.
+    #[serde(default = "defaults::timeout")]
+    pub timeout: String,
+    /// Default `10s`.
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: String,
+    /// Per-user imports in flight at once. Default 4.
+    #[serde(default = "defaults::concurrency")]
+    pub concurrency: i64,
+    /// Retries of a call that failed transiently. Default 3.
+    #[serde(default = "defaults::retries")]
+    pub retries: i64,
+    /// The most time one call may spend on retries. Default `2m`.
+    #[serde(default = "defaults::retry_deadline")]
+    pub retry_deadline: String,
+    /// Requests per second at most; 0 means no cap. Default 0.
+    #[serde(default)]
+    pub max_requests_per_second: f64,
+}
+
+/// `[sync]`: what to import and the safety limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    /// Required. Directory group names.
+    pub groups: Option<Vec<String>>,
+    /// More planned user imports than this hold every write. Default 1000.
+    #[serde(default = "defaults::max_imports_per_run")]
+    pub max_imports_per_run: i64,
+    /// A group shrinking by more than this percentage is held. Default 50.
+    #[serde(default = "defaults::max_shrink_percent")]
+    pub max_shrink_percent: i64,
+}
+
+/// `[schedule]`: when `run` runs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    /// Seconds first. Default `0 */15 * * * *`.
+    #[serde(default = "defaults::cron")]
+    pub cron: String,
+    /// Run once at start. Default true.
+    #[serde(default = "defaults::yes")]
+    pub run_on_start: bool,
+    /// An IANA time zone. Default `UTC`.
+    #[serde(default = "defaults::timezone")]
+    pub timezone: String,
+}
+
+impl Default for RawSchedule {
+    fn default() -> Self {
+        RawSchedule { cron: defaults::cron(), run_on_start: true, timezone: defaults::timezone() }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `text` or `json`. Default: text.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// Every default in one place; `config/example.toml` documents the same values.
+mod defaults {
+    pub fn user_filter() -> String {
+        "(objectClass=inetOrgPerson)".into()
+    }
+    pub fn group_filter() -> String {
+        "(objectClass=groupOfNames)".into()
+    }
+    pub fn username_attribute() -> String {
+        "uid".into()
+    }
+    pub fn group_name_attribute() -> String {
+        "cn".into()
+    }
+    pub fn member_attribute() -> String {
+        "member".into()
+    }
+    pub fn display_name_attribute() -> String {
+        "displayName".into()
+    }
+    pub fn email_attribute() -> String {
+        "mail".into()
+    }
+    pub fn page_size() -> i64 {
+        500
+    }
+    pub fn timeout() -> String {
+        "30s".into()
+    }
+    pub fn connect_timeout() -> String {
+        "10s".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn max_nesting_depth() -> i64 {
+        10
+    }
+    pub fn cloudshell_username() -> String {
+        "admin".into()
+    }
+    pub fn domain() -> String {
+        "Global".into()
+    }
+    pub fn auth_scheme() -> String {
+        "Basic".into()
+    }
+    pub fn concurrency() -> i64 {
+        4
+    }
+    pub fn max_imports_per_run() -> i64 {
+        1000
+    }
+    pub fn max_shrink_percent() -> i64 {
+        50
+    }
+    pub fn retries() -> i64 {
+        3
+    }
+    pub fn retry_deadline() -> String {
+        "2m".into()
+    }
+    pub fn nested_groups() -> super::RawNesting {
+        super::RawNesting::Flag(true)
+    }
+    pub fn connect_retries() -> i64 {
+        1
+    }
+    pub fn cron() -> String {
+        "0 */15 * * * *".into()
+    }
+    pub fn timezone() -> String {
+        "UTC".into()
+    }
+}

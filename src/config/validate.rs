@@ -1,0 +1,478 @@
+//! Validation: the raw tables ([`super::raw`]) checked and turned into the validated [`Config`], one
+//! function per table. Every error names the file, the key, and where the key is set (line and column).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use super::raw::{Raw, RawCloudShell, RawLdap, RawLog, RawMonitor, RawNesting, RawSchedule, RawSync, RawUrls};
+use super::{Config, Error, LogFormat, Monitor, ScheduleConfig, SyncPolicy};
+use crate::cloudshell::{self, AuthScheme};
+use crate::ldap;
+use crate::schedule::{self, Schedule};
+
+/// Line and column (1-based) of a byte offset.
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.chars().count(), |n| before[n + 1..].chars().count()) + 1;
+    (line, column)
+}
+
+/// Where `key` is set inside `[table]`, as (line, column), by a plain scan of the file.
+fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+    let mut current = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if let Some(header) = trimmed.strip_prefix('[') {
+            current = header.split(']').next().unwrap_or("").trim().to_string();
+            continue;
+        }
+        if current == table
+            && let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some((n + 1, line.len() - trimmed.len() + 1));
+        }
+    }
+    None
+}
+
+/// Where `[table]`'s header is, as (line, column): where a key missing from it is reported.
+fn locate_table(text: &str, table: &str) -> Option<(usize, usize)> {
+    text.lines().enumerate().find_map(|(n, line)| {
+        let trimmed = line.trim_start();
+        let header = trimmed.strip_prefix('[')?.split(']').next()?.trim();
+        (header == table).then_some((n + 1, line.len() - trimmed.len() + 1))
+    })
+}
+
+pub(super) struct Validator<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Validator<'_> {
+    fn error(&self, table: &str, key: &str, message: impl Into<String>) -> Error {
+        let (line, column) = locate(self.text, table, key).unzip();
+        Error {
+            file: self.path.to_path_buf(),
+            key: Some(format!("{table}.{key}")),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn duration(&self, table: &str, key: &str, value: &str) -> Result<Duration, Error> {
+        match humantime::parse_duration(value) {
+            Ok(d) if d > Duration::ZERO => Ok(d),
+            Ok(_) => Err(self.error(table, key, "must be longer than zero")),
+            Err(e) => Err(self.error(table, key, format!("{value:?} is not a duration like \"30s\" or \"5m\": {e}"))),
+        }
+    }
+
+    fn filter(&self, table: &str, key: &str, value: &str) -> Result<(), Error> {
+        let balanced = value.chars().try_fold(0i32, |depth, c| match c {
+            '(' => Some(depth + 1),
+            ')' if depth > 0 => Some(depth - 1),
+            ')' => None,
+            _ => Some(depth),
+        });
+        if value.starts_with('(') && value.ends_with(')') && balanced == Some(0) {
+            Ok(())
+        } else {
+            Err(self.error(
+                table,
+                key,
+                format!("{value:?} is not an LDAP filter in parentheses, like \"(objectClass=person)\""),
+            ))
+        }
+    }
+
+    fn positive(&self, table: &str, key: &str, value: i64, max: i64) -> Result<i64, Error> {
+        if (1..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.error(table, key, format!("must be between 1 and {max}, got {value}")))
+        }
+    }
+
+    /// Reads a secret from `<key>_file` (which may use `$CREDENTIALS_DIRECTORY`), `<key>_env`, or the systemd
+    /// credential named `credential`.
+    fn secret(
+        &mut self,
+        table: &str,
+        key: &str,
+        file: Option<&str>,
+        env_var: Option<&str>,
+        credential: &str,
+    ) -> Result<SecretString, Error> {
+        let file_key = format!("{key}_file");
+        let env_key = format!("{key}_env");
+        let credentials = (self.env)("CREDENTIALS_DIRECTORY");
+        let path = match (file, env_var) {
+            (Some(_), Some(_)) => {
+                return Err(self.error(
+                    table,
+                    &file_key,
+                    format!("set {table}.{file_key} or {table}.{env_key}, not both"),
+                ));
+            }
+            (None, Some(var)) => {
+                return match (self.env)(var) {
+                    Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
+                    _ => Err(self.error(table, &env_key, format!("environment variable {var} is not set or empty"))),
+                };
+            }
+            (Some(f), None) => {
+                let uses_credentials = f.contains("$CREDENTIALS_DIRECTORY") || f.contains("${CREDENTIALS_DIRECTORY}");
+                match (&credentials, uses_credentials) {
+                    (None, true) => {
+                        return Err(self.error(
+                            table,
+                            &file_key,
+                            "uses $CREDENTIALS_DIRECTORY, which is not set (it is set by systemd's LoadCredential=)",
+                        ));
+                    }
+                    (Some(dir), true) => {
+                        PathBuf::from(f.replace("${CREDENTIALS_DIRECTORY}", dir).replace("$CREDENTIALS_DIRECTORY", dir))
+                    }
+                    _ => PathBuf::from(f),
+                }
+            }
+            (None, None) => match credentials.map(|d| Path::new(&d).join(credential)).filter(|p| p.exists()) {
+                Some(p) => p,
+                None => {
+                    return Err(self.error(
+                        table,
+                        &file_key,
+                        format!(
+                            "no password: set {table}.{file_key} or {table}.{env_key}, or provide the systemd credential {credential:?}"
+                        ),
+                    ));
+                }
+            },
+        };
+        let contents = std::fs::read_to_string(&path)
+            .map_err(|e| self.error(table, &file_key, format!("cannot read {}: {e}", path.display())))?;
+        let secret = contents.trim_end_matches(['\r', '\n']).to_string();
+        if secret.is_empty() {
+            return Err(self.error(table, &file_key, format!("{} is empty", path.display())));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(&path)
+                && meta.permissions().mode() & 0o044 != 0
+            {
+                self.warnings.push(format!(
+                    "{} ({table}.{file_key}) is readable by other users (mode {:o}): chmod 600 it",
+                    path.display(),
+                    meta.permissions().mode() & 0o777
+                ));
+            }
+        }
+        Ok(SecretString::from(secret))
+    }
+
+    /// A required value: its absence is reported as the key, where its table starts (a missing table: at the
+    /// top of the file).
+    fn required<'v, T>(&self, table: &str, key: &str, value: Option<&'v T>) -> Result<&'v T, Error> {
+        value.ok_or_else(|| {
+            let (line, column) = locate_table(self.text, table).unwrap_or((1, 1));
+            Error {
+                file: self.path.to_path_buf(),
+                key: Some(key.to_string()),
+                line: Some(line),
+                column: Some(column),
+                message: format!("missing field `{key}`"),
+            }
+        })
+    }
+
+    pub fn validate(mut self, raw: Raw) -> Result<Config, Error> {
+        let ldap_table = self.required("", "ldap", raw.ldap.as_ref())?;
+        let cloudshell_table = self.required("", "cloudshell", raw.cloudshell.as_ref())?;
+        let sync_table = self.required("", "sync", raw.sync.as_ref())?;
+        let ldap = self.ldap(ldap_table)?;
+        let (cloudshell, concurrency) = self.cloudshell(cloudshell_table)?;
+        let sync = self.sync(sync_table, concurrency)?;
+        let log_format = self.log(&raw.log)?;
+        let schedule = self.schedule(&raw.schedule)?;
+        let monitor = self.monitor(&raw.monitor)?;
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            ldap,
+            cloudshell,
+            sync,
+            schedule,
+            monitor,
+            log_format,
+            warnings: self.warnings,
+        })
+    }
+
+    fn ldap(&mut self, l: &RawLdap) -> Result<ldap::Settings, Error> {
+        let urls: Vec<String> = match self.required("ldap", "url", l.url.as_ref())? {
+            RawUrls::One(u) => vec![u.clone()],
+            RawUrls::Many(list) => list.clone(),
+        };
+        if urls.is_empty() {
+            return Err(self.error("ldap", "url", "lists no URL"));
+        }
+        for url in &urls {
+            let parsed =
+                Url::parse(url).map_err(|e| self.error("ldap", "url", format!("{url:?} is not a URL: {e}")))?;
+            match parsed.scheme() {
+                "ldap" | "ldaps" => {}
+                other => {
+                    return Err(self.error(
+                        "ldap",
+                        "url",
+                        format!("scheme must be ldap:// or ldaps://, got {other}://"),
+                    ));
+                }
+            }
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err(self.error("ldap", "url", format!("{url:?} names no host")));
+            }
+            if l.starttls && parsed.scheme() == "ldaps" {
+                return Err(self.error(
+                    "ldap",
+                    "starttls",
+                    "StartTLS upgrades ldap:// connections; ldaps:// is TLS already",
+                ));
+            }
+        }
+        let connect_retries = if (0..=10).contains(&l.connect_retries) {
+            l.connect_retries as u32
+        } else {
+            return Err(self.error(
+                "ldap",
+                "connect_retries",
+                format!("must be between 0 and 10, got {}", l.connect_retries),
+            ));
+        };
+        if let Some(ca) = &l.ca_file
+            && !ca.exists()
+        {
+            return Err(self.error("ldap", "ca_file", format!("{} does not exist", ca.display())));
+        }
+        if l.danger_skip_tls_verify {
+            self.warnings.push("ldap.danger_skip_tls_verify = true: the directory's certificate is not checked".into());
+        }
+        let bind_dn = self.required("ldap", "bind_dn", l.bind_dn.as_ref())?;
+        let base_dn = self.required("ldap", "base_dn", l.base_dn.as_ref())?;
+        for (key, value) in [("bind_dn", bind_dn), ("base_dn", base_dn)] {
+            if value.trim().is_empty() {
+                return Err(self.error("ldap", key, "must not be empty"));
+            }
+        }
+        self.filter("ldap", "user_filter", &l.user_filter)?;
+        self.filter("ldap", "group_filter", &l.group_filter)?;
+        for (key, value) in [
+            ("username_attribute", &l.username_attribute),
+            ("group_name_attribute", &l.group_name_attribute),
+            ("member_attribute", &l.member_attribute),
+            ("display_name_attribute", &l.display_name_attribute),
+            ("email_attribute", &l.email_attribute),
+        ] {
+            if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ';')
+            {
+                return Err(self.error("ldap", key, format!("{value:?} is not an attribute name")));
+            }
+        }
+        let page_size = self.positive("ldap", "page_size", l.page_size, i32::MAX as i64)? as i32;
+        let ldap_timeout = self.duration("ldap", "timeout", &l.timeout)?;
+        let max_nesting_depth = self.positive("ldap", "max_nesting_depth", l.max_nesting_depth, 100)? as usize;
+        let nesting = match &l.nested_groups {
+            RawNesting::Flag(true) => ldap::Nesting::Recursive,
+            RawNesting::Flag(false) => ldap::Nesting::Off,
+            RawNesting::Mode(m) => match m.to_ascii_lowercase().as_str() {
+                "recursive" => ldap::Nesting::Recursive,
+                "in_chain" => ldap::Nesting::InChain,
+                "auto" => ldap::Nesting::Auto,
+                "off" | "none" => ldap::Nesting::Off,
+                _ => {
+                    return Err(self.error(
+                        "ldap",
+                        "nested_groups",
+                        format!("must be true, false, \"recursive\", \"in_chain\" or \"auto\", got {m:?}"),
+                    ));
+                }
+            },
+        };
+        let member_range_size = match l.member_range_size {
+            None => None,
+            Some(n) => Some(self.positive("ldap", "member_range_size", n, 1_000_000)? as u32),
+        };
+        let bind_password = self.secret(
+            "ldap",
+            "bind_password",
+            l.bind_password_file.as_deref(),
+            l.bind_password_env.as_deref(),
+            "ldap-password",
+        )?;
+        Ok(ldap::Settings {
+            urls: urls.iter().map(|u| u.trim_end_matches('/').to_string()).collect(),
+            connect_retries,
+            starttls: l.starttls,
+            ca_file: l.ca_file.clone(),
+            danger_skip_tls_verify: l.danger_skip_tls_verify,
+            bind_dn: bind_dn.clone(),
+            bind_password,
+            base_dn: base_dn.clone(),
+            user_filter: l.user_filter.clone(),
+            group_filter: l.group_filter.clone(),
+            username_attribute: l.username_attribute.clone(),
+            group_name_attribute: l.group_name_attribute.clone(),
+            member_attribute: l.member_attribute.clone(),
+            display_name_attribute: l.display_name_attribute.clone(),
+            email_attribute: l.email_attribute.clone(),
+            page_size,
+            timeout: ldap_timeout,
+            nesting,
+            include_disabled: l.include_disabled,
+            member_range_size,
+            max_nesting_depth,
+        })
+    }
+
+    /// The client's settings, and `concurrency` (which the sync policy carries).
+    fn cloudshell(&mut self, c: &RawCloudShell) -> Result<(cloudshell::Settings, usize), Error> {
+        let raw_url = self.required("cloudshell", "url", c.url.as_ref())?;
+        let url = Url::parse(raw_url)
+            .map_err(|e| self.error("cloudshell", "url", format!("{raw_url:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(self.error(
+                "cloudshell",
+                "url",
+                format!("scheme must be http:// or https://, got {}://", url.scheme()),
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(self.error(
+                "cloudshell",
+                "url",
+                "must not carry credentials; use cloudshell.username and password_file",
+            ));
+        }
+        let auth_scheme = match c.auth_scheme.to_ascii_lowercase().as_str() {
+            "basic" => AuthScheme::Basic,
+            "bearer" => AuthScheme::Bearer,
+            _ => {
+                return Err(self.error(
+                    "cloudshell",
+                    "auth_scheme",
+                    format!("must be \"Basic\" or \"Bearer\", got {:?}", c.auth_scheme),
+                ));
+            }
+        };
+        if c.username.trim().is_empty() {
+            return Err(self.error("cloudshell", "username", "must not be empty"));
+        }
+        let timeout = self.duration("cloudshell", "timeout", &c.timeout)?;
+        let connect_timeout = self.duration("cloudshell", "connect_timeout", &c.connect_timeout)?;
+        let concurrency = self.positive("cloudshell", "concurrency", c.concurrency, 64)? as usize;
+        let retries = if (0..=20).contains(&c.retries) {
+            c.retries as u32
+        } else {
+            return Err(self.error("cloudshell", "retries", format!("must be between 0 and 20, got {}", c.retries)));
+        };
+        let retry_deadline = self.duration("cloudshell", "retry_deadline", &c.retry_deadline)?;
+        if !(c.max_requests_per_second.is_finite() && c.max_requests_per_second >= 0.0) {
+            return Err(self.error("cloudshell", "max_requests_per_second", "must be 0 (no cap) or a positive number"));
+        }
+        let password = self.secret(
+            "cloudshell",
+            "password",
+            c.password_file.as_deref(),
+            c.password_env.as_deref(),
+            "cloudshell-password",
+        )?;
+        let settings = cloudshell::Settings {
+            url,
+            username: c.username.clone(),
+            password,
+            domain: c.domain.clone(),
+            auth_scheme,
+            connect_timeout,
+            timeout,
+            retries,
+            retry_deadline,
+            max_requests_per_second: c.max_requests_per_second,
+        };
+        Ok((settings, concurrency))
+    }
+
+    fn sync(&mut self, s: &RawSync, concurrency: usize) -> Result<SyncPolicy, Error> {
+        let groups = self.required("sync", "groups", s.groups.as_ref())?;
+        if groups.is_empty() {
+            return Err(self.error("sync", "groups", "lists no group"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for g in groups {
+            if g.trim().is_empty() {
+                return Err(self.error("sync", "groups", "holds an empty group name"));
+            }
+            if g.chars().any(char::is_control) {
+                return Err(self.error("sync", "groups", format!("group name {g:?} holds a control character")));
+            }
+            if !seen.insert(g.trim().to_lowercase()) {
+                return Err(self.error("sync", "groups", format!("lists {g:?} twice")));
+            }
+        }
+        let max_imports_per_run = if s.max_imports_per_run < 0 {
+            return Err(self.error("sync", "max_imports_per_run", "must not be negative"));
+        } else {
+            s.max_imports_per_run as usize
+        };
+        let max_shrink_percent = if (0..=100).contains(&s.max_shrink_percent) {
+            s.max_shrink_percent as u8
+        } else {
+            return Err(self.error(
+                "sync",
+                "max_shrink_percent",
+                format!("must be between 0 and 100, got {}", s.max_shrink_percent),
+            ));
+        };
+        Ok(SyncPolicy { groups: groups.clone(), max_imports_per_run, concurrency, max_shrink_percent })
+    }
+
+    fn log(&self, l: &RawLog) -> Result<Option<LogFormat>, Error> {
+        match l.format.as_deref() {
+            None => Ok(None),
+            Some("text") => Ok(Some(LogFormat::Text)),
+            Some("json") => Ok(Some(LogFormat::Json)),
+            Some(other) => Err(self.error("log", "format", format!("must be \"text\" or \"json\", got {other:?}"))),
+        }
+    }
+
+    fn schedule(&self, s: &RawSchedule) -> Result<ScheduleConfig, Error> {
+        let schedule = Schedule::parse(&s.cron, &s.timezone).map_err(|e| {
+            let key = match e {
+                schedule::Error::TimeZone { .. } => "timezone",
+                schedule::Error::Cron { .. } | schedule::Error::NeverFires { .. } => "cron",
+            };
+            self.error("schedule", key, e.to_string())
+        })?;
+        Ok(ScheduleConfig { schedule, run_on_start: s.run_on_start })
+    }
+
+    fn monitor(&self, m: &RawMonitor) -> Result<Monitor, Error> {
+        let listen = match &m.listen {
+            None => None,
+            Some(l) => Some(l.parse::<SocketAddr>().map_err(|e| {
+                self.error("monitor", "listen", format!("{l:?} is not an address like \"127.0.0.1:9464\": {e}"))
+            })?),
+        };
+        let from_systemd = (self.env)("STATE_DIRECTORY").and_then(|d| d.split(':').next().map(PathBuf::from));
+        Ok(Monitor { listen, state_directory: m.state_directory.clone().or(from_systemd) })
+    }
+}
