@@ -5,7 +5,14 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Plain text (without colours or timestamps under journald).
+    Text,
+    /// JSON lines, for log shippers.
+    Json,
+}
 
 /// Our own events at info, dependencies' at warn.
 const DEFAULT_FILTER: &str = "warn,cloudshell_ldap_sync=info";

@@ -10,19 +10,7 @@ use secrecy::SecretString;
 use serde_json::json;
 
 fn settings(sim: &Sim) -> Settings {
-    Settings {
-        url: sim.url().parse().unwrap(),
-        username: "admin".into(),
-        password: SecretString::from("admin"),
-        domain: "Global".into(),
-        auth_scheme: AuthScheme::Basic,
-        connect_timeout: Duration::from_secs(2),
-        timeout: Duration::from_secs(5),
-        // No retries unless a test is about them, so that each fault shows as it is.
-        retries: 0,
-        retry_deadline: Duration::from_secs(30),
-        max_requests_per_second: 0.0,
-    }
+    common::cloudshell_settings(&sim.url())
 }
 
 fn client(sim: &Sim) -> Client {

@@ -7,33 +7,11 @@ use std::time::{Duration, Instant};
 
 use cloudshell_ldap_sync::ldap::{self, Error, Group, Settings, Snapshot};
 use cloudshell_ldap_sync::username::Username;
-use common::{BASE_DN, CutProxy, Directory, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, Silent, Slapd};
+use common::{CutProxy, Directory, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, Silent, Slapd};
 use secrecy::SecretString;
 
 fn settings(url: &str) -> Settings {
-    Settings {
-        urls: vec![url.to_string()],
-        connect_retries: 0,
-        starttls: false,
-        ca_file: None,
-        danger_skip_tls_verify: false,
-        bind_dn: SERVICE_DN.to_string(),
-        bind_password: SecretString::from(SERVICE_PASSWORD),
-        base_dn: BASE_DN.to_string(),
-        user_filter: "(objectClass=inetOrgPerson)".into(),
-        group_filter: "(objectClass=groupOfNames)".into(),
-        username_attribute: "uid".into(),
-        group_name_attribute: "cn".into(),
-        member_attribute: "member".into(),
-        display_name_attribute: "displayName".into(),
-        email_attribute: "mail".into(),
-        page_size: 500,
-        timeout: Duration::from_secs(10),
-        nesting: ldap::Nesting::Recursive,
-        include_disabled: false,
-        member_range_size: None,
-        max_nesting_depth: 10,
-    }
+    common::ldap_settings(url)
 }
 
 fn names(groups: &[&str]) -> Vec<String> {

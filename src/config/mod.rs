@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cloudshell;
 use crate::ldap;
+use crate::logging::LogFormat;
 use crate::schedule::Schedule;
 
 /// Where the daemon keeps its state when neither the file nor systemd names a directory.
@@ -40,13 +41,6 @@ impl Error {
 }
 
 // ---------------------------------------------------------------- validated shape
-
-/// How logs are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 /// What a sync run may do.
 #[derive(Clone, Debug)]

@@ -9,9 +9,10 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::raw::{Raw, RawCloudShell, RawLdap, RawLog, RawMonitor, RawNesting, RawSchedule, RawSync, RawUrls};
-use super::{Config, Error, LogFormat, Monitor, ScheduleConfig, SyncPolicy};
+use super::{Config, Error, Monitor, ScheduleConfig, SyncPolicy};
 use crate::cloudshell::{self, AuthScheme};
 use crate::ldap;
+use crate::logging::LogFormat;
 use crate::schedule::{self, Schedule};
 
 /// Line and column (1-based) of a byte offset.

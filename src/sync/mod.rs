@@ -118,6 +118,18 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
         report.total(plan.members, plan.missing);
         return (report, Some(client));
     }
+    apply_plan(config, &client, &plan, context, &mut report).await;
+    report.total(plan.members, plan.missing);
+    report.result = RunResult::from_groups(&report.groups, report.interrupted);
+    if let (Some(counts), Some(dir), false) = (counts.as_mut(), &context.state_directory, report.dry_run) {
+        save_counts(dir, counts, &plan);
+    }
+    (report, Some(client))
+}
+
+/// Carries the plan out group by group (nothing in a dry run), adding each group's report line. Stops
+/// starting groups once the run is asked to stop.
+async fn apply_plan(config: &Config, client: &Client, plan: &Plan, context: &Context, report: &mut Report) {
     let dry_run = report.dry_run;
     for g in &plan.groups {
         let imports = match g {
@@ -130,7 +142,7 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
                 }
                 let span = tracing::info_span!("group", run_id = %report.run_id, group = %ready.name);
                 let imports =
-                    apply::apply_group(&client, ready, config.sync.concurrency, &context.stop).instrument(span).await;
+                    apply::apply_group(client, ready, config.sync.concurrency, &context.stop).instrument(span).await;
                 report.interrupted |= imports.not_attempted > 0;
                 imports
             }
@@ -139,12 +151,6 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
         let status = if dry_run { GroupStatus::Planned } else { GroupStatus::Ok };
         report.groups.push(group_report(g, imports, status));
     }
-    report.total(plan.members, plan.missing);
-    report.result = RunResult::from_groups(&report.groups, report.interrupted);
-    if let (Some(counts), Some(dir), false) = (counts.as_mut(), &context.state_directory, dry_run) {
-        save_counts(dir, counts, &plan);
-    }
-    (report, Some(client))
 }
 
 /// The shrink guard's reference counts: `None` without a state directory (the guard is off).

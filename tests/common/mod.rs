@@ -120,21 +120,8 @@ impl Directory {
     }
 }
 
-/// RFC 4514 escaping of an attribute value inside a DN, for the seed data.
-pub fn ldap3_dn_escape(value: &str) -> String {
-    let mut out = String::new();
-    let chars: Vec<char> = value.chars().collect();
-    for (i, c) in chars.iter().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
-            || (i == 0 && (*c == ' ' || *c == '#'))
-            || (i == chars.len() - 1 && *c == ' ');
-        if special {
-            out.push('\\');
-        }
-        out.push(*c);
-    }
-    out
-}
+/// RFC 4514 escaping of an attribute value inside a DN, for the seed data: the library's own.
+pub use cloudshell_ldap_sync::ldap::escape_dn_value as ldap3_dn_escape;
 
 /// A running slapd seeded from LDIF, in a temp dir, on free loopback ports. Stopped and removed on drop.
 pub struct Slapd {
@@ -419,6 +406,51 @@ impl Sim {
 
     pub async fn add_users(&self, usernames: &[&str]) {
         self.control(reqwest::Method::POST, "users", Some(serde_json::json!({ "usernames": usernames }))).await;
+    }
+}
+
+/// Directory settings for `url`, bound as the ordinary service account, every option at its default.
+pub fn ldap_settings(url: &str) -> cloudshell_ldap_sync::ldap::Settings {
+    use cloudshell_ldap_sync::ldap;
+    ldap::Settings {
+        urls: vec![url.to_string()],
+        connect_retries: 0,
+        starttls: false,
+        ca_file: None,
+        danger_skip_tls_verify: false,
+        bind_dn: SERVICE_DN.to_string(),
+        bind_password: secrecy::SecretString::from(SERVICE_PASSWORD),
+        base_dn: BASE_DN.to_string(),
+        user_filter: "(objectClass=inetOrgPerson)".into(),
+        group_filter: "(objectClass=groupOfNames)".into(),
+        username_attribute: "uid".into(),
+        group_name_attribute: "cn".into(),
+        member_attribute: "member".into(),
+        display_name_attribute: "displayName".into(),
+        email_attribute: "mail".into(),
+        page_size: 500,
+        timeout: Duration::from_secs(10),
+        nesting: ldap::Nesting::Recursive,
+        include_disabled: false,
+        member_range_size: None,
+        max_nesting_depth: 10,
+    }
+}
+
+/// CloudShell client settings for the simulator at `url`. No retries, so that each fault shows as it is.
+pub fn cloudshell_settings(url: &str) -> cloudshell_ldap_sync::cloudshell::Settings {
+    use cloudshell_ldap_sync::cloudshell;
+    cloudshell::Settings {
+        url: url.parse().expect("the simulator's URL"),
+        username: "admin".into(),
+        password: secrecy::SecretString::from("admin"),
+        domain: "Global".into(),
+        auth_scheme: cloudshell::AuthScheme::Basic,
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(5),
+        retries: 0,
+        retry_deadline: Duration::from_secs(30),
+        max_requests_per_second: 0.0,
     }
 }
 
