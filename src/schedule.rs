@@ -2,6 +2,12 @@
 //! run. Parsed once, at configuration time, with `croner` under the same rules as tokio-cron-scheduler
 //! (seconds required, day-of-month and day-of-week both honoured).
 //!
+//! Why not tokio-cron-scheduler itself: besides polling the wall clock every 500 ms (no paused-time tests,
+//! no overlap guard), version 0.15 computes every tick after the first with the UTC offset the time zone had
+//! when the job was created, so a `timezone = "Europe/Paris"` schedule fires an hour off after the next
+//! daylight-saving change. The test `tokio_cron_scheduler_freezes_the_utc_offset_of_a_time_zone` shows it;
+//! this module computes each next run in the real time zone.
+//!
 //! Time comes from a [`Clock`]: the system's wall clock in production, or tokio's (pausable) clock mapped onto
 //! a fixed wall-clock origin in tests, so the schedule can be tested under paused time.
 
@@ -205,5 +211,36 @@ mod tests {
         let mut ticker = Ticker::new(Schedule::parse("0 0 12 * * *", "UTC").unwrap(), clock);
         assert_eq!(ticker.tick().await, at("2026-11-25T12:00:00Z"));
         assert_eq!(clock.now(), at("2026-11-25T12:00:00Z"));
+    }
+
+    /// The defect that keeps tokio-cron-scheduler out of the daemon. A job made with `new_async_tz` stores
+    /// one UTC offset, taken when it is created; its scheduler loop (0.15.1, `scheduler.rs`) computes each
+    /// next tick after the first as `schedule.iter_after(now.with_timezone(&FixedOffset(time_offset_seconds)))`.
+    /// In the other season the zone's offset differs, and that computation lands an hour away from the
+    /// schedule's real time; `Schedule` does not. When this test fails, upstream has fixed it.
+    #[test]
+    fn tokio_cron_scheduler_freezes_the_utc_offset_of_a_time_zone() {
+        use chrono::{FixedOffset, Offset, TimeZone};
+        use tokio_cron_scheduler::Job;
+        let paris = chrono_tz::Europe::Paris;
+        let offset_at = |t: DateTime<Utc>| paris.offset_from_utc_datetime(&t.naive_utc()).fix().local_minus_utc();
+        let mut job = Job::new_async_tz("0 30 2 * * *", paris, |_, _| Box::pin(async {})).unwrap();
+        let frozen = job.job_data().unwrap().time_offset_seconds;
+        let now = Utc::now();
+        assert_eq!(frozen, offset_at(now));
+
+        // The first month ahead in the other season.
+        let later = (1..=12)
+            .map(|months| now + chrono::Duration::days(30 * months))
+            .find(|&t| offset_at(t) != frozen)
+            .expect("Paris has two offsets a year");
+        let cron =
+            CronParser::builder().seconds(Seconds::Required).dom_and_dow(true).build().parse("0 30 2 * * *").unwrap();
+        let fixed = FixedOffset::east_opt(frozen).unwrap();
+        let theirs = cron.iter_after(later.with_timezone(&fixed)).next().unwrap().with_timezone(&Utc);
+        let ours = Schedule::parse("0 30 2 * * *", "Europe/Paris").unwrap().next_after(later).unwrap();
+        assert_eq!(ours.with_timezone(&paris).format("%H:%M").to_string(), "02:30", "ours is at 02:30 Paris time");
+        let theirs_local = theirs.with_timezone(&paris).format("%H:%M").to_string();
+        assert!(["01:30", "03:30"].contains(&theirs_local.as_str()), "theirs is an hour off: {theirs_local}");
     }
 }
