@@ -1,5 +1,5 @@
 //! `cloudshell-ldap-sync`: parses the command line, sets up logging, calls the library and maps the outcome
-//! to the exit codes of `shared/interface.md`.
+//! to the exit codes of `docs/interface.md`.
 
 use std::process::ExitCode;
 

@@ -1,4 +1,4 @@
-//! The simulator against the reference (`shared/cloudshell-admin-api.md`): answer shapes, pagination, import
+//! The simulator against the reference (`docs/cloudshell-api.md`): answer shapes, pagination, import
 //! semantics, case-insensitivity and fault injection, over plain HTTP.
 
 mod common;

@@ -1,4 +1,4 @@
-//! A simulator of Quali CloudShell's Admin REST API, faithful to `shared/cloudshell-admin-api.md`.
+//! A simulator of Quali CloudShell's Admin REST API, faithful to `docs/cloudshell-api.md`.
 //!
 //! It serves login, users, CloudShell groups and identity management under `/api`, resolves external groups
 //! and users from a real LDAP directory through its own simple connection ([`directory`]), and injects faults.

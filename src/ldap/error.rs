@@ -86,3 +86,43 @@ pub fn rc_name(rc: u32) -> &'static str {
         _ => "unknown",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `error_kind` in reports and the `group_<kind>` metric label: operators alert on these.
+    #[test]
+    fn error_kinds_are_pinned() {
+        let (url, s) = ("ldap://x".to_string(), String::new());
+        let kinds: Vec<&str> = [
+            Error::Connect { url: url.clone(), reason: s.clone() },
+            Error::Bind { url: url.clone(), bind_dn: s.clone(), code: None, reason: s.clone() },
+            Error::GroupNotFound { url: url.clone(), name: s.clone(), base_dn: s.clone(), filter: s.clone() },
+            Error::AmbiguousGroup { url: url.clone(), name: s.clone(), dns: vec![] },
+            Error::TooDeep { name: s.clone(), depth: 1 },
+            Error::PageSize { url: url.clone(), page_size: 1, operation: s.clone(), reason: s.clone() },
+            Error::Timeout { url: url.clone(), operation: s.clone(), timeout: Duration::from_secs(1) },
+            Error::Search { url: url.clone(), operation: s.clone(), reason: s.clone() },
+            Error::Tls { url, reason: s },
+        ]
+        .iter()
+        .map(Error::kind)
+        .collect();
+        assert_eq!(
+            kinds,
+            [
+                "connect",
+                "bind",
+                "group_not_found",
+                "group_ambiguous",
+                "nesting_too_deep",
+                "page_size",
+                "timeout",
+                "search",
+                "tls"
+            ]
+        );
+        assert_eq!(rc_name(INVALID_CREDENTIALS), "invalidCredentials");
+    }
+}
