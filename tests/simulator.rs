@@ -235,14 +235,38 @@ async fn cloudshell_groups_list_and_change_their_users() {
     let (status, answer) = api
         .send(reqwest::Method::POST, "/api/v1/groups/2/Users", Some(json!({"Users": [{"Id": jdoe_id}, {"Id": 999}]})))
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::ACCEPTED, "some entries failed: 202");
     assert_eq!(answer["Errors"].as_array().unwrap().len(), 1, "user 999 does not exist");
+    assert_eq!(answer["Errors"][0]["Id"], 999, "the entry names the user id");
     assert_eq!(names(&api.get("/api/v1/groups/2/users").await.1["Users"], "Username"), ["jdoe"]);
     let (status, _) =
         api.send(reqwest::Method::DELETE, "/api/v1/groups/2/Users", Some(json!({"Users": [{"Id": jdoe_id}]}))).await;
     assert_eq!(status, StatusCode::OK);
     assert!(api.get("/api/v1/groups/2/users").await.1["Users"].as_array().unwrap().is_empty());
     assert_eq!(api.get("/api/v1/groups/77/users").await.0, StatusCode::NOT_FOUND);
+    let (status, _) =
+        api.send(reqwest::Method::POST, "/api/v1/groups/77/Users", Some(json!({"Users": [{"Id": jdoe_id}]}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "an unknown group");
+}
+
+#[tokio::test]
+async fn groups_and_directory_users_can_be_set_up_and_group_ids_left_out() {
+    let sim = Sim::start(cloudshell_sim::Config { groups: vec!["Engineering".into()], ..Default::default() });
+    sim.add_directory_users(&["dana"], &["Engineering"], true).await;
+    let api = Api::login(&sim).await;
+    let groups = api.get("/api/v1/groups").await.1;
+    let engineering = groups["Groups"].as_array().unwrap().iter().find(|g| g["Name"] == "Engineering").unwrap();
+    let id = engineering["Id"].as_i64().unwrap();
+    let dana = &api.get(&format!("/api/v1/groups/{id}/Users")).await.1["Users"][0];
+    assert_eq!((dana["Username"].as_str(), dana["IsAdmin"].as_bool()), (Some("dana"), Some(true)));
+    assert_eq!(dana["DomainName"], "EXAMPLE", "a directory user");
+    assert!(dana["GroupIds"].as_array().unwrap().contains(&json!(id)));
+
+    sim.omit_group_ids(true).await;
+    for path in ["/api/v1/users", &format!("/api/v1/groups/{id}/Users")] {
+        let users = api.get(path).await.1;
+        assert!(users["Users"].as_array().unwrap().iter().all(|u| u.get("GroupIds").is_none()), "{path}: {users}");
+    }
 }
 
 /// A small directory: `Team` holds alice, Bob and the nested group `Inner` (carol); `Big` has 5 members.

@@ -123,7 +123,10 @@ pub async fn handle(
     } else if reset_before {
         (cut_response(), StatusCode::OK, Some("reset before processing".to_string()))
     } else {
-        let reply = route(&sim, &method, &path, &query, &headers, &body).await;
+        let mut reply = route(&sim, &method, &path, &query, &headers, &body).await;
+        if sim.world().omit_group_ids {
+            strip_group_ids(&mut reply);
+        }
         let slow = sim.world().faults.take_slow(method.as_str(), &path);
         if let Some(delay) = slow {
             // The work is done; the answer is late. A caller that gives up first loses it.
@@ -200,6 +203,37 @@ fn logged_body(body: &[u8]) -> Value {
     }
 }
 
+/// A server that leaves `GroupIds` out of user objects (the switch `POST /_sim/omit_group_ids`).
+fn strip_group_ids(reply: &mut Reply) {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(o) => {
+                o.remove("GroupIds");
+                o.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    if let Reply::Json(_, v) = reply {
+        strip(v);
+    }
+}
+
+/// `POST /_sim/users`: users to create (when missing) or change. Without `domain_name` they are local users.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersRequest {
+    usernames: Vec<String>,
+    #[serde(default)]
+    domain_name: Option<String>,
+    #[serde(default)]
+    is_admin: bool,
+    /// CloudShell groups (by name) to put them in.
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
 fn control(sim: &Sim, method: &Method, path: &str, body: &[u8]) -> Response {
     let ok = |v: Value| json_response(StatusCode::OK, v.to_string(), "application/json");
     let fail = |s: StatusCode, m: String| json_response(s, json!({"Message": m}).to_string(), "application/json");
@@ -212,6 +246,7 @@ fn control(sim: &Sim, method: &Method, path: &str, body: &[u8]) -> Response {
                 "users": users,
                 "tokens": world.tokens.keys().collect::<Vec<_>>(),
                 "faults": world.faults,
+                "groups": world.groups,
                 "group_import_limit": world.group_import_limit,
                 "busy_ms": world.busy.as_secs_f64() * 1000.0,
             }))
@@ -234,22 +269,48 @@ fn control(sim: &Sim, method: &Method, path: &str, body: &[u8]) -> Response {
             ok(json!({}))
         }
         (Method::POST, "/_sim/users") => {
-            let names: Vec<String> = match serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|v| serde_json::from_value(v["usernames"].clone()).ok())
-            {
-                Some(names) => names,
-                None => {
-                    return fail(StatusCode::BAD_REQUEST, "expected {\"usernames\": [...]}".into());
-                }
+            let request: UsersRequest = match serde_json::from_slice(body) {
+                Ok(r) => r,
+                Err(e) => return fail(StatusCode::BAD_REQUEST, format!("bad users request: {e}")),
             };
-            let mut created: Vec<User> = Vec::new();
-            for name in &names {
-                if !world.users.contains_key(&name.to_lowercase()) {
-                    created.push(world.new_user(name, None, None, None));
+            let mut group_ids = Vec::new();
+            for name in &request.groups {
+                match world.groups.iter().find(|g| g.name.eq_ignore_ascii_case(name)) {
+                    Some(g) => group_ids.push(g.id),
+                    None => return fail(StatusCode::BAD_REQUEST, format!("no group {name:?}")),
                 }
             }
+            let mut created: Vec<User> = Vec::new();
+            for name in &request.usernames {
+                if !world.users.contains_key(&name.to_lowercase()) {
+                    let sid = request.domain_name.as_ref().map(|_| format!("S-1-5-21-9-{name}"));
+                    world.new_user(name, None, request.domain_name.clone(), sid);
+                }
+                let user = world.users.get_mut(&name.to_lowercase()).expect("present");
+                user.is_admin |= request.is_admin;
+                for id in &group_ids {
+                    if !user.group_ids.contains(id) {
+                        user.group_ids.push(*id);
+                    }
+                }
+                created.push(user.clone());
+            }
             ok(json!(created))
+        }
+        (Method::POST, "/_sim/groups") => match serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| serde_json::from_value::<Vec<String>>(v["names"].clone()).ok())
+        {
+            Some(names) => {
+                let added: Vec<crate::state::Group> = names.iter().map(|n| world.add_group(n)).collect();
+                ok(json!(added))
+            }
+            None => fail(StatusCode::BAD_REQUEST, "expected {\"names\": [...]}".into()),
+        },
+        (Method::POST, "/_sim/omit_group_ids") => {
+            world.omit_group_ids =
+                serde_json::from_slice::<Value>(body).ok().and_then(|v| v["omit"].as_bool()).unwrap_or(true);
+            ok(json!({"omit_group_ids": world.omit_group_ids}))
         }
         _ => fail(StatusCode::NOT_FOUND, format!("no control endpoint {method} {path}")),
     }
@@ -625,7 +686,7 @@ fn change_group_users(sim: &Sim, id: i64, body: &[u8], add: bool) -> Reply {
     for entry in entries {
         let user_id = entry.as_object().and_then(|o| field(o, "Id")).and_then(Value::as_i64);
         let Some(user) = user_id.and_then(|uid| world.user_by_id_mut(uid)) else {
-            errors.push(json!({"Name": entry.to_string(), "Message": "user not found"}));
+            errors.push(json!({"Id": user_id, "Message": format!("user {entry} not found")}));
             continue;
         };
         if add {
@@ -636,7 +697,9 @@ fn change_group_users(sim: &Sim, id: i64, body: &[u8], add: bool) -> Reply {
             user.group_ids.retain(|g| *g != id);
         }
     }
-    Reply::Json(StatusCode::OK, json!({ "Errors": errors }))
+    // Some entries failing while others took effect: 202, one error entry each.
+    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Reply::Json(status, json!({ "Errors": errors }))
 }
 
 fn directory_of(sim: &Sim) -> Result<&directory::Settings, Reply> {

@@ -30,6 +30,8 @@ pub struct Config {
     /// The `DomainName` given to users imported from the directory.
     pub domain_name: String,
     pub directory: Option<directory::Settings>,
+    /// CloudShell groups that exist at start besides `System Administrators`, `Everyone` and `Lab Users`.
+    pub groups: Vec<String>,
 }
 
 impl Default for Config {
@@ -42,17 +44,21 @@ impl Default for Config {
             group_import_limit: 1000,
             domain_name: "EXAMPLE".into(),
             directory: None,
+            groups: Vec::new(),
         }
     }
 }
 
 fn build(config: Config) -> Arc<api::Sim> {
-    let world = state::World::new(
+    let mut world = state::World::new(
         &config.admin_username,
         &config.existing_users,
         config.group_import_limit,
         &config.domain_name,
     );
+    for name in &config.groups {
+        world.add_group(name);
+    }
     Arc::new(api::Sim {
         world: Mutex::new(world),
         admin: api::Admin {

@@ -29,6 +29,9 @@ struct Args {
     /// A file of local users that exist at start, one username a line.
     #[arg(long)]
     existing_users_file: Option<PathBuf>,
+    /// CloudShell groups to create at start (repeatable), besides System Administrators, Everyone and Lab Users.
+    #[arg(long = "group")]
+    groups: Vec<String>,
     /// Groups with more direct members than this are refused on import.
     #[arg(long, default_value_t = 1000)]
     group_import_limit: usize,
@@ -115,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
         group_import_limit: args.group_import_limit,
         domain_name: args.domain_name.clone(),
         directory,
+        groups: args.groups.clone(),
     };
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;

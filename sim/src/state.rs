@@ -254,6 +254,8 @@ pub struct World {
     next_call: u64,
     pub group_import_limit: usize,
     pub domain_name: String,
+    /// Leave `GroupIds` out of user objects, as a server might.
+    pub omit_group_ids: bool,
     random: RandomState,
     counter: u64,
     started: std::time::Instant,
@@ -314,6 +316,7 @@ impl World {
             next_call: 1,
             group_import_limit,
             domain_name: domain_name.to_string(),
+            omit_group_ids: false,
             random: RandomState::new(),
             counter: 0,
             started: std::time::Instant::now(),
@@ -389,6 +392,26 @@ impl World {
         self.next_user_id += 1;
         self.users.insert(username.to_lowercase(), user.clone());
         user
+    }
+
+    /// Adds a regular CloudShell group (or returns the one of that name).
+    pub fn add_group(&mut self, name: &str) -> Group {
+        if let Some(g) = self.groups.iter().find(|g| g.name.eq_ignore_ascii_case(name)) {
+            return g.clone();
+        }
+        let id = self.groups.iter().map(|g| g.id).max().unwrap_or(0) + 1;
+        let group = Group {
+            parent_ids: None,
+            sid: self.uuid(),
+            name: name.to_string(),
+            description: None,
+            view_only: false,
+            group_type: "Regular".into(),
+            group_role: "Regular".into(),
+            id,
+        };
+        self.groups.push(group.clone());
+        group
     }
 
     pub fn user_by_id_mut(&mut self, id: i64) -> Option<&mut User> {

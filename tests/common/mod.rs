@@ -407,6 +407,45 @@ impl Sim {
     pub async fn add_users(&self, usernames: &[&str]) {
         self.control(reqwest::Method::POST, "users", Some(serde_json::json!({ "usernames": usernames }))).await;
     }
+
+    /// Users as if imported from the directory (`DomainName` set), admins or not, in the named CloudShell groups.
+    pub async fn add_directory_users(&self, usernames: &[&str], groups: &[&str], admin: bool) {
+        let body =
+            serde_json::json!({"usernames": usernames, "domain_name": "EXAMPLE", "groups": groups, "is_admin": admin});
+        self.control(reqwest::Method::POST, "users", Some(body)).await;
+    }
+
+    /// Local users (`DomainName` null) in the named CloudShell groups.
+    pub async fn add_local_users(&self, usernames: &[&str], groups: &[&str]) {
+        let body = serde_json::json!({"usernames": usernames, "groups": groups});
+        self.control(reqwest::Method::POST, "users", Some(body)).await;
+    }
+
+    /// Makes the server leave `GroupIds` out of user objects, or put it back.
+    pub async fn omit_group_ids(&self, omit: bool) {
+        self.control(reqwest::Method::POST, "omit_group_ids", Some(serde_json::json!({ "omit": omit }))).await;
+    }
+
+    /// The usernames in a CloudShell group, sorted.
+    pub async fn group_members(&self, group: &str) -> Vec<String> {
+        let state = self.state().await;
+        let id = state["groups"]
+            .as_array()
+            .expect("groups is an array")
+            .iter()
+            .find(|g| g["Name"] == group)
+            .unwrap_or_else(|| panic!("no CloudShell group {group}"))["Id"]
+            .clone();
+        let mut names: Vec<String> = state["users"]
+            .as_array()
+            .expect("users is an array")
+            .iter()
+            .filter(|u| u["GroupIds"].as_array().is_some_and(|ids| ids.contains(&id)))
+            .map(|u| u["Username"].as_str().expect("Username").to_string())
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 /// Directory settings for `url`, bound as the ordinary service account, every option at its default.
