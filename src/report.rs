@@ -55,13 +55,19 @@ impl RunResult {
     /// The result of a run that got as far as the groups: held wins over partial, partial over ok. A run
     /// that was interrupted is partial at least.
     pub fn from_groups(groups: &[GroupReport], interrupted: bool) -> RunResult {
-        if groups.iter().any(|g| g.status == GroupStatus::Held) {
+        RunResult::from_statuses(groups.iter().map(|g| g.status), interrupted)
+    }
+
+    /// The same rule over any statuses: those of the directory groups and of the CloudShell groups.
+    pub fn from_statuses(statuses: impl IntoIterator<Item = GroupStatus>, interrupted: bool) -> RunResult {
+        let (mut held, mut partial) = (false, interrupted);
+        for s in statuses {
+            held |= s == GroupStatus::Held;
+            partial |= matches!(s, GroupStatus::Failed | GroupStatus::Partial | GroupStatus::Skipped);
+        }
+        if held {
             RunResult::Held
-        } else if interrupted
-            || groups
-                .iter()
-                .any(|g| matches!(g.status, GroupStatus::Failed | GroupStatus::Partial | GroupStatus::Skipped))
-        {
+        } else if partial {
             RunResult::Partial
         } else {
             RunResult::Ok
@@ -253,6 +259,107 @@ impl GroupReport {
     }
 }
 
+/// What one CloudShell group's membership changes came to.
+#[derive(Debug, Default)]
+pub struct Placed {
+    pub added: Vec<Username>,
+    pub removed: Vec<Username>,
+    pub failures: Vec<Failure>,
+    /// Changes not attempted because the run was asked to stop.
+    pub not_attempted: usize,
+}
+
+/// One mapped CloudShell group's line: what it lacked, what was done, what failed.
+#[derive(Clone, Debug, Serialize)]
+pub struct MembershipReport {
+    /// The CloudShell group, as configured.
+    pub name: String,
+    pub status: GroupStatus,
+    /// Its CloudShell id, when it exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// The directory groups mapped to it.
+    pub fed_by: Vec<String>,
+    /// Its members after the run (before it, in a dry run).
+    pub members: usize,
+    pub added: usize,
+    pub removed: usize,
+    pub failed: usize,
+    /// Why the group could not be changed at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Why nobody is removed from it in this run although `sync.remove_from_groups` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub additions_only: Option<String>,
+    /// Users to add and to remove (planned, in a dry run).
+    pub planned_add: Vec<String>,
+    pub planned_remove: Vec<String>,
+    /// Removals held by `sync.max_removals_per_run`.
+    pub held_removals: Vec<String>,
+    pub added_users: Vec<String>,
+    pub removed_users: Vec<String>,
+    pub failures: Vec<Failure>,
+}
+
+impl MembershipReport {
+    /// A mapped CloudShell group's line before anything is known of it: ok, nothing planned.
+    pub fn new(name: &str, id: Option<i64>, fed_by: &[String], members: usize) -> MembershipReport {
+        MembershipReport {
+            name: name.to_string(),
+            status: GroupStatus::Ok,
+            id,
+            fed_by: fed_by.to_vec(),
+            members,
+            added: 0,
+            removed: 0,
+            failed: 0,
+            error: None,
+            additions_only: None,
+            planned_add: Vec::new(),
+            planned_remove: Vec::new(),
+            held_removals: Vec::new(),
+            added_users: Vec::new(),
+            removed_users: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// The group could not be changed at all (missing, or its members unreadable).
+    pub fn failed(mut self, error: String) -> MembershipReport {
+        self.status = GroupStatus::Failed;
+        self.error = Some(error);
+        self
+    }
+
+    /// Settles the line with what was done: `None` in a dry run. The planned lists must be set already.
+    pub fn settle(mut self, placed: Option<Placed>) -> MembershipReport {
+        let dry = placed.is_none();
+        let placed = placed.unwrap_or_default();
+        let (added, removed) = (placed.added.len(), placed.removed.len());
+        self.status = if placed.not_attempted > 0 {
+            GroupStatus::Skipped
+        } else if !placed.failures.is_empty() && added + removed == 0 {
+            GroupStatus::Failed
+        } else if !placed.failures.is_empty() {
+            GroupStatus::Partial
+        } else if !self.held_removals.is_empty() {
+            GroupStatus::Held
+        } else if dry && !(self.planned_add.is_empty() && self.planned_remove.is_empty()) {
+            GroupStatus::Planned
+        } else {
+            GroupStatus::Ok
+        };
+        self.members = (self.members + added).saturating_sub(removed);
+        self.added = added;
+        self.removed = removed;
+        self.failed = placed.failures.len();
+        self.added_users = placed.added.iter().map(|u| u.to_string()).collect();
+        self.removed_users = placed.removed.iter().map(|u| u.to_string()).collect();
+        self.failures = placed.failures;
+        self
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Totals {
     pub members: usize,
@@ -287,6 +394,12 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<HeldReport>,
     pub groups: Vec<GroupReport>,
+    /// One entry per mapped CloudShell group (absent without `[[sync.mapping]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub memberships: Vec<MembershipReport>,
+    /// Set when planned removals exceeded `sync.max_removals_per_run`: every removal was held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removals_held: Option<HeldReport>,
     pub totals: Totals,
     pub api_calls: CallCounts,
 }
@@ -306,6 +419,8 @@ impl Report {
             error: None,
             held: None,
             groups: Vec::new(),
+            memberships: Vec::new(),
+            removals_held: None,
             totals: Totals::default(),
             api_calls: CallCounts::default(),
         }
@@ -338,6 +453,8 @@ impl Report {
             failed = self.totals.failed,
             import_group_calls = self.api_calls.get(CallKind::ImportGroup),
             import_user_calls = self.api_calls.get(CallKind::ImportUser),
+            added_to_groups = self.memberships.iter().map(|m| m.added).sum::<usize>(),
+            removed_from_groups = self.memberships.iter().map(|m| m.removed).sum::<usize>(),
             duration_ms = self.duration_ms,
             "run finished"
         );
@@ -385,6 +502,46 @@ impl Report {
             }
             if g.failures.len() > 20 {
                 let _ = writeln!(out, "      ... and {} more failures", g.failures.len() - 20);
+            }
+        }
+        if let Some(h) = &self.removals_held {
+            let _ = writeln!(
+                out,
+                "  removals held: {} planned, more than sync.max_removals_per_run = {}; nobody was removed",
+                h.planned, h.limit
+            );
+        }
+        for m in &self.memberships {
+            let _ = writeln!(
+                out,
+                "  cloudshell group {:<13} {:<8} members {:>6}  added {:>5}  removed {:>5}  failed {:>5}",
+                format!("{:?}", m.name),
+                m.status.as_str(),
+                m.members,
+                m.added,
+                m.removed,
+                m.failed
+            );
+            if let Some(e) = &m.error {
+                let _ = writeln!(out, "      error: {e}");
+            }
+            if let Some(why) = &m.additions_only {
+                let _ = writeln!(out, "      additions only: {why}");
+            }
+            if self.dry_run && !m.planned_add.is_empty() {
+                let _ = writeln!(out, "      would add: {}", preview(&m.planned_add));
+            }
+            if self.dry_run && !m.planned_remove.is_empty() {
+                let _ = writeln!(out, "      would remove: {}", preview(&m.planned_remove));
+            }
+            if !m.held_removals.is_empty() {
+                let _ = writeln!(out, "      removals held: {}", preview(&m.held_removals));
+            }
+            for f in m.failures.iter().take(20) {
+                let _ = writeln!(out, "      failed {}: {}", f.username, f.reason);
+            }
+            if m.failures.len() > 20 {
+                let _ = writeln!(out, "      ... and {} more failures", m.failures.len() - 20);
             }
         }
         let t = &self.totals;

@@ -683,8 +683,15 @@ fn change_group_users(sim: &Sim, id: i64, body: &[u8], add: bool) -> Reply {
         return message(StatusCode::NOT_FOUND, format!("group {id} not found"));
     }
     let mut errors = Vec::new();
+    let mut injected = false;
     for entry in entries {
         let user_id = entry.as_object().and_then(|o| field(o, "Id")).and_then(Value::as_i64);
+        let name = user_id.and_then(|uid| world.user_by_id_mut(uid)).map(|u| u.username.clone());
+        if let Some(name) = name.filter(|n| world.membership_fails(n)) {
+            injected = true;
+            errors.push(json!({"Id": user_id, "Name": name, "Message": "injected membership failure"}));
+            continue;
+        }
         let Some(user) = user_id.and_then(|uid| world.user_by_id_mut(uid)) else {
             errors.push(json!({"Id": user_id, "Message": format!("user {entry} not found")}));
             continue;
@@ -696,6 +703,9 @@ fn change_group_users(sim: &Sim, id: i64, body: &[u8], add: bool) -> Reply {
         } else {
             user.group_ids.retain(|g| *g != id);
         }
+    }
+    if injected {
+        world.take_membership_failure();
     }
     // Some entries failing while others took effect: 202, one error entry each.
     let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::ACCEPTED };

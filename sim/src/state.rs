@@ -162,6 +162,17 @@ pub struct FaultRequest {
     /// Change the group-import size limit.
     #[serde(default)]
     pub group_import_limit: Option<usize>,
+    /// Membership changes of these users fail (an `Errors` entry in a 202) while the rest take effect.
+    #[serde(default)]
+    pub fail_membership: Option<MembershipRule>,
+}
+
+/// "In the next `count` membership calls that include them, these users' changes fail."
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipRule {
+    pub usernames: Vec<String>,
+    pub count: u32,
 }
 
 /// The faults in force.
@@ -174,6 +185,7 @@ pub struct Faults {
     pub latency_ms: u64,
     pub token_lifetime_calls: u32,
     pub fail_import_users: Vec<String>,
+    pub fail_membership: Option<MembershipRule>,
 }
 
 fn matches(path_filter: &Option<String>, method_filter: &Option<String>, method: &str, path: &str) -> bool {
@@ -414,6 +426,22 @@ impl World {
         group
     }
 
+    /// Whether the membership change of `username` fails now (the rule's count is taken by the caller, once
+    /// per call that used it).
+    pub fn membership_fails(&self, username: &str) -> bool {
+        self.faults
+            .fail_membership
+            .as_ref()
+            .is_some_and(|r| r.count > 0 && r.usernames.iter().any(|u| u.eq_ignore_ascii_case(username)))
+    }
+
+    /// Takes one use of the membership failure rule.
+    pub fn take_membership_failure(&mut self) {
+        if let Some(rule) = self.faults.fail_membership.as_mut() {
+            rule.count = rule.count.saturating_sub(1);
+        }
+    }
+
     pub fn user_by_id_mut(&mut self, id: i64) -> Option<&mut User> {
         self.users.values_mut().find(|u| u.id == id)
     }
@@ -480,6 +508,9 @@ impl World {
         }
         if let Some(limit) = request.group_import_limit {
             self.group_import_limit = limit;
+        }
+        if let Some(rule) = request.fail_membership {
+            self.faults.fail_membership = Some(rule);
         }
     }
 

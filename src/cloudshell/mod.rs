@@ -27,6 +27,7 @@ const MAX_PAGES: usize = 100_000;
 
 const USERS_PATH: &str = "api/v1/users";
 const IMPORT_PATH: &str = "api/v1/integrations/IdentityManagement/users";
+const GROUPS_PATH: &str = "api/v1/groups";
 
 /// A CloudShell user, as far as the daemon cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +86,44 @@ impl From<&Value> for ImportFailure {
             other => ImportFailure { name: None, message: other.to_string() },
         }
     }
+}
+
+/// A CloudShell group (CloudShell's own, not the directory's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub id: i64,
+    pub name: String,
+}
+
+/// One entry of a membership answer's `Errors`: the user it names (by id or by name), when it names one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipFailure {
+    pub id: Option<i64>,
+    pub name: Option<String>,
+    pub message: String,
+}
+
+impl From<&Value> for MembershipFailure {
+    fn from(value: &Value) -> MembershipFailure {
+        let id = value.as_object().and_then(|o| {
+            o.iter()
+                .find(|(k, _)| ["Id", "UserId"].iter().any(|key| k.eq_ignore_ascii_case(key)))
+                .and_then(|(_, v)| v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
+        });
+        let ImportFailure { name, message } = ImportFailure::from(value);
+        MembershipFailure { id, name, message }
+    }
+}
+
+/// The outcome of adding users to, or removing them from, a CloudShell group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// 200, or 202 with the entries that failed.
+    Done { failures: Vec<MembershipFailure> },
+    /// 404: no such group (any more).
+    GroupNotFound { message: String },
+    /// 400: the request was refused.
+    Refused { message: String },
 }
 
 /// The outcome of importing a directory group.
@@ -232,6 +271,82 @@ impl Client {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Every CloudShell group.
+    pub async fn list_groups(&self) -> Result<Vec<Group>, Error> {
+        let mut groups = Vec::new();
+        let mut odd: Option<String> = None;
+        self.pages::<wire::GroupList>(CallKind::ListGroups, GROUPS_PATH, &[], |page| {
+            for g in page {
+                match g.id.as_i64().or_else(|| g.id.as_str().and_then(|s| s.trim().parse().ok())) {
+                    Some(id) => groups.push(Group { id, name: g.name }),
+                    None => odd = Some(g.name),
+                }
+            }
+            true
+        })
+        .await?;
+        if let Some(name) = odd {
+            // A group without a usable id cannot be written to; say so rather than skip it silently.
+            tracing::warn!(group = %name, "cloudshell group without an integer id ignored");
+        }
+        Ok(groups)
+    }
+
+    /// The users in CloudShell group `id`. `Ok(None)` when there is no such group.
+    pub async fn group_users(&self, id: i64) -> Result<Option<Vec<User>>, Error> {
+        let path = format!("{GROUPS_PATH}/{id}/Users");
+        let mut users = Vec::new();
+        match self
+            .pages::<wire::UserList>(CallKind::ListGroupUsers, &path, &[], |page| {
+                users.extend(page.into_iter().map(User::from));
+                true
+            })
+            .await
+        {
+            Ok(()) => Ok(Some(users)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds users (by CloudShell id) to group `id`: `POST /api/v1/groups/{id}/Users`.
+    pub async fn add_to_group(&self, id: i64, users: &[i64]) -> Result<MembershipChange, Error> {
+        self.change_membership(CallKind::AddToGroup, reqwest::Method::POST, id, users).await
+    }
+
+    /// Removes users (by CloudShell id) from group `id`: `DELETE /api/v1/groups/{id}/Users`, same body.
+    pub async fn remove_from_group(&self, id: i64, users: &[i64]) -> Result<MembershipChange, Error> {
+        self.change_membership(CallKind::RemoveFromGroup, reqwest::Method::DELETE, id, users).await
+    }
+
+    async fn change_membership(
+        &self,
+        kind: CallKind,
+        method: reqwest::Method,
+        id: i64,
+        users: &[i64],
+    ) -> Result<MembershipChange, Error> {
+        let path = format!("{GROUPS_PATH}/{id}/Users");
+        let body = json!({ "Users": users.iter().map(|u| json!({ "Id": u })).collect::<Vec<_>>() });
+        let verb = method.to_string();
+        // Not repeated blindly when the answer is lost: the caller reads the group again first.
+        let (answer, token) = self.session.call(kind, method, &path, &[], Some(&body), false).await?;
+        match answer.status {
+            200..=202 | 204 => {
+                let parsed: wire::ErrorsAnswer = if answer.body.is_empty() {
+                    wire::ErrorsAnswer { errors: None }
+                } else {
+                    self.session.decode(&verb, &path, &answer, &token)?
+                };
+                let failures = parsed.errors.unwrap_or_default().iter().map(MembershipFailure::from).collect();
+                Ok(MembershipChange::Done { failures })
+            }
+            404 => Ok(MembershipChange::GroupNotFound { message: self.refusal_message(&answer, &token) }),
+            400 => Ok(MembershipChange::Refused { message: self.refusal_message(&answer, &token) }),
+            _ => Err(self.session.unexpected(&verb, &path, &answer, &token)),
         }
     }
 

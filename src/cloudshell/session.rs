@@ -67,11 +67,24 @@ pub enum CallKind {
     ListUsers,
     ImportGroup,
     ImportUser,
+    ListGroups,
+    ListGroupUsers,
+    AddToGroup,
+    RemoveFromGroup,
 }
 
 impl CallKind {
     /// Every kind, in the order the report lists them.
-    pub const ALL: [CallKind; 4] = [CallKind::Login, CallKind::ListUsers, CallKind::ImportGroup, CallKind::ImportUser];
+    pub const ALL: [CallKind; 8] = [
+        CallKind::Login,
+        CallKind::ListUsers,
+        CallKind::ImportGroup,
+        CallKind::ImportUser,
+        CallKind::ListGroups,
+        CallKind::ListGroupUsers,
+        CallKind::AddToGroup,
+        CallKind::RemoveFromGroup,
+    ];
 
     /// The name in the report's `api_calls` and in the `call` label of the latency metric.
     pub fn as_str(self) -> &'static str {
@@ -80,6 +93,10 @@ impl CallKind {
             CallKind::ListUsers => "list_users",
             CallKind::ImportGroup => "import_group",
             CallKind::ImportUser => "import_user",
+            CallKind::ListGroups => "list_groups",
+            CallKind::ListGroupUsers => "list_group_users",
+            CallKind::AddToGroup => "add_to_group",
+            CallKind::RemoveFromGroup => "remove_from_group",
         }
     }
 
@@ -575,13 +592,25 @@ mod tests {
     #[test]
     fn call_kinds_are_pinned_and_counted_by_name() {
         let names: Vec<&str> = CallKind::ALL.iter().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["login", "list_users", "import_group", "import_user"]);
+        assert_eq!(
+            names,
+            [
+                "login",
+                "list_users",
+                "import_group",
+                "import_user",
+                "list_groups",
+                "list_group_users",
+                "add_to_group",
+                "remove_from_group"
+            ]
+        );
         let mut counts = CallCounts::default();
         counts.0[CallKind::ImportUser.index()] = 3;
         assert_eq!(counts.get(CallKind::ImportUser), 3);
         assert_eq!(
             serde_json::to_string(&counts).unwrap(),
-            r#"{"login":0,"list_users":0,"import_group":0,"import_user":3}"#
+            r#"{"login":0,"list_users":0,"import_group":0,"import_user":3,"list_groups":0,"list_group_users":0,"add_to_group":0,"remove_from_group":0}"#
         );
     }
 }

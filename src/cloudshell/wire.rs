@@ -39,6 +39,29 @@ pub struct ImportAnswer {
     pub errors: Option<Vec<Value>>,
 }
 
+#[derive(Debug, Deserialize)]
+pub struct GroupList {
+    #[serde(rename = "Groups")]
+    pub groups: Vec<Group>,
+    #[serde(rename = "Cursor", default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Group {
+    #[serde(rename = "Id", default)]
+    pub id: Value,
+    #[serde(rename = "Name")]
+    pub name: String,
+}
+
+/// The answer to a membership change: `{"Errors": [...]}`.
+#[derive(Debug, Deserialize)]
+pub struct ErrorsAnswer {
+    #[serde(rename = "Errors", default)]
+    pub errors: Option<Vec<Value>>,
+}
+
 /// A page of a paged list: `{"<Plural>": [...], "Cursor": ...}`.
 pub trait Page: serde::de::DeserializeOwned {
     type Item;
@@ -50,5 +73,12 @@ impl Page for UserList {
     type Item = User;
     fn into_parts(self) -> (Vec<User>, Option<String>) {
         (self.users, self.cursor)
+    }
+}
+
+impl Page for GroupList {
+    type Item = Group;
+    fn into_parts(self) -> (Vec<Group>, Option<String>) {
+        (self.groups, self.cursor)
     }
 }

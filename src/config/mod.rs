@@ -42,11 +42,27 @@ impl Error {
 
 // ---------------------------------------------------------------- validated shape
 
+/// A directory group and the CloudShell groups its effective members belong in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub directory_group: String,
+    pub cloudshell_groups: Vec<String>,
+}
+
 /// What a sync run may do.
 #[derive(Clone, Debug)]
 pub struct SyncPolicy {
-    /// Directory group names, in order.
+    /// Directory group names to enumerate and import, in order: `sync.groups`, then the mapped ones not
+    /// already there.
     pub groups: Vec<String>,
+    /// `[[sync.mapping]]`, in order.
+    pub mappings: Vec<Mapping>,
+    /// Remove directory users from mapped CloudShell groups they no longer belong in.
+    pub remove_from_groups: bool,
+    /// More planned removals than this hold every removal.
+    pub max_removals_per_run: usize,
+    /// Users per group-membership call.
+    pub membership_batch_size: usize,
     /// More planned user imports than this hold every write.
     pub max_imports_per_run: usize,
     /// Per-user imports in flight at once.
@@ -281,5 +297,70 @@ groups = ["Team"]
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.sync.groups, ["Azure_DevOps_Cloud_Admins", "Ops (EU)"]);
         assert_eq!(c.ldap.page_size, 500);
+    }
+
+    #[test]
+    fn mappings_add_their_directory_groups_and_default_to_additions_only() {
+        let c = parse_text(MINIMAL).unwrap();
+        assert!(c.sync.mappings.is_empty());
+        assert!(!c.sync.remove_from_groups);
+        assert_eq!((c.sync.max_removals_per_run, c.sync.membership_batch_size), (100, 100));
+
+        let text = MINIMAL.replace(
+            "[sync]\ngroups = [\"Team\"]\n",
+            "[sync]\ngroups = [\"Team\"]\nremove_from_groups = true\nmax_removals_per_run = 5\n\n\
+             [[sync.mapping]]\ndirectory_group = \"team\"\ncloudshell_groups = [\"Lab Users\"]\n\n\
+             [[sync.mapping]]\ndirectory_group = \"Ops (EU)\"\ncloudshell_groups = [\"Lab Users\", \"Ops\"]\n",
+        );
+        let c = parse_text(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.sync.groups, ["Team", "Ops (EU)"], "a mapped group is imported too, once");
+        assert_eq!(c.sync.mappings.len(), 2);
+        assert_eq!(c.sync.mappings[1].cloudshell_groups, ["Lab Users", "Ops"]);
+        assert!(c.sync.remove_from_groups);
+        assert_eq!(c.sync.max_removals_per_run, 5);
+
+        // Mappings alone are enough.
+        let only = MINIMAL.replace(
+            "[sync]\ngroups = [\"Team\"]\n",
+            "[[sync.mapping]]\ndirectory_group = \"Eng\"\ncloudshell_groups = [\"Engineering\"]\n",
+        );
+        assert_eq!(parse_text(&only).unwrap_or_else(|e| panic!("{e}")).sync.groups, ["Eng"]);
+    }
+
+    #[test]
+    fn a_mapping_repeated_or_incomplete_is_refused_at_its_line() {
+        let base = MINIMAL.replace("[sync]\ngroups = [\"Team\"]\n", "[sync]\ngroups = [\"Team\"]\n\n");
+        let twice = format!(
+            "{base}[[sync.mapping]]\ndirectory_group = \"Eng\"\ncloudshell_groups = [\"Lab Users\"]\n\n\
+             [[sync.mapping]]\ndirectory_group = \"ENG\"\ncloudshell_groups = [\"Ops\", \"lab users\"]\n"
+        );
+        let e = parse_text(&twice).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sync.mapping.cloudshell_groups"), "{e}");
+        let second_line = twice.lines().position(|l| l.starts_with("cloudshell_groups = [\"Ops\"")).unwrap() + 1;
+        assert_eq!(e.line, Some(second_line), "{e}");
+        assert!(e.to_string().contains("number 2") && e.to_string().contains("again"), "{e}");
+
+        for (body, key, needle) in [
+            ("cloudshell_groups = [\"x\"]\n", "sync.mapping.directory_group", "missing field"),
+            ("directory_group = \"Eng\"\n", "sync.mapping.cloudshell_groups", "missing field"),
+            (
+                "directory_group = \"Eng\"\ncloudshell_groups = []\n",
+                "sync.mapping.cloudshell_groups",
+                "no CloudShell group",
+            ),
+            ("directory_group = \" \"\ncloudshell_groups = [\"x\"]\n", "sync.mapping.directory_group", "empty"),
+            (
+                "directory_group = \"Eng\"\ncloudshell_groups = [\"a\\nb\"]\n",
+                "sync.mapping.cloudshell_groups",
+                "control",
+            ),
+        ] {
+            let e = parse_text(&format!("{base}[[sync.mapping]]\n{body}")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{body}: {e}");
+            assert!(e.line.is_some() && e.to_string().contains(needle), "{body}: {e}");
+        }
+        let e =
+            parse_text(&MINIMAL.replace("[cloudshell]\n", "[cloudshell]\nmembership_batch_size = 0\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("cloudshell.membership_batch_size"));
     }
 }

@@ -155,14 +155,37 @@ pub struct RawCloudShell {
     /// Requests per second at most; 0 means no cap. Default 0.
     #[serde(default)]
     pub max_requests_per_second: f64,
+    /// Users per group-membership call. Default 100.
+    #[serde(default = "defaults::membership_batch_size")]
+    pub membership_batch_size: i64,
+}
+
+/// `[[sync.mapping]]`: a directory group whose effective members belong in CloudShell groups.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMapping {
+    /// Required. A directory group name (a value of `ldap.group_name_attribute`); imported like `sync.groups`.
+    pub directory_group: Option<String>,
+    /// Required. CloudShell groups (which must exist) that every effective member belongs in.
+    pub cloudshell_groups: Option<Vec<String>>,
 }
 
 /// `[sync]`: what to import and the safety limits.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSync {
-    /// Required. Directory group names.
+    /// Directory group names to import. Required unless `[[sync.mapping]]` names groups.
     pub groups: Option<Vec<String>>,
+    /// Directory groups mapped to CloudShell groups. Default: none.
+    #[serde(default)]
+    pub mapping: Vec<RawMapping>,
+    /// Remove directory users from a mapped CloudShell group when they are in none of the directory groups
+    /// mapped to it. Default false.
+    #[serde(default)]
+    pub remove_from_groups: bool,
+    /// More planned removals than this hold every removal. Default 100.
+    #[serde(default = "defaults::max_removals_per_run")]
+    pub max_removals_per_run: i64,
     /// More planned user imports than this hold every write. Default 1000.
     #[serde(default = "defaults::max_imports_per_run")]
     pub max_imports_per_run: i64,
@@ -256,6 +279,12 @@ mod defaults {
     }
     pub fn max_shrink_percent() -> i64 {
         50
+    }
+    pub fn max_removals_per_run() -> i64 {
+        100
+    }
+    pub fn membership_batch_size() -> i64 {
+        100
     }
     pub fn retries() -> i64 {
         3

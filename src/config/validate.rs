@@ -8,8 +8,10 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
-use super::raw::{Raw, RawCloudShell, RawLdap, RawLog, RawMonitor, RawNesting, RawSchedule, RawSync, RawUrls};
-use super::{Config, Error, Monitor, ScheduleConfig, SyncPolicy};
+use super::raw::{
+    Raw, RawCloudShell, RawLdap, RawLog, RawMapping, RawMonitor, RawNesting, RawSchedule, RawSync, RawUrls,
+};
+use super::{Config, Error, Mapping, Monitor, ScheduleConfig, SyncPolicy};
 use crate::cloudshell::{self, AuthScheme};
 use crate::ldap;
 use crate::logging::LogFormat;
@@ -40,6 +42,34 @@ fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
         }
     }
     None
+}
+
+/// Where `key` is set in the `n`-th (0-based) `[[table]]`, or, without it, where that table starts.
+fn locate_array_table(text: &str, table: &str, n: usize, key: &str) -> Option<(usize, usize)> {
+    let header = format!("[[{table}]]");
+    let mut count = 0;
+    let mut inside = false;
+    let mut start = None;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            inside = trimmed.replace(' ', "").starts_with(&header) && {
+                count += 1;
+                count == n + 1
+            };
+            if inside {
+                start = Some((i + 1, line.len() - trimmed.len() + 1));
+            }
+            continue;
+        }
+        if inside
+            && let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some((i + 1, line.len() - trimmed.len() + 1));
+        }
+    }
+    start
 }
 
 /// Where `[table]`'s header is, as (line, column): where a key missing from it is reported.
@@ -202,8 +232,8 @@ impl Validator<'_> {
         let cloudshell_table = self.required("", "cloudshell", raw.cloudshell.as_ref())?;
         let sync_table = self.required("", "sync", raw.sync.as_ref())?;
         let ldap = self.ldap(ldap_table)?;
-        let (cloudshell, concurrency) = self.cloudshell(cloudshell_table)?;
-        let sync = self.sync(sync_table, concurrency)?;
+        let (cloudshell, calls) = self.cloudshell(cloudshell_table)?;
+        let sync = self.sync(sync_table, calls)?;
         let log_format = self.log(&raw.log)?;
         let schedule = self.schedule(&raw.schedule)?;
         let monitor = self.monitor(&raw.monitor)?;
@@ -345,8 +375,8 @@ impl Validator<'_> {
         })
     }
 
-    /// The client's settings, and `concurrency` (which the sync policy carries).
-    fn cloudshell(&mut self, c: &RawCloudShell) -> Result<(cloudshell::Settings, usize), Error> {
+    /// The client's settings, and `concurrency` and `membership_batch_size` (which the sync policy carries).
+    fn cloudshell(&mut self, c: &RawCloudShell) -> Result<(cloudshell::Settings, (usize, usize)), Error> {
         let raw_url = self.required("cloudshell", "url", c.url.as_ref())?;
         let url = Url::parse(raw_url)
             .map_err(|e| self.error("cloudshell", "url", format!("{raw_url:?} is not a URL: {e}")))?;
@@ -409,30 +439,53 @@ impl Validator<'_> {
             retry_deadline,
             max_requests_per_second: c.max_requests_per_second,
         };
-        Ok((settings, concurrency))
+        let batch = self.positive("cloudshell", "membership_batch_size", c.membership_batch_size, 1000)? as usize;
+        Ok((settings, (concurrency, batch)))
     }
 
-    fn sync(&mut self, s: &RawSync, concurrency: usize) -> Result<SyncPolicy, Error> {
-        let groups = self.required("sync", "groups", s.groups.as_ref())?;
-        if groups.is_empty() {
+    /// A directory or CloudShell group name: not blank, no control character.
+    fn group_name(&self, table: &str, key: &str, name: &str) -> Result<(), Error> {
+        if name.trim().is_empty() {
+            return Err(self.error(table, key, "holds an empty group name"));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(self.error(table, key, format!("group name {name:?} holds a control character")));
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self, s: &RawSync, (concurrency, membership_batch_size): (usize, usize)) -> Result<SyncPolicy, Error> {
+        let listed = match (&s.groups, s.mapping.is_empty()) {
+            (Some(groups), _) => groups.clone(),
+            (None, true) => self.required("sync", "groups", None::<&Vec<String>>)?.clone(),
+            (None, false) => Vec::new(),
+        };
+        if listed.is_empty() && s.mapping.is_empty() {
             return Err(self.error("sync", "groups", "lists no group"));
         }
         let mut seen = std::collections::HashSet::new();
-        for g in groups {
-            if g.trim().is_empty() {
-                return Err(self.error("sync", "groups", "holds an empty group name"));
-            }
-            if g.chars().any(char::is_control) {
-                return Err(self.error("sync", "groups", format!("group name {g:?} holds a control character")));
-            }
+        for g in &listed {
+            self.group_name("sync", "groups", g)?;
             if !seen.insert(g.trim().to_lowercase()) {
                 return Err(self.error("sync", "groups", format!("lists {g:?} twice")));
+            }
+        }
+        let mappings = self.mappings(&s.mapping)?;
+        let mut groups = listed;
+        for m in &mappings {
+            if seen.insert(m.directory_group.trim().to_lowercase()) {
+                groups.push(m.directory_group.clone());
             }
         }
         let max_imports_per_run = if s.max_imports_per_run < 0 {
             return Err(self.error("sync", "max_imports_per_run", "must not be negative"));
         } else {
             s.max_imports_per_run as usize
+        };
+        let max_removals_per_run = if s.max_removals_per_run < 0 {
+            return Err(self.error("sync", "max_removals_per_run", "must not be negative"));
+        } else {
+            s.max_removals_per_run as usize
         };
         let max_shrink_percent = if (0..=100).contains(&s.max_shrink_percent) {
             s.max_shrink_percent as u8
@@ -443,7 +496,61 @@ impl Validator<'_> {
                 format!("must be between 0 and 100, got {}", s.max_shrink_percent),
             ));
         };
-        Ok(SyncPolicy { groups: groups.clone(), max_imports_per_run, concurrency, max_shrink_percent })
+        Ok(SyncPolicy {
+            groups,
+            mappings,
+            remove_from_groups: s.remove_from_groups,
+            max_removals_per_run,
+            membership_batch_size,
+            max_imports_per_run,
+            concurrency,
+            max_shrink_percent,
+        })
+    }
+
+    /// `[[sync.mapping]]` tables: names checked like `sync.groups`; the same directory group mapped to the
+    /// same CloudShell group twice is an error at the second mapping.
+    fn mappings(&self, raw: &[RawMapping]) -> Result<Vec<Mapping>, Error> {
+        let mut pairs = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (n, m) in raw.iter().enumerate() {
+            let at = |key: &str, message: String| {
+                let (line, column) = locate_array_table(self.text, "sync.mapping", n, key).unzip();
+                Error {
+                    file: self.path.to_path_buf(),
+                    key: Some(format!("sync.mapping.{key}")),
+                    line,
+                    column,
+                    message: format!("[[sync.mapping]] number {}: {message}", n + 1),
+                }
+            };
+            let directory_group = m
+                .directory_group
+                .as_ref()
+                .ok_or_else(|| at("directory_group", "missing field `directory_group`".into()))?;
+            let cloudshell_groups = m
+                .cloudshell_groups
+                .as_ref()
+                .ok_or_else(|| at("cloudshell_groups", "missing field `cloudshell_groups`".into()))?;
+            self.group_name("sync", "mapping", directory_group).map_err(|e| at("directory_group", e.message))?;
+            if cloudshell_groups.is_empty() {
+                return Err(at("cloudshell_groups", "lists no CloudShell group".into()));
+            }
+            for c in cloudshell_groups {
+                self.group_name("sync", "mapping", c).map_err(|e| at("cloudshell_groups", e.message))?;
+                if !pairs.insert((directory_group.trim().to_lowercase(), c.trim().to_lowercase())) {
+                    return Err(at(
+                        "cloudshell_groups",
+                        format!("maps {directory_group:?} to the CloudShell group {c:?} again"),
+                    ));
+                }
+            }
+            out.push(Mapping {
+                directory_group: directory_group.clone(),
+                cloudshell_groups: cloudshell_groups.clone(),
+            });
+        }
+        Ok(out)
     }
 
     fn log(&self, l: &RawLog) -> Result<Option<LogFormat>, Error> {

@@ -5,6 +5,8 @@
 //! directory could not be read, when the plan is held, or in a dry run.
 
 pub mod apply;
+pub mod membership;
+pub mod place;
 pub mod plan;
 
 use std::path::PathBuf;
@@ -13,7 +15,7 @@ use std::time::{Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::cloudshell::{Client, Observer};
+use crate::cloudshell::{CallKind, Client, Observer};
 use crate::config::Config;
 use crate::report::{Failure, GroupReport, GroupStatus, HeldReport, Imports, Report, RunResult};
 use crate::{ldap, state};
@@ -70,9 +72,12 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
             return (report, None);
         }
     };
-    // Reading the directory and listing CloudShell's users are independent reads: overlap them.
+    // Reading the directory and listing CloudShell's users (and groups, with mappings) are independent reads:
+    // overlap them.
     let read_directory = async { (connection.snapshot(&config.sync.groups).await, directory_started.elapsed()) };
-    let ((snapshot, directory_time), listed) = tokio::join!(read_directory, client.list_users());
+    let mapped = !config.sync.mappings.is_empty();
+    let list_groups = async { if mapped { Some(client.list_groups().await) } else { None } };
+    let ((snapshot, directory_time), listed, groups) = tokio::join!(read_directory, client.list_users(), list_groups);
     report.directory_ms = directory_time.as_millis() as u64;
     report.directory_url = Some(snapshot.served_by.clone());
     tracing::info!(users = snapshot.users_seen, searches = snapshot.searches, url = %snapshot.served_by, "directory read");
@@ -107,7 +112,6 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     };
     let policy = Policy::new(&config.sync, counts.as_ref().map(state::Counts::by_group).unwrap_or_default());
     let plan = plan::plan(snapshot, &users, policy);
-    drop(users);
     log_plan(&plan, config.sync.max_shrink_percent);
 
     if let Some(held) = plan.held {
@@ -119,8 +123,17 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
         return (report, Some(client));
     }
     apply_plan(config, &client, &plan, context, &mut report).await;
+    if let Some(groups) = groups {
+        let calls = client.calls();
+        let imported = calls.get(CallKind::ImportGroup) + calls.get(CallKind::ImportUser) > 0;
+        let reads = place::Reads { users, groups, imported };
+        let placed = place::place_members(&client, &config.sync, &plan, reads, report.dry_run, &context.stop).await;
+        report.interrupted |= placed.groups.iter().any(|m| m.status == GroupStatus::Skipped);
+        (report.memberships, report.removals_held) = (placed.groups, placed.removals_held);
+    }
     report.total(plan.members, plan.missing);
-    report.result = RunResult::from_groups(&report.groups, report.interrupted);
+    let statuses = report.groups.iter().map(|g| g.status).chain(report.memberships.iter().map(|m| m.status));
+    report.result = RunResult::from_statuses(statuses, report.interrupted);
     if let (Some(counts), Some(dir), false) = (counts.as_mut(), &context.state_directory, report.dry_run) {
         save_counts(dir, counts, &plan);
     }

@@ -1,0 +1,383 @@
+//! Carrying out one CloudShell group's membership changes: additions, then removals, in batches. Entries
+//! an answer names as failed are tried alone once, then reported; an answer that was lost is never repeated
+//! blindly: the group's members are read again and only what is still to do is sent, once more.
+
+use std::collections::{HashMap, HashSet};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cloudshell::{self, Client, Error, MembershipChange, MembershipFailure};
+use crate::config::SyncPolicy;
+use crate::report::{Failure, HeldReport, MembershipReport, Placed};
+use crate::sync::membership::{self, CloudShell, DirectoryGroup, GroupChange, Limits, Placement};
+use crate::sync::plan::{GroupPlan, Plan};
+use crate::username::Username;
+
+/// The membership step of a run: every mapped CloudShell group's report line, and the removals hold.
+pub struct Placements {
+    pub groups: Vec<MembershipReport>,
+    pub removals_held: Option<HeldReport>,
+}
+
+/// What the membership step reads before it plans.
+pub struct Reads {
+    /// Every CloudShell user, as listed before the imports.
+    pub users: Vec<cloudshell::User>,
+    /// Every CloudShell group, as listed alongside the users.
+    pub groups: Result<Vec<cloudshell::Group>, Error>,
+    /// Whether this run imported anyone (the user list is then read again for their ids).
+    pub imported: bool,
+}
+
+/// Plans and carries out the membership changes of every mapped CloudShell group (nothing is written in a
+/// dry run). Runs after the imports, so users created by this run are placed in the same run.
+pub async fn place_members(
+    client: &Client,
+    sync: &SyncPolicy,
+    plan: &Plan,
+    reads: Reads,
+    dry_run: bool,
+    stop: &CancellationToken,
+) -> Placements {
+    let targets = membership::cloudshell_groups(&sync.mappings);
+    let groups = match reads.groups {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "cloudshell groups unreadable");
+            let why = format!("cannot list CloudShell's groups: {e}");
+            let groups =
+                targets.iter().map(|(n, f)| MembershipReport::new(n, None, f, 0).failed(why.clone())).collect();
+            return Placements { groups, removals_held: None };
+        }
+    };
+    let users = if reads.imported && !dry_run {
+        match client.list_users().await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "user list after the imports unreadable; users imported now are not placed");
+                reads.users
+            }
+        }
+    } else {
+        reads.users
+    };
+    let (members, unreadable) = current_members(client, &groups, &targets, &users).await;
+    let outcomes = directory_outcomes(plan);
+    let limits =
+        Limits { remove_from_groups: sync.remove_from_groups, max_removals_per_run: sync.max_removals_per_run };
+    let cloudshell = CloudShell { users: &users, groups: &groups, members: &members };
+    let planned = membership::plan(&sync.mappings, &outcomes, &cloudshell, limits);
+    if let Some(held) = planned.removals_held {
+        tracing::warn!(planned = held.planned, limit = held.limit, "membership removals held");
+    }
+    let mut lines = Vec::with_capacity(planned.groups.len());
+    for change in &planned.groups {
+        let line = MembershipReport::new(&change.name, change.id, &change.fed_by, change.current);
+        let Some(id) = change.id else {
+            tracing::error!(group = %change.name, "cloudshell group not found");
+            lines.push(line.failed(format!(
+                "no CloudShell group {:?}: create it in CloudShell (this program never creates groups)",
+                change.name
+            )));
+            continue;
+        };
+        if let Some(e) = unreadable.get(&id) {
+            lines.push(line.failed(format!("cannot read its members: {e}")));
+            continue;
+        }
+        let mut line = line;
+        line.planned_add = change.add.iter().map(|p| p.username.to_string()).collect();
+        line.planned_remove = change.remove.iter().map(|p| p.username.to_string()).collect();
+        line.held_removals = change.held_removals.iter().map(|p| p.username.to_string()).collect();
+        line.additions_only = change.additions_only.clone();
+        tracing::info!(group = %change.name, add = change.add.len(), remove = change.remove.len(), held = change.held_removals.len(), "cloudshell group planned");
+        let placed = if dry_run {
+            None
+        } else {
+            let span = tracing::info_span!("cloudshell_group", group = %change.name);
+            Some(
+                tracing::Instrument::instrument(apply_change(client, change, sync.membership_batch_size, stop), span)
+                    .await,
+            )
+        };
+        lines.push(line.settle(placed));
+    }
+    Placements {
+        groups: lines,
+        removals_held: planned.removals_held.map(|h| HeldReport { planned: h.planned, limit: h.limit }),
+    }
+}
+
+/// Each mapped directory group's outcome, for the membership plan.
+fn directory_outcomes(plan: &Plan) -> HashMap<String, DirectoryGroup<'_>> {
+    plan.groups
+        .iter()
+        .map(|g| {
+            let outcome = match g {
+                GroupPlan::Failed { error, .. } => {
+                    DirectoryGroup::Unknown { why: format!("failed to enumerate ({})", error.kind()) }
+                }
+                GroupPlan::Ready(r) if r.shrink.is_some() => {
+                    DirectoryGroup::Unknown { why: "is held by the shrink guard".to_string() }
+                }
+                GroupPlan::Ready(r) => DirectoryGroup::Members {
+                    members: r.group.members.iter().map(|m| &m.username).collect(),
+                    ambiguous: r.collisions.iter().map(|c| &c.username).collect(),
+                },
+            };
+            (g.name().to_string(), outcome)
+        })
+        .collect()
+}
+
+/// The current members of each mapped CloudShell group that exists: from the users' `GroupIds` when every
+/// user carries them, else by reading each group. Groups whose read failed are returned apart.
+async fn current_members(
+    client: &Client,
+    groups: &[cloudshell::Group],
+    targets: &[(String, Vec<String>)],
+    users: &[cloudshell::User],
+) -> (HashMap<i64, Vec<cloudshell::User>>, HashMap<i64, String>) {
+    let ids: Vec<i64> = targets
+        .iter()
+        .filter_map(|(name, _)| groups.iter().find(|g| g.name.trim().eq_ignore_ascii_case(name.trim())).map(|g| g.id))
+        .collect();
+    let mut members: HashMap<i64, Vec<cloudshell::User>> = HashMap::new();
+    let mut unreadable = HashMap::new();
+    if users.iter().all(|u| u.group_ids.is_some()) {
+        for id in ids {
+            let of: Vec<cloudshell::User> =
+                users.iter().filter(|u| u.group_ids.as_ref().is_some_and(|g| g.contains(&id))).cloned().collect();
+            members.insert(id, of);
+        }
+    } else {
+        for id in ids {
+            match client.group_users(id).await {
+                Ok(Some(of)) => {
+                    members.insert(id, of);
+                }
+                Ok(None) => {
+                    unreadable.insert(id, "the group vanished while it was being read".to_string());
+                }
+                Err(e) => {
+                    unreadable.insert(id, e.to_string());
+                }
+            }
+        }
+    }
+    (members, unreadable)
+}
+
+/// Which way a change goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    Add,
+    Remove,
+}
+
+impl Direction {
+    async fn send(self, client: &Client, group: i64, ids: &[i64]) -> Result<MembershipChange, Error> {
+        match self {
+            Direction::Add => client.add_to_group(group, ids).await,
+            Direction::Remove => client.remove_from_group(group, ids).await,
+        }
+    }
+
+    /// Whether a user with this state still needs the change.
+    fn still_needed(self, present: bool) -> bool {
+        match self {
+            Direction::Add => !present,
+            Direction::Remove => present,
+        }
+    }
+}
+
+/// Applies `change` (which must name an existing group). Never fails as a whole: each user's outcome is
+/// recorded. `stop` is checked between calls.
+pub async fn apply_change(client: &Client, change: &GroupChange, batch: usize, stop: &CancellationToken) -> Placed {
+    let mut placed = Placed::default();
+    let Some(group) = change.id else {
+        return placed;
+    };
+    let name = change.name.as_str();
+    let mut additions: Vec<(Username, i64)> = Vec::new();
+    for p in &change.add {
+        match p.id {
+            Some(id) => additions.push((p.username.clone(), id)),
+            None => {
+                let reason = "not in CloudShell: its import did not succeed".to_string();
+                tracing::warn!(group = name, username = %p.username, reason = %reason, "membership change failed");
+                placed.failures.push(Failure { username: p.username.to_string(), reason });
+            }
+        }
+    }
+    let removals: Vec<(Username, i64)> =
+        change.remove.iter().filter_map(|p: &Placement| Some((p.username.clone(), p.id?))).collect();
+    for (direction, users) in [(Direction::Add, additions), (Direction::Remove, removals)] {
+        for (n, chunk) in users.chunks(batch.max(1)).enumerate() {
+            if stop.is_cancelled() {
+                placed.not_attempted += users.len() - n * batch.max(1);
+                tracing::warn!(group = name, not_attempted = placed.not_attempted, "membership changes interrupted");
+                break;
+            }
+            if !send_batch(client, name, group, direction, chunk, &mut placed).await {
+                break;
+            }
+        }
+    }
+    placed
+}
+
+/// Sends one batch and settles each user's outcome. Returns `false` when the group is gone (no point in
+/// sending more).
+async fn send_batch(
+    client: &Client,
+    name: &str,
+    group: i64,
+    direction: Direction,
+    chunk: &[(Username, i64)],
+    placed: &mut Placed,
+) -> bool {
+    let ids: Vec<i64> = chunk.iter().map(|(_, id)| *id).collect();
+    let retry: Vec<&(Username, i64)> = match direction.send(client, group, &ids).await {
+        Ok(MembershipChange::Done { failures }) if failures.is_empty() => Vec::new(),
+        Ok(MembershipChange::Done { failures }) => {
+            let named = |(u, id): &(Username, i64)| failures.iter().any(|f| names(f, u, *id));
+            if failures.iter().all(|f| chunk.iter().any(|(u, id)| names(f, u, *id))) {
+                chunk.iter().filter(|e| named(e)).collect()
+            } else {
+                // Entries that name nobody we sent: look at the group to see who is still to do.
+                match still_to_do(client, group, direction, chunk).await {
+                    Ok(rest) => rest,
+                    Err(e) => return fail_all(name, chunk, &e.to_string(), placed),
+                }
+            }
+        }
+        Ok(MembershipChange::GroupNotFound { message }) => {
+            tracing::warn!(group = name, message = %message, "cloudshell group not found");
+            fail_all(name, chunk, &format!("the CloudShell group is gone: {message}"), placed);
+            return false;
+        }
+        Ok(MembershipChange::Refused { message }) => {
+            return fail_all(name, chunk, &format!("CloudShell refused the change: {message}"), placed);
+        }
+        Err(e) if e.may_have_taken_effect() => {
+            // The change may have happened: read the group before sending anything again.
+            tracing::warn!(group = name, error = %e, "membership change answer lost, reading the group again");
+            match still_to_do(client, group, direction, chunk).await {
+                Ok(rest) if rest.is_empty() => Vec::new(),
+                Ok(rest) => {
+                    let again: Vec<(Username, i64)> = rest.iter().map(|e| (*e).clone()).collect();
+                    let done: Vec<&(Username, i64)> = chunk.iter().filter(|e| !rest.contains(e)).collect();
+                    record_done(name, direction, done, placed);
+                    return settle_after_check(client, name, group, direction, &again, placed).await;
+                }
+                Err(check) => return fail_all(name, chunk, &format!("{e}; reading the group again: {check}"), placed),
+            }
+        }
+        Err(e) => return fail_all(name, chunk, &e.to_string(), placed),
+    };
+    record_done(name, direction, chunk.iter().filter(|e| !retry.contains(e)).collect(), placed);
+    for entry in retry {
+        // Once alone, then reported.
+        let outcome = direction.send(client, group, &[entry.1]).await;
+        settle_alone(name, direction, entry, outcome, placed);
+    }
+    true
+}
+
+/// After a lost answer and a re-read: the rest once more as a batch, then reported.
+async fn settle_after_check(
+    client: &Client,
+    name: &str,
+    group: i64,
+    direction: Direction,
+    rest: &[(Username, i64)],
+    placed: &mut Placed,
+) -> bool {
+    let ids: Vec<i64> = rest.iter().map(|(_, id)| *id).collect();
+    match direction.send(client, group, &ids).await {
+        Ok(MembershipChange::Done { failures }) => {
+            for entry in rest {
+                match failures.iter().find(|f| names(f, &entry.0, entry.1)) {
+                    None => record_done(name, direction, vec![entry], placed),
+                    Some(f) => fail_one(name, &entry.0, &f.message, placed),
+                }
+            }
+            true
+        }
+        other => {
+            let reason = match other {
+                Ok(MembershipChange::GroupNotFound { message } | MembershipChange::Refused { message }) => message,
+                Err(e) => e.to_string(),
+                Ok(MembershipChange::Done { .. }) => unreachable!("matched above"),
+            };
+            fail_all(name, rest, &reason, placed)
+        }
+    }
+}
+
+fn settle_alone(
+    name: &str,
+    direction: Direction,
+    entry: &(Username, i64),
+    outcome: Result<MembershipChange, Error>,
+    placed: &mut Placed,
+) {
+    let reason = match outcome {
+        Ok(MembershipChange::Done { failures }) if failures.is_empty() => {
+            return record_done(name, direction, vec![entry], placed);
+        }
+        Ok(MembershipChange::Done { failures }) => {
+            failures.into_iter().map(|f| f.message).collect::<Vec<_>>().join("; ")
+        }
+        Ok(MembershipChange::GroupNotFound { message } | MembershipChange::Refused { message }) => message,
+        Err(e) => e.to_string(),
+    };
+    fail_one(name, &entry.0, &reason, placed);
+}
+
+/// Whether an `Errors` entry is about this user (by id, or by username).
+fn names(f: &MembershipFailure, username: &Username, id: i64) -> bool {
+    f.id == Some(id) || f.name.as_deref().and_then(Username::new).is_some_and(|n| &n == username)
+}
+
+/// The entries of `chunk` the group still needs changed, by reading its members.
+async fn still_to_do<'c>(
+    client: &Client,
+    group: i64,
+    direction: Direction,
+    chunk: &'c [(Username, i64)],
+) -> Result<Vec<&'c (Username, i64)>, Error> {
+    let members = client.group_users(group).await?.unwrap_or_default();
+    let present: HashSet<i64> = members.iter().filter_map(|u| u.id).collect();
+    Ok(chunk.iter().filter(|(_, id)| direction.still_needed(present.contains(id))).collect())
+}
+
+fn record_done(name: &str, direction: Direction, done: Vec<&(Username, i64)>, placed: &mut Placed) {
+    for (username, _) in done {
+        match direction {
+            Direction::Add => {
+                tracing::info!(group = name, username = %username, "member added to group");
+                placed.added.push(username.clone());
+            }
+            Direction::Remove => {
+                tracing::info!(group = name, username = %username, "member removed from group");
+                placed.removed.push(username.clone());
+            }
+        }
+    }
+}
+
+fn fail_one(name: &str, username: &Username, reason: &str, placed: &mut Placed) {
+    tracing::warn!(group = name, username = %username, reason = %reason, "membership change failed");
+    placed.failures.push(Failure { username: username.to_string(), reason: reason.to_string() });
+}
+
+/// Records every entry as failed; returns `true` (the group may still take other batches).
+fn fail_all(name: &str, entries: &[(Username, i64)], reason: &str, placed: &mut Placed) -> bool {
+    for (username, _) in entries {
+        fail_one(name, username, reason, placed);
+    }
+    true
+}

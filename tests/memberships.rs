@@ -1,0 +1,306 @@
+//! CloudShell group membership end to end: the real binary, a real slapd and the simulator. Directory
+//! groups mapped to CloudShell groups; members placed, leavers taken out only when asked, never the wrong
+//! users, never on partial data.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{Directory, Env, GROUPS, PEOPLE, Stack};
+use serde_json::{Value, json};
+
+/// `Eng`: alice, bob and nested `EngInner` (carol, dave). `Ops`: erin, frank.
+fn directory() -> Directory {
+    let mut d = Directory::new();
+    let [alice, bob, carol, dave, erin, frank] = ["alice", "bob", "carol", "dave", "erin", "frank"].map(|u| d.user(u));
+    let inner = d.group("EngInner", &[carol, dave]);
+    d.group("Eng", &[alice, bob, inner]);
+    d.group("Ops", &[erin, frank]);
+    d
+}
+
+/// `Eng` feeds `Lab Users` and `Engineering`; `Ops` feeds `Lab Users`.
+const MAPPINGS: &str = r#"
+[[sync.mapping]]
+directory_group = "Eng"
+cloudshell_groups = ["Lab Users", "Engineering"]
+
+[[sync.mapping]]
+directory_group = "Ops"
+cloudshell_groups = ["Lab Users"]
+"#;
+
+impl Env {
+    /// The stack with CloudShell groups `Lab Users` (built in) and `Engineering`; bob exists already.
+    async fn start() -> Env {
+        let env = Env(Stack::start(&directory(), |c| c.groups = vec!["Engineering".into()]));
+        env.sim.add_directory_users(&["bob"], &[], false).await;
+        env
+    }
+
+    /// A config with `sync_keys` in `[sync]` (before the mappings) and `mappings`.
+    fn config(&self, sync_keys: &str, mappings: &str) -> PathBuf {
+        self.files.config(&self.slapd.url(), &self.sim.url(), &[], &format!("{sync_keys}\n{mappings}"), "")
+    }
+
+    /// The membership calls made so far: (method, path).
+    async fn membership_calls(&self) -> Vec<(String, String)> {
+        self.sim
+            .calls()
+            .await
+            .into_iter()
+            .filter(|c| c["method"] != "GET" && c["path"].as_str().is_some_and(|p| p.starts_with("/api/v1/groups/")))
+            .map(|c| (c["method"].as_str().unwrap().to_string(), c["path"].as_str().unwrap().to_string()))
+            .collect()
+    }
+
+    fn leave(&self, group: &str, user: &str) {
+        self.slapd.modify(&format!(
+            "dn: cn={group},{GROUPS}\nchangetype: modify\ndelete: member\nmember: uid={user},{PEOPLE}\n\n"
+        ));
+    }
+}
+
+fn membership<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["memberships"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no memberships in {report}"))
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no membership entry for {name} in {report}"))
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn effective_members_are_placed_in_every_mapped_group_in_the_run_that_imports_them() {
+    let env = Env::start().await;
+    let config = env.config("", MAPPINGS);
+
+    let (code, report, stderr) = common::sync_json(&config, &[]);
+
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob", "carol", "dave", "erin", "frank"]);
+    assert_eq!(env.sim.group_members("Engineering").await, ["alice", "bob", "carol", "dave"], "nested members too");
+    let lab = membership(&report, "Lab Users");
+    assert_eq!(
+        (lab["status"].as_str(), lab["added"].as_u64(), lab["removed"].as_u64()),
+        (Some("ok"), Some(6), Some(0))
+    );
+    assert_eq!(strings(&lab["fed_by"]), ["Eng", "Ops"]);
+    assert_eq!(report["api_calls"]["add_to_group"], 2, "one batch per CloudShell group");
+    assert_eq!(report["api_calls"]["remove_from_group"], 0);
+    assert_eq!(
+        strings(&report["groups"].as_array().unwrap().iter().map(|g| g["name"].clone()).collect::<Value>()),
+        ["Eng", "Ops"]
+    );
+    assert!(stderr.contains("member added to group"), "{stderr}");
+
+    env.sim.clear_calls().await;
+    let (code, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(env.membership_calls().await.is_empty(), "a second run makes no membership call");
+    assert_eq!(
+        (membership(&report, "Lab Users")["added"].as_u64(), membership(&report, "Lab Users")["members"].as_u64()),
+        (Some(0), Some(6))
+    );
+}
+
+#[tokio::test]
+async fn a_member_who_leaves_the_directory_group_leaves_the_cloudshell_group_only_when_asked() {
+    let env = Env::start().await;
+    assert_eq!(common::sync_json(&env.config("", MAPPINGS), &[]).0, 0);
+    env.leave("Ops", "frank");
+
+    let (code, report, _) = common::sync_json(&env.config("", MAPPINGS), &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(env.sim.group_members("Lab Users").await.contains(&"frank".to_string()), "without remove_from_groups");
+    assert!(env.membership_calls().await.iter().all(|(m, _)| m != "DELETE"));
+
+    let (code, report, stderr) = common::sync_json(&env.config("remove_from_groups = true", MAPPINGS), &[]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert!(!env.sim.group_members("Lab Users").await.contains(&"frank".to_string()));
+    assert!(env.sim.usernames().await.contains(&"frank".to_string()), "frank stays in CloudShell");
+    assert_eq!(strings(&membership(&report, "Lab Users")["removed_users"]), ["frank"]);
+    assert_eq!(report["api_calls"]["remove_from_group"], 1);
+    assert!(stderr.contains("member removed from group"), "{stderr}");
+}
+
+#[tokio::test]
+async fn local_users_and_admins_in_a_mapped_group_are_never_removed() {
+    let env = Env::start().await;
+    env.sim.add_local_users(&["localla"], &["Lab Users"]).await;
+    env.sim.add_directory_users(&["boss"], &["Lab Users"], true).await;
+    env.sim.add_directory_users(&["stray"], &["Lab Users"], false).await;
+
+    let (code, report, _) = common::sync_json(&env.config("remove_from_groups = true", MAPPINGS), &[]);
+
+    assert_eq!(code, 0, "{report}");
+    let members = env.sim.group_members("Lab Users").await;
+    assert!(members.contains(&"localla".to_string()) && members.contains(&"boss".to_string()), "{members:?}");
+    assert!(!members.contains(&"stray".to_string()), "a directory user in no mapped group is removed");
+    assert_eq!(strings(&membership(&report, "Lab Users")["removed_users"]), ["stray"]);
+}
+
+#[tokio::test]
+async fn a_directory_group_that_fails_to_enumerate_stops_removals_from_the_groups_it_feeds() {
+    let env = Env::start().await;
+    env.sim.add_directory_users(&["stray"], &["Lab Users", "Engineering"], false).await;
+    let mappings =
+        format!("{MAPPINGS}\n[[sync.mapping]]\ndirectory_group = \"Vanished\"\ncloudshell_groups = [\"Lab Users\"]\n");
+
+    let (code, report, _) = common::sync_json(&env.config("remove_from_groups = true", &mappings), &[]);
+
+    assert_eq!(code, 3, "a group that failed to enumerate: partial\n{report}");
+    let lab = membership(&report, "Lab Users");
+    assert!(env.sim.group_members("Lab Users").await.contains(&"stray".to_string()), "nothing removed: {lab}");
+    assert_eq!(lab["added"], 6, "additions still made");
+    assert!(lab["additions_only"].as_str().unwrap().contains("Vanished"), "{lab}");
+    assert!(!env.sim.group_members("Engineering").await.contains(&"stray".to_string()), "Engineering is complete");
+}
+
+#[tokio::test]
+async fn more_removals_than_the_limit_hold_every_removal_but_make_the_additions() {
+    let env = Env::start().await;
+    env.sim.add_directory_users(&["s1", "s2", "s3"], &["Lab Users"], false).await;
+
+    let (code, report, stderr) =
+        common::sync_json(&env.config("remove_from_groups = true\nmax_removals_per_run = 2", MAPPINGS), &[]);
+
+    assert_eq!(code, 4, "{report}\n{stderr}");
+    assert_eq!(report["removals_held"], json!({"planned": 3, "limit": 2}));
+    let members = env.sim.group_members("Lab Users").await;
+    assert!(["s1", "s2", "s3", "alice", "frank"].iter().all(|u| members.contains(&u.to_string())), "{members:?}");
+    assert_eq!(report["api_calls"]["remove_from_group"], 0);
+    assert_eq!(membership(&report, "Lab Users")["status"], "held");
+    assert!(stderr.contains("membership removals held"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_mapped_cloudshell_group_that_does_not_exist_fails_alone() {
+    let env = Env::start().await;
+    let mappings = "[[sync.mapping]]\ndirectory_group = \"Eng\"\ncloudshell_groups = [\"Nowhere\", \"Engineering\"]\n";
+
+    let (code, report, stderr) = common::sync_json(&env.config("", mappings), &[]);
+
+    assert_eq!(code, 3, "{report}");
+    let nowhere = membership(&report, "Nowhere");
+    assert_eq!(nowhere["status"], "failed");
+    assert!(nowhere["error"].as_str().unwrap().contains("never creates"), "{nowhere}");
+    assert_eq!(env.sim.group_members("Engineering").await, ["alice", "bob", "carol", "dave"]);
+    assert!(stderr.contains("cloudshell group not found"), "{stderr}");
+    assert!(!env.sim.state().await["groups"].as_array().unwrap().iter().any(|g| g["Name"] == "Nowhere"));
+}
+
+#[tokio::test]
+async fn errors_in_an_add_answer_are_retried_alone_once_then_reported() {
+    let env = Env::start().await;
+    // The first add answers 202 naming erin (frank goes in); alone, she goes in too.
+    let rule = |count| json!({"fail_membership": {"usernames": ["erin"], "count": count}});
+    env.sim.set_faults(rule(1)).await;
+    let mappings = "[[sync.mapping]]\ndirectory_group = \"Ops\"\ncloudshell_groups = [\"Engineering\"]\n";
+    let (code, report, _) = common::sync_json(&env.config("", mappings), &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(env.sim.group_members("Engineering").await, ["erin", "frank"]);
+    assert_eq!(report["api_calls"]["add_to_group"], 2, "the batch, then the named user alone");
+
+    // Named twice: reported failed by name, the run partial.
+    let env = Env::start().await;
+    env.sim.set_faults(rule(2)).await;
+    let (code, report, _) = common::sync_json(&env.config("", mappings), &[]);
+    assert_eq!(code, 3, "{report}");
+    let eng = membership(&report, "Engineering");
+    assert_eq!(eng["status"], "partial");
+    assert_eq!(eng["failures"][0]["username"], "erin");
+    assert!(eng["failures"][0]["reason"].as_str().unwrap().contains("injected membership failure"), "{eng}");
+    assert_eq!(env.sim.group_members("Engineering").await, ["frank"]);
+}
+
+#[tokio::test]
+async fn a_lost_add_answer_is_checked_by_reading_the_group_not_repeated() {
+    let env = Env::start().await;
+    env.sim.set_faults(json!({"reset": {"count": 1, "method": "POST", "path_contains": "/api/v1/groups/"}})).await;
+    let mappings = "[[sync.mapping]]\ndirectory_group = \"Ops\"\ncloudshell_groups = [\"Engineering\"]\n";
+
+    let (code, report, stderr) = common::sync_json(&env.config("", mappings), &[]);
+
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(env.sim.group_members("Engineering").await, ["erin", "frank"]);
+    assert_eq!(report["api_calls"]["add_to_group"], 1, "the change took effect: not sent again");
+    assert!(report["api_calls"]["list_group_users"].as_u64().unwrap() >= 1, "the group was read to check");
+    assert!(stderr.contains("membership change answer lost"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_burst_of_503s_on_a_removal_is_retried() {
+    let env = Env::start().await;
+    env.sim.add_directory_users(&["stray"], &["Engineering"], false).await;
+    env.sim.set_faults(json!({"fail": {"count": 2, "status": 503, "method": "DELETE"}})).await;
+    let mappings = "[[sync.mapping]]\ndirectory_group = \"Ops\"\ncloudshell_groups = [\"Engineering\"]\n";
+
+    let (code, report, _) = common::sync_json(&env.config("remove_from_groups = true", mappings), &[]);
+
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(env.sim.group_members("Engineering").await, ["erin", "frank"]);
+    assert_eq!(report["api_calls"]["remove_from_group"], 3, "two 503s, then done");
+}
+
+#[tokio::test]
+async fn a_dry_run_prints_the_plan_and_writes_nothing() {
+    let env = Env::start().await;
+    env.sim.add_directory_users(&["stray"], &["Engineering"], false).await;
+    let config = env.config("remove_from_groups = true", MAPPINGS);
+    env.sim.clear_calls().await;
+
+    let out = common::cli(&["sync", "--dry-run", "--config", config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("cloudshell group \"Engineering\""), "{text}");
+    assert!(text.contains("would add: alice, bob, carol, dave"), "{text}");
+    assert!(text.contains("would remove: stray"), "{text}");
+    assert!(env.membership_calls().await.is_empty());
+    assert!(
+        env.sim.calls().await.iter().all(|c| c["method"] == "GET" || c["path"] == "/Api/Auth/Login"),
+        "no write at all"
+    );
+    let (_, report, _) = common::sync_json(&config, &["--dry-run"]);
+    assert_eq!(strings(&membership(&report, "Engineering")["planned_remove"]), ["stray"]);
+    assert_eq!(membership(&report, "Engineering")["status"], "planned");
+}
+
+#[tokio::test]
+async fn a_server_that_leaves_out_group_ids_is_read_group_by_group() {
+    let env = Env::start().await;
+    env.sim.omit_group_ids(true).await;
+    let config = env.config("remove_from_groups = true", MAPPINGS);
+
+    let (code, report, _) = common::sync_json(&config, &[]);
+
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(env.sim.group_members("Engineering").await, ["alice", "bob", "carol", "dave"]);
+    assert_eq!(report["api_calls"]["list_group_users"], 2, "each mapped group read once");
+    env.sim.clear_calls().await;
+    let (code, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(env.membership_calls().await.is_empty(), "nothing to change, nothing removed by mistake");
+}
+
+#[tokio::test]
+async fn errors_that_name_nobody_are_settled_by_reading_the_group() {
+    let env = Env::start().await;
+    // A 202 whose entry names no user (and a server that did nothing): the group is read to see who is missing.
+    let body = json!({"Errors": ["something went wrong"]}).to_string();
+    let fail = json!({"count": 1, "status": 202, "body": body, "method": "POST", "path_contains": "/api/v1/groups/"});
+    env.sim.set_faults(json!({ "fail": fail })).await;
+    let mappings = "[[sync.mapping]]\ndirectory_group = \"Ops\"\ncloudshell_groups = [\"Engineering\"]\n";
+
+    let (code, report, _) = common::sync_json(&env.config("", mappings), &[]);
+
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(env.sim.group_members("Engineering").await, ["erin", "frank"]);
+    assert_eq!(report["api_calls"]["add_to_group"], 3, "the batch, then each still missing alone");
+    assert!(report["api_calls"]["list_group_users"].as_u64().unwrap() >= 1);
+}
