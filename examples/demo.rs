@@ -61,8 +61,13 @@ fn main() {
         c.group_import_limit = IMPORT_LIMIT;
         // Some people already exist in CloudShell, one of them spelled in another case.
         c.existing_users = vec!["EMP00020".into(), "jporter".into()];
+        // CloudShell groups that carry permissions, besides the built-in "Lab Users".
+        c.groups = vec!["Engineering".into(), "Ops".into()];
     });
-    println!("   {} (existing users: admin, EMP00020, jporter)", sim.url());
+    println!(
+        "   {} (existing users: admin, EMP00020, jporter; CloudShell groups: Lab Users, Engineering, Ops)",
+        sim.url()
+    );
 
     let dir = tempfile::tempdir().expect("temp dir");
     let ldap_pw = write_secret(dir.path(), "ldap-password", SERVICE_PASSWORD);
@@ -84,6 +89,16 @@ password_file = "{cs_pw}"
 [sync]
 groups = ["Engineering", "Ops (EU) *", "Développeurs", "All Staff", "Contractors", "Interns"]
 max_imports_per_run = 1000
+remove_from_groups = true
+
+# Every effective member (nested teams included) is placed in these CloudShell groups.
+[[sync.mapping]]
+directory_group = "Engineering"
+cloudshell_groups = ["Lab Users", "Engineering"]
+
+[[sync.mapping]]
+directory_group = "Ops (EU) *"
+cloudshell_groups = ["Lab Users", "Ops"]
 "#,
             ldap = slapd.url(),
             cs = sim.url(),
@@ -97,7 +112,7 @@ max_imports_per_run = 1000
     for (title, args) in [
         ("sync --dry-run: the plan, nothing written", vec!["sync", "--dry-run"]),
         ("sync: imports group by group, falls back where CloudShell cannot", vec!["sync"]),
-        ("sync again: nothing left to import", vec!["sync"]),
+        ("sync again: nothing left to import or place", vec!["sync"]),
     ] {
         println!("== cloudshell-ldap-sync {title}");
         let out = Command::new(&binary)
@@ -120,6 +135,7 @@ max_imports_per_run = 1000
     println!(
         "== exit 3 (partial) is expected: \"Interns\" does not exist in the directory, so that group fails alone;\n   \
          every other group is complete (\"Contractors\" only lists a deleted account: empty, with a warning).\n   \
+         The CloudShell groups hold every effective member of the directory groups mapped to them.\n   \
          Stopping slapd and the simulator, removing the temp dir."
     );
 }

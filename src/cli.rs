@@ -220,7 +220,10 @@ async fn check_command(config: &Config) -> u8 {
             problems += 1;
         }
         Ok(client) => match client.login().await {
-            Ok(()) => println!("cloudshell {}: logged in as {:?}", config.cloudshell.url, config.cloudshell.username),
+            Ok(()) => {
+                println!("cloudshell {}: logged in as {:?}", config.cloudshell.url, config.cloudshell.username);
+                problems += check_mapped_groups(&client, config).await;
+            }
             Err(e) => {
                 println!("cloudshell {}: FAILED: {e}", config.cloudshell.url);
                 problems += 1;
@@ -234,6 +237,45 @@ async fn check_command(config: &Config) -> u8 {
         println!("{problems} problem(s) found");
         exit::FATAL
     }
+}
+
+/// `check`'s lines for the mapped CloudShell groups: found (id, members) or missing. Returns the problems.
+async fn check_mapped_groups(client: &cloudshell::Client, config: &Config) -> usize {
+    let targets = sync::membership::cloudshell_groups(&config.sync.mappings);
+    if targets.is_empty() {
+        return 0;
+    }
+    let groups = match client.list_groups().await {
+        Ok(g) => g,
+        Err(e) => {
+            println!("  cloudshell groups: FAILED: {e}");
+            return 1;
+        }
+    };
+    let mut problems = 0;
+    for (name, fed_by) in targets {
+        let fed_by = fed_by.join(", ");
+        match groups.iter().find(|g| g.name.trim().eq_ignore_ascii_case(name.trim())) {
+            None => {
+                println!("  cloudshell group {name:?}: MISSING (mapped from {fed_by}); create it in CloudShell");
+                problems += 1;
+            }
+            Some(g) => match client.group_users(g.id).await {
+                Ok(Some(users)) => {
+                    println!("  cloudshell group {name:?}: id {}, {} members (mapped from {fed_by})", g.id, users.len())
+                }
+                Ok(None) => {
+                    println!("  cloudshell group {name:?}: FAILED: it vanished while it was read");
+                    problems += 1;
+                }
+                Err(e) => {
+                    println!("  cloudshell group {name:?}: FAILED: {e}");
+                    problems += 1;
+                }
+            },
+        }
+    }
+    problems
 }
 
 fn display(p: &Path) -> String {

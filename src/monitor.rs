@@ -34,6 +34,11 @@ struct GroupLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabel {
     call: String,
 }
@@ -49,6 +54,8 @@ pub struct Metrics {
     failures: Family<KindLabel, Counter>,
     group_members: Family<GroupLabel, Gauge>,
     group_missing: Family<GroupLabel, Gauge>,
+    memberships: Family<ActionLabel, Counter>,
+    cloudshell_group_members: Family<GroupLabel, Gauge>,
     directory_seconds: Histogram,
     api_seconds: Family<CallLabel, Histogram>,
     last_result: Mutex<Option<RunResult>>,
@@ -76,6 +83,8 @@ impl Metrics {
             failures: Family::default(),
             group_members: Family::default(),
             group_missing: Family::default(),
+            memberships: Family::default(),
+            cloudshell_group_members: Family::default(),
             directory_seconds: Histogram::new(seconds_buckets()),
             api_seconds: Family::new_with_constructor(|| Histogram::new(seconds_buckets())),
             last_result: Mutex::new(None),
@@ -100,6 +109,16 @@ impl Metrics {
             "group_missing",
             "Members missing in CloudShell per group, before the run",
             m.group_missing.clone(),
+        );
+        registry.register(
+            "group_memberships",
+            "CloudShell group membership changes by action: added, removed, failed",
+            m.memberships.clone(),
+        );
+        registry.register(
+            "cloudshell_group_members",
+            "Members of each mapped CloudShell group after the run",
+            m.cloudshell_group_members.clone(),
         );
         registry.register(
             "directory_read_seconds",
@@ -142,6 +161,18 @@ impl Metrics {
             }
             if g.failed > 0 {
                 self.failures.get_or_create(&KindLabel { kind: "user_import".into() }).inc_by(g.failed as u64);
+            }
+        }
+        for m in &report.memberships {
+            for (action, n) in [("added", m.added), ("removed", m.removed), ("failed", m.failed)] {
+                self.memberships.get_or_create(&ActionLabel { action: action.into() }).inc_by(n as u64);
+            }
+            if m.failed > 0 {
+                self.failures.get_or_create(&KindLabel { kind: "membership".into() }).inc_by(m.failed as u64);
+            }
+            if m.error.is_none() {
+                let label = GroupLabel { group: m.name.clone() };
+                self.cloudshell_group_members.get_or_create(&label).set(m.members as i64);
             }
         }
         *self.last_result.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.result);
@@ -199,4 +230,33 @@ pub struct BindError {
 /// Binds the monitoring address; a clear error when it cannot.
 pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, BindError> {
     tokio::net::TcpListener::bind(addr).await.map_err(|source| BindError { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{MembershipReport, Placed};
+    use crate::username::Username;
+
+    #[test]
+    fn membership_changes_are_counted_by_action_with_a_gauge_per_cloudshell_group() {
+        let mut report = Report::new("r".into(), false);
+        let mut lab = MembershipReport::new("Lab Users", Some(2), &["Eng".to_string()], 3);
+        lab.planned_add = vec!["a".into(), "b".into()];
+        let placed = Placed {
+            added: vec![Username::new("a").unwrap()],
+            failures: vec![crate::report::Failure { username: "b".into(), reason: "x".into() }],
+            ..Default::default()
+        };
+        report.memberships =
+            vec![lab.settle(Some(placed)), MembershipReport::new("Gone", None, &[], 0).failed("missing".into())];
+        let metrics = Metrics::new();
+        metrics.observe_run(&report);
+        let text = metrics.encode();
+        assert!(text.contains("cloudshell_ldap_sync_group_memberships_total{action=\"added\"} 1"), "{text}");
+        assert!(text.contains("cloudshell_ldap_sync_group_memberships_total{action=\"failed\"} 1"), "{text}");
+        assert!(text.contains("cloudshell_ldap_sync_cloudshell_group_members{group=\"Lab Users\"} 4"), "{text}");
+        assert!(!text.contains("group=\"Gone\""), "a group that could not be read has no gauge: {text}");
+        assert!(text.contains("cloudshell_ldap_sync_failures_total{kind=\"membership\"} 1"), "{text}");
+    }
 }

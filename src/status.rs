@@ -20,6 +20,17 @@ pub struct GroupStatus {
     pub failed: usize,
 }
 
+/// One mapped CloudShell group's line in the status file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MembershipStatus {
+    pub name: String,
+    pub status: String,
+    pub members: usize,
+    pub added: usize,
+    pub removed: usize,
+    pub failed: usize,
+}
+
 /// The last run, as the status file records it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LastRun {
@@ -33,6 +44,9 @@ pub struct LastRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub groups: Vec<GroupStatus>,
+    /// Mapped CloudShell groups (absent without mappings, and in files written before they existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memberships: Vec<MembershipStatus>,
 }
 
 /// The whole status file.
@@ -75,6 +89,18 @@ impl Status {
                         missing: g.missing,
                         imported: g.imported,
                         failed: g.failed,
+                    })
+                    .collect(),
+                memberships: report
+                    .memberships
+                    .iter()
+                    .map(|m| MembershipStatus {
+                        name: m.name.clone(),
+                        status: m.status.as_str().to_string(),
+                        members: m.members,
+                        added: m.added,
+                        removed: m.removed,
+                        failed: m.failed,
                     })
                     .collect(),
             }),

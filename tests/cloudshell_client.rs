@@ -392,7 +392,11 @@ async fn caps_the_request_rate() {
     c.list_users().await.unwrap();
     let times = at_ms(&sim.calls().await);
     assert_eq!(times.len(), 10, "a login and nine pages");
+    // Sent 50 ms apart; the simulator stamps arrival, so transit jitter on a busy machine shifts single gaps.
+    // Unpaced, the ten calls arrive within a few milliseconds of each other.
+    let span = times[9] - times[0];
+    assert!(span >= 9 * 50 - 20, "ten requests at 20/s span at least ~450 ms, got {span}: {times:?}");
     for pair in times.windows(2) {
-        assert!(pair[1] - pair[0] >= 45, "requests {} ms apart at 20/s: {times:?}", pair[1] - pair[0]);
+        assert!(pair[1] - pair[0] >= 25, "requests {} ms apart at 20/s: {times:?}", pair[1] - pair[0]);
     }
 }

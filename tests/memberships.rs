@@ -304,3 +304,34 @@ async fn errors_that_name_nobody_are_settled_by_reading_the_group() {
     assert_eq!(report["api_calls"]["add_to_group"], 3, "the batch, then each still missing alone");
     assert!(report["api_calls"]["list_group_users"].as_u64().unwrap() >= 1);
 }
+
+#[tokio::test]
+async fn check_names_each_mapped_group_and_the_status_file_keeps_the_memberships() {
+    let env = Env::start().await;
+    let mappings =
+        format!("{MAPPINGS}\n[[sync.mapping]]\ndirectory_group = \"Ops\"\ncloudshell_groups = [\"Nowhere\"]\n");
+    let state = env.files.path("state");
+    let config = env.files.config(
+        &env.slapd.url(),
+        &env.sim.url(),
+        &[],
+        &mappings,
+        &format!("[monitor]\nstate_directory = \"{}\"\n", state.display()),
+    );
+
+    let out = common::cli(&["check", "--config", config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a missing CloudShell group is a problem\n{text}");
+    assert!(text.contains("cloudshell group \"Lab Users\": id 2, 0 members (mapped from Eng, Ops)"), "{text}");
+    assert!(text.contains("cloudshell group \"Nowhere\": MISSING (mapped from Ops)"), "{text}");
+    assert!(env.membership_calls().await.is_empty(), "check changes nothing");
+
+    let (code, _, _) = common::sync_json(&config, &[]);
+    assert_eq!(code, 3);
+    let status: Value = serde_json::from_str(&std::fs::read_to_string(state.join("status.json")).unwrap()).unwrap();
+    let lab = status["last_run"]["memberships"].as_array().unwrap().iter().find(|m| m["name"] == "Lab Users").unwrap();
+    assert_eq!(
+        (lab["status"].as_str(), lab["added"].as_u64(), lab["members"].as_u64()),
+        (Some("ok"), Some(6), Some(6))
+    );
+}

@@ -297,6 +297,9 @@ groups = ["Team"]
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.sync.groups, ["Azure_DevOps_Cloud_Admins", "Ops (EU)"]);
         assert_eq!(c.ldap.page_size, 500);
+        assert_eq!(c.sync.mappings.len(), 2);
+        assert_eq!(c.sync.mappings[0].cloudshell_groups, ["Lab Users", "DevOps"]);
+        assert_eq!(c.cloudshell.timeout, std::time::Duration::from_secs(30));
     }
 
     #[test]
