@@ -141,3 +141,71 @@ async fn a_stop_request_before_the_per_user_imports_leaves_them_not_attempted() 
     // The run checks the stop before it enters a group; inside, the fallbacks check it before each call.
     assert_eq!(import_bodies(&sim).await, [json!({"GroupName": "Stopped"})], "no per-user call after the stop");
 }
+
+/// A change for CloudShell group `id` adding `users` (name, CloudShell id).
+fn change(id: i64, users: &[(&str, i64)]) -> cloudshell_ldap_sync::sync::membership::GroupChange {
+    use cloudshell_ldap_sync::sync::membership::{GroupChange, Placement};
+    use cloudshell_ldap_sync::username::Username;
+    GroupChange {
+        name: "Lab Users".into(),
+        id: Some(id),
+        fed_by: vec!["Team".into()],
+        current: 0,
+        add: users.iter().map(|(n, id)| Placement { username: Username::new(n).unwrap(), id: Some(*id) }).collect(),
+        remove: Vec::new(),
+        additions_only: None,
+        held_removals: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn membership_changes_go_in_batches_of_the_configured_size() {
+    let sim = Sim::start(cloudshell_sim::Config {
+        existing_users: vec!["u1".into(), "u2".into(), "u3".into()],
+        ..Default::default()
+    });
+    let client = Client::new(common::cloudshell_settings(&sim.url())).unwrap();
+    let ids: Vec<(String, i64)> = client
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.username.starts_with('u'))
+        .map(|u| (u.username, u.id.unwrap()))
+        .collect();
+    let users: Vec<(&str, i64)> = ids.iter().map(|(n, id)| (n.as_str(), *id)).collect();
+
+    let placed =
+        cloudshell_ldap_sync::sync::place::apply_change(&client, &change(2, &users), 2, &CancellationToken::new())
+            .await;
+
+    assert_eq!((placed.added.len(), placed.failures.len()), (3, 0));
+    let adds = sim.calls_to("POST", "/api/v1/groups/2/Users").await;
+    let sizes: Vec<usize> = adds.iter().map(|c| c["body"]["Users"].as_array().unwrap().len()).collect();
+    assert_eq!(sizes, [2, 1]);
+    assert_eq!(sim.group_members("Lab Users").await, ["u1", "u2", "u3"]);
+}
+
+#[tokio::test]
+async fn a_cloudshell_group_deleted_before_the_change_fails_its_users_and_stops() {
+    let sim =
+        Sim::start(cloudshell_sim::Config { existing_users: vec!["u1".into(), "u2".into()], ..Default::default() });
+    let client = Client::new(common::cloudshell_settings(&sim.url())).unwrap();
+
+    let placed = cloudshell_ldap_sync::sync::place::apply_change(
+        &client,
+        &change(99, &[("u1", 2), ("u2", 3)]),
+        1,
+        &CancellationToken::new(),
+    )
+    .await;
+
+    assert_eq!(placed.added.len(), 0);
+    assert_eq!(placed.failures.len(), 2, "both reported, none dropped");
+    assert!(placed.failures.iter().all(|f| f.reason.contains("gone")), "{:?}", placed.failures);
+    assert_eq!(
+        sim.calls_to("POST", "/api/v1/groups/99/Users").await.len(),
+        1,
+        "the first batch learns it; no more calls"
+    );
+}

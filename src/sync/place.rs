@@ -213,15 +213,18 @@ pub async fn apply_change(client: &Client, change: &GroupChange, batch: usize, s
     }
     let removals: Vec<(Username, i64)> =
         change.remove.iter().filter_map(|p: &Placement| Some((p.username.clone(), p.id?))).collect();
+    let mut gone = false;
     for (direction, users) in [(Direction::Add, additions), (Direction::Remove, removals)] {
         for (n, chunk) in users.chunks(batch.max(1)).enumerate() {
-            if stop.is_cancelled() {
+            if gone {
+                // Every later user is reported too, never dropped silently.
+                fail_all(name, chunk, "the CloudShell group is gone", &mut placed);
+            } else if stop.is_cancelled() {
                 placed.not_attempted += users.len() - n * batch.max(1);
                 tracing::warn!(group = name, not_attempted = placed.not_attempted, "membership changes interrupted");
                 break;
-            }
-            if !send_batch(client, name, group, direction, chunk, &mut placed).await {
-                break;
+            } else if !send_batch(client, name, group, direction, chunk, &mut placed).await {
+                gone = true;
             }
         }
     }
