@@ -497,12 +497,7 @@ impl Report {
             if self.dry_run && !g.planned.is_empty() {
                 let _ = writeln!(out, "      would import: {}", preview(&g.planned));
             }
-            for f in g.failures.iter().take(20) {
-                let _ = writeln!(out, "      failed {}: {}", f.username, f.reason);
-            }
-            if g.failures.len() > 20 {
-                let _ = writeln!(out, "      ... and {} more failures", g.failures.len() - 20);
-            }
+            write_failures(&mut out, &g.failures);
         }
         if let Some(h) = &self.removals_held {
             let _ = writeln!(
@@ -537,12 +532,7 @@ impl Report {
             if !m.held_removals.is_empty() {
                 let _ = writeln!(out, "      removals held: {}", preview(&m.held_removals));
             }
-            for f in m.failures.iter().take(20) {
-                let _ = writeln!(out, "      failed {}: {}", f.username, f.reason);
-            }
-            if m.failures.len() > 20 {
-                let _ = writeln!(out, "      ... and {} more failures", m.failures.len() - 20);
-            }
+            write_failures(&mut out, &m.failures);
         }
         let t = &self.totals;
         let _ = writeln!(
@@ -557,6 +547,16 @@ impl Report {
             self.duration_ms
         );
         out
+    }
+}
+
+/// The first 20 failures of a line, one each, and how many more.
+fn write_failures(out: &mut String, failures: &[Failure]) {
+    for f in failures.iter().take(20) {
+        let _ = writeln!(out, "      failed {}: {}", f.username, f.reason);
+    }
+    if failures.len() > 20 {
+        let _ = writeln!(out, "      ... and {} more failures", failures.len() - 20);
     }
 }
 
