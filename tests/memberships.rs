@@ -335,3 +335,14 @@ async fn check_names_each_mapped_group_and_the_status_file_keeps_the_memberships
         (Some("ok"), Some(6), Some(6))
     );
 }
+
+#[tokio::test]
+async fn a_run_held_by_the_import_limit_changes_no_membership_and_says_so() {
+    let env = Env::start().await;
+    let (code, report, _) = common::sync_json(&env.config("max_imports_per_run = 2", MAPPINGS), &[]);
+    assert_eq!(code, 4, "{report}");
+    assert!(env.membership_calls().await.is_empty());
+    let lab = membership(&report, "Lab Users");
+    assert_eq!(lab["status"], "held");
+    assert!(lab["error"].as_str().unwrap().contains("max_imports_per_run"), "{lab}");
+}

@@ -119,6 +119,8 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
         report.result = RunResult::Held;
         report.held = Some(HeldReport { planned: held.planned, limit: held.limit });
         report.groups = plan.groups.iter().map(|g| group_report(g, Imports::default(), GroupStatus::Held)).collect();
+        report.memberships =
+            place::held(&config.sync, "every write held: more planned imports than sync.max_imports_per_run");
         report.total(plan.members, plan.missing);
         return (report, Some(client));
     }

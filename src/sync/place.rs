@@ -108,6 +108,19 @@ pub async fn place_members(
     }
 }
 
+/// The lines of a run whose every write is held (the import limit): each mapped CloudShell group, held.
+pub fn held(sync: &SyncPolicy, why: &str) -> Vec<MembershipReport> {
+    membership::cloudshell_groups(&sync.mappings)
+        .iter()
+        .map(|(name, fed_by)| {
+            let mut line = MembershipReport::new(name, None, fed_by, 0);
+            line.status = crate::report::GroupStatus::Held;
+            line.error = Some(why.to_string());
+            line
+        })
+        .collect()
+}
+
 /// Each mapped directory group's outcome, for the membership plan.
 fn directory_outcomes(plan: &Plan) -> HashMap<String, DirectoryGroup<'_>> {
     plan.groups
