@@ -49,6 +49,49 @@ pub struct Mapping {
     pub cloudshell_groups: Vec<String>,
 }
 
+/// What to do about users who left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaverAction {
+    /// Skip the step.
+    Ignore,
+    /// List leavers in the report and logs; write nothing.
+    Report,
+    /// Deactivate them in CloudShell (`IsActive = false`).
+    Deactivate,
+}
+
+impl LeaverAction {
+    /// The name in the configuration and the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaverAction::Ignore => "ignore",
+            LeaverAction::Report => "report",
+            LeaverAction::Deactivate => "deactivate",
+        }
+    }
+}
+
+/// `[sync.leavers]`, validated.
+#[derive(Clone, Debug)]
+pub struct LeaverPolicy {
+    pub action: LeaverAction,
+    /// Consecutive complete runs as a leaver before any action.
+    pub grace_runs: u32,
+    pub max_per_run: usize,
+    pub max_percent: u8,
+    /// `protect`, as written (for messages) and compiled (case-insensitive globs).
+    pub protect_patterns: Vec<String>,
+    pub protect: globset::GlobSet,
+    pub reactivate: bool,
+}
+
+impl LeaverPolicy {
+    /// Whether `username` matches a `protect` pattern.
+    pub fn protects(&self, username: &str) -> bool {
+        self.protect.is_match(username)
+    }
+}
+
 /// What a sync run may do.
 #[derive(Clone, Debug)]
 pub struct SyncPolicy {
@@ -63,6 +106,8 @@ pub struct SyncPolicy {
     pub max_removals_per_run: usize,
     /// Users per group-membership call.
     pub membership_batch_size: usize,
+    /// Users who left.
+    pub leavers: LeaverPolicy,
     /// More planned user imports than this hold every write.
     pub max_imports_per_run: usize,
     /// Per-user imports in flight at once.
@@ -365,5 +410,50 @@ groups = ["Team"]
         let e =
             parse_text(&MINIMAL.replace("[cloudshell]\n", "[cloudshell]\nmembership_batch_size = 0\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("cloudshell.membership_batch_size"));
+    }
+
+    #[test]
+    fn leavers_default_to_report_and_deactivation_needs_a_state_directory() {
+        let c = parse_text(MINIMAL).unwrap();
+        let l = &c.sync.leavers;
+        assert_eq!(
+            (l.action, l.grace_runs, l.max_per_run, l.max_percent, l.reactivate),
+            (LeaverAction::Report, 1, 20, 10, true)
+        );
+        assert!(!l.protects("admin"));
+
+        let with = |lines: &str| {
+            MINIMAL.replace(
+                "[sync]\ngroups = [\"Team\"]\n",
+                &format!("[sync]\ngroups = [\"Team\"]\n\n[sync.leavers]\n{lines}\n"),
+            )
+        };
+        let e = parse_text(&with("action = \"deactivate\"")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sync.leavers.action"), "{e}");
+        assert!(e.to_string().contains("state directory"), "{e}");
+        let state = "\n[monitor]\nstate_directory = \"/var/lib/x\"\n";
+        let c = parse_text(&format!(
+            "{}{state}",
+            with("action = \"deactivate\"\ngrace_runs = 3\nprotect = [\"svc-*\", \"Break?Glass\"]")
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let l = &c.sync.leavers;
+        assert_eq!((l.action, l.grace_runs), (LeaverAction::Deactivate, 3));
+        assert!(
+            l.protects("SVC-backup") && l.protects("breakXglass") && !l.protects("alice"),
+            "globs, case-insensitive"
+        );
+
+        for (line, key) in [
+            ("action = \"delete\"", "sync.leavers.action"),
+            ("grace_runs = 0", "sync.leavers.grace_runs"),
+            ("max_percent = 101", "sync.leavers.max_percent"),
+            ("max_per_run = -1", "sync.leavers.max_per_run"),
+            ("protect = [\"[unclosed\"]", "sync.leavers.protect"),
+        ] {
+            let e = parse_text(&with(line)).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{line}: {e}");
+            assert!(e.line.is_some(), "{line}: {e}");
+        }
     }
 }

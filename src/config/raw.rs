@@ -186,12 +186,52 @@ pub struct RawSync {
     /// More planned removals than this hold every removal. Default 100.
     #[serde(default = "defaults::max_removals_per_run")]
     pub max_removals_per_run: i64,
+    /// `[sync.leavers]`: users who left. Default: every key at its default.
+    #[serde(default)]
+    pub leavers: RawLeavers,
     /// More planned user imports than this hold every write. Default 1000.
     #[serde(default = "defaults::max_imports_per_run")]
     pub max_imports_per_run: i64,
     /// A group shrinking by more than this percentage is held. Default 50.
     #[serde(default = "defaults::max_shrink_percent")]
     pub max_shrink_percent: i64,
+}
+
+/// `[sync.leavers]`: managed users who left the configured groups.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLeavers {
+    /// `ignore`, `report` (listed in the report and logs) or `deactivate`. Default `report`.
+    #[serde(default = "defaults::leaver_action")]
+    pub action: String,
+    /// Act only after a user has been a leaver in this many consecutive complete runs. Default 1.
+    #[serde(default = "defaults::grace_runs")]
+    pub grace_runs: i64,
+    /// More deactivations than this in one run hold every deactivation. Default 20.
+    #[serde(default = "defaults::leavers_max_per_run")]
+    pub max_per_run: i64,
+    /// ... or more than this percentage of the managed users. Default 10.
+    #[serde(default = "defaults::leavers_max_percent")]
+    pub max_percent: i64,
+    /// Usernames (globs, case-insensitive) never deactivated. Default: none.
+    #[serde(default)]
+    pub protect: Vec<String>,
+    /// Make a user this program deactivated active again when they are back. Default true.
+    #[serde(default = "defaults::yes")]
+    pub reactivate: bool,
+}
+
+impl Default for RawLeavers {
+    fn default() -> Self {
+        RawLeavers {
+            action: defaults::leaver_action(),
+            grace_runs: defaults::grace_runs(),
+            max_per_run: defaults::leavers_max_per_run(),
+            max_percent: defaults::leavers_max_percent(),
+            protect: Vec::new(),
+            reactivate: true,
+        }
+    }
 }
 
 /// `[schedule]`: when `run` runs.
@@ -285,6 +325,18 @@ mod defaults {
     }
     pub fn membership_batch_size() -> i64 {
         100
+    }
+    pub fn leaver_action() -> String {
+        "report".into()
+    }
+    pub fn grace_runs() -> i64 {
+        1
+    }
+    pub fn leavers_max_per_run() -> i64 {
+        20
+    }
+    pub fn leavers_max_percent() -> i64 {
+        10
     }
     pub fn retries() -> i64 {
         3

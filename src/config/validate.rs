@@ -9,9 +9,9 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::raw::{
-    Raw, RawCloudShell, RawLdap, RawLog, RawMapping, RawMonitor, RawNesting, RawSchedule, RawSync, RawUrls,
+    Raw, RawCloudShell, RawLdap, RawLeavers, RawLog, RawMapping, RawMonitor, RawNesting, RawSchedule, RawSync, RawUrls,
 };
-use super::{Config, Error, Mapping, Monitor, ScheduleConfig, SyncPolicy};
+use super::{Config, Error, LeaverAction, LeaverPolicy, Mapping, Monitor, ScheduleConfig, SyncPolicy};
 use crate::cloudshell::{self, AuthScheme};
 use crate::ldap;
 use crate::logging::LogFormat;
@@ -237,6 +237,14 @@ impl Validator<'_> {
         let log_format = self.log(&raw.log)?;
         let schedule = self.schedule(&raw.schedule)?;
         let monitor = self.monitor(&raw.monitor)?;
+        if sync.leavers.action == LeaverAction::Deactivate && monitor.state_directory.is_none() {
+            return Err(self.error(
+                "sync.leavers",
+                "action",
+                "\"deactivate\" needs a state directory to know which users it manages: set [monitor] \
+                 state_directory (systemd's StateDirectory= sets it for the shipped units)",
+            ));
+        }
         Ok(Config {
             path: self.path.to_path_buf(),
             ldap,
@@ -496,7 +504,9 @@ impl Validator<'_> {
                 format!("must be between 0 and 100, got {}", s.max_shrink_percent),
             ));
         };
+        let leavers = self.leavers(&s.leavers)?;
         Ok(SyncPolicy {
+            leavers,
             groups,
             mappings,
             remove_from_groups: s.remove_from_groups,
@@ -505,6 +515,48 @@ impl Validator<'_> {
             max_imports_per_run,
             concurrency,
             max_shrink_percent,
+        })
+    }
+
+    fn leavers(&self, l: &RawLeavers) -> Result<LeaverPolicy, Error> {
+        let t = "sync.leavers";
+        let action = match l.action.to_ascii_lowercase().as_str() {
+            "ignore" => LeaverAction::Ignore,
+            "report" => LeaverAction::Report,
+            "deactivate" => LeaverAction::Deactivate,
+            _ => {
+                return Err(self.error(
+                    t,
+                    "action",
+                    format!("must be \"ignore\", \"report\" or \"deactivate\", got {:?}", l.action),
+                ));
+            }
+        };
+        let grace_runs = self.positive(t, "grace_runs", l.grace_runs, 1000)? as u32;
+        if l.max_per_run < 0 {
+            return Err(self.error(t, "max_per_run", "must not be negative"));
+        }
+        if !(0..=100).contains(&l.max_percent) {
+            return Err(self.error(t, "max_percent", format!("must be between 0 and 100, got {}", l.max_percent)));
+        }
+        let mut set = globset::GlobSetBuilder::new();
+        for pattern in &l.protect {
+            let glob = globset::GlobBuilder::new(pattern.trim())
+                .case_insensitive(true)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| self.error(t, "protect", format!("{pattern:?} is not a glob pattern: {e}")))?;
+            set.add(glob);
+        }
+        let protect = set.build().map_err(|e| self.error(t, "protect", e.to_string()))?;
+        Ok(LeaverPolicy {
+            action,
+            grace_runs,
+            max_per_run: l.max_per_run as usize,
+            max_percent: l.max_percent as u8,
+            protect_patterns: l.protect.clone(),
+            protect,
+            reactivate: l.reactivate,
         })
     }
 
