@@ -1,6 +1,11 @@
-//! The daemon's small persistent state in the state directory: each group's member count at the last good
-//! run (`groups.json`), which the shrink guard compares against. Also the atomic file write that the status
-//! file shares. Deleting `groups.json` disables the guard for one run, after which it is written again.
+//! The daemon's small persistent state in the state directory:
+//! - `groups.json`: each group's member count at the last good run, which the shrink guard compares against.
+//!   Deleting it disables the guard for one run, after which it is written again.
+//! - `users.json`: the managed users (every user seen as an effective member of a configured group in a
+//!   complete run), which alone can become leavers. Versioned. Deleting it makes nobody a leaver until users
+//!   are seen again: losing state can never cause a deactivation.
+//!
+//! Also the atomic file write (temp file, fsync, rename) that the status file shares.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -65,6 +70,73 @@ pub enum Error {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a state file ({source}); delete it to start afresh")]
     Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("{path} is version {found}, this program reads version {expected}; delete it to start afresh")]
+    Version { path: PathBuf, found: u32, expected: u32 },
+}
+
+pub const USERS_FILE: &str = "users.json";
+
+/// The version of `users.json` this program writes and reads.
+const USERS_VERSION: u32 = 1;
+
+/// A user this program manages.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManagedUser {
+    /// As written in the directory.
+    pub username: String,
+    /// CloudShell's id.
+    pub id: Option<i64>,
+    pub first_seen: String,
+    /// The last complete run in which the user was an effective member.
+    pub last_seen: String,
+    /// Consecutive complete runs in which the user was a leaver (0: not a leaver).
+    #[serde(default)]
+    pub leaver_runs: u32,
+    /// When the current leaver streak began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaver_since: Option<String>,
+    /// This program deactivated the user (and so may reactivate them).
+    #[serde(default)]
+    pub deactivated: bool,
+}
+
+/// Every managed user, by case-folded username.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Managed {
+    pub version: u32,
+    pub users: BTreeMap<String, ManagedUser>,
+}
+
+impl Default for Managed {
+    fn default() -> Self {
+        Managed { version: USERS_VERSION, users: BTreeMap::new() }
+    }
+}
+
+/// Reads the managed users; a missing file is nobody managed, an unreadable or foreign one an error.
+pub fn load_managed(dir: &Path) -> Result<Managed, Error> {
+    let path = dir.join(USERS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Managed::default()),
+        Err(source) => return Err(Error::Read { path, source }),
+    };
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let found =
+        serde_json::from_str::<Version>(&text).map_err(|source| Error::Corrupt { path: path.clone(), source })?;
+    if found.version != USERS_VERSION {
+        return Err(Error::Version { path, found: found.version, expected: USERS_VERSION });
+    }
+    serde_json::from_str(&text).map_err(|source| Error::Corrupt { path, source })
+}
+
+/// Writes the managed users atomically.
+pub fn save_managed(dir: &Path, managed: &Managed) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(managed).map_err(std::io::Error::other)?;
+    write_atomic(&dir.join(USERS_FILE), text.as_bytes())
 }
 
 /// Reads the counts; a missing file is an empty state, an unreadable one an error naming it.
@@ -98,5 +170,40 @@ mod tests {
         let e = load(dir.path()).unwrap_err();
         assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
         assert!(e.to_string().contains("delete it to start afresh"), "{e}");
+    }
+
+    #[test]
+    fn managed_users_round_trip_and_a_missing_file_is_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_managed(dir.path()).unwrap(), Managed::default());
+        let mut m = Managed::default();
+        m.users.insert(
+            "alice".into(),
+            ManagedUser {
+                username: "Alice".into(),
+                id: Some(4),
+                first_seen: "t0".into(),
+                last_seen: "t1".into(),
+                ..Default::default()
+            },
+        );
+        save_managed(dir.path(), &m).unwrap();
+        assert_eq!(load_managed(dir.path()).unwrap(), m);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp file left behind");
+    }
+
+    #[test]
+    fn a_corrupt_or_foreign_users_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(USERS_FILE);
+        for (text, corrupt) in
+            [("{\"version\": 1, \"users\": {", true), ("[]", true), ("{\"version\": 9, \"users\": {}}", false)]
+        {
+            std::fs::write(&path, text).unwrap();
+            let e = load_managed(dir.path()).unwrap_err();
+            assert_eq!(matches!(e, Error::Corrupt { .. }), corrupt, "{text}: {e}");
+            assert!(e.to_string().contains("users.json") && e.to_string().contains("delete it"), "{e}");
+        }
     }
 }

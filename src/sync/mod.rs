@@ -5,6 +5,7 @@
 //! directory could not be read, when the plan is held, or in a dry run.
 
 pub mod apply;
+pub mod leavers;
 pub mod membership;
 pub mod place;
 pub mod plan;
