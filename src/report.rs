@@ -360,6 +360,67 @@ impl MembershipReport {
     }
 }
 
+/// One leaver in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct LeaverLine {
+    pub username: String,
+    /// `waiting`, `candidate`, `protected`, `inactive` or `gone`.
+    pub standing: &'static str,
+    /// Why a protected leaver is never deactivated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Consecutive complete runs as a leaver, this one included.
+    pub runs: u32,
+    /// When the streak began.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+/// The leaver step: who left, what was done.
+#[derive(Clone, Debug, Serialize)]
+pub struct LeaversReport {
+    /// `report` or `deactivate`.
+    pub action: &'static str,
+    pub status: GroupStatus,
+    /// Managed users after this run.
+    pub managed: usize,
+    /// Leavers past their grace and not protected: deactivated, or (held, `report`, dry run) would be.
+    pub candidates: Vec<String>,
+    pub deactivated: Vec<String>,
+    pub reactivated: Vec<String>,
+    /// Every deactivation was held by `max_per_run` or `max_percent`.
+    pub held: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
+    /// Why the step did nothing this run (not a complete run, no state directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Why the step failed (the state file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub leavers: Vec<LeaverLine>,
+    pub failures: Vec<Failure>,
+}
+
+impl LeaversReport {
+    pub fn new(action: &'static str) -> LeaversReport {
+        LeaversReport {
+            action,
+            status: GroupStatus::Ok,
+            managed: 0,
+            candidates: Vec::new(),
+            deactivated: Vec::new(),
+            reactivated: Vec::new(),
+            held: false,
+            held_by: None,
+            skipped: None,
+            error: None,
+            leavers: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Totals {
     pub members: usize,
@@ -400,6 +461,9 @@ pub struct Report {
     /// Set when planned removals exceeded `sync.max_removals_per_run`: every removal was held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub removals_held: Option<HeldReport>,
+    /// The leaver step (absent with `sync.leavers.action = "ignore"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leavers: Option<LeaversReport>,
     pub totals: Totals,
     pub api_calls: CallCounts,
 }
@@ -421,6 +485,7 @@ impl Report {
             groups: Vec::new(),
             memberships: Vec::new(),
             removals_held: None,
+            leavers: None,
             totals: Totals::default(),
             api_calls: CallCounts::default(),
         }
@@ -533,6 +598,38 @@ impl Report {
                 let _ = writeln!(out, "      removals held: {}", preview(&m.held_removals));
             }
             write_failures(&mut out, &m.failures);
+        }
+        if let Some(l) = &self.leavers {
+            let _ = writeln!(
+                out,
+                "  leavers ({}) {:<8} managed {:>6}  leavers {:>5}  deactivated {:>3}  reactivated {:>3}  failed {:>3}",
+                l.action,
+                l.status.as_str(),
+                l.managed,
+                l.leavers.len(),
+                l.deactivated.len(),
+                l.reactivated.len(),
+                l.failures.len()
+            );
+            for why in [&l.skipped, &l.error].into_iter().flatten() {
+                let _ = writeln!(out, "      {why}");
+            }
+            if let Some(by) = &l.held_by {
+                let _ = writeln!(out, "      held: {by}; nobody was deactivated");
+            }
+            for leaver in l.leavers.iter().take(20) {
+                let since = leaver.since.as_deref().unwrap_or("-");
+                let why = leaver.reason.map(|r| format!(" ({r})")).unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "      {} {}{why}: a leaver for {} run(s), since {since}",
+                    leaver.username, leaver.standing, leaver.runs
+                );
+            }
+            if l.leavers.len() > 20 {
+                let _ = writeln!(out, "      ... and {} more leavers", l.leavers.len() - 20);
+            }
+            write_failures(&mut out, &l.failures);
         }
         let t = &self.totals;
         let _ = writeln!(

@@ -350,6 +350,39 @@ impl Client {
         }
     }
 
+    /// Makes user `id` active or inactive, by read-modify-write: the user is read (`GET /api/v1/users/{id}`)
+    /// and sent back whole with `IsActive` changed (`PUT`), since whether the server keeps fields a body
+    /// leaves out is not documented. `Ok(false)` when there is no such user.
+    pub async fn set_active(&self, id: i64, active: bool) -> Result<bool, Error> {
+        let path = format!("{USERS_PATH}/{id}");
+        let (answer, token) =
+            self.session.call(CallKind::GetUser, reqwest::Method::GET, &path, &[], None, true).await?;
+        match answer.status {
+            200 => {}
+            404 => return Ok(false),
+            _ => return Err(self.session.unexpected("GET", &path, &answer, &token)),
+        }
+        let mut user: Value = self.session.decode("GET", &path, &answer, &token)?;
+        let Some(fields) = user.as_object_mut() else {
+            return Err(Error::Decode {
+                method: "GET".into(),
+                path: format!("/{path}"),
+                reason: format!("expected a user object, got {}", session::json_kind(&user)),
+                body_excerpt: excerpt(&answer.body, &self.session.secrets(Some(&token))),
+            });
+        };
+        let key = fields.keys().find(|k| k.eq_ignore_ascii_case("IsActive")).cloned().unwrap_or("IsActive".into());
+        fields.insert(key, Value::Bool(active));
+        // Setting a field to a value is safe to repeat when an answer is lost.
+        let (answer, token) =
+            self.session.call(CallKind::EditUser, reqwest::Method::PUT, &path, &[], Some(&user), true).await?;
+        match answer.status {
+            200..=204 => Ok(true),
+            404 => Ok(false),
+            _ => Err(self.session.unexpected("PUT", &path, &answer, &token)),
+        }
+    }
+
     async fn import(&self, kind: CallKind, body: Value) -> Result<(Answer, Token), Error> {
         self.session.call(kind, reqwest::Method::POST, IMPORT_PATH, &[], Some(&body), false).await
     }

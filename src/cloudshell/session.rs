@@ -71,11 +71,13 @@ pub enum CallKind {
     ListGroupUsers,
     AddToGroup,
     RemoveFromGroup,
+    GetUser,
+    EditUser,
 }
 
 impl CallKind {
     /// Every kind, in the order the report lists them.
-    pub const ALL: [CallKind; 8] = [
+    pub const ALL: [CallKind; 10] = [
         CallKind::Login,
         CallKind::ListUsers,
         CallKind::ImportGroup,
@@ -84,6 +86,8 @@ impl CallKind {
         CallKind::ListGroupUsers,
         CallKind::AddToGroup,
         CallKind::RemoveFromGroup,
+        CallKind::GetUser,
+        CallKind::EditUser,
     ];
 
     /// The name in the report's `api_calls` and in the `call` label of the latency metric.
@@ -97,6 +101,8 @@ impl CallKind {
             CallKind::ListGroupUsers => "list_group_users",
             CallKind::AddToGroup => "add_to_group",
             CallKind::RemoveFromGroup => "remove_from_group",
+            CallKind::GetUser => "get_user",
+            CallKind::EditUser => "edit_user",
         }
     }
 
@@ -532,7 +538,7 @@ pub(super) fn backoff(attempt: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-fn json_kind(v: &Value) -> &'static str {
+pub(super) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -602,7 +608,9 @@ mod tests {
                 "list_groups",
                 "list_group_users",
                 "add_to_group",
-                "remove_from_group"
+                "remove_from_group",
+                "get_user",
+                "edit_user"
             ]
         );
         let mut counts = CallCounts::default();
@@ -610,7 +618,7 @@ mod tests {
         assert_eq!(counts.get(CallKind::ImportUser), 3);
         assert_eq!(
             serde_json::to_string(&counts).unwrap(),
-            r#"{"login":0,"list_users":0,"import_group":0,"import_user":3,"list_groups":0,"list_group_users":0,"add_to_group":0,"remove_from_group":0}"#
+            r#"{"login":0,"list_users":0,"import_group":0,"import_user":3,"list_groups":0,"list_group_users":0,"add_to_group":0,"remove_from_group":0,"get_user":0,"edit_user":0}"#
         );
     }
 }

@@ -5,6 +5,7 @@
 //! directory could not be read, when the plan is held, or in a dry run.
 
 pub mod apply;
+pub mod leave;
 pub mod leavers;
 pub mod membership;
 pub mod place;
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cloudshell::{CallKind, Client, Observer};
-use crate::config::Config;
+use crate::config::{Config, LeaverAction};
 use crate::report::{Failure, GroupReport, GroupStatus, HeldReport, Imports, Report, RunResult};
 use crate::{ldap, state};
 use plan::{GroupPlan, Plan, Policy};
@@ -126,21 +127,63 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
         return (report, Some(client));
     }
     apply_plan(config, &client, &plan, context, &mut report).await;
-    if let Some(groups) = groups {
-        let calls = client.calls();
-        let imported = calls.get(CallKind::ImportGroup) + calls.get(CallKind::ImportUser) > 0;
-        let reads = place::Reads { users, groups, imported };
-        let placed = place::place_members(&client, &config.sync, &plan, reads, report.dry_run, &context.stop).await;
-        report.interrupted |= placed.groups.iter().any(|m| m.status == GroupStatus::Skipped);
-        (report.memberships, report.removals_held) = (placed.groups, placed.removals_held);
-    }
+    after_imports(config, &client, &plan, users, groups, context, &mut report).await;
     report.total(plan.members, plan.missing);
     let statuses = report.groups.iter().map(|g| g.status).chain(report.memberships.iter().map(|m| m.status));
+    let statuses = statuses.chain(report.leavers.as_ref().map(|l| l.status));
     report.result = RunResult::from_statuses(statuses, report.interrupted);
     if let (Some(counts), Some(dir), false) = (counts.as_mut(), &context.state_directory, report.dry_run) {
         save_counts(dir, counts, &plan);
     }
     (report, Some(client))
+}
+
+/// The steps after the imports: CloudShell group membership (with mappings) and users who left.
+async fn after_imports(
+    config: &Config,
+    client: &Client,
+    plan: &Plan,
+    users: Vec<crate::cloudshell::User>,
+    groups: Option<Result<Vec<crate::cloudshell::Group>, crate::cloudshell::Error>>,
+    context: &Context,
+    report: &mut Report,
+) {
+    let leaver_step = config.sync.leavers.action != LeaverAction::Ignore && context.state_directory.is_some();
+    // The new users' ids are needed only to place them in groups or to manage them.
+    let needs_ids = (groups.is_some() || leaver_step) && !report.dry_run;
+    let users = if needs_ids { users_after_imports(client, users).await } else { users };
+    if let Some(groups) = groups {
+        let reads = place::Reads { users: &users, groups };
+        let placed = place::place_members(client, &config.sync, plan, reads, report.dry_run, &context.stop).await;
+        report.interrupted |= placed.groups.iter().any(|m| m.status == GroupStatus::Skipped);
+        (report.memberships, report.removals_held) = (placed.groups, placed.removals_held);
+    }
+    let run = leave::Run {
+        plan,
+        users: &users,
+        complete: leave::completeness(plan, report.interrupted),
+        state_directory: context.state_directory.as_deref(),
+        dry_run: report.dry_run,
+        stop: &context.stop,
+    };
+    report.leavers = leave::leaver_step(client, &config.sync.leavers, run).await;
+}
+
+/// CloudShell's users after the imports: listed again when this run imported anyone (for the new users'
+/// ids), else the list read at the start. A listing that fails keeps the old one (logged): users imported now
+/// are then placed and managed from the next run on.
+async fn users_after_imports(client: &Client, users: Vec<crate::cloudshell::User>) -> Vec<crate::cloudshell::User> {
+    let calls = client.calls();
+    if calls.get(CallKind::ImportGroup) + calls.get(CallKind::ImportUser) == 0 {
+        return users;
+    }
+    match client.list_users().await {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            tracing::warn!(error = %e, "user list after the imports unreadable; users imported now are handled next run");
+            users
+        }
+    }
 }
 
 /// Carries the plan out group by group (nothing in a dry run), adding each group's report line. Stops

@@ -20,13 +20,11 @@ pub struct Placements {
 }
 
 /// What the membership step reads before it plans.
-pub struct Reads {
-    /// Every CloudShell user, as listed before the imports.
-    pub users: Vec<cloudshell::User>,
+pub struct Reads<'a> {
+    /// Every CloudShell user, after this run's imports.
+    pub users: &'a [cloudshell::User],
     /// Every CloudShell group, as listed alongside the users.
     pub groups: Result<Vec<cloudshell::Group>, Error>,
-    /// Whether this run imported anyone (the user list is then read again for their ids).
-    pub imported: bool,
 }
 
 /// Plans and carries out the membership changes of every mapped CloudShell group (nothing is written in a
@@ -35,7 +33,7 @@ pub async fn place_members(
     client: &Client,
     sync: &SyncPolicy,
     plan: &Plan,
-    reads: Reads,
+    reads: Reads<'_>,
     dry_run: bool,
     stop: &CancellationToken,
 ) -> Placements {
@@ -50,22 +48,12 @@ pub async fn place_members(
             return Placements { groups, removals_held: None };
         }
     };
-    let users = if reads.imported && !dry_run {
-        match client.list_users().await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::warn!(error = %e, "user list after the imports unreadable; users imported now are not placed");
-                reads.users
-            }
-        }
-    } else {
-        reads.users
-    };
-    let (members, unreadable) = current_members(client, &groups, &targets, &users).await;
+    let users = reads.users;
+    let (members, unreadable) = current_members(client, &groups, &targets, users).await;
     let outcomes = directory_outcomes(plan);
     let limits =
         Limits { remove_from_groups: sync.remove_from_groups, max_removals_per_run: sync.max_removals_per_run };
-    let cloudshell = CloudShell { users: &users, groups: &groups, members: &members };
+    let cloudshell = CloudShell { users, groups: &groups, members: &members };
     let planned = membership::plan(&sync.mappings, &outcomes, &cloudshell, limits);
     if let Some(held) = planned.removals_held {
         tracing::warn!(planned = held.planned, limit = held.limit, "membership removals held");

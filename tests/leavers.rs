@@ -1,0 +1,241 @@
+//! Users who left, end to end: the real binary, a real slapd and the simulator. Only managed users, only
+//! after a complete run, only within limits, and undone when they come back.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{Directory, Env, GROUPS, PEOPLE, Stack};
+use serde_json::{Value, json};
+
+/// `Team`: alice, bob, carol. `Other`: dave.
+fn directory() -> Directory {
+    let mut d = Directory::new();
+    let [alice, bob, carol, dave] = ["alice", "bob", "carol", "dave"].map(|u| d.user(u));
+    d.group("Team", &[alice, bob, carol]);
+    d.group("Other", &[dave]);
+    d
+}
+
+impl Env {
+    fn start() -> Env {
+        Env(Stack::start(&directory(), |_| {}))
+    }
+
+    fn state(&self) -> PathBuf {
+        self.files.path("state")
+    }
+
+    /// A config syncing `groups`, with `leavers` lines in `[sync.leavers]` and a state directory.
+    fn config(&self, groups: &[&str], leavers: &str) -> PathBuf {
+        self.config_at(&self.slapd.url(), groups, leavers)
+    }
+
+    /// The same against the directory at `ldap_url` (the file is rewritten: one config per environment).
+    fn config_at(&self, ldap_url: &str, groups: &[&str], leavers: &str) -> PathBuf {
+        let sections =
+            format!("[sync.leavers]\n{leavers}\n\n[monitor]\nstate_directory = \"{}\"\n", self.state().display());
+        // The shrink guard is the first line of defence; off here, so that each test shows the leaver rules.
+        self.files.config(ldap_url, &self.sim.url(), groups, "max_shrink_percent = 100", &sections)
+    }
+
+    fn leave(&self, group: &str, user: &str) {
+        self.slapd.modify(&format!(
+            "dn: cn={group},{GROUPS}\nchangetype: modify\ndelete: member\nmember: uid={user},{PEOPLE}\n\n"
+        ));
+    }
+
+    fn join(&self, group: &str, user: &str) {
+        self.slapd.modify(&format!(
+            "dn: cn={group},{GROUPS}\nchangetype: modify\nadd: member\nmember: uid={user},{PEOPLE}\n\n"
+        ));
+    }
+
+    /// Whether CloudShell holds `username` as an active user.
+    async fn active(&self, username: &str) -> bool {
+        let state = self.sim.state().await;
+        let user = state["users"].as_array().unwrap().iter().find(|u| u["Username"] == username);
+        user.unwrap_or_else(|| panic!("{username} is not in CloudShell")).get("IsActive") == Some(&json!(true))
+    }
+
+    async fn puts(&self) -> usize {
+        self.sim.calls().await.iter().filter(|c| c["method"] == "PUT" && c["path"] != "/Api/Auth/Login").count()
+    }
+}
+
+const DEACTIVATE: &str = "action = \"deactivate\"\nmax_percent = 100";
+
+fn leavers(report: &Value) -> &Value {
+    report.get("leavers").unwrap_or_else(|| panic!("no leavers in {report}"))
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array().unwrap_or_else(|| panic!("not a list: {v}")).iter().map(|s| s.as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_member_who_leaves_is_deactivated_kept_and_reactivated_when_back() {
+    let env = Env::start();
+    let config = env.config(&["Team", "Other"], DEACTIVATE);
+    let (code, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(leavers(&report)["managed"], 4);
+
+    env.leave("Team", "bob");
+    let (code, report, stderr) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(strings(&leavers(&report)["deactivated"]), ["bob"]);
+    assert!(!env.active("bob").await, "deactivated");
+    assert!(env.sim.usernames().await.contains(&"bob".to_string()), "kept in CloudShell");
+    assert!(env.active("alice").await);
+    assert!(stderr.contains("user deactivated"), "{stderr}");
+    assert_eq!(report["api_calls"]["edit_user"], 1);
+
+    // A third run does not touch bob again.
+    let (_, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(report["api_calls"]["edit_user"], 0, "{report}");
+
+    env.join("Team", "bob");
+    let (code, report, stderr) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(strings(&leavers(&report)["reactivated"]), ["bob"]);
+    assert!(env.active("bob").await, "reactivated");
+    assert!(stderr.contains("user reactivated"), "{stderr}");
+}
+
+#[tokio::test]
+async fn with_three_runs_of_grace_a_leaver_is_deactivated_on_the_third_and_coming_back_resets_it() {
+    let env = Env::start();
+    let config = env.config(&["Team"], &format!("{DEACTIVATE}\ngrace_runs = 3"));
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+    env.leave("Team", "carol");
+    for run in 1..=2 {
+        let (_, report, _) = common::sync_json(&config, &[]);
+        assert_eq!(leavers(&report)["leavers"][0]["runs"], run, "{report}");
+        assert_eq!(leavers(&report)["leavers"][0]["standing"], "waiting");
+        assert!(env.active("carol").await, "not before the third run");
+    }
+    env.join("Team", "carol");
+    common::sync_json(&config, &[]);
+    env.leave("Team", "carol");
+    for _ in 1..=2 {
+        common::sync_json(&config, &[]);
+        assert!(env.active("carol").await, "the count started again");
+    }
+    let (_, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(strings(&leavers(&report)["deactivated"]), ["carol"], "{report}");
+    assert!(!env.active("carol").await);
+}
+
+#[tokio::test]
+async fn users_never_seen_in_a_configured_group_are_never_touched() {
+    let env = Env::start();
+    env.sim.add_directory_users(&["handmade"], &[], false).await;
+    env.sim.add_local_users(&["localla"], &[]).await;
+    env.sim.add_directory_users(&["boss"], &[], true).await;
+    let config = env.config(&["Team"], DEACTIVATE);
+    common::sync_json(&config, &[]);
+    let (code, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(leavers(&report)["leavers"].as_array().unwrap().is_empty(), "{report}");
+    for u in ["handmade", "localla", "boss", "admin"] {
+        assert!(env.active(u).await, "{u}");
+    }
+    assert_eq!(env.puts().await, 0);
+}
+
+#[tokio::test]
+async fn more_leavers_than_the_limits_hold_every_deactivation() {
+    for (limits, by) in [("max_per_run = 1\nmax_percent = 100", "max_per_run"), ("max_percent = 40", "max_percent")] {
+        let env = Env::start();
+        let config = env.config(&["Team", "Other"], &format!("action = \"deactivate\"\n{limits}"));
+        assert_eq!(common::sync_json(&config, &[]).0, 0);
+        env.leave("Team", "alice");
+        env.leave("Team", "bob");
+        let (code, report, stderr) = common::sync_json(&config, &[]);
+        assert_eq!(code, 4, "{limits}: {report}");
+        let l = leavers(&report);
+        assert_eq!((l["held"].as_bool(), strings(&l["candidates"])), (Some(true), vec!["alice", "bob"]), "{l}");
+        assert!(l["held_by"].as_str().unwrap().contains(by), "{l}");
+        assert!(env.active("alice").await && env.active("bob").await, "nobody deactivated");
+        assert_eq!(env.puts().await, 0);
+        assert!(stderr.contains("deactivations held"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_configured_group_that_fails_means_nobody_is_deactivated() {
+    let env = Env::start();
+    assert_eq!(common::sync_json(&env.config(&["Team", "Other"], DEACTIVATE), &[]).0, 0);
+    env.leave("Team", "bob");
+    // Other vanishes from the directory: dave looks gone, and bob did leave; neither is acted on.
+    env.slapd.modify(&format!("dn: cn=Other,{GROUPS}\nchangetype: delete\n\n"));
+    let (code, report, _) = common::sync_json(&env.config(&["Team", "Other"], DEACTIVATE), &[]);
+    assert_eq!(code, 3, "{report}");
+    assert!(leavers(&report)["skipped"].as_str().unwrap().contains("not a complete run"), "{report}");
+    assert!(env.active("bob").await && env.active("dave").await);
+    assert_eq!(env.puts().await, 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_directory_for_a_whole_run_deactivates_nobody_then_or_after() {
+    let env = Env::start();
+    let config = env.config(&["Team", "Other"], DEACTIVATE);
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+    let dead = format!("ldap://127.0.0.1:{}", common::free_port());
+    let (code, report, _) = common::sync_json(&env.config_at(&dead, &["Team", "Other"], DEACTIVATE), &[]);
+    assert_eq!(code, 1, "{report}");
+    assert!(report.get("leavers").is_none(), "the run never got that far: {report}");
+    let (code, report, _) = common::sync_json(&env.config(&["Team", "Other"], DEACTIVATE), &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(leavers(&report)["leavers"].as_array().unwrap().is_empty(), "everyone is back: {report}");
+    assert_eq!(env.puts().await, 0);
+}
+
+#[tokio::test]
+async fn lost_state_deactivates_nobody_and_corrupt_state_fails_only_the_leaver_step() {
+    let env = Env::start();
+    let config = env.config(&["Team", "Other"], DEACTIVATE);
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+    env.leave("Team", "bob");
+    std::fs::remove_file(env.state().join("users.json")).unwrap();
+    let (code, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(env.active("bob").await, "losing state never causes a deactivation");
+    assert_eq!(leavers(&report)["managed"], 3, "bob is not managed any more");
+
+    std::fs::write(env.state().join("users.json"), "{\"version\": 1, \"users\": [").unwrap();
+    env.join("Team", "erin-never");
+    env.sim.clear_calls().await;
+    let (code, report, stderr) = common::sync_json(&config, &[]);
+    assert_eq!(code, 3, "{report}");
+    let error = leavers(&report)["error"].as_str().unwrap();
+    assert!(error.contains("users.json") && error.contains("nobody deactivated"), "{error}");
+    assert!(stderr.contains("state file unreadable"), "{stderr}");
+    assert_eq!(report["groups"][0]["status"], "ok", "the imports still ran: {report}");
+    assert_eq!(env.puts().await, 0);
+}
+
+#[tokio::test]
+async fn action_report_lists_leavers_and_writes_nothing() {
+    let env = Env::start();
+    let config = env.config(&["Team"], "action = \"report\"");
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+    env.leave("Team", "bob");
+    let (code, report, stderr) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    let l = leavers(&report);
+    assert_eq!((l["action"].as_str(), strings(&l["candidates"])), (Some("report"), vec!["bob"]));
+    assert_eq!(l["leavers"][0]["since"].as_str().map(|s| s.len()), Some(20), "a timestamp: {l}");
+    assert!(strings(&l["deactivated"]).is_empty());
+    assert!(env.active("bob").await);
+    assert_eq!(env.puts().await, 0, "zero PUT");
+    assert!(stderr.contains("leaver found"), "{stderr}");
+
+    // A dry run of `deactivate` shows what it would do, and writes nothing either.
+    let config = env.config(&["Team"], DEACTIVATE);
+    let out = common::cli(&["sync", "--dry-run", "--config", config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("leavers (deactivate) planned") && text.contains("bob candidate"), "{text}");
+    assert_eq!(env.puts().await, 0);
+}
