@@ -34,6 +34,11 @@ struct GroupLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabel {
     action: String,
 }
@@ -56,6 +61,8 @@ pub struct Metrics {
     group_missing: Family<GroupLabel, Gauge>,
     memberships: Family<ActionLabel, Counter>,
     cloudshell_group_members: Family<GroupLabel, Gauge>,
+    leavers: Family<StateLabel, Gauge>,
+    user_changes: Family<ActionLabel, Counter>,
     directory_seconds: Histogram,
     api_seconds: Family<CallLabel, Histogram>,
     last_result: Mutex<Option<RunResult>>,
@@ -85,6 +92,8 @@ impl Metrics {
             group_missing: Family::default(),
             memberships: Family::default(),
             cloudshell_group_members: Family::default(),
+            leavers: Family::default(),
+            user_changes: Family::default(),
             directory_seconds: Histogram::new(seconds_buckets()),
             api_seconds: Family::new_with_constructor(|| Histogram::new(seconds_buckets())),
             last_result: Mutex::new(None),
@@ -119,6 +128,16 @@ impl Metrics {
             "cloudshell_group_members",
             "Members of each mapped CloudShell group after the run",
             m.cloudshell_group_members.clone(),
+        );
+        registry.register(
+            "leavers",
+            "Managed users who left, by standing (waiting, candidate, protected, inactive, gone), at the last complete run",
+            m.leavers.clone(),
+        );
+        registry.register(
+            "user_status_changes",
+            "Users made inactive or active again by this program: action deactivated or reactivated",
+            m.user_changes.clone(),
         );
         registry.register(
             "directory_read_seconds",
@@ -173,6 +192,20 @@ impl Metrics {
             if m.error.is_none() {
                 let label = GroupLabel { group: m.name.clone() };
                 self.cloudshell_group_members.get_or_create(&label).set(m.members as i64);
+            }
+        }
+        if let Some(l) = &report.leavers {
+            for (action, n) in [("deactivated", l.deactivated.len()), ("reactivated", l.reactivated.len())] {
+                self.user_changes.get_or_create(&ActionLabel { action: action.into() }).inc_by(n as u64);
+            }
+            if !l.failures.is_empty() {
+                self.failures.get_or_create(&KindLabel { kind: "leaver".into() }).inc_by(l.failures.len() as u64);
+            }
+            if l.skipped.is_none() && l.error.is_none() {
+                for state in ["waiting", "candidate", "protected", "inactive", "gone"] {
+                    let n = l.leavers.iter().filter(|x| x.standing == state).count();
+                    self.leavers.get_or_create(&StateLabel { state: state.into() }).set(n as i64);
+                }
             }
         }
         *self.last_result.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.result);
@@ -258,5 +291,36 @@ mod tests {
         assert!(text.contains("cloudshell_ldap_sync_cloudshell_group_members{group=\"Lab Users\"} 4"), "{text}");
         assert!(!text.contains("group=\"Gone\""), "a group that could not be read has no gauge: {text}");
         assert!(text.contains("cloudshell_ldap_sync_failures_total{kind=\"membership\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn leavers_are_gauged_by_standing_and_changes_counted() {
+        let mut report = Report::new("r".into(), false);
+        let mut l = crate::report::LeaversReport::new("deactivate");
+        l.deactivated = vec!["bob".into()];
+        l.leavers = vec![
+            crate::report::LeaverLine {
+                username: "bob".into(),
+                standing: "candidate",
+                reason: None,
+                runs: 1,
+                since: None,
+            },
+            crate::report::LeaverLine {
+                username: "eve".into(),
+                standing: "waiting",
+                reason: None,
+                runs: 1,
+                since: None,
+            },
+        ];
+        report.leavers = Some(l);
+        let metrics = Metrics::new();
+        metrics.observe_run(&report);
+        let text = metrics.encode();
+        assert!(text.contains("cloudshell_ldap_sync_leavers{state=\"candidate\"} 1"), "{text}");
+        assert!(text.contains("cloudshell_ldap_sync_leavers{state=\"waiting\"} 1"), "{text}");
+        assert!(text.contains("cloudshell_ldap_sync_leavers{state=\"gone\"} 0"), "{text}");
+        assert!(text.contains("cloudshell_ldap_sync_user_status_changes_total{action=\"deactivated\"} 1"), "{text}");
     }
 }

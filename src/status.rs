@@ -47,6 +47,26 @@ pub struct LastRun {
     /// Mapped CloudShell groups (absent without mappings, and in files written before they existed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub memberships: Vec<MembershipStatus>,
+    /// The leaver step (absent with `action = "ignore"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leavers: Option<LeaversStatus>,
+}
+
+/// The leaver step in the status file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaversStatus {
+    pub action: String,
+    pub status: String,
+    pub managed: usize,
+    pub leavers: usize,
+    pub candidates: usize,
+    pub deactivated: usize,
+    pub reactivated: usize,
+    pub held: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The whole status file.
@@ -103,6 +123,18 @@ impl Status {
                         failed: m.failed,
                     })
                     .collect(),
+                leavers: report.leavers.as_ref().map(|l| LeaversStatus {
+                    action: l.action.to_string(),
+                    status: l.status.as_str().to_string(),
+                    managed: l.managed,
+                    leavers: l.leavers.len(),
+                    candidates: l.candidates.len(),
+                    deactivated: l.deactivated.len(),
+                    reactivated: l.reactivated.len(),
+                    held: l.held,
+                    skipped: l.skipped.clone(),
+                    error: l.error.clone(),
+                }),
             }),
             next_run,
         }

@@ -90,6 +90,9 @@ async fn a_member_who_leaves_is_deactivated_kept_and_reactivated_when_back() {
     assert!(env.active("alice").await);
     assert!(stderr.contains("user deactivated"), "{stderr}");
     assert_eq!(report["api_calls"]["edit_user"], 1);
+    let status: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state().join("status.json")).unwrap()).unwrap();
+    assert_eq!(status["last_run"]["leavers"]["deactivated"], 1, "{status}");
 
     // A third run does not touch bob again.
     let (_, report, _) = common::sync_json(&config, &[]);
@@ -237,5 +240,22 @@ async fn action_report_lists_leavers_and_writes_nothing() {
     let out = common::cli(&["sync", "--dry-run", "--config", config.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("leavers (deactivate) planned") && text.contains("bob candidate"), "{text}");
+    assert_eq!(env.puts().await, 0);
+}
+
+#[tokio::test]
+async fn a_group_held_by_the_shrink_guard_makes_the_run_incomplete() {
+    let env = Env::start();
+    let sections =
+        format!("[sync.leavers]\n{DEACTIVATE}\n\n[monitor]\nstate_directory = \"{}\"\n", env.state().display());
+    let config =
+        env.files.config(&env.slapd.url(), &env.sim.url(), &["Team", "Other"], "max_shrink_percent = 50", &sections);
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+    env.leave("Team", "alice");
+    env.leave("Team", "bob");
+    let (code, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(code, 4, "Team shrank 3 -> 1: held\n{report}");
+    assert!(leavers(&report)["skipped"].as_str().unwrap().contains("\"Team\""), "{report}");
+    assert!(env.active("alice").await && env.active("bob").await);
     assert_eq!(env.puts().await, 0);
 }
