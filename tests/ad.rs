@@ -216,6 +216,10 @@ async fn sync_end_to_end_against_active_directory(dc: &SambaDc) {
         .replace(
             "[\"CloudShell Users\", \"Lab Admins\"]",
             "[\"Engineering\", \"Ops\", \"Big\"]\nmax_imports_per_run = 5000",
+        )
+        + &format!(
+            "\n[sync.leavers]\naction = \"deactivate\"\n\n[monitor]\nstate_directory = \"{}\"\n",
+            files.path("state").display()
         );
     let path = files.path("ad.toml");
     std::fs::write(&path, config).unwrap();
@@ -236,4 +240,30 @@ async fn sync_end_to_end_against_active_directory(dc: &SambaDc) {
     assert!(stderr.contains("group holds disabled accounts, importing its members one by one"), "{stderr}");
     let (code, report, _) = common::sync_json(&path, &[]);
     assert_eq!((code, report["totals"]["imported"].as_u64()), (0, Some(0)), "a second run imports nothing");
+    assert_eq!(
+        report["leavers"]["managed"],
+        1 + 3 + 2 + BIG - 1,
+        "every effective member is managed: {}",
+        report["leavers"]
+    );
+
+    // dave's account is disabled in AD: he is an effective member of nothing now, so a leaver.
+    let disable = format!(
+        "dn: CN=dave,OU=Staff,{AD_BASE}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n\n"
+    );
+    let file = dc.dir().join("disable.ldif");
+    std::fs::write(&file, disable).unwrap();
+    let out = std::process::Command::new("ldapmodify")
+        .args(["-x", "-H", "ldaps://127.0.0.1:636", "-D", AD_ADMIN, "-w", AD_PASSWORD, "-f"])
+        .arg(&file)
+        .env("LDAPTLS_CACERT", dc.ca_file())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, report, stderr) = common::sync_json(&path, &[]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(report["leavers"]["deactivated"], serde_json::json!(["dave"]), "{}", report["leavers"]);
+    let state = sim.state().await;
+    let dave = state["users"].as_array().unwrap().iter().find(|u| u["Username"] == "dave").unwrap();
+    assert_eq!(dave["IsActive"], false, "a user disabled in Active Directory is deactivated in CloudShell");
 }
