@@ -259,3 +259,33 @@ async fn a_group_held_by_the_shrink_guard_makes_the_run_incomplete() {
     assert!(env.active("alice").await && env.active("bob").await);
     assert_eq!(env.puts().await, 0);
 }
+
+#[tokio::test]
+async fn a_directory_cut_off_between_group_searches_means_nobody_is_deactivated() {
+    // 55 groups of one user each: two group searches (50 names a filter).
+    let mut d = Directory::new();
+    let names: Vec<String> = (0..55).map(|n| format!("G{n:02}")).collect();
+    let stays = d.user("stays");
+    for (n, name) in names.iter().enumerate() {
+        let user = d.user(&format!("m{n:02}"));
+        // A groupOfNames keeps at least one member: G00 holds a second.
+        let members = if n == 0 { vec![user, stays.clone()] } else { vec![user] };
+        d.group(name, &members);
+    }
+    let env = Env(Stack::start(&d, |_| {}));
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert_eq!(common::sync_json(&env.config(&all, DEACTIVATE), &[]).0, 0);
+    // m00 leaves G00, which the first search reads; the second search is cut off.
+    env.leave("G00", "m00");
+    let counting = common::CutProxy::counting(env.slapd.port);
+    assert_eq!(common::sync_json(&env.config_at(&counting.url(), &all[..50], DEACTIVATE), &["--dry-run"]).0, 0);
+    let proxy = common::CutProxy::start(env.slapd.port, counting.forwarded());
+
+    let (code, report, _) = common::sync_json(&env.config_at(&proxy.url(), &all, DEACTIVATE), &[]);
+
+    assert_eq!(code, 3, "{report}");
+    assert_eq!(report["groups"][54]["error_kind"], "search", "{report}");
+    assert!(leavers(&report)["skipped"].as_str().unwrap().contains("not a complete run"), "{report}");
+    assert!(env.active("m00").await, "m00 did leave, but this run cannot know who else did");
+    assert_eq!(env.puts().await, 0);
+}
