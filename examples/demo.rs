@@ -91,6 +91,10 @@ groups = ["Engineering", "Ops (EU) *", "Développeurs", "All Staff", "Contractor
 max_imports_per_run = 1000
 remove_from_groups = true
 
+# People who leave every configured group are deactivated (after one complete run), never deleted.
+[sync.leavers]
+action = "deactivate"
+
 # Every effective member (nested teams included) is placed in these CloudShell groups.
 [[sync.mapping]]
 directory_group = "Engineering"
@@ -99,7 +103,11 @@ cloudshell_groups = ["Lab Users", "Engineering"]
 [[sync.mapping]]
 directory_group = "Ops (EU) *"
 cloudshell_groups = ["Lab Users", "Ops"]
+
+[monitor]
+state_directory = "{state}"
 "#,
+            state = dir.path().join("state").display(),
             ldap = slapd.url(),
             cs = sim.url(),
             ldap_pw = ldap_pw.display(),
@@ -109,14 +117,10 @@ cloudshell_groups = ["Lab Users", "Ops"]
     .expect("writing the config");
     println!("== config: {}\n{}", config.display(), std::fs::read_to_string(&config).unwrap_or_default());
 
-    for (title, args) in [
-        ("sync --dry-run: the plan, nothing written", vec!["sync", "--dry-run"]),
-        ("sync: imports group by group, falls back where CloudShell cannot", vec!["sync"]),
-        ("sync again: nothing left to import or place", vec!["sync"]),
-    ] {
+    let run = |title: &str, args: &[&str]| {
         println!("== cloudshell-ldap-sync {title}");
         let out = Command::new(&binary)
-            .args(&args)
+            .args(args)
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "warn")
@@ -131,11 +135,27 @@ cloudshell_groups = ["Lab Users", "Ops"]
             }
         }
         println!("   exit code {}\n", out.status.code().unwrap_or(-1));
+    };
+    run("sync --dry-run: the plan, nothing written", &["sync", "--dry-run"]);
+    run("sync: imports group by group, falls back where CloudShell cannot, places members in groups", &["sync"]);
+    run("sync again: nothing left to import or place", &["sync"]);
+    // The operator fixes the config: without "Interns" the run is complete, and the users it sees are managed.
+    let fixed = std::fs::read_to_string(&config).expect("reading the config").replace(", \"Interns\"]", "]");
+    std::fs::write(&config, fixed).expect("writing the config");
+    run("sync with \"Interns\" removed from the config: a complete run, everyone seen is managed", &["sync"]);
+    // emp00055 leaves the company: out of every group they were in.
+    for group in ["Ops (EU) *", "All Staff"] {
+        slapd.modify(&format!(
+            "dn: cn={},{GROUPS}\nchangetype: modify\ndelete: member\nmember: uid=emp00055,{PEOPLE}\n\n",
+            common::ldap3_dn_escape(group)
+        ));
     }
+    run("sync after emp00055 left: out of the CloudShell groups, deactivated (kept in CloudShell)", &["sync"]);
     println!(
-        "== exit 3 (partial) is expected: \"Interns\" does not exist in the directory, so that group fails alone;\n   \
-         every other group is complete (\"Contractors\" only lists a deleted account: empty, with a warning).\n   \
-         The CloudShell groups hold every effective member of the directory groups mapped to them.\n   \
+        "== the first runs exit 3 (partial) on purpose: \"Interns\" does not exist in the directory, so that group\n   \
+         fails alone and every other group is complete (\"Contractors\" only lists a deleted account: empty, with a\n   \
+         warning); with a failed group nobody can be taken for a leaver. The CloudShell groups hold every effective\n   \
+         member of the directory groups mapped to them; jporter existed as a local user, so he is never removed.\n   \
          Stopping slapd and the simulator, removing the temp dir."
     );
 }
