@@ -1,5 +1,5 @@
 //! The demo behind `scripts/demo`: a throwaway slapd seeded with a sample organisation, the CloudShell
-//! simulator, and the real `cloudshell-ldap-sync` binary running `sync --dry-run`, `sync` and `sync` again.
+//! simulator, and the real `cloudshell-ldap-sync` binary through a dry run, imports, group placement and a leaver.
 //! Everything runs on loopback in a temp dir and is removed at the end.
 
 #[path = "../tests/common/mod.rs"]
