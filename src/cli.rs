@@ -16,9 +16,13 @@ use crate::{cloudshell, daemon, exit, ldap, logging, status, sync};
 
 const DEFAULT_CONFIG: &str = "/etc/cloudshell-ldap-sync/config.toml";
 
-/// Imports the members of directory (LDAP / Active Directory) groups into Quali CloudShell.
+/// The version, with the commit it was built from when built from a git checkout (set by `build.rs`).
+pub const VERSION: &str = env!("CLOUDSHELL_LDAP_SYNC_VERSION");
+
+/// Imports the members of directory (LDAP / Active Directory) groups into Quali CloudShell, places them in
+/// CloudShell groups, and handles the people who leave.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(name = "cloudshell-ldap-sync", version = VERSION, about)]
 pub struct Cli {
     /// Log format on stderr; overrides [log] format.
     #[arg(long, global = true, value_enum)]
@@ -56,6 +60,29 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Show the last run from the status file; exit 0 when it was ok and is not stale, 1 otherwise, 2 with no
+    /// status file.
+    Status {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print the status file and the verdict as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout.
+    #[command(hide = true)]
+    Man,
+}
+
+/// The command line's definition, for the manual page and the completions.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command()
 }
 
 /// Parses the command line and runs the command.
@@ -69,6 +96,20 @@ pub fn main() -> ExitCode {
     };
     let path = match &cli.command {
         Command::Sync { config, .. } | Command::Run { config } | Command::Check { config } => config.clone(),
+        Command::Status { config, json } => return ExitCode::from(status_command(config, *json)),
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut command(), "cloudshell-ldap-sync", &mut std::io::stdout());
+            return ExitCode::from(exit::OK);
+        }
+        Command::Man => {
+            return match crate::manual::render(command(), &mut std::io::stdout()) {
+                Ok(()) => ExitCode::from(exit::OK),
+                Err(e) => {
+                    eprintln!("error: cannot write the manual page: {e}");
+                    ExitCode::from(exit::FATAL)
+                }
+            };
+        }
     };
     let config = match config::load(&path) {
         Ok(c) => c,
@@ -98,6 +139,7 @@ pub fn main() -> ExitCode {
             Command::Sync { dry_run, json, .. } => sync_command(&config, dry_run, json).await,
             Command::Check { .. } => check_command(&config).await,
             Command::Run { config: path } => run_command(&path, config).await,
+            Command::Status { .. } | Command::Completions { .. } | Command::Man => unreachable!("handled above"),
         }
     });
     ExitCode::from(code)
@@ -170,6 +212,33 @@ async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
         print!("{}", report.to_text());
     }
     report.result.exit_code()
+}
+
+/// `status`: the last run from the status file, judged against the schedule. 0: ok and not stale; 1: not
+/// ok or stale; 2: no status file (or no usable configuration).
+fn status_command(path: &Path, json: bool) -> u8 {
+    let config = match config::load_without_secrets(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let dir = config.monitor.state_directory.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIRECTORY));
+    let Some(found) = status::read(&dir) else {
+        eprintln!(
+            "error: no readable status file {}: no run has finished yet, or [monitor] state_directory points elsewhere",
+            dir.join(status::FILE_NAME).display()
+        );
+        return exit::CONFIG;
+    };
+    let health = status::assess(&found, &config.schedule.schedule, chrono::Utc::now());
+    if json {
+        println!("{}", serde_json::json!({ "status": found, "health": health, "healthy": health.healthy() }));
+    } else {
+        print!("{}", status::to_text(&found, &health));
+    }
+    if health.healthy() { exit::OK } else { exit::FATAL }
 }
 
 /// `check`: prints what it finds, one line per item, and what is wrong.

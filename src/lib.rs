@@ -21,6 +21,7 @@
 //! - [`exit`]: the process exit codes.
 //! - [`ldap`]: the directory snapshot (each configured group's effective members).
 //! - [`logging`]: log output, text or JSON.
+//! - [`manual`]: the manual page.
 //! - [`monitor`]: the Prometheus metrics and `/healthz`.
 //! - [`report`]: the run report and its assembly rules.
 //! - [`schedule`]: cron expressions and when the next run is due.
@@ -36,6 +37,7 @@ pub mod daemon;
 pub mod exit;
 pub mod ldap;
 pub mod logging;
+pub mod manual;
 pub mod monitor;
 pub mod report;
 pub mod schedule;

@@ -161,6 +161,125 @@ pub fn record(dir: &Path, previous: Option<&Status>, report: &Report, next_run: 
     status
 }
 
+/// How the last run looks to a monitoring check (`cloudshell-ldap-sync status`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// The last run's result was `ok`.
+    pub last_run_ok: bool,
+    /// The last run finished more than two schedule periods ago (or never finished at all).
+    pub stale: bool,
+    /// Seconds since the last run finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<i64>,
+    /// The schedule's period around then, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<i64>,
+}
+
+impl Health {
+    /// Whether a monitoring check passes: the last run was ok and is not stale.
+    pub fn healthy(&self) -> bool {
+        self.last_run_ok && !self.stale
+    }
+}
+
+/// Judges `status` at `now` against `schedule`: stale when the last run finished more than two periods ago
+/// (the period being the gap between the schedule's two occurrences after that run).
+pub fn assess(status: &Status, schedule: &crate::schedule::Schedule, now: chrono::DateTime<chrono::Utc>) -> Health {
+    let Some(last) = &status.last_run else {
+        return Health { last_run_ok: false, stale: true, age_seconds: None, period_seconds: None };
+    };
+    let finished = chrono::DateTime::parse_from_rfc3339(&last.finished_at).ok().map(|t| t.with_timezone(&chrono::Utc));
+    let period = finished.and_then(|f| {
+        let first = schedule.next_after(f)?;
+        let second = schedule.next_after(first)?;
+        Some(second - first)
+    });
+    let age = finished.map(|f| now - f);
+    let stale = match (age, period) {
+        (Some(age), Some(period)) => age > period * 2,
+        (Some(_), None) => false, // a schedule that never fires again: nothing to be late for
+        (None, _) => true,
+    };
+    Health {
+        last_run_ok: last.result == crate::report::RunResult::Ok.as_str(),
+        stale,
+        age_seconds: age.map(|a| a.num_seconds()),
+        period_seconds: period.map(|p| p.num_seconds()),
+    }
+}
+
+/// The status for a person: the last run, its groups, the last success, the next run, and the verdict.
+pub fn to_text(status: &Status, health: &Health) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    match &status.last_run {
+        None => {
+            let _ = writeln!(out, "last run: none recorded");
+        }
+        Some(r) => {
+            let ago = health.age_seconds.map(|s| format!(" ({} ago)", human(s))).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "last run {}: {}, finished {}{ago}, {} imported, {} failed, {} ms",
+                r.run_id, r.result, r.finished_at, r.imported, r.failed, r.duration_ms
+            );
+            if let Some(e) = &r.error {
+                let _ = writeln!(out, "  error: {e}");
+            }
+            for g in &r.groups {
+                let _ = writeln!(
+                    out,
+                    "  group {:?}: {}, members {}, missing {}, imported {}, failed {}",
+                    g.name, g.status, g.members, g.missing, g.imported, g.failed
+                );
+            }
+            for m in &r.memberships {
+                let _ = writeln!(
+                    out,
+                    "  cloudshell group {:?}: {}, members {}, added {}, removed {}, failed {}",
+                    m.name, m.status, m.members, m.added, m.removed, m.failed
+                );
+            }
+            if let Some(l) = &r.leavers {
+                let _ = writeln!(
+                    out,
+                    "  leavers ({}): {}, managed {}, leavers {}, deactivated {}, reactivated {}{}",
+                    l.action,
+                    l.status,
+                    l.managed,
+                    l.leavers,
+                    l.deactivated,
+                    l.reactivated,
+                    l.skipped.as_deref().or(l.error.as_deref()).map(|w| format!(" ({w})")).unwrap_or_default()
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "last success: {}", status.last_success_at.as_deref().unwrap_or("never"));
+    let _ = writeln!(out, "next run: {}", status.next_run.as_deref().unwrap_or("not scheduled (one-shot sync)"));
+    let verdict = match (health.last_run_ok, health.stale) {
+        (true, false) => "OK".to_string(),
+        (_, true) => format!(
+            "STALE: no run finished in the last two schedule periods{}",
+            health.period_seconds.map(|p| format!(" ({} each)", human(p))).unwrap_or_default()
+        ),
+        (false, false) => "NOT OK: the last run did not end ok".to_string(),
+    };
+    let _ = writeln!(out, "state: {verdict}");
+    out
+}
+
+/// A duration in seconds, for a person.
+fn human(seconds: i64) -> String {
+    match seconds.abs() {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86_400),
+    }
+}
+
 /// Reads the status file in `dir`, if there is a readable one.
 pub fn read(dir: &Path) -> Option<Status> {
     let text = std::fs::read_to_string(dir.join(FILE_NAME)).ok()?;
@@ -179,6 +298,56 @@ pub fn write(dir: &Path, status: &Status) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::Schedule;
+
+    fn status(result: &str, finished_at: &str) -> Status {
+        Status {
+            last_run: Some(LastRun {
+                run_id: "r1".into(),
+                started_at: finished_at.into(),
+                finished_at: finished_at.into(),
+                result: result.into(),
+                duration_ms: 1200,
+                imported: 3,
+                failed: 0,
+                error: None,
+                groups: vec![],
+                memberships: vec![],
+                leavers: None,
+            }),
+            last_success_at: Some(finished_at.into()),
+            next_run: Some("2026-11-30T07:15:00Z".into()),
+        }
+    }
+
+    fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc)
+    }
+
+    #[test]
+    fn a_run_is_stale_after_two_schedule_periods_and_unhealthy_unless_ok() {
+        let every_15 = Schedule::parse("0 */15 * * * *", "UTC").unwrap();
+        let s = status("ok", "2026-11-30T07:00:00Z");
+        let h = assess(&s, &every_15, at("2026-11-30T07:29:00Z"));
+        assert_eq!((h.stale, h.healthy(), h.age_seconds, h.period_seconds), (false, true, Some(1740), Some(900)));
+        let h = assess(&s, &every_15, at("2026-11-30T07:31:00Z"));
+        assert!(h.stale && !h.healthy(), "31 min > 2 x 15 min");
+        let h = assess(&status("partial", "2026-11-30T07:00:00Z"), &every_15, at("2026-11-30T07:01:00Z"));
+        assert_eq!((h.stale, h.healthy()), (false, false));
+        let never = Status::default();
+        assert!(assess(&never, &every_15, at("2026-11-30T07:01:00Z")).stale);
+    }
+
+    #[test]
+    fn the_text_says_when_what_and_the_verdict() {
+        let every_15 = Schedule::parse("0 */15 * * * *", "UTC").unwrap();
+        let s = status("ok", "2026-11-30T07:00:00Z");
+        let text = to_text(&s, &assess(&s, &every_15, at("2026-11-30T07:05:00Z")));
+        assert!(text.contains("last run r1: ok, finished 2026-11-30T07:00:00Z (5 min ago), 3 imported"), "{text}");
+        assert!(text.contains("next run: 2026-11-30T07:15:00Z") && text.ends_with("state: OK\n"), "{text}");
+        let text = to_text(&s, &assess(&s, &every_15, at("2026-11-30T09:00:00Z")));
+        assert!(text.contains("STALE") && text.contains("15 min each"), "{text}");
+    }
 
     #[test]
     fn writes_atomically_and_reads_back() {

@@ -148,18 +148,38 @@ pub struct Config {
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error {
+    let text = read(path)?;
+    parse(path, &text, &|name| std::env::var(name).ok())
+}
+
+fn read(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|e| Error {
         file: path.to_path_buf(),
         key: None,
         line: None,
         column: None,
         message: format!("cannot read the configuration: {e}"),
-    })?;
-    parse(path, &text, &|name| std::env::var(name).ok())
+    })
+}
+
+/// Reads and validates the configuration file at `path` without reading any secret: for commands that
+/// contact no server (`status`). The passwords of the result are empty.
+pub fn load_without_secrets(path: &Path) -> Result<Config, Error> {
+    let text = read(path)?;
+    parse_with(path, &text, &|name| std::env::var(name).ok(), false)
 }
 
 /// Parses and validates configuration text; `env` reads environment variables (a parameter for tests).
 pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
+    parse_with(path, text, env, true)
+}
+
+fn parse_with(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    read_secrets: bool,
+) -> Result<Config, Error> {
     let toml_error = |e: toml::de::Error, key: Option<String>| {
         let (line, column) = e.span().map(|s| validate::line_col(text, s.start)).unzip();
         Error { file: path.to_path_buf(), key, line, column, message: e.message().trim().to_string() }
@@ -176,7 +196,7 @@ pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> R
         let on_key = key.as_deref().is_some_and(|k| inner.span().and_then(|s| text.get(s)) == Some(k));
         toml_error(inner, key.filter(|_| on_key))
     })?;
-    validate::Validator { path, text, env, warnings: Vec::new() }.validate(raw)
+    validate::Validator { path, text, env, warnings: Vec::new(), read_secrets }.validate(raw)
 }
 
 #[cfg(test)]

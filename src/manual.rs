@@ -1,0 +1,100 @@
+//! The manual page `cloudshell-ldap-sync(1)`: the command line's own sections from its clap definition
+//! (`clap_mangen`), then what operators look up there: files, exit status, signals, environment, see also.
+
+use std::io::Write;
+
+/// The sections clap knows nothing of, in roff.
+const OPERATOR_SECTIONS: &str = r#".SH FILES
+.TP
+\fI/etc/cloudshell\-ldap\-sync/config.toml\fR
+The configuration (TOML; unknown keys are refused). Every key is shown with its default in
+\fI/usr/share/doc/cloudshell\-ldap\-sync/example.toml\fR.
+.TP
+\fI/var/lib/cloudshell\-ldap\-sync/status.json\fR
+The last run, written after every run (\fB[monitor] state_directory\fR, else \fB$STATE_DIRECTORY\fR).
+.TP
+\fI/var/lib/cloudshell\-ldap\-sync/groups.json\fR
+Each group's member count at the last good run, for the shrink guard. Deleting it accepts a shrink once.
+.TP
+\fI/var/lib/cloudshell\-ldap\-sync/users.json\fR
+The managed users, which alone can become leavers. Deleting it makes nobody a leaver until users are seen again.
+.TP
+\fI/usr/lib/systemd/system/cloudshell\-ldap\-sync.service\fR
+The daemon unit; \fIcloudshell\-ldap\-sync\-oneshot.service\fR and \fIcloudshell\-ldap\-sync.timer\fR run
+one sync on systemd's schedule instead. Use one or the other.
+.SH EXIT STATUS
+.TP
+\fB0\fR
+Every configured group was enumerated and every needed write succeeded (or, with \fB\-\-dry\-run\fR, was planned).
+For \fBstatus\fR: the last run was ok and is not stale.
+.TP
+\fB1\fR
+Fatal: the directory or CloudShell could not be reached, or a bind or login was refused; nothing was written.
+For \fBstatus\fR: the last run was not ok, or is older than two schedule periods.
+.TP
+\fB2\fR
+A configuration or usage error (the message names the file, the key and the line). For \fBstatus\fR: no status file.
+.TP
+\fB3\fR
+Partial: some groups, users, memberships or deactivations failed; the rest were done.
+.TP
+\fB4\fR
+Held: a safety limit stopped writes (imports, removals from groups, or deactivations).
+.SH SIGNALS
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+No new call starts; the call in flight finishes; the daemon then exits 0 (\fBsync\fR exits 3).
+.TP
+\fBSIGHUP\fR
+The daemon reloads its configuration; a broken file is refused, logged, and the old one kept.
+.TP
+\fBSIGUSR1\fR
+The daemon runs now (skipped, and logged, while a run is in progress).
+.SH ENVIRONMENT
+.TP
+\fBRUST_LOG\fR
+The log filter (default \fIwarn,cloudshell_ldap_sync=info\fR).
+.TP
+\fBCREDENTIALS_DIRECTORY\fR
+Set by systemd's \fBLoadCredential=\fR: \fB*_file\fR paths may use it, and the credentials
+\fIldap\-password\fR and \fIcloudshell\-password\fR are read from it when no password is configured.
+.TP
+\fBSTATE_DIRECTORY\fR
+Set by systemd's \fBStateDirectory=\fR: the state directory when \fB[monitor] state_directory\fR is not set.
+.TP
+\fBJOURNAL_STREAM\fR
+Set under journald: logs are plain text without colours or timestamps.
+.SH SEE ALSO
+\fBsystemctl\fR(1), \fBjournalctl\fR(1), \fBsystemd.exec\fR(5);
+\fI/usr/share/doc/cloudshell\-ldap\-sync/README.md\fR
+"#;
+
+/// Writes the manual page for `command` to `out`.
+pub fn render(command: clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
+    let man = clap_mangen::Man::new(command);
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    man.render_subcommands_section(out)?;
+    out.write_all(OPERATOR_SECTIONS.as_bytes())?;
+    man.render_version_section(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_manual_names_every_command_and_the_operator_sections() {
+        let mut out = Vec::new();
+        super::render(crate::cli::command(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for needle in [".TH cloudshell-ldap-sync 1", "sync", "run", "check", "status", "completions"] {
+            assert!(text.contains(needle), "{needle} missing");
+        }
+        for section in ["FILES", "EXIT STATUS", "SIGNALS", "ENVIRONMENT", "SEE ALSO"] {
+            assert!(text.contains(&format!(".SH {section}")), "{section} missing");
+        }
+        assert!(!text.contains(".SH \"MAN\"") && !text.contains("\\fBman\\fR"), "the hidden command stays hidden");
+    }
+}
