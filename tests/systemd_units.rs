@@ -51,7 +51,7 @@ fn the_units_carry_what_the_daemon_relies_on() {
         "LoadCredential=ldap-password:",
         "LoadCredential=cloudshell-password:",
         "ExecReload=/bin/kill -HUP $MAINPID",
-        "ExecStart=/usr/local/bin/cloudshell-ldap-sync run --config",
+        "ExecStart=/usr/bin/cloudshell-ldap-sync run --config",
         "WatchdogSec=",
     ] {
         assert!(daemon.contains(line), "daemon unit lacks {line}");

@@ -1,0 +1,128 @@
+//! The Debian package as an operator receives it: `scripts/package` builds it (installing cargo-deb when
+//! missing), and this test looks inside with `dpkg-deb` and `lintian`: the files and their modes, the conffile,
+//! the units' `ExecStart=`, the maintainer scripts (start nothing, stop on remove, purge the state), the manual
+//! page and the completions, and no lintian error. About two minutes warm (a release build).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Builds the package once and returns its path.
+fn package() -> PathBuf {
+    let stdout = run(Command::new("bash").arg(common::repo_path("scripts/package")));
+    let last = stdout.lines().last().expect("scripts/package prints the package's path last");
+    let path = common::repo_path(last.trim());
+    assert!(path.exists(), "{} does not exist", path.display());
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        name.starts_with(&format!("cloudshell-ldap-sync_{}_", env!("CARGO_PKG_VERSION"))) && name.ends_with(".deb"),
+        "{name}"
+    );
+    path
+}
+
+#[test]
+fn the_debian_package_holds_what_an_operator_needs_and_lintian_finds_no_error() {
+    let deb = package();
+
+    // Files and modes.
+    let listing = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
+    let mode_of = |path: &str| -> String {
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(&format!(".{path}")))
+            .unwrap_or_else(|| panic!("{path} is not in the package:\n{listing}"));
+        line.split_whitespace().next().unwrap().to_string()
+    };
+    assert_eq!(mode_of("/usr/bin/cloudshell-ldap-sync"), "-rwxr-xr-x");
+    assert_eq!(mode_of("/etc/cloudshell-ldap-sync/config.toml"), "-rw-r--r--");
+    for path in [
+        "/usr/lib/systemd/system/cloudshell-ldap-sync.service",
+        "/usr/lib/systemd/system/cloudshell-ldap-sync-oneshot.service",
+        "/usr/lib/systemd/system/cloudshell-ldap-sync.timer",
+        "/usr/share/man/man1/cloudshell-ldap-sync.1.gz",
+        "/usr/share/bash-completion/completions/cloudshell-ldap-sync",
+        "/usr/share/zsh/vendor-completions/_cloudshell-ldap-sync",
+        "/usr/share/fish/vendor_completions.d/cloudshell-ldap-sync.fish",
+        "/usr/share/doc/cloudshell-ldap-sync/README.md",
+        "/usr/share/doc/cloudshell-ldap-sync/BENCHMARKS.md",
+        "/usr/share/doc/cloudshell-ldap-sync/example.toml",
+        "/usr/share/doc/cloudshell-ldap-sync/active-directory.example.toml",
+        "/usr/share/doc/cloudshell-ldap-sync/copyright",
+        "/usr/share/doc/cloudshell-ldap-sync/changelog.gz",
+    ] {
+        assert_eq!(mode_of(path), "-rw-r--r--", "{path}");
+    }
+
+    // Control fields.
+    let fields = run(Command::new("dpkg-deb").args(["-f"]).arg(&deb).args(["Package", "Section", "Depends"]));
+    assert!(fields.contains("Package: cloudshell-ldap-sync") && fields.contains("Section: admin"), "{fields}");
+    assert!(fields.contains("Depends: ") && fields.contains("libc6"), "computed dependencies: {fields}");
+
+    // The conffile and the maintainer scripts.
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control");
+    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
+    let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
+    assert_eq!(conffiles.trim(), "/etc/cloudshell-ldap-sync/config.toml");
+    let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
+    assert!(postinst.contains("daemon-reload"), "{postinst}");
+    for verb in ["enable", "start"] {
+        assert!(!postinst.contains(&format!("systemctl {verb}")), "installing must not {verb} anything:\n{postinst}");
+    }
+    assert!(std::fs::read_to_string(control.join("prerm")).unwrap().contains("deb-systemd-invoke stop"));
+    let postrm = std::fs::read_to_string(control.join("postrm")).unwrap();
+    assert!(postrm.contains("purge") && postrm.contains("/var/lib/cloudshell-ldap-sync"), "{postrm}");
+
+    // The files themselves.
+    let root = dir.path().join("root");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+    let file = |p: &str| -> PathBuf { root.join(p.trim_start_matches('/')) };
+    for unit in ["cloudshell-ldap-sync.service", "cloudshell-ldap-sync-oneshot.service"] {
+        let text = std::fs::read_to_string(file(&format!("/usr/lib/systemd/system/{unit}"))).unwrap();
+        assert!(text.contains("ExecStart=/usr/bin/cloudshell-ldap-sync "), "{unit}");
+        let ours = std::fs::read_to_string(common::repo_path(&format!("systemd/{unit}"))).unwrap();
+        assert_eq!(text, ours, "the package ships the repository's units unchanged");
+    }
+    assert_eq!(
+        std::fs::read(file("/etc/cloudshell-ldap-sync/config.toml")).unwrap(),
+        std::fs::read(common::repo_path("config/example.toml")).unwrap()
+    );
+    let version = run(Command::new(file("/usr/bin/cloudshell-ldap-sync")).arg("--version"));
+    assert!(version.starts_with("cloudshell-ldap-sync "), "{version}");
+    let release = common::repo_path("target/release/cloudshell-ldap-sync");
+    assert!(file_size(&file("/usr/bin/cloudshell-ldap-sync")) < file_size(&release), "the packaged binary is stripped");
+    let man = run(Command::new("gzip").arg("-dc").arg(file("/usr/share/man/man1/cloudshell-ldap-sync.1.gz")));
+    for needle in [".SH FILES", ".SH EXIT STATUS", ".SH SIGNALS", "status", "completions"] {
+        assert!(man.contains(needle), "the manual page lacks {needle}");
+    }
+    let bash = std::fs::read_to_string(file("/usr/share/bash-completion/completions/cloudshell-ldap-sync")).unwrap();
+    assert!(["sync", "run", "check", "status"].iter().all(|s| bash.contains(s)));
+
+    // lintian: no error (warnings are printed for the record).
+    let out = Command::new("lintian").args(["--tag-display-limit", "0", "--info"]).arg(&deb).output();
+    let out = out.expect("lintian is not installed: apt-get install -y lintian (scripts/test does this as root)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("lintian:\n{report}{}", String::from_utf8_lossy(&out.stderr));
+    // 0: no error; 1: errors found; anything else: lintian itself failed, and proves nothing.
+    assert!(matches!(out.status.code(), Some(0 | 1)), "lintian did not run: {:?}", out.status);
+    let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("E: ")).collect();
+    assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
+    assert_eq!(out.status.code(), Some(0), "lintian found errors:\n{report}");
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).len()
+}
