@@ -151,6 +151,7 @@ state_directory = "{state}"
         ));
     }
     run("sync after emp00055 left: out of the CloudShell groups, deactivated (kept in CloudShell)", &["sync"]);
+    run("status: how the last run went, as a monitoring check would ask", &["status"]);
     println!(
         "== the first runs exit 3 (partial) on purpose: \"Interns\" does not exist in the directory, so that group\n   \
          fails alone and every other group is complete (\"Contractors\" only lists a deleted account: empty, with a\n   \
