@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{cloudshell, daemon, exit, ldap, logging, status, sync};
+use crate::{cloudshell, daemon, exit, ldap, lock, logging, status, sync};
 
 const DEFAULT_CONFIG: &str = "/etc/cloudshell-ldap-sync/config.toml";
 
@@ -199,6 +199,22 @@ async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
     if let Err(e) = stop_on_signals(context.stop.clone()) {
         tracing::warn!(error = %e, "cannot install signal handlers; Ctrl-C will end the run abruptly");
     }
+    // One run at a time across processes; a dry run writes nothing, so it needs no lock.
+    let _lock = if dry_run {
+        None
+    } else {
+        match lock::acquire(&lock::path_for(context.state_directory.as_deref(), &config.path)) {
+            Ok(l) => Some(l),
+            Err(e @ lock::Error::Busy { .. }) => {
+                eprintln!("error: {e}");
+                return exit::BUSY;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::FATAL;
+            }
+        }
+    };
     let report = sync::run(config, dry_run, &context).await;
     // A one-shot run keeps the status file only where a state directory is configured.
     if let Some(dir) = &config.monitor.state_directory

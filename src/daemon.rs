@@ -16,7 +16,7 @@ use crate::monitor::{self, Metrics};
 use crate::report::Report;
 use crate::schedule::{Clock, Ticker};
 use crate::status::{self, Status};
-use crate::sync;
+use crate::{lock, sync};
 
 /// Requests to the running daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,16 +66,27 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start_run(&self, why: &str) -> JoinHandle<Report> {
+    /// Starts a run; it yields no report when another process (a manual `sync`) holds the run lock.
+    fn start_run(&self, why: &str) -> JoinHandle<Option<Report>> {
         tracing::info!(trigger = why, "run triggered");
         let config = self.config.clone();
         let metrics = self.metrics.clone();
+        let dir = state_directory(&config);
         let context = sync::Context {
             stop: self.stop.clone(),
             observer: Some(Arc::new(move |call, elapsed, _status| metrics.observe_request(call.as_str(), elapsed))),
-            state_directory: Some(state_directory(&config)),
+            state_directory: Some(dir.clone()),
         };
-        tokio::spawn(async move { sync::run(&config, false, &context).await })
+        tokio::spawn(async move {
+            let _lock = match lock::acquire(&lock::path_for(Some(&dir), &config.path)) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "run skipped, another run holds the lock");
+                    return None;
+                }
+            };
+            Some(sync::run(&config, false, &context).await)
+        })
     }
 
     fn finished(&mut self, report: &Report) {
@@ -161,7 +172,7 @@ pub async fn run(
     );
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("started")]);
 
-    let mut running: Option<JoinHandle<Report>> =
+    let mut running: Option<JoinHandle<Option<Report>>> =
         if daemon.config.schedule.run_on_start { Some(daemon.start_run("start")) } else { None };
     let mut watchdog = sd_notify::watchdog_enabled().map(|period| tokio::time::interval(period / 2));
 
@@ -172,7 +183,8 @@ pub async fn run(
             joined = async { running.as_mut().expect("guarded by the if").await }, if running.is_some() => {
                 running = None;
                 match joined {
-                    Ok(report) => daemon.finished(&report),
+                    Ok(Some(report)) => daemon.finished(&report),
+                    Ok(None) => {}
                     Err(e) => tracing::error!(error = %e, "run task failed"),
                 }
             }
@@ -199,7 +211,8 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Stopping]);
     if let Some(handle) = running {
         match tokio::time::timeout(daemon.options.shutdown_grace, handle).await {
-            Ok(Ok(report)) => daemon.finished(&report),
+            Ok(Ok(Some(report))) => daemon.finished(&report),
+            Ok(Ok(None)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "run task failed"),
             Err(_) => {
                 tracing::warn!(grace = ?daemon.options.shutdown_grace, "run still busy after the grace period, leaving it")

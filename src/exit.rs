@@ -11,3 +11,5 @@ pub const CONFIG: u8 = 2;
 pub const PARTIAL: u8 = 3;
 /// A safety limit stopped writes.
 pub const HELD: u8 = 4;
+/// Another run (a `sync`, or the daemon's) holds the run lock: this one did nothing.
+pub const BUSY: u8 = 5;

@@ -20,6 +20,7 @@
 //! - [`daemon`]: the long-running `run` command: schedule, signals, systemd, status and metrics.
 //! - [`exit`]: the process exit codes.
 //! - [`ldap`]: the directory snapshot (each configured group's effective members).
+//! - [`lock`]: one run at a time across processes.
 //! - [`logging`]: log output, text or JSON.
 //! - [`manual`]: the manual page.
 //! - [`monitor`]: the Prometheus metrics and `/healthz`.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod daemon;
 pub mod exit;
 pub mod ldap;
+pub mod lock;
 pub mod logging;
 pub mod manual;
 pub mod monitor;

@@ -40,6 +40,9 @@ Partial: some groups, users, memberships or deactivations failed; the rest were 
 .TP
 \fB4\fR
 Held: a safety limit stopped writes (imports, removals from groups, or deactivations).
+.TP
+\fB5\fR
+Busy: another run holds the run lock (\fIrun.lock\fR in the state directory); this run did nothing.
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR

@@ -161,6 +161,8 @@ pub struct GroupReport {
     /// Members missing in CloudShell before the run.
     pub missing: usize,
     pub imported: usize,
+    /// Members an import found already there (created by someone else since the listing): not imported.
+    pub already_present: usize,
     pub failed: usize,
     /// Why the group failed as a whole.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,6 +179,8 @@ pub struct GroupReport {
 #[derive(Debug, Default)]
 pub struct Imports {
     pub imported: Vec<Username>,
+    /// Users an import found existing (409): created by someone else since the listing, not by this run.
+    pub already_present: Vec<Username>,
     pub failures: Vec<Failure>,
     /// Members not attempted because the run was asked to stop.
     pub not_attempted: usize,
@@ -191,6 +195,7 @@ impl GroupReport {
             members: 0,
             missing: 0,
             imported: 0,
+            already_present: 0,
             failed: 0,
             error: Some(e.to_string()),
             error_kind: Some(e.kind()),
@@ -213,6 +218,7 @@ impl GroupReport {
             members,
             missing,
             imported: 0,
+            already_present: 0,
             failed: 0,
             planned: Vec::new(),
             imported_users: Vec::new(),
@@ -238,7 +244,11 @@ impl GroupReport {
             GroupStatus::Skipped
         } else if failures.is_empty() {
             status
-        } else if imported_users.is_empty() && !planned.is_empty() && status == GroupStatus::Ok {
+        } else if imported_users.is_empty()
+            && imports.already_present.is_empty()
+            && !planned.is_empty()
+            && status == GroupStatus::Ok
+        {
             GroupStatus::Failed
         } else {
             GroupStatus::Partial
@@ -249,6 +259,7 @@ impl GroupReport {
             members,
             missing,
             imported: imported_users.len(),
+            already_present: imports.already_present.len(),
             failed: failures.len(),
             error: None,
             error_kind: None,
@@ -681,6 +692,7 @@ mod tests {
         }
         let exits: Vec<u8> = RunResult::ALL.iter().map(|r| r.exit_code()).collect();
         assert_eq!(exits, [0, 3, 1, 4]);
+        assert_eq!((exit::CONFIG, exit::BUSY), (2, 5), "the codes no result maps to");
         assert_eq!(SHRINK_GUARD, "shrink_guard");
     }
 
@@ -714,6 +726,7 @@ mod tests {
             imported,
             failures,
             not_attempted,
+            ..Default::default()
         };
         let g = GroupReport::enumerated(
             "g",
@@ -740,5 +753,13 @@ mod tests {
         assert_eq!(g.status, GroupStatus::Partial, "a collision alone makes the group partial");
         let g = GroupReport::enumerated("g", (2, 2), planned(), vec![], Imports::default(), GroupStatus::Planned);
         assert_eq!((g.status, g.planned.len()), (GroupStatus::Planned, 2));
+    }
+
+    #[test]
+    fn users_someone_else_created_are_already_present_not_imported() {
+        let bob = Username::new("bob").unwrap();
+        let imports = Imports { already_present: vec![bob], ..Default::default() };
+        let g = GroupReport::enumerated("g", (1, 1), vec!["bob".into()], vec![], imports, GroupStatus::Ok);
+        assert_eq!((g.status, g.imported, g.already_present), (GroupStatus::Ok, 0, 1));
     }
 }

@@ -353,7 +353,7 @@ async fn a_lost_user_import_answer_is_checked_before_importing_again() {
     // The import is done, but its answer comes after the client's timeout.
     sim.set_faults(json!({"slow": {"count": 1, "delay_ms": 2000, "path_contains": "IdentityManagement"}})).await;
     let c = Client::new(Settings { retries: 3, timeout: Duration::from_millis(700), ..settings(&sim) }).unwrap();
-    assert_eq!(c.import_user("carol").await.unwrap(), UserImport::AlreadyExists);
+    assert_eq!(c.import_user("carol").await.unwrap(), UserImport::PresentAfterLostAnswer);
     let imports = sim.calls_to("POST", "/api/v1/integrations/IdentityManagement/users").await;
     assert_eq!(imports.len(), 1, "no second import: {imports:?}");
     let checks = sim.calls_to("GET", "/api/v1/users").await;

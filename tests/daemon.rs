@@ -292,3 +292,22 @@ async fn tells_systemd_it_is_ready_and_how_each_run_went() {
     let n = socket.recv(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
 }
+
+#[tokio::test]
+async fn a_daemon_run_waits_its_turn_while_another_process_holds_the_run_lock() {
+    let env = Env::start(|_| {});
+    let config = env.config(&["Team"], NEVER, "", "");
+    std::fs::create_dir_all(env.files.path("state")).unwrap();
+    // A manual `sync` is running: it holds the lock.
+    let held = cloudshell_ldap_sync::lock::acquire(&env.files.path("state/run.lock")).unwrap();
+    let mut daemon = env.daemon(&config);
+    daemon.wait_for("run skipped, another run holds the lock", 1, Duration::from_secs(10));
+    assert!(env.sim.calls_to("POST", IMPORT).await.is_empty(), "nothing imported beside the other run");
+    assert!(env.status().is_none(), "a skipped run is not a run");
+    drop(held);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 1, Duration::from_secs(10));
+    assert_eq!(env.sim.calls_to("POST", IMPORT).await.len(), 1, "its turn came");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), 0);
+}

@@ -299,3 +299,60 @@ async fn json_logs_carry_the_run_id_and_the_group_with_each_event() {
     assert_eq!(finished["span"]["run_id"], report["run_id"]);
     assert_eq!(finished["fields"]["imported"], 2);
 }
+
+#[tokio::test]
+async fn two_syncs_started_together_never_run_at_once() {
+    let env = Env::start(|_| {});
+    // Every answer takes 200 ms, so the first run is still going when the second starts.
+    env.sim.set_faults(json!({"latency_ms": 200})).await;
+    let state = env.files.path("state");
+    let sections = format!("[monitor]\nstate_directory = \"{}\"\n", state.display());
+    let config = env.files.config(&env.slapd.url(), &env.sim.url(), &["Team", "Other"], "", &sections);
+    let start = || {
+        std::process::Command::new(common::binary())
+            .args(["sync", "--json", "--config", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (start(), start());
+    let outs = [first.wait_with_output().unwrap(), second.wait_with_output().unwrap()];
+
+    let mut codes: Vec<i32> = outs.iter().map(|o| o.status.code().unwrap()).collect();
+    codes.sort();
+    assert_eq!(codes, [0, 5], "one ran, the other was refused");
+    let refused = outs.iter().find(|o| o.status.code() == Some(5)).unwrap();
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("another cloudshell-ldap-sync run holds") && message.contains("run.lock"), "{message}");
+    assert!(refused.stdout.is_empty(), "the refused run reports nothing");
+    let bodies = env.import_bodies().await;
+    let mut unique = bodies.clone();
+    unique.dedup();
+    assert_eq!(bodies.len(), unique.len(), "nobody imported twice: {bodies:?}");
+    let ran = outs.iter().find(|o| o.status.code() == Some(0)).unwrap();
+    let report: Value = serde_json::from_slice(&ran.stdout).unwrap();
+    assert_eq!(report["totals"]["imported"], 4, "alice, carol, dave and erin, counted once: {report}");
+}
+
+#[tokio::test]
+async fn a_user_created_by_someone_else_meanwhile_is_already_present_not_imported() {
+    // Big's five members are imported one by one (over the group import limit of 1).
+    let env = Env::start(|c| c.group_import_limit = 1);
+    // CloudShell's user list is read, then answered late; meanwhile an administrator creates big00002.
+    env.sim
+        .set_faults(json!({"slow": {"count": 1, "delay_ms": 1500, "method": "GET", "path_contains": "/api/v1/users"}}))
+        .await;
+    let config = env.config(&["Big"], None, "");
+    let run = tokio::task::spawn_blocking(move || common::sync_json(&config, &[]));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    env.sim.add_users(&["big00002"]).await;
+    let (code, report, stderr) = run.await.unwrap();
+
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    let big = group(&report, "Big");
+    assert_eq!((big["imported"].as_u64(), big["already_present"].as_u64()), (Some(4), Some(1)), "{big}");
+    assert!(!big["imported_users"].as_array().unwrap().contains(&json!("big00002")), "{big}");
+    assert_eq!(report["totals"]["imported"], 4);
+    assert!(stderr.contains("user already present"), "{stderr}");
+}

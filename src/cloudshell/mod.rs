@@ -142,8 +142,10 @@ pub enum GroupImport {
 pub enum UserImport {
     /// 200: the user was created.
     Created(User),
-    /// 409: the user already exists, which is what an import wants.
+    /// 409: the user already exists (someone else created it), which is what an import wants.
     AlreadyExists,
+    /// The answer was lost, and the user is there now: most likely this call created it.
+    PresentAfterLostAnswer,
     /// 404: CloudShell's directory has no such user.
     NotFound { message: String },
     /// 400: CloudShell refused the request.
@@ -428,7 +430,7 @@ impl Client {
                     lost += 1;
                     tracing::warn!(username, error = %e, "user import answer lost, checking before importing again");
                     if self.user_exists(username).await? {
-                        return Ok(UserImport::AlreadyExists);
+                        return Ok(UserImport::PresentAfterLostAnswer);
                     }
                 }
                 other => break other?,

@@ -115,14 +115,15 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
     }
     for (username, outcome) in results {
         let reason = match outcome {
-            Ok(UserImport::Created(_)) => {
+            Ok(UserImport::Created(_) | UserImport::PresentAfterLostAnswer) => {
                 tracing::info!(group = name, username = %username, via = "user", "user imported");
                 applied.imported.push(username);
                 continue;
             }
             Ok(UserImport::AlreadyExists) => {
+                // Created by someone else since the listing (an administrator, another process): not ours.
                 tracing::info!(group = name, username = %username, via = "user", "user already present");
-                applied.imported.push(username);
+                applied.already_present.push(username);
                 continue;
             }
             Ok(UserImport::NotFound { message }) => {

@@ -709,10 +709,10 @@ impl SambaDc {
             Path::new("/usr/sbin/samba").exists() && Path::new("/usr/bin/samba-tool").exists(),
             "{AD_INSTALL_HINT}"
         );
-        if let Ok(pid) = std::fs::read_to_string(AD_PID_FILE).map(|p| p.trim().parse::<u32>().unwrap_or(0)) {
-            if pid > 0 {
-                stop_pid(pid);
-            }
+        if let Ok(pid) = std::fs::read_to_string(AD_PID_FILE).map(|p| p.trim().parse::<u32>().unwrap_or(0))
+            && pid > 0
+        {
+            stop_pid(pid);
         }
         for port in [389u16, 636] {
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
