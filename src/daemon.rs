@@ -80,8 +80,13 @@ impl Daemon {
         tokio::spawn(async move {
             let _lock = match lock::acquire(&lock::path_for(Some(&dir), &config.path)) {
                 Ok(l) => l,
-                Err(e) => {
+                Err(e @ lock::Error::Busy { .. }) => {
                     tracing::warn!(error = %e, "run skipped, another run holds the lock");
+                    return None;
+                }
+                Err(e) => {
+                    // Without the lock nothing guarantees one run at a time: do nothing.
+                    tracing::error!(error = %e, "run skipped, the run lock cannot be used");
                     return None;
                 }
             };

@@ -16,22 +16,38 @@ use serde::{Deserialize, Serialize};
 pub const FILE_NAME: &str = "groups.json";
 
 /// Writes `bytes` to `path` atomically (a temp file in the same directory, synced, then renamed over it),
-/// creating the directory if needed.
+/// creating the directory if needed. The temp file has a random name and is created exclusively
+/// (`O_EXCL`, never through a symlink), so whoever can write the directory cannot make this write land
+/// elsewhere. A directory that others may write is refused.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
+    check_directory(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let mut file = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    // Removed on failure by its drop; renamed over `path` on success.
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Refuses a state directory that users other than its owner may write: they could plant files there (or
+/// replace the state) for a run as root to trust.
+pub fn check_directory(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is writable by other users (mode {:o}); the state directory must not be: chmod go-w it",
+                dir.display(),
+                mode & 0o7777
+            ),
+        ));
     }
-    result
+    Ok(())
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -72,6 +88,8 @@ pub enum Error {
     Corrupt { path: PathBuf, source: serde_json::Error },
     #[error("{path} is version {found}, this program reads version {expected}; delete it to start afresh")]
     Version { path: PathBuf, found: u32, expected: u32 },
+    #[error("unsafe state directory: {0}")]
+    Unsafe(std::io::Error),
 }
 
 pub const USERS_FILE: &str = "users.json";
@@ -139,8 +157,12 @@ pub fn save_managed(dir: &Path, managed: &Managed) -> std::io::Result<()> {
     write_atomic(&dir.join(USERS_FILE), text.as_bytes())
 }
 
-/// Reads the counts; a missing file is an empty state, an unreadable one an error naming it.
+/// Reads the counts; a missing file is an empty state, an unreadable one an error naming it. A state
+/// directory other users may write is refused.
 pub fn load(dir: &Path) -> Result<Counts, Error> {
+    if dir.exists() {
+        check_directory(dir).map_err(Error::Unsafe)?;
+    }
     let path = path(dir);
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text).map_err(|source| Error::Corrupt { path, source }),
@@ -205,5 +227,33 @@ mod tests {
             assert_eq!(matches!(e, Error::Corrupt { .. }), corrupt, "{text}: {e}");
             assert!(e.to_string().contains("users.json") && e.to_string().contains("delete it"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_planted_symlink_never_redirects_a_state_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        // The temp name this module used to use, predictable from the pid.
+        let planted = state.join(format!(".groups.json.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        save(&state, &Counts::default()).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(load(&state).unwrap(), Counts::default());
+    }
+
+    #[test]
+    fn a_state_directory_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o775, 0o777, 0o1777] {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = save(dir.path(), &Counts::default()).unwrap_err();
+            assert!(e.to_string().contains("writable by other users"), "{mode:o}: {e}");
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        save(dir.path(), &Counts::default()).unwrap();
     }
 }

@@ -297,3 +297,23 @@ async fn a_group_shrinking_past_the_guard_is_held_until_the_state_is_reset() {
     assert!(env.users().await.contains(&"s6".to_string()));
     assert_eq!(sync_json(&config, &[]).0, 0, "and the guard is back, at 2");
 }
+
+#[tokio::test]
+async fn a_state_directory_other_users_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::start(&directory(), |_| {});
+    let state = env.files.path("shared-state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = env.files.config(
+        &env.slapd.url(),
+        &env.sim.url(),
+        &["Other"],
+        "",
+        &format!("[monitor]\nstate_directory = \"{}\"\n", state.display()),
+    );
+    let (code, report, _) = sync_json(&config, &[]);
+    assert_eq!(code, 1, "{report}");
+    assert!(report["error"].as_str().unwrap().contains("writable by other users"), "{report}");
+    assert!(env.imports().await.is_empty(), "nothing written");
+}

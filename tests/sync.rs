@@ -356,3 +356,33 @@ async fn a_user_created_by_someone_else_meanwhile_is_already_present_not_importe
     assert_eq!(report["totals"]["imported"], 4);
     assert!(stderr.contains("user already present"), "{stderr}");
 }
+
+#[tokio::test]
+async fn usernames_holding_control_characters_are_skipped_never_logged_raw_nor_sent() {
+    let mut d = directory();
+    let people = common::PEOPLE;
+    let odd = [
+        ("ctrl-newline", "evil\nINFO forged: admin imported"),
+        ("ctrl-ansi", "\u{1b}[31mred"),
+        ("ctrl-nul", "nul\0byte"),
+    ];
+    let mut members = Vec::new();
+    for (cn, uid) in odd {
+        members.push(d.user_at(&format!("cn={cn},{people}"), uid, cn));
+    }
+    members.push(d.user("plain"));
+    d.group("Odd", &members);
+    let env = Env(Stack::start(&d, |_| {}));
+    let config = env.config(&["Odd"], None, "");
+
+    let (code, report, stderr) = env.sync_json(&config, &[]);
+
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(group(&report, "Odd")["members"], 1, "only plain: {report}");
+    assert_eq!(env.sim.usernames().await, ["admin", "plain"]);
+    assert_eq!(stderr.matches("username holds a control character").count(), 3, "{stderr}");
+    assert!(
+        !stderr.contains("forged: admin imported\n") && !stderr.contains('\u{1b}') && !stderr.contains('\0'),
+        "{stderr}"
+    );
+}

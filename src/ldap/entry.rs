@@ -60,6 +60,15 @@ impl UserEntry {
         }
         let raw = values(&entry, a.username).next();
         let username = match raw.map(|v| (v.chars().count(), Username::new(v))) {
+            // A newline forges log lines, an ANSI escape rewrites a terminal, a NUL cuts C strings: a
+            // username is never any of those.
+            Some((_, Some(u))) if u.as_str().chars().any(char::is_control) => {
+                return UserEntry::Unusable {
+                    dn: entry.dn,
+                    reason: "username holds a control character",
+                    length: None,
+                };
+            }
             Some((len, Some(u))) if len <= MAX_USERNAME_CHARS => u,
             Some((len, Some(_))) => {
                 return UserEntry::Unusable {
@@ -201,6 +210,13 @@ mod tests {
             unusable(search_entry(&[("uid", &[long.as_str()])], &[])),
             ("username longer than 256 characters", Some(257))
         );
+        for odd in ["evil\nINFO forged line", "\u{1b}[31mred", "nul\0byte", "tab\there"] {
+            assert_eq!(
+                unusable(search_entry(&[("uid", &[odd])], &[])),
+                ("username holds a control character", None),
+                "{odd:?}"
+            );
+        }
         let exactly = "é".repeat(MAX_USERNAME_CHARS);
         assert!(matches!(
             UserEntry::from_entry(search_entry(&[("uid", &[exactly.as_str()])], &[]), &ATTRS),

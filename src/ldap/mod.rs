@@ -115,6 +115,9 @@ pub struct Source {
     pub direct_members: Vec<Arc<Member>>,
     /// Direct members left out as disabled accounts: an import by this group's name would bring them in.
     pub disabled_members: usize,
+    /// Direct members whose entries were refused (no usable username, control characters): an import by this
+    /// group's name would bring them in too.
+    pub unusable_members: usize,
 }
 
 /// Two or more directory entries whose usernames fold to the same name: none of them is imported.

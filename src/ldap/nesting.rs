@@ -21,6 +21,9 @@ pub(super) struct UserIndex {
     pub collisions: HashMap<Username, Vec<String>>,
     /// Disabled accounts left out, by normalised DN: members that are these are not "unknown".
     pub disabled: HashSet<DnKey>,
+    /// Entries refused as users (no usable username), by normalised DN: members that are these are not
+    /// "unknown" either.
+    pub unusable: HashSet<DnKey>,
 }
 
 impl UserIndex {
@@ -43,6 +46,8 @@ pub(super) struct GroupRecord {
     pub others: Vec<(DnKey, String)>,
     /// Members that are disabled accounts, left out.
     pub disabled: usize,
+    /// Members that are refused entries, left out.
+    pub unusable: usize,
     /// Why the member list is incomplete (range retrieval failed): the group cannot be used.
     pub error: Option<Error>,
 }
@@ -84,8 +89,9 @@ impl Expansion<'_> {
             dn: top.dn.clone(),
             direct_members: top.users.iter().map(|&n| index.users[n as usize].clone()).collect(),
             disabled_members: top.disabled,
+            unusable_members: top.unusable,
         };
-        Ok(self.group_of(top, members, vec![source], (0, top.disabled)))
+        Ok(self.group_of(top, members, vec![source], (top.unusable, top.disabled)))
     }
 
     /// Builds the group from member indexes: sorted, each once, collisions set apart.
@@ -144,11 +150,14 @@ impl Expansion<'_> {
                 }
                 members.extend(&group.users);
                 disabled += group.disabled;
+                // Refused entries count among the skipped members, as dangling ones do.
+                skipped += group.unusable;
                 sources.push(Source {
                     name: group.name.clone(),
                     dn: group.dn.clone(),
                     direct_members: group.users.iter().map(|&n| users[n as usize].clone()).collect(),
                     disabled_members: group.disabled,
+                    unusable_members: group.unusable,
                 });
                 for (key, raw) in &group.others {
                     if !recursive {
@@ -212,6 +221,7 @@ mod tests {
             by_key: std::sync::OnceLock::new(),
             collisions,
             disabled: HashSet::new(),
+            unusable: HashSet::new(),
         }
     }
 
@@ -223,7 +233,10 @@ mod tests {
     fn record(name: &str, users: &[u32], groups: &[&str]) -> (DnKey, GroupRecord) {
         let others = groups.iter().map(|g| (key(g), format!("cn={g},ou=groups,dc=x"))).collect();
         let dn = format!("cn={name},ou=groups,dc=x");
-        (key(name), GroupRecord { name: name.into(), dn, users: users.to_vec(), others, disabled: 0, error: None })
+        (
+            key(name),
+            GroupRecord { name: name.into(), dn, users: users.to_vec(), others, disabled: 0, unusable: 0, error: None },
+        )
     }
 
     struct World {

@@ -240,6 +240,7 @@ impl Reader<'_> {
         let mut collisions: HashMap<Username, Vec<String>> = HashMap::new();
         let mut skipped = 0usize;
         let mut disabled: HashSet<DnKey> = HashSet::new();
+        let mut unusable: HashSet<DnKey> = HashSet::new();
         let attrs = vec![
             s.username_attribute.as_str(),
             s.display_name_attribute.as_str(),
@@ -262,6 +263,7 @@ impl Reader<'_> {
                 }
                 UserEntry::Unusable { dn, reason, length } => {
                     skipped += 1;
+                    unusable.insert(DnKey::new(&dn));
                     match length {
                         Some(length) => {
                             tracing::warn!(dn = %dn, attribute = %s.username_attribute, length, reason, "user skipped")
@@ -294,7 +296,7 @@ impl Reader<'_> {
         if !disabled.is_empty() {
             tracing::info!(count = disabled.len(), "disabled accounts left out");
         }
-        Ok(UserIndex { users, by_raw_dn, by_key: std::sync::OnceLock::new(), collisions, disabled })
+        Ok(UserIndex { users, by_raw_dn, by_key: std::sync::OnceLock::new(), collisions, disabled, unusable })
     }
 
     fn group_name_filter(&self, names: &[String]) -> String {
@@ -357,6 +359,7 @@ impl Reader<'_> {
         let mut users = Vec::new();
         let mut others = Vec::new();
         let mut disabled = 0;
+        let mut unusable = 0;
         for dn in member_values {
             if dn.is_empty() {
                 continue; // groupOfNames' placeholder for "no members"
@@ -367,6 +370,8 @@ impl Reader<'_> {
                     let key = DnKey::new(&dn);
                     if index.disabled.contains(&key) {
                         disabled += 1;
+                    } else if index.unusable.contains(&key) {
+                        unusable += 1;
                     } else {
                         others.push((key, dn));
                     }
@@ -380,7 +385,7 @@ impl Reader<'_> {
             None => names.first().cloned(),
         }
         .unwrap_or_else(|| entry.dn.clone());
-        GroupRecord { name, dn: entry.dn.clone(), users, others, disabled, error }
+        GroupRecord { name, dn: entry.dn.clone(), users, others, disabled, unusable, error }
     }
 
     async fn read_named_groups(&mut self, names: &[String], index: &UserIndex) -> Result<Vec<GroupRecord>, Error> {

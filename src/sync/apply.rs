@@ -33,11 +33,18 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
     // 1. The group itself. CloudShell imports direct members only, may refuse a large group, and may answer
     //    202 with error entries; whatever it did not create stays in `still`.
     let mut uncertain = false;
-    if !group.by_name {
+    let root = group.group.sources.first();
+    if !group.by_name && root.is_some_and(|s| s.disabled_members > 0) {
         tracing::info!(
             group = name,
-            disabled = group.group.sources.first().map_or(0, |s| s.disabled_members),
+            disabled = root.map_or(0, |s| s.disabled_members),
             "group holds disabled accounts, importing its members one by one"
+        );
+    } else if !group.by_name {
+        tracing::info!(
+            group = name,
+            refused = root.map_or(0, |s| s.unusable_members),
+            "group holds entries that cannot be imported, importing its members one by one"
         );
     } else {
         match client.import_group(name).await {

@@ -91,14 +91,19 @@ impl ReadyGroup {
 /// to import: only when it holds no disabled account (CloudShell would import those too) and covers at least
 /// [`MIN_NESTED_COVER`] of them. Asked afresh before each call, since earlier calls shrink `still`.
 pub fn nested_worth_importing(source: &Source, still: &BTreeSet<Username>) -> bool {
-    source.disabled_members == 0
+    withholds_nobody(source)
         && source.direct_members.iter().filter(|m| still.contains(&m.username)).count() >= MIN_NESTED_COVER
 }
 
 /// Whether a group may be imported by its name: CloudShell's group import takes every direct member, so
-/// not when some are disabled accounts.
+/// not when some are disabled accounts or entries this program refused (a username with control characters).
 fn importable_by_name(group: &ldap::Group) -> bool {
-    group.sources.first().is_none_or(|s| s.disabled_members == 0)
+    group.sources.first().is_none_or(withholds_nobody)
+}
+
+/// Whether every direct member of `source` is one this program would import itself.
+fn withholds_nobody(source: &Source) -> bool {
+    source.disabled_members == 0 && source.unusable_members == 0
 }
 
 /// The plan of one run.
@@ -195,6 +200,7 @@ mod tests {
                     dn: format!("cn={name},dc=x"),
                     direct_members: members.iter().map(|m| Arc::new(member(m))).collect(),
                     disabled_members: 0,
+                    unusable_members: 0,
                 }],
                 collisions: vec![],
                 skipped_members: 0,
@@ -338,6 +344,7 @@ mod tests {
                 dn: format!("cn={n},dc=x"),
                 direct_members: members.iter().map(|m| Arc::new(member(m))).collect(),
                 disabled_members: disabled,
+                unusable_members: 0,
             })
             .collect();
         let mut all: Vec<Arc<Member>> = group.sources.iter().flat_map(|s| s.direct_members.clone()).collect();
@@ -353,10 +360,15 @@ mod tests {
             with_sources("Mixed", vec![("Mixed", vec!["b"], 2)]),
             with_sources("NestedDisabled", vec![("NestedDisabled", vec!["c"], 0), ("Inner", vec!["d"], 1)]),
         ];
+        let mut groups = groups;
+        let mut refused = with_sources("Refused", vec![("Refused", vec!["e"], 0)]);
+        refused.result.as_mut().unwrap().sources[0].unusable_members = 1;
+        groups.push(refused);
         let p = run(groups, &[], 100);
         assert!(ready(&p, 0).by_name);
         assert!(!ready(&p, 1).by_name, "CloudShell's group import would bring the disabled accounts in");
         assert!(ready(&p, 2).by_name, "only the group's own direct members count");
+        assert!(!ready(&p, 3).by_name, "nor an entry refused for its username");
     }
 
     #[test]
@@ -367,6 +379,7 @@ mod tests {
             dn: "cn=Inner,dc=x".into(),
             direct_members: members.iter().map(|m| Arc::new(member(m))).collect(),
             disabled_members: disabled,
+            unusable_members: 0,
         };
         for (members, disabled, missing, worth) in [
             (vec!["a", "b", "c"], 0, vec!["a", "b"], true),
