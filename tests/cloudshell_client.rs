@@ -400,3 +400,75 @@ async fn caps_the_request_rate() {
         assert!(pair[1] - pair[0] >= 25, "requests {} ms apart at 20/s: {times:?}", pair[1] - pair[0]);
     }
 }
+
+/// .NET's JSON escaping: `+ < > & '` and every non-ASCII character as `\uXXXX`.
+fn dotnet_escaped(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '+' | '<' | '>' | '&' | '\'' => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c if !c.is_ascii() => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_server_echoing_the_password_or_the_token_never_gets_them_into_errors_or_reports() {
+    let password = "Pa\"ss\\wörd+<>&'";
+    let slapd = Slapd::start(&directory());
+    let sim = Sim::with_directory(&slapd, |c| c.admin_password = password.into());
+    let c = Client::new(Settings { password: SecretString::from(password), ..settings(&sim) }).unwrap();
+    c.login().await.unwrap();
+    let token = sim.state().await["tokens"][0].as_str().unwrap().to_string();
+    let json_escaped = serde_json::to_string(password).unwrap();
+    let json_escaped = json_escaped.trim_matches('"');
+    let echoes = [password.to_string(), json_escaped.to_string(), dotnet_escaped(password), token.clone()];
+    let shown = |text: &str| -> Option<String> {
+        let leaked = ["ss\\wörd", "ss\\\\w", "ss\\\\u005Cw", "w\\u00f6rd", "u002B", &token];
+        leaked.iter().find(|l| text.contains(**l)).map(|l| format!("{l:?} leaked in {text}"))
+    };
+    for echo in &echoes {
+        let body = format!("{{\"Message\": \"request from admin with {echo} refused\"}}");
+        // A 400 on a user import: the message is reported.
+        sim.set_faults(
+            json!({"fail": {"count": 1, "status": 400, "body": body, "path_contains": "IdentityManagement"}}),
+        )
+        .await;
+        match c.import_user("alice").await.unwrap() {
+            UserImport::Refused { message } => {
+                assert_eq!(shown(&message), None);
+                assert!(message.contains("***") && message.contains("refused"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A 500 (retries off): the error quotes the body.
+        sim.set_faults(
+            json!({"fail": {"count": 1, "status": 500, "body": body, "path_contains": "IdentityManagement"}}),
+        )
+        .await;
+        let e = c.import_user("alice").await.unwrap_err().to_string();
+        assert_eq!(shown(&e), None);
+        // A 202 with an error entry echoing it: the failure is reported.
+        let entry = json!({"Users": [], "Errors": [{"Name": "bob", "Message": format!("bob: {echo}")}]}).to_string();
+        sim.set_faults(
+            json!({"fail": {"count": 1, "status": 202, "body": entry, "path_contains": "IdentityManagement"}}),
+        )
+        .await;
+        match c.import_group("Team").await.unwrap() {
+            GroupImport::Done { failures, .. } => {
+                assert_eq!(failures.len(), 1);
+                assert_eq!(shown(&failures[0].message), None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

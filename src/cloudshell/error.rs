@@ -55,15 +55,91 @@ impl Error {
 /// How much of a body an error quotes.
 const EXCERPT_CHARS: usize = 200;
 
-/// A short, single-line excerpt of an answer body, with `secrets` blanked out.
+/// `text` from a peer with `secrets` blanked out, whether the peer wrote them as they are or JSON-escaped
+/// (`\"`, `\\`, `\u00e9`, .NET's `\u002B` for `+`...): escapes are decoded before matching.
+pub(super) fn mask(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_string();
+    let secrets: Vec<&str> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
+    if secrets.is_empty() {
+        return text;
+    }
+    for secret in &secrets {
+        text = text.replace(secret, "***");
+    }
+    if text.contains('\\') {
+        text = unescape(&text);
+        for secret in &secrets {
+            text = text.replace(secret, "***");
+        }
+    }
+    text
+}
+
+/// Decodes JSON string escapes wherever they stand in `text` (it need not be valid JSON); anything that is
+/// not a valid escape stays as it is.
+fn unescape(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let hex = |at: usize| -> Option<u32> {
+        let s: String = chars.get(at..at + 4)?.iter().collect();
+        u32::from_str_radix(&s, 16).ok()
+    };
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c != '\\' || i + 1 >= chars.len() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let simple = match chars[i + 1] {
+            '"' => Some('"'),
+            '\\' => Some('\\'),
+            '/' => Some('/'),
+            'b' => Some('\u{8}'),
+            'f' => Some('\u{c}'),
+            'n' => Some('\n'),
+            'r' => Some('\r'),
+            't' => Some('\t'),
+            _ => None,
+        };
+        if let Some(d) = simple {
+            out.push(d);
+            i += 2;
+            continue;
+        }
+        if chars[i + 1] == 'u'
+            && let Some(high) = hex(i + 2)
+        {
+            // A surrogate pair is two escapes for one character.
+            if (0xD800..0xDC00).contains(&high)
+                && chars.get(i + 6) == Some(&'\\')
+                && chars.get(i + 7) == Some(&'u')
+                && let Some(low) = hex(i + 8)
+                && let Some(ch) = char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low.wrapping_sub(0xDC00)))
+            {
+                out.push(ch);
+                i += 12;
+                continue;
+            }
+            if let Some(ch) = char::from_u32(high) {
+                out.push(ch);
+                i += 6;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// A short, single-line excerpt of an answer body, with `secrets` blanked out (raw or JSON-escaped).
 pub fn excerpt(body: &[u8], secrets: &[&str]) -> String {
     if body.is_empty() {
         return "(empty body)".to_string();
     }
-    let mut text = String::from_utf8_lossy(body).into_owned();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(secret, "***");
-    }
+    let text = mask(&String::from_utf8_lossy(body), secrets);
     let mut out = String::new();
     let mut last_space = false;
     for c in text.chars() {
@@ -83,7 +159,25 @@ pub fn excerpt(body: &[u8], secrets: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::excerpt;
+    use super::{excerpt, mask};
+
+    #[test]
+    fn secrets_are_masked_raw_and_json_escaped() {
+        let secret = "p\"a\\ss+<>&'é😀";
+        let json = serde_json::to_string(secret).unwrap(); // "p\"a\\ss+<>&'é😀"
+        let dotnet = "p\\u0022a\\u005Css\\u002B\\u003C\\u003E\\u0026\\u0027\\u00e9\\uD83D\\uDE00";
+        for echoed in [secret.to_string(), json.trim_matches('"').to_string(), dotnet.to_string()] {
+            let text = format!("{{\"Message\": \"bad password {echoed} for admin\"}}");
+            let masked = mask(&text, &[secret]);
+            assert!(
+                !masked.contains("ss+<>") && !masked.contains("u002B") && masked.contains("***"),
+                "{echoed}: {masked}"
+            );
+            assert!(masked.contains("for admin"), "the rest is kept: {masked}");
+        }
+        assert_eq!(mask("no secret here \\q \\u12", &["tok"]), "no secret here \\q \\u12", "odd escapes stay");
+        assert_eq!(mask("a\\nb", &["a\\nb"]), "***", "a secret that looks like an escape, raw");
+    }
 
     #[test]
     fn excerpts_are_short_single_line_and_blank_secrets() {

@@ -343,7 +343,18 @@ impl Client {
                 } else {
                     self.session.decode(&verb, &path, &answer, &token)?
                 };
-                let failures = parsed.errors.unwrap_or_default().iter().map(MembershipFailure::from).collect();
+                let secrets = self.session.secrets(Some(&token));
+                let failures = parsed
+                    .errors
+                    .unwrap_or_default()
+                    .iter()
+                    .map(MembershipFailure::from)
+                    .map(|f| MembershipFailure {
+                        name: f.name.map(|n| error::mask(&n, &secrets)),
+                        message: error::mask(&f.message, &secrets),
+                        ..f
+                    })
+                    .collect();
                 Ok(MembershipChange::Done { failures })
             }
             404 => Ok(MembershipChange::GroupNotFound { message: self.refusal_message(&answer, &token) }),
@@ -389,17 +400,34 @@ impl Client {
         self.session.call(kind, reqwest::Method::POST, IMPORT_PATH, &[], Some(&body), false).await
     }
 
+    /// The `Message` of a refusal (or an excerpt of its body), with the password and token masked: servers
+    /// echo requests back, and this text reaches logs and reports.
     fn refusal_message(&self, answer: &Answer, token: &Token) -> String {
+        let secrets = self.session.secrets(Some(token));
         serde_json::from_slice::<Value>(&answer.body)
             .ok()
             .and_then(|v| {
                 v.as_object().and_then(|o| {
                     o.iter()
                         .find(|(k, _)| k.eq_ignore_ascii_case("Message"))
-                        .and_then(|(_, v)| v.as_str().map(str::to_string))
+                        .and_then(|(_, v)| v.as_str().map(|m| error::mask(m, &secrets)))
                 })
             })
-            .unwrap_or_else(|| excerpt(&answer.body, &self.session.secrets(Some(token))))
+            .unwrap_or_else(|| excerpt(&answer.body, &secrets))
+    }
+
+    /// An answer's `Errors` entries, read and masked.
+    fn import_failures(&self, errors: Option<Vec<Value>>, token: &Token) -> Vec<ImportFailure> {
+        let secrets = self.session.secrets(Some(token));
+        errors
+            .unwrap_or_default()
+            .iter()
+            .map(ImportFailure::from)
+            .map(|f| ImportFailure {
+                name: f.name.map(|n| error::mask(&n, &secrets)),
+                message: error::mask(&f.message, &secrets),
+            })
+            .collect()
     }
 
     /// Imports a directory group's members: `{"GroupName": ...}`.
@@ -410,7 +438,7 @@ impl Client {
                 let parsed: wire::ImportAnswer = self.session.decode("POST", IMPORT_PATH, &answer, &token)?;
                 Ok(GroupImport::Done {
                     created: parsed.users.unwrap_or_default().into_iter().map(User::from).collect(),
-                    failures: parsed.errors.unwrap_or_default().iter().map(ImportFailure::from).collect(),
+                    failures: self.import_failures(parsed.errors, &token),
                 })
             }
             409 => Ok(GroupImport::Done { created: Vec::new(), failures: Vec::new() }),
@@ -439,8 +467,7 @@ impl Client {
         match answer.status {
             200..=202 => {
                 let parsed: wire::ImportAnswer = self.session.decode("POST", IMPORT_PATH, &answer, &token)?;
-                let failures: Vec<ImportFailure> =
-                    parsed.errors.unwrap_or_default().iter().map(ImportFailure::from).collect();
+                let failures: Vec<ImportFailure> = self.import_failures(parsed.errors, &token);
                 match (parsed.users.unwrap_or_default().into_iter().next(), failures.first()) {
                     (Some(user), _) => Ok(UserImport::Created(user.into())),
                     (None, Some(failure)) => Ok(UserImport::Refused { message: failure.message.clone() }),

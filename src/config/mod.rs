@@ -344,11 +344,10 @@ groups = ["Team"]
         std::fs::write(&file, "x").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let text = MINIMAL.replace("password_env = \"CS_PW\"", &format!("password_file = \"{}\"", file.display()));
-        let c = parse_text(&text).unwrap();
-        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-        assert!(c.warnings[0].contains("readable by other users"));
+        let about_the_file = |c: &Config| c.warnings.iter().filter(|w| w.contains("readable by other users")).count();
+        assert_eq!(about_the_file(&parse_text(&text).unwrap()), 1);
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(parse_text(&text).unwrap().warnings.is_empty());
+        assert_eq!(about_the_file(&parse_text(&text).unwrap()), 0);
     }
 
     #[test]
@@ -475,5 +474,21 @@ groups = ["Team"]
             assert_eq!(e.key.as_deref(), Some(key), "{line}: {e}");
             assert!(e.line.is_some(), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn credentials_in_the_ldap_url_are_refused_unechoed_and_clear_text_transports_draw_warnings() {
+        let e = parse_text(&MINIMAL.replace("ldap://127.0.0.1:389", "ldap://svc:hunter2@127.0.0.1:389")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("ldap.url"));
+        assert!(e.to_string().contains("carries credentials") && !e.to_string().contains("hunter2"), "{e}");
+        let c = parse_text(MINIMAL).unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("plain ldap://")), "{:?}", c.warnings);
+        assert!(c.warnings.iter().any(|w| w.contains("plain http://")), "{:?}", c.warnings);
+        let safe = MINIMAL
+            .replace("ldap://127.0.0.1:389", "ldaps://127.0.0.1:636")
+            .replace("http://cloudshell.example.com:9000", "https://cloudshell.example.com");
+        assert!(parse_text(&safe).unwrap().warnings.is_empty());
+        let starttls = MINIMAL.replace("[ldap]\n", "[ldap]\nstarttls = true\n");
+        assert!(!parse_text(&starttls).unwrap().warnings.iter().any(|w| w.contains("ldap://")));
     }
 }

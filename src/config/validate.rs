@@ -44,6 +44,14 @@ fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// A URL with any credentials in it blanked, for messages.
+fn redacted(url: &Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
+}
+
 /// Where `key` is set in the `n`-th (0-based) `[[table]]`, or, without it, where that table starts.
 fn locate_array_table(text: &str, table: &str, n: usize, key: &str) -> Option<(usize, usize)> {
     let header = format!("[[{table}]]");
@@ -285,7 +293,20 @@ impl Validator<'_> {
                 }
             }
             if parsed.host_str().is_none_or(str::is_empty) {
-                return Err(self.error("ldap", "url", format!("{url:?} names no host")));
+                return Err(self.error("ldap", "url", format!("{:?} names no host", redacted(&parsed))));
+            }
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                // Never echo it: the URL holds a secret.
+                return Err(self.error(
+                    "ldap",
+                    "url",
+                    format!("{:?} carries credentials; use ldap.bind_dn and bind_password_file", redacted(&parsed)),
+                ));
+            }
+            if parsed.scheme() == "ldap" && !l.starttls {
+                self.warnings.push(format!(
+                    "ldap.url {url} is plain ldap:// without starttls: the bind password crosses the network in clear"
+                ));
             }
             if l.starttls && parsed.scheme() == "ldaps" {
                 return Err(self.error(
@@ -406,6 +427,12 @@ impl Validator<'_> {
                 "cloudshell",
                 "url",
                 "must not carry credentials; use cloudshell.username and password_file",
+            ));
+        }
+        if url.scheme() == "http" {
+            self.warnings.push(format!(
+                "cloudshell.url {url} is plain http://: the admin password and the token cross the network in clear \
+                 (CloudShell's API is http on port 9000 unless the site set up TLS)"
             ));
         }
         let auth_scheme = match c.auth_scheme.to_ascii_lowercase().as_str() {
