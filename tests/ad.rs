@@ -80,16 +80,7 @@ fn seed(dc: &SambaDc) {
     dc.add(&ldif);
     let nest =
         |group: &str, member: &str| format!("dn: {group}\nchangetype: modify\nadd: member\nmember: {member}\n\n");
-    let changes = nest(&eng, &platform) + &nest(&platform, &sre) + &nest(&sre, &eng);
-    let file = dc.dir().join("nest.ldif");
-    std::fs::write(&file, changes).unwrap();
-    let out = std::process::Command::new("ldapmodify")
-        .args(["-x", "-H", "ldaps://127.0.0.1:636", "-D", AD_ADMIN, "-w", AD_PASSWORD, "-f"])
-        .arg(&file)
-        .env("LDAPTLS_CACERT", dc.ca_file())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dc.modify(&(nest(&eng, &platform) + &nest(&platform, &sre) + &nest(&sre, &eng)));
 }
 
 fn members(snap: &Snapshot, name: &str) -> BTreeSet<String> {
@@ -251,15 +242,7 @@ async fn sync_end_to_end_against_active_directory(dc: &SambaDc) {
     let disable = format!(
         "dn: CN=dave,OU=Staff,{AD_BASE}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n\n"
     );
-    let file = dc.dir().join("disable.ldif");
-    std::fs::write(&file, disable).unwrap();
-    let out = std::process::Command::new("ldapmodify")
-        .args(["-x", "-H", "ldaps://127.0.0.1:636", "-D", AD_ADMIN, "-w", AD_PASSWORD, "-f"])
-        .arg(&file)
-        .env("LDAPTLS_CACERT", dc.ca_file())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dc.modify(&disable);
     let (code, report, stderr) = common::sync_json(&path, &[]);
     assert_eq!(code, 0, "{report}\n{stderr}");
     assert_eq!(report["leavers"]["deactivated"], serde_json::json!(["dave"]), "{}", report["leavers"]);

@@ -68,6 +68,16 @@ pub struct ImportFailure {
     pub message: String,
 }
 
+impl ImportFailure {
+    /// The entry with `secrets` masked in its texts (servers echo requests back).
+    fn masked(self, secrets: &[&str]) -> ImportFailure {
+        ImportFailure {
+            name: self.name.map(|n| error::mask(&n, secrets)),
+            message: error::mask(&self.message, secrets),
+        }
+    }
+}
+
 impl From<&Value> for ImportFailure {
     fn from(value: &Value) -> ImportFailure {
         let lookup = |keys: &[&str]| {
@@ -101,6 +111,14 @@ pub struct MembershipFailure {
     pub id: Option<i64>,
     pub name: Option<String>,
     pub message: String,
+}
+
+impl MembershipFailure {
+    /// The entry with `secrets` masked in its texts.
+    fn masked(self, secrets: &[&str]) -> MembershipFailure {
+        let ImportFailure { name, message } = ImportFailure { name: self.name, message: self.message }.masked(secrets);
+        MembershipFailure { id: self.id, name, message }
+    }
 }
 
 impl From<&Value> for MembershipFailure {
@@ -348,12 +366,7 @@ impl Client {
                     .errors
                     .unwrap_or_default()
                     .iter()
-                    .map(MembershipFailure::from)
-                    .map(|f| MembershipFailure {
-                        name: f.name.map(|n| error::mask(&n, &secrets)),
-                        message: error::mask(&f.message, &secrets),
-                        ..f
-                    })
+                    .map(|v| MembershipFailure::from(v).masked(&secrets))
                     .collect();
                 Ok(MembershipChange::Done { failures })
             }
@@ -419,15 +432,7 @@ impl Client {
     /// An answer's `Errors` entries, read and masked.
     fn import_failures(&self, errors: Option<Vec<Value>>, token: &Token) -> Vec<ImportFailure> {
         let secrets = self.session.secrets(Some(token));
-        errors
-            .unwrap_or_default()
-            .iter()
-            .map(ImportFailure::from)
-            .map(|f| ImportFailure {
-                name: f.name.map(|n| error::mask(&n, &secrets)),
-                message: error::mask(&f.message, &secrets),
-            })
-            .collect()
+        errors.unwrap_or_default().iter().map(|v| ImportFailure::from(v).masked(&secrets)).collect()
     }
 
     /// Imports a directory group's members: `{"GroupName": ...}`.

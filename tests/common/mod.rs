@@ -815,15 +815,24 @@ impl SambaDc {
 
     /// Adds entries with `ldapadd` over ldaps, as the domain administrator.
     pub fn add(&self, ldif: &str) {
-        let file = self.dir.path().join("add.ldif");
+        self.ldap_tool("ldapadd", ldif);
+    }
+
+    /// Applies changes (LDIF with `changetype:` lines) with `ldapmodify` over ldaps, as the domain administrator.
+    pub fn modify(&self, ldif: &str) {
+        self.ldap_tool("ldapmodify", ldif);
+    }
+
+    fn ldap_tool(&self, tool: &str, ldif: &str) {
+        let file = self.dir.path().join(format!("{tool}.ldif"));
         std::fs::write(&file, ldif).expect("writing LDIF");
-        let out = Command::new("ldapadd")
+        let out = Command::new(tool)
             .args(["-x", "-H", "ldaps://127.0.0.1:636", "-D", AD_ADMIN, "-w", AD_PASSWORD, "-f"])
             .arg(&file)
             .env("LDAPTLS_CACERT", self.ca_file())
             .output()
             .expect(INSTALL_HINT);
-        assert!(out.status.success(), "ldapadd to Samba failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{tool} to Samba failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
