@@ -472,3 +472,25 @@ async fn a_server_echoing_the_password_or_the_token_never_gets_them_into_errors_
         }
     }
 }
+
+#[tokio::test]
+async fn a_retry_that_would_end_past_the_deadline_is_not_started() {
+    let sim = Sim::start(cloudshell_sim::Config::default());
+    // Every user page answers after the 1 s timeout; reading is safe to repeat, so it is retried...
+    sim.set_faults(json!({"slow": {"count": 5, "delay_ms": 1500, "method": "GET"}})).await;
+    let c = Client::new(Settings {
+        retries: 5,
+        timeout: Duration::from_secs(1),
+        retry_deadline: Duration::from_millis(2000),
+        ..settings(&sim)
+    })
+    .unwrap();
+    c.login().await.unwrap();
+    let started = std::time::Instant::now();
+    let e = c.list_users().await.unwrap_err();
+    let took = started.elapsed();
+    // ...but a second attempt (a wait of up to 250 ms, then up to 1 s) would end past 2 s: not started.
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    assert!(took < Duration::from_millis(1900), "the call stays within retry_deadline: took {took:?}");
+    assert_eq!(sim.calls_to("GET", "/api/v1/users").await.len(), 1);
+}

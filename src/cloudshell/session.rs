@@ -433,7 +433,8 @@ impl Session {
             }
             attempt += 1;
             let wait = hint.unwrap_or_else(|| backoff(attempt));
-            if started.elapsed() + wait > self.settings.retry_deadline {
+            // The retry must fit whole: its wait and its own request, which may take the full timeout.
+            if started.elapsed() + wait + self.settings.timeout > self.settings.retry_deadline {
                 tracing::warn!(path = %format!("/{path}"), wait_ms = wait.as_millis() as u64, "cloudshell call not retried: past cloudshell.retry_deadline");
                 return result;
             }

@@ -491,4 +491,18 @@ groups = ["Team"]
         let starttls = MINIMAL.replace("[ldap]\n", "[ldap]\nstarttls = true\n");
         assert!(!parse_text(&starttls).unwrap().warnings.iter().any(|w| w.contains("ldap://")));
     }
+
+    #[test]
+    fn a_request_rate_cap_too_small_to_finish_is_refused() {
+        for (rate, ok) in [("0", true), ("0.1", true), ("25", true), ("0.05", false), ("1e-9", false), ("-1", false)] {
+            let text = MINIMAL.replace("[cloudshell]\n", &format!("[cloudshell]\nmax_requests_per_second = {rate}\n"));
+            match parse_text(&text) {
+                Ok(_) => assert!(ok, "{rate} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{rate} refused: {e}");
+                    assert_eq!(e.key.as_deref(), Some("cloudshell.max_requests_per_second"));
+                }
+            }
+        }
+    }
 }

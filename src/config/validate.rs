@@ -44,6 +44,9 @@ fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// The smallest request-rate cap that lets a run finish.
+const MIN_REQUESTS_PER_SECOND: f64 = 0.1;
+
 /// A URL with any credentials in it blanked, for messages.
 fn redacted(url: &Url) -> String {
     let mut url = url.clone();
@@ -458,8 +461,16 @@ impl Validator<'_> {
             return Err(self.error("cloudshell", "retries", format!("must be between 0 and 20, got {}", c.retries)));
         };
         let retry_deadline = self.duration("cloudshell", "retry_deadline", &c.retry_deadline)?;
-        if !(c.max_requests_per_second.is_finite() && c.max_requests_per_second >= 0.0) {
-            return Err(self.error("cloudshell", "max_requests_per_second", "must be 0 (no cap) or a positive number"));
+        // Below one request every 10 s a run pages nothing in a useful time (1e-9 would wait 30 years).
+        let rate = c.max_requests_per_second;
+        if !(rate.is_finite() && (rate == 0.0 || rate >= MIN_REQUESTS_PER_SECOND)) {
+            return Err(self.error(
+                "cloudshell",
+                "max_requests_per_second",
+                format!(
+                    "must be 0 (no cap) or at least {MIN_REQUESTS_PER_SECOND} (one request every 10 s), got {rate}"
+                ),
+            ));
         }
         let password = self.secret(
             "cloudshell",
