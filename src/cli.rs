@@ -240,7 +240,7 @@ fn status_command(path: &Path, json: bool) -> u8 {
             return exit::CONFIG;
         }
     };
-    let dir = config.monitor.state_directory.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIRECTORY));
+    let dir = config.monitor.state_directory_or_default();
     let Some(found) = status::read(&dir) else {
         eprintln!(
             "error: no readable status file {}: no run has finished yet, or [monitor] state_directory points elsewhere",
@@ -340,7 +340,7 @@ async fn check_mapped_groups(client: &cloudshell::Client, config: &Config) -> us
     let mut problems = 0;
     for (name, fed_by) in targets {
         let fed_by = fed_by.join(", ");
-        match groups.iter().find(|g| g.name.trim().eq_ignore_ascii_case(name.trim())) {
+        match sync::membership::find_group(&groups, &name) {
             None => {
                 println!("  cloudshell group {name:?}: MISSING (mapped from {fed_by}); create it in CloudShell");
                 problems += 1;

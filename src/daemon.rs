@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config, DEFAULT_STATE_DIRECTORY};
+use crate::config::{self, Config};
 use crate::monitor::{self, Metrics};
 use crate::report::Report;
 use crate::schedule::{Clock, Ticker};
@@ -52,7 +52,7 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 }
 
 fn state_directory(config: &Config) -> PathBuf {
-    config.monitor.state_directory.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIRECTORY))
+    config.monitor.state_directory_or_default()
 }
 
 struct Daemon {

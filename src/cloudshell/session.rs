@@ -320,7 +320,10 @@ impl Session {
                 return Err(Error::Decode {
                     method: "PUT".into(),
                     path: format!("/{path}"),
-                    reason: format!("expected a JSON string token, got {}", json_kind(&other)),
+                    reason: format!(
+                        "expected a JSON string token, got {}",
+                        if other.is_string() { "a blank string" } else { json_kind(&other) }
+                    ),
                     body_excerpt: "(not shown: it may hold the token)".into(),
                 });
             }
@@ -544,7 +547,7 @@ pub(super) fn json_kind(v: &Value) -> &'static str {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
         Value::Number(_) => "a number",
-        Value::String(_) => "an empty string",
+        Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }

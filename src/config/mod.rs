@@ -132,6 +132,14 @@ pub struct Monitor {
     pub state_directory: Option<PathBuf>,
 }
 
+impl Monitor {
+    /// The state directory the daemon and `status` use: the configured one, else systemd's, else
+    /// [`DEFAULT_STATE_DIRECTORY`]. (`sync` keeps state only where one is configured.)
+    pub fn state_directory_or_default(&self) -> PathBuf {
+        self.state_directory.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIRECTORY))
+    }
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {

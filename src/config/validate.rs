@@ -140,6 +140,17 @@ impl Validator<'_> {
         }
     }
 
+    fn non_negative(&self, table: &str, key: &str, value: i64) -> Result<usize, Error> {
+        usize::try_from(value).map_err(|_| self.error(table, key, "must not be negative"))
+    }
+
+    fn percent(&self, table: &str, key: &str, value: i64) -> Result<u8, Error> {
+        u8::try_from(value)
+            .ok()
+            .filter(|p| *p <= 100)
+            .ok_or_else(|| self.error(table, key, format!("must be between 0 and 100, got {value}")))
+    }
+
     fn positive(&self, table: &str, key: &str, value: i64, max: i64) -> Result<i64, Error> {
         if (1..=max).contains(&value) {
             Ok(value)
@@ -529,25 +540,9 @@ impl Validator<'_> {
                 groups.push(m.directory_group.clone());
             }
         }
-        let max_imports_per_run = if s.max_imports_per_run < 0 {
-            return Err(self.error("sync", "max_imports_per_run", "must not be negative"));
-        } else {
-            s.max_imports_per_run as usize
-        };
-        let max_removals_per_run = if s.max_removals_per_run < 0 {
-            return Err(self.error("sync", "max_removals_per_run", "must not be negative"));
-        } else {
-            s.max_removals_per_run as usize
-        };
-        let max_shrink_percent = if (0..=100).contains(&s.max_shrink_percent) {
-            s.max_shrink_percent as u8
-        } else {
-            return Err(self.error(
-                "sync",
-                "max_shrink_percent",
-                format!("must be between 0 and 100, got {}", s.max_shrink_percent),
-            ));
-        };
+        let max_imports_per_run = self.non_negative("sync", "max_imports_per_run", s.max_imports_per_run)?;
+        let max_removals_per_run = self.non_negative("sync", "max_removals_per_run", s.max_removals_per_run)?;
+        let max_shrink_percent = self.percent("sync", "max_shrink_percent", s.max_shrink_percent)?;
         let leavers = self.leavers(&s.leavers)?;
         Ok(SyncPolicy {
             leavers,
@@ -577,12 +572,8 @@ impl Validator<'_> {
             }
         };
         let grace_runs = self.positive(t, "grace_runs", l.grace_runs, 1000)? as u32;
-        if l.max_per_run < 0 {
-            return Err(self.error(t, "max_per_run", "must not be negative"));
-        }
-        if !(0..=100).contains(&l.max_percent) {
-            return Err(self.error(t, "max_percent", format!("must be between 0 and 100, got {}", l.max_percent)));
-        }
+        let max_per_run = self.non_negative(t, "max_per_run", l.max_per_run)?;
+        let max_percent = self.percent(t, "max_percent", l.max_percent)?;
         let mut set = globset::GlobSetBuilder::new();
         for pattern in &l.protect {
             let glob = globset::GlobBuilder::new(pattern.trim())
@@ -596,8 +587,8 @@ impl Validator<'_> {
         Ok(LeaverPolicy {
             action,
             grace_runs,
-            max_per_run: l.max_per_run as usize,
-            max_percent: l.max_percent as u8,
+            max_per_run,
+            max_percent,
             protect_patterns: l.protect.clone(),
             protect,
             reactivate: l.reactivate,

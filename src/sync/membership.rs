@@ -87,6 +87,11 @@ pub struct CloudShell<'a> {
     pub members: &'a HashMap<i64, Vec<cloudshell::User>>,
 }
 
+/// The CloudShell group of this name (as configured: compared case-insensitively, trimmed), if any.
+pub fn find_group<'g>(groups: &'g [cloudshell::Group], name: &str) -> Option<&'g cloudshell::Group> {
+    groups.iter().find(|g| g.name.trim().eq_ignore_ascii_case(name.trim()))
+}
+
 /// The CloudShell groups the mappings name, each once (case-insensitively), with the directory groups that
 /// feed it, in the order the mappings first name them.
 pub fn cloudshell_groups(mappings: &[Mapping]) -> Vec<(String, Vec<String>)> {
@@ -120,7 +125,7 @@ pub fn plan(
         cloudshell.users.iter().filter_map(|u| Some((Username::new(&u.username)?, u.id?))).collect();
     let mut groups = Vec::new();
     for (name, fed_by) in cloudshell_groups(mappings) {
-        let found = cloudshell.groups.iter().find(|g| g.name.trim().eq_ignore_ascii_case(name.trim()));
+        let found = find_group(cloudshell.groups, &name);
         let current: Option<&Vec<cloudshell::User>> = found.and_then(|g| cloudshell.members.get(&g.id));
         let mut wanted: HashSet<&Username> = HashSet::new();
         let mut keep: HashSet<&Username> = HashSet::new();

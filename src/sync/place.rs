@@ -139,10 +139,8 @@ async fn current_members(
     targets: &[(String, Vec<String>)],
     users: &[cloudshell::User],
 ) -> (HashMap<i64, Vec<cloudshell::User>>, HashMap<i64, String>) {
-    let ids: Vec<i64> = targets
-        .iter()
-        .filter_map(|(name, _)| groups.iter().find(|g| g.name.trim().eq_ignore_ascii_case(name.trim())).map(|g| g.id))
-        .collect();
+    let ids: Vec<i64> =
+        targets.iter().filter_map(|(name, _)| membership::find_group(groups, name).map(|g| g.id)).collect();
     let mut members: HashMap<i64, Vec<cloudshell::User>> = HashMap::new();
     let mut unreadable = HashMap::new();
     if users.iter().all(|u| u.group_ids.is_some()) {
@@ -300,8 +298,8 @@ async fn settle_after_check(
     placed: &mut Placed,
 ) -> bool {
     let ids: Vec<i64> = rest.iter().map(|(_, id)| *id).collect();
-    match direction.send(client, group, &ids).await {
-        Ok(MembershipChange::Done { failures }) => {
+    match entries_failed(direction.send(client, group, &ids).await) {
+        Ok(failures) => {
             for entry in rest {
                 match failures.iter().find(|f| names(f, &entry.0, entry.1)) {
                     None => record_done(name, direction, vec![entry], placed),
@@ -310,14 +308,16 @@ async fn settle_after_check(
             }
             true
         }
-        other => {
-            let reason = match other {
-                Ok(MembershipChange::GroupNotFound { message } | MembershipChange::Refused { message }) => message,
-                Err(e) => e.to_string(),
-                Ok(MembershipChange::Done { .. }) => unreachable!("matched above"),
-            };
-            fail_all(name, rest, &reason, placed)
-        }
+        Err(reason) => fail_all(name, rest, &reason, placed),
+    }
+}
+
+/// A membership call's outcome as the entries it says failed, or why the whole call failed.
+fn entries_failed(outcome: Result<MembershipChange, Error>) -> Result<Vec<MembershipFailure>, String> {
+    match outcome {
+        Ok(MembershipChange::Done { failures }) => Ok(failures),
+        Ok(MembershipChange::GroupNotFound { message } | MembershipChange::Refused { message }) => Err(message),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -328,15 +328,10 @@ fn settle_alone(
     outcome: Result<MembershipChange, Error>,
     placed: &mut Placed,
 ) {
-    let reason = match outcome {
-        Ok(MembershipChange::Done { failures }) if failures.is_empty() => {
-            return record_done(name, direction, vec![entry], placed);
-        }
-        Ok(MembershipChange::Done { failures }) => {
-            failures.into_iter().map(|f| f.message).collect::<Vec<_>>().join("; ")
-        }
-        Ok(MembershipChange::GroupNotFound { message } | MembershipChange::Refused { message }) => message,
-        Err(e) => e.to_string(),
+    let reason = match entries_failed(outcome) {
+        Ok(failures) if failures.is_empty() => return record_done(name, direction, vec![entry], placed),
+        Ok(failures) => failures.into_iter().map(|f| f.message).collect::<Vec<_>>().join("; "),
+        Err(reason) => reason,
     };
     fail_one(name, &entry.0, &reason, placed);
 }
