@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config};
-use crate::logging::LogFormat;
+use crate::logging::{Escaped, LogFormat};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -266,7 +266,7 @@ async fn check_command(config: &Config) -> u8 {
     }
     match ldap::snapshot(&config.ldap, &config.sync.groups).await {
         Err(e) => {
-            println!("directory {}: FAILED: {e}", config.ldap.urls.join(", "));
+            println!("directory {}: FAILED: {}", config.ldap.urls.join(", "), Escaped(&e));
             problems += 1;
         }
         Ok(snapshot) => {
@@ -284,7 +284,7 @@ async fn check_command(config: &Config) -> u8 {
                             group.members.len(),
                             nested,
                             group.disabled_members,
-                            group.dn
+                            Escaped(&group.dn)
                         );
                         for c in &group.collisions {
                             println!("    problem: username {:?} is ambiguous: {:?}", c.username.as_str(), c.dns);
@@ -292,7 +292,7 @@ async fn check_command(config: &Config) -> u8 {
                         }
                     }
                     Err(e) => {
-                        println!("  group {:?}: FAILED: {e}", g.name);
+                        println!("  group {:?}: FAILED: {}", g.name, Escaped(&e));
                         problems += 1;
                     }
                 }
@@ -301,7 +301,7 @@ async fn check_command(config: &Config) -> u8 {
     }
     match cloudshell::Client::new(config.cloudshell.clone()) {
         Err(e) => {
-            println!("cloudshell {}: FAILED: {e}", config.cloudshell.url);
+            println!("cloudshell {}: FAILED: {}", config.cloudshell.url, Escaped(&e));
             problems += 1;
         }
         Ok(client) => match client.login().await {
@@ -310,7 +310,7 @@ async fn check_command(config: &Config) -> u8 {
                 problems += check_mapped_groups(&client, config).await;
             }
             Err(e) => {
-                println!("cloudshell {}: FAILED: {e}", config.cloudshell.url);
+                println!("cloudshell {}: FAILED: {}", config.cloudshell.url, Escaped(&e));
                 problems += 1;
             }
         },
@@ -333,7 +333,7 @@ async fn check_mapped_groups(client: &cloudshell::Client, config: &Config) -> us
     let groups = match client.list_groups().await {
         Ok(g) => g,
         Err(e) => {
-            println!("  cloudshell groups: FAILED: {e}");
+            println!("  cloudshell groups: FAILED: {}", Escaped(&e));
             return 1;
         }
     };
@@ -354,7 +354,7 @@ async fn check_mapped_groups(client: &cloudshell::Client, config: &Config) -> us
                     problems += 1;
                 }
                 Err(e) => {
-                    println!("  cloudshell group {name:?}: FAILED: {e}");
+                    println!("  cloudshell group {name:?}: FAILED: {}", Escaped(&e));
                     problems += 1;
                 }
             },

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::cloudshell::{CallCounts, CallKind};
 use crate::exit;
 use crate::ldap;
+use crate::logging::Escaped;
 use crate::username::Username;
 
 /// The outcome of a run.
@@ -541,13 +542,14 @@ impl Report {
         serde_json::to_string(self).expect("a report always serialises")
     }
 
-    /// The report for a person: one line per group, then the totals.
+    /// The report for a person: one line per group, then the totals. Text from peers (errors, reasons) has
+    /// its control characters escaped, as in the logs.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let mode = if self.dry_run { " (dry run: nothing written)" } else { "" };
         let _ = writeln!(out, "run {}: {} (exit {}){mode}", self.run_id, self.result.as_str(), self.result.exit_code());
         if let Some(e) = &self.error {
-            let _ = writeln!(out, "  error: {e}");
+            let _ = writeln!(out, "  error: {}", Escaped(e));
         }
         if let Some(h) = &self.held {
             let _ = writeln!(
@@ -568,7 +570,7 @@ impl Report {
                 g.failed
             );
             if let Some(e) = &g.error {
-                let _ = writeln!(out, "      error: {e}");
+                let _ = writeln!(out, "      error: {}", Escaped(e));
             }
             if self.dry_run && !g.planned.is_empty() {
                 let _ = writeln!(out, "      would import: {}", preview(&g.planned));
@@ -594,7 +596,7 @@ impl Report {
                 m.failed
             );
             if let Some(e) = &m.error {
-                let _ = writeln!(out, "      error: {e}");
+                let _ = writeln!(out, "      error: {}", Escaped(e));
             }
             if let Some(why) = &m.additions_only {
                 let _ = writeln!(out, "      additions only: {why}");
@@ -623,7 +625,7 @@ impl Report {
                 l.failures.len()
             );
             for why in [&l.skipped, &l.error].into_iter().flatten() {
-                let _ = writeln!(out, "      {why}");
+                let _ = writeln!(out, "      {}", Escaped(why));
             }
             if let Some(by) = &l.held_by {
                 let _ = writeln!(out, "      held: {by}; nobody was deactivated");
@@ -661,7 +663,7 @@ impl Report {
 /// The first 20 failures of a line, one each, and how many more.
 fn write_failures(out: &mut String, failures: &[Failure]) {
     for f in failures.iter().take(20) {
-        let _ = writeln!(out, "      failed {}: {}", f.username, f.reason);
+        let _ = writeln!(out, "      failed {}: {}", f.username, Escaped(&f.reason));
     }
     if failures.len() > 20 {
         let _ = writeln!(out, "      ... and {} more failures", failures.len() - 20);

@@ -90,6 +90,22 @@ pub enum Error {
     Version { path: PathBuf, found: u32, expected: u32 },
     #[error("unsafe state directory: {0}")]
     Unsafe(std::io::Error),
+    #[error(
+        "cannot write the state directory {dir}: {source}; the shrink guard and the managed users are kept there, \
+         so nothing is written anywhere until it can be (check its mount, owner and free space)"
+    )]
+    Unwritable { dir: PathBuf, source: std::io::Error },
+}
+
+/// Proves that the state directory can be written, before a run writes anything elsewhere: a read-only or
+/// full state directory would otherwise turn the shrink guard off silently. Creates it when missing.
+pub fn check_writable(dir: &Path) -> Result<(), Error> {
+    let unwritable = |source| Error::Unwritable { dir: dir.to_path_buf(), source };
+    std::fs::create_dir_all(dir).map_err(unwritable)?;
+    check_directory(dir).map_err(Error::Unsafe)?;
+    let mut probe = tempfile::Builder::new().prefix(".probe.").tempfile_in(dir).map_err(unwritable)?;
+    probe.write_all(b"probe").and_then(|()| probe.as_file().sync_all()).map_err(unwritable)?;
+    Ok(())
 }
 
 pub const USERS_FILE: &str = "users.json";

@@ -135,6 +135,35 @@ async fn skips_dangling_and_foreign_members_and_keeps_empty_groups_empty() {
 }
 
 #[tokio::test]
+async fn many_dangling_members_cost_one_group_sweep_not_a_read_each() {
+    let mut d = Directory::new();
+    let alice = d.user("alice");
+    let bob = d.user("bob");
+    let inner = d.group("Inner", std::slice::from_ref(&bob));
+    let mut members = vec![alice, inner];
+    // 300 references to deleted people and two outside the base (read one by one: the sweep cannot see there).
+    members.extend((0..300).map(|n| format!("uid=gone{n:03},{PEOPLE}")));
+    members.extend(["cn=x,dc=elsewhere,dc=com".to_string(), "cn=y,dc=elsewhere,dc=com".to_string()]);
+    d.group("Haunted", &members);
+    let slapd = Slapd::start(&d);
+    let snap = ldap::snapshot(&settings(&slapd.url()), &names(&["Haunted"])).await.unwrap();
+    let g = group(&snap, "Haunted");
+    assert_eq!(usernames(g), ["alice", "bob"], "the nested group is still found by the sweep");
+    assert_eq!(g.skipped_members, 302);
+    assert_eq!(snap.searches, 5, "the users, the named group, the sweep, the two outside the base: not 303 reads");
+
+    // Under the sweep's threshold each member DN is still read on its own.
+    let mut d = Directory::new();
+    let alice = d.user("alice");
+    let few: Vec<String> = std::iter::once(alice).chain((0..3).map(|n| format!("uid=gone{n},{PEOPLE}"))).collect();
+    d.group("Few", &few);
+    let slapd = Slapd::start(&d);
+    let snap = ldap::snapshot(&settings(&slapd.url()), &names(&["Few"])).await.unwrap();
+    assert_eq!((usernames(group(&snap, "Few")), group(&snap, "Few").skipped_members), (vec!["alice".to_string()], 3));
+    assert_eq!(snap.searches, 5, "the users, the named group and three base reads");
+}
+
+#[tokio::test]
 async fn reads_groups_and_users_with_odd_names() {
     let mut d = Directory::new();
     let porter = d.user_at(&format!("cn=Porter\\, James,{PEOPLE}"), "jporter", "Porter, James");

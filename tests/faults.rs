@@ -317,3 +317,42 @@ async fn a_state_directory_other_users_may_write_is_refused() {
     assert!(report["error"].as_str().unwrap().contains("writable by other users"), "{report}");
     assert!(env.imports().await.is_empty(), "nothing written");
 }
+
+#[tokio::test]
+async fn a_read_only_state_directory_fails_the_run_before_any_write() {
+    // Root ignores permission bits, so the directory is made read-only the way it happens on a host: a
+    // read-only mount, here a bind mount in a private mount namespace of the one command.
+    let env = Env::start(&directory(), |_| {});
+    let state = env.files.path("read-only-state");
+    std::fs::create_dir(&state).unwrap();
+    let config = env.files.config(
+        &env.slapd.url(),
+        &env.sim.url(),
+        &["Other"],
+        "",
+        &format!("[monitor]\nstate_directory = \"{}\"\n", state.display()),
+    );
+    let mount_read_only = r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#;
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", mount_read_only, "sh"])
+        .arg(&state)
+        .args([common::binary(), "sync", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .expect("unshare (util-linux) runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("unshare failed") && !stderr.contains("mount:"),
+        "this test mounts in a private namespace and needs root (scripts/test runs as root in CI): {stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(out.status.code(), Some(1), "{report}\n{stderr}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("cannot write the state directory") && error.contains("Read-only"), "{error}");
+    assert!(stderr.contains("state directory unwritable"), "{stderr}");
+    assert!(env.imports().await.is_empty(), "nothing written while the guard cannot keep its state");
+    // The same directory, writable again: the run goes ahead.
+    let (code, report, _) = sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(state.join("groups.json").exists());
+}

@@ -386,3 +386,29 @@ async fn usernames_holding_control_characters_are_skipped_never_logged_raw_nor_s
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn dangling_members_are_logged_once_per_group_with_every_control_character_escaped() {
+    let mut d = directory();
+    let people = common::PEOPLE;
+    let plain = d.user("plain");
+    let mut members = vec![plain];
+    // A reference to a deleted entry whose DN would forge a log line and recolour the terminal, and 79 more.
+    // (slapd refuses a NUL in a DN; usernames with one are tested above.)
+    members.push(format!("cn=ghost\nINFO forged: admin imported\u{1b}[2J\r,{people}"));
+    members.extend((0..79).map(|n| format!("uid=gone{n},{people}")));
+    d.group("Haunted", &members);
+    let env = Env(Stack::start(&d, |_| {}));
+    let config = env.config(&["Haunted"], None, "");
+
+    let (code, report, stderr) = env.sync_json(&config, &[]);
+
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(group(&report, "Haunted")["members"], 1, "{report}");
+    let skipped: Vec<&str> = stderr.lines().filter(|l| l.contains("member skipped")).collect();
+    assert_eq!(skipped.len(), 1, "one event for the group, not 80: {stderr}");
+    assert!(skipped[0].contains("count=80") && skipped[0].contains("sample="), "{}", skipped[0]);
+    assert!(skipped[0].contains("cn=ghost\\nINFO forged"), "shown escaped: {}", skipped[0]);
+    assert!(!stderr.lines().any(|l| l.starts_with("INFO forged")), "{stderr}");
+    assert!(!stderr.contains('\u{1b}') && !stderr.contains('\r'), "{stderr:?}");
+}

@@ -19,6 +19,19 @@ impl DnKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether this DN is `base` or an entry below it.
+    pub fn is_within(&self, base: &DnKey) -> bool {
+        let (dn, base) = (self.0.as_str(), base.0.as_str());
+        if base.is_empty() || dn == base {
+            return true;
+        }
+        let Some(head) = dn.strip_suffix(base).and_then(|h| h.strip_suffix(',')) else {
+            return false;
+        };
+        // The comma must separate RDNs, not be an escaped one inside a value (`\,`).
+        head.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 0
+    }
 }
 
 type Rdn = Vec<(String, String)>;
@@ -183,6 +196,22 @@ mod tests {
 
     fn same(a: &str, b: &str) {
         assert_eq!(DnKey::new(a), DnKey::new(b), "{a} vs {b}");
+    }
+
+    #[test]
+    fn tells_entries_below_a_base() {
+        let base = DnKey::new("DC=Example, dc=org");
+        for (dn, within) in [
+            ("uid=a,ou=People,dc=example,dc=org", true),
+            ("dc=example,dc=org", true),
+            ("uid=a,dc=elsewhere,dc=org", false),
+            ("uid=a,dc=notexample,dc=org", false),
+            ("cn=a\\,dc=example,dc=org", false),
+            ("cn=a\\\\,dc=example,dc=org", true),
+        ] {
+            assert_eq!(DnKey::new(dn).is_within(&base), within, "{dn}");
+        }
+        assert!(DnKey::new("cn=x").is_within(&DnKey::new("")), "the root holds everything");
     }
 
     #[test]

@@ -139,6 +139,7 @@ impl Expansion<'_> {
         let mut sources = Vec::new();
         let mut skipped = 0usize;
         let mut disabled = 0usize;
+        let (mut dangling, mut not_followed): (Vec<&String>, Vec<&String>) = (Vec::new(), Vec::new());
         let mut visited: HashSet<&DnKey> = HashSet::from([root]);
         let mut level: Vec<&GroupRecord> = vec![top];
         let mut depth = 0usize;
@@ -162,7 +163,7 @@ impl Expansion<'_> {
                 for (key, raw) in &group.others {
                     if !recursive {
                         skipped += 1;
-                        tracing::info!(group = %name, member = %raw, reason = "not a user; nested groups are off", "member skipped");
+                        not_followed.push(raw);
                         continue;
                     }
                     if let Some(e) = failed.get(key) {
@@ -174,7 +175,7 @@ impl Expansion<'_> {
                         }
                     } else if neither.contains(key) {
                         skipped += 1;
-                        tracing::warn!(group = %name, member = %raw, reason = "neither a user nor a group", "member skipped");
+                        dangling.push(raw);
                     } else {
                         return Err(Error::TooDeep { name: name.to_string(), depth: self.max_depth });
                     }
@@ -188,7 +189,28 @@ impl Expansion<'_> {
             }
             level = next;
         }
+        // One event per group and reason, however many members: 200,000 dangling references must not write
+        // 200,000 lines a run.
+        log_skipped(name, &not_followed, "not a user; nested groups are off", tracing::Level::INFO);
+        log_skipped(name, &dangling, "neither a user nor a group", tracing::Level::WARN);
         Ok(self.group_of(top, members, sources, (skipped, disabled)))
+    }
+}
+
+/// Member values logged per skipped-member event.
+const SAMPLE: usize = 5;
+
+/// One `member skipped` event for a group's members skipped for one reason: the count, the first, a sample.
+fn log_skipped(group: &str, skipped: &[&String], reason: &str, level: tracing::Level) {
+    let Some(first) = skipped.first() else {
+        return;
+    };
+    let sample: Vec<&str> = skipped.iter().take(SAMPLE).map(|s| s.as_str()).collect();
+    let count = skipped.len();
+    if level == tracing::Level::WARN {
+        tracing::warn!(group, count, member = %first, sample = ?sample, reason, "member skipped");
+    } else {
+        tracing::info!(group, count, member = %first, sample = ?sample, reason, "member skipped");
     }
 }
 

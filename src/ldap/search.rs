@@ -16,6 +16,9 @@ use super::nesting::{Expansion, GroupRecord, UserIndex};
 use super::{AD_CAPABILITIES, Error, GroupOutcome, IN_CHAIN, Member, NAMES_PER_FILTER, Nesting, Settings, range};
 use crate::username::Username;
 
+/// Unknown member DNs at one nesting level from which one search of every group beats reading each.
+const SWEEP_AT: usize = 64;
+
 /// What a non-user member DN turned out to be.
 enum Lookup {
     Group(GroupRecord),
@@ -404,6 +407,20 @@ impl Reader<'_> {
         Ok(records)
     }
 
+    /// Every group under the base (the group filter alone), for classifying many member DNs at once.
+    async fn read_all_groups(&mut self, index: &UserIndex) -> Result<Vec<GroupRecord>, Error> {
+        let s = self.s;
+        let mut entries = Vec::new();
+        let member = self.member_request();
+        let attrs = vec![s.group_name_attribute.as_str(), member.as_str()];
+        self.paged("the group sweep", &s.group_filter, attrs, |e| entries.push(e)).await?;
+        let mut records = Vec::with_capacity(entries.len());
+        for e in &entries {
+            records.push(self.group_record(e, index, None).await);
+        }
+        Ok(records)
+    }
+
     /// Whether the server advertises Active Directory's capabilities (and so IN_CHAIN).
     async fn is_active_directory(&mut self) -> bool {
         self.searches += 1;
@@ -448,6 +465,8 @@ impl Reader<'_> {
     ) {
         let mut level: Vec<DnKey> = roots;
         let mut visited: HashSet<DnKey> = level.iter().cloned().collect();
+        let base = DnKey::new(&self.s.base_dn);
+        let (mut swept, mut swept_ok) = (false, true);
         for _ in 0..self.s.max_nesting_depth {
             let mut next: Vec<DnKey> = Vec::new();
             let mut to_read: Vec<(DnKey, String)> = Vec::new();
@@ -463,6 +482,36 @@ impl Reader<'_> {
                         }
                     }
                 }
+            }
+            if !swept && to_read.len() >= SWEEP_AT {
+                // Many unknown member DNs (usually dangling ones: people deleted, groups never cleaned):
+                // one paged search of every group under the base answers for all those under it, instead
+                // of one read each.
+                swept = true;
+                match self.read_all_groups(index).await {
+                    Ok(groups) => {
+                        for g in groups {
+                            known.entry(DnKey::new(&g.dn)).or_insert(g);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "group sweep failed; reading member DNs one by one");
+                        swept_ok = false;
+                    }
+                }
+            }
+            if swept && swept_ok {
+                to_read.retain(|(key, _)| {
+                    if known.contains_key(key) {
+                        return false;
+                    }
+                    // Under the base and not found by the sweep: not a group the filter admits.
+                    let under = key.is_within(&base);
+                    if under {
+                        neither.insert(key.clone());
+                    }
+                    !under
+                });
             }
             for (key, raw) in to_read {
                 match self.lookup(&raw, index).await {

@@ -112,6 +112,13 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
             return (report, Some(client));
         }
     };
+    if let (Some(dir), false) = (&context.state_directory, report.dry_run)
+        && let Err(e) = state::check_writable(dir)
+    {
+        tracing::error!(error = %e, "state directory unwritable");
+        report.fail(e);
+        return (report, Some(client));
+    }
     let policy = Policy::new(&config.sync, counts.as_ref().map(state::Counts::by_group).unwrap_or_default());
     let plan = plan::plan(snapshot, &users, policy);
     log_plan(&plan, config.sync.max_shrink_percent);
@@ -132,8 +139,12 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     let statuses = report.groups.iter().map(|g| g.status).chain(report.memberships.iter().map(|m| m.status));
     let statuses = statuses.chain(report.leavers.as_ref().map(|l| l.status));
     report.result = RunResult::from_statuses(statuses, report.interrupted);
-    if let (Some(counts), Some(dir), false) = (counts.as_mut(), &context.state_directory, report.dry_run) {
-        save_counts(dir, counts, &plan);
+    if let (Some(counts), Some(dir), false) = (counts.as_mut(), &context.state_directory, report.dry_run)
+        && let Err(e) = save_counts(dir, counts, &plan)
+    {
+        // The guard would compare the next run against stale counts, or none: fail rather than say ok.
+        tracing::error!(dir = %dir.display(), error = %e, "state file not written");
+        report.fail(format!("the shrink guard's counts were not saved in {}: {e}", dir.display()));
     }
     (report, Some(client))
 }
@@ -224,7 +235,7 @@ fn load_counts(context: &Context) -> Result<Option<state::Counts>, state::Error>
 }
 
 /// Records the counts the guard accepted as the new reference (a held group keeps its old one).
-fn save_counts(dir: &std::path::Path, counts: &mut state::Counts, plan: &Plan) {
+fn save_counts(dir: &std::path::Path, counts: &mut state::Counts, plan: &Plan) -> std::io::Result<()> {
     for g in &plan.groups {
         if let GroupPlan::Ready(r) = g
             && r.shrink.is_none()
@@ -232,9 +243,7 @@ fn save_counts(dir: &std::path::Path, counts: &mut state::Counts, plan: &Plan) {
             counts.record(&r.name, r.group.members.len());
         }
     }
-    if let Err(e) = state::save(dir, counts) {
-        tracing::warn!(dir = %dir.display(), error = %e, "state file not written");
-    }
+    state::save(dir, counts)
 }
 
 /// A group's report line. `status` is the status of a group that went well (ok, planned, held or skipped).
