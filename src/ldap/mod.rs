@@ -9,7 +9,9 @@
 //! - one paged search of all users under the base (`user_filter`, username/display name/mail attributes):
 //!   ceil(M / page_size) pages, joined in memory by normalised DN;
 //! - one paged search for the configured groups by name, ORed 50 names per filter: ceil(N / 50) searches;
-//! - with nested groups, one base-scope read per member DN that is not a user, level by level: K + D reads.
+//! - with nested groups, one base-scope read per member DN that is not a user, level by level: K + D reads; at
+//!   a level with 64 or more such DNs, one paged search of every group under the base instead, after which only
+//!   DNs outside the base are read one by one.
 //!
 //! No search is made per user member, so a 3,000-member group costs the same as a 3-member one.
 
