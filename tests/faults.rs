@@ -318,12 +318,34 @@ async fn a_state_directory_other_users_may_write_is_refused() {
     assert!(env.imports().await.is_empty(), "nothing written");
 }
 
+/// Runs `sync --json` with the state directory `state` first prepared by `prepare` (a shell snippet given the
+/// directory as `$1`) in a private mount namespace: how a read-only or full state directory is made, since root
+/// ignores permission bits. Root is needed (scripts/test runs as root in CI).
+fn sync_in_mount_namespace(
+    state: &std::path::Path,
+    prepare: &str,
+    config: &std::path::Path,
+) -> (Option<i32>, String, String) {
+    let script = format!(r#"{prepare} && shift && exec "$@""#);
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(state)
+        .args([common::binary(), "sync", "--json", "--config"])
+        .arg(config)
+        .output()
+        .expect("unshare (util-linux) runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !stderr.contains("unshare:") && !stderr.contains("mount:"),
+        "this test mounts in a private mount namespace and needs root (scripts/test runs as root in CI): {stderr}"
+    );
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), stderr)
+}
+
 #[tokio::test]
-async fn a_read_only_state_directory_fails_the_run_before_any_write() {
-    // Root ignores permission bits, so the directory is made read-only the way it happens on a host: a
-    // read-only mount, here a bind mount in a private mount namespace of the one command.
+async fn a_state_directory_that_cannot_be_written_fails_the_run_before_any_write() {
     let env = Env::start(&directory(), |_| {});
-    let state = env.files.path("read-only-state");
+    let state = env.files.path("state");
     std::fs::create_dir(&state).unwrap();
     let config = env.files.config(
         &env.slapd.url(),
@@ -332,26 +354,25 @@ async fn a_read_only_state_directory_fails_the_run_before_any_write() {
         "",
         &format!("[monitor]\nstate_directory = \"{}\"\n", state.display()),
     );
-    let mount_read_only = r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#;
-    let out = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", mount_read_only, "sh"])
-        .arg(&state)
-        .args([common::binary(), "sync", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .expect("unshare (util-linux) runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("unshare failed") && !stderr.contains("mount:"),
-        "this test mounts in a private namespace and needs root (scripts/test runs as root in CI): {stderr}"
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
-    assert_eq!(out.status.code(), Some(1), "{report}\n{stderr}");
+
+    // Read-only (a read-only bind mount): the run lock cannot even be taken.
+    let read_only = r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1""#;
+    let (code, _, stderr) = sync_in_mount_namespace(&state, read_only, &config);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("run.lock") && stderr.contains("Read-only file system"), "{stderr}");
+
+    // Full (a tiny tmpfs, filled): the lock is taken (an empty file), the probe write is not.
+    let full =
+        r#"mount -t tmpfs -o size=16k,mode=0755 tmpfs "$1" && { cat /dev/zero > "$1/filler" 2>/dev/null; true; }"#;
+    let (code, stdout, stderr) = sync_in_mount_namespace(&state, full, &config);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    assert_eq!(code, Some(1), "{report}\n{stderr}");
     let error = report["error"].as_str().unwrap();
-    assert!(error.contains("cannot write the state directory") && error.contains("Read-only"), "{error}");
+    assert!(error.contains("cannot write the state directory") && error.contains("No space left"), "{error}");
     assert!(stderr.contains("state directory unwritable"), "{stderr}");
+
     assert!(env.imports().await.is_empty(), "nothing written while the guard cannot keep its state");
-    // The same directory, writable again: the run goes ahead.
+    // The same directory, writable: the run goes ahead and keeps its counts.
     let (code, report, _) = sync_json(&config, &[]);
     assert_eq!(code, 0, "{report}");
     assert!(state.join("groups.json").exists());

@@ -39,10 +39,9 @@ pub struct UserAttributes<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum UserEntry {
     User(Member),
-    /// An account the directory marks disabled (left out unless `include_disabled`).
-    Disabled {
-        dn: String,
-    },
+    /// An account the directory marks disabled (left out of the members unless `include_disabled`), kept by
+    /// name: `sync.disabled_accounts = "import_then_deactivate"` deactivates it in CloudShell.
+    Disabled(Member),
     /// No usable username: skipped, with the reason (and the length, for a name too long).
     Unusable {
         dn: String,
@@ -55,9 +54,7 @@ impl UserEntry {
     /// Reads a user entry.
     pub fn from_entry(entry: SearchEntry, a: &UserAttributes) -> UserEntry {
         let account_control = values(&entry, "userAccountControl").next().and_then(|v| v.trim().parse::<i64>().ok());
-        if !a.include_disabled && account_control.is_some_and(|uac| uac & ACCOUNT_DISABLED != 0) {
-            return UserEntry::Disabled { dn: entry.dn };
-        }
+        let disabled = !a.include_disabled && account_control.is_some_and(|uac| uac & ACCOUNT_DISABLED != 0);
         let raw = values(&entry, a.username).next();
         let username = match raw.map(|v| (v.chars().count(), Username::new(v))) {
             // A newline forges log lines, an ANSI escape rewrites a terminal, a NUL cuts C strings: a
@@ -90,7 +87,8 @@ impl UserEntry {
         };
         let display_name = values(&entry, a.display_name).next().cloned();
         let email = values(&entry, a.email).next().cloned();
-        UserEntry::User(Member { username, display_name, email, dn: entry.dn })
+        let member = Member { username, display_name, email, dn: entry.dn };
+        if disabled { UserEntry::Disabled(member) } else { UserEntry::User(member) }
     }
 }
 
@@ -227,7 +225,13 @@ mod tests {
     #[test]
     fn disabled_accounts_are_told_apart_unless_included() {
         let disabled = || search_entry(&[("uid", &["d"]), ("userAccountControl", &["514"])], &[]);
-        assert_eq!(UserEntry::from_entry(disabled(), &ATTRS), UserEntry::Disabled { dn: "uid=x,dc=example".into() });
+        match UserEntry::from_entry(disabled(), &ATTRS) {
+            UserEntry::Disabled(m) => assert_eq!((m.username.as_str(), m.dn.as_str()), ("d", "uid=x,dc=example")),
+            other => panic!("{other:?}"),
+        }
+        // A disabled entry whose username could not be used is refused like any other: never imported by name.
+        let odd_name = search_entry(&[("uid", &["a\nb"]), ("userAccountControl", &["514"])], &[]);
+        assert!(matches!(UserEntry::from_entry(odd_name, &ATTRS), UserEntry::Unusable { .. }));
         let include = UserAttributes { include_disabled: true, ..ATTRS };
         assert!(matches!(UserEntry::from_entry(disabled(), &include), UserEntry::User(_)));
         let enabled = search_entry(&[("uid", &["e"]), ("userAccountControl", &[" 512 "])], &[]);

@@ -145,6 +145,8 @@ pub struct Group {
     pub skipped_members: usize,
     /// Members left out because their account is disabled.
     pub disabled_members: usize,
+    /// Those disabled accounts (nested ones included), sorted by username, each once.
+    pub disabled: Vec<Arc<Member>>,
 }
 
 /// One configured group's outcome.

@@ -19,8 +19,10 @@ pub(super) struct UserIndex {
     /// most directories write member values exactly as the entries' DNs.
     pub by_key: std::sync::OnceLock<HashMap<DnKey, u32>>,
     pub collisions: HashMap<Username, Vec<String>>,
-    /// Disabled accounts left out, by normalised DN: members that are these are not "unknown".
-    pub disabled: HashSet<DnKey>,
+    /// Disabled accounts left out of the members, by normalised DN (index into `disabled_users`): members
+    /// that are these are not "unknown".
+    pub disabled: HashMap<DnKey, u32>,
+    pub disabled_users: Vec<Arc<Member>>,
     /// Entries refused as users (no usable username), by normalised DN: members that are these are not
     /// "unknown" either.
     pub unusable: HashSet<DnKey>,
@@ -44,8 +46,8 @@ pub(super) struct GroupRecord {
     pub dn: String,
     pub users: Vec<u32>,
     pub others: Vec<(DnKey, String)>,
-    /// Members that are disabled accounts, left out.
-    pub disabled: usize,
+    /// Members that are disabled accounts (indexes into `disabled_users`), left out.
+    pub disabled: Vec<u32>,
     /// Members that are refused entries, left out.
     pub unusable: usize,
     /// Why the member list is incomplete (range retrieval failed): the group cannot be used.
@@ -69,7 +71,12 @@ pub(super) struct Expansion<'a> {
 
 impl Expansion<'_> {
     /// A group's members from an IN_CHAIN search; its direct members give the one source.
-    pub fn resolve_in_chain(&self, root: &DnKey, members: Vec<u32>) -> Result<Group, Error> {
+    /// `disabled`: the disabled accounts the search found (indexes into `disabled_users`).
+    pub fn resolve_in_chain(
+        &self,
+        root: &DnKey,
+        (members, mut disabled): (Vec<u32>, Vec<u32>),
+    ) -> Result<Group, Error> {
         let (known, index) = (self.known, self.index);
         let top = known.get(root).expect("a found group is known");
         if let Some(e) = &top.error {
@@ -88,10 +95,11 @@ impl Expansion<'_> {
             name: top.name.clone(),
             dn: top.dn.clone(),
             direct_members: top.users.iter().map(|&n| index.users[n as usize].clone()).collect(),
-            disabled_members: top.disabled,
+            disabled_members: top.disabled.len(),
             unusable_members: top.unusable,
         };
-        Ok(self.group_of(top, members, vec![source], (top.unusable, top.disabled)))
+        disabled.extend(&top.disabled);
+        Ok(self.group_of(top, members, vec![source], (top.unusable, disabled)))
     }
 
     /// Builds the group from member indexes: sorted, each once, collisions set apart.
@@ -100,7 +108,7 @@ impl Expansion<'_> {
         top: &GroupRecord,
         mut members: Vec<u32>,
         sources: Vec<Source>,
-        (skipped, disabled): (usize, usize),
+        (skipped, mut disabled): (usize, Vec<u32>),
     ) -> Group {
         let index = self.index;
         members.sort_unstable();
@@ -118,6 +126,11 @@ impl Expansion<'_> {
             out.push(u.clone());
         }
         out.sort_by(|a, b| a.username.cmp(&b.username));
+        disabled.sort_unstable();
+        disabled.dedup();
+        let mut disabled_accounts: Vec<Arc<Member>> =
+            disabled.iter().map(|&n| index.disabled_users[n as usize].clone()).collect();
+        disabled_accounts.sort_by(|a, b| a.username.cmp(&b.username));
         Group {
             name: top.name.clone(),
             dn: top.dn.clone(),
@@ -125,7 +138,8 @@ impl Expansion<'_> {
             sources,
             collisions: found_collisions,
             skipped_members: skipped,
-            disabled_members: disabled,
+            disabled_members: disabled.len(),
+            disabled: disabled_accounts,
         }
     }
 
@@ -138,7 +152,7 @@ impl Expansion<'_> {
         let mut members: Vec<u32> = Vec::new();
         let mut sources = Vec::new();
         let mut skipped = 0usize;
-        let mut disabled = 0usize;
+        let mut disabled: Vec<u32> = Vec::new();
         let (mut dangling, mut not_followed): (Vec<&String>, Vec<&String>) = (Vec::new(), Vec::new());
         let mut visited: HashSet<&DnKey> = HashSet::from([root]);
         let mut level: Vec<&GroupRecord> = vec![top];
@@ -150,14 +164,14 @@ impl Expansion<'_> {
                     return Err(e.clone());
                 }
                 members.extend(&group.users);
-                disabled += group.disabled;
+                disabled.extend(&group.disabled);
                 // Refused entries count among the skipped members, as dangling ones do.
                 skipped += group.unusable;
                 sources.push(Source {
                     name: group.name.clone(),
                     dn: group.dn.clone(),
                     direct_members: group.users.iter().map(|&n| users[n as usize].clone()).collect(),
-                    disabled_members: group.disabled,
+                    disabled_members: group.disabled.len(),
                     unusable_members: group.unusable,
                 });
                 for (key, raw) in &group.others {
@@ -242,7 +256,8 @@ mod tests {
             users,
             by_key: std::sync::OnceLock::new(),
             collisions,
-            disabled: HashSet::new(),
+            disabled: HashMap::new(),
+            disabled_users: Vec::new(),
             unusable: HashSet::new(),
         }
     }
@@ -257,7 +272,15 @@ mod tests {
         let dn = format!("cn={name},ou=groups,dc=x");
         (
             key(name),
-            GroupRecord { name: name.into(), dn, users: users.to_vec(), others, disabled: 0, unusable: 0, error: None },
+            GroupRecord {
+                name: name.into(),
+                dn,
+                users: users.to_vec(),
+                others,
+                disabled: Vec::new(),
+                unusable: 0,
+                error: None,
+            },
         )
     }
 
@@ -303,6 +326,23 @@ mod tests {
         assert_eq!(usernames(&g), ["alice", "bob", "carol"]);
         let sources: Vec<(&str, usize)> = g.sources.iter().map(|s| (s.name.as_str(), s.direct_members.len())).collect();
         assert_eq!(sources, [("Team", 2), ("Inner", 2)]);
+    }
+
+    #[test]
+    fn disabled_accounts_are_kept_by_name_once_over_every_level() {
+        let mut index = index(&["a"], None);
+        index.disabled_users = vec![member("zed"), member("dis")];
+        let (mut team, mut inner) = (record("Team", &[0], &["Inner"]), record("Inner", &[], &[]));
+        (team.1.disabled, inner.1.disabled) = (vec![0], vec![1, 0]);
+        let w = World::new(index, vec![team, inner]);
+        let g = w.resolve("Team", 10).unwrap();
+        assert_eq!(usernames(&g), ["a"]);
+        let disabled: Vec<&str> = g.disabled.iter().map(|m| m.username.as_str()).collect();
+        assert_eq!((disabled, g.disabled_members), (vec!["dis", "zed"], 2));
+        assert_eq!(g.sources.iter().map(|s| s.disabled_members).collect::<Vec<_>>(), [1, 2]);
+        // In chain: the search's disabled accounts and the group's own direct ones.
+        let g = w.expansion(10).resolve_in_chain(&key("Team"), (vec![0], vec![1])).unwrap();
+        assert_eq!(g.disabled.iter().map(|m| m.username.as_str()).collect::<Vec<_>>(), ["dis", "zed"]);
     }
 
     #[test]
@@ -367,10 +407,10 @@ mod tests {
     #[test]
     fn in_chain_results_must_hold_every_direct_member() {
         let w = World::new(index(&["a", "b", "c"], None), vec![record("G", &[0, 1], &[])]);
-        let g = w.expansion(10).resolve_in_chain(&key("G"), vec![2, 1, 0, 1]).unwrap();
+        let g = w.expansion(10).resolve_in_chain(&key("G"), (vec![2, 1, 0, 1], Vec::new())).unwrap();
         assert_eq!(usernames(&g), ["a", "b", "c"]);
         assert_eq!(g.sources.len(), 1, "the in-chain search names no nested group");
-        let e = w.expansion(10).resolve_in_chain(&key("G"), vec![0]).unwrap_err();
+        let e = w.expansion(10).resolve_in_chain(&key("G"), (vec![0], Vec::new())).unwrap_err();
         assert!(e.to_string().contains("does not return the direct member uid=b"), "{e}");
     }
 }

@@ -191,7 +191,7 @@ impl Reader<'_> {
             tracing::info!(mode = "recursive", "nested groups: the directory is not Active Directory");
             Nesting::Recursive
         };
-        let mut in_chain: HashMap<DnKey, Result<Vec<u32>, Error>> = HashMap::new();
+        let mut in_chain: HashMap<DnKey, Result<(Vec<u32>, Vec<u32>), Error>> = HashMap::new();
         if nesting == Nesting::InChain {
             for key in named.values().filter_map(|r| r.as_ref().ok().cloned()).collect::<Vec<_>>() {
                 let dn = known.get(&key).map(|g| g.dn.clone()).expect("a found group is known");
@@ -242,7 +242,8 @@ impl Reader<'_> {
         let mut by_name: HashMap<Username, u32> = HashMap::new();
         let mut collisions: HashMap<Username, Vec<String>> = HashMap::new();
         let mut skipped = 0usize;
-        let mut disabled: HashSet<DnKey> = HashSet::new();
+        let mut disabled: HashMap<DnKey, u32> = HashMap::new();
+        let mut disabled_users: Vec<Arc<Member>> = Vec::new();
         let mut unusable: HashSet<DnKey> = HashSet::new();
         let attrs = vec![
             s.username_attribute.as_str(),
@@ -259,9 +260,10 @@ impl Reader<'_> {
         self.paged("the users search", &s.user_filter, attrs, |entry| {
             let member = match UserEntry::from_entry(entry, &user_attributes) {
                 UserEntry::User(member) => member,
-                UserEntry::Disabled { dn } => {
-                    tracing::debug!(dn = %dn, "disabled account left out");
-                    disabled.insert(DnKey::new(&dn));
+                UserEntry::Disabled(member) => {
+                    tracing::debug!(dn = %member.dn, "disabled account left out");
+                    disabled.insert(DnKey::new(&member.dn), disabled_users.len() as u32);
+                    disabled_users.push(Arc::new(member));
                     return;
                 }
                 UserEntry::Unusable { dn, reason, length } => {
@@ -299,7 +301,15 @@ impl Reader<'_> {
         if !disabled.is_empty() {
             tracing::info!(count = disabled.len(), "disabled accounts left out");
         }
-        Ok(UserIndex { users, by_raw_dn, by_key: std::sync::OnceLock::new(), collisions, disabled, unusable })
+        Ok(UserIndex {
+            users,
+            by_raw_dn,
+            by_key: std::sync::OnceLock::new(),
+            collisions,
+            disabled,
+            disabled_users,
+            unusable,
+        })
     }
 
     fn group_name_filter(&self, names: &[String]) -> String {
@@ -361,7 +371,7 @@ impl Reader<'_> {
         };
         let mut users = Vec::new();
         let mut others = Vec::new();
-        let mut disabled = 0;
+        let mut disabled = Vec::new();
         let mut unusable = 0;
         for dn in member_values {
             if dn.is_empty() {
@@ -371,8 +381,8 @@ impl Reader<'_> {
                 Some(n) => users.push(n),
                 None => {
                     let key = DnKey::new(&dn);
-                    if index.disabled.contains(&key) {
-                        disabled += 1;
+                    if let Some(&n) = index.disabled.get(&key) {
+                        disabled.push(n);
                     } else if index.unusable.contains(&key) {
                         unusable += 1;
                     } else {
@@ -442,16 +452,20 @@ impl Reader<'_> {
         }
     }
 
-    /// The effective user members of a group by IN_CHAIN: one paged search of users.
-    async fn in_chain_members(&mut self, group_dn: &str, index: &UserIndex) -> Result<Vec<u32>, Error> {
+    /// The effective user members of a group by IN_CHAIN: one paged search of users. Also the disabled
+    /// accounts it finds (indexes into `disabled_users`).
+    async fn in_chain_members(&mut self, group_dn: &str, index: &UserIndex) -> Result<(Vec<u32>, Vec<u32>), Error> {
         let s = self.s;
         let filter = format!("(&{}(memberOf:{IN_CHAIN}:={}))", s.user_filter, ldap_escape(group_dn));
-        let mut members = Vec::new();
+        let (mut members, mut disabled) = (Vec::new(), Vec::new());
         self.paged("the in-chain member search", &filter, vec![s.username_attribute.as_str()], |e| {
-            members.extend(index.find(&e.dn));
+            match index.find(&e.dn) {
+                Some(n) => members.push(n),
+                None => disabled.extend(index.disabled.get(&DnKey::new(&e.dn))),
+            }
         })
         .await?;
-        Ok(members)
+        Ok((members, disabled))
     }
 
     /// Reads the member DNs that are not users, level by level, up to the nesting cap.

@@ -205,6 +205,7 @@ mod tests {
                 collisions: vec![],
                 skipped_members: 0,
                 disabled_members: 0,
+                disabled: vec![],
             }),
         }
     }
