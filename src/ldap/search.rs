@@ -19,6 +19,9 @@ use crate::username::Username;
 /// Unknown member DNs at one nesting level from which one search of every group beats reading each.
 const SWEEP_AT: usize = 64;
 
+/// What an in-chain search found: the members and the disabled accounts (indexes into the user index).
+type InChain = (Vec<u32>, Vec<u32>);
+
 /// What a non-user member DN turned out to be.
 enum Lookup {
     Group(GroupRecord),
@@ -191,7 +194,7 @@ impl Reader<'_> {
             tracing::info!(mode = "recursive", "nested groups: the directory is not Active Directory");
             Nesting::Recursive
         };
-        let mut in_chain: HashMap<DnKey, Result<(Vec<u32>, Vec<u32>), Error>> = HashMap::new();
+        let mut in_chain: HashMap<DnKey, Result<InChain, Error>> = HashMap::new();
         if nesting == Nesting::InChain {
             for key in named.values().filter_map(|r| r.as_ref().ok().cloned()).collect::<Vec<_>>() {
                 let dn = known.get(&key).map(|g| g.dn.clone()).expect("a found group is known");
@@ -454,7 +457,7 @@ impl Reader<'_> {
 
     /// The effective user members of a group by IN_CHAIN: one paged search of users. Also the disabled
     /// accounts it finds (indexes into `disabled_users`).
-    async fn in_chain_members(&mut self, group_dn: &str, index: &UserIndex) -> Result<(Vec<u32>, Vec<u32>), Error> {
+    async fn in_chain_members(&mut self, group_dn: &str, index: &UserIndex) -> Result<InChain, Error> {
         let s = self.s;
         let filter = format!("(&{}(memberOf:{IN_CHAIN}:={}))", s.user_filter, ldap_escape(group_dn));
         let (mut members, mut disabled) = (Vec::new(), Vec::new());
