@@ -71,6 +71,25 @@ impl LeaverAction {
     }
 }
 
+/// How a group holding disabled directory accounts is imported (`sync.disabled_accounts`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisabledAccounts {
+    /// By the group's name; then the disabled accounts are deactivated in CloudShell.
+    ImportThenDeactivate,
+    /// Member by member, so the disabled accounts are never imported.
+    PerUser,
+}
+
+impl DisabledAccounts {
+    /// The name in the configuration and the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisabledAccounts::ImportThenDeactivate => "import_then_deactivate",
+            DisabledAccounts::PerUser => "per_user",
+        }
+    }
+}
+
 /// `[sync.leavers]`, validated.
 #[derive(Clone, Debug)]
 pub struct LeaverPolicy {
@@ -114,6 +133,23 @@ pub struct SyncPolicy {
     pub concurrency: usize,
     /// A group whose membership shrank by more than this percentage since the last good run is held.
     pub max_shrink_percent: u8,
+    /// `sync.disabled_accounts` as configured; unset, it depends on the state directory
+    /// ([`SyncPolicy::disabled_accounts`]).
+    pub disabled_accounts: Option<DisabledAccounts>,
+    /// More deactivations of disabled accounts than this hold them.
+    pub max_disabled_deactivations_per_run: usize,
+}
+
+impl SyncPolicy {
+    /// The mode in force: as configured, else `import_then_deactivate` with a state directory (the deactivated
+    /// accounts are recorded there, to be reactivated when enabled again) and `per_user` without one.
+    pub fn disabled_accounts(&self, has_state_directory: bool) -> DisabledAccounts {
+        self.disabled_accounts.unwrap_or(if has_state_directory {
+            DisabledAccounts::ImportThenDeactivate
+        } else {
+            DisabledAccounts::PerUser
+        })
+    }
 }
 
 /// The schedule of the daemon (`run`).
@@ -372,6 +408,32 @@ groups = ["Team"]
         assert_eq!(c.sync.mappings.len(), 2);
         assert_eq!(c.sync.mappings[0].cloudshell_groups, ["Lab Users", "DevOps"]);
         assert_eq!(c.cloudshell.timeout, std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn disabled_accounts_default_by_state_directory_and_import_then_deactivate_needs_one() {
+        let c = parse_text(MINIMAL).unwrap();
+        assert_eq!(c.sync.disabled_accounts, None);
+        assert_eq!(c.sync.disabled_accounts(true), DisabledAccounts::ImportThenDeactivate);
+        assert_eq!(c.sync.disabled_accounts(false), DisabledAccounts::PerUser);
+        assert_eq!(c.sync.max_disabled_deactivations_per_run, 1000);
+        let with = |line: &str| {
+            MINIMAL.replace("[sync]\ngroups = [\"Team\"]\n", &format!("[sync]\ngroups = [\"Team\"]\n{line}\n"))
+        };
+        let c = parse_text(&with("disabled_accounts = \"per_user\"")).unwrap();
+        assert_eq!(c.sync.disabled_accounts(true), DisabledAccounts::PerUser);
+        let e = parse_text(&with("disabled_accounts = \"import_then_deactivate\"")).unwrap_err().to_string();
+        assert!(e.contains("sync.disabled_accounts") && e.contains("needs a state directory"), "{e}");
+        let e = parse_text(&with("disabled_accounts = \"deactivate\"")).unwrap_err().to_string();
+        assert!(e.contains("must be \"import_then_deactivate\" or \"per_user\""), "{e}");
+        let e = parse_text(&with("max_disabled_deactivations_per_run = -1")).unwrap_err().to_string();
+        assert!(e.contains("sync.max_disabled_deactivations_per_run"), "{e}");
+        let text = format!(
+            "{}\n[monitor]\nstate_directory = \"/var/lib/x\"\n",
+            with("disabled_accounts = \"Import_Then_Deactivate\"")
+        );
+        let c = parse_text(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.sync.disabled_accounts, Some(DisabledAccounts::ImportThenDeactivate));
     }
 
     #[test]

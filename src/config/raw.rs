@@ -195,6 +195,15 @@ pub struct RawSync {
     /// A group shrinking by more than this percentage is held. Default 50.
     #[serde(default = "defaults::max_shrink_percent")]
     pub max_shrink_percent: i64,
+    /// How a group holding accounts the directory marks disabled is imported: `import_then_deactivate` (by
+    /// the group's name, then those accounts deactivated in CloudShell) or `per_user` (member by member, so
+    /// they are never imported). Default `import_then_deactivate` where a state directory exists, else
+    /// `per_user`.
+    pub disabled_accounts: Option<String>,
+    /// More accounts to deactivate for being disabled in the directory than this hold those deactivations
+    /// (the imports stand). Default 1000.
+    #[serde(default = "defaults::max_disabled_deactivations_per_run")]
+    pub max_disabled_deactivations_per_run: i64,
 }
 
 /// `[sync.leavers]`: managed users who left the configured groups.
@@ -322,6 +331,9 @@ mod defaults {
     }
     pub fn max_removals_per_run() -> i64 {
         100
+    }
+    pub fn max_disabled_deactivations_per_run() -> i64 {
+        1000
     }
     pub fn membership_batch_size() -> i64 {
         100

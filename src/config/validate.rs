@@ -11,7 +11,9 @@ use url::Url;
 use super::raw::{
     Raw, RawCloudShell, RawLdap, RawLeavers, RawLog, RawMapping, RawMonitor, RawNesting, RawSchedule, RawSync, RawUrls,
 };
-use super::{Config, Error, LeaverAction, LeaverPolicy, Mapping, Monitor, ScheduleConfig, SyncPolicy};
+use super::{
+    Config, DisabledAccounts, Error, LeaverAction, LeaverPolicy, Mapping, Monitor, ScheduleConfig, SyncPolicy,
+};
 use crate::cloudshell::{self, AuthScheme};
 use crate::ldap;
 use crate::logging::LogFormat;
@@ -271,6 +273,15 @@ impl Validator<'_> {
                 "action",
                 "\"deactivate\" needs a state directory to know which users it manages: set [monitor] \
                  state_directory (systemd's StateDirectory= sets it for the shipped units)",
+            ));
+        }
+        if sync.disabled_accounts == Some(DisabledAccounts::ImportThenDeactivate) && monitor.state_directory.is_none() {
+            return Err(self.error(
+                "sync",
+                "disabled_accounts",
+                "\"import_then_deactivate\" needs a state directory to record the accounts it deactivates (and \
+                 reactivate them when they are enabled again): set [monitor] state_directory (systemd's \
+                 StateDirectory= sets it for the shipped units), or use \"per_user\"",
             ));
         }
         Ok(Config {
@@ -544,7 +555,23 @@ impl Validator<'_> {
         let max_removals_per_run = self.non_negative("sync", "max_removals_per_run", s.max_removals_per_run)?;
         let max_shrink_percent = self.percent("sync", "max_shrink_percent", s.max_shrink_percent)?;
         let leavers = self.leavers(&s.leavers)?;
+        let disabled_accounts = match s.disabled_accounts.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None => None,
+            Some("import_then_deactivate") => Some(DisabledAccounts::ImportThenDeactivate),
+            Some("per_user") => Some(DisabledAccounts::PerUser),
+            Some(_) => {
+                return Err(self.error(
+                    "sync",
+                    "disabled_accounts",
+                    format!("must be \"import_then_deactivate\" or \"per_user\", got {:?}", s.disabled_accounts),
+                ));
+            }
+        };
+        let max_disabled_deactivations_per_run =
+            self.non_negative("sync", "max_disabled_deactivations_per_run", s.max_disabled_deactivations_per_run)?;
         Ok(SyncPolicy {
+            disabled_accounts,
+            max_disabled_deactivations_per_run,
             leavers,
             groups,
             mappings,
