@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, DisabledAccounts};
 use crate::logging::{Escaped, LogFormat};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -215,6 +215,13 @@ async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
             }
         }
     };
+    if config.sync.disabled_accounts.is_none() && context.state_directory.is_none() {
+        tracing::info!(
+            mode = DisabledAccounts::PerUser.as_str(),
+            "no state directory: groups holding disabled accounts are imported member by member \
+             (sync.disabled_accounts = \"import_then_deactivate\" needs [monitor] state_directory)"
+        );
+    }
     let report = sync::run(config, dry_run, &context).await;
     // A one-shot run keeps the status file only where a state directory is configured.
     if let Some(dir) = &config.monitor.state_directory

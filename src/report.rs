@@ -433,12 +433,64 @@ impl LeaversReport {
     }
 }
 
+/// A user left alone on purpose.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ProtectedLine {
+    pub username: String,
+    /// `an administrator`, `a local user`, `sync.leavers.protect`.
+    pub reason: &'static str,
+}
+
+/// The disabled-accounts step (`sync.disabled_accounts = "import_then_deactivate"`): directory accounts
+/// marked disabled, deactivated in CloudShell after the group imports, and reactivated when enabled again.
+#[derive(Clone, Debug, Serialize)]
+pub struct DisabledReport {
+    /// `import_then_deactivate`.
+    pub mode: &'static str,
+    pub status: GroupStatus,
+    /// Deactivated this run for being disabled in the directory.
+    pub deactivated: Vec<String>,
+    /// Reactivated this run: enabled again in the directory after this program deactivated them.
+    pub reactivated: Vec<String>,
+    /// Dry run: who would be deactivated (active in CloudShell now, or created by a planned group import).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<String>,
+    /// Disabled accounts left active: an administrator, a local user, `sync.leavers.protect`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub protected: Vec<ProtectedLine>,
+    /// Every deactivation was held by `sync.max_disabled_deactivations_per_run`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
+    /// Why the step failed (the state file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub failures: Vec<Failure>,
+}
+
+impl DisabledReport {
+    pub fn new(mode: &'static str) -> DisabledReport {
+        DisabledReport {
+            mode,
+            status: GroupStatus::Ok,
+            deactivated: Vec::new(),
+            reactivated: Vec::new(),
+            planned: Vec::new(),
+            protected: Vec::new(),
+            held_by: None,
+            error: None,
+            failures: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Totals {
     pub members: usize,
     pub missing: usize,
     pub imported: usize,
     pub failed: usize,
+    /// Accounts deactivated for being disabled in the directory (apart from leavers).
+    pub disabled_deactivated: usize,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -476,6 +528,9 @@ pub struct Report {
     /// The leaver step (absent with `sync.leavers.action = "ignore"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leavers: Option<LeaversReport>,
+    /// The disabled-accounts step (absent with `sync.disabled_accounts = "per_user"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_accounts: Option<DisabledReport>,
     pub totals: Totals,
     pub api_calls: CallCounts,
 }
@@ -498,6 +553,7 @@ impl Report {
             memberships: Vec::new(),
             removals_held: None,
             leavers: None,
+            disabled_accounts: None,
             totals: Totals::default(),
             api_calls: CallCounts::default(),
         }
@@ -516,6 +572,7 @@ impl Report {
             missing,
             imported: self.groups.iter().map(|g| g.imported).sum(),
             failed: self.groups.iter().map(|g| g.failed).sum(),
+            disabled_deactivated: self.disabled_accounts.as_ref().map_or(0, |d| d.deactivated.len()),
         };
     }
 
@@ -528,6 +585,7 @@ impl Report {
             missing = self.totals.missing,
             imported = self.totals.imported,
             failed = self.totals.failed,
+            disabled_deactivated = self.totals.disabled_deactivated,
             import_group_calls = self.api_calls.get(CallKind::ImportGroup),
             import_user_calls = self.api_calls.get(CallKind::ImportUser),
             added_to_groups = self.memberships.iter().map(|m| m.added).sum::<usize>(),
@@ -643,6 +701,25 @@ impl Report {
                 let _ = writeln!(out, "      ... and {} more leavers", l.leavers.len() - 20);
             }
             write_failures(&mut out, &l.failures);
+        }
+        if let Some(d) = &self.disabled_accounts {
+            let _ = writeln!(
+                out,
+                "  disabled accounts ({}) {:<8} deactivated {:>3}  reactivated {:>3}  protected {:>3}  failed {:>3}",
+                d.mode,
+                d.status.as_str(),
+                d.deactivated.len(),
+                d.reactivated.len(),
+                d.protected.len(),
+                d.failures.len()
+            );
+            for why in [&d.held_by, &d.error].into_iter().flatten() {
+                let _ = writeln!(out, "      {}", Escaped(why));
+            }
+            if self.dry_run && !d.planned.is_empty() {
+                let _ = writeln!(out, "      would deactivate: {}", preview(&d.planned));
+            }
+            write_failures(&mut out, &d.failures);
         }
         let t = &self.totals;
         let _ = writeln!(

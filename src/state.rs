@@ -132,6 +132,10 @@ pub struct ManagedUser {
     /// This program deactivated the user (and so may reactivate them).
     #[serde(default)]
     pub deactivated: bool,
+    /// ... because the account is disabled in the directory (`sync.disabled_accounts =
+    /// "import_then_deactivate"`): the disabled-accounts step, not the leaver step, reactivates them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled_in_directory: bool,
 }
 
 /// Every managed user, by case-folded username.

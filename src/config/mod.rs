@@ -72,11 +72,12 @@ impl LeaverAction {
 }
 
 /// How a group holding disabled directory accounts is imported (`sync.disabled_accounts`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DisabledAccounts {
     /// By the group's name; then the disabled accounts are deactivated in CloudShell.
     ImportThenDeactivate,
     /// Member by member, so the disabled accounts are never imported.
+    #[default]
     PerUser,
 }
 

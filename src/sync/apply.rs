@@ -34,7 +34,7 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
     //    202 with error entries; whatever it did not create stays in `still`.
     let mut uncertain = false;
     let root = group.group.sources.first();
-    if !group.by_name && root.is_some_and(|s| s.disabled_members > 0) {
+    if !group.by_name && root.is_some_and(|s| s.disabled_members > 0 && s.unusable_members == 0) {
         tracing::info!(
             group = name,
             disabled = root.map_or(0, |s| s.disabled_members),
@@ -86,7 +86,7 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
             break;
         }
         // Whether it is worth it depends on what the calls before it created: asked afresh each time.
-        if !crate::sync::plan::nested_worth_importing(source, &still) {
+        if !crate::sync::plan::nested_worth_importing(source, &still, group.imports_disabled) {
             continue;
         }
         match client.import_group(&source.name).await {

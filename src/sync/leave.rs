@@ -146,30 +146,51 @@ pub async fn leaver_step(client: &Client, policy: &LeaverPolicy, run: Run<'_>) -
 
 /// Deactivates or reactivates one user; records the outcome. Says whether it took effect.
 async fn set(client: &Client, t: &Target, active: bool, report: &mut LeaversReport) -> bool {
+    let reason = if active { "back in the configured groups" } else { "left the configured groups" };
+    match change_active(client, t, active, reason).await {
+        Change::Done if active => report.reactivated.push(t.username.clone()),
+        Change::Done => report.deactivated.push(t.username.clone()),
+        Change::Gone => return false,
+        Change::Failed(reason) => {
+            report.failures.push(Failure { username: t.username.clone(), reason });
+            return false;
+        }
+    }
+    true
+}
+
+/// What became of one activation change.
+pub(super) enum Change {
+    Done,
+    /// The user is no longer in CloudShell.
+    Gone,
+    /// The reason, for the report.
+    Failed(String),
+}
+
+/// Sets one user active or inactive (read-modify-write), logging the outcome with `reason`: the one
+/// deactivation path, shared by leavers and disabled accounts.
+pub(super) async fn change_active(client: &Client, t: &Target, active: bool, reason: &'static str) -> Change {
     match client.set_active(t.id, active).await {
         Ok(true) if active => {
-            tracing::info!(username = %t.username, "user reactivated");
-            report.reactivated.push(t.username.clone());
-            true
+            tracing::info!(username = %t.username, reason, "user reactivated");
+            Change::Done
         }
         Ok(true) => {
-            tracing::info!(username = %t.username, reason = "left the configured groups", "user deactivated");
-            report.deactivated.push(t.username.clone());
-            true
+            tracing::info!(username = %t.username, reason, "user deactivated");
+            Change::Done
         }
         Ok(false) => {
             tracing::info!(username = %t.username, "user no longer in CloudShell");
-            false
+            Change::Gone
         }
         Err(e) if active => {
             tracing::warn!(username = %t.username, error = %e, "user reactivation failed");
-            report.failures.push(Failure { username: t.username.clone(), reason: format!("reactivation failed: {e}") });
-            false
+            Change::Failed(format!("reactivation failed: {e}"))
         }
         Err(e) => {
             tracing::warn!(username = %t.username, error = %e, "user deactivation failed");
-            report.failures.push(Failure { username: t.username.clone(), reason: format!("deactivation failed: {e}") });
-            false
+            Change::Failed(format!("deactivation failed: {e}"))
         }
     }
 }

@@ -11,7 +11,9 @@
 //! - a leaver is acted on after `grace_runs` consecutive complete runs; coming back resets the count;
 //! - never admins, users matching `protect`, local users (`DomainName` null), or users already inactive;
 //! - more to deactivate than `max_per_run`, or than `max_percent` of the managed users, holds them all;
-//! - a user this program deactivated who is an effective member again is reactivated (with `reactivate`).
+//! - a user this program deactivated who is an effective member again is reactivated (with `reactivate`);
+//! - a user deactivated for being disabled in the directory is the disabled-accounts step's
+//!   (`super::disabled`): neither a leaver nor reactivated here.
 
 use std::collections::{HashMap, HashSet};
 
@@ -118,7 +120,8 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
         entry.last_seen = seen.now.to_string();
         entry.leaver_runs = 0;
         entry.leaver_since = None;
-        if entry.deactivated {
+        // Deactivated for being disabled in the directory: the disabled-accounts step reactivates them.
+        if entry.deactivated && !entry.disabled_in_directory {
             match (user.is_active, user.id) {
                 (true, _) => entry.deactivated = false, // someone made them active already
                 (false, Some(id)) if policy.reactivate => {
@@ -132,7 +135,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
     let member_keys: HashSet<&str> = seen.members.iter().map(|u| u.folded()).collect();
     let mut leavers = Vec::new();
     for (key, entry) in next.users.iter_mut() {
-        if member_keys.contains(key.as_str()) || ambiguous.contains(key.as_str()) {
+        if member_keys.contains(key.as_str()) || ambiguous.contains(key.as_str()) || entry.disabled_in_directory {
             continue;
         }
         entry.leaver_runs += 1;

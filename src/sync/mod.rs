@@ -5,6 +5,7 @@
 //! directory could not be read, when the plan is held, or in a dry run.
 
 pub mod apply;
+pub mod disabled;
 pub mod leave;
 pub mod leavers;
 pub mod membership;
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cloudshell::{CallKind, Client, Observer};
-use crate::config::{Config, LeaverAction};
+use crate::config::{Config, DisabledAccounts, LeaverAction};
 use crate::report::{Failure, GroupReport, GroupStatus, HeldReport, Imports, Report, RunResult};
 use crate::{ldap, state};
 use plan::{GroupPlan, Plan, Policy};
@@ -119,7 +120,8 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
         report.fail(e);
         return (report, Some(client));
     }
-    let policy = Policy::new(&config.sync, counts.as_ref().map(state::Counts::by_group).unwrap_or_default());
+    let last_good = counts.as_ref().map(state::Counts::by_group).unwrap_or_default();
+    let policy = Policy::new(&config.sync, last_good, disabled_accounts(config, context));
     let plan = plan::plan(snapshot, &users, policy);
     log_plan(&plan, config.sync.max_shrink_percent);
 
@@ -138,6 +140,7 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     report.total(plan.members, plan.missing);
     let statuses = report.groups.iter().map(|g| g.status).chain(report.memberships.iter().map(|m| m.status));
     let statuses = statuses.chain(report.leavers.as_ref().map(|l| l.status));
+    let statuses = statuses.chain(report.disabled_accounts.as_ref().map(|d| d.status));
     report.result = RunResult::from_statuses(statuses, report.interrupted);
     if let (Some(counts), Some(dir), false) = (counts.as_mut(), &context.state_directory, report.dry_run)
         && let Err(e) = save_counts(dir, counts, &plan)
@@ -160,14 +163,29 @@ async fn after_imports(
     report: &mut Report,
 ) {
     let leaver_step = config.sync.leavers.action != LeaverAction::Ignore && context.state_directory.is_some();
+    let disabled_step = disabled_accounts(config, context) == DisabledAccounts::ImportThenDeactivate;
     // The new users' ids are needed only to place them in groups or to manage them.
-    let needs_ids = (groups.is_some() || leaver_step) && !report.dry_run;
+    let needs_ids = (groups.is_some() || leaver_step || disabled_step) && !report.dry_run;
     let users = if needs_ids { users_after_imports(client, users).await } else { users };
     if let Some(groups) = groups {
         let reads = place::Reads { users: &users, groups };
         let placed = place::place_members(client, &config.sync, plan, reads, report.dry_run, &context.stop).await;
         report.interrupted |= placed.groups.iter().any(|m| m.status == GroupStatus::Skipped);
         (report.memberships, report.removals_held) = (placed.groups, placed.removals_held);
+    }
+    if let (true, Some(dir)) = (disabled_step, context.state_directory.as_deref()) {
+        let run = disabled::Run {
+            plan,
+            users: &users,
+            complete: leave::completeness(plan, report.interrupted).is_ok(),
+            state_directory: dir,
+            dry_run: report.dry_run,
+            stop: &context.stop,
+        };
+        let limit = config.sync.max_disabled_deactivations_per_run;
+        let step = disabled::disabled_step(client, &config.sync.leavers, limit, run).await;
+        report.interrupted |= step.status == GroupStatus::Skipped;
+        report.disabled_accounts = Some(step);
     }
     let run = leave::Run {
         plan,
@@ -178,6 +196,11 @@ async fn after_imports(
         stop: &context.stop,
     };
     report.leavers = leave::leaver_step(client, &config.sync.leavers, run).await;
+}
+
+/// `sync.disabled_accounts` in force for this run: as configured, else by whether there is a state directory.
+fn disabled_accounts(config: &Config, context: &Context) -> DisabledAccounts {
+    config.sync.disabled_accounts(context.state_directory.is_some())
 }
 
 /// CloudShell's users after the imports: listed again when this run imported anyone (for the new users'

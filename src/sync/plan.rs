@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::cloudshell;
-use crate::config::SyncPolicy;
+use crate::config::{DisabledAccounts, SyncPolicy};
 use crate::ldap::{self, Collision, Member, Snapshot, Source};
 use crate::username::Username;
 
@@ -22,12 +22,19 @@ pub struct Policy {
     pub max_shrink_percent: u8,
     /// Each group's member count at the last good run (by configured name); empty disables the guard.
     pub last_good: HashMap<String, usize>,
+    /// Whether a group holding disabled accounts may be imported by name (they are deactivated afterwards).
+    pub disabled_accounts: DisabledAccounts,
 }
 
 impl Policy {
-    /// The policy of `sync`, with the shrink guard's reference counts.
-    pub fn new(sync: &SyncPolicy, last_good: HashMap<String, usize>) -> Policy {
-        Policy { max_imports_per_run: sync.max_imports_per_run, max_shrink_percent: sync.max_shrink_percent, last_good }
+    /// The policy of `sync`, with the shrink guard's reference counts and the disabled-accounts mode in force.
+    pub fn new(sync: &SyncPolicy, last_good: HashMap<String, usize>, disabled_accounts: DisabledAccounts) -> Policy {
+        Policy {
+            max_imports_per_run: sync.max_imports_per_run,
+            max_shrink_percent: sync.max_shrink_percent,
+            last_good,
+            disabled_accounts,
+        }
     }
 }
 
@@ -75,9 +82,13 @@ pub struct ReadyGroup {
     pub collisions: Vec<Collision>,
     /// Set when the shrink guard holds this group: nothing is imported for it.
     pub shrink: Option<Shrink>,
-    /// Whether to import the group by its name first. Not when it directly holds disabled accounts, which
-    /// CloudShell's group import would bring in: its members are then imported one by one.
+    /// Whether to import the group by its name first. Not when it directly holds entries this program
+    /// refused, nor (with `disabled_accounts = "per_user"`) disabled accounts, which CloudShell's group import
+    /// would bring in: its members are then imported one by one.
     pub by_name: bool,
+    /// Whether CloudShell's group imports may take disabled accounts in, to be deactivated afterwards
+    /// (`import_then_deactivate`); else groups holding them are never imported by name.
+    pub imports_disabled: bool,
 }
 
 impl ReadyGroup {
@@ -88,22 +99,19 @@ impl ReadyGroup {
 }
 
 /// Whether importing the nested group `source` by its name is worth a call, with `still` the members yet
-/// to import: only when it holds no disabled account (CloudShell would import those too) and covers at least
-/// [`MIN_NESTED_COVER`] of them. Asked afresh before each call, since earlier calls shrink `still`.
-pub fn nested_worth_importing(source: &Source, still: &BTreeSet<Username>) -> bool {
-    withholds_nobody(source)
+/// to import: only when CloudShell would take in nobody it must not ([`importable_by_name`]) and the call
+/// covers at least [`MIN_NESTED_COVER`] of them. Asked afresh before each call, since earlier calls shrink
+/// `still`.
+pub fn nested_worth_importing(source: &Source, still: &BTreeSet<Username>, imports_disabled: bool) -> bool {
+    importable_by_name(source, imports_disabled)
         && source.direct_members.iter().filter(|m| still.contains(&m.username)).count() >= MIN_NESTED_COVER
 }
 
 /// Whether a group may be imported by its name: CloudShell's group import takes every direct member, so
-/// not when some are disabled accounts or entries this program refused (a username with control characters).
-fn importable_by_name(group: &ldap::Group) -> bool {
-    group.sources.first().is_none_or(withholds_nobody)
-}
-
-/// Whether every direct member of `source` is one this program would import itself.
-fn withholds_nobody(source: &Source) -> bool {
-    source.disabled_members == 0 && source.unusable_members == 0
+/// never when some are entries this program refused (a username with control characters), and not when some
+/// are disabled accounts unless those are deactivated afterwards (`imports_disabled`).
+fn importable_by_name(source: &Source, imports_disabled: bool) -> bool {
+    source.unusable_members == 0 && (imports_disabled || source.disabled_members == 0)
 }
 
 /// The plan of one run.
@@ -158,7 +166,8 @@ pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: P
         all_members.extend(group.members.iter().map(|m| m.username.clone()));
         all_missing.extend(missing.iter().map(|m| m.username.clone()));
         let collisions = group.collisions.clone();
-        let by_name = importable_by_name(&group);
+        let imports_disabled = policy.disabled_accounts == DisabledAccounts::ImportThenDeactivate;
+        let by_name = group.sources.first().is_none_or(|root| importable_by_name(root, imports_disabled));
         groups.push(GroupPlan::Ready(ReadyGroup {
             name: outcome.name,
             group,
@@ -167,6 +176,7 @@ pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: P
             collisions,
             shrink,
             by_name,
+            imports_disabled,
         }));
     }
     let planned_imports = claimed.len();
@@ -297,6 +307,7 @@ mod tests {
             max_imports_per_run: 100,
             max_shrink_percent: pct,
             last_good: HashMap::from([("A".to_string(), 10), ("B".to_string(), 2)]),
+            ..Policy::default()
         };
         let groups = || {
             vec![
@@ -365,11 +376,23 @@ mod tests {
         let mut refused = with_sources("Refused", vec![("Refused", vec!["e"], 0)]);
         refused.result.as_mut().unwrap().sources[0].unusable_members = 1;
         groups.push(refused);
-        let p = run(groups, &[], 100);
+        let p = run(groups.clone(), &[], 100);
         assert!(ready(&p, 0).by_name);
         assert!(!ready(&p, 1).by_name, "CloudShell's group import would bring the disabled accounts in");
         assert!(ready(&p, 2).by_name, "only the group's own direct members count");
         assert!(!ready(&p, 3).by_name, "nor an entry refused for its username");
+        assert!(!ready(&p, 1).imports_disabled);
+
+        // import_then_deactivate: disabled accounts no longer stop a group import; refused entries still do.
+        let policy = Policy {
+            max_imports_per_run: 100,
+            disabled_accounts: DisabledAccounts::ImportThenDeactivate,
+            ..Default::default()
+        };
+        let p = plan(snapshot(groups), &[], policy);
+        let by_name: Vec<bool> = (0..4).map(|n| ready(&p, n).by_name).collect();
+        assert_eq!(by_name, [true, true, true, false]);
+        assert!(ready(&p, 1).imports_disabled);
     }
 
     #[test]
@@ -382,17 +405,18 @@ mod tests {
             disabled_members: disabled,
             unusable_members: 0,
         };
-        for (members, disabled, missing, worth) in [
-            (vec!["a", "b", "c"], 0, vec!["a", "b"], true),
-            (vec!["a", "b", "c"], 0, vec!["A", "x"], false),
-            (vec!["a", "b"], 1, vec!["a", "b"], false),
-            (vec![], 0, vec!["a", "b"], false),
-            (vec!["a", "b", "c"], 0, vec!["a", "b", "c"], true),
+        for (members, disabled, missing, imports_disabled, worth) in [
+            (vec!["a", "b", "c"], 0, vec!["a", "b"], false, true),
+            (vec!["a", "b", "c"], 0, vec!["A", "x"], false, false),
+            (vec!["a", "b"], 1, vec!["a", "b"], false, false),
+            (vec!["a", "b"], 1, vec!["a", "b"], true, true),
+            (vec![], 0, vec!["a", "b"], true, false),
+            (vec!["a", "b", "c"], 0, vec!["a", "b", "c"], false, true),
         ] {
             assert_eq!(
-                nested_worth_importing(&source(&members, disabled), &still(&missing)),
+                nested_worth_importing(&source(&members, disabled), &still(&missing), imports_disabled),
                 worth,
-                "{members:?} disabled {disabled} missing {missing:?}"
+                "{members:?} disabled {disabled} missing {missing:?} imports_disabled {imports_disabled}"
             );
         }
         assert_eq!(MIN_NESTED_COVER, 2);

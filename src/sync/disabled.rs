@@ -1,0 +1,381 @@
+//! Disabled directory accounts in CloudShell (`sync.disabled_accounts = "import_then_deactivate"`).
+//!
+//! CloudShell's import by group name takes every direct member of the group, disabled accounts included. In
+//! this mode a group holding disabled accounts is still imported by its name (one call instead of one per
+//! member), and this step then deactivates, in CloudShell, every disabled account of the enumerated groups
+//! that is active there — whether the import created it or it was there before — and records it as managed
+//! (`disabled_in_directory` in `users.json`). An account enabled again in the directory (an effective member
+//! once more) is reactivated. A disabled account cannot log in to CloudShell anyway (CloudShell authenticates
+//! against the directory), so the moment between the import and the deactivation grants nothing.
+//!
+//! Unlike leavers, this acts on what the directory says positively (this account is disabled), never on an
+//! absence, so it runs in partial runs too, for the groups that were enumerated; groups that failed or are
+//! held by the shrink guard are left out. Admins, local users and `sync.leavers.protect` matches are never
+//! deactivated; more deactivations than `sync.max_disabled_deactivations_per_run` hold them all (the imports
+//! stand; leaver limits do not count these).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cloudshell::{self, Client};
+use crate::config::LeaverPolicy;
+use crate::ldap::Member;
+use crate::report::{DisabledReport, Failure, GroupStatus, ProtectedLine};
+use crate::state::{self, Managed, ManagedUser};
+use crate::sync::leave::{Change, change_active};
+use crate::sync::leavers::Target;
+use crate::sync::plan::{GroupPlan, Plan};
+use crate::username::Username;
+
+/// The reason logged with a deactivation by this step.
+pub const DEACTIVATED_BECAUSE: &str = "disabled in the directory";
+/// The reason logged with a reactivation by this step.
+pub const REACTIVATED_BECAUSE: &str = "enabled in the directory";
+
+/// What the run saw, for the plan.
+pub struct Seen<'a> {
+    /// The disabled accounts of the enumerated (and not held) groups, each once.
+    pub disabled: Vec<&'a Arc<Member>>,
+    /// The effective members of those groups.
+    pub members: HashSet<&'a Username>,
+    /// Every configured group was enumerated and none is held.
+    pub complete: bool,
+    /// Every CloudShell user (after this run's imports).
+    pub users: &'a [cloudshell::User],
+    /// This run's time, as written into the state.
+    pub now: &'a str,
+}
+
+/// The step's plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DisabledPlan {
+    /// Disabled accounts active in CloudShell (empty when held).
+    pub deactivate: Vec<Target>,
+    /// Accounts this step deactivated that are enabled again and inactive in CloudShell.
+    pub reactivate: Vec<Target>,
+    /// Disabled accounts left active on purpose.
+    pub protected: Vec<ProtectedLine>,
+    /// `(planned, limit)` when the deactivations are held.
+    pub held: Option<(usize, usize)>,
+    /// The managed users after this run, before the writes' outcomes are recorded.
+    pub next: Managed,
+}
+
+/// Plans the step. `limit`: `sync.max_disabled_deactivations_per_run`.
+pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: usize) -> DisabledPlan {
+    let by_name: HashMap<Username, &cloudshell::User> =
+        seen.users.iter().filter_map(|u| Some((Username::new(&u.username)?, u))).collect();
+    let mut next = managed.clone();
+    let mut deactivate = Vec::new();
+    let mut protected = Vec::new();
+    let mut disabled_keys: HashSet<&str> = HashSet::new();
+    for account in &seen.disabled {
+        // Another entry with the same username is enabled and a member: that one is the CloudShell user.
+        if seen.members.contains(&account.username) || !disabled_keys.insert(account.username.folded()) {
+            continue;
+        }
+        let Some(user) = by_name.get(&account.username) else { continue }; // not in CloudShell: nothing to do
+        let why = if user.is_admin {
+            Some("an administrator")
+        } else if user.domain_name.as_deref().is_none_or(|d| d.trim().is_empty()) {
+            Some("a local user")
+        } else if protect.protects(account.username.as_str()) {
+            Some("sync.leavers.protect")
+        } else {
+            None
+        };
+        match (why, user.is_active, user.id) {
+            (Some(reason), true, _) => protected.push(ProtectedLine { username: account.username.to_string(), reason }),
+            (None, true, Some(id)) => deactivate.push(Target { username: account.username.to_string(), id }),
+            _ => {} // already inactive (by whoever), or without an id
+        }
+    }
+    let mut reactivate = Vec::new();
+    let member_keys: HashSet<&str> = seen.members.iter().map(|u| u.folded()).collect();
+    for (key, entry) in next.users.iter_mut().filter(|(_, e)| e.disabled_in_directory) {
+        if member_keys.contains(key.as_str()) {
+            let user = Username::new(&entry.username).and_then(|u| by_name.get(&u).copied());
+            match user.map(|u| (u.is_active, u.id)) {
+                Some((true, _)) => (entry.deactivated, entry.disabled_in_directory) = (false, false),
+                Some((false, Some(id))) => reactivate.push(Target { username: entry.username.clone(), id }),
+                _ => {}
+            }
+        } else if seen.complete && !disabled_keys.contains(key.as_str()) {
+            // Neither disabled in nor a member of any configured group any more: an ordinary managed user
+            // again (a leaver, already inactive; reactivated by the leaver step should they come back).
+            entry.disabled_in_directory = false;
+        }
+    }
+    deactivate.sort_by_cached_key(|t| t.username.to_lowercase());
+    reactivate.sort_by_cached_key(|t| t.username.to_lowercase());
+    protected.sort_by_cached_key(|p| p.username.to_lowercase());
+    let held = (deactivate.len() > limit).then(|| (std::mem::take(&mut deactivate).len(), limit));
+    DisabledPlan { deactivate, reactivate, protected, held, next }
+}
+
+/// Records a deactivation this step made.
+fn record_deactivated(next: &mut Managed, t: &Target, now: &str) {
+    let Some(username) = Username::new(&t.username) else { return };
+    let entry = next
+        .users
+        .entry(username.folded().to_string())
+        .or_insert_with(|| ManagedUser { first_seen: now.to_string(), ..Default::default() });
+    entry.username = t.username.clone();
+    entry.id = Some(t.id);
+    entry.last_seen = now.to_string();
+    (entry.leaver_runs, entry.leaver_since) = (0, None);
+    (entry.deactivated, entry.disabled_in_directory) = (true, true);
+}
+
+/// What the step needs of the run.
+pub struct Run<'a> {
+    pub plan: &'a Plan,
+    /// CloudShell's users after this run's imports (before them, in a dry run).
+    pub users: &'a [cloudshell::User],
+    /// Every configured group enumerated, none held, nothing interrupted.
+    pub complete: bool,
+    pub state_directory: &'a Path,
+    pub dry_run: bool,
+    pub stop: &'a CancellationToken,
+}
+
+/// Runs the step (only with `import_then_deactivate`).
+pub async fn disabled_step(client: &Client, protect: &LeaverPolicy, limit: usize, run: Run<'_>) -> DisabledReport {
+    let mut report = DisabledReport::new(crate::config::DisabledAccounts::ImportThenDeactivate.as_str());
+    let managed = match state::load_managed(run.state_directory) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "state file unreadable");
+            report.status = GroupStatus::Failed;
+            report.error = Some(format!("disabled accounts not deactivated: {e}"));
+            return report;
+        }
+    };
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let seen = seen(run.plan, run.users, run.complete, &now);
+    let planned = plan(&managed, &seen, protect, limit);
+    report.protected = planned.protected.clone();
+    for p in &planned.protected {
+        tracing::info!(username = %p.username, reason = p.reason, "disabled account left active");
+    }
+    if let Some((planned, limit)) = planned.held {
+        tracing::warn!(planned, limit, "deactivations of disabled accounts held");
+        report.held_by = Some(format!(
+            "{planned} disabled accounts to deactivate, more than sync.max_disabled_deactivations_per_run ({limit})"
+        ));
+        report.status = GroupStatus::Held;
+    }
+    if run.dry_run {
+        report.planned = planned.deactivate.iter().map(|t| t.username.clone()).collect();
+        report.planned.extend(created_by_imports(run.plan, run.users));
+        report.planned.sort_by_cached_key(|u| u.to_lowercase());
+        report.planned.dedup();
+        if report.status == GroupStatus::Ok && !(report.planned.is_empty() && planned.reactivate.is_empty()) {
+            report.status = GroupStatus::Planned;
+        }
+        return report;
+    }
+    let mut next = planned.next;
+    for (targets, active) in [(&planned.deactivate, false), (&planned.reactivate, true)] {
+        for t in targets {
+            if run.stop.is_cancelled() {
+                report.status = GroupStatus::Skipped;
+                break;
+            }
+            let reason = if active { REACTIVATED_BECAUSE } else { DEACTIVATED_BECAUSE };
+            match change_active(client, t, active, reason).await {
+                Change::Done if active => {
+                    report.reactivated.push(t.username.clone());
+                    if let Some(entry) = Username::new(&t.username).and_then(|u| next.users.get_mut(u.folded())) {
+                        (entry.deactivated, entry.disabled_in_directory) = (false, false);
+                    }
+                }
+                Change::Done => {
+                    report.deactivated.push(t.username.clone());
+                    record_deactivated(&mut next, t, &now);
+                }
+                Change::Gone => {}
+                Change::Failed(reason) => report.failures.push(Failure { username: t.username.clone(), reason }),
+            }
+        }
+    }
+    if next != managed
+        && let Err(e) = state::save_managed(run.state_directory, &next)
+    {
+        // A deactivation not recorded could not be undone when the account is enabled again: say so loudly.
+        tracing::error!(dir = %run.state_directory.display(), error = %e, "state file not written");
+        report.error = Some(format!("managed users not saved in {}: {e}", run.state_directory.display()));
+        report.status = GroupStatus::Failed;
+    }
+    if !report.failures.is_empty() && report.status == GroupStatus::Ok {
+        let none_done = report.deactivated.is_empty() && report.reactivated.is_empty();
+        report.status = if none_done { GroupStatus::Failed } else { GroupStatus::Partial };
+    }
+    report
+}
+
+/// What the run saw of the groups the step may act on: enumerated and not held.
+fn seen<'a>(plan: &'a Plan, users: &'a [cloudshell::User], complete: bool, now: &'a str) -> Seen<'a> {
+    let mut disabled = Vec::new();
+    let mut members = HashSet::new();
+    for g in &plan.groups {
+        if let GroupPlan::Ready(r) = g
+            && r.shrink.is_none()
+        {
+            disabled.extend(r.group.disabled.iter());
+            members.extend(r.group.members.iter().map(|m| &m.username));
+        }
+    }
+    Seen { disabled, members, complete, users, now }
+}
+
+/// Dry run: the disabled accounts a planned group import would create (then to be deactivated).
+fn created_by_imports(plan: &Plan, users: &[cloudshell::User]) -> Vec<String> {
+    let present: HashSet<Username> = users.iter().filter_map(|u| Username::new(&u.username)).collect();
+    let mut created = Vec::new();
+    for g in &plan.groups {
+        if let GroupPlan::Ready(r) = g
+            && r.shrink.is_none()
+            && r.by_name
+            && r.needs_import()
+        {
+            created.extend(
+                r.group.disabled.iter().filter(|m| !present.contains(&m.username)).map(|m| m.username.to_string()),
+            );
+        }
+    }
+    created
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LeaverAction;
+
+    fn policy(protect: &[&str]) -> LeaverPolicy {
+        let mut set = globset::GlobSetBuilder::new();
+        for p in protect {
+            set.add(globset::GlobBuilder::new(p).case_insensitive(true).build().unwrap());
+        }
+        LeaverPolicy {
+            action: LeaverAction::Report,
+            grace_runs: 1,
+            max_per_run: 0,
+            max_percent: 0,
+            protect_patterns: protect.iter().map(|p| p.to_string()).collect(),
+            protect: set.build().unwrap(),
+            reactivate: false,
+        }
+    }
+
+    fn member(name: &str) -> Arc<Member> {
+        Arc::new(Member {
+            username: Username::new(name).unwrap(),
+            dn: format!("uid={name},dc=x"),
+            display_name: None,
+            email: None,
+        })
+    }
+
+    fn user(id: i64, name: &str, active: bool) -> cloudshell::User {
+        cloudshell::User {
+            id: Some(id),
+            username: name.into(),
+            domain_name: Some("EXAMPLE".into()),
+            is_active: active,
+            is_admin: false,
+            email: None,
+            group_ids: None,
+        }
+    }
+
+    fn flagged(name: &str, id: i64) -> (String, ManagedUser) {
+        let entry = ManagedUser {
+            username: name.into(),
+            id: Some(id),
+            deactivated: true,
+            disabled_in_directory: true,
+            ..Default::default()
+        };
+        (name.to_lowercase(), entry)
+    }
+
+    fn names(targets: &[Target]) -> Vec<&str> {
+        targets.iter().map(|t| t.username.as_str()).collect()
+    }
+
+    #[test]
+    fn active_disabled_accounts_are_deactivated_and_the_protected_left_alone() {
+        let accounts = [member("dis"), member("Off"), member("gone"), member("boss"), member("local"), member("svc-x")];
+        let users = vec![
+            user(1, "dis", true),
+            user(2, "off", false),
+            cloudshell::User { is_admin: true, ..user(4, "boss", true) },
+            cloudshell::User { domain_name: None, ..user(5, "local", true) },
+            user(6, "svc-x", true),
+            user(7, "both", true),
+        ];
+        let both = member("both");
+        let seen = Seen {
+            disabled: accounts.iter().chain([&both]).collect(),
+            members: HashSet::from([&both.username]),
+            complete: true,
+            users: &users,
+            now: "t1",
+        };
+        let p = plan(&Managed::default(), &seen, &policy(&["svc-*"]), 10);
+        assert_eq!(names(&p.deactivate), ["dis"], "off is inactive, gone is not in CloudShell, both is a member");
+        let protected: Vec<(&str, &str)> = p.protected.iter().map(|p| (p.username.as_str(), p.reason)).collect();
+        assert_eq!(
+            protected,
+            [("boss", "an administrator"), ("local", "a local user"), ("svc-x", "sync.leavers.protect")]
+        );
+        assert!(p.reactivate.is_empty() && p.held.is_none());
+
+        let held = plan(&Managed::default(), &seen, &policy(&["svc-*"]), 0);
+        assert_eq!((held.deactivate.len(), held.held), (0, Some((1, 0))));
+    }
+
+    #[test]
+    fn an_account_enabled_again_is_reactivated_only_when_this_step_deactivated_it() {
+        let users = vec![user(1, "back", false), user(2, "manual", false), user(3, "already", true)];
+        let (back, manual, already) = (member("back"), member("manual"), member("already"));
+        let managed =
+            Managed { users: [flagged("back", 1), flagged("already", 3)].into_iter().collect(), ..Default::default() };
+        let seen = Seen {
+            disabled: vec![],
+            members: HashSet::from([&back.username, &manual.username, &already.username]),
+            complete: true,
+            users: &users,
+            now: "t2",
+        };
+        let p = plan(&managed, &seen, &policy(&[]), 10);
+        assert_eq!(names(&p.reactivate), ["back"], "manual was deactivated by someone else");
+        let already = &p.next.users["already"];
+        assert!(!already.deactivated && !already.disabled_in_directory, "someone made them active already");
+    }
+
+    #[test]
+    fn a_flagged_account_gone_from_every_group_goes_back_to_the_leaver_rules_in_a_complete_run_only() {
+        let users = vec![user(1, "away", false)];
+        let managed = Managed { users: [flagged("away", 1)].into_iter().collect(), ..Default::default() };
+        let seen = |complete| Seen { disabled: vec![], members: HashSet::new(), complete, users: &users, now: "t3" };
+        let p = plan(&managed, &seen(false), &policy(&[]), 10);
+        assert!(p.next.users["away"].disabled_in_directory, "an incomplete run proves no absence");
+        let p = plan(&managed, &seen(true), &policy(&[]), 10);
+        let away = &p.next.users["away"];
+        assert!(away.deactivated && !away.disabled_in_directory);
+    }
+
+    #[test]
+    fn a_deactivation_is_recorded_as_managed_and_disabled() {
+        let mut next = Managed::default();
+        record_deactivated(&mut next, &Target { username: "Dis".into(), id: 9 }, "t4");
+        let e = &next.users["dis"];
+        assert_eq!((e.username.as_str(), e.id, e.deactivated, e.disabled_in_directory), ("Dis", Some(9), true, true));
+        assert_eq!(e.first_seen, "t4");
+    }
+}
