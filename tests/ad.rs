@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use cloudshell_ldap_sync::ldap::{self, Nesting, Settings, Snapshot};
 use common::{AD_ADMIN, AD_BASE, AD_PASSWORD, CS_PASSWORD, Files, SambaDc, Sim, ad_group, ad_user};
 use secrecy::SecretString;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const BIG: usize = 1600;
 
@@ -125,6 +125,14 @@ async fn nested_members_by_recursion_and_in_chain_agree(dc: &SambaDc) {
         assert_eq!(members(&in_chain, name), members(&recursive, name), "IN_CHAIN and recursion differ on {name}");
         assert_eq!(members(&auto, name), members(&recursive, name), "auto differs on {name}");
     }
+    // Disabled accounts are kept by name, nested ones included, the same way in both.
+    for snap in [&recursive, &in_chain] {
+        for (name, disabled) in [("Engineering", vec!["mallory"]), ("Ops", vec![]), ("Big", vec!["mallory"])] {
+            let g = snap.groups.iter().find(|g| g.name == name).unwrap().result.as_ref().unwrap();
+            let found: Vec<&str> = g.disabled.iter().map(|m| m.username.as_str()).collect();
+            assert_eq!(found, disabled, "{name}");
+        }
+    }
     // In chain: one search per configured group instead of one read per nested group.
     assert!(in_chain.searches <= 2 + groups.len() + 1, "{} searches", in_chain.searches);
     let jp =
@@ -178,8 +186,9 @@ async fn tls_needs_the_right_ca_and_plain_binds_are_refused(dc: &SambaDc) {
     assert!(err.to_string().contains("strongerAuthRequired") && err.to_string().contains("ldaps://"), "{err}");
 }
 
-async fn sync_end_to_end_against_active_directory(dc: &SambaDc) {
-    let sim = Sim::start(cloudshell_sim::Config {
+/// A simulator whose directory is this DC, as CloudShell's would be.
+fn ad_sim_for(dc: &SambaDc) -> Sim {
+    Sim::start(cloudshell_sim::Config {
         admin_password: CS_PASSWORD.into(),
         group_import_limit: 2000,
         domain_name: "ADEXAMPLE".into(),
@@ -192,10 +201,12 @@ async fn sync_end_to_end_against_active_directory(dc: &SambaDc) {
             ..cloudshell_sim::directory::Settings::openldap(&dc.ldaps_url(), AD_ADMIN, AD_PASSWORD, AD_BASE)
         }),
         ..Default::default()
-    });
-    let files = Files::new();
+    })
+}
+
+/// The shipped Active Directory example, pointed at this DC and `sim`, with `sync_extra` added to `[sync]`.
+fn ad_config(dc: &SambaDc, sim: &Sim, files: &Files, name: &str, sync_extra: &str) -> std::path::PathBuf {
     std::fs::write(files.path("ldap-password"), AD_PASSWORD).unwrap();
-    // The shipped Active Directory example, pointed at this DC.
     let example = std::fs::read_to_string(common::repo_path("config/active-directory.example.toml")).unwrap();
     let config = example
         .replace("ldaps://dc1.ad.example.org:636", &dc.ldaps_url())
@@ -206,47 +217,101 @@ async fn sync_end_to_end_against_active_directory(dc: &SambaDc) {
         .replace("http://cloudshell.example.com:9000", &sim.url())
         .replace(
             "[\"CloudShell Users\", \"Lab Admins\"]",
-            "[\"Engineering\", \"Ops\", \"Big\"]\nmax_imports_per_run = 5000",
+            &format!("[\"Engineering\", \"Ops\", \"Big\"]\nmax_imports_per_run = 5000\n{sync_extra}"),
         )
         + &format!(
             "\n[sync.leavers]\naction = \"deactivate\"\n\n[monitor]\nstate_directory = \"{}\"\n",
-            files.path("state").display()
+            files.path(&format!("state-{name}")).display()
         );
-    let path = files.path("ad.toml");
+    let path = files.path(&format!("{name}.toml"));
     std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// CloudShell's users by username: (active, present).
+async fn cloudshell_users(sim: &Sim) -> std::collections::BTreeMap<String, bool> {
+    let state = sim.state().await;
+    state["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["Username"].as_str().unwrap().to_string(), u["IsActive"].as_bool().unwrap_or(true)))
+        .collect()
+}
+
+fn calls(report: &Value) -> (u64, u64, u64) {
+    let c = &report["api_calls"];
+    (c["import_group"].as_u64().unwrap(), c["import_user"].as_u64().unwrap(), c["edit_user"].as_u64().unwrap())
+}
+
+async fn sync_end_to_end_against_active_directory(dc: &SambaDc) {
+    let files = Files::new();
+
+    // per_user: a group holding a disabled account is imported member by member; mallory is never imported.
+    let sim = ad_sim_for(dc);
+    let path = ad_config(dc, &sim, &files, "per-user", "disabled_accounts = \"per_user\"");
     let (code, report, stderr) = common::sync_json(&path, &[]);
     assert_eq!(code, 0, "result {}\n{stderr}", report["result"]);
     assert!(stderr.contains("nested groups: the directory is Active Directory"), "auto picked IN_CHAIN:\n{stderr}");
-    let state = sim.state().await;
-    let users: BTreeSet<String> =
-        state["users"].as_array().unwrap().iter().map(|u| u["Username"].as_str().unwrap().to_string()).collect();
+    let users = cloudshell_users(&sim).await;
     assert_eq!(users.len(), 1 + 3 + 2 + BIG, "admin, Engineering's 3, Ops' 2, Big's 1600");
-    assert!(!users.contains("mallory"), "a disabled account is never imported");
-    assert!(users.contains("jporter") && users.contains("big1599"));
+    assert!(!users.contains_key("mallory"), "a disabled account is never imported");
+    assert!(users.contains_key("jporter") && users.contains_key("big1599"));
+    let state = sim.state().await;
     let imported: &Value =
         &state["users"].as_array().unwrap().iter().find(|u| u["Username"] == "jporter").unwrap().clone();
     assert!(imported["ImportedSid"].as_str().unwrap().starts_with("S-1-5-21-"), "{imported}");
-    // Big holds a disabled account: imported one by one so that CloudShell does not take mallory in.
     assert_eq!(common::report_group(&report, "Big")["imported"], BIG);
     assert!(stderr.contains("group holds disabled accounts, importing its members one by one"), "{stderr}");
+    assert!(report.get("disabled_accounts").is_none(), "{report}");
+    let per_user_calls = calls(&report);
+    assert!(per_user_calls.1 >= BIG as u64, "one call per Big member: {per_user_calls:?}");
+    eprintln!("per_user on {} users (1 disabled): import_group, import_user, edit_user = {per_user_calls:?}", users.len());
+
+    // import_then_deactivate (the default with a state directory): Big is imported by its name, mallory with
+    // it, then deactivated.
+    let sim = ad_sim_for(dc);
+    let path = ad_config(dc, &sim, &files, "default", "");
+    let (code, report, stderr) = common::sync_json(&path, &[]);
+    assert_eq!(code, 0, "result {}\n{stderr}", report["result"]);
+    let users = cloudshell_users(&sim).await;
+    assert_eq!(users.len(), 1 + 3 + 2 + BIG + 1, "mallory imported with Big");
+    assert_eq!(users["mallory"], false, "and deactivated");
+    assert!(users.iter().filter(|(name, _)| *name != "mallory").all(|(_, active)| *active), "the rest active");
+    assert_eq!(common::report_group(&report, "Big")["imported"], BIG, "mallory is not counted as imported");
+    assert_eq!(report["disabled_accounts"]["deactivated"], json!(["mallory"]), "{}", report["disabled_accounts"]);
+    assert_eq!(report["totals"]["disabled_deactivated"], 1);
+    assert!(stderr.contains("user deactivated") && stderr.contains("disabled in the directory"), "{stderr}");
+    let by_name_calls = calls(&report);
+    assert!(by_name_calls.0 <= 3 && by_name_calls.1 <= 2 && by_name_calls.2 == 1, "{by_name_calls:?}");
+    eprintln!("import_then_deactivate on the same: import_group, import_user, edit_user = {by_name_calls:?}");
+
     let (code, report, _) = common::sync_json(&path, &[]);
     assert_eq!((code, report["totals"]["imported"].as_u64()), (0, Some(0)), "a second run imports nothing");
+    assert_eq!(calls(&report), (0, 0, 0), "and changes nothing: {report}");
     assert_eq!(
         report["leavers"]["managed"],
-        1 + 3 + 2 + BIG - 1,
-        "every effective member is managed: {}",
+        1 + 3 + 2 + BIG - 1 + 1,
+        "every effective member is managed, and mallory: {}",
         report["leavers"]
     );
+    assert_eq!(report["leavers"]["leavers"], json!([]), "mallory is not a leaver: {}", report["leavers"]);
 
-    // dave's account is disabled in AD: he is an effective member of nothing now, so a leaver.
-    let disable = format!(
-        "dn: CN=dave,OU=Staff,{AD_BASE}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n\n"
-    );
-    dc.modify(&disable);
+    // dave's account is disabled in AD: deactivated at once, as a disabled account (not after the leavers' grace).
+    let uac = |value: u32| {
+        format!("dn: CN=dave,OU=Staff,{AD_BASE}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: {value}\n\n")
+    };
+    dc.modify(&uac(546));
     let (code, report, stderr) = common::sync_json(&path, &[]);
     assert_eq!(code, 0, "{report}\n{stderr}");
-    assert_eq!(report["leavers"]["deactivated"], serde_json::json!(["dave"]), "{}", report["leavers"]);
-    let state = sim.state().await;
-    let dave = state["users"].as_array().unwrap().iter().find(|u| u["Username"] == "dave").unwrap();
-    assert_eq!(dave["IsActive"], false, "a user disabled in Active Directory is deactivated in CloudShell");
+    assert_eq!(report["disabled_accounts"]["deactivated"], json!(["dave"]), "{}", report["disabled_accounts"]);
+    assert_eq!(report["leavers"]["deactivated"], json!([]), "{}", report["leavers"]);
+    assert_eq!(cloudshell_users(&sim).await["dave"], false, "disabled in Active Directory, inactive in CloudShell");
+
+    // Enabled again: reactivated on the next run.
+    dc.modify(&uac(544));
+    let (code, report, stderr) = common::sync_json(&path, &[]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(report["disabled_accounts"]["reactivated"], json!(["dave"]), "{}", report["disabled_accounts"]);
+    assert_eq!(cloudshell_users(&sim).await["dave"], true);
 }
