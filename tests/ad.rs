@@ -266,7 +266,10 @@ async fn sync_end_to_end_against_active_directory(dc: &SambaDc) {
     assert!(report.get("disabled_accounts").is_none(), "{report}");
     let per_user_calls = calls(&report);
     assert!(per_user_calls.1 >= BIG as u64, "one call per Big member: {per_user_calls:?}");
-    eprintln!("per_user on {} users (1 disabled): import_group, import_user, edit_user = {per_user_calls:?}", users.len());
+    eprintln!(
+        "per_user on {} users (1 disabled): import_group, import_user, edit_user = {per_user_calls:?}",
+        users.len()
+    );
 
     // import_then_deactivate (the default with a state directory): Big is imported by its name, mallory with
     // it, then deactivated.
@@ -299,7 +302,9 @@ async fn sync_end_to_end_against_active_directory(dc: &SambaDc) {
 
     // dave's account is disabled in AD: deactivated at once, as a disabled account (not after the leavers' grace).
     let uac = |value: u32| {
-        format!("dn: CN=dave,OU=Staff,{AD_BASE}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: {value}\n\n")
+        format!(
+            "dn: CN=dave,OU=Staff,{AD_BASE}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: {value}\n\n"
+        )
     };
     dc.modify(&uac(546));
     let (code, report, stderr) = common::sync_json(&path, &[]);

@@ -88,6 +88,23 @@ impl Directory {
         dn.to_string()
     }
 
+    /// Adds a user whose account is disabled the way Active Directory marks it (`userAccountControl` 514)
+    /// and returns the DN.
+    pub fn disabled_user(&mut self, uid: &str) -> String {
+        let start = self.ldif.len();
+        let dn = self.user(uid);
+        let entry = self.ldif.split_off(start);
+        let entry = entry.replacen(
+            "objectClass: inetOrgPerson\n",
+            "objectClass: inetOrgPerson\nobjectClass: accountControl\n",
+            1,
+        );
+        // The entry ends with a blank line: the flag goes before it.
+        self.ldif.push_str(entry.trim_end_matches('\n'));
+        self.ldif.push_str("\nuserAccountControl: 514\n\n");
+        dn
+    }
+
     /// Adds `uid=<prefix><n>,ou=people` for n in 0..count and returns their DNs.
     pub fn users(&mut self, prefix: &str, count: usize) -> Vec<String> {
         (0..count).map(|n| self.user(&format!("{prefix}{n:05}"))).collect()
@@ -172,6 +189,7 @@ impl Slapd {
         let data = dir.path().join("data");
         std::fs::create_dir(&data).expect("creating slapd's data dir");
         let conf = dir.path().join("slapd.conf");
+        std::fs::write(dir.path().join("account-control.schema"), ACCOUNT_CONTROL_SCHEMA).expect("writing a schema");
         let mut conf_text = slapd_conf(dir.path());
         if tls {
             write_certificates(dir.path());
@@ -299,6 +317,14 @@ fn spawn_slapd(dir: &Path, urls: &str) -> Child {
         .expect(INSTALL_HINT)
 }
 
+/// Active Directory's `userAccountControl` (its own OID) on an auxiliary class, so that slapd can hold
+/// disabled accounts the way AD marks them (bit 2).
+const ACCOUNT_CONTROL_SCHEMA: &str = "\
+attributetype ( 1.2.840.113556.1.4.8 NAME 'userAccountControl' EQUALITY integerMatch
+  SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+objectclass ( 1.3.6.1.4.1.55555.1.1 NAME 'accountControl' AUXILIARY MAY userAccountControl )
+";
+
 fn slapd_conf(dir: &Path) -> String {
     let d = dir.display();
     format!(
@@ -306,6 +332,7 @@ fn slapd_conf(dir: &Path) -> String {
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
 include /etc/ldap/schema/nis.schema
+include {d}/account-control.schema
 pidfile {d}/slapd.pid
 argsfile {d}/slapd.args
 modulepath /usr/lib/ldap
