@@ -1,7 +1,14 @@
-//! The benchmark behind `scripts/bench`: 100,000 users and 1,000 groups in slapd (bulk-loaded, 500-entry
-//! limit), the CloudShell simulator, and the release binary in three scenarios (steady state, churn, cold),
-//! each against the floor measured in the same run on the same data: paged `ldapsearch` of users and of
-//! groups, and `curl` paging CloudShell's user list at 250 a page. Prints a Markdown table.
+//! The benchmark behind `scripts/bench`: directories bulk-loaded into slapd (500-entry limit), the CloudShell
+//! simulator, and the release binary, each measurement against the floor measured in the same run on the same
+//! data: paged `ldapsearch` of users and of groups, and `curl` paging CloudShell's user list at 250 a page.
+//! Profiles (arguments; all three by default):
+//! - `nested`: 100,000 users, 1,000 groups of 20-2,000 members (x³: 515,000 memberships) with some nesting;
+//!   steady state, churn and cold;
+//! - `flat`: 100,000 users, 1,000 groups of 20-2,000 members spread evenly (about 1.03 million memberships), no
+//!   nesting; steady state, best of 3;
+//! - `scale`: the flat shape at 10,000, 100,000 and 300,000 users (groups and memberships in proportion);
+//!   steady state, best of 3 each, written as a table and a plot (`docs/bench-scale.svg`).
+//! Prints Markdown tables.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -18,12 +25,17 @@ struct Scale {
     groups: usize,
     churn_users: usize,
     churn_groups: usize,
+    /// Group sizes are `20 + 1980·x^exponent` for x from 0 to 1: 3 gives most groups small (515 members on
+    /// average), 0.96 spreads them evenly (1,030 on average).
+    exponent: f64,
+    /// Every 20th group holds the one before it, and a three-level chain at g0500 ⊃ g0501 ⊃ g0502.
+    nesting: bool,
 }
 
-/// Group `i`'s direct user count: 20 to 2,000, most groups small, a few large.
-fn group_size(i: usize, groups: usize) -> usize {
-    let x = i as f64 / (groups.max(2) - 1) as f64;
-    20 + (1980.0 * x * x * x) as usize
+/// Group `i`'s direct user count: 20 to 2,000.
+fn group_size(i: usize, scale: &Scale) -> usize {
+    let x = i as f64 / (scale.groups.max(2) - 1) as f64;
+    20 + (1980.0 * x.powf(scale.exponent)) as usize
 }
 
 /// The directory, the usernames of everyone, and of the churn users.
@@ -36,14 +48,14 @@ fn generate(scale: &Scale) -> (Directory, Vec<String>, Vec<String>) {
     let per_churn_group = scale.churn_users / scale.churn_groups.max(1);
     let mut offset = 0usize;
     for i in 0..scale.groups {
-        let size = group_size(i, scale.groups);
+        let size = group_size(i, scale);
         let mut members: Vec<String> = (0..size).map(|k| dns[(offset + k) % dns.len()].clone()).collect();
         offset += size;
         if i < scale.churn_groups {
             members.extend(churn_dns[i * per_churn_group..(i + 1) * per_churn_group].iter().cloned());
         }
         // Some nesting: every 20th group holds the one before it, and a three-level chain at 500..502.
-        if i % 20 == 0 && i > 0 || i == 501 || i == 502 {
+        if scale.nesting && (i % 20 == 0 && i > 0 || i == 501 || i == 502) {
             members.push(format!("cn=g{:04},{GROUPS}", i - 1));
         }
         d.group(&format!("g{i:04}"), &members);
@@ -155,87 +167,141 @@ fn sim_for(slapd: &Slapd, existing: Vec<String>) -> Sim {
     })
 }
 
-#[tokio::main]
-async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let binary = args.get(1).cloned().unwrap_or_else(|| "target/release/cloudshell-ldap-sync".into());
-    let users: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let groups: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(1_000);
-    let scale = Scale { users, groups, churn_users: 1_000, churn_groups: 50 };
+/// The floor on one directory and one CloudShell, median of 3 each.
+struct Floor {
+    users: f64,
+    groups: f64,
+    curl: f64,
+    curl_wall: f64,
+    pages: usize,
+}
 
+impl Floor {
+    fn measure(slapd: &Slapd, sim: &Sim, dir: &Path) -> Floor {
+        let users =
+            median((0..3).map(|_| timed(&mut ldapsearch(slapd, "(objectClass=inetOrgPerson)", &["uid"]))).collect());
+        let groups = median(
+            (0..3).map(|_| timed(&mut ldapsearch(slapd, "(objectClass=groupOfNames)", &["cn", "member"]))).collect(),
+        );
+        let curls: Vec<(f64, f64, usize)> = (0..3).map(|_| curl_pages(sim, dir)).collect();
+        Floor {
+            users,
+            groups,
+            curl: median(curls.iter().map(|c| c.0).collect()),
+            curl_wall: median(curls.iter().map(|c| c.1).collect()),
+            pages: curls[0].2,
+        }
+    }
+
+    fn total(&self) -> f64 {
+        self.users + self.groups + self.curl
+    }
+
+    fn print_rows(&self) {
+        println!("| floor: ldapsearch users (paged 500) | {:.2} | | | | |", self.users);
+        println!("| floor: ldapsearch groups + members (paged 500) | {:.2} | | | | |", self.groups);
+        println!(
+            "| floor: curl, {} pages of 250 (curl's own time; {:.2} s with process start-up) | {:.2} | | | | |",
+            self.pages, self.curl_wall, self.curl
+        );
+        println!("| **floor total** | **{:.2}** | 1.00 | | | |", self.total());
+    }
+}
+
+const TABLE_HEAD: &str = "| measurement | time (s) | ratio to floor | peak RSS (MB) | import calls (group / user) | simulator busy (s) |\n| --- | ---: | ---: | ---: | ---: | ---: |";
+
+fn secs(r: &Run) -> f64 {
+    r.report["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0
+}
+
+fn calls(r: &Run, k: &str) -> u64 {
+    r.report["api_calls"][k].as_u64().unwrap_or(0)
+}
+
+fn print_run(name: &str, r: &Run, floor: f64) {
+    println!(
+        "| {name} | {:.2} (wall {:.2}) | {:.2} | {:.1} | {} / {} | {:.2} |",
+        secs(r),
+        r.wall,
+        secs(r) / floor,
+        r.rss_mb,
+        calls(r, "import_group"),
+        calls(r, "import_user"),
+        r.sim_busy_ms / 1000.0
+    );
+}
+
+/// A directory in a fresh slapd, and everyone's usernames.
+struct Loaded {
+    slapd: Slapd,
+    everyone: Vec<String>,
+    churn: Vec<String>,
+    group_names: Vec<String>,
+    memberships: usize,
+}
+
+fn load(scale: &Scale) -> Loaded {
     eprintln!("generating {} users and {} groups", scale.users + scale.churn_users, scale.groups);
-    let (directory, everyone, churn) = generate(&scale);
-    let group_names: Vec<String> = (0..scale.groups).map(|i| format!("g{i:04}")).collect();
-    let names: Vec<&str> = group_names.iter().map(String::as_str).collect();
+    let (directory, everyone, churn) = generate(scale);
+    let memberships = directory.ldif().matches("\nmember: ").count();
     let started = Instant::now();
     let slapd = Slapd::start(&directory);
     drop(directory);
-    eprintln!("slapadd + start: {:.1} s", started.elapsed().as_secs_f64());
-    let files = Files::new();
-    let bench_dir: PathBuf = files.path("bench");
-    std::fs::create_dir_all(&bench_dir).expect("bench dir");
+    eprintln!("slapadd + start: {:.1} s ({memberships} memberships)", started.elapsed().as_secs_f64());
+    let group_names = (0..scale.groups).map(|i| format!("g{i:04}")).collect();
+    Loaded { slapd, everyone, churn, group_names, memberships }
+}
 
-    // Steady state: everyone exists.
-    let steady_sim = sim_for(&slapd, everyone.clone());
-    eprintln!("measuring the floor");
-    let users_floor =
-        median((0..3).map(|_| timed(&mut ldapsearch(&slapd, "(objectClass=inetOrgPerson)", &["uid"]))).collect());
-    let groups_floor = median(
-        (0..3).map(|_| timed(&mut ldapsearch(&slapd, "(objectClass=groupOfNames)", &["cn", "member"]))).collect(),
-    );
-    let curls: Vec<(f64, f64, usize)> = (0..3).map(|_| curl_pages(&steady_sim, &bench_dir)).collect();
-    let curl_floor = median(curls.iter().map(|c| c.0).collect());
-    let curl_wall = median(curls.iter().map(|c| c.1).collect());
-    let pages = curls[0].2;
-    let floor = users_floor + groups_floor + curl_floor;
-
-    let config_for = |sim: &Sim| files.config(&slapd.url(), &sim.url(), &names, "max_imports_per_run = 1000000\n", "");
-    eprintln!("steady state");
-    let config = config_for(&steady_sim);
-    let mut steady: Vec<Run> = Vec::new();
-    for _ in 0..3 {
-        steady.push(run_sync(&binary, &config, &steady_sim).await);
+/// `n` steady-state runs (everyone exists); all of them, fastest first.
+async fn steady_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, n: usize) -> Vec<Run> {
+    let names: Vec<&str> = loaded.group_names.iter().map(String::as_str).collect();
+    let config = files.config(&loaded.slapd.url(), &sim.url(), &names, "max_imports_per_run = 10000000\n", "");
+    let mut runs = Vec::new();
+    for _ in 0..n {
+        runs.push(run_sync(binary, &config, sim).await);
     }
-    steady.sort_by(|a, b| {
-        a.report["duration_ms"].as_f64().partial_cmp(&b.report["duration_ms"].as_f64()).expect("numbers")
-    });
+    runs.sort_by(|a, b| secs(a).partial_cmp(&secs(b)).expect("numbers"));
+    runs
+}
+
+/// The profile of the first benchmark: nesting, x³ sizes, steady state (median of 3), churn and cold.
+async fn nested(binary: &str, files: &Files, bench_dir: &Path) {
+    let scale =
+        Scale { users: 100_000, groups: 1_000, churn_users: 1_000, churn_groups: 50, exponent: 3.0, nesting: true };
+    let loaded = load(&scale);
+    let steady_sim = sim_for(&loaded.slapd, loaded.everyone.clone());
+    eprintln!("measuring the floor");
+    let floor = Floor::measure(&loaded.slapd, &steady_sim, bench_dir);
+    eprintln!("steady state");
+    let mut steady = steady_runs(binary, files, &loaded, &steady_sim, 3).await;
     let steady = steady.remove(1);
     drop(steady_sim);
+    let names: Vec<&str> = loaded.group_names.iter().map(String::as_str).collect();
+    let config_for =
+        |sim: &Sim| files.config(&loaded.slapd.url(), &sim.url(), &names, "max_imports_per_run = 1000000\n", "");
 
     eprintln!("churn");
-    let churn_sim = sim_for(&slapd, everyone.iter().filter(|u| !churn.contains(u)).cloned().collect());
-    let churn_run = run_sync(&binary, &config_for(&churn_sim), &churn_sim).await;
+    let existing = loaded.everyone.iter().filter(|u| !loaded.churn.contains(u)).cloned().collect();
+    let churn_sim = sim_for(&loaded.slapd, existing);
+    let churn_run = run_sync(binary, &config_for(&churn_sim), &churn_sim).await;
     drop(churn_sim);
 
     eprintln!("cold");
-    let cold_sim = sim_for(&slapd, Vec::new());
-    let cold_run = run_sync(&binary, &config_for(&cold_sim), &cold_sim).await;
+    let cold_sim = sim_for(&loaded.slapd, Vec::new());
+    let cold_run = run_sync(binary, &config_for(&cold_sim), &cold_sim).await;
     let cold_users = cold_sim.state().await["users"].as_array().map(Vec::len).unwrap_or(0);
     drop(cold_sim);
 
-    let secs = |r: &Run| r.report["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0;
-    let calls = |r: &Run, k: &str| r.report["api_calls"][k].as_u64().unwrap_or(0);
     println!(
-        "| measurement | time (s) | ratio to floor | peak RSS (MB) | import calls (group / user) | simulator busy (s) |"
+        "### nested: {} users, {} groups, {} memberships\n",
+        scale.users + scale.churn_users,
+        scale.groups,
+        loaded.memberships
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    println!("| floor: ldapsearch users (paged 500) | {users_floor:.2} | | | | |");
-    println!("| floor: ldapsearch groups + members (paged 500) | {groups_floor:.2} | | | | |");
-    println!(
-        "| floor: curl, {pages} pages of 250 (curl's own time; {curl_wall:.2} s with process start-up) | {curl_floor:.2} | | | | |"
-    );
-    println!("| **floor total** | **{floor:.2}** | 1.00 | | | |");
+    println!("{TABLE_HEAD}");
+    floor.print_rows();
     for (name, r) in [("steady state (median of 3)", &steady), ("churn", &churn_run), ("cold", &cold_run)] {
-        println!(
-            "| {name} | {:.2} (wall {:.2}) | {:.2} | {:.1} | {} / {} | {:.2} |",
-            secs(r),
-            r.wall,
-            secs(r) / floor,
-            r.rss_mb,
-            calls(r, "import_group"),
-            calls(r, "import_user"),
-            r.sim_busy_ms / 1000.0
-        );
+        print_run(name, r, floor.total());
     }
     let cold_total = secs(&cold_run);
     let cold_dir = cold_run.report["directory_ms"].as_f64().unwrap_or(0.0) / 1000.0;
@@ -257,9 +323,186 @@ async fn main() {
         churn_run.report["totals"]["imported"]
     );
     println!(
-        "- cold: {cold_total:.2} s = directory {cold_dir:.2} s + simulator busy {:.2} s + client overhead {overhead:.2} s ({:.1} %); CloudShell ends with {cold_users} users",
+        "- cold: {cold_total:.2} s = directory {cold_dir:.2} s + simulator busy {:.2} s + client overhead {overhead:.2} s ({:.1} %); CloudShell ends with {cold_users} users\n",
         cold_run.sim_busy_ms / 1000.0,
         100.0 * overhead / cold_total
     );
+}
+
+/// One flat directory of `users` (groups in proportion): the floor and the best of 3 steady runs.
+struct FlatResult {
+    users: usize,
+    groups: usize,
+    memberships: usize,
+    floor: Floor,
+    best: Run,
+    /// The highest peak RSS of the three runs.
+    rss_mb: f64,
+}
+
+async fn flat(binary: &str, files: &Files, bench_dir: &Path, users: usize) -> FlatResult {
+    let groups = users / 100;
+    let scale = Scale { users, groups, churn_users: 0, churn_groups: 0, exponent: 0.96, nesting: false };
+    let loaded = load(&scale);
+    let sim = sim_for(&loaded.slapd, loaded.everyone.clone());
+    eprintln!("measuring the floor");
+    let floor = Floor::measure(&loaded.slapd, &sim, bench_dir);
+    eprintln!("steady state, 3 runs");
+    let runs = steady_runs(binary, files, &loaded, &sim, 3).await;
+    let rss_mb = runs.iter().map(|r| r.rss_mb).fold(0.0, f64::max);
+    let best = runs.into_iter().next().expect("three runs");
+    FlatResult { users, groups, memberships: loaded.memberships, floor, best, rss_mb }
+}
+
+fn print_flat(r: &FlatResult) {
+    println!("### flat: {} users, {} groups, {} memberships, no nesting\n", r.users, r.groups, r.memberships);
+    println!("{TABLE_HEAD}");
+    r.floor.print_rows();
+    print_run("steady state (best of 3)", &r.best, r.floor.total());
+    let dir = r.best.report["directory_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+    println!();
+    println!(
+        "- directory read {dir:.2} s; highest peak RSS of the 3 runs {:.1} MB; result {}; writes {}",
+        r.rss_mb, r.best.report["result"], r.best.writes
+    );
+    println!(
+        "- per membership {:.2} µs, per user {:.2} µs (the whole cycle divided)\n",
+        secs(&r.best) * 1e6 / r.memberships as f64,
+        secs(&r.best) * 1e6 / r.users as f64
+    );
+}
+
+/// The scale series as an SVG: cycle time and floor (left axis, s) and peak RSS (right axis, MB) against
+/// memberships.
+fn plot(results: &[&FlatResult]) -> String {
+    let (w, h, m) = (640.0, 360.0, 60.0);
+    let max_x = results.iter().map(|r| r.memberships).max().unwrap_or(1) as f64;
+    let max_t = results.iter().map(|r| secs(&r.best).max(r.floor.total())).fold(0.0, f64::max) * 1.1;
+    let max_m = results.iter().map(|r| r.rss_mb).fold(0.0, f64::max) * 1.1;
+    let x = |v: f64| m + v / max_x * (w - 2.0 * m);
+    let y = |v: f64, max: f64| h - m + -(v / max) * (h - 2.0 * m);
+    let line = |points: Vec<(f64, f64)>, color: &str, dash: &str| {
+        let path: Vec<String> = points.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+        let dots: String = points
+            .iter()
+            .map(|(a, b)| format!("<circle cx=\"{a:.1}\" cy=\"{b:.1}\" r=\"3\" fill=\"{color}\"/>"))
+            .collect();
+        format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\" points=\"{}\"/>{dots}",
+            path.join(" ")
+        )
+    };
+    let cycle =
+        line(results.iter().map(|r| (x(r.memberships as f64), y(secs(&r.best), max_t))).collect(), "#1f77b4", "");
+    let floor =
+        line(results.iter().map(|r| (x(r.memberships as f64), y(r.floor.total(), max_t))).collect(), "#1f77b4", "5,4");
+    let rss = line(results.iter().map(|r| (x(r.memberships as f64), y(r.rss_mb, max_m))).collect(), "#d62728", "");
+    let mut ticks = String::new();
+    for r in results {
+        let px = x(r.memberships as f64);
+        ticks.push_str(&format!(
+            "<text x=\"{px:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"11\">{:.2}M</text>",
+            h - m + 16.0,
+            r.memberships as f64 / 1e6
+        ));
+    }
+    for k in 0..=4 {
+        let (t, mb) = (max_t * k as f64 / 4.0, max_m * k as f64 / 4.0);
+        ticks.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"11\">{t:.1}</text><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#d62728\">{mb:.0}</text>",
+            m - 6.0,
+            y(t, max_t) + 4.0,
+            w - m + 6.0,
+            y(mb, max_m) + 4.0
+        ));
+    }
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\">\
+<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
+<text x=\"{:.1}\" y=\"24\" text-anchor=\"middle\" font-size=\"14\">steady cycle against size (flat directory, best of 3)</text>\
+<line x1=\"{m}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\
+<line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{:.1}\" stroke=\"black\"/>\
+<line x1=\"{:.1}\" y1=\"{m}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#d62728\"/>\
+{ticks}{floor}{cycle}{rss}\
+<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"12\">memberships</text>\
+<text x=\"16\" y=\"{:.1}\" font-size=\"12\" transform=\"rotate(-90 16 {:.1})\" text-anchor=\"middle\">seconds: cycle (solid), floor (dashed)</text>\
+<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" fill=\"#d62728\" transform=\"rotate(90 {:.1} {:.1})\" text-anchor=\"middle\">peak RSS (MB)</text>\
+</svg>\n",
+        w / 2.0,
+        h - m,
+        w - m,
+        h - m,
+        h - m,
+        w - m,
+        w - m,
+        h - m,
+        w / 2.0,
+        h - 20.0,
+        h / 2.0,
+        h / 2.0,
+        w - 16.0,
+        h / 2.0,
+        w - 16.0,
+        h / 2.0
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let binary = args.get(1).cloned().unwrap_or_else(|| "target/release/cloudshell-ldap-sync".into());
+    let mut profiles: Vec<&str> = args.iter().skip(2).map(String::as_str).collect();
+    if profiles.is_empty() {
+        profiles = vec!["nested", "flat", "scale"];
+    }
+    let files = Files::new();
+    let bench_dir: PathBuf = files.path("bench");
+    std::fs::create_dir_all(&bench_dir).expect("bench dir");
+    let mut flat_100k: Option<FlatResult> = None;
+    for profile in profiles {
+        match profile {
+            "nested" => nested(&binary, &files, &bench_dir).await,
+            "flat" => {
+                let r = flat(&binary, &files, &bench_dir, 100_000).await;
+                print_flat(&r);
+                flat_100k = Some(r);
+            }
+            "scale" => {
+                let small = flat(&binary, &files, &bench_dir, 10_000).await;
+                let middle = match flat_100k.take() {
+                    Some(r) => r,
+                    None => flat(&binary, &files, &bench_dir, 100_000).await,
+                };
+                let large = flat(&binary, &files, &bench_dir, 300_000).await;
+                let results = [&small, &middle, &large];
+                println!("### scale: the flat shape at three sizes (steady state, best of 3 each)\n");
+                println!(
+                    "| users | groups | memberships | floor (s) | cycle (s) | ratio | peak RSS (MB) | µs per membership | µs per user |"
+                );
+                println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+                for r in results {
+                    let t = secs(&r.best);
+                    println!(
+                        "| {} | {} | {} | {:.2} | {t:.2} | {:.2} | {:.1} | {:.2} | {:.2} |",
+                        r.users,
+                        r.groups,
+                        r.memberships,
+                        r.floor.total(),
+                        t / r.floor.total(),
+                        r.rss_mb,
+                        t * 1e6 / r.memberships as f64,
+                        t * 1e6 / r.users as f64
+                    );
+                }
+                let svg = plot(&results);
+                let path = Path::new("docs/bench-scale.svg");
+                match std::fs::write(path, svg) {
+                    Ok(()) => println!("\nplot: {}\n", path.display()),
+                    Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+                }
+            }
+            other => panic!("unknown profile {other:?}: nested, flat or scale"),
+        }
+    }
     let _ = Duration::ZERO;
 }

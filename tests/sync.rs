@@ -95,7 +95,10 @@ async fn first_run_imports_exactly_the_missing_effective_members_and_a_second_ru
         (Some(4), Some(3), Some(3))
     );
     assert_eq!(group(&report, "Synced")["missing"], 0);
-    assert_eq!(report["totals"], json!({"members": 6, "missing": 4, "imported": 4, "failed": 0}));
+    assert_eq!(
+        report["totals"],
+        json!({"members": 6, "missing": 4, "imported": 4, "failed": 0, "disabled_deactivated": 0})
+    );
     assert_eq!(report["api_calls"]["import_group"], 3);
     assert_eq!(report["api_calls"]["import_user"], 0);
     assert!(stderr.contains("run finished"), "{stderr}");
