@@ -8,6 +8,7 @@
 //!   nesting; steady state, best of 3;
 //! - `scale`: the flat shape at 10,000, 100,000 and 300,000 users (groups and memberships in proportion);
 //!   steady state, best of 3 each, written as a table and a plot (`docs/bench-scale.svg`).
+//!
 //! Prints Markdown tables.
 
 #[path = "../tests/common/mod.rs"]
@@ -349,6 +350,11 @@ async fn flat(binary: &str, files: &Files, bench_dir: &Path, users: usize) -> Fl
     let floor = Floor::measure(&loaded.slapd, &sim, bench_dir);
     eprintln!("steady state, 3 runs");
     let runs = steady_runs(binary, files, &loaded, &sim, 3).await;
+    if std::env::var_os("BENCH_HOLD").is_some() {
+        // For profiling: keep slapd and the simulator up until a line is read.
+        eprintln!("holding: config {}; press Enter to go on", files.path("config.toml").display());
+        let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new())).await;
+    }
     let rss_mb = runs.iter().map(|r| r.rss_mb).fold(0.0, f64::max);
     let best = runs.into_iter().next().expect("three runs");
     FlatResult { users, groups, memberships: loaded.memberships, floor, best, rss_mb }
