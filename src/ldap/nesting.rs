@@ -3,7 +3,9 @@
 //! each configured group's effective members. The reads are `search`'s; this module only walks what they
 //! found, so every nesting rule (cycles, depth cap, dangling members, collisions) is tested without a server.
 
-use std::collections::{HashMap, HashSet};
+// Keys are DNs and usernames from this run's own reads: a fast non-cryptographic hasher (FxHash) is enough;
+// a directory author crafting colliding values could at worst slow one run down.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 use super::dn::DnKey;
@@ -154,7 +156,7 @@ impl Expansion<'_> {
         let mut skipped = 0usize;
         let mut disabled: Vec<u32> = Vec::new();
         let (mut dangling, mut not_followed): (Vec<&String>, Vec<&String>) = (Vec::new(), Vec::new());
-        let mut visited: HashSet<&DnKey> = HashSet::from([root]);
+        let mut visited: HashSet<&DnKey> = std::iter::once(root).collect();
         let mut level: Vec<&GroupRecord> = vec![top];
         let mut depth = 0usize;
         while !level.is_empty() {
@@ -246,7 +248,7 @@ mod tests {
     /// Users `names`, in order; index n is `names[n]`. `collide` adds a second entry for that username.
     fn index(names: &[&str], collide: Option<&str>) -> UserIndex {
         let users: Vec<Arc<Member>> = names.iter().map(|n| member(n)).collect();
-        let mut collisions = HashMap::new();
+        let mut collisions = HashMap::default();
         if let Some(c) = collide {
             collisions
                 .insert(Username::new(c).unwrap(), vec![format!("uid={c},ou=people,dc=x"), "uid=other,dc=x".into()]);
@@ -256,9 +258,9 @@ mod tests {
             users,
             by_key: std::sync::OnceLock::new(),
             collisions,
-            disabled: HashMap::new(),
+            disabled: HashMap::default(),
             disabled_users: Vec::new(),
-            unusable: HashSet::new(),
+            unusable: HashSet::default(),
         }
     }
 
@@ -293,7 +295,12 @@ mod tests {
 
     impl World {
         fn new(index: UserIndex, records: Vec<(DnKey, GroupRecord)>) -> World {
-            World { index, known: records.into_iter().collect(), neither: HashSet::new(), failed: HashMap::new() }
+            World {
+                index,
+                known: records.into_iter().collect(),
+                neither: HashSet::default(),
+                failed: HashMap::default(),
+            }
         }
 
         fn expansion(&self, max_depth: usize) -> Expansion<'_> {

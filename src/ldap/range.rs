@@ -52,16 +52,22 @@ pub fn parse_range(key: &str, attr: &str) -> Option<(u32, Option<u32>)> {
     Some((low, high))
 }
 
-/// The values of `attr` in `entry`, plain or ranged. `expect_start` is where a ranged answer must start.
-pub fn values_of(entry: &SearchEntry, attr: &str, expect_start: Option<u32>) -> Result<Ranged, Error> {
+/// Whether `entry` holds `attr` in ranges (`member;range=0-1499`): more values may follow.
+pub fn is_ranged(entry: &SearchEntry, attr: &str) -> bool {
+    entry.attrs.keys().any(|k| parse_range(k, attr).is_some())
+}
+
+/// The values of `attr` in `entry`, plain or ranged, taken out of the entry (not copied: a group can hold a
+/// million of them). `expect_start` is where a ranged answer must start.
+pub fn values_of(entry: &mut SearchEntry, attr: &str, expect_start: Option<u32>) -> Result<Ranged, Error> {
     let mut out = Ranged::default();
     let mut saw_range = false;
-    for (key, values) in &entry.attrs {
+    for (key, values) in entry.attrs.iter_mut() {
         if key.eq_ignore_ascii_case(attr) {
             if expect_start.is_some_and(|s| s > 0) {
                 return Err(Error::PlainAfterRange { attr: attr.into(), start: expect_start.unwrap_or(0) });
             }
-            out.values.extend(values.iter().cloned());
+            out.values.append(values);
         } else if let Some((low, high)) = parse_range(key, attr) {
             if saw_range {
                 return Err(Error::TwoRanges { attr: attr.into() });
@@ -72,7 +78,7 @@ pub fn values_of(entry: &SearchEntry, attr: &str, expect_start: Option<u32>) -> 
             {
                 return Err(Error::Skipped { attr: attr.into(), start, low });
             }
-            out.values.extend(values.iter().cloned());
+            out.values.append(values);
             out.next = match high {
                 None => None,
                 Some(h) if h >= low => Some(h + 1),
@@ -109,8 +115,8 @@ where
     let mut values = first.values;
     let mut next = first.next;
     while let Some(start) = next {
-        let entry = fetch(request(attr, start, window)).await.map_err(Error::Read)?.ok_or(Error::Vanished)?;
-        let more = values_of(&entry, attr, Some(start))?;
+        let mut entry = fetch(request(attr, start, window)).await.map_err(Error::Read)?.ok_or(Error::Vanished)?;
+        let more = values_of(&mut entry, attr, Some(start))?;
         if more.values.is_empty() && more.next.is_some() {
             return Err(Error::NoProgress { attr: attr.into(), start });
         }
@@ -151,7 +157,7 @@ mod tests {
     /// `member;range=0-1499`; then 1500-2999; then 3000-*.
     #[tokio::test]
     async fn follows_ranges_until_the_star() {
-        let first = values_of(&entry(&[("member;range=0-1499", 0..1500)]), "member", None).unwrap();
+        let first = values_of(&mut entry(&[("member;range=0-1499", 0..1500)]), "member", None).unwrap();
         assert_eq!((first.values.len(), first.next), (1500, Some(1500)));
         let answers =
             vec![entry(&[("member;range=1500-2999", 1500..3000)]), entry(&[("member;range=3000-*", 3000..3200)])];
@@ -171,7 +177,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_plain_answer_needs_no_more_requests() {
-        let first = values_of(&entry(&[("member", 0..20)]), "member", None).unwrap();
+        let first = values_of(&mut entry(&[("member", 0..20)]), "member", None).unwrap();
         assert_eq!(first.next, None);
         let all = complete(first, "member", None, |_| async { Err("must not be called".to_string()) }).await.unwrap();
         assert_eq!(all.len(), 20);
@@ -179,7 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_broken_range_sequence_is_an_error_not_a_short_list() {
-        let first = || values_of(&entry(&[("member;range=0-1499", 0..1500)]), "member", None).unwrap();
+        let first = || values_of(&mut entry(&[("member;range=0-1499", 0..1500)]), "member", None).unwrap();
         // The server skips ahead.
         let err =
             complete(first(), "member", None, |_| async { Ok(Some(entry(&[("member;range=2000-*", 2000..2100)]))) })

@@ -3,7 +3,9 @@
 //! is handed to [`super::nesting`] to resolve; this module makes the requests and turns failures into
 //! [`Error`]s for the groups they affect.
 
-use std::collections::{HashMap, HashSet};
+// Keys are DNs and usernames from this run's own reads: a fast non-cryptographic hasher (FxHash) is enough;
+// a directory author crafting colliding values could at worst slow one run down.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
@@ -125,8 +127,8 @@ impl Reader<'_> {
                 tracing::warn!("ldap.member_range_size ignored: the directory is not Active Directory");
             }
         }
-        let mut known: HashMap<DnKey, GroupRecord> = HashMap::new();
-        let mut named: HashMap<String, Result<DnKey, Error>> = HashMap::new();
+        let mut known: HashMap<DnKey, GroupRecord> = HashMap::default();
+        let mut named: HashMap<String, Result<DnKey, Error>> = HashMap::default();
         for chunk in groups.chunks(NAMES_PER_FILTER) {
             match self.read_named_groups(chunk, &index).await {
                 Ok(found) => {
@@ -161,8 +163,8 @@ impl Reader<'_> {
             }
         }
 
-        let mut neither: HashSet<DnKey> = HashSet::new();
-        let mut failed: HashMap<DnKey, Error> = HashMap::new();
+        let mut neither: HashSet<DnKey> = HashSet::default();
+        let mut failed: HashMap<DnKey, Error> = HashMap::default();
         let configured = self.s.nesting;
         let nesting = if configured == Nesting::InChain {
             let ad = match active_directory {
@@ -194,7 +196,7 @@ impl Reader<'_> {
             tracing::info!(mode = "recursive", "nested groups: the directory is not Active Directory");
             Nesting::Recursive
         };
-        let mut in_chain: HashMap<DnKey, Result<InChain, Error>> = HashMap::new();
+        let mut in_chain: HashMap<DnKey, Result<InChain, Error>> = HashMap::default();
         if nesting == Nesting::InChain {
             for key in named.values().filter_map(|r| r.as_ref().ok().cloned()).collect::<Vec<_>>() {
                 let dn = known.get(&key).map(|g| g.dn.clone()).expect("a found group is known");
@@ -241,13 +243,13 @@ impl Reader<'_> {
     async fn read_users(&mut self) -> Result<UserIndex, Error> {
         let s = self.s;
         let mut users: Vec<Arc<Member>> = Vec::new();
-        let mut by_raw_dn: HashMap<String, u32> = HashMap::new();
-        let mut by_name: HashMap<Username, u32> = HashMap::new();
-        let mut collisions: HashMap<Username, Vec<String>> = HashMap::new();
+        let mut by_raw_dn: HashMap<String, u32> = HashMap::default();
+        let mut by_name: HashMap<Username, u32> = HashMap::default();
+        let mut collisions: HashMap<Username, Vec<String>> = HashMap::default();
         let mut skipped = 0usize;
-        let mut disabled: HashMap<DnKey, u32> = HashMap::new();
+        let mut disabled: HashMap<DnKey, u32> = HashMap::default();
         let mut disabled_users: Vec<Arc<Member>> = Vec::new();
-        let mut unusable: HashSet<DnKey> = HashSet::new();
+        let mut unusable: HashSet<DnKey> = HashSet::default();
         let attrs = vec![
             s.username_attribute.as_str(),
             s.display_name_attribute.as_str(),
@@ -333,15 +335,10 @@ impl Reader<'_> {
         }
     }
 
-    /// Every member value of a group entry, following range retrieval to the end.
-    async fn member_values(&mut self, entry: &SearchEntry) -> Result<Vec<String>, Error> {
+    /// Every member value of a group entry (taken out of it), following range retrieval to the end.
+    async fn member_values(&mut self, entry: &mut SearchEntry) -> Result<Vec<String>, Error> {
         let attr = self.s.member_attribute.clone();
-        let operation = format!("reading the members of {}", entry.dn);
-        let first = range::values_of(entry, &attr, None).map_err(|e| Error::Search {
-            url: self.url.clone(),
-            operation: operation.clone(),
-            reason: e.to_string(),
-        })?;
+        let first = range::values_of(entry, &attr, None).map_err(|e| self.members_error(&entry.dn, e))?;
         if first.next.is_none() {
             return Ok(first.values);
         }
@@ -363,75 +360,71 @@ impl Reader<'_> {
         })
         .await;
         self.searches += searches.into_inner();
-        result.map_err(|e| Error::Search { url: self.url.clone(), operation, reason: e.to_string() })
+        result.map_err(|e| self.members_error(&entry.dn, e))
     }
 
-    async fn group_record(&mut self, entry: &SearchEntry, index: &UserIndex, wanted: Option<&[String]>) -> GroupRecord {
+    fn members_error(&self, dn: &str, e: range::Error) -> Error {
+        Error::Search {
+            url: self.url.clone(),
+            operation: format!("reading the members of {dn}"),
+            reason: e.to_string(),
+        }
+    }
+
+    async fn group_record(
+        &mut self,
+        mut entry: SearchEntry,
+        index: &UserIndex,
+        wanted: Option<&[String]>,
+    ) -> GroupRecord {
+        let members = self.member_values(&mut entry).await;
+        record(self.s, entry, members, index, wanted)
+    }
+
+    /// Group entries from a paged search, each turned into its record as it arrives (a member value is
+    /// resolved to a user index and dropped at once: a million of them are never held); entries whose
+    /// members continue in ranges are completed afterwards.
+    async fn read_groups(
+        &mut self,
+        operation: &str,
+        filter: &str,
+        index: &UserIndex,
+        wanted: Option<&[String]>,
+    ) -> Result<Vec<GroupRecord>, Error> {
         let s = self.s;
-        let (member_values, error) = match self.member_values(entry).await {
-            Ok(v) => (v, None),
-            Err(e) => (Vec::new(), Some(e)),
-        };
-        let mut users = Vec::new();
-        let mut others = Vec::new();
-        let mut disabled = Vec::new();
-        let mut unusable = 0;
-        for dn in member_values {
-            if dn.is_empty() {
-                continue; // groupOfNames' placeholder for "no members"
+        let member = self.member_request();
+        let (mut records, mut ranged) = (Vec::new(), Vec::new());
+        let attr = s.member_attribute.as_str();
+        let url = self.url.clone();
+        self.paged(operation, filter, vec![s.group_name_attribute.as_str(), member.as_str()], |mut e| {
+            if range::is_ranged(&e, attr) {
+                // Values in ranges: completed afterwards, with more searches.
+                ranged.push(e);
+                return;
             }
-            match index.find(&dn) {
-                Some(n) => users.push(n),
-                None => {
-                    let key = DnKey::new(&dn);
-                    if let Some(&n) = index.disabled.get(&key) {
-                        disabled.push(n);
-                    } else if index.unusable.contains(&key) {
-                        unusable += 1;
-                    } else {
-                        others.push((key, dn));
-                    }
-                }
-            }
+            let members = range::values_of(&mut e, attr, None).map(|r| r.values).map_err(|err| Error::Search {
+                url: url.clone(),
+                operation: format!("reading the members of {}", e.dn),
+                reason: err.to_string(),
+            });
+            records.push(record(s, e, members, index, wanted));
+        })
+        .await?;
+        for e in ranged {
+            records.push(self.group_record(e, index, wanted).await);
         }
-        // A group found by name is recorded under the configured name it matched; a nested one under its first.
-        let names: Vec<String> = values(entry, &s.group_name_attribute).cloned().collect();
-        let name = match wanted {
-            Some(wanted) => names.iter().find(|n| wanted.iter().any(|w| dn::fold(w) == dn::fold(n))).cloned(),
-            None => names.first().cloned(),
-        }
-        .unwrap_or_else(|| entry.dn.clone());
-        GroupRecord { name, dn: entry.dn.clone(), users, others, disabled, unusable, error }
+        Ok(records)
     }
 
     async fn read_named_groups(&mut self, names: &[String], index: &UserIndex) -> Result<Vec<GroupRecord>, Error> {
         let filter = self.group_name_filter(names);
-        let s = self.s;
-        let mut entries = Vec::new();
-        let member = self.member_request();
-        self.paged("the group search", &filter, vec![s.group_name_attribute.as_str(), member.as_str()], |e| {
-            entries.push(e)
-        })
-        .await?;
-        let mut records = Vec::with_capacity(entries.len());
-        for e in &entries {
-            records.push(self.group_record(e, index, Some(names)).await);
-        }
-        Ok(records)
+        self.read_groups("the group search", &filter, index, Some(names)).await
     }
 
     /// Every group under the base (the group filter alone), for classifying many member DNs at once.
     async fn read_all_groups(&mut self, index: &UserIndex) -> Result<Vec<GroupRecord>, Error> {
-        let s = self.s;
-        let mut entries = Vec::new();
-        let member = self.member_request();
-        let attrs = vec![s.group_name_attribute.as_str(), member.as_str()];
-        self.paged("the group sweep", &s.group_filter, attrs, |e| entries.push(e)).await?;
-        let mut records = Vec::with_capacity(entries.len());
-        for e in &entries {
-            records.push(self.group_record(e, index, None).await);
-        }
-        Ok(records)
+        let filter = self.s.group_filter.clone();
+        self.read_groups("the group sweep", &filter, index, None).await
     }
 
     /// Whether the server advertises Active Directory's capabilities (and so IN_CHAIN).
@@ -561,7 +554,7 @@ impl Reader<'_> {
             Ok(result) => match result.1.rc {
                 0 => match result.0.into_iter().next() {
                     Some(raw) => match entry::decode(raw) {
-                        Some(e) => Lookup::Group(self.group_record(&e, index, None).await),
+                        Some(e) => Lookup::Group(self.group_record(e, index, None).await),
                         None => Lookup::Failed(Error::Search {
                             url: self.url.clone(),
                             operation: format!("reading member {dn}"),
@@ -581,4 +574,51 @@ impl Reader<'_> {
             Err(e) => Lookup::Failed(self.search_error(&format!("reading member {dn}"), e, false)),
         }
     }
+}
+
+/// A group entry's record from its member values: user members resolved to indexes, disabled and refused
+/// accounts counted, other member DNs kept. A group found by name is recorded under the configured name it
+/// matched; a nested one under its first.
+fn record(
+    s: &Settings,
+    entry: SearchEntry,
+    members: Result<Vec<String>, Error>,
+    index: &UserIndex,
+    wanted: Option<&[String]>,
+) -> GroupRecord {
+    let (member_values, error) = match members {
+        Ok(v) => (v, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let mut users = Vec::with_capacity(member_values.len());
+    let mut others = Vec::new();
+    let mut disabled = Vec::new();
+    let mut unusable = 0;
+    for dn in member_values {
+        if dn.is_empty() {
+            continue; // groupOfNames' placeholder for "no members"
+        }
+        match index.find(&dn) {
+            Some(n) => users.push(n),
+            None => {
+                let key = DnKey::new(&dn);
+                if let Some(&n) = index.disabled.get(&key) {
+                    disabled.push(n);
+                } else if index.unusable.contains(&key) {
+                    unusable += 1;
+                } else {
+                    others.push((key, dn));
+                }
+            }
+        }
+    }
+    let name = {
+        let mut names = values(&entry, &s.group_name_attribute);
+        match wanted {
+            Some(wanted) => names.find(|n| wanted.iter().any(|w| dn::fold(w) == dn::fold(n))).cloned(),
+            None => names.next().cloned(),
+        }
+    }
+    .unwrap_or_else(|| entry.dn.clone());
+    GroupRecord { name, dn: entry.dn, users, others, disabled, unusable, error }
 }

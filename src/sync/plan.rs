@@ -1,7 +1,9 @@
 //! The decision, as a pure function: directory snapshot + CloudShell users + policy → [`Plan`]. No I/O, so
 //! every rule is tested here with plain tables.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use crate::cloudshell;
@@ -136,12 +138,39 @@ pub struct Held {
     pub limit: usize,
 }
 
+/// Each distinct directory user of a snapshot, numbered on first sight. A snapshot shares one `Arc<Member>`
+/// per user across every group, so a membership is recognised by its pointer (a cheap integer hash) and the
+/// username is hashed and compared once per user rather than once per membership (a million times in a large
+/// directory). Two entries folding to one username (which the directory side reports as a collision) still
+/// get one number, through the username.
+struct Interner {
+    by_pointer: FxHashMap<*const Member, u32>,
+    by_name: FxHashMap<Username, u32>,
+    /// By number: whether CloudShell has the user.
+    present: Vec<bool>,
+}
+
+impl Interner {
+    fn number(&mut self, member: &Arc<Member>, existing: &FxHashSet<Username>) -> u32 {
+        let (by_name, present) = (&mut self.by_name, &mut self.present);
+        *self.by_pointer.entry(Arc::as_ptr(member)).or_insert_with(|| {
+            *by_name.entry(member.username.clone()).or_insert_with(|| {
+                present.push(existing.contains(&member.username));
+                (present.len() - 1) as u32
+            })
+        })
+    }
+}
+
 /// Computes the plan from the directory `snapshot` and every CloudShell user.
 pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: Policy) -> Plan {
-    let existing: HashSet<Username> = cloudshell_users.iter().filter_map(|u| Username::new(&u.username)).collect();
-    let mut claimed: HashSet<Username> = HashSet::new();
-    let mut all_members: HashSet<Username> = HashSet::new();
-    let mut all_missing: HashSet<Username> = HashSet::new();
+    // The keys are usernames and pointers from this run's own reads; a directory author able to craft
+    // colliding usernames could at worst slow one run down, so a fast non-cryptographic hasher is fine here.
+    let existing: FxHashSet<Username> = cloudshell_users.iter().filter_map(|u| Username::new(&u.username)).collect();
+    let mut interner =
+        Interner { by_pointer: FxHashMap::default(), by_name: FxHashMap::default(), present: Vec::new() };
+    // By number: claimed for import by an earlier group; missing in some group.
+    let (mut claimed, mut missing_somewhere): (Vec<bool>, Vec<bool>) = (Vec::new(), Vec::new());
     let mut groups = Vec::with_capacity(snapshot.groups.len());
     for outcome in snapshot.groups {
         let group = match outcome.result {
@@ -151,20 +180,29 @@ pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: P
             }
             Ok(group) => group,
         };
-        let missing: Vec<&Arc<Member>> = group.members.iter().filter(|m| !existing.contains(&m.username)).collect();
+        let mut missing: Vec<(u32, Arc<Member>)> = Vec::new();
+        for m in &group.members {
+            let n = interner.number(m, &existing);
+            if !interner.present[n as usize] {
+                missing.push((n, m.clone()));
+            }
+        }
         let shrink = policy
             .last_good
             .get(&outcome.name)
             .filter(|&&previous| shrank_too_much(previous, group.members.len(), policy.max_shrink_percent))
             .map(|&previous| Shrink { previous, now: group.members.len() });
-        let to_import: Vec<Arc<Member>> = if shrink.is_some() {
-            Vec::new()
-        } else {
-            missing.iter().filter(|m| claimed.insert(m.username.clone())).map(|m| (*m).clone()).collect()
-        };
-        let missing: Vec<Arc<Member>> = missing.into_iter().cloned().collect();
-        all_members.extend(group.members.iter().map(|m| m.username.clone()));
-        all_missing.extend(missing.iter().map(|m| m.username.clone()));
+        let known = interner.present.len();
+        claimed.resize(known, false);
+        missing_somewhere.resize(known, false);
+        let mut to_import = Vec::new();
+        for (n, m) in &missing {
+            missing_somewhere[*n as usize] = true;
+            if shrink.is_none() && !std::mem::replace(&mut claimed[*n as usize], true) {
+                to_import.push(m.clone());
+            }
+        }
+        let missing: Vec<Arc<Member>> = missing.into_iter().map(|(_, m)| m).collect();
         let collisions = group.collisions.clone();
         let imports_disabled = policy.disabled_accounts == DisabledAccounts::ImportThenDeactivate;
         let by_name = group.sources.first().is_none_or(|root| importable_by_name(root, imports_disabled));
@@ -179,10 +217,12 @@ pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: P
             imports_disabled,
         }));
     }
-    let planned_imports = claimed.len();
+    let planned_imports = claimed.iter().filter(|&&c| c).count();
     let held = (planned_imports > policy.max_imports_per_run)
         .then_some(Held { planned: planned_imports, limit: policy.max_imports_per_run });
-    Plan { groups, planned_imports, members: all_members.len(), missing: all_missing.len(), held }
+    let members = interner.present.len();
+    let missing = missing_somewhere.iter().filter(|&&m| m).count();
+    Plan { groups, planned_imports, members, missing, held }
 }
 
 #[cfg(test)]
