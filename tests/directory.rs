@@ -59,8 +59,6 @@ async fn pages_past_the_500_entry_limit_and_reads_a_3000_member_group() {
     let huge = group(&snap, "Huge");
     assert_eq!(huge.members.len(), 3000);
     assert_eq!(huge.members[0].username.as_str(), "u00000");
-    assert_eq!(huge.members[0].email.as_deref(), Some("u00000@example.org"));
-    assert_eq!(huge.members[0].display_name.as_deref(), Some("u00000"));
     assert_eq!(usernames(group(&snap, "Small")), ["u03000", "u03001", "u03002"]);
     // One users search and one group search: no search per member.
     assert_eq!(snap.searches, 2);
@@ -184,7 +182,6 @@ async fn reads_groups_and_users_with_odd_names() {
     assert_eq!(group(&snap, "Développeurs").dn, "cn=Développeurs,ou=groups,dc=example,dc=org");
     let jp = &group(&snap, "Ops (EU) *").members[1];
     assert_eq!(ldap::DnKey::new(&jp.dn), ldap::DnKey::new(&porter), "slapd writes the escape its own way");
-    assert_eq!(jp.display_name.as_deref(), Some("Porter, James"));
     // The asterisk is escaped, not a wildcard: "Ops (EU) *" does not also find "Decoy (EU) x".
     assert_eq!(snap.searches, 2);
 }
@@ -308,11 +305,10 @@ async fn odd_attribute_values_skip_the_user_never_the_run() {
     assert_eq!(usernames(odd), ["good"], "the others have no usable username");
     assert_eq!(odd.skipped_members, 3, "skipped members are counted, not imported");
 
-    // The same directory by uid: every user is there, the enormous display name intact.
+    // The same directory by uid: every user is there (the enormous display name is not even asked for).
     let snap = ldap::snapshot(&settings(&slapd.url()), &names(&["Odd"])).await.unwrap();
     let odd = group(&snap, "Odd");
     assert_eq!(usernames(odd), ["binary", "good", "long", "plain"]);
-    assert_eq!(odd.members[3].display_name.as_ref().map(String::len), Some(300_000));
 }
 
 #[tokio::test]

@@ -35,7 +35,6 @@ pub struct User {
     /// CloudShell's integer id; `None` when the server sent something else.
     pub id: Option<i64>,
     pub username: String,
-    pub email: Option<String>,
     pub is_active: bool,
     /// A CloudShell system administrator.
     pub is_admin: bool,
@@ -50,7 +49,6 @@ impl From<wire::User> for User {
         User {
             id: u.id.as_i64().or_else(|| u.id.as_str().and_then(|s| s.parse().ok())),
             username: u.username,
-            email: u.email.filter(|e| !e.is_empty()),
             is_active: u.is_active.unwrap_or(true),
             is_admin: u.is_admin.unwrap_or(false),
             domain_name: u.domain_name,
@@ -513,14 +511,13 @@ mod tests {
     }
 
     #[test]
-    fn users_read_integer_or_string_ids_and_empty_emails() {
+    fn users_read_integer_or_string_ids_and_ignore_what_the_sync_does_not_use() {
         let u: wire::User = serde_json::from_value(json!({"Id": 11, "Username": "a", "Email": ""})).unwrap();
         assert_eq!(
             User::from(u),
             User {
                 id: Some(11),
                 username: "a".into(),
-                email: None,
                 is_active: true,
                 is_admin: false,
                 domain_name: None,

@@ -18,8 +18,6 @@ pub struct User {
     pub id: Value,
     #[serde(rename = "Username")]
     pub username: String,
-    #[serde(rename = "Email", default)]
-    pub email: Option<String>,
     #[serde(rename = "IsActive", default)]
     pub is_active: Option<bool>,
     #[serde(rename = "IsAdmin", default)]

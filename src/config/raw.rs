@@ -93,10 +93,11 @@ pub struct RawLdap {
     /// Default `member`.
     #[serde(default = "defaults::member_attribute")]
     pub member_attribute: String,
-    /// Default `displayName`.
+    /// Default `displayName`. Accepted, not read: CloudShell takes a user's details from its own directory
+    /// connection when it imports them.
     #[serde(default = "defaults::display_name_attribute")]
     pub display_name_attribute: String,
-    /// Default `mail`.
+    /// Default `mail`. Accepted, not read (as `display_name_attribute`).
     #[serde(default = "defaults::email_attribute")]
     pub email_attribute: String,
     /// Entries per page; every search is paged. Default 500.

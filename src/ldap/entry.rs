@@ -22,6 +22,7 @@ pub fn values<'e>(entry: &'e SearchEntry, attr: &str) -> impl Iterator<Item = &'
     entry.attrs.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(attr)).flat_map(|(_, v)| v.iter())
 }
 
+#[cfg(test)]
 fn has_binary(entry: &SearchEntry, attr: &str) -> bool {
     entry.bin_attrs.keys().any(|k| k.eq_ignore_ascii_case(attr))
 }
@@ -29,8 +30,6 @@ fn has_binary(entry: &SearchEntry, attr: &str) -> bool {
 /// Which attributes make a user entry a member.
 pub struct UserAttributes<'a> {
     pub username: &'a str,
-    pub display_name: &'a str,
-    pub email: &'a str,
     /// Keep accounts Active Directory marks disabled.
     pub include_disabled: bool,
 }
@@ -50,44 +49,89 @@ pub enum UserEntry {
     },
 }
 
+/// The attributes of a user entry that matter, picked out of it.
+#[derive(Default)]
+struct Picked {
+    /// The first username value: `Err(())` when the attribute is there but not UTF-8.
+    username: Option<Result<String, ()>>,
+    account_control: Option<String>,
+}
+
 impl UserEntry {
-    /// Reads a user entry.
+    /// Reads a decoded user entry: the reference reading, which [`UserEntry::from_result`] must agree with.
+    #[cfg(test)]
     pub fn from_entry(entry: SearchEntry, a: &UserAttributes) -> UserEntry {
-        let account_control = values(&entry, "userAccountControl").next().and_then(|v| v.trim().parse::<i64>().ok());
+        let first = |attr: &str| values(&entry, attr).next().cloned();
+        let username = match first(a.username) {
+            Some(u) => Some(Ok(u)),
+            None => has_binary(&entry, a.username).then_some(Err(())),
+        };
+        let picked = Picked { username, account_control: first("userAccountControl") };
+        UserEntry::from_picked(entry.dn, picked, a)
+    }
+
+    /// Reads a user entry straight from the server's answer, taking only the attributes that matter (no map
+    /// of every attribute per entry: the users search reads a hundred thousand of them). `None` when the
+    /// entry is malformed.
+    pub fn from_result(entry: ResultEntry, a: &UserAttributes) -> Option<UserEntry> {
+        UserEntry::from_tag(entry.0, a)
+    }
+
+    fn from_tag(tag: StructureTag, a: &UserAttributes) -> Option<UserEntry> {
+        let mut parts = tag.match_id(4)?.expect_constructed()?.into_iter();
+        let dn = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
+        let mut picked = Picked::default();
+        for partial in parts.next()?.expect_constructed()? {
+            let mut partial = partial.expect_constructed()?.into_iter();
+            let name = partial.next()?.expect_primitive()?;
+            let name = std::str::from_utf8(&name).ok()?;
+            let slot = if name.eq_ignore_ascii_case(a.username) {
+                None
+            } else if name.eq_ignore_ascii_case("userAccountControl") {
+                Some(&mut picked.account_control)
+            } else {
+                continue;
+            };
+            let (mut first, mut binary) = (None, false);
+            for value in partial.next()?.expect_constructed()? {
+                let value = value.expect_primitive()?;
+                // As `decode` sees it: an attribute with any value that is not UTF-8 is binary, whole.
+                binary |= std::str::from_utf8(&value).is_err();
+                first.get_or_insert(value);
+            }
+            let text = first.filter(|_| !binary).map(|v| String::from_utf8(v).expect("checked above"));
+            match slot {
+                None if picked.username.is_none() && (binary || text.is_some()) => {
+                    picked.username = Some(text.ok_or(()));
+                }
+                Some(slot) if slot.is_none() => *slot = text,
+                _ => {}
+            }
+        }
+        Some(UserEntry::from_picked(dn, picked, a))
+    }
+
+    fn from_picked(dn: String, p: Picked, a: &UserAttributes) -> UserEntry {
+        let account_control = p.account_control.and_then(|v| v.trim().parse::<i64>().ok());
         let disabled = !a.include_disabled && account_control.is_some_and(|uac| uac & ACCOUNT_DISABLED != 0);
-        let raw = values(&entry, a.username).next();
-        let username = match raw.map(|v| (v.chars().count(), Username::new(v))) {
+        let raw = match p.username {
+            Some(Ok(raw)) => raw,
+            Some(Err(())) => return UserEntry::Unusable { dn, reason: "username is not UTF-8", length: None },
+            None => return UserEntry::Unusable { dn, reason: "no username attribute", length: None },
+        };
+        let username = match (raw.chars().count(), Username::new(&raw)) {
             // A newline forges log lines, an ANSI escape rewrites a terminal, a NUL cuts C strings: a
             // username is never any of those.
-            Some((_, Some(u))) if u.as_str().chars().any(char::is_control) => {
-                return UserEntry::Unusable {
-                    dn: entry.dn,
-                    reason: "username holds a control character",
-                    length: None,
-                };
+            (_, Some(u)) if u.as_str().chars().any(char::is_control) => {
+                return UserEntry::Unusable { dn, reason: "username holds a control character", length: None };
             }
-            Some((len, Some(u))) if len <= MAX_USERNAME_CHARS => u,
-            Some((len, Some(_))) => {
-                return UserEntry::Unusable {
-                    dn: entry.dn,
-                    reason: "username longer than 256 characters",
-                    length: Some(len),
-                };
+            (len, Some(u)) if len <= MAX_USERNAME_CHARS => u,
+            (len, Some(_)) => {
+                return UserEntry::Unusable { dn, reason: "username longer than 256 characters", length: Some(len) };
             }
-            _ => {
-                let reason = if has_binary(&entry, a.username) {
-                    "username is not UTF-8"
-                } else if raw.is_some() {
-                    "username is blank"
-                } else {
-                    "no username attribute"
-                };
-                return UserEntry::Unusable { dn: entry.dn, reason, length: None };
-            }
+            (_, None) => return UserEntry::Unusable { dn, reason: "username is blank", length: None },
         };
-        let display_name = values(&entry, a.display_name).next().cloned();
-        let email = values(&entry, a.email).next().cloned();
-        let member = Member { username, display_name, email, dn: entry.dn };
+        let member = Member { username, dn };
         if disabled { UserEntry::Disabled(member) } else { UserEntry::User(member) }
     }
 }
@@ -102,7 +146,7 @@ fn decode_tag(tag: StructureTag) -> Option<SearchEntry> {
     let dn = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
     let mut attrs: HashMap<String, Vec<String>> = HashMap::new();
     let mut bin_attrs: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-    for partial in parts.next()?.expect_constructed()? {
+    'attributes: for partial in parts.next()?.expect_constructed()? {
         let mut partial = partial.expect_constructed()?.into_iter();
         let name = String::from_utf8(partial.next()?.expect_primitive()?).ok()?;
         let raw: Vec<Vec<u8>> = partial
@@ -111,13 +155,23 @@ fn decode_tag(tag: StructureTag) -> Option<SearchEntry> {
             .into_iter()
             .map(StructureTag::expect_primitive)
             .collect::<Option<_>>()?;
-        // As ldap3 does: an attribute with any value that is not UTF-8 goes whole into `bin_attrs`.
-        if raw.iter().all(|v| std::str::from_utf8(v).is_ok()) {
-            let values = raw.into_iter().map(|v| String::from_utf8(v).expect("checked above")).collect();
-            attrs.insert(name, values);
-        } else {
-            bin_attrs.insert(name, raw);
+        // As ldap3 does: an attribute with any value that is not UTF-8 goes whole into `bin_attrs`. Each value
+        // is checked once and becomes a `String` in place (a group entry can hold a million).
+        let mut text: Vec<String> = Vec::with_capacity(raw.len());
+        let mut rest = raw.into_iter();
+        while let Some(value) = rest.next() {
+            match String::from_utf8(value) {
+                Ok(t) => text.push(t),
+                Err(e) => {
+                    let mut binary: Vec<Vec<u8>> = text.into_iter().map(String::into_bytes).collect();
+                    binary.push(e.into_bytes());
+                    binary.extend(rest);
+                    bin_attrs.insert(name, binary);
+                    continue 'attributes;
+                }
+            }
         }
+        attrs.insert(name, text);
     }
     Some(SearchEntry { dn, attrs, bin_attrs })
 }
@@ -181,8 +235,7 @@ mod tests {
         }
     }
 
-    const ATTRS: UserAttributes<'static> =
-        UserAttributes { username: "uid", display_name: "displayName", email: "mail", include_disabled: false };
+    const ATTRS: UserAttributes<'static> = UserAttributes { username: "uid", include_disabled: false };
 
     #[test]
     fn a_user_entry_becomes_a_member_with_its_attributes_matched_case_insensitively() {
@@ -190,7 +243,6 @@ mod tests {
         let UserEntry::User(m) = UserEntry::from_entry(e, &ATTRS) else { panic!("not a user") };
         assert_eq!(m.username.as_str(), "JPorter");
         assert_eq!(m.username, Username::new("jporter").unwrap());
-        assert_eq!((m.display_name.as_deref(), m.email.as_deref()), (Some("James Porter"), Some("j@x")));
         assert_eq!(m.dn, "uid=x,dc=example");
     }
 
@@ -220,6 +272,33 @@ mod tests {
             UserEntry::from_entry(search_entry(&[("uid", &[exactly.as_str()])], &[]), &ATTRS),
             UserEntry::User(_)
         ));
+    }
+
+    #[test]
+    fn reading_straight_from_the_answer_agrees_with_reading_the_decoded_entry() {
+        type Attributes<'a> = Vec<(&'a str, Vec<&'a [u8]>)>;
+        let cases: Vec<Attributes> = vec![
+            vec![("uid", vec![b"JPorter"]), ("displayName", vec![b"James"]), ("mail", vec![b"j@x"])],
+            vec![("UID", vec![b"a", b"b"]), ("MAIL", vec![b"m"])],
+            vec![("uid", vec![b"  "])],
+            vec![("cn", vec![b"no uid"])],
+            vec![("uid", vec![&[0xff, 0xfe]])],
+            vec![("uid", vec![b"ok", &[0xff]])],
+            vec![("uid", vec![])],
+            vec![("uid", vec![b"evil\nline"])],
+            vec![("uid", vec![b"off"]), ("userAccountControl", vec![b"514"])],
+            vec![("uid", vec![b"on"]), ("userAccountControl", vec![b" 512 "]), ("displayName", vec![&[0xc3]])],
+        ];
+        let long = "x".repeat(MAX_USERNAME_CHARS + 1);
+        let mut cases = cases;
+        cases.push(vec![("uid", vec![long.as_bytes()])]);
+        for attrs in cases {
+            let tag = entry(b"uid=x,dc=example", attrs.clone());
+            let decoded = UserEntry::from_entry(decode_tag(tag.clone()).unwrap(), &ATTRS);
+            let direct = UserEntry::from_tag(tag, &ATTRS).unwrap();
+            assert_eq!(direct, decoded, "{attrs:?}");
+        }
+        assert!(UserEntry::from_tag(octets(b"x"), &ATTRS).is_none(), "not an entry");
     }
 
     #[test]

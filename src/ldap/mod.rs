@@ -64,6 +64,9 @@ pub struct Settings {
     pub username_attribute: String,
     pub group_name_attribute: String,
     pub member_attribute: String,
+    /// `ldap.display_name_attribute` and `ldap.email_attribute`: accepted and validated, not read. CloudShell
+    /// takes a user's details from its own directory connection when it imports them, so the sync never
+    /// needed them, and a hundred thousand of each cost memory for nothing.
     pub display_name_attribute: String,
     pub email_attribute: String,
     pub page_size: i32,
@@ -104,8 +107,6 @@ const AD_CAPABILITIES: [&str; 2] = ["1.2.840.113556.1.4.800", "1.2.840.113556.1.
 pub struct Member {
     pub username: Username,
     pub dn: String,
-    pub display_name: Option<String>,
-    pub email: Option<String>,
 }
 
 /// A group reached while expanding a configured group (the group itself first), with its direct user

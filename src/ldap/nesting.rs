@@ -237,12 +237,7 @@ mod tests {
     const URL: &str = "ldap://test";
 
     fn member(name: &str) -> Arc<Member> {
-        Arc::new(Member {
-            username: Username::new(name).unwrap(),
-            dn: format!("uid={name},ou=people,dc=x"),
-            display_name: None,
-            email: None,
-        })
+        Arc::new(Member { username: Username::new(name).unwrap(), dn: format!("uid={name},ou=people,dc=x") })
     }
 
     /// Users `names`, in order; index n is `names[n]`. `collide` adds a second entry for that username.

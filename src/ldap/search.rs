@@ -73,7 +73,19 @@ impl Reader<'_> {
         operation: &str,
         filter: &str,
         attrs: Vec<&str>,
-        mut each: impl FnMut(SearchEntry),
+        each: impl FnMut(SearchEntry),
+    ) -> Result<(), Error> {
+        self.paged_as(operation, filter, attrs, entry::decode, each).await
+    }
+
+    /// The same, each entry read by `decode` (`None`: malformed, which fails the search).
+    async fn paged_as<T>(
+        &mut self,
+        operation: &str,
+        filter: &str,
+        attrs: Vec<&str>,
+        decode: impl Fn(ldap3::ResultEntry) -> Option<T>,
+        mut each: impl FnMut(T),
     ) -> Result<(), Error> {
         self.searches += 1;
         let adapters: Vec<Box<dyn Adapter<_, _>>> =
@@ -86,7 +98,7 @@ impl Reader<'_> {
             .map_err(|e| self.search_error(operation, e, true))?;
         loop {
             match stream.next().await {
-                Ok(Some(entry)) => match entry::decode(entry) {
+                Ok(Some(entry)) => match decode(entry) {
                     Some(entry) => each(entry),
                     None => {
                         let _ = stream.finish().await;
@@ -250,20 +262,11 @@ impl Reader<'_> {
         let mut disabled: HashMap<DnKey, u32> = HashMap::default();
         let mut disabled_users: Vec<Arc<Member>> = Vec::new();
         let mut unusable: HashSet<DnKey> = HashSet::default();
-        let attrs = vec![
-            s.username_attribute.as_str(),
-            s.display_name_attribute.as_str(),
-            s.email_attribute.as_str(),
-            "userAccountControl",
-        ];
-        let user_attributes = UserAttributes {
-            username: &s.username_attribute,
-            display_name: &s.display_name_attribute,
-            email: &s.email_attribute,
-            include_disabled: s.include_disabled,
-        };
-        self.paged("the users search", &s.user_filter, attrs, |entry| {
-            let member = match UserEntry::from_entry(entry, &user_attributes) {
+        let attrs = vec![s.username_attribute.as_str(), "userAccountControl"];
+        let user_attributes = UserAttributes { username: &s.username_attribute, include_disabled: s.include_disabled };
+        let decode = |raw| UserEntry::from_result(raw, &user_attributes);
+        self.paged_as("the users search", &s.user_filter, attrs, decode, |entry| {
+            let member = match entry {
                 UserEntry::User(member) => member,
                 UserEntry::Disabled(member) => {
                     tracing::debug!(dn = %member.dn, "disabled account left out");

@@ -272,12 +272,7 @@ mod tests {
     }
 
     fn member(name: &str) -> Arc<Member> {
-        Arc::new(Member {
-            username: Username::new(name).unwrap(),
-            dn: format!("uid={name},dc=x"),
-            display_name: None,
-            email: None,
-        })
+        Arc::new(Member { username: Username::new(name).unwrap(), dn: format!("uid={name},dc=x") })
     }
 
     fn user(id: i64, name: &str, active: bool) -> cloudshell::User {
@@ -287,7 +282,6 @@ mod tests {
             domain_name: Some("EXAMPLE".into()),
             is_active: active,
             is_admin: false,
-            email: None,
             group_ids: None,
         }
     }

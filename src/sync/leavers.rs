@@ -207,7 +207,6 @@ mod tests {
         cloudshell::User {
             id: Some(id),
             username: name.into(),
-            email: None,
             is_active: active,
             is_admin: admin,
             domain_name: from_directory.then(|| "EXAMPLE".into()),

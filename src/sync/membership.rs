@@ -206,7 +206,6 @@ mod tests {
         cloudshell::User {
             id: Some(id),
             username: name.to_string(),
-            email: None,
             is_active: true,
             is_admin: admin,
             domain_name: from_directory.then(|| "EXAMPLE".to_string()),

@@ -235,7 +235,7 @@ mod tests {
     }
 
     fn member(name: &str) -> Member {
-        Member { username: u(name), dn: format!("uid={name},ou=people,dc=x"), display_name: None, email: None }
+        Member { username: u(name), dn: format!("uid={name},ou=people,dc=x") }
     }
 
     fn group(name: &str, members: &[&str]) -> GroupOutcome {
@@ -279,7 +279,6 @@ mod tests {
         cloudshell::User {
             id: Some(7),
             username: name.to_string(),
-            email: None,
             is_active: true,
             is_admin: false,
             domain_name: Some("EXAMPLE".into()),
