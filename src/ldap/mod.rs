@@ -115,7 +115,8 @@ pub struct Member {
 pub struct Source {
     pub name: String,
     pub dn: String,
-    pub direct_members: Vec<Arc<Member>>,
+    /// In no particular order.
+    pub direct_members: Arc<[Arc<Member>]>,
     /// Direct members left out as disabled accounts: an import by this group's name would bring them in.
     pub disabled_members: usize,
     /// Direct members whose entries were refused (no usable username, control characters): an import by this
@@ -137,7 +138,7 @@ pub struct Group {
     pub dn: String,
     /// Effective members (nested ones included when enabled), sorted by username, each once. Shared with
     /// every other group the user is in.
-    pub members: Vec<Arc<Member>>,
+    pub members: Arc<[Arc<Member>]>,
     /// The group and every group nested in it, with their direct user members.
     pub sources: Vec<Source>,
     /// Members left out because their username collides with another entry's.

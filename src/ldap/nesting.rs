@@ -109,7 +109,7 @@ impl Expansion<'_> {
         &self,
         top: &GroupRecord,
         mut members: Vec<u32>,
-        sources: Vec<Source>,
+        mut sources: Vec<Source>,
         (skipped, mut disabled): (usize, Vec<u32>),
     ) -> Group {
         let index = self.index;
@@ -128,6 +128,15 @@ impl Expansion<'_> {
             out.push(u.clone());
         }
         out.sort_by(|a, b| a.username.cmp(&b.username));
+        let members: Arc<[Arc<Member>]> = out.into();
+        // A group without nesting, duplicates or collisions has exactly its direct members as effective
+        // members: one list serves both (a million memberships are then held once, not twice).
+        if let [root] = sources.as_mut_slice()
+            && found_collisions.is_empty()
+            && root.direct_members.len() == members.len()
+        {
+            root.direct_members = members.clone();
+        }
         disabled.sort_unstable();
         disabled.dedup();
         let mut disabled_accounts: Vec<Arc<Member>> =
@@ -136,7 +145,7 @@ impl Expansion<'_> {
         Group {
             name: top.name.clone(),
             dn: top.dn.clone(),
-            members: out,
+            members,
             sources,
             collisions: found_collisions,
             skipped_members: skipped,
@@ -345,6 +354,17 @@ mod tests {
         // In chain: the search's disabled accounts and the group's own direct ones.
         let g = w.expansion(10).resolve_in_chain(&key("Team"), (vec![0], vec![1])).unwrap();
         assert_eq!(g.disabled.iter().map(|m| m.username.as_str()).collect::<Vec<_>>(), ["dis", "zed"]);
+    }
+
+    #[test]
+    fn a_flat_group_holds_its_members_once_for_both_lists() {
+        let w = World::new(index(&["b", "a"], None), vec![record("Flat", &[0, 1], &[]), record("Dup", &[0, 0], &[])]);
+        let flat = w.resolve("Flat", 10).unwrap();
+        assert!(Arc::ptr_eq(&flat.members, &flat.sources[0].direct_members), "one list");
+        assert_eq!(usernames(&flat), ["a", "b"]);
+        let dup = w.resolve("Dup", 10).unwrap();
+        assert!(!Arc::ptr_eq(&dup.members, &dup.sources[0].direct_members), "a duplicate value: two lists");
+        assert_eq!((dup.members.len(), dup.sources[0].direct_members.len()), (1, 2));
     }
 
     #[test]

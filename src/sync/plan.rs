@@ -181,7 +181,7 @@ pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: P
             Ok(group) => group,
         };
         let mut missing: Vec<(u32, Arc<Member>)> = Vec::new();
-        for m in &group.members {
+        for m in group.members.iter() {
             let n = interner.number(m, &existing);
             if !interner.present[n as usize] {
                 missing.push((n, m.clone()));
@@ -398,9 +398,9 @@ mod tests {
                 unusable_members: 0,
             })
             .collect();
-        let mut all: Vec<Arc<Member>> = group.sources.iter().flat_map(|s| s.direct_members.clone()).collect();
+        let mut all: Vec<Arc<Member>> = group.sources.iter().flat_map(|s| s.direct_members.iter().cloned()).collect();
         all.sort_by(|a, b| a.username.cmp(&b.username));
-        group.members = all;
+        group.members = all.into();
         g
     }
 
