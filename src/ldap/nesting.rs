@@ -16,7 +16,7 @@ use crate::username::Username;
 pub(super) struct UserIndex {
     pub users: Vec<Arc<Member>>,
     /// DNs exactly as the server wrote them: most member values match one of these as they are.
-    pub by_raw_dn: HashMap<String, u32>,
+    pub by_raw_dn: ByRawDn,
     /// Normalised DNs, for member values written another way: built on the first such value only, since
     /// most directories write member values exactly as the entries' DNs.
     pub by_key: std::sync::OnceLock<HashMap<DnKey, u32>>,
@@ -32,13 +32,35 @@ pub(super) struct UserIndex {
 
 impl UserIndex {
     pub fn find(&self, dn: &str) -> Option<u32> {
-        if let Some(&n) = self.by_raw_dn.get(dn) {
+        if let Some(n) = self.by_raw_dn.get(&self.users, dn) {
             return Some(n);
         }
         let by_key = self
             .by_key
             .get_or_init(|| self.users.iter().enumerate().map(|(n, u)| (DnKey::new(&u.dn), n as u32)).collect());
         by_key.get(&DnKey::new(dn)).copied()
+    }
+}
+
+/// User indexes by DN exactly as the server wrote it. The table holds only the indexes and compares through
+/// the user list, so the hundred thousand DNs are not kept twice.
+#[derive(Default)]
+pub(super) struct ByRawDn(hashbrown::HashTable<u32>);
+
+impl ByRawDn {
+    fn hash(dn: &str) -> u64 {
+        use std::hash::BuildHasher;
+        rustc_hash::FxBuildHasher.hash_one(dn)
+    }
+
+    /// Adds user `n` of `users`.
+    pub fn insert(&mut self, users: &[Arc<Member>], n: u32) {
+        let hash = ByRawDn::hash(&users[n as usize].dn);
+        self.0.insert_unique(hash, n, |&m| ByRawDn::hash(&users[m as usize].dn));
+    }
+
+    pub fn get(&self, users: &[Arc<Member>], dn: &str) -> Option<u32> {
+        self.0.find(ByRawDn::hash(dn), |&m| users[m as usize].dn == dn).copied()
     }
 }
 
@@ -258,7 +280,11 @@ mod tests {
                 .insert(Username::new(c).unwrap(), vec![format!("uid={c},ou=people,dc=x"), "uid=other,dc=x".into()]);
         }
         UserIndex {
-            by_raw_dn: users.iter().enumerate().map(|(n, u)| (u.dn.clone(), n as u32)).collect(),
+            by_raw_dn: {
+                let mut t = ByRawDn::default();
+                (0..users.len() as u32).for_each(|n| t.insert(&users, n));
+                t
+            },
             users,
             by_key: std::sync::OnceLock::new(),
             collisions,

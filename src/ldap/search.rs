@@ -14,7 +14,7 @@ use ldap3::{Ldap, LdapError, Scope, SearchEntry, ldap_escape};
 use super::dn::{self, DnKey};
 use super::entry::{self, UserAttributes, UserEntry, values};
 use super::error::rc_name;
-use super::nesting::{Expansion, GroupRecord, UserIndex};
+use super::nesting::{ByRawDn, Expansion, GroupRecord, UserIndex};
 use super::{AD_CAPABILITIES, Error, GroupOutcome, IN_CHAIN, Member, NAMES_PER_FILTER, Nesting, Settings, range};
 use crate::username::Username;
 
@@ -255,7 +255,7 @@ impl Reader<'_> {
     async fn read_users(&mut self) -> Result<UserIndex, Error> {
         let s = self.s;
         let mut users: Vec<Arc<Member>> = Vec::new();
-        let mut by_raw_dn: HashMap<String, u32> = HashMap::default();
+        let mut by_raw_dn = ByRawDn::default();
         let mut by_name: HashMap<Username, u32> = HashMap::default();
         let mut collisions: HashMap<Username, Vec<String>> = HashMap::default();
         let mut skipped = 0usize;
@@ -295,8 +295,8 @@ impl Reader<'_> {
             } else {
                 by_name.insert(member.username.clone(), n);
             }
-            by_raw_dn.insert(member.dn.clone(), n);
             users.push(Arc::new(member));
+            by_raw_dn.insert(&users, n);
         })
         .await?;
         users.shrink_to_fit();

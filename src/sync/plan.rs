@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use std::borrow::Cow;
+use std::hash::BuildHasher;
+
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use crate::cloudshell;
@@ -143,22 +146,47 @@ pub struct Held {
 /// username is hashed and compared once per user rather than once per membership (a million times in a large
 /// directory). Two entries folding to one username (which the directory side reports as a collision) still
 /// get one number, through the username.
+#[derive(Default)]
 struct Interner {
     by_pointer: FxHashMap<*const Member, u32>,
-    by_name: FxHashMap<Username, u32>,
-    /// By number: whether CloudShell has the user.
+    /// Numbers by folded username, compared through `users` (no copy of the names).
+    by_name: hashbrown::HashTable<u32>,
+    /// By number: the first member record seen, and whether CloudShell has the user.
+    users: Vec<Arc<Member>>,
     present: Vec<bool>,
 }
 
 impl Interner {
-    fn number(&mut self, member: &Arc<Member>, existing: &FxHashSet<Username>) -> u32 {
-        let (by_name, present) = (&mut self.by_name, &mut self.present);
-        *self.by_pointer.entry(Arc::as_ptr(member)).or_insert_with(|| {
-            *by_name.entry(member.username.clone()).or_insert_with(|| {
-                present.push(existing.contains(&member.username));
-                (present.len() - 1) as u32
-            })
-        })
+    fn number(&mut self, member: &Arc<Member>, existing: &FxHashSet<Cow<'_, str>>) -> u32 {
+        if let Some(&n) = self.by_pointer.get(&Arc::as_ptr(member)) {
+            return n;
+        }
+        let folded = member.username.folded();
+        let hash = FxBuildHasher.hash_one(folded);
+        let users = &self.users;
+        let n = match self.by_name.find(hash, |&n| users[n as usize].username.folded() == folded) {
+            Some(&n) => n,
+            None => {
+                let n = self.users.len() as u32;
+                self.users.push(member.clone());
+                self.present.push(existing.contains(folded));
+                let users = &self.users;
+                self.by_name.insert_unique(hash, n, |&m| FxBuildHasher.hash_one(users[m as usize].username.folded()));
+                n
+            }
+        };
+        self.by_pointer.insert(Arc::as_ptr(member), n);
+        n
+    }
+}
+
+/// A username as `Username` folds it (trimmed, lower-cased), borrowed when it already is: most are.
+fn folded(name: &str) -> Cow<'_, str> {
+    let trimmed = name.trim();
+    if trimmed.chars().all(|c| c.to_lowercase().eq(std::iter::once(c))) {
+        Cow::Borrowed(trimmed)
+    } else {
+        Cow::Owned(trimmed.to_lowercase())
     }
 }
 
@@ -166,9 +194,9 @@ impl Interner {
 pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: Policy) -> Plan {
     // The keys are usernames and pointers from this run's own reads; a directory author able to craft
     // colliding usernames could at worst slow one run down, so a fast non-cryptographic hasher is fine here.
-    let existing: FxHashSet<Username> = cloudshell_users.iter().filter_map(|u| Username::new(&u.username)).collect();
-    let mut interner =
-        Interner { by_pointer: FxHashMap::default(), by_name: FxHashMap::default(), present: Vec::new() };
+    let existing: FxHashSet<Cow<str>> =
+        cloudshell_users.iter().map(|u| folded(&u.username)).filter(|f| !f.is_empty()).collect();
+    let mut interner = Interner::default();
     // By number: claimed for import by an earlier group; missing in some group.
     let (mut claimed, mut missing_somewhere): (Vec<bool>, Vec<bool>) = (Vec::new(), Vec::new());
     let mut groups = Vec::with_capacity(snapshot.groups.len());
@@ -459,6 +487,15 @@ mod tests {
             );
         }
         assert_eq!(MIN_NESTED_COVER, 2);
+    }
+
+    #[test]
+    fn cloudshell_names_fold_as_usernames_do_borrowed_when_they_can_be() {
+        for name in ["alice", " Bob ", "JPORTER", "ΟΔΥΣΣΕΥΣ", "ǅemal", "straße", "İstanbul", "  "] {
+            let expected = Username::new(name).map(|u| u.folded().to_string()).unwrap_or_default();
+            assert_eq!(folded(name), expected, "{name:?}");
+        }
+        assert!(matches!(folded("alice"), Cow::Borrowed(_)), "no copy of a name already folded");
     }
 
     #[test]
