@@ -10,6 +10,7 @@ mod session;
 mod wire;
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use url::Url;
@@ -38,20 +39,39 @@ pub struct User {
     pub is_active: bool,
     /// A CloudShell system administrator.
     pub is_admin: bool,
-    /// Set for users imported from a directory; `None` for local users.
-    pub domain_name: Option<String>,
+    /// Set for users imported from a directory; `None` for local users. Shared: a list holds one copy of
+    /// each domain's name, not one per user.
+    pub domain_name: Option<Arc<str>>,
     /// The CloudShell groups the user is in, when the server lists them with the user.
     pub group_ids: Option<Vec<i64>>,
 }
 
 impl From<wire::User> for User {
     fn from(u: wire::User) -> User {
+        User::from_wire(u, &mut Vec::new())
+    }
+}
+
+impl User {
+    /// The user from its wire form, its domain name taken from `domains` when an earlier user had it.
+    fn from_wire(u: wire::User, domains: &mut Vec<Arc<str>>) -> User {
+        let domain_name = u.domain_name.map(|d| match domains.iter().find(|known| ***known == *d) {
+            Some(known) => known.clone(),
+            None => {
+                let shared: Arc<str> = Arc::from(d);
+                // A handful of domains in practice; a server sending thousands just shares less.
+                if domains.len() < 16 {
+                    domains.push(shared.clone());
+                }
+                shared
+            }
+        });
         User {
             id: u.id.as_i64().or_else(|| u.id.as_str().and_then(|s| s.parse().ok())),
             username: u.username,
             is_active: u.is_active.unwrap_or(true),
             is_admin: u.is_admin.unwrap_or(false),
-            domain_name: u.domain_name,
+            domain_name,
             group_ids: u.group_ids.map(|ids| ids.iter().filter_map(Value::as_i64).collect()),
         }
     }
@@ -214,9 +234,9 @@ impl Client {
 
     /// Every CloudShell user, following the cursors at [`PAGE_LIMIT`] a page.
     pub async fn list_users(&self) -> Result<Vec<User>, Error> {
-        let mut users = Vec::new();
+        let (mut users, mut domains) = (Vec::new(), Vec::new());
         self.pages::<wire::UserList>(CallKind::ListUsers, USERS_PATH, &[], |page| {
-            users.extend(page.into_iter().map(User::from));
+            users.extend(page.into_iter().map(|u| User::from_wire(u, &mut domains)));
             true
         })
         .await?;
@@ -527,6 +547,19 @@ mod tests {
         let u: wire::User = serde_json::from_value(json!({"Id": "12", "Username": "b", "IsActive": false})).unwrap();
         let u = User::from(u);
         assert_eq!((u.id, u.is_active), (Some(12), false));
+    }
+
+    #[test]
+    fn a_list_holds_one_copy_of_each_domain_name() {
+        let mut domains = Vec::new();
+        let mut read = |name: &str, domain: Option<&str>| {
+            let u: wire::User =
+                serde_json::from_value(json!({"Id": 1, "Username": name, "DomainName": domain})).unwrap();
+            User::from_wire(u, &mut domains)
+        };
+        let (a, b, local) = (read("a", Some("EXAMPLE")), read("b", Some("EXAMPLE")), read("c", None));
+        assert!(Arc::ptr_eq(a.domain_name.as_ref().unwrap(), b.domain_name.as_ref().unwrap()));
+        assert_eq!((a.domain_name.as_deref(), local.domain_name), (Some("EXAMPLE"), None));
     }
 
     #[test]

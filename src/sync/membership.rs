@@ -208,7 +208,7 @@ mod tests {
             username: name.to_string(),
             is_active: true,
             is_admin: admin,
-            domain_name: from_directory.then(|| "EXAMPLE".to_string()),
+            domain_name: from_directory.then(|| "EXAMPLE".into()),
             group_ids: None,
         }
     }
