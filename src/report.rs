@@ -508,6 +508,9 @@ pub struct Report {
     pub duration_ms: u64,
     /// Time spent reading the directory.
     pub directory_ms: u64,
+    /// Time from the end of the reads (directory and CloudShell) to the end of the run: planning, any
+    /// writes, and the report. In a run that changes nothing, what the plan and the report cost.
+    pub after_reads_ms: u64,
     /// The directory server that served the run (of `ldap.url`'s list).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub directory_url: Option<String>,
@@ -545,6 +548,7 @@ impl Report {
             started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             duration_ms: 0,
             directory_ms: 0,
+            after_reads_ms: 0,
             directory_url: None,
             interrupted: false,
             error: None,

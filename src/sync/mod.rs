@@ -81,6 +81,7 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     let mapped = !config.sync.mappings.is_empty();
     let list_groups = async { if mapped { Some(client.list_groups().await) } else { None } };
     let ((snapshot, directory_time), listed, groups) = tokio::join!(read_directory, client.list_users(), list_groups);
+    let reads_done = Instant::now();
     report.directory_ms = directory_time.as_millis() as u64;
     report.directory_url = Some(snapshot.served_by.clone());
     tracing::info!(users = snapshot.users_seen, searches = snapshot.searches, url = %snapshot.served_by, "directory read");
@@ -142,6 +143,7 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     let statuses = statuses.chain(report.leavers.as_ref().map(|l| l.status));
     let statuses = statuses.chain(report.disabled_accounts.as_ref().map(|d| d.status));
     report.result = RunResult::from_statuses(statuses, report.interrupted);
+    report.after_reads_ms = reads_done.elapsed().as_millis() as u64;
     if let (Some(counts), Some(dir), false) = (counts.as_mut(), &context.state_directory, report.dry_run)
         && let Err(e) = save_counts(dir, counts, &plan)
     {
