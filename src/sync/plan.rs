@@ -157,6 +157,15 @@ struct Interner {
 }
 
 impl Interner {
+    fn with_capacity(users: usize) -> Interner {
+        Interner {
+            by_pointer: FxHashMap::with_capacity_and_hasher(users, FxBuildHasher),
+            by_name: hashbrown::HashTable::with_capacity(users),
+            users: Vec::with_capacity(users),
+            present: Vec::with_capacity(users),
+        }
+    }
+
     fn number(&mut self, member: &Arc<Member>, existing: &FxHashSet<Cow<'_, str>>) -> u32 {
         if let Some(&n) = self.by_pointer.get(&Arc::as_ptr(member)) {
             return n;
@@ -194,9 +203,12 @@ fn folded(name: &str) -> Cow<'_, str> {
 pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: Policy) -> Plan {
     // The keys are usernames and pointers from this run's own reads; a directory author able to craft
     // colliding usernames could at worst slow one run down, so a fast non-cryptographic hasher is fine here.
-    let existing: FxHashSet<Cow<str>> =
-        cloudshell_users.iter().map(|u| folded(&u.username)).filter(|f| !f.is_empty()).collect();
-    let mut interner = Interner::default();
+    let mut existing: FxHashSet<Cow<str>> = FxHashSet::with_capacity_and_hasher(cloudshell_users.len(), FxBuildHasher);
+    existing.extend(cloudshell_users.iter().map(|u| folded(&u.username)).filter(|f| !f.is_empty()));
+    // Sized once for the users the directory holds (at most every membership): no rehashing while planning.
+    let memberships: usize =
+        snapshot.groups.iter().filter_map(|g| g.result.as_ref().ok()).map(|g| g.members.len()).sum();
+    let mut interner = Interner::with_capacity(snapshot.users_seen.min(memberships));
     // By number: claimed for import by an earlier group; missing in some group.
     let (mut claimed, mut missing_somewhere): (Vec<bool>, Vec<bool>) = (Vec::new(), Vec::new());
     let mut groups = Vec::with_capacity(snapshot.groups.len());
