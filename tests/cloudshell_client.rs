@@ -493,3 +493,27 @@ async fn a_retry_that_would_end_past_the_deadline_is_not_started() {
     assert!(took < Duration::from_millis(1900), "the call stays within retry_deadline: took {took:?}");
     assert_eq!(sim.calls_to("GET", "/api/v1/users").await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_redirect_is_never_followed_and_names_its_target() {
+    // Where a hostile or misconfigured server would send the password: nothing may ever connect here.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let target = format!("http://{}/steal", elsewhere.local_addr().unwrap());
+    let sim = Sim::start(cloudshell_sim::Config::default());
+    for (status, path) in [(307, "/Api/Auth/Login"), (302, "/Api/Auth/Login"), (308, "/api/v1/users")] {
+        sim.set_faults(
+            json!({"fail": {"count": 1, "status": status, "headers": {"Location": target}, "path_contains": path}}),
+        )
+        .await;
+        let e = client(&sim).list_users().await.unwrap_err();
+        assert!(matches!(e, Error::Redirect { status: s, .. } if s == status), "{status}: {e:?}");
+        let text = e.to_string();
+        assert!(text.contains(&target) && text.contains("not followed") && text.contains("cloudshell.url"), "{text}");
+        assert!(!e.may_have_taken_effect());
+    }
+    assert!(
+        matches!(elsewhere.accept(), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "nothing was sent to the redirect's target"
+    );
+}

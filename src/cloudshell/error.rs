@@ -26,6 +26,14 @@ pub enum Error {
     /// A 2xx answer whose body is not what the reference describes.
     #[error("CloudShell's answer to {method} {path} is not understood ({reason}): {body_excerpt}")]
     Decode { method: String, path: String, reason: String, body_excerpt: String },
+    /// A redirect, never followed: CloudShell's API does not redirect, and following one would send the login
+    /// body (the password) or an import to whatever host it names.
+    #[error(
+        "CloudShell answered {method} {path} with a redirect ({status}) to {location:?}; CloudShell's API does not \
+         redirect, so it was not followed and nothing was sent there: check cloudshell.url (scheme, host, port, \
+         path prefix)"
+    )]
+    Redirect { method: String, path: String, status: u16, location: String },
     /// The server's cursors do not lead to an end.
     #[error("CloudShell's paging of {path} does not end: {reason}")]
     Paging { path: String, reason: String },

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, RwLock};
 use url::Url;
 
-use super::error::{Error, excerpt};
+use super::error::{self, Error, excerpt};
 
 /// How many tokens one call tries before giving up on 401s.
 const MAX_TOKEN_TRIES: usize = 8;
@@ -171,6 +171,8 @@ impl Session {
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
             .user_agent(concat!("cloudshell-ldap-sync/", env!("CARGO_PKG_VERSION")))
+            // Never followed: see `Error::Redirect`.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Connect {
                 method: "-".into(),
@@ -274,6 +276,12 @@ impl Session {
         };
         let response = request.send().await.map_err(failed)?;
         let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            let location =
+                response.headers().get(reqwest::header::LOCATION).map(|v| String::from_utf8_lossy(v.as_bytes()));
+            let location = location.map(|l| error::mask(&l, &self.secrets(token))).unwrap_or_else(|| "nowhere".into());
+            return Err(Error::Redirect { method: method.to_string(), path: format!("/{path}"), status, location });
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
