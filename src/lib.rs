@@ -36,6 +36,7 @@ pub mod cloudshell;
 pub mod config;
 pub mod daemon;
 pub mod exit;
+pub mod files;
 pub mod ldap;
 pub mod lock;
 pub mod logging;

@@ -282,7 +282,7 @@ fn human(seconds: i64) -> String {
 
 /// Reads the status file in `dir`, if there is a readable one.
 pub fn read(dir: &Path) -> Option<Status> {
-    let text = std::fs::read_to_string(dir.join(FILE_NAME)).ok()?;
+    let text = crate::files::read_text(&dir.join(FILE_NAME), crate::files::STATE_MAX).ok()?;
     serde_json::from_str(&text).ok()
 }
 

@@ -117,3 +117,31 @@ fn the_manual_page_and_the_version() {
     // Built from a git checkout here: the commit is named.
     assert!(version.contains("(commit "), "{version}");
 }
+
+#[test]
+fn a_configuration_or_password_that_is_not_a_regular_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text = |password: &str| {
+        format!(
+            "[ldap]\nurl = \"ldap://127.0.0.1:1\"\nbind_dn = \"cn=x\"\nbind_password_file = \"{password}\"\n\
+             base_dn = \"dc=x\"\n\n[cloudshell]\nurl = \"http://127.0.0.1:1\"\npassword_env = \"X\"\n\n\
+             [sync]\ngroups = [\"Team\"]\n"
+        )
+    };
+    let started = std::time::Instant::now();
+    // A password "file" that never ends.
+    std::fs::write(&config, text("/dev/zero")).unwrap();
+    let out = common::cli(&["check", "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/dev/zero") && stderr.contains("a device, not a regular file"), "{stderr}");
+    // A configuration that is a FIFO nobody writes to.
+    let fifo = dir.path().join("fifo.toml");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let out = common::cli(&["sync", "--config", fifo.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("a FIFO, not a regular file"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "neither read hangs nor fills memory");
+}

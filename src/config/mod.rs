@@ -198,7 +198,7 @@ pub fn load(path: &Path) -> Result<Config, Error> {
 }
 
 fn read(path: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(path).map_err(|e| Error {
+    crate::files::read_text(path, crate::files::CONFIG_MAX).map_err(|e| Error {
         file: path.to_path_buf(),
         key: None,
         line: None,

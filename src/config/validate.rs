@@ -220,7 +220,7 @@ impl Validator<'_> {
                 }
             },
         };
-        let contents = std::fs::read_to_string(&path)
+        let contents = crate::files::read_text(&path, crate::files::SECRET_MAX)
             .map_err(|e| self.error(table, &file_key, format!("cannot read {}: {e}", path.display())))?;
         let secret = contents.trim_end_matches(['\r', '\n']).to_string();
         if secret.is_empty() {
