@@ -517,3 +517,23 @@ async fn a_redirect_is_never_followed_and_names_its_target() {
         "nothing was sent to the redirect's target"
     );
 }
+
+#[tokio::test]
+async fn an_answer_larger_than_the_limit_or_a_page_larger_than_asked_is_refused() {
+    let sim = Sim::start(cloudshell_sim::Config { existing_users: many_users(100), ..Default::default() });
+    let small = Client::new(Settings { max_answer_bytes: 1024, ..settings(&sim) }).unwrap();
+    let e = small.list_users().await.unwrap_err();
+    assert!(matches!(e, Error::TooLarge { limit: 1024, .. }), "{e:?}");
+    assert!(e.to_string().contains("cloudshell.max_answer_mib"), "{e}");
+
+    // 300 users on a page when 250 were asked for.
+    let users: Vec<serde_json::Value> =
+        (0..300).map(|n| json!({"Id": n + 10, "Username": format!("x{n}"), "IsActive": true})).collect();
+    let body = json!({"Users": users, "Cursor": null}).to_string();
+    sim.set_faults(
+        json!({"fail": {"count": 1, "status": 200, "body": body, "method": "GET", "path_contains": "/api/v1/users"}}),
+    )
+    .await;
+    let e = client(&sim).list_users().await.unwrap_err();
+    assert!(e.to_string().contains("a page of 300 items when 250 were asked for"), "{e}");
+}

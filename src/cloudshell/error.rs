@@ -34,6 +34,12 @@ pub enum Error {
          path prefix)"
     )]
     Redirect { method: String, path: String, status: u16, location: String },
+    /// An answer larger than `cloudshell.max_answer_mib`: not read further.
+    #[error(
+        "CloudShell's answer to {method} {path} is larger than {limit} bytes (cloudshell.max_answer_mib); it was \
+         not read further"
+    )]
+    TooLarge { method: String, path: String, limit: u64 },
     /// The server's cursors do not lead to an end.
     #[error("CloudShell's paging of {path} does not end: {reason}")]
     Paging { path: String, reason: String },
@@ -45,7 +51,7 @@ impl Error {
     pub fn may_have_taken_effect(&self) -> bool {
         match self {
             Error::Connect { sent, .. } | Error::Timeout { sent, .. } => *sent,
-            Error::Decode { .. } => true,
+            Error::Decode { .. } | Error::TooLarge { .. } => true,
             Error::Status { status, .. } => *status >= 500,
             _ => false,
         }
@@ -54,7 +60,9 @@ impl Error {
     /// The HTTP status, when the server answered with one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Error::LoginRefused { status, .. } | Error::Status { status, .. } => Some(*status),
+            Error::LoginRefused { status, .. } | Error::Status { status, .. } | Error::Redirect { status, .. } => {
+                Some(*status)
+            }
             _ => None,
         }
     }

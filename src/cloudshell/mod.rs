@@ -275,6 +275,12 @@ impl Client {
                 query.push(("paginationProperties.cursor", c.clone()));
             }
             let (items, next) = self.page::<P>(kind, path, &query).await?.into_parts();
+            if items.len() > PAGE_LIMIT {
+                return Err(Error::Paging {
+                    path: format!("/{path}"),
+                    reason: format!("a page of {} items when {PAGE_LIMIT} were asked for", items.len()),
+                });
+            }
             if !each(items) {
                 return Ok(());
             }
@@ -575,6 +581,7 @@ mod tests {
             retries: 0,
             retry_deadline: Duration::from_secs(1),
             max_requests_per_second: 0.0,
+            max_answer_bytes: 16 << 20,
         })
         .unwrap();
         assert_eq!(client.url().as_str(), "http://cs.example:9000/prefix/");

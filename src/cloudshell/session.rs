@@ -58,6 +58,8 @@ pub struct Settings {
     pub retry_deadline: Duration,
     /// The most requests per second (0: no cap).
     pub max_requests_per_second: f64,
+    /// The largest answer read, in bytes: a bigger one fails the call rather than filling memory.
+    pub max_answer_bytes: u64,
 }
 
 /// What a request is for: named by the endpoint method that sends it, counted and timed under that name.
@@ -287,8 +289,21 @@ impl Session {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = response.bytes().await.map_err(failed)?;
-        Ok(Answer { status, body: body.to_vec(), retry_after })
+        let limit = self.settings.max_answer_bytes;
+        let too_large = || Error::TooLarge { method: method.to_string(), path: format!("/{path}"), limit };
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        // Read piece by piece, so that an answer without a length (or lying about it) stops at the limit.
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer { status, body, retry_after })
     }
 
     /// Logs in and keeps the token. `PUT /Api/Auth/Login` answers a bare JSON string.

@@ -156,6 +156,10 @@ pub struct RawCloudShell {
     /// Requests per second at most; 0 means no cap. Default 0.
     #[serde(default)]
     pub max_requests_per_second: f64,
+    /// The largest answer read from CloudShell, in MiB; a larger one fails its call. A page of 250 users is
+    /// about 100 KB; a group import's answer lists the users it created (about 300 bytes each). Default 16.
+    #[serde(default = "defaults::max_answer_mib")]
+    pub max_answer_mib: i64,
     /// Users per group-membership call. Default 100.
     #[serde(default = "defaults::membership_batch_size")]
     pub membership_batch_size: i64,
@@ -353,6 +357,9 @@ mod defaults {
     }
     pub fn retries() -> i64 {
         3
+    }
+    pub fn max_answer_mib() -> i64 {
+        16
     }
     pub fn retry_deadline() -> String {
         "2m".into()

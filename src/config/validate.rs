@@ -512,6 +512,7 @@ impl Validator<'_> {
             retries,
             retry_deadline,
             max_requests_per_second: c.max_requests_per_second,
+            max_answer_bytes: (self.positive("cloudshell", "max_answer_mib", c.max_answer_mib, 4096)? as u64) << 20,
         };
         let batch = self.positive("cloudshell", "membership_batch_size", c.membership_batch_size, 1000)? as usize;
         Ok((settings, (concurrency, batch)))

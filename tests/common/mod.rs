@@ -517,6 +517,7 @@ pub fn cloudshell_settings(url: &str) -> cloudshell_ldap_sync::cloudshell::Setti
         retries: 0,
         retry_deadline: Duration::from_secs(30),
         max_requests_per_second: 0.0,
+        max_answer_bytes: 16 << 20,
     }
 }
 
