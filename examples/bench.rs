@@ -16,7 +16,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{BASE_DN, CS_PASSWORD, Directory, Files, GROUPS, SERVICE_DN, SERVICE_PASSWORD, Sim, Slapd};
 use serde_json::Value;
@@ -516,5 +516,4 @@ async fn main() {
             other => panic!("unknown profile {other:?}: nested, flat or scale"),
         }
     }
-    let _ = Duration::ZERO;
 }

@@ -151,6 +151,22 @@ impl Default for Managed {
     }
 }
 
+impl Managed {
+    /// Records `username` as seen now (CloudShell id `id`, when known): managed from now on if it was not,
+    /// with no leaver streak. Returns the entry for the caller's own fields.
+    pub fn seen(&mut self, username: &crate::username::Username, id: Option<i64>, now: &str) -> &mut ManagedUser {
+        let entry = self
+            .users
+            .entry(username.folded().to_string())
+            .or_insert_with(|| ManagedUser { first_seen: now.to_string(), ..Default::default() });
+        entry.username = username.as_str().to_string();
+        entry.id = id.or(entry.id);
+        entry.last_seen = now.to_string();
+        (entry.leaver_runs, entry.leaver_since) = (0, None);
+        entry
+    }
+}
+
 /// Reads the managed users; a missing file is nobody managed, an unreadable or foreign one an error.
 pub fn load_managed(dir: &Path) -> Result<Managed, Error> {
     let path = dir.join(USERS_FILE);

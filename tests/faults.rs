@@ -35,6 +35,12 @@ impl Env {
         Env(Stack::start(d, change))
     }
 
+    /// A config syncing `Other` with `state` as the state directory.
+    fn config_with_state(&self, state: &std::path::Path) -> PathBuf {
+        let sections = format!("[monitor]\nstate_directory = \"{}\"\n", state.display());
+        self.files.config(&self.slapd.url(), &self.sim.url(), &["Other"], "", &sections)
+    }
+
     fn config(&self, ldap_url: &str, groups: &[&str], cloudshell_extra: &str, sync_extra: &str) -> PathBuf {
         let path = self.files.config(ldap_url, &self.sim.url(), groups, sync_extra, "");
         let text = std::fs::read_to_string(&path).unwrap().replace("[sync]", &format!("{cloudshell_extra}\n[sync]"));
@@ -305,13 +311,7 @@ async fn a_state_directory_other_users_may_write_is_refused() {
     let state = env.files.path("shared-state");
     std::fs::create_dir(&state).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let config = env.files.config(
-        &env.slapd.url(),
-        &env.sim.url(),
-        &["Other"],
-        "",
-        &format!("[monitor]\nstate_directory = \"{}\"\n", state.display()),
-    );
+    let config = env.config_with_state(&state);
     let (code, report, _) = sync_json(&config, &[]);
     assert_eq!(code, 1, "{report}");
     assert!(report["error"].as_str().unwrap().contains("writable by other users"), "{report}");
@@ -347,13 +347,7 @@ async fn a_state_directory_that_cannot_be_written_fails_the_run_before_any_write
     let env = Env::start(&directory(), |_| {});
     let state = env.files.path("state");
     std::fs::create_dir(&state).unwrap();
-    let config = env.files.config(
-        &env.slapd.url(),
-        &env.sim.url(),
-        &["Other"],
-        "",
-        &format!("[monitor]\nstate_directory = \"{}\"\n", state.display()),
-    );
+    let config = env.config_with_state(&state);
 
     // Read-only (a read-only bind mount): the run lock cannot even be taken.
     let read_only = r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1""#;

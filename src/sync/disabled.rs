@@ -24,7 +24,7 @@ use crate::cloudshell::{self, Client};
 use crate::config::LeaverPolicy;
 use crate::ldap::Member;
 use crate::report::{DisabledReport, Failure, GroupStatus, ProtectedLine};
-use crate::state::{self, Managed, ManagedUser};
+use crate::state::{self, Managed};
 use crate::sync::leave::{Change, change_active};
 use crate::sync::leavers::Target;
 use crate::sync::plan::{GroupPlan, Plan};
@@ -119,14 +119,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: u
 /// Records a deactivation this step made.
 fn record_deactivated(next: &mut Managed, t: &Target, now: &str) {
     let Some(username) = Username::new(&t.username) else { return };
-    let entry = next
-        .users
-        .entry(username.folded().to_string())
-        .or_insert_with(|| ManagedUser { first_seen: now.to_string(), ..Default::default() });
-    entry.username = t.username.clone();
-    entry.id = Some(t.id);
-    entry.last_seen = now.to_string();
-    (entry.leaver_runs, entry.leaver_since) = (0, None);
+    let entry = next.seen(&username, Some(t.id), now);
     (entry.deactivated, entry.disabled_in_directory) = (true, true);
 }
 
@@ -254,6 +247,7 @@ fn created_by_imports(plan: &Plan, users: &[cloudshell::User]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::config::LeaverAction;
+    use crate::state::ManagedUser;
 
     fn policy(protect: &[&str]) -> LeaverPolicy {
         let mut set = globset::GlobSetBuilder::new();

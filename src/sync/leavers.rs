@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::cloudshell;
 use crate::config::LeaverPolicy;
-use crate::state::{Managed, ManagedUser};
+use crate::state::Managed;
 use crate::username::Username;
 
 /// Where a leaver stands.
@@ -111,15 +111,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
     let mut reactivate = Vec::new();
     for member in &seen.members {
         let Some(user) = by_name.get(*member) else { continue }; // not in CloudShell (yet): not managed yet
-        let entry = next
-            .users
-            .entry(member.folded().to_string())
-            .or_insert_with(|| ManagedUser { first_seen: seen.now.to_string(), ..Default::default() });
-        entry.username = member.as_str().to_string();
-        entry.id = user.id.or(entry.id);
-        entry.last_seen = seen.now.to_string();
-        entry.leaver_runs = 0;
-        entry.leaver_since = None;
+        let entry = next.seen(member, user.id, seen.now);
         // Deactivated for being disabled in the directory: the disabled-accounts step reactivates them.
         if entry.deactivated && !entry.disabled_in_directory {
             match (user.is_active, user.id) {

@@ -146,7 +146,6 @@ pub struct Held {
 /// username is hashed and compared once per user rather than once per membership (a million times in a large
 /// directory). Two entries folding to one username (which the directory side reports as a collision) still
 /// get one number, through the username.
-#[derive(Default)]
 struct Interner {
     by_pointer: FxHashMap<*const Member, u32>,
     /// Numbers by folded username, compared through `users` (no copy of the names).
