@@ -148,25 +148,27 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Cancels `stop` on SIGTERM or SIGINT.
-fn stop_on_signals(stop: CancellationToken) -> std::io::Result<()> {
+/// Cancels `stop` on SIGTERM or SIGINT, and `abandon` on a second one.
+fn stop_on_signals(stop: CancellationToken, abandon: CancellationToken) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!(signal = "SIGTERM", "stop requested"),
-            _ = int.recv() => tracing::info!(signal = "SIGINT", "stop requested"),
+        for (token, what) in [(stop, "stop requested"), (abandon, "second stop request: calls in flight abandoned")] {
+            tokio::select! {
+                _ = term.recv() => tracing::info!(signal = "SIGTERM", "{what}"),
+                _ = int.recv() => tracing::info!(signal = "SIGINT", "{what}"),
+            }
+            token.cancel();
         }
-        stop.cancel();
     });
     Ok(())
 }
 
 async fn run_command(path: &Path, config: Config) -> u8 {
-    let stop = CancellationToken::new();
+    let (stop, abandon) = (CancellationToken::new(), CancellationToken::new());
     let (controls, receiver) = mpsc::channel(8);
     let signals = (|| -> std::io::Result<()> {
-        stop_on_signals(stop.clone())?;
+        stop_on_signals(stop.clone(), abandon.clone())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut usr1 = signal(SignalKind::user_defined1())?;
         tokio::spawn(async move {
@@ -188,7 +190,7 @@ async fn run_command(path: &Path, config: Config) -> u8 {
         return exit::FATAL;
     }
     let options = daemon::Options::for_config(&config);
-    match daemon::run(path, config, receiver, stop, options).await {
+    match daemon::run(path, config, receiver, daemon::Stops { stop, abandon }, options).await {
         Ok(()) => exit::OK,
         Err(e) => {
             tracing::error!(error = %e, "daemon cannot start");
@@ -199,7 +201,7 @@ async fn run_command(path: &Path, config: Config) -> u8 {
 
 async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
     let context = sync::Context { state_directory: config.monitor.state_directory.clone(), ..Default::default() };
-    if let Err(e) = stop_on_signals(context.stop.clone()) {
+    if let Err(e) = stop_on_signals(context.stop.clone(), context.abandon.clone()) {
         tracing::warn!(error = %e, "cannot install signal handlers; Ctrl-C will end the run abruptly");
     }
     // One run at a time across processes; a dry run writes nothing, so it needs no lock.
@@ -225,7 +227,7 @@ async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
              (sync.disabled_accounts = \"import_then_deactivate\" needs [monitor] state_directory)"
         );
     }
-    let report = sync::run(config, dry_run, &context).await;
+    let report = sync::run_caught(config, dry_run, &context).await;
     // A one-shot run keeps the status file only where a state directory is configured.
     if let Some(dir) = &config.monitor.state_directory
         && !dry_run

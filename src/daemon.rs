@@ -27,6 +27,17 @@ pub enum Control {
     RunNow,
 }
 
+/// The stop requests (SIGTERM, SIGINT): the first stops the daemon after the run under way reaches a point
+/// between calls; the second (or the end of the grace period) abandons the calls under way too.
+#[derive(Clone, Default)]
+pub struct Stops {
+    pub stop: CancellationToken,
+    pub abandon: CancellationToken,
+}
+
+/// How long a run whose calls were abandoned may take to record itself.
+const ABANDON_GRACE: Duration = Duration::from_secs(5);
+
 /// How the daemon is wired to the outside world.
 pub struct Options {
     pub clock: Clock,
@@ -39,7 +50,7 @@ impl Options {
     pub fn for_config(config: &Config) -> Options {
         Options {
             clock: Clock::System,
-            shutdown_grace: config.cloudshell.timeout.max(config.ldap.timeout) + Duration::from_secs(5),
+            shutdown_grace: config.cloudshell.timeout.max(config.ldap.timeout).saturating_add(Duration::from_secs(5)),
         }
     }
 }
@@ -62,7 +73,7 @@ struct Daemon {
     metrics: Arc<Metrics>,
     ticker: Ticker,
     status: Option<Status>,
-    stop: CancellationToken,
+    stops: Stops,
 }
 
 impl Daemon {
@@ -73,7 +84,8 @@ impl Daemon {
         let metrics = self.metrics.clone();
         let dir = state_directory(&config);
         let context = sync::Context {
-            stop: self.stop.clone(),
+            stop: self.stops.stop.clone(),
+            abandon: self.stops.abandon.clone(),
             observer: Some(Arc::new(move |call, elapsed, _status| metrics.observe_request(call.as_str(), elapsed))),
             state_directory: Some(dir.clone()),
         };
@@ -90,8 +102,24 @@ impl Daemon {
                     return None;
                 }
             };
-            Some(sync::run(&config, false, &context).await)
+            Some(sync::run_caught(&config, false, &context).await)
         })
+    }
+
+    /// Records a run that ended: its report, or a failed run when its task ended without one (a panic outside
+    /// the run itself), so that the status file, metrics and `/healthz` never lose a run.
+    fn settle(&mut self, joined: Result<Option<Report>, tokio::task::JoinError>) {
+        match joined {
+            Ok(Some(report)) => self.finished(&report),
+            Ok(None) => {}
+            Err(e) => {
+                let report = match e.try_into_panic() {
+                    Ok(panic) => sync::panicked(false, panic.as_ref()),
+                    Err(e) => sync::panicked(false, &e.to_string()),
+                };
+                self.finished(&report);
+            }
+        }
     }
 
     fn finished(&mut self, report: &Report) {
@@ -145,7 +173,7 @@ pub async fn run(
     path: &Path,
     config: Config,
     mut controls: mpsc::Receiver<Control>,
-    stop: CancellationToken,
+    stops: Stops,
     options: Options,
 ) -> Result<(), monitor::BindError> {
     let metrics = Arc::new(Metrics::new());
@@ -167,7 +195,7 @@ pub async fn run(
         metrics,
         ticker,
         status,
-        stop: stop.clone(),
+        stops: stops.clone(),
     };
     tracing::info!(
         cron = daemon.config.schedule.schedule.expression(),
@@ -184,14 +212,10 @@ pub async fn run(
     loop {
         tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
+            _ = stops.stop.cancelled() => break,
             joined = async { running.as_mut().expect("guarded by the if").await }, if running.is_some() => {
                 running = None;
-                match joined {
-                    Ok(Some(report)) => daemon.finished(&report),
-                    Ok(None) => {}
-                    Err(e) => tracing::error!(error = %e, "run task failed"),
-                }
+                daemon.settle(joined);
             }
             control = controls.recv() => match control {
                 Some(Control::Reload) => daemon.reload(),
@@ -214,14 +238,18 @@ pub async fn run(
 
     tracing::info!("stop requested, no new run will start");
     notify(&[sd_notify::NotifyState::Stopping]);
-    if let Some(handle) = running {
-        match tokio::time::timeout(daemon.options.shutdown_grace, handle).await {
-            Ok(Ok(Some(report))) => daemon.finished(&report),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "run task failed"),
+    if let Some(mut handle) = running {
+        let joined = match tokio::time::timeout(daemon.options.shutdown_grace, &mut handle).await {
+            Ok(joined) => Some(joined),
             Err(_) => {
-                tracing::warn!(grace = ?daemon.options.shutdown_grace, "run still busy after the grace period, leaving it")
+                tracing::warn!(grace = ?daemon.options.shutdown_grace, "run still busy after the grace period, abandoning its calls");
+                stops.abandon.cancel();
+                tokio::time::timeout(ABANDON_GRACE, &mut handle).await.ok()
             }
+        };
+        match joined {
+            Some(joined) => daemon.settle(joined),
+            None => tracing::error!("run did not end after its calls were abandoned, leaving it unrecorded"),
         }
     }
     monitor_stop.cancel();
@@ -230,4 +258,55 @@ pub async fn run(
     }
     tracing::info!("daemon stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::RunResult;
+
+    fn daemon(state: &Path) -> Daemon {
+        let text = format!(
+            "[ldap]\nurl = \"ldap://127.0.0.1:1\"\nbind_dn = \"cn=svc\"\nbind_password_env = \"PW\"\nbase_dn = \"dc=x\"\n\
+             [cloudshell]\nurl = \"http://127.0.0.1:1\"\npassword_env = \"PW\"\n\
+             [sync]\ngroups = [\"Team\"]\n[monitor]\nstate_directory = \"{}\"\n",
+            state.display()
+        );
+        let config = config::parse(Path::new("/etc/x.toml"), &text, &|_| Some("pw".into())).unwrap();
+        let ticker = Ticker::new(config.schedule.schedule.clone(), Clock::System);
+        Daemon {
+            path: PathBuf::from("/etc/x.toml"),
+            config: Arc::new(config),
+            options: Options { clock: Clock::System, shutdown_grace: Duration::from_secs(1) },
+            metrics: Arc::new(Metrics::new()),
+            ticker,
+            status: None,
+            stops: Stops::default(),
+        }
+    }
+
+    // The test profile unwinds (as the release profile does): a panic in a run task reaches the daemon as a
+    // JoinError, which must still be recorded as a run.
+    #[tokio::test]
+    async fn a_run_task_that_panics_is_recorded_as_a_failed_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut daemon = daemon(dir.path());
+        let task: JoinHandle<Option<Report>> = tokio::spawn(async { panic!("an index out of bounds, say") });
+        daemon.settle(task.await);
+        let status = status::read(dir.path()).expect("status.json written");
+        let last = status.last_run.expect("the run is recorded");
+        assert_eq!(last.result, "failed");
+        assert!(last.error.as_deref().unwrap_or_default().contains("an index out of bounds, say"), "{:?}", last.error);
+        assert_eq!(daemon.metrics.last_result(), Some(RunResult::Failed), "/healthz reports it");
+        assert!(daemon.metrics.encode().contains("runs_total{result=\"failed\"} 1"), "{}", daemon.metrics.encode());
+    }
+
+    #[tokio::test]
+    async fn a_panic_inside_a_run_becomes_the_report_of_a_failed_run() {
+        let report = sync::caught(false, async { panic!("{}", "a formatted message") }).await;
+        assert_eq!(report.result, RunResult::Failed);
+        assert!(report.error.unwrap().contains("internal error (a bug, please report it): a formatted message"));
+        let fine = sync::caught(true, async { Report::new("x".into(), true) }).await;
+        assert_eq!((fine.result, fine.run_id.as_str()), (RunResult::Ok, "x"));
+    }
 }

@@ -218,7 +218,7 @@ impl Metrics {
         out
     }
 
-    fn last_result(&self) -> Option<RunResult> {
+    pub(crate) fn last_result(&self) -> Option<RunResult> {
         *self.last_result.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -516,6 +516,9 @@ pub struct Report {
     pub directory_url: Option<String>,
     /// The run was asked to stop (SIGTERM) and some imports were not attempted.
     pub interrupted: bool,
+    /// The run was stopped by `sync.run_timeout` rather than by a signal.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub run_timeout_reached: bool,
     /// Why the run could not proceed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -551,6 +554,7 @@ impl Report {
             after_reads_ms: 0,
             directory_url: None,
             interrupted: false,
+            run_timeout_reached: false,
             error: None,
             held: None,
             groups: Vec::new(),

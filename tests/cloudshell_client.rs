@@ -537,3 +537,49 @@ async fn an_answer_larger_than_the_limit_or_a_page_larger_than_asked_is_refused(
     let e = client(&sim).list_users().await.unwrap_err();
     assert!(e.to_string().contains("a page of 300 items when 250 were asked for"), "{e}");
 }
+
+#[tokio::test]
+async fn a_huge_retry_after_is_a_failed_call_not_a_panic() {
+    let sim = Sim::start(cloudshell_sim::Config::default());
+    let huge = u64::MAX.to_string();
+    let rule = json!({"count": 3, "status": 503, "headers": {"Retry-After": huge}, "method": "GET"});
+    sim.set_faults(json!({ "fail": rule })).await;
+    let e = client(&sim).list_users().await.unwrap_err();
+    assert_eq!(e.status(), Some(503), "{e}");
+    assert_eq!(sim.calls_to("GET", "/api/v1/users").await.len(), 1, "a wait past retry_deadline is not started");
+}
+
+/// A server whose user list never ends: every page names a new cursor.
+async fn endless_pages() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use axum::routing::{get, put};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let pages = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = pages.clone();
+    let app = axum::Router::new().route("/Api/Auth/Login", put(|| async { axum::Json("a-token") })).route(
+        "/api/v1/users",
+        get(move || {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            async move { axum::Json(json!({"Users": [], "Cursor": format!("cursor-{n}")})) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, pages)
+}
+
+#[tokio::test]
+async fn a_list_whose_cursors_never_end_stops_at_the_stop_request() {
+    let (url, pages) = endless_pages().await;
+    let stops = cloudshell_ldap_sync::cloudshell::Stops::default();
+    let c = Client::new(common::cloudshell_settings(&url)).unwrap().with_stops(stops.clone());
+    let check = tokio::spawn(async move { c.user_exists("alice").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = pages.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(before > 5, "the loop runs: {before} pages");
+    stops.stop.cancel();
+    let e = tokio::time::timeout(Duration::from_secs(2), check).await.expect("ended within 2 s").unwrap().unwrap_err();
+    assert!(matches!(e, Error::Abandoned { .. }), "{e:?}");
+    let after = pages.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(after <= before + 1, "at most the page under way after the stop: {before} then {after}");
+}

@@ -40,6 +40,9 @@ pub enum Error {
          not read further"
     )]
     TooLarge { method: String, path: String, limit: u64 },
+    /// A call in flight abandoned on a second stop request (or one not started after the first).
+    #[error("{method} {path} abandoned: the run was asked to stop")]
+    Abandoned { method: String, path: String },
     /// The server's cursors do not lead to an end.
     #[error("CloudShell's paging of {path} does not end: {reason}")]
     Paging { path: String, reason: String },
@@ -51,7 +54,7 @@ impl Error {
     pub fn may_have_taken_effect(&self) -> bool {
         match self {
             Error::Connect { sent, .. } | Error::Timeout { sent, .. } => *sent,
-            Error::Decode { .. } | Error::TooLarge { .. } => true,
+            Error::Decode { .. } | Error::TooLarge { .. } | Error::Abandoned { .. } => true,
             Error::Status { status, .. } => *status >= 500,
             _ => false,
         }

@@ -18,7 +18,7 @@ use url::Url;
 pub use error::Error;
 use error::excerpt;
 use session::{Answer, Session, Token, backoff};
-pub use session::{AuthScheme, CallCounts, CallKind, Observer, Settings};
+pub use session::{AuthScheme, CallCounts, CallKind, Observer, Settings, Stops};
 
 /// The most users a list page may hold; CloudShell answers 400 above it.
 pub const PAGE_LIMIT: usize = 250;
@@ -217,6 +217,13 @@ impl Client {
         self
     }
 
+    /// Lets the run's stop requests reach its calls: after `stops.stop` no retry starts and no further page
+    /// is read; after `stops.abandon` calls in flight are given up.
+    pub fn with_stops(mut self, stops: Stops) -> Client {
+        self.session.stops = stops;
+        self
+    }
+
     /// Requests sent so far, by kind.
     pub fn calls(&self) -> CallCounts {
         self.session.calls()
@@ -268,7 +275,10 @@ impl Client {
     ) -> Result<(), Error> {
         let mut cursor: Option<String> = None;
         let mut seen = std::collections::HashSet::new();
-        for _ in 0..MAX_PAGES {
+        for n in 0..MAX_PAGES {
+            if n > 0 && self.session.stops.stop.is_cancelled() {
+                return Err(Error::Abandoned { method: "GET".into(), path: format!("/{path}") });
+            }
             let mut query = vec![("paginationProperties.limit", PAGE_LIMIT.to_string())];
             query.extend(extra.iter().cloned());
             if let Some(c) = &cursor {
@@ -311,7 +321,9 @@ impl Client {
                 Err(e) if attempt < self.session.settings.retries => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "cloudshell user page unreadable, reading it again");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    if !self.session.stops.pause(backoff(attempt)).await {
+                        return Err(e);
+                    }
                 }
                 other => return other,
             }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::error::{self, Error, excerpt};
@@ -159,6 +160,16 @@ pub(super) struct Session {
     token: RwLock<Option<Token>>,
     /// Held while logging in, so that concurrent calls meeting an expired token log in once.
     login_lock: Mutex<()>,
+    pub stops: Stops,
+}
+
+/// The run's stop requests, as the session sees them.
+#[derive(Clone, Default)]
+pub struct Stops {
+    /// The first stop request: no retry is started and no retry wait outlasts it, no further page is read.
+    pub stop: CancellationToken,
+    /// The second: calls in flight are abandoned.
+    pub abandon: CancellationToken,
 }
 
 impl Session {
@@ -194,6 +205,7 @@ impl Session {
             settings,
             token: RwLock::new(None),
             login_lock: Mutex::new(()),
+            stops: Stops::default(),
         })
     }
 
@@ -228,7 +240,11 @@ impl Session {
             pacer.wait().await;
         }
         let started = std::time::Instant::now();
-        let result = self.send_inner(method, path, query, body, token).await;
+        let result = tokio::select! {
+            biased;
+            result = self.send_inner(method.clone(), path, query, body, token) => result,
+            _ = self.stops.abandon.cancelled() => Err(Error::Abandoned { method: method.to_string(), path: format!("/{path}") }),
+        };
         if let Some(observe) = &self.observer {
             observe(kind, started.elapsed(), result.as_ref().ok().map(|a| a.status));
         }
@@ -457,15 +473,25 @@ impl Session {
             if !retry || attempt >= self.settings.retries {
                 return result;
             }
+            if self.stops.stop.is_cancelled() {
+                tracing::warn!(path = %format!("/{path}"), reason = %reason, "cloudshell call not retried: the run was asked to stop");
+                return result;
+            }
             attempt += 1;
             let wait = hint.unwrap_or_else(|| backoff(attempt));
-            // The retry must fit whole: its wait and its own request, which may take the full timeout.
-            if started.elapsed() + wait + self.settings.timeout > self.settings.retry_deadline {
+            // The retry must fit whole: its wait and its own request, which may take the full timeout. A
+            // server's Retry-After can be anything: saturate rather than overflow.
+            if started.elapsed().saturating_add(wait).saturating_add(self.settings.timeout)
+                > self.settings.retry_deadline
+            {
                 tracing::warn!(path = %format!("/{path}"), wait_ms = wait.as_millis() as u64, "cloudshell call not retried: past cloudshell.retry_deadline");
                 return result;
             }
             tracing::warn!(path = %format!("/{path}"), attempt, wait_ms = wait.as_millis() as u64, reason = %reason, "cloudshell call failed, retrying");
-            tokio::time::sleep(wait).await;
+            if !self.stops.pause(wait).await {
+                tracing::warn!(path = %format!("/{path}"), reason = %reason, "cloudshell call not retried: the run was asked to stop");
+                return result;
+            }
         }
     }
 
@@ -507,6 +533,17 @@ impl fmt::Debug for Token {
 impl PartialEq for Token {
     fn eq(&self, other: &Token) -> bool {
         self.0.expose_secret() == other.0.expose_secret()
+    }
+}
+
+impl Stops {
+    /// Waits `wait`, or less when a stop is requested meanwhile: `false` then.
+    pub async fn pause(&self, wait: Duration) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        }
     }
 }
 

@@ -139,6 +139,8 @@ pub struct SyncPolicy {
     pub disabled_accounts: Option<DisabledAccounts>,
     /// More deactivations of disabled accounts than this hold them.
     pub max_disabled_deactivations_per_run: usize,
+    /// A run still going after this long stops as if asked to (SIGTERM).
+    pub run_timeout: std::time::Duration,
 }
 
 impl SyncPolicy {
@@ -409,6 +411,19 @@ groups = ["Team"]
         assert_eq!(c.sync.mappings.len(), 2);
         assert_eq!(c.sync.mappings[0].cloudshell_groups, ["Lab Users", "DevOps"]);
         assert_eq!(c.cloudshell.timeout, std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn run_timeout_defaults_to_six_hours_and_no_duration_exceeds_thirty_days() {
+        assert_eq!(parse_text(MINIMAL).unwrap().sync.run_timeout, Duration::from_secs(6 * 3600));
+        let with = |line: &str| MINIMAL.replace("groups = [\"Team\"]\n", &format!("groups = [\"Team\"]\n{line}\n"));
+        assert_eq!(parse_text(&with("run_timeout = \"90m\"")).unwrap().sync.run_timeout, Duration::from_secs(5400));
+        let e = parse_text(&with("run_timeout = \"31days\"")).unwrap_err().to_string();
+        assert!(e.contains("sync.run_timeout") && e.contains("longer than 30 days"), "{e}");
+        // Before the cap, a timeout this long parsed, and the daemon's grace (timeout + 5 s) overflowed.
+        let huge = MINIMAL.replace("[ldap]\n", "[ldap]\ntimeout = \"500000000000years\"\n");
+        let e = parse_text(&huge).unwrap_err().to_string();
+        assert!(e.contains("ldap.timeout"), "{e}");
     }
 
     #[test]

@@ -209,6 +209,10 @@ pub struct RawSync {
     /// (the imports stand). Default 1000.
     #[serde(default = "defaults::max_disabled_deactivations_per_run")]
     pub max_disabled_deactivations_per_run: i64,
+    /// A run still going after this long stops as if asked to: no new call, group or retry starts. Default
+    /// `6h`.
+    #[serde(default = "defaults::run_timeout")]
+    pub run_timeout: String,
 }
 
 /// `[sync.leavers]`: managed users who left the configured groups.
@@ -339,6 +343,9 @@ mod defaults {
     }
     pub fn max_disabled_deactivations_per_run() -> i64 {
         1000
+    }
+    pub fn run_timeout() -> String {
+        "6h".into()
     }
     pub fn membership_batch_size() -> i64 {
         100

@@ -104,6 +104,9 @@ pub(super) struct Validator<'a> {
     pub read_secrets: bool,
 }
 
+/// The longest duration any key accepts: longer ones are typing mistakes, and would overflow arithmetic.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl Validator<'_> {
     fn error(&self, table: &str, key: &str, message: impl Into<String>) -> Error {
         let (line, column) = locate(self.text, table, key).unzip();
@@ -118,6 +121,7 @@ impl Validator<'_> {
 
     fn duration(&self, table: &str, key: &str, value: &str) -> Result<Duration, Error> {
         match humantime::parse_duration(value) {
+            Ok(d) if d > MAX_DURATION => Err(self.error(table, key, format!("{value:?} is longer than 30 days"))),
             Ok(d) if d > Duration::ZERO => Ok(d),
             Ok(_) => Err(self.error(table, key, "must be longer than zero")),
             Err(e) => Err(self.error(table, key, format!("{value:?} is not a duration like \"30s\" or \"5m\": {e}"))),
@@ -570,7 +574,9 @@ impl Validator<'_> {
         };
         let max_disabled_deactivations_per_run =
             self.non_negative("sync", "max_disabled_deactivations_per_run", s.max_disabled_deactivations_per_run)?;
+        let run_timeout = self.duration("sync", "run_timeout", &s.run_timeout)?;
         Ok(SyncPolicy {
+            run_timeout,
             disabled_accounts,
             max_disabled_deactivations_per_run,
             leavers,

@@ -18,14 +18,14 @@ use std::time::{Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::cloudshell::{CallKind, Client, Observer};
+use crate::cloudshell::{CallKind, Client, Observer, Stops};
 use crate::config::{Config, DisabledAccounts, LeaverAction};
 use crate::report::{Failure, GroupReport, GroupStatus, HeldReport, Imports, Report, RunResult};
 use crate::{ldap, state};
 use plan::{GroupPlan, Plan, Policy};
 
 /// A short id that tells runs apart in logs.
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
     format!("{:08x}", (nanos as u64 ^ (nanos >> 64) as u64 ^ std::process::id() as u64) & 0xffff_ffff)
 }
@@ -33,12 +33,43 @@ fn run_id() -> String {
 /// What a run needs besides the configuration.
 #[derive(Clone, Default)]
 pub struct Context {
-    /// Cancelled to ask the run to stop: checked between groups and between calls, never during one.
+    /// Cancelled to ask the run to stop: the reads are given up (nothing has been written then); after them
+    /// it is checked between groups and between calls, and no retry starts, but a call under way finishes.
     pub stop: CancellationToken,
+    /// Cancelled on a second stop request: calls under way are abandoned too. The run still ends the normal
+    /// way, reporting and saving what it knows.
+    pub abandon: CancellationToken,
     /// Told about every CloudShell request, for latency metrics.
     pub observer: Option<Observer>,
     /// Where the shrink guard keeps the last good member counts; `None` turns the guard off.
     pub state_directory: Option<PathBuf>,
+}
+
+/// [`run`], with a panic (a bug) turned into the report of a failed run, so that it is still recorded.
+pub async fn run_caught(config: &Config, dry_run: bool, context: &Context) -> Report {
+    caught(dry_run, run(config, dry_run, context)).await
+}
+
+/// `run`'s report, or a failed run's report naming the panic that ended it.
+pub async fn caught(dry_run: bool, run: impl std::future::Future<Output = Report>) -> Report {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(report) => report,
+        Err(panic) => panicked(dry_run, panic.as_ref()),
+    }
+}
+
+/// The report of a run that panicked: failed, with the panic's message.
+pub fn panicked(dry_run: bool, panic: &(dyn std::any::Any + Send)) -> Report {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    let mut report = Report::new(run_id(), dry_run);
+    tracing::error!(panic = %message, "run ended by an internal error");
+    report.fail(format!("the run ended on an internal error (a bug, please report it): {message}"));
+    report
 }
 
 /// Runs one cycle and reports it. `dry_run` computes and reports the plan and writes nothing.
@@ -46,7 +77,22 @@ pub async fn run(config: &Config, dry_run: bool, context: &Context) -> Report {
     let report = Report::new(run_id(), dry_run);
     let span = tracing::info_span!("run", run_id = %report.run_id, dry_run);
     let started = Instant::now();
-    let (mut report, client) = run_in_span(config, report, context).instrument(span.clone()).await;
+    // The run's own stop request: the caller's, or the deadline's.
+    let stop = context.stop.child_token();
+    let timeout = config.sync.run_timeout;
+    let deadline = async {
+        tokio::time::sleep(timeout).await;
+        tracing::warn!(run_timeout = %humantime::format_duration(timeout), "run deadline reached (sync.run_timeout), stopping as if asked");
+        stop.cancel();
+        std::future::pending::<std::convert::Infallible>().await
+    };
+    let own = Context { stop: stop.clone(), ..context.clone() };
+    let run = run_in_span(config, report, &own).instrument(span.clone());
+    let (mut report, client) = tokio::select! {
+        done = run => done,
+        never = deadline.instrument(span.clone()) => match never {},
+    };
+    report.run_timeout_reached = stop.is_cancelled() && !context.stop.is_cancelled();
     report.duration_ms = started.elapsed().as_millis() as u64;
     if let Some(c) = client {
         report.api_calls = c.calls();
@@ -60,7 +106,12 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     tracing::info!(groups = config.sync.groups.len(), "run started");
     // Connect and bind first: an unreachable directory means no call to CloudShell at all.
     let directory_started = Instant::now();
-    let connection = match ldap::Connection::open(&config.ldap).await {
+    let opened = tokio::select! {
+        biased;
+        _ = context.stop.cancelled() => return (stopped_reading(report), None),
+        opened = ldap::Connection::open(&config.ldap) => opened,
+    };
+    let connection = match opened {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, kind = e.kind(), "directory unavailable");
@@ -69,7 +120,9 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
         }
     };
     let client = match Client::new(config.cloudshell.clone()) {
-        Ok(c) => c.with_observer(context.observer.clone()),
+        Ok(c) => c
+            .with_observer(context.observer.clone())
+            .with_stops(Stops { stop: context.stop.clone(), abandon: context.abandon.clone() }),
         Err(e) => {
             report.fail(e);
             return (report, None);
@@ -80,7 +133,13 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     let read_directory = async { (connection.snapshot(&config.sync.groups).await, directory_started.elapsed()) };
     let mapped = !config.sync.mappings.is_empty();
     let list_groups = async { if mapped { Some(client.list_groups().await) } else { None } };
-    let ((snapshot, directory_time), listed, groups) = tokio::join!(read_directory, client.list_users(), list_groups);
+    let reads = async { tokio::join!(read_directory, client.list_users(), list_groups) };
+    // Nothing has been written yet: a stop request gives the reads up at once.
+    let ((snapshot, directory_time), listed, groups) = tokio::select! {
+        biased;
+        _ = context.stop.cancelled() => return (stopped_reading(report), Some(client)),
+        done = reads => done,
+    };
     let reads_done = Instant::now();
     report.directory_ms = directory_time.as_millis() as u64;
     report.directory_url = Some(snapshot.served_by.clone());
@@ -152,6 +211,14 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
         report.fail(format!("the shrink guard's counts were not saved in {}: {e}", dir.display()));
     }
     (report, Some(client))
+}
+
+/// The report of a run stopped before its reads ended: nothing was written.
+fn stopped_reading(mut report: Report) -> Report {
+    tracing::warn!("run stopped during the reads, nothing written");
+    report.interrupted = true;
+    report.fail("the run was asked to stop while reading the directory and CloudShell; nothing was written");
+    report
 }
 
 /// The steps after the imports: CloudShell group membership (with mappings) and users who left.

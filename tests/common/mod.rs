@@ -287,6 +287,13 @@ impl Slapd {
         self.modify(&ldif);
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) slapd: connections are accepted by the kernel, nothing answers.
+    pub fn freeze(&self, frozen: bool) {
+        let child = self.child.as_ref().expect("slapd is running");
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill");
+    }
+
     /// Stops slapd now (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
