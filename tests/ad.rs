@@ -33,6 +33,7 @@ fn settings(dc: &SambaDc) -> Settings {
         email_attribute: "mail".into(),
         page_size: 500,
         timeout: Duration::from_secs(20),
+        max_message_bytes: 64 << 20,
         nesting: Nesting::Recursive,
         include_disabled: false,
         member_range_size: None,

@@ -355,3 +355,60 @@ async fn active_directory_only_options_never_empty_an_openldap_group() {
     let snap = ldap::snapshot(&auto, &names(&["Huge"])).await.unwrap();
     assert_eq!(group(&snap, "Huge").members.len(), 3000);
 }
+
+/// A hostile directory: it answers the bind (when `bind_first`, with success, then the next request) with a
+/// header claiming a 2 GB message, then streams zeros, up to 1 GB, as fast as the client takes them.
+fn hostile_directory(bind_first: bool) -> (String, std::thread::JoinHandle<usize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ldap://{}", listener.local_addr().unwrap());
+    let peer = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let n = socket.read(&mut request).unwrap();
+        // The message id follows the outer tag and length: 30 <len> 02 01 <id>.
+        let id_at = if request[1] < 0x80 { 4 } else { 4 + usize::from(request[1] & 0x7f) };
+        assert!(n > id_at, "a bind request");
+        if bind_first {
+            let ok = [0x30, 0x0c, 0x02, 0x01, request[id_at], 0x61, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00];
+            socket.write_all(&ok).unwrap();
+            let _ = socket.read(&mut request).unwrap();
+        }
+        let mut sent = 0;
+        if socket.write_all(&[0x30, 0x84, 0x80, 0x00, 0x00, 0x00, 0x02, 0x01, 0x02]).is_err() {
+            return sent;
+        }
+        let chunk = vec![0u8; 1 << 20];
+        while sent < 1 << 30 && socket.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+        sent
+    });
+    (url, peer)
+}
+
+/// The process's peak resident memory, from `/proc/self/status`.
+fn peak_rss_mb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+}
+
+#[tokio::test]
+async fn a_directory_claiming_a_2_gb_message_costs_an_error_naming_the_url_not_the_memory() {
+    for bind_first in [false, true] {
+        let (url, peer) = hostile_directory(bind_first);
+        let started = Instant::now();
+        let outcome = ldap::snapshot(&settings(&url), &names(&["Team"])).await;
+        let e = match (&outcome, bind_first) {
+            (Err(e), false) => e.to_string(),
+            (Ok(snap), true) => error(snap, "Team").to_string(),
+            _ => panic!("bind_first {bind_first}: {outcome:?}"),
+        };
+        assert!(e.contains(&url) && e.contains("2147483648 bytes") && e.contains("ldap.max_message_mib"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        let sent = peer.join().unwrap();
+        assert!(sent < 256 << 20, "the connection was ended early: the peer sent {sent} bytes");
+        assert!(peak_rss_mb() < 256, "peak memory {} MB while the peer claimed 2 GB", peak_rss_mb());
+    }
+}

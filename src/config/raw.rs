@@ -106,6 +106,10 @@ pub struct RawLdap {
     /// The limit on connecting and on each operation. Default `30s`.
     #[serde(default = "defaults::timeout")]
     pub timeout: String,
+    /// The largest LDAP message accepted from the directory, in MiB: a bigger one ends the connection before
+    /// it is buffered. Default 64.
+    #[serde(default = "defaults::max_message_mib")]
+    pub max_message_mib: i64,
     /// Whether and how members of member groups count. Default true (recursive).
     #[serde(default = "defaults::nested_groups")]
     pub nested_groups: RawNesting,
@@ -304,6 +308,9 @@ mod defaults {
     }
     pub fn email_attribute() -> String {
         "mail".into()
+    }
+    pub fn max_message_mib() -> i64 {
+        64
     }
     pub fn page_size() -> i64 {
         500

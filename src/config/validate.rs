@@ -432,6 +432,7 @@ impl Validator<'_> {
             email_attribute: l.email_attribute.clone(),
             page_size,
             timeout: ldap_timeout,
+            max_message_bytes: (self.positive("ldap", "max_message_mib", l.max_message_mib, 4096)? as u64) << 20,
             nesting,
             include_disabled: l.include_disabled,
             member_range_size,

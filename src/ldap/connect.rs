@@ -4,16 +4,17 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, StdStream};
 use secrecy::ExposeSecret;
 
 use super::error::{INVALID_CREDENTIALS, rc_name};
-use super::{Error, Settings, tls};
+use super::guard::{self, Verdict};
+use super::{Error, Settings};
 
 /// Connects and binds to the first server that answers, trying each URL in order, each up to
 /// `connect_retries + 1` times. Returns the connection and the URL that served it. A bind refused for bad
 /// credentials is not retried elsewhere (it would only lock the account out faster).
-pub(super) async fn connect(s: &Settings) -> Result<(Ldap, String), Error> {
+pub(super) async fn connect(s: &Settings) -> Result<(Ldap, String, Verdict), Error> {
     if s.danger_skip_tls_verify {
         tracing::warn!(urls = ?s.urls, "tls certificate verification is disabled (danger_skip_tls_verify)");
     }
@@ -24,12 +25,12 @@ pub(super) async fn connect(s: &Settings) -> Result<(Ldap, String), Error> {
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
             match connect_one(s, url).await {
-                Ok(ldap) => {
+                Ok((ldap, verdict)) => {
                     if !failures.is_empty() {
                         tracing::warn!(url = %url, failed = failures.len(), "directory failover");
                     }
                     tracing::info!(url = %url, "directory connected");
-                    return Ok((ldap, url.clone()));
+                    return Ok((ldap, url.clone(), verdict));
                 }
                 Err(e) if same_everywhere(&e) => return Err(e),
                 Err(e) => {
@@ -64,24 +65,17 @@ fn same_everywhere(e: &Error) -> bool {
     }
 }
 
-async fn connect_one(s: &Settings, url: &str) -> Result<Ldap, Error> {
-    let mut conn_settings = LdapConnSettings::new()
-        .set_conn_timeout(s.timeout)
-        .set_starttls(s.starttls && url.to_ascii_lowercase().starts_with("ldap://"));
-    if s.danger_skip_tls_verify {
-        conn_settings = conn_settings.set_no_tls_verify(true);
-    } else if let Some(ca) = &s.ca_file {
-        conn_settings = conn_settings.set_config(
-            tls::config_with_ca(ca).map_err(|e| Error::Tls { url: url.to_string(), reason: e.to_string() })?,
-        );
-    }
-    let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, url)
+async fn connect_one(s: &Settings, url: &str) -> Result<(Ldap, Verdict), Error> {
+    let (stream, verdict) = guard::open(s, url).await?;
+    // The guard has made the connection (and TLS): ldap3 speaks plain LDAP over the local socket it relays.
+    let conn_settings = LdapConnSettings::new().set_std_stream(StdStream::Unix(stream));
+    let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, "ldapi://")
         .await
-        .map_err(|e| Error::Connect { url: url.to_string(), reason: describe_connect(&e, s) })?;
+        .map_err(|e| Error::Connect { url: url.to_string(), reason: e.to_string() })?;
     ldap3::drive!(conn);
     let bound = ldap.with_timeout(s.timeout).simple_bind(&s.bind_dn, s.bind_password.expose_secret()).await;
     match bound {
-        Ok(result) if result.rc == 0 => Ok(ldap),
+        Ok(result) if result.rc == 0 => Ok((ldap, verdict)),
         Ok(result) => Err(Error::Bind {
             url: url.to_string(),
             bind_dn: s.bind_dn.clone(),
@@ -94,36 +88,12 @@ async fn connect_one(s: &Settings, url: &str) -> Result<Ldap, Error> {
                 reason.trim().to_string()
             },
         }),
+        Err(_) if verdict.reason().is_some() => {
+            Err(Error::Connect { url: url.to_string(), reason: verdict.reason().unwrap_or_default().to_string() })
+        }
         Err(LdapError::Timeout { .. }) => {
             Err(Error::Timeout { url: url.to_string(), operation: "bind".into(), timeout: s.timeout })
         }
         Err(e) => Err(Error::Connect { url: url.to_string(), reason: e.to_string() }),
     }
-}
-
-fn describe_connect(e: &LdapError, s: &Settings) -> String {
-    let text = e.to_string();
-    if matches!(e, LdapError::Timeout { .. }) {
-        format!("no connection within {:?} (ldap.timeout)", s.timeout)
-    } else if certificate_refused(e) {
-        let hint = if s.ca_file.is_some() {
-            "the certificate does not chain to ldap.ca_file or does not name the host"
-        } else {
-            "the certificate is not trusted: set ldap.ca_file to the directory's CA"
-        };
-        format!("{text} ({hint})")
-    } else {
-        text
-    }
-}
-
-/// Whether the TLS handshake failed on the server's certificate. ldap3 hands rustls' error back either as
-/// itself or inside the I/O error of the TLS stream.
-fn certificate_refused(e: &LdapError) -> bool {
-    let rustls_error = match e {
-        LdapError::Rustls { source } => Some(source),
-        LdapError::Io { source } => source.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
-        _ => None,
-    };
-    matches!(rustls_error, Some(rustls::Error::InvalidCertificate(_)))
 }

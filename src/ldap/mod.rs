@@ -23,6 +23,7 @@ mod connect;
 mod dn;
 mod entry;
 mod error;
+mod guard;
 mod nesting;
 mod range;
 mod search;
@@ -72,6 +73,9 @@ pub struct Settings {
     pub page_size: i32,
     /// The limit on connecting and on each operation.
     pub timeout: Duration,
+    /// The largest LDAP message accepted from the server, in bytes (`ldap.max_message_mib`): a bigger one
+    /// ends the connection before it is buffered.
+    pub max_message_bytes: u64,
     /// Whether and how members of member groups count as members.
     pub nesting: Nesting,
     /// Include accounts Active Directory marks disabled (`userAccountControl` bit 2).
@@ -184,14 +188,15 @@ pub struct Connection<'a> {
     s: &'a Settings,
     ldap: Ldap,
     url: String,
+    verdict: guard::Verdict,
 }
 
 impl<'a> Connection<'a> {
     /// Connects and binds (trying each URL in order). Fails when no server can be reached or the bind is
     /// refused.
     pub async fn open(s: &'a Settings) -> Result<Connection<'a>, Error> {
-        let (ldap, url) = connect::connect(s).await?;
-        Ok(Connection { s, ldap, url })
+        let (ldap, url, verdict) = connect::connect(s).await?;
+        Ok(Connection { s, ldap, url, verdict })
     }
 
     /// The URL of the server this connection reached.
@@ -202,7 +207,14 @@ impl<'a> Connection<'a> {
     /// Reads the effective members of each configured group; a failure now puts groups in error.
     pub async fn snapshot(self, groups: &[String]) -> Snapshot {
         let url = self.url.clone();
-        let mut reader = search::Reader { s: self.s, range_window: None, ldap: self.ldap, url: self.url, searches: 0 };
+        let mut reader = search::Reader {
+            s: self.s,
+            range_window: None,
+            ldap: self.ldap,
+            url: self.url,
+            searches: 0,
+            verdict: self.verdict,
+        };
         let result = reader.read(groups).await;
         let _ = reader.ldap.unbind().await;
         Snapshot { groups: result.0, users_seen: result.1, searches: reader.searches, served_by: url }

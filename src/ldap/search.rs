@@ -39,6 +39,8 @@ pub(super) struct Reader<'a> {
     /// The server being read.
     pub url: String,
     pub searches: usize,
+    /// Why the connection's guard ended it, if it did.
+    pub verdict: super::guard::Verdict,
 }
 
 impl Reader<'_> {
@@ -46,6 +48,10 @@ impl Reader<'_> {
     /// unwillingToPerform (53) are the server refusing the page size (OpenLDAP and AD answer each).
     fn search_error(&self, operation: &str, e: LdapError, paged: bool) -> Error {
         let url = self.url.clone();
+        if let Some(reason) = self.verdict.reason() {
+            // ldap3 only saw the connection end: the guard knows why.
+            return Error::Search { url, operation: operation.into(), reason: reason.to_string() };
+        }
         match e {
             LdapError::Timeout { .. } => Error::Timeout { url, operation: operation.into(), timeout: self.s.timeout },
             LdapError::LdapResult { result } if paged && (result.rc == 11 || result.rc == 53) => Error::PageSize {

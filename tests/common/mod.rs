@@ -503,6 +503,7 @@ pub fn ldap_settings(url: &str) -> cloudshell_ldap_sync::ldap::Settings {
         email_attribute: "mail".into(),
         page_size: 500,
         timeout: Duration::from_secs(10),
+        max_message_bytes: 64 << 20,
         nesting: ldap::Nesting::Recursive,
         include_disabled: false,
         member_range_size: None,
