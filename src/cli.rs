@@ -130,7 +130,8 @@ pub fn main() -> ExitCode {
     // One thread: the work is waiting on the directory and CloudShell, and the little CPU it needs (decoding
     // answers) competes with slapd and CloudShell on the same host more than it gains from a second thread; a
     // second worker cost 10-20 % of the cycle and 10 MB in allocator arenas (BENCHMARKS.md).
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // One thread runs everything; blocking work (name lookups) gets at most 16 more (the units' TasksMax).
+    let runtime = match tokio::runtime::Builder::new_current_thread().max_blocking_threads(16).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -223,10 +223,22 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until `stop` is cancelled.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
+/// Connections the endpoint serves at once. One more is accepted and closed at once, so neither the kernel's
+/// queue nor the daemon's file descriptors fill up: a flood of idle connections holds at most this many
+/// descriptors, for at most [`HEADER_TIMEOUT`], and cannot take those the sync needs.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// A request's headers must have arrived this long after the connection (or the previous request).
+/// Prometheus and health probes send theirs at once.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// No connection is kept longer than this, keep-alive included.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// The endpoint's routes.
+fn router(metrics: Arc<Metrics>) -> axum::Router {
     let for_metrics = metrics.clone();
-    let app = axum::Router::new()
+    axum::Router::new()
         .route(
             "/metrics",
             axum::routing::get(move || {
@@ -246,10 +258,53 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, sto
                     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
                 }
             }),
-        );
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await {
-        tracing::error!(error = %e, "monitoring endpoint stopped");
+        )
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until `stop` is cancelled: at most [`MAX_CONNECTIONS`] at
+/// once (more are closed at once), each sending its headers within [`HEADER_TIMEOUT`] and living at most
+/// [`CONNECTION_LIFETIME`].
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let app = router(metrics);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    let mut refusing = false;
+    loop {
+        let socket = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(e) => {
+                    // Out of descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "monitoring endpoint cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if !refusing {
+                tracing::warn!(
+                    limit = MAX_CONNECTIONS,
+                    "monitoring endpoint at its connection limit, closing new connections"
+                );
+                refusing = true;
+            }
+            drop(socket);
+            continue;
+        };
+        refusing = false;
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+        });
     }
+    connections.abort_all();
 }
 
 /// The monitoring address cannot be listened on.

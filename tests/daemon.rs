@@ -312,3 +312,58 @@ async fn a_daemon_run_waits_its_turn_while_another_process_holds_the_run_lock() 
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), 0);
 }
+
+#[tokio::test]
+async fn a_flood_of_idle_connections_to_the_monitoring_endpoint_starves_neither_it_nor_the_sync() {
+    let env = Env::start(|_| {});
+    let port = common::free_port();
+    let config = env.config(&["Team"], NEVER, "", &format!("listen = \"127.0.0.1:{port}\"\n"));
+    // 128 descriptors in all: fewer than the connections below.
+    let file = std::fs::File::create(env.files.path("daemon.log")).unwrap();
+    let child = Command::new("sh")
+        .args(["-c", "ulimit -n 128 && exec \"$0\" run --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_cloudshell-ldap-sync"))
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let daemon = Daemon { child, log: env.files.path("daemon.log") };
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+
+    let idle: Vec<std::net::TcpStream> =
+        (0..300).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    assert!(idle.len() >= 200, "the flood connected: {}", idle.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", daemon.child.id())).unwrap().count();
+    assert!(fds < 80, "the daemon holds {fds} descriptors under the flood");
+
+    // A run now needs descriptors of its own: the directory connection, CloudShell's.
+    env.sim.clear_calls().await;
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    let log = daemon.log();
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert_eq!(log.matches("run finished result=\"ok\"").count(), 2, "{log}");
+
+    // Connections past the limit are closed at once, the idle ones held after 3 s without headers: a probe
+    // repeated every 200 ms gets through within seconds, while the flood still holds its sockets.
+    let started = Instant::now();
+    let probe = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    loop {
+        match probe.get(&url).send().await {
+            Ok(answer) if answer.status() == 200 => break,
+            other => assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no answer after {:?}: {other:?}",
+                started.elapsed()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(daemon.log().contains("monitoring endpoint at its connection limit"), "{}", daemon.log());
+    drop(idle);
+}

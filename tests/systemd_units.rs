@@ -65,3 +65,24 @@ fn the_units_carry_what_the_daemon_relies_on() {
     assert!(example.contains("$CREDENTIALS_DIRECTORY/ldap-password"));
     assert!(example.contains("$CREDENTIALS_DIRECTORY/cloudshell-password"));
 }
+
+/// The value of `key=` in the unit's `[Service]` section.
+fn service_value(text: &str, key: &str) -> Option<String> {
+    let service = text.split("[Service]").nth(1)?.split("\n[").next()?;
+    service.lines().find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+#[test]
+fn both_service_units_bound_memory_threads_and_descriptors() {
+    for name in ["cloudshell-ldap-sync.service", "cloudshell-ldap-sync-oneshot.service"] {
+        let text = unit(name);
+        let value = |key: &str| service_value(&text, key).unwrap_or_else(|| panic!("{name}: no {key}= in [Service]"));
+        assert_eq!(value("MemoryMax"), "1G", "{name}");
+        assert_eq!(value("MemoryHigh"), "768M", "{name}");
+        // One runtime thread and at most 16 for blocking work (the runtime's own cap), with room to spare.
+        assert!(value("TasksMax").parse::<u32>().unwrap() >= 2 * 17, "{name}");
+        // Every monitoring connection and every CloudShell connection at once, and then some.
+        let nofile: usize = value("LimitNOFILE").parse().unwrap();
+        assert!(nofile >= 2 * (cloudshell_ldap_sync::monitor::MAX_CONNECTIONS + 64 + 16), "{name}: {nofile}");
+    }
+}
