@@ -96,6 +96,12 @@ fn the_debian_package_holds_what_an_operator_needs_and_lintian_finds_no_error() 
         let ours = std::fs::read_to_string(common::repo_path(&format!("systemd/{unit}"))).unwrap();
         assert_eq!(text, ours, "the package ships the repository's units unchanged");
     }
+    // Unchanged, so tests/systemd_real.rs, which starts the repository's units, proves the package's too.
+    let timer = "cloudshell-ldap-sync.timer";
+    assert_eq!(
+        std::fs::read_to_string(file(&format!("/usr/lib/systemd/system/{timer}"))).unwrap(),
+        std::fs::read_to_string(common::repo_path(&format!("systemd/{timer}"))).unwrap()
+    );
     assert_eq!(
         std::fs::read(file("/etc/cloudshell-ldap-sync/config.toml")).unwrap(),
         std::fs::read(common::repo_path("config/example.toml")).unwrap()

@@ -1,0 +1,379 @@
+//! The shipped units started by a real systemd: systemd boots as PID 1 of a private PID + mount namespace,
+//! with a unit path of its own (the shipped units, stand-ins for the standard targets, journald) and private
+//! tmpfs over `/tmp`, `/var/tmp`, `/var/lib`, `/var/log` and `/run`, so that nothing it starts touches the
+//! host. The binary and the configuration are installed where the units expect them (an overlay on
+//! `/usr/bin`, a bind mount on `/etc/cloudshell-ldap-sync`), the passwords handed over as credentials, as the
+//! README says. slapd and the simulator run on the host; the namespace shares its network. Needs root, like
+//! the Samba suite.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{Directory, Env, Stack};
+use serde_json::{Value, json};
+
+const IMPORT: &str = "/api/v1/integrations/IdentityManagement/users";
+const DAEMON: &str = "cloudshell-ldap-sync.service";
+const ONESHOT: &str = "cloudshell-ldap-sync-oneshot.service";
+const TIMER: &str = "cloudshell-ldap-sync.timer";
+
+/// The standard units the shipped ones (and systemd's default dependencies) name, as empty stand-ins: the
+/// real ones would start `systemd-tmpfiles-setup` and friends, which empty the host's `/tmp`.
+const STAND_INS: &[&str] = &[
+    "sysinit.target",
+    "basic.target",
+    "sockets.target",
+    "paths.target",
+    "timers.target",
+    "slices.target",
+    "local-fs.target",
+    "local-fs-pre.target",
+    "remote-fs.target",
+    "swap.target",
+    "network.target",
+    "network-pre.target",
+    "network-online.target",
+    "nss-lookup.target",
+    "nss-user-lookup.target",
+    "time-set.target",
+    "time-sync.target",
+    "multi-user.target",
+    "shutdown.target",
+    "emergency.target",
+    "rescue.target",
+];
+
+/// `Team`: alice, bob.
+fn directory() -> Directory {
+    let mut d = Directory::new();
+    let alice = d.user("alice");
+    let bob = d.user("bob");
+    d.group("Team", &[alice, bob]);
+    d
+}
+
+/// A systemd booted in its own namespaces. SIGKILLed (with everything in it) on drop, pass or fail.
+struct Systemd {
+    /// PID 1 of the namespace, as the host sees it.
+    pid: u32,
+    unshare: std::process::Child,
+    root: PathBuf,
+}
+
+impl Systemd {
+    /// Boots systemd over `root` (holding `units/`, `bin/` and `etc/cloudshell-ldap-sync/`), and waits until its
+    /// own target is reached.
+    fn boot(root: &Path) -> Systemd {
+        let script = format!(
+            r#"set -e
+mount --make-rprivate /
+for d in /tmp /var/tmp /var/lib /var/log /run; do mount -t tmpfs tmpfs "$d"; done
+mount -t overlay overlay -o lowerdir={root}/bin:/usr/bin /usr/bin
+mount --bind {root}/etc/cloudshell-ldap-sync /etc/cloudshell-ldap-sync 2>/dev/null || {{
+  mount -t overlay overlay -o lowerdir={root}/etc-skeleton:/etc /etc
+  mount --bind {root}/etc/cloudshell-ldap-sync /etc/cloudshell-ldap-sync
+}}
+mount --make-rshared /
+export SYSTEMD_UNIT_PATH={root}/units
+exec /lib/systemd/systemd --system --unit=cls-test.target
+"#,
+            root = root.display()
+        );
+        std::fs::write(root.join("boot.sh"), script).unwrap();
+        let log = std::fs::File::create(root.join("systemd.log")).unwrap();
+        let unshare = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount", "--mount-proc", "sh"])
+            .arg(root.join("boot.sh"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("unshare (util-linux)");
+        let children = format!("/proc/{0}/task/{0}/children", unshare.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            if let Some(pid) =
+                std::fs::read_to_string(&children).ok().and_then(|c| c.split_whitespace().next()?.parse().ok())
+            {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "unshare started no child");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let systemd = Systemd { pid, unshare, root: root.to_path_buf() };
+        systemd.wait("the boot target", Duration::from_secs(30), || {
+            systemd.ctl(&["is-active", "cls-test.target"]).status.success()
+        });
+        systemd
+    }
+
+    /// Runs `cmd` inside the namespace.
+    fn inside(&self, cmd: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.pid.to_string(), "-m", "-p", "--"])
+            .args(cmd)
+            .output()
+            .expect("nsenter (util-linux)")
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        let mut cmd = vec!["systemctl", "--no-pager"];
+        cmd.extend_from_slice(args);
+        self.inside(&cmd)
+    }
+
+    /// `systemctl ARGS`, which must succeed.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(out.status.success(), "systemctl {args:?}: {}\n{}", text(&out), self.journal(""));
+        text(&out)
+    }
+
+    fn show(&self, unit: &str, property: &str) -> String {
+        self.ok(&["show", "-p", property, "--value", unit]).trim().to_string()
+    }
+
+    /// The journal, of one unit (or all with "").
+    fn journal(&self, unit: &str) -> String {
+        let mut cmd = vec!["journalctl", "--no-pager", "-o", "cat"];
+        if !unit.is_empty() {
+            cmd.extend(["-u", unit]);
+        }
+        let out = self.inside(&cmd);
+        let boot = std::fs::read_to_string(self.root.join("systemd.log")).unwrap_or_default();
+        format!("{}\n--- systemd's own output ---\n{boot}", text(&out))
+    }
+
+    fn wait(&self, what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + within;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} not within {within:?}\n{}", self.journal(""));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for `needle` to appear `times` times in the unit's journal.
+    fn wait_log(&self, unit: &str, needle: &str, times: usize, within: Duration) {
+        self.wait(&format!("{times} × {needle:?}"), within, || self.journal(unit).matches(needle).count() >= times);
+    }
+}
+
+impl Drop for Systemd {
+    fn drop(&mut self) {
+        // SIGTERM would make PID 1 re-execute; SIGKILL ends the namespace and everything in it.
+        let _ = Command::new("kill").args(["-KILL", &self.pid.to_string()]).status();
+        let _ = self.unshare.wait();
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The unit path: the shipped units, the stand-ins, journald's units, our boot target and `drop_ins`.
+fn unit_path(root: &Path, drop_ins: &[(&str, &str)]) {
+    let units = root.join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    for unit in [DAEMON, ONESHOT, TIMER] {
+        std::fs::copy(common::repo_path(&format!("systemd/{unit}")), units.join(unit)).unwrap();
+    }
+    for target in STAND_INS {
+        std::fs::write(units.join(target), "[Unit]\nDescription=stand-in\n").unwrap();
+    }
+    for entry in std::fs::read_dir("/lib/systemd/system").unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("systemd-journald") || name == "system.slice" || name == "-.slice" {
+            std::fs::copy(entry.path(), units.join(&name)).unwrap();
+        }
+    }
+    std::fs::write(
+        units.join("cls-test.target"),
+        "[Unit]\nDescription=the test's boot target\nWants=systemd-journald.service\nAfter=systemd-journald.service\n",
+    )
+    .unwrap();
+    for (unit, text) in drop_ins {
+        let dir = units.join(format!("{unit}.d"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("test.conf"), text).unwrap();
+    }
+}
+
+/// Installs the binary and the configuration as the README says: config 0644, passwords root-only 0600.
+fn install(root: &Path, env: &Env, groups: &[&str], port: u16) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_cloudshell-ldap-sync"), bin.join("cloudshell-ldap-sync")).unwrap();
+    mode(&bin.join("cloudshell-ldap-sync"), 0o755);
+    // Where the bind mount lands when the host has no /etc/cloudshell-ldap-sync: an overlay adds it.
+    std::fs::create_dir_all(root.join("etc-skeleton/cloudshell-ldap-sync")).unwrap();
+    let etc = root.join("etc/cloudshell-ldap-sync");
+    std::fs::create_dir_all(&etc).unwrap();
+    for p in [root.to_path_buf(), bin, root.join("etc"), etc.clone(), root.join("etc-skeleton")] {
+        mode(&p, 0o755);
+    }
+    for (name, secret) in [("ldap-password", common::SERVICE_PASSWORD), ("cloudshell-password", common::CS_PASSWORD)] {
+        std::fs::write(etc.join(name), secret).unwrap();
+        mode(&etc.join(name), 0o600);
+    }
+    let config = etc.join("config.toml");
+    write_config(&config, env, groups, port);
+    config
+}
+
+fn write_config(path: &Path, env: &Env, groups: &[&str], port: u16) {
+    use std::os::unix::fs::PermissionsExt;
+    let text = format!(
+        r#"[ldap]
+url = "{ldap}"
+bind_dn = "{bind_dn}"
+bind_password_file = "$CREDENTIALS_DIRECTORY/ldap-password"
+base_dn = "{base}"
+timeout = "5s"
+
+[cloudshell]
+url = "{cs}"
+password_file = "$CREDENTIALS_DIRECTORY/cloudshell-password"
+timeout = "10s"
+retries = 0
+
+[sync]
+groups = {groups}
+
+[schedule]
+cron = "0 0 0 1 1 *"
+run_on_start = true
+
+[monitor]
+listen = "127.0.0.1:{port}"
+"#,
+        ldap = env.slapd.url(),
+        bind_dn = common::SERVICE_DN,
+        base = common::BASE_DN,
+        cs = env.sim.url(),
+        groups = serde_json::to_string(groups).unwrap(),
+    );
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:").map(|v| v.split_whitespace().next().unwrap_or("").to_string()))
+        .unwrap();
+    assert_eq!(uid, "0", "this suite boots systemd in namespaces: run it as root (scripts/test does, in CI)");
+    assert!(Path::new("/lib/systemd/systemd").exists(), "no systemd: apt-get install -y systemd");
+}
+
+#[tokio::test]
+async fn the_shipped_units_start_reload_run_stop_and_restart_under_a_real_systemd() {
+    require_root();
+    // The boot must leave the host's /tmp alone.
+    let canary = tempfile::NamedTempFile::new_in("/tmp").unwrap();
+    let env = Env(Stack::start(&directory(), |_| {}));
+    let root_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let root = root_dir.path();
+    let port = common::free_port();
+    let config = install(root, &env, &["Team"], port);
+    // A short watchdog and restart delay, so that a stalled daemon is seen restarted within seconds.
+    unit_path(root, &[(DAEMON, "[Service]\nWatchdogSec=3s\nRestartSec=1s\nTimeoutAbortSec=5s\n")]);
+    let systemd = Systemd::boot(root);
+
+    // Start: READY (systemctl start returns once notified), the first run imports, the status file and line.
+    systemd.ok(&["start", DAEMON]);
+    systemd.wait_log(DAEMON, "run finished", 1, Duration::from_secs(30));
+    assert_eq!(env.sim.usernames().await, ["admin", "alice", "bob"]);
+    let status = systemd.inside(&["cat", "/var/lib/cloudshell-ldap-sync/status.json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&status)));
+    assert_eq!(status["last_run"]["result"], "ok", "{status}");
+    systemd.wait("the STATUS line", Duration::from_secs(10), || {
+        text(&systemd.ctl(&["status", DAEMON])).contains("Status: \"last run ok: 2 imported, 0 failed")
+    });
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.unwrap();
+    assert_eq!(health.json::<Value>().await.unwrap()["last_result"], "ok");
+
+    // Reload: a good file is taken, a broken one refused with the reason, and the daemon keeps running.
+    systemd.ok(&["reload", DAEMON]);
+    systemd.wait_log(DAEMON, "configuration reloaded", 1, Duration::from_secs(10));
+    std::fs::write(&config, "[ldap\nbroken").unwrap();
+    systemd.ok(&["reload", DAEMON]);
+    systemd.wait_log(
+        DAEMON,
+        "configuration reload failed, keeping the previous configuration",
+        1,
+        Duration::from_secs(10),
+    );
+    assert_eq!(systemd.show(DAEMON, "ActiveState"), "active");
+    write_config(&config, &env, &["Team"], port);
+
+    // SIGUSR1 runs now.
+    systemd.ok(&["kill", "-s", "SIGUSR1", DAEMON]);
+    systemd.wait_log(DAEMON, "run finished", 2, Duration::from_secs(30));
+    assert!(systemd.journal(DAEMON).contains("run triggered trigger=\"signal\""));
+
+    // The watchdog: a daemon frozen (as a stalled loop would be) stops pinging, and is killed and restarted.
+    let first = systemd.show(DAEMON, "MainPID");
+    let host_pid = Command::new("sh")
+        .args(["-c", &format!("grep -l '^NSpid:.*[[:space:]]{first}$' /proc/[0-9]*/status | head -1 | cut -d/ -f3")])
+        .output()
+        .unwrap();
+    let host_pid = String::from_utf8_lossy(&host_pid.stdout).trim().to_string();
+    assert!(!host_pid.is_empty(), "the daemon's pid {first} as the host sees it");
+    Command::new("kill").args(["-STOP", &host_pid]).status().unwrap();
+    systemd.wait("a restart after the watchdog", Duration::from_secs(30), || {
+        systemd.show(DAEMON, "NRestarts") == "1" && systemd.show(DAEMON, "ActiveState") == "active"
+    });
+    assert_ne!(systemd.show(DAEMON, "MainPID"), first);
+    assert!(systemd.journal(DAEMON).contains("Watchdog timeout"), "{}", systemd.journal(DAEMON));
+    systemd.wait_log(DAEMON, "run finished", 3, Duration::from_secs(30));
+
+    // Stop during a slow import: the call finishes, the unit ends cleanly, well within TimeoutStopSec.
+    env.slapd.add(&format!(
+        "dn: uid=newhire,{}\nobjectClass: inetOrgPerson\nuid: newhire\ncn: newhire\nsn: newhire\n",
+        common::PEOPLE
+    ));
+    env.slapd.modify(&format!(
+        "dn: cn=Team,{}\nchangetype: modify\nadd: member\nmember: uid=newhire,{}\n",
+        common::GROUPS,
+        common::PEOPLE
+    ));
+    env.sim.set_faults(json!({"slow": {"count": 1, "delay_ms": 3000, "method": "POST"}})).await;
+    systemd.ok(&["kill", "-s", "SIGUSR1", DAEMON]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !env.sim.calls_to("POST", IMPORT).await.iter().any(|c| c["state"] == "in_flight") {
+        assert!(Instant::now() < deadline, "no import in flight\n{}", systemd.journal(DAEMON));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopping = Instant::now();
+    systemd.ok(&["stop", DAEMON]);
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(30), "the stop took {took:?}");
+    assert_eq!(systemd.show(DAEMON, "Result"), "success");
+    let imports = env.sim.calls_to("POST", IMPORT).await;
+    let last = imports.last().unwrap();
+    assert_eq!((last["state"].as_str(), last["status"].as_u64()), (Some("done"), Some(200)), "{imports:?}");
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()));
+    assert!(systemd.journal(DAEMON).contains("daemon stopped"));
+
+    // The timer is accepted; the oneshot unit runs a cycle (exit 0), and a partial run (exit 3) fails it.
+    systemd.ok(&["start", TIMER]);
+    assert!(systemd.ok(&["list-timers", "--all"]).contains(TIMER));
+    systemd.ok(&["start", ONESHOT]);
+    assert_eq!(systemd.show(ONESHOT, "Result"), "success");
+    assert!(systemd.journal(ONESHOT).contains("run finished result=\"ok\""), "{}", systemd.journal(ONESHOT));
+    write_config(&config, &env, &["Team", "Nope"], port);
+    let partial = systemd.ctl(&["start", ONESHOT]);
+    assert!(!partial.status.success(), "a partial run fails the oneshot unit");
+    assert_eq!(systemd.show(ONESHOT, "Result"), "exit-code");
+    assert_eq!(systemd.show(ONESHOT, "ExecMainStatus"), "3");
+
+    drop(systemd);
+    assert!(canary.path().exists(), "the host's /tmp was left alone");
+}
