@@ -103,6 +103,30 @@ async fn sigterm_while_the_directory_does_not_answer_ends_the_run_at_once_and_wr
 }
 
 #[tokio::test]
+async fn sigterm_while_a_directory_search_hangs_ends_the_run_at_once_and_writes_nothing() {
+    let env = Env::start(|_| {});
+    // The bind is answered; the users search hangs after its first 300 bytes.
+    let proxy = common::CutProxy::stalling(env.slapd.port, 300);
+    let path = env.files.config(&proxy.url(), &env.sim.url(), &["Team"], "", "");
+    let text = std::fs::read_to_string(&path).unwrap().replacen("timeout = \"5s\"", "timeout = \"60s\"", 1);
+    std::fs::write(&path, text).unwrap();
+    let child = spawn_sync(&path);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.forwarded() < 300 {
+        assert!(Instant::now() < deadline, "the search never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    sigterm(&child);
+    let (code, report, stderr, took) = exit_within(child, Duration::from_secs(5));
+    assert!(took < Duration::from_secs(3), "the stop took {took:?}");
+    assert!(stderr.contains("directory connected"), "the bind was done: {stderr}");
+    assert_eq!((code, report["result"].as_str()), (1, Some("failed")), "{report}\n{stderr}");
+    assert!(report["error"].as_str().unwrap().contains("asked to stop while reading"), "{report}");
+    assert!(env.sim.calls_to("POST", IMPORT).await.is_empty());
+}
+
+#[tokio::test]
 async fn sigterm_during_a_retry_wait_ends_the_wait_and_starts_no_retry() {
     let env = Env::start(|_| {});
     // Team's import answers 503 with a 20 s Retry-After, three times over.

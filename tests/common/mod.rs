@@ -544,6 +544,16 @@ pub struct CutProxy {
 
 impl CutProxy {
     pub fn start(target: u16, cut_after: usize) -> CutProxy {
+        CutProxy::start_with(target, cut_after, false)
+    }
+
+    /// Like [`CutProxy::start`], but after `stall_after` bytes the connection is held open with nothing more
+    /// forwarded: a directory that hangs in the middle of an answer.
+    pub fn stalling(target: u16, stall_after: usize) -> CutProxy {
+        CutProxy::start_with(target, stall_after, true)
+    }
+
+    fn start_with(target: u16, cut_after: usize, stall: bool) -> CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -578,6 +588,9 @@ impl CutProxy {
                         if sent >= cut_after {
                             break;
                         }
+                    }
+                    if stall {
+                        std::thread::sleep(std::time::Duration::from_secs(120));
                     }
                     let _ = c_write.shutdown(std::net::Shutdown::Both);
                     let _ = s_read.shutdown(std::net::Shutdown::Both);
