@@ -170,20 +170,25 @@ async fn a_second_sigterm_abandons_the_call_under_way_and_the_run_still_reports(
 
 #[tokio::test]
 async fn run_timeout_stops_a_long_run_as_if_asked() {
-    // Big is imported member by member (the simulator refuses groups over 3), each answer 700 ms late.
+    // Big is imported member by member (the simulator refuses groups over 3), each answer a second late: the
+    // reads end after about 2 s, the five imports would take 5 s more.
     let env = Env::start(|c| c.group_import_limit = 3);
-    env.sim.set_faults(json!({"latency_ms": 700})).await;
+    env.sim.set_faults(json!({"latency_ms": 1000})).await;
     let one_at_a_time = [("timeout = \"10s\"", "timeout = \"10s\"\nconcurrency = 1")];
-    let config = env.config(&["Big"], "run_timeout = \"3s\"", &one_at_a_time);
+    let config = env.config(&["Big"], "run_timeout = \"4s\"", &one_at_a_time);
     let child = spawn_sync(&config);
     let (code, report, stderr, took) = exit_within(child, Duration::from_secs(20));
-    assert_eq!(code, 3, "{report}\n{stderr}");
     assert_eq!((report["run_timeout_reached"].as_bool(), report["interrupted"].as_bool()), (Some(true), Some(true)));
     assert!(stderr.contains("run deadline reached (sync.run_timeout), stopping as if asked"), "{stderr}");
-    let big = common::report_group(&report, "Big");
-    let imported = big["imported"].as_u64().unwrap();
-    assert!(imported < 5, "the run stopped before the end: {report}");
-    assert!(took < Duration::from_secs(6), "took {took:?}");
+    // Normally during the imports (partial, exit 3); on a machine slow enough to be still reading, nothing
+    // was written (failed, exit 1). Either way, stopped.
+    assert!(code == 3 || code == 1, "{report}\n{stderr}");
     let users = env.sim.calls_to("POST", IMPORT).await.into_iter().filter(|c| c["body"].get("UserName").is_some());
-    assert_eq!(users.count() as u64, imported, "no call started after the deadline went unreported");
+    let attempted = users.count();
+    assert!(attempted < 5, "the run stopped before the end: {attempted} imports\n{report}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    if code == 3 {
+        let imported = common::report_group(&report, "Big")["imported"].as_u64().unwrap() as usize;
+        assert_eq!(imported, attempted, "every call made is in the report: {report}");
+    }
 }

@@ -67,17 +67,24 @@ impl Systemd {
     /// Boots systemd over `root` (holding `units/`, `bin/` and `etc/cloudshell-ldap-sync/`), and waits until its
     /// own target is reached.
     fn boot(root: &Path) -> Systemd {
+        // The tmpfs mounts below hide whatever lies under them, the checkout included when it sits in /tmp (as a
+        // fresh clone may): `root` is bind-mounted on a staging tmpfs first, and used from there.
+        let stage = if root.starts_with("/mnt") { "/srv" } else { "/mnt" };
         let script = format!(
             r#"set -e
 mount --make-rprivate /
+mount -t tmpfs tmpfs {stage}
+mkdir {stage}/root
+mount --bind {root} {stage}/root
+R={stage}/root
 for d in /tmp /var/tmp /var/lib /var/log /run; do mount -t tmpfs tmpfs "$d"; done
-mount -t overlay overlay -o lowerdir={root}/bin:/usr/bin /usr/bin
-mount --bind {root}/etc/cloudshell-ldap-sync /etc/cloudshell-ldap-sync 2>/dev/null || {{
-  mount -t overlay overlay -o lowerdir={root}/etc-skeleton:/etc /etc
-  mount --bind {root}/etc/cloudshell-ldap-sync /etc/cloudshell-ldap-sync
+mount -t overlay overlay -o lowerdir=$R/bin:/usr/bin /usr/bin
+mount --bind $R/etc/cloudshell-ldap-sync /etc/cloudshell-ldap-sync 2>/dev/null || {{
+  mount -t overlay overlay -o lowerdir=$R/etc-skeleton:/etc /etc
+  mount --bind $R/etc/cloudshell-ldap-sync /etc/cloudshell-ldap-sync
 }}
 mount --make-rshared /
-export SYSTEMD_UNIT_PATH={root}/units
+export SYSTEMD_UNIT_PATH=$R/units
 exec /lib/systemd/systemd --system --unit=cls-test.target
 "#,
             root = root.display()
@@ -270,6 +277,7 @@ fn require_root() {
         .unwrap();
     assert_eq!(uid, "0", "this suite boots systemd in namespaces: run it as root (scripts/test does, in CI)");
     assert!(Path::new("/lib/systemd/systemd").exists(), "no systemd: apt-get install -y systemd");
+    assert!(Path::new("/mnt").is_dir() && Path::new("/srv").is_dir(), "/mnt and /srv: the staging mount points");
 }
 
 #[tokio::test]
