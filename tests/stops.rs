@@ -146,6 +146,31 @@ async fn sigterm_during_a_retry_wait_ends_the_wait_and_starts_no_retry() {
 }
 
 #[tokio::test]
+async fn sigterm_drops_a_call_still_waiting_for_its_turn_under_max_requests_per_second() {
+    // Big is imported member by member, one request every 2 s.
+    let env = Env::start(|c| c.group_import_limit = 3);
+    let paced = [("timeout = \"10s\"", "timeout = \"10s\"\nconcurrency = 1\nmax_requests_per_second = 0.5")];
+    let config = env.config(&["Big"], "", &paced);
+    let child = spawn_sync(&config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let user_imports = || async {
+        let calls = env.sim.calls_to("POST", IMPORT).await;
+        calls.into_iter().filter(|c| c["body"].get("UserName").is_some()).collect::<Vec<Value>>()
+    };
+    while !user_imports().await.iter().any(|c| c["state"] == "done") {
+        assert!(Instant::now() < deadline, "no user import");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The next import now waits for its turn (2 s after the last): the stop drops it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(&child);
+    let (code, report, stderr, took) = exit_within(child, Duration::from_secs(10));
+    assert!(took < Duration::from_millis(1500), "the stop took {took:?}: the waiting call was sent");
+    assert_eq!(code, 3, "{report}\n{stderr}");
+    assert_eq!(user_imports().await.len(), 1, "no call sent after the stop");
+}
+
+#[tokio::test]
 async fn a_second_sigterm_abandons_the_call_under_way_and_the_run_still_reports() {
     let env = Env::start(|_| {});
     env.sim.set_faults(json!({"slow": {"count": 1, "delay_ms": 30000, "method": "POST"}})).await;

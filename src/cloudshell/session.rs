@@ -235,10 +235,17 @@ impl Session {
         body: Option<&Value>,
         token: Option<&Token>,
     ) -> Result<Answer, Error> {
-        self.counters[kind.index()].fetch_add(1, Ordering::Relaxed);
         if let Some(pacer) = &self.pacer {
-            pacer.wait().await;
+            // A call still waiting for its turn has reached nobody: a stop request drops it.
+            tokio::select! {
+                biased;
+                _ = self.stops.stop.cancelled() => {
+                    return Err(Error::Abandoned { method: method.to_string(), path: format!("/{path}") });
+                }
+                _ = pacer.wait() => {}
+            }
         }
+        self.counters[kind.index()].fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
         let result = tokio::select! {
             biased;
