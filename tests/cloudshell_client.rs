@@ -583,3 +583,22 @@ async fn a_list_whose_cursors_never_end_stops_at_the_stop_request() {
     let after = pages.load(std::sync::atomic::Ordering::Relaxed);
     assert!(after <= before + 1, "at most the page under way after the stop: {before} then {after}");
 }
+
+#[tokio::test]
+async fn a_lost_user_import_answer_is_not_checked_once_the_run_is_stopping() {
+    let sim = Sim::start(cloudshell_sim::Config::default());
+    sim.set_faults(json!({"slow": {"count": 1, "delay_ms": 3000, "method": "POST"}})).await;
+    let stops = cloudshell_ldap_sync::cloudshell::Stops::default();
+    let c = Client::new(Settings { timeout: Duration::from_secs(1), retries: 3, ..settings(&sim) })
+        .unwrap()
+        .with_stops(stops.clone());
+    c.login().await.unwrap();
+    sim.clear_calls().await;
+    let import = tokio::spawn(async move { c.import_user("alice").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stops.stop.cancel();
+    // The answer is lost (timeout) after the stop: the existence check would be a new call, so it is not made.
+    let e = import.await.unwrap().unwrap_err();
+    assert!(matches!(e, Error::Timeout { sent: true, .. }), "{e:?}");
+    assert!(sim.calls_to("GET", "/api/v1/users").await.is_empty(), "no call after the stop");
+}

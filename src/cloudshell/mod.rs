@@ -224,6 +224,11 @@ impl Client {
         self
     }
 
+    /// Whether the run was asked to stop.
+    fn stopping(&self) -> bool {
+        self.session.stops.stop.is_cancelled()
+    }
+
     /// Requests sent so far, by kind.
     pub fn calls(&self) -> CallCounts {
         self.session.calls()
@@ -495,7 +500,8 @@ impl Client {
         let mut lost = 0u32;
         let (answer, token) = loop {
             match self.import(CallKind::ImportUser, json!({ "UserName": username })).await {
-                Err(e) if e.may_have_taken_effect() && lost < self.session.settings.retries => {
+                // Stopping, the check would be a new call: the caller finds out next run.
+                Err(e) if e.may_have_taken_effect() && lost < self.session.settings.retries && !self.stopping() => {
                     lost += 1;
                     tracing::warn!(username, error = %e, "user import answer lost, checking before importing again");
                     if self.user_exists(username).await? {

@@ -247,10 +247,11 @@ impl Session {
         }
         self.counters[kind.index()].fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
+        // The abandon request first: once it is made, a call is not even begun.
         let result = tokio::select! {
             biased;
-            result = self.send_inner(method.clone(), path, query, body, token) => result,
             _ = self.stops.abandon.cancelled() => Err(Error::Abandoned { method: method.to_string(), path: format!("/{path}") }),
+            result = self.send_inner(method.clone(), path, query, body, token) => result,
         };
         if let Some(observe) = &self.observer {
             observe(kind, started.elapsed(), result.as_ref().ok().map(|a| a.status));
