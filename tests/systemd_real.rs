@@ -162,6 +162,21 @@ exec /lib/systemd/systemd --system --unit=cls-test.target
         }
     }
 
+    /// The host's pid of the process that is `pid` inside the namespace: the one in the same PID namespace as
+    /// our PID 1 whose `NSpid` ends with it (other namespaces on the machine have their own pid `pid`).
+    fn host_pid(&self, pid: &str) -> String {
+        let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+        let ours = ns(&self.pid.to_string()).expect("our PID 1's namespace");
+        let found = std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).find_map(|e| {
+            let host = e.file_name().to_string_lossy().to_string();
+            let status = std::fs::read_to_string(format!("/proc/{host}/status")).ok()?;
+            let nspid = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+            let inner = nspid.split_whitespace().last()?;
+            (inner == pid && ns(&host).as_ref() == Some(&ours)).then_some(host)
+        });
+        found.unwrap_or_else(|| panic!("no process {pid} in our namespace\n{}", self.journal("")))
+    }
+
     /// Waits for `needle` to appear `times` times in the unit's journal.
     fn wait_log(&self, unit: &str, needle: &str, times: usize, within: Duration) {
         self.wait(&format!("{times} × {needle:?}"), within, || self.journal(unit).matches(needle).count() >= times);
@@ -328,12 +343,7 @@ async fn the_shipped_units_start_reload_run_stop_and_restart_under_a_real_system
 
     // The watchdog: a daemon frozen (as a stalled loop would be) stops pinging, and is killed and restarted.
     let first = systemd.show(DAEMON, "MainPID");
-    let host_pid = Command::new("sh")
-        .args(["-c", &format!("grep -l '^NSpid:.*[[:space:]]{first}$' /proc/[0-9]*/status | head -1 | cut -d/ -f3")])
-        .output()
-        .unwrap();
-    let host_pid = String::from_utf8_lossy(&host_pid.stdout).trim().to_string();
-    assert!(!host_pid.is_empty(), "the daemon's pid {first} as the host sees it");
+    let host_pid = systemd.host_pid(&first);
     Command::new("kill").args(["-STOP", &host_pid]).status().unwrap();
     systemd.wait("a restart after the watchdog", Duration::from_secs(30), || {
         systemd.show(DAEMON, "NRestarts") == "1" && systemd.show(DAEMON, "ActiveState") == "active"
