@@ -5,13 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
 use crate::config::{self, Config, DisabledAccounts};
 use crate::logging::{Escaped, LogFormat};
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
+use crate::stop::Stops;
 use crate::{cloudshell, daemon, exit, ldap, lock, logging, status, sync};
 
 const DEFAULT_CONFIG: &str = "/etc/cloudshell-ldap-sync/config.toml";
@@ -149,11 +148,12 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Cancels `stop` on SIGTERM or SIGINT, and `abandon` on a second one.
-fn stop_on_signals(stop: CancellationToken, abandon: CancellationToken) -> std::io::Result<()> {
+/// Makes `stops.stop` on SIGTERM or SIGINT, and `stops.abandon` on a second one.
+fn stop_on_signals(stops: Stops) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
+        let Stops { stop, abandon } = stops;
         for (token, what) in [(stop, "stop requested"), (abandon, "second stop request: calls in flight abandoned")] {
             tokio::select! {
                 _ = term.recv() => tracing::info!(signal = "SIGTERM", "{what}"),
@@ -166,10 +166,10 @@ fn stop_on_signals(stop: CancellationToken, abandon: CancellationToken) -> std::
 }
 
 async fn run_command(path: &Path, config: Config) -> u8 {
-    let (stop, abandon) = (CancellationToken::new(), CancellationToken::new());
+    let stops = Stops::default();
     let (controls, receiver) = mpsc::channel(8);
     let signals = (|| -> std::io::Result<()> {
-        stop_on_signals(stop.clone(), abandon.clone())?;
+        stop_on_signals(stops.clone())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut usr1 = signal(SignalKind::user_defined1())?;
         tokio::spawn(async move {
@@ -191,7 +191,7 @@ async fn run_command(path: &Path, config: Config) -> u8 {
         return exit::FATAL;
     }
     let options = daemon::Options::for_config(&config);
-    match daemon::run(path, config, receiver, daemon::Stops { stop, abandon }, options).await {
+    match daemon::run(path, config, receiver, stops, options).await {
         Ok(()) => exit::OK,
         Err(e) => {
             tracing::error!(error = %e, "daemon cannot start");
@@ -202,7 +202,7 @@ async fn run_command(path: &Path, config: Config) -> u8 {
 
 async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
     let context = sync::Context { state_directory: config.monitor.state_directory.clone(), ..Default::default() };
-    if let Err(e) = stop_on_signals(context.stop.clone(), context.abandon.clone()) {
+    if let Err(e) = stop_on_signals(context.stops.clone()) {
         tracing::warn!(error = %e, "cannot install signal handlers; Ctrl-C will end the run abruptly");
     }
     // One run at a time across processes; a dry run writes nothing, so it needs no lock.

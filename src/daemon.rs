@@ -16,6 +16,7 @@ use crate::monitor::{self, Metrics};
 use crate::report::Report;
 use crate::schedule::{Clock, Ticker};
 use crate::status::{self, Status};
+use crate::stop::Stops;
 use crate::{lock, sync};
 
 /// Requests to the running daemon.
@@ -25,14 +26,6 @@ pub enum Control {
     Reload,
     /// Run now, outside the schedule (SIGUSR1).
     RunNow,
-}
-
-/// The stop requests (SIGTERM, SIGINT): the first stops the daemon after the run under way reaches a point
-/// between calls; the second (or the end of the grace period) abandons the calls under way too.
-#[derive(Clone, Default)]
-pub struct Stops {
-    pub stop: CancellationToken,
-    pub abandon: CancellationToken,
 }
 
 /// How long a run whose calls were abandoned may take to record itself.
@@ -84,8 +77,7 @@ impl Daemon {
         let metrics = self.metrics.clone();
         let dir = state_directory(&config);
         let context = sync::Context {
-            stop: self.stops.stop.clone(),
-            abandon: self.stops.abandon.clone(),
+            stops: self.stops.clone(),
             observer: Some(Arc::new(move |call, elapsed, _status| metrics.observe_request(call.as_str(), elapsed))),
             state_directory: Some(dir.clone()),
         };

@@ -28,6 +28,7 @@
 //! - [`schedule`]: cron expressions and when the next run is due.
 //! - [`state`]: the small persistent state (the shrink guard's counts) and atomic file writes.
 //! - [`status`]: the status file written after each run.
+//! - [`stop`]: a run's stop requests.
 //! - [`sync`]: one cycle: its order, the plan (pure) and the writes.
 //! - [`username`]: the case-insensitive username type every comparison uses.
 
@@ -46,5 +47,6 @@ pub mod report;
 pub mod schedule;
 pub mod state;
 pub mod status;
+pub mod stop;
 pub mod sync;
 pub mod username;

@@ -266,7 +266,6 @@ fn router(metrics: Arc<Metrics>) -> axum::Router {
 /// [`CONNECTION_LIFETIME`].
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
     let app = router(metrics);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
     let mut refusing = false;
     loop {
@@ -282,8 +281,9 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, sto
                 }
             },
         };
+        // The connections still open: the set holds them until joined.
         while connections.try_join_next().is_some() {}
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        if connections.len() >= MAX_CONNECTIONS {
             if !refusing {
                 tracing::warn!(
                     limit = MAX_CONNECTIONS,
@@ -293,11 +293,10 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, sto
             }
             drop(socket);
             continue;
-        };
+        }
         refusing = false;
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         connections.spawn(async move {
-            let _slot = slot;
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
             let connection = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service);

@@ -571,7 +571,7 @@ async fn endless_pages() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64
 #[tokio::test]
 async fn a_list_whose_cursors_never_end_stops_at_the_stop_request() {
     let (url, pages) = endless_pages().await;
-    let stops = cloudshell_ldap_sync::cloudshell::Stops::default();
+    let stops = cloudshell_ldap_sync::stop::Stops::default();
     let c = Client::new(common::cloudshell_settings(&url)).unwrap().with_stops(stops.clone());
     let check = tokio::spawn(async move { c.user_exists("alice").await });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -588,7 +588,7 @@ async fn a_list_whose_cursors_never_end_stops_at_the_stop_request() {
 async fn a_lost_user_import_answer_is_not_checked_once_the_run_is_stopping() {
     let sim = Sim::start(cloudshell_sim::Config::default());
     sim.set_faults(json!({"slow": {"count": 1, "delay_ms": 3000, "method": "POST"}})).await;
-    let stops = cloudshell_ldap_sync::cloudshell::Stops::default();
+    let stops = cloudshell_ldap_sync::stop::Stops::default();
     let c = Client::new(Settings { timeout: Duration::from_secs(1), retries: 3, ..settings(&sim) })
         .unwrap()
         .with_stops(stops.clone());

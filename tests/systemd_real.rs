@@ -248,49 +248,28 @@ fn install(root: &Path, env: &Env, groups: &[&str], port: u16) -> PathBuf {
     config
 }
 
+/// The suite's usual configuration (`Files::config`), with the passwords read from the service's credentials,
+/// no retries, a schedule that never fires by itself, and the monitoring endpoint on `port`.
 fn write_config(path: &Path, env: &Env, groups: &[&str], port: u16) {
     use std::os::unix::fs::PermissionsExt;
-    let text = format!(
-        r#"[ldap]
-url = "{ldap}"
-bind_dn = "{bind_dn}"
-bind_password_file = "$CREDENTIALS_DIRECTORY/ldap-password"
-base_dn = "{base}"
-timeout = "5s"
-
-[cloudshell]
-url = "{cs}"
-password_file = "$CREDENTIALS_DIRECTORY/cloudshell-password"
-timeout = "10s"
-retries = 0
-
-[sync]
-groups = {groups}
-
-[schedule]
-cron = "0 0 0 1 1 *"
-run_on_start = true
-
-[monitor]
-listen = "127.0.0.1:{port}"
-"#,
-        ldap = env.slapd.url(),
-        bind_dn = common::SERVICE_DN,
-        base = common::BASE_DN,
-        cs = env.sim.url(),
-        groups = serde_json::to_string(groups).unwrap(),
+    let sections = format!(
+        "[schedule]\ncron = \"0 0 0 1 1 *\"\nrun_on_start = true\n\n[monitor]\nlisten = \"127.0.0.1:{port}\"\n"
     );
+    let usual = env.files.config(&env.slapd.url(), &env.sim.url(), groups, "", &sections);
+    let dir = env.files.dir.path().display();
+    let text = std::fs::read_to_string(usual)
+        .unwrap()
+        .replace(&format!("{dir}/ldap-password"), "$CREDENTIALS_DIRECTORY/ldap-password")
+        .replace(&format!("{dir}/cs-password"), "$CREDENTIALS_DIRECTORY/cloudshell-password")
+        .replace("timeout = \"10s\"", "timeout = \"10s\"\nretries = 0");
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
 fn require_root() {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:").map(|v| v.split_whitespace().next().unwrap_or("").to_string()))
-        .unwrap();
-    assert_eq!(uid, "0", "this suite boots systemd in namespaces: run it as root (scripts/test does, in CI)");
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this suite boots systemd in namespaces: run it as root (scripts/test does, in CI)");
     assert!(Path::new("/lib/systemd/systemd").exists(), "no systemd: apt-get install -y systemd");
     assert!(Path::new("/mnt").is_dir() && Path::new("/srv").is_dir(), "/mnt and /srv: the staging mount points");
 }

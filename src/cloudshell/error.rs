@@ -49,6 +49,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// A call given up for a stop request.
+    pub(super) fn abandoned(method: &str, path: &str) -> Error {
+        Error::Abandoned { method: method.into(), path: format!("/{path}") }
+    }
+
     /// Whether the server may have acted on the request although no usable answer came back: the answer
     /// was lost (timeout, cut connection) or unreadable.
     pub fn may_have_taken_effect(&self) -> bool {

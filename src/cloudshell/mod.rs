@@ -15,10 +15,11 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use url::Url;
 
+use crate::stop::Stops;
 pub use error::Error;
 use error::excerpt;
 use session::{Answer, Session, Token, backoff};
-pub use session::{AuthScheme, CallCounts, CallKind, Observer, Settings, Stops};
+pub use session::{AuthScheme, CallCounts, CallKind, Observer, Settings};
 
 /// The most users a list page may hold; CloudShell answers 400 above it.
 pub const PAGE_LIMIT: usize = 250;
@@ -281,8 +282,8 @@ impl Client {
         let mut cursor: Option<String> = None;
         let mut seen = std::collections::HashSet::new();
         for n in 0..MAX_PAGES {
-            if n > 0 && self.session.stops.stop.is_cancelled() {
-                return Err(Error::Abandoned { method: "GET".into(), path: format!("/{path}") });
+            if n > 0 && self.stopping() {
+                return Err(Error::abandoned("GET", path));
             }
             let mut query = vec![("paginationProperties.limit", PAGE_LIMIT.to_string())];
             query.extend(extra.iter().cloned());

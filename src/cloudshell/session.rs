@@ -11,10 +11,10 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, RwLock};
-use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::error::{self, Error, excerpt};
+use crate::stop::Stops;
 
 /// How many tokens one call tries before giving up on 401s.
 const MAX_TOKEN_TRIES: usize = 8;
@@ -163,15 +163,6 @@ pub(super) struct Session {
     pub stops: Stops,
 }
 
-/// The run's stop requests, as the session sees them.
-#[derive(Clone, Default)]
-pub struct Stops {
-    /// The first stop request: no retry is started and no retry wait outlasts it, no further page is read.
-    pub stop: CancellationToken,
-    /// The second: calls in flight are abandoned.
-    pub abandon: CancellationToken,
-}
-
 impl Session {
     /// Builds the session; it does not contact the server until the first call.
     pub fn new(mut settings: Settings) -> Result<Session, Error> {
@@ -239,9 +230,7 @@ impl Session {
             // A call still waiting for its turn has reached nobody: a stop request drops it.
             tokio::select! {
                 biased;
-                _ = self.stops.stop.cancelled() => {
-                    return Err(Error::Abandoned { method: method.to_string(), path: format!("/{path}") });
-                }
+                _ = self.stops.stop.cancelled() => return Err(Error::abandoned(method.as_str(), path)),
                 _ = pacer.wait() => {}
             }
         }
@@ -250,7 +239,7 @@ impl Session {
         // The abandon request first: once it is made, a call is not even begun.
         let result = tokio::select! {
             biased;
-            _ = self.stops.abandon.cancelled() => Err(Error::Abandoned { method: method.to_string(), path: format!("/{path}") }),
+            _ = self.stops.abandon.cancelled() => Err(Error::abandoned(method.as_str(), path)),
             result = self.send_inner(method.clone(), path, query, body, token) => result,
         };
         if let Some(observe) = &self.observer {
@@ -541,17 +530,6 @@ impl fmt::Debug for Token {
 impl PartialEq for Token {
     fn eq(&self, other: &Token) -> bool {
         self.0.expose_secret() == other.0.expose_secret()
-    }
-}
-
-impl Stops {
-    /// Waits `wait`, or less when a stop is requested meanwhile: `false` then.
-    pub async fn pause(&self, wait: Duration) -> bool {
-        tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => false,
-            _ = tokio::time::sleep(wait) => true,
-        }
     }
 }
 

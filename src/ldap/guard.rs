@@ -165,17 +165,31 @@ fn extended_result(message: &[u8]) -> Option<(u32, String)> {
 /// One BER element: its tag, its contents and what follows it (definite lengths of up to 4 bytes only).
 fn tlv(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = bytes.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        (rest[..n].iter().fold(0usize, |l, b| (l << 8) | usize::from(*b)), &rest[n..])
-    };
+    let &first = rest.first()?;
+    let octets = length_octets(first)?;
+    let header = rest.get(..octets)?;
+    let len = usize::try_from(length(header)).ok()?;
+    let rest = &rest[octets..];
     (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// How many octets a definite BER length starting with `first` takes (1 short, 2 to 5 long), or `None` for
+/// the indefinite form and lengths past 4 bytes, which no LDAP message needs.
+fn length_octets(first: u8) -> Option<usize> {
+    match first {
+        0x00..=0x7f => Some(1),
+        0x81..=0x84 => Some(1 + usize::from(first & 0x7f)),
+        _ => None,
+    }
+}
+
+/// The value of a definite BER length, given its octets whole (as [`length_octets`] counts them).
+fn length(octets: &[u8]) -> u64 {
+    match octets {
+        [short] if *short < 0x80 => u64::from(*short),
+        [_, long @ ..] => long.iter().fold(0u64, |l, b| (l << 8) | u64::from(*b)),
+        [] => 0,
+    }
 }
 
 /// Follows the message boundaries of a stream of LDAP messages, refusing one whose header claims more than
@@ -227,25 +241,15 @@ impl Frames {
                 continue;
             }
             let first = self.header[1];
-            let size = if first < 0x80 {
-                2
-            } else {
-                let n = usize::from(first & 0x7f);
-                if n == 0 || n > 4 {
-                    return Err(format!(
-                        "the server sent an LDAP message without a usable length (length byte 0x{first:02x})"
-                    ));
-                }
-                2 + n
+            let Some(octets) = length_octets(first) else {
+                return Err(format!(
+                    "the server sent an LDAP message without a usable length (length byte 0x{first:02x})"
+                ));
             };
-            if self.have < size {
+            if self.have < 1 + octets {
                 continue;
             }
-            let length = if first < 0x80 {
-                u64::from(first)
-            } else {
-                self.header[2..size].iter().fold(0u64, |l, b| (l << 8) | u64::from(*b))
-            };
+            let length = length(&self.header[1..1 + octets]);
             if length > self.limit {
                 return Err(format!(
                     "the server sent an LDAP message of {length} bytes, over the limit of {} bytes (ldap.max_message_mib)",

@@ -15,12 +15,12 @@ pub mod plan;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::cloudshell::{CallKind, Client, Observer, Stops};
+use crate::cloudshell::{CallKind, Client, Observer};
 use crate::config::{Config, DisabledAccounts, LeaverAction};
 use crate::report::{Failure, GroupReport, GroupStatus, HeldReport, Imports, Report, RunResult};
+use crate::stop::Stops;
 use crate::{ldap, state};
 use plan::{GroupPlan, Plan, Policy};
 
@@ -33,12 +33,9 @@ pub(crate) fn run_id() -> String {
 /// What a run needs besides the configuration.
 #[derive(Clone, Default)]
 pub struct Context {
-    /// Cancelled to ask the run to stop: the reads are given up (nothing has been written then); after them
-    /// it is checked between groups and between calls, and no retry starts, but a call under way finishes.
-    pub stop: CancellationToken,
-    /// Cancelled on a second stop request: calls under way are abandoned too. The run still ends the normal
-    /// way, reporting and saving what it knows.
-    pub abandon: CancellationToken,
+    /// The stop requests. Whichever is made, the run still ends the normal way, reporting and saving what it
+    /// knows; nothing has been written when the reads are given up.
+    pub stops: Stops,
     /// Told about every CloudShell request, for latency metrics.
     pub observer: Option<Observer>,
     /// Where the shrink guard keeps the last good member counts; `None` turns the guard off.
@@ -78,7 +75,7 @@ pub async fn run(config: &Config, dry_run: bool, context: &Context) -> Report {
     let span = tracing::info_span!("run", run_id = %report.run_id, dry_run);
     let started = Instant::now();
     // The run's own stop request: the caller's, or the deadline's.
-    let stop = context.stop.child_token();
+    let stop = context.stops.stop.child_token();
     let timeout = config.sync.run_timeout;
     let deadline = async {
         tokio::time::sleep(timeout).await;
@@ -86,13 +83,14 @@ pub async fn run(config: &Config, dry_run: bool, context: &Context) -> Report {
         stop.cancel();
         std::future::pending::<std::convert::Infallible>().await
     };
-    let own = Context { stop: stop.clone(), ..context.clone() };
+    let own =
+        Context { stops: Stops { stop: stop.clone(), abandon: context.stops.abandon.clone() }, ..context.clone() };
     let run = run_in_span(config, report, &own).instrument(span.clone());
     let (mut report, client) = tokio::select! {
         done = run => done,
         never = deadline.instrument(span.clone()) => match never {},
     };
-    report.run_timeout_reached = stop.is_cancelled() && !context.stop.is_cancelled();
+    report.run_timeout_reached = stop.is_cancelled() && !context.stops.stop.is_cancelled();
     report.duration_ms = started.elapsed().as_millis() as u64;
     if let Some(c) = client {
         report.api_calls = c.calls();
@@ -108,7 +106,7 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     let directory_started = Instant::now();
     let opened = tokio::select! {
         biased;
-        _ = context.stop.cancelled() => return (stopped_reading(report), None),
+        _ = context.stops.stop.cancelled() => return (stopped_reading(report), None),
         opened = ldap::Connection::open(&config.ldap) => opened,
     };
     let connection = match opened {
@@ -120,9 +118,7 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
         }
     };
     let client = match Client::new(config.cloudshell.clone()) {
-        Ok(c) => c
-            .with_observer(context.observer.clone())
-            .with_stops(Stops { stop: context.stop.clone(), abandon: context.abandon.clone() }),
+        Ok(c) => c.with_observer(context.observer.clone()).with_stops(context.stops.clone()),
         Err(e) => {
             report.fail(e);
             return (report, None);
@@ -137,7 +133,7 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     // Nothing has been written yet: a stop request gives the reads up at once.
     let ((snapshot, directory_time), listed, groups) = tokio::select! {
         biased;
-        _ = context.stop.cancelled() => return (stopped_reading(report), Some(client)),
+        _ = context.stops.stop.cancelled() => return (stopped_reading(report), Some(client)),
         done = reads => done,
     };
     let reads_done = Instant::now();
@@ -238,7 +234,7 @@ async fn after_imports(
     let users = if needs_ids { users_after_imports(client, users).await } else { users };
     if let Some(groups) = groups {
         let reads = place::Reads { users: &users, groups };
-        let placed = place::place_members(client, &config.sync, plan, reads, report.dry_run, &context.stop).await;
+        let placed = place::place_members(client, &config.sync, plan, reads, report.dry_run, &context.stops.stop).await;
         report.interrupted |= placed.groups.iter().any(|m| m.status == GroupStatus::Skipped);
         (report.memberships, report.removals_held) = (placed.groups, placed.removals_held);
     }
@@ -249,7 +245,7 @@ async fn after_imports(
             complete: leave::completeness(plan, report.interrupted).is_ok(),
             state_directory: dir,
             dry_run: report.dry_run,
-            stop: &context.stop,
+            stop: &context.stops.stop,
         };
         let limit = config.sync.max_disabled_deactivations_per_run;
         let step = disabled::disabled_step(client, &config.sync.leavers, limit, run).await;
@@ -262,7 +258,7 @@ async fn after_imports(
         complete: leave::completeness(plan, report.interrupted),
         state_directory: context.state_directory.as_deref(),
         dry_run: report.dry_run,
-        stop: &context.stop,
+        stop: &context.stops.stop,
     };
     report.leavers = leave::leaver_step(client, &config.sync.leavers, run).await;
 }
@@ -296,15 +292,16 @@ async fn apply_plan(config: &Config, client: &Client, plan: &Plan, context: &Con
     for g in &plan.groups {
         let imports = match g {
             GroupPlan::Ready(ready) if ready.needs_import() && !dry_run => {
-                if context.stop.is_cancelled() {
+                if context.stops.stop.is_cancelled() {
                     report.interrupted = true;
                     tracing::warn!(group = %ready.name, "group skipped, the run was asked to stop");
                     report.groups.push(group_report(g, Imports::default(), GroupStatus::Skipped));
                     continue;
                 }
                 let span = tracing::info_span!("group", run_id = %report.run_id, group = %ready.name);
-                let imports =
-                    apply::apply_group(client, ready, config.sync.concurrency, &context.stop).instrument(span).await;
+                let imports = apply::apply_group(client, ready, config.sync.concurrency, &context.stops.stop)
+                    .instrument(span)
+                    .await;
                 report.interrupted |= imports.not_attempted > 0;
                 imports
             }
