@@ -86,3 +86,35 @@ fn both_service_units_bound_memory_threads_and_descriptors() {
         assert!(nofile >= 2 * (cloudshell_ldap_sync::monitor::MAX_CONNECTIONS + 64 + 16), "{name}: {nofile}");
     }
 }
+
+#[test]
+fn the_oneshot_unit_outlasts_the_runs_own_deadline() {
+    // Before: TimeoutStartSec=1h, so systemd cut a run at one hour that sync.run_timeout (6h) would let go on.
+    let text = unit("cloudshell-ldap-sync-oneshot.service");
+    let value = |key: &str| {
+        let v = service_value(&text, key).unwrap_or_else(|| panic!("oneshot: no {key}= in [Service]"));
+        humantime::parse_duration(&v).unwrap_or_else(|e| panic!("oneshot: {key}={v}: {e}"))
+    };
+    let minimal = r#"
+[ldap]
+url = "ldap://127.0.0.1:389"
+bind_dn = "cn=svc,dc=example,dc=org"
+bind_password_env = "LDAP_PW"
+base_dn = "dc=example,dc=org"
+
+[cloudshell]
+url = "http://cloudshell.example.com:9000"
+password_env = "CS_PW"
+
+[sync]
+groups = ["Team"]
+"#;
+    let config = cloudshell_ldap_sync::config::parse(std::path::Path::new("minimal.toml"), minimal, &|_| {
+        Some("secret".to_string())
+    })
+    .unwrap();
+    let (start, stop) = (value("TimeoutStartSec"), value("TimeoutStopSec"));
+    assert!(start >= config.sync.run_timeout + stop, "TimeoutStartSec {start:?} within run_timeout + stop");
+    // The stop allowance covers the longest call the run may be finishing.
+    assert!(stop >= config.cloudshell.timeout.max(config.ldap.timeout), "TimeoutStopSec {stop:?}");
+}
