@@ -262,7 +262,7 @@ fn router(metrics: Arc<Metrics>) -> axum::Router {
 }
 
 /// Serves `/metrics` and `/healthz` on `listener` until `stop` is cancelled: at most [`MAX_CONNECTIONS`] at
-/// once (more are closed at once), each sending its headers within [`HEADER_TIMEOUT`] and living at most
+/// once (more are answered 503 and closed at once), each sending its headers within [`HEADER_TIMEOUT`] and living at most
 /// [`CONNECTION_LIFETIME`].
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
     let app = router(metrics);
@@ -291,7 +291,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, sto
                 );
                 refusing = true;
             }
-            drop(socket);
+            refuse_busy(&socket);
             continue;
         }
         refusing = false;
@@ -304,6 +304,23 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, sto
         });
     }
     connections.abort_all();
+}
+
+/// What a connection past [`MAX_CONNECTIONS`] is told before it is closed, so that a probe records why.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 44\r\n\
+Retry-After: 3\r\nConnection: close\r\n\r\nmonitoring endpoint at its connection limit\n";
+
+/// Tells a connection past the limit so, without waiting: what it has sent already is read off (closing a socket
+/// with unread data resets it, and the peer may then lose the answer), up to 16 KiB, and the answer is written
+/// only if the socket takes it at once. The caller closes the socket.
+fn refuse_busy(socket: &tokio::net::TcpStream) {
+    let mut request = [0u8; 4096];
+    for _ in 0..4 {
+        if !matches!(socket.try_read(&mut request), Ok(n) if n > 0) {
+            break;
+        }
+    }
+    let _ = socket.try_write(BUSY);
 }
 
 /// The monitoring address cannot be listened on.
@@ -324,6 +341,14 @@ mod tests {
     use super::*;
     use crate::report::{MembershipReport, Placed};
     use crate::username::Username;
+
+    #[test]
+    fn the_busy_answer_is_well_formed() {
+        let text = std::str::from_utf8(BUSY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())), "{head}");
+    }
 
     #[test]
     fn membership_changes_are_counted_by_action_with_a_gauge_per_cloudshell_group() {

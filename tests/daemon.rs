@@ -336,6 +336,12 @@ async fn a_flood_of_idle_connections_to_the_monitoring_endpoint_starves_neither_
     let idle: Vec<std::net::TcpStream> =
         (0..300).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()).collect();
     assert!(idle.len() >= 200, "the flood connected: {}", idle.len());
+    // A connection past the limit is told why before it is closed (the first 32 wait 3 s for their headers).
+    let mut late = idle.last().unwrap();
+    late.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut late, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503 ") && answer.ends_with("at its connection limit\n"), "{answer:?}");
     std::thread::sleep(Duration::from_millis(500));
     let fds = std::fs::read_dir(format!("/proc/{}/fd", daemon.child.id())).unwrap().count();
     assert!(fds < 80, "the daemon holds {fds} descriptors under the flood");
