@@ -95,24 +95,9 @@ fn the_oneshot_unit_outlasts_the_runs_own_deadline() {
         let v = service_value(&text, key).unwrap_or_else(|| panic!("oneshot: no {key}= in [Service]"));
         humantime::parse_duration(&v).unwrap_or_else(|e| panic!("oneshot: {key}={v}: {e}"))
     };
-    let minimal = r#"
-[ldap]
-url = "ldap://127.0.0.1:389"
-bind_dn = "cn=svc,dc=example,dc=org"
-bind_password_env = "LDAP_PW"
-base_dn = "dc=example,dc=org"
-
-[cloudshell]
-url = "http://cloudshell.example.com:9000"
-password_env = "CS_PW"
-
-[sync]
-groups = ["Team"]
-"#;
-    let config = cloudshell_ldap_sync::config::parse(std::path::Path::new("minimal.toml"), minimal, &|_| {
-        Some("secret".to_string())
-    })
-    .unwrap();
+    // The configuration the package installs, whose run_timeout is the default (a unit test in config says so).
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let config = cloudshell_ldap_sync::config::load_without_secrets(&example).unwrap_or_else(|e| panic!("{e}"));
     let (start, stop) = (value("TimeoutStartSec"), value("TimeoutStopSec"));
     assert!(start >= config.sync.run_timeout + stop, "TimeoutStartSec {start:?} within run_timeout + stop");
     // The stop allowance covers the longest call the run may be finishing.

@@ -411,6 +411,8 @@ groups = ["Team"]
         assert_eq!(c.sync.mappings.len(), 2);
         assert_eq!(c.sync.mappings[0].cloudshell_groups, ["Lab Users", "DevOps"]);
         assert_eq!(c.cloudshell.timeout, std::time::Duration::from_secs(30));
+        // The oneshot unit's TimeoutStartSec is checked against the example's (tests/systemd_units.rs).
+        assert_eq!(c.sync.run_timeout, parse_text(MINIMAL).unwrap().sync.run_timeout);
     }
 
     #[test]
