@@ -209,7 +209,7 @@ async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
     let _lock = if dry_run {
         None
     } else {
-        match lock::acquire(&lock::path_for(context.state_directory.as_deref(), &config.path)) {
+        match lock::acquire_for_run(context.state_directory.as_deref(), &config.path) {
             Ok(l) => Some(l),
             Err(e @ lock::Error::Busy { .. }) => {
                 eprintln!("error: {e}");

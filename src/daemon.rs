@@ -82,7 +82,7 @@ impl Daemon {
             state_directory: Some(dir.clone()),
         };
         tokio::spawn(async move {
-            let _lock = match lock::acquire(&lock::path_for(Some(&dir), &config.path)) {
+            let _lock = match lock::acquire_for_run(Some(&dir), &config.path) {
                 Ok(l) => l,
                 Err(e @ lock::Error::Busy { .. }) => {
                     tracing::warn!(error = %e, "run skipped, another run holds the lock");

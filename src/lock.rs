@@ -1,7 +1,13 @@
-//! One run at a time, across processes: an advisory lock (`flock`) on a file in the state directory, held for
-//! the whole run. Two `sync`s started together, or a `sync` beside the daemon, would otherwise each import
-//! every missing user and each apply its own limits. The lock dies with the process, so a crash never leaves
-//! it taken.
+//! One run at a time, across processes: advisory locks (`flock`) held for the whole run. Two `sync`s started
+//! together, or a `sync` beside the daemon, would otherwise each import every missing user and each apply its own
+//! limits. A run locks its configuration file, and, where it keeps state, `run.lock` in the state directory:
+//!
+//! - the configuration file is the one thing every run of a site shares, wherever it runs: the daemon under
+//!   systemd (a dynamic user, a private `/tmp`, systemd's state directory) and a `sync` typed by hand as root
+//!   (none of those) open the same inode, so runs of the same configuration exclude each other;
+//! - `run.lock` makes runs of different configurations that share a state directory exclude each other too.
+//!
+//! A lock dies with the process, so a crash never leaves it taken.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -9,49 +15,53 @@ use std::path::{Path, PathBuf};
 /// The lock file's name in the state directory.
 pub const FILE_NAME: &str = "run.lock";
 
-/// A run's lock; released when dropped (or when the process ends).
+/// A run's locks; released when dropped (or when the process ends).
 #[derive(Debug)]
 pub struct RunLock {
-    _file: File,
-    pub path: PathBuf,
+    _files: Vec<File>,
 }
 
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("another cloudshell-ldap-sync run holds {path}; this one did nothing (try again when it is done)")]
+    #[error(
+        "another cloudshell-ldap-sync run holds the lock on {path}; this one did nothing (try again when it is done)"
+    )]
     Busy { path: PathBuf },
     #[error("cannot use the run lock {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
 
-/// Where the lock lives: the state directory, or, without one, a file in the temp directory named after the
-/// configuration file (runs of two different configurations do not exclude each other).
-pub fn path_for(state_directory: Option<&Path>, config: &Path) -> PathBuf {
-    match state_directory {
-        Some(dir) => dir.join(FILE_NAME),
-        None => {
-            use std::hash::{Hash, Hasher};
-            let canonical = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
-            // A stable name, not a secret: collisions only make two configurations wait for each other.
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            canonical.hash(&mut h);
-            std::env::temp_dir().join(format!("cloudshell-ldap-sync-{:016x}.lock", h.finish()))
-        }
+/// Takes the locks of a run of the configuration file `config` keeping its state in `state_directory`, without
+/// waiting: `run.lock` in the state directory first, then the configuration file. A configuration file that
+/// cannot be locked (a file system without `flock`, say) is logged and passed over: the state directory's lock,
+/// where there is one, still holds.
+pub fn acquire_for_run(state_directory: Option<&Path>, config: &Path) -> Result<RunLock, Error> {
+    let mut files = Vec::with_capacity(2);
+    if let Some(dir) = state_directory {
+        let path = dir.join(FILE_NAME);
+        let io = |source| Error::Io { path: path.clone(), source };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+        files.push(lock(file, &path)?);
     }
+    // Read-only: the daemon may read its configuration and no more.
+    match File::open(config).map_err(|source| Error::Io { path: config.to_path_buf(), source }) {
+        Ok(file) => match lock(file, config) {
+            Ok(file) => files.push(file),
+            Err(busy @ Error::Busy { .. }) => return Err(busy),
+            Err(e) => tracing::warn!(error = %e, "runs of this configuration elsewhere are not excluded"),
+        },
+        Err(e) => tracing::warn!(error = %e, "runs of this configuration elsewhere are not excluded"),
+    }
+    Ok(RunLock { _files: files })
 }
 
-/// Takes the lock at `path` without waiting.
-pub fn acquire(path: &Path) -> Result<RunLock, Error> {
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io)?;
+fn lock(file: File, path: &Path) -> Result<File, Error> {
     match file.try_lock() {
-        Ok(()) => Ok(RunLock { _file: file, path: path.to_path_buf() }),
+        Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(Error::Busy { path: path.to_path_buf() }),
-        Err(TryLockError::Error(e)) => Err(io(e)),
+        Err(TryLockError::Error(source)) => Err(Error::Io { path: path.to_path_buf(), source }),
     }
 }
 
@@ -59,22 +69,64 @@ pub fn acquire(path: &Path) -> Result<RunLock, Error> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_second_holder_is_refused_until_the_first_lets_go() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = path_for(Some(dir.path()), Path::new("/etc/x.toml"));
-        assert_eq!(path, dir.path().join("run.lock"));
-        let first = acquire(&path).unwrap();
-        assert!(matches!(acquire(&path), Err(Error::Busy { .. })), "a second holder waits");
-        drop(first);
-        assert!(acquire(&path).is_ok(), "released on drop");
+    fn config(dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, "# a configuration\n").unwrap();
+        path
     }
 
     #[test]
-    fn without_a_state_directory_the_lock_is_per_configuration() {
-        let a = path_for(None, Path::new("/etc/a.toml"));
-        assert_eq!(a, path_for(None, Path::new("/etc/a.toml")));
-        assert_ne!(a, path_for(None, Path::new("/etc/b.toml")));
-        assert!(a.starts_with(std::env::temp_dir()));
+    fn a_second_holder_is_refused_until_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, a) = (dir.path().join("state"), config(dir.path(), "a.toml"));
+        let first = acquire_for_run(Some(&state), &a).unwrap();
+        assert!(state.join(FILE_NAME).is_file());
+        let e = acquire_for_run(Some(&state), &a).unwrap_err();
+        assert!(matches!(&e, Error::Busy { path } if path.ends_with(FILE_NAME)), "{e}");
+        drop(first);
+        assert!(acquire_for_run(Some(&state), &a).is_ok(), "released on drop");
+    }
+
+    #[test]
+    fn runs_of_one_configuration_exclude_each_other_with_or_without_a_state_directory() {
+        // The daemon under systemd has a state directory; a `sync` by hand as root with the same file has none.
+        // Before, the second took a lock file of its own in the temp directory, and both ran.
+        let dir = tempfile::tempdir().unwrap();
+        let a = config(dir.path(), "a.toml");
+        let daemon = acquire_for_run(Some(&dir.path().join("state")), &a).unwrap();
+        let e = acquire_for_run(None, &a).unwrap_err();
+        assert!(matches!(&e, Error::Busy { path } if path == &a), "{e}");
+        assert!(e.to_string().contains("a.toml") && e.to_string().contains("another cloudshell-ldap-sync run"));
+        drop(daemon);
+        let by_hand = acquire_for_run(None, &a).unwrap();
+        assert!(matches!(acquire_for_run(Some(&dir.path().join("state")), &a), Err(Error::Busy { .. })));
+        drop(by_hand);
+    }
+
+    #[test]
+    fn different_configurations_exclude_each_other_only_through_a_shared_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (config(dir.path(), "a.toml"), config(dir.path(), "b.toml"));
+        let _a = acquire_for_run(None, &a).unwrap();
+        let _b = acquire_for_run(None, &b).unwrap();
+        let state = dir.path().join("state");
+        let c = config(dir.path(), "c.toml");
+        let _c = acquire_for_run(Some(&state), &c).unwrap();
+        let e = acquire_for_run(Some(&state), &config(dir.path(), "d.toml")).unwrap_err();
+        assert!(matches!(&e, Error::Busy { path } if path == &state.join(FILE_NAME)), "{e}");
+    }
+
+    #[test]
+    fn a_configuration_that_cannot_be_locked_leaves_the_state_directory_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let gone = dir.path().join("gone.toml");
+        let first = acquire_for_run(Some(&state), &gone).unwrap();
+        assert!(matches!(acquire_for_run(Some(&state), &gone), Err(Error::Busy { .. })));
+        drop(first);
+        // An unusable state directory is an error: nothing would keep runs apart.
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let e = acquire_for_run(Some(&dir.path().join("file")), &gone).unwrap_err();
+        assert!(matches!(&e, Error::Io { .. }), "{e}");
     }
 }

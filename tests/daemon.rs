@@ -299,8 +299,9 @@ async fn a_daemon_run_waits_its_turn_while_another_process_holds_the_run_lock() 
     let env = Env::start(|_| {});
     let config = env.config(&["Team"], NEVER, "", "");
     std::fs::create_dir_all(env.files.path("state")).unwrap();
-    // A manual `sync` is running: it holds the lock.
-    let held = cloudshell_ldap_sync::lock::acquire(&env.files.path("state/run.lock")).unwrap();
+    // A `sync` typed by hand is running, with none of the daemon's state directory (as under systemd, where only
+    // the daemon has $STATE_DIRECTORY): the configuration file's lock keeps them apart.
+    let held = cloudshell_ldap_sync::lock::acquire_for_run(None, &config).unwrap();
     let mut daemon = env.daemon(&config);
     daemon.wait_for("run skipped, another run holds the lock", 1, Duration::from_secs(10));
     assert!(env.sim.calls_to("POST", IMPORT).await.is_empty(), "nothing imported beside the other run");

@@ -379,6 +379,11 @@ groups = ["Team"]
 
         let e = parse(Path::new("x.toml"), &text, &|_| None).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("ldap.bind_password_file"), "{e}");
+        // Run by hand, the installed configuration says how to point it at the password files.
+        let installed =
+            text.replace("[ldap]\n", "[ldap]\nbind_password_file = \"$CREDENTIALS_DIRECTORY/ldap-password\"\n");
+        let e = parse(Path::new("/etc/cloudshell-ldap-sync/config.toml"), &installed, &|_| None).unwrap_err();
+        assert!(e.to_string().contains("CREDENTIALS_DIRECTORY=/etc/cloudshell-ldap-sync"), "{e}");
         let e = parse_text(&MINIMAL.replace("\"CS_PW\"", "\"UNSET\"")).unwrap_err();
         assert!(e.to_string().contains("UNSET is not set"), "{e}");
     }

@@ -199,10 +199,17 @@ impl Validator<'_> {
                 let uses_credentials = f.contains("$CREDENTIALS_DIRECTORY") || f.contains("${CREDENTIALS_DIRECTORY}");
                 match (&credentials, uses_credentials) {
                     (None, true) => {
+                        // The shipped units load the credentials from the configuration's directory.
+                        let beside = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
                         return Err(self.error(
                             table,
                             &file_key,
-                            "uses $CREDENTIALS_DIRECTORY, which is not set (it is set by systemd's LoadCredential=)",
+                            format!(
+                                "uses $CREDENTIALS_DIRECTORY, which is not set: systemd sets it for the shipped units \
+                                 (LoadCredential=); for a run by hand, set it to the directory holding the password \
+                                 files, such as CREDENTIALS_DIRECTORY={}",
+                                beside.display()
+                            ),
                         ));
                     }
                     (Some(dir), true) => {
