@@ -60,7 +60,8 @@ The log filter (default \fIwarn,cloudshell_ldap_sync=info\fR).
 .TP
 \fBCREDENTIALS_DIRECTORY\fR
 Set by systemd's \fBLoadCredential=\fR: \fB*_file\fR paths may use it, and the credentials
-\fIldap\-password\fR and \fIcloudshell\-password\fR are read from it when no password is configured.
+\fIldap\-password\fR and \fIcloudshell\-password\fR are read from it when no password is configured. To run
+a command by hand with the installed configuration, set it to \fI/etc/cloudshell\-ldap\-sync\fR.
 .TP
 \fBSTATE_DIRECTORY\fR
 Set by systemd's \fBStateDirectory=\fR: the state directory when \fB[monitor] state_directory\fR is not set.
