@@ -254,12 +254,12 @@ fn status_command(path: &Path, json: bool) -> u8 {
         }
     };
     let dir = config.monitor.state_directory_or_default();
-    let Some(found) = status::read(&dir) else {
-        eprintln!(
-            "error: no readable status file {}: no run has finished yet, or [monitor] state_directory points elsewhere",
-            dir.join(status::FILE_NAME).display()
-        );
-        return exit::CONFIG;
+    let found = match status::load(&dir) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
     };
     let health = status::assess(&found, &config.schedule.schedule, chrono::Utc::now());
     if json {

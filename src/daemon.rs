@@ -178,7 +178,14 @@ pub async fn run(
         }
         None => None,
     };
-    let status = status::read(&state_directory(&config));
+    let status = match status::load(&state_directory(&config)) {
+        Ok(status) => Some(status),
+        Err(status::ReadError::Missing(_)) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "starting without the previous run's status");
+            None
+        }
+    };
     let ticker = Ticker::new(config.schedule.schedule.clone(), options.clock);
     let mut daemon = Daemon {
         path: path.to_path_buf(),
@@ -285,7 +292,7 @@ mod tests {
         let mut daemon = daemon(dir.path());
         let task: JoinHandle<Option<Report>> = tokio::spawn(async { panic!("an index out of bounds, say") });
         daemon.settle(task.await);
-        let status = status::read(dir.path()).expect("status.json written");
+        let status = status::load(dir.path()).expect("status.json written");
         let last = status.last_run.expect("the run is recorded");
         assert_eq!(last.result, "failed");
         assert!(last.error.as_deref().unwrap_or_default().contains("an index out of bounds, say"), "{:?}", last.error);

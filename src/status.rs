@@ -149,7 +149,8 @@ pub fn record(dir: &Path, previous: Option<&Status>, report: &Report, next_run: 
     let previous = match previous {
         Some(p) => Some(p),
         None => {
-            from_file = read(dir);
+            // Unusable (damaged, say): the last success time starts over from this run.
+            from_file = load(dir).ok();
             from_file.as_ref()
         }
     };
@@ -280,10 +281,38 @@ fn human(seconds: i64) -> String {
     }
 }
 
-/// Reads the status file in `dir`, if there is a readable one.
-pub fn read(dir: &Path) -> Option<Status> {
-    let text = crate::files::read_text(&dir.join(FILE_NAME), crate::files::STATE_MAX).ok()?;
-    serde_json::from_str(&text).ok()
+/// Why the status file cannot be used: each says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(
+        "no status file {}: no run has finished yet, or [monitor] state_directory points elsewhere",
+        .0.display()
+    )]
+    Missing(PathBuf),
+    #[error("cannot read the status file {}: {source}{}", path.display(), unreadable_hint(source))]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("the status file {} is not one this version reads ({source}): the next run writes it again", path.display())]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+}
+
+fn unreadable_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (the shipped units keep their state directory readable by root alone: run this as root, or watch \
+         /healthz or /metrics from [monitor] listen)"
+    } else {
+        ""
+    }
+}
+
+/// Reads `dir/status.json`, saying why when it cannot.
+pub fn load(dir: &Path) -> Result<Status, ReadError> {
+    let path = dir.join(FILE_NAME);
+    let text = match crate::files::read_text(&path, crate::files::STATE_MAX) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Missing(path)),
+        Err(source) => return Err(ReadError::Unreadable { path, source }),
+    };
+    serde_json::from_str(&text).map_err(|source| ReadError::Corrupt { path, source })
 }
 
 /// Writes `status` to `dir/status.json` atomically, creating `dir` if needed.
@@ -298,6 +327,23 @@ pub fn write(dir: &Path, status: &Status) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_file_that_cannot_be_used_says_why() {
+        // Before, all three were "no readable status file: no run has finished yet".
+        let dir = tempfile::tempdir().unwrap();
+        let e = load(dir.path()).unwrap_err();
+        assert!(matches!(e, ReadError::Missing(_)) && e.to_string().contains("no run has finished yet"), "{e}");
+        std::fs::write(dir.path().join(FILE_NAME), "{").unwrap();
+        let e = load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("status.json is not one this version reads") && e.contains("next run writes"), "{e}");
+        // Root reads anything, so the refusal a monitoring user meets is made up here.
+        let path = dir.path().join(FILE_NAME);
+        let denied = ReadError::Unreadable { path: path.clone(), source: std::io::ErrorKind::PermissionDenied.into() };
+        assert!(denied.to_string().contains("run this as root, or watch /healthz"), "{denied}");
+        let other = ReadError::Unreadable { path, source: std::io::Error::other("disk on fire") };
+        assert!(other.to_string().ends_with("disk on fire"), "{other}");
+    }
     use crate::schedule::Schedule;
 
     fn status(result: &str, finished_at: &str) -> Status {
@@ -355,9 +401,9 @@ mod tests {
         let status = Status { last_run: None, last_success_at: Some("2026-11-25T10:00:00Z".into()), next_run: None };
         let path = write(&dir.path().join("state"), &status).unwrap();
         assert_eq!(path, dir.path().join("state/status.json"));
-        assert_eq!(read(&dir.path().join("state")), Some(status));
+        assert_eq!(load(&dir.path().join("state")).unwrap(), status);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("state")).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp file left behind");
-        assert_eq!(read(dir.path()), None);
+        assert!(matches!(load(dir.path()), Err(ReadError::Missing(_))));
     }
 }

@@ -63,6 +63,12 @@ async fn status_reports_the_last_run_and_serves_as_a_monitoring_check() {
     let (code, text, _) = status(&config, false);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("STALE") && text.contains("15 min each"), "{text}");
+
+    // A damaged file is named as such, not taken for "no run yet".
+    std::fs::write(&file, "{\"last_run\": ").unwrap();
+    let (code, _, stderr) = status(&config, false);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("is not one this version reads") && !stderr.contains("no run has finished"), "{stderr}");
 }
 
 #[test]
