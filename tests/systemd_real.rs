@@ -295,6 +295,26 @@ async fn the_shipped_units_start_reload_run_stop_and_restart_under_a_real_system
     let status = systemd.inside(&["cat", "/var/lib/cloudshell-ldap-sync/status.json"]);
     let status: Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&status)));
     assert_eq!(status["last_run"]["result"], "ok", "{status}");
+    // `status` by hand: root reads the state directory; a monitoring user cannot (DynamicUser= keeps it under
+    // /var/lib/private, root's alone), and is told so rather than "no run has finished yet".
+    let status_as = |user: Option<&str>| {
+        let mut cmd = vec![];
+        if let Some(id) = user {
+            cmd.extend(["setpriv", "--reuid", id, "--regid", id, "--clear-groups"]);
+        }
+        cmd.extend(["/usr/bin/cloudshell-ldap-sync", "status", "--config", "/etc/cloudshell-ldap-sync/config.toml"]);
+        systemd.inside(&cmd)
+    };
+    let by_root = status_as(None);
+    assert_eq!(by_root.status.code(), Some(0), "{}", text(&by_root));
+    assert!(text(&by_root).contains("state: OK"), "{}", text(&by_root));
+    let by_nobody = status_as(Some("65534"));
+    assert_eq!(by_nobody.status.code(), Some(2), "{}", text(&by_nobody));
+    assert!(
+        text(&by_nobody).contains("Permission denied") && text(&by_nobody).contains("root alone"),
+        "{}",
+        text(&by_nobody)
+    );
     systemd.wait("the STATUS line", Duration::from_secs(10), || {
         text(&systemd.ctl(&["status", DAEMON])).contains("Status: \"last run ok: 2 imported, 0 failed")
     });
