@@ -60,7 +60,7 @@ pub enum Command {
         config: PathBuf,
     },
     /// Show the last run from the status file; exit 0 when it was ok and is not stale, 1 otherwise, 2 with no
-    /// status file.
+    /// usable status file (missing, unreadable or damaged).
     Status {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -244,7 +244,7 @@ async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
 }
 
 /// `status`: the last run from the status file, judged against the schedule. 0: ok and not stale; 1: not
-/// ok or stale; 2: no status file (or no usable configuration).
+/// ok or stale; 2: no usable status file (missing, unreadable, damaged) or no usable configuration.
 fn status_command(path: &Path, json: bool) -> u8 {
     let config = match config::load_without_secrets(path) {
         Ok(c) => c,

@@ -33,7 +33,7 @@ Fatal: the directory or CloudShell could not be reached, or a bind or login was 
 For \fBstatus\fR: the last run was not ok, or is older than two schedule periods.
 .TP
 \fB2\fR
-A configuration or usage error (the message names the file, the key and the line). For \fBstatus\fR: no status file.
+A configuration or usage error (the message names the file, the key and the line). For \fBstatus\fR: no usable status file (missing, unreadable or damaged).
 .TP
 \fB3\fR
 Partial: some groups, users, memberships or deactivations failed; the rest were done.
