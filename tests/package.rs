@@ -79,6 +79,8 @@ fn the_debian_package_holds_what_an_operator_needs_and_lintian_finds_no_error() 
     assert_eq!(conffiles.trim(), "/etc/cloudshell-ldap-sync/config.toml");
     let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
     assert!(postinst.contains("daemon-reload"), "{postinst}");
+    // Unchanged, so tests/systemd_real.rs, which runs the repository's script under systemd, proves the package's.
+    assert_eq!(postinst, std::fs::read_to_string(common::repo_path("debian/postinst")).unwrap());
     for verb in ["enable", "start"] {
         assert!(!postinst.contains(&format!("systemctl {verb}")), "installing must not {verb} anything:\n{postinst}");
     }

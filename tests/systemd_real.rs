@@ -351,6 +351,33 @@ async fn the_shipped_units_start_reload_run_stop_and_restart_under_a_real_system
     assert!(systemd.journal(DAEMON).contains("Watchdog timeout"), "{}", systemd.journal(DAEMON));
     systemd.wait_log(DAEMON, "run finished", 3, Duration::from_secs(30));
 
+    // The package's postinst: a first install leaves the running daemon alone; an upgrade (`configure` with the
+    // old version) restarts it, so that the new binary is the one running, and it runs at start as usual.
+    let postinst = std::fs::read_to_string(common::repo_path("debian/postinst")).unwrap();
+    if Path::new("/usr/sbin/policy-rc.d").exists() {
+        // A container's policy refusing every service action (this machine's) is not a site's: inside the
+        // namespace only, a policy that allows them.
+        let allow = root.join("policy-rc.d");
+        std::fs::write(&allow, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&allow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let out = systemd.inside(&["mount", "--bind", allow.to_str().unwrap(), "/usr/sbin/policy-rc.d"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let configure = |old: Option<&str>| {
+        let mut cmd = vec!["sh", "-c", postinst.as_str(), "postinst", "configure"];
+        cmd.extend(old);
+        let out = systemd.inside(&cmd);
+        assert!(out.status.success(), "postinst: {}", text(&out));
+    };
+    let before = systemd.show(DAEMON, "MainPID");
+    configure(None);
+    assert_eq!(systemd.show(DAEMON, "MainPID"), before, "a first install restarts nothing");
+    configure(Some("0.0.1"));
+    systemd.wait("the restart after an upgrade", Duration::from_secs(30), || {
+        systemd.show(DAEMON, "ActiveState") == "active" && systemd.show(DAEMON, "MainPID") != before
+    });
+    systemd.wait_log(DAEMON, "run finished", 4, Duration::from_secs(30));
+
     // Stop during a slow import: the call finishes, the unit ends cleanly, well within TimeoutStopSec.
     env.slapd.add(&format!(
         "dn: uid=newhire,{}\nobjectClass: inetOrgPerson\nuid: newhire\ncn: newhire\nsn: newhire\n",
