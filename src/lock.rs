@@ -1,11 +1,15 @@
 //! One run at a time, across processes: advisory locks (`flock`) held for the whole run. Two `sync`s started
 //! together, or a `sync` beside the daemon, would otherwise each import every missing user and each apply its own
-//! limits. A run locks its configuration file, and, where it keeps state, `run.lock` in the state directory:
+//! limits. A run locks the directory holding its configuration file, and, where it keeps state, `run.lock` in the
+//! state directory:
 //!
-//! - the configuration file is the one thing every run of a site shares, wherever it runs: the daemon under
-//!   systemd (a dynamic user, a private `/tmp`, systemd's state directory) and a `sync` typed by hand as root
-//!   (none of those) open the same inode, so runs of the same configuration exclude each other;
-//! - `run.lock` makes runs of different configurations that share a state directory exclude each other too.
+//! - the configuration's directory is the one thing every run of a site shares, wherever it runs: the daemon
+//!   under systemd (a dynamic user, a private `/tmp`, systemd's state directory) and a `sync` typed by hand as
+//!   root (none of those) open the same inode. The directory rather than the file, because an editor saves by
+//!   writing a new file over the old one: a run started before the save and one started after it would hold
+//!   locks on two different files. Runs of configurations kept in the same directory exclude each other too;
+//! - `run.lock` makes runs of configurations in different directories that share a state directory exclude each
+//!   other.
 //!
 //! A lock dies with the process, so a crash never leaves it taken.
 
@@ -33,9 +37,9 @@ pub enum Error {
 }
 
 /// Takes the locks of a run of the configuration file `config` keeping its state in `state_directory`, without
-/// waiting: `run.lock` in the state directory first, then the configuration file. A configuration file that
-/// cannot be locked (a file system without `flock`, say) is logged and passed over: the state directory's lock,
-/// where there is one, still holds.
+/// waiting: `run.lock` in the state directory first, then the configuration's directory. A configuration
+/// directory that cannot be locked (a file system without `flock`, say) is logged and passed over: the state
+/// directory's lock, where there is one, still holds.
 pub fn acquire_for_run(state_directory: Option<&Path>, config: &Path) -> Result<RunLock, Error> {
     let mut files = Vec::with_capacity(2);
     if let Some(dir) = state_directory {
@@ -45,9 +49,14 @@ pub fn acquire_for_run(state_directory: Option<&Path>, config: &Path) -> Result<
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
         files.push(lock(file, &path)?);
     }
-    // Read-only: the daemon may read its configuration and no more.
-    match File::open(config).map_err(|source| Error::Io { path: config.to_path_buf(), source }) {
-        Ok(file) => match lock(file, config) {
+    // The real directory, whatever link the path goes through; opened read-only, as the daemon may read its
+    // configuration and no more.
+    let directory =
+        std::fs::canonicalize(config).ok().and_then(|real| real.parent().map(Path::to_path_buf)).unwrap_or_else(|| {
+            config.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
+        });
+    match File::open(&directory).map_err(|source| Error::Io { path: directory.clone(), source }) {
+        Ok(file) => match lock(file, &directory) {
             Ok(file) => files.push(file),
             Err(busy @ Error::Busy { .. }) => return Err(busy),
             Err(e) => tracing::warn!(error = %e, "runs of this configuration elsewhere are not excluded"),
@@ -95,8 +104,9 @@ mod tests {
         let a = config(dir.path(), "a.toml");
         let daemon = acquire_for_run(Some(&dir.path().join("state")), &a).unwrap();
         let e = acquire_for_run(None, &a).unwrap_err();
-        assert!(matches!(&e, Error::Busy { path } if path == &a), "{e}");
-        assert!(e.to_string().contains("a.toml") && e.to_string().contains("another cloudshell-ldap-sync run"));
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        assert!(matches!(&e, Error::Busy { path } if path == &real), "{e}");
+        assert!(e.to_string().contains("another cloudshell-ldap-sync run holds the lock on"), "{e}");
         drop(daemon);
         let by_hand = acquire_for_run(None, &a).unwrap();
         assert!(matches!(acquire_for_run(Some(&dir.path().join("state")), &a), Err(Error::Busy { .. })));
@@ -104,15 +114,31 @@ mod tests {
     }
 
     #[test]
-    fn different_configurations_exclude_each_other_only_through_a_shared_state_directory() {
+    fn a_configuration_saved_by_an_editor_during_a_run_is_still_the_same_site() {
+        // Saving writes a new file and renames it over the old: a lock on the file itself would be on the old
+        // inode, and a run started after the save would not see it.
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (config(dir.path(), "a.toml"), config(dir.path(), "b.toml"));
-        let _a = acquire_for_run(None, &a).unwrap();
-        let _b = acquire_for_run(None, &b).unwrap();
-        let state = dir.path().join("state");
-        let c = config(dir.path(), "c.toml");
-        let _c = acquire_for_run(Some(&state), &c).unwrap();
-        let e = acquire_for_run(Some(&state), &config(dir.path(), "d.toml")).unwrap_err();
+        let a = config(dir.path(), "config.toml");
+        let _running = acquire_for_run(None, &a).unwrap();
+        std::fs::write(dir.path().join(".config.toml.swp"), "# edited\n").unwrap();
+        std::fs::rename(dir.path().join(".config.toml.swp"), &a).unwrap();
+        assert!(matches!(acquire_for_run(None, &a), Err(Error::Busy { .. })));
+        // And through a link to it.
+        let link = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&a, link.path().join("config.toml")).unwrap();
+        assert!(matches!(acquire_for_run(None, &link.path().join("config.toml")), Err(Error::Busy { .. })));
+    }
+
+    #[test]
+    fn configurations_in_different_directories_exclude_each_other_only_through_a_shared_state_directory() {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (config(one.path(), "a.toml"), config(two.path(), "b.toml"));
+        let first = acquire_for_run(None, &a).unwrap();
+        let second = acquire_for_run(None, &b).unwrap();
+        drop((first, second));
+        let state = one.path().join("state");
+        let _a = acquire_for_run(Some(&state), &a).unwrap();
+        let e = acquire_for_run(Some(&state), &b).unwrap_err();
         assert!(matches!(&e, Error::Busy { path } if path == &state.join(FILE_NAME)), "{e}");
     }
 
@@ -120,7 +146,7 @@ mod tests {
     fn a_configuration_that_cannot_be_locked_leaves_the_state_directory_lock() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let gone = dir.path().join("gone.toml");
+        let gone = dir.path().join("no such directory/config.toml");
         let first = acquire_for_run(Some(&state), &gone).unwrap();
         assert!(matches!(acquire_for_run(Some(&state), &gone), Err(Error::Busy { .. })));
         drop(first);

@@ -42,7 +42,7 @@ Partial: some groups, users, memberships or deactivations failed; the rest were 
 Held: a safety limit stopped writes (imports, removals from groups, or deactivations).
 .TP
 \fB5\fR
-Busy: another run holds the run lock (on the configuration file, and on \fIrun.lock\fR in the state directory where there is one); this run did nothing.
+Busy: another run holds the run lock (on the configuration file's directory, and on \fIrun.lock\fR in the state directory where there is one); this run did nothing.
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR

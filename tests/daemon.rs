@@ -300,7 +300,7 @@ async fn a_daemon_run_waits_its_turn_while_another_process_holds_the_run_lock() 
     let config = env.config(&["Team"], NEVER, "", "");
     std::fs::create_dir_all(env.files.path("state")).unwrap();
     // A `sync` typed by hand is running, with none of the daemon's state directory (as under systemd, where only
-    // the daemon has $STATE_DIRECTORY): the configuration file's lock keeps them apart.
+    // the daemon has $STATE_DIRECTORY): the lock on the configuration's directory keeps them apart.
     let held = cloudshell_ldap_sync::lock::acquire_for_run(None, &config).unwrap();
     let mut daemon = env.daemon(&config);
     daemon.wait_for("run skipped, another run holds the lock", 1, Duration::from_secs(10));

@@ -396,7 +396,7 @@ async fn the_shipped_units_start_reload_run_stop_and_restart_under_a_real_system
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Meanwhile a `sync` typed by hand as root, as the README shows it (the installed configuration, the passwords
-    // from beside it): refused, for the daemon's run holds the configuration file's lock. (Before, it locked a
+    // from beside it): refused, for the daemon's run holds the lock on the configuration's directory. (Before, it locked a
     // file of its own in /tmp, which the daemon's private /tmp never sees, and both ran.)
     let by_hand = systemd.inside(&[
         "env",
@@ -407,7 +407,7 @@ async fn the_shipped_units_start_reload_run_stop_and_restart_under_a_real_system
         "/etc/cloudshell-ldap-sync/config.toml",
     ]);
     assert_eq!(by_hand.status.code(), Some(5), "{}", text(&by_hand));
-    assert!(text(&by_hand).contains("holds the lock on /etc/cloudshell-ldap-sync/config.toml"), "{}", text(&by_hand));
+    assert!(text(&by_hand).contains("holds the lock on /etc/cloudshell-ldap-sync;"), "{}", text(&by_hand));
     let stopping = Instant::now();
     systemd.ok(&["stop", DAEMON]);
     let took = stopping.elapsed();
