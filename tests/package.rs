@@ -87,6 +87,8 @@ fn the_debian_package_holds_what_an_operator_needs_and_lintian_finds_no_error() 
     assert!(std::fs::read_to_string(control.join("prerm")).unwrap().contains("deb-systemd-invoke stop"));
     let postrm = std::fs::read_to_string(control.join("postrm")).unwrap();
     assert!(postrm.contains("purge") && postrm.contains("/var/lib/cloudshell-ldap-sync"), "{postrm}");
+    // Unchanged, so tests/systemd_real.rs, which purges with the repository's script, proves the package's.
+    assert_eq!(postrm, std::fs::read_to_string(common::repo_path("debian/postrm")).unwrap());
 
     // The files themselves.
     let root = dir.path().join("root");

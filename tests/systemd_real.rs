@@ -431,6 +431,21 @@ async fn the_shipped_units_start_reload_run_stop_and_restart_under_a_real_system
     assert_eq!(systemd.show(ONESHOT, "Result"), "exit-code");
     assert_eq!(systemd.show(ONESHOT, "ExecMainStatus"), "3");
 
+    // Purging the package: the state directory and the password files go; dpkg removes the configuration itself.
+    // The enablement links the script also removes are in the host's /etc/systemd/system: a tmpfs stands in.
+    if Path::new("/etc/systemd/system").is_dir() {
+        let out = systemd.inside(&["mount", "-t", "tmpfs", "tmpfs", "/etc/systemd/system"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let postrm = std::fs::read_to_string(common::repo_path("debian/postrm")).unwrap();
+    let out = systemd.inside(&["sh", "-c", postrm.as_str(), "postrm", "purge"]);
+    assert!(out.status.success(), "postrm: {}", text(&out));
+    let etc = root.join("etc/cloudshell-ldap-sync");
+    assert!(!etc.join("ldap-password").exists(), "a secret outlived the purge");
+    assert!(!etc.join("cloudshell-password").exists(), "a secret outlived the purge");
+    assert!(etc.join("config.toml").exists(), "the configuration is dpkg's to remove");
+    assert!(!systemd.inside(&["test", "-e", "/var/lib/private/cloudshell-ldap-sync"]).status.success());
+
     drop(systemd);
     assert!(canary.path().exists(), "the host's /tmp was left alone");
 }
