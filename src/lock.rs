@@ -49,12 +49,8 @@ pub fn acquire_for_run(state_directory: Option<&Path>, config: &Path) -> Result<
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
         files.push(lock(file, &path)?);
     }
-    // The real directory, whatever link the path goes through; opened read-only, as the daemon may read its
-    // configuration and no more.
-    let directory =
-        std::fs::canonicalize(config).ok().and_then(|real| real.parent().map(Path::to_path_buf)).unwrap_or_else(|| {
-            config.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
-        });
+    // Read-only, as the daemon may read its configuration and no more.
+    let directory = directory_of(config);
     match File::open(&directory).map_err(|source| Error::Io { path: directory.clone(), source }) {
         Ok(file) => match lock(file, &directory) {
             Ok(file) => files.push(file),
@@ -64,6 +60,14 @@ pub fn acquire_for_run(state_directory: Option<&Path>, config: &Path) -> Result<
         Err(e) => tracing::warn!(error = %e, "runs of this configuration elsewhere are not excluded"),
     }
     Ok(RunLock { _files: files })
+}
+
+/// The real directory holding `config`, whatever links its path goes through.
+fn directory_of(config: &Path) -> PathBuf {
+    match std::fs::canonicalize(config).map(|real| real.parent().map(Path::to_path_buf)) {
+        Ok(Some(real)) => real,
+        _ => config.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
+    }
 }
 
 fn lock(file: File, path: &Path) -> Result<File, Error> {
