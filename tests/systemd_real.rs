@@ -61,6 +61,8 @@ struct Systemd {
     pid: u32,
     unshare: std::process::Child,
     root: PathBuf,
+    /// Where `root` is inside the namespace (its own path may lie under a tmpfs there).
+    staged: PathBuf,
 }
 
 impl Systemd {
@@ -110,11 +112,16 @@ exec /lib/systemd/systemd --system --unit=cls-test.target
             assert!(Instant::now() < deadline, "unshare started no child");
             std::thread::sleep(Duration::from_millis(20));
         };
-        let systemd = Systemd { pid, unshare, root: root.to_path_buf() };
+        let systemd = Systemd { pid, unshare, root: root.to_path_buf(), staged: Path::new(stage).join("root") };
         systemd.wait("the boot target", Duration::from_secs(30), || {
             systemd.ctl(&["is-active", "cls-test.target"]).status.success()
         });
         systemd
+    }
+
+    /// The path inside the namespace of `path`, a file under the root.
+    fn inner(&self, path: &Path) -> PathBuf {
+        self.staged.join(path.strip_prefix(&self.root).expect("a path under the root"))
     }
 
     /// Runs `cmd` inside the namespace.
@@ -360,6 +367,7 @@ async fn the_shipped_units_start_reload_run_stop_and_restart_under_a_real_system
         let allow = root.join("policy-rc.d");
         std::fs::write(&allow, "#!/bin/sh\nexit 0\n").unwrap();
         std::fs::set_permissions(&allow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let allow = systemd.inner(&allow);
         let out = systemd.inside(&["mount", "--bind", allow.to_str().unwrap(), "/usr/sbin/policy-rc.d"]);
         assert!(out.status.success(), "{}", text(&out));
     }
