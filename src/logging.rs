@@ -28,17 +28,69 @@ const DEFAULT_FILTER: &str = "warn,cloudshell_ldap_sync=info";
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let under_journald = stderr_is_the_journal();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
-        LogFormat::Text if under_journald => {
-            builder.fmt_fields(EscapedFields).with_ansi(false).without_time().try_init()
+        LogFormat::Json if under_journald => {
+            builder.json().with_current_span(true).with_span_list(true).map_event_format(JournalPriority).try_init()
         }
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+        LogFormat::Text if under_journald => builder
+            .fmt_fields(EscapedFields)
+            .with_ansi(false)
+            .without_time()
+            .map_event_format(JournalPriority)
+            .try_init(),
         LogFormat::Text => builder.fmt_fields(EscapedFields).with_ansi(std::io::stderr().is_terminal()).try_init(),
     };
     if let Err(e) = result {
         eprintln!("warning: logging was already set up: {e}");
+    }
+}
+
+/// Whether stderr is the journal's stream: `$JOURNAL_STREAM` names its device and inode (systemd.exec(5)). The
+/// variable alone is not enough: a child of a service inherits it with its stderr sent elsewhere.
+fn stderr_is_the_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else { return false };
+    let stderr = std::io::stderr().as_fd().try_clone_to_owned().map(std::fs::File::from);
+    match stderr.and_then(|f| f.metadata()) {
+        Ok(m) => names_the_stream(&stream.to_string_lossy(), m.dev(), m.ino()),
+        Err(_) => false,
+    }
+}
+
+/// `$JOURNAL_STREAM` is `<device>:<inode>`, both decimal.
+fn names_the_stream(value: &str, dev: u64, ino: u64) -> bool {
+    value.split_once(':').is_some_and(|(d, i)| d.parse() == Ok(dev) && i.parse() == Ok(ino))
+}
+
+/// Puts the event's syslog priority in front of each line, as `<3>` for an error: journald takes it for the
+/// entry's priority (`SyslogLevelPrefix=`, on by default) and drops it from the message, so that
+/// `journalctl -p warning` and alerts on the priority see errors and warnings. Without it every line is info.
+pub struct JournalPriority<F>(pub F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalPriority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
     }
 }
 
@@ -116,6 +168,49 @@ impl VisitFmt for EscapingVisitor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn under_journald_each_line_carries_its_priority() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .fmt_fields(EscapedFields)
+            .with_ansi(false)
+            .without_time()
+            .map_event_format(JournalPriority)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(error = "x", "run failed");
+            tracing::warn!("held");
+            tracing::info!("run finished");
+            tracing::debug!("detail");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let prefixes: Vec<&str> = text.lines().map(|l| &l[..3]).collect();
+        assert_eq!(prefixes, ["<3>", "<4>", "<6>", "<7>"], "{text}");
+        assert!(text.lines().next().unwrap().starts_with("<3>ERROR ") && text.contains("run failed"), "{text}");
+    }
+
+    #[test]
+    fn the_journal_stream_is_recognised_by_device_and_inode() {
+        assert!(names_the_stream("8:1234", 8, 1234));
+        assert!(!names_the_stream("8:1234", 8, 1235), "another stream: a child's stderr sent elsewhere");
+        assert!(!names_the_stream("", 8, 1234));
+        assert!(!names_the_stream("garbage", 8, 1234));
+    }
 
     #[test]
     fn control_characters_are_escaped_and_other_text_kept() {

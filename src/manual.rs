@@ -67,7 +67,8 @@ a command by hand with the installed configuration, set it to \fI/etc/cloudshell
 Set by systemd's \fBStateDirectory=\fR: the state directory when \fB[monitor] state_directory\fR is not set.
 .TP
 \fBJOURNAL_STREAM\fR
-Set under journald: logs are plain text without colours or timestamps.
+Set under journald: when it names stderr, logs are plain text without colours or timestamps, each line with
+its level as the journal's priority (\fBjournalctl \-p warning\fR shows errors and warnings).
 .SH SEE ALSO
 \fBsystemctl\fR(1), \fBjournalctl\fR(1), \fBsystemd.exec\fR(5);
 \fI/usr/share/doc/cloudshell\-ldap\-sync/README.md\fR

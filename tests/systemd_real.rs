@@ -340,6 +340,11 @@ async fn the_shipped_units_start_reload_run_stop_and_restart_under_a_real_system
         Duration::from_secs(10),
     );
     assert_eq!(systemd.show(DAEMON, "ActiveState"), "active");
+    // Each line carries its priority: the failure is an error in the journal, the runs are not.
+    let errors = systemd.inside(&["journalctl", "--no-pager", "-o", "cat", "-p", "err", "-u", DAEMON]);
+    let errors = text(&errors);
+    assert!(errors.contains("ERROR") && errors.contains("configuration reload failed"), "{errors}");
+    assert!(!errors.contains("run finished") && !errors.contains("<3>"), "{errors}");
     write_config(&config, &env, &["Team"], port);
 
     // SIGUSR1 runs now.
