@@ -1,5 +1,6 @@
-//! Log output: `tracing` events on stderr, plain text (without colours or timestamps under journald, which
-//! adds its own) or JSON lines for log shippers. `RUST_LOG` overrides the default filter.
+//! Log output: `tracing` events on stderr, plain text (under journald without colours or timestamps, which it adds
+//! itself, and with each line's level as the entry's priority) or JSON lines for log shippers. `RUST_LOG`
+//! overrides the default filter.
 //!
 //! Logged values come from peers (DNs, usernames, server messages), so the text format escapes every
 //! control character in every field and message (`\n`, `\r`, `\u{1b}`, `\0`...): one event stays one line
