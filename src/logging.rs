@@ -183,26 +183,43 @@ mod tests {
                 Ok(())
             }
         }
-        let lines = Lines::default();
-        let sink = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
+        let events = || {
+            tracing::error!(error = "x", "run failed");
+            tracing::warn!("held");
+            tracing::info!("run finished");
+            tracing::debug!("detail");
+        };
+        let (lines, sink) = (Lines::default(), Lines::default());
+        let text_sink = lines.clone();
+        let text = tracing_subscriber::fmt()
+            .with_writer(move || text_sink.clone())
             .with_max_level(tracing::Level::DEBUG)
             .fmt_fields(EscapedFields)
             .with_ansi(false)
             .without_time()
             .map_event_format(JournalPriority)
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::error!(error = "x", "run failed");
-            tracing::warn!("held");
-            tracing::info!("run finished");
-            tracing::debug!("detail");
-        });
+        tracing::subscriber::with_default(text, events);
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         let prefixes: Vec<&str> = text.lines().map(|l| &l[..3]).collect();
         assert_eq!(prefixes, ["<3>", "<4>", "<6>", "<7>"], "{text}");
         assert!(text.lines().next().unwrap().starts_with("<3>ERROR ") && text.contains("run failed"), "{text}");
+
+        // JSON lines the same way: journald strips the prefix, and what it keeps is one JSON object.
+        let json_sink = sink.clone();
+        let json = tracing_subscriber::fmt()
+            .with_writer(move || json_sink.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .json()
+            .map_event_format(JournalPriority)
+            .finish();
+        tracing::subscriber::with_default(json, events);
+        let json = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        for (line, priority) in json.lines().zip(["<3>", "<4>", "<6>", "<7>"]) {
+            let object = line.strip_prefix(priority).unwrap_or_else(|| panic!("{priority}: {line}"));
+            serde_json::from_str::<serde_json::Value>(object).unwrap_or_else(|e| panic!("{e}: {object}"));
+        }
+        assert_eq!(json.lines().count(), 4, "{json}");
     }
 
     #[test]
