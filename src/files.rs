@@ -13,6 +13,20 @@ pub const SECRET_MAX: u64 = 64 << 10;
 /// A state file (`users.json` holds a line per managed user: about 200 bytes each).
 pub const STATE_MAX: u64 = 512 << 20;
 
+/// [`read_text`], with a missing file `None` rather than an error: for state files, which a first run lacks.
+pub fn read_text_if_present(path: &Path, max: u64) -> io::Result<Option<String>> {
+    match read_text(path, max) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The directory `path` names a file in, as written: `.` for a bare file name.
+pub fn parent_or_dot(path: &Path) -> &Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 /// The text of the regular file at `path`, at most `max` bytes. A missing file is `NotFound`, as for
 /// `std::fs::read_to_string`; anything but a regular file, or a larger one, is `InvalidInput` naming why.
 pub fn read_text(path: &Path, max: u64) -> io::Result<String> {

@@ -51,12 +51,10 @@ pub fn acquire_for_run(state_directory: Option<&Path>, config: &Path) -> Result<
     }
     // Read-only, as the daemon may read its configuration and no more.
     let directory = directory_of(config);
-    match File::open(&directory).map_err(|source| Error::Io { path: directory.clone(), source }) {
-        Ok(file) => match lock(file, &directory) {
-            Ok(file) => files.push(file),
-            Err(busy @ Error::Busy { .. }) => return Err(busy),
-            Err(e) => tracing::warn!(error = %e, "runs of this configuration elsewhere are not excluded"),
-        },
+    let opened = File::open(&directory).map_err(|source| Error::Io { path: directory.clone(), source });
+    match opened.and_then(|file| lock(file, &directory)) {
+        Ok(file) => files.push(file),
+        Err(busy @ Error::Busy { .. }) => return Err(busy),
         Err(e) => tracing::warn!(error = %e, "runs of this configuration elsewhere are not excluded"),
     }
     Ok(RunLock { _files: files })
@@ -66,7 +64,7 @@ pub fn acquire_for_run(state_directory: Option<&Path>, config: &Path) -> Result<
 fn directory_of(config: &Path) -> PathBuf {
     match std::fs::canonicalize(config).map(|real| real.parent().map(Path::to_path_buf)) {
         Ok(Some(real)) => real,
-        _ => config.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
+        _ => crate::files::parent_or_dot(config).to_path_buf(),
     }
 }
 

@@ -223,9 +223,9 @@ impl Metrics {
     }
 }
 
-/// Connections the endpoint serves at once. One more is accepted and closed at once, so neither the kernel's
-/// queue nor the daemon's file descriptors fill up: a flood of idle connections holds at most this many
-/// descriptors, for at most [`HEADER_TIMEOUT`], and cannot take those the sync needs.
+/// Connections the endpoint serves at once. One more is accepted, answered 503 and closed at once, so neither
+/// the kernel's queue nor the daemon's file descriptors fill up: a flood of idle connections holds at most this
+/// many descriptors, for at most [`HEADER_TIMEOUT`], and cannot take those the sync needs.
 pub const MAX_CONNECTIONS: usize = 32;
 
 /// A request's headers must have arrived this long after the connection (or the previous request).
@@ -262,8 +262,8 @@ fn router(metrics: Arc<Metrics>) -> axum::Router {
 }
 
 /// Serves `/metrics` and `/healthz` on `listener` until `stop` is cancelled: at most [`MAX_CONNECTIONS`] at
-/// once (more are answered 503 and closed at once), each sending its headers within [`HEADER_TIMEOUT`] and living at most
-/// [`CONNECTION_LIFETIME`].
+/// once (more are answered 503 and closed at once), each sending its headers within [`HEADER_TIMEOUT`] and
+/// living at most [`CONNECTION_LIFETIME`].
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
     let app = router(metrics);
     let mut connections = tokio::task::JoinSet::new();

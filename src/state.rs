@@ -170,9 +170,9 @@ impl Managed {
 /// Reads the managed users; a missing file is nobody managed, an unreadable or foreign one an error.
 pub fn load_managed(dir: &Path) -> Result<Managed, Error> {
     let path = dir.join(USERS_FILE);
-    let text = match crate::files::read_text(&path, crate::files::STATE_MAX) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Managed::default()),
+    let text = match crate::files::read_text_if_present(&path, crate::files::STATE_MAX) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Ok(Managed::default()),
         Err(source) => return Err(Error::Read { path, source }),
     };
     #[derive(Deserialize)]
@@ -200,9 +200,9 @@ pub fn load(dir: &Path) -> Result<Counts, Error> {
         check_directory(dir).map_err(Error::Unsafe)?;
     }
     let path = path(dir);
-    match crate::files::read_text(&path, crate::files::STATE_MAX) {
-        Ok(text) => serde_json::from_str(&text).map_err(|source| Error::Corrupt { path, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Counts::default()),
+    match crate::files::read_text_if_present(&path, crate::files::STATE_MAX) {
+        Ok(Some(text)) => serde_json::from_str(&text).map_err(|source| Error::Corrupt { path, source }),
+        Ok(None) => Ok(Counts::default()),
         Err(source) => Err(Error::Read { path, source }),
     }
 }

@@ -307,9 +307,9 @@ fn unreadable_hint(e: &std::io::Error) -> &'static str {
 /// Reads `dir/status.json`, saying why when it cannot.
 pub fn load(dir: &Path) -> Result<Status, ReadError> {
     let path = dir.join(FILE_NAME);
-    let text = match crate::files::read_text(&path, crate::files::STATE_MAX) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Missing(path)),
+    let text = match crate::files::read_text_if_present(&path, crate::files::STATE_MAX) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Err(ReadError::Missing(path)),
         Err(source) => return Err(ReadError::Unreadable { path, source }),
     };
     serde_json::from_str(&text).map_err(|source| ReadError::Corrupt { path, source })
@@ -327,6 +327,7 @@ pub fn write(dir: &Path, status: &Status) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::Schedule;
 
     #[test]
     fn a_status_file_that_cannot_be_used_says_why() {
@@ -344,7 +345,6 @@ mod tests {
         let other = ReadError::Unreadable { path, source: std::io::Error::other("disk on fire") };
         assert!(other.to_string().ends_with("disk on fire"), "{other}");
     }
-    use crate::schedule::Schedule;
 
     fn status(result: &str, finished_at: &str) -> Status {
         Status {

@@ -16,6 +16,11 @@ pub struct Stops {
 }
 
 impl Stops {
+    /// Stops of their own for a part of the work: stopped with these, or by themselves; abandoned with these.
+    pub fn child(&self) -> Stops {
+        Stops { stop: self.stop.child_token(), abandon: self.abandon.clone() }
+    }
+
     /// Waits `wait`, or less when a stop is requested meanwhile: `false` then.
     pub async fn pause(&self, wait: Duration) -> bool {
         tokio::select! {

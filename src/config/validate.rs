@@ -200,7 +200,7 @@ impl Validator<'_> {
                 match (&credentials, uses_credentials) {
                     (None, true) => {
                         // The shipped units load the credentials from the configuration's directory.
-                        let beside = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                        let beside = crate::files::parent_or_dot(self.path);
                         return Err(self.error(
                             table,
                             &file_key,

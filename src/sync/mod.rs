@@ -75,7 +75,8 @@ pub async fn run(config: &Config, dry_run: bool, context: &Context) -> Report {
     let span = tracing::info_span!("run", run_id = %report.run_id, dry_run);
     let started = Instant::now();
     // The run's own stop request: the caller's, or the deadline's.
-    let stop = context.stops.stop.child_token();
+    let own = Context { stops: context.stops.child(), ..context.clone() };
+    let stop = own.stops.stop.clone();
     let timeout = config.sync.run_timeout;
     let deadline = async {
         tokio::time::sleep(timeout).await;
@@ -83,8 +84,6 @@ pub async fn run(config: &Config, dry_run: bool, context: &Context) -> Report {
         stop.cancel();
         std::future::pending::<std::convert::Infallible>().await
     };
-    let own =
-        Context { stops: Stops { stop: stop.clone(), abandon: context.stops.abandon.clone() }, ..context.clone() };
     let run = run_in_span(config, report, &own).instrument(span.clone());
     let (mut report, client) = tokio::select! {
         done = run => done,
