@@ -24,8 +24,10 @@ mod dn;
 mod entry;
 mod error;
 mod guard;
+mod model;
 mod nesting;
 mod range;
+mod resolve;
 mod search;
 mod tls;
 
@@ -38,6 +40,8 @@ use secrecy::SecretString;
 
 pub use dn::{DnKey, escape_value as escape_dn_value};
 pub use error::Error;
+pub use model::Entries;
+pub use resolve::resolve;
 
 use crate::username::Username;
 
@@ -162,7 +166,23 @@ pub struct GroupOutcome {
     pub result: Result<Group, Error>,
 }
 
-/// The directory as read in one run.
+/// What a snapshot covers, and so what may be concluded from a user's absence in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coverage {
+    /// Every configured group was read whole in this run: a user absent from every group is not a member.
+    Full,
+}
+
+impl Coverage {
+    /// Whether the snapshot holds every member of every group it read, so that absence means "not a member".
+    /// Rules that act on absence (the shrink guard's reference, leavers, disabled accounts, removals from
+    /// CloudShell groups) ask this rather than assume it.
+    pub fn is_full(self) -> bool {
+        matches!(self, Coverage::Full)
+    }
+}
+
+/// The directory as read in one run, resolved for the configured groups.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     /// In the configured order.
@@ -173,6 +193,8 @@ pub struct Snapshot {
     pub searches: usize,
     /// The URL of the server that was read.
     pub served_by: String,
+    /// What the read covered.
+    pub coverage: Coverage,
 }
 
 /// Reads the effective members of each configured group.
@@ -206,7 +228,12 @@ impl<'a> Connection<'a> {
 
     /// Reads the effective members of each configured group; a failure now puts groups in error.
     pub async fn snapshot(self, groups: &[String]) -> Snapshot {
-        let url = self.url.clone();
+        let s = self.s;
+        resolve(&self.read(groups).await, s, groups)
+    }
+
+    /// Reads what the configured groups need, unresolved; then the connection is closed.
+    pub async fn read(self, groups: &[String]) -> Entries {
         let mut reader = search::Reader {
             s: self.s,
             range_window: None,
@@ -215,8 +242,8 @@ impl<'a> Connection<'a> {
             searches: 0,
             verdict: self.verdict,
         };
-        let result = reader.read(groups).await;
+        let entries = reader.read(groups).await;
         let _ = reader.ldap.unbind().await;
-        Snapshot { groups: result.0, users_seen: result.1, searches: reader.searches, served_by: url }
+        entries
     }
 }

@@ -9,74 +9,8 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 use super::dn::DnKey;
+use super::model::{GroupRecord, UserIndex};
 use super::{Collision, Error, Group, Member, Source};
-use crate::username::Username;
-
-/// The users read, and how to find one by DN.
-pub(super) struct UserIndex {
-    pub users: Vec<Arc<Member>>,
-    /// DNs exactly as the server wrote them: most member values match one of these as they are.
-    pub by_raw_dn: ByRawDn,
-    /// Normalised DNs, for member values written another way: built on the first such value only, since
-    /// most directories write member values exactly as the entries' DNs.
-    pub by_key: std::sync::OnceLock<HashMap<DnKey, u32>>,
-    pub collisions: HashMap<Username, Vec<String>>,
-    /// Disabled accounts left out of the members, by normalised DN (index into `disabled_users`): members
-    /// that are these are not "unknown".
-    pub disabled: HashMap<DnKey, u32>,
-    pub disabled_users: Vec<Arc<Member>>,
-    /// Entries refused as users (no usable username), by normalised DN: members that are these are not
-    /// "unknown" either.
-    pub unusable: HashSet<DnKey>,
-}
-
-impl UserIndex {
-    pub fn find(&self, dn: &str) -> Option<u32> {
-        if let Some(n) = self.by_raw_dn.get(&self.users, dn) {
-            return Some(n);
-        }
-        let by_key = self
-            .by_key
-            .get_or_init(|| self.users.iter().enumerate().map(|(n, u)| (DnKey::new(&u.dn), n as u32)).collect());
-        by_key.get(&DnKey::new(dn)).copied()
-    }
-}
-
-/// User indexes by DN exactly as the server wrote it. The table holds only the indexes and compares through
-/// the user list, so the hundred thousand DNs are not kept twice.
-#[derive(Default)]
-pub(super) struct ByRawDn(hashbrown::HashTable<u32>);
-
-impl ByRawDn {
-    fn hash(dn: &str) -> u64 {
-        use std::hash::BuildHasher;
-        rustc_hash::FxBuildHasher.hash_one(dn)
-    }
-
-    /// Adds user `n` of `users`.
-    pub fn insert(&mut self, users: &[Arc<Member>], n: u32) {
-        let hash = ByRawDn::hash(&users[n as usize].dn);
-        self.0.insert_unique(hash, n, |&m| ByRawDn::hash(&users[m as usize].dn));
-    }
-
-    pub fn get(&self, users: &[Arc<Member>], dn: &str) -> Option<u32> {
-        self.0.find(ByRawDn::hash(dn), |&m| users[m as usize].dn == dn).copied()
-    }
-}
-
-/// A group entry: user members resolved to indexes into the user list, other member DNs kept.
-pub(super) struct GroupRecord {
-    pub name: String,
-    pub dn: String,
-    pub users: Vec<u32>,
-    pub others: Vec<(DnKey, String)>,
-    /// Members that are disabled accounts (indexes into `disabled_users`), left out.
-    pub disabled: Vec<u32>,
-    /// Members that are refused entries, left out.
-    pub unusable: usize,
-    /// Why the member list is incomplete (range retrieval failed): the group cannot be used.
-    pub error: Option<Error>,
-}
 
 /// What the reads found, for resolving configured groups.
 pub(super) struct Expansion<'a> {
@@ -264,6 +198,8 @@ fn log_skipped(group: &str, skipped: &[&String], reason: &str, level: tracing::L
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ldap::model::ByRawDn;
+    use crate::username::Username;
 
     const URL: &str = "ldap://test";
 

@@ -1,7 +1,8 @@
 //! The reads: one paged search of the users, paged searches for the configured groups by name, the root
 //! DSE, base reads of member DNs level by level, AD's in-chain searches and range retrieval. Everything read
-//! is handed to [`super::nesting`] to resolve; this module makes the requests and turns failures into
-//! [`Error`]s for the groups they affect.
+//! goes into [`Entries`], failures included; which reads to make next is decided by the pure parts of
+//! [`super::model`], and [`super::resolve`] turns the entries into groups. This module only talks to the
+//! server and turns its failures into [`Error`]s.
 
 // Keys are DNs and usernames from this run's own reads: a fast non-cryptographic hasher (FxHash) is enough;
 // a directory author crafting colliding values could at worst slow one run down.
@@ -14,15 +15,9 @@ use ldap3::{Ldap, LdapError, Scope, SearchEntry, ldap_escape};
 use super::dn::{self, DnKey};
 use super::entry::{self, UserAttributes, UserEntry, values};
 use super::error::rc_name;
-use super::nesting::{ByRawDn, Expansion, GroupRecord, UserIndex};
-use super::{AD_CAPABILITIES, Error, GroupOutcome, IN_CHAIN, Member, NAMES_PER_FILTER, Nesting, Settings, range};
+use super::model::{self, ByRawDn, Entries, GroupRecord, InChain, Sweep, UserIndex, Walk};
+use super::{AD_CAPABILITIES, Error, IN_CHAIN, Member, NAMES_PER_FILTER, Nesting, Settings, range};
 use crate::username::Username;
-
-/// Unknown member DNs at one nesting level from which one search of every group beats reading each.
-const SWEEP_AT: usize = 64;
-
-/// What an in-chain search found: the members and the disabled accounts (indexes into the user index).
-type InChain = (Vec<u32>, Vec<u32>);
 
 /// What a non-user member DN turned out to be.
 enum Lookup {
@@ -126,135 +121,62 @@ impl Reader<'_> {
         result.success().map(|_| ()).map_err(|e| self.search_error(operation, e, true))
     }
 
-    pub async fn read(&mut self, groups: &[String]) -> (Vec<GroupOutcome>, usize) {
-        let all_failed =
-            |e: Error| groups.iter().map(|g| GroupOutcome { name: g.clone(), result: Err(e.clone()) }).collect();
-        let index = match self.read_users().await {
+    /// Reads everything the configured groups need: the users, the groups by name, the root DSE when the
+    /// nesting mode or the range window depends on it, then in-chain searches or the member groups level by
+    /// level. What could not be read is recorded in the entries, never left out.
+    pub async fn read(&mut self, groups: &[String]) -> Entries {
+        let users = match self.read_users().await {
             Ok(u) => u,
-            Err(e) => return (all_failed(e), 0),
+            Err(e) => return Entries::failed(self.url.clone(), self.searches, e),
         };
-        let users_seen = index.users.len();
-        let mut active_directory: Option<bool> = None;
-        if let Some(window) = self.s.member_range_size {
+        let mut entries = Entries::new(self.url.clone(), users);
+        if model::needs_server_kind(self.s) {
             let ad = self.is_active_directory().await;
-            active_directory = Some(ad);
-            if ad {
-                self.range_window = Some(window);
-            } else {
+            entries.active_directory = Some(ad);
+            match self.s.member_range_size {
+                Some(window) if ad => self.range_window = Some(window),
                 // Other servers do not know the range option and would answer with no members at all.
-                tracing::warn!("ldap.member_range_size ignored: the directory is not Active Directory");
+                Some(_) => tracing::warn!("ldap.member_range_size ignored: the directory is not Active Directory"),
+                None => {}
             }
         }
-        let mut known: HashMap<DnKey, GroupRecord> = HashMap::default();
-        let mut named: HashMap<String, Result<DnKey, Error>> = HashMap::default();
         for chunk in groups.chunks(NAMES_PER_FILTER) {
-            match self.read_named_groups(chunk, &index).await {
-                Ok(found) => {
-                    for name in chunk {
-                        let matching: Vec<&GroupRecord> =
-                            found.iter().filter(|g| dn::fold(&g.name) == dn::fold(name)).collect();
-                        let outcome = match matching.as_slice() {
-                            [] => Err(Error::GroupNotFound {
-                                url: self.url.clone(),
-                                name: name.clone(),
-                                base_dn: self.s.base_dn.clone(),
-                                filter: self.group_name_filter(std::slice::from_ref(name)),
-                            }),
-                            [one] => Ok(DnKey::new(&one.dn)),
-                            many => Err(Error::AmbiguousGroup {
-                                url: self.url.clone(),
-                                name: name.clone(),
-                                dns: many.iter().map(|g| g.dn.clone()).collect(),
-                            }),
-                        };
-                        named.insert(name.clone(), outcome);
-                    }
-                    for g in found {
-                        known.insert(DnKey::new(&g.dn), g);
-                    }
+            self.read_named_groups(chunk, &mut entries).await;
+        }
+        match model::nesting_mode(self.s.nesting, entries.active_directory, &self.url) {
+            Err(e) => entries.failure = Some(e),
+            Ok(mode) => {
+                if self.s.nesting == Nesting::Auto {
+                    let (mode, why) = match mode {
+                        Nesting::InChain => ("in_chain", "nested groups: the directory is Active Directory"),
+                        _ => ("recursive", "nested groups: the directory is not Active Directory"),
+                    };
+                    tracing::info!(mode, "{why}");
                 }
-                Err(e) => {
-                    for name in chunk {
-                        named.insert(name.clone(), Err(e.clone()));
-                    }
+                let mut roots: Vec<DnKey> =
+                    entries.match_names(self.s, groups).into_iter().filter_map(Result::ok).collect();
+                let mut seen = HashSet::default();
+                roots.retain(|k| seen.insert(k.clone()));
+                match mode {
+                    Nesting::InChain => self.read_in_chain(roots, &mut entries).await,
+                    Nesting::Recursive => self.expand(roots, &mut entries).await,
+                    Nesting::Off | Nesting::Auto => {}
                 }
             }
         }
+        entries.searches = self.searches;
+        entries
+    }
 
-        let mut neither: HashSet<DnKey> = HashSet::default();
-        let mut failed: HashMap<DnKey, Error> = HashMap::default();
-        let configured = self.s.nesting;
-        let nesting = if configured == Nesting::InChain {
-            let ad = match active_directory {
-                Some(ad) => ad,
-                None => self.is_active_directory().await,
+    /// The in-chain search of each configured group found.
+    async fn read_in_chain(&mut self, roots: Vec<DnKey>, entries: &mut Entries) {
+        for key in roots {
+            let Some(dn) = entries.groups.get(&key).map(|g| g.dn.clone()) else {
+                continue;
             };
-            if !ad {
-                // Elsewhere the matching rule matches nothing: every group would read as empty.
-                let e = Error::Search {
-                    url: self.url.clone(),
-                    operation: "nested group expansion".into(),
-                    reason:
-                        "ldap.nested_groups = \"in_chain\" needs Active Directory, and this server does not say it \
-                             is one; use \"auto\" or true"
-                            .into(),
-                };
-                return (all_failed(e), users_seen);
-            }
-            Nesting::InChain
-        } else if configured != Nesting::Auto {
-            configured
-        } else if match active_directory {
-            Some(ad) => ad,
-            None => self.is_active_directory().await,
-        } {
-            tracing::info!(mode = "in_chain", "nested groups: the directory is Active Directory");
-            Nesting::InChain
-        } else {
-            tracing::info!(mode = "recursive", "nested groups: the directory is not Active Directory");
-            Nesting::Recursive
-        };
-        let mut in_chain: HashMap<DnKey, Result<InChain, Error>> = HashMap::default();
-        if nesting == Nesting::InChain {
-            for key in named.values().filter_map(|r| r.as_ref().ok().cloned()).collect::<Vec<_>>() {
-                let dn = known.get(&key).map(|g| g.dn.clone()).expect("a found group is known");
-                let members = self.in_chain_members(&dn, &index).await;
-                in_chain.insert(key, members);
-            }
+            let members = self.in_chain_members(&dn, &entries.users).await;
+            entries.in_chain.insert(key, members);
         }
-        if nesting == Nesting::Recursive {
-            self.expand(
-                &mut known,
-                &mut neither,
-                &mut failed,
-                &index,
-                named.values().filter_map(|r| r.as_ref().ok().cloned()).collect(),
-            )
-            .await;
-        }
-
-        let expansion = Expansion {
-            index: &index,
-            known: &known,
-            neither: &neither,
-            failed: &failed,
-            max_depth: self.s.max_nesting_depth,
-            url: &self.url,
-        };
-        let outcomes = groups
-            .iter()
-            .map(|name| {
-                let result = match named.remove(name).expect("every name was looked up") {
-                    Err(e) => Err(e),
-                    Ok(key) => match in_chain.remove(&key) {
-                        Some(members) => members.and_then(|m| expansion.resolve_in_chain(&key, m)),
-                        None => expansion.resolve(name, &key, nesting == Nesting::Recursive),
-                    },
-                };
-                GroupOutcome { name: name.clone(), result }
-            })
-            .collect();
-        (outcomes, users_seen)
     }
 
     /// The users search: every user entry, indexed by DN; usernames that collide are noted.
@@ -324,16 +246,6 @@ impl Reader<'_> {
             disabled_users,
             unusable,
         })
-    }
-
-    fn group_name_filter(&self, names: &[String]) -> String {
-        let attr = &self.s.group_name_attribute;
-        let alternatives: String = names.iter().map(|n| format!("({attr}={})", ldap_escape(n.as_str()))).collect();
-        if names.len() == 1 {
-            format!("(&{}{alternatives})", self.s.group_filter)
-        } else {
-            format!("(&{}(|{alternatives}))", self.s.group_filter)
-        }
     }
 
     /// The member attribute to ask for: whole, or its first window.
@@ -425,9 +337,19 @@ impl Reader<'_> {
         Ok(records)
     }
 
-    async fn read_named_groups(&mut self, names: &[String], index: &UserIndex) -> Result<Vec<GroupRecord>, Error> {
-        let filter = self.group_name_filter(names);
-        self.read_groups("the group search", &filter, index, Some(names)).await
+    /// The groups named in `names` (one search): recorded as found by name, or the names as unread.
+    async fn read_named_groups(&mut self, names: &[String], entries: &mut Entries) {
+        let filter = model::group_name_filter(self.s, names);
+        match self.read_groups("the group search", &filter, &entries.users, Some(names)).await {
+            Ok(found) => {
+                for g in found {
+                    let key = DnKey::new(&g.dn);
+                    entries.named.push(key.clone());
+                    entries.groups.insert(key, g);
+                }
+            }
+            Err(e) => entries.unread_names.extend(names.iter().map(|n| (n.clone(), e.clone()))),
+        }
     }
 
     /// Every group under the base (the group filter alone), for classifying many member DNs at once.
@@ -473,82 +395,41 @@ impl Reader<'_> {
         Ok((members, disabled))
     }
 
-    /// Reads the member DNs that are not users, level by level, up to the nesting cap.
-    async fn expand(
-        &mut self,
-        known: &mut HashMap<DnKey, GroupRecord>,
-        neither: &mut HashSet<DnKey>,
-        failed: &mut HashMap<DnKey, Error>,
-        index: &UserIndex,
-        roots: Vec<DnKey>,
-    ) {
-        let mut level: Vec<DnKey> = roots;
-        let mut visited: HashSet<DnKey> = level.iter().cloned().collect();
+    /// Reads the member DNs that are not users, level by level, as [`Walk`] decides.
+    async fn expand(&mut self, roots: Vec<DnKey>, entries: &mut Entries) {
+        let mut walk = Walk::new(roots, self.s.max_nesting_depth);
         let base = DnKey::new(&self.s.base_dn);
-        let (mut swept, mut swept_ok) = (false, true);
-        for _ in 0..self.s.max_nesting_depth {
-            let mut next: Vec<DnKey> = Vec::new();
-            let mut to_read: Vec<(DnKey, String)> = Vec::new();
-            for key in &level {
-                let Some(group) = known.get(key) else {
-                    continue;
-                };
-                for (other, raw) in &group.others {
-                    if visited.insert(other.clone()) {
-                        next.push(other.clone());
-                        if !known.contains_key(other) {
-                            to_read.push((other.clone(), raw.clone()));
-                        }
-                    }
-                }
-            }
-            if !swept && to_read.len() >= SWEEP_AT {
-                // Many unknown member DNs (usually dangling ones: people deleted, groups never cleaned):
-                // one paged search of every group under the base answers for all those under it, instead
-                // of one read each.
-                swept = true;
-                match self.read_all_groups(index).await {
+        while let Some(to_read) = walk.step(&entries.groups) {
+            if walk.wants_sweep(to_read.len()) {
+                // One paged search of every group under the base answers for all those under it.
+                walk.sweep = match self.read_all_groups(&entries.users).await {
                     Ok(groups) => {
                         for g in groups {
-                            known.entry(DnKey::new(&g.dn)).or_insert(g);
+                            entries.groups.entry(DnKey::new(&g.dn)).or_insert(g);
                         }
+                        Sweep::Done
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "group sweep failed; reading member DNs one by one");
-                        swept_ok = false;
+                        Sweep::Failed
                     }
-                }
+                };
             }
-            if swept && swept_ok {
-                to_read.retain(|(key, _)| {
-                    if known.contains_key(key) {
-                        return false;
-                    }
-                    // Under the base and not found by the sweep: not a group the filter admits.
-                    let under = key.is_within(&base);
-                    if under {
-                        neither.insert(key.clone());
-                    }
-                    !under
-                });
-            }
+            let (to_read, neither) = walk.after_sweep(to_read, &entries.groups, &base);
+            entries.neither.extend(neither);
             for (key, raw) in to_read {
-                match self.lookup(&raw, index).await {
+                match self.lookup(&raw, &entries.users).await {
                     Lookup::Group(g) => {
-                        known.insert(key, g);
+                        entries.groups.insert(key, g);
                     }
                     Lookup::Neither => {
-                        neither.insert(key);
+                        entries.neither.insert(key);
                     }
                     Lookup::Failed(e) => {
-                        failed.insert(key, e);
+                        entries.failed.insert(key, e);
                     }
                 }
             }
-            if next.is_empty() {
-                return;
-            }
-            level = next;
         }
     }
 

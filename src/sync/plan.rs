@@ -311,7 +311,7 @@ mod tests {
     }
 
     fn snapshot(groups: Vec<GroupOutcome>) -> Snapshot {
-        Snapshot { groups, users_seen: 0, searches: 0, served_by: "ldap://x".into() }
+        Snapshot { groups, users_seen: 0, searches: 0, served_by: "ldap://x".into(), coverage: ldap::Coverage::Full }
     }
 
     fn cloudshell_user(name: &str) -> cloudshell::User {

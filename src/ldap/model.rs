@@ -1,0 +1,474 @@
+//! What the directory said in one read, as a value: the user entries, the group entries (the configured groups
+//! and every group reached below them), the member DNs that turned out to be neither or could not be read, and
+//! what stopped a read and why ([`Entries`]). Also the decisions the reads need that are pure: which nesting
+//! mode is in force, which group entry a configured name means, and which member DNs the next level of the
+//! walk must read ([`Walk`]). `search` makes the reads; `resolve` turns entries into a snapshot. Nothing here
+//! does I/O.
+
+// Keys are DNs and usernames from this run's own reads: a fast non-cryptographic hasher (FxHash) is enough;
+// a directory author crafting colliding values could at worst slow one run down.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::sync::Arc;
+
+use ldap3::ldap_escape;
+
+use super::dn::{self, DnKey};
+use super::{Error, Member, Nesting, Settings};
+use crate::username::Username;
+
+/// Unknown member DNs at one nesting level from which one search of every group beats reading each.
+pub(super) const SWEEP_AT: usize = 64;
+
+/// What an in-chain search found: the members and the disabled accounts (indexes into the user index).
+pub(super) type InChain = (Vec<u32>, Vec<u32>);
+
+/// Everything one read of the directory returned, before it is resolved into groups. It owns its data (no
+/// borrow of the connection or the settings), so it can outlive the run that read it.
+pub struct Entries {
+    /// The server that was read.
+    pub served_by: String,
+    /// Searches and reads made.
+    pub searches: usize,
+    /// What stopped the whole read (the users search failed, or in-chain nesting on a server that is not
+    /// Active Directory): every configured group fails with it.
+    pub(super) failure: Option<Error>,
+    pub(super) users: UserIndex,
+    /// Whether the root DSE says the server is Active Directory; `None` when it was not asked.
+    pub(super) active_directory: Option<bool>,
+    /// Every group entry read, by normalised DN.
+    pub(super) groups: HashMap<DnKey, GroupRecord>,
+    /// The group entries the search by configured names returned (a configured name means one of these).
+    pub(super) named: Vec<DnKey>,
+    /// Configured names whose search failed, with why.
+    pub(super) unread_names: HashMap<String, Error>,
+    /// In-chain searches, by the configured group's normalised DN.
+    pub(super) in_chain: HashMap<DnKey, Result<InChain, Error>>,
+    /// Member DNs that are neither users nor groups (dangling, deleted, foreign, filtered out).
+    pub(super) neither: HashSet<DnKey>,
+    /// Member DNs whose read failed: a group reaching one cannot be enumerated.
+    pub(super) failed: HashMap<DnKey, Error>,
+}
+
+impl Entries {
+    /// Entries of a read that stopped before it found anything.
+    pub(super) fn failed(served_by: String, searches: usize, failure: Error) -> Entries {
+        let mut entries = Entries::new(served_by, UserIndex::default());
+        entries.searches = searches;
+        entries.failure = Some(failure);
+        entries
+    }
+
+    pub(super) fn new(served_by: String, users: UserIndex) -> Entries {
+        Entries {
+            served_by,
+            searches: 0,
+            failure: None,
+            users,
+            active_directory: None,
+            groups: HashMap::default(),
+            named: Vec::new(),
+            unread_names: HashMap::default(),
+            in_chain: HashMap::default(),
+            neither: HashSet::default(),
+            failed: HashMap::default(),
+        }
+    }
+
+    /// How many usable user entries the users search returned.
+    pub fn users_seen(&self) -> usize {
+        self.users.users.len()
+    }
+
+    /// The group entry each configured name means, or why there is none, in the order of `names`.
+    pub(super) fn match_names(&self, s: &Settings, names: &[String]) -> Vec<Result<DnKey, Error>> {
+        let mut by_name: HashMap<String, Vec<&DnKey>> = HashMap::default();
+        for key in &self.named {
+            if let Some(g) = self.groups.get(key) {
+                by_name.entry(dn::fold(&g.name)).or_default().push(key);
+            }
+        }
+        names
+            .iter()
+            .map(|name| {
+                if let Some(e) = self.unread_names.get(name) {
+                    return Err(e.clone());
+                }
+                match by_name.get(&dn::fold(name)).map(Vec::as_slice).unwrap_or_default() {
+                    [] => Err(Error::GroupNotFound {
+                        url: self.served_by.clone(),
+                        name: name.clone(),
+                        base_dn: s.base_dn.clone(),
+                        filter: group_name_filter(s, std::slice::from_ref(name)),
+                    }),
+                    [one] => Ok((*one).clone()),
+                    many => Err(Error::AmbiguousGroup {
+                        url: self.served_by.clone(),
+                        name: name.clone(),
+                        dns: many.iter().filter_map(|k| self.groups.get(*k)).map(|g| g.dn.clone()).collect(),
+                    }),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The search filter for groups by these names (`group_filter` and the name attribute).
+pub(super) fn group_name_filter(s: &Settings, names: &[String]) -> String {
+    let attr = &s.group_name_attribute;
+    let alternatives: String = names.iter().map(|n| format!("({attr}={})", ldap_escape(n.as_str()))).collect();
+    if names.len() == 1 {
+        format!("(&{}{alternatives})", s.group_filter)
+    } else {
+        format!("(&{}(|{alternatives}))", s.group_filter)
+    }
+}
+
+/// Whether the root DSE must be read to decide the nesting mode or the range window.
+pub(super) fn needs_server_kind(s: &Settings) -> bool {
+    s.member_range_size.is_some() || matches!(s.nesting, Nesting::InChain | Nesting::Auto)
+}
+
+/// The nesting mode in force: as configured, or by whether the server is Active Directory (`None`: not
+/// asked, which [`needs_server_kind`] rules out for the modes that depend on it). In-chain on a server that
+/// is not Active Directory is an error: the matching rule would match nothing and every group read as empty.
+pub(super) fn nesting_mode(configured: Nesting, active_directory: Option<bool>, url: &str) -> Result<Nesting, Error> {
+    let ad = active_directory.unwrap_or(false);
+    match configured {
+        Nesting::InChain if !ad => Err(Error::Search {
+            url: url.to_string(),
+            operation: "nested group expansion".into(),
+            reason: "ldap.nested_groups = \"in_chain\" needs Active Directory, and this server does not say it is \
+                     one; use \"auto\" or true"
+                .into(),
+        }),
+        Nesting::Auto if ad => Ok(Nesting::InChain),
+        Nesting::Auto => Ok(Nesting::Recursive),
+        other => Ok(other),
+    }
+}
+
+/// Whether a sweep of every group has been made in this walk, and how it went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Sweep {
+    NotYet,
+    Done,
+    Failed,
+}
+
+/// The level-by-level walk of member groups: which member DNs each level must read (each once, cycle-safe,
+/// at most `max_nesting_depth` levels), and when one sweep of every group beats reading them one by one.
+pub(super) struct Walk {
+    level: Vec<DnKey>,
+    visited: HashSet<DnKey>,
+    levels_left: usize,
+    pub sweep: Sweep,
+}
+
+impl Walk {
+    pub fn new(roots: Vec<DnKey>, max_depth: usize) -> Walk {
+        let visited = roots.iter().cloned().collect();
+        Walk { level: roots, visited, levels_left: max_depth, sweep: Sweep::NotYet }
+    }
+
+    /// Moves one level down: the member DNs of the current level's groups not visited before, of which those
+    /// not yet read are returned (normalised and as the server wrote them). `None` when the walk is over:
+    /// nothing left below, or the depth cap reached.
+    pub fn step(&mut self, groups: &HashMap<DnKey, GroupRecord>) -> Option<Vec<(DnKey, String)>> {
+        if self.levels_left == 0 || self.level.is_empty() {
+            return None;
+        }
+        self.levels_left -= 1;
+        let (mut next, mut to_read) = (Vec::new(), Vec::new());
+        for key in &self.level {
+            let Some(group) = groups.get(key) else {
+                continue;
+            };
+            for (other, raw) in &group.others {
+                if self.visited.insert(other.clone()) {
+                    next.push(other.clone());
+                    if !groups.contains_key(other) {
+                        to_read.push((other.clone(), raw.clone()));
+                    }
+                }
+            }
+        }
+        self.level = next;
+        Some(to_read)
+    }
+
+    /// Whether to read every group under the base before reading this many unknown member DNs (usually
+    /// dangling ones: people deleted, groups never cleaned): once per walk, from [`SWEEP_AT`] on.
+    pub fn wants_sweep(&self, unknown: usize) -> bool {
+        self.sweep == Sweep::NotYet && unknown >= SWEEP_AT
+    }
+
+    /// After a sweep that worked, the member DNs still to read one by one, and those set aside as neither
+    /// users nor groups: a DN under the base that the sweep did not find is not a group the filter admits;
+    /// one outside the base must still be read.
+    pub fn after_sweep(
+        &self,
+        to_read: Vec<(DnKey, String)>,
+        groups: &HashMap<DnKey, GroupRecord>,
+        base: &DnKey,
+    ) -> (Vec<(DnKey, String)>, Vec<DnKey>) {
+        if self.sweep != Sweep::Done {
+            return (to_read, Vec::new());
+        }
+        let mut neither = Vec::new();
+        let to_read = to_read
+            .into_iter()
+            .filter(|(key, _)| {
+                if groups.contains_key(key) {
+                    return false;
+                }
+                let under = key.is_within(base);
+                if under {
+                    neither.push(key.clone());
+                }
+                !under
+            })
+            .collect();
+        (to_read, neither)
+    }
+}
+
+/// The users read, and how to find one by DN.
+#[derive(Default)]
+pub(super) struct UserIndex {
+    pub users: Vec<Arc<Member>>,
+    /// DNs exactly as the server wrote them: most member values match one of these as they are.
+    pub by_raw_dn: ByRawDn,
+    /// Normalised DNs, for member values written another way: built on the first such value only, since
+    /// most directories write member values exactly as the entries' DNs.
+    pub by_key: std::sync::OnceLock<HashMap<DnKey, u32>>,
+    pub collisions: HashMap<Username, Vec<String>>,
+    /// Disabled accounts left out of the members, by normalised DN (index into `disabled_users`): members
+    /// that are these are not "unknown".
+    pub disabled: HashMap<DnKey, u32>,
+    pub disabled_users: Vec<Arc<Member>>,
+    /// Entries refused as users (no usable username), by normalised DN: members that are these are not
+    /// "unknown" either.
+    pub unusable: HashSet<DnKey>,
+}
+
+impl UserIndex {
+    pub fn find(&self, dn: &str) -> Option<u32> {
+        if let Some(n) = self.by_raw_dn.get(&self.users, dn) {
+            return Some(n);
+        }
+        let by_key = self
+            .by_key
+            .get_or_init(|| self.users.iter().enumerate().map(|(n, u)| (DnKey::new(&u.dn), n as u32)).collect());
+        by_key.get(&DnKey::new(dn)).copied()
+    }
+}
+
+/// User indexes by DN exactly as the server wrote it. The table holds only the indexes and compares through
+/// the user list, so the hundred thousand DNs are not kept twice.
+#[derive(Default)]
+pub(super) struct ByRawDn(hashbrown::HashTable<u32>);
+
+impl ByRawDn {
+    fn hash(dn: &str) -> u64 {
+        use std::hash::BuildHasher;
+        rustc_hash::FxBuildHasher.hash_one(dn)
+    }
+
+    /// Adds user `n` of `users`.
+    pub fn insert(&mut self, users: &[Arc<Member>], n: u32) {
+        let hash = ByRawDn::hash(&users[n as usize].dn);
+        self.0.insert_unique(hash, n, |&m| ByRawDn::hash(&users[m as usize].dn));
+    }
+
+    pub fn get(&self, users: &[Arc<Member>], dn: &str) -> Option<u32> {
+        self.0.find(ByRawDn::hash(dn), |&m| users[m as usize].dn == dn).copied()
+    }
+}
+
+/// A group entry: user members resolved to indexes into the user list, other member DNs kept.
+pub(super) struct GroupRecord {
+    pub name: String,
+    pub dn: String,
+    pub users: Vec<u32>,
+    pub others: Vec<(DnKey, String)>,
+    /// Members that are disabled accounts (indexes into `disabled_users`), left out.
+    pub disabled: Vec<u32>,
+    /// Members that are refused entries, left out.
+    pub unusable: usize,
+    /// Why the member list is incomplete (range retrieval failed): the group cannot be used.
+    pub error: Option<Error>,
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub const URL: &str = "ldap://test";
+
+    pub fn settings(nesting: Nesting) -> Settings {
+        Settings {
+            urls: vec![URL.into()],
+            connect_retries: 0,
+            starttls: false,
+            ca_file: None,
+            danger_skip_tls_verify: false,
+            bind_dn: "cn=svc,dc=x".into(),
+            bind_password: secrecy::SecretString::from("pw"),
+            base_dn: "ou=groups,dc=x".into(),
+            user_filter: "(objectClass=person)".into(),
+            group_filter: "(objectClass=groupOfNames)".into(),
+            username_attribute: "uid".into(),
+            group_name_attribute: "cn".into(),
+            member_attribute: "member".into(),
+            display_name_attribute: "displayName".into(),
+            email_attribute: "mail".into(),
+            page_size: 500,
+            timeout: std::time::Duration::from_secs(1),
+            max_message_bytes: 1 << 20,
+            nesting,
+            include_disabled: false,
+            member_range_size: None,
+            max_nesting_depth: 10,
+        }
+    }
+
+    pub fn user(name: &str) -> Arc<Member> {
+        Arc::new(Member { username: Username::new(name).unwrap(), dn: format!("uid={name},ou=people,dc=x") })
+    }
+
+    /// A user index of `names`, in order.
+    pub fn users(names: &[&str]) -> UserIndex {
+        let users: Vec<Arc<Member>> = names.iter().map(|n| user(n)).collect();
+        let mut by_raw_dn = ByRawDn::default();
+        (0..users.len() as u32).for_each(|n| by_raw_dn.insert(&users, n));
+        UserIndex { users, by_raw_dn, ..UserIndex::default() }
+    }
+
+    /// The DN of group `name`: under the base unless it starts with "far".
+    pub fn group_dn(name: &str) -> String {
+        match name.starts_with("far") {
+            true => format!("cn={name},ou=elsewhere,dc=x"),
+            false => format!("cn={name},ou=groups,dc=x"),
+        }
+    }
+
+    pub fn key(name: &str) -> DnKey {
+        DnKey::new(&group_dn(name))
+    }
+
+    /// A group entry with user members (indexes) and member DNs (group names).
+    pub fn record(name: &str, users: &[u32], others: &[&str]) -> GroupRecord {
+        GroupRecord {
+            name: name.into(),
+            dn: group_dn(name),
+            users: users.to_vec(),
+            others: others.iter().map(|g| (key(g), group_dn(g))).collect(),
+            disabled: Vec::new(),
+            unusable: 0,
+            error: None,
+        }
+    }
+
+    /// Entries holding `records`, each found by the name search.
+    pub fn entries(users: UserIndex, records: Vec<GroupRecord>) -> Entries {
+        let mut entries = Entries::new(URL.into(), users);
+        for r in records {
+            entries.named.push(DnKey::new(&r.dn));
+            entries.groups.insert(DnKey::new(&r.dn), r);
+        }
+        entries
+    }
+
+    fn groups(records: Vec<GroupRecord>) -> HashMap<DnKey, GroupRecord> {
+        records.into_iter().map(|r| (DnKey::new(&r.dn), r)).collect()
+    }
+
+    fn names(to_read: &[(DnKey, String)]) -> Vec<&str> {
+        to_read.iter().map(|(_, raw)| raw.as_str()).collect()
+    }
+
+    #[test]
+    fn the_walk_reads_each_unknown_member_dn_once_level_by_level_within_the_cap() {
+        let known = groups(vec![record("Top", &[], &["A", "B", "Top"]), record("A", &[], &["B", "C"])]);
+        let mut walk = Walk::new(vec![key("Top")], 3);
+        // Level 1: A is known, B is not; Top itself (a cycle) is never visited again.
+        assert_eq!(names(&walk.step(&known).unwrap()), [group_dn("B")]);
+        // Level 2: A's members; B was visited at level 1 already.
+        assert_eq!(names(&walk.step(&known).unwrap()), [group_dn("C")]);
+        // Level 3: C was never read, so it has no members to follow: the walk is over.
+        assert_eq!(walk.step(&known).unwrap(), Vec::new());
+        assert_eq!(walk.step(&known), None);
+        // The cap: one level only.
+        let mut walk = Walk::new(vec![key("Top")], 1);
+        assert!(walk.step(&known).is_some());
+        assert_eq!(walk.step(&known), None, "the depth cap ends the walk");
+    }
+
+    #[test]
+    fn many_unknown_member_dns_call_for_one_sweep_that_settles_those_under_the_base() {
+        let mut walk = Walk::new(vec![key("Top")], 10);
+        assert!(!walk.wants_sweep(SWEEP_AT - 1));
+        assert!(walk.wants_sweep(SWEEP_AT));
+        let to_read =
+            vec![(key("Found"), group_dn("Found")), (key("Gone"), group_dn("Gone")), (key("far"), group_dn("far"))];
+        let known = groups(vec![record("Found", &[], &[])]);
+        let base = DnKey::new("ou=groups,dc=x");
+        // No sweep (or a failed one): everything is still read one by one.
+        assert_eq!(walk.after_sweep(to_read.clone(), &known, &base).0.len(), 3);
+        walk.sweep = Sweep::Failed;
+        assert_eq!(walk.after_sweep(to_read.clone(), &known, &base).0.len(), 3);
+        assert!(!walk.wants_sweep(1000), "one sweep a walk, even a failed one");
+        walk.sweep = Sweep::Done;
+        let (still, neither) = walk.after_sweep(to_read, &known, &base);
+        assert_eq!(names(&still), [group_dn("far")], "outside the base the sweep proves nothing");
+        assert_eq!(neither, [key("Gone")], "under the base and not found: not a group");
+    }
+
+    #[test]
+    fn the_nesting_mode_follows_the_server_kind_and_in_chain_needs_active_directory() {
+        use Nesting::*;
+        for (configured, ad, expected) in [
+            (Auto, Some(true), Ok(InChain)),
+            (Auto, Some(false), Ok(Recursive)),
+            (InChain, Some(true), Ok(InChain)),
+            (InChain, Some(false), Err(())),
+            (Recursive, None, Ok(Recursive)),
+            (Recursive, Some(true), Ok(Recursive)),
+            (Off, Some(true), Ok(Off)),
+        ] {
+            let got = nesting_mode(configured, ad, URL);
+            assert_eq!(got.as_ref().ok(), expected.as_ref().ok(), "{configured:?} {ad:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("needs Active Directory"), "{e}");
+            }
+        }
+        assert!(needs_server_kind(&settings(Auto)) && needs_server_kind(&settings(InChain)));
+        assert!(!needs_server_kind(&settings(Recursive)));
+        assert!(needs_server_kind(&Settings { member_range_size: Some(100), ..settings(Off) }));
+    }
+
+    #[test]
+    fn a_configured_name_means_one_group_found_by_name_or_says_why_not() {
+        let s = settings(Nesting::Recursive);
+        let mut entries = entries(users(&[]), vec![record("Eng", &[], &[]), record("Ops", &[], &[])]);
+        // A second "ops" elsewhere, also found by the name search: ambiguous.
+        let mut twin = record("OPS", &[], &[]);
+        twin.dn = "cn=OPS,ou=other,dc=x".into();
+        entries.named.push(DnKey::new(&twin.dn));
+        entries.groups.insert(DnKey::new(&twin.dn), twin);
+        // A group read only as a nested member does not answer to its name.
+        entries.groups.insert(key("Nested"), record("Nested", &[], &[]));
+        let broken = Error::Search { url: URL.into(), operation: "the group search".into(), reason: "reset".into() };
+        entries.unread_names.insert("Lost".into(), broken.clone());
+        let names: Vec<String> = ["eng", "Ops", "Nested", "Lost"].map(String::from).to_vec();
+        let got = entries.match_names(&s, &names);
+        assert_eq!(got[0], Ok(key("Eng")), "names fold");
+        assert!(matches!(&got[1], Err(Error::AmbiguousGroup { dns, .. }) if dns.len() == 2), "{:?}", got[1]);
+        assert!(
+            matches!(&got[2], Err(Error::GroupNotFound { filter, .. }) if filter == "(&(objectClass=groupOfNames)(cn=Nested))"),
+            "{:?}",
+            got[2]
+        );
+        assert_eq!(got[3], Err(broken), "a name whose search failed is in error, not missing");
+    }
+}
