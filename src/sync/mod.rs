@@ -322,8 +322,12 @@ fn load_counts(context: &Context) -> Result<Option<state::Counts>, state::Error>
     }
 }
 
-/// Records the counts the guard accepted as the new reference (a held group keeps its old one).
+/// Records the counts the guard accepted as the new reference (a held group keeps its old one). Only a
+/// full read's counts become a reference.
 fn save_counts(dir: &std::path::Path, counts: &mut state::Counts, plan: &Plan) -> std::io::Result<()> {
+    if !plan.coverage.is_full() {
+        return Ok(());
+    }
     for g in &plan.groups {
         if let GroupPlan::Ready(r) = g
             && r.shrink.is_none()

@@ -132,6 +132,8 @@ pub struct Plan {
     pub missing: usize,
     /// Set when the plan exceeds `max_imports_per_run`: nothing may be written.
     pub held: Option<Held>,
+    /// What the snapshot behind this plan covered: the steps that act on a user's absence ask it.
+    pub coverage: ldap::Coverage,
 }
 
 /// Why a plan is held.
@@ -211,6 +213,8 @@ pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: P
     // By number: claimed for import by an earlier group; missing in some group.
     let (mut claimed, mut missing_somewhere): (Vec<bool>, Vec<bool>) = (Vec::new(), Vec::new());
     let mut groups = Vec::with_capacity(snapshot.groups.len());
+    // A member count is comparable with the last good one only when the read covered the whole group.
+    let guarded = snapshot.coverage.is_full();
     for outcome in snapshot.groups {
         let group = match outcome.result {
             Err(error) => {
@@ -226,9 +230,8 @@ pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: P
                 missing.push((n, m.clone()));
             }
         }
-        let shrink = policy
-            .last_good
-            .get(&outcome.name)
+        let shrink = (policy.last_good.get(&outcome.name))
+            .filter(|_| guarded)
             .filter(|&&previous| shrank_too_much(previous, group.members.len(), policy.max_shrink_percent))
             .map(|&previous| Shrink { previous, now: group.members.len() });
         let known = interner.present.len();
@@ -261,7 +264,7 @@ pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: P
         .then_some(Held { planned: planned_imports, limit: policy.max_imports_per_run });
     let members = interner.present.len();
     let missing = missing_somewhere.iter().filter(|&&m| m).count();
-    Plan { groups, planned_imports, members, missing, held }
+    Plan { groups, planned_imports, members, missing, held, coverage: snapshot.coverage }
 }
 
 #[cfg(test)]
