@@ -842,6 +842,138 @@ mod tests {
         assert_eq!((g.status, g.planned.len()), (GroupStatus::Planned, 2));
     }
 
+    fn names(prefix: &str, n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    fn failures(n: usize) -> Vec<Failure> {
+        (1..=n).map(|i| Failure { username: format!("f{i}"), reason: format!("refused\n{i}") }).collect()
+    }
+
+    /// A report with every section and every optional line of each: the text a person reads, pinned.
+    fn full_report(dry_run: bool) -> Report {
+        let mut r = Report::new("run-1".into(), dry_run);
+        r.result = RunResult::Partial;
+        r.duration_ms = 1234;
+        r.error = Some("counts not saved\tsomewhere".into());
+        r.held = Some(HeldReport { planned: 9, limit: 5 });
+        let mut broken =
+            GroupReport::enumerated("Ops", (3, 2), names("o", 2), failures(21), Imports::default(), GroupStatus::Ok);
+        broken.error = Some("search failed\x07".into());
+        r.groups = vec![
+            GroupReport::enumerated(
+                "Engineering",
+                (40, 12),
+                names("e", 12),
+                vec![],
+                Imports::default(),
+                GroupStatus::Planned,
+            ),
+            broken,
+        ];
+        r.removals_held = Some(HeldReport { planned: 7, limit: 3 });
+        let mut m = MembershipReport::new("Lab Users", Some(4), &["Engineering".to_string()], 10);
+        m.planned_add = names("a", 2);
+        m.planned_remove = names("r", 11);
+        m.held_removals = names("h", 1);
+        m.additions_only = Some("a mapped group failed".into());
+        let mut m = m.settle(Some(Placed {
+            added: vec![Username::new("a1").unwrap()],
+            failures: failures(1),
+            ..Default::default()
+        }));
+        m.error = Some("gone\r".into());
+        r.memberships = vec![m, MembershipReport::new("Nowhere", None, &[], 0).failed("missing".into())];
+        let mut l = LeaversReport::new("deactivate");
+        l.status = GroupStatus::Held;
+        l.managed = 30;
+        l.skipped = Some("not a complete run".into());
+        l.error = Some("users.json\x1b unreadable".into());
+        l.held_by = Some("max_per_run = 1".into());
+        l.deactivated = names("d", 2);
+        l.reactivated = names("re", 1);
+        l.leavers = (1..=21)
+            .map(|i| LeaverLine {
+                username: format!("l{i}"),
+                standing: if i == 1 { "protected" } else { "waiting" },
+                reason: (i == 1).then_some("an administrator"),
+                runs: i,
+                since: (i > 1).then(|| "2026-01-01T00:00:00Z".to_string()),
+            })
+            .collect();
+        l.failures = failures(2);
+        r.leavers = Some(l);
+        let mut d = DisabledReport::new("import_then_deactivate");
+        d.status = GroupStatus::Planned;
+        d.deactivated = names("x", 1);
+        d.reactivated = names("y", 2);
+        d.planned = names("p", 3);
+        d.protected = vec![ProtectedLine { username: "root".into(), reason: "an administrator" }];
+        d.held_by = Some("held by max_disabled_deactivations_per_run".into());
+        d.error = Some("state\u{85}file".into());
+        d.failures = failures(1);
+        r.disabled_accounts = Some(d);
+        r.totals = Totals { members: 43, missing: 14, imported: 1, failed: 22, disabled_deactivated: 1 };
+        r
+    }
+
+    #[test]
+    fn the_text_report_shows_every_section() {
+        let failed = |n: u32| -> String { (1..=n).map(|i| format!("      failed f{i}: refused\\n{i}\n")).collect() };
+        let leavers: String = (2..=20)
+            .map(|i| format!("      l{i} waiting: a leaver for {i} run(s), since 2026-01-01T00:00:00Z\n"))
+            .collect();
+        let expected = [
+            r#"run run-1: partial (exit 3) (dry run: nothing written)
+  error: counts not saved\tsomewhere
+  held: 9 imports planned, more than sync.max_imports_per_run = 5; nothing was written
+  "Engineering"                  planned  members     40  missing    12  imported     0  failed     0
+      would import: e1, e2, e3, e4, e5, e6, e7, e8, e9, e10, ... (12 in all)
+  "Ops"                          failed   members      3  missing     2  imported     0  failed    21
+      error: search failed\u{7}
+      would import: o1, o2
+"#,
+            &failed(20),
+            r#"      ... and 1 more failures
+  removals held: 7 planned, more than sync.max_removals_per_run = 3; nobody was removed
+  cloudshell group "Lab Users"   partial  members     11  added     1  removed     0  failed     1
+      error: gone\r
+      additions only: a mapped group failed
+      would add: a1, a2
+      would remove: r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, ... (11 in all)
+      removals held: h1
+"#,
+            &failed(1),
+            r#"  cloudshell group "Nowhere"     failed   members      0  added     0  removed     0  failed     0
+      error: missing
+  leavers (deactivate) held     managed     30  leavers    21  deactivated   2  reactivated   1  failed   2
+      not a complete run
+      users.json\u{1b} unreadable
+      held: max_per_run = 1; nobody was deactivated
+      l1 protected (an administrator): a leaver for 1 run(s), since -
+"#,
+            &leavers,
+            "      ... and 1 more leavers\n",
+            &failed(2),
+            r#"  disabled accounts (import_then_deactivate) planned  deactivated   1  reactivated   2  protected   1  failed   1
+      held by max_disabled_deactivations_per_run
+      state\u{85}file
+      would deactivate: p1, p2, p3
+"#,
+            &failed(1),
+            "  total: members 43  missing 14  imported 1  failed 22  (group imports 0, user imports 0, 1234 ms)\n",
+        ]
+        .concat();
+        assert_eq!(full_report(true).to_text(), expected);
+        let applied: String = expected
+            .replace(" (dry run: nothing written)", "")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("would "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(full_report(false).to_text(), applied, "without a dry run, no plans");
+    }
+
     #[test]
     fn users_someone_else_created_are_already_present_not_imported() {
         let bob = Username::new("bob").unwrap();
