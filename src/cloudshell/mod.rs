@@ -18,7 +18,7 @@ use url::Url;
 use crate::stop::Stops;
 pub use error::Error;
 use error::excerpt;
-use session::{Answer, Session, Token, backoff};
+use session::{Answer, Request, Session, Token, backoff};
 pub use session::{AuthScheme, CallCounts, CallKind, Observer, Settings};
 
 /// The most users a list page may hold; CloudShell answers 400 above it.
@@ -319,7 +319,8 @@ impl Client {
     async fn page<P: wire::Page>(&self, kind: CallKind, path: &str, query: &[(&str, String)]) -> Result<P, Error> {
         let mut attempt = 0;
         loop {
-            let (answer, token) = self.session.call(kind, reqwest::Method::GET, path, query, None, true).await?;
+            let request = Request::new(kind, reqwest::Method::GET, path).with_query(query);
+            let (answer, token) = self.session.call(&request, true).await?;
             if answer.status != 200 {
                 return Err(self.session.unexpected("GET", path, &answer, &token));
             }
@@ -395,7 +396,7 @@ impl Client {
         let body = json!({ "Users": users.iter().map(|u| json!({ "Id": u })).collect::<Vec<_>>() });
         let verb = method.to_string();
         // Not repeated blindly when the answer is lost: the caller reads the group again first.
-        let (answer, token) = self.session.call(kind, method, &path, &[], Some(&body), false).await?;
+        let (answer, token) = self.session.call(&Request::new(kind, method, &path).with_body(&body), false).await?;
         match answer.status {
             200..=202 | 204 => {
                 let parsed: wire::ErrorsAnswer = if answer.body.is_empty() {
@@ -424,7 +425,7 @@ impl Client {
     pub async fn set_active(&self, id: i64, active: bool) -> Result<bool, Error> {
         let path = format!("{USERS_PATH}/{id}");
         let (answer, token) =
-            self.session.call(CallKind::GetUser, reqwest::Method::GET, &path, &[], None, true).await?;
+            self.session.call(&Request::new(CallKind::GetUser, reqwest::Method::GET, &path), true).await?;
         match answer.status {
             200 => {}
             404 => return Ok(false),
@@ -442,8 +443,8 @@ impl Client {
         let key = fields.keys().find(|k| k.eq_ignore_ascii_case("IsActive")).cloned().unwrap_or("IsActive".into());
         fields.insert(key, Value::Bool(active));
         // Setting a field to a value is safe to repeat when an answer is lost.
-        let (answer, token) =
-            self.session.call(CallKind::EditUser, reqwest::Method::PUT, &path, &[], Some(&user), true).await?;
+        let edit = Request::new(CallKind::EditUser, reqwest::Method::PUT, &path).with_body(&user);
+        let (answer, token) = self.session.call(&edit, true).await?;
         match answer.status {
             200..=204 => Ok(true),
             404 => Ok(false),
@@ -452,7 +453,7 @@ impl Client {
     }
 
     async fn import(&self, kind: CallKind, body: Value) -> Result<(Answer, Token), Error> {
-        self.session.call(kind, reqwest::Method::POST, IMPORT_PATH, &[], Some(&body), false).await
+        self.session.call(&Request::new(kind, reqwest::Method::POST, IMPORT_PATH).with_body(&body), false).await
     }
 
     /// The `Message` of a refusal (or an excerpt of its body), with the password and token masked: servers

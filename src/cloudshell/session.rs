@@ -148,6 +148,54 @@ pub(super) struct Answer {
     retry_after: Option<Duration>,
 }
 
+/// One request, built once by the endpoint method that sends it and passed whole through the session's
+/// retries, re-logins and pacing: what it is for (counted and timed under that kind), where it goes and
+/// what it carries.
+pub(super) struct Request<'a> {
+    kind: CallKind,
+    method: reqwest::Method,
+    /// Relative to the server's base URL, without a leading slash.
+    path: &'a str,
+    query: &'a [(&'a str, String)],
+    /// Sent as JSON.
+    body: Option<&'a Value>,
+}
+
+impl<'a> Request<'a> {
+    /// A request without a query or a body.
+    pub fn new(kind: CallKind, method: reqwest::Method, path: &'a str) -> Request<'a> {
+        Request { kind, method, path, query: &[], body: None }
+    }
+
+    /// The request with these query parameters (encoded into the URL).
+    pub fn with_query(self, query: &'a [(&'a str, String)]) -> Request<'a> {
+        Request { query, ..self }
+    }
+
+    /// The request with this JSON body.
+    pub fn with_body(self, body: &'a Value) -> Request<'a> {
+        Request { body: Some(body), ..self }
+    }
+
+    /// The path as errors and logs show it.
+    fn shown_path(&self) -> String {
+        format!("/{}", self.path)
+    }
+
+    /// The error for a request that got no answer: a timeout, or a connection that failed. `sent` says
+    /// whether it may have reached the server.
+    fn failed(&self, e: reqwest::Error, timeout: Duration) -> Error {
+        // A connection that was never made carried nothing; anything later may have reached the server.
+        let sent = !e.is_connect();
+        let (method, path) = (self.method.to_string(), self.shown_path());
+        if e.is_timeout() {
+            Error::Timeout { method, path, timeout, sent }
+        } else {
+            Error::Connect { method, path, reason: error_chain(&e), sent }
+        }
+    }
+}
+
 /// A logged-in connection to CloudShell. Calls may run concurrently.
 pub(super) struct Session {
     counters: [AtomicU64; CallKind::ALL.len()],
@@ -217,106 +265,94 @@ impl Session {
         secrets
     }
 
-    async fn send(
-        &self,
-        kind: CallKind,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<&Value>,
-        token: Option<&Token>,
-    ) -> Result<Answer, Error> {
+    async fn send(&self, request: &Request<'_>, token: Option<&Token>) -> Result<Answer, Error> {
         if let Some(pacer) = &self.pacer {
             // A call still waiting for its turn has reached nobody: a stop request drops it.
             tokio::select! {
                 biased;
-                _ = self.stops.stop.cancelled() => return Err(Error::abandoned(method.as_str(), path)),
+                _ = self.stops.stop.cancelled() => return Err(Error::abandoned(request.method.as_str(), request.path)),
                 _ = pacer.wait() => {}
             }
         }
-        self.counters[kind.index()].fetch_add(1, Ordering::Relaxed);
+        self.counters[request.kind.index()].fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
         // The abandon request first: once it is made, a call is not even begun.
         let result = tokio::select! {
             biased;
-            _ = self.stops.abandon.cancelled() => Err(Error::abandoned(method.as_str(), path)),
-            result = self.send_inner(method.clone(), path, query, body, token) => result,
+            _ = self.stops.abandon.cancelled() => Err(Error::abandoned(request.method.as_str(), request.path)),
+            result = self.send_inner(request, token) => result,
         };
         if let Some(observe) = &self.observer {
-            observe(kind, started.elapsed(), result.as_ref().ok().map(|a| a.status));
+            observe(request.kind, started.elapsed(), result.as_ref().ok().map(|a| a.status));
         }
         result
     }
 
-    async fn send_inner(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<&Value>,
-        token: Option<&Token>,
-    ) -> Result<Answer, Error> {
-        let mut url = self.settings.url.join(path).map_err(|e| Error::Connect {
-            method: method.to_string(),
-            path: format!("/{path}"),
-            reason: format!("cannot build the URL: {e}"),
-            sent: false,
-        })?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
-        }
-        let mut request = self.http.request(method.clone(), url).header(reqwest::header::ACCEPT, "application/json");
-        if let Some(token) = token {
-            request = request.header(
-                reqwest::header::AUTHORIZATION,
-                format!("{} {}", self.settings.auth_scheme.as_str(), token.0.expose_secret()),
-            );
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let failed = |e: reqwest::Error| {
-            // A connection that was never made carried nothing; anything later may have reached the server.
-            let sent = !e.is_connect();
-            if e.is_timeout() {
-                Error::Timeout {
-                    method: method.to_string(),
-                    path: format!("/{path}"),
-                    timeout: self.settings.timeout,
-                    sent,
-                }
-            } else {
-                Error::Connect { method: method.to_string(), path: format!("/{path}"), reason: error_chain(&e), sent }
-            }
-        };
-        let response = request.send().await.map_err(failed)?;
+    async fn send_inner(&self, request: &Request<'_>, token: Option<&Token>) -> Result<Answer, Error> {
+        let response = self.http_request(request, token)?;
+        let response = response.send().await.map_err(|e| request.failed(e, self.settings.timeout))?;
         let status = response.status().as_u16();
         if response.status().is_redirection() {
             let location =
                 response.headers().get(reqwest::header::LOCATION).map(|v| String::from_utf8_lossy(v.as_bytes()));
             let location = location.map(|l| error::mask(&l, &self.secrets(token))).unwrap_or_else(|| "nowhere".into());
-            return Err(Error::Redirect { method: method.to_string(), path: format!("/{path}"), status, location });
+            return Err(Error::Redirect {
+                method: request.method.to_string(),
+                path: request.shown_path(),
+                status,
+                location,
+            });
         }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        let body = self.read_body(request, response).await?;
+        Ok(Answer { status, body, retry_after })
+    }
+
+    /// The HTTP request for `request`: its URL with the query, the token, the JSON body.
+    fn http_request(&self, request: &Request<'_>, token: Option<&Token>) -> Result<reqwest::RequestBuilder, Error> {
+        let mut url = self.settings.url.join(request.path).map_err(|e| Error::Connect {
+            method: request.method.to_string(),
+            path: request.shown_path(),
+            reason: format!("cannot build the URL: {e}"),
+            sent: false,
+        })?;
+        if !request.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(request.query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let mut http =
+            self.http.request(request.method.clone(), url).header(reqwest::header::ACCEPT, "application/json");
+        if let Some(token) = token {
+            http = http.header(
+                reqwest::header::AUTHORIZATION,
+                format!("{} {}", self.settings.auth_scheme.as_str(), token.0.expose_secret()),
+            );
+        }
+        if let Some(body) = request.body {
+            http = http.json(body);
+        }
+        Ok(http)
+    }
+
+    /// Reads an answer's body, piece by piece, so that an answer without a length (or lying about it) stops
+    /// at `max_answer_bytes`.
+    async fn read_body(&self, request: &Request<'_>, mut response: reqwest::Response) -> Result<Vec<u8>, Error> {
         let limit = self.settings.max_answer_bytes;
-        let too_large = || Error::TooLarge { method: method.to_string(), path: format!("/{path}"), limit };
+        let too_large = || Error::TooLarge { method: request.method.to_string(), path: request.shown_path(), limit };
         if response.content_length().is_some_and(|n| n > limit) {
             return Err(too_large());
         }
-        // Read piece by piece, so that an answer without a length (or lying about it) stops at the limit.
-        let mut response = response;
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| request.failed(e, self.settings.timeout))? {
             if (body.len() + chunk.len()) as u64 > limit {
                 return Err(too_large());
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Answer { status, body, retry_after })
+        Ok(body)
     }
 
     /// Logs in and keeps the token. `PUT /Api/Auth/Login` answers a bare JSON string.
@@ -332,7 +368,8 @@ impl Session {
             "Password": self.settings.password.expose_secret(),
             "Domain": self.settings.domain,
         });
-        let answer = self.send(CallKind::Login, reqwest::Method::PUT, path, &[], Some(&body), None).await?;
+        let request = Request::new(CallKind::Login, reqwest::Method::PUT, path).with_body(&body);
+        let answer = self.send(&request, None).await?;
         if answer.status == 401 || answer.status == 403 {
             return Err(Error::LoginRefused {
                 username: self.settings.username.clone(),
@@ -405,19 +442,12 @@ impl Session {
     /// may be refused too (short token lifetimes, calls in parallel); the call then takes the next one, but
     /// logs in again only while other calls run in parallel (they may have spent its token); alone, a refused
     /// fresh token ends the call.
-    async fn call_once(
-        &self,
-        kind: CallKind,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<&Value>,
-    ) -> Result<(Answer, Token), Error> {
+    async fn call_once(&self, request: &Request<'_>) -> Result<(Answer, Token), Error> {
         let _in_flight = InFlight::enter(&self.in_flight);
         let mut token = self.token().await?;
         let mut logged_in = false;
         for _ in 0..MAX_TOKEN_TRIES {
-            let answer = self.send(kind, method.clone(), path, query, body, Some(&token)).await?;
+            let answer = self.send(request, Some(&token)).await?;
             if answer.status != 401 {
                 return Ok((answer, token));
             }
@@ -437,26 +467,18 @@ impl Session {
             token = fresh;
             logged_in = did_login;
         }
-        self.send(kind, method, path, query, body, Some(&token)).await.map(|answer| (answer, token))
+        self.send(request, Some(&token)).await.map(|answer| (answer, token))
     }
 
     /// An authenticated call with retries: 429 (after `Retry-After`), 5xx and connection failures are tried
     /// again with backoff, up to `retries` times and within `retry_deadline`. A call whose answer was lost
     /// after it was sent (timeout, cut connection) is tried again only when `safe_to_repeat`; otherwise the
     /// caller finds out what happened first.
-    pub async fn call(
-        &self,
-        kind: CallKind,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<&Value>,
-        safe_to_repeat: bool,
-    ) -> Result<(Answer, Token), Error> {
+    pub async fn call(&self, request: &Request<'_>, safe_to_repeat: bool) -> Result<(Answer, Token), Error> {
         let started = tokio::time::Instant::now();
         let mut attempt = 0u32;
         loop {
-            let result = self.call_once(kind, method.clone(), path, query, body).await;
+            let result = self.call_once(request).await;
             let (retry, hint, reason) = match &result {
                 Ok((answer, _)) if answer.status == 429 || (500..=599).contains(&answer.status) => {
                     (true, answer.retry_after, format!("status {}", answer.status))
@@ -471,7 +493,7 @@ impl Session {
                 return result;
             }
             if self.stops.stop.is_cancelled() {
-                tracing::warn!(path = %format!("/{path}"), reason = %reason, "cloudshell call not retried: the run was asked to stop");
+                tracing::warn!(path = %request.shown_path(), reason = %reason, "cloudshell call not retried: the run was asked to stop");
                 return result;
             }
             attempt += 1;
@@ -481,12 +503,12 @@ impl Session {
             if started.elapsed().saturating_add(wait).saturating_add(self.settings.timeout)
                 > self.settings.retry_deadline
             {
-                tracing::warn!(path = %format!("/{path}"), wait_ms = wait.as_millis() as u64, "cloudshell call not retried: past cloudshell.retry_deadline");
+                tracing::warn!(path = %request.shown_path(), wait_ms = wait.as_millis() as u64, "cloudshell call not retried: past cloudshell.retry_deadline");
                 return result;
             }
-            tracing::warn!(path = %format!("/{path}"), attempt, wait_ms = wait.as_millis() as u64, reason = %reason, "cloudshell call failed, retrying");
+            tracing::warn!(path = %request.shown_path(), attempt, wait_ms = wait.as_millis() as u64, reason = %reason, "cloudshell call failed, retrying");
             if !self.stops.pause(wait).await {
-                tracing::warn!(path = %format!("/{path}"), reason = %reason, "cloudshell call not retried: the run was asked to stop");
+                tracing::warn!(path = %request.shown_path(), reason = %reason, "cloudshell call not retried: the run was asked to stop");
                 return result;
             }
         }
