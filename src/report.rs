@@ -625,23 +625,7 @@ impl Report {
             );
         }
         for g in &self.groups {
-            let _ = writeln!(
-                out,
-                "  {:<30} {:<8} members {:>6}  missing {:>5}  imported {:>5}  failed {:>5}",
-                format!("{:?}", g.name),
-                g.status.as_str(),
-                g.members,
-                g.missing,
-                g.imported,
-                g.failed
-            );
-            if let Some(e) = &g.error {
-                let _ = writeln!(out, "      error: {}", Escaped(e));
-            }
-            if self.dry_run && !g.planned.is_empty() {
-                let _ = writeln!(out, "      would import: {}", preview(&g.planned));
-            }
-            write_failures(&mut out, &g.failures);
+            write_section(&mut out, g, self.dry_run);
         }
         if let Some(h) = &self.removals_held {
             let _ = writeln!(
@@ -651,83 +635,13 @@ impl Report {
             );
         }
         for m in &self.memberships {
-            let _ = writeln!(
-                out,
-                "  cloudshell group {:<13} {:<8} members {:>6}  added {:>5}  removed {:>5}  failed {:>5}",
-                format!("{:?}", m.name),
-                m.status.as_str(),
-                m.members,
-                m.added,
-                m.removed,
-                m.failed
-            );
-            if let Some(e) = &m.error {
-                let _ = writeln!(out, "      error: {}", Escaped(e));
-            }
-            if let Some(why) = &m.additions_only {
-                let _ = writeln!(out, "      additions only: {why}");
-            }
-            if self.dry_run && !m.planned_add.is_empty() {
-                let _ = writeln!(out, "      would add: {}", preview(&m.planned_add));
-            }
-            if self.dry_run && !m.planned_remove.is_empty() {
-                let _ = writeln!(out, "      would remove: {}", preview(&m.planned_remove));
-            }
-            if !m.held_removals.is_empty() {
-                let _ = writeln!(out, "      removals held: {}", preview(&m.held_removals));
-            }
-            write_failures(&mut out, &m.failures);
+            write_section(&mut out, m, self.dry_run);
         }
         if let Some(l) = &self.leavers {
-            let _ = writeln!(
-                out,
-                "  leavers ({}) {:<8} managed {:>6}  leavers {:>5}  deactivated {:>3}  reactivated {:>3}  failed {:>3}",
-                l.action,
-                l.status.as_str(),
-                l.managed,
-                l.leavers.len(),
-                l.deactivated.len(),
-                l.reactivated.len(),
-                l.failures.len()
-            );
-            for why in [&l.skipped, &l.error].into_iter().flatten() {
-                let _ = writeln!(out, "      {}", Escaped(why));
-            }
-            if let Some(by) = &l.held_by {
-                let _ = writeln!(out, "      held: {by}; nobody was deactivated");
-            }
-            for leaver in l.leavers.iter().take(20) {
-                let since = leaver.since.as_deref().unwrap_or("-");
-                let why = leaver.reason.map(|r| format!(" ({r})")).unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "      {} {}{why}: a leaver for {} run(s), since {since}",
-                    leaver.username, leaver.standing, leaver.runs
-                );
-            }
-            if l.leavers.len() > 20 {
-                let _ = writeln!(out, "      ... and {} more leavers", l.leavers.len() - 20);
-            }
-            write_failures(&mut out, &l.failures);
+            write_section(&mut out, l, self.dry_run);
         }
         if let Some(d) = &self.disabled_accounts {
-            let _ = writeln!(
-                out,
-                "  disabled accounts ({}) {:<8} deactivated {:>3}  reactivated {:>3}  protected {:>3}  failed {:>3}",
-                d.mode,
-                d.status.as_str(),
-                d.deactivated.len(),
-                d.reactivated.len(),
-                d.protected.len(),
-                d.failures.len()
-            );
-            for why in [&d.held_by, &d.error].into_iter().flatten() {
-                let _ = writeln!(out, "      {}", Escaped(why));
-            }
-            if self.dry_run && !d.planned.is_empty() {
-                let _ = writeln!(out, "      would deactivate: {}", preview(&d.planned));
-            }
-            write_failures(&mut out, &d.failures);
+            write_section(&mut out, d, self.dry_run);
         }
         let t = &self.totals;
         let _ = writeln!(
@@ -742,6 +656,142 @@ impl Report {
             self.duration_ms
         );
         out
+    }
+}
+
+/// One section of the text report (a directory group, a CloudShell group, the leavers, the disabled
+/// accounts): its line, then the notes and failures under it. One shape, so that the sections read alike.
+trait TextSection {
+    /// The section's line, without its indent.
+    fn headline(&self) -> String;
+    /// The lines under it, before the failures: errors, reasons, and (in a dry run) what would be done.
+    fn notes(&self, dry_run: bool) -> Vec<String>;
+    fn failures(&self) -> &[Failure];
+}
+
+fn write_section(out: &mut String, section: &impl TextSection, dry_run: bool) {
+    let _ = writeln!(out, "  {}", section.headline());
+    for note in section.notes(dry_run) {
+        let _ = writeln!(out, "      {note}");
+    }
+    write_failures(out, section.failures());
+}
+
+/// The note `label: names...`, when there are names to show and `shown` says to.
+fn names_note(shown: bool, label: &str, names: &[String]) -> Option<String> {
+    (shown && !names.is_empty()).then(|| format!("{label}: {}", preview(names)))
+}
+
+impl TextSection for GroupReport {
+    fn headline(&self) -> String {
+        format!(
+            "{:<30} {:<8} members {:>6}  missing {:>5}  imported {:>5}  failed {:>5}",
+            format!("{:?}", self.name),
+            self.status.as_str(),
+            self.members,
+            self.missing,
+            self.imported,
+            self.failed
+        )
+    }
+
+    fn notes(&self, dry_run: bool) -> Vec<String> {
+        let error = self.error.as_ref().map(|e| format!("error: {}", Escaped(e)));
+        [error, names_note(dry_run, "would import", &self.planned)].into_iter().flatten().collect()
+    }
+
+    fn failures(&self) -> &[Failure] {
+        &self.failures
+    }
+}
+
+impl TextSection for MembershipReport {
+    fn headline(&self) -> String {
+        format!(
+            "cloudshell group {:<13} {:<8} members {:>6}  added {:>5}  removed {:>5}  failed {:>5}",
+            format!("{:?}", self.name),
+            self.status.as_str(),
+            self.members,
+            self.added,
+            self.removed,
+            self.failed
+        )
+    }
+
+    fn notes(&self, dry_run: bool) -> Vec<String> {
+        [
+            self.error.as_ref().map(|e| format!("error: {}", Escaped(e))),
+            self.additions_only.as_ref().map(|why| format!("additions only: {why}")),
+            names_note(dry_run, "would add", &self.planned_add),
+            names_note(dry_run, "would remove", &self.planned_remove),
+            names_note(true, "removals held", &self.held_removals),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    fn failures(&self) -> &[Failure] {
+        &self.failures
+    }
+}
+
+impl TextSection for LeaversReport {
+    fn headline(&self) -> String {
+        format!(
+            "leavers ({}) {:<8} managed {:>6}  leavers {:>5}  deactivated {:>3}  reactivated {:>3}  failed {:>3}",
+            self.action,
+            self.status.as_str(),
+            self.managed,
+            self.leavers.len(),
+            self.deactivated.len(),
+            self.reactivated.len(),
+            self.failures.len()
+        )
+    }
+
+    fn notes(&self, _dry_run: bool) -> Vec<String> {
+        let mut notes: Vec<String> =
+            [&self.skipped, &self.error].into_iter().flatten().map(|why| Escaped(why).to_string()).collect();
+        notes.extend(self.held_by.as_ref().map(|by| format!("held: {by}; nobody was deactivated")));
+        notes.extend(self.leavers.iter().take(20).map(|leaver| {
+            let since = leaver.since.as_deref().unwrap_or("-");
+            let why = leaver.reason.map(|r| format!(" ({r})")).unwrap_or_default();
+            format!("{} {}{why}: a leaver for {} run(s), since {since}", leaver.username, leaver.standing, leaver.runs)
+        }));
+        if self.leavers.len() > 20 {
+            notes.push(format!("... and {} more leavers", self.leavers.len() - 20));
+        }
+        notes
+    }
+
+    fn failures(&self) -> &[Failure] {
+        &self.failures
+    }
+}
+
+impl TextSection for DisabledReport {
+    fn headline(&self) -> String {
+        format!(
+            "disabled accounts ({}) {:<8} deactivated {:>3}  reactivated {:>3}  protected {:>3}  failed {:>3}",
+            self.mode,
+            self.status.as_str(),
+            self.deactivated.len(),
+            self.reactivated.len(),
+            self.protected.len(),
+            self.failures.len()
+        )
+    }
+
+    fn notes(&self, dry_run: bool) -> Vec<String> {
+        let mut notes: Vec<String> =
+            [&self.held_by, &self.error].into_iter().flatten().map(|why| Escaped(why).to_string()).collect();
+        notes.extend(names_note(dry_run, "would deactivate", &self.planned));
+        notes
+    }
+
+    fn failures(&self) -> &[Failure] {
+        &self.failures
     }
 }
 
