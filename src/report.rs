@@ -53,14 +53,9 @@ impl RunResult {
         }
     }
 
-    /// The result of a run that got as far as the groups: held wins over partial, partial over ok. A run
-    /// that was interrupted is partial at least.
-    pub fn from_groups(groups: &[GroupReport], interrupted: bool) -> RunResult {
-        RunResult::from_statuses(groups.iter().map(|g| g.status), interrupted)
-    }
-
-    /// The same rule over any statuses: those of the directory groups and of the CloudShell groups.
-    pub fn from_statuses(statuses: impl IntoIterator<Item = GroupStatus>, interrupted: bool) -> RunResult {
+    /// The result of a run that got as far as its steps, from their statuses: held wins over partial,
+    /// partial over ok. A run that was interrupted is partial at least.
+    fn from_statuses(statuses: impl IntoIterator<Item = GroupStatus>, interrupted: bool) -> RunResult {
         let (mut held, mut partial) = (false, interrupted);
         for s in statuses {
             held |= s == GroupStatus::Held;
@@ -573,8 +568,13 @@ impl Report {
         self.error = Some(error.to_string());
     }
 
-    /// Sets the totals: `members` and `missing` are distinct users over all groups, the rest sums.
-    pub fn total(&mut self, members: usize, missing: usize) {
+    /// Settles the totals and the result from the sections, once the run's steps are done. `members` and
+    /// `missing` are distinct users over all groups (the plan knows them; the group lines would count a user
+    /// in two groups twice); the rest are sums over the lines. The result: a run that failed stays failed,
+    /// a run whose imports were all held is held, and otherwise the worst status of the directory groups,
+    /// the CloudShell groups, the leaver step and the disabled-accounts step decides (held over partial,
+    /// partial over ok; an interrupted run is partial at least).
+    pub fn finish(&mut self, members: usize, missing: usize) {
         self.totals = Totals {
             members,
             missing,
@@ -582,6 +582,22 @@ impl Report {
             failed: self.groups.iter().map(|g| g.failed).sum(),
             disabled_deactivated: self.disabled_accounts.as_ref().map_or(0, |d| d.deactivated.len()),
         };
+        self.result = if self.error.is_some() {
+            RunResult::Failed
+        } else if self.held.is_some() {
+            RunResult::Held
+        } else {
+            RunResult::from_statuses(self.statuses(), self.interrupted)
+        };
+    }
+
+    /// The status of every section that has one.
+    fn statuses(&self) -> impl Iterator<Item = GroupStatus> + '_ {
+        let groups = self.groups.iter().map(|g| g.status);
+        let memberships = self.memberships.iter().map(|m| m.status);
+        let leavers = self.leavers.as_ref().map(|l| l.status);
+        let disabled = self.disabled_accounts.as_ref().map(|d| d.status);
+        groups.chain(memberships).chain(leavers).chain(disabled)
     }
 
     /// Logs the run's summary event (`run finished`).
@@ -849,9 +865,54 @@ mod tests {
             (vec![S::Skipped], false, RunResult::Partial),
             (vec![S::Failed, S::Held], false, RunResult::Held),
         ] {
-            let groups: Vec<GroupReport> = statuses.iter().map(|&s| line(s)).collect();
-            assert_eq!(RunResult::from_groups(&groups, interrupted), expected, "{statuses:?} {interrupted}");
+            let mut report = Report::new("r".into(), false);
+            report.groups = statuses.iter().map(|&s| line(s)).collect();
+            report.interrupted = interrupted;
+            report.finish(1, 0);
+            assert_eq!(report.result, expected, "{statuses:?} {interrupted}");
         }
+    }
+
+    #[test]
+    fn a_finished_report_takes_every_section_into_its_result_and_totals() {
+        let finished = |edit: &dyn Fn(&mut Report)| {
+            let mut report = Report::new("r".into(), false);
+            report.groups = vec![line(GroupStatus::Ok)];
+            edit(&mut report);
+            report.finish(7, 3);
+            report
+        };
+        assert_eq!(finished(&|_| {}).result, RunResult::Ok);
+        let held_membership = |r: &mut Report| {
+            let mut m = MembershipReport::new("Lab", Some(1), &[], 0);
+            m.status = GroupStatus::Held;
+            r.memberships = vec![m];
+        };
+        assert_eq!(finished(&held_membership).result, RunResult::Held, "a CloudShell group counts");
+        let failed_leavers = |r: &mut Report| {
+            r.leavers = Some(LeaversReport { status: GroupStatus::Failed, ..LeaversReport::new("deactivate") })
+        };
+        assert_eq!(finished(&failed_leavers).result, RunResult::Partial, "the leaver step counts");
+        let skipped_disabled = |r: &mut Report| {
+            let disabled =
+                DisabledReport { status: GroupStatus::Skipped, ..DisabledReport::new("import_then_deactivate") };
+            r.disabled_accounts = Some(disabled);
+        };
+        assert_eq!(finished(&skipped_disabled).result, RunResult::Partial, "the disabled-accounts step counts");
+        let held_imports = |r: &mut Report| r.held = Some(HeldReport { planned: 9, limit: 5 });
+        assert_eq!(finished(&held_imports).result, RunResult::Held, "every import held");
+        assert_eq!(finished(&|r| r.fail("boom")).result, RunResult::Failed, "a failed run stays failed");
+
+        let report = finished(&|r| {
+            r.groups = vec![
+                GroupReport { imported: 2, failed: 1, ..line(GroupStatus::Ok) },
+                GroupReport { imported: 3, ..line(GroupStatus::Ok) },
+            ];
+            r.disabled_accounts =
+                Some(DisabledReport { deactivated: vec!["x".into()], ..DisabledReport::new("import_then_deactivate") });
+        });
+        let t = report.totals;
+        assert_eq!((t.members, t.missing, t.imported, t.failed, t.disabled_deactivated), (7, 3, 5, 1, 1));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::cloudshell::{CallKind, Client, Observer};
 use crate::config::{Config, DisabledAccounts, LeaverAction};
-use crate::report::{Failure, GroupReport, GroupStatus, HeldReport, Imports, Report, RunResult};
+use crate::report::{Failure, GroupReport, GroupStatus, HeldReport, Imports, Report};
 use crate::stop::Stops;
 use crate::{ldap, state};
 use plan::{GroupPlan, Plan, Policy};
@@ -182,21 +182,16 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
 
     if let Some(held) = plan.held {
         tracing::warn!(planned = held.planned, limit = held.limit, "import limit exceeded, writes held");
-        report.result = RunResult::Held;
         report.held = Some(HeldReport { planned: held.planned, limit: held.limit });
         report.groups = plan.groups.iter().map(|g| group_report(g, Imports::default(), GroupStatus::Held)).collect();
         report.memberships =
             place::held(&config.sync, "every write held: more planned imports than sync.max_imports_per_run");
-        report.total(plan.members, plan.missing);
+        report.finish(plan.members, plan.missing);
         return (report, Some(client));
     }
     apply_plan(config, &client, &plan, context, &mut report).await;
     after_imports(config, &client, &plan, users, groups, context, &mut report).await;
-    report.total(plan.members, plan.missing);
-    let statuses = report.groups.iter().map(|g| g.status).chain(report.memberships.iter().map(|m| m.status));
-    let statuses = statuses.chain(report.leavers.as_ref().map(|l| l.status));
-    let statuses = statuses.chain(report.disabled_accounts.as_ref().map(|d| d.status));
-    report.result = RunResult::from_statuses(statuses, report.interrupted);
+    report.finish(plan.members, plan.missing);
     report.after_reads_ms = reads_done.elapsed().as_millis() as u64;
     if let (Some(counts), Some(dir), false) = (counts.as_mut(), &context.state_directory, report.dry_run)
         && let Err(e) = save_counts(dir, counts, &plan)
