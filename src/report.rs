@@ -961,6 +961,29 @@ mod tests {
         (1..=n).map(|i| Failure { username: format!("f{i}"), reason: format!("refused\n{i}") }).collect()
     }
 
+    /// A leaver step with every line its text shows: reasons, a hold, more leavers than are listed.
+    fn full_leavers() -> LeaversReport {
+        let mut l = LeaversReport::new("deactivate");
+        l.status = GroupStatus::Held;
+        l.managed = 30;
+        l.skipped = Some("not a complete run".into());
+        l.error = Some("users.json\x1b unreadable".into());
+        l.held_by = Some("max_per_run = 1".into());
+        l.deactivated = names("d", 2);
+        l.reactivated = names("re", 1);
+        l.leavers = (1..=21)
+            .map(|i| LeaverLine {
+                username: format!("l{i}"),
+                standing: if i == 1 { "protected" } else { "waiting" },
+                reason: (i == 1).then_some("an administrator"),
+                runs: i,
+                since: (i > 1).then(|| "2026-01-01T00:00:00Z".to_string()),
+            })
+            .collect();
+        l.failures = failures(2);
+        l
+    }
+
     /// A report with every section and every optional line of each: the text a person reads, pinned.
     fn full_report(dry_run: bool) -> Report {
         let mut r = Report::new("run-1".into(), dry_run);
@@ -995,25 +1018,7 @@ mod tests {
         }));
         m.error = Some("gone\r".into());
         r.memberships = vec![m, MembershipReport::new("Nowhere", None, &[], 0).failed("missing".into())];
-        let mut l = LeaversReport::new("deactivate");
-        l.status = GroupStatus::Held;
-        l.managed = 30;
-        l.skipped = Some("not a complete run".into());
-        l.error = Some("users.json\x1b unreadable".into());
-        l.held_by = Some("max_per_run = 1".into());
-        l.deactivated = names("d", 2);
-        l.reactivated = names("re", 1);
-        l.leavers = (1..=21)
-            .map(|i| LeaverLine {
-                username: format!("l{i}"),
-                standing: if i == 1 { "protected" } else { "waiting" },
-                reason: (i == 1).then_some("an administrator"),
-                runs: i,
-                since: (i > 1).then(|| "2026-01-01T00:00:00Z".to_string()),
-            })
-            .collect();
-        l.failures = failures(2);
-        r.leavers = Some(l);
+        r.leavers = Some(full_leavers());
         let mut d = DisabledReport::new("import_then_deactivate");
         d.status = GroupStatus::Planned;
         d.deactivated = names("x", 1);
