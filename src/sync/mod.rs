@@ -102,19 +102,8 @@ pub async fn run(config: &Config, dry_run: bool, context: &Context) -> Report {
 async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> (Report, Option<Client>) {
     tracing::info!(groups = config.sync.groups.len(), "run started");
     // Connect and bind first: an unreachable directory means no call to CloudShell at all.
-    let directory_started = Instant::now();
-    let opened = tokio::select! {
-        biased;
-        _ = context.stops.stop.cancelled() => return (stopped_reading(report), None),
-        opened = ldap::Connection::open(&config.ldap) => opened,
-    };
-    let connection = match opened {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, kind = e.kind(), "directory unavailable");
-            report.fail(e);
-            return (report, None);
-        }
+    let Some(connection) = connect(config, context, &mut report).await else {
+        return (report, None);
     };
     let client = match Client::new(config.cloudshell.clone()) {
         Ok(c) => c.with_observer(context.observer.clone()).with_stops(context.stops.clone()),
@@ -123,8 +112,81 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
             return (report, None);
         }
     };
-    // Reading the directory and listing CloudShell's users (and groups, with mappings) are independent reads:
-    // overlap them.
+    let _ = run_connected(config, context, connection, &client, &mut report).await;
+    (report, Some(client))
+}
+
+/// The order of a run once the directory is bound. Each step hands the next its input or ends the run
+/// (`None`), its reason already in the report.
+async fn run_connected(
+    config: &Config,
+    context: &Context,
+    connection: ldap::Connection<'_>,
+    client: &Client,
+    report: &mut Report,
+) -> Option<()> {
+    let reads = read(config, context, connection, client, report).await?;
+    let mut counts = load_state(context, report)?;
+    let last_good = counts.as_ref().map(state::Counts::by_group).unwrap_or_default();
+    let policy = Policy::new(&config.sync, last_good, disabled_accounts(config, context));
+    let plan = plan::plan(reads.snapshot, &reads.users, policy);
+    log_plan(&plan, config.sync.max_shrink_percent);
+    if let Some(held) = plan.held {
+        tracing::warn!(planned = held.planned, limit = held.limit, "import limit exceeded, writes held");
+        report.held = Some(HeldReport { planned: held.planned, limit: held.limit });
+        report.groups = plan.groups.iter().map(|g| group_report(g, Imports::default(), GroupStatus::Held)).collect();
+        report.memberships =
+            place::held(&config.sync, "every write held: more planned imports than sync.max_imports_per_run");
+        report.finish(plan.members, plan.missing);
+        return Some(());
+    }
+    apply_plan(config, client, &plan, context, report).await;
+    after_imports(config, client, &plan, reads.users, reads.groups, context, report).await;
+    report.finish(plan.members, plan.missing);
+    report.after_reads_ms = reads.done.elapsed().as_millis() as u64;
+    save_state(context, counts.as_mut(), &plan, report);
+    Some(())
+}
+
+/// Connects and binds, unless the run is asked to stop first.
+async fn connect<'a>(config: &'a Config, context: &Context, report: &mut Report) -> Option<ldap::Connection<'a>> {
+    let opened = tokio::select! {
+        biased;
+        _ = context.stops.stop.cancelled() => {
+            stopped_reading(report);
+            return None;
+        }
+        opened = ldap::Connection::open(&config.ldap) => opened,
+    };
+    opened
+        .map_err(|e| {
+            tracing::error!(error = %e, kind = e.kind(), "directory unavailable");
+            report.fail(e);
+        })
+        .ok()
+}
+
+/// What the reads found.
+struct Reads {
+    snapshot: ldap::Snapshot,
+    users: Vec<crate::cloudshell::User>,
+    groups: Option<Result<Vec<crate::cloudshell::Group>, crate::cloudshell::Error>>,
+    /// When they ended.
+    done: Instant,
+}
+
+/// The directory and CloudShell's users (and groups, with mappings), read side by side. `None` when the run
+/// was asked to stop, no configured group could be enumerated, or CloudShell could not be listed: nothing is
+/// written then.
+async fn read(
+    config: &Config,
+    context: &Context,
+    connection: ldap::Connection<'_>,
+    client: &Client,
+    report: &mut Report,
+) -> Option<Reads> {
+    let directory_started = Instant::now();
+    // Independent reads: overlap them.
     let read_directory = async { (connection.snapshot(&config.sync.groups).await, directory_started.elapsed()) };
     let mapped = !config.sync.mappings.is_empty();
     let list_groups = async { if mapped { Some(client.list_groups().await) } else { None } };
@@ -132,10 +194,13 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     // Nothing has been written yet: a stop request gives the reads up at once.
     let ((snapshot, directory_time), listed, groups) = tokio::select! {
         biased;
-        _ = context.stops.stop.cancelled() => return (stopped_reading(report), Some(client)),
+        _ = context.stops.stop.cancelled() => {
+            stopped_reading(report);
+            return None;
+        }
         done = reads => done,
     };
-    let reads_done = Instant::now();
+    let done = Instant::now();
     report.directory_ms = directory_time.as_millis() as u64;
     report.directory_url = Some(snapshot.served_by.clone());
     tracing::info!(users = snapshot.users_seen, searches = snapshot.searches, url = %snapshot.served_by, "directory read");
@@ -148,24 +213,29 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
                 report.groups.push(GroupReport::enumeration_failed(&g.name, e));
             }
         }
-        return (report, Some(client));
+        return None;
     }
     let users = match listed {
         Ok(u) => u,
         Err(e) => {
             tracing::error!(error = %e, "cloudshell unavailable");
             report.fail(e);
-            return (report, Some(client));
+            return None;
         }
     };
     tracing::info!(users = users.len(), "cloudshell users listed");
-    let mut counts = match load_counts(context) {
+    Some(Reads { snapshot, users, groups, done })
+}
+
+/// The shrink guard's counts, and a check that the state directory takes writes. `None` (the run fails)
+/// when either is wrong: an unreadable state must not silently disable the guard.
+fn load_state(context: &Context, report: &mut Report) -> Option<Option<state::Counts>> {
+    let counts = match load_counts(context) {
         Ok(c) => c,
         Err(e) => {
-            // An unreadable state must not silently disable the guard: hold everything.
             tracing::error!(error = %e, "state file unreadable");
             report.fail(e);
-            return (report, Some(client));
+            return None;
         }
     };
     if let (Some(dir), false) = (&context.state_directory, report.dry_run)
@@ -173,42 +243,27 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     {
         tracing::error!(error = %e, "state directory unwritable");
         report.fail(e);
-        return (report, Some(client));
+        return None;
     }
-    let last_good = counts.as_ref().map(state::Counts::by_group).unwrap_or_default();
-    let policy = Policy::new(&config.sync, last_good, disabled_accounts(config, context));
-    let plan = plan::plan(snapshot, &users, policy);
-    log_plan(&plan, config.sync.max_shrink_percent);
+    Some(counts)
+}
 
-    if let Some(held) = plan.held {
-        tracing::warn!(planned = held.planned, limit = held.limit, "import limit exceeded, writes held");
-        report.held = Some(HeldReport { planned: held.planned, limit: held.limit });
-        report.groups = plan.groups.iter().map(|g| group_report(g, Imports::default(), GroupStatus::Held)).collect();
-        report.memberships =
-            place::held(&config.sync, "every write held: more planned imports than sync.max_imports_per_run");
-        report.finish(plan.members, plan.missing);
-        return (report, Some(client));
-    }
-    apply_plan(config, &client, &plan, context, &mut report).await;
-    after_imports(config, &client, &plan, users, groups, context, &mut report).await;
-    report.finish(plan.members, plan.missing);
-    report.after_reads_ms = reads_done.elapsed().as_millis() as u64;
-    if let (Some(counts), Some(dir), false) = (counts.as_mut(), &context.state_directory, report.dry_run)
-        && let Err(e) = save_counts(dir, counts, &plan)
+/// Saves the shrink guard's counts after a run that wrote (not a dry run).
+fn save_state(context: &Context, counts: Option<&mut state::Counts>, plan: &Plan, report: &mut Report) {
+    if let (Some(counts), Some(dir), false) = (counts, &context.state_directory, report.dry_run)
+        && let Err(e) = save_counts(dir, counts, plan)
     {
         // The guard would compare the next run against stale counts, or none: fail rather than say ok.
         tracing::error!(dir = %dir.display(), error = %e, "state file not written");
         report.fail(format!("the shrink guard's counts were not saved in {}: {e}", dir.display()));
     }
-    (report, Some(client))
 }
 
 /// The report of a run stopped before its reads ended: nothing was written.
-fn stopped_reading(mut report: Report) -> Report {
+fn stopped_reading(report: &mut Report) {
     tracing::warn!("run stopped during the reads, nothing written");
     report.interrupted = true;
     report.fail("the run was asked to stop while reading the directory and CloudShell; nothing was written");
-    report
 }
 
 /// The steps after the imports: CloudShell group membership (with mappings) and users who left.
