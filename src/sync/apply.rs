@@ -16,22 +16,42 @@ use crate::username::Username;
 /// `stop` is checked between calls, never during one: once it is cancelled no new call starts, and calls in
 /// flight finish.
 pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize, stop: &CancellationToken) -> Imports {
-    let name = group.name.as_str();
-    let mut still: BTreeSet<Username> = group.to_import.iter().map(|m| m.username.clone()).collect();
-    let mut applied = Imports::default();
-    let mut take_created = |still: &mut BTreeSet<Username>, created: &[crate::cloudshell::User], via: &str| {
+    let mut progress = Progress {
+        group: group.name.as_str(),
+        still: group.to_import.iter().map(|m| m.username.clone()).collect(),
+        applied: Imports::default(),
+    };
+    import_by_name(client, group, stop, &mut progress).await;
+    import_nested(client, group, stop, &mut progress).await;
+    import_one_by_one(client, concurrency, stop, &mut progress).await;
+    progress.applied
+}
+
+/// Who is still to import, and what was done so far.
+struct Progress<'a> {
+    group: &'a str,
+    still: BTreeSet<Username>,
+    applied: Imports,
+}
+
+impl Progress<'_> {
+    /// Takes the users a call created (or a listing shows) off the list, as imported `via` that call.
+    fn take_created(&mut self, created: &[crate::cloudshell::User], via: &str) {
         for user in created {
             if let Some(username) = Username::new(&user.username)
-                && still.remove(&username)
+                && self.still.remove(&username)
             {
-                tracing::info!(group = name, username = %username, via, "user imported");
-                applied.imported.push(username);
+                tracing::info!(group = self.group, username = %username, via, "user imported");
+                self.applied.imported.push(username);
             }
         }
-    };
+    }
+}
 
-    // 1. The group itself. CloudShell imports direct members only, may refuse a large group, and may answer
-    //    202 with error entries; whatever it did not create stays in `still`.
+/// 1. The group itself. CloudShell imports direct members only, may refuse a large group, and may answer 202
+///    with error entries; whatever it did not create stays to import. A lost answer is settled by listing.
+async fn import_by_name(client: &Client, group: &ReadyGroup, stop: &CancellationToken, progress: &mut Progress<'_>) {
+    let name = progress.group;
     let mut uncertain = false;
     let root = group.group.sources.first();
     if !group.by_name && root.is_some_and(|s| s.disabled_members > 0 && s.unusable_members == 0) {
@@ -50,16 +70,16 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
         match client.import_group(name).await {
             Ok(GroupImport::Done { created, failures }) => {
                 tracing::info!(group = name, created = created.len(), failures = failures.len(), "group imported");
-                take_created(&mut still, &created, "group");
+                progress.take_created(&created, "group");
                 for f in failures {
                     tracing::warn!(group = name, username = f.name.as_deref().unwrap_or("-"), message = %f.message, "group import reported a failure");
                 }
             }
             Ok(GroupImport::Refused { message }) => {
-                tracing::warn!(group = name, message = %message, fallback = still.len(), "group import refused")
+                tracing::warn!(group = name, message = %message, fallback = progress.still.len(), "group import refused")
             }
             Ok(GroupImport::NotFound { message }) => {
-                tracing::warn!(group = name, message = %message, fallback = still.len(), "group import not found")
+                tracing::warn!(group = name, message = %message, fallback = progress.still.len(), "group import not found")
             }
             Err(e) => {
                 // The import may have happened before the answer was lost: look before importing again.
@@ -68,31 +88,31 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
             }
         }
     }
-    if uncertain && !still.is_empty() && !stop.is_cancelled() {
+    if uncertain && !progress.still.is_empty() && !stop.is_cancelled() {
         match client.list_users().await {
-            Ok(users) => {
-                let present: Vec<crate::cloudshell::User> = users;
-                take_created(&mut still, &present, "group (verified)");
-            }
+            Ok(present) => progress.take_created(&present, "group (verified)"),
             Err(e) => {
                 tracing::warn!(group = name, error = %e, "user listing after a failed group import failed")
             }
         }
     }
+}
 
-    // 2. Nested groups, by their own names, where one call covers several members still missing.
+/// 2. Nested groups, by their own names, where one call covers several members still missing.
+async fn import_nested(client: &Client, group: &ReadyGroup, stop: &CancellationToken, progress: &mut Progress<'_>) {
+    let name = progress.group;
     for source in group.group.sources.iter().skip(1) {
         if stop.is_cancelled() {
             break;
         }
         // Whether it is worth it depends on what the calls before it created: asked afresh each time.
-        if !crate::sync::plan::nested_worth_importing(source, &still, group.imports_disabled) {
+        if !crate::sync::plan::nested_worth_importing(source, &progress.still, group.imports_disabled) {
             continue;
         }
         match client.import_group(&source.name).await {
             Ok(GroupImport::Done { created, .. }) => {
                 tracing::info!(group = name, nested_group = %source.name, created = created.len(), "nested group imported");
-                take_created(&mut still, &created, "nested group");
+                progress.take_created(&created, "nested group");
             }
             Ok(other) => {
                 tracing::warn!(group = name, nested_group = %source.name, outcome = ?other, "nested group import refused")
@@ -102,10 +122,14 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
             }
         }
     }
+}
 
-    // 3. Everyone else, one by one. A 409 means the user is there: success.
+/// 3. Everyone else, one by one, with bounded concurrency. A 409 means the user is there: success.
+async fn import_one_by_one(client: &Client, concurrency: usize, stop: &CancellationToken, progress: &mut Progress<'_>) {
+    let (name, applied) = (progress.group, &mut progress.applied);
+    let still = std::mem::take(&mut progress.still);
     let planned = still.len();
-    let results: Vec<(Username, Result<UserImport, crate::cloudshell::Error>)> = futures_util::stream::iter(still)
+    let mut results: Vec<(Username, Result<UserImport, crate::cloudshell::Error>)> = futures_util::stream::iter(still)
         .take_while(|_| std::future::ready(!stop.is_cancelled()))
         .map(|username| async move {
             let outcome = client.import_user(username.as_str()).await;
@@ -114,7 +138,6 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
-    let mut results = results;
     results.sort_by(|a, b| a.0.cmp(&b.0));
     applied.not_attempted = planned - results.len();
     if applied.not_attempted > 0 {
@@ -144,5 +167,4 @@ pub async fn apply_group(client: &Client, group: &ReadyGroup, concurrency: usize
         tracing::warn!(group = name, username = %username, reason = %reason, "user import failed");
         applied.failures.push(Failure { username: username.to_string(), reason });
     }
-    applied
 }
