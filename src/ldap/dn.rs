@@ -68,64 +68,7 @@ fn parse(dn: &str) -> Option<Vec<Rdn>> {
         while i < bytes.len() && bytes[i] == b' ' {
             i += 1;
         }
-        // attribute value
-        let mut value: Vec<u8> = Vec::new();
-        let mut trailing_unescaped_spaces = 0usize;
-        if i < bytes.len() && bytes[i] == b'#' {
-            // BER-encoded value: keep the hex as it is, lower-cased
-            while i < bytes.len() && !matches!(bytes[i], b',' | b'+' | b';') {
-                value.push(bytes[i].to_ascii_lowercase());
-                i += 1;
-            }
-            while value.last() == Some(&b' ') {
-                value.pop();
-            }
-        } else if i < bytes.len() && bytes[i] == b'"' {
-            // RFC 2253 quoted value
-            i += 1;
-            while i < bytes.len() && bytes[i] != b'"' {
-                if bytes[i] == b'\\' && i + 1 < bytes.len() {
-                    i += 1;
-                }
-                value.push(bytes[i]);
-                i += 1;
-            }
-            if i >= bytes.len() {
-                return None;
-            }
-            i += 1;
-            while i < bytes.len() && bytes[i] == b' ' {
-                i += 1;
-            }
-        } else {
-            while i < bytes.len() && !matches!(bytes[i], b',' | b'+' | b';') {
-                if bytes[i] == b'\\' {
-                    let hex = |b: u8| (b as char).to_digit(16);
-                    match (bytes.get(i + 1), bytes.get(i + 2)) {
-                        (Some(&a), Some(&b)) if hex(a).is_some() && hex(b).is_some() => {
-                            value.push((hex(a)? * 16 + hex(b)?) as u8);
-                            i += 3;
-                        }
-                        (Some(&c), _) => {
-                            value.push(c);
-                            i += 2;
-                        }
-                        (None, _) => return None,
-                    }
-                    trailing_unescaped_spaces = 0;
-                } else {
-                    if bytes[i] == b' ' {
-                        trailing_unescaped_spaces += 1;
-                    } else {
-                        trailing_unescaped_spaces = 0;
-                    }
-                    value.push(bytes[i]);
-                    i += 1;
-                }
-            }
-            value.truncate(value.len() - trailing_unescaped_spaces);
-        }
-        let value = String::from_utf8(value).ok()?;
+        let value = String::from_utf8(attribute_value(bytes, &mut i)?).ok()?;
         rdn.push((attr, value));
         if i >= bytes.len() {
             rdns.push(std::mem::take(&mut rdn));
@@ -137,6 +80,68 @@ fn parse(dn: &str) -> Option<Vec<Rdn>> {
         }
         i += 1;
     }
+}
+
+/// An attribute value from `bytes[*i]` on (BER hex, quoted or escaped), unescaped; `*i` is left on the
+/// separator after it. `None` if it is malformed.
+fn attribute_value(bytes: &[u8], i: &mut usize) -> Option<Vec<u8>> {
+    let mut value: Vec<u8> = Vec::new();
+    let mut trailing_unescaped_spaces = 0usize;
+    if *i < bytes.len() && bytes[*i] == b'#' {
+        // BER-encoded value: keep the hex as it is, lower-cased
+        while *i < bytes.len() && !matches!(bytes[*i], b',' | b'+' | b';') {
+            value.push(bytes[*i].to_ascii_lowercase());
+            *i += 1;
+        }
+        while value.last() == Some(&b' ') {
+            value.pop();
+        }
+    } else if *i < bytes.len() && bytes[*i] == b'"' {
+        // RFC 2253 quoted value
+        *i += 1;
+        while *i < bytes.len() && bytes[*i] != b'"' {
+            if bytes[*i] == b'\\' && *i + 1 < bytes.len() {
+                *i += 1;
+            }
+            value.push(bytes[*i]);
+            *i += 1;
+        }
+        if *i >= bytes.len() {
+            return None;
+        }
+        *i += 1;
+        while *i < bytes.len() && bytes[*i] == b' ' {
+            *i += 1;
+        }
+    } else {
+        while *i < bytes.len() && !matches!(bytes[*i], b',' | b'+' | b';') {
+            if bytes[*i] == b'\\' {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (bytes.get(*i + 1), bytes.get(*i + 2)) {
+                    (Some(&a), Some(&b)) if hex(a).is_some() && hex(b).is_some() => {
+                        value.push((hex(a)? * 16 + hex(b)?) as u8);
+                        *i += 3;
+                    }
+                    (Some(&c), _) => {
+                        value.push(c);
+                        *i += 2;
+                    }
+                    (None, _) => return None,
+                }
+                trailing_unescaped_spaces = 0;
+            } else {
+                if bytes[*i] == b' ' {
+                    trailing_unescaped_spaces += 1;
+                } else {
+                    trailing_unescaped_spaces = 0;
+                }
+                value.push(bytes[*i]);
+                *i += 1;
+            }
+        }
+        value.truncate(value.len() - trailing_unescaped_spaces);
+    }
+    Some(value)
 }
 
 /// Folds a value as caseIgnoreMatch does: lower-cased, trimmed, with runs of spaces as one.
