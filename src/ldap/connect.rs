@@ -7,7 +7,7 @@ use std::time::Duration;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, StdStream};
 use secrecy::ExposeSecret;
 
-use super::error::{INVALID_CREDENTIALS, rc_name};
+use super::error::{Cause, INVALID_CREDENTIALS, rc_name};
 use super::guard::{self, Verdict};
 use super::{Error, Settings};
 
@@ -50,7 +50,7 @@ pub(super) async fn connect(s: &Settings) -> Result<(Ldap, String, Verdict), Err
                 failures.iter().map(|e| e.to_string()).filter(|r| seen.insert(r.clone())).collect();
             Err(Error::Connect {
                 url: s.urls.join(", "),
-                reason: format!("no server answered: {}", reasons.join("; ")),
+                reason: format!("no server answered: {}", reasons.join("; ")).into(),
             })
         }
     }
@@ -71,7 +71,7 @@ async fn connect_one(s: &Settings, url: &str) -> Result<(Ldap, Verdict), Error> 
     let conn_settings = LdapConnSettings::new().set_std_stream(StdStream::Unix(stream));
     let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, "ldapi://")
         .await
-        .map_err(|e| Error::Connect { url: url.to_string(), reason: e.to_string() })?;
+        .map_err(|e| Error::Connect { url: url.to_string(), reason: Cause::new(e) })?;
     ldap3::drive!(conn);
     let bound = ldap.with_timeout(s.timeout).simple_bind(&s.bind_dn, s.bind_password.expose_secret()).await;
     match bound {
@@ -89,11 +89,11 @@ async fn connect_one(s: &Settings, url: &str) -> Result<(Ldap, Verdict), Error> 
             },
         }),
         Err(_) if verdict.reason().is_some() => {
-            Err(Error::Connect { url: url.to_string(), reason: verdict.reason().unwrap_or_default().to_string() })
+            Err(Error::Connect { url: url.to_string(), reason: verdict.reason().unwrap_or_default().into() })
         }
         Err(LdapError::Timeout { .. }) => {
             Err(Error::Timeout { url: url.to_string(), operation: "bind".into(), timeout: s.timeout })
         }
-        Err(e) => Err(Error::Connect { url: url.to_string(), reason: e.to_string() }),
+        Err(e) => Err(Error::Connect { url: url.to_string(), reason: Cause::new(e) }),
     }
 }

@@ -1,6 +1,9 @@
 //! What can go wrong reading the directory. Each error names the URL and the operation; none carries the
-//! bind password.
+//! bind password. A connect or search failure keeps its cause as [`std::error::Error::source`] (a [`Cause`]),
+//! so `{:#}` and error-chain walkers reach it; no `ldap3` type leaves this module's parent.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A directory failure: fatal for the run (connect, bind) or for one group (the rest).
@@ -8,7 +11,11 @@ use std::time::Duration;
 pub enum Error {
     /// The server could not be reached, or TLS could not be set up.
     #[error("cannot connect to the directory at {url}: {reason}")]
-    Connect { url: String, reason: String },
+    Connect {
+        url: String,
+        #[source]
+        reason: Cause,
+    },
     /// The server refused the service account's credentials.
     #[error("the directory at {url} refused the bind as {bind_dn:?}: {reason}")]
     Bind {
@@ -37,7 +44,12 @@ pub enum Error {
     Timeout { url: String, operation: String, timeout: Duration },
     /// A search failed (possibly halfway: nothing it read is used).
     #[error("{operation} failed on the directory at {url}: {reason}")]
-    Search { url: String, operation: String, reason: String },
+    Search {
+        url: String,
+        operation: String,
+        #[source]
+        reason: Cause,
+    },
     /// The TLS settings could not be used.
     #[error("cannot use the TLS settings for {url}: {reason}")]
     Tls { url: String, reason: String },
@@ -58,6 +70,92 @@ impl Error {
             Error::Tls { .. } => "tls",
         }
     }
+}
+
+/// Why a connect or a search failed: the error underneath (ldap3's, the socket's, a range sequence's), or a
+/// message where there is none. It reads as that error's message, so the operator's text is the one the
+/// message held when it was a `String`; it is cloned with the snapshot (hence `Arc`), and two causes are
+/// equal when they read the same, as the strings were.
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// The cause is `e` itself: its message is shown, and its own source follows it in the chain.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(Arc::new(e))
+    }
+
+    /// The cause is `e`, told in our own words (`message`, which usually quotes it and adds a hint): the
+    /// message is shown, and `e` follows it in the chain.
+    pub fn described(message: String, e: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause::new(Described { message, source: Box::new(e) })
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Cause {
+        Cause::new(Message(message))
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Cause {
+        Cause::from(message.to_string())
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The cause stands in for the error it holds (whose message it shows): the chain goes on with that error's
+/// source, so no message is printed twice.
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Cause {}
+
+/// A cause that is only a message: no error underneath. Its `Debug` is the string's, as the field's was.
+struct Message(String);
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Message {}
+
+/// An error told in our own words: see [`Cause::described`].
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct Described {
+    message: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// invalidCredentials: the bind DN or password is wrong.
@@ -96,14 +194,14 @@ mod tests {
     fn error_kinds_are_pinned() {
         let (url, s) = ("ldap://x".to_string(), String::new());
         let kinds: Vec<&str> = [
-            Error::Connect { url: url.clone(), reason: s.clone() },
+            Error::Connect { url: url.clone(), reason: s.as_str().into() },
             Error::Bind { url: url.clone(), bind_dn: s.clone(), code: None, reason: s.clone() },
             Error::GroupNotFound { url: url.clone(), name: s.clone(), base_dn: s.clone(), filter: s.clone() },
             Error::AmbiguousGroup { url: url.clone(), name: s.clone(), dns: vec![] },
             Error::TooDeep { name: s.clone(), depth: 1 },
             Error::PageSize { url: url.clone(), page_size: 1, operation: s.clone(), reason: s.clone() },
             Error::Timeout { url: url.clone(), operation: s.clone(), timeout: Duration::from_secs(1) },
-            Error::Search { url: url.clone(), operation: s.clone(), reason: s.clone() },
+            Error::Search { url: url.clone(), operation: s.clone(), reason: s.as_str().into() },
             Error::Tls { url, reason: s },
         ]
         .iter()
@@ -124,5 +222,76 @@ mod tests {
             ]
         );
         assert_eq!(rc_name(INVALID_CREDENTIALS), "invalidCredentials");
+    }
+
+    /// An error with a source of its own, as ldap3's and rustls's are.
+    #[derive(Debug, thiserror::Error)]
+    #[error("io error: connection reset by peer")]
+    struct Wrapped(#[source] std::io::Error);
+
+    fn wrapped() -> Wrapped {
+        Wrapped(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer"))
+    }
+
+    /// The messages of `e` and of each source under it, in order.
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        std::iter::successors(Some(e), |e| e.source()).map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn connect_and_search_errors_keep_their_cause_as_the_source_and_read_as_before() {
+        let url = "ldaps://dc1:636".to_string();
+        let connect = Error::Connect { url: url.clone(), reason: Cause::new(wrapped()) };
+        assert_eq!(
+            connect.to_string(),
+            "cannot connect to the directory at ldaps://dc1:636: io error: connection reset by peer"
+        );
+        assert_eq!(
+            chain(&connect)[1..],
+            ["io error: connection reset by peer", "connection reset by peer"],
+            "the cause, then its own source"
+        );
+
+        let described = Error::Connect {
+            url: url.clone(),
+            reason: Cause::described("TLS handshake failed: io error (set ldap.ca_file)".into(), wrapped()),
+        };
+        assert_eq!(
+            described.to_string(),
+            "cannot connect to the directory at ldaps://dc1:636: TLS handshake failed: io error (set ldap.ca_file)"
+        );
+        assert_eq!(chain(&described)[2..], ["io error: connection reset by peer", "connection reset by peer"]);
+
+        let search =
+            Error::Search { url: url.clone(), operation: "the user search".into(), reason: Cause::new(wrapped()) };
+        assert_eq!(
+            search.to_string(),
+            "the user search failed on the directory at ldaps://dc1:636: io error: connection reset by peer"
+        );
+        assert_eq!(chain(&search)[1..], ["io error: connection reset by peer", "connection reset by peer"]);
+
+        // A cause that is only a message is a source too, and reads as the string did (`Debug` included).
+        let message = Error::Search {
+            url,
+            operation: "the group search".into(),
+            reason: "the server sent a malformed entry".into(),
+        };
+        assert_eq!(
+            message.to_string(),
+            "the group search failed on the directory at ldaps://dc1:636: the server sent a malformed entry"
+        );
+        assert_eq!(chain(&message)[1..], ["the server sent a malformed entry"]);
+        assert!(format!("{message:?}").contains(r#"reason: "the server sent a malformed entry""#), "{message:?}");
+
+        // The snapshot is cloned and compared: a clone is equal, and causes compare by what they say.
+        assert_eq!(search.clone(), search);
+        assert_eq!(
+            Error::Search { url: "u".into(), operation: "o".into(), reason: Cause::new(wrapped()) },
+            Error::Search {
+                url: "u".into(),
+                operation: "o".into(),
+                reason: "io error: connection reset by peer".into()
+            }
+        );
     }
 }

@@ -16,7 +16,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::error::rc_name;
+use super::error::{Cause, rc_name};
 use super::{Error, Settings, tls};
 
 /// Why the guard ended a connection, once it has.
@@ -42,7 +42,8 @@ const STARTTLS_ANSWER_MAX: u64 = 64 * 1024;
 /// Opens `url` (`ldap://` or `ldaps://`, with StartTLS when `s.starttls`), and returns the socket ldap3 is to
 /// use, with the verdict of the guard relaying it.
 pub(super) async fn open(s: &Settings, url: &str) -> Result<(std::os::unix::net::UnixStream, Verdict), Error> {
-    let connect_error = |reason: String| Error::Connect { url: url.to_string(), reason };
+    let connect_error = |reason: String| Error::Connect { url: url.to_string(), reason: reason.into() };
+    let connect_cause = |reason: Cause| Error::Connect { url: url.to_string(), reason };
     let parsed = url::Url::parse(url).map_err(|e| connect_error(format!("not a URL: {e}")))?;
     let ldaps = match parsed.scheme() {
         "ldaps" => true,
@@ -64,7 +65,7 @@ pub(super) async fn open(s: &Settings, url: &str) -> Result<(std::os::unix::net:
     let tcp = tokio::time::timeout(s.timeout, TcpStream::connect((host.as_str(), port)))
         .await
         .map_err(within("connection"))?
-        .map_err(|e| connect_error(e.to_string()))?;
+        .map_err(|e| connect_cause(Cause::new(e)))?;
     let _ = tcp.set_nodelay(true);
     let (ours, theirs) = UnixStream::pair().map_err(|e| connect_error(format!("cannot make a socket pair: {e}")))?;
     let theirs = theirs.into_std().map_err(|e| connect_error(format!("cannot hand the socket over: {e}")))?;
@@ -86,7 +87,7 @@ pub(super) async fn open(s: &Settings, url: &str) -> Result<(std::os::unix::net:
     let tls = tokio::time::timeout(s.timeout, tokio_rustls::TlsConnector::from(config).connect(name, tcp))
         .await
         .map_err(within("TLS handshake"))?
-        .map_err(|e| connect_error(describe_handshake(&e, s)))?;
+        .map_err(|e| connect_cause(Cause::described(describe_handshake(&e, s), e)))?;
     tokio::spawn(relay(tls, ours, limit, verdict.clone()));
     Ok((theirs, verdict))
 }

@@ -46,7 +46,7 @@ impl Expansion<'_> {
             return Err(Error::Search {
                 url: self.url.to_string(),
                 operation: format!("the in-chain member search of {}", top.dn),
-                reason: format!("it does not return the direct member {}", index.users[missing as usize].dn),
+                reason: format!("it does not return the direct member {}", index.users[missing as usize].dn).into(),
             });
         }
         let source = Source {

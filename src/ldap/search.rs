@@ -14,7 +14,7 @@ use ldap3::{Ldap, LdapError, Scope, SearchEntry, ldap_escape};
 
 use super::dn::{self, DnKey};
 use super::entry::{self, UserAttributes, UserEntry, values};
-use super::error::rc_name;
+use super::error::{Cause, rc_name};
 use super::model::{self, ByRawDn, Entries, GroupRecord, InChain, Sweep, UserIndex, Walk};
 use super::{AD_CAPABILITIES, Error, IN_CHAIN, Member, NAMES_PER_FILTER, Nesting, Settings, range};
 use crate::username::Username;
@@ -45,7 +45,7 @@ impl Reader<'_> {
         let url = self.url.clone();
         if let Some(reason) = self.verdict.reason() {
             // ldap3 only saw the connection end: the guard knows why.
-            return Error::Search { url, operation: operation.into(), reason: reason.to_string() };
+            return Error::Search { url, operation: operation.into(), reason: reason.into() };
         }
         match e {
             LdapError::Timeout { .. } => Error::Timeout { url, operation: operation.into(), timeout: self.s.timeout },
@@ -60,11 +60,9 @@ impl Reader<'_> {
             LdapError::LdapResult { result } => Error::Search {
                 url,
                 operation: operation.into(),
-                reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text)
-                    .trim()
-                    .to_string(),
+                reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text).trim().into(),
             },
-            other => Error::Search { url, operation: operation.into(), reason: other.to_string() },
+            other => Error::Search { url, operation: operation.into(), reason: Cause::new(other) },
         }
     }
 
@@ -288,7 +286,7 @@ impl Reader<'_> {
         Error::Search {
             url: self.url.clone(),
             operation: format!("reading the members of {dn}"),
-            reason: e.to_string(),
+            reason: Cause::new(e),
         }
     }
 
@@ -326,7 +324,7 @@ impl Reader<'_> {
             let members = range::values_of(&mut e, attr, None).map(|r| r.values).map_err(|err| Error::Search {
                 url: url.clone(),
                 operation: format!("reading the members of {}", e.dn),
-                reason: err.to_string(),
+                reason: Cause::new(err),
             });
             records.push(record(s, e, members, index, wanted));
         })
