@@ -93,11 +93,12 @@ pub struct RawLdap {
     /// Default `member`.
     #[serde(default = "defaults::member_attribute")]
     pub member_attribute: String,
-    /// Default `displayName`. Accepted, not read: CloudShell takes a user's details from its own directory
-    /// connection when it imports them.
+    /// Default `displayName`. Accepted and not read today: no search asks for it. CloudShell takes a user's
+    /// details from its own directory connection when it imports them.
     #[serde(default = "defaults::display_name_attribute")]
     pub display_name_attribute: String,
-    /// Default `mail`. Accepted, not read (as `display_name_attribute`).
+    /// Default `mail`. Accepted and not read today: no search asks for it (CloudShell takes a user's email
+    /// from its own directory connection).
     #[serde(default = "defaults::email_attribute")]
     pub email_attribute: String,
     /// Entries per page; every search is paged. Default 500.

@@ -6,7 +6,8 @@
 //!
 //! Membership strategy (searches for N configured groups, M users, K nested groups reached, D member DNs that
 //! are neither users nor groups):
-//! - one paged search of all users under the base (`user_filter`, username/display name/mail attributes):
+//! - one paged search of all users under the base (`user_filter`; the username attribute and
+//!   `userAccountControl` only: `display_name_attribute` and `email_attribute` are accepted and not read today):
 //!   ceil(M / page_size) pages, joined in memory by normalised DN;
 //! - one paged search for the configured groups by name, ORed 50 names per filter: ceil(N / 50) searches;
 //! - with nested groups, one base-scope read per member DN that is not a user, level by level: K + D reads; at
