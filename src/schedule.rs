@@ -5,8 +5,8 @@
 //! Why not tokio-cron-scheduler itself: besides polling the wall clock every 500 ms (no paused-time tests,
 //! no overlap guard), version 0.15 computes every tick after the first with the UTC offset the time zone had
 //! when the job was created, so a `timezone = "Europe/Paris"` schedule fires an hour off after the next
-//! daylight-saving change. The test `tokio_cron_scheduler_freezes_the_utc_offset_of_a_time_zone` shows it;
-//! this module computes each next run in the real time zone.
+//! daylight-saving change. The test `tokio_cron_scheduler_freezes_the_utc_offset_of_a_time_zone` shows the
+//! offset it keeps and replays that computation; this module computes each next run in the real time zone.
 //!
 //! Time comes from a [`Clock`]: the system's wall clock in production, or tokio's (pausable) clock mapped onto
 //! a fixed wall-clock origin in tests, so the schedule can be tested under paused time.
@@ -217,7 +217,13 @@ mod tests {
     /// one UTC offset, taken when it is created; its scheduler loop (0.15.1, `scheduler.rs`) computes each
     /// next tick after the first as `schedule.iter_after(now.with_timezone(&FixedOffset(time_offset_seconds)))`.
     /// In the other season the zone's offset differs, and that computation lands an hour away from the
-    /// schedule's real time; `Schedule` does not. When this test fails, upstream has fixed it.
+    /// schedule's real time; `Schedule` does not.
+    ///
+    /// What the test shows: the job still stores the offset of its creation (read back from its job data), and
+    /// the loop's computation, replayed here with that offset, is an hour off in the other season while ours is
+    /// at 02:30. It replays the computation rather than running upstream's loop, so it cannot tell that upstream
+    /// has fixed the loop (a fix that keeps `time_offset_seconds` leaves it passing): read upstream's
+    /// `scheduler.rs` before reconsidering the crate.
     #[test]
     fn tokio_cron_scheduler_freezes_the_utc_offset_of_a_time_zone() {
         use chrono::{FixedOffset, Offset, TimeZone};
