@@ -1,6 +1,6 @@
 //! What can go wrong reading the directory. Each error names the URL and the operation; none carries the
 //! bind password. A connect or search failure keeps its cause as [`std::error::Error::source`] (a [`Cause`]),
-//! so `{:#}` and error-chain walkers reach it; no `ldap3` type leaves this module's parent.
+//! so `{:#}` and error-chain walkers reach it; the cause is type-erased, so no `ldap3` type leaves `ldap`.
 
 use std::fmt;
 use std::sync::Arc;
