@@ -76,6 +76,12 @@ impl User {
             group_ids: u.group_ids.map(|ids| ids.iter().filter_map(Value::as_i64).collect()),
         }
     }
+
+    /// A local CloudShell user, not imported from a directory: `DomainName` null or blank. This program
+    /// never deactivates one nor removes one from a group.
+    pub fn is_local(&self) -> bool {
+        self.domain_name.as_deref().is_none_or(|d| d.trim().is_empty())
+    }
 }
 
 /// One entry of an import answer's `Errors`. The reference gives them no shape, so any JSON value is read:
@@ -586,6 +592,20 @@ mod tests {
         let (a, b, local) = (read("a", Some("EXAMPLE")), read("b", Some("EXAMPLE")), read("c", None));
         assert!(Arc::ptr_eq(a.domain_name.as_ref().unwrap(), b.domain_name.as_ref().unwrap()));
         assert_eq!((a.domain_name.as_deref(), local.domain_name), (Some("EXAMPLE"), None));
+    }
+
+    #[test]
+    fn a_user_without_a_domain_name_or_with_a_blank_one_is_local() {
+        let user = |domain: Option<&str>| User {
+            id: Some(1),
+            username: "a".into(),
+            is_active: true,
+            is_admin: false,
+            domain_name: domain.map(Arc::from),
+            group_ids: None,
+        };
+        let local: Vec<bool> = [None, Some(""), Some("  "), Some("EXAMPLE")].map(|d| user(d).is_local()).to_vec();
+        assert_eq!(local, [true, true, true, false]);
     }
 
     #[test]

@@ -25,8 +25,8 @@ use crate::config::LeaverPolicy;
 use crate::ldap::Member;
 use crate::report::{DisabledReport, Failure, GroupStatus, ProtectedLine};
 use crate::state::{self, Managed};
+use crate::sync::activation::{Target, protection};
 use crate::sync::leave::{Change, change_active};
-use crate::sync::leavers::Target;
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
 
@@ -78,16 +78,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: u
             continue;
         }
         let Some(user) = by_name.get(&account.username) else { continue }; // not in CloudShell: nothing to do
-        let why = if user.is_admin {
-            Some("an administrator")
-        } else if user.domain_name.as_deref().is_none_or(|d| d.trim().is_empty()) {
-            Some("a local user")
-        } else if protect.protects(account.username.as_str()) {
-            Some("sync.leavers.protect")
-        } else {
-            None
-        };
-        match (why, user.is_active, user.id) {
+        match (protection(user, account.username.as_str(), Some(protect)), user.is_active, user.id) {
             (Some(reason), true, _) => protected.push(ProtectedLine { username: account.username.to_string(), reason }),
             (None, true, Some(id)) => deactivate.push(Target { username: account.username.to_string(), id }),
             _ => {} // already inactive (by whoever), or without an id

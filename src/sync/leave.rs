@@ -11,7 +11,8 @@ use crate::cloudshell::{self, Client};
 use crate::config::{LeaverAction, LeaverPolicy};
 use crate::report::{Failure, GroupStatus, LeaverLine, LeaversReport};
 use crate::state;
-use crate::sync::leavers::{self, Seen, Standing, Target};
+use crate::sync::activation::Target;
+use crate::sync::leavers::{self, Seen, Standing};
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
 

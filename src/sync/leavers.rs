@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use crate::cloudshell;
 use crate::config::LeaverPolicy;
 use crate::state::Managed;
+use crate::sync::activation::{Target, protection};
 use crate::username::Username;
 
 /// Where a leaver stands.
@@ -59,13 +60,6 @@ pub struct Leaver {
     pub runs: u32,
     pub since: Option<String>,
     pub standing: Standing,
-}
-
-/// A CloudShell user to change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub username: String,
-    pub id: i64,
 }
 
 /// Why deactivations are held.
@@ -136,14 +130,12 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
         let standing = match user {
             None => Standing::Gone,
             Some(u) if !u.is_active => Standing::Inactive,
-            Some(u) if u.is_admin => Standing::Protected("an administrator"),
-            Some(u) if u.domain_name.as_deref().is_none_or(|d| d.trim().is_empty()) => {
-                Standing::Protected("a local user")
-            }
-            Some(_) if policy.protects(&entry.username) => Standing::Protected("sync.leavers.protect"),
-            Some(u) if u.id.is_none() => Standing::Gone,
-            Some(_) if entry.leaver_runs < policy.grace_runs => Standing::Waiting,
-            Some(_) => Standing::Candidate,
+            Some(u) => match protection(u, &entry.username, Some(policy)) {
+                Some(why) => Standing::Protected(why),
+                None if u.id.is_none() => Standing::Gone,
+                None if entry.leaver_runs < policy.grace_runs => Standing::Waiting,
+                None => Standing::Candidate,
+            },
         };
         let id = user.and_then(|u| u.id).or(entry.id);
         leavers.push(Leaver {

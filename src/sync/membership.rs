@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::cloudshell;
 use crate::config::Mapping;
+use crate::sync::activation::protection;
 use crate::username::Username;
 
 /// What the import step knows of one directory group.
@@ -165,8 +166,9 @@ pub fn plan(
         if limits.remove_from_groups && additions_only.is_none() {
             for u in current {
                 let Some(username) = Username::new(&u.username) else { continue };
-                let from_directory = u.domain_name.as_deref().is_some_and(|d| !d.trim().is_empty());
-                if from_directory && !u.is_admin && !wanted.contains(&username) && !keep.contains(&username) {
+                // Not `sync.leavers.protect`: a removal from a group leaves the account as it is.
+                let protected = protection(u, &u.username, None).is_some();
+                if !protected && !wanted.contains(&username) && !keep.contains(&username) {
                     remove.push(Placement { username, id: u.id });
                 }
             }

@@ -4,6 +4,7 @@
 //! [`apply::apply_group`], and the report's assembly rules are in [`crate::report`]. It never writes when the
 //! directory could not be read, when the plan is held, or in a dry run.
 
+pub mod activation;
 pub mod apply;
 pub mod disabled;
 pub mod leave;
