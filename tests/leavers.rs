@@ -107,6 +107,37 @@ async fn a_member_who_leaves_is_deactivated_kept_and_reactivated_when_back() {
 }
 
 #[tokio::test]
+async fn a_step_whose_deactivations_all_fail_is_failed_and_partial_when_some_took_effect() {
+    let env = Env::start();
+    let config = env.config(&["Team", "Other"], DEACTIVATE);
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+    // The user update answers 503 to the first attempt and to each of the 3 retries: one user's worth.
+    let fail_one = json!({"fail": {"count": 4, "status": 503, "method": "PUT", "path_contains": "/api/v1/users/"}});
+
+    env.leave("Team", "bob");
+    env.sim.set_faults(fail_one.clone()).await;
+    let (code, report, stderr) = common::sync_json(&config, &[]);
+    assert_eq!(code, 3, "{report}\n{stderr}");
+    let step = leavers(&report);
+    assert_eq!(step["status"], "failed", "nothing took effect, as for a group: {step}");
+    assert_eq!(step["failures"][0]["username"], "bob");
+    assert!(env.active("bob").await);
+
+    env.leave("Team", "carol");
+    env.sim.set_faults(fail_one).await;
+    let (code, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(code, 3, "{report}");
+    let step = leavers(&report);
+    assert_eq!(step["status"], "partial", "{step}");
+    assert_eq!((step["failures"][0]["username"].as_str(), strings(&step["deactivated"])), (Some("bob"), vec!["carol"]));
+
+    // The faults spent, the next run deactivates bob.
+    let (code, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(strings(&leavers(&report)["deactivated"]), ["bob"]);
+}
+
+#[tokio::test]
 async fn with_three_runs_of_grace_a_leaver_is_deactivated_on_the_third_and_coming_back_resets_it() {
     let env = Env::start();
     let config = env.config(&["Team"], &format!("{DEACTIVATE}\ngrace_runs = 3"));

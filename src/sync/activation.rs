@@ -1,9 +1,14 @@
 //! Deactivating and reactivating CloudShell users, shared by the leaver step (`super::leave`) and the
-//! disabled-account step (`super::disabled`): the one rule for who is never touched ([`protection`]). Who to
-//! change is each step's own pure decision.
+//! disabled-account step (`super::disabled`): the one rule for who is never touched ([`protection`]), the one
+//! routine that changes users' `IsActive` ([`activate`]), and the one rule for the step's status after it
+//! ([`Activation::status`]). Who to change is each step's own pure decision; what a change means for the
+//! managed users is each step's own record.
 
-use crate::cloudshell;
+use tokio_util::sync::CancellationToken;
+
+use crate::cloudshell::{self, Client};
 use crate::config::LeaverPolicy;
+use crate::report::{Failure, GroupStatus};
 
 /// A CloudShell user to deactivate or reactivate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +30,122 @@ pub fn protection(user: &cloudshell::User, username: &str, protect: Option<&Leav
         Some("sync.leavers.protect")
     } else {
         None
+    }
+}
+
+/// Why a step changes users, logged as `reason` with each change.
+pub struct Reasons {
+    pub deactivate: &'static str,
+    pub reactivate: &'static str,
+}
+
+/// What became of a step's changes.
+#[derive(Debug, Default)]
+pub struct Activation {
+    /// Made inactive, in the order asked.
+    pub deactivated: Vec<Target>,
+    /// Made active again, in the order asked.
+    pub reactivated: Vec<Target>,
+    /// The changes that failed, with the reason for the report.
+    pub failures: Vec<Failure>,
+    /// Asked to stop before every change was tried.
+    pub stopped: bool,
+}
+
+impl Activation {
+    /// The step's status after its changes, given its status before them (`ok`, or `held` when its
+    /// deactivations were held and only reactivations were tried):
+    /// - `skipped` when the run was asked to stop before every change was tried;
+    /// - else, with failures and an `ok` step: `failed` when none of its changes took effect, `partial` when
+    ///   some did (a user gone from CloudShell counts as neither), the rule of a group's line in the report
+    ///   (`GroupReport::enumerated`, `MembershipReport::settle`);
+    /// - else the status before.
+    ///
+    /// A step whose managed users could not be saved is `failed` whatever this says.
+    pub fn status(&self, before: GroupStatus) -> GroupStatus {
+        if self.stopped {
+            GroupStatus::Skipped
+        } else if self.failures.is_empty() || before != GroupStatus::Ok {
+            before
+        } else if self.deactivated.is_empty() && self.reactivated.is_empty() {
+            GroupStatus::Failed
+        } else {
+            GroupStatus::Partial
+        }
+    }
+
+    /// The users each change took effect for, each with whether it is now active.
+    pub fn changed(&self) -> impl Iterator<Item = (&Target, bool)> {
+        let deactivated = self.deactivated.iter().map(|t| (t, false));
+        deactivated.chain(self.reactivated.iter().map(|t| (t, true)))
+    }
+
+    /// The usernames of `targets`, for the report.
+    pub fn usernames(targets: &[Target]) -> Vec<String> {
+        targets.iter().map(|t| t.username.clone()).collect()
+    }
+}
+
+/// Deactivates `deactivate`, then reactivates `reactivate`, one call after the other (read-modify-write),
+/// logging each outcome with `reasons`. Checks `stop` before each call and makes no more once it is set.
+pub async fn activate(
+    client: &Client,
+    deactivate: &[Target],
+    reactivate: &[Target],
+    reasons: &Reasons,
+    stop: &CancellationToken,
+) -> Activation {
+    let mut done = Activation::default();
+    for (targets, active) in [(deactivate, false), (reactivate, true)] {
+        for t in targets {
+            if stop.is_cancelled() {
+                done.stopped = true;
+                return done;
+            }
+            let reason = if active { reasons.reactivate } else { reasons.deactivate };
+            match change_active(client, t, active, reason).await {
+                Change::Done if active => done.reactivated.push(t.clone()),
+                Change::Done => done.deactivated.push(t.clone()),
+                Change::Gone => {}
+                Change::Failed(reason) => done.failures.push(Failure { username: t.username.clone(), reason }),
+            }
+        }
+    }
+    done
+}
+
+/// What became of one activation change.
+enum Change {
+    Done,
+    /// The user is no longer in CloudShell.
+    Gone,
+    /// The reason, for the report.
+    Failed(String),
+}
+
+/// Sets one user active or inactive (read-modify-write), logging the outcome with `reason`.
+async fn change_active(client: &Client, t: &Target, active: bool, reason: &'static str) -> Change {
+    match client.set_active(t.id, active).await {
+        Ok(true) if active => {
+            tracing::info!(username = %t.username, reason, "user reactivated");
+            Change::Done
+        }
+        Ok(true) => {
+            tracing::info!(username = %t.username, reason, "user deactivated");
+            Change::Done
+        }
+        Ok(false) => {
+            tracing::info!(username = %t.username, "user no longer in CloudShell");
+            Change::Gone
+        }
+        Err(e) if active => {
+            tracing::warn!(username = %t.username, error = %e, "user reactivation failed");
+            Change::Failed(format!("reactivation failed: {e}"))
+        }
+        Err(e) => {
+            tracing::warn!(username = %t.username, error = %e, "user deactivation failed");
+            Change::Failed(format!("deactivation failed: {e}"))
+        }
     }
 }
 
@@ -72,6 +193,32 @@ mod tests {
             (user("boss", true, Some("EXAMPLE")), None, Some("an administrator")),
         ] {
             assert_eq!(protection(&user, &user.username, protect), expected, "{user:?}");
+        }
+    }
+
+    #[test]
+    fn a_step_fails_when_no_change_took_effect_and_is_partial_when_some_did() {
+        use GroupStatus::{Failed, Held, Ok, Partial, Skipped};
+        let t = |name: &str| Target { username: name.into(), id: 1 };
+        let failure = || vec![Failure { username: "x".into(), reason: "deactivation failed: 503".into() }];
+        let outcome = |deactivated: Vec<Target>, reactivated: Vec<Target>, failures, stopped| Activation {
+            deactivated,
+            reactivated,
+            failures,
+            stopped,
+        };
+        for (done, before, expected) in [
+            (outcome(vec![], vec![], vec![], false), Ok, Ok),
+            (outcome(vec![t("a")], vec![], vec![], false), Ok, Ok),
+            (outcome(vec![], vec![], failure(), false), Ok, Failed),
+            (outcome(vec![t("a")], vec![], failure(), false), Ok, Partial),
+            (outcome(vec![], vec![t("a")], failure(), false), Ok, Partial),
+            (outcome(vec![], vec![], failure(), false), Held, Held),
+            (outcome(vec![], vec![], vec![], false), Held, Held),
+            (outcome(vec![t("a")], vec![], failure(), true), Ok, Skipped),
+            (outcome(vec![], vec![], vec![], true), Held, Skipped),
+        ] {
+            assert_eq!(done.status(before), expected, "{done:?} after {before:?}");
         }
     }
 }

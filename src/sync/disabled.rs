@@ -23,10 +23,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cloudshell::{self, Client};
 use crate::config::LeaverPolicy;
 use crate::ldap::Member;
-use crate::report::{DisabledReport, Failure, GroupStatus, ProtectedLine};
+use crate::report::{DisabledReport, GroupStatus, ProtectedLine};
 use crate::state::{self, Managed};
-use crate::sync::activation::{Target, protection};
-use crate::sync::leave::{Change, change_active};
+use crate::sync::activation::{self, Activation, Reasons, Target, protection};
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
 
@@ -34,6 +33,8 @@ use crate::username::Username;
 pub const DEACTIVATED_BECAUSE: &str = "disabled in the directory";
 /// The reason logged with a reactivation by this step.
 pub const REACTIVATED_BECAUSE: &str = "enabled in the directory";
+/// Why this step changes users, as logged.
+const REASONS: Reasons = Reasons { deactivate: DEACTIVATED_BECAUSE, reactivate: REACTIVATED_BECAUSE };
 
 /// What the run saw, for the plan.
 pub struct Seen<'a> {
@@ -141,6 +142,44 @@ pub async fn disabled_step(client: &Client, protect: &LeaverPolicy, limit: usize
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let seen = seen(run.plan, run.users, run.complete, &now);
     let planned = plan(&managed, &seen, protect, limit);
+    record_plan(&planned, &mut report);
+    if run.dry_run {
+        report.planned = planned.deactivate.iter().map(|t| t.username.clone()).collect();
+        report.planned.extend(created_by_imports(run.plan, run.users));
+        report.planned.sort_by_cached_key(|u| u.to_lowercase());
+        report.planned.dedup();
+        if report.status == GroupStatus::Ok && !(report.planned.is_empty() && planned.reactivate.is_empty()) {
+            report.status = GroupStatus::Planned;
+        }
+        return report;
+    }
+    let done = activation::activate(client, &planned.deactivate, &planned.reactivate, &REASONS, run.stop).await;
+    let mut next = planned.next;
+    for (t, active) in done.changed() {
+        if !active {
+            record_deactivated(&mut next, t, &now);
+        } else if let Some(entry) = Username::new(&t.username).and_then(|u| next.users.get_mut(u.folded())) {
+            (entry.deactivated, entry.disabled_in_directory) = (false, false);
+        }
+    }
+    report.status = done.status(report.status);
+    report.deactivated = Activation::usernames(&done.deactivated);
+    report.reactivated = Activation::usernames(&done.reactivated);
+    report.failures = done.failures;
+    if next != managed
+        && let Err(e) = state::save_managed(run.state_directory, &next)
+    {
+        // A deactivation not recorded could not be undone when the account is enabled again: say so loudly.
+        tracing::error!(dir = %run.state_directory.display(), error = %e, "state file not written");
+        report.error = Some(format!("managed users not saved in {}: {e}", run.state_directory.display()));
+        report.status = GroupStatus::Failed;
+    }
+    report
+}
+
+/// Records the plan in the report and the logs: the disabled accounts left active, and whether the
+/// deactivations are held.
+fn record_plan(planned: &DisabledPlan, report: &mut DisabledReport) {
     report.protected = planned.protected.clone();
     for p in &planned.protected {
         tracing::info!(username = %p.username, reason = p.reason, "disabled account left active");
@@ -152,53 +191,6 @@ pub async fn disabled_step(client: &Client, protect: &LeaverPolicy, limit: usize
         ));
         report.status = GroupStatus::Held;
     }
-    if run.dry_run {
-        report.planned = planned.deactivate.iter().map(|t| t.username.clone()).collect();
-        report.planned.extend(created_by_imports(run.plan, run.users));
-        report.planned.sort_by_cached_key(|u| u.to_lowercase());
-        report.planned.dedup();
-        if report.status == GroupStatus::Ok && !(report.planned.is_empty() && planned.reactivate.is_empty()) {
-            report.status = GroupStatus::Planned;
-        }
-        return report;
-    }
-    let mut next = planned.next;
-    for (targets, active) in [(&planned.deactivate, false), (&planned.reactivate, true)] {
-        for t in targets {
-            if run.stop.is_cancelled() {
-                report.status = GroupStatus::Skipped;
-                break;
-            }
-            let reason = if active { REACTIVATED_BECAUSE } else { DEACTIVATED_BECAUSE };
-            match change_active(client, t, active, reason).await {
-                Change::Done if active => {
-                    report.reactivated.push(t.username.clone());
-                    if let Some(entry) = Username::new(&t.username).and_then(|u| next.users.get_mut(u.folded())) {
-                        (entry.deactivated, entry.disabled_in_directory) = (false, false);
-                    }
-                }
-                Change::Done => {
-                    report.deactivated.push(t.username.clone());
-                    record_deactivated(&mut next, t, &now);
-                }
-                Change::Gone => {}
-                Change::Failed(reason) => report.failures.push(Failure { username: t.username.clone(), reason }),
-            }
-        }
-    }
-    if next != managed
-        && let Err(e) = state::save_managed(run.state_directory, &next)
-    {
-        // A deactivation not recorded could not be undone when the account is enabled again: say so loudly.
-        tracing::error!(dir = %run.state_directory.display(), error = %e, "state file not written");
-        report.error = Some(format!("managed users not saved in {}: {e}", run.state_directory.display()));
-        report.status = GroupStatus::Failed;
-    }
-    if !report.failures.is_empty() && report.status == GroupStatus::Ok {
-        let none_done = report.deactivated.is_empty() && report.reactivated.is_empty();
-        report.status = if none_done { GroupStatus::Failed } else { GroupStatus::Partial };
-    }
-    report
 }
 
 /// What the run saw of the groups the step may act on: enumerated and not held.

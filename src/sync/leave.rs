@@ -9,10 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cloudshell::{self, Client};
 use crate::config::{LeaverAction, LeaverPolicy};
-use crate::report::{Failure, GroupStatus, LeaverLine, LeaversReport};
+use crate::report::{GroupStatus, LeaverLine, LeaversReport};
 use crate::state;
-use crate::sync::activation::Target;
-use crate::sync::leavers::{self, Seen, Standing};
+use crate::sync::activation::{self, Activation, Reasons};
+use crate::sync::leavers::{self, LeaverPlan, Seen, Standing};
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
 
@@ -50,23 +50,21 @@ fn quote(names: &[&str]) -> String {
     names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
 }
 
+/// Why this step changes users, as logged.
+const REASONS: Reasons =
+    Reasons { deactivate: "left the configured groups", reactivate: "back in the configured groups" };
+
 /// Runs the step; `None` with `action = "ignore"`.
 pub async fn leaver_step(client: &Client, policy: &LeaverPolicy, run: Run<'_>) -> Option<LeaversReport> {
     if policy.action == LeaverAction::Ignore {
         return None;
     }
     let mut report = LeaversReport::new(policy.action.as_str());
-    let skip = |report: &mut LeaversReport, why: String| {
-        tracing::info!(reason = %why, "leaver step skipped");
-        report.skipped = Some(why);
-    };
     let Some(dir) = run.state_directory else {
-        skip(&mut report, "no state directory: managed users cannot be tracked".into());
-        return Some(report);
+        return Some(skipped(report, "no state directory: managed users cannot be tracked".into()));
     };
     if let Err(why) = run.complete {
-        skip(&mut report, format!("{why}; nobody is a leaver in an incomplete run"));
-        return Some(report);
+        return Some(skipped(report, format!("{why}; nobody is a leaver in an incomplete run")));
     }
     let managed = match state::load_managed(dir) {
         Ok(m) => m,
@@ -81,6 +79,45 @@ pub async fn leaver_step(client: &Client, policy: &LeaverPolicy, run: Run<'_>) -
     let (members, ambiguous) = seen(run.plan);
     let seen = Seen { members, ambiguous, users: run.users, now: &now };
     let planned = leavers::plan(&managed, &seen, policy);
+    record_plan(&planned, policy, &mut report);
+    if run.dry_run {
+        if report.status == GroupStatus::Ok && (!planned.deactivate.is_empty() || !planned.reactivate.is_empty()) {
+            report.status = GroupStatus::Planned;
+        }
+        return Some(report);
+    }
+    let mut next = planned.next;
+    if policy.action == LeaverAction::Deactivate {
+        let done = activation::activate(client, &planned.deactivate, &planned.reactivate, &REASONS, run.stop).await;
+        for (t, active) in done.changed() {
+            if let Some(entry) = Username::new(&t.username).and_then(|u| next.users.get_mut(u.folded())) {
+                entry.deactivated = !active;
+            }
+        }
+        report.status = done.status(report.status);
+        report.deactivated = Activation::usernames(&done.deactivated);
+        report.reactivated = Activation::usernames(&done.reactivated);
+        report.failures = done.failures;
+    }
+    if let Err(e) = state::save_managed(dir, &next) {
+        // Deactivations not recorded could not be undone by reactivation: say so loudly.
+        tracing::error!(dir = %dir.display(), error = %e, "state file not written");
+        report.error = Some(format!("managed users not saved in {}: {e}", dir.display()));
+        report.status = GroupStatus::Failed;
+    }
+    Some(report)
+}
+
+/// The report of a step that did not run, saying why.
+fn skipped(mut report: LeaversReport, why: String) -> LeaversReport {
+    tracing::info!(reason = %why, "leaver step skipped");
+    report.skipped = Some(why);
+    report
+}
+
+/// Records the plan in the report and the logs: every leaver with its standing, the candidates, and
+/// whether the deactivations are held.
+fn record_plan(planned: &LeaverPlan, policy: &LeaverPolicy, report: &mut LeaversReport) {
     report.managed = planned.next.users.len();
     for l in &planned.leavers {
         tracing::info!(username = %l.username, runs = l.runs, standing = l.standing.as_str(), "leaver found");
@@ -99,100 +136,16 @@ pub async fn leaver_step(client: &Client, policy: &LeaverPolicy, run: Run<'_>) -
             report.candidates.push(l.username.clone());
         }
     }
-    if let Some(held) = &planned.held {
-        let why = format!("{} to deactivate, more than sync.leavers.{} allows ({})", held.planned, held.by, held.limit);
-        if policy.action == LeaverAction::Deactivate {
-            tracing::warn!(planned = held.planned, limit = held.limit, by = held.by, "deactivations held");
-            report.held = true;
-            report.held_by = Some(why);
-            report.status = GroupStatus::Held;
-        } else {
-            // `report` writes nothing, so nothing is held; say what `deactivate` would do.
-            report.held_by = Some(format!("with action = \"deactivate\" this would be held: {why}"));
-        }
-    }
-    if run.dry_run {
-        if report.status == GroupStatus::Ok && (!planned.deactivate.is_empty() || !planned.reactivate.is_empty()) {
-            report.status = GroupStatus::Planned;
-        }
-        return Some(report);
-    }
-    let mut next = planned.next;
+    let Some(held) = &planned.held else { return };
+    let why = format!("{} to deactivate, more than sync.leavers.{} allows ({})", held.planned, held.by, held.limit);
     if policy.action == LeaverAction::Deactivate {
-        for (targets, active) in [(&planned.deactivate, false), (&planned.reactivate, true)] {
-            for t in targets {
-                if run.stop.is_cancelled() {
-                    report.status = GroupStatus::Skipped;
-                    break;
-                }
-                if set(client, t, active, &mut report).await
-                    && let Some(entry) = Username::new(&t.username).and_then(|u| next.users.get_mut(u.folded()))
-                {
-                    entry.deactivated = !active;
-                }
-            }
-        }
-    }
-    if let Err(e) = state::save_managed(dir, &next) {
-        // Deactivations not recorded could not be undone by reactivation: say so loudly.
-        tracing::error!(dir = %dir.display(), error = %e, "state file not written");
-        report.error = Some(format!("managed users not saved in {}: {e}", dir.display()));
-        report.status = GroupStatus::Failed;
-    }
-    if !report.failures.is_empty() && report.status == GroupStatus::Ok {
-        report.status = GroupStatus::Partial;
-    }
-    Some(report)
-}
-
-/// Deactivates or reactivates one user; records the outcome. Says whether it took effect.
-async fn set(client: &Client, t: &Target, active: bool, report: &mut LeaversReport) -> bool {
-    let reason = if active { "back in the configured groups" } else { "left the configured groups" };
-    match change_active(client, t, active, reason).await {
-        Change::Done if active => report.reactivated.push(t.username.clone()),
-        Change::Done => report.deactivated.push(t.username.clone()),
-        Change::Gone => return false,
-        Change::Failed(reason) => {
-            report.failures.push(Failure { username: t.username.clone(), reason });
-            return false;
-        }
-    }
-    true
-}
-
-/// What became of one activation change.
-pub(super) enum Change {
-    Done,
-    /// The user is no longer in CloudShell.
-    Gone,
-    /// The reason, for the report.
-    Failed(String),
-}
-
-/// Sets one user active or inactive (read-modify-write), logging the outcome with `reason`: the one
-/// deactivation path, shared by leavers and disabled accounts.
-pub(super) async fn change_active(client: &Client, t: &Target, active: bool, reason: &'static str) -> Change {
-    match client.set_active(t.id, active).await {
-        Ok(true) if active => {
-            tracing::info!(username = %t.username, reason, "user reactivated");
-            Change::Done
-        }
-        Ok(true) => {
-            tracing::info!(username = %t.username, reason, "user deactivated");
-            Change::Done
-        }
-        Ok(false) => {
-            tracing::info!(username = %t.username, "user no longer in CloudShell");
-            Change::Gone
-        }
-        Err(e) if active => {
-            tracing::warn!(username = %t.username, error = %e, "user reactivation failed");
-            Change::Failed(format!("reactivation failed: {e}"))
-        }
-        Err(e) => {
-            tracing::warn!(username = %t.username, error = %e, "user deactivation failed");
-            Change::Failed(format!("deactivation failed: {e}"))
-        }
+        tracing::warn!(planned = held.planned, limit = held.limit, by = held.by, "deactivations held");
+        report.held = true;
+        report.held_by = Some(why);
+        report.status = GroupStatus::Held;
+    } else {
+        // `report` writes nothing, so nothing is held; say what `deactivate` would do.
+        report.held_by = Some(format!("with action = \"deactivate\" this would be held: {why}"));
     }
 }
 
