@@ -61,7 +61,8 @@ impl Activation {
     ///   (`GroupReport::enumerated`, `MembershipReport::settle`);
     /// - else the status before.
     ///
-    /// A step whose managed users could not be saved is `failed` whatever this says.
+    /// A step whose changes to the managed users could not be saved is then `failed` whatever this says
+    /// ([`super::ledger::Ledger::save`]).
     pub fn status(&self, before: GroupStatus) -> GroupStatus {
         if self.stopped {
             GroupStatus::Skipped

@@ -15,7 +15,6 @@
 //! stand; leaver limits do not count these).
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -24,8 +23,9 @@ use crate::cloudshell::{self, Client};
 use crate::config::LeaverPolicy;
 use crate::ldap::Member;
 use crate::report::{DisabledReport, GroupStatus, ProtectedLine};
-use crate::state::{self, Managed};
+use crate::state::Managed;
 use crate::sync::activation::{self, Activation, Reasons, Target, protection};
+use crate::sync::ledger::{Keeper, Ledger};
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
 
@@ -122,15 +122,23 @@ pub struct Run<'a> {
     pub users: &'a [cloudshell::User],
     /// Every configured group enumerated, none held, nothing interrupted.
     pub complete: bool,
-    pub state_directory: &'a Path,
     pub dry_run: bool,
     pub stop: &'a CancellationToken,
+    /// This run's time, as written into the managed users.
+    pub now: &'a str,
 }
 
-/// Runs the step (only with `import_then_deactivate`).
-pub async fn disabled_step(client: &Client, protect: &LeaverPolicy, limit: usize, run: Run<'_>) -> DisabledReport {
+/// Runs the step (only with `import_then_deactivate`) on the run's managed users, handing them back to
+/// `ledger` with what it did recorded.
+pub async fn disabled_step(
+    client: &Client,
+    protect: &LeaverPolicy,
+    limit: usize,
+    ledger: &mut Ledger,
+    run: Run<'_>,
+) -> DisabledReport {
     let mut report = DisabledReport::new(crate::config::DisabledAccounts::ImportThenDeactivate.as_str());
-    let managed = match state::load_managed(run.state_directory) {
+    let managed = match ledger.users() {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(error = %e, "state file unreadable");
@@ -139,9 +147,8 @@ pub async fn disabled_step(client: &Client, protect: &LeaverPolicy, limit: usize
             return report;
         }
     };
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let seen = seen(run.plan, run.users, run.complete, &now);
-    let planned = plan(&managed, &seen, protect, limit);
+    let seen = seen(run.plan, run.users, run.complete, run.now);
+    let planned = plan(managed, &seen, protect, limit);
     record_plan(&planned, &mut report);
     if run.dry_run {
         report.planned = planned.deactivate.iter().map(|t| t.username.clone()).collect();
@@ -157,7 +164,7 @@ pub async fn disabled_step(client: &Client, protect: &LeaverPolicy, limit: usize
     let mut next = planned.next;
     for (t, active) in done.changed() {
         if !active {
-            record_deactivated(&mut next, t, &now);
+            record_deactivated(&mut next, t, run.now);
         } else if let Some(entry) = Username::new(&t.username).and_then(|u| next.users.get_mut(u.folded())) {
             (entry.deactivated, entry.disabled_in_directory) = (false, false);
         }
@@ -166,14 +173,7 @@ pub async fn disabled_step(client: &Client, protect: &LeaverPolicy, limit: usize
     report.deactivated = Activation::usernames(&done.deactivated);
     report.reactivated = Activation::usernames(&done.reactivated);
     report.failures = done.failures;
-    if next != managed
-        && let Err(e) = state::save_managed(run.state_directory, &next)
-    {
-        // A deactivation not recorded could not be undone when the account is enabled again: say so loudly.
-        tracing::error!(dir = %run.state_directory.display(), error = %e, "state file not written");
-        report.error = Some(format!("managed users not saved in {}: {e}", run.state_directory.display()));
-        report.status = GroupStatus::Failed;
-    }
+    ledger.update(Keeper::DisabledAccounts, next);
     report
 }
 

@@ -1,18 +1,18 @@
-//! The leaver step of a run: loads the managed users, asks [`super::leavers::plan`] who left, deactivates
-//! (or only reports) them, reactivates those who came back, and saves the managed users. It acts only on a
-//! complete run; an unreadable state file fails this step alone (nothing deactivated), never the imports.
+//! The leaver step of a run: takes the run's managed users ([`super::ledger`]), asks
+//! [`super::leavers::plan`] who left, deactivates (or only reports) them, reactivates those who came back, and
+//! hands the managed users back for the run to save. It acts only on a complete run; an unreadable state file
+//! fails this step alone (nothing deactivated), never the imports.
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::cloudshell::{self, Client};
 use crate::config::{LeaverAction, LeaverPolicy};
 use crate::report::{GroupStatus, LeaverLine, LeaversReport};
-use crate::state;
 use crate::sync::activation::{self, Activation, Reasons};
 use crate::sync::leavers::{self, LeaverPlan, Seen, Standing};
+use crate::sync::ledger::{Keeper, Ledger};
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
 
@@ -23,9 +23,10 @@ pub struct Run<'a> {
     pub users: &'a [cloudshell::User],
     /// `Err(why)` when the run is not complete: the step is skipped.
     pub complete: Result<(), String>,
-    pub state_directory: Option<&'a Path>,
     pub dry_run: bool,
     pub stop: &'a CancellationToken,
+    /// This run's time, as written into the managed users.
+    pub now: &'a str,
 }
 
 /// Whether a run that got as far as the imports is complete: every configured group enumerated and not
@@ -54,19 +55,25 @@ fn quote(names: &[&str]) -> String {
 const REASONS: Reasons =
     Reasons { deactivate: "left the configured groups", reactivate: "back in the configured groups" };
 
-/// Runs the step; `None` with `action = "ignore"`.
-pub async fn leaver_step(client: &Client, policy: &LeaverPolicy, run: Run<'_>) -> Option<LeaversReport> {
+/// Runs the step on the run's managed users (`None` without a state directory); `None` with
+/// `action = "ignore"`.
+pub async fn leaver_step(
+    client: &Client,
+    policy: &LeaverPolicy,
+    ledger: Option<&mut Ledger>,
+    run: Run<'_>,
+) -> Option<LeaversReport> {
     if policy.action == LeaverAction::Ignore {
         return None;
     }
     let mut report = LeaversReport::new(policy.action.as_str());
-    let Some(dir) = run.state_directory else {
+    let Some(ledger) = ledger else {
         return Some(skipped(report, "no state directory: managed users cannot be tracked".into()));
     };
     if let Err(why) = run.complete {
         return Some(skipped(report, format!("{why}; nobody is a leaver in an incomplete run")));
     }
-    let managed = match state::load_managed(dir) {
+    let managed = match ledger.users() {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(error = %e, "state file unreadable");
@@ -75,10 +82,9 @@ pub async fn leaver_step(client: &Client, policy: &LeaverPolicy, run: Run<'_>) -
             return Some(report);
         }
     };
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let (members, ambiguous) = seen(run.plan);
-    let seen = Seen { members, ambiguous, users: run.users, now: &now };
-    let planned = leavers::plan(&managed, &seen, policy);
+    let seen = Seen { members, ambiguous, users: run.users, now: run.now };
+    let planned = leavers::plan(managed, &seen, policy);
     record_plan(&planned, policy, &mut report);
     if run.dry_run {
         if report.status == GroupStatus::Ok && (!planned.deactivate.is_empty() || !planned.reactivate.is_empty()) {
@@ -99,12 +105,7 @@ pub async fn leaver_step(client: &Client, policy: &LeaverPolicy, run: Run<'_>) -
         report.reactivated = Activation::usernames(&done.reactivated);
         report.failures = done.failures;
     }
-    if let Err(e) = state::save_managed(dir, &next) {
-        // Deactivations not recorded could not be undone by reactivation: say so loudly.
-        tracing::error!(dir = %dir.display(), error = %e, "state file not written");
-        report.error = Some(format!("managed users not saved in {}: {e}", dir.display()));
-        report.status = GroupStatus::Failed;
-    }
+    ledger.update(Keeper::Leavers, next);
     Some(report)
 }
 

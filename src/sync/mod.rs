@@ -9,6 +9,7 @@ pub mod apply;
 pub mod disabled;
 pub mod leave;
 pub mod leavers;
+pub mod ledger;
 pub mod membership;
 pub mod place;
 pub mod plan;
@@ -267,7 +268,8 @@ fn stopped_reading(report: &mut Report) {
     report.fail("the run was asked to stop while reading the directory and CloudShell; nothing was written");
 }
 
-/// The steps after the imports: CloudShell group membership (with mappings) and users who left.
+/// The steps after the imports: CloudShell group membership (with mappings), disabled accounts and users who
+/// left. The last two share one reading of the managed users, written once after both, and one time.
 async fn after_imports(
     config: &Config,
     client: &Client,
@@ -288,17 +290,20 @@ async fn after_imports(
         report.interrupted |= placed.groups.iter().any(|m| m.status == GroupStatus::Skipped);
         (report.memberships, report.removals_held) = (placed.groups, placed.removals_held);
     }
-    if let (true, Some(dir)) = (disabled_step, context.state_directory.as_deref()) {
+    let mut ledger =
+        context.state_directory.as_deref().filter(|_| leaver_step || disabled_step).map(ledger::Ledger::load);
+    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    if let (true, Some(ledger)) = (disabled_step, ledger.as_mut()) {
         let run = disabled::Run {
             plan,
             users: &users,
             complete: leave::completeness(plan, report.interrupted).is_ok(),
-            state_directory: dir,
             dry_run: report.dry_run,
             stop: &context.stops.stop,
+            now: &now,
         };
         let limit = config.sync.max_disabled_deactivations_per_run;
-        let step = disabled::disabled_step(client, &config.sync.leavers, limit, run).await;
+        let step = disabled::disabled_step(client, &config.sync.leavers, limit, ledger, run).await;
         report.interrupted |= step.status == GroupStatus::Skipped;
         report.disabled_accounts = Some(step);
     }
@@ -306,11 +311,14 @@ async fn after_imports(
         plan,
         users: &users,
         complete: leave::completeness(plan, report.interrupted),
-        state_directory: context.state_directory.as_deref(),
         dry_run: report.dry_run,
         stop: &context.stops.stop,
+        now: &now,
     };
-    report.leavers = leave::leaver_step(client, &config.sync.leavers, run).await;
+    report.leavers = leave::leaver_step(client, &config.sync.leavers, ledger.as_mut(), run).await;
+    if let (Some(ledger), false) = (&ledger, report.dry_run) {
+        ledger.save(report);
+    }
 }
 
 /// `sync.disabled_accounts` in force for this run: as configured, else by whether there is a state directory.
