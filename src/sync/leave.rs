@@ -29,11 +29,14 @@ pub struct Run<'a> {
     pub now: &'a str,
 }
 
-/// Whether a run that got as far as the imports is complete: every configured group enumerated and not
-/// held, and nothing interrupted.
+/// Whether a run that got as far as the imports is complete: the directory read whole, every configured
+/// group enumerated and not held, and nothing interrupted. Only then is a user's absence a departure.
 pub fn completeness(plan: &Plan, interrupted: bool) -> Result<(), String> {
     if interrupted {
         return Err("the run was asked to stop".into());
+    }
+    if !plan.coverage.is_full() {
+        return Err("not a complete run: the directory was not read whole".into());
     }
     let incomplete: Vec<&str> = plan
         .groups
