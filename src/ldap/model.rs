@@ -388,6 +388,14 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn entries_own_their_data_so_they_can_outlive_the_run_that_read_them() {
+        // The daemon keeps the last read for the next run's change read: no borrow of the connection or the
+        // settings, and movable between tasks. (A compile-time check.)
+        fn kept<T: Send + Sync + 'static>() {}
+        kept::<Entries>();
+    }
+
+    #[test]
     fn the_walk_reads_each_unknown_member_dn_once_level_by_level_within_the_cap() {
         let known = groups(vec![record("Top", &[], &["A", "B", "Top"]), record("A", &[], &["B", "C"])]);
         let mut walk = Walk::new(vec![key("Top")], 3);

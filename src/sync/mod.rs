@@ -189,7 +189,12 @@ async fn read(
 ) -> Option<Reads> {
     let directory_started = Instant::now();
     // Independent reads: overlap them.
-    let read_directory = async { (connection.snapshot(&config.sync.groups).await, directory_started.elapsed()) };
+    // Read (I/O), then resolve (pure): the entries are what the directory said; the snapshot is what they mean
+    // for the configured groups, with what it covers.
+    let read_directory = async {
+        let entries = connection.read(&config.sync.groups).await;
+        (ldap::resolve(&entries, &config.ldap, &config.sync.groups), directory_started.elapsed())
+    };
     let mapped = !config.sync.mappings.is_empty();
     let list_groups = async { if mapped { Some(client.list_groups().await) } else { None } };
     let reads = async { tokio::join!(read_directory, client.list_users(), list_groups) };
