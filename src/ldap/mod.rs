@@ -1,8 +1,10 @@
 //! The directory side: each configured group's effective members, read from LDAP / Active Directory.
 //!
-//! The public result is a [`Snapshot`], a value: for each configured group either its members or the error
-//! that stopped its enumeration. A failed or truncated read is never reported as an empty group. Nothing
-//! outside this module sees an `ldap3` type. It never writes to the directory.
+//! Two values come out, in two steps: [`Entries`], what the directory said (read by [`Connection::read`], I/O
+//! only), and the [`Snapshot`], what that means for the configured groups ([`resolve`], pure): for each group
+//! either its members or the error that stopped its enumeration, and what the read covered ([`Coverage`]). A
+//! failed or truncated read is never reported as an empty group. Nothing outside this module sees an `ldap3`
+//! type. It never writes to the directory.
 //!
 //! Membership strategy (searches for N configured groups, M users, K nested groups reached, D member DNs that
 //! are neither users nor groups):
@@ -15,10 +17,11 @@
 //!   DNs outside the base are read one by one.
 //!
 //! No search is made per user member, so a 3,000-member group costs the same as a 3-member one.
-
 //!
-//! Inside: [`connect`] reaches and binds, [`search`] makes the reads, [`nesting`] resolves what they found
-//! (pure), [`entry`] turns entries into members, [`dn`] compares DNs, [`range`] follows AD's range retrieval.
+//! Inside: [`connect`] reaches and binds, [`search`] makes the reads, [`model`] holds the entries and the pure
+//! decisions the reads need (nesting mode, name matching, the level-by-level walk), [`resolve`] and [`nesting`]
+//! turn entries into groups (pure), [`entry`] turns entries into members, [`dn`] compares DNs, [`range`] follows
+//! AD's range retrieval.
 
 mod connect;
 mod dn;
