@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::report::{Report, RunResult};
+use crate::report::{Report, RunResult, Standing};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -202,9 +202,9 @@ impl Metrics {
                 self.failures.get_or_create(&KindLabel { kind: "leaver".into() }).inc_by(l.failures.len() as u64);
             }
             if l.skipped.is_none() && l.error.is_none() {
-                for state in ["waiting", "candidate", "protected", "inactive", "gone"] {
-                    let n = l.leavers.iter().filter(|x| x.standing == state).count();
-                    self.leavers.get_or_create(&StateLabel { state: state.into() }).set(n as i64);
+                for standing in Standing::ALL {
+                    let n = l.leavers.iter().filter(|x| x.standing == standing).count();
+                    self.leavers.get_or_create(&StateLabel { state: standing.as_str().into() }).set(n as i64);
                 }
             }
         }
@@ -380,14 +380,14 @@ mod tests {
         l.leavers = vec![
             crate::report::LeaverLine {
                 username: "bob".into(),
-                standing: "candidate",
+                standing: Standing::Candidate,
                 reason: None,
                 runs: 1,
                 since: None,
             },
             crate::report::LeaverLine {
                 username: "eve".into(),
-                standing: "waiting",
+                standing: Standing::Waiting,
                 reason: None,
                 runs: 1,
                 since: None,

@@ -367,12 +367,51 @@ impl MembershipReport {
     }
 }
 
+/// Where a leaver stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(into = "&'static str")]
+pub enum Standing {
+    /// Within `grace_runs`: nothing yet.
+    Waiting,
+    /// To be deactivated (or, with `action = "report"`, would be).
+    Candidate,
+    /// Never deactivated: an admin, a `protect` match, or a local user (the leaver says which).
+    Protected,
+    /// Already inactive in CloudShell.
+    Inactive,
+    /// No longer in CloudShell.
+    Gone,
+}
+
+impl Standing {
+    /// Every standing, for the metrics (one gauge each) and the tests that pin the interface strings.
+    pub const ALL: [Standing; 5] =
+        [Standing::Waiting, Standing::Candidate, Standing::Protected, Standing::Inactive, Standing::Gone];
+
+    /// The name in reports and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Waiting => "waiting",
+            Standing::Candidate => "candidate",
+            Standing::Protected => "protected",
+            Standing::Inactive => "inactive",
+            Standing::Gone => "gone",
+        }
+    }
+}
+
+impl From<Standing> for &'static str {
+    fn from(s: Standing) -> &'static str {
+        s.as_str()
+    }
+}
+
 /// One leaver in the report.
 #[derive(Clone, Debug, Serialize)]
 pub struct LeaverLine {
     pub username: String,
     /// `waiting`, `candidate`, `protected`, `inactive` or `gone`.
-    pub standing: &'static str,
+    pub standing: Standing,
     /// Why a protected leaver is never deactivated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
@@ -773,7 +812,8 @@ impl TextSection for LeaversReport {
         notes.extend(self.leavers.iter().take(20).map(|leaver| {
             let since = leaver.since.as_deref().unwrap_or("-");
             let why = leaver.reason.map(|r| format!(" ({r})")).unwrap_or_default();
-            format!("{} {}{why}: a leaver for {} run(s), since {since}", leaver.username, leaver.standing, leaver.runs)
+            let standing = leaver.standing.as_str();
+            format!("{} {standing}{why}: a leaver for {} run(s), since {since}", leaver.username, leaver.runs)
         }));
         if self.leavers.len() > 20 {
             notes.push(format!("... and {} more leavers", self.leavers.len() - 20));
@@ -843,10 +883,30 @@ mod tests {
         for s in GroupStatus::ALL {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
+        let standings: Vec<&str> = Standing::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(standings, ["waiting", "candidate", "protected", "inactive", "gone"]);
+        for s in Standing::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
         let exits: Vec<u8> = RunResult::ALL.iter().map(|r| r.exit_code()).collect();
         assert_eq!(exits, [0, 3, 1, 4]);
         assert_eq!((exit::CONFIG, exit::BUSY), (2, 5), "the codes no result maps to");
         assert_eq!(SHRINK_GUARD, "shrink_guard");
+    }
+
+    #[test]
+    fn a_leaver_line_carries_its_standing_and_writes_it_by_name() {
+        let line = LeaverLine {
+            username: "root".into(),
+            standing: Standing::Protected,
+            reason: Some("an administrator"),
+            runs: 2,
+            since: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&line).unwrap(),
+            r#"{"username":"root","standing":"protected","reason":"an administrator","runs":2}"#
+        );
     }
 
     fn line(status: GroupStatus) -> GroupReport {
@@ -974,7 +1034,7 @@ mod tests {
         l.leavers = (1..=21)
             .map(|i| LeaverLine {
                 username: format!("l{i}"),
-                standing: if i == 1 { "protected" } else { "waiting" },
+                standing: if i == 1 { Standing::Protected } else { Standing::Waiting },
                 reason: (i == 1).then_some("an administrator"),
                 runs: i,
                 since: (i > 1).then(|| "2026-01-01T00:00:00Z".to_string()),

@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cloudshell::{self, Client};
 use crate::config::{LeaverAction, LeaverPolicy};
-use crate::report::{GroupStatus, LeaverLine, LeaversReport};
+use crate::report::{GroupStatus, LeaverLine, LeaversReport, Standing};
 use crate::sync::activation::{self, Activation, Reasons};
-use crate::sync::leavers::{self, LeaverPlan, Seen, Standing};
+use crate::sync::leavers::{self, LeaverPlan, Seen};
 use crate::sync::ledger::{Keeper, Ledger};
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
@@ -125,14 +125,10 @@ fn record_plan(planned: &LeaverPlan, policy: &LeaverPolicy, report: &mut Leavers
     report.managed = planned.next.users.len();
     for l in &planned.leavers {
         tracing::info!(username = %l.username, runs = l.runs, standing = l.standing.as_str(), "leaver found");
-        let reason = match l.standing {
-            Standing::Protected(why) => Some(why),
-            _ => None,
-        };
         report.leavers.push(LeaverLine {
             username: l.username.clone(),
-            standing: l.standing.as_str(),
-            reason,
+            standing: l.standing,
+            reason: l.reason,
             runs: l.runs,
             since: l.since.clone(),
         });

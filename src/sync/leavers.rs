@@ -19,37 +19,10 @@ use std::collections::{HashMap, HashSet};
 
 use crate::cloudshell;
 use crate::config::LeaverPolicy;
+use crate::report::Standing;
 use crate::state::Managed;
 use crate::sync::activation::{Target, protection};
 use crate::username::Username;
-
-/// Where a leaver stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Standing {
-    /// Within `grace_runs`: nothing yet.
-    Waiting,
-    /// To be deactivated (or, with `action = "report"`, would be).
-    Candidate,
-    /// Never deactivated: an admin, a `protect` match, or a local user.
-    Protected(&'static str),
-    /// Already inactive in CloudShell.
-    Inactive,
-    /// No longer in CloudShell.
-    Gone,
-}
-
-impl Standing {
-    /// The name in the report.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Standing::Waiting => "waiting",
-            Standing::Candidate => "candidate",
-            Standing::Protected(_) => "protected",
-            Standing::Inactive => "inactive",
-            Standing::Gone => "gone",
-        }
-    }
-}
 
 /// A managed user who is a leaver in this run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +33,8 @@ pub struct Leaver {
     pub runs: u32,
     pub since: Option<String>,
     pub standing: Standing,
+    /// Why a protected leaver is never deactivated (`Some` exactly when protected).
+    pub reason: Option<&'static str>,
 }
 
 /// Why deactivations are held.
@@ -127,14 +102,14 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
         entry.leaver_runs += 1;
         entry.leaver_since.get_or_insert_with(|| seen.now.to_string());
         let user = Username::new(&entry.username).and_then(|u| by_name.get(&u).copied());
-        let standing = match user {
-            None => Standing::Gone,
-            Some(u) if !u.is_active => Standing::Inactive,
+        let (standing, reason) = match user {
+            None => (Standing::Gone, None),
+            Some(u) if !u.is_active => (Standing::Inactive, None),
             Some(u) => match protection(u, &entry.username, Some(policy)) {
-                Some(why) => Standing::Protected(why),
-                None if u.id.is_none() => Standing::Gone,
-                None if entry.leaver_runs < policy.grace_runs => Standing::Waiting,
-                None => Standing::Candidate,
+                Some(why) => (Standing::Protected, Some(why)),
+                None if u.id.is_none() => (Standing::Gone, None),
+                None if entry.leaver_runs < policy.grace_runs => (Standing::Waiting, None),
+                None => (Standing::Candidate, None),
             },
         };
         let id = user.and_then(|u| u.id).or(entry.id);
@@ -144,6 +119,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
             runs: entry.leaver_runs,
             since: entry.leaver_since.clone(),
             standing,
+            reason,
         });
     }
     leavers.sort_by_cached_key(|l| l.username.to_lowercase());
@@ -219,6 +195,10 @@ mod tests {
         p.leavers.iter().find(|l| l.username == name).map(|l| l.standing)
     }
 
+    fn protected(p: &LeaverPlan, name: &str) -> Option<(Standing, Option<&'static str>)> {
+        p.leavers.iter().find(|l| l.username == name).map(|l| (l.standing, l.reason))
+    }
+
     #[test]
     fn only_users_seen_in_a_complete_run_are_managed_and_only_they_can_leave() {
         let users = [
@@ -266,10 +246,10 @@ mod tests {
         let mut m = Managed::default();
         step(&mut m, &["boss", "svc-backup", "localla", "asleep", "alice"], &users, &pol);
         let p = step(&mut m, &[], &users, &pol);
-        assert_eq!(standing(&p, "boss"), Some(Standing::Protected("an administrator")));
-        assert_eq!(standing(&p, "svc-backup"), Some(Standing::Protected("sync.leavers.protect")));
-        assert_eq!(standing(&p, "localla"), Some(Standing::Protected("a local user")));
-        assert_eq!(standing(&p, "asleep"), Some(Standing::Inactive));
+        assert_eq!(protected(&p, "boss"), Some((Standing::Protected, Some("an administrator"))));
+        assert_eq!(protected(&p, "svc-backup"), Some((Standing::Protected, Some("sync.leavers.protect"))));
+        assert_eq!(protected(&p, "localla"), Some((Standing::Protected, Some("a local user"))));
+        assert_eq!(protected(&p, "asleep"), Some((Standing::Inactive, None)));
         assert_eq!(p.deactivate, [Target { username: "alice".into(), id: 5 }]);
         let p = step(&mut m, &[], &users[..4], &pol);
         assert_eq!(standing(&p, "alice"), Some(Standing::Gone), "deleted from CloudShell");
