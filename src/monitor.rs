@@ -357,7 +357,7 @@ mod tests {
         lab.planned_add = vec!["a".into(), "b".into()];
         let placed = Placed {
             added: vec![Username::new("a").unwrap()],
-            failures: vec![crate::report::Failure { username: "b".into(), reason: "x".into() }],
+            failures: vec![crate::report::Failure { username: Username::new("b").unwrap(), reason: "x".into() }],
             ..Default::default()
         };
         report.memberships =

@@ -131,14 +131,14 @@ pub const SHRINK_GUARD: &str = "shrink_guard";
 /// A user that could not be imported, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Failure {
-    pub username: String,
+    pub username: Username,
     pub reason: String,
 }
 
 impl From<&ldap::Collision> for Failure {
     fn from(c: &ldap::Collision) -> Failure {
         Failure {
-            username: c.username.to_string(),
+            username: c.username.clone(),
             reason: format!(
                 "username is ambiguous in the directory: {} entries fold to it ({})",
                 c.dns.len(),
@@ -978,7 +978,7 @@ mod tests {
     #[test]
     fn a_group_line_takes_its_status_from_its_failures() {
         let alice = Username::new("alice").unwrap();
-        let failure = || Failure { username: "bob".into(), reason: "refused".into() };
+        let failure = || Failure { username: Username::new("bob").unwrap(), reason: "refused".into() };
         let planned = || vec!["alice".to_string(), "bob".to_string()];
         let imports = |imported: Vec<Username>, failures: Vec<Failure>, not_attempted| Imports {
             imported,
@@ -1018,7 +1018,9 @@ mod tests {
     }
 
     fn failures(n: usize) -> Vec<Failure> {
-        (1..=n).map(|i| Failure { username: format!("f{i}"), reason: format!("refused\n{i}") }).collect()
+        (1..=n)
+            .map(|i| Failure { username: Username::new(&format!("f{i}")).unwrap(), reason: format!("refused\n{i}") })
+            .collect()
     }
 
     /// A leaver step with every line its text shows: reasons, a hold, more leavers than are listed.

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::username::Username;
+
 pub const FILE_NAME: &str = "groups.json";
 
 /// Writes `bytes` to `path` atomically (a temp file in the same directory, synced, then renamed over it),
@@ -114,10 +116,10 @@ pub const USERS_FILE: &str = "users.json";
 const USERS_VERSION: u32 = 1;
 
 /// A user this program manages.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ManagedUser {
     /// As written in the directory.
-    pub username: String,
+    pub username: Username,
     /// CloudShell's id.
     pub id: Option<i64>,
     pub first_seen: String,
@@ -138,11 +140,54 @@ pub struct ManagedUser {
     pub disabled_in_directory: bool,
 }
 
-/// Every managed user, by case-folded username.
+impl ManagedUser {
+    /// A user managed from `now` on: not yet seen in a run, no leaver streak, not deactivated.
+    pub fn new(username: Username, now: &str) -> ManagedUser {
+        ManagedUser {
+            username,
+            id: None,
+            first_seen: now.to_string(),
+            last_seen: String::new(),
+            leaver_runs: 0,
+            leaver_since: None,
+            deactivated: false,
+            disabled_in_directory: false,
+        }
+    }
+}
+
+/// Every managed user, by username (written as the case-folded username, see [`folded_keys`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Managed {
     pub version: u32,
-    pub users: BTreeMap<String, ManagedUser>,
+    #[serde(with = "folded_keys")]
+    pub users: BTreeMap<Username, ManagedUser>,
+}
+
+/// The managed users' keys in `users.json`: each username's case-folded form, as this program has always
+/// written them. A key that is not a username (blank) makes the file unusable, like any foreign content.
+mod folded_keys {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::ManagedUser;
+    use crate::username::Username;
+
+    pub fn serialize<S: Serializer>(users: &BTreeMap<Username, ManagedUser>, s: S) -> Result<S::Ok, S::Error> {
+        // `Username` orders by its folded form, so the keys come out in the order they always did.
+        s.collect_map(users.iter().map(|(key, user)| (key.folded(), user)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Username, ManagedUser>, D::Error> {
+        let read = BTreeMap::<String, ManagedUser>::deserialize(d)?;
+        read.into_iter()
+            .map(|(key, user)| match Username::new(&key) {
+                Some(key) => Ok((key, user)),
+                None => Err(serde::de::Error::custom(format!("{key:?} is not a username"))),
+            })
+            .collect()
+    }
 }
 
 impl Default for Managed {
@@ -154,12 +199,9 @@ impl Default for Managed {
 impl Managed {
     /// Records `username` as seen now (CloudShell id `id`, when known): managed from now on if it was not,
     /// with no leaver streak. Returns the entry for the caller's own fields.
-    pub fn seen(&mut self, username: &crate::username::Username, id: Option<i64>, now: &str) -> &mut ManagedUser {
-        let entry = self
-            .users
-            .entry(username.folded().to_string())
-            .or_insert_with(|| ManagedUser { first_seen: now.to_string(), ..Default::default() });
-        entry.username = username.as_str().to_string();
+    pub fn seen(&mut self, username: &Username, id: Option<i64>, now: &str) -> &mut ManagedUser {
+        let entry = self.users.entry(username.clone()).or_insert_with(|| ManagedUser::new(username.clone(), now));
+        entry.username = username.clone();
         entry.id = id.or(entry.id);
         entry.last_seen = now.to_string();
         (entry.leaver_runs, entry.leaver_since) = (0, None);
@@ -235,29 +277,65 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(load_managed(dir.path()).unwrap(), Managed::default());
         let mut m = Managed::default();
+        let alice = Username::new("Alice").unwrap();
         m.users.insert(
-            "alice".into(),
-            ManagedUser {
-                username: "Alice".into(),
-                id: Some(4),
-                first_seen: "t0".into(),
-                last_seen: "t1".into(),
-                ..Default::default()
-            },
+            alice.clone(),
+            ManagedUser { id: Some(4), last_seen: "t1".into(), ..ManagedUser::new(alice, "t0") },
         );
         save_managed(dir.path(), &m).unwrap();
-        assert_eq!(load_managed(dir.path()).unwrap(), m);
+        let read = load_managed(dir.path()).unwrap();
+        assert_eq!(read, m);
+        assert_eq!(read.users.values().next().map(|u| u.username.as_str()), Some("Alice"), "as written");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp file left behind");
+    }
+
+    /// The file as this program has always written it: keys folded, usernames as written.
+    #[test]
+    fn managed_users_are_written_by_folded_username_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"{
+  "version": 1,
+  "users": {
+    "alice": {
+      "username": "Alice",
+      "id": 4,
+      "first_seen": "t0",
+      "last_seen": "t1",
+      "leaver_runs": 2,
+      "leaver_since": "t1",
+      "deactivated": false
+    },
+    "bob": {
+      "username": "bob",
+      "id": null,
+      "first_seen": "t0",
+      "last_seen": "t0",
+      "leaver_runs": 0,
+      "deactivated": true,
+      "disabled_in_directory": true
+    }
+  }
+}"#;
+        std::fs::write(dir.path().join(USERS_FILE), text).unwrap();
+        let read = load_managed(dir.path()).unwrap();
+        assert_eq!(read.users[&Username::new("ALICE").unwrap()].username.as_str(), "Alice");
+        save_managed(dir.path(), &read).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join(USERS_FILE)).unwrap(), text);
     }
 
     #[test]
     fn a_corrupt_or_foreign_users_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(USERS_FILE);
-        for (text, corrupt) in
-            [("{\"version\": 1, \"users\": {", true), ("[]", true), ("{\"version\": 9, \"users\": {}}", false)]
-        {
+        let blank =
+            r#"{"version": 1, "users": {" ": {"username": "x", "id": null, "first_seen": "", "last_seen": ""}}}"#;
+        for (text, corrupt) in [
+            ("{\"version\": 1, \"users\": {", true),
+            ("[]", true),
+            ("{\"version\": 9, \"users\": {}}", false),
+            (blank, true),
+        ] {
             std::fs::write(&path, text).unwrap();
             let e = load_managed(dir.path()).unwrap_err();
             assert_eq!(matches!(e, Error::Corrupt { .. }), corrupt, "{text}: {e}");

@@ -77,6 +77,21 @@ impl fmt::Debug for Username {
     }
 }
 
+/// Written as it was written in (the report's failures, `users.json`).
+impl serde::Serialize for Username {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.original)
+    }
+}
+
+/// Read as [`Username::new`] reads it; a blank name is an error.
+impl<'de> serde::Deserialize<'de> for Username {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Username, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Username::new(&text).ok_or_else(|| serde::de::Error::custom("a blank username"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Username;
@@ -95,6 +110,14 @@ mod tests {
         assert_eq!(set.len(), 1);
         assert_eq!(u("JPorter").to_string(), "JPorter");
         assert!(u("alice") < u("Bob"));
+    }
+
+    #[test]
+    fn serialises_as_written_and_reads_back_refusing_blank_names() {
+        assert_eq!(serde_json::to_string(&u("JPorter")).unwrap(), r#""JPorter""#);
+        let read: Username = serde_json::from_str(r#""JPorter""#).unwrap();
+        assert_eq!((read.as_str(), read.folded()), ("JPorter", "jporter"));
+        assert!(serde_json::from_str::<Username>(r#"" ""#).is_err());
     }
 
     #[test]

@@ -90,7 +90,7 @@ async fn errors_in_a_group_import_answer_are_retried_alone_then_reported_by_name
 
     assert_eq!(imported(&imports), ["m00000", "m00002"]);
     assert_eq!(imports.failures.len(), 1, "{:?}", imports.failures);
-    assert_eq!(imports.failures[0].username, "m00001");
+    assert_eq!(imports.failures[0].username.as_str(), "m00001");
     assert!(imports.failures[0].reason.contains("500"), "{}", imports.failures[0].reason);
     let bodies = import_bodies(&sim).await;
     assert_eq!(bodies, [json!({"GroupName": "Mixed"}), json!({"UserName": "m00001"})]);
@@ -170,8 +170,8 @@ async fn membership_changes_go_in_batches_of_the_configured_size() {
         .await
         .unwrap()
         .into_iter()
-        .filter(|u| u.username.starts_with('u'))
-        .map(|u| (u.username, u.id.unwrap()))
+        .filter_map(|u| Some((u.username?.to_string(), u.id?)))
+        .filter(|(name, _)| name.starts_with('u'))
         .collect();
     let users: Vec<(&str, i64)> = ids.iter().map(|(n, id)| (n.as_str(), *id)).collect();
 

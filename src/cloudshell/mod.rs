@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::stop::Stops;
+use crate::username::Username;
 pub use error::Error;
 use error::excerpt;
 use session::{Answer, Request, Session, Token, backoff};
@@ -36,7 +37,9 @@ const GROUPS_PATH: &str = "api/v1/groups";
 pub struct User {
     /// CloudShell's integer id; `None` when the server sent something else.
     pub id: Option<i64>,
-    pub username: String,
+    /// Parsed once, here; `None` when CloudShell sent a blank name. Such a record is kept (it is still a
+    /// user in the lists and counts) but matches no directory user and is never a target of a change.
+    pub username: Option<Username>,
     pub is_active: bool,
     /// A CloudShell system administrator.
     pub is_admin: bool,
@@ -69,7 +72,7 @@ impl User {
         });
         User {
             id: u.id.as_i64().or_else(|| u.id.as_str().and_then(|s| s.parse().ok())),
-            username: u.username,
+            username: Username::new(&u.username),
             is_active: u.is_active.unwrap_or(true),
             is_admin: u.is_admin.unwrap_or(false),
             domain_name,
@@ -264,11 +267,11 @@ impl Client {
 
     /// Whether CloudShell has a user by this name (compared case-insensitively), using the list's filter.
     pub async fn user_exists(&self, username: &str) -> Result<bool, Error> {
-        let wanted = crate::username::Username::new(username);
+        let wanted = Username::new(username);
         let mut found = false;
         let filter = [("paginationProperties.filter", username.to_string())];
         self.pages::<wire::UserList>(CallKind::ListUsers, USERS_PATH, &filter, |page| {
-            found = page.iter().any(|u| crate::username::Username::new(&u.username) == wanted);
+            found = page.into_iter().map(User::from).any(|u| u.username == wanted);
             !found
         })
         .await?;
@@ -569,7 +572,7 @@ mod tests {
             User::from(u),
             User {
                 id: Some(11),
-                username: "a".into(),
+                username: Username::new("a"),
                 is_active: true,
                 is_admin: false,
                 domain_name: None,
@@ -579,6 +582,14 @@ mod tests {
         let u: wire::User = serde_json::from_value(json!({"Id": "12", "Username": "b", "IsActive": false})).unwrap();
         let u = User::from(u);
         assert_eq!((u.id, u.is_active), (Some(12), false));
+    }
+
+    #[test]
+    fn a_username_is_parsed_once_and_a_blank_one_kept_as_a_user_without_a_name() {
+        let read = |name: &str| User::from(serde_json::from_value::<wire::User>(json!({"Username": name})).unwrap());
+        let u = read(" JPorter ");
+        assert_eq!(u.username.as_ref().map(|n| (n.as_str(), n.folded())), Some(("JPorter", "jporter")));
+        assert_eq!(read("  ").username, None);
     }
 
     #[test]
@@ -598,7 +609,7 @@ mod tests {
     fn a_user_without_a_domain_name_or_with_a_blank_one_is_local() {
         let user = |domain: Option<&str>| User {
             id: Some(1),
-            username: "a".into(),
+            username: Username::new("a"),
             is_active: true,
             is_admin: false,
             domain_name: domain.map(Arc::from),

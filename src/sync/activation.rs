@@ -9,11 +9,12 @@ use tokio_util::sync::CancellationToken;
 use crate::cloudshell::{self, Client};
 use crate::config::LeaverPolicy;
 use crate::report::{Failure, GroupStatus};
+use crate::username::Username;
 
 /// A CloudShell user to deactivate or reactivate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
-    pub username: String,
+    pub username: Username,
     pub id: i64,
 }
 
@@ -83,7 +84,7 @@ impl Activation {
 
     /// The usernames of `targets`, for the report.
     pub fn usernames(targets: &[Target]) -> Vec<String> {
-        targets.iter().map(|t| t.username.clone()).collect()
+        targets.iter().map(|t| t.username.to_string()).collect()
     }
 }
 
@@ -174,7 +175,7 @@ mod tests {
     fn user(name: &str, admin: bool, domain: Option<&str>) -> cloudshell::User {
         cloudshell::User {
             id: Some(1),
-            username: name.into(),
+            username: Username::new(name),
             is_active: true,
             is_admin: admin,
             domain_name: domain.map(Into::into),
@@ -193,15 +194,17 @@ mod tests {
             (user("svc-a", false, Some("EXAMPLE")), None, None),
             (user("boss", true, Some("EXAMPLE")), None, Some("an administrator")),
         ] {
-            assert_eq!(protection(&user, &user.username, protect), expected, "{user:?}");
+            let name = user.username.as_ref().map_or("", Username::as_str);
+            assert_eq!(protection(&user, name, protect), expected, "{user:?}");
         }
     }
 
     #[test]
     fn a_step_fails_when_no_change_took_effect_and_is_partial_when_some_did() {
         use GroupStatus::{Failed, Held, Ok, Partial, Skipped};
-        let t = |name: &str| Target { username: name.into(), id: 1 };
-        let failure = || vec![Failure { username: "x".into(), reason: "deactivation failed: 503".into() }];
+        let u = |name: &str| Username::new(name).unwrap();
+        let t = |name: &str| Target { username: u(name), id: 1 };
+        let failure = || vec![Failure { username: u("x"), reason: "deactivation failed: 503".into() }];
         let outcome = |deactivated: Vec<Target>, reactivated: Vec<Target>, failures, stopped| Activation {
             deactivated,
             reactivated,

@@ -38,11 +38,11 @@ impl Progress<'_> {
     /// Takes the users a call created (or a listing shows) off the list, as imported `via` that call.
     fn take_created(&mut self, created: &[crate::cloudshell::User], via: &str) {
         for user in created {
-            if let Some(username) = Username::new(&user.username)
-                && self.still.remove(&username)
+            if let Some(username) = &user.username
+                && self.still.remove(username)
             {
                 tracing::info!(group = self.group, username = %username, via, "user imported");
-                self.applied.imported.push(username);
+                self.applied.imported.push(username.clone());
             }
         }
     }
@@ -165,6 +165,6 @@ async fn import_one_by_one(client: &Client, concurrency: usize, stop: &Cancellat
             Err(e) => e.to_string(),
         };
         tracing::warn!(group = name, username = %username, reason = %reason, "user import failed");
-        applied.failures.push(Failure { username: username.to_string(), reason });
+        applied.failures.push(Failure { username, reason });
     }
 }

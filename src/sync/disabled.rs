@@ -67,42 +67,41 @@ pub struct DisabledPlan {
 
 /// Plans the step. `limit`: `sync.max_disabled_deactivations_per_run`.
 pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: usize) -> DisabledPlan {
-    let by_name: HashMap<Username, &cloudshell::User> =
-        seen.users.iter().filter_map(|u| Some((Username::new(&u.username)?, u))).collect();
+    let by_name: HashMap<&Username, &cloudshell::User> =
+        seen.users.iter().filter_map(|u| Some((u.username.as_ref()?, u))).collect();
     let mut next = managed.clone();
     let mut deactivate = Vec::new();
     let mut protected = Vec::new();
-    let mut disabled_keys: HashSet<&str> = HashSet::new();
+    let mut disabled_keys: HashSet<&Username> = HashSet::new();
     for account in &seen.disabled {
         // Another entry with the same username is enabled and a member: that one is the CloudShell user.
-        if seen.members.contains(&account.username) || !disabled_keys.insert(account.username.folded()) {
+        if seen.members.contains(&account.username) || !disabled_keys.insert(&account.username) {
             continue;
         }
         let Some(user) = by_name.get(&account.username) else { continue }; // not in CloudShell: nothing to do
         match (protection(user, account.username.as_str(), Some(protect)), user.is_active, user.id) {
             (Some(reason), true, _) => protected.push(ProtectedLine { username: account.username.to_string(), reason }),
-            (None, true, Some(id)) => deactivate.push(Target { username: account.username.to_string(), id }),
+            (None, true, Some(id)) => deactivate.push(Target { username: account.username.clone(), id }),
             _ => {} // already inactive (by whoever), or without an id
         }
     }
     let mut reactivate = Vec::new();
-    let member_keys: HashSet<&str> = seen.members.iter().map(|u| u.folded()).collect();
     for (key, entry) in next.users.iter_mut().filter(|(_, e)| e.disabled_in_directory) {
-        if member_keys.contains(key.as_str()) {
-            let user = Username::new(&entry.username).and_then(|u| by_name.get(&u).copied());
+        if seen.members.contains(key) {
+            let user = by_name.get(&entry.username).copied();
             match user.map(|u| (u.is_active, u.id)) {
                 Some((true, _)) => (entry.deactivated, entry.disabled_in_directory) = (false, false),
                 Some((false, Some(id))) => reactivate.push(Target { username: entry.username.clone(), id }),
                 _ => {}
             }
-        } else if seen.complete && !disabled_keys.contains(key.as_str()) {
+        } else if seen.complete && !disabled_keys.contains(key) {
             // Neither disabled in nor a member of any configured group any more: an ordinary managed user
             // again (a leaver, already inactive; reactivated by the leaver step should they come back).
             entry.disabled_in_directory = false;
         }
     }
-    deactivate.sort_by_cached_key(|t| t.username.to_lowercase());
-    reactivate.sort_by_cached_key(|t| t.username.to_lowercase());
+    deactivate.sort_by(|a, b| a.username.cmp(&b.username));
+    reactivate.sort_by(|a, b| a.username.cmp(&b.username));
     protected.sort_by_cached_key(|p| p.username.to_lowercase());
     let held = (deactivate.len() > limit).then(|| (std::mem::take(&mut deactivate).len(), limit));
     DisabledPlan { deactivate, reactivate, protected, held, next }
@@ -110,8 +109,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: u
 
 /// Records a deactivation this step made.
 fn record_deactivated(next: &mut Managed, t: &Target, now: &str) {
-    let Some(username) = Username::new(&t.username) else { return };
-    let entry = next.seen(&username, Some(t.id), now);
+    let entry = next.seen(&t.username, Some(t.id), now);
     (entry.deactivated, entry.disabled_in_directory) = (true, true);
 }
 
@@ -151,7 +149,7 @@ pub async fn disabled_step(
     let planned = plan(managed, &seen, protect, limit);
     record_plan(&planned, &mut report);
     if run.dry_run {
-        report.planned = planned.deactivate.iter().map(|t| t.username.clone()).collect();
+        report.planned = planned.deactivate.iter().map(|t| t.username.to_string()).collect();
         report.planned.extend(created_by_imports(run.plan, run.users));
         report.planned.sort_by_cached_key(|u| u.to_lowercase());
         report.planned.dedup();
@@ -165,7 +163,7 @@ pub async fn disabled_step(
     for (t, active) in done.changed() {
         if !active {
             record_deactivated(&mut next, t, run.now);
-        } else if let Some(entry) = Username::new(&t.username).and_then(|u| next.users.get_mut(u.folded())) {
+        } else if let Some(entry) = next.users.get_mut(&t.username) {
             (entry.deactivated, entry.disabled_in_directory) = (false, false);
         }
     }
@@ -210,7 +208,7 @@ fn seen<'a>(plan: &'a Plan, users: &'a [cloudshell::User], complete: bool, now: 
 
 /// Dry run: the disabled accounts a planned group import would create (then to be deactivated).
 fn created_by_imports(plan: &Plan, users: &[cloudshell::User]) -> Vec<String> {
-    let present: HashSet<Username> = users.iter().filter_map(|u| Username::new(&u.username)).collect();
+    let present: HashSet<&Username> = users.iter().filter_map(|u| u.username.as_ref()).collect();
     let mut created = Vec::new();
     for g in &plan.groups {
         if let GroupPlan::Ready(r) = g
@@ -255,7 +253,7 @@ mod tests {
     fn user(id: i64, name: &str, active: bool) -> cloudshell::User {
         cloudshell::User {
             id: Some(id),
-            username: name.into(),
+            username: Username::new(name),
             domain_name: Some("EXAMPLE".into()),
             is_active: active,
             is_admin: false,
@@ -263,15 +261,18 @@ mod tests {
         }
     }
 
-    fn flagged(name: &str, id: i64) -> (String, ManagedUser) {
+    fn key(name: &str) -> Username {
+        Username::new(name).unwrap()
+    }
+
+    fn flagged(name: &str, id: i64) -> (Username, ManagedUser) {
         let entry = ManagedUser {
-            username: name.into(),
             id: Some(id),
             deactivated: true,
             disabled_in_directory: true,
-            ..Default::default()
+            ..ManagedUser::new(key(name), "")
         };
-        (name.to_lowercase(), entry)
+        (key(name), entry)
     }
 
     fn names(targets: &[Target]) -> Vec<&str> {
@@ -325,7 +326,7 @@ mod tests {
         };
         let p = plan(&managed, &seen, &policy(&[]), 10);
         assert_eq!(names(&p.reactivate), ["back"], "manual was deactivated by someone else");
-        let already = &p.next.users["already"];
+        let already = &p.next.users[&key("already")];
         assert!(!already.deactivated && !already.disabled_in_directory, "someone made them active already");
     }
 
@@ -335,17 +336,17 @@ mod tests {
         let managed = Managed { users: [flagged("away", 1)].into_iter().collect(), ..Default::default() };
         let seen = |complete| Seen { disabled: vec![], members: HashSet::new(), complete, users: &users, now: "t3" };
         let p = plan(&managed, &seen(false), &policy(&[]), 10);
-        assert!(p.next.users["away"].disabled_in_directory, "an incomplete run proves no absence");
+        assert!(p.next.users[&key("away")].disabled_in_directory, "an incomplete run proves no absence");
         let p = plan(&managed, &seen(true), &policy(&[]), 10);
-        let away = &p.next.users["away"];
+        let away = &p.next.users[&key("away")];
         assert!(away.deactivated && !away.disabled_in_directory);
     }
 
     #[test]
     fn a_deactivation_is_recorded_as_managed_and_disabled() {
         let mut next = Managed::default();
-        record_deactivated(&mut next, &Target { username: "Dis".into(), id: 9 }, "t4");
-        let e = &next.users["dis"];
+        record_deactivated(&mut next, &Target { username: key("Dis"), id: 9 }, "t4");
+        let e = &next.users[&key("dis")];
         assert_eq!((e.username.as_str(), e.id, e.deactivated, e.disabled_in_directory), ("Dis", Some(9), true, true));
         assert_eq!(e.first_seen, "t4");
     }

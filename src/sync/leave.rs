@@ -99,7 +99,7 @@ pub async fn leaver_step(
     if policy.action == LeaverAction::Deactivate {
         let done = activation::activate(client, &planned.deactivate, &planned.reactivate, &REASONS, run.stop).await;
         for (t, active) in done.changed() {
-            if let Some(entry) = Username::new(&t.username).and_then(|u| next.users.get_mut(u.folded())) {
+            if let Some(entry) = next.users.get_mut(&t.username) {
                 entry.deactivated = !active;
             }
         }
@@ -126,14 +126,14 @@ fn record_plan(planned: &LeaverPlan, policy: &LeaverPolicy, report: &mut Leavers
     for l in &planned.leavers {
         tracing::info!(username = %l.username, runs = l.runs, standing = l.standing.as_str(), "leaver found");
         report.leavers.push(LeaverLine {
-            username: l.username.clone(),
+            username: l.username.to_string(),
             standing: l.standing,
             reason: l.reason,
             runs: l.runs,
             since: l.since.clone(),
         });
         if l.standing == Standing::Candidate {
-            report.candidates.push(l.username.clone());
+            report.candidates.push(l.username.to_string());
         }
     }
     let Some(held) = &planned.held else { return };

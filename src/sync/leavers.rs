@@ -27,7 +27,7 @@ use crate::username::Username;
 /// A managed user who is a leaver in this run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leaver {
-    pub username: String,
+    pub username: Username,
     pub id: Option<i64>,
     /// Consecutive complete runs as a leaver, this one included.
     pub runs: u32,
@@ -74,8 +74,8 @@ pub struct Seen<'a> {
 
 /// Plans the leaver step.
 pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> LeaverPlan {
-    let by_name: HashMap<Username, &cloudshell::User> =
-        seen.users.iter().filter_map(|u| Some((Username::new(&u.username)?, u))).collect();
+    let by_name: HashMap<&Username, &cloudshell::User> =
+        seen.users.iter().filter_map(|u| Some((u.username.as_ref()?, u))).collect();
     let mut next = managed.clone();
     let mut reactivate = Vec::new();
     for member in &seen.members {
@@ -92,20 +92,18 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
             }
         }
     }
-    let ambiguous: HashSet<&str> = seen.ambiguous.iter().map(|u| u.folded()).collect();
-    let member_keys: HashSet<&str> = seen.members.iter().map(|u| u.folded()).collect();
     let mut leavers = Vec::new();
     for (key, entry) in next.users.iter_mut() {
-        if member_keys.contains(key.as_str()) || ambiguous.contains(key.as_str()) || entry.disabled_in_directory {
+        if seen.members.contains(key) || seen.ambiguous.contains(key) || entry.disabled_in_directory {
             continue;
         }
         entry.leaver_runs += 1;
         entry.leaver_since.get_or_insert_with(|| seen.now.to_string());
-        let user = Username::new(&entry.username).and_then(|u| by_name.get(&u).copied());
+        let user = by_name.get(&entry.username).copied();
         let (standing, reason) = match user {
             None => (Standing::Gone, None),
             Some(u) if !u.is_active => (Standing::Inactive, None),
-            Some(u) => match protection(u, &entry.username, Some(policy)) {
+            Some(u) => match protection(u, entry.username.as_str(), Some(policy)) {
                 Some(why) => (Standing::Protected, Some(why)),
                 None if u.id.is_none() => (Standing::Gone, None),
                 None if entry.leaver_runs < policy.grace_runs => (Standing::Waiting, None),
@@ -122,7 +120,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
             reason,
         });
     }
-    leavers.sort_by_cached_key(|l| l.username.to_lowercase());
+    leavers.sort_by(|a, b| a.username.cmp(&b.username));
     let candidates: Vec<Target> = leavers
         .iter()
         .filter(|l| l.standing == Standing::Candidate)
@@ -138,7 +136,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
         None
     };
     let deactivate = if held.is_some() { Vec::new() } else { candidates };
-    reactivate.sort_by_cached_key(|t| t.username.to_lowercase());
+    reactivate.sort_by(|a, b| a.username.cmp(&b.username));
     LeaverPlan { next, leavers, deactivate, reactivate, held }
 }
 
@@ -166,7 +164,7 @@ mod tests {
     fn user(id: i64, name: &str, active: bool, admin: bool, from_directory: bool) -> cloudshell::User {
         cloudshell::User {
             id: Some(id),
-            username: name.into(),
+            username: Username::new(name),
             is_active: active,
             is_admin: admin,
             domain_name: from_directory.then(|| "EXAMPLE".into()),
@@ -192,11 +190,19 @@ mod tests {
     }
 
     fn standing(p: &LeaverPlan, name: &str) -> Option<Standing> {
-        p.leavers.iter().find(|l| l.username == name).map(|l| l.standing)
+        p.leavers.iter().find(|l| l.username.as_str() == name).map(|l| l.standing)
     }
 
     fn protected(p: &LeaverPlan, name: &str) -> Option<(Standing, Option<&'static str>)> {
-        p.leavers.iter().find(|l| l.username == name).map(|l| (l.standing, l.reason))
+        p.leavers.iter().find(|l| l.username.as_str() == name).map(|l| (l.standing, l.reason))
+    }
+
+    fn target(name: &str, id: i64) -> Target {
+        Target { username: Username::new(name).unwrap(), id }
+    }
+
+    fn key(name: &str) -> Username {
+        Username::new(name).unwrap()
     }
 
     #[test]
@@ -208,11 +214,12 @@ mod tests {
         ];
         let mut m = Managed::default();
         let p = step(&mut m, &["alice", "bob", "zoe"], &users, &policy(1, 20, 100, &[]));
-        assert_eq!(m.users.keys().collect::<Vec<_>>(), ["alice", "bob"], "zoe is not in CloudShell: not managed yet");
-        assert_eq!(m.users["bob"].username, "bob");
+        let keys: Vec<&str> = m.users.keys().map(Username::folded).collect();
+        assert_eq!(keys, ["alice", "bob"], "zoe is not in CloudShell: not managed yet");
+        assert_eq!(m.users[&key("bob")].username.as_str(), "bob");
         assert!(p.leavers.is_empty(), "handmade was never seen: never a leaver");
         let p = step(&mut m, &["alice"], &users, &policy(1, 20, 100, &[]));
-        assert_eq!(p.deactivate, [Target { username: "bob".into(), id: 2 }]);
+        assert_eq!(p.deactivate, [target("bob", 2)]);
         assert_eq!(standing(&p, "handmade"), None);
     }
 
@@ -225,7 +232,7 @@ mod tests {
         assert_eq!(standing(&step(&mut m, &["alice"], &users, &pol), "bob"), Some(Standing::Waiting));
         assert_eq!(standing(&step(&mut m, &["alice"], &users, &pol), "bob"), Some(Standing::Waiting));
         step(&mut m, &["alice", "bob"], &users, &pol); // back: reset
-        assert_eq!(m.users["bob"].leaver_runs, 0);
+        assert_eq!(m.users[&key("bob")].leaver_runs, 0);
         step(&mut m, &["alice"], &users, &pol);
         step(&mut m, &["alice"], &users, &pol);
         let p = step(&mut m, &["alice"], &users, &pol);
@@ -250,7 +257,7 @@ mod tests {
         assert_eq!(protected(&p, "svc-backup"), Some((Standing::Protected, Some("sync.leavers.protect"))));
         assert_eq!(protected(&p, "localla"), Some((Standing::Protected, Some("a local user"))));
         assert_eq!(protected(&p, "asleep"), Some((Standing::Inactive, None)));
-        assert_eq!(p.deactivate, [Target { username: "alice".into(), id: 5 }]);
+        assert_eq!(p.deactivate, [target("alice", 5)]);
         let p = step(&mut m, &[], &users[..4], &pol);
         assert_eq!(standing(&p, "alice"), Some(Standing::Gone), "deleted from CloudShell");
     }
@@ -258,8 +265,7 @@ mod tests {
     #[test]
     fn too_many_leavers_hold_every_deactivation() {
         let users: Vec<cloudshell::User> = (0..20).map(|n| user(n, &format!("u{n:02}"), true, false, true)).collect();
-        let all: Vec<String> = users.iter().map(|u| u.username.clone()).collect();
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let all: Vec<&str> = users.iter().filter_map(|u| u.username.as_ref()).map(Username::as_str).collect();
         let run = |pol: LeaverPolicy, left: usize| {
             let mut m = Managed::default();
             step(&mut m, &all, &users, &pol);
@@ -281,17 +287,17 @@ mod tests {
         let mut m = Managed::default();
         step(&mut m, &["alice", "bob"], &users, &pol);
         step(&mut m, &["alice"], &users, &pol);
-        m.users.get_mut("bob").unwrap().deactivated = true; // the apply step records this
+        m.users.get_mut(&key("bob")).unwrap().deactivated = true; // the apply step records this
         users[1].is_active = false;
         let p = step(&mut m, &["alice"], &users, &pol);
         assert_eq!((standing(&p, "bob"), p.deactivate.len()), (Some(Standing::Inactive), 0), "not twice");
         let p = step(&mut m, &["alice", "bob"], &users, &pol);
-        assert_eq!(p.reactivate, [Target { username: "bob".into(), id: 2 }]);
+        assert_eq!(p.reactivate, [target("bob", 2)]);
         let no = LeaverPolicy { reactivate: false, ..pol.clone() };
         assert!(step(&mut m.clone(), &["alice", "bob"], &users, &no).reactivate.is_empty());
         // Inactive but not by this program: left alone.
         users[0].is_active = false;
-        assert!(step(&mut m, &["alice", "bob"], &users, &pol).reactivate.iter().all(|t| t.username != "alice"));
+        assert!(step(&mut m, &["alice", "bob"], &users, &pol).reactivate.iter().all(|t| t.username != key("alice")));
     }
 
     #[test]
@@ -305,6 +311,6 @@ mod tests {
         let seen = Seen { members: names(&members), ambiguous: names(&dup), users: &users, now: "t2" };
         let p = plan(&m, &seen, &pol);
         assert!(p.leavers.is_empty() && p.deactivate.is_empty());
-        assert_eq!(p.next.users["dup"].last_seen, "t", "not seen either");
+        assert_eq!(p.next.users[&key("dup")].last_seen, "t", "not seen either");
     }
 }

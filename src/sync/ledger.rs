@@ -111,7 +111,7 @@ mod tests {
 
         // A leaver streak alone is a change.
         let mut streak = alice("t1");
-        let entry: &mut ManagedUser = streak.users.get_mut("alice").unwrap();
+        let entry: &mut ManagedUser = streak.users.get_mut(&Username::new("alice").unwrap()).unwrap();
         (entry.leaver_runs, entry.leaver_since) = (1, Some("t2".into()));
         let mut ledger = Ledger::load(dir.path());
         ledger.update(Keeper::Leavers, streak.clone());

@@ -122,8 +122,8 @@ pub fn plan(
 ) -> MembershipPlan {
     let directory: HashMap<String, &DirectoryGroup<'_>> =
         directory.iter().map(|(k, v)| (k.trim().to_lowercase(), v)).collect();
-    let ids: HashMap<Username, i64> =
-        cloudshell.users.iter().filter_map(|u| Some((Username::new(&u.username)?, u.id?))).collect();
+    let ids: HashMap<&Username, i64> =
+        cloudshell.users.iter().filter_map(|u| Some((u.username.as_ref()?, u.id?))).collect();
     let mut groups = Vec::new();
     for (name, fed_by) in cloudshell_groups(mappings) {
         let found = find_group(cloudshell.groups, &name);
@@ -154,7 +154,7 @@ pub fn plan(
             });
             continue;
         };
-        let present: HashSet<Username> = current.iter().filter_map(|u| Username::new(&u.username)).collect();
+        let present: HashSet<&Username> = current.iter().filter_map(|u| u.username.as_ref()).collect();
         let mut add: Vec<Placement> = wanted
             .iter()
             .filter(|u| !present.contains(**u))
@@ -165,11 +165,11 @@ pub fn plan(
         let mut remove: Vec<Placement> = Vec::new();
         if limits.remove_from_groups && additions_only.is_none() {
             for u in current {
-                let Some(username) = Username::new(&u.username) else { continue };
+                let Some(username) = &u.username else { continue };
                 // Not `sync.leavers.protect`: a removal from a group leaves the account as it is.
-                let protected = protection(u, &u.username, None).is_some();
-                if !protected && !wanted.contains(&username) && !keep.contains(&username) {
-                    remove.push(Placement { username, id: u.id });
+                let protected = protection(u, username.as_str(), None).is_some();
+                if !protected && !wanted.contains(username) && !keep.contains(username) {
+                    remove.push(Placement { username: username.clone(), id: u.id });
                 }
             }
         }
@@ -207,7 +207,7 @@ mod tests {
     fn user(id: i64, name: &str, from_directory: bool, admin: bool) -> cloudshell::User {
         cloudshell::User {
             id: Some(id),
-            username: name.to_string(),
+            username: Username::new(name),
             is_active: true,
             is_admin: admin,
             domain_name: from_directory.then(|| "EXAMPLE".into()),

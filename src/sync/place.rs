@@ -210,7 +210,7 @@ pub async fn apply_change(client: &Client, change: &GroupChange, batch: usize, s
             None => {
                 let reason = "not in CloudShell: its import did not succeed".to_string();
                 tracing::warn!(group = name, username = %p.username, reason = %reason, "membership change failed");
-                placed.failures.push(Failure { username: p.username.to_string(), reason });
+                placed.failures.push(Failure { username: p.username.clone(), reason });
             }
         }
     }
@@ -374,7 +374,7 @@ fn record_done(name: &str, direction: Direction, done: Vec<&(Username, i64)>, pl
 
 fn fail_one(name: &str, username: &Username, reason: &str, placed: &mut Placed) {
     tracing::warn!(group = name, username = %username, reason = %reason, "membership change failed");
-    placed.failures.push(Failure { username: username.to_string(), reason: reason.to_string() });
+    placed.failures.push(Failure { username: username.clone(), reason: reason.to_string() });
 }
 
 /// Records every entry as failed; returns `true` (the group may still take other batches).
