@@ -9,6 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::config::{self, Config, DisabledAccounts};
+use crate::group_name::GroupName;
 use crate::logging::{Escaped, LogFormat};
 use crate::stop::Stops;
 use crate::{cloudshell, daemon, exit, ldap, lock, logging, status, sync};
@@ -352,7 +353,7 @@ async fn check_mapped_groups(client: &cloudshell::Client, config: &Config) -> us
     };
     let mut problems = 0;
     for (name, fed_by) in targets {
-        let fed_by = fed_by.join(", ");
+        let fed_by = fed_by.iter().map(GroupName::as_str).collect::<Vec<_>>().join(", ");
         match sync::membership::find_group(&groups, &name) {
             None => {
                 println!("  cloudshell group {name:?}: MISSING (mapped from {fed_by}); create it in CloudShell");

@@ -22,6 +22,7 @@
 //! - [`ldap`]: the directory snapshot (each configured group's effective members).
 //! - [`lock`]: one run at a time across processes.
 //! - [`logging`]: log output, text or JSON.
+//! - [`group_name`]: the directory group name type, compared as LDAP's caseIgnoreMatch.
 //! - [`manual`]: the manual page.
 //! - [`monitor`]: the Prometheus metrics and `/healthz`.
 //! - [`report`]: the run report and its assembly rules.
@@ -38,6 +39,7 @@ pub mod config;
 pub mod daemon;
 pub mod exit;
 pub mod files;
+pub mod group_name;
 pub mod ldap;
 pub mod lock;
 pub mod logging;

@@ -353,7 +353,7 @@ mod tests {
     #[test]
     fn membership_changes_are_counted_by_action_with_a_gauge_per_cloudshell_group() {
         let mut report = Report::new("r".into(), false);
-        let mut lab = MembershipReport::new("Lab Users", Some(2), &["Eng".to_string()], 3);
+        let mut lab = MembershipReport::new("Lab Users", Some(2), &[crate::group_name::GroupName::new("Eng")], 3);
         lab.planned_add = vec!["a".into(), "b".into()];
         let placed = Placed {
             added: vec![Username::new("a").unwrap()],

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::cloudshell::{CallCounts, CallKind};
 use crate::exit;
+use crate::group_name::GroupName;
 use crate::ldap;
 use crate::logging::Escaped;
 use crate::username::Username;
@@ -310,12 +311,12 @@ pub struct MembershipReport {
 
 impl MembershipReport {
     /// A mapped CloudShell group's line before anything is known of it: ok, nothing planned.
-    pub fn new(name: &str, id: Option<i64>, fed_by: &[String], members: usize) -> MembershipReport {
+    pub fn new(name: &str, id: Option<i64>, fed_by: &[GroupName], members: usize) -> MembershipReport {
         MembershipReport {
             name: name.to_string(),
             status: GroupStatus::Ok,
             id,
-            fed_by: fed_by.to_vec(),
+            fed_by: fed_by.iter().map(GroupName::to_string).collect(),
             members,
             added: 0,
             removed: 0,
@@ -1068,7 +1069,7 @@ mod tests {
             broken,
         ];
         r.removals_held = Some(HeldReport { planned: 7, limit: 3 });
-        let mut m = MembershipReport::new("Lab Users", Some(4), &["Engineering".to_string()], 10);
+        let mut m = MembershipReport::new("Lab Users", Some(4), &[GroupName::new("Engineering")], 10);
         m.planned_add = names("a", 2);
         m.planned_remove = names("r", 11);
         m.held_removals = names("h", 1);

@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use cloudshell_ldap_sync::group_name::GroupName;
 use cloudshell_ldap_sync::ldap::{self, Nesting, Settings, Snapshot};
 use common::{AD_ADMIN, AD_BASE, AD_PASSWORD, CS_PASSWORD, Files, SambaDc, Sim, ad_group, ad_user};
 use secrecy::SecretString;
@@ -95,7 +96,7 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 }
 
 async fn snapshot(s: &Settings, groups: &[&str]) -> Snapshot {
-    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    let groups: Vec<GroupName> = groups.iter().map(|g| GroupName::new(g)).collect();
     ldap::snapshot(s, &groups).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -162,7 +163,7 @@ async fn range_retrieval_reads_every_member(dc: &SambaDc) {
 
 async fn tls_needs_the_right_ca_and_plain_binds_are_refused(dc: &SambaDc) {
     // Without the DC's CA: a clear certificate error naming the key to set.
-    let err = ldap::snapshot(&Settings { ca_file: None, ..settings(dc) }, &["Ops".to_string()]).await.unwrap_err();
+    let err = ldap::snapshot(&Settings { ca_file: None, ..settings(dc) }, &[GroupName::new("Ops")]).await.unwrap_err();
     assert!(err.to_string().contains("ldap.ca_file"), "{err}");
     // With another CA: refused too.
     let other = tempfile::tempdir().unwrap();
@@ -174,15 +175,16 @@ async fn tls_needs_the_right_ca_and_plain_binds_are_refused(dc: &SambaDc) {
         std::fs::copy(s.ca_file(), &ca).unwrap();
         ca
     };
-    let err =
-        ldap::snapshot(&Settings { ca_file: Some(other_ca), ..settings(dc) }, &["Ops".to_string()]).await.unwrap_err();
+    let err = ldap::snapshot(&Settings { ca_file: Some(other_ca), ..settings(dc) }, &[GroupName::new("Ops")])
+        .await
+        .unwrap_err();
     assert!(matches!(err, ldap::Error::Connect { .. }), "{err}");
     assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
     // StartTLS with the CA works; a plain simple bind is refused by AD with a hint.
     let starttls = Settings { urls: vec![dc.ldap_url()], starttls: true, ..settings(dc) };
     assert_eq!(members(&snapshot(&starttls, &["Ops"]).await, "Ops"), set(&["dave", "jporter"]));
     let plain = Settings { urls: vec![dc.ldap_url()], ..settings(dc) };
-    let err = ldap::snapshot(&plain, &["Ops".to_string()]).await.unwrap_err();
+    let err = ldap::snapshot(&plain, &[GroupName::new("Ops")]).await.unwrap_err();
     assert!(err.to_string().contains("strongerAuthRequired") && err.to_string().contains("ldaps://"), "{err}");
 }
 

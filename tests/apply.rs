@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use cloudshell_ldap_sync::cloudshell::{CallKind, Client};
+use cloudshell_ldap_sync::group_name::GroupName;
 use cloudshell_ldap_sync::ldap;
 use cloudshell_ldap_sync::report::Imports;
 use cloudshell_ldap_sync::sync::apply::apply_group;
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Reads `group` from `slapd`, lists the simulator's users and plans, as a run does.
 async fn ready_group(slapd: &Slapd, client: &Client, group: &str) -> ReadyGroup {
-    let snapshot = ldap::snapshot(&common::ldap_settings(&slapd.url()), &[group.to_string()]).await.unwrap();
+    let snapshot = ldap::snapshot(&common::ldap_settings(&slapd.url()), &[GroupName::new(group)]).await.unwrap();
     let users = client.list_users().await.unwrap();
     let plan = plan::plan(snapshot, &users, Policy { max_imports_per_run: 1000, ..Default::default() });
     match plan.groups.into_iter().next() {
@@ -149,7 +150,7 @@ fn change(id: i64, users: &[(&str, i64)]) -> cloudshell_ldap_sync::sync::members
     GroupChange {
         name: "Lab Users".into(),
         id: Some(id),
-        fed_by: vec!["Team".into()],
+        fed_by: vec![GroupName::new("Team")],
         current: 0,
         add: users.iter().map(|(n, id)| Placement { username: Username::new(n).unwrap(), id: Some(*id) }).collect(),
         remove: Vec::new(),

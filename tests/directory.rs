@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use cloudshell_ldap_sync::group_name::GroupName;
 use cloudshell_ldap_sync::ldap::{self, Error, Group, Settings, Snapshot};
 use cloudshell_ldap_sync::username::Username;
 use common::{CutProxy, Directory, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, Silent, Slapd};
@@ -14,8 +15,8 @@ fn settings(url: &str) -> Settings {
     common::ldap_settings(url)
 }
 
-fn names(groups: &[&str]) -> Vec<String> {
-    groups.iter().map(|g| g.to_string()).collect()
+fn names(groups: &[&str]) -> Vec<GroupName> {
+    groups.iter().map(|g| GroupName::new(g)).collect()
 }
 
 fn group<'a>(snap: &'a Snapshot, name: &str) -> &'a Group {

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::cloudshell;
+use crate::group_name::GroupName;
 use crate::ldap;
 use crate::logging::LogFormat;
 use crate::schedule::Schedule;
@@ -45,7 +46,7 @@ impl Error {
 /// A directory group and the CloudShell groups its effective members belong in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mapping {
-    pub directory_group: String,
+    pub directory_group: GroupName,
     pub cloudshell_groups: Vec<String>,
 }
 
@@ -117,7 +118,7 @@ impl LeaverPolicy {
 pub struct SyncPolicy {
     /// Directory group names to enumerate and import, in order: `sync.groups`, then the mapped ones not
     /// already there.
-    pub groups: Vec<String>,
+    pub groups: Vec<GroupName>,
     /// `[[sync.mapping]]`, in order.
     pub mappings: Vec<Mapping>,
     /// Remove directory users from mapped CloudShell groups they no longer belong in.
@@ -402,6 +403,11 @@ groups = ["Team"]
         assert_eq!(about_the_file(&parse_text(&text).unwrap()), 0);
     }
 
+    /// Configured group names as written.
+    fn texts(groups: &[GroupName]) -> Vec<&str> {
+        groups.iter().map(GroupName::as_str).collect()
+    }
+
     #[test]
     fn the_example_config_parses() {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml")).unwrap();
@@ -411,7 +417,7 @@ groups = ["Team"]
         std::fs::write(dir.path().join("cloudshell-password"), "b").unwrap();
         let c = parse(Path::new("example.toml"), &text, &|n| (n == "CREDENTIALS_DIRECTORY").then(|| creds.clone()))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.sync.groups, ["Azure_DevOps_Cloud_Admins", "Ops (EU)"]);
+        assert_eq!(texts(&c.sync.groups), ["Azure_DevOps_Cloud_Admins", "Ops (EU)"]);
         assert_eq!(c.ldap.page_size, 500);
         assert_eq!(c.sync.mappings.len(), 2);
         assert_eq!(c.sync.mappings[0].cloudshell_groups, ["Lab Users", "DevOps"]);
@@ -473,7 +479,7 @@ groups = ["Team"]
              [[sync.mapping]]\ndirectory_group = \"Ops (EU)\"\ncloudshell_groups = [\"Lab Users\", \"Ops\"]\n",
         );
         let c = parse_text(&text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.sync.groups, ["Team", "Ops (EU)"], "a mapped group is imported too, once");
+        assert_eq!(texts(&c.sync.groups), ["Team", "Ops (EU)"], "a mapped group is imported too, once");
         assert_eq!(c.sync.mappings.len(), 2);
         assert_eq!(c.sync.mappings[1].cloudshell_groups, ["Lab Users", "Ops"]);
         assert!(c.sync.remove_from_groups);
@@ -484,7 +490,33 @@ groups = ["Team"]
             "[sync]\ngroups = [\"Team\"]\n",
             "[[sync.mapping]]\ndirectory_group = \"Eng\"\ncloudshell_groups = [\"Engineering\"]\n",
         );
-        assert_eq!(parse_text(&only).unwrap_or_else(|e| panic!("{e}")).sync.groups, ["Eng"]);
+        assert_eq!(texts(&parse_text(&only).unwrap_or_else(|e| panic!("{e}")).sync.groups), ["Eng"]);
+    }
+
+    /// Directory group names compare as LDAP's caseIgnoreMatch: inner runs of spaces count as one space, in
+    /// the duplicate checks as in the directory (they were compared as written before `GroupName`).
+    #[test]
+    fn group_names_differing_only_in_runs_of_spaces_are_one_group() {
+        let e = parse_text(&MINIMAL.replace("groups = [\"Team\"]", "groups = [\"Ops EU\", \"ops  EU\"]")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sync.groups"), "{e}");
+        assert!(e.to_string().contains("lists \"ops  EU\" twice"), "{e}");
+
+        let mapped = MINIMAL.replace(
+            "[sync]\ngroups = [\"Team\"]\n",
+            "[sync]\ngroups = [\"Ops EU\"]\n\n\
+             [[sync.mapping]]\ndirectory_group = \"OPS   EU\"\ncloudshell_groups = [\"Lab Users\"]\n",
+        );
+        let c = parse_text(&mapped).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(texts(&c.sync.groups), ["Ops EU"], "the mapped group is the listed one: read once");
+        assert_eq!(c.sync.mappings[0].directory_group.as_str(), "OPS   EU", "kept as written");
+
+        let twice = mapped.replace(
+            "cloudshell_groups = [\"Lab Users\"]\n",
+            "cloudshell_groups = [\"Lab Users\"]\n\n[[sync.mapping]]\ndirectory_group = \"ops eu\"\n\
+             cloudshell_groups = [\"lab users\"]\n",
+        );
+        let e = parse_text(&twice).unwrap_err();
+        assert!(e.to_string().contains("again"), "{e}");
     }
 
     #[test]

@@ -553,14 +553,14 @@ impl Validator<'_> {
         let mut seen = std::collections::HashSet::new();
         for g in &listed {
             self.group_name("sync", "groups", g)?;
-            if !seen.insert(g.trim().to_lowercase()) {
+            if !seen.insert(crate::group_name::GroupName::new(g)) {
                 return Err(self.error("sync", "groups", format!("lists {g:?} twice")));
             }
         }
         let mappings = self.mappings(&s.mapping)?;
-        let mut groups = listed;
+        let mut groups: Vec<_> = listed.iter().map(|g| crate::group_name::GroupName::new(g)).collect();
         for m in &mappings {
-            if seen.insert(m.directory_group.trim().to_lowercase()) {
+            if seen.insert(m.directory_group.clone()) {
                 groups.push(m.directory_group.clone());
             }
         }
@@ -667,7 +667,7 @@ impl Validator<'_> {
             }
             for c in cloudshell_groups {
                 self.group_name("sync", "mapping", c).map_err(|e| at("cloudshell_groups", e.message))?;
-                if !pairs.insert((directory_group.trim().to_lowercase(), c.trim().to_lowercase())) {
+                if !pairs.insert((crate::group_name::GroupName::new(directory_group), c.trim().to_lowercase())) {
                     return Err(at(
                         "cloudshell_groups",
                         format!("maps {directory_group:?} to the CloudShell group {c:?} again"),
@@ -675,7 +675,7 @@ impl Validator<'_> {
                 }
             }
             out.push(Mapping {
-                directory_group: directory_group.clone(),
+                directory_group: crate::group_name::GroupName::new(directory_group),
                 cloudshell_groups: cloudshell_groups.clone(),
             });
         }

@@ -2,6 +2,8 @@
 //! case-insensitively, escapes normalised (`\,` and `\2C` are the same), insignificant spaces ignored,
 //! multi-valued RDNs in any order.
 
+use crate::group_name::fold;
+
 /// A DN reduced to a canonical string; two DNs naming the same entry reduce to the same key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DnKey(String);
@@ -142,25 +144,6 @@ fn attribute_value(bytes: &[u8], i: &mut usize) -> Option<Vec<u8>> {
         value.truncate(value.len() - trailing_unescaped_spaces);
     }
     Some(value)
-}
-
-/// Folds a value as caseIgnoreMatch does: lower-cased, trimmed, with runs of spaces as one.
-pub fn fold(value: &str) -> String {
-    let lowered = value.to_lowercase();
-    let mut out = String::with_capacity(lowered.len());
-    let mut last_space = false;
-    for c in lowered.trim().chars() {
-        if c == ' ' {
-            if last_space {
-                continue;
-            }
-            last_space = true;
-        } else {
-            last_space = false;
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn canonical(rdns: &[Rdn]) -> String {

@@ -47,6 +47,7 @@ pub use error::Error;
 pub use model::Entries;
 pub use resolve::resolve;
 
+use crate::group_name::GroupName;
 use crate::username::Username;
 
 /// How many group names go into one search filter.
@@ -205,7 +206,7 @@ pub struct Snapshot {
 ///
 /// Fails as a whole only when the directory cannot be reached or the bind is refused; any later failure
 /// puts the affected groups in error and keeps the others.
-pub async fn snapshot(s: &Settings, groups: &[String]) -> Result<Snapshot, Error> {
+pub async fn snapshot(s: &Settings, groups: &[GroupName]) -> Result<Snapshot, Error> {
     Ok(Connection::open(s).await?.snapshot(groups).await)
 }
 
@@ -231,13 +232,13 @@ impl<'a> Connection<'a> {
     }
 
     /// Reads the effective members of each configured group; a failure now puts groups in error.
-    pub async fn snapshot(self, groups: &[String]) -> Snapshot {
+    pub async fn snapshot(self, groups: &[GroupName]) -> Snapshot {
         let s = self.s;
         resolve(&self.read(groups).await, s, groups)
     }
 
     /// Reads what the configured groups need, unresolved; then the connection is closed.
-    pub async fn read(self, groups: &[String]) -> Entries {
+    pub async fn read(self, groups: &[GroupName]) -> Entries {
         let mut reader = search::Reader {
             s: self.s,
             range_window: None,

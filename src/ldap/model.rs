@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use ldap3::ldap_escape;
 
-use super::dn::{self, DnKey};
+use super::dn::DnKey;
 use super::{Error, Member, Nesting, Settings};
+use crate::group_name::GroupName;
 use crate::username::Username;
 
 /// Unknown member DNs at one nesting level from which one search of every group beats reading each.
@@ -40,7 +41,7 @@ pub struct Entries {
     /// The group entries the search by configured names returned (a configured name means one of these).
     pub(super) named: Vec<DnKey>,
     /// Configured names whose search failed, with why.
-    pub(super) unread_names: HashMap<String, Error>,
+    pub(super) unread_names: HashMap<GroupName, Error>,
     /// In-chain searches, by the configured group's normalised DN.
     pub(super) in_chain: HashMap<DnKey, Result<InChain, Error>>,
     /// Member DNs that are neither users nor groups (dangling, deleted, foreign, filtered out).
@@ -80,11 +81,11 @@ impl Entries {
     }
 
     /// The group entry each configured name means, or why there is none, in the order of `names`.
-    pub(super) fn match_names(&self, s: &Settings, names: &[String]) -> Vec<Result<DnKey, Error>> {
-        let mut by_name: HashMap<String, Vec<&DnKey>> = HashMap::default();
+    pub(super) fn match_names(&self, s: &Settings, names: &[GroupName]) -> Vec<Result<DnKey, Error>> {
+        let mut by_name: HashMap<GroupName, Vec<&DnKey>> = HashMap::default();
         for key in &self.named {
             if let Some(g) = self.groups.get(key) {
-                by_name.entry(dn::fold(&g.name)).or_default().push(key);
+                by_name.entry(GroupName::new(&g.name)).or_default().push(key);
             }
         }
         names
@@ -93,17 +94,17 @@ impl Entries {
                 if let Some(e) = self.unread_names.get(name) {
                     return Err(e.clone());
                 }
-                match by_name.get(&dn::fold(name)).map(Vec::as_slice).unwrap_or_default() {
+                match by_name.get(name).map(Vec::as_slice).unwrap_or_default() {
                     [] => Err(Error::GroupNotFound {
                         url: self.served_by.clone(),
-                        name: name.clone(),
+                        name: name.to_string(),
                         base_dn: s.base_dn.clone(),
                         filter: group_name_filter(s, std::slice::from_ref(name)),
                     }),
                     [one] => Ok((*one).clone()),
                     many => Err(Error::AmbiguousGroup {
                         url: self.served_by.clone(),
-                        name: name.clone(),
+                        name: name.to_string(),
                         dns: many.iter().filter_map(|k| self.groups.get(*k)).map(|g| g.dn.clone()).collect(),
                     }),
                 }
@@ -113,7 +114,7 @@ impl Entries {
 }
 
 /// The search filter for groups by these names (`group_filter` and the name attribute).
-pub(super) fn group_name_filter(s: &Settings, names: &[String]) -> String {
+pub(super) fn group_name_filter(s: &Settings, names: &[GroupName]) -> String {
     let attr = &s.group_name_attribute;
     let alternatives: String = names.iter().map(|n| format!("({attr}={})", ldap_escape(n.as_str()))).collect();
     if names.len() == 1 {
@@ -467,8 +468,8 @@ pub(super) mod tests {
         // A group read only as a nested member does not answer to its name.
         entries.groups.insert(key("Nested"), record("Nested", &[], &[]));
         let broken = Error::Search { url: URL.into(), operation: "the group search".into(), reason: "reset".into() };
-        entries.unread_names.insert("Lost".into(), broken.clone());
-        let names: Vec<String> = ["eng", "Ops", "Nested", "Lost"].map(String::from).to_vec();
+        entries.unread_names.insert(GroupName::new("Lost"), broken.clone());
+        let names: Vec<GroupName> = ["eng", "Ops", "Nested", "Lost"].map(GroupName::new).to_vec();
         let got = entries.match_names(&s, &names);
         assert_eq!(got[0], Ok(key("Eng")), "names fold");
         assert!(matches!(&got[1], Err(Error::AmbiguousGroup { dns, .. }) if dns.len() == 2), "{:?}", got[1]);

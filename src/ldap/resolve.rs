@@ -5,13 +5,14 @@
 use super::model::{Entries, nesting_mode};
 use super::nesting::Expansion;
 use super::{Coverage, GroupOutcome, Nesting, Settings, Snapshot};
+use crate::group_name::GroupName;
 
 /// Each configured group's outcome from what was read, in the configured order. A group whose entries could
 /// not all be read is in error, never short of members.
-pub fn resolve(entries: &Entries, s: &Settings, groups: &[String]) -> Snapshot {
+pub fn resolve(entries: &Entries, s: &Settings, groups: &[GroupName]) -> Snapshot {
     let outcomes = match outcomes(entries, s, groups) {
         Ok(outcomes) => outcomes,
-        Err(e) => groups.iter().map(|name| GroupOutcome { name: name.clone(), result: Err(e.clone()) }).collect(),
+        Err(e) => groups.iter().map(|name| GroupOutcome { name: name.to_string(), result: Err(e.clone()) }).collect(),
     };
     Snapshot {
         groups: outcomes,
@@ -23,7 +24,7 @@ pub fn resolve(entries: &Entries, s: &Settings, groups: &[String]) -> Snapshot {
 }
 
 /// The outcomes, or the error that fails every group.
-fn outcomes(entries: &Entries, s: &Settings, groups: &[String]) -> Result<Vec<GroupOutcome>, super::Error> {
+fn outcomes(entries: &Entries, s: &Settings, groups: &[GroupName]) -> Result<Vec<GroupOutcome>, super::Error> {
     if let Some(e) = &entries.failure {
         return Err(e.clone());
     }
@@ -42,9 +43,9 @@ fn outcomes(entries: &Entries, s: &Settings, groups: &[String]) -> Result<Vec<Gr
             Some(found) if nesting == Nesting::InChain => {
                 found.clone().and_then(|members| expansion.resolve_in_chain(&key, members))
             }
-            _ => expansion.resolve(name, &key, nesting == Nesting::Recursive),
+            _ => expansion.resolve(name.as_str(), &key, nesting == Nesting::Recursive),
         });
-        GroupOutcome { name: name.clone(), result }
+        GroupOutcome { name: name.to_string(), result }
     });
     Ok(outcomes.collect())
 }
@@ -60,8 +61,8 @@ mod tests {
         group.members.iter().map(|m| m.username.as_str()).collect()
     }
 
-    fn names(names: &[&str]) -> Vec<String> {
-        names.iter().map(|n| n.to_string()).collect()
+    fn names(names: &[&str]) -> Vec<GroupName> {
+        names.iter().map(|n| GroupName::new(n)).collect()
     }
 
     #[test]

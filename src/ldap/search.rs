@@ -12,11 +12,12 @@ use std::sync::Arc;
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{Ldap, LdapError, Scope, SearchEntry, ldap_escape};
 
-use super::dn::{self, DnKey};
+use super::dn::DnKey;
 use super::entry::{self, UserAttributes, UserEntry, values};
 use super::error::{Cause, rc_name};
 use super::model::{self, ByRawDn, Entries, GroupRecord, InChain, Sweep, UserIndex, Walk};
 use super::{AD_CAPABILITIES, Error, IN_CHAIN, Member, NAMES_PER_FILTER, Nesting, Settings, range};
+use crate::group_name::GroupName;
 use crate::username::Username;
 
 /// What a non-user member DN turned out to be.
@@ -122,7 +123,7 @@ impl Reader<'_> {
     /// Reads everything the configured groups need: the users, the groups by name, the root DSE when the
     /// nesting mode or the range window depends on it, then in-chain searches or the member groups level by
     /// level. What could not be read is recorded in the entries, never left out.
-    pub async fn read(&mut self, groups: &[String]) -> Entries {
+    pub async fn read(&mut self, groups: &[GroupName]) -> Entries {
         let users = match self.read_users().await {
             Ok(u) => u,
             Err(e) => return Entries::failed(self.url.clone(), self.searches, e),
@@ -294,7 +295,7 @@ impl Reader<'_> {
         &mut self,
         mut entry: SearchEntry,
         index: &UserIndex,
-        wanted: Option<&[String]>,
+        wanted: Option<&[GroupName]>,
     ) -> GroupRecord {
         let members = self.member_values(&mut entry).await;
         record(self.s, entry, members, index, wanted)
@@ -308,7 +309,7 @@ impl Reader<'_> {
         operation: &str,
         filter: &str,
         index: &UserIndex,
-        wanted: Option<&[String]>,
+        wanted: Option<&[GroupName]>,
     ) -> Result<Vec<GroupRecord>, Error> {
         let s = self.s;
         let member = self.member_request();
@@ -336,7 +337,7 @@ impl Reader<'_> {
     }
 
     /// The groups named in `names` (one search): recorded as found by name, or the names as unread.
-    async fn read_named_groups(&mut self, names: &[String], entries: &mut Entries) {
+    async fn read_named_groups(&mut self, names: &[GroupName], entries: &mut Entries) {
         let filter = model::group_name_filter(self.s, names);
         match self.read_groups("the group search", &filter, &entries.users, Some(names)).await {
             Ok(found) => {
@@ -472,7 +473,7 @@ fn record(
     entry: SearchEntry,
     members: Result<Vec<String>, Error>,
     index: &UserIndex,
-    wanted: Option<&[String]>,
+    wanted: Option<&[GroupName]>,
 ) -> GroupRecord {
     let (member_values, error) = match members {
         Ok(v) => (v, None),
@@ -503,7 +504,7 @@ fn record(
     let name = {
         let mut names = values(&entry, &s.group_name_attribute);
         match wanted {
-            Some(wanted) => names.find(|n| wanted.iter().any(|w| dn::fold(w) == dn::fold(n))).cloned(),
+            Some(wanted) => names.find(|n| wanted.contains(&GroupName::new(n))).cloned(),
             None => names.next().cloned(),
         }
     }

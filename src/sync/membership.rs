@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::cloudshell;
 use crate::config::Mapping;
+use crate::group_name::GroupName;
 use crate::sync::activation::protection;
 use crate::username::Username;
 
@@ -51,7 +52,7 @@ pub struct GroupChange {
     /// Its id; `None` when CloudShell has no such group.
     pub id: Option<i64>,
     /// The directory groups mapped to it.
-    pub fed_by: Vec<String>,
+    pub fed_by: Vec<GroupName>,
     /// Members before the run.
     pub current: usize,
     /// Wanted members missing from it, sorted by username.
@@ -94,14 +95,14 @@ pub fn find_group<'g>(groups: &'g [cloudshell::Group], name: &str) -> Option<&'g
 }
 
 /// The CloudShell groups the mappings name, each once (case-insensitively), with the directory groups that
-/// feed it, in the order the mappings first name them.
-pub fn cloudshell_groups(mappings: &[Mapping]) -> Vec<(String, Vec<String>)> {
-    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+/// feed it (each once, as [`GroupName`] compares them), in the order the mappings first name them.
+pub fn cloudshell_groups(mappings: &[Mapping]) -> Vec<(String, Vec<GroupName>)> {
+    let mut out: Vec<(String, Vec<GroupName>)> = Vec::new();
     for m in mappings {
         for c in &m.cloudshell_groups {
             match out.iter_mut().find(|(name, _)| name.trim().eq_ignore_ascii_case(c.trim())) {
                 Some((_, fed_by)) => {
-                    if !fed_by.iter().any(|d| d.trim().eq_ignore_ascii_case(m.directory_group.trim())) {
+                    if !fed_by.contains(&m.directory_group) {
                         fed_by.push(m.directory_group.clone());
                     }
                 }
@@ -113,15 +114,13 @@ pub fn cloudshell_groups(mappings: &[Mapping]) -> Vec<(String, Vec<String>)> {
 }
 
 /// Plans every mapped CloudShell group. `directory` gives each directory group's outcome by configured
-/// name (compared case-insensitively); a directory group it lacks counts as unknown.
+/// name (as [`GroupName`] compares them); a directory group it lacks counts as unknown.
 pub fn plan(
     mappings: &[Mapping],
-    directory: &HashMap<String, DirectoryGroup<'_>>,
+    directory: &HashMap<GroupName, DirectoryGroup<'_>>,
     cloudshell: &CloudShell<'_>,
     limits: Limits,
 ) -> MembershipPlan {
-    let directory: HashMap<String, &DirectoryGroup<'_>> =
-        directory.iter().map(|(k, v)| (k.trim().to_lowercase(), v)).collect();
     let ids: HashMap<&Username, i64> =
         cloudshell.users.iter().filter_map(|u| Some((u.username.as_ref()?, u.id?))).collect();
     let mut groups = Vec::new();
@@ -132,7 +131,7 @@ pub fn plan(
         let mut keep: HashSet<&Username> = HashSet::new();
         let mut unknown: Vec<String> = Vec::new();
         for d in &fed_by {
-            match directory.get(&d.trim().to_lowercase()) {
+            match directory.get(d) {
                 Some(DirectoryGroup::Members { members, ambiguous }) => {
                     wanted.extend(members.iter().copied());
                     keep.extend(ambiguous.iter().copied());
@@ -217,7 +216,7 @@ mod tests {
 
     fn mapping(directory: &str, cloudshell: &[&str]) -> Mapping {
         Mapping {
-            directory_group: directory.into(),
+            directory_group: GroupName::new(directory),
             cloudshell_groups: cloudshell.iter().map(|c| c.to_string()).collect(),
         }
     }
@@ -257,14 +256,14 @@ mod tests {
     ) -> MembershipPlan {
         let names: Vec<(String, Result<Vec<Username>, String>)> =
             directory.iter().map(|(n, r)| (n.to_string(), r.clone().map_err(str::to_string))).collect();
-        let outcomes: HashMap<String, DirectoryGroup<'_>> = names
+        let outcomes: HashMap<GroupName, DirectoryGroup<'_>> = names
             .iter()
             .map(|(n, r)| {
                 let outcome = match r {
                     Ok(members) => DirectoryGroup::Members { members: members.iter().collect(), ambiguous: vec![] },
                     Err(why) => DirectoryGroup::Unknown { why: why.clone() },
                 };
-                (n.clone(), outcome)
+                (GroupName::new(n), outcome)
             })
             .collect();
         plan(mappings, &outcomes, &CloudShell { users: &w.users, groups: &w.groups, members: &w.members }, limits)
@@ -310,7 +309,7 @@ mod tests {
         let w = world();
         let (bob, carol) = (u("bob"), u("carol"));
         let outcomes = HashMap::from([(
-            "Eng".to_string(),
+            GroupName::new("Eng"),
             DirectoryGroup::Members { members: vec![&bob], ambiguous: vec![&carol] },
         )]);
         let cs = CloudShell { users: &w.users, groups: &w.groups, members: &w.members };
@@ -326,7 +325,7 @@ mod tests {
         let p =
             plan_with(&w, &mappings, &[("Eng", Ok(vec![u("bob")])), ("Ops", Ok(vec![u("carol"), u("alice")]))], REMOVE);
         assert_eq!(p.groups.len(), 2, "Lab once");
-        assert_eq!(p.groups[0].fed_by, ["Eng", "Ops"]);
+        assert_eq!(p.groups[0].fed_by, [GroupName::new("Eng"), GroupName::new("Ops")]);
         assert_eq!(names(&p.groups[0].add), ["alice"]);
         assert!(p.groups[0].remove.is_empty(), "carol is wanted through Ops");
         assert_eq!(names(&p.groups[1].add), ["alice", "carol"]);
@@ -345,6 +344,19 @@ mod tests {
         }
         let p = plan_with(&w, &[mapping("Unread", &["Lab"])], &[], REMOVE);
         assert!(p.groups[0].remove.is_empty() && p.groups[0].additions_only.is_some(), "a group not read is unknown");
+    }
+
+    /// A mapping names its directory group as `GroupName` compares it (caseIgnoreMatch): inner runs of
+    /// spaces are one space, so it finds the outcome of the group read under the listed spelling.
+    #[test]
+    fn a_mapping_finds_its_directory_group_whatever_its_case_and_runs_of_spaces() {
+        let w = world();
+        let p = plan_with(&w, &[mapping("OPS   eu ", &["Lab"])], &[("Ops EU", Ok(vec![u("alice"), u("bob")]))], REMOVE);
+        let lab = &p.groups[0];
+        assert_eq!(lab.additions_only, None, "read, not unknown");
+        assert_eq!(names(&lab.add), ["alice"]);
+        assert_eq!(names(&lab.remove), ["carol"]);
+        assert_eq!(lab.fed_by[0].as_str(), "OPS   eu ", "shown as configured");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cloudshell::{self, Client, Error, MembershipChange, MembershipFailure};
 use crate::config::SyncPolicy;
+use crate::group_name::GroupName;
 use crate::report::{Failure, HeldReport, MembershipReport, Placed};
 use crate::sync::membership::{self, CloudShell, DirectoryGroup, GroupChange, Limits, Placement};
 use crate::sync::plan::{GroupPlan, Plan};
@@ -110,7 +111,7 @@ pub fn held(sync: &SyncPolicy, why: &str) -> Vec<MembershipReport> {
 }
 
 /// Each mapped directory group's outcome, for the membership plan.
-fn directory_outcomes(plan: &Plan) -> HashMap<String, DirectoryGroup<'_>> {
+fn directory_outcomes(plan: &Plan) -> HashMap<GroupName, DirectoryGroup<'_>> {
     plan.groups
         .iter()
         .map(|g| {
@@ -130,7 +131,7 @@ fn directory_outcomes(plan: &Plan) -> HashMap<String, DirectoryGroup<'_>> {
                     ambiguous: r.collisions.iter().map(|c| &c.username).collect(),
                 },
             };
-            (g.name().to_string(), outcome)
+            (GroupName::new(g.name()), outcome)
         })
         .collect()
 }
@@ -140,7 +141,7 @@ fn directory_outcomes(plan: &Plan) -> HashMap<String, DirectoryGroup<'_>> {
 async fn current_members(
     client: &Client,
     groups: &[cloudshell::Group],
-    targets: &[(String, Vec<String>)],
+    targets: &[(String, Vec<GroupName>)],
     users: &[cloudshell::User],
 ) -> (HashMap<i64, Vec<cloudshell::User>>, HashMap<i64, String>) {
     let ids: Vec<i64> =
