@@ -192,7 +192,9 @@ async fn an_unknown_config_key_exits_2_naming_the_key_and_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("config.toml:15:1: key max_import_per_run: unknown field `max_import_per_run`"),
+        stderr.contains(
+            "config.toml:15:1: key sync.max_import_per_run: not a key of [sync]; did you mean max_imports_per_run?"
+        ),
         "{stderr}"
     );
     assert!(env.sim.calls().await.is_empty());

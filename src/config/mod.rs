@@ -1,8 +1,10 @@
 //! The configuration file: read in two stages, a raw TOML shape that rejects unknown keys ([`raw`], where
 //! every key and default is documented), then a validated [`Config`] ([`validate`]: URLs and durations
 //! parsed, secrets read). Downstream code never re-parses a string. Errors name the file, the key, the line
-//! and the column. Secrets never reach `Debug` output.
+//! and the column, in an operator's words ([`explain`] rewrites the deserialiser's). Secrets never reach `Debug`
+//! output.
 
+mod explain;
 mod raw;
 mod validate;
 
@@ -228,21 +230,38 @@ fn parse_with(
     env: &dyn Fn(&str) -> Option<String>,
     read_secrets: bool,
 ) -> Result<Config, Error> {
-    let toml_error = |e: toml::de::Error, key: Option<String>| {
+    let document = toml::Deserializer::parse(text).map_err(|e| {
         let (line, column) = e.span().map(|s| validate::line_col(text, s.start)).unzip();
-        Error { file: path.to_path_buf(), key, line, column, message: e.message().trim().to_string() }
-    };
-    let document = toml::Deserializer::parse(text).map_err(|e| toml_error(e, None))?;
+        Error { file: path.to_path_buf(), key: None, line, column, message: e.message().trim().to_string() }
+    })?;
     let raw: raw::Raw = serde_path_to_error::deserialize(document).map_err(|e| {
-        // The path names the key being read when the error came. An unknown key is the one error toml places
-        // on the key itself rather than on a value: name the key then.
-        let key = e.path().iter().next_back().and_then(|segment| match segment {
-            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-            _ => None,
-        });
+        // The path names the key being read when the error came (an unknown key: that key itself), and which
+        // item of a list or which [[table]] it was in.
+        let mut keys: Vec<String> = Vec::new();
+        let mut item = None;
+        for segment in e.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Map { key } => keys.push(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => item = Some((keys.len(), *index)),
+                _ => {}
+            }
+        }
         let inner = e.into_inner();
-        let on_key = key.as_deref().is_some_and(|k| inner.span().and_then(|s| text.get(s)) == Some(k));
-        toml_error(inner, key.filter(|_| on_key))
+        let value = inner.span().and_then(|s| text.get(s));
+        let table = match keys.len() {
+            0 | 1 => String::new(),
+            n if item.is_some_and(|(at, _)| at == n - 1) => format!("[[{}]]", keys[..n - 1].join(".")),
+            n => format!("[{}]", keys[..n - 1].join(".")),
+        };
+        let mut message = explain::message(inner.message().trim(), &table, value);
+        match item {
+            Some((at, index)) if at == keys.len() => message = format!("item {} of the list: {message}", index + 1),
+            Some((at, index)) => message = format!("[[{}]] number {}: {message}", keys[..at].join("."), index + 1),
+            None => {}
+        }
+        let (line, column) = inner.span().map(|s| validate::line_col(text, s.start)).unzip();
+        let key = (!keys.is_empty()).then(|| keys.join("."));
+        Error { file: path.to_path_buf(), key, line, column, message }
     })?;
     validate::Validator { path, text, env, warnings: Vec::new(), read_secrets }.validate(raw)
 }
@@ -325,10 +344,19 @@ groups = ["Team"]
     fn unknown_keys_are_refused_with_file_key_line_and_column() {
         let text = MINIMAL.replace("[sync]\n", "[sync]\ngrups = [\"x\"]\n");
         let e = parse_text(&text).unwrap_err();
-        assert_eq!(e.key.as_deref(), Some("grups"));
+        assert_eq!(e.key.as_deref(), Some("sync.grups"));
         assert_eq!((e.line, e.column), (Some(13), Some(1)));
         let shown = e.to_string();
-        assert!(shown.starts_with("/etc/x.toml:13:1: key grups: unknown field `grups`"), "{shown}");
+        assert_eq!(shown, "/etc/x.toml:13:1: key sync.grups: not a key of [sync]; did you mean groups?");
+        // In a [[table]], the table's number is named.
+        let text = format!("{MINIMAL}\n[[sync.mapping]]\ndirectory_grup = \"Eng\"\n");
+        let e = parse_text(&text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sync.mapping.directory_grup"), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("[[sync.mapping]] number 1: not a key of [[sync.mapping]]; did you mean directory_group?"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -533,8 +561,8 @@ groups = ["Team"]
         assert!(e.to_string().contains("number 2") && e.to_string().contains("again"), "{e}");
 
         for (body, key, needle) in [
-            ("cloudshell_groups = [\"x\"]\n", "sync.mapping.directory_group", "missing field"),
-            ("directory_group = \"Eng\"\n", "sync.mapping.cloudshell_groups", "missing field"),
+            ("cloudshell_groups = [\"x\"]\n", "sync.mapping.directory_group", "missing: add"),
+            ("directory_group = \"Eng\"\n", "sync.mapping.cloudshell_groups", "missing: add"),
             (
                 "directory_group = \"Eng\"\ncloudshell_groups = []\n",
                 "sync.mapping.cloudshell_groups",

@@ -57,6 +57,20 @@ fn redacted(url: &Url) -> String {
     url.to_string()
 }
 
+/// Why a URL written without its scheme (`dc1.example.org:389`, which a URL parser reads as the scheme
+/// `dc1.example.org`) is refused, with the forms that work: `plain` and `secure` are a scheme and its usual
+/// port (`"389"`; `":636"` appended to the host, `""` for none).
+fn no_scheme(value: &str, plain: (&str, &str), secure: (&str, &str)) -> String {
+    let value = value.trim();
+    let host = value.split([':', '/']).next().filter(|h| !h.is_empty()).unwrap_or("host.example.org");
+    let with_port =
+        if value.contains(':') && !value.starts_with(':') { value.to_string() } else { format!("{host}:{}", plain.1) };
+    format!(
+        "{value:?} has no scheme: write it as \"{}://{with_port}\", or \"{}://{host}{}\" for TLS",
+        plain.0, secure.0, secure.1
+    )
+}
+
 /// Where `key` is set in the `n`-th (0-based) `[[table]]`, or, without it, where that table starts.
 fn locate_array_table(text: &str, table: &str, n: usize, key: &str) -> Option<(usize, usize)> {
     let header = format!("[[{table}]]");
@@ -85,13 +99,24 @@ fn locate_array_table(text: &str, table: &str, n: usize, key: &str) -> Option<(u
     start
 }
 
-/// Where `[table]`'s header is, as (line, column): where a key missing from it is reported.
+/// Where `[table]`'s header is, as (line, column): where a key missing from it is reported. A table made only
+/// by its sub-tables (`[sync.leavers]` with no `[sync]`) is reported at the first of them.
 fn locate_table(text: &str, table: &str) -> Option<(usize, usize)> {
-    text.lines().enumerate().find_map(|(n, line)| {
-        let trimmed = line.trim_start();
-        let header = trimmed.strip_prefix('[')?.split(']').next()?.trim();
-        (header == table).then_some((n + 1, line.len() - trimmed.len() + 1))
-    })
+    let headers: Vec<(String, (usize, usize))> = text
+        .lines()
+        .enumerate()
+        .filter_map(|(n, line)| {
+            let trimmed = line.trim_start();
+            let header = trimmed.strip_prefix('[')?.trim_start_matches('[').split(']').next()?.trim().to_string();
+            Some((header, (n + 1, line.len() - trimmed.len() + 1)))
+        })
+        .collect();
+    let sub = format!("{table}.");
+    headers
+        .iter()
+        .find(|(h, _)| h == table)
+        .or_else(|| headers.iter().find(|(h, _)| h.starts_with(&sub)))
+        .map(|(_, at)| *at)
 }
 
 pub(super) struct Validator<'a> {
@@ -253,25 +278,29 @@ impl Validator<'_> {
         Ok(SecretString::from(secret))
     }
 
-    /// A required value: its absence is reported as the key, where its table starts (a missing table: at the
-    /// top of the file).
-    fn required<'v, T>(&self, table: &str, key: &str, value: Option<&'v T>) -> Result<&'v T, Error> {
+    /// A required value. A missing key is reported as `table.key` at its table's header, with an example of
+    /// the line to add; a missing table (`table` is `""`) with no position, since no line of the file is
+    /// wrong, and what the table needs.
+    fn required<'v, T>(&self, table: &str, key: &str, example: &str, value: Option<&'v T>) -> Result<&'v T, Error> {
         value.ok_or_else(|| {
-            let (line, column) = locate_table(self.text, table).unwrap_or((1, 1));
-            Error {
-                file: self.path.to_path_buf(),
-                key: Some(key.to_string()),
-                line: Some(line),
-                column: Some(column),
-                message: format!("missing field `{key}`"),
-            }
+            let (key, (line, column), message) = if table.is_empty() {
+                (key.to_string(), (None, None), format!("the [{key}] table is missing: add it, with {example}"))
+            } else {
+                (
+                    format!("{table}.{key}"),
+                    locate_table(self.text, table).unzip(),
+                    format!("missing from [{table}]: add a line such as {example}"),
+                )
+            };
+            Error { file: self.path.to_path_buf(), key: Some(key), line, column, message }
         })
     }
 
     pub fn validate(mut self, raw: Raw) -> Result<Config, Error> {
-        let ldap_table = self.required("", "ldap", raw.ldap.as_ref())?;
-        let cloudshell_table = self.required("", "cloudshell", raw.cloudshell.as_ref())?;
-        let sync_table = self.required("", "sync", raw.sync.as_ref())?;
+        let ldap_table =
+            self.required("", "ldap", "url, bind_dn, base_dn and bind_password_file", raw.ldap.as_ref())?;
+        let cloudshell_table = self.required("", "cloudshell", "url and password_file", raw.cloudshell.as_ref())?;
+        let sync_table = self.required("", "sync", "groups (or [[sync.mapping]] tables)", raw.sync.as_ref())?;
         let ldap = self.ldap(ldap_table)?;
         let (cloudshell, calls) = self.cloudshell(cloudshell_table)?;
         let sync = self.sync(sync_table, calls)?;
@@ -308,14 +337,18 @@ impl Validator<'_> {
     }
 
     fn ldap(&mut self, l: &RawLdap) -> Result<ldap::Settings, Error> {
-        let urls: Vec<String> = match self.required("ldap", "url", l.url.as_ref())? {
-            RawUrls::One(u) => vec![u.clone()],
-            RawUrls::Many(list) => list.clone(),
-        };
+        let urls: Vec<String> =
+            match self.required("ldap", "url", "url = \"ldaps://dc1.example.org:636\"", l.url.as_ref())? {
+                RawUrls::One(u) => vec![u.clone()],
+                RawUrls::Many(list) => list.clone(),
+            };
         if urls.is_empty() {
             return Err(self.error("ldap", "url", "lists no URL"));
         }
         for url in &urls {
+            if !url.contains("://") {
+                return Err(self.error("ldap", "url", no_scheme(url, ("ldap", "389"), ("ldaps", ":636"))));
+            }
             let parsed =
                 Url::parse(url).map_err(|e| self.error("ldap", "url", format!("{url:?} is not a URL: {e}")))?;
             match parsed.scheme() {
@@ -369,8 +402,8 @@ impl Validator<'_> {
         if l.danger_skip_tls_verify {
             self.warnings.push("ldap.danger_skip_tls_verify = true: the directory's certificate is not checked".into());
         }
-        let bind_dn = self.required("ldap", "bind_dn", l.bind_dn.as_ref())?;
-        let base_dn = self.required("ldap", "base_dn", l.base_dn.as_ref())?;
+        let bind_dn = self.required("ldap", "bind_dn", "bind_dn = \"cn=svc,dc=example,dc=org\"", l.bind_dn.as_ref())?;
+        let base_dn = self.required("ldap", "base_dn", "base_dn = \"dc=example,dc=org\"", l.base_dn.as_ref())?;
         for (key, value) in [("bind_dn", bind_dn), ("base_dn", base_dn)] {
             if value.trim().is_empty() {
                 return Err(self.error("ldap", key, "must not be empty"));
@@ -449,7 +482,11 @@ impl Validator<'_> {
 
     /// The client's settings, and `concurrency` and `membership_batch_size` (which the sync policy carries).
     fn cloudshell(&mut self, c: &RawCloudShell) -> Result<(cloudshell::Settings, (usize, usize)), Error> {
-        let raw_url = self.required("cloudshell", "url", c.url.as_ref())?;
+        let raw_url =
+            self.required("cloudshell", "url", "url = \"http://cloudshell.example.org:9000\"", c.url.as_ref())?;
+        if !raw_url.contains("://") {
+            return Err(self.error("cloudshell", "url", no_scheme(raw_url, ("http", "9000"), ("https", ""))));
+        }
         let url = Url::parse(raw_url)
             .map_err(|e| self.error("cloudshell", "url", format!("{raw_url:?} is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -544,7 +581,9 @@ impl Validator<'_> {
     fn sync(&mut self, s: &RawSync, (concurrency, membership_batch_size): (usize, usize)) -> Result<SyncPolicy, Error> {
         let listed = match (&s.groups, s.mapping.is_empty()) {
             (Some(groups), _) => groups.clone(),
-            (None, true) => self.required("sync", "groups", None::<&Vec<String>>)?.clone(),
+            (None, true) => self
+                .required("sync", "groups", "groups = [\"Team\"] (or a [[sync.mapping]] table)", None::<&Vec<String>>)?
+                .clone(),
             (None, false) => Vec::new(),
         };
         if listed.is_empty() && s.mapping.is_empty() {
@@ -653,14 +692,12 @@ impl Validator<'_> {
                     message: format!("[[sync.mapping]] number {}: {message}", n + 1),
                 }
             };
-            let directory_group = m
-                .directory_group
-                .as_ref()
-                .ok_or_else(|| at("directory_group", "missing field `directory_group`".into()))?;
-            let cloudshell_groups = m
-                .cloudshell_groups
-                .as_ref()
-                .ok_or_else(|| at("cloudshell_groups", "missing field `cloudshell_groups`".into()))?;
+            let directory_group = m.directory_group.as_ref().ok_or_else(|| {
+                at("directory_group", "missing: add a line such as directory_group = \"Team\"".into())
+            })?;
+            let cloudshell_groups = m.cloudshell_groups.as_ref().ok_or_else(|| {
+                at("cloudshell_groups", "missing: add a line such as cloudshell_groups = [\"Lab Users\"]".into())
+            })?;
             self.group_name("sync", "mapping", directory_group).map_err(|e| at("directory_group", e.message))?;
             if cloudshell_groups.is_empty() {
                 return Err(at("cloudshell_groups", "lists no CloudShell group".into()));
