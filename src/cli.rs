@@ -60,8 +60,8 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Show the last run from the status file; exit 0 when it was ok and is not stale, 1 otherwise, 2 with no
-    /// usable status file (missing, unreadable or damaged).
+    /// Show the last run from the status file; exit 0 when it was ok and is not stale and the next run is not
+    /// overdue, 1 otherwise, 2 with no usable status file (missing, unreadable or damaged).
     Status {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -244,8 +244,8 @@ async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
     report.result.exit_code()
 }
 
-/// `status`: the last run from the status file, judged against the schedule. 0: ok and not stale; 1: not
-/// ok or stale; 2: no usable status file (missing, unreadable, damaged) or no usable configuration.
+/// `status`: the last run from the status file, judged against the schedule. 0: ok, not stale, and the next
+/// run not overdue; 1: not ok, stale or overdue; 2: no usable status file (missing, unreadable, damaged) or no usable configuration.
 fn status_command(path: &Path, json: bool) -> u8 {
     let config = match config::load_without_secrets(path) {
         Ok(c) => c,
@@ -262,7 +262,7 @@ fn status_command(path: &Path, json: bool) -> u8 {
             return exit::CONFIG;
         }
     };
-    let health = status::assess(&found, &config.schedule.schedule, chrono::Utc::now());
+    let health = status::assess(&found, &config.schedule.schedule, config.sync.run_timeout, chrono::Utc::now());
     if json {
         println!("{}", serde_json::json!({ "status": found, "health": health, "healthy": health.healthy() }));
     } else {

@@ -169,28 +169,65 @@ pub struct Health {
     pub last_run_ok: bool,
     /// The last run finished more than two schedule periods ago (or never finished at all).
     pub stale: bool,
+    /// The next run the daemon announced is past due by more than [`overdue_margin`]: no run has finished
+    /// since it should have started.
+    pub overdue: bool,
+    /// When the overdue run was due (the status file's `next_run`), while it is overdue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overdue_since: Option<String>,
     /// Seconds since the last run finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_seconds: Option<i64>,
     /// The schedule's period around then, in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub period_seconds: Option<i64>,
+    /// Seconds since the next run was due, when it is in the past.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_run_due_seconds_ago: Option<i64>,
 }
 
 impl Health {
-    /// Whether a monitoring check passes: the last run was ok and is not stale.
+    /// Whether a monitoring check passes: the last run was ok, is not stale, and the next one is not overdue.
     pub fn healthy(&self) -> bool {
-        self.last_run_ok && !self.stale
+        self.last_run_ok && !self.stale && !self.overdue
     }
 }
 
+/// How long past its `next_run` a run may go unrecorded before it is overdue: `sync.run_timeout` plus five
+/// minutes. The status file is written when a run ends, so while a run is under way its `next_run` is already
+/// in the past; a run that started on time has stopped by `run_timeout` (it stops as if asked to), and five
+/// minutes cover the calls it finishes on the way out and a late start. Later than that, no run started or
+/// the daemon died in one: it is not running to its schedule.
+pub fn overdue_margin(run_timeout: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(run_timeout).unwrap_or(chrono::Duration::days(30)) + chrono::Duration::minutes(5)
+}
+
 /// Judges `status` at `now` against `schedule`: stale when the last run finished more than two periods ago
-/// (the period being the gap between the schedule's two occurrences after that run).
-pub fn assess(status: &Status, schedule: &crate::schedule::Schedule, now: chrono::DateTime<chrono::Utc>) -> Health {
+/// (the period being the gap between the schedule's two occurrences after that run); overdue when its
+/// `next_run` is past by more than [`overdue_margin`] of `run_timeout`.
+pub fn assess(
+    status: &Status,
+    schedule: &crate::schedule::Schedule,
+    run_timeout: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Health {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.with_timezone(&chrono::Utc));
+    let next_due = status.next_run.as_deref().and_then(parse).filter(|due| *due < now);
+    let overdue = next_due.is_some_and(|due| now - due > overdue_margin(run_timeout));
+    let overdue_since = status.next_run.clone().filter(|_| overdue);
+    let next_run_due_seconds_ago = next_due.map(|due| (now - due).num_seconds());
     let Some(last) = &status.last_run else {
-        return Health { last_run_ok: false, stale: true, age_seconds: None, period_seconds: None };
+        return Health {
+            last_run_ok: false,
+            stale: true,
+            overdue,
+            overdue_since,
+            age_seconds: None,
+            period_seconds: None,
+            next_run_due_seconds_ago,
+        };
     };
-    let finished = chrono::DateTime::parse_from_rfc3339(&last.finished_at).ok().map(|t| t.with_timezone(&chrono::Utc));
+    let finished = parse(&last.finished_at);
     let period = finished.and_then(|f| {
         let first = schedule.next_after(f)?;
         let second = schedule.next_after(first)?;
@@ -205,8 +242,11 @@ pub fn assess(status: &Status, schedule: &crate::schedule::Schedule, now: chrono
     Health {
         last_run_ok: last.result == crate::report::RunResult::Ok.as_str(),
         stale,
+        overdue,
+        overdue_since,
         age_seconds: age.map(|a| a.num_seconds()),
         period_seconds: period.map(|p| p.num_seconds()),
+        next_run_due_seconds_ago,
     }
 }
 
@@ -258,14 +298,24 @@ pub fn to_text(status: &Status, health: &Health) -> String {
         }
     }
     let _ = writeln!(out, "last success: {}", status.last_success_at.as_deref().unwrap_or("never"));
-    let _ = writeln!(out, "next run: {}", status.next_run.as_deref().unwrap_or("not scheduled (one-shot sync)"));
-    let verdict = match (health.last_run_ok, health.stale) {
-        (true, false) => "OK".to_string(),
-        (_, true) => format!(
-            "STALE: no run finished in the last two schedule periods{}",
-            health.period_seconds.map(|p| format!(" ({} each)", human(p))).unwrap_or_default()
+    let due = health.next_run_due_seconds_ago.map(|s| format!(" (due {} ago)", human(s))).unwrap_or_default();
+    let _ = writeln!(out, "next run: {}{due}", status.next_run.as_deref().unwrap_or("not scheduled (one-shot sync)"));
+    // Stale keeps its verdict (monitoring may match on it); an overdue run is named after it, or on its own.
+    let overdue = health.overdue_since.as_ref().map(|since| {
+        format!(
+            "overdue since {since}, when the next run was due, and no run has finished since: is the daemon \
+             running? (systemctl status cloudshell-ldap-sync)"
+        )
+    });
+    let verdict = match (health.last_run_ok, health.stale, overdue) {
+        (_, true, overdue) => format!(
+            "STALE: no run finished in the last two schedule periods{}{}",
+            health.period_seconds.map(|p| format!(" ({} each)", human(p))).unwrap_or_default(),
+            overdue.map(|o| format!("; {o}")).unwrap_or_default()
         ),
-        (false, false) => "NOT OK: the last run did not end ok".to_string(),
+        (_, false, Some(overdue)) => format!("OVERDUE: {overdue}"),
+        (true, false, None) => "OK".to_string(),
+        (false, false, None) => "NOT OK: the last run did not end ok".to_string(),
     };
     let _ = writeln!(out, "state: {verdict}");
     out
@@ -366,6 +416,8 @@ mod tests {
         }
     }
 
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
     fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
         chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc)
     }
@@ -374,25 +426,50 @@ mod tests {
     fn a_run_is_stale_after_two_schedule_periods_and_unhealthy_unless_ok() {
         let every_15 = Schedule::parse("0 */15 * * * *", "UTC").unwrap();
         let s = status("ok", "2026-11-30T07:00:00Z");
-        let h = assess(&s, &every_15, at("2026-11-30T07:29:00Z"));
+        let h = assess(&s, &every_15, HOUR, at("2026-11-30T07:29:00Z"));
         assert_eq!((h.stale, h.healthy(), h.age_seconds, h.period_seconds), (false, true, Some(1740), Some(900)));
-        let h = assess(&s, &every_15, at("2026-11-30T07:31:00Z"));
+        let h = assess(&s, &every_15, HOUR, at("2026-11-30T07:31:00Z"));
         assert!(h.stale && !h.healthy(), "31 min > 2 x 15 min");
-        let h = assess(&status("partial", "2026-11-30T07:00:00Z"), &every_15, at("2026-11-30T07:01:00Z"));
+        let h = assess(&status("partial", "2026-11-30T07:00:00Z"), &every_15, HOUR, at("2026-11-30T07:01:00Z"));
         assert_eq!((h.stale, h.healthy()), (false, false));
         let never = Status::default();
-        assert!(assess(&never, &every_15, at("2026-11-30T07:01:00Z")).stale);
+        assert!(assess(&never, &every_15, HOUR, at("2026-11-30T07:01:00Z")).stale);
+    }
+
+    #[test]
+    fn a_next_run_past_due_by_more_than_the_run_timeout_and_five_minutes_is_overdue() {
+        // Once a day at 07:00; the last run finished at 07:00 and announced the next for 07:00 the day after.
+        let daily = Schedule::parse("0 0 7 * * *", "UTC").unwrap();
+        let mut s = status("ok", "2026-11-30T07:00:00Z");
+        s.next_run = Some("2026-12-01T07:00:00Z".into());
+        // A run under way may take up to the run timeout (an hour here) before it records itself.
+        let h = assess(&s, &daily, HOUR, at("2026-12-01T08:05:00Z"));
+        assert_eq!((h.overdue, h.healthy(), h.next_run_due_seconds_ago), (false, true, Some(3900)));
+        let text = to_text(&s, &h);
+        assert!(text.contains("next run: 2026-12-01T07:00:00Z (due 65 min ago)") && text.ends_with("state: OK\n"));
+        // Past that, nothing started or the daemon died in the run: overdue, a day and more before it is stale.
+        let h = assess(&s, &daily, HOUR, at("2026-12-01T08:06:00Z"));
+        assert_eq!((h.overdue, h.stale, h.healthy()), (true, false, false));
+        assert_eq!(h.overdue_since.as_deref(), Some("2026-12-01T07:00:00Z"));
+        let text = to_text(&s, &h);
+        assert!(text.contains("state: OVERDUE: overdue since 2026-12-01T07:00:00Z"), "{text}");
+        // Before it is due, and without a next run (one-shot syncs), nothing is overdue.
+        assert!(!assess(&s, &daily, HOUR, at("2026-12-01T06:00:00Z")).overdue);
+        s.next_run = None;
+        assert!(!assess(&s, &daily, HOUR, at("2026-12-09T06:00:00Z")).overdue);
+        assert_eq!(overdue_margin(HOUR), chrono::Duration::minutes(65));
     }
 
     #[test]
     fn the_text_says_when_what_and_the_verdict() {
         let every_15 = Schedule::parse("0 */15 * * * *", "UTC").unwrap();
         let s = status("ok", "2026-11-30T07:00:00Z");
-        let text = to_text(&s, &assess(&s, &every_15, at("2026-11-30T07:05:00Z")));
+        let text = to_text(&s, &assess(&s, &every_15, HOUR, at("2026-11-30T07:05:00Z")));
         assert!(text.contains("last run r1: ok, finished 2026-11-30T07:00:00Z (5 min ago), 3 imported"), "{text}");
         assert!(text.contains("next run: 2026-11-30T07:15:00Z") && text.ends_with("state: OK\n"), "{text}");
-        let text = to_text(&s, &assess(&s, &every_15, at("2026-11-30T09:00:00Z")));
+        let text = to_text(&s, &assess(&s, &every_15, HOUR, at("2026-11-30T09:00:00Z")));
         assert!(text.contains("STALE") && text.contains("15 min each"), "{text}");
+        assert!(text.contains("; overdue since 2026-11-30T07:15:00Z"), "stale and overdue: {text}");
     }
 
     #[test]

@@ -97,6 +97,58 @@ fn status_needs_no_password_to_read_the_status_file() {
 }
 
 #[test]
+fn status_fails_when_the_next_run_is_overdue() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[ldap]\nurl = \"ldap://127.0.0.1:1\"\nbind_dn = \"cn=x\"\nbind_password_env = \"X\"\nbase_dn = \"dc=x\"\n\n\
+             [cloudshell]\nurl = \"http://127.0.0.1:1\"\npassword_env = \"X\"\n\n\
+             [sync]\ngroups = [\"Team\"]\nrun_timeout = \"10m\"\n\n\
+             [schedule]\ncron = \"0 0 7 * * *\"\n\n[monitor]\nstate_directory = \"{}\"\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let ago = |minutes: u64| {
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(minutes * 60);
+        humantime::format_rfc3339_seconds(t).to_string()
+    };
+    // The daily run finished an hour ago and announced the next for `due`.
+    let write_status = |due: &str| {
+        let status = serde_json::json!({
+            "last_run": {
+                "run_id": "r1", "started_at": ago(61), "finished_at": ago(60), "result": "ok", "duration_ms": 1000,
+                "imported": 0, "failed": 0, "groups": []
+            },
+            "last_success_at": ago(60),
+            "next_run": due,
+        });
+        std::fs::write(state.join("status.json"), status.to_string()).unwrap();
+    };
+
+    // Due 12 minutes ago: a run may still be under way (10 minutes of run_timeout and 5 more).
+    write_status(&ago(12));
+    let (code, text, _) = status(&config, false);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("(due 12 min ago)") && text.ends_with("state: OK\n"), "{text}");
+
+    // Due 20 minutes ago: overdue, long before two daily periods make it stale.
+    let due = ago(20);
+    write_status(&due);
+    let (code, text, _) = status(&config, false);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&format!("state: OVERDUE: overdue since {due}")), "{text}");
+    let (code, json, _) = status(&config, true);
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!((code, &json["healthy"], &json["health"]["overdue"]), (1, &Value::Bool(false), &Value::Bool(true)));
+    assert_eq!(json["health"]["overdue_since"], due.as_str());
+}
+
+#[test]
 fn completions_for_every_shell_name_every_command() {
     for shell in ["bash", "zsh", "fish"] {
         let out = common::cli(&["completions", shell]);
