@@ -1,7 +1,8 @@
 //! The Debian package as an operator receives it: `scripts/package` builds it (installing cargo-deb when
 //! missing), and this test looks inside with `dpkg-deb` and `lintian`: the files and their modes, the conffile,
 //! the units' `ExecStart=`, the maintainer scripts (start nothing, stop on remove, purge the state), the manual
-//! page and the completions, and no lintian error. About two minutes warm (a release build).
+//! page and the completions, and no lintian error. About two minutes warm (a release build). A second test
+//! purges a stand-in package carrying the repository's postrm through dpkg, in a root of its own.
 
 mod common;
 
@@ -135,4 +136,64 @@ fn the_debian_package_holds_what_an_operator_needs_and_lintian_finds_no_error() 
 
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).len()
+}
+
+/// Purges through dpkg itself, into a root of its own (`--root`, the scripts run unchrooted and see
+/// `$DPKG_ROOT`), a stand-in package made of the repository's postrm and the configuration as its conffile:
+/// dpkg removes the conffile, runs `postrm purge`, then removes the directory if it is empty, warning otherwise.
+/// Quick: no build.
+#[test]
+fn purge_removes_the_passwords_and_the_example_ca_files_and_names_what_it_leaves() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, root) = (dir.path().join("pkg"), dir.path().join("root"));
+    for d in [pkg.join("DEBIAN"), pkg.join("etc/cloudshell-ldap-sync"), root.join("var/lib/dpkg/info")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::create_dir_all(root.join("var/lib/dpkg/updates")).unwrap();
+    std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
+    std::fs::write(
+        pkg.join("DEBIAN/control"),
+        "Package: cloudshell-ldap-sync\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\n\
+         Description: the postrm under test\n",
+    )
+    .unwrap();
+    std::fs::write(pkg.join("DEBIAN/conffiles"), "/etc/cloudshell-ldap-sync/config.toml\n").unwrap();
+    std::fs::copy(common::repo_path("debian/postrm"), pkg.join("DEBIAN/postrm")).unwrap();
+    std::fs::set_permissions(pkg.join("DEBIAN/postrm"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(common::repo_path("config/example.toml"), pkg.join("etc/cloudshell-ldap-sync/config.toml")).unwrap();
+    let deb = dir.path().join("probe.deb");
+    run(Command::new("dpkg-deb").args(["--root-owner-group", "-b"]).arg(&pkg).arg(&deb));
+    let dpkg = |args: &[&str]| -> String {
+        let mut cmd = Command::new("dpkg");
+        cmd.arg(format!("--root={}", root.display()))
+            .args(["--force-script-chrootless", "--force-not-root", "--log=/dev/null"])
+            .args(args);
+        let out = cmd.output().expect("dpkg");
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{cmd:?}: {all}");
+        all
+    };
+    let etc = root.join("etc/cloudshell-ldap-sync");
+    let state = root.join("var/lib/cloudshell-ldap-sync");
+
+    // What the README and the example configurations place there: all of it goes, and dpkg has nothing to say.
+    dpkg(&["-i", deb.to_str().unwrap()]);
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("status.json"), "{}").unwrap();
+    for name in ["ldap-password", "cloudshell-password", "ca.pem", "ad-ca.pem"] {
+        std::fs::write(etc.join(name), "x").unwrap();
+    }
+    let out = dpkg(&["--purge", "cloudshell-ldap-sync"]);
+    assert!(!etc.exists() && !state.exists(), "{out}");
+    assert!(!out.contains("warning") && !out.contains("purge leaves"), "{out}");
+
+    // Something else: named, and left (before, ca.pem was left with only dpkg's "not empty" warning).
+    dpkg(&["-i", deb.to_str().unwrap()]);
+    std::fs::write(etc.join("ca.pem"), "x").unwrap();
+    std::fs::write(etc.join("notes.txt"), "mine").unwrap();
+    let out = dpkg(&["--purge", "cloudshell-ldap-sync"]);
+    assert!(out.contains("purge leaves in /etc/cloudshell-ldap-sync") && out.contains("notes.txt"), "{out}");
+    assert!(!out.contains("ca.pem"), "{out}");
+    assert!(etc.join("notes.txt").exists() && !etc.join("ca.pem").exists() && !etc.join("config.toml").exists());
 }

@@ -450,10 +450,13 @@ async fn the_shipped_units_start_reload_run_stop_and_restart_under_a_real_system
         let out = systemd.inside(&["mount", "-t", "tmpfs", "tmpfs", "/etc/systemd/system"]);
         assert!(out.status.success(), "{}", text(&out));
     }
+    let etc = root.join("etc/cloudshell-ldap-sync");
+    std::fs::write(etc.join("ca.pem"), "the CA the example configuration names").unwrap();
     let postrm = std::fs::read_to_string(common::repo_path("debian/postrm")).unwrap();
     let out = systemd.inside(&["sh", "-c", postrm.as_str(), "postrm", "purge"]);
     assert!(out.status.success(), "postrm: {}", text(&out));
-    let etc = root.join("etc/cloudshell-ldap-sync");
+    assert!(!etc.join("ca.pem").exists(), "purge removes the CA file the example names");
+    assert!(!text(&out).contains("purge leaves"), "nothing else was there: {}", text(&out));
     assert!(!etc.join("ldap-password").exists(), "a secret outlived the purge");
     assert!(!etc.join("cloudshell-password").exists(), "a secret outlived the purge");
     assert!(etc.join("config.toml").exists(), "the configuration is dpkg's to remove");
