@@ -1,20 +1,31 @@
-//! The command line: `sync`, `run` and `check`, each with `--config`, mapped onto the library; it hands the
-//! run's exit code ([`crate::exit`]) to the process. Command output goes to stdout; logs go to stderr.
+//! The command line: `sync`, `run`, `check` and `status`, with `-c`/`--config` before or after the command,
+//! mapped onto the library; it hands the run's exit code ([`crate::exit`]) to the process. Command output goes
+//! to stdout; logs go to stderr.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::config::{self, Config, DisabledAccounts};
 use crate::group_name::GroupName;
 use crate::logging::{Escaped, LogFormat};
+use crate::report::{GroupStatus, Report};
 use crate::stop::Stops;
 use crate::{cloudshell, daemon, exit, ldap, lock, logging, status, sync};
 
+/// The binary's name, as the completions register it.
+const NAME: &str = "cloudshell-ldap-sync";
+
 const DEFAULT_CONFIG: &str = "/etc/cloudshell-ldap-sync/config.toml";
+
+/// The environment variable naming the configuration file when `--config` is not given.
+pub const CONFIG_ENV: &str = "CLOUDSHELL_LDAP_SYNC_CONFIG";
+
+/// The heading of the options every command takes.
+const GLOBAL: &str = "Global options";
 
 /// The version, with the commit it was built from when built from a git checkout (set by `build.rs`).
 pub const VERSION: &str = env!("CLOUDSHELL_LDAP_SYNC_VERSION");
@@ -22,13 +33,46 @@ pub const VERSION: &str = env!("CLOUDSHELL_LDAP_SYNC_VERSION");
 /// Imports the members of directory (LDAP / Active Directory) groups into Quali CloudShell, places them in
 /// CloudShell groups, and handles the people who leave.
 #[derive(Parser, Debug)]
-#[command(name = "cloudshell-ldap-sync", version = VERSION, about)]
+#[command(name = NAME, version = VERSION, about)]
 pub struct Cli {
+    /// The configuration file (TOML), before or after the command. Without it: $CLOUDSHELL_LDAP_SYNC_CONFIG when
+    /// set and not empty, else /etc/cloudshell-ldap-sync/config.toml.
+    #[arg(
+        short = 'c',
+        long,
+        global = true,
+        value_name = "PATH",
+        value_hint = clap::ValueHint::FilePath,
+        help_heading = GLOBAL
+    )]
+    pub config: Option<PathBuf>,
+    /// More log output: -v shows debug events, -vv trace, -vvv dependencies' debug events too. RUST_LOG, when
+    /// set, decides instead.
+    #[arg(short, long, global = true, action = ArgAction::Count, help_heading = GLOBAL)]
+    pub verbose: u8,
+    /// Less log output: -q shows only warnings and errors, -qq only errors; each -q takes back a -v. RUST_LOG,
+    /// when set, decides instead.
+    #[arg(short, long, global = true, action = ArgAction::Count, help_heading = GLOBAL)]
+    pub quiet: u8,
     /// Log format on stderr; overrides [log] format.
-    #[arg(long, global = true, value_enum)]
+    #[arg(long, global = true, value_enum, help_heading = GLOBAL)]
     pub log_format: Option<LogFormatArg>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The configuration file: `--config`, else `$CLOUDSHELL_LDAP_SYNC_CONFIG`, else the default.
+    pub fn config_path(&self) -> PathBuf {
+        config_path(self.config.as_deref(), std::env::var_os(CONFIG_ENV))
+    }
+
+    /// Log verbosity over the default filter: each `-v` one level more, each `-q` one less.
+    pub fn verbosity(&self) -> i8 {
+        let v = i8::try_from(self.verbose).unwrap_or(i8::MAX);
+        let q = i8::try_from(self.quiet).unwrap_or(i8::MAX);
+        v.saturating_sub(q)
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -41,30 +85,28 @@ pub enum LogFormatArg {
 pub enum Command {
     /// Run one sync cycle now, then exit.
     Sync {
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
         /// Compute and print the plan; write nothing to CloudShell.
         #[arg(long)]
         dry_run: bool,
         /// Print the run report as one JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// With --dry-run: exit 6 instead of 0 when the plan has changes to make (imports, group memberships,
+        /// deactivations, reactivations); 0 then means there is nothing to do. Other exit codes are unchanged.
+        #[arg(long, requires = "dry_run")]
+        detailed_exitcode: bool,
     },
     /// The long-running daemon: cycles on the configured schedule until SIGTERM or SIGINT.
-    Run {
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-    },
+    Run,
     /// Validate the configuration, bind to LDAP, resolve every group, log in to CloudShell; change nothing.
     Check {
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        /// Print what was checked as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the last run from the status file; exit 0 when it was ok and is not stale and the next run is not
     /// overdue, 1 otherwise, 2 with no usable status file (missing, unreadable or damaged).
     Status {
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
         /// Print the status file and the verdict as one JSON object.
         #[arg(long)]
         json: bool,
@@ -74,15 +116,61 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff) on stdout.
+    /// Print the manual page (roff) on stdout, or write every page into a directory.
     #[command(hide = true)]
-    Man,
+    Man {
+        /// Write cloudshell-ldap-sync.1 and one page per command (cloudshell-ldap-sync-sync.1, ...) here.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// The configuration file from the option and the environment variable's value: the option wins, then the
+/// variable when it is not empty (an empty one counts as unset, as `NO_COLOR`'s does), then the default.
+fn config_path(option: Option<&Path>, env: Option<std::ffi::OsString>) -> PathBuf {
+    match (option, env) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(env)) if !env.is_empty() => PathBuf::from(env),
+        (None, _) => PathBuf::from(DEFAULT_CONFIG),
+    }
 }
 
 /// The command line's definition, for the manual page and the completions.
 pub fn command() -> clap::Command {
     use clap::CommandFactory;
     Cli::command()
+}
+
+/// The command line as operators see it: `command()` without its hidden commands, for the completions
+/// (clap_complete offers hidden commands as it offers the others).
+pub fn visible_command() -> clap::Command {
+    let full = command();
+    // `Command` can add subcommands but not take one away: a new command with the same name, arguments and
+    // visible subcommands.
+    clap::Command::new(NAME)
+        .version(VERSION)
+        .about(full.get_about().cloned().unwrap_or_default())
+        .args(full.get_arguments().cloned())
+        .subcommand_required(true)
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned())
+}
+
+/// The completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell) -> String {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut visible_command(), NAME, &mut out);
+    let script = String::from_utf8_lossy(&out).into_owned();
+    // Post-processed, not generated under another name: clap_complete 4.6's bash script sets `cmd`
+    // to `cloudshell__ldap__sync__subcmd__sync` but names its case arms `cloudshell__subcmd__ldap__subcmd__sync`
+    // (it mangles every `-` of a hyphenated binary name in the arms), so no subcommand's options were ever
+    // offered. The arms are renamed to what `cmd` is set to; where a later version is fixed this changes nothing.
+    // tests/commands.rs drives the function in bash.
+    match shell {
+        clap_complete::Shell::Bash => {
+            script.replace("cloudshell__subcmd__ldap__subcmd__sync", "cloudshell__ldap__sync")
+        }
+        _ => script,
+    }
 }
 
 /// Parses the command line and runs the command.
@@ -94,23 +182,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::CONFIG } else { exit::OK });
         }
     };
-    let path = match &cli.command {
-        Command::Sync { config, .. } | Command::Run { config } | Command::Check { config } => config.clone(),
-        Command::Status { config, json } => return ExitCode::from(status_command(config, *json)),
+    let verbosity = cli.verbosity();
+    let path = cli.config_path();
+    match cli.command {
+        Command::Status { json } => return ExitCode::from(status_command(&path, json)),
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut command(), "cloudshell-ldap-sync", &mut std::io::stdout());
+            print!("{}", completions(shell));
             return ExitCode::from(exit::OK);
         }
-        Command::Man => {
-            return match crate::manual::render(command(), &mut std::io::stdout()) {
-                Ok(()) => ExitCode::from(exit::OK),
-                Err(e) => {
-                    eprintln!("error: cannot write the manual page: {e}");
-                    ExitCode::from(exit::FATAL)
-                }
-            };
-        }
-    };
+        Command::Man { out_dir } => return ExitCode::from(man_command(out_dir.as_deref())),
+        Command::Sync { .. } | Command::Run | Command::Check { .. } => {}
+    }
     let config = match config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -123,7 +205,7 @@ pub fn main() -> ExitCode {
         Some(LogFormatArg::Text) => LogFormat::Text,
         None => config.log_format.unwrap_or(LogFormat::Text),
     };
-    logging::init(format);
+    logging::init(format, verbosity);
     for warning in &config.warnings {
         tracing::warn!(warning = %warning, "configuration warning");
     }
@@ -140,10 +222,13 @@ pub fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Sync { dry_run, json, .. } => sync_command(&config, dry_run, json).await,
-            Command::Check { .. } => check_command(&config).await,
-            Command::Run { config: path } => run_command(&path, config).await,
-            Command::Status { .. } | Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+            Command::Sync { dry_run, json, detailed_exitcode } => {
+                sync_command(&config, dry_run, json, detailed_exitcode).await
+            }
+            Command::Check { json } => check_command(&config, json).await,
+            Command::Run => run_command(&path, config).await,
+            // Answered above, without a configuration.
+            Command::Status { .. } | Command::Completions { .. } | Command::Man { .. } => exit::OK,
         }
     });
     ExitCode::from(code)
@@ -201,7 +286,22 @@ async fn run_command(path: &Path, config: Config) -> u8 {
     }
 }
 
-async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
+/// `man`: the manual page on stdout, or every page written into `out_dir`.
+fn man_command(out_dir: Option<&Path>) -> u8 {
+    let written = match out_dir {
+        None => crate::manual::render(command(), &mut std::io::stdout()),
+        Some(dir) => crate::manual::write_pages(command(), dir),
+    };
+    match written {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: cannot write the manual page: {e}");
+            exit::FATAL
+        }
+    }
+}
+
+async fn sync_command(config: &Config, dry_run: bool, json: bool, detailed_exitcode: bool) -> u8 {
     let context = sync::Context { state_directory: config.monitor.state_directory.clone(), ..Default::default() };
     if let Err(e) = stop_on_signals(context.stops.clone()) {
         tracing::warn!(error = %e, "cannot install signal handlers; Ctrl-C will end the run abruptly");
@@ -241,7 +341,18 @@ async fn sync_command(config: &Config, dry_run: bool, json: bool) -> u8 {
     } else {
         print!("{}", report.to_text());
     }
-    report.result.exit_code()
+    let code = report.result.exit_code();
+    if detailed_exitcode && code == exit::OK && plans_changes(&report) { exit::CHANGES_PLANNED } else { code }
+}
+
+/// Whether a dry run's report plans a write: an import, a change to a CloudShell group's members, or a user to
+/// deactivate or reactivate (leavers with `action = "deactivate"`, disabled accounts).
+fn plans_changes(report: &Report) -> bool {
+    let planned = |status: GroupStatus| status == GroupStatus::Planned;
+    report.groups.iter().any(|g| !g.planned.is_empty())
+        || report.memberships.iter().any(|m| !m.planned_add.is_empty() || !m.planned_remove.is_empty())
+        || report.leavers.as_ref().is_some_and(|l| l.action == "deactivate" && planned(l.status))
+        || report.disabled_accounts.as_ref().is_some_and(|d| planned(d.status))
 }
 
 /// `status`: the last run from the status file, judged against the schedule. 0: ok, not stale, and the next
@@ -271,112 +382,236 @@ fn status_command(path: &Path, json: bool) -> u8 {
     if health.healthy() { exit::OK } else { exit::FATAL }
 }
 
-/// `check`: prints what it finds, one line per item, and what is wrong.
-async fn check_command(config: &Config) -> u8 {
-    let mut problems = 0usize;
-    println!("config {}: ok", display(&config.path));
-    for w in &config.warnings {
-        println!("  warning: {w}");
-    }
-    match ldap::snapshot(&config.ldap, &config.sync.groups).await {
-        Err(e) => {
-            println!("directory {}: FAILED: {}", config.ldap.urls.join(", "), Escaped(&e));
-            problems += 1;
+/// What `check` found, one item per thing probed: printed as it goes, one line each, or kept for one JSON object
+/// (`check --json`: `ok`, `problems`, `config`, and `checks`, each with `kind`, `name`, `ok` and the line as
+/// `message`).
+struct Findings {
+    json: bool,
+    checks: Vec<serde_json::Value>,
+    problems: usize,
+}
+
+impl Findings {
+    /// One item: `kind` (`config`, `directory`, `group`...), what it names, whether it is ok (not ok counts a
+    /// problem), and its line, indented by `depth` in the text.
+    fn add(&mut self, depth: usize, kind: &str, name: Option<&str>, ok: bool, line: String) {
+        if !ok {
+            self.problems += 1;
         }
-        Ok(snapshot) => {
-            println!(
-                "directory {}: bound as {:?}, {} users under {}",
-                snapshot.served_by, config.ldap.bind_dn, snapshot.users_seen, config.ldap.base_dn
-            );
-            for g in &snapshot.groups {
-                match &g.result {
-                    Ok(group) => {
-                        let nested = group.sources.len().saturating_sub(1);
-                        println!(
-                            "  group {:?}: {} members ({} nested groups, {} disabled left out) at {}",
-                            g.name,
-                            group.members.len(),
-                            nested,
-                            group.disabled_members,
-                            Escaped(&group.dn)
-                        );
-                        for c in &group.collisions {
-                            println!("    problem: username {:?} is ambiguous: {:?}", c.username.as_str(), c.dns);
-                            problems += 1;
-                        }
-                    }
-                    Err(e) => {
-                        println!("  group {:?}: FAILED: {}", g.name, Escaped(&e));
-                        problems += 1;
-                    }
-                }
-            }
+        if self.json {
+            self.checks.push(serde_json::json!({ "kind": kind, "name": name, "ok": ok, "message": line }));
+        } else {
+            println!("{:width$}{line}", "", width = depth * 2);
         }
-    }
-    match cloudshell::Client::new(config.cloudshell.clone()) {
-        Err(e) => {
-            println!("cloudshell {}: FAILED: {}", config.cloudshell.url, Escaped(&e));
-            problems += 1;
-        }
-        Ok(client) => match client.login().await {
-            Ok(()) => {
-                println!("cloudshell {}: logged in as {:?}", config.cloudshell.url, config.cloudshell.username);
-                problems += check_mapped_groups(&client, config).await;
-            }
-            Err(e) => {
-                println!("cloudshell {}: FAILED: {}", config.cloudshell.url, Escaped(&e));
-                problems += 1;
-            }
-        },
-    }
-    if problems == 0 {
-        println!("all checks passed");
-        exit::OK
-    } else {
-        println!("{problems} problem(s) found");
-        exit::FATAL
     }
 }
 
-/// `check`'s lines for the mapped CloudShell groups: found (id, members) or missing. Returns the problems.
-async fn check_mapped_groups(client: &cloudshell::Client, config: &Config) -> usize {
+/// `check`: prints what it finds, one line per item (or one JSON object), and what is wrong.
+async fn check_command(config: &Config, json: bool) -> u8 {
+    let mut found = Findings { json, checks: Vec::new(), problems: 0 };
+    let path = display(&config.path);
+    found.add(0, "config", Some(&path), true, format!("config {path}: ok"));
+    for w in &config.warnings {
+        found.add(1, "config_warning", None, true, format!("warning: {w}"));
+    }
+    check_directory(config, &mut found).await;
+    let url = config.cloudshell.url.to_string();
+    match cloudshell::Client::new(config.cloudshell.clone()) {
+        Err(e) => found.add(0, "cloudshell", Some(&url), false, format!("cloudshell {url}: FAILED: {}", Escaped(&e))),
+        Ok(client) => match client.login().await {
+            Ok(()) => {
+                let line = format!("cloudshell {url}: logged in as {:?}", config.cloudshell.username);
+                found.add(0, "cloudshell", Some(&url), true, line);
+                check_mapped_groups(&client, config, &mut found).await;
+            }
+            Err(e) => {
+                found.add(0, "cloudshell", Some(&url), false, format!("cloudshell {url}: FAILED: {}", Escaped(&e)))
+            }
+        },
+    }
+    let problems = found.problems;
+    if json {
+        let object = serde_json::json!({
+            "ok": problems == 0,
+            "problems": problems,
+            "config": path,
+            "checks": found.checks,
+        });
+        println!("{object}");
+    } else if problems == 0 {
+        println!("all checks passed");
+    } else {
+        println!("{problems} problem(s) found");
+    }
+    if problems == 0 { exit::OK } else { exit::FATAL }
+}
+
+/// `check`'s lines for the directory: the bind, then each configured group (members, or why not).
+async fn check_directory(config: &Config, found: &mut Findings) {
+    let urls = config.ldap.urls.join(", ");
+    let snapshot = match ldap::snapshot(&config.ldap, &config.sync.groups).await {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            return found.add(0, "directory", Some(&urls), false, format!("directory {urls}: FAILED: {}", Escaped(&e)));
+        }
+    };
+    let line = format!(
+        "directory {}: bound as {:?}, {} users under {}",
+        snapshot.served_by, config.ldap.bind_dn, snapshot.users_seen, config.ldap.base_dn
+    );
+    found.add(0, "directory", Some(&snapshot.served_by), true, line);
+    for g in &snapshot.groups {
+        match &g.result {
+            Ok(group) => {
+                let nested = group.sources.len().saturating_sub(1);
+                let line = format!(
+                    "group {:?}: {} members ({} nested groups, {} disabled left out) at {}",
+                    g.name,
+                    group.members.len(),
+                    nested,
+                    group.disabled_members,
+                    Escaped(&group.dn)
+                );
+                found.add(1, "group", Some(&g.name), true, line);
+                for c in &group.collisions {
+                    let line = format!("problem: username {:?} is ambiguous: {:?}", c.username.as_str(), c.dns);
+                    found.add(2, "ambiguous_username", Some(c.username.as_str()), false, line);
+                }
+            }
+            Err(e) => {
+                found.add(1, "group", Some(&g.name), false, format!("group {:?}: FAILED: {}", g.name, Escaped(&e)))
+            }
+        }
+    }
+}
+
+/// `check`'s lines for the mapped CloudShell groups: found (id, members) or missing.
+async fn check_mapped_groups(client: &cloudshell::Client, config: &Config, found: &mut Findings) {
     let targets = sync::membership::cloudshell_groups(&config.sync.mappings);
     if targets.is_empty() {
-        return 0;
+        return;
     }
     let groups = match client.list_groups().await {
         Ok(g) => g,
         Err(e) => {
-            println!("  cloudshell groups: FAILED: {}", Escaped(&e));
-            return 1;
+            return found.add(
+                1,
+                "cloudshell_groups",
+                None,
+                false,
+                format!("cloudshell groups: FAILED: {}", Escaped(&e)),
+            );
         }
     };
-    let mut problems = 0;
     for (name, fed_by) in targets {
         let fed_by = fed_by.iter().map(GroupName::as_str).collect::<Vec<_>>().join(", ");
-        match sync::membership::find_group(&groups, &name) {
-            None => {
-                println!("  cloudshell group {name:?}: MISSING (mapped from {fed_by}); create it in CloudShell");
-                problems += 1;
-            }
+        let (ok, detail) = match sync::membership::find_group(&groups, &name) {
+            None => (false, format!("MISSING (mapped from {fed_by}); create it in CloudShell")),
             Some(g) => match client.group_users(g.id).await {
-                Ok(Some(users)) => {
-                    println!("  cloudshell group {name:?}: id {}, {} members (mapped from {fed_by})", g.id, users.len())
-                }
-                Ok(None) => {
-                    println!("  cloudshell group {name:?}: FAILED: it vanished while it was read");
-                    problems += 1;
-                }
-                Err(e) => {
-                    println!("  cloudshell group {name:?}: FAILED: {}", Escaped(&e));
-                    problems += 1;
-                }
+                Ok(Some(users)) => (true, format!("id {}, {} members (mapped from {fed_by})", g.id, users.len())),
+                Ok(None) => (false, "FAILED: it vanished while it was read".to_string()),
+                Err(e) => (false, format!("FAILED: {}", Escaped(&e))),
             },
-        }
+        };
+        found.add(1, "cloudshell_group", Some(&name), ok, format!("cloudshell group {name:?}: {detail}"));
     }
-    problems
 }
 
 fn display(p: &Path) -> String {
     p.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{DisabledReport, GroupReport, Imports, LeaversReport, MembershipReport};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once(NAME).chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn config_is_taken_before_or_after_the_command_and_as_c() {
+        for args in [
+            &["sync", "--config", "/x.toml"][..],
+            &["--config", "/x.toml", "sync"],
+            &["-c", "/x.toml", "sync"],
+            &["sync", "-c", "/x.toml"],
+            &["sync", "--dry-run", "-c/x.toml"],
+            &["--config=/x.toml", "status", "--json"],
+        ] {
+            let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.config.as_deref(), Some(Path::new("/x.toml")), "{args:?}");
+        }
+        for command in ["sync", "run", "check", "status"] {
+            assert!(parse(&[command, "-c", "/x.toml"]).is_ok(), "{command}");
+        }
+    }
+
+    #[test]
+    fn the_option_wins_over_the_environment_which_wins_over_the_default() {
+        let env = |v: &str| Some(std::ffi::OsString::from(v));
+        assert_eq!(config_path(Some(Path::new("/flag.toml")), env("/env.toml")), Path::new("/flag.toml"));
+        assert_eq!(config_path(None, env("/env.toml")), Path::new("/env.toml"));
+        assert_eq!(config_path(None, None), Path::new(DEFAULT_CONFIG));
+        assert_eq!(config_path(None, env("")), Path::new(DEFAULT_CONFIG), "set but empty counts as unset");
+        // The help names both, as the code has them.
+        let help = command().render_long_help().to_string();
+        assert!(help.contains(CONFIG_ENV) && help.contains(DEFAULT_CONFIG), "{help}");
+    }
+
+    #[test]
+    fn verbose_and_quiet_count_before_or_after_the_command_and_offset_each_other() {
+        assert_eq!(parse(&["sync"]).unwrap().verbosity(), 0);
+        assert_eq!(parse(&["-vv", "sync"]).unwrap().verbosity(), 2);
+        assert_eq!(parse(&["sync", "-v", "--verbose"]).unwrap().verbosity(), 2);
+        assert_eq!(parse(&["check", "-q"]).unwrap().verbosity(), -1);
+        assert_eq!(parse(&["-qqq", "run"]).unwrap().verbosity(), -3);
+        assert_eq!(parse(&["-v", "sync", "-q"]).unwrap().verbosity(), 0);
+        assert_eq!(parse(&["-vvv", "sync", "-q"]).unwrap().verbosity(), 2);
+    }
+
+    #[test]
+    fn check_takes_json_and_the_detailed_exit_code_needs_a_dry_run() {
+        assert!(matches!(parse(&["check", "--json"]).unwrap().command, Command::Check { json: true }));
+        let cli = parse(&["sync", "--dry-run", "--detailed-exitcode"]).unwrap();
+        assert!(matches!(cli.command, Command::Sync { dry_run: true, detailed_exitcode: true, .. }));
+        let e = parse(&["sync", "--detailed-exitcode"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{e}");
+        assert!(e.to_string().contains("--dry-run"), "{e}");
+    }
+
+    #[test]
+    fn a_plan_has_changes_when_it_imports_places_removes_or_deactivates() {
+        let dry = || Report::new("r".into(), true);
+        let group = |planned: &[&str]| {
+            let planned = planned.iter().map(|u| u.to_string()).collect();
+            GroupReport::enumerated("Team", (1, 0), planned, Vec::new(), Imports::default(), GroupStatus::Planned)
+        };
+        let mut report = dry();
+        report.groups.push(group(&[]));
+        report.memberships.push(MembershipReport::new("Lab", Some(1), &[GroupName::new("Team")], 1));
+        report.leavers = Some(LeaversReport::new("deactivate"));
+        report.disabled_accounts = Some(DisabledReport::new("import_then_deactivate"));
+        assert!(!plans_changes(&report), "everything in step: nothing to do");
+
+        let mut imports = report.clone();
+        imports.groups.push(group(&["alice"]));
+        assert!(plans_changes(&imports));
+        for (add, remove) in [(true, false), (false, true)] {
+            let mut placing = report.clone();
+            let line = &mut placing.memberships[0];
+            line.planned_add = if add { vec!["alice".into()] } else { vec![] };
+            line.planned_remove = if remove { vec!["bob".into()] } else { vec![] };
+            assert!(plans_changes(&placing), "add {add}, remove {remove}");
+        }
+        let mut leaving = report.clone();
+        leaving.leavers.as_mut().unwrap().status = GroupStatus::Planned;
+        assert!(plans_changes(&leaving));
+        leaving.leavers = Some(LeaversReport { status: GroupStatus::Planned, ..LeaversReport::new("report") });
+        assert!(!plans_changes(&leaving), "action = \"report\" writes nothing");
+        let mut disabled = report.clone();
+        disabled.disabled_accounts.as_mut().unwrap().status = GroupStatus::Planned;
+        assert!(plans_changes(&disabled));
+    }
 }

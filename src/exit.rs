@@ -13,3 +13,6 @@ pub const PARTIAL: u8 = 3;
 pub const HELD: u8 = 4;
 /// Another run (a `sync`, or the daemon's) holds the run lock: this one did nothing.
 pub const BUSY: u8 = 5;
+/// `sync --dry-run --detailed-exitcode` only: the dry run went well and planned changes (0 then means nothing
+/// to do).
+pub const CHANGES_PLANNED: u8 = 6;

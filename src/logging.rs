@@ -1,6 +1,7 @@
 //! Log output: `tracing` events on stderr, plain text (under journald without colours or timestamps, which it adds
-//! itself, and with each line's level as the entry's priority) or JSON lines for log shippers. `RUST_LOG`
-//! overrides the default filter.
+//! itself, and with each line's level as the entry's priority) or JSON lines for log shippers. `-v`/`-q` move
+//! the default filter up or down; `RUST_LOG`, when set, replaces it. Colours only on a terminal, and never
+//! with `NO_COLOR` set (no-color.org).
 //!
 //! Logged values come from peers (DNs, usernames, server messages), so the text format escapes every
 //! control character in every field and message (`\n`, `\r`, `\u{1b}`, `\0`...): one event stays one line
@@ -26,9 +27,28 @@ pub enum LogFormat {
 /// Our own events at info, dependencies' at warn.
 const DEFAULT_FILTER: &str = "warn,cloudshell_ldap_sync=info";
 
-/// Installs the global subscriber. Safe to call once per process.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+/// The default filter at a verbosity (each `-v` one more, each `-q` one less): 0 is [`DEFAULT_FILTER`], 1 our
+/// debug events, 2 our trace events, 3 and up dependencies' debug events too; -1 warnings, -2 and below errors.
+fn default_filter(verbosity: i8) -> &'static str {
+    match verbosity {
+        i8::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => DEFAULT_FILTER,
+        1 => "warn,cloudshell_ldap_sync=debug",
+        2 => "warn,cloudshell_ldap_sync=trace",
+        3.. => "debug,cloudshell_ldap_sync=trace",
+    }
+}
+
+/// Whether text logs use ANSI colours: on a terminal, unless `NO_COLOR` is set to anything but the empty string.
+fn use_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Installs the global subscriber, filtered by `RUST_LOG` when it is set, else by the default filter moved
+/// by `verbosity` (`-v`/`-q`). Safe to call once per process.
+pub fn init(format: LogFormat, verbosity: i8) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter(verbosity)));
     let under_journald = stderr_is_the_journal();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
@@ -42,7 +62,10 @@ pub fn init(format: LogFormat) {
             .without_time()
             .map_event_format(JournalPriority)
             .try_init(),
-        LogFormat::Text => builder.fmt_fields(EscapedFields).with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Text => {
+            let colour = use_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
+            builder.fmt_fields(EscapedFields).with_ansi(colour).try_init()
+        }
     };
     if let Err(e) = result {
         eprintln!("warning: logging was already set up: {e}");
@@ -220,6 +243,68 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(object).unwrap_or_else(|e| panic!("{e}: {object}"));
         }
         assert_eq!(json.lines().count(), 4, "{json}");
+    }
+
+    #[test]
+    fn verbosity_moves_our_level_and_quiet_keeps_warnings_then_errors() {
+        // The levels that get through at a verbosity, for our events and for a dependency's.
+        let shown = |verbosity: i8| -> (String, String) {
+            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+            let sink = lines.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::new(default_filter(verbosity)))
+                .with_writer(move || Sink(sink.clone()))
+                .with_ansi(false)
+                .without_time()
+                .with_level(true)
+                .with_target(false)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::error!("e");
+                tracing::warn!("w");
+                tracing::info!("i");
+                tracing::debug!("d");
+                tracing::trace!("t");
+                tracing::error!(target: "ldap3", "E");
+                tracing::warn!(target: "ldap3", "W");
+                tracing::info!(target: "ldap3", "I");
+                tracing::debug!(target: "ldap3", "D");
+            });
+            let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+            let last = |l: &str| l.chars().last().unwrap();
+            let ours = text.lines().map(last).filter(|c| c.is_lowercase()).collect();
+            let theirs = text.lines().map(last).filter(|c| c.is_uppercase()).collect();
+            (ours, theirs)
+        };
+        assert_eq!(shown(0), ("ewi".into(), "EW".into()), "the default: our info, dependencies' warnings");
+        assert_eq!(shown(1), ("ewid".into(), "EW".into()), "-v");
+        assert_eq!(shown(2), ("ewidt".into(), "EW".into()), "-vv");
+        assert_eq!(shown(3), ("ewidt".into(), "EWID".into()), "-vvv");
+        assert_eq!(shown(-1), ("ew".into(), "EW".into()), "-q");
+        assert_eq!(shown(-2), ("e".into(), "E".into()), "-qq");
+        assert_eq!(shown(-9), ("e".into(), "E".into()), "-qqq.. as -qq");
+    }
+
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn no_color_turns_colours_off_on_a_terminal() {
+        use std::ffi::OsStr;
+        assert!(use_colour(true, None));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(true, Some(OsStr::new("0"))), "any value but empty counts (no-color.org)");
+        assert!(use_colour(true, Some(OsStr::new(""))), "set but empty: ignored (no-color.org)");
+        assert!(!use_colour(false, None), "never into a pipe or a file");
     }
 
     #[test]

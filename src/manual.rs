@@ -1,7 +1,10 @@
-//! The manual page `cloudshell-ldap-sync(1)`: the command line's own sections from its clap definition
-//! (`clap_mangen`), then what operators look up there: files, exit status, signals, environment, see also.
+//! The manual pages: `cloudshell-ldap-sync(1)`, the command line's own sections from its clap definition
+//! (`clap_mangen`), then what operators look up there: files, exit status, signals, environment, see also; and
+//! one page per command (`cloudshell-ldap-sync-sync(1)`...), each with every option of that command, which the
+//! main page's COMMANDS section names.
 
 use std::io::Write;
+use std::path::Path;
 
 /// The sections clap knows nothing of, in roff.
 const OPERATOR_SECTIONS: &str = r#".SH FILES
@@ -43,6 +46,10 @@ Held: a safety limit stopped writes (imports, removals from groups, or deactivat
 .TP
 \fB5\fR
 Busy: another run holds the run lock (on the configuration file's directory, and on \fIrun.lock\fR in the state directory where there is one); this run did nothing.
+.TP
+\fB6\fR
+Only with \fBsync \-\-dry\-run \-\-detailed\-exitcode\fR: the dry run went well and planned changes (imports,
+group memberships, deactivations or reactivations); 0 then means there is nothing to do.
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR
@@ -55,8 +62,16 @@ The daemon reloads its configuration; a broken file is refused, logged, and the 
 The daemon runs now (skipped, and logged, while a run is in progress).
 .SH ENVIRONMENT
 .TP
+\fBCLOUDSHELL_LDAP_SYNC_CONFIG\fR
+The configuration file when \fB\-c\fR/\fB\-\-config\fR is not given (the option wins; without either,
+\fI/etc/cloudshell\-ldap\-sync/config.toml\fR).
+.TP
 \fBRUST_LOG\fR
-The log filter (default \fIwarn,cloudshell_ldap_sync=info\fR).
+The log filter (default \fIwarn,cloudshell_ldap_sync=info\fR, moved by \fB\-v\fR and \fB\-q\fR); when set, it
+decides instead of \fB\-v\fR and \fB\-q\fR.
+.TP
+\fBNO_COLOR\fR
+When set and not empty, no colours in logs, help or usage errors, even on a terminal.
 .TP
 \fBCREDENTIALS_DIRECTORY\fR
 Set by systemd's \fBLoadCredential=\fR: \fB*_file\fR paths may use it, and the credentials
@@ -74,9 +89,21 @@ its level as the journal's priority (\fBjournalctl \-p warning\fR shows errors a
 \fI/usr/share/doc/cloudshell\-ldap\-sync/README.md\fR
 "#;
 
-/// Writes the manual page for `command` to `out`.
+/// What a command's own page says after its options: where the rest is.
+const COMMAND_SEE_ALSO: &str = r#".SH SEE ALSO
+\fBcloudshell\-ldap\-sync\fR(1): the files, exit status, signals and environment of every command.
+"#;
+
+/// `command` built for the pages: no `help` command (it has no page, and every page says `--help`).
+fn built(command: clap::Command) -> clap::Command {
+    let mut command = command.disable_help_subcommand(true);
+    command.build();
+    command
+}
+
+/// Writes the main manual page for `command` to `out`.
 pub fn render(command: clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
-    let man = clap_mangen::Man::new(command);
+    let man = clap_mangen::Man::new(built(command));
     man.render_title(out)?;
     man.render_name_section(out)?;
     man.render_synopsis_section(out)?;
@@ -85,6 +112,45 @@ pub fn render(command: clap::Command, out: &mut dyn Write) -> std::io::Result<()
     man.render_subcommands_section(out)?;
     out.write_all(OPERATOR_SECTIONS.as_bytes())?;
     man.render_version_section(out)
+}
+
+/// Writes the page of one command (`sub`, from a built command): its synopsis, description and every option.
+fn render_command(sub: &clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
+    // A page's footer names the program's version, and a command has none of its own. Set on the built
+    // command, it adds no `--version` option.
+    let man = clap_mangen::Man::new(sub.clone().version(crate::cli::VERSION))
+        .source(format!("cloudshell-ldap-sync {}", crate::cli::VERSION));
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    out.write_all(COMMAND_SEE_ALSO.as_bytes())?;
+    man.render_version_section(out)
+}
+
+/// The pages as files: `cloudshell-ldap-sync.1` and one `cloudshell-ldap-sync-<command>.1` per visible command.
+pub fn pages(command: clap::Command) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let command = built(command);
+    let mut main = Vec::new();
+    render(command.clone(), &mut main)?;
+    let mut pages = vec![(format!("{}.1", command.get_name()), main)];
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let mut page = Vec::new();
+        render_command(sub, &mut page)?;
+        let name = sub.get_display_name().unwrap_or(sub.get_name());
+        pages.push((format!("{name}.1"), page));
+    }
+    Ok(pages)
+}
+
+/// Writes every page into `dir` (made if missing).
+pub fn write_pages(command: clap::Command, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, page) in pages(command)? {
+        std::fs::write(dir.join(name), page)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
