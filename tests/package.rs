@@ -119,8 +119,30 @@ fn the_debian_package_holds_what_an_operator_needs_and_lintian_finds_no_error() 
     for needle in [".SH FILES", ".SH EXIT STATUS", ".SH SIGNALS", "status", "completions"] {
         assert!(man.contains(needle), "the manual page lacks {needle}");
     }
+    // Every page the main page names is installed, each with its command's options (tests/commands.rs checks
+    // every option of every command in the pages the binary writes).
+    let mut named = 0;
+    for rest in man.split("cloudshell\\-ldap\\-sync\\-").skip(1) {
+        let Some((command, _)) = rest.split_once("(1)") else { continue };
+        let command = command.replace("\\-", "-");
+        if !command.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+            continue;
+        }
+        let path = format!("/usr/share/man/man1/cloudshell-ldap-sync-{command}.1.gz");
+        assert_eq!(mode_of(&path), "-rw-r--r--", "{path}");
+        let page = run(Command::new("gzip").arg("-dc").arg(file(&path)));
+        assert!(page.contains(&format!(".TH cloudshell-ldap-sync-{command} 1")), "{path}");
+        named += 1;
+    }
+    assert!(named >= 5, "the main page names a page per command:\n{man}");
+    let sync = run(Command::new("gzip").arg("-dc").arg(file("/usr/share/man/man1/cloudshell-ldap-sync-sync.1.gz")));
+    for option in ["\\-\\-dry\\-run", "\\-\\-json", "\\-\\-config", "\\-\\-detailed\\-exitcode"] {
+        assert!(sync.contains(option), "cloudshell-ldap-sync-sync(1) lacks {option}");
+    }
     let bash = std::fs::read_to_string(file("/usr/share/bash-completion/completions/cloudshell-ldap-sync")).unwrap();
     assert!(["sync", "run", "check", "status"].iter().all(|s| bash.contains(s)));
+    let generated = run(Command::new(file("/usr/bin/cloudshell-ldap-sync")).args(["completions", "bash"]));
+    assert_eq!(bash, generated, "the packaged script is the binary's, with its fix for hyphenated names");
 
     // lintian: no error (warnings are printed for the record).
     let out = Command::new("lintian").args(["--tag-display-limit", "0", "--info"]).arg(&deb).output();
