@@ -337,6 +337,88 @@ impl Validator<'_> {
     }
 
     fn ldap(&mut self, l: &RawLdap) -> Result<ldap::Settings, Error> {
+        let urls = self.ldap_urls(l)?;
+        let connect_retries = if (0..=10).contains(&l.connect_retries) {
+            l.connect_retries as u32
+        } else {
+            return Err(self.error(
+                "ldap",
+                "connect_retries",
+                format!("must be between 0 and 10, got {}", l.connect_retries),
+            ));
+        };
+        if let Some(ca) = &l.ca_file
+            && !ca.exists()
+        {
+            return Err(self.error("ldap", "ca_file", format!("{} does not exist", ca.display())));
+        }
+        if l.danger_skip_tls_verify {
+            self.warnings.push("ldap.danger_skip_tls_verify = true: the directory's certificate is not checked".into());
+        }
+        let bind_dn = self.required("ldap", "bind_dn", "bind_dn = \"cn=svc,dc=example,dc=org\"", l.bind_dn.as_ref())?;
+        let base_dn = self.required("ldap", "base_dn", "base_dn = \"dc=example,dc=org\"", l.base_dn.as_ref())?;
+        for (key, value) in [("bind_dn", bind_dn), ("base_dn", base_dn)] {
+            if value.trim().is_empty() {
+                return Err(self.error("ldap", key, "must not be empty"));
+            }
+        }
+        self.filter("ldap", "user_filter", &l.user_filter)?;
+        self.filter("ldap", "group_filter", &l.group_filter)?;
+        for (key, value) in [
+            ("username_attribute", &l.username_attribute),
+            ("group_name_attribute", &l.group_name_attribute),
+            ("member_attribute", &l.member_attribute),
+            ("display_name_attribute", &l.display_name_attribute),
+            ("email_attribute", &l.email_attribute),
+        ] {
+            if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ';')
+            {
+                return Err(self.error("ldap", key, format!("{value:?} is not an attribute name")));
+            }
+        }
+        let page_size = self.positive("ldap", "page_size", l.page_size, i32::MAX as i64)? as i32;
+        let ldap_timeout = self.duration("ldap", "timeout", &l.timeout)?;
+        let max_nesting_depth = self.positive("ldap", "max_nesting_depth", l.max_nesting_depth, 100)? as usize;
+        let nesting = self.nesting(&l.nested_groups)?;
+        let member_range_size = match l.member_range_size {
+            None => None,
+            Some(n) => Some(self.positive("ldap", "member_range_size", n, 1_000_000)? as u32),
+        };
+        let bind_password = self.secret(
+            "ldap",
+            "bind_password",
+            l.bind_password_file.as_deref(),
+            l.bind_password_env.as_deref(),
+            "ldap-password",
+        )?;
+        Ok(ldap::Settings {
+            urls: urls.iter().map(|u| u.trim_end_matches('/').to_string()).collect(),
+            connect_retries,
+            starttls: l.starttls,
+            ca_file: l.ca_file.clone(),
+            danger_skip_tls_verify: l.danger_skip_tls_verify,
+            bind_dn: bind_dn.clone(),
+            bind_password,
+            base_dn: base_dn.clone(),
+            user_filter: l.user_filter.clone(),
+            group_filter: l.group_filter.clone(),
+            username_attribute: l.username_attribute.clone(),
+            group_name_attribute: l.group_name_attribute.clone(),
+            member_attribute: l.member_attribute.clone(),
+            display_name_attribute: l.display_name_attribute.clone(),
+            email_attribute: l.email_attribute.clone(),
+            page_size,
+            timeout: ldap_timeout,
+            max_message_bytes: (self.positive("ldap", "max_message_mib", l.max_message_mib, 4096)? as u64) << 20,
+            nesting,
+            include_disabled: l.include_disabled,
+            member_range_size,
+            max_nesting_depth,
+        })
+    }
+
+    /// `ldap.url`: one URL or a list, each `ldap://` or `ldaps://` with a host and no credentials.
+    fn ldap_urls(&mut self, l: &RawLdap) -> Result<Vec<String>, Error> {
         let urls: Vec<String> =
             match self.required("ldap", "url", "url = \"ldaps://dc1.example.org:636\"", l.url.as_ref())? {
                 RawUrls::One(u) => vec![u.clone()],
@@ -385,48 +467,12 @@ impl Validator<'_> {
                 ));
             }
         }
-        let connect_retries = if (0..=10).contains(&l.connect_retries) {
-            l.connect_retries as u32
-        } else {
-            return Err(self.error(
-                "ldap",
-                "connect_retries",
-                format!("must be between 0 and 10, got {}", l.connect_retries),
-            ));
-        };
-        if let Some(ca) = &l.ca_file
-            && !ca.exists()
-        {
-            return Err(self.error("ldap", "ca_file", format!("{} does not exist", ca.display())));
-        }
-        if l.danger_skip_tls_verify {
-            self.warnings.push("ldap.danger_skip_tls_verify = true: the directory's certificate is not checked".into());
-        }
-        let bind_dn = self.required("ldap", "bind_dn", "bind_dn = \"cn=svc,dc=example,dc=org\"", l.bind_dn.as_ref())?;
-        let base_dn = self.required("ldap", "base_dn", "base_dn = \"dc=example,dc=org\"", l.base_dn.as_ref())?;
-        for (key, value) in [("bind_dn", bind_dn), ("base_dn", base_dn)] {
-            if value.trim().is_empty() {
-                return Err(self.error("ldap", key, "must not be empty"));
-            }
-        }
-        self.filter("ldap", "user_filter", &l.user_filter)?;
-        self.filter("ldap", "group_filter", &l.group_filter)?;
-        for (key, value) in [
-            ("username_attribute", &l.username_attribute),
-            ("group_name_attribute", &l.group_name_attribute),
-            ("member_attribute", &l.member_attribute),
-            ("display_name_attribute", &l.display_name_attribute),
-            ("email_attribute", &l.email_attribute),
-        ] {
-            if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ';')
-            {
-                return Err(self.error("ldap", key, format!("{value:?} is not an attribute name")));
-            }
-        }
-        let page_size = self.positive("ldap", "page_size", l.page_size, i32::MAX as i64)? as i32;
-        let ldap_timeout = self.duration("ldap", "timeout", &l.timeout)?;
-        let max_nesting_depth = self.positive("ldap", "max_nesting_depth", l.max_nesting_depth, 100)? as usize;
-        let nesting = match &l.nested_groups {
+        Ok(urls)
+    }
+
+    /// `ldap.nested_groups`: true, false or a mode's name.
+    fn nesting(&self, nested_groups: &RawNesting) -> Result<ldap::Nesting, Error> {
+        Ok(match nested_groups {
             RawNesting::Flag(true) => ldap::Nesting::Recursive,
             RawNesting::Flag(false) => ldap::Nesting::Off,
             RawNesting::Mode(m) => match m.to_ascii_lowercase().as_str() {
@@ -442,41 +488,6 @@ impl Validator<'_> {
                     ));
                 }
             },
-        };
-        let member_range_size = match l.member_range_size {
-            None => None,
-            Some(n) => Some(self.positive("ldap", "member_range_size", n, 1_000_000)? as u32),
-        };
-        let bind_password = self.secret(
-            "ldap",
-            "bind_password",
-            l.bind_password_file.as_deref(),
-            l.bind_password_env.as_deref(),
-            "ldap-password",
-        )?;
-        Ok(ldap::Settings {
-            urls: urls.iter().map(|u| u.trim_end_matches('/').to_string()).collect(),
-            connect_retries,
-            starttls: l.starttls,
-            ca_file: l.ca_file.clone(),
-            danger_skip_tls_verify: l.danger_skip_tls_verify,
-            bind_dn: bind_dn.clone(),
-            bind_password,
-            base_dn: base_dn.clone(),
-            user_filter: l.user_filter.clone(),
-            group_filter: l.group_filter.clone(),
-            username_attribute: l.username_attribute.clone(),
-            group_name_attribute: l.group_name_attribute.clone(),
-            member_attribute: l.member_attribute.clone(),
-            display_name_attribute: l.display_name_attribute.clone(),
-            email_attribute: l.email_attribute.clone(),
-            page_size,
-            timeout: ldap_timeout,
-            max_message_bytes: (self.positive("ldap", "max_message_mib", l.max_message_mib, 4096)? as u64) << 20,
-            nesting,
-            include_disabled: l.include_disabled,
-            member_range_size,
-            max_nesting_depth,
         })
     }
 
