@@ -113,6 +113,25 @@ impl LeaverPolicy {
     pub fn protects(&self, username: &str) -> bool {
         self.protect.is_match(username)
     }
+
+    /// A policy for unit tests: `action`, one grace run, no limits, reactivation on, and `protect` compiled as
+    /// the configuration compiles it.
+    #[cfg(test)]
+    pub fn for_tests(action: LeaverAction, protect: &[&str]) -> LeaverPolicy {
+        let mut set = globset::GlobSetBuilder::new();
+        for p in protect {
+            set.add(globset::GlobBuilder::new(p).case_insensitive(true).build().expect("a test's glob"));
+        }
+        LeaverPolicy {
+            action,
+            grace_runs: 1,
+            max_per_run: 0,
+            max_percent: 0,
+            protect_patterns: protect.iter().map(|p| p.to_string()).collect(),
+            protect: set.build().expect("a test's globs"),
+            reactivate: true,
+        }
+    }
 }
 
 /// What a sync run may do.

@@ -157,19 +157,7 @@ mod tests {
     use crate::config::LeaverAction;
 
     fn policy(protect: &[&str]) -> LeaverPolicy {
-        let mut set = globset::GlobSetBuilder::new();
-        for p in protect {
-            set.add(globset::GlobBuilder::new(p).case_insensitive(true).build().unwrap());
-        }
-        LeaverPolicy {
-            action: LeaverAction::Deactivate,
-            grace_runs: 1,
-            max_per_run: 0,
-            max_percent: 0,
-            protect_patterns: protect.iter().map(|p| p.to_string()).collect(),
-            protect: set.build().unwrap(),
-            reactivate: true,
-        }
+        LeaverPolicy::for_tests(LeaverAction::Deactivate, protect)
     }
 
     fn user(name: &str, admin: bool, domain: Option<&str>) -> cloudshell::User {

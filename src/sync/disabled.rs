@@ -231,19 +231,7 @@ mod tests {
     use crate::state::ManagedUser;
 
     fn policy(protect: &[&str]) -> LeaverPolicy {
-        let mut set = globset::GlobSetBuilder::new();
-        for p in protect {
-            set.add(globset::GlobBuilder::new(p).case_insensitive(true).build().unwrap());
-        }
-        LeaverPolicy {
-            action: LeaverAction::Report,
-            grace_runs: 1,
-            max_per_run: 0,
-            max_percent: 0,
-            protect_patterns: protect.iter().map(|p| p.to_string()).collect(),
-            protect: set.build().unwrap(),
-            reactivate: false,
-        }
+        LeaverPolicy { reactivate: false, ..LeaverPolicy::for_tests(LeaverAction::Report, protect) }
     }
 
     fn member(name: &str) -> Arc<Member> {

@@ -146,18 +146,11 @@ mod tests {
     use crate::config::LeaverAction;
 
     fn policy(grace_runs: u32, max_per_run: usize, max_percent: u8, protect: &[&str]) -> LeaverPolicy {
-        let mut set = globset::GlobSetBuilder::new();
-        for p in protect {
-            set.add(globset::GlobBuilder::new(p).case_insensitive(true).build().unwrap());
-        }
         LeaverPolicy {
-            action: LeaverAction::Deactivate,
             grace_runs,
             max_per_run,
             max_percent,
-            protect_patterns: protect.iter().map(|p| p.to_string()).collect(),
-            protect: set.build().unwrap(),
-            reactivate: true,
+            ..LeaverPolicy::for_tests(LeaverAction::Deactivate, protect)
         }
     }
 
