@@ -30,6 +30,7 @@
 //! - [`state`]: the small persistent state (the shrink guard's counts) and atomic file writes.
 //! - [`status`]: the status file written after each run.
 //! - [`stop`]: a run's stop requests.
+//! - [`tls`]: whom a TLS client trusts (`*.ca_file`) and what a failed handshake means.
 //! - [`sync`]: one cycle: its order, the plan (pure) and the writes.
 //! - [`username`]: the case-insensitive username type every comparison uses.
 
@@ -51,4 +52,5 @@ pub mod state;
 pub mod status;
 pub mod stop;
 pub mod sync;
+pub mod tls;
 pub mod username;

@@ -24,18 +24,20 @@ pub enum LogFormat {
     Json,
 }
 
-/// Our own events at info, dependencies' at warn.
-const DEFAULT_FILTER: &str = "warn,cloudshell_ldap_sync=info";
+/// Our own events at info, dependencies' at warn; the TLS libraries' not at all below `-vvv`: a refused
+/// certificate fails the connection with an error that says in words what the library would log
+/// (`rustls_platform_verifier` logged an ERROR line of its own before our error, naming its enums).
+const DEFAULT_FILTER: &str = "warn,rustls=off,rustls_platform_verifier=off,cloudshell_ldap_sync=info";
 
 /// The default filter at a verbosity (each `-v` one more, each `-q` one less): 0 is [`DEFAULT_FILTER`], 1 our
 /// debug events, 2 our trace events, 3 and up dependencies' debug events too; -1 warnings, -2 and below errors.
 fn default_filter(verbosity: i8) -> &'static str {
     match verbosity {
-        i8::MIN..=-2 => "error",
-        -1 => "warn",
+        i8::MIN..=-2 => "error,rustls=off,rustls_platform_verifier=off",
+        -1 => "warn,rustls=off,rustls_platform_verifier=off",
         0 => DEFAULT_FILTER,
-        1 => "warn,cloudshell_ldap_sync=debug",
-        2 => "warn,cloudshell_ldap_sync=trace",
+        1 => "warn,rustls=off,rustls_platform_verifier=off,cloudshell_ldap_sync=debug",
+        2 => "warn,rustls=off,rustls_platform_verifier=off,cloudshell_ldap_sync=trace",
         3.. => "debug,cloudshell_ldap_sync=trace",
     }
 }
@@ -283,6 +285,28 @@ mod tests {
         assert_eq!(shown(-1), ("ew".into(), "EW".into()), "-q");
         assert_eq!(shown(-2), ("e".into(), "E".into()), "-qq");
         assert_eq!(shown(-9), ("e".into(), "E".into()), "-qqq.. as -qq");
+    }
+
+    #[test]
+    fn tls_libraries_log_nothing_below_vvv() {
+        let shown = |verbosity: i8| -> String {
+            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+            let sink = lines.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::new(default_filter(verbosity)))
+                .with_writer(move || Sink(sink.clone()))
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::error!(target: "rustls_platform_verifier::verification::others", "failed to verify TLS certificate");
+                tracing::warn!(target: "rustls::common_state", "Sending warning alert");
+            });
+            String::from_utf8(lines.lock().unwrap().clone()).unwrap()
+        };
+        for verbosity in -2..=2 {
+            assert_eq!(shown(verbosity), "", "at verbosity {verbosity}");
+        }
+        assert_eq!(shown(3).lines().count(), 2, "-vvv shows them");
     }
 
     struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

@@ -14,6 +14,20 @@ pub enum Error {
         /// The request may have reached the server (the connection broke after it was sent).
         sent: bool,
     },
+    /// The TLS handshake failed: the certificate is refused, or the server does not speak TLS there. Not retried:
+    /// another attempt meets the same certificate. `reason` says in words what is wrong and what to do; the
+    /// library's error is the source.
+    #[error("cannot reach CloudShell for {method} {path}: {reason}")]
+    Tls {
+        method: String,
+        path: String,
+        reason: String,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `cloudshell.ca_file` cannot be used.
+    #[error("cannot use the TLS settings for CloudShell: {0}")]
+    TlsSettings(#[source] crate::tls::Error),
     /// No complete answer within the request timeout.
     #[error("CloudShell did not answer {method} {path} within {timeout:?}")]
     Timeout { method: String, path: String, timeout: Duration, sent: bool },

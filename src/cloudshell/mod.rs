@@ -633,6 +633,7 @@ mod tests {
             retry_deadline: Duration::from_secs(1),
             max_requests_per_second: 0.0,
             max_answer_bytes: 16 << 20,
+            ca_file: None,
         })
         .unwrap();
         assert_eq!(client.url().as_str(), "http://cs.example:9000/prefix/");

@@ -5,6 +5,7 @@
 //! [`CallKind`] and [`CallCounts`].
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -61,6 +62,9 @@ pub struct Settings {
     pub max_requests_per_second: f64,
     /// The largest answer read, in bytes: a bigger one fails the call rather than filling memory.
     pub max_answer_bytes: u64,
+    /// Extra trusted certificates (PEM), besides the system's roots: a CA, or the server's own certificate
+    /// (`cloudshell.ca_file`).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// What a request is for: named by the endpoint method that sends it, counted and timed under that name.
@@ -184,10 +188,20 @@ impl<'a> Request<'a> {
 
     /// The error for a request that got no answer: a timeout, or a connection that failed. `sent` says
     /// whether it may have reached the server.
-    fn failed(&self, e: reqwest::Error, timeout: Duration) -> Error {
+    fn failed(&self, e: reqwest::Error, timeout: Duration, settings: &Settings) -> Error {
         // A connection that was never made carried nothing; anything later may have reached the server.
         let sent = !e.is_connect();
         let (method, path) = (self.method.to_string(), self.shown_path());
+        if let Some(tls) = crate::tls::find_rustls_error(&e) {
+            let cx = crate::tls::Context {
+                server: settings.url.as_str().trim_end_matches('/'),
+                ca_key: CA_KEY,
+                ca_set: settings.ca_file.is_some(),
+                plain_hint: "is it an http:// port? use http:// in cloudshell.url, or the server's https port",
+            };
+            let reason = crate::tls::describe(tls, &cx);
+            return Error::Tls { method, path, reason, cause: Box::new(e.without_url()) };
+        }
         if e.is_timeout() {
             Error::Timeout { method, path, timeout, sent }
         } else {
@@ -195,6 +209,9 @@ impl<'a> Request<'a> {
         }
     }
 }
+
+/// The configuration key holding CloudShell's extra CA.
+const CA_KEY: &str = "cloudshell.ca_file";
 
 /// A logged-in connection to CloudShell. Calls may run concurrently.
 pub(super) struct Session {
@@ -219,7 +236,11 @@ impl Session {
             let path = format!("{}/", settings.url.path());
             settings.url.set_path(&path);
         }
+        // Our own rustls configuration, not reqwest's platform verifier: `cloudshell.ca_file` follows the same
+        // rules as `ldap.ca_file` (the server's own certificate is trusted as that exact certificate).
+        let tls = crate::tls::client_config(CA_KEY, settings.ca_file.as_deref(), false).map_err(Error::TlsSettings)?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
             .user_agent(concat!("cloudshell-ldap-sync/", env!("CARGO_PKG_VERSION")))
@@ -290,7 +311,7 @@ impl Session {
 
     async fn send_inner(&self, request: &Request<'_>, token: Option<&Token>) -> Result<Answer, Error> {
         let response = self.http_request(request, token)?;
-        let response = response.send().await.map_err(|e| request.failed(e, self.settings.timeout))?;
+        let response = response.send().await.map_err(|e| request.failed(e, self.settings.timeout, &self.settings))?;
         let status = response.status().as_u16();
         if response.status().is_redirection() {
             let location =
@@ -346,7 +367,9 @@ impl Session {
             return Err(too_large());
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| request.failed(e, self.settings.timeout))? {
+        while let Some(chunk) =
+            response.chunk().await.map_err(|e| request.failed(e, self.settings.timeout, &self.settings))?
+        {
             if (body.len() + chunk.len()) as u64 > limit {
                 return Err(too_large());
             }

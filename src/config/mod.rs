@@ -625,6 +625,19 @@ groups = ["Team"]
     }
 
     #[test]
+    fn cloudshell_ca_file_is_read_and_must_exist() {
+        assert_eq!(parse_text(MINIMAL).unwrap().cloudshell.ca_file, None, "default: none");
+        let e = parse_text(&MINIMAL.replace("[cloudshell]\n", "[cloudshell]\nca_file = \"/nonexistent/cs.pem\"\n"))
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("cloudshell.ca_file"));
+        assert!(e.to_string().contains("/nonexistent/cs.pem does not exist"), "{e}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let path = file.path().display().to_string();
+        let c = parse_text(&MINIMAL.replace("[cloudshell]\n", &format!("[cloudshell]\nca_file = {path:?}\n"))).unwrap();
+        assert_eq!(c.cloudshell.ca_file.as_deref(), Some(file.path()));
+    }
+
+    #[test]
     fn leavers_default_to_report_and_deactivation_needs_a_state_directory() {
         let c = parse_text(MINIMAL).unwrap();
         let l = &c.sync.leavers;

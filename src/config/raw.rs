@@ -65,7 +65,8 @@ pub struct RawLdap {
     /// Upgrade an `ldap://` connection with StartTLS. Default false.
     #[serde(default)]
     pub starttls: bool,
-    /// An extra CA (PEM) trusted for the directory's certificate, besides the system's. Default: none.
+    /// Extra certificates (PEM) trusted for the directory, besides the system's: the CA that issued the server's
+    /// certificate, or a self-signed certificate itself (trusted as that exact certificate). Default: none.
     pub ca_file: Option<PathBuf>,
     /// Accept any certificate (test directories only). Default false.
     #[serde(default)]
@@ -168,6 +169,10 @@ pub struct RawCloudShell {
     /// Users per group-membership call. Default 100.
     #[serde(default = "defaults::membership_batch_size")]
     pub membership_batch_size: i64,
+    /// Extra certificates (PEM) trusted for an `https://` URL, besides the system's: the CA that issued the
+    /// server's certificate, or a self-signed certificate itself (trusted as that exact certificate). Default:
+    /// none.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[[sync.mapping]]`: a directory group whose effective members belong in CloudShell groups.

@@ -554,6 +554,11 @@ impl Validator<'_> {
                 ),
             ));
         }
+        if let Some(ca) = &c.ca_file
+            && !ca.exists()
+        {
+            return Err(self.error("cloudshell", "ca_file", format!("{} does not exist", ca.display())));
+        }
         let password = self.secret(
             "cloudshell",
             "password",
@@ -573,6 +578,7 @@ impl Validator<'_> {
             retry_deadline,
             max_requests_per_second: c.max_requests_per_second,
             max_answer_bytes: (self.positive("cloudshell", "max_answer_mib", c.max_answer_mib, 4096)? as u64) << 20,
+            ca_file: c.ca_file.clone(),
         };
         let batch = self.positive("cloudshell", "membership_batch_size", c.membership_batch_size, 1000)? as usize;
         Ok((settings, (concurrency, batch)))

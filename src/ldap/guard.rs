@@ -81,13 +81,12 @@ pub(super) async fn open(s: &Settings, url: &str) -> Result<(std::os::unix::net:
             .map_err(within("StartTLS answer"))?
             .map_err(connect_error)?;
     }
-    let config = tls::client_config(s.ca_file.as_deref(), s.danger_skip_tls_verify)
-        .map_err(|e| Error::Tls { url: url.to_string(), reason: e.to_string() })?;
+    let config = tls::client_config(s).map_err(|e| Error::Tls { url: url.to_string(), reason: e.to_string() })?;
     let name = server_name(&host, s.danger_skip_tls_verify).map_err(connect_error)?;
     let tls = tokio::time::timeout(s.timeout, tokio_rustls::TlsConnector::from(config).connect(name, tcp))
         .await
         .map_err(within("TLS handshake"))?
-        .map_err(|e| connect_cause(Cause::described(describe_handshake(&e, s), e)))?;
+        .map_err(|e| connect_cause(Cause::described(tls::describe_handshake(&e, s, url), e)))?;
     tokio::spawn(relay(tls, ours, limit, verdict.clone()));
     Ok((theirs, verdict))
 }
@@ -100,22 +99,6 @@ fn server_name(host: &str, skip_verify: bool) -> Result<ServerName<'static>, Str
         Err(_) if skip_verify => Ok(ServerName::try_from("unverified.invalid").expect("a valid DNS name")),
         Err(e) => Err(format!("{host:?} cannot be checked against a certificate: {e}")),
     }
-}
-
-fn describe_handshake(e: &std::io::Error, s: &Settings) -> String {
-    let refused = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
-    if !refused {
-        return format!("TLS handshake failed: {e}");
-    }
-    let hint = if s.ca_file.is_some() {
-        "the certificate does not chain to ldap.ca_file or does not name the host"
-    } else {
-        "the certificate is not trusted: set ldap.ca_file to the directory's CA"
-    };
-    format!("TLS handshake failed: {e} ({hint})")
 }
 
 /// Asks for StartTLS and reads the answer (one message, at most [`STARTTLS_ANSWER_MAX`] bytes).

@@ -175,15 +175,20 @@ fn write_certificates(dir: &Path) -> PathBuf {
 impl Slapd {
     /// Seeds a new directory with `seed` (through `slapadd`, before start) and starts slapd.
     pub fn start(seed: &Directory) -> Slapd {
-        Slapd::start_with(seed, false)
+        Slapd::start_with(seed, false, None)
     }
 
     /// Like [`Slapd::start`], also serving ldaps:// and StartTLS with a certificate from a private CA.
     pub fn start_tls(seed: &Directory) -> Slapd {
-        Slapd::start_with(seed, true)
+        Slapd::start_with(seed, true, None)
     }
 
-    fn start_with(seed: &Directory, tls: bool) -> Slapd {
+    /// Like [`Slapd::start_tls`], with the server certificate and key given (PEM); `ca_file` is that certificate.
+    pub fn start_tls_with(seed: &Directory, cert_pem: &str, key_pem: &str) -> Slapd {
+        Slapd::start_with(seed, true, Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(seed: &Directory, tls: bool, own: Option<(&str, &str)>) -> Slapd {
         assert!(Path::new(SLAPD).exists(), "{INSTALL_HINT}");
         let dir = tempfile::Builder::new().prefix("slapd-").tempdir().expect("creating a temp dir for slapd");
         let data = dir.path().join("data");
@@ -192,7 +197,16 @@ impl Slapd {
         std::fs::write(dir.path().join("account-control.schema"), ACCOUNT_CONTROL_SCHEMA).expect("writing a schema");
         let mut conf_text = slapd_conf(dir.path());
         if tls {
-            write_certificates(dir.path());
+            match own {
+                Some((cert, key)) => {
+                    for (name, pem) in [("ca.pem", cert), ("server.pem", cert), ("server.key", key)] {
+                        std::fs::write(dir.path().join(name), pem).expect("writing the certificates");
+                    }
+                }
+                None => {
+                    write_certificates(dir.path());
+                }
+            }
             let d = dir.path().display();
             conf_text = format!(
                 "TLSCACertificateFile {d}/ca.pem\nTLSCertificateFile {d}/server.pem\nTLSCertificateKeyFile {d}/server.key\n{conf_text}"
@@ -526,6 +540,7 @@ pub fn cloudshell_settings(url: &str) -> cloudshell_ldap_sync::cloudshell::Setti
         retry_deadline: Duration::from_secs(30),
         max_requests_per_second: 0.0,
         max_answer_bytes: 16 << 20,
+        ca_file: None,
     }
 }
 
