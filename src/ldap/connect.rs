@@ -33,6 +33,13 @@ pub(super) async fn connect(s: &Settings) -> Result<(Ldap, String, Verdict), Err
                     return Ok((ldap, url.clone(), verdict));
                 }
                 Err(e) if same_everywhere(&e) => return Err(e),
+                Err(e) if certificate_refused(&e) => {
+                    // The same server shows the same certificate again: on to the next URL (whose server may
+                    // have another).
+                    tracing::warn!(url = %url, error = %e, "directory connection failed");
+                    failures.push(e);
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(url = %url, attempt = attempt + 1, error = %e, "directory connection failed");
                     failures.push(e);
@@ -63,6 +70,12 @@ fn same_everywhere(e: &Error) -> bool {
         Error::Bind { code, .. } => *code == Some(INVALID_CREDENTIALS),
         _ => false,
     }
+}
+
+/// A TLS handshake that failed on the server's certificate, which a new attempt would meet again.
+fn certificate_refused(e: &Error) -> bool {
+    matches!(e, Error::Connect { .. })
+        && crate::tls::find_rustls_error(e).is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)))
 }
 
 async fn connect_one(s: &Settings, url: &str) -> Result<(Ldap, Verdict), Error> {
