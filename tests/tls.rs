@@ -199,3 +199,41 @@ async fn cloudshell_ca_file_trusts_a_self_signed_certificate() {
     let err = Client::new(cloudshell_ldap_sync::cloudshell::Settings { ca_file: Some(bad), ..trusted }).err().unwrap();
     assert!(err.to_string().contains("cloudshell.ca_file") && err.to_string().contains("bad.pem"), "{err}");
 }
+
+/// The operator's view: `check` against CloudShell behind a self-signed certificate not in
+/// `cloudshell.ca_file` says what to do, and no library logs a line of its own (reqwest's platform verifier
+/// logged an ERROR line naming its enums).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_what_to_do_about_an_untrusted_cloudshell_certificate_without_library_log_lines() {
+    let slapd = Slapd::start(&team());
+    let sim = Sim::start(cloudshell_sim::Config::default());
+    let (_, _, cert_der, key_der) = self_signed_ca(&["localhost"], false);
+    let port = tls_front(&sim, cert_der, key_der).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ldap]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password_env = \"LDAP_PW\"\nbase_dn = \"{}\"\n\n\
+             [cloudshell]\nurl = \"https://localhost:{port}\"\npassword_env = \"CS_PW\"\n\n[sync]\ngroups = [\"Team\"]\n",
+            slapd.url(),
+            common::SERVICE_DN,
+            common::BASE_DN
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(common::binary())
+        .args(["check", "-c"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .env("LDAP_PW", common::SERVICE_PASSWORD)
+        .env("CS_PW", "admin")
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("put that very certificate in cloudshell.ca_file"), "{stdout}");
+    assert_in_words(&stdout);
+    assert!(!stderr.contains("rustls"), "{stderr}");
+}
