@@ -67,7 +67,7 @@ The configuration file when \fB\-c\fR/\fB\-\-config\fR is not given (the option 
 \fI/etc/cloudshell\-ldap\-sync/config.toml\fR).
 .TP
 \fBRUST_LOG\fR
-The log filter (default \fIwarn,cloudshell_ldap_sync=info\fR, moved by \fB\-v\fR and \fB\-q\fR); when set, it
+The log filter (default \fIwarn,rustls=off,rustls_platform_verifier=off,cloudshell_ldap_sync=info\fR, moved by \fB\-v\fR and \fB\-q\fR); when set, it
 decides instead of \fB\-v\fR and \fB\-q\fR.
 .TP
 \fBNO_COLOR\fR
