@@ -446,10 +446,33 @@ async fn check_command(config: &Config, json: bool) -> u8 {
     if problems == 0 { exit::OK } else { exit::FATAL }
 }
 
-/// `check`'s lines for the directory: the bind, then each configured group (members, or why not).
+/// `check`'s lines for the directory: the bind and the base DN, the users (or why nobody would be imported),
+/// then each configured group (members, or why not).
 async fn check_directory(config: &Config, found: &mut Findings) {
     let urls = config.ldap.urls.join(", ");
-    let snapshot = match ldap::snapshot(&config.ldap, &config.sync.groups).await {
+    let s = &config.ldap;
+    // First `check`'s own look: a missing base DN would otherwise show as no users and one noSuchObject per
+    // group, and a wrong username attribute as no users at all.
+    let probe = match ldap::probe(s).await {
+        Ok(probe) => probe,
+        Err(e) => {
+            return found.add(0, "directory", Some(&urls), false, format!("directory {urls}: FAILED: {}", Escaped(&e)));
+        }
+    };
+    if let Some(matched) = &probe.base_dn_missing {
+        let nearest = if matched.is_empty() {
+            String::new()
+        } else {
+            format!("; the nearest entry that exists is \"{}\"", Escaped(matched))
+        };
+        let line = format!(
+            "directory {}: bound as {:?}, but ldap.base_dn {:?} does not exist (noSuchObject){nearest}: set \
+             ldap.base_dn to the entry users and groups are under",
+            probe.served_by, s.bind_dn, s.base_dn
+        );
+        return found.add(0, "directory", Some(&probe.served_by), false, line);
+    }
+    let snapshot = match ldap::snapshot(s, &config.sync.groups).await {
         Ok(snapshot) => snapshot,
         Err(e) => {
             return found.add(0, "directory", Some(&urls), false, format!("directory {urls}: FAILED: {}", Escaped(&e)));
@@ -457,14 +480,17 @@ async fn check_directory(config: &Config, found: &mut Findings) {
     };
     let line = format!(
         "directory {}: bound as {:?}, {} users under {}",
-        snapshot.served_by, config.ldap.bind_dn, snapshot.users_seen, config.ldap.base_dn
+        snapshot.served_by, s.bind_dn, snapshot.users_seen, s.base_dn
     );
     found.add(0, "directory", Some(&snapshot.served_by), true, line);
+    if snapshot.users_seen == 0 {
+        found.add(1, "users", None, false, format!("problem: {}", no_users(s, &probe)));
+    }
     for g in &snapshot.groups {
         match &g.result {
             Ok(group) => {
                 let nested = group.sources.len().saturating_sub(1);
-                let line = format!(
+                let mut line = format!(
                     "group {:?}: {} members ({} nested groups, {} disabled left out) at {}",
                     g.name,
                     group.members.len(),
@@ -472,7 +498,19 @@ async fn check_directory(config: &Config, found: &mut Findings) {
                     group.disabled_members,
                     Escaped(&group.dn)
                 );
-                found.add(1, "group", Some(&g.name), true, line);
+                // An empty group while the directory holds users: nobody would be imported from it. (With no
+                // users at all, the line above says why.) A group of disabled accounts only is left out whole
+                // on purpose.
+                let empty = group.members.is_empty() && group.disabled_members == 0 && snapshot.users_seen > 0;
+                if empty {
+                    line.push_str(&format!(
+                        ": FAILED: no user entry is in it, while {} are under ldap.base_dn (are its members \
+                         matched by ldap.user_filter, and is ldap.member_attribute {:?} the attribute that lists \
+                         them?)",
+                        snapshot.users_seen, s.member_attribute
+                    ));
+                }
+                found.add(1, "group", Some(&g.name), !empty, line);
                 for c in &group.collisions {
                     let line = format!("problem: username {:?} is ambiguous: {:?}", c.username.as_str(), c.dns);
                     found.add(2, "ambiguous_username", Some(c.username.as_str()), false, line);
@@ -483,6 +521,37 @@ async fn check_directory(config: &Config, found: &mut Findings) {
             }
         }
     }
+}
+
+/// Why the users search found nobody to import: no entry matches `ldap.user_filter`, or the entries that do
+/// lack `ldap.username_attribute` (naming the attributes they have, and the one probably meant).
+fn no_users(s: &ldap::Settings, probe: &ldap::Probe) -> String {
+    if probe.sampled == 0 {
+        return format!(
+            "no entry under ldap.base_dn {:?} matches ldap.user_filter {:?}: nobody would be imported; fix \
+             ldap.user_filter (\"(objectClass=inetOrgPerson)\" on OpenLDAP, \"(&(objectCategory=person)\
+             (objectClass=user))\" on Active Directory)",
+            s.base_dn, s.user_filter
+        );
+    }
+    if probe.with_username == 0 {
+        let hint = match probe.suggestion() {
+            Some(attribute) => format!(": did you mean {attribute}?"),
+            None => String::new(),
+        };
+        return format!(
+            "no user entry carries ldap.username_attribute {:?}, so nobody would be imported; the {} entries \
+             sampled have {}{hint}",
+            s.username_attribute,
+            probe.sampled,
+            probe.attributes.join(", ")
+        );
+    }
+    format!(
+        "no user entry has a usable ldap.username_attribute {:?} (blank, too long or not text: the `user \
+         skipped` log line names some), so nobody would be imported",
+        s.username_attribute
+    )
 }
 
 /// `check`'s lines for the mapped CloudShell groups: found (id, members) or missing.

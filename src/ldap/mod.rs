@@ -21,7 +21,7 @@
 //! Inside: [`connect`] reaches and binds, [`search`] makes the reads, [`model`] holds the entries and the pure
 //! decisions the reads need (nesting mode, name matching, the level-by-level walk), [`resolve`] and [`nesting`]
 //! turn entries into groups (pure), [`entry`] turns entries into members, [`dn`] compares DNs, [`range`] follows
-//! AD's range retrieval.
+//! AD's range retrieval. [`probe`] is `check`'s own look at the base DN and a few user entries.
 
 mod connect;
 mod dn;
@@ -30,6 +30,7 @@ mod error;
 mod guard;
 mod model;
 mod nesting;
+mod probe;
 mod range;
 mod resolve;
 mod search;
@@ -45,6 +46,7 @@ use secrecy::SecretString;
 pub use dn::{DnKey, escape_value as escape_dn_value};
 pub use error::Error;
 pub use model::Entries;
+pub use probe::{Probe, probe};
 pub use resolve::resolve;
 
 use crate::group_name::GroupName;

@@ -20,6 +20,9 @@ use super::{AD_CAPABILITIES, Error, IN_CHAIN, Member, NAMES_PER_FILTER, Nesting,
 use crate::group_name::GroupName;
 use crate::username::Username;
 
+/// How many skipped user entries the `user skipped` line names.
+const SKIPPED_EXAMPLES: usize = 5;
+
 /// What a non-user member DN turned out to be.
 enum Lookup {
     Group(GroupRecord),
@@ -186,6 +189,7 @@ impl Reader<'_> {
         let mut by_name: HashMap<Username, u32> = HashMap::default();
         let mut collisions: HashMap<Username, Vec<String>> = HashMap::default();
         let mut skipped = 0usize;
+        let mut examples: Vec<String> = Vec::new();
         let mut disabled: HashMap<DnKey, u32> = HashMap::default();
         let mut disabled_users: Vec<Arc<Member>> = Vec::new();
         let mut unusable: HashSet<DnKey> = HashSet::default();
@@ -202,14 +206,17 @@ impl Reader<'_> {
                     return;
                 }
                 UserEntry::Unusable { dn, reason, length } => {
+                    // One line for them all after the search (a wrong attribute skips every entry); each at
+                    // debug level.
                     skipped += 1;
-                    unusable.insert(DnKey::new(&dn));
-                    match length {
-                        Some(length) => {
-                            tracing::warn!(dn = %dn, attribute = %s.username_attribute, length, reason, "user skipped")
-                        }
-                        None => tracing::warn!(dn = %dn, attribute = %s.username_attribute, reason, "user skipped"),
+                    tracing::debug!(dn = %dn, attribute = %s.username_attribute, length, reason, "user skipped");
+                    if examples.len() < SKIPPED_EXAMPLES {
+                        examples.push(match length {
+                            Some(length) => format!("{dn} ({reason}: {length})"),
+                            None => format!("{dn} ({reason})"),
+                        });
                     }
+                    unusable.insert(DnKey::new(&dn));
                     return;
                 }
             };
@@ -231,7 +238,12 @@ impl Reader<'_> {
             tracing::warn!(username = %username, dns = ?dns, "username collision");
         }
         if skipped > 0 {
-            tracing::info!(count = skipped, "user entries without a usable username skipped");
+            tracing::warn!(
+                count = skipped,
+                attribute = %s.username_attribute,
+                sample = ?examples,
+                "user skipped"
+            );
         }
         if !disabled.is_empty() {
             tracing::info!(count = disabled.len(), "disabled accounts left out");

@@ -1,0 +1,120 @@
+//! `check`'s extra look at the directory, for configurations that would import nobody: whether `ldap.base_dn`
+//! exists (a base-scope read of it), and which attributes a few entries matching `ldap.user_filter` carry (one
+//! search for at most [`SAMPLE`] entries, every user attribute), so that a wrong `ldap.username_attribute` is
+//! named with the attribute that was probably meant. A sync never makes these reads.
+
+use std::collections::BTreeMap;
+
+use ldap3::{LdapError, Scope, SearchOptions};
+
+use super::entry;
+use super::error::{Cause, rc_name};
+use super::{Connection, Error, Settings};
+
+/// How many user entries the sample reads.
+pub const SAMPLE: i32 = 5;
+
+/// The attributes that usually hold an account name, in the order they are suggested.
+const USERNAME_ATTRIBUTES: [&str; 4] = ["uid", "sAMAccountName", "userPrincipalName", "cn"];
+
+/// LDAP result codes the probe reads.
+const NO_SUCH_OBJECT: u32 = 32;
+const SIZE_LIMIT_EXCEEDED: u32 = 4;
+
+/// What the probe found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// The URL of the server that answered.
+    pub served_by: String,
+    /// `None` when `ldap.base_dn` exists (or could not be told: only noSuchObject counts as missing); else the
+    /// entry the server says is the nearest that exists (empty when it names none).
+    pub base_dn_missing: Option<String>,
+    /// User entries sampled (at most [`SAMPLE`]).
+    pub sampled: usize,
+    /// Of those, how many carry `ldap.username_attribute`.
+    pub with_username: usize,
+    /// Every attribute the sampled entries carry, as the server spells them, sorted case-insensitively.
+    pub attributes: Vec<String>,
+}
+
+impl Probe {
+    /// The attribute `ldap.username_attribute` probably should be: the first usual username attribute that
+    /// every sampled entry carries.
+    pub fn suggestion(&self) -> Option<&str> {
+        USERNAME_ATTRIBUTES
+            .iter()
+            .find_map(|usual| self.attributes.iter().find(|a| a.eq_ignore_ascii_case(usual)).map(String::as_str))
+    }
+}
+
+/// Connects, binds, reads the base DN and samples the user entries.
+pub async fn probe(s: &Settings) -> Result<Probe, Error> {
+    let Connection { mut ldap, url, .. } = Connection::open(s).await?;
+    let search_error = |operation: &str, e: LdapError| match e {
+        LdapError::Timeout { .. } => {
+            Error::Timeout { url: url.clone(), operation: operation.into(), timeout: s.timeout }
+        }
+        other => Error::Search { url: url.clone(), operation: operation.into(), reason: Cause::new(other) },
+    };
+    let base = ldap
+        .with_timeout(s.timeout)
+        .search(&s.base_dn, Scope::Base, "(objectClass=*)", vec!["1.1"])
+        .await
+        .map_err(|e| search_error("the read of ldap.base_dn", e))?;
+    let base_dn_missing = (base.1.rc == NO_SUCH_OBJECT).then(|| base.1.matched.clone());
+    let mut probe = Probe { served_by: url.clone(), base_dn_missing, sampled: 0, with_username: 0, attributes: vec![] };
+    if probe.base_dn_missing.is_none() {
+        let sample = ldap
+            .with_timeout(s.timeout)
+            .with_search_options(SearchOptions::new().sizelimit(SAMPLE))
+            .search(&s.base_dn, Scope::Subtree, &s.user_filter, vec!["*"])
+            .await
+            .map_err(|e| search_error("the sample of user entries", e))?;
+        let (entries, result) = (sample.0, sample.1);
+        if result.rc != 0 && result.rc != SIZE_LIMIT_EXCEEDED && entries.is_empty() {
+            let reason = format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text);
+            return Err(Error::Search {
+                url,
+                operation: "the sample of user entries".into(),
+                reason: reason.trim().to_string().into(),
+            });
+        }
+        let mut attributes: BTreeMap<String, String> = BTreeMap::new();
+        for entry in entries.into_iter().filter_map(entry::decode) {
+            probe.sampled += 1;
+            let names = entry.attrs.keys().chain(entry.bin_attrs.keys());
+            if names.clone().any(|a| a.eq_ignore_ascii_case(&s.username_attribute)) {
+                probe.with_username += 1;
+            }
+            for name in names {
+                attributes.entry(name.to_ascii_lowercase()).or_insert_with(|| name.clone());
+            }
+        }
+        probe.attributes = attributes.into_values().collect();
+    }
+    let _ = ldap.unbind().await;
+    Ok(probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sampled(attributes: &[&str]) -> Probe {
+        Probe {
+            served_by: "ldap://x".into(),
+            base_dn_missing: None,
+            sampled: 1,
+            with_username: 0,
+            attributes: attributes.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_usual_username_attribute_the_entries_carry_is_suggested() {
+        assert_eq!(sampled(&["cn", "mail", "objectClass", "sn", "uid"]).suggestion(), Some("uid"));
+        assert_eq!(sampled(&["cn", "SAMAccountName", "userPrincipalName"]).suggestion(), Some("SAMAccountName"));
+        assert_eq!(sampled(&["cn", "objectClass"]).suggestion(), Some("cn"));
+        assert_eq!(sampled(&["objectClass", "description"]).suggestion(), None);
+    }
+}
