@@ -414,6 +414,7 @@ async fn check_command(config: &Config, json: bool) -> u8 {
     for w in &config.warnings {
         found.add(1, "config_warning", None, true, format!("warning: {w}"));
     }
+    check_state_directory(config.monitor.state_directory.as_deref(), &mut found);
     check_directory(config, &mut found).await;
     let url = config.cloudshell.url.to_string();
     match cloudshell::Client::new(config.cloudshell.clone()) {
@@ -444,6 +445,50 @@ async fn check_command(config: &Config, json: bool) -> u8 {
         println!("{problems} problem(s) found");
     }
     if problems == 0 { exit::OK } else { exit::FATAL }
+}
+
+/// `check`'s line for the state directory the runs keep (`[monitor] state_directory`, else
+/// `$STATE_DIRECTORY`): where it is and that no one but its owner may write it, as a run would refuse it; or
+/// that there is none, and what a run then does without.
+fn check_state_directory(dir: Option<&Path>, found: &mut Findings) {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(dir) = dir else {
+        let line = "state directory: none ([monitor] state_directory is not set, nor $STATE_DIRECTORY): runs keep \
+                    no state; groups holding disabled accounts are imported member by member";
+        return found.add(0, "state_directory", None, true, line.to_string());
+    };
+    let name = display(dir);
+    let (ok, detail) = match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (true, "not created yet (the first run creates it)".into())
+        }
+        Err(e) => (
+            false,
+            format!("FAILED: cannot read it: {e} (the shipped units keep it readable by root only: run check as root)"),
+        ),
+        Ok(meta) if !meta.is_dir() => (false, "FAILED: not a directory".into()),
+        Ok(meta) => match meta.permissions().mode() & 0o7777 {
+            mode if mode & 0o022 != 0 => (
+                false,
+                format!(
+                    "FAILED: writable by other users (mode {mode:o}), so runs refuse it: chmod go-w {}",
+                    shell_word(&name)
+                ),
+            ),
+            mode => (true, format!("ok (mode {mode:o})")),
+        },
+    };
+    found.add(0, "state_directory", Some(&name), ok, format!("state directory {name}: {detail}"));
+}
+
+/// `text` as one word for a shell command line: as is when it is plain, else single-quoted.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 /// `check`'s lines for the directory: the bind and the base DN, the users (or why nobody would be imported),

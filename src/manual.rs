@@ -14,7 +14,9 @@ The configuration (TOML; unknown keys are refused). Every key is shown with its 
 \fI/usr/share/doc/cloudshell\-ldap\-sync/example.toml\fR.
 .TP
 \fI/var/lib/cloudshell\-ldap\-sync/status.json\fR
-The last run, written after every run (\fB[monitor] state_directory\fR, else \fB$STATE_DIRECTORY\fR).
+The last run, written after every run into the state directory: \fB[monitor] state_directory\fR (the installed
+configuration names this directory, the units' \fBStateDirectory=\fR, so that commands run by hand as root share
+the service's state), else \fB$STATE_DIRECTORY\fR. It must not be writable by group or others.
 .TP
 \fI/var/lib/cloudshell\-ldap\-sync/groups.json\fR
 Each group's member count at the last good run, for the shrink guard. Deleting it accepts a shrink once.

@@ -1,9 +1,11 @@
 //! `check` against a real slapd and the simulator, for configurations that are valid and would still import
-//! nobody (a wrong username attribute, a base DN that does not exist, a group nobody is in). Also the one
-//! `user skipped` line a run logs for every entry it cannot use. The real binary.
+//! nobody (a wrong username attribute, a base DN that does not exist, a group nobody is in), and for the state
+//! directory a run by hand shares with the service. Also the one `user skipped` line a run logs for every
+//! entry it cannot use. The real binary.
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -40,6 +42,10 @@ fn check(config: &Path) -> (Option<i32>, String) {
     let text =
         format!("{}\n--- stderr\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code(), text)
+}
+
+fn state_section(dir: &Path) -> String {
+    format!("[monitor]\nstate_directory = \"{}\"\n", dir.display())
 }
 
 #[tokio::test]
@@ -115,4 +121,53 @@ async fn three_hundred_entries_without_a_username_are_one_user_skipped_line() {
     assert_eq!(line.matches("cn=nameless").count(), 5, "the first 5 as examples: {line}");
     // Some users are usable: `check` has nothing against the configuration.
     assert_eq!(check(&config).0, Some(0));
+}
+
+#[tokio::test]
+async fn a_state_directory_others_can_write_fails_check_naming_it_and_chmod() {
+    let env = Env::start(&directory());
+    let state = env.files.path("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = env.config_with(&["Team"], "", &state_section(&state));
+    let (code, text) = check(&config);
+    assert_eq!(code, Some(1), "{text}");
+    let line = text.lines().find(|l| l.starts_with("state directory ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains(state.to_str().unwrap()) && line.contains("mode 777"), "{line}");
+    assert!(line.contains(&format!("chmod go-w {}", state.display())), "{line}");
+
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (code, text) = check(&config);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(&format!("state directory {}: ok (mode 700)", state.display())), "{text}");
+}
+
+#[tokio::test]
+async fn with_the_state_directory_named_a_dry_run_plans_as_the_service_and_deactivate_passes_check() {
+    let env = Env::start(&directory());
+    let state = env.files.path("state");
+    let sections = format!("[sync.leavers]\naction = \"deactivate\"\n\n{}", state_section(&state));
+    let config = env.config_with(&["Team"], "", &sections);
+    let (code, text) = check(&config);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("not created yet"), "{text}");
+    // The daemon's mode: the group is imported by name and its disabled account deactivated.
+    let (code, report, stderr) = common::sync_json(&config, &["--dry-run"]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(report["disabled_accounts"]["mode"], "import_then_deactivate", "{report}");
+    assert_eq!(report["disabled_accounts"]["planned"][0], "dis", "{report}");
+    assert!(!state.exists(), "a dry run creates nothing");
+
+    // Without it (and no $STATE_DIRECTORY, as in a root shell): member by member, as before.
+    let bare = env.config_with(&["Team"], "", "");
+    let out = std::process::Command::new(common::binary())
+        .args(["sync", "--dry-run", "--json", "--config", bare.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env_remove("STATE_DIRECTORY")
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report.get("disabled_accounts").is_none(), "{report}");
+    let (_, text) = check(&bare);
+    assert!(text.contains("state directory: none"), "{text}");
 }

@@ -256,11 +256,13 @@ fn install(root: &Path, env: &Env, groups: &[&str], port: u16) -> PathBuf {
 }
 
 /// The suite's usual configuration (`Files::config`), with the passwords read from the service's credentials,
-/// no retries, a schedule that never fires by itself, and the monitoring endpoint on `port`.
+/// no retries, a schedule that never fires by itself, the monitoring endpoint on `port`, and the state directory
+/// named as the installed configuration names it.
 fn write_config(path: &Path, env: &Env, groups: &[&str], port: u16) {
     use std::os::unix::fs::PermissionsExt;
     let sections = format!(
-        "[schedule]\ncron = \"0 0 0 1 1 *\"\nrun_on_start = true\n\n[monitor]\nlisten = \"127.0.0.1:{port}\"\n"
+        "[schedule]\ncron = \"0 0 0 1 1 *\"\nrun_on_start = true\n\n[monitor]\nlisten = \"127.0.0.1:{port}\"\n\
+         state_directory = \"/var/lib/cloudshell-ldap-sync\"\n"
     );
     let usual = env.files.config(&env.slapd.url(), &env.sim.url(), groups, "", &sections);
     let dir = env.files.dir.path().display();
@@ -322,6 +324,18 @@ async fn the_shipped_units_start_reload_run_stop_and_restart_under_a_real_system
         "{}",
         text(&by_nobody)
     );
+    // `check` by hand as root, with the state directory named as the installed configuration names it: the
+    // service's own (through DynamicUser='s link into /var/lib/private), which it finds safe.
+    let check = systemd.inside(&[
+        "env",
+        "CREDENTIALS_DIRECTORY=/etc/cloudshell-ldap-sync",
+        "/usr/bin/cloudshell-ldap-sync",
+        "check",
+        "--config",
+        "/etc/cloudshell-ldap-sync/config.toml",
+    ]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    assert!(text(&check).contains("state directory /var/lib/cloudshell-ldap-sync: ok (mode 700)"), "{}", text(&check));
     systemd.wait("the STATUS line", Duration::from_secs(10), || {
         text(&systemd.ctl(&["status", DAEMON])).contains("Status: \"last run ok: 2 imported, 0 failed")
     });
@@ -409,8 +423,10 @@ async fn the_shipped_units_start_reload_run_stop_and_restart_under_a_real_system
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Meanwhile a `sync` typed by hand as root, as the README shows it (the installed configuration, the passwords
-    // from beside it): refused, for the daemon's run holds the lock on the configuration's directory. (Before, it locked a
-    // file of its own in /tmp, which the daemon's private /tmp never sees, and both ran.)
+    // from beside it): refused, for the daemon's run holds the locks. (Before, it locked a file of its own in
+    // /tmp, which the daemon's private /tmp never sees, and both ran.) The configuration names the service's state
+    // directory, so the first lock met is the state directory's; the one on the configuration's directory is
+    // held too (tests/daemon.rs).
     let by_hand = systemd.inside(&[
         "env",
         "CREDENTIALS_DIRECTORY=/etc/cloudshell-ldap-sync",
@@ -420,7 +436,7 @@ async fn the_shipped_units_start_reload_run_stop_and_restart_under_a_real_system
         "/etc/cloudshell-ldap-sync/config.toml",
     ]);
     assert_eq!(by_hand.status.code(), Some(5), "{}", text(&by_hand));
-    assert!(text(&by_hand).contains("holds the lock on /etc/cloudshell-ldap-sync;"), "{}", text(&by_hand));
+    assert!(text(&by_hand).contains("holds the lock on /var/lib/cloudshell-ldap-sync/run.lock;"), "{}", text(&by_hand));
     let stopping = Instant::now();
     systemd.ok(&["stop", DAEMON]);
     let took = stopping.elapsed();

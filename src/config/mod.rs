@@ -495,6 +495,38 @@ groups = ["Team"]
     }
 
     #[test]
+    fn the_installed_config_names_the_services_state_directory_so_runs_by_hand_plan_as_the_service() {
+        // Installed as /etc/cloudshell-ldap-sync/config.toml. Before, it named none: by hand (no
+        // $STATE_DIRECTORY) a dry run planned "per_user" while the unit used "import_then_deactivate", and
+        // `action = "deactivate"` failed `check` with exit 2.
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().to_string_lossy().to_string();
+        std::fs::write(dir.path().join("ldap-password"), "a").unwrap();
+        std::fs::write(dir.path().join("cloudshell-password"), "b").unwrap();
+        // No $STATE_DIRECTORY: a root shell's environment.
+        let by_hand = |text: &str| {
+            parse(Path::new("example.toml"), text, &|n| (n == "CREDENTIALS_DIRECTORY").then(|| creds.clone()))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let c = by_hand(&text);
+        assert_eq!(c.monitor.state_directory.as_deref(), Some(Path::new(DEFAULT_STATE_DIRECTORY)));
+        assert_eq!(
+            c.sync.disabled_accounts(c.monitor.state_directory.is_some()),
+            DisabledAccounts::ImportThenDeactivate
+        );
+        let deactivate = text.replace("action = \"report\"", "action = \"deactivate\"");
+        assert_ne!(deactivate, text);
+        assert_eq!(by_hand(&deactivate).sync.leavers.action, LeaverAction::Deactivate);
+        // The unit's $STATE_DIRECTORY is the same directory (StateDirectory=cloudshell-ldap-sync).
+        let unit =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/cloudshell-ldap-sync.service"))
+                .unwrap();
+        assert!(unit.contains("\nStateDirectory=cloudshell-ldap-sync\n"));
+        assert!(DEFAULT_STATE_DIRECTORY.ends_with("/cloudshell-ldap-sync"));
+    }
+
+    #[test]
     fn run_timeout_defaults_to_six_hours_and_no_duration_exceeds_thirty_days() {
         assert_eq!(parse_text(MINIMAL).unwrap().sync.run_timeout, Duration::from_secs(6 * 3600));
         let with = |line: &str| MINIMAL.replace("groups = [\"Team\"]\n", &format!("groups = [\"Team\"]\n{line}\n"));
