@@ -99,6 +99,10 @@ pub enum Command {
     /// The long-running daemon: cycles on the configured schedule until SIGTERM or SIGINT.
     Run,
     /// Validate the configuration, bind to LDAP, resolve every group, log in to CloudShell; change nothing.
+    ///
+    /// Exit 1 on any problem, including a configuration that would import nobody (ldap.base_dn missing, no
+    /// entry with ldap.username_attribute, a configured group with no user) and a state directory its group or
+    /// others may write.
     Check {
         /// Print what was checked as one JSON object on stdout.
         #[arg(long)]
@@ -693,6 +697,14 @@ mod tests {
         let e = parse(&["sync", "--detailed-exitcode"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{e}");
         assert!(e.to_string().contains("--dry-run"), "{e}");
+    }
+
+    #[test]
+    fn the_chmod_check_prints_names_the_directory_as_one_shell_word() {
+        assert_eq!(shell_word("/var/lib/cloudshell-ldap-sync"), "/var/lib/cloudshell-ldap-sync");
+        assert_eq!(shell_word("/srv/sync state"), "'/srv/sync state'");
+        assert_eq!(shell_word("/srv/it's"), "'/srv/it'\\''s'");
+        assert_eq!(shell_word(""), "''");
     }
 
     #[test]
