@@ -508,15 +508,10 @@ async fn check_directory(config: &Config, found: &mut Findings) {
             return found.add(0, "directory", Some(&urls), false, format!("directory {urls}: FAILED: {}", Escaped(&e)));
         }
     };
-    if let Some(matched) = &probe.base_dn_missing {
-        let nearest = if matched.is_empty() {
-            String::new()
-        } else {
-            format!("; the nearest entry that exists is \"{}\"", Escaped(matched))
-        };
+    if let Some(why) = &probe.base_dn_missing {
         let line = format!(
-            "directory {}: bound as {:?}, but ldap.base_dn {:?} does not exist (noSuchObject){nearest}: set \
-             ldap.base_dn to the entry users and groups are under",
+            "directory {}: bound as {:?}, but ldap.base_dn {:?} {why}: set ldap.base_dn to the entry users and \
+             groups are under",
             probe.served_by, s.bind_dn, s.base_dn
         );
         return found.add(0, "directory", Some(&probe.served_by), false, line);

@@ -89,6 +89,16 @@ async fn a_base_dn_that_does_not_exist_fails_check_naming_ldap_base_dn_once() {
     // Before: `0 users`, then noSuchObject once per group.
     assert_eq!(text.matches("noSuchObject").count(), 1, "{text}");
     assert!(!text.contains("group \""), "no group can be read under a base that is not there: {text}");
+
+    // Outside every naming context the server holds.
+    let path = env.config_with(&["Team"], "", "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&format!("base_dn = \"{BASE_DN}\""), "base_dn = \"dc=nowhere,dc=test\"");
+    std::fs::write(&path, text).unwrap();
+    let (code, text) = check(&path);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("ldap.base_dn \"dc=nowhere,dc=test\""), "{text}");
 }
 
 #[tokio::test]

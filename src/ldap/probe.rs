@@ -19,6 +19,7 @@ const USERNAME_ATTRIBUTES: [&str; 4] = ["uid", "sAMAccountName", "userPrincipalN
 
 /// LDAP result codes the probe reads.
 const NO_SUCH_OBJECT: u32 = 32;
+const REFERRAL: u32 = 10;
 const SIZE_LIMIT_EXCEEDED: u32 = 4;
 
 /// What the probe found.
@@ -26,8 +27,8 @@ const SIZE_LIMIT_EXCEEDED: u32 = 4;
 pub struct Probe {
     /// The URL of the server that answered.
     pub served_by: String,
-    /// `None` when `ldap.base_dn` exists (or could not be told: only noSuchObject counts as missing); else the
-    /// entry the server says is the nearest that exists (empty when it names none).
+    /// `None` when `ldap.base_dn` exists (or could not be told: only noSuchObject and a referral count as
+    /// missing); else why not, to follow `ldap.base_dn "..."` ("does not exist (noSuchObject); ...").
     pub base_dn_missing: Option<String>,
     /// User entries sampled (at most [`SAMPLE`]).
     pub sampled: usize,
@@ -47,6 +48,25 @@ impl Probe {
     }
 }
 
+/// Why the base read's answer (`rc`, `matched` DN, referrals) means that `ldap.base_dn` is not in this
+/// directory, or `None`: noSuchObject (OpenLDAP, and Active Directory inside its domain) or a referral (Active
+/// Directory, for a DN outside the naming contexts it holds). Server-sent text is escaped for the terminal.
+fn base_dn_missing(rc: u32, matched: &str, refs: &[String]) -> Option<String> {
+    use crate::logging::Escaped;
+    match rc {
+        NO_SUCH_OBJECT if matched.is_empty() => Some("does not exist (noSuchObject)".into()),
+        NO_SUCH_OBJECT => {
+            Some(format!("does not exist (noSuchObject); the nearest entry that exists is \"{}\"", Escaped(matched)))
+        }
+        REFERRAL => {
+            let to = refs.iter().map(|r| Escaped(r).to_string()).collect::<Vec<_>>().join(", ");
+            let to = if to.is_empty() { "a referral".to_string() } else { format!("it refers to {to}") };
+            Some(format!("is not held by this server ({to}): name a DN under one of its naming contexts"))
+        }
+        _ => None,
+    }
+}
+
 /// Connects, binds, reads the base DN and samples the user entries.
 pub async fn probe(s: &Settings) -> Result<Probe, Error> {
     let Connection { mut ldap, url, .. } = Connection::open(s).await?;
@@ -61,7 +81,7 @@ pub async fn probe(s: &Settings) -> Result<Probe, Error> {
         .search(&s.base_dn, Scope::Base, "(objectClass=*)", vec!["1.1"])
         .await
         .map_err(|e| search_error("the read of ldap.base_dn", e))?;
-    let base_dn_missing = (base.1.rc == NO_SUCH_OBJECT).then(|| base.1.matched.clone());
+    let base_dn_missing = base_dn_missing(base.1.rc, &base.1.matched, &base.1.refs);
     let mut probe = Probe { served_by: url.clone(), base_dn_missing, sampled: 0, with_username: 0, attributes: vec![] };
     if probe.base_dn_missing.is_none() {
         let sample = ldap
@@ -108,6 +128,18 @@ mod tests {
             with_username: 0,
             attributes: attributes.iter().map(|a| a.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn only_no_such_object_and_a_referral_mean_the_base_dn_is_not_there() {
+        assert_eq!(base_dn_missing(0, "", &[]), None);
+        assert_eq!(base_dn_missing(50, "", &[]), None, "insufficient access: the base may well exist");
+        assert_eq!(base_dn_missing(32, "", &[]).as_deref(), Some("does not exist (noSuchObject)"));
+        let nearest = base_dn_missing(32, "dc=example,dc=org", &[]).unwrap();
+        assert!(nearest.ends_with("the nearest entry that exists is \"dc=example,dc=org\""), "{nearest}");
+        let elsewhere = base_dn_missing(10, "", &["ldap://other.example.org/DC=other".into()]).unwrap();
+        assert!(elsewhere.contains("not held by this server") && elsewhere.contains("ldap://other.example.org/"));
+        assert!(base_dn_missing(10, "", &[]).unwrap().contains("(a referral)"));
     }
 
     #[test]
