@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
@@ -421,9 +422,16 @@ async fn check_command(config: &Config, json: bool) -> u8 {
     check_state_directory(config.monitor.state_directory.as_deref(), &mut found);
     check_directory(config, &mut found).await;
     let url = config.cloudshell.url.to_string();
-    match cloudshell::Client::new(config.cloudshell.clone()) {
+    // The login waits at most PROBE_TIMEOUT, once; the mapped groups are read with the configured limits.
+    let timeout = probe_timeout(config.cloudshell.timeout);
+    let (connect_timeout, retries) = (probe_timeout(config.cloudshell.connect_timeout), 0);
+    let probe = cloudshell::Settings { timeout, connect_timeout, retries, ..config.cloudshell.clone() };
+    let clients =
+        cloudshell::Client::new(probe).and_then(|p| Ok((p, cloudshell::Client::new(config.cloudshell.clone())?)));
+    tracing::info!(url = %url, timeout = ?timeout, "logging in to cloudshell");
+    match clients {
         Err(e) => found.add(0, "cloudshell", Some(&url), false, format!("cloudshell {url}: FAILED: {}", Escaped(&e))),
-        Ok(client) => match client.login().await {
+        Ok((probe, client)) => match probe.login().await {
             Ok(()) => {
                 let line = format!("cloudshell {url}: logged in as {:?}", config.cloudshell.username);
                 found.add(0, "cloudshell", Some(&url), true, line);
@@ -449,6 +457,15 @@ async fn check_command(config: &Config, json: bool) -> u8 {
         println!("{problems} problem(s) found");
     }
     if problems == 0 { exit::OK } else { exit::FATAL }
+}
+
+/// The longest `check` waits for a server to take its connection or its login: a port that accepts and never
+/// answers ends the check within seconds, not after every retry of the configured timeout.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `check`'s wait for a connection or a login: the configured timeout, at most [`PROBE_TIMEOUT`].
+fn probe_timeout(configured: Duration) -> Duration {
+    configured.min(PROBE_TIMEOUT)
 }
 
 /// `check`'s line for the state directory the runs keep (`[monitor] state_directory`, else
@@ -502,7 +519,11 @@ async fn check_directory(config: &Config, found: &mut Findings) {
     let s = &config.ldap;
     // First `check`'s own look: a missing base DN would otherwise show as no users and one noSuchObject per
     // group, and a wrong username attribute as no users at all.
-    let probe = match ldap::probe(s).await {
+    // A port that accepts and never answers ends the check within seconds: one try per URL, a short timeout.
+    let timeout = probe_timeout(s.timeout);
+    let quick = ldap::Settings { timeout, connect_retries: 0, ..s.clone() };
+    tracing::info!(url = %urls, timeout = ?timeout, "connecting to the directory");
+    let probe = match ldap::probe(&quick).await {
         Ok(probe) => probe,
         Err(e) => {
             return found.add(0, "directory", Some(&urls), false, format!("directory {urls}: FAILED: {}", Escaped(&e)));
@@ -682,6 +703,12 @@ mod tests {
         assert_eq!(parse(&["-qqq", "run"]).unwrap().verbosity(), -3);
         assert_eq!(parse(&["-v", "sync", "-q"]).unwrap().verbosity(), 0);
         assert_eq!(parse(&["-vvv", "sync", "-q"]).unwrap().verbosity(), 2);
+    }
+
+    #[test]
+    fn check_waits_for_a_connection_or_a_login_at_most_ten_seconds() {
+        assert_eq!(probe_timeout(Duration::from_secs(30)), Duration::from_secs(10), "the default timeout, capped");
+        assert_eq!(probe_timeout(Duration::from_secs(2)), Duration::from_secs(2), "a shorter one as it is");
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! - [`group_name`]: the directory group name type, compared as LDAP's caseIgnoreMatch.
 //! - [`manual`]: the manual page.
 //! - [`monitor`]: the Prometheus metrics and `/healthz`.
+//! - [`progress`]: the `read progress` events of long reads.
 //! - [`report`]: the run report and its assembly rules.
 //! - [`schedule`]: cron expressions and when the next run is due.
 //! - [`state`]: the small persistent state (the shrink guard's counts) and atomic file writes.
@@ -46,6 +47,7 @@ pub mod lock;
 pub mod logging;
 pub mod manual;
 pub mod monitor;
+pub mod progress;
 pub mod report;
 pub mod schedule;
 pub mod state;

@@ -39,6 +39,7 @@ fn settings(dc: &SambaDc) -> Settings {
         include_disabled: false,
         member_range_size: None,
         max_nesting_depth: 10,
+        progress_every: cloudshell_ldap_sync::progress::EVERY,
     }
 }
 

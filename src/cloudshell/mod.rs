@@ -15,6 +15,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use url::Url;
 
+use crate::progress::Progress;
 use crate::stop::Stops;
 use crate::username::Username;
 pub use error::Error;
@@ -280,7 +281,8 @@ impl Client {
 
     /// Reads a paged list at [`PAGE_LIMIT`] a page, handing each page's items to `each` until it answers
     /// `false` or the last page. The one cursor loop: a cursor seen before, or more than [`MAX_PAGES`]
-    /// pages, is an error rather than a loop.
+    /// pages, is an error rather than a loop. A list lasting longer than `progress_every` logs `read progress`
+    /// at that interval.
     async fn pages<P: wire::Page>(
         &self,
         kind: CallKind,
@@ -290,6 +292,7 @@ impl Client {
     ) -> Result<(), Error> {
         let mut cursor: Option<String> = None;
         let mut seen = std::collections::HashSet::new();
+        let mut progress = Progress::new("cloudshell", kind.as_str(), self.session.settings.progress_every);
         for n in 0..MAX_PAGES {
             if n > 0 && self.stopping() {
                 return Err(Error::abandoned("GET", path));
@@ -306,6 +309,7 @@ impl Client {
                     reason: format!("a page of {} items when {PAGE_LIMIT} were asked for", items.len()),
                 });
             }
+            progress.page(items.len());
             if !each(items) {
                 return Ok(());
             }
@@ -634,6 +638,7 @@ mod tests {
             max_requests_per_second: 0.0,
             max_answer_bytes: 16 << 20,
             ca_file: None,
+            progress_every: crate::progress::EVERY,
         })
         .unwrap();
         assert_eq!(client.url().as_str(), "http://cs.example:9000/prefix/");

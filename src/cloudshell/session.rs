@@ -65,6 +65,8 @@ pub struct Settings {
     /// Extra trusted certificates (PEM), besides the system's roots: a CA, or the server's own certificate
     /// (`cloudshell.ca_file`).
     pub ca_file: Option<PathBuf>,
+    /// How often a paged list still going logs `read progress` ([`crate::progress::EVERY`]; no key).
+    pub progress_every: Duration,
 }
 
 /// What a request is for: named by the endpoint method that sends it, counted and timed under that name.

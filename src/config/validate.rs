@@ -414,6 +414,7 @@ impl Validator<'_> {
             include_disabled: l.include_disabled,
             member_range_size,
             max_nesting_depth,
+            progress_every: crate::progress::EVERY,
         })
     }
 
@@ -579,6 +580,7 @@ impl Validator<'_> {
             max_requests_per_second: c.max_requests_per_second,
             max_answer_bytes: (self.positive("cloudshell", "max_answer_mib", c.max_answer_mib, 4096)? as u64) << 20,
             ca_file: c.ca_file.clone(),
+            progress_every: crate::progress::EVERY,
         };
         let batch = self.positive("cloudshell", "membership_batch_size", c.membership_batch_size, 1000)? as usize;
         Ok((settings, (concurrency, batch)))

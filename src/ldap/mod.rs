@@ -96,6 +96,8 @@ pub struct Settings {
     pub member_range_size: Option<u32>,
     /// How many levels of groups within groups are followed before the group is in error.
     pub max_nesting_depth: usize,
+    /// How often a paged search still going logs `read progress` ([`crate::progress::EVERY`]; no key).
+    pub progress_every: Duration,
 }
 
 /// How nested groups are expanded.

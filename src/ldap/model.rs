@@ -330,6 +330,7 @@ pub(super) mod tests {
             include_disabled: false,
             member_range_size: None,
             max_nesting_depth: 10,
+            progress_every: crate::progress::EVERY,
         }
     }
 

@@ -18,6 +18,7 @@ use super::error::{Cause, rc_name};
 use super::model::{self, ByRawDn, Entries, GroupRecord, InChain, Sweep, UserIndex, Walk};
 use super::{AD_CAPABILITIES, Error, IN_CHAIN, Member, NAMES_PER_FILTER, Nesting, Settings, range};
 use crate::group_name::GroupName;
+use crate::progress::Progress;
 use crate::username::Username;
 
 /// How many skipped user entries the `user skipped` line names.
@@ -81,7 +82,8 @@ impl Reader<'_> {
         self.paged_as(operation, filter, attrs, entry::decode, each).await
     }
 
-    /// The same, each entry read by `decode` (`None`: malformed, which fails the search).
+    /// The same, each entry read by `decode` (`None`: malformed, which fails the search). A search lasting
+    /// longer than `progress_every` logs `read progress` at that interval.
     async fn paged_as<T>(
         &mut self,
         operation: &str,
@@ -93,6 +95,9 @@ impl Reader<'_> {
         self.searches += 1;
         let adapters: Vec<Box<dyn Adapter<_, _>>> =
             vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(self.s.page_size))];
+        // From the request on: the wait for the first answer counts.
+        let mut progress =
+            Progress::new("directory", operation, self.s.progress_every).with_page_size(self.s.page_size.max(1) as u64);
         let mut stream = self
             .ldap
             .with_timeout(self.s.timeout)
@@ -102,7 +107,10 @@ impl Reader<'_> {
         loop {
             match stream.next().await {
                 Ok(Some(entry)) => match decode(entry) {
-                    Some(entry) => each(entry),
+                    Some(entry) => {
+                        each(entry);
+                        progress.entry();
+                    }
                     None => {
                         let _ = stream.finish().await;
                         return Err(Error::Search {

@@ -522,6 +522,7 @@ pub fn ldap_settings(url: &str) -> cloudshell_ldap_sync::ldap::Settings {
         include_disabled: false,
         member_range_size: None,
         max_nesting_depth: 10,
+        progress_every: cloudshell_ldap_sync::progress::EVERY,
     }
 }
 
@@ -541,6 +542,7 @@ pub fn cloudshell_settings(url: &str) -> cloudshell_ldap_sync::cloudshell::Setti
         max_requests_per_second: 0.0,
         max_answer_bytes: 16 << 20,
         ca_file: None,
+        progress_every: cloudshell_ldap_sync::progress::EVERY,
     }
 }
 

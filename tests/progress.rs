@@ -1,0 +1,136 @@
+//! Long work is not silent: a paged read that lasts longer than its interval logs `read progress` (the
+//! directory slowed down by freezing slapd, CloudShell by the simulator's latency), and `check` against a
+//! server that accepts and never answers ends within its short wait, naming what did not answer.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cloudshell_ldap_sync::cloudshell::{self, Client};
+use cloudshell_ldap_sync::group_name::GroupName;
+use cloudshell_ldap_sync::ldap;
+use common::{Directory, Files, Silent, Sim, Slapd};
+use serde_json::json;
+
+/// The log lines `read progress` events made while `f` ran, on this thread (tests run on one thread).
+async fn progress_lines<F: std::future::Future>(f: F) -> (F::Output, Vec<String>) {
+    let lines = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let sink = lines.clone();
+    let subscriber =
+        tracing_subscriber::fmt().with_writer(move || Sink(sink.clone())).with_ansi(false).without_time().finish();
+    let output = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        f.await
+    };
+    let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+    (output, text.lines().filter(|l| l.contains("read progress")).map(str::to_string).collect())
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn members(snapshot: &ldap::Snapshot) -> usize {
+    snapshot.groups[0].result.as_ref().map(|g| g.members.len()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn a_directory_read_longer_than_the_interval_logs_progress_and_a_fast_one_does_not() {
+    let mut d = Directory::new();
+    let slow = d.users("slow", 40);
+    d.group("Slow", &slow);
+    let slapd = Slapd::start(&d);
+    let groups = [GroupName::new("Slow")];
+    let s = ldap::Settings { page_size: 10, ..common::ldap_settings(&slapd.url()) };
+
+    // At the default interval, a read of 40 entries says nothing more than it did.
+    let (snapshot, lines) = progress_lines(ldap::snapshot(&s, &groups)).await;
+    assert_eq!(members(&snapshot.unwrap()), 40);
+    assert!(lines.is_empty(), "{lines:?}");
+
+    // Bound, then slapd frozen for 600 ms: the users search's first entry comes at least that late, past a
+    // 100 ms interval.
+    let s = ldap::Settings { progress_every: Duration::from_millis(100), ..s };
+    let connection = ldap::Connection::open(&s).await.unwrap();
+    slapd.freeze(true);
+    let started = Instant::now();
+    let thawing = async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        slapd.freeze(false);
+    };
+    let ((snapshot, lines), ()) = tokio::join!(progress_lines(connection.snapshot(&groups)), thawing);
+    let took = started.elapsed();
+    assert_eq!(members(&snapshot), 40);
+    assert!(took >= Duration::from_millis(600), "{took:?}");
+    let users = lines.iter().find(|l| l.contains("operation=the users search"));
+    let first = users.unwrap_or_else(|| panic!("no read progress of the users search in {took:?}: {lines:?}"));
+    for field in ["source=\"directory\"", "pages=1", "entries=1", "elapsed_s=0"] {
+        assert!(first.contains(field), "{field}: {first}");
+    }
+}
+
+#[tokio::test]
+async fn a_cloudshell_list_longer_than_the_interval_logs_progress() {
+    let sim = Sim::start(cloudshell_sim::Config::default());
+    let names: Vec<String> = (0..300).map(|n| format!("user{n:04}")).collect();
+    sim.add_users(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    // Every answer takes 150 ms: the first page comes after the 100 ms interval.
+    sim.set_faults(json!({"latency_ms": 150})).await;
+    let settings =
+        cloudshell::Settings { progress_every: Duration::from_millis(100), ..common::cloudshell_settings(&sim.url()) };
+    let client = Client::new(settings).unwrap();
+
+    let (users, lines) = progress_lines(client.list_users()).await;
+
+    assert!(users.unwrap().len() >= 300);
+    let first = lines.first().expect("a read progress line");
+    for field in ["source=\"cloudshell\"", "operation=list_users", "pages=1", "entries=250", "elapsed_s=0"] {
+        assert!(first.contains(field), "{field}: {first}");
+    }
+    // One line per interval at most: the second page came 150 ms later, past the next one.
+    assert!(lines.len() <= 2, "{lines:?}");
+}
+
+#[test]
+fn check_against_servers_that_never_answer_ends_within_its_short_wait_and_names_them() {
+    let silent = Silent::start();
+    let url = format!("127.0.0.1:{}", silent.port);
+    let files = Files::new();
+    let config = files.config(&format!("ldap://{url}"), &format!("http://{url}"), &["Team"], "", "");
+    // A 2 s wait for each, and retries that would make the directory's alone take 4 x 2 s.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replace("timeout = \"5s\"", "timeout = \"2s\"\nconnect_retries = 3")
+        .replace("timeout = \"10s\"", "timeout = \"2s\"");
+    std::fs::write(&config, text).unwrap();
+
+    let started = Instant::now();
+    let out = common::cli(&["check", "--config", config.to_str().unwrap()]);
+    let took = started.elapsed();
+
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    // Two waits of 2 s, with room for a loaded machine; before, the directory's retries alone took 4 x 2 s plus
+    // their pauses, then CloudShell 2 s more (11 s).
+    assert!(took < Duration::from_secs(8), "check took {took:?}: {stdout}\n{stderr}");
+    // Before each wait, what it waits for; after it, what did not answer.
+    let connecting = stderr.find("connecting to the directory").unwrap_or_else(|| panic!("{stderr}"));
+    let logging_in = stderr.find("logging in to cloudshell").unwrap_or_else(|| panic!("{stderr}"));
+    assert!(connecting < logging_in, "{stderr}");
+    assert!(stderr.contains(&format!("url=ldap://{url}")) && stderr.contains("timeout=2s"), "{stderr}");
+    assert!(
+        stdout.contains(&format!("directory ldap://{url}: FAILED: the directory at ldap://{url} did not answer bind")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("did not answer PUT /Api/Auth/Login within 2s"), "{stdout}");
+    assert_eq!(stderr.matches("directory connection failed").count(), 1, "no retry: {stderr}");
+}
