@@ -104,6 +104,9 @@ pub enum Command {
     /// Exit 1 on any problem, including a configuration that would import nobody (ldap.base_dn missing, no
     /// entry with ldap.username_attribute, a configured group with no user) and a state directory its group or
     /// others may write.
+    ///
+    /// The bind and the login are each waited for once, at most ldap.timeout / cloudshell.timeout or 10 s,
+    /// whichever is shorter; what is waited for is logged first.
     Check {
         /// Print what was checked as one JSON object on stdout.
         #[arg(long)]
