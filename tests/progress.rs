@@ -1,5 +1,5 @@
 //! Long work is not silent: a paged read that lasts longer than its interval logs `read progress` (the
-//! directory slowed down by freezing slapd, CloudShell by the simulator's latency), and `check` against a
+//! directory slowed down by a proxy that holds its answers back, CloudShell by the simulator's latency), and `check` against a
 //! server that accepts and never answers ends within its short wait, naming what did not answer.
 
 mod common;
@@ -46,8 +46,8 @@ fn members(snapshot: &ldap::Snapshot) -> usize {
 #[tokio::test]
 async fn a_directory_read_longer_than_the_interval_logs_progress_and_a_fast_one_does_not() {
     let mut d = Directory::new();
-    let slow = d.users("slow", 40);
-    d.group("Slow", &slow);
+    let people = d.users("slow", 40);
+    d.group("Slow", &people);
     let slapd = Slapd::start(&d);
     let groups = [GroupName::new("Slow")];
     let s = ldap::Settings { page_size: 10, ..common::ldap_settings(&slapd.url()) };
@@ -57,24 +57,55 @@ async fn a_directory_read_longer_than_the_interval_logs_progress_and_a_fast_one_
     assert_eq!(members(&snapshot.unwrap()), 40);
     assert!(lines.is_empty(), "{lines:?}");
 
-    // Bound, then slapd frozen for 600 ms: the users search's first entry comes at least that late, past a
-    // 100 ms interval.
-    let s = ldap::Settings { progress_every: Duration::from_millis(100), ..s };
-    let connection = ldap::Connection::open(&s).await.unwrap();
-    slapd.freeze(true);
-    let started = Instant::now();
-    let thawing = async {
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        slapd.freeze(false);
-    };
-    let ((snapshot, lines), ()) = tokio::join!(progress_lines(connection.snapshot(&groups)), thawing);
-    let took = started.elapsed();
-    assert_eq!(members(&snapshot), 40);
-    assert!(took >= Duration::from_millis(600), "{took:?}");
+    // Through a proxy that holds each of slapd's answers back 150 ms: the users search's first entry comes at
+    // least that late, past a 100 ms interval.
+    let slow = SlowProxy::start(slapd.port, Duration::from_millis(150));
+    let every = Duration::from_millis(100);
+    let s = ldap::Settings { page_size: 10, progress_every: every, ..common::ldap_settings(&slow.url()) };
+    let (snapshot, lines) = progress_lines(ldap::snapshot(&s, &groups)).await;
+    assert_eq!(members(&snapshot.unwrap()), 40);
     let users = lines.iter().find(|l| l.contains("operation=the users search"));
-    let first = users.unwrap_or_else(|| panic!("no read progress of the users search in {took:?}: {lines:?}"));
+    let first = users.unwrap_or_else(|| panic!("no read progress of the users search: {lines:?}"));
     for field in ["source=\"directory\"", "pages=1", "entries=1", "elapsed_s=0"] {
         assert!(first.contains(field), "{field}: {first}");
+    }
+}
+
+/// A TCP proxy to a local port that holds back every chunk the server sends by `delay`: a slow directory.
+struct SlowProxy {
+    port: u16,
+}
+
+impl SlowProxy {
+    fn start(target: u16, delay: Duration) -> SlowProxy {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let (Ok(client), Ok(server)) = (client, std::net::TcpStream::connect(("127.0.0.1", target))) else {
+                    return;
+                };
+                let (mut from_client, mut to_server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut from_client, &mut to_server));
+                let (mut from_server, mut to_client) = (server, client);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n @ 1..) = from_server.read(&mut buf) {
+                        std::thread::sleep(delay);
+                        if to_client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        SlowProxy { port }
+    }
+
+    fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.port)
     }
 }
 
