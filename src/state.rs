@@ -6,6 +6,8 @@
 //!   are seen again: losing state can never cause a deactivation.
 //!
 //! Also the atomic file write (temp file, fsync, rename) that the status file shares.
+//!
+//! [`db`] (`state.db`) is to replace both files: it migrates them on its first open.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -14,6 +16,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::username::Username;
+
+pub mod db;
 
 pub const FILE_NAME: &str = "groups.json";
 

@@ -1,0 +1,745 @@
+//! `state.db`: the state directory's SQLite database (bundled SQLite, no system library), which is to replace
+//! `users.json` and `groups.json`. It owns the schema and its migrations, the refusal of a database it cannot
+//! trust (a newer schema, a damaged file), the one-time import of the JSON files, the record of which
+//! configuration owns the database, and the rows for the managed users, the shrink guard's counts, the audit
+//! trail and the intents of destructive calls.
+//!
+//! Durability first: WAL with `synchronous = FULL`, so a committed row survives a crash or a power cut. A
+//! database this program cannot read is never written: a newer schema is refused before anything is written,
+//! a damaged file before anything is created beside it. No secret is ever stored here.
+//!
+//! It does not decide anything: the sync steps still read and write the JSON files until they are switched over.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+
+use super::{Counts, GroupCount, Managed, ManagedUser};
+use crate::username::Username;
+
+/// The database's name in the state directory.
+pub const FILE_NAME: &str = "state.db";
+
+/// What a migrated JSON file is renamed to: its name with this suffix.
+pub const MIGRATED_SUFFIX: &str = ".migrated";
+
+/// The schema, one migration per version: `MIGRATIONS[n]` takes a database from version `n` to `n + 1`. Append
+/// only: a released migration is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: the owner, the managed users (`users.json`), the shrink guard's counts (`groups.json`), the audit
+    // trail and the intents of destructive calls.
+    "CREATE TABLE owner (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        config_path TEXT NOT NULL,
+        directory_urls TEXT NOT NULL,
+        base_dn TEXT NOT NULL,
+        user_filter TEXT NOT NULL,
+        username_attribute TEXT NOT NULL,
+        cloudshell_url TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    );
+    CREATE TABLE managed_users (
+        folded TEXT PRIMARY KEY NOT NULL,
+        username TEXT NOT NULL,
+        cloudshell_id INTEGER,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        leaver_runs INTEGER NOT NULL DEFAULT 0,
+        leaver_since TEXT,
+        deactivated INTEGER NOT NULL DEFAULT 0,
+        disabled_in_directory INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE TABLE group_counts (
+        group_name TEXT PRIMARY KEY NOT NULL,
+        members INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        username TEXT,
+        group_name TEXT,
+        reason TEXT NOT NULL,
+        result TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_user ON audit (username, at);
+    CREATE INDEX audit_by_time ON audit (at);
+    CREATE TABLE intents (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('intended', 'done', 'failed', 'unknown'))
+    );
+    CREATE INDEX intents_by_state ON intents (state);",
+];
+
+/// The schema version this program writes: the number of migrations it knows.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// What recovering from a database that cannot be used costs, for the messages that say how.
+const RECOVERY: &str = "move it aside (with its -wal and -shm files, if any) and a new one is created on the next \
+                        start; the managed users and the shrink guard's counts it held are then lost: nobody is a \
+                        leaver until seen again in a complete run, and users this program deactivated are no \
+                        longer reactivated by it";
+
+/// A database that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unsafe state directory: {0}")]
+    Unsafe(std::io::Error),
+    #[error("cannot create the state directory {dir}: {source}")]
+    Directory { dir: PathBuf, source: std::io::Error },
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "{path} has schema version {found}, newer than this program knows (version {known}): it was written by a \
+         newer cloudshell-ldap-sync; nothing was written to it; run that version, or {RECOVERY}"
+    )]
+    Newer { path: PathBuf, found: u32, known: u32 },
+    #[error("{path} is damaged ({detail}); {RECOVERY}")]
+    Damaged { path: PathBuf, detail: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot migrate {path} into {FILE_NAME}: {source}; nothing was migrated")]
+    Migrate { path: PathBuf, source: super::Error },
+    #[error("{FILE_NAME} holds the migrated {path}, which could not be renamed aside: {source}; rename it by hand")]
+    RenameAside { path: PathBuf, source: std::io::Error },
+}
+
+/// Which configuration owns a database: what decides which users and groups it describes. Never a secret (the
+/// configuration refuses URLs that carry credentials).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub config_path: String,
+    pub directory_urls: Vec<String>,
+    pub base_dn: String,
+    pub user_filter: String,
+    pub username_attribute: String,
+    pub cloudshell_url: String,
+}
+
+impl Owner {
+    /// The owner that `config` makes.
+    pub fn of(config: &crate::config::Config) -> Owner {
+        Owner {
+            config_path: config.path.display().to_string(),
+            directory_urls: config.ldap.urls.clone(),
+            base_dn: config.ldap.base_dn.clone(),
+            user_filter: config.ldap.user_filter.clone(),
+            username_attribute: config.ldap.username_attribute.clone(),
+            cloudshell_url: config.cloudshell.url.to_string(),
+        }
+    }
+
+    /// How `current` differs from this (recorded) owner, field by field; empty when it does not.
+    pub fn differences(&self, current: &Owner) -> Vec<OwnerDifference> {
+        let fields = [
+            ("config path", &self.config_path, &current.config_path),
+            ("directory URLs", &self.directory_urls.join(" "), &current.directory_urls.join(" ")),
+            ("base DN", &self.base_dn, &current.base_dn),
+            ("user filter", &self.user_filter, &current.user_filter),
+            ("username attribute", &self.username_attribute, &current.username_attribute),
+            ("CloudShell URL", &self.cloudshell_url, &current.cloudshell_url),
+        ];
+        fields
+            .into_iter()
+            .filter(|(_, recorded, current)| recorded != current)
+            .map(|(field, recorded, current)| OwnerDifference {
+                field,
+                recorded: recorded.clone(),
+                current: current.clone(),
+            })
+            .collect()
+    }
+}
+
+/// One field in which the current configuration differs from the database's owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerDifference {
+    pub field: &'static str,
+    pub recorded: String,
+    pub current: String,
+}
+
+impl fmt::Display for OwnerDifference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} was {:?} and is now {:?}", self.field, self.recorded, self.current)
+    }
+}
+
+/// An open `state.db`, its schema current.
+#[derive(Debug)]
+pub struct Database {
+    path: PathBuf,
+    connection: Connection,
+}
+
+impl Database {
+    /// Opens the database in the state directory `dir`, creating both when missing. A new database records
+    /// `owner` and takes in the `users.json` and `groups.json` beside it (in the transaction that creates its
+    /// schema), which are then renamed aside (`users.json.migrated`). A newer schema or a damaged file is
+    /// refused without writing anything.
+    pub fn open(dir: &Path, owner: &Owner) -> Result<Database, Error> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Directory { dir: dir.to_path_buf(), source })?;
+        super::check_directory(dir).map_err(Error::Unsafe)?;
+        let path = dir.join(FILE_NAME);
+        if path.exists() {
+            // Read-only first: nothing is written to a database this program cannot use.
+            let connection = connect(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            check(&path, &connection)?;
+        }
+        let mut connection = connect(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        let found = check(&path, &connection)?;
+        let write = |source| Error::Write { path: path.clone(), source };
+        let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)).map_err(write)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Damaged { path, detail: format!("its journal mode stays {mode:?}, not WAL") });
+        }
+        connection.pragma_update(None, "synchronous", "FULL").map_err(write)?;
+        connection.busy_timeout(std::time::Duration::from_secs(10)).map_err(write)?;
+        if found < SCHEMA_VERSION {
+            migrate(dir, &path, &mut connection, found, owner)?;
+        }
+        Ok(Database { path, connection })
+    }
+
+    /// Where the database is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read_error(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        |source| Error::Damaged { path: self.path.clone(), detail: source.to_string() }
+    }
+
+    /// The configuration recorded as the owner.
+    pub fn owner(&self) -> Result<Owner, Error> {
+        let owner = self
+            .connection
+            .query_row(
+                "SELECT config_path, directory_urls, base_dn, user_filter, username_attribute, cloudshell_url \
+                 FROM owner WHERE id = 1",
+                [],
+                |row| {
+                    let urls: String = row.get(1)?;
+                    Ok(Owner {
+                        config_path: row.get(0)?,
+                        directory_urls: serde_json::from_str(&urls).unwrap_or_else(|_| vec![urls]),
+                        base_dn: row.get(2)?,
+                        user_filter: row.get(3)?,
+                        username_attribute: row.get(4)?,
+                        cloudshell_url: row.get(5)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.read_error())?;
+        owner.ok_or_else(|| Error::Damaged { path: self.path.clone(), detail: "it records no owner".into() })
+    }
+
+    /// How the configuration `current` differs from the recorded owner; empty when it is the owner.
+    pub fn owner_differences(&self, current: &Owner) -> Result<Vec<OwnerDifference>, Error> {
+        Ok(self.owner()?.differences(current))
+    }
+
+    /// The managed users.
+    pub fn load_managed(&self) -> Result<Managed, Error> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT folded, username, cloudshell_id, first_seen, last_seen, leaver_runs, leaver_since, \
+                 deactivated, disabled_in_directory FROM managed_users",
+            )
+            .map_err(self.read_error())?;
+        let rows = statement
+            .query_map([], |row| {
+                let (key, username): (String, String) = (row.get(0)?, row.get(1)?);
+                let user = |username| -> rusqlite::Result<ManagedUser> {
+                    Ok(ManagedUser {
+                        username,
+                        id: row.get(2)?,
+                        first_seen: row.get(3)?,
+                        last_seen: row.get(4)?,
+                        leaver_runs: row.get(5)?,
+                        leaver_since: row.get(6)?,
+                        deactivated: row.get(7)?,
+                        disabled_in_directory: row.get(8)?,
+                    })
+                };
+                match (Username::new(&key), Username::new(&username)) {
+                    (Some(key), Some(username)) => Ok(Ok((key, user(username)?))),
+                    _ => Ok(Err(format!("the managed user {key:?} has no username"))),
+                }
+            })
+            .map_err(self.read_error())?;
+        let mut managed = Managed::default();
+        for row in rows {
+            let (key, user) =
+                row.map_err(self.read_error())?.map_err(|detail| Error::Damaged { path: self.path.clone(), detail })?;
+            managed.users.insert(key, user);
+        }
+        Ok(managed)
+    }
+
+    /// Writes the managed users that differ between `before` (as read) and `after`: changed and new ones
+    /// written, gone ones deleted, the others untouched. One transaction.
+    pub fn save_managed(&mut self, before: &Managed, after: &Managed) -> Result<(), Error> {
+        let path = self.path.clone();
+        let write = |source| Error::Write { path: path.clone(), source };
+        let transaction = self.connection.transaction().map_err(write)?;
+        write_users(&transaction, before, after).map_err(write)?;
+        transaction.commit().map_err(write)
+    }
+
+    /// The shrink guard's counts.
+    pub fn load_counts(&self) -> Result<Counts, Error> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT group_name, members, updated_at FROM group_counts")
+            .map_err(self.read_error())?;
+        let rows = statement
+            .query_map([], |row| {
+                let members: i64 = row.get(1)?;
+                Ok((row.get::<_, String>(0)?, members, row.get::<_, String>(2)?))
+            })
+            .map_err(self.read_error())?;
+        let mut groups = BTreeMap::new();
+        for row in rows {
+            let (group, members, updated_at) = row.map_err(self.read_error())?;
+            let members = usize::try_from(members).map_err(|_| Error::Damaged {
+                path: self.path.clone(),
+                detail: format!("group {group:?} has {members} members"),
+            })?;
+            groups.insert(group, GroupCount { members, updated_at });
+        }
+        Ok(Counts { groups })
+    }
+
+    /// Writes the counts that differ between `before` (as read) and `after`. One transaction.
+    pub fn save_counts(&mut self, before: &Counts, after: &Counts) -> Result<(), Error> {
+        let path = self.path.clone();
+        let write = |source| Error::Write { path: path.clone(), source };
+        let transaction = self.connection.transaction().map_err(write)?;
+        write_counts(&transaction, before, after).map_err(write)?;
+        transaction.commit().map_err(write)
+    }
+
+    #[cfg(test)]
+    fn count(&self, table: &str) -> i64 {
+        self.connection.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| row.get(0)).unwrap()
+    }
+}
+
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, Error> {
+    let flags = flags | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    Connection::open_with_flags(path, flags).map_err(|source| Error::Open { path: path.to_path_buf(), source })
+}
+
+/// The schema version of the database at `path`, once it is known to be a sound database this program can
+/// use: not newer than it knows, and passing SQLite's `quick_check`.
+fn check(path: &Path, connection: &Connection) -> Result<u32, Error> {
+    let damaged = |e: rusqlite::Error| Error::Damaged { path: path.to_path_buf(), detail: e.to_string() };
+    let found: u32 = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(damaged)?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::Newer { path: path.to_path_buf(), found, known: SCHEMA_VERSION });
+    }
+    let mut statement = connection.prepare("PRAGMA quick_check").map_err(damaged)?;
+    let problems: Vec<String> = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<Result<_, _>>())
+        .map_err(damaged)?;
+    if problems != ["ok"] {
+        let detail = format!("SQLite's quick_check found: {}", problems.join("; "));
+        return Err(Error::Damaged { path: path.to_path_buf(), detail });
+    }
+    Ok(found)
+}
+
+/// Brings the schema from version `found` to [`SCHEMA_VERSION`] in one transaction; a new database (version 0)
+/// also records `owner` and takes in the JSON files in that transaction, which are renamed aside once it is
+/// committed.
+fn migrate(dir: &Path, path: &Path, connection: &mut Connection, found: u32, owner: &Owner) -> Result<(), Error> {
+    // Read before anything is written: a JSON file that cannot be used stops the migration whole.
+    let imported = if found == 0 { Some(read_json(dir)?) } else { None };
+    let write = |source| Error::Write { path: path.to_path_buf(), source };
+    let transaction = connection.transaction().map_err(write)?;
+    for migration in &MIGRATIONS[found as usize..] {
+        transaction.execute_batch(migration).map_err(write)?;
+    }
+    transaction.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(write)?;
+    if let Some((managed, counts, _)) = &imported {
+        record_owner(&transaction, owner).map_err(write)?;
+        write_users(&transaction, &Managed::default(), managed).map_err(write)?;
+        write_counts(&transaction, &Counts::default(), counts).map_err(write)?;
+    }
+    transaction.commit().map_err(write)?;
+    for json in imported.into_iter().flat_map(|(_, _, files)| files) {
+        let mut aside = json.clone().into_os_string();
+        aside.push(MIGRATED_SUFFIX);
+        std::fs::rename(&json, &aside).map_err(|source| Error::RenameAside { path: json.clone(), source })?;
+        tracing::info!(file = %json.display(), database = %path.display(), "state file migrated");
+    }
+    Ok(())
+}
+
+/// The managed users and counts in the JSON files of `dir`, and which of the files there are.
+fn read_json(dir: &Path) -> Result<(Managed, Counts, Vec<PathBuf>), Error> {
+    let users = dir.join(super::USERS_FILE);
+    let groups = super::path(dir);
+    let managed = super::load_managed(dir).map_err(|source| Error::Migrate { path: users.clone(), source })?;
+    let counts = super::load(dir).map_err(|source| Error::Migrate { path: groups.clone(), source })?;
+    let present = [users, groups].into_iter().filter(|p| p.exists()).collect();
+    Ok((managed, counts, present))
+}
+
+fn record_owner(transaction: &Transaction, owner: &Owner) -> rusqlite::Result<()> {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let urls = serde_json::to_string(&owner.directory_urls).expect("a list of strings serialises");
+    transaction.execute(
+        "INSERT OR REPLACE INTO owner (id, config_path, directory_urls, base_dn, user_filter, username_attribute, \
+         cloudshell_url, recorded_at) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            owner.config_path,
+            urls,
+            owner.base_dn,
+            owner.user_filter,
+            owner.username_attribute,
+            owner.cloudshell_url,
+            now
+        ],
+    )?;
+    Ok(())
+}
+
+fn write_users(transaction: &Transaction, before: &Managed, after: &Managed) -> rusqlite::Result<()> {
+    let mut upsert = transaction.prepare_cached(
+        "INSERT OR REPLACE INTO managed_users (folded, username, cloudshell_id, first_seen, last_seen, leaver_runs, \
+         leaver_since, deactivated, disabled_in_directory) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for (key, user) in &after.users {
+        if before.users.get(key) == Some(user) {
+            continue;
+        }
+        upsert.execute(params![
+            key.folded(),
+            user.username.as_str(),
+            user.id,
+            user.first_seen,
+            user.last_seen,
+            user.leaver_runs,
+            user.leaver_since,
+            user.deactivated,
+            user.disabled_in_directory
+        ])?;
+    }
+    let mut delete = transaction.prepare_cached("DELETE FROM managed_users WHERE folded = ?1")?;
+    for key in before.users.keys().filter(|key| !after.users.contains_key(*key)) {
+        delete.execute([key.folded()])?;
+    }
+    Ok(())
+}
+
+fn write_counts(transaction: &Transaction, before: &Counts, after: &Counts) -> rusqlite::Result<()> {
+    let mut upsert = transaction
+        .prepare_cached("INSERT OR REPLACE INTO group_counts (group_name, members, updated_at) VALUES (?1, ?2, ?3)")?;
+    for (group, count) in &after.groups {
+        if before.groups.get(group) == Some(count) {
+            continue;
+        }
+        let members = i64::try_from(count.members).unwrap_or(i64::MAX);
+        upsert.execute(params![group, members, count.updated_at])?;
+    }
+    let mut delete = transaction.prepare_cached("DELETE FROM group_counts WHERE group_name = ?1")?;
+    for group in before.groups.keys().filter(|group| !after.groups.contains_key(*group)) {
+        delete.execute([group])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> Owner {
+        Owner {
+            config_path: "/etc/cloudshell-ldap-sync/config.toml".into(),
+            directory_urls: vec!["ldaps://dc1.example.org".into(), "ldaps://dc2.example.org".into()],
+            base_dn: "dc=example,dc=org".into(),
+            user_filter: "(objectClass=person)".into(),
+            username_attribute: "uid".into(),
+            cloudshell_url: "https://cloudshell.example.org/".into(),
+        }
+    }
+
+    fn alice(now: &str) -> Managed {
+        let mut m = Managed::default();
+        m.seen(&Username::new("Alice").unwrap(), Some(4), now);
+        m
+    }
+
+    /// Every file in `dir`, with its contents.
+    fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn creates_a_wal_database_at_the_current_schema_and_reopens_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut db = Database::open(&state, &owner()).unwrap();
+        assert_eq!(db.path(), state.join(FILE_NAME));
+        let version: u32 = db.connection.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let mode: String = db.connection.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let synchronous: i64 = db.connection.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(synchronous, 2, "FULL");
+        for table in ["owner", "managed_users", "group_counts", "audit", "intents"] {
+            let rows = if table == "owner" { 1 } else { 0 };
+            assert_eq!(db.count(table), rows, "{table}");
+        }
+        assert_eq!(db.load_managed().unwrap(), Managed::default());
+        db.save_managed(&Managed::default(), &alice("t1")).unwrap();
+        let mut counts = Counts::default();
+        counts.record("Ops (EU)", 12);
+        db.save_counts(&Counts::default(), &counts).unwrap();
+        drop(db);
+
+        let db = Database::open(&state, &owner()).unwrap();
+        assert_eq!(db.load_managed().unwrap(), alice("t1"));
+        assert_eq!(db.load_managed().unwrap().users.values().next().unwrap().username.as_str(), "Alice");
+        assert_eq!(db.load_counts().unwrap(), counts);
+        assert_eq!(db.owner().unwrap(), owner());
+    }
+
+    #[test]
+    fn only_the_rows_that_changed_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Database::open(dir.path(), &owner()).unwrap();
+        let mut before = alice("t1");
+        before.seen(&Username::new("bob").unwrap(), None, "t1");
+        before.seen(&Username::new("carol").unwrap(), None, "t1");
+        db.save_managed(&Managed::default(), &before).unwrap();
+        // A row changed behind the program's back stays as it is unless this run changed that user.
+        db.connection.execute("UPDATE managed_users SET first_seen = 'kept' WHERE folded = 'bob'", []).unwrap();
+        let mut after = before.clone();
+        after.users.get_mut(&Username::new("ALICE").unwrap()).unwrap().deactivated = true;
+        after.users.remove(&Username::new("carol").unwrap());
+        db.save_managed(&before, &after).unwrap();
+        let read = db.load_managed().unwrap();
+        assert!(read.users[&Username::new("alice").unwrap()].deactivated);
+        assert_eq!(read.users[&Username::new("bob").unwrap()].first_seen, "kept", "unchanged: not rewritten");
+        assert!(!read.users.contains_key(&Username::new("carol").unwrap()), "gone: deleted");
+
+        let mut counts = Counts::default();
+        counts.record("a", 1);
+        counts.record("b", 2);
+        db.save_counts(&Counts::default(), &counts).unwrap();
+        db.connection.execute("UPDATE group_counts SET updated_at = 'kept' WHERE group_name = 'a'", []).unwrap();
+        let mut next = counts.clone();
+        next.record("b", 3);
+        db.save_counts(&counts, &next).unwrap();
+        let read = db.load_counts().unwrap();
+        assert_eq!(read.groups["a"].updated_at, "kept");
+        assert_eq!(read.by_group()["b"], 3);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_naming_both_versions_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let connection = Connection::open(&path).unwrap();
+        connection.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;").unwrap();
+        drop(connection);
+        std::fs::write(dir.path().join(super::super::USERS_FILE), r#"{"version": 1, "users": {}}"#).unwrap();
+        let before = snapshot(dir.path());
+        let e = Database::open(dir.path(), &owner()).unwrap_err();
+        assert!(matches!(e, Error::Newer { found: 99, known: SCHEMA_VERSION, .. }), "{e:?}");
+        let message = e.to_string();
+        assert!(message.contains("schema version 99") && message.contains(&format!("(version {SCHEMA_VERSION})")));
+        assert!(message.contains("nothing was written") && message.contains("move it aside"), "{message}");
+        assert_eq!(snapshot(dir.path()), before, "no file written, created or renamed");
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_with_how_to_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let before = snapshot(dir.path());
+        let e = Database::open(dir.path(), &owner()).unwrap_err();
+        assert!(matches!(e, Error::Damaged { .. }), "{e:?}");
+        let message = e.to_string();
+        assert!(message.starts_with(&format!("{} is damaged (", path.display())), "{message}");
+        assert!(message.contains("move it aside") && message.contains("managed users"), "{message}");
+        assert!(message.contains("no longer reactivated"), "what is lost: {message}");
+        assert_eq!(snapshot(dir.path()), before);
+    }
+
+    #[test]
+    fn a_database_failing_its_quick_check_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Database::open(dir.path(), &owner()).unwrap();
+        let mut many = Managed::default();
+        for n in 0..2000 {
+            many.seen(&Username::new(&format!("user{n}")).unwrap(), Some(n), "t0");
+        }
+        db.save_managed(&Managed::default(), &many).unwrap();
+        db.connection.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;").unwrap();
+        drop(db);
+        // A valid header and schema, and pages of garbage in the table.
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = 4096;
+        assert!(bytes.len() > 8 * page, "{}", bytes.len());
+        for byte in &mut bytes[3 * page..6 * page] {
+            *byte = 0xa5;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Database::open(dir.path(), &owner()).unwrap_err();
+        assert!(matches!(e, Error::Damaged { .. }), "{e:?}");
+        assert!(e.to_string().contains("move it aside"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "not written");
+    }
+
+    /// `users.json` and `groups.json` exactly as this program has written them.
+    #[test]
+    fn migrates_the_json_files_on_first_open_and_renames_them_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = r#"{
+  "version": 1,
+  "users": {
+    "alice": {
+      "username": "Alice",
+      "id": 4,
+      "first_seen": "2026-01-02T03:04:05Z",
+      "last_seen": "2026-03-02T03:04:05Z",
+      "leaver_runs": 2,
+      "leaver_since": "2026-03-01T03:04:05Z",
+      "deactivated": false
+    },
+    "bob": {
+      "username": "bob",
+      "id": null,
+      "first_seen": "t0",
+      "last_seen": "t0",
+      "leaver_runs": 0,
+      "deactivated": true,
+      "disabled_in_directory": true
+    }
+  }
+}"#;
+        let groups = r#"{
+  "groups": {
+    "Ops (EU)": {
+      "members": 12,
+      "updated_at": "2026-03-02T03:04:05Z"
+    }
+  }
+}"#;
+        std::fs::write(dir.path().join("users.json"), users).unwrap();
+        std::fs::write(dir.path().join("groups.json"), groups).unwrap();
+        let expected_users = super::super::load_managed(dir.path()).unwrap();
+        let expected_counts = super::super::load(dir.path()).unwrap();
+        assert_eq!(expected_users.users.len(), 2);
+
+        let db = Database::open(dir.path(), &owner()).unwrap();
+        assert_eq!(db.load_managed().unwrap(), expected_users);
+        let bob = &db.load_managed().unwrap().users[&Username::new("BOB").unwrap()];
+        assert!(bob.deactivated && bob.disabled_in_directory && bob.id.is_none());
+        assert_eq!(db.load_counts().unwrap(), expected_counts);
+        assert_eq!(db.load_counts().unwrap().by_group()["Ops (EU)"], 12);
+        for (name, text) in [("users.json", users), ("groups.json", groups)] {
+            assert!(!dir.path().join(name).exists(), "{name} renamed aside");
+            let aside = dir.path().join(format!("{name}.migrated"));
+            assert_eq!(std::fs::read_to_string(aside).unwrap(), text, "{name} kept as it was");
+        }
+        drop(db);
+        // Reopened: nothing migrated twice, the rows kept.
+        let db = Database::open(dir.path(), &owner()).unwrap();
+        assert_eq!(db.load_managed().unwrap(), expected_users);
+    }
+
+    #[test]
+    fn a_json_file_that_cannot_be_used_stops_the_migration_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("groups.json"), r#"{"groups": {"g": {"members": 1, "updated_at": "t"}}}"#)
+            .unwrap();
+        std::fs::write(dir.path().join("users.json"), "{").unwrap();
+        let e = Database::open(dir.path(), &owner()).unwrap_err();
+        assert!(matches!(e, Error::Migrate { .. }), "{e:?}");
+        assert!(e.to_string().contains("users.json") && e.to_string().contains("nothing was migrated"), "{e}");
+        assert!(dir.path().join("groups.json").exists() && dir.path().join("users.json").exists());
+        // Once the file is fixed, the next open migrates both.
+        std::fs::write(dir.path().join("users.json"), r#"{"version": 1, "users": {}}"#).unwrap();
+        let db = Database::open(dir.path(), &owner()).unwrap();
+        assert_eq!(db.load_counts().unwrap().by_group()["g"], 1);
+        assert!(dir.path().join("groups.json.migrated").exists());
+    }
+
+    #[test]
+    fn records_its_owner_once_and_reports_how_a_configuration_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), &owner()).unwrap();
+        assert_eq!(db.owner_differences(&owner()).unwrap(), []);
+        drop(db);
+        let other = Owner {
+            base_dn: "dc=other,dc=org".into(),
+            directory_urls: vec!["ldaps://dc1.example.org".into()],
+            ..owner()
+        };
+        // Another configuration opening it does not take it over.
+        let db = Database::open(dir.path(), &other).unwrap();
+        assert_eq!(db.owner().unwrap(), owner());
+        let differences = db.owner_differences(&other).unwrap();
+        let fields: Vec<_> = differences.iter().map(|d| d.field).collect();
+        assert_eq!(fields, ["directory URLs", "base DN"]);
+        assert_eq!(differences[1].to_string(), r#"base DN was "dc=example,dc=org" and is now "dc=other,dc=org""#);
+    }
+
+    #[test]
+    fn the_owner_never_records_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::parse(
+            Path::new("/etc/c.toml"),
+            r#"
+[ldap]
+url = "ldaps://dc1.example.org"
+bind_dn = "cn=reader,dc=example,dc=org"
+bind_password_env = "LDAP_PW"
+base_dn = "dc=example,dc=org"
+
+[cloudshell]
+url = "https://cloudshell.example.org"
+password_env = "CS_PW"
+
+[sync]
+groups = ["Team"]
+"#,
+            &|name| Some(format!("{name}-secret-42")),
+        )
+        .unwrap();
+        let owner = Owner::of(&config);
+        assert_eq!(owner.config_path, "/etc/c.toml");
+        assert_eq!(owner.directory_urls, ["ldaps://dc1.example.org"]);
+        assert_eq!(owner.cloudshell_url, "https://cloudshell.example.org/");
+        assert_eq!(owner.base_dn, "dc=example,dc=org");
+        drop(Database::open(dir.path(), &owner).unwrap());
+        let bytes: Vec<u8> = snapshot(dir.path()).into_values().flatten().collect();
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in ["LDAP_PW-secret-42", "CS_PW-secret-42"] {
+            assert!(!text.contains(secret), "{secret} stored");
+        }
+        assert!(text.contains("cloudshell.example.org"), "the check above reads the stored text");
+    }
+}
