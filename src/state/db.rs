@@ -189,12 +189,20 @@ impl Database {
         std::fs::create_dir_all(dir).map_err(|source| Error::Directory { dir: dir.to_path_buf(), source })?;
         super::check_directory(dir).map_err(Error::Unsafe)?;
         let path = dir.join(FILE_NAME);
-        if path.exists() {
+        let found = if path.exists() {
             // Read-only first: nothing is written to a database this program cannot use.
             let connection = connect(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            check(&path, &connection)?;
-        }
+            check(&path, &connection)?
+        } else {
+            0
+        };
+        // Read before anything is written: a JSON file that cannot be used stops the migration whole, and leaves
+        // no database behind.
+        let imported = if found == 0 { Some(read_json(dir)?) } else { None };
         let mut connection = connect(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        let open = |source| Error::Open { path: path.clone(), source };
+        connection.busy_timeout(std::time::Duration::from_secs(10)).map_err(open)?;
+        // Again, through the connection that writes: another process may have created or migrated it since.
         let found = check(&path, &connection)?;
         let write = |source| Error::Write { path: path.clone(), source };
         let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)).map_err(write)?;
@@ -202,9 +210,8 @@ impl Database {
             return Err(Error::Damaged { path, detail: format!("its journal mode stays {mode:?}, not WAL") });
         }
         connection.pragma_update(None, "synchronous", "FULL").map_err(write)?;
-        connection.busy_timeout(std::time::Duration::from_secs(10)).map_err(write)?;
         if found < SCHEMA_VERSION {
-            migrate(dir, &path, &mut connection, found, owner)?;
+            migrate(&path, &mut connection, found, imported.filter(|_| found == 0), owner)?;
         }
         Ok(Database { path, connection })
     }
@@ -362,11 +369,15 @@ fn check(path: &Path, connection: &Connection) -> Result<u32, Error> {
 }
 
 /// Brings the schema from version `found` to [`SCHEMA_VERSION`] in one transaction; a new database (version 0)
-/// also records `owner` and takes in the JSON files in that transaction, which are renamed aside once it is
-/// committed.
-fn migrate(dir: &Path, path: &Path, connection: &mut Connection, found: u32, owner: &Owner) -> Result<(), Error> {
-    // Read before anything is written: a JSON file that cannot be used stops the migration whole.
-    let imported = if found == 0 { Some(read_json(dir)?) } else { None };
+/// also records `owner` and takes in what was `imported` from the JSON files in that transaction, which are
+/// renamed aside once it is committed.
+fn migrate(
+    path: &Path,
+    connection: &mut Connection,
+    found: u32,
+    imported: Option<(Managed, Counts, Vec<PathBuf>)>,
+    owner: &Owner,
+) -> Result<(), Error> {
     let write = |source| Error::Write { path: path.to_path_buf(), source };
     let transaction = connection.transaction().map_err(write)?;
     for migration in &MIGRATIONS[found as usize..] {
@@ -680,6 +691,7 @@ mod tests {
         assert!(matches!(e, Error::Migrate { .. }), "{e:?}");
         assert!(e.to_string().contains("users.json") && e.to_string().contains("nothing was migrated"), "{e}");
         assert!(dir.path().join("groups.json").exists() && dir.path().join("users.json").exists());
+        assert!(!dir.path().join(FILE_NAME).exists(), "no database left behind");
         // Once the file is fixed, the next open migrates both.
         std::fs::write(dir.path().join("users.json"), r#"{"version": 1, "users": {}}"#).unwrap();
         let db = Database::open(dir.path(), &owner()).unwrap();
@@ -741,5 +753,84 @@ groups = ["Team"]
             assert!(!text.contains(secret), "{secret} stored");
         }
         assert!(text.contains("cloudshell.example.org"), "the check above reads the stored text");
+    }
+
+    #[test]
+    fn the_audit_and_intents_tables_take_their_rows_and_an_intent_only_its_four_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), &owner()).unwrap();
+        db.connection
+            .execute(
+                "INSERT INTO audit (run_id, at, kind, username, group_name, reason, result) \
+                 VALUES ('r1', 't', 'deactivated', 'bob', NULL, 'left every configured group', 'done')",
+                [],
+            )
+            .unwrap();
+        for state in ["intended", "done", "failed", "unknown"] {
+            db.connection
+                .execute(
+                    "INSERT INTO intents (run_id, at, kind, target, state) VALUES ('r1', 't', 'deactivate', 'bob', ?1)",
+                    [state],
+                )
+                .unwrap();
+        }
+        let e = db
+            .connection
+            .execute(
+                "INSERT INTO intents (run_id, at, kind, target, state) VALUES ('r1', 't', 'deactivate', 'bob', 'maybe')",
+                [],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("CHECK constraint failed"), "{e}");
+        assert_eq!((db.count("audit"), db.count("intents")), (1, 4));
+    }
+
+    #[test]
+    fn a_state_directory_others_may_write_or_a_symlinked_database_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Database::open(dir.path(), &owner()).unwrap_err();
+        assert!(matches!(e, Error::Unsafe(_)) && e.to_string().contains("writable by other users"), "{e}");
+        assert!(!dir.path().join(FILE_NAME).exists());
+
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        drop(Database::open(&elsewhere, &owner()).unwrap());
+        std::os::unix::fs::symlink(elsewhere.join(FILE_NAME), dir.path().join(FILE_NAME)).unwrap();
+        let e = Database::open(dir.path(), &owner()).unwrap_err();
+        assert!(matches!(e, Error::Open { .. }), "{e:?}");
+        assert!(e.to_string().starts_with(&format!("cannot open {}", dir.path().join(FILE_NAME).display())), "{e}");
+    }
+
+    /// A sound file whose content breaks a rule of its schema: SQLite's `quick_check` reports it.
+    #[test]
+    fn a_database_whose_rows_break_its_schema_is_refused_naming_what_quick_check_found() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Database::open(dir.path(), &owner()).unwrap());
+        let connection = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        connection.execute("INSERT INTO group_counts VALUES ('g', 1, 't')", []).unwrap();
+        connection
+            .execute_batch(
+                "PRAGMA writable_schema = ON;
+                 UPDATE sqlite_schema SET sql = replace(sql, 'updated_at TEXT NOT NULL', 'updated_at TEXT')
+                     WHERE name = 'group_counts';",
+            )
+            .unwrap();
+        drop(connection);
+        let connection = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        connection.execute("UPDATE group_counts SET updated_at = NULL", []).unwrap();
+        connection
+            .execute_batch(
+                "PRAGMA writable_schema = ON;
+                 UPDATE sqlite_schema SET sql = replace(sql, 'updated_at TEXT', 'updated_at TEXT NOT NULL')
+                     WHERE name = 'group_counts';",
+            )
+            .unwrap();
+        drop(connection);
+        let e = Database::open(dir.path(), &owner()).unwrap_err();
+        assert!(matches!(e, Error::Damaged { .. }), "{e:?}");
+        assert!(e.to_string().contains("quick_check found: NULL value in group_counts.updated_at"), "{e}");
     }
 }
