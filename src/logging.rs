@@ -191,30 +191,44 @@ impl VisitFmt for EscapingVisitor<'_> {
     }
 }
 
+/// Log output kept in memory, for unit tests that read what was logged.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("a test's log buffer")).into_owned()
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("a test's log buffer").extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn under_journald_each_line_carries_its_priority() {
-        #[derive(Clone, Default)]
-        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let events = || {
             tracing::error!(error = "x", "run failed");
             tracing::warn!("held");
             tracing::info!("run finished");
             tracing::debug!("detail");
         };
-        let (lines, sink) = (Lines::default(), Lines::default());
+        let (lines, sink) = (Captured::default(), Captured::default());
         let text_sink = lines.clone();
         let text = tracing_subscriber::fmt()
             .with_writer(move || text_sink.clone())
@@ -225,7 +239,7 @@ mod tests {
             .map_event_format(JournalPriority)
             .finish();
         tracing::subscriber::with_default(text, events);
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let text = lines.text();
         let prefixes: Vec<&str> = text.lines().map(|l| &l[..3]).collect();
         assert_eq!(prefixes, ["<3>", "<4>", "<6>", "<7>"], "{text}");
         assert!(text.lines().next().unwrap().starts_with("<3>ERROR ") && text.contains("run failed"), "{text}");
@@ -239,7 +253,7 @@ mod tests {
             .map_event_format(JournalPriority)
             .finish();
         tracing::subscriber::with_default(json, events);
-        let json = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let json = sink.text();
         for (line, priority) in json.lines().zip(["<3>", "<4>", "<6>", "<7>"]) {
             let object = line.strip_prefix(priority).unwrap_or_else(|| panic!("{priority}: {line}"));
             serde_json::from_str::<serde_json::Value>(object).unwrap_or_else(|e| panic!("{e}: {object}"));
@@ -251,11 +265,11 @@ mod tests {
     fn verbosity_moves_our_level_and_quiet_keeps_warnings_then_errors() {
         // The levels that get through at a verbosity, for our events and for a dependency's.
         let shown = |verbosity: i8| -> (String, String) {
-            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+            let lines = Captured::default();
             let sink = lines.clone();
             let subscriber = tracing_subscriber::fmt()
                 .with_env_filter(EnvFilter::new(default_filter(verbosity)))
-                .with_writer(move || Sink(sink.clone()))
+                .with_writer(move || sink.clone())
                 .with_ansi(false)
                 .without_time()
                 .with_level(true)
@@ -272,7 +286,7 @@ mod tests {
                 tracing::info!(target: "ldap3", "I");
                 tracing::debug!(target: "ldap3", "D");
             });
-            let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+            let text = lines.text();
             let last = |l: &str| l.chars().last().unwrap();
             let ours = text.lines().map(last).filter(|c| c.is_lowercase()).collect();
             let theirs = text.lines().map(last).filter(|c| c.is_uppercase()).collect();
@@ -290,35 +304,23 @@ mod tests {
     #[test]
     fn tls_libraries_log_nothing_below_vvv() {
         let shown = |verbosity: i8| -> String {
-            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+            let lines = Captured::default();
             let sink = lines.clone();
             let subscriber = tracing_subscriber::fmt()
                 .with_env_filter(EnvFilter::new(default_filter(verbosity)))
-                .with_writer(move || Sink(sink.clone()))
+                .with_writer(move || sink.clone())
                 .with_ansi(false)
                 .finish();
             tracing::subscriber::with_default(subscriber, || {
                 tracing::error!(target: "rustls_platform_verifier::verification::others", "failed to verify TLS certificate");
                 tracing::warn!(target: "rustls::common_state", "Sending warning alert");
             });
-            String::from_utf8(lines.lock().unwrap().clone()).unwrap()
+            lines.text()
         };
         for verbosity in -2..=2 {
             assert_eq!(shown(verbosity), "", "at verbosity {verbosity}");
         }
         assert_eq!(shown(3).lines().count(), 2, "-vvv shows them");
-    }
-
-    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 
     #[test]

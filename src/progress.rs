@@ -85,25 +85,13 @@ mod tests {
 
     /// The `read progress` lines `f` logs.
     fn logged(f: impl FnOnce()) -> Vec<String> {
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let lines = crate::logging::Captured::default();
         let sink = lines.clone();
         let subscriber =
-            tracing_subscriber::fmt().with_writer(move || Sink(sink.clone())).with_ansi(false).without_time().finish();
+            tracing_subscriber::fmt().with_writer(move || sink.clone()).with_ansi(false).without_time().finish();
         tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        let text = lines.text();
         text.lines().filter(|l| l.contains("read progress")).map(str::to_string).collect()
-    }
-
-    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 
     #[test]
