@@ -143,6 +143,7 @@ impl Daemon {
                     || new.schedule.schedule.timezone() != self.config.schedule.schedule.timezone()
                 {
                     self.ticker = Ticker::new(new.schedule.schedule.clone(), self.options.clock);
+                    self.metrics.observe_schedule(&new.schedule.schedule, self.options.clock.now());
                 }
                 tracing::info!(
                     groups = new.sync.groups.len(),
@@ -187,6 +188,7 @@ pub async fn run(
         }
     };
     let ticker = Ticker::new(config.schedule.schedule.clone(), options.clock);
+    metrics.observe_schedule(&config.schedule.schedule, options.clock.now());
     let mut daemon = Daemon {
         path: path.to_path_buf(),
         config: Arc::new(config),

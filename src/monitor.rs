@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::report::{Report, RunResult, Standing};
+use crate::schedule::Schedule;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -65,7 +66,15 @@ pub struct Metrics {
     user_changes: Family<ActionLabel, Counter>,
     directory_seconds: Histogram,
     api_seconds: Family<CallLabel, Histogram>,
+    start_time: Gauge<f64, AtomicU64>,
+    schedule_period: Gauge<f64, AtomicU64>,
+    last_run_result: Family<ResultLabel, Gauge>,
+    runs_since_success: Gauge,
     last_result: Mutex<Option<RunResult>>,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -96,9 +105,14 @@ impl Metrics {
             user_changes: Family::default(),
             directory_seconds: Histogram::new(seconds_buckets()),
             api_seconds: Family::new_with_constructor(|| Histogram::new(seconds_buckets())),
+            start_time: Gauge::default(),
+            schedule_period: Gauge::default(),
+            last_run_result: Family::default(),
+            runs_since_success: Gauge::default(),
             last_result: Mutex::new(None),
             registry: Registry::default(),
         };
+        m.start_time.set(unix_now());
         registry.register(
             "last_success_timestamp_seconds",
             "When a run last ended ok (Unix time)",
@@ -145,7 +159,32 @@ impl Metrics {
             m.directory_seconds.clone(),
         );
         registry.register("api_request_duration_seconds", "CloudShell API latency by call", m.api_seconds.clone());
+        registry.register("start_time_seconds", "When the daemon started (Unix time)", m.start_time.clone());
+        registry.register(
+            "schedule_period_seconds",
+            "Time between the next two scheduled runs, as the schedule stood at the start or the last reload",
+            m.schedule_period.clone(),
+        );
+        registry.register(
+            "last_run_result",
+            "1 for the result of the last run (ok, partial, failed, held), 0 for the others; none before the first run",
+            m.last_run_result.clone(),
+        );
+        registry.register(
+            "runs_since_success",
+            "Runs in a row that did not end ok (failed, partial or held), since the last ok run or the daemon's start",
+            m.runs_since_success.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Records the schedule's period: the time between its next two runs after `now`.
+    pub fn observe_schedule(&self, schedule: &Schedule, now: chrono::DateTime<chrono::Utc>) {
+        let first = schedule.next_after(now);
+        let second = first.and_then(|t| schedule.next_after(t));
+        if let (Some(a), Some(b)) = (first, second) {
+            self.schedule_period.set((b - a).num_milliseconds() as f64 / 1000.0);
+        }
     }
 
     /// Records one CloudShell request.
@@ -155,14 +194,18 @@ impl Metrics {
 
     /// Records a finished run.
     pub fn observe_run(&self, report: &Report) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or_default();
+        let now = unix_now();
         self.runs.get_or_create(&ResultLabel { result: report.result.as_str().to_string() }).inc();
+        for result in RunResult::ALL {
+            let gauge = self.last_run_result.get_or_create(&ResultLabel { result: result.as_str().to_string() });
+            gauge.set(i64::from(result == report.result));
+        }
         self.last_run.set(now);
         if report.result == RunResult::Ok {
             self.last_success.set(now);
+            self.runs_since_success.set(0);
+        } else {
+            self.runs_since_success.inc();
         }
         self.run_duration.observe(report.duration_ms as f64 / 1000.0);
         self.directory_seconds.observe(report.directory_ms as f64 / 1000.0);
@@ -341,6 +384,52 @@ mod tests {
     use super::*;
     use crate::report::{MembershipReport, Placed};
     use crate::username::Username;
+
+    #[test]
+    fn the_last_result_and_the_runs_since_success_are_gauged_for_alerts() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        assert!(!text.contains("last_run_result{"), "no result before the first run: {text}");
+        assert!(text.contains("cloudshell_ldap_sync_runs_since_success 0"), "{text}");
+        let mut report = Report::new("r".into(), false);
+        for result in [RunResult::Failed, RunResult::Partial, RunResult::Held] {
+            report.result = result;
+            metrics.observe_run(&report);
+        }
+        let text = metrics.encode();
+        assert!(text.contains("cloudshell_ldap_sync_runs_since_success 3"), "{text}");
+        assert!(text.contains("cloudshell_ldap_sync_last_run_result{result=\"held\"} 1"), "{text}");
+        assert!(text.contains("cloudshell_ldap_sync_last_run_result{result=\"failed\"} 0"), "{text}");
+        assert!(text.contains("cloudshell_ldap_sync_last_run_result{result=\"ok\"} 0"), "{text}");
+        report.result = RunResult::Ok;
+        metrics.observe_run(&report);
+        let text = metrics.encode();
+        assert!(text.contains("cloudshell_ldap_sync_runs_since_success 0"), "an ok run resets it: {text}");
+        assert!(text.contains("cloudshell_ldap_sync_last_run_result{result=\"ok\"} 1"), "{text}");
+        assert!(text.contains("cloudshell_ldap_sync_last_run_result{result=\"held\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn the_start_time_and_the_schedule_period_are_exported_in_seconds() {
+        let before = unix_now();
+        let metrics = Metrics::new();
+        let value = |text: &str, name: &str| -> f64 {
+            let line =
+                text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        let start = value(&metrics.encode(), "cloudshell_ldap_sync_start_time_seconds");
+        assert!(start >= before.floor() && start <= unix_now() + 1.0, "{start} vs {before}");
+        let every_15_minutes = Schedule::parse("0 */15 * * * *", "UTC").unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-02T05:07:00Z").unwrap().with_timezone(&chrono::Utc);
+        metrics.observe_schedule(&every_15_minutes, now);
+        assert_eq!(value(&metrics.encode(), "cloudshell_ldap_sync_schedule_period_seconds"), 900.0);
+        let weekdays = Schedule::parse("0 0 2 * * Mon-Fri", "UTC").unwrap();
+        // A Friday: the next runs are Friday and Monday.
+        let friday = chrono::DateTime::parse_from_rfc3339("2026-12-04T01:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        metrics.observe_schedule(&weekdays, friday);
+        assert_eq!(value(&metrics.encode(), "cloudshell_ldap_sync_schedule_period_seconds"), 3.0 * 86400.0);
+    }
 
     #[test]
     fn the_busy_answer_is_well_formed() {
