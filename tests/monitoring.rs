@@ -1,9 +1,9 @@
 //! The monitoring that ships in `monitoring/`: the alert rules pass `promtool check rules` and their unit tests
 //! (`promtool test rules monitoring/tests/*.yml`, one file per alert), every alert carries a summary, a description
-//! and a runbook section that exists in `docs/runbook.md`, and every metric the rules name is one a running daemon
-//! exports. End to end, a real Prometheus scraping the daemon fires the "runs failing" alert when CloudShell refuses
-//! the login. `promtool` and `prometheus` come with Debian's `prometheus` package (scripts/test installs it when
-//! run as root).
+//! and a runbook section that exists in `docs/runbook.md`, the Grafana dashboard is provisioning-ready and its
+//! queries are valid PromQL, and every metric the rules and the dashboard name is one a running daemon exports. End
+//! to end, a real Prometheus scraping the daemon fires the "runs failing" alert when CloudShell refuses the login.
+//! `promtool` and `prometheus` come with Debian's `prometheus` package (scripts/test installs it when run as root).
 
 mod common;
 
@@ -244,27 +244,85 @@ fn every_alert_has_a_summary_a_description_and_a_runbook_section() {
 }
 
 #[tokio::test]
-async fn every_metric_the_rules_name_is_one_a_running_daemon_exports() {
-    let env = Env::start();
+async fn every_metric_the_rules_and_the_dashboard_name_is_one_a_running_daemon_exports() {
+    let mut env = Env::start();
     let port = common::free_port();
     let daemon = Process::daemon(&env.config(port), env.files.path("daemon.log"));
-    let metrics = wait_for_answer(
-        &format!("http://127.0.0.1:{port}/metrics"),
-        Duration::from_secs(30),
-        |m| m.contains("cloudshell_ldap_sync_last_run_result{result=\"ok\"} 1"),
-        || daemon.log(),
-    )
-    .await;
-    let exported = series_names(&metrics);
-    let used = metric_names(&rules());
-    assert!(used.len() >= 6, "{used:?}");
-    let unknown: Vec<_> = used.difference(&exported).collect();
-    assert!(
-        unknown.is_empty(),
-        "monitoring/alerts.yml names metrics the daemon does not export: {unknown:?}\n{metrics}"
-    );
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let ok = |m: &str| m.contains("cloudshell_ldap_sync_last_run_result{result=\"ok\"} 1");
+    let after_ok = wait_for_answer(&url, Duration::from_secs(30), ok, || daemon.log()).await;
+    // Failures are counted only once there is one: the directory goes away.
+    env.0.slapd.kill();
+    let failed = |m: &str| m.contains("cloudshell_ldap_sync_failures_total{kind=\"fatal\"}");
+    let after_failure = wait_for_answer(&url, Duration::from_secs(30), failed, || daemon.log()).await;
+    let exported: BTreeSet<String> = series_names(&after_ok).into_iter().chain(series_names(&after_failure)).collect();
+    for (file, text) in [("monitoring/alerts.yml", rules()), ("monitoring/dashboard.json", dashboard_text())] {
+        let used = metric_names(&text);
+        assert!(used.len() >= 6, "{file}: {used:?}");
+        let unknown: Vec<_> = used.difference(&exported).collect();
+        assert!(unknown.is_empty(), "{file} names metrics the daemon does not export: {unknown:?}\n{after_failure}");
+    }
     // The check itself sees a misspelt name.
     assert!(!exported.contains("cloudshell_ldap_sync_run_total"));
+}
+
+fn dashboard_text() -> String {
+    std::fs::read_to_string(repo_path("monitoring/dashboard.json")).unwrap()
+}
+
+/// The dashboard's PromQL: every panel target and every query variable, with Grafana's variables replaced by what
+/// Prometheus takes.
+fn dashboard_queries(dashboard: &Value) -> Vec<String> {
+    let panels = dashboard["panels"].as_array().unwrap();
+    let targets = panels.iter().flat_map(|p| p["targets"].as_array().into_iter().flatten()).map(|t| &t["expr"]);
+    let variables = dashboard["templating"]["list"].as_array().unwrap().iter().map(|v| &v["definition"]);
+    targets
+        .chain(variables)
+        .filter_map(|e| e.as_str())
+        .map(|e| {
+            let e = e.replace("$__rate_interval", "1m").replace("$job", ".*").replace("$instance", ".*");
+            // label_values(metric, label) is Grafana's: Prometheus is asked for the metric.
+            match e.strip_prefix("label_values(") {
+                Some(rest) => rest.rsplit_once(',').unwrap().0.to_string(),
+                None => e,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_dashboard_is_provisioning_ready_and_each_query_is_valid_promql() {
+    let dashboard: Value = serde_json::from_str(&dashboard_text()).expect("monitoring/dashboard.json is JSON");
+    assert_eq!(dashboard["uid"], "cloudshell-ldap-sync", "a fixed uid, so that provisioning updates it in place");
+    assert!(dashboard.get("id").is_none(), "no database id: provisioning assigns one");
+    let panels = dashboard["panels"].as_array().unwrap();
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{}: the datasource is the variable", panel["title"]);
+        assert!(panel["targets"].as_array().is_some_and(|t| !t.is_empty()), "{} has no query", panel["title"]);
+    }
+    let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for wanted in ["Runs by result", "API latency by kind (p95)", "Leavers by standing", "Holds", "Members per group"] {
+        assert!(titles.contains(&wanted), "no panel {wanted:?}: {titles:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (prometheus, port) = prometheus(dir.path(), common::free_port());
+    let queries = dashboard_queries(&dashboard);
+    assert!(queries.len() >= 20, "{queries:?}");
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/query");
+    wait_for_answer(
+        &format!("http://127.0.0.1:{port}/-/ready"),
+        Duration::from_secs(30),
+        |a| a.contains("Ready"),
+        || prometheus.log(),
+    )
+    .await;
+    for query in queries {
+        let answer = client.get(url::Url::parse_with_params(&url, [("query", &query)]).unwrap()).send().await.unwrap();
+        let status = answer.status();
+        let body = answer.text().await.unwrap();
+        assert!(status.is_success() && body.contains("\"status\":\"success\""), "{query}: {status} {body}");
+    }
 }
 
 /// Prometheus on a free port with its storage in `dir`, scraping `target` every second and evaluating
