@@ -220,6 +220,7 @@ fn every_alert_fires_and_stays_quiet_as_its_promtool_unit_test_expects() {
 #[test]
 fn every_alert_has_a_summary_a_description_and_a_runbook_section() {
     let runbook = std::fs::read_to_string(repo_path("docs/runbook.md")).unwrap();
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
     let anchors: BTreeSet<String> = runbook
         .lines()
         .filter_map(|l| l.strip_prefix("## "))
@@ -240,6 +241,7 @@ fn every_alert_has_a_summary_a_description_and_a_runbook_section() {
         assert_eq!(page, "docs/runbook.md", "{}", alert.name);
         assert!(anchors.contains(anchor), "{}: docs/runbook.md has no section #{anchor} ({anchors:?})", alert.name);
         assert!(alert.text.contains("severity:"), "{} has no severity", alert.name);
+        assert!(readme.contains(&format!("| `{}` |", alert.name)), "the README's alert table lacks {}", alert.name);
     }
 }
 
