@@ -63,6 +63,9 @@ fn the_debian_package_holds_what_an_operator_needs_and_lintian_finds_no_error() 
         "/usr/share/doc/cloudshell-ldap-sync/active-directory.example.toml",
         "/usr/share/doc/cloudshell-ldap-sync/copyright",
         "/usr/share/doc/cloudshell-ldap-sync/changelog.gz",
+        "/usr/share/cloudshell-ldap-sync/monitoring/alerts.yml",
+        "/usr/share/cloudshell-ldap-sync/monitoring/dashboard.json",
+        "/usr/share/cloudshell-ldap-sync/docs/runbook.md",
     ] {
         assert_eq!(mode_of(path), "-rw-r--r--", "{path}");
     }
@@ -111,6 +114,14 @@ fn the_debian_package_holds_what_an_operator_needs_and_lintian_finds_no_error() 
         std::fs::read(file("/etc/cloudshell-ldap-sync/config.toml")).unwrap(),
         std::fs::read(common::repo_path("config/example.toml")).unwrap()
     );
+    // The monitoring as tests/monitoring.rs proves it; the alerts' runbook_url (docs/runbook.md#...) holds beside them.
+    for shipped in ["monitoring/alerts.yml", "monitoring/dashboard.json", "docs/runbook.md"] {
+        assert_eq!(
+            std::fs::read(file(&format!("/usr/share/cloudshell-ldap-sync/{shipped}"))).unwrap(),
+            std::fs::read(common::repo_path(shipped)).unwrap(),
+            "{shipped}"
+        );
+    }
     let version = run(Command::new(file("/usr/bin/cloudshell-ldap-sync")).arg("--version"));
     assert!(version.starts_with("cloudshell-ldap-sync "), "{version}");
     let release = common::repo_path("target/release/cloudshell-ldap-sync");
