@@ -266,6 +266,16 @@ async fn every_metric_the_rules_and_the_dashboard_name_is_one_a_running_daemon_e
     }
     // The check itself sees a misspelt name.
     assert!(!exported.contains("cloudshell_ldap_sync_run_total"));
+
+    // The schedule's period, from the start and after a reload (what "no success for two periods" measures by).
+    assert!(after_ok.contains("\ncloudshell_ldap_sync_schedule_period_seconds 1.0\n"), "{after_ok}");
+    let config = env.files.path("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace("cron = \"* * * * * *\"", "cron = \"0 */5 * * * *\"");
+    std::fs::write(&config, text).unwrap();
+    let hup = Command::new("kill").args(["-HUP", &daemon.child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let reloaded = |m: &str| m.contains("\ncloudshell_ldap_sync_schedule_period_seconds 300.0\n");
+    wait_for_answer(&url, Duration::from_secs(30), reloaded, || daemon.log()).await;
 }
 
 fn dashboard_text() -> String {
