@@ -28,8 +28,7 @@ pub const CONFIG_ENV: &str = "CLOUDSHELL_LDAP_SYNC_CONFIG";
 /// The heading of the options every command takes.
 const GLOBAL: &str = "Global options";
 
-/// The version, with the commit it was built from when built from a git checkout (set by `build.rs`).
-pub const VERSION: &str = env!("CLOUDSHELL_LDAP_SYNC_VERSION");
+use crate::VERSION;
 
 /// Imports the members of directory (LDAP / Active Directory) groups into Quali CloudShell, places them in
 /// CloudShell groups, and handles the people who leave.

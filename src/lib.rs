@@ -3,8 +3,8 @@
 //!
 //! One run ([`sync::run`]) goes:
 //! 1. [`ldap::Connection::open`]: connect and bind (nothing else happens when the directory is unreachable);
-//! 2. [`ldap::Connection::snapshot`] and [`cloudshell::Client::list_users`], overlapped: each configured
-//!    group's effective members, and every CloudShell user;
+//! 2. [`ldap::Connection::read`] then [`ldap::resolve`], overlapped with [`cloudshell::Client::list_users`]:
+//!    what the directory says, each configured group's effective members from it, and every CloudShell user;
 //! 3. [`sync::plan::plan`]: the pure decision (who is missing, who imports whom, safety limits);
 //! 4. [`sync::apply::apply_group`]: the writes, group by group, with their fallbacks;
 //! 5. [`report::Report`]: what happened, as JSON or text, with the exit code ([`exit`]);
@@ -56,3 +56,7 @@ pub mod stop;
 pub mod sync;
 pub mod tls;
 pub mod username;
+
+/// The version, with the commit it was built from when built from a git checkout (set by `build.rs`). At the
+/// crate's root, so that the command line and the manual pages take it from one place.
+pub const VERSION: &str = env!("CLOUDSHELL_LDAP_SYNC_VERSION");

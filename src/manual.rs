@@ -120,8 +120,8 @@ pub fn render(command: clap::Command, out: &mut dyn Write) -> std::io::Result<()
 fn render_command(sub: &clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
     // A page's footer names the program's version, and a command has none of its own. Set on the built
     // command, it adds no `--version` option.
-    let man = clap_mangen::Man::new(sub.clone().version(crate::cli::VERSION))
-        .source(format!("cloudshell-ldap-sync {}", crate::cli::VERSION));
+    let man = clap_mangen::Man::new(sub.clone().version(crate::VERSION))
+        .source(format!("cloudshell-ldap-sync {}", crate::VERSION));
     man.render_title(out)?;
     man.render_name_section(out)?;
     man.render_synopsis_section(out)?;
