@@ -161,3 +161,31 @@ fn seen(plan: &Plan) -> (HashSet<&Username>, HashSet<&Username>) {
     }
     (members, ambiguous)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::sync::plan::tests::{failed, group, snapshot};
+    use crate::sync::plan::{self, Policy};
+
+    fn planned(groups: Vec<crate::ldap::GroupOutcome>, last_good: &[(&str, usize)]) -> Plan {
+        let last_good: HashMap<String, usize> = last_good.iter().map(|(g, n)| (g.to_string(), *n)).collect();
+        let policy = Policy { max_imports_per_run: 100, max_shrink_percent: 50, last_good, ..Policy::default() };
+        plan::plan(snapshot(groups), &[], policy)
+    }
+
+    #[test]
+    fn only_a_full_read_of_every_group_with_nothing_interrupted_is_complete() {
+        // The positive control: a full read of every group, nothing stopped, is complete, so leavers are acted on.
+        let whole = planned(vec![group("A", &["a"]), group("B", &["b"])], &[("A", 1)]);
+        assert!(whole.coverage.is_full());
+        assert_eq!(completeness(&whole, false), Ok(()));
+        assert!(completeness(&whole, true).unwrap_err().contains("asked to stop"));
+        let one_failed = planned(vec![group("A", &["a"]), failed("B")], &[]);
+        assert!(completeness(&one_failed, false).unwrap_err().contains("\"B\""));
+        let one_held = planned(vec![group("A", &["a"]), group("B", &["b"])], &[("A", 10)]);
+        assert!(completeness(&one_held, false).unwrap_err().contains("\"A\" could not be used"));
+    }
+}

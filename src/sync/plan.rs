@@ -257,7 +257,7 @@ pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: P
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ldap::{Group, GroupOutcome, Source};
 
@@ -269,7 +269,7 @@ mod tests {
         Member { username: u(name), dn: format!("uid={name},ou=people,dc=x") }
     }
 
-    fn group(name: &str, members: &[&str]) -> GroupOutcome {
+    pub(crate) fn group(name: &str, members: &[&str]) -> GroupOutcome {
         GroupOutcome {
             name: name.to_string(),
             result: Ok(Group {
@@ -291,7 +291,7 @@ mod tests {
         }
     }
 
-    fn failed(name: &str) -> GroupOutcome {
+    pub(crate) fn failed(name: &str) -> GroupOutcome {
         GroupOutcome {
             name: name.to_string(),
             result: Err(ldap::Error::Search {
@@ -302,7 +302,7 @@ mod tests {
         }
     }
 
-    fn snapshot(groups: Vec<GroupOutcome>) -> Snapshot {
+    pub(crate) fn snapshot(groups: Vec<GroupOutcome>) -> Snapshot {
         Snapshot { groups, users_seen: 0, searches: 0, served_by: "ldap://x".into(), coverage: ldap::Coverage::Full }
     }
 
