@@ -261,21 +261,26 @@ mod tests {
         assert_eq!(json.lines().count(), 4, "{json}");
     }
 
+    /// What `events` log through the default filter at `verbosity`, a line each ending with the message.
+    fn logged_at(verbosity: i8, events: impl FnOnce()) -> String {
+        let lines = Captured::default();
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new(default_filter(verbosity)))
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, events);
+        lines.text()
+    }
+
     #[test]
     fn verbosity_moves_our_level_and_quiet_keeps_warnings_then_errors() {
         // The levels that get through at a verbosity, for our events and for a dependency's.
         let shown = |verbosity: i8| -> (String, String) {
-            let lines = Captured::default();
-            let sink = lines.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::new(default_filter(verbosity)))
-                .with_writer(move || sink.clone())
-                .with_ansi(false)
-                .without_time()
-                .with_level(true)
-                .with_target(false)
-                .finish();
-            tracing::subscriber::with_default(subscriber, || {
+            let text = logged_at(verbosity, || {
                 tracing::error!("e");
                 tracing::warn!("w");
                 tracing::info!("i");
@@ -286,7 +291,6 @@ mod tests {
                 tracing::info!(target: "ldap3", "I");
                 tracing::debug!(target: "ldap3", "D");
             });
-            let text = lines.text();
             let last = |l: &str| l.chars().last().unwrap();
             let ours = text.lines().map(last).filter(|c| c.is_lowercase()).collect();
             let theirs = text.lines().map(last).filter(|c| c.is_uppercase()).collect();
@@ -304,18 +308,10 @@ mod tests {
     #[test]
     fn tls_libraries_log_nothing_below_vvv() {
         let shown = |verbosity: i8| -> String {
-            let lines = Captured::default();
-            let sink = lines.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::new(default_filter(verbosity)))
-                .with_writer(move || sink.clone())
-                .with_ansi(false)
-                .finish();
-            tracing::subscriber::with_default(subscriber, || {
+            logged_at(verbosity, || {
                 tracing::error!(target: "rustls_platform_verifier::verification::others", "failed to verify TLS certificate");
                 tracing::warn!(target: "rustls::common_state", "Sending warning alert");
-            });
-            lines.text()
+            })
         };
         for verbosity in -2..=2 {
             assert_eq!(shown(verbosity), "", "at verbosity {verbosity}");
