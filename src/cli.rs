@@ -525,11 +525,16 @@ async fn check_directory(config: &Config, found: &mut Findings) {
     let timeout = probe_timeout(s.timeout);
     let quick = ldap::Settings { timeout, connect_retries: 0, ..s.clone() };
     tracing::info!(url = %urls, timeout = ?timeout, "connecting to the directory");
-    let probe = match ldap::probe(&quick).await {
+    let failed = |found: &mut Findings, e: ldap::Error| {
+        found.add(0, "directory", Some(&urls), false, format!("directory {urls}: FAILED: {}", Escaped(&e)))
+    };
+    let mut connection = match ldap::Connection::open(&quick).await {
+        Ok(connection) => connection,
+        Err(e) => return failed(found, e),
+    };
+    let probe = match ldap::probe(&mut connection).await {
         Ok(probe) => probe,
-        Err(e) => {
-            return found.add(0, "directory", Some(&urls), false, format!("directory {urls}: FAILED: {}", Escaped(&e)));
-        }
+        Err(e) => return failed(found, e),
     };
     if let Some(why) = &probe.base_dn_missing {
         let line = format!(
@@ -539,12 +544,8 @@ async fn check_directory(config: &Config, found: &mut Findings) {
         );
         return found.add(0, "directory", Some(&probe.served_by), false, line);
     }
-    let snapshot = match ldap::snapshot(s, &config.sync.groups).await {
-        Ok(snapshot) => snapshot,
-        Err(e) => {
-            return found.add(0, "directory", Some(&urls), false, format!("directory {urls}: FAILED: {}", Escaped(&e)));
-        }
-    };
+    // The groups on the same connection, with the configured timeout.
+    let snapshot = connection.with_settings(s).snapshot(&config.sync.groups).await;
     let line = format!(
         "directory {}: bound as {:?}, {} users under {}",
         snapshot.served_by, s.bind_dn, snapshot.users_seen, s.base_dn

@@ -235,6 +235,12 @@ impl<'a> Connection<'a> {
         &self.url
     }
 
+    /// The same connection, read from now on with `s` (its limits on each operation): `check` connects with
+    /// a short timeout, then reads the groups with the configured one.
+    pub fn with_settings(self, s: &'a Settings) -> Connection<'a> {
+        Connection { s, ..self }
+    }
+
     /// Reads the effective members of each configured group; a failure now puts groups in error.
     pub async fn snapshot(self, groups: &[GroupName]) -> Snapshot {
         let s = self.s;

@@ -9,7 +9,7 @@ use ldap3::{LdapError, Scope, SearchOptions};
 
 use super::entry;
 use super::error::{Cause, rc_name};
-use super::{Connection, Error, Settings};
+use super::{Connection, Error};
 
 /// How many user entries the sample reads.
 pub const SAMPLE: i32 = 5;
@@ -67,9 +67,9 @@ fn base_dn_missing(rc: u32, matched: &str, refs: &[String]) -> Option<String> {
     }
 }
 
-/// Connects, binds, reads the base DN and samples the user entries.
-pub async fn probe(s: &Settings) -> Result<Probe, Error> {
-    let Connection { mut ldap, url, .. } = Connection::open(s).await?;
+/// Reads the base DN and samples the user entries on a bound connection, which stays open for the reads after.
+pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
+    let (s, url, ldap) = (connection.s, connection.url.clone(), &mut connection.ldap);
     let search_error = |operation: &str, e: LdapError| match e {
         LdapError::Timeout { .. } => {
             Error::Timeout { url: url.clone(), operation: operation.into(), timeout: s.timeout }
@@ -112,7 +112,6 @@ pub async fn probe(s: &Settings) -> Result<Probe, Error> {
         }
         probe.attributes = attributes.into_values().collect();
     }
-    let _ = ldap.unbind().await;
     Ok(probe)
 }
 
