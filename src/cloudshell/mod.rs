@@ -272,7 +272,7 @@ impl Client {
         let mut found = false;
         let filter = [("paginationProperties.filter", username.to_string())];
         self.pages::<wire::UserList>(CallKind::ListUsers, USERS_PATH, &filter, |page| {
-            found = page.into_iter().map(User::from).any(|u| u.username == wanted);
+            found = page.iter().any(|u| Username::new(&u.username) == wanted);
             !found
         })
         .await?;

@@ -190,7 +190,8 @@ impl<'a> Request<'a> {
 
     /// The error for a request that got no answer: a timeout, or a connection that failed. `sent` says
     /// whether it may have reached the server.
-    fn failed(&self, e: reqwest::Error, timeout: Duration, settings: &Settings) -> Error {
+    fn failed(&self, e: reqwest::Error, settings: &Settings) -> Error {
+        let timeout = settings.timeout;
         // A connection that was never made carried nothing; anything later may have reached the server.
         let sent = !e.is_connect();
         let (method, path) = (self.method.to_string(), self.shown_path());
@@ -313,7 +314,7 @@ impl Session {
 
     async fn send_inner(&self, request: &Request<'_>, token: Option<&Token>) -> Result<Answer, Error> {
         let response = self.http_request(request, token)?;
-        let response = response.send().await.map_err(|e| request.failed(e, self.settings.timeout, &self.settings))?;
+        let response = response.send().await.map_err(|e| request.failed(e, &self.settings))?;
         let status = response.status().as_u16();
         if response.status().is_redirection() {
             let location =
@@ -369,9 +370,7 @@ impl Session {
             return Err(too_large());
         }
         let mut body = Vec::new();
-        while let Some(chunk) =
-            response.chunk().await.map_err(|e| request.failed(e, self.settings.timeout, &self.settings))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| request.failed(e, &self.settings))? {
             if (body.len() + chunk.len()) as u64 > limit {
                 return Err(too_large());
             }

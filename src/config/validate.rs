@@ -15,6 +15,7 @@ use super::{
     Config, DisabledAccounts, Error, LeaverAction, LeaverPolicy, Mapping, Monitor, ScheduleConfig, SyncPolicy,
 };
 use crate::cloudshell::{self, AuthScheme};
+use crate::group_name::GroupName;
 use crate::ldap;
 use crate::logging::LogFormat;
 use crate::schedule::{self, Schedule};
@@ -609,14 +610,16 @@ impl Validator<'_> {
             return Err(self.error("sync", "groups", "lists no group"));
         }
         let mut seen = std::collections::HashSet::new();
+        let mut groups = Vec::with_capacity(listed.len());
         for g in &listed {
             self.group_name("sync", "groups", g)?;
-            if !seen.insert(crate::group_name::GroupName::new(g)) {
+            let name = GroupName::new(g);
+            if !seen.insert(name.clone()) {
                 return Err(self.error("sync", "groups", format!("lists {g:?} twice")));
             }
+            groups.push(name);
         }
         let mappings = self.mappings(&s.mapping)?;
-        let mut groups: Vec<_> = listed.iter().map(|g| crate::group_name::GroupName::new(g)).collect();
         for m in &mappings {
             if seen.insert(m.directory_group.clone()) {
                 groups.push(m.directory_group.clone());
@@ -721,19 +724,17 @@ impl Validator<'_> {
             if cloudshell_groups.is_empty() {
                 return Err(at("cloudshell_groups", "lists no CloudShell group".into()));
             }
+            let directory = GroupName::new(directory_group);
             for c in cloudshell_groups {
                 self.group_name("sync", "mapping", c).map_err(|e| at("cloudshell_groups", e.message))?;
-                if !pairs.insert((crate::group_name::GroupName::new(directory_group), c.trim().to_lowercase())) {
+                if !pairs.insert((directory.clone(), c.trim().to_lowercase())) {
                     return Err(at(
                         "cloudshell_groups",
                         format!("maps {directory_group:?} to the CloudShell group {c:?} again"),
                     ));
                 }
             }
-            out.push(Mapping {
-                directory_group: crate::group_name::GroupName::new(directory_group),
-                cloudshell_groups: cloudshell_groups.clone(),
-            });
+            out.push(Mapping { directory_group: directory, cloudshell_groups: cloudshell_groups.clone() });
         }
         Ok(out)
     }
