@@ -161,6 +161,11 @@ struct Described {
 /// invalidCredentials: the bind DN or password is wrong.
 pub const INVALID_CREDENTIALS: u32 = 49;
 
+/// A result code in words, as the errors name it: `result code 32 (noSuchObject) text`.
+pub fn result_reason(rc: u32, text: &str) -> String {
+    format!("result code {rc} ({}) {text}", rc_name(rc)).trim().to_string()
+}
+
 /// The name RFC 4511 gives an LDAP result code.
 pub fn rc_name(rc: u32) -> &'static str {
     match rc {

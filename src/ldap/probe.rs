@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use ldap3::{LdapError, Scope, SearchOptions};
 
 use super::entry;
-use super::error::{Cause, rc_name};
+use super::error::{Cause, result_reason};
 use super::{Connection, Error};
 
 /// How many user entries the sample reads.
@@ -92,11 +92,10 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
             .map_err(|e| search_error("the sample of user entries", e))?;
         let (entries, result) = (sample.0, sample.1);
         if result.rc != 0 && result.rc != SIZE_LIMIT_EXCEEDED && entries.is_empty() {
-            let reason = format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text);
             return Err(Error::Search {
                 url,
                 operation: "the sample of user entries".into(),
-                reason: reason.trim().to_string().into(),
+                reason: result_reason(result.rc, &result.text).into(),
             });
         }
         let mut attributes: BTreeMap<String, String> = BTreeMap::new();

@@ -14,7 +14,7 @@ use ldap3::{Ldap, LdapError, Scope, SearchEntry, ldap_escape};
 
 use super::dn::DnKey;
 use super::entry::{self, UserAttributes, UserEntry, values};
-use super::error::{Cause, rc_name};
+use super::error::{Cause, result_reason};
 use super::model::{self, ByRawDn, Entries, GroupRecord, InChain, Sweep, UserIndex, Walk};
 use super::{AD_CAPABILITIES, Error, IN_CHAIN, Member, NAMES_PER_FILTER, Nesting, Settings, range};
 use crate::group_name::GroupName;
@@ -58,14 +58,12 @@ impl Reader<'_> {
                 url,
                 page_size: self.s.page_size,
                 operation: operation.into(),
-                reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text)
-                    .trim()
-                    .to_string(),
+                reason: result_reason(result.rc, &result.text),
             },
             LdapError::LdapResult { result } => Error::Search {
                 url,
                 operation: operation.into(),
-                reason: format!("result code {} ({}) {}", result.rc, rc_name(result.rc), result.text).trim().into(),
+                reason: result_reason(result.rc, &result.text).into(),
             },
             other => Error::Search { url, operation: operation.into(), reason: Cause::new(other) },
         }
