@@ -437,6 +437,7 @@ async fn check_command(config: &Config, json: bool) -> u8 {
             Ok(()) => {
                 let line = format!("cloudshell {url}: logged in as {:?}", config.cloudshell.username);
                 found.add(0, "cloudshell", Some(&url), true, line);
+                client.share_login(&probe).await;
                 check_mapped_groups(&client, config, &mut found).await;
             }
             Err(e) => {

@@ -325,6 +325,7 @@ async fn check_names_each_mapped_group_and_the_status_file_keeps_the_memberships
     assert!(text.contains("cloudshell group \"Lab Users\": id 2, 0 members (mapped from Eng, Ops)"), "{text}");
     assert!(text.contains("cloudshell group \"Nowhere\": MISSING (mapped from Ops)"), "{text}");
     assert!(env.membership_calls().await.is_empty(), "check changes nothing");
+    assert_eq!(env.sim.calls_to("PUT", "/Api/Auth/Login").await.len(), 1, "one login for the probe and the groups");
 
     let (code, _, _) = common::sync_json(&config, &[]);
     assert_eq!(code, 3);

@@ -255,6 +255,12 @@ impl Client {
         self.session.login().await
     }
 
+    /// Uses the login `other` made (a client of the same settings but its limits), rather than logging in
+    /// again.
+    pub async fn share_login(&self, other: &Client) {
+        self.session.share_login(&other.session).await
+    }
+
     /// Every CloudShell user, following the cursors at [`PAGE_LIMIT`] a page.
     pub async fn list_users(&self) -> Result<Vec<User>, Error> {
         let (mut users, mut domains) = (Vec::new(), Vec::new());

@@ -385,6 +385,14 @@ impl Session {
         self.login_locked().await.map(|_| ())
     }
 
+    /// Takes over `other`'s token, if it has one: the same account on the same server, logged in once.
+    pub async fn share_login(&self, other: &Session) {
+        let token = other.token.read().await.clone();
+        if token.is_some() {
+            *self.token.write().await = token;
+        }
+    }
+
     async fn login_locked(&self) -> Result<Token, Error> {
         let path = LOGIN_PATH;
         let body = json!({
