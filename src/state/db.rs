@@ -19,6 +19,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use super::{Counts, GroupCount, Managed, ManagedUser};
 use crate::username::Username;
 
+mod audit;
+pub use audit::{Action, AuditRow, Change, Filter, Intent, Outcome, Pending, Settlement};
+
 /// The database's name in the state directory.
 pub const FILE_NAME: &str = "state.db";
 
@@ -60,21 +63,27 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY,
         run_id TEXT NOT NULL,
         at TEXT NOT NULL,
-        kind TEXT NOT NULL,
+        action TEXT NOT NULL,
         username TEXT,
+        folded TEXT,
         group_name TEXT,
         reason TEXT NOT NULL,
         result TEXT NOT NULL
     );
-    CREATE INDEX audit_by_user ON audit (username, at);
+    CREATE INDEX audit_by_user ON audit (folded, at);
     CREATE INDEX audit_by_time ON audit (at);
     CREATE TABLE intents (
         id INTEGER PRIMARY KEY,
         run_id TEXT NOT NULL,
         at TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        target TEXT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('intended', 'done', 'failed', 'unknown'))
+        action TEXT NOT NULL CHECK (action IN ('deactivate', 'reactivate', 'remove_from_group')),
+        username TEXT NOT NULL,
+        cloudshell_id INTEGER NOT NULL,
+        disabled_in_directory INTEGER NOT NULL DEFAULT 0,
+        group_name TEXT,
+        group_id INTEGER,
+        reason TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('intended', 'unknown'))
     );
     CREATE INDEX intents_by_state ON intents (state);",
 ];
@@ -102,6 +111,11 @@ pub enum Error {
          newer cloudshell-ldap-sync; nothing was written to it; run that version, or {RECOVERY}"
     )]
     Newer { path: PathBuf, found: u32, known: u32 },
+    #[error(
+        "{path} has schema version {found}, older than this program's (version {known}); a sync run without \
+         --dry-run migrates it"
+    )]
+    Older { path: PathBuf, found: u32, known: u32 },
     #[error("{path} is damaged ({detail}); {RECOVERY}")]
     Damaged { path: PathBuf, detail: String },
     #[error("cannot write {path}: {source}")]
@@ -216,13 +230,35 @@ impl Database {
         Ok(Database { path, connection })
     }
 
+    /// Opens the database in `dir` to read only, for a dry run or `history`: `None` when there is none. Nothing
+    /// is created, migrated or written. A database at an older schema than this program's is refused (a run
+    /// that writes migrates it), as are a newer one and a damaged one.
+    pub fn open_read_only(dir: &Path) -> Result<Option<Database>, Error> {
+        let path = dir.join(FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let connection = connect(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let found = check(&path, &connection)?;
+        if found < SCHEMA_VERSION {
+            return Err(Error::Older { path, found, known: SCHEMA_VERSION });
+        }
+        Ok(Some(Database { path, connection }))
+    }
+
     /// Where the database is.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn read_error(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
-        |source| Error::Damaged { path: self.path.clone(), detail: source.to_string() }
+    fn read_error(&self) -> impl Fn(rusqlite::Error) -> Error + use<> {
+        let path = self.path.clone();
+        move |source| Error::Damaged { path: path.clone(), detail: source.to_string() }
+    }
+
+    fn write_error(&self) -> impl Fn(rusqlite::Error) -> Error + use<> {
+        let path = self.path.clone();
+        move |source| Error::Write { path: path.clone(), source }
     }
 
     /// The configuration recorded as the owner.
@@ -335,6 +371,17 @@ impl Database {
         let transaction = self.connection.transaction().map_err(write)?;
         write_counts(&transaction, before, after).map_err(write)?;
         transaction.commit().map_err(write)
+    }
+
+    /// Forgets the shrink guard's counts of `groups` (every group's when empty), so that the next good run's
+    /// counts become the reference; the names of the groups forgotten.
+    pub fn forget_counts(&mut self, groups: &[String]) -> Result<Vec<String>, Error> {
+        let before = self.load_counts()?;
+        let mut after = before.clone();
+        after.groups.retain(|name, _| !(groups.is_empty() || groups.iter().any(|g| g == name)));
+        let forgotten = before.groups.keys().filter(|g| !after.groups.contains_key(*g)).cloned().collect();
+        self.save_counts(&before, &after)?;
+        Ok(forgotten)
     }
 
     #[cfg(test)]
@@ -756,33 +803,21 @@ groups = ["Team"]
     }
 
     #[test]
-    fn the_audit_and_intents_tables_take_their_rows_and_an_intent_only_its_four_states() {
+    fn an_intent_takes_only_its_two_states() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path(), &owner()).unwrap();
-        db.connection
-            .execute(
-                "INSERT INTO audit (run_id, at, kind, username, group_name, reason, result) \
-                 VALUES ('r1', 't', 'deactivated', 'bob', NULL, 'left every configured group', 'done')",
-                [],
+        let insert = |state: &str| {
+            db.connection.execute(
+                "INSERT INTO intents (run_id, at, action, username, cloudshell_id, reason, state) \
+                 VALUES ('r1', 't', 'deactivate', 'bob', 3, 'left', ?1)",
+                [state],
             )
-            .unwrap();
-        for state in ["intended", "done", "failed", "unknown"] {
-            db.connection
-                .execute(
-                    "INSERT INTO intents (run_id, at, kind, target, state) VALUES ('r1', 't', 'deactivate', 'bob', ?1)",
-                    [state],
-                )
-                .unwrap();
-        }
-        let e = db
-            .connection
-            .execute(
-                "INSERT INTO intents (run_id, at, kind, target, state) VALUES ('r1', 't', 'deactivate', 'bob', 'maybe')",
-                [],
-            )
-            .unwrap_err();
+        };
+        insert("intended").unwrap();
+        insert("unknown").unwrap();
+        let e = insert("done").unwrap_err();
         assert!(e.to_string().contains("CHECK constraint failed"), "{e}");
-        assert_eq!((db.count("audit"), db.count("intents")), (1, 4));
+        assert_eq!(db.count("intents"), 2);
     }
 
     #[test]
