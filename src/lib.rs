@@ -14,6 +14,7 @@
 //! `ARCHITECTURE.md` for where each kind of rule lives.
 //!
 //! Modules, one concern each:
+//! - [`audit`]: the audit rows of a finished run's imports, additions to CloudShell groups and holds.
 //! - [`cli`]: the command line; maps results onto exit codes.
 //! - [`cloudshell`]: the Admin API client (session and endpoints).
 //! - [`config`]: the configuration file, raw and validated.
@@ -35,6 +36,7 @@
 //! - [`sync`]: one cycle: its order, the plan (pure) and the writes.
 //! - [`username`]: the case-insensitive username type every comparison uses.
 
+pub mod audit;
 pub mod cli;
 pub mod cloudshell;
 pub mod config;
