@@ -341,8 +341,7 @@ mod tests {
     #[test]
     fn each_hold_is_one_row_however_many_users_it_holds() {
         let r = report(|r| {
-            r.groups =
-                vec![GroupReport::shrank("Engineering", 100, 10, 0, "groups.json"), group("Ops", &[], &[], vec![])];
+            r.groups = vec![GroupReport::shrank("Engineering", 100, 10, 0), group("Ops", &[], &[], vec![])];
             r.removals_held = Some(HeldReport { planned: 700, limit: 100 });
             let mut leavers = LeaversReport::new("deactivate");
             leavers.held = true;

@@ -506,7 +506,7 @@ fn check_state_directory(dir: Option<&Path>, found: &mut Findings) {
 }
 
 /// `text` as one word for a shell command line: as is when it is plain, else single-quoted.
-fn shell_word(text: &str) -> String {
+pub(crate) fn shell_word(text: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c);
     if !text.is_empty() && text.chars().all(plain) {
         text.to_string()

@@ -203,11 +203,12 @@ impl GroupReport {
     }
 
     /// A group the shrink guard held: `previous` members at the last good run, `members` now.
-    pub fn shrank(name: &str, previous: usize, members: usize, missing: usize, state_file: &str) -> GroupReport {
+    pub fn shrank(name: &str, previous: usize, members: usize, missing: usize) -> GroupReport {
         GroupReport {
             error: Some(format!(
                 "membership shrank from {previous} to {members} members, more than sync.max_shrink_percent allows: \
-                 held (if the directory is right, delete the state file {state_file} to accept it)"
+                 held (if the directory is right, accept it with: cloudshell-ldap-sync accept-shrink {})",
+                crate::cli::shell_word(name)
             )),
             error_kind: Some(SHRINK_GUARD),
             status: GroupStatus::Held,

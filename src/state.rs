@@ -74,8 +74,12 @@ impl Counts {
         self.groups.iter().map(|(k, v)| (k.clone(), v.members)).collect()
     }
 
-    /// Records a group's count from a good run.
+    /// Records a group's count from a good run; `updated_at` says when it last changed, so an unchanged count
+    /// is an unchanged row.
     pub fn record(&mut self, group: &str, members: usize) {
+        if self.groups.get(group).is_some_and(|c| c.members == members) {
+            return;
+        }
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         self.groups.insert(group.to_string(), GroupCount { members, updated_at: now });
     }
@@ -96,11 +100,19 @@ pub enum Error {
     Version { path: PathBuf, found: u32, expected: u32 },
     #[error("unsafe state directory: {0}")]
     Unsafe(std::io::Error),
+    #[error(transparent)]
+    Database(Box<db::Error>),
     #[error(
         "cannot write the state directory {dir}: {source}; the shrink guard and the managed users are kept there, \
          so nothing is written anywhere until it can be (check its mount, owner and free space)"
     )]
     Unwritable { dir: PathBuf, source: std::io::Error },
+}
+
+impl From<db::Error> for Error {
+    fn from(e: db::Error) -> Error {
+        Error::Database(Box::new(e))
+    }
 }
 
 /// Proves that the state directory can be written, before a run writes anything elsewhere: a read-only or

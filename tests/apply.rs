@@ -176,9 +176,14 @@ async fn membership_changes_go_in_batches_of_the_configured_size() {
         .collect();
     let users: Vec<(&str, i64)> = ids.iter().map(|(n, id)| (n.as_str(), *id)).collect();
 
-    let placed =
-        cloudshell_ldap_sync::sync::place::apply_change(&client, &change(2, &users), 2, &CancellationToken::new())
-            .await;
+    let placed = cloudshell_ldap_sync::sync::place::apply_change(
+        &client,
+        &change(2, &users),
+        2,
+        None,
+        &CancellationToken::new(),
+    )
+    .await;
 
     assert_eq!((placed.added.len(), placed.failures.len()), (3, 0));
     let adds = sim.calls_to("POST", "/api/v1/groups/2/Users").await;
@@ -197,6 +202,7 @@ async fn a_cloudshell_group_deleted_before_the_change_fails_its_users_and_stops(
         &client,
         &change(99, &[("u1", 2), ("u2", 3)]),
         1,
+        None,
         &CancellationToken::new(),
     )
     .await;

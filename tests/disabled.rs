@@ -55,7 +55,9 @@ impl Env {
     }
 
     fn managed(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.state().join("users.json")).unwrap()).unwrap()
+        // As users.json wrote them: the same serialisation.
+        let db = cloudshell_ldap_sync::state::db::Database::open_read_only(&self.state()).unwrap().expect("state.db");
+        serde_json::to_value(db.load_managed().unwrap()).unwrap()
     }
 }
 

@@ -227,27 +227,33 @@ async fn an_unreachable_directory_for_a_whole_run_deactivates_nobody_then_or_aft
 }
 
 #[tokio::test]
-async fn lost_state_deactivates_nobody_and_corrupt_state_fails_only_the_leaver_step() {
+async fn lost_state_deactivates_nobody_and_a_damaged_database_fails_the_run_before_any_write() {
     let env = Env::start();
     let config = env.config(&["Team", "Other"], DEACTIVATE);
     assert_eq!(common::sync_json(&config, &[]).0, 0);
     env.leave("Team", "bob");
-    std::fs::remove_file(env.state().join("users.json")).unwrap();
+    for file in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(env.state().join(file));
+    }
     let (code, report, _) = common::sync_json(&config, &[]);
     assert_eq!(code, 0, "{report}");
     assert!(env.active("bob").await, "losing state never causes a deactivation");
     assert_eq!(leavers(&report)["managed"], 3, "bob is not managed any more");
 
-    std::fs::write(env.state().join("users.json"), "{\"version\": 1, \"users\": [").unwrap();
+    // Damaged: refused whole, with how to recover; nothing written anywhere.
+    let db = env.state().join("state.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[..16].copy_from_slice(b"not a database!\0");
+    std::fs::write(&db, &bytes).unwrap();
     env.join("Team", "erin-never");
     env.sim.clear_calls().await;
     let (code, report, stderr) = common::sync_json(&config, &[]);
-    assert_eq!(code, 3, "{report}");
-    let error = leavers(&report)["error"].as_str().unwrap();
-    assert!(error.contains("users.json") && error.contains("nobody deactivated"), "{error}");
-    assert!(stderr.contains("state file unreadable"), "{stderr}");
-    assert_eq!(report["groups"][0]["status"], "ok", "the imports still ran: {report}");
-    assert_eq!(env.puts().await, 0);
+    assert_eq!(code, 1, "{report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("state.db") && error.contains("move it aside"), "{error}");
+    assert!(stderr.contains("state unusable"), "{stderr}");
+    assert!(env.sim.calls().await.is_empty(), "no call at all: {report}");
+    assert_eq!(std::fs::read(&db).unwrap(), bytes, "the damaged file is left as it was");
 }
 
 #[tokio::test]

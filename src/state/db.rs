@@ -118,6 +118,8 @@ pub enum Error {
     Older { path: PathBuf, found: u32, known: u32 },
     #[error("{path} is damaged ({detail}); {RECOVERY}")]
     Damaged { path: PathBuf, detail: String },
+    #[error("the state in {dir} is read only in a dry run")]
+    ReadOnly { dir: PathBuf },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: rusqlite::Error },
     #[error("cannot migrate {path} into {FILE_NAME}: {source}; nothing was migrated")]

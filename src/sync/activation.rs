@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cloudshell::{self, Client};
 use crate::config::LeaverPolicy;
 use crate::report::{Failure, GroupStatus};
+use crate::state::db::{self, Intent, Outcome, Settlement};
+use crate::sync::journal::Journal;
 use crate::username::Username;
 
 /// A CloudShell user to deactivate or reactivate.
@@ -34,10 +36,14 @@ pub fn protection(user: &cloudshell::User, username: &str, protect: Option<&Leav
     }
 }
 
-/// Why a step changes users, logged as `reason` with each change.
-pub struct Reasons {
+/// Why a step changes users: logged as `reason` with each change, and recorded in the audit trail.
+pub struct Reasons<'a> {
     pub deactivate: &'static str,
     pub reactivate: &'static str,
+    /// Why this user is changed (made active when `true`), in words, for the audit trail.
+    pub audit: &'a (dyn Fn(&Target, bool) -> String + Sync),
+    /// The deactivations are of accounts disabled in the directory (recorded so, for the step that undoes them).
+    pub disabled_in_directory: bool,
 }
 
 /// What became of a step's changes.
@@ -90,11 +96,16 @@ impl Activation {
 
 /// Deactivates `deactivate`, then reactivates `reactivate`, one call after the other (read-modify-write),
 /// logging each outcome with `reasons`. Checks `stop` before each call and makes no more once it is set.
+///
+/// With a `journal`, each call is recorded as intended before it is sent (a call whose intent cannot be
+/// recorded is not sent) and its outcome after; an outcome not known (the answer lost) is left for the next
+/// run to read back.
 pub async fn activate(
     client: &Client,
     deactivate: &[Target],
     reactivate: &[Target],
-    reasons: &Reasons,
+    reasons: &Reasons<'_>,
+    journal: Option<&Journal>,
     stop: &CancellationToken,
 ) -> Activation {
     let mut done = Activation::default();
@@ -104,12 +115,11 @@ pub async fn activate(
                 done.stopped = true;
                 return done;
             }
-            let reason = if active { reasons.reactivate } else { reasons.deactivate };
-            match change_active(client, t, active, reason).await {
+            match change_recorded(client, t, active, reasons, journal).await {
                 Change::Done if active => done.reactivated.push(t.clone()),
                 Change::Done => done.deactivated.push(t.clone()),
                 Change::Gone => {}
-                Change::Failed(reason) => done.failures.push(Failure { username: t.username.clone(), reason }),
+                Change::Failed { reason, .. } => done.failures.push(Failure { username: t.username.clone(), reason }),
             }
         }
     }
@@ -121,8 +131,54 @@ enum Change {
     Done,
     /// The user is no longer in CloudShell.
     Gone,
-    /// The reason, for the report.
-    Failed(String),
+    Failed {
+        /// For the report.
+        reason: String,
+        /// The answer was lost: it may have taken effect.
+        unknown: bool,
+    },
+}
+
+/// [`change_active`], recorded in `journal` (when given): the intent before the call, the outcome after.
+async fn change_recorded(
+    client: &Client,
+    t: &Target,
+    active: bool,
+    reasons: &Reasons<'_>,
+    journal: Option<&Journal>,
+) -> Change {
+    let reason = if active { reasons.reactivate } else { reasons.deactivate };
+    let Some(journal) = journal else {
+        return change_active(client, t, active, reason).await;
+    };
+    let change = if active {
+        db::Change::Reactivate
+    } else {
+        db::Change::Deactivate { disabled_in_directory: reasons.disabled_in_directory }
+    };
+    let intent =
+        Intent { change, username: t.username.clone(), cloudshell_id: t.id, reason: (reasons.audit)(t, active) };
+    let id = match journal.intend(std::slice::from_ref(&intent)) {
+        Ok(ids) => ids.first().copied().unwrap_or_default(),
+        Err(e) => {
+            tracing::error!(username = %t.username, error = %e, "change not sent: its intent could not be recorded");
+            let reason = format!("not sent: its intent could not be recorded: {e}");
+            return Change::Failed { reason, unknown: false };
+        }
+    };
+    let mut change = change_active(client, t, active, reason).await;
+    let (outcome, result) = match &mut change {
+        Change::Done => (Outcome::Done, "ok".to_string()),
+        Change::Gone => (Outcome::Gone, "no longer in CloudShell".to_string()),
+        Change::Failed { reason, unknown: true } => {
+            reason.push_str("; the next run reads back whether it took effect");
+            (Outcome::Unknown, String::new())
+        }
+        Change::Failed { reason, unknown: false } => (Outcome::Failed, format!("failed: {reason}")),
+    };
+    // A failure is logged; the intent then stays, and the next run reads the outcome back.
+    let _ = journal.settle(&[Settlement { id, intent: &intent, outcome, result }]);
+    change
 }
 
 /// Sets one user active or inactive (read-modify-write), logging the outcome with `reason`.
@@ -142,11 +198,11 @@ async fn change_active(client: &Client, t: &Target, active: bool, reason: &'stat
         }
         Err(e) if active => {
             tracing::warn!(username = %t.username, error = %e, "user reactivation failed");
-            Change::Failed(format!("reactivation failed: {e}"))
+            Change::Failed { reason: format!("reactivation failed: {e}"), unknown: e.may_have_taken_effect() }
         }
         Err(e) => {
             tracing::warn!(username = %t.username, error = %e, "user deactivation failed");
-            Change::Failed(format!("deactivation failed: {e}"))
+            Change::Failed { reason: format!("deactivation failed: {e}"), unknown: e.may_have_taken_effect() }
         }
     }
 }

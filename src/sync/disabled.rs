@@ -33,8 +33,17 @@ use crate::username::Username;
 pub const DEACTIVATED_BECAUSE: &str = "disabled in the directory";
 /// The reason logged with a reactivation by this step.
 pub const REACTIVATED_BECAUSE: &str = "enabled in the directory";
-/// Why this step changes users, as logged.
-const REASONS: Reasons = Reasons { deactivate: DEACTIVATED_BECAUSE, reactivate: REACTIVATED_BECAUSE };
+/// Why this step changes users, as logged and in the audit trail.
+fn audit_reason(_: &Target, active: bool) -> String {
+    if active { "enabled again in the directory" } else { "disabled in the directory" }.to_string()
+}
+
+const REASONS: Reasons<'static> = Reasons {
+    deactivate: DEACTIVATED_BECAUSE,
+    reactivate: REACTIVATED_BECAUSE,
+    audit: &audit_reason,
+    disabled_in_directory: true,
+};
 
 /// What the run saw, for the plan.
 pub struct Seen<'a> {
@@ -132,7 +141,7 @@ pub async fn disabled_step(
     client: &Client,
     protect: &LeaverPolicy,
     limit: usize,
-    ledger: &mut Ledger,
+    ledger: &mut Ledger<'_>,
     run: Run<'_>,
 ) -> DisabledReport {
     let mut report = DisabledReport::new(crate::config::DisabledAccounts::ImportThenDeactivate.as_str());
@@ -158,7 +167,8 @@ pub async fn disabled_step(
         }
         return report;
     }
-    let done = activation::activate(client, &planned.deactivate, &planned.reactivate, &REASONS, run.stop).await;
+    let (deactivate, reactivate) = (&planned.deactivate, &planned.reactivate);
+    let done = activation::activate(client, deactivate, reactivate, &REASONS, ledger.journal(), run.stop).await;
     let mut next = planned.next;
     for (t, active) in done.changed() {
         if !active {

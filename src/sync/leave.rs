@@ -54,16 +54,39 @@ fn quote(names: &[&str]) -> String {
     names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
 }
 
-/// Why this step changes users, as logged.
-const REASONS: Reasons =
-    Reasons { deactivate: "left the configured groups", reactivate: "back in the configured groups" };
+/// Why this step changes users, as logged; in the audit trail, a reactivated user's reason names a group they
+/// are back in.
+fn reasons<'a>(audit: &'a (dyn Fn(&activation::Target, bool) -> String + Sync)) -> Reasons<'a> {
+    Reasons {
+        deactivate: "left the configured groups",
+        reactivate: "back in the configured groups",
+        audit,
+        disabled_in_directory: false,
+    }
+}
+
+/// The audit trail's reason for a leaver's change: "left every configured group", or "back in <group>" (the
+/// first configured group the user is an effective member of).
+fn audit_reason(plan: &Plan, t: &activation::Target, active: bool) -> String {
+    if !active {
+        return "left every configured group".to_string();
+    }
+    let group = plan.groups.iter().find_map(|g| match g {
+        GroupPlan::Ready(r) if r.group.members.iter().any(|m| m.username == t.username) => Some(r.name.as_str()),
+        _ => None,
+    });
+    match group {
+        Some(name) => format!("back in {name}"),
+        None => "back in a configured group".to_string(),
+    }
+}
 
 /// Runs the step on the run's managed users (`None` without a state directory); `None` with
 /// `action = "ignore"`.
 pub async fn leaver_step(
     client: &Client,
     policy: &LeaverPolicy,
-    ledger: Option<&mut Ledger>,
+    ledger: Option<&mut Ledger<'_>>,
     run: Run<'_>,
 ) -> Option<LeaversReport> {
     if policy.action == LeaverAction::Ignore {
@@ -97,7 +120,10 @@ pub async fn leaver_step(
     }
     let mut next = planned.next;
     if policy.action == LeaverAction::Deactivate {
-        let done = activation::activate(client, &planned.deactivate, &planned.reactivate, &REASONS, run.stop).await;
+        let audit = |t: &activation::Target, active: bool| audit_reason(run.plan, t, active);
+        let reasons = reasons(&audit);
+        let (deactivate, reactivate) = (&planned.deactivate, &planned.reactivate);
+        let done = activation::activate(client, deactivate, reactivate, &reasons, ledger.journal(), run.stop).await;
         for (t, active) in done.changed() {
             if let Some(entry) = next.users.get_mut(&t.username) {
                 entry.deactivated = !active;

@@ -1,15 +1,15 @@
-//! The managed users of one run (`users.json`, kept by `crate::state`): read once before the steps that keep
-//! them, handed to the disabled-account step and then to the leaver step, and written once after both. The
-//! leaver step sees what the disabled-account step recorded in the same run, not the file it wrote.
+//! The managed users of one run (kept in the state database, through the run's [`Journal`]): read once before
+//! the steps that keep them, handed to the disabled-account step and then to the leaver step, and written once
+//! after both. The leaver step sees what the disabled-account step recorded in the same run.
 //!
-//! The write rule: the record is written when a step changed it in this run (flags, ids, when last seen, the
-//! leaver streaks' `leaver_runs` and `leaver_since`), never otherwise and never in a dry run (no step hands
-//! back a record in one). An unchanged record holds nothing the file does not.
-
-use std::path::{Path, PathBuf};
+//! The write rule: only the users a step changed in this run are written (flags, ids, when last seen, the
+//! leaver streaks' `leaver_runs` and `leaver_since`), never in a dry run (no step hands back a record in one).
+//! A deactivation or reactivation is also recorded on its own as it happens, with its intent
+//! ([`super::activation::activate`]); this write is for the rest.
 
 use crate::report::{GroupStatus, Report};
 use crate::state::{self, Managed};
+use crate::sync::journal::Journal;
 
 /// A step that keeps managed users: the one a failed write is reported against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,32 +20,41 @@ pub enum Keeper {
 
 /// The managed users for one run.
 #[derive(Debug)]
-pub struct Ledger {
-    dir: PathBuf,
-    /// As read, then as the steps left them; `Err` when the file cannot be used: every step that needs it
-    /// fails (nothing deactivated), the imports do not.
-    users: Result<Managed, state::Error>,
+pub struct Ledger<'a> {
+    journal: &'a Journal,
+    /// As read; `Err` when they cannot be used: every step that needs them fails (nothing deactivated).
+    read: Result<Managed, state::Error>,
+    /// As the steps left them (`None`: unchanged).
+    users: Option<Managed>,
     /// The steps that changed `users` in this run.
     changed_by: Vec<Keeper>,
 }
 
-impl Ledger {
-    /// Reads the managed users kept in the state directory `dir`.
-    pub fn load(dir: &Path) -> Ledger {
-        Ledger { dir: dir.to_path_buf(), users: state::load_managed(dir), changed_by: Vec::new() }
+impl<'a> Ledger<'a> {
+    /// Reads the managed users kept in the run's state.
+    pub fn load(journal: &'a Journal) -> Ledger<'a> {
+        Ledger { journal, read: journal.load_managed(), users: None, changed_by: Vec::new() }
+    }
+
+    /// Where the run records what it does.
+    pub fn journal(&self) -> Option<&'a Journal> {
+        Some(self.journal)
     }
 
     /// The managed users, or why they cannot be used.
     pub fn users(&self) -> Result<&Managed, &state::Error> {
-        self.users.as_ref()
+        match (&self.users, &self.read) {
+            (Some(users), _) => Ok(users),
+            (None, read) => read.as_ref(),
+        }
     }
 
     /// Takes the managed users as `step` leaves them, after its writes' outcomes are recorded.
     pub fn update(&mut self, step: Keeper, next: Managed) {
-        if let Ok(users) = &mut self.users
+        if let Ok(users) = self.users()
             && *users != next
         {
-            *users = next;
+            self.users = Some(next);
             self.changed_by.push(step);
         }
     }
@@ -55,27 +64,18 @@ impl Ledger {
         self.changed_by.contains(&step)
     }
 
-    /// Writes the managed users when a step changed them. A failed write fails every step whose changes it
-    /// loses, in `report`, and is logged.
+    /// Writes the managed users a step changed. A failed write fails every step whose changes it loses, in
+    /// `report`, and is logged.
     pub fn save(&self, report: &mut Report) {
-        let Err(e) = self.write() else { return };
-        let dir = self.dir.display();
-        // Deactivations not recorded could not be undone by reactivation: say so loudly.
-        tracing::error!(dir = %dir, error = %e, "state file not written");
-        let error = format!("managed users not saved in {dir}: {e}");
+        let (Ok(before), Some(after)) = (&self.read, &self.users) else { return };
+        let Err(e) = self.journal.save_managed(before, after) else { return };
+        tracing::error!(error = %e, "state not written");
+        let error = format!("managed users not saved: {e}");
         if let (Some(step), true) = (report.disabled_accounts.as_mut(), self.changed_by(Keeper::DisabledAccounts)) {
             (step.status, step.error) = (GroupStatus::Failed, Some(error.clone()));
         }
         if let (Some(step), true) = (report.leavers.as_mut(), self.changed_by(Keeper::Leavers)) {
             (step.status, step.error) = (GroupStatus::Failed, Some(error));
-        }
-    }
-
-    /// Writes the managed users when a step changed them; nothing to write is `Ok`.
-    fn write(&self) -> std::io::Result<()> {
-        match &self.users {
-            Ok(users) if !self.changed_by.is_empty() => state::save_managed(&self.dir, users),
-            _ => Ok(()),
         }
     }
 }
@@ -85,6 +85,7 @@ mod tests {
     use super::*;
     use crate::report::{DisabledReport, LeaversReport};
     use crate::state::ManagedUser;
+    use crate::state::db::Owner;
     use crate::username::Username;
 
     fn alice(now: &str) -> Managed {
@@ -93,51 +94,55 @@ mod tests {
         m
     }
 
+    fn owner() -> Owner {
+        Owner {
+            config_path: "/c.toml".into(),
+            directory_urls: vec!["ldap://d".into()],
+            base_dn: "dc=x".into(),
+            user_filter: "(uid=*)".into(),
+            username_attribute: "uid".into(),
+            cloudshell_url: "http://cs/".into(),
+        }
+    }
+
+    fn journal(dir: &std::path::Path) -> Journal {
+        Journal::open(dir, &owner(), "r").unwrap()
+    }
+
     #[test]
-    fn written_once_when_a_step_changed_it_and_not_at_all_otherwise() {
+    fn written_when_a_step_changed_it_and_not_at_all_otherwise() {
         let dir = tempfile::tempdir().unwrap();
         let mut report = Report::new("r".into(), false);
-        let mut ledger = Ledger::load(dir.path());
-        assert_eq!(ledger.users().unwrap(), &Managed::default(), "a missing file is nobody managed");
+        let j = journal(dir.path());
+        let mut ledger = Ledger::load(&j);
+        assert_eq!(ledger.users().unwrap(), &Managed::default(), "a new state is nobody managed");
         ledger.update(Keeper::DisabledAccounts, Managed::default());
+        assert!(!ledger.changed_by(Keeper::DisabledAccounts), "nothing changed");
         ledger.save(&mut report);
-        assert!(!dir.path().join(state::USERS_FILE).exists(), "nothing changed: nothing written");
 
         ledger.update(Keeper::Leavers, alice("t1"));
         assert!(ledger.changed_by(Keeper::Leavers) && !ledger.changed_by(Keeper::DisabledAccounts));
         ledger.save(&mut report);
-        let read = Ledger::load(dir.path());
-        assert_eq!(read.users().unwrap(), &alice("t1"));
+        assert_eq!(Ledger::load(&j).users().unwrap(), &alice("t1"));
 
         // A leaver streak alone is a change.
         let mut streak = alice("t1");
         let entry: &mut ManagedUser = streak.users.get_mut(&Username::new("alice").unwrap()).unwrap();
         (entry.leaver_runs, entry.leaver_since) = (1, Some("t2".into()));
-        let mut ledger = Ledger::load(dir.path());
+        let mut ledger = Ledger::load(&j);
         ledger.update(Keeper::Leavers, streak.clone());
         ledger.save(&mut report);
-        assert_eq!(Ledger::load(dir.path()).users().unwrap(), &streak);
-    }
-
-    #[test]
-    fn an_unreadable_file_is_never_overwritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(state::USERS_FILE);
-        std::fs::write(&path, "{").unwrap();
-        let mut ledger = Ledger::load(dir.path());
-        assert!(ledger.users().unwrap_err().to_string().contains("users.json"));
-        ledger.update(Keeper::Leavers, alice("t1"));
-        ledger.save(&mut Report::new("r".into(), false));
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{");
+        assert_eq!(Ledger::load(&j).users().unwrap(), &streak);
+        assert!(report.error.is_none(), "no step failed");
     }
 
     #[test]
     fn a_failed_write_fails_the_steps_whose_changes_it_loses() {
         let dir = tempfile::tempdir().unwrap();
-        let not_a_directory = dir.path().join("file");
-        std::fs::write(&not_a_directory, "").unwrap();
-        let mut ledger = Ledger::load(&dir.path().join("missing"));
-        ledger.dir = not_a_directory;
+        state::save_managed(dir.path(), &Managed::default()).unwrap();
+        // A dry run's state (the JSON files, read only) takes no write.
+        let j = Journal::open_read_only(dir.path(), "r").unwrap();
+        let mut ledger = Ledger::load(&j);
         ledger.update(Keeper::Leavers, alice("t1"));
         let mut report = Report::new("r".into(), false);
         report.disabled_accounts = Some(DisabledReport::new("import_then_deactivate"));
@@ -145,7 +150,7 @@ mod tests {
         ledger.save(&mut report);
         let leavers = report.leavers.unwrap();
         assert_eq!(leavers.status, GroupStatus::Failed);
-        assert!(leavers.error.unwrap().starts_with("managed users not saved in "));
+        assert!(leavers.error.unwrap().starts_with("managed users not saved: "));
         let disabled = report.disabled_accounts.unwrap();
         assert_eq!((disabled.status, disabled.error), (GroupStatus::Ok, None), "its part was not changed");
     }

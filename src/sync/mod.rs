@@ -7,6 +7,7 @@
 pub mod activation;
 pub mod apply;
 pub mod disabled;
+pub mod journal;
 pub mod leave;
 pub mod leavers;
 pub mod ledger;
@@ -24,6 +25,7 @@ use crate::config::{Config, DisabledAccounts, LeaverAction};
 use crate::report::{Failure, GroupReport, GroupStatus, HeldReport, Imports, Report};
 use crate::stop::Stops;
 use crate::{ldap, state};
+use journal::Journal;
 use plan::{GroupPlan, Plan, Policy};
 
 /// A short id that tells runs apart in logs.
@@ -103,6 +105,14 @@ pub async fn run(config: &Config, dry_run: bool, context: &Context) -> Report {
 /// The run itself; returns the report and the client (for its call counts), if one was made.
 async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> (Report, Option<Client>) {
     tracing::info!(groups = config.sync.groups.len(), "run started");
+    // The state first: a database this run cannot use means no read and no write anywhere.
+    let journal = match open_journal(config, context, &report) {
+        Ok(j) => j,
+        Err(e) => {
+            report.fail(e);
+            return (report, None);
+        }
+    };
     // Connect and bind first: an unreachable directory means no call to CloudShell at all.
     let Some(connection) = connect(config, context, &mut report).await else {
         return (report, None);
@@ -114,8 +124,37 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
             return (report, None);
         }
     };
-    let _ = run_connected(config, context, connection, &client, &mut report).await;
+    let _ = run_connected(config, context, connection, &client, journal.as_ref(), &mut report).await;
+    if let (Some(journal), false) = (&journal, report.dry_run) {
+        keep_history(journal, &report);
+    }
     (report, Some(client))
+}
+
+/// Records the run's imports, additions and holds in the audit trail (its destructive calls were recorded as
+/// they were made). A failure is logged: the writes themselves are done and reported.
+fn keep_history(journal: &Journal, report: &Report) {
+    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    if let Err(e) = journal.record(&crate::audit::rows(report, &now)) {
+        tracing::error!(error = %e, "audit trail not written");
+    }
+}
+
+/// The run's state (`None` without a state directory): read-only in a dry run. A run that writes first proves
+/// that the state directory takes writes: a read-only or full state directory would otherwise turn the shrink
+/// guard off silently.
+fn open_journal(config: &Config, context: &Context, report: &Report) -> Result<Option<Journal>, state::Error> {
+    let Some(dir) = &context.state_directory else {
+        tracing::info!("shrink guard off: no state directory");
+        return Ok(None);
+    };
+    let opened = if report.dry_run {
+        Journal::open_read_only(dir, &report.run_id).map_err(state::Error::from)
+    } else {
+        state::check_writable(dir).inspect_err(|e| tracing::error!(error = %e, "state directory unwritable"))?;
+        Journal::open(dir, &state::db::Owner::of(config), &report.run_id).map_err(state::Error::from)
+    };
+    opened.map(Some).inspect_err(|e| tracing::error!(error = %e, "state unusable"))
 }
 
 /// The order of a run once the directory is bound. Each step hands the next its input or ends the run
@@ -125,10 +164,17 @@ async fn run_connected(
     context: &Context,
     connection: ldap::Connection<'_>,
     client: &Client,
+    journal: Option<&Journal>,
     report: &mut Report,
 ) -> Option<()> {
     let reads = read(config, context, connection, client, report).await?;
-    let mut counts = load_state(context, report)?;
+    if let (Some(journal), false) = (journal, report.dry_run)
+        && let Err(e) = journal::settle_pending(journal, client, &reads.users).await
+    {
+        report.fail(format!("the outcomes of an earlier run's calls could not be recorded: {e}"));
+        return None;
+    }
+    let counts = load_state(journal, report)?;
     let last_good = counts.as_ref().map(state::Counts::by_group).unwrap_or_default();
     let policy = Policy::new(&config.sync, last_good, disabled_accounts(config, context));
     let plan = plan::plan(reads.snapshot, &reads.users, policy);
@@ -143,10 +189,11 @@ async fn run_connected(
         return Some(());
     }
     apply_plan(config, client, &plan, context, report).await;
-    after_imports(config, client, &plan, reads.users, reads.groups, context, report).await;
+    let after = After { plan: &plan, journal, users: reads.users, groups: reads.groups };
+    after_imports(config, client, after, context, report).await;
     report.finish(plan.members, plan.missing);
     report.after_reads_ms = reads.done.elapsed().as_millis() as u64;
-    save_state(context, counts.as_mut(), &plan, report);
+    save_state(journal, counts.as_ref(), &plan, report);
     Some(())
 }
 
@@ -234,35 +281,28 @@ async fn read(
     Some(Reads { snapshot, users, groups, done })
 }
 
-/// The shrink guard's counts, and a check that the state directory takes writes. `None` (the run fails)
-/// when either is wrong: an unreadable state must not silently disable the guard.
-fn load_state(context: &Context, report: &mut Report) -> Option<Option<state::Counts>> {
-    let counts = match load_counts(context) {
-        Ok(c) => c,
+/// The shrink guard's counts (`None` without a state directory: the guard is off). `None` (the run fails) when
+/// they cannot be read: an unreadable state must not silently disable the guard.
+fn load_state(journal: Option<&Journal>, report: &mut Report) -> Option<Option<state::Counts>> {
+    let Some(journal) = journal else { return Some(None) };
+    match journal.load_counts() {
+        Ok(c) => Some(Some(c)),
         Err(e) => {
-            tracing::error!(error = %e, "state file unreadable");
+            tracing::error!(error = %e, "state unreadable");
             report.fail(e);
-            return None;
+            None
         }
-    };
-    if let (Some(dir), false) = (&context.state_directory, report.dry_run)
-        && let Err(e) = state::check_writable(dir)
-    {
-        tracing::error!(error = %e, "state directory unwritable");
-        report.fail(e);
-        return None;
     }
-    Some(counts)
 }
 
 /// Saves the shrink guard's counts after a run that wrote (not a dry run).
-fn save_state(context: &Context, counts: Option<&mut state::Counts>, plan: &Plan, report: &mut Report) {
-    if let (Some(counts), Some(dir), false) = (counts, &context.state_directory, report.dry_run)
-        && let Err(e) = save_counts(dir, counts, plan)
+fn save_state(journal: Option<&Journal>, counts: Option<&state::Counts>, plan: &Plan, report: &mut Report) {
+    if let (Some(before), Some(journal), false) = (counts, journal, report.dry_run)
+        && let Err(e) = save_counts(journal, before, plan)
     {
         // The guard would compare the next run against stale counts, or none: fail rather than say ok.
-        tracing::error!(dir = %dir.display(), error = %e, "state file not written");
-        report.fail(format!("the shrink guard's counts were not saved in {}: {e}", dir.display()));
+        tracing::error!(error = %e, "state not written");
+        report.fail(format!("the shrink guard's counts were not saved: {e}"));
     }
 }
 
@@ -273,30 +313,31 @@ fn stopped_reading(report: &mut Report) {
     report.fail("the run was asked to stop while reading the directory and CloudShell; nothing was written");
 }
 
-/// The steps after the imports: CloudShell group membership (with mappings), disabled accounts and users who
-/// left. The last two share one reading of the managed users, written once after both, and one time.
-async fn after_imports(
-    config: &Config,
-    client: &Client,
-    plan: &Plan,
+/// What the steps after the imports take from the run.
+struct After<'a> {
+    plan: &'a Plan,
+    journal: Option<&'a Journal>,
     users: Vec<crate::cloudshell::User>,
     groups: Option<Result<Vec<crate::cloudshell::Group>, crate::cloudshell::Error>>,
-    context: &Context,
-    report: &mut Report,
-) {
-    let leaver_step = config.sync.leavers.action != LeaverAction::Ignore && context.state_directory.is_some();
+}
+
+/// The steps after the imports: CloudShell group membership (with mappings), disabled accounts and users who
+/// left. The last two share one reading of the managed users, written once after both, and one time.
+async fn after_imports(config: &Config, client: &Client, after: After<'_>, context: &Context, report: &mut Report) {
+    let After { plan, journal, users, groups } = after;
+    let leaver_step = config.sync.leavers.action != LeaverAction::Ignore && journal.is_some();
     let disabled_step = disabled_accounts(config, context) == DisabledAccounts::ImportThenDeactivate;
     // The new users' ids are needed only to place them in groups or to manage them.
     let needs_ids = (groups.is_some() || leaver_step || disabled_step) && !report.dry_run;
     let users = if needs_ids { users_after_imports(client, users).await } else { users };
     if let Some(groups) = groups {
         let reads = place::Reads { users: &users, groups };
-        let placed = place::place_members(client, &config.sync, plan, reads, report.dry_run, &context.stops.stop).await;
+        let run = place::Run { dry_run: report.dry_run, journal, stop: &context.stops.stop };
+        let placed = place::place_members(client, &config.sync, plan, reads, run).await;
         report.interrupted |= placed.groups.iter().any(|m| m.status == GroupStatus::Skipped);
         (report.memberships, report.removals_held) = (placed.groups, placed.removals_held);
     }
-    let mut ledger =
-        context.state_directory.as_deref().filter(|_| leaver_step || disabled_step).map(ledger::Ledger::load);
+    let mut ledger = journal.filter(|_| leaver_step || disabled_step).map(ledger::Ledger::load);
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     if let (true, Some(ledger)) = (disabled_step, ledger.as_mut()) {
         let run = disabled::Run {
@@ -375,31 +416,21 @@ async fn apply_plan(config: &Config, client: &Client, plan: &Plan, context: &Con
     }
 }
 
-/// The shrink guard's reference counts: `None` without a state directory (the guard is off).
-fn load_counts(context: &Context) -> Result<Option<state::Counts>, state::Error> {
-    match &context.state_directory {
-        None => {
-            tracing::info!("shrink guard off: no state directory");
-            Ok(None)
-        }
-        Some(dir) => state::load(dir).map(Some),
-    }
-}
-
 /// Records the counts the guard accepted as the new reference (a held group keeps its old one). Only a
 /// full read's counts become a reference.
-fn save_counts(dir: &std::path::Path, counts: &mut state::Counts, plan: &Plan) -> std::io::Result<()> {
+fn save_counts(journal: &Journal, before: &state::Counts, plan: &Plan) -> Result<(), state::db::Error> {
     if !plan.coverage.is_full() {
         return Ok(());
     }
+    let mut after = before.clone();
     for g in &plan.groups {
         if let GroupPlan::Ready(r) = g
             && r.shrink.is_none()
         {
-            counts.record(&r.name, r.group.members.len());
+            after.record(&r.name, r.group.members.len());
         }
     }
-    state::save(dir, counts)
+    journal.save_counts(before, &after)
 }
 
 /// A group's report line. `status` is the status of a group that went well (ok, planned, held or skipped).
@@ -410,7 +441,7 @@ fn group_report(g: &GroupPlan, imports: Imports, status: GroupStatus) -> GroupRe
     };
     let (members, missing) = (ready.group.members.len(), ready.missing.len());
     if let Some(shrink) = ready.shrink {
-        return GroupReport::shrank(&ready.name, shrink.previous, members, missing, state::FILE_NAME);
+        return GroupReport::shrank(&ready.name, shrink.previous, members, missing);
     }
     let collisions = ready.collisions.iter().map(Failure::from).collect();
     let planned = ready.to_import.iter().map(|m| m.username.to_string()).collect();

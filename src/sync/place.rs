@@ -10,6 +10,8 @@ use crate::cloudshell::{self, Client, Error, MembershipChange, MembershipFailure
 use crate::config::SyncPolicy;
 use crate::group_name::GroupName;
 use crate::report::{Failure, HeldReport, MembershipReport, Placed};
+use crate::state::db::{self, Intent, Outcome, Settlement};
+use crate::sync::journal::Journal;
 use crate::sync::membership::{self, CloudShell, DirectoryGroup, GroupChange, Limits, Placement};
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
@@ -28,6 +30,15 @@ pub struct Reads<'a> {
     pub groups: Result<Vec<cloudshell::Group>, Error>,
 }
 
+/// How the membership step runs.
+pub struct Run<'a> {
+    /// Plan only; write nothing.
+    pub dry_run: bool,
+    /// Where each removal is recorded as intended before it is sent, and settled after.
+    pub journal: Option<&'a Journal>,
+    pub stop: &'a CancellationToken,
+}
+
 /// Plans and carries out the membership changes of every mapped CloudShell group (nothing is written in a
 /// dry run). Runs after the imports, so users created by this run are placed in the same run.
 pub async fn place_members(
@@ -35,9 +46,9 @@ pub async fn place_members(
     sync: &SyncPolicy,
     plan: &Plan,
     reads: Reads<'_>,
-    dry_run: bool,
-    stop: &CancellationToken,
+    run: Run<'_>,
 ) -> Placements {
+    let Run { dry_run, journal, stop } = run;
     let targets = membership::cloudshell_groups(&sync.mappings);
     let groups = match reads.groups {
         Ok(g) => g,
@@ -85,8 +96,11 @@ pub async fn place_members(
         } else {
             let span = tracing::info_span!("cloudshell_group", group = %change.name);
             Some(
-                tracing::Instrument::instrument(apply_change(client, change, sync.membership_batch_size, stop), span)
-                    .await,
+                tracing::Instrument::instrument(
+                    apply_change(client, change, sync.membership_batch_size, journal, stop),
+                    span,
+                )
+                .await,
             )
         };
         lines.push(line.settle(placed));
@@ -197,8 +211,15 @@ impl Direction {
 }
 
 /// Applies `change` (which must name an existing group). Never fails as a whole: each user's outcome is
-/// recorded. `stop` is checked between calls.
-pub async fn apply_change(client: &Client, change: &GroupChange, batch: usize, stop: &CancellationToken) -> Placed {
+/// recorded. `stop` is checked between calls. With a `journal`, each batch of removals is recorded as intended
+/// before it is sent (not sent when that fails) and each removal's outcome after.
+pub async fn apply_change(
+    client: &Client,
+    change: &GroupChange,
+    batch: usize,
+    journal: Option<&Journal>,
+    stop: &CancellationToken,
+) -> Placed {
     let mut placed = Placed::default();
     let Some(group) = change.id else {
         return placed;
@@ -227,12 +248,76 @@ pub async fn apply_change(client: &Client, change: &GroupChange, batch: usize, s
                 placed.not_attempted += users.len() - n * batch.max(1);
                 tracing::warn!(group = name, not_attempted = placed.not_attempted, "membership changes interrupted");
                 break;
+            } else if direction == Direction::Remove
+                && let Some(journal) = journal
+            {
+                let removal = Removal { journal, group: (name, group), fed_by: &change.fed_by };
+                gone = !remove_recorded(client, removal, chunk, &mut placed).await;
             } else if !send_batch(client, name, group, direction, chunk, &mut placed).await {
                 gone = true;
             }
         }
     }
     placed
+}
+
+/// A batch of removals to record.
+struct Removal<'a> {
+    journal: &'a Journal,
+    /// The CloudShell group's name and id.
+    group: (&'a str, i64),
+    /// The directory groups mapped to it, for the reason.
+    fed_by: &'a [GroupName],
+}
+
+/// [`send_batch`] for removals, recorded: the batch's intents before it is sent (nothing sent when they cannot
+/// be written), each removal's outcome after. A removal that failed is left for the next run to read back,
+/// since its answer may have been lost after it took effect.
+async fn remove_recorded(
+    client: &Client,
+    removal: Removal<'_>,
+    chunk: &[(Username, i64)],
+    placed: &mut Placed,
+) -> bool {
+    let (name, group) = removal.group;
+    let fed_by: Vec<&str> = removal.fed_by.iter().map(GroupName::as_str).collect();
+    let reason = format!("in none of the directory groups mapped to {name} ({})", fed_by.join(", "));
+    let intents: Vec<Intent> = chunk
+        .iter()
+        .map(|(username, id)| Intent {
+            change: db::Change::RemoveFromGroup { group: name.to_string(), group_id: group },
+            username: username.clone(),
+            cloudshell_id: *id,
+            reason: reason.clone(),
+        })
+        .collect();
+    let ids = match removal.journal.intend(&intents) {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::error!(group = name, error = %e, "removals not sent: their intents could not be recorded");
+            return fail_all(name, chunk, &format!("not sent: its intent could not be recorded: {e}"), placed);
+        }
+    };
+    let removed_before = placed.removed.len();
+    let more = send_batch(client, name, group, Direction::Remove, chunk, placed).await;
+    let removed = &placed.removed[removed_before..];
+    let settled: Vec<Settlement> = intents
+        .iter()
+        .zip(ids)
+        .map(|(intent, id)| {
+            let (outcome, result) = if removed.contains(&intent.username) {
+                (Outcome::Done, "ok".to_string())
+            } else if !more {
+                (Outcome::Gone, "the CloudShell group is gone".to_string())
+            } else {
+                (Outcome::Unknown, String::new())
+            };
+            Settlement { id, intent, outcome, result }
+        })
+        .collect();
+    // A failure is logged; the intents then stay, and the next run reads the outcomes back.
+    let _ = removal.journal.settle(&settled);
+    more
 }
 
 /// Sends one batch and settles each user's outcome. Returns `false` when the group is gone (no point in

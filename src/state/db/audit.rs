@@ -99,6 +99,14 @@ pub enum Change {
 }
 
 impl Change {
+    /// The CloudShell group of a removal.
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            Change::RemoveFromGroup { group, .. } => Some(group),
+            _ => None,
+        }
+    }
+
     /// The audit action its outcome is recorded as.
     pub fn action(&self) -> Action {
         match self {
