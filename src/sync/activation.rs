@@ -269,4 +269,46 @@ mod tests {
             assert_eq!(done.status(before), expected, "{done:?} after {before:?}");
         }
     }
+
+    /// A call whose intent cannot be recorded is never sent: the listener standing in for CloudShell is never
+    /// connected to. The control: the same call without a journal is sent.
+    #[tokio::test]
+    async fn a_change_whose_intent_cannot_be_recorded_is_not_sent() {
+        use std::time::Duration;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let client = Client::new(cloudshell::Settings {
+            url: url::Url::parse(&url).unwrap(),
+            username: "admin".into(),
+            password: secrecy::SecretString::from("pw"),
+            domain: "Global".into(),
+            auth_scheme: cloudshell::AuthScheme::Basic,
+            connect_timeout: Duration::from_millis(200),
+            timeout: Duration::from_millis(200),
+            retries: 0,
+            retry_deadline: Duration::from_millis(200),
+            max_requests_per_second: 0.0,
+            max_answer_bytes: 1 << 20,
+            ca_file: None,
+            progress_every: crate::progress::EVERY,
+        })
+        .unwrap();
+        // A dry run's state: read only, so no intent can be written.
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open_read_only(dir.path(), "r").unwrap();
+        let audit = |_: &Target, _: bool| "left".to_string();
+        let reasons = Reasons { deactivate: "left", reactivate: "back", audit: &audit, disabled_in_directory: false };
+        let bob = [Target { username: Username::new("bob").unwrap(), id: 7 }];
+        let stop = CancellationToken::new();
+
+        let done = activate(&client, &bob, &[], &reasons, Some(&journal), &stop).await;
+        assert!(done.deactivated.is_empty());
+        assert!(done.failures[0].reason.starts_with("not sent: its intent could not be recorded"), "{done:?}");
+        assert!(listener.accept().is_err(), "nothing was sent");
+
+        let done = activate(&client, &bob, &[], &reasons, None, &stop).await;
+        assert!(!done.failures[0].reason.starts_with("not sent"), "{done:?}");
+        assert!(listener.accept().is_ok(), "without a journal the call is made");
+    }
 }

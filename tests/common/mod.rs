@@ -434,6 +434,11 @@ impl Sim {
         self.control(reqwest::Method::DELETE, "calls", None).await;
     }
 
+    /// Takes every injected fault away.
+    pub async fn clear_faults(&self) {
+        self.control(reqwest::Method::DELETE, "faults", None).await;
+    }
+
     pub async fn state(&self) -> Value {
         self.control(reqwest::Method::GET, "state", None).await
     }

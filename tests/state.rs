@@ -1,0 +1,181 @@
+//! The state database end to end (the real binary, slapd, the simulator): what this program did survives a
+//! lost answer and a crash at any point, is migrated from the JSON files of earlier versions, and a database
+//! it cannot trust stops the run before anything is sent.
+
+mod common;
+
+use std::path::PathBuf;
+
+use cloudshell_ldap_sync::state::db::{Action, Database, Filter};
+use cloudshell_ldap_sync::username::Username;
+use common::{Directory, Env, GROUPS, PEOPLE, Stack};
+use serde_json::{Value, json};
+
+/// `Team`: alice, bob, carol. `Other`: dave.
+fn directory() -> Directory {
+    let mut d = Directory::new();
+    let [alice, bob, carol, dave] = ["alice", "bob", "carol", "dave"].map(|u| d.user(u));
+    d.group("Team", &[alice, bob, carol]);
+    d.group("Other", &[dave]);
+    d
+}
+
+impl Env {
+    fn start() -> Env {
+        Env(Stack::start(&directory(), |_| {}))
+    }
+
+    fn state(&self) -> PathBuf {
+        self.files.path("state")
+    }
+
+    /// Both groups, leavers deactivated (limits raised: the rules under test are the state's), a state directory.
+    fn config(&self) -> PathBuf {
+        let sections = format!(
+            "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\n\n[monitor]\nstate_directory = \"{}\"\n",
+            self.state().display()
+        );
+        self.files.config(&self.slapd.url(), &self.sim.url(), &["Team", "Other"], "max_shrink_percent = 100", &sections)
+    }
+
+    fn member(&self, change: &str, group: &str, user: &str) {
+        self.slapd.modify(&format!(
+            "dn: cn={group},{GROUPS}\nchangetype: modify\n{change}: member\nmember: uid={user},{PEOPLE}\n\n"
+        ));
+    }
+
+    async fn active(&self, username: &str) -> bool {
+        let state = self.sim.state().await;
+        let user = state["users"].as_array().unwrap().iter().find(|u| u["Username"] == username);
+        user.unwrap_or_else(|| panic!("{username} is not in CloudShell")).get("IsActive") == Some(&json!(true))
+    }
+
+    fn database(&self) -> Database {
+        Database::open_read_only(&self.state()).unwrap().expect("a state.db")
+    }
+
+    /// The audit rows about `username`, as (action, result).
+    fn history(&self, username: &str) -> Vec<(Action, String)> {
+        let user = Username::new(username).unwrap();
+        let rows = self.database().history(&Filter { username: Some(&user), since: None }).unwrap();
+        rows.into_iter().map(|r| (r.action, r.result)).collect()
+    }
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array().unwrap_or_else(|| panic!("not a list: {v}")).iter().map(|s| s.as_str().unwrap()).collect()
+}
+
+/// The reproduction from the issue: CloudShell applies the deactivation and the answer is lost on every retry.
+/// Before state.db, the user was recorded as not deactivated and never reactivated on return.
+#[tokio::test]
+async fn a_deactivation_whose_answer_was_lost_is_read_back_as_done_and_undone_on_return() {
+    let env = Env::start();
+    let config = env.config();
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+    env.member("delete", "Team", "bob");
+    // Every PUT to a user takes effect, and its connection is cut before the answer: each retry too.
+    env.sim.set_faults(json!({"reset": {"count": 20, "method": "PUT", "path_contains": "/api/v1/users/"}})).await;
+    let (code, report, stderr) = common::sync_json(&config, &[]);
+    assert_eq!(code, 3, "{report}\n{stderr}");
+    assert!(!env.active("bob").await, "CloudShell applied it");
+    let failure = &report["leavers"]["failures"][0];
+    assert_eq!(failure["username"], "bob", "{report}");
+    assert!(failure["reason"].as_str().unwrap().contains("the next run reads back"), "{failure}");
+    let pending = env.database().pending().unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(pending[0].answer_lost && pending[0].intent.username.as_str() == "bob");
+
+    env.sim.clear_faults().await;
+    let (code, report, stderr) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert!(stderr.contains("intent settled"), "{stderr}");
+    assert!(env.database().pending().unwrap().is_empty());
+    let bob = env.history("bob");
+    let (action, result) = bob.last().unwrap();
+    assert_eq!(*action, Action::Deactivated);
+    assert!(result.starts_with("ok (its answer was lost; read back: inactive)"), "{result}");
+    assert_eq!(report["api_calls"]["edit_user"], 0, "nothing sent again: {report}");
+
+    // Back: reactivated, because the record says this program deactivated him.
+    env.member("add", "Team", "bob");
+    let (code, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(strings(&report["leavers"]["reactivated"]), ["bob"]);
+    assert!(env.active("bob").await);
+    assert_eq!(env.history("bob").last().unwrap(), &(Action::Reactivated, "ok".to_string()));
+}
+
+/// users.json and groups.json as earlier versions wrote them (the same serialisation): a dry run reads them and
+/// creates nothing; the first run that writes migrates them and acts on what they held.
+#[tokio::test]
+async fn the_json_state_of_earlier_versions_is_migrated_on_the_first_run_that_writes() {
+    let env = Env::start();
+    let config = env.config();
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+    env.member("delete", "Team", "bob");
+    let (code, report, _) = common::sync_json(&config, &[]);
+    assert_eq!((code, strings(&report["leavers"]["deactivated"])), (0, vec!["bob"]), "{report}");
+    // Turn the state back into the files an earlier version kept.
+    let db = env.database();
+    let (managed, counts) = (db.load_managed().unwrap(), db.load_counts().unwrap());
+    drop(db);
+    assert!(managed.users[&Username::new("bob").unwrap()].deactivated);
+    for name in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(env.state().join(name));
+    }
+    cloudshell_ldap_sync::state::save_managed(&env.state(), &managed).unwrap();
+    cloudshell_ldap_sync::state::save(&env.state(), &counts).unwrap();
+    let users_json = std::fs::read(env.state().join("users.json")).unwrap();
+    env.member("add", "Team", "bob");
+
+    let (code, report, _) = common::sync_json(&config, &["--dry-run"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["leavers"]["managed"], 4, "read from users.json: {report}");
+    assert!(!env.state().join("state.db").exists(), "a dry run creates no database");
+    assert_eq!(std::fs::read(env.state().join("users.json")).unwrap(), users_json);
+
+    let (code, report, stderr) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert!(stderr.contains("state file migrated"), "{stderr}");
+    assert_eq!(strings(&report["leavers"]["reactivated"]), ["bob"], "the migrated record: {report}");
+    assert!(env.active("bob").await);
+    for name in ["users.json", "groups.json"] {
+        assert!(!env.state().join(name).exists(), "{name}");
+        assert!(env.state().join(format!("{name}.migrated")).exists(), "{name} kept aside");
+    }
+    // Other's count is unchanged since: its row is the migrated one, its time as the file had it.
+    let now = serde_json::to_value(env.database().load_counts().unwrap()).unwrap();
+    let then = serde_json::to_value(&counts).unwrap();
+    assert_eq!(now["groups"]["Other"], then["groups"]["Other"], "the shrink guard's counts came across");
+    assert_eq!(
+        (now["groups"]["Team"]["members"].as_u64(), then["groups"]["Team"]["members"].as_u64()),
+        (Some(3), Some(2))
+    );
+}
+
+/// A database written by a newer version, or damaged: refused before anything is read or sent, left as it is.
+#[tokio::test]
+async fn a_database_from_a_newer_version_stops_the_run_before_anything_is_sent() {
+    let env = Env::start();
+    let config = env.config();
+    std::fs::create_dir_all(env.state()).unwrap();
+    let path = env.state().join("state.db");
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    connection.execute_batch("CREATE TABLE later (x); PRAGMA user_version = 99;").unwrap();
+    drop(connection);
+    let before = std::fs::read(&path).unwrap();
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let (code, report, _) = common::sync_json(&config, extra);
+        assert_eq!(code, 1, "{extra:?}: {report}");
+        let error = report["error"].as_str().unwrap();
+        assert!(error.contains("schema version 99") && error.contains("newer cloudshell-ldap-sync"), "{error}");
+        assert!(env.sim.calls().await.is_empty(), "nothing sent, not even a login");
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    // The positive control: without it, the same configuration runs.
+    std::fs::remove_file(&path).unwrap();
+    let (code, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(!env.sim.calls().await.is_empty());
+}
