@@ -139,7 +139,8 @@ pub struct ManagedUser {
     /// CloudShell's id.
     pub id: Option<i64>,
     pub first_seen: String,
-    /// The last complete run in which the user was an effective member.
+    /// The last complete run in which the user was an effective member, to within a day: it is moved on at
+    /// most once a day, so that a run in which nothing changed rewrites no record.
     pub last_seen: String,
     /// Consecutive complete runs in which the user was a leaver (0: not a leaver).
     #[serde(default)]
@@ -219,9 +220,20 @@ impl Managed {
         let entry = self.users.entry(username.clone()).or_insert_with(|| ManagedUser::new(username.clone(), now));
         entry.username = username.clone();
         entry.id = id.or(entry.id);
-        entry.last_seen = now.to_string();
+        if last_seen_stale(&entry.last_seen, now) {
+            entry.last_seen = now.to_string();
+        }
         (entry.leaver_runs, entry.leaver_since) = (0, None);
         entry
+    }
+}
+
+/// Whether `last_seen` is to be moved on to `now`: a day or more before it, or not a time (never seen).
+fn last_seen_stale(last_seen: &str, now: &str) -> bool {
+    const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+    match (humantime::parse_rfc3339(last_seen), humantime::parse_rfc3339(now)) {
+        (Ok(then), Ok(now)) => now.duration_since(then).is_ok_and(|d| d >= DAY),
+        _ => true,
     }
 }
 
@@ -286,6 +298,21 @@ mod tests {
         let e = load(dir.path()).unwrap_err();
         assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
         assert!(e.to_string().contains("delete it to start afresh"), "{e}");
+    }
+
+    #[test]
+    fn last_seen_moves_on_at_most_daily_so_a_steady_run_changes_no_record() {
+        let mut m = Managed::default();
+        let alice = Username::new("alice").unwrap();
+        m.seen(&alice, Some(1), "2026-12-01T10:00:00Z");
+        let seen = |m: &Managed| m.users[&alice].last_seen.clone();
+        m.seen(&alice, Some(1), "2026-12-02T09:59:59Z");
+        assert_eq!(seen(&m), "2026-12-01T10:00:00Z", "within the day: unchanged");
+        m.seen(&alice, Some(1), "2026-12-02T10:00:00Z");
+        assert_eq!(seen(&m), "2026-12-02T10:00:00Z", "a day on");
+        m.users.get_mut(&alice).unwrap().last_seen = String::new();
+        m.seen(&alice, Some(1), "2026-12-02T10:00:01Z");
+        assert_eq!(seen(&m), "2026-12-02T10:00:01Z", "never seen before");
     }
 
     #[test]
