@@ -251,7 +251,7 @@ async fn lost_state_deactivates_nobody_and_a_damaged_database_fails_the_run_befo
     assert_eq!(code, 1, "{report}");
     let error = report["error"].as_str().unwrap();
     assert!(error.contains("state.db") && error.contains("move it aside"), "{error}");
-    assert!(stderr.contains("state unusable"), "{stderr}");
+    assert!(stderr.contains("state file unreadable"), "{stderr}");
     assert!(env.sim.calls().await.is_empty(), "no call at all: {report}");
     assert_eq!(std::fs::read(&db).unwrap(), bytes, "the damaged file is left as it was");
 }

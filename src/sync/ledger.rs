@@ -69,7 +69,7 @@ impl<'a> Ledger<'a> {
     pub fn save(&self, report: &mut Report) {
         let (Ok(before), Some(after)) = (&self.read, &self.users) else { return };
         let Err(e) = self.journal.save_managed(before, after) else { return };
-        tracing::error!(error = %e, "state not written");
+        tracing::error!(error = %e, "state file not written");
         let error = format!("managed users not saved: {e}");
         if let (Some(step), true) = (report.disabled_accounts.as_mut(), self.changed_by(Keeper::DisabledAccounts)) {
             (step.status, step.error) = (GroupStatus::Failed, Some(error.clone()));

@@ -154,7 +154,7 @@ fn open_journal(config: &Config, context: &Context, report: &Report) -> Result<O
         state::check_writable(dir).inspect_err(|e| tracing::error!(error = %e, "state directory unwritable"))?;
         Journal::open(dir, &state::db::Owner::of(config), &report.run_id).map_err(state::Error::from)
     };
-    opened.map(Some).inspect_err(|e| tracing::error!(error = %e, "state unusable"))
+    opened.map(Some).inspect_err(|e| tracing::error!(error = %e, "state file unreadable"))
 }
 
 /// The order of a run once the directory is bound. Each step hands the next its input or ends the run
@@ -288,7 +288,7 @@ fn load_state(journal: Option<&Journal>, report: &mut Report) -> Option<Option<s
     match journal.load_counts() {
         Ok(c) => Some(Some(c)),
         Err(e) => {
-            tracing::error!(error = %e, "state unreadable");
+            tracing::error!(error = %e, "state file unreadable");
             report.fail(e);
             None
         }
@@ -301,7 +301,7 @@ fn save_state(journal: Option<&Journal>, counts: Option<&state::Counts>, plan: &
         && let Err(e) = save_counts(journal, before, plan)
     {
         // The guard would compare the next run against stale counts, or none: fail rather than say ok.
-        tracing::error!(error = %e, "state not written");
+        tracing::error!(error = %e, "state file not written");
         report.fail(format!("the shrink guard's counts were not saved: {e}"));
     }
 }
