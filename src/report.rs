@@ -547,6 +547,8 @@ pub struct Report {
     /// Time from the end of the reads (directory and CloudShell) to the end of the run: planning, any
     /// writes, and the report. In a run that changes nothing, what the plan and the report cost.
     pub after_reads_ms: u64,
+    /// Time spent reading and writing the state database (opening it included).
+    pub state_ms: u64,
     /// The directory server that served the run (of `ldap.url`'s list).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub directory_url: Option<String>,
@@ -588,6 +590,7 @@ impl Report {
             duration_ms: 0,
             directory_ms: 0,
             after_reads_ms: 0,
+            state_ms: 0,
             directory_url: None,
             interrupted: false,
             run_timeout_reached: false,

@@ -96,6 +96,7 @@ async fn a_deactivation_whose_answer_was_lost_is_read_back_as_done_and_undone_on
     assert_eq!(*action, Action::Deactivated);
     assert!(result.starts_with("ok (its answer was lost; read back: inactive)"), "{result}");
     assert_eq!(report["api_calls"]["edit_user"], 0, "nothing sent again: {report}");
+    assert!(report["state_ms"].is_u64(), "the time spent in the state database is reported: {report}");
 
     // Back: reactivated, because the record says this program deactivated him.
     env.member("add", "Team", "bob");

@@ -11,7 +11,9 @@
 //! managed users.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::cloudshell::{self, Client};
 use crate::state::db::{self, AuditRow, Change, Database, Intent, Outcome, Owner, Pending, Settlement};
@@ -22,6 +24,8 @@ use crate::state::{self, Counts, Managed};
 pub struct Journal {
     source: Source,
     run_id: String,
+    /// Time spent in the database, in microseconds (opening it included), for the report.
+    spent_us: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -36,17 +40,37 @@ impl Journal {
     /// Opens the state in `dir` for a run that writes: the database, created (and the JSON files migrated)
     /// when missing. `owner` is recorded in a new database.
     pub fn open(dir: &Path, owner: &Owner, run_id: &str) -> Result<Journal, db::Error> {
+        let started = Instant::now();
         let database = Database::open(dir, owner)?;
-        Ok(Journal { source: Source::Database(Mutex::new(database)), run_id: run_id.to_string() })
+        Ok(Journal::new(Source::Database(Mutex::new(database)), run_id, started))
+    }
+
+    fn new(source: Source, run_id: &str, started: Instant) -> Journal {
+        let spent_us = AtomicU64::new(started.elapsed().as_micros() as u64);
+        Journal { source, run_id: run_id.to_string(), spent_us }
+    }
+
+    /// Time spent in the database so far, in milliseconds.
+    pub fn spent_ms(&self) -> u64 {
+        self.spent_us.load(Ordering::Relaxed) / 1000
+    }
+
+    /// `f`'s result, its time added to the time spent.
+    fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let result = f();
+        self.spent_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        result
     }
 
     /// Opens the state in `dir` for a dry run: nothing is created, migrated or written.
     pub fn open_read_only(dir: &Path, run_id: &str) -> Result<Journal, db::Error> {
+        let started = Instant::now();
         let source = match Database::open_read_only(dir)? {
             Some(database) => Source::Database(Mutex::new(database)),
             None => Source::Files(dir.to_path_buf()),
         };
-        Ok(Journal { source, run_id: run_id.to_string() })
+        Ok(Journal::new(source, run_id, started))
     }
 
     /// The database, for one statement or transaction: never held across an `await`. A panic while it was held
@@ -61,39 +85,39 @@ impl Journal {
 
     /// The managed users.
     pub fn load_managed(&self) -> Result<Managed, state::Error> {
-        match &self.source {
+        self.timed(|| match &self.source {
             Source::Files(dir) => state::load_managed(dir),
             Source::Database(_) => Ok(self.database()?.load_managed()?),
-        }
+        })
     }
 
     /// Writes the managed users that differ between `before` and `after`.
     pub fn save_managed(&self, before: &Managed, after: &Managed) -> Result<(), db::Error> {
-        self.database()?.save_managed(before, after)
+        self.timed(|| self.database()?.save_managed(before, after))
     }
 
     /// The shrink guard's counts.
     pub fn load_counts(&self) -> Result<Counts, state::Error> {
-        match &self.source {
+        self.timed(|| match &self.source {
             Source::Files(dir) => state::load(dir),
             Source::Database(_) => Ok(self.database()?.load_counts()?),
-        }
+        })
     }
 
     /// Writes the counts that differ between `before` and `after`.
     pub fn save_counts(&self, before: &Counts, after: &Counts) -> Result<(), db::Error> {
-        self.database()?.save_counts(before, after)
+        self.timed(|| self.database()?.save_counts(before, after))
     }
 
     /// Records `intents` before their calls are sent; their ids. An error means no call may be sent.
     pub fn intend(&self, intents: &[Intent]) -> Result<Vec<i64>, db::Error> {
-        self.database()?.intend(&self.run_id, &now(), intents)
+        self.timed(|| self.database()?.intend(&self.run_id, &now(), intents))
     }
 
     /// Records the outcomes of intents. A failure is logged and returned: the intents stay, and the next run
     /// settles them by reading back.
     pub fn settle(&self, settled: &[Settlement<'_>]) -> Result<(), db::Error> {
-        let written = self.database().and_then(|mut d| d.settle(&self.run_id, &now(), settled));
+        let written = self.timed(|| self.database().and_then(|mut d| d.settle(&self.run_id, &now(), settled)));
         if let Err(e) = &written {
             tracing::error!(error = %e, "outcome not recorded; the next run reads it back from CloudShell");
         }
@@ -102,7 +126,7 @@ impl Journal {
 
     /// Appends rows to the audit trail.
     pub fn record(&self, rows: &[AuditRow]) -> Result<(), db::Error> {
-        self.database()?.record(rows)
+        self.timed(|| self.database()?.record(rows))
     }
 
     /// Deletes the audit rows older than `retention` (kept forever when zero); how many.
@@ -112,14 +136,14 @@ impl Journal {
         }
         let cutoff = std::time::SystemTime::now().checked_sub(retention).unwrap_or(std::time::UNIX_EPOCH);
         let before = humantime::format_rfc3339_seconds(cutoff).to_string();
-        self.database()?.prune(&before)
+        self.timed(|| self.database()?.prune(&before))
     }
 
     /// The intents whose outcome is not known (none when the state is the JSON files).
     fn pending(&self) -> Result<Vec<Pending>, db::Error> {
         match &self.source {
             Source::Files(_) => Ok(Vec::new()),
-            Source::Database(_) => self.database()?.pending(),
+            Source::Database(_) => self.timed(|| self.database()?.pending()),
         }
     }
 }

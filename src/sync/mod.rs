@@ -125,8 +125,11 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
         }
     };
     let _ = run_connected(config, context, connection, &client, journal.as_ref(), &mut report).await;
-    if let (Some(journal), false) = (&journal, report.dry_run) {
-        keep_history(journal, &report);
+    if let Some(journal) = &journal {
+        if !report.dry_run {
+            keep_history(journal, &report);
+        }
+        report.state_ms = journal.spent_ms();
     }
     (report, Some(client))
 }
