@@ -68,6 +68,7 @@ const EXPECTED: &[(&str, Option<&str>, &str)] = &[
     ("five-field-cron.toml", Some("schedule.cron"), "seconds first"),
     ("bad-timezone.toml", Some("schedule.timezone"), "IANA time zone"),
     ("bad-listen.toml", Some("monitor.listen"), "not an address"),
+    ("bad-history-retention.toml", Some("monitor.history_retention"), "\"0s\" keeps every row"),
     ("bad-log-format.toml", Some("log.format"), "\"text\" or \"json\""),
     ("both-password-sources.toml", Some("ldap.bind_password_file"), "not both"),
     ("unset-password-env.toml", Some("ldap.bind_password_env"), "is not set"),
@@ -137,6 +138,7 @@ timezone = "Europe/Paris"
 
 [monitor]
 listen = "127.0.0.1:9464"
+history_retention = "400d"
 "#;
 
 #[test]

@@ -191,9 +191,24 @@ pub struct Monitor {
     pub listen: Option<SocketAddr>,
     /// `[monitor] state_directory`, else `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else none.
     pub state_directory: Option<PathBuf>,
+    /// How long the audit trail keeps a row (`[monitor] history_retention`); `None`: every row is kept
+    /// (`"0s"`).
+    pub history_retention: Option<std::time::Duration>,
 }
 
+/// `[monitor] history_retention` when the file does not set it: 400 days, a year and a margin, so that "what
+/// happened to this account last year" can still be answered.
+pub const DEFAULT_HISTORY_RETENTION: std::time::Duration = std::time::Duration::from_secs(400 * 24 * 3600);
+
 impl Monitor {
+    /// The time before which audit rows are pruned at `now` (RFC 3339, UTC, seconds, as the rows' times are
+    /// written); `None` when every row is kept.
+    pub fn prune_before(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+        let retention = chrono::Duration::from_std(self.history_retention?).ok()?;
+        let before = now.checked_sub_signed(retention)?;
+        Some(before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    }
+
     /// The state directory the daemon and `status` use: the configured one, else systemd's, else
     /// [`DEFAULT_STATE_DIRECTORY`]. (`sync` keeps state only where one is configured.)
     pub fn state_directory_or_default(&self) -> PathBuf {
@@ -356,7 +371,30 @@ groups = ["Team"]
         assert_eq!(two.ldap.urls, ["ldaps://dc1.example.org", "ldaps://dc2.example.org:636"]);
         assert_eq!(c.schedule.schedule.expression(), "0 */15 * * * *");
         assert!(c.monitor.listen.is_none() && c.monitor.state_directory.is_none());
+        assert_eq!(c.monitor.history_retention, Some(Duration::from_secs(400 * 86400)));
         assert!(c.schedule.run_on_start);
+    }
+
+    #[test]
+    fn history_retention_takes_days_or_years_and_zero_keeps_every_row() {
+        let with = |value: &str| parse_text(&format!("{MINIMAL}\n[monitor]\nhistory_retention = {value:?}\n"));
+        let monitor = with("90d").unwrap().monitor;
+        assert_eq!(monitor.history_retention, Some(Duration::from_secs(90 * 86400)));
+        let now = chrono::DateTime::parse_from_rfc3339("2026-04-01T12:00:00.5Z").unwrap().to_utc();
+        assert_eq!(
+            monitor.prune_before(now).as_deref(),
+            Some("2026-01-01T12:00:00Z"),
+            "as the rows' times are written"
+        );
+        assert_eq!(with("2years").unwrap().monitor.history_retention, Some(Duration::from_secs(2 * 31_557_600)));
+        let forever = with("0s").unwrap().monitor;
+        assert_eq!((forever.history_retention, forever.prune_before(now)), (None, None), "nothing pruned");
+
+        let e = with("a year").unwrap_err();
+        assert_eq!((e.key.as_deref(), e.line), (Some("monitor.history_retention"), Some(16)), "{e}");
+        assert!(e.to_string().contains("not a duration like \"400d\"") && e.to_string().contains("\"0s\""), "{e}");
+        let e = with("200years").unwrap_err();
+        assert!(e.to_string().contains("longer than 100 years"), "{e}");
     }
 
     #[test]

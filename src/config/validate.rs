@@ -133,6 +133,9 @@ pub(super) struct Validator<'a> {
 /// The longest duration any key accepts: longer ones are typing mistakes, and would overflow arithmetic.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// The longest `monitor.history_retention`: longer is a typing mistake (and "keep forever" is `"0s"`).
+const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl Validator<'_> {
     fn error(&self, table: &str, key: &str, message: impl Into<String>) -> Error {
         let (line, column) = locate(self.text, table, key).unzip();
@@ -767,6 +770,29 @@ impl Validator<'_> {
             })?),
         };
         let from_systemd = (self.env)("STATE_DIRECTORY").and_then(|d| d.split(':').next().map(PathBuf::from));
-        Ok(Monitor { listen, state_directory: m.state_directory.clone().or(from_systemd) })
+        let history_retention = match &m.history_retention {
+            None => Some(super::DEFAULT_HISTORY_RETENTION),
+            Some(value) => self.retention(value)?,
+        };
+        Ok(Monitor { listen, state_directory: m.state_directory.clone().or(from_systemd), history_retention })
+    }
+
+    /// `monitor.history_retention`: a duration of days or years rather than seconds (so not [`Self::duration`],
+    /// which caps at 30 days); `"0s"` keeps every row (`None`).
+    fn retention(&self, value: &str) -> Result<Option<Duration>, Error> {
+        match humantime::parse_duration(value) {
+            Ok(d) if d.is_zero() => Ok(None),
+            Ok(d) if d > MAX_RETENTION => Err(self.error(
+                "monitor",
+                "history_retention",
+                format!("{value:?} is longer than 100 years: write \"0s\" to keep every row"),
+            )),
+            Ok(d) => Ok(Some(d)),
+            Err(e) => Err(self.error(
+                "monitor",
+                "history_retention",
+                format!("{value:?} is not a duration like \"400d\" or \"2years\" (\"0s\" keeps every row): {e}"),
+            )),
+        }
     }
 }
