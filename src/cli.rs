@@ -1,4 +1,4 @@
-//! The command line: `sync`, `run`, `check` and `status`, with `-c`/`--config` before or after the command,
+//! The command line: `sync`, `run`, `check`, `status`, `history` and `accept-shrink`, with `-c`/`--config` before or after the command,
 //! mapped onto the library; it hands the run's exit code ([`crate::exit`]) to the process. Command output goes
 //! to stdout; logs go to stderr.
 
@@ -14,8 +14,10 @@ use crate::config::{self, Config, DisabledAccounts};
 use crate::group_name::GroupName;
 use crate::logging::{Escaped, LogFormat};
 use crate::report::{GroupStatus, Report};
+use crate::state::db::{self, Database, Filter, Owner};
 use crate::stop::Stops;
-use crate::{cloudshell, daemon, exit, ldap, lock, logging, status, sync};
+use crate::username::Username;
+use crate::{cloudshell, daemon, exit, history, ldap, lock, logging, status, sync};
 
 /// The binary's name, as the completions register it.
 const NAME: &str = "cloudshell-ldap-sync";
@@ -118,6 +120,37 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what this program did (imports, placements in and removals from CloudShell groups, deactivations,
+    /// reactivations, holds), when, in which run and why, oldest first, from the audit trail in the state
+    /// directory's state.db.
+    ///
+    /// Reads no password and writes nothing. Exit 0 (also when nothing matches), 2 without a usable state
+    /// database (none yet, damaged, or written by a newer version; the message says which and what to do) or
+    /// on a usage error. Rows are kept for [monitor] history_retention (default 400 days).
+    History {
+        /// Only the rows about this user (compared case-insensitively).
+        #[arg(value_name = "USERNAME", value_parser = parse_username)]
+        username: Option<Username>,
+        /// Only the rows of the last DURATION: "30d", "12h", "90min".
+        #[arg(long, value_name = "DURATION", value_parser = history::parse_since)]
+        since: Option<Duration>,
+        /// Print one JSON object: state_database (its path) and entries (the rows: run_id, at, action,
+        /// username, group, reason, result).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept a shrink the shrink guard holds: forget the recorded member counts of the named configured
+    /// groups (every group when none is named), so that the next good run's counts become the reference.
+    ///
+    /// Reads no password. Exit 0 (a named group with no recorded count is reported), 1 when a run is in
+    /// progress (it holds the run lock: try again when it is done) or the database cannot be written, 2 for a
+    /// group that is not configured or without a usable state database.
+    AcceptShrink {
+        /// A configured directory group (sync.groups or a [[sync.mapping]] directory_group), compared as the
+        /// directory compares names; every group when none is named.
+        #[arg(value_name = "GROUP")]
+        groups: Vec<String>,
+    },
     /// Print a shell completion script (bash, zsh or fish) on stdout.
     Completions {
         #[arg(value_enum)]
@@ -193,6 +226,10 @@ pub fn main() -> ExitCode {
     let path = cli.config_path();
     match cli.command {
         Command::Status { json } => return ExitCode::from(status_command(&path, json)),
+        Command::History { username, since, json } => {
+            return ExitCode::from(history_command(&path, username.as_ref(), since, json));
+        }
+        Command::AcceptShrink { groups } => return ExitCode::from(accept_shrink_command(&path, &groups)),
         Command::Completions { shell } => {
             print!("{}", completions(shell));
             return ExitCode::from(exit::OK);
@@ -234,8 +271,12 @@ pub fn main() -> ExitCode {
             }
             Command::Check { json } => check_command(&config, json).await,
             Command::Run => run_command(&path, config).await,
-            // Answered above, without a configuration.
-            Command::Status { .. } | Command::Completions { .. } | Command::Man { .. } => exit::OK,
+            // Answered above, without a configuration or without its secrets.
+            Command::Status { .. }
+            | Command::History { .. }
+            | Command::AcceptShrink { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. } => exit::OK,
         }
     });
     ExitCode::from(code)
@@ -387,6 +428,215 @@ fn status_command(path: &Path, json: bool) -> u8 {
         print!("{}", status::to_text(&found, &health));
     }
     if health.healthy() { exit::OK } else { exit::FATAL }
+}
+
+/// `USERNAME`'s value, for the command line's parser: a blank one is a usage error.
+fn parse_username(text: &str) -> Result<Username, String> {
+    Username::new(text).ok_or_else(|| "a username is not blank: name a user, or leave it out for everyone".into())
+}
+
+/// The state directory holding `config`'s `state.db`, as `status` finds its status file (`[monitor]
+/// state_directory`, else `$STATE_DIRECTORY`, else the default); else why not, for exit 2.
+fn state_database(config: &Config) -> Result<PathBuf, String> {
+    let dir = config.monitor.state_directory_or_default();
+    let path = dir.join(db::FILE_NAME);
+    match std::fs::symlink_metadata(&path) {
+        Ok(_) => Ok(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let which = if config.monitor.state_directory.is_some() {
+                String::new()
+            } else {
+                " (the default state directory: [monitor] state_directory is not set, nor $STATE_DIRECTORY)".into()
+            };
+            let mut message = format!(
+                "no state database {}{which}: no run has recorded anything there yet; if the runs keep their \
+                 state elsewhere, set [monitor] state_directory in {} to that directory",
+                path.display(),
+                config.path.display()
+            );
+            if dir.join(crate::state::FILE_NAME).exists() {
+                message.push_str(&format!(
+                    "; the shrink guard's counts are still in {} (the next run moves them into {}): deleting \
+                     that file accepts a shrink",
+                    dir.join(crate::state::FILE_NAME).display(),
+                    db::FILE_NAME
+                ));
+            }
+            Err(message)
+        }
+        Err(e) => Err(format!("cannot read {}: {e} (run as root, or as the service's user)", path.display())),
+    }
+}
+
+/// `history`: the audit rows for a user and a time, as a table or one JSON object. 0, also when none
+/// matches; 2 without a usable state database or a usable configuration.
+fn history_command(path: &Path, username: Option<&Username>, since: Option<Duration>, json: bool) -> u8 {
+    let config = match config::load_without_secrets(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let since = match since.map(|d| history::since(chrono::Utc::now(), d)).transpose() {
+        Ok(since) => since,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let dir = match state_database(&config) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let rows = match Database::open_read_only(&dir) {
+        Ok(Some(db)) => db.history(&Filter { username, since: since.as_deref() }).map(|rows| (rows, db)),
+        Ok(None) => {
+            eprintln!("error: {} is gone", dir.join(db::FILE_NAME).display());
+            return exit::CONFIG;
+        }
+        Err(e) => Err(e),
+    };
+    let (rows, db) = match rows {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    if json {
+        println!("{}", history::to_json(db.path(), &rows));
+    } else if rows.is_empty() {
+        println!("{}", history::nothing(db.path(), username.map(Username::as_str), since.as_deref()));
+    } else {
+        print!("{}", history::to_text(&rows));
+    }
+    exit::OK
+}
+
+/// The configured groups `asked` names (as the directory compares names), each once; `None` for every group
+/// when it names none. A name that is not configured is an error naming the configured ones.
+fn configured_groups(configured: &[GroupName], asked: &[String]) -> Result<Option<Vec<GroupName>>, String> {
+    if asked.is_empty() {
+        return Ok(None);
+    }
+    let mut chosen: Vec<GroupName> = Vec::new();
+    for name in asked {
+        let asked = GroupName::new(name);
+        let Some(group) = configured.iter().find(|g| **g == asked) else {
+            let list = configured.iter().map(|g| format!("{:?}", Escaped(g.as_str()))).collect::<Vec<_>>();
+            return Err(format!(
+                "{:?} is not a configured group (sync.groups, [[sync.mapping]] directory_group); the configured \
+                 groups are {}",
+                Escaped(name),
+                list.join(", ")
+            ));
+        };
+        if !chosen.contains(group) {
+            chosen.push(group.clone());
+        }
+    }
+    Ok(Some(chosen))
+}
+
+/// `accept-shrink`: forgets the shrink guard's recorded counts of the chosen groups (every one when none is
+/// named), under the run lock. 0; 1 when a run holds the lock or the database cannot be written; 2 for a group
+/// that is not configured, or without a usable state database or configuration.
+fn accept_shrink_command(path: &Path, asked: &[String]) -> u8 {
+    let config = match config::load_without_secrets(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let chosen = match configured_groups(&config.sync.groups, asked) {
+        Ok(chosen) => chosen,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let dir = match state_database(&config) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    // A run reads the counts at its start and writes them at its end: forgetting them in between would be
+    // undone.
+    let _lock = match lock::acquire_for_run(Some(&dir), &config.path) {
+        Ok(lock) => lock,
+        Err(e @ lock::Error::Busy { .. }) => {
+            eprintln!("error: a run is in progress: {e}");
+            return exit::FATAL;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FATAL;
+        }
+    };
+    let mut database = match Database::open(&dir, &Owner::of(&config)) {
+        Ok(database) => database,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let recorded = match database.load_counts() {
+        Ok(counts) => counts.by_group(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    // The counts are kept under the configured name as written when they were recorded: matched as the
+    // directory compares names, so that a name since written in another case is still found.
+    let mut lines = Vec::new();
+    let mut forget: Vec<String> = match &chosen {
+        None => recorded.keys().cloned().collect(),
+        Some(groups) => {
+            let mut keys = Vec::new();
+            for group in groups {
+                let found: Vec<&String> = recorded.keys().filter(|k| GroupName::new(k) == *group).collect();
+                if found.is_empty() {
+                    lines.push(format!("group {:?}: no recorded count", Escaped(group.as_str())));
+                }
+                keys.extend(found.into_iter().cloned());
+            }
+            keys
+        }
+    };
+    forget.sort();
+    if forget.is_empty() {
+        if chosen.is_none() {
+            lines.push("no recorded count: nothing to forget".into());
+        }
+    } else {
+        let forgotten = match database.forget_counts(&forget) {
+            Ok(forgotten) => forgotten,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::FATAL;
+            }
+        };
+        for name in forgotten {
+            let members = recorded.get(&name).copied().unwrap_or_default();
+            lines.push(format!(
+                "group {:?}: forgot its recorded count ({members} members); the next good run's count becomes the \
+                 reference",
+                Escaped(&name)
+            ));
+        }
+    }
+    for line in lines {
+        println!("{line}");
+    }
+    exit::OK
 }
 
 /// What `check` found, one item per thing probed: printed as it goes, one line each, or kept for one JSON object

@@ -20,6 +20,7 @@
 //! - [`config`]: the configuration file, raw and validated.
 //! - [`daemon`]: the long-running `run` command: schedule, signals, systemd, status and metrics.
 //! - [`exit`]: the process exit codes.
+//! - [`history`]: the audit trail as `history` shows it.
 //! - [`ldap`]: the directory snapshot (each configured group's effective members).
 //! - [`lock`]: one run at a time across processes.
 //! - [`logging`]: log output, text or JSON.
@@ -44,6 +45,7 @@ pub mod daemon;
 pub mod exit;
 pub mod files;
 pub mod group_name;
+pub mod history;
 pub mod ldap;
 pub mod lock;
 pub mod logging;

@@ -18,11 +18,15 @@ The last run, written after every run into the state directory: \fB[monitor] sta
 configuration names this directory, the units' \fBStateDirectory=\fR, so that commands run by hand as root share
 the service's state), else \fB$STATE_DIRECTORY\fR. It must not be writable by group or others.
 .TP
-\fI/var/lib/cloudshell\-ldap\-sync/groups.json\fR
-Each group's member count at the last good run, for the shrink guard. Deleting it accepts a shrink once.
+\fI/var/lib/cloudshell\-ldap\-sync/state.db\fR
+The state database (SQLite, with its \fI\-wal\fR and \fI\-shm\fR files): the managed users, which alone can
+become leavers; each group's member count at the last good run, for the shrink guard (\fBaccept\-shrink\fR
+forgets them, to accept a shrink); and the audit trail that \fBhistory\fR shows, kept for
+\fB[monitor] history_retention\fR (default 400 days).
 .TP
-\fI/var/lib/cloudshell\-ldap\-sync/users.json\fR
-The managed users, which alone can become leavers. Deleting it makes nobody a leaver until users are seen again.
+\fI/var/lib/cloudshell\-ldap\-sync/groups.json\fR, \fIusers.json\fR
+The shrink guard's counts and the managed users before \fIstate.db\fR: moved into it on the first start, and
+renamed aside (\fIgroups.json.migrated\fR).
 .TP
 \fI/usr/lib/systemd/system/cloudshell\-ldap\-sync.service\fR
 The daemon unit; \fIcloudshell\-ldap\-sync\-oneshot.service\fR and \fIcloudshell\-ldap\-sync.timer\fR run
@@ -35,10 +39,11 @@ For \fBstatus\fR: the last run was ok and is not stale.
 .TP
 \fB1\fR
 Fatal: the directory or CloudShell could not be reached, or a bind or login was refused; nothing was written.
-For \fBstatus\fR: the last run was not ok, or is older than two schedule periods.
+For \fBstatus\fR: the last run was not ok, or is older than two schedule periods. For \fBaccept\-shrink\fR: a
+run is in progress (it holds the run lock; try again when it is done), or \fIstate.db\fR could not be written.
 .TP
 \fB2\fR
-A configuration or usage error (the message names the file, the key and the line). For \fBstatus\fR: no usable status file (missing, unreadable or damaged).
+A configuration or usage error (the message names the file, the key and the line). For \fBstatus\fR: no usable status file (missing, unreadable or damaged). For \fBhistory\fR and \fBaccept\-shrink\fR: no usable \fIstate.db\fR (none yet, damaged, or written by a newer version), or a group that is not configured.
 .TP
 \fB3\fR
 Partial: some groups, users, memberships or deactivations failed; the rest were done.
@@ -162,8 +167,10 @@ mod tests {
         let mut out = Vec::new();
         super::render(crate::cli::command(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        for needle in [".TH cloudshell-ldap-sync 1", "sync", "run", "check", "status", "completions"] {
-            assert!(text.contains(needle), "{needle} missing");
+        assert!(text.contains(".TH cloudshell-ldap-sync 1"), "{text}");
+        for command in ["sync", "run", "check", "status", "history", "accept-shrink", "completions"] {
+            // roff escapes every `-`.
+            assert!(text.contains(&command.replace('-', "\\-")), "{command} missing");
         }
         for section in ["FILES", "EXIT STATUS", "SIGNALS", "ENVIRONMENT", "SEE ALSO"] {
             assert!(text.contains(&format!(".SH {section}")), "{section} missing");

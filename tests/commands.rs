@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use common::{Directory, Env, Stack};
 use serde_json::Value;
 
-const SUBCOMMANDS: [&str; 5] = ["sync", "run", "check", "status", "completions"];
+const SUBCOMMANDS: [&str; 7] = ["sync", "run", "check", "status", "history", "accept-shrink", "completions"];
 
 fn team() -> Directory {
     let mut d = Directory::new();
@@ -158,7 +158,7 @@ fn the_manual_page_and_the_version() {
     let page = String::from_utf8_lossy(&out.stdout);
     assert!(page.starts_with(".ie") && page.contains(".TH cloudshell-ldap-sync 1"), "{page}");
     for sub in SUBCOMMANDS {
-        assert!(page.contains(sub), "the manual lacks {sub}");
+        assert!(page.contains(&roff(sub)), "the manual lacks {sub}");
     }
     let out = common::cli(&["--version"]);
     let version = String::from_utf8_lossy(&out.stdout);
@@ -440,11 +440,15 @@ fn bash_completes_each_commands_options_and_offers_no_hidden_command() {
     assert!(offers.iter().any(|o| o == "--json") && !offers.iter().any(|o| o == "--dry-run"), "{offers:?}");
     let offers = bash_offers(&["cloudshell-ldap-sync", "--config", "x", "status", "--j"]);
     assert_eq!(offers, ["--json"], "after a global option too");
+    let offers = bash_offers(&["cloudshell-ldap-sync", "history", "--"]);
+    assert!(["--since", "--json", "--config"].iter().all(|o| offers.iter().any(|x| x == o)), "{offers:?}");
+    let offers = bash_offers(&["cloudshell-ldap-sync", "accept-shrink", "--"]);
+    assert!(offers.iter().any(|o| o == "--config") && !offers.iter().any(|o| o == "--json"), "{offers:?}");
     let offers = bash_offers(&["cloudshell-ldap-sync", "completions", ""]);
     assert!(["bash", "zsh", "fish"].iter().all(|s| offers.iter().any(|o| o == s)), "{offers:?}");
 
     let commands = bash_offers(&["cloudshell-ldap-sync", ""]);
-    for command in ["sync", "run", "check", "status", "completions"] {
+    for command in SUBCOMMANDS {
         assert!(commands.iter().any(|c| c == command), "{command}: {commands:?}");
     }
     assert!(!commands.iter().any(|c| c == "man"), "the hidden command is not offered: {commands:?}");
