@@ -120,9 +120,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show what this program did (imports, placements in and removals from CloudShell groups, deactivations,
-    /// reactivations, holds), when, in which run and why, oldest first, from the audit trail in the state
-    /// directory's state.db.
+    /// Show what this program did, to whom, when and why: the audit trail in the state directory's state.db.
+    ///
+    /// One row per write (group imported, imported, added to or removed from a CloudShell group, deactivated,
+    /// reactivated) and per hold of a safety limit, oldest first, with its run, reason and result.
     ///
     /// Reads no password and writes nothing. Exit 0 (also when nothing matches), 2 without a usable state
     /// database (none yet, damaged, or written by a newer version; the message says which and what to do) or
@@ -139,8 +140,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Accept a shrink the shrink guard holds: forget the recorded member counts of the named configured
-    /// groups (every group when none is named), so that the next good run's counts become the reference.
+    /// Accept a shrink the shrink guard holds: forget the groups' recorded member counts (every group's when
+    /// none is named).
+    ///
+    /// The next good run's counts become the reference.
     ///
     /// Reads no password. Exit 0 (a named group with no recorded count is reported), 1 when a run is in
     /// progress (it holds the run lock: try again when it is done) or the database cannot be written, 2 for a
