@@ -90,9 +90,22 @@ fn history_shows_every_row_as_an_aligned_table_without_reading_a_password() {
     let dir = tempfile::tempdir().unwrap();
     let state = seeded(dir.path());
     let config = config(dir.path(), Some(&state), &["Engineering"]);
+    let files = || {
+        let mut found: Vec<_> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let before = files();
     let (code, text, stderr) = run(&config, &["history"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("/nonexistent/pw"), "no password read: {stderr}");
+    assert!(before == files(), "nothing written, created or locked");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 6, "a heading and five rows: {text}");
     let heading: Vec<&str> = lines[0].split_whitespace().collect();
@@ -285,4 +298,13 @@ fn accept_shrink_without_a_state_database_exits_2_and_creates_nothing() {
     assert!(stderr.contains("groups.json") && stderr.contains("deleting that file accepts a shrink"), "{stderr}");
     let left: Vec<_> = std::fs::read_dir(&state).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["groups.json"], "no database, no lock file created");
+}
+
+#[test]
+fn history_of_a_trail_with_no_row_yet_says_so_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = with_counts(dir.path(), &[]);
+    let config = config(dir.path(), Some(&state), &["Team"]);
+    let (code, text, stderr) = run(&config, &["history"]);
+    assert_eq!((code, text), (0, format!("no history in {}\n", state.join("state.db").display())), "{stderr}");
 }
