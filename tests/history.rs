@@ -90,22 +90,27 @@ fn history_shows_every_row_as_an_aligned_table_without_reading_a_password() {
     let dir = tempfile::tempdir().unwrap();
     let state = seeded(dir.path());
     let config = config(dir.path(), Some(&state), &["Engineering"]);
-    let files = || {
-        let mut found: Vec<_> = std::fs::read_dir(&state)
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (e.file_name(), std::fs::read(e.path()).unwrap())
-            })
-            .collect();
-        found.sort();
-        found
-    };
-    let before = files();
+    // The service's user owns its state; `history` is run by root, as the runbook says.
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata(&config).unwrap().uid() == 0;
+    let service = if root { 65534 } else { std::fs::metadata(&state).unwrap().uid() };
+    for path in [state.clone(), state.join("state.db")] {
+        std::os::unix::fs::chown(&path, Some(service), Some(service)).unwrap();
+    }
+    let before = std::fs::read(state.join("state.db")).unwrap();
     let (code, text, stderr) = run(&config, &["history"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("/nonexistent/pw"), "no password read: {stderr}");
-    assert!(before == files(), "nothing written, created or locked");
+    assert_eq!(std::fs::read(state.join("state.db")).unwrap(), before, "nothing written");
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().to_string();
+        assert!(["state.db", "state.db-wal", "state.db-shm"].contains(&name.as_str()), "{name} made, no lock taken");
+        // A read-only connection leaves these behind, and the service must write them: SQLite, run as root, gives
+        // the files it makes to the database's owner.
+        let owner = entry.metadata().unwrap();
+        assert_eq!((owner.uid(), owner.gid()), (service, service), "{name} is the service's");
+    }
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 6, "a heading and five rows: {text}");
     let heading: Vec<&str> = lines[0].split_whitespace().collect();
