@@ -180,3 +180,32 @@ async fn a_database_from_a_newer_version_stops_the_run_before_anything_is_sent()
     assert_eq!(code, 0, "{report}");
     assert!(!env.sim.calls().await.is_empty());
 }
+
+/// At the end of a run, audit rows older than `monitor.history_retention` (400 days by default) are pruned.
+#[tokio::test]
+async fn history_older_than_the_retention_is_pruned_at_the_end_of_a_run() {
+    let env = Env::start();
+    let config = env.config();
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let parsed = cloudshell_ldap_sync::config::parse(&config, &text, &|_| Some("x".into())).unwrap();
+    let mut db = Database::open(&env.state(), &cloudshell_ldap_sync::state::db::Owner::of(&parsed)).unwrap();
+    let row = |at: &str, user: &str| cloudshell_ldap_sync::state::db::AuditRow {
+        run_id: "old".into(),
+        at: at.into(),
+        action: Action::Imported,
+        username: Some(user.into()),
+        group: Some("Team".into()),
+        reason: "member of Team, missing from CloudShell".into(),
+        result: "ok".into(),
+    };
+    let recent =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() - std::time::Duration::from_secs(86400));
+    db.record(&[row("2020-01-01T00:00:00Z", "erin"), row(&recent.to_string(), "frank")]).unwrap();
+    drop(db);
+    let (code, report, stderr) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(stderr.contains("audit trail pruned"), "{stderr}");
+    assert!(env.history("erin").is_empty(), "older than 400 days: pruned");
+    assert_eq!(env.history("frank").len(), 1, "a day old: kept");
+}

@@ -129,14 +129,9 @@ impl Journal {
         self.timed(|| self.database()?.record(rows))
     }
 
-    /// Deletes the audit rows older than `retention` (kept forever when zero); how many.
-    pub fn prune(&self, retention: std::time::Duration) -> Result<usize, db::Error> {
-        if retention.is_zero() {
-            return Ok(0);
-        }
-        let cutoff = std::time::SystemTime::now().checked_sub(retention).unwrap_or(std::time::UNIX_EPOCH);
-        let before = humantime::format_rfc3339_seconds(cutoff).to_string();
-        self.timed(|| self.database()?.prune(&before))
+    /// Deletes the audit rows from before `before` (RFC 3339, UTC); how many.
+    pub fn prune(&self, before: &str) -> Result<usize, db::Error> {
+        self.timed(|| self.database()?.prune(before))
     }
 
     /// The intents whose outcome is not known (none when the state is the JSON files).

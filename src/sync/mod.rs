@@ -127,7 +127,7 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     let _ = run_connected(config, context, connection, &client, journal.as_ref(), &mut report).await;
     if let Some(journal) = &journal {
         if !report.dry_run {
-            keep_history(journal, &report);
+            keep_history(journal, config, &report);
         }
         report.state_ms = journal.spent_ms();
     }
@@ -135,11 +135,18 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
 }
 
 /// Records the run's imports, additions and holds in the audit trail (its destructive calls were recorded as
-/// they were made). A failure is logged: the writes themselves are done and reported.
-fn keep_history(journal: &Journal, report: &Report) {
+/// they were made), then prunes the rows older than `monitor.history_retention`. A failure is logged: the
+/// writes themselves are done and reported.
+fn keep_history(journal: &Journal, config: &Config, report: &Report) {
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     if let Err(e) = journal.record(&crate::audit::rows(report, &now)) {
         tracing::error!(error = %e, "audit trail not written");
+    }
+    let Some(before) = config.monitor.prune_before(chrono::Utc::now()) else { return };
+    match journal.prune(&before) {
+        Ok(0) => {}
+        Ok(pruned) => tracing::info!(pruned, before = %before, "audit trail pruned"),
+        Err(e) => tracing::error!(error = %e, "audit trail not pruned"),
     }
 }
 
