@@ -209,3 +209,78 @@ async fn history_older_than_the_retention_is_pruned_at_the_end_of_a_run() {
     assert!(env.history("erin").is_empty(), "older than 400 days: pruned");
     assert_eq!(env.history("frank").len(), 1, "a day old: kept");
 }
+
+/// `history` for one user through their import, placement, deactivation with removal, and return: what was done,
+/// when, in which run and why, as text and as JSON.
+#[tokio::test]
+async fn history_tells_one_users_story_from_import_to_return() {
+    let env = Env::start();
+    let mapping = "max_shrink_percent = 100\nremove_from_groups = true\n\n[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
+    let sections = format!(
+        "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\n\n[monitor]\nstate_directory = \"{}\"\n",
+        env.state().display()
+    );
+    let config = env.files.config(&env.slapd.url(), &env.sim.url(), &["Team", "Other"], mapping, &sections);
+    let run = |expected: &str| {
+        let (code, report, stderr) = common::sync_json(&config, &[]);
+        assert_eq!(code, 0, "{report}\n{stderr}");
+        assert_eq!(report["result"], expected);
+        report["run_id"].as_str().unwrap().to_string()
+    };
+    let first = run("ok");
+    env.member("delete", "Team", "bob");
+    let second = run("ok");
+    assert!(!env.active("bob").await);
+    env.member("add", "Team", "bob");
+    let third = run("ok");
+    assert!(env.active("bob").await);
+
+    let out = common::cli(&["history", "BOB", "--json", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let story: Vec<(&str, &str, &str, &str, &str)> = json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap_or("-");
+            (field("run_id"), field("action"), field("group"), field("reason"), field("result"))
+        })
+        .collect();
+    let expected = [
+        (first.as_str(), "imported", "Team", "member of Team, missing from CloudShell", "ok"),
+        (first.as_str(), "added_to_group", "Lab Users", "member of Team", "ok"),
+        (
+            second.as_str(),
+            "removed_from_group",
+            "Lab Users",
+            "in none of the directory groups mapped to Lab Users (Team)",
+            "ok",
+        ),
+        (second.as_str(), "deactivated", "-", "left every configured group", "ok"),
+        (third.as_str(), "added_to_group", "Lab Users", "member of Team", "ok"),
+        (third.as_str(), "reactivated", "-", "back in Team", "ok"),
+    ];
+    let mut sorted = story.clone();
+    sorted.sort_by_key(|(run, action, ..)| (*run == third, *run == second, *action));
+    let mut wanted = expected.to_vec();
+    wanted.sort_by_key(|(run, action, ..)| (*run == third, *run == second, *action));
+    assert_eq!(sorted, wanted, "{json:#}");
+    assert!(json["entries"].as_array().unwrap().iter().all(|e| e["username"] == "bob"), "{json:#}");
+
+    let out = common::cli(&["history", "bob", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    for words in [
+        "imported",
+        "added to group",
+        "removed from group",
+        "deactivated",
+        "reactivated",
+        "back in Team",
+        "left every configured group",
+    ] {
+        assert!(text.contains(words), "{words:?} in:\n{text}");
+    }
+    assert_eq!(text.lines().filter(|l| l.contains(" bob ")).count(), 6, "{text}");
+}
