@@ -675,6 +675,7 @@ async fn check_command(config: &Config, json: bool) -> u8 {
         found.add(1, "config_warning", None, true, format!("warning: {w}"));
     }
     check_state_directory(config.monitor.state_directory.as_deref(), &mut found);
+    check_state_database(config, &mut found);
     check_directory(config, &mut found).await;
     let url = config.cloudshell.url.to_string();
     // The login waits at most PROBE_TIMEOUT, once; the mapped groups are read with the configured limits.
@@ -756,6 +757,49 @@ fn check_state_directory(dir: Option<&Path>, found: &mut Findings) {
         },
     };
     found.add(0, "state_directory", Some(&name), ok, format!("state directory {name}: {detail}"));
+}
+
+/// `check`'s line for `state.db` in the state directory, read-only: whether a run can use it, what it holds, and
+/// how the configuration differs from the one that made it. Nothing is created or migrated.
+fn check_state_database(config: &Config, found: &mut Findings) {
+    use crate::state::db::{self, Database, Owner};
+    let Some(dir) = config.monitor.state_directory.as_deref().filter(|d| d.is_dir()) else { return };
+    let path = dir.join(db::FILE_NAME);
+    let name = display(&path);
+    let (ok, detail) = match Database::open_read_only(dir) {
+        Ok(None) => {
+            let old: Vec<&str> = [crate::state::USERS_FILE, crate::state::FILE_NAME]
+                .into_iter()
+                .filter(|f| dir.join(f).exists())
+                .collect();
+            match old.as_slice() {
+                [] => (true, "not created yet (the first run that writes creates it)".to_string()),
+                files => (true, format!("not created yet: the first run that writes migrates {}", files.join(" and "))),
+            }
+        }
+        Ok(Some(database)) => {
+            let managed = database.load_managed().map(|m| m.users.len());
+            let counts = database.load_counts().map(|c| c.by_group().len());
+            let pending = database.pending().map(|p| p.len());
+            let owner = database.owner_differences(&Owner::of(config));
+            match (managed, counts, pending, owner) {
+                (Ok(managed), Ok(counts), Ok(pending), Ok(differences)) => {
+                    let mut line = format!(
+                        "ok ({managed} managed users, {counts} recorded group counts, {pending} calls to read back \
+                         at the next run)"
+                    );
+                    if !differences.is_empty() {
+                        let said: Vec<String> = differences.iter().map(ToString::to_string).collect();
+                        line.push_str(&format!("; made by a different configuration: {}", said.join("; ")));
+                    }
+                    (true, line)
+                }
+                (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => (false, format!("FAILED: {e}")),
+            }
+        }
+        Err(e) => (false, format!("FAILED: {e}")),
+    };
+    found.add(0, "state_database", Some(&name), ok, format!("state database {name}: {detail}"));
 }
 
 /// `text` as one word for a shell command line: as is when it is plain, else single-quoted.

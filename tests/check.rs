@@ -181,3 +181,29 @@ async fn with_the_state_directory_named_a_dry_run_plans_as_the_service_and_deact
     let (_, text) = check(&bare);
     assert!(text.contains("state directory: none"), "{text}");
 }
+
+#[tokio::test]
+async fn check_reads_the_state_database_and_fails_on_a_damaged_one() {
+    let env = Env::start(&directory());
+    let state = env.files.path("state");
+    let sections = format!("[sync.leavers]\naction = \"report\"\n\n{}", state_section(&state));
+    let config = env.config_with(&["Team"], "", &sections);
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+    let (code, text) = check(&config);
+    assert_eq!(code, Some(0), "{text}");
+    let db = state.join("state.db");
+    let line = format!("state database {}: ok (", db.display());
+    assert!(text.contains(&line), "{text}");
+    assert!(text.contains("managed users, 1 recorded group counts, 0 calls to read back"), "{text}");
+
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[..16].copy_from_slice(b"garbage garbage\0");
+    std::fs::write(&db, &bytes).unwrap();
+    let (code, text) = check(&config);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("state database {}: FAILED: ", db.display())) && text.contains("move it aside"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), bytes, "check writes nothing");
+}
