@@ -421,3 +421,48 @@ async fn faults_fail_calls_corrupt_answers_and_expire_tokens() {
     assert_eq!(injected.iter().filter(|i| *i == "status 503").count(), 2);
     assert_eq!(injected.iter().filter(|i| *i == "malformed").count(), 1);
 }
+
+/// Deactivates jdoe through a caller that gives up after 600 ms while the simulator holds the call 2 s (a slow
+/// rule, held before or after the call takes effect); returns jdoe's `IsActive` and the call's log state seen
+/// while it was held, then the same once the hold is over.
+async fn deactivate_and_hang_up(before_processing: bool) -> [(Value, Value); 2] {
+    let sim = Sim::start(cloudshell_sim::Config { existing_users: vec!["jdoe".into()], ..Default::default() });
+    let api = Api::login(&sim).await;
+    let (_, list) = api.get("/api/v1/users?paginationProperties.filter=jdoe").await;
+    let id = list["Users"][0]["Id"].as_i64().unwrap();
+    let path = format!("/api/v1/users/{id}");
+    sim.set_faults(
+        json!({"slow": {"count": 1, "delay_ms": 2000, "method": "PUT", "before_processing": before_processing}}),
+    )
+    .await;
+    let impatient = reqwest::Client::builder().timeout(std::time::Duration::from_millis(600)).build().unwrap();
+    let request = impatient
+        .put(format!("{}{path}", sim.url()))
+        .header("Authorization", format!("Basic {}", api.token))
+        .json(&json!({"IsActive": false}))
+        .send();
+    let seen = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        (api.get(&path).await.1["IsActive"].clone(), sim.calls_to("PUT", &path).await[0]["state"].clone())
+    };
+    let (answer, held) = tokio::join!(request, seen);
+    assert!(answer.is_err_and(|e| e.is_timeout()), "the caller gives up before the answer");
+    // Past the hold: a call still running (not dropped with its caller) would have taken effect and ended by now.
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    let after = (api.get(&path).await.1["IsActive"].clone(), sim.calls_to("PUT", &path).await[0]["state"].clone());
+    [held, after]
+}
+
+#[tokio::test]
+async fn a_call_held_before_processing_that_its_caller_abandons_never_takes_effect() {
+    let [held, after] = deactivate_and_hang_up(true).await;
+    assert_eq!(held, (json!(true), json!("in_flight")), "held before the change");
+    assert_eq!(after, (json!(true), json!("aborted")), "the caller went away: nothing changed");
+}
+
+#[tokio::test]
+async fn a_call_held_after_processing_that_its_caller_abandons_stays_applied() {
+    let [held, after] = deactivate_and_hang_up(false).await;
+    assert_eq!(held, (json!(false), json!("in_flight")), "changed, the answer held back");
+    assert_eq!(after, (json!(false), json!("aborted")), "the caller went away: the change stays");
+}

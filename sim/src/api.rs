@@ -107,6 +107,16 @@ pub async fn handle(
     }
     let injected = sim.world().faults.take_failure(method.as_str(), &path);
     let reset_before = injected.is_none() && sim.world().faults.take_reset(method.as_str(), &path, false);
+    let held_before = if injected.is_none() && !reset_before {
+        sim.world().faults.take_slow(method.as_str(), &path, true)
+    } else {
+        None
+    };
+    if let Some(delay) = held_before {
+        // Held before the work: a caller that gives up first drops this future here, and the call never
+        // takes effect.
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let (response, status, injected_kind) = if let Some(rule) = injected {
         let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = rule.body.unwrap_or_else(|| json!({"Message": "injected failure"}).to_string());
@@ -127,7 +137,7 @@ pub async fn handle(
         if sim.world().omit_group_ids {
             strip_group_ids(&mut reply);
         }
-        let slow = sim.world().faults.take_slow(method.as_str(), &path);
+        let slow = sim.world().faults.take_slow(method.as_str(), &path, false);
         if let Some(delay) = slow {
             // The work is done; the answer is late. A caller that gives up first loses it.
             tokio::time::sleep(Duration::from_millis(delay)).await;

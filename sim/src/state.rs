@@ -70,7 +70,7 @@ pub struct Call {
     /// Milliseconds since the simulator started, when the call arrived.
     pub at_ms: u64,
     /// `in_flight` while the request is being answered, `done` once answered, `aborted` when the caller went
-    /// away before the answer (the call may or may not have taken effect).
+    /// away before the answer (the call may or may not have taken effect: a slow rule says which).
     pub state: String,
 }
 
@@ -105,7 +105,8 @@ pub struct MalformedRule {
 }
 
 /// "The next `count` calls (matching) take effect, then their answer is held back `delay_ms`": an answer lost
-/// to a client timeout after the work was done.
+/// to a client timeout after the work was done. With `before_processing` the call is held before it takes
+/// effect instead: a caller that goes away meanwhile (a timeout, a killed process) leaves nothing changed.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlowRule {
@@ -115,6 +116,9 @@ pub struct SlowRule {
     pub method: Option<String>,
     #[serde(default)]
     pub path_contains: Option<String>,
+    /// Hold the call before it takes effect (default: after, holding back only the answer).
+    #[serde(default)]
+    pub before_processing: bool,
 }
 
 /// "The next `count` calls (matching) get their connection cut mid-answer", after taking effect or before.
@@ -234,9 +238,13 @@ impl Faults {
         take_first(&mut self.malformed, |r| matches(&r.path_contains, &None, "", path)).is_some()
     }
 
-    /// Takes one use of the first slow rule matching this call; its delay.
-    pub fn take_slow(&mut self, method: &str, path: &str) -> Option<u64> {
-        take_first(&mut self.slow, |r| matches(&r.path_contains, &r.method, method, path)).map(|r| r.delay_ms)
+    /// Takes one use of the first slow rule matching this call at this stage (before or after processing); its
+    /// delay.
+    pub fn take_slow(&mut self, method: &str, path: &str, before_processing: bool) -> Option<u64> {
+        take_first(&mut self.slow, |r| {
+            r.before_processing == before_processing && matches(&r.path_contains, &r.method, method, path)
+        })
+        .map(|r| r.delay_ms)
     }
 
     /// Takes one use of the first reset rule matching this call at this stage (before or after processing).
@@ -604,5 +612,25 @@ mod tests {
         assert_eq!(f.take_failure("POST", "/api/v1/integrations/IdentityManagement/users").unwrap().status, 503);
         assert!(f.take_failure("POST", "/api/v1/integrations/IdentityManagement/users").is_some());
         assert!(f.take_failure("POST", "/api/v1/integrations/IdentityManagement/users").is_none());
+    }
+
+    #[test]
+    fn slow_rules_hold_calls_only_at_their_stage() {
+        let mut f = Faults::default();
+        let rule = |before_processing| SlowRule {
+            count: 1,
+            delay_ms: if before_processing { 10 } else { 20 },
+            method: None,
+            path_contains: None,
+            before_processing,
+        };
+        f.slow.push(rule(true));
+        assert_eq!(f.take_slow("PUT", "/api/v1/users/2", false), None, "held before, never after");
+        assert_eq!(f.take_slow("PUT", "/api/v1/users/2", true), Some(10));
+        f.slow.push(rule(false));
+        assert_eq!(f.take_slow("PUT", "/api/v1/users/2", true), None, "held after, never before");
+        assert_eq!(f.take_slow("PUT", "/api/v1/users/2", false), Some(20));
+        let defaulted: SlowRule = serde_json::from_str(r#"{"count": 1, "delay_ms": 5}"#).unwrap();
+        assert!(!defaulted.before_processing, "held after processing unless asked");
     }
 }
