@@ -1,8 +1,9 @@
 //! The Debian package as an operator receives it: `scripts/package` builds it (installing cargo-deb when
 //! missing), and this test looks inside with `dpkg-deb` and `lintian`: the files and their modes, the conffile,
 //! the units' `ExecStart=`, the maintainer scripts (start nothing, stop on remove, purge the state), the manual
-//! page and the completions, and no lintian error. About two minutes warm (a release build). A second test
-//! purges a stand-in package carrying the repository's postrm through dpkg, in a root of its own.
+//! page and the completions, and no lintian error. About two minutes warm (a release build). The other tests
+//! install, upgrade, remove and purge stand-in packages carrying the repository's maintainer scripts through
+//! dpkg, in a root of its own, and run those scripts against a stand-in systemd.
 
 mod common;
 
@@ -171,62 +172,182 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).len()
 }
 
-/// Purges through dpkg itself, into a root of its own (`--root`, the scripts run unchrooted and see
-/// `$DPKG_ROOT`), a stand-in package made of the repository's postrm and the configuration as its conffile:
-/// dpkg removes the conffile, runs `postrm purge`, then removes the directory if it is empty, warning otherwise.
-/// Quick: no build.
-#[test]
-fn purge_removes_the_passwords_and_the_example_ca_files_and_names_what_it_leaves() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let (pkg, root) = (dir.path().join("pkg"), dir.path().join("root"));
-    for d in [pkg.join("DEBIAN"), pkg.join("etc/cloudshell-ldap-sync"), root.join("var/lib/dpkg/info")] {
-        std::fs::create_dir_all(d).unwrap();
+/// A root of its own for dpkg (`--root`: the maintainer scripts run unchrooted and see `$DPKG_ROOT`), and
+/// stand-in packages made of the repository's maintainer scripts and the configuration as their conffile. Quick:
+/// no build.
+struct Stage {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Stage {
+    fn new() -> Stage {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        for d in ["var/lib/dpkg/info", "var/lib/dpkg/updates"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
+        Stage { dir, root }
     }
-    std::fs::create_dir_all(root.join("var/lib/dpkg/updates")).unwrap();
-    std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
-    std::fs::write(
-        pkg.join("DEBIAN/control"),
-        "Package: cloudshell-ldap-sync\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\n\
-         Description: the postrm under test\n",
-    )
-    .unwrap();
-    std::fs::write(pkg.join("DEBIAN/conffiles"), "/etc/cloudshell-ldap-sync/config.toml\n").unwrap();
-    std::fs::copy(common::repo_path("debian/postrm"), pkg.join("DEBIAN/postrm")).unwrap();
-    std::fs::set_permissions(pkg.join("DEBIAN/postrm"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::copy(common::repo_path("config/example.toml"), pkg.join("etc/cloudshell-ldap-sync/config.toml")).unwrap();
-    let deb = dir.path().join("probe.deb");
-    run(Command::new("dpkg-deb").args(["--root-owner-group", "-b"]).arg(&pkg).arg(&deb));
-    let dpkg = |args: &[&str]| -> String {
+
+    /// A stand-in package of this version.
+    fn stand_in(&self, version: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let pkg = self.dir.path().join(format!("pkg-{version}"));
+        for d in [pkg.join("DEBIAN"), pkg.join("etc/cloudshell-ldap-sync")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(
+            pkg.join("DEBIAN/control"),
+            format!(
+                "Package: cloudshell-ldap-sync\nVersion: {version}\nArchitecture: all\nMaintainer: t <t@example.org>\n\
+                 Description: the maintainer scripts under test\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(pkg.join("DEBIAN/conffiles"), "/etc/cloudshell-ldap-sync/config.toml\n").unwrap();
+        for script in ["postinst", "prerm", "postrm"] {
+            let to = pkg.join("DEBIAN").join(script);
+            std::fs::copy(common::repo_path(&format!("debian/{script}")), &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::copy(common::repo_path("config/example.toml"), pkg.join("etc/cloudshell-ldap-sync/config.toml"))
+            .unwrap();
+        let deb = self.dir.path().join(format!("stand-in_{version}.deb"));
+        run(Command::new("dpkg-deb").args(["--root-owner-group", "-b"]).arg(&pkg).arg(&deb));
+        deb
+    }
+
+    /// Runs dpkg on the root; its output.
+    fn dpkg(&self, args: &[&str]) -> String {
         let mut cmd = Command::new("dpkg");
-        cmd.arg(format!("--root={}", root.display()))
+        cmd.arg(format!("--root={}", self.root.display()))
             .args(["--force-script-chrootless", "--force-not-root", "--log=/dev/null"])
             .args(args);
         let out = cmd.output().expect("dpkg");
         let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{cmd:?}: {all}");
         all
-    };
-    let etc = root.join("etc/cloudshell-ldap-sync");
-    let state = root.join("var/lib/cloudshell-ldap-sync");
+    }
+
+    fn install(&self, deb: &Path) -> String {
+        self.dpkg(&["-i", deb.to_str().unwrap()])
+    }
+}
+
+/// Purges through dpkg itself: dpkg removes the conffile, runs `postrm purge`, then removes the directory if it
+/// is empty, warning otherwise.
+#[test]
+fn purge_removes_the_passwords_and_the_example_ca_files_and_names_what_it_leaves() {
+    let stage = Stage::new();
+    let deb = stage.stand_in("1.0");
+    let etc = stage.root.join("etc/cloudshell-ldap-sync");
+    let state = stage.root.join("var/lib/cloudshell-ldap-sync");
 
     // What the README and the example configurations place there: all of it goes, and dpkg has nothing to say.
-    dpkg(&["-i", deb.to_str().unwrap()]);
+    stage.install(&deb);
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("status.json"), "{}").unwrap();
     for name in ["ldap-password", "cloudshell-password", "ca.pem", "ad-ca.pem"] {
         std::fs::write(etc.join(name), "x").unwrap();
     }
-    let out = dpkg(&["--purge", "cloudshell-ldap-sync"]);
+    let out = stage.dpkg(&["--purge", "cloudshell-ldap-sync"]);
     assert!(!etc.exists() && !state.exists(), "{out}");
     assert!(!out.contains("warning") && !out.contains("purge leaves"), "{out}");
 
     // Something else: named, and left (before, ca.pem was left with only dpkg's "not empty" warning).
-    dpkg(&["-i", deb.to_str().unwrap()]);
+    stage.install(&deb);
     std::fs::write(etc.join("ca.pem"), "x").unwrap();
     std::fs::write(etc.join("notes.txt"), "mine").unwrap();
-    let out = dpkg(&["--purge", "cloudshell-ldap-sync"]);
+    let out = stage.dpkg(&["--purge", "cloudshell-ldap-sync"]);
     assert!(out.contains("purge leaves in /etc/cloudshell-ldap-sync") && out.contains("notes.txt"), "{out}");
     assert!(!out.contains("ca.pem"), "{out}");
     assert!(etc.join("notes.txt").exists() && !etc.join("ca.pem").exists() && !etc.join("config.toml").exists());
+}
+
+/// The state directory as `DynamicUser=` lays it out (`/var/lib/cloudshell-ldap-sync` a link to
+/// `/var/lib/private/cloudshell-ldap-sync`), holding `state.db` with its WAL files, the JSON files it was migrated
+/// from and the status file: reinstalling, upgrading and removing keep every byte; purging removes it all.
+#[test]
+fn remove_and_upgrade_keep_the_state_database_byte_for_byte_and_purge_removes_it() {
+    let stage = Stage::new();
+    let (old, new) = (stage.stand_in("1.0"), stage.stand_in("1.1"));
+    stage.install(&old);
+    let private = stage.root.join("var/lib/private/cloudshell-ldap-sync");
+    let state = stage.root.join("var/lib/cloudshell-ldap-sync");
+    std::fs::create_dir_all(&private).unwrap();
+    std::os::unix::fs::symlink("private/cloudshell-ldap-sync", &state).unwrap();
+    let files: Vec<(&str, Vec<u8>)> =
+        ["state.db", "state.db-wal", "state.db-shm", "users.json.migrated", "groups.json.migrated", "status.json"]
+            .into_iter()
+            .map(|name| (name, name.bytes().chain(0..=255u8).chain(name.bytes().rev()).collect()))
+            .collect();
+    for (name, bytes) in &files {
+        std::fs::write(private.join(name), bytes).unwrap();
+    }
+    let kept = |after: &str| {
+        for (name, bytes) in &files {
+            let now = std::fs::read(state.join(name)).unwrap_or_else(|e| panic!("{name} after {after}: {e}"));
+            assert!(now == *bytes, "{name} changed by {after}");
+        }
+    };
+
+    stage.install(&old);
+    kept("reinstalling the same version");
+    let out = stage.install(&new);
+    assert!(out.contains("1.1"), "{out}");
+    kept("upgrading to a newer version");
+    stage.dpkg(&["--remove", "cloudshell-ldap-sync"]);
+    kept("removing without purging");
+    assert!(stage.root.join("etc/cloudshell-ldap-sync/config.toml").exists(), "remove keeps the conffile");
+
+    let out = stage.dpkg(&["--purge", "cloudshell-ldap-sync"]);
+    assert!(!private.exists(), "purge leaves {}: {out}", private.display());
+    assert!(std::fs::symlink_metadata(&state).is_err(), "purge leaves the link {}: {out}", state.display());
+}
+
+/// Installed into another root (`$DPKG_ROOT` set, as `dpkg --root` sets it), the maintainer scripts leave the
+/// running system's systemd alone; on the running system they reach it. Run in a private mount namespace whose
+/// `/run` says systemd is running, with `systemctl` and `deb-systemd-invoke` stand-ins that log their calls.
+/// Root is needed (scripts/test runs as root in CI).
+#[test]
+fn maintainer_scripts_leave_the_running_systemd_alone_when_installing_into_another_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, log) = (dir.path().join("bin"), dir.path().join("calls"));
+    std::fs::create_dir(&bin).unwrap();
+    for tool in ["systemctl", "deb-systemd-invoke"] {
+        std::fs::write(bin.join(tool), format!("#!/bin/sh\necho \"{tool} $*\" >> '{}'\n", log.display())).unwrap();
+        std::fs::set_permissions(bin.join(tool), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let scripts = |dpkg_root: Option<&Path>| -> String {
+        std::fs::write(&log, "").unwrap();
+        // An upgrade's configure, a remove's prerm and postrm (never a purge: on the running system it would
+        // remove this host's state directory).
+        let script = "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && \
+                      sh \"$1/postinst\" configure 0.9 && sh \"$1/prerm\" remove && sh \"$1/postrm\" remove";
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
+            .arg(common::repo_path("debian"))
+            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()));
+        match dpkg_root {
+            Some(root) => cmd.env("DPKG_ROOT", root),
+            None => cmd.env_remove("DPKG_ROOT"),
+        };
+        let out = cmd.output().expect("unshare (util-linux) runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("unshare:") && !stderr.contains("mount:"),
+            "this test mounts in a private mount namespace and needs root (scripts/test runs as root in CI): {stderr}"
+        );
+        assert!(out.status.success(), "{cmd:?}: {stderr}");
+        std::fs::read_to_string(&log).unwrap()
+    };
+    let live = scripts(None);
+    for call in ["systemctl daemon-reload", "deb-systemd-invoke try-restart", "deb-systemd-invoke stop"] {
+        assert!(live.contains(call), "on the running system the scripts call {call}:\n{live}");
+    }
+    let other_root = dir.path().join("root");
+    assert_eq!(scripts(Some(&other_root)), "", "into another root the scripts call nothing on the running system");
 }
