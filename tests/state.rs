@@ -181,6 +181,78 @@ async fn a_database_from_a_newer_version_stops_the_run_before_anything_is_sent()
     assert!(!env.sim.calls().await.is_empty());
 }
 
+/// Starts `sync` and kills it (SIGKILL) while CloudShell holds its deactivation call: held before the call takes
+/// effect (`applied = false`: a crash between the intent and the call) or after (`applied = true`: a crash
+/// between the call and its outcome).
+async fn kill_during_a_deactivation(env: &Env, config: &std::path::Path, applied: bool) {
+    let hold = json!({"count": 1, "delay_ms": 120_000, "method": "PUT", "path_contains": "/api/v1/users/",
+                      "before_processing": !applied});
+    env.sim.set_faults(json!({ "slow": hold })).await;
+    env.sim.clear_calls().await;
+    let mut child = std::process::Command::new(common::binary())
+        .args(["sync", "--json", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let calls = env.sim.calls().await;
+        let held = calls.iter().any(|c| c["method"] == "PUT" && c["state"] == "in_flight");
+        if held {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 60, "the deactivation never reached CloudShell: {calls:?}");
+        assert!(child.try_wait().unwrap().is_none(), "sync ended before its deactivation: {calls:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    env.sim.clear_faults().await;
+}
+
+#[tokio::test]
+async fn a_crash_before_or_after_the_call_takes_effect_is_settled_from_cloudshell_at_the_next_run() {
+    let env = Env::start();
+    let config = env.config();
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+
+    // Killed between the intent and the call: nothing happened in CloudShell.
+    env.member("delete", "Team", "bob");
+    kill_during_a_deactivation(&env, &config, false).await;
+    assert!(env.active("bob").await, "the call never took effect");
+    let pending = env.database().pending().unwrap();
+    assert_eq!((pending.len(), pending[0].answer_lost), (1, false), "{pending:?}");
+    let (code, report, stderr) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    let bob = env.history("bob");
+    assert_eq!(bob[bob.len() - 2].0, Action::Deactivated);
+    assert!(
+        bob[bob.len() - 2].1.starts_with("not applied (the run that sent it ended first; read back: active)"),
+        "{bob:?}"
+    );
+    // The control: still a leaver, so deactivated now, for real.
+    assert_eq!(strings(&report["leavers"]["deactivated"]), ["bob"], "{report}");
+    assert_eq!(bob.last().unwrap(), &(Action::Deactivated, "ok".to_string()));
+    assert!(!env.active("bob").await);
+    env.member("add", "Team", "bob");
+    assert_eq!(strings(&common::sync_json(&config, &[]).1["leavers"]["reactivated"]), ["bob"]);
+
+    // Killed between the call and its outcome: CloudShell applied it; the user comes back before the next run.
+    env.member("delete", "Team", "bob");
+    kill_during_a_deactivation(&env, &config, true).await;
+    assert!(!env.active("bob").await, "the call took effect");
+    env.member("add", "Team", "bob");
+    let (code, report, stderr) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert!(env.database().pending().unwrap().is_empty());
+    let bob = env.history("bob");
+    assert!(bob[bob.len() - 2].1.starts_with("ok (the run that sent it ended first; read back: inactive)"), "{bob:?}");
+    assert_eq!(strings(&report["leavers"]["reactivated"]), ["bob"], "reactivated on return: {report}");
+    assert!(env.active("bob").await);
+}
+
 /// At the end of a run, audit rows older than `monitor.history_retention` (400 days by default) are pruned.
 #[tokio::test]
 async fn history_older_than_the_retention_is_pruned_at_the_end_of_a_run() {
