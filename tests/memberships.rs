@@ -40,7 +40,9 @@ impl Env {
 
     /// A config with `sync_keys` in `[sync]` (before the mappings) and `mappings`.
     fn config(&self, sync_keys: &str, mappings: &str) -> PathBuf {
-        self.files.config(&self.slapd.url(), &self.sim.url(), &[], &format!("{sync_keys}\n{mappings}"), "")
+        // A state directory: removals need one (their shrink guard is kept there).
+        let state = format!("[monitor]\nstate_directory = \"{}\"\n", self.files.path("state").display());
+        self.files.config(&self.slapd.url(), &self.sim.url(), &[], &format!("{sync_keys}\n{mappings}"), &state)
     }
 
     /// The membership calls made so far: (method, path).

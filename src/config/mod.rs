@@ -615,7 +615,7 @@ groups = ["Team"]
             "[sync]\ngroups = [\"Team\"]\nremove_from_groups = true\nmax_removals_per_run = 5\n\n\
              [[sync.mapping]]\ndirectory_group = \"team\"\ncloudshell_groups = [\"Lab Users\"]\n\n\
              [[sync.mapping]]\ndirectory_group = \"Ops (EU)\"\ncloudshell_groups = [\"Lab Users\", \"Ops\"]\n",
-        );
+        ) + "\n[monitor]\nstate_directory = \"/var/lib/x\"\n";
         let c = parse_text(&text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(texts(&c.sync.groups), ["Team", "Ops (EU)"], "a mapped group is imported too, once");
         assert_eq!(c.sync.mappings.len(), 2);
@@ -705,6 +705,22 @@ groups = ["Team"]
         let path = file.path().display().to_string();
         let c = parse_text(&MINIMAL.replace("[cloudshell]\n", &format!("[cloudshell]\nca_file = {path:?}\n"))).unwrap();
         assert_eq!(c.cloudshell.ca_file.as_deref(), Some(file.path()));
+    }
+
+    #[test]
+    fn removals_from_cloudshell_groups_need_a_state_directory_for_their_shrink_guard() {
+        let with = |extra: &str| {
+            MINIMAL.replace(
+                "[sync]\ngroups = [\"Team\"]\n",
+                &format!("[sync]\ngroups = [\"Team\"]\nremove_from_groups = true\n{extra}"),
+            )
+        };
+        let e = parse_text(&with("")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sync.remove_from_groups"), "{e}");
+        assert!(e.to_string().contains("shrink guard") && e.to_string().contains("state_directory"), "{e}");
+        // The control: with one, it is accepted.
+        let c = parse_text(&format!("{}\n[monitor]\nstate_directory = \"/var/lib/x\"\n", with(""))).unwrap();
+        assert!(c.sync.remove_from_groups);
     }
 
     #[test]

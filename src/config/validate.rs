@@ -319,6 +319,15 @@ impl Validator<'_> {
                  state_directory (systemd's StateDirectory= sets it for the shipped units)",
             ));
         }
+        if sync.remove_from_groups && monitor.state_directory.is_none() {
+            return Err(self.error(
+                "sync",
+                "remove_from_groups",
+                "true needs a state directory: the shrink guard kept there is what stops a directory group that \
+                 reads empty or short (an ACL change, a broken nested group) from emptying its CloudShell groups; \
+                 set [monitor] state_directory (systemd's StateDirectory= sets it for the shipped units)",
+            ));
+        }
         if sync.disabled_accounts == Some(DisabledAccounts::ImportThenDeactivate) && monitor.state_directory.is_none() {
             return Err(self.error(
                 "sync",
