@@ -44,6 +44,14 @@ pub fn rows(report: &Report, at: &str) -> Vec<AuditRow> {
     if let Some(d) = &report.disabled_accounts {
         rows.disabled(d);
     }
+    if !report.identity_changed.is_empty() {
+        let why = format!(
+            "the configuration identifies users differently from the one that made the state database ({}); \
+             accept with cloudshell-ldap-sync accept-identity",
+            report.identity_changed.join("; ")
+        );
+        rows.held(None, why);
+    }
     rows.rows
 }
 

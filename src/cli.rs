@@ -154,6 +154,17 @@ pub enum Command {
         #[arg(value_name = "GROUP")]
         groups: Vec<String>,
     },
+    /// Accept that this configuration identifies users differently from the one that made the state database
+    /// (another username attribute, base DN, user filter, directory or CloudShell), or is the same configuration
+    /// moved to another path.
+    ///
+    /// Until then every deactivation and removal is held (exit 4), and a run from another configuration file is
+    /// refused (exit 1). The next complete run matches the managed users again, by their directory DN or their
+    /// CloudShell id; those matched to no member are no longer managed (reported, never deactivated).
+    ///
+    /// Reads no password. Exit 0 (also when there is nothing to accept), 1 when a run is in progress or the
+    /// database cannot be written, 2 without a usable state database.
+    AcceptIdentity,
     /// Print a shell completion script (bash, zsh or fish) on stdout.
     Completions {
         #[arg(value_enum)]
@@ -233,6 +244,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(history_command(&path, username.as_ref(), since, json));
         }
         Command::AcceptShrink { groups } => return ExitCode::from(accept_shrink_command(&path, &groups)),
+        Command::AcceptIdentity => return ExitCode::from(accept_identity_command(&path)),
         Command::Completions { shell } => {
             print!("{}", completions(shell));
             return ExitCode::from(exit::OK);
@@ -278,6 +290,7 @@ pub fn main() -> ExitCode {
             Command::Status { .. }
             | Command::History { .. }
             | Command::AcceptShrink { .. }
+            | Command::AcceptIdentity
             | Command::Completions { .. }
             | Command::Man { .. } => exit::OK,
         }
@@ -639,6 +652,64 @@ fn accept_shrink_command(path: &Path, asked: &[String]) -> u8 {
     for line in lines {
         println!("{line}");
     }
+    exit::OK
+}
+
+/// `accept-identity`: records this configuration as the state database's owner, for the next complete run to
+/// match the managed users again.
+fn accept_identity_command(path: &Path) -> u8 {
+    let config = match config::load_without_secrets(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let dir = match state_database(&config) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    // A run reads the owner at its start and acts on it: accepting in between would be half seen.
+    let _lock = match lock::acquire_for_run(Some(&dir), &config.path) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("error: a run is in progress, or the run lock cannot be taken: {e}");
+            return exit::FATAL;
+        }
+    };
+    let current = Owner::of(&config);
+    let mut database = match Database::open(&dir, &current) {
+        Ok(database) => database,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let differences = match database.owner_differences(&current) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    if differences.is_empty() {
+        println!("nothing to accept: {} already belongs to this configuration", database.path().display());
+        return exit::OK;
+    }
+    if let Err(e) = database.accept_owner(&current) {
+        eprintln!("error: {e}");
+        return exit::FATAL;
+    }
+    for d in &differences {
+        println!("accepted: {}", Escaped(&d.to_string()));
+    }
+    println!(
+        "the next complete run matches the managed users again by their directory DN or CloudShell id; those \
+         matched to no member are no longer managed (listed in its report, never deactivated)"
+    );
     exit::OK
 }
 

@@ -575,8 +575,38 @@ pub struct Report {
     /// The disabled-accounts step (absent with `sync.disabled_accounts = "per_user"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_accounts: Option<DisabledReport>,
+    /// How the configuration identifies users differently from the one that made the state database, one line
+    /// per setting: every deactivation and removal is held until the change is accepted (`accept-identity`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub identity_changed: Vec<String>,
+    /// Members of configured groups this program knew that the directory does not show now (see
+    /// `sync::unresolved`): never leavers, never removed; the run is partial.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<UnresolvedLine>,
+    /// The managed users matched again after an accepted identity change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rematch: Option<RematchReport>,
     pub totals: Totals,
     pub api_calls: CallCounts,
+}
+
+/// An unresolved member, for the report.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct UnresolvedLine {
+    pub group: String,
+    pub dn: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    pub reason: &'static str,
+}
+
+/// The managed users matched again after an accepted identity change.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct RematchReport {
+    /// Records now under another username, as `was -> now`.
+    pub renamed: Vec<String>,
+    /// Records matched to no member: no longer managed, never deactivated.
+    pub no_longer_managed: Vec<String>,
 }
 
 impl Report {
@@ -601,6 +631,9 @@ impl Report {
             removals_held: None,
             leavers: None,
             disabled_accounts: None,
+            identity_changed: Vec::new(),
+            unresolved: Vec::new(),
+            rematch: None,
             totals: Totals::default(),
             api_calls: CallCounts::default(),
         }
@@ -641,7 +674,9 @@ impl Report {
         let memberships = self.memberships.iter().map(|m| m.status);
         let leavers = self.leavers.as_ref().map(|l| l.status);
         let disabled = self.disabled_accounts.as_ref().map(|d| d.status);
-        groups.chain(memberships).chain(leavers).chain(disabled)
+        let identity = (!self.identity_changed.is_empty()).then_some(GroupStatus::Held);
+        let unresolved = (!self.unresolved.is_empty()).then_some(GroupStatus::Partial);
+        groups.chain(memberships).chain(leavers).chain(disabled).chain(identity).chain(unresolved)
     }
 
     /// Logs the run's summary event (`run finished`).

@@ -151,6 +151,10 @@ pub struct ManagedUser {
     /// This program deactivated the user (and so may reactivate them).
     #[serde(default)]
     pub deactivated: bool,
+    /// The directory entry's DN when last seen: how a member the directory no longer shows is told from one
+    /// it hides (see `sync::unresolved`). `None` in records from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dn: Option<String>,
     /// ... because the account is disabled in the directory (`sync.disabled_accounts =
     /// "import_then_deactivate"`): the disabled-accounts step, not the leaver step, reactivates them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -169,6 +173,7 @@ impl ManagedUser {
             leaver_since: None,
             deactivated: false,
             disabled_in_directory: false,
+            dn: None,
         }
     }
 }

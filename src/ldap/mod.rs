@@ -24,7 +24,7 @@
 //! AD's range retrieval. [`probe`] is `check`'s own look at the base DN and a few user entries.
 
 mod connect;
-mod dn;
+pub mod dn;
 mod entry;
 mod error;
 mod guard;
@@ -160,8 +160,12 @@ pub struct Group {
     pub sources: Vec<Source>,
     /// Members left out because their username collides with another entry's.
     pub collisions: Vec<Collision>,
-    /// Member DNs that are neither users nor groups (dangling, deleted, foreign, or filtered out).
+    /// Member DNs that are neither users nor groups (dangling, deleted, foreign, or filtered out), and members
+    /// not followed because nested groups are off.
     pub skipped_members: usize,
+    /// Member DNs (at any level) that could not be read as a user or a group: entries that are gone, hidden
+    /// from the service account, or without a usable username. As the directory wrote them.
+    pub unreadable: Vec<String>,
     /// Members left out because their account is disabled.
     pub disabled_members: usize,
     /// Those disabled accounts (nested ones included), sorted by username, each once.

@@ -294,8 +294,8 @@ pub(super) struct GroupRecord {
     pub others: Vec<(DnKey, String)>,
     /// Members that are disabled accounts (indexes into `disabled_users`), left out.
     pub disabled: Vec<u32>,
-    /// Members that are refused entries, left out.
-    pub unusable: usize,
+    /// Members that are refused entries (no usable username), left out: their DNs.
+    pub unusable: Vec<String>,
     /// Why the member list is incomplete (range retrieval failed): the group cannot be used.
     pub error: Option<Error>,
 }
@@ -366,7 +366,7 @@ pub(super) mod tests {
             users: users.to_vec(),
             others: others.iter().map(|g| (key(g), group_dn(g))).collect(),
             disabled: Vec::new(),
-            unusable: 0,
+            unusable: Vec::new(),
             error: None,
         }
     }

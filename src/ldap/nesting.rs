@@ -54,10 +54,11 @@ impl Expansion<'_> {
             dn: top.dn.clone(),
             direct_members: top.users.iter().map(|&n| index.users[n as usize].clone()).collect(),
             disabled_members: top.disabled.len(),
-            unusable_members: top.unusable,
+            unusable_members: top.unusable.len(),
         };
         disabled.extend(&top.disabled);
-        Ok(self.group_of(top, members, vec![source], (top.unusable, disabled)))
+        let unreadable = top.unusable.clone();
+        Ok(self.group_of(top, members, vec![source], (unreadable, disabled)))
     }
 
     /// Builds the group from member indexes: sorted, each once, collisions set apart.
@@ -66,7 +67,7 @@ impl Expansion<'_> {
         top: &GroupRecord,
         mut members: Vec<u32>,
         mut sources: Vec<Source>,
-        (skipped, mut disabled): (usize, Vec<u32>),
+        (unreadable, mut disabled): (Vec<String>, Vec<u32>),
     ) -> Group {
         let index = self.index;
         members.sort_unstable();
@@ -104,7 +105,8 @@ impl Expansion<'_> {
             members,
             sources,
             collisions: found_collisions,
-            skipped_members: skipped,
+            skipped_members: unreadable.len(),
+            unreadable,
             disabled_members: disabled.len(),
             disabled: disabled_accounts,
         }
@@ -118,7 +120,8 @@ impl Expansion<'_> {
         let top = known.get(root).expect("a found group is known");
         let mut members: Vec<u32> = Vec::new();
         let mut sources = Vec::new();
-        let mut skipped = 0usize;
+        let mut not_followed_count = 0usize;
+        let mut unreadable: Vec<String> = Vec::new();
         let mut disabled: Vec<u32> = Vec::new();
         let (mut dangling, mut not_followed): (Vec<&String>, Vec<&String>) = (Vec::new(), Vec::new());
         let mut visited: HashSet<&DnKey> = std::iter::once(root).collect();
@@ -133,17 +136,17 @@ impl Expansion<'_> {
                 members.extend(&group.users);
                 disabled.extend(&group.disabled);
                 // Refused entries count among the skipped members, as dangling ones do.
-                skipped += group.unusable;
+                unreadable.extend(group.unusable.iter().cloned());
                 sources.push(Source {
                     name: group.name.clone(),
                     dn: group.dn.clone(),
                     direct_members: group.users.iter().map(|&n| users[n as usize].clone()).collect(),
                     disabled_members: group.disabled.len(),
-                    unusable_members: group.unusable,
+                    unusable_members: group.unusable.len(),
                 });
                 for (key, raw) in &group.others {
                     if !recursive {
-                        skipped += 1;
+                        not_followed_count += 1;
                         not_followed.push(raw);
                         continue;
                     }
@@ -155,7 +158,7 @@ impl Expansion<'_> {
                             next.push(g);
                         }
                     } else if neither.contains(key) {
-                        skipped += 1;
+                        unreadable.push(raw.clone());
                         dangling.push(raw);
                     } else {
                         return Err(Error::TooDeep { name: name.to_string(), depth: self.max_depth });
@@ -174,7 +177,9 @@ impl Expansion<'_> {
         // 200,000 lines a run.
         log_skipped(name, &not_followed, "not a user; nested groups are off", tracing::Level::INFO);
         log_skipped(name, &dangling, "neither a user nor a group", tracing::Level::WARN);
-        Ok(self.group_of(top, members, sources, (skipped, disabled)))
+        let mut group = self.group_of(top, members, sources, (unreadable, disabled));
+        group.skipped_members += not_followed_count;
+        Ok(group)
     }
 }
 
@@ -246,7 +251,7 @@ mod tests {
                 users: users.to_vec(),
                 others,
                 disabled: Vec::new(),
-                unusable: 0,
+                unusable: Vec::new(),
                 error: None,
             },
         )

@@ -500,7 +500,7 @@ fn record(
     let mut users = Vec::with_capacity(member_values.len());
     let mut others = Vec::new();
     let mut disabled = Vec::new();
-    let mut unusable = 0;
+    let mut unusable = Vec::new();
     for dn in member_values {
         if dn.is_empty() {
             continue; // groupOfNames' placeholder for "no members"
@@ -512,7 +512,7 @@ fn record(
                 if let Some(&n) = index.disabled.get(&key) {
                     disabled.push(n);
                 } else if index.unusable.contains(&key) {
-                    unusable += 1;
+                    unusable.push(dn);
                 } else {
                     others.push((key, dn));
                 }

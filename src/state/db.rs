@@ -86,6 +86,16 @@ const MIGRATIONS: &[&str] = &[
         state TEXT NOT NULL CHECK (state IN ('intended', 'unknown'))
     );
     CREATE INDEX intents_by_state ON intents (state);",
+    // 2: what tells a member the directory hides from one it no longer has: each managed user's DN, and the
+    // DNs of the groups seen nested in configured groups; and the owner's identity change accepted, awaiting
+    // the run that matches the managed users again.
+    "ALTER TABLE managed_users ADD COLUMN dn TEXT;
+    ALTER TABLE owner ADD COLUMN rematch_pending INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE known_groups (
+        dn_key TEXT PRIMARY KEY NOT NULL,
+        dn TEXT NOT NULL,
+        seen_at TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this program writes: the number of migrations it knows.
@@ -141,10 +151,12 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// The owner that `config` makes.
+    /// The owner that `config` makes. The configuration's path is made absolute (symlinks resolved), so that
+    /// `-c config.toml` and `-c /etc/.../config.toml` name one configuration.
     pub fn of(config: &crate::config::Config) -> Owner {
+        let path = std::fs::canonicalize(&config.path).unwrap_or_else(|_| config.path.clone());
         Owner {
-            config_path: config.path.display().to_string(),
+            config_path: path.display().to_string(),
             directory_urls: config.ldap.urls.clone(),
             base_dn: config.ldap.base_dn.clone(),
             user_filter: config.ldap.user_filter.clone(),
@@ -172,6 +184,35 @@ impl Owner {
                 current: current.clone(),
             })
             .collect()
+    }
+}
+
+impl Owner {
+    /// How `current` identifies users differently from this (recorded) owner: the settings that decide which
+    /// directory entry is which CloudShell user (base DN, user filter, username attribute, CloudShell's URL, and
+    /// the directory itself: no server host in common, so that a scheme, port or added replica is not a
+    /// change). Empty when users are identified as before. A change of the configuration's path is not one of
+    /// them (see [`Owner::other_configuration`]).
+    pub fn identity_changes(&self, current: &Owner) -> Vec<OwnerDifference> {
+        let hosts = |urls: &[String]| -> Vec<String> {
+            urls.iter()
+                .map(|u| match url::Url::parse(u) {
+                    Ok(parsed) => parsed.host_str().unwrap_or(u).to_ascii_lowercase(),
+                    Err(_) => u.to_ascii_lowercase(),
+                })
+                .collect()
+        };
+        let (was, is) = (hosts(&self.directory_urls), hosts(&current.directory_urls));
+        let same_directory = was.iter().any(|h| is.contains(h));
+        self.differences(current)
+            .into_iter()
+            .filter(|d| d.field != "config path" && (d.field != "directory URLs" || !same_directory))
+            .collect()
+    }
+
+    /// Whether `current` is another configuration file than the one that made the database: its path.
+    pub fn other_configuration(&self, current: &Owner) -> bool {
+        self.config_path != current.config_path
     }
 }
 
@@ -299,7 +340,7 @@ impl Database {
             .connection
             .prepare(
                 "SELECT folded, username, cloudshell_id, first_seen, last_seen, leaver_runs, leaver_since, \
-                 deactivated, disabled_in_directory FROM managed_users",
+                 deactivated, disabled_in_directory, dn FROM managed_users",
             )
             .map_err(self.read_error())?;
         let rows = statement
@@ -315,6 +356,7 @@ impl Database {
                         leaver_since: row.get(6)?,
                         deactivated: row.get(7)?,
                         disabled_in_directory: row.get(8)?,
+                        dn: row.get(9)?,
                     })
                 };
                 match (Username::new(&key), Username::new(&username)) {
@@ -373,6 +415,57 @@ impl Database {
         let transaction = self.connection.transaction().map_err(write)?;
         write_counts(&transaction, before, after).map_err(write)?;
         transaction.commit().map_err(write)
+    }
+
+    /// Records `owner` as the database's owner, in place of the one recorded, and marks the managed users to be
+    /// matched again by the next complete run (`cloudshell-ldap-sync accept-identity`).
+    pub fn accept_owner(&mut self, owner: &Owner) -> Result<(), Error> {
+        let write = self.write_error();
+        let transaction = self.connection.transaction().map_err(&write)?;
+        record_owner(&transaction, owner).map_err(&write)?;
+        transaction.execute("UPDATE owner SET rematch_pending = 1 WHERE id = 1", []).map_err(&write)?;
+        transaction.commit().map_err(&write)
+    }
+
+    /// Whether an accepted identity change awaits the run that matches the managed users again.
+    pub fn rematch_pending(&self) -> Result<bool, Error> {
+        let pending = self
+            .connection
+            .query_row("SELECT rematch_pending FROM owner WHERE id = 1", [], |row| row.get::<_, bool>(0))
+            .optional()
+            .map_err(self.read_error())?;
+        Ok(pending.unwrap_or(false))
+    }
+
+    /// Writes the managed users (as [`Database::save_managed`]) and clears the pending match, in one transaction.
+    pub fn save_rematched(&mut self, before: &Managed, after: &Managed) -> Result<(), Error> {
+        let write = self.write_error();
+        let transaction = self.connection.transaction().map_err(&write)?;
+        write_users(&transaction, before, after).map_err(&write)?;
+        transaction.execute("UPDATE owner SET rematch_pending = 0 WHERE id = 1", []).map_err(&write)?;
+        transaction.commit().map_err(&write)
+    }
+
+    /// The DNs (normalised keys) of the groups seen nested in configured groups.
+    pub fn known_groups(&self) -> Result<std::collections::HashSet<String>, Error> {
+        let mut statement = self.connection.prepare("SELECT dn_key FROM known_groups").map_err(self.read_error())?;
+        let rows = statement.query_map([], |row| row.get::<_, String>(0)).map_err(self.read_error())?;
+        rows.collect::<Result<_, _>>().map_err(self.read_error())
+    }
+
+    /// Adds the groups (normalised key, DN) not yet known, seen at `at`. One transaction.
+    pub fn add_known_groups(&mut self, groups: &[(String, String)], at: &str) -> Result<(), Error> {
+        let write = self.write_error();
+        let transaction = self.connection.transaction().map_err(&write)?;
+        {
+            let mut insert = transaction
+                .prepare_cached("INSERT OR IGNORE INTO known_groups (dn_key, dn, seen_at) VALUES (?1, ?2, ?3)")
+                .map_err(&write)?;
+            for (key, dn) in groups {
+                insert.execute(params![key, dn, at]).map_err(&write)?;
+            }
+        }
+        transaction.commit().map_err(&write)
     }
 
     /// Forgets the shrink guard's counts of `groups` (every group's when empty), so that the next good run's
@@ -480,7 +573,7 @@ fn record_owner(transaction: &Transaction, owner: &Owner) -> rusqlite::Result<()
 fn write_users(transaction: &Transaction, before: &Managed, after: &Managed) -> rusqlite::Result<()> {
     let mut upsert = transaction.prepare_cached(
         "INSERT OR REPLACE INTO managed_users (folded, username, cloudshell_id, first_seen, last_seen, leaver_runs, \
-         leaver_since, deactivated, disabled_in_directory) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         leaver_since, deactivated, disabled_in_directory, dn) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     for (key, user) in &after.users {
         if before.users.get(key) == Some(user) {
@@ -495,7 +588,8 @@ fn write_users(transaction: &Transaction, before: &Managed, after: &Managed) -> 
             user.leaver_runs,
             user.leaver_since,
             user.deactivated,
-            user.disabled_in_directory
+            user.disabled_in_directory,
+            user.dn
         ])?;
     }
     let mut delete = transaction.prepare_cached("DELETE FROM managed_users WHERE folded = ?1")?;
@@ -802,6 +896,61 @@ groups = ["Team"]
             assert!(!text.contains(secret), "{secret} stored");
         }
         assert!(text.contains("cloudshell.example.org"), "the check above reads the stored text");
+    }
+
+    #[test]
+    fn an_identity_change_is_a_setting_that_says_who_is_who_and_another_path_is_another_configuration() {
+        let recorded = owner();
+        let fields =
+            |current: &Owner| -> Vec<&str> { recorded.identity_changes(current).iter().map(|d| d.field).collect() };
+        assert!(fields(&owner()).is_empty());
+        let replica = Owner {
+            directory_urls: vec!["ldap://DC1.example.org:389".into(), "ldaps://dc9.example.org".into()],
+            ..owner()
+        };
+        assert!(fields(&replica).is_empty(), "another scheme, port or an added replica is the same directory");
+        let elsewhere = Owner { directory_urls: vec!["ldaps://other.example.net".into()], ..owner() };
+        assert_eq!(fields(&elsewhere), ["directory URLs"]);
+        let renamed =
+            Owner { username_attribute: "mail".into(), cloudshell_url: "https://cs2.example.org/".into(), ..owner() };
+        assert_eq!(fields(&renamed), ["username attribute", "CloudShell URL"]);
+        let moved = Owner { config_path: "/srv/other.toml".into(), ..owner() };
+        assert!(
+            fields(&moved).is_empty()
+                && recorded.other_configuration(&moved)
+                && !recorded.other_configuration(&owner())
+        );
+    }
+
+    /// A database of schema version 1 (as the first release of state.db wrote it) is brought to the current one
+    /// in place, its rows kept.
+    #[test]
+    fn a_version_1_database_is_migrated_in_place_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let connection = Connection::open(&path).unwrap();
+        connection.execute_batch(MIGRATIONS[0]).unwrap();
+        connection
+            .execute_batch(
+                "PRAGMA user_version = 1;
+                 INSERT INTO owner VALUES (1, '/etc/c.toml', '[\"ldap://dc1\"]', 'dc=x', '(uid=*)', 'uid', 'http://cs/', 't');
+                 INSERT INTO managed_users (folded, username, cloudshell_id, first_seen, last_seen, deactivated)
+                     VALUES ('bob', 'Bob', 7, 't0', 't1', 1);",
+            )
+            .unwrap();
+        drop(connection);
+        let mut db = Database::open(dir.path(), &owner()).unwrap();
+        let version: u32 = db.connection.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let bob = &db.load_managed().unwrap().users[&Username::new("bob").unwrap()];
+        assert!(bob.deactivated && bob.id == Some(7) && bob.dn.is_none(), "{bob:?}");
+        assert_eq!(db.owner().unwrap().config_path, "/etc/c.toml", "the owner is kept, not replaced");
+        assert!(!db.rematch_pending().unwrap());
+        db.accept_owner(&owner()).unwrap();
+        assert!(db.rematch_pending().unwrap() && db.owner().unwrap() == owner());
+        db.add_known_groups(&[("cn=a".into(), "cn=A".into())], "t").unwrap();
+        db.add_known_groups(&[("cn=a".into(), "cn=A".into())], "t").unwrap();
+        assert_eq!(db.known_groups().unwrap().len(), 1);
     }
 
     #[test]

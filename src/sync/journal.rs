@@ -134,6 +134,44 @@ impl Journal {
         self.timed(|| self.database()?.prune(before))
     }
 
+    /// The configuration recorded as the owner (`None` before the first run that writes).
+    pub fn owner(&self) -> Result<Option<Owner>, db::Error> {
+        match &self.source {
+            Source::Files(_) => Ok(None),
+            Source::Database(_) => self.timed(|| self.database()?.owner().map(Some)),
+        }
+    }
+
+    /// Whether an accepted identity change awaits the run that matches the managed users again.
+    pub fn rematch_pending(&self) -> Result<bool, db::Error> {
+        match &self.source {
+            Source::Files(_) => Ok(false),
+            Source::Database(_) => self.timed(|| self.database()?.rematch_pending()),
+        }
+    }
+
+    /// Writes the managed users matched again, and clears the pending match, in one transaction.
+    pub fn save_rematched(&self, before: &Managed, after: &Managed) -> Result<(), db::Error> {
+        self.timed(|| self.database()?.save_rematched(before, after))
+    }
+
+    /// The normalised DNs of the groups seen nested in configured groups before (none before the first run
+    /// that writes).
+    pub fn known_groups(&self) -> Result<std::collections::HashSet<String>, db::Error> {
+        match &self.source {
+            Source::Files(_) => Ok(Default::default()),
+            Source::Database(_) => self.timed(|| self.database()?.known_groups()),
+        }
+    }
+
+    /// Records the groups (normalised DN, DN) seen nested in configured groups that were not known.
+    pub fn add_known_groups(&self, groups: &[(String, String)]) -> Result<(), db::Error> {
+        if groups.is_empty() {
+            return Ok(());
+        }
+        self.timed(|| self.database()?.add_known_groups(groups, &now()))
+    }
+
     /// The intents whose outcome is not known (none when the state is the JSON files).
     fn pending(&self) -> Result<Vec<Pending>, db::Error> {
         match &self.source {

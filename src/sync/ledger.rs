@@ -16,6 +16,10 @@ use crate::sync::journal::Journal;
 pub enum Keeper {
     DisabledAccounts,
     Leavers,
+    /// The DNs recorded from the members read (`super::unresolved::record_dns`): no step's own.
+    Directory,
+    /// The records matched again after an accepted identity change (`super::rematch`).
+    Rematch,
 }
 
 /// The managed users for one run.
@@ -59,16 +63,31 @@ impl<'a> Ledger<'a> {
         }
     }
 
+    /// Lets `step` change the managed users in place; `change` says whether it changed anything.
+    pub fn amend(&mut self, step: Keeper, change: impl FnOnce(&mut Managed) -> bool) {
+        let Ok(users) = self.users() else { return };
+        let mut next = users.clone();
+        if change(&mut next) {
+            self.users = Some(next);
+            self.changed_by.push(step);
+        }
+    }
+
     /// Whether `step` changed the managed users in this run.
     pub fn changed_by(&self, step: Keeper) -> bool {
         self.changed_by.contains(&step)
     }
 
-    /// Writes the managed users a step changed. A failed write fails every step whose changes it loses, in
-    /// `report`, and is logged.
+    /// Writes the managed users a step changed (clearing a pending match when this run matched them again). A
+    /// failed write fails every step whose changes it loses, in `report`, and is logged.
     pub fn save(&self, report: &mut Report) {
         let (Ok(before), Some(after)) = (&self.read, &self.users) else { return };
-        let Err(e) = self.journal.save_managed(before, after) else { return };
+        let written = if self.changed_by(Keeper::Rematch) {
+            self.journal.save_rematched(before, after)
+        } else {
+            self.journal.save_managed(before, after)
+        };
+        let Err(e) = written else { return };
         tracing::error!(error = %e, "state file not written");
         let error = format!("managed users not saved: {e}");
         if let (Some(step), true) = (report.disabled_accounts.as_mut(), self.changed_by(Keeper::DisabledAccounts)) {

@@ -14,7 +14,10 @@ pub mod ledger;
 pub mod membership;
 pub mod place;
 pub mod plan;
+pub mod rematch;
+pub mod unresolved;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
@@ -22,8 +25,10 @@ use tracing::Instrument;
 
 use crate::cloudshell::{CallKind, Client, Observer};
 use crate::config::{Config, DisabledAccounts, LeaverAction};
+use crate::group_name::GroupName;
 use crate::report::{Failure, GroupReport, GroupStatus, HeldReport, Imports, Report};
 use crate::stop::Stops;
+use crate::username::Username;
 use crate::{ldap, state};
 use journal::Journal;
 use plan::{GroupPlan, Plan, Policy};
@@ -113,6 +118,12 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
             return (report, None);
         }
     };
+    if let (Some(journal), Some(dir)) = (&journal, &context.state_directory)
+        && let Err(e) = check_owner(journal, dir, config, &mut report)
+    {
+        report.fail(e);
+        return (report, None);
+    }
     // Connect and bind first: an unreachable directory means no call to CloudShell at all.
     let Some(connection) = connect(config, context, &mut report).await else {
         return (report, None);
@@ -165,6 +176,36 @@ fn open_journal(config: &Config, context: &Context, report: &Report) -> Result<O
         Journal::open(dir, &state::db::Owner::of(config), &report.run_id).map_err(state::Error::from)
     };
     opened.map(Some).inspect_err(|e| tracing::error!(error = %e, "state file unreadable"))
+}
+
+/// Whose state this is. Another configuration's is refused (each would take the other's users for leavers); a
+/// change to how users are identified is recorded in the report (`identity_changed`), which holds every
+/// deactivation and removal of the run.
+fn check_owner(journal: &Journal, dir: &std::path::Path, config: &Config, report: &mut Report) -> Result<(), String> {
+    let current = state::db::Owner::of(config);
+    let recorded = match journal.owner() {
+        Ok(Some(recorded)) => recorded,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    if recorded.other_configuration(&current) {
+        let (was, is) = (&recorded.config_path, &current.config_path);
+        tracing::error!(recorded = %was, current = %is, "state owned by another configuration");
+        return Err(format!(
+            "the state directory {} belongs to the configuration {was}, not {is}: two configurations must not share \
+             one (each would take the other's users for leavers); give this one its own [monitor] \
+             state_directory, or, if {was} was moved to {is}, accept it with: cloudshell-ldap-sync \
+             accept-identity --config {}",
+            dir.display(),
+            crate::cli::shell_word(is)
+        ));
+    }
+    let changes: Vec<String> = recorded.identity_changes(&current).iter().map(ToString::to_string).collect();
+    if !changes.is_empty() {
+        tracing::warn!(settings = ?changes, "identity changed");
+        report.identity_changed = changes;
+    }
+    Ok(())
 }
 
 /// The order of a run once the directory is bound. Each step hands the next its input or ends the run
@@ -340,20 +381,52 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     // The new users' ids are needed only to place them in groups or to manage them.
     let needs_ids = (groups.is_some() || leaver_step || disabled_step) && !report.dry_run;
     let users = if needs_ids { users_after_imports(client, users).await } else { users };
+    let identity_held = (!report.identity_changed.is_empty()).then(|| {
+        format!(
+            "the configuration identifies users differently from the one that made the state database ({}): every \
+             deactivation and removal is held until the change is accepted with: cloudshell-ldap-sync \
+             accept-identity",
+            report.identity_changed.join("; ")
+        )
+    });
+    let mut ledger = journal.map(ledger::Ledger::load);
+    let unresolved = find_unresolved(journal, ledger.as_ref(), plan, report);
+    let unresolved_groups: HashSet<GroupName> = unresolved.iter().map(|u| GroupName::new(&u.group)).collect();
     if let Some(groups) = groups {
         let reads = place::Reads { users: &users, groups };
-        let run = place::Run { dry_run: report.dry_run, journal, stop: &context.stops.stop };
+        let run = place::Run {
+            dry_run: report.dry_run,
+            journal,
+            stop: &context.stops.stop,
+            unresolved: &unresolved_groups,
+            removals_held_by: identity_held.as_deref(),
+        };
         let placed = place::place_members(client, &config.sync, plan, reads, run).await;
         report.interrupted |= placed.groups.iter().any(|m| m.status == GroupStatus::Skipped);
         (report.memberships, report.removals_held) = (placed.groups, placed.removals_held);
     }
-    let mut ledger = journal.filter(|_| leaver_step || disabled_step).map(ledger::Ledger::load);
+    // Complete: every group read whole and used, nothing interrupted, nothing unresolved, users identified as
+    // the state's records were made.
+    let complete = |interrupted: bool| {
+        leave::completeness(plan, interrupted).and_then(|()| match (&identity_held, unresolved.len()) {
+            (Some(why), _) => Err(why.clone()),
+            (None, 0) => Ok(()),
+            (None, n) => Err(format!("{n} members of configured groups are unresolved (see unresolved)")),
+        })
+    };
+    if let (Some(ledger), Ok(()), false) = (ledger.as_mut(), complete(report.interrupted), report.dry_run) {
+        rematch_if_accepted(ledger, plan, &users, report);
+    }
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    if let (true, Some(ledger)) = (disabled_step, ledger.as_mut()) {
+    if let (true, Some(why), Some(_)) = (disabled_step, &identity_held, ledger.as_ref()) {
+        let mut held = crate::report::DisabledReport::new(DisabledAccounts::ImportThenDeactivate.as_str());
+        (held.status, held.held_by) = (GroupStatus::Held, Some(why.clone()));
+        report.disabled_accounts = Some(held);
+    } else if let (true, Some(ledger)) = (disabled_step, ledger.as_mut()) {
         let run = disabled::Run {
             plan,
             users: &users,
-            complete: leave::completeness(plan, report.interrupted).is_ok(),
+            complete: complete(report.interrupted).is_ok(),
             dry_run: report.dry_run,
             stop: &context.stops.stop,
             now: &now,
@@ -366,14 +439,112 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     let run = leave::Run {
         plan,
         users: &users,
-        complete: leave::completeness(plan, report.interrupted),
+        complete: complete(report.interrupted),
         dry_run: report.dry_run,
         stop: &context.stops.stop,
         now: &now,
     };
-    report.leavers = leave::leaver_step(client, &config.sync.leavers, ledger.as_mut(), run).await;
-    if let (Some(ledger), false) = (&ledger, report.dry_run) {
+    let leaver_ledger = ledger.as_mut().filter(|_| leaver_step);
+    report.leavers = leave::leaver_step(client, &config.sync.leavers, leaver_ledger, run).await;
+    if let (Some(ledger), false) = (ledger.as_mut(), report.dry_run) {
+        ledger.amend(ledger::Keeper::Directory, |managed| unresolved::record_dns(managed, plan));
         ledger.save(report);
+    }
+    if let (Some(journal), Ok(()), false) = (journal, complete(report.interrupted), report.dry_run) {
+        remember_nested_groups(journal, plan);
+    }
+}
+
+/// The unresolved members of this run's groups (`unresolved::find`), in the report (each group's line partial)
+/// and the logs. None without a state (nothing was known before).
+fn find_unresolved(
+    journal: Option<&Journal>,
+    ledger: Option<&ledger::Ledger<'_>>,
+    plan: &Plan,
+    report: &mut Report,
+) -> Vec<unresolved::Unresolved> {
+    let (Some(journal), Some(Ok(managed))) = (journal, ledger.map(ledger::Ledger::users)) else {
+        return Vec::new();
+    };
+    let known = match journal.known_groups() {
+        Ok(known) => known,
+        Err(e) => {
+            tracing::error!(error = %e, "state file unreadable");
+            Default::default()
+        }
+    };
+    let found = unresolved::find(plan, managed, &known);
+    for (n, u) in found.iter().enumerate() {
+        // A bound on the lines: the report names them all.
+        if n < 100 {
+            let username = u.username.as_ref().map(Username::as_str);
+            tracing::warn!(group = %u.group, dn = %u.dn, username, reason = u.reason, "member unresolved");
+        }
+        report.unresolved.push(crate::report::UnresolvedLine {
+            group: u.group.clone(),
+            dn: u.dn.clone(),
+            username: u.username.as_ref().map(ToString::to_string),
+            reason: u.reason,
+        });
+    }
+    if found.len() > 100 {
+        tracing::warn!(count = found.len() - 100, "member unresolved (more, not logged one by one)");
+    }
+    for line in report.groups.iter_mut() {
+        let n = found.iter().filter(|u| u.group == line.name).count();
+        if n > 0 && matches!(line.status, GroupStatus::Ok | GroupStatus::Planned) {
+            line.status = GroupStatus::Partial;
+            line.error.get_or_insert_with(|| {
+                format!(
+                    "{n} members this program knew cannot be read now (see unresolved): nobody is a leaver or \
+                     removed on this group's account"
+                )
+            });
+        }
+    }
+    found
+}
+
+/// After an accepted identity change, the first complete run matches the managed users again
+/// (`rematch::rematch`), in the report.
+fn rematch_if_accepted(
+    ledger: &mut ledger::Ledger<'_>,
+    plan: &Plan,
+    users: &[crate::cloudshell::User],
+    report: &mut Report,
+) {
+    match ledger.journal().map(Journal::rematch_pending) {
+        Some(Ok(true)) => {}
+        Some(Err(e)) => return tracing::error!(error = %e, "state file unreadable"),
+        _ => return,
+    }
+    let Ok(managed) = ledger.users() else { return };
+    let matched = rematch::rematch(managed, plan, users);
+    for (was, now) in &matched.renamed {
+        tracing::info!(was = %was, now = %now, "managed user matched again");
+    }
+    for gone in &matched.dropped {
+        tracing::warn!(username = %gone, "managed user no longer managed after the identity change");
+    }
+    report.rematch = Some(crate::report::RematchReport {
+        renamed: matched.renamed.iter().map(|(was, now)| format!("{was} -> {now}")).collect(),
+        no_longer_managed: matched.dropped.iter().map(ToString::to_string).collect(),
+    });
+    let next = matched.next;
+    ledger.amend(ledger::Keeper::Rematch, |managed| {
+        *managed = next;
+        true
+    });
+}
+
+/// Records the groups seen nested in configured groups that were not known, so that one hidden later is
+/// told from one removed.
+fn remember_nested_groups(journal: &Journal, plan: &Plan) {
+    let known = journal.known_groups().unwrap_or_default();
+    let new: Vec<(String, String)> =
+        unresolved::nested_groups(plan).into_iter().filter(|(key, _)| !known.contains(key)).collect();
+    if let Err(e) = journal.add_known_groups(&new) {
+        tracing::error!(error = %e, "state file not written");
     }
 }
 

@@ -37,6 +37,11 @@ pub struct Run<'a> {
     /// Where each removal is recorded as intended before it is sent, and settled after.
     pub journal: Option<&'a Journal>,
     pub stop: &'a CancellationToken,
+    /// Directory groups with unresolved members (`super::unresolved`), and why removals on their account are
+    /// held: additions only.
+    pub unresolved: &'a HashSet<GroupName>,
+    /// Why every removal is held in this run (an identity change not yet accepted), if so.
+    pub removals_held_by: Option<&'a str>,
 }
 
 /// Plans and carries out the membership changes of every mapped CloudShell group (nothing is written in a
@@ -48,7 +53,7 @@ pub async fn place_members(
     reads: Reads<'_>,
     run: Run<'_>,
 ) -> Placements {
-    let Run { dry_run, journal, stop } = run;
+    let Run { dry_run, journal, stop, unresolved, removals_held_by } = run;
     let targets = membership::cloudshell_groups(&sync.mappings);
     let groups = match reads.groups {
         Ok(g) => g,
@@ -62,9 +67,14 @@ pub async fn place_members(
     };
     let users = reads.users;
     let (members, unreadable) = current_members(client, &groups, &targets, users).await;
-    let outcomes = directory_outcomes(plan);
-    let limits =
-        Limits { remove_from_groups: sync.remove_from_groups, max_removals_per_run: sync.max_removals_per_run };
+    let mut outcomes = directory_outcomes(plan);
+    for (name, outcome) in outcomes.iter_mut() {
+        if unresolved.contains(name) {
+            *outcome = DirectoryGroup::Unknown { why: "has unresolved members".to_string() };
+        }
+    }
+    let remove = sync.remove_from_groups && removals_held_by.is_none();
+    let limits = Limits { remove_from_groups: remove, max_removals_per_run: sync.max_removals_per_run };
     let cloudshell = CloudShell { users, groups: &groups, members: &members };
     let planned = membership::plan(&sync.mappings, &outcomes, &cloudshell, limits);
     if let Some(held) = planned.removals_held {
@@ -90,6 +100,9 @@ pub async fn place_members(
         line.planned_remove = change.remove.iter().map(|p| p.username.to_string()).collect();
         line.held_removals = change.held_removals.iter().map(|p| p.username.to_string()).collect();
         line.additions_only = change.additions_only.clone();
+        if let (Some(why), true) = (removals_held_by, sync.remove_from_groups) {
+            line.additions_only = Some(why.to_string());
+        }
         tracing::info!(group = %change.name, add = change.add.len(), remove = change.remove.len(), held = change.held_removals.len(), "cloudshell group planned");
         let placed = if dry_run {
             None

@@ -285,6 +285,7 @@ pub(crate) mod tests {
                 }],
                 collisions: vec![],
                 skipped_members: 0,
+                unreadable: vec![],
                 disabled_members: 0,
                 disabled: vec![],
             }),

@@ -308,6 +308,21 @@ impl Slapd {
         Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill");
     }
 
+    /// Restarts slapd on the same port with `rules` (slapd.conf `access` lines, such as
+    /// `access to dn.base="cn=Hidden,ou=groups,dc=example,dc=org" by * none`) before its own: how an ACL change
+    /// hides an entry or an attribute from the service account. The data is kept.
+    pub fn restart_with_acl(&mut self, rules: &str) {
+        self.kill();
+        let conf = self.dir.path().join("slapd.conf");
+        let text = slapd_conf(self.dir.path());
+        let general = "access to attrs=userPassword";
+        let text = text.replacen(general, &format!("{rules}\n{general}"), 1);
+        std::fs::write(&conf, text).expect("writing slapd.conf");
+        let child = spawn_slapd(self.dir.path(), &format!("ldap://127.0.0.1:{}/", self.port));
+        self.child = Some(child);
+        self.wait_until_listening();
+    }
+
     /// Stops slapd now (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
