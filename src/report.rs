@@ -447,6 +447,11 @@ pub struct LeaversReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub leavers: Vec<LeaverLine>,
+    /// Users this step would have changed and left alone, with why: found already inactive when about to be
+    /// deactivated (not taken for this program's), or back but another CloudShell account, or with a flag
+    /// CloudShell did not say.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_alone: Vec<ProtectedLine>,
     pub failures: Vec<Failure>,
 }
 
@@ -464,6 +469,7 @@ impl LeaversReport {
             skipped: None,
             error: None,
             leavers: Vec::new(),
+            left_alone: Vec::new(),
             failures: Vec::new(),
         }
     }
@@ -473,7 +479,7 @@ impl LeaversReport {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct ProtectedLine {
     pub username: String,
-    /// `an administrator`, `a local user`, `sync.leavers.protect`.
+    /// `an administrator`, `a local user`, `sync.leavers.protect`, a flag CloudShell did not say, ...
     pub reason: &'static str,
 }
 
@@ -494,6 +500,9 @@ pub struct DisabledReport {
     /// Disabled accounts left active: an administrator, a local user, `sync.leavers.protect`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub protected: Vec<ProtectedLine>,
+    /// As the leaver step's `left_alone`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_alone: Vec<ProtectedLine>,
     /// Every deactivation was held by `sync.max_disabled_deactivations_per_run`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,
@@ -512,6 +521,7 @@ impl DisabledReport {
             reactivated: Vec::new(),
             planned: Vec::new(),
             protected: Vec::new(),
+            left_alone: Vec::new(),
             held_by: None,
             error: None,
             failures: Vec::new(),
@@ -858,6 +868,7 @@ impl TextSection for LeaversReport {
         if self.leavers.len() > 20 {
             notes.push(format!("... and {} more leavers", self.leavers.len() - 20));
         }
+        notes.extend(left_alone_notes(&self.left_alone));
         notes
     }
 
@@ -883,12 +894,23 @@ impl TextSection for DisabledReport {
         let mut notes: Vec<String> =
             [&self.held_by, &self.error].into_iter().flatten().map(|why| Escaped(why).to_string()).collect();
         notes.extend(names_note(dry_run, "would deactivate", &self.planned));
+        notes.extend(left_alone_notes(&self.left_alone));
         notes
     }
 
     fn failures(&self) -> &[Failure] {
         &self.failures
     }
+}
+
+/// The first 20 users left alone, one each with why, and how many more.
+fn left_alone_notes(left: &[ProtectedLine]) -> Vec<String> {
+    let mut notes: Vec<String> =
+        left.iter().take(20).map(|l| format!("{} left alone: {}", l.username, l.reason)).collect();
+    if left.len() > 20 {
+        notes.push(format!("... and {} more left alone", left.len() - 20));
+    }
+    notes
 }
 
 /// The first 20 failures of a line, one each, and how many more.

@@ -41,9 +41,10 @@ pub struct User {
     /// Parsed once, here; `None` when CloudShell sent a blank name. Such a record is kept (it is still a
     /// user in the lists and counts) but matches no directory user and is never a target of a change.
     pub username: Option<Username>,
-    pub is_active: bool,
-    /// A CloudShell system administrator.
-    pub is_admin: bool,
+    /// `IsActive`; `None` when CloudShell sent none or not a boolean: unknown, and such a user is never changed.
+    pub is_active: Option<bool>,
+    /// A CloudShell system administrator (`IsAdmin`); `None` when unknown, as for `is_active`.
+    pub is_admin: Option<bool>,
     /// Set for users imported from a directory; `None` for local users. Shared: a list holds one copy of
     /// each domain's name, not one per user.
     pub domain_name: Option<Arc<str>>,
@@ -74,8 +75,8 @@ impl User {
         User {
             id: u.id.as_i64().or_else(|| u.id.as_str().and_then(|s| s.parse().ok())),
             username: Username::new(&u.username),
-            is_active: u.is_active.unwrap_or(true),
-            is_admin: u.is_admin.unwrap_or(false),
+            is_active: u.is_active.as_bool(),
+            is_admin: u.is_admin.as_bool(),
             domain_name,
             group_ids: u.group_ids.map(|ids| ids.iter().filter_map(Value::as_i64).collect()),
         }
@@ -86,6 +87,19 @@ impl User {
     pub fn is_local(&self) -> bool {
         self.domain_name.as_deref().is_none_or(|d| d.trim().is_empty())
     }
+}
+
+/// What [`Client::set_active`] found and did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetActive {
+    /// The user was read as the opposite and changed.
+    Changed,
+    /// The user was read already as asked: nothing sent.
+    Already,
+    /// The user's `IsActive` read is missing or not a boolean: nothing sent.
+    Unknown,
+    /// No such user.
+    Gone,
 }
 
 /// One entry of an import answer's `Errors`. The reference gives them no shape, so any JSON value is read:
@@ -440,14 +454,15 @@ impl Client {
 
     /// Makes user `id` active or inactive, by read-modify-write: the user is read (`GET /api/v1/users/{id}`)
     /// and sent back whole with `IsActive` changed (`PUT`), since whether the server keeps fields a body
-    /// leaves out is not documented. `Ok(false)` when there is no such user.
-    pub async fn set_active(&self, id: i64, active: bool) -> Result<bool, Error> {
+    /// leaves out is not documented. Nothing is sent back when the user read is already as asked
+    /// ([`SetActive::Already`]) or its `IsActive` is missing or not a boolean ([`SetActive::Unknown`]).
+    pub async fn set_active(&self, id: i64, active: bool) -> Result<SetActive, Error> {
         let path = format!("{USERS_PATH}/{id}");
         let (answer, token) =
             self.session.call(&Request::new(CallKind::GetUser, reqwest::Method::GET, &path), true).await?;
         match answer.status {
             200 => {}
-            404 => return Ok(false),
+            404 => return Ok(SetActive::Gone),
             _ => return Err(self.session.unexpected("GET", &path, &answer, &token)),
         }
         let mut user: Value = self.session.decode("GET", &path, &answer, &token)?;
@@ -459,14 +474,21 @@ impl Client {
                 body_excerpt: excerpt(&answer.body, &self.session.secrets(Some(&token))),
             });
         };
-        let key = fields.keys().find(|k| k.eq_ignore_ascii_case("IsActive")).cloned().unwrap_or("IsActive".into());
+        let Some(key) = fields.keys().find(|k| k.eq_ignore_ascii_case("IsActive")).cloned() else {
+            return Ok(SetActive::Unknown);
+        };
+        match fields.get(&key).and_then(Value::as_bool) {
+            None => return Ok(SetActive::Unknown),
+            Some(now) if now == active => return Ok(SetActive::Already),
+            Some(_) => {}
+        }
         fields.insert(key, Value::Bool(active));
         // Setting a field to a value is safe to repeat when an answer is lost.
         let edit = Request::new(CallKind::EditUser, reqwest::Method::PUT, &path).with_body(&user);
         let (answer, token) = self.session.call(&edit, true).await?;
         match answer.status {
-            200..=204 => Ok(true),
-            404 => Ok(false),
+            200..=204 => Ok(SetActive::Changed),
+            404 => Ok(SetActive::Gone),
             _ => Err(self.session.unexpected("PUT", &path, &answer, &token)),
         }
     }
@@ -583,15 +605,36 @@ mod tests {
             User {
                 id: Some(11),
                 username: Username::new("a"),
-                is_active: true,
-                is_admin: false,
+                is_active: None,
+                is_admin: None,
                 domain_name: None,
                 group_ids: None
             }
         );
         let u: wire::User = serde_json::from_value(json!({"Id": "12", "Username": "b", "IsActive": false})).unwrap();
         let u = User::from(u);
-        assert_eq!((u.id, u.is_active), (Some(12), false));
+        assert_eq!((u.id, u.is_active), (Some(12), Some(false)));
+    }
+
+    /// A missing or non-boolean `IsActive` or `IsAdmin` is unknown, never the safe-looking value, and never
+    /// fails the page it is on.
+    #[test]
+    fn a_missing_or_non_boolean_active_or_admin_flag_is_unknown() {
+        let read = |v: Value| User::from(serde_json::from_value::<wire::User>(v).unwrap());
+        let u = read(json!({"Id": 1, "Username": "a", "IsActive": true, "IsAdmin": false}));
+        assert_eq!((u.is_active, u.is_admin), (Some(true), Some(false)), "the control: booleans are read");
+        for v in [
+            json!({"Id": 1, "Username": "a"}),
+            json!({"Id": 1, "Username": "a", "IsActive": null, "IsAdmin": null}),
+            json!({"Id": 1, "Username": "a", "IsActive": "true", "IsAdmin": 0}),
+        ] {
+            let u = read(v.clone());
+            assert_eq!((u.is_active, u.is_admin), (None, None), "{v}");
+        }
+        let page: wire::UserList =
+            serde_json::from_value(json!({"Users": [{"Username": "a", "IsActive": "yes"}, {"Username": "b"}]}))
+                .unwrap();
+        assert_eq!(page.users.len(), 2);
     }
 
     #[test]
@@ -620,8 +663,8 @@ mod tests {
         let user = |domain: Option<&str>| User {
             id: Some(1),
             username: Username::new("a"),
-            is_active: true,
-            is_admin: false,
+            is_active: Some(true),
+            is_admin: Some(false),
             domain_name: domain.map(Arc::from),
             group_ids: None,
         };

@@ -18,10 +18,11 @@ pub struct User {
     pub id: Value,
     #[serde(rename = "Username")]
     pub username: String,
+    /// Kept as sent: a missing or non-boolean value is an unknown, never a failed page.
     #[serde(rename = "IsActive", default)]
-    pub is_active: Option<bool>,
+    pub is_active: Value,
     #[serde(rename = "IsAdmin", default)]
-    pub is_admin: Option<bool>,
+    pub is_admin: Value,
     #[serde(rename = "DomainName", default)]
     pub domain_name: Option<String>,
     /// Integers as documented; anything else in the list is ignored.

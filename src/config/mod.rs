@@ -100,6 +100,8 @@ pub struct LeaverPolicy {
     pub action: LeaverAction,
     /// Consecutive complete runs as a leaver before any action.
     pub grace_runs: u32,
+    /// ... and this long since the leaver streak began (`sync.leavers.grace_period`; zero: no wait in time).
+    pub grace_period: std::time::Duration,
     pub max_per_run: usize,
     pub max_percent: u8,
     /// `protect`, as written (for messages) and compiled (case-insensitive globs).
@@ -125,6 +127,7 @@ impl LeaverPolicy {
         LeaverPolicy {
             action,
             grace_runs: 1,
+            grace_period: std::time::Duration::ZERO,
             max_per_run: 0,
             max_percent: 0,
             protect_patterns: protect.iter().map(|p| p.to_string()).collect(),
@@ -765,6 +768,28 @@ groups = ["Team"]
             let e = parse_text(&with(line)).unwrap_err();
             assert_eq!(e.key.as_deref(), Some(key), "{line}: {e}");
             assert!(e.line.is_some(), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn grace_period_defaults_to_zero_takes_a_duration_and_refuses_a_bad_one() {
+        use std::time::Duration;
+        assert_eq!(parse_text(MINIMAL).unwrap().sync.leavers.grace_period, Duration::ZERO);
+        let with = |line: &str| {
+            MINIMAL.replace(
+                "[sync]\ngroups = [\"Team\"]\n",
+                &format!("[sync]\ngroups = [\"Team\"]\n\n[sync.leavers]\n{line}\n"),
+            )
+        };
+        let c = parse_text(&with("grace_period = \"3d 12h\"")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.sync.leavers.grace_period, Duration::from_secs(84 * 3600));
+        assert_eq!(parse_text(&with("grace_period = \"0s\"")).unwrap().sync.leavers.grace_period, Duration::ZERO);
+        for (line, says) in
+            [("grace_period = \"soon\"", "not a duration"), ("grace_period = \"400d\"", "longer than a year")]
+        {
+            let e = parse_text(&with(line)).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("sync.leavers.grace_period"), "{line}: {e}");
+            assert!(e.to_string().contains(says) && e.line.is_some(), "{line}: {e}");
         }
     }
 

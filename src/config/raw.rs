@@ -238,6 +238,10 @@ pub struct RawLeavers {
     /// Act only after a user has been a leaver in this many consecutive complete runs. Default 1.
     #[serde(default = "defaults::grace_runs")]
     pub grace_runs: i64,
+    /// ... and only this long after the user first became a leaver (both must hold), so that a schedule of
+    /// minutes or a manual `sync` does not use the grace up. `"0s"` (the default): runs alone decide.
+    #[serde(default = "defaults::grace_period")]
+    pub grace_period: String,
     /// More deactivations than this in one run hold every deactivation. Default 20.
     #[serde(default = "defaults::leavers_max_per_run")]
     pub max_per_run: i64,
@@ -257,6 +261,7 @@ impl Default for RawLeavers {
         RawLeavers {
             action: defaults::leaver_action(),
             grace_runs: defaults::grace_runs(),
+            grace_period: defaults::grace_period(),
             max_per_run: defaults::leavers_max_per_run(),
             max_percent: defaults::leavers_max_percent(),
             protect: Vec::new(),
@@ -371,6 +376,9 @@ mod defaults {
     }
     pub fn grace_runs() -> i64 {
         1
+    }
+    pub fn grace_period() -> String {
+        "0s".into()
     }
     pub fn leavers_max_per_run() -> i64 {
         20

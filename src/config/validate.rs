@@ -687,6 +687,7 @@ impl Validator<'_> {
             }
         };
         let grace_runs = self.positive(t, "grace_runs", l.grace_runs, 1000)? as u32;
+        let grace_period = self.grace_period(t, &l.grace_period)?;
         let max_per_run = self.non_negative(t, "max_per_run", l.max_per_run)?;
         let max_percent = self.percent(t, "max_percent", l.max_percent)?;
         let mut set = globset::GlobSetBuilder::new();
@@ -702,12 +703,27 @@ impl Validator<'_> {
         Ok(LeaverPolicy {
             action,
             grace_runs,
+            grace_period,
             max_per_run,
             max_percent,
             protect_patterns: l.protect.clone(),
             protect,
             reactivate: l.reactivate,
         })
+    }
+
+    /// `sync.leavers.grace_period`: zero allowed (no wait in time), at most a year (longer is a typing mistake).
+    fn grace_period(&self, table: &str, value: &str) -> Result<Duration, Error> {
+        const YEAR: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+        match humantime::parse_duration(value) {
+            Ok(d) if d > YEAR => Err(self.error(table, "grace_period", format!("{value:?} is longer than a year"))),
+            Ok(d) => Ok(d),
+            Err(e) => Err(self.error(
+                table,
+                "grace_period",
+                format!("{value:?} is not a duration like \"0s\", \"12h\" or \"7d\": {e}"),
+            )),
+        }
     }
 
     /// `[[sync.mapping]]` tables: names checked like `sync.groups`; the same directory group mapped to the

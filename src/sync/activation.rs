@@ -6,7 +6,7 @@
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cloudshell::{self, Client};
+use crate::cloudshell::{self, Client, SetActive};
 use crate::config::LeaverPolicy;
 use crate::report::{Failure, GroupStatus};
 use crate::state::db::{self, Intent, Outcome, Settlement};
@@ -20,19 +20,72 @@ pub struct Target {
     pub id: i64,
 }
 
-/// Why `user` must be left alone, if so: an administrator, a local user (see [`cloudshell::User::is_local`]),
-/// or a match of `sync.leavers.protect`, in that order; the reason is the one the report and the logs give.
+/// Why `user` must be left alone, if so: an administrator, a user whose `IsAdmin` or `IsActive` CloudShell did
+/// not say (missing or not a boolean: what the program would change rests on what it could not read), a local
+/// user (see [`cloudshell::User::is_local`]), or a match of `sync.leavers.protect`, in that order; the reason is
+/// the one the report and the logs give.
 /// `username` is the name as the directory writes it, which the patterns are matched against; `protect` is
 /// `None` where the patterns do not apply (removals from CloudShell groups, which touch no account).
 pub fn protection(user: &cloudshell::User, username: &str, protect: Option<&LeaverPolicy>) -> Option<&'static str> {
-    if user.is_admin {
+    if user.is_admin == Some(true) {
         Some("an administrator")
+    } else if user.is_admin.is_none() {
+        Some(IS_ADMIN_UNKNOWN)
+    } else if user.is_active.is_none() {
+        Some(IS_ACTIVE_UNKNOWN)
     } else if user.is_local() {
         Some("a local user")
     } else if protect.is_some_and(|p| p.protects(username)) {
         Some("sync.leavers.protect")
     } else {
         None
+    }
+}
+
+/// Why a user is left alone whose `IsAdmin` CloudShell did not say.
+pub const IS_ADMIN_UNKNOWN: &str = "IsAdmin unknown in CloudShell";
+/// Why a user is left alone whose `IsActive` CloudShell did not say.
+pub const IS_ACTIVE_UNKNOWN: &str = "IsActive unknown in CloudShell";
+/// Why a user found already inactive when about to be deactivated is left so, and not recorded as deactivated
+/// by this program (an administrator's decision, which this program must not undo later).
+pub const ALREADY_INACTIVE: &str = "already inactive: not deactivated by this program";
+
+/// Why a user this program deactivated, entitled again, is not reactivated: the name is another CloudShell
+/// account now (deleted and created again, perhaps deactivated on purpose by an administrator).
+pub const ANOTHER_ACCOUNT: &str = "another CloudShell account than the one this program deactivated (a new id)";
+/// ... or the id this program deactivated was never recorded, so that the account cannot be told apart.
+pub const NO_ID_RECORDED: &str = "the CloudShell id this program deactivated is not recorded";
+
+/// What to do about a user this program deactivated who is entitled again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Returning {
+    /// Active already (by whoever): the record of the deactivation ends.
+    Active,
+    /// The same account, inactive: reactivate it (this id).
+    Reactivate(i64),
+    /// Not the account this program deactivated: left alone, and the record of the deactivation ends (it was
+    /// of another account); why, for the report.
+    Another(&'static str),
+    /// Left alone this run, the record kept: why (what CloudShell did not say).
+    Unknown(&'static str),
+}
+
+/// [`Returning`] for `user` as CloudShell lists it now, `recorded` the id this program deactivated. Only that
+/// same id is ever reactivated.
+pub fn returning(user: &cloudshell::User, recorded: Option<i64>) -> Returning {
+    if user.is_active == Some(true) {
+        return Returning::Active;
+    }
+    let Some(id) = user.id else { return Returning::Unknown("Id unknown in CloudShell") };
+    match recorded {
+        None => return Returning::Another(NO_ID_RECORDED),
+        Some(then) if then != id => return Returning::Another(ANOTHER_ACCOUNT),
+        Some(_) => {}
+    }
+    match (user.is_admin, user.is_active) {
+        (None, _) => Returning::Unknown(IS_ADMIN_UNKNOWN),
+        (_, None) => Returning::Unknown(IS_ACTIVE_UNKNOWN),
+        _ => Returning::Reactivate(id),
     }
 }
 
@@ -53,6 +106,9 @@ pub struct Activation {
     pub deactivated: Vec<Target>,
     /// Made active again, in the order asked.
     pub reactivated: Vec<Target>,
+    /// Left as they were, with why: read already inactive when about to be deactivated (not recorded as
+    /// deactivated by this program), or read with no `IsActive`.
+    pub left_alone: Vec<(Target, &'static str)>,
     /// The changes that failed, with the reason for the report.
     pub failures: Vec<Failure>,
     /// Asked to stop before every change was tried.
@@ -118,6 +174,7 @@ pub async fn activate(
             match change_recorded(client, t, active, reasons, journal).await {
                 Change::Done if active => done.reactivated.push(t.clone()),
                 Change::Done => done.deactivated.push(t.clone()),
+                Change::LeftAlone(why) => done.left_alone.push((t.clone(), why)),
                 Change::Gone => {}
                 Change::Failed { reason, .. } => done.failures.push(Failure { username: t.username.clone(), reason }),
             }
@@ -129,6 +186,8 @@ pub async fn activate(
 /// What became of one activation change.
 enum Change {
     Done,
+    /// Read already so when about to be deactivated, or with no `IsActive`: nothing sent, with why.
+    LeftAlone(&'static str),
     /// The user is no longer in CloudShell.
     Gone,
     Failed {
@@ -169,6 +228,7 @@ async fn change_recorded(
     let mut change = change_active(client, t, active, reason).await;
     let (outcome, result) = match &mut change {
         Change::Done => (Outcome::Done, "ok".to_string()),
+        Change::LeftAlone(why) => (Outcome::LeftAlone, format!("left alone: {why}")),
         Change::Gone => (Outcome::Gone, "no longer in CloudShell".to_string()),
         Change::Failed { reason, unknown: true } => {
             reason.push_str("; the next run reads back whether it took effect");
@@ -181,18 +241,32 @@ async fn change_recorded(
     change
 }
 
-/// Sets one user active or inactive (read-modify-write), logging the outcome with `reason`.
+/// Sets one user active or inactive (read-modify-write), logging the outcome with `reason`. A user read
+/// already inactive is left so and not taken for this program's deactivation; one read already active is
+/// what a reactivation wants (done, so the record of this program's deactivation ends).
 async fn change_active(client: &Client, t: &Target, active: bool, reason: &'static str) -> Change {
     match client.set_active(t.id, active).await {
-        Ok(true) if active => {
+        Ok(SetActive::Changed) if active => {
             tracing::info!(username = %t.username, reason, "user reactivated");
             Change::Done
         }
-        Ok(true) => {
+        Ok(SetActive::Changed) => {
             tracing::info!(username = %t.username, reason, "user deactivated");
             Change::Done
         }
-        Ok(false) => {
+        Ok(SetActive::Already) if active => {
+            tracing::info!(username = %t.username, reason, "user already active");
+            Change::Done
+        }
+        Ok(SetActive::Already) => {
+            tracing::info!(username = %t.username, why = ALREADY_INACTIVE, "user left alone");
+            Change::LeftAlone(ALREADY_INACTIVE)
+        }
+        Ok(SetActive::Unknown) => {
+            tracing::warn!(username = %t.username, why = IS_ACTIVE_UNKNOWN, "user left alone");
+            Change::LeftAlone(IS_ACTIVE_UNKNOWN)
+        }
+        Ok(SetActive::Gone) => {
             tracing::info!(username = %t.username, "user no longer in CloudShell");
             Change::Gone
         }
@@ -220,8 +294,8 @@ mod tests {
         cloudshell::User {
             id: Some(1),
             username: Username::new(name),
-            is_active: true,
-            is_admin: admin,
+            is_active: Some(true),
+            is_admin: Some(admin),
             domain_name: domain.map(Into::into),
             group_ids: None,
         }
@@ -237,9 +311,29 @@ mod tests {
             (user("SVC-a", false, Some("EXAMPLE")), Some(&pol), Some("sync.leavers.protect")),
             (user("svc-a", false, Some("EXAMPLE")), None, None),
             (user("boss", true, Some("EXAMPLE")), None, Some("an administrator")),
+            (cloudshell::User { is_admin: None, ..user("a", false, Some("EXAMPLE")) }, None, Some(IS_ADMIN_UNKNOWN)),
+            (cloudshell::User { is_active: None, ..user("a", false, Some("EXAMPLE")) }, None, Some(IS_ACTIVE_UNKNOWN)),
+            (cloudshell::User { is_admin: None, ..user("a", true, None) }, None, Some(IS_ADMIN_UNKNOWN)),
         ] {
             let name = user.username.as_ref().map_or("", Username::as_str);
             assert_eq!(protection(&user, name, protect), expected, "{user:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_same_account_known_to_be_inactive_is_reactivated() {
+        let inactive =
+            |id: i64| cloudshell::User { id: Some(id), is_active: Some(false), ..user("a", false, Some("X")) };
+        for (user, recorded, expected) in [
+            (inactive(7), Some(7), Returning::Reactivate(7)),
+            (user("a", false, Some("X")), Some(7), Returning::Active),
+            (inactive(8), Some(7), Returning::Another(ANOTHER_ACCOUNT)),
+            (inactive(7), None, Returning::Another(NO_ID_RECORDED)),
+            (cloudshell::User { is_active: None, ..inactive(7) }, Some(7), Returning::Unknown(IS_ACTIVE_UNKNOWN)),
+            (cloudshell::User { is_admin: None, ..inactive(7) }, Some(7), Returning::Unknown(IS_ADMIN_UNKNOWN)),
+            (cloudshell::User { id: None, ..inactive(7) }, Some(7), Returning::Unknown("Id unknown in CloudShell")),
+        ] {
+            assert_eq!(returning(&user, recorded), expected, "{user:?} {recorded:?}");
         }
     }
 
@@ -252,6 +346,7 @@ mod tests {
         let outcome = |deactivated: Vec<Target>, reactivated: Vec<Target>, failures, stopped| Activation {
             deactivated,
             reactivated,
+            left_alone: Vec::new(),
             failures,
             stopped,
         };

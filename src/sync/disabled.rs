@@ -24,7 +24,7 @@ use crate::config::LeaverPolicy;
 use crate::ldap::Member;
 use crate::report::{DisabledReport, GroupStatus, ProtectedLine};
 use crate::state::Managed;
-use crate::sync::activation::{self, Activation, Reasons, Target, protection};
+use crate::sync::activation::{self, Activation, Reasons, Returning, Target, protection, returning};
 use crate::sync::ledger::{Keeper, Ledger};
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
@@ -68,6 +68,9 @@ pub struct DisabledPlan {
     pub reactivate: Vec<Target>,
     /// Disabled accounts left active on purpose.
     pub protected: Vec<ProtectedLine>,
+    /// Accounts this step deactivated, enabled again, that are not reactivated (another account under the name,
+    /// or one whose flags CloudShell did not say), with why.
+    pub left_alone: Vec<ProtectedLine>,
     /// `(planned, limit)` when the deactivations are held.
     pub held: Option<(usize, usize)>,
     /// The managed users after this run, before the writes' outcomes are recorded.
@@ -88,20 +91,29 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: u
             continue;
         }
         let Some(user) = by_name.get(&account.username) else { continue }; // not in CloudShell: nothing to do
+        // An unknown `IsActive` is protected, never deactivated (`protection` says why).
         match (protection(user, account.username.as_str(), Some(protect)), user.is_active, user.id) {
-            (Some(reason), true, _) => protected.push(ProtectedLine { username: account.username.to_string(), reason }),
-            (None, true, Some(id)) => deactivate.push(Target { username: account.username.clone(), id }),
-            _ => {} // already inactive (by whoever), or without an id
+            (_, Some(false), _) => {} // already inactive (by whoever)
+            (Some(reason), _, _) => protected.push(ProtectedLine { username: account.username.to_string(), reason }),
+            (None, Some(true), Some(id)) => deactivate.push(Target { username: account.username.clone(), id }),
+            _ => {} // without an id
         }
     }
     let mut reactivate = Vec::new();
+    let mut left_alone = Vec::new();
     for (key, entry) in next.users.iter_mut().filter(|(_, e)| e.disabled_in_directory) {
         if seen.members.contains(key) {
-            let user = by_name.get(&entry.username).copied();
-            match user.map(|u| (u.is_active, u.id)) {
-                Some((true, _)) => (entry.deactivated, entry.disabled_in_directory) = (false, false),
-                Some((false, Some(id))) => reactivate.push(Target { username: entry.username.clone(), id }),
-                _ => {}
+            let Some(user) = by_name.get(&entry.username).copied() else { continue };
+            match returning(user, entry.id) {
+                Returning::Active => (entry.deactivated, entry.disabled_in_directory) = (false, false),
+                Returning::Reactivate(id) => reactivate.push(Target { username: entry.username.clone(), id }),
+                Returning::Another(reason) => {
+                    (entry.deactivated, entry.disabled_in_directory) = (false, false);
+                    left_alone.push(ProtectedLine { username: entry.username.to_string(), reason });
+                }
+                Returning::Unknown(reason) => {
+                    left_alone.push(ProtectedLine { username: entry.username.to_string(), reason })
+                }
             }
         } else if seen.complete && !disabled_keys.contains(key) {
             // Neither disabled in nor a member of any configured group any more: an ordinary managed user
@@ -112,8 +124,9 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: u
     deactivate.sort_by(|a, b| a.username.cmp(&b.username));
     reactivate.sort_by(|a, b| a.username.cmp(&b.username));
     protected.sort_by_cached_key(|p| p.username.to_lowercase());
+    left_alone.sort_by_cached_key(|p| p.username.to_lowercase());
     let held = (deactivate.len() > limit).then(|| (std::mem::take(&mut deactivate).len(), limit));
-    DisabledPlan { deactivate, reactivate, protected, held, next }
+    DisabledPlan { deactivate, reactivate, protected, left_alone, held, next }
 }
 
 /// Records a deactivation this step made.
@@ -180,6 +193,7 @@ pub async fn disabled_step(
     report.status = done.status(report.status);
     report.deactivated = Activation::usernames(&done.deactivated);
     report.reactivated = Activation::usernames(&done.reactivated);
+    report.left_alone.extend(super::leave::left_alone(&done));
     report.failures = done.failures;
     ledger.update(Keeper::DisabledAccounts, next);
     report
@@ -189,6 +203,10 @@ pub async fn disabled_step(
 /// deactivations are held.
 fn record_plan(planned: &DisabledPlan, report: &mut DisabledReport) {
     report.protected = planned.protected.clone();
+    report.left_alone = planned.left_alone.clone();
+    for l in &planned.left_alone {
+        tracing::warn!(username = %l.username, why = l.reason, "account enabled again left alone");
+    }
     for p in &planned.protected {
         tracing::info!(username = %p.username, reason = p.reason, "disabled account left active");
     }
@@ -253,8 +271,8 @@ mod tests {
             id: Some(id),
             username: Username::new(name),
             domain_name: Some("EXAMPLE".into()),
-            is_active: active,
-            is_admin: false,
+            is_active: Some(active),
+            is_admin: Some(false),
             group_ids: None,
         }
     }
@@ -283,7 +301,7 @@ mod tests {
         let users = vec![
             user(1, "dis", true),
             user(2, "off", false),
-            cloudshell::User { is_admin: true, ..user(4, "boss", true) },
+            cloudshell::User { is_admin: Some(true), ..user(4, "boss", true) },
             cloudshell::User { domain_name: None, ..user(5, "local", true) },
             user(6, "svc-x", true),
             user(7, "both", true),
@@ -326,6 +344,32 @@ mod tests {
         assert_eq!(names(&p.reactivate), ["back"], "manual was deactivated by someone else");
         let already = &p.next.users[&key("already")];
         assert!(!already.deactivated && !already.disabled_in_directory, "someone made them active already");
+    }
+
+    #[test]
+    fn unknown_flags_and_another_account_are_left_alone_and_reported() {
+        use crate::sync::activation::{ANOTHER_ACCOUNT, IS_ACTIVE_UNKNOWN};
+        // Disabled: "dis" is deactivated (the control), "noflag" has no IsActive: protected, never deactivated.
+        let (dis, noflag) = (member("dis"), member("noflag"));
+        let users = vec![user(1, "dis", true), cloudshell::User { is_active: None, ..user(2, "noflag", true) }];
+        let seen =
+            Seen { disabled: vec![&dis, &noflag], members: HashSet::new(), complete: true, users: &users, now: "t" };
+        let p = plan(&Managed::default(), &seen, &policy(&[]), 10);
+        assert_eq!(names(&p.deactivate), ["dis"]);
+        assert_eq!(p.protected, [ProtectedLine { username: "noflag".into(), reason: IS_ACTIVE_UNKNOWN }]);
+
+        // Enabled again: "back" is the same account (the control), "new" was created again with another id.
+        let users = vec![user(1, "back", false), user(30, "new", false)];
+        let (back, new) = (member("back"), member("new"));
+        let managed =
+            Managed { users: [flagged("back", 1), flagged("new", 3)].into_iter().collect(), ..Default::default() };
+        let members = HashSet::from([&back.username, &new.username]);
+        let seen = Seen { disabled: vec![], members, complete: true, users: &users, now: "t" };
+        let p = plan(&managed, &seen, &policy(&[]), 10);
+        assert_eq!(names(&p.reactivate), ["back"]);
+        assert_eq!(p.left_alone, [ProtectedLine { username: "new".into(), reason: ANOTHER_ACCOUNT }]);
+        let new = &p.next.users[&key("new")];
+        assert!(!new.deactivated && !new.disabled_in_directory, "the record was of another account");
     }
 
     #[test]

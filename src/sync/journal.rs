@@ -227,9 +227,16 @@ fn read_back_user(intent: &Intent, users: &[cloudshell::User]) -> (Outcome, Stri
         return (Outcome::Gone, "no longer in CloudShell".into());
     };
     let wanted_active = intent.change == Change::Reactivate;
-    let state = if user.is_active { "active" } else { "inactive" };
-    let outcome = if user.is_active == wanted_active { Outcome::Done } else { Outcome::Failed };
-    (outcome, state.to_string())
+    match user.is_active {
+        // Nothing to rely on: the intent stays for a later read.
+        None => (Outcome::Unknown, "IsActive unknown".to_string()),
+        Some(active) if active == wanted_active => (Outcome::Done, active_words(active).to_string()),
+        Some(active) => (Outcome::Failed, active_words(active).to_string()),
+    }
+}
+
+fn active_words(active: bool) -> &'static str {
+    if active { "active" } else { "inactive" }
 }
 
 /// A removal's outcome from the group's members as read now.
@@ -250,8 +257,8 @@ mod tests {
         cloudshell::User {
             id: Some(id),
             username: Username::new(&format!("u{id}")),
-            is_active: active,
-            is_admin: false,
+            is_active: Some(active),
+            is_admin: Some(false),
             domain_name: Some("EXAMPLE".into()),
             group_ids: None,
         }
@@ -273,6 +280,10 @@ mod tests {
             (Change::Reactivate, 1, Outcome::Failed),
         ] {
             assert_eq!(read_back_user(&intent(change.clone(), id), &users).0, expected, "{change:?} {id}");
+        }
+        let unknown = [cloudshell::User { is_active: None, ..user(1, false) }];
+        for change in [Change::Deactivate { disabled_in_directory: false }, Change::Reactivate] {
+            assert_eq!(read_back_user(&intent(change.clone(), 1), &unknown).0, Outcome::Unknown, "{change:?}");
         }
     }
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cloudshell::{self, Client};
 use crate::config::{LeaverAction, LeaverPolicy};
-use crate::report::{GroupStatus, LeaverLine, LeaversReport, Standing};
+use crate::report::{GroupStatus, LeaverLine, LeaversReport, ProtectedLine, Standing};
 use crate::sync::activation::{self, Activation, Reasons};
 use crate::sync::leavers::{self, LeaverPlan, Seen};
 use crate::sync::ledger::{Keeper, Ledger};
@@ -132,10 +132,16 @@ pub async fn leaver_step(
         report.status = done.status(report.status);
         report.deactivated = Activation::usernames(&done.deactivated);
         report.reactivated = Activation::usernames(&done.reactivated);
+        report.left_alone.extend(left_alone(&done));
         report.failures = done.failures;
     }
     ledger.update(Keeper::Leavers, next);
     Some(report)
+}
+
+/// The users `done` left alone, for the report.
+pub(crate) fn left_alone(done: &Activation) -> impl Iterator<Item = ProtectedLine> + '_ {
+    done.left_alone.iter().map(|(t, reason)| ProtectedLine { username: t.username.to_string(), reason })
 }
 
 /// The report of a step that did not run, saying why.
@@ -149,6 +155,10 @@ fn skipped(mut report: LeaversReport, why: String) -> LeaversReport {
 /// whether the deactivations are held.
 fn record_plan(planned: &LeaverPlan, policy: &LeaverPolicy, report: &mut LeaversReport) {
     report.managed = planned.next.users.len();
+    report.left_alone = planned.left_alone.clone();
+    for l in &planned.left_alone {
+        tracing::warn!(username = %l.username, why = l.reason, "user back in the configured groups left alone");
+    }
     for l in &planned.leavers {
         tracing::info!(username = %l.username, runs = l.runs, standing = l.standing.as_str(), "leaver found");
         report.leavers.push(LeaverLine {

@@ -8,10 +8,14 @@
 //! - a managed user who is now an effective member of no configured group is a leaver (gone from the
 //!   directory and disabled accounts included: they are effective members of nothing); a username that is
 //!   ambiguous in the directory is neither seen nor a leaver this run;
-//! - a leaver is acted on after `grace_runs` consecutive complete runs; coming back resets the count;
-//! - never admins, users matching `protect`, local users (`DomainName` null), or users already inactive;
+//! - a leaver is acted on after `grace_runs` consecutive complete runs and `grace_period` since the streak
+//!   began (`leaver_since`), both; coming back resets them;
+//! - never admins, users matching `protect`, local users (`DomainName` null), users already inactive, or users
+//!   whose `IsAdmin` or `IsActive` CloudShell did not say (`super::activation::protection`);
 //! - more to deactivate than `max_per_run`, or than `max_percent` of the managed users, holds them all;
-//! - a user this program deactivated who is an effective member again is reactivated (with `reactivate`);
+//! - a user this program deactivated who is an effective member again is reactivated (with `reactivate`), only
+//!   when CloudShell lists the same id this program deactivated (`super::activation::returning`); another
+//!   account under the name is left alone and reported, and so is one whose flags CloudShell did not say;
 //! - a user deactivated for being disabled in the directory is the disabled-accounts step's
 //!   (`super::disabled`): neither a leaver nor reactivated here.
 
@@ -19,9 +23,9 @@ use std::collections::{HashMap, HashSet};
 
 use crate::cloudshell;
 use crate::config::LeaverPolicy;
-use crate::report::Standing;
+use crate::report::{ProtectedLine, Standing};
 use crate::state::Managed;
-use crate::sync::activation::{Target, protection};
+use crate::sync::activation::{Returning, Target, protection, returning};
 use crate::username::Username;
 
 /// A managed user who is a leaver in this run.
@@ -57,6 +61,8 @@ pub struct LeaverPlan {
     pub deactivate: Vec<Target>,
     /// Users this program deactivated who are back.
     pub reactivate: Vec<Target>,
+    /// Users this program deactivated who are back and are not reactivated, with why.
+    pub left_alone: Vec<ProtectedLine>,
     pub held: Option<Held>,
 }
 
@@ -78,17 +84,29 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
         seen.users.iter().filter_map(|u| Some((u.username.as_ref()?, u))).collect();
     let mut next = managed.clone();
     let mut reactivate = Vec::new();
+    let mut left_alone = Vec::new();
     for member in &seen.members {
         let Some(user) = by_name.get(*member) else { continue }; // not in CloudShell (yet): not managed yet
+        // The id this program deactivated, before `seen` takes the one listed now.
+        let recorded = next.users.get(*member).and_then(|e| e.id);
         let entry = next.seen(member, user.id, seen.now);
         // Deactivated for being disabled in the directory: the disabled-accounts step reactivates them.
         if entry.deactivated && !entry.disabled_in_directory {
-            match (user.is_active, user.id) {
-                (true, _) => entry.deactivated = false, // someone made them active already
-                (false, Some(id)) if policy.reactivate => {
+            match returning(user, recorded) {
+                Returning::Active => entry.deactivated = false, // someone made them active already
+                Returning::Reactivate(id) if policy.reactivate => {
                     reactivate.push(Target { username: entry.username.clone(), id })
                 }
-                _ => {}
+                Returning::Reactivate(_) => {}
+                Returning::Another(reason) => {
+                    entry.deactivated = false;
+                    left_alone.push(ProtectedLine { username: entry.username.to_string(), reason });
+                }
+                Returning::Unknown(reason) => {
+                    // Keep the id this program deactivated, for the run that can read the user.
+                    entry.id = recorded;
+                    left_alone.push(ProtectedLine { username: entry.username.to_string(), reason });
+                }
             }
         }
     }
@@ -102,11 +120,14 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
         let user = by_name.get(&entry.username).copied();
         let (standing, reason) = match user {
             None => (Standing::Gone, None),
-            Some(u) if !u.is_active => (Standing::Inactive, None),
+            Some(u) if u.is_active == Some(false) => (Standing::Inactive, None),
             Some(u) => match protection(u, entry.username.as_str(), Some(policy)) {
                 Some(why) => (Standing::Protected, Some(why)),
                 None if u.id.is_none() => (Standing::Gone, None),
                 None if entry.leaver_runs < policy.grace_runs => (Standing::Waiting, None),
+                None if within_grace_period(&mut entry.leaver_since, seen.now, policy.grace_period) => {
+                    (Standing::Waiting, None)
+                }
                 None => (Standing::Candidate, None),
             },
         };
@@ -137,13 +158,31 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
     };
     let deactivate = if held.is_some() { Vec::new() } else { candidates };
     reactivate.sort_by(|a, b| a.username.cmp(&b.username));
-    LeaverPlan { next, leavers, deactivate, reactivate, held }
+    left_alone.sort_by_cached_key(|l| l.username.to_lowercase());
+    LeaverPlan { next, leavers, deactivate, reactivate, left_alone, held }
+}
+
+/// Whether a leaver streak that began at `since` is still within `period` at `now`. A beginning that is not a
+/// time (a hand-edited state) starts the period again now, rather than being taken as long ago.
+fn within_grace_period(since: &mut Option<String>, now: &str, period: std::time::Duration) -> bool {
+    if period.is_zero() {
+        return false;
+    }
+    let Ok(now_at) = humantime::parse_rfc3339(now) else { return true }; // this run's own time: always one
+    match since.as_deref().map(humantime::parse_rfc3339) {
+        Some(Ok(began)) => now_at.duration_since(began).map_or(true, |elapsed| elapsed < period),
+        _ => {
+            *since = Some(now.to_string());
+            true
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::LeaverAction;
+    use crate::sync::activation::{ANOTHER_ACCOUNT, IS_ACTIVE_UNKNOWN, IS_ADMIN_UNKNOWN};
 
     fn policy(grace_runs: u32, max_per_run: usize, max_percent: u8, protect: &[&str]) -> LeaverPolicy {
         LeaverPolicy {
@@ -158,8 +197,8 @@ mod tests {
         cloudshell::User {
             id: Some(id),
             username: Username::new(name),
-            is_active: active,
-            is_admin: admin,
+            is_active: Some(active),
+            is_admin: Some(admin),
             domain_name: from_directory.then(|| "EXAMPLE".into()),
             group_ids: None,
         }
@@ -281,7 +320,7 @@ mod tests {
         step(&mut m, &["alice", "bob"], &users, &pol);
         step(&mut m, &["alice"], &users, &pol);
         m.users.get_mut(&key("bob")).unwrap().deactivated = true; // the apply step records this
-        users[1].is_active = false;
+        users[1].is_active = Some(false);
         let p = step(&mut m, &["alice"], &users, &pol);
         assert_eq!((standing(&p, "bob"), p.deactivate.len()), (Some(Standing::Inactive), 0), "not twice");
         let p = step(&mut m, &["alice", "bob"], &users, &pol);
@@ -289,8 +328,85 @@ mod tests {
         let no = LeaverPolicy { reactivate: false, ..pol.clone() };
         assert!(step(&mut m.clone(), &["alice", "bob"], &users, &no).reactivate.is_empty());
         // Inactive but not by this program: left alone.
-        users[0].is_active = false;
+        users[0].is_active = Some(false);
         assert!(step(&mut m, &["alice", "bob"], &users, &pol).reactivate.iter().all(|t| t.username != key("alice")));
+    }
+
+    #[test]
+    fn a_leaver_whose_active_or_admin_flag_is_unknown_is_never_deactivated() {
+        let users = [
+            cloudshell::User { is_active: None, ..user(1, "noactive", true, false, true) },
+            cloudshell::User { is_admin: None, ..user(2, "noadmin", true, false, true) },
+            user(3, "alice", true, false, true),
+        ];
+        let pol = policy(1, 20, 100, &[]);
+        let mut m = Managed::default();
+        step(&mut m, &["noactive", "noadmin", "alice"], &users, &pol);
+        let p = step(&mut m, &[], &users, &pol);
+        assert_eq!(protected(&p, "noactive"), Some((Standing::Protected, Some(IS_ACTIVE_UNKNOWN))));
+        assert_eq!(protected(&p, "noadmin"), Some((Standing::Protected, Some(IS_ADMIN_UNKNOWN))));
+        assert_eq!(p.deactivate, [target("alice", 3)], "the control: a known leaver is deactivated");
+    }
+
+    #[test]
+    fn a_user_back_under_another_account_or_unknown_flags_is_left_alone_and_reported() {
+        let pol = policy(1, 20, 100, &[]);
+        let mut m = Managed::default();
+        let users = [user(1, "alice", true, false, true), user(2, "bob", true, false, true)];
+        step(&mut m, &["alice", "bob"], &users, &pol);
+        for name in ["alice", "bob"] {
+            m.users.get_mut(&key(name)).unwrap().deactivated = true; // deactivated by this program as leavers
+        }
+        // alice is deleted and created again (a new id, inactive); bob's IsActive is not said.
+        let back = [
+            user(11, "alice", false, false, true),
+            cloudshell::User { is_active: None, ..user(2, "bob", false, false, true) },
+        ];
+        let p = step(&mut m, &["alice", "bob"], &back, &pol);
+        assert!(p.reactivate.is_empty(), "{p:?}");
+        let left: Vec<(&str, &str)> = p.left_alone.iter().map(|l| (l.username.as_str(), l.reason)).collect();
+        assert_eq!(left, [("alice", ANOTHER_ACCOUNT), ("bob", IS_ACTIVE_UNKNOWN)]);
+        let (alice, bob) = (&m.users[&key("alice")], &m.users[&key("bob")]);
+        assert_eq!((alice.deactivated, alice.id), (false, Some(11)), "the new account is not this program's");
+        assert_eq!((bob.deactivated, bob.id), (true, Some(2)), "kept for a run that can read bob");
+        // The next run: alice stays alone; bob read inactive, the same id: the control, reactivated.
+        let p = step(&mut m, &["alice", "bob"], &[back[0].clone(), user(2, "bob", false, false, true)], &pol);
+        assert_eq!(p.reactivate, [target("bob", 2)]);
+        assert!(p.left_alone.is_empty(), "reported once: {p:?}");
+    }
+
+    #[test]
+    fn grace_period_holds_a_leaver_until_that_long_after_the_streak_began() {
+        let users = [user(1, "alice", true, false, true), user(2, "bob", true, false, true)];
+        let pol = LeaverPolicy { grace_period: std::time::Duration::from_secs(3600), ..policy(2, 20, 100, &[]) };
+        let at = |members: &[&str], m: &mut Managed, now: &str| {
+            let members = u(members);
+            let seen = Seen { members: names(&members), ambiguous: HashSet::new(), users: &users, now };
+            let p = plan(m, &seen, &pol);
+            *m = p.next.clone();
+            p
+        };
+        let mut m = Managed::default();
+        at(&["alice", "bob"], &mut m, "2026-01-01T00:00:00Z");
+        let p = at(&["alice"], &mut m, "2026-01-01T00:00:00Z");
+        assert_eq!(p.leavers[0].since.as_deref(), Some("2026-01-01T00:00:00Z"));
+        let p = at(&["alice"], &mut m, "2026-01-01T00:59:59Z");
+        assert_eq!((standing(&p, "bob"), p.leavers[0].runs), (Some(Standing::Waiting), 2), "runs done, not the time");
+        let p = at(&["alice"], &mut m, "2026-01-01T01:00:00Z");
+        assert_eq!(p.deactivate, [target("bob", 2)], "an hour after the streak began");
+
+        // Time alone is not enough either: grace_runs still counts.
+        let mut m = Managed::default();
+        at(&["alice", "bob"], &mut m, "2026-01-01T00:00:00Z");
+        let p = at(&["alice"], &mut m, "2026-01-02T00:00:00Z");
+        assert_eq!(standing(&p, "bob"), Some(Standing::Waiting));
+
+        // A beginning that is not a time starts the period again.
+        let bob = m.users.get_mut(&key("bob")).unwrap();
+        bob.leaver_since = Some("garbage".into());
+        let p = at(&["alice"], &mut m, "2026-01-03T00:00:00Z");
+        assert_eq!(standing(&p, "bob"), Some(Standing::Waiting));
+        assert_eq!(m.users[&key("bob")].leaver_since.as_deref(), Some("2026-01-03T00:00:00Z"));
     }
 
     #[test]

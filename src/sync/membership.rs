@@ -207,8 +207,8 @@ mod tests {
         cloudshell::User {
             id: Some(id),
             username: Username::new(name),
-            is_active: true,
-            is_admin: admin,
+            is_active: Some(true),
+            is_admin: Some(admin),
             domain_name: from_directory.then(|| "EXAMPLE".into()),
             group_ids: None,
         }

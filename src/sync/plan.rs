@@ -311,8 +311,8 @@ pub(crate) mod tests {
         cloudshell::User {
             id: Some(7),
             username: Username::new(name),
-            is_active: true,
-            is_admin: false,
+            is_active: Some(true),
+            is_admin: Some(false),
             domain_name: Some("EXAMPLE".into()),
             group_ids: Some(vec![1]),
         }

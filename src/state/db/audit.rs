@@ -148,6 +148,9 @@ pub enum Outcome {
     Failed,
     /// The user (or group) is no longer in CloudShell.
     Gone,
+    /// Nothing was sent: the user read was already inactive (not this program's deactivation, so the record
+    /// is not changed) or its `IsActive` unknown.
+    LeftAlone,
     /// Not known: the intent stays for the next run to read back.
     Unknown,
 }
@@ -515,6 +518,33 @@ mod tests {
         db.settle("r1", "t1", &[Settlement { id, intent: &i, outcome: Outcome::Done, result: "ok".into() }]).unwrap();
         let carol = &db.load_managed().unwrap().users[&u("carol")];
         assert!(!carol.deactivated && !carol.disabled_in_directory);
+    }
+
+    /// A deactivation that found the user already inactive writes its audit row and settles its intent, and
+    /// records nothing: the user is not this program's to reactivate. The control: a done one records it.
+    #[test]
+    fn a_deactivation_left_alone_settles_without_recording_the_user_as_deactivated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = open(dir.path());
+        let mut managed = Managed::default();
+        managed.seen(&u("dan"), Some(4), "t0");
+        managed.seen(&u("ed"), Some(6), "t0");
+        db.save_managed(&Managed::default(), &managed).unwrap();
+        let intents = [
+            intent(Change::Deactivate { disabled_in_directory: false }, "dan", 4),
+            intent(Change::Deactivate { disabled_in_directory: false }, "ed", 6),
+        ];
+        let ids = db.intend("r1", "t1", &intents).unwrap();
+        let settled = [
+            Settlement { id: ids[0], intent: &intents[0], outcome: Outcome::LeftAlone, result: "left alone".into() },
+            Settlement { id: ids[1], intent: &intents[1], outcome: Outcome::Done, result: "ok".into() },
+        ];
+        db.settle("r1", "t1", &settled).unwrap();
+        assert!(db.pending().unwrap().is_empty());
+        let managed = db.load_managed().unwrap();
+        assert!(!managed.users[&u("dan")].deactivated && managed.users[&u("ed")].deactivated);
+        let dan = db.history(&Filter { username: Some(&u("dan")), since: None }).unwrap();
+        assert_eq!((dan.len(), dan[0].result.as_str()), (1, "left alone"));
     }
 
     #[test]
