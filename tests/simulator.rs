@@ -269,6 +269,37 @@ async fn groups_and_directory_users_can_be_set_up_and_group_ids_left_out() {
     }
 }
 
+#[tokio::test]
+async fn users_can_be_deactivated_created_again_and_have_fields_left_out() {
+    let sim = Sim::start(cloudshell_sim::Config::default());
+    sim.add_directory_users(&["ann", "ben"], &[], false).await;
+    let api = Api::login(&sim).await;
+    let user = |users: &Value, name: &str| {
+        users["Users"].as_array().unwrap().iter().find(|u| u["Username"] == name).cloned().unwrap()
+    };
+    let before = api.get("/api/v1/users").await.1;
+    let ann_id = user(&before, "ann")["Id"].as_i64().unwrap();
+
+    let changed = sim.change_users(json!({"usernames": ["ann"], "is_active": false})).await;
+    assert_eq!((changed[0]["IsActive"].as_bool(), changed[0]["Id"].as_i64()), (Some(false), Some(ann_id)));
+    let changed = sim.change_users(json!({"usernames": ["ann"], "recreate": true, "domain_name": "EXAMPLE"})).await;
+    assert_eq!(changed[0]["IsActive"], true, "a new user");
+    assert_ne!(changed[0]["Id"].as_i64(), Some(ann_id), "a new id");
+    assert_eq!(api.get(&format!("/api/v1/users/{ann_id}")).await.0, StatusCode::NOT_FOUND, "the old one is gone");
+
+    sim.change_users(json!({"usernames": ["ben"], "omit_fields": ["IsActive", "isadmin"]})).await;
+    let users = api.get("/api/v1/users").await.1;
+    let ben = user(&users, "ben");
+    assert!(ben.get("IsActive").is_none() && ben.get("IsAdmin").is_none() && ben["Id"].is_i64(), "{ben}");
+    assert!(user(&users, "ann").get("IsActive").is_some(), "only ben's");
+    let one = api.get(&format!("/api/v1/users/{}", ben["Id"])).await.1;
+    assert!(one.get("IsActive").is_none(), "{one}");
+    let state = sim.state().await;
+    assert!(state["users"].as_array().unwrap().iter().all(|u| u.get("IsActive").is_some()), "not in the state");
+    sim.change_users(json!({"usernames": ["ben"], "omit_fields": []})).await;
+    assert!(user(&api.get("/api/v1/users").await.1, "ben").get("IsActive").is_some(), "put back");
+}
+
 /// A small directory: `Team` holds alice, Bob and the nested group `Inner` (carol); `Big` has 5 members.
 fn directory() -> Directory {
     let mut d = Directory::new();

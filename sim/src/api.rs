@@ -1,6 +1,7 @@
 //! The HTTP face of the simulator: CloudShell's Admin API under `/api` (paths matched case-insensitively, as
 //! the reference says) and the test-only control endpoint under `/_sim`.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -137,6 +138,7 @@ pub async fn handle(
         if sim.world().omit_group_ids {
             strip_group_ids(&mut reply);
         }
+        strip_user_fields(&mut reply, &sim.world().omit_fields);
         let slow = sim.world().faults.take_slow(method.as_str(), &path, false);
         if let Some(delay) = slow {
             // The work is done; the answer is late. A caller that gives up first loses it.
@@ -230,6 +232,29 @@ fn strip_group_ids(reply: &mut Reply) {
     }
 }
 
+/// A server that leaves fields out of some users' objects (`omit_fields` of `POST /_sim/users`).
+fn strip_user_fields(reply: &mut Reply, omit: &HashMap<String, Vec<String>>) {
+    fn strip(v: &mut Value, omit: &HashMap<String, Vec<String>>) {
+        match v {
+            Value::Object(o) => {
+                let name = o.get("Username").and_then(Value::as_str).map(str::to_lowercase);
+                if let Some(fields) = name.and_then(|n| omit.get(&n)) {
+                    o.retain(|k, _| !fields.iter().any(|f| f.eq_ignore_ascii_case(k)));
+                }
+                o.values_mut().for_each(|v| strip(v, omit));
+            }
+            Value::Array(a) => a.iter_mut().for_each(|v| strip(v, omit)),
+            _ => {}
+        }
+    }
+    if omit.is_empty() {
+        return;
+    }
+    if let Reply::Json(_, v) = reply {
+        strip(v, omit);
+    }
+}
+
 /// `POST /_sim/users`: users to create (when missing) or change. Without `domain_name` they are local users.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -242,6 +267,15 @@ struct UsersRequest {
     /// CloudShell groups (by name) to put them in.
     #[serde(default)]
     groups: Vec<String>,
+    /// Set `IsActive`, as an administrator would.
+    #[serde(default)]
+    is_active: Option<bool>,
+    /// Delete each user first and create it again: the same name, a new id.
+    #[serde(default)]
+    recreate: bool,
+    /// Fields the API's answers leave out of these users' objects from now on (`[]`: none again).
+    #[serde(default)]
+    omit_fields: Option<Vec<String>>,
 }
 
 fn control(sim: &Sim, method: &Method, path: &str, body: &[u8]) -> Response {
@@ -292,12 +326,21 @@ fn control(sim: &Sim, method: &Method, path: &str, body: &[u8]) -> Response {
             }
             let mut created: Vec<User> = Vec::new();
             for name in &request.usernames {
+                if request.recreate {
+                    world.users.remove(&name.to_lowercase());
+                }
+                if let Some(fields) = &request.omit_fields {
+                    world.omit_fields.insert(name.to_lowercase(), fields.clone());
+                }
                 if !world.users.contains_key(&name.to_lowercase()) {
                     let sid = request.domain_name.as_ref().map(|_| format!("S-1-5-21-9-{name}"));
                     world.new_user(name, None, request.domain_name.clone(), sid);
                 }
                 let user = world.users.get_mut(&name.to_lowercase()).expect("present");
                 user.is_admin |= request.is_admin;
+                if let Some(active) = request.is_active {
+                    user.is_active = active;
+                }
                 for id in &group_ids {
                     if !user.group_ids.contains(id) {
                         user.group_ids.push(*id);

@@ -276,6 +276,9 @@ pub struct World {
     pub domain_name: String,
     /// Leave `GroupIds` out of user objects, as a server might.
     pub omit_group_ids: bool,
+    /// Fields left out of the objects of some users (by lowercase username), as a server might: the API's
+    /// answers only, never `/_sim/state`.
+    pub omit_fields: HashMap<String, Vec<String>>,
     random: RandomState,
     counter: u64,
     started: std::time::Instant,
@@ -337,6 +340,7 @@ impl World {
             group_import_limit,
             domain_name: domain_name.to_string(),
             omit_group_ids: false,
+            omit_fields: HashMap::new(),
             random: RandomState::new(),
             counter: 0,
             started: std::time::Instant::now(),

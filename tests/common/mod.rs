@@ -489,6 +489,12 @@ impl Sim {
         self.control(reqwest::Method::POST, "users", Some(body)).await;
     }
 
+    /// Creates or changes users through `POST /_sim/users` with this body (`usernames` and any of its other
+    /// fields: `domain_name`, `is_active`, `recreate`, `omit_fields`, ...); the users as they are now.
+    pub async fn change_users(&self, body: Value) -> Value {
+        self.control(reqwest::Method::POST, "users", Some(body)).await
+    }
+
     /// Makes the server leave `GroupIds` out of user objects, or put it back.
     pub async fn omit_group_ids(&self, omit: bool) {
         self.control(reqwest::Method::POST, "omit_group_ids", Some(serde_json::json!({ "omit": omit }))).await;
