@@ -69,6 +69,7 @@ const EXPECTED: &[(&str, Option<&str>, &str)] = &[
     ("bad-timezone.toml", Some("schedule.timezone"), "IANA time zone"),
     ("bad-listen.toml", Some("monitor.listen"), "not an address"),
     ("bad-history-retention.toml", Some("monitor.history_retention"), "\"0s\" keeps every row"),
+    ("bad-grace-period.toml", Some("sync.leavers.grace_period"), "\"a week\" is not a duration like \"0s\""),
     ("bad-log-format.toml", Some("log.format"), "\"text\" or \"json\""),
     ("both-password-sources.toml", Some("ldap.bind_password_file"), "not both"),
     ("unset-password-env.toml", Some("ldap.bind_password_env"), "is not set"),

@@ -259,11 +259,11 @@ async fn change_active(client: &Client, t: &Target, active: bool, reason: &'stat
             Change::Done
         }
         Ok(SetActive::Already) => {
-            tracing::info!(username = %t.username, why = ALREADY_INACTIVE, "user left alone");
+            tracing::info!(username = %t.username, reason = ALREADY_INACTIVE, "user left alone");
             Change::LeftAlone(ALREADY_INACTIVE)
         }
         Ok(SetActive::Unknown) => {
-            tracing::warn!(username = %t.username, why = IS_ACTIVE_UNKNOWN, "user left alone");
+            tracing::warn!(username = %t.username, reason = IS_ACTIVE_UNKNOWN, "user left alone");
             Change::LeftAlone(IS_ACTIVE_UNKNOWN)
         }
         Ok(SetActive::Gone) => {

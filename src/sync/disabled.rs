@@ -10,8 +10,9 @@
 //!
 //! Unlike leavers, this acts on what the directory says positively (this account is disabled), never on an
 //! absence, so it runs in partial runs too, for the groups that were enumerated; groups that failed or are
-//! held by the shrink guard are left out. Admins, local users and `sync.leavers.protect` matches are never
-//! deactivated; more deactivations than `sync.max_disabled_deactivations_per_run` hold them all (the imports
+//! held by the shrink guard are left out. Admins, local users, `sync.leavers.protect` matches and users whose
+//! `IsActive` or `IsAdmin` CloudShell did not say are never deactivated (nor reactivated, nor is an account
+//! created again under the name: `super::activation::returning`); more deactivations than `sync.max_disabled_deactivations_per_run` hold them all (the imports
 //! stand; leaver limits do not count these).
 
 use std::collections::{HashMap, HashSet};
@@ -205,7 +206,7 @@ fn record_plan(planned: &DisabledPlan, report: &mut DisabledReport) {
     report.protected = planned.protected.clone();
     report.left_alone = planned.left_alone.clone();
     for l in &planned.left_alone {
-        tracing::warn!(username = %l.username, why = l.reason, "account enabled again left alone");
+        tracing::warn!(username = %l.username, reason = l.reason, "account enabled again left alone");
     }
     for p in &planned.protected {
         tracing::info!(username = %p.username, reason = p.reason, "disabled account left active");

@@ -157,7 +157,7 @@ fn record_plan(planned: &LeaverPlan, policy: &LeaverPolicy, report: &mut Leavers
     report.managed = planned.next.users.len();
     report.left_alone = planned.left_alone.clone();
     for l in &planned.left_alone {
-        tracing::warn!(username = %l.username, why = l.reason, "user back in the configured groups left alone");
+        tracing::warn!(username = %l.username, reason = l.reason, "user back in the configured groups left alone");
     }
     for l in &planned.leavers {
         tracing::info!(username = %l.username, runs = l.runs, standing = l.standing.as_str(), "leaver found");
