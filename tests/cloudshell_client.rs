@@ -604,3 +604,36 @@ async fn a_lost_user_import_answer_is_not_checked_once_the_run_is_stopping() {
     assert!(matches!(e, Error::Timeout { sent: true, .. }), "{e:?}");
     assert!(sim.calls_to("GET", "/api/v1/users").await.is_empty(), "no call after the stop");
 }
+
+/// Deactivation and reactivation read the user first and send nothing back when it is already as asked or its
+/// `IsActive` is not said; the control: a user read as the opposite is changed with one PUT.
+#[tokio::test]
+async fn set_active_sends_nothing_for_a_user_already_so_or_without_is_active() {
+    use cloudshell_ldap_sync::cloudshell::SetActive;
+    let sim = Sim::start(cloudshell_sim::Config::default());
+    let users = sim.change_users(json!({"usernames": ["ann", "ben", "cal"], "domain_name": "EXAMPLE"})).await;
+    let id = |n: usize| users[n]["Id"].as_i64().unwrap();
+    sim.change_users(json!({"usernames": ["ben"], "is_active": false})).await;
+    sim.change_users(json!({"usernames": ["cal"], "omit_fields": ["IsActive"]})).await;
+    let client = client(&sim);
+
+    assert_eq!(client.set_active(id(0), false).await.unwrap(), SetActive::Changed);
+    assert_eq!(client.set_active(id(1), false).await.unwrap(), SetActive::Already);
+    assert_eq!(client.set_active(id(2), false).await.unwrap(), SetActive::Unknown);
+    assert_eq!(client.set_active(id(2), true).await.unwrap(), SetActive::Unknown);
+    assert_eq!(client.set_active(999, false).await.unwrap(), SetActive::Gone);
+
+    let puts: Vec<String> = sim
+        .calls()
+        .await
+        .iter()
+        .filter(|c| c["method"] == "PUT" && c["path"] != "/Api/Auth/Login")
+        .map(|c| c["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(puts, [format!("/api/v1/users/{}", id(0))], "only ann's change is sent");
+    let state = sim.state().await;
+    let active: Vec<bool> = ["ann", "ben", "cal"]
+        .map(|n| state["users"].as_array().unwrap().iter().find(|u| u["Username"] == n).unwrap()["IsActive"] == true)
+        .to_vec();
+    assert_eq!(active, [false, false, true]);
+}
