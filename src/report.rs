@@ -1158,6 +1158,24 @@ mod tests {
     }
 
     #[test]
+    fn users_left_alone_are_listed_with_why_in_both_steps_and_only_when_there_are_some() {
+        let alone = |n: usize| -> Vec<ProtectedLine> {
+            (0..n).map(|i| ProtectedLine { username: format!("u{i}"), reason: "already inactive" }).collect()
+        };
+        let mut l = LeaversReport::new("deactivate");
+        assert!(!l.notes(false).iter().any(|n| n.contains("left alone")));
+        assert!(serde_json::to_value(&l).unwrap().get("left_alone").is_none(), "absent when empty");
+        l.left_alone = alone(21);
+        let notes = l.notes(false);
+        assert_eq!(notes.first().map(String::as_str), Some("u0 left alone: already inactive"));
+        assert_eq!(notes.last().map(String::as_str), Some("... and 1 more left alone"));
+        assert_eq!(serde_json::to_value(&l).unwrap()["left_alone"][0]["reason"], "already inactive");
+        let mut d = DisabledReport::new("import_then_deactivate");
+        d.left_alone = alone(1);
+        assert_eq!(d.notes(false), ["u0 left alone: already inactive"]);
+    }
+
+    #[test]
     fn the_text_report_shows_every_section() {
         let failed = |n: u32| -> String { (1..=n).map(|i| format!("      failed f{i}: refused\\n{i}\n")).collect() };
         let leavers: String = (2..=20)
