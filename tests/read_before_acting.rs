@@ -1,6 +1,6 @@
 //! Deactivations and reactivations rest only on what CloudShell said, end to end (the binary, slapd and the
 //! simulator, `action = "deactivate"` and no limit in the way): a user whose `IsActive` is not said is never
-//! changed; a user found already inactive is not taken for this program's deactivation, so never reactivated;
+//! changed, as a leaver or as a disabled account; a user found already inactive is not taken for this program's deactivation, so never reactivated;
 //! only the CloudShell id this program deactivated is reactivated; `grace_period` waits in time. Each test has
 //! its control: a real leaver still deactivated (or reactivated).
 
@@ -195,4 +195,23 @@ async fn a_leaver_waits_for_grace_period_as_well_as_grace_runs() {
     assert_eq!(code, 0, "{report}");
     assert_eq!(strings(&leavers(&report)["deactivated"]), ["carol"], "the period is over: {report}");
     assert!(!active(&env, "carol").await);
+}
+
+#[tokio::test]
+async fn a_disabled_account_whose_is_active_is_not_said_is_never_deactivated_and_is_reported() {
+    let mut d = Directory::new();
+    let members = [d.user("alice"), d.disabled_user("dis"), d.disabled_user("dis2")];
+    d.group("Team", &members);
+    let env = Env(Stack::start(&d, |_| {}));
+    let body = json!({"usernames": ["dis2"], "domain_name": "EXAMPLE", "omit_fields": ["IsActive"]});
+    env.sim.change_users(body).await;
+    let config = config(&env, "action = \"report\"");
+
+    let (code, report, stderr) = common::sync_json(&config, &[]);
+
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    let step = &report["disabled_accounts"];
+    assert_eq!(strings(&step["deactivated"]), ["dis"], "the control: a known disabled account is deactivated: {step}");
+    assert_eq!(step["protected"], json!([{"username": "dis2", "reason": "IsActive unknown in CloudShell"}]));
+    assert!(active(&env, "dis2").await && !active(&env, "dis").await);
 }
