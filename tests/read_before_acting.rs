@@ -1,8 +1,8 @@
 //! Deactivations and reactivations rest only on what CloudShell said, end to end (the binary, slapd and the
 //! simulator, `action = "deactivate"` and no limit in the way): a user whose `IsActive` is not said is never
-//! changed, as a leaver or as a disabled account; a user found already inactive is not taken for this program's deactivation, so never reactivated;
-//! only the CloudShell id this program deactivated is reactivated; `grace_period` waits in time. Each test has
-//! its control: a real leaver still deactivated (or reactivated).
+//! changed, as a leaver or as a disabled account; a user found already inactive is not taken for this program's
+//! deactivation, so never reactivated; only the CloudShell id this program deactivated is reactivated;
+//! `grace_period` waits in time. Each test has its control: a real leaver still deactivated (or reactivated).
 
 mod common;
 
