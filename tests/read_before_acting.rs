@@ -106,7 +106,9 @@ async fn a_user_found_already_inactive_is_not_taken_over_and_not_reactivated_whe
         membership(&env, "delete", u);
     }
     let bob_path = format!("/api/v1/users/{bob_id}");
-    let hold = json!({"slow": {"count": 1, "delay_ms": 1500, "method": "GET", "path_contains": bob_path, "before_processing": true}});
+    let hold = json!({"slow": {
+        "count": 1, "delay_ms": 1500, "method": "GET", "path_contains": bob_path, "before_processing": true
+    }});
     env.sim.set_faults(hold).await;
     let run = tokio::task::spawn_blocking({
         let config = config.clone();

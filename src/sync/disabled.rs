@@ -12,8 +12,8 @@
 //! absence, so it runs in partial runs too, for the groups that were enumerated; groups that failed or are
 //! held by the shrink guard are left out. Admins, local users, `sync.leavers.protect` matches and users whose
 //! `IsActive` or `IsAdmin` CloudShell did not say are never deactivated (nor reactivated, nor is an account
-//! created again under the name: `super::activation::returning`); more deactivations than `sync.max_disabled_deactivations_per_run` hold them all (the imports
-//! stand; leaver limits do not count these).
+//! created again under the name: `super::activation::returning`); more deactivations than
+//! `sync.max_disabled_deactivations_per_run` hold them all (the imports stand; leaver limits do not count these).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
