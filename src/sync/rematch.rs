@@ -85,8 +85,8 @@ mod tests {
         let users = [cloudshell::User {
             id: Some(2),
             username: Username::new("b@x"),
-            is_active: true,
-            is_admin: false,
+            is_active: Some(true),
+            is_admin: Some(false),
             domain_name: Some("X".into()),
             group_ids: None,
         }];
