@@ -1,13 +1,23 @@
-//! Usernames, normalised once: CloudShell and directories treat `JPorter` and `jporter` as one user, so
-//! every comparison, set and map key in the daemon goes through this type.
+//! Usernames, normalised once: CloudShell and directories treat `JPorter` and `jporter` as one user, and
+//! `josé` typed on a Mac (NFD: `e` and a combining accent) is the `josé` typed elsewhere (NFC: one `é`), so
+//! every comparison, set and map key in the daemon goes through this type, and `state.db` keys its rows by
+//! [`Username::folded`].
+//!
+//! The fold is NFC, then Rust's `to_lowercase` (Unicode's default lower-case mapping), then NFC again (lower
+//! case can leave a letter and a combining mark that compose). Not Unicode's full case folding: that would
+//! also merge names that differ in letters (`straße` and `strasse`, `ς` and `σ`), which a directory keeps as
+//! two accounts; and lower-casing is what every earlier version keyed its state by, so a name already in NFC
+//! keeps its key. ASCII names fold exactly as before: lower-cased, nothing else.
+
+use icu_normalizer::ComposingNormalizerBorrowed;
 
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-/// A username that compares, hashes and orders case-insensitively (Unicode lower-casing) and displays as
-/// written. Cheap to clone (shared strings): plans hold one per membership.
+/// A username that compares, hashes and orders by its folded form (NFC, lower-cased: see the module's
+/// doc) and displays as written. Cheap to clone (shared strings): plans hold one per membership.
 #[derive(Clone)]
 pub struct Username {
     original: Arc<str>,
@@ -21,7 +31,7 @@ impl Username {
         if name.is_empty() {
             return None;
         }
-        let folded = name.to_lowercase();
+        let folded = fold(name);
         let original: Arc<str> = Arc::from(name);
         // Most names are already lower case: share one allocation then.
         let folded = if folded == name { original.clone() } else { Arc::from(folded) };
@@ -33,9 +43,23 @@ impl Username {
         &self.original
     }
 
-    /// The case-folded form used for comparison.
+    /// The folded form used for comparison (NFC, lower-cased): `state.db`'s key for the user.
     pub fn folded(&self) -> &str {
         &self.folded
+    }
+}
+
+/// The folded form of a trimmed, non-blank name.
+fn fold(name: &str) -> String {
+    if name.is_ascii() {
+        // The common case, and the one that must never change: ASCII is already NFC.
+        return name.to_ascii_lowercase();
+    }
+    const NFC: ComposingNormalizerBorrowed<'static> = ComposingNormalizerBorrowed::new_nfc();
+    let lower = NFC.normalize(name).to_lowercase();
+    match NFC.normalize(&lower) {
+        std::borrow::Cow::Borrowed(_) => lower,
+        std::borrow::Cow::Owned(composed) => composed,
     }
 }
 
@@ -96,6 +120,7 @@ impl<'de> serde::Deserialize<'de> for Username {
 mod tests {
     use super::Username;
     use std::collections::HashSet;
+    use std::hash::BuildHasher;
 
     fn u(s: &str) -> Username {
         Username::new(s).unwrap()
@@ -110,6 +135,45 @@ mod tests {
         assert_eq!(set.len(), 1);
         assert_eq!(u("JPorter").to_string(), "JPorter");
         assert!(u("alice") < u("Bob"));
+    }
+
+    /// `josé` as one precomposed `é` (NFC) and as `e` with a combining acute accent (NFD).
+    const JOSE_NFC: &str = "jos\u{e9}";
+    const JOSE_NFD: &str = "jose\u{301}";
+
+    #[test]
+    fn names_that_differ_only_in_normalisation_are_one_user_displayed_as_written() {
+        let (nfc, nfd) = (u(JOSE_NFC), u(JOSE_NFD));
+        assert_ne!(JOSE_NFC, JOSE_NFD, "two byte sequences");
+        assert_eq!(nfc, nfd);
+        assert_eq!(nfc.cmp(&nfd), std::cmp::Ordering::Equal);
+        assert_eq!(nfc.folded(), nfd.folded());
+        assert_eq!(nfd.folded(), JOSE_NFC, "the key is NFC");
+        let build = std::collections::hash_map::RandomState::new();
+        assert_eq!(build.hash_one(&nfc), build.hash_one(&nfd));
+        let set: HashSet<Username> = [u(JOSE_NFC), u(JOSE_NFD), u("JOSE\u{301}"), u("JOS\u{c9}")].into_iter().collect();
+        assert_eq!(set.len(), 1, "normalisation and case together");
+        assert_eq!(nfd.as_str(), JOSE_NFD, "shown and sent to CloudShell as written");
+        assert_ne!(u(JOSE_NFC), u("jose"), "an accent is not case");
+    }
+
+    #[test]
+    fn ascii_names_fold_as_before_and_the_fold_is_stable() {
+        for name in ["JPorter", "alice", "Bob.Smith-2", "svc_BACKUP", "a@B.example", "x~Y{}"] {
+            assert_eq!(u(name).folded(), name.to_lowercase(), "{name}");
+        }
+        // Lower-casing can leave a letter and a combining mark that compose (J with caron has no capital
+        // precomposed form, its small one has): the key is NFC all the same, and folding it again changes
+        // nothing.
+        for name in
+            ["J\u{30c}", "\u{130}stanbul", "ÉLODIE", JOSE_NFD, "Σ\u{391}Σ", "stra\u{df}e", "\u{212b}ngstr\u{f6}m"]
+        {
+            let once = u(name);
+            assert_eq!(u(once.folded()).folded(), once.folded(), "{name:?}");
+        }
+        assert_eq!(u("J\u{30c}"), u("\u{1f0}"));
+        assert_eq!(u("\u{212b}"), u("\u{e5}"), "the Angstrom sign is its letter");
+        assert_ne!(u("stra\u{df}e"), u("strasse"), "lower-casing, not full case folding: two accounts");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::{Counts, GroupCount, Managed, ManagedUser};
 use crate::username::Username;
 
 mod audit;
+mod refold;
 pub use audit::{Action, AuditRow, Change, Filter, Intent, Outcome, Pending, Settlement};
 
 /// The database's name in the state directory.
@@ -270,6 +271,8 @@ impl Database {
         if found < SCHEMA_VERSION {
             migrate(&path, &mut connection, found, imported.filter(|_| found == 0), owner)?;
         }
+        let transaction = connection.transaction().map_err(write)?;
+        refold::refold(&transaction).and_then(|_| transaction.commit()).map_err(write)?;
         Ok(Database { path, connection })
     }
 
