@@ -138,14 +138,29 @@ pub struct Failure {
 
 impl From<&ldap::Collision> for Failure {
     fn from(c: &ldap::Collision) -> Failure {
-        Failure {
-            username: c.username.clone(),
-            reason: format!(
+        let reason = match &c.multi_valued {
+            None => format!(
                 "username is ambiguous in the directory: {} entries fold to it ({})",
                 c.dns.len(),
                 c.dns.join("; ")
             ),
-        }
+            // The values are quoted: they are the directory's text, and one may be the reason it is odd.
+            Some(entry) => {
+                let values: Vec<String> = entry.values.iter().map(|v| format!("{v:?}")).collect();
+                let others: Vec<&str> = c.dns.iter().map(String::as_str).filter(|dn| *dn != entry.dn).collect();
+                let also = match others.as_slice() {
+                    [] => String::new(),
+                    others => format!("; also the username of {}", others.join("; ")),
+                };
+                format!(
+                    "username is ambiguous in the directory: the username attribute of {} holds {} values ({}){also}",
+                    entry.dn,
+                    values.len(),
+                    values.join(", ")
+                )
+            }
+        };
+        Failure { username: c.username.clone(), reason }
     }
 }
 
@@ -931,6 +946,24 @@ fn preview(names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ambiguous_username_says_why_naming_the_entries_or_the_values() {
+        let name = Username::new("a2").unwrap();
+        let dns = vec!["uid=a,dc=x".to_string(), "uid=b,dc=x".to_string()];
+        let two = ldap::Collision { username: name.clone(), dns: dns.clone(), multi_valued: None };
+        assert_eq!(
+            Failure::from(&two).reason,
+            "username is ambiguous in the directory: 2 entries fold to it (uid=a,dc=x; uid=b,dc=x)"
+        );
+        let entry = ldap::MultiValued { dn: "uid=a,dc=x".into(), values: vec!["a".into(), "a2".into()] };
+        let several = ldap::Collision { username: name, dns, multi_valued: Some(entry) };
+        assert_eq!(
+            Failure::from(&several).reason,
+            "username is ambiguous in the directory: the username attribute of uid=a,dc=x holds 2 values (\"a\", \
+             \"a2\"); also the username of uid=b,dc=x"
+        );
+    }
 
     /// Operators alert on these strings: a rename must be deliberate, and break this test.
     #[test]

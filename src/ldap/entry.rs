@@ -1,6 +1,7 @@
 //! Search entries decoded without panicking, and turned into members. `ldap3::SearchEntry::construct`
 //! panics on a malformed entry (and on a DN that is not UTF-8); a directory's bad answer must become an
-//! error, never a crash. An entry that cannot be a member says why, for the `user skipped` event.
+//! error, never a crash. An entry that cannot be a member says why, for the `user skipped` event; one whose
+//! username attribute holds several names is ambiguous, never read as its first value.
 
 use std::collections::HashMap;
 
@@ -41,6 +42,14 @@ pub enum UserEntry {
     /// An account the directory marks disabled (left out of the members unless `include_disabled`), kept by
     /// name: `sync.disabled_accounts = "import_then_deactivate"` deactivates it in CloudShell.
     Disabled(Member),
+    /// A username attribute with more than one value (values that fold alike count once): which is the user's
+    /// name is not known. `member` carries the first name, `names` every usable one, `values` every value as
+    /// sent (trimmed), for the report. Never imported, deactivated or removed under any of them.
+    Ambiguous {
+        member: Member,
+        names: Vec<Username>,
+        values: Vec<String>,
+    },
     /// No usable username: skipped, with the reason (and the length, for a name too long).
     Unusable {
         dn: String,
@@ -52,8 +61,8 @@ pub enum UserEntry {
 /// The attributes of a user entry that matter, picked out of it.
 #[derive(Default)]
 struct Picked {
-    /// The first username value: `Err(())` when the attribute is there but not UTF-8.
-    username: Option<Result<String, ()>>,
+    /// The username values: `Err(())` when the attribute is there but not UTF-8.
+    username: Option<Result<Vec<String>, ()>>,
     account_control: Option<String>,
 }
 
@@ -62,9 +71,10 @@ impl UserEntry {
     #[cfg(test)]
     pub fn from_entry(entry: SearchEntry, a: &UserAttributes) -> UserEntry {
         let first = |attr: &str| values(&entry, attr).next().cloned();
-        let username = match first(a.username) {
-            Some(u) => Some(Ok(u)),
-            None => has_binary(&entry, a.username).then_some(Err(())),
+        let names: Vec<String> = values(&entry, a.username).cloned().collect();
+        let username = match names.is_empty() {
+            false => Some(Ok(names)),
+            true => has_binary(&entry, a.username).then_some(Err(())),
         };
         let picked = Picked { username, account_control: first("userAccountControl") };
         UserEntry::from_picked(entry.dn, picked, a)
@@ -92,19 +102,20 @@ impl UserEntry {
             } else {
                 continue;
             };
-            let (mut first, mut binary) = (None, false);
+            let (mut all, mut binary) = (Vec::new(), false);
             for value in partial.next()?.expect_constructed()? {
                 let value = value.expect_primitive()?;
                 // As `decode` sees it: an attribute with any value that is not UTF-8 is binary, whole.
-                binary |= std::str::from_utf8(&value).is_err();
-                first.get_or_insert(value);
-            }
-            let text = first.filter(|_| !binary).map(|v| String::from_utf8(v).expect("checked above"));
-            match slot {
-                None if picked.username.is_none() && (binary || text.is_some()) => {
-                    picked.username = Some(text.ok_or(()));
+                match String::from_utf8(value) {
+                    Ok(text) if !binary => all.push(text),
+                    _ => binary = true,
                 }
-                Some(slot) if slot.is_none() => *slot = text,
+            }
+            match slot {
+                None if picked.username.is_none() && (binary || !all.is_empty()) => {
+                    picked.username = Some(if binary { Err(()) } else { Ok(all) });
+                }
+                Some(slot) if slot.is_none() && !binary => *slot = all.into_iter().next(),
                 _ => {}
             }
         }
@@ -114,25 +125,48 @@ impl UserEntry {
     fn from_picked(dn: String, p: Picked, a: &UserAttributes) -> UserEntry {
         let account_control = p.account_control.and_then(|v| v.trim().parse::<i64>().ok());
         let disabled = !a.include_disabled && account_control.is_some_and(|uac| uac & ACCOUNT_DISABLED != 0);
-        let raw = match p.username {
-            Some(Ok(raw)) => raw,
+        let raws = match p.username {
+            Some(Ok(raws)) => raws,
             Some(Err(())) => return UserEntry::Unusable { dn, reason: "username is not UTF-8", length: None },
             None => return UserEntry::Unusable { dn, reason: "no username attribute", length: None },
         };
-        let username = match (raw.chars().count(), Username::new(&raw)) {
-            // A newline forges log lines, an ANSI escape rewrites a terminal, a NUL cuts C strings: a
-            // username is never any of those.
-            (_, Some(u)) if u.as_str().chars().any(char::is_control) => {
-                return UserEntry::Unusable { dn, reason: "username holds a control character", length: None };
+        // Every value is read: the server's order is no choice of name.
+        let (mut names, mut refused, mut distinct) = (Vec::<Username>::new(), None, 0usize);
+        for raw in &raws {
+            match usable(raw) {
+                Ok(name) if names.contains(&name) => {}
+                Ok(name) => {
+                    names.push(name);
+                    distinct += 1;
+                }
+                Err(why) => {
+                    refused.get_or_insert(why);
+                    distinct += 1;
+                }
             }
-            (len, Some(u)) if len <= MAX_USERNAME_CHARS => u,
-            (len, Some(_)) => {
-                return UserEntry::Unusable { dn, reason: "username longer than 256 characters", length: Some(len) };
-            }
-            (_, None) => return UserEntry::Unusable { dn, reason: "username is blank", length: None },
+        }
+        let Some(first) = names.first().cloned() else {
+            let (reason, length) = refused.unwrap_or(("no username attribute", None));
+            return UserEntry::Unusable { dn, reason, length };
         };
-        let member = Member { username, dn };
+        let member = Member { username: first, dn };
+        if distinct > 1 {
+            let values = raws.iter().map(|v| v.trim().to_string()).collect();
+            return UserEntry::Ambiguous { member, names, values };
+        }
         if disabled { UserEntry::Disabled(member) } else { UserEntry::User(member) }
+    }
+}
+
+/// One username value, or why it cannot be one (and its length, for a name too long).
+fn usable(raw: &str) -> Result<Username, (&'static str, Option<usize>)> {
+    match (raw.chars().count(), Username::new(raw)) {
+        // A newline forges log lines, an ANSI escape rewrites a terminal, a NUL cuts C strings: a username is
+        // never any of those.
+        (_, Some(u)) if u.as_str().chars().any(char::is_control) => Err(("username holds a control character", None)),
+        (len, Some(u)) if len <= MAX_USERNAME_CHARS => Ok(u),
+        (len, Some(_)) => Err(("username longer than 256 characters", Some(len))),
+        (_, None) => Err(("username is blank", None)),
     }
 }
 
@@ -299,6 +333,47 @@ mod tests {
             assert_eq!(direct, decoded, "{attrs:?}");
         }
         assert!(UserEntry::from_tag(octets(b"x"), &ATTRS).is_none(), "not an entry");
+    }
+
+    #[test]
+    fn a_username_attribute_with_several_names_is_ambiguous_not_its_first_value() {
+        let read = |uid: &[&str], extra: &[(&str, &[&str])]| {
+            let mut attrs: Vec<(&str, &[&str])> = vec![("uid", uid)];
+            attrs.extend_from_slice(extra);
+            let decoded = UserEntry::from_entry(search_entry(&attrs, &[]), &ATTRS);
+            let tag_attrs = attrs.iter().map(|(k, v)| (*k, v.iter().map(|s| s.as_bytes()).collect())).collect();
+            let direct = UserEntry::from_tag(entry(b"uid=x,dc=example", tag_attrs), &ATTRS).unwrap();
+            assert_eq!(direct, decoded, "{uid:?}");
+            decoded
+        };
+        let names = |e: &UserEntry| match e {
+            UserEntry::Ambiguous { member, names, values } => {
+                assert_eq!(member.username, names[0]);
+                assert_eq!(member.dn, "uid=x,dc=example");
+                (names.iter().map(|n| n.as_str().to_string()).collect::<Vec<_>>(), values.clone())
+            }
+            other => panic!("not ambiguous: {other:?}"),
+        };
+        assert_eq!(
+            names(&read(&["jporter", " james "], &[])),
+            (vec!["jporter".into(), "james".into()], vec!["jporter".into(), "james".into()])
+        );
+        // Values one user would have anyway are one name: case, normalisation, a repeat.
+        let one = read(&["JPorter", "jporter", "jos\u{e9}"], &[]);
+        assert!(matches!(one, UserEntry::Ambiguous { .. }), "josé is another name");
+        assert!(matches!(read(&["JPorter", "jporter"], &[]), UserEntry::User(m) if m.username.as_str() == "JPorter"));
+        assert!(matches!(read(&["jos\u{e9}", "jose\u{301}"], &[]), UserEntry::User(_)));
+        // A value that could never be a name still makes the entry ambiguous: the usable one is never acted on
+        // by name either.
+        assert_eq!(
+            names(&read(&["alice", "evil\nline"], &[])),
+            (vec!["alice".into()], vec!["alice".into(), "evil\nline".into()])
+        );
+        let refused = read(&["  ", "a\nb"], &[]);
+        assert!(matches!(refused, UserEntry::Unusable { reason: "username is blank", .. }), "{refused:?}");
+        // Ambiguous before disabled: a disabled account is deactivated by name, which needs one name.
+        let disabled = read(&["d1", "d2"], &[("userAccountControl", &["514"])]);
+        assert_eq!(names(&disabled).0, ["d1", "d2"]);
     }
 
     #[test]

@@ -136,16 +136,28 @@ pub struct Source {
     pub direct_members: Arc<[Arc<Member>]>,
     /// Direct members left out as disabled accounts: an import by this group's name would bring them in.
     pub disabled_members: usize,
-    /// Direct members whose entries were refused (no usable username, control characters): an import by this
-    /// group's name would bring them in too.
+    /// Direct members whose entries were refused (no usable username, control characters) or whose username
+    /// attribute holds several values: an import by this group's name would bring them in too.
     pub unusable_members: usize,
 }
 
-/// Two or more directory entries whose usernames fold to the same name: none of them is imported.
+/// Two or more directory entries whose usernames fold to the same name, or one entry whose username attribute
+/// holds several names (a `Collision` per name): none of them is imported, deactivated or removed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Collision {
     pub username: Username,
     pub dns: Vec<String>,
+    /// Set when the name is one of several values of one entry's username attribute.
+    pub multi_valued: Option<MultiValued>,
+}
+
+/// A user entry whose username attribute holds more than one name: which one is the user is not known, so it
+/// is ambiguous under every one of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MultiValued {
+    pub dn: String,
+    /// Each value, as the server sent it (trimmed); the names that fold alike count once.
+    pub values: Vec<String>,
 }
 
 /// A configured group, fully enumerated.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use ldap3::ldap_escape;
 
 use super::dn::DnKey;
-use super::{Error, Member, Nesting, Settings};
+use super::{Error, Member, MultiValued, Nesting, Settings};
 use crate::group_name::GroupName;
 use crate::username::Username;
 
@@ -243,6 +243,9 @@ pub(super) struct UserIndex {
     /// most directories write member values exactly as the entries' DNs.
     pub by_key: std::sync::OnceLock<HashMap<DnKey, u32>>,
     pub collisions: HashMap<Username, Vec<String>>,
+    /// Users whose username attribute holds several names (by index into `users`): every name, and the entry
+    /// as the report names it. Never members of any group: collisions under each name.
+    pub multi_valued: HashMap<u32, (Vec<Username>, MultiValued)>,
     /// Disabled accounts left out of the members, by normalised DN (index into `disabled_users`): members
     /// that are these are not "unknown".
     pub disabled: HashMap<DnKey, u32>,

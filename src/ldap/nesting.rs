@@ -54,11 +54,19 @@ impl Expansion<'_> {
             dn: top.dn.clone(),
             direct_members: top.users.iter().map(|&n| index.users[n as usize].clone()).collect(),
             disabled_members: top.disabled.len(),
-            unusable_members: top.unusable.len(),
+            unusable_members: top.unusable.len() + self.multi_valued_in(&top.users),
         };
         disabled.extend(&top.disabled);
         let unreadable = top.unusable.clone();
         Ok(self.group_of(top, members, vec![source], (unreadable, disabled)))
+    }
+
+    /// How many of `users` have several names: an import by their group's name would bring them in.
+    fn multi_valued_in(&self, users: &[u32]) -> usize {
+        if self.index.multi_valued.is_empty() {
+            return 0;
+        }
+        users.iter().filter(|n| self.index.multi_valued.contains_key(n)).count()
     }
 
     /// Builds the group from member indexes: sorted, each once, collisions set apart.
@@ -76,9 +84,20 @@ impl Expansion<'_> {
         let mut out: Vec<Arc<Member>> = Vec::with_capacity(members.len());
         for n in members {
             let u = &index.users[n as usize];
+            if let Some((names, entry)) = index.multi_valued.get(&n) {
+                for name in names {
+                    if !found_collisions.iter().any(|c| &c.username == name) {
+                        let dns = index.collisions.get(name).cloned().unwrap_or_else(|| vec![u.dn.clone()]);
+                        let multi_valued = Some(entry.clone());
+                        found_collisions.push(Collision { username: name.clone(), dns, multi_valued });
+                    }
+                }
+                continue;
+            }
             if let Some(dns) = index.collisions.get(&u.username) {
                 if !found_collisions.iter().any(|c| c.username == u.username) {
-                    found_collisions.push(Collision { username: u.username.clone(), dns: dns.clone() });
+                    let dns = dns.clone();
+                    found_collisions.push(Collision { username: u.username.clone(), dns, multi_valued: None });
                 }
                 continue;
             }
@@ -142,7 +161,7 @@ impl Expansion<'_> {
                     dn: group.dn.clone(),
                     direct_members: group.users.iter().map(|&n| users[n as usize].clone()).collect(),
                     disabled_members: group.disabled.len(),
-                    unusable_members: group.unusable.len(),
+                    unusable_members: group.unusable.len() + self.multi_valued_in(&group.users),
                 });
                 for (key, raw) in &group.others {
                     if !recursive {
@@ -229,6 +248,7 @@ mod tests {
             users,
             by_key: std::sync::OnceLock::new(),
             collisions,
+            multi_valued: HashMap::default(),
             disabled: HashMap::default(),
             disabled_users: Vec::new(),
             unusable: HashSet::default(),
@@ -391,6 +411,28 @@ mod tests {
         assert_eq!(usernames(&g), ["a"]);
         assert_eq!(g.collisions.len(), 1);
         assert_eq!(g.collisions[0].username.as_str(), "dup");
+    }
+
+    #[test]
+    fn a_user_with_several_names_is_set_apart_under_each_and_keeps_its_group_from_an_import_by_name() {
+        // "a" (index 0) holds the names "a" and "a2"; a second entry also named "a2" (index 2) collides with it.
+        let mut idx = index(&["a", "b", "a2"], None);
+        let names = vec![Username::new("a").unwrap(), Username::new("a2").unwrap()];
+        let entry = crate::ldap::MultiValued { dn: idx.users[0].dn.clone(), values: vec!["a".into(), "a2".into()] };
+        idx.multi_valued.insert(0, (names, entry.clone()));
+        idx.collisions.insert(Username::new("a2").unwrap(), vec![idx.users[0].dn.clone(), idx.users[2].dn.clone()]);
+        let w = World::new(idx, vec![record("G", &[0, 1], &[]), record("H", &[1], &[])]);
+        let g = w.resolve("G", 10).unwrap();
+        assert_eq!(usernames(&g), ["b"], "under neither name");
+        let set_apart: Vec<(&str, usize, Option<&crate::ldap::MultiValued>)> =
+            g.collisions.iter().map(|c| (c.username.as_str(), c.dns.len(), c.multi_valued.as_ref())).collect();
+        assert_eq!(set_apart, [("a", 1, Some(&entry)), ("a2", 2, Some(&entry))]);
+        assert_eq!(g.sources[0].unusable_members, 1, "CloudShell's import by the group's name would take it in");
+        assert_eq!(g.skipped_members, 0, "a member all the same, not a skipped one");
+        let in_chain = w.expansion(10).resolve_in_chain(&key("G"), (vec![0, 1], Vec::new())).unwrap();
+        assert_eq!((usernames(&in_chain), in_chain.sources[0].unusable_members), (vec!["b"], 1));
+        let h = w.resolve("H", 10).unwrap();
+        assert_eq!((h.collisions.len(), h.sources[0].unusable_members), (0, 0), "a group without it");
     }
 
     #[test]

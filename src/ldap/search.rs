@@ -16,7 +16,7 @@ use super::dn::DnKey;
 use super::entry::{self, UserAttributes, UserEntry, values};
 use super::error::{Cause, result_reason};
 use super::model::{self, ByRawDn, Entries, GroupRecord, InChain, Sweep, UserIndex, Walk};
-use super::{AD_CAPABILITIES, Error, IN_CHAIN, Member, NAMES_PER_FILTER, Nesting, Settings, range};
+use super::{AD_CAPABILITIES, Error, IN_CHAIN, Member, MultiValued, NAMES_PER_FILTER, Nesting, Settings, range};
 use crate::group_name::GroupName;
 use crate::progress::Progress;
 use crate::username::Username;
@@ -194,6 +194,7 @@ impl Reader<'_> {
         let mut by_raw_dn = ByRawDn::default();
         let mut by_name: HashMap<Username, u32> = HashMap::default();
         let mut collisions: HashMap<Username, Vec<String>> = HashMap::default();
+        let mut multi_valued: HashMap<u32, (Vec<Username>, MultiValued)> = HashMap::default();
         let mut skipped = 0usize;
         let mut examples: Vec<String> = Vec::new();
         let mut disabled: HashMap<DnKey, u32> = HashMap::default();
@@ -203,8 +204,18 @@ impl Reader<'_> {
         let user_attributes = UserAttributes { username: &s.username_attribute, include_disabled: s.include_disabled };
         let decode = |raw| UserEntry::from_result(raw, &user_attributes);
         self.paged_as("the users search", &s.user_filter, attrs, decode, |entry| {
-            let member = match entry {
-                UserEntry::User(member) => member,
+            let n = users.len() as u32;
+            let (member, names) = match entry {
+                UserEntry::User(member) => {
+                    let names = vec![member.username.clone()];
+                    (member, names)
+                }
+                UserEntry::Ambiguous { member, names, values } => {
+                    // Kept as a user, so that the groups listing it know it, and set apart under each name.
+                    tracing::warn!(username = %member.username, dns = ?[&member.dn], values = ?values, "username collision");
+                    multi_valued.insert(n, (names.clone(), MultiValued { dn: member.dn.clone(), values }));
+                    (member, names)
+                }
                 UserEntry::Disabled(member) => {
                     tracing::debug!(dn = %member.dn, "disabled account left out");
                     disabled.insert(DnKey::new(&member.dn), disabled_users.len() as u32);
@@ -226,14 +237,15 @@ impl Reader<'_> {
                     return;
                 }
             };
-            let n = users.len() as u32;
-            if let Some(&other) = by_name.get(&member.username) {
-                collisions
-                    .entry(member.username.clone())
-                    .or_insert_with(|| vec![users[other as usize].dn.clone()])
-                    .push(member.dn.clone());
-            } else {
-                by_name.insert(member.username.clone(), n);
+            for name in names {
+                if let Some(&other) = by_name.get(&name) {
+                    collisions
+                        .entry(name)
+                        .or_insert_with(|| vec![users[other as usize].dn.clone()])
+                        .push(member.dn.clone());
+                } else {
+                    by_name.insert(name, n);
+                }
             }
             users.push(Arc::new(member));
             by_raw_dn.insert(&users, n);
@@ -259,6 +271,7 @@ impl Reader<'_> {
             by_raw_dn,
             by_key: std::sync::OnceLock::new(),
             collisions,
+            multi_valued,
             disabled,
             disabled_users,
             unusable,
