@@ -28,10 +28,21 @@ impl Env {
     }
 
     fn names_config(&self) -> PathBuf {
+        self.names_config_with("")
+    }
+
+    /// The same with `sync_keys` added to `[sync]`.
+    fn names_config_with(&self, sync_keys: &str) -> PathBuf {
         let state = self.files.path("state");
         let sections =
             format!("[sync.leavers]\n{DEACTIVATE}\n\n[monitor]\nstate_directory = \"{}\"\n", state.display());
-        self.files.config(&self.slapd.url(), &self.sim.url(), &["Team"], "max_shrink_percent = 100", &sections)
+        self.files.config(
+            &self.slapd.url(),
+            &self.sim.url(),
+            &["Team"],
+            &format!("max_shrink_percent = 100\n{sync_keys}"),
+            &sections,
+        )
     }
 
     fn set_uid(&self, dn: &str, values: &[&str]) {
@@ -75,6 +86,10 @@ impl Env {
     }
 }
 
+/// `Team` placed in CloudShell's `Lab Users`, and its leavers taken out of it.
+const REMOVE_FROM_LAB_USERS: &str = "remove_from_groups = true\nmax_removals_per_run = 100\n\n\
+                                     [[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]";
+
 fn strings(v: &Value) -> Vec<&str> {
     v.as_array().unwrap_or_else(|| panic!("not a list: {v}")).iter().map(|s| s.as_str().unwrap()).collect()
 }
@@ -112,10 +127,11 @@ async fn a_name_the_directory_now_writes_in_nfd_is_the_managed_user_cloudshell_h
 #[tokio::test]
 async fn a_user_with_two_uid_values_is_ambiguous_never_deactivated_and_never_imported_by_name() {
     let env = Env::start_names();
-    let config = env.names_config();
+    let config = env.names_config_with(REMOVE_FROM_LAB_USERS);
     let (code, report, stderr) = common::sync_json(&config, &[]);
     assert_eq!(code, 0, "{report}\n{stderr}");
     assert!(env.is_active("carol").await, "carol is managed");
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob", "carol", JOSE_NFC]);
 
     // carol's entry gains a second name, sent first; bob leaves (the control); dave joins, to be imported.
     let carol = format!("uid=carol,{PEOPLE}");
@@ -141,4 +157,6 @@ async fn a_user_with_two_uid_values_is_ambiguous_never_deactivated_and_never_imp
     assert_eq!(report["api_calls"]["import_group"], 0, "no import by group name: {report}");
     let names = env.sim.usernames().await;
     assert!(!names.iter().any(|n| n == "carol-x"), "{names:?}");
+    // Never removed from the mapped group either; bob, who left, is.
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "carol", "dave", JOSE_NFC], "{report}");
 }
