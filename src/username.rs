@@ -49,8 +49,9 @@ impl Username {
     }
 }
 
-/// The folded form of a trimmed, non-blank name.
-fn fold(name: &str) -> String {
+/// The folded form of a name ([`Username::folded`] for a trimmed, non-blank one); also how `protect` patterns
+/// and the names they are matched against are taken, so that they match as usernames compare.
+pub fn fold(name: &str) -> String {
     if name.is_ascii() {
         // The common case, and the one that must never change: ASCII is already NFC.
         return name.to_ascii_lowercase();

@@ -111,9 +111,9 @@ pub struct LeaverPolicy {
 }
 
 impl LeaverPolicy {
-    /// Whether `username` matches a `protect` pattern.
+    /// Whether `username` matches a `protect` pattern (both folded, as usernames compare: NFC, lower case).
     pub fn protects(&self, username: &str) -> bool {
-        self.protect.is_match(username)
+        self.protect.is_match(crate::username::fold(username))
     }
 
     /// A policy for unit tests: `action`, one grace run, no limits, reactivation on, and `protect` compiled as
@@ -122,7 +122,8 @@ impl LeaverPolicy {
     pub fn for_tests(action: LeaverAction, protect: &[&str]) -> LeaverPolicy {
         let mut set = globset::GlobSetBuilder::new();
         for p in protect {
-            set.add(globset::GlobBuilder::new(p).case_insensitive(true).build().expect("a test's glob"));
+            let p = crate::username::fold(p);
+            set.add(globset::GlobBuilder::new(&p).case_insensitive(true).build().expect("a test's glob"));
         }
         LeaverPolicy {
             action,
@@ -724,6 +725,19 @@ groups = ["Team"]
         // The control: with one, it is accepted.
         let c = parse_text(&format!("{}\n[monitor]\nstate_directory = \"/var/lib/x\"\n", with(""))).unwrap();
         assert!(c.sync.remove_from_groups);
+    }
+
+    #[test]
+    fn protect_patterns_match_a_name_whatever_its_unicode_normalisation() {
+        // One pattern with é precomposed (NFC), one with e and a combining accent (NFD).
+        let leavers = "[sync.leavers]\nprotect = [\"jos\\u00e9*\", \"Rene\\u0301e\"]\n";
+        let c = parse_text(&format!("{MINIMAL}\n{leavers}")).unwrap_or_else(|e| panic!("{e}"));
+        let l = &c.sync.leavers;
+        assert!(l.protects("jose\u{301}-admin"), "an NFD name, an NFC pattern");
+        assert!(l.protects("ren\u{e9}e"), "an NFC name, an NFD pattern");
+        assert!(l.protects("RENE\u{301}E"), "case too");
+        assert!(!l.protects("renee"), "an accent is not case");
+        assert!(!l.protects("jose"));
     }
 
     #[test]

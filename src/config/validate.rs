@@ -692,7 +692,8 @@ impl Validator<'_> {
         let max_percent = self.percent(t, "max_percent", l.max_percent)?;
         let mut set = globset::GlobSetBuilder::new();
         for pattern in &l.protect {
-            let glob = globset::GlobBuilder::new(pattern.trim())
+            // Folded, as the names it is matched against (`LeaverPolicy::protects`).
+            let glob = globset::GlobBuilder::new(&crate::username::fold(pattern.trim()))
                 .case_insensitive(true)
                 .literal_separator(false)
                 .build()
