@@ -167,10 +167,17 @@ fn every_write_held(h: &HeldReport) -> String {
 }
 
 fn removals_held(h: &HeldReport) -> String {
-    format!(
-        "{} removals from CloudShell groups planned, more than sync.max_removals_per_run ({}); nobody was removed",
-        h.planned, h.limit
-    )
+    match (h.by, h.last_24h) {
+        (Some(key), Some(last_24h)) => format!(
+            "{} removals from CloudShell groups planned, with {last_24h} in the last 24 hours more than {key} ({}); \
+             nobody was removed",
+            h.planned, h.limit
+        ),
+        _ => format!(
+            "{} removals from CloudShell groups planned, more than sync.max_removals_per_run ({}); nobody was removed",
+            h.planned, h.limit
+        ),
+    }
 }
 
 fn missing(n: usize) -> String {
@@ -350,7 +357,7 @@ mod tests {
     fn each_hold_is_one_row_however_many_users_it_holds() {
         let r = report(|r| {
             r.groups = vec![GroupReport::shrank("Engineering", 100, 10, 0), group("Ops", &[], &[], vec![])];
-            r.removals_held = Some(HeldReport { planned: 700, limit: 100 });
+            r.removals_held = Some(HeldReport::per_run(700, 100));
             let mut leavers = LeaversReport::new("deactivate");
             leavers.held = true;
             leavers.held_by = Some("3000 to deactivate, more than sync.leavers.max_per_run allows (20)".into());
@@ -409,6 +416,24 @@ mod tests {
     }
 
     #[test]
+    fn a_removal_hold_by_the_daily_budget_names_its_key_and_the_last_24_hours() {
+        let held =
+            HeldReport { by: Some("sync.max_removals_per_day"), last_24h: Some(8), ..HeldReport::per_run(3, 10) };
+        let rows = rows(&report(|r| r.removals_held = Some(held)), AT);
+        assert_eq!(
+            table(&rows),
+            [(
+                Action::Held,
+                None,
+                None,
+                "3 removals from CloudShell groups planned, with 8 in the last 24 hours more than \
+                 sync.max_removals_per_day (10); nobody was removed",
+                "held"
+            )]
+        );
+    }
+
+    #[test]
     fn leavers_only_reported_hold_nothing() {
         let mut leavers = LeaversReport::new("report");
         leavers.held_by = Some("with action = \"deactivate\" this would be held: 30 to deactivate".into());
@@ -419,7 +444,7 @@ mod tests {
     #[test]
     fn a_run_held_by_the_import_limit_is_one_held_row() {
         let r = report(|r| {
-            r.held = Some(HeldReport { planned: 5000, limit: 1000 });
+            r.held = Some(HeldReport::per_run(5000, 1000));
             let held = GroupReport::enumerated(
                 "Engineering",
                 (6000, 5000),
@@ -453,8 +478,8 @@ mod tests {
     fn a_dry_run_writes_no_rows() {
         let mut r = Report::new("dry".into(), true);
         r.groups = vec![group("Engineering", &["alice"], &["alice"], vec![failure("bob", "refused")])];
-        r.held = Some(HeldReport { planned: 5000, limit: 1000 });
-        r.removals_held = Some(HeldReport { planned: 7, limit: 3 });
+        r.held = Some(HeldReport::per_run(5000, 1000));
+        r.removals_held = Some(HeldReport::per_run(7, 3));
         let mut m = MembershipReport::new("Lab Users", Some(1), &[GroupName::new("Engineering")], 0);
         m.added_users = names(&["alice"]);
         r.memberships = vec![m];

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cloudshell::{CallCounts, CallKind};
 use crate::exit;
@@ -558,6 +558,65 @@ pub struct Totals {
 pub struct HeldReport {
     pub planned: usize,
     pub limit: usize,
+    /// The key that held, when not the per-run one (`sync.max_removals_per_day`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<&'static str>,
+    /// With a daily budget: the changes made in the last 24 hours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_24h: Option<usize>,
+}
+
+impl HeldReport {
+    /// Held by a per-run limit.
+    pub fn per_run(planned: usize, limit: usize) -> HeldReport {
+        HeldReport { planned, limit, by: None, last_24h: None }
+    }
+}
+
+/// What is left of one daily budget after the run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Budget {
+    /// Changes made in the last 24 hours, this run's included (by the audit trail).
+    pub last_24h: usize,
+    /// The budget in force: the lower of the daily keys.
+    pub limit: usize,
+    /// `limit - last_24h`, or 0.
+    pub left: usize,
+    /// The key that sets `limit`, in full (`sync.leavers.max_per_day`).
+    pub by: String,
+    /// Deactivations: the managed users active in CloudShell now, `max_percent_per_day`'s denominator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_active: Option<usize>,
+}
+
+/// The daily budgets after the run (absent without a state directory, which holds the record they count).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Budgets {
+    /// Deactivations, leavers and disabled accounts (when a step deactivates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivations: Option<Budget>,
+    /// Removals from CloudShell groups (with `sync.remove_from_groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removals: Option<Budget>,
+}
+
+impl Budgets {
+    /// One line for a person: `deactivations 3 of 10 left (...); removals ...`.
+    pub fn to_text(&self) -> String {
+        let line = |what: &str, b: &Budget| {
+            let denominator =
+                b.managed_active.map(|n| format!(", {n} managed users active in CloudShell")).unwrap_or_default();
+            format!("{what} {} of {} left ({} in the last 24 h; {}{denominator})", b.left, b.limit, b.last_24h, b.by)
+        };
+        let parts: Vec<String> = [
+            self.deactivations.as_ref().map(|b| line("deactivations", b)),
+            self.removals.as_ref().map(|b| line("removals from CloudShell groups", b)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        parts.join("; ")
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -611,6 +670,9 @@ pub struct Report {
     /// The managed users matched again after an accepted identity change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rematch: Option<RematchReport>,
+    /// What is left of the daily budgets (absent without a state directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<Budgets>,
     pub totals: Totals,
     pub api_calls: CallCounts,
 }
@@ -659,6 +721,7 @@ impl Report {
             identity_changed: Vec::new(),
             unresolved: Vec::new(),
             rematch: None,
+            budgets: None,
             totals: Totals::default(),
             api_calls: CallCounts::default(),
         }
@@ -748,11 +811,19 @@ impl Report {
             write_section(&mut out, g, self.dry_run);
         }
         if let Some(h) = &self.removals_held {
-            let _ = writeln!(
-                out,
-                "  removals held: {} planned, more than sync.max_removals_per_run = {}; nobody was removed",
-                h.planned, h.limit
-            );
+            let _ = match (h.by, h.last_24h) {
+                (Some(key), Some(last_24h)) => writeln!(
+                    out,
+                    "  removals held: {} planned, with {last_24h} in the last 24 hours more than {key} = {}; nobody \
+                     was removed",
+                    h.planned, h.limit
+                ),
+                _ => writeln!(
+                    out,
+                    "  removals held: {} planned, more than sync.max_removals_per_run = {}; nobody was removed",
+                    h.planned, h.limit
+                ),
+            };
         }
         for m in &self.memberships {
             write_section(&mut out, m, self.dry_run);
@@ -762,6 +833,9 @@ impl Report {
         }
         if let Some(d) = &self.disabled_accounts {
             write_section(&mut out, d, self.dry_run);
+        }
+        if let Some(b) = &self.budgets {
+            let _ = writeln!(out, "  daily budgets: {}", b.to_text());
         }
         let t = &self.totals;
         let _ = writeln!(
@@ -1054,7 +1128,7 @@ mod tests {
             r.disabled_accounts = Some(disabled);
         };
         assert_eq!(finished(&skipped_disabled).result, RunResult::Partial, "the disabled-accounts step counts");
-        let held_imports = |r: &mut Report| r.held = Some(HeldReport { planned: 9, limit: 5 });
+        let held_imports = |r: &mut Report| r.held = Some(HeldReport::per_run(9, 5));
         assert_eq!(finished(&held_imports).result, RunResult::Held, "every import held");
         assert_eq!(finished(&|r| r.fail("boom")).result, RunResult::Failed, "a failed run stays failed");
 
@@ -1147,7 +1221,7 @@ mod tests {
         r.result = RunResult::Partial;
         r.duration_ms = 1234;
         r.error = Some("counts not saved\tsomewhere".into());
-        r.held = Some(HeldReport { planned: 9, limit: 5 });
+        r.held = Some(HeldReport::per_run(9, 5));
         let mut broken =
             GroupReport::enumerated("Ops", (3, 2), names("o", 2), failures(21), Imports::default(), GroupStatus::Ok);
         broken.error = Some("search failed\x07".into());
@@ -1162,7 +1236,7 @@ mod tests {
             ),
             broken,
         ];
-        r.removals_held = Some(HeldReport { planned: 7, limit: 3 });
+        r.removals_held = Some(HeldReport::per_run(7, 3));
         let mut m = MembershipReport::new("Lab Users", Some(4), &[GroupName::new("Engineering")], 10);
         m.planned_add = names("a", 2);
         m.planned_remove = names("r", 11);
@@ -1206,6 +1280,53 @@ mod tests {
         let mut d = DisabledReport::new("import_then_deactivate");
         d.left_alone = alone(1);
         assert_eq!(d.notes(false), ["u0 left alone: already inactive"]);
+    }
+
+    #[test]
+    fn the_report_shows_a_daily_removal_hold_by_its_key_and_the_budgets_left() {
+        let mut r = Report::new("run-2".into(), false);
+        r.removals_held =
+            Some(HeldReport { by: Some("sync.max_removals_per_day"), last_24h: Some(8), ..HeldReport::per_run(3, 10) });
+        r.budgets = Some(Budgets {
+            deactivations: Some(Budget {
+                last_24h: 2,
+                limit: 4,
+                left: 2,
+                by: "sync.leavers.max_percent_per_day".into(),
+                managed_active: Some(20),
+            }),
+            removals: Some(Budget {
+                last_24h: 8,
+                limit: 10,
+                left: 2,
+                by: "sync.max_removals_per_day".into(),
+                managed_active: None,
+            }),
+        });
+        let text = r.to_text();
+        assert!(
+            text.contains(
+                "  removals held: 3 planned, with 8 in the last 24 hours more than sync.max_removals_per_day = 10; \
+                 nobody was removed\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  daily budgets: deactivations 2 of 4 left (2 in the last 24 h; sync.leavers.max_percent_per_day, 20 \
+                 managed users active in CloudShell); removals from CloudShell groups 2 of 10 left (8 in the last 24 h; \
+                 sync.max_removals_per_day)\n"
+            ),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(
+            json["removals_held"],
+            serde_json::json!({"planned": 3, "limit": 10, "by": "sync.max_removals_per_day", "last_24h": 8})
+        );
+        assert_eq!(json["budgets"]["removals"]["left"], 2);
+        let per_run: serde_json::Value = serde_json::to_value(HeldReport::per_run(7, 3)).unwrap();
+        assert_eq!(per_run, serde_json::json!({"planned": 7, "limit": 3}), "the per-run hold as before");
     }
 
     #[test]

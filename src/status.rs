@@ -50,6 +50,9 @@ pub struct LastRun {
     /// The leaver step (absent with `action = "ignore"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leavers: Option<LeaversStatus>,
+    /// What is left of the daily budgets, as the report says (absent when it does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<crate::report::Budgets>,
 }
 
 /// The leaver step in the status file.
@@ -135,6 +138,7 @@ impl Status {
                     skipped: l.skipped.clone(),
                     error: l.error.clone(),
                 }),
+                budgets: report.budgets.clone(),
             }),
             next_run,
         }
@@ -295,6 +299,9 @@ pub fn to_text(status: &Status, health: &Health) -> String {
                     l.skipped.as_deref().or(l.error.as_deref()).map(|w| format!(" ({w})")).unwrap_or_default()
                 );
             }
+            if let Some(b) = &r.budgets {
+                let _ = writeln!(out, "  daily budgets: {}", b.to_text());
+            }
         }
     }
     let _ = writeln!(out, "last success: {}", status.last_success_at.as_deref().unwrap_or("never"));
@@ -410,6 +417,7 @@ mod tests {
                 groups: vec![],
                 memberships: vec![],
                 leavers: None,
+                budgets: None,
             }),
             last_success_at: Some(finished_at.into()),
             next_run: Some("2026-11-30T07:15:00Z".into()),
@@ -470,6 +478,40 @@ mod tests {
         let text = to_text(&s, &assess(&s, &every_15, HOUR, at("2026-11-30T09:00:00Z")));
         assert!(text.contains("STALE") && text.contains("15 min each"), "{text}");
         assert!(text.contains("; overdue since 2026-11-30T07:15:00Z"), "stale and overdue: {text}");
+    }
+
+    #[test]
+    fn the_daily_budgets_left_are_in_the_file_and_the_text() {
+        use crate::report::{Budget, Budgets};
+        let every_15 = Schedule::parse("0 */15 * * * *", "UTC").unwrap();
+        let mut s = status("held", "2026-11-30T07:00:00Z");
+        let budget = |last_24h, limit, by: &str, managed_active| Budget {
+            last_24h,
+            limit,
+            left: limit - last_24h,
+            by: by.into(),
+            managed_active,
+        };
+        s.last_run.as_mut().unwrap().budgets = Some(Budgets {
+            deactivations: Some(budget(7, 10, "sync.leavers.max_percent_per_day", Some(50))),
+            removals: Some(budget(3, 500, "sync.max_removals_per_day", None)),
+        });
+        let text = to_text(&s, &assess(&s, &every_15, HOUR, at("2026-11-30T07:05:00Z")));
+        assert!(
+            text.contains(
+                "  daily budgets: deactivations 3 of 10 left (7 in the last 24 h; sync.leavers.max_percent_per_day, \
+                 50 managed users active in CloudShell); removals from CloudShell groups 497 of 500 left (3 in the \
+                 last 24 h; sync.max_removals_per_day)\n"
+            ),
+            "{text}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &s).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), s, "read back whole");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap()).unwrap();
+        assert_eq!(json["last_run"]["budgets"]["deactivations"]["left"], 3, "{json}");
+        assert!(json["last_run"]["budgets"]["removals"].get("managed_active").is_none(), "{json}");
     }
 
     #[test]

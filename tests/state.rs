@@ -32,7 +32,7 @@ impl Env {
     /// Both groups, leavers deactivated (limits raised: the rules under test are the state's), a state directory.
     fn config(&self) -> PathBuf {
         let sections = format!(
-            "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\n\n[monitor]\nstate_directory = \"{}\"\n",
+            "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n\n[monitor]\nstate_directory = \"{}\"\n",
             self.state().display()
         );
         self.files.config(&self.slapd.url(), &self.sim.url(), &["Team", "Other"], "max_shrink_percent = 100", &sections)
@@ -289,7 +289,7 @@ async fn history_tells_one_users_story_from_import_to_return() {
     let env = Env::start();
     let mapping = "max_shrink_percent = 100\nremove_from_groups = true\n\n[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
     let sections = format!(
-        "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\n\n[monitor]\nstate_directory = \"{}\"\n",
+        "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n\n[monitor]\nstate_directory = \"{}\"\n",
         env.state().display()
     );
     let config = env.files.config(&env.slapd.url(), &env.sim.url(), &["Team", "Other"], mapping, &sections);

@@ -104,6 +104,10 @@ pub struct LeaverPolicy {
     pub grace_period: std::time::Duration,
     pub max_per_run: usize,
     pub max_percent: u8,
+    /// Deactivations (leavers and disabled accounts) in any 24 hours.
+    pub max_per_day: usize,
+    /// ... as a percentage of the managed users active in CloudShell now.
+    pub max_percent_per_day: u8,
     /// `protect`, as written (for messages) and compiled (case-insensitive globs).
     pub protect_patterns: Vec<String>,
     pub protect: globset::GlobSet,
@@ -131,6 +135,8 @@ impl LeaverPolicy {
             grace_period: std::time::Duration::ZERO,
             max_per_run: 0,
             max_percent: 0,
+            max_per_day: usize::MAX,
+            max_percent_per_day: 100,
             protect_patterns: protect.iter().map(|p| p.to_string()).collect(),
             protect: set.build().expect("a test's globs"),
             reactivate: true,
@@ -150,6 +156,8 @@ pub struct SyncPolicy {
     pub remove_from_groups: bool,
     /// More planned removals than this hold every removal.
     pub max_removals_per_run: usize,
+    /// More removals in any 24 hours than this hold every removal of the run that would pass it.
+    pub max_removals_per_day: usize,
     /// Users per group-membership call.
     pub membership_batch_size: usize,
     /// Users who left.
@@ -738,6 +746,32 @@ groups = ["Team"]
         assert!(l.protects("RENE\u{301}E"), "case too");
         assert!(!l.protects("renee"), "an accent is not case");
         assert!(!l.protects("jose"));
+    }
+
+    #[test]
+    fn daily_budgets_default_to_100_deactivations_or_20_percent_and_500_removals() {
+        let c = parse_text(MINIMAL).unwrap();
+        let l = &c.sync.leavers;
+        assert_eq!((l.max_per_day, l.max_percent_per_day, c.sync.max_removals_per_day), (100, 20, 500));
+        let with = |sync: &str, leavers: &str| {
+            MINIMAL.replace(
+                "[sync]\ngroups = [\"Team\"]\n",
+                &format!("[sync]\ngroups = [\"Team\"]\n{sync}\n\n[sync.leavers]\n{leavers}\n"),
+            )
+        };
+        let c = parse_text(&with("max_removals_per_day = 7", "max_per_day = 0\nmax_percent_per_day = 100"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let l = &c.sync.leavers;
+        assert_eq!((l.max_per_day, l.max_percent_per_day, c.sync.max_removals_per_day), (0, 100, 7));
+        for (sync, leavers, key) in [
+            ("", "max_per_day = -1", "sync.leavers.max_per_day"),
+            ("", "max_percent_per_day = 101", "sync.leavers.max_percent_per_day"),
+            ("max_removals_per_day = -5", "", "sync.max_removals_per_day"),
+        ] {
+            let e = parse_text(&with(sync, leavers)).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{sync}{leavers}: {e}");
+            assert!(e.line.is_some(), "{e}");
+        }
     }
 
     #[test]

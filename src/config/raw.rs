@@ -204,6 +204,10 @@ pub struct RawSync {
     /// More planned removals than this hold every removal. Default 100.
     #[serde(default = "defaults::max_removals_per_run")]
     pub max_removals_per_run: i64,
+    /// More removals from CloudShell groups in any 24 hours than this (counted from the audit trail in the
+    /// state directory) hold every removal of the run that would pass it. Default 500.
+    #[serde(default = "defaults::max_removals_per_day")]
+    pub max_removals_per_day: i64,
     /// `[sync.leavers]`: users who left. Default: every key at its default.
     #[serde(default)]
     pub leavers: RawLeavers,
@@ -248,6 +252,13 @@ pub struct RawLeavers {
     /// ... or more than this percentage of the managed users. Default 10.
     #[serde(default = "defaults::leavers_max_percent")]
     pub max_percent: i64,
+    /// More deactivations (leavers and disabled accounts) in any 24 hours than this (counted from the audit
+    /// trail in the state directory) hold every deactivation of the run that would pass it. Default 100.
+    #[serde(default = "defaults::leavers_max_per_day")]
+    pub max_per_day: i64,
+    /// ... or more than this percentage of the managed users active in CloudShell now. Default 20.
+    #[serde(default = "defaults::leavers_max_percent_per_day")]
+    pub max_percent_per_day: i64,
     /// Usernames (globs, case-insensitive) never deactivated. Default: none.
     #[serde(default)]
     pub protect: Vec<String>,
@@ -264,6 +275,8 @@ impl Default for RawLeavers {
             grace_period: defaults::grace_period(),
             max_per_run: defaults::leavers_max_per_run(),
             max_percent: defaults::leavers_max_percent(),
+            max_per_day: defaults::leavers_max_per_day(),
+            max_percent_per_day: defaults::leavers_max_percent_per_day(),
             protect: Vec::new(),
             reactivate: true,
         }
@@ -385,6 +398,15 @@ mod defaults {
     }
     pub fn leavers_max_percent() -> i64 {
         10
+    }
+    pub fn leavers_max_per_day() -> i64 {
+        100
+    }
+    pub fn leavers_max_percent_per_day() -> i64 {
+        20
+    }
+    pub fn max_removals_per_day() -> i64 {
+        500
     }
     pub fn retries() -> i64 {
         3

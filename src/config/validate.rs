@@ -639,6 +639,7 @@ impl Validator<'_> {
         }
         let max_imports_per_run = self.non_negative("sync", "max_imports_per_run", s.max_imports_per_run)?;
         let max_removals_per_run = self.non_negative("sync", "max_removals_per_run", s.max_removals_per_run)?;
+        let max_removals_per_day = self.non_negative("sync", "max_removals_per_day", s.max_removals_per_day)?;
         let max_shrink_percent = self.percent("sync", "max_shrink_percent", s.max_shrink_percent)?;
         let leavers = self.leavers(&s.leavers)?;
         let disabled_accounts = match s.disabled_accounts.as_deref().map(str::to_ascii_lowercase).as_deref() {
@@ -665,6 +666,7 @@ impl Validator<'_> {
             mappings,
             remove_from_groups: s.remove_from_groups,
             max_removals_per_run,
+            max_removals_per_day,
             membership_batch_size,
             max_imports_per_run,
             concurrency,
@@ -690,6 +692,8 @@ impl Validator<'_> {
         let grace_period = self.grace_period(t, &l.grace_period)?;
         let max_per_run = self.non_negative(t, "max_per_run", l.max_per_run)?;
         let max_percent = self.percent(t, "max_percent", l.max_percent)?;
+        let max_per_day = self.non_negative(t, "max_per_day", l.max_per_day)?;
+        let max_percent_per_day = self.percent(t, "max_percent_per_day", l.max_percent_per_day)?;
         let mut set = globset::GlobSetBuilder::new();
         for pattern in &l.protect {
             // Folded, as the names it is matched against (`LeaverPolicy::protects`).
@@ -707,6 +711,8 @@ impl Validator<'_> {
             grace_period,
             max_per_run,
             max_percent,
+            max_per_day,
+            max_percent_per_day,
             protect_patterns: l.protect.clone(),
             protect,
             reactivate: l.reactivate,

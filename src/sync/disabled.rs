@@ -13,7 +13,10 @@
 //! held by the shrink guard are left out. Admins, local users, `sync.leavers.protect` matches and users whose
 //! `IsActive` or `IsAdmin` CloudShell did not say are never deactivated (nor reactivated, nor is an account
 //! created again under the name: `super::activation::returning`); more deactivations than
-//! `sync.max_disabled_deactivations_per_run` hold them all (the imports stand; leaver limits do not count these).
+//! `sync.max_disabled_deactivations_per_run` hold them all (the imports stand; the leavers' per-run limits do
+//! not count these). The daily budget is shared with the leavers (`sync.leavers.max_per_day`,
+//! `max_percent_per_day`, [`super::budget`]): deactivations that would take the last 24 hours past it are all
+//! held too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -25,7 +28,9 @@ use crate::config::LeaverPolicy;
 use crate::ldap::Member;
 use crate::report::{DisabledReport, GroupStatus, ProtectedLine};
 use crate::state::Managed;
+use crate::state::db::Action;
 use crate::sync::activation::{self, Activation, Reasons, Returning, Target, protection, returning};
+use crate::sync::budget;
 use crate::sync::ledger::{Keeper, Ledger};
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
@@ -58,6 +63,11 @@ pub struct Seen<'a> {
     pub users: &'a [cloudshell::User],
     /// This run's time, as written into the state.
     pub now: &'a str,
+    /// Deactivations in the last 24 hours, by the audit trail (`None`: no record, the per-run limit only).
+    pub last_24h: Option<usize>,
+    /// A dry run: the members its imports would create, active once created, so counted in the daily
+    /// percentage as the run that writes counts them (0 there: it reads the users after its imports).
+    pub importing: usize,
 }
 
 /// The step's plan.
@@ -72,8 +82,10 @@ pub struct DisabledPlan {
     /// Accounts this step deactivated, enabled again, that are not reactivated (another account under the name,
     /// or one whose flags CloudShell did not say), with why.
     pub left_alone: Vec<ProtectedLine>,
-    /// `(planned, limit)` when the deactivations are held.
+    /// `(planned, limit)` when the deactivations are held by the per-run limit.
     pub held: Option<(usize, usize)>,
+    /// When they are held by the daily budget.
+    pub held_today: Option<budget::DailyHeld>,
     /// The managed users after this run, before the writes' outcomes are recorded.
     pub next: Managed,
 }
@@ -127,7 +139,14 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: u
     protected.sort_by_cached_key(|p| p.username.to_lowercase());
     left_alone.sort_by_cached_key(|p| p.username.to_lowercase());
     let held = (deactivate.len() > limit).then(|| (std::mem::take(&mut deactivate).len(), limit));
-    DisabledPlan { deactivate, reactivate, protected, left_alone, held, next }
+    let held_today = seen.last_24h.and_then(|last_24h| {
+        let active = budget::managed_active(managed, &seen.members, seen.users) + seen.importing;
+        budget::held(deactivate.len(), last_24h, budget::deactivation_limit(protect, active))
+    });
+    if held_today.is_some() {
+        deactivate.clear();
+    }
+    DisabledPlan { deactivate, reactivate, protected, left_alone, held, held_today, next }
 }
 
 /// Records a deactivation this step made.
@@ -168,7 +187,19 @@ pub async fn disabled_step(
             return report;
         }
     };
-    let seen = seen(run.plan, run.users, run.complete, run.now);
+    let last_24h = match ledger.journal().map(|j| j.count_last_day(Action::Deactivated)).transpose() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "daily budget unreadable");
+            report.status = GroupStatus::Failed;
+            report.error = Some(format!("disabled accounts not deactivated: the daily budget: {e}"));
+            return report;
+        }
+    };
+    let mut seen = seen(run.plan, run.users, run.complete, run.now, last_24h);
+    if run.dry_run {
+        seen.importing = importing(run.plan, run.users);
+    }
     let planned = plan(managed, &seen, protect, limit);
     record_plan(&planned, &mut report);
     if run.dry_run {
@@ -218,10 +249,30 @@ fn record_plan(planned: &DisabledPlan, report: &mut DisabledReport) {
         ));
         report.status = GroupStatus::Held;
     }
+    if let Some(h) = planned.held_today {
+        tracing::warn!(
+            planned = h.planned,
+            limit = h.limit,
+            last_24h = h.last_24h,
+            by = h.key,
+            "deactivations of disabled accounts held"
+        );
+        report.held_by = Some(format!(
+            "{} disabled accounts to deactivate, with {} deactivated in the last 24 hours more than sync.leavers.{} ({})",
+            h.planned, h.last_24h, h.key, h.limit
+        ));
+        report.status = GroupStatus::Held;
+    }
 }
 
 /// What the run saw of the groups the step may act on: enumerated and not held.
-fn seen<'a>(plan: &'a Plan, users: &'a [cloudshell::User], complete: bool, now: &'a str) -> Seen<'a> {
+fn seen<'a>(
+    plan: &'a Plan,
+    users: &'a [cloudshell::User],
+    complete: bool,
+    now: &'a str,
+    last_24h: Option<usize>,
+) -> Seen<'a> {
     let mut disabled = Vec::new();
     let mut members = HashSet::new();
     for g in &plan.groups {
@@ -232,7 +283,21 @@ fn seen<'a>(plan: &'a Plan, users: &'a [cloudshell::User], complete: bool, now: 
             members.extend(r.group.members.iter().map(|m| &m.username));
         }
     }
-    Seen { disabled, members, complete, users, now }
+    Seen { disabled, members, complete, users, now, last_24h, importing: 0 }
+}
+
+/// Dry run: how many members (each once) the planned imports would create.
+fn importing(plan: &Plan, users: &[cloudshell::User]) -> usize {
+    let present: HashSet<&Username> = users.iter().filter_map(|u| u.username.as_ref()).collect();
+    let mut created: HashSet<&Username> = HashSet::new();
+    for g in &plan.groups {
+        if let GroupPlan::Ready(r) = g
+            && r.shrink.is_none()
+        {
+            created.extend(r.missing.iter().map(|m| &m.username).filter(|u| !present.contains(u)));
+        }
+    }
+    created.len()
 }
 
 /// Dry run: the disabled accounts a planned group import would create (then to be deactivated).
@@ -314,6 +379,8 @@ mod tests {
             complete: true,
             users: &users,
             now: "t1",
+            last_24h: None,
+            importing: 0,
         };
         let p = plan(&Managed::default(), &seen, &policy(&["svc-*"]), 10);
         assert_eq!(names(&p.deactivate), ["dis"], "off is inactive, gone is not in CloudShell, both is a member");
@@ -329,6 +396,51 @@ mod tests {
     }
 
     #[test]
+    fn disabled_accounts_share_the_daily_budget_and_are_held_all_together_past_it() {
+        // Members m0..m9 active in CloudShell; d0..d2 disabled and active.
+        let mut users: Vec<cloudshell::User> = (0..10).map(|n| user(n, &format!("m{n}"), true)).collect();
+        users.extend((0..3).map(|n| user(100 + n, &format!("d{n}"), true)));
+        let members: Vec<Username> = (0..10).map(|n| key(&format!("m{n}"))).collect();
+        let disabled: Vec<Arc<Member>> = (0..3).map(|n| member(&format!("d{n}"))).collect();
+        let run = |pol: &LeaverPolicy, last_24h| {
+            let seen = Seen {
+                disabled: disabled.iter().collect(),
+                members: members.iter().collect(),
+                complete: true,
+                users: &users,
+                now: "t",
+                last_24h,
+                importing: 0,
+            };
+            plan(&Managed::default(), &seen, pol, 10)
+        };
+        let pol = LeaverPolicy { max_per_day: 5, max_percent_per_day: 100, ..policy(&[]) };
+        assert_eq!(run(&pol, Some(2)).deactivate.len(), 3, "2 + 3 is exactly max_per_day");
+        let p = run(&pol, Some(3));
+        let held = budget::DailyHeld { planned: 3, last_24h: 3, limit: 5, key: "max_per_day" };
+        assert_eq!((p.deactivate.len(), p.held_today), (0, Some(held)), "one over: all held");
+        assert_eq!(run(&pol, None).deactivate.len(), 3, "no record: the per-run limit only");
+        // The denominator: the 10 members active in CloudShell (managed from this run on), not the disabled ones.
+        let pct = LeaverPolicy { max_per_day: 100, max_percent_per_day: 30, ..policy(&[]) };
+        assert_eq!(run(&pct, Some(0)).deactivate.len(), 3, "30 % of 10 is 3");
+        let p = run(&pct, Some(1));
+        assert_eq!(p.held_today.map(|h| (h.limit, h.key)), Some((3, "max_percent_per_day")));
+        // A dry run counts the members its imports would create, as the run that writes will.
+        let dry = Seen {
+            disabled: disabled.iter().collect(),
+            members: members.iter().collect(),
+            complete: true,
+            users: &users[8..],
+            now: "t",
+            last_24h: Some(0),
+            importing: 8,
+        };
+        assert_eq!(plan(&Managed::default(), &dry, &pct, 10).deactivate.len(), 3, "2 listed + 8 to import: 3");
+        let before = Seen { importing: 0, ..dry };
+        assert!(plan(&Managed::default(), &before, &pct, 10).held_today.is_some(), "30 % of 2 is none");
+    }
+
+    #[test]
     fn an_account_enabled_again_is_reactivated_only_when_this_step_deactivated_it() {
         let users = vec![user(1, "back", false), user(2, "manual", false), user(3, "already", true)];
         let (back, manual, already) = (member("back"), member("manual"), member("already"));
@@ -340,6 +452,8 @@ mod tests {
             complete: true,
             users: &users,
             now: "t2",
+            last_24h: None,
+            importing: 0,
         };
         let p = plan(&managed, &seen, &policy(&[]), 10);
         assert_eq!(names(&p.reactivate), ["back"], "manual was deactivated by someone else");
@@ -353,8 +467,15 @@ mod tests {
         // Disabled: "dis" is deactivated (the control), "noflag" has no IsActive: protected, never deactivated.
         let (dis, noflag) = (member("dis"), member("noflag"));
         let users = vec![user(1, "dis", true), cloudshell::User { is_active: None, ..user(2, "noflag", true) }];
-        let seen =
-            Seen { disabled: vec![&dis, &noflag], members: HashSet::new(), complete: true, users: &users, now: "t" };
+        let seen = Seen {
+            disabled: vec![&dis, &noflag],
+            members: HashSet::new(),
+            complete: true,
+            users: &users,
+            now: "t",
+            last_24h: None,
+            importing: 0,
+        };
         let p = plan(&Managed::default(), &seen, &policy(&[]), 10);
         assert_eq!(names(&p.deactivate), ["dis"]);
         assert_eq!(p.protected, [ProtectedLine { username: "noflag".into(), reason: IS_ACTIVE_UNKNOWN }]);
@@ -365,7 +486,8 @@ mod tests {
         let managed =
             Managed { users: [flagged("back", 1), flagged("new", 3)].into_iter().collect(), ..Default::default() };
         let members = HashSet::from([&back.username, &new.username]);
-        let seen = Seen { disabled: vec![], members, complete: true, users: &users, now: "t" };
+        let seen =
+            Seen { disabled: vec![], members, complete: true, users: &users, now: "t", last_24h: None, importing: 0 };
         let p = plan(&managed, &seen, &policy(&[]), 10);
         assert_eq!(names(&p.reactivate), ["back"]);
         assert_eq!(p.left_alone, [ProtectedLine { username: "new".into(), reason: ANOTHER_ACCOUNT }]);
@@ -377,7 +499,15 @@ mod tests {
     fn a_flagged_account_gone_from_every_group_goes_back_to_the_leaver_rules_in_a_complete_run_only() {
         let users = vec![user(1, "away", false)];
         let managed = Managed { users: [flagged("away", 1)].into_iter().collect(), ..Default::default() };
-        let seen = |complete| Seen { disabled: vec![], members: HashSet::new(), complete, users: &users, now: "t3" };
+        let seen = |complete| Seen {
+            disabled: vec![],
+            members: HashSet::new(),
+            complete,
+            users: &users,
+            now: "t3",
+            last_24h: None,
+            importing: 0,
+        };
         let p = plan(&managed, &seen(false), &policy(&[]), 10);
         assert!(p.next.users[&key("away")].disabled_in_directory, "an incomplete run proves no absence");
         let p = plan(&managed, &seen(true), &policy(&[]), 10);

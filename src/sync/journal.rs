@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::cloudshell::{self, Client};
-use crate::state::db::{self, AuditRow, Change, Database, Intent, Outcome, Owner, Pending, Settlement};
+use crate::state::db::{self, Action, AuditRow, Change, Database, Intent, Outcome, Owner, Pending, Settlement};
 use crate::state::{self, Counts, Managed};
 
 /// Where a run's state is read from, and written to.
@@ -170,6 +170,18 @@ impl Journal {
             return Ok(());
         }
         self.timed(|| self.database()?.add_known_groups(groups, &now()))
+    }
+
+    /// How many `action`s (deactivations, removals from groups) took effect in the last 24 hours, by the audit
+    /// trail, calls whose outcome is not known yet included: what the daily budgets count. None recorded when
+    /// the state is the JSON files (a dry run before the first run that writes).
+    pub fn count_last_day(&self, action: Action) -> Result<usize, db::Error> {
+        let since = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 60 * 60);
+        let since = humantime::format_rfc3339_seconds(since).to_string();
+        match &self.source {
+            Source::Files(_) => Ok(0),
+            Source::Database(_) => self.timed(|| self.database()?.count_since(action, &since)),
+        }
     }
 
     /// The intents whose outcome is not known (none when the state is the JSON files).

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cloudshell::{self, Client};
 use crate::config::{LeaverAction, LeaverPolicy};
 use crate::report::{GroupStatus, LeaverLine, LeaversReport, ProtectedLine, Standing};
+use crate::state::db::Action;
 use crate::sync::activation::{self, Activation, Reasons};
 use crate::sync::leavers::{self, LeaverPlan, Seen};
 use crate::sync::ledger::{Keeper, Ledger};
@@ -108,8 +109,19 @@ pub async fn leaver_step(
             return Some(report);
         }
     };
+    // The daily budget counts the deactivations of the last 24 hours, the disabled-account step's in this run
+    // included; one that cannot be counted deactivates nobody.
+    let last_24h = match ledger.journal().map(|j| j.count_last_day(Action::Deactivated)).transpose() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "daily budget unreadable");
+            report.status = GroupStatus::Failed;
+            report.error = Some(format!("leaver step failed, nobody deactivated: the daily budget: {e}"));
+            return Some(report);
+        }
+    };
     let (members, ambiguous) = seen(run.plan);
-    let seen = Seen { members, ambiguous, users: run.users, now: run.now };
+    let seen = Seen { members, ambiguous, users: run.users, now: run.now, last_24h };
     let planned = leavers::plan(managed, &seen, policy);
     record_plan(&planned, policy, &mut report);
     if run.dry_run {
@@ -173,9 +185,21 @@ fn record_plan(planned: &LeaverPlan, policy: &LeaverPolicy, report: &mut Leavers
         }
     }
     let Some(held) = &planned.held else { return };
-    let why = format!("{} to deactivate, more than sync.leavers.{} allows ({})", held.planned, held.by, held.limit);
+    let why = match held.last_24h {
+        Some(last_24h) => format!(
+            "{} to deactivate, with {last_24h} deactivated in the last 24 hours more than sync.leavers.{} allows ({})",
+            held.planned, held.by, held.limit
+        ),
+        None => format!("{} to deactivate, more than sync.leavers.{} allows ({})", held.planned, held.by, held.limit),
+    };
     if policy.action == LeaverAction::Deactivate {
-        tracing::warn!(planned = held.planned, limit = held.limit, by = held.by, "deactivations held");
+        tracing::warn!(
+            planned = held.planned,
+            limit = held.limit,
+            by = held.by,
+            last_24h = held.last_24h,
+            "deactivations held"
+        );
         report.held = true;
         report.held_by = Some(why);
         report.status = GroupStatus::Held;

@@ -12,7 +12,10 @@
 //!   began (`leaver_since`), both; coming back resets them;
 //! - never admins, users matching `protect`, local users (`DomainName` null), users already inactive, or users
 //!   whose `IsAdmin` or `IsActive` CloudShell did not say (`super::activation::protection`);
-//! - more to deactivate than `max_per_run`, or than `max_percent` of the managed users, holds them all;
+//! - more to deactivate than `max_per_run`, or than `max_percent` of the managed users, holds them all; so
+//!   does taking the deactivations of the last 24 hours (this program's, leavers and disabled accounts) past
+//!   `max_per_day`, or past `max_percent_per_day` of the managed users active in CloudShell now
+//!   ([`super::budget`]; only with a record of the last 24 hours, `Seen::last_24h`);
 //! - a user this program deactivated who is an effective member again is reactivated (with `reactivate`), only
 //!   when CloudShell lists the same id this program deactivated (`super::activation::returning`); another
 //!   account under the name is left alone and reported, and so is one whose flags CloudShell did not say;
@@ -26,6 +29,7 @@ use crate::config::LeaverPolicy;
 use crate::report::{ProtectedLine, Standing};
 use crate::state::Managed;
 use crate::sync::activation::{Returning, Target, protection, returning};
+use crate::sync::budget;
 use crate::username::Username;
 
 /// A managed user who is a leaver in this run.
@@ -46,8 +50,10 @@ pub struct Leaver {
 pub struct Held {
     pub planned: usize,
     pub limit: usize,
-    /// Which limit: `max_per_run` or `max_percent`.
+    /// Which limit: `max_per_run`, `max_percent`, `max_per_day` or `max_percent_per_day`.
     pub by: &'static str,
+    /// A daily budget's: the deactivations in the last 24 hours.
+    pub last_24h: Option<usize>,
 }
 
 /// The leaver step of one complete run.
@@ -76,6 +82,8 @@ pub struct Seen<'a> {
     pub users: &'a [cloudshell::User],
     /// This run's time, as written into the state.
     pub now: &'a str,
+    /// Deactivations in the last 24 hours, by the audit trail (`None`: no record, the per-run limits only).
+    pub last_24h: Option<usize>,
 }
 
 /// Plans the leaver step.
@@ -150,11 +158,15 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
     let planned = candidates.len();
     let percent_limit = next.users.len() * usize::from(policy.max_percent) / 100;
     let held = if planned > policy.max_per_run {
-        Some(Held { planned, limit: policy.max_per_run, by: "max_per_run" })
+        Some(Held { planned, limit: policy.max_per_run, by: "max_per_run", last_24h: None })
     } else if planned * 100 > next.users.len() * usize::from(policy.max_percent) {
-        Some(Held { planned, limit: percent_limit, by: "max_percent" })
+        Some(Held { planned, limit: percent_limit, by: "max_percent", last_24h: None })
     } else {
-        None
+        seen.last_24h.and_then(|last_24h| {
+            let active = budget::managed_active(&next, &seen.members, seen.users);
+            let daily = budget::held(planned, last_24h, budget::deactivation_limit(policy, active))?;
+            Some(Held { planned, limit: daily.limit, by: daily.key, last_24h: Some(last_24h) })
+        })
     };
     let deactivate = if held.is_some() { Vec::new() } else { candidates };
     reactivate.sort_by(|a, b| a.username.cmp(&b.username));
@@ -215,7 +227,7 @@ mod tests {
     /// Runs `plan` with `members` seen, returning the plan; `managed` becomes its `next`.
     fn step(managed: &mut Managed, members: &[&str], users: &[cloudshell::User], policy: &LeaverPolicy) -> LeaverPlan {
         let members = u(members);
-        let seen = Seen { members: names(&members), ambiguous: HashSet::new(), users, now: "t" };
+        let seen = Seen { members: names(&members), ambiguous: HashSet::new(), users, now: "t", last_24h: None };
         let p = plan(managed, &seen, policy);
         *managed = p.next.clone();
         p
@@ -304,12 +316,56 @@ mod tests {
             step(&mut m, &all[left..], &users, &pol)
         };
         let p = run(policy(1, 2, 100, &[]), 3);
-        assert_eq!(p.held, Some(Held { planned: 3, limit: 2, by: "max_per_run" }));
+        assert_eq!(p.held, Some(Held { planned: 3, limit: 2, by: "max_per_run", last_24h: None }));
         assert!(p.deactivate.is_empty());
         assert_eq!(run(policy(1, 3, 100, &[]), 3).deactivate.len(), 3, "exactly the limit is allowed");
         let p = run(policy(1, 20, 10, &[]), 3);
-        assert_eq!(p.held, Some(Held { planned: 3, limit: 2, by: "max_percent" }), "3 of 20 is over 10 %");
+        assert_eq!(
+            p.held,
+            Some(Held { planned: 3, limit: 2, by: "max_percent", last_24h: None }),
+            "3 of 20 is over 10 %"
+        );
         assert_eq!(run(policy(1, 20, 10, &[]), 2).deactivate.len(), 2, "2 of 20 is 10 %");
+    }
+
+    /// 20 managed users, `left` of them leavers this run, with `last_24h` deactivations already made.
+    fn daily(pol: &LeaverPolicy, left: usize, last_24h: Option<usize>, users: &[cloudshell::User]) -> LeaverPlan {
+        let all: Vec<&str> = users.iter().filter_map(|u| u.username.as_ref()).map(Username::as_str).collect();
+        let mut m = Managed::default();
+        step(&mut m, &all, users, pol);
+        let members = u(&all[left..]);
+        let seen = Seen { members: names(&members), ambiguous: HashSet::new(), users, now: "t", last_24h };
+        plan(&m, &seen, pol)
+    }
+
+    #[test]
+    fn deactivations_that_would_take_the_last_24_hours_past_max_per_day_hold_them_all() {
+        let users: Vec<cloudshell::User> = (0..20).map(|n| user(n, &format!("u{n:02}"), true, false, true)).collect();
+        let pol = LeaverPolicy { max_per_day: 5, max_percent_per_day: 100, ..policy(1, 20, 100, &[]) };
+        assert_eq!(daily(&pol, 3, Some(2), &users).deactivate.len(), 3, "2 + 3 is exactly the budget");
+        let p = daily(&pol, 3, Some(3), &users);
+        assert_eq!(p.held, Some(Held { planned: 3, limit: 5, by: "max_per_day", last_24h: Some(3) }), "one over");
+        assert!(p.deactivate.is_empty(), "all or nothing");
+        assert_eq!(daily(&pol, 3, None, &users).deactivate.len(), 3, "no record: the per-run limits only");
+        assert_eq!(daily(&pol, 0, Some(50), &users).held, None, "nothing to deactivate: nothing held");
+        let per_run = LeaverPolicy { max_per_run: 2, ..pol.clone() };
+        assert_eq!(daily(&per_run, 3, Some(3), &users).held.map(|h| h.by), Some("max_per_run"), "per run first");
+    }
+
+    #[test]
+    fn the_daily_percentage_is_of_the_managed_users_active_in_cloudshell_now() {
+        // 20 managed, 10 of them inactive in CloudShell (not leavers): 20 % of the 10 active is 2.
+        let mut users: Vec<cloudshell::User> =
+            (0..20).map(|n| user(n, &format!("u{n:02}"), true, false, true)).collect();
+        let pol = LeaverPolicy { max_per_day: 100, max_percent_per_day: 20, ..policy(1, 20, 100, &[]) };
+        assert_eq!(daily(&pol, 3, Some(1), &users).deactivate.len(), 3, "20 % of 20 is 4: 1 + 3 fits");
+        for u in &mut users[10..] {
+            u.is_active = Some(false);
+        }
+        let p = daily(&pol, 3, Some(0), &users);
+        assert_eq!(p.held, Some(Held { planned: 3, limit: 2, by: "max_percent_per_day", last_24h: Some(0) }));
+        assert_eq!(daily(&pol, 2, Some(0), &users).deactivate.len(), 2, "2 of 10 active is 20 %");
+        assert_eq!(daily(&pol, 2, Some(1), &users).held.map(|h| h.limit), Some(2), "1 + 2 is one over");
     }
 
     #[test]
@@ -381,7 +437,7 @@ mod tests {
         let pol = LeaverPolicy { grace_period: std::time::Duration::from_secs(3600), ..policy(2, 20, 100, &[]) };
         let at = |members: &[&str], m: &mut Managed, now: &str| {
             let members = u(members);
-            let seen = Seen { members: names(&members), ambiguous: HashSet::new(), users: &users, now };
+            let seen = Seen { members: names(&members), ambiguous: HashSet::new(), users: &users, now, last_24h: None };
             let p = plan(m, &seen, &pol);
             *m = p.next.clone();
             p
@@ -417,7 +473,7 @@ mod tests {
         step(&mut m, &["alice", "dup"], &users, &pol);
         let members = u(&["alice"]);
         let dup = u(&["dup"]);
-        let seen = Seen { members: names(&members), ambiguous: names(&dup), users: &users, now: "t2" };
+        let seen = Seen { members: names(&members), ambiguous: names(&dup), users: &users, now: "t2", last_24h: None };
         let p = plan(&m, &seen, &pol);
         assert!(p.leavers.is_empty() && p.deactivate.is_empty());
         assert_eq!(p.next.users[&key("dup")].last_seen, "t", "not seen either");

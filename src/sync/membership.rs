@@ -10,6 +10,8 @@
 //! - a CloudShell group any of whose directory groups failed to enumerate, or was held by the shrink guard,
 //!   gets additions only;
 //! - more planned removals in all than `max_removals_per_run` hold every removal (additions still go ahead);
+//!   so do removals that would take the last 24 hours past `max_removals_per_day` (only with a record of the
+//!   last 24 hours, `Limits::removed_last_24h`; [`super::budget`]);
 //! - a CloudShell group that does not exist is an error for it, never created.
 
 use std::collections::{HashMap, HashSet};
@@ -18,6 +20,7 @@ use crate::cloudshell;
 use crate::config::Mapping;
 use crate::group_name::GroupName;
 use crate::sync::activation::protection;
+use crate::sync::budget;
 use crate::username::Username;
 
 /// What the import step knows of one directory group.
@@ -35,6 +38,9 @@ pub enum DirectoryGroup<'a> {
 pub struct Limits {
     pub remove_from_groups: bool,
     pub max_removals_per_run: usize,
+    pub max_removals_per_day: usize,
+    /// Removals in the last 24 hours, by the audit trail (`None`: no record, the per-run limit only).
+    pub removed_last_24h: Option<usize>,
 }
 
 /// A user to add or remove. `id` is `None` for a wanted member not (yet) in CloudShell.
@@ -79,6 +85,8 @@ pub struct MembershipPlan {
 pub struct RemovalsHeld {
     pub planned: usize,
     pub limit: usize,
+    /// Held by the daily budget: the removals in the last 24 hours (`None`: by `max_removals_per_run`).
+    pub last_24h: Option<usize>,
 }
 
 /// What CloudShell holds: every user, every group, and the current members of each mapped group (by group
@@ -185,8 +193,14 @@ pub fn plan(
         });
     }
     let planned: usize = groups.iter().map(|g| g.remove.len()).sum();
-    let removals_held =
-        (planned > limits.max_removals_per_run).then_some(RemovalsHeld { planned, limit: limits.max_removals_per_run });
+    let removals_held = if planned > limits.max_removals_per_run {
+        Some(RemovalsHeld { planned, limit: limits.max_removals_per_run, last_24h: None })
+    } else {
+        limits.removed_last_24h.and_then(|last_24h| {
+            let daily = budget::held(planned, last_24h, budget::removal_limit(limits.max_removals_per_day))?;
+            Some(RemovalsHeld { planned, limit: daily.limit, last_24h: Some(last_24h) })
+        })
+    };
     if removals_held.is_some() {
         for g in &mut groups {
             g.held_removals = std::mem::take(&mut g.remove);
@@ -269,8 +283,13 @@ mod tests {
         plan(mappings, &outcomes, &CloudShell { users: &w.users, groups: &w.groups, members: &w.members }, limits)
     }
 
-    const REMOVE: Limits = Limits { remove_from_groups: true, max_removals_per_run: 100 };
-    const KEEP: Limits = Limits { remove_from_groups: false, max_removals_per_run: 100 };
+    const REMOVE: Limits = Limits {
+        remove_from_groups: true,
+        max_removals_per_run: 100,
+        max_removals_per_day: 500,
+        removed_last_24h: None,
+    };
+    const KEEP: Limits = Limits { remove_from_groups: false, ..REMOVE };
 
     fn names(p: &[Placement]) -> Vec<&str> {
         p.iter().map(|p| p.username.as_str()).collect()
@@ -363,14 +382,32 @@ mod tests {
     fn more_removals_than_the_limit_hold_every_removal_but_no_addition() {
         let w = world();
         let mappings = [mapping("Eng", &["Lab"])];
-        let limits = |max| Limits { remove_from_groups: true, max_removals_per_run: max };
+        let limits = |max| Limits { max_removals_per_run: max, ..REMOVE };
         let p = plan_with(&w, &mappings, &[("Eng", Ok(vec![u("alice")]))], limits(1));
-        assert_eq!(p.removals_held, Some(RemovalsHeld { planned: 2, limit: 1 }));
+        assert_eq!(p.removals_held, Some(RemovalsHeld { planned: 2, limit: 1, last_24h: None }));
         assert!(p.groups[0].remove.is_empty());
         assert_eq!(names(&p.groups[0].held_removals), ["Bob", "carol"]);
         assert_eq!(names(&p.groups[0].add), ["alice"]);
         let p = plan_with(&w, &mappings, &[("Eng", Ok(vec![u("alice")]))], limits(2));
         assert_eq!((p.removals_held, p.groups[0].remove.len()), (None, 2), "exactly the limit is allowed");
+    }
+
+    #[test]
+    fn removals_that_would_take_the_last_24_hours_past_max_removals_per_day_are_all_held() {
+        let w = world();
+        let mappings = [mapping("Eng", &["Lab"])];
+        let limits = |last_24h| Limits { max_removals_per_day: 10, removed_last_24h: last_24h, ..REMOVE };
+        let p = plan_with(&w, &mappings, &[("Eng", Ok(vec![u("alice")]))], limits(Some(8)));
+        assert_eq!((p.removals_held, p.groups[0].remove.len()), (None, 2), "8 + 2 is exactly the budget");
+        let p = plan_with(&w, &mappings, &[("Eng", Ok(vec![u("alice")]))], limits(Some(9)));
+        assert_eq!(p.removals_held, Some(RemovalsHeld { planned: 2, limit: 10, last_24h: Some(9) }), "one over");
+        assert!(p.groups[0].remove.is_empty());
+        assert_eq!(names(&p.groups[0].held_removals), ["Bob", "carol"]);
+        assert_eq!(names(&p.groups[0].add), ["alice"], "additions still made");
+        let p = plan_with(&w, &mappings, &[("Eng", Ok(vec![u("alice")]))], limits(None));
+        assert_eq!(p.groups[0].remove.len(), 2, "no record: the per-run limit only");
+        let p = plan_with(&w, &mappings, &[("Eng", Ok(vec![u("bob"), u("carol")]))], limits(Some(99)));
+        assert_eq!(p.removals_held, None, "nothing to remove: nothing held");
     }
 
     #[test]

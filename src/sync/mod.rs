@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod apply;
+pub mod budget;
 pub mod disabled;
 pub mod journal;
 pub mod leave;
@@ -232,7 +233,7 @@ async fn run_connected(
     log_plan(&plan, config.sync.max_shrink_percent);
     if let Some(held) = plan.held {
         tracing::warn!(planned = held.planned, limit = held.limit, "import limit exceeded, writes held");
-        report.held = Some(HeldReport { planned: held.planned, limit: held.limit });
+        report.held = Some(HeldReport::per_run(held.planned, held.limit));
         report.groups = plan.groups.iter().map(|g| group_report(g, Imports::default(), GroupStatus::Held)).collect();
         report.memberships =
             place::held(&config.sync, "every write held: more planned imports than sync.max_imports_per_run");
@@ -449,6 +450,12 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     if let (Some(ledger), false) = (ledger.as_mut(), report.dry_run) {
         ledger.amend(ledger::Keeper::Directory, |managed| unresolved::record_dns(managed, plan));
         ledger.save(report);
+    }
+    if let Some(journal) = journal {
+        let members = budget::members(plan);
+        let managed =
+            ledger.as_ref().and_then(|l| l.users().ok()).filter(|_| budget::deactivates(config, disabled_step));
+        report.budgets = budget::left(config, journal, managed.map(|m| (m, &members)), &users);
     }
     if let (Some(journal), Ok(()), false) = (journal, complete(report.interrupted), report.dry_run) {
         remember_nested_groups(journal, plan);

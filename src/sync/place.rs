@@ -73,12 +73,24 @@ pub async fn place_members(
             *outcome = DirectoryGroup::Unknown { why: "has unresolved members".to_string() };
         }
     }
-    let remove = sync.remove_from_groups && removals_held_by.is_none();
-    let limits = Limits { remove_from_groups: remove, max_removals_per_run: sync.max_removals_per_run };
+    let (remove_from_groups, removed_last_24h) = removals_today(sync, journal);
+    let limits = Limits {
+        remove_from_groups: remove_from_groups && removals_held_by.is_none(),
+        max_removals_per_run: sync.max_removals_per_run,
+        max_removals_per_day: sync.max_removals_per_day,
+        removed_last_24h,
+    };
     let cloudshell = CloudShell { users, groups: &groups, members: &members };
     let planned = membership::plan(&sync.mappings, &outcomes, &cloudshell, limits);
     if let Some(held) = planned.removals_held {
-        tracing::warn!(planned = held.planned, limit = held.limit, "membership removals held");
+        let by = if held.last_24h.is_some() { "max_removals_per_day" } else { "max_removals_per_run" };
+        tracing::warn!(
+            planned = held.planned,
+            limit = held.limit,
+            by,
+            last_24h = held.last_24h,
+            "membership removals held"
+        );
     }
     let mut lines = Vec::with_capacity(planned.groups.len());
     for change in &planned.groups {
@@ -120,7 +132,26 @@ pub async fn place_members(
     }
     Placements {
         groups: lines,
-        removals_held: planned.removals_held.map(|h| HeldReport { planned: h.planned, limit: h.limit }),
+        removals_held: planned.removals_held.map(|h| HeldReport {
+            planned: h.planned,
+            limit: h.limit,
+            by: h.last_24h.map(|_| "sync.max_removals_per_day"),
+            last_24h: h.last_24h,
+        }),
+    }
+}
+
+/// Whether removals may be made, and the removals of the last 24 hours (`None` without a journal: no record,
+/// the per-run limit only). A count that cannot be read turns removals off for the run (logged): the budget
+/// is unknown.
+fn removals_today(sync: &SyncPolicy, journal: Option<&Journal>) -> (bool, Option<usize>) {
+    let Some(journal) = journal.filter(|_| sync.remove_from_groups) else { return (sync.remove_from_groups, None) };
+    match journal.count_last_day(db::Action::RemovedFromGroup) {
+        Ok(n) => (true, Some(n)),
+        Err(e) => {
+            tracing::error!(error = %e, "daily budget unreadable, no removal this run");
+            (false, None)
+        }
     }
 }
 

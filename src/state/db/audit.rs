@@ -377,6 +377,30 @@ impl Database {
         Ok(found)
     }
 
+    /// How many `action`s (deactivations, removals from groups) took effect at or after `since` (RFC 3339,
+    /// UTC), by the audit trail (a `result` starting `ok`, read-backs included), plus the intents of that kind
+    /// written since whose outcome is not known yet: a call that may have taken effect counts as done. What the
+    /// daily budgets are counted from.
+    pub fn count_since(&self, action: Action, since: &str) -> Result<usize, Error> {
+        let read = self.read_error();
+        let intended = match action {
+            Action::Deactivated => "deactivate",
+            Action::Reactivated => "reactivate",
+            Action::RemovedFromGroup => "remove_from_group",
+            _ => "",
+        };
+        let count: i64 = self
+            .connection
+            .query_row(
+                "SELECT (SELECT count(*) FROM audit WHERE action = ?1 AND at >= ?2 AND substr(result, 1, 2) = 'ok') \
+                 + (SELECT count(*) FROM intents WHERE action = ?3 AND at >= ?2)",
+                params![action.as_str(), since, intended],
+                |row| row.get(0),
+            )
+            .map_err(&read)?;
+        Ok(usize::try_from(count).unwrap_or_default())
+    }
+
     /// Deletes the audit rows from before `before` (RFC 3339, UTC); how many.
     pub fn prune(&mut self, before: &str) -> Result<usize, Error> {
         let write = self.write_error();
@@ -581,6 +605,43 @@ mod tests {
         );
         assert_eq!(db.prune("2026-03-01T00:00:00Z").unwrap(), 2);
         assert_eq!(of(&db, Filter::default()), ["2026-03-01T00:00:00Z", "2026-03-02T00:00:00Z"]);
+    }
+
+    #[test]
+    fn count_since_takes_what_took_effect_in_the_window_and_the_calls_not_yet_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = open(dir.path());
+        let row = |at: &str, action, result: &str| AuditRow {
+            run_id: "r".into(),
+            at: at.into(),
+            action,
+            username: Some("u".into()),
+            group: None,
+            reason: "why".into(),
+            result: result.into(),
+        };
+        db.record(&[
+            row("2026-12-01T05:59:59Z", Action::Deactivated, "ok"),
+            row("2026-12-01T06:00:00Z", Action::Deactivated, "ok"),
+            row("2026-12-01T07:00:00Z", Action::Deactivated, "ok (its answer was lost; read back: inactive)"),
+            row("2026-12-01T07:00:00Z", Action::Deactivated, "failed: 503"),
+            row("2026-12-01T07:00:00Z", Action::Deactivated, "not applied (its answer was lost; read back: active)"),
+            row("2026-12-01T07:00:00Z", Action::Reactivated, "ok"),
+            row("2026-12-01T07:00:00Z", Action::RemovedFromGroup, "ok"),
+        ])
+        .unwrap();
+        let since = "2026-12-01T06:00:00Z";
+        assert_eq!(
+            db.count_since(Action::Deactivated, since).unwrap(),
+            2,
+            "the older row and the failures do not count"
+        );
+        assert_eq!(db.count_since(Action::RemovedFromGroup, since).unwrap(), 1);
+        let removal = intent(Change::RemoveFromGroup { group: "Lab".into(), group_id: 3 }, "eve", 11);
+        db.intend("r2", "2026-12-01T08:00:00Z", std::slice::from_ref(&removal)).unwrap();
+        db.intend("r0", "2026-11-30T08:00:00Z", &[removal]).unwrap();
+        assert_eq!(db.count_since(Action::RemovedFromGroup, since).unwrap(), 2, "an outcome not known yet counts");
+        assert_eq!(db.count_since(Action::Deactivated, since).unwrap(), 2);
     }
 
     #[test]
