@@ -49,7 +49,7 @@ A configuration or usage error (the message names the file, the key and the line
 Partial: some groups, users, memberships or deactivations failed; the rest were done.
 .TP
 \fB4\fR
-Held: a safety limit stopped writes (imports, removals from groups, or deactivations).
+Held: a safety limit stopped writes (imports, removals from groups, or deactivations), in one run or, for the daily budgets, in any 24 hours.
 .TP
 \fB5\fR
 Busy: another run holds the run lock (on the configuration file's directory, and on \fIrun.lock\fR in the state directory where there is one); this run did nothing.

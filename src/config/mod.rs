@@ -214,9 +214,10 @@ pub const DEFAULT_HISTORY_RETENTION: std::time::Duration = std::time::Duration::
 
 impl Monitor {
     /// The time before which audit rows are pruned at `now` (RFC 3339, UTC, seconds, as the rows' times are
-    /// written); `None` when every row is kept.
+    /// written); `None` when every row is kept. Never within the last 24 hours, whatever the retention: the
+    /// daily budgets count those rows.
     pub fn prune_before(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
-        let retention = chrono::Duration::from_std(self.history_retention?).ok()?;
+        let retention = chrono::Duration::from_std(self.history_retention?).ok()?.max(chrono::Duration::days(1));
         let before = now.checked_sub_signed(retention)?;
         Some(before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
     }
@@ -399,6 +400,9 @@ groups = ["Team"]
             "as the rows' times are written"
         );
         assert_eq!(with("2years").unwrap().monitor.history_retention, Some(Duration::from_secs(2 * 31_557_600)));
+        let hour = with("1h").unwrap().monitor;
+        let kept = "the last 24 hours are kept: the daily budgets count them";
+        assert_eq!(hour.prune_before(now).as_deref(), Some("2026-03-31T12:00:00Z"), "{kept}");
         let forever = with("0s").unwrap().monitor;
         assert_eq!((forever.history_retention, forever.prune_before(now)), (None, None), "nothing pruned");
 

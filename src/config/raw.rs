@@ -35,8 +35,8 @@ pub struct RawMonitor {
     /// Where the status file and the state are kept. Default: `$STATE_DIRECTORY`, else (for `run`)
     /// `/var/lib/cloudshell-ldap-sync`.
     pub state_directory: Option<PathBuf>,
-    /// How long the audit trail (`history`) keeps a row; pruned at the end of a run. `"0s"` keeps every row.
-    /// Default: `"400d"`.
+    /// How long the audit trail (`history`) keeps a row; pruned at the end of a run. `"0s"` keeps every row; the
+    /// last 24 hours are always kept (the daily budgets count them). Default: `"400d"`.
     pub history_retention: Option<String>,
 }
 
