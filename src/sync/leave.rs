@@ -248,4 +248,90 @@ mod tests {
         let one_held = planned(vec![group("A", &["a"]), group("B", &["b"])], &[("A", 10)]);
         assert!(completeness(&one_held, false).unwrap_err().contains("\"A\" could not be used"));
     }
+
+    /// A daily budget that cannot be counted (the audit trail unreadable) deactivates nobody: the step fails
+    /// before any call. The control: with the audit trail readable, bob's deactivation is sent.
+    #[tokio::test]
+    async fn a_daily_budget_that_cannot_be_counted_deactivates_nobody() {
+        use std::time::Duration;
+
+        use crate::state::Managed;
+        use crate::sync::journal::Journal;
+        use crate::sync::ledger::Ledger;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let client = Client::new(cloudshell::Settings {
+            url: url::Url::parse(&url).unwrap(),
+            username: "admin".into(),
+            password: secrecy::SecretString::from("pw"),
+            domain: "Global".into(),
+            auth_scheme: cloudshell::AuthScheme::Basic,
+            connect_timeout: Duration::from_millis(200),
+            timeout: Duration::from_millis(200),
+            retries: 0,
+            retry_deadline: Duration::from_millis(200),
+            max_requests_per_second: 0.0,
+            max_answer_bytes: 1 << 20,
+            ca_file: None,
+            progress_every: crate::progress::EVERY,
+        })
+        .unwrap();
+        let owner = crate::state::db::Owner {
+            config_path: "/etc/c.toml".into(),
+            directory_urls: vec!["ldap://d".into()],
+            base_dn: "dc=x".into(),
+            user_filter: "(uid=*)".into(),
+            username_attribute: "uid".into(),
+            cloudshell_url: "http://cs/".into(),
+        };
+        let user = |id: i64, name: &str| cloudshell::User {
+            id: Some(id),
+            username: Username::new(name),
+            is_active: true,
+            is_admin: false,
+            domain_name: Some("EXAMPLE".into()),
+            group_ids: None,
+        };
+        let users = [user(1, "alice"), user(2, "bob")];
+        let plan = planned(vec![group("A", &["alice"])], &[]);
+        let policy = LeaverPolicy {
+            max_per_run: 10,
+            max_percent: 100,
+            ..LeaverPolicy::for_tests(LeaverAction::Deactivate, &[])
+        };
+        async fn step(
+            client: &Client,
+            policy: &LeaverPolicy,
+            plan: &Plan,
+            users: &[cloudshell::User],
+            journal: &Journal,
+        ) -> LeaversReport {
+            let mut managed = Managed::default();
+            for u in users {
+                managed.seen(u.username.as_ref().unwrap(), u.id, "t0");
+            }
+            journal.save_managed(&Managed::default(), &managed).unwrap();
+            let stop = CancellationToken::new();
+            let run = Run { plan, users, complete: Ok(()), dry_run: false, stop: &stop, now: "t1" };
+            let mut ledger = Ledger::load(journal);
+            leaver_step(client, policy, Some(&mut ledger), run).await.unwrap()
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), &owner, "r").unwrap();
+        rusqlite::Connection::open(dir.path().join("state.db")).unwrap().execute("DROP TABLE audit", []).unwrap();
+        let report = step(&client, &policy, &plan, &users, &journal).await;
+        assert_eq!(report.status, GroupStatus::Failed);
+        assert!(report.error.as_deref().unwrap().contains("nobody deactivated: the daily budget"), "{report:?}");
+        assert!(report.deactivated.is_empty() && report.failures.is_empty());
+        assert!(listener.accept().is_err(), "nothing was sent");
+
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), &owner, "r").unwrap();
+        let report = step(&client, &policy, &plan, &users, &journal).await;
+        assert_eq!(report.candidates, ["bob"]);
+        assert!(listener.accept().is_ok(), "the control: bob's deactivation is sent");
+    }
 }
