@@ -14,7 +14,7 @@ const JOSE_NFC: &str = "jos\u{e9}";
 const JOSE_NFD: &str = "jose\u{301}";
 
 /// The leaver rules on their own: every leaver deactivated at once, no limit, no shrink guard.
-const DEACTIVATE: &str = "action = \"deactivate\"\nmax_percent = 100\nmax_per_run = 100";
+const DEACTIVATE: &str = "action = \"deactivate\"\nmax_percent = 100\nmax_per_run = 100\nmax_percent_per_day = 100";
 
 impl Env {
     /// `Team`: alice, bob, josé (named by `cn`, so that its `uid` can be rewritten), carol.

@@ -37,7 +37,7 @@ impl Env {
         let sync = "max_shrink_percent = 100\nremove_from_groups = true\nmax_removals_per_run = 100\n\n\
                     [[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
         let sections = format!(
-            "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_per_run = 100\n\n\
+            "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_per_run = 100\nmax_percent_per_day = 100\n\n\
              [monitor]\nstate_directory = \"{}\"\n",
             self.state().display()
         );

@@ -289,8 +289,8 @@ mod tests {
         let user = |id: i64, name: &str| cloudshell::User {
             id: Some(id),
             username: Username::new(name),
-            is_active: true,
-            is_admin: false,
+            is_active: Some(true),
+            is_admin: Some(false),
             domain_name: Some("EXAMPLE".into()),
             group_ids: None,
         };
