@@ -9,6 +9,12 @@
 //! - `scale`: the flat shape at 10,000, 100,000 and 300,000 users (groups and memberships in proportion);
 //!   steady state, best of 3 each, written as a table and a plot (`docs/bench-scale.svg`).
 //!
+//! Every measured run keeps its state in a state directory (`[monitor] state_directory`, as the shipped units'
+//! `StateDirectory=`), with the shipped defaults (`[sync.leavers] action = "report"`: every member is a managed
+//! user, recorded in `state.db`). The flat and scale profiles also measure that state: the first run (which
+//! creates `state.db` and writes every managed user), the steady runs' `state_ms` against runs without a state
+//! directory (alternating), the size of `state.db`, and at 100,000 users the first run after `users.json`.
+//!
 //! Prints Markdown tables.
 
 #[path = "../tests/common/mod.rs"]
@@ -128,6 +134,7 @@ fn curl_pages(sim: &Sim, dir: &Path) -> (f64, f64, usize) {
 
 struct Run {
     report: Value,
+    /// Wall time of the process, start-up and exit included.
     wall: f64,
     rss_mb: f64,
     sim_busy_ms: f64,
@@ -253,16 +260,52 @@ fn load(scale: &Scale) -> Loaded {
     Loaded { slapd, everyone, churn, group_names, memberships }
 }
 
-/// `n` steady-state runs (everyone exists); all of them, fastest first.
-async fn steady_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, n: usize) -> Vec<Run> {
+/// A new, empty state directory `name` (mode 0700, as systemd's `StateDirectoryMode=` in the shipped units).
+fn new_state_dir(files: &Files, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = files.path(name);
+    std::fs::create_dir_all(&dir).expect("a state directory");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod 700");
+    dir
+}
+
+/// Writes the configuration for this directory and simulator: every group, the shipped defaults, and the state
+/// directory `state` (none: no state kept, the way the benchmark ran before issue 24).
+fn config_for(files: &Files, loaded: &Loaded, sim: &Sim, extra: &str, state: Option<&Path>) -> PathBuf {
     let names: Vec<&str> = loaded.group_names.iter().map(String::as_str).collect();
-    let config = files.config(&loaded.slapd.url(), &sim.url(), &names, "max_imports_per_run = 10000000\n", "");
-    let mut runs = Vec::new();
-    for _ in 0..n {
-        runs.push(run_sync(binary, &config, sim).await);
-    }
+    let sections = match state {
+        Some(dir) => format!("[monitor]\nstate_directory = {:?}\n", dir.display().to_string()),
+        None => String::new(),
+    };
+    files.config(&loaded.slapd.url(), &sim.url(), &names, extra, &sections)
+}
+
+/// One `sync --json` run with the steady runs' settings.
+async fn steady_run(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: Option<&Path>) -> Run {
+    let config = config_for(files, loaded, sim, "max_imports_per_run = 10000000\n", state);
+    let run = run_sync(binary, &config, sim).await;
+    assert_eq!(run.report["result"], "ok", "a steady run failed: {}", run.report);
+    run
+}
+
+fn by_time(runs: &mut [Run]) {
     runs.sort_by(|a, b| secs(a).partial_cmp(&secs(b)).expect("numbers"));
-    runs
+}
+
+/// The size in bytes of `state.db` and of its write-ahead log (`state.db-wal`, 0 when there is none).
+fn db_size(state: &Path) -> (u64, u64) {
+    let size = |name: &str| std::fs::metadata(state.join(name)).map(|m| m.len()).unwrap_or(0);
+    (size("state.db"), size("state.db-wal"))
+}
+
+/// `after_reads_ms` in seconds: the plan, the steps after the imports (the leaver step with a state
+/// directory), and the report.
+fn after_reads(r: &Run) -> f64 {
+    r.report["after_reads_ms"].as_f64().unwrap_or(0.0) / 1000.0
+}
+
+fn state_ms(r: &Run) -> f64 {
+    r.report["state_ms"].as_f64().unwrap_or(0.0)
 }
 
 /// The profile of the first benchmark: nesting, x³ sizes, steady state (median of 3), churn and cold.
@@ -273,23 +316,32 @@ async fn nested(binary: &str, files: &Files, bench_dir: &Path) {
     let steady_sim = sim_for(&loaded.slapd, loaded.everyone.clone());
     eprintln!("measuring the floor");
     let floor = Floor::measure(&loaded.slapd, &steady_sim, bench_dir);
+    // The daemon has been running: its state directory holds everyone (the first run creates it, unmeasured).
+    let state = new_state_dir(files, "state-nested");
+    eprintln!("first run (creates state.db)");
+    let first = steady_run(binary, files, &loaded, &steady_sim, Some(&state)).await;
     eprintln!("steady state");
-    let mut steady = steady_runs(binary, files, &loaded, &steady_sim, 3).await;
+    let mut steady = Vec::new();
+    for _ in 0..3 {
+        steady.push(steady_run(binary, files, &loaded, &steady_sim, Some(&state)).await);
+    }
+    by_time(&mut steady);
     let steady = steady.remove(1);
     drop(steady_sim);
-    let names: Vec<&str> = loaded.group_names.iter().map(String::as_str).collect();
     let config_for =
-        |sim: &Sim| files.config(&loaded.slapd.url(), &sim.url(), &names, "max_imports_per_run = 1000000\n", "");
+        |sim: &Sim, state: &Path| config_for(files, &loaded, sim, "max_imports_per_run = 1000000\n", Some(state));
 
     eprintln!("churn");
     let existing = loaded.everyone.iter().filter(|u| !loaded.churn.contains(u)).cloned().collect();
     let churn_sim = sim_for(&loaded.slapd, existing);
-    let churn_run = run_sync(binary, &config_for(&churn_sim), &churn_sim).await;
+    let churn_run = run_sync(binary, &config_for(&churn_sim, &state), &churn_sim).await;
     drop(churn_sim);
 
+    // A new installation: CloudShell holds only admin, and the state directory is new.
     eprintln!("cold");
+    let cold_state = new_state_dir(files, "state-nested-cold");
     let cold_sim = sim_for(&loaded.slapd, Vec::new());
-    let cold_run = run_sync(binary, &config_for(&cold_sim), &cold_sim).await;
+    let cold_run = run_sync(binary, &config_for(&cold_sim, &cold_state), &cold_sim).await;
     let cold_users = cold_sim.state().await["users"].as_array().map(Vec::len).unwrap_or(0);
     drop(cold_sim);
 
@@ -316,6 +368,15 @@ async fn nested(binary: &str, files: &Files, bench_dir: &Path) {
         steady.writes
     );
     println!(
+        "- state (ms spent in state.db, opening it included): first run {:.0} ({} managed users written), steady {:.0} ({:.1} % of its cycle), churn {:.0}, cold {:.0} (a new state directory)",
+        state_ms(&first),
+        first.report["leavers"]["managed"],
+        state_ms(&steady),
+        100.0 * state_ms(&steady) / (secs(&steady) * 1000.0),
+        state_ms(&churn_run),
+        state_ms(&cold_run)
+    );
+    println!(
         "- churn: {} group imports for {} affected groups, {} user imports, {} writes in all; imported {}",
         calls(&churn_run, "import_group"),
         scale.churn_groups,
@@ -339,6 +400,29 @@ struct FlatResult {
     best: Run,
     /// The highest peak RSS of the three runs.
     rss_mb: f64,
+    /// The first run, which created `state.db` and wrote every managed user.
+    first: Run,
+    /// The three steady runs' `state_ms`, in the order of their cycle times (fastest first).
+    steady_state_ms: Vec<f64>,
+    /// The three steady runs' `state_ms` as a share of their cycle, the highest.
+    worst_share: f64,
+    /// The best of 3 steady runs without a state directory (alternating with those with one).
+    stateless: Run,
+    /// The highest peak RSS of the three runs without a state directory.
+    stateless_rss_mb: f64,
+    /// `state.db` and `state.db-wal` in bytes after the first run and after the steady runs.
+    size_first: (u64, u64),
+    size_steady: (u64, u64),
+    /// At 100,000 users: the first run after a `users.json` (and `groups.json`) holding the same state.
+    migration: Option<Migration>,
+}
+
+/// The first run in a state directory holding `users.json` and `groups.json` (written from the same state as
+/// the steady runs'): it migrates them into a new `state.db`.
+struct Migration {
+    users_json: u64,
+    run: Run,
+    size: (u64, u64),
 }
 
 async fn flat(binary: &str, files: &Files, bench_dir: &Path, users: usize) -> FlatResult {
@@ -348,16 +432,66 @@ async fn flat(binary: &str, files: &Files, bench_dir: &Path, users: usize) -> Fl
     let sim = sim_for(&loaded.slapd, loaded.everyone.clone());
     eprintln!("measuring the floor");
     let floor = Floor::measure(&loaded.slapd, &sim, bench_dir);
-    eprintln!("steady state, 3 runs");
-    let runs = steady_runs(binary, files, &loaded, &sim, 3).await;
+    let state = new_state_dir(files, &format!("state-{users}"));
+    eprintln!("first run (creates state.db)");
+    let first = steady_run(binary, files, &loaded, &sim, Some(&state)).await;
+    let size_first = db_size(&state);
+    eprintln!("steady state, 3 runs with the state directory and 3 without, alternating");
+    let (mut runs, mut stateless) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        runs.push(steady_run(binary, files, &loaded, &sim, Some(&state)).await);
+        stateless.push(steady_run(binary, files, &loaded, &sim, None).await);
+    }
+    by_time(&mut runs);
+    by_time(&mut stateless);
+    let size_steady = db_size(&state);
+    let migration = if users == 100_000 { Some(migration(binary, files, &loaded, &sim, &state).await) } else { None };
     if std::env::var_os("BENCH_HOLD").is_some() {
         // For profiling: keep slapd and the simulator up until a line is read.
         eprintln!("holding: config {}; press Enter to go on", files.path("config.toml").display());
         let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new())).await;
     }
     let rss_mb = runs.iter().map(|r| r.rss_mb).fold(0.0, f64::max);
+    let steady_state_ms = runs.iter().map(state_ms).collect();
+    let worst_share = runs.iter().map(|r| state_ms(r) / (secs(r) * 1000.0)).fold(0.0, f64::max);
     let best = runs.into_iter().next().expect("three runs");
-    FlatResult { users, groups, memberships: loaded.memberships, floor, best, rss_mb }
+    let stateless_rss_mb = stateless.iter().map(|r| r.rss_mb).fold(0.0, f64::max);
+    let stateless = stateless.into_iter().next().expect("three runs");
+    FlatResult {
+        users,
+        groups,
+        memberships: loaded.memberships,
+        floor,
+        best,
+        rss_mb,
+        first,
+        steady_state_ms,
+        worst_share,
+        stateless,
+        stateless_rss_mb,
+        size_first,
+        size_steady,
+        migration,
+    }
+}
+
+/// Writes the state of `state` as the JSON files of earlier versions into a new state directory, and runs once
+/// there: the run migrates them into a new `state.db`.
+async fn migration(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &Path) -> Migration {
+    use cloudshell_ldap_sync::state;
+    let (managed, counts) = {
+        let db = state::db::Database::open_read_only(state).expect("state.db opens").expect("state.db exists");
+        (db.load_managed().expect("the managed users"), db.load_counts().expect("the counts"))
+    };
+    let dir = new_state_dir(files, "state-migrated");
+    state::save_managed(&dir, &managed).expect("writing users.json");
+    state::save(&dir, &counts).expect("writing groups.json");
+    let users_json = std::fs::metadata(dir.join("users.json")).map(|m| m.len()).unwrap_or(0);
+    eprintln!("migration: users.json of {} managed users ({users_json} bytes)", managed.users.len());
+    let run = steady_run(binary, files, loaded, sim, Some(&dir)).await;
+    assert!(dir.join("users.json.migrated").exists(), "the run migrated users.json");
+    let size = db_size(&dir);
+    Migration { users_json, run, size }
 }
 
 fn print_flat(r: &FlatResult) {
@@ -381,6 +515,58 @@ fn print_flat(r: &FlatResult) {
         secs(&r.best) * 1e6 / r.memberships as f64,
         secs(&r.best) * 1e6 / r.users as f64
     );
+    print_state(&[r]);
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+/// The state database's table: its size, the first run's and the steady runs' time in it, and the steady run
+/// with and without a state directory.
+fn print_state(results: &[&FlatResult]) {
+    println!("#### state.db\n");
+    println!(
+        "| users | managed | state.db after the first run (MB, + -wal) | after the steady runs | first run: state_ms / cycle (s) | steady: state_ms (3 runs) | share of the cycle (best / highest) | steady cycle with state / without (s) | plan and report with / without (s) | peak RSS with / without (MB) |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in results {
+        let ms: Vec<String> = r.steady_state_ms.iter().map(|m| format!("{m:.0}")).collect();
+        println!(
+            "| {} | {} | {:.1} + {:.1} | {:.1} + {:.1} | {:.0} / {:.2} | {} | {:.1} % / {:.1} % | {:.2} / {:.2} | {:.3} / {:.3} | {:.1} / {:.1} |",
+            r.users,
+            r.first.report["leavers"]["managed"],
+            mb(r.size_first.0),
+            mb(r.size_first.1),
+            mb(r.size_steady.0),
+            mb(r.size_steady.1),
+            state_ms(&r.first),
+            secs(&r.first),
+            ms.join(" / "),
+            100.0 * state_ms(&r.best) / (secs(&r.best) * 1000.0),
+            100.0 * r.worst_share,
+            secs(&r.best),
+            secs(&r.stateless),
+            after_reads(&r.best),
+            after_reads(&r.stateless),
+            r.rss_mb,
+            r.stateless_rss_mb
+        );
+    }
+    for r in results {
+        if let Some(m) = &r.migration {
+            println!(
+                "\n- migration at {} users: users.json {:.1} MB; the first run's state_ms {:.0} (cycle {:.2} s); state.db then {:.1} + {:.1} MB",
+                r.users,
+                mb(m.users_json),
+                state_ms(&m.run),
+                secs(&m.run),
+                mb(m.size.0),
+                mb(m.size.1)
+            );
+        }
+    }
+    println!();
 }
 
 /// The scale series as an SVG: cycle time and floor (left axis, s) and peak RSS (right axis, MB) against
@@ -506,6 +692,8 @@ async fn main() {
                         t * 1e6 / r.users as f64
                     );
                 }
+                println!();
+                print_state(&results);
                 let svg = plot(&results);
                 let path = Path::new("docs/bench-scale.svg");
                 match std::fs::write(path, svg) {
