@@ -670,6 +670,10 @@ pub struct Report {
     /// The managed users matched again after an accepted identity change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rematch: Option<RematchReport>,
+    /// Effective members of configured groups whose CloudShell user is inactive, not deactivated by this
+    /// program (an administrator's doing, or another host's run): they have no access.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inactive_members: Vec<String>,
     /// What is left of the daily budgets (absent without a state directory).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budgets: Option<Budgets>,
@@ -721,6 +725,7 @@ impl Report {
             identity_changed: Vec::new(),
             unresolved: Vec::new(),
             rematch: None,
+            inactive_members: Vec::new(),
             budgets: None,
             totals: Totals::default(),
             api_calls: CallCounts::default(),

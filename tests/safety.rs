@@ -211,3 +211,54 @@ async fn a_second_configuration_on_the_same_state_is_refused_naming_both() {
     assert_eq!(code, 0, "{report}");
     assert_eq!(common::sync_json(&first, &[]).0, 1, "now the first is the other configuration");
 }
+
+/// Two hosts, each with its own state, are not supported: the first deactivates a user who moved to the
+/// second's groups as its leaver. The second cannot undo what it did not do, but says so loudly every run.
+#[tokio::test]
+async fn a_member_made_inactive_by_another_host_is_reported_loudly_every_run() {
+    let env = Env::start();
+    let config = |name: &str, group: &str| {
+        let sections = format!(
+            "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n\n\
+             [monitor]\nstate_directory = \"{}\"\n",
+            env.files.path(&format!("state-{name}")).display()
+        );
+        let path = env.files.config(&env.slapd.url(), &env.sim.url(), &[group], "max_shrink_percent = 100", &sections);
+        let named = env.files.path(&format!("{name}.toml"));
+        std::fs::rename(&path, &named).unwrap();
+        named
+    };
+    let (a, b) = (config("a", "Team"), config("b", "Other"));
+    assert_eq!(common::sync_json(&a, &[]).0, 0);
+    let (code, report, _) = common::sync_json(&b, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.get("inactive_members").is_none(), "the control: every member active: {report}");
+
+    env.member("delete", "Team", &user_dn("alice"));
+    env.member("add", "Other", &user_dn("alice"));
+    let (_, report, _) = common::sync_json(&a, &[]);
+    assert_eq!(strings(&report["leavers"]["deactivated"]), ["alice"], "host a's leaver: {report}");
+    for _ in 0..2 {
+        let (code, report, stderr) = common::sync_json(&b, &[]);
+        assert_eq!(code, 0, "{report}");
+        assert_eq!(report["inactive_members"], json!(["alice"]), "{report}");
+        assert!(stderr.contains("members inactive in cloudshell, not deactivated by this program"), "{stderr}");
+    }
+}
+
+/// The reproduction from the issue: `username_attribute` changed. Every deactivation and removal is held,
+/// naming the setting (the control for the same hold is the user filter test above).
+#[tokio::test]
+async fn a_changed_username_attribute_holds_every_deactivation_and_removal() {
+    let env = Env::start();
+    assert_eq!(common::sync_json(&env.config(), &[]).0, 0);
+    env.member("delete", "Team", &user_dn("bob"));
+    // cn holds the same names as uid in this directory, so the imports have nothing to do.
+    let changed = env.config_named("config.toml", &["Team", "Other"], "username_attribute = \"cn\"");
+    let (code, report, _) = common::sync_json(&changed, &[]);
+    assert_eq!(code, 4, "{report}");
+    assert_eq!(report["identity_changed"], json!([r#"username attribute was "uid" and is now "cn""#]), "{report}");
+    assert!(env.active("bob").await && env.lab_users().await.contains(&"bob".to_string()));
+    let lab = report["memberships"][0]["additions_only"].as_str().unwrap_or_default();
+    assert!(lab.contains("accept-identity"), "{report}");
+}

@@ -447,6 +447,9 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     };
     let leaver_ledger = ledger.as_mut().filter(|_| leaver_step);
     report.leavers = leave::leaver_step(client, &config.sync.leavers, leaver_ledger, run).await;
+    if let Some(Ok(managed)) = ledger.as_ref().map(ledger::Ledger::users) {
+        report.inactive_members = inactive_members(plan, &users, managed);
+    }
     if let (Some(ledger), false) = (ledger.as_mut(), report.dry_run) {
         ledger.amend(ledger::Keeper::Directory, |managed| unresolved::record_dns(managed, plan));
         ledger.save(report);
@@ -460,6 +463,36 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     if let (Some(journal), Ok(()), false) = (journal, complete(report.interrupted), report.dry_run) {
         remember_nested_groups(journal, plan);
     }
+}
+
+/// Effective members of configured groups whose CloudShell user is inactive although this program did not
+/// deactivate it: they have no access. An administrator may have meant it; another host running this program
+/// with other groups (unsupported) deactivates them as its leavers, and this says so loudly every run.
+fn inactive_members(plan: &Plan, users: &[crate::cloudshell::User], managed: &state::Managed) -> Vec<String> {
+    let inactive: HashSet<&Username> =
+        users.iter().filter(|u| u.is_active == Some(false)).filter_map(|u| u.username.as_ref()).collect();
+    if inactive.is_empty() {
+        return Vec::new();
+    }
+    let mut found: Vec<String> = plan
+        .groups
+        .iter()
+        .filter_map(|g| match g {
+            GroupPlan::Ready(r) => Some(r.group.members.iter()),
+            GroupPlan::Failed { .. } => None,
+        })
+        .flatten()
+        .filter(|m| inactive.contains(&m.username))
+        .filter(|m| !managed.users.get(&m.username).is_some_and(|u| u.deactivated))
+        .map(|m| m.username.to_string())
+        .collect();
+    found.sort_by_cached_key(|u| u.to_lowercase());
+    found.dedup();
+    if let Some(first) = found.first() {
+        let sample: Vec<&str> = found.iter().take(5).map(String::as_str).collect();
+        tracing::warn!(count = found.len(), username = %first, sample = ?sample, "members inactive in cloudshell, not deactivated by this program");
+    }
+    found
 }
 
 /// The unresolved members of this run's groups (`unresolved::find`), in the report (each group's line partial)
