@@ -300,7 +300,7 @@ async fn the_shipped_units_start_reload_run_stop_and_restart_under_a_real_system
     // Start: READY (systemctl start returns once notified), the first run imports, the status file and line.
     systemd.ok(&["start", DAEMON]);
     systemd.wait_log(DAEMON, "run finished", 1, Duration::from_secs(30));
-    assert_eq!(env.sim.usernames().await, ["admin", "alice", "bob"]);
+    assert_eq!(env.sim.usernames().await, ["admin", "alice", "bob"], "{}", systemd.journal(DAEMON));
     let status = systemd.inside(&["cat", "/var/lib/cloudshell-ldap-sync/status.json"]);
     let status: Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&status)));
     assert_eq!(status["last_run"]["result"], "ok", "{status}");

@@ -495,9 +495,16 @@ impl Database {
     }
 }
 
+/// Opens the database file at `path`, never through a symlink. Its directory may be one (systemd's
+/// `DynamicUser=` makes `/var/lib/NAME` a link to `/var/lib/private/NAME`), and SQLite's "no symlink" refuses a
+/// link anywhere in the path: the directory is resolved first, the file itself must not be a link.
 fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, Error> {
     let flags = flags | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    Connection::open_with_flags(path, flags).map_err(|source| Error::Open { path: path.to_path_buf(), source })
+    let real = match (path.parent().map(std::fs::canonicalize), path.file_name()) {
+        (Some(Ok(dir)), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    };
+    Connection::open_with_flags(&real, flags).map_err(|source| Error::Open { path: path.to_path_buf(), source })
 }
 
 /// The schema version of the database at `path`, once it is known to be a sound database this program can
@@ -986,6 +993,21 @@ groups = ["Team"]
         db.add_known_groups(&[("cn=a".into(), "cn=A".into())], "t").unwrap();
         db.add_known_groups(&[("cn=a".into(), "cn=A".into())], "t").unwrap();
         assert_eq!(db.known_groups().unwrap().len(), 1);
+    }
+
+    /// As systemd's `DynamicUser=` lays it out: the state directory a link to the real one.
+    #[test]
+    fn a_state_directory_that_is_a_symlink_is_used_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        let link = dir.path().join("state");
+        std::os::unix::fs::symlink(&private, &link).unwrap();
+        let mut db = Database::open(&link, &owner()).unwrap();
+        db.save_managed(&Managed::default(), &alice("t")).unwrap();
+        drop(db);
+        assert!(private.join(FILE_NAME).exists());
+        assert_eq!(Database::open_read_only(&link).unwrap().unwrap().load_managed().unwrap(), alice("t"));
     }
 
     #[test]
