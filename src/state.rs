@@ -139,8 +139,8 @@ pub struct ManagedUser {
     /// CloudShell's id.
     pub id: Option<i64>,
     pub first_seen: String,
-    /// The last complete run in which the user was an effective member, to within a day: it is moved on at
-    /// most once a day, so that a run in which nothing changed rewrites no record.
+    /// The last complete run in which the user was an effective member, to the day: it is moved on at most once
+    /// a day (UTC), so that a run in which nothing changed rewrites no record.
     pub last_seen: String,
     /// Consecutive complete runs in which the user was a leaver (0: not a leaver).
     #[serde(default)]
@@ -233,11 +233,11 @@ impl Managed {
     }
 }
 
-/// Whether `last_seen` is to be moved on to `now`: a day or more before it, or not a time (never seen).
+/// Whether `last_seen` is to be moved on to `now`: another day (UTC), or never seen. The times are RFC 3339 in
+/// UTC, so the day is their first ten characters: compared, not parsed (this runs for every managed user).
 fn last_seen_stale(last_seen: &str, now: &str) -> bool {
-    const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
-    match (humantime::parse_rfc3339(last_seen), humantime::parse_rfc3339(now)) {
-        (Ok(then), Ok(now)) => now.duration_since(then).is_ok_and(|d| d >= DAY),
+    match (last_seen.get(..10), now.get(..10)) {
+        (Some(then), Some(today)) => then != today,
         _ => true,
     }
 }
@@ -311,10 +311,10 @@ mod tests {
         let alice = Username::new("alice").unwrap();
         m.seen(&alice, Some(1), "2026-12-01T10:00:00Z");
         let seen = |m: &Managed| m.users[&alice].last_seen.clone();
-        m.seen(&alice, Some(1), "2026-12-02T09:59:59Z");
-        assert_eq!(seen(&m), "2026-12-01T10:00:00Z", "within the day: unchanged");
-        m.seen(&alice, Some(1), "2026-12-02T10:00:00Z");
-        assert_eq!(seen(&m), "2026-12-02T10:00:00Z", "a day on");
+        m.seen(&alice, Some(1), "2026-12-01T23:59:59Z");
+        assert_eq!(seen(&m), "2026-12-01T10:00:00Z", "the same day: unchanged");
+        m.seen(&alice, Some(1), "2026-12-02T00:00:00Z");
+        assert_eq!(seen(&m), "2026-12-02T00:00:00Z", "the next day");
         m.users.get_mut(&alice).unwrap().last_seen = String::new();
         m.seen(&alice, Some(1), "2026-12-02T10:00:01Z");
         assert_eq!(seen(&m), "2026-12-02T10:00:01Z", "never seen before");

@@ -12,7 +12,8 @@
 //! (`leavers`, `disabled`, `membership`) call them, all-or-nothing per run like the per-run limits. [`left`]
 //! reads what is left of each budget at the end of a run, for the report and the status file.
 
-use std::collections::HashSet;
+// Keys are usernames from this run's own reads: FxHash (a million memberships hashed a run) is enough.
+use rustc_hash::FxHashSet as HashSet;
 
 use crate::cloudshell;
 use crate::config::{Config, LeaverAction, LeaverPolicy};
@@ -74,7 +75,7 @@ pub fn held(planned: usize, last_24h: usize, daily: DailyLimit) -> Option<DailyH
 /// in this run, whom this run makes managed) whose CloudShell user is active. Each username once.
 pub fn managed_active(managed: &Managed, members: &HashSet<&Username>, users: &[cloudshell::User]) -> usize {
     let deactivated: HashSet<&Username> = managed.users.iter().filter(|(_, e)| e.deactivated).map(|(k, _)| k).collect();
-    let mut counted: HashSet<&Username> = HashSet::new();
+    let mut counted: HashSet<&Username> = HashSet::default();
     users
         .iter()
         .filter(|u| u.is_active == Some(true))
@@ -194,8 +195,8 @@ mod tests {
             user(6, "handmade", true),
         ];
         let erin = Username::new("erin").unwrap();
-        let members = HashSet::from([&erin]);
+        let members = HashSet::from_iter([&erin]);
         assert_eq!(managed_active(&managed, &members, &users), 3, "alice, carol and erin: bob is inactive");
-        assert_eq!(managed_active(&managed, &HashSet::new(), &users), 2);
+        assert_eq!(managed_active(&managed, &HashSet::default(), &users), 2);
     }
 }

@@ -18,7 +18,8 @@
 //! `max_percent_per_day`, [`super::budget`]): deactivations that would take the last 24 hours past it are all
 //! held too.
 
-use std::collections::{HashMap, HashSet};
+// Keys are usernames from this run's own reads: FxHash (a million memberships hashed a run) is enough.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -97,7 +98,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: u
     let mut next = managed.clone();
     let mut deactivate = Vec::new();
     let mut protected = Vec::new();
-    let mut disabled_keys: HashSet<&Username> = HashSet::new();
+    let mut disabled_keys: HashSet<&Username> = HashSet::default();
     for account in &seen.disabled {
         // Another entry with the same username is enabled and a member: that one is the CloudShell user.
         if seen.members.contains(&account.username) || !disabled_keys.insert(&account.username) {
@@ -274,7 +275,7 @@ fn seen<'a>(
     last_24h: Option<usize>,
 ) -> Seen<'a> {
     let mut disabled = Vec::new();
-    let mut members = HashSet::new();
+    let mut members = HashSet::default();
     for g in &plan.groups {
         if let GroupPlan::Ready(r) = g
             && r.shrink.is_none()
@@ -289,7 +290,7 @@ fn seen<'a>(
 /// Dry run: how many members (each once) the planned imports would create.
 fn importing(plan: &Plan, users: &[cloudshell::User]) -> usize {
     let present: HashSet<&Username> = users.iter().filter_map(|u| u.username.as_ref()).collect();
-    let mut created: HashSet<&Username> = HashSet::new();
+    let mut created: HashSet<&Username> = HashSet::default();
     for g in &plan.groups {
         if let GroupPlan::Ready(r) = g
             && r.shrink.is_none()
@@ -375,7 +376,7 @@ mod tests {
         let both = member("both");
         let seen = Seen {
             disabled: accounts.iter().chain([&both]).collect(),
-            members: HashSet::from([&both.username]),
+            members: HashSet::from_iter([&both.username]),
             complete: true,
             users: &users,
             now: "t1",
@@ -448,7 +449,7 @@ mod tests {
             Managed { users: [flagged("back", 1), flagged("already", 3)].into_iter().collect(), ..Default::default() };
         let seen = Seen {
             disabled: vec![],
-            members: HashSet::from([&back.username, &manual.username, &already.username]),
+            members: HashSet::from_iter([&back.username, &manual.username, &already.username]),
             complete: true,
             users: &users,
             now: "t2",
@@ -469,7 +470,7 @@ mod tests {
         let users = vec![user(1, "dis", true), cloudshell::User { is_active: None, ..user(2, "noflag", true) }];
         let seen = Seen {
             disabled: vec![&dis, &noflag],
-            members: HashSet::new(),
+            members: HashSet::default(),
             complete: true,
             users: &users,
             now: "t",
@@ -485,7 +486,7 @@ mod tests {
         let (back, new) = (member("back"), member("new"));
         let managed =
             Managed { users: [flagged("back", 1), flagged("new", 3)].into_iter().collect(), ..Default::default() };
-        let members = HashSet::from([&back.username, &new.username]);
+        let members = HashSet::from_iter([&back.username, &new.username]);
         let seen =
             Seen { disabled: vec![], members, complete: true, users: &users, now: "t", last_24h: None, importing: 0 };
         let p = plan(&managed, &seen, &policy(&[]), 10);
@@ -501,7 +502,7 @@ mod tests {
         let managed = Managed { users: [flagged("away", 1)].into_iter().collect(), ..Default::default() };
         let seen = |complete| Seen {
             disabled: vec![],
-            members: HashSet::new(),
+            members: HashSet::default(),
             complete,
             users: &users,
             now: "t3",

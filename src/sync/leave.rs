@@ -3,7 +3,8 @@
 //! hands the managed users back for the run to save. It acts only on a complete run; an unreadable state file
 //! fails this step alone (nothing deactivated), never the imports.
 
-use std::collections::HashSet;
+// Keys are usernames from this run's own reads: FxHash (a million memberships hashed a run) is enough.
+use rustc_hash::FxHashSet as HashSet;
 
 use tokio_util::sync::CancellationToken;
 
@@ -211,8 +212,8 @@ fn record_plan(planned: &LeaverPlan, policy: &LeaverPolicy, report: &mut Leavers
 
 /// The effective members of every configured group, and the usernames left out as ambiguous.
 fn seen(plan: &Plan) -> (HashSet<&Username>, HashSet<&Username>) {
-    let mut members = HashSet::new();
-    let mut ambiguous = HashSet::new();
+    let mut members = HashSet::default();
+    let mut ambiguous = HashSet::default();
     for g in &plan.groups {
         if let GroupPlan::Ready(r) = g {
             members.extend(r.group.members.iter().map(|m| &m.username));

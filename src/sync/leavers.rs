@@ -22,7 +22,8 @@
 //! - a user deactivated for being disabled in the directory is the disabled-accounts step's
 //!   (`super::disabled`): neither a leaver nor reactivated here.
 
-use std::collections::{HashMap, HashSet};
+// Keys are usernames from this run's own reads: FxHash (a million memberships hashed a run) is enough.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::cloudshell;
 use crate::config::LeaverPolicy;
@@ -227,7 +228,7 @@ mod tests {
     /// Runs `plan` with `members` seen, returning the plan; `managed` becomes its `next`.
     fn step(managed: &mut Managed, members: &[&str], users: &[cloudshell::User], policy: &LeaverPolicy) -> LeaverPlan {
         let members = u(members);
-        let seen = Seen { members: names(&members), ambiguous: HashSet::new(), users, now: "t", last_24h: None };
+        let seen = Seen { members: names(&members), ambiguous: HashSet::default(), users, now: "t", last_24h: None };
         let p = plan(managed, &seen, policy);
         *managed = p.next.clone();
         p
@@ -334,7 +335,7 @@ mod tests {
         let mut m = Managed::default();
         step(&mut m, &all, users, pol);
         let members = u(&all[left..]);
-        let seen = Seen { members: names(&members), ambiguous: HashSet::new(), users, now: "t", last_24h };
+        let seen = Seen { members: names(&members), ambiguous: HashSet::default(), users, now: "t", last_24h };
         plan(&m, &seen, pol)
     }
 
@@ -437,7 +438,8 @@ mod tests {
         let pol = LeaverPolicy { grace_period: std::time::Duration::from_secs(3600), ..policy(2, 20, 100, &[]) };
         let at = |members: &[&str], m: &mut Managed, now: &str| {
             let members = u(members);
-            let seen = Seen { members: names(&members), ambiguous: HashSet::new(), users: &users, now, last_24h: None };
+            let seen =
+                Seen { members: names(&members), ambiguous: HashSet::default(), users: &users, now, last_24h: None };
             let p = plan(m, &seen, &pol);
             *m = p.next.clone();
             p
