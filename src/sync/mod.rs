@@ -451,7 +451,10 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         report.inactive_members = inactive_members(plan, &users, managed);
     }
     if let (Some(ledger), false) = (ledger.as_mut(), report.dry_run) {
-        ledger.amend(ledger::Keeper::Directory, |managed| unresolved::record_dns(managed, plan));
+        let dns = ledger.users().map(|managed| unresolved::dns_to_record(managed, plan)).unwrap_or_default();
+        if !dns.is_empty() {
+            ledger.amend(ledger::Keeper::Directory, |managed| unresolved::record_dns(managed, dns));
+        }
         ledger.save(report);
     }
     if let Some(journal) = journal {

@@ -37,6 +37,11 @@ pub const GROUP: &str = "a group nested here before that cannot be read now: its
 /// The unresolved members of the groups `plan` read: `managed` gives the users' recorded DNs, `known_groups`
 /// the normalised DNs of groups seen nested before.
 pub fn find(plan: &Plan, managed: &Managed, known_groups: &HashSet<String>) -> Vec<Unresolved> {
+    let unreadable = |g: &GroupPlan| matches!(g, GroupPlan::Ready(r) if !r.group.unreadable.is_empty());
+    if !plan.groups.iter().any(unreadable) {
+        // The usual run: nothing to look up (and 100,000 DNs not parsed).
+        return Vec::new();
+    }
     let users: HashMap<DnKey, &Username> =
         managed.users.values().filter_map(|u| Some((DnKey::new(u.dn.as_deref()?), &u.username))).collect();
     let mut found = Vec::new();
@@ -71,19 +76,35 @@ pub fn nested_groups(plan: &Plan) -> Vec<(String, String)> {
     out
 }
 
-/// Records each managed user's DN as this run read it (a member of a group `plan` read). Returns whether any
-/// record changed.
-pub fn record_dns(managed: &mut Managed, plan: &Plan) -> bool {
-    let mut changed = false;
+/// The managed users whose DN this run read differently from the record (a member of a group `plan` read),
+/// with the DN read: what to record. Read-only, so that a run in which no DN changed copies no record.
+pub fn dns_to_record(managed: &Managed, plan: &Plan) -> Vec<(Username, String)> {
+    // Each member once: a user in many groups is one record (a million memberships, 100,000 users).
+    let mut done: rustc_hash::FxHashSet<&Username> = Default::default();
+    let mut changed = Vec::new();
     for g in &plan.groups {
         let GroupPlan::Ready(ready) = g else { continue };
         for member in ready.group.members.iter() {
-            if let Some(entry) = managed.users.get_mut(&member.username)
+            if !done.insert(&member.username) {
+                continue;
+            }
+            if let Some(entry) = managed.users.get(&member.username)
                 && entry.dn.as_deref() != Some(member.dn.as_str())
             {
-                entry.dn = Some(member.dn.clone());
-                changed = true;
+                changed.push((member.username.clone(), member.dn.clone()));
             }
+        }
+    }
+    changed
+}
+
+/// Records the DNs [`dns_to_record`] found. Returns whether any record changed.
+pub fn record_dns(managed: &mut Managed, dns: Vec<(Username, String)>) -> bool {
+    let mut changed = false;
+    for (username, dn) in dns {
+        if let Some(entry) = managed.users.get_mut(&username) {
+            entry.dn = Some(dn);
+            changed = true;
         }
     }
     changed
@@ -134,10 +155,11 @@ mod tests {
         let plan = planned(vec![group("Team", &["a", "b"])]);
         let mut managed = Managed::default();
         managed.seen(&Username::new("a").unwrap(), Some(1), "t");
-        assert!(record_dns(&mut managed, &plan));
+        let dns = dns_to_record(&managed, &plan);
+        assert!(record_dns(&mut managed, dns));
         let dn = managed.users[&Username::new("a").unwrap()].dn.clone().unwrap();
         assert!(dn.starts_with("uid=a,"), "{dn}");
-        assert!(!record_dns(&mut managed, &plan), "unchanged the second time");
+        assert!(dns_to_record(&managed, &plan).is_empty(), "unchanged the second time");
         assert_eq!(managed.users.len(), 1, "only managed users are recorded");
     }
 }
