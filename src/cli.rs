@@ -558,6 +558,24 @@ fn configured_groups(configured: &[GroupName], asked: &[String]) -> Result<Optio
     Ok(Some(chosen))
 }
 
+/// The state database of `config` opened for a command to edit it, under the run lock: a run reads the state at
+/// its start and writes it at its end, so an edit in between would be undone or half seen. Why not as the
+/// command's exit code, the error printed: 1 when a run holds the lock (or it cannot be taken), 2 without a usable
+/// state database.
+fn open_state_to_edit(config: &Config) -> Result<(lock::RunLock, Database), u8> {
+    let fail = |e: &dyn std::fmt::Display, code| {
+        eprintln!("error: {e}");
+        code
+    };
+    let dir = state_database(config).map_err(|e| fail(&e, exit::CONFIG))?;
+    let lock = lock::acquire_for_run(Some(&dir), &config.path).map_err(|e| match e {
+        lock::Error::Busy { .. } => fail(&format!("a run is in progress: {e}"), exit::FATAL),
+        e => fail(&e, exit::FATAL),
+    })?;
+    let database = Database::open(&dir, &Owner::of(config)).map_err(|e| fail(&e, exit::CONFIG))?;
+    Ok((lock, database))
+}
+
 /// `accept-shrink`: forgets the shrink guard's recorded counts of the chosen groups (every one when none is
 /// named), under the run lock. 0; 1 when a run holds the lock or the database cannot be written; 2 for a group
 /// that is not configured, or without a usable state database or configuration.
@@ -576,32 +594,9 @@ fn accept_shrink_command(path: &Path, asked: &[String]) -> u8 {
             return exit::CONFIG;
         }
     };
-    let dir = match state_database(&config) {
-        Ok(dir) => dir,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::CONFIG;
-        }
-    };
-    // A run reads the counts at its start and writes them at its end: forgetting them in between would be
-    // undone.
-    let _lock = match lock::acquire_for_run(Some(&dir), &config.path) {
-        Ok(lock) => lock,
-        Err(e @ lock::Error::Busy { .. }) => {
-            eprintln!("error: a run is in progress: {e}");
-            return exit::FATAL;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::FATAL;
-        }
-    };
-    let mut database = match Database::open(&dir, &Owner::of(&config)) {
-        Ok(database) => database,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::CONFIG;
-        }
+    let (_lock, mut database) = match open_state_to_edit(&config) {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     let recorded = match database.load_counts() {
         Ok(counts) => counts.by_group(),
@@ -665,29 +660,11 @@ fn accept_identity_command(path: &Path) -> u8 {
             return exit::CONFIG;
         }
     };
-    let dir = match state_database(&config) {
-        Ok(dir) => dir,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::CONFIG;
-        }
-    };
-    // A run reads the owner at its start and acts on it: accepting in between would be half seen.
-    let _lock = match lock::acquire_for_run(Some(&dir), &config.path) {
-        Ok(lock) => lock,
-        Err(e) => {
-            eprintln!("error: a run is in progress, or the run lock cannot be taken: {e}");
-            return exit::FATAL;
-        }
+    let (_lock, mut database) = match open_state_to_edit(&config) {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     let current = Owner::of(&config);
-    let mut database = match Database::open(&dir, &current) {
-        Ok(database) => database,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::CONFIG;
-        }
-    };
     let differences = match database.owner_differences(&current) {
         Ok(d) => d,
         Err(e) => {

@@ -69,6 +69,29 @@ pub struct Settings {
     pub progress_every: Duration,
 }
 
+impl Settings {
+    /// Settings for unit tests: `url`, no retries, short timeouts (a server that does not answer fails fast).
+    #[cfg(test)]
+    pub(crate) fn for_tests(url: &str) -> Settings {
+        let short = Duration::from_millis(200);
+        Settings {
+            url: Url::parse(url).expect("a test URL"),
+            username: "admin".into(),
+            password: SecretString::from("pw"),
+            domain: "Global".into(),
+            auth_scheme: AuthScheme::Basic,
+            connect_timeout: short,
+            timeout: short,
+            retries: 0,
+            retry_deadline: short,
+            max_requests_per_second: 0.0,
+            max_answer_bytes: 1 << 20,
+            ca_file: None,
+            progress_every: crate::progress::EVERY,
+        }
+    }
+}
+
 /// What a request is for: named by the endpoint method that sends it, counted and timed under that name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallKind {

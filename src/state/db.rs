@@ -186,9 +186,7 @@ impl Owner {
             })
             .collect()
     }
-}
 
-impl Owner {
     /// How `current` identifies users differently from this (recorded) owner: the settings that decide which
     /// directory entry is which CloudShell user (base DN, user filter, username attribute, CloudShell's URL, and
     /// the directory itself: no server host in common, so that a scheme, port or added replica is not a
@@ -209,6 +207,19 @@ impl Owner {
             .into_iter()
             .filter(|d| d.field != "config path" && (d.field != "directory URLs" || !same_directory))
             .collect()
+    }
+
+    /// An owner for tests (no configuration to load): the values `state::db`'s own tests assert on.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Owner {
+        Owner {
+            config_path: "/etc/cloudshell-ldap-sync/config.toml".into(),
+            directory_urls: vec!["ldaps://dc1.example.org".into(), "ldaps://dc2.example.org".into()],
+            base_dn: "dc=example,dc=org".into(),
+            user_filter: "(objectClass=person)".into(),
+            username_attribute: "uid".into(),
+            cloudshell_url: "https://cloudshell.example.org/".into(),
+        }
     }
 
     /// Whether `current` is another configuration file than the one that made the database: its path.
@@ -663,14 +674,7 @@ mod tests {
     use super::*;
 
     fn owner() -> Owner {
-        Owner {
-            config_path: "/etc/cloudshell-ldap-sync/config.toml".into(),
-            directory_urls: vec!["ldaps://dc1.example.org".into(), "ldaps://dc2.example.org".into()],
-            base_dn: "dc=example,dc=org".into(),
-            user_filter: "(objectClass=person)".into(),
-            username_attribute: "uid".into(),
-            cloudshell_url: "https://cloudshell.example.org/".into(),
-        }
+        Owner::for_tests()
     }
 
     fn alice(now: &str) -> Managed {

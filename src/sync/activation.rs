@@ -369,26 +369,10 @@ mod tests {
     /// connected to. The control: the same call without a journal is sent.
     #[tokio::test]
     async fn a_change_whose_intent_cannot_be_recorded_is_not_sent() {
-        use std::time::Duration;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
-        let client = Client::new(cloudshell::Settings {
-            url: url::Url::parse(&url).unwrap(),
-            username: "admin".into(),
-            password: secrecy::SecretString::from("pw"),
-            domain: "Global".into(),
-            auth_scheme: cloudshell::AuthScheme::Basic,
-            connect_timeout: Duration::from_millis(200),
-            timeout: Duration::from_millis(200),
-            retries: 0,
-            retry_deadline: Duration::from_millis(200),
-            max_requests_per_second: 0.0,
-            max_answer_bytes: 1 << 20,
-            ca_file: None,
-            progress_every: crate::progress::EVERY,
-        })
-        .unwrap();
+        let client = Client::new(cloudshell::Settings::for_tests(&url)).unwrap();
         // A dry run's state: read only, so no intent can be written.
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open_read_only(dir.path(), "r").unwrap();

@@ -188,8 +188,8 @@ pub async fn disabled_step(
             return report;
         }
     };
-    let last_24h = match ledger.journal().map(|j| j.count_last_day(Action::Deactivated)).transpose() {
-        Ok(n) => n,
+    let last_24h = match ledger.journal().count_last_day(Action::Deactivated) {
+        Ok(n) => Some(n),
         Err(e) => {
             tracing::error!(error = %e, "daily budget unreadable");
             report.status = GroupStatus::Failed;
@@ -214,7 +214,7 @@ pub async fn disabled_step(
         return report;
     }
     let (deactivate, reactivate) = (&planned.deactivate, &planned.reactivate);
-    let done = activation::activate(client, deactivate, reactivate, &REASONS, ledger.journal(), run.stop).await;
+    let done = activation::activate(client, deactivate, reactivate, &REASONS, Some(ledger.journal()), run.stop).await;
     let mut next = planned.next;
     for (t, active) in done.changed() {
         if !active {

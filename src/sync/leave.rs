@@ -112,8 +112,8 @@ pub async fn leaver_step(
     };
     // The daily budget counts the deactivations of the last 24 hours, the disabled-account step's in this run
     // included; one that cannot be counted deactivates nobody.
-    let last_24h = match ledger.journal().map(|j| j.count_last_day(Action::Deactivated)).transpose() {
-        Ok(n) => n,
+    let last_24h = match ledger.journal().count_last_day(Action::Deactivated) {
+        Ok(n) => Some(n),
         Err(e) => {
             tracing::error!(error = %e, "daily budget unreadable");
             report.status = GroupStatus::Failed;
@@ -136,7 +136,8 @@ pub async fn leaver_step(
         let audit = |t: &activation::Target, active: bool| audit_reason(run.plan, t, active);
         let reasons = reasons(&audit);
         let (deactivate, reactivate) = (&planned.deactivate, &planned.reactivate);
-        let done = activation::activate(client, deactivate, reactivate, &reasons, ledger.journal(), run.stop).await;
+        let done =
+            activation::activate(client, deactivate, reactivate, &reasons, Some(ledger.journal()), run.stop).await;
         for (t, active) in done.changed() {
             if let Some(entry) = next.users.get_mut(&t.username) {
                 entry.deactivated = !active;
@@ -254,8 +255,6 @@ mod tests {
     /// before any call. The control: with the audit trail readable, bob's deactivation is sent.
     #[tokio::test]
     async fn a_daily_budget_that_cannot_be_counted_deactivates_nobody() {
-        use std::time::Duration;
-
         use crate::state::Managed;
         use crate::sync::journal::Journal;
         use crate::sync::ledger::Ledger;
@@ -263,30 +262,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
-        let client = Client::new(cloudshell::Settings {
-            url: url::Url::parse(&url).unwrap(),
-            username: "admin".into(),
-            password: secrecy::SecretString::from("pw"),
-            domain: "Global".into(),
-            auth_scheme: cloudshell::AuthScheme::Basic,
-            connect_timeout: Duration::from_millis(200),
-            timeout: Duration::from_millis(200),
-            retries: 0,
-            retry_deadline: Duration::from_millis(200),
-            max_requests_per_second: 0.0,
-            max_answer_bytes: 1 << 20,
-            ca_file: None,
-            progress_every: crate::progress::EVERY,
-        })
-        .unwrap();
-        let owner = crate::state::db::Owner {
-            config_path: "/etc/c.toml".into(),
-            directory_urls: vec!["ldap://d".into()],
-            base_dn: "dc=x".into(),
-            user_filter: "(uid=*)".into(),
-            username_attribute: "uid".into(),
-            cloudshell_url: "http://cs/".into(),
-        };
+        let client = Client::new(cloudshell::Settings::for_tests(&url)).unwrap();
+        let owner = crate::state::db::Owner::for_tests();
         let user = |id: i64, name: &str| cloudshell::User {
             id: Some(id),
             username: Username::new(name),

@@ -41,8 +41,8 @@ impl<'a> Ledger<'a> {
     }
 
     /// Where the run records what it does.
-    pub fn journal(&self) -> Option<&'a Journal> {
-        Some(self.journal)
+    pub fn journal(&self) -> &'a Journal {
+        self.journal
     }
 
     /// The managed users, or why they cannot be used.
@@ -113,19 +113,8 @@ mod tests {
         m
     }
 
-    fn owner() -> Owner {
-        Owner {
-            config_path: "/c.toml".into(),
-            directory_urls: vec!["ldap://d".into()],
-            base_dn: "dc=x".into(),
-            user_filter: "(uid=*)".into(),
-            username_attribute: "uid".into(),
-            cloudshell_url: "http://cs/".into(),
-        }
-    }
-
     fn journal(dir: &std::path::Path) -> Journal {
-        Journal::open(dir, &owner(), "r").unwrap()
+        Journal::open(dir, &Owner::for_tests(), "r").unwrap()
     }
 
     #[test]

@@ -556,10 +556,10 @@ fn rematch_if_accepted(
     users: &[crate::cloudshell::User],
     report: &mut Report,
 ) {
-    match ledger.journal().map(Journal::rematch_pending) {
-        Some(Ok(true)) => {}
-        Some(Err(e)) => return tracing::error!(error = %e, "state file unreadable"),
-        _ => return,
+    match ledger.journal().rematch_pending() {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => return tracing::error!(error = %e, "state file unreadable"),
     }
     let Ok(managed) = ledger.users() else { return };
     let matched = rematch::rematch(managed, plan, users);

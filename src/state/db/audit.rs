@@ -434,15 +434,7 @@ mod tests {
     use crate::state::Managed;
 
     fn open(dir: &std::path::Path) -> Database {
-        let owner = super::super::Owner {
-            config_path: "/etc/c.toml".into(),
-            directory_urls: vec!["ldap://dc1".into()],
-            base_dn: "dc=example,dc=org".into(),
-            user_filter: "(objectClass=person)".into(),
-            username_attribute: "uid".into(),
-            cloudshell_url: "http://cs/".into(),
-        };
-        Database::open(dir, &owner).unwrap()
+        Database::open(dir, &super::super::Owner::for_tests()).unwrap()
     }
 
     fn u(name: &str) -> Username {

@@ -76,14 +76,7 @@ mod tests {
     use crate::username::Username;
 
     fn owner() -> Owner {
-        Owner {
-            config_path: "/etc/cloudshell-ldap-sync/config.toml".into(),
-            directory_urls: vec!["ldap://localhost".into()],
-            base_dn: "dc=example,dc=org".into(),
-            user_filter: "(objectClass=person)".into(),
-            username_attribute: "uid".into(),
-            cloudshell_url: "https://cloudshell.example.org/".into(),
-        }
+        Owner::for_tests()
     }
 
     /// A row as an earlier version wrote it: the name lower-cased, not normalised.
