@@ -112,7 +112,8 @@ pub async fn run(config: &Config, dry_run: bool, context: &Context) -> Report {
 async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> (Report, Option<Client>) {
     tracing::info!(groups = config.sync.groups.len(), "run started");
     // The state first: a database this run cannot use means no read and no write anywhere.
-    let journal = match open_journal(config, context, &report) {
+    let owner = state::db::Owner::of(config);
+    let journal = match open_journal(&owner, context, &report) {
         Ok(j) => j,
         Err(e) => {
             report.fail(e);
@@ -120,7 +121,7 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
         }
     };
     if let (Some(journal), Some(dir)) = (&journal, &context.state_directory)
-        && let Err(e) = check_owner(journal, dir, config, &mut report)
+        && let Err(e) = check_owner(journal, dir, &owner, &mut report)
     {
         report.fail(e);
         return (report, None);
@@ -165,7 +166,7 @@ fn keep_history(journal: &Journal, config: &Config, report: &Report) {
 /// The run's state (`None` without a state directory): read-only in a dry run. A run that writes first proves
 /// that the state directory takes writes: a read-only or full state directory would otherwise turn the shrink
 /// guard off silently.
-fn open_journal(config: &Config, context: &Context, report: &Report) -> Result<Option<Journal>, state::Error> {
+fn open_journal(owner: &state::db::Owner, context: &Context, report: &Report) -> Result<Option<Journal>, state::Error> {
     let Some(dir) = &context.state_directory else {
         tracing::info!("shrink guard off: no state directory");
         return Ok(None);
@@ -174,22 +175,26 @@ fn open_journal(config: &Config, context: &Context, report: &Report) -> Result<O
         Journal::open_read_only(dir, &report.run_id).map_err(state::Error::from)
     } else {
         state::check_writable(dir).inspect_err(|e| tracing::error!(error = %e, "state directory unwritable"))?;
-        Journal::open(dir, &state::db::Owner::of(config), &report.run_id).map_err(state::Error::from)
+        Journal::open(dir, owner, &report.run_id).map_err(state::Error::from)
     };
     opened.map(Some).inspect_err(|e| tracing::error!(error = %e, "state file unreadable"))
 }
 
 /// Whose state this is. Another configuration's is refused (each would take the other's users for leavers); a
 /// change to how users are identified is recorded in the report (`identity_changed`), which holds every
-/// deactivation and removal of the run.
-fn check_owner(journal: &Journal, dir: &std::path::Path, config: &Config, report: &mut Report) -> Result<(), String> {
-    let current = state::db::Owner::of(config);
+/// deactivation and removal of the run. `current` is the owner this run's configuration makes.
+fn check_owner(
+    journal: &Journal,
+    dir: &std::path::Path,
+    current: &state::db::Owner,
+    report: &mut Report,
+) -> Result<(), String> {
     let recorded = match journal.owner() {
         Ok(Some(recorded)) => recorded,
         Ok(None) => return Ok(()),
         Err(e) => return Err(e.to_string()),
     };
-    if recorded.other_configuration(&current) {
+    if recorded.other_configuration(current) {
         let (was, is) = (&recorded.config_path, &current.config_path);
         tracing::error!(recorded = %was, current = %is, "state owned by another configuration");
         return Err(format!(
@@ -201,7 +206,7 @@ fn check_owner(journal: &Journal, dir: &std::path::Path, config: &Config, report
             crate::cli::shell_word(is)
         ));
     }
-    let changes: Vec<String> = recorded.identity_changes(&current).iter().map(ToString::to_string).collect();
+    let changes: Vec<String> = recorded.identity_changes(current).iter().map(ToString::to_string).collect();
     if !changes.is_empty() {
         tracing::warn!(settings = ?changes, "identity changed");
         report.identity_changed = changes;
@@ -391,7 +396,15 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         )
     });
     let mut ledger = journal.map(ledger::Ledger::load);
-    let unresolved = find_unresolved(journal, ledger.as_ref(), plan, report);
+    // The groups seen nested before, read once for finding the unresolved members and for adding the new ones.
+    let known = match journal.map(Journal::known_groups).transpose() {
+        Ok(known) => known.unwrap_or_default(),
+        Err(e) => {
+            tracing::error!(error = %e, "state file unreadable");
+            Default::default()
+        }
+    };
+    let unresolved = find_unresolved(ledger.as_ref(), &known, plan, report);
     let unresolved_groups: HashSet<GroupName> = unresolved.iter().map(|u| GroupName::new(&u.group)).collect();
     if let Some(groups) = groups {
         let reads = place::Reads { users: &users, groups };
@@ -464,7 +477,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         report.budgets = budget::left(config, journal, managed.map(|m| (m, &members)), &users);
     }
     if let (Some(journal), Ok(()), false) = (journal, complete(report.interrupted), report.dry_run) {
-        remember_nested_groups(journal, plan);
+        remember_nested_groups(journal, &known, plan);
     }
 }
 
@@ -501,22 +514,15 @@ fn inactive_members(plan: &Plan, users: &[crate::cloudshell::User], managed: &st
 /// The unresolved members of this run's groups (`unresolved::find`), in the report (each group's line partial)
 /// and the logs. None without a state (nothing was known before).
 fn find_unresolved(
-    journal: Option<&Journal>,
     ledger: Option<&ledger::Ledger<'_>>,
+    known: &HashSet<String>,
     plan: &Plan,
     report: &mut Report,
 ) -> Vec<unresolved::Unresolved> {
-    let (Some(journal), Some(Ok(managed))) = (journal, ledger.map(ledger::Ledger::users)) else {
+    let Some(Ok(managed)) = ledger.map(ledger::Ledger::users) else {
         return Vec::new();
     };
-    let known = match journal.known_groups() {
-        Ok(known) => known,
-        Err(e) => {
-            tracing::error!(error = %e, "state file unreadable");
-            Default::default()
-        }
-    };
-    let found = unresolved::find(plan, managed, &known);
+    let found = unresolved::find(plan, managed, known);
     for (n, u) in found.iter().enumerate() {
         // A bound on the lines: the report names them all.
         if n < 100 {
@@ -582,8 +588,7 @@ fn rematch_if_accepted(
 
 /// Records the groups seen nested in configured groups that were not known, so that one hidden later is
 /// told from one removed.
-fn remember_nested_groups(journal: &Journal, plan: &Plan) {
-    let known = journal.known_groups().unwrap_or_default();
+fn remember_nested_groups(journal: &Journal, known: &HashSet<String>, plan: &Plan) {
     let new: Vec<(String, String)> =
         unresolved::nested_groups(plan).into_iter().filter(|(key, _)| !known.contains(key)).collect();
     if let Err(e) = journal.add_known_groups(&new) {
