@@ -53,9 +53,7 @@ impl Env {
     }
 
     async fn active(&self, username: &str) -> bool {
-        let state = self.sim.state().await;
-        let user = state["users"].as_array().unwrap().iter().find(|u| u["Username"] == username);
-        user.unwrap_or_else(|| panic!("{username} is not in CloudShell")).get("IsActive") == Some(&json!(true))
+        self.sim.is_active(username).await
     }
 
     fn status(&self) -> Value {

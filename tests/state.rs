@@ -13,11 +13,7 @@ use serde_json::{Value, json};
 
 /// `Team`: alice, bob, carol. `Other`: dave.
 fn directory() -> Directory {
-    let mut d = Directory::new();
-    let [alice, bob, carol, dave] = ["alice", "bob", "carol", "dave"].map(|u| d.user(u));
-    d.group("Team", &[alice, bob, carol]);
-    d.group("Other", &[dave]);
-    d
+    common::team_and_other()
 }
 
 impl Env {
@@ -45,9 +41,7 @@ impl Env {
     }
 
     async fn active(&self, username: &str) -> bool {
-        let state = self.sim.state().await;
-        let user = state["users"].as_array().unwrap().iter().find(|u| u["Username"] == username);
-        user.unwrap_or_else(|| panic!("{username} is not in CloudShell")).get("IsActive") == Some(&json!(true))
+        self.sim.is_active(username).await
     }
 
     fn database(&self) -> Database {

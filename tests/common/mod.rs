@@ -140,6 +140,15 @@ impl Directory {
 /// RFC 4514 escaping of an attribute value inside a DN, for the seed data: the library's own.
 pub use cloudshell_ldap_sync::ldap::escape_dn_value as ldap3_dn_escape;
 
+/// The directory the leaver and state tests share: `Team` (alice, bob, carol) and `Other` (dave).
+pub fn team_and_other() -> Directory {
+    let mut d = Directory::new();
+    let [alice, bob, carol, dave] = ["alice", "bob", "carol", "dave"].map(|u| d.user(u));
+    d.group("Team", &[alice, bob, carol]);
+    d.group("Other", &[dave]);
+    d
+}
+
 /// A running slapd seeded from LDIF, in a temp dir, on free loopback ports. Stopped and removed on drop.
 pub struct Slapd {
     dir: tempfile::TempDir,
@@ -447,6 +456,13 @@ impl Sim {
 
     pub async fn clear_calls(&self) {
         self.control(reqwest::Method::DELETE, "calls", None).await;
+    }
+
+    /// Whether CloudShell holds `username` as an active user (panics, naming it, when it holds no such user).
+    pub async fn is_active(&self, username: &str) -> bool {
+        let state = self.state().await;
+        let user = state["users"].as_array().expect("users is an array").iter().find(|u| u["Username"] == username);
+        user.unwrap_or_else(|| panic!("{username} is not in CloudShell")).get("IsActive") == Some(&Value::Bool(true))
     }
 
     /// Takes every injected fault away.
