@@ -67,6 +67,8 @@ struct Daemon {
     ticker: Ticker,
     status: Option<Status>,
     stops: Stops,
+    /// The managed users kept between runs.
+    kept: Arc<sync::ledger::Kept>,
 }
 
 impl Daemon {
@@ -80,6 +82,7 @@ impl Daemon {
             stops: self.stops.clone(),
             observer: Some(Arc::new(move |call, elapsed, _status| metrics.observe_request(call.as_str(), elapsed))),
             state_directory: Some(dir.clone()),
+            kept: Some(self.kept.clone()),
         };
         tokio::spawn(async move {
             let _lock = match lock::acquire_for_run(Some(&dir), &config.path) {
@@ -197,6 +200,7 @@ pub async fn run(
         ticker,
         status,
         stops: stops.clone(),
+        kept: Default::default(),
     };
     tracing::info!(
         cron = daemon.config.schedule.schedule.expression(),
@@ -283,6 +287,7 @@ mod tests {
             ticker,
             status: None,
             stops: Stops::default(),
+            kept: Default::default(),
         }
     }
 

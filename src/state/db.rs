@@ -97,7 +97,26 @@ const MIGRATIONS: &[&str] = &[
         dn TEXT NOT NULL,
         seen_at TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // 3: the managed users' generation, moved on by every change to their rows (whoever makes it: this program,
+    // another process, `sqlite3` by hand), so that the daemon can keep them in memory between runs and know
+    // when to read them again; with a random id of this database, so that another file is never taken for it.
+    "CREATE TABLE generation (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        database TEXT NOT NULL,
+        value INTEGER NOT NULL
+    );
+    INSERT INTO generation (id, database, value) VALUES (1, lower(hex(randomblob(16))), 0);
+    CREATE TRIGGER managed_users_inserted AFTER INSERT ON managed_users
+        BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
+    CREATE TRIGGER managed_users_updated AFTER UPDATE ON managed_users
+        BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
+    CREATE TRIGGER managed_users_deleted AFTER DELETE ON managed_users
+        BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;",
 ];
+
+/// The oldest schema this program reads without migrating it (a dry run, `history`, `check`): later versions
+/// only added what those readers do without ([`Database::generation`] is `None` before version 3).
+const OLDEST_READABLE: u32 = 2;
 
 /// The schema version this program writes: the number of migrations it knows.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -299,7 +318,7 @@ impl Database {
         }
         let connection = connect(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let found = check(&path, &connection, true)?;
-        if found < SCHEMA_VERSION {
+        if found < OLDEST_READABLE {
             return Err(Error::Older { path, found, known: SCHEMA_VERSION });
         }
         Ok(Some(Database { path, connection }))
@@ -396,13 +415,21 @@ impl Database {
     }
 
     /// Writes the managed users that differ between `before` (as read) and `after`: changed and new ones
-    /// written, gone ones deleted, the others untouched. One transaction.
-    pub fn save_managed(&mut self, before: &Managed, after: &Managed) -> Result<(), Error> {
+    /// written, gone ones deleted, the others untouched. One transaction, which also reads the managed users'
+    /// generation before and after the writes.
+    pub fn save_managed(&mut self, before: &Managed, after: &Managed) -> Result<Saved, Error> {
         let path = self.path.clone();
         let write = |source| Error::Write { path: path.clone(), source };
         let transaction = self.connection.transaction().map_err(write)?;
-        write_users(&transaction, before, after).map_err(write)?;
-        transaction.commit().map_err(write)
+        let saved = write_users_counted(&transaction, before, after).map_err(write)?;
+        transaction.commit().map_err(write)?;
+        Ok(saved)
+    }
+
+    /// The managed users' generation: it moves on with every change to their rows, by anyone. `None` before
+    /// schema version 3 (a dry run reading a database the daemon has not migrated yet).
+    pub fn generation(&self) -> Result<Option<Generation>, Error> {
+        generation(&self.connection).map_err(self.read_error())
     }
 
     /// The shrink guard's counts.
@@ -459,12 +486,13 @@ impl Database {
     }
 
     /// Writes the managed users (as [`Database::save_managed`]) and clears the pending match, in one transaction.
-    pub fn save_rematched(&mut self, before: &Managed, after: &Managed) -> Result<(), Error> {
+    pub fn save_rematched(&mut self, before: &Managed, after: &Managed) -> Result<Saved, Error> {
         let write = self.write_error();
         let transaction = self.connection.transaction().map_err(&write)?;
-        write_users(&transaction, before, after).map_err(&write)?;
+        let saved = write_users_counted(&transaction, before, after).map_err(&write)?;
         transaction.execute("UPDATE owner SET rematch_pending = 0 WHERE id = 1", []).map_err(&write)?;
-        transaction.commit().map_err(&write)
+        transaction.commit().map_err(&write)?;
+        Ok(saved)
     }
 
     /// The DNs (normalised keys) of the groups seen nested in configured groups.
@@ -621,6 +649,44 @@ fn record_owner(transaction: &Transaction, owner: &Owner) -> rusqlite::Result<()
         ],
     )?;
     Ok(())
+}
+
+/// Where the managed users' rows stood: which database, and how many changes their rows have seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Generation {
+    /// The database's random id, made with it.
+    pub database: String,
+    pub value: i64,
+}
+
+/// The generation before and after a write of the managed users (in its transaction).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Saved {
+    pub before: Option<Generation>,
+    pub after: Option<Generation>,
+}
+
+fn generation(connection: &Connection) -> rusqlite::Result<Option<Generation>> {
+    let has_table: bool = connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'generation')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_table {
+        return Ok(None);
+    }
+    connection
+        .query_row("SELECT database, value FROM generation WHERE id = 1", [], |row| {
+            Ok(Generation { database: row.get(0)?, value: row.get(1)? })
+        })
+        .optional()
+}
+
+/// [`write_users`], with the generation read before and after it.
+fn write_users_counted(transaction: &Transaction, before: &Managed, after: &Managed) -> rusqlite::Result<Saved> {
+    let at_first = generation(transaction)?;
+    write_users(transaction, before, after)?;
+    Ok(Saved { before: at_first, after: generation(transaction)? })
 }
 
 fn write_users(transaction: &Transaction, before: &Managed, after: &Managed) -> rusqlite::Result<()> {
@@ -997,6 +1063,71 @@ groups = ["Team"]
         db.add_known_groups(&[("cn=a".into(), "cn=A".into())], "t").unwrap();
         db.add_known_groups(&[("cn=a".into(), "cn=A".into())], "t").unwrap();
         assert_eq!(db.known_groups().unwrap().len(), 1);
+    }
+
+    /// The generation moves on with every change to a managed user's row, this program's or anyone's, and
+    /// with nothing else; two databases never share one.
+    #[test]
+    fn the_managed_users_generation_moves_on_with_every_change_to_their_rows_by_anyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Database::open(dir.path(), &owner()).unwrap();
+        let at = |db: &Database| db.generation().unwrap().expect("a current schema has one");
+        let start = at(&db);
+        let saved = db.save_managed(&Managed::default(), &alice("t1")).unwrap();
+        assert_eq!(saved.before.as_ref(), Some(&start), "read in the write's transaction, before it");
+        assert!(saved.after.as_ref().unwrap().value > start.value);
+        assert_eq!(saved.after.as_ref(), Some(&at(&db)));
+        // Nothing but the managed users' rows moves it.
+        let before = at(&db);
+        let mut counts = Counts::default();
+        counts.record("a", 1);
+        db.save_counts(&Counts::default(), &counts).unwrap();
+        db.add_known_groups(&[("cn=a".into(), "cn=A".into())], "t").unwrap();
+        let unchanged = alice("t1");
+        db.save_managed(&unchanged, &unchanged).unwrap();
+        assert_eq!(at(&db), before, "no managed user's row changed");
+        // A change made by hand (another connection, as `sqlite3` would) moves it: update, insert, delete.
+        let other = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        let mut last = at(&db);
+        for statement in [
+            "UPDATE managed_users SET leaver_runs = 3 WHERE folded = 'alice'",
+            "INSERT INTO managed_users (folded, username, first_seen, last_seen) VALUES ('bob', 'bob', 't', 't')",
+            "DELETE FROM managed_users WHERE folded = 'bob'",
+        ] {
+            other.execute(statement, []).unwrap();
+            let now = at(&db);
+            assert!(now.value > last.value, "{statement}");
+            last = now;
+        }
+        let elsewhere = tempfile::tempdir().unwrap();
+        let second = Database::open(elsewhere.path(), &owner()).unwrap();
+        assert_ne!(at(&second).database, at(&db).database, "each database has its own id");
+    }
+
+    /// A version 2 database (as the daemon left it before the generation came) is read by a dry run as it is,
+    /// without one; the first run that writes migrates it and gives it one.
+    #[test]
+    fn a_version_2_database_is_read_without_a_generation_and_migrated_by_the_first_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        connection.execute_batch(MIGRATIONS[0]).unwrap();
+        connection.execute_batch(MIGRATIONS[1]).unwrap();
+        connection
+            .execute_batch(
+                "PRAGMA user_version = 2;
+                 INSERT INTO owner (id, config_path, directory_urls, base_dn, user_filter, username_attribute,
+                     cloudshell_url, recorded_at) VALUES (1, '/etc/c.toml', '[]', 'dc=x', '(uid=*)', 'uid', 'http://cs/', 't');
+                 INSERT INTO managed_users (folded, username, first_seen, last_seen) VALUES ('bob', 'Bob', 't0', 't1');",
+            )
+            .unwrap();
+        drop(connection);
+        let read = Database::open_read_only(dir.path()).unwrap().unwrap();
+        assert_eq!(read.generation().unwrap(), None);
+        assert_eq!(read.load_managed().unwrap().users.len(), 1);
+        drop(read);
+        let db = Database::open(dir.path(), &owner()).unwrap();
+        assert!(db.generation().unwrap().is_some());
+        assert_eq!(db.load_managed().unwrap().users.len(), 1);
     }
 
     /// As systemd's `DynamicUser=` lays it out: the state directory a link to the real one.

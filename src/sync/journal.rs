@@ -16,7 +16,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::cloudshell::{self, Client};
-use crate::state::db::{self, Action, AuditRow, Change, Database, Intent, Outcome, Owner, Pending, Settlement};
+use crate::state::db::{
+    self, Action, AuditRow, Change, Database, Generation, Intent, Outcome, Owner, Pending, Saved, Settlement,
+};
 use crate::state::{self, Counts, Managed};
 
 /// Where a run's state is read from, and written to.
@@ -91,9 +93,26 @@ impl Journal {
         })
     }
 
-    /// Writes the managed users that differ between `before` and `after`.
-    pub fn save_managed(&self, before: &Managed, after: &Managed) -> Result<(), db::Error> {
+    /// Writes the managed users that differ between `before` and `after`; their generation before and after.
+    pub fn save_managed(&self, before: &Managed, after: &Managed) -> Result<Saved, db::Error> {
         self.timed(|| self.database()?.save_managed(before, after))
+    }
+
+    /// The managed users' generation (`None` when the state is the JSON files, or a database before schema
+    /// version 3).
+    pub fn generation(&self) -> Result<Option<Generation>, db::Error> {
+        match &self.source {
+            Source::Files(_) => Ok(None),
+            Source::Database(_) => self.timed(|| self.database()?.generation()),
+        }
+    }
+
+    /// The database's path (`None` when the state is the JSON files).
+    pub fn database_path(&self) -> Option<PathBuf> {
+        match &self.source {
+            Source::Files(_) => None,
+            Source::Database(_) => self.database().ok().map(|d| d.path().to_path_buf()),
+        }
     }
 
     /// The shrink guard's counts.
@@ -151,7 +170,7 @@ impl Journal {
     }
 
     /// Writes the managed users matched again, and clears the pending match, in one transaction.
-    pub fn save_rematched(&self, before: &Managed, after: &Managed) -> Result<(), db::Error> {
+    pub fn save_rematched(&self, before: &Managed, after: &Managed) -> Result<Saved, db::Error> {
         self.timed(|| self.database()?.save_rematched(before, after))
     }
 

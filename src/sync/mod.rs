@@ -50,6 +50,8 @@ pub struct Context {
     pub observer: Option<Observer>,
     /// Where the shrink guard keeps the last good member counts; `None` turns the guard off.
     pub state_directory: Option<PathBuf>,
+    /// The managed users kept between runs (the daemon's; `None` for a one-shot run).
+    pub kept: Option<std::sync::Arc<ledger::Kept>>,
 }
 
 /// [`run`], with a panic (a bug) turned into the report of a failed run, so that it is still recorded.
@@ -395,7 +397,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
             report.identity_changed.join("; ")
         )
     });
-    let mut ledger = journal.map(ledger::Ledger::load);
+    let mut ledger = journal.map(|j| ledger::Ledger::load_kept(j, context.kept.as_deref()));
     // The groups seen nested before, read once for finding the unresolved members and for adding the new ones.
     let known = match journal.map(Journal::known_groups).transpose() {
         Ok(known) => known.unwrap_or_default(),
@@ -478,6 +480,9 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     }
     if let (Some(journal), Ok(()), false) = (journal, complete(report.interrupted), report.dry_run) {
         remember_nested_groups(journal, &known, plan);
+    }
+    if let Some(ledger) = ledger {
+        ledger.keep();
     }
 }
 
