@@ -415,6 +415,84 @@ struct FlatResult {
     size_steady: (u64, u64),
     /// At 100,000 users: the first run after a `users.json` (and `groups.json`) holding the same state.
     migration: Option<Migration>,
+    /// The daemon (`run`) on the same state directory.
+    daemon: DaemonRuns,
+}
+
+/// The daemon's runs, as its `run finished` events report them: the run at start (which reads `state.db`),
+/// then three on SIGUSR1 (which take the managed users the daemon kept in memory); and its peak RSS.
+struct DaemonRuns {
+    start: Value,
+    steady: Vec<Value>,
+    rss_mb: f64,
+}
+
+impl DaemonRuns {
+    fn ms(event: &Value, field: &str) -> f64 {
+        event[field].as_f64().unwrap_or(0.0)
+    }
+
+    /// The steady runs ordered by their cycle, fastest first.
+    fn by_time(&self) -> Vec<&Value> {
+        let mut runs: Vec<&Value> = self.steady.iter().collect();
+        runs.sort_by(|a, b| Self::ms(a, "duration_ms").total_cmp(&Self::ms(b, "duration_ms")));
+        runs
+    }
+}
+
+/// Starts `run` on `state` (schedule: once a year, a run at start), waits for that run, then asks for three
+/// more with SIGUSR1, one at a time, and stops it.
+fn daemon_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &Path) -> DaemonRuns {
+    use std::io::BufRead;
+    let sections = format!(
+        "[monitor]\nstate_directory = {:?}\n[schedule]\ncron = \"0 0 0 1 1 *\"\n[log]\nformat = \"json\"\n",
+        state.display().to_string()
+    );
+    let names: Vec<&str> = loaded.group_names.iter().map(String::as_str).collect();
+    let config = files.config(&loaded.slapd.url(), &sim.url(), &names, "max_imports_per_run = 10000000\n", &sections);
+    let mut child = Command::new(binary)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the daemon");
+    let pid = child.id();
+    // The daemon logs to stderr, one JSON object a line.
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut finished = || -> Value {
+        for line in lines.by_ref() {
+            let line = line.expect("the daemon's output");
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                eprintln!("daemon: {line}");
+                continue;
+            };
+            if event["level"] == "ERROR" {
+                eprintln!("daemon: {line}");
+            }
+            if event["fields"]["message"] == "run finished" {
+                assert_eq!(event["fields"]["result"], "ok", "a daemon run failed: {line}");
+                return event["fields"].clone();
+            }
+        }
+        panic!("the daemon ended before its run finished");
+    };
+    let start = finished();
+    let mut steady = Vec::new();
+    for _ in 0..3 {
+        Command::new("kill").args(["-USR1", &pid.to_string()]).status().expect("kill");
+        steady.push(finished());
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    let _ = child.wait();
+    DaemonRuns { start, steady, rss_mb: rss_kb / 1024.0 }
 }
 
 /// The first run in a state directory holding `users.json` and `groups.json` (written from the same state as
@@ -445,6 +523,8 @@ async fn flat(binary: &str, files: &Files, bench_dir: &Path, users: usize) -> Fl
     by_time(&mut runs);
     by_time(&mut stateless);
     let size_steady = db_size(&state);
+    eprintln!("the daemon: a run at start, then 3 on SIGUSR1");
+    let daemon = tokio::task::block_in_place(|| daemon_runs(binary, files, &loaded, &sim, &state));
     let migration = if users == 100_000 { Some(migration(binary, files, &loaded, &sim, &state).await) } else { None };
     if std::env::var_os("BENCH_HOLD").is_some() {
         // For profiling: keep slapd and the simulator up until a line is read.
@@ -472,6 +552,7 @@ async fn flat(binary: &str, files: &Files, bench_dir: &Path, users: usize) -> Fl
         size_first,
         size_steady,
         migration,
+        daemon,
     }
 }
 
@@ -551,6 +632,33 @@ fn print_state(results: &[&FlatResult]) {
             after_reads(&r.stateless),
             r.rss_mb,
             r.stateless_rss_mb
+        );
+    }
+    println!(
+        "\nThe daemon (`run`) on the same state directory: the run at start reads `state.db`; the three on SIGUSR1 take \
+         the managed users it kept in memory.\n"
+    );
+    println!(
+        "| users | run at start: state_ms / cycle (s) | steady: state_ms (3 runs) | share of the cycle (best / highest) | steady cycle (s, best) | plan and report (s, best) | peak RSS (MB) |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in results {
+        let d = &r.daemon;
+        let runs = d.by_time();
+        let ms: Vec<String> = runs.iter().map(|e| format!("{:.0}", DaemonRuns::ms(e, "state_ms"))).collect();
+        let share = |e: &Value| 100.0 * DaemonRuns::ms(e, "state_ms") / DaemonRuns::ms(e, "duration_ms").max(1.0);
+        let highest = runs.iter().map(|e| share(e)).fold(0.0, f64::max);
+        println!(
+            "| {} | {:.0} / {:.2} | {} | {:.1} % / {:.1} % | {:.2} | {:.3} | {:.1} |",
+            r.users,
+            DaemonRuns::ms(&d.start, "state_ms"),
+            DaemonRuns::ms(&d.start, "duration_ms") / 1000.0,
+            ms.join(" / "),
+            share(runs[0]),
+            highest,
+            DaemonRuns::ms(runs[0], "duration_ms") / 1000.0,
+            DaemonRuns::ms(runs[0], "after_reads_ms") / 1000.0,
+            d.rss_mb
         );
     }
     for r in results {

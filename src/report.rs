@@ -787,6 +787,8 @@ impl Report {
             added_to_groups = self.memberships.iter().map(|m| m.added).sum::<usize>(),
             removed_from_groups = self.memberships.iter().map(|m| m.removed).sum::<usize>(),
             duration_ms = self.duration_ms,
+            after_reads_ms = self.after_reads_ms,
+            state_ms = self.state_ms,
             "run finished"
         );
     }

@@ -223,13 +223,48 @@ impl Managed {
     /// with no leaver streak. Returns the entry for the caller's own fields.
     pub fn seen(&mut self, username: &Username, id: Option<i64>, now: &str) -> &mut ManagedUser {
         let entry = self.users.entry(username.clone()).or_insert_with(|| ManagedUser::new(username.clone(), now));
-        entry.username = username.clone();
-        entry.id = id.or(entry.id);
-        if last_seen_stale(&entry.last_seen, now) {
-            entry.last_seen = now.to_string();
-        }
-        (entry.leaver_runs, entry.leaver_since) = (0, None);
+        entry.see(username, id, now);
         entry
+    }
+
+    /// The managed users with `changes` made (for tests: a run's ledger makes them in place).
+    pub fn with(&self, changes: &Changes) -> Managed {
+        let mut next = self.clone();
+        for (key, user) in changes {
+            next.users.insert(key.clone(), user.clone());
+        }
+        next
+    }
+
+    /// The user under `key`, as `changes` leave it.
+    pub fn get<'a>(&'a self, changes: &'a Changes, key: &Username) -> Option<&'a ManagedUser> {
+        changes.get(key).or_else(|| self.users.get(key))
+    }
+}
+
+/// Managed users a step changed or added, as it leaves them (a step removes nobody).
+pub type Changes = BTreeMap<Username, ManagedUser>;
+
+impl ManagedUser {
+    /// Records the user as seen now (see [`Managed::seen`]).
+    pub fn see(&mut self, username: &Username, id: Option<i64>, now: &str) {
+        if self.username.as_str() != username.as_str() {
+            self.username = username.clone();
+        }
+        self.id = id.or(self.id);
+        if last_seen_stale(&self.last_seen, now) {
+            self.last_seen = now.to_string();
+        }
+        (self.leaver_runs, self.leaver_since) = (0, None);
+    }
+
+    /// Whether [`ManagedUser::see`] would change nothing.
+    pub fn seen_already(&self, username: &Username, id: Option<i64>, now: &str) -> bool {
+        self.username.as_str() == username.as_str()
+            && id.is_none_or(|id| self.id == Some(id))
+            && !last_seen_stale(&self.last_seen, now)
+            && self.leaver_runs == 0
+            && self.leaver_since.is_none()
     }
 }
 

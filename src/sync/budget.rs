@@ -18,8 +18,8 @@ use rustc_hash::FxHashSet as HashSet;
 use crate::cloudshell;
 use crate::config::{Config, LeaverAction, LeaverPolicy};
 use crate::report::{Budget, Budgets};
-use crate::state::Managed;
 use crate::state::db::Action;
+use crate::state::{Changes, Managed};
 use crate::sync::journal::Journal;
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
@@ -73,14 +73,29 @@ pub fn held(planned: usize, last_24h: usize, daily: DailyLimit) -> Option<DailyH
 /// The managed users active in CloudShell now, the percentage's denominator: the users of `managed` (not
 /// deactivated by this program, this run's deactivations included) and `members` (the effective members seen
 /// in this run, whom this run makes managed) whose CloudShell user is active. Each username once.
-pub fn managed_active(managed: &Managed, members: &HashSet<&Username>, users: &[cloudshell::User]) -> usize {
-    let deactivated: HashSet<&Username> = managed.users.iter().filter(|(_, e)| e.deactivated).map(|(k, _)| k).collect();
+pub fn managed_active(
+    managed: &Managed,
+    changes: &Changes,
+    members: &HashSet<&Username>,
+    users: &[cloudshell::User],
+) -> usize {
+    let deactivated: HashSet<&Username> = managed
+        .users
+        .iter()
+        .filter(|(k, _)| !changes.contains_key(*k))
+        .chain(changes)
+        .filter(|(_, e)| e.deactivated)
+        .map(|(k, _)| k)
+        .collect();
     let mut counted: HashSet<&Username> = HashSet::default();
     users
         .iter()
         .filter(|u| u.is_active == Some(true))
         .filter_map(|u| u.username.as_ref())
-        .filter(|name| (managed.users.contains_key(*name) || members.contains(name)) && !deactivated.contains(name))
+        .filter(|name| {
+            (managed.users.contains_key(*name) || changes.contains_key(*name) || members.contains(name))
+                && !deactivated.contains(name)
+        })
         .filter(|name| counted.insert(name))
         .count()
 }
@@ -102,7 +117,7 @@ pub fn left(
             .ok()
     };
     let deactivations = deactivating.and_then(|(managed, members)| {
-        let active = managed_active(managed, members, users);
+        let active = managed_active(managed, &Changes::new(), members, users);
         let daily = deactivation_limit(&config.sync.leavers, active);
         let used = count(Action::Deactivated)?;
         Some(budget(used, daily, "sync.leavers", Some(active)))
@@ -196,7 +211,11 @@ mod tests {
         ];
         let erin = Username::new("erin").unwrap();
         let members = HashSet::from_iter([&erin]);
-        assert_eq!(managed_active(&managed, &members, &users), 3, "alice, carol and erin: bob is inactive");
-        assert_eq!(managed_active(&managed, &HashSet::default(), &users), 2);
+        assert_eq!(
+            managed_active(&managed, &Changes::new(), &members, &users),
+            3,
+            "alice, carol and erin: bob is inactive"
+        );
+        assert_eq!(managed_active(&managed, &Changes::new(), &HashSet::default(), &users), 2);
     }
 }

@@ -28,8 +28,8 @@ use crate::cloudshell::{self, Client};
 use crate::config::LeaverPolicy;
 use crate::ldap::Member;
 use crate::report::{DisabledReport, GroupStatus, ProtectedLine};
-use crate::state::Managed;
 use crate::state::db::Action;
+use crate::state::{Changes, Managed, ManagedUser};
 use crate::sync::activation::{self, Activation, Reasons, Returning, Target, protection, returning};
 use crate::sync::budget;
 use crate::sync::ledger::{Keeper, Ledger};
@@ -87,15 +87,15 @@ pub struct DisabledPlan {
     pub held: Option<(usize, usize)>,
     /// When they are held by the daily budget.
     pub held_today: Option<budget::DailyHeld>,
-    /// The managed users after this run, before the writes' outcomes are recorded.
-    pub next: Managed,
+    /// The managed users this run changes, as it leaves them before the writes' outcomes are recorded.
+    pub changes: Changes,
 }
 
 /// Plans the step. `limit`: `sync.max_disabled_deactivations_per_run`.
 pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: usize) -> DisabledPlan {
     let by_name: HashMap<&Username, &cloudshell::User> =
         seen.users.iter().filter_map(|u| Some((u.username.as_ref()?, u))).collect();
-    let mut next = managed.clone();
+    let mut changes = Changes::new();
     let mut deactivate = Vec::new();
     let mut protected = Vec::new();
     let mut disabled_keys: HashSet<&Username> = HashSet::default();
@@ -115,14 +115,17 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: u
     }
     let mut reactivate = Vec::new();
     let mut left_alone = Vec::new();
-    for (key, entry) in next.users.iter_mut().filter(|(_, e)| e.disabled_in_directory) {
+    for (key, entry) in managed.users.iter().filter(|(_, e)| e.disabled_in_directory) {
+        let mut change = |change: &dyn Fn(&mut ManagedUser)| {
+            change(changes.entry(key.clone()).or_insert_with(|| entry.clone()));
+        };
         if seen.members.contains(key) {
             let Some(user) = by_name.get(&entry.username).copied() else { continue };
             match returning(user, entry.id) {
-                Returning::Active => (entry.deactivated, entry.disabled_in_directory) = (false, false),
+                Returning::Active => change(&|e| (e.deactivated, e.disabled_in_directory) = (false, false)),
                 Returning::Reactivate(id) => reactivate.push(Target { username: entry.username.clone(), id }),
                 Returning::Another(reason) => {
-                    (entry.deactivated, entry.disabled_in_directory) = (false, false);
+                    change(&|e| (e.deactivated, e.disabled_in_directory) = (false, false));
                     left_alone.push(ProtectedLine { username: entry.username.to_string(), reason });
                 }
                 Returning::Unknown(reason) => {
@@ -132,7 +135,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: u
         } else if seen.complete && !disabled_keys.contains(key) {
             // Neither disabled in nor a member of any configured group any more: an ordinary managed user
             // again (a leaver, already inactive; reactivated by the leaver step should they come back).
-            entry.disabled_in_directory = false;
+            change(&|e| e.disabled_in_directory = false);
         }
     }
     deactivate.sort_by(|a, b| a.username.cmp(&b.username));
@@ -141,18 +144,22 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: u
     left_alone.sort_by_cached_key(|p| p.username.to_lowercase());
     let held = (deactivate.len() > limit).then(|| (std::mem::take(&mut deactivate).len(), limit));
     let held_today = seen.last_24h.and_then(|last_24h| {
-        let active = budget::managed_active(managed, &seen.members, seen.users) + seen.importing;
+        let active = budget::managed_active(managed, &Changes::new(), &seen.members, seen.users) + seen.importing;
         budget::held(deactivate.len(), last_24h, budget::deactivation_limit(protect, active))
     });
     if held_today.is_some() {
         deactivate.clear();
     }
-    DisabledPlan { deactivate, reactivate, protected, left_alone, held, held_today, next }
+    DisabledPlan { deactivate, reactivate, protected, left_alone, held, held_today, changes }
 }
 
 /// Records a deactivation this step made.
-fn record_deactivated(next: &mut Managed, t: &Target, now: &str) {
-    let entry = next.seen(&t.username, Some(t.id), now);
+fn record_deactivated(managed: &Managed, changes: &mut Changes, t: &Target, now: &str) {
+    let entry = changes.entry(t.username.clone()).or_insert_with(|| match managed.users.get(&t.username) {
+        Some(entry) => entry.clone(),
+        None => ManagedUser::new(t.username.clone(), now),
+    });
+    entry.see(&t.username, Some(t.id), now);
     (entry.deactivated, entry.disabled_in_directory) = (true, true);
 }
 
@@ -215,11 +222,12 @@ pub async fn disabled_step(
     }
     let (deactivate, reactivate) = (&planned.deactivate, &planned.reactivate);
     let done = activation::activate(client, deactivate, reactivate, &REASONS, Some(ledger.journal()), run.stop).await;
-    let mut next = planned.next;
+    let mut changes = planned.changes;
     for (t, active) in done.changed() {
         if !active {
-            record_deactivated(&mut next, t, run.now);
-        } else if let Some(entry) = next.users.get_mut(&t.username) {
+            record_deactivated(managed, &mut changes, t, run.now);
+        } else if let Some(entry) = managed.users.get(&t.username) {
+            let entry = changes.entry(t.username.clone()).or_insert_with(|| entry.clone());
             (entry.deactivated, entry.disabled_in_directory) = (false, false);
         }
     }
@@ -228,7 +236,7 @@ pub async fn disabled_step(
     report.reactivated = Activation::usernames(&done.reactivated);
     report.left_alone.extend(super::leave::left_alone(&done));
     report.failures = done.failures;
-    ledger.update(Keeper::DisabledAccounts, next);
+    ledger.update(Keeper::DisabledAccounts, changes);
     report
 }
 
@@ -458,7 +466,7 @@ mod tests {
         };
         let p = plan(&managed, &seen, &policy(&[]), 10);
         assert_eq!(names(&p.reactivate), ["back"], "manual was deactivated by someone else");
-        let already = &p.next.users[&key("already")];
+        let already = &managed.with(&p.changes).users[&key("already")];
         assert!(!already.deactivated && !already.disabled_in_directory, "someone made them active already");
     }
 
@@ -492,7 +500,7 @@ mod tests {
         let p = plan(&managed, &seen, &policy(&[]), 10);
         assert_eq!(names(&p.reactivate), ["back"]);
         assert_eq!(p.left_alone, [ProtectedLine { username: "new".into(), reason: ANOTHER_ACCOUNT }]);
-        let new = &p.next.users[&key("new")];
+        let new = &managed.with(&p.changes).users[&key("new")];
         assert!(!new.deactivated && !new.disabled_in_directory, "the record was of another account");
     }
 
@@ -510,17 +518,20 @@ mod tests {
             importing: 0,
         };
         let p = plan(&managed, &seen(false), &policy(&[]), 10);
-        assert!(p.next.users[&key("away")].disabled_in_directory, "an incomplete run proves no absence");
+        assert!(
+            managed.with(&p.changes).users[&key("away")].disabled_in_directory,
+            "an incomplete run proves no absence"
+        );
         let p = plan(&managed, &seen(true), &policy(&[]), 10);
-        let away = &p.next.users[&key("away")];
+        let away = &managed.with(&p.changes).users[&key("away")];
         assert!(away.deactivated && !away.disabled_in_directory);
     }
 
     #[test]
     fn a_deactivation_is_recorded_as_managed_and_disabled() {
-        let mut next = Managed::default();
-        record_deactivated(&mut next, &Target { username: key("Dis"), id: 9 }, "t4");
-        let e = &next.users[&key("dis")];
+        let mut changes = Changes::new();
+        record_deactivated(&Managed::default(), &mut changes, &Target { username: key("Dis"), id: 9 }, "t4");
+        let e = &changes[&key("dis")];
         assert_eq!((e.username.as_str(), e.id, e.deactivated, e.disabled_in_directory), ("Dis", Some(9), true, true));
         assert_eq!(e.first_seen, "t4");
     }

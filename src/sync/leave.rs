@@ -131,7 +131,7 @@ pub async fn leaver_step(
         }
         return Some(report);
     }
-    let mut next = planned.next;
+    let mut changes = planned.changes;
     if policy.action == LeaverAction::Deactivate {
         let audit = |t: &activation::Target, active: bool| audit_reason(run.plan, t, active);
         let reasons = reasons(&audit);
@@ -139,7 +139,12 @@ pub async fn leaver_step(
         let done =
             activation::activate(client, deactivate, reactivate, &reasons, Some(ledger.journal()), run.stop).await;
         for (t, active) in done.changed() {
-            if let Some(entry) = next.users.get_mut(&t.username) {
+            if !changes.contains_key(&t.username)
+                && let Some(entry) = managed.users.get(&t.username)
+            {
+                changes.insert(t.username.clone(), entry.clone());
+            }
+            if let Some(entry) = changes.get_mut(&t.username) {
                 entry.deactivated = !active;
             }
         }
@@ -149,7 +154,7 @@ pub async fn leaver_step(
         report.left_alone.extend(left_alone(&done));
         report.failures = done.failures;
     }
-    ledger.update(Keeper::Leavers, next);
+    ledger.update(Keeper::Leavers, changes);
     Some(report)
 }
 
@@ -168,7 +173,7 @@ fn skipped(mut report: LeaversReport, why: String) -> LeaversReport {
 /// Records the plan in the report and the logs: every leaver with its standing, the candidates, and
 /// whether the deactivations are held.
 fn record_plan(planned: &LeaverPlan, policy: &LeaverPolicy, report: &mut LeaversReport) {
-    report.managed = planned.next.users.len();
+    report.managed = planned.managed;
     report.left_alone = planned.left_alone.clone();
     for l in &planned.left_alone {
         tracing::warn!(username = %l.username, reason = l.reason, "user back in the configured groups left alone");

@@ -28,7 +28,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use crate::cloudshell;
 use crate::config::LeaverPolicy;
 use crate::report::{ProtectedLine, Standing};
-use crate::state::Managed;
+use crate::state::{Changes, Managed, ManagedUser};
 use crate::sync::activation::{Returning, Target, protection, returning};
 use crate::sync::budget;
 use crate::username::Username;
@@ -60,8 +60,10 @@ pub struct Held {
 /// The leaver step of one complete run.
 #[derive(Clone, Debug)]
 pub struct LeaverPlan {
-    /// The managed users after this run, before the writes' outcomes are recorded.
-    pub next: Managed,
+    /// The managed users this run changes or adds, as it leaves them before the writes' outcomes are recorded.
+    pub changes: Changes,
+    /// How many users are managed after this run.
+    pub managed: usize,
     /// Every leaver, sorted by username.
     pub leavers: Vec<Leaver>,
     /// The candidates to deactivate (empty when held).
@@ -91,16 +93,23 @@ pub struct Seen<'a> {
 pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> LeaverPlan {
     let by_name: HashMap<&Username, &cloudshell::User> =
         seen.users.iter().filter_map(|u| Some((u.username.as_ref()?, u))).collect();
-    let mut next = managed.clone();
+    let mut changes = Changes::new();
     let mut reactivate = Vec::new();
     let mut left_alone = Vec::new();
     for member in &seen.members {
         let Some(user) = by_name.get(*member) else { continue }; // not in CloudShell (yet): not managed yet
-        // The id this program deactivated, before `seen` takes the one listed now.
-        let recorded = next.users.get(*member).and_then(|e| e.id);
-        let entry = next.seen(member, user.id, seen.now);
+        let current = managed.users.get(*member);
+        // Most members are seen as they were: nothing to copy.
+        let deactivated_here = |e: &ManagedUser| e.deactivated && !e.disabled_in_directory;
+        if current.is_some_and(|e| e.seen_already(member, user.id, seen.now) && !deactivated_here(e)) {
+            continue;
+        }
+        // The id this program deactivated, before `see` takes the one listed now.
+        let recorded = current.and_then(|e| e.id);
+        let mut entry = current.cloned().unwrap_or_else(|| ManagedUser::new((*member).clone(), seen.now));
+        entry.see(member, user.id, seen.now);
         // Deactivated for being disabled in the directory: the disabled-accounts step reactivates them.
-        if entry.deactivated && !entry.disabled_in_directory {
+        if deactivated_here(&entry) {
             match returning(user, recorded) {
                 Returning::Active => entry.deactivated = false, // someone made them active already
                 Returning::Reactivate(id) if policy.reactivate => {
@@ -118,12 +127,16 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
                 }
             }
         }
+        if current != Some(&entry) {
+            changes.insert((*member).clone(), entry);
+        }
     }
     let mut leavers = Vec::new();
-    for (key, entry) in next.users.iter_mut() {
+    for (key, entry) in &managed.users {
         if seen.members.contains(key) || seen.ambiguous.contains(key) || entry.disabled_in_directory {
             continue;
         }
+        let entry = changes.entry(key.clone()).or_insert_with(|| entry.clone());
         entry.leaver_runs += 1;
         entry.leaver_since.get_or_insert_with(|| seen.now.to_string());
         let user = by_name.get(&entry.username).copied();
@@ -157,14 +170,15 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
         .filter_map(|l| Some(Target { username: l.username.clone(), id: l.id? }))
         .collect();
     let planned = candidates.len();
-    let percent_limit = next.users.len() * usize::from(policy.max_percent) / 100;
+    let count = managed.users.len() + changes.keys().filter(|k| !managed.users.contains_key(*k)).count();
+    let percent_limit = count * usize::from(policy.max_percent) / 100;
     let held = if planned > policy.max_per_run {
         Some(Held { planned, limit: policy.max_per_run, by: "max_per_run", last_24h: None })
-    } else if planned * 100 > next.users.len() * usize::from(policy.max_percent) {
+    } else if planned * 100 > count * usize::from(policy.max_percent) {
         Some(Held { planned, limit: percent_limit, by: "max_percent", last_24h: None })
     } else {
         seen.last_24h.and_then(|last_24h| {
-            let active = budget::managed_active(&next, &seen.members, seen.users);
+            let active = budget::managed_active(managed, &changes, &seen.members, seen.users);
             let daily = budget::held(planned, last_24h, budget::deactivation_limit(policy, active))?;
             Some(Held { planned, limit: daily.limit, by: daily.key, last_24h: Some(last_24h) })
         })
@@ -172,7 +186,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
     let deactivate = if held.is_some() { Vec::new() } else { candidates };
     reactivate.sort_by(|a, b| a.username.cmp(&b.username));
     left_alone.sort_by_cached_key(|l| l.username.to_lowercase());
-    LeaverPlan { next, leavers, deactivate, reactivate, left_alone, held }
+    LeaverPlan { changes, managed: count, leavers, deactivate, reactivate, left_alone, held }
 }
 
 /// Whether a leaver streak that began at `since` is still within `period` at `now`. A beginning that is not a
@@ -230,7 +244,7 @@ mod tests {
         let members = u(members);
         let seen = Seen { members: names(&members), ambiguous: HashSet::default(), users, now: "t", last_24h: None };
         let p = plan(managed, &seen, policy);
-        *managed = p.next.clone();
+        *managed = managed.with(&p.changes);
         p
     }
 
@@ -441,7 +455,7 @@ mod tests {
             let seen =
                 Seen { members: names(&members), ambiguous: HashSet::default(), users: &users, now, last_24h: None };
             let p = plan(m, &seen, &pol);
-            *m = p.next.clone();
+            *m = m.with(&p.changes);
             p
         };
         let mut m = Managed::default();
@@ -478,6 +492,6 @@ mod tests {
         let seen = Seen { members: names(&members), ambiguous: names(&dup), users: &users, now: "t2", last_24h: None };
         let p = plan(&m, &seen, &pol);
         assert!(p.leavers.is_empty() && p.deactivate.is_empty());
-        assert_eq!(p.next.users[&key("dup")].last_seen, "t", "not seen either");
+        assert_eq!(m.with(&p.changes).users[&key("dup")].last_seen, "t", "not seen either");
     }
 }

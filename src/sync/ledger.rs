@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::report::{GroupStatus, Report};
 use crate::state::db::Generation;
-use crate::state::{self, Managed};
+use crate::state::{self, Changes, Managed, ManagedUser};
 use crate::sync::journal::Journal;
+use crate::username::Username;
+use rustc_hash::FxHashMap as HashMap;
 
 /// The managed users a daemon keeps in memory between runs, with the generation of the database rows they
 /// were read from or written to (`state.db` moves it on with every change to those rows, whoever makes it). A
@@ -75,10 +77,11 @@ pub enum Keeper {
 #[derive(Debug)]
 pub struct Ledger<'a> {
     journal: &'a Journal,
-    /// As read; `Err` when they cannot be used: every step that needs them fails (nothing deactivated).
-    read: Result<Managed, state::Error>,
-    /// As the steps left them (`None`: unchanged).
-    users: Option<Managed>,
+    /// As read, then as the steps leave them (changed in place); `Err` when they cannot be used: every step
+    /// that needs them fails (nothing deactivated).
+    users: Result<Managed, state::Error>,
+    /// What each user a step changed was as read (`None`: added in this run): what the write compares.
+    originals: HashMap<Username, Option<ManagedUser>>,
     /// The steps that changed `users` in this run.
     changed_by: Vec<Keeper>,
     /// Where the users are kept between runs (the daemon's), and the generation they were read at.
@@ -105,11 +108,11 @@ impl<'a> Ledger<'a> {
             (Some(kept), Some(path), Some(at)) => kept.take(path, at),
             _ => None,
         };
-        let read = match reused {
+        let users = match reused {
             Some(users) => Ok(users),
             None => journal.load_managed(),
         };
-        Ledger { journal, read, users: None, changed_by: Vec::new(), kept, read_at, saved_at: None }
+        Ledger { journal, users, originals: HashMap::default(), changed_by: Vec::new(), kept, read_at, saved_at: None }
     }
 
     /// Where the run records what it does.
@@ -119,30 +122,50 @@ impl<'a> Ledger<'a> {
 
     /// The managed users, or why they cannot be used.
     pub fn users(&self) -> Result<&Managed, &state::Error> {
-        match (&self.users, &self.read) {
-            (Some(users), _) => Ok(users),
-            (None, read) => read.as_ref(),
-        }
+        self.users.as_ref()
     }
 
-    /// Takes the managed users as `step` leaves them, after its writes' outcomes are recorded.
-    pub fn update(&mut self, step: Keeper, next: Managed) {
-        if let Ok(users) = self.users()
-            && *users != next
-        {
-            self.users = Some(next);
+    /// Takes the users `step` changed or added, as it leaves them, after its writes' outcomes are recorded.
+    pub fn update(&mut self, step: Keeper, changes: Changes) {
+        let Ok(users) = &mut self.users else { return };
+        let mut changed = false;
+        for (key, user) in changes {
+            match users.users.get_mut(&key) {
+                Some(current) if *current == user => continue,
+                Some(current) => {
+                    self.originals.entry(key).or_insert_with(|| Some(current.clone()));
+                    *current = user;
+                }
+                None => {
+                    self.originals.entry(key.clone()).or_insert(None);
+                    users.users.insert(key, user);
+                }
+            }
+            changed = true;
+        }
+        if changed {
             self.changed_by.push(step);
         }
     }
 
-    /// Lets `step` change the managed users in place; `change` says whether it changed anything.
+    /// Lets `step` change the managed users in place; `change` says whether it changed anything. For the rare
+    /// steps that may change many (a match after an identity change, the DNs first recorded): it compares every
+    /// user.
     pub fn amend(&mut self, step: Keeper, change: impl FnOnce(&mut Managed) -> bool) {
-        let Ok(users) = self.users() else { return };
-        let mut next = users.clone();
-        if change(&mut next) {
-            self.users = Some(next);
-            self.changed_by.push(step);
+        let Ok(users) = &mut self.users else { return };
+        let before = users.clone();
+        if !change(users) {
+            return;
         }
+        for (key, user) in &before.users {
+            if users.users.get(key) != Some(user) {
+                self.originals.entry(key.clone()).or_insert_with(|| Some(user.clone()));
+            }
+        }
+        for key in users.users.keys().filter(|key| !before.users.contains_key(*key)) {
+            self.originals.entry(key.clone()).or_insert(None);
+        }
+        self.changed_by.push(step);
     }
 
     /// Whether `step` changed the managed users in this run.
@@ -153,21 +176,31 @@ impl<'a> Ledger<'a> {
     /// Writes the managed users a step changed (clearing a pending match when this run matched them again). A
     /// failed write fails every step whose changes it loses, in `report`, and is logged.
     pub fn save(&mut self, report: &mut Report) {
-        let Ok(before) = &self.read else { return };
-        let Some(after) = &self.users else {
+        let Ok(users) = &self.users else { return };
+        if self.changed_by.is_empty() {
             // Nothing to write: the users are what was read, if nobody wrote the rows since.
             let now = self.journal.generation().ok().flatten();
             self.saved_at = now.filter(|now| Some(now) == self.read_at.as_ref());
             return;
-        };
+        }
+        // The users changed, as read and as they are now.
+        let (mut before, mut after) = (Managed::default(), Managed::default());
+        for (key, original) in &self.originals {
+            if let Some(original) = original {
+                before.users.insert(key.clone(), original.clone());
+            }
+            if let Some(now) = users.users.get(key) {
+                after.users.insert(key.clone(), now.clone());
+            }
+        }
         let written = if self.changed_by(Keeper::Rematch) {
-            self.journal.save_rematched(before, after)
+            self.journal.save_rematched(&before, &after)
         } else {
-            self.journal.save_managed(before, after)
+            self.journal.save_managed(&before, &after)
         };
         let e = match written {
             Ok(saved) => {
-                // The rows are `after` when they were still as read when this write began.
+                // The rows are `users` when they were still as read when this write began.
                 self.saved_at = saved.after.filter(|_| saved.before.is_some() && saved.before == self.read_at);
                 return;
             }
@@ -189,11 +222,9 @@ impl<'a> Ledger<'a> {
         let (Some(kept), Some(at), Some(path)) = (self.kept, self.saved_at, self.journal.database_path()) else {
             return;
         };
-        let users = match (self.users, self.read) {
-            (Some(users), _) | (None, Ok(users)) => users,
-            (None, Err(_)) => return,
-        };
-        kept.put(path, at, users);
+        if let Ok(users) = self.users {
+            kept.put(path, at, users);
+        }
     }
 }
 
@@ -222,11 +253,11 @@ mod tests {
         let j = journal(dir.path());
         let mut ledger = Ledger::load(&j);
         assert_eq!(ledger.users().unwrap(), &Managed::default(), "a new state is nobody managed");
-        ledger.update(Keeper::DisabledAccounts, Managed::default());
+        ledger.update(Keeper::DisabledAccounts, Changes::new());
         assert!(!ledger.changed_by(Keeper::DisabledAccounts), "nothing changed");
         ledger.save(&mut report);
 
-        ledger.update(Keeper::Leavers, alice("t1"));
+        ledger.update(Keeper::Leavers, alice("t1").users);
         assert!(ledger.changed_by(Keeper::Leavers) && !ledger.changed_by(Keeper::DisabledAccounts));
         ledger.save(&mut report);
         assert_eq!(Ledger::load(&j).users().unwrap(), &alice("t1"));
@@ -236,7 +267,7 @@ mod tests {
         let entry: &mut ManagedUser = streak.users.get_mut(&Username::new("alice").unwrap()).unwrap();
         (entry.leaver_runs, entry.leaver_since) = (1, Some("t2".into()));
         let mut ledger = Ledger::load(&j);
-        ledger.update(Keeper::Leavers, streak.clone());
+        ledger.update(Keeper::Leavers, streak.users.clone());
         ledger.save(&mut report);
         assert_eq!(Ledger::load(&j).users().unwrap(), &streak);
         assert!(report.error.is_none(), "no step failed");
@@ -261,7 +292,7 @@ mod tests {
             m.users.get_mut(&Username::new("alice").unwrap()).unwrap().leaver_runs += 1;
             true
         };
-        daemon_run(&j, &kept, |l| l.update(Keeper::Leavers, alice("t1")));
+        daemon_run(&j, &kept, |l| l.update(Keeper::Leavers, alice("t1").users));
         assert_eq!(kept.reused(), 0, "the first run reads the database");
         // Kept after a run that wrote, and after one that wrote nothing.
         let after = daemon_run(&j, &kept, |l| l.amend(Keeper::Leavers, streak));
@@ -322,7 +353,7 @@ mod tests {
         // A dry run's state (the JSON files, read only) takes no write.
         let j = Journal::open_read_only(dir.path(), "r").unwrap();
         let mut ledger = Ledger::load(&j);
-        ledger.update(Keeper::Leavers, alice("t1"));
+        ledger.update(Keeper::Leavers, alice("t1").users);
         let mut report = Report::new("r".into(), false);
         report.disabled_accounts = Some(DisabledReport::new("import_then_deactivate"));
         report.leavers = Some(LeaversReport::new("deactivate"));
