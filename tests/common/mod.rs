@@ -156,6 +156,18 @@ pub struct Slapd {
     pub port: u16,
     /// The ldaps:// port, when started with TLS.
     pub tls_port: Option<u16>,
+    /// Started with the `syncprov` overlay (RFC 4533 content sync): kept across restarts.
+    syncprov: Syncprov,
+}
+
+/// Whether a fixture's database has the `syncprov` overlay, and with a session log or without.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Syncprov {
+    Off,
+    /// `syncprov-sessionlog 10000`: deletions since a recent cookie can be named.
+    SessionLog,
+    /// No session log: a read with a cookie is answered with a present phase.
+    NoSessionLog,
 }
 
 /// A private CA and a server certificate for `localhost` and `127.0.0.1`, written as PEM files into `dir`.
@@ -197,14 +209,29 @@ impl Slapd {
         Slapd::start_with(seed, true, Some((cert_pem, key_pem)))
     }
 
+    /// Like [`Slapd::start`], with the `syncprov` overlay on the database (RFC 4533 content sync: a session
+    /// log of 10,000 changes, entryCSN and entryUUID indexed), as an OpenLDAP provider is set up.
+    pub fn start_with_syncprov(seed: &Directory) -> Slapd {
+        Slapd::start_configured(seed, false, None, Syncprov::SessionLog)
+    }
+
+    /// Like [`Slapd::start_with_syncprov`], without the session log.
+    pub fn start_with_syncprov_no_sessionlog(seed: &Directory) -> Slapd {
+        Slapd::start_configured(seed, false, None, Syncprov::NoSessionLog)
+    }
+
     fn start_with(seed: &Directory, tls: bool, own: Option<(&str, &str)>) -> Slapd {
+        Slapd::start_configured(seed, tls, own, Syncprov::Off)
+    }
+
+    fn start_configured(seed: &Directory, tls: bool, own: Option<(&str, &str)>, syncprov: Syncprov) -> Slapd {
         assert!(Path::new(SLAPD).exists(), "{INSTALL_HINT}");
         let dir = tempfile::Builder::new().prefix("slapd-").tempdir().expect("creating a temp dir for slapd");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).expect("creating slapd's data dir");
         let conf = dir.path().join("slapd.conf");
         std::fs::write(dir.path().join("account-control.schema"), ACCOUNT_CONTROL_SCHEMA).expect("writing a schema");
-        let mut conf_text = slapd_conf(dir.path());
+        let mut conf_text = slapd_conf(dir.path(), syncprov);
         if tls {
             match own {
                 Some((cert, key)) => {
@@ -240,7 +267,7 @@ impl Slapd {
             urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
         }
         let child = spawn_slapd(dir.path(), &urls);
-        let slapd = Slapd { dir, child: Some(child), port, tls_port };
+        let slapd = Slapd { dir, child: Some(child), port, tls_port, syncprov };
         slapd.wait_until_listening();
         slapd
     }
@@ -323,7 +350,7 @@ impl Slapd {
     pub fn restart_with_acl(&mut self, rules: &str) {
         self.kill();
         let conf = self.dir.path().join("slapd.conf");
-        let text = slapd_conf(self.dir.path());
+        let text = slapd_conf(self.dir.path(), self.syncprov);
         let general = "access to attrs=userPassword";
         let text = text.replacen(general, &format!("{rules}\n{general}"), 1);
         std::fs::write(&conf, text).expect("writing slapd.conf");
@@ -370,7 +397,22 @@ attributetype ( 1.2.840.113556.1.4.8 NAME 'userAccountControl' EQUALITY integerM
 objectclass ( 1.3.6.1.4.1.55555.1.1 NAME 'accountControl' AUXILIARY MAY userAccountControl )
 ";
 
-fn slapd_conf(dir: &Path) -> String {
+/// slapd.conf for a fixture in `dir`; with `syncprov`, the overlay RFC 4533 content sync needs (its module,
+/// the indexes it searches by, a checkpoint and, unless told otherwise, a session log, so that deletions since
+/// a recent cookie are sent as such rather than by a present phase).
+fn slapd_conf(dir: &Path, syncprov: Syncprov) -> String {
+    let mut conf = slapd_conf_base(dir);
+    if syncprov != Syncprov::Off {
+        conf = conf.replacen("moduleload back_mdb\n", "moduleload back_mdb\nmoduleload syncprov\n", 1);
+        conf.push_str("index entryCSN,entryUUID eq\noverlay syncprov\nsyncprov-checkpoint 100 10\n");
+    }
+    if syncprov == Syncprov::SessionLog {
+        conf.push_str("syncprov-sessionlog 10000\n");
+    }
+    conf
+}
+
+fn slapd_conf_base(dir: &Path) -> String {
     let d = dir.display();
     format!(
         "include /etc/ldap/schema/core.schema
