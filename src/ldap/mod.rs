@@ -23,6 +23,7 @@
 //! turn entries into groups (pure), [`entry`] turns entries into members, [`dn`] compares DNs, [`range`] follows
 //! AD's range retrieval. [`probe`] is `check`'s own look at the base DN and a few user entries.
 
+pub mod changes;
 mod connect;
 pub mod dn;
 mod entry;
