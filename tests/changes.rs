@@ -268,3 +268,42 @@ async fn more_entries_than_the_size_limit_fail_and_say_why() {
         other => panic!("{:?}", other.map(|r| r.changed.len())),
     }
 }
+
+/// An entry that stops matching the filter, or leaves the base, is gone like a deleted one (named with the
+/// session log, left out of the present set without it), and comes back whole when it matches again.
+#[tokio::test]
+async fn an_entry_leaving_the_filter_or_the_base_is_gone() {
+    let filter = "(&(objectClass=inetOrgPerson)(!(description=hidden)))";
+    for slapd in [Slapd::start_with_syncprov(&seed()), Slapd::start_with_syncprov_no_sessionlog(&seed())] {
+        let sync = |cookie: Option<Vec<u8>>| {
+            let slapd = &slapd;
+            async move {
+                let mut ldap = connect(slapd).await;
+                syncrepl::read(&mut ldap, PEOPLE, filter, ATTRS, cookie.as_deref(), TIMEOUT).await.expect("a read")
+            }
+        };
+        let r0 = sync(None).await;
+        let kept = uuids(&r0);
+        assert_eq!(kept.len(), 3);
+        let (alice, bob) = (uuid_of(&r0, &people("alice")), uuid_of(&r0, &people("bob")));
+
+        slapd
+            .modify(&format!("dn: {}\nchangetype: modify\nadd: description\ndescription: hidden\n\n", people("alice")));
+        let r1 = sync(r0.cookie.clone()).await;
+        assert_eq!(r1.changed, []);
+        assert_eq!(r1.gone(kept.iter().copied()), [alice], "out of the filter: {r1:?}");
+
+        slapd.modify(&format!(
+            "dn: {}\nchangetype: modrdn\nnewrdn: uid=bob\ndeleteoldrdn: 1\nnewsuperior: ou=service,{BASE_DN}\n\n",
+            people("bob")
+        ));
+        let r2 = sync(r1.cookie.clone()).await;
+        assert_eq!(r2.changed, []);
+        assert_eq!(r2.gone(kept.iter().filter(|u| **u != alice).copied()), [bob], "out of the base: {r2:?}");
+
+        slapd.modify(&format!("dn: {}\nchangetype: modify\ndelete: description\n\n", people("alice")));
+        let r3 = sync(r2.cookie.clone()).await;
+        assert_eq!(dns(&r3), [people("alice")]);
+        assert_eq!(r3.changed[0].uuid, alice);
+    }
+}

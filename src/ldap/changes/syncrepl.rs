@@ -26,6 +26,9 @@
 //!   cookie, naming every entry matching the filter (changed ones included), the changed entries whole with
 //!   syncState `add`, then syncDone with the new cookie and refreshDeletes FALSE: [`Refresh::Present`]; a
 //!   deleted entry is simply not named ([`SyncRead::gone`]).
+//! - **An entry that stops matching the filter, or is moved out of the base**: gone like a deleted one
+//!   (in the delete-phase syncIdSet with the session log; left out of the present set without it); when it
+//!   matches again it comes whole, with syncState `add` and its old UUID.
 //! - **A cookie older than the session log, or whose CSN names another server id** (`#007#`): the whole
 //!   content as `add` entries with no present markers, syncDone refreshDeletes FALSE: a present phase naming
 //!   nothing, so every kept entry not sent is gone. Safe, just a full read's cost.
