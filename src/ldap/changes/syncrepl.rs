@@ -261,35 +261,35 @@ pub async fn read(
         }
     }
     let result = stream.finish().await;
-    match result.rc {
-        0 => {}
-        REFRESH_REQUIRED => return Err(SyncError::RefreshRequired { text: result.text }),
-        UNAVAILABLE_CRITICAL_EXTENSION => {
-            return Err(SyncError::Unsupported {
-                reason: format!(
-                    "the server refused the Sync Request control ({}); on OpenLDAP, the syncprov overlay is \
-                     missing on the database holding {base}",
-                    result_reason(result.rc, &result.text)
-                ),
-            });
-        }
-        UNWILLING_TO_PERFORM if cookie.is_some() => {
-            return Err(SyncError::CookieRefused { reason: result_reason(result.rc, &result.text) });
-        }
-        SIZE_LIMIT_EXCEEDED => {
-            return Err(SyncError::Ldap {
-                code: Some(result.rc),
-                reason: format!(
-                    "{}: a content-sync search cannot be paged, so the bind account needs a size limit above the \
-                     number of entries (slapd: limits dn.exact=\"<bind DN>\" size=unlimited)",
-                    result_reason(result.rc, &result.text)
-                ),
-            });
-        }
-        rc => return Err(SyncError::Ldap { code: Some(rc), reason: result_reason(rc, &result.text) }),
+    if let Some(e) = result_error(result.rc, &result.text, base, cookie.is_some()) {
+        return Err(e);
     }
     let done = sync_done(&result.ctrls.iter().map(|c| &c.1).collect::<Vec<_>>())?;
     Ok(collector.finish(done))
+}
+
+/// What a result code other than success means for a content-sync search of `base`.
+fn result_error(rc: u32, text: &str, base: &str, cookie_sent: bool) -> Option<SyncError> {
+    let reason = result_reason(rc, text);
+    Some(match rc {
+        0 => return None,
+        REFRESH_REQUIRED => SyncError::RefreshRequired { text: text.to_string() },
+        UNAVAILABLE_CRITICAL_EXTENSION => SyncError::Unsupported {
+            reason: format!(
+                "the server refused the Sync Request control ({reason}); on OpenLDAP, the syncprov overlay is \
+                 missing on the database holding {base}"
+            ),
+        },
+        UNWILLING_TO_PERFORM if cookie_sent => SyncError::CookieRefused { reason },
+        SIZE_LIMIT_EXCEEDED => SyncError::Ldap {
+            code: Some(rc),
+            reason: format!(
+                "{reason}: a content-sync search cannot be paged, so the bind account needs a size limit above the \
+                 number of entries (slapd: limits dn.exact=\"<bind DN>\" size=unlimited)"
+            ),
+        },
+        rc => SyncError::Ldap { code: Some(rc), reason },
+    })
 }
 
 /// The syncDone control among a result's controls: exactly one, well formed.
@@ -1077,6 +1077,27 @@ mod tests {
         assert!(matches!(sync_done(&[&good, &good]), Err(SyncError::Malformed(m)) if m.contains("two")));
         let empty = RawControl { val: None, ..good.clone() };
         assert!(matches!(sync_done(&[&empty]), Err(SyncError::Malformed(m)) if m.contains("syncDone")));
+    }
+
+    #[test]
+    fn result_codes_say_what_to_do_next() {
+        assert_eq!(result_error(0, "", "dc=x", true), None);
+        let refresh = result_error(4096, "sync refresh required", "dc=x", true).unwrap();
+        assert_eq!(refresh, SyncError::RefreshRequired { text: "sync refresh required".into() });
+        assert!(refresh.needs_full_read());
+        let unsupported = result_error(12, "critical extension is not recognized", "dc=x", false).unwrap();
+        assert!(
+            matches!(&unsupported, SyncError::Unsupported { reason } if reason.contains("syncprov") && reason.contains("dc=x"))
+        );
+        assert!(!unsupported.needs_full_read());
+        let refused = result_error(53, "consumer state is newer than provider!", "dc=x", true).unwrap();
+        assert!(matches!(refused, SyncError::CookieRefused { .. }));
+        // Without a cookie, 53 is not about one: a full read would meet it again.
+        assert!(matches!(result_error(53, "", "dc=x", false), Some(SyncError::Ldap { code: Some(53), .. })));
+        assert!(
+            matches!(result_error(4, "", "dc=x", false), Some(SyncError::Ldap { code: Some(4), reason }) if reason.contains("size=unlimited"))
+        );
+        assert!(matches!(result_error(50, "", "dc=x", true), Some(SyncError::Ldap { code: Some(50), .. })));
     }
 
     #[test]
