@@ -29,6 +29,10 @@
 //! - **An entry that stops matching the filter, or is moved out of the base**: gone like a deleted one
 //!   (in the delete-phase syncIdSet with the session log; left out of the present set without it); when it
 //!   matches again it comes whole, with syncState `add` and its old UUID.
+//! - **After a slapd restart**, the session log is empty (it lives in memory): a read with a cookie gets a
+//!   present phase, as without a session log. An entry hidden from the bind account by an access rule changes
+//!   no CSN; a present phase leaves it out (gone), but a delete phase from the session log would not name it
+//!   (an ACL changed through cn=config without a restart: only a full read sees it).
 //! - **A cookie older than the session log, or whose CSN names another server id** (`#007#`): the whole
 //!   content as `add` entries with no present markers, syncDone refreshDeletes FALSE: a present phase naming
 //!   nothing, so every kept entry not sent is gone. Safe, just a full read's cost.
