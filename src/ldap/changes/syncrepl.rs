@@ -31,8 +31,9 @@
 //!   matches again it comes whole, with syncState `add` and its old UUID.
 //! - **After a slapd restart**, the session log is empty (it lives in memory): a read with a cookie gets a
 //!   present phase, as without a session log. An entry hidden from the bind account by an access rule changes
-//!   no CSN; a present phase leaves it out (gone), but a delete phase from the session log would not name it
-//!   (an ACL changed through cn=config without a restart: only a full read sees it).
+//!   no CSN; a present phase leaves it out (gone). Not observed, inferred: an access rule changed through
+//!   cn=config without a restart would leave the session log in use, whose delete phase cannot name such an
+//!   entry; only a full read would see it gone.
 //! - **A cookie older than the session log, or whose CSN names another server id** (`#007#`): the whole
 //!   content as `add` entries with no present markers, syncDone refreshDeletes FALSE: a present phase naming
 //!   nothing, so every kept entry not sent is gone. Safe, just a full read's cost.
