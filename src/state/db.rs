@@ -380,7 +380,6 @@ impl Database {
             .map_err(self.read_error())?;
         let rows = statement
             .query_map([], |row| {
-                let key: String = row.get(0)?;
                 let username = row.get_ref(1)?.as_str().map_err(|e| {
                     rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
                 })?;
@@ -401,17 +400,20 @@ impl Database {
                 // written and kept so by `refold` when the database is opened.
                 match Username::new(username) {
                     Some(username) => Ok(Ok((username.clone(), user(username)?))),
-                    None => Ok(Err(format!("the managed user {key:?} has no username"))),
+                    None => {
+                        let key = row.get_ref(0)?.as_str().unwrap_or_default().to_string();
+                        Ok(Err(format!("the managed user {key:?} has no username")))
+                    }
                 }
             })
             .map_err(self.read_error())?;
-        let mut managed = Managed::default();
-        for row in rows {
-            let (key, user) =
-                row.map_err(self.read_error())?.map_err(|detail| Error::Damaged { path: self.path.clone(), detail })?;
-            managed.users.insert(key, user);
-        }
-        Ok(managed)
+        // Collected whole: the rows come in key order, which the map is then built from in one pass.
+        let users = rows
+            .map(|row| {
+                row.map_err(self.read_error())?.map_err(|detail| Error::Damaged { path: self.path.clone(), detail })
+            })
+            .collect::<Result<BTreeMap<_, _>, Error>>()?;
+        Ok(Managed { users, ..Managed::default() })
     }
 
     /// Writes the managed users that differ between `before` (as read) and `after`: changed and new ones

@@ -21,7 +21,7 @@ use crate::report::{Budget, Budgets};
 use crate::state::db::Action;
 use crate::state::{Changes, Managed};
 use crate::sync::journal::Journal;
-use crate::sync::plan::{GroupPlan, Plan};
+use crate::sync::plan::Plan;
 use crate::username::Username;
 
 /// A daily budget in force: its limit and the key that sets it.
@@ -143,11 +143,7 @@ fn budget(used: usize, daily: DailyLimit, table: &str, managed_active: Option<us
 
 /// The effective members of every configured group read in this run.
 pub fn members(plan: &Plan) -> HashSet<&Username> {
-    let ready = plan.groups.iter().filter_map(|g| match g {
-        GroupPlan::Ready(r) => Some(r),
-        GroupPlan::Failed { .. } => None,
-    });
-    ready.flat_map(|r| r.group.members.iter().map(|m| &m.username)).collect()
+    plan.distinct.iter().map(|m| &m.username).collect()
 }
 
 /// Whether a run's steps may deactivate: the leaver step with `action = "deactivate"`, or the disabled-account

@@ -283,12 +283,16 @@ fn seen<'a>(
     last_24h: Option<usize>,
 ) -> Seen<'a> {
     let mut disabled = Vec::new();
-    let mut members = HashSet::default();
-    for g in &plan.groups {
-        if let GroupPlan::Ready(r) = g
-            && r.shrink.is_none()
-        {
-            disabled.extend(r.group.disabled.iter());
+    let ready = || plan.groups.iter().filter_map(|g| if let GroupPlan::Ready(r) = g { Some(r) } else { None });
+    // The members of the groups the shrink guard does not hold: every member, each once, when it holds none.
+    let every_group = ready().all(|r| r.shrink.is_none());
+    let mut members: HashSet<&Username> = HashSet::default();
+    if every_group {
+        members.extend(plan.distinct.iter().map(|m| &m.username));
+    }
+    for r in ready().filter(|r| r.shrink.is_none()) {
+        disabled.extend(r.group.disabled.iter());
+        if !every_group {
             members.extend(r.group.members.iter().map(|m| &m.username));
         }
     }
@@ -525,6 +529,33 @@ mod tests {
         let p = plan(&managed, &seen(true), &policy(&[]), 10);
         let away = &managed.with(&p.changes).users[&key("away")];
         assert!(away.deactivated && !away.disabled_in_directory);
+    }
+
+    /// The members the step counts are those of the groups the shrink guard does not hold; with none held,
+    /// every member once (the plan's own list).
+    #[test]
+    fn the_members_seen_are_those_of_the_groups_the_shrink_guard_does_not_hold() {
+        use crate::sync::plan::tests::{group, snapshot};
+        let planned = |last_good: &[(&str, usize)]| {
+            let last_good = last_good.iter().map(|(g, n)| (g.to_string(), *n)).collect();
+            let policy = crate::sync::plan::Policy {
+                max_imports_per_run: 100,
+                max_shrink_percent: 50,
+                last_good,
+                ..Default::default()
+            };
+            crate::sync::plan::plan(snapshot(vec![group("A", &["a", "b"]), group("B", &["b", "c"])]), &[], policy)
+        };
+        let members = |plan: &Plan| {
+            let mut names: Vec<String> =
+                seen(plan, &[], true, "t", None).members.iter().map(|u| u.to_string()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(members(&planned(&[])), ["a", "b", "c"]);
+        // B had 10 members: shrunk to 2, held; its own members are not counted, a (only in A) and b (in A too) are.
+        assert_eq!(members(&planned(&[("B", 10)])), ["a", "b"]);
+        assert_eq!(members(&planned(&[("A", 10), ("B", 10)])), Vec::<String>::new());
     }
 
     #[test]

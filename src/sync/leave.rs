@@ -218,11 +218,10 @@ fn record_plan(planned: &LeaverPlan, policy: &LeaverPolicy, report: &mut Leavers
 
 /// The effective members of every configured group, and the usernames left out as ambiguous.
 fn seen(plan: &Plan) -> (HashSet<&Username>, HashSet<&Username>) {
-    let mut members = HashSet::default();
+    let members = plan.distinct.iter().map(|m| &m.username).collect();
     let mut ambiguous = HashSet::default();
     for g in &plan.groups {
         if let GroupPlan::Ready(r) = g {
-            members.extend(r.group.members.iter().map(|m| &m.username));
             ambiguous.extend(r.collisions.iter().map(|c| &c.username));
         }
     }

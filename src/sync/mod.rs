@@ -496,13 +496,8 @@ fn inactive_members(plan: &Plan, users: &[crate::cloudshell::User], managed: &st
         return Vec::new();
     }
     let mut found: Vec<String> = plan
-        .groups
+        .distinct
         .iter()
-        .filter_map(|g| match g {
-            GroupPlan::Ready(r) => Some(r.group.members.iter()),
-            GroupPlan::Failed { .. } => None,
-        })
-        .flatten()
         .filter(|m| inactive.contains(&m.username))
         .filter(|m| !managed.users.get(&m.username).is_some_and(|u| u.deactivated))
         .map(|m| m.username.to_string())

@@ -127,6 +127,9 @@ pub struct Plan {
     pub planned_imports: usize,
     /// Distinct effective members over all enumerated groups.
     pub members: usize,
+    /// Those members, each once (the first record seen, in the configured order of the groups): what the steps
+    /// after the imports go through, rather than every membership again.
+    pub distinct: Vec<Arc<Member>>,
     /// Distinct members missing in CloudShell over all enumerated groups.
     pub missing: usize,
     /// Set when the plan exceeds `max_imports_per_run`: nothing may be written.
@@ -253,7 +256,7 @@ pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: P
         .then_some(Held { planned: planned_imports, limit: policy.max_imports_per_run });
     let members = interner.present.len();
     let missing = missing_somewhere.iter().filter(|&&m| m).count();
-    Plan { groups, planned_imports, members, missing, held, coverage: snapshot.coverage }
+    Plan { groups, planned_imports, members, missing, held, coverage: snapshot.coverage, distinct: interner.users }
 }
 
 #[cfg(test)]

@@ -80,19 +80,12 @@ pub fn nested_groups(plan: &Plan) -> Vec<(String, String)> {
 /// with the DN read: what to record. Read-only, so that a run in which no DN changed copies no record.
 pub fn dns_to_record(managed: &Managed, plan: &Plan) -> Vec<(Username, String)> {
     // Each member once: a user in many groups is one record (a million memberships, 100,000 users).
-    let mut done: rustc_hash::FxHashSet<&Username> = Default::default();
     let mut changed = Vec::new();
-    for g in &plan.groups {
-        let GroupPlan::Ready(ready) = g else { continue };
-        for member in ready.group.members.iter() {
-            if !done.insert(&member.username) {
-                continue;
-            }
-            if let Some(entry) = managed.users.get(&member.username)
-                && entry.dn.as_deref() != Some(member.dn.as_str())
-            {
-                changed.push((member.username.clone(), member.dn.clone()));
-            }
+    for member in &plan.distinct {
+        if let Some(entry) = managed.users.get(&member.username)
+            && entry.dn.as_deref() != Some(member.dn.as_str())
+        {
+            changed.push((member.username.clone(), member.dn.clone()));
         }
     }
     changed
