@@ -4,5 +4,7 @@
 //! belong to the caller.
 //!
 //! - [`syncrepl`]: RFC 4533 content synchronisation (refreshOnly), OpenLDAP's `syncprov` overlay.
+//! - [`dirsync`]: Active Directory's DirSync control (Samba AD too), with incremental member values.
 
+pub mod dirsync;
 pub mod syncrepl;

@@ -1,0 +1,593 @@
+//! Active Directory's DirSync (control 1.2.840.113556.1.4.841): one read of what changed in a naming context
+//! since a cookie, at the protocol level. It owns the control's encoding, the guarded parse of the server's
+//! answer, the more-data loop, and the shape of what the server said ([`Changes`]): changed objects keyed by
+//! `objectGUID` with their attributes and, for `member`, the values added and removed; deleted objects by
+//! `objectGUID`; the last cookie. It must not interpret the changes (the kept directory model does that) nor
+//! decide when a full read is due.
+//!
+//! The request: base the naming-context root, subtree, the caller's filter (`objectClass`, not
+//! `objectCategory`: tombstones lose it), `objectGUID` and `isDeleted` always asked for besides the caller's
+//! attributes. The DirSync control is critical, its value `SEQUENCE { flags INTEGER, maxBytes INTEGER, cookie
+//! OCTET STRING }`, flags the incremental-values flag 0x80000000 written as the 4-byte negative INTEGER
+//! (`02 04 80 00 00 00`): an encoder that takes it as unsigned writes 5 bytes, which Active Directory refuses.
+//! The extended-DN control (1.2.840.113556.1.4.529, no value: hex GUIDs) goes with it, so each `member` value
+//! names its member's `objectGUID`. The answer's control is `SEQUENCE { moreResults INTEGER, unused INTEGER,
+//! cookie OCTET STRING }`; while `moreResults` is not 0 the search is sent again with the new cookie, at most
+//! [`MAX_ROUNDS`] times. The loop is [`Reader`], which takes each answer and does no I/O.
+//!
+//! What Samba 4.17 does (observed against a real Samba AD DC, `tests/ad_changes.rs`):
+//! - The cookie is a 108-byte blob starting with `MSDS`; it comes with every answer, also when nothing
+//!   changed (0 entries), and moves on with each change. Reading again from an older cookie gives the same
+//!   changes again (a run that crashed before saving its cookie replays).
+//! - A first read (no cookie) returns every object the filter matches, built-in ones included (46 on a fresh
+//!   domain with five test objects), in one round: Samba never sets `moreResults`.
+//! - With incremental values, a group's members come as `member;range=1-1` (values added) even on a first
+//!   read, never as a plain `member`; a removal as `member;range=0-0`. A plain `member` (the whole set, as
+//!   Active Directory may send it) is kept in [`ChangedObject::members`].
+//! - A changed object carries only the attributes that changed (and `instanceType`), not every attribute
+//!   asked for: a disabled user comes with its new `userAccountControl` and no `sAMAccountName`.
+//! - Without the extended-DN control, `member` values are plain DNs; with it they are
+//!   `<GUID=32 hex digits, the objectGUID's bytes in order>;<SID=hex>;DN`, and so is the entry's own DN.
+//! - A deleted object comes as its tombstone, without Show Deleted (1.2.840.113556.1.4.417): `isDeleted:
+//!   TRUE`, the same `objectGUID`, its DN under `CN=Deleted Objects` with `\0ADEL:<guid>` in its RDN.
+//! - An account without the right: insufficientAccessRights (50), "error in module dirsync: insufficient
+//!   access rights during LDB_SEARCH". A base that is not a naming-context root: also 50, "dN is not one of
+//!   the naming context": told apart by that text. The object-security flag (0x1) lets such an account read
+//!   (objects it may read only); this module does not use it.
+//! - A cookie it cannot read: unavailableCriticalExtension (12), "Unable to unmarshall cookie".
+//! - Samba also accepts the flags written as 5 bytes (`02 05 00 80 00 00 00`); Active Directory does not.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use ldap3::controls::RawControl;
+use ldap3::{Ldap, LdapError, Scope};
+
+use crate::ldap::entry;
+use crate::ldap::error::{Cause, result_reason};
+
+/// DirSync's control (request and response).
+pub const DIRSYNC_OID: &str = "1.2.840.113556.1.4.841";
+
+/// The extended-DN control: DNs (the entry's and each `member` value) come as `<GUID=hex>;<SID=hex>;DN`.
+pub const EXTENDED_DN_OID: &str = "1.2.840.113556.1.4.529";
+
+/// `LDAP_DIRSYNC_INCREMENTAL_VALUES` (0x80000000): linked attributes (`member`) come as the values added and
+/// removed, not the whole set. As a BER INTEGER it is negative: -2147483648.
+const INCREMENTAL_VALUES: i32 = i32::MIN;
+
+/// What the server may put in one round. Active Directory counts it loosely; Samba ignores it.
+const MAX_BYTES: i32 = 1 << 20;
+
+/// How many rounds (more-data answers followed) one read takes at most before it gives up.
+pub const MAX_ROUNDS: usize = 10_000;
+
+/// The attributes every read asks for besides the caller's.
+const ALWAYS: [&str; 2] = ["objectGUID", "isDeleted"];
+
+/// insufficientAccessRights.
+const INSUFFICIENT_ACCESS: u32 = 50;
+/// unavailableCriticalExtension.
+const UNAVAILABLE_CRITICAL_EXTENSION: u32 = 12;
+
+/// An `objectGUID`: the 16 bytes as the directory stores them.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Guid(pub [u8; 16]);
+
+impl Guid {
+    /// The GUID in Microsoft's string form (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`: the first three fields
+    /// little-endian), as `<GUID=...>` shows it with the extended-DN control's string flag.
+    pub fn to_microsoft_string(&self) -> String {
+        let b = &self.0;
+        format!(
+            "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+            b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+        )
+    }
+
+    /// Reads either form `<GUID=...>` may take: 32 hex digits (the bytes in order) or Microsoft's string form.
+    pub fn parse(text: &str) -> Option<Guid> {
+        let hex: Vec<u8> = text.bytes().filter(|b| *b != b'-').collect();
+        if hex.len() != 32 || !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let dashed = text.len() == 36;
+        if dashed && [8, 13, 18, 23].iter().any(|&i| text.as_bytes()[i] != b'-') {
+            return None;
+        }
+        if !dashed && text.len() != 32 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for (i, pair) in hex.chunks(2).enumerate() {
+            let s = std::str::from_utf8(pair).ok()?;
+            bytes[i] = u8::from_str_radix(s, 16).ok()?;
+        }
+        if dashed {
+            bytes[0..4].reverse();
+            bytes[4..6].reverse();
+            bytes[6..8].reverse();
+        }
+        Some(Guid(bytes))
+    }
+}
+
+impl fmt::Debug for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_microsoft_string())
+    }
+}
+
+impl fmt::Display for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_microsoft_string())
+    }
+}
+
+/// A `member` value: the member's DN, and its `objectGUID` when the value came in extended form
+/// (`<GUID=...>;<SID=...>;CN=...`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRef {
+    pub guid: Option<Guid>,
+    pub dn: String,
+}
+
+impl MemberRef {
+    /// Reads a `member` value, extended (`<GUID=...>;<SID=...>;DN`) or plain. `None` when an extended part
+    /// is not closed or its GUID cannot be read.
+    pub fn parse(value: &str) -> Option<MemberRef> {
+        let mut rest = value;
+        let mut guid = None;
+        while let Some(after) = rest.strip_prefix('<') {
+            let end = after.find('>')?;
+            let part = &after[..end];
+            if let Some((key, text)) = part.split_once('=')
+                && key.eq_ignore_ascii_case("GUID")
+            {
+                guid = Some(Guid::parse(text)?);
+            }
+            rest = &after[end + 1..];
+            rest = rest.strip_prefix(';').unwrap_or(rest);
+        }
+        Some(MemberRef { guid, dn: rest.to_string() })
+    }
+}
+
+/// An object that changed since the cookie (or, on a first read, every object): its `objectGUID`, its DN now,
+/// the attributes the server sent (names lower-cased), and its member changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangedObject {
+    pub guid: Guid,
+    pub dn: String,
+    /// Attributes sent whole (all values), by lower-cased name; `objectGUID`, `isDeleted` and `member` are not
+    /// repeated here.
+    pub attrs: BTreeMap<String, Vec<String>>,
+    /// Attributes whose values are not UTF-8, by lower-cased name.
+    pub bin_attrs: BTreeMap<String, Vec<Vec<u8>>>,
+    /// `member` sent whole (a plain `member` attribute): the group's complete member set, which replaces
+    /// what was known. `None` when the server sent no plain `member`.
+    pub members: Option<Vec<MemberRef>>,
+    /// `member;range=1-1`: values added since the cookie.
+    pub member_added: Vec<MemberRef>,
+    /// `member;range=0-0`: values removed since the cookie.
+    pub member_removed: Vec<MemberRef>,
+}
+
+/// What one DirSync read said.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The last cookie the server sent: the next read starts from it.
+    pub cookie: Vec<u8>,
+    /// Objects changed (or, on a first read, all of them), in the order the server sent them; an object sent
+    /// in two rounds appears twice, the later one newer.
+    pub changed: Vec<ChangedObject>,
+    /// Objects deleted (tombstones, `isDeleted: TRUE`), by `objectGUID`.
+    pub deleted: Vec<Guid>,
+    /// How many searches the read took (1 unless the server said more data was waiting).
+    pub rounds: usize,
+}
+
+/// Why a DirSync read failed. A failed read is never "no changes".
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The bind account lacks the right to read changes.
+    #[error(
+        "the bind account may not read changes with DirSync on {naming_context}: {reason}; grant it \
+         \"Replicating Directory Changes\" on the domain (or read the directory in full)"
+    )]
+    NoRight { naming_context: String, reason: String },
+    /// The server does not do DirSync here (not Active Directory, or not a naming-context root).
+    #[error("the directory does not support DirSync on {naming_context}: {reason}")]
+    Unsupported { naming_context: String, reason: String },
+    /// The server's answer is not what DirSync defines.
+    #[error("the directory's DirSync answer is malformed: {0}")]
+    Malformed(String),
+    /// The server said more data was waiting more times than any directory needs.
+    #[error("the directory still had more DirSync data after {0} rounds")]
+    TooManyRounds(usize),
+    /// The server refused the cookie (damaged, or from another domain): a full read is due, then a read
+    /// without a cookie.
+    #[error("the directory refused the DirSync cookie for {naming_context}: {reason}")]
+    CookieRefused { naming_context: String, reason: String },
+    /// The search failed with another result code.
+    #[error("the DirSync read of {naming_context} failed: {reason}")]
+    Refused { naming_context: String, code: u32, reason: String },
+    /// The search did not finish in time.
+    #[error("the directory did not answer the DirSync read within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed.
+    #[error("the DirSync read failed: {0}")]
+    Ldap(#[source] Cause),
+}
+
+/// The request control's value: `SEQUENCE { flags INTEGER, maxBytes INTEGER, cookie OCTET STRING }`.
+pub fn request_value(flags: i32, max_bytes: i32, cookie: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(cookie.len() + 16);
+    ber::integer(&mut body, flags);
+    ber::integer(&mut body, max_bytes);
+    ber::tlv(&mut body, ber::OCTET_STRING, cookie);
+    let mut value = Vec::with_capacity(body.len() + 6);
+    ber::tlv(&mut value, ber::SEQUENCE, &body);
+    value
+}
+
+/// The request control, critical: a server that does not know it must refuse the search, not ignore it.
+fn request_control(cookie: &[u8]) -> RawControl {
+    RawControl {
+        ctype: DIRSYNC_OID.to_string(),
+        crit: true,
+        val: Some(request_value(INCREMENTAL_VALUES, MAX_BYTES, cookie)),
+    }
+}
+
+/// The response control's value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseControl {
+    /// Not 0: more changes are waiting; ask again with `cookie`.
+    pub more: bool,
+    pub cookie: Vec<u8>,
+}
+
+/// Parses the response control's value, `SEQUENCE { moreResults INTEGER, unused INTEGER, cookie OCTET
+/// STRING }`, naming what is wrong when it is not that.
+pub fn parse_response(value: &[u8]) -> Result<ResponseControl, Error> {
+    let bad = |what: &str| Error::Malformed(format!("DirSync response control: {what}"));
+    let (seq, rest) = ber::read(value).map_err(|e| bad(&e))?;
+    if seq.tag != ber::SEQUENCE {
+        return Err(bad(&format!("expected a SEQUENCE (0x30), found tag 0x{:02x}", seq.tag)));
+    }
+    if !rest.is_empty() {
+        return Err(bad(&format!("{} bytes after the SEQUENCE", rest.len())));
+    }
+    let (more, body) = ber::read(seq.content).map_err(|e| bad(&format!("moreResults: {e}")))?;
+    let more = ber::as_integer(&more).map_err(|e| bad(&format!("moreResults: {e}")))?;
+    let (unused, body) = ber::read(body).map_err(|e| bad(&format!("second INTEGER: {e}")))?;
+    ber::as_integer(&unused).map_err(|e| bad(&format!("second INTEGER: {e}")))?;
+    let (cookie, body) = ber::read(body).map_err(|e| bad(&format!("cookie: {e}")))?;
+    if cookie.tag != ber::OCTET_STRING {
+        return Err(bad(&format!("cookie: expected an OCTET STRING (0x04), found tag 0x{:02x}", cookie.tag)));
+    }
+    if !body.is_empty() {
+        return Err(bad(&format!("{} bytes after the cookie", body.len())));
+    }
+    Ok(ResponseControl { more: more != 0, cookie: cookie.content.to_vec() })
+}
+
+/// One search's answer, as [`Reader::take`] needs it: the result code and text, the entries (decoded), and
+/// the DirSync response control's value if there was one.
+#[derive(Clone, Debug, Default)]
+pub struct Answer {
+    pub rc: u32,
+    pub text: String,
+    pub entries: Vec<ldap3::SearchEntry>,
+    pub control: Option<Vec<u8>>,
+}
+
+/// What [`Reader::take`] says to do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Search again with [`Reader::cookie`].
+    Again,
+    /// The read is complete: [`Reader::finish`].
+    Done,
+}
+
+/// The more-data loop without the I/O: it is handed each search's answer and says whether to search again.
+#[derive(Debug)]
+pub struct Reader {
+    naming_context: String,
+    changes: Changes,
+    max_rounds: usize,
+}
+
+impl Reader {
+    /// A read of `naming_context` from `cookie` (none: a first read, everything).
+    pub fn new(naming_context: &str, cookie: Option<&[u8]>) -> Reader {
+        Reader::with_max_rounds(naming_context, cookie, MAX_ROUNDS)
+    }
+
+    pub fn with_max_rounds(naming_context: &str, cookie: Option<&[u8]>, max_rounds: usize) -> Reader {
+        Reader {
+            naming_context: naming_context.to_string(),
+            changes: Changes { cookie: cookie.unwrap_or_default().to_vec(), ..Changes::default() },
+            max_rounds,
+        }
+    }
+
+    /// The cookie the next search must carry.
+    pub fn cookie(&self) -> &[u8] {
+        &self.changes.cookie
+    }
+
+    /// Takes one search's answer.
+    pub fn take(&mut self, answer: Answer) -> Result<Next, Error> {
+        if answer.rc != 0 {
+            return Err(self.refusal(answer.rc, &answer.text));
+        }
+        let value = answer
+            .control
+            .ok_or_else(|| Error::Malformed("the search succeeded without a DirSync response control".to_string()))?;
+        let control = parse_response(&value)?;
+        for entry in answer.entries {
+            match object(entry)? {
+                Object::Deleted(guid) => self.changes.deleted.push(guid),
+                Object::Changed(o) => self.changes.changed.push(o),
+            }
+        }
+        self.changes.rounds += 1;
+        self.changes.cookie = control.cookie;
+        if !control.more {
+            return Ok(Next::Done);
+        }
+        if self.changes.rounds >= self.max_rounds {
+            return Err(Error::TooManyRounds(self.changes.rounds));
+        }
+        Ok(Next::Again)
+    }
+
+    /// What the read said.
+    pub fn finish(self) -> Changes {
+        self.changes
+    }
+
+    /// A result code other than success, in our words. Samba answers insufficientAccessRights both to an
+    /// account without the right and to a base that is not a naming-context root (its text says which), and
+    /// unavailableCriticalExtension both to a server without DirSync and to a cookie it cannot read.
+    fn refusal(&self, code: u32, text: &str) -> Error {
+        let naming_context = self.naming_context.clone();
+        let reason = result_reason(code, text);
+        match code {
+            INSUFFICIENT_ACCESS if text.to_ascii_lowercase().contains("naming context") => Error::Unsupported {
+                naming_context,
+                reason: format!("the base is not a naming-context root ({reason})"),
+            },
+            INSUFFICIENT_ACCESS => Error::NoRight { naming_context, reason },
+            UNAVAILABLE_CRITICAL_EXTENSION if !self.changes.cookie.is_empty() => {
+                Error::CookieRefused { naming_context, reason }
+            }
+            UNAVAILABLE_CRITICAL_EXTENSION => Error::Unsupported { naming_context, reason },
+            code => Error::Refused { naming_context, code, reason },
+        }
+    }
+}
+
+enum Object {
+    Changed(ChangedObject),
+    Deleted(Guid),
+}
+
+/// Values of an attribute as bytes, whether ldap3 kept them as text or as binary.
+fn raw_values(entry: &ldap3::SearchEntry, name: &str) -> Vec<Vec<u8>> {
+    let text = entry.attrs.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v);
+    let binary = entry.bin_attrs.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v);
+    text.map(|t| t.as_bytes().to_vec()).chain(binary.cloned()).collect()
+}
+
+/// One entry of the answer: a tombstone or a changed object.
+fn object(entry: ldap3::SearchEntry) -> Result<Object, Error> {
+    let guid = match raw_values(&entry, "objectGUID").as_slice() {
+        [one] => Guid(
+            one.as_slice()
+                .try_into()
+                .map_err(|_| Error::Malformed(format!("{}: objectGUID has {} bytes, not 16", entry.dn, one.len())))?,
+        ),
+        [] => return Err(Error::Malformed(format!("{}: no objectGUID", entry.dn))),
+        many => return Err(Error::Malformed(format!("{}: {} objectGUID values", entry.dn, many.len()))),
+    };
+    let deleted = raw_values(&entry, "isDeleted").iter().any(|v| v.eq_ignore_ascii_case(b"TRUE"));
+    if deleted {
+        return Ok(Object::Deleted(guid));
+    }
+    // With the extended-DN control the entry's own DN comes extended too.
+    let dn = MemberRef::parse(&entry.dn)
+        .map(|r| r.dn)
+        .ok_or_else(|| Error::Malformed(format!("entry DN {:?}", entry.dn)))?;
+    let mut o = ChangedObject { guid, dn, ..ChangedObject::default() };
+    let member_ref = |dn: &str, v: &str| {
+        MemberRef::parse(v).ok_or_else(|| Error::Malformed(format!("{dn}: member value {v:?} cannot be read")))
+    };
+    for (name, values) in entry.attrs {
+        let lower = name.to_ascii_lowercase();
+        let (base, option) = match lower.split_once(';') {
+            Some((b, o)) => (b.to_string(), Some(o.to_string())),
+            None => (lower.clone(), None),
+        };
+        match (base.as_str(), option.as_deref()) {
+            ("objectguid" | "isdeleted", _) => {}
+            ("member", None) => {
+                let refs = values.iter().map(|v| member_ref(&entry.dn, v)).collect::<Result<Vec<_>, _>>()?;
+                o.members.get_or_insert_with(Vec::new).extend(refs);
+            }
+            ("member", Some("range=1-1")) => {
+                for v in &values {
+                    o.member_added.push(member_ref(&entry.dn, v)?);
+                }
+            }
+            ("member", Some("range=0-0")) => {
+                for v in &values {
+                    o.member_removed.push(member_ref(&entry.dn, v)?);
+                }
+            }
+            ("member", Some(other)) => {
+                return Err(Error::Malformed(format!("{}: member with an unknown option {other:?}", entry.dn)));
+            }
+            _ => {
+                o.attrs.insert(lower, values);
+            }
+        }
+    }
+    for (name, values) in entry.bin_attrs {
+        let lower = name.to_ascii_lowercase();
+        if lower == "objectguid" || lower == "isdeleted" {
+            continue;
+        }
+        if lower == "member" || lower.starts_with("member;") {
+            return Err(Error::Malformed(format!("{}: a member value is not UTF-8", entry.dn)));
+        }
+        o.bin_attrs.insert(lower, values);
+    }
+    Ok(Object::Changed(o))
+}
+
+/// Reads what changed in `naming_context` since `cookie` (none: everything, a first read), following the
+/// server's more-data answers. `filter` should select by `objectClass` (tombstones keep it). Each search
+/// waits at most `timeout`.
+pub async fn read(
+    ldap: &mut Ldap,
+    naming_context: &str,
+    filter: &str,
+    attrs: &[&str],
+    cookie: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Changes, Error> {
+    let mut wanted: Vec<&str> = attrs.to_vec();
+    for a in ALWAYS {
+        if !wanted.iter().any(|w| w.eq_ignore_ascii_case(a)) {
+            wanted.push(a);
+        }
+    }
+    let mut reader = Reader::new(naming_context, cookie);
+    loop {
+        let answer = search(ldap, naming_context, filter, &wanted, reader.cookie(), timeout).await?;
+        if reader.take(answer)? == Next::Done {
+            return Ok(reader.finish());
+        }
+    }
+}
+
+/// One DirSync search, its answer decoded without panicking.
+async fn search(
+    ldap: &mut Ldap,
+    naming_context: &str,
+    filter: &str,
+    attrs: &[&str],
+    cookie: &[u8],
+    timeout: Duration,
+) -> Result<Answer, Error> {
+    let extended_dn = RawControl { ctype: EXTENDED_DN_OID.to_string(), crit: false, val: None };
+    let controls = vec![request_control(cookie), extended_dn];
+    let result = ldap
+        .with_timeout(timeout)
+        .with_controls(controls)
+        .search(naming_context, Scope::Subtree, filter, attrs.to_vec())
+        .await;
+    let ldap3::SearchResult(raw, result) = match result {
+        Ok(r) => r,
+        Err(LdapError::Timeout { .. }) => return Err(Error::Timeout(timeout)),
+        Err(e) => return Err(Error::Ldap(Cause::new(e))),
+    };
+    let mut entries = Vec::with_capacity(raw.len());
+    for r in raw {
+        if r.is_ref() || r.is_intermediate() {
+            continue;
+        }
+        entries.push(entry::decode(r).ok_or_else(|| Error::Malformed("a search entry is malformed".to_string()))?);
+    }
+    let control = result.ctrls.into_iter().find(|c| c.1.ctype == DIRSYNC_OID).and_then(|c| c.1.val);
+    Ok(Answer { rc: result.rc, text: result.text, entries, control })
+}
+
+/// The little BER this control needs: definite lengths, one-byte tags.
+mod ber {
+    pub const SEQUENCE: u8 = 0x30;
+    pub const INTEGER: u8 = 0x02;
+    pub const OCTET_STRING: u8 = 0x04;
+
+    /// Appends tag, length and content.
+    pub fn tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
+        out.push(tag);
+        let len = content.len();
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes = len.to_be_bytes();
+            let skip = bytes.iter().take_while(|b| **b == 0).count();
+            out.push(0x80 | (bytes.len() - skip) as u8);
+            out.extend_from_slice(&bytes[skip..]);
+        }
+        out.extend_from_slice(content);
+    }
+
+    /// Appends an INTEGER in the fewest two's-complement bytes (so 0x80000000 as i32 is `80 00 00 00`).
+    pub fn integer(out: &mut Vec<u8>, value: i32) {
+        let bytes = value.to_be_bytes();
+        let mut start = 0;
+        while start < 3 {
+            let (b, next) = (bytes[start], bytes[start + 1]);
+            let redundant = (b == 0x00 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0);
+            if !redundant {
+                break;
+            }
+            start += 1;
+        }
+        tlv(out, INTEGER, &bytes[start..]);
+    }
+
+    pub struct Tlv<'a> {
+        pub tag: u8,
+        pub content: &'a [u8],
+    }
+
+    /// Reads one TLV; the rest after it. Refuses what does not fit.
+    pub fn read(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), String> {
+        let (&tag, rest) = input.split_first().ok_or("nothing where a value was expected")?;
+        if tag & 0x1f == 0x1f {
+            return Err(format!("multi-byte tag 0x{tag:02x}"));
+        }
+        let (&first, rest) = rest.split_first().ok_or("truncated before the length")?;
+        let (len, rest) = if first < 0x80 {
+            (first as usize, rest)
+        } else {
+            let n = (first & 0x7f) as usize;
+            if n == 0 {
+                return Err("indefinite length".to_string());
+            }
+            if n > 4 {
+                return Err(format!("a {n}-byte length"));
+            }
+            if rest.len() < n {
+                return Err("truncated in the length".to_string());
+            }
+            let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+            (len, &rest[n..])
+        };
+        if rest.len() < len {
+            return Err(format!("truncated: {len} bytes announced, {} left", rest.len()));
+        }
+        Ok((Tlv { tag, content: &rest[..len] }, &rest[len..]))
+    }
+
+    /// An INTEGER's value (at most 8 bytes).
+    pub fn as_integer(t: &Tlv<'_>) -> Result<i64, String> {
+        if t.tag != INTEGER {
+            return Err(format!("expected an INTEGER (0x02), found tag 0x{:02x}", t.tag));
+        }
+        if t.content.is_empty() || t.content.len() > 8 {
+            return Err(format!("an INTEGER of {} bytes", t.content.len()));
+        }
+        let negative = t.content[0] & 0x80 != 0;
+        let start: i64 = if negative { -1 } else { 0 };
+        Ok(t.content.iter().fold(start, |acc, b| (acc << 8) | i64::from(*b)))
+    }
+}

@@ -1,0 +1,225 @@
+//! DirSync against a real Samba AD domain controller (`ldap::changes::dirsync`): provisioned once for this
+//! whole file (its ports are fixed), the checks in sections of one test, in order, each reading from the
+//! cookie the one before it left.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloudshell_ldap_sync::ldap::changes::dirsync::{self, Changes, Error, Guid};
+use common::{AD_ADMIN, AD_BASE, AD_PASSWORD, SambaDc, ad_group, ad_user};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
+
+const FILTER: &str = "(|(objectClass=group)(objectClass=user))";
+const ATTRS: [&str; 3] = ["sAMAccountName", "userAccountControl", "member"];
+const TIMEOUT: Duration = Duration::from_secs(20);
+const READER_PASSWORD: &str = "Reader-Passw0rd!";
+
+async fn connect(dc: &SambaDc, bind_dn: &str, password: &str) -> Ldap {
+    let tls = cloudshell_ldap_sync::tls::client_config("ldap.ca_file", Some(&dc.ca_file()), false).unwrap();
+    let settings = LdapConnSettings::new().set_config(Arc::new(tls)).set_conn_timeout(TIMEOUT);
+    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &dc.ldaps_url()).await.unwrap();
+    ldap3::drive!(conn);
+    ldap.simple_bind(bind_dn, password).await.unwrap().success().unwrap();
+    ldap
+}
+
+async fn read(ldap: &mut Ldap, cookie: Option<&[u8]>) -> Result<Changes, Error> {
+    dirsync::read(ldap, AD_BASE, FILTER, &ATTRS, cookie, TIMEOUT).await
+}
+
+/// Staff: alice, bob, carol, dave; Team ⊃ {alice, bob}.
+struct Seeded {
+    alice: String,
+    bob: String,
+    carol: String,
+    dave: String,
+    team: String,
+}
+
+fn seed(dc: &SambaDc) -> Seeded {
+    let mut ldif = format!(
+        "dn: OU=Staff,{AD_BASE}\nobjectClass: organizationalUnit\nou: Staff\n\n\
+         dn: OU=Groups,{AD_BASE}\nobjectClass: organizationalUnit\nou: Groups\n\n"
+    );
+    let mut user = |name: &str| {
+        let (dn, l) = ad_user(name, name, false);
+        ldif.push_str(&l);
+        dn
+    };
+    let (alice, bob, carol, dave) = (user("alice"), user("bob"), user("carol"), user("dave"));
+    let (team, l) = ad_group("Team", &[alice.clone(), bob.clone()]);
+    ldif.push_str(&l);
+    dc.add(&ldif);
+    Seeded { alice, bob, carol, dave, team }
+}
+
+/// A user who can bind but holds no replication right, made the way an administrator would.
+fn create_plain_user(name: &str) -> String {
+    let out = std::process::Command::new("samba-tool")
+        .args(["user", "create", name, READER_PASSWORD, "-H", "ldap://127.0.0.1"])
+        .args(["-U", &format!("Administrator%{AD_PASSWORD}")])
+        .output()
+        .expect("samba-tool");
+    assert!(out.status.success(), "samba-tool user create: {}", String::from_utf8_lossy(&out.stderr));
+    format!("CN={name},CN=Users,{AD_BASE}")
+}
+
+fn guid_of(changes: &Changes, dn: &str) -> Guid {
+    changes
+        .changed
+        .iter()
+        .find(|o| o.dn.eq_ignore_ascii_case(dn))
+        .unwrap_or_else(|| panic!("{dn} not among the changed objects"))
+        .guid
+}
+
+fn dns(changes: &Changes) -> BTreeSet<String> {
+    changes.changed.iter().map(|o| o.dn.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dirsync_against_samba() {
+    let started = Instant::now();
+    let dc = SambaDc::start();
+    let s = seed(&dc);
+    eprintln!("Samba AD DC provisioned, started and seeded in {:.1} s", started.elapsed().as_secs_f64());
+    let mut ldap = connect(&dc, AD_ADMIN, AD_PASSWORD).await;
+
+    let first = first_read_returns_users_groups_and_a_cookie(&mut ldap, &s).await;
+    let quiet = nothing_changed_reads_nothing(&mut ldap, &first.cookie).await;
+    let members = member_added_and_removed_arrive_as_value_changes(&dc, &mut ldap, &s, &first, &quiet).await;
+    an_old_cookie_reads_the_same_changes_again(&mut ldap, &quiet.cookie, &members).await;
+    let disabled = a_disabled_user_arrives_with_its_new_value(&dc, &mut ldap, &s, &first, &members.cookie).await;
+    a_deleted_user_arrives_as_a_tombstone_by_guid(&dc, &mut ldap, &s, &first, &disabled.cookie).await;
+    a_damaged_cookie_is_refused(&mut ldap).await;
+    a_base_below_the_naming_context_is_unsupported(&mut ldap).await;
+    an_account_without_the_right_is_told_which_right(&dc).await;
+    eprintln!("DirSync suite: {:.1} s in all", started.elapsed().as_secs_f64());
+}
+
+async fn first_read_returns_users_groups_and_a_cookie(ldap: &mut Ldap, s: &Seeded) -> Changes {
+    let first = read(ldap, None).await.unwrap();
+    eprintln!("first read: {} objects, cookie {} bytes", first.changed.len(), first.cookie.len());
+    let seen = dns(&first);
+    for dn in [&s.alice, &s.bob, &s.carol, &s.dave, &s.team] {
+        assert!(seen.contains(dn.as_str()), "{dn} missing from the first read");
+    }
+    assert!(seen.iter().any(|d| d.starts_with("CN=Administrator,")), "built-in users are read too");
+    assert!(first.deleted.is_empty());
+    assert_eq!(first.rounds, 1, "Samba never says more data is waiting");
+    // Samba's cookie: a 108-byte blob starting with "MSDS".
+    assert!(first.cookie.starts_with(b"MSDS"), "cookie {:02x?}", first.cookie);
+    let team = first.changed.iter().find(|o| o.dn == s.team).unwrap();
+    // On a first read with incremental values Samba sends the members as values added, not a plain
+    // `member`; the extended-DN control gives each its objectGUID, the same as the member's own.
+    assert_eq!(team.members, None);
+    assert!(team.member_removed.is_empty());
+    let added: BTreeSet<(Option<Guid>, String)> = team.member_added.iter().map(|m| (m.guid, m.dn.clone())).collect();
+    let want: BTreeSet<(Option<Guid>, String)> =
+        [&s.alice, &s.bob].into_iter().map(|dn| (Some(guid_of(&first, dn)), dn.clone())).collect();
+    assert_eq!(added, want);
+    assert_eq!(team.attrs.get("samaccountname"), Some(&vec!["Team".to_string()]));
+    let alice = first.changed.iter().find(|o| o.dn == s.alice).unwrap();
+    assert_eq!(alice.attrs.get("useraccountcontrol"), Some(&vec!["544".to_string()]));
+    first
+}
+
+async fn nothing_changed_reads_nothing(ldap: &mut Ldap, cookie: &[u8]) -> Changes {
+    let quiet = read(ldap, Some(cookie)).await.unwrap();
+    assert!(quiet.changed.is_empty(), "nothing changed, yet: {:?}", dns(&quiet));
+    assert!(quiet.deleted.is_empty());
+    assert!(!quiet.cookie.is_empty(), "Samba sends a cookie even when nothing changed");
+    quiet
+}
+
+async fn member_added_and_removed_arrive_as_value_changes(
+    dc: &SambaDc,
+    ldap: &mut Ldap,
+    s: &Seeded,
+    first: &Changes,
+    quiet: &Changes,
+) -> Changes {
+    dc.modify(&format!(
+        "dn: {}\nchangetype: modify\nadd: member\nmember: {}\n-\ndelete: member\nmember: {}\n\n",
+        s.team, s.carol, s.bob
+    ));
+    let changes = read(ldap, Some(&quiet.cookie)).await.unwrap();
+    assert_eq!(dns(&changes), BTreeSet::from([s.team.clone()]), "only the group changed");
+    let team = &changes.changed[0];
+    assert_eq!(team.guid, guid_of(first, &s.team), "the group keeps its objectGUID");
+    assert_eq!(team.members, None);
+    let refs = |v: &[dirsync::MemberRef]| v.iter().map(|m| (m.guid, m.dn.clone())).collect::<Vec<_>>();
+    assert_eq!(refs(&team.member_added), vec![(Some(guid_of(first, &s.carol)), s.carol.clone())]);
+    assert_eq!(refs(&team.member_removed), vec![(Some(guid_of(first, &s.bob)), s.bob.clone())]);
+    assert!(!team.attrs.keys().any(|k| k.starts_with("member")), "member values are not repeated in attrs");
+    assert_ne!(changes.cookie, quiet.cookie, "the cookie moves on");
+    changes
+}
+
+/// The watermark is saved only after a run's writes: a run that crashed reads from the older cookie again,
+/// and must see the same changes.
+async fn an_old_cookie_reads_the_same_changes_again(ldap: &mut Ldap, old: &[u8], before: &Changes) {
+    let again = read(ldap, Some(old)).await.unwrap();
+    assert_eq!(again.changed, before.changed);
+    assert_eq!(again.cookie, before.cookie);
+}
+
+async fn a_disabled_user_arrives_with_its_new_value(
+    dc: &SambaDc,
+    ldap: &mut Ldap,
+    s: &Seeded,
+    first: &Changes,
+    cookie: &[u8],
+) -> Changes {
+    dc.modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n\n",
+        s.alice
+    ));
+    let changes = read(ldap, Some(cookie)).await.unwrap();
+    assert_eq!(dns(&changes), BTreeSet::from([s.alice.clone()]));
+    let alice = &changes.changed[0];
+    assert_eq!(alice.guid, guid_of(first, &s.alice));
+    assert_eq!(alice.attrs.get("useraccountcontrol"), Some(&vec!["546".to_string()]));
+    // Only what changed comes (Samba adds instanceType): not the other attributes asked for.
+    assert_eq!(alice.attrs.get("samaccountname"), None);
+    changes
+}
+
+async fn a_deleted_user_arrives_as_a_tombstone_by_guid(
+    dc: &SambaDc,
+    ldap: &mut Ldap,
+    s: &Seeded,
+    first: &Changes,
+    cookie: &[u8],
+) {
+    dc.modify(&format!("dn: {}\nchangetype: delete\n\n", s.dave));
+    let changes = read(ldap, Some(cookie)).await.unwrap();
+    assert_eq!(changes.deleted, vec![guid_of(first, &s.dave)]);
+    assert!(changes.changed.is_empty(), "the tombstone is not a changed object: {:?}", dns(&changes));
+}
+
+async fn a_damaged_cookie_is_refused(ldap: &mut Ldap) {
+    let err = read(ldap, Some(b"not a cookie")).await.unwrap_err();
+    assert!(matches!(err, Error::CookieRefused { .. }), "{err:?}");
+    assert!(err.to_string().contains("refused the DirSync cookie"), "{err}");
+}
+
+async fn a_base_below_the_naming_context_is_unsupported(ldap: &mut Ldap) {
+    let base = format!("OU=Staff,{AD_BASE}");
+    let err = dirsync::read(ldap, &base, FILTER, &ATTRS, None, TIMEOUT).await.unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+    assert!(err.to_string().contains("not a naming-context root"), "{err}");
+}
+
+async fn an_account_without_the_right_is_told_which_right(dc: &SambaDc) {
+    let bind_dn = create_plain_user("reader");
+    let mut ldap = connect(dc, &bind_dn, READER_PASSWORD).await;
+    let err = read(&mut ldap, None).await.unwrap_err();
+    assert!(matches!(err, Error::NoRight { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("Replicating Directory Changes"), "{message}");
+    assert!(message.contains("result code 50 (insufficientAccessRights)"), "{message}");
+}
