@@ -9,7 +9,8 @@
 //! `objectCategory`: tombstones lose it), `objectGUID` and `isDeleted` always asked for besides the caller's
 //! attributes. The DirSync control is critical, its value `SEQUENCE { flags INTEGER, maxBytes INTEGER, cookie
 //! OCTET STRING }`, flags the incremental-values flag 0x80000000 written as the 4-byte negative INTEGER
-//! (`02 04 80 00 00 00`): an encoder that takes it as unsigned writes 5 bytes, which Active Directory refuses.
+//! (`02 04 80 00 00 00`): an encoder that takes it as unsigned writes 5 bytes, which Active Directory is
+//! reported to refuse.
 //! The extended-DN control (1.2.840.113556.1.4.529, no value: hex GUIDs) goes with it, so each `member` value
 //! names its member's `objectGUID`. The answer's control is `SEQUENCE { moreResults INTEGER, unused INTEGER,
 //! cookie OCTET STRING }`; while `moreResults` is not 0 the search is sent again with the new cookie, at most
@@ -35,7 +36,8 @@
 //!   the naming context": told apart by that text. The object-security flag (0x1) lets such an account read
 //!   (objects it may read only); this module does not use it.
 //! - A cookie it cannot read: unavailableCriticalExtension (12), "Unable to unmarshall cookie".
-//! - Samba also accepts the flags written as 5 bytes (`02 05 00 80 00 00 00`); Active Directory does not.
+//! - Samba also accepts the flags written as 5 bytes (`02 05 00 80 00 00 00`): only the unit
+//!   tests pin the 4-byte form.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -589,5 +591,338 @@ mod ber {
         let negative = t.content[0] & 0x80 != 0;
         let start: i64 = if negative { -1 } else { 0 };
         Ok(t.content.iter().fold(start, |acc, b| (acc << 8) | i64::from(*b)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const NC: &str = "DC=ad,DC=example,DC=org";
+
+    /// A response control value: `SEQUENCE { more INTEGER, 0 INTEGER, cookie OCTET STRING }`.
+    fn response(more: i32, cookie: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        ber::integer(&mut body, more);
+        ber::integer(&mut body, 0);
+        ber::tlv(&mut body, ber::OCTET_STRING, cookie);
+        let mut v = Vec::new();
+        ber::tlv(&mut v, ber::SEQUENCE, &body);
+        v
+    }
+
+    fn entry(dn: &str, guid: u8, attrs: &[(&str, &[&str])]) -> ldap3::SearchEntry {
+        ldap3::SearchEntry {
+            dn: dn.to_string(),
+            attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect(),
+            bin_attrs: HashMap::from([(
+                "objectGUID".to_string(),
+                vec![vec![guid; 15].into_iter().chain([0xff]).collect()],
+            )]),
+        }
+    }
+
+    fn guid(n: u8) -> Guid {
+        let mut b = [n; 16];
+        b[15] = 0xff;
+        Guid(b)
+    }
+
+    fn answer(more: i32, cookie: &[u8], entries: Vec<ldap3::SearchEntry>) -> Answer {
+        Answer { rc: 0, text: String::new(), entries, control: Some(response(more, cookie)) }
+    }
+
+    fn refused(rc: u32, text: &str) -> Answer {
+        Answer { rc, text: text.to_string(), entries: vec![], control: None }
+    }
+
+    // ------------------------------------------------------------------ the request control
+
+    #[test]
+    fn the_incremental_values_flag_is_the_4_byte_negative_integer() {
+        assert_eq!(
+            request_value(INCREMENTAL_VALUES, MAX_BYTES, b""),
+            [0x30, 0x0d, 0x02, 0x04, 0x80, 0x00, 0x00, 0x00, 0x02, 0x03, 0x10, 0x00, 0x00, 0x04, 0x00]
+        );
+        let c = request_control(b"MSDS\x01");
+        assert_eq!((c.ctype.as_str(), c.crit), (DIRSYNC_OID, true), "critical: a server without it must refuse");
+        assert_eq!(
+            c.val.unwrap(),
+            [0x30, 0x12, 0x02, 0x04, 0x80, 0, 0, 0, 0x02, 0x03, 0x10, 0, 0, 0x04, 0x05, b'M', b'S', b'D', b'S', 1]
+        );
+    }
+
+    #[test]
+    fn integers_take_the_fewest_twos_complement_bytes() {
+        for (value, bytes) in [
+            (0, vec![0x00]),
+            (127, vec![0x7f]),
+            (128, vec![0x00, 0x80]),
+            (-1, vec![0xff]),
+            (-128, vec![0x80]),
+            (-129, vec![0xff, 0x7f]),
+            (0x0001_0000, vec![0x01, 0x00, 0x00]),
+            (i32::MAX, vec![0x7f, 0xff, 0xff, 0xff]),
+            (i32::MIN, vec![0x80, 0x00, 0x00, 0x00]),
+        ] {
+            let mut out = Vec::new();
+            ber::integer(&mut out, value);
+            let mut want = vec![ber::INTEGER, bytes.len() as u8];
+            want.extend(&bytes);
+            assert_eq!(out, want, "{value}");
+            let (tlv, rest) = ber::read(&out).unwrap();
+            assert!(rest.is_empty());
+            assert_eq!(ber::as_integer(&tlv).unwrap(), i64::from(value), "{value} read back");
+        }
+    }
+
+    #[test]
+    fn a_long_cookie_takes_a_long_form_length() {
+        let cookie = vec![7u8; 300];
+        let value = request_value(INCREMENTAL_VALUES, MAX_BYTES, &cookie);
+        // SEQUENCE of 6 + 5 + (4 + 300) = 315 bytes: 0x82 0x01 0x3b; the cookie's 300: 0x82 0x01 0x2c.
+        assert_eq!(&value[..4], [0x30, 0x82, 0x01, 0x3b]);
+        assert_eq!(&value[15..19], [0x04, 0x82, 0x01, 0x2c]);
+        assert_eq!(value.len(), 4 + 315);
+    }
+
+    // ------------------------------------------------------------------ the response control
+
+    #[test]
+    fn a_response_gives_the_more_flag_and_the_cookie() {
+        assert_eq!(
+            parse_response(&response(0, b"MSDS")).unwrap(),
+            ResponseControl { more: false, cookie: b"MSDS".to_vec() }
+        );
+        assert_eq!(
+            parse_response(&response(1, b"c2")).unwrap(),
+            ResponseControl { more: true, cookie: b"c2".to_vec() }
+        );
+        // Any value but 0 is more data, as Active Directory's documentation puts it.
+        assert!(parse_response(&response(-1, b"")).unwrap().more);
+        // Recorded from Samba 4.17, the cookie cut to its first 8 bytes (its length fixed up).
+        let recorded =
+            [0x30, 0x10, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x04, 0x08, 0x4d, 0x53, 0x44, 0x53, 0x03, 0, 0, 0];
+        let parsed = parse_response(&recorded).unwrap();
+        assert_eq!((parsed.more, parsed.cookie.as_slice()), (false, &b"MSDS\x03\0\0\0"[..]));
+    }
+
+    #[test]
+    fn a_malformed_response_is_an_error_naming_what_is_wrong() {
+        let good = response(1, b"cookie");
+        for (bytes, says) in [
+            (vec![], "nothing where a value was expected"),
+            (good[..1].to_vec(), "truncated before the length"),
+            (good[..good.len() - 1].to_vec(), "truncated"),
+            ([&[0x31], &good[1..]].concat(), "expected a SEQUENCE"),
+            ([good.as_slice(), &[0]].concat(), "after the SEQUENCE"),
+            (vec![0x30, 0x80, 0, 0], "indefinite length"),
+            (vec![0x30, 0x85, 1, 0, 0, 0, 0], "5-byte length"),
+            (vec![0x30, 0x03, 0x04, 0x01, 0x00], "moreResults: expected an INTEGER"),
+            (vec![0x30, 0x02, 0x02, 0x00], "an INTEGER of 0 bytes"),
+            (vec![0x30, 0x03, 0x02, 0x01, 0x00], "second INTEGER: nothing"),
+            (vec![0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00], "cookie: nothing"),
+            (
+                vec![0x30, 0x09, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00],
+                "cookie: expected an OCTET STRING",
+            ),
+            (vec![0x30, 0x0a, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00], "after the cookie"),
+            (vec![0x3f, 0x01, 0x00], "multi-byte tag"),
+        ] {
+            match parse_response(&bytes) {
+                Err(Error::Malformed(m)) => assert!(m.contains(says), "{bytes:02x?}: {m:?} does not say {says:?}"),
+                other => panic!("{bytes:02x?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_prefix_of_a_response_is_refused_without_panicking() {
+        let good = response(1, &[9u8; 200]);
+        for n in 0..good.len() {
+            assert!(parse_response(&good[..n]).is_err(), "a prefix of {n} bytes was accepted");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_parse_or_fail_without_panicking(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = parse_response(&bytes);
+        }
+    }
+
+    // ------------------------------------------------------------------ the more-data loop
+
+    #[test]
+    fn more_data_is_asked_for_again_with_the_new_cookie_until_the_server_is_done() {
+        let mut r = Reader::new(NC, Some(b"c0"));
+        assert_eq!(r.cookie(), b"c0");
+        let first = answer(1, b"c1", vec![entry("CN=a,DC=x", 1, &[("cn", &["a"])])]);
+        assert_eq!(r.take(first).unwrap(), Next::Again);
+        assert_eq!(r.cookie(), b"c1", "the next search carries the cookie of the last answer");
+        let second = answer(0, b"c2", vec![entry("CN=b,DC=x", 2, &[("isDeleted", &["TRUE"])])]);
+        assert_eq!(r.take(second).unwrap(), Next::Done);
+        let changes = r.finish();
+        assert_eq!(changes.cookie, b"c2");
+        assert_eq!(changes.rounds, 2);
+        assert_eq!(changes.changed.iter().map(|o| o.guid).collect::<Vec<_>>(), [guid(1)]);
+        assert_eq!(changes.deleted, [guid(2)]);
+    }
+
+    #[test]
+    fn a_first_read_starts_with_an_empty_cookie() {
+        let mut r = Reader::new(NC, None);
+        assert_eq!(r.cookie(), b"");
+        assert_eq!(r.take(answer(0, b"MSDS", vec![])).unwrap(), Next::Done);
+        assert_eq!(r.finish(), Changes { cookie: b"MSDS".to_vec(), rounds: 1, ..Changes::default() });
+    }
+
+    #[test]
+    fn a_server_that_always_has_more_is_stopped_after_the_cap() {
+        let mut r = Reader::with_max_rounds(NC, None, 3);
+        assert_eq!(r.take(answer(1, b"1", vec![])).unwrap(), Next::Again);
+        assert_eq!(r.take(answer(1, b"2", vec![])).unwrap(), Next::Again);
+        assert_eq!(r.take(answer(1, b"3", vec![])).unwrap_err(), Error::TooManyRounds(3));
+    }
+
+    #[test]
+    fn a_success_without_the_response_control_is_malformed_not_empty() {
+        let mut r = Reader::new(NC, Some(b"c0"));
+        let err = r.take(Answer { rc: 0, control: None, ..Answer::default() }).unwrap_err();
+        assert_eq!(err, Error::Malformed("the search succeeded without a DirSync response control".into()));
+        let bad = Answer { control: Some(vec![0x30, 0x01]), ..Answer::default() };
+        assert!(matches!(Reader::new(NC, None).take(bad), Err(Error::Malformed(_))));
+    }
+
+    #[test]
+    fn refusals_say_what_to_do() {
+        let no_right = Reader::new(NC, None)
+            .take(refused(50, "error in module dirsync: insufficient access rights during LDB_SEARCH (50)"))
+            .unwrap_err();
+        assert!(matches!(no_right, Error::NoRight { .. }), "{no_right:?}");
+        assert_eq!(
+            no_right.to_string(),
+            "the bind account may not read changes with DirSync on DC=ad,DC=example,DC=org: result code 50 \
+             (insufficientAccessRights) error in module dirsync: insufficient access rights during LDB_SEARCH \
+             (50); grant it \"Replicating Directory Changes\" on the domain (or read the directory in full)"
+        );
+        let not_root = Reader::new(NC, None)
+            .take(refused(
+                50,
+                "dN is not one of the naming context at ../../source4/dsdb/samdb/ldb_modules/dirsync.c:1012",
+            ))
+            .unwrap_err();
+        assert!(matches!(not_root, Error::Unsupported { .. }), "{not_root:?}");
+        assert!(not_root.to_string().contains("the base is not a naming-context root"), "{not_root}");
+        let cookie = Reader::new(NC, Some(b"junk")).take(refused(12, "Unable to unmarshall cookie")).unwrap_err();
+        assert!(matches!(cookie, Error::CookieRefused { .. }), "{cookie:?}");
+        let unsupported = Reader::new(NC, None).take(refused(12, "")).unwrap_err();
+        assert!(matches!(unsupported, Error::Unsupported { .. }), "{unsupported:?}");
+        let other = Reader::new(NC, None).take(refused(51, "busy")).unwrap_err();
+        assert!(matches!(other, Error::Refused { code: 51, .. }), "{other:?}");
+    }
+
+    // ------------------------------------------------------------------ entries
+
+    const CAROL: &str = "<GUID=b91badd26c2e0c439eefecf2c1e55268>;\
+                         <SID=010500000000000515000000652613848950832403142ccd50040000>;CN=carol,OU=Staff,DC=x";
+    const BOB: &str = "<GUID=fd8a56ed00f5de448bbe28354e1dcdaa>;<SID=01>;CN=bob,OU=Staff,DC=x";
+
+    fn one(e: ldap3::SearchEntry) -> Result<ChangedObject, Error> {
+        match object(e)? {
+            Object::Changed(o) => Ok(o),
+            Object::Deleted(g) => panic!("deleted {g}"),
+        }
+    }
+
+    #[test]
+    fn member_values_added_and_removed_come_apart_with_their_guids() {
+        let team = entry(
+            "<GUID=259181591dca0544bcf6772f81e5823e>;<SID=01>;CN=Team,OU=Groups,DC=x",
+            3,
+            &[("instanceType", &["4"]), ("member;range=1-1", &[CAROL]), ("member;range=0-0", &[BOB])],
+        );
+        let o = one(team).unwrap();
+        assert_eq!(o.dn, "CN=Team,OU=Groups,DC=x", "the entry's own extended DN is read plain");
+        assert_eq!(o.guid, guid(3));
+        assert_eq!(
+            o.member_added,
+            [MemberRef { guid: Guid::parse("b91badd26c2e0c439eefecf2c1e55268"), dn: "CN=carol,OU=Staff,DC=x".into() }]
+        );
+        assert_eq!(o.member_removed[0].dn, "CN=bob,OU=Staff,DC=x");
+        assert_eq!(o.members, None);
+        assert_eq!(o.attrs, BTreeMap::from([("instancetype".to_string(), vec!["4".to_string()])]));
+    }
+
+    #[test]
+    fn a_plain_member_attribute_is_the_whole_set() {
+        let o = one(entry("CN=Team,DC=x", 3, &[("member", &[CAROL, "CN=plain,DC=x"])])).unwrap();
+        let members = o.members.unwrap();
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[1], MemberRef { guid: None, dn: "CN=plain,DC=x".into() });
+        assert!(o.member_added.is_empty() && o.member_removed.is_empty());
+    }
+
+    #[test]
+    fn a_tombstone_is_a_deletion_by_guid() {
+        let dn = "CN=carol\\0ADEL:d2ad1bb9-2e6c-430c-9eef-ecf2c1e55268,CN=Deleted Objects,DC=x";
+        assert!(matches!(object(entry(dn, 5, &[("isDeleted", &["TRUE"])])), Ok(Object::Deleted(g)) if g == guid(5)));
+        assert!(matches!(object(entry(dn, 5, &[("isdeleted", &["true"])])), Ok(Object::Deleted(_))));
+        assert!(matches!(object(entry("CN=a,DC=x", 5, &[("isDeleted", &["FALSE"])])), Ok(Object::Changed(_))));
+    }
+
+    #[test]
+    fn an_entry_that_cannot_be_keyed_or_read_is_malformed() {
+        let mut no_guid = entry("CN=a,DC=x", 1, &[]);
+        no_guid.bin_attrs.clear();
+        let mut short = entry("CN=a,DC=x", 1, &[]);
+        short.bin_attrs.insert("objectGUID".into(), vec![vec![1, 2, 3]]);
+        let mut two = entry("CN=a,DC=x", 1, &[]);
+        two.bin_attrs.insert("objectGUID".into(), vec![vec![1; 16], vec![2; 16]]);
+        for (e, says) in [
+            (no_guid, "no objectGUID"),
+            (short, "3 bytes, not 16"),
+            (two, "2 objectGUID values"),
+            (entry("CN=a,DC=x", 1, &[("member;range=0-5", &["CN=b"])]), "unknown option"),
+            (entry("CN=a,DC=x", 1, &[("member;range=1-1", &["<GUID=zz>;CN=b"])]), "cannot be read"),
+            (entry("<GUID=unclosed", 1, &[]), "entry DN"),
+        ] {
+            match object(e) {
+                Err(Error::Malformed(m)) => assert!(m.contains(says), "{m:?} does not say {says:?}"),
+                Ok(_) => panic!("accepted, expected {says:?}"),
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_objectguid_that_happens_to_be_utf8_is_still_read() {
+        let mut e = entry("CN=a,DC=x", 1, &[]);
+        e.bin_attrs.clear();
+        e.attrs.insert("objectGUID".into(), vec!["abcdefghijklmnop".into()]);
+        assert_eq!(one(e).unwrap().guid, Guid(*b"abcdefghijklmnop"));
+    }
+
+    #[test]
+    fn guids_read_in_both_forms_of_the_extended_dn() {
+        // Samba: carol's member value said GUID=b91badd2..., her tombstone's RDN said d2ad1bb9-2e6c-....
+        let hex = Guid::parse("b91badd26c2e0c439eefecf2c1e55268").unwrap();
+        assert_eq!(hex.to_string(), "d2ad1bb9-2e6c-430c-9eef-ecf2c1e55268");
+        assert_eq!(Guid::parse("d2ad1bb9-2e6c-430c-9eef-ecf2c1e55268"), Some(hex));
+        assert_eq!(Guid::parse("D2AD1BB9-2E6C-430C-9EEF-ECF2C1E55268"), Some(hex));
+        for bad in [
+            "",
+            "b91badd2",
+            "b91badd26c2e0c439eefecf2c1e5526g",
+            "d2ad1bb92e6c-430c-9eef-ecf2c1e55268-",
+            "é1badd26c2e0c439eefecf2c1e55268",
+        ] {
+            assert_eq!(Guid::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(MemberRef::parse("CN=x,DC=y"), Some(MemberRef { guid: None, dn: "CN=x,DC=y".into() }));
+        assert_eq!(MemberRef::parse("<SID=01>;CN=x"), Some(MemberRef { guid: None, dn: "CN=x".into() }));
+        assert_eq!(MemberRef::parse("<GUID=b91badd26c2e0c439eefecf2c1e55268"), None);
     }
 }
