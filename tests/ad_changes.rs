@@ -93,7 +93,11 @@ async fn dirsync_against_samba() {
     let members = member_added_and_removed_arrive_as_value_changes(&dc, &mut ldap, &s, &first, &quiet).await;
     an_old_cookie_reads_the_same_changes_again(&mut ldap, &quiet.cookie, &members).await;
     let disabled = a_disabled_user_arrives_with_its_new_value(&dc, &mut ldap, &s, &first, &members.cookie).await;
-    a_deleted_user_arrives_as_a_tombstone_by_guid(&dc, &mut ldap, &s, &first, &disabled.cookie).await;
+    let deleted = a_deleted_user_arrives_as_a_tombstone_by_guid(&dc, &mut ldap, &s, &first, &disabled.cookie).await;
+    let moved =
+        a_renamed_or_moved_user_keeps_its_guid_and_its_groups_stay_quiet(&dc, &mut ldap, &s, &first, &deleted.cookie)
+            .await;
+    a_deleted_member_comes_as_its_tombstone_only(&dc, &mut ldap, &s, &first, &moved.cookie).await;
     a_damaged_cookie_is_refused(&mut ldap).await;
     a_base_below_the_naming_context_is_unsupported(&mut ldap).await;
     an_account_without_the_right_is_told_which_right(&dc).await;
@@ -194,11 +198,53 @@ async fn a_deleted_user_arrives_as_a_tombstone_by_guid(
     s: &Seeded,
     first: &Changes,
     cookie: &[u8],
-) {
+) -> Changes {
     dc.modify(&format!("dn: {}\nchangetype: delete\n\n", s.dave));
     let changes = read(ldap, Some(cookie)).await.unwrap();
     assert_eq!(changes.deleted, vec![guid_of(first, &s.dave)]);
     assert!(changes.changed.is_empty(), "the tombstone is not a changed object: {:?}", dns(&changes));
+    changes
+}
+
+/// Samba reports a rename or a move only when `name` is asked for (the reader always asks for it): the
+/// object comes with its new DN and `name`; its groups do not come (their `member` links follow it).
+async fn a_renamed_or_moved_user_keeps_its_guid_and_its_groups_stay_quiet(
+    dc: &SambaDc,
+    ldap: &mut Ldap,
+    s: &Seeded,
+    first: &Changes,
+    cookie: &[u8],
+) -> Changes {
+    let renamed = format!("CN=carol2,OU=Staff,{AD_BASE}");
+    dc.modify(&format!("dn: {}\nchangetype: modrdn\nnewrdn: CN=carol2\ndeleteoldrdn: 1\n\n", s.carol));
+    let changes = read(ldap, Some(cookie)).await.unwrap();
+    assert_eq!(dns(&changes), BTreeSet::from([renamed.clone()]), "the renamed user only, not its group");
+    assert_eq!(changes.changed[0].guid, guid_of(first, &s.carol));
+    assert_eq!(changes.changed[0].attrs.get("name"), Some(&vec!["carol2".to_string()]));
+
+    let moved = format!("CN=carol2,OU=Groups,{AD_BASE}");
+    dc.modify(&format!(
+        "dn: {renamed}\nchangetype: modrdn\nnewrdn: CN=carol2\ndeleteoldrdn: 1\nnewsuperior: OU=Groups,{AD_BASE}\n\n"
+    ));
+    let changes = read(ldap, Some(&changes.cookie)).await.unwrap();
+    assert_eq!(dns(&changes), BTreeSet::from([moved]), "the moved user only, not its group");
+    assert_eq!(changes.changed[0].guid, guid_of(first, &s.carol));
+    changes
+}
+
+/// Deleting a member removes it from its groups, and Samba reports only the tombstone: whoever applies the
+/// changes drops the deleted objectGUID from every group itself.
+async fn a_deleted_member_comes_as_its_tombstone_only(
+    dc: &SambaDc,
+    ldap: &mut Ldap,
+    s: &Seeded,
+    first: &Changes,
+    cookie: &[u8],
+) {
+    dc.modify(&format!("dn: CN=carol2,OU=Groups,{AD_BASE}\nchangetype: delete\n\n"));
+    let changes = read(ldap, Some(cookie)).await.unwrap();
+    assert_eq!(changes.deleted, vec![guid_of(first, &s.carol)]);
+    assert!(changes.changed.is_empty(), "{:?}", dns(&changes));
 }
 
 async fn a_damaged_cookie_is_refused(ldap: &mut Ldap) {

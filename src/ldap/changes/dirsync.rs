@@ -6,15 +6,15 @@
 //! decide when a full read is due.
 //!
 //! The request: base the naming-context root, subtree, the caller's filter (`objectClass`, not
-//! `objectCategory`: tombstones lose it), `objectGUID` and `isDeleted` always asked for besides the caller's
-//! attributes. The DirSync control is critical, its value `SEQUENCE { flags INTEGER, maxBytes INTEGER, cookie
-//! OCTET STRING }`, flags the incremental-values flag 0x80000000 written as the 4-byte negative INTEGER
-//! (`02 04 80 00 00 00`): an encoder that takes it as unsigned writes 5 bytes, which Active Directory is
-//! reported to refuse.
-//! The extended-DN control (1.2.840.113556.1.4.529, no value: hex GUIDs) goes with it, so each `member` value
-//! names its member's `objectGUID`. The answer's control is `SEQUENCE { moreResults INTEGER, unused INTEGER,
-//! cookie OCTET STRING }`; while `moreResults` is not 0 the search is sent again with the new cookie, at most
-//! [`MAX_ROUNDS`] times. The loop is [`Reader`], which takes each answer and does no I/O.
+//! `objectCategory`: tombstones lose it), `objectGUID`, `isDeleted` and `name` always asked for besides the
+//! caller's attributes. The DirSync control is critical, its value `SEQUENCE { flags INTEGER, maxBytes
+//! INTEGER, cookie OCTET STRING }`, flags the incremental-values flag 0x80000000 written as the 4-byte
+//! negative INTEGER (`02 04 80 00 00 00`): an encoder that takes it as unsigned writes 5 bytes, which Active
+//! Directory is reported to refuse. The extended-DN control (1.2.840.113556.1.4.529, no value: hex GUIDs) goes
+//! with it, so each `member` value names its member's `objectGUID`. The answer's control is `SEQUENCE {
+//! moreResults INTEGER, unused INTEGER, cookie OCTET STRING }`; while `moreResults` is not 0 the search is sent
+//! again with the new cookie, at most [`MAX_ROUNDS`] times. The loop is [`Reader`], which takes each answer
+//! and does no I/O.
 //!
 //! What Samba 4.17 does (observed against a real Samba AD DC, `tests/ad_changes.rs`):
 //! - The cookie is a 108-byte blob starting with `MSDS`; it comes with every answer, also when nothing
@@ -31,13 +31,18 @@
 //!   `<GUID=32 hex digits, the objectGUID's bytes in order>;<SID=hex>;DN`, and so is the entry's own DN.
 //! - A deleted object comes as its tombstone, without Show Deleted (1.2.840.113556.1.4.417): `isDeleted:
 //!   TRUE`, the same `objectGUID`, its DN under `CN=Deleted Objects` with `\0ADEL:<guid>` in its RDN.
+//! - A rename or a move is reported only when `name` is asked for (hence always): the object with its new DN,
+//!   `name` and `parentGUID`. Without `name` Samba says nothing at all about it.
+//! - A group is not reported when a member is renamed, moved or deleted (its `member` links follow the
+//!   member, or go with it): whoever applies the changes keys members by objectGUID, and drops a deleted
+//!   objectGUID from every group itself.
 //! - An account without the right: insufficientAccessRights (50), "error in module dirsync: insufficient
 //!   access rights during LDB_SEARCH". A base that is not a naming-context root: also 50, "dN is not one of
 //!   the naming context": told apart by that text. The object-security flag (0x1) lets such an account read
 //!   (objects it may read only); this module does not use it.
 //! - A cookie it cannot read: unavailableCriticalExtension (12), "Unable to unmarshall cookie".
-//! - Samba also accepts the flags written as 5 bytes (`02 05 00 80 00 00 00`): only the unit
-//!   tests pin the 4-byte form.
+//! - Samba also accepts the flags written as 5 bytes (`02 05 00 80 00 00 00`): only the unit tests pin the
+//!   4-byte form.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -65,8 +70,9 @@ const MAX_BYTES: i32 = 1 << 20;
 /// How many rounds (more-data answers followed) one read takes at most before it gives up.
 pub const MAX_ROUNDS: usize = 10_000;
 
-/// The attributes every read asks for besides the caller's.
-const ALWAYS: [&str; 2] = ["objectGUID", "isDeleted"];
+/// The attributes every read asks for besides the caller's: the key, the tombstone mark, and `name`, without
+/// which Samba does not report a rename or a move at all.
+const ALWAYS: [&str; 3] = ["objectGUID", "isDeleted", "name"];
 
 /// insufficientAccessRights.
 const INSUFFICIENT_ACCESS: u32 = 50;
