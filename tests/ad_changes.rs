@@ -30,13 +30,17 @@ async fn read(ldap: &mut Ldap, cookie: Option<&[u8]>) -> Result<Changes, Error> 
     dirsync::read(ldap, AD_BASE, FILTER, &ATTRS, cookie, TIMEOUT).await
 }
 
-/// Staff: alice, bob, carol, dave; Team ⊃ {alice, bob}.
+/// Members of Big, a group past Active Directory's 1,500-value range limit.
+const BIG: usize = 1600;
+
+/// Staff: alice, bob, carol, dave, and big0000..big1599; Team ⊃ {alice, bob}; Big ⊃ the big users.
 struct Seeded {
     alice: String,
     bob: String,
     carol: String,
     dave: String,
     team: String,
+    big: String,
 }
 
 fn seed(dc: &SambaDc) -> Seeded {
@@ -50,10 +54,13 @@ fn seed(dc: &SambaDc) -> Seeded {
         dn
     };
     let (alice, bob, carol, dave) = (user("alice"), user("bob"), user("carol"), user("dave"));
+    let big_users: Vec<String> = (0..BIG).map(|n| user(&format!("big{n:04}"))).collect();
     let (team, l) = ad_group("Team", &[alice.clone(), bob.clone()]);
     ldif.push_str(&l);
+    let (big, l) = ad_group("Big", &big_users);
+    ldif.push_str(&l);
     dc.add(&ldif);
-    Seeded { alice, bob, carol, dave, team }
+    Seeded { alice, bob, carol, dave, team, big }
 }
 
 /// A user who can bind but holds no replication right, made the way an administrator would.
@@ -126,6 +133,10 @@ async fn first_read_returns_users_groups_and_a_cookie(ldap: &mut Ldap, s: &Seede
         [&s.alice, &s.bob].into_iter().map(|dn| (Some(guid_of(&first, dn)), dn.clone())).collect();
     assert_eq!(added, want);
     assert_eq!(team.attrs.get("samaccountname"), Some(&vec!["Team".to_string()]));
+    // A large group's first read carries every member, in one value list.
+    let big = first.changed.iter().find(|o| o.dn == s.big).unwrap();
+    assert_eq!(big.member_added.len(), BIG);
+    assert!(big.member_added.iter().all(|m| m.guid.is_some()));
     let alice = first.changed.iter().find(|o| o.dn == s.alice).unwrap();
     assert_eq!(alice.attrs.get("useraccountcontrol"), Some(&vec!["544".to_string()]));
     first
