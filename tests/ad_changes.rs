@@ -280,3 +280,16 @@ async fn an_account_without_the_right_is_told_which_right(dc: &SambaDc) {
     assert!(message.contains("Replicating Directory Changes"), "{message}");
     assert!(message.contains("result code 50 (insufficientAccessRights)"), "{message}");
 }
+
+/// OpenLDAP does not know the control; because it is critical, the search is refused (not answered without
+/// it), and the read says DirSync is unsupported rather than "no changes".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_without_dirsync_refuses_the_read() {
+    let slapd = common::Slapd::start(&common::team_and_other());
+    let (conn, mut ldap) = LdapConnAsync::new(&slapd.url()).await.unwrap();
+    ldap3::drive!(conn);
+    ldap.simple_bind(common::SERVICE_DN, common::SERVICE_PASSWORD).await.unwrap().success().unwrap();
+    let err = dirsync::read(&mut ldap, common::BASE_DN, "(objectClass=*)", &["cn"], None, TIMEOUT).await.unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+    assert!(err.to_string().contains("result code 12 (unavailableCriticalExtension)"), "{err}");
+}

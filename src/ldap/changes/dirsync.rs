@@ -13,7 +13,7 @@
 //! Directory is reported to refuse. The extended-DN control (1.2.840.113556.1.4.529, no value: hex GUIDs) goes
 //! with it, so each `member` value names its member's `objectGUID`. The answer's control is `SEQUENCE {
 //! moreResults INTEGER, unused INTEGER, cookie OCTET STRING }`; while `moreResults` is not 0 the search is sent
-//! again with the new cookie, at most [`MAX_ROUNDS`] times. The loop is [`Reader`], which takes each answer
+//! again with the new cookie, at most [`MAX_ROUNDS`] times. The loop is `Reader`, which takes each answer
 //! and does no I/O.
 //!
 //! What Samba 4.17 does (observed against a real Samba AD DC, `tests/ad_changes.rs`):
@@ -286,7 +286,7 @@ pub fn parse_response(value: &[u8]) -> Result<ResponseControl, Error> {
 /// One search's answer, as [`Reader::take`] needs it: the result code and text, the entries (decoded), and
 /// the DirSync response control's value if there was one.
 #[derive(Clone, Debug, Default)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub rc: u32,
     pub text: String,
     pub entries: Vec<ldap3::SearchEntry>,
@@ -295,7 +295,7 @@ pub struct Answer {
 
 /// What [`Reader::take`] says to do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Search again with [`Reader::cookie`].
     Again,
     /// The read is complete: [`Reader::finish`].
@@ -304,7 +304,7 @@ pub enum Next {
 
 /// The more-data loop without the I/O: it is handed each search's answer and says whether to search again.
 #[derive(Debug)]
-pub struct Reader {
+pub(crate) struct Reader {
     naming_context: String,
     changes: Changes,
     max_rounds: usize,
