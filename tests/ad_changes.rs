@@ -100,7 +100,8 @@ async fn dirsync_against_samba() {
     let members = member_added_and_removed_arrive_as_value_changes(&dc, &mut ldap, &s, &first, &quiet).await;
     an_old_cookie_reads_the_same_changes_again(&mut ldap, &quiet.cookie, &members).await;
     let disabled = a_disabled_user_arrives_with_its_new_value(&dc, &mut ldap, &s, &first, &members.cookie).await;
-    let deleted = a_deleted_user_arrives_as_a_tombstone_by_guid(&dc, &mut ldap, &s, &first, &disabled.cookie).await;
+    let added = a_new_user_and_group_arrive_whole(&dc, &mut ldap, &s, &first, &disabled.cookie).await;
+    let deleted = a_deleted_user_arrives_as_a_tombstone_by_guid(&dc, &mut ldap, &s, &first, &added.cookie).await;
     let moved =
         a_renamed_or_moved_user_keeps_its_guid_and_its_groups_stay_quiet(&dc, &mut ldap, &s, &first, &deleted.cookie)
             .await;
@@ -200,6 +201,28 @@ async fn a_disabled_user_arrives_with_its_new_value(
     assert_eq!(alice.attrs.get("useraccountcontrol"), Some(&vec!["546".to_string()]));
     // Only what changed comes (Samba adds instanceType): not the other attributes asked for.
     assert_eq!(alice.attrs.get("samaccountname"), None);
+    changes
+}
+
+async fn a_new_user_and_group_arrive_whole(
+    dc: &SambaDc,
+    ldap: &mut Ldap,
+    s: &Seeded,
+    first: &Changes,
+    cookie: &[u8],
+) -> Changes {
+    let (erin, user) = ad_user("erin", "erin", false);
+    let (fresh, group) = ad_group("Fresh", &[erin.clone(), s.alice.clone()]);
+    dc.add(&(user + &group));
+    let changes = read(ldap, Some(cookie)).await.unwrap();
+    assert_eq!(dns(&changes), BTreeSet::from([erin.clone(), fresh.clone()]), "the old members do not change");
+    let new_user = changes.changed.iter().find(|o| o.dn == erin).unwrap();
+    assert_eq!(new_user.attrs.get("samaccountname"), Some(&vec!["erin".to_string()]));
+    assert_eq!(new_user.attrs.get("useraccountcontrol"), Some(&vec!["544".to_string()]));
+    let new_group = changes.changed.iter().find(|o| o.dn == fresh).unwrap();
+    let added: BTreeSet<Option<Guid>> = new_group.member_added.iter().map(|m| m.guid).collect();
+    assert_eq!(added, BTreeSet::from([Some(new_user.guid), Some(guid_of(first, &s.alice))]));
+    assert!(new_group.member_removed.is_empty() && new_group.members.is_none());
     changes
 }
 
