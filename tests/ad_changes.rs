@@ -304,14 +304,39 @@ async fn an_account_without_the_right_is_told_which_right(dc: &SambaDc) {
     assert!(message.contains("result code 50 (insufficientAccessRights)"), "{message}");
 }
 
+async fn bound(url: &str) -> Ldap {
+    let (conn, mut ldap) = LdapConnAsync::new(url).await.unwrap();
+    ldap3::drive!(conn);
+    ldap.simple_bind(common::SERVICE_DN, common::SERVICE_PASSWORD).await.unwrap().success().unwrap();
+    ldap
+}
+
+/// A directory that hangs after the bind (its answer to it is 14 bytes) is a timeout, and one that drops
+/// the connection a failed read: neither is "no changes".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_or_lost_directory_fails_the_read() {
+    let slapd = common::Slapd::start(&common::team_and_other());
+    let bind_answer = 14;
+    let stalling = common::CutProxy::stalling(slapd.port, bind_answer);
+    let mut ldap = bound(&stalling.url()).await;
+    let short = Duration::from_millis(500);
+    let err = dirsync::read(&mut ldap, common::BASE_DN, "(objectClass=*)", &["cn"], None, short).await.unwrap_err();
+    assert_eq!(err, Error::Timeout(short));
+    assert_eq!(err.to_string(), "the directory did not answer the DirSync read within 500ms");
+
+    let cut = common::CutProxy::start(slapd.port, bind_answer);
+    let mut ldap = bound(&cut.url()).await;
+    let err = dirsync::read(&mut ldap, common::BASE_DN, "(objectClass=*)", &["cn"], None, TIMEOUT).await.unwrap_err();
+    assert!(matches!(err, Error::Ldap(_)), "{err:?}");
+    assert!(err.to_string().starts_with("the DirSync read failed: "), "{err}");
+}
+
 /// OpenLDAP does not know the control; because it is critical, the search is refused (not answered without
 /// it), and the read says DirSync is unsupported rather than "no changes".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_without_dirsync_refuses_the_read() {
     let slapd = common::Slapd::start(&common::team_and_other());
-    let (conn, mut ldap) = LdapConnAsync::new(&slapd.url()).await.unwrap();
-    ldap3::drive!(conn);
-    ldap.simple_bind(common::SERVICE_DN, common::SERVICE_PASSWORD).await.unwrap().success().unwrap();
+    let mut ldap = bound(&slapd.url()).await;
     let err = dirsync::read(&mut ldap, common::BASE_DN, "(objectClass=*)", &["cn"], None, TIMEOUT).await.unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
     assert!(err.to_string().contains("result code 12 (unavailableCriticalExtension)"), "{err}");

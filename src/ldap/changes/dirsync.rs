@@ -28,8 +28,8 @@
 //!   carries all 1,600 values at once: no range retrieval, no 1,500-value cap.
 //! - A changed object carries only the attributes that changed (and `instanceType`), not every attribute
 //!   asked for: a disabled user comes with its new `userAccountControl` and no `sAMAccountName`. An object
-//!   new since the cookie comes with every attribute asked for, a new group's members as values added; the
-//!   groups it joins through its new group do not come (`memberOf` is not a change).
+//!   new since the cookie comes with every attribute asked for, a new group's members as values added; those
+//!   members do not come themselves (their `memberOf` is a back link, not a change).
 //! - Without the extended-DN control, `member` values are plain DNs; with it they are
 //!   `<GUID=32 hex digits, the objectGUID's bytes in order>;<SID=hex>;DN`, and so is the entry's own DN.
 //! - A deleted object comes as its tombstone, without Show Deleted (1.2.840.113556.1.4.417): `isDeleted:
