@@ -171,7 +171,8 @@ impl MemberRef {
 pub struct ChangedObject {
     pub guid: Guid,
     pub dn: String,
-    /// Attributes sent whole (all values), by lower-cased name; `objectGUID`, `isDeleted` and `member` are not
+    /// The attributes sent (only those that changed, but every one asked for on an object new since the
+    /// cookie), each with all its values, by lower-cased name; `objectGUID`, `isDeleted` and `member` are not
     /// repeated here.
     pub attrs: BTreeMap<String, Vec<String>>,
     /// Attributes whose values are not UTF-8, by lower-cased name.
@@ -191,9 +192,10 @@ pub struct Changes {
     /// The last cookie the server sent: the next read starts from it.
     pub cookie: Vec<u8>,
     /// Objects changed (or, on a first read, all of them), in the order the server sent them; an object sent
-    /// in two rounds appears twice, the later one newer.
+    /// in two rounds appears twice, the later one newer. None of them is in `deleted`.
     pub changed: Vec<ChangedObject>,
-    /// Objects deleted (tombstones, `isDeleted: TRUE`), by `objectGUID`.
+    /// Objects deleted (tombstones, `isDeleted: TRUE`), by `objectGUID`, each once. Possibly objects never
+    /// seen: one added and deleted since the cookie comes as its tombstone only.
     pub deleted: Vec<Guid>,
     /// How many searches the read took (1 unless the server said more data was waiting).
     pub rounds: usize,
@@ -341,9 +343,19 @@ impl Reader {
             .ok_or_else(|| Error::Malformed("the search succeeded without a DirSync response control".to_string()))?;
         let control = parse_response(&value)?;
         for entry in answer.entries {
+            // The later word on an object wins, so the two lists never name the same one: a deletion drops the
+            // object's earlier changes, and a change (an object restored with its objectGUID) its deletion.
             match object(entry)? {
-                Object::Deleted(guid) => self.changes.deleted.push(guid),
-                Object::Changed(o) => self.changes.changed.push(o),
+                Object::Deleted(guid) => {
+                    self.changes.changed.retain(|o| o.guid != guid);
+                    if !self.changes.deleted.contains(&guid) {
+                        self.changes.deleted.push(guid);
+                    }
+                }
+                Object::Changed(o) => {
+                    self.changes.deleted.retain(|g| *g != o.guid);
+                    self.changes.changed.push(o);
+                }
             }
         }
         self.changes.rounds += 1;
@@ -780,6 +792,21 @@ mod tests {
         assert_eq!(changes.rounds, 2);
         assert_eq!(changes.changed.iter().map(|o| o.guid).collect::<Vec<_>>(), [guid(1)]);
         assert_eq!(changes.deleted, [guid(2)]);
+    }
+
+    #[test]
+    fn the_later_word_on_an_object_wins_across_rounds() {
+        let mut r = Reader::new(NC, Some(b"c0"));
+        let round = |more, entries| answer(more, b"c", entries);
+        let changed = |n| entry("CN=a,DC=x", n, &[("cn", &["a"])]);
+        let deleted = |n| entry("CN=a\\0ADEL,CN=Deleted Objects,DC=x", n, &[("isDeleted", &["TRUE"])]);
+        assert_eq!(r.take(round(1, vec![changed(1), changed(2), deleted(3)])).unwrap(), Next::Again);
+        // 1 deleted after its change, 3 restored after its deletion, 3 deleted again, 2 changed again.
+        assert_eq!(r.take(round(1, vec![deleted(1), changed(3)])).unwrap(), Next::Again);
+        assert_eq!(r.take(round(0, vec![deleted(3), deleted(3), changed(2)])).unwrap(), Next::Done);
+        let changes = r.finish();
+        assert_eq!(changes.changed.iter().map(|o| o.guid).collect::<Vec<_>>(), [guid(2), guid(2)]);
+        assert_eq!(changes.deleted, [guid(1), guid(3)]);
     }
 
     #[test]
