@@ -287,17 +287,16 @@ pub fn parse_response(value: &[u8]) -> Result<ResponseControl, Error> {
     Ok(ResponseControl { more: more != 0, cookie: cookie.content.to_vec() })
 }
 
-/// One search's answer, as [`Reader::take`] needs it: the result code and text, the entries (decoded), and
-/// the DirSync response control's value if there was one.
+/// How one search ended, as [`Reader::end`] needs it: the result code and text, and the DirSync response
+/// control's value if there was one.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Answer {
+pub(crate) struct End {
     pub rc: u32,
     pub text: String,
-    pub entries: Vec<ldap3::SearchEntry>,
     pub control: Option<Vec<u8>>,
 }
 
-/// What [`Reader::take`] says to do next.
+/// What [`Reader::end`] says to do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Next {
     /// Search again with [`Reader::cookie`].
@@ -306,7 +305,8 @@ pub(crate) enum Next {
     Done,
 }
 
-/// The more-data loop without the I/O: it is handed each search's answer and says whether to search again.
+/// The more-data loop without the I/O: it is handed each search's entries as they come, then how the search
+/// ended, and says whether to search again.
 #[derive(Debug)]
 pub(crate) struct Reader {
     naming_context: String,
@@ -333,31 +333,34 @@ impl Reader {
         &self.changes.cookie
     }
 
-    /// Takes one search's answer.
-    pub fn take(&mut self, answer: Answer) -> Result<Next, Error> {
-        if answer.rc != 0 {
-            return Err(self.refusal(answer.rc, &answer.text));
+    /// Takes one entry of the current search's answer. The later word on an object wins, so the two lists
+    /// never name the same one: a deletion drops the object's earlier changes, and a change (an object
+    /// restored with its objectGUID) its deletion.
+    pub fn entry(&mut self, entry: ldap3::SearchEntry) -> Result<(), Error> {
+        match object(entry)? {
+            Object::Deleted(guid) => {
+                self.changes.changed.retain(|o| o.guid != guid);
+                if !self.changes.deleted.contains(&guid) {
+                    self.changes.deleted.push(guid);
+                }
+            }
+            Object::Changed(o) => {
+                self.changes.deleted.retain(|g| *g != o.guid);
+                self.changes.changed.push(o);
+            }
         }
-        let value = answer
+        Ok(())
+    }
+
+    /// Takes how the current search ended.
+    pub fn end(&mut self, end: End) -> Result<Next, Error> {
+        if end.rc != 0 {
+            return Err(self.refusal(end.rc, &end.text));
+        }
+        let value = end
             .control
             .ok_or_else(|| Error::Malformed("the search succeeded without a DirSync response control".to_string()))?;
         let control = parse_response(&value)?;
-        for entry in answer.entries {
-            // The later word on an object wins, so the two lists never name the same one: a deletion drops the
-            // object's earlier changes, and a change (an object restored with its objectGUID) its deletion.
-            match object(entry)? {
-                Object::Deleted(guid) => {
-                    self.changes.changed.retain(|o| o.guid != guid);
-                    if !self.changes.deleted.contains(&guid) {
-                        self.changes.deleted.push(guid);
-                    }
-                }
-                Object::Changed(o) => {
-                    self.changes.deleted.retain(|g| *g != o.guid);
-                    self.changes.changed.push(o);
-                }
-            }
-        }
         self.changes.rounds += 1;
         self.changes.cookie = control.cookie;
         if !control.more {
@@ -492,43 +495,54 @@ pub async fn read(
     }
     let mut reader = Reader::new(naming_context, cookie);
     loop {
-        let answer = search(ldap, naming_context, filter, &wanted, reader.cookie(), timeout).await?;
-        if reader.take(answer)? == Next::Done {
+        let end = search(ldap, naming_context, filter, &wanted, &mut reader, timeout).await?;
+        if reader.end(end)? == Next::Done {
             return Ok(reader.finish());
         }
     }
 }
 
-/// One DirSync search, its answer decoded without panicking.
+/// One DirSync search with the reader's cookie: each entry decoded (without panicking) and handed to the
+/// reader as it arrives, so a large answer is held once, as changes. `timeout` bounds each wait for the
+/// server, as in the other reads.
 async fn search(
     ldap: &mut Ldap,
     naming_context: &str,
     filter: &str,
     attrs: &[&str],
-    cookie: &[u8],
+    reader: &mut Reader,
     timeout: Duration,
-) -> Result<Answer, Error> {
+) -> Result<End, Error> {
+    let failed = |e: LdapError| match e {
+        LdapError::Timeout { .. } => Error::Timeout(timeout),
+        e => Error::Ldap(Cause::new(e)),
+    };
     let extended_dn = RawControl { ctype: EXTENDED_DN_OID.to_string(), crit: false, val: None };
-    let controls = vec![request_control(cookie), extended_dn];
-    let result = ldap
+    let controls = vec![request_control(reader.cookie()), extended_dn];
+    let mut stream = ldap
         .with_timeout(timeout)
         .with_controls(controls)
-        .search(naming_context, Scope::Subtree, filter, attrs.to_vec())
-        .await;
-    let ldap3::SearchResult(raw, result) = match result {
-        Ok(r) => r,
-        Err(LdapError::Timeout { .. }) => return Err(Error::Timeout(timeout)),
-        Err(e) => return Err(Error::Ldap(Cause::new(e))),
-    };
-    let mut entries = Vec::with_capacity(raw.len());
-    for r in raw {
-        if r.is_ref() || r.is_intermediate() {
-            continue;
+        .streaming_search(naming_context, Scope::Subtree, filter, attrs.to_vec())
+        .await
+        .map_err(failed)?;
+    loop {
+        let taken = match stream.next().await {
+            Ok(Some(r)) if r.is_ref() || r.is_intermediate() => Ok(()),
+            Ok(Some(r)) => match entry::decode(r) {
+                Some(e) => reader.entry(e),
+                None => Err(Error::Malformed("a search entry is malformed".to_string())),
+            },
+            Ok(None) => break,
+            Err(e) => Err(failed(e)),
+        };
+        if let Err(e) = taken {
+            let _ = stream.finish().await;
+            return Err(e);
         }
-        entries.push(entry::decode(r).ok_or_else(|| Error::Malformed("a search entry is malformed".to_string()))?);
     }
+    let result = stream.finish().await;
     let control = result.ctrls.into_iter().find(|c| c.1.ctype == DIRSYNC_OID).and_then(|c| c.1.val);
-    Ok(Answer { rc: result.rc, text: result.text, entries, control })
+    Ok(End { rc: result.rc, text: result.text, control })
 }
 
 /// The little BER this control needs: definite lengths, one-byte tags.
@@ -651,12 +665,27 @@ mod tests {
         Guid(b)
     }
 
+    /// One search's answer: its entries, then how it ended.
+    struct Answer {
+        entries: Vec<ldap3::SearchEntry>,
+        end: End,
+    }
+
+    impl Reader {
+        fn take(&mut self, answer: Answer) -> Result<Next, Error> {
+            for e in answer.entries {
+                self.entry(e)?;
+            }
+            self.end(answer.end)
+        }
+    }
+
     fn answer(more: i32, cookie: &[u8], entries: Vec<ldap3::SearchEntry>) -> Answer {
-        Answer { rc: 0, text: String::new(), entries, control: Some(response(more, cookie)) }
+        Answer { entries, end: End { rc: 0, text: String::new(), control: Some(response(more, cookie)) } }
     }
 
     fn refused(rc: u32, text: &str) -> Answer {
-        Answer { rc, text: text.to_string(), entries: vec![], control: None }
+        Answer { entries: vec![], end: End { rc, text: text.to_string(), control: None } }
     }
 
     // ------------------------------------------------------------------ the request control
@@ -828,10 +857,10 @@ mod tests {
     #[test]
     fn a_success_without_the_response_control_is_malformed_not_empty() {
         let mut r = Reader::new(NC, Some(b"c0"));
-        let err = r.take(Answer { rc: 0, control: None, ..Answer::default() }).unwrap_err();
+        let err = r.end(End { rc: 0, control: None, ..End::default() }).unwrap_err();
         assert_eq!(err, Error::Malformed("the search succeeded without a DirSync response control".into()));
-        let bad = Answer { control: Some(vec![0x30, 0x01]), ..Answer::default() };
-        assert!(matches!(Reader::new(NC, None).take(bad), Err(Error::Malformed(_))));
+        let bad = End { control: Some(vec![0x30, 0x01]), ..End::default() };
+        assert!(matches!(Reader::new(NC, None).end(bad), Err(Error::Malformed(_))));
     }
 
     #[test]
