@@ -106,6 +106,7 @@ async fn dirsync_against_samba() {
         a_renamed_or_moved_user_keeps_its_guid_and_its_groups_stay_quiet(&dc, &mut ldap, &s, &first, &deleted.cookie)
             .await;
     a_deleted_member_comes_as_its_tombstone_only(&dc, &mut ldap, &s, &first, &moved.cookie).await;
+    a_watermark_alone_then_only_later_changes(&dc, &mut ldap, &s, &first).await;
     a_damaged_cookie_is_refused(&mut ldap).await;
     a_base_below_the_naming_context_is_unsupported(&mut ldap).await;
     an_account_without_the_right_is_told_which_right(&dc).await;
@@ -279,6 +280,17 @@ async fn a_deleted_member_comes_as_its_tombstone_only(
     let changes = read(ldap, Some(cookie)).await.unwrap();
     assert_eq!(changes.deleted, vec![guid_of(first, &s.carol)]);
     assert!(changes.changed.is_empty(), "{:?}", dns(&changes));
+}
+
+/// A cookie taken without reading any object (before a full read made the usual way) reads, later, only what
+/// changed after it.
+async fn a_watermark_alone_then_only_later_changes(dc: &SambaDc, ldap: &mut Ldap, s: &Seeded, first: &Changes) {
+    let watermark = dirsync::watermark(ldap, AD_BASE, TIMEOUT).await.unwrap();
+    assert!(watermark.starts_with(b"MSDS"), "{watermark:02x?}");
+    dc.modify(&format!("dn: {}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n\n", s.bob));
+    let changes = read(ldap, Some(&watermark)).await.unwrap();
+    assert_eq!(dns(&changes), BTreeSet::from([s.bob.clone()]));
+    assert_eq!(changes.changed[0].guid, guid_of(first, &s.bob));
 }
 
 async fn a_damaged_cookie_is_refused(ldap: &mut Ldap) {

@@ -44,6 +44,9 @@
 //!   the naming context": told apart by that text. The object-security flag (0x1) lets such an account read
 //!   (objects it may read only); this module does not use it.
 //! - A cookie it cannot read: unavailableCriticalExtension (12), "Unable to unmarshall cookie".
+//! - A cookie taken with a filter nothing matches ([`watermark`]: no object read) serves a later read with
+//!   another filter: it returns only what changed after it. Microsoft's documentation asks for the same
+//!   search parameters on each call; whether Active Directory holds a reader to that is not verified here.
 //! - Samba also accepts the flags written as 5 bytes (`02 05 00 80 00 00 00`): only the unit tests pin the
 //!   4-byte form.
 
@@ -76,6 +79,9 @@ pub const MAX_ROUNDS: usize = 10_000;
 /// The attributes every read asks for besides the caller's: the key, the tombstone mark, and `name`, without
 /// which Samba does not report a rename or a move at all.
 const ALWAYS: [&str; 3] = ["objectGUID", "isDeleted", "name"];
+
+/// A filter no object matches (every object has an objectClass).
+const NOTHING: &str = "(!(objectClass=*))";
 
 /// insufficientAccessRights.
 const INSUFFICIENT_ACCESS: u32 = 50;
@@ -500,6 +506,20 @@ pub async fn read(
             return Ok(reader.finish());
         }
     }
+}
+
+/// The cookie as of now, read without any object: a filter nothing matches. Taken before a full read made
+/// the usual way, it lets the next read start from there (what changed during the full read comes again,
+/// which applying it twice makes no worse).
+pub async fn watermark(ldap: &mut Ldap, naming_context: &str, timeout: Duration) -> Result<Vec<u8>, Error> {
+    let changes = read(ldap, naming_context, NOTHING, &["objectGUID"], None, timeout).await?;
+    if !changes.changed.is_empty() || !changes.deleted.is_empty() {
+        return Err(Error::Malformed(format!(
+            "{} objects matched a filter that matches none ({NOTHING})",
+            changes.changed.len() + changes.deleted.len()
+        )));
+    }
+    Ok(changes.cookie)
 }
 
 /// One DirSync search with the reader's cookie: each entry decoded (without panicking) and handed to the
