@@ -45,8 +45,12 @@
 //!   (objects it may read only); this module does not use it.
 //! - A cookie it cannot read: unavailableCriticalExtension (12), "Unable to unmarshall cookie".
 //! - A cookie taken with a filter nothing matches ([`watermark`]: no object read) serves a later read with
-//!   another filter: it returns only what changed after it. Microsoft's documentation asks for the same
-//!   search parameters on each call; whether Active Directory holds a reader to that is not verified here.
+//!   another filter: it returns only what changed after it (Microsoft documents the filter as applied to the
+//!   objects changed since the cookie, so Active Directory should do the same; not verified here).
+//!
+//! Microsoft documents the attribute list as a filter too (an object is returned only when an attribute
+//! asked for changed), which is why `name` is always asked for. It also documents that a cookie from one
+//! domain controller may be used on another, which may then answer with everything, as a first read does.
 //! - Samba also accepts the flags written as 5 bytes (`02 05 00 80 00 00 00`): only the unit tests pin the
 //!   4-byte form.
 
