@@ -407,12 +407,11 @@ impl Database {
                 }
             })
             .map_err(self.read_error())?;
-        // Collected whole: the rows come in key order, which the map is then built from in one pass.
         let users = rows
             .map(|row| {
                 row.map_err(self.read_error())?.map_err(|detail| Error::Damaged { path: self.path.clone(), detail })
             })
-            .collect::<Result<BTreeMap<_, _>, Error>>()?;
+            .collect::<Result<super::ManagedUsers, Error>>()?;
         Ok(Managed { users, ..Managed::default() })
     }
 

@@ -257,7 +257,7 @@ mod tests {
         assert!(!ledger.changed_by(Keeper::DisabledAccounts), "nothing changed");
         ledger.save(&mut report);
 
-        ledger.update(Keeper::Leavers, alice("t1").users);
+        ledger.update(Keeper::Leavers, alice("t1").users.into_iter().collect());
         assert!(ledger.changed_by(Keeper::Leavers) && !ledger.changed_by(Keeper::DisabledAccounts));
         ledger.save(&mut report);
         assert_eq!(Ledger::load(&j).users().unwrap(), &alice("t1"));
@@ -267,7 +267,7 @@ mod tests {
         let entry: &mut ManagedUser = streak.users.get_mut(&Username::new("alice").unwrap()).unwrap();
         (entry.leaver_runs, entry.leaver_since) = (1, Some("t2".into()));
         let mut ledger = Ledger::load(&j);
-        ledger.update(Keeper::Leavers, streak.users.clone());
+        ledger.update(Keeper::Leavers, streak.users.clone().into_iter().collect());
         ledger.save(&mut report);
         assert_eq!(Ledger::load(&j).users().unwrap(), &streak);
         assert!(report.error.is_none(), "no step failed");
@@ -292,7 +292,7 @@ mod tests {
             m.users.get_mut(&Username::new("alice").unwrap()).unwrap().leaver_runs += 1;
             true
         };
-        daemon_run(&j, &kept, |l| l.update(Keeper::Leavers, alice("t1").users));
+        daemon_run(&j, &kept, |l| l.update(Keeper::Leavers, alice("t1").users.into_iter().collect()));
         assert_eq!(kept.reused(), 0, "the first run reads the database");
         // Kept after a run that wrote, and after one that wrote nothing.
         let after = daemon_run(&j, &kept, |l| l.amend(Keeper::Leavers, streak));
@@ -353,7 +353,7 @@ mod tests {
         // A dry run's state (the JSON files, read only) takes no write.
         let j = Journal::open_read_only(dir.path(), "r").unwrap();
         let mut ledger = Ledger::load(&j);
-        ledger.update(Keeper::Leavers, alice("t1").users);
+        ledger.update(Keeper::Leavers, alice("t1").users.into_iter().collect());
         let mut report = Report::new("r".into(), false);
         report.disabled_accounts = Some(DisabledReport::new("import_then_deactivate"));
         report.leavers = Some(LeaversReport::new("deactivate"));

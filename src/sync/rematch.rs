@@ -41,7 +41,11 @@ pub fn rematch(managed: &Managed, plan: &Plan, users: &[cloudshell::User]) -> Re
         .filter(|(_, n)| members.contains_key(n))
         .collect();
     let mut out = Rematched::default();
-    for (key, record) in &managed.users {
+    // In username order: which of two records that match one user is kept, and the report's order, do not
+    // depend on the map's.
+    let mut records: Vec<(&Username, &crate::state::ManagedUser)> = managed.users.iter().collect();
+    records.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (key, record) in records {
         let by_record_dn = record.dn.as_deref().and_then(|dn| by_dn.get(&DnKey::new(dn)));
         let found = by_record_dn.or_else(|| record.id.and_then(|id| by_id.get(&id)));
         let Some(now) = found else {

@@ -42,8 +42,11 @@ pub fn find(plan: &Plan, managed: &Managed, known_groups: &HashSet<String>) -> V
         // The usual run: nothing to look up (and 100,000 DNs not parsed).
         return Vec::new();
     }
+    // In username order, so that of two records with one DN the same one is named every run.
+    let mut records: Vec<&crate::state::ManagedUser> = managed.users.values().collect();
+    records.sort_unstable_by(|a, b| a.username.cmp(&b.username));
     let users: HashMap<DnKey, &Username> =
-        managed.users.values().filter_map(|u| Some((DnKey::new(u.dn.as_deref()?), &u.username))).collect();
+        records.into_iter().filter_map(|u| Some((DnKey::new(u.dn.as_deref()?), &u.username))).collect();
     let mut found = Vec::new();
     for g in &plan.groups {
         let GroupPlan::Ready(ready) = g else { continue };
