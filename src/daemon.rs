@@ -68,7 +68,7 @@ struct Daemon {
     status: Option<Status>,
     stops: Stops,
     /// The managed users kept between runs.
-    kept: Arc<sync::ledger::Kept>,
+    kept: Arc<sync::journal::Kept>,
 }
 
 impl Daemon {

@@ -393,3 +393,32 @@ async fn a_flood_of_idle_connections_to_the_monitoring_endpoint_starves_neither_
     );
     drop(idle);
 }
+
+/// The daemon keeps the managed users in memory from one run to the next instead of reading `state.db` again,
+/// and still acts on them: a leaver is deactivated by the next run (the positive control). A record removed by
+/// hand between runs (`sqlite3`, another process) is seen by that run: that user is no leaver.
+#[tokio::test]
+async fn the_managed_users_kept_between_runs_are_acted_on_and_a_record_removed_by_hand_is_seen() {
+    let env = Env::start(|_| {});
+    let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
+    let config = env.config(&["Team", "Other"], NEVER, "", leavers);
+    let daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    assert_eq!(env.sim.usernames().await, ["admin", "alice", "bob", "erin"]);
+
+    // bob and erin leave their groups (alice takes erin's place in Other, which cannot be empty); erin's record
+    // is removed by hand before the next run.
+    for (group, change) in
+        [("Team", "delete: member\nmember: uid=bob"), ("Other", "replace: member\nmember: uid=alice")]
+    {
+        env.slapd.modify(&format!("dn: cn={group},{}\nchangetype: modify\n{change},{PEOPLE}\n", common::GROUPS));
+    }
+    let db = rusqlite::Connection::open(env.files.path("state/state.db")).unwrap();
+    assert_eq!(db.execute("DELETE FROM managed_users WHERE folded = 'erin'", []).unwrap(), 1);
+    drop(db);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert!(!env.sim.is_active("bob").await, "the leaver is deactivated:\n{}", daemon.log());
+    assert!(env.sim.is_active("erin").await, "no longer managed, so no leaver:\n{}", daemon.log());
+    assert!(env.sim.is_active("alice").await);
+}

@@ -22,7 +22,6 @@ use crate::username::Username;
 mod audit;
 mod refold;
 pub use audit::{Action, AuditRow, Change, Filter, Intent, Outcome, Pending, Settlement};
-
 /// The database's name in the state directory.
 pub const FILE_NAME: &str = "state.db";
 
@@ -97,25 +96,10 @@ const MIGRATIONS: &[&str] = &[
         dn TEXT NOT NULL,
         seen_at TEXT NOT NULL
     ) WITHOUT ROWID;",
-    // 3: the managed users' generation, moved on by every change to their rows (whoever makes it: this program,
-    // another process, `sqlite3` by hand), so that the daemon can keep them in memory between runs and know
-    // when to read them again; with a random id of this database, so that another file is never taken for it.
-    "CREATE TABLE generation (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        database TEXT NOT NULL,
-        value INTEGER NOT NULL
-    );
-    INSERT INTO generation (id, database, value) VALUES (1, lower(hex(randomblob(16))), 0);
-    CREATE TRIGGER managed_users_inserted AFTER INSERT ON managed_users
-        BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
-    CREATE TRIGGER managed_users_updated AFTER UPDATE ON managed_users
-        BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
-    CREATE TRIGGER managed_users_deleted AFTER DELETE ON managed_users
-        BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;",
 ];
 
-/// The oldest schema this program reads without migrating it (a dry run, `history`, `check`): later versions
-/// only added what those readers do without ([`Database::generation`] is `None` before version 3).
+/// The oldest schema this program reads without migrating it (a dry run, `history`, `check`); a later version
+/// that only adds what those readers do without may keep it.
 const OLDEST_READABLE: u32 = 2;
 
 /// The schema version this program writes: the number of migrations it knows.
@@ -266,6 +250,8 @@ impl fmt::Display for OwnerDifference {
 pub struct Database {
     path: PathBuf,
     connection: Connection,
+    /// The file it opened (see [`Database::is_still_there`]).
+    file: Option<FileId>,
 }
 
 impl Database {
@@ -305,7 +291,8 @@ impl Database {
         }
         let transaction = connection.transaction().map_err(write)?;
         refold::refold(&transaction).and_then(|_| transaction.commit()).map_err(write)?;
-        Ok(Database { path, connection })
+        let file = file_id(&path);
+        Ok(Database { path, connection, file })
     }
 
     /// Opens the database in `dir` to read only, for a dry run or `history`: `None` when there is none. Nothing
@@ -321,7 +308,8 @@ impl Database {
         if found < OLDEST_READABLE {
             return Err(Error::Older { path, found, known: SCHEMA_VERSION });
         }
-        Ok(Some(Database { path, connection }))
+        let file = file_id(&path);
+        Ok(Some(Database { path, connection, file }))
     }
 
     /// Where the database is.
@@ -416,21 +404,31 @@ impl Database {
     }
 
     /// Writes the managed users that differ between `before` (as read) and `after`: changed and new ones
-    /// written, gone ones deleted, the others untouched. One transaction, which also reads the managed users'
-    /// generation before and after the writes.
-    pub fn save_managed(&mut self, before: &Managed, after: &Managed) -> Result<Saved, Error> {
+    /// written, gone ones deleted, the others untouched. One transaction.
+    pub fn save_managed(&mut self, before: &Managed, after: &Managed) -> Result<(), Error> {
         let path = self.path.clone();
         let write = |source| Error::Write { path: path.clone(), source };
         let transaction = self.connection.transaction().map_err(write)?;
-        let saved = write_users_counted(&transaction, before, after).map_err(write)?;
-        transaction.commit().map_err(write)?;
-        Ok(saved)
+        write_users(&transaction, before, after).map_err(write)?;
+        transaction.commit().map_err(write)
     }
 
-    /// The managed users' generation: it moves on with every change to their rows, by anyone. `None` before
-    /// schema version 3 (a dry run reading a database the daemon has not migrated yet).
-    pub fn generation(&self) -> Result<Option<Generation>, Error> {
-        generation(&self.connection).map_err(self.read_error())
+    /// SQLite's `data_version`: it moves on whenever another connection (another process, `sqlite3` by hand)
+    /// commits a change to the database, and never for this connection's own writes. The daemon keeps its
+    /// connection, and what it read through it, from one run to the next only while it stays the same.
+    pub fn data_version(&self) -> Result<i64, Error> {
+        self.connection.query_row("PRAGMA data_version", [], |row| row.get(0)).map_err(self.read_error())
+    }
+
+    /// Copies the write-ahead log into the database and empties it (as closing the last connection does).
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        self.connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(self.write_error())
+    }
+
+    /// Whether the file at this database's path is still the one it opened (not removed, replaced or moved
+    /// aside since).
+    pub fn is_still_there(&self) -> bool {
+        self.file.is_some() && file_id(&self.path) == self.file
     }
 
     /// The shrink guard's counts.
@@ -487,13 +485,12 @@ impl Database {
     }
 
     /// Writes the managed users (as [`Database::save_managed`]) and clears the pending match, in one transaction.
-    pub fn save_rematched(&mut self, before: &Managed, after: &Managed) -> Result<Saved, Error> {
+    pub fn save_rematched(&mut self, before: &Managed, after: &Managed) -> Result<(), Error> {
         let write = self.write_error();
         let transaction = self.connection.transaction().map_err(&write)?;
-        let saved = write_users_counted(&transaction, before, after).map_err(&write)?;
+        write_users(&transaction, before, after).map_err(&write)?;
         transaction.execute("UPDATE owner SET rematch_pending = 0 WHERE id = 1", []).map_err(&write)?;
-        transaction.commit().map_err(&write)?;
-        Ok(saved)
+        transaction.commit().map_err(&write)
     }
 
     /// The DNs (normalised keys) of the groups seen nested in configured groups.
@@ -652,42 +649,12 @@ fn record_owner(transaction: &Transaction, owner: &Owner) -> rusqlite::Result<()
     Ok(())
 }
 
-/// Where the managed users' rows stood: which database, and how many changes their rows have seen.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Generation {
-    /// The database's random id, made with it.
-    pub database: String,
-    pub value: i64,
-}
+/// What tells one file from another: its device and inode.
+type FileId = (u64, u64);
 
-/// The generation before and after a write of the managed users (in its transaction).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Saved {
-    pub before: Option<Generation>,
-    pub after: Option<Generation>,
-}
-
-fn generation(connection: &Connection) -> rusqlite::Result<Option<Generation>> {
-    let has_table: bool = connection.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'generation')",
-        [],
-        |row| row.get(0),
-    )?;
-    if !has_table {
-        return Ok(None);
-    }
-    connection
-        .query_row("SELECT database, value FROM generation WHERE id = 1", [], |row| {
-            Ok(Generation { database: row.get(0)?, value: row.get(1)? })
-        })
-        .optional()
-}
-
-/// [`write_users`], with the generation read before and after it.
-fn write_users_counted(transaction: &Transaction, before: &Managed, after: &Managed) -> rusqlite::Result<Saved> {
-    let at_first = generation(transaction)?;
-    write_users(transaction, before, after)?;
-    Ok(Saved { before: at_first, after: generation(transaction)? })
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn write_users(transaction: &Transaction, before: &Managed, after: &Managed) -> rusqlite::Result<()> {
@@ -1064,71 +1031,6 @@ groups = ["Team"]
         db.add_known_groups(&[("cn=a".into(), "cn=A".into())], "t").unwrap();
         db.add_known_groups(&[("cn=a".into(), "cn=A".into())], "t").unwrap();
         assert_eq!(db.known_groups().unwrap().len(), 1);
-    }
-
-    /// The generation moves on with every change to a managed user's row, this program's or anyone's, and
-    /// with nothing else; two databases never share one.
-    #[test]
-    fn the_managed_users_generation_moves_on_with_every_change_to_their_rows_by_anyone() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Database::open(dir.path(), &owner()).unwrap();
-        let at = |db: &Database| db.generation().unwrap().expect("a current schema has one");
-        let start = at(&db);
-        let saved = db.save_managed(&Managed::default(), &alice("t1")).unwrap();
-        assert_eq!(saved.before.as_ref(), Some(&start), "read in the write's transaction, before it");
-        assert!(saved.after.as_ref().unwrap().value > start.value);
-        assert_eq!(saved.after.as_ref(), Some(&at(&db)));
-        // Nothing but the managed users' rows moves it.
-        let before = at(&db);
-        let mut counts = Counts::default();
-        counts.record("a", 1);
-        db.save_counts(&Counts::default(), &counts).unwrap();
-        db.add_known_groups(&[("cn=a".into(), "cn=A".into())], "t").unwrap();
-        let unchanged = alice("t1");
-        db.save_managed(&unchanged, &unchanged).unwrap();
-        assert_eq!(at(&db), before, "no managed user's row changed");
-        // A change made by hand (another connection, as `sqlite3` would) moves it: update, insert, delete.
-        let other = Connection::open(dir.path().join(FILE_NAME)).unwrap();
-        let mut last = at(&db);
-        for statement in [
-            "UPDATE managed_users SET leaver_runs = 3 WHERE folded = 'alice'",
-            "INSERT INTO managed_users (folded, username, first_seen, last_seen) VALUES ('bob', 'bob', 't', 't')",
-            "DELETE FROM managed_users WHERE folded = 'bob'",
-        ] {
-            other.execute(statement, []).unwrap();
-            let now = at(&db);
-            assert!(now.value > last.value, "{statement}");
-            last = now;
-        }
-        let elsewhere = tempfile::tempdir().unwrap();
-        let second = Database::open(elsewhere.path(), &owner()).unwrap();
-        assert_ne!(at(&second).database, at(&db).database, "each database has its own id");
-    }
-
-    /// A version 2 database (as the daemon left it before the generation came) is read by a dry run as it is,
-    /// without one; the first run that writes migrates it and gives it one.
-    #[test]
-    fn a_version_2_database_is_read_without_a_generation_and_migrated_by_the_first_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let connection = Connection::open(dir.path().join(FILE_NAME)).unwrap();
-        connection.execute_batch(MIGRATIONS[0]).unwrap();
-        connection.execute_batch(MIGRATIONS[1]).unwrap();
-        connection
-            .execute_batch(
-                "PRAGMA user_version = 2;
-                 INSERT INTO owner (id, config_path, directory_urls, base_dn, user_filter, username_attribute,
-                     cloudshell_url, recorded_at) VALUES (1, '/etc/c.toml', '[]', 'dc=x', '(uid=*)', 'uid', 'http://cs/', 't');
-                 INSERT INTO managed_users (folded, username, first_seen, last_seen) VALUES ('bob', 'Bob', 't0', 't1');",
-            )
-            .unwrap();
-        drop(connection);
-        let read = Database::open_read_only(dir.path()).unwrap().unwrap();
-        assert_eq!(read.generation().unwrap(), None);
-        assert_eq!(read.load_managed().unwrap().users.len(), 1);
-        drop(read);
-        let db = Database::open(dir.path(), &owner()).unwrap();
-        assert!(db.generation().unwrap().is_some());
-        assert_eq!(db.load_managed().unwrap().users.len(), 1);
     }
 
     /// As systemd's `DynamicUser=` lays it out: the state directory a link to the real one.

@@ -11,14 +11,12 @@
 //! managed users.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::cloudshell::{self, Client};
-use crate::state::db::{
-    self, Action, AuditRow, Change, Database, Generation, Intent, Outcome, Owner, Pending, Saved, Settlement,
-};
+use crate::state::db::{self, Action, AuditRow, Change, Database, Intent, Outcome, Owner, Pending, Settlement};
 use crate::state::{self, Counts, Managed};
 
 /// Where a run's state is read from, and written to.
@@ -28,6 +26,49 @@ pub struct Journal {
     run_id: String,
     /// Time spent in the database, in microseconds (opening it included), for the report.
     spent_us: AtomicU64,
+    /// The managed users: as the daemon kept them from its last run (taken by the ledger), then as the ledger
+    /// hands them back, saved, for the daemon to keep.
+    users: Mutex<Option<Managed>>,
+    /// The database's `data_version` when the run opened it (`None`: not known).
+    version_at_open: Option<i64>,
+    /// An intent's outcome was recorded: that writes managed users' rows besides the ledger's write.
+    settled: AtomicBool,
+    /// Anything was written.
+    wrote: AtomicBool,
+}
+
+/// What the daemon keeps of its state from one run to the next: the open database, and the managed users as
+/// the last run left them. A run takes them only while the database is the same file and nobody else has
+/// written to it since (SQLite's `data_version`, which this connection's own writes never move): then its
+/// checks at open (the schema, `quick_check`) and its 100,000 rows need no second read. Anything else (another
+/// process, `sqlite3` by hand, the file replaced or moved, another state directory after a reload) means the
+/// database is opened and read again as by a one-shot run.
+#[derive(Debug, Default)]
+pub struct Kept {
+    slot: Mutex<Option<KeptState>>,
+    /// How many runs took the managed users kept here (for tests and the benchmark).
+    reused: AtomicU64,
+}
+
+#[derive(Debug)]
+struct KeptState {
+    dir: PathBuf,
+    database: Database,
+    /// `data_version` after the run that kept it.
+    version: i64,
+    /// The managed users, when they are what the database holds.
+    users: Option<Managed>,
+}
+
+impl Kept {
+    /// How many runs took the managed users kept here.
+    pub fn reused(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Option<KeptState>> {
+        self.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 #[derive(Debug)]
@@ -44,12 +85,69 @@ impl Journal {
     pub fn open(dir: &Path, owner: &Owner, run_id: &str) -> Result<Journal, db::Error> {
         let started = Instant::now();
         let database = Database::open(dir, owner)?;
-        Ok(Journal::new(Source::Database(Mutex::new(database)), run_id, started))
+        let version = database.data_version().ok();
+        Ok(Journal::new(Source::Database(Mutex::new(database)), run_id, started, version, None))
     }
 
-    fn new(source: Source, run_id: &str, started: Instant) -> Journal {
+    /// [`Journal::open`] for the daemon: the database and managed users `kept` from its last run, when the
+    /// database is still as that run left it, else opened and read again.
+    pub fn open_kept(dir: &Path, owner: &Owner, run_id: &str, kept: &Kept) -> Result<Journal, db::Error> {
+        let started = Instant::now();
+        let taken = kept.slot().take();
+        if let Some(state) = taken
+            && state.dir == dir
+            && state.database.is_still_there()
+            && state.database.data_version().ok() == Some(state.version)
+        {
+            if state.users.is_some() {
+                kept.reused.fetch_add(1, Ordering::Relaxed);
+            }
+            let source = Source::Database(Mutex::new(state.database));
+            return Ok(Journal::new(source, run_id, started, Some(state.version), state.users));
+        }
+        Journal::open(dir, owner, run_id)
+    }
+
+    /// What the daemon keeps of this run's state for the next: the database, and the managed users when they
+    /// are what it holds (the ledger saved them, no intent's outcome wrote rows besides, and nobody else wrote
+    /// to the database during the run). Nothing for a dry run's state. The write-ahead log is checkpointed
+    /// first, so that `state.db` alone holds everything between runs, as when a run closes it.
+    pub fn keep(self, dir: &Path, kept: &Kept) {
+        let Source::Database(database) = self.source else { return };
+        let database = database.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.wrote.load(Ordering::Relaxed)
+            && let Err(e) = database.checkpoint()
+        {
+            tracing::warn!(error = %e, "state.db write-ahead log not checkpointed");
+        }
+        let Ok(version) = database.data_version() else { return };
+        let users = self.users.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let untouched = self.version_at_open == Some(version) && !self.settled.load(Ordering::Relaxed);
+        let users = users.filter(|_| untouched);
+        *kept.slot() = Some(KeptState { dir: dir.to_path_buf(), database, version, users });
+    }
+
+    /// The managed users the daemon kept from its last run, if the database is as that run left them.
+    pub fn take_kept_users(&self) -> Option<Managed> {
+        self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+
+    /// The managed users as this run saved them, for the daemon to keep ([`Journal::keep`]).
+    pub fn keep_users(&self, users: Managed) {
+        *self.users.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(users);
+    }
+
+    fn new(source: Source, run_id: &str, started: Instant, version: Option<i64>, users: Option<Managed>) -> Journal {
         let spent_us = AtomicU64::new(started.elapsed().as_micros() as u64);
-        Journal { source, run_id: run_id.to_string(), spent_us }
+        Journal {
+            source,
+            run_id: run_id.to_string(),
+            spent_us,
+            users: Mutex::new(users),
+            version_at_open: version,
+            settled: AtomicBool::new(false),
+            wrote: AtomicBool::new(false),
+        }
     }
 
     /// Time spent in the database so far, in milliseconds.
@@ -72,7 +170,13 @@ impl Journal {
             Some(database) => Source::Database(Mutex::new(database)),
             None => Source::Files(dir.to_path_buf()),
         };
-        Ok(Journal::new(source, run_id, started))
+        Ok(Journal::new(source, run_id, started, None, None))
+    }
+
+    /// The database, to write to.
+    fn writing(&self) -> Result<MutexGuard<'_, Database>, db::Error> {
+        self.wrote.store(true, Ordering::Relaxed);
+        self.database()
     }
 
     /// The database, for one statement or transaction: never held across an `await`. A panic while it was held
@@ -93,26 +197,9 @@ impl Journal {
         })
     }
 
-    /// Writes the managed users that differ between `before` and `after`; their generation before and after.
-    pub fn save_managed(&self, before: &Managed, after: &Managed) -> Result<Saved, db::Error> {
-        self.timed(|| self.database()?.save_managed(before, after))
-    }
-
-    /// The managed users' generation (`None` when the state is the JSON files, or a database before schema
-    /// version 3).
-    pub fn generation(&self) -> Result<Option<Generation>, db::Error> {
-        match &self.source {
-            Source::Files(_) => Ok(None),
-            Source::Database(_) => self.timed(|| self.database()?.generation()),
-        }
-    }
-
-    /// The database's path (`None` when the state is the JSON files).
-    pub fn database_path(&self) -> Option<PathBuf> {
-        match &self.source {
-            Source::Files(_) => None,
-            Source::Database(_) => self.database().ok().map(|d| d.path().to_path_buf()),
-        }
+    /// Writes the managed users that differ between `before` and `after`.
+    pub fn save_managed(&self, before: &Managed, after: &Managed) -> Result<(), db::Error> {
+        self.timed(|| self.writing()?.save_managed(before, after))
     }
 
     /// The shrink guard's counts.
@@ -125,18 +212,21 @@ impl Journal {
 
     /// Writes the counts that differ between `before` and `after`.
     pub fn save_counts(&self, before: &Counts, after: &Counts) -> Result<(), db::Error> {
-        self.timed(|| self.database()?.save_counts(before, after))
+        self.timed(|| self.writing()?.save_counts(before, after))
     }
 
     /// Records `intents` before their calls are sent; their ids. An error means no call may be sent.
     pub fn intend(&self, intents: &[Intent]) -> Result<Vec<i64>, db::Error> {
-        self.timed(|| self.database()?.intend(&self.run_id, &now(), intents))
+        self.timed(|| self.writing()?.intend(&self.run_id, &now(), intents))
     }
 
     /// Records the outcomes of intents. A failure is logged and returned: the intents stay, and the next run
     /// settles them by reading back.
     pub fn settle(&self, settled: &[Settlement<'_>]) -> Result<(), db::Error> {
-        let written = self.timed(|| self.database().and_then(|mut d| d.settle(&self.run_id, &now(), settled)));
+        if !settled.is_empty() {
+            self.settled.store(true, Ordering::Relaxed);
+        }
+        let written = self.timed(|| self.writing().and_then(|mut d| d.settle(&self.run_id, &now(), settled)));
         if let Err(e) = &written {
             tracing::error!(error = %e, "outcome not recorded; the next run reads it back from CloudShell");
         }
@@ -145,12 +235,12 @@ impl Journal {
 
     /// Appends rows to the audit trail.
     pub fn record(&self, rows: &[AuditRow]) -> Result<(), db::Error> {
-        self.timed(|| self.database()?.record(rows))
+        self.timed(|| self.writing()?.record(rows))
     }
 
     /// Deletes the audit rows from before `before` (RFC 3339, UTC); how many.
     pub fn prune(&self, before: &str) -> Result<usize, db::Error> {
-        self.timed(|| self.database()?.prune(before))
+        self.timed(|| self.writing()?.prune(before))
     }
 
     /// The configuration recorded as the owner (`None` before the first run that writes).
@@ -170,8 +260,8 @@ impl Journal {
     }
 
     /// Writes the managed users matched again, and clears the pending match, in one transaction.
-    pub fn save_rematched(&self, before: &Managed, after: &Managed) -> Result<Saved, db::Error> {
-        self.timed(|| self.database()?.save_rematched(before, after))
+    pub fn save_rematched(&self, before: &Managed, after: &Managed) -> Result<(), db::Error> {
+        self.timed(|| self.writing()?.save_rematched(before, after))
     }
 
     /// The normalised DNs of the groups seen nested in configured groups before (none before the first run
@@ -188,7 +278,7 @@ impl Journal {
         if groups.is_empty() {
             return Ok(());
         }
-        self.timed(|| self.database()?.add_known_groups(groups, &now()))
+        self.timed(|| self.writing()?.add_known_groups(groups, &now()))
     }
 
     /// How many `action`s (deactivations, removals from groups) took effect in the last 24 hours, by the audit
@@ -282,6 +372,7 @@ fn read_back_removal(intent: &Intent, members: &[cloudshell::User]) -> (Outcome,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::ledger::{Keeper, Ledger};
     use crate::username::Username;
 
     fn user(id: i64, active: bool) -> cloudshell::User {
@@ -323,6 +414,100 @@ mod tests {
         let removal = intent(Change::RemoveFromGroup { group: "Lab".into(), group_id: 9 }, 1);
         assert_eq!(read_back_removal(&removal, &[user(1, true)]).0, Outcome::Failed);
         assert_eq!(read_back_removal(&removal, &[user(2, true)]).0, Outcome::Done);
+    }
+
+    /// One daemon run on `dir`: the journal opened through `kept`, the ledger loaded, `step` applied, saved,
+    /// and everything handed back to `kept`; the managed users as the run left them.
+    fn daemon_run(dir: &Path, kept: &Kept, step: impl FnOnce(&mut Ledger<'_>, &Journal)) -> Managed {
+        let journal = Journal::open_kept(dir, &Owner::for_tests(), "r", kept).unwrap();
+        let mut ledger = Ledger::load(&journal);
+        step(&mut ledger, &journal);
+        ledger.save(&mut crate::report::Report::new("r".into(), false));
+        let users = ledger.users().unwrap().clone();
+        ledger.keep();
+        journal.keep(dir, kept);
+        users
+    }
+
+    fn alice_key() -> Username {
+        Username::new("alice").unwrap()
+    }
+
+    fn streak(ledger: &mut Ledger<'_>) {
+        ledger.amend(Keeper::Leavers, |m| {
+            m.users.get_mut(&alice_key()).unwrap().leaver_runs += 1;
+            true
+        });
+    }
+
+    #[test]
+    fn the_daemon_keeps_the_users_between_runs_and_reads_them_again_after_any_other_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("state.db-wal");
+        let kept = Kept::default();
+        let mut alice = Managed::default();
+        alice.seen(&Username::new("Alice").unwrap(), Some(1), "t1");
+        daemon_run(dir.path(), &kept, |l, _| l.update(Keeper::Leavers, alice.users.clone().into_iter().collect()));
+        assert_eq!(kept.reused(), 0, "the first run reads the database");
+        let after = daemon_run(dir.path(), &kept, |l, _| streak(l));
+        assert_eq!(kept.reused(), 1, "kept after a run that wrote");
+        assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0), "the write-ahead log checkpointed");
+        let fresh = Journal::open_read_only(dir.path(), "r").unwrap();
+        assert_eq!(after, fresh.load_managed().unwrap(), "what is kept is what the database holds");
+        drop(fresh);
+        daemon_run(dir.path(), &kept, |_, _| {});
+        daemon_run(dir.path(), &kept, |_, _| {});
+        assert_eq!(kept.reused(), 3, "and after runs that wrote nothing");
+
+        // Positive control: a row changed by hand between runs (another connection, as `sqlite3`) is read again.
+        let other = rusqlite::Connection::open(dir.path().join(db::FILE_NAME)).unwrap();
+        other.execute("UPDATE managed_users SET leaver_runs = 7 WHERE folded = 'alice'", []).unwrap();
+        let read = daemon_run(dir.path(), &kept, |_, _| {});
+        assert_eq!(kept.reused(), 3, "not taken from memory");
+        assert_eq!(read.users[&alice_key()].leaver_runs, 7);
+        daemon_run(dir.path(), &kept, |_, _| {});
+        assert_eq!(kept.reused(), 4, "kept again after that read");
+
+        // Another process writing during a run: nothing kept after it.
+        let during = daemon_run(dir.path(), &kept, |l, _| {
+            other
+                .execute("INSERT INTO managed_users (folded, username, first_seen, last_seen) VALUES ('bob', 'Bob', 't', 't')", [])
+                .unwrap();
+            streak(l);
+        });
+        assert_eq!((kept.reused(), during.users.len()), (5, 1), "taken at its start; its copy missed bob");
+        let next = daemon_run(dir.path(), &kept, |_, _| {});
+        assert_eq!(kept.reused(), 5, "read again");
+        assert_eq!((next.users.len(), next.users[&alice_key()].leaver_runs), (2, 8), "{next:?}");
+
+        // A run that recorded an intent's outcome (which writes managed rows itself): read again after it.
+        daemon_run(dir.path(), &kept, |_, journal| {
+            let intent =
+                Intent { change: Change::Reactivate, username: alice_key(), cloudshell_id: 1, reason: "r".into() };
+            let ids = journal.intend(std::slice::from_ref(&intent)).unwrap();
+            let settled = Settlement { id: ids[0], intent: &intent, outcome: Outcome::Done, result: "ok".into() };
+            journal.settle(&[settled]).unwrap();
+        });
+        assert_eq!(kept.reused(), 6);
+        daemon_run(dir.path(), &kept, |_, _| {});
+        assert_eq!(kept.reused(), 6, "read again");
+
+        // A run whose ledger did not save (a dry run's, a failed write): nothing kept.
+        let journal = Journal::open_kept(dir.path(), &Owner::for_tests(), "r", &kept).unwrap();
+        Ledger::load(&journal).keep();
+        journal.keep(dir.path(), &kept);
+        assert_eq!(kept.reused(), 7, "taken");
+        daemon_run(dir.path(), &kept, |_, _| {});
+        assert_eq!(kept.reused(), 7, "then read again");
+
+        // Another database at the path (the file moved aside, a new one made) is another database.
+        drop(other);
+        for name in ["state.db", "state.db-wal", "state.db-shm"] {
+            let _ = std::fs::rename(dir.path().join(name), dir.path().join(format!("{name}.aside")));
+        }
+        let fresh = daemon_run(dir.path(), &kept, |_, _| {});
+        assert!(fresh.users.is_empty(), "{fresh:?}");
+        assert_eq!(kept.reused(), 7);
     }
 
     #[test]

@@ -7,60 +7,11 @@
 //! A deactivation or reactivation is also recorded on its own as it happens, with its intent
 //! ([`super::activation::activate`]); this write is for the rest.
 
-use std::path::PathBuf;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::report::{GroupStatus, Report};
-use crate::state::db::Generation;
 use crate::state::{self, Changes, Managed, ManagedUser};
 use crate::sync::journal::Journal;
 use crate::username::Username;
 use rustc_hash::FxHashMap as HashMap;
-
-/// The managed users a daemon keeps in memory between runs, with the generation of the database rows they
-/// were read from or written to (`state.db` moves it on with every change to those rows, whoever makes it). A
-/// run takes them out when the database is still at that generation, instead of reading 100,000 rows again,
-/// and puts them back only when it knows they are what the database holds: nobody wrote the rows between its
-/// read and its own write. Anything else (a run that failed, panicked or was a dry run, a change by another
-/// process or by hand, another database at the path) leaves nothing kept, and the next run reads the rows.
-#[derive(Debug, Default)]
-pub struct Kept {
-    slot: Mutex<Option<KeptUsers>>,
-    /// How many runs took the users from here, not from the database (for tests and the benchmark).
-    reused: AtomicU64,
-}
-
-#[derive(Debug)]
-struct KeptUsers {
-    path: PathBuf,
-    generation: Generation,
-    users: Managed,
-}
-
-impl Kept {
-    /// How many runs took the managed users kept here.
-    pub fn reused(&self) -> u64 {
-        self.reused.load(Ordering::Relaxed)
-    }
-
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<KeptUsers>> {
-        self.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The users kept for the database at `path` at `generation`; nothing is kept afterwards either way.
-    fn take(&self, path: &std::path::Path, generation: &Generation) -> Option<Managed> {
-        let kept = self.slot().take()?;
-        (kept.path == path && kept.generation == *generation).then(|| {
-            self.reused.fetch_add(1, Ordering::Relaxed);
-            kept.users
-        })
-    }
-
-    fn put(&self, path: PathBuf, generation: Generation, users: Managed) {
-        *self.slot() = Some(KeptUsers { path, generation, users });
-    }
-}
 
 /// A step that keeps managed users: the one a failed write is reported against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,35 +35,19 @@ pub struct Ledger<'a> {
     originals: HashMap<Username, Option<ManagedUser>>,
     /// The steps that changed `users` in this run.
     changed_by: Vec<Keeper>,
-    /// Where the users are kept between runs (the daemon's), and the generation they were read at.
-    kept: Option<&'a Kept>,
-    read_at: Option<Generation>,
-    /// The generation the database holds the users at after this run's save, once it is known to be exactly
-    /// them: what [`Ledger::keep`] keeps them with.
-    saved_at: Option<Generation>,
+    /// The database holds `users` as they are now: nothing to write, or written.
+    saved: bool,
 }
 
 impl<'a> Ledger<'a> {
-    /// Reads the managed users kept in the run's state.
+    /// The managed users: those the daemon kept from its last run when the database is as that run left it
+    /// ([`Journal::take_kept_users`]), else read from the run's state.
     pub fn load(journal: &'a Journal) -> Ledger<'a> {
-        Ledger::load_kept(journal, None)
-    }
-
-    /// Takes the managed users from `kept` when the database is still at the generation they were kept with,
-    /// else reads them from the run's state.
-    pub fn load_kept(journal: &'a Journal, kept: Option<&'a Kept>) -> Ledger<'a> {
-        // A generation that cannot be read means a read, and nothing kept after the run.
-        let read_at = journal.generation().ok().flatten();
-        let path = journal.database_path();
-        let reused = match (kept, &path, &read_at) {
-            (Some(kept), Some(path), Some(at)) => kept.take(path, at),
-            _ => None,
-        };
-        let users = match reused {
+        let users = match journal.take_kept_users() {
             Some(users) => Ok(users),
             None => journal.load_managed(),
         };
-        Ledger { journal, users, originals: HashMap::default(), changed_by: Vec::new(), kept, read_at, saved_at: None }
+        Ledger { journal, users, originals: HashMap::default(), changed_by: Vec::new(), saved: false }
     }
 
     /// Where the run records what it does.
@@ -178,9 +113,7 @@ impl<'a> Ledger<'a> {
     pub fn save(&mut self, report: &mut Report) {
         let Ok(users) = &self.users else { return };
         if self.changed_by.is_empty() {
-            // Nothing to write: the users are what was read, if nobody wrote the rows since.
-            let now = self.journal.generation().ok().flatten();
-            self.saved_at = now.filter(|now| Some(now) == self.read_at.as_ref());
+            self.saved = true;
             return;
         }
         // The users changed, as read and as they are now.
@@ -199,9 +132,8 @@ impl<'a> Ledger<'a> {
             self.journal.save_managed(&before, &after)
         };
         let e = match written {
-            Ok(saved) => {
-                // The rows are `users` when they were still as read when this write began.
-                self.saved_at = saved.after.filter(|_| saved.before.is_some() && saved.before == self.read_at);
+            Ok(()) => {
+                self.saved = true;
                 return;
             }
             Err(e) => e,
@@ -216,14 +148,11 @@ impl<'a> Ledger<'a> {
         }
     }
 
-    /// Keeps the managed users for the next run, when this run saved them and they are what the database
-    /// holds ([`Kept`]).
+    /// Hands the managed users back to the journal, for the daemon to keep until its next run, when this run
+    /// saved them (the journal decides whether they are kept: [`Journal::keep_users`]).
     pub fn keep(self) {
-        let (Some(kept), Some(at), Some(path)) = (self.kept, self.saved_at, self.journal.database_path()) else {
-            return;
-        };
-        if let Ok(users) = self.users {
-            kept.put(path, at, users);
+        if let (true, Ok(users)) = (self.saved, self.users) {
+            self.journal.keep_users(users);
         }
     }
 }
@@ -271,79 +200,6 @@ mod tests {
         ledger.save(&mut report);
         assert_eq!(Ledger::load(&j).users().unwrap(), &streak);
         assert!(report.error.is_none(), "no step failed");
-    }
-
-    /// One daemon run: the ledger loaded through `kept`, `step` applied, saved and kept.
-    fn daemon_run(j: &Journal, kept: &Kept, step: impl FnOnce(&mut Ledger<'_>)) -> Managed {
-        let mut ledger = Ledger::load_kept(j, Some(kept));
-        step(&mut ledger);
-        ledger.save(&mut Report::new("r".into(), false));
-        let users = ledger.users().unwrap().clone();
-        ledger.keep();
-        users
-    }
-
-    #[test]
-    fn the_daemon_keeps_the_users_between_runs_and_reads_them_again_after_any_other_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let j = journal(dir.path());
-        let kept = Kept::default();
-        let streak = |m: &mut Managed| {
-            m.users.get_mut(&Username::new("alice").unwrap()).unwrap().leaver_runs += 1;
-            true
-        };
-        daemon_run(&j, &kept, |l| l.update(Keeper::Leavers, alice("t1").users.into_iter().collect()));
-        assert_eq!(kept.reused(), 0, "the first run reads the database");
-        // Kept after a run that wrote, and after one that wrote nothing.
-        let after = daemon_run(&j, &kept, |l| l.amend(Keeper::Leavers, streak));
-        assert_eq!(kept.reused(), 1);
-        assert_eq!(after, Ledger::load(&j).users().unwrap().clone(), "what is kept is what the database holds");
-        daemon_run(&j, &kept, |_| {});
-        let unchanged = daemon_run(&j, &kept, |_| {});
-        assert_eq!(kept.reused(), 3);
-        assert_eq!(unchanged.users[&Username::new("alice").unwrap()].leaver_runs, 1);
-
-        // Positive control: a row changed by hand between runs is read again, and seen.
-        let other = rusqlite::Connection::open(dir.path().join(state::db::FILE_NAME)).unwrap();
-        other.execute("UPDATE managed_users SET leaver_runs = 7 WHERE folded = 'alice'", []).unwrap();
-        let read = daemon_run(&j, &kept, |_| {});
-        assert_eq!(kept.reused(), 3, "not taken from memory");
-        assert_eq!(read.users[&Username::new("alice").unwrap()].leaver_runs, 7);
-
-        // A write during the run, before its own (an intent settled, another process): nothing kept after it.
-        let during = daemon_run(&j, &kept, |l| {
-            other
-                .execute("INSERT INTO managed_users (folded, username, first_seen, last_seen) VALUES ('bob', 'Bob', 't', 't')", [])
-                .unwrap();
-            l.amend(Keeper::Leavers, streak);
-        });
-        assert_eq!(kept.reused(), 4, "taken at its start");
-        assert_eq!(during.users.len(), 1, "the run's copy missed it");
-        let next = daemon_run(&j, &kept, |_| {});
-        assert_eq!(kept.reused(), 4, "read again");
-        assert_eq!(next.users.len(), 2, "{next:?}");
-        assert_eq!(next.users[&Username::new("alice").unwrap()].leaver_runs, 8);
-
-        // A run that did not save (a dry run, a panic) keeps nothing.
-        let mut ledger = Ledger::load_kept(&j, Some(&kept));
-        ledger.amend(Keeper::Leavers, streak);
-        ledger.keep();
-        assert_eq!(kept.reused(), 5, "taken");
-        daemon_run(&j, &kept, |_| {});
-        assert_eq!(kept.reused(), 5, "then read again");
-        daemon_run(&j, &kept, |_| {});
-        assert_eq!(kept.reused(), 6, "and kept after that run");
-        assert_eq!(Ledger::load(&j).users().unwrap().users[&Username::new("alice").unwrap()].leaver_runs, 8);
-
-        // Another database at the same path is another database.
-        drop(j);
-        drop(other);
-        for name in ["state.db", "state.db-wal", "state.db-shm"] {
-            let _ = std::fs::remove_file(dir.path().join(name));
-        }
-        let j = journal(dir.path());
-        let fresh = daemon_run(&j, &kept, |_| {});
-        assert!(fresh.users.is_empty(), "{fresh:?}");
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub struct Context {
     /// Where the shrink guard keeps the last good member counts; `None` turns the guard off.
     pub state_directory: Option<PathBuf>,
     /// The managed users kept between runs (the daemon's; `None` for a one-shot run).
-    pub kept: Option<std::sync::Arc<ledger::Kept>>,
+    pub kept: Option<std::sync::Arc<journal::Kept>>,
 }
 
 /// [`run`], with a panic (a bug) turned into the report of a failed run, so that it is still recorded.
@@ -140,11 +140,16 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
         }
     };
     let _ = run_connected(config, context, connection, &client, journal.as_ref(), &mut report).await;
-    if let Some(journal) = &journal {
+    if let Some(journal) = journal {
         if !report.dry_run {
-            keep_history(journal, config, &report);
+            keep_history(&journal, config, &report);
         }
         report.state_ms = journal.spent_ms();
+        if let (Some(kept), Some(dir), false) = (&context.kept, &context.state_directory, report.dry_run) {
+            let started = Instant::now();
+            journal.keep(dir, kept);
+            report.state_ms += started.elapsed().as_millis() as u64;
+        }
     }
     (report, Some(client))
 }
@@ -177,7 +182,11 @@ fn open_journal(owner: &state::db::Owner, context: &Context, report: &Report) ->
         Journal::open_read_only(dir, &report.run_id).map_err(state::Error::from)
     } else {
         state::check_writable(dir).inspect_err(|e| tracing::error!(error = %e, "state directory unwritable"))?;
-        Journal::open(dir, owner, &report.run_id).map_err(state::Error::from)
+        match &context.kept {
+            Some(kept) => Journal::open_kept(dir, owner, &report.run_id, kept),
+            None => Journal::open(dir, owner, &report.run_id),
+        }
+        .map_err(state::Error::from)
     };
     opened.map(Some).inspect_err(|e| tracing::error!(error = %e, "state file unreadable"))
 }
@@ -397,7 +406,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
             report.identity_changed.join("; ")
         )
     });
-    let mut ledger = journal.map(|j| ledger::Ledger::load_kept(j, context.kept.as_deref()));
+    let mut ledger = journal.map(ledger::Ledger::load);
     // The groups seen nested before, read once for finding the unresolved members and for adding the new ones.
     let known = match journal.map(Journal::known_groups).transpose() {
         Ok(known) => known.unwrap_or_default(),
