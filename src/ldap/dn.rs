@@ -36,6 +36,14 @@ impl DnKey {
     }
 }
 
+/// Each attribute value assertion of `dn`, leaf first: its attribute type (lower-cased) and whether its value
+/// starts with `#` (BER hex, which [`DnKey`] keeps as written, or an escaped `#`); `None` if `dn` does not
+/// parse. For telling a DN written in a form [`DnKey`] may not reduce as the server would (an OID or another
+/// name for an attribute type, a BER value).
+pub(crate) fn forms(dn: &str) -> Option<Vec<(String, bool)>> {
+    parse(dn).map(|rdns| rdns.into_iter().flatten().map(|(t, v)| (t, v.starts_with('#'))).collect())
+}
+
 type Rdn = Vec<(String, String)>;
 
 /// Parses a DN into RDNs of (type, unescaped value) pairs; `None` if it is malformed.

@@ -23,7 +23,6 @@ pub fn values<'e>(entry: &'e SearchEntry, attr: &str) -> impl Iterator<Item = &'
     entry.attrs.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(attr)).flat_map(|(_, v)| v.iter())
 }
 
-#[cfg(test)]
 fn has_binary(entry: &SearchEntry, attr: &str) -> bool {
     entry.bin_attrs.keys().any(|k| k.eq_ignore_ascii_case(attr))
 }
@@ -67,8 +66,8 @@ struct Picked {
 }
 
 impl UserEntry {
-    /// Reads a decoded user entry: the reference reading, which [`UserEntry::from_result`] must agree with.
-    #[cfg(test)]
+    /// Reads a decoded user entry: the reference reading, which [`UserEntry::from_result`] must agree with (and
+    /// the reading of a user entry kept from a content-sync read).
     pub fn from_entry(entry: SearchEntry, a: &UserAttributes) -> UserEntry {
         let first = |attr: &str| values(&entry, attr).next().cloned();
         let names: Vec<String> = values(&entry, a.username).cloned().collect();

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use ldap3::ldap_escape;
 
 use super::dn::DnKey;
+use super::entry::UserEntry;
 use super::{Error, Member, MultiValued, Nesting, Settings};
 use crate::group_name::GroupName;
 use crate::username::Username;
@@ -264,6 +265,107 @@ impl UserIndex {
             .by_key
             .get_or_init(|| self.users.iter().enumerate().map(|(n, u)| (DnKey::new(&u.dn), n as u32)).collect());
         by_key.get(&DnKey::new(dn)).copied()
+    }
+}
+
+/// How many skipped user entries the `user skipped` line names.
+const SKIPPED_EXAMPLES: usize = 5;
+
+/// The user index put together entry by entry, in the order the entries come: the first entry with a name
+/// holds it, later ones collide with it. The users search and a kept model of the directory
+/// (`changes::kept`) build it the same way, so that the same entries give the same index.
+#[derive(Default)]
+pub(super) struct UserIndexBuilder {
+    users: Vec<Arc<Member>>,
+    by_raw_dn: ByRawDn,
+    by_name: HashMap<Username, u32>,
+    collisions: HashMap<Username, Vec<String>>,
+    multi_valued: HashMap<u32, (Vec<Username>, MultiValued)>,
+    skipped: usize,
+    examples: Vec<String>,
+    disabled: HashMap<DnKey, u32>,
+    disabled_users: Vec<Arc<Member>>,
+    unusable: HashSet<DnKey>,
+}
+
+impl UserIndexBuilder {
+    /// Adds one user entry.
+    pub fn push(&mut self, entry: UserEntry, s: &Settings) {
+        let n = self.users.len() as u32;
+        let (member, names) = match entry {
+            UserEntry::User(member) => {
+                let names = vec![member.username.clone()];
+                (member, names)
+            }
+            UserEntry::Ambiguous { member, names, values } => {
+                // Kept as a user, so that the groups listing it know it, and set apart under each name.
+                tracing::warn!(username = %member.username, dns = ?[&member.dn], values = ?values, "username collision");
+                self.multi_valued.insert(n, (names.clone(), MultiValued { dn: member.dn.clone(), values }));
+                (member, names)
+            }
+            UserEntry::Disabled(member) => {
+                tracing::debug!(dn = %member.dn, "disabled account left out");
+                self.disabled.insert(DnKey::new(&member.dn), self.disabled_users.len() as u32);
+                self.disabled_users.push(Arc::new(member));
+                return;
+            }
+            UserEntry::Unusable { dn, reason, length } => {
+                // One line for them all after the search (a wrong attribute skips every entry); each at
+                // debug level.
+                self.skipped += 1;
+                tracing::debug!(dn = %dn, attribute = %s.username_attribute, length, reason, "user skipped");
+                if self.examples.len() < SKIPPED_EXAMPLES {
+                    self.examples.push(match length {
+                        Some(length) => format!("{dn} ({reason}: {length})"),
+                        None => format!("{dn} ({reason})"),
+                    });
+                }
+                self.unusable.insert(DnKey::new(&dn));
+                return;
+            }
+        };
+        for name in names {
+            if let Some(&other) = self.by_name.get(&name) {
+                self.collisions
+                    .entry(name)
+                    .or_insert_with(|| vec![self.users[other as usize].dn.clone()])
+                    .push(member.dn.clone());
+            } else {
+                self.by_name.insert(name, n);
+            }
+        }
+        self.users.push(Arc::new(member));
+        self.by_raw_dn.insert(&self.users, n);
+    }
+
+    /// The index, once every entry is in; logs the collisions, the skipped entries and the disabled accounts.
+    pub fn finish(self, s: &Settings) -> UserIndex {
+        let mut users = self.users;
+        users.shrink_to_fit();
+        for (username, dns) in &self.collisions {
+            tracing::warn!(username = %username, dns = ?dns, "username collision");
+        }
+        if self.skipped > 0 {
+            tracing::warn!(
+                count = self.skipped,
+                attribute = %s.username_attribute,
+                sample = ?self.examples,
+                "user skipped"
+            );
+        }
+        if !self.disabled.is_empty() {
+            tracing::info!(count = self.disabled.len(), "disabled accounts left out");
+        }
+        UserIndex {
+            users,
+            by_raw_dn: self.by_raw_dn,
+            by_key: std::sync::OnceLock::new(),
+            collisions: self.collisions,
+            multi_valued: self.multi_valued,
+            disabled: self.disabled,
+            disabled_users: self.disabled_users,
+            unusable: self.unusable,
+        }
     }
 }
 

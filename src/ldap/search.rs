@@ -6,8 +6,7 @@
 
 // Keys are DNs and usernames from this run's own reads: a fast non-cryptographic hasher (FxHash) is enough;
 // a directory author crafting colliding values could at worst slow one run down.
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-use std::sync::Arc;
+use rustc_hash::FxHashSet as HashSet;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{Ldap, LdapError, Scope, SearchEntry, ldap_escape};
@@ -15,14 +14,10 @@ use ldap3::{Ldap, LdapError, Scope, SearchEntry, ldap_escape};
 use super::dn::DnKey;
 use super::entry::{self, UserAttributes, UserEntry, values};
 use super::error::{Cause, result_reason};
-use super::model::{self, ByRawDn, Entries, GroupRecord, InChain, Sweep, UserIndex, Walk};
-use super::{AD_CAPABILITIES, Error, IN_CHAIN, Member, MultiValued, NAMES_PER_FILTER, Nesting, Settings, range};
+use super::model::{self, Entries, GroupRecord, InChain, Sweep, UserIndex, UserIndexBuilder, Walk};
+use super::{AD_CAPABILITIES, Error, IN_CHAIN, NAMES_PER_FILTER, Nesting, Settings, range};
 use crate::group_name::GroupName;
 use crate::progress::Progress;
-use crate::username::Username;
-
-/// How many skipped user entries the `user skipped` line names.
-const SKIPPED_EXAMPLES: usize = 5;
 
 /// What a non-user member DN turned out to be.
 enum Lookup {
@@ -190,92 +185,12 @@ impl Reader<'_> {
     /// The users search: every user entry, indexed by DN; usernames that collide are noted.
     async fn read_users(&mut self) -> Result<UserIndex, Error> {
         let s = self.s;
-        let mut users: Vec<Arc<Member>> = Vec::new();
-        let mut by_raw_dn = ByRawDn::default();
-        let mut by_name: HashMap<Username, u32> = HashMap::default();
-        let mut collisions: HashMap<Username, Vec<String>> = HashMap::default();
-        let mut multi_valued: HashMap<u32, (Vec<Username>, MultiValued)> = HashMap::default();
-        let mut skipped = 0usize;
-        let mut examples: Vec<String> = Vec::new();
-        let mut disabled: HashMap<DnKey, u32> = HashMap::default();
-        let mut disabled_users: Vec<Arc<Member>> = Vec::new();
-        let mut unusable: HashSet<DnKey> = HashSet::default();
+        let mut index = UserIndexBuilder::default();
         let attrs = vec![s.username_attribute.as_str(), "userAccountControl"];
         let user_attributes = UserAttributes { username: &s.username_attribute, include_disabled: s.include_disabled };
         let decode = |raw| UserEntry::from_result(raw, &user_attributes);
-        self.paged_as("the users search", &s.user_filter, attrs, decode, |entry| {
-            let n = users.len() as u32;
-            let (member, names) = match entry {
-                UserEntry::User(member) => {
-                    let names = vec![member.username.clone()];
-                    (member, names)
-                }
-                UserEntry::Ambiguous { member, names, values } => {
-                    // Kept as a user, so that the groups listing it know it, and set apart under each name.
-                    tracing::warn!(username = %member.username, dns = ?[&member.dn], values = ?values, "username collision");
-                    multi_valued.insert(n, (names.clone(), MultiValued { dn: member.dn.clone(), values }));
-                    (member, names)
-                }
-                UserEntry::Disabled(member) => {
-                    tracing::debug!(dn = %member.dn, "disabled account left out");
-                    disabled.insert(DnKey::new(&member.dn), disabled_users.len() as u32);
-                    disabled_users.push(Arc::new(member));
-                    return;
-                }
-                UserEntry::Unusable { dn, reason, length } => {
-                    // One line for them all after the search (a wrong attribute skips every entry); each at
-                    // debug level.
-                    skipped += 1;
-                    tracing::debug!(dn = %dn, attribute = %s.username_attribute, length, reason, "user skipped");
-                    if examples.len() < SKIPPED_EXAMPLES {
-                        examples.push(match length {
-                            Some(length) => format!("{dn} ({reason}: {length})"),
-                            None => format!("{dn} ({reason})"),
-                        });
-                    }
-                    unusable.insert(DnKey::new(&dn));
-                    return;
-                }
-            };
-            for name in names {
-                if let Some(&other) = by_name.get(&name) {
-                    collisions
-                        .entry(name)
-                        .or_insert_with(|| vec![users[other as usize].dn.clone()])
-                        .push(member.dn.clone());
-                } else {
-                    by_name.insert(name, n);
-                }
-            }
-            users.push(Arc::new(member));
-            by_raw_dn.insert(&users, n);
-        })
-        .await?;
-        users.shrink_to_fit();
-        for (username, dns) in &collisions {
-            tracing::warn!(username = %username, dns = ?dns, "username collision");
-        }
-        if skipped > 0 {
-            tracing::warn!(
-                count = skipped,
-                attribute = %s.username_attribute,
-                sample = ?examples,
-                "user skipped"
-            );
-        }
-        if !disabled.is_empty() {
-            tracing::info!(count = disabled.len(), "disabled accounts left out");
-        }
-        Ok(UserIndex {
-            users,
-            by_raw_dn,
-            by_key: std::sync::OnceLock::new(),
-            collisions,
-            multi_valued,
-            disabled,
-            disabled_users,
-            unusable,
-        })
+        self.paged_as("the users search", &s.user_filter, attrs, decode, |entry| index.push(entry, s)).await?;
+        Ok(index.finish(s))
     }
 
     /// The member attribute to ask for: whole, or its first window.
@@ -347,18 +262,13 @@ impl Reader<'_> {
         let (mut records, mut ranged) = (Vec::new(), Vec::new());
         let attr = s.member_attribute.as_str();
         let url = self.url.clone();
-        self.paged(operation, filter, vec![s.group_name_attribute.as_str(), member.as_str()], |mut e| {
+        self.paged(operation, filter, vec![s.group_name_attribute.as_str(), member.as_str()], |e| {
             if range::is_ranged(&e, attr) {
                 // Values in ranges: completed afterwards, with more searches.
                 ranged.push(e);
                 return;
             }
-            let members = range::values_of(&mut e, attr, None).map(|r| r.values).map_err(|err| Error::Search {
-                url: url.clone(),
-                operation: format!("reading the members of {}", e.dn),
-                reason: Cause::new(err),
-            });
-            records.push(record(s, e, members, index, wanted));
+            records.push(plain_record(s, &url, e, index, wanted));
         })
         .await?;
         for e in ranged {
@@ -391,22 +301,7 @@ impl Reader<'_> {
     /// Whether the server advertises Active Directory's capabilities (and so IN_CHAIN).
     async fn is_active_directory(&mut self) -> bool {
         self.searches += 1;
-        let found = self
-            .ldap
-            .with_timeout(self.s.timeout)
-            .search("", Scope::Base, "(objectClass=*)", vec!["supportedCapabilities"])
-            .await
-            .and_then(|r| r.success());
-        match found {
-            Ok((entries, _)) => entries
-                .into_iter()
-                .filter_map(entry::decode)
-                .any(|e| values(&e, "supportedCapabilities").any(|c| AD_CAPABILITIES.contains(&c.as_str()))),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the root DSE; expanding nested groups recursively");
-                false
-            }
-        }
+        is_active_directory(&mut self.ldap, self.s.timeout).await
     }
 
     /// The effective user members of a group by IN_CHAIN: one paged search of users. Also the disabled
@@ -494,6 +389,42 @@ impl Reader<'_> {
             Err(e) => Lookup::Failed(self.search_error(&format!("reading member {dn}"), e, false)),
         }
     }
+}
+
+/// Whether the root DSE advertises Active Directory's capabilities (and so IN_CHAIN); a root DSE that cannot be
+/// read is taken for "not Active Directory" (and said so in a warning).
+pub(super) async fn is_active_directory(ldap: &mut Ldap, timeout: std::time::Duration) -> bool {
+    let found = ldap
+        .with_timeout(timeout)
+        .search("", Scope::Base, "(objectClass=*)", vec!["supportedCapabilities"])
+        .await
+        .and_then(|r| r.success());
+    match found {
+        Ok((entries, _)) => entries
+            .into_iter()
+            .filter_map(entry::decode)
+            .any(|e| values(&e, "supportedCapabilities").any(|c| AD_CAPABILITIES.contains(&c.as_str()))),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the root DSE; expanding nested groups recursively");
+            false
+        }
+    }
+}
+
+/// The record of a group entry that holds its member values whole (not in ranges: see [`range::is_ranged`]).
+pub(super) fn plain_record(
+    s: &Settings,
+    url: &str,
+    mut e: SearchEntry,
+    index: &UserIndex,
+    wanted: Option<&[GroupName]>,
+) -> GroupRecord {
+    let members = range::values_of(&mut e, &s.member_attribute, None).map(|r| r.values).map_err(|err| Error::Search {
+        url: url.to_string(),
+        operation: format!("reading the members of {}", e.dn),
+        reason: Cause::new(err),
+    });
+    record(s, e, members, index, wanted)
 }
 
 /// A group entry's record from its member values: user members resolved to indexes, disabled and refused

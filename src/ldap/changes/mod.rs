@@ -7,4 +7,5 @@
 //! - [`dirsync`]: Active Directory's DirSync control (Samba AD too), with incremental member values.
 
 pub mod dirsync;
+pub mod kept;
 pub mod syncrepl;

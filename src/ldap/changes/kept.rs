@@ -1,0 +1,748 @@
+//! The directory model a daemon keeps between runs for change reads on OpenLDAP (RFC 4533 content sync): every
+//! entry under the base that the users filter admits, and every entry that the group filter admits, keyed by
+//! `entryUUID`, each with its DN and only the attributes the full read uses ([`Kept`]). It is built by a
+//! content-sync read without a cookie (the whole content), changed by later reads with the cookie
+//! ([`Kept::apply`]: a changed entry replaces the kept one whole, an entry gone is dropped), and turned into the
+//! [`Entries`] a full read of the same directory would produce for the configured groups ([`Kept::entries`]),
+//! so that [`crate::ldap::resolve`] gives the same [`crate::ldap::Snapshot`]. Where the model cannot know what
+//! the full read would see, [`Kept::entries`] says why a full read is needed ([`NeedsFullRead`]), never guesses.
+//! It does no I/O except in [`Kept::read`], which makes the content-sync reads and applies them.
+//!
+//! # Two parts, two cookies
+//!
+//! The users and the groups are two content-sync searches, each with its own filter (the configured
+//! `user_filter` and `group_filter`, under the base DN) and its own cookie ([`Part`]), not one search ORing
+//! the two filters. Which filter an entry matches is the server's to say: a local evaluation of the filters
+//! would be a guess (slapd matches `(objectClass=person)` on an entry whose objectClass values name only
+//! `inetOrgPerson`, by the schema's class hierarchy; matching rules, extensible filters and ACLs are the
+//! server's too). An entry both filters admit is kept in both parts, as the full read reads it twice.
+//!
+//! # How the model maps to the full read (`ldap::search`)
+//!
+//! - **The users search** (`user_filter`, the username attribute and `userAccountControl`): the users part,
+//!   each entry read by the same [`UserEntry`] rule and indexed by the same builder (`UserIndexBuilder`), in
+//!   DN order (the full read's is the server's; only the order of the DNs within a username collision shows
+//!   it: the same set, another order).
+//! - **The search of the configured groups by name** (`(&group_filter(name=...))`, 50 names a filter): every
+//!   group of the groups part with a name value equal to a configured name (compared as [`GroupName`]s: the
+//!   caseIgnoreMatch the server applies to `cn`), chunk by chunk as the full read asks, each recorded with
+//!   the same rule (`search::plain_record`): an entry found by two chunks is recorded twice, as the full read
+//!   does. The order of the groups found under one name (an ambiguous name's DNs) is DN order here.
+//! - **The root DSE** (Active Directory or not): read once when the model is first read ([`Kept::read`]),
+//!   asked only when the settings need it, as the full read does.
+//! - **Nested groups, level by level** (`model::Walk`, the same walk with the same depth cap and the same
+//!   sweep rule): a member DN that is a kept group is that group; one under the base that is no kept group is
+//!   neither a user nor a group (the full read's base read with the group filter finds nothing there); one
+//!   outside the base is unknown to the model ([`NeedsFullRead::MemberOutsideBase`]).
+//!
+//! # When a full read is needed (every [`NeedsFullRead`])
+//!
+//! - the model has not been read whole yet (`NotRead`), or was read for another base DN, filter or attribute
+//!   (`SettingChanged`: the entries kept are not the ones the settings ask for);
+//! - the nesting mode depends on the server kind and the root DSE was not read (`ServerKindUnknown`), or the
+//!   server says it is Active Directory where that matters (`ActiveDirectory`: in-chain searches and range
+//!   retrieval are answers only the server gives);
+//! - the walk of member groups reaches a member DN outside the base (`MemberOutsideBase`: it may be a group),
+//!   or one under the base that names no kept entry and is written in a form the model cannot compare as the
+//!   server would (`UncomparableMember`: an attribute type no kept DN uses, such as an OID or another name of
+//!   a type, or a BER value);
+//! - a configured name is not printable ASCII, or the group name attribute is not one whose matching is known
+//!   to be caseIgnoreMatch (`NameMatching`: the server's Unicode and space folding, or another matching rule,
+//!   could find a group [`GroupName`] does not, or the reverse);
+//! - a kept group's member values come in ranges (`RangedMembers`: Active Directory's range retrieval).
+//!
+//! # What the model cannot see (the full read would)
+//!
+//! - An access rule changed through `cn=config` without a restart, while the session log is in use: the
+//!   entries it hides change no CSN, so no change read names them (see `syncrepl`'s module doc). A full read
+//!   every `sync.full_sync_every` is the remedy.
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::time::Duration;
+
+use ldap3::{Ldap, SearchEntry};
+
+use super::syncrepl::{self, EntryUuid, SyncError, SyncRead};
+use crate::group_name::GroupName;
+use crate::ldap::dn::{self, DnKey};
+use crate::ldap::entry::{UserAttributes, UserEntry, values};
+use crate::ldap::model::{self, Entries, GroupRecord, Sweep, UserIndexBuilder, Walk};
+use crate::ldap::{NAMES_PER_FILTER, Nesting, Settings, range, search};
+
+/// Group name attributes whose equality matching is caseIgnoreMatch in the standard schemas (OpenLDAP's core
+/// and inetOrgPerson schemas; Active Directory's string attributes), which [`GroupName`] reproduces.
+const CASE_IGNORE_NAMES: [&str; 7] = ["cn", "commonname", "name", "displayname", "samaccountname", "ou", "uid"];
+
+/// The two content-sync searches a model is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The entries `user_filter` admits, with the username attribute and `userAccountControl`.
+    Users,
+    /// The entries `group_filter` admits, with the group name attribute and the member attribute.
+    Groups,
+}
+
+/// Why the kept model cannot stand in for a full read now.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NeedsFullRead {
+    #[error("the kept directory model has not been read whole yet")]
+    NotRead,
+    #[error("{setting} changed since the kept directory model was read")]
+    SettingChanged { setting: &'static str },
+    #[error(
+        "ldap.nested_groups or ldap.member_range_size depends on whether the directory is Active Directory, which \
+         the kept directory model does not know"
+    )]
+    ServerKindUnknown,
+    #[error("the directory is Active Directory: in-chain nesting and range retrieval are answers only a read gets")]
+    ActiveDirectory,
+    #[error(
+        "group {group} has the member {member}, outside the base DN {base_dn}: whether it is a group only a read \
+         can tell"
+    )]
+    MemberOutsideBase { group: String, member: String, base_dn: String },
+    #[error(
+        "group {group} has the member {member}, which names no kept entry and is written in a form the kept \
+         directory model cannot compare as the directory would"
+    )]
+    UncomparableMember { group: String, member: String },
+    #[error("group name {name:?}: {reason}")]
+    NameMatching { name: String, reason: &'static str },
+    #[error("the members of {dn} come in ranges (range retrieval), which only a read follows")]
+    RangedMembers { dn: String },
+}
+
+/// What one content-sync read changed in a part of the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Entries added or replaced.
+    pub changed: usize,
+    /// Entries dropped: deleted, renamed out of the base, or no longer admitted by the filter.
+    pub gone: usize,
+}
+
+/// What [`Kept::read`] changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub users: Applied,
+    pub groups: Applied,
+}
+
+/// What the model was read for: the settings that decide which entries and attributes it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Query {
+    base_dn: String,
+    user_filter: String,
+    group_filter: String,
+    username_attribute: String,
+    group_name_attribute: String,
+    member_attribute: String,
+}
+
+impl Query {
+    fn of(s: &Settings) -> Query {
+        Query {
+            base_dn: s.base_dn.clone(),
+            user_filter: s.user_filter.clone(),
+            group_filter: s.group_filter.clone(),
+            username_attribute: s.username_attribute.clone(),
+            group_name_attribute: s.group_name_attribute.clone(),
+            member_attribute: s.member_attribute.clone(),
+        }
+    }
+
+    /// The first setting `s` has otherwise, by its configuration key.
+    fn difference(&self, s: &Settings) -> Option<&'static str> {
+        let other = Query::of(s);
+        [
+            (self.base_dn != other.base_dn, "ldap.base_dn"),
+            (self.user_filter != other.user_filter, "ldap.user_filter"),
+            (self.group_filter != other.group_filter, "ldap.group_filter"),
+            (!self.username_attribute.eq_ignore_ascii_case(&other.username_attribute), "ldap.username_attribute"),
+            (!self.group_name_attribute.eq_ignore_ascii_case(&other.group_name_attribute), "ldap.group_name_attribute"),
+            (!self.member_attribute.eq_ignore_ascii_case(&other.member_attribute), "ldap.member_attribute"),
+        ]
+        .into_iter()
+        .find_map(|(differs, key)| differs.then_some(key))
+    }
+
+    fn filter(&self, part: Part) -> &str {
+        match part {
+            Part::Users => &self.user_filter,
+            Part::Groups => &self.group_filter,
+        }
+    }
+
+    fn attributes(&self, part: Part) -> [&str; 2] {
+        match part {
+            Part::Users => [&self.username_attribute, "userAccountControl"],
+            Part::Groups => [&self.group_name_attribute, &self.member_attribute],
+        }
+    }
+}
+
+/// One part: its entries by UUID, its cookie, and whether it was read whole.
+#[derive(Clone, Debug, Default)]
+struct Side {
+    cookie: Option<Vec<u8>>,
+    whole: bool,
+    entries: HashMap<EntryUuid, SearchEntry>,
+}
+
+/// The kept directory model: the users and the groups under the base, by `entryUUID`, with the cookies of the
+/// content-sync reads they came from. Owns its data (`Send + Sync + 'static`), so a daemon can keep it between
+/// runs.
+#[derive(Clone, Debug)]
+pub struct Kept {
+    query: Query,
+    /// The server of the last read.
+    served_by: String,
+    /// What the root DSE said; `None` before the first [`Kept::read`].
+    active_directory: Option<bool>,
+    users: Side,
+    groups: Side,
+}
+
+impl Kept {
+    /// An empty model for the base, filters and attributes of `s`: the first read (without a cookie) fills it.
+    /// A lost cookie, or a [`SyncError::needs_full_read`], means starting again from here.
+    pub fn new(s: &Settings) -> Kept {
+        Kept {
+            query: Query::of(s),
+            served_by: String::new(),
+            active_directory: None,
+            users: Side::default(),
+            groups: Side::default(),
+        }
+    }
+
+    /// The content-sync search of a part: its filter and attributes (under the base DN, subtree).
+    pub fn search(&self, part: Part) -> (&str, [&str; 2]) {
+        (self.query.filter(part), self.query.attributes(part))
+    }
+
+    /// The cookie to send with the next read of a part; `None` before its first read.
+    pub fn cookie(&self, part: Part) -> Option<&[u8]> {
+        self.side(part).cookie.as_deref()
+    }
+
+    /// How many entries a part holds.
+    pub fn len(&self, part: Part) -> usize {
+        self.side(part).entries.len()
+    }
+
+    /// Whether the model holds nothing yet.
+    pub fn is_empty(&self) -> bool {
+        self.users.entries.is_empty() && self.groups.entries.is_empty()
+    }
+
+    /// Records the server read and what its root DSE says (Active Directory or not), as [`Kept::read`] does.
+    pub fn set_server(&mut self, served_by: &str, active_directory: bool) {
+        self.served_by = served_by.to_string();
+        self.active_directory = Some(active_directory);
+    }
+
+    fn side(&self, part: Part) -> &Side {
+        match part {
+            Part::Users => &self.users,
+            Part::Groups => &self.groups,
+        }
+    }
+
+    /// Applies what one content-sync read of `part` said: the entries gone are dropped first, then every
+    /// changed entry replaces the kept one whole (an entry renamed, or leaving and coming back, keeps its
+    /// UUID). A read without a cookie is the whole content: every kept entry it does not send is gone. The
+    /// read's cookie is kept.
+    pub fn apply(&mut self, part: Part, read: &SyncRead) -> Applied {
+        let wanted = self.query.attributes(part).map(str::to_ascii_lowercase);
+        let side = match part {
+            Part::Users => &mut self.users,
+            Part::Groups => &mut self.groups,
+        };
+        let gone = read.gone(side.entries.keys().copied());
+        for uuid in &gone {
+            side.entries.remove(uuid);
+        }
+        for changed in &read.changed {
+            // Only the attributes the full read uses (with their options, such as a range): a server may send
+            // more (operational ones, `*`).
+            let keep = |name: &String| {
+                let base = name.split(';').next().unwrap_or_default();
+                wanted.iter().any(|w| base.eq_ignore_ascii_case(w))
+            };
+            let entry = SearchEntry {
+                dn: changed.dn.clone(),
+                attrs: changed.attrs.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                bin_attrs: changed
+                    .bin_attrs
+                    .iter()
+                    .filter(|(k, _)| keep(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            };
+            side.entries.insert(changed.uuid, entry);
+        }
+        if read.cookie.is_some() {
+            side.cookie = read.cookie.clone();
+        }
+        side.whole = true;
+        Applied { changed: read.changed.len(), gone: gone.len() }
+    }
+
+    /// Reads what changed since the kept cookies (everything, for a part never read) and applies it: the
+    /// root DSE first when the model does not know the server kind yet, then the users, then the groups. A
+    /// part read is applied even when the other part's read fails. On an error whose
+    /// [`SyncError::needs_full_read`] is true, start again from [`Kept::new`].
+    pub async fn read(&mut self, ldap: &mut Ldap, served_by: &str, timeout: Duration) -> Result<Changes, SyncError> {
+        if self.active_directory.is_none() || self.served_by != served_by {
+            let ad = search::is_active_directory(ldap, timeout).await;
+            self.set_server(served_by, ad);
+        }
+        let mut changes = Changes::default();
+        for part in [Part::Users, Part::Groups] {
+            let (filter, attrs) = self.search(part);
+            let read = syncrepl::read(ldap, &self.query.base_dn, filter, &attrs, self.cookie(part), timeout).await?;
+            let applied = self.apply(part, &read);
+            match part {
+                Part::Users => changes.users = applied,
+                Part::Groups => changes.groups = applied,
+            }
+        }
+        Ok(changes)
+    }
+
+    /// The entries a full read of the same directory would produce for the configured `names` with `s`, or
+    /// why only a full read can tell.
+    pub fn entries(&self, s: &Settings, names: &[GroupName]) -> Result<Entries, NeedsFullRead> {
+        if !(self.users.whole && self.groups.whole) {
+            return Err(NeedsFullRead::NotRead);
+        }
+        if let Some(setting) = self.query.difference(s) {
+            return Err(NeedsFullRead::SettingChanged { setting });
+        }
+        let active_directory = match model::needs_server_kind(s) {
+            false => None,
+            true => match self.active_directory {
+                None => return Err(NeedsFullRead::ServerKindUnknown),
+                Some(true) => return Err(NeedsFullRead::ActiveDirectory),
+                Some(false) => Some(false),
+            },
+        };
+        check_names(s, names)?;
+        let mut users = UserIndexBuilder::default();
+        let a = UserAttributes { username: &s.username_attribute, include_disabled: s.include_disabled };
+        for entry in sorted(&self.users) {
+            users.push(UserEntry::from_entry(entry.clone(), &a), s);
+        }
+        let mut entries = Entries::new(self.served_by.clone(), users.finish(s));
+        entries.active_directory = active_directory;
+        let groups: Vec<&SearchEntry> = sorted(&self.groups);
+        let record = |entries: &Entries, entry: &SearchEntry, wanted: Option<&[GroupName]>| {
+            if range::is_ranged(entry, &s.member_attribute) {
+                return Err(NeedsFullRead::RangedMembers { dn: entry.dn.clone() });
+            }
+            Ok(search::plain_record(s, &self.served_by, entry.clone(), &entries.users, wanted))
+        };
+        // The search by name, chunk by chunk.
+        for chunk in names.chunks(NAMES_PER_FILTER) {
+            for entry in &groups {
+                if values(entry, &s.group_name_attribute).any(|v| chunk.contains(&GroupName::new(v))) {
+                    let g = record(&entries, entry, Some(chunk))?;
+                    let key = DnKey::new(&g.dn);
+                    entries.named.push(key.clone());
+                    entries.groups.insert(key, g);
+                }
+            }
+        }
+        let mode = match model::nesting_mode(s.nesting, entries.active_directory, &entries.served_by) {
+            Ok(mode) => mode,
+            Err(e) => {
+                entries.failure = Some(e);
+                return Ok(entries);
+            }
+        };
+        match mode {
+            Nesting::Recursive => {}
+            Nesting::Off | Nesting::Auto => return Ok(entries),
+            // Not reached: in-chain needs Active Directory, refused above.
+            Nesting::InChain => return Err(NeedsFullRead::ActiveDirectory),
+        }
+        // The walk of member groups, as `search::Reader::expand` makes it.
+        let mut roots: Vec<DnKey> = entries.match_names(s, names).into_iter().filter_map(Result::ok).collect();
+        let mut seen = HashSet::default();
+        roots.retain(|k| seen.insert(k.clone()));
+        let by_key: HashMap<DnKey, &SearchEntry> = groups.iter().map(|e| (DnKey::new(&e.dn), *e)).collect();
+        let base = DnKey::new(&s.base_dn);
+        let mut forms: Option<HashSet<String>> = None;
+        let mut walk = Walk::new(roots, s.max_nesting_depth);
+        while let Some(to_read) = walk.step(&entries.groups) {
+            if walk.wants_sweep(to_read.len()) {
+                for entry in &groups {
+                    let g = record(&entries, entry, None)?;
+                    entries.groups.entry(DnKey::new(&g.dn)).or_insert(g);
+                }
+                walk.sweep = Sweep::Done;
+            }
+            let (to_read, neither) = walk.after_sweep(to_read, &entries.groups, &base);
+            entries.neither.extend(neither);
+            for (key, raw) in to_read {
+                if let Some(entry) = by_key.get(&key) {
+                    let g = record(&entries, entry, None)?;
+                    entries.groups.insert(key, g);
+                    continue;
+                }
+                let group = || parent(&entries.groups, &key);
+                if !key.is_within(&base) {
+                    return Err(NeedsFullRead::MemberOutsideBase {
+                        group: group(),
+                        member: raw,
+                        base_dn: s.base_dn.clone(),
+                    });
+                }
+                let known = forms.get_or_insert_with(|| self.forms(s));
+                if !comparable(&raw, known) {
+                    return Err(NeedsFullRead::UncomparableMember { group: group(), member: raw });
+                }
+                entries.neither.insert(key);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The attribute types the kept DNs and the base DN are written with.
+    fn forms(&self, s: &Settings) -> HashSet<String> {
+        let dns = self.users.entries.values().chain(self.groups.entries.values()).map(|e| e.dn.as_str());
+        dns.chain([s.base_dn.as_str()]).filter_map(dn::forms).flat_map(|f| f.into_iter().map(|(t, _)| t)).collect()
+    }
+}
+
+/// A part's entries in DN order (a model's order; a full read's is the server's).
+fn sorted(side: &Side) -> Vec<&SearchEntry> {
+    let mut entries: Vec<&SearchEntry> = side.entries.values().collect();
+    entries.sort_by(|a, b| a.dn.cmp(&b.dn));
+    entries
+}
+
+/// Whether the server would match the configured names as [`GroupName`] does.
+fn check_names(s: &Settings, names: &[GroupName]) -> Result<(), NeedsFullRead> {
+    if let Some(name) = names.first()
+        && !CASE_IGNORE_NAMES.iter().any(|a| a.eq_ignore_ascii_case(&s.group_name_attribute))
+    {
+        return Err(NeedsFullRead::NameMatching {
+            name: name.to_string(),
+            reason: "the group name attribute's matching rule is not known to be caseIgnoreMatch",
+        });
+    }
+    match names.iter().find(|n| !n.as_str().bytes().all(|b| (0x20..0x7f).contains(&b))) {
+        Some(name) => Err(NeedsFullRead::NameMatching {
+            name: name.to_string(),
+            reason: "a name that is not printable ASCII is matched by the directory's own Unicode folding",
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Whether a member DN that names no kept entry is written only with attribute types the kept DNs use, and no
+/// BER value: then its [`DnKey`] is the server's reduction too, and no kept entry means no entry.
+fn comparable(dn: &str, known: &HashSet<String>) -> bool {
+    dn::forms(dn).is_some_and(|forms| forms.iter().all(|(t, ber)| !ber && known.contains(t)))
+}
+
+/// The DN of a group read that lists `member`, for a message.
+fn parent(groups: &HashMap<DnKey, GroupRecord>, member: &DnKey) -> String {
+    let mut parents: Vec<&str> =
+        groups.values().filter(|g| g.others.iter().any(|(k, _)| k == member)).map(|g| g.dn.as_str()).collect();
+    parents.sort_unstable();
+    parents.first().map(|dn| dn.to_string()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ldap::changes::syncrepl::{ChangeKind, ChangedEntry, Refresh};
+    use crate::ldap::model::tests::{URL, settings};
+    use crate::ldap::{Error, resolve};
+    use std::collections::HashMap as StdMap;
+
+    fn uuid(n: u8) -> EntryUuid {
+        EntryUuid([n; 16])
+    }
+
+    fn changed(n: u8, dn: &str, attrs: &[(&str, &[&str])]) -> ChangedEntry {
+        ChangedEntry {
+            uuid: uuid(n),
+            dn: dn.into(),
+            kind: ChangeKind::Add,
+            attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect(),
+            bin_attrs: StdMap::new(),
+        }
+    }
+
+    fn user(n: u8, uid: &str) -> ChangedEntry {
+        changed(n, &format!("uid={uid},ou=people,ou=groups,dc=x"), &[("uid", &[uid])])
+    }
+
+    fn udn(uid: &str) -> String {
+        format!("uid={uid},ou=people,ou=groups,dc=x")
+    }
+
+    fn gdn(cn: &str) -> String {
+        format!("cn={cn},ou=groups,dc=x")
+    }
+
+    fn group(n: u8, cn: &str, members: &[&str]) -> ChangedEntry {
+        changed(n, &gdn(cn), &[("cn", &[cn]), ("member", members)])
+    }
+
+    /// The whole content: a read without a cookie.
+    fn whole(cookie: &str, changed: Vec<ChangedEntry>) -> SyncRead {
+        SyncRead {
+            cookie: Some(cookie.as_bytes().to_vec()),
+            changed,
+            deleted: Vec::new(),
+            refresh: Refresh::Present(std::collections::HashSet::new()),
+        }
+    }
+
+    fn deletes(cookie: &str, changed: Vec<ChangedEntry>, deleted: &[u8]) -> SyncRead {
+        SyncRead {
+            cookie: Some(cookie.as_bytes().to_vec()),
+            changed,
+            deleted: deleted.iter().map(|&n| uuid(n)).collect(),
+            refresh: Refresh::Deletes,
+        }
+    }
+
+    /// alice (1), bob (2); Team (10: alice, Inner), Inner (11: bob).
+    fn kept() -> Kept {
+        let s = settings(Nesting::Recursive);
+        let mut k = Kept::new(&s);
+        k.set_server(URL, false);
+        k.apply(Part::Users, &whole("u1", vec![user(1, "alice"), user(2, "bob")]));
+        k.apply(
+            Part::Groups,
+            &whole("g1", vec![group(10, "Team", &[&udn("alice"), &gdn("Inner")]), group(11, "Inner", &[&udn("bob")])]),
+        );
+        k
+    }
+
+    fn names(names: &[&str]) -> Vec<GroupName> {
+        names.iter().map(|n| GroupName::new(n)).collect()
+    }
+
+    fn members(k: &Kept, s: &Settings, name: &str) -> Result<Vec<String>, Error> {
+        let snapshot = resolve(&k.entries(s, &names(&[name])).expect("entries"), s, &names(&[name]));
+        let group = snapshot.groups.into_iter().next().expect("one group").result?;
+        Ok(group.members.iter().map(|m| m.username.as_str().to_string()).collect())
+    }
+
+    #[test]
+    fn a_first_read_builds_the_model_and_keeps_its_cookie() {
+        let k = kept();
+        assert_eq!((k.len(Part::Users), k.len(Part::Groups)), (2, 2));
+        assert_eq!((k.cookie(Part::Users), k.cookie(Part::Groups)), (Some(&b"u1"[..]), Some(&b"g1"[..])));
+        let s = settings(Nesting::Recursive);
+        assert_eq!(members(&k, &s, "team").unwrap(), ["alice", "bob"]);
+    }
+
+    #[test]
+    fn a_changed_entry_replaces_the_kept_one_whole_and_gone_ones_are_dropped() {
+        let mut k = kept();
+        let s = settings(Nesting::Recursive);
+        // bob renamed (same UUID, new DN and uid), alice deleted, Inner loses bob... and gains nobody.
+        let applied = k.apply(Part::Users, &deletes("u2", vec![user(2, "robert")], &[1]));
+        assert_eq!(applied, Applied { changed: 1, gone: 1 });
+        assert_eq!(k.cookie(Part::Users), Some(&b"u2"[..]));
+        // Team still names alice (no refint): a dangling member under the base, skipped as in a full read.
+        let snapshot = resolve(&k.entries(&s, &names(&["Team"])).unwrap(), &s, &names(&["Team"]));
+        let team = snapshot.groups[0].result.as_ref().unwrap();
+        assert_eq!(team.members.len(), 0, "bob's DN changed, Inner still names the old one");
+        assert_eq!(team.unreadable, [udn("alice"), udn("bob")]);
+        // The group replaced whole: its member attribute is the new one, not a merge.
+        k.apply(Part::Groups, &deletes("g2", vec![group(11, "Inner", &[&udn("robert")])], &[]));
+        assert_eq!(members(&k, &s, "Team").unwrap(), ["robert"]);
+        // An attribute left out of the changed entry is gone from the model.
+        k.apply(Part::Users, &deletes("u3", vec![changed(2, &udn("robert"), &[])], &[]));
+        let entries = k.entries(&s, &names(&["Team"])).unwrap();
+        assert_eq!(entries.users_seen(), 0, "robert has no username any more");
+    }
+
+    #[test]
+    fn after_a_present_phase_every_kept_entry_not_named_is_gone() {
+        let mut k = kept();
+        let mut present = std::collections::HashSet::new();
+        present.insert(uuid(1));
+        let read =
+            SyncRead { cookie: None, changed: Vec::new(), deleted: Vec::new(), refresh: Refresh::Present(present) };
+        assert_eq!(k.apply(Part::Users, &read), Applied { changed: 0, gone: 1 });
+        assert_eq!(k.len(Part::Users), 1);
+        assert_eq!(k.cookie(Part::Users), Some(&b"u1"[..]), "a read without a cookie keeps the old one");
+        // A read without a cookie (the model started again) sends the whole content: the rest is gone.
+        assert_eq!(k.apply(Part::Groups, &whole("g9", vec![group(12, "New", &[])])), Applied { changed: 1, gone: 2 });
+        assert_eq!(k.len(Part::Groups), 1);
+    }
+
+    #[test]
+    fn only_the_attributes_the_full_read_uses_are_kept() {
+        let mut k = Kept::new(&settings(Nesting::Off));
+        let mut e = user(1, "alice");
+        e.attrs.insert("mail".into(), vec!["alice@x".into()]);
+        e.attrs.insert("UserAccountControl".into(), vec!["514".into()]);
+        k.apply(Part::Users, &whole("u", vec![e]));
+        let kept = &k.users.entries[&uuid(1)];
+        let mut attrs: Vec<&str> = kept.attrs.keys().map(String::as_str).collect();
+        attrs.sort();
+        assert_eq!(attrs, ["UserAccountControl", "uid"]);
+    }
+
+    #[test]
+    fn disabled_accounts_collisions_and_names_read_as_the_full_read_reads_them() {
+        let s = settings(Nesting::Recursive);
+        let mut k = kept();
+        let mut carol = user(3, "carol");
+        carol.attrs.insert("userAccountControl".into(), vec!["514".into()]);
+        let twin = changed(4, "uid=alice2,ou=people,ou=groups,dc=x", &[("uid", &["ALICE"])]);
+        k.apply(Part::Users, &deletes("u2", vec![carol, twin], &[]));
+        k.apply(
+            Part::Groups,
+            &deletes(
+                "g2",
+                vec![group(11, "Inner", &[&udn("bob"), &udn("carol"), "uid=alice2,ou=people,ou=groups,dc=x"])],
+                &[],
+            ),
+        );
+        let snapshot = resolve(&k.entries(&s, &names(&["TEAM"])).unwrap(), &s, &names(&["TEAM"]));
+        let team = snapshot.groups[0].result.as_ref().unwrap();
+        assert_eq!(team.name, "Team", "the name as the directory writes it");
+        let got: Vec<&str> = team.members.iter().map(|m| m.username.as_str()).collect();
+        assert_eq!(got, ["bob"]);
+        assert_eq!(team.disabled.iter().map(|m| m.username.as_str()).collect::<Vec<_>>(), ["carol"]);
+        assert_eq!(team.collisions.len(), 1);
+        let mut dns = team.collisions[0].dns.clone();
+        dns.sort();
+        assert_eq!(dns, ["uid=alice,ou=people,ou=groups,dc=x", "uid=alice2,ou=people,ou=groups,dc=x"]);
+        // With disabled accounts included, carol is a member.
+        let s = Settings { include_disabled: true, ..s };
+        assert_eq!(members(&k, &s, "Team").unwrap(), ["bob", "carol"]);
+    }
+
+    #[test]
+    fn a_name_found_twice_or_nowhere_fails_as_in_a_full_read() {
+        let s = settings(Nesting::Off);
+        let mut k = kept();
+        let mut twin = group(12, "team", &[]);
+        twin.dn = "cn=team,ou=more,ou=groups,dc=x".into();
+        k.apply(Part::Groups, &deletes("g2", vec![twin], &[]));
+        let entries = k.entries(&s, &names(&["Team", "Nobody"])).unwrap();
+        let snapshot = resolve(&entries, &s, &names(&["Team", "Nobody"]));
+        assert!(
+            matches!(&snapshot.groups[0].result, Err(Error::AmbiguousGroup { dns, .. }) if dns.len() == 2),
+            "{:?}",
+            snapshot.groups[0].result
+        );
+        assert!(matches!(&snapshot.groups[1].result, Err(Error::GroupNotFound { filter, .. })
+            if filter == "(&(objectClass=groupOfNames)(cn=Nobody))"));
+    }
+
+    #[test]
+    fn a_member_outside_the_base_needs_a_full_read_when_the_walk_reaches_it() {
+        let mut k = kept();
+        let far = "cn=far,ou=elsewhere,dc=x";
+        k.apply(Part::Groups, &deletes("g2", vec![group(11, "Inner", &[&udn("bob"), far])], &[]));
+        let s = settings(Nesting::Recursive);
+        assert_eq!(
+            k.entries(&s, &names(&["Team"])).err(),
+            Some(NeedsFullRead::MemberOutsideBase {
+                group: gdn("Inner"),
+                member: far.into(),
+                base_dn: "ou=groups,dc=x".into()
+            })
+        );
+        // Nesting off: members that are not users are not followed, so the model knows enough.
+        assert_eq!(members(&k, &settings(Nesting::Off), "Team").unwrap(), ["alice"]);
+        // Beyond the depth cap the full read does not read it either: the group is too deep, not unknown.
+        let s = Settings { max_nesting_depth: 1, ..settings(Nesting::Recursive) };
+        assert!(matches!(members(&k, &s, "Team"), Err(Error::TooDeep { depth: 1, .. })));
+        // Inner alone reaches it at once.
+        assert!(matches!(
+            k.entries(&settings(Nesting::Recursive), &names(&["Inner"])),
+            Err(NeedsFullRead::MemberOutsideBase { .. })
+        ));
+    }
+
+    #[test]
+    fn a_member_under_the_base_written_in_a_form_no_kept_dn_uses_needs_a_full_read() {
+        let mut k = kept();
+        let s = settings(Nesting::Recursive);
+        // "commonName" is cn by another name: the server would find the group, a DnKey does not.
+        let alias = "commonName=Other,ou=groups,dc=x";
+        k.apply(Part::Groups, &deletes("g2", vec![group(11, "Inner", &[alias])], &[]));
+        assert!(
+            matches!(k.entries(&s, &names(&["Team"])), Err(NeedsFullRead::UncomparableMember { member, .. }) if member == alias)
+        );
+        // Written with the types kept DNs use, a DN naming no kept entry is no entry.
+        k.apply(Part::Groups, &deletes("g3", vec![group(11, "Inner", &["cn=Gone,ou=groups,dc=x"])], &[]));
+        let snapshot = resolve(&k.entries(&s, &names(&["Team"])).unwrap(), &s, &names(&["Team"]));
+        assert_eq!(snapshot.groups[0].result.as_ref().unwrap().unreadable, ["cn=Gone,ou=groups,dc=x"]);
+    }
+
+    #[test]
+    fn what_the_model_cannot_know_is_named_never_guessed() {
+        let k = kept();
+        let team = names(&["Team"]);
+        assert_eq!(
+            Kept::new(&settings(Nesting::Off)).entries(&settings(Nesting::Off), &team).err(),
+            Some(NeedsFullRead::NotRead)
+        );
+        let other = Settings { user_filter: "(objectClass=user)".into(), ..settings(Nesting::Off) };
+        assert_eq!(k.entries(&other, &team).err(), Some(NeedsFullRead::SettingChanged { setting: "ldap.user_filter" }));
+        // The server kind: unknown, or Active Directory.
+        let mut unknown = k.clone();
+        unknown.active_directory = None;
+        assert_eq!(unknown.entries(&settings(Nesting::Auto), &team).err(), Some(NeedsFullRead::ServerKindUnknown));
+        assert!(unknown.entries(&settings(Nesting::Recursive), &team).is_ok(), "recursive does not ask");
+        let mut ad = k.clone();
+        ad.set_server(URL, true);
+        assert_eq!(ad.entries(&settings(Nesting::InChain), &team).err(), Some(NeedsFullRead::ActiveDirectory));
+        // Auto on a server that is not AD walks the levels.
+        assert_eq!(members(&k, &settings(Nesting::Auto), "Team").unwrap(), ["alice", "bob"]);
+        // In-chain on a server that is not AD fails every group, as the full read does.
+        let entries = k.entries(&settings(Nesting::InChain), &team).unwrap();
+        let snapshot = resolve(&entries, &settings(Nesting::InChain), &team);
+        assert!(matches!(&snapshot.groups[0].result, Err(e) if e.to_string().contains("needs Active Directory")));
+        // Names the model cannot match as the server does.
+        let e = k.entries(&settings(Nesting::Off), &names(&["Équipe"])).err();
+        assert!(matches!(e, Some(NeedsFullRead::NameMatching { name, .. }) if name == "Équipe"));
+        let by_mail = Settings { group_name_attribute: "mail".into(), ..settings(Nesting::Off) };
+        let mut k2 = Kept::new(&by_mail);
+        k2.apply(Part::Users, &whole("u", vec![]));
+        k2.apply(Part::Groups, &whole("g", vec![]));
+        assert!(matches!(k2.entries(&by_mail, &team), Err(NeedsFullRead::NameMatching { .. })));
+        // Ranged member values (Active Directory's range retrieval).
+        let mut ranged = k.clone();
+        let g = changed(10, &gdn("Team"), &[("cn", &["Team"]), ("member;range=0-1", &[&udn("alice")])]);
+        ranged.apply(Part::Groups, &deletes("g2", vec![g], &[]));
+        assert!(matches!(ranged.entries(&settings(Nesting::Off), &team), Err(NeedsFullRead::RangedMembers { .. })));
+    }
+
+    #[test]
+    fn a_group_named_by_two_chunks_is_recorded_as_the_full_read_records_it() {
+        // One entry with two names, configured 50 names apart (two name searches): the full read records it
+        // under the second search's name twice, and the first name finds nothing; the model does the same.
+        let s = settings(Nesting::Off);
+        let mut k = kept();
+        k.apply(Part::Groups, &deletes("g2", vec![changed(10, &gdn("Team"), &[("cn", &["Team", "Crew"])])], &[]));
+        let mut configured = names(&["Team"]);
+        configured.extend((0..49).map(|n| GroupName::new(&format!("filler{n}"))));
+        configured.push(GroupName::new("Crew"));
+        let snapshot = resolve(&k.entries(&s, &configured).unwrap(), &s, &configured);
+        assert!(
+            matches!(&snapshot.groups[0].result, Err(Error::GroupNotFound { .. })),
+            "{:?}",
+            snapshot.groups[0].result
+        );
+        assert!(
+            matches!(&snapshot.groups[50].result, Err(Error::AmbiguousGroup { dns, .. }) if dns == &[gdn("Team"), gdn("Team")])
+        );
+    }
+}
