@@ -49,7 +49,14 @@
 //! - a configured name is not printable ASCII, or the group name attribute is not one whose matching is known
 //!   to be caseIgnoreMatch (`NameMatching`: the server's Unicode and space folding, or another matching rule,
 //!   could find a group [`GroupName`] does not, or the reverse);
-//! - a kept group's member values come in ranges (`RangedMembers`: Active Directory's range retrieval).
+//! - a kept group's member values come in ranges (`RangedMembers`: Active Directory's range retrieval);
+//! - the last read found, besides the content-sync answers, an entry changed after the CSN their cookie
+//!   stands for (`ProviderBehind`). Observed with slapd 2.5: killed and restarted, it sets contextCSN back to
+//!   its last checkpoint (a kept cookie newer than that is refused, 53 "consumer state is newer than
+//!   provider!"), and answers content sync, even without a cookie, only with entries up to that contextCSN:
+//!   the entries changed since are left out (and a present phase counts them gone) until the next write
+//!   moves contextCSN past them, when a read with the cookie sends them. [`Kept::read`] therefore searches,
+//!   after the content-sync reads, for one entry whose `entryCSN` is above the cookie's.
 //!
 //! # What the model cannot see (the full read would)
 //!
@@ -110,6 +117,11 @@ pub enum NeedsFullRead {
     NameMatching { name: String, reason: &'static str },
     #[error("the members of {dn} come in ranges (range retrieval), which only a read follows")]
     RangedMembers { dn: String },
+    #[error(
+        "the directory holds {dn}, changed after the state its content-sync answer stands for ({csn}): that \
+         answer left it out (slapd after a restart that lost its last contextCSN checkpoint)"
+    )]
+    ProviderBehind { csn: String, dn: String },
 }
 
 /// What one content-sync read changed in a part of the model.
@@ -126,6 +138,9 @@ pub struct Applied {
 pub struct Changes {
     pub users: Applied,
     pub groups: Applied,
+    /// The directory holds entries changed after the state the answers stand for: [`Kept::entries`] asks for
+    /// a full read ([`NeedsFullRead::ProviderBehind`]) until a later read catches up.
+    pub behind: bool,
 }
 
 /// What the model was read for: the settings that decide which entries and attributes it holds.
@@ -201,6 +216,9 @@ pub struct Kept {
     active_directory: Option<bool>,
     users: Side,
     groups: Side,
+    /// Set by a read whose answer the server's own data contradicts: an entry changed after the CSN of the
+    /// answer's cookie exists (its CSN, the entry's DN). Cleared by a read without that contradiction.
+    behind: Option<(String, String)>,
 }
 
 impl Kept {
@@ -213,6 +231,7 @@ impl Kept {
             active_directory: None,
             users: Side::default(),
             groups: Side::default(),
+            behind: None,
         }
     }
 
@@ -308,7 +327,50 @@ impl Kept {
                 Part::Groups => changes.groups = applied,
             }
         }
+        self.behind = self.newer_than_cookie(ldap, timeout).await?;
+        changes.behind = self.behind.is_some();
         Ok(changes)
+    }
+
+    /// An entry of the model's searches changed after the CSN of the kept cookie, if the directory holds one
+    /// (its CSN and DN). slapd answers a content-sync search only with entries up to its contextCSN, which a
+    /// restart after a crash sets back to the last checkpoint (`syncprov-checkpoint`): entries changed since
+    /// are then left out of the answer, even of one without a cookie, until the next write moves contextCSN
+    /// on. One search, for entries whose `entryCSN` is above the cookie's (at most one entry, no attribute).
+    async fn newer_than_cookie(
+        &self,
+        ldap: &mut Ldap,
+        timeout: Duration,
+    ) -> Result<Option<(String, String)>, SyncError> {
+        let cookies = [Part::Users, Part::Groups].map(|p| self.cookie(p).and_then(cookie_csn));
+        let Some(csn) = cookies.into_iter().flatten().min() else {
+            return Ok(None);
+        };
+        let filter = format!("(&(|{}{})({}))", self.query.user_filter, self.query.group_filter, after_csn(&csn));
+        let found = ldap
+            .with_timeout(timeout)
+            .with_search_options(ldap3::SearchOptions::new().sizelimit(1))
+            .search(&self.query.base_dn, ldap3::Scope::Subtree, &filter, vec!["1.1"])
+            .await
+            .map_err(|e| match e {
+                ldap3::LdapError::Timeout { .. } => SyncError::Timeout(timeout),
+                other => SyncError::Ldap {
+                    code: None,
+                    reason: format!("the search for entries newer than the cookie: {other}"),
+                },
+            })?;
+        // sizeLimitExceeded (4) with one entry: there is more than one.
+        if found.1.rc != 0 && found.1.rc != 4 {
+            return Err(SyncError::Ldap {
+                code: Some(found.1.rc),
+                reason: format!(
+                    "the search for entries newer than the cookie: {}",
+                    crate::ldap::error::result_reason(found.1.rc, &found.1.text)
+                ),
+            });
+        }
+        let dn = found.0.into_iter().filter_map(crate::ldap::entry::decode).map(|e| e.dn).next();
+        Ok(dn.map(|dn| (csn, dn)))
     }
 
     /// The entries a full read of the same directory would produce for the configured `names` with `s`, or
@@ -319,6 +381,9 @@ impl Kept {
         }
         if let Some(setting) = self.query.difference(s) {
             return Err(NeedsFullRead::SettingChanged { setting });
+        }
+        if let Some((csn, dn)) = &self.behind {
+            return Err(NeedsFullRead::ProviderBehind { csn: csn.clone(), dn: dn.clone() });
         }
         let active_directory = match model::needs_server_kind(s) {
             false => None,
@@ -416,11 +481,49 @@ impl Kept {
     }
 }
 
-/// A part's entries in DN order (a model's order; a full read's is the server's).
+/// The CSN a content-sync cookie stands for (`rid=000,csn=<CSN>`, slapd's shape): the oldest of its `csn`
+/// values when it holds several (one per provider); `None` for a cookie of another shape.
+fn cookie_csn(cookie: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(cookie).ok()?;
+    let csns = text.split(',').find_map(|f| f.strip_prefix("csn="))?;
+    csns.split(';').min().map(str::to_string)
+}
+
+/// A filter for entries whose `entryCSN` is above `csn`: `entryCSN>=` the next CSN (the change count one up,
+/// so that slapd can use its entryCSN index), or a negation when the count cannot go up.
+fn after_csn(csn: &str) -> String {
+    // YYYYmmddHHMMSS.ffffffZ#count#sid#mod
+    let parts: Vec<&str> = csn.split('#').collect();
+    if let [time, count, _, _] = parts.as_slice()
+        && let Ok(n) = u32::from_str_radix(count, 16)
+        && n < 0xff_ffff
+    {
+        return format!("entryCSN>={time}#{:06x}#000#000000", n + 1);
+    }
+    format!("!(entryCSN<={csn})")
+}
+
+/// A part's entries in the order slapd's searches return them, as far as the model can tell: by creation,
+/// which the time of a version 1 (time-based) UUID gives (slapd makes its entryUUIDs so, and back-mdb
+/// returns entries in the order of their IDs, given at creation and kept by a rename); then by DN. The order
+/// shows in a snapshot only where the full read's depends on the server's order (see the module doc).
 fn sorted(side: &Side) -> Vec<&SearchEntry> {
-    let mut entries: Vec<&SearchEntry> = side.entries.values().collect();
-    entries.sort_by(|a, b| a.dn.cmp(&b.dn));
-    entries
+    let mut entries: Vec<(u64, &EntryUuid, &SearchEntry)> =
+        side.entries.iter().map(|(uuid, e)| (created(uuid), uuid, e)).collect();
+    entries.sort_by(|a, b| (a.0, &a.2.dn, a.1).cmp(&(b.0, &b.2.dn, b.1)));
+    entries.into_iter().map(|(_, _, e)| e).collect()
+}
+
+/// The 60-bit time of a version 1 UUID (RFC 4122 section 4.1.4); 0 for other versions.
+fn created(uuid: &EntryUuid) -> u64 {
+    let o = &uuid.0;
+    if o[6] >> 4 != 1 {
+        return 0;
+    }
+    let low = u64::from(u32::from_be_bytes([o[0], o[1], o[2], o[3]]));
+    let mid = u64::from(u16::from_be_bytes([o[4], o[5]]));
+    let high = u64::from(u16::from_be_bytes([o[6] & 0x0f, o[7]]));
+    (high << 48) | (mid << 32) | low
 }
 
 /// Whether the server would match the configured names as [`GroupName`] does.

@@ -1,0 +1,604 @@
+//! The kept directory model (`ldap::changes::kept`) against a real slapd with `syncprov`, with the session log
+//! and without it: after every round of random directory changes (users added, deleted, renamed, moved out of
+//! the base and back, disabled and enabled, their usernames changed; members added and removed; groups nested,
+//! renamed, given a second name, deleted), mixed with lost cookies and slapd restarts, the snapshot resolved
+//! from the model's entries equals the snapshot of a full read, for several settings. Where the model says a
+//! full read is needed, the reason is checked to be true. The seed is printed; set `CHANGES_MODEL_SEED` to
+//! replay one.
+
+mod common;
+
+use std::time::Duration;
+
+use cloudshell_ldap_sync::group_name::GroupName;
+use cloudshell_ldap_sync::ldap::changes::kept::{Kept, NeedsFullRead};
+use cloudshell_ldap_sync::ldap::{self, Error, GroupOutcome, Nesting, Settings, Snapshot};
+use common::{Directory, SERVICE_DN, SERVICE_PASSWORD, Slapd, ldap_settings, ldif_line};
+
+const BASE: &str = "ou=in,dc=example,dc=org";
+const PEOPLE: &str = "ou=people,ou=in,dc=example,dc=org";
+const GROUPS: &str = "ou=groups,ou=in,dc=example,dc=org";
+const TEAMS: &str = "ou=teams,ou=in,dc=example,dc=org";
+/// Outside the base: where users and groups move out to.
+const OUT: &str = "ou=out,dc=example,dc=org";
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Usernames drawn from a small pool, so that they collide.
+const USERNAMES: [&str; 10] = ["ann", "ben", "cat", "dan", "eve", "fay", "gus", "hal", "ivy", "ANN"];
+/// Group names, some of them configured.
+const GROUP_NAMES: [&str; 8] = ["G0", "G1", "G2", "G3", "G4", "g1", "X", "Y"];
+const CONFIGURED: [&str; 6] = ["G0", "G1", "g2", "G3", "G4", "Missing"];
+
+/// xorshift64*: a seeded generator, so that a failing run can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        (!items.is_empty()).then(|| &items[self.below(items.len())])
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("CHANGES_MODEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("a clock after 1970").as_nanos()
+            as u64
+            | 1
+    })
+}
+
+/// What the test knows of the directory, to choose changes that slapd accepts.
+struct World {
+    /// User DNs (under the base or outside it).
+    users: Vec<String>,
+    /// Group DNs, with their member values in order.
+    groups: Vec<(String, Vec<String>)>,
+    next: usize,
+}
+
+fn user_ldif(dn: &str, uid: &str, disabled: bool) -> String {
+    let uac = if disabled { 514 } else { 512 };
+    format!(
+        "{}objectClass: inetOrgPerson\nobjectClass: accountControl\n{}cn: x\nsn: x\nuserAccountControl: {uac}\n\n",
+        ldif_line("dn", dn),
+        ldif_line("uid", uid)
+    )
+}
+
+fn group_ldif(dn: &str, cn: &str, members: &[String]) -> String {
+    let mut out = ldif_line("dn", dn) + "objectClass: groupOfNames\n" + &ldif_line("cn", cn);
+    for m in members {
+        out.push_str(&ldif_line("member", m));
+    }
+    out + "\n"
+}
+
+fn rdn_value(dn: &str) -> &str {
+    dn.split(',').next().and_then(|rdn| rdn.split_once('=')).map(|(_, v)| v).expect("a DN")
+}
+
+fn parent(dn: &str) -> &str {
+    dn.split_once(',').map(|(_, p)| p).expect("a DN with a parent")
+}
+
+impl World {
+    /// The seed: 12 users, 5 groups (some nested), under `ou=in`; one user and one group outside it.
+    fn seed(rng: &mut Rng) -> (World, Directory) {
+        let mut d = Directory::new();
+        d.raw(&format!(
+            "dn: {BASE}\nobjectClass: organizationalUnit\nou: in\n\n\
+             dn: {PEOPLE}\nobjectClass: organizationalUnit\nou: people\n\n\
+             dn: {GROUPS}\nobjectClass: organizationalUnit\nou: groups\n\n\
+             dn: {TEAMS}\nobjectClass: organizationalUnit\nou: teams\n\n\
+             dn: {OUT}\nobjectClass: organizationalUnit\nou: out\n\n"
+        ));
+        let mut world = World { users: Vec::new(), groups: Vec::new(), next: 0 };
+        for n in 0..12 {
+            let dn = format!("cn=u{n},{PEOPLE}");
+            d.raw(&user_ldif(&dn, USERNAMES[n % USERNAMES.len()], n % 5 == 4));
+            world.users.push(dn);
+        }
+        let far_user = format!("cn=far,{OUT}");
+        d.raw(&user_ldif(&far_user, "far", false));
+        world.users.push(far_user);
+        // A group outside the base: only a read tells it from a user or nothing.
+        d.raw(&group_ldif(&format!("cn=far-group,{OUT}"), "far-group", &[world.users[0].clone()]));
+        world.next = 100;
+        for (n, name) in ["G0", "G1", "G2", "G3", "X"].iter().enumerate() {
+            let mut members: Vec<String> = (0..3).filter_map(|_| rng.pick(&world.users[..12]).cloned()).collect();
+            members.dedup();
+            if n > 0 {
+                members.push(world.groups[n - 1].0.clone());
+            }
+            let dn = format!("cn={name},{GROUPS}");
+            d.raw(&group_ldif(&dn, name, &members));
+            world.groups.push((dn, members));
+        }
+        (world, d)
+    }
+
+    fn fresh(&mut self) -> usize {
+        self.next += 1;
+        self.next
+    }
+
+    /// Users and groups under the base.
+    fn member_candidates(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.users.iter().filter(|u| !u.ends_with(OUT)).cloned().collect();
+        all.extend(self.groups.iter().map(|(dn, _)| dn.clone()));
+        all
+    }
+
+    /// One random change, applied to slapd; a short description for the failure message.
+    fn change(&mut self, rng: &mut Rng, slapd: &Slapd) -> String {
+        loop {
+            if let Some(done) = self.try_change(rng, slapd) {
+                return done;
+            }
+        }
+    }
+
+    fn try_change(&mut self, rng: &mut Rng, slapd: &Slapd) -> Option<String> {
+        let op = rng.below(16);
+        match op {
+            0 | 1 => {
+                let n = self.fresh();
+                let out = rng.chance(10);
+                let dn = format!("cn=u{n},{}", if out { OUT } else { PEOPLE });
+                let uid = rng.pick(&USERNAMES)?;
+                slapd.add(&user_ldif(&dn, uid, rng.chance(20)));
+                self.users.push(dn.clone());
+                Some(format!("add user {dn} ({uid})"))
+            }
+            2 => {
+                let i = rng.below(self.users.len().max(1));
+                let dn = self.users.get(i)?.clone();
+                slapd.modify(&format!("{}changetype: delete\n\n", ldif_line("dn", &dn)));
+                self.users.remove(i);
+                Some(format!("delete user {dn}"))
+            }
+            3 => {
+                // Rename (modrdn) in place; groups keep the old DN (no refint), and sometimes get the new one.
+                let i = rng.below(self.users.len().max(1));
+                let dn = self.users.get(i)?.clone();
+                let n = self.fresh();
+                let new = format!("cn=u{n},{}", parent(&dn));
+                slapd.modify(&format!(
+                    "{}changetype: modrdn\nnewrdn: cn=u{n}\ndeleteoldrdn: 1\n\n",
+                    ldif_line("dn", &dn)
+                ));
+                self.users[i] = new.clone();
+                if rng.chance(50) {
+                    self.add_member_to_random_group(rng, slapd, &new);
+                }
+                Some(format!("rename user {dn} to {new}"))
+            }
+            4 => {
+                // Move out of the base, or back in; sometimes out and back in before the next read.
+                let i = rng.below(self.users.len().max(1));
+                let dn = self.users.get(i)?.clone();
+                let to = if dn.ends_with(OUT) { PEOPLE } else { OUT };
+                let new = format!("cn={},{to}", rdn_value(&dn));
+                slapd.modify(&format!(
+                    "{}changetype: modrdn\nnewrdn: cn={}\ndeleteoldrdn: 1\nnewsuperior: {to}\n\n",
+                    ldif_line("dn", &dn),
+                    rdn_value(&dn)
+                ));
+                if rng.chance(30) {
+                    slapd.modify(&format!(
+                        "{}changetype: modrdn\nnewrdn: cn={}\ndeleteoldrdn: 1\nnewsuperior: {}\n\n",
+                        ldif_line("dn", &new),
+                        rdn_value(&dn),
+                        parent(&dn)
+                    ));
+                    return Some(format!("move user {dn} to {to} and back"));
+                }
+                self.users[i] = new.clone();
+                if to == OUT && rng.chance(70) {
+                    // Groups usually forget people who leave (else every nested read needs a full read).
+                    self.remove_everywhere(slapd, &dn);
+                }
+                Some(format!("move user {dn} to {new}"))
+            }
+            5 => {
+                let dn = rng.pick(&self.users)?.clone();
+                let uac = if rng.chance(50) { 514 } else { 512 };
+                slapd.modify(&format!(
+                    "{}changetype: modify\nreplace: userAccountControl\nuserAccountControl: {uac}\n\n",
+                    ldif_line("dn", &dn)
+                ));
+                Some(format!("userAccountControl {uac} on {dn}"))
+            }
+            6 => {
+                let dn = rng.pick(&self.users)?.clone();
+                let uid = rng.pick(&USERNAMES)?;
+                let change = match rng.below(5) {
+                    0 => "add".to_string(),    // a second value: ambiguous
+                    1 => "delete".to_string(), // none: unusable
+                    _ => "replace".to_string(),
+                };
+                let ldif = match change.as_str() {
+                    "delete" => format!("{}changetype: modify\ndelete: uid\n\n", ldif_line("dn", &dn)),
+                    c => format!("{}changetype: modify\n{c}: uid\n{}\n", ldif_line("dn", &dn), ldif_line("uid", uid)),
+                };
+                // Adding a value already there, or deleting an absent attribute, is refused: choose again.
+                let ok = modify_may_fail(slapd, &ldif);
+                ok.then(|| format!("{change} uid {uid} on {dn}"))
+            }
+            7..=9 => {
+                let candidates = self.member_candidates();
+                let member = match rng.below(10) {
+                    0 => format!("cn=ghost{},{GROUPS}", self.fresh()),
+                    1 => match rng.chance(50) {
+                        true => format!("cn=far-group,{OUT}"),
+                        false => rng.pick(&self.users)?.clone(),
+                    },
+                    _ => rng.pick(&candidates)?.clone(),
+                };
+                self.add_member_to_random_group(rng, slapd, &member).then(|| format!("add member {member}"))
+            }
+            10 | 11 => {
+                // Members outside the base first, half the time: each keeps a nested read from the model.
+                let outside =
+                    self.groups.iter().position(|(_, ms)| ms.len() > 1 && ms.iter().any(|m| m.ends_with(OUT)));
+                let g = match outside {
+                    Some(g) if rng.chance(50) => g,
+                    _ => rng.below(self.groups.len().max(1)),
+                };
+                let (dn, members) = self.groups.get(g)?.clone();
+                if members.len() < 2 {
+                    return None; // groupOfNames needs a member
+                }
+                let m = match members.iter().position(|m| m.ends_with(OUT)) {
+                    Some(m) if outside == Some(g) => m,
+                    _ => rng.below(members.len()),
+                };
+                slapd.modify(&format!(
+                    "{}changetype: modify\ndelete: member\n{}\n",
+                    ldif_line("dn", &dn),
+                    ldif_line("member", &members[m])
+                ));
+                self.groups[g].1.remove(m);
+                Some(format!("remove member {} from {dn}", members[m]))
+            }
+            12 => {
+                let g = rng.below(self.groups.len().max(1));
+                let dn = self.groups.get(g)?.0.clone();
+                let name = rng.pick(&GROUP_NAMES)?;
+                let ou = if rng.chance(30) { TEAMS } else { parent(&dn) };
+                let new = format!("cn={name},{ou}");
+                if self.groups.iter().any(|(d, _)| d.eq_ignore_ascii_case(&new)) {
+                    return None;
+                }
+                let superior = if ou == parent(&dn) { String::new() } else { format!("newsuperior: {ou}\n") };
+                let ok = modify_may_fail(
+                    slapd,
+                    &format!(
+                        "{}changetype: modrdn\nnewrdn: cn={name}\ndeleteoldrdn: 1\n{superior}\n",
+                        ldif_line("dn", &dn)
+                    ),
+                );
+                if !ok {
+                    return None; // cn=G1 and cn=g1 are the same RDN
+                }
+                self.groups[g].0 = new.clone();
+                Some(format!("rename group {dn} to {new}"))
+            }
+            13 => {
+                let g = rng.below(self.groups.len().max(1));
+                let dn = self.groups.get(g)?.0.clone();
+                slapd.modify(&format!("{}changetype: delete\n\n", ldif_line("dn", &dn)));
+                self.groups.remove(g);
+                Some(format!("delete group {dn}"))
+            }
+            14 => {
+                let name = rng.pick(&GROUP_NAMES)?;
+                let ou = if rng.chance(40) { TEAMS } else { GROUPS };
+                let dn = format!("cn={name},{ou}");
+                if self.groups.iter().any(|(d, _)| d.eq_ignore_ascii_case(&dn)) {
+                    return None;
+                }
+                let candidates = self.member_candidates();
+                let mut members: Vec<String> =
+                    (0..1 + rng.below(3)).filter_map(|_| rng.pick(&candidates).cloned()).collect();
+                members.sort();
+                members.dedup();
+                slapd.add(&group_ldif(&dn, name, &members));
+                self.groups.push((dn.clone(), members));
+                Some(format!("add group {dn}"))
+            }
+            _ => {
+                // A second name on a group (the RDN's value stays).
+                let dn = rng.pick(&self.groups)?.0.clone();
+                let name = rng.pick(&GROUP_NAMES)?;
+                modify_may_fail(
+                    slapd,
+                    &format!("{}changetype: modify\nadd: cn\n{}\n", ldif_line("dn", &dn), ldif_line("cn", name)),
+                )
+                .then(|| format!("second name {name} on {dn}"))
+            }
+        }
+    }
+
+    fn add_member_to_random_group(&mut self, rng: &mut Rng, slapd: &Slapd, member: &str) -> bool {
+        let g = rng.below(self.groups.len().max(1));
+        let Some((dn, members)) = self.groups.get(g) else {
+            return false;
+        };
+        if members.iter().any(|m| m.eq_ignore_ascii_case(member)) {
+            return false;
+        }
+        slapd.modify(&format!(
+            "{}changetype: modify\nadd: member\n{}\n",
+            ldif_line("dn", dn),
+            ldif_line("member", member)
+        ));
+        self.groups[g].1.push(member.to_string());
+        true
+    }
+
+    /// Removes `member` from every group where it is not the last member.
+    fn remove_everywhere(&mut self, slapd: &Slapd, member: &str) {
+        for (dn, members) in &mut self.groups {
+            if members.len() > 1
+                && let Some(i) = members.iter().position(|m| m == member)
+            {
+                slapd.modify(&format!(
+                    "{}changetype: modify\ndelete: member\n{}\n",
+                    ldif_line("dn", dn),
+                    ldif_line("member", member)
+                ));
+                members.remove(i);
+            }
+        }
+    }
+}
+
+/// `ldapmodify` as the rootdn; whether slapd accepted the change.
+fn modify_may_fail(slapd: &Slapd, ldif: &str) -> bool {
+    use std::io::Write;
+    let mut child = std::process::Command::new("ldapmodify")
+        .args(["-x", "-H", &slapd.url(), "-D", common::ADMIN_DN, "-w", common::ADMIN_PASSWORD])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ldapmodify");
+    child.stdin.take().expect("piped").write_all(ldif.as_bytes()).expect("writing to ldapmodify");
+    child.wait().expect("ldapmodify").success()
+}
+
+/// The settings compared each round (all bound as the ordinary service account, base `ou=in`).
+fn variants(url: &str) -> Vec<(&'static str, Settings)> {
+    let base = Settings { base_dn: BASE.into(), user_filter: "(objectClass=person)".into(), ..ldap_settings(url) };
+    vec![
+        ("recursive", base.clone()),
+        ("recursive, depth 2", Settings { max_nesting_depth: 2, ..base.clone() }),
+        ("auto", Settings { nesting: Nesting::Auto, ..base.clone() }),
+        ("off", Settings { nesting: Nesting::Off, ..base.clone() }),
+        ("off, disabled included", Settings { nesting: Nesting::Off, include_disabled: true, ..base }),
+    ]
+}
+
+fn configured() -> Vec<GroupName> {
+    CONFIGURED.iter().map(|n| GroupName::new(n)).collect()
+}
+
+/// A snapshot's groups, each outcome whole: everything but the counts of searches made. The model orders
+/// entries as slapd returns them (by creation), so even the orders that follow the server's (the DNs within a
+/// collision, of an ambiguous name; which entry of a collision is named first) compare exactly.
+fn groups(snapshot: &Snapshot) -> Vec<(String, Result<ldap::Group, Error>)> {
+    snapshot.groups.iter().map(|GroupOutcome { name, result }| (name.clone(), result.clone())).collect()
+}
+
+async fn bind(slapd: &Slapd) -> ldap3::Ldap {
+    let (conn, mut ldap) = ldap3::LdapConnAsync::new(&slapd.url()).await.expect("connecting to slapd");
+    ldap3::drive!(conn);
+    ldap.simple_bind(SERVICE_DN, SERVICE_PASSWORD).await.expect("bind").success().expect("bind accepted");
+    ldap
+}
+
+/// Reads changes into the model (from scratch when it is new). A cookie slapd refuses (after a restart
+/// that lost its last contextCSN checkpoint, slapd answers 53 "consumer state is newer than provider") means
+/// starting again from no cookie, as a daemon does; returns whether that happened.
+async fn read_changes(slapd: &Slapd, kept: &mut Kept, settings: &Settings) -> bool {
+    let mut ldap = bind(slapd).await;
+    let refused = match kept.read(&mut ldap, &slapd.url(), TIMEOUT).await {
+        Ok(_) => false,
+        Err(e) if e.needs_full_read() => {
+            *kept = Kept::new(settings);
+            kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect("a content-sync read without a cookie");
+            true
+        }
+        Err(e) => panic!("a content-sync read: {e}"),
+    };
+    let _ = ldap.unbind().await;
+    refused
+}
+
+#[derive(Default, Debug)]
+struct Tally {
+    compared: usize,
+    /// Rounds a variant needed a full read for a member outside the base (checked true).
+    outside: usize,
+    /// Rounds the directory held entries newer than its content-sync answers (after a restart only).
+    behind: usize,
+}
+
+/// Compares the model with a full read for every variant; returns what the comparisons found.
+async fn compare(slapd: &Slapd, kept: &Kept, tally: &mut [Tally], restarted: bool, context: &str) {
+    let names = configured();
+    for ((label, s), t) in variants(&slapd.url()).iter().zip(tally.iter_mut()) {
+        let full = ldap::Connection::open(s).await.expect("bind").read(&names).await;
+        let full = ldap::resolve(&full, s, &names);
+        match kept.entries(s, &names) {
+            Ok(entries) => {
+                let model = ldap::resolve(&entries, s, &names);
+                let (want, got) = (groups(&full), groups(&model));
+                if want != got {
+                    for ((name, w), (_, g)) in want.iter().zip(&got) {
+                        if w != g {
+                            eprintln!("{name}:\n  full read: {w:?}\n  model:     {g:?}");
+                        }
+                    }
+                    panic!("the model differs from a full read ({label}); {context}");
+                }
+                t.compared += 1;
+            }
+            Err(NeedsFullRead::MemberOutsideBase { member, base_dn, .. }) => {
+                assert!(!member.to_ascii_lowercase().ends_with(&base_dn.to_ascii_lowercase()), "{member}; {context}");
+                assert!(member.ends_with(OUT), "{member} is outside the base; {context}");
+                t.outside += 1;
+            }
+            Err(NeedsFullRead::ProviderBehind { .. }) if restarted => t.behind += 1,
+            Err(e) => panic!("the model asks for a full read without cause ({label}): {e}; {context}"),
+        }
+    }
+}
+
+async fn random_rounds(mut slapd: Slapd, mut rng: Rng, world: &mut World, seed: u64, fixture: &str) {
+    const ROUNDS: usize = 80;
+    let settings = variants(&slapd.url())[0].1.clone();
+    let mut kept = Kept::new(&settings);
+    assert!(!read_changes(&slapd, &mut kept, &settings).await);
+    let mut tally: Vec<Tally> = variants(&slapd.url()).iter().map(|_| Tally::default()).collect();
+    compare(&slapd, &kept, &mut tally, false, &format!("seed {seed}, {fixture}, the first read")).await;
+    let mut history: Vec<String> = Vec::new();
+    let mut refused = 0;
+    for round in 0..ROUNDS {
+        for _ in 0..1 + rng.below(4) {
+            history.push(world.change(&mut rng, &slapd));
+        }
+        let event = rng.below(20);
+        let restarted = event == 1;
+        if event == 0 {
+            history.push("lost cookie".into());
+            kept = Kept::new(&settings);
+        } else if restarted {
+            history.push("slapd restarted".into());
+            slapd.restart_with_acl("");
+        }
+        if read_changes(&slapd, &mut kept, &settings).await {
+            history.push("cookie refused: read again without it".into());
+            refused += 1;
+        }
+        let recent = history.iter().rev().take(6).rev().cloned().collect::<Vec<_>>().join("; ");
+        let context = format!("seed {seed}, {fixture}, round {round}, last changes: {recent}");
+        compare(&slapd, &kept, &mut tally, restarted, &context).await;
+    }
+    eprintln!("{fixture}: {tally:?}; cookie refused {refused} times");
+    for ((label, _), t) in variants(&slapd.url()).iter().zip(&tally) {
+        assert!(t.compared >= ROUNDS / 3, "{label} compared in {} rounds only (seed {seed}, {fixture})", t.compared);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kept_model_resolves_as_a_full_read_after_random_changes_with_the_session_log() {
+    let seed = seed();
+    eprintln!("CHANGES_MODEL_SEED={seed}");
+    let mut rng = Rng(seed);
+    let (mut world, d) = World::seed(&mut rng);
+    random_rounds(Slapd::start_with_syncprov(&d), rng, &mut world, seed, "with the session log").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kept_model_resolves_as_a_full_read_after_random_changes_without_the_session_log() {
+    let seed = seed().rotate_left(17) | 1;
+    eprintln!("CHANGES_MODEL_SEED={seed} (without the session log)");
+    let mut rng = Rng(seed);
+    let (mut world, d) = World::seed(&mut rng);
+    random_rounds(Slapd::start_with_syncprov_no_sessionlog(&d), rng, &mut world, seed, "without the session log").await;
+}
+
+/// Not random: a group with two names, both configured, in one name search and in two (50 names apart). The
+/// model reads as the full read does, and that is a quirk of the full read (pinned here, real slapd): an entry
+/// is recorded under one name per search, so in one search the second name is "not found" (with a filter that
+/// matches the entry), and in two searches the first name is not found and the second is "ambiguous" between
+/// the entry and itself.
+#[tokio::test]
+async fn a_group_with_two_configured_names_reads_alike() {
+    let (_, mut d) = World::seed(&mut Rng(7));
+    d.raw(&format!("dn: cn=Both,{GROUPS}\nobjectClass: groupOfNames\ncn: Both\ncn: Twice\nmember: cn=u0,{PEOPLE}\n\n"));
+    let slapd = Slapd::start_with_syncprov(&d);
+    let s = Settings { base_dn: BASE.into(), nesting: Nesting::Off, ..ldap_settings(&slapd.url()) };
+    let mut kept = Kept::new(&s);
+    assert!(!read_changes(&slapd, &mut kept, &s).await);
+    let both = format!("cn=Both,{GROUPS}");
+    let mut far_apart: Vec<GroupName> = vec![GroupName::new("Both")];
+    far_apart.extend((0..49).map(|n| GroupName::new(&format!("filler{n}"))));
+    far_apart.push(GroupName::new("Twice"));
+    for names in [vec![GroupName::new("Both"), GroupName::new("Twice")], far_apart] {
+        let full = ldap::Connection::open(&s).await.expect("bind").read(&names).await;
+        let full = ldap::resolve(&full, &s, &names);
+        let model = ldap::resolve(&kept.entries(&s, &names).expect("entries"), &s, &names);
+        assert_eq!(groups(&model), groups(&full));
+        let (first, last) = (&full.groups[0].result, &full.groups[names.len() - 1].result);
+        if names.len() == 2 {
+            assert_eq!(first.as_ref().map(|g| g.dn.as_str()), Ok(both.as_str()));
+            assert!(matches!(last, Err(Error::GroupNotFound { .. })), "{last:?}");
+        } else {
+            assert!(matches!(first, Err(Error::GroupNotFound { .. })), "{first:?}");
+            assert!(matches!(last, Err(Error::AmbiguousGroup { dns, .. }) if dns == &[both.clone(), both.clone()]));
+        }
+    }
+}
+
+/// Observed: slapd killed and restarted sets contextCSN back to its last checkpoint, refuses a cookie newer
+/// than that (53), and answers content sync, even without a cookie, only with entries up to it: the entry
+/// changed last is left out. The model says so (a full read is needed) until a write moves contextCSN on,
+/// after which a read with the cookie it got sends the entry and the model reads as a full read again.
+#[tokio::test]
+async fn after_a_crash_the_model_asks_for_a_full_read_until_slapd_catches_up() {
+    let (_world, d) = World::seed(&mut Rng(7));
+    let mut slapd = Slapd::start_with_syncprov(&d);
+    let s =
+        Settings { base_dn: BASE.into(), user_filter: "(objectClass=person)".into(), ..ldap_settings(&slapd.url()) };
+    let names = configured();
+    let mut kept = Kept::new(&s);
+    assert!(!read_changes(&slapd, &mut kept, &s).await);
+    for n in 0..3 {
+        slapd.modify(&format!("dn: cn=u{n},{PEOPLE}\nchangetype: modify\nreplace: uid\nuid: renamed{n}\n\n"));
+    }
+    // Read up to the last write, then killed: the kept cookie is newer than what slapd restarts with.
+    assert!(!read_changes(&slapd, &mut kept, &s).await);
+    slapd.modify(&format!("dn: cn=u5,{PEOPLE}\nchangetype: modify\nreplace: uid\nuid: last\n\n"));
+    slapd.restart_with_acl("");
+    let mut ldap = bind(&slapd).await;
+    let refused =
+        kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect_err("the cookie is newer than slapd's state");
+    assert!(refused.needs_full_read(), "{refused:?}");
+    assert!(refused.to_string().contains("consumer state is newer than provider"), "{refused}");
+    // Read again from no cookie: the answer leaves out the entry changed last, and the model knows.
+    let mut kept = Kept::new(&s);
+    let changes = kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect("a read without a cookie");
+    assert!(changes.behind);
+    match kept.entries(&s, &names) {
+        // The last write or two (slapd's contextCSN lags the writes it survived; observed: u2 and u5 left out).
+        Err(NeedsFullRead::ProviderBehind { dn, .. }) => {
+            assert!(["u0", "u1", "u2", "u5"].map(|u| format!("cn={u},{PEOPLE}")).contains(&dn), "{dn}")
+        }
+        other => panic!("{:?}", other.map(|_| "entries")),
+    }
+    // A write moves contextCSN on: the next read sends what was left out.
+    slapd.modify(&format!("dn: cn=u7,{PEOPLE}\nchangetype: modify\nreplace: uid\nuid: later\n\n"));
+    let changes = kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect("a read with the cookie");
+    assert!(!changes.behind);
+    let _ = ldap.unbind().await;
+    let full = ldap::resolve(&ldap::Connection::open(&s).await.expect("bind").read(&names).await, &s, &names);
+    let model = ldap::resolve(&kept.entries(&s, &names).expect("entries"), &s, &names);
+    assert_eq!(groups(&model), groups(&full));
+    assert_eq!(kept.len(cloudshell_ldap_sync::ldap::changes::kept::Part::Users), 12);
+}
