@@ -447,6 +447,7 @@ async fn compare(slapd: &Slapd, kept: &Kept, tally: &mut [Tally], restarted: boo
         match kept.entries(s, &names) {
             Ok(entries) => {
                 let model = ldap::resolve(&entries, s, &names);
+                assert_eq!(model.users_seen, full.users_seen, "users seen ({label}); {context}");
                 let (want, got) = (groups(&full), groups(&model));
                 if want != got {
                     for ((name, w), (_, g)) in want.iter().zip(&got) {
@@ -601,4 +602,27 @@ async fn after_a_crash_the_model_asks_for_a_full_read_until_slapd_catches_up() {
     let model = ldap::resolve(&kept.entries(&s, &names).expect("entries"), &s, &names);
     assert_eq!(groups(&model), groups(&full));
     assert_eq!(kept.len(cloudshell_ldap_sync::ldap::changes::kept::Part::Users), 12);
+}
+
+/// Not random: a level of the walk with 64 or more member DNs that are not users, where the full read sweeps
+/// every group under the base at once instead of reading each (and sets aside those under the base it did not
+/// find). The model walks the same way: the same snapshot, groups reached only through the sweep included.
+#[tokio::test]
+async fn a_level_with_many_unknown_member_dns_reads_alike() {
+    let (_, mut d) = World::seed(&mut Rng(11));
+    let mut members: Vec<String> = (0..70).map(|n| format!("cn=gone{n},{PEOPLE}")).collect();
+    members.push(format!("cn=G1,{GROUPS}"));
+    members.push(format!("cn=u3,{PEOPLE}"));
+    d.raw(&group_ldif(&format!("cn=Big,{TEAMS}"), "Big", &members));
+    let slapd = Slapd::start_with_syncprov_no_sessionlog(&d);
+    let s = Settings { base_dn: BASE.into(), ..ldap_settings(&slapd.url()) };
+    let names: Vec<GroupName> = ["Big", "G0"].map(GroupName::new).to_vec();
+    let mut kept = Kept::new(&s);
+    assert!(!read_changes(&slapd, &mut kept, &s).await);
+    let full = ldap::resolve(&ldap::Connection::open(&s).await.expect("bind").read(&names).await, &s, &names);
+    let model = ldap::resolve(&kept.entries(&s, &names).expect("entries"), &s, &names);
+    assert_eq!(groups(&model), groups(&full));
+    let big = full.groups[0].result.as_ref().expect("Big resolves");
+    assert_eq!(big.unreadable.len(), 70, "the DNs under the base the sweep did not find");
+    assert!(big.sources.len() >= 2, "G1 and what it nests: {:?}", big.sources);
 }

@@ -21,13 +21,18 @@
 //!
 //! - **The users search** (`user_filter`, the username attribute and `userAccountControl`): the users part,
 //!   each entry read by the same [`UserEntry`] rule and indexed by the same builder (`UserIndexBuilder`), in
-//!   DN order (the full read's is the server's; only the order of the DNs within a username collision shows
-//!   it: the same set, another order).
+//!   the order slapd returns them: by creation (back-mdb returns entries in the order of their IDs, given at
+//!   creation and kept by a rename), which the time of slapd's version 1 entryUUIDs gives. The order matters:
+//!   the full read's snapshot depends on the server's order in two places, the order of the DNs within a
+//!   username collision, and whether a collision is marked `multi_valued` when one name is both one of the
+//!   names of an entry with several and the only name of another entry (the first of the two in the group's
+//!   members decides). In DN order the model differed from a full read there.
 //! - **The search of the configured groups by name** (`(&group_filter(name=...))`, 50 names a filter): every
 //!   group of the groups part with a name value equal to a configured name (compared as [`GroupName`]s: the
 //!   caseIgnoreMatch the server applies to `cn`), chunk by chunk as the full read asks, each recorded with
 //!   the same rule (`search::plain_record`): an entry found by two chunks is recorded twice, as the full read
-//!   does. The order of the groups found under one name (an ambiguous name's DNs) is DN order here.
+//!   does (so a group with two configured names answers to one of them only: see `tests/changes_model.rs`).
+//!   Groups in creation order too (an ambiguous name's DNs come in the server's order).
 //! - **The root DSE** (Active Directory or not): read once when the model is first read ([`Kept::read`]),
 //!   asked only when the settings need it, as the full read does.
 //! - **Nested groups, level by level** (`model::Walk`, the same walk with the same depth cap and the same
@@ -826,6 +831,58 @@ mod tests {
         let g = changed(10, &gdn("Team"), &[("cn", &["Team"]), ("member;range=0-1", &[&udn("alice")])]);
         ranged.apply(Part::Groups, &deletes("g2", vec![g], &[]));
         assert!(matches!(ranged.entries(&settings(Nesting::Off), &team), Err(NeedsFullRead::RangedMembers { .. })));
+    }
+
+    #[test]
+    fn the_cookie_csn_and_the_filter_for_entries_newer_than_it() {
+        assert_eq!(
+            cookie_csn(b"rid=000,csn=20261202104413.994572Z#000000#000#000000").as_deref(),
+            Some("20261202104413.994572Z#000000#000#000000")
+        );
+        // The delete phase's extra field is not the state; with several providers, the oldest.
+        assert_eq!(
+            cookie_csn(b"rid=000,csn=20261202104413.994572Z#000000#000#000000;20251202104413.994572Z#000000#001#000000,delcsn=20271202104413.994572Z#000000#000#000000").as_deref(),
+            Some("20251202104413.994572Z#000000#001#000000")
+        );
+        assert_eq!(cookie_csn(b"rid=000"), None);
+        assert_eq!(cookie_csn(&[0xff]), None);
+        // Strictly newer: the change count one up, so the entry written at the cookie's CSN is not found.
+        assert_eq!(
+            after_csn("20261202104413.994572Z#000000#000#000000"),
+            "entryCSN>=20261202104413.994572Z#000001#000#000000"
+        );
+        assert_eq!(
+            after_csn("20261202104413.994572Z#00000f#000#000000"),
+            "entryCSN>=20261202104413.994572Z#000010#000#000000"
+        );
+        assert_eq!(
+            after_csn("20261202104413.994572Z#ffffff#000#000000"),
+            "!(entryCSN<=20261202104413.994572Z#ffffff#000#000000)"
+        );
+    }
+
+    #[test]
+    fn entries_come_in_creation_order_by_their_time_based_uuids() {
+        // slapd's entryUUIDs are version 1: time_low, time_mid, version and time_high.
+        let v1 = |time: u64, n: u8| {
+            let mut o = [n; 16];
+            o[0..4].copy_from_slice(&((time & 0xffff_ffff) as u32).to_be_bytes());
+            o[4..6].copy_from_slice(&(((time >> 32) & 0xffff) as u16).to_be_bytes());
+            o[6..8].copy_from_slice(&((0x1000 | ((time >> 48) & 0x0fff)) as u16).to_be_bytes());
+            EntryUuid(o)
+        };
+        assert_eq!(created(&v1(0x0123_4567_89ab_cdef, 0)), 0x0123_4567_89ab_cdef);
+        assert_eq!(created(&EntryUuid([0x40; 16])), 0, "not version 1");
+        let mut side = Side::default();
+        // b was created first (its DN sorts after a's), then a, then c: the time's high bits weigh most.
+        for (time, dn) in [(1u64 << 50, "cn=a"), (5, "cn=b"), (1u64 << 50 | 1 << 33, "cn=c")] {
+            side.entries.insert(
+                v1(time, dn.len() as u8),
+                SearchEntry { dn: dn.into(), attrs: StdMap::new(), bin_attrs: StdMap::new() },
+            );
+        }
+        let order: Vec<&str> = sorted(&side).iter().map(|e| e.dn.as_str()).collect();
+        assert_eq!(order, ["cn=b", "cn=a", "cn=c"]);
     }
 
     #[test]
