@@ -22,10 +22,13 @@ const TEAMS: &str = "ou=teams,ou=in,dc=example,dc=org";
 /// Outside the base: where users and groups move out to.
 const OUT: &str = "ou=out,dc=example,dc=org";
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// Usernames drawn from a small pool, so that they collide.
-const USERNAMES: [&str; 10] = ["ann", "ben", "cat", "dan", "eve", "fay", "gus", "hal", "ivy", "ANN"];
+/// Usernames drawn from a pool small enough that some collide (`ann` and `ANN` always do).
+const USERNAMES: [&str; 24] = [
+    "ann", "ben", "cat", "dan", "eve", "fay", "gus", "hal", "ivy", "jo", "kim", "lee", "max", "ned", "oz", "pam",
+    "quinn", "ray", "sue", "tom", "uma", "vic", "wes", "ANN",
+];
 /// Group names, some of them configured.
-const GROUP_NAMES: [&str; 8] = ["G0", "G1", "G2", "G3", "G4", "g1", "X", "Y"];
+const GROUP_NAMES: [&str; 10] = ["G0", "G1", "G2", "G3", "G4", "g1", "G2", "G4", "X", "Y"];
 const CONFIGURED: [&str; 6] = ["G0", "G1", "g2", "G3", "G4", "Missing"];
 
 /// xorshift64*: a seeded generator, so that a failing run can be replayed.
@@ -298,6 +301,9 @@ impl World {
                 Some(format!("rename group {dn} to {new}"))
             }
             13 => {
+                if self.groups.len() < 6 {
+                    return None; // keep some groups to nest and name
+                }
                 let g = rng.below(self.groups.len().max(1));
                 let dn = self.groups.get(g)?.0.clone();
                 slapd.modify(&format!("{}changetype: delete\n\n", ldif_line("dn", &dn)));
