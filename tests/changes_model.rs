@@ -632,3 +632,31 @@ async fn a_level_with_many_unknown_member_dns_reads_alike() {
     assert_eq!(big.unreadable.len(), 70, "the DNs under the base the sweep did not find");
     assert!(big.sources.len() >= 2, "G1 and what it nests: {:?}", big.sources);
 }
+
+/// Not random: member values that name a group under the base in a form a `DnKey` does not reduce as slapd
+/// does (another name of the attribute type, its OID). A full read finds the group (slapd resolves the DN);
+/// the model finds no kept entry by that key, so it asks for a full read rather than call it neither.
+#[tokio::test]
+async fn a_member_dn_the_model_cannot_compare_asks_for_a_full_read() {
+    let (_, mut d) = World::seed(&mut Rng(13));
+    d.raw(&group_ldif(&format!("cn=Alias,{TEAMS}"), "Alias", &[format!("commonName=G1,{GROUPS}")]));
+    d.raw(&group_ldif(&format!("cn=Oid,{TEAMS}"), "Oid", &[format!("2.5.4.3=G2,{GROUPS}")]));
+    let slapd = Slapd::start_with_syncprov(&d);
+    let s = Settings { base_dn: BASE.into(), ..ldap_settings(&slapd.url()) };
+    let mut kept = Kept::new(&s);
+    assert!(!read_changes(&slapd, &mut kept, &s).await);
+    for (name, nested) in [("Alias", "G1"), ("Oid", "G2")] {
+        let names = vec![GroupName::new(name)];
+        let full = ldap::resolve(&ldap::Connection::open(&s).await.expect("bind").read(&names).await, &s, &names);
+        let group = full.groups[0].result.as_ref().expect("resolves");
+        let sources: Vec<&str> = group.sources.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(sources[..2], [name, nested], "slapd resolves the member DN to the group");
+        match kept.entries(&s, &names) {
+            Err(NeedsFullRead::UncomparableMember { group, member }) => {
+                assert_eq!(group, format!("cn={name},{TEAMS}"));
+                assert!(member.ends_with(GROUPS), "{member}");
+            }
+            other => panic!("{name}: {:?}", other.map(|_| "entries")),
+        }
+    }
+}
