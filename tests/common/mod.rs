@@ -359,6 +359,18 @@ impl Slapd {
         self.wait_until_listening();
     }
 
+    /// Stops slapd cleanly (SIGTERM, waiting for it to exit: it writes its state, such as syncprov's
+    /// contextCSN, as a service stop does) and starts it again on the same port and data.
+    pub fn restart_clean(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+            let _ = child.wait();
+        }
+        let child = spawn_slapd(self.dir.path(), &format!("ldap://127.0.0.1:{}/", self.port));
+        self.child = Some(child);
+        self.wait_until_listening();
+    }
+
     /// Stops slapd now (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

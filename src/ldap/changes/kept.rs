@@ -38,7 +38,11 @@
 //! - **Nested groups, level by level** (`model::Walk`, the same walk with the same depth cap and the same
 //!   sweep rule): a member DN that is a kept group is that group; one under the base that is no kept group is
 //!   neither a user nor a group (the full read's base read with the group filter finds nothing there); one
-//!   outside the base is unknown to the model ([`NeedsFullRead::MemberOutsideBase`]).
+//!   outside the base is unknown to the model ([`NeedsFullRead::MemberOutsideBase`]), unless the groups part
+//!   is read under an entry above the base that holds it ([`Kept::with_groups_base`], e.g. the naming
+//!   context): then it is a kept group or neither, as under the base. Groups members often name people and
+//!   groups outside the base DN, and with recursive nesting every such member a walk reaches would otherwise
+//!   call for a full read on every run.
 //!
 //! # When a full read is needed (every [`NeedsFullRead`])
 //!
@@ -66,8 +70,23 @@
 //! # What the model cannot see (the full read would)
 //!
 //! - An access rule changed through `cn=config` without a restart, while the session log is in use: the
-//!   entries it hides change no CSN, so no change read names them (see `syncrepl`'s module doc). A full read
-//!   every `sync.full_sync_every` is the remedy.
+//!   entries it hides change no CSN, so no change read names them (see `syncrepl`'s module doc).
+//! - **A deletion among the last writes before slapd was killed** (observed, slapd 2.5.13, `tests/changes_model.rs`
+//!   history): killed (SIGKILL, a crash) rather than stopped, slapd restarts with the contextCSN of its last
+//!   checkpoint, which lagged the last one to three writes here (`syncprov-checkpoint 100 10`; a clean stop
+//!   writes it, and then nothing below happens). Three cases follow. A kept cookie newer than that contextCSN
+//!   is refused (53, "consumer state is newer than provider!"): start again from [`Kept::new`], never retry
+//!   the cookie later (once a write moves contextCSN past it, slapd accepts it and, with the session log,
+//!   never names the deletions of the lost writes: observed). An entry changed by a lost write is left out of
+//!   every answer until the next write: [`NeedsFullRead::ProviderBehind`], found by a search. But an entry
+//!   deleted (or moved out of the base, or out of a filter) by a lost write, with a kept cookie not newer
+//!   than the restored contextCSN, leaves no trace: slapd answers "nothing changed", the entry stays in the
+//!   model, and no search can find what is not there (observed: a group deleted just before the kill stayed
+//!   in the model while the full read no longer saw it).
+//!
+//! So the full read stays the safety net: rebuild the model (a read without a cookie) at every full read,
+//! and compare the snapshot of [`Kept::entries`] with the full read's there; a difference is this kind of
+//! loss, to be logged. Every `sync.full_sync_every` bounds how long it lasts.
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::time::Duration;
@@ -109,8 +128,8 @@ pub enum NeedsFullRead {
     #[error("the directory is Active Directory: in-chain nesting and range retrieval are answers only a read gets")]
     ActiveDirectory,
     #[error(
-        "group {group} has the member {member}, outside the base DN {base_dn}: whether it is a group only a read \
-         can tell"
+        "group {group} has the member {member}, outside {base_dn} (where the kept groups were read): whether it \
+         is a group only a read can tell"
     )]
     MemberOutsideBase { group: String, member: String, base_dn: String },
     #[error(
@@ -152,6 +171,8 @@ pub struct Changes {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Query {
     base_dn: String,
+    /// Where the groups part is read: the base DN, or an entry above it ([`Kept::with_groups_base`]).
+    groups_base: String,
     user_filter: String,
     group_filter: String,
     username_attribute: String,
@@ -163,6 +184,7 @@ impl Query {
     fn of(s: &Settings) -> Query {
         Query {
             base_dn: s.base_dn.clone(),
+            groups_base: s.base_dn.clone(),
             user_filter: s.user_filter.clone(),
             group_filter: s.group_filter.clone(),
             username_attribute: s.username_attribute.clone(),
@@ -184,6 +206,13 @@ impl Query {
         ]
         .into_iter()
         .find_map(|(differs, key)| differs.then_some(key))
+    }
+
+    fn base(&self, part: Part) -> &str {
+        match part {
+            Part::Users => &self.base_dn,
+            Part::Groups => &self.groups_base,
+        }
     }
 
     fn filter(&self, part: Part) -> &str {
@@ -240,9 +269,22 @@ impl Kept {
         }
     }
 
-    /// The content-sync search of a part: its filter and attributes (under the base DN, subtree).
-    pub fn search(&self, part: Part) -> (&str, [&str; 2]) {
-        (self.query.filter(part), self.query.attributes(part))
+    /// Like [`Kept::new`], with the groups part read under `groups_base`, an entry above the base DN (such as
+    /// the naming context), so that a member DN outside the base but under `groups_base` is known: a kept
+    /// group, or neither (where [`Kept::new`] answers [`NeedsFullRead::MemberOutsideBase`]). The configured
+    /// groups, and the sweep of every group, stay those under the base DN, as in the full read. A
+    /// `groups_base` that does not hold the base DN is not used (the base DN is).
+    pub fn with_groups_base(s: &Settings, groups_base: &str) -> Kept {
+        let mut kept = Kept::new(s);
+        if DnKey::new(&s.base_dn).is_within(&DnKey::new(groups_base)) {
+            kept.query.groups_base = groups_base.to_string();
+        }
+        kept
+    }
+
+    /// The content-sync search of a part: its base (subtree), filter and attributes.
+    pub fn search(&self, part: Part) -> (&str, &str, [&str; 2]) {
+        (self.query.base(part), self.query.filter(part), self.query.attributes(part))
     }
 
     /// The cookie to send with the next read of a part; `None` before its first read.
@@ -324,8 +366,8 @@ impl Kept {
         }
         let mut changes = Changes::default();
         for part in [Part::Users, Part::Groups] {
-            let (filter, attrs) = self.search(part);
-            let read = syncrepl::read(ldap, &self.query.base_dn, filter, &attrs, self.cookie(part), timeout).await?;
+            let (base, filter, attrs) = self.search(part);
+            let read = syncrepl::read(ldap, base, filter, &attrs, self.cookie(part), timeout).await?;
             let applied = self.apply(part, &read);
             match part {
                 Part::Users => changes.users = applied,
@@ -341,7 +383,8 @@ impl Kept {
     /// (its CSN and DN). slapd answers a content-sync search only with entries up to its contextCSN, which a
     /// restart after a crash sets back to the last checkpoint (`syncprov-checkpoint`): entries changed since
     /// are then left out of the answer, even of one without a cookie, until the next write moves contextCSN
-    /// on. One search, for entries whose `entryCSN` is above the cookie's (at most one entry, no attribute).
+    /// on. One search, for entries whose `entryCSN` is above the cookie's (at most one entry, no attribute),
+    /// under the groups part's base (users outside the base DN there can only make it say so needlessly).
     async fn newer_than_cookie(
         &self,
         ldap: &mut Ldap,
@@ -355,7 +398,7 @@ impl Kept {
         let found = ldap
             .with_timeout(timeout)
             .with_search_options(ldap3::SearchOptions::new().sizelimit(1))
-            .search(&self.query.base_dn, ldap3::Scope::Subtree, &filter, vec!["1.1"])
+            .search(&self.query.groups_base, ldap3::Scope::Subtree, &filter, vec!["1.1"])
             .await
             .map_err(|e| match e {
                 ldap3::LdapError::Timeout { .. } => SyncError::Timeout(timeout),
@@ -406,7 +449,11 @@ impl Kept {
         }
         let mut entries = Entries::new(self.served_by.clone(), users.finish(s));
         entries.active_directory = active_directory;
-        let groups: Vec<&SearchEntry> = sorted(&self.groups);
+        let base = DnKey::new(&s.base_dn);
+        let all_groups: Vec<&SearchEntry> = sorted(&self.groups);
+        // The full read's group searches (by name, the sweep) are under the base DN.
+        let groups: Vec<&SearchEntry> =
+            all_groups.iter().copied().filter(|e| DnKey::new(&e.dn).is_within(&base)).collect();
         let record = |entries: &Entries, entry: &SearchEntry, wanted: Option<&[GroupName]>| {
             if range::is_ranged(entry, &s.member_attribute) {
                 return Err(NeedsFullRead::RangedMembers { dn: entry.dn.clone() });
@@ -441,8 +488,8 @@ impl Kept {
         let mut roots: Vec<DnKey> = entries.match_names(s, names).into_iter().filter_map(Result::ok).collect();
         let mut seen = HashSet::default();
         roots.retain(|k| seen.insert(k.clone()));
-        let by_key: HashMap<DnKey, &SearchEntry> = groups.iter().map(|e| (DnKey::new(&e.dn), *e)).collect();
-        let base = DnKey::new(&s.base_dn);
+        let by_key: HashMap<DnKey, &SearchEntry> = all_groups.iter().map(|e| (DnKey::new(&e.dn), *e)).collect();
+        let groups_base = DnKey::new(&self.query.groups_base);
         let mut forms: Option<HashSet<String>> = None;
         let mut walk = Walk::new(roots, s.max_nesting_depth);
         while let Some(to_read) = walk.step(&entries.groups) {
@@ -462,11 +509,11 @@ impl Kept {
                     continue;
                 }
                 let group = || parent(&entries.groups, &key);
-                if !key.is_within(&base) {
+                if !key.is_within(&groups_base) {
                     return Err(NeedsFullRead::MemberOutsideBase {
                         group: group(),
                         member: raw,
-                        base_dn: s.base_dn.clone(),
+                        base_dn: self.query.groups_base.clone(),
                     });
                 }
                 let known = forms.get_or_insert_with(|| self.forms(s));
@@ -482,7 +529,10 @@ impl Kept {
     /// The attribute types the kept DNs and the base DN are written with.
     fn forms(&self, s: &Settings) -> HashSet<String> {
         let dns = self.users.entries.values().chain(self.groups.entries.values()).map(|e| e.dn.as_str());
-        dns.chain([s.base_dn.as_str()]).filter_map(dn::forms).flat_map(|f| f.into_iter().map(|(t, _)| t)).collect()
+        dns.chain([s.base_dn.as_str(), self.query.groups_base.as_str()])
+            .filter_map(dn::forms)
+            .flat_map(|f| f.into_iter().map(|(t, _)| t))
+            .collect()
     }
 }
 
@@ -792,6 +842,41 @@ mod tests {
         k.apply(Part::Groups, &deletes("g3", vec![group(11, "Inner", &["cn=Gone,ou=groups,dc=x"])], &[]));
         let snapshot = resolve(&k.entries(&s, &names(&["Team"])).unwrap(), &s, &names(&["Team"]));
         assert_eq!(snapshot.groups[0].result.as_ref().unwrap().unreadable, ["cn=Gone,ou=groups,dc=x"]);
+    }
+
+    #[test]
+    fn read_under_a_wider_groups_base_a_member_outside_the_base_is_known() {
+        let s = settings(Nesting::Recursive);
+        let far = "cn=far,ou=elsewhere,dc=x";
+        let gone = "cn=gone,ou=elsewhere,dc=x";
+        let mut k = Kept::with_groups_base(&s, "dc=x");
+        assert_eq!(k.search(Part::Groups).0, "dc=x");
+        assert_eq!(k.search(Part::Users).0, "ou=groups,dc=x", "users stay under the base DN");
+        k.set_server(URL, false);
+        k.apply(Part::Users, &whole("u1", vec![user(1, "alice"), user(2, "bob")]));
+        k.apply(
+            Part::Groups,
+            &whole(
+                "g1",
+                vec![
+                    group(10, "Team", &[&udn("alice"), far, gone]),
+                    changed(11, far, &[("cn", &["far"]), ("member", &[&udn("bob")])]),
+                    // A group named as configured, outside the base: the full read's name search does not see it.
+                    changed(12, "cn=Team,ou=elsewhere,dc=x", &[("cn", &["Team"]), ("member", &[&udn("bob")])]),
+                ],
+            ),
+        );
+        let snapshot = resolve(&k.entries(&s, &names(&["Team"])).unwrap(), &s, &names(&["Team"]));
+        let team = snapshot.groups[0].result.as_ref().unwrap();
+        assert_eq!(team.dn, gdn("Team"), "not ambiguous: only groups under the base answer to names");
+        assert_eq!(team.members.iter().map(|m| m.username.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+        assert_eq!(team.unreadable, [gone], "under the groups base and no kept group: neither");
+        // Outside the groups base, still unknown; a groups base that does not hold the base DN is not used.
+        k.apply(Part::Groups, &deletes("g2", vec![group(10, "Team", &["cn=x,o=other"])], &[]));
+        assert!(
+            matches!(k.entries(&s, &names(&["Team"])), Err(NeedsFullRead::MemberOutsideBase { base_dn, .. }) if base_dn == "dc=x")
+        );
+        assert_eq!(Kept::with_groups_base(&s, "ou=elsewhere,dc=x").search(Part::Groups).0, "ou=groups,dc=x");
     }
 
     #[test]
