@@ -72,17 +72,19 @@
 //! - An access rule changed through `cn=config` without a restart, while the session log is in use: the
 //!   entries it hides change no CSN, so no change read names them (see `syncrepl`'s module doc).
 //! - **A deletion among the last writes before slapd was killed** (observed, slapd 2.5.13, `tests/changes_model.rs`
-//!   history): killed (SIGKILL, a crash) rather than stopped, slapd restarts with the contextCSN of its last
-//!   checkpoint, which lagged the last one to three writes here (`syncprov-checkpoint 100 10`; a clean stop
-//!   writes it, and then nothing below happens). Three cases follow. A kept cookie newer than that contextCSN
+//!   pins each case): killed (SIGKILL, a crash) rather than stopped, slapd restarts with the contextCSN of
+//!   its last checkpoint: here (`syncprov-checkpoint 100 10`) the one it had after the second write since it
+//!   started, whether 2, 3 or 5 writes followed; a clean stop writes it, and then nothing below happens.
+//!   Every write after the checkpoint is lost to content sync in one of three ways. A kept cookie newer than that contextCSN
 //!   is refused (53, "consumer state is newer than provider!"): start again from [`Kept::new`], never retry
 //!   the cookie later (once a write moves contextCSN past it, slapd accepts it and, with the session log,
 //!   never names the deletions of the lost writes: observed). An entry changed by a lost write is left out of
 //!   every answer until the next write: [`NeedsFullRead::ProviderBehind`], found by a search. But an entry
 //!   deleted (or moved out of the base, or out of a filter) by a lost write, with a kept cookie not newer
 //!   than the restored contextCSN, leaves no trace: slapd answers "nothing changed", the entry stays in the
-//!   model, and no search can find what is not there (observed: a group deleted just before the kill stayed
-//!   in the model while the full read no longer saw it).
+//!   model, and no search can find what is not there. With the session log it is never named afterwards
+//!   either (the log restarts at the restored contextCSN); without it, the present phase after the next write
+//!   drops it.
 //!
 //! So the full read stays the safety net: rebuild the model (a read without a cookie) at every full read,
 //! and compare the snapshot of [`Kept::entries`] with the full read's there; a difference is this kind of
