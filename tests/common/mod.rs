@@ -168,6 +168,9 @@ enum Syncprov {
     SessionLog,
     /// No session log: a read with a cookie is answered with a present phase.
     NoSessionLog,
+    /// The session log, and contextCSN written to the database at every write (`syncprov-checkpoint 1 1`),
+    /// so that a crash loses none of it.
+    SessionLogCheckpointEachWrite,
 }
 
 /// A private CA and a server certificate for `localhost` and `127.0.0.1`, written as PEM files into `dir`.
@@ -218,6 +221,11 @@ impl Slapd {
     /// Like [`Slapd::start_with_syncprov`], without the session log.
     pub fn start_with_syncprov_no_sessionlog(seed: &Directory) -> Slapd {
         Slapd::start_configured(seed, false, None, Syncprov::NoSessionLog)
+    }
+
+    /// Like [`Slapd::start_with_syncprov`], with contextCSN written at every write (`syncprov-checkpoint 1 1`).
+    pub fn start_with_syncprov_checkpoint_each_write(seed: &Directory) -> Slapd {
+        Slapd::start_configured(seed, false, None, Syncprov::SessionLogCheckpointEachWrite)
     }
 
     fn start_with(seed: &Directory, tls: bool, own: Option<(&str, &str)>) -> Slapd {
@@ -418,7 +426,10 @@ fn slapd_conf(dir: &Path, syncprov: Syncprov) -> String {
         conf = conf.replacen("moduleload back_mdb\n", "moduleload back_mdb\nmoduleload syncprov\n", 1);
         conf.push_str("index entryCSN,entryUUID eq\noverlay syncprov\nsyncprov-checkpoint 100 10\n");
     }
-    if syncprov == Syncprov::SessionLog {
+    if syncprov == Syncprov::SessionLogCheckpointEachWrite {
+        conf = conf.replacen("syncprov-checkpoint 100 10\n", "syncprov-checkpoint 1 1\n", 1);
+    }
+    if matches!(syncprov, Syncprov::SessionLog | Syncprov::SessionLogCheckpointEachWrite) {
         conf.push_str("syncprov-sessionlog 10000\n");
     }
     conf

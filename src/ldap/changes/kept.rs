@@ -86,7 +86,9 @@
 //!   either (the log restarts at the restored contextCSN); without it, the present phase after the next write
 //!   drops it.
 //!
-//! So the full read stays the safety net: rebuild the model (a read without a cookie) at every full read,
+//! The provider's remedy (observed): `syncprov-checkpoint 1 1` writes contextCSN at every write, and slapd
+//! killed and restarted then comes back with the contextCSN of its last write; nothing is lost. Without it,
+//! the full read stays the safety net: rebuild the model (a read without a cookie) at every full read,
 //! and compare the snapshot of [`Kept::entries`] with the full read's there; a difference is this kind of
 //! loss, to be logged. Every `sync.full_sync_every` bounds how long it lasts.
 
