@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use cloudshell_ldap_sync::group_name::GroupName;
 use cloudshell_ldap_sync::ldap::changes::kept::{Kept, NeedsFullRead};
+use cloudshell_ldap_sync::ldap::changes::syncrepl::SyncError;
 use cloudshell_ldap_sync::ldap::{self, Error, GroupOutcome, Nesting, Settings, Snapshot};
 use common::{Directory, SERVICE_DN, SERVICE_PASSWORD, Slapd, ldap_settings, ldif_line};
 
@@ -745,8 +746,7 @@ async fn a_deletion_just_before_a_crash_is_lost_to_content_sync_with_the_session
 
 /// The operator's remedy for the case above, observed: with contextCSN written at every write
 /// (`syncprov-checkpoint 1 1`), slapd killed and restarted comes back with the contextCSN of its last write,
-/// so a deletion just before the kill is named like any other (the cookie is older than that contextCSN, and
-/// the empty session log makes it a present phase).
+/// so a deletion just before the kill is named like any other.
 #[tokio::test]
 async fn with_a_checkpoint_at_every_write_a_crash_loses_no_deletion() {
     let (_, d) = World::seed(&mut Rng(7));
@@ -768,4 +768,18 @@ async fn with_a_checkpoint_at_every_write_a_crash_loses_no_deletion() {
     let model = ldap::resolve(&kept.entries(&s, &names).expect("entries"), &s, &names);
     assert_eq!(groups(&model), groups(&full));
     assert!(matches!(model.groups[0].result, Err(Error::GroupNotFound { .. })), "X is gone");
+}
+
+/// A directory without `syncprov`: the read fails as content sync's own error, and the model stays unread (a
+/// full read is needed), never an empty directory.
+#[tokio::test]
+async fn without_syncprov_the_model_stays_unread() {
+    let (_, d) = World::seed(&mut Rng(7));
+    let slapd = Slapd::start(&d);
+    let s = Settings { base_dn: BASE.into(), ..ldap_settings(&slapd.url()) };
+    let mut kept = Kept::new(&s);
+    let mut ldap = bind(&slapd).await;
+    let e = kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect_err("no content sync");
+    assert!(matches!(e, SyncError::Unsupported { .. }), "{e:?}");
+    assert_eq!(kept.entries(&s, &configured()).err(), Some(NeedsFullRead::NotRead));
 }
