@@ -11,16 +11,17 @@
 //! # Two parts, two cookies
 //!
 //! The users and the groups are two content-sync searches, each with its own filter (the configured
-//! `user_filter` and `group_filter`, under the base DN) and its own cookie ([`Part`]), not one search ORing
-//! the two filters. Which filter an entry matches is the server's to say: a local evaluation of the filters
-//! would be a guess (slapd matches `(objectClass=person)` on an entry whose objectClass values name only
-//! `inetOrgPerson`, by the schema's class hierarchy; matching rules, extensible filters and ACLs are the
-//! server's too). An entry both filters admit is kept in both parts, as the full read reads it twice.
+//! `user_filter` and `group_filter`, under the base DN, or the groups under an entry above it:
+//! [`Kept::with_groups_base`]) and its own cookie ([`Part`]), not one search ORing the two filters. Which
+//! filter an entry matches is the server's to say: a local evaluation of the filters would be a guess (slapd
+//! matches `(objectClass=person)` on an entry whose objectClass values name only `inetOrgPerson`, by the
+//! schema's class hierarchy; matching rules, extensible filters and ACLs are the server's too). An entry both
+//! filters admit is kept in both parts, as the full read reads it twice.
 //!
 //! # How the model maps to the full read (`ldap::search`)
 //!
 //! - **The users search** (`user_filter`, the username attribute and `userAccountControl`): the users part,
-//!   each entry read by the same [`UserEntry`] rule and indexed by the same builder (`UserIndexBuilder`), in
+//!   each entry read by the same `UserEntry` rule and indexed by the same builder (`UserIndexBuilder`), in
 //!   the order slapd returns them: by creation (back-mdb returns entries in the order of their IDs, given at
 //!   creation and kept by a rename), which the time of slapd's version 1 entryUUIDs gives. The order matters:
 //!   the full read's snapshot depends on the server's order in two places, the order of the DNs within a
@@ -40,7 +41,7 @@
 //!   neither a user nor a group (the full read's base read with the group filter finds nothing there); one
 //!   outside the base is unknown to the model ([`NeedsFullRead::MemberOutsideBase`]), unless the groups part
 //!   is read under an entry above the base that holds it ([`Kept::with_groups_base`], e.g. the naming
-//!   context): then it is a kept group or neither, as under the base. Groups members often name people and
+//!   context): then it is a kept group or neither, as under the base. Group members often name people and
 //!   groups outside the base DN, and with recursive nesting every such member a walk reaches would otherwise
 //!   call for a full read on every run.
 //!
@@ -71,20 +72,19 @@
 //!
 //! - An access rule changed through `cn=config` without a restart, while the session log is in use: the
 //!   entries it hides change no CSN, so no change read names them (see `syncrepl`'s module doc).
-//! - **A deletion among the last writes before slapd was killed** (observed, slapd 2.5.13, `tests/changes_model.rs`
-//!   pins each case): killed (SIGKILL, a crash) rather than stopped, slapd restarts with the contextCSN of
-//!   its last checkpoint: here (`syncprov-checkpoint 100 10`) the one it had after the second write since it
-//!   started, whether 2, 3 or 5 writes followed; a clean stop writes it, and then nothing below happens.
-//!   Every write after the checkpoint is lost to content sync in one of three ways. A kept cookie newer than that contextCSN
-//!   is refused (53, "consumer state is newer than provider!"): start again from [`Kept::new`], never retry
-//!   the cookie later (once a write moves contextCSN past it, slapd accepts it and, with the session log,
-//!   never names the deletions of the lost writes: observed). An entry changed by a lost write is left out of
-//!   every answer until the next write: [`NeedsFullRead::ProviderBehind`], found by a search. But an entry
-//!   deleted (or moved out of the base, or out of a filter) by a lost write, with a kept cookie not newer
-//!   than the restored contextCSN, leaves no trace: slapd answers "nothing changed", the entry stays in the
-//!   model, and no search can find what is not there. With the session log it is never named afterwards
-//!   either (the log restarts at the restored contextCSN); without it, the present phase after the next write
-//!   drops it.
+//! - **What slapd loses in a crash** (observed, slapd 2.5.13; `tests/changes_model.rs` pins each case).
+//!   Killed (SIGKILL) rather than stopped, slapd restarts with the contextCSN of its last checkpoint: here
+//!   (`syncprov-checkpoint 100 10`) the one it had after the second write since it started, whether 2, 3 or 5
+//!   writes followed; a clean stop writes it, and then nothing below happens. Every write after the
+//!   checkpoint is lost to content sync in one of three ways. A kept cookie newer than that contextCSN is
+//!   refused (53, "consumer state is newer than provider!"): start again from [`Kept::new`], never retry the
+//!   cookie later (once a write moves contextCSN past it, slapd accepts it and, with the session log, never
+//!   names the deletions of the lost writes: observed). An entry changed by a lost write is left out of every
+//!   answer until the next write: [`NeedsFullRead::ProviderBehind`], found by a search. But an entry deleted
+//!   (or moved out of the base, or out of a filter) by a lost write, with a kept cookie not newer than the
+//!   restored contextCSN, leaves no trace: slapd answers "nothing changed", the entry stays in the model, and
+//!   no search can find what is not there. With the session log it is never named afterwards either (the
+//!   log restarts at the restored contextCSN); without it, the present phase after the next write drops it.
 //!
 //! The provider's remedy (observed): `syncprov-checkpoint 1 1` writes contextCSN at every write, and slapd
 //! killed and restarted then comes back with the contextCSN of its last write; nothing is lost. Without it,
@@ -839,9 +839,8 @@ mod tests {
         // "commonName" is cn by another name: the server would find the group, a DnKey does not.
         let alias = "commonName=Other,ou=groups,dc=x";
         k.apply(Part::Groups, &deletes("g2", vec![group(11, "Inner", &[alias])], &[]));
-        assert!(
-            matches!(k.entries(&s, &names(&["Team"])), Err(NeedsFullRead::UncomparableMember { member, .. }) if member == alias)
-        );
+        assert!(matches!(k.entries(&s, &names(&["Team"])), Err(NeedsFullRead::UncomparableMember { member, .. })
+                if member == alias));
         // Written with the types kept DNs use, a DN naming no kept entry is no entry.
         k.apply(Part::Groups, &deletes("g3", vec![group(11, "Inner", &["cn=Gone,ou=groups,dc=x"])], &[]));
         let snapshot = resolve(&k.entries(&s, &names(&["Team"])).unwrap(), &s, &names(&["Team"]));
@@ -877,9 +876,8 @@ mod tests {
         assert_eq!(team.unreadable, [gone], "under the groups base and no kept group: neither");
         // Outside the groups base, still unknown; a groups base that does not hold the base DN is not used.
         k.apply(Part::Groups, &deletes("g2", vec![group(10, "Team", &["cn=x,o=other"])], &[]));
-        assert!(
-            matches!(k.entries(&s, &names(&["Team"])), Err(NeedsFullRead::MemberOutsideBase { base_dn, .. }) if base_dn == "dc=x")
-        );
+        assert!(matches!(k.entries(&s, &names(&["Team"])), Err(NeedsFullRead::MemberOutsideBase { base_dn, .. })
+                if base_dn == "dc=x"));
         assert_eq!(Kept::with_groups_base(&s, "ou=elsewhere,dc=x").search(Part::Groups).0, "ou=groups,dc=x");
     }
 
@@ -930,7 +928,14 @@ mod tests {
         );
         // The delete phase's extra field is not the state; with several providers, the oldest.
         assert_eq!(
-            cookie_csn(b"rid=000,csn=20261202104413.994572Z#000000#000#000000;20251202104413.994572Z#000000#001#000000,delcsn=20271202104413.994572Z#000000#000#000000").as_deref(),
+            cookie_csn(
+                concat!(
+                    "rid=000,csn=20261202104413.994572Z#000000#000#000000;20251202104413.994572Z#000000#001#000000,",
+                    "delcsn=20271202104413.994572Z#000000#000#000000"
+                )
+                .as_bytes()
+            )
+            .as_deref(),
             Some("20251202104413.994572Z#000000#001#000000")
         );
         assert_eq!(cookie_csn(b"rid=000"), None);
@@ -990,8 +995,7 @@ mod tests {
             "{:?}",
             snapshot.groups[0].result
         );
-        assert!(
-            matches!(&snapshot.groups[50].result, Err(Error::AmbiguousGroup { dns, .. }) if dns == &[gdn("Team"), gdn("Team")])
-        );
+        assert!(matches!(&snapshot.groups[50].result, Err(Error::AmbiguousGroup { dns, .. })
+                if dns == &[gdn("Team"), gdn("Team")]));
     }
 }
