@@ -621,6 +621,7 @@ async fn after_a_crash_the_model_asks_for_a_full_read_until_slapd_catches_up() {
     let mut kept = Kept::new(&s);
     let changes = kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect("a read without a cookie");
     assert!(changes.behind);
+    assert_eq!(changes.searches, 4, "the root DSE, two content-sync searches, the search for newer entries");
     match kept.entries(&s, &names) {
         // slapd came back with its contextCSN after the second write (u1): u2 and u5 are newer.
         Err(NeedsFullRead::ProviderBehind { dn, .. }) => {
@@ -632,6 +633,7 @@ async fn after_a_crash_the_model_asks_for_a_full_read_until_slapd_catches_up() {
     slapd.modify(&format!("dn: cn=u7,{PEOPLE}\nchangetype: modify\nreplace: uid\nuid: later\n\n"));
     let changes = kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect("a read with the cookie");
     assert!(!changes.behind);
+    assert_eq!(changes.searches, 3, "the root DSE is read once");
     let _ = ldap.unbind().await;
     let full = ldap::resolve(&ldap::Connection::open(&s).await.expect("bind").read(&names).await, &s, &names);
     let model = ldap::resolve(&kept.entries(&s, &names).expect("entries"), &s, &names);

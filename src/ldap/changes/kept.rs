@@ -169,6 +169,9 @@ pub struct Changes {
     /// The directory holds entries changed after the state the answers stand for: [`Kept::entries`] asks for
     /// a full read ([`NeedsFullRead::ProviderBehind`]) until a later read catches up.
     pub behind: bool,
+    /// Searches made (the root DSE when read, the two content-sync searches, the search for newer entries):
+    /// for [`Entries::searches`], which [`Kept::entries`] leaves at 0.
+    pub searches: usize,
 }
 
 /// What the model was read for: the settings that decide which entries and attributes it holds.
@@ -364,14 +367,16 @@ impl Kept {
     /// part read is applied even when the other part's read fails. On an error whose
     /// [`SyncError::needs_full_read`] is true, start again from [`Kept::new`].
     pub async fn read(&mut self, ldap: &mut Ldap, served_by: &str, timeout: Duration) -> Result<Changes, SyncError> {
+        let mut changes = Changes::default();
         if self.active_directory.is_none() || self.served_by != served_by {
             let ad = search::is_active_directory(ldap, timeout).await;
             self.set_server(served_by, ad);
+            changes.searches += 1;
         }
-        let mut changes = Changes::default();
         for part in [Part::Users, Part::Groups] {
             let (base, filter, attrs) = self.search(part);
             let read = syncrepl::read(ldap, base, filter, &attrs, self.cookie(part), timeout).await?;
+            changes.searches += 1;
             let applied = self.apply(part, &read);
             match part {
                 Part::Users => changes.users = applied,
@@ -379,6 +384,7 @@ impl Kept {
             }
         }
         self.behind = self.newer_than_cookie(ldap, timeout).await?;
+        changes.searches += 1;
         changes.behind = self.behind.is_some();
         Ok(changes)
     }
