@@ -705,6 +705,13 @@ mod tests {
     }
 
     #[test]
+    fn the_model_can_be_kept_between_runs() {
+        // A daemon keeps it across runs and tasks: no borrow, movable between threads. (A compile-time check.)
+        fn kept<T: Send + Sync + 'static>() {}
+        kept::<Kept>();
+    }
+
+    #[test]
     fn a_first_read_builds_the_model_and_keeps_its_cookie() {
         let k = kept();
         assert_eq!((k.len(Part::Users), k.len(Part::Groups)), (2, 2));
