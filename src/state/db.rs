@@ -662,10 +662,12 @@ fn write_users(transaction: &Transaction, before: &Managed, after: &Managed) -> 
         "INSERT OR REPLACE INTO managed_users (folded, username, cloudshell_id, first_seen, last_seen, leaver_runs, \
          leaver_since, deactivated, disabled_in_directory, dn) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
-    for (key, user) in &after.users {
-        if before.users.get(key) == Some(user) {
-            continue;
-        }
+    // In key order: rows inserted in the table's own order fill its pages one after another (a first run
+    // writes 100,000 of them; in the map's order they took twice as long).
+    let mut changed: Vec<(&Username, &ManagedUser)> =
+        after.users.iter().filter(|(key, user)| before.users.get(*key) != Some(*user)).collect();
+    changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (key, user) in changed {
         upsert.execute(params![
             key.folded(),
             user.username.as_str(),
