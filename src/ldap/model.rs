@@ -76,6 +76,22 @@ impl Entries {
         }
     }
 
+    /// Records a group the search by configured names found. Found again by another batch of names, it is
+    /// still one entry, which answers to the names of both.
+    pub(super) fn add_named(&mut self, mut g: GroupRecord) {
+        let key = DnKey::new(&g.dn);
+        if let Some(earlier) = self.groups.get(&key)
+            && self.named.contains(&key)
+        {
+            let earlier: Vec<String> = earlier.matched.iter().filter(|n| !g.matched.contains(n)).cloned().collect();
+            g.matched.splice(0..0, earlier);
+            g.name = g.matched.first().cloned().unwrap_or(g.name);
+        } else {
+            self.named.push(key.clone());
+        }
+        self.groups.insert(key, g);
+    }
+
     /// How many usable user entries the users search returned.
     pub fn users_seen(&self) -> usize {
         self.users.users.len()
@@ -85,8 +101,14 @@ impl Entries {
     pub(super) fn match_names(&self, s: &Settings, names: &[GroupName]) -> Vec<Result<DnKey, Error>> {
         let mut by_name: HashMap<GroupName, Vec<&DnKey>> = HashMap::default();
         for key in &self.named {
-            if let Some(g) = self.groups.get(key) {
-                by_name.entry(GroupName::new(&g.name)).or_default().push(key);
+            let Some(g) = self.groups.get(key) else { continue };
+            let names = if g.matched.is_empty() { std::slice::from_ref(&g.name) } else { g.matched.as_slice() };
+            for name in names {
+                // Found by two searches (names in two batches): one entry still.
+                let found = by_name.entry(GroupName::new(name)).or_default();
+                if !found.contains(&key) {
+                    found.push(key);
+                }
             }
         }
         names
@@ -394,6 +416,9 @@ impl ByRawDn {
 /// A group entry: user members resolved to indexes into the user list, other member DNs kept.
 pub(super) struct GroupRecord {
     pub name: String,
+    /// For a group found by name: every configured name it holds (a group with two names, both configured,
+    /// is what each of them means).
+    pub matched: Vec<String>,
     pub dn: String,
     pub users: Vec<u32>,
     pub others: Vec<(DnKey, String)>,
@@ -467,6 +492,7 @@ pub(super) mod tests {
     pub fn record(name: &str, users: &[u32], others: &[&str]) -> GroupRecord {
         GroupRecord {
             name: name.into(),
+            matched: Vec::new(),
             dn: group_dn(name),
             users: users.to_vec(),
             others: others.iter().map(|g| (key(g), group_dn(g))).collect(),

@@ -267,6 +267,7 @@ mod tests {
             key(name),
             GroupRecord {
                 name: name.into(),
+                matched: Vec::new(),
                 dn,
                 users: users.to_vec(),
                 others,

@@ -283,9 +283,7 @@ impl Reader<'_> {
         match self.read_groups("the group search", &filter, &entries.users, Some(names)).await {
             Ok(found) => {
                 for g in found {
-                    let key = DnKey::new(&g.dn);
-                    entries.named.push(key.clone());
-                    entries.groups.insert(key, g);
+                    entries.add_named(g);
                 }
             }
             Err(e) => entries.unread_names.extend(names.iter().map(|n| (n.clone(), e.clone()))),
@@ -463,13 +461,16 @@ fn record(
             }
         }
     }
-    let name = {
-        let mut names = values(&entry, &s.group_name_attribute);
-        match wanted {
-            Some(wanted) => names.find(|n| wanted.contains(&GroupName::new(n))).cloned(),
-            None => names.next().cloned(),
+    let matched: Vec<String> = match wanted {
+        Some(wanted) => {
+            values(&entry, &s.group_name_attribute).filter(|n| wanted.contains(&GroupName::new(n))).cloned().collect()
         }
+        None => Vec::new(),
+    };
+    let name = match wanted {
+        Some(_) => matched.first().cloned(),
+        None => values(&entry, &s.group_name_attribute).next().cloned(),
     }
     .unwrap_or_else(|| entry.dn.clone());
-    GroupRecord { name, dn: entry.dn, users, others, disabled, unusable, error }
+    GroupRecord { name, matched, dn: entry.dn, users, others, disabled, unusable, error }
 }

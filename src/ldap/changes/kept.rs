@@ -31,8 +31,8 @@
 //! - **The search of the configured groups by name** (`(&group_filter(name=...))`, 50 names a filter): every
 //!   group of the groups part with a name value equal to a configured name (compared as [`GroupName`]s: the
 //!   caseIgnoreMatch the server applies to `cn`), chunk by chunk as the full read asks, each recorded with
-//!   the same rule (`search::plain_record`): an entry found by two chunks is recorded twice, as the full read
-//!   does (so a group with two configured names answers to one of them only: see `tests/changes_model.rs`).
+//!   the same rule (`search::plain_record`, `Entries::add_named`): an entry found by two chunks is one entry,
+//!   which answers to every configured name it holds, as in the full read.
 //!   Groups in creation order too (an ambiguous name's DNs come in the server's order).
 //! - **The root DSE** (Active Directory or not): read once when the model is first read ([`Kept::read`]),
 //!   asked only when the settings need it, as the full read does.
@@ -475,9 +475,7 @@ impl Kept {
             for entry in &groups {
                 if values(entry, &s.group_name_attribute).any(|v| chunk.contains(&GroupName::new(v))) {
                     let g = record(&entries, entry, Some(chunk))?;
-                    let key = DnKey::new(&g.dn);
-                    entries.named.push(key.clone());
-                    entries.groups.insert(key, g);
+                    entries.add_named(g);
                 }
             }
         }
@@ -993,22 +991,21 @@ mod tests {
     }
 
     #[test]
-    fn a_group_named_by_two_chunks_is_recorded_as_the_full_read_records_it() {
-        // One entry with two names, configured 50 names apart (two name searches): the full read records it
-        // under the second search's name twice, and the first name finds nothing; the model does the same.
+    fn a_group_named_by_two_chunks_is_one_group_under_both_names() {
+        // One entry with two names, configured 50 names apart (two name searches), or side by side (one): each
+        // name means that entry, as in the full read.
         let s = settings(Nesting::Off);
         let mut k = kept();
         k.apply(Part::Groups, &deletes("g2", vec![changed(10, &gdn("Team"), &[("cn", &["Team", "Crew"])])], &[]));
-        let mut configured = names(&["Team"]);
-        configured.extend((0..49).map(|n| GroupName::new(&format!("filler{n}"))));
-        configured.push(GroupName::new("Crew"));
-        let snapshot = resolve(&k.entries(&s, &configured).unwrap(), &s, &configured);
-        assert!(
-            matches!(&snapshot.groups[0].result, Err(Error::GroupNotFound { .. })),
-            "{:?}",
-            snapshot.groups[0].result
-        );
-        assert!(matches!(&snapshot.groups[50].result, Err(Error::AmbiguousGroup { dns, .. })
-                if dns == &[gdn("Team"), gdn("Team")]));
+        let mut far_apart = names(&["Team"]);
+        far_apart.extend((0..49).map(|n| GroupName::new(&format!("filler{n}"))));
+        far_apart.push(GroupName::new("Crew"));
+        for configured in [names(&["Team", "Crew"]), far_apart] {
+            let snapshot = resolve(&k.entries(&s, &configured).unwrap(), &s, &configured);
+            for n in [0, configured.len() - 1] {
+                let group = snapshot.groups[n].result.as_ref().unwrap_or_else(|e| panic!("{}: {e}", configured[n]));
+                assert_eq!(group.dn, gdn("Team"), "{}", configured[n]);
+            }
+        }
     }
 }
