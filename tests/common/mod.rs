@@ -1012,8 +1012,17 @@ impl SambaDc {
 impl Drop for SambaDc {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SIGTERM to the root process stops every Samba task; SIGKILL would leave them running.
-            stop_pid(child.id());
+            // SIGTERM to the root process stops every Samba task; SIGKILL would leave them running. Our own child
+            // stays in /proc until it is waited for, so its end is seen by waiting (stop_pid, which watches /proc,
+            // waited its whole deadline here).
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
             let _ = child.wait();
             let _ = std::fs::remove_file(AD_PID_FILE);
         }
