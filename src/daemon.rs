@@ -69,6 +69,8 @@ struct Daemon {
     stops: Stops,
     /// The managed users kept between runs.
     kept: Arc<sync::journal::Kept>,
+    /// The directory model kept between runs for change reads.
+    changes: Arc<sync::changes::ChangeReads>,
 }
 
 impl Daemon {
@@ -83,6 +85,7 @@ impl Daemon {
             observer: Some(Arc::new(move |call, elapsed, _status| metrics.observe_request(call.as_str(), elapsed))),
             state_directory: Some(dir.clone()),
             kept: Some(self.kept.clone()),
+            changes: Some(self.changes.clone()),
         };
         tokio::spawn(async move {
             let _lock = match lock::acquire_for_run(Some(&dir), &config.path) {
@@ -201,6 +204,7 @@ pub async fn run(
         status,
         stops: stops.clone(),
         kept: Default::default(),
+        changes: Default::default(),
     };
     tracing::info!(
         cron = daemon.config.schedule.schedule.expression(),
@@ -288,6 +292,7 @@ mod tests {
             status: None,
             stops: Stops::default(),
             kept: Default::default(),
+            changes: Default::default(),
         }
     }
 

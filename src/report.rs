@@ -554,6 +554,20 @@ pub struct Totals {
     pub disabled_deactivated: usize,
 }
 
+/// How the directory was read in a run (`read` in the report).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ReadReport {
+    /// `full` or `changes`.
+    pub mode: &'static str,
+    /// The change-read method the daemon uses (`syncrepl`), when it has one.
+    pub method: Option<&'static str>,
+    /// Why this mode: why a full read, or that the changes since the last run were read.
+    pub reason: String,
+    /// In a change read: the user and group entries changed, added or gone since the last run.
+    pub changed_users: usize,
+    pub changed_groups: usize,
+}
+
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct HeldReport {
     pub planned: usize,
@@ -636,6 +650,9 @@ pub struct Report {
     /// The directory server that served the run (of `ldap.url`'s list).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub directory_url: Option<String>,
+    /// How the directory was read: in full, or the changes since the last run (absent when it was not read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read: Option<ReadReport>,
     /// The run was asked to stop (SIGTERM) and some imports were not attempted.
     pub interrupted: bool,
     /// The run was stopped by `sync.run_timeout` rather than by a signal.
@@ -713,6 +730,7 @@ impl Report {
             after_reads_ms: 0,
             state_ms: 0,
             directory_url: None,
+            read: None,
             interrupted: false,
             run_timeout_reached: false,
             error: None,

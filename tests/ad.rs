@@ -40,6 +40,7 @@ fn settings(dc: &SambaDc) -> Settings {
         member_range_size: None,
         max_nesting_depth: 10,
         progress_every: cloudshell_ldap_sync::progress::EVERY,
+        change_detection: cloudshell_ldap_sync::ldap::ChangeDetection::Off,
     }
 }
 

@@ -422,3 +422,93 @@ async fn the_managed_users_kept_between_runs_are_acted_on_and_a_record_removed_b
     assert!(env.sim.is_active("erin").await, "no longer managed, so no leaver:\n{}", daemon.log());
     assert!(env.sim.is_active("alice").await);
 }
+
+/// The `directory read` events logged so far: (mode, method, reason).
+fn reads(daemon: &Daemon) -> Vec<(String, Value, String)> {
+    daemon
+        .events()
+        .iter()
+        .filter(|e| e["fields"]["message"] == "directory read")
+        .map(|e| {
+            let f = &e["fields"];
+            (f["mode"].as_str().unwrap_or_default().to_string(), f["method"].clone(), f["reason"].to_string())
+        })
+        .collect()
+}
+
+/// With OpenLDAP's content sync, the daemon reads only what changed between full reads: a new hire added to a
+/// group is imported by a change read; a member who left is a leaver only at the next full read (a change read
+/// is additions only), where they are deactivated (the positive control).
+#[tokio::test]
+async fn between_full_reads_the_daemon_reads_only_what_changed_and_leavers_wait_for_a_full_read() {
+    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
+    let config = env.config(&["Team", "Other"], NEVER, "full_sync_every = \"4s\"", leavers);
+    let daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let started = Instant::now();
+    assert_eq!(reads(&daemon)[0].0, "full", "{:?}", reads(&daemon));
+    assert_eq!(reads(&daemon)[0].1, "syncrepl", "the model built at the full read");
+
+    // A new hire joins Team, bob leaves it.
+    env.slapd.add(&format!(
+        "dn: uid=newhire,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: newhire\ncn: newhire\nsn: newhire\n"
+    ));
+    env.slapd.modify(&format!(
+        "dn: cn=Team,{}\nchangetype: modify\nadd: member\nmember: uid=newhire,{PEOPLE}\n-\ndelete: member\nmember: uid=bob,{PEOPLE}\n",
+        common::GROUPS
+    ));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    let read = &daemon.events().into_iter().filter(|e| e["fields"]["message"] == "directory read").nth(1).unwrap();
+    assert_eq!(read["fields"]["mode"], "changes", "{read}");
+    assert!(
+        read["fields"]["changed_groups"].as_u64() >= Some(1) && read["fields"]["changed_users"].as_u64() >= Some(1)
+    );
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()), "imported by the change read");
+    assert!(env.sim.is_active("bob").await, "no leaver in a change read:\n{}", daemon.log());
+    let skipped = daemon.events().into_iter().any(|e| {
+        e["fields"]["message"] == "leaver step skipped"
+            && e["fields"]["reason"].as_str().unwrap_or_default().contains("a change read")
+    });
+    assert!(skipped, "the leaver step says why:\n{}", daemon.log());
+
+    // Once sync.full_sync_every has passed, a full read: bob is a leaver and is deactivated.
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(started.elapsed()));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    let third = &reads(&daemon)[2];
+    assert_eq!(third.0, "full", "{third:?}");
+    assert!(third.2.contains("full_sync_every"), "{third:?}");
+    assert!(!env.sim.is_active("bob").await, "deactivated at the full read:\n{}", daemon.log());
+    assert!(env.sim.is_active("newhire").await && env.sim.is_active("alice").await);
+}
+
+/// Without content sync on the server (`auto`), every run reads in full and the reason is logged once; with
+/// `change_detection = "off"` every run reads in full and says so.
+#[tokio::test]
+async fn without_content_sync_every_run_reads_in_full_and_says_why_once() {
+    let env = Env::start(|_| {});
+    let config = env.config(&["Team"], NEVER, "", "");
+    let daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    let modes: Vec<String> = reads(&daemon).into_iter().map(|r| r.0).collect();
+    assert_eq!(modes, ["full", "full"]);
+    assert_eq!(daemon.count("change reads unavailable, every run reads in full"), 1, "{}", daemon.log());
+    let why = daemon
+        .events()
+        .into_iter()
+        .find(|e| e["fields"]["message"] == "change reads unavailable, every run reads in full");
+    assert!(why.unwrap()["fields"]["reason"].as_str().unwrap().contains("syncprov"), "names what is missing");
+    drop(daemon);
+
+    let off = env.config(&["Team"], NEVER, "", "");
+    let text = std::fs::read_to_string(&off).unwrap().replace("[ldap]\n", "[ldap]\nchange_detection = \"off\"\n");
+    std::fs::write(&off, text).unwrap();
+    let daemon = Daemon::spawn(&off, env.files.path("daemon-off.log"), &[]);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    assert!(reads(&daemon)[0].2.contains("change_detection = \\\"off\\\""), "{:?}", reads(&daemon));
+    assert_eq!(daemon.count("change reads unavailable, every run reads in full"), 0);
+}

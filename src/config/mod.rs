@@ -158,6 +158,8 @@ pub struct SyncPolicy {
     pub max_removals_per_run: usize,
     /// More removals in any 24 hours than this hold every removal of the run that would pass it.
     pub max_removals_per_day: usize,
+    /// A full read at least this often between the daemon's change reads (zero: every run).
+    pub full_sync_every: std::time::Duration,
     /// Users per group-membership call.
     pub membership_batch_size: usize,
     /// Users who left.
@@ -820,6 +822,35 @@ groups = ["Team"]
             let e = parse_text(&with(line)).unwrap_err();
             assert_eq!(e.key.as_deref(), Some(key), "{line}: {e}");
             assert!(e.line.is_some(), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn change_detection_and_full_sync_every_default_to_auto_and_six_hours() {
+        use std::time::Duration;
+        let c = parse_text(MINIMAL).unwrap();
+        assert_eq!(
+            (c.ldap.change_detection, c.sync.full_sync_every),
+            (ldap::ChangeDetection::Auto, Duration::from_secs(6 * 3600))
+        );
+        let ldap = |line: &str| parse_text(&MINIMAL.replace("[ldap]\n", &format!("[ldap]\n{line}\n")));
+        let sync = |line: &str| parse_text(&MINIMAL.replace("[sync]\n", &format!("[sync]\n{line}\n")));
+        for (value, mode) in [("off", ldap::ChangeDetection::Off), ("SyncRepl", ldap::ChangeDetection::Syncrepl)] {
+            assert_eq!(ldap(&format!("change_detection = {value:?}")).unwrap().ldap.change_detection, mode);
+        }
+        assert_eq!(sync("full_sync_every = \"0s\"").unwrap().sync.full_sync_every, Duration::ZERO);
+        assert_eq!(sync("full_sync_every = \"30m\"").unwrap().sync.full_sync_every, Duration::from_secs(1800));
+        for (e, key, says) in [
+            (
+                ldap("change_detection = \"dirsync\"").unwrap_err(),
+                "ldap.change_detection",
+                "not available in this version",
+            ),
+            (ldap("change_detection = \"sometimes\"").unwrap_err(), "ldap.change_detection", "must be \"auto\""),
+            (sync("full_sync_every = \"often\"").unwrap_err(), "sync.full_sync_every", "not a duration"),
+        ] {
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert!(e.to_string().contains(says) && e.line.is_some(), "{e}");
         }
     }
 

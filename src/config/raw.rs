@@ -126,6 +126,9 @@ pub struct RawLdap {
     /// Nesting deeper than this puts the group in error. Default 10.
     #[serde(default = "defaults::max_nesting_depth")]
     pub max_nesting_depth: i64,
+    /// How the daemon reads only what changed between full reads: `auto`, `off` or `syncrepl`. Default `auto`.
+    #[serde(default = "defaults::change_detection")]
+    pub change_detection: String,
 }
 
 /// `[cloudshell]`: the Admin API.
@@ -211,6 +214,9 @@ pub struct RawSync {
     /// `[sync.leavers]`: users who left. Default: every key at its default.
     #[serde(default)]
     pub leavers: RawLeavers,
+    /// A full read of the directory at least this often, between change reads; `0s`: every run. Default `6h`.
+    #[serde(default = "defaults::full_sync_every")]
+    pub full_sync_every: String,
     /// More planned user imports than this hold every write. Default 1000.
     #[serde(default = "defaults::max_imports_per_run")]
     pub max_imports_per_run: i64,
@@ -407,6 +413,12 @@ mod defaults {
     }
     pub fn max_removals_per_day() -> i64 {
         500
+    }
+    pub fn change_detection() -> String {
+        "auto".into()
+    }
+    pub fn full_sync_every() -> String {
+        "6h".into()
     }
     pub fn retries() -> i64 {
         3

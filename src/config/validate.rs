@@ -428,6 +428,7 @@ impl Validator<'_> {
             member_range_size,
             max_nesting_depth,
             progress_every: crate::progress::EVERY,
+            change_detection: self.change_detection(&l.change_detection)?,
         })
     }
 
@@ -482,6 +483,28 @@ impl Validator<'_> {
             }
         }
         Ok(urls)
+    }
+
+    /// `ldap.change_detection`: a method this version reads changes with, `auto` or `off`.
+    fn change_detection(&self, value: &str) -> Result<ldap::ChangeDetection, Error> {
+        match value.to_ascii_lowercase().as_str() {
+            "auto" => Ok(ldap::ChangeDetection::Auto),
+            "off" => Ok(ldap::ChangeDetection::Off),
+            "syncrepl" => Ok(ldap::ChangeDetection::Syncrepl),
+            "dirsync" | "usn" | "modify_timestamp" => Err(self.error(
+                "ldap",
+                "change_detection",
+                format!(
+                    "{value:?} is not available in this version (it reads changes with \"syncrepl\", OpenLDAP's content \
+                     sync, only): use \"auto\" (content sync where the server offers it, else full reads) or \"off\""
+                ),
+            )),
+            _ => Err(self.error(
+                "ldap",
+                "change_detection",
+                format!("must be \"auto\", \"off\" or \"syncrepl\", got {value:?}"),
+            )),
+        }
     }
 
     /// `ldap.nested_groups`: true, false or a mode's name.
@@ -657,7 +680,18 @@ impl Validator<'_> {
         let max_disabled_deactivations_per_run =
             self.non_negative("sync", "max_disabled_deactivations_per_run", s.max_disabled_deactivations_per_run)?;
         let run_timeout = self.duration("sync", "run_timeout", &s.run_timeout)?;
+        let full_sync_every = match humantime::parse_duration(&s.full_sync_every) {
+            Ok(d) => d,
+            Err(e) => {
+                return Err(self.error(
+                    "sync",
+                    "full_sync_every",
+                    format!("{:?} is not a duration like \"0s\", \"30m\" or \"6h\": {e}", s.full_sync_every),
+                ));
+            }
+        };
         Ok(SyncPolicy {
+            full_sync_every,
             run_timeout,
             disabled_accounts,
             max_disabled_deactivations_per_run,

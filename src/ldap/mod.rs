@@ -99,6 +99,29 @@ pub struct Settings {
     pub max_nesting_depth: usize,
     /// How often a paged search still going logs `read progress` ([`crate::progress::EVERY`]; no key).
     pub progress_every: Duration,
+    /// How the daemon reads only what changed between full reads (`ldap.change_detection`).
+    pub change_detection: ChangeDetection,
+}
+
+/// `ldap.change_detection`: how the daemon reads only what changed between full reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeDetection {
+    /// Every run reads in full.
+    Off,
+    /// Content sync (RFC 4533) where the server offers it (OpenLDAP's `syncprov`), else full reads.
+    Auto,
+    /// Content sync; a server without it is an error logged at each full read, which every run then is.
+    Syncrepl,
+}
+
+impl ChangeDetection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeDetection::Off => "off",
+            ChangeDetection::Auto => "auto",
+            ChangeDetection::Syncrepl => "syncrepl",
+        }
+    }
 }
 
 /// How nested groups are expanded.
@@ -197,6 +220,11 @@ pub struct GroupOutcome {
 pub enum Coverage {
     /// Every configured group was read whole in this run: a user absent from every group is not a member.
     Full,
+    /// The daemon's kept directory model with the changes read in this run applied (content sync): it resolves
+    /// as a full read does (`tests/changes_model.rs`), but a directory that lost a change it never reported
+    /// (a crash between checkpoints) cannot be told from one without it. Additions only: leavers, removals
+    /// from CloudShell groups and the shrink guard's reference wait for the next full read.
+    Changes,
 }
 
 impl Coverage {
@@ -266,16 +294,76 @@ impl<'a> Connection<'a> {
 
     /// Reads what the configured groups need, unresolved; then the connection is closed.
     pub async fn read(self, groups: &[GroupName]) -> Entries {
-        let mut reader = search::Reader {
+        let mut reader = self.reader();
+        let entries = reader.read(groups).await;
+        let _ = reader.ldap.unbind().await;
+        entries
+    }
+
+    fn reader(self) -> search::Reader<'a> {
+        search::Reader {
             s: self.s,
             range_window: None,
             ldap: self.ldap,
             url: self.url,
             searches: 0,
             verdict: self.verdict,
+        }
+    }
+
+    /// A change read: what changed since `kept` was last read (content sync), applied to it, and the entries
+    /// it then holds for `groups` (what a full read would give). `Err` says why only a full read can tell, and
+    /// hands the connection back for it (`kept` is then to be dropped: never read from its cookie again).
+    pub async fn read_changes(
+        mut self,
+        kept: &mut changes::kept::Kept,
+        groups: &[GroupName],
+    ) -> Result<(Entries, changes::kept::Changes), (Connection<'a>, String)> {
+        let changes = match kept.read(&mut self.ldap, &self.url, self.s.timeout).await {
+            Ok(changes) => changes,
+            Err(e) => return Err((self, format!("the change read failed: {e}"))),
         };
+        match kept.entries(self.s, groups) {
+            Ok(mut entries) => {
+                entries.searches = changes.searches;
+                let _ = self.ldap.unbind().await;
+                Ok((entries, changes))
+            }
+            Err(why) => Err((self, why.to_string())),
+        }
+    }
+
+    /// A full read, then the directory model for later change reads built on the same connection (content
+    /// sync from no cookie), kept only when it resolves for `groups` exactly as the full read does. `Err` says
+    /// why there is no model (the server does not offer content sync, the two reads differ).
+    pub async fn read_keeping(self, groups: &[GroupName]) -> (Entries, Result<changes::kept::Kept, String>) {
+        let s = self.s;
+        let mut reader = self.reader();
         let entries = reader.read(groups).await;
+        let mut kept = changes::kept::Kept::new(s);
+        let built = match kept.read(&mut reader.ldap, &reader.url, s.timeout).await {
+            Err(e) => Err(e.to_string()),
+            Ok(_) => match kept.entries(s, groups) {
+                Err(why) => Err(why.to_string()),
+                Ok(model) => {
+                    let (full, from_model) = (resolve(&entries, s, groups), resolve(&model, s, groups));
+                    let same = full.users_seen == from_model.users_seen
+                        && full.groups.len() == from_model.groups.len()
+                        && full
+                            .groups
+                            .iter()
+                            .zip(&from_model.groups)
+                            .all(|(a, b)| a.name == b.name && a.result == b.result);
+                    match same {
+                        true => Ok(kept),
+                        false => Err("the content-sync read did not resolve as the full read did (the directory \
+                                      changed between the two, or a difference this program does not model)"
+                            .to_string()),
+                    }
+                }
+            },
+        };
         let _ = reader.ldap.unbind().await;
-        entries
+        (entries, built)
     }
 }

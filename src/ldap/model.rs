@@ -461,6 +461,7 @@ pub(super) mod tests {
             member_range_size: None,
             max_nesting_depth: 10,
             progress_every: crate::progress::EVERY,
+            change_detection: crate::ldap::ChangeDetection::Off,
         }
     }
 

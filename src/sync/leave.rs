@@ -37,8 +37,11 @@ pub fn completeness(plan: &Plan, interrupted: bool) -> Result<(), String> {
     if interrupted {
         return Err("the run was asked to stop".into());
     }
-    if !plan.coverage.is_full() {
-        return Err("not a complete run: the directory was not read whole".into());
+    match plan.coverage {
+        crate::ldap::Coverage::Full => {}
+        crate::ldap::Coverage::Changes => {
+            return Err("a change read: leavers are decided at full reads (sync.full_sync_every)".into());
+        }
     }
     let incomplete: Vec<&str> = plan
         .groups

@@ -7,6 +7,7 @@
 pub mod activation;
 pub mod apply;
 pub mod budget;
+pub mod changes;
 pub mod disabled;
 pub mod journal;
 pub mod leave;
@@ -52,6 +53,8 @@ pub struct Context {
     pub state_directory: Option<PathBuf>,
     /// The managed users kept between runs (the daemon's; `None` for a one-shot run).
     pub kept: Option<std::sync::Arc<journal::Kept>>,
+    /// The directory model kept between runs for change reads (the daemon's; `None`: every read is full).
+    pub changes: Option<std::sync::Arc<changes::ChangeReads>>,
 }
 
 /// [`run`], with a panic (a bug) turned into the report of a failed run, so that it is still recorded.
@@ -102,6 +105,10 @@ pub async fn run(config: &Config, dry_run: bool, context: &Context) -> Report {
         never = deadline.instrument(span.clone()) => match never {},
     };
     report.run_timeout_reached = stop.is_cancelled() && !context.stops.stop.is_cancelled();
+    if let Some(changes) = &context.changes {
+        // The model read in this run is kept only when every write of the run went through.
+        changes.settle(report.result == crate::report::RunResult::Ok && !report.dry_run);
+    }
     report.duration_ms = started.elapsed().as_millis() as u64;
     if let Some(c) = client {
         report.api_calls = c.calls();
@@ -307,14 +314,16 @@ async fn read(
     // Read (I/O), then resolve (pure): the entries are what the directory said; the snapshot is what they mean
     // for the configured groups, with what it covers.
     let read_directory = async {
-        let entries = connection.read(&config.sync.groups).await;
-        (ldap::resolve(&entries, &config.ldap, &config.sync.groups), directory_started.elapsed())
+        let read = changes::read(config, context.changes.as_deref(), connection).await;
+        let mut snapshot = ldap::resolve(&read.entries, &config.ldap, &config.sync.groups);
+        snapshot.coverage = read.coverage;
+        (snapshot, directory_started.elapsed(), read.report)
     };
     let mapped = !config.sync.mappings.is_empty();
     let list_groups = async { if mapped { Some(client.list_groups().await) } else { None } };
     let reads = async { tokio::join!(read_directory, client.list_users(), list_groups) };
     // Nothing has been written yet: a stop request gives the reads up at once.
-    let ((snapshot, directory_time), listed, groups) = tokio::select! {
+    let ((snapshot, directory_time, read_report), listed, groups) = tokio::select! {
         biased;
         _ = context.stops.stop.cancelled() => {
             stopped_reading(report);
@@ -325,7 +334,18 @@ async fn read(
     let done = Instant::now();
     report.directory_ms = directory_time.as_millis() as u64;
     report.directory_url = Some(snapshot.served_by.clone());
-    tracing::info!(users = snapshot.users_seen, searches = snapshot.searches, url = %snapshot.served_by, "directory read");
+    tracing::info!(
+        users = snapshot.users_seen,
+        searches = snapshot.searches,
+        url = %snapshot.served_by,
+        mode = read_report.mode,
+        method = read_report.method,
+        reason = %read_report.reason,
+        changed_users = read_report.changed_users,
+        changed_groups = read_report.changed_groups,
+        "directory read"
+    );
+    report.read = Some(read_report);
     if snapshot.groups.iter().all(|g| g.result.is_err()) {
         // Nothing could be read: no write.
         report.fail("no configured group could be enumerated");

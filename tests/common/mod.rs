@@ -630,6 +630,7 @@ pub fn ldap_settings(url: &str) -> cloudshell_ldap_sync::ldap::Settings {
         member_range_size: None,
         max_nesting_depth: 10,
         progress_every: cloudshell_ldap_sync::progress::EVERY,
+        change_detection: cloudshell_ldap_sync::ldap::ChangeDetection::Off,
     }
 }
 
@@ -1065,7 +1066,11 @@ pub struct Stack {
 
 impl Stack {
     pub fn start(directory: &Directory, change: impl FnOnce(&mut cloudshell_sim::Config)) -> Stack {
-        let slapd = Slapd::start(directory);
+        Stack::start_on(Slapd::start(directory), change)
+    }
+
+    /// A stack on a slapd already started (with content sync, say).
+    pub fn start_on(slapd: Slapd, change: impl FnOnce(&mut cloudshell_sim::Config)) -> Stack {
         let sim = Sim::with_directory(&slapd, |c| {
             c.admin_password = CS_PASSWORD.into();
             change(c);
