@@ -512,3 +512,34 @@ async fn without_content_sync_every_run_reads_in_full_and_says_why_once() {
     assert!(reads(&daemon)[0].2.contains("change_detection = \\\"off\\\""), "{:?}", reads(&daemon));
     assert_eq!(daemon.count("change reads unavailable, every run reads in full"), 0);
 }
+
+/// The model a change read brought up to date is kept only when that run ended `ok`: after a run whose import
+/// failed, the next run reads in full (and imports the new hire then).
+#[tokio::test]
+async fn after_a_run_that_did_not_end_ok_the_next_reads_in_full() {
+    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let config = env.config(&["Team"], NEVER, "", "");
+    let daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    env.slapd.add(&format!(
+        "dn: uid=newhire,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: newhire\ncn: newhire\nsn: newhire\n"
+    ));
+    env.slapd.modify(&format!(
+        "dn: cn=Team,{}\nchangetype: modify\nadd: member\nmember: uid=newhire,{PEOPLE}\n",
+        common::GROUPS
+    ));
+    env.sim.set_faults(json!({"fail": {"count": 1000, "status": 500, "method": "POST"}})).await;
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(30));
+    let second = daemon.events().into_iter().filter(|e| e["fields"]["message"] == "run finished").nth(1).unwrap();
+    assert_ne!(second["fields"]["result"], "ok", "{second}");
+    assert_eq!(reads(&daemon)[1].0, "changes");
+    env.sim.clear_faults().await;
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    let third = &reads(&daemon)[2];
+    assert_eq!(third.0, "full", "{third:?}");
+    assert!(third.2.contains("did not end ok"), "{third:?}");
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()));
+    assert_eq!(reads(&daemon)[2].1, "syncrepl", "a new model built");
+}
