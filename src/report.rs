@@ -805,6 +805,8 @@ impl Report {
             added_to_groups = self.memberships.iter().map(|m| m.added).sum::<usize>(),
             removed_from_groups = self.memberships.iter().map(|m| m.removed).sum::<usize>(),
             duration_ms = self.duration_ms,
+            directory_ms = self.directory_ms,
+            read = self.read.as_ref().map(|r| r.mode),
             after_reads_ms = self.after_reads_ms,
             state_ms = self.state_ms,
             "run finished"

@@ -171,6 +171,9 @@ enum Syncprov {
     /// The session log, and contextCSN written to the database at every write (`syncprov-checkpoint 1 1`),
     /// so that a crash loses none of it.
     SessionLogCheckpointEachWrite,
+    /// The session log, and no size limit for the service account (content-sync searches cannot be paged): a
+    /// directory of any size read by content sync, as the benchmark's.
+    SessionLogUnlimited,
 }
 
 /// A private CA and a server certificate for `localhost` and `127.0.0.1`, written as PEM files into `dir`.
@@ -221,6 +224,11 @@ impl Slapd {
     /// Like [`Slapd::start_with_syncprov`], without the session log.
     pub fn start_with_syncprov_no_sessionlog(seed: &Directory) -> Slapd {
         Slapd::start_configured(seed, false, None, Syncprov::NoSessionLog)
+    }
+
+    /// Like [`Slapd::start_with_syncprov`], without a size limit for the service account (the benchmark's).
+    pub fn start_with_syncprov_unlimited(seed: &Directory) -> Slapd {
+        Slapd::start_configured(seed, false, None, Syncprov::SessionLogUnlimited)
     }
 
     /// Like [`Slapd::start_with_syncprov`], with contextCSN written at every write (`syncprov-checkpoint 1 1`).
@@ -429,8 +437,11 @@ fn slapd_conf(dir: &Path, syncprov: Syncprov) -> String {
     if syncprov == Syncprov::SessionLogCheckpointEachWrite {
         conf = conf.replacen("syncprov-checkpoint 100 10\n", "syncprov-checkpoint 1 1\n", 1);
     }
-    if matches!(syncprov, Syncprov::SessionLog | Syncprov::SessionLogCheckpointEachWrite) {
+    if matches!(syncprov, Syncprov::SessionLog | Syncprov::SessionLogCheckpointEachWrite | Syncprov::SessionLogUnlimited) {
         conf.push_str("syncprov-sessionlog 10000\n");
+    }
+    if syncprov == Syncprov::SessionLogUnlimited {
+        conf.push_str(&format!("limits dn.exact=\"{SERVICE_DN}\" size=unlimited\n"));
     }
     conf
 }
