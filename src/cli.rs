@@ -935,6 +935,38 @@ async fn check_directory(config: &Config, found: &mut Findings) {
             }
         }
     }
+    let (ok, line) = change_reads(config, probe.content_sync);
+    found.add(0, "change_reads", None, ok, line);
+}
+
+/// `check`'s line on how the daemon will read the directory between full reads, from the root DSE.
+fn change_reads(config: &Config, content_sync: Option<bool>) -> (bool, String) {
+    use ldap::ChangeDetection;
+    let every = humantime::format_duration(config.sync.full_sync_every);
+    match (config.ldap.change_detection, content_sync) {
+        (ChangeDetection::Off, _) => (true, "change reads: off (ldap.change_detection = \"off\"): every run reads in full".into()),
+        (_, Some(true)) => (
+            true,
+            format!(
+                "change reads: the server offers content sync (RFC 4533): the daemon reads what changed between full \
+                 reads (at least every {every}, sync.full_sync_every); the bind account needs no size limit on those \
+                 searches, which cannot be paged"
+            ),
+        ),
+        (ChangeDetection::Auto, found) => (
+            true,
+            format!(
+                "change reads: none: {}: every run reads in full",
+                if found.is_none() { "the root DSE could not be read" } else { "the server does not offer content sync (OpenLDAP: the syncprov overlay)" }
+            ),
+        ),
+        (ChangeDetection::Syncrepl, _) => (
+            false,
+            "change reads: FAILED: ldap.change_detection = \"syncrepl\", but the server does not list content sync \
+             (OpenLDAP: load the syncprov overlay on this database), so every run reads in full; set \"auto\" or \"off\""
+                .into(),
+        ),
+    }
 }
 
 /// Why the users search found nobody to import: no entry matches `ldap.user_filter`, or the entries that do

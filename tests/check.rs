@@ -209,3 +209,30 @@ async fn check_reads_the_state_database_and_fails_on_a_damaged_one() {
     );
     assert_eq!(std::fs::read(&db).unwrap(), bytes, "check writes nothing");
 }
+
+/// `check` says how the daemon will read between full reads: content sync where the server lists it (slapd with
+/// syncprov), none without it (passing with `auto`, failing with an explicit `syncrepl`), and off when set so.
+#[tokio::test]
+async fn check_says_whether_the_daemon_reads_only_what_changed() {
+    let with = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let (code, out) = check(&with.config_with(&["Team"], "", ""));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("change reads: the server offers content sync (RFC 4533)") && out.contains("every 6h"),
+        "{out}"
+    );
+
+    let without = Env::start(&directory());
+    let (code, out) = check(&without.config_with(&["Team"], "", ""));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("change reads: none: the server does not offer content sync (OpenLDAP: the syncprov overlay)"),
+        "{out}"
+    );
+    let (code, out) = check(&without.config_with(&["Team"], "change_detection = \"syncrepl\"", ""));
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("change reads: FAILED: ldap.change_detection = \"syncrepl\""), "{out}");
+    let (code, out) = check(&with.config_with(&["Team"], "change_detection = \"off\"", ""));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("change reads: off"), "{out}");
+}

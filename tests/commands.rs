@@ -359,7 +359,7 @@ async fn check_json_is_one_object_with_every_probe() {
     let checks = json["checks"].as_array().unwrap();
     let kinds: Vec<&str> = checks.iter().map(|c| c["kind"].as_str().unwrap()).collect();
     let probes: Vec<&str> = kinds.iter().copied().filter(|k| *k != "config_warning").collect();
-    assert_eq!(probes, ["config", "state_directory", "directory", "group", "cloudshell"], "{json}");
+    assert_eq!(probes, ["config", "state_directory", "directory", "group", "change_reads", "cloudshell"], "{json}");
     assert!(kinds.contains(&"config_warning"), "plain ldap:// and http:// are warned of: {json}");
     let team = checks.iter().find(|c| c["kind"] == "group").unwrap();
     assert_eq!((&team["name"], &team["ok"]), (&Value::from("Team"), &Value::Bool(true)), "{json}");

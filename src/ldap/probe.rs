@@ -36,6 +36,9 @@ pub struct Probe {
     pub with_username: usize,
     /// Every attribute the sampled entries carry, as the server spells them, sorted case-insensitively.
     pub attributes: Vec<String>,
+    /// Whether the root DSE lists the content-sync control (RFC 4533: OpenLDAP's `syncprov` overlay); `None`
+    /// when the root DSE could not be read.
+    pub content_sync: Option<bool>,
 }
 
 impl Probe {
@@ -82,7 +85,21 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
         .await
         .map_err(|e| search_error("the read of ldap.base_dn", e))?;
     let base_dn_missing = base_dn_missing(base.1.rc, &base.1.matched, &base.1.refs);
-    let mut probe = Probe { served_by: url.clone(), base_dn_missing, sampled: 0, with_username: 0, attributes: vec![] };
+    let mut probe = Probe {
+        served_by: url.clone(),
+        base_dn_missing,
+        sampled: 0,
+        with_username: 0,
+        attributes: vec![],
+        content_sync: None,
+    };
+    let root = ldap.with_timeout(s.timeout).search("", Scope::Base, "(objectClass=*)", vec!["supportedControl"]).await;
+    if let Ok((entries, _)) = root.and_then(|r| r.success()) {
+        probe.content_sync =
+            Some(entries.into_iter().filter_map(entry::decode).any(|e| {
+                entry::values(&e, "supportedControl").any(|c| c == super::changes::syncrepl::SYNC_REQUEST_OID)
+            }));
+    }
     if probe.base_dn_missing.is_none() {
         let sample = ldap
             .with_timeout(s.timeout)
@@ -125,6 +142,7 @@ mod tests {
             sampled: 1,
             with_username: 0,
             attributes: attributes.iter().map(|a| a.to_string()).collect(),
+            content_sync: None,
         }
     }
 

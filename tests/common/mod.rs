@@ -437,7 +437,10 @@ fn slapd_conf(dir: &Path, syncprov: Syncprov) -> String {
     if syncprov == Syncprov::SessionLogCheckpointEachWrite {
         conf = conf.replacen("syncprov-checkpoint 100 10\n", "syncprov-checkpoint 1 1\n", 1);
     }
-    if matches!(syncprov, Syncprov::SessionLog | Syncprov::SessionLogCheckpointEachWrite | Syncprov::SessionLogUnlimited) {
+    if matches!(
+        syncprov,
+        Syncprov::SessionLog | Syncprov::SessionLogCheckpointEachWrite | Syncprov::SessionLogUnlimited
+    ) {
         conf.push_str("syncprov-sessionlog 10000\n");
     }
     if syncprov == Syncprov::SessionLogUnlimited {
