@@ -20,11 +20,32 @@ const ACCOUNT_DISABLED: i64 = 0x2;
 
 /// Values of an attribute, matched case-insensitively (servers may answer `memberof` for `memberOf`).
 pub fn values<'e>(entry: &'e SearchEntry, attr: &str) -> impl Iterator<Item = &'e String> {
-    entry.attrs.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(attr)).flat_map(|(_, v)| v.iter())
+    attr_values(&entry.attrs, attr)
 }
 
-fn has_binary(entry: &SearchEntry, attr: &str) -> bool {
-    entry.bin_attrs.keys().any(|k| k.eq_ignore_ascii_case(attr))
+/// [`values`] of an entry's text attributes, however the entry is held.
+pub fn attr_values<'e>(attrs: &'e HashMap<String, Vec<String>>, attr: &str) -> impl Iterator<Item = &'e String> {
+    attrs.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(attr)).flat_map(|(_, v)| v.iter())
+}
+
+/// The username values of a user entry as [`UserEntry::from_entry`] reads them: `None` without the attribute,
+/// `Err(())` when it is there but not UTF-8 (in `bin_attrs`).
+pub fn username_values(
+    attrs: &HashMap<String, Vec<String>>,
+    bin_attrs: &HashMap<String, Vec<Vec<u8>>>,
+    attr: &str,
+) -> Option<Result<Vec<String>, ()>> {
+    let names: Vec<String> = attr_values(attrs, attr).cloned().collect();
+    match names.is_empty() {
+        false => Some(Ok(names)),
+        true => bin_attrs.keys().any(|k| k.eq_ignore_ascii_case(attr)).then_some(Err(())),
+    }
+}
+
+/// A `userAccountControl` value as [`UserEntry`] reads it (the first value of the attribute): `None` when it
+/// is not a number.
+pub fn account_control(first: &str) -> Option<i64> {
+    first.trim().parse::<i64>().ok()
 }
 
 /// Which attributes make a user entry a member.
@@ -66,17 +87,54 @@ struct Picked {
 }
 
 impl UserEntry {
-    /// Reads a decoded user entry: the reference reading, which [`UserEntry::from_result`] must agree with (and
-    /// the reading of a user entry kept from a content-sync read).
+    /// Reads a decoded user entry: the reference reading, which [`UserEntry::from_result`] must agree with
+    /// (and the kept directory model's, through [`UserEntry::from_parts`]).
+    #[cfg(test)]
     pub fn from_entry(entry: SearchEntry, a: &UserAttributes) -> UserEntry {
-        let first = |attr: &str| values(&entry, attr).next().cloned();
-        let names: Vec<String> = values(&entry, a.username).cloned().collect();
-        let username = match names.is_empty() {
-            false => Some(Ok(names)),
-            true => has_binary(&entry, a.username).then_some(Err(())),
-        };
-        let picked = Picked { username, account_control: first("userAccountControl") };
+        let username = username_values(&entry.attrs, &entry.bin_attrs, a.username);
+        let picked = Picked { username, account_control: values(&entry, "userAccountControl").next().cloned() };
         UserEntry::from_picked(entry.dn, picked, a)
+    }
+
+    /// Reads a user entry held in parts: its DN, its username values (as [`username_values`] gives them) and
+    /// its `userAccountControl` (as [`account_control`] reads it). The same rule as [`UserEntry::from_entry`].
+    pub fn from_parts<S: AsRef<str>>(
+        dn: String,
+        username: Option<Result<&[S], ()>>,
+        account_control: Option<i64>,
+        a: &UserAttributes,
+    ) -> UserEntry {
+        let disabled = !a.include_disabled && account_control.is_some_and(|uac| uac & ACCOUNT_DISABLED != 0);
+        let raws = match username {
+            Some(Ok(raws)) => raws,
+            Some(Err(())) => return UserEntry::Unusable { dn, reason: "username is not UTF-8", length: None },
+            None => return UserEntry::Unusable { dn, reason: "no username attribute", length: None },
+        };
+        // Every value is read: the server's order is no choice of name.
+        let (mut names, mut refused, mut distinct) = (Vec::<Username>::new(), None, 0usize);
+        for raw in raws {
+            match usable(raw.as_ref()) {
+                Ok(name) if names.contains(&name) => {}
+                Ok(name) => {
+                    names.push(name);
+                    distinct += 1;
+                }
+                Err(why) => {
+                    refused.get_or_insert(why);
+                    distinct += 1;
+                }
+            }
+        }
+        let Some(first) = names.first().cloned() else {
+            let (reason, length) = refused.unwrap_or(("no username attribute", None));
+            return UserEntry::Unusable { dn, reason, length };
+        };
+        let member = Member { username: first, dn };
+        if distinct > 1 {
+            let values = raws.iter().map(|v| v.as_ref().trim().to_string()).collect();
+            return UserEntry::Ambiguous { member, names, values };
+        }
+        if disabled { UserEntry::Disabled(member) } else { UserEntry::User(member) }
     }
 
     /// Reads a user entry straight from the server's answer, taking only the attributes that matter (no map
@@ -122,38 +180,13 @@ impl UserEntry {
     }
 
     fn from_picked(dn: String, p: Picked, a: &UserAttributes) -> UserEntry {
-        let account_control = p.account_control.and_then(|v| v.trim().parse::<i64>().ok());
-        let disabled = !a.include_disabled && account_control.is_some_and(|uac| uac & ACCOUNT_DISABLED != 0);
-        let raws = match p.username {
-            Some(Ok(raws)) => raws,
-            Some(Err(())) => return UserEntry::Unusable { dn, reason: "username is not UTF-8", length: None },
-            None => return UserEntry::Unusable { dn, reason: "no username attribute", length: None },
+        let account_control = p.account_control.as_deref().and_then(account_control);
+        let username = match &p.username {
+            Some(Ok(raws)) => Some(Ok(raws.as_slice())),
+            Some(Err(())) => Some(Err(())),
+            None => None,
         };
-        // Every value is read: the server's order is no choice of name.
-        let (mut names, mut refused, mut distinct) = (Vec::<Username>::new(), None, 0usize);
-        for raw in &raws {
-            match usable(raw) {
-                Ok(name) if names.contains(&name) => {}
-                Ok(name) => {
-                    names.push(name);
-                    distinct += 1;
-                }
-                Err(why) => {
-                    refused.get_or_insert(why);
-                    distinct += 1;
-                }
-            }
-        }
-        let Some(first) = names.first().cloned() else {
-            let (reason, length) = refused.unwrap_or(("no username attribute", None));
-            return UserEntry::Unusable { dn, reason, length };
-        };
-        let member = Member { username: first, dn };
-        if distinct > 1 {
-            let values = raws.iter().map(|v| v.trim().to_string()).collect();
-            return UserEntry::Ambiguous { member, names, values };
-        }
-        if disabled { UserEntry::Disabled(member) } else { UserEntry::User(member) }
+        UserEntry::from_parts(dn, username, account_control, a)
     }
 }
 

@@ -435,42 +435,62 @@ fn record(
     index: &UserIndex,
     wanted: Option<&[GroupName]>,
 ) -> GroupRecord {
+    let SearchEntry { dn, attrs, .. } = entry;
+    let names: Vec<&String> = entry::attr_values(&attrs, &s.group_name_attribute).collect();
+    group_record(dn, &names, members, index, wanted)
+}
+
+/// [`record`] of a group entry held in parts: its DN, its name values (the group name attribute's, in the
+/// server's order) and its member values (the member attribute's, whole). The member values are taken as
+/// they come (a `String` is moved into the record, never copied).
+pub(super) fn group_record<N, M>(
+    dn: String,
+    names: &[N],
+    members: Result<impl IntoIterator<Item = M>, Error>,
+    index: &UserIndex,
+    wanted: Option<&[GroupName]>,
+) -> GroupRecord
+where
+    N: AsRef<str>,
+    M: AsRef<str> + Into<String>,
+{
     let (member_values, error) = match members {
-        Ok(v) => (v, None),
-        Err(e) => (Vec::new(), Some(e)),
+        Ok(v) => (Some(v.into_iter()), None),
+        Err(e) => (None, Some(e)),
     };
-    let mut users = Vec::with_capacity(member_values.len());
+    let mut users = Vec::with_capacity(member_values.as_ref().map_or(0, |v| v.size_hint().0));
+    let member_values = member_values.into_iter().flatten();
     let mut others = Vec::new();
     let mut disabled = Vec::new();
     let mut unusable = Vec::new();
-    for dn in member_values {
-        if dn.is_empty() {
+    for value in member_values {
+        let raw = value.as_ref();
+        if raw.is_empty() {
             continue; // groupOfNames' placeholder for "no members"
         }
-        match index.find(&dn) {
+        match index.find(raw) {
             Some(n) => users.push(n),
             None => {
-                let key = DnKey::new(&dn);
+                let key = DnKey::new(raw);
                 if let Some(&n) = index.disabled.get(&key) {
                     disabled.push(n);
                 } else if index.unusable.contains(&key) {
-                    unusable.push(dn);
+                    unusable.push(value.into());
                 } else {
-                    others.push((key, dn));
+                    others.push((key, value.into()));
                 }
             }
         }
     }
+    let names = names.iter().map(AsRef::as_ref);
     let matched: Vec<String> = match wanted {
-        Some(wanted) => {
-            values(&entry, &s.group_name_attribute).filter(|n| wanted.contains(&GroupName::new(n))).cloned().collect()
-        }
+        Some(wanted) => names.clone().filter(|n| wanted.contains(&GroupName::new(n))).map(str::to_string).collect(),
         None => Vec::new(),
     };
     let name = match wanted {
         Some(_) => matched.first().cloned(),
-        None => values(&entry, &s.group_name_attribute).next().cloned(),
+        None => names.clone().next().map(str::to_string),
     }
-    .unwrap_or_else(|| entry.dn.clone());
-    GroupRecord { name, matched, dn: entry.dn, users, others, disabled, unusable, error }
+    .unwrap_or_else(|| dn.clone());
+    GroupRecord { name, matched, dn, users, others, disabled, unusable, error }
 }

@@ -93,14 +93,15 @@
 //! loss, to be logged. Every `sync.full_sync_every` bounds how long it lasts.
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ldap3::{Ldap, SearchEntry};
+use ldap3::Ldap;
 
-use super::syncrepl::{self, EntryUuid, SyncError, SyncRead};
+use super::syncrepl::{self, ChangedEntry, EntryUuid, SyncError, SyncRead};
 use crate::group_name::GroupName;
 use crate::ldap::dn::{self, DnKey};
-use crate::ldap::entry::{UserAttributes, UserEntry, values};
+use crate::ldap::entry::{self, UserAttributes, UserEntry, attr_values};
 use crate::ldap::model::{self, Entries, GroupRecord, Sweep, UserIndexBuilder, Walk};
 use crate::ldap::{NAMES_PER_FILTER, Nesting, Settings, range, search};
 
@@ -238,11 +239,105 @@ impl Query {
 }
 
 /// One part: its entries by UUID, its cookie, and whether it was read whole.
-#[derive(Clone, Debug, Default)]
-struct Side {
+#[derive(Clone, Debug)]
+struct Side<E> {
     cookie: Option<Vec<u8>>,
     whole: bool,
-    entries: HashMap<EntryUuid, SearchEntry>,
+    entries: HashMap<EntryUuid, E>,
+}
+
+impl<E> Default for Side<E> {
+    fn default() -> Self {
+        Side { cookie: None, whole: false, entries: HashMap::default() }
+    }
+}
+
+impl<E> Side<E> {
+    /// Applies a read (see [`Kept::apply`]), each changed entry kept as `keep` makes it.
+    fn apply(&mut self, read: &SyncRead, mut keep: impl FnMut(&ChangedEntry) -> E) -> Applied {
+        let gone = read.gone(self.entries.keys().copied());
+        for uuid in &gone {
+            self.entries.remove(uuid);
+        }
+        for changed in &read.changed {
+            self.entries.insert(changed.uuid, keep(changed));
+        }
+        if read.cookie.is_some() {
+            self.cookie = read.cookie.clone();
+        }
+        self.whole = true;
+        Applied { changed: read.changed.len(), gone: gone.len() }
+    }
+}
+
+/// A kept user entry: only what the users search reads of it ([`UserEntry::from_parts`]).
+#[derive(Clone, Debug)]
+struct User {
+    dn: Arc<str>,
+    /// The username attribute's values ([`entry::username_values`]): `None` without it, `Err(())` when it
+    /// is not UTF-8.
+    names: Option<Result<Box<[Box<str>]>, ()>>,
+    /// The first `userAccountControl` value, read ([`entry::account_control`]).
+    account_control: Option<i64>,
+}
+
+impl User {
+    fn of(e: &ChangedEntry, q: &Query, dns: &mut Dns) -> User {
+        let names = entry::username_values(&e.attrs, &e.bin_attrs, &q.username_attribute)
+            .map(|r| r.map(|v| v.into_iter().map(String::into_boxed_str).collect()));
+        let account_control =
+            attr_values(&e.attrs, "userAccountControl").next().and_then(|v| entry::account_control(v));
+        User { dn: dns.intern(&e.dn), names, account_control }
+    }
+
+    fn read(&self, a: &UserAttributes) -> UserEntry {
+        let names = self.names.as_ref().map(|r| r.as_ref().map(|v| &v[..]).map_err(|_| ()));
+        UserEntry::from_parts(self.dn.to_string(), names, self.account_control, a)
+    }
+}
+
+/// A kept group entry: only what the group searches read of it (`search::group_record`).
+#[derive(Clone, Debug)]
+struct Group {
+    dn: Arc<str>,
+    /// The group name attribute's values, in the server's order.
+    names: Box<[Box<str>]>,
+    /// The member attribute's values as the server wrote them, in its order (each DN held once for the whole
+    /// model: [`Dns`]); `None` when they came in ranges (`member;range=0-1499`), which only a read completes.
+    members: Option<Box<[Arc<str>]>>,
+}
+
+impl Group {
+    fn of(e: &ChangedEntry, q: &Query, dns: &mut Dns) -> Group {
+        let names = attr_values(&e.attrs, &q.group_name_attribute).map(|v| v.as_str().into()).collect();
+        let attr = q.member_attribute.as_str();
+        // As `range::values_of` reads an entry that is not ranged: every value of the plain attribute (a value
+        // that is not UTF-8 makes it binary, and no member).
+        let ranged = e.attrs.keys().any(|k| range::parse_range(k, attr).is_some());
+        let members = (!ranged).then(|| attr_values(&e.attrs, attr).map(|m| dns.intern(m)).collect());
+        Group { dn: dns.intern(&e.dn), names, members }
+    }
+}
+
+/// Every DN the model holds (entry DNs and member values), each once, exactly as the server wrote it: a DN
+/// named by many groups (a user in ten groups, and its own entry) is one allocation, not one per mention.
+#[derive(Clone, Debug, Default)]
+struct Dns(HashSet<Arc<str>>);
+
+impl Dns {
+    fn intern(&mut self, dn: &str) -> Arc<str> {
+        if let Some(kept) = self.0.get(dn) {
+            return kept.clone();
+        }
+        let dn: Arc<str> = Arc::from(dn);
+        self.0.insert(dn.clone());
+        dn
+    }
+
+    /// Lets go of the DNs no kept entry holds any more.
+    fn prune(&mut self) {
+        self.0.retain(|dn| Arc::strong_count(dn) > 1);
+    }
 }
 
 /// The kept directory model: the users and the groups under the base, by `entryUUID`, with the cookies of the
@@ -255,8 +350,9 @@ pub struct Kept {
     served_by: String,
     /// What the root DSE said; `None` before the first [`Kept::read`].
     active_directory: Option<bool>,
-    users: Side,
-    groups: Side,
+    users: Side<User>,
+    groups: Side<Group>,
+    dns: Dns,
     /// Set by a read whose answer the server's own data contradicts: an entry changed after the CSN of the
     /// answer's cookie exists (its CSN, the entry's DN). Cleared by a read without that contradiction.
     behind: Option<(String, String)>,
@@ -272,6 +368,7 @@ impl Kept {
             active_directory: None,
             users: Side::default(),
             groups: Side::default(),
+            dns: Dns::default(),
             behind: None,
         }
     }
@@ -296,12 +393,18 @@ impl Kept {
 
     /// The cookie to send with the next read of a part; `None` before its first read.
     pub fn cookie(&self, part: Part) -> Option<&[u8]> {
-        self.side(part).cookie.as_deref()
+        match part {
+            Part::Users => self.users.cookie.as_deref(),
+            Part::Groups => self.groups.cookie.as_deref(),
+        }
     }
 
     /// How many entries a part holds.
     pub fn len(&self, part: Part) -> usize {
-        self.side(part).entries.len()
+        match part {
+            Part::Users => self.users.entries.len(),
+            Part::Groups => self.groups.entries.len(),
+        }
     }
 
     /// Whether the model holds nothing yet.
@@ -315,51 +418,21 @@ impl Kept {
         self.active_directory = Some(active_directory);
     }
 
-    fn side(&self, part: Part) -> &Side {
-        match part {
-            Part::Users => &self.users,
-            Part::Groups => &self.groups,
-        }
-    }
-
     /// Applies what one content-sync read of `part` said: the entries gone are dropped first, then every
     /// changed entry replaces the kept one whole (an entry renamed, or leaving and coming back, keeps its
     /// UUID). A read without a cookie is the whole content: every kept entry it does not send is gone. The
     /// read's cookie is kept.
     pub fn apply(&mut self, part: Part, read: &SyncRead) -> Applied {
-        let wanted = self.query.attributes(part).map(str::to_ascii_lowercase);
-        let side = match part {
-            Part::Users => &mut self.users,
-            Part::Groups => &mut self.groups,
+        // Only what the full read uses of each entry: a server may send more attributes (operational ones, `*`).
+        let (query, dns) = (&self.query, &mut self.dns);
+        let applied = match part {
+            Part::Users => self.users.apply(read, |e| User::of(e, query, dns)),
+            Part::Groups => self.groups.apply(read, |e| Group::of(e, query, dns)),
         };
-        let gone = read.gone(side.entries.keys().copied());
-        for uuid in &gone {
-            side.entries.remove(uuid);
+        if applied != Applied::default() {
+            self.dns.prune();
         }
-        for changed in &read.changed {
-            // Only the attributes the full read uses (with their options, such as a range): a server may send
-            // more (operational ones, `*`).
-            let keep = |name: &String| {
-                let base = name.split(';').next().unwrap_or_default();
-                wanted.iter().any(|w| base.eq_ignore_ascii_case(w))
-            };
-            let entry = SearchEntry {
-                dn: changed.dn.clone(),
-                attrs: changed.attrs.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
-                bin_attrs: changed
-                    .bin_attrs
-                    .iter()
-                    .filter(|(k, _)| keep(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            };
-            side.entries.insert(changed.uuid, entry);
-        }
-        if read.cookie.is_some() {
-            side.cookie = read.cookie.clone();
-        }
-        side.whole = true;
-        Applied { changed: read.changed.len(), gone: gone.len() }
+        applied
     }
 
     /// Reads what changed since the kept cookies (everything, for a part never read) and applies it: the
@@ -454,26 +527,26 @@ impl Kept {
         check_names(s, names)?;
         let mut users = UserIndexBuilder::default();
         let a = UserAttributes { username: &s.username_attribute, include_disabled: s.include_disabled };
-        for entry in sorted(&self.users) {
-            users.push(UserEntry::from_entry(entry.clone(), &a), s);
+        for user in sorted(&self.users) {
+            users.push(user.read(&a), s);
         }
         let mut entries = Entries::new(self.served_by.clone(), users.finish(s));
         entries.active_directory = active_directory;
         let base = DnKey::new(&s.base_dn);
-        let all_groups: Vec<&SearchEntry> = sorted(&self.groups);
+        let all_groups: Vec<&Group> = sorted(&self.groups);
         // The full read's group searches (by name, the sweep) are under the base DN.
-        let groups: Vec<&SearchEntry> =
-            all_groups.iter().copied().filter(|e| DnKey::new(&e.dn).is_within(&base)).collect();
-        let record = |entries: &Entries, entry: &SearchEntry, wanted: Option<&[GroupName]>| {
-            if range::is_ranged(entry, &s.member_attribute) {
-                return Err(NeedsFullRead::RangedMembers { dn: entry.dn.clone() });
+        let groups: Vec<&Group> = all_groups.iter().copied().filter(|e| DnKey::new(&e.dn).is_within(&base)).collect();
+        let record = |entries: &Entries, group: &Group, wanted: Option<&[GroupName]>| match &group.members {
+            None => Err(NeedsFullRead::RangedMembers { dn: group.dn.to_string() }),
+            Some(members) => {
+                let members = Ok(members.iter().map(|m| &**m));
+                Ok(search::group_record(group.dn.to_string(), &group.names, members, &entries.users, wanted))
             }
-            Ok(search::plain_record(s, &self.served_by, entry.clone(), &entries.users, wanted))
         };
         // The search by name, chunk by chunk.
         for chunk in names.chunks(NAMES_PER_FILTER) {
             for entry in &groups {
-                if values(entry, &s.group_name_attribute).any(|v| chunk.contains(&GroupName::new(v))) {
+                if entry.names.iter().any(|v| chunk.contains(&GroupName::new(v))) {
                     let g = record(&entries, entry, Some(chunk))?;
                     entries.add_named(g);
                 }
@@ -496,7 +569,7 @@ impl Kept {
         let mut roots: Vec<DnKey> = entries.match_names(s, names).into_iter().filter_map(Result::ok).collect();
         let mut seen = HashSet::default();
         roots.retain(|k| seen.insert(k.clone()));
-        let by_key: HashMap<DnKey, &SearchEntry> = all_groups.iter().map(|e| (DnKey::new(&e.dn), *e)).collect();
+        let by_key: HashMap<DnKey, &Group> = all_groups.iter().map(|e| (DnKey::new(&e.dn), *e)).collect();
         let groups_base = DnKey::new(&self.query.groups_base);
         let mut forms: Option<HashSet<String>> = None;
         let mut walk = Walk::new(roots, s.max_nesting_depth);
@@ -536,7 +609,8 @@ impl Kept {
 
     /// The attribute types the kept DNs and the base DN are written with.
     fn forms(&self, s: &Settings) -> HashSet<String> {
-        let dns = self.users.entries.values().chain(self.groups.entries.values()).map(|e| e.dn.as_str());
+        let users = self.users.entries.values().map(|e| &*e.dn);
+        let dns = users.chain(self.groups.entries.values().map(|e| &*e.dn));
         dns.chain([s.base_dn.as_str(), self.query.groups_base.as_str()])
             .filter_map(dn::forms)
             .flat_map(|f| f.into_iter().map(|(t, _)| t))
@@ -570,11 +644,28 @@ fn after_csn(csn: &str) -> String {
 /// which the time of a version 1 (time-based) UUID gives (slapd makes its entryUUIDs so, and back-mdb
 /// returns entries in the order of their IDs, given at creation and kept by a rename); then by DN. The order
 /// shows in a snapshot only where the full read's depends on the server's order (see the module doc).
-fn sorted(side: &Side) -> Vec<&SearchEntry> {
-    let mut entries: Vec<(u64, &EntryUuid, &SearchEntry)> =
+fn sorted<E: Dn>(side: &Side<E>) -> Vec<&E> {
+    let mut entries: Vec<(u64, &EntryUuid, &E)> =
         side.entries.iter().map(|(uuid, e)| (created(uuid), uuid, e)).collect();
-    entries.sort_by(|a, b| (a.0, &a.2.dn, a.1).cmp(&(b.0, &b.2.dn, b.1)));
+    entries.sort_by(|a, b| (a.0, a.2.dn(), a.1).cmp(&(b.0, b.2.dn(), b.1)));
     entries.into_iter().map(|(_, _, e)| e).collect()
+}
+
+/// A kept entry's DN.
+trait Dn {
+    fn dn(&self) -> &str;
+}
+
+impl Dn for User {
+    fn dn(&self) -> &str {
+        &self.dn
+    }
+}
+
+impl Dn for Group {
+    fn dn(&self) -> &str {
+        &self.dn
+    }
 }
 
 /// The 60-bit time of a version 1 UUID (RFC 4122 section 4.1.4); 0 for other versions.
@@ -756,16 +847,54 @@ mod tests {
     }
 
     #[test]
-    fn only_the_attributes_the_full_read_uses_are_kept() {
+    fn only_what_the_full_read_uses_is_kept() {
         let mut k = Kept::new(&settings(Nesting::Off));
         let mut e = user(1, "alice");
         e.attrs.insert("mail".into(), vec!["alice@x".into()]);
-        e.attrs.insert("UserAccountControl".into(), vec!["514".into()]);
-        k.apply(Part::Users, &whole("u", vec![e]));
-        let kept = &k.users.entries[&uuid(1)];
-        let mut attrs: Vec<&str> = kept.attrs.keys().map(String::as_str).collect();
-        attrs.sort();
-        assert_eq!(attrs, ["UserAccountControl", "uid"]);
+        e.attrs.insert("UserAccountControl".into(), vec![" 514".into(), "512".into()]);
+        let mut binary = changed(2, &udn("bin"), &[]);
+        binary.bin_attrs.insert("UID".into(), vec![vec![0xff]]);
+        k.apply(Part::Users, &whole("u", vec![e, binary]));
+        let alice = &k.users.entries[&uuid(1)];
+        assert_eq!(alice.names, Some(Ok(vec!["alice".into()].into())));
+        assert_eq!(alice.account_control, Some(514), "the first value, read as the users search reads it");
+        assert_eq!(k.users.entries[&uuid(2)].names, Some(Err(())), "a username that is not UTF-8 is known as such");
+        let a = UserAttributes { username: "uid", include_disabled: false };
+        assert!(matches!(alice.read(&a), UserEntry::Disabled(m) if m.dn == udn("alice")));
+        assert!(matches!(
+            k.users.entries[&uuid(2)].read(&a),
+            UserEntry::Unusable { reason: "username is not UTF-8", .. }
+        ));
+        let mut g = group(10, "Team", &[&udn("alice"), ""]);
+        g.attrs.insert("description".into(), vec!["the team".into()]);
+        g.attrs.insert("CN".into(), vec!["Crew".into()]);
+        k.apply(Part::Groups, &whole("g", vec![g]));
+        let team = &k.groups.entries[&uuid(10)];
+        let mut names: Vec<&str> = team.names.iter().map(|n| &**n).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["Crew", "Team"], "every name value, whatever the case of the attribute");
+        let members: Vec<&str> = team.members.as_deref().unwrap().iter().map(|m| &**m).collect();
+        assert_eq!(members, [udn("alice").as_str(), ""], "the member values as sent, in order");
+    }
+
+    #[test]
+    fn a_dn_is_held_once_however_many_entries_name_it() {
+        let mut k = kept();
+        k.apply(
+            Part::Groups,
+            &deletes("g2", vec![group(12, "Other", &[&udn("alice"), "cn=gone,ou=groups,dc=x"])], &[]),
+        );
+        let alice = &k.users.entries[&uuid(1)].dn;
+        let in_team = &k.groups.entries[&uuid(10)].members.as_deref().unwrap()[0];
+        let in_other = &k.groups.entries[&uuid(12)].members.as_deref().unwrap()[0];
+        assert!(Arc::ptr_eq(alice, in_team) && Arc::ptr_eq(alice, in_other));
+        assert!(k.dns.0.contains("cn=gone,ou=groups,dc=x"));
+        // A DN no kept entry names any more is let go; one still named stays.
+        k.apply(Part::Groups, &deletes("g3", vec![], &[12]));
+        assert!(!k.dns.0.contains("cn=gone,ou=groups,dc=x"));
+        k.apply(Part::Users, &deletes("u2", vec![], &[1]));
+        assert!(k.dns.0.contains(udn("alice").as_str()), "Team still names alice");
+        assert_eq!(k.dns.0.len(), 4, "alice (Team's member), bob, Team, Inner (its entry and Team's member)");
     }
 
     #[test]
@@ -981,12 +1110,9 @@ mod tests {
         let mut side = Side::default();
         // b was created first (its DN sorts after a's), then a, then c: the time's high bits weigh most.
         for (time, dn) in [(1u64 << 50, "cn=a"), (5, "cn=b"), (1u64 << 50 | 1 << 33, "cn=c")] {
-            side.entries.insert(
-                v1(time, dn.len() as u8),
-                SearchEntry { dn: dn.into(), attrs: StdMap::new(), bin_attrs: StdMap::new() },
-            );
+            side.entries.insert(v1(time, dn.len() as u8), Group { dn: dn.into(), names: Box::new([]), members: None });
         }
-        let order: Vec<&str> = sorted(&side).iter().map(|e| e.dn.as_str()).collect();
+        let order: Vec<&str> = sorted(&side).iter().map(|e| &*e.dn).collect();
         assert_eq!(order, ["cn=b", "cn=a", "cn=c"]);
     }
 
