@@ -98,7 +98,7 @@ use std::time::Duration;
 
 use ldap3::Ldap;
 
-use super::syncrepl::{self, ChangedEntry, EntryUuid, SyncError, SyncRead};
+use super::syncrepl::{self, Changed, ChangedEntry, EntryUuid, SyncError, SyncRead};
 use crate::group_name::GroupName;
 use crate::ldap::dn::{self, DnKey};
 use crate::ldap::entry::{self, UserAttributes, UserEntry, attr_values};
@@ -252,21 +252,67 @@ impl<E> Default for Side<E> {
     }
 }
 
-impl<E> Side<E> {
-    /// Applies a read (see [`Kept::apply`]), each changed entry kept as `keep` makes it.
-    fn apply(&mut self, read: &SyncRead, mut keep: impl FnMut(&ChangedEntry) -> E) -> Applied {
+impl<E: Dn> Side<E> {
+    /// Applies a read whose changed entries are already in the kept form (see [`Kept::apply`]).
+    fn apply(&mut self, read: SyncRead<Fresh<E>>) -> Applied {
         let gone = read.gone(self.entries.keys().copied());
         for uuid in &gone {
             self.entries.remove(uuid);
         }
-        for changed in &read.changed {
-            self.entries.insert(changed.uuid, keep(changed));
+        let changed = read.changed.len();
+        for fresh in read.changed {
+            self.entries.insert(fresh.uuid, fresh.entry);
         }
         if read.cookie.is_some() {
-            self.cookie = read.cookie.clone();
+            self.cookie = read.cookie;
         }
         self.whole = true;
-        Applied { changed: read.changed.len(), gone: gone.len() }
+        Applied { changed, gone: gone.len() }
+    }
+
+    /// Reads a part from its cookie ([`syncrepl::read_each`]), each changed entry made into its kept form as it
+    /// arrives (a first read of a million member values never holds them all as the server sent them), and
+    /// applies it.
+    async fn read(
+        &mut self,
+        ldap: &mut Ldap,
+        (q, part, timeout): (&Query, Part, Duration),
+        dns: &mut Dns,
+        of: fn(&ChangedEntry, &Query, &mut Dns) -> E,
+    ) -> Result<Applied, SyncError> {
+        let attrs = q.attributes(part);
+        let read =
+            syncrepl::read_each(ldap, q.base(part), q.filter(part), &attrs, self.cookie.as_deref(), timeout, |e| {
+                Fresh { uuid: e.uuid, entry: of(&e, q, dns) }
+            })
+            .await?;
+        Ok(self.apply(read))
+    }
+}
+
+/// A changed entry in its kept form.
+struct Fresh<E> {
+    uuid: EntryUuid,
+    entry: E,
+}
+
+impl<E: Dn> Changed for Fresh<E> {
+    fn uuid(&self) -> EntryUuid {
+        self.uuid
+    }
+
+    fn dn(&self) -> &str {
+        self.entry.dn()
+    }
+}
+
+/// [`SyncRead`] with its changed entries in their kept form.
+fn shrink<E>(read: &SyncRead, mut of: impl FnMut(&ChangedEntry) -> E) -> SyncRead<Fresh<E>> {
+    SyncRead {
+        cookie: read.cookie.clone(),
+        changed: read.changed.iter().map(|e| Fresh { uuid: e.uuid, entry: of(e) }).collect(),
+        deleted: read.deleted.clone(),
+        refresh: read.refresh.clone(),
     }
 }
 
@@ -426,12 +472,10 @@ impl Kept {
         // Only what the full read uses of each entry: a server may send more attributes (operational ones, `*`).
         let (query, dns) = (&self.query, &mut self.dns);
         let applied = match part {
-            Part::Users => self.users.apply(read, |e| User::of(e, query, dns)),
-            Part::Groups => self.groups.apply(read, |e| Group::of(e, query, dns)),
+            Part::Users => self.users.apply(shrink(read, |e| User::of(e, query, dns))),
+            Part::Groups => self.groups.apply(shrink(read, |e| Group::of(e, query, dns))),
         };
-        if applied != Applied::default() {
-            self.dns.prune();
-        }
+        self.dns.prune();
         applied
     }
 
@@ -447,13 +491,17 @@ impl Kept {
             changes.searches += 1;
         }
         for part in [Part::Users, Part::Groups] {
-            let (base, filter, attrs) = self.search(part);
-            let read = syncrepl::read(ldap, base, filter, &attrs, self.cookie(part), timeout).await?;
+            let (search, dns) = ((&self.query, part, timeout), &mut self.dns);
+            let applied = match part {
+                Part::Users => self.users.read(ldap, search, dns, User::of).await,
+                Part::Groups => self.groups.read(ldap, search, dns, Group::of).await,
+            };
+            // Entries kept from a read that failed half way are dropped with it: so are their DNs.
+            self.dns.prune();
             changes.searches += 1;
-            let applied = self.apply(part, &read);
             match part {
-                Part::Users => changes.users = applied,
-                Part::Groups => changes.groups = applied,
+                Part::Users => changes.users = applied?,
+                Part::Groups => changes.groups = applied?,
             }
         }
         self.behind = self.newer_than_cookie(ldap, timeout).await?;

@@ -149,6 +149,24 @@ pub struct ChangedEntry {
     pub bin_attrs: HashMap<String, Vec<Vec<u8>>>,
 }
 
+/// What a read keeps of each changed entry: the [`ChangedEntry`] itself ([`read`]), or a smaller form made as
+/// each entry arrives ([`read_each`]), so that a read of a hundred thousand entries never holds them all whole.
+pub trait Changed {
+    fn uuid(&self) -> EntryUuid;
+    /// The entry's DN: [`SyncRead::changed`] is in DN order.
+    fn dn(&self) -> &str;
+}
+
+impl Changed for ChangedEntry {
+    fn uuid(&self) -> EntryUuid {
+        self.uuid
+    }
+
+    fn dn(&self) -> &str {
+        &self.dn
+    }
+}
+
 /// How the server accounted for the entries it did not send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refresh {
@@ -162,24 +180,24 @@ pub enum Refresh {
 
 /// What one content-sync read said.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SyncRead {
+pub struct SyncRead<E = ChangedEntry> {
     /// The cookie to keep for the next read: the last one the server sent, else the one this read was given
     /// (slapd sends none when nothing changed).
     pub cookie: Option<Vec<u8>>,
-    /// Entries added or modified since the cookie (every entry, on a read without a cookie).
-    pub changed: Vec<ChangedEntry>,
+    /// Entries added or modified since the cookie (every entry, on a read without a cookie), in DN order.
+    pub changed: Vec<E>,
     /// Entries the server named as deleted (syncState delete, or a syncIdSet in the delete phase).
     pub deleted: Vec<EntryUuid>,
     /// How unnamed entries are to be read.
     pub refresh: Refresh,
 }
 
-impl SyncRead {
+impl<E: Changed> SyncRead<E> {
     /// Which of the `kept` entries are gone: those named deleted, and after a present phase those neither
     /// present nor changed.
     pub fn gone(&self, kept: impl IntoIterator<Item = EntryUuid>) -> Vec<EntryUuid> {
         let deleted: HashSet<&EntryUuid> = self.deleted.iter().collect();
-        let changed: HashSet<&EntryUuid> = self.changed.iter().map(|e| &e.uuid).collect();
+        let changed: HashSet<EntryUuid> = self.changed.iter().map(Changed::uuid).collect();
         kept.into_iter()
             .filter(|u| match &self.refresh {
                 Refresh::Deletes => deleted.contains(u),
@@ -233,6 +251,19 @@ pub async fn read(
     cookie: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<SyncRead, SyncError> {
+    read_each(ldap, base, filter, attrs, cookie, timeout, |e| e).await
+}
+
+/// [`read`], keeping of each changed entry what `keep` makes of it, as the entry arrives.
+pub async fn read_each<E: Changed>(
+    ldap: &mut Ldap,
+    base: &str,
+    filter: &str,
+    attrs: &[&str],
+    cookie: Option<&[u8]>,
+    timeout: Duration,
+    keep: impl FnMut(ChangedEntry) -> E,
+) -> Result<SyncRead<E>, SyncError> {
     if let Some(c) = cookie {
         check_cookie(c).map_err(|reason| SyncError::CookieRefused { reason })?;
     }
@@ -250,7 +281,7 @@ pub async fn read(
         .streaming_search(base, Scope::Subtree, filter, attrs.to_vec())
         .await
         .map_err(failed)?;
-    let mut collector = Collector::new(cookie);
+    let mut collector = Collector::new(cookie, keep);
     loop {
         let item = match stream.next().await {
             Ok(Some(item)) => item,
@@ -310,9 +341,10 @@ fn sync_done(controls: &[&RawControl]) -> Result<SyncDone, SyncError> {
 
 /// The answer put together message by message (pure: the rules of RFC 4533 section 3.3 for one refresh).
 #[derive(Debug)]
-struct Collector {
+struct Collector<E, K> {
     cookie: Option<Vec<u8>>,
-    changed: HashMap<EntryUuid, ChangedEntry>,
+    keep: K,
+    changed: HashMap<EntryUuid, E>,
     deleted: HashSet<EntryUuid>,
     present: HashSet<EntryUuid>,
     /// A present phase was seen (present entries, a present syncIdSet, or a refreshPresent message), or the
@@ -320,10 +352,11 @@ struct Collector {
     present_phase: bool,
 }
 
-impl Collector {
-    fn new(cookie: Option<&[u8]>) -> Collector {
+impl<E: Changed, K: FnMut(ChangedEntry) -> E> Collector<E, K> {
+    fn new(cookie: Option<&[u8]>, keep: K) -> Collector<E, K> {
         Collector {
             cookie: cookie.map(<[u8]>::to_vec),
+            keep,
             changed: HashMap::new(),
             deleted: HashSet::new(),
             present: HashSet::new(),
@@ -382,7 +415,8 @@ impl Collector {
             State::Add | State::Modify => {
                 let kind = if state.state == State::Add { ChangeKind::Add } else { ChangeKind::Modify };
                 self.deleted.remove(&uuid);
-                self.changed.insert(uuid, ChangedEntry { uuid, dn, kind, attrs, bin_attrs });
+                let kept = (self.keep)(ChangedEntry { uuid, dn, kind, attrs, bin_attrs });
+                self.changed.insert(uuid, kept);
             }
             State::Delete => {
                 self.changed.remove(&uuid);
@@ -390,16 +424,16 @@ impl Collector {
                 self.deleted.insert(uuid);
             }
         }
-        self.keep(state.cookie);
+        self.keep_cookie(state.cookie);
     }
 
     fn info(&mut self, info: SyncInfo) {
         match info {
-            SyncInfo::NewCookie(cookie) => self.keep(Some(cookie)),
-            SyncInfo::RefreshDelete { cookie, .. } => self.keep(cookie),
+            SyncInfo::NewCookie(cookie) => self.keep_cookie(Some(cookie)),
+            SyncInfo::RefreshDelete { cookie, .. } => self.keep_cookie(cookie),
             SyncInfo::RefreshPresent { cookie, .. } => {
                 self.present_phase = true;
-                self.keep(cookie);
+                self.keep_cookie(cookie);
             }
             SyncInfo::IdSet { cookie, refresh_deletes, uuids } => {
                 for uuid in uuids {
@@ -414,12 +448,12 @@ impl Collector {
                 if !refresh_deletes {
                     self.present_phase = true;
                 }
-                self.keep(cookie);
+                self.keep_cookie(cookie);
             }
         }
     }
 
-    fn keep(&mut self, cookie: Option<Vec<u8>>) {
+    fn keep_cookie(&mut self, cookie: Option<Vec<u8>>) {
         if cookie.is_some() {
             self.cookie = cookie;
         }
@@ -427,12 +461,12 @@ impl Collector {
 
     /// The answer, given the syncDone control that ended the search: refreshDeletes FALSE there means the last
     /// phase was a present phase (section 3.3.2).
-    fn finish(mut self, done: SyncDone) -> SyncRead {
-        self.keep(done.cookie);
+    fn finish(mut self, done: SyncDone) -> SyncRead<E> {
+        self.keep_cookie(done.cookie);
         let refresh =
             if self.present_phase || !done.refresh_deletes { Refresh::Present(self.present) } else { Refresh::Deletes };
-        let mut changed: Vec<ChangedEntry> = self.changed.into_values().collect();
-        changed.sort_by(|a, b| a.dn.cmp(&b.dn));
+        let mut changed: Vec<E> = self.changed.into_values().collect();
+        changed.sort_by(|a, b| a.dn().cmp(b.dn()));
         let mut deleted: Vec<EntryUuid> = self.deleted.into_iter().collect();
         deleted.sort();
         SyncRead { cookie: self.cookie, changed, deleted, refresh }
@@ -976,7 +1010,7 @@ mod tests {
     #[test]
     fn a_delete_phase_names_what_is_gone_and_nothing_else() {
         // As slapd with a session log answers: changed entries as adds, deletions in a syncIdSet.
-        let mut c = Collector::new(Some(COOKIE));
+        let mut c = Collector::new(Some(COOKIE), |e: ChangedEntry| e);
         c.message(entry("uid=dave,dc=x", vec![(SYNC_STATE_OID, state_value(1, &u(4).0, None))])).unwrap();
         c.message(info(id_set(true, &[u(2)]))).unwrap();
         c.message(entry("uid=old,dc=x", vec![(SYNC_STATE_OID, state_value(3, &u(5).0, None))])).unwrap();
@@ -993,9 +1027,38 @@ mod tests {
     }
 
     #[test]
+    fn each_changed_entry_is_kept_in_the_callers_form_as_it_arrives() {
+        /// What a caller keeps: the UUID and DN, and how many entries had been made before it.
+        struct Small(EntryUuid, String, usize);
+        impl Changed for Small {
+            fn uuid(&self) -> EntryUuid {
+                self.0
+            }
+            fn dn(&self) -> &str {
+                &self.1
+            }
+        }
+        let mut made = 0;
+        let mut c = Collector::new(Some(COOKIE), |e: ChangedEntry| {
+            made += 1;
+            Small(e.uuid, e.dn, made)
+        });
+        c.message(entry("uid=zed,dc=x", vec![(SYNC_STATE_OID, state_value(1, &u(4).0, None))])).unwrap();
+        c.message(entry("uid=gone,dc=x", vec![(SYNC_STATE_OID, state_value(1, &u(5).0, None))])).unwrap();
+        c.message(entry("uid=amy,dc=x", vec![(SYNC_STATE_OID, state_value(2, &u(6).0, None))])).unwrap();
+        // Deleted after it came: its kept form is dropped, as the entry would be.
+        c.message(entry("uid=gone,dc=x", vec![(SYNC_STATE_OID, state_value(3, &u(5).0, None))])).unwrap();
+        let read = c.finish(done(true, None));
+        let got: Vec<(EntryUuid, &str, usize)> = read.changed.iter().map(|s| (s.0, s.1.as_str(), s.2)).collect();
+        assert_eq!(got, [(u(6), "uid=amy,dc=x", 3), (u(4), "uid=zed,dc=x", 1)], "made on arrival, in DN order");
+        assert_eq!(read.deleted, [u(5)]);
+        assert_eq!(read.gone([u(4), u(5), u(7)]), [u(5)]);
+    }
+
+    #[test]
     fn a_present_phase_makes_every_kept_entry_not_named_gone() {
         // As slapd without a session log answers: a present syncIdSet, changed entries, syncDone FALSE.
-        let mut c = Collector::new(Some(COOKIE));
+        let mut c = Collector::new(Some(COOKIE), |e: ChangedEntry| e);
         c.message(info(id_set(false, &[u(1), u(4)]))).unwrap();
         c.message(entry("uid=x,dc=x", vec![(SYNC_STATE_OID, state_value(0, &u(3).0, None))])).unwrap();
         c.message(entry("uid=dave,dc=x", vec![(SYNC_STATE_OID, state_value(2, &u(4).0, None))])).unwrap();
@@ -1011,7 +1074,7 @@ mod tests {
     #[test]
     fn a_present_phase_is_seen_from_its_markers_even_when_sync_done_says_deletes() {
         // RFC 4533 3.3.1: a present phase may be followed by a delete phase.
-        let mut c = Collector::new(Some(COOKIE));
+        let mut c = Collector::new(Some(COOKIE), |e: ChangedEntry| e);
         c.message(info(tlv(0xa2, &tlv(BOOL, &[0])))).unwrap();
         c.message(info(id_set(true, &[u(1)]))).unwrap();
         let read = c.finish(done(true, None));
@@ -1022,7 +1085,7 @@ mod tests {
     #[test]
     fn a_read_without_a_cookie_is_the_whole_content() {
         // slapd ends it with refreshDeletes TRUE: still, what it did not send does not exist.
-        let mut c = Collector::new(None);
+        let mut c = Collector::new(None, |e: ChangedEntry| e);
         c.message(entry("uid=a,dc=x", vec![(SYNC_STATE_OID, state_value(1, &u(1).0, None))])).unwrap();
         let read = c.finish(done(true, Some(COOKIE)));
         assert_eq!(read.refresh, Refresh::Present(HashSet::new()));
@@ -1032,7 +1095,7 @@ mod tests {
 
     #[test]
     fn the_last_word_on_an_entry_wins() {
-        let mut c = Collector::new(Some(COOKIE));
+        let mut c = Collector::new(Some(COOKIE), |e: ChangedEntry| e);
         c.message(entry("uid=a,dc=x", vec![(SYNC_STATE_OID, state_value(1, &u(1).0, Some(b"c1")))])).unwrap();
         c.message(info(id_set(true, &[u(1)]))).unwrap();
         c.message(entry("uid=b,dc=x", vec![(SYNC_STATE_OID, state_value(3, &u(2).0, None))])).unwrap();
@@ -1046,7 +1109,7 @@ mod tests {
 
     #[test]
     fn entries_without_a_good_sync_state_are_errors() {
-        let mut c = Collector::new(None);
+        let mut c = Collector::new(None, |e: ChangedEntry| e);
         let err = |r: Result<(), SyncError>| match r {
             Err(SyncError::Malformed(m)) => m,
             other => panic!("expected Malformed, got {other:?}"),
