@@ -252,7 +252,7 @@ impl<E> Default for Side<E> {
     }
 }
 
-impl<E: Dn> Side<E> {
+impl<E> Side<E> {
     /// Applies a read whose changed entries are already in the kept form (see [`Kept::apply`]).
     fn apply(&mut self, read: SyncRead<Fresh<E>>) -> Applied {
         let gone = read.gone(self.entries.keys().copied());
@@ -296,13 +296,9 @@ struct Fresh<E> {
     entry: E,
 }
 
-impl<E: Dn> Changed for Fresh<E> {
+impl<E> Changed for Fresh<E> {
     fn uuid(&self) -> EntryUuid {
         self.uuid
-    }
-
-    fn dn(&self) -> &str {
-        self.entry.dn()
     }
 }
 
@@ -319,7 +315,7 @@ fn shrink<E>(read: &SyncRead, mut of: impl FnMut(&ChangedEntry) -> E) -> SyncRea
 /// A kept user entry: only what the users search reads of it ([`UserEntry::from_parts`]).
 #[derive(Clone, Debug)]
 struct User {
-    dn: Arc<str>,
+    dn: Id,
     /// The username attribute's values ([`entry::username_values`]): `None` without it, `Err(())` when it
     /// is not UTF-8.
     names: Option<Result<Box<[Box<str>]>, ()>>,
@@ -336,21 +332,21 @@ impl User {
         User { dn: dns.intern(&e.dn), names, account_control }
     }
 
-    fn read(&self, a: &UserAttributes) -> UserEntry {
+    fn read(&self, a: &UserAttributes, dns: &Dns) -> UserEntry {
         let names = self.names.as_ref().map(|r| r.as_ref().map(|v| &v[..]).map_err(|_| ()));
-        UserEntry::from_parts(self.dn.to_string(), names, self.account_control, a)
+        UserEntry::from_parts(dns.get(self.dn).to_string(), names, self.account_control, a)
     }
 }
 
 /// A kept group entry: only what the group searches read of it (`search::group_record`).
 #[derive(Clone, Debug)]
 struct Group {
-    dn: Arc<str>,
+    dn: Id,
     /// The group name attribute's values, in the server's order.
     names: Box<[Box<str>]>,
     /// The member attribute's values as the server wrote them, in its order (each DN held once for the whole
     /// model: [`Dns`]); `None` when they came in ranges (`member;range=0-1499`), which only a read completes.
-    members: Option<Box<[Arc<str>]>>,
+    members: Option<Box<[Id]>>,
 }
 
 impl Group {
@@ -365,24 +361,66 @@ impl Group {
     }
 }
 
-/// Every DN the model holds (entry DNs and member values), each once, exactly as the server wrote it: a DN
-/// named by many groups (a user in ten groups, and its own entry) is one allocation, not one per mention.
+/// A DN of the model: its place in [`Dns`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Id(u32);
+
+/// Every DN the model holds (entry DNs and member values), each once, exactly as the server wrote it, and
+/// named by an [`Id`] of 4 bytes: a million member values naming a hundred thousand users cost 4 MB of ids,
+/// and each DN's text is held once, however many groups name it (and shared with its own entry).
 #[derive(Clone, Debug, Default)]
-struct Dns(HashSet<Arc<str>>);
+struct Dns {
+    /// By id; `None` for a free place.
+    texts: Vec<Option<Arc<str>>>,
+    ids: HashMap<Arc<str>, u32>,
+    free: Vec<u32>,
+}
 
 impl Dns {
-    fn intern(&mut self, dn: &str) -> Arc<str> {
-        if let Some(kept) = self.0.get(dn) {
-            return kept.clone();
+    fn intern(&mut self, dn: &str) -> Id {
+        if let Some(&id) = self.ids.get(dn) {
+            return Id(id);
         }
-        let dn: Arc<str> = Arc::from(dn);
-        self.0.insert(dn.clone());
-        dn
+        let text: Arc<str> = Arc::from(dn);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.texts[id as usize] = Some(text.clone());
+                id
+            }
+            None => {
+                // More DNs than u32 ids would need 4 billion entries and member values: not a directory this
+                // model is kept for (its memory would be hundreds of GB first).
+                let id = u32::try_from(self.texts.len()).expect("fewer than 2^32 distinct DNs");
+                self.texts.push(Some(text.clone()));
+                id
+            }
+        };
+        self.ids.insert(text, id);
+        Id(id)
     }
 
-    /// Lets go of the DNs no kept entry holds any more.
-    fn prune(&mut self) {
-        self.0.retain(|dn| Arc::strong_count(dn) > 1);
+    fn get(&self, id: Id) -> &str {
+        self.texts.get(id.0 as usize).and_then(Option::as_deref).expect("an id of a kept DN")
+    }
+
+    /// Frees every DN no kept entry holds any more (`live`: the ids the entries hold).
+    fn sweep(&mut self, live: impl Iterator<Item = Id>) {
+        let mut held = vec![false; self.texts.len()];
+        for id in live {
+            held[id.0 as usize] = true;
+        }
+        for (id, held) in held.into_iter().enumerate() {
+            if !held && let Some(text) = self.texts[id].take() {
+                self.ids.remove(&text);
+                self.free.push(id as u32);
+            }
+        }
+    }
+
+    /// How many DNs are held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.ids.len()
     }
 }
 
@@ -475,8 +513,15 @@ impl Kept {
             Part::Users => self.users.apply(shrink(read, |e| User::of(e, query, dns))),
             Part::Groups => self.groups.apply(shrink(read, |e| Group::of(e, query, dns))),
         };
-        self.dns.prune();
+        self.sweep();
         applied
+    }
+
+    /// Frees the DNs no kept entry holds any more.
+    fn sweep(&mut self) {
+        let users = self.users.entries.values().map(|u| u.dn);
+        let groups = self.groups.entries.values().flat_map(|g| g.members.iter().flatten().copied().chain([g.dn]));
+        self.dns.sweep(users.chain(groups));
     }
 
     /// Reads what changed since the kept cookies (everything, for a part never read) and applies it: the
@@ -497,7 +542,7 @@ impl Kept {
                 Part::Groups => self.groups.read(ldap, search, dns, Group::of).await,
             };
             // Entries kept from a read that failed half way are dropped with it: so are their DNs.
-            self.dns.prune();
+            self.sweep();
             changes.searches += 1;
             match part {
                 Part::Users => changes.users = applied?,
@@ -575,20 +620,25 @@ impl Kept {
         check_names(s, names)?;
         let mut users = UserIndexBuilder::default();
         let a = UserAttributes { username: &s.username_attribute, include_disabled: s.include_disabled };
-        for user in sorted(&self.users) {
-            users.push(user.read(&a), s);
+        for user in sorted(&self.users, &self.dns) {
+            users.push(user.read(&a, &self.dns), s);
         }
         let mut entries = Entries::new(self.served_by.clone(), users.finish(s));
         entries.active_directory = active_directory;
         let base = DnKey::new(&s.base_dn);
-        let all_groups: Vec<&Group> = sorted(&self.groups);
+        let dns = &self.dns;
+        let all_groups: Vec<&Group> = sorted(&self.groups, dns);
         // The full read's group searches (by name, the sweep) are under the base DN.
-        let groups: Vec<&Group> = all_groups.iter().copied().filter(|e| DnKey::new(&e.dn).is_within(&base)).collect();
-        let record = |entries: &Entries, group: &Group, wanted: Option<&[GroupName]>| match &group.members {
-            None => Err(NeedsFullRead::RangedMembers { dn: group.dn.to_string() }),
-            Some(members) => {
-                let members = Ok(members.iter().map(|m| &**m));
-                Ok(search::group_record(group.dn.to_string(), &group.names, members, &entries.users, wanted))
+        let groups: Vec<&Group> =
+            all_groups.iter().copied().filter(|e| DnKey::new(dns.get(e.dn)).is_within(&base)).collect();
+        let record = |entries: &Entries, group: &Group, wanted: Option<&[GroupName]>| {
+            let dn = dns.get(group.dn).to_string();
+            match &group.members {
+                None => Err(NeedsFullRead::RangedMembers { dn }),
+                Some(members) => {
+                    let members = Ok(members.iter().map(|&m| dns.get(m)));
+                    Ok(search::group_record(dn, &group.names, members, &entries.users, wanted))
+                }
             }
         };
         // The search by name, chunk by chunk.
@@ -617,7 +667,7 @@ impl Kept {
         let mut roots: Vec<DnKey> = entries.match_names(s, names).into_iter().filter_map(Result::ok).collect();
         let mut seen = HashSet::default();
         roots.retain(|k| seen.insert(k.clone()));
-        let by_key: HashMap<DnKey, &Group> = all_groups.iter().map(|e| (DnKey::new(&e.dn), *e)).collect();
+        let by_key: HashMap<DnKey, &Group> = all_groups.iter().map(|e| (DnKey::new(dns.get(e.dn)), *e)).collect();
         let groups_base = DnKey::new(&self.query.groups_base);
         let mut forms: Option<HashSet<String>> = None;
         let mut walk = Walk::new(roots, s.max_nesting_depth);
@@ -657,8 +707,8 @@ impl Kept {
 
     /// The attribute types the kept DNs and the base DN are written with.
     fn forms(&self, s: &Settings) -> HashSet<String> {
-        let users = self.users.entries.values().map(|e| &*e.dn);
-        let dns = users.chain(self.groups.entries.values().map(|e| &*e.dn));
+        let users = self.users.entries.values().map(|e| self.dns.get(e.dn));
+        let dns = users.chain(self.groups.entries.values().map(|e| self.dns.get(e.dn)));
         dns.chain([s.base_dn.as_str(), self.query.groups_base.as_str()])
             .filter_map(dn::forms)
             .flat_map(|f| f.into_iter().map(|(t, _)| t))
@@ -692,27 +742,27 @@ fn after_csn(csn: &str) -> String {
 /// which the time of a version 1 (time-based) UUID gives (slapd makes its entryUUIDs so, and back-mdb
 /// returns entries in the order of their IDs, given at creation and kept by a rename); then by DN. The order
 /// shows in a snapshot only where the full read's depends on the server's order (see the module doc).
-fn sorted<E: Dn>(side: &Side<E>) -> Vec<&E> {
-    let mut entries: Vec<(u64, &EntryUuid, &E)> =
-        side.entries.iter().map(|(uuid, e)| (created(uuid), uuid, e)).collect();
-    entries.sort_by(|a, b| (a.0, a.2.dn(), a.1).cmp(&(b.0, b.2.dn(), b.1)));
-    entries.into_iter().map(|(_, _, e)| e).collect()
+fn sorted<'k, E: Dn>(side: &'k Side<E>, dns: &'k Dns) -> Vec<&'k E> {
+    let mut entries: Vec<(u64, &str, &EntryUuid, &E)> =
+        side.entries.iter().map(|(uuid, e)| (created(uuid), dns.get(e.dn()), uuid, e)).collect();
+    entries.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    entries.into_iter().map(|(_, _, _, e)| e).collect()
 }
 
 /// A kept entry's DN.
 trait Dn {
-    fn dn(&self) -> &str;
+    fn dn(&self) -> Id;
 }
 
 impl Dn for User {
-    fn dn(&self) -> &str {
-        &self.dn
+    fn dn(&self) -> Id {
+        self.dn
     }
 }
 
 impl Dn for Group {
-    fn dn(&self) -> &str {
-        &self.dn
+    fn dn(&self) -> Id {
+        self.dn
     }
 }
 
@@ -908,9 +958,9 @@ mod tests {
         assert_eq!(alice.account_control, Some(514), "the first value, read as the users search reads it");
         assert_eq!(k.users.entries[&uuid(2)].names, Some(Err(())), "a username that is not UTF-8 is known as such");
         let a = UserAttributes { username: "uid", include_disabled: false };
-        assert!(matches!(alice.read(&a), UserEntry::Disabled(m) if m.dn == udn("alice")));
+        assert!(matches!(alice.read(&a, &k.dns), UserEntry::Disabled(m) if m.dn == udn("alice")));
         assert!(matches!(
-            k.users.entries[&uuid(2)].read(&a),
+            k.users.entries[&uuid(2)].read(&a, &k.dns),
             UserEntry::Unusable { reason: "username is not UTF-8", .. }
         ));
         let mut g = group(10, "Team", &[&udn("alice"), ""]);
@@ -921,7 +971,7 @@ mod tests {
         let mut names: Vec<&str> = team.names.iter().map(|n| &**n).collect();
         names.sort_unstable();
         assert_eq!(names, ["Crew", "Team"], "every name value, whatever the case of the attribute");
-        let members: Vec<&str> = team.members.as_deref().unwrap().iter().map(|m| &**m).collect();
+        let members: Vec<&str> = team.members.as_deref().unwrap().iter().map(|&m| k.dns.get(m)).collect();
         assert_eq!(members, [udn("alice").as_str(), ""], "the member values as sent, in order");
     }
 
@@ -935,14 +985,24 @@ mod tests {
         let alice = &k.users.entries[&uuid(1)].dn;
         let in_team = &k.groups.entries[&uuid(10)].members.as_deref().unwrap()[0];
         let in_other = &k.groups.entries[&uuid(12)].members.as_deref().unwrap()[0];
-        assert!(Arc::ptr_eq(alice, in_team) && Arc::ptr_eq(alice, in_other));
-        assert!(k.dns.0.contains("cn=gone,ou=groups,dc=x"));
+        assert!(alice == in_team && alice == in_other);
+        assert_eq!(k.dns.get(*alice), udn("alice"));
+        assert!(k.dns.ids.contains_key("cn=gone,ou=groups,dc=x"));
         // A DN no kept entry names any more is let go; one still named stays.
         k.apply(Part::Groups, &deletes("g3", vec![], &[12]));
-        assert!(!k.dns.0.contains("cn=gone,ou=groups,dc=x"));
+        assert!(!k.dns.ids.contains_key("cn=gone,ou=groups,dc=x"));
         k.apply(Part::Users, &deletes("u2", vec![], &[1]));
-        assert!(k.dns.0.contains(udn("alice").as_str()), "Team still names alice");
-        assert_eq!(k.dns.0.len(), 4, "alice (Team's member), bob, Team, Inner (its entry and Team's member)");
+        assert!(k.dns.ids.contains_key(udn("alice").as_str()), "Team still names alice");
+        assert_eq!(k.dns.len(), 4, "alice (Team's member), bob, Team, Inner (its entry and Team's member)");
+        // A freed place is used again; every DN still reads as it was written.
+        k.apply(Part::Groups, &deletes("g4", vec![group(13, "New", &["cn=x,ou=groups,dc=x"])], &[]));
+        assert_eq!(k.dns.texts.len(), 6, "one place freed by cn=gone, taken by cn=x (and New's own DN)");
+        let new = &k.groups.entries[&uuid(13)];
+        assert_eq!(
+            (k.dns.get(new.dn), k.dns.get(new.members.as_deref().unwrap()[0])),
+            (gdn("New").as_str(), "cn=x,ou=groups,dc=x")
+        );
+        assert_eq!(members(&k, &settings(Nesting::Recursive), "Team").unwrap(), ["bob"]);
     }
 
     #[test]
@@ -1155,12 +1215,13 @@ mod tests {
         };
         assert_eq!(created(&v1(0x0123_4567_89ab_cdef, 0)), 0x0123_4567_89ab_cdef);
         assert_eq!(created(&EntryUuid([0x40; 16])), 0, "not version 1");
-        let mut side = Side::default();
+        let (mut side, mut dns) = (Side::default(), Dns::default());
         // b was created first (its DN sorts after a's), then a, then c: the time's high bits weigh most.
         for (time, dn) in [(1u64 << 50, "cn=a"), (5, "cn=b"), (1u64 << 50 | 1 << 33, "cn=c")] {
-            side.entries.insert(v1(time, dn.len() as u8), Group { dn: dn.into(), names: Box::new([]), members: None });
+            let group = Group { dn: dns.intern(dn), names: Box::new([]), members: None };
+            side.entries.insert(v1(time, dn.len() as u8), group);
         }
-        let order: Vec<&str> = sorted(&side).iter().map(|e| &*e.dn).collect();
+        let order: Vec<&str> = sorted(&side, &dns).iter().map(|e| dns.get(e.dn)).collect();
         assert_eq!(order, ["cn=b", "cn=a", "cn=c"]);
     }
 

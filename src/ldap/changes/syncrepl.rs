@@ -153,17 +153,11 @@ pub struct ChangedEntry {
 /// each entry arrives ([`read_each`]), so that a read of a hundred thousand entries never holds them all whole.
 pub trait Changed {
     fn uuid(&self) -> EntryUuid;
-    /// The entry's DN: [`SyncRead::changed`] is in DN order.
-    fn dn(&self) -> &str;
 }
 
 impl Changed for ChangedEntry {
     fn uuid(&self) -> EntryUuid {
         self.uuid
-    }
-
-    fn dn(&self) -> &str {
-        &self.dn
     }
 }
 
@@ -184,7 +178,8 @@ pub struct SyncRead<E = ChangedEntry> {
     /// The cookie to keep for the next read: the last one the server sent, else the one this read was given
     /// (slapd sends none when nothing changed).
     pub cookie: Option<Vec<u8>>,
-    /// Entries added or modified since the cookie (every entry, on a read without a cookie), in DN order.
+    /// Entries added or modified since the cookie (every entry, on a read without a cookie): in DN order from
+    /// [`read`], in no order from [`read_each`].
     pub changed: Vec<E>,
     /// Entries the server named as deleted (syncState delete, or a syncIdSet in the delete phase).
     pub deleted: Vec<EntryUuid>,
@@ -251,7 +246,9 @@ pub async fn read(
     cookie: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<SyncRead, SyncError> {
-    read_each(ldap, base, filter, attrs, cookie, timeout, |e| e).await
+    let mut read = read_each(ldap, base, filter, attrs, cookie, timeout, |e| e).await?;
+    read.changed.sort_by(|a, b| a.dn.cmp(&b.dn));
+    Ok(read)
 }
 
 /// [`read`], keeping of each changed entry what `keep` makes of it, as the entry arrives.
@@ -465,8 +462,7 @@ impl<E: Changed, K: FnMut(ChangedEntry) -> E> Collector<E, K> {
         self.keep_cookie(done.cookie);
         let refresh =
             if self.present_phase || !done.refresh_deletes { Refresh::Present(self.present) } else { Refresh::Deletes };
-        let mut changed: Vec<E> = self.changed.into_values().collect();
-        changed.sort_by(|a, b| a.dn().cmp(b.dn()));
+        let changed: Vec<E> = self.changed.into_values().collect();
         let mut deleted: Vec<EntryUuid> = self.deleted.into_iter().collect();
         deleted.sort();
         SyncRead { cookie: self.cookie, changed, deleted, refresh }
@@ -1034,9 +1030,6 @@ mod tests {
             fn uuid(&self) -> EntryUuid {
                 self.0
             }
-            fn dn(&self) -> &str {
-                &self.1
-            }
         }
         let mut made = 0;
         let mut c = Collector::new(Some(COOKIE), |e: ChangedEntry| {
@@ -1049,8 +1042,9 @@ mod tests {
         // Deleted after it came: its kept form is dropped, as the entry would be.
         c.message(entry("uid=gone,dc=x", vec![(SYNC_STATE_OID, state_value(3, &u(5).0, None))])).unwrap();
         let read = c.finish(done(true, None));
-        let got: Vec<(EntryUuid, &str, usize)> = read.changed.iter().map(|s| (s.0, s.1.as_str(), s.2)).collect();
-        assert_eq!(got, [(u(6), "uid=amy,dc=x", 3), (u(4), "uid=zed,dc=x", 1)], "made on arrival, in DN order");
+        let mut got: Vec<(EntryUuid, &str, usize)> = read.changed.iter().map(|s| (s.0, s.1.as_str(), s.2)).collect();
+        got.sort_unstable();
+        assert_eq!(got, [(u(4), "uid=zed,dc=x", 1), (u(6), "uid=amy,dc=x", 3)], "made on arrival");
         assert_eq!(read.deleted, [u(5)]);
         assert_eq!(read.gone([u(4), u(5), u(7)]), [u(5)]);
     }
