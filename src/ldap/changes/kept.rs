@@ -1,12 +1,24 @@
 //! The directory model a daemon keeps between runs for change reads on OpenLDAP (RFC 4533 content sync): every
 //! entry under the base that the users filter admits, and every entry that the group filter admits, keyed by
-//! `entryUUID`, each with its DN and only the attributes the full read uses ([`Kept`]). It is built by a
+//! `entryUUID`, each with its DN and only what the full read uses of it ([`Kept`]). It is built by a
 //! content-sync read without a cookie (the whole content), changed by later reads with the cookie
 //! ([`Kept::apply`]: a changed entry replaces the kept one whole, an entry gone is dropped), and turned into the
 //! [`Entries`] a full read of the same directory would produce for the configured groups ([`Kept::entries`]),
 //! so that [`crate::ldap::resolve`] gives the same [`crate::ldap::Snapshot`]. Where the model cannot know what
 //! the full read would see, [`Kept::entries`] says why a full read is needed ([`NeedsFullRead`]), never guesses.
 //! It does no I/O except in [`Kept::read`], which makes the content-sync reads and applies them.
+//!
+//! # What is kept of an entry
+//!
+//! Only what the full read's rules read, in a compact form made as each entry arrives (a first read never
+//! holds the server's answer whole): of a user, its DN, its username values (or that they are not UTF-8) and
+//! its first `userAccountControl` value, read; of a group, its DN, its name values and its member values
+//! (or that they came in ranges). Every DN, an entry's or a member value, is held once in one table, exactly
+//! as the server wrote it (the full read compares member values as written first, then by [`DnKey`], and
+//! reports unreadable members as written), and named by a 4-byte id: a user named by ten groups is one text.
+//! [`Kept::entries`] reads these parts with the full read's own rules (`UserEntry::from_parts`,
+//! `search::group_record`). Measured on 100,000 users and 1,000 groups with a million member values: about
+//! 27 MB, against 117 MB for whole search entries.
 //!
 //! # Two parts, two cookies
 //!
