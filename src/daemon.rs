@@ -68,7 +68,7 @@ struct Daemon {
     status: Option<Status>,
     stops: Stops,
     /// The managed users kept between runs.
-    kept: Arc<sync::journal::Kept>,
+    kept: Arc<sync::journal::KeptDatabase>,
     /// The directory model kept between runs for change reads.
     changes: Arc<sync::changes::ChangeReads>,
 }

@@ -233,18 +233,14 @@ impl Managed {
         entry
     }
 
-    /// The managed users with `changes` made (for tests: a run's ledger makes them in place).
+    /// The managed users with `changes` made (a run's ledger makes them in place).
+    #[cfg(test)]
     pub fn with(&self, changes: &Changes) -> Managed {
         let mut next = self.clone();
         for (key, user) in changes {
             next.users.insert(key.clone(), user.clone());
         }
         next
-    }
-
-    /// The user under `key`, as `changes` leave it.
-    pub fn get<'a>(&'a self, changes: &'a Changes, key: &Username) -> Option<&'a ManagedUser> {
-        changes.get(key).or_else(|| self.users.get(key))
     }
 }
 

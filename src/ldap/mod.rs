@@ -333,20 +333,21 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// A full read, then the directory model for later change reads built on the same connection (content
-    /// sync from no cookie), kept only when it resolves for `groups` exactly as the full read does. `Err` says
-    /// why there is no model (the server does not offer content sync, the two reads differ).
-    pub async fn read_keeping(self, groups: &[GroupName]) -> (Entries, Result<changes::kept::Kept, String>) {
+    /// A full read, resolved for `groups`, then the directory model for later change reads built on the same
+    /// connection (content sync from no cookie), kept only when it resolves exactly as the full read did. `Err`
+    /// says why there is no model (the server does not offer content sync, the two reads differ). The full
+    /// read's entries are let go before the model is read.
+    pub async fn read_keeping(self, groups: &[GroupName]) -> (Snapshot, Result<changes::kept::Kept, String>) {
         let s = self.s;
         let mut reader = self.reader();
-        let entries = reader.read(groups).await;
+        let full = resolve(&reader.read(groups).await, s, groups);
         let mut kept = changes::kept::Kept::new(s);
         let built = match kept.read(&mut reader.ldap, &reader.url, s.timeout).await {
             Err(e) => Err(e.to_string()),
             Ok(_) => match kept.entries(s, groups) {
                 Err(why) => Err(why.to_string()),
                 Ok(model) => {
-                    let (full, from_model) = (resolve(&entries, s, groups), resolve(&model, s, groups));
+                    let from_model = resolve(&model, s, groups);
                     let same = full.users_seen == from_model.users_seen
                         && full.groups.len() == from_model.groups.len()
                         && full
@@ -364,6 +365,6 @@ impl<'a> Connection<'a> {
             },
         };
         let _ = reader.ldap.unbind().await;
-        (entries, built)
+        (full, built)
     }
 }

@@ -98,10 +98,6 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
 ];
 
-/// The oldest schema this program reads without migrating it (a dry run, `history`, `check`); a later version
-/// that only adds what those readers do without may keep it.
-const OLDEST_READABLE: u32 = 2;
-
 /// The schema version this program writes: the number of migrations it knows.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
@@ -305,7 +301,7 @@ impl Database {
         }
         let connection = connect(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let found = check(&path, &connection, true)?;
-        if found < OLDEST_READABLE {
+        if found < SCHEMA_VERSION {
             return Err(Error::Older { path, found, known: SCHEMA_VERSION });
         }
         let file = file_id(&path);

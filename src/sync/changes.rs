@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::ldap::changes::kept::Kept;
-use crate::ldap::{self, ChangeDetection, Coverage, Entries};
+use crate::ldap::{self, ChangeDetection, Coverage, Snapshot};
 use crate::report::ReadReport;
 
 /// The daemon's change-read state, from one run to the next.
@@ -64,10 +64,9 @@ impl ChangeReads {
     }
 }
 
-/// What a run read of the directory.
+/// What a run read of the directory: resolved for the configured groups, with its coverage.
 pub struct Read {
-    pub entries: Entries,
-    pub coverage: Coverage,
+    pub snapshot: Snapshot,
     pub report: ReadReport,
 }
 
@@ -83,16 +82,17 @@ pub async fn read(config: &Config, changes: Option<&ChangeReads>, connection: ld
         changed_users: 0,
         changed_groups: 0,
     };
+    let full = |entries: &ldap::Entries| ldap::resolve(entries, &config.ldap, groups);
     let Some(state) = changes else {
-        let entries = connection.read(groups).await;
-        return Read { entries, coverage: Coverage::Full, report: plain("a one-shot run reads in full") };
+        let snapshot = full(&connection.read(groups).await);
+        return Read { snapshot, report: plain("a one-shot run reads in full") };
     };
     // Whatever an earlier run left pending (one that panicked) is not this run's.
     lock(&state.pending).take();
     if method == ChangeDetection::Off {
         lock(&state.kept).take();
-        let entries = connection.read(groups).await;
-        return Read { entries, coverage: Coverage::Full, report: plain("ldap.change_detection = \"off\"") };
+        let snapshot = full(&connection.read(groups).await);
+        return Read { snapshot, report: plain("ldap.change_detection = \"off\"") };
     }
     let every = config.sync.full_sync_every;
     let taken = lock(&state.kept).take();
@@ -113,7 +113,8 @@ pub async fn read(config: &Config, changes: Option<&ChangeReads>, connection: ld
                     changed_groups: read.groups.changed + read.groups.gone,
                 };
                 *lock(&state.pending) = Some(model);
-                return Read { entries, coverage: Coverage::Changes, report };
+                let snapshot = Snapshot { coverage: Coverage::Changes, ..full(&entries) };
+                return Read { snapshot, report };
             }
             Err((back, why)) => {
                 tracing::warn!(reason = %why, "change read not usable, reading in full");
@@ -123,7 +124,7 @@ pub async fn read(config: &Config, changes: Option<&ChangeReads>, connection: ld
         },
     };
     let full_at = Instant::now();
-    let (entries, built) = connection.read_keeping(groups).await;
+    let (snapshot, built) = connection.read_keeping(groups).await;
     let method = match built {
         Ok(kept) => {
             *lock(&state.pending) = Some(Model { kept, full_at });
@@ -135,5 +136,5 @@ pub async fn read(config: &Config, changes: Option<&ChangeReads>, connection: ld
             None
         }
     };
-    Read { entries, coverage: Coverage::Full, report: ReadReport { method, ..plain(&reason) } }
+    Read { snapshot, report: ReadReport { method, ..plain(&reason) } }
 }

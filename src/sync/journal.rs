@@ -44,7 +44,7 @@ pub struct Journal {
 /// process, `sqlite3` by hand, the file replaced or moved, another state directory after a reload) means the
 /// database is opened and read again as by a one-shot run.
 #[derive(Debug, Default)]
-pub struct Kept {
+pub struct KeptDatabase {
     slot: Mutex<Option<KeptState>>,
     /// How many runs took the managed users kept here (for tests and the benchmark).
     reused: AtomicU64,
@@ -60,7 +60,7 @@ struct KeptState {
     users: Option<Managed>,
 }
 
-impl Kept {
+impl KeptDatabase {
     /// How many runs took the managed users kept here.
     pub fn reused(&self) -> u64 {
         self.reused.load(Ordering::Relaxed)
@@ -91,7 +91,7 @@ impl Journal {
 
     /// [`Journal::open`] for the daemon: the database and managed users `kept` from its last run, when the
     /// database is still as that run left it, else opened and read again.
-    pub fn open_kept(dir: &Path, owner: &Owner, run_id: &str, kept: &Kept) -> Result<Journal, db::Error> {
+    pub fn open_kept(dir: &Path, owner: &Owner, run_id: &str, kept: &KeptDatabase) -> Result<Journal, db::Error> {
         let started = Instant::now();
         let taken = kept.slot().take();
         if let Some(state) = taken
@@ -112,7 +112,7 @@ impl Journal {
     /// are what it holds (the ledger saved them, no intent's outcome wrote rows besides, and nobody else wrote
     /// to the database during the run). Nothing for a dry run's state. The write-ahead log is checkpointed
     /// first, so that `state.db` alone holds everything between runs, as when a run closes it.
-    pub fn keep(self, dir: &Path, kept: &Kept) {
+    pub fn keep(self, dir: &Path, kept: &KeptDatabase) {
         let Source::Database(database) = self.source else { return };
         let database = database.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
         if self.wrote.load(Ordering::Relaxed)
@@ -418,7 +418,7 @@ mod tests {
 
     /// One daemon run on `dir`: the journal opened through `kept`, the ledger loaded, `step` applied, saved,
     /// and everything handed back to `kept`; the managed users as the run left them.
-    fn daemon_run(dir: &Path, kept: &Kept, step: impl FnOnce(&mut Ledger<'_>, &Journal)) -> Managed {
+    fn daemon_run(dir: &Path, kept: &KeptDatabase, step: impl FnOnce(&mut Ledger<'_>, &Journal)) -> Managed {
         let journal = Journal::open_kept(dir, &Owner::for_tests(), "r", kept).unwrap();
         let mut ledger = Ledger::load(&journal);
         step(&mut ledger, &journal);
@@ -444,7 +444,7 @@ mod tests {
     fn the_daemon_keeps_the_users_between_runs_and_reads_them_again_after_any_other_write() {
         let dir = tempfile::tempdir().unwrap();
         let wal = dir.path().join("state.db-wal");
-        let kept = Kept::default();
+        let kept = KeptDatabase::default();
         let mut alice = Managed::default();
         alice.seen(&Username::new("Alice").unwrap(), Some(1), "t1");
         daemon_run(dir.path(), &kept, |l, _| l.update(Keeper::Leavers, alice.users.clone().into_iter().collect()));

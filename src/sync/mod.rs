@@ -52,7 +52,7 @@ pub struct Context {
     /// Where the shrink guard keeps the last good member counts; `None` turns the guard off.
     pub state_directory: Option<PathBuf>,
     /// The managed users kept between runs (the daemon's; `None` for a one-shot run).
-    pub kept: Option<std::sync::Arc<journal::Kept>>,
+    pub kept: Option<std::sync::Arc<journal::KeptDatabase>>,
     /// The directory model kept between runs for change reads (the daemon's; `None`: every read is full).
     pub changes: Option<std::sync::Arc<changes::ChangeReads>>,
 }
@@ -315,9 +315,7 @@ async fn read(
     // for the configured groups, with what it covers.
     let read_directory = async {
         let read = changes::read(config, context.changes.as_deref(), connection).await;
-        let mut snapshot = ldap::resolve(&read.entries, &config.ldap, &config.sync.groups);
-        snapshot.coverage = read.coverage;
-        (snapshot, directory_started.elapsed(), read.report)
+        (read.snapshot, directory_started.elapsed(), read.report)
     };
     let mapped = !config.sync.mappings.is_empty();
     let list_groups = async { if mapped { Some(client.list_groups().await) } else { None } };
@@ -418,14 +416,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     // The new users' ids are needed only to place them in groups or to manage them.
     let needs_ids = (groups.is_some() || leaver_step || disabled_step) && !report.dry_run;
     let users = if needs_ids { users_after_imports(client, users).await } else { users };
-    let identity_held = (!report.identity_changed.is_empty()).then(|| {
-        format!(
-            "the configuration identifies users differently from the one that made the state database ({}): every \
-             deactivation and removal is held until the change is accepted with: cloudshell-ldap-sync \
-             accept-identity",
-            report.identity_changed.join("; ")
-        )
-    });
+    let identity_held = identity_held(report);
     let mut ledger = journal.map(ledger::Ledger::load);
     // The groups seen nested before, read once for finding the unresolved members and for adding the new ones.
     let known = match journal.map(Journal::known_groups).transpose() {
@@ -495,11 +486,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         report.inactive_members = inactive_members(plan, &users, managed);
     }
     if let (Some(ledger), false) = (ledger.as_mut(), report.dry_run) {
-        let dns = ledger.users().map(|managed| unresolved::dns_to_record(managed, plan)).unwrap_or_default();
-        if !dns.is_empty() {
-            ledger.amend(ledger::Keeper::Directory, |managed| unresolved::record_dns(managed, dns));
-        }
-        ledger.save(report);
+        record_dns_and_save(ledger, plan, report);
     }
     if let Some(journal) = journal {
         let members = budget::members(plan);
@@ -513,6 +500,29 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     if let Some(ledger) = ledger {
         ledger.keep();
     }
+}
+
+/// Why every deactivation and removal of the run is held: the configuration identifies users differently from
+/// the one that made the state database (`None`: it does not).
+fn identity_held(report: &Report) -> Option<String> {
+    (!report.identity_changed.is_empty()).then(|| {
+        format!(
+            "the configuration identifies users differently from the one that made the state database ({}): every \
+             deactivation and removal is held until the change is accepted with: cloudshell-ldap-sync \
+             accept-identity",
+            report.identity_changed.join("; ")
+        )
+    })
+}
+
+/// Records the DNs the members were read under for the managed users whose record differs, then writes every
+/// managed user this run changed.
+fn record_dns_and_save(ledger: &mut ledger::Ledger<'_>, plan: &Plan, report: &mut Report) {
+    let dns = ledger.users().map(|managed| unresolved::dns_to_record(managed, plan)).unwrap_or_default();
+    if !dns.is_empty() {
+        ledger.amend(ledger::Keeper::Directory, |managed| unresolved::record_dns(managed, dns));
+    }
+    ledger.save(report);
 }
 
 /// Effective members of configured groups whose CloudShell user is inactive although this program did not

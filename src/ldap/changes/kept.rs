@@ -612,24 +612,7 @@ impl Kept {
     /// The entries a full read of the same directory would produce for the configured `names` with `s`, or
     /// why only a full read can tell.
     pub fn entries(&self, s: &Settings, names: &[GroupName]) -> Result<Entries, NeedsFullRead> {
-        if !(self.users.whole && self.groups.whole) {
-            return Err(NeedsFullRead::NotRead);
-        }
-        if let Some(setting) = self.query.difference(s) {
-            return Err(NeedsFullRead::SettingChanged { setting });
-        }
-        if let Some((csn, dn)) = &self.behind {
-            return Err(NeedsFullRead::ProviderBehind { csn: csn.clone(), dn: dn.clone() });
-        }
-        let active_directory = match model::needs_server_kind(s) {
-            false => None,
-            true => match self.active_directory {
-                None => return Err(NeedsFullRead::ServerKindUnknown),
-                Some(true) => return Err(NeedsFullRead::ActiveDirectory),
-                Some(false) => Some(false),
-            },
-        };
-        check_names(s, names)?;
+        let active_directory = self.answerable(s, names)?;
         let mut users = UserIndexBuilder::default();
         let a = UserAttributes { username: &s.username_attribute, include_disabled: s.include_disabled };
         for user in sorted(&self.users, &self.dns) {
@@ -715,6 +698,32 @@ impl Kept {
             }
         }
         Ok(entries)
+    }
+
+    /// Whether the model can answer for `names` with `s` at all (read whole, the same settings, the server not
+    /// behind its answers, names it can match, a server kind it knows when the settings depend on it): the root
+    /// DSE's answer to record in the entries (`None` when the settings do not ask), or why only a full read can
+    /// tell.
+    fn answerable(&self, s: &Settings, names: &[GroupName]) -> Result<Option<bool>, NeedsFullRead> {
+        if !(self.users.whole && self.groups.whole) {
+            return Err(NeedsFullRead::NotRead);
+        }
+        if let Some(setting) = self.query.difference(s) {
+            return Err(NeedsFullRead::SettingChanged { setting });
+        }
+        if let Some((csn, dn)) = &self.behind {
+            return Err(NeedsFullRead::ProviderBehind { csn: csn.clone(), dn: dn.clone() });
+        }
+        let active_directory = match model::needs_server_kind(s) {
+            false => None,
+            true => match self.active_directory {
+                None => return Err(NeedsFullRead::ServerKindUnknown),
+                Some(true) => return Err(NeedsFullRead::ActiveDirectory),
+                Some(false) => Some(false),
+            },
+        };
+        check_names(s, names)?;
+        Ok(active_directory)
     }
 
     /// The attribute types the kept DNs and the base DN are written with.
