@@ -543,3 +543,34 @@ async fn after_a_run_that_did_not_end_ok_the_next_reads_in_full() {
     assert!(env.sim.usernames().await.contains(&"newhire".to_string()));
     assert_eq!(reads(&daemon)[2].1, "syncrepl", "a new model built");
 }
+
+/// A change read places new members in their mapped CloudShell group and removes nobody (additions only); the
+/// next full read removes the member who left (the positive control).
+#[tokio::test]
+async fn a_change_read_adds_to_mapped_groups_and_removals_wait_for_a_full_read() {
+    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
+    let config = env.config(&["Team"], NEVER, "remove_from_groups = true\nfull_sync_every = \"4s\"", mapping);
+    let daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let started = Instant::now();
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob"]);
+
+    env.slapd.add(&format!(
+        "dn: uid=newhire,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: newhire\ncn: newhire\nsn: newhire\n"
+    ));
+    env.slapd.modify(&format!(
+        "dn: cn=Team,{}\nchangetype: modify\nadd: member\nmember: uid=newhire,{PEOPLE}\n-\ndelete: member\nmember: uid=bob,{PEOPLE}\n",
+        common::GROUPS
+    ));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[1].0, "changes", "{:?}", reads(&daemon));
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob", "newhire"], "added, nobody removed");
+
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(started.elapsed()));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[2].0, "full");
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "newhire"], "removed at the full read");
+}

@@ -31,6 +31,9 @@ pub enum DirectoryGroup<'a> {
     Members { members: Vec<&'a Username>, ambiguous: Vec<&'a Username> },
     /// Could not be enumerated, or held by the shrink guard: nothing may be removed on its account.
     Unknown { why: String },
+    /// Its members as read, which are added, but not known to be all of them (a change read): nothing may be
+    /// removed on its account.
+    Additions { members: Vec<&'a Username>, ambiguous: Vec<&'a Username>, why: String },
 }
 
 /// The limits on membership writes.
@@ -145,6 +148,11 @@ pub fn plan(
                     keep.extend(ambiguous.iter().copied());
                 }
                 Some(DirectoryGroup::Unknown { why }) => unknown.push(format!("{d:?} {why}")),
+                Some(DirectoryGroup::Additions { members, ambiguous, why }) => {
+                    wanted.extend(members.iter().copied());
+                    keep.extend(ambiguous.iter().copied());
+                    unknown.push(format!("{d:?} {why}"));
+                }
                 None => unknown.push(format!("{d:?} was not read")),
             }
         }

@@ -180,8 +180,10 @@ fn directory_outcomes(plan: &Plan) -> HashMap<GroupName, DirectoryGroup<'_>> {
                 GroupPlan::Ready(r) if r.shrink.is_some() => {
                     DirectoryGroup::Unknown { why: "is held by the shrink guard".to_string() }
                 }
-                // Absence from a change read waits for a full read: additions only.
-                GroupPlan::Ready(_) if plan.coverage == crate::ldap::Coverage::Changes => DirectoryGroup::Unknown {
+                // Absence from a change read waits for a full read: its members are added, nobody removed.
+                GroupPlan::Ready(r) if plan.coverage == crate::ldap::Coverage::Changes => DirectoryGroup::Additions {
+                    members: r.group.members.iter().map(|m| &m.username).collect(),
+                    ambiguous: r.collisions.iter().map(|c| &c.username).collect(),
                     why: "was read as the changes since the last run (removals wait for a full read)".to_string(),
                 },
                 GroupPlan::Ready(r) => DirectoryGroup::Members {
