@@ -566,6 +566,26 @@ pub struct ReadReport {
     /// In a change read: the user and group entries changed, added or gone since the last run.
     pub changed_users: usize,
     pub changed_groups: usize,
+    /// How CloudShell's users were read: `listed` (every user, paged) or `kept` (the list the last run left,
+    /// with the users it changed and the members it found missing read again, one by one).
+    pub cloudshell_users: &'static str,
+    /// The users read one by one (by id or by name) for a `kept` list.
+    pub cloudshell_lookups: usize,
+}
+
+impl ReadReport {
+    /// A full read, for this reason, with CloudShell's users listed.
+    pub fn full(reason: &str) -> ReadReport {
+        ReadReport {
+            mode: "full",
+            method: None,
+            reason: reason.to_string(),
+            changed_users: 0,
+            changed_groups: 0,
+            cloudshell_users: "listed",
+            cloudshell_lookups: 0,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]

@@ -574,3 +574,95 @@ async fn a_change_read_adds_to_mapped_groups_and_removals_wait_for_a_full_read()
     assert_eq!(reads(&daemon)[2].0, "full");
     assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "newhire"], "removed at the full read");
 }
+
+/// The requests for CloudShell's users made since the calls were last cleared: (lists in full, lookups by
+/// name, reads by id).
+async fn user_reads(env: &Env) -> (usize, Vec<String>, usize) {
+    let calls = env.sim.calls().await;
+    let gets = calls.iter().filter(|c| c["method"] == "GET");
+    let (mut listed, mut named, mut by_id) = (0, Vec::new(), 0);
+    for c in gets {
+        let (path, query) = (c["path"].as_str().unwrap_or_default(), c["query"].as_str().unwrap_or_default());
+        if path.eq_ignore_ascii_case("/api/v1/users") {
+            match query.split('&').find_map(|kv| kv.strip_prefix("paginationProperties.filter=")) {
+                Some(name) => named.push(name.to_string()),
+                None if !query.contains("paginationProperties.cursor") => listed += 1,
+                None => {}
+            }
+        } else if path.to_ascii_lowercase().starts_with("/api/v1/users/") {
+            by_id += 1;
+        }
+    }
+    named.sort();
+    (listed, named, by_id)
+}
+
+/// The calls that change something in CloudShell (a login is not one), since the calls were last cleared.
+async fn writes(env: &Env) -> Vec<Value> {
+    let calls = env.sim.calls().await.into_iter();
+    calls
+        .filter(|c| {
+            c["method"] != "GET" && !c["path"].as_str().unwrap_or_default().eq_ignore_ascii_case("/Api/Auth/Login")
+        })
+        .collect()
+}
+
+/// Between full reads, CloudShell's user list is not read again: the daemon keeps the last one, reads again by
+/// id only the users it changed (here: placed in a mapped group), and looks up by name only the members it
+/// finds missing, importing only those CloudShell does not have (`handmade`, created in CloudShell by hand, is
+/// found and placed, not imported; `newhire` is imported: the positive control). CloudShell holds 1,000 more
+/// users, so that a list costs 5 pages: reading more users one by one than that lists them instead.
+#[tokio::test]
+async fn a_change_run_reads_only_the_cloudshell_users_it_needs() {
+    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let others: Vec<String> = (0..1000).map(|n| format!("local{n:04}")).collect();
+    env.sim.add_local_users(&others.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await;
+    let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
+    let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", mapping);
+    let daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    assert_eq!(user_reads(&env).await.0, 2, "the first run lists every user, before and after its imports");
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob"]);
+
+    // Nothing changed: the two users placed by the first run are read again by id, nothing is listed.
+    env.sim.clear_calls().await;
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[1].0, "changes");
+    assert_eq!(user_reads(&env).await, (0, vec![], 2), "{:?}", env.sim.calls().await);
+    // Nothing changed, nothing written: not one read of a user.
+    env.sim.clear_calls().await;
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    assert_eq!(user_reads(&env).await, (0, vec![], 0), "{:?}", env.sim.calls().await);
+    assert_eq!(writes(&env).await, Vec::<Value>::new(), "nothing written");
+
+    env.sim.add_directory_users(&["handmade"], &[], false).await;
+    for uid in ["newhire", "handmade"] {
+        env.slapd
+            .add(&format!("dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n"));
+    }
+    env.slapd.modify(&format!(
+        "dn: cn=Team,{}\nchangetype: modify\nadd: member\nmember: uid=newhire,{PEOPLE}\nmember: uid=handmade,{PEOPLE}\n",
+        common::GROUPS
+    ));
+    env.sim.clear_calls().await;
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 4, Duration::from_secs(20));
+    let (listed, named, _) = user_reads(&env).await;
+    assert_eq!(listed, 0, "{:?}", env.sim.calls().await);
+    assert_eq!(named, ["handmade", "newhire", "newhire"], "looked up before the import, newhire again after it");
+    let planned = daemon.events().into_iter().filter(|e| e["fields"]["message"] == "group planned").last().unwrap();
+    assert_eq!(planned["fields"]["to_import"], 1, "handmade is found, not imported: {planned}");
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()));
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob", "handmade", "newhire"]);
+    let finished = daemon.events().into_iter().filter(|e| e["fields"]["message"] == "run finished").last().unwrap();
+    assert_eq!(finished["fields"]["result"], "ok", "{finished}");
+
+    // The users it placed are read again by id, and not added a second time.
+    env.sim.clear_calls().await;
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 5, Duration::from_secs(20));
+    assert_eq!(user_reads(&env).await, (0, vec![], 2), "{:?}", env.sim.calls().await);
+    assert_eq!(writes(&env).await, Vec::<Value>::new(), "nothing written again");
+}

@@ -216,6 +216,9 @@ pub enum UserImport {
 /// A CloudShell Admin API client. Cheap to share behind an `Arc`; calls may run concurrently.
 pub struct Client {
     session: Session,
+    /// The ids of the users this client sent a change for (activation, group membership), whatever the
+    /// answer: what a copy of CloudShell's user list kept past this run no longer knows for certain.
+    touched: std::sync::Mutex<std::collections::BTreeSet<i64>>,
 }
 
 impl fmt::Debug for Client {
@@ -233,7 +236,7 @@ impl fmt::Debug for Client {
 impl Client {
     /// Builds the client; it does not contact the server until the first call.
     pub fn new(settings: Settings) -> Result<Client, Error> {
-        Ok(Client { session: Session::new(settings)? })
+        Ok(Client { session: Session::new(settings)?, touched: Default::default() })
     }
 
     /// Reports every request to `observer`, if any.
@@ -288,15 +291,43 @@ impl Client {
 
     /// Whether CloudShell has a user by this name (compared case-insensitively), using the list's filter.
     pub async fn user_exists(&self, username: &str) -> Result<bool, Error> {
-        let wanted = Username::new(username);
-        let mut found = false;
-        let filter = [("paginationProperties.filter", username.to_string())];
+        Ok(self.find_user(username).await?.is_some())
+    }
+
+    /// The user by this name (compared case-insensitively), if CloudShell has one: the list's filter is a
+    /// substring match, so the pages it answers are searched for the name itself.
+    pub async fn find_user(&self, username: &str) -> Result<Option<User>, Error> {
+        let Some(wanted) = Username::new(username) else { return Ok(None) };
+        let mut found = None;
+        let filter = [("paginationProperties.filter", username.trim().to_string())];
         self.pages::<wire::UserList>(CallKind::ListUsers, USERS_PATH, &filter, |page| {
-            found = page.iter().any(|u| Username::new(&u.username) == wanted);
-            !found
+            found = page.into_iter().map(User::from).find(|u| u.username.as_ref() == Some(&wanted));
+            found.is_none()
         })
         .await?;
         Ok(found)
+    }
+
+    /// User `id` (`GET /api/v1/users/{id}`); `None` when CloudShell has no such user (404).
+    pub async fn get_user(&self, id: i64) -> Result<Option<User>, Error> {
+        let path = format!("{USERS_PATH}/{id}");
+        let (answer, token) =
+            self.session.call(&Request::new(CallKind::GetUser, reqwest::Method::GET, &path), true).await?;
+        match answer.status {
+            200 => Ok(Some(User::from(self.session.decode::<wire::User>("GET", &path, &answer, &token)?))),
+            404 => Ok(None),
+            _ => Err(self.session.unexpected("GET", &path, &answer, &token)),
+        }
+    }
+
+    /// The ids of the users this client sent a change for so far (activation, group membership), whether or
+    /// not it took effect.
+    pub fn touched(&self) -> Vec<i64> {
+        self.touched.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+    }
+
+    fn touch(&self, ids: &[i64]) {
+        self.touched.lock().unwrap_or_else(|p| p.into_inner()).extend(ids.iter().copied());
     }
 
     /// Reads a paged list at [`PAGE_LIMIT`] a page, handing each page's items to `each` until it answers
@@ -426,6 +457,7 @@ impl Client {
         users: &[i64],
     ) -> Result<MembershipChange, Error> {
         let path = format!("{GROUPS_PATH}/{id}/Users");
+        self.touch(users);
         let body = json!({ "Users": users.iter().map(|u| json!({ "Id": u })).collect::<Vec<_>>() });
         let verb = method.to_string();
         // Not repeated blindly when the answer is lost: the caller reads the group again first.
@@ -458,6 +490,7 @@ impl Client {
     /// ([`SetActive::Already`]) or its `IsActive` is missing or not a boolean ([`SetActive::Unknown`]).
     pub async fn set_active(&self, id: i64, active: bool) -> Result<SetActive, Error> {
         let path = format!("{USERS_PATH}/{id}");
+        self.touch(&[id]);
         let (answer, token) =
             self.session.call(&Request::new(CallKind::GetUser, reqwest::Method::GET, &path), true).await?;
         match answer.status {

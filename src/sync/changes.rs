@@ -35,6 +35,8 @@ struct Model {
     kept: Kept,
     /// When the full read the model was built from began.
     full_at: Instant,
+    /// CloudShell's users as the run that kept the model left them.
+    users: Option<KeptUsers>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -64,46 +66,111 @@ impl ChangeReads {
     }
 }
 
+/// CloudShell's users as the last run that ended `ok` left them, for a change run to use rather than listing
+/// them all again.
+#[derive(Debug)]
+pub struct KeptUsers {
+    pub users: Vec<crate::cloudshell::User>,
+    /// The ids of the users that run sent a change for: read again before the list is used.
+    pub stale: Vec<i64>,
+}
+
+/// How a run will read the directory, decided before the reads start.
+#[derive(Debug)]
+pub struct Begun {
+    start: Start,
+}
+
+#[derive(Debug)]
+enum Start {
+    /// A one-shot run: always in full.
+    OneShot,
+    /// `ldap.change_detection = "off"`.
+    Off,
+    /// In full, for this reason.
+    Full(String),
+    /// The changes since the model kept.
+    Changes(Box<Model>),
+}
+
+impl Begun {
+    /// CloudShell's users as the last run left them, when this run reads only what changed and the last run
+    /// kept them.
+    pub fn take_users(&mut self) -> Option<KeptUsers> {
+        match &mut self.start {
+            Start::Changes(model) => model.users.take(),
+            _ => None,
+        }
+    }
+}
+
+impl ChangeReads {
+    /// Keeps CloudShell's users as this run leaves them, with the model this run read (if any), for the next
+    /// run; they are kept only when the run ends `ok`.
+    pub fn keep_users(&self, users: Vec<crate::cloudshell::User>, stale: Vec<i64>) {
+        if let Some(model) = lock(&self.pending).as_mut() {
+            model.users = Some(KeptUsers { users, stale });
+        }
+    }
+}
+
+/// Decides how this run reads the directory (`changes` is the daemon's state; `None`: a one-shot run): the
+/// changes since the model kept, when there is one and a full read is not due.
+pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
+    let Some(state) = changes else { return Begun { start: Start::OneShot } };
+    // Whatever an earlier run left pending (one that panicked) is not this run's.
+    lock(&state.pending).take();
+    let taken = lock(&state.kept).take();
+    if config.ldap.change_detection == ChangeDetection::Off {
+        return Begun { start: Start::Off };
+    }
+    let every = config.sync.full_sync_every;
+    let start = match taken {
+        None => Start::Full("no directory model kept: the daemon's first run, or the last run did not end ok".into()),
+        Some(_) if every.is_zero() => Start::Full("sync.full_sync_every = \"0s\"".into()),
+        Some(model) if model.full_at.elapsed() >= every => Start::Full(format!(
+            "sync.full_sync_every ({}) has passed since the last full read",
+            humantime::format_duration(every)
+        )),
+        Some(model) => Start::Changes(Box::new(model)),
+    };
+    Begun { start }
+}
+
 /// What a run read of the directory: resolved for the configured groups, with its coverage.
 pub struct Read {
     pub snapshot: Snapshot,
     pub report: ReadReport,
 }
 
-/// Reads the directory for the configured groups: the changes since the daemon's last run when it may
-/// (`changes` is the daemon's state; `None`: a one-shot run), else in full.
-pub async fn read(config: &Config, changes: Option<&ChangeReads>, connection: ldap::Connection<'_>) -> Read {
+/// Reads the directory for the configured groups as [`begin`] decided: the changes since the daemon's last
+/// run, else (or when the change read fails) in full.
+pub async fn read(
+    config: &Config,
+    changes: Option<&ChangeReads>,
+    begun: Begun,
+    connection: ldap::Connection<'_>,
+) -> Read {
     let groups = &config.sync.groups;
     let method = config.ldap.change_detection;
-    let plain = |reason: &str| ReadReport {
-        mode: "full",
-        method: None,
-        reason: reason.to_string(),
-        changed_users: 0,
-        changed_groups: 0,
-    };
+    let plain = |reason: &str| ReadReport::full(reason);
     let full = |entries: &ldap::Entries| ldap::resolve(entries, &config.ldap, groups);
-    let Some(state) = changes else {
-        let snapshot = full(&connection.read(groups).await);
-        return Read { snapshot, report: plain("a one-shot run reads in full") };
-    };
-    // Whatever an earlier run left pending (one that panicked) is not this run's.
-    lock(&state.pending).take();
-    if method == ChangeDetection::Off {
-        lock(&state.kept).take();
-        let snapshot = full(&connection.read(groups).await);
-        return Read { snapshot, report: plain("ldap.change_detection = \"off\"") };
-    }
-    let every = config.sync.full_sync_every;
-    let taken = lock(&state.kept).take();
-    let mut connection = connection;
-    let reason = match taken {
-        None => "no directory model kept: the daemon's first run, or the last run did not end ok".to_string(),
-        Some(_) if every.is_zero() => "sync.full_sync_every = \"0s\"".to_string(),
-        Some(model) if model.full_at.elapsed() >= every => {
-            format!("sync.full_sync_every ({}) has passed since the last full read", humantime::format_duration(every))
+    let (state, start) = match (changes, begun.start) {
+        (None, _) | (_, Start::OneShot) => {
+            let snapshot = full(&connection.read(groups).await);
+            return Read { snapshot, report: plain("a one-shot run reads in full") };
         }
-        Some(mut model) => match connection.read_changes(&mut model.kept, groups).await {
+        (Some(_), Start::Off) => {
+            let snapshot = full(&connection.read(groups).await);
+            return Read { snapshot, report: plain("ldap.change_detection = \"off\"") };
+        }
+        (Some(state), start) => (state, start),
+    };
+    let mut connection = connection;
+    let reason = match start {
+        Start::OneShot | Start::Off => unreachable!("answered above"),
+        Start::Full(reason) => reason,
+        Start::Changes(mut model) => match connection.read_changes(&mut model.kept, groups).await {
             Ok((entries, read)) => {
                 let report = ReadReport {
                     mode: "changes",
@@ -111,8 +178,9 @@ pub async fn read(config: &Config, changes: Option<&ChangeReads>, connection: ld
                     reason: "the changes since the last run".to_string(),
                     changed_users: read.users.changed + read.users.gone,
                     changed_groups: read.groups.changed + read.groups.gone,
+                    ..plain("")
                 };
-                *lock(&state.pending) = Some(model);
+                *lock(&state.pending) = Some(*model);
                 let snapshot = Snapshot { coverage: Coverage::Changes, ..full(&entries) };
                 return Read { snapshot, report };
             }
@@ -127,7 +195,7 @@ pub async fn read(config: &Config, changes: Option<&ChangeReads>, connection: ld
     let (snapshot, built) = connection.read_keeping(groups).await;
     let method = match built {
         Ok(kept) => {
-            *lock(&state.pending) = Some(Model { kept, full_at });
+            *lock(&state.pending) = Some(Model { kept, full_at, users: None });
             *lock(&state.unavailable) = None;
             Some("syncrepl")
         }

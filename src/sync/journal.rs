@@ -293,6 +293,14 @@ impl Journal {
         }
     }
 
+    /// The CloudShell ids of the users whose activation changed by an intent whose outcome is not known.
+    pub fn unsettled_users(&self) -> Result<Vec<i64>, db::Error> {
+        let pending = self.pending()?;
+        let users =
+            pending.iter().filter(|p| matches!(p.intent.change, Change::Deactivate { .. } | Change::Reactivate));
+        Ok(users.map(|p| p.intent.cloudshell_id).collect())
+    }
+
     /// The intents whose outcome is not known (none when the state is the JSON files).
     fn pending(&self) -> Result<Vec<Pending>, db::Error> {
         match &self.source {

@@ -18,6 +18,7 @@ pub mod place;
 pub mod plan;
 pub mod rematch;
 pub mod unresolved;
+pub mod users;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -242,17 +243,33 @@ async fn run_connected(
     journal: Option<&Journal>,
     report: &mut Report,
 ) -> Option<()> {
-    let reads = read(config, context, connection, client, report).await?;
+    let Reads { snapshot, mut users, groups, done } =
+        read(config, context, connection, client, journal, report).await?;
     if let (Some(journal), false) = (journal, report.dry_run)
-        && let Err(e) = journal::settle_pending(journal, client, &reads.users).await
+        && let Err(e) = journal::settle_pending(journal, client, &users.list).await
     {
         report.fail(format!("the outcomes of an earlier run's calls could not be recorded: {e}"));
         return None;
     }
     let counts = load_state(journal, report)?;
     let last_good = counts.as_ref().map(state::Counts::by_group).unwrap_or_default();
-    let policy = Policy::new(&config.sync, last_good, disabled_accounts(config, context));
-    let plan = plan::plan(reads.snapshot, &reads.users, policy);
+    let policy = || Policy::new(&config.sync, last_good.clone(), disabled_accounts(config, context));
+    let meta = (snapshot.users_seen, snapshot.searches, snapshot.served_by.clone());
+    let mut plan = plan::plan(snapshot, &users.list, policy());
+    if users.kept && plan.missing > 0 {
+        // A kept list may not know users created since (by an administrator, or at a first login): they are
+        // looked up before anything is imported.
+        match users::look_up(client, &mut users, plan.missing_names(), config.sync.concurrency).await {
+            Ok(0) if users.kept => {}
+            Ok(_) => plan = plan::plan(plan.into_snapshot(meta), &users.list, policy()),
+            Err(e) => {
+                tracing::error!(error = %e, "cloudshell unavailable");
+                report.fail(e);
+                return None;
+            }
+        }
+        note_users(report, &users);
+    }
     log_plan(&plan, config.sync.max_shrink_percent);
     if let Some(held) = plan.held {
         tracing::warn!(planned = held.planned, limit = held.limit, "import limit exceeded, writes held");
@@ -264,10 +281,10 @@ async fn run_connected(
         return Some(());
     }
     apply_plan(config, client, &plan, context, report).await;
-    let after = After { plan: &plan, journal, users: reads.users, groups: reads.groups };
+    let after = After { plan: &plan, journal, users, groups };
     after_imports(config, client, after, context, report).await;
     report.finish(plan.members, plan.missing);
-    report.after_reads_ms = reads.done.elapsed().as_millis() as u64;
+    report.after_reads_ms = done.elapsed().as_millis() as u64;
     save_state(journal, counts.as_ref(), &plan, report);
     Some(())
 }
@@ -293,7 +310,7 @@ async fn connect<'a>(config: &'a Config, context: &Context, report: &mut Report)
 /// What the reads found.
 struct Reads {
     snapshot: ldap::Snapshot,
-    users: Vec<crate::cloudshell::User>,
+    users: users::Users,
     groups: Option<Result<Vec<crate::cloudshell::Group>, crate::cloudshell::Error>>,
     /// When they ended.
     done: Instant,
@@ -301,25 +318,44 @@ struct Reads {
 
 /// The directory and CloudShell's users (and groups, with mappings), read side by side. `None` when the run
 /// was asked to stop, no configured group could be enumerated, or CloudShell could not be listed: nothing is
-/// written then.
+/// written then. In a change read, CloudShell's users are the list the last run left, brought up to date
+/// ([`users::read`]); a full read lists them all.
 async fn read(
     config: &Config,
     context: &Context,
     connection: ldap::Connection<'_>,
     client: &Client,
+    journal: Option<&Journal>,
     report: &mut Report,
 ) -> Option<Reads> {
     let directory_started = Instant::now();
+    let mut begun = changes::begin(config, context.changes.as_deref());
+    let kept = begun.take_users();
+    // The users of changes whose outcome is not known yet are read again, for settling them.
+    let unsettled = match (&kept, journal) {
+        (Some(_), Some(journal)) => journal.unsettled_users(),
+        _ => Ok(Vec::new()),
+    };
+    let kept = kept.filter(|_| unsettled.is_ok());
+    let unsettled = unsettled.unwrap_or_default();
     // Independent reads: overlap them.
     // Read (I/O), then resolve (pure): the entries are what the directory said; the snapshot is what they mean
     // for the configured groups, with what it covers.
     let read_directory = async {
-        let read = changes::read(config, context.changes.as_deref(), connection).await;
+        let read = changes::read(config, context.changes.as_deref(), begun, connection).await;
         (read.snapshot, directory_started.elapsed(), read.report)
     };
     let mapped = !config.sync.mappings.is_empty();
     let list_groups = async { if mapped { Some(client.list_groups().await) } else { None } };
-    let reads = async { tokio::join!(read_directory, client.list_users(), list_groups) };
+    let list_users = users::read(client, kept, &unsettled, config.sync.concurrency);
+    let reads = async {
+        let (directory, mut listed, groups) = tokio::join!(read_directory, list_users, list_groups);
+        // A change read that fell back to a full one lists every user too.
+        if directory.2.mode == "full" && listed.as_ref().is_ok_and(|u| u.kept) {
+            listed = users::read(client, None, &[], config.sync.concurrency).await;
+        }
+        (directory, listed, groups)
+    };
     // Nothing has been written yet: a stop request gives the reads up at once.
     let ((snapshot, directory_time, read_report), listed, groups) = tokio::select! {
         biased;
@@ -363,8 +399,21 @@ async fn read(
             return None;
         }
     };
-    tracing::info!(users = users.len(), "cloudshell users listed");
+    if users.kept {
+        tracing::info!(users = users.list.len(), read_again = users.lookups, "cloudshell users kept from the last run");
+    } else {
+        tracing::info!(users = users.list.len(), "cloudshell users listed");
+    }
+    note_users(report, &users);
     Some(Reads { snapshot, users, groups, done })
+}
+
+/// Says in the report how CloudShell's users were read.
+fn note_users(report: &mut Report, users: &users::Users) {
+    if let Some(read) = report.read.as_mut() {
+        read.cloudshell_users = if users.kept { "kept" } else { "listed" };
+        read.cloudshell_lookups = users.lookups;
+    }
 }
 
 /// The shrink guard's counts (`None` without a state directory: the guard is off). `None` (the run fails) when
@@ -403,7 +452,7 @@ fn stopped_reading(report: &mut Report) {
 struct After<'a> {
     plan: &'a Plan,
     journal: Option<&'a Journal>,
-    users: Vec<crate::cloudshell::User>,
+    users: users::Users,
     groups: Option<Result<Vec<crate::cloudshell::Group>, crate::cloudshell::Error>>,
 }
 
@@ -414,8 +463,10 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     let leaver_step = config.sync.leavers.action != LeaverAction::Ignore && journal.is_some();
     let disabled_step = disabled_accounts(config, context) == DisabledAccounts::ImportThenDeactivate;
     // The new users' ids are needed only to place them in groups or to manage them.
-    let needs_ids = (groups.is_some() || leaver_step || disabled_step) && !report.dry_run;
-    let users = if needs_ids { users_after_imports(client, users).await } else { users };
+    let needs_ids = (groups.is_some() || leaver_step || disabled_step || users.kept) && !report.dry_run;
+    let kept_users = if needs_ids { users_after_imports(config, client, users, plan).await } else { users };
+    note_users(report, &kept_users);
+    let users = &kept_users.list;
     let identity_held = identity_held(report);
     let mut ledger = journal.map(ledger::Ledger::load);
     // The groups seen nested before, read once for finding the unresolved members and for adding the new ones.
@@ -429,7 +480,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     let unresolved = find_unresolved(ledger.as_ref(), &known, plan, report);
     let unresolved_groups: HashSet<GroupName> = unresolved.iter().map(|u| GroupName::new(&u.group)).collect();
     if let Some(groups) = groups {
-        let reads = place::Reads { users: &users, groups };
+        let reads = place::Reads { users, groups };
         let run = place::Run {
             dry_run: report.dry_run,
             journal,
@@ -451,7 +502,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         })
     };
     if let (Some(ledger), Ok(()), false) = (ledger.as_mut(), complete(report.interrupted), report.dry_run) {
-        rematch_if_accepted(ledger, plan, &users, report);
+        rematch_if_accepted(ledger, plan, users, report);
     }
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     if let (true, Some(why), Some(_)) = (disabled_step, &identity_held, ledger.as_ref()) {
@@ -461,7 +512,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     } else if let (true, Some(ledger)) = (disabled_step, ledger.as_mut()) {
         let run = disabled::Run {
             plan,
-            users: &users,
+            users,
             complete: complete(report.interrupted).is_ok(),
             dry_run: report.dry_run,
             stop: &context.stops.stop,
@@ -474,7 +525,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     }
     let run = leave::Run {
         plan,
-        users: &users,
+        users,
         complete: complete(report.interrupted),
         dry_run: report.dry_run,
         stop: &context.stops.stop,
@@ -483,7 +534,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     let leaver_ledger = ledger.as_mut().filter(|_| leaver_step);
     report.leavers = leave::leaver_step(client, &config.sync.leavers, leaver_ledger, run).await;
     if let Some(Ok(managed)) = ledger.as_ref().map(ledger::Ledger::users) {
-        report.inactive_members = inactive_members(plan, &users, managed);
+        report.inactive_members = inactive_members(plan, users, managed);
     }
     if let (Some(ledger), false) = (ledger.as_mut(), report.dry_run) {
         record_dns_and_save(ledger, plan, report);
@@ -492,13 +543,16 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         let members = budget::members(plan);
         let managed =
             ledger.as_ref().and_then(|l| l.users().ok()).filter(|_| budget::deactivates(config, disabled_step));
-        report.budgets = budget::left(config, journal, managed.map(|m| (m, &members)), &users);
+        report.budgets = budget::left(config, journal, managed.map(|m| (m, &members)), users);
     }
     if let (Some(journal), Ok(()), false) = (journal, complete(report.interrupted), report.dry_run) {
         remember_nested_groups(journal, &known, plan);
     }
     if let Some(ledger) = ledger {
         ledger.keep();
+    }
+    if let (Some(changes), false) = (&context.changes, report.dry_run) {
+        changes.keep_users(kept_users.list, client.touched());
     }
 }
 
@@ -640,21 +694,23 @@ fn disabled_accounts(config: &Config, context: &Context) -> DisabledAccounts {
     config.sync.disabled_accounts(context.state_directory.is_some())
 }
 
-/// CloudShell's users after the imports: listed again when this run imported anyone (for the new users'
-/// ids), else the list read at the start. A listing that fails keeps the old one (logged): users imported now
-/// are then placed and managed from the next run on.
-async fn users_after_imports(client: &Client, users: Vec<crate::cloudshell::User>) -> Vec<crate::cloudshell::User> {
+/// CloudShell's users after the imports: read again when this run imported anyone (for the new users' ids):
+/// listed in full, or, for a kept list, the users the plan found missing looked up. A read that fails keeps
+/// the old list (logged): users imported now are then placed and managed from the next run on.
+async fn users_after_imports(config: &Config, client: &Client, mut users: users::Users, plan: &Plan) -> users::Users {
     let calls = client.calls();
     if calls.get(CallKind::ImportGroup) + calls.get(CallKind::ImportUser) == 0 {
         return users;
     }
-    match client.list_users().await {
-        Ok(fresh) => fresh,
-        Err(e) => {
-            tracing::warn!(error = %e, "user list after the imports unreadable; users imported now are handled next run");
-            users
-        }
+    let read = if users.kept {
+        users::look_up(client, &mut users, plan.missing_names(), config.sync.concurrency).await.map(drop)
+    } else {
+        client.list_users().await.map(|fresh| users = users::Users::listed(fresh))
+    };
+    if let Err(e) = read {
+        tracing::warn!(error = %e, "user list after the imports unreadable; users imported now are handled next run");
     }
+    users
 }
 
 /// Carries the plan out group by group (nothing in a dry run), adding each group's report line. Stops

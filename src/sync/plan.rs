@@ -138,6 +138,28 @@ pub struct Plan {
     pub coverage: ldap::Coverage,
 }
 
+impl Plan {
+    /// The distinct members missing in CloudShell, over all enumerated groups.
+    pub fn missing_names(&self) -> Vec<Username> {
+        let mut seen = FxHashSet::default();
+        let missing = self.groups.iter().filter_map(|g| match g {
+            GroupPlan::Ready(r) => Some(r.missing.iter()),
+            GroupPlan::Failed { .. } => None,
+        });
+        missing.flatten().filter(|m| seen.insert(m.username.folded())).map(|m| m.username.clone()).collect()
+    }
+
+    /// The snapshot this plan was made from, for planning again: `users_seen`, `searches` and `served_by` as
+    /// that snapshot had them.
+    pub fn into_snapshot(self, (users_seen, searches, served_by): (usize, usize, String)) -> Snapshot {
+        let groups = self.groups.into_iter().map(|g| match g {
+            GroupPlan::Failed { name, error } => ldap::GroupOutcome { name, result: Err(error) },
+            GroupPlan::Ready(r) => ldap::GroupOutcome { name: r.name, result: Ok(r.group) },
+        });
+        Snapshot { groups: groups.collect(), users_seen, searches, served_by, coverage: self.coverage }
+    }
+}
+
 /// Why a plan is held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Held {

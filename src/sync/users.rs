@@ -1,0 +1,160 @@
+//! CloudShell's users for a run: listed in full, or, in the daemon's change runs, the list the last run that
+//! ended `ok` left, brought up to date one user at a time.
+//!
+//! A kept list is trusted only for what this program itself knows: the users the last run sent a change for
+//! (activation, group membership) are read again by id before it is used, and the members the plan finds
+//! missing are looked up by name before anything is imported. What someone changes in CloudShell by hand
+//! (a user deleted, taken out of a group) is seen at the next full read, which lists every user again.
+//! Where more users would be read one by one than a full list has pages, the list is read in full instead.
+
+use futures_util::{StreamExt, TryStreamExt};
+use rustc_hash::FxHashMap;
+
+use crate::cloudshell::{self, Client, User};
+use crate::sync::changes::KeptUsers;
+use crate::username::Username;
+
+/// CloudShell's users as this run knows them.
+pub struct Users {
+    pub list: Vec<User>,
+    /// Whether `list` is the last run's, brought up to date (`false`: listed in full by this run).
+    pub kept: bool,
+    /// The users read one by one so far.
+    pub lookups: usize,
+}
+
+impl Users {
+    pub fn listed(list: Vec<User>) -> Users {
+        Users { list, kept: false, lookups: 0 }
+    }
+}
+
+/// Whether reading `lookups` users one by one costs more requests than listing `users` users in full.
+fn list_instead(lookups: usize, users: usize) -> bool {
+    lookups > users / cloudshell::PAGE_LIMIT + 1
+}
+
+/// The run's users: listed in full, or `kept` with the users in `kept.stale` and `also` (ids, for example
+/// those of changes whose outcome is not yet known) read again.
+pub async fn read(
+    client: &Client,
+    kept: Option<KeptUsers>,
+    also: &[i64],
+    concurrency: usize,
+) -> Result<Users, cloudshell::Error> {
+    let Some(KeptUsers { users, mut stale }) = kept else {
+        return Ok(Users::listed(client.list_users().await?));
+    };
+    stale.extend_from_slice(also);
+    stale.sort_unstable();
+    stale.dedup();
+    if list_instead(stale.len(), users.len()) {
+        return Ok(Users::listed(client.list_users().await?));
+    }
+    let read: Vec<(i64, Option<User>)> = futures_util::stream::iter(stale.iter().copied())
+        .map(|id| async move { client.get_user(id).await.map(|u| (id, u)) })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    let mut users = Users { list: users, kept: true, lookups: stale.len() };
+    let gone: rustc_hash::FxHashSet<i64> = read.iter().filter(|(_, u)| u.is_none()).map(|(id, _)| *id).collect();
+    if !gone.is_empty() {
+        users.list.retain(|u| !u.id.is_some_and(|id| gone.contains(&id)));
+    }
+    merge(&mut users.list, read.into_iter().filter_map(|(_, u)| u).collect());
+    Ok(users)
+}
+
+/// Looks up `names` by name in a kept list (nothing for a listed one), or lists every user again when that is
+/// cheaper. Answers how many of them CloudShell has.
+pub async fn look_up(
+    client: &Client,
+    users: &mut Users,
+    names: Vec<Username>,
+    concurrency: usize,
+) -> Result<usize, cloudshell::Error> {
+    if !users.kept || names.is_empty() {
+        return Ok(0);
+    }
+    if list_instead(users.lookups + names.len(), users.list.len()) {
+        *users = Users::listed(client.list_users().await?);
+        let wanted: rustc_hash::FxHashSet<&str> = names.iter().map(Username::folded).collect();
+        return Ok(users
+            .list
+            .iter()
+            .filter(|u| u.username.as_ref().is_some_and(|n| wanted.contains(n.folded())))
+            .count());
+    }
+    users.lookups += names.len();
+    let found: Vec<Option<User>> = futures_util::stream::iter(names)
+        .map(|name| async move { client.find_user(name.as_str()).await })
+        .buffered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    let found: Vec<User> = found.into_iter().flatten().collect();
+    let count = found.len();
+    merge(&mut users.list, found);
+    Ok(count)
+}
+
+/// Puts `fresh` into `list`: in place of the record with the same id, else of the one with the same name,
+/// else at the end.
+fn merge(list: &mut Vec<User>, fresh: Vec<User>) {
+    if fresh.is_empty() {
+        return;
+    }
+    let mut by_id: FxHashMap<i64, usize> = FxHashMap::default();
+    let mut by_name: FxHashMap<String, usize> = FxHashMap::default();
+    for (n, u) in list.iter().enumerate() {
+        if let Some(id) = u.id {
+            by_id.insert(id, n);
+        }
+        if let Some(name) = &u.username {
+            by_name.insert(name.folded().to_string(), n);
+        }
+    }
+    for user in fresh {
+        let at = user
+            .id
+            .and_then(|id| by_id.get(&id))
+            .or_else(|| user.username.as_ref().and_then(|name| by_name.get(name.folded())));
+        match at {
+            Some(&n) => list[n] = user,
+            None => list.push(user),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: i64, name: &str, active: bool) -> User {
+        User {
+            id: Some(id),
+            username: Username::new(name),
+            is_active: Some(active),
+            is_admin: Some(false),
+            domain_name: None,
+            group_ids: None,
+        }
+    }
+
+    #[test]
+    fn a_fresh_record_replaces_the_one_with_its_id_or_name_else_is_added() {
+        let mut list = vec![user(1, "ann", true), user(2, "bob", true)];
+        merge(&mut list, vec![user(1, "ann", false), user(7, "BOB", true), user(3, "cy", true)]);
+        let seen: Vec<(i64, &str, bool)> =
+            list.iter().map(|u| (u.id.unwrap(), u.username.as_ref().unwrap().as_str(), u.is_active.unwrap())).collect();
+        assert_eq!(seen, [(1, "ann", false), (7, "BOB", true), (3, "cy", true)]);
+    }
+
+    #[test]
+    fn reading_more_users_one_by_one_than_a_list_has_pages_lists_them_instead() {
+        assert!(!list_instead(0, 0));
+        assert!(!list_instead(1, 0), "one lookup costs what a one-page list does");
+        assert!(list_instead(2, 0));
+        assert!(!list_instead(401, 100_000));
+        assert!(list_instead(402, 100_000));
+    }
+}
