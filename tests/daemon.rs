@@ -652,11 +652,11 @@ async fn a_change_run_reads_only_the_cloudshell_users_it_needs() {
     let (listed, named, _) = user_reads(&env).await;
     assert_eq!(listed, 0, "{:?}", env.sim.calls().await);
     assert_eq!(named, ["handmade", "newhire", "newhire"], "looked up before the import, newhire again after it");
-    let planned = daemon.events().into_iter().filter(|e| e["fields"]["message"] == "group planned").last().unwrap();
+    let planned = daemon.events().into_iter().rfind(|e| e["fields"]["message"] == "group planned").unwrap();
     assert_eq!(planned["fields"]["to_import"], 1, "handmade is found, not imported: {planned}");
     assert!(env.sim.usernames().await.contains(&"newhire".to_string()));
     assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob", "handmade", "newhire"]);
-    let finished = daemon.events().into_iter().filter(|e| e["fields"]["message"] == "run finished").last().unwrap();
+    let finished = daemon.events().into_iter().rfind(|e| e["fields"]["message"] == "run finished").unwrap();
     assert_eq!(finished["fields"]["result"], "ok", "{finished}");
 
     // The users it placed are read again by id, and not added a second time.
@@ -665,4 +665,36 @@ async fn a_change_run_reads_only_the_cloudshell_users_it_needs() {
     daemon.wait_for("run finished", 5, Duration::from_secs(20));
     assert_eq!(user_reads(&env).await, (0, vec![], 2), "{:?}", env.sim.calls().await);
     assert_eq!(writes(&env).await, Vec::<Value>::new(), "nothing written again");
+}
+
+/// A change read that cannot be used (here: `ldap.user_filter` changed on SIGHUP since the model was read) falls
+/// back to a full read, and CloudShell's users are then listed in full too, not taken from the last run.
+#[tokio::test]
+async fn a_change_read_that_falls_back_to_a_full_read_lists_every_cloudshell_user() {
+    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let others: Vec<String> = (0..1000).map(|n| format!("local{n:04}")).collect();
+    env.sim.add_local_users(&others.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await;
+    let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", "");
+    let daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    // The control: a change read with the same settings takes the kept list.
+    env.sim.clear_calls().await;
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!((reads(&daemon)[1].0.as_str(), user_reads(&env).await.0), ("changes", 0));
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    let changed = text.replace("[ldap]\n", "[ldap]\nuser_filter = \"(&(objectClass=inetOrgPerson))\"\n");
+    assert_ne!(text, changed);
+    std::fs::write(&config, changed).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for("configuration reloaded", 1, Duration::from_secs(20));
+    env.sim.clear_calls().await;
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    let third = &reads(&daemon)[2];
+    assert_eq!(third.0, "full", "{third:?}");
+    assert!(third.2.contains("ldap.user_filter"), "{third:?}");
+    assert_eq!(user_reads(&env).await, (1, vec![], 0), "{:?}", env.sim.calls().await);
+    assert_eq!(daemon.count("change read not usable, reading in full"), 1);
 }
