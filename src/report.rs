@@ -467,6 +467,10 @@ pub struct LeaversReport {
     /// CloudShell did not say.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub left_alone: Vec<ProtectedLine>,
+    /// In a change read: managed users absent from every configured group whose departure no change read
+    /// reported (gone before the last full read, and not acted on there); the next full read decides.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for_full_read: Vec<String>,
     pub failures: Vec<Failure>,
 }
 
@@ -485,6 +489,7 @@ impl LeaversReport {
             error: None,
             leavers: Vec::new(),
             left_alone: Vec::new(),
+            waiting_for_full_read: Vec::new(),
             failures: Vec::new(),
         }
     }

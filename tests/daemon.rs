@@ -437,10 +437,10 @@ fn reads(daemon: &Daemon) -> Vec<(String, Value, String)> {
 }
 
 /// With OpenLDAP's content sync, the daemon reads only what changed between full reads: a new hire added to a
-/// group is imported by a change read; a member who left is a leaver only at the next full read (a change read
-/// is additions only), where they are deactivated (the positive control).
+/// group is imported by a change read, and a member whose removal it reports is a leaver there and then
+/// (deactivated: the positive control). The full read that follows finds nothing more to do.
 #[tokio::test]
-async fn between_full_reads_the_daemon_reads_only_what_changed_and_leavers_wait_for_a_full_read() {
+async fn between_full_reads_the_daemon_reads_only_what_changed_and_acts_on_the_leavers_it_reports() {
     let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
     let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
     let config = env.config(&["Team", "Other"], NEVER, "full_sync_every = \"4s\"", leavers);
@@ -466,22 +466,63 @@ async fn between_full_reads_the_daemon_reads_only_what_changed_and_leavers_wait_
         read["fields"]["changed_groups"].as_u64() >= Some(1) && read["fields"]["changed_users"].as_u64() >= Some(1)
     );
     assert!(env.sim.usernames().await.contains(&"newhire".to_string()), "imported by the change read");
-    assert!(env.sim.is_active("bob").await, "no leaver in a change read:\n{}", daemon.log());
-    let skipped = daemon.events().into_iter().any(|e| {
-        e["fields"]["message"] == "leaver step skipped"
-            && e["fields"]["reason"].as_str().unwrap_or_default().contains("a change read")
-    });
-    assert!(skipped, "the leaver step says why:\n{}", daemon.log());
+    assert!(!env.sim.is_active("bob").await, "the leaver the change read reported:\n{}", daemon.log());
+    assert!(env.sim.is_active("alice").await && env.sim.is_active("erin").await && env.sim.is_active("newhire").await);
 
-    // Once sync.full_sync_every has passed, a full read: bob is a leaver and is deactivated.
+    // Once sync.full_sync_every has passed, a full read, with nothing more to change.
     std::thread::sleep(Duration::from_secs(4).saturating_sub(started.elapsed()));
+    env.sim.clear_calls().await;
     daemon.signal("USR1");
     daemon.wait_for("run finished", 3, Duration::from_secs(20));
     let third = &reads(&daemon)[2];
     assert_eq!(third.0, "full", "{third:?}");
     assert!(third.2.contains("full_sync_every"), "{third:?}");
+    assert_eq!(writes(&env).await, Vec::<Value>::new());
+    assert!(!env.sim.is_active("bob").await);
+}
+
+/// A change read acts only on the departures it reports: a managed user already gone at the last full read and
+/// still waiting there (`grace_runs = 2`) is not counted again by change reads, and waits for the next full
+/// read (where the positive control deactivates them); a member whose removal a change read reports counts
+/// from there, run after run, and is deactivated by the second change read.
+#[tokio::test]
+async fn a_change_read_counts_only_the_departures_it_reports() {
+    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let leavers =
+        "[sync.leavers]\naction = \"deactivate\"\ngrace_runs = 2\nmax_percent = 100\nmax_percent_per_day = 100\n";
+    let config = env.config(&["Team", "Big"], NEVER, "full_sync_every = \"3s\"", leavers);
+    let daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let remove = |group: &str, uid: &str| {
+        env.slapd.modify(&format!(
+            "dn: cn={group},{}\nchangetype: modify\ndelete: member\nmember: uid={uid},{PEOPLE}\n",
+            common::GROUPS
+        ))
+    };
+    // bob leaves before the second full read, which counts his first run as a leaver.
+    remove("Team", "bob");
+    std::thread::sleep(Duration::from_secs(3));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    let full_at = Instant::now();
+    assert_eq!(reads(&daemon)[1].0, "full");
+    assert!(env.sim.is_active("bob").await, "waiting: grace_runs = 2");
+
+    remove("Big", "big00000");
+    for n in 3..=4 {
+        daemon.signal("USR1");
+        daemon.wait_for("run finished", n, Duration::from_secs(20));
+        assert_eq!(reads(&daemon)[n - 1].0, "changes", "{:?}", reads(&daemon));
+    }
+    assert!(!env.sim.is_active("big00000").await, "reported gone, two runs:\n{}", daemon.log());
+    assert!(env.sim.is_active("bob").await, "gone before the change reads: waits for a full read");
+
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(full_at.elapsed()));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 5, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[4].0, "full");
     assert!(!env.sim.is_active("bob").await, "deactivated at the full read:\n{}", daemon.log());
-    assert!(env.sim.is_active("newhire").await && env.sim.is_active("alice").await);
+    assert!(env.sim.is_active("alice").await && env.sim.is_active("big00001").await);
 }
 
 /// Without content sync on the server (`auto`), every run reads in full and the reason is logged once; with

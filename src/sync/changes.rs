@@ -5,8 +5,9 @@
 //! happens on the daemon's first run, after a run that did not end `ok`, when `sync.full_sync_every` has passed,
 //! whenever the model cannot answer (a setting changed, the server is behind its own answers, a member it cannot
 //! compare) or the change read fails; a one-shot `sync` always reads in full. A change read's snapshot covers
-//! the configured groups as a full read would, but its coverage is [`Coverage::Changes`]: additions only, with
-//! leavers, removals from CloudShell groups and the shrink guard's reference left to the next full read.
+//! the configured groups as a full read would, but its coverage is [`Coverage::Changes`]: its leavers are only
+//! the departures the change reads reported ([`ChangeReads::track_members`]), and removals from CloudShell
+//! groups and the shrink guard's reference are left to the next full read.
 //!
 //! The model built by a run is kept for the next only when that run ended `ok` ([`ChangeReads::settle`]): the
 //! watermark never moves past a run whose writes did not all go through.
@@ -14,10 +15,13 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use rustc_hash::FxHashSet;
+
 use crate::config::Config;
 use crate::ldap::changes::kept::Kept;
 use crate::ldap::{self, ChangeDetection, Coverage, Snapshot};
 use crate::report::ReadReport;
+use crate::username::Username;
 
 /// The daemon's change-read state, from one run to the next.
 #[derive(Debug, Default)]
@@ -37,6 +41,9 @@ struct Model {
     full_at: Instant,
     /// CloudShell's users as the run that kept the model left them.
     users: Option<KeptUsers>,
+    /// The effective members (folded usernames) seen since the full read the model was built from, that read
+    /// included: a managed user among them who is no longer a member left in a change the reads reported.
+    members: FxHashSet<Box<str>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -105,6 +112,30 @@ impl Begun {
 }
 
 impl ChangeReads {
+    /// Records this run's effective members with the model it read, and answers, in a change read, which
+    /// members seen since the last full read are no longer members: the departures the change reads reported,
+    /// the only ones that may make leavers between full reads. `None` after a full read (any absence counts).
+    pub fn track_members(&self, plan: &crate::sync::plan::Plan) -> Option<FxHashSet<Username>> {
+        let mut pending = lock(&self.pending);
+        let model = pending.as_mut();
+        if plan.coverage.is_full() {
+            if let Some(model) = model {
+                model.members = plan.distinct.iter().map(|m| Box::from(m.username.folded())).collect();
+            }
+            return None;
+        }
+        // A change read always has its model; without one, no departure is known.
+        let Some(model) = model else { return Some(FxHashSet::default()) };
+        let now: FxHashSet<&str> = plan.distinct.iter().map(|m| m.username.folded()).collect();
+        let gone = model.members.iter().filter(|m| !now.contains(&***m)).filter_map(|m| Username::new(m)).collect();
+        for m in &plan.distinct {
+            if !model.members.contains(m.username.folded()) {
+                model.members.insert(Box::from(m.username.folded()));
+            }
+        }
+        Some(gone)
+    }
+
     /// Keeps CloudShell's users as this run leaves them, with the model this run read (if any), for the next
     /// run; they are kept only when the run ends `ok`.
     pub fn keep_users(&self, users: Vec<crate::cloudshell::User>, stale: Vec<i64>) {
@@ -195,7 +226,7 @@ pub async fn read(
     let (snapshot, built) = connection.read_keeping(groups).await;
     let method = match built {
         Ok(kept) => {
-            *lock(&state.pending) = Some(Model { kept, full_at, users: None });
+            *lock(&state.pending) = Some(Model { kept, full_at, users: None, members: FxHashSet::default() });
             *lock(&state.unavailable) = None;
             Some("syncrepl")
         }

@@ -29,19 +29,16 @@ pub struct Run<'a> {
     pub stop: &'a CancellationToken,
     /// This run's time, as written into the managed users.
     pub now: &'a str,
+    /// In a change read: the departures the change reads reported ([`super::leavers::Seen::reported`]).
+    pub reported: Option<&'a HashSet<Username>>,
 }
 
-/// Whether a run that got as far as the imports is complete: the directory read whole, every configured
-/// group enumerated and not held, and nothing interrupted. Only then is a user's absence a departure.
+/// Whether a run that got as far as the imports is complete: every configured group enumerated and not held,
+/// and nothing interrupted. Only then is a user's absence a departure; in a change read, only the departures
+/// the change reads reported ([`Run::reported`]).
 pub fn completeness(plan: &Plan, interrupted: bool) -> Result<(), String> {
     if interrupted {
         return Err("the run was asked to stop".into());
-    }
-    match plan.coverage {
-        crate::ldap::Coverage::Full => {}
-        crate::ldap::Coverage::Changes => {
-            return Err("a change read: leavers are decided at full reads (sync.full_sync_every)".into());
-        }
     }
     let incomplete: Vec<&str> = plan
         .groups
@@ -125,7 +122,7 @@ pub async fn leaver_step(
         }
     };
     let (members, ambiguous) = seen(run.plan);
-    let seen = Seen { members, ambiguous, users: run.users, now: run.now, last_24h };
+    let seen = Seen { members, ambiguous, users: run.users, now: run.now, last_24h, reported: run.reported };
     let planned = leavers::plan(managed, &seen, policy);
     record_plan(&planned, policy, &mut report);
     if run.dry_run {
@@ -178,6 +175,11 @@ fn skipped(mut report: LeaversReport, why: String) -> LeaversReport {
 fn record_plan(planned: &LeaverPlan, policy: &LeaverPolicy, report: &mut LeaversReport) {
     report.managed = planned.managed;
     report.left_alone = planned.left_alone.clone();
+    if let Some(first) = planned.unreported.first() {
+        let sample: Vec<&str> = planned.unreported.iter().take(5).map(Username::as_str).collect();
+        tracing::info!(count = planned.unreported.len(), username = %first, sample = ?sample, "leavers wait for a full read");
+        report.waiting_for_full_read = planned.unreported.iter().map(ToString::to_string).collect();
+    }
     for l in &planned.left_alone {
         tracing::warn!(username = %l.username, reason = l.reason, "user back in the configured groups left alone");
     }
@@ -246,8 +248,9 @@ mod tests {
     }
 
     #[test]
-    fn only_a_full_read_of_every_group_with_nothing_interrupted_is_complete() {
+    fn only_a_read_of_every_group_with_nothing_interrupted_is_complete() {
         // The positive control: a full read of every group, nothing stopped, is complete, so leavers are acted on.
+        // (A change read is complete too: its leavers are only the departures it reported, `Run::reported`.)
         let whole = planned(vec![group("A", &["a"]), group("B", &["b"])], &[("A", 1)]);
         assert!(whole.coverage.is_full());
         assert_eq!(completeness(&whole, false), Ok(()));
@@ -299,7 +302,7 @@ mod tests {
             }
             journal.save_managed(&Managed::default(), &managed).unwrap();
             let stop = CancellationToken::new();
-            let run = Run { plan, users, complete: Ok(()), dry_run: false, stop: &stop, now: "t1" };
+            let run = Run { plan, users, complete: Ok(()), dry_run: false, stop: &stop, now: "t1", reported: None };
             let mut ledger = Ledger::load(journal);
             leaver_step(client, policy, Some(&mut ledger), run).await.unwrap()
         }

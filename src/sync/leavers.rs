@@ -8,6 +8,9 @@
 //! - a managed user who is now an effective member of no configured group is a leaver (gone from the
 //!   directory and disabled accounts included: they are effective members of nothing); a username that is
 //!   ambiguous in the directory is neither seen nor a leaver this run;
+//! - in a change read (the daemon between full reads), only a departure the change reads reported counts: a
+//!   managed user seen as a member since the last full read and not now (`Seen::reported`); any other
+//!   absent managed user waits, uncounted, for the next full read;
 //! - a leaver is acted on after `grace_runs` consecutive complete runs and `grace_period` since the streak
 //!   began (`leaver_since`), both; coming back resets them;
 //! - never admins, users matching `protect`, local users (`DomainName` null), users already inactive, or users
@@ -72,6 +75,9 @@ pub struct LeaverPlan {
     pub reactivate: Vec<Target>,
     /// Users this program deactivated who are back and are not reactivated, with why.
     pub left_alone: Vec<ProtectedLine>,
+    /// In a change read: managed users absent whose departure no change read reported, sorted: they wait for
+    /// the next full read, uncounted.
+    pub unreported: Vec<Username>,
     pub held: Option<Held>,
 }
 
@@ -87,6 +93,9 @@ pub struct Seen<'a> {
     pub now: &'a str,
     /// Deactivations in the last 24 hours, by the audit trail (`None`: no record, the per-run limits only).
     pub last_24h: Option<usize>,
+    /// In a change read: the users whose departure the change reads reported (members seen since the last
+    /// full read who are not now); only they can be leavers. `None`: a full read, where any absence counts.
+    pub reported: Option<&'a HashSet<Username>>,
 }
 
 /// Plans the leaver step.
@@ -132,8 +141,13 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
         }
     }
     let mut leavers = Vec::new();
+    let mut unreported = Vec::new();
     for (key, entry) in &managed.users {
         if seen.members.contains(key) || seen.ambiguous.contains(key) || entry.disabled_in_directory {
+            continue;
+        }
+        if seen.reported.is_some_and(|reported| !reported.contains(key)) {
+            unreported.push(entry.username.clone());
             continue;
         }
         let entry = changes.entry(key.clone()).or_insert_with(|| entry.clone());
@@ -186,7 +200,8 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
     let deactivate = if held.is_some() { Vec::new() } else { candidates };
     reactivate.sort_by(|a, b| a.username.cmp(&b.username));
     left_alone.sort_by_cached_key(|l| l.username.to_lowercase());
-    LeaverPlan { changes, managed: count, leavers, deactivate, reactivate, left_alone, held }
+    unreported.sort();
+    LeaverPlan { changes, managed: count, leavers, deactivate, reactivate, left_alone, unreported, held }
 }
 
 /// Whether a leaver streak that began at `since` is still within `period` at `now`. A beginning that is not a
@@ -242,7 +257,14 @@ mod tests {
     /// Runs `plan` with `members` seen, returning the plan; `managed` becomes its `next`.
     fn step(managed: &mut Managed, members: &[&str], users: &[cloudshell::User], policy: &LeaverPolicy) -> LeaverPlan {
         let members = u(members);
-        let seen = Seen { members: names(&members), ambiguous: HashSet::default(), users, now: "t", last_24h: None };
+        let seen = Seen {
+            members: names(&members),
+            ambiguous: HashSet::default(),
+            users,
+            now: "t",
+            last_24h: None,
+            reported: None,
+        };
         let p = plan(managed, &seen, policy);
         *managed = managed.with(&p.changes);
         p
@@ -262,6 +284,35 @@ mod tests {
 
     fn key(name: &str) -> Username {
         Username::new(name).unwrap()
+    }
+
+    /// In a change read only the reported departures count: an absent managed user the change reads did not
+    /// report is neither counted nor deactivated, and is listed as waiting; the reported one is deactivated (the
+    /// positive control).
+    #[test]
+    fn in_a_change_read_only_a_reported_departure_is_a_leaver() {
+        let users =
+            [user(1, "alice", true, false, true), user(2, "bob", true, false, true), user(3, "cy", true, false, true)];
+        let mut m = Managed::default();
+        step(&mut m, &["alice", "bob", "cy"], &users, &policy(1, 20, 100, &[]));
+        let members = u(&["alice"]);
+        let reported: HashSet<Username> = u(&["bob"]).into_iter().collect();
+        let seen = Seen {
+            members: names(&members),
+            ambiguous: HashSet::default(),
+            users: &users,
+            now: "t",
+            last_24h: None,
+            reported: Some(&reported),
+        };
+        let p = plan(&m, &seen, &policy(1, 100, 100, &[]));
+        assert_eq!(p.deactivate, [target("bob", 2)]);
+        assert_eq!(p.unreported, u(&["cy"]));
+        assert_eq!(standing(&p, "cy"), None, "not a leaver in this run");
+        assert!(!p.changes.contains_key(&key("cy")), "not counted: its leaver streak is left as it was");
+        let full = Seen { reported: None, ..seen };
+        let p = plan(&m, &full, &policy(1, 100, 100, &[]));
+        assert_eq!(p.deactivate, [target("bob", 2), target("cy", 3)], "a full read counts every absence");
     }
 
     #[test]
@@ -349,7 +400,8 @@ mod tests {
         let mut m = Managed::default();
         step(&mut m, &all, users, pol);
         let members = u(&all[left..]);
-        let seen = Seen { members: names(&members), ambiguous: HashSet::default(), users, now: "t", last_24h };
+        let seen =
+            Seen { members: names(&members), ambiguous: HashSet::default(), users, now: "t", last_24h, reported: None };
         plan(&m, &seen, pol)
     }
 
@@ -452,8 +504,14 @@ mod tests {
         let pol = LeaverPolicy { grace_period: std::time::Duration::from_secs(3600), ..policy(2, 20, 100, &[]) };
         let at = |members: &[&str], m: &mut Managed, now: &str| {
             let members = u(members);
-            let seen =
-                Seen { members: names(&members), ambiguous: HashSet::default(), users: &users, now, last_24h: None };
+            let seen = Seen {
+                members: names(&members),
+                ambiguous: HashSet::default(),
+                users: &users,
+                now,
+                last_24h: None,
+                reported: None,
+            };
             let p = plan(m, &seen, &pol);
             *m = m.with(&p.changes);
             p
@@ -489,7 +547,14 @@ mod tests {
         step(&mut m, &["alice", "dup"], &users, &pol);
         let members = u(&["alice"]);
         let dup = u(&["dup"]);
-        let seen = Seen { members: names(&members), ambiguous: names(&dup), users: &users, now: "t2", last_24h: None };
+        let seen = Seen {
+            members: names(&members),
+            ambiguous: names(&dup),
+            users: &users,
+            now: "t2",
+            last_24h: None,
+            reported: None,
+        };
         let p = plan(&m, &seen, &pol);
         assert!(p.leavers.is_empty() && p.deactivate.is_empty());
         assert_eq!(m.with(&p.changes).users[&key("dup")].last_seen, "t", "not seen either");

@@ -501,7 +501,10 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
             (None, n) => Err(format!("{n} members of configured groups are unresolved (see unresolved)")),
         })
     };
-    if let (Some(ledger), Ok(()), false) = (ledger.as_mut(), complete(report.interrupted), report.dry_run) {
+    // A change read is complete for the leavers it reported; the steps that act on any absence, or on what
+    // the whole directory holds, wait for a full read.
+    let full = |interrupted: bool| complete(interrupted).is_ok() && plan.coverage.is_full();
+    if let (Some(ledger), true, false) = (ledger.as_mut(), full(report.interrupted), report.dry_run) {
         rematch_if_accepted(ledger, plan, users, report);
     }
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
@@ -513,7 +516,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         let run = disabled::Run {
             plan,
             users,
-            complete: complete(report.interrupted).is_ok(),
+            complete: full(report.interrupted),
             dry_run: report.dry_run,
             stop: &context.stops.stop,
             now: &now,
@@ -523,6 +526,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         report.interrupted |= step.status == GroupStatus::Skipped;
         report.disabled_accounts = Some(step);
     }
+    let reported = context.changes.as_ref().and_then(|changes| changes.track_members(plan));
     let run = leave::Run {
         plan,
         users,
@@ -530,6 +534,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         dry_run: report.dry_run,
         stop: &context.stops.stop,
         now: &now,
+        reported: reported.as_ref().or_else(|| (!plan.coverage.is_full()).then_some(&NOBODY)),
     };
     let leaver_ledger = ledger.as_mut().filter(|_| leaver_step);
     report.leavers = leave::leaver_step(client, &config.sync.leavers, leaver_ledger, run).await;
@@ -545,7 +550,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
             ledger.as_ref().and_then(|l| l.users().ok()).filter(|_| budget::deactivates(config, disabled_step));
         report.budgets = budget::left(config, journal, managed.map(|m| (m, &members)), users);
     }
-    if let (Some(journal), Ok(()), false) = (journal, complete(report.interrupted), report.dry_run) {
+    if let (Some(journal), true, false) = (journal, full(report.interrupted), report.dry_run) {
         remember_nested_groups(journal, &known, plan);
     }
     if let Some(ledger) = ledger {
@@ -555,6 +560,9 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         changes.keep_users(kept_users.list, client.touched());
     }
 }
+
+/// The departures a change read reports when nothing tracks them: none.
+static NOBODY: std::sync::LazyLock<rustc_hash::FxHashSet<Username>> = std::sync::LazyLock::new(Default::default);
 
 /// Why every deactivation and removal of the run is held: the configuration identifies users differently from
 /// the one that made the state database (`None`: it does not).
