@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::{BASE_DN, CS_PASSWORD, Directory, Files, GROUPS, SERVICE_DN, SERVICE_PASSWORD, Sim, Slapd};
+use common::{BASE_DN, CS_PASSWORD, Directory, Files, GROUPS, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, Sim, Slapd};
 use serde_json::Value;
 
 struct Scale {
@@ -426,6 +426,9 @@ struct FlatResult {
 struct DaemonRuns {
     start: Value,
     steady: Vec<Value>,
+    /// A run after 1 % of the users were added to the directory, each a member of one of ten groups (new
+    /// hires): a change read in the daemon, with their imports.
+    changed: Value,
     rss_mb: f64,
 }
 
@@ -486,6 +489,9 @@ fn daemon_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &
         Command::new("kill").args(["-USR1", &pid.to_string()]).status().expect("kill");
         steady.push(finished());
     }
+    add_new_hires(loaded);
+    Command::new("kill").args(["-USR1", &pid.to_string()]).status().expect("kill");
+    let changed = finished();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss_kb: f64 = status
         .lines()
@@ -494,7 +500,31 @@ fn daemon_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &
         .unwrap_or(0.0);
     Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     let _ = child.wait();
-    DaemonRuns { start, steady, rss_mb: rss_kb / 1024.0 }
+    DaemonRuns { start, steady, changed, rss_mb: rss_kb / 1024.0 }
+}
+
+/// Adds 1 % of the directory's users as new entries (`hire00000`...), each a member of one of the first ten
+/// groups.
+fn add_new_hires(loaded: &Loaded) {
+    let count = loaded.everyone.len() / 100;
+    let mut users = String::new();
+    let mut groups = vec![String::new(); 10];
+    for n in 0..count {
+        let uid = format!("hire{n:05}");
+        users.push_str(&format!(
+            "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n\n"
+        ));
+        groups[n % 10].push_str(&format!("member: uid={uid},{PEOPLE}\n"));
+    }
+    loaded.slapd.add(&users);
+    let modify: String = groups
+        .iter()
+        .enumerate()
+        .map(|(i, members)| {
+            format!("dn: cn={},{GROUPS}\nchangetype: modify\nadd: member\n{members}\n", loaded.group_names[i])
+        })
+        .collect();
+    loaded.slapd.modify(&modify);
 }
 
 /// The first run in a state directory holding `users.json` and `groups.json` (written from the same state as
@@ -641,7 +671,7 @@ fn print_state(results: &[&FlatResult]) {
          the managed users it kept in memory.\n"
     );
     println!(
-        "| users | run at start: state_ms / cycle (s) | steady: state_ms (3 runs) | share of the cycle (best / highest) | steady cycle (s, best) | its read, directory (s) | plan and report (s, best) | peak RSS (MB) |"
+        "| users | run at start: state_ms / cycle (s) | steady: state_ms (3 runs) | share of the cycle (best / highest) | steady cycle (s, best) | its read, directory (s), CloudShell users | plan and report (s, best) | peak RSS (MB) |"
     );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in results {
@@ -651,7 +681,7 @@ fn print_state(results: &[&FlatResult]) {
         let share = |e: &Value| 100.0 * DaemonRuns::ms(e, "state_ms") / DaemonRuns::ms(e, "duration_ms").max(1.0);
         let highest = runs.iter().map(|e| share(e)).fold(0.0, f64::max);
         println!(
-            "| {} | {:.0} / {:.2} | {} | {:.1} % / {:.1} % | {:.2} | {}, {:.3} | {:.3} | {:.1} |",
+            "| {} | {:.0} / {:.2} | {} | {:.1} % / {:.1} % | {:.2} | {}, {:.3}, users {} | {:.3} | {:.1} |",
             r.users,
             DaemonRuns::ms(&d.start, "state_ms"),
             DaemonRuns::ms(&d.start, "duration_ms") / 1000.0,
@@ -661,6 +691,7 @@ fn print_state(results: &[&FlatResult]) {
             DaemonRuns::ms(runs[0], "duration_ms") / 1000.0,
             runs[0]["read"].as_str().unwrap_or("?"),
             DaemonRuns::ms(runs[0], "directory_ms") / 1000.0,
+            runs[0]["cloudshell_users"].as_str().unwrap_or("?"),
             DaemonRuns::ms(runs[0], "after_reads_ms") / 1000.0,
             d.rss_mb
         );
@@ -668,6 +699,20 @@ fn print_state(results: &[&FlatResult]) {
             "\n- the daemon's run at start: read {}, directory {:.2} s (a full read, and the content-sync model built)",
             d.start["read"].as_str().unwrap_or("?"),
             DaemonRuns::ms(&d.start, "directory_ms") / 1000.0
+        );
+        let c = &d.changed;
+        println!(
+            "- the daemon after 1 % of the users were added (new hires in ten groups): read {}, CloudShell users {} ({} read one by one), cycle {:.2} s, directory {:.3} s, plan and report {:.3} s (the imports in it), {} imported by {} group imports and {} user imports, result {}",
+            c["read"].as_str().unwrap_or("?"),
+            c["cloudshell_users"].as_str().unwrap_or("?"),
+            c["cloudshell_lookups"],
+            DaemonRuns::ms(c, "duration_ms") / 1000.0,
+            DaemonRuns::ms(c, "directory_ms") / 1000.0,
+            DaemonRuns::ms(c, "after_reads_ms") / 1000.0,
+            c["imported"],
+            c["import_group_calls"],
+            c["import_user_calls"],
+            c["result"]
         );
     }
     for r in results {

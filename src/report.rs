@@ -832,6 +832,8 @@ impl Report {
             duration_ms = self.duration_ms,
             directory_ms = self.directory_ms,
             read = self.read.as_ref().map(|r| r.mode),
+            cloudshell_users = self.read.as_ref().map(|r| r.cloudshell_users),
+            cloudshell_lookups = self.read.as_ref().map(|r| r.cloudshell_lookups),
             after_reads_ms = self.after_reads_ms,
             state_ms = self.state_ms,
             "run finished"
