@@ -223,8 +223,8 @@ pub enum Coverage {
     /// The daemon's kept directory model with the changes read in this run applied (content sync): it resolves
     /// as a full read does (`tests/changes_model.rs`), but a directory that lost a change it never reported
     /// (a crash between checkpoints) cannot be told from one without it, and such a loss keeps an entry that
-    /// is gone. So a user's absence counts only where the change reads reported the departure (leavers:
-    /// `sync::changes::ChangeReads::track_members`); removals from CloudShell groups, disabled accounts gone
+    /// is gone. So a user's absence counts only where the change reads reported the departure (leavers and
+    /// removals from CloudShell groups: `sync::changes::ChangeReads::track_members`); disabled accounts gone
     /// from every group and the shrink guard's reference wait for the next full read.
     Changes,
 }

@@ -5,9 +5,9 @@
 //! happens on the daemon's first run, after a run that did not end `ok`, when `sync.full_sync_every` has passed,
 //! whenever the model cannot answer (a setting changed, the server is behind its own answers, a member it cannot
 //! compare) or the change read fails; a one-shot `sync` always reads in full. A change read's snapshot covers
-//! the configured groups as a full read would, but its coverage is [`Coverage::Changes`]: its leavers are only
-//! the departures the change reads reported ([`ChangeReads::track_members`]), and removals from CloudShell
-//! groups and the shrink guard's reference are left to the next full read.
+//! the configured groups as a full read would, but its coverage is [`Coverage::Changes`]: its leavers and its
+//! removals from CloudShell groups are only the departures the change reads reported
+//! ([`ChangeReads::track_members`]), and the shrink guard's reference is left to the next full read.
 //!
 //! The model built by a run is kept for the next only when that run ended `ok` ([`ChangeReads::settle`]): the
 //! watermark never moves past a run whose writes did not all go through.
@@ -15,7 +15,13 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use rustc_hash::FxHashSet;
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::group_name::GroupName;
+use crate::ldap::Member;
+use crate::sync::plan::{GroupPlan, Plan};
 
 use crate::config::Config;
 use crate::ldap::changes::kept::Kept;
@@ -44,6 +50,8 @@ struct Model {
     /// The effective members (folded usernames) seen since the full read the model was built from, that read
     /// included: a managed user among them who is no longer a member left in a change the reads reported.
     members: FxHashSet<Box<str>>,
+    /// The same for each mapped directory group.
+    groups: FxHashMap<GroupName, FxHashSet<Box<str>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -71,6 +79,41 @@ impl ChangeReads {
         }
         *last = Some(why.to_string());
     }
+}
+
+/// The departures the change reads reported since the last full read ([`ChangeReads::track_members`]).
+#[derive(Debug, Default)]
+pub struct Departures {
+    /// Members of some configured group seen since then who are members of none now.
+    pub leavers: FxHashSet<Username>,
+    /// By mapped directory group: its members seen since then who are not members now.
+    pub groups: FxHashMap<GroupName, FxHashSet<Username>>,
+}
+
+/// The tracked groups of `plan` that were read, with their members.
+fn ready<'a>(plan: &'a Plan, tracked: &'a [GroupName]) -> impl Iterator<Item = (GroupName, &'a [Arc<Member>])> + 'a {
+    plan.groups.iter().filter_map(move |g| match g {
+        GroupPlan::Ready(r) => {
+            let name = GroupName::new(&r.name);
+            tracked.contains(&name).then_some((name, &r.group.members[..]))
+        }
+        GroupPlan::Failed { .. } => None,
+    })
+}
+
+/// The names in `seen` missing from `now`, which are then added to `seen`.
+fn departed<'a>(
+    seen: &mut FxHashSet<Box<str>>,
+    now: impl Iterator<Item = &'a Arc<Member>> + Clone,
+) -> FxHashSet<Username> {
+    let present: FxHashSet<&str> = now.clone().map(|m| m.username.folded()).collect();
+    let gone = seen.iter().filter(|m| !present.contains(&***m)).filter_map(|m| Username::new(m)).collect();
+    for m in now {
+        if !seen.contains(m.username.folded()) {
+            seen.insert(Box::from(m.username.folded()));
+        }
+    }
+    gone
 }
 
 /// CloudShell's users as the last run that ended `ok` left them, for a change run to use rather than listing
@@ -112,28 +155,29 @@ impl Begun {
 }
 
 impl ChangeReads {
-    /// Records this run's effective members with the model it read, and answers, in a change read, which
-    /// members seen since the last full read are no longer members: the departures the change reads reported,
-    /// the only ones that may make leavers between full reads. `None` after a full read (any absence counts).
-    pub fn track_members(&self, plan: &crate::sync::plan::Plan) -> Option<FxHashSet<Username>> {
+    /// Records this run's effective members with the model it read (over all configured groups, and in each
+    /// of `tracked`: the mapped directory groups), and answers, in a change read, which members seen since the
+    /// last full read are no longer members: the departures the change reads reported, the only ones that may
+    /// make leavers or removals between full reads. `None` after a full read (any absence counts).
+    pub fn track_members(&self, plan: &Plan, tracked: &[GroupName]) -> Option<Departures> {
         let mut pending = lock(&self.pending);
-        let model = pending.as_mut();
-        if plan.coverage.is_full() {
-            if let Some(model) = model {
-                model.members = plan.distinct.iter().map(|m| Box::from(m.username.folded())).collect();
-            }
+        let full = plan.coverage.is_full();
+        // A change read always has its model; without one, no departure is known.
+        let Some(model) = pending.as_mut() else { return (!full).then(Departures::default) };
+        let folded = |m: &Arc<Member>| -> Box<str> { Box::from(m.username.folded()) };
+        if full {
+            model.members = plan.distinct.iter().map(folded).collect();
+            model.groups =
+                ready(plan, tracked).map(|(name, members)| (name, members.iter().map(folded).collect())).collect();
             return None;
         }
-        // A change read always has its model; without one, no departure is known.
-        let Some(model) = model else { return Some(FxHashSet::default()) };
-        let now: FxHashSet<&str> = plan.distinct.iter().map(|m| m.username.folded()).collect();
-        let gone = model.members.iter().filter(|m| !now.contains(&***m)).filter_map(|m| Username::new(m)).collect();
-        for m in &plan.distinct {
-            if !model.members.contains(m.username.folded()) {
-                model.members.insert(Box::from(m.username.folded()));
-            }
+        let leavers = departed(&mut model.members, plan.distinct.iter());
+        let mut groups = FxHashMap::default();
+        for (name, members) in ready(plan, tracked) {
+            let seen = model.groups.entry(name.clone()).or_default();
+            groups.insert(name, departed(seen, members.iter()));
         }
-        Some(gone)
+        Some(Departures { leavers, groups })
     }
 
     /// Keeps CloudShell's users as this run leaves them, with the model this run read (if any), for the next
@@ -226,7 +270,8 @@ pub async fn read(
     let (snapshot, built) = connection.read_keeping(groups).await;
     let method = match built {
         Ok(kept) => {
-            *lock(&state.pending) = Some(Model { kept, full_at, users: None, members: FxHashSet::default() });
+            *lock(&state.pending) =
+                Some(Model { kept, full_at, users: None, members: FxHashSet::default(), groups: FxHashMap::default() });
             *lock(&state.unavailable) = None;
             Some("syncrepl")
         }

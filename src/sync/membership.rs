@@ -9,6 +9,9 @@
 //!   set), are not admins, and are in none of those directory groups; local users and admins never are;
 //! - a CloudShell group any of whose directory groups failed to enumerate, or was held by the shrink guard,
 //!   gets additions only;
+//! - in a change read (the daemon between full reads), a removal is only of a user whose departure from one of
+//!   the group's directory groups the change reads reported ([`DirectoryGroup::Reported`]); anyone else not
+//!   wanted waits for the next full read;
 //! - more planned removals in all than `max_removals_per_run` hold every removal (additions still go ahead);
 //!   so do removals that would take the last 24 hours past `max_removals_per_day` (only with a record of the
 //!   last 24 hours, `Limits::removed_last_24h`; [`super::budget`]);
@@ -31,9 +34,12 @@ pub enum DirectoryGroup<'a> {
     Members { members: Vec<&'a Username>, ambiguous: Vec<&'a Username> },
     /// Could not be enumerated, or held by the shrink guard: nothing may be removed on its account.
     Unknown { why: String },
-    /// Its members as read, which are added, but not known to be all of them (a change read): nothing may be
-    /// removed on its account.
+    /// Its members as read, which are added, but not known to be all of them: nothing may be removed on its
+    /// account.
     Additions { members: Vec<&'a Username>, ambiguous: Vec<&'a Username>, why: String },
+    /// Its members as a change read resolved them, and `gone`: the members seen in it since the last full
+    /// read who are not now (departures the change reads reported). Only they may be removed on its account.
+    Reported { members: Vec<&'a Username>, ambiguous: Vec<&'a Username>, gone: Vec<&'a Username> },
 }
 
 /// The limits on membership writes.
@@ -141,11 +147,18 @@ pub fn plan(
         let mut wanted: HashSet<&Username> = HashSet::new();
         let mut keep: HashSet<&Username> = HashSet::new();
         let mut unknown: Vec<String> = Vec::new();
+        // With a change read: the only users that may be removed (the departures reported).
+        let mut reported: Option<HashSet<&Username>> = None;
         for d in &fed_by {
             match directory.get(d) {
                 Some(DirectoryGroup::Members { members, ambiguous }) => {
                     wanted.extend(members.iter().copied());
                     keep.extend(ambiguous.iter().copied());
+                }
+                Some(DirectoryGroup::Reported { members, ambiguous, gone }) => {
+                    wanted.extend(members.iter().copied());
+                    keep.extend(ambiguous.iter().copied());
+                    reported.get_or_insert_with(HashSet::new).extend(gone.iter().copied());
                 }
                 Some(DirectoryGroup::Unknown { why }) => unknown.push(format!("{d:?} {why}")),
                 Some(DirectoryGroup::Additions { members, ambiguous, why }) => {
@@ -183,7 +196,8 @@ pub fn plan(
                 let Some(username) = &u.username else { continue };
                 // Not `sync.leavers.protect`: a removal from a group leaves the account as it is.
                 let protected = protection(u, username.as_str(), None).is_some();
-                if !protected && !wanted.contains(username) && !keep.contains(username) {
+                let departed = reported.as_ref().is_none_or(|r| r.contains(username));
+                if !protected && !wanted.contains(username) && !keep.contains(username) && departed {
                     remove.push(Placement { username: username.clone(), id: u.id });
                 }
             }
@@ -356,6 +370,29 @@ mod tests {
         assert_eq!(names(&p.groups[0].add), ["alice"]);
         assert!(p.groups[0].remove.is_empty(), "carol is wanted through Ops");
         assert_eq!(names(&p.groups[1].add), ["alice", "carol"]);
+    }
+
+    /// In a change read only a reported departure is removed: carol (gone from Eng, reported) is removed, the
+    /// positive control; Bob, not wanted either but gone before the change reads, waits for a full read.
+    #[test]
+    fn in_a_change_read_only_a_reported_departure_is_removed() {
+        let w = world();
+        let (alice, bob, carol) = (u("alice"), u("bob"), u("carol"));
+        let reported = |gone| {
+            HashMap::from([(
+                GroupName::new("Eng"),
+                DirectoryGroup::Reported { members: vec![&alice], ambiguous: vec![], gone },
+            )])
+        };
+        let cs = CloudShell { users: &w.users, groups: &w.groups, members: &w.members };
+        let p = plan(&[mapping("Eng", &["Lab"])], &reported(vec![&carol]), &cs, REMOVE);
+        assert_eq!(names(&p.groups[0].add), ["alice"]);
+        assert_eq!(names(&p.groups[0].remove), ["carol"]);
+        assert_eq!(p.groups[0].additions_only, None);
+        let p = plan(&[mapping("Eng", &["Lab"])], &reported(vec![]), &cs, REMOVE);
+        assert!(p.groups[0].remove.is_empty(), "nobody reported gone: nobody removed");
+        let p = plan(&[mapping("Eng", &["Lab"])], &reported(vec![&bob, &carol]), &cs, REMOVE);
+        assert_eq!(names(&p.groups[0].remove), ["Bob", "carol"]);
     }
 
     #[test]

@@ -479,6 +479,9 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     };
     let unresolved = find_unresolved(ledger.as_ref(), &known, plan, report);
     let unresolved_groups: HashSet<GroupName> = unresolved.iter().map(|u| GroupName::new(&u.group)).collect();
+    // In a change read: the departures it reported, the only absences that count (leavers, removals).
+    let mapped: Vec<GroupName> = config.sync.mappings.iter().map(|m| m.directory_group.clone()).collect();
+    let departures = context.changes.as_ref().and_then(|changes| changes.track_members(plan, &mapped));
     if let Some(groups) = groups {
         let reads = place::Reads { users, groups };
         let run = place::Run {
@@ -487,6 +490,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
             stop: &context.stops.stop,
             unresolved: &unresolved_groups,
             removals_held_by: identity_held.as_deref(),
+            departures: departures.as_ref().map(|d| &d.groups),
         };
         let placed = place::place_members(client, &config.sync, plan, reads, run).await;
         report.interrupted |= placed.groups.iter().any(|m| m.status == GroupStatus::Skipped);
@@ -526,7 +530,6 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         report.interrupted |= step.status == GroupStatus::Skipped;
         report.disabled_accounts = Some(step);
     }
-    let reported = context.changes.as_ref().and_then(|changes| changes.track_members(plan));
     let run = leave::Run {
         plan,
         users,
@@ -534,7 +537,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         dry_run: report.dry_run,
         stop: &context.stops.stop,
         now: &now,
-        reported: reported.as_ref().or_else(|| (!plan.coverage.is_full()).then_some(&NOBODY)),
+        reported: departures.as_ref().map(|d| &d.leavers).or_else(|| (!plan.coverage.is_full()).then_some(&NOBODY)),
     };
     let leaver_ledger = ledger.as_mut().filter(|_| leaver_step);
     report.leavers = leave::leaver_step(client, &config.sync.leavers, leaver_ledger, run).await;

@@ -42,6 +42,9 @@ pub struct Run<'a> {
     pub unresolved: &'a HashSet<GroupName>,
     /// Why every removal is held in this run (an identity change not yet accepted), if so.
     pub removals_held_by: Option<&'a str>,
+    /// In a change read: by mapped directory group, its departures the change reads reported, the only users
+    /// that may be removed on its account (`None`: a full read, or nothing tracked).
+    pub departures: Option<&'a rustc_hash::FxHashMap<GroupName, rustc_hash::FxHashSet<Username>>>,
 }
 
 /// Plans and carries out the membership changes of every mapped CloudShell group (nothing is written in a
@@ -53,7 +56,7 @@ pub async fn place_members(
     reads: Reads<'_>,
     run: Run<'_>,
 ) -> Placements {
-    let Run { dry_run, journal, stop, unresolved, removals_held_by } = run;
+    let Run { dry_run, journal, stop, unresolved, removals_held_by, departures } = run;
     let targets = membership::cloudshell_groups(&sync.mappings);
     let groups = match reads.groups {
         Ok(g) => g,
@@ -67,7 +70,7 @@ pub async fn place_members(
     };
     let users = reads.users;
     let (members, unreadable) = current_members(client, &groups, &targets, users).await;
-    let mut outcomes = directory_outcomes(plan);
+    let mut outcomes = directory_outcomes(plan, departures);
     for (name, outcome) in outcomes.iter_mut() {
         if unresolved.contains(name) {
             *outcome = DirectoryGroup::Unknown { why: "has unresolved members".to_string() };
@@ -168,8 +171,12 @@ pub fn held(sync: &SyncPolicy, why: &str) -> Vec<MembershipReport> {
         .collect()
 }
 
-/// Each mapped directory group's outcome, for the membership plan.
-fn directory_outcomes(plan: &Plan) -> HashMap<GroupName, DirectoryGroup<'_>> {
+/// Each mapped directory group's outcome, for the membership plan. In a change read, a group whose departures
+/// were tracked removes only those; any other gets additions only.
+fn directory_outcomes<'a>(
+    plan: &'a Plan,
+    departures: Option<&'a rustc_hash::FxHashMap<GroupName, rustc_hash::FxHashSet<Username>>>,
+) -> HashMap<GroupName, DirectoryGroup<'a>> {
     plan.groups
         .iter()
         .map(|g| {
@@ -180,12 +187,17 @@ fn directory_outcomes(plan: &Plan) -> HashMap<GroupName, DirectoryGroup<'_>> {
                 GroupPlan::Ready(r) if r.shrink.is_some() => {
                     DirectoryGroup::Unknown { why: "is held by the shrink guard".to_string() }
                 }
-                // Absence from a change read waits for a full read: its members are added, nobody removed.
-                GroupPlan::Ready(r) if plan.coverage == crate::ldap::Coverage::Changes => DirectoryGroup::Additions {
-                    members: r.group.members.iter().map(|m| &m.username).collect(),
-                    ambiguous: r.collisions.iter().map(|c| &c.username).collect(),
-                    why: "was read as the changes since the last run (removals wait for a full read)".to_string(),
-                },
+                // In a change read, only the departures it reported are removed.
+                GroupPlan::Ready(r) if plan.coverage == crate::ldap::Coverage::Changes => {
+                    match departures.and_then(|d| d.get(&GroupName::new(&r.name))) {
+                        Some(gone) => DirectoryGroup::Reported {
+                            members: r.group.members.iter().map(|m| &m.username).collect(),
+                            ambiguous: r.collisions.iter().map(|c| &c.username).collect(),
+                            gone: gone.iter().collect(),
+                        },
+                        None => additions(r),
+                    }
+                }
                 GroupPlan::Ready(r) => DirectoryGroup::Members {
                     members: r.group.members.iter().map(|m| &m.username).collect(),
                     ambiguous: r.collisions.iter().map(|c| &c.username).collect(),
@@ -194,6 +206,15 @@ fn directory_outcomes(plan: &Plan) -> HashMap<GroupName, DirectoryGroup<'_>> {
             (GroupName::new(g.name()), outcome)
         })
         .collect()
+}
+
+/// A group whose members are added and nobody removed on its account until a full read.
+fn additions(r: &crate::sync::plan::ReadyGroup) -> DirectoryGroup<'_> {
+    DirectoryGroup::Additions {
+        members: r.group.members.iter().map(|m| &m.username).collect(),
+        ambiguous: r.collisions.iter().map(|c| &c.username).collect(),
+        why: "was read as the changes since the last run (removals wait for a full read)".to_string(),
+    }
 }
 
 /// The current members of each mapped CloudShell group that exists: from the users' `GroupIds` when every
