@@ -157,6 +157,8 @@ impl Daemon {
                     "configuration reloaded"
                 );
                 self.config = Arc::new(new);
+                // What the last run decided rests on the configuration it had.
+                self.changes.forget_outcome();
             }
             Err(e) => {
                 tracing::error!(error = %e, "configuration reload failed, keeping the previous configuration");

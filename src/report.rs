@@ -815,6 +815,48 @@ impl Report {
         groups.chain(memberships).chain(leavers).chain(disabled).chain(identity).chain(unresolved)
     }
 
+    /// Whether this run, as it ended, left nothing for a later run to do while nothing changes: it ended `ok`
+    /// and wrote nothing, no member is missing, and nothing waits or is held (no leaver within its grace or
+    /// held, no planned or held membership change, no disabled account planned, nothing unresolved). A run
+    /// with nothing new to read after it would decide the same again (see `sync::changes`).
+    pub fn left_nothing_to_do(&self) -> bool {
+        use crate::cloudshell::CallKind;
+        let writes = [CallKind::ImportGroup, CallKind::ImportUser, CallKind::AddToGroup, CallKind::RemoveFromGroup]
+            .into_iter()
+            .chain([CallKind::EditUser])
+            .map(|k| self.api_calls.get(k))
+            .sum::<u64>();
+        let settled_leavers = self.leavers.as_ref().is_none_or(|l| {
+            !l.held
+                && l.candidates.is_empty()
+                && l.error.is_none()
+                && l.leavers.iter().all(|line| !matches!(line.standing, Standing::Waiting | Standing::Candidate))
+        });
+        let settled_memberships = self.memberships.iter().all(|m| {
+            m.status == GroupStatus::Ok
+                && m.planned_add.is_empty()
+                && m.planned_remove.is_empty()
+                && m.held_removals.is_empty()
+        });
+        let settled_disabled = self
+            .disabled_accounts
+            .as_ref()
+            .is_none_or(|d| d.planned.is_empty() && d.held_by.is_none() && d.error.is_none());
+        self.result == RunResult::Ok
+            && !self.dry_run
+            && !self.interrupted
+            && writes == 0
+            && self.totals.missing == 0
+            && self.held.is_none()
+            && self.removals_held.is_none()
+            && self.identity_changed.is_empty()
+            && self.unresolved.is_empty()
+            && self.rematch.is_none()
+            && settled_leavers
+            && settled_memberships
+            && settled_disabled
+    }
+
     /// Logs the run's summary event (`run finished`).
     pub fn log_summary(&self) {
         tracing::info!(
@@ -1074,6 +1116,40 @@ fn preview(names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a run that ended `ok` with nothing missing, waiting, planned or held left nothing to do; the
+    /// control: the plain `ok` run did.
+    #[test]
+    fn a_run_left_nothing_to_do_only_when_nothing_waits_or_is_planned() {
+        let ok = || {
+            let mut r = Report::new("r".into(), false);
+            r.leavers = Some(LeaversReport::new("deactivate"));
+            r.finish(3, 0);
+            r
+        };
+        assert!(ok().left_nothing_to_do());
+        let waiting =
+            LeaverLine { username: "bob".into(), standing: Standing::Waiting, reason: None, runs: 1, since: None };
+        let protected = LeaverLine { standing: Standing::Protected, ..waiting.clone() };
+        let mut r = ok();
+        r.leavers.as_mut().unwrap().leavers.push(protected);
+        assert!(r.left_nothing_to_do(), "a protected leaver stays as it is");
+        r.leavers.as_mut().unwrap().leavers.push(waiting);
+        assert!(!r.left_nothing_to_do(), "a leaver within its grace");
+        let mut r = ok();
+        r.finish(3, 1);
+        assert!(!r.left_nothing_to_do(), "a member missing");
+        let mut r = ok();
+        let mut m = MembershipReport::new("Lab", Some(1), &[], 0);
+        m.held_removals = vec!["bob".into()];
+        r.memberships.push(m);
+        assert!(!r.left_nothing_to_do(), "a removal held");
+        let mut r = ok();
+        r.disabled_accounts =
+            Some(DisabledReport { planned: vec!["x".into()], ..DisabledReport::new("import_then_deactivate") });
+        assert!(!r.left_nothing_to_do(), "a disabled account planned");
+        assert!(!Report::new("r".into(), true).left_nothing_to_do(), "a dry run");
+    }
 
     #[test]
     fn an_ambiguous_username_says_why_naming_the_entries_or_the_values() {

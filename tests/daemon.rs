@@ -747,3 +747,93 @@ async fn a_change_read_that_falls_back_to_a_full_read_lists_every_cloudshell_use
     assert_eq!(user_reads(&env).await, (1, vec![], 0), "{:?}", env.sim.calls().await);
     assert_eq!(daemon.count("change read not usable, reading in full"), 1);
 }
+
+/// The `run finished` events so far.
+fn finished_runs(daemon: &Daemon) -> Vec<Value> {
+    daemon
+        .events()
+        .into_iter()
+        .filter(|e| e["fields"]["message"] == "run finished")
+        .map(|e| e["fields"].clone())
+        .collect()
+}
+
+/// After a run that left nothing to do, a run that reads no change ends there: not one CloudShell call, and its
+/// outcome is the last one's (the status file's groups as before). A change read that finds a new hire is not
+/// such a run (the positive control: imported).
+#[tokio::test]
+async fn a_run_that_reads_no_change_after_a_run_that_left_nothing_to_do_calls_nothing() {
+    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let config = env.config(&["Team", "Big"], NEVER, "full_sync_every = \"1h\"", "");
+    let daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    // The second run reads no change, but the first imported: it decides again, and imports nothing.
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[1].2, "\"the changes since the last run\"", "the first run wrote");
+    env.sim.clear_calls().await;
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    assert_eq!(env.sim.calls().await, Vec::<Value>::new(), "not even a login:\n{}", daemon.log());
+    let third = &reads(&daemon)[2];
+    assert!(third.2.contains("nothing changed since the last run"), "{third:?}");
+    let run = &finished_runs(&daemon)[2];
+    assert_eq!((run["result"].as_str(), run["members"].as_u64()), (Some("ok"), Some(7)), "{run}");
+    let status = env.status().unwrap();
+    let groups = status["last_run"]["groups"].as_array().unwrap();
+    assert_eq!(groups.iter().map(|g| g["members"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 5], "{status}");
+
+    env.slapd.add(&format!(
+        "dn: uid=newhire,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: newhire\ncn: newhire\nsn: newhire\n"
+    ));
+    env.slapd.modify(&format!(
+        "dn: cn=Team,{}\nchangetype: modify\nadd: member\nmember: uid=newhire,{PEOPLE}\n",
+        common::GROUPS
+    ));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 4, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[3].2, "\"the changes since the last run\"");
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()));
+}
+
+/// A run that left something waiting is no reason to stop: with `grace_runs = 2`, a leaver the change read
+/// reported waits one run, and the next run, which reads no change, deactivates them (without this, a quiet
+/// directory would keep them active). A configuration reloaded on SIGHUP is a reason to decide again too: a
+/// group added to `groups` is imported at the next run although the directory did not change.
+#[tokio::test]
+async fn a_run_with_something_waiting_or_a_new_configuration_decides_again() {
+    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let leavers =
+        "[sync.leavers]\naction = \"deactivate\"\ngrace_runs = 2\nmax_percent = 100\nmax_percent_per_day = 100\n";
+    let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", leavers);
+    let daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    env.slapd.modify(&format!(
+        "dn: cn=Team,{}\nchangetype: modify\ndelete: member\nmember: uid=bob,{PEOPLE}\n",
+        common::GROUPS
+    ));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert!(env.sim.is_active("bob").await, "waiting: grace_runs = 2");
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[2].2, "\"the changes since the last run\"", "decided again");
+    assert!(!env.sim.is_active("bob").await, "deactivated at the second run:\n{}", daemon.log());
+    // The run after a run that wrote decides again (it reads bob back by id); the one after that ends at once.
+    for n in [4, 5] {
+        daemon.signal("USR1");
+        daemon.wait_for("run finished", n, Duration::from_secs(20));
+    }
+    assert_eq!(reads(&daemon)[3].2, "\"the changes since the last run\"");
+    assert!(reads(&daemon)[4].2.contains("nothing changed since the last run"), "{:?}", reads(&daemon));
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    let two = text.replace("groups = [\"Team\"]", "groups = [\"Team\", \"Other\"]");
+    assert_ne!(text, two);
+    std::fs::write(&config, two).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for("configuration reloaded", 1, Duration::from_secs(20));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 6, Duration::from_secs(20));
+    assert!(env.sim.usernames().await.contains(&"erin".to_string()), "Other imported:\n{}", daemon.log());
+}

@@ -316,20 +316,27 @@ impl<'a> Connection<'a> {
     /// A change read: what changed since `kept` was last read (content sync), applied to it, and the entries
     /// it then holds for `groups` (what a full read would give). `Err` says why only a full read can tell, and
     /// hands the connection back for it (`kept` is then to be dropped: never read from its cookie again).
+    /// With `unless_unchanged`, a read that finds nothing changed (and the server not behind its answers)
+    /// gives no entries: the caller has what they would say.
     pub async fn read_changes(
         mut self,
         kept: &mut changes::kept::Kept,
         groups: &[GroupName],
-    ) -> Result<(Entries, changes::kept::Changes), (Connection<'a>, String)> {
+        unless_unchanged: bool,
+    ) -> Result<(Option<Entries>, changes::kept::Changes), (Connection<'a>, String)> {
         let changes = match kept.read(&mut self.ldap, &self.url, self.s.timeout).await {
             Ok(changes) => changes,
             Err(e) => return Err((self, format!("the change read failed: {e}"))),
         };
+        if unless_unchanged && changes.is_nothing() {
+            let _ = self.ldap.unbind().await;
+            return Ok((None, changes));
+        }
         match kept.entries(self.s, groups) {
             Ok(mut entries) => {
                 entries.searches = changes.searches;
                 let _ = self.ldap.unbind().await;
-                Ok((entries, changes))
+                Ok((Some(entries), changes))
             }
             Err(why) => Err((self, why.to_string())),
         }

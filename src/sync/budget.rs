@@ -110,14 +110,19 @@ pub fn left(
     deactivating: Option<(&Managed, &HashSet<&Username>)>,
     users: &[cloudshell::User],
 ) -> Option<Budgets> {
+    let active = deactivating.map(|(managed, members)| managed_active(managed, &Changes::new(), members, users));
+    left_known(config, journal, active)
+}
+
+/// [`left`], with the managed users active in CloudShell already counted (`None`: no step deactivates).
+pub fn left_known(config: &Config, journal: &Journal, managed_active: Option<usize>) -> Option<Budgets> {
     let count = |action: Action| {
         journal
             .count_last_day(action)
             .inspect_err(|e| tracing::error!(error = %e, action = action.as_str(), "daily budget unreadable"))
             .ok()
     };
-    let deactivations = deactivating.and_then(|(managed, members)| {
-        let active = managed_active(managed, &Changes::new(), members, users);
+    let deactivations = managed_active.and_then(|active| {
         let daily = deactivation_limit(&config.sync.leavers, active);
         let used = count(Action::Deactivated)?;
         Some(budget(used, daily, "sync.leavers", Some(active)))

@@ -26,7 +26,7 @@ use crate::sync::plan::{GroupPlan, Plan};
 use crate::config::Config;
 use crate::ldap::changes::kept::Kept;
 use crate::ldap::{self, ChangeDetection, Coverage, Snapshot};
-use crate::report::ReadReport;
+use crate::report::{ReadReport, Report};
 use crate::username::Username;
 
 /// The daemon's change-read state, from one run to the next.
@@ -52,6 +52,9 @@ struct Model {
     members: FxHashSet<Box<str>>,
     /// The same for each mapped directory group.
     groups: FxHashMap<GroupName, FxHashSet<Box<str>>>,
+    /// The report of the run that kept the model, when it left nothing to do
+    /// ([`Report::left_nothing_to_do`]): a run that reads no change after it decides the same again.
+    outcome: Option<Box<Report>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -59,11 +62,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ChangeReads {
-    /// Keeps the model this run read for the next run when the run ended `ok`; else the next run reads in
-    /// full.
-    pub fn settle(&self, ok: bool) {
-        let pending = lock(&self.pending).take();
-        *lock(&self.kept) = pending.filter(|_| ok);
+    /// Keeps the model this run read for the next run when the run ended `ok` (else the next run reads in
+    /// full), with the run's report when it left nothing to do.
+    pub fn settle(&self, report: &Report) {
+        let ok = report.result == crate::report::RunResult::Ok && !report.dry_run;
+        let mut pending = lock(&self.pending).take().filter(|_| ok);
+        if let Some(model) = pending.as_mut() {
+            model.outcome = report.left_nothing_to_do().then(|| Box::new(report.clone()));
+        }
+        *lock(&self.kept) = pending;
+    }
+
+    /// Forgets the outcome of the last run (the configuration changed): the next run decides again, whatever
+    /// it reads.
+    pub fn forget_outcome(&self) {
+        if let Some(model) = lock(&self.kept).as_mut() {
+            model.outcome = None;
+        }
     }
 
     /// Logs why change reads are not used, once for each reason.
@@ -152,6 +167,12 @@ impl Begun {
             _ => None,
         }
     }
+
+    /// Whether the last run left nothing to do ([`Report::left_nothing_to_do`]): then, if this run reads no
+    /// change, it ends with that run's outcome ([`Found::Nothing`]).
+    pub fn settled(&self) -> bool {
+        matches!(&self.start, Start::Changes(model) if model.outcome.is_some())
+    }
 }
 
 impl ChangeReads {
@@ -212,19 +233,29 @@ pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
     Begun { start }
 }
 
-/// What a run read of the directory: resolved for the configured groups, with its coverage.
+/// What a run read of the directory, and how.
 pub struct Read {
-    pub snapshot: Snapshot,
+    pub found: Found,
     pub report: ReadReport,
+}
+
+/// What a read found.
+pub enum Found {
+    /// The configured groups, resolved, with the read's coverage.
+    Snapshot(Snapshot),
+    /// Nothing changed since the last run, which left nothing to do: its report.
+    Nothing(Box<Report>),
 }
 
 /// Reads the directory for the configured groups as [`begin`] decided: the changes since the daemon's last
 /// run, else (or when the change read fails) in full.
+/// With `quiet`, a change read that finds nothing changed after a run that left nothing to do ends there.
 pub async fn read(
     config: &Config,
     changes: Option<&ChangeReads>,
     begun: Begun,
     connection: ldap::Connection<'_>,
+    quiet: bool,
 ) -> Read {
     let groups = &config.sync.groups;
     let method = config.ldap.change_detection;
@@ -232,12 +263,12 @@ pub async fn read(
     let full = |entries: &ldap::Entries| ldap::resolve(entries, &config.ldap, groups);
     let (state, start) = match (changes, begun.start) {
         (None, _) | (_, Start::OneShot) => {
-            let snapshot = full(&connection.read(groups).await);
-            return Read { snapshot, report: plain("a one-shot run reads in full") };
+            let found = Found::Snapshot(full(&connection.read(groups).await));
+            return Read { found, report: plain("a one-shot run reads in full") };
         }
         (Some(_), Start::Off) => {
-            let snapshot = full(&connection.read(groups).await);
-            return Read { snapshot, report: plain("ldap.change_detection = \"off\"") };
+            let found = Found::Snapshot(full(&connection.read(groups).await));
+            return Read { found, report: plain("ldap.change_detection = \"off\"") };
         }
         (Some(state), start) => (state, start),
     };
@@ -245,9 +276,9 @@ pub async fn read(
     let reason = match start {
         Start::OneShot | Start::Off => unreachable!("answered above"),
         Start::Full(reason) => reason,
-        Start::Changes(mut model) => match connection.read_changes(&mut model.kept, groups).await {
+        Start::Changes(mut model) => match connection.read_changes(&mut model.kept, groups, quiet).await {
             Ok((entries, read)) => {
-                let report = ReadReport {
+                let mut report = ReadReport {
                     mode: "changes",
                     method: Some("syncrepl"),
                     reason: "the changes since the last run".to_string(),
@@ -255,9 +286,16 @@ pub async fn read(
                     changed_groups: read.groups.changed + read.groups.gone,
                     ..plain("")
                 };
+                let found = match (entries, model.outcome.clone()) {
+                    (Some(entries), _) => Found::Snapshot(Snapshot { coverage: Coverage::Changes, ..full(&entries) }),
+                    (None, Some(outcome)) => {
+                        report.reason = "nothing changed since the last run, which left nothing to do".into();
+                        Found::Nothing(outcome)
+                    }
+                    (None, None) => unreachable!("entries are left out only for a run with the last outcome"),
+                };
                 *lock(&state.pending) = Some(*model);
-                let snapshot = Snapshot { coverage: Coverage::Changes, ..full(&entries) };
-                return Read { snapshot, report };
+                return Read { found, report };
             }
             Err((back, why)) => {
                 tracing::warn!(reason = %why, "change read not usable, reading in full");
@@ -270,8 +308,14 @@ pub async fn read(
     let (snapshot, built) = connection.read_keeping(groups).await;
     let method = match built {
         Ok(kept) => {
-            *lock(&state.pending) =
-                Some(Model { kept, full_at, users: None, members: FxHashSet::default(), groups: FxHashMap::default() });
+            *lock(&state.pending) = Some(Model {
+                kept,
+                full_at,
+                users: None,
+                members: FxHashSet::default(),
+                groups: FxHashMap::default(),
+                outcome: None,
+            });
             *lock(&state.unavailable) = None;
             Some("syncrepl")
         }
@@ -280,5 +324,5 @@ pub async fn read(
             None
         }
     };
-    Read { snapshot, report: ReadReport { method, ..plain(&reason) } }
+    Read { found: Found::Snapshot(snapshot), report: ReadReport { method, ..plain(&reason) } }
 }

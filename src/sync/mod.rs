@@ -106,14 +106,14 @@ pub async fn run(config: &Config, dry_run: bool, context: &Context) -> Report {
         never = deadline.instrument(span.clone()) => match never {},
     };
     report.run_timeout_reached = stop.is_cancelled() && !context.stops.stop.is_cancelled();
-    if let Some(changes) = &context.changes {
-        // The model read in this run is kept only when every write of the run went through.
-        changes.settle(report.result == crate::report::RunResult::Ok && !report.dry_run);
-    }
-    report.duration_ms = started.elapsed().as_millis() as u64;
     if let Some(c) = client {
         report.api_calls = c.calls();
     }
+    if let Some(changes) = &context.changes {
+        // The model read in this run is kept only when every write of the run went through.
+        changes.settle(&report);
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
     span.in_scope(|| report.log_summary());
     report
 }
@@ -244,7 +244,13 @@ async fn run_connected(
     report: &mut Report,
 ) -> Option<()> {
     let Reads { snapshot, mut users, groups, done } =
-        read(config, context, connection, client, journal, report).await?;
+        match read(config, context, connection, client, journal, report).await? {
+            Reading::Reads(reads) => reads,
+            Reading::Nothing(last, users) => {
+                nothing_to_do(config, context, journal, *last, users, report);
+                return Some(());
+            }
+        };
     if let (Some(journal), false) = (journal, report.dry_run)
         && let Err(e) = journal::settle_pending(journal, client, &users.list).await
     {
@@ -307,6 +313,13 @@ async fn connect<'a>(config: &'a Config, context: &Context, report: &mut Report)
         .ok()
 }
 
+/// What the reads found: what to plan from, or nothing new after a run that left nothing to do.
+enum Reading {
+    Reads(Reads),
+    /// That run's report, and CloudShell's users as it left them.
+    Nothing(Box<Report>, users::Users),
+}
+
 /// What the reads found.
 struct Reads {
     snapshot: ldap::Snapshot,
@@ -327,7 +340,7 @@ async fn read(
     client: &Client,
     journal: Option<&Journal>,
     report: &mut Report,
-) -> Option<Reads> {
+) -> Option<Reading> {
     let directory_started = Instant::now();
     let mut begun = changes::begin(config, context.changes.as_deref());
     let kept = begun.take_users();
@@ -338,12 +351,14 @@ async fn read(
     };
     let kept = kept.filter(|_| unsettled.is_ok());
     let unsettled = unsettled.unwrap_or_default();
+    // The last run left nothing to do, and CloudShell is as it left it: if nothing changed, nothing is to do.
+    let quiet = begun.settled() && kept.as_ref().is_some_and(|k| k.stale.is_empty()) && unsettled.is_empty();
     // Independent reads: overlap them.
     // Read (I/O), then resolve (pure): the entries are what the directory said; the snapshot is what they mean
     // for the configured groups, with what it covers.
     let read_directory = async {
-        let read = changes::read(config, context.changes.as_deref(), begun, connection).await;
-        (read.snapshot, directory_started.elapsed(), read.report)
+        let read = changes::read(config, context.changes.as_deref(), begun, connection, quiet).await;
+        (read.found, directory_started.elapsed(), read.report)
     };
     let mapped = !config.sync.mappings.is_empty();
     let list_groups = async { if mapped { Some(client.list_groups().await) } else { None } };
@@ -357,7 +372,7 @@ async fn read(
         (directory, listed, groups)
     };
     // Nothing has been written yet: a stop request gives the reads up at once.
-    let ((snapshot, directory_time, read_report), listed, groups) = tokio::select! {
+    let ((found, directory_time, read_report), listed, groups) = tokio::select! {
         biased;
         _ = context.stops.stop.cancelled() => {
             stopped_reading(report);
@@ -367,6 +382,22 @@ async fn read(
     };
     let done = Instant::now();
     report.directory_ms = directory_time.as_millis() as u64;
+    let snapshot = match found {
+        changes::Found::Snapshot(snapshot) => snapshot,
+        changes::Found::Nothing(last) => {
+            let mode = read_report.mode;
+            tracing::info!(mode, reason = %read_report.reason, changed_users = 0, changed_groups = 0, "directory read");
+            report.read = Some(read_report);
+            return match listed {
+                Ok(users) => Some(Reading::Nothing(last, users)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cloudshell unavailable");
+                    report.fail(e);
+                    None
+                }
+            };
+        }
+    };
     report.directory_url = Some(snapshot.served_by.clone());
     tracing::info!(
         users = snapshot.users_seen,
@@ -405,7 +436,34 @@ async fn read(
         tracing::info!(users = users.list.len(), "cloudshell users listed");
     }
     note_users(report, &users);
-    Some(Reads { snapshot, users, groups, done })
+    Some(Reading::Reads(Reads { snapshot, users, groups, done }))
+}
+
+/// A run that read no change after a run that left nothing to do: it decides what that run decided, so its
+/// report is that run's outcome (the groups, memberships, leavers and disabled accounts as they stand, with
+/// nothing written), the daily budgets counted again, and CloudShell's users kept for the next run as they
+/// are. Nothing is called in CloudShell.
+fn nothing_to_do(
+    config: &Config,
+    context: &Context,
+    journal: Option<&Journal>,
+    last: Report,
+    users: users::Users,
+    report: &mut Report,
+) {
+    report.directory_url = last.directory_url;
+    report.groups = last.groups;
+    report.memberships = last.memberships;
+    report.leavers = last.leavers;
+    report.disabled_accounts = last.disabled_accounts;
+    report.inactive_members = last.inactive_members;
+    let managed_active = last.budgets.as_ref().and_then(|b| b.deactivations.as_ref()).and_then(|d| d.managed_active);
+    report.budgets = journal.and_then(|journal| budget::left_known(config, journal, managed_active));
+    note_users(report, &users);
+    if let Some(changes) = &context.changes {
+        changes.keep_users(users.list, Vec::new());
+    }
+    report.finish(last.totals.members, last.totals.missing);
 }
 
 /// Says in the report how CloudShell's users were read.

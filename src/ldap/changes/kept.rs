@@ -187,6 +187,13 @@ pub struct Changes {
     pub searches: usize,
 }
 
+impl Changes {
+    /// Whether the read changed nothing in the model, with the server not behind its answers.
+    pub fn is_nothing(&self) -> bool {
+        self.users == Applied::default() && self.groups == Applied::default() && !self.behind
+    }
+}
+
 /// What the model was read for: the settings that decide which entries and attributes it holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Query {
