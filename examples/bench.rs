@@ -426,6 +426,8 @@ struct FlatResult {
 struct DaemonRuns {
     start: Value,
     steady: Vec<Value>,
+    /// A run after one user entry changed (its `description`): a change read that resolves and plans.
+    one: Value,
     /// A run after 1 % of the users were added to the directory, each a member of one of ten groups (new
     /// hires): a change read in the daemon, with their imports.
     changed: Value,
@@ -489,6 +491,12 @@ fn daemon_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &
         Command::new("kill").args(["-USR1", &pid.to_string()]).status().expect("kill");
         steady.push(finished());
     }
+    loaded.slapd.modify(&format!(
+        "dn: uid={},{PEOPLE}\nchangetype: modify\nreplace: description\ndescription: changed\n",
+        loaded.everyone[0]
+    ));
+    Command::new("kill").args(["-USR1", &pid.to_string()]).status().expect("kill");
+    let one = finished();
     add_new_hires(loaded);
     Command::new("kill").args(["-USR1", &pid.to_string()]).status().expect("kill");
     let changed = finished();
@@ -500,7 +508,7 @@ fn daemon_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &
         .unwrap_or(0.0);
     Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     let _ = child.wait();
-    DaemonRuns { start, steady, changed, rss_mb: rss_kb / 1024.0 }
+    DaemonRuns { start, steady, one, changed, rss_mb: rss_kb / 1024.0 }
 }
 
 /// Adds 1 % of the directory's users as new entries (`hire00000`...), each a member of one of the first ten
@@ -699,6 +707,15 @@ fn print_state(results: &[&FlatResult]) {
             "\n- the daemon's run at start: read {}, directory {:.2} s (a full read, and the content-sync model built)",
             d.start["read"].as_str().unwrap_or("?"),
             DaemonRuns::ms(&d.start, "directory_ms") / 1000.0
+        );
+        let o = &d.one;
+        println!(
+            "- the daemon after one user entry changed: read {}, cycle {:.3} s, directory {:.3} s, plan and report {:.3} s, result {}",
+            o["read"].as_str().unwrap_or("?"),
+            DaemonRuns::ms(o, "duration_ms") / 1000.0,
+            DaemonRuns::ms(o, "directory_ms") / 1000.0,
+            DaemonRuns::ms(o, "after_reads_ms") / 1000.0,
+            o["result"]
         );
         let c = &d.changed;
         println!(

@@ -837,3 +837,32 @@ async fn a_run_with_something_waiting_or_a_new_configuration_decides_again() {
     daemon.wait_for("run finished", 6, Duration::from_secs(20));
     assert!(env.sim.usernames().await.contains(&"erin".to_string()), "Other imported:\n{}", daemon.log());
 }
+
+/// `state.db` written by another process since the last run (here: a managed user's record deleted by hand)
+/// makes the next run decide again although nothing changed in the directory: the record is written back.
+/// The control: the run before, with the state as the daemon left it, ended at once.
+#[tokio::test]
+async fn state_written_by_another_process_makes_the_next_run_decide_again() {
+    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
+    let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", leavers);
+    let daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    for n in [2, 3] {
+        daemon.signal("USR1");
+        daemon.wait_for("run finished", n, Duration::from_secs(20));
+    }
+    assert!(reads(&daemon)[2].2.contains("nothing changed since the last run"), "{:?}", reads(&daemon));
+    let managed = || {
+        let db = rusqlite::Connection::open(env.files.path("state/state.db")).unwrap();
+        db.query_row("SELECT count(*) FROM managed_users WHERE folded = 'bob'", [], |r| r.get::<_, i64>(0)).unwrap()
+    };
+    assert_eq!(managed(), 1);
+    let db = rusqlite::Connection::open(env.files.path("state/state.db")).unwrap();
+    assert_eq!(db.execute("DELETE FROM managed_users WHERE folded = 'bob'", []).unwrap(), 1);
+    drop(db);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 4, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[3].2, "\"the changes since the last run\"", "decided again");
+    assert_eq!(managed(), 1, "bob is managed again:\n{}", daemon.log());
+}

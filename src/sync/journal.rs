@@ -35,6 +35,8 @@ pub struct Journal {
     settled: AtomicBool,
     /// Anything was written.
     wrote: AtomicBool,
+    /// Opened as the daemon's last run left it: the same file, and nobody else wrote to it since.
+    as_left: bool,
 }
 
 /// What the daemon keeps of its state from one run to the next: the open database, and the managed users as
@@ -103,7 +105,8 @@ impl Journal {
                 kept.reused.fetch_add(1, Ordering::Relaxed);
             }
             let source = Source::Database(Mutex::new(state.database));
-            return Ok(Journal::new(source, run_id, started, Some(state.version), state.users));
+            let journal = Journal::new(source, run_id, started, Some(state.version), state.users);
+            return Ok(Journal { as_left: true, ..journal });
         }
         Journal::open(dir, owner, run_id)
     }
@@ -147,7 +150,14 @@ impl Journal {
             version_at_open: version,
             settled: AtomicBool::new(false),
             wrote: AtomicBool::new(false),
+            as_left: false,
         }
+    }
+
+    /// Whether the database is as the daemon's last run left it: the same file, and no other process (a
+    /// one-shot `sync`, an `accept-*` command, `sqlite3` by hand) wrote to it since.
+    pub fn as_left(&self) -> bool {
+        self.as_left
     }
 
     /// Time spent in the database so far, in milliseconds.

@@ -351,8 +351,12 @@ async fn read(
     };
     let kept = kept.filter(|_| unsettled.is_ok());
     let unsettled = unsettled.unwrap_or_default();
-    // The last run left nothing to do, and CloudShell is as it left it: if nothing changed, nothing is to do.
-    let quiet = begun.settled() && kept.as_ref().is_some_and(|k| k.stale.is_empty()) && unsettled.is_empty();
+    // The last run left nothing to do, and CloudShell and the state are as it left them: if nothing changed in
+    // the directory either, nothing is to do.
+    let quiet = begun.settled()
+        && kept.as_ref().is_some_and(|k| k.stale.is_empty())
+        && unsettled.is_empty()
+        && journal.is_some_and(Journal::as_left);
     // Independent reads: overlap them.
     // Read (I/O), then resolve (pure): the entries are what the directory said; the snapshot is what they mean
     // for the configured groups, with what it covers.
