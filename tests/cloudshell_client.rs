@@ -637,3 +637,45 @@ async fn set_active_sends_nothing_for_a_user_already_so_or_without_is_active() {
         .to_vec();
     assert_eq!(active, [false, false, true]);
 }
+
+/// `find_user` takes the list's filter for the substring match it is, and answers only the user of that exact
+/// name (case-insensitively): `user0001` is found among the 600 names containing it, on a later page when the
+/// filter matches more than a page (`user`); a name that only others contain is no user.
+#[tokio::test]
+async fn find_user_answers_only_the_user_of_that_exact_name_across_pages() {
+    let mut existing = many_users(600);
+    existing.push("Al".into());
+    let sim = Sim::start(cloudshell_sim::Config { existing_users: existing, ..Default::default() });
+    let client = client(&sim);
+    let found = client.find_user("USER0001").await.unwrap().expect("user0001 exists");
+    assert_eq!(found.username.as_ref().map(|n| n.as_str()), Some("user0001"));
+    assert!(found.id.is_some());
+    assert_eq!(
+        client.find_user("al").await.unwrap().and_then(|u| u.username).map(|n| n.to_string()),
+        Some("Al".into())
+    );
+    assert!(client.find_user("user000").await.unwrap().is_none(), "only contained in others' names");
+    assert!(client.find_user("nobody").await.unwrap().is_none());
+    // `user` matches all 600: the exact name is on no page, and every page is read.
+    assert!(client.find_user("user").await.unwrap().is_none());
+    let queries: Vec<String> = sim
+        .calls_to("GET", "/api/v1/users")
+        .await
+        .iter()
+        .map(|c| c["query"].as_str().unwrap().to_string())
+        .filter(|q| q.contains("paginationProperties.filter=user&") || q.ends_with("paginationProperties.filter=user"))
+        .collect();
+    assert_eq!(queries.len(), 3, "{queries:?}");
+}
+
+/// `get_user` reads one user by id; an id CloudShell does not have is `None`, not an error.
+#[tokio::test]
+async fn get_user_reads_one_user_by_id_and_a_missing_one_is_none() {
+    let sim = Sim::start(cloudshell_sim::Config { existing_users: many_users(3), ..Default::default() });
+    let client = client(&sim);
+    let listed = client.list_users().await.unwrap();
+    let user = listed.iter().find(|u| u.username.as_ref().is_some_and(|n| n.as_str() == "user0002")).unwrap();
+    let read = client.get_user(user.id.unwrap()).await.unwrap().expect("the user");
+    assert_eq!(&read, user);
+    assert_eq!(client.get_user(999_999).await.unwrap(), None);
+}
