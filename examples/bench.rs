@@ -432,6 +432,9 @@ struct DaemonRuns {
     /// hires): a change read in the daemon, with their imports.
     changed: Value,
     rss_mb: f64,
+    /// The process's peak RSS (MB) after the run at start, the three steady runs, the one-entry run and the
+    /// 1 % run: where the peak was reached.
+    peaks: Vec<f64>,
 }
 
 impl DaemonRuns {
@@ -485,21 +488,34 @@ fn daemon_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &
         }
         panic!("the daemon ended before its run finished");
     };
+    let hwm = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        kb / 1024.0
+    };
     let start = finished();
+    let mut peaks = vec![hwm()];
     let mut steady = Vec::new();
     for _ in 0..3 {
         Command::new("kill").args(["-USR1", &pid.to_string()]).status().expect("kill");
         steady.push(finished());
     }
+    peaks.push(hwm());
     loaded.slapd.modify(&format!(
         "dn: uid={},{PEOPLE}\nchangetype: modify\nreplace: description\ndescription: changed\n",
         loaded.everyone[0]
     ));
     Command::new("kill").args(["-USR1", &pid.to_string()]).status().expect("kill");
     let one = finished();
+    peaks.push(hwm());
     add_new_hires(loaded);
     Command::new("kill").args(["-USR1", &pid.to_string()]).status().expect("kill");
     let changed = finished();
+    peaks.push(hwm());
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss_kb: f64 = status
         .lines()
@@ -508,7 +524,7 @@ fn daemon_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &
         .unwrap_or(0.0);
     Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     let _ = child.wait();
-    DaemonRuns { start, steady, one, changed, rss_mb: rss_kb / 1024.0 }
+    DaemonRuns { start, steady, one, changed, rss_mb: rss_kb / 1024.0, peaks }
 }
 
 /// Adds 1 % of the directory's users as new entries (`hire00000`...), each a member of one of the first ten
@@ -708,6 +724,14 @@ fn print_state(results: &[&FlatResult]) {
             d.start["read"].as_str().unwrap_or("?"),
             DaemonRuns::ms(&d.start, "directory_ms") / 1000.0
         );
+        let peaks: Vec<String> = d.peaks.iter().map(|p| format!("{p:.1}")).collect();
+        println!(
+            "- the daemon's peak RSS after the run at start, the steady runs, the one-entry run, the 1 % run: {} MB",
+            peaks.join(" / ")
+        );
+        let steady_ms: Vec<String> =
+            d.steady.iter().map(|e| format!("{:.0}", DaemonRuns::ms(e, "duration_ms"))).collect();
+        println!("- the steady runs' cycles: {} ms", steady_ms.join(" / "));
         let o = &d.one;
         println!(
             "- the daemon after one user entry changed: read {}, cycle {:.3} s, directory {:.3} s, plan and report {:.3} s, result {}",

@@ -158,7 +158,7 @@ impl Daemon {
                 );
                 self.config = Arc::new(new);
                 // What the last run decided rests on the configuration it had.
-                self.changes.forget_outcome();
+                self.changes.forget_run();
             }
             Err(e) => {
                 tracing::error!(error = %e, "configuration reload failed, keeping the previous configuration");

@@ -764,13 +764,15 @@ fn finished_runs(daemon: &Daemon) -> Vec<Value> {
 #[tokio::test]
 async fn a_run_that_reads_no_change_after_a_run_that_left_nothing_to_do_calls_nothing() {
     let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
-    let config = env.config(&["Team", "Big"], NEVER, "full_sync_every = \"1h\"", "");
+    let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
+    let config = env.config(&["Team", "Big"], NEVER, "full_sync_every = \"1h\"", mapping);
     let daemon = env.daemon(&config);
     daemon.wait_for("run finished", 1, Duration::from_secs(20));
     // The second run reads no change, but the first imported: it decides again, and imports nothing.
     daemon.signal("USR1");
     daemon.wait_for("run finished", 2, Duration::from_secs(20));
     assert_eq!(reads(&daemon)[1].2, "\"the changes since the last run\"", "the first run wrote");
+    // The second read back by id the users the first placed, and wrote nothing: the third ends at once.
     env.sim.clear_calls().await;
     daemon.signal("USR1");
     daemon.wait_for("run finished", 3, Duration::from_secs(20));
@@ -833,9 +835,11 @@ async fn a_run_with_something_waiting_or_a_new_configuration_decides_again() {
     std::fs::write(&config, two).unwrap();
     daemon.signal("HUP");
     daemon.wait_for("configuration reloaded", 1, Duration::from_secs(20));
+    env.sim.clear_calls().await;
     daemon.signal("USR1");
     daemon.wait_for("run finished", 6, Duration::from_secs(20));
     assert!(env.sim.usernames().await.contains(&"erin".to_string()), "Other imported:\n{}", daemon.log());
+    assert!(user_reads(&env).await.0 >= 1, "CloudShell's users listed again after a reload");
 }
 
 /// `state.db` written by another process since the last run (here: a managed user's record deleted by hand)
@@ -865,4 +869,36 @@ async fn state_written_by_another_process_makes_the_next_run_decide_again() {
     daemon.wait_for("run finished", 4, Duration::from_secs(20));
     assert_eq!(reads(&daemon)[3].2, "\"the changes since the last run\"", "decided again");
     assert_eq!(managed(), 1, "bob is managed again:\n{}", daemon.log());
+}
+
+/// Before a change read deactivates anyone, it reads them again by id: big00000, made a CloudShell admin after
+/// the full read, leaves Big and is protected as a full read would find; big00001, who leaves with them, is
+/// deactivated (the positive control). A group that then shrinks past `max_shrink_percent` since the last full
+/// read is held by the shrink guard in a change read too: big00002 and big00003 stay active.
+#[tokio::test]
+async fn a_change_read_protects_on_fresh_records_and_the_shrink_guard_holds_it() {
+    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
+    let config = env.config(&["Big"], NEVER, "full_sync_every = \"1h\"", leavers);
+    let daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let remove = |uids: &[&str]| {
+        let members: String = uids.iter().map(|u| format!("member: uid={u},{PEOPLE}\n")).collect();
+        env.slapd.modify(&format!("dn: cn=Big,{}\nchangetype: modify\ndelete: member\n{members}", common::GROUPS));
+    };
+    env.sim.change_users(json!({"usernames": ["big00000"], "is_admin": true})).await;
+    remove(&["big00000", "big00001"]);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[1].0, "changes");
+    assert!(!env.sim.is_active("big00001").await, "the control:\n{}", daemon.log());
+    assert!(env.sim.is_active("big00000").await, "an admin now: protected:\n{}", daemon.log());
+
+    remove(&["big00002", "big00003"]);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[2].0, "changes");
+    let run = &finished_runs(&daemon)[2];
+    assert_eq!(run["result"], "held", "{run}");
+    assert!(env.sim.is_active("big00002").await && env.sim.is_active("big00003").await, "{}", daemon.log());
 }

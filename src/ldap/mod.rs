@@ -225,7 +225,8 @@ pub enum Coverage {
     /// (a crash between checkpoints) cannot be told from one without it, and such a loss keeps an entry that
     /// is gone. So a user's absence counts only where the change reads reported the departure (leavers and
     /// removals from CloudShell groups: `sync::changes::ChangeReads::track_members`); disabled accounts gone
-    /// from every group and the shrink guard's reference wait for the next full read.
+    /// from every group and the shrink guard's reference wait for the next full read (the guard itself holds a
+    /// group that shrank in a change read as in a full one).
     Changes,
 }
 

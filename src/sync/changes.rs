@@ -38,6 +38,9 @@ pub struct ChangeReads {
     pending: Mutex<Option<Model>>,
     /// Why change reads are not available, as last logged: logged again only when it changes.
     unavailable: Mutex<Option<String>>,
+    /// Moved on by [`ChangeReads::forget_run`]; `began` is its value when the current run began.
+    generation: std::sync::atomic::AtomicU64,
+    began: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -65,19 +68,29 @@ impl ChangeReads {
     /// Keeps the model this run read for the next run when the run ended `ok` (else the next run reads in
     /// full), with the run's report when it left nothing to do.
     pub fn settle(&self, report: &Report) {
+        use std::sync::atomic::Ordering::SeqCst;
         let ok = report.result == crate::report::RunResult::Ok && !report.dry_run;
         let mut pending = lock(&self.pending).take().filter(|_| ok);
+        // A reload during the run: what it decided, and CloudShell's users, rest on the old configuration.
+        let same = self.generation.load(SeqCst) == self.began.load(SeqCst);
         if let Some(model) = pending.as_mut() {
-            model.outcome = report.left_nothing_to_do().then(|| Box::new(report.clone()));
+            model.outcome = (same && report.left_nothing_to_do()).then(|| Box::new(report.clone()));
+            if !same {
+                model.users = None;
+            }
         }
         *lock(&self.kept) = pending;
     }
 
-    /// Forgets the outcome of the last run (the configuration changed): the next run decides again, whatever
-    /// it reads.
-    pub fn forget_outcome(&self) {
+    /// Forgets what the last run decided and CloudShell's users as it left them (the configuration was
+    /// reloaded: either may rest on a setting that changed, `cloudshell.url` say, even one the directory model
+    /// does not depend on). A run going on now keeps neither. The next run decides again, whatever it reads,
+    /// and lists CloudShell's users.
+    pub fn forget_run(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Some(model) = lock(&self.kept).as_mut() {
             model.outcome = None;
+            model.users = None;
         }
     }
 
@@ -216,6 +229,8 @@ pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
     let Some(state) = changes else { return Begun { start: Start::OneShot } };
     // Whatever an earlier run left pending (one that panicked) is not this run's.
     lock(&state.pending).take();
+    let generation = state.generation.load(std::sync::atomic::Ordering::SeqCst);
+    state.began.store(generation, std::sync::atomic::Ordering::SeqCst);
     let taken = lock(&state.kept).take();
     if config.ldap.change_detection == ChangeDetection::Off {
         return Begun { start: Start::Off };

@@ -303,6 +303,11 @@ impl Journal {
         }
     }
 
+    /// Whether any intent's outcome is not known yet.
+    pub fn has_pending(&self) -> Result<bool, db::Error> {
+        Ok(!self.pending()?.is_empty())
+    }
+
     /// The CloudShell ids of the users whose activation changed by an intent whose outcome is not known.
     pub fn unsettled_users(&self) -> Result<Vec<i64>, db::Error> {
         let pending = self.pending()?;

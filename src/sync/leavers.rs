@@ -154,19 +154,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
         entry.leaver_runs += 1;
         entry.leaver_since.get_or_insert_with(|| seen.now.to_string());
         let user = by_name.get(&entry.username).copied();
-        let (standing, reason) = match user {
-            None => (Standing::Gone, None),
-            Some(u) if u.is_active == Some(false) => (Standing::Inactive, None),
-            Some(u) => match protection(u, entry.username.as_str(), Some(policy)) {
-                Some(why) => (Standing::Protected, Some(why)),
-                None if u.id.is_none() => (Standing::Gone, None),
-                None if entry.leaver_runs < policy.grace_runs => (Standing::Waiting, None),
-                None if within_grace_period(&mut entry.leaver_since, seen.now, policy.grace_period) => {
-                    (Standing::Waiting, None)
-                }
-                None => (Standing::Candidate, None),
-            },
-        };
+        let (standing, reason) = standing(user, entry, seen.now, policy);
         let id = user.and_then(|u| u.id).or(entry.id);
         leavers.push(Leaver {
             username: entry.username.clone(),
@@ -202,6 +190,26 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
     left_alone.sort_by_cached_key(|l| l.username.to_lowercase());
     unreported.sort();
     LeaverPlan { changes, managed: count, leavers, deactivate, reactivate, left_alone, unreported, held }
+}
+
+/// A leaver's standing, and why when protected, from the CloudShell user under their name (if any).
+fn standing(
+    user: Option<&cloudshell::User>,
+    entry: &mut ManagedUser,
+    now: &str,
+    policy: &LeaverPolicy,
+) -> (Standing, Option<&'static str>) {
+    match user {
+        None => (Standing::Gone, None),
+        Some(u) if u.is_active == Some(false) => (Standing::Inactive, None),
+        Some(u) => match protection(u, entry.username.as_str(), Some(policy)) {
+            Some(why) => (Standing::Protected, Some(why)),
+            None if u.id.is_none() => (Standing::Gone, None),
+            None if entry.leaver_runs < policy.grace_runs => (Standing::Waiting, None),
+            None if within_grace_period(&mut entry.leaver_since, now, policy.grace_period) => (Standing::Waiting, None),
+            None => (Standing::Candidate, None),
+        },
+    }
 }
 
 /// Whether a leaver streak that began at `since` is still within `period` at `now`. A beginning that is not a

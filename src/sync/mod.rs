@@ -329,10 +329,40 @@ struct Reads {
     done: Instant,
 }
 
+/// How CloudShell's users are read in a run that has a kept list (`begun`'s): the kept list, with the users of
+/// unknown outcomes to read again, and whether the run may end at once if the directory read finds no change.
+/// No kept list when the state was written by another process since the daemon's last run (a one-shot `sync`
+/// may have changed CloudShell) or its intents cannot be read.
+struct Listing {
+    kept: Option<changes::KeptUsers>,
+    unsettled: Vec<i64>,
+    quiet: bool,
+}
+
+impl Listing {
+    fn new(begun: &mut changes::Begun, journal: Option<&Journal>) -> Listing {
+        let as_left = journal.is_some_and(Journal::as_left);
+        let kept = begun.take_users().filter(|_| as_left);
+        // The users of changes whose outcome is not known yet are read again, for settling them.
+        let (unsettled, pending) = match (&kept, journal) {
+            (Some(_), Some(journal)) => (journal.unsettled_users(), journal.has_pending()),
+            _ => (Ok(Vec::new()), Ok(false)),
+        };
+        let (Ok(unsettled), Ok(pending)) = (unsettled, pending) else {
+            return Listing { kept: None, unsettled: Vec::new(), quiet: false };
+        };
+        // The last run left nothing to do, and CloudShell and the state are as it left them: if nothing changed
+        // in the directory either, nothing is to do.
+        let quiet = begun.settled() && kept.as_ref().is_some_and(|k| k.stale.is_empty()) && !pending;
+        Listing { kept, unsettled, quiet }
+    }
+}
+
 /// The directory and CloudShell's users (and groups, with mappings), read side by side. `None` when the run
 /// was asked to stop, no configured group could be enumerated, or CloudShell could not be listed: nothing is
 /// written then. In a change read, CloudShell's users are the list the last run left, brought up to date
-/// ([`users::read`]); a full read lists them all.
+/// ([`users::read`]); a full read lists them all. A run that may end at once ([`Reading::Nothing`]) lists
+/// CloudShell's groups only once the directory read found something.
 async fn read(
     config: &Config,
     context: &Context,
@@ -343,20 +373,8 @@ async fn read(
 ) -> Option<Reading> {
     let directory_started = Instant::now();
     let mut begun = changes::begin(config, context.changes.as_deref());
-    let kept = begun.take_users();
-    // The users of changes whose outcome is not known yet are read again, for settling them.
-    let unsettled = match (&kept, journal) {
-        (Some(_), Some(journal)) => journal.unsettled_users(),
-        _ => Ok(Vec::new()),
-    };
-    let kept = kept.filter(|_| unsettled.is_ok());
-    let unsettled = unsettled.unwrap_or_default();
-    // The last run left nothing to do, and CloudShell and the state are as it left them: if nothing changed in
-    // the directory either, nothing is to do.
-    let quiet = begun.settled()
-        && kept.as_ref().is_some_and(|k| k.stale.is_empty())
-        && unsettled.is_empty()
-        && journal.is_some_and(Journal::as_left);
+    let Listing { kept, unsettled, quiet } = Listing::new(&mut begun, journal);
+    let concurrency = config.sync.concurrency;
     // Independent reads: overlap them.
     // Read (I/O), then resolve (pure): the entries are what the directory said; the snapshot is what they mean
     // for the configured groups, with what it covers.
@@ -365,13 +383,16 @@ async fn read(
         (read.found, directory_started.elapsed(), read.report)
     };
     let mapped = !config.sync.mappings.is_empty();
-    let list_groups = async { if mapped { Some(client.list_groups().await) } else { None } };
-    let list_users = users::read(client, kept, &unsettled, config.sync.concurrency);
+    let list_groups = async { if mapped && !quiet { Some(client.list_groups().await) } else { None } };
     let reads = async {
-        let (directory, mut listed, groups) = tokio::join!(read_directory, list_users, list_groups);
+        let (directory, mut listed, mut groups) =
+            tokio::join!(read_directory, users::read(client, kept, &unsettled, concurrency), list_groups);
         // A change read that fell back to a full one lists every user too.
         if directory.2.mode == "full" && listed.as_ref().is_ok_and(|u| u.kept) {
-            listed = users::read(client, None, &[], config.sync.concurrency).await;
+            listed = users::read(client, None, &[], concurrency).await;
+        }
+        if mapped && quiet && matches!(directory.0, changes::Found::Snapshot(_)) {
+            groups = Some(client.list_groups().await);
         }
         (directory, listed, groups)
     };
@@ -389,31 +410,13 @@ async fn read(
     let snapshot = match found {
         changes::Found::Snapshot(snapshot) => snapshot,
         changes::Found::Nothing(last) => {
-            let mode = read_report.mode;
-            tracing::info!(mode, reason = %read_report.reason, changed_users = 0, changed_groups = 0, "directory read");
+            tracing::info!(mode = read_report.mode, reason = %read_report.reason, "directory read");
             report.read = Some(read_report);
-            return match listed {
-                Ok(users) => Some(Reading::Nothing(last, users)),
-                Err(e) => {
-                    tracing::error!(error = %e, "cloudshell unavailable");
-                    report.fail(e);
-                    None
-                }
-            };
+            return listed_users(listed, report).map(|users| Reading::Nothing(last, users));
         }
     };
+    log_read(&snapshot, &read_report);
     report.directory_url = Some(snapshot.served_by.clone());
-    tracing::info!(
-        users = snapshot.users_seen,
-        searches = snapshot.searches,
-        url = %snapshot.served_by,
-        mode = read_report.mode,
-        method = read_report.method,
-        reason = %read_report.reason,
-        changed_users = read_report.changed_users,
-        changed_groups = read_report.changed_groups,
-        "directory read"
-    );
     report.read = Some(read_report);
     if snapshot.groups.iter().all(|g| g.result.is_err()) {
         // Nothing could be read: no write.
@@ -426,6 +429,27 @@ async fn read(
         }
         return None;
     }
+    let users = listed_users(listed, report)?;
+    Some(Reading::Reads(Reads { snapshot, users, groups, done }))
+}
+
+/// The `directory read` event.
+fn log_read(snapshot: &ldap::Snapshot, read: &crate::report::ReadReport) {
+    tracing::info!(
+        users = snapshot.users_seen,
+        searches = snapshot.searches,
+        url = %snapshot.served_by,
+        mode = read.mode,
+        method = read.method,
+        reason = %read.reason,
+        changed_users = read.changed_users,
+        changed_groups = read.changed_groups,
+        "directory read"
+    );
+}
+
+/// CloudShell's users as read, logged and noted in the report; `None` (the run fails) when they could not be.
+fn listed_users(listed: Result<users::Users, crate::cloudshell::Error>, report: &mut Report) -> Option<users::Users> {
     let users = match listed {
         Ok(u) => u,
         Err(e) => {
@@ -440,7 +464,7 @@ async fn read(
         tracing::info!(users = users.list.len(), "cloudshell users listed");
     }
     note_users(report, &users);
-    Some(Reading::Reads(Reads { snapshot, users, groups, done }))
+    Some(users)
 }
 
 /// A run that read no change after a run that left nothing to do: it decides what that run decided, so its
@@ -526,7 +550,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     let disabled_step = disabled_accounts(config, context) == DisabledAccounts::ImportThenDeactivate;
     // The new users' ids are needed only to place them in groups or to manage them.
     let needs_ids = (groups.is_some() || leaver_step || disabled_step || users.kept) && !report.dry_run;
-    let kept_users = if needs_ids { users_after_imports(config, client, users, plan).await } else { users };
+    let (kept_users, departures) = users_and_departures(config, client, context, plan, users, needs_ids).await;
     note_users(report, &kept_users);
     let users = &kept_users.list;
     let identity_held = identity_held(report);
@@ -541,9 +565,6 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     };
     let unresolved = find_unresolved(ledger.as_ref(), &known, plan, report);
     let unresolved_groups: HashSet<GroupName> = unresolved.iter().map(|u| GroupName::new(&u.group)).collect();
-    // In a change read: the departures it reported, the only absences that count (leavers, removals).
-    let mapped: Vec<GroupName> = config.sync.mappings.iter().map(|m| m.directory_group.clone()).collect();
-    let departures = context.changes.as_ref().and_then(|changes| changes.track_members(plan, &mapped));
     if let Some(groups) = groups {
         let reads = place::Reads { users, groups };
         let run = place::Run {
@@ -574,11 +595,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         rematch_if_accepted(ledger, plan, users, report);
     }
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    if let (true, Some(why), Some(_)) = (disabled_step, &identity_held, ledger.as_ref()) {
-        let mut held = crate::report::DisabledReport::new(DisabledAccounts::ImportThenDeactivate.as_str());
-        (held.status, held.held_by) = (GroupStatus::Held, Some(why.clone()));
-        report.disabled_accounts = Some(held);
-    } else if let (true, Some(ledger)) = (disabled_step, ledger.as_mut()) {
+    if disabled_step {
         let run = disabled::Run {
             plan,
             users,
@@ -587,10 +604,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
             stop: &context.stops.stop,
             now: &now,
         };
-        let limit = config.sync.max_disabled_deactivations_per_run;
-        let step = disabled::disabled_step(client, &config.sync.leavers, limit, ledger, run).await;
-        report.interrupted |= step.status == GroupStatus::Skipped;
-        report.disabled_accounts = Some(step);
+        disabled_accounts_step(config, client, ledger.as_mut(), identity_held.as_deref(), run, report).await;
     }
     let run = leave::Run {
         plan,
@@ -628,6 +642,55 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
 
 /// The departures a change read reports when nothing tracks them: none.
 static NOBODY: std::sync::LazyLock<rustc_hash::FxHashSet<Username>> = std::sync::LazyLock::new(Default::default);
+
+/// CloudShell's users after the imports ([`users_after_imports`] when `needs_ids`), and in a change read the
+/// departures it reported, the only absences that count there (leavers, removals), with their users read again
+/// by id from a kept list ([`users::read_again`]). When they cannot be read again, no departure counts in this
+/// run: nobody leaves or is removed on a record this run did not read.
+async fn users_and_departures(
+    config: &Config,
+    client: &Client,
+    context: &Context,
+    plan: &Plan,
+    users: users::Users,
+    needs_ids: bool,
+) -> (users::Users, Option<changes::Departures>) {
+    let mut users = if needs_ids { users_after_imports(config, client, users, plan).await } else { users };
+    let mapped: Vec<GroupName> = config.sync.mappings.iter().map(|m| m.directory_group.clone()).collect();
+    let departures = context.changes.as_ref().and_then(|changes| changes.track_members(plan, &mapped));
+    let Some(departures) = departures else { return (users, None) };
+    let named = departures.leavers.iter().chain(departures.groups.values().flatten());
+    match users::read_again(client, &mut users, named, config.sync.concurrency).await {
+        Ok(()) => (users, Some(departures)),
+        Err(e) => {
+            tracing::warn!(error = %e, "users who left could not be read again: no leaver and no removal this run");
+            (users, Some(changes::Departures::default()))
+        }
+    }
+}
+
+/// The disabled-accounts step (`import_then_deactivate`), in the report: held as a whole while the identity
+/// change is not accepted (`identity_held`), skipped without a state.
+async fn disabled_accounts_step(
+    config: &Config,
+    client: &Client,
+    ledger: Option<&mut ledger::Ledger<'_>>,
+    identity_held: Option<&str>,
+    run: disabled::Run<'_>,
+    report: &mut Report,
+) {
+    let Some(ledger) = ledger else { return };
+    if let Some(why) = identity_held {
+        let mut held = crate::report::DisabledReport::new(DisabledAccounts::ImportThenDeactivate.as_str());
+        (held.status, held.held_by) = (GroupStatus::Held, Some(why.to_string()));
+        report.disabled_accounts = Some(held);
+        return;
+    }
+    let limit = config.sync.max_disabled_deactivations_per_run;
+    let step = disabled::disabled_step(client, &config.sync.leavers, limit, ledger, run).await;
+    report.interrupted |= step.status == GroupStatus::Skipped;
+    report.disabled_accounts = Some(step);
+}
 
 /// Why every deactivation and removal of the run is held: the configuration identifies users differently from
 /// the one that made the state database (`None`: it does not).

@@ -227,8 +227,9 @@ pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: P
     // By number: claimed for import by an earlier group; missing in some group.
     let (mut claimed, mut missing_somewhere): (Vec<bool>, Vec<bool>) = (Vec::new(), Vec::new());
     let mut groups = Vec::with_capacity(snapshot.groups.len());
-    // A member count is comparable with the last good one only when the read covered the whole group.
-    let guarded = snapshot.coverage.is_full();
+    // Either coverage resolves every configured group whole (a change read from the kept model, which a lost
+    // change can only make larger), so the guard compares both with the last good count; only a full read's
+    // counts become the reference (`sync::save_counts`).
     for outcome in snapshot.groups {
         let group = match outcome.result {
             Err(error) => {
@@ -245,7 +246,6 @@ pub fn plan(snapshot: Snapshot, cloudshell_users: &[cloudshell::User], policy: P
             }
         }
         let shrink = (policy.last_good.get(&outcome.name))
-            .filter(|_| guarded)
             .filter(|&&previous| shrank_too_much(previous, group.members.len(), policy.max_shrink_percent))
             .map(|&previous| Shrink { previous, now: group.members.len() });
         let known = interner.present.len();

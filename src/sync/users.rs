@@ -97,6 +97,42 @@ pub async fn look_up(
     Ok(count)
 }
 
+/// Reads again by id, in a kept list, the users of `names` that it holds (nothing for a listed one): before a
+/// change read deactivates or removes any of them, what CloudShell says of them now (an admin, a local user,
+/// gone) decides, not what it said at the last full read. A user CloudShell no longer has leaves the list.
+pub async fn read_again<'a>(
+    client: &Client,
+    users: &mut Users,
+    names: impl Iterator<Item = &'a Username>,
+    concurrency: usize,
+) -> Result<(), cloudshell::Error> {
+    if !users.kept {
+        return Ok(());
+    }
+    let wanted: rustc_hash::FxHashSet<&str> = names.map(Username::folded).collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = users
+        .list
+        .iter()
+        .filter(|u| u.username.as_ref().is_some_and(|n| wanted.contains(n.folded())))
+        .filter_map(|u| u.id)
+        .collect();
+    users.lookups += ids.len();
+    let read: Vec<(i64, Option<User>)> = futures_util::stream::iter(ids)
+        .map(|id| async move { client.get_user(id).await.map(|u| (id, u)) })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    let gone: rustc_hash::FxHashSet<i64> = read.iter().filter(|(_, u)| u.is_none()).map(|(id, _)| *id).collect();
+    if !gone.is_empty() {
+        users.list.retain(|u| !u.id.is_some_and(|id| gone.contains(&id)));
+    }
+    merge(&mut users.list, read.into_iter().filter_map(|(_, u)| u).collect());
+    Ok(())
+}
+
 /// Puts `fresh` into `list`: in place of the record with the same id, else of the one with the same name,
 /// else at the end.
 fn merge(list: &mut Vec<User>, fresh: Vec<User>) {
