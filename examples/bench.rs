@@ -515,16 +515,11 @@ fn daemon_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &
     add_new_hires(loaded);
     Command::new("kill").args(["-USR1", &pid.to_string()]).status().expect("kill");
     let changed = finished();
-    peaks.push(hwm());
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
+    let rss_mb = hwm();
+    peaks.push(rss_mb);
     Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     let _ = child.wait();
-    DaemonRuns { start, steady, one, changed, rss_mb: rss_kb / 1024.0, peaks }
+    DaemonRuns { start, steady, one, changed, rss_mb, peaks }
 }
 
 /// Adds 1 % of the directory's users as new entries (`hire00000`...), each a member of one of the first ten

@@ -78,6 +78,7 @@ impl Daemon {
     fn start_run(&self, why: &str) -> JoinHandle<Option<Report>> {
         tracing::info!(trigger = why, "run triggered");
         let config = self.config.clone();
+        self.changes.run_begins();
         let metrics = self.metrics.clone();
         let dir = state_directory(&config);
         let context = sync::Context {

@@ -902,3 +902,33 @@ async fn a_change_read_protects_on_fresh_records_and_the_shrink_guard_holds_it()
     assert_eq!(run["result"], "held", "{run}");
     assert!(env.sim.is_active("big00002").await && env.sim.is_active("big00003").await, "{}", daemon.log());
 }
+
+/// A configuration reloaded while a run goes on is a reason to decide again too: the run (held in its directory
+/// read by a frozen slapd) ends with the old configuration, and the next run, with a group added, imports it
+/// although nothing changed in the directory.
+#[tokio::test]
+async fn a_reload_during_a_run_makes_the_next_run_decide_again() {
+    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", "");
+    let daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    for n in [2, 3] {
+        daemon.signal("USR1");
+        daemon.wait_for("run finished", n, Duration::from_secs(20));
+    }
+    assert!(reads(&daemon)[2].2.contains("nothing changed since the last run"), "{:?}", reads(&daemon));
+
+    env.slapd.freeze(true);
+    daemon.signal("USR1");
+    daemon.wait_for("run started", 4, Duration::from_secs(20));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("groups = [\"Team\"]", "groups = [\"Team\", \"Other\"]")).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for("configuration reloaded", 1, Duration::from_secs(20));
+    env.slapd.freeze(false);
+    daemon.wait_for("run finished", 4, Duration::from_secs(30));
+    assert!(!env.sim.usernames().await.contains(&"erin".to_string()), "the run began with the old configuration");
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 5, Duration::from_secs(20));
+    assert!(env.sim.usernames().await.contains(&"erin".to_string()), "Other imported:\n{}", daemon.log());
+}

@@ -12,21 +12,17 @@
 //! The model built by a run is kept for the next only when that run ended `ok` ([`ChangeReads::settle`]): the
 //! watermark never moves past a run whose writes did not all go through.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::group_name::GroupName;
-use crate::ldap::Member;
-use crate::sync::plan::{GroupPlan, Plan};
-
 use crate::config::Config;
+use crate::group_name::GroupName;
 use crate::ldap::changes::kept::Kept;
-use crate::ldap::{self, ChangeDetection, Coverage, Snapshot};
+use crate::ldap::{self, ChangeDetection, Coverage, Member, Snapshot};
 use crate::report::{ReadReport, Report};
+use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
 
 /// The daemon's change-read state, from one run to the next.
@@ -80,6 +76,14 @@ impl ChangeReads {
             }
         }
         *lock(&self.kept) = pending;
+    }
+
+    /// Marks the start of a run with the configuration in force now: a reload from here on
+    /// ([`ChangeReads::forget_run`]) is one during the run. The daemon calls it as it starts the run, on the
+    /// same task that reloads.
+    pub fn run_begins(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.began.store(self.generation.load(SeqCst), SeqCst);
     }
 
     /// Forgets what the last run decided and CloudShell's users as it left them (the configuration was
@@ -229,8 +233,6 @@ pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
     let Some(state) = changes else { return Begun { start: Start::OneShot } };
     // Whatever an earlier run left pending (one that panicked) is not this run's.
     lock(&state.pending).take();
-    let generation = state.generation.load(std::sync::atomic::Ordering::SeqCst);
-    state.began.store(generation, std::sync::atomic::Ordering::SeqCst);
     let taken = lock(&state.kept).take();
     if config.ldap.change_detection == ChangeDetection::Off {
         return Begun { start: Start::Off };
