@@ -426,7 +426,8 @@ struct FlatResult {
 struct DaemonRuns {
     start: Value,
     steady: Vec<Value>,
-    /// A run after one user entry changed (its `description`): a change read that resolves and plans.
+    /// A run after one group entry changed (a member added who is in another group already): a change read
+    /// that resolves and plans.
     one: Value,
     /// A run after 1 % of the users were added to the directory, each a member of one of ten groups (new
     /// hires): a change read in the daemon, with their imports.
@@ -505,9 +506,12 @@ fn daemon_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &
         steady.push(finished());
     }
     peaks.push(hwm());
+    // One group gains a member who is in another group already: a change read that resolves and plans, and
+    // imports nobody.
     loaded.slapd.modify(&format!(
-        "dn: uid={},{PEOPLE}\nchangetype: modify\nreplace: description\ndescription: changed\n",
-        loaded.everyone[0]
+        "dn: cn={},{GROUPS}\nchangetype: modify\nadd: member\nmember: uid={},{PEOPLE}\n",
+        loaded.group_names[0],
+        loaded.everyone[loaded.everyone.len() - 1]
     ));
     Command::new("kill").args(["-USR1", &pid.to_string()]).status().expect("kill");
     let one = finished();
@@ -729,7 +733,7 @@ fn print_state(results: &[&FlatResult]) {
         println!("- the steady runs' cycles: {} ms", steady_ms.join(" / "));
         let o = &d.one;
         println!(
-            "- the daemon after one user entry changed: read {}, cycle {:.3} s, directory {:.3} s, plan and report {:.3} s, result {}",
+            "- the daemon after one group gained a member (who is in another group already): read {}, cycle {:.3} s, directory {:.3} s, plan and report {:.3} s, result {}",
             o["read"].as_str().unwrap_or("?"),
             DaemonRuns::ms(o, "duration_ms") / 1000.0,
             DaemonRuns::ms(o, "directory_ms") / 1000.0,

@@ -785,6 +785,14 @@ async fn a_run_that_reads_no_change_after_a_run_that_left_nothing_to_do_calls_no
     let groups = status["last_run"]["groups"].as_array().unwrap();
     assert_eq!(groups.iter().map(|g| g["members"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 5], "{status}");
 
+    // An attribute the sync does not read changed: no change either.
+    env.slapd
+        .modify(&format!("dn: uid=alice,{PEOPLE}\nchangetype: modify\nreplace: description\ndescription: desk 4\n"));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 4, Duration::from_secs(20));
+    assert!(reads(&daemon)[3].2.contains("nothing changed since the last run"), "{:?}", reads(&daemon));
+    assert_eq!(env.sim.calls().await, Vec::<Value>::new());
+
     env.slapd.add(&format!(
         "dn: uid=newhire,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: newhire\ncn: newhire\nsn: newhire\n"
     ));
@@ -793,8 +801,8 @@ async fn a_run_that_reads_no_change_after_a_run_that_left_nothing_to_do_calls_no
         common::GROUPS
     ));
     daemon.signal("USR1");
-    daemon.wait_for("run finished", 4, Duration::from_secs(20));
-    assert_eq!(reads(&daemon)[3].2, "\"the changes since the last run\"");
+    daemon.wait_for("run finished", 5, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[4].2, "\"the changes since the last run\"");
     assert!(env.sim.usernames().await.contains(&"newhire".to_string()));
 }
 

@@ -168,7 +168,8 @@ pub enum NeedsFullRead {
 /// What one content-sync read changed in a part of the model.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Entries added or replaced.
+    /// Entries added, or replaced by one whose kept form differs (a change to an attribute the model does not
+    /// keep, `description` say, counts for nothing).
     pub changed: usize,
     /// Entries dropped: deleted, renamed out of the base, or no longer admitted by the filter.
     pub gone: usize,
@@ -271,15 +272,17 @@ impl<E> Default for Side<E> {
     }
 }
 
-impl<E> Side<E> {
-    /// Applies a read whose changed entries are already in the kept form (see [`Kept::apply`]).
+impl<E: PartialEq> Side<E> {
+    /// Applies a read whose changed entries are already in the kept form (see [`Kept::apply`]). An entry sent
+    /// again with the same kept form (a change to an attribute the model does not keep) counts as no change.
     fn apply(&mut self, read: SyncRead<Fresh<E>>) -> Applied {
         let gone = read.gone(self.entries.keys().copied());
         for uuid in &gone {
             self.entries.remove(uuid);
         }
-        let changed = read.changed.len();
+        let mut changed = 0;
         for fresh in read.changed {
+            changed += usize::from(self.entries.get(&fresh.uuid) != Some(&fresh.entry));
             self.entries.insert(fresh.uuid, fresh.entry);
         }
         if read.cookie.is_some() {
@@ -332,7 +335,7 @@ fn shrink<E>(read: &SyncRead, mut of: impl FnMut(&ChangedEntry) -> E) -> SyncRea
 }
 
 /// A kept user entry: only what the users search reads of it ([`UserEntry::from_parts`]).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct User {
     dn: Id,
     /// The username attribute's values ([`entry::username_values`]): `None` without it, `Err(())` when it
@@ -358,7 +361,7 @@ impl User {
 }
 
 /// A kept group entry: only what the group searches read of it (`search::group_record`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Group {
     dn: Id,
     /// The group name attribute's values, in the server's order.
@@ -955,6 +958,21 @@ mod tests {
         k.apply(Part::Users, &deletes("u3", vec![changed(2, &udn("robert"), &[])], &[]));
         let entries = k.entries(&s, &names(&["Team"])).unwrap();
         assert_eq!(entries.users_seen(), 0, "robert has no username any more");
+    }
+
+    /// An entry sent again with what the model keeps of it unchanged (another attribute changed) is no change;
+    /// the control: the same entry with another member, or another uid, is one.
+    #[test]
+    fn an_entry_sent_again_unchanged_in_its_kept_form_counts_for_nothing() {
+        let mut k = kept();
+        let with_description = changed(2, &udn("bob"), &[("uid", &["bob"]), ("description", &["new desk"])]);
+        assert_eq!(k.apply(Part::Users, &deletes("u2", vec![with_description], &[])), Applied::default());
+        assert_eq!(k.cookie(Part::Users), Some(&b"u2"[..]), "the cookie moves on all the same");
+        let same = group(11, "Inner", &[&udn("bob")]);
+        assert_eq!(k.apply(Part::Groups, &deletes("g2", vec![same], &[])), Applied::default());
+        let more = group(11, "Inner", &[&udn("bob"), &udn("alice")]);
+        assert_eq!(k.apply(Part::Groups, &deletes("g3", vec![more], &[])), Applied { changed: 1, gone: 0 });
+        assert_eq!(k.apply(Part::Users, &deletes("u3", vec![user(2, "robert")], &[])), Applied { changed: 1, gone: 0 });
     }
 
     #[test]
