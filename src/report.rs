@@ -826,11 +826,17 @@ impl Report {
             .chain([CallKind::EditUser])
             .map(|k| self.api_calls.get(k))
             .sum::<u64>();
+        // A candidate under `action = "report"` stays one, run after run: nothing waits on it.
         let settled_leavers = self.leavers.as_ref().is_none_or(|l| {
+            let reported_only = l.action == crate::config::LeaverAction::Report.as_str();
             !l.held
-                && l.candidates.is_empty()
+                && (l.candidates.is_empty() || reported_only)
                 && l.error.is_none()
-                && l.leavers.iter().all(|line| !matches!(line.standing, Standing::Waiting | Standing::Candidate))
+                && l.leavers.iter().all(|line| match line.standing {
+                    Standing::Waiting => false,
+                    Standing::Candidate => reported_only,
+                    Standing::Protected | Standing::Inactive | Standing::Gone => true,
+                })
         });
         let settled_memberships = self.memberships.iter().all(|m| {
             m.status == GroupStatus::Ok
@@ -1136,6 +1142,14 @@ mod tests {
         assert!(r.left_nothing_to_do(), "a protected leaver stays as it is");
         r.leavers.as_mut().unwrap().leavers.push(waiting);
         assert!(!r.left_nothing_to_do(), "a leaver within its grace");
+        let mut r = ok();
+        let candidate =
+            LeaverLine { username: "bob".into(), standing: Standing::Candidate, reason: None, runs: 1, since: None };
+        r.leavers.as_mut().unwrap().leavers.push(candidate);
+        r.leavers.as_mut().unwrap().candidates.push("bob".into());
+        assert!(!r.left_nothing_to_do(), "a leaver to deactivate (here: not deactivated)");
+        r.leavers.as_mut().unwrap().action = "report";
+        assert!(r.left_nothing_to_do(), "a leaver only reported stays so");
         let mut r = ok();
         r.finish(3, 1);
         assert!(!r.left_nothing_to_do(), "a member missing");

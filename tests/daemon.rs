@@ -940,3 +940,54 @@ async fn a_reload_during_a_run_makes_the_next_run_decide_again() {
     daemon.wait_for("run finished", 5, Duration::from_secs(20));
     assert!(env.sim.usernames().await.contains(&"erin".to_string()), "Other imported:\n{}", daemon.log());
 }
+
+/// A run with an intent still unsettled does not end at once: the removal whose answer was lost, and whose
+/// group could not be read back then, is settled by the next run once CloudShell answers, although nothing
+/// changed in the directory (a quiet end would leave it pending).
+#[tokio::test]
+async fn a_pending_intent_keeps_the_next_run_from_ending_at_once() {
+    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
+    let config = env.config(&["Team"], NEVER, "remove_from_groups = true\nfull_sync_every = \"1h\"", mapping);
+    let daemon = env.daemon(&config);
+    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let state = env.sim.state().await;
+    let lab = state["groups"].as_array().unwrap().iter().find(|g| g["Name"] == "Lab Users").unwrap()["Id"].clone();
+    let group_users = format!("groups/{lab}/users");
+    let pending = || {
+        let db = rusqlite::Connection::open(env.files.path("state/state.db")).unwrap();
+        db.query_row("SELECT count(*) FROM intents", [], |r| r.get::<_, i64>(0)).unwrap()
+    };
+
+    // bob leaves Team: his removal takes effect, its answer is cut, and the group cannot be read back.
+    env.slapd.modify(&format!(
+        "dn: cn=Team,{}\nchangetype: modify\ndelete: member\nmember: uid=bob,{PEOPLE}\n",
+        common::GROUPS
+    ));
+    env.sim
+        .set_faults(json!({
+            "reset": {"count": 1, "method": "DELETE", "path_contains": group_users},
+            "fail": {"count": 1000, "status": 503, "method": "GET", "path_contains": group_users}
+        }))
+        .await;
+    for n in [2, 3] {
+        daemon.signal("USR1");
+        daemon.wait_for("run finished", n, Duration::from_secs(30));
+    }
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice"]);
+    assert_eq!(pending(), 1, "unsettled:\n{}", daemon.log());
+    let third = &finished_runs(&daemon)[2];
+    assert_eq!(third["result"], "ok", "{third}");
+
+    env.sim.clear_faults().await;
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 4, Duration::from_secs(20));
+    assert_eq!(
+        reads(&daemon)[3].2,
+        "\"the changes since the last run\"",
+        "decided again: {:?} {:?}",
+        reads(&daemon),
+        finished_runs(&daemon)
+    );
+    assert_eq!(pending(), 0, "settled:\n{}", daemon.log());
+}
