@@ -64,6 +64,11 @@ impl Daemon {
         self.log().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
+    /// The fields of the events with this message, in order.
+    fn fields_of(&self, message: &str) -> Vec<Value> {
+        self.events().into_iter().filter(|e| e["fields"]["message"] == message).map(|e| e["fields"].clone()).collect()
+    }
+
     /// How many events with this message were logged.
     fn count(&self, message: &str) -> usize {
         self.events().iter().filter(|e| e["fields"]["message"] == message).count()
@@ -103,6 +108,18 @@ impl Drop for Daemon {
 impl Env {
     fn start(change: impl FnOnce(&mut cloudshell_sim::Config)) -> Env {
         Env(Stack::start(&directory(), change))
+    }
+
+    /// With the `syncprov` overlay: the daemon reads what changed between full reads.
+    fn with_content_sync() -> Env {
+        Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}))
+    }
+
+    /// The daemon on `config`, once its run at start has finished.
+    fn daemon_started(&self, config: &Path) -> Daemon {
+        let daemon = self.daemon(config);
+        daemon.wait_for("run finished", 1, Duration::from_secs(20));
+        daemon
     }
 
     fn config(&self, groups: &[&str], cron: &str, sync_extra: &str, more: &str) -> PathBuf {
@@ -402,8 +419,7 @@ async fn the_managed_users_kept_between_runs_are_acted_on_and_a_record_removed_b
     let env = Env::start(|_| {});
     let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
     let config = env.config(&["Team", "Other"], NEVER, "", leavers);
-    let daemon = env.daemon(&config);
-    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let daemon = env.daemon_started(&config);
     assert_eq!(env.sim.usernames().await, ["admin", "alice", "bob", "erin"]);
 
     // bob and erin leave their groups (alice takes erin's place in Other, which cannot be empty); erin's record
@@ -425,15 +441,9 @@ async fn the_managed_users_kept_between_runs_are_acted_on_and_a_record_removed_b
 
 /// The `directory read` events logged so far: (mode, method, reason).
 fn reads(daemon: &Daemon) -> Vec<(String, Value, String)> {
-    daemon
-        .events()
-        .iter()
-        .filter(|e| e["fields"]["message"] == "directory read")
-        .map(|e| {
-            let f = &e["fields"];
-            (f["mode"].as_str().unwrap_or_default().to_string(), f["method"].clone(), f["reason"].to_string())
-        })
-        .collect()
+    let read =
+        |f: &Value| (f["mode"].as_str().unwrap_or_default().to_string(), f["method"].clone(), f["reason"].to_string());
+    daemon.fields_of("directory read").iter().map(read).collect()
 }
 
 /// With OpenLDAP's content sync, the daemon reads only what changed between full reads: a new hire added to a
@@ -441,11 +451,10 @@ fn reads(daemon: &Daemon) -> Vec<(String, Value, String)> {
 /// (deactivated: the positive control). The full read that follows finds nothing more to do.
 #[tokio::test]
 async fn between_full_reads_the_daemon_reads_only_what_changed_and_acts_on_the_leavers_it_reports() {
-    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let env = Env::with_content_sync();
     let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
     let config = env.config(&["Team", "Other"], NEVER, "full_sync_every = \"4s\"", leavers);
-    let daemon = env.daemon(&config);
-    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let daemon = env.daemon_started(&config);
     let started = Instant::now();
     assert_eq!(reads(&daemon)[0].0, "full", "{:?}", reads(&daemon));
     assert_eq!(reads(&daemon)[0].1, "syncrepl", "the model built at the full read");
@@ -487,12 +496,11 @@ async fn between_full_reads_the_daemon_reads_only_what_changed_and_acts_on_the_l
 /// from there, run after run, and is deactivated by the second change read.
 #[tokio::test]
 async fn a_change_read_counts_only_the_departures_it_reports() {
-    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let env = Env::with_content_sync();
     let leavers =
         "[sync.leavers]\naction = \"deactivate\"\ngrace_runs = 2\nmax_percent = 100\nmax_percent_per_day = 100\n";
     let config = env.config(&["Team", "Big"], NEVER, "full_sync_every = \"3s\"", leavers);
-    let daemon = env.daemon(&config);
-    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let daemon = env.daemon_started(&config);
     let remove = |group: &str, uid: &str| {
         env.slapd.modify(&format!(
             "dn: cn={group},{}\nchangetype: modify\ndelete: member\nmember: uid={uid},{PEOPLE}\n",
@@ -531,8 +539,7 @@ async fn a_change_read_counts_only_the_departures_it_reports() {
 async fn without_content_sync_every_run_reads_in_full_and_says_why_once() {
     let env = Env::start(|_| {});
     let config = env.config(&["Team"], NEVER, "", "");
-    let daemon = env.daemon(&config);
-    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let daemon = env.daemon_started(&config);
     daemon.signal("USR1");
     daemon.wait_for("run finished", 2, Duration::from_secs(20));
     let modes: Vec<String> = reads(&daemon).into_iter().map(|r| r.0).collect();
@@ -558,10 +565,9 @@ async fn without_content_sync_every_run_reads_in_full_and_says_why_once() {
 /// failed, the next run reads in full (and imports the new hire then).
 #[tokio::test]
 async fn after_a_run_that_did_not_end_ok_the_next_reads_in_full() {
-    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let env = Env::with_content_sync();
     let config = env.config(&["Team"], NEVER, "", "");
-    let daemon = env.daemon(&config);
-    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let daemon = env.daemon_started(&config);
     env.slapd.add(&format!(
         "dn: uid=newhire,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: newhire\ncn: newhire\nsn: newhire\n"
     ));
@@ -591,11 +597,10 @@ async fn after_a_run_that_did_not_end_ok_the_next_reads_in_full() {
 /// full read removes it.
 #[tokio::test]
 async fn a_change_read_removes_from_mapped_groups_only_the_departures_it_reports() {
-    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let env = Env::with_content_sync();
     let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
     let config = env.config(&["Team"], NEVER, "remove_from_groups = true\nfull_sync_every = \"4s\"", mapping);
-    let daemon = env.daemon(&config);
-    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let daemon = env.daemon_started(&config);
     let started = Instant::now();
     assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob"]);
     env.sim.add_directory_users(&["handadded"], &["Lab Users"], false).await;
@@ -663,13 +668,12 @@ async fn writes(env: &Env) -> Vec<Value> {
 /// users, so that a list costs 5 pages: reading more users one by one than that lists them instead.
 #[tokio::test]
 async fn a_change_run_reads_only_the_cloudshell_users_it_needs() {
-    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let env = Env::with_content_sync();
     let others: Vec<String> = (0..1000).map(|n| format!("local{n:04}")).collect();
     env.sim.add_local_users(&others.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await;
     let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
     let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", mapping);
-    let daemon = env.daemon(&config);
-    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let daemon = env.daemon_started(&config);
     assert_eq!(user_reads(&env).await.0, 2, "the first run lists every user, before and after its imports");
     assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob"]);
 
@@ -720,12 +724,11 @@ async fn a_change_run_reads_only_the_cloudshell_users_it_needs() {
 /// back to a full read, and CloudShell's users are then listed in full too, not taken from the last run.
 #[tokio::test]
 async fn a_change_read_that_falls_back_to_a_full_read_lists_every_cloudshell_user() {
-    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let env = Env::with_content_sync();
     let others: Vec<String> = (0..1000).map(|n| format!("local{n:04}")).collect();
     env.sim.add_local_users(&others.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await;
     let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", "");
-    let daemon = env.daemon(&config);
-    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let daemon = env.daemon_started(&config);
     // The control: a change read with the same settings takes the kept list.
     env.sim.clear_calls().await;
     daemon.signal("USR1");
@@ -750,12 +753,7 @@ async fn a_change_read_that_falls_back_to_a_full_read_lists_every_cloudshell_use
 
 /// The `run finished` events so far.
 fn finished_runs(daemon: &Daemon) -> Vec<Value> {
-    daemon
-        .events()
-        .into_iter()
-        .filter(|e| e["fields"]["message"] == "run finished")
-        .map(|e| e["fields"].clone())
-        .collect()
+    daemon.fields_of("run finished")
 }
 
 /// After a run that left nothing to do, a run that reads no change ends there: not one CloudShell call, and its
@@ -763,11 +761,10 @@ fn finished_runs(daemon: &Daemon) -> Vec<Value> {
 /// such a run (the positive control: imported).
 #[tokio::test]
 async fn a_run_that_reads_no_change_after_a_run_that_left_nothing_to_do_calls_nothing() {
-    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let env = Env::with_content_sync();
     let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
     let config = env.config(&["Team", "Big"], NEVER, "full_sync_every = \"1h\"", mapping);
-    let daemon = env.daemon(&config);
-    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let daemon = env.daemon_started(&config);
     // The second run reads no change, but the first imported: it decides again, and imports nothing.
     daemon.signal("USR1");
     daemon.wait_for("run finished", 2, Duration::from_secs(20));
@@ -812,12 +809,11 @@ async fn a_run_that_reads_no_change_after_a_run_that_left_nothing_to_do_calls_no
 /// group added to `groups` is imported at the next run although the directory did not change.
 #[tokio::test]
 async fn a_run_with_something_waiting_or_a_new_configuration_decides_again() {
-    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let env = Env::with_content_sync();
     let leavers =
         "[sync.leavers]\naction = \"deactivate\"\ngrace_runs = 2\nmax_percent = 100\nmax_percent_per_day = 100\n";
     let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", leavers);
-    let daemon = env.daemon(&config);
-    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let daemon = env.daemon_started(&config);
     env.slapd.modify(&format!(
         "dn: cn=Team,{}\nchangetype: modify\ndelete: member\nmember: uid=bob,{PEOPLE}\n",
         common::GROUPS
@@ -855,11 +851,10 @@ async fn a_run_with_something_waiting_or_a_new_configuration_decides_again() {
 /// The control: the run before, with the state as the daemon left it, ended at once.
 #[tokio::test]
 async fn state_written_by_another_process_makes_the_next_run_decide_again() {
-    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let env = Env::with_content_sync();
     let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
     let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", leavers);
-    let daemon = env.daemon(&config);
-    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let daemon = env.daemon_started(&config);
     for n in [2, 3] {
         daemon.signal("USR1");
         daemon.wait_for("run finished", n, Duration::from_secs(20));
@@ -885,11 +880,10 @@ async fn state_written_by_another_process_makes_the_next_run_decide_again() {
 /// read is held by the shrink guard in a change read too: big00002 and big00003 stay active.
 #[tokio::test]
 async fn a_change_read_protects_on_fresh_records_and_the_shrink_guard_holds_it() {
-    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let env = Env::with_content_sync();
     let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
     let config = env.config(&["Big"], NEVER, "full_sync_every = \"1h\"", leavers);
-    let daemon = env.daemon(&config);
-    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let daemon = env.daemon_started(&config);
     let remove = |uids: &[&str]| {
         let members: String = uids.iter().map(|u| format!("member: uid={u},{PEOPLE}\n")).collect();
         env.slapd.modify(&format!("dn: cn=Big,{}\nchangetype: modify\ndelete: member\n{members}", common::GROUPS));
@@ -916,10 +910,9 @@ async fn a_change_read_protects_on_fresh_records_and_the_shrink_guard_holds_it()
 /// although nothing changed in the directory.
 #[tokio::test]
 async fn a_reload_during_a_run_makes_the_next_run_decide_again() {
-    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let env = Env::with_content_sync();
     let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", "");
-    let daemon = env.daemon(&config);
-    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let daemon = env.daemon_started(&config);
     for n in [2, 3] {
         daemon.signal("USR1");
         daemon.wait_for("run finished", n, Duration::from_secs(20));
@@ -946,11 +939,10 @@ async fn a_reload_during_a_run_makes_the_next_run_decide_again() {
 /// changed in the directory (a quiet end would leave it pending).
 #[tokio::test]
 async fn a_pending_intent_keeps_the_next_run_from_ending_at_once() {
-    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let env = Env::with_content_sync();
     let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
     let config = env.config(&["Team"], NEVER, "remove_from_groups = true\nfull_sync_every = \"1h\"", mapping);
-    let daemon = env.daemon(&config);
-    daemon.wait_for("run finished", 1, Duration::from_secs(20));
+    let daemon = env.daemon_started(&config);
     let state = env.sim.state().await;
     let lab = state["groups"].as_array().unwrap().iter().find(|g| g["Name"] == "Lab Users").unwrap()["Id"].clone();
     let group_users = format!("groups/{lab}/users");
