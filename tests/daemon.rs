@@ -115,6 +115,26 @@ impl Env {
         Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}))
     }
 
+    /// Adds a person `uid` under `PEOPLE`.
+    fn add_person(&self, uid: &str) {
+        self.slapd
+            .add(&format!("dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n"));
+    }
+
+    /// Adds the people `add` to `group` and takes `delete` out of it, in one modification.
+    fn change_members(&self, group: &str, add: &[&str], delete: &[&str]) {
+        let values = |uids: &[&str]| uids.iter().map(|u| format!("member: uid={u},{PEOPLE}\n")).collect::<String>();
+        let mut changes = Vec::new();
+        if !add.is_empty() {
+            changes.push(format!("add: member\n{}", values(add)));
+        }
+        if !delete.is_empty() {
+            changes.push(format!("delete: member\n{}", values(delete)));
+        }
+        let ldif = format!("dn: cn={group},{}\nchangetype: modify\n{}", common::GROUPS, changes.join("-\n"));
+        self.slapd.modify(&ldif);
+    }
+
     /// The daemon on `config`, once its run at start has finished.
     fn daemon_started(&self, config: &Path) -> Daemon {
         let daemon = self.daemon(config);
@@ -163,13 +183,8 @@ async fn runs_on_a_one_second_schedule_and_imports_a_member_added_between_cycles
     assert_eq!(env.sim.usernames().await, ["admin", "alice", "bob"]);
 
     // A new hire joins Team in the directory between cycles.
-    env.slapd.add(&format!(
-        "dn: uid=newhire,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: newhire\ncn: newhire\nsn: newhire\n"
-    ));
-    env.slapd.modify(&format!(
-        "dn: cn=Team,{}\nchangetype: modify\nadd: member\nmember: uid=newhire,{PEOPLE}\n",
-        common::GROUPS
-    ));
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &[]);
     wait_until("the new hire's import", Duration::from_secs(20), || async {
         env.sim.usernames().await.contains(&"newhire".to_string())
     })
@@ -460,13 +475,8 @@ async fn between_full_reads_the_daemon_reads_only_what_changed_and_acts_on_the_l
     assert_eq!(reads(&daemon)[0].1, "syncrepl", "the model built at the full read");
 
     // A new hire joins Team, bob leaves it.
-    env.slapd.add(&format!(
-        "dn: uid=newhire,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: newhire\ncn: newhire\nsn: newhire\n"
-    ));
-    env.slapd.modify(&format!(
-        "dn: cn=Team,{}\nchangetype: modify\nadd: member\nmember: uid=newhire,{PEOPLE}\n-\ndelete: member\nmember: uid=bob,{PEOPLE}\n",
-        common::GROUPS
-    ));
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &["bob"]);
     daemon.signal("USR1");
     daemon.wait_for("run finished", 2, Duration::from_secs(20));
     let read = &daemon.events().into_iter().filter(|e| e["fields"]["message"] == "directory read").nth(1).unwrap();
@@ -501,12 +511,7 @@ async fn a_change_read_counts_only_the_departures_it_reports() {
         "[sync.leavers]\naction = \"deactivate\"\ngrace_runs = 2\nmax_percent = 100\nmax_percent_per_day = 100\n";
     let config = env.config(&["Team", "Big"], NEVER, "full_sync_every = \"3s\"", leavers);
     let daemon = env.daemon_started(&config);
-    let remove = |group: &str, uid: &str| {
-        env.slapd.modify(&format!(
-            "dn: cn={group},{}\nchangetype: modify\ndelete: member\nmember: uid={uid},{PEOPLE}\n",
-            common::GROUPS
-        ))
-    };
+    let remove = |group: &str, uid: &str| env.change_members(group, &[], &[uid]);
     // bob leaves before the second full read, which counts his first run as a leaver.
     remove("Team", "bob");
     std::thread::sleep(Duration::from_secs(3));
@@ -568,13 +573,8 @@ async fn after_a_run_that_did_not_end_ok_the_next_reads_in_full() {
     let env = Env::with_content_sync();
     let config = env.config(&["Team"], NEVER, "", "");
     let daemon = env.daemon_started(&config);
-    env.slapd.add(&format!(
-        "dn: uid=newhire,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: newhire\ncn: newhire\nsn: newhire\n"
-    ));
-    env.slapd.modify(&format!(
-        "dn: cn=Team,{}\nchangetype: modify\nadd: member\nmember: uid=newhire,{PEOPLE}\n",
-        common::GROUPS
-    ));
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &[]);
     env.sim.set_faults(json!({"fail": {"count": 1000, "status": 500, "method": "POST"}})).await;
     daemon.signal("USR1");
     daemon.wait_for("run finished", 2, Duration::from_secs(30));
@@ -605,13 +605,8 @@ async fn a_change_read_removes_from_mapped_groups_only_the_departures_it_reports
     assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob"]);
     env.sim.add_directory_users(&["handadded"], &["Lab Users"], false).await;
 
-    env.slapd.add(&format!(
-        "dn: uid=newhire,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: newhire\ncn: newhire\nsn: newhire\n"
-    ));
-    env.slapd.modify(&format!(
-        "dn: cn=Team,{}\nchangetype: modify\nadd: member\nmember: uid=newhire,{PEOPLE}\n-\ndelete: member\nmember: uid=bob,{PEOPLE}\n",
-        common::GROUPS
-    ));
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &["bob"]);
     daemon.signal("USR1");
     daemon.wait_for("run finished", 2, Duration::from_secs(20));
     assert_eq!(reads(&daemon)[1].0, "changes", "{:?}", reads(&daemon));
@@ -692,13 +687,9 @@ async fn a_change_run_reads_only_the_cloudshell_users_it_needs() {
 
     env.sim.add_directory_users(&["handmade"], &[], false).await;
     for uid in ["newhire", "handmade"] {
-        env.slapd
-            .add(&format!("dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n"));
+        env.add_person(uid);
     }
-    env.slapd.modify(&format!(
-        "dn: cn=Team,{}\nchangetype: modify\nadd: member\nmember: uid=newhire,{PEOPLE}\nmember: uid=handmade,{PEOPLE}\n",
-        common::GROUPS
-    ));
+    env.change_members("Team", &["newhire", "handmade"], &[]);
     env.sim.clear_calls().await;
     daemon.signal("USR1");
     daemon.wait_for("run finished", 4, Duration::from_secs(20));
@@ -790,13 +781,8 @@ async fn a_run_that_reads_no_change_after_a_run_that_left_nothing_to_do_calls_no
     assert!(reads(&daemon)[3].2.contains("nothing changed since the last run"), "{:?}", reads(&daemon));
     assert_eq!(env.sim.calls().await, Vec::<Value>::new());
 
-    env.slapd.add(&format!(
-        "dn: uid=newhire,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: newhire\ncn: newhire\nsn: newhire\n"
-    ));
-    env.slapd.modify(&format!(
-        "dn: cn=Team,{}\nchangetype: modify\nadd: member\nmember: uid=newhire,{PEOPLE}\n",
-        common::GROUPS
-    ));
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &[]);
     daemon.signal("USR1");
     daemon.wait_for("run finished", 5, Duration::from_secs(20));
     assert_eq!(reads(&daemon)[4].2, "\"the changes since the last run\"");
@@ -814,10 +800,7 @@ async fn a_run_with_something_waiting_or_a_new_configuration_decides_again() {
         "[sync.leavers]\naction = \"deactivate\"\ngrace_runs = 2\nmax_percent = 100\nmax_percent_per_day = 100\n";
     let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", leavers);
     let daemon = env.daemon_started(&config);
-    env.slapd.modify(&format!(
-        "dn: cn=Team,{}\nchangetype: modify\ndelete: member\nmember: uid=bob,{PEOPLE}\n",
-        common::GROUPS
-    ));
+    env.change_members("Team", &[], &["bob"]);
     daemon.signal("USR1");
     daemon.wait_for("run finished", 2, Duration::from_secs(20));
     assert!(env.sim.is_active("bob").await, "waiting: grace_runs = 2");
@@ -884,10 +867,7 @@ async fn a_change_read_protects_on_fresh_records_and_the_shrink_guard_holds_it()
     let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
     let config = env.config(&["Big"], NEVER, "full_sync_every = \"1h\"", leavers);
     let daemon = env.daemon_started(&config);
-    let remove = |uids: &[&str]| {
-        let members: String = uids.iter().map(|u| format!("member: uid={u},{PEOPLE}\n")).collect();
-        env.slapd.modify(&format!("dn: cn=Big,{}\nchangetype: modify\ndelete: member\n{members}", common::GROUPS));
-    };
+    let remove = |uids: &[&str]| env.change_members("Big", &[], uids);
     env.sim.change_users(json!({"usernames": ["big00000"], "is_admin": true})).await;
     remove(&["big00000", "big00001"]);
     daemon.signal("USR1");
@@ -952,10 +932,7 @@ async fn a_pending_intent_keeps_the_next_run_from_ending_at_once() {
     };
 
     // bob leaves Team: his removal takes effect, its answer is cut, and the group cannot be read back.
-    env.slapd.modify(&format!(
-        "dn: cn=Team,{}\nchangetype: modify\ndelete: member\nmember: uid=bob,{PEOPLE}\n",
-        common::GROUPS
-    ));
+    env.change_members("Team", &[], &["bob"]);
     env.sim
         .set_faults(json!({
             "reset": {"count": 1, "method": "DELETE", "path_contains": group_users},

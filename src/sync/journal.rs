@@ -303,17 +303,13 @@ impl Journal {
         }
     }
 
-    /// Whether any intent's outcome is not known yet.
-    pub fn has_pending(&self) -> Result<bool, db::Error> {
-        Ok(!self.pending()?.is_empty())
-    }
-
-    /// The CloudShell ids of the users whose activation changed by an intent whose outcome is not known.
-    pub fn unsettled_users(&self) -> Result<Vec<i64>, db::Error> {
+    /// The intents whose outcome is not known yet, if any (`None`: none), with the CloudShell ids of the users
+    /// whose activation they changed.
+    pub fn unsettled_users(&self) -> Result<Option<Vec<i64>>, db::Error> {
         let pending = self.pending()?;
         let users =
             pending.iter().filter(|p| matches!(p.intent.change, Change::Deactivate { .. } | Change::Reactivate));
-        Ok(users.map(|p| p.intent.cloudshell_id).collect())
+        Ok((!pending.is_empty()).then(|| users.map(|p| p.intent.cloudshell_id).collect()))
     }
 
     /// The intents whose outcome is not known (none when the state is the JSON files).

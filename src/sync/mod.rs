@@ -344,17 +344,15 @@ impl Listing {
         let as_left = journal.is_some_and(Journal::as_left);
         let kept = begun.take_users().filter(|_| as_left);
         // The users of changes whose outcome is not known yet are read again, for settling them.
-        let (unsettled, pending) = match (&kept, journal) {
-            (Some(_), Some(journal)) => (journal.unsettled_users(), journal.has_pending()),
-            _ => (Ok(Vec::new()), Ok(false)),
+        let unsettled = match (&kept, journal) {
+            (Some(_), Some(journal)) => journal.unsettled_users(),
+            _ => Ok(None),
         };
-        let (Ok(unsettled), Ok(pending)) = (unsettled, pending) else {
-            return Listing { kept: None, unsettled: Vec::new(), quiet: false };
-        };
+        let Ok(unsettled) = unsettled else { return Listing { kept: None, unsettled: Vec::new(), quiet: false } };
         // The last run left nothing to do, and CloudShell and the state are as it left them: if nothing changed
         // in the directory either, nothing is to do.
-        let quiet = begun.settled() && kept.as_ref().is_some_and(|k| k.stale.is_empty()) && !pending;
-        Listing { kept, unsettled, quiet }
+        let quiet = begun.settled() && kept.as_ref().is_some_and(|k| k.stale.is_empty()) && unsettled.is_none();
+        Listing { kept, unsettled: unsettled.unwrap_or_default(), quiet }
     }
 }
 
@@ -613,7 +611,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         dry_run: report.dry_run,
         stop: &context.stops.stop,
         now: &now,
-        reported: departures.as_ref().map(|d| &d.leavers).or_else(|| (!plan.coverage.is_full()).then_some(&NOBODY)),
+        reported: departures.as_ref().map(|d| &d.leavers),
     };
     let leaver_ledger = ledger.as_mut().filter(|_| leaver_step);
     report.leavers = leave::leaver_step(client, &config.sync.leavers, leaver_ledger, run).await;
@@ -640,13 +638,10 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     }
 }
 
-/// The departures a change read reports when nothing tracks them: none.
-static NOBODY: std::sync::LazyLock<rustc_hash::FxHashSet<Username>> = std::sync::LazyLock::new(Default::default);
-
 /// CloudShell's users after the imports ([`users_after_imports`] when `needs_ids`), and in a change read the
 /// departures it reported, the only absences that count there (leavers, removals), with their users read again
-/// by id from a kept list ([`users::read_again`]). When they cannot be read again, no departure counts in this
-/// run: nobody leaves or is removed on a record this run did not read.
+/// by id from a kept list ([`users::read_again`]). When they cannot be read again, or nothing tracks them, no
+/// departure counts in this run: nobody leaves or is removed on a record this run did not read.
 async fn users_and_departures(
     config: &Config,
     client: &Client,
@@ -657,7 +652,10 @@ async fn users_and_departures(
 ) -> (users::Users, Option<changes::Departures>) {
     let mut users = if needs_ids { users_after_imports(config, client, users, plan).await } else { users };
     let mapped: Vec<GroupName> = config.sync.mappings.iter().map(|m| m.directory_group.clone()).collect();
-    let departures = context.changes.as_ref().and_then(|changes| changes.track_members(plan, &mapped));
+    let departures = match &context.changes {
+        Some(changes) => changes.track_members(plan, &mapped),
+        None => (!plan.coverage.is_full()).then(changes::Departures::default),
+    };
     let Some(departures) = departures else { return (users, None) };
     let named = departures.leavers.iter().chain(departures.groups.values().flatten());
     match users::read_again(client, &mut users, named, config.sync.concurrency).await {

@@ -180,41 +180,34 @@ fn directory_outcomes<'a>(
     plan.groups
         .iter()
         .map(|g| {
-            let outcome = match g {
+            let r = match g {
                 GroupPlan::Failed { error, .. } => {
-                    DirectoryGroup::Unknown { why: format!("failed to enumerate ({})", error.kind()) }
+                    let why = format!("failed to enumerate ({})", error.kind());
+                    return (GroupName::new(g.name()), DirectoryGroup::Unknown { why });
                 }
                 GroupPlan::Ready(r) if r.shrink.is_some() => {
-                    DirectoryGroup::Unknown { why: "is held by the shrink guard".to_string() }
+                    let why = "is held by the shrink guard".to_string();
+                    return (GroupName::new(g.name()), DirectoryGroup::Unknown { why });
                 }
+                GroupPlan::Ready(r) => r,
+            };
+            let members = r.group.members.iter().map(|m| &m.username).collect();
+            let ambiguous = r.collisions.iter().map(|c| &c.username).collect();
+            let outcome = match plan.coverage {
+                crate::ldap::Coverage::Full => DirectoryGroup::Members { members, ambiguous },
                 // In a change read, only the departures it reported are removed.
-                GroupPlan::Ready(r) if plan.coverage == crate::ldap::Coverage::Changes => {
-                    match departures.and_then(|d| d.get(&GroupName::new(&r.name))) {
-                        Some(gone) => DirectoryGroup::Reported {
-                            members: r.group.members.iter().map(|m| &m.username).collect(),
-                            ambiguous: r.collisions.iter().map(|c| &c.username).collect(),
-                            gone: gone.iter().collect(),
-                        },
-                        None => additions(r),
-                    }
-                }
-                GroupPlan::Ready(r) => DirectoryGroup::Members {
-                    members: r.group.members.iter().map(|m| &m.username).collect(),
-                    ambiguous: r.collisions.iter().map(|c| &c.username).collect(),
+                crate::ldap::Coverage::Changes => match departures.and_then(|d| d.get(&GroupName::new(&r.name))) {
+                    Some(gone) => DirectoryGroup::Reported { members, ambiguous, gone: gone.iter().collect() },
+                    None => DirectoryGroup::Additions {
+                        members,
+                        ambiguous,
+                        why: "was read as the changes since the last run (removals wait for a full read)".to_string(),
+                    },
                 },
             };
             (GroupName::new(g.name()), outcome)
         })
         .collect()
-}
-
-/// A group whose members are added and nobody removed on its account until a full read.
-fn additions(r: &crate::sync::plan::ReadyGroup) -> DirectoryGroup<'_> {
-    DirectoryGroup::Additions {
-        members: r.group.members.iter().map(|m| &m.username).collect(),
-        ambiguous: r.collisions.iter().map(|c| &c.username).collect(),
-        why: "was read as the changes since the last run (removals wait for a full read)".to_string(),
-    }
 }
 
 /// The current members of each mapped CloudShell group that exists: from the users' `GroupIds` when every

@@ -51,18 +51,31 @@ pub async fn read(
     if list_instead(stale.len(), users.len()) {
         return Ok(Users::listed(client.list_users().await?));
     }
-    let read: Vec<(i64, Option<User>)> = futures_util::stream::iter(stale.iter().copied())
+    let mut users = Users { list: users, kept: true, lookups: 0 };
+    refresh(client, &mut users, stale, concurrency).await?;
+    Ok(users)
+}
+
+/// Reads users `ids` again (`GET /api/v1/users/{id}`, `concurrency` at a time) into `users`: each replaces its
+/// record, and one CloudShell no longer has leaves the list.
+async fn refresh(
+    client: &Client,
+    users: &mut Users,
+    ids: Vec<i64>,
+    concurrency: usize,
+) -> Result<(), cloudshell::Error> {
+    users.lookups += ids.len();
+    let read: Vec<(i64, Option<User>)> = futures_util::stream::iter(ids)
         .map(|id| async move { client.get_user(id).await.map(|u| (id, u)) })
         .buffer_unordered(concurrency.max(1))
         .try_collect()
         .await?;
-    let mut users = Users { list: users, kept: true, lookups: stale.len() };
     let gone: rustc_hash::FxHashSet<i64> = read.iter().filter(|(_, u)| u.is_none()).map(|(id, _)| *id).collect();
     if !gone.is_empty() {
         users.list.retain(|u| !u.id.is_some_and(|id| gone.contains(&id)));
     }
     merge(&mut users.list, read.into_iter().filter_map(|(_, u)| u).collect());
-    Ok(users)
+    Ok(())
 }
 
 /// Looks up `names` by name in a kept list (nothing for a listed one), or lists every user again when that is
@@ -119,43 +132,32 @@ pub async fn read_again<'a>(
         .filter(|u| u.username.as_ref().is_some_and(|n| wanted.contains(n.folded())))
         .filter_map(|u| u.id)
         .collect();
-    users.lookups += ids.len();
-    let read: Vec<(i64, Option<User>)> = futures_util::stream::iter(ids)
-        .map(|id| async move { client.get_user(id).await.map(|u| (id, u)) })
-        .buffer_unordered(concurrency.max(1))
-        .try_collect()
-        .await?;
-    let gone: rustc_hash::FxHashSet<i64> = read.iter().filter(|(_, u)| u.is_none()).map(|(id, _)| *id).collect();
-    if !gone.is_empty() {
-        users.list.retain(|u| !u.id.is_some_and(|id| gone.contains(&id)));
-    }
-    merge(&mut users.list, read.into_iter().filter_map(|(_, u)| u).collect());
-    Ok(())
+    refresh(client, users, ids, concurrency).await
 }
 
 /// Puts `fresh` into `list`: in place of the record with the same id, else of the one with the same name,
-/// else at the end.
+/// else at the end. One pass over `list`, indexing only the few fresh records (a kept list is 100,000 long).
 fn merge(list: &mut Vec<User>, fresh: Vec<User>) {
     if fresh.is_empty() {
         return;
     }
-    let mut by_id: FxHashMap<i64, usize> = FxHashMap::default();
-    let mut by_name: FxHashMap<String, usize> = FxHashMap::default();
-    for (n, u) in list.iter().enumerate() {
-        if let Some(id) = u.id {
-            by_id.insert(id, n);
+    let by_id: FxHashMap<i64, usize> = fresh.iter().enumerate().filter_map(|(n, u)| Some((u.id?, n))).collect();
+    let by_name: FxHashMap<&str, usize> =
+        fresh.iter().enumerate().filter_map(|(n, u)| Some((u.username.as_ref()?.folded(), n))).collect();
+    // Where each fresh record goes: the list's record with its id, else the one with its name.
+    let (mut by_id_at, mut by_name_at) = (vec![None; fresh.len()], vec![None; fresh.len()]);
+    for (at, u) in list.iter().enumerate() {
+        if let Some(&n) = u.id.as_ref().and_then(|id| by_id.get(id)) {
+            by_id_at[n] = Some(at);
         }
-        if let Some(name) = &u.username {
-            by_name.insert(name.folded().to_string(), n);
+        if let Some(&n) = u.username.as_ref().and_then(|name| by_name.get(name.folded())) {
+            by_name_at[n] = Some(at);
         }
     }
-    for user in fresh {
-        let at = user
-            .id
-            .and_then(|id| by_id.get(&id))
-            .or_else(|| user.username.as_ref().and_then(|name| by_name.get(name.folded())));
+    let places: Vec<Option<usize>> = by_id_at.into_iter().zip(by_name_at).map(|(id, name)| id.or(name)).collect();
+    for (user, at) in fresh.into_iter().zip(places) {
         match at {
-            Some(&n) => list[n] = user,
+            Some(at) => list[at] = user,
             None => list.push(user),
         }
     }
