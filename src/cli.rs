@@ -935,16 +935,17 @@ async fn check_directory(config: &Config, found: &mut Findings) {
             }
         }
     }
-    let (ok, line) = change_reads(config, probe.content_sync);
+    let (ok, line) = change_reads(config, &probe);
     found.add(0, "change_reads", None, ok, line);
 }
 
 /// `check`'s line on how the daemon will read the directory between full reads, from the root DSE.
-fn change_reads(config: &Config, content_sync: Option<bool>) -> (bool, String) {
+fn change_reads(config: &Config, probe: &ldap::Probe) -> (bool, String) {
     use ldap::ChangeDetection;
     let every = humantime::format_duration(config.sync.full_sync_every);
-    match (config.ldap.change_detection, content_sync) {
+    match (config.ldap.change_detection, probe.content_sync) {
         (ChangeDetection::Off, _) => (true, "change reads: off (ldap.change_detection = \"off\"): every run reads in full".into()),
+        (ChangeDetection::ModifyTimestamp { margin }, _) => modify_timestamp_reads(probe, margin, &every.to_string()),
         (_, Some(true)) => (
             true,
             format!(
@@ -967,6 +968,32 @@ fn change_reads(config: &Config, content_sync: Option<bool>) -> (bool, String) {
                 .into(),
         ),
     }
+}
+
+/// `check`'s line on `modify_timestamp` change reads: whether the sampled user entries carry what they need.
+fn modify_timestamp_reads(probe: &ldap::Probe, margin: std::time::Duration, every: &str) -> (bool, String) {
+    if probe.stamped < probe.sampled {
+        return (
+            false,
+            format!(
+                "change reads: FAILED: ldap.change_detection = \"modify_timestamp\", but {} of the {} user entries \
+                 sampled came without entryUUID or modifyTimestamp (the bind account must be allowed to read both; \
+                 Active Directory has no entryUUID), so every run reads in full; set \"auto\" or \"off\"",
+                probe.sampled - probe.stamped,
+                probe.sampled
+            ),
+        );
+    }
+    (
+        true,
+        format!(
+            "change reads: modify_timestamp: between full reads (at least every {every}, sync.full_sync_every) the \
+             daemon reads the entries whose modifyTimestamp is at most {} (ldap.modify_timestamp_margin) before the \
+             latest it read; it cannot see an entry deleted or moved away, so leavers and removals from CloudShell \
+             groups wait for a full read",
+            humantime::format_duration(margin)
+        ),
+    )
 }
 
 /// Why the users search found nobody to import: no entry matches `ldap.user_filter`, or the entries that do

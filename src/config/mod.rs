@@ -838,6 +838,11 @@ groups = ["Team"]
         for (value, mode) in [("off", ldap::ChangeDetection::Off), ("SyncRepl", ldap::ChangeDetection::Syncrepl)] {
             assert_eq!(ldap(&format!("change_detection = {value:?}")).unwrap().ldap.change_detection, mode);
         }
+        let stamps = ldap("change_detection = \"modify_timestamp\"").unwrap().ldap.change_detection;
+        assert_eq!(stamps, ldap::ChangeDetection::ModifyTimestamp { margin: Duration::from_secs(300) }, "margin 5m");
+        let stamps = ldap("change_detection = \"modify_timestamp\"\nmodify_timestamp_margin = \"30s\"").unwrap();
+        let margin = Duration::from_secs(30);
+        assert_eq!(stamps.ldap.change_detection, ldap::ChangeDetection::ModifyTimestamp { margin });
         assert_eq!(sync("full_sync_every = \"0s\"").unwrap().sync.full_sync_every, Duration::ZERO);
         assert_eq!(sync("full_sync_every = \"30m\"").unwrap().sync.full_sync_every, Duration::from_secs(1800));
         for (e, key, says) in [
@@ -847,6 +852,7 @@ groups = ["Team"]
                 "not available in this version",
             ),
             (ldap("change_detection = \"sometimes\"").unwrap_err(), "ldap.change_detection", "must be \"auto\""),
+            (ldap("modify_timestamp_margin = \"0s\"").unwrap_err(), "ldap.modify_timestamp_margin", "longer than zero"),
             (sync("full_sync_every = \"often\"").unwrap_err(), "sync.full_sync_every", "not a duration"),
         ] {
             assert_eq!(e.key.as_deref(), Some(key), "{e}");

@@ -126,9 +126,13 @@ pub struct RawLdap {
     /// Nesting deeper than this puts the group in error. Default 10.
     #[serde(default = "defaults::max_nesting_depth")]
     pub max_nesting_depth: i64,
-    /// How the daemon reads only what changed between full reads: `auto`, `off` or `syncrepl`. Default `auto`.
+    /// How the daemon reads only what changed between full reads: `auto`, `off`, `syncrepl` or
+    /// `modify_timestamp`. Default `auto`.
     #[serde(default = "defaults::change_detection")]
     pub change_detection: String,
+    /// With `modify_timestamp`: how far before the latest `modifyTimestamp` read the next read starts. Default 5m.
+    #[serde(default = "defaults::modify_timestamp_margin")]
+    pub modify_timestamp_margin: String,
 }
 
 /// `[cloudshell]`: the Admin API.
@@ -416,6 +420,9 @@ mod defaults {
     }
     pub fn change_detection() -> String {
         "auto".into()
+    }
+    pub fn modify_timestamp_margin() -> String {
+        "5m".into()
     }
     pub fn full_sync_every() -> String {
         "6h".into()

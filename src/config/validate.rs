@@ -428,7 +428,7 @@ impl Validator<'_> {
             member_range_size,
             max_nesting_depth,
             progress_every: crate::progress::EVERY,
-            change_detection: self.change_detection(&l.change_detection)?,
+            change_detection: self.change_detection(l)?,
         })
     }
 
@@ -486,23 +486,28 @@ impl Validator<'_> {
     }
 
     /// `ldap.change_detection`: a method this version reads changes with, `auto` or `off`.
-    fn change_detection(&self, value: &str) -> Result<ldap::ChangeDetection, Error> {
+    fn change_detection(&self, l: &RawLdap) -> Result<ldap::ChangeDetection, Error> {
+        // Checked whatever the method, so that a bad margin is named before it is used.
+        let margin = self.duration("ldap", "modify_timestamp_margin", &l.modify_timestamp_margin)?;
+        let value = &l.change_detection;
         match value.to_ascii_lowercase().as_str() {
             "auto" => Ok(ldap::ChangeDetection::Auto),
             "off" => Ok(ldap::ChangeDetection::Off),
             "syncrepl" => Ok(ldap::ChangeDetection::Syncrepl),
-            "dirsync" | "usn" | "modify_timestamp" => Err(self.error(
+            "modify_timestamp" => Ok(ldap::ChangeDetection::ModifyTimestamp { margin }),
+            "dirsync" | "usn" => Err(self.error(
                 "ldap",
                 "change_detection",
                 format!(
                     "{value:?} is not available in this version (it reads changes with \"syncrepl\", OpenLDAP's content \
-                     sync, only): use \"auto\" (content sync where the server offers it, else full reads) or \"off\""
+                     sync, or \"modify_timestamp\"): use \"auto\" (content sync where the server offers it, else full \
+                     reads) or \"off\""
                 ),
             )),
             _ => Err(self.error(
                 "ldap",
                 "change_detection",
-                format!("must be \"auto\", \"off\" or \"syncrepl\", got {value:?}"),
+                format!("must be \"auto\", \"off\", \"syncrepl\" or \"modify_timestamp\", got {value:?}"),
             )),
         }
     }

@@ -112,6 +112,9 @@ pub enum ChangeDetection {
     Auto,
     /// Content sync; a server without it is an error logged at each full read, which every run then is.
     Syncrepl,
+    /// Entries whose `modifyTimestamp` is at or after the latest one read, less `margin`
+    /// (`ldap.modify_timestamp_margin`): blind to deletions, so that departures wait for a full read.
+    ModifyTimestamp { margin: Duration },
 }
 
 impl ChangeDetection {
@@ -120,7 +123,23 @@ impl ChangeDetection {
             ChangeDetection::Off => "off",
             ChangeDetection::Auto => "auto",
             ChangeDetection::Syncrepl => "syncrepl",
+            ChangeDetection::ModifyTimestamp { .. } => "modify_timestamp",
         }
+    }
+
+    /// How a kept model learns what changed with this setting; `None` when change reads are off.
+    pub fn source(self) -> Option<changes::kept::Source> {
+        use changes::kept::Source;
+        match self {
+            ChangeDetection::Off => None,
+            ChangeDetection::Auto | ChangeDetection::Syncrepl => Some(Source::ContentSync),
+            ChangeDetection::ModifyTimestamp { margin } => Some(Source::ModifyTimestamp { margin }),
+        }
+    }
+
+    /// Whether the operator named the method (a server without it is an error, not a fallback).
+    pub fn is_explicit(self) -> bool {
+        matches!(self, ChangeDetection::Syncrepl | ChangeDetection::ModifyTimestamp { .. })
     }
 }
 
@@ -344,14 +363,19 @@ impl<'a> Connection<'a> {
     }
 
     /// A full read, resolved for `groups`, then the directory model for later change reads built on the same
-    /// connection (content sync from no cookie), kept only when it resolves exactly as the full read did. `Err`
-    /// says why there is no model (the server does not offer content sync, the two reads differ). The full
+    /// connection (content sync from no cookie, or every entry with its `modifyTimestamp`: `source`), kept only
+    /// when it resolves exactly as the full read did. `Err` says why there is no model (the server does not
+    /// offer content sync, the two reads differ). The full
     /// read's entries are let go before the model is read.
-    pub async fn read_keeping(self, groups: &[GroupName]) -> (Snapshot, Result<changes::kept::Kept, String>) {
+    pub async fn read_keeping(
+        self,
+        groups: &[GroupName],
+        source: changes::kept::Source,
+    ) -> (Snapshot, Result<changes::kept::Kept, String>) {
         let s = self.s;
         let mut reader = self.reader();
         let full = resolve(&reader.read(groups).await, s, groups);
-        let mut kept = changes::kept::Kept::new(s);
+        let mut kept = changes::kept::Kept::with_source(s, source);
         let built = match kept.read(&mut reader.ldap, &reader.url, s.timeout).await {
             Err(e) => Err(e.to_string()),
             Ok(_) => match kept.entries(s, groups) {

@@ -17,6 +17,9 @@ pub const SAMPLE: i32 = 5;
 /// The attributes that usually hold an account name, in the order they are suggested.
 const USERNAME_ATTRIBUTES: [&str; 4] = ["uid", "sAMAccountName", "userPrincipalName", "cn"];
 
+/// The operational attributes `modify_timestamp` change reads need, asked for besides the user attributes.
+const STAMPS: [&str; 2] = ["entryUUID", "modifyTimestamp"];
+
 /// LDAP result codes the probe reads.
 const NO_SUCH_OBJECT: u32 = 32;
 const REFERRAL: u32 = 10;
@@ -34,6 +37,8 @@ pub struct Probe {
     pub sampled: usize,
     /// Of those, how many carry `ldap.username_attribute`.
     pub with_username: usize,
+    /// Of those, how many carry `entryUUID` and `modifyTimestamp` (what `modify_timestamp` change reads need).
+    pub stamped: usize,
     /// Every attribute the sampled entries carry, as the server spells them, sorted case-insensitively.
     pub attributes: Vec<String>,
     /// Whether the root DSE lists the content-sync control (RFC 4533: OpenLDAP's `syncprov` overlay); `None`
@@ -90,6 +95,7 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
         base_dn_missing,
         sampled: 0,
         with_username: 0,
+        stamped: 0,
         attributes: vec![],
         content_sync: None,
     };
@@ -104,7 +110,7 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
         let sample = ldap
             .with_timeout(s.timeout)
             .with_search_options(SearchOptions::new().sizelimit(SAMPLE))
-            .search(&s.base_dn, Scope::Subtree, &s.user_filter, vec!["*"])
+            .search(&s.base_dn, Scope::Subtree, &s.user_filter, vec!["*", STAMPS[0], STAMPS[1]])
             .await
             .map_err(|e| search_error("the sample of user entries", e))?;
         let (entries, result) = (sample.0, sample.1);
@@ -118,7 +124,11 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
         let mut attributes: BTreeMap<String, String> = BTreeMap::new();
         for entry in entries.into_iter().filter_map(entry::decode) {
             probe.sampled += 1;
-            let names = entry.attrs.keys().chain(entry.bin_attrs.keys());
+            let stamp = |a: &String| STAMPS.iter().any(|o| a.eq_ignore_ascii_case(o));
+            if STAMPS.iter().all(|o| entry.attrs.keys().any(|a| a.eq_ignore_ascii_case(o))) {
+                probe.stamped += 1;
+            }
+            let names = entry.attrs.keys().chain(entry.bin_attrs.keys()).filter(|a| !stamp(a));
             if names.clone().any(|a| a.eq_ignore_ascii_case(&s.username_attribute)) {
                 probe.with_username += 1;
             }
@@ -141,6 +151,7 @@ mod tests {
             base_dn_missing: None,
             sampled: 1,
             with_username: 0,
+            stamped: 0,
             attributes: attributes.iter().map(|a| a.to_string()).collect(),
             content_sync: None,
         }

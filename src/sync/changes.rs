@@ -99,13 +99,14 @@ impl ChangeReads {
     }
 
     /// Logs why change reads are not used, once for each reason.
-    fn unavailable(&self, why: &str, explicit: bool) {
+    fn unavailable(&self, why: &str, method: ChangeDetection) {
         let mut last = lock(&self.unavailable);
         if last.as_deref() == Some(why) {
             return;
         }
-        if explicit {
-            tracing::error!(reason = %why, "change reads unavailable, every run reads in full (ldap.change_detection = \"syncrepl\")");
+        if method.is_explicit() {
+            let method = method.as_str();
+            tracing::error!(reason = %why, "change reads unavailable, every run reads in full (ldap.change_detection = \"{method}\")");
         } else {
             tracing::info!(reason = %why, "change reads unavailable, every run reads in full");
         }
@@ -202,6 +203,10 @@ impl ChangeReads {
         let full = plan.coverage.is_full();
         // A change read always has its model; without one, no departure is known.
         let Some(model) = pending.as_mut() else { return (!full).then(Departures::default) };
+        if !full && !model.kept.source().sees_departures() {
+            // `modifyTimestamp` reads do not see an entry deleted or moved away: no departure is certain.
+            return Some(Departures::default());
+        }
         let folded = |m: &Arc<Member>| -> Box<str> { Box::from(m.username.folded()) };
         if full {
             model.members = plan.distinct.iter().map(folded).collect();
@@ -297,7 +302,7 @@ pub async fn read(
             Ok((entries, read)) => {
                 let mut report = ReadReport {
                     mode: "changes",
-                    method: Some("syncrepl"),
+                    method: Some(model.kept.source().method()),
                     reason: "the changes since the last run".to_string(),
                     changed_users: read.users.changed + read.users.gone,
                     changed_groups: read.groups.changed + read.groups.gone,
@@ -322,7 +327,8 @@ pub async fn read(
         },
     };
     let full_at = Instant::now();
-    let (snapshot, built) = connection.read_keeping(groups).await;
+    let source = method.source().expect("change reads are not off here");
+    let (snapshot, built) = connection.read_keeping(groups, source).await;
     let method = match built {
         Ok(kept) => {
             *lock(&state.pending) = Some(Model {
@@ -334,10 +340,10 @@ pub async fn read(
                 outcome: None,
             });
             *lock(&state.unavailable) = None;
-            Some("syncrepl")
+            Some(source.method())
         }
         Err(why) => {
-            state.unavailable(&why, method == ChangeDetection::Syncrepl);
+            state.unavailable(&why, method);
             None
         }
     };

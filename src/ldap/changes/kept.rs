@@ -108,8 +108,10 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use ldap3::Ldap;
 
+use super::stamps::{self, Paging};
 use super::syncrepl::{self, Changed, ChangedEntry, EntryUuid, SyncError, SyncRead};
 use crate::group_name::GroupName;
 use crate::ldap::dn::{self, DnKey};
@@ -120,6 +122,31 @@ use crate::ldap::{NAMES_PER_FILTER, Nesting, Settings, range, search};
 /// Group name attributes whose equality matching is caseIgnoreMatch in the standard schemas (OpenLDAP's core
 /// and inetOrgPerson schemas; Active Directory's string attributes), which [`GroupName`] reproduces.
 const CASE_IGNORE_NAMES: [&str; 7] = ["cn", "commonname", "name", "displayname", "samaccountname", "ou", "uid"];
+
+/// How a model learns what changed in the directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// RFC 4533 content sync ([`syncrepl`]): the server names what changed and what is gone.
+    ContentSync,
+    /// `modifyTimestamp` at or after the latest one read, less `margin` ([`stamps`]): an entry deleted, moved
+    /// out of the base or out of a filter is not seen, and stays in the model until it is read again whole.
+    ModifyTimestamp { margin: Duration },
+}
+
+impl Source {
+    /// The method's name, as `ldap.change_detection` spells it.
+    pub fn method(self) -> &'static str {
+        match self {
+            Source::ContentSync => "syncrepl",
+            Source::ModifyTimestamp { .. } => "modify_timestamp",
+        }
+    }
+
+    /// Whether what it reads names every entry gone: only then may a departure be learnt from a change read.
+    pub fn sees_departures(self) -> bool {
+        self == Source::ContentSync
+    }
+}
 
 /// The two content-sync searches a model is made of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +200,8 @@ pub struct Applied {
     pub changed: usize,
     /// Entries dropped: deleted, renamed out of the base, or no longer admitted by the filter.
     pub gone: usize,
+    /// Entries the server sent, changed in their kept form or not.
+    pub sent: usize,
 }
 
 /// What [`Kept::read`] changed.
@@ -191,7 +220,8 @@ pub struct Changes {
 impl Changes {
     /// Whether the read changed nothing in the model, with the server not behind its answers.
     pub fn is_nothing(&self) -> bool {
-        self.users == Applied::default() && self.groups == Applied::default() && !self.behind
+        let none = |a: &Applied| a.changed == 0 && a.gone == 0;
+        none(&self.users) && none(&self.groups) && !self.behind
     }
 }
 
@@ -262,13 +292,15 @@ impl Query {
 #[derive(Clone, Debug)]
 struct Side<E> {
     cookie: Option<Vec<u8>>,
+    /// The latest `modifyTimestamp` read ([`Source::ModifyTimestamp`]).
+    latest: Option<DateTime<Utc>>,
     whole: bool,
     entries: HashMap<EntryUuid, E>,
 }
 
 impl<E> Default for Side<E> {
     fn default() -> Self {
-        Side { cookie: None, whole: false, entries: HashMap::default() }
+        Side { cookie: None, latest: None, whole: false, entries: HashMap::default() }
     }
 }
 
@@ -280,7 +312,7 @@ impl<E: PartialEq> Side<E> {
         for uuid in &gone {
             self.entries.remove(uuid);
         }
-        let mut changed = 0;
+        let (mut changed, sent) = (0, read.changed.len());
         for fresh in read.changed {
             changed += usize::from(self.entries.get(&fresh.uuid) != Some(&fresh.entry));
             self.entries.insert(fresh.uuid, fresh.entry);
@@ -289,7 +321,7 @@ impl<E: PartialEq> Side<E> {
             self.cookie = read.cookie;
         }
         self.whole = true;
-        Applied { changed, gone: gone.len() }
+        Applied { changed, gone: gone.len(), sent }
     }
 
     /// Reads a part from its cookie ([`syncrepl::read_each`]), each changed entry made into its kept form as it
@@ -309,6 +341,25 @@ impl<E: PartialEq> Side<E> {
             })
             .await?;
         Ok(self.apply(read))
+    }
+
+    /// [`Side::read`] by `modifyTimestamp` ([`stamps::read_each`]): the entries changed since the latest
+    /// timestamp kept (every entry, for a part never read). The latest timestamp read is kept.
+    async fn read_stamps(
+        &mut self,
+        ldap: &mut Ldap,
+        (q, part, paging): (&Query, Part, Paging),
+        dns: &mut Dns,
+        of: fn(&ChangedEntry, &Query, &mut Dns) -> E,
+    ) -> Result<Applied, SyncError> {
+        let attrs = q.attributes(part);
+        let since = self.latest.filter(|_| self.whole);
+        let search = (q.base(part), q.filter(part), &attrs[..]);
+        let read =
+            stamps::read_each(ldap, search, since, paging, |e| Fresh { uuid: e.uuid, entry: of(&e, q, dns) }).await?;
+        let applied = self.apply(read.read);
+        self.latest = read.latest;
+        Ok(applied)
     }
 }
 
@@ -452,6 +503,10 @@ impl Dns {
 #[derive(Clone, Debug)]
 pub struct Kept {
     query: Query,
+    /// How the model learns what changed.
+    source: Source,
+    /// `ldap.page_size`, for [`Source::ModifyTimestamp`] reads (content-sync searches are not paged).
+    page_size: i32,
     /// The server of the last read.
     served_by: String,
     /// What the root DSE said; `None` before the first [`Kept::read`].
@@ -470,6 +525,8 @@ impl Kept {
     pub fn new(s: &Settings) -> Kept {
         Kept {
             query: Query::of(s),
+            source: Source::ContentSync,
+            page_size: s.page_size,
             served_by: String::new(),
             active_directory: None,
             users: Side::default(),
@@ -490,6 +547,17 @@ impl Kept {
             kept.query.groups_base = groups_base.to_string();
         }
         kept
+    }
+
+    /// Like [`Kept::new`], learning what changed from `source` (such as `modifyTimestamp` rather than content
+    /// sync).
+    pub fn with_source(s: &Settings, source: Source) -> Kept {
+        Kept { source, ..Kept::new(s) }
+    }
+
+    /// How the model learns what changed.
+    pub fn source(&self) -> Source {
+        self.source
     }
 
     /// The content-sync search of a part: its base (subtree), filter and attributes.
@@ -559,9 +627,17 @@ impl Kept {
         }
         for part in [Part::Users, Part::Groups] {
             let (search, dns) = ((&self.query, part, timeout), &mut self.dns);
-            let applied = match part {
-                Part::Users => self.users.read(ldap, search, dns, User::of).await,
-                Part::Groups => self.groups.read(ldap, search, dns, Group::of).await,
+            let applied = match (self.source, part) {
+                (Source::ContentSync, Part::Users) => self.users.read(ldap, search, dns, User::of).await,
+                (Source::ContentSync, Part::Groups) => self.groups.read(ldap, search, dns, Group::of).await,
+                (Source::ModifyTimestamp { margin }, part) => {
+                    let paging = Paging { page_size: self.page_size, timeout, margin };
+                    let search = (&self.query, part, paging);
+                    match part {
+                        Part::Users => self.users.read_stamps(ldap, search, dns, User::of).await,
+                        Part::Groups => self.groups.read_stamps(ldap, search, dns, Group::of).await,
+                    }
+                }
             };
             // Entries kept from a read that failed half way are dropped with it: so are their DNs.
             self.sweep();
@@ -571,9 +647,11 @@ impl Kept {
                 Part::Groups => changes.groups = applied?,
             }
         }
-        self.behind = self.newer_than_cookie(ldap, timeout).await?;
-        changes.searches += 1;
-        changes.behind = self.behind.is_some();
+        if self.source == Source::ContentSync {
+            self.behind = self.newer_than_cookie(ldap, timeout).await?;
+            changes.searches += 1;
+            changes.behind = self.behind.is_some();
+        }
         Ok(changes)
     }
 
@@ -944,7 +1022,7 @@ mod tests {
         let s = settings(Nesting::Recursive);
         // bob renamed (same UUID, new DN and uid), alice deleted, Inner loses bob... and gains nobody.
         let applied = k.apply(Part::Users, &deletes("u2", vec![user(2, "robert")], &[1]));
-        assert_eq!(applied, Applied { changed: 1, gone: 1 });
+        assert_eq!(applied, Applied { changed: 1, gone: 1, sent: 1 });
         assert_eq!(k.cookie(Part::Users), Some(&b"u2"[..]));
         // Team still names alice (no refint): a dangling member under the base, skipped as in a full read.
         let snapshot = resolve(&k.entries(&s, &names(&["Team"])).unwrap(), &s, &names(&["Team"]));
@@ -966,13 +1044,19 @@ mod tests {
     fn an_entry_sent_again_unchanged_in_its_kept_form_counts_for_nothing() {
         let mut k = kept();
         let with_description = changed(2, &udn("bob"), &[("uid", &["bob"]), ("description", &["new desk"])]);
-        assert_eq!(k.apply(Part::Users, &deletes("u2", vec![with_description], &[])), Applied::default());
+        assert_eq!(
+            k.apply(Part::Users, &deletes("u2", vec![with_description], &[])),
+            Applied { sent: 1, ..Applied::default() }
+        );
         assert_eq!(k.cookie(Part::Users), Some(&b"u2"[..]), "the cookie moves on all the same");
         let same = group(11, "Inner", &[&udn("bob")]);
-        assert_eq!(k.apply(Part::Groups, &deletes("g2", vec![same], &[])), Applied::default());
+        assert_eq!(k.apply(Part::Groups, &deletes("g2", vec![same], &[])), Applied { sent: 1, ..Applied::default() });
         let more = group(11, "Inner", &[&udn("bob"), &udn("alice")]);
-        assert_eq!(k.apply(Part::Groups, &deletes("g3", vec![more], &[])), Applied { changed: 1, gone: 0 });
-        assert_eq!(k.apply(Part::Users, &deletes("u3", vec![user(2, "robert")], &[])), Applied { changed: 1, gone: 0 });
+        assert_eq!(k.apply(Part::Groups, &deletes("g3", vec![more], &[])), Applied { changed: 1, gone: 0, sent: 1 });
+        assert_eq!(
+            k.apply(Part::Users, &deletes("u3", vec![user(2, "robert")], &[])),
+            Applied { changed: 1, gone: 0, sent: 1 }
+        );
     }
 
     #[test]
@@ -982,11 +1066,14 @@ mod tests {
         present.insert(uuid(1));
         let read =
             SyncRead { cookie: None, changed: Vec::new(), deleted: Vec::new(), refresh: Refresh::Present(present) };
-        assert_eq!(k.apply(Part::Users, &read), Applied { changed: 0, gone: 1 });
+        assert_eq!(k.apply(Part::Users, &read), Applied { changed: 0, gone: 1, sent: 0 });
         assert_eq!(k.len(Part::Users), 1);
         assert_eq!(k.cookie(Part::Users), Some(&b"u1"[..]), "a read without a cookie keeps the old one");
         // A read without a cookie (the model started again) sends the whole content: the rest is gone.
-        assert_eq!(k.apply(Part::Groups, &whole("g9", vec![group(12, "New", &[])])), Applied { changed: 1, gone: 2 });
+        assert_eq!(
+            k.apply(Part::Groups, &whole("g9", vec![group(12, "New", &[])])),
+            Applied { changed: 1, gone: 2, sent: 1 }
+        );
         assert_eq!(k.len(Part::Groups), 1);
     }
 
