@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use cloudshell_ldap_sync::group_name::GroupName;
-use cloudshell_ldap_sync::ldap::changes::kept::{Kept, NeedsFullRead};
+use cloudshell_ldap_sync::ldap::changes::kept::{Kept, NeedsFullRead, Part, Source};
 use cloudshell_ldap_sync::ldap::changes::syncrepl::SyncError;
 use cloudshell_ldap_sync::ldap::{self, Error, GroupOutcome, Nesting, Settings, Snapshot};
 use common::{Directory, SERVICE_DN, SERVICE_PASSWORD, Slapd, ldap_settings, ldif_line};
@@ -71,6 +71,8 @@ struct World {
     users: Vec<String>,
     /// Group DNs, with their member values in order.
     groups: Vec<(String, Vec<String>)>,
+    /// Only changes a `modifyTimestamp` read sees: no entry deleted or moved out of the base.
+    visible_only: bool,
     next: usize,
 }
 
@@ -110,7 +112,7 @@ impl World {
              dn: {TEAMS}\nobjectClass: organizationalUnit\nou: teams\n\n\
              dn: {OUT}\nobjectClass: organizationalUnit\nou: out\n\n"
         ));
-        let mut world = World { users: Vec::new(), groups: Vec::new(), next: 0 };
+        let mut world = World { users: Vec::new(), groups: Vec::new(), visible_only: false, next: 0 };
         for n in 0..12 {
             let dn = format!("cn=u{n},{PEOPLE}");
             d.raw(&user_ldif(&dn, USERNAMES[n % USERNAMES.len()], n % 5 == 4));
@@ -158,6 +160,9 @@ impl World {
 
     fn try_change(&mut self, rng: &mut Rng, slapd: &Slapd) -> Option<String> {
         let op = rng.below(16);
+        if self.visible_only && matches!(op, 2 | 4 | 13) {
+            return None;
+        }
         match op {
             0 | 1 => {
                 let n = self.fresh();
@@ -423,18 +428,24 @@ async fn bind(slapd: &Slapd) -> ldap3::Ldap {
 /// that lost its last contextCSN checkpoint, slapd answers 53 "consumer state is newer than provider") means
 /// starting again from no cookie (`fresh`), as a daemon does; returns whether that happened.
 async fn read_changes(slapd: &Slapd, kept: &mut Kept, fresh: impl Fn() -> Kept) -> bool {
+    read_counting(slapd, kept, fresh).await.0
+}
+
+/// [`read_changes`], with the users the server sent and the users kept.
+async fn read_counting(slapd: &Slapd, kept: &mut Kept, fresh: impl Fn() -> Kept) -> (bool, usize, usize) {
     let mut ldap = bind(slapd).await;
-    let refused = match kept.read(&mut ldap, &slapd.url(), TIMEOUT).await {
-        Ok(_) => false,
+    let (refused, sent) = match kept.read(&mut ldap, &slapd.url(), TIMEOUT).await {
+        Ok(changes) => (false, changes.users.sent),
         Err(e) if e.needs_full_read() => {
             *kept = fresh();
-            kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect("a content-sync read without a cookie");
-            true
+            let changes =
+                kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect("a content-sync read without a cookie");
+            (true, changes.users.sent)
         }
-        Err(e) => panic!("a content-sync read: {e}"),
+        Err(e) => panic!("a change read: {e}"),
     };
     let _ = ldap.unbind().await;
-    refused
+    (refused, sent, kept.len(Part::Users))
 }
 
 #[derive(Default, Debug)]
@@ -449,11 +460,12 @@ struct Tally {
 /// The two models each round: groups read under the base DN, and under the whole suffix.
 const MODELS: [&str; 2] = ["groups under the base", "groups under the suffix"];
 
-fn fresh(settings: &Settings, model: usize) -> Kept {
+fn fresh(settings: &Settings, model: usize, source: Source) -> Kept {
     match model {
         0 => Kept::new(settings),
         _ => Kept::with_groups_base(settings, common::BASE_DN),
     }
+    .reading_by(source)
 }
 
 /// Compares each model with a full read for every variant, counting what the comparisons found.
@@ -493,13 +505,15 @@ async fn compare(slapd: &Slapd, kepts: &[Kept], tally: &mut [Vec<Tally>], restar
     }
 }
 
-async fn random_rounds(mut slapd: Slapd, mut rng: Rng, world: &mut World, seed: u64, fixture: &str) {
+async fn random_rounds(mut slapd: Slapd, mut rng: Rng, world: &mut World, seed: u64, fixture: &str, source: Source) {
     const ROUNDS: usize = 80;
     let settings = variants(&slapd.url())[0].1.clone();
-    let mut kepts: Vec<Kept> = (0..MODELS.len()).map(|m| fresh(&settings, m)).collect();
+    let mut kepts: Vec<Kept> = (0..MODELS.len()).map(|m| fresh(&settings, m, source)).collect();
     for (m, kept) in kepts.iter_mut().enumerate() {
-        assert!(!read_changes(&slapd, kept, || fresh(&settings, m)).await);
+        assert!(!read_changes(&slapd, kept, || fresh(&settings, m, source)).await);
     }
+    // Users sent by the change reads, and users kept: a read from a watermark sends only what changed.
+    let (mut sent, mut held) = (0, 0);
     let mut tally: Vec<Vec<Tally>> =
         MODELS.iter().map(|_| variants(&slapd.url()).iter().map(|_| Tally::default()).collect()).collect();
     compare(&slapd, &kepts, &mut tally, false, &format!("seed {seed}, {fixture}, the first read")).await;
@@ -513,22 +527,29 @@ async fn random_rounds(mut slapd: Slapd, mut rng: Rng, world: &mut World, seed: 
         let restarted = event == 1;
         if event == 0 {
             history.push("lost cookie".into());
-            kepts = (0..MODELS.len()).map(|m| fresh(&settings, m)).collect();
+            kepts = (0..MODELS.len()).map(|m| fresh(&settings, m, source)).collect();
         } else if restarted {
             history.push("slapd restarted".into());
             slapd.restart_clean();
         }
+        let fresh_before = kepts[0].is_empty();
         for (m, kept) in kepts.iter_mut().enumerate() {
-            if read_changes(&slapd, kept, || fresh(&settings, m)).await {
+            let (was_refused, users_sent, users_kept) =
+                read_counting(&slapd, kept, || fresh(&settings, m, source)).await;
+            if was_refused {
                 history.push(format!("cookie refused ({}): read again without it", MODELS[m]));
                 refused += 1;
+            } else if !fresh_before {
+                (sent, held) = (sent + users_sent, held + users_kept);
             }
         }
         let recent = history.iter().rev().take(6).rev().cloned().collect::<Vec<_>>().join("; ");
         let context = format!("seed {seed}, {fixture}, round {round}, last changes: {recent}");
         compare(&slapd, &kepts, &mut tally, restarted, &context).await;
     }
-    eprintln!("{fixture}: {tally:?}; cookie refused {refused} times");
+    eprintln!("{fixture}: {tally:?}; cookie refused {refused} times; users sent {sent} of {held} kept");
+    // Whole reads would send every user kept; by modifyTimestamp, what changed within the last second or two.
+    assert!(sent * 4 < held * 3, "change reads sent {sent} users for {held} kept: not only what changed ({fixture})");
     for (m, model) in MODELS.iter().enumerate() {
         for ((label, _), t) in variants(&slapd.url()).iter().zip(&tally[m]) {
             let at_least = if m == 0 { ROUNDS / 3 } else { ROUNDS / 2 };
@@ -547,7 +568,22 @@ async fn the_kept_model_resolves_as_a_full_read_after_random_changes_with_the_se
     eprintln!("CHANGES_MODEL_SEED={seed}");
     let mut rng = Rng(seed);
     let (mut world, d) = World::seed(&mut rng);
-    random_rounds(Slapd::start_with_syncprov(&d), rng, &mut world, seed, "with the session log").await;
+    let fixture = "with the session log";
+    random_rounds(Slapd::start_with_syncprov(&d), rng, &mut world, seed, fixture, Source::ContentSync).await;
+}
+
+/// The same by `modifyTimestamp` (a slapd without `syncprov`), with only the changes it can see: no entry
+/// deleted or moved out of the base (what it cannot see is [`a_modify_timestamp_read_does_not_see_a_deletion`]).
+/// The margin is one second, so that most rounds read from a watermark that leaves most entries out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kept_model_resolves_as_a_full_read_after_random_changes_by_modify_timestamp() {
+    let seed = seed().rotate_left(31) | 1;
+    eprintln!("CHANGES_MODEL_SEED={seed} (by modifyTimestamp)");
+    let mut rng = Rng(seed);
+    let (mut world, d) = World::seed(&mut rng);
+    world.visible_only = true;
+    let source = Source::ModifyTimestamp { margin: Duration::from_secs(1) };
+    random_rounds(Slapd::start(&d), rng, &mut world, seed, "by modifyTimestamp", source).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -556,7 +592,9 @@ async fn the_kept_model_resolves_as_a_full_read_after_random_changes_without_the
     eprintln!("CHANGES_MODEL_SEED={seed} (without the session log)");
     let mut rng = Rng(seed);
     let (mut world, d) = World::seed(&mut rng);
-    random_rounds(Slapd::start_with_syncprov_no_sessionlog(&d), rng, &mut world, seed, "without the session log").await;
+    let fixture = "without the session log";
+    random_rounds(Slapd::start_with_syncprov_no_sessionlog(&d), rng, &mut world, seed, fixture, Source::ContentSync)
+        .await;
 }
 
 /// Not random: a group with two names, both configured, in one name search and in two (50 names apart): the
@@ -782,4 +820,46 @@ async fn without_syncprov_the_model_stays_unread() {
     let e = kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect_err("no content sync");
     assert!(matches!(e, SyncError::Unsupported { .. }), "{e:?}");
     assert_eq!(kept.entries(&s, &configured()).err(), Some(NeedsFullRead::NotRead));
+}
+
+/// What a `modifyTimestamp` read cannot see, pinned: a user deleted stays in the model (and in the groups'
+/// members it resolves) until the part is read whole again, while a user modified is read (the control).
+/// This is why such change reads count no departure.
+#[tokio::test]
+async fn a_modify_timestamp_read_does_not_see_a_deletion() {
+    let (world, d) = World::seed(&mut Rng(7));
+    let slapd = Slapd::start(&d);
+    let s =
+        Settings { base_dn: BASE.into(), user_filter: "(objectClass=person)".into(), ..ldap_settings(&slapd.url()) };
+    let source = Source::ModifyTimestamp { margin: Duration::from_secs(1) };
+    let fresh = || Kept::new(&s).reading_by(source);
+    let mut kept = fresh();
+    read_changes(&slapd, &mut kept, fresh).await;
+    let users = kept.len(Part::Users);
+    let (gone, renamed) = (&world.users[0], &world.users[1]);
+    slapd.modify(&format!("{}changetype: delete\n\n", ldif_line("dn", gone)));
+    slapd.modify(&format!("{}changetype: modify\nreplace: uid\nuid: renamed\n\n", ldif_line("dn", renamed)));
+    let mut ldap = bind(&slapd).await;
+    let changes = kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect("a modifyTimestamp read");
+    assert_eq!((changes.users.changed, changes.users.gone), (1, 0), "the modified user only: {changes:?}");
+    assert_eq!(kept.len(Part::Users), users, "the deleted user is still kept");
+    let mut whole = fresh();
+    read_changes(&slapd, &mut whole, fresh).await;
+    assert_eq!(whole.len(Part::Users), users - 1, "a whole read drops it");
+}
+
+/// A directory whose entries the bind account reads without `entryUUID` (an ACL hides it): the read fails,
+/// naming what is missing, and the model stays unread, never an empty directory.
+#[tokio::test]
+async fn a_modify_timestamp_read_without_entry_uuids_fails_and_says_why() {
+    let (_, d) = World::seed(&mut Rng(7));
+    let mut slapd = Slapd::start(&d);
+    slapd.restart_with_acl("access to attrs=entryUUID by * none");
+    let s = Settings { base_dn: BASE.into(), ..ldap_settings(&slapd.url()) };
+    let mut kept = Kept::new(&s).reading_by(Source::ModifyTimestamp { margin: Duration::from_secs(60) });
+    let mut ldap = bind(&slapd).await;
+    let e = kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect_err("no entryUUID");
+    assert!(e.to_string().contains("came without entryUUID"), "{e}");
+    assert!(kept.is_empty());
+    assert!(matches!(kept.entries(&s, &configured()), Err(NeedsFullRead::NotRead)));
 }

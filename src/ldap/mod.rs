@@ -375,7 +375,7 @@ impl<'a> Connection<'a> {
         let s = self.s;
         let mut reader = self.reader();
         let full = resolve(&reader.read(groups).await, s, groups);
-        let mut kept = changes::kept::Kept::with_source(s, source);
+        let mut kept = changes::kept::Kept::new(s).reading_by(source);
         let built = match kept.read(&mut reader.ldap, &reader.url, s.timeout).await {
             Err(e) => Err(e.to_string()),
             Ok(_) => match kept.entries(s, groups) {

@@ -549,10 +549,10 @@ impl Kept {
         kept
     }
 
-    /// Like [`Kept::new`], learning what changed from `source` (such as `modifyTimestamp` rather than content
-    /// sync).
-    pub fn with_source(s: &Settings, source: Source) -> Kept {
-        Kept { source, ..Kept::new(s) }
+    /// The model, learning what changed from `source` (`modifyTimestamp` rather than content sync, say)
+    /// before its first read.
+    pub fn reading_by(self, source: Source) -> Kept {
+        Kept { source, ..self }
     }
 
     /// How the model learns what changed.
