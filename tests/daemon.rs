@@ -538,6 +538,40 @@ async fn a_change_read_counts_only_the_departures_it_reports() {
     assert!(env.sim.is_active("alice").await && env.sim.is_active("big00001").await);
 }
 
+/// By `modifyTimestamp` (`ldap.change_detection = "modify_timestamp"`, a slapd without `syncprov`): a change
+/// read imports a new hire (the positive control), but cannot see a deletion, so it counts no departure: bob,
+/// taken out of Team, waits and is logged as waiting, and the next full read deactivates him (the leaver
+/// rule's own positive control).
+#[tokio::test]
+async fn by_modify_timestamp_a_change_read_imports_new_hires_and_leavers_wait_for_a_full_read() {
+    let env = Env::start(|_| {});
+    let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
+    let config = env.config(&["Team", "Other"], NEVER, "full_sync_every = \"4s\"", leavers);
+    let stamps = "[ldap]\nchange_detection = \"modify_timestamp\"\nmodify_timestamp_margin = \"1s\"\n";
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("[ldap]\n", stamps)).unwrap();
+    let daemon = env.daemon_started(&config);
+    let started = Instant::now();
+    assert_eq!((reads(&daemon)[0].0.as_str(), &reads(&daemon)[0].1), ("full", &json!("modify_timestamp")));
+
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &["bob"]);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!((reads(&daemon)[1].0.as_str(), &reads(&daemon)[1].1), ("changes", &json!("modify_timestamp")));
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()), "imported by the change read");
+    assert!(env.sim.is_active("bob").await, "no departure from a modifyTimestamp read:\n{}", daemon.log());
+    let waiting = daemon.fields_of("leavers wait for a full read");
+    assert_eq!(waiting.len(), 1, "{}", daemon.log());
+    assert_eq!(waiting[0]["username"], "bob");
+
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(started.elapsed()));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[2].0, "full");
+    assert!(!env.sim.is_active("bob").await, "deactivated at the full read:\n{}", daemon.log());
+    assert!(env.sim.is_active("alice").await && env.sim.is_active("newhire").await);
+}
+
 /// Without content sync on the server (`auto`), every run reads in full and the reason is logged once; with
 /// `change_detection = "off"` every run reads in full and says so.
 #[tokio::test]
