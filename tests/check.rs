@@ -236,3 +236,21 @@ async fn check_says_whether_the_daemon_reads_only_what_changed() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("change reads: off"), "{out}");
 }
+
+/// With `modify_timestamp`, `check` says how it reads and what it cannot see, and fails when the sampled users
+/// come without `entryUUID` (an access rule hides it from the bind account).
+#[tokio::test]
+async fn check_says_whether_modify_timestamp_reads_can_work() {
+    let mut env = Env::start(&directory());
+    let stamps = "change_detection = \"modify_timestamp\"\nmodify_timestamp_margin = \"2m\"";
+    let config = env.config_with(&["Team"], stamps, "");
+    let (code, out) = check(&config);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("change reads: modify_timestamp:") && out.contains("at most 2m"), "{out}");
+    assert!(out.contains("leavers and removals from CloudShell groups wait for a full read"), "{out}");
+    env.0.slapd.restart_with_acl("access to attrs=entryUUID by * none");
+    let (code, out) = check(&config);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("change reads: FAILED: ldap.change_detection = \"modify_timestamp\""), "{out}");
+    assert!(out.contains("came without entryUUID or modifyTimestamp"), "{out}");
+}
