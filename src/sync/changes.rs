@@ -1,7 +1,9 @@
 //! How a run reads the directory: in full, or, in the daemon, only what changed since its last run.
 //!
-//! The daemon keeps the directory model its last full read built (`ldap::changes::kept`, OpenLDAP's content
-//! sync) and, between full reads, applies to it what changed and resolves it as a full read would. A full read
+//! The daemon keeps the directory model its last full read built (`ldap::changes::kept`, from OpenLDAP's content
+//! sync or from `modifyTimestamp` searches) and, between full reads, applies to it what changed and resolves it
+//! as a full read would. A `modifyTimestamp` read cannot see an entry deleted: its departures are none, and the
+//! leavers and removals wait for the next full read. A full read
 //! happens on the daemon's first run, after a run that did not end `ok`, when `sync.full_sync_every` has passed,
 //! whenever the model cannot answer (a setting changed, the server is behind its own answers, a member it cannot
 //! compare) or the change read fails; a one-shot `sync` always reads in full. A change read's snapshot covers

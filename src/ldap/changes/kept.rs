@@ -20,6 +20,17 @@
 //! `search::group_record`). Measured on 100,000 users and 1,000 groups with a million member values: about
 //! 27 MB, against 117 MB for whole search entries.
 //!
+//! # Read by `modifyTimestamp` ([`Source::ModifyTimestamp`])
+//!
+//! The same model, kept the same way, can learn what changed from [`stamps`] instead of content sync, for a
+//! directory without `syncprov`: each part's entries whose `modifyTimestamp` is recent, named by their
+//! `entryUUID`, each replacing the kept one whole, with the latest timestamp in place of the cookie. Such a
+//! read never names an entry gone (a deletion leaves no timestamp), so the model keeps what was deleted, moved
+//! out of the base or out of a filter until it is read whole again: it is still a snapshot of the directory as
+//! a full read would see it for every entry that exists, and errs only by holding entries that are gone. Hence
+//! [`Source::sees_departures`]: the caller counts no departure from it. `tests/changes_model.rs` proves the
+//! model equal to a full read over random changes of every other kind.
+//!
 //! # Two parts, two cookies
 //!
 //! The users and the groups are two content-sync searches, each with its own filter (the configured
