@@ -863,3 +863,23 @@ async fn a_modify_timestamp_read_without_entry_uuids_fails_and_says_why() {
     assert!(kept.is_empty());
     assert!(matches!(kept.entries(&s, &configured()), Err(NeedsFullRead::NotRead)));
 }
+
+/// A change read continues only on the server the model was read from: after a failover to another server
+/// (here, the model made to say it came from elsewhere) the read is refused, naming both, and the run reads in
+/// full. The control: the same model on its own server reads its changes.
+#[tokio::test]
+async fn a_change_read_on_another_server_than_the_models_is_refused() {
+    let (_, d) = World::seed(&mut Rng(7));
+    let slapd = Slapd::start_with_syncprov(&d);
+    let s = Settings { base_dn: BASE.into(), ..ldap_settings(&slapd.url()) };
+    let names = configured();
+    let open = || async { ldap::Connection::open(&s).await.expect("bind") };
+    let (_, kept) = open().await.read_keeping(&names, Source::ContentSync).await;
+    let mut kept = kept.expect("a model");
+    let here = kept.served_by().to_string();
+    assert!(open().await.read_changes(&mut kept, &names, false).await.is_ok(), "the control");
+    kept.set_server("ldap://dc2.example.org/", false);
+    let Err((_, why)) = open().await.read_changes(&mut kept, &names, false).await else { panic!("read") };
+    assert!(why.contains("the directory server changed") && why.contains("ldap://dc2.example.org/"), "{why}");
+    assert!(why.contains(&here), "{why}");
+}

@@ -344,6 +344,17 @@ impl<'a> Connection<'a> {
         groups: &[GroupName],
         unless_unchanged: bool,
     ) -> Result<(Option<Entries>, changes::kept::Changes), (Connection<'a>, String)> {
+        // A watermark is one server's: another (a failover to the next `ldap.url`) may lag behind it, or say
+        // nothing of what it has not replicated yet.
+        if kept.served_by() != self.url {
+            let why = format!(
+                "the directory server changed since the model was read ({} then, {} now): changes are read only \
+                 from the server the model was read from",
+                kept.served_by(),
+                self.url
+            );
+            return Err((self, why));
+        }
         let changes = match kept.read(&mut self.ldap, &self.url, self.s.timeout).await {
             Ok(changes) => changes,
             Err(e) => return Err((self, format!("the change read failed: {e}"))),

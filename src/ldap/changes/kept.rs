@@ -597,6 +597,11 @@ impl Kept {
         self.users.entries.is_empty() && self.groups.entries.is_empty()
     }
 
+    /// The server the model was last read from (empty before its first read).
+    pub fn served_by(&self) -> &str {
+        &self.served_by
+    }
+
     /// Records the server read and what its root DSE says (Active Directory or not), as [`Kept::read`] does.
     pub fn set_server(&mut self, served_by: &str, active_directory: bool) {
         self.served_by = served_by.to_string();
