@@ -883,3 +883,28 @@ async fn a_change_read_on_another_server_than_the_models_is_refused() {
     assert!(why.contains("the directory server changed") && why.contains("ldap://dc2.example.org/"), "{why}");
     assert!(why.contains(&here), "{why}");
 }
+
+/// One watermark for both parts: a change to a user moves it for the groups too, so the groups, unchanged for
+/// longer than the margin, are not sent again (each part with its own latest timestamp sent them all at every
+/// read: a directory whose groups seldom change was read in full each time). The control: the changed user is.
+#[tokio::test]
+async fn a_modify_timestamp_read_sends_only_what_changed_within_the_margin_in_either_part() {
+    let (world, d) = World::seed(&mut Rng(7));
+    let slapd = Slapd::start(&d);
+    let s =
+        Settings { base_dn: BASE.into(), user_filter: "(objectClass=person)".into(), ..ldap_settings(&slapd.url()) };
+    let source = Source::ModifyTimestamp { margin: Duration::from_secs(1) };
+    let mut kept = Kept::new(&s).reading_by(source);
+    read_changes(&slapd, &mut kept, || Kept::new(&s).reading_by(source)).await;
+    assert!(kept.len(Part::Groups) >= 5);
+    std::thread::sleep(Duration::from_millis(2100));
+    slapd.modify(&format!("{}changetype: modify\nreplace: uid\nuid: renamed\n\n", ldif_line("dn", &world.users[1])));
+    let mut ldap = bind(&slapd).await;
+    // This read starts a margin before the entries' creation: it sends them all again, and the changed user.
+    let changes = kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect("a modifyTimestamp read");
+    assert_eq!(changes.users.changed, 1, "{changes:?}");
+    // The next starts a margin before the user's change.
+    let changes = kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect("a modifyTimestamp read");
+    assert_eq!((changes.users.sent, changes.users.changed), (1, 0), "the user changed within the margin: {changes:?}");
+    assert_eq!(changes.groups.sent, 0, "the groups, older than the margin before the user's change: {changes:?}");
+}

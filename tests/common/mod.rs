@@ -135,6 +135,19 @@ impl Directory {
     pub fn ldif(&self) -> &str {
         &self.ldif
     }
+
+    /// The same entries, each created and last modified at `at` (a GeneralizedTime, which slapadd keeps), as
+    /// in a directory whose entries are older than the day it is read: the benchmark's.
+    pub fn stamped(&self, at: &str) -> Directory {
+        let mut ldif = String::with_capacity(self.ldif.len() + self.ldif.len() / 4);
+        for line in self.ldif.split_inclusive('\n') {
+            ldif.push_str(line);
+            if line.starts_with("dn:") {
+                ldif.push_str(&format!("createTimestamp: {at}\nmodifyTimestamp: {at}\n"));
+            }
+        }
+        Directory { ldif }
+    }
 }
 
 /// RFC 4514 escaping of an attribute value inside a DN, for the seed data: the library's own.

@@ -354,17 +354,17 @@ impl<E: PartialEq> Side<E> {
         Ok(self.apply(read))
     }
 
-    /// [`Side::read`] by `modifyTimestamp` ([`stamps::read_each`]): the entries changed since the latest
-    /// timestamp kept (every entry, for a part never read). The latest timestamp read is kept.
+    /// [`Side::read`] by `modifyTimestamp` ([`stamps::read_each`]): the entries changed since `since` (every
+    /// entry, for a part never read whole). The latest timestamp read is kept.
     async fn read_stamps(
         &mut self,
         ldap: &mut Ldap,
-        (q, part, paging): (&Query, Part, Paging),
+        (q, part, paging, since): (&Query, Part, Paging, Option<DateTime<Utc>>),
         dns: &mut Dns,
         of: fn(&ChangedEntry, &Query, &mut Dns) -> E,
     ) -> Result<Applied, SyncError> {
         let attrs = q.attributes(part);
-        let since = self.latest.filter(|_| self.whole);
+        let since = since.filter(|_| self.whole);
         let search = (q.base(part), q.filter(part), &attrs[..]);
         let read =
             stamps::read_each(ldap, search, since, paging, |e| Fresh { uuid: e.uuid, entry: of(&e, q, dns) }).await?;
@@ -641,6 +641,10 @@ impl Kept {
             self.set_server(served_by, ad);
             changes.searches += 1;
         }
+        // One watermark for both parts, the latest timestamp either read: the server's clock was at least there
+        // at the last read, so a part that seldom changes (the groups, say) is not read again from its own
+        // older latest change.
+        let since = self.users.latest.max(self.groups.latest);
         for part in [Part::Users, Part::Groups] {
             let (search, dns) = ((&self.query, part, timeout), &mut self.dns);
             let applied = match (self.source, part) {
@@ -648,7 +652,7 @@ impl Kept {
                 (Source::ContentSync, Part::Groups) => self.groups.read(ldap, search, dns, Group::of).await,
                 (Source::ModifyTimestamp { margin }, part) => {
                     let paging = Paging { page_size: self.page_size, timeout, margin };
-                    let search = (&self.query, part, paging);
+                    let search = (&self.query, part, paging, since);
                     match part {
                         Part::Users => self.users.read_stamps(ldap, search, dns, User::of).await,
                         Part::Groups => self.groups.read_stamps(ldap, search, dns, Group::of).await,

@@ -12,7 +12,9 @@
 //!   time of the original write, which may be older than T.
 //!
 //! The watermark is the server's clock (its own timestamps), never this host's, so that the two clocks need
-//! not agree. One exception guards against a server clock set wrong once: a timestamp later than this host's
+//! not agree: the latest timestamp read of either part (the caller keeps one for both). Its cost: after a bulk
+//! change (every entry rewritten by a script), each read sends the entries stamped within the margin of it
+//! again, until a later write moves the watermark on. One exception guards against a server clock set wrong once: a timestamp later than this host's
 //! clock plus the margin does not move the watermark (it would hide every write after the clock is put
 //! right); such an entry is read again each run instead. Every timestamp is read whole-second (slapd writes
 //! `YYYYMMDDHHMMSSZ`): writes in the same second as T are read again, which the margin covers anyway.
