@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -17,7 +17,7 @@ use crate::report::Report;
 use crate::schedule::{Clock, Ticker};
 use crate::status::{self, Status};
 use crate::stop::Stops;
-use crate::{lock, sync};
+use crate::{lock, sync, watch};
 
 /// Requests to the running daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,22 +71,28 @@ struct Daemon {
     kept: Arc<sync::journal::KeptDatabase>,
     /// The directory model kept between runs for change reads.
     changes: Arc<sync::changes::ChangeReads>,
+    /// The changes the watch announced, and the watch itself (`[schedule] watch`).
+    announced: Arc<watch::Announced>,
+    watch: Option<watch::Watch>,
 }
 
 impl Daemon {
     /// Starts a run; it yields no report when another process (a manual `sync`) holds the run lock.
-    fn start_run(&self, why: &str) -> JoinHandle<Option<Report>> {
+    /// `announced`: for a run a change started, when that change was announced (the first write CloudShell
+    /// answers is measured from there).
+    fn start_run(&self, why: &'static str, announced: Option<Instant>) -> JoinHandle<Option<Report>> {
         tracing::info!(trigger = why, "run triggered");
+        self.metrics.observe_trigger(why);
         let config = self.config.clone();
         self.changes.run_begins();
-        let metrics = self.metrics.clone();
         let dir = state_directory(&config);
         let context = sync::Context {
             stops: self.stops.clone(),
-            observer: Some(Arc::new(move |call, elapsed, _status| metrics.observe_request(call.as_str(), elapsed))),
+            observer: Some(observer(self.metrics.clone(), announced)),
             state_directory: Some(dir.clone()),
             kept: Some(self.kept.clone()),
             changes: Some(self.changes.clone()),
+            trigger: Some(why),
         };
         tokio::spawn(async move {
             let _lock = match lock::acquire_for_run(Some(&dir), &config.path) {
@@ -160,6 +166,9 @@ impl Daemon {
                 self.config = Arc::new(new);
                 // What the last run decided rests on the configuration it had.
                 self.changes.forget_run();
+                // The watch again, with the new configuration (the old one ends first).
+                self.watch = None;
+                self.watch = watch::start(&self.config, &self.announced, &self.metrics);
             }
             Err(e) => {
                 tracing::error!(error = %e, "configuration reload failed, keeping the previous configuration");
@@ -167,6 +176,31 @@ impl Daemon {
         }
         notify(&[sd_notify::NotifyState::Ready]);
     }
+}
+
+/// Tells the metrics about every CloudShell request and, for a run a change started (`announced`), the time
+/// from that change to CloudShell's answer to the run's first write that went through.
+fn observer(metrics: Arc<Metrics>, announced: Option<Instant>) -> crate::cloudshell::Observer {
+    use crate::cloudshell::CallKind;
+    let measured = std::sync::atomic::AtomicBool::new(false);
+    Arc::new(move |call, elapsed, status| {
+        metrics.observe_request(call.as_str(), elapsed);
+        let write = matches!(
+            call,
+            CallKind::ImportGroup
+                | CallKind::ImportUser
+                | CallKind::AddToGroup
+                | CallKind::RemoveFromGroup
+                | CallKind::EditUser
+        );
+        if let Some(at) = announced
+            && write
+            && status.is_some_and(|s| (200..300).contains(&s))
+            && !measured.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            metrics.observe_change_to_cloudshell(at.elapsed());
+        }
+    })
 }
 
 /// Runs the daemon until `stop` is cancelled. Returns an error only when it cannot start (the monitoring
@@ -208,7 +242,10 @@ pub async fn run(
         stops: stops.clone(),
         kept: Default::default(),
         changes: Default::default(),
+        announced: Default::default(),
+        watch: None,
     };
+    daemon.watch = watch::start(&daemon.config, &daemon.announced, &daemon.metrics);
     tracing::info!(
         cron = daemon.config.schedule.schedule.expression(),
         timezone = %daemon.config.schedule.schedule.timezone(),
@@ -218,7 +255,12 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("started")]);
 
     let mut running: Option<JoinHandle<Option<Report>>> =
-        if daemon.config.schedule.run_on_start { Some(daemon.start_run("start")) } else { None };
+        if daemon.config.schedule.run_on_start { Some(daemon.start_run("start", None)) } else { None };
+    // A change announced with no run going: the run it starts, when its delay is over, and when the first change
+    // it covers was announced. A change announced during a run: the run that follows it.
+    let mut pending: Option<(tokio::time::Instant, Instant)> = None;
+    let mut after_run: Option<Instant> = None;
+    let announced = daemon.announced.clone();
     let mut watchdog = sd_notify::watchdog_enabled().map(|period| tokio::time::interval(period / 2));
 
     loop {
@@ -228,18 +270,33 @@ pub async fn run(
             joined = async { running.as_mut().expect("guarded by the if").await }, if running.is_some() => {
                 running = None;
                 daemon.settle(joined);
+                if let Some(first) = after_run.take() {
+                    let at = pending.map_or(first, |(_, earlier)| earlier.min(first));
+                    pending = Some((tokio::time::Instant::now() + daemon.config.schedule.watch_delay, at));
+                }
+            }
+            first = announced.next() => {
+                if running.is_some() {
+                    after_run = Some(after_run.map_or(first, |earlier| earlier.min(first)));
+                } else if pending.is_none() {
+                    pending = Some((tokio::time::Instant::now() + daemon.config.schedule.watch_delay, first));
+                }
+            }
+            _ = async { tokio::time::sleep_until(pending.expect("guarded by the if").0).await }, if pending.is_some() && running.is_none() => {
+                let (_, first) = pending.take().expect("guarded by the if");
+                running = Some(daemon.start_run("watch", Some(first)));
             }
             control = controls.recv() => match control {
                 Some(Control::Reload) => daemon.reload(),
                 Some(Control::RunNow) if running.is_some() => tracing::info!(trigger = "signal", "run request skipped, a run is in progress"),
-                Some(Control::RunNow) => running = Some(daemon.start_run("signal")),
+                Some(Control::RunNow) => running = Some(daemon.start_run("signal", None)),
                 None => {}
             },
             due = daemon.ticker.tick() => {
                 if running.is_some() {
                     tracing::info!(scheduled = %due.to_rfc3339(), "tick skipped, a run is in progress");
                 } else {
-                    running = Some(daemon.start_run("schedule"));
+                    running = Some(daemon.start_run("schedule", None));
                 }
             }
             _ = async { watchdog.as_mut().expect("guarded by the if").tick().await }, if watchdog.is_some() => {
@@ -248,6 +305,8 @@ pub async fn run(
         }
     }
 
+    // The watch ends at once.
+    daemon.watch = None;
     tracing::info!("stop requested, no new run will start");
     notify(&[sd_notify::NotifyState::Stopping]);
     if let Some(mut handle) = running {
@@ -296,6 +355,8 @@ mod tests {
             stops: Stops::default(),
             kept: Default::default(),
             changes: Default::default(),
+            announced: Default::default(),
+            watch: None,
         }
     }
 

@@ -60,6 +60,7 @@ pub mod stop;
 pub mod sync;
 pub mod tls;
 pub mod username;
+pub mod watch;
 
 /// The version, with the commit it was built from when built from a git checkout (set by `build.rs`). At the
 /// crate's root, so that the command line and the manual pages take it from one place.

@@ -49,6 +49,11 @@ struct CallLabel {
     call: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabel {
+    trigger: String,
+}
+
 /// The daemon's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -71,6 +76,9 @@ pub struct Metrics {
     last_run_result: Family<ResultLabel, Gauge>,
     runs_since_success: Gauge,
     last_result: Mutex<Option<RunResult>>,
+    runs_started: Family<TriggerLabel, Counter>,
+    watch_up: Gauge,
+    change_to_cloudshell: Histogram,
 }
 
 fn unix_now() -> f64 {
@@ -110,6 +118,9 @@ impl Metrics {
             last_run_result: Family::default(),
             runs_since_success: Gauge::default(),
             last_result: Mutex::new(None),
+            runs_started: Family::default(),
+            watch_up: Gauge::default(),
+            change_to_cloudshell: Histogram::new(seconds_buckets()),
             registry: Registry::default(),
         };
         m.start_time.set(unix_now());
@@ -175,7 +186,37 @@ impl Metrics {
             "Runs in a row that did not end ok (failed, partial or held), since the last ok run or the daemon's start",
             m.runs_since_success.clone(),
         );
+        registry.register(
+            "runs_started",
+            "Runs started, by what started them: start, schedule, signal (SIGUSR1), watch (a change the directory announced)",
+            m.runs_started.clone(),
+        );
+        registry.register(
+            "watch_up",
+            "1 while the watch on the directory ([schedule] watch) is established, 0 while it is down or not configured",
+            m.watch_up.clone(),
+        );
+        registry.register(
+            "change_to_cloudshell_seconds",
+            "From a change the directory announced to CloudShell's answer to the first write of the run it started",
+            m.change_to_cloudshell.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Records what started a run.
+    pub fn observe_trigger(&self, trigger: &str) {
+        self.runs_started.get_or_create(&TriggerLabel { trigger: trigger.to_string() }).inc();
+    }
+
+    /// Records whether the watch is established.
+    pub fn set_watch_up(&self, up: bool) {
+        self.watch_up.set(i64::from(up));
+    }
+
+    /// Records the time from an announced change to CloudShell's answer to the write it led to.
+    pub fn observe_change_to_cloudshell(&self, elapsed: Duration) {
+        self.change_to_cloudshell.observe(elapsed.as_secs_f64());
     }
 
     /// Records the schedule's period: the time between its next two runs after `now`.

@@ -678,6 +678,10 @@ pub struct Report {
     /// How the directory was read: in full, or the changes since the last run (absent when it was not read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read: Option<ReadReport>,
+    /// What started the daemon's run: `start`, `schedule`, `signal` (SIGUSR1) or `watch` (a change the
+    /// directory announced); absent in a one-shot run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<&'static str>,
     /// The run was asked to stop (SIGTERM) and some imports were not attempted.
     pub interrupted: bool,
     /// The run was stopped by `sync.run_timeout` rather than by a signal.
@@ -756,6 +760,7 @@ impl Report {
             state_ms: 0,
             directory_url: None,
             read: None,
+            trigger: None,
             interrupted: false,
             run_timeout_reached: false,
             error: None,
@@ -885,6 +890,7 @@ impl Report {
             duration_ms = self.duration_ms,
             directory_ms = self.directory_ms,
             read = self.read.as_ref().map(|r| r.mode),
+            trigger = self.trigger,
             cloudshell_users = self.read.as_ref().map(|r| r.cloudshell_users),
             cloudshell_lookups = self.read.as_ref().map(|r| r.cloudshell_lookups),
             after_reads_ms = self.after_reads_ms,

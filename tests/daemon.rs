@@ -994,3 +994,124 @@ async fn a_pending_intent_keeps_the_next_run_from_ending_at_once() {
     );
     assert_eq!(pending(), 0, "settled:\n{}", daemon.log());
 }
+
+/// With `[schedule] watch = true`: the config of `env` with the watch on and a short delay.
+fn watching(env: &Env, groups: &[&str], more: &str) -> PathBuf {
+    let config = env.config(groups, NEVER, "", more);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text =
+        text.replacen("run_on_start = true\n", "run_on_start = true\nwatch = true\nwatch_delay = \"200ms\"\n", 1);
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// The triggers of the finished runs, in order.
+fn triggers(daemon: &Daemon) -> Vec<String> {
+    daemon.fields_of("run finished").iter().map(|f| f["trigger"].as_str().unwrap_or("?").to_string()).collect()
+}
+
+/// Watching (content sync's refreshAndPersist): a member added to a group is imported without waiting for the
+/// schedule (once a year here), by a run the change started; its report and log say `watch`. The control:
+/// before the change, no run but the one at start.
+#[tokio::test]
+async fn watching_a_new_member_is_imported_without_waiting_for_the_schedule() {
+    let env = Env::with_content_sync();
+    let config = watching(&env, &["Team"], "");
+    let daemon = env.daemon_started(&config);
+    daemon.wait_for("watching the directory", 1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(triggers(&daemon), ["start"], "nothing announced, nothing run:\n{}", daemon.log());
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &[]);
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(triggers(&daemon)[1], "watch", "{}", daemon.log());
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()), "imported:\n{}", daemon.log());
+    assert_eq!(reads(&daemon)[1].0, "changes", "{:?}", reads(&daemon));
+}
+
+/// slapd restarted under a watching daemon: the watch goes down, says why, comes back with backoff, and a run
+/// follows its return (what changed meanwhile was not announced); a member added after that is imported by
+/// the watch again.
+#[tokio::test]
+async fn a_watch_dropped_by_a_slapd_restart_comes_back_and_catches_up() {
+    let mut env = Env::with_content_sync();
+    let config = watching(&env, &["Team"], "");
+    let daemon = env.daemon_started(&config);
+    daemon.wait_for("watching the directory", 1, Duration::from_secs(20));
+    env.0.slapd.restart_clean();
+    daemon.wait_for("watch down", 1, Duration::from_secs(20));
+    daemon.wait_for("watching the directory", 2, Duration::from_secs(30));
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(triggers(&daemon)[1], "watch", "a run follows the watch's return:\n{}", daemon.log());
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &[]);
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()), "{}", daemon.log());
+}
+
+/// A storm of changes (2,000 modifications in a few seconds) becomes a bounded number of runs, each covering
+/// everything announced before it began; the last of them leaves the new hire imported.
+#[tokio::test]
+async fn a_storm_of_changes_becomes_a_few_runs() {
+    let env = Env::with_content_sync();
+    let config = watching(&env, &["Team"], "");
+    let daemon = env.daemon_started(&config);
+    daemon.wait_for("watching the directory", 1, Duration::from_secs(20));
+    let storm: String = (0..2000)
+        .map(|n| format!("dn: uid=alice,{PEOPLE}\nchangetype: modify\nreplace: description\ndescription: desk {n}\n\n"))
+        .collect();
+    let started = Instant::now();
+    env.slapd.modify(&storm);
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &[]);
+    wait_until("the new hire imported", Duration::from_secs(30), || async {
+        env.sim.usernames().await.contains(&"newhire".to_string())
+    })
+    .await;
+    let lasted = started.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    // At most one run per watch_delay (200 ms) while changes keep coming, one after, and the one at start.
+    let (runs, most) = (daemon.count("run triggered"), 3 + (lasted.as_millis() / 200) as usize);
+    assert!(runs >= 2 && runs <= most, "{runs} runs in {lasted:?} for 2,002 changes:\n{:?}", triggers(&daemon));
+    eprintln!("{runs} runs in {lasted:?}");
+}
+
+/// SIGTERM while watching: the daemon stops at once (the watch does not hold it), exit code 0.
+#[tokio::test]
+async fn sigterm_while_watching_stops_at_once() {
+    let env = Env::with_content_sync();
+    let config = watching(&env, &["Team"], "");
+    let mut daemon = env.daemon_started(&config);
+    daemon.wait_for("watching the directory", 1, Duration::from_secs(20));
+    let asked = Instant::now();
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), 0, "{}", daemon.log());
+    assert!(asked.elapsed() < Duration::from_secs(3), "took {:?}", asked.elapsed());
+}
+
+/// Watching needs content sync: without `syncprov` (`auto`) the daemon says so once and runs on its schedule;
+/// with `modify_timestamp`, which cannot announce anything, likewise.
+#[tokio::test]
+async fn without_content_sync_the_watch_is_unavailable_and_says_why() {
+    let env = Env::start(|_| {});
+    let config = watching(&env, &["Team"], "");
+    let daemon = env.daemon_started(&config);
+    daemon.wait_for("watch unavailable, runs follow the schedule only", 1, Duration::from_secs(20));
+    let why = daemon.fields_of("watch unavailable, runs follow the schedule only");
+    assert!(why[0]["reason"].as_str().unwrap().contains("syncprov"), "{why:?}");
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(daemon.count("watch unavailable, runs follow the schedule only"), 1);
+    assert_eq!(daemon.count("watching the directory"), 0);
+    drop(daemon);
+
+    let stamps = watching(&env, &["Team"], "");
+    let text = std::fs::read_to_string(&stamps)
+        .unwrap()
+        .replace("[ldap]\n", "[ldap]\nchange_detection = \"modify_timestamp\"\n");
+    std::fs::write(&stamps, text).unwrap();
+    let daemon = Daemon::spawn(&stamps, env.files.path("daemon-stamps.log"), &[]);
+    daemon.wait_for("watch unavailable, runs follow the schedule only", 1, Duration::from_secs(20));
+    let why = daemon.fields_of("watch unavailable, runs follow the schedule only");
+    assert!(why[0]["reason"].as_str().unwrap().contains("modify_timestamp"), "{why:?}");
+}

@@ -196,6 +196,9 @@ impl SyncPolicy {
 pub struct ScheduleConfig {
     pub schedule: Schedule,
     pub run_on_start: bool,
+    /// `watch`: a change the directory announces starts a run, `watch_delay` later.
+    pub watch: bool,
+    pub watch_delay: std::time::Duration,
 }
 
 /// Status and metrics for monitoring.

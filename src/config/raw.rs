@@ -306,11 +306,23 @@ pub struct RawSchedule {
     /// An IANA time zone. Default `UTC`.
     #[serde(default = "defaults::timezone")]
     pub timezone: String,
+    /// Start a run when the directory announces a change (content sync's refreshAndPersist). Default false.
+    #[serde(default)]
+    pub watch: bool,
+    /// How long a run started by a change waits for more. Default `2s`.
+    #[serde(default = "defaults::watch_delay")]
+    pub watch_delay: String,
 }
 
 impl Default for RawSchedule {
     fn default() -> Self {
-        RawSchedule { cron: defaults::cron(), run_on_start: true, timezone: defaults::timezone() }
+        RawSchedule {
+            cron: defaults::cron(),
+            run_on_start: true,
+            timezone: defaults::timezone(),
+            watch: false,
+            watch_delay: defaults::watch_delay(),
+        }
     }
 }
 
@@ -420,6 +432,9 @@ mod defaults {
     }
     pub fn change_detection() -> String {
         "auto".into()
+    }
+    pub fn watch_delay() -> String {
+        "2s".into()
     }
     pub fn modify_timestamp_margin() -> String {
         "5m".into()

@@ -132,6 +132,8 @@ pub(super) struct Validator<'a> {
 
 /// The longest duration any key accepts: longer ones are typing mistakes, and would overflow arithmetic.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// `schedule.watch_delay` at most: a change waits for more changes, not for the schedule.
+const MAX_WATCH_DELAY: Duration = Duration::from_secs(600);
 
 /// The longest `monitor.history_retention`: longer is a typing mistake (and "keep forever" is `"0s"`).
 const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -830,7 +832,21 @@ impl Validator<'_> {
             };
             self.error("schedule", key, e.to_string())
         })?;
-        Ok(ScheduleConfig { schedule, run_on_start: s.run_on_start })
+        let watch_delay = match humantime::parse_duration(&s.watch_delay) {
+            Ok(d) if d <= MAX_WATCH_DELAY => d,
+            Ok(_) => {
+                return Err(self.error(
+                    "schedule",
+                    "watch_delay",
+                    format!("{:?} is longer than 10 minutes", s.watch_delay),
+                ));
+            }
+            Err(e) => {
+                let why = format!("{:?} is not a duration like \"500ms\" or \"2s\": {e}", s.watch_delay);
+                return Err(self.error("schedule", "watch_delay", why));
+            }
+        };
+        Ok(ScheduleConfig { schedule, run_on_start: s.run_on_start, watch: s.watch, watch_delay })
     }
 
     fn monitor(&self, m: &RawMonitor) -> Result<Monitor, Error> {

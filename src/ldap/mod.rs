@@ -373,6 +373,26 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// Watches the users and groups under the base DN for changes (content sync's refreshAndPersist, from the
+    /// server's state now: a refreshOnly search that matches nothing gives its cookie), handing `each` a notice
+    /// per change and one when the server starts announcing them, until the search ends; returns why it ended.
+    pub async fn watch(mut self, each: impl FnMut(changes::syncrepl::Notice)) -> changes::syncrepl::SyncError {
+        use changes::syncrepl::{self, SyncError};
+        let s = self.s;
+        let now = syncrepl::read(&mut self.ldap, &s.base_dn, "(!(objectClass=*))", &["1.1"], None, s.timeout).await;
+        let cookie = match now {
+            Ok(read) => read.cookie,
+            Err(e) => return e,
+        };
+        let filter = format!("(|{}{})", s.user_filter, s.group_filter);
+        let why = syncrepl::persist(&mut self.ldap, &s.base_dn, &filter, cookie.as_deref(), each).await;
+        // The guard knows why, when it ended the connection itself.
+        match self.verdict.reason() {
+            Some(reason) => SyncError::Ldap { code: None, reason: reason.to_string() },
+            None => why,
+        }
+    }
+
     /// A full read, resolved for `groups`, then the directory model for later change reads built on the same
     /// connection (content sync from no cookie, or every entry with its `modifyTimestamp`: `source`), kept only
     /// when it resolves exactly as the full read did. `Err` says why there is no model (the server does not

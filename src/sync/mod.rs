@@ -56,6 +56,8 @@ pub struct Context {
     pub kept: Option<std::sync::Arc<journal::KeptDatabase>>,
     /// The directory model kept between runs for change reads (the daemon's; `None`: every read is full).
     pub changes: Option<std::sync::Arc<changes::ChangeReads>>,
+    /// What started the daemon's run (for the report); `None` for a one-shot run.
+    pub trigger: Option<&'static str>,
 }
 
 /// [`run`], with a panic (a bug) turned into the report of a failed run, so that it is still recorded.
@@ -87,7 +89,8 @@ pub fn panicked(dry_run: bool, panic: &(dyn std::any::Any + Send)) -> Report {
 
 /// Runs one cycle and reports it. `dry_run` computes and reports the plan and writes nothing.
 pub async fn run(config: &Config, dry_run: bool, context: &Context) -> Report {
-    let report = Report::new(run_id(), dry_run);
+    let mut report = Report::new(run_id(), dry_run);
+    report.trigger = context.trigger;
     let span = tracing::info_span!("run", run_id = %report.run_id, dry_run);
     let started = Instant::now();
     // The run's own stop request: the caller's, or the deadline's.

@@ -345,8 +345,12 @@ impl Slapd {
             .stderr(Stdio::piped())
             .spawn()
             .expect(INSTALL_HINT);
-        child.stdin.take().expect("stdin is piped").write_all(ldif.as_bytes()).expect("writing to ldapmodify");
+        // Written from another thread while the output is read: a long LDIF makes ldapmodify write more than a
+        // pipe holds before it has read all of it.
+        let (mut stdin, text) = (child.stdin.take().expect("stdin is piped"), ldif.to_string());
+        let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
         let out = child.wait_with_output().expect("waiting for ldapmodify");
+        writer.join().expect("the writer thread").expect("writing to ldapmodify");
         assert!(out.status.success(), "ldapmodify failed: {}\n{ldif}", String::from_utf8_lossy(&out.stderr));
     }
 

@@ -301,6 +301,93 @@ pub async fn read_each<E: Changed>(
     Ok(collector.finish(done))
 }
 
+/// What a persistent content-sync search tells whoever watches the directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// An entry was added, modified, renamed or deleted (in the refresh phase: since the cookie).
+    Changed,
+    /// The refresh phase is over: from here on each change is announced as it happens.
+    Persisting,
+}
+
+/// A refreshAndPersist content-sync search of `base` (subtree) with `filter`, asking for no attribute, from
+/// `cookie`: hands `each` a [`Notice`] for every change and one when the refresh phase ends. It returns only
+/// when the search ends, which a persistent search does only when the server or the connection ends it, so
+/// always with the reason. No timeout: it lasts as long as the connection.
+pub async fn persist(
+    ldap: &mut Ldap,
+    base: &str,
+    filter: &str,
+    cookie: Option<&[u8]>,
+    mut each: impl FnMut(Notice),
+) -> SyncError {
+    if let Some(c) = cookie
+        && let Err(reason) = check_cookie(c)
+    {
+        return SyncError::CookieRefused { reason };
+    }
+    let mut control: RawControl =
+        SyncRequest { mode: RefreshMode::RefreshAndPersist, cookie: cookie.map(<[u8]>::to_vec), reload_hint: false }
+            .into();
+    control.crit = true;
+    let failed = |e: LdapError| SyncError::Ldap { code: None, reason: e.to_string() };
+    let mut stream = match ldap.with_controls(control).streaming_search(base, Scope::Subtree, filter, vec!["1.1"]).await
+    {
+        Ok(stream) => stream,
+        Err(e) => return failed(e),
+    };
+    loop {
+        let notice = match stream.next().await {
+            Ok(Some(item)) => notice(item),
+            Ok(None) => break,
+            Err(e) => {
+                let _ = stream.finish().await;
+                return failed(e);
+            }
+        };
+        match notice {
+            Ok(Some(n)) => each(n),
+            Ok(None) => {}
+            Err(e) => {
+                let _ = stream.finish().await;
+                return e;
+            }
+        }
+    }
+    let result = stream.finish().await;
+    result_error(result.rc, &result.text, base, cookie.is_some())
+        .unwrap_or_else(|| SyncError::Ldap { code: Some(0), reason: "the server ended the persistent search".into() })
+}
+
+/// What one message of a persistent search announces: a change, the end of the refresh phase, or nothing (an
+/// entry still present, a new cookie).
+fn notice(mut item: ldap3::ResultEntry) -> Result<Option<Notice>, SyncError> {
+    match item.0.id {
+        4 if item.0.class == TagClass::Application => {
+            let controls = std::mem::take(&mut item.1);
+            let mut states = controls.iter().map(|c| &c.1).filter(|c| c.ctype == SYNC_STATE_OID);
+            let state = match (states.next(), states.next()) {
+                (Some(c), None) => {
+                    parse_sync_state(c.val.as_deref().unwrap_or_default()).map_err(SyncError::Malformed)?
+                }
+                _ => return Err(SyncError::Malformed("an entry without exactly one syncState control".into())),
+            };
+            Ok((state.state != State::Present).then_some(Notice::Changed))
+        }
+        25 if item.0.class == TagClass::Application => {
+            Ok(match parse_intermediate(item.0).map_err(SyncError::Malformed)? {
+                SyncInfo::RefreshDelete { done: true, .. } | SyncInfo::RefreshPresent { done: true, .. } => {
+                    Some(Notice::Persisting)
+                }
+                SyncInfo::IdSet { refresh_deletes: true, .. } => Some(Notice::Changed),
+                _ => None,
+            })
+        }
+        19 if item.0.class == TagClass::Application => Ok(None),
+        other => Err(SyncError::Malformed(format!("an unexpected message (tag {other}) in the search"))),
+    }
+}
+
 /// What a result code other than success means for a content-sync search of `base`.
 fn result_error(rc: u32, text: &str, base: &str, cookie_sent: bool) -> Option<SyncError> {
     let reason = result_reason(rc, text);

@@ -1,0 +1,159 @@
+//! Watching the directory (`[schedule] watch = true`): a task that keeps a persistent content-sync search
+//! (RFC 4533 refreshAndPersist, OpenLDAP's `syncprov`) open on its own connection, and tells the daemon each time
+//! the directory announces a change to the users or groups under the base DN ([`Announced`]). It reads nothing
+//! else: the run the daemon starts reads the changes, as any run does.
+//!
+//! A watch that drops (slapd restarted, an idle or time limit, the network) is opened again with backoff: 1 s,
+//! doubling up to 1 min, and back to 1 s once a watch has lasted a minute. While it is down the schedule carries
+//! on, the `watch_up` gauge is 0 and the log says why (`watch down`); when it is back, one run follows, since
+//! what changed meanwhile was not announced. A directory that cannot push (no content sync on the server, or
+//! `ldap.change_detection` set to a method without it) is said once (`watch unavailable`), and the schedule
+//! alone starts runs until the configuration is reloaded.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ldap::changes::syncrepl::{Notice, SyncError};
+use crate::ldap::{self, ChangeDetection};
+use crate::monitor::Metrics;
+
+/// The first wait before a dropped watch is opened again, doubled at each failure.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait; a watch that lasted this long starts again from [`FIRST_BACKOFF`].
+const LAST_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Changes announced and not yet taken by the daemon: however many, one wake-up and the time of the first, so
+/// that a storm of changes costs no memory and becomes one run.
+#[derive(Debug, Default)]
+pub struct Announced {
+    notify: Notify,
+    first: Mutex<Option<Instant>>,
+}
+
+impl Announced {
+    /// A change was announced now.
+    pub fn announce(&self) {
+        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        first.get_or_insert_with(Instant::now);
+        drop(first);
+        self.notify.notify_one();
+    }
+
+    /// Waits for an announcement; returns when the first change not yet taken was announced.
+    pub async fn next(&self) -> Instant {
+        self.notify.notified().await;
+        self.first.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(Instant::now)
+    }
+}
+
+/// The watch task; ended when dropped.
+#[derive(Debug)]
+pub struct Watch {
+    stop: CancellationToken,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Starts watching with `config`, when `[schedule] watch` asks for it and the method can push; `None`
+/// otherwise (said in the log when watching was asked for).
+pub fn start(config: &Arc<Config>, announced: &Arc<Announced>, metrics: &Arc<Metrics>) -> Option<Watch> {
+    metrics.set_watch_up(false);
+    if !config.schedule.watch {
+        return None;
+    }
+    let method = config.ldap.change_detection;
+    if !matches!(method, ChangeDetection::Auto | ChangeDetection::Syncrepl) {
+        let reason = format!(
+            "ldap.change_detection = {:?} cannot announce changes: watching needs content sync (\"auto\" or \
+             \"syncrepl\", OpenLDAP's syncprov overlay)",
+            method.as_str()
+        );
+        tracing::warn!(reason = %reason, "watch unavailable, runs follow the schedule only");
+        return None;
+    }
+    let stop = CancellationToken::new();
+    let task = watch(config.clone(), announced.clone(), metrics.clone(), stop.clone());
+    tokio::spawn(task);
+    Some(Watch { stop })
+}
+
+/// Watches until `stop`, opening the watch again whenever it drops.
+async fn watch(config: Arc<Config>, announced: Arc<Announced>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let (mut backoff, mut returning) = (FIRST_BACKOFF, false);
+    loop {
+        let began = Instant::now();
+        let why = tokio::select! {
+            _ = stop.cancelled() => break,
+            why = once(&config, &announced, &metrics, returning) => why,
+        };
+        metrics.set_watch_up(false);
+        if matches!(why, SyncError::Unsupported { .. }) {
+            tracing::error!(reason = %why, "watch unavailable, runs follow the schedule only");
+            break;
+        }
+        if began.elapsed() >= LAST_BACKOFF {
+            backoff = FIRST_BACKOFF;
+        }
+        tracing::warn!(reason = %why, retry_in_ms = backoff.as_millis() as u64, "watch down");
+        returning = true;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(LAST_BACKOFF);
+    }
+    metrics.set_watch_up(false);
+}
+
+/// One watch, from connecting to its end; returns why it ended. `returning`: a watch dropped before this one,
+/// so what changed meanwhile calls for a run once this one is established.
+async fn once(config: &Config, announced: &Announced, metrics: &Metrics, returning: bool) -> SyncError {
+    let connection = match ldap::Connection::open(&config.ldap).await {
+        Ok(c) => c,
+        Err(e) => return SyncError::Ldap { code: None, reason: e.to_string() },
+    };
+    let server = connection.url().to_string();
+    connection
+        .watch(|notice| match notice {
+            Notice::Changed => announced.announce(),
+            Notice::Persisting => {
+                metrics.set_watch_up(true);
+                tracing::info!(server = %server, "watching the directory");
+                if returning {
+                    announced.announce();
+                }
+            }
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn many_announcements_wake_the_daemon_once_with_the_time_of_the_first() {
+        let announced = Announced::default();
+        let before = Instant::now();
+        announced.announce();
+        let first = *announced.first.lock().unwrap();
+        for _ in 0..100_000 {
+            announced.announce();
+        }
+        let taken = tokio::time::timeout(Duration::from_secs(1), announced.next()).await.expect("a wake-up");
+        assert_eq!(Some(taken), first);
+        assert!(taken >= before);
+        let again = tokio::time::timeout(Duration::from_millis(50), announced.next()).await;
+        assert!(again.is_err(), "the storm was one wake-up");
+        announced.announce();
+        assert!(tokio::time::timeout(Duration::from_secs(1), announced.next()).await.expect("another") > taken);
+    }
+}
