@@ -398,7 +398,7 @@ async fn sync_command(config: &Config, dry_run: bool, json: bool, detailed_exitc
     if let Some(dir) = &config.monitor.state_directory
         && !dry_run
     {
-        status::record(dir, None, &report, None);
+        status::record(dir, None, &report, None, None);
     }
     if json {
         println!("{}", report.to_json());

@@ -130,7 +130,8 @@ impl Daemon {
     fn finished(&mut self, report: &Report) {
         self.metrics.observe_run(report);
         let next = self.ticker.next_due().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        let status = status::record(&state_directory(&self.config), self.status.as_ref(), report, next.clone());
+        let dir = state_directory(&self.config);
+        let status = status::record(&dir, self.status.as_ref(), report, next.clone(), self.metrics.watch());
         self.status = Some(status);
         let line = format!(
             "last run {}: {} imported, {} failed; next run {}",

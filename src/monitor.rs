@@ -54,6 +54,26 @@ struct TriggerLabel {
     trigger: String,
 }
 
+/// How the watch on the directory stands (`[schedule] watch`), for `/healthz` and the status file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WatchState {
+    /// Established: the directory announces its changes.
+    pub up: bool,
+    /// Why not, while it is not (down and retrying, or unavailable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Since when (RFC 3339).
+    pub since: String,
+}
+
+impl WatchState {
+    /// Up from now, or not, for this reason.
+    pub fn now(up: bool, reason: Option<String>) -> WatchState {
+        let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        WatchState { up, reason, since }
+    }
+}
+
 /// The daemon's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -78,6 +98,7 @@ pub struct Metrics {
     last_result: Mutex<Option<RunResult>>,
     runs_started: Family<TriggerLabel, Counter>,
     watch_up: Gauge,
+    watch: Mutex<Option<WatchState>>,
     change_to_cloudshell: Histogram,
 }
 
@@ -120,6 +141,7 @@ impl Metrics {
             last_result: Mutex::new(None),
             runs_started: Family::default(),
             watch_up: Gauge::default(),
+            watch: Mutex::new(None),
             change_to_cloudshell: Histogram::new(seconds_buckets()),
             registry: Registry::default(),
         };
@@ -209,9 +231,15 @@ impl Metrics {
         self.runs_started.get_or_create(&TriggerLabel { trigger: trigger.to_string() }).inc();
     }
 
-    /// Records whether the watch is established.
-    pub fn set_watch_up(&self, up: bool) {
-        self.watch_up.set(i64::from(up));
+    /// Records how the watch stands (`None`: not asked for); `watch_up` is 1 only while it is up.
+    pub fn set_watch(&self, state: Option<WatchState>) {
+        self.watch_up.set(i64::from(matches!(state, Some(WatchState { up: true, .. }))));
+        *self.watch.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// How the watch stands, as last recorded.
+    pub fn watch(&self) -> Option<WatchState> {
+        self.watch.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Records the time from an announced change to CloudShell's answer to the write it led to.
@@ -338,7 +366,10 @@ fn router(metrics: Arc<Metrics>) -> axum::Router {
                 let m = metrics.clone();
                 async move {
                     let last = m.last_result().map(RunResult::as_str);
-                    let body = serde_json::json!({ "status": "ok", "last_result": last });
+                    let mut body = serde_json::json!({ "status": "ok", "last_result": last });
+                    if let Some(watch) = m.watch() {
+                        body["watch"] = serde_json::to_value(watch).unwrap_or_default();
+                    }
                     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
                 }
             }),

@@ -80,6 +80,9 @@ pub struct Status {
     pub last_success_at: Option<String>,
     /// When the daemon runs next (absent for a one-shot `sync`).
     pub next_run: Option<String>,
+    /// How the daemon's watch on the directory stood when the run ended (absent without `[schedule] watch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<crate::monitor::WatchState>,
 }
 
 impl Status {
@@ -141,14 +144,21 @@ impl Status {
                 budgets: report.budgets.clone(),
             }),
             next_run,
+            watch: None,
         }
     }
 }
 
 /// After a run: writes the status that follows `report` into `dir` (logging, not failing, when it cannot)
 /// and returns it. `previous` is the last status known (for the last success time); `None` reads it from
-/// the file. Both `sync` and the daemon record their runs through here.
-pub fn record(dir: &Path, previous: Option<&Status>, report: &Report, next_run: Option<String>) -> Status {
+/// the file. `watch`: how the daemon's watch stood as the run ended. Both `sync` and the daemon record their runs through here.
+pub fn record(
+    dir: &Path,
+    previous: Option<&Status>,
+    report: &Report,
+    next_run: Option<String>,
+    watch: Option<crate::monitor::WatchState>,
+) -> Status {
     let from_file;
     let previous = match previous {
         Some(p) => Some(p),
@@ -158,7 +168,7 @@ pub fn record(dir: &Path, previous: Option<&Status>, report: &Report, next_run: 
             from_file.as_ref()
         }
     };
-    let status = Status::after(previous, report, next_run);
+    let status = Status { watch, ..Status::after(previous, report, next_run) };
     match write(dir, &status) {
         Ok(path) => tracing::debug!(path = %path.display(), "status file written"),
         Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "status file not written"),
@@ -307,6 +317,13 @@ pub fn to_text(status: &Status, health: &Health) -> String {
     let _ = writeln!(out, "last success: {}", status.last_success_at.as_deref().unwrap_or("never"));
     let due = health.next_run_due_seconds_ago.map(|s| format!(" (due {} ago)", human(s))).unwrap_or_default();
     let _ = writeln!(out, "next run: {}{due}", status.next_run.as_deref().unwrap_or("not scheduled (one-shot sync)"));
+    if let Some(w) = &status.watch {
+        let state = match (w.up, &w.reason) {
+            (true, _) => "up".to_string(),
+            (false, reason) => format!("DOWN ({})", reason.as_deref().unwrap_or("no reason given")),
+        };
+        let _ = writeln!(out, "watch: {state} since {}", w.since);
+    }
     // Stale keeps its verdict (monitoring may match on it); an overdue run is named after it, or on its own.
     let overdue = health.overdue_since.as_ref().map(|since| {
         format!(
@@ -421,6 +438,7 @@ mod tests {
             }),
             last_success_at: Some(finished_at.into()),
             next_run: Some("2026-11-30T07:15:00Z".into()),
+            watch: None,
         }
     }
 
@@ -515,9 +533,33 @@ mod tests {
     }
 
     #[test]
+    fn the_watch_as_the_run_ended_is_in_the_file_and_the_text() {
+        use crate::monitor::WatchState;
+        let every_15 = Schedule::parse("0 */15 * * * *", "UTC").unwrap();
+        let mut s = status("ok", "2026-11-30T07:00:00Z");
+        let now = at("2026-11-30T07:05:00Z");
+        assert!(!to_text(&s, &assess(&s, &every_15, HOUR, now)).contains("watch:"), "none without a watch");
+        let down = Some("the connection was closed".to_string());
+        s.watch = Some(WatchState { up: false, reason: down, since: "2026-11-30T06:58:00Z".into() });
+        let text = to_text(&s, &assess(&s, &every_15, HOUR, now));
+        assert!(text.contains("watch: DOWN (the connection was closed) since 2026-11-30T06:58:00Z\n"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &s).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), s, "read back whole");
+        s.watch = Some(WatchState { up: true, reason: None, since: "2026-11-30T07:01:00Z".into() });
+        let text = to_text(&s, &assess(&s, &every_15, HOUR, now));
+        assert!(text.contains("watch: up since 2026-11-30T07:01:00Z\n"), "{text}");
+    }
+
+    #[test]
     fn writes_atomically_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let status = Status { last_run: None, last_success_at: Some("2026-11-25T10:00:00Z".into()), next_run: None };
+        let status = Status {
+            last_run: None,
+            last_success_at: Some("2026-11-25T10:00:00Z".into()),
+            next_run: None,
+            watch: None,
+        };
         let path = write(&dir.path().join("state"), &status).unwrap();
         assert_eq!(path, dir.path().join("state/status.json"));
         assert_eq!(load(&dir.path().join("state")).unwrap(), status);

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::ldap::changes::syncrepl::{Notice, SyncError};
 use crate::ldap::{self, ChangeDetection};
-use crate::monitor::Metrics;
+use crate::monitor::{Metrics, WatchState};
 
 /// The first wait before a dropped watch is opened again, doubled at each failure.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -65,8 +65,8 @@ impl Drop for Watch {
 /// Starts watching with `config`, when `[schedule] watch` asks for it and the method can push; `None`
 /// otherwise (said in the log when watching was asked for).
 pub fn start(config: &Arc<Config>, announced: &Arc<Announced>, metrics: &Arc<Metrics>) -> Option<Watch> {
-    metrics.set_watch_up(false);
     if !config.schedule.watch {
+        metrics.set_watch(None);
         return None;
     }
     let method = config.ldap.change_detection;
@@ -77,8 +77,10 @@ pub fn start(config: &Arc<Config>, announced: &Arc<Announced>, metrics: &Arc<Met
             method.as_str()
         );
         tracing::warn!(reason = %reason, "watch unavailable, runs follow the schedule only");
+        metrics.set_watch(Some(WatchState::now(false, Some(reason))));
         return None;
     }
+    metrics.set_watch(Some(WatchState::now(false, Some("connecting".into()))));
     let stop = CancellationToken::new();
     let task = watch(config.clone(), announced.clone(), metrics.clone(), stop.clone());
     tokio::spawn(task);
@@ -94,10 +96,10 @@ async fn watch(config: Arc<Config>, announced: Arc<Announced>, metrics: Arc<Metr
             _ = stop.cancelled() => break,
             why = once(&config, &announced, &metrics, returning) => why,
         };
-        metrics.set_watch_up(false);
+        metrics.set_watch(Some(WatchState::now(false, Some(why.to_string()))));
         if matches!(why, SyncError::Unsupported { .. }) {
             tracing::error!(reason = %why, "watch unavailable, runs follow the schedule only");
-            break;
+            return;
         }
         if began.elapsed() >= LAST_BACKOFF {
             backoff = FIRST_BACKOFF;
@@ -110,7 +112,6 @@ async fn watch(config: Arc<Config>, announced: Arc<Announced>, metrics: Arc<Metr
         }
         backoff = (backoff * 2).min(LAST_BACKOFF);
     }
-    metrics.set_watch_up(false);
 }
 
 /// One watch, from connecting to its end; returns why it ended. `returning`: a watch dropped before this one,
@@ -125,7 +126,7 @@ async fn once(config: &Config, announced: &Announced, metrics: &Metrics, returni
         .watch(|notice| match notice {
             Notice::Changed => announced.announce(),
             Notice::Persisting => {
-                metrics.set_watch_up(true);
+                metrics.set_watch(Some(WatchState::now(true, None)));
                 tracing::info!(server = %server, "watching the directory");
                 if returning {
                     announced.announce();
