@@ -543,6 +543,104 @@ fn daemon_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &
     DaemonRuns { start, steady, one, changed, rss_mb, peaks }
 }
 
+/// The watch at 100,000 users (issue 27): a daemon with `[schedule] watch = true`, `watch_delay = "500ms"` and
+/// g0000 mapped to the CloudShell group `Lab Users`. First a minute with nothing happening (the daemon's CPU
+/// time over it, from /proc), then 100 times, one after the other: a new user added to g0000 by ldapmodify, and
+/// the time from just before that ldapmodify to the `run finished` event of the run the change started, which
+/// has imported the user and placed it in `Lab Users`.
+async fn watch(binary: &str, files: &Files) {
+    use std::io::BufRead;
+    let scale =
+        Scale { users: 100_000, groups: 1_000, churn_users: 0, churn_groups: 0, exponent: 0.96, nesting: false };
+    let loaded = load(&scale);
+    let sim = sim_for(&loaded.slapd, loaded.everyone.clone());
+    let state = new_state_dir(files, "state-watch");
+    let sections = format!(
+        "[monitor]\nstate_directory = {:?}\n[schedule]\ncron = \"0 0 0 1 1 *\"\nwatch = true\nwatch_delay = \"500ms\"\n\
+         [log]\nformat = \"json\"\n[[sync.mapping]]\ndirectory_group = \"g0000\"\ncloudshell_groups = [\"Lab Users\"]\n",
+        state.display().to_string()
+    );
+    let names: Vec<&str> = loaded.group_names.iter().map(String::as_str).collect();
+    let config = files.config(&loaded.slapd.url(), &sim.url(), &names, "max_imports_per_run = 10000000\n", &sections);
+    let mut child = Command::new(binary)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the daemon");
+    let pid = child.id();
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut until = |message: &str| -> Value {
+        for line in lines.by_ref() {
+            let line = line.expect("the daemon's output");
+            let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+            if event["level"] == "ERROR" {
+                eprintln!("daemon: {line}");
+            }
+            if event["fields"]["message"] == message {
+                return event["fields"].clone();
+            }
+        }
+        panic!("the daemon ended before {message:?}");
+    };
+    until("run finished");
+    until("watching the directory");
+    let cpu = || -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()).unwrap_or(0.0);
+        ticks / 100.0
+    };
+    eprintln!("a minute with nothing happening");
+    let (before, idle_from) = (cpu(), Instant::now());
+    std::thread::sleep(std::time::Duration::from_secs(60));
+    let idle = (cpu() - before) / idle_from.elapsed().as_secs_f64();
+    eprintln!("100 changes, one after the other");
+    let mut latencies = Vec::new();
+    let mut cycles = Vec::new();
+    for n in 0..100 {
+        let uid = format!("watch{n:03}");
+        let ldif = format!(
+            "dn: uid={uid},{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n\n\
+             dn: cn=g0000,{GROUPS}\nchangetype: modify\nadd: member\nmember: uid={uid},{PEOPLE}\n\n"
+        );
+        let started = Instant::now();
+        loaded.slapd.modify(&ldif);
+        let run = loop {
+            let run = until("run finished");
+            if run["added_to_groups"].as_u64() >= Some(1) {
+                break run;
+            }
+        };
+        assert_eq!(run["result"], "ok", "{run}");
+        assert_eq!(run["trigger"], "watch", "{run}");
+        latencies.push(started.elapsed().as_secs_f64());
+        cycles.push(run["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0);
+    }
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    let _ = child.wait();
+    let placed = sim.group_members("Lab Users").await;
+    assert!((0..100).all(|n| placed.contains(&format!("watch{n:03}"))), "every new user placed");
+    latencies.sort_by(f64::total_cmp);
+    cycles.sort_by(f64::total_cmp);
+    let at = |v: &[f64], q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    println!("### watch: 100,000 users, 1,000 groups, watch_delay 500ms\n");
+    println!("| measure | p50 | p90 | p99 | max |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (label, v) in [("ldapmodify to the user imported and placed (s)", &latencies), ("the run's cycle (s)", &cycles)]
+    {
+        println!("| {label} | {:.3} | {:.3} | {:.3} | {:.3} |", at(v, 0.5), at(v, 0.9), at(v, 0.99), at(v, 1.0));
+    }
+    println!(
+        "\n- the watching daemon with nothing happening: {:.2} % of one core over {:.0} s\n",
+        idle * 100.0,
+        idle_from.elapsed().as_secs_f64()
+    );
+}
+
 /// Adds 1 % of the directory's users as new entries (`hire00000`...), each a member of one of the first ten
 /// groups.
 fn add_new_hires(loaded: &Loaded) {
@@ -921,7 +1019,8 @@ async fn main() {
                     Err(e) => eprintln!("cannot write {}: {e}", path.display()),
                 }
             }
-            other => panic!("unknown profile {other:?}: nested, flat or scale"),
+            "watch" => watch(&binary, &files).await,
+            other => panic!("unknown profile {other:?}: nested, flat, scale or watch"),
         }
     }
 }
