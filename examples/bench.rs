@@ -572,21 +572,24 @@ async fn watch(binary: &str, files: &Files) {
         .expect("starting the daemon");
     let pid = child.id();
     let mut lines = std::io::BufReader::new(child.stderr.take().expect("piped")).lines();
-    let mut until = |message: &str| -> Value {
+    // The next event with one of these messages: its message and its fields.
+    let mut until = |messages: &[&str]| -> (String, Value) {
         for line in lines.by_ref() {
             let line = line.expect("the daemon's output");
             let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
             if event["level"] == "ERROR" {
                 eprintln!("daemon: {line}");
             }
-            if event["fields"]["message"] == message {
-                return event["fields"].clone();
+            let message = event["fields"]["message"].as_str().unwrap_or_default();
+            if messages.contains(&message) {
+                return (message.to_string(), event["fields"].clone());
             }
         }
-        panic!("the daemon ended before {message:?}");
+        panic!("the daemon ended before {messages:?}");
     };
-    until("run finished");
-    until("watching the directory");
+    // The run at start and the watch's start, in either order.
+    let first = until(&["run finished", "watching the directory"]).0;
+    until(&[if first == "run finished" { "watching the directory" } else { "run finished" }]);
     let cpu = || -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
@@ -597,7 +600,8 @@ async fn watch(binary: &str, files: &Files) {
     eprintln!("a minute with nothing happening");
     let (before, idle_from) = (cpu(), Instant::now());
     std::thread::sleep(std::time::Duration::from_secs(60));
-    let idle = (cpu() - before) / idle_from.elapsed().as_secs_f64();
+    let idle_for = idle_from.elapsed().as_secs_f64();
+    let idle = (cpu() - before) / idle_for;
     eprintln!("100 changes, one after the other");
     let mut latencies = Vec::new();
     let mut cycles = Vec::new();
@@ -610,7 +614,7 @@ async fn watch(binary: &str, files: &Files) {
         let started = Instant::now();
         loaded.slapd.modify(&ldif);
         let run = loop {
-            let run = until("run finished");
+            let (_, run) = until(&["run finished"]);
             if run["added_to_groups"].as_u64() >= Some(1) {
                 break run;
             }
@@ -637,7 +641,7 @@ async fn watch(binary: &str, files: &Files) {
     println!(
         "\n- the watching daemon with nothing happening: {:.2} % of one core over {:.0} s\n",
         idle * 100.0,
-        idle_from.elapsed().as_secs_f64()
+        idle_for
     );
 }
 

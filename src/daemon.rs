@@ -204,6 +204,95 @@ fn observer(metrics: Arc<Metrics>, announced: Option<Instant>) -> crate::cloudsh
     })
 }
 
+/// The runs the watch's announcements call for.
+#[derive(Debug, Default)]
+struct WatchRuns {
+    /// A run to start once its delay is over and no run is going, and when the first change it covers was
+    /// announced.
+    due: Option<(tokio::time::Instant, Instant)>,
+    /// The first change announced during the run going: the run that follows it.
+    after_run: Option<Instant>,
+}
+
+impl WatchRuns {
+    /// A change announced at `first`: a run `delay` from now, or one after the run going.
+    fn announced(&mut self, first: Instant, running: bool, delay: Duration) {
+        if running {
+            self.after_run = Some(self.after_run.map_or(first, |earlier| earlier.min(first)));
+        } else if self.due.is_none() {
+            self.due = Some((tokio::time::Instant::now() + delay, first));
+        }
+    }
+
+    /// The run going ended: the changes announced during it call for a run `delay` from now.
+    fn run_ended(&mut self, delay: Duration) {
+        if let Some(first) = self.after_run.take() {
+            let at = self.due.map_or(first, |(_, earlier)| earlier.min(first));
+            self.due = Some((tokio::time::Instant::now() + delay, at));
+        }
+    }
+
+    /// Waits until the run due may start (never, without one).
+    async fn wait(&self) {
+        match self.due {
+            Some((at, _)) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Daemon {
+    /// The daemon on `config`, with the status the last run left, its metrics and its watch started.
+    fn new(path: &Path, config: Config, metrics: Arc<Metrics>, stops: &Stops, options: Options) -> Daemon {
+        let status = match status::load(&state_directory(&config)) {
+            Ok(status) => Some(status),
+            Err(status::ReadError::Missing(_)) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "starting without the previous run's status");
+                None
+            }
+        };
+        let ticker = Ticker::new(config.schedule.schedule.clone(), options.clock);
+        metrics.observe_schedule(&config.schedule.schedule, options.clock.now());
+        let mut daemon = Daemon {
+            path: path.to_path_buf(),
+            config: Arc::new(config),
+            options,
+            metrics,
+            ticker,
+            status,
+            stops: stops.clone(),
+            kept: Default::default(),
+            changes: Default::default(),
+            announced: Default::default(),
+            watch: None,
+        };
+        daemon.watch = watch::start(&daemon.config, &daemon.announced, &daemon.metrics);
+        daemon
+    }
+
+    /// After a stop request: the watch ends at once, and the run going has its grace period to end, then its
+    /// calls are abandoned; it is recorded when it ends.
+    async fn stop(&mut self, running: Option<JoinHandle<Option<Report>>>) {
+        self.watch = None;
+        tracing::info!("stop requested, no new run will start");
+        notify(&[sd_notify::NotifyState::Stopping]);
+        let Some(mut handle) = running else { return };
+        let joined = match tokio::time::timeout(self.options.shutdown_grace, &mut handle).await {
+            Ok(joined) => Some(joined),
+            Err(_) => {
+                tracing::warn!(grace = ?self.options.shutdown_grace, "run still busy after the grace period, abandoning its calls");
+                self.stops.abandon.cancel();
+                tokio::time::timeout(ABANDON_GRACE, &mut handle).await.ok()
+            }
+        };
+        match joined {
+            Some(joined) => self.settle(joined),
+            None => tracing::error!("run did not end after its calls were abandoned, leaving it unrecorded"),
+        }
+    }
+}
+
 /// Runs the daemon until `stop` is cancelled. Returns an error only when it cannot start (the monitoring
 /// address cannot be bound).
 pub async fn run(
@@ -223,30 +312,7 @@ pub async fn run(
         }
         None => None,
     };
-    let status = match status::load(&state_directory(&config)) {
-        Ok(status) => Some(status),
-        Err(status::ReadError::Missing(_)) => None,
-        Err(e) => {
-            tracing::warn!(error = %e, "starting without the previous run's status");
-            None
-        }
-    };
-    let ticker = Ticker::new(config.schedule.schedule.clone(), options.clock);
-    metrics.observe_schedule(&config.schedule.schedule, options.clock.now());
-    let mut daemon = Daemon {
-        path: path.to_path_buf(),
-        config: Arc::new(config),
-        options,
-        metrics,
-        ticker,
-        status,
-        stops: stops.clone(),
-        kept: Default::default(),
-        changes: Default::default(),
-        announced: Default::default(),
-        watch: None,
-    };
-    daemon.watch = watch::start(&daemon.config, &daemon.announced, &daemon.metrics);
+    let mut daemon = Daemon::new(path, config, metrics, &stops, options);
     tracing::info!(
         cron = daemon.config.schedule.schedule.expression(),
         timezone = %daemon.config.schedule.schedule.timezone(),
@@ -257,34 +323,23 @@ pub async fn run(
 
     let mut running: Option<JoinHandle<Option<Report>>> =
         if daemon.config.schedule.run_on_start { Some(daemon.start_run("start", None)) } else { None };
-    // A change announced with no run going: the run it starts, when its delay is over, and when the first change
-    // it covers was announced. A change announced during a run: the run that follows it.
-    let mut pending: Option<(tokio::time::Instant, Instant)> = None;
-    let mut after_run: Option<Instant> = None;
+    let mut watch_runs = WatchRuns::default();
     let announced = daemon.announced.clone();
     let mut watchdog = sd_notify::watchdog_enabled().map(|period| tokio::time::interval(period / 2));
 
     loop {
+        let delay = daemon.config.schedule.watch_delay;
         tokio::select! {
             biased;
             _ = stops.stop.cancelled() => break,
             joined = async { running.as_mut().expect("guarded by the if").await }, if running.is_some() => {
                 running = None;
                 daemon.settle(joined);
-                if let Some(first) = after_run.take() {
-                    let at = pending.map_or(first, |(_, earlier)| earlier.min(first));
-                    pending = Some((tokio::time::Instant::now() + daemon.config.schedule.watch_delay, at));
-                }
+                watch_runs.run_ended(delay);
             }
-            first = announced.next() => {
-                if running.is_some() {
-                    after_run = Some(after_run.map_or(first, |earlier| earlier.min(first)));
-                } else if pending.is_none() {
-                    pending = Some((tokio::time::Instant::now() + daemon.config.schedule.watch_delay, first));
-                }
-            }
-            _ = async { tokio::time::sleep_until(pending.expect("guarded by the if").0).await }, if pending.is_some() && running.is_none() => {
-                let (_, first) = pending.take().expect("guarded by the if");
+            first = announced.next() => watch_runs.announced(first, running.is_some(), delay),
+            _ = watch_runs.wait(), if running.is_none() => {
+                let (_, first) = watch_runs.due.take().expect("wait returns only with a run due");
                 running = Some(daemon.start_run("watch", Some(first)));
             }
             control = controls.recv() => match control {
@@ -306,24 +361,7 @@ pub async fn run(
         }
     }
 
-    // The watch ends at once.
-    daemon.watch = None;
-    tracing::info!("stop requested, no new run will start");
-    notify(&[sd_notify::NotifyState::Stopping]);
-    if let Some(mut handle) = running {
-        let joined = match tokio::time::timeout(daemon.options.shutdown_grace, &mut handle).await {
-            Ok(joined) => Some(joined),
-            Err(_) => {
-                tracing::warn!(grace = ?daemon.options.shutdown_grace, "run still busy after the grace period, abandoning its calls");
-                stops.abandon.cancel();
-                tokio::time::timeout(ABANDON_GRACE, &mut handle).await.ok()
-            }
-        };
-        match joined {
-            Some(joined) => daemon.settle(joined),
-            None => tracing::error!("run did not end after its calls were abandoned, leaving it unrecorded"),
-        }
-    }
+    daemon.stop(running).await;
     monitor_stop.cancel();
     if let Some(m) = monitor {
         let _ = m.await;

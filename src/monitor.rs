@@ -208,22 +208,27 @@ impl Metrics {
             "Runs in a row that did not end ok (failed, partial or held), since the last ok run or the daemon's start",
             m.runs_since_success.clone(),
         );
+        m.register_triggers(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Registers what started the runs, and the watch's metrics.
+    fn register_triggers(&self, registry: &mut Registry) {
         registry.register(
             "runs_started",
             "Runs started, by what started them: start, schedule, signal (SIGUSR1), watch (a change the directory announced)",
-            m.runs_started.clone(),
+            self.runs_started.clone(),
         );
         registry.register(
             "watch_up",
             "1 while the watch on the directory ([schedule] watch) is established, 0 while it is down or not configured",
-            m.watch_up.clone(),
+            self.watch_up.clone(),
         );
         registry.register(
             "change_to_cloudshell_seconds",
             "From a change the directory announced to CloudShell's answer to the first write of the run it started",
-            m.change_to_cloudshell.clone(),
+            self.change_to_cloudshell.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// Records what started a run.
