@@ -454,10 +454,27 @@ impl DaemonRuns {
     }
 }
 
+/// Starts the daemon (`run`) on `config`; its log (stderr: one JSON object a line), line by line.
+fn spawn_daemon(
+    binary: &str,
+    config: &Path,
+) -> (std::process::Child, std::io::Lines<std::io::BufReader<std::process::ChildStderr>>) {
+    use std::io::BufRead;
+    let mut child = Command::new(binary)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the daemon");
+    let lines = std::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+    (child, lines)
+}
+
 /// Starts `run` on `state` (schedule: once a year, a run at start), waits for that run, then asks for three
 /// more with SIGUSR1, one at a time, and stops it.
 fn daemon_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &Path) -> DaemonRuns {
-    use std::io::BufRead;
     let sections = format!(
         "[monitor]\nstate_directory = {:?}\n[schedule]\ncron = \"0 0 0 1 1 *\"\n[log]\nformat = \"json\"\n",
         state.display().to_string()
@@ -478,17 +495,8 @@ fn daemon_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &
             "dn: uid={someone},{PEOPLE}\nchangetype: modify\nreplace: description\ndescription: moved desk\n"
         ));
     }
-    let mut child = Command::new(binary)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting the daemon");
+    let (mut child, mut lines) = spawn_daemon(binary, &config);
     let pid = child.id();
-    // The daemon logs to stderr, one JSON object a line.
-    let mut lines = std::io::BufReader::new(child.stderr.take().expect("piped")).lines();
     let mut finished = || -> Value {
         for line in lines.by_ref() {
             let line = line.expect("the daemon's output");
@@ -549,7 +557,6 @@ fn daemon_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &
 /// the time from just before that ldapmodify to the `run finished` event of the run the change started, which
 /// has imported the user and placed it in `Lab Users`.
 async fn watch(binary: &str, files: &Files) {
-    use std::io::BufRead;
     let scale =
         Scale { users: 100_000, groups: 1_000, churn_users: 0, churn_groups: 0, exponent: 0.96, nesting: false };
     let loaded = load(&scale);
@@ -562,16 +569,8 @@ async fn watch(binary: &str, files: &Files) {
     );
     let names: Vec<&str> = loaded.group_names.iter().map(String::as_str).collect();
     let config = files.config(&loaded.slapd.url(), &sim.url(), &names, "max_imports_per_run = 10000000\n", &sections);
-    let mut child = Command::new(binary)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting the daemon");
+    let (mut child, mut lines) = spawn_daemon(binary, &config);
     let pid = child.id();
-    let mut lines = std::io::BufReader::new(child.stderr.take().expect("piped")).lines();
     // The next event with one of these messages: its message and its fields.
     let mut until = |messages: &[&str]| -> (String, Value) {
         for line in lines.by_ref() {
