@@ -897,13 +897,14 @@ async fn a_modify_timestamp_read_sends_only_what_changed_within_the_margin_in_ei
     let mut kept = Kept::new(&s).reading_by(source);
     read_changes(&slapd, &mut kept, || Kept::new(&s).reading_by(source)).await;
     assert!(kept.len(Part::Groups) >= 5);
-    std::thread::sleep(Duration::from_millis(2100));
+    // Longer than the margin, the read's own length and the second a timestamp is rounded to.
+    std::thread::sleep(Duration::from_millis(4100));
     slapd.modify(&format!("{}changetype: modify\nreplace: uid\nuid: renamed\n\n", ldif_line("dn", &world.users[1])));
     let mut ldap = bind(&slapd).await;
     // This read starts a margin before the entries' creation: it sends them all again, and the changed user.
     let changes = kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect("a modifyTimestamp read");
     assert_eq!(changes.users.changed, 1, "{changes:?}");
-    // The next starts a margin before the user's change.
+    // The next starts a margin (and the read's length) before the user's change.
     let changes = kept.read(&mut ldap, &slapd.url(), TIMEOUT).await.expect("a modifyTimestamp read");
     assert_eq!((changes.users.sent, changes.users.changed), (1, 0), "the user changed within the margin: {changes:?}");
     assert_eq!(changes.groups.sent, 0, "the groups, older than the margin before the user's change: {changes:?}");

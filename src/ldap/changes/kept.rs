@@ -303,7 +303,7 @@ impl Query {
 #[derive(Clone, Debug)]
 struct Side<E> {
     cookie: Option<Vec<u8>>,
-    /// The latest `modifyTimestamp` read ([`Source::ModifyTimestamp`]).
+    /// The latest `modifyTimestamp` its last read sent ([`Source::ModifyTimestamp`]).
     latest: Option<DateTime<Utc>>,
     whole: bool,
     entries: HashMap<EntryUuid, E>,
@@ -315,11 +315,20 @@ impl<E> Default for Side<E> {
     }
 }
 
-impl<E: PartialEq> Side<E> {
+impl<E: PartialEq + Dn> Side<E> {
     /// Applies a read whose changed entries are already in the kept form (see [`Kept::apply`]). An entry sent
     /// again with the same kept form (a change to an attribute the model does not keep) counts as no change.
+    /// A DN names one entry at a time: a kept entry at the DN of a changed entry with another UUID is gone (a
+    /// user deleted and made again under the same DN, which a `modifyTimestamp` read names only by the new
+    /// entry; had the old one been renamed instead, the read sends it too, at its new DN).
     fn apply(&mut self, read: SyncRead<Fresh<E>>) -> Applied {
-        let gone = read.gone(self.entries.keys().copied());
+        let mut gone = read.gone(self.entries.keys().copied());
+        if !read.changed.is_empty() {
+            let fresh: HashMap<Id, EntryUuid> = read.changed.iter().map(|f| (f.entry.dn(), f.uuid)).collect();
+            let replaced = self.entries.iter().filter(|(uuid, e)| fresh.get(&e.dn()).is_some_and(|f| f != *uuid));
+            let replaced: Vec<EntryUuid> = replaced.map(|(uuid, _)| *uuid).filter(|u| !gone.contains(u)).collect();
+            gone.extend(replaced);
+        }
         for uuid in &gone {
             self.entries.remove(uuid);
         }
@@ -446,7 +455,7 @@ impl Group {
 }
 
 /// A DN of the model: its place in [`Dns`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Id(u32);
 
 /// Every DN the model holds (entry DNs and member values), each once, exactly as the server wrote it, and
@@ -525,6 +534,8 @@ pub struct Kept {
     users: Side<User>,
     groups: Side<Group>,
     dns: Dns,
+    /// Where the next `modifyTimestamp` read starts, before its margin ([`Kept::mark_read`]).
+    mark: Option<DateTime<Utc>>,
     /// Set by a read whose answer the server's own data contradicts: an entry changed after the CSN of the
     /// answer's cookie exists (its CSN, the entry's DN). Cleared by a read without that contradiction.
     behind: Option<(String, String)>,
@@ -543,6 +554,7 @@ impl Kept {
             users: Side::default(),
             groups: Side::default(),
             dns: Dns::default(),
+            mark: None,
             behind: None,
         }
     }
@@ -641,10 +653,7 @@ impl Kept {
             self.set_server(served_by, ad);
             changes.searches += 1;
         }
-        // One watermark for both parts, the latest timestamp either read: the server's clock was at least there
-        // at the last read, so a part that seldom changes (the groups, say) is not read again from its own
-        // older latest change.
-        let since = self.users.latest.max(self.groups.latest);
+        let (began, since) = (std::time::Instant::now(), self.mark);
         for part in [Part::Users, Part::Groups] {
             let (search, dns) = ((&self.query, part, timeout), &mut self.dns);
             let applied = match (self.source, part) {
@@ -667,12 +676,27 @@ impl Kept {
                 Part::Groups => changes.groups = applied?,
             }
         }
-        if self.source == Source::ContentSync {
-            self.behind = self.newer_than_cookie(ldap, timeout).await?;
-            changes.searches += 1;
-            changes.behind = self.behind.is_some();
+        match self.source {
+            Source::ContentSync => {
+                self.behind = self.newer_than_cookie(ldap, timeout).await?;
+                changes.searches += 1;
+                changes.behind = self.behind.is_some();
+            }
+            Source::ModifyTimestamp { .. } => self.mark_read(began.elapsed()),
         }
         Ok(changes)
+    }
+
+    /// After a `modifyTimestamp` read of both parts that took `took`: the next read starts from the server's
+    /// time when this one began, at the latest. One mark for both parts, so that a part that seldom changes
+    /// (the groups, say) is not read again from its own older latest change. The latest timestamp either part
+    /// sent is at most the server's time when the read ended; less the read's length (rounded up, and a second
+    /// for timestamps written to the second), it is at most the time the read began, so a write the searches
+    /// passed by is read next time whatever the margin. The mark never moves back.
+    fn mark_read(&mut self, took: Duration) {
+        let Some(latest) = self.users.latest.max(self.groups.latest) else { return };
+        let took = chrono::Duration::seconds(took.as_secs() as i64 + 2);
+        self.mark = self.mark.max(Some(latest - took));
     }
 
     /// An entry of the model's searches changed after the CSN of the kept cookie, if the directory holds one
@@ -818,6 +842,10 @@ impl Kept {
         }
         if let Some(setting) = self.query.difference(s) {
             return Err(NeedsFullRead::SettingChanged { setting });
+        }
+        // Read by another method, or another margin, than the settings now ask for (a reload changed them).
+        if s.change_detection.source().is_some_and(|asked| asked != self.source) {
+            return Err(NeedsFullRead::SettingChanged { setting: "ldap.change_detection" });
         }
         if let Some((csn, dn)) = &self.behind {
             return Err(NeedsFullRead::ProviderBehind { csn: csn.clone(), dn: dn.clone() });
@@ -1077,6 +1105,61 @@ mod tests {
             k.apply(Part::Users, &deletes("u3", vec![user(2, "robert")], &[])),
             Applied { changed: 1, gone: 0, sent: 1 }
         );
+    }
+
+    /// A user deleted and made again under the same DN, as a `modifyTimestamp` read sees it (the new entry
+    /// only, nothing named gone): the old entry goes, and the username is one user, not a collision. The
+    /// control: a new user at another DN is added beside the kept ones.
+    #[test]
+    fn a_new_entry_at_a_kept_entrys_dn_replaces_it() {
+        let mut k = kept();
+        let s = settings(Nesting::Recursive);
+        let users = k.len(Part::Users);
+        let again =
+            SyncRead { cookie: None, changed: vec![user(9, "bob")], deleted: vec![], refresh: Refresh::Deletes };
+        assert_eq!(k.apply(Part::Users, &again), Applied { changed: 1, gone: 1, sent: 1 });
+        assert_eq!(k.len(Part::Users), users);
+        assert_eq!(members(&k, &s, "Team").unwrap(), ["alice", "bob"], "one bob, no collision");
+        let other =
+            SyncRead { cookie: None, changed: vec![user(10, "carol")], deleted: vec![], refresh: Refresh::Deletes };
+        assert_eq!(k.apply(Part::Users, &other), Applied { changed: 1, gone: 0, sent: 1 });
+        assert_eq!(k.len(Part::Users), users + 1);
+    }
+
+    /// The mark for the next `modifyTimestamp` read: the latest timestamp either part sent, less the read's
+    /// length rounded up and a second, so that a user modified while the groups were read (stamped before the
+    /// groups' latest) is read next time even with a margin of a second; it never moves back.
+    #[test]
+    fn the_next_read_starts_before_this_one_began() {
+        let at = |t: &str| super::stamps::parse_time(t).unwrap();
+        let mut k = kept().reading_by(Source::ModifyTimestamp { margin: Duration::from_secs(1) });
+        k.users.latest = Some(at("20261202100000Z"));
+        k.groups.latest = Some(at("20261202100004Z"));
+        k.mark_read(Duration::from_millis(3200));
+        assert_eq!(k.mark, Some(at("20261202095959Z")), "10:00:04 less 3 s and 2 s");
+        k.users.latest = None;
+        k.groups.latest = Some(at("20261202100000Z"));
+        k.mark_read(Duration::from_millis(10));
+        assert_eq!(k.mark, Some(at("20261202095959Z")), "never back");
+        k.groups.latest = Some(at("20261202100010Z"));
+        k.mark_read(Duration::from_millis(10));
+        assert_eq!(k.mark, Some(at("20261202100008Z")));
+    }
+
+    /// A model read by one method is no answer once the settings ask for another, or another margin (a reload).
+    #[test]
+    fn a_model_read_by_another_method_needs_a_full_read() {
+        use crate::ldap::ChangeDetection;
+        let k = kept();
+        let names = names(&["Team"]);
+        let mut s = settings(Nesting::Recursive);
+        s.change_detection = ChangeDetection::Syncrepl;
+        assert!(k.entries(&s, &names).is_ok(), "the control: content sync asked, content sync read");
+        s.change_detection = ChangeDetection::ModifyTimestamp { margin: Duration::from_secs(300) };
+        let e = k.entries(&s, &names).err();
+        assert_eq!(e, Some(NeedsFullRead::SettingChanged { setting: "ldap.change_detection" }));
+        let k = kept().reading_by(Source::ModifyTimestamp { margin: Duration::from_secs(60) });
+        assert!(k.entries(&s, &names).is_err(), "another margin");
     }
 
     #[test]

@@ -12,9 +12,13 @@
 //!   time of the original write, which may be older than T.
 //!
 //! The watermark is the server's clock (its own timestamps), never this host's, so that the two clocks need
-//! not agree: the latest timestamp read of either part (the caller keeps one for both). Its cost: after a bulk
-//! change (every entry rewritten by a script), each read sends the entries stamped within the margin of it
-//! again, until a later write moves the watermark on. One exception guards against a server clock set wrong once: a timestamp later than this host's
+//! not agree: the caller keeps one for both parts, the latest timestamp either sent less the read's own length
+//! (`kept::Kept::mark_read`), so that a write made while the searches ran is read next time whatever the margin.
+//! Its cost: after a bulk change (every entry rewritten by a script), each read sends the entries stamped within
+//! the margin of it again, until a later write moves the watermark on.
+//!
+//! What else it cannot see: an entry whose DN changes because an entry above it was renamed or moved (a subtree
+//! moved into the base, say) keeps its own timestamp; only the next full read finds it there. One exception guards against a server clock set wrong once: a timestamp later than this host's
 //! clock plus the margin does not move the watermark (it would hide every write after the clock is put
 //! right); such an entry is read again each run instead. Every timestamp is read whole-second (slapd writes
 //! `YYYYMMDDHHMMSSZ`): writes in the same second as T are read again, which the margin covers anyway.
@@ -68,7 +72,8 @@ pub struct StampRead<E> {
     /// The entries, as a content-sync read gives them: a read without a watermark is the whole part (every
     /// kept entry it does not send is gone); one with a watermark names nothing gone.
     pub read: SyncRead<E>,
-    /// The latest `modifyTimestamp` sent, leaving out any later than this host's clock plus the margin.
+    /// The latest `modifyTimestamp` sent (none when nothing was), leaving out any later than this host's clock
+    /// plus the margin.
     pub latest: Option<DateTime<Utc>>,
 }
 
@@ -134,7 +139,7 @@ pub async fn read_each<E: Changed>(
         .await
         .map_err(failed)?;
     let ceiling = Utc::now() + chrono::Duration::from_std(paging.margin).unwrap_or(chrono::Duration::zero());
-    let (mut changed, mut latest) = (Vec::new(), since);
+    let (mut changed, mut latest) = (Vec::new(), None);
     loop {
         let item = match stream.next().await {
             Ok(Some(item)) => item,
