@@ -167,9 +167,10 @@ impl Daemon {
                 self.config = Arc::new(new);
                 // What the last run decided rests on the configuration it had.
                 self.changes.forget_run();
-                // The watch again, with the new configuration (the old one ends first).
+                // The watch again, with the new configuration (the old one ends first); a run follows once it is
+                // up, for what changed while neither was watching.
                 self.watch = None;
-                self.watch = watch::start(&self.config, &self.announced, &self.metrics);
+                self.watch = watch::start(&self.config, &self.announced, &self.metrics, true);
             }
             Err(e) => {
                 tracing::error!(error = %e, "configuration reload failed, keeping the previous configuration");
@@ -212,6 +213,8 @@ struct WatchRuns {
     due: Option<(tokio::time::Instant, Instant)>,
     /// The first change announced during the run going: the run that follows it.
     after_run: Option<Instant>,
+    /// The first change announced before the run going started, which that run covers.
+    covering: Option<Instant>,
 }
 
 impl WatchRuns {
@@ -224,8 +227,19 @@ impl WatchRuns {
         }
     }
 
-    /// The run going ended: the changes announced during it call for a run `delay` from now.
-    fn run_ended(&mut self, delay: Duration) {
+    /// A run starts, whatever started it: it covers the changes announced so far (its read comes after them).
+    /// Returns when the first of them was announced.
+    fn start(&mut self) -> Option<Instant> {
+        self.covering = self.due.take().map(|(_, first)| first);
+        self.covering
+    }
+
+    /// The run going ended: the changes announced during it, and those it covered if it was `skipped` (another
+    /// process held the run lock), call for a run `delay` from now.
+    fn run_ended(&mut self, skipped: bool, delay: Duration) {
+        if let Some(covered) = self.covering.take().filter(|_| skipped) {
+            self.after_run = Some(self.after_run.map_or(covered, |earlier| earlier.min(covered)));
+        }
         if let Some(first) = self.after_run.take() {
             let at = self.due.map_or(first, |(_, earlier)| earlier.min(first));
             self.due = Some((tokio::time::Instant::now() + delay, at));
@@ -267,7 +281,7 @@ impl Daemon {
             announced: Default::default(),
             watch: None,
         };
-        daemon.watch = watch::start(&daemon.config, &daemon.announced, &daemon.metrics);
+        daemon.watch = watch::start(&daemon.config, &daemon.announced, &daemon.metrics, false);
         daemon
     }
 
@@ -334,24 +348,29 @@ pub async fn run(
             _ = stops.stop.cancelled() => break,
             joined = async { running.as_mut().expect("guarded by the if").await }, if running.is_some() => {
                 running = None;
+                let skipped = matches!(joined, Ok(None));
                 daemon.settle(joined);
-                watch_runs.run_ended(delay);
+                watch_runs.run_ended(skipped, delay);
             }
             first = announced.next() => watch_runs.announced(first, running.is_some(), delay),
             _ = watch_runs.wait(), if running.is_none() => {
-                let (_, first) = watch_runs.due.take().expect("wait returns only with a run due");
-                running = Some(daemon.start_run("watch", Some(first)));
+                let first = watch_runs.start();
+                running = Some(daemon.start_run("watch", first));
             }
             control = controls.recv() => match control {
                 Some(Control::Reload) => daemon.reload(),
                 Some(Control::RunNow) if running.is_some() => tracing::info!(trigger = "signal", "run request skipped, a run is in progress"),
-                Some(Control::RunNow) => running = Some(daemon.start_run("signal", None)),
+                Some(Control::RunNow) => {
+                    watch_runs.start();
+                    running = Some(daemon.start_run("signal", None));
+                }
                 None => {}
             },
             due = daemon.ticker.tick() => {
                 if running.is_some() {
                     tracing::info!(scheduled = %due.to_rfc3339(), "tick skipped, a run is in progress");
                 } else {
+                    watch_runs.start();
                     running = Some(daemon.start_run("schedule", None));
                 }
             }

@@ -239,7 +239,13 @@ impl Metrics {
     /// Records how the watch stands (`None`: not asked for); `watch_up` is 1 only while it is up.
     pub fn set_watch(&self, state: Option<WatchState>) {
         self.watch_up.set(i64::from(matches!(state, Some(WatchState { up: true, .. }))));
-        *self.watch.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        let mut watch = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+        // Down again (another attempt failed): still down since it first went down.
+        let since = match (&*watch, &state) {
+            (Some(WatchState { up: false, since, .. }), Some(WatchState { up: false, .. })) => Some(since.clone()),
+            _ => None,
+        };
+        *watch = state.map(|s| WatchState { since: since.unwrap_or(s.since), ..s });
     }
 
     /// How the watch stands, as last recorded.
@@ -506,6 +512,25 @@ mod tests {
         let friday = chrono::DateTime::parse_from_rfc3339("2026-12-04T01:00:00Z").unwrap().with_timezone(&chrono::Utc);
         metrics.observe_schedule(&weekdays, friday);
         assert_eq!(value(&metrics.encode(), "cloudshell_ldap_sync_schedule_period_seconds"), 3.0 * 86400.0);
+    }
+
+    /// A watch down and failing again stays down since it first went down; back up, it is up from then; the
+    /// gauge follows.
+    #[test]
+    fn the_watch_stays_down_since_it_first_went_down() {
+        let m = Metrics::new();
+        let state =
+            |up: bool, since: &str| WatchState { up, reason: (!up).then(|| "gone".into()), since: since.into() };
+        m.set_watch(Some(state(false, "2026-12-02T10:00:00Z")));
+        m.set_watch(Some(state(false, "2026-12-02T10:00:30Z")));
+        assert_eq!(m.watch().unwrap().since, "2026-12-02T10:00:00Z");
+        assert!(m.encode().contains("cloudshell_ldap_sync_watch_up 0"));
+        m.set_watch(Some(state(true, "2026-12-02T10:01:00Z")));
+        assert_eq!(m.watch().unwrap().since, "2026-12-02T10:01:00Z");
+        assert!(m.encode().contains("cloudshell_ldap_sync_watch_up 1"));
+        m.set_watch(None);
+        assert_eq!(m.watch(), None);
+        assert!(m.encode().contains("cloudshell_ldap_sync_watch_up 0"));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! on, the `watch_up` gauge is 0 and the log says why (`watch down`); when it is back, one run follows, since
 //! what changed meanwhile was not announced. A directory that cannot push (no content sync on the server, or
 //! `ldap.change_detection` set to a method without it) is said once (`watch unavailable`), and the schedule
-//! alone starts runs until the configuration is reloaded.
+//! alone starts runs; a server that refused content sync is tried again every minute.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,8 +63,14 @@ impl Drop for Watch {
 }
 
 /// Starts watching with `config`, when `[schedule] watch` asks for it and the method can push; `None`
-/// otherwise (said in the log when watching was asked for).
-pub fn start(config: &Arc<Config>, announced: &Arc<Announced>, metrics: &Arc<Metrics>) -> Option<Watch> {
+/// otherwise (said in the log when watching was asked for). `catch_up`: announce a change once the watch is up
+/// (after a reload: what changed while no watch was up was not announced).
+pub fn start(
+    config: &Arc<Config>,
+    announced: &Arc<Announced>,
+    metrics: &Arc<Metrics>,
+    catch_up: bool,
+) -> Option<Watch> {
     if !config.schedule.watch {
         metrics.set_watch(None);
         return None;
@@ -82,14 +88,22 @@ pub fn start(config: &Arc<Config>, announced: &Arc<Announced>, metrics: &Arc<Met
     }
     metrics.set_watch(Some(WatchState::now(false, Some("connecting".into()))));
     let stop = CancellationToken::new();
-    let task = watch(config.clone(), announced.clone(), metrics.clone(), stop.clone());
+    let task = watch(config.clone(), announced.clone(), metrics.clone(), stop.clone(), catch_up);
     tokio::spawn(task);
     Some(Watch { stop })
 }
 
-/// Watches until `stop`, opening the watch again whenever it drops.
-async fn watch(config: Arc<Config>, announced: Arc<Announced>, metrics: Arc<Metrics>, stop: CancellationToken) {
-    let (mut backoff, mut returning) = (FIRST_BACKOFF, false);
+/// Watches until `stop`, opening the watch again whenever it drops. A server that refuses content sync is said
+/// once and tried again every [`LAST_BACKOFF`] (with several `ldap.url`s, a failover may have reached a replica
+/// without it).
+async fn watch(
+    config: Arc<Config>,
+    announced: Arc<Announced>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    catch_up: bool,
+) {
+    let (mut backoff, mut returning, mut refused) = (FIRST_BACKOFF, catch_up, false);
     loop {
         let began = Instant::now();
         let why = tokio::select! {
@@ -97,14 +111,17 @@ async fn watch(config: Arc<Config>, announced: Arc<Announced>, metrics: Arc<Metr
             why = once(&config, &announced, &metrics, returning) => why,
         };
         metrics.set_watch(Some(WatchState::now(false, Some(why.to_string()))));
-        if matches!(why, SyncError::Unsupported { .. }) {
-            tracing::error!(reason = %why, "watch unavailable, runs follow the schedule only");
-            return;
-        }
         if began.elapsed() >= LAST_BACKOFF {
             backoff = FIRST_BACKOFF;
         }
-        tracing::warn!(reason = %why, retry_in_ms = backoff.as_millis() as u64, "watch down");
+        if matches!(why, SyncError::Unsupported { .. }) {
+            if !refused {
+                tracing::error!(reason = %why, "watch unavailable, runs follow the schedule only");
+            }
+            (refused, backoff) = (true, LAST_BACKOFF);
+        } else {
+            tracing::warn!(reason = %why, retry_in_ms = backoff.as_millis() as u64, "watch down");
+        }
         returning = true;
         tokio::select! {
             _ = stop.cancelled() => break,

@@ -1089,12 +1089,36 @@ async fn a_reload_ends_or_starts_the_watch_as_the_new_configuration_says() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(daemon.count("run triggered"), 1, "no watch, no run:\n{}", daemon.log());
 
+    // Watching again: a run catches up on what changed while nothing watched (bob's removal), unasked.
     std::fs::write(&config, &watched).unwrap();
     daemon.signal("HUP");
     daemon.wait_for("watching the directory", 2, Duration::from_secs(10));
-    env.change_members("Team", &["bob"], &[]);
     daemon.wait_for("run finished", 2, Duration::from_secs(20));
     assert_eq!(triggers(&daemon)[1], "watch", "{}", daemon.log());
+    env.change_members("Team", &["bob"], &[]);
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    assert_eq!(triggers(&daemon)[2], "watch", "{}", daemon.log());
+}
+
+/// A run a change started, skipped because another process holds the run lock (a `sync` typed by hand), is
+/// tried again after `watch_delay` until it can run: the new member is imported once the lock is let go,
+/// without the schedule or a signal.
+#[tokio::test]
+async fn a_watch_run_skipped_for_the_run_lock_is_tried_again() {
+    let env = Env::with_content_sync();
+    let config = watching(&env, &["Team"], "");
+    let daemon = env.daemon_started(&config);
+    daemon.wait_for("watching the directory", 1, Duration::from_secs(20));
+    let held = cloudshell_ldap_sync::lock::acquire_for_run(None, &config).unwrap();
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &[]);
+    daemon.wait_for("run skipped, another run holds the lock", 1, Duration::from_secs(10));
+    drop(held);
+    wait_until("the new hire imported", Duration::from_secs(20), || async {
+        env.sim.usernames().await.contains(&"newhire".to_string())
+    })
+    .await;
+    assert_eq!(daemon.count("run finished"), 2, "the run at start and the one tried again:\n{}", daemon.log());
 }
 
 /// A storm of changes (2,000 modifications in a few seconds) becomes a bounded number of runs, each covering
