@@ -548,8 +548,10 @@ async fn random_rounds(mut slapd: Slapd, mut rng: Rng, world: &mut World, seed: 
         compare(&slapd, &kepts, &mut tally, restarted, &context).await;
     }
     eprintln!("{fixture}: {tally:?}; cookie refused {refused} times; users sent {sent} of {held} kept");
-    // Whole reads would send every user kept; by modifyTimestamp, what changed within the last second or two.
-    assert!(sent * 4 < held * 3, "change reads sent {sent} users for {held} kept: not only what changed ({fixture})");
+    // Whole reads would send every user kept. By modifyTimestamp, what changed within the last few seconds (the
+    // margin, the read's length and a second), which in rounds this quick is most of them, though never all:
+    // `a_modify_timestamp_read_sends_only_what_changed_within_the_margin_in_either_part` measures the window.
+    assert!(sent < held, "change reads sent {sent} users for {held} kept: not only what changed ({fixture})");
     for (m, model) in MODELS.iter().enumerate() {
         for ((label, _), t) in variants(&slapd.url()).iter().zip(&tally[m]) {
             let at_least = if m == 0 { ROUNDS / 3 } else { ROUNDS / 2 };
