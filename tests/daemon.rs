@@ -1118,6 +1118,8 @@ async fn a_watch_run_skipped_for_the_run_lock_is_tried_again() {
         env.sim.usernames().await.contains(&"newhire".to_string())
     })
     .await;
+    // The import shows before its run's `run finished` line may be written.
+    daemon.wait_for("run finished", 2, Duration::from_secs(10));
     assert_eq!(daemon.count("run finished"), 2, "the run at start and the one tried again:\n{}", daemon.log());
 }
 
