@@ -937,6 +937,46 @@ async fn check_directory(config: &Config, found: &mut Findings) {
     }
     let (ok, line) = change_reads(config, &probe);
     found.add(0, "change_reads", None, ok, line);
+    if config.schedule.watch {
+        let (ok, line) = watch_line(config, &probe);
+        found.add(0, "watch", None, ok, line);
+    }
+}
+
+/// `check`'s line on `[schedule] watch`: whether the server can announce its changes to the daemon.
+fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
+    use ldap::ChangeDetection;
+    let delay = humantime::format_duration(config.schedule.watch_delay);
+    match (config.ldap.change_detection, probe.content_sync) {
+        (ChangeDetection::Auto | ChangeDetection::Syncrepl, Some(true)) => (
+            true,
+            format!(
+                "watch: the server offers content sync: the daemon keeps a persistent search open and starts a run \
+                 {delay} (schedule.watch_delay) after a change it announces"
+            ),
+        ),
+        (ChangeDetection::Auto | ChangeDetection::Syncrepl, found) => (
+            false,
+            format!(
+                "watch: FAILED: schedule.watch = true, but {}, so runs would follow the schedule only; load the \
+                 syncprov overlay or set watch = false",
+                if found.is_none() {
+                    "the root DSE could not be read"
+                } else {
+                    "the server does not offer content sync (OpenLDAP: the syncprov overlay)"
+                }
+            ),
+        ),
+        (method, _) => (
+            false,
+            format!(
+                "watch: FAILED: schedule.watch = true, but ldap.change_detection = {:?} cannot announce changes \
+                 (watching needs content sync: \"auto\" or \"syncrepl\"); set watch = false or change \
+                 ldap.change_detection",
+                method.as_str()
+            ),
+        ),
+    }
 }
 
 /// `check`'s line on how the daemon will read the directory between full reads, from the root DSE.

@@ -254,3 +254,23 @@ async fn check_says_whether_modify_timestamp_reads_can_work() {
     assert!(out.contains("change reads: FAILED: ldap.change_detection = \"modify_timestamp\""), "{out}");
     assert!(out.contains("came without entryUUID or modifyTimestamp"), "{out}");
 }
+
+/// With `[schedule] watch = true`, `check` says whether the server can announce its changes: it can with
+/// content sync (the control), and the check fails without it, or with a method that cannot push.
+#[tokio::test]
+async fn check_says_whether_the_daemon_can_watch() {
+    let watch = "[schedule]\nwatch = true\nwatch_delay = \"500ms\"\n";
+    let with = Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}));
+    let (code, out) = check(&with.config_with(&["Team"], "", watch));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("watch: the server offers content sync") && out.contains("500ms"), "{out}");
+    let (code, out) = check(&with.config_with(&["Team"], "change_detection = \"modify_timestamp\"", watch));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("watch: FAILED") && out.contains("\"modify_timestamp\" cannot announce changes"), "{out}");
+    let without = Env::start(&directory());
+    let (code, out) = check(&without.config_with(&["Team"], "", watch));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("watch: FAILED") && out.contains("syncprov"), "{out}");
+    let (_, out) = check(&without.config_with(&["Team"], "", ""));
+    assert!(!out.contains("watch:"), "no line without watch = true: {out}");
+}
