@@ -323,8 +323,12 @@ impl<E: PartialEq + Dn> Side<E> {
     /// entry; had the old one been renamed instead, the read sends it too, at its new DN).
     fn apply(&mut self, read: SyncRead<Fresh<E>>) -> Applied {
         let mut gone = read.gone(self.entries.keys().copied());
-        if !read.changed.is_empty() {
-            let fresh: HashMap<Id, EntryUuid> = read.changed.iter().map(|f| (f.entry.dn(), f.uuid)).collect();
+        // Only entries new, or at a DN other than kept, can take a kept entry's DN: an entry sent again where it
+        // was (every quiet `modifyTimestamp` read sends some) needs no look through the whole part.
+        let moved: Vec<&Fresh<E>> =
+            read.changed.iter().filter(|f| self.entries.get(&f.uuid).map(Dn::dn) != Some(f.entry.dn())).collect();
+        if !moved.is_empty() {
+            let fresh: HashMap<Id, EntryUuid> = moved.iter().map(|f| (f.entry.dn(), f.uuid)).collect();
             let replaced = self.entries.iter().filter(|(uuid, e)| fresh.get(&e.dn()).is_some_and(|f| f != *uuid));
             let replaced: Vec<EntryUuid> = replaced.map(|(uuid, _)| *uuid).filter(|u| !gone.contains(u)).collect();
             gone.extend(replaced);
