@@ -183,20 +183,11 @@ impl Daemon {
 /// Tells the metrics about every CloudShell request and, for a run a change started (`announced`), the time
 /// from that change to CloudShell's answer to the run's first write that went through.
 fn observer(metrics: Arc<Metrics>, announced: Option<Instant>) -> crate::cloudshell::Observer {
-    use crate::cloudshell::CallKind;
     let measured = std::sync::atomic::AtomicBool::new(false);
     Arc::new(move |call, elapsed, status| {
         metrics.observe_request(call.as_str(), elapsed);
-        let write = matches!(
-            call,
-            CallKind::ImportGroup
-                | CallKind::ImportUser
-                | CallKind::AddToGroup
-                | CallKind::RemoveFromGroup
-                | CallKind::EditUser
-        );
         if let Some(at) = announced
-            && write
+            && call.is_write()
             && status.is_some_and(|s| (200..300).contains(&s))
             && !measured.swap(true, std::sync::atomic::Ordering::Relaxed)
         {

@@ -826,16 +826,7 @@ impl Report {
     /// with nothing new to read after it would decide the same again (see `sync::changes`).
     pub fn left_nothing_to_do(&self) -> bool {
         use crate::cloudshell::CallKind;
-        let writes: u64 = [
-            CallKind::ImportGroup,
-            CallKind::ImportUser,
-            CallKind::AddToGroup,
-            CallKind::RemoveFromGroup,
-            CallKind::EditUser,
-        ]
-        .map(|k| self.api_calls.get(k))
-        .iter()
-        .sum();
+        let writes: u64 = CallKind::ALL.into_iter().filter(|k| k.is_write()).map(|k| self.api_calls.get(k)).sum();
         // A candidate under `action = "report"` stays one, run after run: nothing waits on it.
         let settled_leavers = self.leavers.as_ref().is_none_or(|l| {
             let reported_only = l.action == crate::config::LeaverAction::Report.as_str();

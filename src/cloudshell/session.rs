@@ -122,6 +122,18 @@ impl CallKind {
         CallKind::EditUser,
     ];
 
+    /// Whether the call changes CloudShell (an import, a group membership, a user's state).
+    pub fn is_write(self) -> bool {
+        matches!(
+            self,
+            CallKind::ImportGroup
+                | CallKind::ImportUser
+                | CallKind::AddToGroup
+                | CallKind::RemoveFromGroup
+                | CallKind::EditUser
+        )
+    }
+
     /// The name in the report's `api_calls` and in the `call` label of the latency metric.
     pub fn as_str(self) -> &'static str {
         match self {
