@@ -6,10 +6,10 @@ mod common;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Directory, Env, PEOPLE, Stack};
+use common::{Daemon, Directory, Env, PEOPLE, Stack};
 use serde_json::{Value, json};
 
 const IMPORT: &str = "/api/v1/integrations/IdentityManagement/users";
@@ -26,83 +26,6 @@ fn directory() -> Directory {
     let big = d.users("big", 5);
     d.group("Big", &big);
     d
-}
-
-/// The daemon as a child process, its stderr (JSON log lines) in a file. Killed on drop.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn spawn(config: &Path, log: PathBuf, env: &[(&str, &str)]) -> Daemon {
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_cloudshell-ldap-sync"))
-            .args(["run", "--log-format", "json", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("STATE_DIRECTORY")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    fn signal(&self, name: &str) {
-        let ok = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
-        assert!(ok.success());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The events logged so far, in order (a line still being written is left out).
-    fn events(&self) -> Vec<Value> {
-        self.log().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-    }
-
-    /// The fields of the events with this message, in order.
-    fn fields_of(&self, message: &str) -> Vec<Value> {
-        self.events().into_iter().filter(|e| e["fields"]["message"] == message).map(|e| e["fields"].clone()).collect()
-    }
-
-    /// How many events with this message were logged.
-    fn count(&self, message: &str) -> usize {
-        self.events().iter().filter(|e| e["fields"]["message"] == message).count()
-    }
-
-    /// Waits until an event with this message has been logged `times` times.
-    fn wait_for(&self, message: &str, times: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.count(message) >= times {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{message:?} was not logged {times} times within {within:?}; log:\n{}", self.log());
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> i32 {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the daemon did not exit within {within:?}; log:\n{}", self.log());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Env {

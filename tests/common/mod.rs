@@ -1122,3 +1122,82 @@ impl std::ops::Deref for Env {
         &self.0
     }
 }
+
+// ------------------------------------------------------------------ the daemon
+
+/// The daemon as a child process, its stderr (JSON log lines) in a file. Killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(config: &Path, log: PathBuf, env: &[(&str, &str)]) -> Daemon {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(binary())
+            .args(["run", "--log-format", "json", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("STATE_DIRECTORY")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The events logged so far, in order (a line still being written is left out).
+    pub fn events(&self) -> Vec<Value> {
+        self.log().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// The fields of the events with this message, in order.
+    pub fn fields_of(&self, message: &str) -> Vec<Value> {
+        self.events().into_iter().filter(|e| e["fields"]["message"] == message).map(|e| e["fields"].clone()).collect()
+    }
+
+    /// How many events with this message were logged.
+    pub fn count(&self, message: &str) -> usize {
+        self.events().iter().filter(|e| e["fields"]["message"] == message).count()
+    }
+
+    /// Waits until an event with this message has been logged `times` times.
+    pub fn wait_for(&self, message: &str, times: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.count(message) >= times {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{message:?} was not logged {times} times within {within:?}; log:\n{}", self.log());
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the daemon did not exit within {within:?}; log:\n{}", self.log());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
