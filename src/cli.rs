@@ -955,15 +955,31 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
                  {delay} (schedule.watch_delay) after a change it announces"
             ),
         ),
+        (ChangeDetection::Auto, _) if probe.notifications == Some(true) => (
+            true,
+            format!(
+                "watch: the server offers change notifications (Active Directory) and no content sync: the daemon \
+                 keeps a notification search open and starts a run {delay} (schedule.watch_delay) after a change to \
+                 a user or group it announces; deletions and moves out of ldap.base_dn are not announced and wait \
+                 for the schedule"
+            ),
+        ),
         (ChangeDetection::Auto | ChangeDetection::Syncrepl, found) => (
             false,
             format!(
-                "watch: FAILED: schedule.watch = true, but {}, so runs would follow the schedule only; load the \
-                 syncprov overlay or set watch = false",
+                "watch: FAILED: schedule.watch = true, but {}, so runs would follow the schedule only; {}",
                 if found.is_none() {
                     "the root DSE could not be read"
+                } else if probe.notifications == Some(true) {
+                    "the server offers change notifications (Active Directory), not content sync"
                 } else {
-                    "the server does not offer content sync (OpenLDAP: the syncprov overlay)"
+                    "the server offers neither content sync (OpenLDAP: the syncprov overlay) nor change notifications \
+                     (Active Directory)"
+                },
+                if probe.notifications == Some(true) {
+                    "set ldap.change_detection = \"auto\" to watch by them, or set watch = false"
+                } else {
+                    "load the syncprov overlay or set watch = false"
                 }
             ),
         ),
@@ -971,8 +987,8 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
             false,
             format!(
                 "watch: FAILED: schedule.watch = true, but ldap.change_detection = {:?} cannot announce changes \
-                 (watching needs content sync: \"auto\" or \"syncrepl\"); set watch = false or change \
-                 ldap.change_detection",
+                 (watching needs content sync, \"auto\" or \"syncrepl\", or change notifications, \"auto\"); set \
+                 watch = false or change ldap.change_detection",
                 method.as_str()
             ),
         ),

@@ -1,14 +1,16 @@
-//! Watching the directory (`[schedule] watch = true`): a task that keeps a persistent content-sync search
-//! (RFC 4533 refreshAndPersist, OpenLDAP's `syncprov`) open on its own connection, and tells the daemon each time
-//! the directory announces a change to the users or groups under the base DN ([`Announced`]). It reads nothing
-//! else: the run the daemon starts reads the changes, as any run does.
+//! Watching the directory (`[schedule] watch = true`): a task that keeps a persistent search open on its own
+//! connection, and tells the daemon each time the directory announces a change to the users or groups under the
+//! base DN ([`Announced`]). The search is content sync's refreshAndPersist (RFC 4533, OpenLDAP's `syncprov`) or,
+//! with `ldap.change_detection = "auto"` on a server without content sync that offers them, Active Directory's
+//! change notifications (`ldap::changes::notification`). It reads nothing else: the run the daemon starts reads
+//! the changes, as any run does.
 //!
-//! A watch that drops (slapd restarted, an idle or time limit, the network) is opened again with backoff: 1 s,
-//! doubling up to 1 min, and back to 1 s once a watch has lasted a minute. While it is down the schedule carries
-//! on, the `watch_up` gauge is 0 and the log says why (`watch down`); when it is back, one run follows, since
-//! what changed meanwhile was not announced. A directory that cannot push (no content sync on the server, or
-//! `ldap.change_detection` set to a method without it) is said once (`watch unavailable`), and the schedule
-//! alone starts runs; a server that refused content sync is tried again every minute.
+//! A watch that drops (the server restarted, an idle or time limit, the network) is opened again with backoff:
+//! 1 s, doubling up to 1 min, and back to 1 s once a watch has lasted a minute. While it is down the schedule
+//! carries on, the `watch_up` gauge is 0 and the log says why (`watch down`); when it is back, one run follows,
+//! since what changed meanwhile was not announced. A directory that cannot push (neither method on the server,
+//! or `ldap.change_detection` set to a method without it) is said once (`watch unavailable`), and the schedule
+//! alone starts runs; a server that refused is tried again every minute.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +43,11 @@ impl Announced {
         first.get_or_insert_with(Instant::now);
         drop(first);
         self.notify.notify_one();
+    }
+
+    /// Whether a change was announced and not yet taken.
+    pub fn waiting(&self) -> bool {
+        self.first.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 
     /// Waits for an announcement; returns when the first change not yet taken was announced.
@@ -79,7 +86,7 @@ pub fn start(
     if !matches!(method, ChangeDetection::Auto | ChangeDetection::Syncrepl) {
         let reason = format!(
             "ldap.change_detection = {:?} cannot announce changes: watching needs content sync (\"auto\" or \
-             \"syncrepl\", OpenLDAP's syncprov overlay)",
+             \"syncrepl\", OpenLDAP's syncprov overlay) or change notifications (\"auto\", Active Directory)",
             method.as_str()
         );
         tracing::warn!(reason = %reason, "watch unavailable, runs follow the schedule only");
@@ -93,7 +100,7 @@ pub fn start(
     Some(Watch { stop })
 }
 
-/// Watches until `stop`, opening the watch again whenever it drops. A server that refuses content sync is said
+/// Watches until `stop`, opening the watch again whenever it drops. A server that refuses the method is said
 /// once and tried again every [`LAST_BACKOFF`] (with several `ldap.url`s, a failover may have reached a replica
 /// without it).
 async fn watch(
@@ -114,7 +121,7 @@ async fn watch(
         if began.elapsed() >= LAST_BACKOFF {
             backoff = FIRST_BACKOFF;
         }
-        if matches!(why, SyncError::Unsupported { .. }) {
+        if why.is_refusal() {
             if !refused {
                 tracing::error!(reason = %why, "watch unavailable, runs follow the schedule only");
             }
@@ -140,16 +147,19 @@ async fn once(config: &Config, announced: &Announced, metrics: &Metrics, returni
     };
     let server = connection.url().to_string();
     connection
-        .watch(|notice| match notice {
-            Notice::Changed => announced.announce(),
-            Notice::Persisting => {
-                metrics.set_watch(Some(WatchState::now(true, None)));
-                tracing::info!(server = %server, "watching the directory");
-                if returning {
-                    announced.announce();
+        .watch(
+            || announced.waiting(),
+            |notice| match notice {
+                Notice::Changed => announced.announce(),
+                Notice::Persisting { by } => {
+                    metrics.set_watch(Some(WatchState::now(true, None)));
+                    tracing::info!(server = %server, method = by, "watching the directory");
+                    if returning {
+                        announced.announce();
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cloudshell_ldap_sync::group_name::GroupName;
 use cloudshell_ldap_sync::ldap::{self, Nesting, Settings, Snapshot};
-use common::{AD_ADMIN, AD_BASE, AD_PASSWORD, CS_PASSWORD, Files, SambaDc, Sim, ad_group, ad_user};
+use common::{AD_ADMIN, AD_BASE, AD_PASSWORD, CS_PASSWORD, Daemon, Files, SambaDc, Sim, ad_group, ad_user};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -114,6 +114,7 @@ async fn active_directory_end_to_end() {
     range_retrieval_reads_every_member(&dc).await;
     tls_needs_the_right_ca_and_plain_binds_are_refused(&dc).await;
     sync_end_to_end_against_active_directory(&dc).await;
+    watching_active_directory_by_change_notifications(&dc).await;
     eprintln!("Active Directory suite: {:.1} s in all", started.elapsed().as_secs_f64());
 }
 
@@ -323,4 +324,59 @@ async fn sync_end_to_end_against_active_directory(dc: &SambaDc) {
     assert_eq!(code, 0, "{report}\n{stderr}");
     assert_eq!(report["disabled_accounts"]["reactivated"], json!(["dave"]), "{}", report["disabled_accounts"]);
     assert!(cloudshell_users(&sim).await["dave"]);
+}
+
+/// Watching Active Directory, which has no content sync: by its change notifications. The server announces
+/// every object that changes; one that is no configured user or group (an OU's description) starts no run,
+/// while a new hire added to Ops is imported by a run the change started, without waiting for the schedule
+/// (once a year here). Samba looks for changed objects every 5 seconds, so each wait allows for that.
+async fn watching_active_directory_by_change_notifications(dc: &SambaDc) {
+    let files = Files::new();
+    let sim = ad_sim_for(dc);
+    let path = ad_config(dc, &sim, &files, "watch", "");
+    let text = std::fs::read_to_string(&path).unwrap().replace("[\"Engineering\", \"Ops\", \"Big\"]", "[\"Ops\"]")
+        + "\n[schedule]\ncron = \"0 0 0 1 1 *\"\nrun_on_start = true\nwatch = true\nwatch_delay = \"200ms\"\n";
+    std::fs::write(&path, &text).unwrap();
+    let check = |path: &std::path::Path| {
+        let out = common::cli(&["check", "--config", path.to_str().unwrap()]);
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (code, out) = check(&path);
+    assert!(out.contains("watch: the server offers change notifications"), "{out}");
+    assert_eq!(code, Some(0), "{out}");
+    // Content sync named: Active Directory has none, and check says that auto would watch.
+    let syncrepl = files.path("watch-syncrepl.toml");
+    std::fs::write(&syncrepl, text.replace("[ldap]\n", "[ldap]\nchange_detection = \"syncrepl\"\n")).unwrap();
+    let (code, out) = check(&syncrepl);
+    assert!(out.contains("watch: FAILED") && out.contains("change_detection = \"auto\" to watch by them"), "{out}");
+    assert_ne!(code, Some(0), "{out}");
+
+    let daemon = Daemon::spawn(&path, files.path("daemon-watch.log"), &[]);
+    daemon.wait_for("run finished", 1, Duration::from_secs(60));
+    daemon.wait_for("watching the directory", 1, Duration::from_secs(30));
+    assert_eq!(daemon.fields_of("watching the directory")[0]["method"], "change notifications", "{}", daemon.log());
+
+    dc.modify(&format!(
+        "dn: OU=Groups,{AD_BASE}\nchangetype: modify\nreplace: description\ndescription: not a group\n\n"
+    ));
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(daemon.count("run finished"), 1, "an OU changed, no run:\n{}", daemon.log());
+
+    let (erin, ldif) = ad_user("erin", "erin", false);
+    dc.add(&ldif);
+    dc.modify(&format!("dn: CN=Ops,OU=Groups,{AD_BASE}\nchangetype: modify\nadd: member\nmember: {erin}\n\n"));
+    let changed = Instant::now();
+    while !cloudshell_users(&sim).await.contains_key("erin") {
+        assert!(changed.elapsed() < Duration::from_secs(30), "erin not imported within 30 s:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.wait_for("run finished", 2, Duration::from_secs(30)); // the import shows before the run's last line
+    let triggers: Vec<Value> = daemon.fields_of("run finished").iter().map(|r| r["trigger"].clone()).collect();
+    assert!(triggers.len() >= 2 && triggers[1..].iter().all(|t| t == "watch"), "{triggers:?}\n{}", daemon.log());
+    // Content sync is never asked of a server whose root DSE does not list it: Samba ends the connection on an
+    // unknown critical control, with a message the LDAP library panicked on.
+    let unavailable = daemon.fields_of("change reads unavailable, every run reads in full");
+    assert!(unavailable[0]["reason"].as_str().unwrap().contains("root DSE does not list"), "{unavailable:?}");
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+    eprintln!("Active Directory watch: erin imported {:.1} s after the change", changed.elapsed().as_secs_f64());
 }

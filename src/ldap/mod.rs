@@ -373,12 +373,45 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Watches the users and groups under the base DN for changes (content sync's refreshAndPersist, from the
-    /// server's state now: a refreshOnly search that matches nothing gives its cookie), handing `each` a notice
-    /// per change and one when the server starts announcing them, until the search ends; returns why it ended.
-    pub async fn watch(mut self, each: impl FnMut(changes::syncrepl::Notice)) -> changes::syncrepl::SyncError {
+    /// Watches the users and groups under the base DN for changes, handing `each` a notice per change and one
+    /// when the server starts announcing them, until the search ends; returns why it ended. Content sync's
+    /// refreshAndPersist, from the server's state now (a refreshOnly search that matches nothing gives its
+    /// cookie); or, with `ldap.change_detection = "auto"` on a server whose root DSE lists change notifications
+    /// and not content sync (Active Directory), those (`changes::notification`). `waiting`: whether a change
+    /// already waits for its run (notifications then skip their check).
+    pub async fn watch(
+        mut self,
+        waiting: impl Fn() -> bool,
+        each: impl FnMut(changes::syncrepl::Notice),
+    ) -> changes::syncrepl::SyncError {
         use changes::syncrepl::{self, SyncError};
         let s = self.s;
+        let controls = search::root_dse(&mut self.ldap, s.timeout).await.ok().map(|(_, c)| c);
+        let offered = |oid: &str| controls.as_ref().map(|c| c.iter().any(|c| c == oid));
+        if s.change_detection == ChangeDetection::Auto
+            && offered(changes::notification::NOTIFICATION_OID) == Some(true)
+            && offered(syncrepl::SYNC_REQUEST_OID) == Some(false)
+        {
+            let matching = format!("(|{}{})", s.user_filter, s.group_filter);
+            let why =
+                changes::notification::persist(&mut self.ldap, &s.base_dn, &matching, s.timeout, waiting, each).await;
+            return match self.verdict.reason() {
+                Some(reason) => SyncError::Notification { code: None, reason: reason.to_string(), refused: false },
+                None => why,
+            };
+        }
+        if offered(syncrepl::SYNC_REQUEST_OID) == Some(false) {
+            let mut refused = syncrepl::not_offered(&s.base_dn);
+            if offered(changes::notification::NOTIFICATION_OID) == Some(true)
+                && let SyncError::Unsupported { reason } = &mut refused
+            {
+                reason.push_str(
+                    "; it offers Active Directory's change notifications, which ldap.change_detection = \"auto\" \
+                     watches by",
+                );
+            }
+            return refused;
+        }
         let now = syncrepl::read(&mut self.ldap, &s.base_dn, "(!(objectClass=*))", &["1.1"], None, s.timeout).await;
         let cookie = match now {
             Ok(read) => read.cookie,

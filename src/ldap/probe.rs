@@ -44,6 +44,8 @@ pub struct Probe {
     /// Whether the root DSE lists the content-sync control (RFC 4533: OpenLDAP's `syncprov` overlay); `None`
     /// when the root DSE could not be read.
     pub content_sync: Option<bool>,
+    /// Whether the root DSE lists Active Directory's change notifications; `None` when it could not be read.
+    pub notifications: Option<bool>,
 }
 
 impl Probe {
@@ -98,13 +100,12 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
         stamped: 0,
         attributes: vec![],
         content_sync: None,
+        notifications: None,
     };
-    let root = ldap.with_timeout(s.timeout).search("", Scope::Base, "(objectClass=*)", vec!["supportedControl"]).await;
-    if let Ok((entries, _)) = root.and_then(|r| r.success()) {
-        probe.content_sync =
-            Some(entries.into_iter().filter_map(entry::decode).any(|e| {
-                entry::values(&e, "supportedControl").any(|c| c == super::changes::syncrepl::SYNC_REQUEST_OID)
-            }));
+    if let Ok((_, controls)) = super::search::root_dse(ldap, s.timeout).await {
+        let offered = |oid: &str| Some(controls.iter().any(|c| c == oid));
+        probe.content_sync = offered(super::changes::syncrepl::SYNC_REQUEST_OID);
+        probe.notifications = offered(super::changes::notification::NOTIFICATION_OID);
     }
     if probe.base_dn_missing.is_none() {
         let sample = ldap
@@ -154,6 +155,7 @@ mod tests {
             stamped: 0,
             attributes: attributes.iter().map(|a| a.to_string()).collect(),
             content_sync: None,
+            notifications: None,
         }
     }
 

@@ -389,24 +389,36 @@ impl Reader<'_> {
     }
 }
 
-/// Whether the root DSE advertises Active Directory's capabilities (and so IN_CHAIN); a root DSE that cannot be
-/// read is taken for "not Active Directory" (and said so in a warning).
-pub(super) async fn is_active_directory(ldap: &mut Ldap, timeout: std::time::Duration) -> bool {
-    let found = ldap
-        .with_timeout(timeout)
-        .search("", Scope::Base, "(objectClass=*)", vec!["supportedCapabilities"])
-        .await
-        .and_then(|r| r.success());
-    match found {
-        Ok((entries, _)) => entries
-            .into_iter()
-            .filter_map(entry::decode)
-            .any(|e| values(&e, "supportedCapabilities").any(|c| AD_CAPABILITIES.contains(&c.as_str()))),
+/// What the root DSE says of the server: whether it advertises Active Directory's capabilities (and so
+/// IN_CHAIN), and the controls it lists (`supportedControl`).
+pub(crate) async fn root_dse(ldap: &mut Ldap, timeout: std::time::Duration) -> Result<(bool, Vec<String>), LdapError> {
+    let root = ldap.with_timeout(timeout).search(
+        "",
+        Scope::Base,
+        "(objectClass=*)",
+        vec!["supportedCapabilities", "supportedControl"],
+    );
+    let entries: Vec<SearchEntry> = root.await?.success()?.0.into_iter().filter_map(entry::decode).collect();
+    let ad = entries.iter().any(|e| values(e, "supportedCapabilities").any(|c| AD_CAPABILITIES.contains(&c.as_str())));
+    Ok((ad, entries.iter().flat_map(|e| values(e, "supportedControl").cloned()).collect()))
+}
+
+/// Whether the root DSE advertises Active Directory's capabilities ([`root_dse`]), and the controls it lists;
+/// a root DSE that cannot be read is taken for "not Active Directory" (and said so in a warning), and its
+/// controls for unknown.
+pub(super) async fn server_kind(ldap: &mut Ldap, timeout: std::time::Duration) -> (bool, Option<Vec<String>>) {
+    match root_dse(ldap, timeout).await {
+        Ok((ad, controls)) => (ad, Some(controls)),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the root DSE; expanding nested groups recursively");
-            false
+            (false, None)
         }
     }
+}
+
+/// Whether the root DSE advertises Active Directory's capabilities: [`server_kind`].
+pub(super) async fn is_active_directory(ldap: &mut Ldap, timeout: std::time::Duration) -> bool {
+    server_kind(ldap, timeout).await.0
 }
 
 /// The record of a group entry that holds its member values whole (not in ranges: see [`range::is_ranged`]).

@@ -653,9 +653,15 @@ impl Kept {
     pub async fn read(&mut self, ldap: &mut Ldap, served_by: &str, timeout: Duration) -> Result<Changes, SyncError> {
         let mut changes = Changes::default();
         if self.active_directory.is_none() || self.served_by != served_by {
-            let ad = search::is_active_directory(ldap, timeout).await;
-            self.set_server(served_by, ad);
+            let (ad, controls) = search::server_kind(ldap, timeout).await;
             changes.searches += 1;
+            // Never a control the server does not list: Samba ends the connection on an unknown critical one.
+            if self.source == Source::ContentSync
+                && controls.is_some_and(|c| !c.iter().any(|c| c == syncrepl::SYNC_REQUEST_OID))
+            {
+                return Err(syncrepl::not_offered(&self.query.base_dn));
+            }
+            self.set_server(served_by, ad);
         }
         let (began, since) = (std::time::Instant::now(), self.mark);
         for part in [Part::Users, Part::Groups] {

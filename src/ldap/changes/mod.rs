@@ -6,10 +6,12 @@
 //! - [`syncrepl`]: RFC 4533 content synchronisation (refreshOnly), OpenLDAP's `syncprov` overlay.
 //! - [`stamps`]: `modifyTimestamp` searches, for a directory without content sync; blind to deletions.
 //! - [`dirsync`]: Active Directory's DirSync control (Samba AD too), with incremental member values.
+//! - [`notification`]: Active Directory's change notifications, for watching a directory without content sync.
 //! - [`kept`]: the directory model a daemon keeps between content-sync reads, proven to resolve as a full read
 //!   does (`tests/changes_model.rs`), or saying why only a full read can tell.
 
 pub mod dirsync;
 pub mod kept;
+pub mod notification;
 pub mod stamps;
 pub mod syncrepl;

@@ -225,6 +225,10 @@ pub enum SyncError {
     /// Any other failure of the search (the result code when there is one).
     #[error("the content-sync search failed: {reason}")]
     Ldap { code: Option<u32>, reason: String },
+    /// Watching only: Active Directory's change-notification search failed or ended (`refused`: the server
+    /// refused the control).
+    #[error("the change-notification search failed: {reason}")]
+    Notification { code: Option<u32>, reason: String, refused: bool },
 }
 
 impl SyncError {
@@ -232,6 +236,24 @@ impl SyncError {
     /// else is a failure to report (and a full read would not go better through content sync).
     pub fn needs_full_read(&self) -> bool {
         matches!(self, SyncError::RefreshRequired { .. } | SyncError::CookieRefused { .. })
+    }
+
+    /// Whether the server refused the method itself (no content sync, change notifications refused): trying
+    /// again at once would meet the same answer.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, SyncError::Unsupported { .. } | SyncError::Notification { refused: true, .. })
+    }
+}
+
+/// Why a server whose root DSE does not list the Sync Request control is not sent one: some servers answer a
+/// critical control they do not know by ending the connection (Samba AD sends a disconnection notice, which the
+/// LDAP client library does not expect in a search).
+pub fn not_offered(base: &str) -> SyncError {
+    SyncError::Unsupported {
+        reason: format!(
+            "the server's root DSE does not list the Sync Request control ({SYNC_REQUEST_OID}); on OpenLDAP, the \
+             syncprov overlay is missing on the database holding {base}"
+        ),
     }
 }
 
@@ -306,8 +328,9 @@ pub async fn read_each<E: Changed>(
 pub enum Notice {
     /// An entry was added, modified, renamed or deleted (in the refresh phase: since the cookie).
     Changed,
-    /// The refresh phase is over: from here on each change is announced as it happens.
-    Persisting,
+    /// The server has started announcing each change as it happens (content sync: the refresh phase is over),
+    /// `by` this method (`"content sync"`, `"change notifications"`).
+    Persisting { by: &'static str },
 }
 
 /// A refreshAndPersist content-sync search of `base` (subtree) with `filter`, asking for no attribute, from
@@ -377,7 +400,7 @@ fn notice(mut item: ldap3::ResultEntry) -> Result<Option<Notice>, SyncError> {
         25 if item.0.class == TagClass::Application => {
             Ok(match parse_intermediate(item.0).map_err(SyncError::Malformed)? {
                 SyncInfo::RefreshDelete { done: true, .. } | SyncInfo::RefreshPresent { done: true, .. } => {
-                    Some(Notice::Persisting)
+                    Some(Notice::Persisting { by: "content sync" })
                 }
                 SyncInfo::IdSet { refresh_deletes: true, .. } => Some(Notice::Changed),
                 _ => None,
