@@ -237,6 +237,11 @@ impl WatchRuns {
         }
     }
 
+    /// Whether a run not started yet will read what changes now (one due, or one after the run going).
+    fn will_read(&self) -> bool {
+        self.due.is_some() || self.after_run.is_some()
+    }
+
     /// Waits until the run due may start (never, without one).
     async fn wait(&self) {
         match self.due {
@@ -369,6 +374,7 @@ pub async fn run(
                 notify(&[sd_notify::NotifyState::Watchdog]);
             }
         }
+        announced.set_due(watch_runs.will_read());
     }
 
     daemon.stop(running).await;
@@ -407,6 +413,25 @@ mod tests {
             announced: Default::default(),
             watch: None,
         }
+    }
+
+    /// A change announced while a run is due, or during a run, would be read by a run that has not started
+    /// reading (the watch then skips checking it); once that run starts, no longer.
+    #[test]
+    fn a_run_not_started_yet_will_read_what_changes_now() {
+        let (mut runs, delay) = (WatchRuns::default(), Duration::from_millis(10));
+        assert!(!runs.will_read(), "nothing announced");
+        runs.announced(Instant::now(), false, delay);
+        assert!(runs.will_read(), "a run due");
+        runs.start();
+        assert!(!runs.will_read(), "the run started: it may have read past a change made now");
+        runs.announced(Instant::now(), true, delay);
+        assert!(runs.will_read(), "a run after the one going");
+        runs.run_ended(false, delay);
+        assert!(runs.will_read(), "that run due");
+        runs.start();
+        runs.run_ended(false, delay);
+        assert!(!runs.will_read());
     }
 
     // The test profile unwinds (as the release profile does): a panic in a run task reaches the daemon as a

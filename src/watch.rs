@@ -12,6 +12,7 @@
 //! or `ldap.change_detection` set to a method without it) is said once (`watch unavailable`), and the schedule
 //! alone starts runs; a server that refused is tried again every minute.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,8 @@ const LAST_BACKOFF: Duration = Duration::from_secs(60);
 pub struct Announced {
     notify: Notify,
     first: Mutex<Option<Instant>>,
+    /// The daemon holds a run for changes announced before, that has not started reading yet.
+    due: AtomicBool,
 }
 
 impl Announced {
@@ -45,9 +48,15 @@ impl Announced {
         self.notify.notify_one();
     }
 
-    /// Whether a change was announced and not yet taken.
+    /// Whether a change announced now would be read anyway: one announced before waits for a run that has not
+    /// started reading (not yet taken by the daemon, or taken and its run due).
     pub fn waiting(&self) -> bool {
-        self.first.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.due.load(Ordering::Relaxed) || self.first.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// The daemon says whether it holds a run due for changes announced before, not started yet.
+    pub fn set_due(&self, due: bool) {
+        self.due.store(due, Ordering::Relaxed);
     }
 
     /// Waits for an announcement; returns when the first change not yet taken was announced.
@@ -143,7 +152,7 @@ async fn watch(
 async fn once(config: &Config, announced: &Announced, metrics: &Metrics, returning: bool) -> SyncError {
     let connection = match ldap::Connection::open(&config.ldap).await {
         Ok(c) => c,
-        Err(e) => return SyncError::Ldap { code: None, reason: e.to_string() },
+        Err(e) => return SyncError::Connect(e.to_string()),
     };
     let server = connection.url().to_string();
     connection
@@ -183,5 +192,19 @@ mod tests {
         assert!(again.is_err(), "the storm was one wake-up");
         announced.announce();
         assert!(tokio::time::timeout(Duration::from_secs(1), announced.next()).await.expect("another") > taken);
+    }
+
+    #[tokio::test]
+    async fn a_change_waits_while_announced_and_not_taken_or_while_the_daemon_holds_a_run_due() {
+        let announced = Announced::default();
+        assert!(!announced.waiting());
+        announced.announce();
+        assert!(announced.waiting(), "not taken yet");
+        announced.next().await;
+        assert!(!announced.waiting(), "taken, and no run due");
+        announced.set_due(true);
+        assert!(announced.waiting(), "a run due");
+        announced.set_due(false);
+        assert!(!announced.waiting());
     }
 }

@@ -108,7 +108,9 @@ pub struct Settings {
 pub enum ChangeDetection {
     /// Every run reads in full.
     Off,
-    /// Content sync (RFC 4533) where the server offers it (OpenLDAP's `syncprov`), else full reads.
+    /// Content sync (RFC 4533) where the server offers it (OpenLDAP's `syncprov`), else full reads. A watch
+    /// (`[schedule] watch`) uses content sync too, or Active Directory's change notifications where the server
+    /// offers those instead.
     Auto,
     /// Content sync; a server without it is an error logged at each full read, which every run then is.
     Syncrepl,
@@ -386,11 +388,19 @@ impl<'a> Connection<'a> {
     ) -> changes::syncrepl::SyncError {
         use changes::syncrepl::{self, SyncError};
         let s = self.s;
-        let controls = search::root_dse(&mut self.ldap, s.timeout).await.ok().map(|(_, c)| c);
-        let offered = |oid: &str| controls.as_ref().map(|c| c.iter().any(|c| c == oid));
+        // What the server offers, when its root DSE says; Active Directory never offers content sync, and
+        // Samba ends the connection on a critical control it does not know.
+        let (ad, controls) = match search::root_dse(&mut self.ldap, s.timeout).await {
+            Ok(kind) => kind,
+            Err(e) => return SyncError::Connect(format!("cannot read the directory's root DSE: {e}")),
+        };
+        let offered = |oid: &str| match &controls {
+            Some(c) => Some(c.iter().any(|c| c == oid)),
+            None => ad.then_some(oid == changes::notification::NOTIFICATION_OID),
+        };
         if s.change_detection == ChangeDetection::Auto
             && offered(changes::notification::NOTIFICATION_OID) == Some(true)
-            && offered(syncrepl::SYNC_REQUEST_OID) == Some(false)
+            && (ad || offered(syncrepl::SYNC_REQUEST_OID) == Some(false))
         {
             let matching = format!("(|{}{})", s.user_filter, s.group_filter);
             let why =
@@ -400,7 +410,7 @@ impl<'a> Connection<'a> {
                 None => why,
             };
         }
-        if offered(syncrepl::SYNC_REQUEST_OID) == Some(false) {
+        if ad || offered(syncrepl::SYNC_REQUEST_OID) == Some(false) {
             let mut refused = syncrepl::not_offered(&s.base_dn);
             if offered(changes::notification::NOTIFICATION_OID) == Some(true)
                 && let SyncError::Unsupported { reason } = &mut refused

@@ -102,7 +102,7 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
         content_sync: None,
         notifications: None,
     };
-    if let Ok((_, controls)) = super::search::root_dse(ldap, s.timeout).await {
+    if let Ok((_, Some(controls))) = super::search::root_dse(ldap, s.timeout).await {
         let offered = |oid: &str| Some(controls.iter().any(|c| c == oid));
         probe.content_sync = offered(super::changes::syncrepl::SYNC_REQUEST_OID);
         probe.notifications = offered(super::changes::notification::NOTIFICATION_OID);

@@ -390,17 +390,18 @@ impl Reader<'_> {
 }
 
 /// What the root DSE says of the server: whether it advertises Active Directory's capabilities (and so
-/// IN_CHAIN), and the controls it lists (`supportedControl`).
-pub(crate) async fn root_dse(ldap: &mut Ldap, timeout: std::time::Duration) -> Result<(bool, Vec<String>), LdapError> {
-    let root = ldap.with_timeout(timeout).search(
-        "",
-        Scope::Base,
-        "(objectClass=*)",
-        vec!["supportedCapabilities", "supportedControl"],
-    );
+/// IN_CHAIN), and the controls it lists (`supportedControl`; `None` when it lists none: hidden from this
+/// account, not known to be missing).
+pub(crate) async fn root_dse(
+    ldap: &mut Ldap,
+    timeout: std::time::Duration,
+) -> Result<(bool, Option<Vec<String>>), LdapError> {
+    let attrs = vec!["supportedCapabilities", "supportedControl"];
+    let root = ldap.with_timeout(timeout).search("", Scope::Base, "(objectClass=*)", attrs);
     let entries: Vec<SearchEntry> = root.await?.success()?.0.into_iter().filter_map(entry::decode).collect();
     let ad = entries.iter().any(|e| values(e, "supportedCapabilities").any(|c| AD_CAPABILITIES.contains(&c.as_str())));
-    Ok((ad, entries.iter().flat_map(|e| values(e, "supportedControl").cloned()).collect()))
+    let controls: Vec<String> = entries.iter().flat_map(|e| values(e, "supportedControl").cloned()).collect();
+    Ok((ad, Some(controls).filter(|c| !c.is_empty())))
 }
 
 /// Whether the root DSE advertises Active Directory's capabilities ([`root_dse`]), and the controls it lists;
@@ -408,7 +409,7 @@ pub(crate) async fn root_dse(ldap: &mut Ldap, timeout: std::time::Duration) -> R
 /// controls for unknown.
 pub(super) async fn server_kind(ldap: &mut Ldap, timeout: std::time::Duration) -> (bool, Option<Vec<String>>) {
     match root_dse(ldap, timeout).await {
-        Ok((ad, controls)) => (ad, Some(controls)),
+        Ok(kind) => kind,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the root DSE; expanding nested groups recursively");
             (false, None)

@@ -655,10 +655,10 @@ impl Kept {
         if self.active_directory.is_none() || self.served_by != served_by {
             let (ad, controls) = search::server_kind(ldap, timeout).await;
             changes.searches += 1;
-            // Never a control the server does not list: Samba ends the connection on an unknown critical one.
-            if self.source == Source::ContentSync
-                && controls.is_some_and(|c| !c.iter().any(|c| c == syncrepl::SYNC_REQUEST_OID))
-            {
+            // Never a control the server does not list (when it lists any), nor content sync to Active Directory,
+            // which has none: Samba ends the connection on an unknown critical control.
+            let listed = controls.map(|c| c.iter().any(|c| c == syncrepl::SYNC_REQUEST_OID));
+            if self.source == Source::ContentSync && (ad || listed == Some(false)) {
                 return Err(syncrepl::not_offered(&self.query.base_dn));
             }
             self.set_server(served_by, ad);

@@ -27,14 +27,22 @@ pub const NOTIFICATION_OID: &str = "1.2.840.113556.1.4.528";
 /// The only kind of filter a notification search may carry ([MS-ADTS] 3.1.1.3.4.1.9).
 const EVERY_OBJECT: &str = "(objectClass=*)";
 
+/// How long the search must last, once the server answered a later request, before it counts as taken: a
+/// server that handles a connection's requests side by side may refuse the search after that answer.
+const GRACE: Duration = Duration::from_secs(1);
+
 const NO_SUCH_OBJECT: u32 = 32;
 const UNAVAILABLE_CRITICAL_EXTENSION: u32 = 12;
+const UNAVAILABLE: u32 = 52;
+const UNWILLING_TO_PERFORM: u32 = 53;
+const ADMIN_LIMIT_EXCEEDED: u32 = 11;
+const INSUFFICIENT_ACCESS: u32 = 50;
 
 /// A change-notification search of `base` (subtree), until it ends: hands `each` a [`Notice::Persisting`] once
-/// the server has taken the search (it answered a later request on the same connection without ending it),
-/// then a [`Notice::Changed`] for each object announced that matches `matching` (see the module's comment).
-/// `waiting`: whether a change already waits for its run, so that no check is worth making. Each check is
-/// awaited for at most `timeout`. Returns why the search ended.
+/// the server has taken the search (it answered a later request on the same connection, and [`GRACE`] passed,
+/// without ending it), then a [`Notice::Changed`] for each object announced that matches `matching` (see the
+/// module's comment). `waiting`: whether a change already waits for a run that has not read yet, so that no
+/// check is worth making. Each check is awaited for at most `timeout`. Returns why the search ended.
 pub async fn persist(
     ldap: &mut Ldap,
     base: &str,
@@ -47,10 +55,10 @@ pub async fn persist(
     let mut stream =
         match ldap.with_controls(control).streaming_search(base, Scope::Subtree, EVERY_OBJECT, vec!["1.1"]).await {
             Ok(stream) => stream,
-            Err(e) => return failed(None, e.to_string()),
+            Err(e) => return failed(None, format!("the change-notification search could not be sent: {e}")),
         };
     let mut checker = ldap.clone();
-    let mut taken = std::pin::pin!(answers(ldap.clone(), timeout));
+    let mut taken = std::pin::pin!(taken(ldap.clone(), timeout));
     let mut up = false;
     loop {
         let item = if up {
@@ -77,12 +85,16 @@ pub async fn persist(
             Ok(Some(item)) if item.0.id == 19 && item.0.class == TagClass::Application => continue,
             Ok(Some(item)) => {
                 let _ = stream.finish().await;
-                return SyncError::Malformed(format!("an unexpected message (tag {}) in the search", item.0.id));
+                let reason = format!(
+                    "the server sent an unexpected message (tag {}) in the change-notification search",
+                    item.0.id
+                );
+                return failed(None, reason);
             }
             Ok(None) => break,
             Err(e) => {
                 let _ = stream.finish().await;
-                return failed(None, e.to_string());
+                return failed(None, format!("the change-notification search ended: {e}"));
             }
         };
         if waiting() {
@@ -97,15 +109,26 @@ pub async fn persist(
         each(Notice::Changed);
     }
     let result = stream.finish().await;
-    let reason = result_reason(result.rc, &result.text);
-    match result.rc {
+    ended(result.rc, &result.text, up)
+}
+
+/// Why the search ended with result code `rc`: a refusal of the control (before it was taken, for the codes a
+/// server refuses a search with), or a failure to retry.
+fn ended(rc: u32, text: &str, up: bool) -> SyncError {
+    let reason = result_reason(rc, text);
+    match rc {
         0 => failed(Some(0), "the server ended the change-notification search".into()),
-        UNAVAILABLE_CRITICAL_EXTENSION => SyncError::Notification {
-            code: Some(result.rc),
-            reason: format!("the server refused the change-notification control ({reason})"),
-            refused: true,
-        },
-        rc => failed(Some(rc), reason),
+        UNAVAILABLE_CRITICAL_EXTENSION => refused(rc, reason),
+        UNWILLING_TO_PERFORM | ADMIN_LIMIT_EXCEEDED | INSUFFICIENT_ACCESS | UNAVAILABLE if !up => refused(rc, reason),
+        rc => failed(Some(rc), format!("the change-notification search failed: {reason}")),
+    }
+}
+
+fn refused(rc: u32, reason: String) -> SyncError {
+    SyncError::Notification {
+        code: Some(rc),
+        reason: format!("the server refused the change-notification search ({reason})"),
+        refused: true,
     }
 }
 
@@ -113,12 +136,16 @@ fn failed(code: Option<u32>, reason: String) -> SyncError {
     SyncError::Notification { code, reason, refused: false }
 }
 
-/// Whether the server answers a read of its root DSE on `ldap` within `timeout` (or why not).
-async fn answers(mut ldap: Ldap, timeout: Duration) -> Result<(), String> {
-    match ldap.with_timeout(timeout).search("", Scope::Base, EVERY_OBJECT, vec!["1.1"]).await {
+/// Whether the server took the search sent just before on the connection of `ldap`: it answered a read of its
+/// root DSE within `timeout` and [`GRACE`] passed (the caller ends the wait when the search ends first).
+async fn taken(mut ldap: Ldap, timeout: Duration) -> Result<(), String> {
+    let answered = match ldap.with_timeout(timeout).search("", Scope::Base, EVERY_OBJECT, vec!["1.1"]).await {
         Ok(result) => result.success().map(|_| ()).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
-    }
+    };
+    answered.map_err(|e| format!("no answer from the server while the change-notification search was open: {e}"))?;
+    tokio::time::sleep(GRACE).await;
+    Ok(())
 }
 
 /// Whether the entry at `dn` matches `filter`: false only when the server says for certain that it does not

@@ -202,7 +202,7 @@ impl<E: Changed> SyncRead<E> {
     }
 }
 
-/// Why a content-sync read gave no answer.
+/// Why a content-sync read gave no answer, or why a watch (content sync's or change notifications') ended.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SyncError {
     /// e-syncRefreshRequired (4096): the server cannot serve this cookie incrementally; read everything.
@@ -226,9 +226,12 @@ pub enum SyncError {
     #[error("the content-sync search failed: {reason}")]
     Ldap { code: Option<u32>, reason: String },
     /// Watching only: Active Directory's change-notification search failed or ended (`refused`: the server
-    /// refused the control).
-    #[error("the change-notification search failed: {reason}")]
+    /// refused the search; the reason says what happened, whole).
+    #[error("{reason}")]
     Notification { code: Option<u32>, reason: String, refused: bool },
+    /// Watching only: the connection to the directory could not be opened (the reason says why, whole).
+    #[error("{0}")]
+    Connect(String),
 }
 
 impl SyncError {
