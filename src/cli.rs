@@ -948,14 +948,14 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
     use ldap::ChangeDetection;
     let delay = humantime::format_duration(config.schedule.watch_delay);
     match (config.ldap.change_detection, probe.content_sync) {
-        (ChangeDetection::Auto | ChangeDetection::Syncrepl, Some(true)) => (
+        (ChangeDetection::Auto | ChangeDetection::Off | ChangeDetection::Syncrepl, Some(true)) => (
             true,
             format!(
                 "watch: the server offers content sync: the daemon keeps a persistent search open and starts a run \
                  {delay} (schedule.watch_delay) after a change it announces"
             ),
         ),
-        (ChangeDetection::Auto, _) if probe.notifications == Some(true) => (
+        (ChangeDetection::Auto | ChangeDetection::Off, _) if probe.notifications == Some(true) => (
             true,
             format!(
                 "watch: the server offers change notifications (Active Directory) and no content sync: the daemon \
@@ -964,7 +964,7 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
                  for the schedule"
             ),
         ),
-        (ChangeDetection::Auto | ChangeDetection::Syncrepl, found) => (
+        (ChangeDetection::Auto | ChangeDetection::Off | ChangeDetection::Syncrepl, found) => (
             false,
             format!(
                 "watch: FAILED: schedule.watch = true, but {}, so runs would follow the schedule only; {}",
@@ -987,8 +987,8 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
             false,
             format!(
                 "watch: FAILED: schedule.watch = true, but ldap.change_detection = {:?} cannot announce changes \
-                 (watching needs content sync, \"auto\" or \"syncrepl\", or change notifications, \"auto\"); set \
-                 watch = false or change ldap.change_detection",
+                 (a watch is content sync's or change notifications', with \"auto\" or \"off\", or content \
+                 sync's with \"syncrepl\"); set watch = false or change ldap.change_detection",
                 method.as_str()
             ),
         ),

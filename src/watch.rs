@@ -92,10 +92,11 @@ pub fn start(
         return None;
     }
     let method = config.ldap.change_detection;
-    if !matches!(method, ChangeDetection::Auto | ChangeDetection::Syncrepl) {
+    if matches!(method, ChangeDetection::ModifyTimestamp { .. }) {
         let reason = format!(
-            "ldap.change_detection = {:?} cannot announce changes: watching needs content sync (\"auto\" or \
-             \"syncrepl\", OpenLDAP's syncprov overlay) or change notifications (\"auto\", Active Directory)",
+            "ldap.change_detection = {:?} cannot announce changes: watching needs content sync (\"auto\", \"off\" \
+             or \"syncrepl\", OpenLDAP's syncprov overlay) or change notifications (\"auto\" or \"off\", Active \
+             Directory)",
             method.as_str()
         );
         tracing::warn!(reason = %reason, "watch unavailable, runs follow the schedule only");

@@ -328,14 +328,15 @@ async fn sync_end_to_end_against_active_directory(dc: &SambaDc) {
 
 /// Watching Active Directory, which has no content sync: by its change notifications. The server announces
 /// every object that changes; one that is no configured user or group (an OU's description) starts no run,
-/// while a new hire added to Ops is imported by a run the change started, without waiting for the schedule
-/// (once a year here). Samba looks for changed objects every 5 seconds, so each wait allows for that.
+/// while a new hire added to Ops is imported and placed in Ops' mapped CloudShell group by a run the change
+/// started, without waiting for the schedule (once a year here). Samba looks for changed objects every 5 seconds, so each wait allows for that.
 async fn watching_active_directory_by_change_notifications(dc: &SambaDc) {
     let files = Files::new();
     let sim = ad_sim_for(dc);
     let path = ad_config(dc, &sim, &files, "watch", "");
     let text = std::fs::read_to_string(&path).unwrap().replace("[\"Engineering\", \"Ops\", \"Big\"]", "[\"Ops\"]")
-        + "\n[schedule]\ncron = \"0 0 0 1 1 *\"\nrun_on_start = true\nwatch = true\nwatch_delay = \"200ms\"\n";
+        + "\n[schedule]\ncron = \"0 0 0 1 1 *\"\nrun_on_start = true\nwatch = true\nwatch_delay = \"200ms\"\n"
+        + "\n[[sync.mapping]]\ndirectory_group = \"Ops\"\ncloudshell_groups = [\"Lab Users\"]\n";
     std::fs::write(&path, &text).unwrap();
     let check = |path: &std::path::Path| {
         let out = common::cli(&["check", "--config", path.to_str().unwrap()]);
@@ -370,7 +371,14 @@ async fn watching_active_directory_by_change_notifications(dc: &SambaDc) {
         assert!(changed.elapsed() < Duration::from_secs(30), "erin not imported within 30 s:\n{}", daemon.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    daemon.wait_for("run finished", 2, Duration::from_secs(30)); // the import shows before the run's last line
+    // The import shows before the run's last line: wait for that run's end.
+    while !daemon.fields_of("run finished").iter().any(|r| r["imported"].as_u64() >= Some(1) && r["trigger"] == "watch")
+    {
+        assert!(changed.elapsed() < Duration::from_secs(60), "no watch run imported erin:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let placed = sim.group_members("Lab Users").await;
+    assert!(placed.contains(&"erin".to_string()), "placed in Ops' mapped group: {placed:?}\n{}", daemon.log());
     let triggers: Vec<Value> = daemon.fields_of("run finished").iter().map(|r| r["trigger"].clone()).collect();
     assert!(triggers.len() >= 2 && triggers[1..].iter().all(|t| t == "watch"), "{triggers:?}\n{}", daemon.log());
     // The daemon's own binds and reads make no change the server announces: no run follows on its own.

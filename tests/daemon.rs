@@ -952,6 +952,25 @@ async fn watching_a_new_member_is_imported_without_waiting_for_the_schedule() {
     assert_eq!(reads(&daemon)[1].0, "changes", "{:?}", reads(&daemon));
 }
 
+/// How runs read does not matter to the watch: with `ldap.change_detection = "off"` (every run reads in full),
+/// a change content sync announces still starts a run, which reads in full. Before, "off" left the daemon
+/// without a watch.
+#[tokio::test]
+async fn with_change_reads_off_the_watch_still_starts_runs_that_read_in_full() {
+    let env = Env::with_content_sync();
+    let config = watching(&env, &["Team"], "");
+    let text = std::fs::read_to_string(&config).unwrap().replace("[ldap]\n", "[ldap]\nchange_detection = \"off\"\n");
+    std::fs::write(&config, text).unwrap();
+    let daemon = env.daemon_started(&config);
+    daemon.wait_for("watching the directory", 1, Duration::from_secs(20));
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &[]);
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(triggers(&daemon)[1], "watch", "{}", daemon.log());
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()), "imported:\n{}", daemon.log());
+    assert_eq!(reads(&daemon)[1].0, "full", "{:?}", reads(&daemon));
+}
+
 /// slapd down under a watching daemon: the watch goes down and says why (log, `watch_up` 0, `/healthz`, the
 /// status file after a run), comes back with backoff once slapd is back (`watch_up` 1), and a run follows its
 /// return (what changed meanwhile was not announced); a member added after that is imported by the watch

@@ -106,7 +106,7 @@ pub struct Settings {
 /// `ldap.change_detection`: how the daemon reads only what changed between full reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeDetection {
-    /// Every run reads in full.
+    /// Every run reads in full. A watch still uses content sync or change notifications.
     Off,
     /// Content sync (RFC 4533) where the server offers it (OpenLDAP's `syncprov`), else full reads. A watch
     /// (`[schedule] watch`) uses content sync too, or Active Directory's change notifications where the server
@@ -378,8 +378,9 @@ impl<'a> Connection<'a> {
     /// Watches the users and groups under the base DN for changes, handing `each` a notice per change and one
     /// when the server starts announcing them, until the search ends; returns why it ended. Content sync's
     /// refreshAndPersist, from the server's state now (a refreshOnly search that matches nothing gives its
-    /// cookie); or, with `ldap.change_detection = "auto"` on a server whose root DSE lists change notifications
-    /// and not content sync (Active Directory), those (`changes::notification`). `waiting`: whether a change
+    /// cookie); or, unless `ldap.change_detection = "syncrepl"`, on a server whose root DSE lists change
+    /// notifications and not content sync (Active Directory), those (`changes::notification`). How runs read
+    /// (`"off"`: in full) does not matter to the watch. `waiting`: whether a change
     /// already waits for its run (notifications then skip their check).
     pub async fn watch(
         mut self,
@@ -398,7 +399,7 @@ impl<'a> Connection<'a> {
             Some(c) => Some(c.iter().any(|c| c == oid)),
             None => ad.then_some(oid == changes::notification::NOTIFICATION_OID),
         };
-        if s.change_detection == ChangeDetection::Auto
+        if s.change_detection != ChangeDetection::Syncrepl
             && offered(changes::notification::NOTIFICATION_OID) == Some(true)
             && (ad || offered(syncrepl::SYNC_REQUEST_OID) == Some(false))
         {
