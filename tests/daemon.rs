@@ -1105,6 +1105,27 @@ async fn sigterm_while_watching_stops_at_once() {
     assert!(asked.elapsed() < Duration::from_secs(3), "took {:?}", asked.elapsed());
 }
 
+/// A server that refused the watch is tried again each minute: slapd without `syncprov` refuses content sync,
+/// and the daemon says so once; restarted with it (as a failover to a replica that has it would look), the
+/// watch is up within about a minute, a run catches up on what changed while none watched, and a change it
+/// announces starts a run.
+#[tokio::test]
+async fn a_server_that_refused_the_watch_is_tried_again_each_minute() {
+    let mut env = Env::start(|_| {});
+    let config = watching(&env, &["Team"], "");
+    let daemon = env.daemon_started(&config);
+    daemon.wait_for("watch unavailable, runs follow the schedule only", 1, Duration::from_secs(20));
+    env.0.slapd.restart_with_syncprov();
+    daemon.wait_for("watching the directory", 1, Duration::from_secs(80));
+    assert_eq!(daemon.count("watch unavailable, runs follow the schedule only"), 1, "said once:\n{}", daemon.log());
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &[]);
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    assert_eq!(triggers(&daemon), ["start", "watch", "watch"], "{}", daemon.log());
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()), "imported:\n{}", daemon.log());
+}
+
 /// Watching needs content sync: without `syncprov` (`auto`) the daemon says so once and runs on its schedule;
 /// with `modify_timestamp`, which cannot announce anything, likewise.
 #[tokio::test]

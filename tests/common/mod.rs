@@ -393,6 +393,18 @@ impl Slapd {
         self.wait_until_listening();
     }
 
+    /// Stops slapd and starts it again on the same port and data with the `syncprov` overlay (session log), as a
+    /// failover to a replica that has it would look.
+    pub fn restart_with_syncprov(&mut self) {
+        self.kill();
+        self.syncprov = Syncprov::SessionLog;
+        std::fs::write(self.dir.path().join("slapd.conf"), slapd_conf(self.dir.path(), self.syncprov))
+            .expect("writing slapd.conf");
+        let child = spawn_slapd(self.dir.path(), &format!("ldap://127.0.0.1:{}/", self.port));
+        self.child = Some(child);
+        self.wait_until_listening();
+    }
+
     /// Stops slapd cleanly (SIGTERM, waiting for it to exit: it writes its state, such as syncprov's
     /// contextCSN, as a service stop does) and starts it again on the same port and data.
     pub fn restart_clean(&mut self) {
