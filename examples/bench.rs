@@ -623,6 +623,7 @@ async fn watch(binary: &str, files: &Files) {
         latencies.push(started.elapsed().as_secs_f64());
         cycles.push(run["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0);
     }
+    let storm = storm(&loaded, lines, pid);
     Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     let _ = child.wait();
     let placed = sim.group_members("Lab Users").await;
@@ -638,10 +639,97 @@ async fn watch(binary: &str, files: &Files) {
         println!("| {label} | {:.3} | {:.3} | {:.3} | {:.3} |", at(v, 0.5), at(v, 0.9), at(v, 0.99), at(v, 1.0));
     }
     println!(
-        "\n- the watching daemon with nothing happening: {:.2} % of one core over {:.0} s\n",
+        "\n- the watching daemon with nothing happening: {:.2} % of one core over {:.0} s",
         idle * 100.0,
         idle_for
     );
+    println!(
+        "- a storm of {STORM} modifications ({STREAMS} ldapmodify at once, {:.1} s): {} runs started by the watch until it \
+         settled, the last finished {:.1} s after the storm; the daemon's resident memory at most {:.0} MB during it \
+         (sampled every 0.1 s), its peak {:.0} MB before it and {:.0} MB after\n",
+        storm.took, storm.runs, storm.settled, storm.rss, storm.peak_before, storm.peak_after
+    );
+}
+
+/// How many modifications the watch profile's storm makes, and in how many ldapmodify processes at once.
+const STORM: usize = 100_000;
+const STREAMS: usize = 8;
+
+/// What the storm did to a watching daemon.
+struct Storm {
+    /// How long the ldapmodify of the whole storm took (s).
+    took: f64,
+    /// Runs the watch started, from the storm's start until no event came for 15 s.
+    runs: usize,
+    /// From the storm's end to the last of those runs' end (s).
+    settled: f64,
+    /// The daemon's VmHWM before the storm and after it, and the most VmRSS seen during it (MB).
+    peak_before: f64,
+    peak_after: f64,
+    rss: f64,
+}
+
+/// [`STORM`] modifications of users' `description`, from [`STREAMS`] ldapmodify processes, while the daemon
+/// (process `pid`, its log `lines`) watches: each is announced, and they must make a bounded number of runs
+/// with bounded memory (issue 27: 100,000 in a minute).
+fn storm(loaded: &Loaded, lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>, pid: u32) -> Storm {
+    let memory = |field: &str| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kb = status.lines().find_map(|l| l.strip_prefix(field)).map(|v| v.trim().trim_end_matches("kB").trim());
+        kb.and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    };
+    let hwm = || memory("VmHWM:");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // In STREAMS ldapmodify processes at once: one alone makes a few hundred modifications a second.
+    let ldifs: Vec<String> = (0..STREAMS)
+        .map(|stream| {
+            (stream..STORM)
+                .step_by(STREAMS)
+                .map(|n| {
+                    let uid = &loaded.everyone[n % loaded.everyone.len()];
+                    format!(
+                        "dn: uid={uid},{PEOPLE}\nchangetype: modify\nreplace: description\ndescription: storm {n}\n\n"
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    eprintln!("a storm of {STORM} modifications");
+    let (peak_before, mut rss) = (hwm(), memory("VmRSS:"));
+    let (mut runs, mut last_end) = (0usize, None::<Instant>);
+    let mut read = |line: String| {
+        let Ok(event) = serde_json::from_str::<Value>(&line) else { return };
+        match event["fields"]["message"].as_str() {
+            Some("run triggered") if event["fields"]["trigger"] == "watch" => runs += 1,
+            Some("run finished") => last_end = Some(Instant::now()),
+            _ => {}
+        }
+    };
+    let began = Instant::now();
+    let ended = std::thread::scope(|scope| {
+        let modify: Vec<_> = ldifs.iter().map(|ldif| scope.spawn(|| loaded.slapd.modify(ldif))).collect();
+        while !modify.iter().all(|m| m.is_finished()) {
+            if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                read(line);
+            }
+            rss = rss.max(memory("VmRSS:"));
+        }
+        modify.into_iter().for_each(|m| m.join().expect("the storm's ldapmodify"));
+        Instant::now()
+    });
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(15)) {
+        read(line);
+        rss = rss.max(memory("VmRSS:"));
+    }
+    let settled = last_end.map_or(0.0, |t| t.saturating_duration_since(ended).as_secs_f64());
+    Storm { took: ended.duration_since(began).as_secs_f64(), runs, settled, peak_before, peak_after: hwm(), rss }
 }
 
 /// Adds 1 % of the directory's users as new entries (`hire00000`...), each a member of one of the first ten
