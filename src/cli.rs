@@ -969,7 +969,7 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
             format!(
                 "watch: FAILED: schedule.watch = true, but {}, so runs would follow the schedule only; {}",
                 if found.is_none() {
-                    "the root DSE could not be read"
+                    "the root DSE could not be read or lists no control (hidden from this account)"
                 } else if probe.notifications == Some(true) {
                     "the server offers change notifications (Active Directory), not content sync"
                 } else {
@@ -1014,7 +1014,7 @@ fn change_reads(config: &Config, probe: &ldap::Probe) -> (bool, String) {
             true,
             format!(
                 "change reads: none: {}: every run reads in full",
-                if found.is_none() { "the root DSE could not be read" } else { "the server does not offer content sync (OpenLDAP: the syncprov overlay)" }
+                if found.is_none() { "the root DSE could not be read or lists no control (hidden from this account)" } else { "the server does not offer content sync (OpenLDAP: the syncprov overlay)" }
             ),
         ),
         (ChangeDetection::Syncrepl, _) => (

@@ -374,6 +374,8 @@ pub async fn run(
                 notify(&[sd_notify::NotifyState::Watchdog]);
             }
         }
+        // Before the loop yields: on this single-threaded runtime no run task started above has read anything
+        // yet, and the watch skips no check on a stale "due".
         announced.set_due(watch_runs.will_read());
     }
 

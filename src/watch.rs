@@ -1,9 +1,9 @@
 //! Watching the directory (`[schedule] watch = true`): a task that keeps a persistent search open on its own
 //! connection, and tells the daemon each time the directory announces a change to the users or groups under the
 //! base DN ([`Announced`]). The search is content sync's refreshAndPersist (RFC 4533, OpenLDAP's `syncprov`) or,
-//! with `ldap.change_detection = "auto"` on a server without content sync that offers them, Active Directory's
-//! change notifications (`ldap::changes::notification`). It reads nothing else: the run the daemon starts reads
-//! the changes, as any run does.
+//! with `ldap.change_detection = "auto"` or `"off"` on a server without content sync that offers them, Active
+//! Directory's change notifications (`ldap::changes::notification`). It reads nothing else: the run the daemon
+//! starts reads the changes, as any run does.
 //!
 //! A watch that drops (the server restarted, an idle or time limit, the network) is opened again with backoff:
 //! 1 s, doubling up to 1 min, and back to 1 s once a watch has lasted a minute. While it is down the schedule

@@ -940,11 +940,11 @@ fn triggers(daemon: &Daemon) -> Vec<String> {
 async fn watching_a_new_member_is_imported_without_waiting_for_the_schedule() {
     let env = Env::with_content_sync();
     let config = watching(&env, &["Team"], "");
+    env.add_person("newhire"); // before the watch: only the membership change is announced
     let daemon = env.daemon_started(&config);
     daemon.wait_for("watching the directory", 1, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(triggers(&daemon), ["start"], "nothing announced, nothing run:\n{}", daemon.log());
-    env.add_person("newhire");
     env.change_members("Team", &["newhire"], &[]);
     daemon.wait_for("run finished", 2, Duration::from_secs(20));
     assert_eq!(triggers(&daemon)[1], "watch", "{}", daemon.log());
@@ -961,9 +961,9 @@ async fn with_change_reads_off_the_watch_still_starts_runs_that_read_in_full() {
     let config = watching(&env, &["Team"], "");
     let text = std::fs::read_to_string(&config).unwrap().replace("[ldap]\n", "[ldap]\nchange_detection = \"off\"\n");
     std::fs::write(&config, text).unwrap();
+    env.add_person("newhire"); // before the watch: only the membership change is announced
     let daemon = env.daemon_started(&config);
     daemon.wait_for("watching the directory", 1, Duration::from_secs(20));
-    env.add_person("newhire");
     env.change_members("Team", &["newhire"], &[]);
     daemon.wait_for("run finished", 2, Duration::from_secs(20));
     assert_eq!(triggers(&daemon)[1], "watch", "{}", daemon.log());
@@ -980,6 +980,7 @@ async fn a_watch_dropped_by_slapd_says_so_comes_back_and_catches_up() {
     let mut env = Env::with_content_sync();
     let port = common::free_port();
     let config = watching(&env, &["Team"], &format!("listen = \"127.0.0.1:{port}\"\n"));
+    env.add_person("newhire"); // before the watch: only the membership change is announced
     let daemon = env.daemon_started(&config);
     daemon.wait_for("watching the directory", 1, Duration::from_secs(20));
     let metrics =
@@ -1006,7 +1007,6 @@ async fn a_watch_dropped_by_slapd_says_so_comes_back_and_catches_up() {
     daemon.wait_for("run finished", 3, Duration::from_secs(20));
     assert_eq!(triggers(&daemon)[2], "watch", "a run follows the watch's return:\n{}", daemon.log());
     assert!(metrics().await.contains("cloudshell_ldap_sync_watch_up 1"));
-    env.add_person("newhire");
     env.change_members("Team", &["newhire"], &[]);
     daemon.wait_for("run finished", 4, Duration::from_secs(20));
     assert!(env.sim.usernames().await.contains(&"newhire".to_string()), "{}", daemon.log());
@@ -1113,13 +1113,13 @@ async fn sigterm_while_watching_stops_at_once() {
 async fn a_server_that_refused_the_watch_is_tried_again_each_minute() {
     let mut env = Env::start(|_| {});
     let config = watching(&env, &["Team"], "");
+    env.add_person("newhire"); // before the watch: only the membership change is announced
     let daemon = env.daemon_started(&config);
     daemon.wait_for("watch unavailable, runs follow the schedule only", 1, Duration::from_secs(20));
     env.0.slapd.restart_with_syncprov();
     daemon.wait_for("watching the directory", 1, Duration::from_secs(80));
     assert_eq!(daemon.count("watch unavailable, runs follow the schedule only"), 1, "said once:\n{}", daemon.log());
     daemon.wait_for("run finished", 2, Duration::from_secs(20));
-    env.add_person("newhire");
     env.change_members("Team", &["newhire"], &[]);
     daemon.wait_for("run finished", 3, Duration::from_secs(20));
     assert_eq!(triggers(&daemon), ["start", "watch", "watch"], "{}", daemon.log());

@@ -379,7 +379,8 @@ impl<'a> Connection<'a> {
     /// when the server starts announcing them, until the search ends; returns why it ended. Content sync's
     /// refreshAndPersist, from the server's state now (a refreshOnly search that matches nothing gives its
     /// cookie); or, unless `ldap.change_detection = "syncrepl"`, on a server whose root DSE lists change
-    /// notifications and not content sync (Active Directory), those (`changes::notification`). How runs read
+    /// notifications and not content sync, or lists no control but Active Directory's capabilities, those
+    /// (`changes::notification`). How runs read
     /// (`"off"`: in full) does not matter to the watch. `waiting`: whether a change
     /// already waits for its run (notifications then skip their check).
     pub async fn watch(
@@ -390,10 +391,12 @@ impl<'a> Connection<'a> {
         use changes::syncrepl::{self, SyncError};
         let s = self.s;
         // What the server offers, when its root DSE says; Active Directory never offers content sync, and
-        // Samba ends the connection on a critical control it does not know.
+        // Samba ends the connection on a critical control it does not know. A root DSE the account may not read
+        // says nothing (content sync is tried); a connection that fails the read is tried again.
         let (ad, controls) = match search::root_dse(&mut self.ldap, s.timeout).await {
             Ok(kind) => kind,
-            Err(e) => return SyncError::Connect(format!("cannot read the directory's root DSE: {e}")),
+            Err(ldap3::LdapError::LdapResult { .. }) => (false, None),
+            Err(e) => return SyncError::Connect(format!("the directory's root DSE could not be read: {e}")),
         };
         let offered = |oid: &str| match &controls {
             Some(c) => Some(c.iter().any(|c| c == oid)),
@@ -407,7 +410,11 @@ impl<'a> Connection<'a> {
             let why =
                 changes::notification::persist(&mut self.ldap, &s.base_dn, &matching, s.timeout, waiting, each).await;
             return match self.verdict.reason() {
-                Some(reason) => SyncError::Notification { code: None, reason: reason.to_string(), refused: false },
+                Some(reason) => SyncError::Notification {
+                    code: None,
+                    reason: format!("the change-notification search ended: {reason}"),
+                    refused: false,
+                },
                 None => why,
             };
         }
@@ -418,7 +425,7 @@ impl<'a> Connection<'a> {
             {
                 reason.push_str(
                     "; it offers Active Directory's change notifications, which ldap.change_detection = \"auto\" \
-                     watches by",
+                     or \"off\" watches by",
                 );
             }
             return refused;

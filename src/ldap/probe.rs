@@ -42,9 +42,9 @@ pub struct Probe {
     /// Every attribute the sampled entries carry, as the server spells them, sorted case-insensitively.
     pub attributes: Vec<String>,
     /// Whether the root DSE lists the content-sync control (RFC 4533: OpenLDAP's `syncprov` overlay); `None`
-    /// when the root DSE could not be read.
+    /// when the root DSE could not be read or lists no control.
     pub content_sync: Option<bool>,
-    /// Whether the root DSE lists Active Directory's change notifications; `None` when it could not be read.
+    /// Whether the root DSE lists Active Directory's change notifications; `None` as for `content_sync`.
     pub notifications: Option<bool>,
 }
 

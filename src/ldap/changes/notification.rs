@@ -59,7 +59,7 @@ pub async fn persist(
         };
     let mut checker = ldap.clone();
     let mut taken = std::pin::pin!(taken(ldap.clone(), timeout));
-    let mut up = false;
+    let (mut up, mut announced_any) = (false, false);
     loop {
         let item = if up {
             stream.next().await
@@ -81,7 +81,10 @@ pub async fn persist(
             }
         };
         let announced = match item {
-            Ok(Some(item)) if item.0.id == 4 && item.0.class == TagClass::Application => item,
+            Ok(Some(item)) if item.0.id == 4 && item.0.class == TagClass::Application => {
+                announced_any = true;
+                item
+            }
             Ok(Some(item)) if item.0.id == 19 && item.0.class == TagClass::Application => continue,
             Ok(Some(item)) => {
                 let _ = stream.finish().await;
@@ -109,17 +112,20 @@ pub async fn persist(
         each(Notice::Changed);
     }
     let result = stream.finish().await;
-    ended(result.rc, &result.text, up)
+    ended(result.rc, &result.text, announced_any)
 }
 
-/// Why the search ended with result code `rc`: a refusal of the control (before it was taken, for the codes a
-/// server refuses a search with), or a failure to retry.
-fn ended(rc: u32, text: &str, up: bool) -> SyncError {
+/// Why the search ended with result code `rc`: a refusal of the control (or, for the codes a server refuses a
+/// search with, of the search, before it `announced` anything: a server may refuse it after the grace), or a
+/// failure to retry.
+fn ended(rc: u32, text: &str, announced: bool) -> SyncError {
     let reason = result_reason(rc, text);
     match rc {
         0 => failed(Some(0), "the server ended the change-notification search".into()),
         UNAVAILABLE_CRITICAL_EXTENSION => refused(rc, reason),
-        UNWILLING_TO_PERFORM | ADMIN_LIMIT_EXCEEDED | INSUFFICIENT_ACCESS | UNAVAILABLE if !up => refused(rc, reason),
+        UNWILLING_TO_PERFORM | ADMIN_LIMIT_EXCEEDED | INSUFFICIENT_ACCESS | UNAVAILABLE if !announced => {
+            refused(rc, reason)
+        }
         rc => failed(Some(rc), format!("the change-notification search failed: {reason}")),
     }
 }
@@ -155,5 +161,28 @@ async fn matches(ldap: &mut Ldap, dn: &str, filter: &str, timeout: Duration) -> 
         Ok(result) if result.1.rc == 0 => !result.0.is_empty(),
         Ok(result) if result.1.rc == NO_SUCH_OBJECT => false,
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_search_refused_is_tried_again_each_minute_and_one_that_ended_after_announcing_at_once() {
+        let refusal = |e: &SyncError| e.is_refusal();
+        assert!(refusal(&ended(UNAVAILABLE_CRITICAL_EXTENSION, "", true)), "the control itself, always");
+        for rc in [UNWILLING_TO_PERFORM, ADMIN_LIMIT_EXCEEDED, INSUFFICIENT_ACCESS, UNAVAILABLE] {
+            assert!(refusal(&ended(rc, "Search filter too complex", false)), "{rc} before any change");
+            assert!(!refusal(&ended(rc, "", true)), "{rc} after changes were announced");
+        }
+        let done = ended(0, "", false);
+        assert!(!refusal(&done));
+        assert_eq!(done.to_string(), "the server ended the change-notification search");
+        let other = ended(80, "boom", false);
+        assert!(
+            !refusal(&other) && other.to_string().starts_with("the change-notification search failed: "),
+            "{other}"
+        );
     }
 }

@@ -229,7 +229,8 @@ pub enum SyncError {
     /// refused the search; the reason says what happened, whole).
     #[error("{reason}")]
     Notification { code: Option<u32>, reason: String, refused: bool },
-    /// Watching only: the connection to the directory could not be opened (the reason says why, whole).
+    /// Watching only: the connection to the directory could not be opened or failed its first read (the reason
+    /// says why, whole); tried again with backoff.
     #[error("{0}")]
     Connect(String),
 }
