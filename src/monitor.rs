@@ -98,6 +98,7 @@ pub struct Metrics {
     last_result: Mutex<Option<RunResult>>,
     runs_started: Family<TriggerLabel, Counter>,
     watch_up: Gauge,
+    watch_enabled: Gauge,
     watch: Mutex<Option<WatchState>>,
     change_to_cloudshell: Histogram,
 }
@@ -141,6 +142,7 @@ impl Metrics {
             last_result: Mutex::new(None),
             runs_started: Family::default(),
             watch_up: Gauge::default(),
+            watch_enabled: Gauge::default(),
             watch: Mutex::new(None),
             change_to_cloudshell: Histogram::new(seconds_buckets()),
             registry: Registry::default(),
@@ -225,6 +227,11 @@ impl Metrics {
             self.watch_up.clone(),
         );
         registry.register(
+            "watch_enabled",
+            "1 when the configuration asks for a watch on the directory ([schedule] watch = true), else 0",
+            self.watch_enabled.clone(),
+        );
+        registry.register(
             "change_to_cloudshell_seconds",
             "From a change the directory announced to CloudShell's answer to the first write of the run it started",
             self.change_to_cloudshell.clone(),
@@ -239,6 +246,7 @@ impl Metrics {
     /// Records how the watch stands (`None`: not asked for); `watch_up` is 1 only while it is up.
     pub fn set_watch(&self, state: Option<WatchState>) {
         self.watch_up.set(i64::from(matches!(state, Some(WatchState { up: true, .. }))));
+        self.watch_enabled.set(i64::from(state.is_some()));
         let mut watch = self.watch.lock().unwrap_or_else(|p| p.into_inner());
         // Down again (another attempt failed): still down since it first went down.
         let since = match (&*watch, &state) {
@@ -525,12 +533,17 @@ mod tests {
         m.set_watch(Some(state(false, "2026-12-02T10:00:30Z")));
         assert_eq!(m.watch().unwrap().since, "2026-12-02T10:00:00Z");
         assert!(m.encode().contains("cloudshell_ldap_sync_watch_up 0"));
+        assert!(
+            m.encode().contains("cloudshell_ldap_sync_watch_enabled 1"),
+            "asked for, and down: what the alert needs"
+        );
         m.set_watch(Some(state(true, "2026-12-02T10:01:00Z")));
         assert_eq!(m.watch().unwrap().since, "2026-12-02T10:01:00Z");
         assert!(m.encode().contains("cloudshell_ldap_sync_watch_up 1"));
         m.set_watch(None);
         assert_eq!(m.watch(), None);
         assert!(m.encode().contains("cloudshell_ldap_sync_watch_up 0"));
+        assert!(m.encode().contains("cloudshell_ldap_sync_watch_enabled 0"), "not asked for: no alert");
     }
 
     #[test]
