@@ -105,7 +105,7 @@ async fn snapshot(s: &Settings, groups: &[&str]) -> Snapshot {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_directory_end_to_end() {
     let started = Instant::now();
-    let dc = SambaDc::start();
+    let mut dc = SambaDc::start();
     seed(&dc);
     eprintln!("Samba AD DC provisioned, started and seeded in {:.1} s", started.elapsed().as_secs_f64());
 
@@ -114,7 +114,7 @@ async fn active_directory_end_to_end() {
     range_retrieval_reads_every_member(&dc).await;
     tls_needs_the_right_ca_and_plain_binds_are_refused(&dc).await;
     sync_end_to_end_against_active_directory(&dc).await;
-    watching_active_directory_by_change_notifications(&dc).await;
+    watching_active_directory_by_change_notifications(&mut dc).await;
     eprintln!("Active Directory suite: {:.1} s in all", started.elapsed().as_secs_f64());
 }
 
@@ -330,7 +330,7 @@ async fn sync_end_to_end_against_active_directory(dc: &SambaDc) {
 /// every object that changes; one that is no configured user or group (an OU's description) starts no run,
 /// while a new hire added to Ops is imported and placed in Ops' mapped CloudShell group by a run the change
 /// started, without waiting for the schedule (once a year here). Samba looks for changed objects every 5 seconds, so each wait allows for that.
-async fn watching_active_directory_by_change_notifications(dc: &SambaDc) {
+async fn watching_active_directory_by_change_notifications(dc: &mut SambaDc) {
     let files = Files::new();
     let sim = ad_sim_for(dc);
     let path = ad_config(dc, &sim, &files, "watch", "");
@@ -371,6 +371,7 @@ async fn watching_active_directory_by_change_notifications(dc: &SambaDc) {
         assert!(changed.elapsed() < Duration::from_secs(30), "erin not imported within 30 s:\n{}", daemon.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let imported_after = changed.elapsed();
     // The import shows before the run's last line: wait for that run's end.
     while !daemon.fields_of("run finished").iter().any(|r| r["imported"].as_u64() >= Some(1) && r["trigger"] == "watch")
     {
@@ -393,5 +394,14 @@ async fn watching_active_directory_by_change_notifications(dc: &SambaDc) {
     let unavailable = daemon.fields_of("change reads unavailable, every run reads in full");
     assert!(unavailable[0]["reason"].as_str().unwrap().contains("root DSE does not list"), "{unavailable:?}");
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
-    eprintln!("Active Directory watch: erin imported {:.1} s after the change", changed.elapsed().as_secs_f64());
+    // The domain controller restarted: the watch goes down and says so, comes back by itself, and a run catches
+    // up on what changed while none watched.
+    let (finished, back) = (daemon.count("run finished"), Instant::now());
+    dc.restart();
+    daemon.wait_for("watching the directory", 2, Duration::from_secs(120));
+    assert!(daemon.count("watch down") >= 1, "{}", daemon.log());
+    daemon.wait_for("run finished", finished + 1, Duration::from_secs(60));
+    assert_eq!(daemon.fields_of("run finished").last().unwrap()["trigger"], "watch", "{}", daemon.log());
+    eprintln!("Active Directory watch: back {:.1} s after the restart began", back.elapsed().as_secs_f64());
+    eprintln!("Active Directory watch: erin imported {:.1} s after the change", imported_after.as_secs_f64());
 }

@@ -982,19 +982,18 @@ impl SambaDc {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let log = std::fs::File::create(dir.path().join("samba.log")).expect("samba.log");
-        let child = Command::new("/usr/sbin/samba")
-            .args(["--foreground", "--no-process-group", "-s"])
-            .arg(dir.path().join("dc/etc/smb.conf"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .expect(AD_INSTALL_HINT);
-        let _ = std::fs::write(AD_PID_FILE, child.id().to_string());
+        let child = spawn_samba(dir.path());
         let dc = SambaDc { dir, child: Some(child) };
         dc.wait_until_ready();
         dc
+    }
+
+    /// Stops the domain controller and starts it again on the same database, as a DC's restart looks to its
+    /// clients: every connection ends.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Some(spawn_samba(self.dir.path()));
+        self.wait_until_ready();
     }
 
     fn wait_until_ready(&self) {
@@ -1056,8 +1055,29 @@ impl SambaDc {
     }
 }
 
+/// Starts Samba on the provisioned DC in `dir`, its output appended to `dir/samba.log`.
+fn spawn_samba(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("samba.log")).expect("samba.log");
+    let child = Command::new("/usr/sbin/samba")
+        .args(["--foreground", "--no-process-group", "-s"])
+        .arg(dir.join("dc/etc/smb.conf"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log handle"))
+        .stderr(log)
+        .spawn()
+        .expect(AD_INSTALL_HINT);
+    let _ = std::fs::write(AD_PID_FILE, child.id().to_string());
+    child
+}
+
 impl Drop for SambaDc {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl SambaDc {
+    fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGTERM to the root process stops every Samba task; SIGKILL would leave them running. Our own child
             // stays in /proc until it is waited for, so its end is seen by waiting (stop_pid, which watches /proc,
