@@ -380,9 +380,8 @@ impl<'a> Connection<'a> {
     /// refreshAndPersist, from the server's state now (a refreshOnly search that matches nothing gives its
     /// cookie); or, unless `ldap.change_detection = "syncrepl"`, on a server whose root DSE lists change
     /// notifications and not content sync, or lists no control but Active Directory's capabilities, those
-    /// (`changes::notification`). How runs read
-    /// (`"off"`: in full) does not matter to the watch. `waiting`: whether a change
-    /// already waits for its run (notifications then skip their check).
+    /// (`changes::notification`). How runs read (`"off"`: in full) does not matter to the watch. `waiting`:
+    /// whether a change already waits for a run that has not read yet (notifications then skip their check).
     pub async fn watch(
         mut self,
         waiting: impl Fn() -> bool,
