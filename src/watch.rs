@@ -123,7 +123,9 @@ async fn watch(
     let (mut backoff, mut returning, mut refused) = (FIRST_BACKOFF, catch_up, false);
     loop {
         let began = Instant::now();
+        // Biased: once stopped (a reload's new watch may have set the metrics already), nothing more is recorded.
         let why = tokio::select! {
+            biased;
             _ = stop.cancelled() => break,
             why = once(&config, &announced, &metrics, returning) => why,
         };
@@ -141,6 +143,7 @@ async fn watch(
         }
         returning = true;
         tokio::select! {
+            biased;
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(backoff) => {}
         }

@@ -983,7 +983,7 @@ impl SambaDc {
             String::from_utf8_lossy(&out.stderr)
         );
         let child = spawn_samba(dir.path());
-        let dc = SambaDc { dir, child: Some(child) };
+        let mut dc = SambaDc { dir, child: Some(child) };
         dc.wait_until_ready();
         dc
     }
@@ -992,13 +992,31 @@ impl SambaDc {
     /// clients: every connection ends.
     pub fn restart(&mut self) {
         self.stop();
+        // The root process gone, its tasks may hold the ports a moment longer.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let taken = || {
+            [389u16, 636].iter().any(|&port| {
+                let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+                TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+            })
+        };
+        while taken() {
+            assert!(Instant::now() < deadline, "Samba's ports still taken 15 s after it was stopped");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         self.child = Some(spawn_samba(self.dir.path()));
         self.wait_until_ready();
     }
 
-    fn wait_until_ready(&self) {
+    fn wait_until_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "Samba exited ({status}) before it answered; its log:\n{}",
+                    std::fs::read_to_string(self.dir.path().join("samba.log")).unwrap_or_default()
+                );
+            }
             let ok = Command::new("ldapsearch")
                 .args(["-x", "-H", "ldaps://127.0.0.1:636", "-D", AD_ADMIN, "-w", AD_PASSWORD, "-b", "", "-s", "base"])
                 .env("LDAPTLS_CACERT", self.ca_file())
