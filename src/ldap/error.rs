@@ -167,6 +167,19 @@ pub fn result_reason(rc: u32, text: &str) -> String {
 }
 
 /// The name RFC 4511 gives an LDAP result code.
+/// The LDAP result codes (RFC 4511 4.1.9) this program tells apart; [`rc_name`] names them for people.
+pub mod rc {
+    pub const SIZE_LIMIT_EXCEEDED: u32 = 4;
+    pub const REFERRAL: u32 = 10;
+    pub const ADMIN_LIMIT_EXCEEDED: u32 = 11;
+    /// The server does not know a control sent as critical.
+    pub const UNAVAILABLE_CRITICAL_EXTENSION: u32 = 12;
+    pub const NO_SUCH_OBJECT: u32 = 32;
+    pub const INSUFFICIENT_ACCESS: u32 = 50;
+    pub const UNAVAILABLE: u32 = 52;
+    pub const UNWILLING_TO_PERFORM: u32 = 53;
+}
+
 pub fn rc_name(rc: u32) -> &'static str {
     match rc {
         1 => "operationsError",

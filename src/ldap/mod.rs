@@ -389,25 +389,20 @@ impl<'a> Connection<'a> {
     ) -> changes::syncrepl::SyncError {
         use changes::syncrepl::{self, SyncError};
         let s = self.s;
-        // What the server offers, when its root DSE says; Active Directory never offers content sync, and
-        // Samba ends the connection on a critical control it does not know. A root DSE the account may not read
-        // says nothing (content sync is tried); a connection that fails the read is tried again.
-        let (ad, controls) = match search::root_dse(&mut self.ldap, s.timeout).await {
-            Ok(kind) => kind,
-            Err(ldap3::LdapError::LdapResult { .. }) => (false, None),
+        // What the server offers (`RootDse::offers`). A root DSE the account may not read says nothing (content
+        // sync is tried); a connection that fails the read is tried again.
+        let root = match search::root_dse(&mut self.ldap, s.timeout).await {
+            Ok(root) => root,
+            Err(ldap3::LdapError::LdapResult { .. }) => search::RootDse::default(),
             Err(e) => return SyncError::Connect(format!("the directory's root DSE could not be read: {e}")),
         };
-        let offered = |oid: &str| match &controls {
-            Some(c) => Some(c.iter().any(|c| c == oid)),
-            None => ad.then_some(oid == changes::notification::NOTIFICATION_OID),
-        };
-        if s.change_detection != ChangeDetection::Syncrepl
-            && offered(changes::notification::NOTIFICATION_OID) == Some(true)
-            && (ad || offered(syncrepl::SYNC_REQUEST_OID) == Some(false))
-        {
-            let matching = format!("(|{}{})", s.user_filter, s.group_filter);
+        let notifications = root.offers(changes::notification::NOTIFICATION_OID) == Some(true);
+        let no_content_sync = root.offers(syncrepl::SYNC_REQUEST_OID) == Some(false);
+        // The users and groups: what the notifications' check matches, and what content sync announces.
+        let filter = format!("(|{}{})", s.user_filter, s.group_filter);
+        if s.change_detection != ChangeDetection::Syncrepl && notifications && no_content_sync {
             let why =
-                changes::notification::persist(&mut self.ldap, &s.base_dn, &matching, s.timeout, waiting, each).await;
+                changes::notification::persist(&mut self.ldap, &s.base_dn, &filter, s.timeout, waiting, each).await;
             return match self.verdict.reason() {
                 Some(reason) => SyncError::Notification {
                     code: None,
@@ -417,11 +412,9 @@ impl<'a> Connection<'a> {
                 None => why,
             };
         }
-        if ad || offered(syncrepl::SYNC_REQUEST_OID) == Some(false) {
+        if no_content_sync {
             let mut refused = syncrepl::not_offered(&s.base_dn);
-            if offered(changes::notification::NOTIFICATION_OID) == Some(true)
-                && let SyncError::Unsupported { reason } = &mut refused
-            {
+            if notifications && let SyncError::Unsupported { reason } = &mut refused {
                 reason.push_str(
                     "; it offers Active Directory's change notifications, which ldap.change_detection = \"auto\" \
                      or \"off\" watches by",
@@ -434,7 +427,6 @@ impl<'a> Connection<'a> {
             Ok(read) => read.cookie,
             Err(e) => return e,
         };
-        let filter = format!("(|{}{})", s.user_filter, s.group_filter);
         let why = syncrepl::persist(&mut self.ldap, &s.base_dn, &filter, cookie.as_deref(), each).await;
         // The guard knows why, when it ended the connection itself.
         match self.verdict.reason() {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use ldap3::{LdapError, Scope, SearchOptions};
 
 use super::entry;
+use super::error::rc::{NO_SUCH_OBJECT, REFERRAL, SIZE_LIMIT_EXCEEDED};
 use super::error::{Cause, result_reason};
 use super::{Connection, Error};
 
@@ -19,11 +20,6 @@ const USERNAME_ATTRIBUTES: [&str; 4] = ["uid", "sAMAccountName", "userPrincipalN
 
 /// The operational attributes `modify_timestamp` change reads need, asked for besides the user attributes.
 const STAMPS: [&str; 2] = ["entryUUID", "modifyTimestamp"];
-
-/// LDAP result codes the probe reads.
-const NO_SUCH_OBJECT: u32 = 32;
-const REFERRAL: u32 = 10;
-const SIZE_LIMIT_EXCEEDED: u32 = 4;
 
 /// What the probe found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,10 +98,11 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
         content_sync: None,
         notifications: None,
     };
-    if let Ok((_, Some(controls))) = super::search::root_dse(ldap, s.timeout).await {
-        let offered = |oid: &str| Some(controls.iter().any(|c| c == oid));
-        probe.content_sync = offered(super::changes::syncrepl::SYNC_REQUEST_OID);
-        probe.notifications = offered(super::changes::notification::NOTIFICATION_OID);
+    if let Ok(root) = super::search::root_dse(ldap, s.timeout).await
+        && root.controls.is_some()
+    {
+        probe.content_sync = root.offers(super::changes::syncrepl::SYNC_REQUEST_OID);
+        probe.notifications = root.offers(super::changes::notification::NOTIFICATION_OID);
     }
     if probe.base_dn_missing.is_none() {
         let sample = ldap

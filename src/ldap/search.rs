@@ -11,6 +11,8 @@ use rustc_hash::FxHashSet as HashSet;
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{Ldap, LdapError, Scope, SearchEntry, ldap_escape};
 
+use super::changes::notification::NOTIFICATION_OID;
+use super::changes::syncrepl::SYNC_REQUEST_OID;
 use super::dn::DnKey;
 use super::entry::{self, UserAttributes, UserEntry, values};
 use super::error::{Cause, result_reason};
@@ -389,37 +391,56 @@ impl Reader<'_> {
     }
 }
 
-/// What the root DSE says of the server: whether it advertises Active Directory's capabilities (and so
-/// IN_CHAIN), and the controls it lists (`supportedControl`; `None` when it lists none: hidden from this
-/// account, not known to be missing).
-pub(crate) async fn root_dse(
-    ldap: &mut Ldap,
-    timeout: std::time::Duration,
-) -> Result<(bool, Option<Vec<String>>), LdapError> {
+/// What the root DSE says of the server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RootDse {
+    /// It advertises Active Directory's capabilities (and so IN_CHAIN).
+    pub active_directory: bool,
+    /// The controls it lists (`supportedControl`); `None` when it lists none: hidden from this account, not
+    /// known to be missing.
+    pub controls: Option<Vec<String>>,
+}
+
+impl RootDse {
+    /// Whether the server offers the control `oid`, as far as the root DSE tells: Active Directory never offers
+    /// content sync (Samba ends the connection on a critical control it does not know), and offers its change
+    /// notifications even where it lists no control; other servers, by their list (`None` without one).
+    pub fn offers(&self, oid: &str) -> Option<bool> {
+        if self.active_directory && oid == SYNC_REQUEST_OID {
+            return Some(false);
+        }
+        match &self.controls {
+            Some(controls) => Some(controls.iter().any(|c| c == oid)),
+            None => self.active_directory.then_some(oid == NOTIFICATION_OID),
+        }
+    }
+}
+
+/// The root DSE: [`RootDse`].
+pub(crate) async fn root_dse(ldap: &mut Ldap, timeout: std::time::Duration) -> Result<RootDse, LdapError> {
     let attrs = vec!["supportedCapabilities", "supportedControl"];
     let root = ldap.with_timeout(timeout).search("", Scope::Base, "(objectClass=*)", attrs);
     let entries: Vec<SearchEntry> = root.await?.success()?.0.into_iter().filter_map(entry::decode).collect();
     let ad = entries.iter().any(|e| values(e, "supportedCapabilities").any(|c| AD_CAPABILITIES.contains(&c.as_str())));
     let controls: Vec<String> = entries.iter().flat_map(|e| values(e, "supportedControl").cloned()).collect();
-    Ok((ad, Some(controls).filter(|c| !c.is_empty())))
+    Ok(RootDse { active_directory: ad, controls: Some(controls).filter(|c| !c.is_empty()) })
 }
 
-/// Whether the root DSE advertises Active Directory's capabilities ([`root_dse`]), and the controls it lists;
-/// a root DSE that cannot be read is taken for "not Active Directory" (and said so in a warning), and its
-/// controls for unknown.
-pub(super) async fn server_kind(ldap: &mut Ldap, timeout: std::time::Duration) -> (bool, Option<Vec<String>>) {
+/// [`root_dse`]; one that cannot be read is taken for "not Active Directory" (and said so in a warning), with
+/// its controls unknown.
+pub(super) async fn server_kind(ldap: &mut Ldap, timeout: std::time::Duration) -> RootDse {
     match root_dse(ldap, timeout).await {
-        Ok(kind) => kind,
+        Ok(root) => root,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the root DSE; expanding nested groups recursively");
-            (false, None)
+            RootDse::default()
         }
     }
 }
 
 /// Whether the root DSE advertises Active Directory's capabilities: [`server_kind`].
 pub(super) async fn is_active_directory(ldap: &mut Ldap, timeout: std::time::Duration) -> bool {
-    server_kind(ldap, timeout).await.0
+    server_kind(ldap, timeout).await.active_directory
 }
 
 /// The record of a group entry that holds its member values whole (not in ranges: see [`range::is_ranged`]).

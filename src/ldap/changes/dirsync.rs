@@ -62,6 +62,7 @@ use ldap3::controls::RawControl;
 use ldap3::{Ldap, LdapError, Scope};
 
 use crate::ldap::entry;
+use crate::ldap::error::rc::{INSUFFICIENT_ACCESS, UNAVAILABLE_CRITICAL_EXTENSION};
 use crate::ldap::error::{Cause, result_reason};
 
 /// DirSync's control (request and response).
@@ -86,11 +87,6 @@ const ALWAYS: [&str; 3] = ["objectGUID", "isDeleted", "name"];
 
 /// A filter no object matches (every object has an objectClass).
 const NOTHING: &str = "(!(objectClass=*))";
-
-/// insufficientAccessRights.
-const INSUFFICIENT_ACCESS: u32 = 50;
-/// unavailableCriticalExtension.
-const UNAVAILABLE_CRITICAL_EXTENSION: u32 = 12;
 
 /// An `objectGUID`: the 16 bytes as the directory stores them.
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

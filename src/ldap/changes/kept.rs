@@ -653,15 +653,13 @@ impl Kept {
     pub async fn read(&mut self, ldap: &mut Ldap, served_by: &str, timeout: Duration) -> Result<Changes, SyncError> {
         let mut changes = Changes::default();
         if self.active_directory.is_none() || self.served_by != served_by {
-            let (ad, controls) = search::server_kind(ldap, timeout).await;
+            let root = search::server_kind(ldap, timeout).await;
             changes.searches += 1;
-            // Never a control the server does not list (when it lists any), nor content sync to Active Directory,
-            // which has none: Samba ends the connection on an unknown critical control.
-            let listed = controls.map(|c| c.iter().any(|c| c == syncrepl::SYNC_REQUEST_OID));
-            if self.source == Source::ContentSync && (ad || listed == Some(false)) {
+            // Never a control the server does not offer: Samba ends the connection on an unknown critical one.
+            if self.source == Source::ContentSync && root.offers(syncrepl::SYNC_REQUEST_OID) == Some(false) {
                 return Err(syncrepl::not_offered(&self.query.base_dn));
             }
-            self.set_server(served_by, ad);
+            self.set_server(served_by, root.active_directory);
         }
         let (began, since) = (std::time::Instant::now(), self.mark);
         for part in [Part::Users, Part::Groups] {

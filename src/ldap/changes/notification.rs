@@ -19,6 +19,10 @@ use ldap3::{Ldap, Scope};
 
 use super::syncrepl::{Notice, SyncError};
 use crate::ldap::entry;
+use crate::ldap::error::rc::{
+    ADMIN_LIMIT_EXCEEDED, INSUFFICIENT_ACCESS, NO_SUCH_OBJECT, UNAVAILABLE, UNAVAILABLE_CRITICAL_EXTENSION,
+    UNWILLING_TO_PERFORM,
+};
 use crate::ldap::error::result_reason;
 
 /// `LDAP_SERVER_NOTIFICATION_OID`, as the root DSE of a server that offers change notifications lists it.
@@ -30,13 +34,6 @@ const EVERY_OBJECT: &str = "(objectClass=*)";
 /// How long the search must last, once the server answered a later request, before it counts as taken: a
 /// server that handles a connection's requests side by side may refuse the search after that answer.
 const GRACE: Duration = Duration::from_secs(1);
-
-const NO_SUCH_OBJECT: u32 = 32;
-const UNAVAILABLE_CRITICAL_EXTENSION: u32 = 12;
-const UNAVAILABLE: u32 = 52;
-const UNWILLING_TO_PERFORM: u32 = 53;
-const ADMIN_LIMIT_EXCEEDED: u32 = 11;
-const INSUFFICIENT_ACCESS: u32 = 50;
 
 /// A change-notification search of `base` (subtree), until it ends: hands `each` a [`Notice::Persisting`] once
 /// the server has taken the search (it answered a later request on the same connection, and [`GRACE`] passed,

@@ -66,6 +66,7 @@ use ldap3::controls::{RawControl, RefreshMode, SyncRequest};
 use ldap3::{Ldap, LdapError, Scope};
 
 use crate::ldap::entry;
+use crate::ldap::error::rc::{SIZE_LIMIT_EXCEEDED, UNAVAILABLE_CRITICAL_EXTENSION, UNWILLING_TO_PERFORM};
 use crate::ldap::error::result_reason;
 
 /// The Sync Request control (RFC 4533 section 2.2).
@@ -78,11 +79,6 @@ pub const SYNC_DONE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.3";
 pub const SYNC_INFO_OID: &str = "1.3.6.1.4.1.4203.1.9.1.4";
 /// e-syncRefreshRequired (section 2.6): the cookie cannot be served incrementally; a full read is needed.
 pub const REFRESH_REQUIRED: u32 = 4096;
-/// unavailableCriticalExtension: the server does not know the (critical) Sync Request control.
-const UNAVAILABLE_CRITICAL_EXTENSION: u32 = 12;
-/// slapd's answer to a cookie whose CSN is ahead of its own.
-const UNWILLING_TO_PERFORM: u32 = 53;
-const SIZE_LIMIT_EXCEEDED: u32 = 4;
 
 /// An entry's `entryUUID`, as content sync names it (a syncUUID: 16 octets). Shown in the RFC 4122 text form
 /// slapd uses for the `entryUUID` attribute.
