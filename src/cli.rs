@@ -955,15 +955,19 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
                  {delay} (schedule.watch_delay) after a change it announces"
             ),
         ),
-        (ChangeDetection::Auto | ChangeDetection::Off, _) if probe.notifications == Some(true) => (
-            true,
-            format!(
-                "watch: the server offers change notifications (Active Directory) and no content sync: the daemon \
+        (ChangeDetection::Auto | ChangeDetection::Off | ChangeDetection::Dirsync, _)
+            if probe.notifications == Some(true) =>
+        {
+            (
+                true,
+                format!(
+                    "watch: the server offers change notifications (Active Directory) and no content sync: the daemon \
                  keeps a notification search open and starts a run {delay} (schedule.watch_delay) after a change to \
                  a user or group it announces; deletions and moves out of ldap.base_dn are not announced and wait \
                  for the schedule"
-            ),
-        ),
+                ),
+            )
+        }
         (ChangeDetection::Auto | ChangeDetection::Off | ChangeDetection::Syncrepl, found) => (
             false,
             format!(
@@ -999,10 +1003,34 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
 fn change_reads(config: &Config, probe: &ldap::Probe) -> (bool, String) {
     use ldap::ChangeDetection;
     let every = humantime::format_duration(config.sync.full_sync_every);
-    match (config.ldap.change_detection, probe.content_sync) {
-        (ChangeDetection::Off, _) => (true, "change reads: off (ldap.change_detection = \"off\"): every run reads in full".into()),
-        (ChangeDetection::ModifyTimestamp { margin }, _) => modify_timestamp_reads(probe, margin, &every.to_string()),
-        (_, Some(true)) => (
+    match (config.ldap.change_detection, &probe.dirsync, probe.content_sync) {
+        (ChangeDetection::Off, ..) => (true, "change reads: off (ldap.change_detection = \"off\"): every run reads in full".into()),
+        (ChangeDetection::ModifyTimestamp { margin }, ..) => modify_timestamp_reads(probe, margin, &every.to_string()),
+        (method @ (ChangeDetection::Auto | ChangeDetection::Dirsync), Some(Ok(nc)), _) => {
+            dirsync_reads(&config.ldap, method, nc, &every.to_string())
+        }
+        (ChangeDetection::Auto, Some(Err(why)), _) => (
+            true,
+            format!(
+                "change reads: none: the server is Active Directory, but DirSync cannot be used: {why}: every run \
+                 reads in full"
+            ),
+        ),
+        (ChangeDetection::Dirsync, Some(Err(why)), _) => (
+            false,
+            format!(
+                "change reads: FAILED: ldap.change_detection = \"dirsync\", but {why}; every run reads in full; \
+                 set \"auto\" or \"off\", or mend that"
+            ),
+        ),
+        (ChangeDetection::Dirsync, None, _) => (
+            false,
+            "change reads: FAILED: ldap.change_detection = \"dirsync\", but the server's root DSE does not say it is \
+             Active Directory (DirSync is Active Directory's, and Samba AD's), so every run reads in full; set \
+             \"auto\" or \"off\""
+                .into(),
+        ),
+        (_, _, Some(true)) => (
             true,
             format!(
                 "change reads: the server offers content sync (RFC 4533): the daemon reads what changed between full \
@@ -1010,19 +1038,35 @@ fn change_reads(config: &Config, probe: &ldap::Probe) -> (bool, String) {
                  searches, which cannot be paged"
             ),
         ),
-        (ChangeDetection::Auto, found) => (
+        (ChangeDetection::Auto, _, found) => (
             true,
             format!(
                 "change reads: none: {}: every run reads in full",
                 if found.is_none() { "the root DSE could not be read or lists no control (hidden from this account)" } else { "the server does not offer content sync (OpenLDAP: the syncprov overlay)" }
             ),
         ),
-        (ChangeDetection::Syncrepl, _) => (
+        (ChangeDetection::Syncrepl, ..) => (
             false,
             "change reads: FAILED: ldap.change_detection = \"syncrepl\", but the server does not list content sync \
              (OpenLDAP: load the syncprov overlay on this database), so every run reads in full; set \"auto\" or \"off\""
                 .into(),
         ),
+    }
+}
+
+/// `check`'s line on DirSync change reads that work for this account (`nc`: the naming context read).
+fn dirsync_reads(s: &ldap::Settings, method: ldap::ChangeDetection, nc: &str, every: &str) -> (bool, String) {
+    let line = format!(
+        "change reads: dirsync (Active Directory): between full reads (at least every {every}, \
+         sync.full_sync_every) the daemon reads what changed in {nc} with DirSync and reads each user or group it \
+         names again"
+    );
+    match ldap::changes::kept::in_chain_refusal(s) {
+        None => (true, line),
+        Some(why) if method == ldap::ChangeDetection::Auto => {
+            (true, format!("{line}; but {why}: every run reads in full"))
+        }
+        Some(why) => (false, format!("change reads: FAILED: {why}: every run reads in full")),
     }
 }
 

@@ -873,10 +873,11 @@ async fn a_modify_timestamp_read_without_entry_uuids_fails_and_says_why() {
 async fn a_change_read_on_another_server_than_the_models_is_refused() {
     let (_, d) = World::seed(&mut Rng(7));
     let slapd = Slapd::start_with_syncprov(&d);
-    let s = Settings { base_dn: BASE.into(), ..ldap_settings(&slapd.url()) };
+    let change_detection = ldap::ChangeDetection::Syncrepl;
+    let s = Settings { base_dn: BASE.into(), change_detection, ..ldap_settings(&slapd.url()) };
     let names = configured();
     let open = || async { ldap::Connection::open(&s).await.expect("bind") };
-    let (_, kept) = open().await.read_keeping(&names, Source::ContentSync).await;
+    let (_, kept) = open().await.read_keeping(&names).await;
     let mut kept = kept.expect("a model");
     let here = kept.served_by().to_string();
     assert!(open().await.read_changes(&mut kept, &names, false).await.is_ok(), "the control");

@@ -497,19 +497,21 @@ impl Validator<'_> {
             "off" => Ok(ldap::ChangeDetection::Off),
             "syncrepl" => Ok(ldap::ChangeDetection::Syncrepl),
             "modify_timestamp" => Ok(ldap::ChangeDetection::ModifyTimestamp { margin }),
-            "dirsync" | "usn" => Err(self.error(
+            "dirsync" => Ok(ldap::ChangeDetection::Dirsync),
+            "usn" => Err(self.error(
                 "ldap",
                 "change_detection",
                 format!(
-                    "{value:?} is not available in this version (it reads changes with \"syncrepl\", OpenLDAP's content \
-                     sync, or \"modify_timestamp\"): use \"auto\" (content sync where the server offers it, else full \
-                     reads) or \"off\""
+                    "{value:?} is not available in this version (on Active Directory it reads changes with \
+                     \"dirsync\", which needs the \"Replicating Directory Changes\" right): use \"auto\" (DirSync on \
+                     Active Directory where the account may, content sync where the server offers it, else full \
+                     reads), \"dirsync\" or \"off\""
                 ),
             )),
             _ => Err(self.error(
                 "ldap",
                 "change_detection",
-                format!("must be \"auto\", \"off\", \"syncrepl\" or \"modify_timestamp\", got {value:?}"),
+                format!("must be \"auto\", \"off\", \"syncrepl\", \"dirsync\" or \"modify_timestamp\", got {value:?}"),
             )),
         }
     }

@@ -114,6 +114,9 @@ pub enum ChangeDetection {
     Auto,
     /// Content sync; a server without it is an error logged at each full read, which every run then is.
     Syncrepl,
+    /// Active Directory's DirSync (Samba AD too); needs the "Replicating Directory Changes" right. A server
+    /// without it, or an account without the right, is an error logged at each full read, as for `Syncrepl`.
+    Dirsync,
     /// Entries whose `modifyTimestamp` is at or after the latest one read, less `margin`
     /// (`ldap.modify_timestamp_margin`): blind to deletions, so that departures wait for a full read.
     ModifyTimestamp { margin: Duration },
@@ -125,23 +128,32 @@ impl ChangeDetection {
             ChangeDetection::Off => "off",
             ChangeDetection::Auto => "auto",
             ChangeDetection::Syncrepl => "syncrepl",
+            ChangeDetection::Dirsync => "dirsync",
             ChangeDetection::ModifyTimestamp { .. } => "modify_timestamp",
         }
     }
 
-    /// How a kept model learns what changed with this setting; `None` when change reads are off.
-    pub fn source(self) -> Option<changes::kept::Source> {
+    /// How a kept model learns what changed with this setting from a server that is Active Directory or not;
+    /// `None` when change reads are off. `auto`: DirSync on Active Directory, content sync elsewhere.
+    pub fn source(self, active_directory: bool) -> Option<changes::kept::Source> {
         use changes::kept::Source;
         match self {
             ChangeDetection::Off => None,
+            ChangeDetection::Auto if active_directory => Some(Source::DirSync),
             ChangeDetection::Auto | ChangeDetection::Syncrepl => Some(Source::ContentSync),
+            ChangeDetection::Dirsync => Some(Source::DirSync),
             ChangeDetection::ModifyTimestamp { margin } => Some(Source::ModifyTimestamp { margin }),
         }
     }
 
+    /// Whether a model read by `source` is one this setting reads by (on some server).
+    pub fn allows(self, source: changes::kept::Source) -> bool {
+        [false, true].into_iter().any(|ad| self.source(ad) == Some(source))
+    }
+
     /// Whether the operator named the method (a server without it is an error, not a fallback).
     pub fn is_explicit(self) -> bool {
-        matches!(self, ChangeDetection::Syncrepl | ChangeDetection::ModifyTimestamp { .. })
+        matches!(self, ChangeDetection::Syncrepl | ChangeDetection::Dirsync | ChangeDetection::ModifyTimestamp { .. })
     }
 }
 
@@ -440,15 +452,22 @@ impl<'a> Connection<'a> {
     /// when it resolves exactly as the full read did. `Err` says why there is no model (the server does not
     /// offer content sync, the two reads differ). The full
     /// read's entries are let go before the model is read.
-    pub async fn read_keeping(
-        self,
-        groups: &[GroupName],
-        source: changes::kept::Source,
-    ) -> (Snapshot, Result<changes::kept::Kept, String>) {
+    pub async fn read_keeping(self, groups: &[GroupName]) -> (Snapshot, Result<changes::kept::Kept, String>) {
+        use changes::kept::{Kept, Source};
         let s = self.s;
         let mut reader = self.reader();
         let full = resolve(&reader.read(groups).await, s, groups);
-        let mut kept = changes::kept::Kept::new(s).reading_by(source);
+        // Which method: `auto` asks the server's kind. DirSync reads the naming context holding the base DN,
+        // whose groups the model then keeps (a member outside the base is known: a group or not).
+        let root = search::server_kind(&mut reader.ldap, s.timeout).await;
+        let Some(source) = s.change_detection.source(root.active_directory) else {
+            return (full, Err("ldap.change_detection = \"off\"".into()));
+        };
+        let mut kept = match (source, root.naming_context_of(&s.base_dn)) {
+            (Source::DirSync, Some(nc)) => Kept::with_groups_base(s, nc),
+            _ => Kept::new(s),
+        }
+        .reading_by(source);
         let built = match kept.read(&mut reader.ldap, &reader.url, s.timeout).await {
             Err(e) => Err(e.to_string()),
             Ok(_) => match kept.entries(s, groups) {

@@ -42,6 +42,9 @@ pub struct Probe {
     pub content_sync: Option<bool>,
     /// Whether the root DSE lists Active Directory's change notifications; `None` as for `content_sync`.
     pub notifications: Option<bool>,
+    /// On Active Directory with `ldap.change_detection` `"auto"` or `"dirsync"`: whether a DirSync read of the
+    /// naming context holding the base DN works for this account (that naming context), or why not.
+    pub dirsync: Option<Result<String, String>>,
 }
 
 impl Probe {
@@ -73,6 +76,24 @@ fn base_dn_missing(rc: u32, matched: &str, refs: &[String]) -> Option<String> {
     }
 }
 
+/// Whether the daemon's DirSync reads would work: the naming context holding the base DN, a watermark read of
+/// it (the account's right), and settings a DirSync read can follow.
+async fn dirsync_works(
+    ldap: &mut ldap3::Ldap,
+    root: &super::search::RootDse,
+    s: &super::Settings,
+) -> Result<String, String> {
+    use super::changes::{dirsync, kept};
+    let Some(nc) = root.naming_context_of(&s.base_dn) else {
+        return Err(format!("no naming context the server lists holds ldap.base_dn {:?}", s.base_dn));
+    };
+    if let Some(why) = kept::dirsync_refusal(s) {
+        return Err(why);
+    }
+    dirsync::watermark(ldap, nc, s.timeout).await.map_err(|e| e.to_string())?;
+    Ok(nc.to_string())
+}
+
 /// Reads the base DN and samples the user entries on a bound connection, which stays open for the reads after.
 pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
     let (s, url, ldap) = (connection.s, connection.url.clone(), &mut connection.ldap);
@@ -97,12 +118,17 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
         attributes: vec![],
         content_sync: None,
         notifications: None,
+        dirsync: None,
     };
-    if let Ok(root) = super::search::root_dse(ldap, s.timeout).await
-        && root.controls.is_some()
-    {
-        probe.content_sync = root.offers(super::changes::syncrepl::SYNC_REQUEST_OID);
-        probe.notifications = root.offers(super::changes::notification::NOTIFICATION_OID);
+    if let Ok(root) = super::search::root_dse(ldap, s.timeout).await {
+        if root.controls.is_some() {
+            probe.content_sync = root.offers(super::changes::syncrepl::SYNC_REQUEST_OID);
+            probe.notifications = root.offers(super::changes::notification::NOTIFICATION_OID);
+        }
+        let asks = matches!(s.change_detection, super::ChangeDetection::Auto | super::ChangeDetection::Dirsync);
+        if root.active_directory && asks {
+            probe.dirsync = Some(dirsync_works(ldap, &root, s).await);
+        }
     }
     if probe.base_dn_missing.is_none() {
         let sample = ldap
@@ -153,6 +179,7 @@ mod tests {
             attributes: attributes.iter().map(|a| a.to_string()).collect(),
             content_sync: None,
             notifications: None,
+            dirsync: None,
         }
     }
 

@@ -399,6 +399,8 @@ pub(crate) struct RootDse {
     /// The controls it lists (`supportedControl`); `None` when it lists none: hidden from this account, not
     /// known to be missing.
     pub controls: Option<Vec<String>>,
+    /// Its naming contexts (`namingContexts`), as it lists them.
+    pub naming_contexts: Vec<String>,
 }
 
 impl RootDse {
@@ -414,16 +416,24 @@ impl RootDse {
             None => self.active_directory.then_some(oid == NOTIFICATION_OID),
         }
     }
+
+    /// The naming context holding `dn` (the deepest listed that holds it), if any.
+    pub fn naming_context_of(&self, dn: &str) -> Option<&str> {
+        let key = DnKey::new(dn);
+        let holding = self.naming_contexts.iter().filter(|nc| key.is_within(&DnKey::new(nc)));
+        holding.max_by_key(|nc| nc.len()).map(String::as_str)
+    }
 }
 
 /// The root DSE: [`RootDse`].
 pub(crate) async fn root_dse(ldap: &mut Ldap, timeout: std::time::Duration) -> Result<RootDse, LdapError> {
-    let attrs = vec!["supportedCapabilities", "supportedControl"];
+    let attrs = vec!["supportedCapabilities", "supportedControl", "namingContexts"];
     let root = ldap.with_timeout(timeout).search("", Scope::Base, "(objectClass=*)", attrs);
     let entries: Vec<SearchEntry> = root.await?.success()?.0.into_iter().filter_map(entry::decode).collect();
     let ad = entries.iter().any(|e| values(e, "supportedCapabilities").any(|c| AD_CAPABILITIES.contains(&c.as_str())));
     let controls: Vec<String> = entries.iter().flat_map(|e| values(e, "supportedControl").cloned()).collect();
-    Ok(RootDse { active_directory: ad, controls: Some(controls).filter(|c| !c.is_empty()) })
+    let naming_contexts = entries.iter().flat_map(|e| values(e, "namingContexts").cloned()).collect();
+    Ok(RootDse { active_directory: ad, controls: Some(controls).filter(|c| !c.is_empty()), naming_contexts })
 }
 
 /// [`root_dse`]; one that cannot be read is taken for "not Active Directory" (and said so in a warning), with

@@ -329,10 +329,10 @@ pub async fn read(
         },
     };
     let full_at = Instant::now();
-    let source = method.source().expect("change reads are not off here");
-    let (snapshot, built) = connection.read_keeping(groups, source).await;
+    let (snapshot, built) = connection.read_keeping(groups).await;
     let method = match built {
         Ok(kept) => {
+            let source = kept.source();
             *lock(&state.pending) = Some(Model {
                 kept,
                 full_at,

@@ -122,8 +122,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ldap3::Ldap;
 
+use super::dirsync::{self, Guid};
+use super::objects;
 use super::stamps::{self, Paging};
-use super::syncrepl::{self, Changed, ChangedEntry, EntryUuid, SyncError, SyncRead};
+use super::syncrepl::{self, Changed, ChangedEntry, EntryUuid, Refresh, SyncError, SyncRead};
 use crate::group_name::GroupName;
 use crate::ldap::dn::{self, DnKey};
 use crate::ldap::entry::{self, UserAttributes, UserEntry, attr_values};
@@ -142,6 +144,9 @@ pub enum Source {
     /// `modifyTimestamp` at or after the latest one read, less `margin` ([`stamps`]): an entry deleted, moved
     /// out of the base or out of a filter is not seen, and stays in the model until it is read again whole.
     ModifyTimestamp { margin: Duration },
+    /// Active Directory's DirSync ([`dirsync`]) names the objects changed and deleted in the naming context;
+    /// each changed one is read again with the part's filter ([`objects`]), so the server says what it is now.
+    DirSync,
 }
 
 impl Source {
@@ -150,12 +155,13 @@ impl Source {
         match self {
             Source::ContentSync => "syncrepl",
             Source::ModifyTimestamp { .. } => "modify_timestamp",
+            Source::DirSync => "dirsync",
         }
     }
 
     /// Whether what it reads names every entry gone: only then may a departure be learnt from a change read.
     pub fn sees_departures(self) -> bool {
-        self == Source::ContentSync
+        matches!(self, Source::ContentSync | Source::DirSync)
     }
 }
 
@@ -180,7 +186,10 @@ pub enum NeedsFullRead {
          the kept directory model does not know"
     )]
     ServerKindUnknown,
-    #[error("the directory is Active Directory: in-chain nesting and range retrieval are answers only a read gets")]
+    #[error(
+        "the directory is Active Directory: in-chain nesting and range retrieval are answers only a read gets \
+         (a model read by dirsync answers for in-chain nesting when ldap.group_filter is \"(objectClass=group)\")"
+    )]
     ActiveDirectory,
     #[error(
         "group {group} has the member {member}, outside {base_dn} (where the kept groups were read): whether it \
@@ -201,6 +210,16 @@ pub enum NeedsFullRead {
          answer left it out (slapd after a restart that lost its last contextCSN checkpoint)"
     )]
     ProviderBehind { csn: String, dn: String },
+    #[error(
+        "{what}: which comes first is the directory's order, which a model read by dirsync does not know (Active \
+         Directory returns entries in an order of its own)"
+    )]
+    ServerOrder { what: String },
+    #[error(
+        "{dn} was renamed or moved with entries below it, whose names changed without a change of their own: \
+         only a read sees them"
+    )]
+    MovedBelow { dn: String },
 }
 
 /// What one content-sync read changed in a part of the model.
@@ -385,6 +404,105 @@ impl<E: PartialEq + Dn> Side<E> {
         self.latest = read.latest;
         Ok(applied)
     }
+
+    /// [`Side::read`] by `objectGUID` ([`objects::read_each`], for [`Source::DirSync`]): the whole part
+    /// without `named`; with it, the objects it names as changed, read again with the part's filter (a kept
+    /// one the server no longer sends is gone: deleted, moved out of the base or out of the filter), and those
+    /// it names deleted dropped. Returns what was applied and how many searches were made.
+    async fn read_objects(
+        &mut self,
+        ldap: &mut Ldap,
+        (q, part, paging): (&Query, Part, (i32, Duration)),
+        named: Option<&Named>,
+        dns: &mut Dns,
+        of: fn(&ChangedEntry, &Query, &mut Dns) -> E,
+    ) -> Result<(Applied, usize), SyncError> {
+        let attrs = q.attributes(part);
+        let search = (q.base(part), q.filter(part), &attrs[..]);
+        let guids = named.map(|n| &n.changed[..]);
+        let keep = |e: ChangedEntry| Fresh { uuid: e.uuid, entry: of(&e, q, dns) };
+        let (changed, searches) = objects::read_each(ldap, search, guids, paging, keep).await?;
+        let (deleted, refresh) = match named {
+            None => (Vec::new(), Refresh::Present(Default::default())),
+            Some(n) => {
+                let sent: HashSet<EntryUuid> = changed.iter().map(|f| f.uuid).collect();
+                let asked = n.changed.iter().map(|g| EntryUuid(g.0));
+                let left = asked.filter(|u| !sent.contains(u) && self.entries.contains_key(u));
+                (n.deleted.iter().map(|g| EntryUuid(g.0)).chain(left).collect(), Refresh::Deletes)
+            }
+        };
+        Ok((self.apply(SyncRead { cookie: None, changed, deleted, refresh }), searches))
+    }
+}
+
+/// The objects a DirSync read named: changed (each once, none of them deleted) and deleted.
+#[derive(Debug, Default)]
+struct Named {
+    changed: Vec<Guid>,
+    deleted: Vec<Guid>,
+}
+
+impl Named {
+    /// With `members`, the objects a changed group's member values name (added, removed, or sent whole) count
+    /// as changed too: a filter testing `memberOf` may admit them now, or no longer, while DirSync names only
+    /// the group (`memberOf` is a back link, not a change of theirs).
+    fn of(read: &dirsync::Changes, members: bool) -> Named {
+        let deleted: HashSet<Guid> = read.deleted.iter().copied().collect();
+        let mut seen = HashSet::default();
+        let named = read.changed.iter().flat_map(|o| {
+            let values = o.member_added.iter().chain(&o.member_removed).chain(o.members.iter().flatten());
+            std::iter::once(o.guid).chain(values.filter_map(|m| m.guid).filter(move |_| members))
+        });
+        let changed = named.filter(|g| !deleted.contains(g) && seen.insert(*g)).collect();
+        Named { changed, deleted: read.deleted.clone() }
+    }
+}
+
+/// Why a model read by DirSync cannot follow these filters, if it cannot: one that tests `memberOf` by the
+/// in-chain rule admits an object anew, or no longer, when any group in a chain above it changes, which
+/// DirSync names only as that group.
+pub fn dirsync_refusal(s: &Settings) -> Option<String> {
+    refusal(&s.user_filter, &s.group_filter)
+}
+
+fn refusal(user_filter: &str, group_filter: &str) -> Option<String> {
+    [("ldap.user_filter", user_filter), ("ldap.group_filter", group_filter)].into_iter().find_map(|(key, f)| {
+        let in_chain = f.contains("1.2.840.113556.1.4.1941") && tests_member_of(f);
+        in_chain.then(|| {
+            format!(
+                "{key} tests memberOf by the in-chain rule (1.2.840.113556.1.4.1941): a change to any group in a \
+                 chain changes what it admits, and DirSync names only that group; dirsync cannot follow it"
+            )
+        })
+    })
+}
+
+/// Why a model read by DirSync cannot answer for nested groups with these settings, if it cannot: in-chain
+/// nesting (`"in_chain"`, or `"auto"` on Active Directory) is answered from the model only when it holds every
+/// group of the naming context ([`Kept::in_chain`]).
+pub fn in_chain_refusal(s: &Settings) -> Option<String> {
+    let in_chain = matches!(s.nesting, Nesting::InChain | Nesting::Auto);
+    (in_chain && !every_group(&s.group_filter)).then(|| {
+        format!(
+            "with in-chain nesting (ldap.nested_groups = {:?} on Active Directory) a change read answers only when \
+             ldap.group_filter is \"(objectClass=group)\" (it is {:?}): the server's chains go through every group",
+            match s.nesting {
+                Nesting::InChain => "in_chain",
+                _ => "auto",
+            },
+            s.group_filter
+        )
+    })
+}
+
+/// Whether a group filter admits every group of Active Directory: `(objectClass=group)`.
+fn every_group(filter: &str) -> bool {
+    filter.replace(' ', "").eq_ignore_ascii_case("(objectClass=group)")
+}
+
+/// Whether a filter tests `memberOf` (or names an attribute it cannot tell).
+fn tests_member_of(filter: &str) -> bool {
+    objects::filter_attributes(filter).is_none_or(|a| a.iter().any(|a| a.eq_ignore_ascii_case("memberOf")))
 }
 
 /// A changed entry in its kept form.
@@ -496,6 +614,11 @@ impl Dns {
         Id(id)
     }
 
+    /// The DN's text, shared.
+    fn text(&self, id: Id) -> Arc<str> {
+        self.texts.get(id.0 as usize).and_then(Option::clone).expect("an id of a kept DN")
+    }
+
     fn get(&self, id: Id) -> &str {
         self.texts.get(id.0 as usize).and_then(Option::as_deref).expect("an id of a kept DN")
     }
@@ -543,6 +666,10 @@ pub struct Kept {
     /// Set by a read whose answer the server's own data contradicts: an entry changed after the CSN of the
     /// answer's cookie exists (its CSN, the entry's DN). Cleared by a read without that contradiction.
     behind: Option<(String, String)>,
+    /// [`Source::DirSync`]: the cookie of the last read (one for both parts: the read is of the naming context).
+    dirsync: Option<Vec<u8>>,
+    /// [`Source::DirSync`]: an entry renamed or moved with entries below it ([`NeedsFullRead::MovedBelow`]).
+    moved: Option<String>,
 }
 
 impl Kept {
@@ -560,6 +687,8 @@ impl Kept {
             dns: Dns::default(),
             mark: None,
             behind: None,
+            dirsync: None,
+            moved: None,
         }
     }
 
@@ -659,7 +788,22 @@ impl Kept {
             if self.source == Source::ContentSync && root.offers(syncrepl::SYNC_REQUEST_OID) == Some(false) {
                 return Err(syncrepl::not_offered(&self.query.base_dn));
             }
+            if self.source == Source::DirSync && !root.active_directory {
+                return Err(dirsync::Error::Unsupported {
+                    naming_context: self.query.groups_base.clone(),
+                    reason: "the server's root DSE does not say it is Active Directory (or Samba AD)".into(),
+                }
+                .into());
+            }
             self.set_server(served_by, root.active_directory);
+        }
+        if self.source == Source::DirSync {
+            if let Some(reason) = refusal(&self.query.user_filter, &self.query.group_filter) {
+                let naming_context = self.query.groups_base.clone();
+                return Err(dirsync::Error::Unsupported { naming_context, reason }.into());
+            }
+            self.read_dirsync(ldap, timeout, &mut changes).await?;
+            return Ok(changes);
         }
         let (began, since) = (std::time::Instant::now(), self.mark);
         for part in [Part::Users, Part::Groups] {
@@ -675,6 +819,7 @@ impl Kept {
                         Part::Groups => self.groups.read_stamps(ldap, search, dns, Group::of).await,
                     }
                 }
+                (Source::DirSync, _) => unreachable!("read by Kept::read_dirsync"),
             };
             // Entries kept from a read that failed half way are dropped with it: so are their DNs.
             self.sweep();
@@ -691,8 +836,149 @@ impl Kept {
                 changes.behind = self.behind.is_some();
             }
             Source::ModifyTimestamp { .. } => self.mark_read(began.elapsed()),
+            Source::DirSync => {}
         }
         Ok(changes)
+    }
+
+    /// [`Kept::read`] by DirSync. A model not read whole: the cookie as of now (`dirsync::watermark`), then
+    /// each part whole by `objectGUID`. Else one DirSync read of the naming context (the groups part's base)
+    /// from the kept cookie, asking for every attribute the model or the filters depend on
+    /// ([`objects::watched`]); then the objects it names, read again part by part ([`Side::read_objects`]).
+    /// What DirSync does not name is then looked for:
+    /// - a group's member values follow a member renamed, moved or deleted without the group being named: the
+    ///   kept groups holding the old DN of a kept entry renamed or gone are read again, and where an object the
+    ///   model does not keep was renamed or deleted, every kept group holding a member that is no kept entry;
+    /// - entries below an object renamed or moved change their DN without a change of their own: an object
+    ///   renamed (sent with `name`, without `whenCreated`) with any entry below it is [`NeedsFullRead::MovedBelow`].
+    ///
+    /// The cookie is kept only once all of it is applied.
+    async fn read_dirsync(
+        &mut self,
+        ldap: &mut Ldap,
+        timeout: Duration,
+        changes: &mut Changes,
+    ) -> Result<(), SyncError> {
+        let nc = self.query.groups_base.clone();
+        let paging = (self.page_size, timeout);
+        let cookie = self.dirsync.take().filter(|_| self.users.whole && self.groups.whole);
+        let Some(cookie) = cookie else {
+            let cookie = dirsync::watermark(ldap, &nc, timeout).await?;
+            changes.searches += 1;
+            self.moved = None;
+            self.read_named(ldap, paging, None, changes).await?;
+            self.dirsync = Some(cookie);
+            return Ok(());
+        };
+        let watched =
+            objects::watched(&self.watched_attributes(), &[&self.query.user_filter, &self.query.group_filter]);
+        let attrs: Vec<&str> = match &watched {
+            Some(w) => w.iter().map(String::as_str).collect(),
+            None => vec!["*"],
+        };
+        let read = dirsync::read(ldap, &nc, "(objectClass=*)", &attrs, Some(&cookie), timeout).await?;
+        changes.searches += read.rounds;
+        let q = &self.query;
+        let named = Named::of(&read, tests_member_of(&q.user_filter) || tests_member_of(&q.group_filter));
+        // The DN each named kept entry had: where it changes, or the entry goes, groups may hold the old one.
+        let before: Vec<(EntryUuid, Arc<str>)> = named
+            .changed
+            .iter()
+            .chain(&named.deleted)
+            .filter_map(|g| {
+                let uuid = EntryUuid(g.0);
+                let dn =
+                    self.users.entries.get(&uuid).map(Dn::dn).or_else(|| self.groups.entries.get(&uuid).map(Dn::dn));
+                dn.map(|id| (uuid, self.dns.text(id)))
+            })
+            .collect();
+        self.read_named(ldap, paging, Some(&named), changes).await?;
+        let mut stale: Vec<Arc<str>> = Vec::new();
+        for (uuid, old) in before {
+            let now = self.users.entries.get(&uuid).map(Dn::dn).or_else(|| self.groups.entries.get(&uuid).map(Dn::dn));
+            if now.map(|id| self.dns.get(id)) != Some(&*old) {
+                stale.push(old);
+            }
+        }
+        let unknown = |g: &Guid| {
+            let uuid = EntryUuid(g.0);
+            !self.users.entries.contains_key(&uuid) && !self.groups.entries.contains_key(&uuid)
+        };
+        let mut foreign = named.deleted.iter().any(|g| unknown(g));
+        for o in read.changed.iter().filter(|o| o.attrs.contains_key("name") && !o.attrs.contains_key("whencreated")) {
+            foreign |= unknown(&o.guid);
+            changes.searches += 1;
+            if objects::has_children(ldap, &o.dn, timeout).await? {
+                self.moved = Some(o.dn.clone());
+            }
+        }
+        let again = self.groups_holding(&stale, foreign, &named.changed);
+        if !again.is_empty() {
+            let again = Named { changed: again, deleted: Vec::new() };
+            self.read_named(ldap, paging, Some(&again), changes).await?;
+        }
+        self.dirsync = Some(read.cookie);
+        Ok(())
+    }
+
+    /// Reads both parts by `objectGUID` ([`Side::read_objects`]) and adds what each did to `changes`.
+    async fn read_named(
+        &mut self,
+        ldap: &mut Ldap,
+        paging: (i32, Duration),
+        named: Option<&Named>,
+        changes: &mut Changes,
+    ) -> Result<(), SyncError> {
+        for part in [Part::Users, Part::Groups] {
+            let (q, dns) = ((&self.query, part, paging), &mut self.dns);
+            let read = match part {
+                Part::Users => self.users.read_objects(ldap, q, named, dns, User::of).await,
+                Part::Groups => self.groups.read_objects(ldap, q, named, dns, Group::of).await,
+            };
+            self.sweep();
+            let (applied, searches) = read?;
+            changes.searches += searches;
+            let sum = match part {
+                Part::Users => &mut changes.users,
+                Part::Groups => &mut changes.groups,
+            };
+            sum.changed += applied.changed;
+            sum.gone += applied.gone;
+            sum.sent += applied.sent;
+        }
+        Ok(())
+    }
+
+    /// The attributes of both parts.
+    fn watched_attributes(&self) -> Vec<&str> {
+        let q = &self.query;
+        let mut all = q.attributes(Part::Users).to_vec();
+        all.extend(q.attributes(Part::Groups));
+        all
+    }
+
+    /// The kept groups (by GUID) holding a member value in `stale`, or with `foreign`, any member value that
+    /// names no kept entry; leaving out those in `read` (read again already).
+    fn groups_holding(&self, stale: &[Arc<str>], foreign: bool, read: &[Guid]) -> Vec<Guid> {
+        if stale.is_empty() && !foreign {
+            return Vec::new();
+        }
+        let stale: HashSet<Id> = stale.iter().filter_map(|dn| self.dns.ids.get(dn).map(|&id| Id(id))).collect();
+        let kept: HashSet<Id> = match foreign {
+            false => HashSet::default(),
+            true => self.users.entries.values().map(Dn::dn).chain(self.groups.entries.values().map(Dn::dn)).collect(),
+        };
+        let read: HashSet<EntryUuid> = read.iter().map(|g| EntryUuid(g.0)).collect();
+        let holds = |m: &Id| stale.contains(m) || (foreign && !kept.contains(m));
+        let mut out: Vec<Guid> = self
+            .groups
+            .entries
+            .iter()
+            .filter(|(uuid, g)| !read.contains(*uuid) && g.members.iter().flatten().any(holds))
+            .map(|(uuid, _)| Guid(uuid.0))
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// After a `modifyTimestamp` read of both parts that took `took`: the next read starts from the server's
@@ -758,7 +1044,13 @@ impl Kept {
         for user in sorted(&self.users, &self.dns) {
             users.push(user.read(&a, &self.dns), s);
         }
-        let mut entries = Entries::new(self.served_by.clone(), users.finish(s));
+        let users = users.finish(s);
+        if self.source == Source::DirSync
+            && let Some(name) = users.collisions.keys().next()
+        {
+            return Err(NeedsFullRead::ServerOrder { what: format!("the username {name} names several entries") });
+        }
+        let mut entries = Entries::new(self.served_by.clone(), users);
         entries.active_directory = active_directory;
         let base = DnKey::new(&s.base_dn);
         let dns = &self.dns;
@@ -776,6 +1068,13 @@ impl Kept {
                 }
             }
         };
+        if self.source == Source::DirSync
+            && let Some(name) = names
+                .iter()
+                .find(|n| groups.iter().filter(|g| g.names.iter().any(|v| GroupName::new(v) == **n)).nth(1).is_some())
+        {
+            return Err(NeedsFullRead::ServerOrder { what: format!("the group name {name} names several groups") });
+        }
         // The search by name, chunk by chunk.
         for chunk in names.chunks(NAMES_PER_FILTER) {
             for entry in &groups {
@@ -795,8 +1094,10 @@ impl Kept {
         match mode {
             Nesting::Recursive => {}
             Nesting::Off | Nesting::Auto => return Ok(entries),
-            // Not reached: in-chain needs Active Directory, refused above.
-            Nesting::InChain => return Err(NeedsFullRead::ActiveDirectory),
+            Nesting::InChain => {
+                self.in_chain(s, names, &all_groups, &mut entries)?;
+                return Ok(entries);
+            }
         }
         // The walk of member groups, as `search::Reader::expand` makes it.
         let mut roots: Vec<DnKey> = entries.match_names(s, names).into_iter().filter_map(Result::ok).collect();
@@ -840,6 +1141,59 @@ impl Kept {
         Ok(entries)
     }
 
+    /// The in-chain searches of the configured groups found (`search::Reader::read_in_chain`), answered from
+    /// the model: the users (under the base, admitted by the user filter) a chain of member values leads to
+    /// from the group, through any group. Only a model read by DirSync with `ldap.group_filter` admitting every
+    /// group holds every group of the naming context, as the server's chains go through any; a member value
+    /// naming no kept group is then no group of the domain, and its chain ends there, as on the server.
+    fn in_chain(
+        &self,
+        s: &Settings,
+        names: &[GroupName],
+        all_groups: &[&Group],
+        entries: &mut Entries,
+    ) -> Result<(), NeedsFullRead> {
+        if self.source != Source::DirSync || !every_group(&self.query.group_filter) {
+            return Err(NeedsFullRead::ActiveDirectory);
+        }
+        let dns = &self.dns;
+        let by_key: HashMap<DnKey, &Group> = all_groups.iter().map(|g| (DnKey::new(dns.get(g.dn)), *g)).collect();
+        let mut roots: Vec<DnKey> = entries.match_names(s, names).into_iter().filter_map(Result::ok).collect();
+        let mut seen_roots = HashSet::default();
+        roots.retain(|k| seen_roots.insert(k.clone()));
+        for root in roots {
+            let Some(group) = by_key.get(&root) else { continue };
+            let (mut members, mut disabled) = (Vec::new(), Vec::new());
+            let (mut seen, mut to_visit) = (HashSet::default(), vec![*group]);
+            let (mut users_seen, mut disabled_seen) = (HashSet::default(), HashSet::default());
+            seen.insert(group.dn);
+            while let Some(g) = to_visit.pop() {
+                let Some(values) = &g.members else {
+                    return Err(NeedsFullRead::RangedMembers { dn: dns.get(g.dn).to_string() });
+                };
+                for &m in values.iter() {
+                    let dn = dns.get(m);
+                    let key = DnKey::new(dn);
+                    if let Some(inner) = by_key.get(&key) {
+                        if seen.insert(inner.dn) {
+                            to_visit.push(*inner);
+                        }
+                    } else if let Some(n) = entries.users.find(dn) {
+                        if users_seen.insert(n) {
+                            members.push(n);
+                        }
+                    } else if let Some(&n) = entries.users.disabled.get(&key) {
+                        if disabled_seen.insert(n) {
+                            disabled.push(n);
+                        }
+                    }
+                }
+            }
+            entries.in_chain.insert(root, Ok((members, disabled)));
+        }
+        Ok(())
+    }
+
     /// Whether the model can answer for `names` with `s` at all (read whole, the same settings, the server not
     /// behind its answers, names it can match, a server kind it knows when the settings depend on it): the root
     /// DSE's answer to record in the entries (`None` when the settings do not ask), or why only a full read can
@@ -852,16 +1206,21 @@ impl Kept {
             return Err(NeedsFullRead::SettingChanged { setting });
         }
         // Read by another method, or another margin, than the settings now ask for (a reload changed them).
-        if s.change_detection.source().is_some_and(|asked| asked != self.source) {
+        if s.change_detection != crate::ldap::ChangeDetection::Off && !s.change_detection.allows(self.source) {
             return Err(NeedsFullRead::SettingChanged { setting: "ldap.change_detection" });
         }
         if let Some((csn, dn)) = &self.behind {
             return Err(NeedsFullRead::ProviderBehind { csn: csn.clone(), dn: dn.clone() });
         }
+        if let Some(dn) = &self.moved {
+            return Err(NeedsFullRead::MovedBelow { dn: dn.clone() });
+        }
         let active_directory = match model::needs_server_kind(s) {
             false => None,
             true => match self.active_directory {
                 None => return Err(NeedsFullRead::ServerKindUnknown),
+                // A model read by DirSync holds every group of the naming context: see `in_chain`.
+                Some(true) if self.source == Source::DirSync => Some(true),
                 Some(true) => return Err(NeedsFullRead::ActiveDirectory),
                 Some(false) => Some(false),
             },

@@ -13,5 +13,6 @@
 pub mod dirsync;
 pub mod kept;
 pub mod notification;
+pub mod objects;
 pub mod stamps;
 pub mod syncrepl;

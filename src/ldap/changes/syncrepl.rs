@@ -229,19 +229,34 @@ pub enum SyncError {
     /// says why, whole); tried again with backoff.
     #[error("{0}")]
     Connect(String),
+    /// A DirSync read (a model read by [`super::kept::Source::DirSync`]) failed; the error says why, whole.
+    #[error("{0}")]
+    DirSync(#[from] super::dirsync::Error),
 }
 
 impl SyncError {
     /// The caller's way on: a read of everything (without a cookie) for a refused or expired cookie; anything
     /// else is a failure to report (and a full read would not go better through content sync).
     pub fn needs_full_read(&self) -> bool {
-        matches!(self, SyncError::RefreshRequired { .. } | SyncError::CookieRefused { .. })
+        use super::dirsync::Error as DirSync;
+        matches!(
+            self,
+            SyncError::RefreshRequired { .. }
+                | SyncError::CookieRefused { .. }
+                | SyncError::DirSync(DirSync::CookieRefused { .. })
+        )
     }
 
     /// Whether the server refused the method itself (no content sync, change notifications refused): trying
     /// again at once would meet the same answer.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, SyncError::Unsupported { .. } | SyncError::Notification { refused: true, .. })
+        use super::dirsync::Error as DirSync;
+        matches!(
+            self,
+            SyncError::Unsupported { .. }
+                | SyncError::Notification { refused: true, .. }
+                | SyncError::DirSync(DirSync::NoRight { .. } | DirSync::Unsupported { .. })
+        )
     }
 }
 
