@@ -904,7 +904,7 @@ impl Kept {
             let uuid = EntryUuid(g.0);
             !self.users.entries.contains_key(&uuid) && !self.groups.entries.contains_key(&uuid)
         };
-        let mut foreign = named.deleted.iter().any(|g| unknown(g));
+        let mut foreign = named.deleted.iter().any(&unknown);
         for o in read.changed.iter().filter(|o| o.attrs.contains_key("name") && !o.attrs.contains_key("whencreated")) {
             foreign |= unknown(&o.guid);
             changes.searches += 1;
@@ -1182,10 +1182,10 @@ impl Kept {
                         if users_seen.insert(n) {
                             members.push(n);
                         }
-                    } else if let Some(&n) = entries.users.disabled.get(&key) {
-                        if disabled_seen.insert(n) {
-                            disabled.push(n);
-                        }
+                    } else if let Some(&n) = entries.users.disabled.get(&key)
+                        && disabled_seen.insert(n)
+                    {
+                        disabled.push(n);
                     }
                 }
             }
