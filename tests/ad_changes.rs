@@ -2,6 +2,7 @@
 //! whole file (its ports are fixed), the checks in sections of one test, in order, each reading from the
 //! cookie the one before it left.
 
+mod ad_model;
 mod common;
 
 use std::collections::BTreeSet;
@@ -110,6 +111,9 @@ async fn dirsync_against_samba() {
     a_damaged_cookie_is_refused(&mut ldap).await;
     a_base_below_the_naming_context_is_unsupported(&mut ldap).await;
     an_account_without_the_right_is_told_which_right(&dc).await;
+    let model = Instant::now();
+    ad_model::the_kept_model_by_dirsync_resolves_as_a_full_read(&dc).await;
+    eprintln!("the model's rounds: {:.1} s", model.elapsed().as_secs_f64());
     eprintln!("DirSync suite: {:.1} s in all", started.elapsed().as_secs_f64());
 }
 
