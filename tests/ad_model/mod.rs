@@ -152,7 +152,7 @@ impl World {
                     let g = rng.below(self.groups.len());
                     ldif.push_str(&modify(
                         &self.groups[g].0.clone(),
-                        &format!("add: member\n{}", ldif_line("member", &dn)).trim_end(),
+                        format!("add: member\n{}", ldif_line("member", &dn)).trim_end(),
                     ));
                     self.groups[g].1.push(dn);
                 }
