@@ -337,6 +337,11 @@ async fn watching_active_directory_by_change_notifications(dc: &mut SambaDc) {
     let text = std::fs::read_to_string(&path).unwrap().replace("[\"Engineering\", \"Ops\", \"Big\"]", "[\"Ops\"]")
         + "\n[schedule]\ncron = \"0 0 0 1 1 *\"\nrun_on_start = true\nwatch = true\nwatch_delay = \"200ms\"\n"
         + "\n[[sync.mapping]]\ndirectory_group = \"Ops\"\ncloudshell_groups = [\"Lab Users\"]\n";
+    // Ops is small: one leaver is more than the shipped percentages allow.
+    let text = text.replace(
+        "action = \"deactivate\"\n",
+        "action = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n",
+    );
     std::fs::write(&path, &text).unwrap();
     let check = |path: &std::path::Path| {
         let out = common::cli(&["check", "--config", path.to_str().unwrap()]);
@@ -344,6 +349,7 @@ async fn watching_active_directory_by_change_notifications(dc: &mut SambaDc) {
     };
     let (code, out) = check(&path);
     assert!(out.contains("watch: the server offers change notifications"), "{out}");
+    assert!(out.contains(&format!("change reads: dirsync (Active Directory)")) && out.contains(AD_BASE), "{out}");
     assert_eq!(code, Some(0), "{out}");
     // Content sync named: Active Directory has none, and check says that auto would watch.
     let syncrepl = files.path("watch-syncrepl.toml");
@@ -389,11 +395,35 @@ async fn watching_active_directory_by_change_notifications(dc: &mut SambaDc) {
     let runs = daemon.count("run finished");
     std::thread::sleep(Duration::from_secs(12));
     assert_eq!(daemon.count("run finished"), runs, "a run started with nothing changed:\n{}", daemon.log());
-    // Content sync is never asked of a server whose root DSE does not list it: Samba ends the connection on an
-    // unknown critical control, with a message the LDAP library panicked on.
-    let unavailable = daemon.fields_of("change reads unavailable, every run reads in full");
-    assert!(unavailable[0]["reason"].as_str().unwrap().contains("root DSE does not list"), "{unavailable:?}");
+    // With "auto", Active Directory's runs read what changed by DirSync: the run at start reads in full and keeps
+    // the model, the watch's runs read changes. Content sync is never asked of it (Samba ends the connection on
+    // an unknown critical control, with a message the LDAP library panicked on).
+    let reads = daemon.fields_of("directory read");
+    assert_eq!((reads[0]["mode"].as_str(), reads[0]["method"].as_str()), (Some("full"), Some("dirsync")), "{reads:?}");
+    let later: Vec<_> = reads[1..].iter().map(|r| (r["mode"].as_str(), r["method"].as_str())).collect();
+    assert!(!later.is_empty() && later.iter().all(|r| *r == (Some("changes"), Some("dirsync"))), "{reads:?}");
+    assert_eq!(daemon.count("change reads unavailable, every run reads in full"), 0, "{}", daemon.log());
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+    // A leaver learnt from a DirSync change read: erin taken out of Ops, her only configured group, is deactivated
+    // by the run the change starts, which reads changes; nobody else is.
+    let inactive = |users: &std::collections::BTreeMap<String, bool>| -> Vec<String> {
+        users.iter().filter(|(_, active)| !**active).map(|(name, _)| name.clone()).collect()
+    };
+    let mut before = inactive(&cloudshell_users(&sim).await);
+    let read_before = daemon.count("directory read");
+    dc.modify(&format!("dn: CN=Ops,OU=Groups,{AD_BASE}\nchangetype: modify\ndelete: member\nmember: {erin}\n\n"));
+    let removed = Instant::now();
+    while cloudshell_users(&sim).await.get("erin") != Some(&false) {
+        assert!(removed.elapsed() < Duration::from_secs(40), "erin not deactivated within 40 s:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    before.push("erin".to_string());
+    before.sort();
+    assert_eq!(inactive(&cloudshell_users(&sim).await), before, "only erin deactivated");
+    let reads = daemon.fields_of("directory read");
+    assert!(reads.len() > read_before, "{}", daemon.log());
+    assert!(reads[read_before..].iter().all(|r| r["mode"] == "changes" && r["method"] == "dirsync"), "{reads:?}");
+    eprintln!("Active Directory watch: erin deactivated {:.1} s after leaving Ops", removed.elapsed().as_secs_f64());
     // The domain controller restarted: the watch goes down and says so, comes back by itself, and a run catches
     // up on what changed while none watched.
     let (finished, watching, down) =
