@@ -31,6 +31,19 @@
 //! [`Source::sees_departures`]: the caller counts no departure from it. `tests/changes_model.rs` proves the
 //! model equal to a full read over random changes of every other kind.
 //!
+//! # Read by DirSync ([`Source::DirSync`], Active Directory)
+//!
+//! The same model, keyed by `objectGUID` ([`objects`]), the groups part read under the naming context holding
+//! the base DN ([`Kept::with_groups_base`]). Built by a DirSync watermark (the cookie as of now) and a paged read
+//! of each part; changed by one DirSync read of the naming context from that cookie, whose named objects are
+//! read again with each part's filter (narrowed by `objectGUID`): the server says what each is now, and a kept
+//! entry it no longer sends is gone for certain. What DirSync does not name is looked for in
+//! [`Kept::read_dirsync`] (member values that follow a renamed or deleted member; entries below a renamed one),
+//! and where the model cannot know, it asks for a full read: the directory's order of entries
+//! ([`NeedsFullRead::ServerOrder`], only where a snapshot depends on it), entries moved with an entry above them
+//! ([`NeedsFullRead::MovedBelow`]). With every group of the naming context kept, in-chain nesting is answered
+//! from the model ([`Kept::in_chain`]). `tests/ad_changes.rs` proves it equal to a full read on Samba.
+//!
 //! # Two parts, two cookies
 //!
 //! The users and the groups are two content-sync searches, each with its own filter (the configured

@@ -1,11 +1,12 @@
 //! Reading only what changed in the directory since an earlier read. The protocol side of each method returns
 //! what the server said in a neutral shape (entries changed, entries gone, the watermark to keep); [`kept`]
-//! applies content-sync and `modifyTimestamp` reads to the model a daemon keeps. Deciding when a full read is
+//! applies content-sync, `modifyTimestamp` and DirSync reads to the model a daemon keeps. Deciding when a full read is
 //! due belongs to the caller (`sync::changes`).
 //!
 //! - [`syncrepl`]: RFC 4533 content synchronisation (refreshOnly), OpenLDAP's `syncprov` overlay.
 //! - [`stamps`]: `modifyTimestamp` searches, for a directory without content sync; blind to deletions.
 //! - [`dirsync`]: Active Directory's DirSync control (Samba AD too), with incremental member values.
+//! - [`objects`]: Active Directory's users and groups by `objectGUID`, for the model a DirSync read changes.
 //! - [`notification`]: Active Directory's change notifications, for watching a directory without content sync.
 //! - [`kept`]: the directory model a daemon keeps between content-sync reads, proven to resolve as a full read
 //!   does (`tests/changes_model.rs`), or saying why only a full read can tell.
