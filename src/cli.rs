@@ -987,6 +987,13 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
                 }
             ),
         ),
+        (ChangeDetection::Dirsync, _) => (
+            false,
+            "watch: FAILED: schedule.watch = true with ldap.change_detection = \"dirsync\", but the root DSE could \
+             not be read or does not say the server is Active Directory, whose change notifications a watch uses \
+             there; runs would follow the schedule only"
+                .into(),
+        ),
         (method, _) => (
             false,
             format!(

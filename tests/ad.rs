@@ -353,7 +353,7 @@ async fn watching_active_directory_by_change_notifications(dc: &mut SambaDc) {
     assert_eq!(code, Some(0), "{out}");
     // Content sync named: Active Directory has none, and check says that auto would watch.
     let syncrepl = files.path("watch-syncrepl.toml");
-    std::fs::write(&syncrepl, text.replace("[ldap]\n", "[ldap]\nchange_detection = \"syncrepl\"\n")).unwrap();
+    std::fs::write(&syncrepl, text.replace("change_detection = \"auto\"", "change_detection = \"syncrepl\"")).unwrap();
     let (code, out) = check(&syncrepl);
     assert!(out.contains("watch: FAILED") && out.contains("change_detection = \"auto\" to watch by them"), "{out}");
     assert_ne!(code, Some(0), "{out}");

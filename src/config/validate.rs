@@ -505,7 +505,7 @@ impl Validator<'_> {
                     "{value:?} is not available in this version (on Active Directory it reads changes with \
                      \"dirsync\", which needs the \"Replicating Directory Changes\" right): use \"auto\" (DirSync on \
                      Active Directory where the account may, content sync where the server offers it, else full \
-                     reads), \"dirsync\" or \"off\""
+                     reads), \"dirsync\", \"syncrepl\", \"modify_timestamp\" or \"off\""
                 ),
             )),
             _ => Err(self.error(

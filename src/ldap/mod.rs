@@ -483,7 +483,7 @@ impl<'a> Connection<'a> {
                             .all(|(a, b)| a.name == b.name && a.result == b.result);
                     match same {
                         true => Ok(kept),
-                        false => Err("the content-sync read did not resolve as the full read did (the directory \
+                        false => Err("the model's read did not resolve as the full read did (the directory \
                                       changed between the two, or a difference this program does not model)"
                             .to_string()),
                     }

@@ -300,9 +300,14 @@ fn settings(dc: &SambaDc, nesting: Nesting, user_filter: &str) -> Settings {
 
 const PLAIN: &str = "(&(objectCategory=person)(objectClass=user))";
 
-/// The two models (by user filter), each with the nesting modes it is compared under.
-fn filters() -> [String; 2] {
-    [PLAIN.to_string(), format!("(&(objectCategory=person)(objectClass=user)(memberOf={}))", staff())]
+/// The models (by user filter), each compared under every nesting mode.
+fn filters() -> [String; 3] {
+    [
+        PLAIN.to_string(),
+        format!("(&(objectCategory=person)(objectClass=user)(memberOf={}))", staff()),
+        // Disabled accounts leave the filter: disabling one is the usual way a user leaves it.
+        "(&(objectCategory=person)(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2)))".to_string(),
+    ]
 }
 
 async fn bind(dc: &SambaDc) -> ldap3::Ldap {
@@ -382,7 +387,7 @@ pub async fn the_kept_model_by_dirsync_resolves_as_a_full_read(dc: &SambaDc) {
     let mut world = seed_world(dc, &mut rng);
     let filters = filters();
     let mut kepts: Vec<Kept> = filters.iter().map(|f| fresh(dc, f)).collect();
-    let (mut sent, mut held, mut compared, mut moved_reads) = (0, 0, 0, 0);
+    let (mut sent, mut held, mut compared, mut moved_reads, mut moved_rounds) = (0, 0, 0, 0, 0);
     for kept in &mut kepts {
         let mut ldap = bind(dc).await;
         kept.read(&mut ldap, &dc.ldaps_url(), TIMEOUT).await.expect("the first read");
@@ -405,6 +410,7 @@ pub async fn the_kept_model_by_dirsync_resolves_as_a_full_read(dc: &SambaDc) {
             dc.modify(&ldif);
         }
         let lost = rng.chance(10);
+        moved_rounds += usize::from(moved_ou && !lost);
         for (m, kept) in kepts.iter_mut().enumerate() {
             if lost {
                 *kept = fresh(dc, &filters[m]);
@@ -434,6 +440,8 @@ pub async fn the_kept_model_by_dirsync_resolves_as_a_full_read(dc: &SambaDc) {
         "AD model: {compared} comparisons equal to a full read over {ROUNDS} rounds; {moved_reads} full reads for a \
          renamed OU; {sent} users sent by change reads against {held} kept"
     );
+    // Every model asked for a full read after each round that renamed an OU holding a user (and read the cookie).
+    assert_eq!(moved_reads, moved_rounds * filters.len(), "seed {seed}");
     assert!(compared >= ROUNDS, "most rounds compared");
     assert!(sent * 4 < held, "a change read sends only what changed: {sent} sent, {held} kept");
 }

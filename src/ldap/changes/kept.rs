@@ -233,6 +233,11 @@ pub enum NeedsFullRead {
          only a read sees them"
     )]
     MovedBelow { dn: String },
+    #[error(
+        "group {dn}, which a filter names, was renamed or deleted: whose memberOf changed with it only a read \
+         tells (DirSync names only the group)"
+    )]
+    BackLink { dn: String },
 }
 
 /// What one content-sync read changed in a part of the model.
@@ -307,6 +312,12 @@ impl Query {
         ]
         .into_iter()
         .find_map(|(differs, key)| differs.then_some(key))
+    }
+
+    /// Whether a filter names `dn` (a `memberOf` value, say), compared case-insensitively as written.
+    fn names_in_filters(&self, dn: &str) -> bool {
+        let dn = dn.to_lowercase();
+        [&self.user_filter, &self.group_filter].iter().any(|f| f.to_lowercase().contains(&dn))
     }
 
     fn base(&self, part: Part) -> &str {
@@ -435,6 +446,20 @@ impl<E: PartialEq + Dn> Side<E> {
         let guids = named.map(|n| &n.changed[..]);
         let keep = |e: ChangedEntry| Fresh { uuid: e.uuid, entry: of(&e, q, dns) };
         let (changed, searches) = objects::read_each(ldap, search, guids, paging, keep).await?;
+        if let Some(n) = named
+            && let Some(dn) = self.taken_over(n, &changed)
+        {
+            // The DirSync read did not name the kept entry (it was renamed after it): a later read will. Taken
+            // as gone now, it would be a departure that did not happen.
+            return Err(SyncError::Ldap {
+                code: None,
+                reason: format!(
+                    "the directory changed during the change read: an object read again holds the DN of a kept \
+                     entry the DirSync read did not name ({})",
+                    dns.get(dn)
+                ),
+            });
+        }
         let (deleted, refresh) = match named {
             None => (Vec::new(), Refresh::Present(Default::default())),
             Some(n) => {
@@ -445,6 +470,20 @@ impl<E: PartialEq + Dn> Side<E> {
             }
         };
         Ok((self.apply(SyncRead { cookie: None, changed, deleted, refresh }), searches))
+    }
+}
+
+impl<E: Dn> Side<E> {
+    /// The DN of a kept entry that `named` does not name, which an entry of `changed` (read again) now holds.
+    fn taken_over(&self, named: &Named, changed: &[Fresh<E>]) -> Option<Id> {
+        if changed.is_empty() {
+            return None;
+        }
+        let named: HashSet<EntryUuid> = named.changed.iter().chain(&named.deleted).map(|g| EntryUuid(g.0)).collect();
+        let by_dn: HashMap<Id, EntryUuid> = changed.iter().map(|f| (f.entry.dn(), f.uuid)).collect();
+        let taken =
+            |(uuid, e): (&EntryUuid, &E)| by_dn.get(&e.dn()).is_some_and(|f| f != uuid) && !named.contains(uuid);
+        self.entries.iter().find(|&(u, e)| taken((u, e))).map(|(_, e)| e.dn())
     }
 }
 
@@ -495,15 +534,18 @@ fn refusal(user_filter: &str, group_filter: &str) -> Option<String> {
 /// group of the naming context ([`Kept::in_chain`]).
 pub fn in_chain_refusal(s: &Settings) -> Option<String> {
     let in_chain = matches!(s.nesting, Nesting::InChain | Nesting::Auto);
-    (in_chain && !every_group(&s.group_filter)).then(|| {
+    let member = s.member_attribute.eq_ignore_ascii_case("member");
+    (in_chain && !(every_group(&s.group_filter) && member)).then(|| {
         format!(
             "with in-chain nesting (ldap.nested_groups = {:?} on Active Directory) a change read answers only when \
-             ldap.group_filter is \"(objectClass=group)\" (it is {:?}): the server's chains go through every group",
+             ldap.group_filter is \"(objectClass=group)\" (it is {:?}) and ldap.member_attribute is \"member\" \
+             (it is {:?}): the server's chains go through every group, by member",
             match s.nesting {
                 Nesting::InChain => "in_chain",
                 _ => "auto",
             },
-            s.group_filter
+            s.group_filter,
+            s.member_attribute
         )
     })
 }
@@ -681,8 +723,9 @@ pub struct Kept {
     behind: Option<(String, String)>,
     /// [`Source::DirSync`]: the cookie of the last read (one for both parts: the read is of the naming context).
     dirsync: Option<Vec<u8>>,
-    /// [`Source::DirSync`]: an entry renamed or moved with entries below it ([`NeedsFullRead::MovedBelow`]).
-    moved: Option<String>,
+    /// [`Source::DirSync`]: a change the last read saw but cannot follow (entries moved below a renamed one, a
+    /// group a `memberOf` filter may name renamed or deleted): until the model is read anew.
+    blind: Option<NeedsFullRead>,
 }
 
 impl Kept {
@@ -701,7 +744,7 @@ impl Kept {
             mark: None,
             behind: None,
             dirsync: None,
-            moved: None,
+            blind: None,
         }
     }
 
@@ -878,7 +921,7 @@ impl Kept {
         let Some(cookie) = cookie else {
             let cookie = dirsync::watermark(ldap, &nc, timeout).await?;
             changes.searches += 1;
-            self.moved = None;
+            self.blind = None;
             self.read_named(ldap, paging, None, changes).await?;
             self.dirsync = Some(cookie);
             return Ok(());
@@ -892,37 +935,30 @@ impl Kept {
         let read = dirsync::read(ldap, &nc, "(objectClass=*)", &attrs, Some(&cookie), timeout).await?;
         changes.searches += read.rounds;
         let q = &self.query;
-        let named = Named::of(&read, tests_member_of(&q.user_filter) || tests_member_of(&q.group_filter));
-        // The DN each named kept entry had: where it changes, or the entry goes, groups may hold the old one.
-        let before: Vec<(EntryUuid, Arc<str>)> = named
-            .changed
-            .iter()
-            .chain(&named.deleted)
-            .filter_map(|g| {
-                let uuid = EntryUuid(g.0);
-                let dn =
-                    self.users.entries.get(&uuid).map(Dn::dn).or_else(|| self.groups.entries.get(&uuid).map(Dn::dn));
-                dn.map(|id| (uuid, self.dns.text(id)))
-            })
-            .collect();
+        let member_of = tests_member_of(&q.user_filter) || tests_member_of(&q.group_filter);
+        let named = Named::of(&read, member_of);
+        let before = self.named_dns(&named);
+        // A member deleted that the model does not keep (a contact, a computer): its groups may hold it.
+        let mut foreign = named.deleted.iter().any(|g| !before.iter().any(|(u, _, _)| u.0 == g.0));
         self.read_named(ldap, paging, Some(&named), changes).await?;
         let mut stale: Vec<Arc<str>> = Vec::new();
-        for (uuid, old) in before {
+        for (uuid, old, group) in before {
             let now = self.users.entries.get(&uuid).map(Dn::dn).or_else(|| self.groups.entries.get(&uuid).map(Dn::dn));
             if now.map(|id| self.dns.get(id)) != Some(&*old) {
+                if group && member_of && self.query.names_in_filters(&old) {
+                    self.blind = Some(NeedsFullRead::BackLink { dn: old.to_string() });
+                }
                 stale.push(old);
             }
         }
-        let unknown = |g: &Guid| {
-            let uuid = EntryUuid(g.0);
-            !self.users.entries.contains_key(&uuid) && !self.groups.entries.contains_key(&uuid)
-        };
-        let mut foreign = named.deleted.iter().any(&unknown);
-        for o in read.changed.iter().filter(|o| o.attrs.contains_key("name") && !o.attrs.contains_key("whencreated")) {
-            foreign |= unknown(&o.guid);
+        let renamed =
+            read.changed.iter().filter(|o| o.attrs.contains_key("name") && !o.attrs.contains_key("whencreated"));
+        for o in renamed {
+            let uuid = EntryUuid(o.guid.0);
+            foreign |= !self.users.entries.contains_key(&uuid) && !self.groups.entries.contains_key(&uuid);
             changes.searches += 1;
             if objects::has_children(ldap, &o.dn, timeout).await? {
-                self.moved = Some(o.dn.clone());
+                self.blind = Some(NeedsFullRead::MovedBelow { dn: o.dn.clone() });
             }
         }
         let again = self.groups_holding(&stale, foreign, &named.changed);
@@ -930,8 +966,21 @@ impl Kept {
             let again = Named { changed: again, deleted: Vec::new() };
             self.read_named(ldap, paging, Some(&again), changes).await?;
         }
+        changes.behind = self.blind.is_some();
         self.dirsync = Some(read.cookie);
         Ok(())
+    }
+
+    /// The kept entries `named` names, each with its DN now and whether it is a group: where the DN changes, or
+    /// the entry goes, kept groups may hold the old one.
+    fn named_dns(&self, named: &Named) -> Vec<(EntryUuid, Arc<str>, bool)> {
+        let kept = |g: &Guid| {
+            let uuid = EntryUuid(g.0);
+            let user = self.users.entries.get(&uuid).map(|e| (e.dn, false));
+            user.or_else(|| self.groups.entries.get(&uuid).map(|e| (e.dn, true))).map(|(id, group)| (uuid, id, group))
+        };
+        let found = named.changed.iter().chain(&named.deleted).filter_map(kept);
+        found.map(|(uuid, id, group)| (uuid, self.dns.text(id), group)).collect()
     }
 
     /// Reads both parts by `objectGUID` ([`Side::read_objects`]) and adds what each did to `changes`.
@@ -1058,11 +1107,6 @@ impl Kept {
             users.push(user.read(&a, &self.dns), s);
         }
         let users = users.finish(s);
-        if self.source == Source::DirSync
-            && let Some(name) = users.collisions.keys().next()
-        {
-            return Err(NeedsFullRead::ServerOrder { what: format!("the username {name} names several entries") });
-        }
         let mut entries = Entries::new(self.served_by.clone(), users);
         entries.active_directory = active_directory;
         let base = DnKey::new(&s.base_dn);
@@ -1081,12 +1125,8 @@ impl Kept {
                 }
             }
         };
-        if self.source == Source::DirSync
-            && let Some(name) = names
-                .iter()
-                .find(|n| groups.iter().filter(|g| g.names.iter().any(|v| GroupName::new(v) == **n)).nth(1).is_some())
-        {
-            return Err(NeedsFullRead::ServerOrder { what: format!("the group name {name} names several groups") });
+        if self.source == Source::DirSync {
+            order_known(&entries, names, &groups)?;
         }
         // The search by name, chunk by chunk.
         for chunk in names.chunks(NAMES_PER_FILTER) {
@@ -1166,7 +1206,8 @@ impl Kept {
         all_groups: &[&Group],
         entries: &mut Entries,
     ) -> Result<(), NeedsFullRead> {
-        if self.source != Source::DirSync || !every_group(&self.query.group_filter) {
+        let member = self.query.member_attribute.eq_ignore_ascii_case("member");
+        if self.source != Source::DirSync || !every_group(&self.query.group_filter) || !member {
             return Err(NeedsFullRead::ActiveDirectory);
         }
         let dns = &self.dns;
@@ -1225,8 +1266,8 @@ impl Kept {
         if let Some((csn, dn)) = &self.behind {
             return Err(NeedsFullRead::ProviderBehind { csn: csn.clone(), dn: dn.clone() });
         }
-        if let Some(dn) = &self.moved {
-            return Err(NeedsFullRead::MovedBelow { dn: dn.clone() });
+        if let Some(why) = &self.blind {
+            return Err(why.clone());
         }
         let active_directory = match model::needs_server_kind(s) {
             false => None,
@@ -1315,6 +1356,19 @@ fn created(uuid: &EntryUuid) -> u64 {
     (high << 48) | (mid << 32) | low
 }
 
+/// For a model read by DirSync, whose order of entries is not the directory's: that no answer depends on it
+/// (a username of several entries, a configured name of several groups: the full read's order decides there).
+fn order_known(entries: &Entries, names: &[GroupName], groups: &[&Group]) -> Result<(), NeedsFullRead> {
+    if let Some(name) = entries.users.collisions.keys().next() {
+        return Err(NeedsFullRead::ServerOrder { what: format!("the username {name} names several entries") });
+    }
+    let holders = |n: &GroupName| groups.iter().filter(|g| g.names.iter().any(|v| GroupName::new(v) == *n)).count();
+    match names.iter().find(|n| holders(n) > 1) {
+        Some(name) => Err(NeedsFullRead::ServerOrder { what: format!("the group name {name} names several groups") }),
+        None => Ok(()),
+    }
+}
+
 /// Whether the server would match the configured names as [`GroupName`] does.
 fn check_names(s: &Settings, names: &[GroupName]) -> Result<(), NeedsFullRead> {
     if let Some(name) = names.first()
@@ -1358,6 +1412,24 @@ mod tests {
 
     fn uuid(n: u8) -> EntryUuid {
         EntryUuid([n; 16])
+    }
+
+    /// DirSync: a kept user the read did not name, whose DN another user read again now holds, was renamed
+    /// after the read (a later one names it): the read fails rather than count it gone. The controls: both named
+    /// (renamed in the same read), or a DN nobody held.
+    #[test]
+    fn an_object_read_again_at_the_dn_of_a_kept_entry_not_named_fails_the_read() {
+        let mut dns = Dns::default();
+        let user = |dns: &mut Dns, dn: &str| User { dn: dns.intern(dn), names: None, account_control: None };
+        let mut side: Side<User> = Side::default();
+        side.entries.insert(uuid(1), user(&mut dns, "CN=a,DC=x"));
+        side.entries.insert(uuid(2), user(&mut dns, "CN=b,DC=x"));
+        let named = |n: &[u8]| Named { changed: n.iter().map(|&n| Guid([n; 16])).collect(), deleted: Vec::new() };
+        let at_a = vec![Fresh { uuid: uuid(2), entry: user(&mut dns, "CN=a,DC=x") }];
+        assert_eq!(side.taken_over(&named(&[2]), &at_a).map(|id| dns.get(id)), Some("CN=a,DC=x"));
+        assert_eq!(side.taken_over(&named(&[2, 1]), &at_a), None, "both named");
+        let at_c = vec![Fresh { uuid: uuid(2), entry: user(&mut dns, "CN=c,DC=x") }];
+        assert_eq!(side.taken_over(&named(&[2]), &at_c), None, "a DN nobody held");
     }
 
     fn changed(n: u8, dn: &str, attrs: &[(&str, &[&str])]) -> ChangedEntry {

@@ -178,7 +178,8 @@ async fn search_one(
 }
 
 /// Whether any entry is right below `dn` (one search, at most one entry, no attribute): a renamed or moved
-/// object with entries below it moved them too, without a change to any of them.
+/// object with entries below it moved them too, without a change to any of them. One no longer at `dn` counts
+/// as holding entries.
 pub async fn has_children(ldap: &mut Ldap, dn: &str, timeout: Duration) -> Result<bool, SyncError> {
     let found = ldap
         .with_timeout(timeout)
@@ -192,8 +193,9 @@ pub async fn has_children(ldap: &mut Ldap, dn: &str, timeout: Duration) -> Resul
     match found.1.rc {
         // sizeLimitExceeded (4) with one entry: there is more than one.
         0 | 4 => Ok(!found.0.is_empty()),
-        // noSuchObject: moved again, or deleted, since: its entries are reported on their own.
-        32 => Ok(false),
+        // noSuchObject: moved again since the DirSync read (or deleted): what is below it now cannot be told here,
+        // so it counts as holding entries (a full read follows).
+        32 => Ok(true),
         rc => Err(SyncError::Ldap {
             code: Some(rc),
             reason: format!("the search below {dn}: {}", result_reason(rc, &found.1.text)),
