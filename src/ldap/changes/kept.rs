@@ -938,8 +938,15 @@ impl Kept {
         let member_of = tests_member_of(&q.user_filter) || tests_member_of(&q.group_filter);
         let named = Named::of(&read, member_of);
         let before = self.named_dns(&named);
-        // A member deleted that the model does not keep (a contact, a computer): its groups may hold it.
-        let mut foreign = named.deleted.iter().any(|g| !before.iter().any(|(u, _, _)| u.0 == g.0));
+        let renamed: Vec<&dirsync::ChangedObject> = read
+            .changed
+            .iter()
+            .filter(|o| o.attrs.contains_key("name") && !o.attrs.contains_key("whencreated"))
+            .collect();
+        // A member deleted, renamed or moved that the model did not keep (a contact, a computer, a user outside the
+        // base moving in): groups may hold its old DN, which the model cannot tell.
+        let unkept = |g: &Guid| !before.iter().any(|(u, _, _)| u.0 == g.0);
+        let foreign = named.deleted.iter().any(unkept) || renamed.iter().any(|o| unkept(&o.guid));
         self.read_named(ldap, paging, Some(&named), changes).await?;
         let mut stale: Vec<Arc<str>> = Vec::new();
         for (uuid, old, group) in before {
@@ -951,11 +958,7 @@ impl Kept {
                 stale.push(old);
             }
         }
-        let renamed =
-            read.changed.iter().filter(|o| o.attrs.contains_key("name") && !o.attrs.contains_key("whencreated"));
         for o in renamed {
-            let uuid = EntryUuid(o.guid.0);
-            foreign |= !self.users.entries.contains_key(&uuid) && !self.groups.entries.contains_key(&uuid);
             changes.searches += 1;
             if objects::has_children(ldap, &o.dn, timeout).await? {
                 self.blind = Some(NeedsFullRead::MovedBelow { dn: o.dn.clone() });
