@@ -10,38 +10,12 @@ use std::time::{Duration, Instant};
 use cloudshell_ldap_sync::group_name::GroupName;
 use cloudshell_ldap_sync::ldap::{self, Nesting, Settings, Snapshot};
 use common::{AD_ADMIN, AD_BASE, AD_PASSWORD, CS_PASSWORD, Daemon, Files, SambaDc, Sim, ad_group, ad_user};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 const BIG: usize = 1600;
 
 fn settings(dc: &SambaDc) -> Settings {
-    Settings {
-        urls: vec![dc.ldaps_url()],
-        connect_retries: 0,
-        starttls: false,
-        ca_file: Some(dc.ca_file()),
-        danger_skip_tls_verify: false,
-        bind_dn: AD_ADMIN.to_string(),
-        bind_password: SecretString::from(AD_PASSWORD),
-        base_dn: AD_BASE.to_string(),
-        user_filter: "(&(objectCategory=person)(objectClass=user))".into(),
-        group_filter: "(objectClass=group)".into(),
-        username_attribute: "sAMAccountName".into(),
-        group_name_attribute: "cn".into(),
-        member_attribute: "member".into(),
-        display_name_attribute: "displayName".into(),
-        email_attribute: "mail".into(),
-        page_size: 500,
-        timeout: Duration::from_secs(20),
-        max_message_bytes: 64 << 20,
-        nesting: Nesting::Recursive,
-        include_disabled: false,
-        member_range_size: None,
-        max_nesting_depth: 10,
-        progress_every: cloudshell_ldap_sync::progress::EVERY,
-        change_detection: cloudshell_ldap_sync::ldap::ChangeDetection::Off,
-    }
+    common::ad_settings(dc, AD_BASE)
 }
 
 /// Staff: alice, bob, carol, dave, "Porter, James" (jporter), mallory (disabled), and big0000..big1599.

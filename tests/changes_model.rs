@@ -15,7 +15,7 @@ use cloudshell_ldap_sync::group_name::GroupName;
 use cloudshell_ldap_sync::ldap::changes::kept::{Kept, NeedsFullRead, Part, Source};
 use cloudshell_ldap_sync::ldap::changes::syncrepl::SyncError;
 use cloudshell_ldap_sync::ldap::{self, Error, GroupOutcome, Nesting, Settings, Snapshot};
-use common::{Directory, SERVICE_DN, SERVICE_PASSWORD, Slapd, ldap_settings, ldif_line};
+use common::{Directory, Rng, SERVICE_DN, SERVICE_PASSWORD, Slapd, ldap_settings, ldif_line};
 
 const BASE: &str = "ou=in,dc=example,dc=org";
 const PEOPLE: &str = "ou=people,ou=in,dc=example,dc=org";
@@ -33,36 +33,8 @@ const USERNAMES: [&str; 24] = [
 const GROUP_NAMES: [&str; 10] = ["G0", "G1", "G2", "G3", "G4", "g1", "G2", "G4", "X", "Y"];
 const CONFIGURED: [&str; 6] = ["G0", "G1", "g2", "G3", "G4", "Missing"];
 
-/// xorshift64*: a seeded generator, so that a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        (!items.is_empty()).then(|| &items[self.below(items.len())])
-    }
-}
-
 fn seed() -> u64 {
-    std::env::var("CHANGES_MODEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("a clock after 1970").as_nanos()
-            as u64
-            | 1
-    })
+    common::seed("CHANGES_MODEL_SEED")
 }
 
 /// What the test knows of the directory, to choose changes that slapd accepts.

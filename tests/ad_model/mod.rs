@@ -11,9 +11,8 @@ use std::time::Duration;
 use cloudshell_ldap_sync::group_name::GroupName;
 use cloudshell_ldap_sync::ldap::changes::kept::{Kept, NeedsFullRead, Part, Source};
 use cloudshell_ldap_sync::ldap::{self, GroupOutcome, Nesting, Settings};
-use secrecy::SecretString;
 
-use crate::common::{AD_ADMIN, AD_BASE, AD_PASSWORD, SambaDc, ldif_line};
+use crate::common::{AD_ADMIN, AD_BASE, AD_PASSWORD, Rng, SambaDc, ad_settings, ldif_line};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const ROUNDS: usize = 30;
@@ -40,24 +39,6 @@ fn out() -> String {
 /// A group never renamed nor deleted, which the `memberOf` user filter names.
 fn staff() -> String {
     format!("CN=Staff,{}", groups_ou())
-}
-
-/// xorshift64*: a seeded generator, so that a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
 }
 
 /// What the test knows of the directory, to choose changes Samba accepts.
@@ -271,30 +252,10 @@ thread_local! {
 
 fn settings(dc: &SambaDc, nesting: Nesting, user_filter: &str) -> Settings {
     Settings {
-        urls: vec![dc.ldaps_url()],
-        connect_retries: 0,
-        starttls: false,
-        ca_file: Some(dc.ca_file()),
-        danger_skip_tls_verify: false,
-        bind_dn: AD_ADMIN.to_string(),
-        bind_password: SecretString::from(AD_PASSWORD),
-        base_dn: base(),
         user_filter: user_filter.into(),
-        group_filter: "(objectClass=group)".into(),
-        username_attribute: "sAMAccountName".into(),
-        group_name_attribute: "cn".into(),
-        member_attribute: "member".into(),
-        display_name_attribute: "displayName".into(),
-        email_attribute: "mail".into(),
-        page_size: 500,
-        timeout: TIMEOUT,
-        max_message_bytes: 64 << 20,
         nesting,
-        include_disabled: false,
-        member_range_size: None,
-        max_nesting_depth: 10,
-        progress_every: cloudshell_ldap_sync::progress::EVERY,
         change_detection: ldap::ChangeDetection::Dirsync,
+        ..ad_settings(dc, &base())
     }
 }
 
@@ -356,11 +317,7 @@ async fn compare(dc: &SambaDc, kept: &Kept, filter: &str, moved_ou: bool, contex
 }
 
 fn seed() -> u64 {
-    std::env::var("AD_MODEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("a clock after 1970").as_nanos()
-            as u64
-            | 1
-    })
+    crate::common::seed("AD_MODEL_SEED")
 }
 
 fn seed_world(dc: &SambaDc, rng: &mut Rng) -> World {

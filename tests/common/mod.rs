@@ -1251,3 +1251,54 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// xorshift64*: a seeded generator, so that a failing randomized test can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        (!items.is_empty()).then(|| &items[self.below(items.len())])
+    }
+}
+
+/// A randomized test's seed: the environment variable `var` when set (to replay a run), else the clock.
+pub fn seed(var: &str) -> u64 {
+    std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("a clock after 1970").as_nanos()
+            as u64
+            | 1
+    })
+}
+
+/// The settings of a bind to the Samba DC as its administrator, reading the users and groups under `base_dn`
+/// as the shipped Active Directory example does; nested groups recursive, change reads off.
+pub fn ad_settings(dc: &SambaDc, base_dn: &str) -> cloudshell_ldap_sync::ldap::Settings {
+    use cloudshell_ldap_sync::ldap;
+    ldap::Settings {
+        urls: vec![dc.ldaps_url()],
+        ca_file: Some(dc.ca_file()),
+        bind_dn: AD_ADMIN.to_string(),
+        bind_password: secrecy::SecretString::from(AD_PASSWORD),
+        base_dn: base_dn.to_string(),
+        user_filter: "(&(objectCategory=person)(objectClass=user))".into(),
+        group_filter: "(objectClass=group)".into(),
+        username_attribute: "sAMAccountName".into(),
+        timeout: Duration::from_secs(20),
+        ..ldap_settings(&dc.ldaps_url())
+    }
+}
