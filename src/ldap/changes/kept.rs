@@ -519,15 +519,34 @@ pub fn dirsync_refusal(s: &Settings) -> Option<String> {
 
 fn refusal(user_filter: &str, group_filter: &str) -> Option<String> {
     [("ldap.user_filter", user_filter), ("ldap.group_filter", group_filter)].into_iter().find_map(|(key, f)| {
-        let in_chain = f.contains("1.2.840.113556.1.4.1941") && tests_member_of(f);
-        in_chain.then(|| {
-            format!(
+        if f.contains("1.2.840.113556.1.4.1941") && tests_member_of(f) {
+            return Some(format!(
                 "{key} tests memberOf by the in-chain rule (1.2.840.113556.1.4.1941): a change to any group in a \
                  chain changes what it admits, and DirSync names only that group; dirsync cannot follow it"
-            )
-        })
+            ));
+        }
+        let tested = objects::filter_attributes(f).unwrap_or_default();
+        let unseen = tested.iter().find(|a| UNREPORTED.iter().any(|u| u.eq_ignore_ascii_case(a)))?;
+        Some(format!(
+            "{key} tests {unseen}, which Active Directory computes, keeps on each domain controller apart, or holds \
+             as a back link: DirSync does not report its changes; dirsync cannot follow it"
+        ))
     })
 }
+
+/// Attributes whose changes DirSync does not report on the object that holds them: constructed, not replicated,
+/// or back links (`memberOf` is followed through the groups' member changes: [`Named::of`]).
+const UNREPORTED: [&str; 9] = [
+    "msDS-User-Account-Control-Computed",
+    "lastLogon",
+    "logonCount",
+    "badPwdCount",
+    "badPasswordTime",
+    "tokenGroups",
+    "directReports",
+    "managedObjects",
+    "msDS-PrincipalName",
+];
 
 /// Why a model read by DirSync cannot answer for nested groups with these settings, if it cannot: in-chain
 /// nesting (`"in_chain"`, or `"auto"` on Active Directory) is answered from the model only when it holds every
@@ -1415,6 +1434,18 @@ mod tests {
 
     fn uuid(n: u8) -> EntryUuid {
         EntryUuid([n; 16])
+    }
+
+    #[test]
+    fn dirsync_refuses_a_filter_whose_changes_it_does_not_report() {
+        let plain = "(&(objectCategory=person)(objectClass=user))";
+        assert_eq!(refusal(plain, "(objectClass=group)"), None);
+        assert_eq!(refusal("(&(objectClass=user)(memberOf=CN=Staff,DC=x))", "(objectClass=group)"), None, "followed");
+        let in_chain = refusal("(&(objectClass=user)(memberOf:1.2.840.113556.1.4.1941:=CN=Staff,DC=x))", "(cn=*)");
+        assert!(in_chain.unwrap().starts_with("ldap.user_filter tests memberOf by the in-chain rule"));
+        let computed = refusal(plain, "(&(objectClass=group)(!(msDS-User-Account-Control-Computed=16)))").unwrap();
+        assert!(computed.starts_with("ldap.group_filter tests msDS-User-Account-Control-Computed"), "{computed}");
+        assert!(refusal("(&(objectClass=user)(lastlogon>=1))", "(objectClass=group)").is_some(), "any case");
     }
 
     /// DirSync: a kept user the read did not name, whose DN another user read again now holds, was renamed
