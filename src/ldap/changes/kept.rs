@@ -536,8 +536,14 @@ fn refusal(user_filter: &str, group_filter: &str) -> Option<String> {
 
 /// Attributes whose changes DirSync does not report on the object that holds them: constructed, not replicated,
 /// or back links (`memberOf` is followed through the groups' member changes: [`Named::of`]).
-const UNREPORTED: [&str; 9] = [
+const UNREPORTED: [&str; 15] = [
     "msDS-User-Account-Control-Computed",
+    "msDS-UserPasswordExpiryTimeComputed",
+    "msDS-MemberOfTransitive",
+    "whenChanged",
+    "modifyTimeStamp",
+    "uSNChanged",
+    "lastLogoff",
     "lastLogon",
     "logonCount",
     "badPwdCount",
