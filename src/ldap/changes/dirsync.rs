@@ -410,7 +410,7 @@ enum Object {
 }
 
 /// Values of an attribute as bytes, whether ldap3 kept them as text or as binary.
-fn raw_values(entry: &ldap3::SearchEntry, name: &str) -> Vec<Vec<u8>> {
+pub(crate) fn raw_values(entry: &ldap3::SearchEntry, name: &str) -> Vec<Vec<u8>> {
     let text = entry.attrs.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v);
     let binary = entry.bin_attrs.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v);
     text.map(|t| t.as_bytes().to_vec()).chain(binary.cloned()).collect()

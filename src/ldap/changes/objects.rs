@@ -82,11 +82,8 @@ pub fn narrowed(filter: &str, guids: &[Guid]) -> String {
 /// The `objectGUID` of an entry, guarded: exactly one value of 16 bytes (ldap3 keeps a value that happens to
 /// be UTF-8 as text).
 pub fn guid_of(e: &ldap3::SearchEntry) -> Result<Guid, SyncError> {
-    let text = e.attrs.iter().filter(|(k, _)| k.eq_ignore_ascii_case("objectGUID")).flat_map(|(_, v)| v);
-    let binary = e.bin_attrs.iter().filter(|(k, _)| k.eq_ignore_ascii_case("objectGUID")).flat_map(|(_, v)| v);
-    let values: Vec<&[u8]> = text.map(|t| t.as_bytes()).chain(binary.map(|b| &b[..])).collect();
-    match values.as_slice() {
-        [one] => <[u8; 16]>::try_from(*one)
+    match super::dirsync::raw_values(e, "objectGUID").as_slice() {
+        [one] => <[u8; 16]>::try_from(one.as_slice())
             .map(Guid)
             .map_err(|_| unusable(&e.dn, &format!("with a {}-byte objectGUID", one.len()))),
         [] => Err(unusable(&e.dn, "without objectGUID")),
