@@ -145,12 +145,15 @@ use crate::ldap::entry::{self, UserAttributes, UserEntry, attr_values};
 use crate::ldap::model::{self, Entries, GroupRecord, Sweep, UserIndexBuilder, Walk};
 use crate::ldap::{NAMES_PER_FILTER, Nesting, Settings, range, search};
 
+mod stored;
+pub use stored::StoredKept;
+
 /// Group name attributes whose equality matching is caseIgnoreMatch in the standard schemas (OpenLDAP's core
 /// and inetOrgPerson schemas; Active Directory's string attributes), which [`GroupName`] reproduces.
 const CASE_IGNORE_NAMES: [&str; 7] = ["cn", "commonname", "name", "displayname", "samaccountname", "ou", "uid"];
 
 /// How a model learns what changed in the directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Source {
     /// RFC 4533 content sync ([`syncrepl`]): the server names what changed and what is gone.
     ContentSync,
@@ -274,7 +277,7 @@ impl Changes {
 }
 
 /// What the model was read for: the settings that decide which entries and attributes it holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Query {
     base_dn: String,
     /// Where the groups part is read: the base DN, or an entry above it ([`Kept::with_groups_base`]).
@@ -608,7 +611,7 @@ fn shrink<E>(read: &SyncRead, mut of: impl FnMut(&ChangedEntry) -> E) -> SyncRea
 }
 
 /// A kept user entry: only what the users search reads of it ([`UserEntry::from_parts`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct User {
     dn: Id,
     /// The username attribute's values ([`entry::username_values`]): `None` without it, `Err(())` when it
@@ -634,7 +637,7 @@ impl User {
 }
 
 /// A kept group entry: only what the group searches read of it (`search::group_record`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Group {
     dn: Id,
     /// The group name attribute's values, in the server's order.
@@ -657,7 +660,7 @@ impl Group {
 }
 
 /// A DN of the model: its place in [`Dns`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 struct Id(u32);
 
 /// Every DN the model holds (entry DNs and member values), each once, exactly as the server wrote it, and
@@ -1486,7 +1489,7 @@ mod tests {
         changed(n, &format!("uid={uid},ou=people,ou=groups,dc=x"), &[("uid", &[uid])])
     }
 
-    fn udn(uid: &str) -> String {
+    pub(super) fn udn(uid: &str) -> String {
         format!("uid={uid},ou=people,ou=groups,dc=x")
     }
 
@@ -1494,7 +1497,7 @@ mod tests {
         format!("cn={cn},ou=groups,dc=x")
     }
 
-    fn group(n: u8, cn: &str, members: &[&str]) -> ChangedEntry {
+    pub(super) fn group(n: u8, cn: &str, members: &[&str]) -> ChangedEntry {
         changed(n, &gdn(cn), &[("cn", &[cn]), ("member", members)])
     }
 
@@ -1508,7 +1511,7 @@ mod tests {
         }
     }
 
-    fn deletes(cookie: &str, changed: Vec<ChangedEntry>, deleted: &[u8]) -> SyncRead {
+    pub(super) fn deletes(cookie: &str, changed: Vec<ChangedEntry>, deleted: &[u8]) -> SyncRead {
         SyncRead {
             cookie: Some(cookie.as_bytes().to_vec()),
             changed,
@@ -1518,7 +1521,7 @@ mod tests {
     }
 
     /// alice (1), bob (2); Team (10: alice, Inner), Inner (11: bob).
-    fn kept() -> Kept {
+    pub(super) fn kept() -> Kept {
         let s = settings(Nesting::Recursive);
         let mut k = Kept::new(&s);
         k.set_server(URL, false);
@@ -1534,7 +1537,7 @@ mod tests {
         names.iter().map(|n| GroupName::new(n)).collect()
     }
 
-    fn members(k: &Kept, s: &Settings, name: &str) -> Result<Vec<String>, Error> {
+    pub(super) fn members(k: &Kept, s: &Settings, name: &str) -> Result<Vec<String>, Error> {
         let snapshot = resolve(&k.entries(s, &names(&[name])).expect("entries"), s, &names(&[name]));
         let group = snapshot.groups.into_iter().next().expect("one group").result?;
         Ok(group.members.iter().map(|m| m.username.as_str().to_string()).collect())

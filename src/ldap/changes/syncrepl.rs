@@ -82,7 +82,7 @@ pub const REFRESH_REQUIRED: u32 = 4096;
 
 /// An entry's `entryUUID`, as content sync names it (a syncUUID: 16 octets). Shown in the RFC 4122 text form
 /// slapd uses for the `entryUUID` attribute.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct EntryUuid(pub [u8; 16]);
 
 impl EntryUuid {

@@ -1,0 +1,236 @@
+//! The kept model in a stored form, for a one-shot `sync` that keeps it in `state.db` from one run to the next
+//! (the daemon keeps it in memory). Two parts:
+//! - the **head**: the settings the model was read for, its cookies or marks, and what the server said. Small;
+//!   it changes at every read.
+//! - the **body**: the entries and their DNs (about 10 MB at a million member values). It changes only when an
+//!   entry does.
+//!
+//! Encoded with postcard, each in a fixed order (entries sorted by UUID, DNs by id), so that an unchanged body
+//! encodes to the same bytes and need not be written again. A stored model is checked as it is decoded: every DN
+//! id an entry holds must name a kept DN, no DN twice, no entry twice. A body that fails is refused (the run
+//! reads in full), never used.
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// The kept model, encoded ([`Kept::to_stored`], [`Kept::from_stored`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredKept {
+    pub head: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Head {
+    query: Query,
+    source: Source,
+    page_size: i32,
+    served_by: String,
+    active_directory: Option<bool>,
+    users: SideHead,
+    groups: SideHead,
+    mark: Option<DateTime<Utc>>,
+    behind: Option<(String, String)>,
+    dirsync: Option<Vec<u8>>,
+    blind: Option<Blind>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SideHead {
+    cookie: Option<Vec<u8>>,
+    latest: Option<DateTime<Utc>>,
+    whole: bool,
+}
+
+/// [`Kept::blind`]: only these two are ever set there; any other reads back as "not read".
+#[derive(Serialize, Deserialize)]
+enum Blind {
+    MovedBelow(String),
+    BackLink(String),
+    Other,
+}
+
+#[derive(Serialize)]
+struct BodyRef<'a> {
+    users: Vec<(&'a EntryUuid, &'a User)>,
+    groups: Vec<(&'a EntryUuid, &'a Group)>,
+    dns: Vec<Option<&'a str>>,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    users: Vec<(EntryUuid, User)>,
+    groups: Vec<(EntryUuid, Group)>,
+    dns: Vec<Option<Box<str>>>,
+}
+
+impl<E> Side<E> {
+    fn head(&self) -> SideHead {
+        SideHead { cookie: self.cookie.clone(), latest: self.latest, whole: self.whole }
+    }
+
+    fn sorted_entries(&self) -> Vec<(&EntryUuid, &E)> {
+        let mut all: Vec<(&EntryUuid, &E)> = self.entries.iter().collect();
+        all.sort_unstable_by_key(|(uuid, _)| **uuid);
+        all
+    }
+}
+
+/// A part's entries, refused when a UUID comes twice.
+fn side<E>(head: SideHead, entries: Vec<(EntryUuid, E)>, part: &str) -> Result<Side<E>, String> {
+    let count = entries.len();
+    let entries: HashMap<EntryUuid, E> = entries.into_iter().collect();
+    if entries.len() != count {
+        return Err(format!("the stored {part} hold an entry twice"));
+    }
+    Ok(Side { cookie: head.cookie, latest: head.latest, whole: head.whole, entries })
+}
+
+impl Dns {
+    /// The table of a stored body, refused when a DN comes twice.
+    fn stored(texts: Vec<Option<Box<str>>>) -> Result<Dns, String> {
+        let mut dns = Dns::default();
+        for (id, text) in texts.into_iter().enumerate() {
+            let id = u32::try_from(id).map_err(|_| "the stored DNs are too many".to_string())?;
+            match text {
+                None => {
+                    dns.texts.push(None);
+                    dns.free.push(id);
+                }
+                Some(text) => {
+                    let text: Arc<str> = Arc::from(text);
+                    if dns.ids.insert(text.clone(), id).is_some() {
+                        return Err(format!("the stored DNs hold {text:?} twice"));
+                    }
+                    dns.texts.push(Some(text));
+                }
+            }
+        }
+        Ok(dns)
+    }
+
+    fn holds(&self, id: Id) -> bool {
+        self.texts.get(id.0 as usize).is_some_and(Option::is_some)
+    }
+}
+
+impl Kept {
+    /// The model, encoded for storing (see the module doc).
+    pub fn to_stored(&self) -> StoredKept {
+        let blind = self.blind.as_ref().map(|b| match b {
+            NeedsFullRead::MovedBelow { dn } => Blind::MovedBelow(dn.clone()),
+            NeedsFullRead::BackLink { dn } => Blind::BackLink(dn.clone()),
+            _ => Blind::Other,
+        });
+        let head = Head {
+            query: self.query.clone(),
+            source: self.source,
+            page_size: self.page_size,
+            served_by: self.served_by.clone(),
+            active_directory: self.active_directory,
+            users: self.users.head(),
+            groups: self.groups.head(),
+            mark: self.mark,
+            behind: self.behind.clone(),
+            dirsync: self.dirsync.clone(),
+            blind,
+        };
+        let body = BodyRef {
+            users: self.users.sorted_entries(),
+            groups: self.groups.sorted_entries(),
+            dns: self.dns.texts.iter().map(Option::as_deref).collect(),
+        };
+        // Encoding into memory fails only on a type postcard cannot encode, which these are not.
+        let head = postcard::to_allocvec(&head).expect("the model's head encodes");
+        let body = postcard::to_allocvec(&body).expect("the model's body encodes");
+        StoredKept { head, body }
+    }
+
+    /// The model [`Kept::to_stored`] encoded, or why it cannot be used: not decodable, or an entry naming a DN
+    /// the body does not hold.
+    pub fn from_stored(stored: &StoredKept) -> Result<Kept, String> {
+        let head: Head = postcard::from_bytes(&stored.head).map_err(|e| format!("the stored model's head: {e}"))?;
+        let body: Body = postcard::from_bytes(&stored.body).map_err(|e| format!("the stored model's body: {e}"))?;
+        let dns = Dns::stored(body.dns)?;
+        let users = side(head.users, body.users, "users")?;
+        let groups = side(head.groups, body.groups, "groups")?;
+        let user_ids = users.entries.values().map(|u| u.dn);
+        let group_ids = groups.entries.values().flat_map(|g| g.members.iter().flatten().copied().chain([g.dn]));
+        if let Some(id) = user_ids.chain(group_ids).find(|id| !dns.holds(*id)) {
+            return Err(format!("the stored model names DN {} it does not hold", id.0));
+        }
+        let blind = head.blind.map(|b| match b {
+            Blind::MovedBelow(dn) => NeedsFullRead::MovedBelow { dn },
+            Blind::BackLink(dn) => NeedsFullRead::BackLink { dn },
+            Blind::Other => NeedsFullRead::NotRead,
+        });
+        Ok(Kept {
+            query: head.query,
+            source: head.source,
+            page_size: head.page_size,
+            served_by: head.served_by,
+            active_directory: head.active_directory,
+            users,
+            groups,
+            dns,
+            mark: head.mark,
+            behind: head.behind,
+            dirsync: head.dirsync,
+            blind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{deletes, group, kept, members, udn};
+    use super::*;
+    use crate::ldap::model::tests::settings;
+
+    #[test]
+    fn a_stored_model_reads_back_as_the_same_model_and_encodes_to_the_same_bytes() {
+        let mut k = kept();
+        // A freed DN place, a DirSync cookie, a read the model cannot follow: all of it comes back.
+        k.apply(Part::Groups, &deletes("g2", vec![group(12, "Other", &["cn=gone,ou=groups,dc=x"])], &[]));
+        k.apply(Part::Groups, &deletes("g3", vec![], &[12]));
+        k.dirsync = Some(vec![1, 2, 3]);
+        k.blind = Some(NeedsFullRead::MovedBelow { dn: "ou=a,dc=x".into() });
+        let stored = k.to_stored();
+        let back = Kept::from_stored(&stored).expect("decodes");
+        assert_eq!(back.to_stored(), stored, "an unchanged model encodes to the same bytes");
+        assert_eq!(back.blind, k.blind, "what the model cannot follow is still not followed");
+        let (mut back, s) = (back, settings(Nesting::Recursive));
+        (back.blind, k.blind) = (None, None);
+        assert_eq!(members(&back, &s, "team").unwrap(), members(&k, &s, "team").unwrap());
+        assert_eq!((back.cookie(Part::Users), back.dirsync.as_deref()), (Some(&b"u1"[..]), Some(&[1, 2, 3][..])));
+        assert_eq!(back.dns.len(), k.dns.len());
+        assert_eq!(back.dns.free, k.dns.free, "the freed place is free again");
+        // The restored model takes changes as the kept one does.
+        back.apply(Part::Users, &deletes("u2", vec![], &[2]));
+        assert_eq!(members(&back, &s, "team").unwrap(), ["alice"]);
+        assert!(back.dns.ids.contains_key(udn("alice").as_str()));
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_stored_model_is_refused_never_read() {
+        let stored = kept().to_stored();
+        let cut = StoredKept { body: stored.body[..stored.body.len() / 2].to_vec(), ..stored.clone() };
+        assert!(Kept::from_stored(&cut).unwrap_err().contains("body"), "a body cut short");
+        let swapped = StoredKept { head: stored.body.clone(), body: stored.head.clone() };
+        assert!(Kept::from_stored(&swapped).is_err(), "head and body swapped");
+        // A body whose entries name a DN it does not hold (the DN table emptied).
+        let mut k = kept();
+        k.dns.texts.iter_mut().for_each(|t| *t = None);
+        let err = Kept::from_stored(&k.to_stored()).unwrap_err();
+        assert!(err.contains("names DN"), "{err}");
+        // The same DN twice.
+        let mut k = kept();
+        let first = k.dns.texts[0].clone();
+        k.dns.texts.push(first);
+        let err = Kept::from_stored(&k.to_stored()).unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        // The control: the model as stored decodes.
+        assert!(Kept::from_stored(&stored).is_ok());
+    }
+}
