@@ -20,8 +20,10 @@ use super::{Counts, GroupCount, Managed, ManagedUser};
 use crate::username::Username;
 
 mod audit;
+mod kept_model;
 mod refold;
 pub use audit::{Action, AuditRow, Change, Filter, Intent, Outcome, Pending, Settlement};
+pub use kept_model::StoredModel;
 /// The database's name in the state directory.
 pub const FILE_NAME: &str = "state.db";
 
@@ -96,6 +98,41 @@ const MIGRATIONS: &[&str] = &[
         dn TEXT NOT NULL,
         seen_at TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // 3: the directory model a one-shot `sync` keeps for change reads from one run to the next (the daemon keeps
+    // it in memory): its head (the settings it was read for, its cookies, the last run's outcome) and its body
+    // (the entries, and CloudShell's users as that run left them). The head stands for the state as the run that
+    // stored it left it: any write to another table, by any process, deletes it, so that the next run reads in
+    // full rather than trusting a model that no longer matches the ledger.
+    "CREATE TABLE kept_model (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        program TEXT NOT NULL,
+        configuration TEXT NOT NULL,
+        saved_at TEXT NOT NULL,
+        full_read_at TEXT NOT NULL,
+        head BLOB NOT NULL
+    );
+    CREATE TABLE kept_model_body (
+        part TEXT PRIMARY KEY NOT NULL CHECK (part IN ('directory', 'cloudshell')),
+        bytes BLOB NOT NULL
+    );
+    CREATE TRIGGER kept_model_after_owner_insert AFTER INSERT ON owner BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_owner_update AFTER UPDATE ON owner BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_owner_delete AFTER DELETE ON owner BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_managed_users_insert AFTER INSERT ON managed_users BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_managed_users_update AFTER UPDATE ON managed_users BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_managed_users_delete AFTER DELETE ON managed_users BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_group_counts_insert AFTER INSERT ON group_counts BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_group_counts_update AFTER UPDATE ON group_counts BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_group_counts_delete AFTER DELETE ON group_counts BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_audit_insert AFTER INSERT ON audit BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_audit_update AFTER UPDATE ON audit BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_audit_delete AFTER DELETE ON audit BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_intents_insert AFTER INSERT ON intents BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_intents_update AFTER UPDATE ON intents BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_intents_delete AFTER DELETE ON intents BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_known_groups_insert AFTER INSERT ON known_groups BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_known_groups_update AFTER UPDATE ON known_groups BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_known_groups_delete AFTER DELETE ON known_groups BEGIN DELETE FROM kept_model; END;",
 ];
 
 /// The schema version this program writes: the number of migrations it knows.
