@@ -366,7 +366,11 @@ fn man_command(out_dir: Option<&Path>) -> u8 {
 }
 
 async fn sync_command(config: &Config, dry_run: bool, json: bool, detailed_exitcode: bool) -> u8 {
-    let context = sync::Context { state_directory: config.monitor.state_directory.clone(), ..Default::default() };
+    let state_directory = config.monitor.state_directory.clone();
+    // With a state directory, a run that writes keeps the directory model in it for the next run's change read.
+    let changes =
+        (state_directory.is_some() && !dry_run).then(|| std::sync::Arc::new(sync::changes::ChangeReads::one_shot()));
+    let context = sync::Context { state_directory, changes, ..Default::default() };
     if let Err(e) = stop_on_signals(context.stops.clone()) {
         tracing::warn!(error = %e, "cannot install signal handlers; Ctrl-C will end the run abruptly");
     }

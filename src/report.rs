@@ -79,8 +79,8 @@ impl From<RunResult> for &'static str {
 }
 
 /// One group's outcome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(into = "&'static str")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum GroupStatus {
     /// Nothing was missing, or everything missing was imported.
     Ok,
@@ -120,17 +120,52 @@ impl GroupStatus {
     }
 }
 
+impl TryFrom<String> for GroupStatus {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<GroupStatus, String> {
+        GroupStatus::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| format!("no group status {text:?}"))
+    }
+}
+
 impl From<GroupStatus> for &'static str {
     fn from(s: GroupStatus) -> &'static str {
         s.as_str()
     }
 }
 
+/// A text the report names by a `&'static str` (an error kind, a reason, a mode), read back from a stored report
+/// (the outcome a one-shot run keeps for the next: `sync::changes`): each distinct text is allocated once for
+/// the life of the process, so reading the same report again allocates nothing.
+fn intern(text: String) -> &'static str {
+    static TEXTS: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut texts = TEXTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(known) = texts.get(text.as_str()) {
+        return known;
+    }
+    let text: &'static str = Box::leak(text.into_boxed_str());
+    texts.insert(text);
+    text
+}
+
+/// `&'static str`, as a stored report's fields name it: serde borrows a field written `&str` from its input, which
+/// a report read back from `state.db` cannot lend for `'static`; under this name it calls [`interned`] instead.
+type Text = &'static str;
+
+fn interned<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<&'static str, D::Error> {
+    String::deserialize(deserializer).map(intern)
+}
+
+fn interned_option<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'static str>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(|t| t.map(intern))
+}
+
 /// The `error_kind` of a group held by the shrink guard.
 pub const SHRINK_GUARD: &str = "shrink_guard";
 
 /// A user that could not be imported, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     pub username: Username,
     pub reason: String,
@@ -164,7 +199,7 @@ impl From<&ldap::Collision> for Failure {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupReport {
     pub name: String,
     pub status: GroupStatus,
@@ -177,10 +212,10 @@ pub struct GroupReport {
     pub already_present: usize,
     pub failed: usize,
     /// Why the group failed as a whole.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_kind: Option<&'static str>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "interned_option")]
+    pub error_kind: Option<Text>,
     /// Users this group imports (planned, in a dry run).
     pub planned: Vec<String>,
     pub imported_users: Vec<String>,
@@ -294,13 +329,13 @@ pub struct Placed {
 }
 
 /// One mapped CloudShell group's line: what it lacked, what was done, what failed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MembershipReport {
     /// The CloudShell group, as configured.
     pub name: String,
     pub status: GroupStatus,
     /// Its CloudShell id, when it exists.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<i64>,
     /// The directory groups mapped to it.
     pub fed_by: Vec<String>,
@@ -310,10 +345,10 @@ pub struct MembershipReport {
     pub removed: usize,
     pub failed: usize,
     /// Why the group could not be changed at all.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Why nobody is removed from it in this run although `sync.remove_from_groups` is on.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub additions_only: Option<String>,
     /// Users to add and to remove (planned, in a dry run).
     pub planned_add: Vec<String>,
@@ -385,8 +420,8 @@ impl MembershipReport {
 }
 
 /// Where a leaver stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(into = "&'static str")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum Standing {
     /// Within `grace_runs`: nothing yet.
     Waiting,
@@ -417,6 +452,14 @@ impl Standing {
     }
 }
 
+impl TryFrom<String> for Standing {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Standing, String> {
+        Standing::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| format!("no standing {text:?}"))
+    }
+}
+
 impl From<Standing> for &'static str {
     fn from(s: Standing) -> &'static str {
         s.as_str()
@@ -424,26 +467,27 @@ impl From<Standing> for &'static str {
 }
 
 /// One leaver in the report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LeaverLine {
     pub username: String,
     /// `waiting`, `candidate`, `protected`, `inactive` or `gone`.
     pub standing: Standing,
     /// Why a protected leaver is never deactivated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "interned_option")]
+    pub reason: Option<Text>,
     /// Consecutive complete runs as a leaver, this one included.
     pub runs: u32,
     /// When the streak began.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
 }
 
 /// The leaver step: who left, what was done.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LeaversReport {
     /// `report` or `deactivate`.
-    pub action: &'static str,
+    #[serde(deserialize_with = "interned")]
+    pub action: Text,
     pub status: GroupStatus,
     /// Managed users after this run.
     pub managed: usize,
@@ -453,23 +497,23 @@ pub struct LeaversReport {
     pub reactivated: Vec<String>,
     /// Every deactivation was held by `max_per_run` or `max_percent`.
     pub held: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,
     /// Why the step did nothing this run (not a complete run, no state directory).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
     /// Why the step failed (the state file).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub leavers: Vec<LeaverLine>,
     /// Users this step would have changed and left alone, with why: found already inactive when about to be
     /// deactivated (not taken for this program's), or back but another CloudShell account, or with a flag
     /// CloudShell did not say.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left_alone: Vec<ProtectedLine>,
     /// In a change read: managed users absent from every configured group whose departure no change read
     /// reported (gone before the last full read, and not acted on there); the next full read decides.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting_for_full_read: Vec<String>,
     pub failures: Vec<Failure>,
 }
@@ -496,38 +540,40 @@ impl LeaversReport {
 }
 
 /// A user left alone on purpose.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProtectedLine {
     pub username: String,
     /// `an administrator`, `a local user`, `sync.leavers.protect`, a flag CloudShell did not say, ...
-    pub reason: &'static str,
+    #[serde(deserialize_with = "interned")]
+    pub reason: Text,
 }
 
 /// The disabled-accounts step (`sync.disabled_accounts = "import_then_deactivate"`): directory accounts
 /// marked disabled, deactivated in CloudShell after the group imports, and reactivated when enabled again.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DisabledReport {
     /// `import_then_deactivate`.
-    pub mode: &'static str,
+    #[serde(deserialize_with = "interned")]
+    pub mode: Text,
     pub status: GroupStatus,
     /// Deactivated this run for being disabled in the directory.
     pub deactivated: Vec<String>,
     /// Reactivated this run: enabled again in the directory after this program deactivated them.
     pub reactivated: Vec<String>,
     /// Dry run: who would be deactivated (active in CloudShell now, or created by a planned group import).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub planned: Vec<String>,
     /// Disabled accounts left active: an administrator, a local user, `sync.leavers.protect`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected: Vec<ProtectedLine>,
     /// As the leaver step's `left_alone`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left_alone: Vec<ProtectedLine>,
     /// Every deactivation was held by `sync.max_disabled_deactivations_per_run`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,
     /// Why the step failed (the state file).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub failures: Vec<Failure>,
 }

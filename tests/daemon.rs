@@ -38,26 +38,6 @@ impl Env {
         Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}))
     }
 
-    /// Adds a person `uid` under `PEOPLE`.
-    fn add_person(&self, uid: &str) {
-        self.slapd
-            .add(&format!("dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n"));
-    }
-
-    /// Adds the people `add` to `group` and takes `delete` out of it, in one modification.
-    fn change_members(&self, group: &str, add: &[&str], delete: &[&str]) {
-        let values = |uids: &[&str]| uids.iter().map(|u| format!("member: uid={u},{PEOPLE}\n")).collect::<String>();
-        let mut changes = Vec::new();
-        if !add.is_empty() {
-            changes.push(format!("add: member\n{}", values(add)));
-        }
-        if !delete.is_empty() {
-            changes.push(format!("delete: member\n{}", values(delete)));
-        }
-        let ldif = format!("dn: cn={group},{}\nchangetype: modify\n{}", common::GROUPS, changes.join("-\n"));
-        self.slapd.modify(&ldif);
-    }
-
     /// The daemon on `config`, once its run at start has finished.
     fn daemon_started(&self, config: &Path) -> Daemon {
         let daemon = self.daemon(config);

@@ -255,10 +255,10 @@ async fn the_second_directory_serves_when_the_first_is_down() {
     assert_eq!(code, 0, "{report}\n{stderr}");
     assert!(stderr.contains("directory failover"), "{stderr}");
     assert_eq!(report["directory_url"].as_str(), Some(env.slapd.url().as_str()));
-    // A one-shot run reads in full, and says so.
+    // A one-shot run without a state directory reads in full, and says so.
     let read = &report["read"];
     assert_eq!((read["mode"].as_str(), read["method"].is_null()), (Some("full"), true), "{read}");
-    assert_eq!(read["reason"], "a one-shot run reads in full", "{read}");
+    assert_eq!(read["reason"], "a one-shot run without a state directory, or a dry run, reads in full", "{read}");
     assert!(stderr.contains(&format!("directory connected url={}", env.slapd.url())), "{stderr}");
     assert_eq!(env.users().await, ["admin", "erin"]);
 }

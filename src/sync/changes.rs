@@ -1,4 +1,4 @@
-//! How a run reads the directory: in full, or, in the daemon, only what changed since its last run.
+//! How a run reads the directory: in full, or only what changed since the last run.
 //!
 //! The daemon keeps the directory model its last full read built (`ldap::changes::kept`, from OpenLDAP's content
 //! sync or from `modifyTimestamp` searches) and, between full reads, applies to it what changed and resolves it
@@ -6,7 +6,9 @@
 //! leavers and removals wait for the next full read. A full read
 //! happens on the daemon's first run, after a run that did not end `ok`, when `sync.full_sync_every` has passed,
 //! whenever the model cannot answer (a setting changed, the server is behind its own answers, a member it cannot
-//! compare) or the change read fails; a one-shot `sync` always reads in full. A change read's snapshot covers
+//! compare) or the change read fails. A one-shot `sync` with a state directory keeps the same model in `state.db`
+//! ([`stored`]: taken as the run starts, stored as its last write when it ends `ok`); without one, or in a dry
+//! run, it reads in full. A change read's snapshot covers
 //! the configured groups as a full read would, but its coverage is [`Coverage::Changes`]: its leavers and its
 //! removals from CloudShell groups are only the departures the change reads reported
 //! ([`ChangeReads::track_members`]), and the shrink guard's reference is left to the next full read.
@@ -27,6 +29,8 @@ use crate::report::{ReadReport, Report};
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
 
+mod stored;
+
 /// The daemon's change-read state, from one run to the next.
 #[derive(Debug, Default)]
 pub struct ChangeReads {
@@ -39,6 +43,8 @@ pub struct ChangeReads {
     /// Moved on by [`ChangeReads::forget_run`]; `began` is its value when the current run began.
     generation: std::sync::atomic::AtomicU64,
     began: std::sync::atomic::AtomicU64,
+    /// A one-shot run's: the model is stored in `state.db` between runs ([`ChangeReads::one_shot`]).
+    one_shot: Option<stored::OneShot>,
 }
 
 #[derive(Debug)]
@@ -168,7 +174,7 @@ pub struct Begun {
 
 #[derive(Debug)]
 enum Start {
-    /// A one-shot run: always in full.
+    /// A one-shot run without a state directory, or a dry run: in full.
     OneShot,
     /// `ldap.change_detection = "off"`.
     Off,
@@ -234,8 +240,8 @@ impl ChangeReads {
     }
 }
 
-/// Decides how this run reads the directory (`changes` is the daemon's state; `None`: a one-shot run): the
-/// changes since the model kept, when there is one and a full read is not due.
+/// Decides how this run reads the directory (`changes` is the daemon's or the one-shot run's state; `None`: a
+/// run that keeps no model): the changes since the model kept, when there is one and a full read is not due.
 pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
     let Some(state) = changes else { return Begun { start: Start::OneShot } };
     // Whatever an earlier run left pending (one that panicked) is not this run's.
@@ -245,8 +251,12 @@ pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
         return Begun { start: Start::Off };
     }
     let every = config.sync.full_sync_every;
+    let why_not = || match &state.one_shot {
+        Some(one_shot) => lock(&one_shot.why_not).clone().unwrap_or_else(|| "no directory model stored".into()),
+        None => "no directory model kept: the daemon's first run, or the last run did not end ok".into(),
+    };
     let start = match taken {
-        None => Start::Full("no directory model kept: the daemon's first run, or the last run did not end ok".into()),
+        None => Start::Full(why_not()),
         Some(_) if every.is_zero() => Start::Full("sync.full_sync_every = \"0s\"".into()),
         Some(model) if model.full_at.elapsed() >= every => Start::Full(format!(
             "sync.full_sync_every ({}) has passed since the last full read",
@@ -288,7 +298,10 @@ pub async fn read(
     let (state, start) = match (changes, begun.start) {
         (None, _) | (_, Start::OneShot) => {
             let found = Found::Snapshot(full(&connection.read(groups).await));
-            return Read { found, report: plain("a one-shot run reads in full") };
+            return Read {
+                found,
+                report: plain("a one-shot run without a state directory, or a dry run, reads in full"),
+            };
         }
         (Some(_), Start::Off) => {
             let found = Found::Snapshot(full(&connection.read(groups).await));

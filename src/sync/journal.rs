@@ -243,6 +243,31 @@ impl Journal {
         written
     }
 
+    /// Takes the directory model the last one-shot run stored ([`db::Database::take_kept_model`]): `None`
+    /// when there is none to use.
+    pub fn take_kept_model(&self) -> Result<Option<db::StoredModel>, db::Error> {
+        self.timed(|| self.writing()?.take_kept_model())
+    }
+
+    /// Stores this one-shot run's directory model for the next, the body parts equal to `taken`'s left as they
+    /// are; or, with `None`, deletes the one stored. The run's last write.
+    pub fn store_kept_model(
+        &self,
+        model: Option<&db::StoredModel>,
+        taken: Option<&db::StoredModel>,
+    ) -> Result<(), db::Error> {
+        self.timed(|| match model {
+            Some(model) => self.writing()?.store_kept_model(model, taken),
+            None => self.writing()?.drop_kept_model(),
+        })
+    }
+
+    /// Marks the database as the last run left it: a one-shot run that took a stored model knows it is (any
+    /// other write since would have deleted it).
+    pub fn mark_as_left(&mut self) {
+        self.as_left = true;
+    }
+
     /// Appends rows to the audit trail.
     pub fn record(&self, rows: &[AuditRow]) -> Result<(), db::Error> {
         self.timed(|| self.writing()?.record(rows))

@@ -112,7 +112,7 @@ pub async fn run(config: &Config, dry_run: bool, context: &Context) -> Report {
     if let Some(c) = client {
         report.api_calls = c.calls();
     }
-    if let Some(changes) = &context.changes {
+    if let Some(changes) = context.changes.as_ref().filter(|c| !c.is_one_shot()) {
         // The model read in this run is kept only when every write of the run went through.
         changes.settle(&report);
     }
@@ -126,7 +126,7 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     tracing::info!(groups = config.sync.groups.len(), "run started");
     // The state first: a database this run cannot use means no read and no write anywhere.
     let owner = state::db::Owner::of(config);
-    let journal = match open_journal(&owner, context, &report) {
+    let mut journal = match open_journal(&owner, context, &report) {
         Ok(j) => j,
         Err(e) => {
             report.fail(e);
@@ -138,6 +138,12 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     {
         report.fail(e);
         return (report, None);
+    }
+    // A one-shot run takes the directory model the last one stored, if there is one to use.
+    if let (Some(changes), Some(journal)) = (&context.changes, journal.as_mut())
+        && changes.restore(config, journal)
+    {
+        journal.mark_as_left();
     }
     // Connect and bind first: an unreachable directory means no call to CloudShell at all.
     let Some(connection) = connect(config, context, &mut report).await else {
@@ -154,6 +160,12 @@ async fn run_in_span(config: &Config, mut report: Report, context: &Context) -> 
     if let Some(journal) = journal {
         if !report.dry_run {
             keep_history(&journal, config, &report);
+        }
+        if let Some(changes) = context.changes.as_ref().filter(|c| c.is_one_shot()) {
+            // The model is stored as the run's last write, only for a run that ended ok (see `run`).
+            report.api_calls = client.calls();
+            changes.settle(&report);
+            changes.store(config, &journal);
         }
         report.state_ms = journal.spent_ms();
         if let (Some(kept), Some(dir), false) = (&context.kept, &context.state_directory, report.dry_run) {

@@ -1161,6 +1161,26 @@ impl Stack {
         });
         Stack { slapd, sim, files: Files::new() }
     }
+
+    /// Adds a person `uid` under `PEOPLE`.
+    pub fn add_person(&self, uid: &str) {
+        self.slapd
+            .add(&format!("dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n"));
+    }
+
+    /// Adds the people `add` to `group` and takes `delete` out of it, in one modification.
+    pub fn change_members(&self, group: &str, add: &[&str], delete: &[&str]) {
+        let values = |uids: &[&str]| uids.iter().map(|u| format!("member: uid={u},{PEOPLE}\n")).collect::<String>();
+        let mut changes = Vec::new();
+        if !add.is_empty() {
+            changes.push(format!("add: member\n{}", values(add)));
+        }
+        if !delete.is_empty() {
+            changes.push(format!("delete: member\n{}", values(delete)));
+        }
+        let ldif = format!("dn: cn={group},{}\nchangetype: modify\n{}", GROUPS, changes.join("-\n"));
+        self.slapd.modify(&ldif);
+    }
 }
 
 /// A test file's environment: the [`Stack`], with that file's own helpers added in an `impl Env` block there.

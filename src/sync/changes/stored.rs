@@ -1,0 +1,264 @@
+//! The directory model a one-shot `sync` keeps in `state.db`, so that it too reads only what changed between
+//! full reads (the daemon keeps the same [`Model`] in memory).
+//!
+//! A run takes the stored model as it starts ([`ChangeReads::restore`]): it reads it and deletes its head in one
+//! transaction. It stores its own as its last write, only when it ended `ok` ([`ChangeReads::store`]). So a
+//! run that fails, is held, crashes or is killed leaves no model, and the next run reads in full, as in the
+//! daemon. `state.db`'s triggers delete the head whenever any other table is written, by any process (a daemon, an
+//! `accept-*` command, `sqlite3` by hand): a stored model always stands for the state as the run that stored it
+//! left it, which is what lets a run trust CloudShell's users and the outcome kept with it.
+//!
+//! What is stored: the kept model ([`Kept::to_stored`]); when its full read began (for `sync.full_sync_every`);
+//! CloudShell's users as the run left them; the members seen since that full read (the departures a change
+//! read may act on); and the run's outcome when it left nothing to do. It is stored with the program's version
+//! and a fingerprint of the configuration. Another version, any change to the configuration, or a model that
+//! does not decode means a full read, and the report says why.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+
+use super::{ChangeReads, KeptUsers, Model, lock};
+use crate::config::Config;
+use crate::group_name::GroupName;
+use crate::ldap::changes::kept::{Kept, StoredKept};
+use crate::report::{Budgets, DisabledReport, GroupReport, LeaversReport, MembershipReport, Report};
+use crate::state::db::StoredModel;
+use crate::sync::journal::Journal;
+use crate::username::Username;
+
+/// What stored a model: a model stored by any other build is not read (its layout may differ).
+const PROGRAM: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"), ", model format 1");
+
+/// A one-shot run's hold on the stored model.
+#[derive(Debug, Default)]
+pub(super) struct OneShot {
+    /// The model as taken this run: its body parts are not written again when unchanged.
+    taken: std::sync::Mutex<Option<StoredModel>>,
+    /// Why no stored model is used this run, for the report.
+    pub(super) why_not: std::sync::Mutex<Option<String>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Head {
+    kept: Vec<u8>,
+    /// [`KeptUsers::stale`], when CloudShell's users are kept.
+    stale: Option<Vec<i64>>,
+    /// The run's outcome, when it left nothing to do (JSON: the report's types skip empty fields).
+    outcome: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CloudShellPart {
+    users: Option<Vec<StoredUser>>,
+    members: Vec<Box<str>>,
+    groups: Vec<(String, Vec<Box<str>>)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredUser {
+    id: Option<i64>,
+    username: Option<Username>,
+    is_active: Option<bool>,
+    is_admin: Option<bool>,
+    domain_name: Option<String>,
+    group_ids: Option<Vec<i64>>,
+}
+
+/// What a run that left nothing to do replays when nothing changed (`sync::nothing_to_do`).
+#[derive(Serialize, Deserialize)]
+struct Outcome {
+    directory_url: Option<String>,
+    groups: Vec<GroupReport>,
+    memberships: Vec<MembershipReport>,
+    leavers: Option<LeaversReport>,
+    disabled_accounts: Option<DisabledReport>,
+    inactive_members: Vec<String>,
+    budgets: Option<Budgets>,
+    members: usize,
+    missing: usize,
+}
+
+impl Outcome {
+    fn of(r: &Report) -> Outcome {
+        Outcome {
+            directory_url: r.directory_url.clone(),
+            groups: r.groups.clone(),
+            memberships: r.memberships.clone(),
+            leavers: r.leavers.clone(),
+            disabled_accounts: r.disabled_accounts.clone(),
+            inactive_members: r.inactive_members.clone(),
+            budgets: r.budgets.clone(),
+            members: r.totals.members,
+            missing: r.totals.missing,
+        }
+    }
+
+    fn report(self) -> Report {
+        let mut r = Report::new("stored".into(), false);
+        r.directory_url = self.directory_url;
+        r.groups = self.groups;
+        r.memberships = self.memberships;
+        r.leavers = self.leavers;
+        r.disabled_accounts = self.disabled_accounts;
+        r.inactive_members = self.inactive_members;
+        r.budgets = self.budgets;
+        (r.totals.members, r.totals.missing) = (self.members, self.missing);
+        r
+    }
+}
+
+/// A fingerprint of the whole configuration: any change to it means a full read. Its `Debug` form, which
+/// holds every setting and no secret.
+fn fingerprint(config: &Config) -> String {
+    let mut hasher = std::hash::DefaultHasher::new();
+    format!("{config:?}").hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+impl ChangeReads {
+    /// The change-read state of a one-shot run that keeps its model in the state directory's `state.db`.
+    pub fn one_shot() -> ChangeReads {
+        ChangeReads { one_shot: Some(OneShot::default()), ..ChangeReads::default() }
+    }
+
+    /// Whether this is a one-shot run's ([`ChangeReads::one_shot`]).
+    pub fn is_one_shot(&self) -> bool {
+        self.one_shot.is_some()
+    }
+
+    /// Takes the model the last run stored, if it can be used: then it is this run's, as the daemon's kept
+    /// model is (the run reads the changes since, unless a full read is due). Else the reason is kept for the
+    /// report. Whether a model was taken.
+    pub fn restore(&self, config: &Config, journal: &Journal) -> bool {
+        let Some(one_shot) = &self.one_shot else { return false };
+        let why = match journal.take_kept_model() {
+            Err(e) => format!("the directory model stored in state.db could not be read: {e}"),
+            Ok(None) => "no directory model stored in state.db: the first run that keeps one, or the last run did \
+                         not end ok, or the state was written since"
+                .into(),
+            Ok(Some(stored)) if stored.program != PROGRAM => {
+                format!("the directory model in state.db was stored by {}, not {PROGRAM}", stored.program)
+            }
+            Ok(Some(stored)) if stored.configuration != fingerprint(config) => {
+                "the configuration changed since the directory model in state.db was stored".into()
+            }
+            Ok(Some(stored)) => match model(&stored) {
+                Ok(model) => {
+                    *lock(&self.kept) = Some(model);
+                    *lock(&one_shot.taken) = Some(stored);
+                    return true;
+                }
+                Err(e) => format!("the directory model in state.db cannot be used ({e})"),
+            },
+        };
+        tracing::info!(reason = %why, "no stored directory model");
+        *lock(&one_shot.why_not) = Some(why);
+        false
+    }
+
+    /// Stores the model this run keeps ([`ChangeReads::settle`] first): for a run that ended `ok`, its model;
+    /// else none, and the one stored is deleted. A failure is logged: the next run then reads in full.
+    pub fn store(&self, config: &Config, journal: &Journal) {
+        let Some(one_shot) = &self.one_shot else { return };
+        let taken = lock(&one_shot.taken).take();
+        let stored = lock(&self.kept).as_ref().map(|m| stored(m, config));
+        if let Err(e) = journal.store_kept_model(stored.as_ref(), taken.as_ref()) {
+            tracing::error!(error = %e, "directory model not stored; the next run reads in full");
+            let _ = journal.store_kept_model(None, None);
+        }
+    }
+}
+
+fn stored(m: &Model, config: &Config) -> StoredModel {
+    let full_at = SystemTime::now().checked_sub(m.full_at.elapsed()).unwrap_or(SystemTime::UNIX_EPOCH);
+    let kept = m.kept.to_stored();
+    let outcome = m.outcome.as_ref().map(|r| serde_json::to_string(&Outcome::of(r)).expect("a report serialises"));
+    let head = Head { kept: kept.head, stale: m.users.as_ref().map(|u| u.stale.clone()), outcome };
+    let sorted = |set: &FxHashSet<Box<str>>| {
+        let mut all: Vec<Box<str>> = set.iter().cloned().collect();
+        all.sort_unstable();
+        all
+    };
+    let mut groups: Vec<(String, Vec<Box<str>>)> =
+        m.groups.iter().map(|(name, members)| (name.as_str().to_string(), sorted(members))).collect();
+    groups.sort_unstable();
+    let users = m.users.as_ref().map(|u| u.users.iter().map(StoredUser::of).collect());
+    let cloudshell = CloudShellPart { users, members: sorted(&m.members), groups };
+    StoredModel {
+        program: PROGRAM.into(),
+        configuration: fingerprint(config),
+        full_read_at: humantime::format_rfc3339_millis(full_at).to_string(),
+        head: postcard::to_allocvec(&head).expect("the head encodes"),
+        directory: kept.body,
+        cloudshell: postcard::to_allocvec(&cloudshell).expect("CloudShell's part encodes"),
+    }
+}
+
+/// The model stored, or why it cannot be used.
+fn model(stored: &StoredModel) -> Result<Model, String> {
+    let head: Head = postcard::from_bytes(&stored.head).map_err(|e| format!("its head: {e}"))?;
+    let kept = Kept::from_stored(&StoredKept { head: head.kept, body: stored.directory.clone() })?;
+    let part: CloudShellPart =
+        postcard::from_bytes(&stored.cloudshell).map_err(|e| format!("CloudShell's users: {e}"))?;
+    let at = humantime::parse_rfc3339(&stored.full_read_at).map_err(|e| format!("its full read's time: {e}"))?;
+    // A full read in the future (the clock set back) counts as long ago: a full read is due.
+    let ago = SystemTime::now().duration_since(at).unwrap_or(Duration::MAX);
+    let full_at = Instant::now().checked_sub(ago).ok_or("its full read is older than this machine's clock tells")?;
+    let outcome = match head.outcome {
+        None => None,
+        Some(json) => {
+            let outcome: Outcome = serde_json::from_str(&json).map_err(|e| format!("the last run's outcome: {e}"))?;
+            Some(Box::new(outcome.report()))
+        }
+    };
+    let mut domains: Vec<Arc<str>> = Vec::new();
+    let users = match (part.users, head.stale) {
+        (Some(users), Some(stale)) => {
+            Some(KeptUsers { users: users.into_iter().map(|u| u.user(&mut domains)).collect(), stale })
+        }
+        _ => None,
+    };
+    let set = |names: Vec<Box<str>>| names.into_iter().collect::<FxHashSet<Box<str>>>();
+    let groups: FxHashMap<GroupName, FxHashSet<Box<str>>> =
+        part.groups.into_iter().map(|(name, members)| (GroupName::new(&name), set(members))).collect();
+    Ok(Model { kept, full_at, users, members: set(part.members), groups, outcome })
+}
+
+impl StoredUser {
+    fn of(u: &crate::cloudshell::User) -> StoredUser {
+        StoredUser {
+            id: u.id,
+            username: u.username.clone(),
+            is_active: u.is_active,
+            is_admin: u.is_admin,
+            domain_name: u.domain_name.as_deref().map(str::to_string),
+            group_ids: u.group_ids.clone(),
+        }
+    }
+
+    /// The user, its domain's name shared with the other users of the domain (as a listing shares it).
+    fn user(self, domains: &mut Vec<Arc<str>>) -> crate::cloudshell::User {
+        let domain_name = self.domain_name.map(|d| match domains.iter().find(|known| ***known == *d) {
+            Some(known) => known.clone(),
+            None => {
+                let shared: Arc<str> = Arc::from(d);
+                if domains.len() < 16 {
+                    domains.push(shared.clone());
+                }
+                shared
+            }
+        });
+        crate::cloudshell::User {
+            id: self.id,
+            username: self.username,
+            is_active: self.is_active,
+            is_admin: self.is_admin,
+            domain_name,
+            group_ids: self.group_ids,
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! One-shot `sync` runs (the shipped timer's) keep the directory model in `state.db` and read only what changed
+//! between full reads: the real binary against slapd with content sync and the simulator. What they act on is
+//! what the daemon's change reads act on; what makes them read in full (no model stored, a run that did not end
+//! ok, the configuration changed, the state written by anyone else, a stored model that cannot be used) is each
+//! shown here with its control.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Directory, Env, Stack, sync_json};
+use serde_json::{Value, json};
+
+const IMPORT: &str = "/api/v1/integrations/IdentityManagement/users";
+
+/// `Team`: alice, bob. `Other`: erin.
+fn directory() -> Directory {
+    let mut d = Directory::new();
+    let alice = d.user("alice");
+    let bob = d.user("bob");
+    d.group("Team", &[alice, bob]);
+    let erin = d.user("erin");
+    d.group("Other", &[erin]);
+    d
+}
+
+impl Env {
+    fn with_content_sync() -> Env {
+        Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}))
+    }
+
+    /// Team and Other, with a state directory and leavers deactivated; `sync_extra` in `[sync]`.
+    fn config(&self, sync_extra: &str) -> PathBuf {
+        let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
+        let sections = format!("[monitor]\nstate_directory = \"{}\"\n{leavers}", self.state().display());
+        self.files.config(&self.slapd.url(), &self.sim.url(), &["Team", "Other"], sync_extra, &sections)
+    }
+
+    fn state(&self) -> PathBuf {
+        self.files.path("state")
+    }
+
+    /// The calls made to CloudShell (logins apart); with `writes`, only those that change something.
+    async fn calls(&self, writes: bool) -> Vec<Value> {
+        let login = |c: &Value| c["path"].as_str().unwrap_or_default().eq_ignore_ascii_case("/Api/Auth/Login");
+        let calls = self.sim.calls().await.into_iter().filter(|c| !login(c));
+        calls.filter(|c| !writes || c["method"] != "GET").collect()
+    }
+}
+
+/// The run's `read`, after checking it ended with `code`.
+fn run(config: &Path, code: i32) -> (Value, Value) {
+    let (got, report, stderr) = sync_json(config, &[]);
+    assert_eq!(got, code, "{report}\n{stderr}");
+    (report["read"].clone(), report)
+}
+
+fn mode(read: &Value) -> (&str, &str) {
+    (read["mode"].as_str().unwrap_or("?"), read["method"].as_str().unwrap_or("none"))
+}
+
+/// Runs SQL on the state database, as an operator with `sqlite3` would.
+fn sql(state: &Path, statement: &str) {
+    let db = rusqlite::Connection::open(state.join("state.db")).unwrap();
+    db.execute_batch(statement).unwrap();
+}
+
+/// A one-shot run stores its model; the next reads only what changed: with nothing changed it calls nothing
+/// and reports the last run's outcome; a new hire is imported and a member taken out of Team (the positive
+/// control) is deactivated by a change read, as in the daemon; a dry run reads in full and leaves the stored
+/// model for the next run.
+#[tokio::test]
+async fn a_one_shot_run_reads_only_what_changed_since_the_last_one() {
+    let env = Env::with_content_sync();
+    let config = env.config("");
+    let (read, first) = run(&config, 0);
+    assert_eq!(mode(&read), ("full", "syncrepl"), "{read}");
+    assert!(read["reason"].as_str().unwrap().contains("no directory model stored"), "{read}");
+    assert_eq!(env.sim.usernames().await, ["admin", "alice", "bob", "erin"]);
+
+    // The first run imported: the second reads the changes since (none) and decides again.
+    let (read, second) = run(&config, 0);
+    assert_eq!(mode(&read), ("changes", "syncrepl"), "{read}");
+    assert_eq!(read["reason"], "the changes since the last run", "{read}");
+    assert_eq!((second["totals"]["imported"].clone(), first["totals"]["imported"].clone()), (json!(0), json!(3)));
+    // The second left nothing to do: the third, with nothing changed, ends with its outcome.
+    env.sim.clear_calls().await;
+    let (read, quiet) = run(&config, 0);
+    assert_eq!(mode(&read), ("changes", "syncrepl"), "{read}");
+    assert_eq!(read["reason"], "nothing changed since the last run, which left nothing to do", "{read}");
+    assert_eq!(read["cloudshell_users"], "kept", "{read}");
+    assert_eq!(env.calls(false).await, Vec::<Value>::new(), "no CloudShell call");
+    assert_eq!((quiet["groups"].clone(), quiet["totals"]["members"].clone()), (second["groups"].clone(), json!(3)));
+    assert_eq!((quiet["leavers"].clone(), quiet["result"].clone()), (second["leavers"].clone(), json!("ok")));
+
+    // A dry run reads in full and takes nothing: the next run still reads only what changed.
+    let (_, dry, _) = sync_json(&config, &["--dry-run"]);
+    assert_eq!(mode(&dry["read"]).0, "full", "{dry}");
+
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &["bob"]);
+    let (read, changed) = run(&config, 0);
+    assert_eq!(mode(&read), ("changes", "syncrepl"), "{read}");
+    assert!(read["changed_groups"].as_u64() >= Some(1) && read["changed_users"].as_u64() >= Some(1), "{read}");
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()), "imported by the change read");
+    assert_eq!(changed["leavers"]["deactivated"], json!(["bob"]), "{changed}");
+    assert!(!env.sim.is_active("bob").await, "the leaver the change read reported");
+    for kept in ["alice", "erin", "newhire"] {
+        assert!(env.sim.is_active(kept).await, "{kept} stays active");
+    }
+    let imports = env.sim.calls_to("POST", IMPORT).await;
+    assert_eq!(imports.len(), 1, "one group import, for Team: {imports:?}");
+
+    // And the run after reads the changes since that one: nothing.
+    env.sim.clear_calls().await;
+    let (read, _) = run(&config, 0);
+    assert_eq!(mode(&read).0, "changes", "{read}");
+    assert_eq!(env.calls(true).await, Vec::<Value>::new());
+}
+
+/// A run that did not end ok leaves no model: the next reads in full (and imports the new hire then). So does
+/// a change of configuration, any write to the state by another process, and a stored model that cannot be
+/// decoded; each time the report says why, and each time the run after reads only what changed again (the
+/// control that the model is stored again).
+#[tokio::test]
+async fn a_one_shot_run_reads_in_full_when_the_stored_model_cannot_be_trusted() {
+    let env = Env::with_content_sync();
+    let config = env.config("");
+    let reason = |read: &Value| read["reason"].as_str().unwrap_or_default().to_string();
+    assert_eq!(mode(&run(&config, 0).0).0, "full");
+
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &[]);
+    env.sim.set_faults(json!({"fail": {"count": 1000, "status": 500, "method": "POST"}})).await;
+    let (read, failed) = run(&config, 3);
+    assert_eq!(mode(&read).0, "changes", "{read}");
+    assert_ne!(failed["result"], "ok");
+    env.sim.clear_faults().await;
+    let (read, _) = run(&config, 0);
+    assert_eq!(mode(&read).0, "full", "{read}");
+    assert!(reason(&read).contains("the last run did not end ok"), "{read}");
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()));
+    assert_eq!(mode(&run(&config, 0).0).0, "changes");
+
+    // The configuration changed.
+    let changed = env.config("full_sync_every = \"12h\"");
+    let (read, _) = run(&changed, 0);
+    assert!(reason(&read).contains("configuration changed"), "{read}");
+    assert_eq!(mode(&run(&changed, 0).0).0, "changes");
+
+    // Another process wrote to the state (here by hand).
+    sql(&env.state(), "UPDATE managed_users SET last_seen = last_seen WHERE folded = 'alice'");
+    let (read, _) = run(&changed, 0);
+    assert!(reason(&read).contains("no directory model stored"), "{read}");
+    assert_eq!(mode(&run(&changed, 0).0).0, "changes");
+
+    // A stored body that does not decode.
+    sql(&env.state(), "UPDATE kept_model_body SET bytes = x'00ff' WHERE part = 'directory'");
+    let (read, _) = run(&changed, 0);
+    assert_eq!(mode(&read).0, "full", "{read}");
+    assert!(reason(&read).contains("cannot be used"), "{read}");
+    assert_eq!(mode(&run(&changed, 0).0).0, "changes");
+
+    // sync.full_sync_every passed.
+    let soon = env.config("full_sync_every = \"1s\"");
+    run(&soon, 0);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (read, _) = run(&soon, 0);
+    assert!(reason(&read).contains("full_sync_every"), "{read}");
+}
