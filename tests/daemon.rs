@@ -979,8 +979,11 @@ async fn a_watch_dropped_by_slapd_says_so_comes_back_and_catches_up() {
     assert!(down["watch"]["reason"].is_string(), "{down}");
     daemon.signal("USR1");
     daemon.wait_for("run finished", 2, Duration::from_secs(30));
+    // The status file is written just after the run's `run finished` event.
+    let written = || async { env.status().is_some_and(|s| s["watch"]["up"] == false) };
+    wait_until("the status file saying the watch is down", Duration::from_secs(10), written).await;
     let status = env.status().expect("the status file");
-    assert_eq!(status["watch"]["up"], false, "{status}");
+    assert!(status["watch"]["reason"].is_string(), "{status}");
 
     env.0.slapd.restart_with_acl("");
     daemon.wait_for("watching the directory", 2, Duration::from_secs(30));

@@ -167,5 +167,16 @@ async fn a_one_shot_run_reads_in_full_when_the_stored_model_cannot_be_trusted() 
     run(&soon, 0);
     std::thread::sleep(Duration::from_millis(1100));
     let (read, _) = run(&soon, 0);
-    assert!(reason(&read).contains("full_sync_every"), "{read}");
+    assert!(reason(&read).contains("full_sync_every") && mode(&read).0 == "full", "{read}");
+
+    // "0s": every run reads in full, and no model is built or stored.
+    let always = env.config("full_sync_every = \"0s\"");
+    for _ in 0..2 {
+        let (read, _) = run(&always, 0);
+        assert_eq!(mode(&read), ("full", "none"), "{read}");
+        assert!(reason(&read).contains("\"0s\""), "{read}");
+    }
+    let db = rusqlite::Connection::open(env.state().join("state.db")).unwrap();
+    let stored: i64 = db.query_row("SELECT count(*) FROM kept_model_body", [], |r| r.get(0)).unwrap();
+    assert_eq!(stored, 0, "no model stored");
 }

@@ -176,8 +176,8 @@ pub struct Begun {
 enum Start {
     /// A one-shot run without a state directory, or a dry run: in full.
     OneShot,
-    /// `ldap.change_detection = "off"`.
-    Off,
+    /// In full, building no model: `ldap.change_detection = "off"`, or `sync.full_sync_every = "0s"`.
+    NoModel(&'static str),
     /// In full, for this reason.
     Full(String),
     /// The changes since the model kept.
@@ -247,17 +247,20 @@ pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
     // Whatever an earlier run left pending (one that panicked) is not this run's.
     lock(&state.pending).take();
     let taken = lock(&state.kept).take();
-    if config.ldap.change_detection == ChangeDetection::Off {
-        return Begun { start: Start::Off };
-    }
     let every = config.sync.full_sync_every;
+    if config.ldap.change_detection == ChangeDetection::Off {
+        return Begun { start: Start::NoModel("ldap.change_detection = \"off\"") };
+    }
+    if every.is_zero() {
+        // Every run reads in full: a model would never be read.
+        return Begun { start: Start::NoModel("sync.full_sync_every = \"0s\": every run reads in full") };
+    }
     let why_not = || match &state.one_shot {
         Some(one_shot) => lock(&one_shot.why_not).clone().unwrap_or_else(|| "no directory model stored".into()),
         None => "no directory model kept: the daemon's first run, or the last run did not end ok".into(),
     };
     let start = match taken {
         None => Start::Full(why_not()),
-        Some(_) if every.is_zero() => Start::Full("sync.full_sync_every = \"0s\"".into()),
         Some(model) if model.full_at.elapsed() >= every => Start::Full(format!(
             "sync.full_sync_every ({}) has passed since the last full read",
             humantime::format_duration(every)
@@ -303,15 +306,15 @@ pub async fn read(
                 report: plain("a one-shot run without a state directory, or a dry run, reads in full"),
             };
         }
-        (Some(_), Start::Off) => {
+        (Some(_), Start::NoModel(reason)) => {
             let found = Found::Snapshot(full(&connection.read(groups).await));
-            return Read { found, report: plain("ldap.change_detection = \"off\"") };
+            return Read { found, report: plain(reason) };
         }
         (Some(state), start) => (state, start),
     };
     let mut connection = connection;
     let reason = match start {
-        Start::OneShot | Start::Off => unreachable!("answered above"),
+        Start::OneShot | Start::NoModel(_) => unreachable!("answered above"),
         Start::Full(reason) => reason,
         Start::Changes(mut model) => match connection.read_changes(&mut model.kept, groups, quiet).await {
             Ok((entries, read)) => {

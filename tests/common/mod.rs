@@ -350,8 +350,10 @@ impl Slapd {
         let (mut stdin, text) = (child.stdin.take().expect("stdin is piped"), ldif.to_string());
         let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
         let out = child.wait_with_output().expect("waiting for ldapmodify");
-        writer.join().expect("the writer thread").expect("writing to ldapmodify");
+        let written = writer.join().expect("the writer thread");
+        // ldapmodify's own error first: one that ends it early also breaks the pipe it reads from.
         assert!(out.status.success(), "ldapmodify failed: {}\n{ldif}", String::from_utf8_lossy(&out.stderr));
+        written.expect("writing to ldapmodify");
     }
 
     /// Adds entries (`ldapmodify -a`).
