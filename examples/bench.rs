@@ -275,8 +275,12 @@ fn new_state_dir(files: &Files, name: &str) -> PathBuf {
 }
 
 /// Writes the configuration for this directory and simulator: every group, the shipped defaults, and the state
-/// directory `state` (none: no state kept, the way the benchmark ran before issue 24).
+/// directory `state` (none: no state kept, the way the benchmark ran before issue 24). Every run on it reads
+/// in full (`full_sync_every = "0s"`): what the profiles measure against the floor is the full read (a one-shot
+/// run with a state directory otherwise reads only what changed; the `oneshot` profile measures that).
 fn config_for(files: &Files, loaded: &Loaded, sim: &Sim, extra: &str, state: Option<&Path>) -> PathBuf {
+    let extra = format!("full_sync_every = \"0s\"\n{extra}");
+    let extra = extra.as_str();
     let names: Vec<&str> = loaded.group_names.iter().map(String::as_str).collect();
     let sections = match state {
         Some(dir) => format!("[monitor]\nstate_directory = {:?}\n", dir.display().to_string()),
@@ -541,7 +545,7 @@ fn daemon_runs(binary: &str, files: &Files, loaded: &Loaded, sim: &Sim, state: &
     Command::new("kill").args(["-USR1", &pid.to_string()]).status().expect("kill");
     let one = finished();
     peaks.push(hwm());
-    add_new_hires(loaded);
+    add_new_hires(loaded, "hire");
     Command::new("kill").args(["-USR1", &pid.to_string()]).status().expect("kill");
     let changed = finished();
     let rss_mb = hwm();
@@ -734,12 +738,12 @@ fn storm(loaded: &Loaded, lines: std::io::Lines<std::io::BufReader<std::process:
 
 /// Adds 1 % of the directory's users as new entries (`hire00000`...), each a member of one of the first ten
 /// groups.
-fn add_new_hires(loaded: &Loaded) {
+fn add_new_hires(loaded: &Loaded, prefix: &str) {
     let count = loaded.everyone.len() / 100;
     let mut users = String::new();
     let mut groups = vec![String::new(); 10];
     for n in 0..count {
-        let uid = format!("hire{n:05}");
+        let uid = format!("{prefix}{n:05}");
         users.push_str(&format!(
             "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n\n"
         ));
@@ -978,6 +982,85 @@ fn print_state(results: &[&FlatResult]) {
     println!();
 }
 
+/// One-shot runs that read only what changed (issue 26): the flat directory at 100,000 users, in a new state
+/// directory with the shipped defaults (`change_detection = "auto"`: content sync; `full_sync_every = "6h"`).
+/// First a run that reads in full, builds the model and stores it in `state.db`; then three runs with nothing
+/// changed; one after a group gained a member who is in another group already; one after 1 % of the users
+/// were added to ten groups (new hires); then a run with `full_sync_every = "0s"` on another state directory,
+/// for the full read without a model. Each against the floor measured in the same run.
+async fn oneshot(binary: &str, files: &Files, bench_dir: &Path) {
+    let scale =
+        Scale { users: 100_000, groups: 1_000, churn_users: 0, churn_groups: 0, exponent: 0.96, nesting: false };
+    let loaded = load(&scale);
+    let sim = sim_for(&loaded.slapd, loaded.everyone.clone());
+    eprintln!("measuring the floor");
+    let floor = Floor::measure(&loaded.slapd, &sim, bench_dir);
+    // The second run in its state directory: the first creates state.db.
+    let full_state = new_state_dir(files, "state-full");
+    steady_run(binary, files, &loaded, &sim, Some(&full_state)).await;
+    let full = steady_run(binary, files, &loaded, &sim, Some(&full_state)).await;
+    let state = new_state_dir(files, "state-oneshot");
+    let names: Vec<&str> = loaded.group_names.iter().map(String::as_str).collect();
+    let sections = format!("[monitor]\nstate_directory = {:?}\n", state.display().to_string());
+    let config = files.config(&loaded.slapd.url(), &sim.url(), &names, "max_imports_per_run = 10000000\n", &sections);
+    let mut runs: Vec<(String, Run, (u64, u64))> = Vec::new();
+    let mut step = |name: &str, run: Run| {
+        assert_eq!(run.report["result"], "ok", "a one-shot run failed: {}", run.report);
+        runs.push((name.to_string(), run, db_size(&state)));
+    };
+    eprintln!("one-shot runs reading what changed");
+    step("first: full read, model built and stored", run_sync(binary, &config, &sim).await);
+    for n in 1..=3 {
+        step(&format!("nothing changed ({n})"), run_sync(binary, &config, &sim).await);
+    }
+    loaded.slapd.modify(&format!(
+        "dn: cn={},{GROUPS}\nchangetype: modify\nadd: member\nmember: uid={},{PEOPLE}\n",
+        loaded.group_names[1],
+        loaded.everyone[loaded.everyone.len() - 2]
+    ));
+    step("one group gained a member", run_sync(binary, &config, &sim).await);
+    add_new_hires(&loaded, "late");
+    step("1 % added (new hires in ten groups)", run_sync(binary, &config, &sim).await);
+    step("nothing changed, after the 1 % run", run_sync(binary, &config, &sim).await);
+    step("nothing changed, after that", run_sync(binary, &config, &sim).await);
+    if std::env::var_os("BENCH_HOLD").is_some() {
+        // For profiling: keep slapd and the simulator up until a line is read.
+        eprintln!("holding: config {}; press Enter to go on", config.display());
+        let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new())).await;
+    }
+    let f = floor.total();
+    println!(
+        "### oneshot: one-shot runs reading only what changed, 100,000 users, {} memberships\n",
+        loaded.memberships
+    );
+    println!("{TABLE_HEAD}");
+    floor.print_rows();
+    print_run("one-shot full read, no model (`full_sync_every = \"0s\"`, the second run)", &full, f);
+    println!();
+    println!(
+        "| run | read | cycle (s) | ratio to the floor | directory (s) | state_ms | plan and report (s) | CloudShell users | writes | peak RSS (MB) | state.db + -wal (MB) |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |");
+    for (name, r, size) in &runs {
+        let read = &r.report["read"];
+        println!(
+            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.0} | {:.3} | {} | {} | {:.1} | {:.1} + {:.1} |",
+            read["mode"].as_str().unwrap_or("?"),
+            secs(r),
+            secs(r) / f,
+            r.report["directory_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            state_ms(r),
+            after_reads(r),
+            read["cloudshell_users"].as_str().unwrap_or("?"),
+            r.writes,
+            r.rss_mb,
+            mb(size.0),
+            mb(size.1)
+        );
+    }
+    println!();
+}
+
 /// The scale series as an SVG: cycle time and floor (left axis, s) and peak RSS (right axis, MB) against
 /// memberships.
 fn plot(results: &[&FlatResult]) -> String {
@@ -1111,7 +1194,8 @@ async fn main() {
                 }
             }
             "watch" => watch(&binary, &files).await,
-            other => panic!("unknown profile {other:?}: nested, flat, scale or watch"),
+            "oneshot" => oneshot(&binary, &files, &bench_dir).await,
+            other => panic!("unknown profile {other:?}: nested, flat, scale, watch or oneshot"),
         }
     }
 }

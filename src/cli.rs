@@ -398,6 +398,9 @@ async fn sync_command(config: &Config, dry_run: bool, json: bool, detailed_exitc
         );
     }
     let report = sync::run_caught(config, dry_run, &context).await;
+    // The process ends here: the directory model the context holds (about 100 MB at 100,000 users) is left to the
+    // exit rather than freed entry by entry, which would cost a quiet run a twentieth of its time.
+    std::mem::forget(context);
     // A one-shot run keeps the status file only where a state directory is configured.
     if let Some(dir) = &config.monitor.state_directory
         && !dry_run

@@ -62,6 +62,9 @@ struct Model {
     /// The report of the run that kept the model, when it left nothing to do
     /// ([`Report::left_nothing_to_do`]): a run that reads no change after it decides the same again.
     outcome: Option<Box<Report>>,
+    /// This run read no change and ended with the last run's outcome: the entries, CloudShell's users and the
+    /// members seen are as the model was taken (a one-shot run then stores them without encoding them again).
+    unchanged: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -265,7 +268,7 @@ pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
             "sync.full_sync_every ({}) has passed since the last full read",
             humantime::format_duration(every)
         )),
-        Some(model) => Start::Changes(Box::new(model)),
+        Some(model) => Start::Changes(Box::new(Model { unchanged: false, ..model })),
     };
     Begun { start }
 }
@@ -330,6 +333,7 @@ pub async fn read(
                     (Some(entries), _) => Found::Snapshot(Snapshot { coverage: Coverage::Changes, ..full(&entries) }),
                     (None, Some(outcome)) => {
                         report.reason = "nothing changed since the last run, which left nothing to do".into();
+                        model.unchanged = true;
                         Found::Nothing(outcome)
                     }
                     (None, None) => unreachable!("entries are left out only for a run with the last outcome"),
@@ -356,6 +360,7 @@ pub async fn read(
                 members: FxHashSet::default(),
                 groups: FxHashMap::default(),
                 outcome: None,
+                unchanged: false,
             });
             *lock(&state.unavailable) = None;
             Some(source.method())

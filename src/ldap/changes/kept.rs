@@ -891,6 +891,7 @@ impl Kept {
         }
         let (began, since) = (std::time::Instant::now(), self.mark);
         for part in [Part::Users, Part::Groups] {
+            let held = self.dns.ids.len();
             let (search, dns) = ((&self.query, part, timeout), &mut self.dns);
             let applied = match (self.source, part) {
                 (Source::ContentSync, Part::Users) => self.users.read(ldap, search, dns, User::of).await,
@@ -905,8 +906,12 @@ impl Kept {
                 }
                 (Source::DirSync, _) => unreachable!("read by Kept::read_dirsync"),
             };
-            // Entries kept from a read that failed half way are dropped with it: so are their DNs.
-            self.sweep();
+            // Entries kept from a read that failed half way are dropped with it: so are their DNs. A read that
+            // changed no entry and brought no new DN frees none (a quiet run need not go through every entry).
+            let untouched = matches!(&applied, Ok(a) if a.changed == 0 && a.gone == 0) && self.dns.ids.len() == held;
+            if !untouched {
+                self.sweep();
+            }
             changes.searches += 1;
             match part {
                 Part::Users => changes.users = applied?,

@@ -16,7 +16,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::{ChangeReads, KeptUsers, Model, lock};
 use crate::config::Config;
 use crate::group_name::GroupName;
-use crate::ldap::changes::kept::{Kept, StoredKept};
+use crate::ldap::changes::kept::Kept;
 use crate::report::{Budgets, DisabledReport, GroupReport, LeaversReport, MembershipReport, Report};
 use crate::state::db::StoredModel;
 use crate::sync::journal::Journal;
@@ -165,7 +165,7 @@ impl ChangeReads {
     pub fn store(&self, config: &Config, journal: &Journal) {
         let Some(one_shot) = &self.one_shot else { return };
         let taken = lock(&one_shot.taken).take();
-        let stored = lock(&self.kept).as_ref().map(|m| stored(m, config));
+        let stored = lock(&self.kept).as_ref().map(|m| stored(m, config, taken.as_ref()));
         if let Err(e) = journal.store_kept_model(stored.as_ref(), taken.as_ref()) {
             tracing::error!(error = %e, "directory model not stored; the next run reads in full");
             let _ = journal.store_kept_model(None, None);
@@ -173,11 +173,20 @@ impl ChangeReads {
     }
 }
 
-fn stored(m: &Model, config: &Config) -> StoredModel {
+/// The model encoded for `state.db`. When the run changed neither the entries nor CloudShell's users
+/// ([`Model::unchanged`]), the body parts are those `taken`, not encoded again (at 100,000 users that is most
+/// of a quiet run's time).
+fn stored(m: &Model, config: &Config, taken: Option<&StoredModel>) -> StoredModel {
     let full_at = SystemTime::now().checked_sub(m.full_at.elapsed()).unwrap_or(SystemTime::UNIX_EPOCH);
-    let kept = m.kept.to_stored();
     let outcome = m.outcome.as_ref().map(|r| serde_json::to_string(&Outcome::of(r)).expect("a report serialises"));
-    let head = Head { kept: kept.head, stale: m.users.as_ref().map(|u| u.stale.clone()), outcome };
+    let head = Head { kept: m.kept.stored_head(), stale: m.users.as_ref().map(|u| u.stale.clone()), outcome };
+    let head = postcard::to_allocvec(&head).expect("the head encodes");
+    let (program, configuration) = (PROGRAM.to_string(), fingerprint(config));
+    let full_read_at = humantime::format_rfc3339_millis(full_at).to_string();
+    if let Some(taken) = taken.filter(|_| m.unchanged) {
+        let (directory, cloudshell) = (taken.directory.clone(), taken.cloudshell.clone());
+        return StoredModel { program, configuration, full_read_at, head, directory, cloudshell };
+    }
     let sorted = |set: &FxHashSet<Box<str>>| {
         let mut all: Vec<Box<str>> = set.iter().cloned().collect();
         all.sort_unstable();
@@ -189,11 +198,11 @@ fn stored(m: &Model, config: &Config) -> StoredModel {
     let users = m.users.as_ref().map(|u| u.users.iter().map(StoredUser::of).collect());
     let cloudshell = CloudShellPart { users, members: sorted(&m.members), groups };
     StoredModel {
-        program: PROGRAM.into(),
-        configuration: fingerprint(config),
-        full_read_at: humantime::format_rfc3339_millis(full_at).to_string(),
-        head: postcard::to_allocvec(&head).expect("the head encodes"),
-        directory: kept.body,
+        program,
+        configuration,
+        full_read_at,
+        head,
+        directory: m.kept.stored_body(),
         cloudshell: postcard::to_allocvec(&cloudshell).expect("CloudShell's part encodes"),
     }
 }
@@ -201,13 +210,14 @@ fn stored(m: &Model, config: &Config) -> StoredModel {
 /// The model stored, or why it cannot be used.
 fn model(stored: &StoredModel) -> Result<Model, String> {
     let head: Head = postcard::from_bytes(&stored.head).map_err(|e| format!("its head: {e}"))?;
-    let kept = Kept::from_stored(&StoredKept { head: head.kept, body: stored.directory.clone() })?;
+    let kept = Kept::from_stored_parts(&head.kept, &stored.directory)?;
     let part: CloudShellPart =
         postcard::from_bytes(&stored.cloudshell).map_err(|e| format!("CloudShell's users: {e}"))?;
     let at = humantime::parse_rfc3339(&stored.full_read_at).map_err(|e| format!("its full read's time: {e}"))?;
-    // A full read in the future (the clock set back) counts as long ago: a full read is due.
-    let ago = SystemTime::now().duration_since(at).unwrap_or(Duration::MAX);
-    let full_at = Instant::now().checked_sub(ago).ok_or("its full read is older than this machine's clock tells")?;
+    let ago = SystemTime::now().duration_since(at).map_err(|_| {
+        format!("its full read began at {}, later than now: the clock was set back", stored.full_read_at)
+    })?;
+    let full_at = Instant::now().checked_sub(ago).ok_or("its full read began too long ago")?;
     let outcome = match head.outcome {
         None => None,
         Some(json) => {
@@ -225,7 +235,7 @@ fn model(stored: &StoredModel) -> Result<Model, String> {
     let set = |names: Vec<Box<str>>| names.into_iter().collect::<FxHashSet<Box<str>>>();
     let groups: FxHashMap<GroupName, FxHashSet<Box<str>>> =
         part.groups.into_iter().map(|(name, members)| (GroupName::new(&name), set(members))).collect();
-    Ok(Model { kept, full_at, users, members: set(part.members), groups, outcome })
+    Ok(Model { kept, full_at, users, members: set(part.members), groups, outcome, unchanged: false })
 }
 
 impl StoredUser {

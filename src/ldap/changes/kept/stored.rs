@@ -118,6 +118,11 @@ impl Dns {
 impl Kept {
     /// The model, encoded for storing (see the module doc).
     pub fn to_stored(&self) -> StoredKept {
+        StoredKept { head: self.stored_head(), body: self.stored_body() }
+    }
+
+    /// The head of [`Kept::to_stored`] alone: what a read changes when no entry changed.
+    pub fn stored_head(&self) -> Vec<u8> {
         let blind = self.blind.as_ref().map(|b| match b {
             NeedsFullRead::MovedBelow { dn } => Blind::MovedBelow(dn.clone()),
             NeedsFullRead::BackLink { dn } => Blind::BackLink(dn.clone()),
@@ -136,22 +141,30 @@ impl Kept {
             dirsync: self.dirsync.clone(),
             blind,
         };
+        // Encoding into memory fails only on a type postcard cannot encode, which these are not.
+        postcard::to_allocvec(&head).expect("the model's head encodes")
+    }
+
+    /// The body of [`Kept::to_stored`] alone.
+    pub fn stored_body(&self) -> Vec<u8> {
         let body = BodyRef {
             users: self.users.sorted_entries(),
             groups: self.groups.sorted_entries(),
             dns: self.dns.texts.iter().map(Option::as_deref).collect(),
         };
-        // Encoding into memory fails only on a type postcard cannot encode, which these are not.
-        let head = postcard::to_allocvec(&head).expect("the model's head encodes");
-        let body = postcard::to_allocvec(&body).expect("the model's body encodes");
-        StoredKept { head, body }
+        postcard::to_allocvec(&body).expect("the model's body encodes")
     }
 
     /// The model [`Kept::to_stored`] encoded, or why it cannot be used: not decodable, or an entry naming a DN
     /// the body does not hold.
     pub fn from_stored(stored: &StoredKept) -> Result<Kept, String> {
-        let head: Head = postcard::from_bytes(&stored.head).map_err(|e| format!("the stored model's head: {e}"))?;
-        let body: Body = postcard::from_bytes(&stored.body).map_err(|e| format!("the stored model's body: {e}"))?;
+        Kept::from_stored_parts(&stored.head, &stored.body)
+    }
+
+    /// [`Kept::from_stored`], from the head and the body apart.
+    pub fn from_stored_parts(head: &[u8], body: &[u8]) -> Result<Kept, String> {
+        let head: Head = postcard::from_bytes(head).map_err(|e| format!("the stored model's head: {e}"))?;
+        let body: Body = postcard::from_bytes(body).map_err(|e| format!("the stored model's body: {e}"))?;
         let dns = Dns::stored(body.dns)?;
         let users = side(head.users, body.users, "users")?;
         let groups = side(head.groups, body.groups, "groups")?;
