@@ -1038,15 +1038,16 @@ async fn oneshot(binary: &str, files: &Files, bench_dir: &Path) {
     print_run("one-shot full read, no model (`full_sync_every = \"0s\"`, the second run)", &full, f);
     println!();
     println!(
-        "| run | read | cycle (s) | ratio to the floor | directory (s) | state_ms | plan and report (s) | CloudShell users | writes | peak RSS (MB) | state.db + -wal (MB) |"
+        "| run | read | cycle (s) | wall (s) | ratio to the floor | directory (s) | state_ms | plan and report (s) | CloudShell users | writes | peak RSS (MB) | state.db + -wal (MB) |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |");
     for (name, r, size) in &runs {
         let read = &r.report["read"];
         println!(
-            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.0} | {:.3} | {} | {} | {:.1} | {:.1} + {:.1} |",
+            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {:.3} | {} | {} | {:.1} | {:.1} + {:.1} |",
             read["mode"].as_str().unwrap_or("?"),
             secs(r),
+            r.wall,
             secs(r) / f,
             r.report["directory_ms"].as_f64().unwrap_or(0.0) / 1000.0,
             state_ms(r),

@@ -30,9 +30,10 @@ impl Env {
         Env(Stack::start_on(common::Slapd::start_with_syncprov(&directory()), |_| {}))
     }
 
-    /// Team and Other, with a state directory and leavers deactivated; `sync_extra` in `[sync]`.
+    /// Team and Other, with a state directory and leavers deactivated (but `svc-*`); `sync_extra` in `[sync]`.
     fn config(&self, sync_extra: &str) -> PathBuf {
-        let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
+        let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n\
+                       protect = [\"svc-*\"]\n";
         let sections = format!("[monitor]\nstate_directory = \"{}\"\n{leavers}", self.state().display());
         self.files.config(&self.slapd.url(), &self.sim.url(), &["Team", "Other"], sync_extra, &sections)
     }
@@ -155,12 +156,32 @@ async fn a_one_shot_run_reads_in_full_when_the_stored_model_cannot_be_trusted() 
     assert!(reason(&read).contains("no directory model stored"), "{read}");
     assert_eq!(mode(&run(&changed, 0).0).0, "changes");
 
-    // A stored body that does not decode.
+    // The stored body written by hand: the head goes with it.
     sql(&env.state(), "UPDATE kept_model_body SET bytes = x'00ff' WHERE part = 'directory'");
     let (read, _) = run(&changed, 0);
-    assert_eq!(mode(&read).0, "full", "{read}");
-    assert!(reason(&read).contains("cannot be used"), "{read}");
+    assert!(reason(&read).contains("no directory model stored") && mode(&read).0 == "full", "{read}");
     assert_eq!(mode(&run(&changed, 0).0).0, "changes");
+
+    // A model stored by another version of the program.
+    sql(&env.state(), "UPDATE kept_model SET program = 'cloudshell-ldap-sync 0.0.1, model format 0'");
+    let (read, _) = run(&changed, 0);
+    assert!(reason(&read).contains("stored by cloudshell-ldap-sync 0.0.1") && mode(&read).0 == "full", "{read}");
+    assert_eq!(mode(&run(&changed, 0).0).0, "changes");
+
+    // A run held by a safety limit (a new hire past max_imports_per_run = 0) keeps no model either.
+    env.add_person("heldhire");
+    env.change_members("Other", &["heldhire"], &[]);
+    let held = env.config("full_sync_every = \"12h\"\nmax_imports_per_run = 0");
+    let (read, report) = run(&held, 4);
+    assert!(reason(&read).contains("configuration changed") && report["result"] == "held", "{report}");
+    let (read, report) = run(&held, 4);
+    assert!(reason(&read).contains("no directory model stored"), "after a held run: {read}");
+    assert_eq!(report["result"], "held");
+    // (Each config call writes the same file.)
+    let changed = env.config("full_sync_every = \"12h\"");
+    let (read, _) = run(&changed, 0);
+    assert_eq!(mode(&read).0, "full", "{read}");
+    assert!(env.sim.usernames().await.contains(&"heldhire".to_string()));
 
     // sync.full_sync_every passed.
     let soon = env.config("full_sync_every = \"1s\"");

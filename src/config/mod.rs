@@ -246,6 +246,9 @@ pub struct Config {
     pub log_format: Option<LogFormat>,
     /// Things worth an operator's attention that do not stop the program (logged once logging is up).
     pub warnings: Vec<String>,
+    /// A fingerprint of every setting as written (comments and layout apart; no secret is in it): a directory
+    /// model stored under another one is not used (`sync::changes`).
+    pub fingerprint: String,
 }
 
 /// Reads and validates the configuration file at `path`.
@@ -315,7 +318,18 @@ fn parse_with(
         let key = (!keys.is_empty()).then(|| keys.join("."));
         Error { file: path.to_path_buf(), key, line, column, message }
     })?;
-    validate::Validator { path, text, env, warnings: Vec::new(), read_secrets }.validate(raw)
+    let fingerprint = fingerprint(&raw);
+    let config = validate::Validator { path, text, env, warnings: Vec::new(), read_secrets }.validate(raw)?;
+    Ok(Config { fingerprint, ..config })
+}
+
+/// The settings as parsed, hashed: their `Debug` form holds every key's value (the file names and environment
+/// variable names of secrets, never a secret) in a fixed order.
+fn fingerprint(raw: &raw::Raw) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    format!("{raw:?}").hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 #[cfg(test)]
@@ -349,6 +363,21 @@ groups = ["Team"]
 
     fn parse_text(text: &str) -> Result<Config, Error> {
         parse(Path::new("/etc/x.toml"), text, &env)
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_settings_not_the_layout_nor_a_matcher_used() {
+        let base = parse_text(MINIMAL).unwrap();
+        let laid_out = parse_text(&format!("# the directory\n{}\n\n", MINIMAL.replace(" = ", "  =  "))).unwrap();
+        assert_eq!(base.fingerprint, laid_out.fingerprint, "comments and spacing are no setting");
+        let changed = parse_text(&MINIMAL.replace("[sync]\n", "[sync]\nfull_sync_every = \"1h\"\n")).unwrap();
+        assert_ne!(base.fingerprint, changed.fingerprint, "a setting changed");
+        let protect = format!("{MINIMAL}\n[sync.leavers]\nprotect = [\"svc-*\"]\n");
+        let (first, second) = (parse_text(&protect).unwrap(), parse_text(&protect).unwrap());
+        // A matcher used (its cache filled) changes nothing: the fingerprint is of the settings as written.
+        assert!(first.sync.leavers.protects("svc-backup"));
+        assert_eq!(first.fingerprint, second.fingerprint);
+        assert_ne!(first.fingerprint, base.fingerprint);
     }
 
     #[test]

@@ -348,6 +348,8 @@ impl Validator<'_> {
             monitor,
             log_format,
             warnings: self.warnings,
+            // Set by `config::parse`, from the settings as written.
+            fingerprint: String::new(),
         })
     }
 

@@ -23,7 +23,7 @@ mod audit;
 mod kept_model;
 mod refold;
 pub use audit::{Action, AuditRow, Change, Filter, Intent, Outcome, Pending, Settlement};
-pub use kept_model::StoredModel;
+pub use kept_model::{StoredModel, Taken};
 /// The database's name in the state directory.
 pub const FILE_NAME: &str = "state.db";
 
@@ -100,20 +100,24 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
     // 3: the directory model a one-shot `sync` keeps for change reads from one run to the next (the daemon keeps
     // it in memory): its head (the settings it was read for, its cookies, the last run's outcome) and its body
-    // (the entries, and CloudShell's users as that run left them). The head stands for the state as the run that
-    // stored it left it: any write to another table, by any process, deletes it, so that the next run reads in
-    // full rather than trusting a model that no longer matches the ledger.
+    // (the entries, and CloudShell's users as that run left them), each part with its digest, which the head
+    // repeats. The head stands for the state as the run that stored it left it: any write to another table, or to
+    // the body, by any process, deletes it, so that the next run reads in full rather than trusting a model that
+    // no longer matches the ledger.
     "CREATE TABLE kept_model (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         program TEXT NOT NULL,
         configuration TEXT NOT NULL,
         saved_at TEXT NOT NULL,
         full_read_at TEXT NOT NULL,
-        head BLOB NOT NULL
+        head BLOB NOT NULL,
+        directory_digest TEXT NOT NULL,
+        cloudshell_digest TEXT NOT NULL
     );
     CREATE TABLE kept_model_body (
         part TEXT PRIMARY KEY NOT NULL CHECK (part IN ('directory', 'cloudshell')),
-        bytes BLOB NOT NULL
+        bytes BLOB NOT NULL,
+        digest TEXT NOT NULL
     );
     CREATE TRIGGER kept_model_after_owner_insert AFTER INSERT ON owner BEGIN DELETE FROM kept_model; END;
     CREATE TRIGGER kept_model_after_owner_update AFTER UPDATE ON owner BEGIN DELETE FROM kept_model; END;
@@ -132,7 +136,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER kept_model_after_intents_delete AFTER DELETE ON intents BEGIN DELETE FROM kept_model; END;
     CREATE TRIGGER kept_model_after_known_groups_insert AFTER INSERT ON known_groups BEGIN DELETE FROM kept_model; END;
     CREATE TRIGGER kept_model_after_known_groups_update AFTER UPDATE ON known_groups BEGIN DELETE FROM kept_model; END;
-    CREATE TRIGGER kept_model_after_known_groups_delete AFTER DELETE ON known_groups BEGIN DELETE FROM kept_model; END;",
+    CREATE TRIGGER kept_model_after_known_groups_delete AFTER DELETE ON known_groups BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_kept_model_body_insert AFTER INSERT ON kept_model_body BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_kept_model_body_update AFTER UPDATE ON kept_model_body BEGIN DELETE FROM kept_model; END;
+    CREATE TRIGGER kept_model_after_kept_model_body_delete AFTER DELETE ON kept_model_body BEGIN DELETE FROM kept_model; END;",
 ];
 
 /// The schema version this program writes: the number of migrations it knows.

@@ -245,8 +245,16 @@ impl Journal {
 
     /// Takes the directory model the last one-shot run stored ([`db::Database::take_kept_model`]): `None`
     /// when there is none to use.
-    pub fn take_kept_model(&self) -> Result<Option<db::StoredModel>, db::Error> {
+    pub fn take_kept_model(&self) -> Result<db::Taken, db::Error> {
         self.timed(|| self.writing()?.take_kept_model())
+    }
+
+    /// Whether another connection (another process, `sqlite3` by hand) wrote to the database since this run
+    /// opened it: SQLite's `data_version`, which this connection's own writes never move. Unknown counts as
+    /// written.
+    pub fn written_by_others(&self) -> bool {
+        let now = self.timed(|| self.database().ok().and_then(|d| d.data_version().ok()));
+        now.is_none() || now != self.version_at_open
     }
 
     /// Stores this one-shot run's directory model for the next, the body parts equal to `taken`'s left as they

@@ -147,6 +147,7 @@ use crate::ldap::{NAMES_PER_FILTER, Nesting, Settings, range, search};
 
 mod stored;
 pub use stored::StoredKept;
+pub(crate) use stored::decode;
 
 /// Group name attributes whose equality matching is caseIgnoreMatch in the standard schemas (OpenLDAP's core
 /// and inetOrgPerson schemas; Active Directory's string attributes), which [`GroupName`] reproduces.

@@ -1,6 +1,9 @@
 //! The directory model a one-shot `sync` keeps in `state.db` for change reads (`sync::changes`): a head row and
-//! the body's two parts. The database neither reads nor checks what they hold; it keeps them, and its triggers
-//! delete the head whenever another table is written (see the migration that made them).
+//! the body's two parts, each part with a digest the head repeats. The database does not read what they hold;
+//! it keeps them, checks each part against its digest when it is taken, and its triggers delete the head
+//! whenever another table or the body is written (see the migration that made them).
+
+use std::hash::Hasher;
 
 use rusqlite::{OptionalExtension, params};
 
@@ -13,12 +16,24 @@ pub struct StoredModel {
     pub program: String,
     /// The fingerprint of the configuration it was read with.
     pub configuration: String,
+    /// When it was stored (RFC 3339; set by [`Database::store_kept_model`]).
+    pub saved_at: String,
     /// When the full read it was built from began (RFC 3339).
     pub full_read_at: String,
     pub head: Vec<u8>,
     /// The entries (`directory`) and CloudShell's users as the run left them (`cloudshell`).
     pub directory: Vec<u8>,
     pub cloudshell: Vec<u8>,
+}
+
+/// What [`Database::take_kept_model`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// No model stored (or its head deleted since).
+    None,
+    Model(StoredModel),
+    /// A model whose parts do not match the digests its head holds: why.
+    Unusable(String),
 }
 
 /// The body's parts, by name.
@@ -30,36 +45,56 @@ impl StoredModel {
     }
 }
 
+/// A part's digest: SipHash (std's, fixed keys) over its bytes. Against a damaged page or a hand edit that still
+/// decodes, not against an attacker (who could write the state directory anyway).
+fn digest(bytes: &[u8]) -> String {
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(bytes);
+    format!("{:016x}-{}", hasher.finish(), bytes.len())
+}
+
 impl Database {
     /// Takes the stored model: reads it and deletes its head in one transaction, so that a run that ends
-    /// before storing another (a crash, a failure) leaves none, and the next run reads in full. `None` when
-    /// there is no head, or no body for it.
-    pub fn take_kept_model(&mut self) -> Result<Option<StoredModel>, Error> {
+    /// before storing another (a crash, a failure) leaves none, and the next run reads in full. Each body part
+    /// must match the digest the head holds for it.
+    pub fn take_kept_model(&mut self) -> Result<Taken, Error> {
         let (read, write) = (self.read_error(), self.write_error());
         let transaction = self.connection.transaction().map_err(&write)?;
+        let query = "SELECT program, configuration, saved_at, full_read_at, head, directory_digest, \
+                     cloudshell_digest FROM kept_model WHERE id = 1";
         let head = transaction
-            .query_row("SELECT program, configuration, full_read_at, head FROM kept_model WHERE id = 1", [], |row| {
-                Ok(StoredModel {
+            .query_row(query, [], |row| {
+                let model = StoredModel {
                     program: row.get(0)?,
                     configuration: row.get(1)?,
-                    full_read_at: row.get(2)?,
-                    head: row.get(3)?,
+                    saved_at: row.get(2)?,
+                    full_read_at: row.get(3)?,
+                    head: row.get(4)?,
                     ..StoredModel::default()
-                })
+                };
+                Ok((model, [row.get::<_, String>(5)?, row.get::<_, String>(6)?]))
             })
             .optional()
             .map_err(&read)?;
-        let Some(mut model) = head else { return Ok(None) };
-        let mut parts = [None, None];
+        let Some((mut model, digests)) = head else { return Ok(Taken::None) };
+        let mut parts: [Option<(Vec<u8>, String)>; 2] = [None, None];
         for (slot, name) in parts.iter_mut().zip(PARTS) {
-            let query = "SELECT bytes FROM kept_model_body WHERE part = ?1";
-            *slot = transaction.query_row(query, [name], |row| row.get::<_, Vec<u8>>(0)).optional().map_err(&read)?;
+            let query = "SELECT bytes, digest FROM kept_model_body WHERE part = ?1";
+            *slot =
+                transaction.query_row(query, [name], |row| Ok((row.get(0)?, row.get(1)?))).optional().map_err(&read)?;
         }
         transaction.execute("DELETE FROM kept_model", []).map_err(&write)?;
         transaction.commit().map_err(&write)?;
-        let [Some(directory), Some(cloudshell)] = parts else { return Ok(None) };
-        (model.directory, model.cloudshell) = (directory, cloudshell);
-        Ok(Some(model))
+        let [Some(directory), Some(cloudshell)] = parts else {
+            return Ok(Taken::Unusable("a part of its body is missing".into()));
+        };
+        for ((name, (bytes, stored)), wanted) in PARTS.iter().zip([&directory, &cloudshell]).zip(&digests) {
+            if stored != wanted || digest(bytes) != *wanted {
+                return Ok(Taken::Unusable(format!("its {name} part does not match the digest its head holds")));
+            }
+        }
+        (model.directory, model.cloudshell) = (directory.0, cloudshell.0);
+        Ok(Taken::Model(model))
     }
 
     /// Stores `model` as the kept one, in one transaction; a body part equal to the one in `taken` (what
@@ -68,35 +103,48 @@ impl Database {
     pub fn store_kept_model(&mut self, model: &StoredModel, taken: Option<&StoredModel>) -> Result<(), Error> {
         let write = self.write_error();
         let transaction = self.connection.transaction().map_err(&write)?;
+        let mut digests = Vec::new();
         for name in PARTS {
-            if taken.is_some_and(|t| t.part(name) == model.part(name)) {
-                let present: Option<i64> = transaction
-                    .query_row("SELECT 1 FROM kept_model_body WHERE part = ?1", [name], |row| row.get(0))
+            let bytes = model.part(name);
+            if taken.is_some_and(|t| t.part(name) == bytes) {
+                let present: Option<String> = transaction
+                    .query_row("SELECT digest FROM kept_model_body WHERE part = ?1", [name], |row| row.get(0))
                     .optional()
                     .map_err(&write)?;
-                if present.is_some() {
+                if let Some(present) = present {
+                    digests.push(present);
                     continue;
                 }
             }
+            let digest = digest(bytes);
             transaction
                 .execute(
-                    "INSERT OR REPLACE INTO kept_model_body (part, bytes) VALUES (?1, ?2)",
-                    params![name, model.part(name)],
+                    "INSERT OR REPLACE INTO kept_model_body (part, bytes, digest) VALUES (?1, ?2, ?3)",
+                    params![name, bytes, digest],
                 )
                 .map_err(&write)?;
+            digests.push(digest);
         }
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         transaction
             .execute(
-                "INSERT OR REPLACE INTO kept_model (id, program, configuration, saved_at, full_read_at, head) \
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
-                params![model.program, model.configuration, now, model.full_read_at, model.head],
+                "INSERT OR REPLACE INTO kept_model (id, program, configuration, saved_at, full_read_at, head, \
+                 directory_digest, cloudshell_digest) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    model.program,
+                    model.configuration,
+                    now,
+                    model.full_read_at,
+                    model.head,
+                    digests[0],
+                    digests[1]
+                ],
             )
             .map_err(&write)?;
         transaction.commit().map_err(&write)
     }
 
-    /// Deletes the stored model, head and body (a run that reads in full and keeps no model).
+    /// Deletes the stored model, head and body (a run that keeps no model).
     pub fn drop_kept_model(&mut self) -> Result<(), Error> {
         let write = self.write_error();
         let transaction = self.connection.transaction().map_err(&write)?;
@@ -119,6 +167,7 @@ mod tests {
         StoredModel {
             program: "p 1".into(),
             configuration: "c".into(),
+            saved_at: String::new(),
             full_read_at: "2026-12-03T00:00:00Z".into(),
             head: vec![1, 2],
             directory: directory.to_vec(),
@@ -126,43 +175,98 @@ mod tests {
         }
     }
 
+    /// The model taken, its `saved_at` checked and cleared for comparison.
+    fn take(db: &mut Database) -> Option<StoredModel> {
+        match db.take_kept_model().unwrap() {
+            Taken::None => None,
+            Taken::Model(m) => {
+                assert!(humantime::parse_rfc3339(&m.saved_at).is_ok(), "{}", m.saved_at);
+                Some(StoredModel { saved_at: String::new(), ..m })
+            }
+            Taken::Unusable(why) => panic!("unusable: {why}"),
+        }
+    }
+
     #[test]
     fn a_stored_model_is_taken_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = open(dir.path());
-        assert_eq!(db.take_kept_model().unwrap(), None, "none stored yet");
+        assert_eq!(take(&mut db), None, "none stored yet");
         db.store_kept_model(&model(b"d"), None).unwrap();
-        assert_eq!(db.take_kept_model().unwrap(), Some(model(b"d")));
-        assert_eq!(db.take_kept_model().unwrap(), None, "taken: a run that stores nothing leaves none");
+        assert_eq!(take(&mut db), Some(model(b"d")));
+        assert_eq!(take(&mut db), None, "taken: a run that stores nothing leaves none");
         // Stored again with the body unchanged: the body is kept, the head written.
         db.store_kept_model(&model(b"d"), Some(&model(b"d"))).unwrap();
-        assert_eq!(db.take_kept_model().unwrap(), Some(model(b"d")));
+        assert_eq!(take(&mut db), Some(model(b"d")));
         db.store_kept_model(&model(b"e"), Some(&model(b"d"))).unwrap();
-        assert_eq!(db.take_kept_model().unwrap(), Some(model(b"e")), "a changed body is written");
+        assert_eq!(take(&mut db), Some(model(b"e")), "a changed body is written");
         db.store_kept_model(&model(b"e"), None).unwrap();
         db.drop_kept_model().unwrap();
-        assert_eq!(db.take_kept_model().unwrap(), None);
+        assert_eq!(take(&mut db), None);
     }
 
     #[test]
-    fn any_other_write_to_the_state_deletes_the_stored_head() {
+    fn a_body_that_does_not_match_its_digest_is_unusable() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = open(dir.path());
-        let writes: [&str; 6] = [
+        // Past the trigger that deletes the head on a write to the body, as a damaged page would be.
+        db.connection.execute_batch("DROP TRIGGER kept_model_after_kept_model_body_update").unwrap();
+        db.store_kept_model(&model(b"directory"), None).unwrap();
+        db.connection.execute("UPDATE kept_model_body SET bytes = x'00' WHERE part = 'directory'", []).unwrap();
+        let taken = db.take_kept_model().unwrap();
+        assert!(matches!(&taken, Taken::Unusable(why) if why.contains("directory part")), "{taken:?}");
+        // The control: stored again, it is taken whole.
+        db.store_kept_model(&model(b"directory"), None).unwrap();
+        assert_eq!(take(&mut db), Some(model(b"directory")));
+    }
+
+    #[test]
+    fn any_other_write_to_the_state_or_to_the_body_deletes_the_stored_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = open(dir.path());
+        let writes = [
             "UPDATE owner SET recorded_at = 'x'",
             "INSERT INTO group_counts (group_name, members, updated_at) VALUES ('g', 1, 'x')",
             "DELETE FROM group_counts",
             "INSERT INTO audit (run_id, at, action, reason, result) VALUES ('r', 'x', 'held', 'r', 'ok')",
+            "INSERT INTO intents (run_id, at, action, username, cloudshell_id, reason, state) \
+             VALUES ('r', 'x', 'deactivate', 'a', 1, 'r', 'intended')",
             "INSERT INTO known_groups (dn_key, dn, seen_at) VALUES ('k', 'k', 'x')",
             "INSERT INTO managed_users (folded, username, first_seen, last_seen) VALUES ('a', 'a', 'x', 'x')",
+            "UPDATE managed_users SET last_seen = last_seen",
+            "UPDATE kept_model_body SET digest = digest",
         ];
         for write in writes {
             db.store_kept_model(&model(b"d"), None).unwrap();
             db.connection.execute(write, []).unwrap();
-            assert_eq!(db.take_kept_model().unwrap(), None, "after {write}");
+            assert_eq!(take(&mut db), None, "after {write}");
         }
         // The control: with no other write, the model is there to take.
         db.store_kept_model(&model(b"d"), None).unwrap();
-        assert!(db.take_kept_model().unwrap().is_some());
+        assert!(take(&mut db).is_some());
+    }
+
+    /// Every table but the head's own has the three triggers that delete the head: a table added later without
+    /// them fails here.
+    #[test]
+    fn every_other_table_deletes_the_head_when_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let names = |sql: &str| -> Vec<String> {
+            let mut statement = db.connection.prepare(sql).unwrap();
+            statement.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+        };
+        let tables =
+            names("SELECT name FROM sqlite_schema WHERE type = 'table' AND name != 'kept_model' ORDER BY name");
+        assert!(tables.len() >= 7, "{tables:?}");
+        for table in tables {
+            for op in ["INSERT", "UPDATE", "DELETE"] {
+                let found = names(&format!(
+                    "SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = '{table}' \
+                     AND sql LIKE '%AFTER {op} ON {table} BEGIN DELETE FROM kept_model; END%'"
+                ));
+                assert_eq!(found.len(), 1, "{table} has no {op} trigger deleting the stored head");
+            }
+        }
     }
 }

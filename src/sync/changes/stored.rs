@@ -14,7 +14,6 @@
 //! and a fingerprint of the configuration. Another version, any change to the configuration, or a model that
 //! does not decode means a full read, and the report says why.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -25,8 +24,9 @@ use super::{ChangeReads, KeptUsers, Model, lock};
 use crate::config::Config;
 use crate::group_name::GroupName;
 use crate::ldap::changes::kept::Kept;
+use crate::ldap::changes::kept::decode;
 use crate::report::{Budgets, DisabledReport, GroupReport, LeaversReport, MembershipReport, Report};
-use crate::state::db::StoredModel;
+use crate::state::db::{StoredModel, Taken};
 use crate::sync::journal::Journal;
 use crate::username::Username;
 
@@ -111,14 +111,6 @@ impl Outcome {
     }
 }
 
-/// A fingerprint of the whole configuration: any change to it means a full read. Its `Debug` form, which
-/// holds every setting and no secret.
-fn fingerprint(config: &Config) -> String {
-    let mut hasher = std::hash::DefaultHasher::new();
-    format!("{config:?}").hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
-}
-
 impl ChangeReads {
     /// The change-read state of a one-shot run that keeps its model in the state directory's `state.db`.
     pub fn one_shot() -> ChangeReads {
@@ -137,16 +129,17 @@ impl ChangeReads {
         let Some(one_shot) = &self.one_shot else { return false };
         let why = match journal.take_kept_model() {
             Err(e) => format!("the directory model stored in state.db could not be read: {e}"),
-            Ok(None) => "no directory model stored in state.db: the first run that keeps one, or the last run did \
-                         not end ok, or the state was written since"
+            Ok(Taken::None) => "no directory model stored in state.db: the first run that keeps one, or the last \
+                                run did not end ok, or the state was written since"
                 .into(),
-            Ok(Some(stored)) if stored.program != PROGRAM => {
+            Ok(Taken::Unusable(why)) => format!("the directory model in state.db cannot be used ({why})"),
+            Ok(Taken::Model(stored)) if stored.program != PROGRAM => {
                 format!("the directory model in state.db was stored by {}, not {PROGRAM}", stored.program)
             }
-            Ok(Some(stored)) if stored.configuration != fingerprint(config) => {
+            Ok(Taken::Model(stored)) if stored.configuration != config.fingerprint => {
                 "the configuration changed since the directory model in state.db was stored".into()
             }
-            Ok(Some(stored)) => match model(&stored) {
+            Ok(Taken::Model(stored)) => match model(&stored) {
                 Ok(model) => {
                     *lock(&self.kept) = Some(model);
                     *lock(&one_shot.taken) = Some(stored);
@@ -165,7 +158,14 @@ impl ChangeReads {
     pub fn store(&self, config: &Config, journal: &Journal) {
         let Some(one_shot) = &self.one_shot else { return };
         let taken = lock(&one_shot.taken).take();
-        let stored = lock(&self.kept).as_ref().map(|m| stored(m, config, taken.as_ref()));
+        let mut kept = lock(&self.kept);
+        if kept.is_some() && journal.written_by_others() {
+            // What this run kept may not match what was written (a managed user, an intent): the next run reads
+            // in full.
+            tracing::warn!("state.db was written by another process during the run: no directory model stored");
+            *kept = None;
+        }
+        let stored = kept.as_ref().map(|m| stored(m, config, taken.as_ref()));
         if let Err(e) = journal.store_kept_model(stored.as_ref(), taken.as_ref()) {
             tracing::error!(error = %e, "directory model not stored; the next run reads in full");
             let _ = journal.store_kept_model(None, None);
@@ -181,11 +181,12 @@ fn stored(m: &Model, config: &Config, taken: Option<&StoredModel>) -> StoredMode
     let outcome = m.outcome.as_ref().map(|r| serde_json::to_string(&Outcome::of(r)).expect("a report serialises"));
     let head = Head { kept: m.kept.stored_head(), stale: m.users.as_ref().map(|u| u.stale.clone()), outcome };
     let head = postcard::to_allocvec(&head).expect("the head encodes");
-    let (program, configuration) = (PROGRAM.to_string(), fingerprint(config));
+    let (program, configuration) = (PROGRAM.to_string(), config.fingerprint.clone());
     let full_read_at = humantime::format_rfc3339_millis(full_at).to_string();
     if let Some(taken) = taken.filter(|_| m.unchanged) {
         let (directory, cloudshell) = (taken.directory.clone(), taken.cloudshell.clone());
-        return StoredModel { program, configuration, full_read_at, head, directory, cloudshell };
+        let saved_at = String::new();
+        return StoredModel { program, configuration, saved_at, full_read_at, head, directory, cloudshell };
     }
     let sorted = |set: &FxHashSet<Box<str>>| {
         let mut all: Vec<Box<str>> = set.iter().cloned().collect();
@@ -200,6 +201,7 @@ fn stored(m: &Model, config: &Config, taken: Option<&StoredModel>) -> StoredMode
     StoredModel {
         program,
         configuration,
+        saved_at: String::new(),
         full_read_at,
         head,
         directory: m.kept.stored_body(),
@@ -209,10 +211,13 @@ fn stored(m: &Model, config: &Config, taken: Option<&StoredModel>) -> StoredMode
 
 /// The model stored, or why it cannot be used.
 fn model(stored: &StoredModel) -> Result<Model, String> {
-    let head: Head = postcard::from_bytes(&stored.head).map_err(|e| format!("its head: {e}"))?;
+    let saved = humantime::parse_rfc3339(&stored.saved_at).map_err(|e| format!("its time: {e}"))?;
+    if SystemTime::now() < saved {
+        return Err(format!("it was stored at {}, later than now: the clock was set back", stored.saved_at));
+    }
+    let head: Head = decode(&stored.head).map_err(|e| format!("its head: {e}"))?;
     let kept = Kept::from_stored_parts(&head.kept, &stored.directory)?;
-    let part: CloudShellPart =
-        postcard::from_bytes(&stored.cloudshell).map_err(|e| format!("CloudShell's users: {e}"))?;
+    let part: CloudShellPart = decode(&stored.cloudshell).map_err(|e| format!("CloudShell's users: {e}"))?;
     let at = humantime::parse_rfc3339(&stored.full_read_at).map_err(|e| format!("its full read's time: {e}"))?;
     let ago = SystemTime::now().duration_since(at).map_err(|_| {
         format!("its full read began at {}, later than now: the clock was set back", stored.full_read_at)
@@ -270,5 +275,32 @@ impl StoredUser {
             domain_name,
             group_ids: self.group_ids,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout of CloudShell's part and the head, pinned as the kept model's is (`kept::stored`): a change
+    /// must bump the model format in [`PROGRAM`] (swapped `is_active` and `is_admin`, say, would otherwise read a
+    /// stored model wrongly), then pin the new bytes here.
+    #[test]
+    fn the_stored_layout_is_pinned() {
+        let user = StoredUser {
+            id: Some(7),
+            username: Username::new("Alice"),
+            is_active: Some(true),
+            is_admin: Some(false),
+            domain_name: Some("corp".into()),
+            group_ids: Some(vec![3]),
+        };
+        let part = CloudShellPart { users: Some(vec![user]), members: vec!["alice".into()], groups: vec![] };
+        let head = Head { kept: vec![1], stale: Some(vec![2]), outcome: Some("{}".into()) };
+        let hex = |bytes: Vec<u8>| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let encoded = (hex(postcard::to_allocvec(&part).unwrap()), hex(postcard::to_allocvec(&head).unwrap()));
+        let pinned = ("0101010e0105416c696365010101000104636f72700101060105616c69636500", "010101010401027b7d");
+        assert_eq!(encoded, (pinned.0.to_string(), pinned.1.to_string()));
+        assert!(PROGRAM.ends_with(", model format 1"), "{PROGRAM}");
     }
 }
