@@ -3,8 +3,8 @@
 //! disabled and enabled, their sAMAccountName changed; members added and removed; groups nested, un-nested,
 //! renamed, added and deleted; an OU holding a user renamed), mixed with lost cookies, the snapshot resolved from
 //! the model's entries equals the snapshot of a full read, for in-chain, recursive and no nesting, and for a user
-//! filter that tests `memberOf`. Where the model asks for a full read, the reason is checked to be the one the
-//! round gave. The seed is printed; set `AD_MODEL_SEED` to replay one.
+//! filter that tests `memberOf`, and with member values read in windows (range retrieval). Where the model asks
+//! for a full read, the reason is checked to be the one the round gave. The seed is printed; set `AD_MODEL_SEED` to replay one.
 
 use std::time::Duration;
 
@@ -250,9 +250,10 @@ thread_local! {
     static SETUP: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
-fn settings(dc: &SambaDc, nesting: Nesting, user_filter: &str) -> Settings {
+fn settings(dc: &SambaDc, nesting: Nesting, (user_filter, member_range_size): (&str, Option<u32>)) -> Settings {
     Settings {
         user_filter: user_filter.into(),
+        member_range_size,
         nesting,
         change_detection: ldap::ChangeDetection::Dirsync,
         ..ad_settings(dc, &base())
@@ -261,18 +262,22 @@ fn settings(dc: &SambaDc, nesting: Nesting, user_filter: &str) -> Settings {
 
 const PLAIN: &str = "(&(objectCategory=person)(objectClass=user))";
 
-/// The models (by user filter), each compared under every nesting mode.
-fn filters() -> [String; 3] {
+/// The models (by user filter and `ldap.member_range_size`), each compared under every nesting mode.
+fn models() -> [(String, Option<u32>); 4] {
     [
-        PLAIN.to_string(),
-        format!("(&(objectCategory=person)(objectClass=user)(memberOf={}))", staff()),
+        (PLAIN.to_string(), None),
+        (format!("(&(objectCategory=person)(objectClass=user)(memberOf={}))", staff()), None),
         // Disabled accounts leave the filter: disabling one is the usual way a user leaves it.
-        "(&(objectCategory=person)(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2)))".to_string(),
+        ("(&(objectCategory=person)(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2)))".into(), None),
+        // Member values in windows of 3 (Samba forces no ranges; Active Directory does past 1,500 values): both
+        // reads follow range retrieval to the end. (Each whole read of this model reads the 1,600 members of
+        // ad_changes' Big, kept as every group of the domain is, in 534 searches: a smaller window costs more.)
+        (PLAIN.to_string(), Some(3)),
     ]
 }
 
 async fn bind(dc: &SambaDc) -> ldap3::Ldap {
-    let s = settings(dc, Nesting::Off, PLAIN);
+    let s = settings(dc, Nesting::Off, (PLAIN, None));
     let tls = cloudshell_ldap_sync::tls::client_config("ldap.ca_file", s.ca_file.as_deref(), false).unwrap();
     let conn = ldap3::LdapConnSettings::new().set_config(std::sync::Arc::new(tls)).set_conn_timeout(TIMEOUT);
     let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(conn, &dc.ldaps_url()).await.unwrap();
@@ -281,8 +286,8 @@ async fn bind(dc: &SambaDc) -> ldap3::Ldap {
     ldap
 }
 
-fn fresh(dc: &SambaDc, filter: &str) -> Kept {
-    Kept::with_groups_base(&settings(dc, Nesting::Off, filter), AD_BASE).reading_by(Source::DirSync)
+fn fresh(dc: &SambaDc, model: (&str, Option<u32>)) -> Kept {
+    Kept::with_groups_base(&settings(dc, Nesting::Off, model), AD_BASE).reading_by(Source::DirSync)
 }
 
 fn configured() -> Vec<GroupName> {
@@ -291,10 +296,10 @@ fn configured() -> Vec<GroupName> {
 
 /// Compares a model with a full read for every nesting mode; `false` when it asks for a full read (checked to
 /// be for a renamed OU, and only when `moved_ou`).
-async fn compare(dc: &SambaDc, kept: &Kept, filter: &str, moved_ou: bool, context: &str) -> bool {
+async fn compare(dc: &SambaDc, kept: &Kept, model: (&str, Option<u32>), moved_ou: bool, context: &str) -> bool {
     let names = configured();
     for nesting in [Nesting::Auto, Nesting::Recursive, Nesting::Off] {
-        let s = settings(dc, nesting, filter);
+        let s = settings(dc, nesting, model);
         let full = ldap::Connection::open(&s).await.expect("bind").read(&names).await;
         let full = ldap::resolve(&full, &s, &names);
         match kept.entries(&s, &names) {
@@ -342,12 +347,17 @@ pub async fn the_kept_model_by_dirsync_resolves_as_a_full_read(dc: &SambaDc) {
     eprintln!("AD model seed {seed} (AD_MODEL_SEED={seed} to replay)");
     let mut rng = Rng(seed);
     let mut world = seed_world(dc, &mut rng);
-    let filters = filters();
-    let mut kepts: Vec<Kept> = filters.iter().map(|f| fresh(dc, f)).collect();
+    let filters = models();
+    let model = |m: usize| (filters[m].0.as_str(), filters[m].1);
+    let mut kepts: Vec<Kept> = (0..filters.len()).map(|m| fresh(dc, model(m))).collect();
     let (mut sent, mut held, mut compared, mut moved_reads, mut moved_rounds) = (0, 0, 0, 0, 0);
-    for kept in &mut kepts {
+    for (m, kept) in kepts.iter_mut().enumerate() {
         let mut ldap = bind(dc).await;
-        kept.read(&mut ldap, &dc.ldaps_url(), TIMEOUT).await.expect("the first read");
+        let first = kept.read(&mut ldap, &dc.ldaps_url(), TIMEOUT).await.expect("the first read");
+        if let Some(window) = filters[m].1 {
+            // Big's 1,600 members, window by window: the ranges were asked for and followed.
+            assert!(first.searches > 1600 / window as usize, "{} searches", first.searches);
+        }
     }
     for round in 0..ROUNDS {
         let mut ldif = String::new();
@@ -370,7 +380,7 @@ pub async fn the_kept_model_by_dirsync_resolves_as_a_full_read(dc: &SambaDc) {
         moved_rounds += usize::from(moved_ou && !lost);
         for (m, kept) in kepts.iter_mut().enumerate() {
             if lost {
-                *kept = fresh(dc, &filters[m]);
+                *kept = fresh(dc, model(m));
             }
             let mut ldap = bind(dc).await;
             let changes = kept.read(&mut ldap, &dc.ldaps_url(), TIMEOUT).await.expect("a change read");
@@ -382,14 +392,14 @@ pub async fn the_kept_model_by_dirsync_resolves_as_a_full_read(dc: &SambaDc) {
                 "seed {seed}, round {round}, model {m}{}; changes:\n{ldif}",
                 if lost { ", cookie lost" } else { "" }
             );
-            if compare(dc, kept, &filters[m], moved_ou && !lost, &context).await {
+            if compare(dc, kept, model(m), moved_ou && !lost, &context).await {
                 compared += 1;
             } else {
                 // As a daemon does: a full read, then a model read anew.
                 moved_reads += 1;
-                *kept = fresh(dc, &filters[m]);
+                *kept = fresh(dc, model(m));
                 kept.read(&mut ldap, &dc.ldaps_url(), TIMEOUT).await.expect("a first read");
-                assert!(compare(dc, kept, &filters[m], false, &context).await);
+                assert!(compare(dc, kept, model(m), false, &context).await);
             }
         }
     }

@@ -95,7 +95,9 @@
 //! - a configured name is not printable ASCII, or the group name attribute is not one whose matching is known
 //!   to be caseIgnoreMatch (`NameMatching`: the server's Unicode and space folding, or another matching rule,
 //!   could find a group [`GroupName`] does not, or the reverse);
-//! - a kept group's member values come in ranges (`RangedMembers`: Active Directory's range retrieval);
+//! - a kept group's member values come in ranges (`RangedMembers`: Active Directory's range retrieval), in a
+//!   model read by content sync or `modifyTimestamp` (a model read by DirSync completes them:
+//!   [`Kept::complete_ranges`]);
 //! - the last read found, besides the content-sync answers, an entry changed after the CSN their cookie
 //!   stands for (`ProviderBehind`). Observed with slapd 2.5: killed and restarted, it sets contextCSN back to
 //!   its last checkpoint (a kept cookie newer than that is refused, 53 "consumer state is newer than
@@ -288,6 +290,9 @@ struct Query {
     username_attribute: String,
     group_name_attribute: String,
     member_attribute: String,
+    /// `ldap.member_range_size`: a model read by DirSync asks for the member values in windows of this size, as
+    /// the full read does on Active Directory.
+    member_range_size: Option<u32>,
 }
 
 impl Query {
@@ -300,6 +305,7 @@ impl Query {
             username_attribute: s.username_attribute.clone(),
             group_name_attribute: s.group_name_attribute.clone(),
             member_attribute: s.member_attribute.clone(),
+            member_range_size: s.member_range_size,
         }
     }
 
@@ -313,6 +319,7 @@ impl Query {
             (!self.username_attribute.eq_ignore_ascii_case(&other.username_attribute), "ldap.username_attribute"),
             (!self.group_name_attribute.eq_ignore_ascii_case(&other.group_name_attribute), "ldap.group_name_attribute"),
             (!self.member_attribute.eq_ignore_ascii_case(&other.member_attribute), "ldap.member_attribute"),
+            (self.member_range_size != other.member_range_size, "ldap.member_range_size"),
         ]
         .into_iter()
         .find_map(|(differs, key)| differs.then_some(key))
@@ -335,6 +342,16 @@ impl Query {
         match part {
             Part::Users => &self.user_filter,
             Part::Groups => &self.group_filter,
+        }
+    }
+
+    /// The attributes a read by `objectGUID` asks for ([`Source::DirSync`]): the member values in their first
+    /// window with `ldap.member_range_size` (the rest read by [`Kept::complete_ranges`]).
+    fn object_attributes(&self, part: Part) -> Vec<String> {
+        let [name, members] = self.attributes(part);
+        match (part, self.member_range_size) {
+            (Part::Groups, Some(window)) => vec![name.to_string(), range::request(members, 0, Some(window))],
+            _ => vec![name.to_string(), members.to_string()],
         }
     }
 
@@ -445,7 +462,8 @@ impl<E: PartialEq + Dn> Side<E> {
         dns: &mut Dns,
         of: fn(&ChangedEntry, &Query, &mut Dns) -> E,
     ) -> Result<(Applied, usize), SyncError> {
-        let attrs = q.attributes(part);
+        let attrs = q.object_attributes(part);
+        let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
         let search = (q.base(part), q.filter(part), &attrs[..]);
         let guids = named.map(|n| &n.changed[..]);
         let keep = |e: ChangedEntry| Fresh { uuid: e.uuid, entry: of(&e, q, dns) };
@@ -1037,6 +1055,9 @@ impl Kept {
             self.sweep();
             let (applied, searches) = read?;
             changes.searches += searches;
+            if part == Part::Groups {
+                changes.searches += self.complete_ranges(ldap, paging.1).await?;
+            }
             let sum = match part {
                 Part::Users => &mut changes.users,
                 Part::Groups => &mut changes.groups,
@@ -1046,6 +1067,45 @@ impl Kept {
             sum.sent += applied.sent;
         }
         Ok(())
+    }
+
+    /// Reads whole the member values of the kept groups that came in ranges (Active Directory past 1,500 values,
+    /// or windows of `ldap.member_range_size`), window by window from the first, as the full read completes them
+    /// (`range::complete`). A group that cannot be completed fails the read. Returns the searches made.
+    async fn complete_ranges(&mut self, ldap: &mut Ldap, timeout: Duration) -> Result<usize, SyncError> {
+        let ranged: Vec<(EntryUuid, Arc<str>)> = self
+            .groups
+            .entries
+            .iter()
+            .filter(|(_, g)| g.members.is_none())
+            .map(|(uuid, g)| (*uuid, self.dns.text(g.dn)))
+            .collect();
+        let (attr, window) = (self.query.member_attribute.clone(), self.query.member_range_size);
+        let mut searches = 0;
+        for (uuid, dn) in ranged {
+            let start = range::Ranged { values: Vec::new(), next: Some(0) };
+            let values = range::complete(start, &attr, window, |request| {
+                searches += 1;
+                let (mut ldap, dn) = (ldap.clone(), dn.clone());
+                async move {
+                    let found = ldap
+                        .with_timeout(timeout)
+                        .search(&dn, ldap3::Scope::Base, "(objectClass=*)", vec![request])
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .success()
+                        .map_err(|e| e.to_string())?;
+                    Ok(found.0.into_iter().next().and_then(crate::ldap::entry::decode))
+                }
+            })
+            .await
+            .map_err(|e| SyncError::Ldap { code: None, reason: format!("reading the members of {dn}: {e}") })?;
+            let members: Box<[Id]> = values.iter().map(|m| self.dns.intern(m)).collect();
+            if let Some(group) = self.groups.entries.get_mut(&uuid) {
+                group.members = Some(members);
+            }
+        }
+        Ok(searches)
     }
 
     /// The attributes of both parts.
