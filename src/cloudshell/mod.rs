@@ -52,6 +52,19 @@ pub struct User {
     pub group_ids: Option<Vec<i64>>,
 }
 
+/// A domain's name, shared with the users of a list already holding it (`domains`: those seen so far).
+pub(crate) fn shared_domain(domains: &mut Vec<Arc<str>>, name: String) -> Arc<str> {
+    if let Some(known) = domains.iter().find(|known| ***known == *name) {
+        return known.clone();
+    }
+    let shared: Arc<str> = Arc::from(name);
+    // A handful of domains in practice; a server sending thousands just shares less.
+    if domains.len() < 16 {
+        domains.push(shared.clone());
+    }
+    shared
+}
+
 impl From<wire::User> for User {
     fn from(u: wire::User) -> User {
         User::from_wire(u, &mut Vec::new())
@@ -61,17 +74,7 @@ impl From<wire::User> for User {
 impl User {
     /// The user from its wire form, its domain name taken from `domains` when an earlier user had it.
     fn from_wire(u: wire::User, domains: &mut Vec<Arc<str>>) -> User {
-        let domain_name = u.domain_name.map(|d| match domains.iter().find(|known| ***known == *d) {
-            Some(known) => known.clone(),
-            None => {
-                let shared: Arc<str> = Arc::from(d);
-                // A handful of domains in practice; a server sending thousands just shares less.
-                if domains.len() < 16 {
-                    domains.push(shared.clone());
-                }
-                shared
-            }
-        });
+        let domain_name = u.domain_name.map(|d| shared_domain(domains, d));
         User {
             id: u.id.as_i64().or_else(|| u.id.as_str().and_then(|s| s.parse().ok())),
             username: Username::new(&u.username),

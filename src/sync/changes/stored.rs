@@ -257,16 +257,7 @@ impl StoredUser {
 
     /// The user, its domain's name shared with the other users of the domain (as a listing shares it).
     fn user(self, domains: &mut Vec<Arc<str>>) -> crate::cloudshell::User {
-        let domain_name = self.domain_name.map(|d| match domains.iter().find(|known| ***known == *d) {
-            Some(known) => known.clone(),
-            None => {
-                let shared: Arc<str> = Arc::from(d);
-                if domains.len() < 16 {
-                    domains.push(shared.clone());
-                }
-                shared
-            }
-        });
+        let domain_name = self.domain_name.map(|d| crate::cloudshell::shared_domain(domains, d));
         crate::cloudshell::User {
             id: self.id,
             username: self.username,
