@@ -100,6 +100,24 @@ pub fn request(attr: &str, start: u32, window: Option<u32>) -> String {
     }
 }
 
+/// Reads the entry at `dn` again asking only for `request` (`member;range=1500-*`): the `fetch` of
+/// [`complete`] for the full read and the kept model alike. `None` when the entry is gone.
+pub async fn read_window(
+    mut ldap: ldap3::Ldap,
+    dn: String,
+    timeout: std::time::Duration,
+    request: String,
+) -> Result<Option<SearchEntry>, String> {
+    let found = ldap
+        .with_timeout(timeout)
+        .search(&dn, ldap3::Scope::Base, "(objectClass=*)", vec![request])
+        .await
+        .map_err(|e| e.to_string())?
+        .success()
+        .map_err(|e| e.to_string())?;
+    Ok(found.0.into_iter().next().and_then(crate::ldap::entry::decode))
+}
+
 /// Completes `first` by fetching the following ranges until one ends in `*`. `fetch` reads the entry again
 /// asking for the given attribute (`member;range=1500-*`); `None` means the entry is gone.
 pub async fn complete<F, Fut>(

@@ -214,17 +214,7 @@ impl Reader<'_> {
         let (timeout, dn, searches) = (self.s.timeout, entry.dn.clone(), std::sync::atomic::AtomicUsize::new(0));
         let result = range::complete(first, &attr, self.range_window, |request| {
             searches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (mut ldap, dn) = (ldap.clone(), dn.clone());
-            async move {
-                let found = ldap
-                    .with_timeout(timeout)
-                    .search(&dn, Scope::Base, "(objectClass=*)", vec![request])
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .success()
-                    .map_err(|e| e.to_string())?;
-                Ok(found.0.into_iter().next().and_then(entry::decode))
-            }
+            range::read_window(ldap.clone(), dn.clone(), timeout, request)
         })
         .await;
         self.searches += searches.into_inner();

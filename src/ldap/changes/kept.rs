@@ -1086,17 +1086,7 @@ impl Kept {
             let start = range::Ranged { values: Vec::new(), next: Some(0) };
             let values = range::complete(start, &attr, window, |request| {
                 searches += 1;
-                let (mut ldap, dn) = (ldap.clone(), dn.clone());
-                async move {
-                    let found = ldap
-                        .with_timeout(timeout)
-                        .search(&dn, ldap3::Scope::Base, "(objectClass=*)", vec![request])
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .success()
-                        .map_err(|e| e.to_string())?;
-                    Ok(found.0.into_iter().next().and_then(crate::ldap::entry::decode))
-                }
+                range::read_window(ldap.clone(), dn.to_string(), timeout, request)
             })
             .await
             .map_err(|e| SyncError::Ldap { code: None, reason: format!("reading the members of {dn}: {e}") })?;
