@@ -1,6 +1,6 @@
-//! DirSync against a real Samba AD domain controller (`ldap::changes::dirsync`): provisioned once for this
-//! whole file (its ports are fixed), the checks in sections of one test, in order, each reading from the
-//! cookie the one before it left.
+//! DirSync and `uSNChanged` reads against a real Samba AD domain controller (`ldap::changes::dirsync`,
+//! `ldap::changes::usn`): provisioned once for this whole file (its ports are fixed), the checks in sections of
+//! one test, in order, each reading from the cookie the one before it left.
 
 mod ad_model;
 mod common;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloudshell_ldap_sync::ldap::changes::dirsync::{self, Changes, Error, Guid};
+use cloudshell_ldap_sync::ldap::changes::usn;
 use common::{AD_ADMIN, AD_BASE, AD_PASSWORD, SambaDc, ad_group, ad_user};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
 
@@ -111,6 +112,7 @@ async fn dirsync_against_samba() {
     a_damaged_cookie_is_refused(&mut ldap).await;
     a_base_below_the_naming_context_is_unsupported(&mut ldap).await;
     an_account_without_the_right_is_told_which_right(&dc).await;
+    usn_reads_against_samba(&dc, &mut ldap).await;
     let model = Instant::now();
     ad_model::the_kept_model_by_dirsync_resolves_as_a_full_read(&dc).await;
     eprintln!("the model's rounds: {:.1} s", model.elapsed().as_secs_f64());
@@ -356,4 +358,76 @@ async fn a_directory_without_dirsync_refuses_the_read() {
     let err = dirsync::read(&mut ldap, common::BASE_DN, "(objectClass=*)", &["cn"], None, TIMEOUT).await.unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
     assert!(err.to_string().contains("result code 12 (unavailableCriticalExtension)"), "{err}");
+}
+
+/// `uSNChanged` reads (`ldap::changes::usn`) on the same domain controller, after the DirSync sections: the
+/// watermark, what each kind of change sends, tombstones, a watermark of another database, and an account that
+/// may not read CN=Deleted Objects, before and after it is granted List Contents and Read Property there.
+async fn usn_reads_against_samba(dc: &SambaDc, ldap: &mut Ldap) {
+    let paging = (500, TIMEOUT);
+    let mut ldif = String::new();
+    let mut user = |name: &str| {
+        let (dn, l) = ad_user(name, name, false);
+        ldif.push_str(&l);
+        dn
+    };
+    let (erin, frank) = (user("erin"), user("frank"));
+    let (group, l) = ad_group("UsnTeam", std::slice::from_ref(&erin));
+    ldif.push_str(&l);
+    ldif.push_str(&format!("dn: OU=Below,OU=Staff,{AD_BASE}\nobjectClass: organizationalUnit\n\n"));
+    dc.add(&ldif);
+    let first = usn::watermark(ldap, TIMEOUT).await.unwrap();
+    assert!(first.usn > 0 && first.server.starts_with("CN=NTDS Settings,"), "{first:?}");
+
+    // Nothing changed: the watermark alone (no search for objects).
+    let quiet = usn::read(ldap, AD_BASE, &first, paging).await.unwrap();
+    assert_eq!((quiet.changed.len(), quiet.deleted.len(), quiet.watermark.usn), (0, 0, first.usn));
+
+    // A member added moves the group's number, not the member's: frank does not come; erin's memberOf names
+    // the group she is in.
+    dc.modify(&format!("dn: {group}\nchangetype: modify\nadd: member\nmember: {frank}\n-\n\n"));
+    dc.modify(&format!("dn: {erin}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n-\n\n"));
+    let changes = usn::read(ldap, AD_BASE, &quiet.watermark, paging).await.unwrap();
+    // (Only the tests' own OUs: Samba may write objects of its own meanwhile.)
+    let ours = |dn: &&str| dn.contains(",OU=Staff,") || dn.contains(",OU=Groups,");
+    let dns: BTreeSet<&str> = changes.changed.iter().map(|c| c.dn.as_str()).filter(ours).collect();
+    assert_eq!(dns, BTreeSet::from([group.as_str(), erin.as_str()]), "the group and the disabled user only");
+    let of_erin = changes.changed.iter().find(|c| c.dn == erin).unwrap();
+    assert_eq!(of_erin.member_of, vec![group.clone()]);
+    assert!(!of_erin.container && changes.deleted.is_empty());
+    assert!(changes.watermark.usn > quiet.watermark.usn);
+
+    // A member deleted: its tombstone only (the group keeps its number); an OU renamed: the OU, flagged as a
+    // container, and not what is below it.
+    let frank_guid = {
+        let (found, _) = usn::by_dn(ldap, AD_BASE, std::slice::from_ref(&frank), paging).await.unwrap();
+        found[0].0
+    };
+    dc.modify(&format!("dn: {frank}\nchangetype: delete\n\n"));
+    dc.modify(&format!("dn: OU=Below,OU=Staff,{AD_BASE}\nchangetype: modrdn\nnewrdn: OU=Below2\ndeleteoldrdn: 1\n\n"));
+    let later = usn::read(ldap, AD_BASE, &changes.watermark, paging).await.unwrap();
+    assert_eq!(later.deleted, vec![frank_guid]);
+    let renamed: Vec<(&str, bool)> =
+        later.changed.iter().map(|c| (c.dn.as_str(), c.container)).filter(|(dn, _)| ours(dn)).collect();
+    assert_eq!(renamed, vec![(format!("OU=Below2,OU=Staff,{AD_BASE}").as_str(), true)]);
+
+    // Another database's watermark (a restore, another domain controller): a full read is due.
+    let other = usn::Watermark { invocation: [7; 16], ..later.watermark.clone() };
+    let err = usn::read(ldap, AD_BASE, &other, paging).await.unwrap_err();
+    assert!(err.needs_full_read(), "{err:?}");
+    assert!(err.to_string().contains("a full read is due"), "{err}");
+
+    // An account that may not read CN=Deleted Objects would miss deletions: refused, naming the grant.
+    let bind_dn = format!("CN=reader,CN=Users,{AD_BASE}");
+    let mut reader = connect(dc, &bind_dn, READER_PASSWORD).await;
+    let mark = usn::watermark(&mut reader, TIMEOUT).await.expect("any account reads the watermark");
+    let err = usn::read(&mut reader, AD_BASE, &mark, paging).await.unwrap_err();
+    assert!(err.is_refusal(), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("cannot read CN=Deleted Objects") && message.contains(":LCRP"), "{message}");
+    // Granted, the same account sees a deletion.
+    dc.allow_deleted_objects("reader");
+    dc.modify(&format!("dn: {erin}\nchangetype: delete\n\n"));
+    let granted = usn::read(&mut reader, AD_BASE, &mark, paging).await.expect("granted");
+    assert_eq!(granted.deleted.len(), 1, "erin's tombstone: {granted:?}");
 }

@@ -1,10 +1,11 @@
-//! The kept directory model read by DirSync (`Source::DirSync`) against the Samba AD DC of `tests/ad_changes.rs`:
-//! after every round of random directory changes (users added, deleted, renamed, moved out of the base and back,
-//! disabled and enabled, their sAMAccountName changed; members added and removed; groups nested, un-nested,
-//! renamed, added and deleted; an OU holding a user renamed), mixed with lost cookies, the snapshot resolved from
-//! the model's entries equals the snapshot of a full read, for in-chain, recursive and no nesting, and for a user
-//! filter that tests `memberOf`, and with member values read in windows (range retrieval). Where the model asks
-//! for a full read, the reason is checked to be the one the round gave. The seed is printed; set `AD_MODEL_SEED` to replay one.
+//! The kept directory model read by DirSync (`Source::DirSync`) and by update sequence numbers (`Source::Usn`)
+//! against the Samba AD DC of `tests/ad_changes.rs`: after every round of random directory changes (users added,
+//! deleted, renamed, moved out of the base and back, disabled and enabled, their sAMAccountName changed; members
+//! added and removed; groups nested, un-nested, renamed, added and deleted; an OU holding a user renamed), mixed
+//! with lost cookies, the snapshot resolved from the model's entries equals the snapshot of a full read, for
+//! in-chain, recursive and no nesting, and for a user filter that tests `memberOf` (DirSync only), and with member
+//! values read in windows (range retrieval). Where the model asks for a full read, the reason is checked to be the
+//! one the round gave. The seed is printed; set `AD_MODEL_SEED` to replay one.
 
 use std::time::Duration;
 
@@ -262,17 +263,23 @@ fn settings(dc: &SambaDc, nesting: Nesting, (user_filter, member_range_size): (&
 
 const PLAIN: &str = "(&(objectCategory=person)(objectClass=user))";
 
-/// The models (by user filter and `ldap.member_range_size`), each compared under every nesting mode.
-fn models() -> [(String, Option<u32>); 4] {
+const ENABLED: &str = "(&(objectCategory=person)(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2)))";
+
+/// The models (by user filter, `ldap.member_range_size` and how each learns what changed), each compared under
+/// every nesting mode.
+fn models() -> [(String, Option<u32>, Source); 6] {
     [
-        (PLAIN.to_string(), None),
-        (format!("(&(objectCategory=person)(objectClass=user)(memberOf={}))", staff()), None),
+        (PLAIN.to_string(), None, Source::DirSync),
+        (format!("(&(objectCategory=person)(objectClass=user)(memberOf={}))", staff()), None, Source::DirSync),
         // Disabled accounts leave the filter: disabling one is the usual way a user leaves it.
-        ("(&(objectCategory=person)(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2)))".into(), None),
+        (ENABLED.into(), None, Source::DirSync),
         // Member values in windows of 3 (Samba forces no ranges; Active Directory does past 1,500 values): both
         // reads follow range retrieval to the end. (Each whole read of this model reads the 1,600 members of
         // ad_changes' Big, kept as every group of the domain is, in 534 searches: a smaller window costs more.)
-        (PLAIN.to_string(), Some(3)),
+        (PLAIN.to_string(), Some(3), Source::DirSync),
+        // By update sequence numbers (a filter testing memberOf is one usn refuses).
+        (PLAIN.to_string(), None, Source::Usn),
+        (ENABLED.into(), None, Source::Usn),
     ]
 }
 
@@ -286,8 +293,8 @@ async fn bind(dc: &SambaDc) -> ldap3::Ldap {
     ldap
 }
 
-fn fresh(dc: &SambaDc, model: (&str, Option<u32>)) -> Kept {
-    Kept::with_groups_base(&settings(dc, Nesting::Off, model), AD_BASE).reading_by(Source::DirSync)
+fn fresh(dc: &SambaDc, model: (&str, Option<u32>), source: Source) -> Kept {
+    Kept::with_groups_base(&settings(dc, Nesting::Off, model), AD_BASE).reading_by(source)
 }
 
 fn configured() -> Vec<GroupName> {
@@ -349,7 +356,8 @@ pub async fn the_kept_model_by_dirsync_resolves_as_a_full_read(dc: &SambaDc) {
     let mut world = seed_world(dc, &mut rng);
     let filters = models();
     let model = |m: usize| (filters[m].0.as_str(), filters[m].1);
-    let mut kepts: Vec<Kept> = (0..filters.len()).map(|m| fresh(dc, model(m))).collect();
+    let fresh = |m: usize| fresh(dc, model(m), filters[m].2);
+    let mut kepts: Vec<Kept> = (0..filters.len()).map(fresh).collect();
     let (mut sent, mut held, mut compared, mut moved_reads, mut moved_rounds) = (0, 0, 0, 0, 0);
     for (m, kept) in kepts.iter_mut().enumerate() {
         let mut ldap = bind(dc).await;
@@ -380,7 +388,7 @@ pub async fn the_kept_model_by_dirsync_resolves_as_a_full_read(dc: &SambaDc) {
         moved_rounds += usize::from(moved_ou && !lost);
         for (m, kept) in kepts.iter_mut().enumerate() {
             if lost {
-                *kept = fresh(dc, model(m));
+                *kept = fresh(m);
             }
             let mut ldap = bind(dc).await;
             let changes = kept.read(&mut ldap, &dc.ldaps_url(), TIMEOUT).await.expect("a change read");
@@ -389,7 +397,8 @@ pub async fn the_kept_model_by_dirsync_resolves_as_a_full_read(dc: &SambaDc) {
                 held += kept.len(Part::Users);
             }
             let context = format!(
-                "seed {seed}, round {round}, model {m}{}; changes:\n{ldif}",
+                "seed {seed}, round {round}, model {m} ({:?}){}; changes:\n{ldif}",
+                filters[m].2,
                 if lost { ", cookie lost" } else { "" }
             );
             if compare(dc, kept, model(m), moved_ou && !lost, &context).await {
@@ -397,7 +406,7 @@ pub async fn the_kept_model_by_dirsync_resolves_as_a_full_read(dc: &SambaDc) {
             } else {
                 // As a daemon does: a full read, then a model read anew.
                 moved_reads += 1;
-                *kept = fresh(dc, model(m));
+                *kept = fresh(m);
                 kept.read(&mut ldap, &dc.ldaps_url(), TIMEOUT).await.expect("a first read");
                 assert!(compare(dc, kept, model(m), false, &context).await);
             }

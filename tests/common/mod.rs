@@ -1075,6 +1075,42 @@ impl SambaDc {
     }
 }
 
+impl SambaDc {
+    /// Grants the account `sam` List Contents and Read Property on CN=Deleted Objects, as an administrator does
+    /// with `dsacls ... /G DOMAIN\\account:LCRP` (`samba-tool dsacl` cannot find that container: it needs Show
+    /// Deleted). Written through Samba's own Python bindings to the DC's database, which Samba shares.
+    pub fn allow_deleted_objects(&self, sam: &str) {
+        const SCRIPT: &str = r#"
+import sys, ldb
+from samba.samdb import SamDB
+from samba.auth import system_session
+from samba.param import LoadParm
+from samba.ndr import ndr_unpack, ndr_pack
+from samba.dcerpc import security
+lp = LoadParm(); lp.load(sys.argv[1])
+db = SamDB(url=sys.argv[2], session_info=system_session(), lp=lp)
+sid = ndr_unpack(security.dom_sid, db.search(db.domain_dn(), expression="(sAMAccountName=%s)" % sys.argv[3], attrs=["objectSid"])[0]["objectSid"][0])
+dn = "CN=Deleted Objects," + db.domain_dn()
+controls = ["show_deleted:1", "sd_flags:1:4"]
+res = db.search(dn, scope=ldb.SCOPE_BASE, attrs=["nTSecurityDescriptor"], controls=controls)
+domain = security.dom_sid(db.get_domain_sid())
+sddl = ndr_unpack(security.descriptor, res[0]["nTSecurityDescriptor"][0]).as_sddl(domain) + "(A;;LCRP;;;%s)" % sid
+m = ldb.Message(); m.dn = ldb.Dn(db, dn)
+m["nTSecurityDescriptor"] = ldb.MessageElement(ndr_pack(security.descriptor.from_sddl(sddl, domain)), ldb.FLAG_MOD_REPLACE, "nTSecurityDescriptor")
+db.modify(m, controls=controls)
+"#;
+        let dc = self.dir.path().join("dc");
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", SCRIPT])
+            .arg(dc.join("etc/smb.conf"))
+            .arg(dc.join("private/sam.ldb"))
+            .arg(sam)
+            .output()
+            .expect("/usr/bin/python3 (Samba's Python bindings come with the samba package)");
+        assert!(out.status.success(), "granting {sam} CN=Deleted Objects failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 /// Starts Samba on the provisioned DC in `dir`, its output appended to `dir/samba.log`.
 fn spawn_samba(dir: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("samba.log")).expect("samba.log");

@@ -139,6 +139,7 @@ use ldap3::Ldap;
 
 use super::dirsync::{self, Guid};
 use super::objects;
+use super::usn;
 use super::stamps::{self, Paging};
 use super::syncrepl::{self, Changed, ChangedEntry, EntryUuid, Refresh, SyncError, SyncRead};
 use crate::group_name::GroupName;
@@ -166,6 +167,9 @@ pub enum Source {
     /// Active Directory's DirSync ([`dirsync`]) names the objects changed and deleted in the naming context;
     /// each changed one is read again with the part's filter ([`objects`]), so the server says what it is now.
     DirSync,
+    /// Active Directory's update sequence numbers ([`usn`]): the objects whose `uSNChanged` is above the last
+    /// read's `highestCommittedUSN`, and the tombstones above it; then as [`Source::DirSync`].
+    Usn,
 }
 
 impl Source {
@@ -175,12 +179,19 @@ impl Source {
             Source::ContentSync => "syncrepl",
             Source::ModifyTimestamp { .. } => "modify_timestamp",
             Source::DirSync => "dirsync",
+            Source::Usn => "usn",
         }
     }
 
     /// Whether what it reads names every entry gone: only then may a departure be learnt from a change read.
     pub fn sees_departures(self) -> bool {
-        matches!(self, Source::ContentSync | Source::DirSync)
+        matches!(self, Source::ContentSync | Source::DirSync | Source::Usn)
+    }
+
+    /// Whether the model holds Active Directory's objects by `objectGUID`, every group of the naming context
+    /// among them ([`Source::DirSync`], [`Source::Usn`]).
+    pub fn reads_objects(self) -> bool {
+        matches!(self, Source::DirSync | Source::Usn)
     }
 }
 
@@ -536,24 +547,57 @@ impl Named {
 /// in-chain rule admits an object anew, or no longer, when any group in a chain above it changes, which
 /// DirSync names only as that group.
 pub fn dirsync_refusal(s: &Settings) -> Option<String> {
-    refusal(&s.user_filter, &s.group_filter)
+    refusal(&s.user_filter, &s.group_filter, ("DirSync", "dirsync"))
 }
 
-fn refusal(user_filter: &str, group_filter: &str) -> Option<String> {
+/// Why a method (what it reads, and its name as `ldap.change_detection` spells it) cannot follow these
+/// filters: what [`dirsync_refusal`] says.
+fn refusal(user_filter: &str, group_filter: &str, (method, name): (&str, &str)) -> Option<String> {
     [("ldap.user_filter", user_filter), ("ldap.group_filter", group_filter)].into_iter().find_map(|(key, f)| {
         if f.contains("1.2.840.113556.1.4.1941") && tests_member_of(f) {
             return Some(format!(
                 "{key} tests memberOf by the in-chain rule (1.2.840.113556.1.4.1941): a change to any group in a \
-                 chain changes what it admits, and DirSync names only that group; dirsync cannot follow it"
+                 chain changes what it admits, and {method} names only that group; {name} cannot follow it"
             ));
         }
         let tested = objects::filter_attributes(f).unwrap_or_default();
         let unseen = tested.iter().find(|a| UNREPORTED.iter().any(|u| u.eq_ignore_ascii_case(a)))?;
         Some(format!(
             "{key} tests {unseen}, which Active Directory computes, keeps on each domain controller apart, or holds \
-             as a back link: DirSync does not report its changes; dirsync cannot follow it"
+             as a back link: {method} does not report its changes; {name} cannot follow it"
         ))
     })
+}
+
+/// Why a model read by update sequence numbers cannot follow these filters, if it cannot: besides what DirSync
+/// cannot follow, a filter testing `memberOf` at all (a member added to a group moves the group's `uSNChanged`,
+/// not the member's).
+pub fn usn_refusal(user_filter: &str, group_filter: &str) -> Option<String> {
+    let member_of = [("ldap.user_filter", user_filter), ("ldap.group_filter", group_filter)]
+        .into_iter()
+        .find(|(_, f)| tests_member_of(f))
+        .map(|(key, _)| {
+            format!(
+                "{key} tests memberOf, a back link: a member added to or taken out of a group changes the group, \
+                 not the member, so usn cannot follow it (dirsync can)"
+            )
+        });
+    member_of.or_else(|| refusal(user_filter, group_filter, ("uSNChanged", "usn")))
+}
+
+/// The DN above `key` (a [`DnKey`]'s text): everything after its first RDN; `None` for a single RDN.
+fn dn_parent(key: &str) -> Option<&str> {
+    let bytes = key.as_bytes();
+    let mut escaped = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b',' => return Some(&key[i + 1..]),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Attributes whose changes DirSync does not report on the object that holds them: constructed, not replicated,
@@ -770,7 +814,13 @@ pub struct Kept {
     behind: Option<(String, String)>,
     /// [`Source::DirSync`]: the cookie of the last read (one for both parts: the read is of the naming context).
     dirsync: Option<Vec<u8>>,
-    /// [`Source::DirSync`]: a change the last read saw but cannot follow (entries moved below a renamed one, a
+    /// [`Source::Usn`]: where the next read starts.
+    usn: Option<usn::Watermark>,
+    /// [`Source::Usn`]: the organizational units and containers of the naming context, and every entry above a
+    /// kept one, by `objectGUID`, each with its DN (as a [`DnKey`]): one renamed or moved with entries below it
+    /// is told by its DN changed ([`NeedsFullRead::MovedBelow`]).
+    containers: HashMap<Guid, Box<str>>,
+    /// [`Source::DirSync`], [`Source::Usn`]: a change the last read saw but cannot follow (entries moved below a renamed one, a
     /// group a `memberOf` filter may name renamed or deleted): until the model is read anew.
     blind: Option<NeedsFullRead>,
 }
@@ -791,6 +841,8 @@ impl Kept {
             mark: None,
             behind: None,
             dirsync: None,
+            usn: None,
+            containers: HashMap::default(),
             blind: None,
         }
     }
@@ -891,21 +943,29 @@ impl Kept {
             if self.source == Source::ContentSync && root.offers(syncrepl::SYNC_REQUEST_OID) == Some(false) {
                 return Err(syncrepl::not_offered(&self.query.base_dn));
             }
+            let not_ad = "the server's root DSE does not say it is Active Directory (or Samba AD)";
             if self.source == Source::DirSync && !root.active_directory {
-                return Err(dirsync::Error::Unsupported {
-                    naming_context: self.query.groups_base.clone(),
-                    reason: "the server's root DSE does not say it is Active Directory (or Samba AD)".into(),
-                }
-                .into());
+                let naming_context = self.query.groups_base.clone();
+                return Err(dirsync::Error::Unsupported { naming_context, reason: not_ad.into() }.into());
+            }
+            if self.source == Source::Usn && !root.active_directory {
+                return Err(usn::Error::Unsupported { reason: not_ad.into() }.into());
             }
             self.set_server(served_by, root.active_directory);
         }
         if self.source == Source::DirSync {
-            if let Some(reason) = refusal(&self.query.user_filter, &self.query.group_filter) {
+            if let Some(reason) = refusal(&self.query.user_filter, &self.query.group_filter, ("DirSync", "dirsync")) {
                 let naming_context = self.query.groups_base.clone();
                 return Err(dirsync::Error::Unsupported { naming_context, reason }.into());
             }
             self.read_dirsync(ldap, timeout, &mut changes).await?;
+            return Ok(changes);
+        }
+        if self.source == Source::Usn {
+            if let Some(reason) = usn_refusal(&self.query.user_filter, &self.query.group_filter) {
+                return Err(usn::Error::Unsupported { reason }.into());
+            }
+            self.read_usn(ldap, timeout, &mut changes).await?;
             return Ok(changes);
         }
         let (began, since) = (std::time::Instant::now(), self.mark);
@@ -923,7 +983,7 @@ impl Kept {
                         Part::Groups => self.groups.read_stamps(ldap, search, dns, Group::of).await,
                     }
                 }
-                (Source::DirSync, _) => unreachable!("read by Kept::read_dirsync"),
+                (Source::DirSync | Source::Usn, _) => unreachable!("read by Kept::read_dirsync or Kept::read_usn"),
             };
             // Entries kept from a read that failed half way are dropped with it: so are their DNs. A read that
             // changed no entry and brought no new DN frees none (a quiet run need not go through every entry).
@@ -944,7 +1004,7 @@ impl Kept {
                 changes.behind = self.behind.is_some();
             }
             Source::ModifyTimestamp { .. } => self.mark_read(began.elapsed()),
-            Source::DirSync => {}
+            Source::DirSync | Source::Usn => {}
         }
         Ok(changes)
     }
@@ -1024,6 +1084,170 @@ impl Kept {
         changes.behind = self.blind.is_some();
         self.dirsync = Some(read.cookie);
         Ok(())
+    }
+
+    /// [`Kept::read`] by update sequence numbers ([`usn`]). A model not read whole: the watermark as of now
+    /// (refused when the bind account cannot see tombstones), the organizational units and containers of the
+    /// naming context, then each part whole by `objectGUID`. Else one read of what changed above the kept
+    /// watermark, whose objects are read again part by part as a DirSync read's are ([`Kept::read_dirsync`]).
+    /// What that read does not name is then looked for:
+    /// - a kept entry renamed, moved or deleted: the kept groups holding its old DN are read again; a deleted
+    ///   object the model does not keep: every kept group holding a member that is no kept entry;
+    /// - any object changed (kept or not): the kept groups its `memberOf` names that do not hold its DN now, and
+    ///   those that hold its DN now but are not in its `memberOf` (a group's member values follow a member
+    ///   renamed or moved without the group changing);
+    /// - a container, or a kept entry, renamed or moved with entries below it: [`NeedsFullRead::MovedBelow`].
+    ///
+    /// The watermark is kept only once all of it is applied.
+    async fn read_usn(&mut self, ldap: &mut Ldap, timeout: Duration, changes: &mut Changes) -> Result<(), SyncError> {
+        let nc = self.query.groups_base.clone();
+        let paging = (self.page_size, timeout);
+        let Some(mark) = self.usn.take().filter(|_| self.users.whole && self.groups.whole) else {
+            if !usn::deleted_objects_visible(ldap, &nc, timeout).await? {
+                return Err(usn::Error::NoDeletedObjects { naming_context: nc }.into());
+            }
+            let mark = usn::watermark(ldap, timeout).await?;
+            self.blind = None;
+            self.containers = usn::containers(ldap, &nc, paging).await?.into_iter().collect();
+            changes.searches += 4;
+            self.read_named(ldap, paging, None, changes).await?;
+            let kept: Vec<Id> = self.users.entries.values().map(Dn::dn).chain(self.groups.entries.values().map(Dn::dn)).collect();
+            changes.searches += self.track_above(ldap, &kept, paging).await?;
+            self.usn = Some(mark);
+            return Ok(());
+        };
+        let read = usn::read(ldap, &nc, &mark, paging).await?;
+        changes.searches += read.searches;
+        if read.changed.is_empty() && read.deleted.is_empty() {
+            self.usn = Some(read.watermark);
+            return Ok(());
+        }
+        let changed: Vec<Guid> = read.changed.iter().map(|c| c.guid).collect();
+        let named = Named { changed, deleted: read.deleted.clone() };
+        let before = self.named_dns(&named);
+        let mut renamed: Vec<String> = Vec::new();
+        for c in &read.changed {
+            let key: Box<str> = DnKey::new(&c.dn).as_str().into();
+            match self.containers.get_mut(&c.guid) {
+                Some(old) if *old != key => {
+                    renamed.push(c.dn.clone());
+                    *old = key;
+                }
+                Some(_) => {}
+                None if c.container => {
+                    self.containers.insert(c.guid, key);
+                }
+                None => {}
+            }
+        }
+        for g in &read.deleted {
+            self.containers.remove(g);
+        }
+        let unkept = |g: &Guid| !before.iter().any(|(u, _, _)| u.0 == g.0);
+        let foreign = named.deleted.iter().any(unkept);
+        self.read_named(ldap, paging, Some(&named), changes).await?;
+        let mut stale: Vec<Arc<str>> = Vec::new();
+        for (uuid, old, _) in before {
+            let now = self.users.entries.get(&uuid).map(Dn::dn).or_else(|| self.groups.entries.get(&uuid).map(Dn::dn));
+            if now.map(|id| self.dns.get(id)) != Some(&*old) {
+                renamed.extend(now.map(|id| self.dns.get(id).to_string()));
+                stale.push(old);
+            }
+        }
+        for dn in renamed {
+            changes.searches += 1;
+            if objects::has_children(ldap, &dn, timeout).await? {
+                self.blind = Some(NeedsFullRead::MovedBelow { dn });
+            }
+        }
+        let mut again = self.groups_holding(&stale, foreign, &named.changed);
+        again.extend(self.groups_disagreeing(&read.changed, &named.changed));
+        again.sort_unstable();
+        again.dedup();
+        if !again.is_empty() {
+            let again = Named { changed: again, deleted: Vec::new() };
+            self.read_named(ldap, paging, Some(&again), changes).await?;
+        }
+        let now_kept = named.changed.iter().filter_map(|g| {
+            let uuid = EntryUuid(g.0);
+            self.users.entries.get(&uuid).map(Dn::dn).or_else(|| self.groups.entries.get(&uuid).map(Dn::dn))
+        });
+        let now_kept: Vec<Id> = now_kept.collect();
+        changes.searches += self.track_above(ldap, &now_kept, paging).await?;
+        changes.behind = self.blind.is_some();
+        self.usn = Some(read.watermark);
+        Ok(())
+    }
+
+    /// The kept groups (by GUID) whose member values disagree with what a changed object's `memberOf` says:
+    /// named there but not holding the object's DN now, or holding it but not named there. Leaves out those in
+    /// `read` (read again already).
+    fn groups_disagreeing(&self, changed: &[usn::Changed], read: &[Guid]) -> Vec<Guid> {
+        let read: HashSet<EntryUuid> = read.iter().map(|g| EntryUuid(g.0)).collect();
+        let by_key: HashMap<DnKey, EntryUuid> = self
+            .groups
+            .entries
+            .iter()
+            .filter(|(uuid, _)| !read.contains(*uuid))
+            .map(|(uuid, g)| (DnKey::new(self.dns.get(g.dn)), *uuid))
+            .collect();
+        // Each changed object's DN (by id, where the model holds that DN at all) and the groups naming it.
+        let mut claimed: HashMap<Id, HashSet<EntryUuid>> = HashMap::default();
+        let mut out: Vec<Guid> = Vec::new();
+        for c in changed {
+            let groups: HashSet<EntryUuid> =
+                c.member_of.iter().filter_map(|g| by_key.get(&DnKey::new(g)).copied()).collect();
+            match self.dns.ids.get(c.dn.as_str()).map(|&id| Id(id)) {
+                Some(id) => {
+                    claimed.entry(id).or_default().extend(groups);
+                }
+                // No kept group holds this DN: each group its memberOf names disagrees.
+                None => out.extend(groups.into_iter().map(|u| Guid(u.0))),
+            }
+        }
+        if !claimed.is_empty() {
+            for (uuid, g) in &self.groups.entries {
+                if read.contains(uuid) {
+                    continue;
+                }
+                let holds: HashSet<Id> = g.members.iter().flatten().filter(|m| claimed.contains_key(m)).copied().collect();
+                let disagrees = claimed.iter().any(|(id, groups)| holds.contains(id) != groups.contains(uuid));
+                if disagrees {
+                    out.push(Guid(uuid.0));
+                }
+            }
+        }
+        out
+    }
+
+    /// Adds to [`Kept::containers`] every entry above one of `dns` (up to the naming context) that it does not
+    /// hold yet, found by `distinguishedName`. Returns the searches made.
+    async fn track_above(&mut self, ldap: &mut Ldap, dns: &[Id], paging: (i32, Duration)) -> Result<usize, SyncError> {
+        let nc = DnKey::new(&self.query.groups_base);
+        let held: HashSet<&str> = self.containers.values().map(|k| &**k).collect();
+        let mut missing: HashSet<String> = HashSet::default();
+        for &id in dns {
+            let key = DnKey::new(self.dns.get(id));
+            let mut at = key.as_str();
+            while let Some(up) = dn_parent(at) {
+                if up == nc.as_str() || !DnKey::new(up).is_within(&nc) {
+                    break;
+                }
+                if !held.contains(up) {
+                    missing.insert(up.to_string());
+                }
+                at = up;
+            }
+        }
+        if missing.is_empty() {
+            return Ok(0);
+        }
+        let missing: Vec<String> = missing.into_iter().collect();
+        let (found, searches) = usn::by_dn(ldap, &self.query.groups_base, &missing, paging).await?;
+        for (guid, dn) in found {
+            self.containers.insert(guid, DnKey::new(&dn).as_str().into());
+        }
+        Ok(searches)
     }
 
     /// The kept entries `named` names, each with its DN now and whether it is a group: where the DN changes, or
@@ -1212,7 +1436,7 @@ impl Kept {
                 }
             }
         };
-        if self.source == Source::DirSync {
+        if self.source.reads_objects() {
             order_known(&entries, names, &groups)?;
         }
         // The search by name, chunk by chunk.
@@ -1294,7 +1518,7 @@ impl Kept {
         entries: &mut Entries,
     ) -> Result<(), NeedsFullRead> {
         let member = self.query.member_attribute.eq_ignore_ascii_case("member");
-        if self.source != Source::DirSync || !every_group(&self.query.group_filter) || !member {
+        if !self.source.reads_objects() || !every_group(&self.query.group_filter) || !member {
             return Err(NeedsFullRead::ActiveDirectory);
         }
         let dns = &self.dns;
@@ -1361,7 +1585,7 @@ impl Kept {
             true => match self.active_directory {
                 None => return Err(NeedsFullRead::ServerKindUnknown),
                 // A model read by DirSync holds every group of the naming context: see `in_chain`.
-                Some(true) if self.source == Source::DirSync => Some(true),
+                Some(true) if self.source.reads_objects() => Some(true),
                 Some(true) => return Err(NeedsFullRead::ActiveDirectory),
                 Some(false) => Some(false),
             },
@@ -1503,6 +1727,7 @@ mod tests {
 
     #[test]
     fn dirsync_refuses_a_filter_whose_changes_it_does_not_report() {
+        let refusal = |u: &str, g: &str| refusal(u, g, ("DirSync", "dirsync"));
         let plain = "(&(objectCategory=person)(objectClass=user))";
         assert_eq!(refusal(plain, "(objectClass=group)"), None);
         assert_eq!(refusal("(&(objectClass=user)(memberOf=CN=Staff,DC=x))", "(objectClass=group)"), None, "followed");
@@ -1510,7 +1735,31 @@ mod tests {
         assert!(in_chain.unwrap().starts_with("ldap.user_filter tests memberOf by the in-chain rule"));
         let computed = refusal(plain, "(&(objectClass=group)(!(msDS-User-Account-Control-Computed=16)))").unwrap();
         assert!(computed.starts_with("ldap.group_filter tests msDS-User-Account-Control-Computed"), "{computed}");
+        assert!(computed.ends_with("DirSync does not report its changes; dirsync cannot follow it"), "{computed}");
         assert!(refusal("(&(objectClass=user)(lastlogon>=1))", "(objectClass=group)").is_some(), "any case");
+    }
+
+    /// `usn` cannot follow `memberOf` at all (a member's `uSNChanged` does not move when a group gains it), nor
+    /// what DirSync cannot.
+    #[test]
+    fn usn_refuses_member_of_and_what_dirsync_refuses() {
+        let plain = "(&(objectCategory=person)(objectClass=user))";
+        assert_eq!(usn_refusal(plain, "(objectClass=group)"), None);
+        let enabled = "(&(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2)))";
+        assert_eq!(usn_refusal(enabled, "(objectClass=group)"), None, "userAccountControl is the user's own");
+        let member_of = usn_refusal("(&(objectClass=user)(memberOf=CN=Staff,DC=x))", "(objectClass=group)").unwrap();
+        assert!(member_of.starts_with("ldap.user_filter tests memberOf, a back link"), "{member_of}");
+        assert!(usn_refusal(plain, "(&(objectClass=group)(memberof=CN=All,DC=x))").is_some(), "any case");
+        let computed = usn_refusal(plain, "(&(objectClass=group)(!(lastLogon=0)))").unwrap();
+        assert!(computed.ends_with("uSNChanged does not report its changes; usn cannot follow it"), "{computed}");
+    }
+
+    #[test]
+    fn a_dn_key_s_parent_is_what_follows_its_first_unescaped_comma() {
+        assert_eq!(dn_parent("cn=a,ou=b,dc=x"), Some("ou=b,dc=x"));
+        assert_eq!(dn_parent(r"cn=a\,b,ou=c"), Some("ou=c"), "an escaped comma is in the value");
+        assert_eq!(dn_parent(r"cn=a\\,ou=c"), Some("ou=c"), "an escaped backslash ends before the comma");
+        assert_eq!(dn_parent("dc=x"), None);
     }
 
     /// DirSync: a kept user the read did not name, whose DN another user read again now holds, was renamed

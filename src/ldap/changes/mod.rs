@@ -7,6 +7,7 @@
 //! - [`stamps`]: `modifyTimestamp` searches, for a directory without content sync; blind to deletions.
 //! - [`dirsync`]: Active Directory's DirSync control (Samba AD too), with incremental member values.
 //! - [`objects`]: Active Directory's users and groups by `objectGUID`, for the model a DirSync read changes.
+//! - [`usn`]: Active Directory's `uSNChanged` and tombstones, for an account without DirSync's right.
 //! - [`notification`]: Active Directory's change notifications, for watching a directory without content sync.
 //! - [`kept`]: the directory model a daemon keeps between content-sync reads, proven to resolve as a full read
 //!   does (`tests/changes_model.rs`), or saying why only a full read can tell.
@@ -17,3 +18,4 @@ pub mod notification;
 pub mod objects;
 pub mod stamps;
 pub mod syncrepl;
+pub mod usn;

@@ -127,22 +127,38 @@ pub async fn read_each<E>(
 /// One paged search, each entry handed on as a [`ChangedEntry`] named by its `objectGUID`.
 async fn search_one(
     ldap: &mut Ldap,
+    search: Search<'_>,
+    paging: (i32, Duration),
+    each: &mut impl FnMut(ChangedEntry),
+) -> Result<(), SyncError> {
+    search_with(ldap, "the search by objectGUID", search, paging, Vec::new(), each).await
+}
+
+/// [`search_one`] with `controls` sent besides the paging one (Show Deleted, say), its errors saying `what`
+/// failed.
+pub async fn search_with(
+    ldap: &mut Ldap,
+    what: &str,
     (base, filter, asked): Search<'_>,
     (page_size, timeout): (i32, Duration),
+    controls: Vec<ldap3::controls::RawControl>,
     each: &mut impl FnMut(ChangedEntry),
 ) -> Result<(), SyncError> {
     let failed = |e: LdapError| match e {
         LdapError::Timeout { .. } => SyncError::Timeout(timeout),
         LdapError::LdapResult { result } => SyncError::Ldap {
             code: Some(result.rc),
-            reason: format!("the search by objectGUID: {}", result_reason(result.rc, &result.text)),
+            reason: format!("{what}: {}", result_reason(result.rc, &result.text)),
         },
-        other => SyncError::Ldap { code: None, reason: format!("the search by objectGUID: {other}") },
+        other => SyncError::Ldap { code: None, reason: format!("{what}: {other}") },
     };
     let adapters: Vec<Box<dyn Adapter<_, _>>> =
         vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(page_size))];
+    let ldap = ldap.with_timeout(timeout);
+    if !controls.is_empty() {
+        ldap.with_controls(controls);
+    }
     let mut stream = ldap
-        .with_timeout(timeout)
         .streaming_search_with(adapters, base, Scope::Subtree, filter, asked.to_vec())
         .await
         .map_err(failed)?;

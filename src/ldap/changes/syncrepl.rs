@@ -232,6 +232,10 @@ pub enum SyncError {
     /// A DirSync read (a model read by [`super::kept::Source::DirSync`]) failed; the error says why, whole.
     #[error("{0}")]
     DirSync(#[from] super::dirsync::Error),
+    /// A read by update sequence numbers (a model read by [`super::kept::Source::Usn`]) cannot be used; the
+    /// error says why, whole.
+    #[error("{0}")]
+    Usn(#[from] super::usn::Error),
 }
 
 impl SyncError {
@@ -244,6 +248,7 @@ impl SyncError {
             SyncError::RefreshRequired { .. }
                 | SyncError::CookieRefused { .. }
                 | SyncError::DirSync(DirSync::CookieRefused { .. })
+                | SyncError::Usn(super::usn::Error::ServerChanged { .. })
         )
     }
 
@@ -256,6 +261,7 @@ impl SyncError {
             SyncError::Unsupported { .. }
                 | SyncError::Notification { refused: true, .. }
                 | SyncError::DirSync(DirSync::NoRight { .. } | DirSync::Unsupported { .. })
+                | SyncError::Usn(super::usn::Error::NoDeletedObjects { .. } | super::usn::Error::Unsupported { .. })
         )
     }
 }

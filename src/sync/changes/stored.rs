@@ -31,7 +31,7 @@ use crate::sync::journal::Journal;
 use crate::username::Username;
 
 /// What stored a model: a model stored by any other build is not read (its layout may differ).
-const PROGRAM: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"), ", model format 2");
+const PROGRAM: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"), ", model format 3");
 
 /// A one-shot run's hold on the stored model.
 #[derive(Debug, Default)]
@@ -292,6 +292,6 @@ mod tests {
         let encoded = (hex(postcard::to_allocvec(&part).unwrap()), hex(postcard::to_allocvec(&head).unwrap()));
         let pinned = ("0101010e0105416c696365010101000104636f72700101060105616c69636500", "010101010401027b7d");
         assert_eq!(encoded, (pinned.0.to_string(), pinned.1.to_string()));
-        assert!(PROGRAM.ends_with(", model format 2"), "{PROGRAM}");
+        assert!(PROGRAM.ends_with(", model format 3"), "{PROGRAM}");
     }
 }

@@ -33,6 +33,9 @@ struct Head {
     mark: Option<DateTime<Utc>>,
     behind: Option<(String, String)>,
     dirsync: Option<Vec<u8>>,
+    usn: Option<usn::Watermark>,
+    /// [`Kept::containers`], sorted by GUID.
+    containers: Vec<([u8; 16], Box<str>)>,
     blind: Option<Blind>,
 }
 
@@ -148,6 +151,12 @@ impl Kept {
             mark: self.mark,
             behind: self.behind.clone(),
             dirsync: self.dirsync.clone(),
+            usn: self.usn.clone(),
+            containers: {
+                let mut all: Vec<([u8; 16], Box<str>)> = self.containers.iter().map(|(g, k)| (g.0, k.clone())).collect();
+                all.sort_unstable();
+                all
+            },
             blind,
         };
         // Encoding into memory fails only on a type postcard cannot encode, which these are not.
@@ -199,6 +208,8 @@ impl Kept {
             mark: head.mark,
             behind: head.behind,
             dirsync: head.dirsync,
+            usn: head.usn,
+            containers: head.containers.into_iter().map(|(g, k)| (Guid(g), k)).collect(),
             blind,
         })
     }
@@ -274,7 +285,7 @@ mod golden {
         let head = concat!(
             "0e6f753d67726f7570732c64633d780e6f753d67726f7570732c64633d7814286f626a656374436c6173733d70657273",
             "6f6e291a286f626a656374436c6173733d67726f75704f664e616d6573290375696402636e066d656d6265720000e807",
-            "0b6c6461703a2f2f74657374010001027531000101026731000100000000",
+            "0b6c6461703a2f2f746573740100010275310001010267310001000000000000",
         );
         let body = concat!(
             "02010101010101010101010101010101010001000105616c696365000202020202020202020202020202020201010001",
