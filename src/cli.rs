@@ -962,7 +962,7 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
                  {delay} (schedule.watch_delay) after a change it announces"
             ),
         ),
-        (ChangeDetection::Auto | ChangeDetection::Off | ChangeDetection::Dirsync, _)
+        (ChangeDetection::Auto | ChangeDetection::Off | ChangeDetection::Dirsync | ChangeDetection::Usn, _)
             if probe.notifications == Some(true) =>
         {
             (
@@ -994,12 +994,14 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
                 }
             ),
         ),
-        (ChangeDetection::Dirsync, _) => (
+        (method @ (ChangeDetection::Dirsync | ChangeDetection::Usn), _) => (
             false,
-            "watch: FAILED: schedule.watch = true with ldap.change_detection = \"dirsync\", but the root DSE could \
-             not be read or does not say the server is Active Directory, whose change notifications a watch uses \
-             there; runs would follow the schedule only"
-                .into(),
+            format!(
+                "watch: FAILED: schedule.watch = true with ldap.change_detection = {:?}, but the root DSE could not \
+                 be read or does not say the server is Active Directory, whose change notifications a watch uses \
+                 there; runs would follow the schedule only",
+                method.as_str()
+            ),
         ),
         (method, _) => (
             false,
@@ -1023,13 +1025,40 @@ fn change_reads(config: &Config, probe: &ldap::Probe) -> (bool, String) {
         (method @ (ChangeDetection::Auto | ChangeDetection::Dirsync), Some(Ok(nc)), _) => {
             dirsync_reads(&config.ldap, method, nc, &every.to_string())
         }
-        (ChangeDetection::Auto, Some(Err(why)), _) => (
-            true,
-            format!(
-                "change reads: none: the server is Active Directory, but DirSync cannot be used: {why}: every run \
-                 reads in full"
+        (ChangeDetection::Auto, Some(Err(why)), _) => match &probe.usn {
+            Some(Ok(nc)) => usn_reads(&config.ldap, ChangeDetection::Auto, nc, &every.to_string(), Some(why)),
+            Some(Err(not)) => (
+                true,
+                format!(
+                    "change reads: none: the server is Active Directory, but DirSync cannot be used: {why}; nor \
+                     uSNChanged: {not}: every run reads in full"
+                ),
             ),
-        ),
+            None => (
+                true,
+                format!(
+                    "change reads: none: the server is Active Directory, but DirSync cannot be used: {why}: every \
+                     run reads in full"
+                ),
+            ),
+        },
+        (ChangeDetection::Usn, ..) => match &probe.usn {
+            Some(Ok(nc)) => usn_reads(&config.ldap, ChangeDetection::Usn, nc, &every.to_string(), None),
+            Some(Err(why)) => (
+                false,
+                format!(
+                    "change reads: FAILED: ldap.change_detection = \"usn\", but {why}; every run reads in full; set \
+                     \"auto\" or \"off\", or mend that"
+                ),
+            ),
+            None => (
+                false,
+                "change reads: FAILED: ldap.change_detection = \"usn\", but the server's root DSE does not say it is \
+                 Active Directory (uSNChanged is Active Directory's, and Samba AD's), so every run reads in full; set \
+                 \"auto\" or \"off\""
+                    .into(),
+            ),
+        },
         (ChangeDetection::Dirsync, Some(Err(why)), _) => (
             false,
             format!(
@@ -1074,6 +1103,30 @@ fn dirsync_reads(s: &ldap::Settings, method: ldap::ChangeDetection, nc: &str, ev
         "change reads: dirsync (Active Directory): between full reads (at least every {every}, \
          sync.full_sync_every) the daemon reads what changed in {nc} with DirSync and reads each user or group it \
          names again"
+    );
+    match ldap::changes::kept::in_chain_refusal(s) {
+        None => (true, line),
+        Some(why) if method == ldap::ChangeDetection::Auto => {
+            (true, format!("{line}; but {why}: every run reads in full"))
+        }
+        Some(why) => (false, format!("change reads: FAILED: {why}: every run reads in full")),
+    }
+}
+
+/// `check`'s line on `uSNChanged` change reads that work for this account (`nc`: the naming context read;
+/// `instead_of`: why DirSync cannot be used, when `auto` falls back to them).
+fn usn_reads(
+    s: &ldap::Settings,
+    method: ldap::ChangeDetection,
+    nc: &str,
+    every: &str,
+    instead_of: Option<&String>,
+) -> (bool, String) {
+    let why_not_dirsync = instead_of.map(|why| format!(" (DirSync cannot be used: {why})")).unwrap_or_default();
+    let line = format!(
+        "change reads: usn (Active Directory){why_not_dirsync}: between full reads (at least every {every}, \
+         sync.full_sync_every) the daemon reads what changed in {nc} by uSNChanged, and the objects deleted in \
+         CN=Deleted Objects, and reads each user or group changed again"
     );
     match ldap::changes::kept::in_chain_refusal(s) {
         None => (true, line),

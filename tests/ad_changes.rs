@@ -371,8 +371,8 @@ async fn usn_reads_against_samba(dc: &SambaDc, ldap: &mut Ldap) {
         ldif.push_str(&l);
         dn
     };
-    let (erin, frank) = (user("erin"), user("frank"));
-    let (group, l) = ad_group("UsnTeam", std::slice::from_ref(&erin));
+    let (ursula, victor) = (user("ursula"), user("victor"));
+    let (group, l) = ad_group("UsnTeam", std::slice::from_ref(&ursula));
     ldif.push_str(&l);
     ldif.push_str(&format!("dn: OU=Below,OU=Staff,{AD_BASE}\nobjectClass: organizationalUnit\n\n"));
     dc.add(&ldif);
@@ -383,30 +383,30 @@ async fn usn_reads_against_samba(dc: &SambaDc, ldap: &mut Ldap) {
     let quiet = usn::read(ldap, AD_BASE, &first, paging).await.unwrap();
     assert_eq!((quiet.changed.len(), quiet.deleted.len(), quiet.watermark.usn), (0, 0, first.usn));
 
-    // A member added moves the group's number, not the member's: frank does not come; erin's memberOf names
+    // A member added moves the group's number, not the member's: victor does not come; ursula's memberOf names
     // the group she is in.
-    dc.modify(&format!("dn: {group}\nchangetype: modify\nadd: member\nmember: {frank}\n-\n\n"));
-    dc.modify(&format!("dn: {erin}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n-\n\n"));
+    dc.modify(&format!("dn: {group}\nchangetype: modify\nadd: member\nmember: {victor}\n-\n\n"));
+    dc.modify(&format!("dn: {ursula}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n-\n\n"));
     let changes = usn::read(ldap, AD_BASE, &quiet.watermark, paging).await.unwrap();
     // (Only the tests' own OUs: Samba may write objects of its own meanwhile.)
     let ours = |dn: &&str| dn.contains(",OU=Staff,") || dn.contains(",OU=Groups,");
     let dns: BTreeSet<&str> = changes.changed.iter().map(|c| c.dn.as_str()).filter(ours).collect();
-    assert_eq!(dns, BTreeSet::from([group.as_str(), erin.as_str()]), "the group and the disabled user only");
-    let of_erin = changes.changed.iter().find(|c| c.dn == erin).unwrap();
-    assert_eq!(of_erin.member_of, vec![group.clone()]);
-    assert!(!of_erin.container && changes.deleted.is_empty());
+    assert_eq!(dns, BTreeSet::from([group.as_str(), ursula.as_str()]), "the group and the disabled user only");
+    let of_ursula = changes.changed.iter().find(|c| c.dn == ursula).unwrap();
+    assert_eq!(of_ursula.member_of, vec![group.clone()]);
+    assert!(!of_ursula.container && changes.deleted.is_empty());
     assert!(changes.watermark.usn > quiet.watermark.usn);
 
     // A member deleted: its tombstone only (the group keeps its number); an OU renamed: the OU, flagged as a
     // container, and not what is below it.
-    let frank_guid = {
-        let (found, _) = usn::by_dn(ldap, AD_BASE, std::slice::from_ref(&frank), paging).await.unwrap();
+    let victor_guid = {
+        let (found, _) = usn::by_dn(ldap, AD_BASE, std::slice::from_ref(&victor), paging).await.unwrap();
         found[0].0
     };
-    dc.modify(&format!("dn: {frank}\nchangetype: delete\n\n"));
+    dc.modify(&format!("dn: {victor}\nchangetype: delete\n\n"));
     dc.modify(&format!("dn: OU=Below,OU=Staff,{AD_BASE}\nchangetype: modrdn\nnewrdn: OU=Below2\ndeleteoldrdn: 1\n\n"));
     let later = usn::read(ldap, AD_BASE, &changes.watermark, paging).await.unwrap();
-    assert_eq!(later.deleted, vec![frank_guid]);
+    assert_eq!(later.deleted, vec![victor_guid]);
     let renamed: Vec<(&str, bool)> =
         later.changed.iter().map(|c| (c.dn.as_str(), c.container)).filter(|(dn, _)| ours(dn)).collect();
     assert_eq!(renamed, vec![(format!("OU=Below2,OU=Staff,{AD_BASE}").as_str(), true)]);
@@ -427,7 +427,7 @@ async fn usn_reads_against_samba(dc: &SambaDc, ldap: &mut Ldap) {
     assert!(message.contains("cannot read CN=Deleted Objects") && message.contains(":LCRP"), "{message}");
     // Granted, the same account sees a deletion.
     dc.allow_deleted_objects("reader");
-    dc.modify(&format!("dn: {erin}\nchangetype: delete\n\n"));
+    dc.modify(&format!("dn: {ursula}\nchangetype: delete\n\n"));
     let granted = usn::read(&mut reader, AD_BASE, &mark, paging).await.expect("granted");
-    assert_eq!(granted.deleted.len(), 1, "erin's tombstone: {granted:?}");
+    assert_eq!(granted.deleted.len(), 1, "ursula's tombstone: {granted:?}");
 }

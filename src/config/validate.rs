@@ -500,20 +500,14 @@ impl Validator<'_> {
             "syncrepl" => Ok(ldap::ChangeDetection::Syncrepl),
             "modify_timestamp" => Ok(ldap::ChangeDetection::ModifyTimestamp { margin }),
             "dirsync" => Ok(ldap::ChangeDetection::Dirsync),
-            "usn" => Err(self.error(
-                "ldap",
-                "change_detection",
-                format!(
-                    "{value:?} is not available in this version (on Active Directory it reads changes with \
-                     \"dirsync\", which needs the \"Replicating Directory Changes\" right): use \"auto\" (DirSync on \
-                     Active Directory where the account may, content sync where the server offers it, else full \
-                     reads), \"dirsync\", \"syncrepl\", \"modify_timestamp\" or \"off\""
-                ),
-            )),
+            "usn" => Ok(ldap::ChangeDetection::Usn),
             _ => Err(self.error(
                 "ldap",
                 "change_detection",
-                format!("must be \"auto\", \"off\", \"syncrepl\", \"dirsync\" or \"modify_timestamp\", got {value:?}"),
+                format!(
+                    "must be \"auto\", \"off\", \"syncrepl\", \"dirsync\", \"usn\" or \"modify_timestamp\", got \
+                     {value:?}"
+                ),
             )),
         }
     }

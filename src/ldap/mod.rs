@@ -117,6 +117,10 @@ pub enum ChangeDetection {
     /// Active Directory's DirSync (Samba AD too); needs the "Replicating Directory Changes" right. A server
     /// without it, or an account without the right, is an error logged at each full read, as for `Syncrepl`.
     Dirsync,
+    /// Active Directory's `uSNChanged` (Samba AD too): objects changed above the last read's
+    /// `highestCommittedUSN`, tombstones by Show Deleted. Needs no replication right, but the account must be
+    /// allowed to read `CN=Deleted Objects` (else a deletion would read as nothing): an error as for `Dirsync`.
+    Usn,
     /// Entries whose `modifyTimestamp` is at or after the latest one read, less `margin`
     /// (`ldap.modify_timestamp_margin`): blind to deletions, so that departures wait for a full read.
     ModifyTimestamp { margin: Duration },
@@ -129,6 +133,7 @@ impl ChangeDetection {
             ChangeDetection::Auto => "auto",
             ChangeDetection::Syncrepl => "syncrepl",
             ChangeDetection::Dirsync => "dirsync",
+            ChangeDetection::Usn => "usn",
             ChangeDetection::ModifyTimestamp { .. } => "modify_timestamp",
         }
     }
@@ -142,18 +147,63 @@ impl ChangeDetection {
             ChangeDetection::Auto if active_directory => Some(Source::DirSync),
             ChangeDetection::Auto | ChangeDetection::Syncrepl => Some(Source::ContentSync),
             ChangeDetection::Dirsync => Some(Source::DirSync),
+            ChangeDetection::Usn => Some(Source::Usn),
             ChangeDetection::ModifyTimestamp { margin } => Some(Source::ModifyTimestamp { margin }),
         }
     }
 
-    /// Whether a model read by `source` is one this setting reads by (on some server).
+    /// Whether a model read by `source` is one this setting reads by (on some server; `auto` on Active Directory
+    /// reads by `uSNChanged` where DirSync is refused).
     pub fn allows(self, source: changes::kept::Source) -> bool {
-        [false, true].into_iter().any(|ad| self.source(ad) == Some(source))
+        let fallback = self == ChangeDetection::Auto && source == changes::kept::Source::Usn;
+        fallback || [false, true].into_iter().any(|ad| self.source(ad) == Some(source))
     }
 
     /// Whether the operator named the method (a server without it is an error, not a fallback).
     pub fn is_explicit(self) -> bool {
-        matches!(self, ChangeDetection::Syncrepl | ChangeDetection::Dirsync | ChangeDetection::ModifyTimestamp { .. })
+        matches!(
+            self,
+            ChangeDetection::Syncrepl
+                | ChangeDetection::Dirsync
+                | ChangeDetection::Usn
+                | ChangeDetection::ModifyTimestamp { .. }
+        )
+    }
+}
+
+/// The directory model read by `source` on the reader's connection (`nc`: the naming context holding the base
+/// DN, whose groups a model of Active Directory's objects keeps), kept only when it resolves exactly as the full
+/// read did. `Err` says why not, and whether the server refused the method itself.
+async fn model_of(
+    reader: &mut search::Reader<'_>,
+    source: changes::kept::Source,
+    nc: Option<&str>,
+    groups: &[GroupName],
+    full: &Snapshot,
+) -> Result<changes::kept::Kept, (String, bool)> {
+    use changes::kept::Kept;
+    let s = reader.s;
+    let mut kept = match nc {
+        Some(nc) if source.reads_objects() => Kept::with_groups_base(s, nc),
+        _ => Kept::new(s),
+    }
+    .reading_by(source);
+    if let Err(e) = kept.read(&mut reader.ldap, &reader.url, s.timeout).await {
+        return Err((e.to_string(), e.is_refusal()));
+    }
+    let model = kept.entries(s, groups).map_err(|why| (why.to_string(), false))?;
+    let from_model = resolve(&model, s, groups);
+    let same = full.users_seen == from_model.users_seen
+        && full.groups.len() == from_model.groups.len()
+        && full.groups.iter().zip(&from_model.groups).all(|(a, b)| a.name == b.name && a.result == b.result);
+    match same {
+        true => Ok(kept),
+        false => Err((
+            "the model's read did not resolve as the full read did (the directory changed between the two, or a \
+             difference this program does not model)"
+                .to_string(),
+            false,
+        )),
     }
 }
 
@@ -453,7 +503,7 @@ impl<'a> Connection<'a> {
     /// offer content sync, the two reads differ). The full
     /// read's entries are let go before the model is read.
     pub async fn read_keeping(self, groups: &[GroupName]) -> (Snapshot, Result<changes::kept::Kept, String>) {
-        use changes::kept::{Kept, Source};
+        use changes::kept::Source;
         let s = self.s;
         let mut reader = self.reader();
         let full = resolve(&reader.read(groups).await, s, groups);
@@ -463,34 +513,22 @@ impl<'a> Connection<'a> {
         let Some(source) = s.change_detection.source(root.active_directory) else {
             return (full, Err("ldap.change_detection = \"off\"".into()));
         };
-        let mut kept = match (source, root.naming_context_of(&s.base_dn)) {
-            (Source::DirSync, Some(nc)) => Kept::with_groups_base(s, nc),
-            _ => Kept::new(s),
-        }
-        .reading_by(source);
-        let built = match kept.read(&mut reader.ldap, &reader.url, s.timeout).await {
-            Err(e) => Err(e.to_string()),
-            Ok(_) => match kept.entries(s, groups) {
-                Err(why) => Err(why.to_string()),
-                Ok(model) => {
-                    let from_model = resolve(&model, s, groups);
-                    let same = full.users_seen == from_model.users_seen
-                        && full.groups.len() == from_model.groups.len()
-                        && full
-                            .groups
-                            .iter()
-                            .zip(&from_model.groups)
-                            .all(|(a, b)| a.name == b.name && a.result == b.result);
-                    match same {
-                        true => Ok(kept),
-                        false => Err("the model's read did not resolve as the full read did (the directory \
-                                      changed between the two, or a difference this program does not model)"
-                            .to_string()),
-                    }
+        let nc = root.naming_context_of(&s.base_dn);
+        let mut built = model_of(&mut reader, source, nc, groups, &full).await;
+        // `auto` on Active Directory: by update sequence numbers where the account may not use DirSync.
+        if let Err((e, true)) = &built
+            && source == Source::DirSync
+            && s.change_detection == ChangeDetection::Auto
+        {
+            built = match model_of(&mut reader, Source::Usn, nc, groups, &full).await {
+                Ok(kept) => {
+                    tracing::info!(reason = %e, "DirSync cannot be used: change reads by uSNChanged instead");
+                    Ok(kept)
                 }
-            },
-        };
+                Err((usn, refused)) => Err((format!("DirSync cannot be used: {e}; nor uSNChanged: {usn}"), refused)),
+            };
+        }
         let _ = reader.ldap.unbind().await;
-        (full, built)
+        (full, built.map_err(|(why, _)| why))
     }
 }

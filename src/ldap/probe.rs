@@ -45,6 +45,9 @@ pub struct Probe {
     /// On Active Directory with `ldap.change_detection` `"auto"` or `"dirsync"`: whether a DirSync read of the
     /// naming context holding the base DN works for this account (that naming context), or why not.
     pub dirsync: Option<Result<String, String>>,
+    /// On Active Directory with `ldap.change_detection` `"usn"`, or `"auto"` where DirSync cannot be used: whether
+    /// `uSNChanged` reads of the naming context holding the base DN work for this account, or why not.
+    pub usn: Option<Result<String, String>>,
 }
 
 impl Probe {
@@ -94,6 +97,23 @@ async fn dirsync_works(
     Ok(nc.to_string())
 }
 
+/// Whether the daemon's `uSNChanged` reads would work: the naming context holding the base DN, settings they
+/// can follow, `CN=Deleted Objects` readable (else deletions would go unseen), and a watermark.
+async fn usn_works(ldap: &mut ldap3::Ldap, root: &super::search::RootDse, s: &super::Settings) -> Result<String, String> {
+    use super::changes::{kept, usn};
+    let Some(nc) = root.naming_context_of(&s.base_dn) else {
+        return Err(format!("no naming context the server lists holds ldap.base_dn {:?}", s.base_dn));
+    };
+    if let Some(why) = kept::usn_refusal(&s.user_filter, &s.group_filter) {
+        return Err(why);
+    }
+    if !usn::deleted_objects_visible(ldap, nc, s.timeout).await.map_err(|e| e.to_string())? {
+        return Err(usn::Error::NoDeletedObjects { naming_context: nc.to_string() }.to_string());
+    }
+    usn::watermark(ldap, s.timeout).await.map_err(|e| e.to_string())?;
+    Ok(nc.to_string())
+}
+
 /// Reads the base DN and samples the user entries on a bound connection, which stays open for the reads after.
 pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
     let (s, url, ldap) = (connection.s, connection.url.clone(), &mut connection.ldap);
@@ -119,15 +139,20 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
         content_sync: None,
         notifications: None,
         dirsync: None,
+        usn: None,
     };
     if let Ok(root) = super::search::root_dse(ldap, s.timeout).await {
         if root.controls.is_some() {
             probe.content_sync = root.offers(super::changes::syncrepl::SYNC_REQUEST_OID);
             probe.notifications = root.offers(super::changes::notification::NOTIFICATION_OID);
         }
-        let asks = matches!(s.change_detection, super::ChangeDetection::Auto | super::ChangeDetection::Dirsync);
-        if root.active_directory && asks {
+        use super::ChangeDetection::{Auto, Dirsync, Usn};
+        if root.active_directory && matches!(s.change_detection, Auto | Dirsync) {
             probe.dirsync = Some(dirsync_works(ldap, &root, s).await);
+        }
+        let fallback = s.change_detection == Auto && matches!(probe.dirsync, Some(Err(_)));
+        if root.active_directory && (s.change_detection == Usn || fallback) {
+            probe.usn = Some(usn_works(ldap, &root, s).await);
         }
     }
     if probe.base_dn_missing.is_none() {
@@ -180,6 +205,7 @@ mod tests {
             content_sync: None,
             notifications: None,
             dirsync: None,
+            usn: None,
         }
     }
 

@@ -251,15 +251,21 @@ thread_local! {
     static SETUP: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
-fn settings(dc: &SambaDc, nesting: Nesting, (user_filter, member_range_size): (&str, Option<u32>)) -> Settings {
+fn settings(dc: &SambaDc, nesting: Nesting, (user_filter, member_range_size, source): Model<'_>) -> Settings {
     Settings {
         user_filter: user_filter.into(),
         member_range_size,
         nesting,
-        change_detection: ldap::ChangeDetection::Dirsync,
+        change_detection: match source {
+            Source::Usn => ldap::ChangeDetection::Usn,
+            _ => ldap::ChangeDetection::Dirsync,
+        },
         ..ad_settings(dc, &base())
     }
 }
+
+/// A model: its user filter, `ldap.member_range_size`, and how it learns what changed.
+type Model<'a> = (&'a str, Option<u32>, Source);
 
 const PLAIN: &str = "(&(objectCategory=person)(objectClass=user))";
 
@@ -284,7 +290,7 @@ fn models() -> [(String, Option<u32>, Source); 6] {
 }
 
 async fn bind(dc: &SambaDc) -> ldap3::Ldap {
-    let s = settings(dc, Nesting::Off, (PLAIN, None));
+    let s = settings(dc, Nesting::Off, (PLAIN, None, Source::DirSync));
     let tls = cloudshell_ldap_sync::tls::client_config("ldap.ca_file", s.ca_file.as_deref(), false).unwrap();
     let conn = ldap3::LdapConnSettings::new().set_config(std::sync::Arc::new(tls)).set_conn_timeout(TIMEOUT);
     let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(conn, &dc.ldaps_url()).await.unwrap();
@@ -293,8 +299,8 @@ async fn bind(dc: &SambaDc) -> ldap3::Ldap {
     ldap
 }
 
-fn fresh(dc: &SambaDc, model: (&str, Option<u32>), source: Source) -> Kept {
-    Kept::with_groups_base(&settings(dc, Nesting::Off, model), AD_BASE).reading_by(source)
+fn fresh(dc: &SambaDc, model: Model<'_>) -> Kept {
+    Kept::with_groups_base(&settings(dc, Nesting::Off, model), AD_BASE).reading_by(model.2)
 }
 
 fn configured() -> Vec<GroupName> {
@@ -303,7 +309,7 @@ fn configured() -> Vec<GroupName> {
 
 /// Compares a model with a full read for every nesting mode; `false` when it asks for a full read (checked to
 /// be for a renamed OU, and only when `moved_ou`).
-async fn compare(dc: &SambaDc, kept: &Kept, model: (&str, Option<u32>), moved_ou: bool, context: &str) -> bool {
+async fn compare(dc: &SambaDc, kept: &Kept, model: Model<'_>, moved_ou: bool, context: &str) -> bool {
     let names = configured();
     for nesting in [Nesting::Auto, Nesting::Recursive, Nesting::Off] {
         let s = settings(dc, nesting, model);
@@ -355,8 +361,8 @@ pub async fn the_kept_model_by_dirsync_resolves_as_a_full_read(dc: &SambaDc) {
     let mut rng = Rng(seed);
     let mut world = seed_world(dc, &mut rng);
     let filters = models();
-    let model = |m: usize| (filters[m].0.as_str(), filters[m].1);
-    let fresh = |m: usize| fresh(dc, model(m), filters[m].2);
+    let model = |m: usize| (filters[m].0.as_str(), filters[m].1, filters[m].2);
+    let fresh = |m: usize| fresh(dc, model(m));
     let mut kepts: Vec<Kept> = (0..filters.len()).map(fresh).collect();
     let (mut sent, mut held, mut compared, mut moved_reads, mut moved_rounds) = (0, 0, 0, 0, 0);
     for (m, kept) in kepts.iter_mut().enumerate() {
