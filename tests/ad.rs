@@ -89,6 +89,7 @@ async fn active_directory_end_to_end() {
     tls_needs_the_right_ca_and_plain_binds_are_refused(&dc).await;
     sync_end_to_end_against_active_directory(&dc).await;
     watching_active_directory_by_change_notifications(&mut dc).await;
+    usn_change_reads_for_an_account_without_dirsync(&dc).await;
     eprintln!("Active Directory suite: {:.1} s in all", started.elapsed().as_secs_f64());
 }
 
@@ -410,4 +411,86 @@ async fn watching_active_directory_by_change_notifications(dc: &mut SambaDc) {
     assert_eq!(daemon.fields_of("run finished").last().unwrap()["trigger"], "watch", "{}", daemon.log());
     eprintln!("Active Directory watch: caught up {:.1} s after the restart began", began.elapsed().as_secs_f64());
     eprintln!("Active Directory watch: erin imported {:.1} s after the change", imported_after.as_secs_f64());
+}
+
+/// A bind account without the "Replicating Directory Changes" right, allowed to read CN=Deleted Objects:
+/// `auto` reads what changed by `uSNChanged` (check says so, and why not DirSync). One-shot runs on a state
+/// directory: the first reads in full and keeps the model; a new hire added to Ops is imported by a change read;
+/// that hire deleted from the directory is a leaver the change read saw (a tombstone), deactivated, and nobody
+/// else. The same account without the grant, with `usn` named: check fails, naming the grant.
+async fn usn_change_reads_for_an_account_without_dirsync(dc: &SambaDc) {
+    const PASSWORD: &str = "Usn-Reader-Passw0rd!";
+    let create = |name: &str| {
+        let out = std::process::Command::new("samba-tool")
+            .args(["user", "create", name, PASSWORD, "-H", "ldap://127.0.0.1"])
+            .args(["-U", &format!("Administrator%{AD_PASSWORD}")])
+            .output()
+            .expect("samba-tool");
+        assert!(out.status.success(), "samba-tool user create: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    create("usnsync");
+    dc.allow_deleted_objects("usnsync");
+    create("usnplain");
+    let files = Files::new();
+    let sim = ad_sim_for(dc);
+    let path = ad_config(dc, &sim, &files, "usn", "");
+    std::fs::write(files.path("ldap-password"), PASSWORD).unwrap();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[\"Engineering\", \"Ops\", \"Big\"]", "[\"Ops\"]")
+        .replace(AD_ADMIN, "usnsync@ad.example.org")
+        // Ops is small: one leaver is more than the shipped percentages allow.
+        .replace(
+            "action = \"deactivate\"\n",
+            "action = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n",
+        );
+    std::fs::write(&path, &text).unwrap();
+    let check = |path: &std::path::Path| {
+        let out = common::cli(&["check", "--config", path.to_str().unwrap()]);
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (code, out) = check(&path);
+    assert!(out.contains("change reads: usn (Active Directory) (DirSync cannot be used:"), "{out}");
+    assert!(out.contains("Replicating Directory Changes"), "why not DirSync: {out}");
+    assert_eq!(code, Some(0), "{out}");
+    let plain = files.path("usn-plain.toml");
+    let named =
+        text.replace("usnsync@", "usnplain@").replace("change_detection = \"auto\"", "change_detection = \"usn\"");
+    std::fs::write(&plain, named).unwrap();
+    let (code, out) = check(&plain);
+    assert!(
+        out.contains(
+            "change reads: FAILED: ldap.change_detection = \"usn\", but the bind account cannot read CN=Deleted Objects"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("/G DOMAIN\\account:LCRP"), "{out}");
+    assert_ne!(code, Some(0), "{out}");
+
+    let read_of = |report: &Value| (report["read"]["mode"].clone(), report["read"]["method"].clone());
+    let (code, report, stderr) = common::sync_json(&path, &[]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(read_of(&report), (json!("full"), json!("usn")), "{}", report["read"]);
+    assert!(stderr.contains("change reads by uSNChanged instead"), "{stderr}");
+
+    let (uma, ldif) = ad_user("uma", "uma", false);
+    dc.add(&ldif);
+    dc.modify(&format!("dn: CN=Ops,OU=Groups,{AD_BASE}\nchangetype: modify\nadd: member\nmember: {uma}\n\n"));
+    let (code, report, stderr) = common::sync_json(&path, &[]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(read_of(&report), (json!("changes"), json!("usn")), "{}", report["read"]);
+    assert_eq!(cloudshell_users(&sim).await.get("uma"), Some(&true), "the new hire imported: {report}");
+
+    let inactive = |users: &std::collections::BTreeMap<String, bool>| -> Vec<String> {
+        users.iter().filter(|(_, active)| !**active).map(|(name, _)| name.clone()).collect()
+    };
+    let mut before = inactive(&cloudshell_users(&sim).await);
+    dc.modify(&format!("dn: {uma}\nchangetype: delete\n\n"));
+    let (code, report, stderr) = common::sync_json(&path, &[]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(read_of(&report), (json!("changes"), json!("usn")), "{}", report["read"]);
+    assert_eq!(report["leavers"]["deactivated"], json!(["uma"]), "{}", report["leavers"]);
+    before.push("uma".to_string());
+    before.sort();
+    assert_eq!(inactive(&cloudshell_users(&sim).await), before, "only uma deactivated");
 }

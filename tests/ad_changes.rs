@@ -386,7 +386,9 @@ async fn usn_reads_against_samba(dc: &SambaDc, ldap: &mut Ldap) {
     // A member added moves the group's number, not the member's: victor does not come; ursula's memberOf names
     // the group she is in.
     dc.modify(&format!("dn: {group}\nchangetype: modify\nadd: member\nmember: {victor}\n-\n\n"));
-    dc.modify(&format!("dn: {ursula}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n-\n\n"));
+    dc.modify(&format!(
+        "dn: {ursula}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n-\n\n"
+    ));
     let changes = usn::read(ldap, AD_BASE, &quiet.watermark, paging).await.unwrap();
     // (Only the tests' own OUs: Samba may write objects of its own meanwhile.)
     let ours = |dn: &&str| dn.contains(",OU=Staff,") || dn.contains(",OU=Groups,");

@@ -871,6 +871,7 @@ groups = ["Team"]
             ("off", ldap::ChangeDetection::Off),
             ("SyncRepl", ldap::ChangeDetection::Syncrepl),
             ("dirsync", ldap::ChangeDetection::Dirsync),
+            ("USN", ldap::ChangeDetection::Usn),
         ] {
             assert_eq!(ldap(&format!("change_detection = {value:?}")).unwrap().ldap.change_detection, mode);
         }
@@ -882,7 +883,6 @@ groups = ["Team"]
         assert_eq!(sync("full_sync_every = \"0s\"").unwrap().sync.full_sync_every, Duration::ZERO);
         assert_eq!(sync("full_sync_every = \"30m\"").unwrap().sync.full_sync_every, Duration::from_secs(1800));
         for (e, key, says) in [
-            (ldap("change_detection = \"usn\"").unwrap_err(), "ldap.change_detection", "not available in this version"),
             (ldap("change_detection = \"sometimes\"").unwrap_err(), "ldap.change_detection", "must be \"auto\""),
             (ldap("modify_timestamp_margin = \"0s\"").unwrap_err(), "ldap.modify_timestamp_margin", "longer than zero"),
             (sync("full_sync_every = \"often\"").unwrap_err(), "sync.full_sync_every", "not a duration"),

@@ -126,7 +126,7 @@ pub struct RawLdap {
     /// Nesting deeper than this puts the group in error. Default 10.
     #[serde(default = "defaults::max_nesting_depth")]
     pub max_nesting_depth: i64,
-    /// How the daemon reads only what changed between full reads: `auto`, `off`, `syncrepl` or
+    /// How runs read only what changed between full reads: `auto`, `off`, `syncrepl`, `dirsync`, `usn` or
     /// `modify_timestamp`. Default `auto`.
     #[serde(default = "defaults::change_detection")]
     pub change_detection: String,

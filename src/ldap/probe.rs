@@ -99,7 +99,11 @@ async fn dirsync_works(
 
 /// Whether the daemon's `uSNChanged` reads would work: the naming context holding the base DN, settings they
 /// can follow, `CN=Deleted Objects` readable (else deletions would go unseen), and a watermark.
-async fn usn_works(ldap: &mut ldap3::Ldap, root: &super::search::RootDse, s: &super::Settings) -> Result<String, String> {
+async fn usn_works(
+    ldap: &mut ldap3::Ldap,
+    root: &super::search::RootDse,
+    s: &super::Settings,
+) -> Result<String, String> {
     use super::changes::{kept, usn};
     let Some(nc) = root.naming_context_of(&s.base_dn) else {
         return Err(format!("no naming context the server lists holds ldap.base_dn {:?}", s.base_dn));

@@ -1107,7 +1107,11 @@ db.modify(m, controls=controls)
             .arg(sam)
             .output()
             .expect("/usr/bin/python3 (Samba's Python bindings come with the samba package)");
-        assert!(out.status.success(), "granting {sam} CN=Deleted Objects failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "granting {sam} CN=Deleted Objects failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

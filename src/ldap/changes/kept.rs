@@ -139,9 +139,9 @@ use ldap3::Ldap;
 
 use super::dirsync::{self, Guid};
 use super::objects;
-use super::usn;
 use super::stamps::{self, Paging};
 use super::syncrepl::{self, Changed, ChangedEntry, EntryUuid, Refresh, SyncError, SyncRead};
+use super::usn;
 use crate::group_name::GroupName;
 use crate::ldap::dn::{self, DnKey};
 use crate::ldap::entry::{self, UserAttributes, UserEntry, attr_values};
@@ -1111,7 +1111,8 @@ impl Kept {
             self.containers = usn::containers(ldap, &nc, paging).await?.into_iter().collect();
             changes.searches += 4;
             self.read_named(ldap, paging, None, changes).await?;
-            let kept: Vec<Id> = self.users.entries.values().map(Dn::dn).chain(self.groups.entries.values().map(Dn::dn)).collect();
+            let kept: Vec<Id> =
+                self.users.entries.values().map(Dn::dn).chain(self.groups.entries.values().map(Dn::dn)).collect();
             changes.searches += self.track_above(ldap, &kept, paging).await?;
             self.usn = Some(mark);
             return Ok(());
@@ -1210,7 +1211,8 @@ impl Kept {
                 if read.contains(uuid) {
                     continue;
                 }
-                let holds: HashSet<Id> = g.members.iter().flatten().filter(|m| claimed.contains_key(m)).copied().collect();
+                let holds: HashSet<Id> =
+                    g.members.iter().flatten().filter(|m| claimed.contains_key(m)).copied().collect();
                 let disagrees = claimed.iter().any(|(id, groups)| holds.contains(id) != groups.contains(uuid));
                 if disagrees {
                     out.push(Guid(uuid.0));

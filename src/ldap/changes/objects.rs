@@ -158,10 +158,8 @@ pub async fn search_with(
     if !controls.is_empty() {
         ldap.with_controls(controls);
     }
-    let mut stream = ldap
-        .streaming_search_with(adapters, base, Scope::Subtree, filter, asked.to_vec())
-        .await
-        .map_err(failed)?;
+    let mut stream =
+        ldap.streaming_search_with(adapters, base, Scope::Subtree, filter, asked.to_vec()).await.map_err(failed)?;
     loop {
         let item = match stream.next().await {
             Ok(Some(item)) => item,

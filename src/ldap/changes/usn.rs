@@ -129,7 +129,11 @@ pub async fn watermark(ldap: &mut Ldap, timeout: Duration) -> Result<Watermark, 
 /// Whether the bind account may read `CN=Deleted Objects` of `naming_context` (found by its well-known GUID,
 /// with Show Deleted): the container comes with its `objectGUID`. An account that may not gets the container
 /// without attributes (Samba), or nothing (Active Directory).
-pub async fn deleted_objects_visible(ldap: &mut Ldap, naming_context: &str, timeout: Duration) -> Result<bool, SyncError> {
+pub async fn deleted_objects_visible(
+    ldap: &mut Ldap,
+    naming_context: &str,
+    timeout: Duration,
+) -> Result<bool, SyncError> {
     let base = format!("<WKGUID={DELETED_OBJECTS_WKGUID},{naming_context}>");
     let found = base_entry(ldap, &base, &["objectGUID"], Some(show_deleted()), timeout).await?;
     Ok(found.is_some_and(|e| objects::guid_of(&e).is_ok()))
@@ -173,11 +177,18 @@ pub async fn read(
     let container = format!("CN=Deleted Objects,{naming_context}");
     let mut deleted = Vec::new();
     let what = format!("the search of {naming_context} for tombstones {above}");
-    objects::search_with(ldap, &what, (naming_context, &tombstones, &["objectGUID"]), paging, vec![show_deleted()], &mut |e| {
-        if !e.dn.eq_ignore_ascii_case(&container) {
-            deleted.push(Guid(e.uuid.0));
-        }
-    })
+    objects::search_with(
+        ldap,
+        &what,
+        (naming_context, &tombstones, &["objectGUID"]),
+        paging,
+        vec![show_deleted()],
+        &mut |e| {
+            if !e.dn.eq_ignore_ascii_case(&container) {
+                deleted.push(Guid(e.uuid.0));
+            }
+        },
+    )
     .await?;
     out.searches += 2;
     deleted.sort_unstable();
@@ -256,6 +267,9 @@ async fn base_entry(
     match result.rc {
         0 => Ok(entries.into_iter().filter_map(entry::decode).next()),
         32 => Ok(None),
-        rc => Err(SyncError::Ldap { code: Some(rc), reason: format!("reading {what}: {}", result_reason(rc, &result.text)) }),
+        rc => Err(SyncError::Ldap {
+            code: Some(rc),
+            reason: format!("reading {what}: {}", result_reason(rc, &result.text)),
+        }),
     }
 }

@@ -153,7 +153,8 @@ impl Kept {
             dirsync: self.dirsync.clone(),
             usn: self.usn.clone(),
             containers: {
-                let mut all: Vec<([u8; 16], Box<str>)> = self.containers.iter().map(|(g, k)| (g.0, k.clone())).collect();
+                let mut all: Vec<([u8; 16], Box<str>)> =
+                    self.containers.iter().map(|(g, k)| (g.0, k.clone())).collect();
                 all.sort_unstable();
                 all
             },
