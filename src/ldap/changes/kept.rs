@@ -1756,6 +1756,38 @@ mod tests {
         assert!(computed.ends_with("uSNChanged does not report its changes; usn cannot follow it"), "{computed}");
     }
 
+    /// `usn`: a group's member values follow a member renamed or moved without the group changing, so a changed
+    /// object's `memberOf` is checked against the kept groups, both ways. The controls: an object whose
+    /// `memberOf` agrees, and a group already read again.
+    #[test]
+    fn a_group_disagreeing_with_a_changed_object_s_member_of_is_read_again() {
+        let mut k = kept();
+        let printer = "cn=printer,ou=devices,dc=x";
+        k.apply(Part::Groups, &deletes("g2", vec![group(12, "Devices", &[printer])], &[]));
+        let guid = |n: u8| Guid([n; 16]);
+        let (team, inner, devices) = (guid(10), guid(11), guid(12));
+        let changed = |dn: &str, member_of: &[String]| usn::Changed {
+            guid: guid(99),
+            dn: dn.to_string(),
+            container: false,
+            member_of: member_of.to_vec(),
+        };
+        // Renamed: Devices holds the old DN; the new one's memberOf names Devices.
+        let renamed = changed("cn=printer2,ou=devices,dc=x", &[gdn("Devices")]);
+        assert_eq!(k.groups_disagreeing(std::slice::from_ref(&renamed), &[]), vec![devices]);
+        // At a DN Devices holds, named by no memberOf: what holds it now is some other object.
+        let other = changed(printer, &[]);
+        assert_eq!(k.groups_disagreeing(std::slice::from_ref(&other), &[]), vec![devices]);
+        // Controls: alice's memberOf names Team, which holds her; Inner holds bob, whose memberOf says so.
+        let alice = changed(&udn("alice"), &[gdn("Team")]);
+        let bob = changed(&udn("bob"), &[gdn("Inner")]);
+        assert_eq!(k.groups_disagreeing(&[alice.clone(), bob], &[]), Vec::<Guid>::new());
+        // A group read again already is left out; a kept group that memberOf names and does not hold, named.
+        assert_eq!(k.groups_disagreeing(std::slice::from_ref(&renamed), &[devices]), Vec::<Guid>::new());
+        let joined = changed(&udn("alice"), &[gdn("Team"), gdn("Inner")]);
+        assert_eq!(k.groups_disagreeing(&[joined], &[team]), vec![inner]);
+    }
+
     #[test]
     fn a_dn_key_s_parent_is_what_follows_its_first_unescaped_comma() {
         assert_eq!(dn_parent("cn=a,ou=b,dc=x"), Some("ou=b,dc=x"));
