@@ -468,7 +468,12 @@ async fn usn_change_reads_for_an_account_without_dirsync(dc: &SambaDc) {
     assert_ne!(code, Some(0), "{out}");
 
     let read_of = |report: &Value| (report["read"]["mode"].clone(), report["read"]["method"].clone());
+    let took = |what: &str, report: &Value| {
+        let ms = |key: &str| report[key].as_u64().unwrap_or_default();
+        eprintln!("usn one-shot run, {what}: cycle {} ms, directory {} ms", ms("duration_ms"), ms("directory_ms"));
+    };
     let (code, report, stderr) = common::sync_json(&path, &[]);
+    took("full read, model built", &report);
     assert_eq!(code, 0, "{report}\n{stderr}");
     assert_eq!(read_of(&report), (json!("full"), json!("usn")), "{}", report["read"]);
     assert!(stderr.contains("change reads by uSNChanged instead"), "{stderr}");
@@ -480,6 +485,7 @@ async fn usn_change_reads_for_an_account_without_dirsync(dc: &SambaDc) {
     assert_eq!(code, 0, "{report}\n{stderr}");
     assert_eq!(read_of(&report), (json!("changes"), json!("usn")), "{}", report["read"]);
     assert_eq!(cloudshell_users(&sim).await.get("uma"), Some(&true), "the new hire imported: {report}");
+    took("a new hire added to Ops", &report);
 
     let inactive = |users: &std::collections::BTreeMap<String, bool>| -> Vec<String> {
         users.iter().filter(|(_, active)| !**active).map(|(name, _)| name.clone()).collect()
@@ -490,6 +496,10 @@ async fn usn_change_reads_for_an_account_without_dirsync(dc: &SambaDc) {
     assert_eq!(code, 0, "{report}\n{stderr}");
     assert_eq!(read_of(&report), (json!("changes"), json!("usn")), "{}", report["read"]);
     assert_eq!(report["leavers"]["deactivated"], json!(["uma"]), "{}", report["leavers"]);
+    took("that hire deleted", &report);
+    let (code, report, stderr) = common::sync_json(&path, &[]);
+    assert_eq!((code, read_of(&report)), (0, (json!("changes"), json!("usn"))), "{report}\n{stderr}");
+    took("nothing changed", &report);
     before.push("uma".to_string());
     before.sort();
     assert_eq!(inactive(&cloudshell_users(&sim).await), before, "only uma deactivated");

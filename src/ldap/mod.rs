@@ -185,6 +185,10 @@ async fn model_of(
     let s = reader.s;
     let mut kept = match nc {
         Some(nc) if source.reads_objects() => Kept::with_groups_base(s, nc),
+        None if source == changes::kept::Source::Usn => {
+            let why = format!("no naming context the server lists holds ldap.base_dn {:?}", s.base_dn);
+            return Err((why, true));
+        }
         _ => Kept::new(s),
     }
     .reading_by(source);

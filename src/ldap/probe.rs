@@ -80,20 +80,22 @@ fn base_dn_missing(rc: u32, matched: &str, refs: &[String]) -> Option<String> {
 }
 
 /// Whether the daemon's DirSync reads would work: the naming context holding the base DN, a watermark read of
-/// it (the account's right), and settings a DirSync read can follow.
+/// it (the account's right), and settings a DirSync read can follow. `Err` says why not, and whether DirSync
+/// was refused (where the daemon's `auto` reads by `uSNChanged` instead) rather than failed.
 async fn dirsync_works(
     ldap: &mut ldap3::Ldap,
     root: &super::search::RootDse,
     s: &super::Settings,
-) -> Result<String, String> {
-    use super::changes::{dirsync, kept};
+) -> Result<String, (String, bool)> {
+    use super::changes::{dirsync, kept, syncrepl::SyncError};
     let Some(nc) = root.naming_context_of(&s.base_dn) else {
-        return Err(format!("no naming context the server lists holds ldap.base_dn {:?}", s.base_dn));
+        return Err((format!("no naming context the server lists holds ldap.base_dn {:?}", s.base_dn), true));
     };
     if let Some(why) = kept::dirsync_refusal(s) {
-        return Err(why);
+        return Err((why, true));
     }
-    dirsync::watermark(ldap, nc, s.timeout).await.map_err(|e| e.to_string())?;
+    let refused = |e: dirsync::Error| (e.to_string(), SyncError::DirSync(e).is_refusal());
+    dirsync::watermark(ldap, nc, s.timeout).await.map_err(refused)?;
     Ok(nc.to_string())
 }
 
@@ -108,10 +110,10 @@ async fn usn_works(
     let Some(nc) = root.naming_context_of(&s.base_dn) else {
         return Err(format!("no naming context the server lists holds ldap.base_dn {:?}", s.base_dn));
     };
-    if let Some(why) = kept::usn_refusal(&s.user_filter, &s.group_filter) {
+    if let Some(why) = kept::usn_refusal(&s.user_filter, &s.group_filter, &s.member_attribute) {
         return Err(why);
     }
-    if !usn::deleted_objects_visible(ldap, nc, s.timeout).await.map_err(|e| e.to_string())? {
+    if usn::deleted_objects_visible(ldap, nc, s.timeout).await.map_err(|e| e.to_string())?.is_none() {
         return Err(usn::Error::NoDeletedObjects { naming_context: nc.to_string() }.to_string());
     }
     usn::watermark(ldap, s.timeout).await.map_err(|e| e.to_string())?;
@@ -151,10 +153,14 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
             probe.notifications = root.offers(super::changes::notification::NOTIFICATION_OID);
         }
         use super::ChangeDetection::{Auto, Dirsync, Usn};
+        let mut refused = false;
         if root.active_directory && matches!(s.change_detection, Auto | Dirsync) {
-            probe.dirsync = Some(dirsync_works(ldap, &root, s).await);
+            let works = dirsync_works(ldap, &root, s).await;
+            refused = matches!(works, Err((_, true)));
+            probe.dirsync = Some(works.map_err(|(why, _)| why));
         }
-        let fallback = s.change_detection == Auto && matches!(probe.dirsync, Some(Err(_)));
+        // As the daemon's `auto` does: by update sequence numbers where DirSync is refused.
+        let fallback = s.change_detection == Auto && refused;
         if root.active_directory && (s.change_detection == Usn || fallback) {
             probe.usn = Some(usn_works(ldap, &root, s).await);
         }

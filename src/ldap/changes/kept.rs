@@ -488,7 +488,7 @@ impl<E: PartialEq + Dn> Side<E> {
                 code: None,
                 reason: format!(
                     "the directory changed during the change read: an object read again holds the DN of a kept \
-                     entry the DirSync read did not name ({})",
+                     entry the change read did not name ({})",
                     dns.get(dn)
                 ),
             });
@@ -569,10 +569,17 @@ fn refusal(user_filter: &str, group_filter: &str, (method, name): (&str, &str)) 
     })
 }
 
-/// Why a model read by update sequence numbers cannot follow these filters, if it cannot: besides what DirSync
+/// Why a model read by update sequence numbers cannot follow these settings, if it cannot: besides what DirSync
 /// cannot follow, a filter testing `memberOf` at all (a member added to a group moves the group's `uSNChanged`,
-/// not the member's).
-pub fn usn_refusal(user_filter: &str, group_filter: &str) -> Option<String> {
+/// not the member's), and a member attribute other than `member` (whose back link, `memberOf`, tells a group
+/// whose member values followed a member renamed or moved: [`Kept::groups_disagreeing`]).
+pub fn usn_refusal(user_filter: &str, group_filter: &str, member_attribute: &str) -> Option<String> {
+    if !member_attribute.eq_ignore_ascii_case("member") {
+        return Some(format!(
+            "ldap.member_attribute is {member_attribute:?}: usn follows members renamed or moved through memberOf, \
+             the back link of \"member\" only"
+        ));
+    }
     let member_of = [("ldap.user_filter", user_filter), ("ldap.group_filter", group_filter)]
         .into_iter()
         .find(|(_, f)| tests_member_of(f))
@@ -585,15 +592,15 @@ pub fn usn_refusal(user_filter: &str, group_filter: &str) -> Option<String> {
     member_of.or_else(|| refusal(user_filter, group_filter, ("uSNChanged", "usn")))
 }
 
-/// The DN above `key` (a [`DnKey`]'s text): everything after its first RDN; `None` for a single RDN.
-fn dn_parent(key: &str) -> Option<&str> {
-    let bytes = key.as_bytes();
+/// The DN above `dn` (RFC 4514 text): everything after its first RDN; `None` for a single RDN.
+fn dn_parent(dn: &str) -> Option<&str> {
+    let bytes = dn.as_bytes();
     let mut escaped = false;
     for (i, &b) in bytes.iter().enumerate() {
         match b {
             _ if escaped => escaped = false,
             b'\\' => escaped = true,
-            b',' => return Some(&key[i + 1..]),
+            b',' => return Some(dn[i + 1..].trim_start()),
             _ => {}
         }
     }
@@ -817,8 +824,8 @@ pub struct Kept {
     /// [`Source::Usn`]: where the next read starts.
     usn: Option<usn::Watermark>,
     /// [`Source::Usn`]: the organizational units and containers of the naming context, and every entry above a
-    /// kept one, by `objectGUID`, each with its DN (as a [`DnKey`]): one renamed or moved with entries below it
-    /// is told by its DN changed ([`NeedsFullRead::MovedBelow`]).
+    /// kept one, by `objectGUID`, each with its DN as the server wrote it: one renamed or moved with entries
+    /// below it is told by its DN changed ([`NeedsFullRead::MovedBelow`]).
     containers: HashMap<Guid, Box<str>>,
     /// [`Source::DirSync`], [`Source::Usn`]: a change the last read saw but cannot follow (entries moved below a renamed one, a
     /// group a `memberOf` filter may name renamed or deleted): until the model is read anew.
@@ -962,7 +969,8 @@ impl Kept {
             return Ok(changes);
         }
         if self.source == Source::Usn {
-            if let Some(reason) = usn_refusal(&self.query.user_filter, &self.query.group_filter) {
+            let q = &self.query;
+            if let Some(reason) = usn_refusal(&q.user_filter, &q.group_filter, &q.member_attribute) {
                 return Err(usn::Error::Unsupported { reason }.into());
             }
             self.read_usn(ldap, timeout, &mut changes).await?;
@@ -1103,7 +1111,7 @@ impl Kept {
         let nc = self.query.groups_base.clone();
         let paging = (self.page_size, timeout);
         let Some(mark) = self.usn.take().filter(|_| self.users.whole && self.groups.whole) else {
-            if !usn::deleted_objects_visible(ldap, &nc, timeout).await? {
+            if usn::deleted_objects_visible(ldap, &nc, timeout).await?.is_none() {
                 return Err(usn::Error::NoDeletedObjects { naming_context: nc }.into());
             }
             let mark = usn::watermark(ldap, timeout).await?;
@@ -1128,15 +1136,15 @@ impl Kept {
         let before = self.named_dns(&named);
         let mut renamed: Vec<String> = Vec::new();
         for c in &read.changed {
-            let key: Box<str> = DnKey::new(&c.dn).as_str().into();
+            // The DN as the server writes it: a rename that changes only case or spacing changes the DNs below.
             match self.containers.get_mut(&c.guid) {
-                Some(old) if *old != key => {
+                Some(old) if **old != *c.dn => {
                     renamed.push(c.dn.clone());
-                    *old = key;
+                    *old = c.dn.as_str().into();
                 }
                 Some(_) => {}
                 None if c.container => {
-                    self.containers.insert(c.guid, key);
+                    self.containers.insert(c.guid, c.dn.as_str().into());
                 }
                 None => {}
             }
@@ -1145,7 +1153,9 @@ impl Kept {
             self.containers.remove(g);
         }
         let unkept = |g: &Guid| !before.iter().any(|(u, _, _)| u.0 == g.0);
-        let foreign = named.deleted.iter().any(unkept);
+        // A memberOf that came in ranges cannot be checked against the kept groups (`groups_disagreeing`): such an
+        // object may be a member renamed or moved, as a deletion the model did not keep may be.
+        let foreign = named.deleted.iter().any(unkept) || read.changed.iter().any(|c| c.member_of_ranged);
         self.read_named(ldap, paging, Some(&named), changes).await?;
         let mut stale: Vec<Arc<str>> = Vec::new();
         for (uuid, old, _) in before {
@@ -1223,20 +1233,21 @@ impl Kept {
     }
 
     /// Adds to [`Kept::containers`] every entry above one of `dns` (up to the naming context) that it does not
-    /// hold yet, found by `distinguishedName`. Returns the searches made.
+    /// hold yet, found by `distinguishedName` as the server wrote it. One not found (renamed since) may have
+    /// moved kept entries: [`NeedsFullRead::MovedBelow`]. Returns the searches made.
     async fn track_above(&mut self, ldap: &mut Ldap, dns: &[Id], paging: (i32, Duration)) -> Result<usize, SyncError> {
         let nc = DnKey::new(&self.query.groups_base);
-        let held: HashSet<&str> = self.containers.values().map(|k| &**k).collect();
-        let mut missing: HashSet<String> = HashSet::default();
+        let held: HashSet<DnKey> = self.containers.values().map(|dn| DnKey::new(dn)).collect();
+        let mut missing: HashMap<DnKey, String> = HashMap::default();
         for &id in dns {
-            let key = DnKey::new(self.dns.get(id));
-            let mut at = key.as_str();
+            let mut at = self.dns.get(id);
             while let Some(up) = dn_parent(at) {
-                if up == nc.as_str() || !DnKey::new(up).is_within(&nc) {
+                let key = DnKey::new(up);
+                if key == nc || !key.is_within(&nc) {
                     break;
                 }
-                if !held.contains(up) {
-                    missing.insert(up.to_string());
+                if !held.contains(&key) {
+                    missing.entry(key).or_insert_with(|| up.to_string());
                 }
                 at = up;
             }
@@ -1244,10 +1255,14 @@ impl Kept {
         if missing.is_empty() {
             return Ok(0);
         }
-        let missing: Vec<String> = missing.into_iter().collect();
-        let (found, searches) = usn::by_dn(ldap, &self.query.groups_base, &missing, paging).await?;
+        let asked: Vec<String> = missing.values().cloned().collect();
+        let (found, searches) = usn::by_dn(ldap, &self.query.groups_base, &asked, paging).await?;
         for (guid, dn) in found {
-            self.containers.insert(guid, DnKey::new(&dn).as_str().into());
+            missing.remove(&DnKey::new(&dn));
+            self.containers.insert(guid, dn.into());
+        }
+        if let Some(dn) = missing.into_values().next() {
+            self.blind = Some(NeedsFullRead::MovedBelow { dn });
         }
         Ok(searches)
     }
@@ -1746,7 +1761,10 @@ mod tests {
     #[test]
     fn usn_refuses_member_of_and_what_dirsync_refuses() {
         let plain = "(&(objectCategory=person)(objectClass=user))";
+        let usn_refusal = |u: &str, g: &str| usn_refusal(u, g, "member");
         assert_eq!(usn_refusal(plain, "(objectClass=group)"), None);
+        let other = super::usn_refusal(plain, "(objectClass=group)", "uniqueMember").unwrap();
+        assert!(other.starts_with("ldap.member_attribute is \"uniqueMember\""), "{other}");
         let enabled = "(&(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2)))";
         assert_eq!(usn_refusal(enabled, "(objectClass=group)"), None, "userAccountControl is the user's own");
         let member_of = usn_refusal("(&(objectClass=user)(memberOf=CN=Staff,DC=x))", "(objectClass=group)").unwrap();
@@ -1771,6 +1789,7 @@ mod tests {
             dn: dn.to_string(),
             container: false,
             member_of: member_of.to_vec(),
+            member_of_ranged: false,
         };
         // Renamed: Devices holds the old DN; the new one's memberOf names Devices.
         let renamed = changed("cn=printer2,ou=devices,dc=x", &[gdn("Devices")]);

@@ -94,8 +94,8 @@ pub fn guid_of(e: &ldap3::SearchEntry) -> Result<Guid, SyncError> {
 fn unusable(dn: &str, what: &str) -> SyncError {
     SyncError::Unsupported {
         reason: format!(
-            "{dn} came {what}: a dirsync read names each object by its objectGUID (the bind account must be \
-             allowed to read it)"
+            "{dn} came {what}: a dirsync or usn read names each object by its objectGUID (the bind account must \
+             be allowed to read it)"
         ),
     }
 }

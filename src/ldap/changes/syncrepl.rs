@@ -219,7 +219,7 @@ pub enum SyncError {
     #[error("the directory did not answer the content-sync search within {0:?}")]
     Timeout(Duration),
     /// Any other failure of the search (the result code when there is one).
-    #[error("the content-sync search failed: {reason}")]
+    #[error("the change read failed: {reason}")]
     Ldap { code: Option<u32>, reason: String },
     /// Watching only: Active Directory's change-notification search failed or ended (`refused`: the server
     /// refused the search; the reason says what happened, whole).

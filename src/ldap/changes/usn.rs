@@ -30,7 +30,6 @@ use ldap3::{Ldap, LdapError, Scope};
 use super::dirsync::Guid;
 use super::objects;
 use super::syncrepl::SyncError;
-use crate::ldap::dn::DnKey;
 use crate::ldap::entry;
 use crate::ldap::error::result_reason;
 
@@ -67,6 +66,8 @@ pub struct Changed {
     pub container: bool,
     /// Its `memberOf` values: the groups of this domain that hold it now.
     pub member_of: Vec<String>,
+    /// `memberOf` came in ranges (an object in more than 1,500 groups): `member_of` is not all of them.
+    pub member_of_ranged: bool,
 }
 
 /// What one read said.
@@ -127,16 +128,16 @@ pub async fn watermark(ldap: &mut Ldap, timeout: Duration) -> Result<Watermark, 
 }
 
 /// Whether the bind account may read `CN=Deleted Objects` of `naming_context` (found by its well-known GUID,
-/// with Show Deleted): the container comes with its `objectGUID`. An account that may not gets the container
-/// without attributes (Samba), or nothing (Active Directory).
+/// with Show Deleted): the container's `objectGUID` when it comes with it. An account that may not gets the
+/// container without attributes (Samba), or nothing (Active Directory).
 pub async fn deleted_objects_visible(
     ldap: &mut Ldap,
     naming_context: &str,
     timeout: Duration,
-) -> Result<bool, SyncError> {
+) -> Result<Option<Guid>, SyncError> {
     let base = format!("<WKGUID={DELETED_OBJECTS_WKGUID},{naming_context}>");
     let found = base_entry(ldap, &base, &["objectGUID"], Some(show_deleted()), timeout).await?;
-    Ok(found.is_some_and(|e| objects::guid_of(&e).is_ok()))
+    Ok(found.and_then(|e| objects::guid_of(&e).ok()))
 }
 
 /// What changed in `naming_context` since `since`: the watermark as of now (refused when it is another
@@ -154,9 +155,9 @@ pub async fn read(
         let name = |w: &Watermark| format!("{} (invocationId {}, USN {})", w.server, Guid(w.invocation), w.usn);
         return Err(Error::ServerChanged { was: name(since), now: name(&now) }.into());
     }
-    if !deleted_objects_visible(ldap, naming_context, timeout).await? {
+    let Some(container) = deleted_objects_visible(ldap, naming_context, timeout).await? else {
         return Err(Error::NoDeletedObjects { naming_context: naming_context.to_string() }.into());
-    }
+    };
     searches += 1;
     let mut out = Changes { watermark: now, changed: Vec::new(), deleted: Vec::new(), searches };
     if out.watermark.usn == since.usn {
@@ -170,11 +171,11 @@ pub async fn read(
         let classes = entry::attr_values(&e.attrs, "objectClass");
         let container = classes.into_iter().any(|c| CONTAINERS.iter().any(|k| c.eq_ignore_ascii_case(k)));
         let member_of = entry::attr_values(&e.attrs, "memberOf").cloned().collect();
-        changed.push(Changed { guid: Guid(e.uuid.0), dn: e.dn, container, member_of });
+        let member_of_ranged = e.attrs.keys().any(|k| k.to_ascii_lowercase().starts_with("memberof;range="));
+        changed.push(Changed { guid: Guid(e.uuid.0), dn: e.dn, container, member_of, member_of_ranged });
     })
     .await?;
     let tombstones = format!("(&(isDeleted=TRUE){above})");
-    let container = format!("CN=Deleted Objects,{naming_context}");
     let mut deleted = Vec::new();
     let what = format!("the search of {naming_context} for tombstones {above}");
     objects::search_with(
@@ -184,7 +185,8 @@ pub async fn read(
         paging,
         vec![show_deleted()],
         &mut |e| {
-            if !e.dn.eq_ignore_ascii_case(&container) {
+            // The container itself is marked deleted too.
+            if Guid(e.uuid.0) != container {
                 deleted.push(Guid(e.uuid.0));
             }
         },
@@ -193,16 +195,19 @@ pub async fn read(
     out.searches += 2;
     deleted.sort_unstable();
     deleted.dedup();
-    // An object sent twice (changed while the search ran) once; one deleted since it was sent, as deleted.
+    // An object sent twice (changed while the search ran) once, as it was sent last; one deleted since it was
+    // sent, as deleted.
     let mut seen = std::collections::HashSet::new();
+    changed.reverse();
     changed.retain(|c| deleted.binary_search(&c.guid).is_err() && seen.insert(c.guid));
+    changed.reverse();
     out.changed = changed;
     out.deleted = deleted;
     Ok(out)
 }
 
-/// The organizational units and containers of `naming_context`, by `objectGUID`, each with its DN as a
-/// [`DnKey`] (one paged search).
+/// The organizational units and containers of `naming_context`, by `objectGUID`, each with its DN as the
+/// server writes it (one paged search).
 pub async fn containers(
     ldap: &mut Ldap,
     naming_context: &str,
@@ -213,7 +218,7 @@ pub async fn containers(
     let what = format!("the search of {naming_context} for its containers");
     let mut out = Vec::new();
     objects::search_with(ldap, &what, (naming_context, &filter, &["objectGUID"]), paging, Vec::new(), &mut |e| {
-        out.push((Guid(e.uuid.0), DnKey::new(&e.dn).as_str().into()));
+        out.push((Guid(e.uuid.0), e.dn.into()));
     })
     .await?;
     Ok(out)
