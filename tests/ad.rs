@@ -208,6 +208,18 @@ fn ad_config(dc: &SambaDc, sim: &Sim, files: &Files, name: &str, sync_extra: &st
     path
 }
 
+/// A configuration's text with no percentage limit on leavers: Ops is small, and one leaver is more than the
+/// shipped percentages allow.
+fn without_leaver_limits(text: &str) -> String {
+    text.replace("action = \"deactivate\"\n", "action = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n")
+}
+
+/// `check`'s exit code and output for a configuration.
+fn check(path: &std::path::Path) -> (Option<i32>, String) {
+    let out = common::cli(&["check", "--config", path.to_str().unwrap()]);
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+}
+
 /// CloudShell's users by username: (active, present).
 async fn cloudshell_users(sim: &Sim) -> std::collections::BTreeMap<String, bool> {
     let state = sim.state().await;
@@ -312,16 +324,8 @@ async fn watching_active_directory_by_change_notifications(dc: &mut SambaDc) {
     let text = std::fs::read_to_string(&path).unwrap().replace("[\"Engineering\", \"Ops\", \"Big\"]", "[\"Ops\"]")
         + "\n[schedule]\ncron = \"0 0 0 1 1 *\"\nrun_on_start = true\nwatch = true\nwatch_delay = \"200ms\"\n"
         + "\n[[sync.mapping]]\ndirectory_group = \"Ops\"\ncloudshell_groups = [\"Lab Users\"]\n";
-    // Ops is small: one leaver is more than the shipped percentages allow.
-    let text = text.replace(
-        "action = \"deactivate\"\n",
-        "action = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n",
-    );
+    let text = without_leaver_limits(&text);
     std::fs::write(&path, &text).unwrap();
-    let check = |path: &std::path::Path| {
-        let out = common::cli(&["check", "--config", path.to_str().unwrap()]);
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
-    };
     let (code, out) = check(&path);
     assert!(out.contains("watch: the server offers change notifications"), "{out}");
     assert!(out.contains("change reads: dirsync (Active Directory)") && out.contains(AD_BASE), "{out}");
@@ -420,17 +424,9 @@ async fn watching_active_directory_by_change_notifications(dc: &mut SambaDc) {
 /// else. The same account without the grant, with `usn` named: check fails, naming the grant.
 async fn usn_change_reads_for_an_account_without_dirsync(dc: &SambaDc) {
     const PASSWORD: &str = "Usn-Reader-Passw0rd!";
-    let create = |name: &str| {
-        let out = std::process::Command::new("samba-tool")
-            .args(["user", "create", name, PASSWORD, "-H", "ldap://127.0.0.1"])
-            .args(["-U", &format!("Administrator%{AD_PASSWORD}")])
-            .output()
-            .expect("samba-tool");
-        assert!(out.status.success(), "samba-tool user create: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    create("usnsync");
+    common::create_ad_account("usnsync", PASSWORD);
     dc.allow_deleted_objects("usnsync");
-    create("usnplain");
+    common::create_ad_account("usnplain", PASSWORD);
     let files = Files::new();
     let sim = ad_sim_for(dc);
     let path = ad_config(dc, &sim, &files, "usn", "");
@@ -438,17 +434,9 @@ async fn usn_change_reads_for_an_account_without_dirsync(dc: &SambaDc) {
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("[\"Engineering\", \"Ops\", \"Big\"]", "[\"Ops\"]")
-        .replace(AD_ADMIN, "usnsync@ad.example.org")
-        // Ops is small: one leaver is more than the shipped percentages allow.
-        .replace(
-            "action = \"deactivate\"\n",
-            "action = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n",
-        );
+        .replace(AD_ADMIN, "usnsync@ad.example.org");
+    let text = without_leaver_limits(&text);
     std::fs::write(&path, &text).unwrap();
-    let check = |path: &std::path::Path| {
-        let out = common::cli(&["check", "--config", path.to_str().unwrap()]);
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
-    };
     let (code, out) = check(&path);
     assert!(out.contains("change reads: usn (Active Directory) (DirSync cannot be used:"), "{out}");
     assert!(out.contains("Replicating Directory Changes"), "why not DirSync: {out}");

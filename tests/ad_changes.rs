@@ -67,13 +67,7 @@ fn seed(dc: &SambaDc) -> Seeded {
 
 /// A user who can bind but holds no replication right, made the way an administrator would.
 fn create_plain_user(name: &str) -> String {
-    let out = std::process::Command::new("samba-tool")
-        .args(["user", "create", name, READER_PASSWORD, "-H", "ldap://127.0.0.1"])
-        .args(["-U", &format!("Administrator%{AD_PASSWORD}")])
-        .output()
-        .expect("samba-tool");
-    assert!(out.status.success(), "samba-tool user create: {}", String::from_utf8_lossy(&out.stderr));
-    format!("CN={name},CN=Users,{AD_BASE}")
+    common::create_ad_account(name, READER_PASSWORD)
 }
 
 fn guid_of(changes: &Changes, dn: &str) -> Guid {

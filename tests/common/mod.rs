@@ -1156,6 +1156,18 @@ impl SambaDc {
     }
 }
 
+/// Creates a user who can bind with `password` and holds no right beyond an ordinary user's, as an administrator
+/// would (`samba-tool user create`); returns its DN.
+pub fn create_ad_account(name: &str, password: &str) -> String {
+    let out = Command::new("samba-tool")
+        .args(["user", "create", name, password, "-H", "ldap://127.0.0.1"])
+        .args(["-U", &format!("Administrator%{AD_PASSWORD}")])
+        .output()
+        .expect(AD_INSTALL_HINT);
+    assert!(out.status.success(), "samba-tool user create: {}", String::from_utf8_lossy(&out.stderr));
+    format!("CN={name},CN=Users,{AD_BASE}")
+}
+
 /// An Active Directory user entry in LDIF: `userAccountControl` 544 is a normal account that needs no password
 /// (the tests never log in as it); 546 is the same, disabled.
 pub fn ad_user(cn: &str, sam: &str, disabled: bool) -> (String, String) {
