@@ -520,6 +520,23 @@ impl<E: Dn> Side<E> {
     }
 }
 
+/// What a change read by `objectGUID` looks for once the objects it named were read again ([`Kept::follow_up`]).
+struct FollowUp {
+    /// The kept entries it named, each with its DN before and whether it is a group: the kept groups holding the
+    /// old DN of one renamed, moved or gone are read again.
+    before: Vec<(EntryUuid, Arc<str>, bool)>,
+    /// Objects renamed or moved, by their DN now: one with entries below it is [`NeedsFullRead::MovedBelow`].
+    renamed: Vec<String>,
+    /// Every kept group holding a member that is no kept entry is read again too.
+    foreign: bool,
+    /// A filter tests `memberOf`: a group it names renamed or gone is [`NeedsFullRead::BackLink`].
+    member_of: bool,
+    /// Each kept entry renamed or moved counts in `renamed` too.
+    kept_renamed: bool,
+    /// Groups (by GUID) to read again besides.
+    also: Vec<Guid>,
+}
+
 /// The objects a DirSync read named: changed (each once, none of them deleted) and deleted.
 #[derive(Debug, Default)]
 struct Named {
@@ -1067,31 +1084,59 @@ impl Kept {
         // base moving in): groups may hold its old DN, which the model cannot tell.
         let unkept = |g: &Guid| !before.iter().any(|(u, _, _)| u.0 == g.0);
         let foreign = named.deleted.iter().any(unkept) || renamed.iter().any(|o| unkept(&o.guid));
+        let renamed: Vec<String> = renamed.into_iter().map(|o| o.dn.clone()).collect();
         self.read_named(ldap, paging, Some(&named), changes).await?;
+        let follow = FollowUp { before, renamed, foreign, member_of, kept_renamed: false, also: Vec::new() };
+        self.follow_up(ldap, paging, &named, follow, changes).await?;
+        self.dirsync = Some(read.cookie);
+        Ok(())
+    }
+
+    /// What a change read does once the objects it named were read again ([`Kept::read_dirsync`],
+    /// [`Kept::read_usn`]): see [`FollowUp`]. Sets [`Changes::behind`] when only a full read can tell now.
+    async fn follow_up(
+        &mut self,
+        ldap: &mut Ldap,
+        paging: (i32, Duration),
+        named: &Named,
+        follow: FollowUp,
+        changes: &mut Changes,
+    ) -> Result<(), SyncError> {
+        let FollowUp { before, mut renamed, foreign, member_of, kept_renamed, also } = follow;
         let mut stale: Vec<Arc<str>> = Vec::new();
         for (uuid, old, group) in before {
-            let now = self.users.entries.get(&uuid).map(Dn::dn).or_else(|| self.groups.entries.get(&uuid).map(Dn::dn));
+            let now = self.dn_now(uuid);
             if now.map(|id| self.dns.get(id)) != Some(&*old) {
                 if group && member_of && self.query.names_in_filters(&old) {
                     self.blind = Some(NeedsFullRead::BackLink { dn: old.to_string() });
                 }
+                if kept_renamed {
+                    renamed.extend(now.map(|id| self.dns.get(id).to_string()));
+                }
                 stale.push(old);
             }
         }
-        for o in renamed {
+        for dn in renamed {
             changes.searches += 1;
-            if objects::has_children(ldap, &o.dn, timeout).await? {
-                self.blind = Some(NeedsFullRead::MovedBelow { dn: o.dn.clone() });
+            if objects::has_children(ldap, &dn, paging.1).await? {
+                self.blind = Some(NeedsFullRead::MovedBelow { dn });
             }
         }
-        let again = self.groups_holding(&stale, foreign, &named.changed);
+        let mut again = self.groups_holding(&stale, foreign, &named.changed);
+        again.extend(also);
+        again.sort_unstable();
+        again.dedup();
         if !again.is_empty() {
             let again = Named { changed: again, deleted: Vec::new() };
             self.read_named(ldap, paging, Some(&again), changes).await?;
         }
         changes.behind = self.blind.is_some();
-        self.dirsync = Some(read.cookie);
         Ok(())
+    }
+
+    /// The DN a kept entry (user or group) has now.
+    fn dn_now(&self, uuid: EntryUuid) -> Option<Id> {
+        self.users.entries.get(&uuid).map(Dn::dn).or_else(|| self.groups.entries.get(&uuid).map(Dn::dn))
     }
 
     /// [`Kept::read`] by update sequence numbers ([`usn`]). A model not read whole: the watermark as of now
@@ -1157,33 +1202,10 @@ impl Kept {
         // object may be a member renamed or moved, as a deletion the model did not keep may be.
         let foreign = named.deleted.iter().any(unkept) || read.changed.iter().any(|c| c.member_of_ranged);
         self.read_named(ldap, paging, Some(&named), changes).await?;
-        let mut stale: Vec<Arc<str>> = Vec::new();
-        for (uuid, old, _) in before {
-            let now = self.users.entries.get(&uuid).map(Dn::dn).or_else(|| self.groups.entries.get(&uuid).map(Dn::dn));
-            if now.map(|id| self.dns.get(id)) != Some(&*old) {
-                renamed.extend(now.map(|id| self.dns.get(id).to_string()));
-                stale.push(old);
-            }
-        }
-        for dn in renamed {
-            changes.searches += 1;
-            if objects::has_children(ldap, &dn, timeout).await? {
-                self.blind = Some(NeedsFullRead::MovedBelow { dn });
-            }
-        }
-        let mut again = self.groups_holding(&stale, foreign, &named.changed);
-        again.extend(self.groups_disagreeing(&read.changed, &named.changed));
-        again.sort_unstable();
-        again.dedup();
-        if !again.is_empty() {
-            let again = Named { changed: again, deleted: Vec::new() };
-            self.read_named(ldap, paging, Some(&again), changes).await?;
-        }
-        let now_kept = named.changed.iter().filter_map(|g| {
-            let uuid = EntryUuid(g.0);
-            self.users.entries.get(&uuid).map(Dn::dn).or_else(|| self.groups.entries.get(&uuid).map(Dn::dn))
-        });
-        let now_kept: Vec<Id> = now_kept.collect();
+        let also = self.groups_disagreeing(&read.changed, &named.changed);
+        let follow = FollowUp { before, renamed, foreign, member_of: false, kept_renamed: true, also };
+        self.follow_up(ldap, paging, &named, follow, changes).await?;
+        let now_kept: Vec<Id> = named.changed.iter().filter_map(|g| self.dn_now(EntryUuid(g.0))).collect();
         changes.searches += self.track_above(ldap, &now_kept, paging).await?;
         changes.behind = self.blind.is_some();
         self.usn = Some(read.watermark);
