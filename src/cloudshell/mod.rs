@@ -289,6 +289,8 @@ impl Client {
             true
         })
         .await?;
+        // Grown by doubling, up to twice what it holds: the list is kept for the whole run.
+        users.shrink_to_fit();
         Ok(users)
     }
 
