@@ -443,9 +443,8 @@ impl Database {
             .map_err(self.read_error())?;
         let mut users = super::ManagedUsers::with_capacity_and_hasher(count.max(0) as usize, Default::default());
         for row in rows {
-            let (username, user) = row
-                .map_err(self.read_error())?
-                .map_err(|detail| Error::Damaged { path: self.path.clone(), detail })?;
+            let (username, user) =
+                row.map_err(self.read_error())?.map_err(|detail| Error::Damaged { path: self.path.clone(), detail })?;
             users.insert(username, user);
         }
         Ok(Managed { users, ..Managed::default() })
