@@ -90,8 +90,8 @@ pub enum Error {
     #[error(
         "the bind account cannot read CN=Deleted Objects in {naming_context}, so a usn read could not tell who was \
          deleted; grant it List Contents and Read Property there (dsacls \"CN=Deleted Objects,{naming_context}\" \
-         /takeownership, then dsacls \"CN=Deleted Objects,{naming_context}\" /G DOMAIN\\account:LCRP), or use \
-         dirsync, or read the directory in full"
+         /takeownership, then dsacls \"CN=Deleted Objects,{naming_context}\" /G DOMAIN\\account:LCRP), or grant \
+         it \"Replicating Directory Changes\" for dirsync, or read the directory in full"
     )]
     NoDeletedObjects { naming_context: String },
     /// The server does not number its writes as Active Directory does.
