@@ -1062,6 +1062,146 @@ async fn oneshot(binary: &str, files: &Files, bench_dir: &Path) {
     println!();
 }
 
+/// Active Directory (issue 26): a Samba AD domain controller (`common::SambaDc`: root, the fixed ports 389 and
+/// 636) loaded over ldaps with `BENCH_AD_USERS` users (default 5,000) in groups of the flat shape (one group per
+/// 100 users, 20 to `users / 50` members each, spread evenly), the simulator resolving from it, and one-shot
+/// `sync --json` runs with the shipped Active Directory example's settings and a state directory, read three
+/// ways: DirSync (the domain administrator, who holds the replication right), `uSNChanged` (an account without
+/// that right, granted List Contents and Read Property on CN=Deleted Objects: `auto` falls back to it), and in
+/// full at every run (`change_detection = "off"`). For each way, in its own state directory: the first run (a full
+/// read, and the model built), three runs with nothing changed, one after a group gained a member, one after 1 %
+/// of the users were added to ten groups. No floor: `ldapsearch` against Samba pages differently from this
+/// program, so the full reads are the reference.
+async fn ad(binary: &str, files: &Files) {
+    use common::{AD_ADMIN, AD_BASE, AD_PASSWORD, SambaDc, ad_group, ad_user};
+    let users: usize = std::env::var("BENCH_AD_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000);
+    let groups = (users / 100).max(10);
+    let started = Instant::now();
+    let dc = SambaDc::start();
+    eprintln!("Samba AD DC provisioned and started in {:.1} s", started.elapsed().as_secs_f64());
+    let loading = Instant::now();
+    let mut ldif = format!(
+        "dn: OU=Staff,{AD_BASE}\nobjectClass: organizationalUnit\n\ndn: OU=Groups,{AD_BASE}\nobjectClass: organizationalUnit\n\n"
+    );
+    let dns: Vec<String> = (0..users)
+        .map(|n| {
+            let (dn, entry) = ad_user(&format!("u{n:06}"), &format!("u{n:06}"), false);
+            ldif.push_str(&entry);
+            dn
+        })
+        .collect();
+    let (mut memberships, mut names) = (0, Vec::new());
+    for g in 0..groups {
+        let x = g as f64 / (groups - 1).max(1) as f64;
+        let size = (20.0 + (users as f64 / 50.0 - 20.0).max(0.0) * x) as usize;
+        let members: Vec<String> = (0..size).map(|k| dns[(g * 37 + k * 7) % users].clone()).collect();
+        let mut members = members;
+        members.sort();
+        members.dedup();
+        memberships += members.len();
+        let name = format!("g{g:04}");
+        ldif.push_str(&ad_group(&name, &members).1);
+        names.push(name);
+    }
+    dc.add(&ldif);
+    eprintln!(
+        "loaded {users} users, {groups} groups, {memberships} memberships in {:.1} s",
+        loading.elapsed().as_secs_f64()
+    );
+    let reader = "benchusn";
+    common::create_ad_account(reader, "Bench-Usn-Passw0rd!");
+    dc.allow_deleted_objects(reader);
+    let sim = Sim::start(cloudshell_sim::Config {
+        admin_password: CS_PASSWORD.into(),
+        group_import_limit: 100_000,
+        domain_name: "ADEXAMPLE".into(),
+        directory: Some(cloudshell_sim::directory::Settings {
+            user_filter: "(&(objectCategory=person)(objectClass=user))".into(),
+            group_filter: "(objectClass=group)".into(),
+            username_attribute: "sAMAccountName".into(),
+            sid_attribute: "objectSid".into(),
+            danger_skip_tls_verify: true,
+            ..cloudshell_sim::directory::Settings::openldap(&dc.ldaps_url(), AD_ADMIN, AD_PASSWORD, AD_BASE)
+        }),
+        ..Default::default()
+    });
+    std::fs::write(files.path("cs-password"), CS_PASSWORD).unwrap();
+    let example = std::fs::read_to_string("config/active-directory.example.toml").expect("the shipped AD example");
+    let groups_line = format!("{names:?}\nmax_imports_per_run = 10000000");
+    let config = |way: &str, bind: &str, password: &str, detection: &str| {
+        let secret = files.path(&format!("ad-password-{way}"));
+        std::fs::write(&secret, password).unwrap();
+        let text = example
+            .replace("ldaps://dc1.ad.example.org:636", &dc.ldaps_url())
+            .replace("/etc/cloudshell-ldap-sync/ad-ca.pem", &dc.ca_file().display().to_string())
+            .replace("CN=svc-cloudshell-sync,OU=Service Accounts,DC=ad,DC=example,DC=org", bind)
+            .replace("$CREDENTIALS_DIRECTORY/ldap-password", &secret.display().to_string())
+            .replace("$CREDENTIALS_DIRECTORY/cloudshell-password", &files.path("cs-password").display().to_string())
+            .replace("http://cloudshell.example.com:9000", &sim.url())
+            .replace("change_detection = \"auto\"", &format!("change_detection = {detection:?}"))
+            .replace("[\"CloudShell Users\", \"Lab Admins\"]", &groups_line)
+            + &format!("\n[monitor]\nstate_directory = {:?}\n", new_state_dir(files, &format!("state-ad-{way}")));
+        let path = files.path(&format!("ad-{way}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ways = [
+        ("dirsync", config("dirsync", AD_ADMIN, AD_PASSWORD, "auto")),
+        ("usn", config("usn", &format!("{reader}@ad.example.org"), "Bench-Usn-Passw0rd!", "auto")),
+        ("full", config("full", AD_ADMIN, AD_PASSWORD, "off")),
+    ];
+    let mut rows: Vec<(String, String, Run)> = Vec::new();
+    let mut hires = 0;
+    for (way, path) in &ways {
+        eprintln!("AD one-shot runs: {way}");
+        let mut step = |name: &str, run: Run| {
+            assert_eq!(run.report["result"], "ok", "an AD run failed ({way}, {name}): {}", run.report);
+            rows.push((way.to_string(), name.to_string(), run));
+        };
+        let first = if *way == "full" { "first: full read" } else { "first: full read, and the model built" };
+        step(first, run_sync(binary, path, &sim).await);
+        for n in 1..=3 {
+            step(&format!("nothing changed ({n})"), run_sync(binary, path, &sim).await);
+        }
+        let member = &dns[users - 1 - hires];
+        dc.modify(&format!("dn: CN=g0001,OU=Groups,{AD_BASE}\nchangetype: modify\nadd: member\nmember: {member}\n\n"));
+        hires += 1;
+        step("one group gained a member", run_sync(binary, path, &sim).await);
+        let (mut added, mut adds) = (String::new(), String::new());
+        for n in 0..users / 100 {
+            let (dn, entry) = ad_user(&format!("h{way}{n:05}"), &format!("h{way}{n:05}"), false);
+            added.push_str(&entry);
+            let group = &names[n % 10];
+            adds.push_str(&format!(
+                "dn: CN={group},OU=Groups,{AD_BASE}\nchangetype: modify\nadd: member\nmember: {dn}\n\n"
+            ));
+        }
+        dc.add(&added);
+        dc.modify(&adds);
+        step("1 % added (new hires in ten groups)", run_sync(binary, path, &sim).await);
+    }
+    println!("### ad: Samba AD, {users} users, {groups} groups, {memberships} memberships, one-shot runs\n");
+    println!(
+        "| read by | run | read | cycle (s) | wall (s) | directory (s) | state_ms | plan and report (s) | writes | peak RSS (MB) |"
+    );
+    println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (way, name, r) in &rows {
+        println!(
+            "| {way} | {name} | {} {} | {:.3} | {:.3} | {:.3} | {:.0} | {:.3} | {} | {:.1} |",
+            r.report["read"]["mode"].as_str().unwrap_or("?"),
+            r.report["read"]["method"].as_str().unwrap_or(""),
+            secs(r),
+            r.wall,
+            r.report["directory_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            state_ms(r),
+            after_reads(r),
+            r.writes,
+            r.rss_mb
+        );
+    }
+    println!();
+}
+
 /// The scale series as an SVG: cycle time and floor (left axis, s) and peak RSS (right axis, MB) against
 /// memberships.
 fn plot(results: &[&FlatResult]) -> String {
@@ -1196,7 +1336,8 @@ async fn main() {
             }
             "watch" => watch(&binary, &files).await,
             "oneshot" => oneshot(&binary, &files, &bench_dir).await,
-            other => panic!("unknown profile {other:?}: nested, flat, scale, watch or oneshot"),
+            "ad" => ad(&binary, &files).await,
+            other => panic!("unknown profile {other:?}: nested, flat, scale, watch, oneshot or ad"),
         }
     }
 }
