@@ -1151,8 +1151,7 @@ async fn ad(binary: &str, files: &Files) {
         ("full", config("full", AD_ADMIN, AD_PASSWORD, "off")),
     ];
     let mut rows: Vec<(String, String, Run)> = Vec::new();
-    let mut hires = 0;
-    for (way, path) in &ways {
+    for (hires, (way, path)) in ways.iter().enumerate() {
         eprintln!("AD one-shot runs: {way}");
         let mut step = |name: &str, run: Run| {
             assert_eq!(run.report["result"], "ok", "an AD run failed ({way}, {name}): {}", run.report);
@@ -1165,7 +1164,6 @@ async fn ad(binary: &str, files: &Files) {
         }
         let member = &dns[users - 1 - hires];
         dc.modify(&format!("dn: CN=g0001,OU=Groups,{AD_BASE}\nchangetype: modify\nadd: member\nmember: {member}\n\n"));
-        hires += 1;
         step("one group gained a member", run_sync(binary, path, &sim).await);
         let (mut added, mut adds) = (String::new(), String::new());
         for n in 0..users / 100 {
