@@ -1111,20 +1111,7 @@ async fn ad(binary: &str, files: &Files) {
     let reader = "benchusn";
     common::create_ad_account(reader, "Bench-Usn-Passw0rd!");
     dc.allow_deleted_objects(reader);
-    let sim = Sim::start(cloudshell_sim::Config {
-        admin_password: CS_PASSWORD.into(),
-        group_import_limit: 100_000,
-        domain_name: "ADEXAMPLE".into(),
-        directory: Some(cloudshell_sim::directory::Settings {
-            user_filter: "(&(objectCategory=person)(objectClass=user))".into(),
-            group_filter: "(objectClass=group)".into(),
-            username_attribute: "sAMAccountName".into(),
-            sid_attribute: "objectSid".into(),
-            danger_skip_tls_verify: true,
-            ..cloudshell_sim::directory::Settings::openldap(&dc.ldaps_url(), AD_ADMIN, AD_PASSWORD, AD_BASE)
-        }),
-        ..Default::default()
-    });
+    let sim = Sim::for_ad(&dc, 100_000);
     std::fs::write(files.path("cs-password"), CS_PASSWORD).unwrap();
     let example = std::fs::read_to_string("config/active-directory.example.toml").expect("the shipped AD example");
     let groups_line = format!("{names:?}\nmax_imports_per_run = 10000000");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cloudshell_ldap_sync::group_name::GroupName;
 use cloudshell_ldap_sync::ldap::{self, Nesting, Settings, Snapshot};
-use common::{AD_ADMIN, AD_BASE, AD_PASSWORD, CS_PASSWORD, Daemon, Files, SambaDc, Sim, ad_group, ad_user};
+use common::{AD_ADMIN, AD_BASE, AD_PASSWORD, Daemon, Files, SambaDc, Sim, ad_group, ad_user};
 use serde_json::{Value, json};
 
 const BIG: usize = 1600;
@@ -168,20 +168,7 @@ async fn tls_needs_the_right_ca_and_plain_binds_are_refused(dc: &SambaDc) {
 
 /// A simulator whose directory is this DC, as CloudShell's would be.
 fn ad_sim_for(dc: &SambaDc) -> Sim {
-    Sim::start(cloudshell_sim::Config {
-        admin_password: CS_PASSWORD.into(),
-        group_import_limit: 2000,
-        domain_name: "ADEXAMPLE".into(),
-        directory: Some(cloudshell_sim::directory::Settings {
-            user_filter: "(&(objectCategory=person)(objectClass=user))".into(),
-            group_filter: "(objectClass=group)".into(),
-            username_attribute: "sAMAccountName".into(),
-            sid_attribute: "objectSid".into(),
-            danger_skip_tls_verify: true,
-            ..cloudshell_sim::directory::Settings::openldap(&dc.ldaps_url(), AD_ADMIN, AD_PASSWORD, AD_BASE)
-        }),
-        ..Default::default()
-    })
+    Sim::for_ad(dc, 2000)
 }
 
 /// The shipped Active Directory example, pointed at this DC and `sim`, with `sync_extra` added to `[sync]`.

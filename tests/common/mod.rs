@@ -522,6 +522,25 @@ pub struct Sim {
 }
 
 impl Sim {
+    /// A simulator whose directory is this Samba DC, as CloudShell's would be (its administrator's password
+    /// [`CS_PASSWORD`], the domain ADEXAMPLE, imports of groups up to `group_import_limit` members).
+    pub fn for_ad(dc: &SambaDc, group_import_limit: usize) -> Sim {
+        Sim::start(cloudshell_sim::Config {
+            admin_password: CS_PASSWORD.into(),
+            group_import_limit,
+            domain_name: "ADEXAMPLE".into(),
+            directory: Some(cloudshell_sim::directory::Settings {
+                user_filter: "(&(objectCategory=person)(objectClass=user))".into(),
+                group_filter: "(objectClass=group)".into(),
+                username_attribute: "sAMAccountName".into(),
+                sid_attribute: "objectSid".into(),
+                danger_skip_tls_verify: true,
+                ..cloudshell_sim::directory::Settings::openldap(&dc.ldaps_url(), AD_ADMIN, AD_PASSWORD, AD_BASE)
+            }),
+            ..Default::default()
+        })
+    }
+
     pub fn start(config: cloudshell_sim::Config) -> Sim {
         let running = cloudshell_sim::spawn(config, ([127, 0, 0, 1], 0).into()).expect("starting the simulator");
         Sim { running, http: reqwest::Client::new() }
