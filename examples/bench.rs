@@ -1113,18 +1113,11 @@ async fn ad(binary: &str, files: &Files) {
     dc.allow_deleted_objects(reader);
     let sim = Sim::for_ad(&dc, 100_000);
     std::fs::write(files.path("cs-password"), CS_PASSWORD).unwrap();
-    let example = std::fs::read_to_string("config/active-directory.example.toml").expect("the shipped AD example");
     let groups_line = format!("{names:?}\nmax_imports_per_run = 10000000");
     let config = |way: &str, bind: &str, password: &str, detection: &str| {
         let secret = files.path(&format!("ad-password-{way}"));
         std::fs::write(&secret, password).unwrap();
-        let text = example
-            .replace("ldaps://dc1.ad.example.org:636", &dc.ldaps_url())
-            .replace("/etc/cloudshell-ldap-sync/ad-ca.pem", &dc.ca_file().display().to_string())
-            .replace("CN=svc-cloudshell-sync,OU=Service Accounts,DC=ad,DC=example,DC=org", bind)
-            .replace("$CREDENTIALS_DIRECTORY/ldap-password", &secret.display().to_string())
-            .replace("$CREDENTIALS_DIRECTORY/cloudshell-password", &files.path("cs-password").display().to_string())
-            .replace("http://cloudshell.example.com:9000", &sim.url())
+        let text = common::ad_example(&dc, &sim, bind, &secret, &files.path("cs-password"))
             .replace("change_detection = \"auto\"", &format!("change_detection = {detection:?}"))
             .replace("[\"CloudShell Users\", \"Lab Admins\"]", &groups_line)
             + &format!("\n[monitor]\nstate_directory = {:?}\n", new_state_dir(files, &format!("state-ad-{way}")));

@@ -174,19 +174,11 @@ fn ad_sim_for(dc: &SambaDc) -> Sim {
 /// The shipped Active Directory example, pointed at this DC and `sim`, with `sync_extra` added to `[sync]`.
 fn ad_config(dc: &SambaDc, sim: &Sim, files: &Files, name: &str, sync_extra: &str) -> std::path::PathBuf {
     std::fs::write(files.path("ldap-password"), AD_PASSWORD).unwrap();
-    let example = std::fs::read_to_string(common::repo_path("config/active-directory.example.toml")).unwrap();
-    let config = example
-        .replace("ldaps://dc1.ad.example.org:636", &dc.ldaps_url())
-        .replace("/etc/cloudshell-ldap-sync/ad-ca.pem", &dc.ca_file().display().to_string())
-        .replace("CN=svc-cloudshell-sync,OU=Service Accounts,DC=ad,DC=example,DC=org", AD_ADMIN)
-        .replace("$CREDENTIALS_DIRECTORY/ldap-password", &files.path("ldap-password").display().to_string())
-        .replace("$CREDENTIALS_DIRECTORY/cloudshell-password", &files.path("cs-password").display().to_string())
-        .replace("http://cloudshell.example.com:9000", &sim.url())
-        .replace(
+    let config =
+        common::ad_example(dc, sim, AD_ADMIN, &files.path("ldap-password"), &files.path("cs-password")).replace(
             "[\"CloudShell Users\", \"Lab Admins\"]",
             &format!("[\"Engineering\", \"Ops\", \"Big\"]\nmax_imports_per_run = 5000\n{sync_extra}"),
-        )
-        + &format!(
+        ) + &format!(
             "\n[sync.leavers]\naction = \"deactivate\"\n\n[monitor]\nstate_directory = \"{}\"\n",
             files.path(&format!("state-{name}")).display()
         );

@@ -1175,6 +1175,20 @@ impl SambaDc {
     }
 }
 
+/// The shipped Active Directory example (`config/active-directory.example.toml`) pointed at this DC and `sim`,
+/// binding as `bind_dn` with the passwords in these files.
+pub fn ad_example(dc: &SambaDc, sim: &Sim, bind_dn: &str, ldap_password: &Path, cs_password: &Path) -> String {
+    let example = std::fs::read_to_string(repo_path("config/active-directory.example.toml"))
+        .expect("the shipped Active Directory example");
+    example
+        .replace("ldaps://dc1.ad.example.org:636", &dc.ldaps_url())
+        .replace("/etc/cloudshell-ldap-sync/ad-ca.pem", &dc.ca_file().display().to_string())
+        .replace("CN=svc-cloudshell-sync,OU=Service Accounts,DC=ad,DC=example,DC=org", bind_dn)
+        .replace("$CREDENTIALS_DIRECTORY/ldap-password", &ldap_password.display().to_string())
+        .replace("$CREDENTIALS_DIRECTORY/cloudshell-password", &cs_password.display().to_string())
+        .replace("http://cloudshell.example.com:9000", &sim.url())
+}
+
 /// Creates a user who can bind with `password` and holds no right beyond an ordinary user's, as an administrator
 /// would (`samba-tool user create`); returns its DN.
 pub fn create_ad_account(name: &str, password: &str) -> String {

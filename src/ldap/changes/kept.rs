@@ -1261,9 +1261,14 @@ impl Kept {
         let nc = DnKey::new(&self.query.groups_base);
         let held: HashSet<DnKey> = self.containers.values().map(|dn| DnKey::new(dn)).collect();
         let mut missing: HashMap<DnKey, String> = HashMap::default();
+        // Entries share their parents: a DN above one already gone through has its own above it gone through too.
+        let mut visited: HashSet<&str> = HashSet::default();
         for &id in dns {
             let mut at = self.dns.get(id);
             while let Some(up) = dn_parent(at) {
+                if !visited.insert(up) {
+                    break;
+                }
                 let key = DnKey::new(up);
                 if key == nc || !key.is_within(&nc) {
                     break;
@@ -1426,13 +1431,7 @@ impl Kept {
             .with_search_options(ldap3::SearchOptions::new().sizelimit(1))
             .search(&self.query.groups_base, ldap3::Scope::Subtree, &filter, vec!["1.1"])
             .await
-            .map_err(|e| match e {
-                ldap3::LdapError::Timeout { .. } => SyncError::Timeout(timeout),
-                other => SyncError::Ldap {
-                    code: None,
-                    reason: format!("the search for entries newer than the cookie: {other}"),
-                },
-            })?;
+            .map_err(|e| SyncError::of_search(e, timeout, "the search for entries newer than the cookie"))?;
         // sizeLimitExceeded (4) with one entry: there is more than one.
         if found.1.rc != 0 && found.1.rc != 4 {
             return Err(SyncError::Ldap {

@@ -144,14 +144,7 @@ pub async fn search_with(
     controls: Vec<ldap3::controls::RawControl>,
     each: &mut impl FnMut(ChangedEntry),
 ) -> Result<(), SyncError> {
-    let failed = |e: LdapError| match e {
-        LdapError::Timeout { .. } => SyncError::Timeout(timeout),
-        LdapError::LdapResult { result } => SyncError::Ldap {
-            code: Some(result.rc),
-            reason: format!("{what}: {}", result_reason(result.rc, &result.text)),
-        },
-        other => SyncError::Ldap { code: None, reason: format!("{what}: {other}") },
-    };
+    let failed = |e: LdapError| SyncError::of_search(e, timeout, what);
     let adapters: Vec<Box<dyn Adapter<_, _>>> =
         vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(page_size))];
     let ldap = ldap.with_timeout(timeout);
@@ -197,10 +190,7 @@ pub async fn has_children(ldap: &mut Ldap, dn: &str, timeout: Duration) -> Resul
         .with_search_options(ldap3::SearchOptions::new().sizelimit(1))
         .search(dn, Scope::OneLevel, "(objectClass=*)", vec!["1.1"])
         .await
-        .map_err(|e| match e {
-            LdapError::Timeout { .. } => SyncError::Timeout(timeout),
-            other => SyncError::Ldap { code: None, reason: format!("the search below {dn}: {other}") },
-        })?;
+        .map_err(|e| SyncError::of_search(e, timeout, &format!("the search below {dn}")))?;
     match found.1.rc {
         // sizeLimitExceeded (4) with one entry: there is more than one.
         0 | 4 => Ok(!found.0.is_empty()),

@@ -31,7 +31,6 @@ use ldap3::{Ldap, LdapError, Scope};
 
 use super::syncrepl::{ChangeKind, Changed, ChangedEntry, EntryUuid, Refresh, SyncError, SyncRead};
 use crate::ldap::entry::{self, attr_values};
-use crate::ldap::error::result_reason;
 
 /// A part's search for the entries changed since `since` (the whole part without it): the filter, and the
 /// attributes asked for (the caller's, `entryUUID` and `modifyTimestamp`).
@@ -123,14 +122,7 @@ pub async fn read_each<E: Changed>(
     mut keep: impl FnMut(ChangedEntry) -> E,
 ) -> Result<StampRead<E>, SyncError> {
     let (filter, asked) = search(filter, attrs, since, paging.margin);
-    let failed = |e: LdapError| match e {
-        LdapError::Timeout { .. } => SyncError::Timeout(paging.timeout),
-        LdapError::LdapResult { result } => SyncError::Ldap {
-            code: Some(result.rc),
-            reason: format!("the modifyTimestamp search: {}", result_reason(result.rc, &result.text)),
-        },
-        other => SyncError::Ldap { code: None, reason: format!("the modifyTimestamp search: {other}") },
-    };
+    let failed = |e: LdapError| SyncError::of_search(e, paging.timeout, "the modifyTimestamp search");
     let adapters: Vec<Box<dyn Adapter<_, _>>> =
         vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(paging.page_size))];
     let mut stream = ldap

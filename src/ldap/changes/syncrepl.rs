@@ -239,6 +239,19 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    /// A search of a change read that failed (`what`: which search): no answer within `timeout`, or the
+    /// server's result code with its text, or the connection's failure.
+    pub fn of_search(e: LdapError, timeout: Duration, what: &str) -> SyncError {
+        match e {
+            LdapError::Timeout { .. } => SyncError::Timeout(timeout),
+            LdapError::LdapResult { result } => SyncError::Ldap {
+                code: Some(result.rc),
+                reason: format!("{what}: {}", result_reason(result.rc, &result.text)),
+            },
+            other => SyncError::Ldap { code: None, reason: format!("{what}: {other}") },
+        }
+    }
+
     /// The caller's way on: a read of everything (without a cookie) for a refused or expired cookie; anything
     /// else is a failure to report (and a full read would not go better through content sync).
     pub fn needs_full_read(&self) -> bool {

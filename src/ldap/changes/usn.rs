@@ -259,10 +259,7 @@ async fn base_entry(
     timeout: Duration,
 ) -> Result<Option<ldap3::SearchEntry>, SyncError> {
     let what = if dn.is_empty() { "the root DSE".to_string() } else { dn.to_string() };
-    let failed = |e: LdapError| match e {
-        LdapError::Timeout { .. } => SyncError::Timeout(timeout),
-        other => SyncError::Ldap { code: None, reason: format!("reading {what}: {other}") },
-    };
+    let failed = |e: LdapError| SyncError::of_search(e, timeout, &format!("reading {what}"));
     let ldap = ldap.with_timeout(timeout);
     if let Some(control) = control {
         ldap.with_controls(vec![control]);
