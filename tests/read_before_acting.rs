@@ -2,7 +2,8 @@
 //! simulator, `action = "deactivate"` and no limit in the way): a user whose `IsActive` is not said is never
 //! changed, as a leaver or as a disabled account; a user found already inactive is not taken for this program's
 //! deactivation, so never reactivated; only the CloudShell id this program deactivated is reactivated;
-//! `grace_period` waits in time. Each test has its control: a real leaver still deactivated (or reactivated).
+//! `grace_period` waits in time; a deactivation the directory, read again just before it, no longer agrees
+//! with is not sent. Each test has its control: a real leaver still deactivated (or reactivated).
 
 mod common;
 
@@ -220,4 +221,147 @@ async fn a_disabled_account_whose_is_active_is_not_said_is_never_deactivated_and
     assert_eq!(strings(&step["deactivated"]), ["dis"], "the control: a known disabled account is deactivated: {step}");
     assert_eq!(step["protected"], json!([{"username": "dis2", "reason": "IsActive unknown in CloudShell"}]));
     assert!(active(&env, "dis2").await && !active(&env, "dis").await);
+}
+
+/// `uid=<user>`'s account disabled (`userAccountControl` 514) or enabled (512).
+fn account(env: &Env, user: &str, disabled: bool) {
+    let flag = if disabled { 514 } else { 512 };
+    env.slapd.modify(&format!(
+        "dn: uid={user},{PEOPLE}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: {flag}\n\n"
+    ));
+}
+
+/// A deactivation is sent only when a second read of the directory, made after the run's plan, agrees with
+/// it. The run's read sees bob and carol gone from `Team` and dis and dis2 disabled; while the run imports a
+/// new hire (its call held), bob is added back and dis2 enabled again, as a rename or a change racing the read
+/// would look. bob and dis2 are left alone, reported with why and recorded in the audit trail; the controls,
+/// carol (a real leaver) and dis (still disabled), are deactivated in the same run. The next run finds bob and
+/// dis2 where they are: nobody to deactivate.
+#[tokio::test]
+async fn a_deactivation_the_directory_disagrees_with_just_before_the_call_is_left_alone() {
+    let mut d = Directory::new();
+    let team = ["alice", "bob", "carol", "dis", "dis2"].map(|u| d.user(u));
+    d.user("erin");
+    d.group("Team", &team);
+    let env = Env(Stack::start(&d, |_| {}));
+    // The accounts carry the flag from the start, enabled: the test only changes its value.
+    for u in ["dis", "dis2"] {
+        env.slapd.modify(&format!(
+            "dn: uid={u},{PEOPLE}\nchangetype: modify\nadd: objectClass\nobjectClass: accountControl\n-\n\
+             add: userAccountControl\nuserAccountControl: 512\n\n"
+        ));
+    }
+    let config = config(&env, DEACTIVATE);
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+    membership(&env, "delete", "bob");
+    membership(&env, "delete", "carol");
+    membership(&env, "add", "erin");
+    account(&env, "dis", true);
+    account(&env, "dis2", true);
+    let import = "/api/v1/integrations/IdentityManagement/users";
+    let hold = json!({"slow": {"count": 1, "delay_ms": 1500, "method": "POST", "before_processing": true}});
+    env.sim.clear_calls().await;
+    env.sim.set_faults(hold).await;
+    let run = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || common::sync_json(&config, &[])
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.sim.calls_to("POST", import).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the run never imported erin");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    membership(&env, "add", "bob");
+    account(&env, "dis2", false);
+    let (code, report, stderr) = run.await.unwrap();
+
+    assert_eq!(code, 0, "left alone is not a failure: {report}\n{stderr}");
+    let step = leavers(&report);
+    // The run's own read: dis2, disabled there and left alone by the disabled-account step, is a member of
+    // nothing to the leaver rules, and the second read finds an enabled member.
+    assert_eq!(strings(&step["candidates"]), ["bob", "carol", "dis2"], "the run's own read: {step}");
+    assert_eq!(strings(&step["deactivated"]), ["carol"], "the control: {step}");
+    let member_again =
+        "a member again when the directory was read again before deactivating: the next run decides".to_string();
+    assert_eq!(left_alone(step), [("bob".into(), member_again.clone()), ("dis2".into(), member_again)]);
+    let disabled = &report["disabled_accounts"];
+    assert_eq!(strings(&disabled["deactivated"]), ["dis"], "the control: {disabled}");
+    let alone = left_alone(disabled);
+    assert_eq!(alone.len(), 1, "{disabled}");
+    assert_eq!(alone[0].0, "dis2");
+    assert!(
+        alone[0].1.starts_with("not disabled in a configured group when the directory was read again"),
+        "{alone:?}"
+    );
+    assert!(active(&env, "bob").await && active(&env, "dis2").await && active(&env, "erin").await);
+    assert!(!active(&env, "carol").await && !active(&env, "dis").await);
+    for u in ["bob", "dis2"] {
+        assert_eq!(puts_to(&env, &user(&env, u).await["Id"]).await, 0, "{u} is never written");
+    }
+    assert!(stderr.contains("directory read again before deactivating"), "{stderr}");
+    assert!(stderr.contains("deactivation not confirmed by a second read"), "{stderr}");
+    let history = common::cli(&["history", "bob", "--json", "--config", config.to_str().unwrap()]);
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(history.contains("leaver not deactivated: a member again"), "{history}");
+
+    let (code, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert!(strings(&leavers(&report)["candidates"]).is_empty(), "{report}");
+    assert!(strings(&report["disabled_accounts"]["deactivated"]).is_empty(), "{report}");
+    assert!(active(&env, "bob").await && active(&env, "dis2").await);
+}
+
+/// A second read that cannot be made whole (here a configured group gone between the run's read and the
+/// deactivation) deactivates nobody: the leaver step fails saying why (exit 3), and the next run, with the group
+/// back, deactivates the leaver (the control).
+#[tokio::test]
+async fn a_second_read_that_cannot_be_made_deactivates_nobody() {
+    let mut d = Directory::new();
+    let team = ["alice", "bob", "carol"].map(|u| d.user(u));
+    d.user("erin");
+    d.group("Team", &team);
+    d.group("Other", &[team[0].clone()]);
+    let env = Env(Stack::start(&d, |_| {}));
+    let state = env.files.path("state");
+    let sections = format!(
+        "[sync.leavers]\n{DEACTIVATE}\nmax_percent_per_day = 100\n\n[monitor]\nstate_directory = \"{}\"\n",
+        state.display()
+    );
+    let config =
+        env.files.config(&env.slapd.url(), &env.sim.url(), &["Team", "Other"], "max_shrink_percent = 100", &sections);
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+    membership(&env, "delete", "carol");
+    membership(&env, "add", "erin");
+    let import = "/api/v1/integrations/IdentityManagement/users";
+    let hold = json!({"slow": {"count": 1, "delay_ms": 1500, "method": "POST", "before_processing": true}});
+    env.sim.clear_calls().await;
+    env.sim.set_faults(hold).await;
+    let run = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || common::sync_json(&config, &[])
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.sim.calls_to("POST", import).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the run never imported erin");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let other = format!("dn: cn=Other,{GROUPS}\nchangetype: modrdn\nnewrdn: cn=Renamed\ndeleteoldrdn: 1\n\n");
+    env.slapd.modify(&other);
+    let (code, report, stderr) = run.await.unwrap();
+
+    assert_eq!(code, 3, "{report}\n{stderr}");
+    let step = leavers(&report);
+    assert_eq!(strings(&step["candidates"]), ["carol"], "{step}");
+    assert!(strings(&step["deactivated"]).is_empty(), "{step}");
+    assert_eq!(step["status"], "failed");
+    let error = step["error"].as_str().unwrap();
+    assert!(error.starts_with("nobody deactivated: the directory could not be read again"), "{error}");
+    assert!(error.contains("\"Other\""), "names the group: {error}");
+    assert!(active(&env, "carol").await);
+
+    env.slapd.modify(&format!("dn: cn=Renamed,{GROUPS}\nchangetype: modrdn\nnewrdn: cn=Other\ndeleteoldrdn: 1\n\n"));
+    let (code, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(strings(&leavers(&report)["deactivated"]), ["carol"], "the control: {report}");
+    assert!(!active(&env, "carol").await);
 }

@@ -32,6 +32,7 @@ use crate::state::db::Action;
 use crate::state::{Changes, Managed, ManagedUser};
 use crate::sync::activation::{self, Activation, Reasons, Returning, Target, protection, returning};
 use crate::sync::budget;
+use crate::sync::confirm::{Confirmation, Reread};
 use crate::sync::ledger::{Keeper, Ledger};
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
@@ -174,6 +175,8 @@ pub struct Run<'a> {
     pub stop: &'a CancellationToken,
     /// This run's time, as written into the managed users.
     pub now: &'a str,
+    /// The second read every deactivation waits for ([`super::confirm`]).
+    pub confirm: &'a Confirmation<'a>,
 }
 
 /// Runs the step (only with `import_then_deactivate`) on the run's managed users, handing them back to
@@ -220,8 +223,9 @@ pub async fn disabled_step(
         }
         return report;
     }
-    let (deactivate, reactivate) = (&planned.deactivate, &planned.reactivate);
-    let done = activation::activate(client, deactivate, reactivate, &REASONS, Some(ledger.journal()), run.stop).await;
+    let deactivate = confirmed(run.confirm, planned.deactivate, &mut report).await;
+    let reactivate = &planned.reactivate;
+    let done = activation::activate(client, &deactivate, reactivate, &REASONS, Some(ledger.journal()), run.stop).await;
     let mut changes = planned.changes;
     for (t, active) in done.changed() {
         if !active {
@@ -238,6 +242,24 @@ pub async fn disabled_step(
     report.failures = done.failures;
     ledger.update(Keeper::DisabledAccounts, changes);
     report
+}
+
+/// The disabled accounts the second read confirms ([`super::confirm`]), the others left alone in the report;
+/// none when it cannot be made, the step failed (or skipped, when the run was asked to stop) saying why.
+async fn confirmed(confirm: &Confirmation<'_>, accounts: Vec<Target>, report: &mut DisabledReport) -> Vec<Target> {
+    match confirm.confirm(accounts, Reread::disabled).await {
+        Ok((confirmed, alone)) => {
+            report.left_alone.extend(alone);
+            confirmed
+        }
+        Err(why) => {
+            report.status = if confirm.stopped() { GroupStatus::Skipped } else { GroupStatus::Failed };
+            report.error = Some(format!(
+                "disabled accounts not deactivated: the directory could not be read again to confirm them ({why}); the next run reads again"
+            ));
+            Vec::new()
+        }
+    }
 }
 
 /// Records the plan in the report and the logs: the disabled accounts left active, and whether the

@@ -12,7 +12,8 @@ use crate::cloudshell::{self, Client};
 use crate::config::{LeaverAction, LeaverPolicy};
 use crate::report::{GroupStatus, LeaverLine, LeaversReport, ProtectedLine, Standing};
 use crate::state::db::Action;
-use crate::sync::activation::{self, Activation, Reasons};
+use crate::sync::activation::{self, Activation, Reasons, Target};
+use crate::sync::confirm::{Confirmation, Reread};
 use crate::sync::leavers::{self, LeaverPlan, Seen};
 use crate::sync::ledger::{Keeper, Ledger};
 use crate::sync::plan::{GroupPlan, Plan};
@@ -31,6 +32,8 @@ pub struct Run<'a> {
     pub now: &'a str,
     /// In a change read: the departures the change reads reported ([`super::leavers::Seen::reported`]).
     pub reported: Option<&'a HashSet<Username>>,
+    /// The second read every deactivation waits for ([`super::confirm`]).
+    pub confirm: &'a Confirmation<'a>,
 }
 
 /// Whether a run that got as far as the imports is complete: every configured group enumerated and not held,
@@ -135,9 +138,10 @@ pub async fn leaver_step(
     if policy.action == LeaverAction::Deactivate {
         let audit = |t: &activation::Target, active: bool| audit_reason(run.plan, t, active);
         let reasons = reasons(&audit);
-        let (deactivate, reactivate) = (&planned.deactivate, &planned.reactivate);
+        let deactivate = confirmed(run.confirm, planned.deactivate, &mut report).await;
+        let reactivate = &planned.reactivate;
         let done =
-            activation::activate(client, deactivate, reactivate, &reasons, Some(ledger.journal()), run.stop).await;
+            activation::activate(client, &deactivate, reactivate, &reasons, Some(ledger.journal()), run.stop).await;
         for (t, active) in done.changed() {
             if !changes.contains_key(&t.username)
                 && let Some(entry) = managed.users.get(&t.username)
@@ -156,6 +160,29 @@ pub async fn leaver_step(
     }
     ledger.update(Keeper::Leavers, changes);
     Some(report)
+}
+
+/// The leavers the second read confirms ([`super::confirm`]), the others left alone in the report; none when
+/// it cannot be made, the step failed (or skipped, when the run was asked to stop) saying why.
+async fn confirmed(confirm: &Confirmation<'_>, leavers: Vec<Target>, report: &mut LeaversReport) -> Vec<Target> {
+    match confirm.confirm(leavers, Reread::leavers).await {
+        Ok((confirmed, alone)) => {
+            report.left_alone.extend(alone);
+            confirmed
+        }
+        Err(why) if confirm.stopped() => {
+            report.status = GroupStatus::Skipped;
+            report.skipped = Some(format!("nobody deactivated: {why} before the directory was read again"));
+            Vec::new()
+        }
+        Err(why) => {
+            report.status = GroupStatus::Failed;
+            report.error = Some(format!(
+                "nobody deactivated: the directory could not be read again to confirm the leavers ({why}); the next run reads again"
+            ));
+            Vec::new()
+        }
+    }
 }
 
 /// The users `done` left alone, for the report.
@@ -238,6 +265,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::sync::confirm;
     use crate::sync::plan::tests::{failed, group, snapshot};
     use crate::sync::plan::{self, Policy};
 
@@ -261,19 +289,16 @@ mod tests {
         assert!(completeness(&one_held, false).unwrap_err().contains("\"A\" could not be used"));
     }
 
-    /// A daily budget that cannot be counted (the audit trail unreadable) deactivates nobody: the step fails
-    /// before any call. The control: with the audit trail readable, bob's deactivation is sent.
-    #[tokio::test]
-    async fn a_daily_budget_that_cannot_be_counted_deactivates_nobody() {
-        use crate::state::Managed;
-        use crate::sync::journal::Journal;
-        use crate::sync::ledger::Ledger;
-
+    /// A listener that accepts no connection until asked, and a client for it: whether a step sent anything.
+    fn cloudshell() -> (std::net::TcpListener, Client) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
-        let client = Client::new(cloudshell::Settings::for_tests(&url)).unwrap();
-        let owner = crate::state::db::Owner::for_tests();
+        (listener, Client::new(cloudshell::Settings::for_tests(&url)).unwrap())
+    }
+
+    /// alice (a member of `A`) and bob (a member of nothing), both managed, active in CloudShell.
+    fn alice_and_bob() -> (Plan, [cloudshell::User; 2], LeaverPolicy) {
         let user = |id: i64, name: &str| cloudshell::User {
             id: Some(id),
             username: Username::new(name),
@@ -282,44 +307,97 @@ mod tests {
             domain_name: Some("EXAMPLE".into()),
             group_ids: None,
         };
-        let users = [user(1, "alice"), user(2, "bob")];
-        let plan = planned(vec![group("A", &["alice"])], &[]);
         let policy = LeaverPolicy {
             max_per_run: 10,
             max_percent: 100,
             ..LeaverPolicy::for_tests(LeaverAction::Deactivate, &[])
         };
-        async fn step(
-            client: &Client,
-            policy: &LeaverPolicy,
-            plan: &Plan,
-            users: &[cloudshell::User],
-            journal: &Journal,
-        ) -> LeaversReport {
-            let mut managed = Managed::default();
-            for u in users {
-                managed.seen(u.username.as_ref().unwrap(), u.id, "t0");
-            }
-            journal.save_managed(&Managed::default(), &managed).unwrap();
-            let stop = CancellationToken::new();
-            let run = Run { plan, users, complete: Ok(()), dry_run: false, stop: &stop, now: "t1", reported: None };
-            let mut ledger = Ledger::load(journal);
-            leaver_step(client, policy, Some(&mut ledger), run).await.unwrap()
+        (planned(vec![group("A", &["alice"])], &[]), [user(1, "alice"), user(2, "bob")], policy)
+    }
+
+    /// The step on `users`, all managed since an earlier run, with a second read that found `found`.
+    async fn step(
+        client: &Client,
+        (plan, users, policy): &(Plan, [cloudshell::User; 2], LeaverPolicy),
+        journal: &crate::sync::journal::Journal,
+        found: Result<Reread, String>,
+    ) -> LeaversReport {
+        let mut managed = crate::state::Managed::default();
+        for u in users {
+            managed.seen(u.username.as_ref().unwrap(), u.id, "t0");
         }
+        journal.save_managed(&crate::state::Managed::default(), &managed).unwrap();
+        let stop = CancellationToken::new();
+        let confirm = Confirmation::found(found, &stop);
+        let run = Run {
+            plan,
+            users,
+            complete: Ok(()),
+            dry_run: false,
+            stop: &stop,
+            now: "t1",
+            reported: None,
+            confirm: &confirm,
+        };
+        let mut ledger = crate::sync::ledger::Ledger::load(journal);
+        leaver_step(client, policy, Some(&mut ledger), run).await.unwrap()
+    }
+
+    fn journal(dir: &tempfile::TempDir) -> crate::sync::journal::Journal {
+        crate::sync::journal::Journal::open(dir.path(), &crate::state::db::Owner::for_tests(), "r").unwrap()
+    }
+
+    /// A daily budget that cannot be counted (the audit trail unreadable) deactivates nobody: the step fails
+    /// before any call. The control: with the audit trail readable, bob's deactivation is sent.
+    #[tokio::test]
+    async fn a_daily_budget_that_cannot_be_counted_deactivates_nobody() {
+        let (listener, client) = cloudshell();
+        let run = alice_and_bob();
+        let confirms = || Ok(confirm::tests::reread(&["alice"], &[]));
 
         let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path(), &owner, "r").unwrap();
+        let unreadable = journal(&dir);
         rusqlite::Connection::open(dir.path().join("state.db")).unwrap().execute("DROP TABLE audit", []).unwrap();
-        let report = step(&client, &policy, &plan, &users, &journal).await;
+        let report = step(&client, &run, &unreadable, confirms()).await;
         assert_eq!(report.status, GroupStatus::Failed);
         assert!(report.error.as_deref().unwrap().contains("nobody deactivated: the daily budget"), "{report:?}");
         assert!(report.deactivated.is_empty() && report.failures.is_empty());
         assert!(listener.accept().is_err(), "nothing was sent");
 
         let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path(), &owner, "r").unwrap();
-        let report = step(&client, &policy, &plan, &users, &journal).await;
+        let report = step(&client, &run, &journal(&dir), confirms()).await;
         assert_eq!(report.candidates, ["bob"]);
+        assert!(listener.accept().is_ok(), "the control: bob's deactivation is sent");
+    }
+
+    /// A leaver is deactivated only when the second read confirms it: one that finds bob in a group again
+    /// leaves him alone, and one that could not be made deactivates nobody, the step failed saying why; neither
+    /// sends anything. The control: a second read that confirms sends bob's deactivation.
+    #[tokio::test]
+    async fn a_leaver_the_second_read_does_not_confirm_is_not_deactivated() {
+        let (listener, client) = cloudshell();
+        let run = alice_and_bob();
+
+        let dir = tempfile::tempdir().unwrap();
+        let report = step(&client, &run, &journal(&dir), Ok(confirm::tests::reread(&["alice", "bob"], &[]))).await;
+        assert_eq!((report.status, report.candidates.as_slice()), (GroupStatus::Ok, ["bob".to_string()].as_slice()));
+        assert_eq!(report.left_alone.len(), 1, "{report:?}");
+        assert_eq!(
+            (report.left_alone[0].username.as_str(), report.left_alone[0].reason),
+            ("bob", confirm::MEMBER_AGAIN)
+        );
+        assert!(report.deactivated.is_empty() && listener.accept().is_err(), "nothing was sent");
+
+        let dir = tempfile::tempdir().unwrap();
+        let report = step(&client, &run, &journal(&dir), Err("\"A\" could not be read: timeout".into())).await;
+        assert_eq!(report.status, GroupStatus::Failed);
+        let error = report.error.as_deref().unwrap();
+        assert!(error.contains("nobody deactivated") && error.contains("\"A\" could not be read: timeout"), "{error}");
+        assert!(report.deactivated.is_empty() && listener.accept().is_err(), "nothing was sent");
+
+        let dir = tempfile::tempdir().unwrap();
+        let report = step(&client, &run, &journal(&dir), Ok(confirm::tests::reread(&["alice"], &[]))).await;
+        assert!(report.left_alone.is_empty() && report.error.is_none(), "{report:?}");
         assert!(listener.accept().is_ok(), "the control: bob's deactivation is sent");
     }
 }

@@ -8,6 +8,7 @@ pub mod activation;
 pub mod apply;
 pub mod budget;
 pub mod changes;
+pub mod confirm;
 pub mod disabled;
 pub mod journal;
 pub mod leave;
@@ -608,6 +609,8 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         rematch_if_accepted(ledger, plan, users, report);
     }
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    // Read again, at most once, when a step is about to deactivate somebody.
+    let confirm = confirm::Confirmation::new(&config.ldap, &config.sync.groups, &context.stops.stop);
     if disabled_step {
         let run = disabled::Run {
             plan,
@@ -616,6 +619,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
             dry_run: report.dry_run,
             stop: &context.stops.stop,
             now: &now,
+            confirm: &confirm,
         };
         disabled_accounts_step(config, client, ledger.as_mut(), identity_held.as_deref(), run, report).await;
     }
@@ -627,6 +631,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         stop: &context.stops.stop,
         now: &now,
         reported: departures.as_ref().map(|d| &d.leavers),
+        confirm: &confirm,
     };
     let leaver_ledger = ledger.as_mut().filter(|_| leaver_step);
     report.leavers = leave::leaver_step(client, &config.sync.leavers, leaver_ledger, run).await;

@@ -1,0 +1,197 @@
+//! The second read before a deactivation. A run plans from the directory as its read saw it, but a read is not
+//! an instant: a user renamed or moved while it ran can be seen by the users search under the old DN and by a
+//! group under the new one, and so look like a member of nothing; a member can be added back after the read.
+//! So a deactivation (a leaver's, or a disabled account's) is sent only when a second read of every configured
+//! group, made after the plan and before the first call, agrees with it: the leaver is still an effective
+//! member of no configured group (nor a name left out as ambiguous), the disabled account still a disabled
+//! member of one. A user it does not confirm is left alone this run, reported with why, and decided again by
+//! the next run.
+//!
+//! The second read is made once per run, only when something is to be deactivated, and always in full,
+//! whatever the run's method (a change read's model included): it is the reference. When it cannot be made
+//! whole (the directory unreachable, a group that fails, a stop), nobody is deactivated in this run.
+//! Reactivations and imports never wait for it.
+
+// Keys are usernames from this run's own reads: FxHash is enough.
+use rustc_hash::FxHashSet as HashSet;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use crate::group_name::GroupName;
+use crate::ldap;
+use crate::report::ProtectedLine;
+use crate::sync::activation::Target;
+use crate::username::Username;
+
+/// Why a leaver is left alone whom the second read finds in a configured group.
+pub const MEMBER_AGAIN: &str =
+    "a member again when the directory was read again before deactivating: the next run decides";
+
+/// Why a disabled account is left alone whom the second read does not find disabled in a configured group.
+pub const NOT_DISABLED: &str =
+    "not disabled in a configured group when the directory was read again before deactivating: the next run decides";
+
+/// Deactivation targets split into those a second read confirms and those left alone, with why.
+pub type Split = (Vec<Target>, Vec<ProtectedLine>);
+
+/// What the second read found: who is in the configured groups, and who is there disabled.
+#[derive(Debug, Default)]
+pub struct Reread {
+    /// The effective members of every configured group, and the usernames left out as ambiguous.
+    members: HashSet<Username>,
+    /// The disabled accounts among the members of every configured group.
+    disabled: HashSet<Username>,
+}
+
+impl Reread {
+    /// The second read's findings, or why they cannot be used: a configured group that failed to read.
+    pub fn of(snapshot: &ldap::Snapshot) -> Result<Reread, String> {
+        let mut reread = Reread::default();
+        for g in &snapshot.groups {
+            let group = g.result.as_ref().map_err(|e| format!("{:?} could not be read: {e}", g.name))?;
+            reread.members.extend(group.members.iter().map(|m| m.username.clone()));
+            reread.members.extend(group.collisions.iter().map(|c| c.username.clone()));
+            reread.disabled.extend(group.disabled.iter().map(|m| m.username.clone()));
+        }
+        Ok(reread)
+    }
+
+    /// `leavers` split into those the second read confirms (a member of nothing) and those left alone.
+    pub fn leavers(&self, leavers: Vec<Target>) -> Split {
+        split(leavers, |u| !self.members.contains(u), MEMBER_AGAIN)
+    }
+
+    /// `accounts` split into those the second read confirms (still disabled in a configured group, and not an
+    /// enabled member of one under the same name) and those left alone.
+    pub fn disabled(&self, accounts: Vec<Target>) -> Split {
+        split(accounts, |u| self.disabled.contains(u) && !self.members.contains(u), NOT_DISABLED)
+    }
+}
+
+fn split(targets: Vec<Target>, confirmed: impl Fn(&Username) -> bool, reason: &'static str) -> Split {
+    let (kept, alone): (Vec<Target>, Vec<Target>) = targets.into_iter().partition(|t| confirmed(&t.username));
+    for t in &alone {
+        tracing::warn!(username = %t.username, reason, "deactivation not confirmed by a second read");
+    }
+    (kept, alone.into_iter().map(|t| ProtectedLine { username: t.username.to_string(), reason }).collect())
+}
+
+/// The run's second read, made at most once, when a step first asks for it.
+pub struct Confirmation<'a> {
+    /// The directory and the groups to read again (`None` only in tests, which give the read's findings).
+    source: Option<(&'a ldap::Settings, &'a [GroupName])>,
+    stop: &'a CancellationToken,
+    read: OnceCell<Result<Reread, String>>,
+}
+
+impl<'a> Confirmation<'a> {
+    pub fn new(settings: &'a ldap::Settings, groups: &'a [GroupName], stop: &'a CancellationToken) -> Self {
+        Confirmation { source: Some((settings, groups)), stop, read: OnceCell::new() }
+    }
+
+    /// The second read's findings, read now if no step asked before; `Err` says why nobody may be deactivated.
+    pub async fn reread(&self) -> &Result<Reread, String> {
+        let source = self.source;
+        self.read
+            .get_or_init(|| async move {
+                let Some((settings, groups)) = source else { return Err("no directory to read again".into()) };
+                read(settings, groups, self.stop).await
+            })
+            .await
+    }
+
+    /// `targets` split by `rule` into those the second read confirms and those left alone (none read for no
+    /// target); `Err` says why nobody may be deactivated.
+    pub async fn confirm(&self, targets: Vec<Target>, rule: fn(&Reread, Vec<Target>) -> Split) -> Result<Split, &str> {
+        if targets.is_empty() {
+            return Ok((targets, Vec::new()));
+        }
+        match self.reread().await {
+            Ok(found) => Ok(rule(found, targets)),
+            Err(why) => Err(why),
+        }
+    }
+
+    /// Whether the run was asked to stop (a second read given up then is not a failure).
+    pub fn stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// A confirmation whose second read found `found` (for tests of the steps).
+    #[cfg(test)]
+    pub fn found(found: Result<Reread, String>, stop: &'a CancellationToken) -> Self {
+        Confirmation { source: None, stop, read: OnceCell::new_with(Some(found)) }
+    }
+}
+
+async fn read(settings: &ldap::Settings, groups: &[GroupName], stop: &CancellationToken) -> Result<Reread, String> {
+    let started = std::time::Instant::now();
+    let snapshot = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return Err("the run was asked to stop".into()),
+        read = ldap::snapshot(settings, groups) => read.map_err(|e| e.to_string())?,
+    };
+    let reread = Reread::of(&snapshot);
+    match &reread {
+        Ok(r) => tracing::info!(
+            members = r.members.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "directory read again before deactivating"
+        ),
+        Err(e) => tracing::error!(error = %e, "directory not read again, nobody deactivated"),
+    }
+    reread
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn name(u: &str) -> Username {
+        Username::new(u).unwrap()
+    }
+
+    fn target(u: &str, id: i64) -> Target {
+        Target { username: name(u), id }
+    }
+
+    /// A second read that found `members` and `disabled`.
+    pub(crate) fn reread(members: &[&str], disabled: &[&str]) -> Reread {
+        Reread {
+            members: members.iter().map(|u| name(u)).collect(),
+            disabled: disabled.iter().map(|u| name(u)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_leaver_found_in_a_group_again_is_left_alone_and_the_others_are_confirmed() {
+        let found = reread(&["Bob", "carol"], &["erin"]);
+        let (confirmed, alone) = found.leavers(vec![target("alice", 1), target("bob", 2), target("erin", 5)]);
+        // The control: alice, in no group, is still deactivated; erin, only disabled in one, is a member of
+        // nothing as the leaver rules see it.
+        assert_eq!(confirmed.iter().map(|t| t.id).collect::<Vec<_>>(), [1, 5]);
+        assert_eq!(alone.len(), 1);
+        assert_eq!((alone[0].username.as_str(), alone[0].reason), ("bob", MEMBER_AGAIN));
+    }
+
+    #[test]
+    fn a_disabled_account_is_confirmed_only_while_still_disabled_in_a_group() {
+        let found = reread(&["dave"], &["carol", "dave"]);
+        let (confirmed, alone) = found.disabled(vec![target("carol", 3), target("dave", 4), target("frank", 6)]);
+        // carol, still disabled, is the control; dave is an enabled member under the name too; frank is no
+        // longer read as disabled anywhere.
+        assert_eq!(confirmed.iter().map(|t| t.id).collect::<Vec<_>>(), [3]);
+        let alone: Vec<(&str, &str)> = alone.iter().map(|l| (l.username.as_str(), l.reason)).collect();
+        assert_eq!(alone, [("dave", NOT_DISABLED), ("frank", NOT_DISABLED)]);
+    }
+
+    #[test]
+    fn a_group_that_failed_to_read_again_makes_the_read_unusable() {
+        use crate::sync::plan::tests::{failed, group, snapshot};
+        let whole = snapshot(vec![group("A", &["alice"]), group("B", &["bob"])]);
+        let found = Reread::of(&whole).unwrap();
+        assert_eq!(found.leavers(vec![target("alice", 1), target("zoe", 9)]).0.len(), 1, "the control");
+        let error = Reread::of(&snapshot(vec![group("A", &["alice"]), failed("B")])).unwrap_err();
+        assert!(error.starts_with("\"B\" could not be read"), "{error}");
+    }
+}
