@@ -122,6 +122,10 @@ impl Rows<'_> {
                 failed(&f.reason),
             );
         }
+        for line in m.left_alone.iter().filter(|l| l.reason == confirm::MEMBER_AGAIN_IN_GROUP) {
+            let why = format!("removal not sent: {}", line.reason);
+            self.push(Action::Held, Some(&line.username), Some(&m.name), why, "held".to_string());
+        }
     }
 
     /// The leaver step's hold (`held_by` alone, with `action = "report"`, says what would be held: nothing is).
@@ -487,20 +491,34 @@ mod tests {
     }
 
     #[test]
-    fn a_deactivation_the_second_read_did_not_confirm_is_a_held_row_for_that_user() {
+    fn a_deactivation_or_removal_the_second_read_did_not_confirm_is_a_held_row_for_that_user() {
         let line = |username: &str, reason| ProtectedLine { username: username.into(), reason };
         let mut leavers = LeaversReport::new("deactivate");
         // The control: a user left alone for another reason (through an intent, or in words already) is no row.
         leavers.left_alone = vec![line("bob", confirm::MEMBER_AGAIN), line("dave", "already inactive")];
         let mut disabled = DisabledReport::new("import_then_deactivate");
         disabled.left_alone = vec![line("erin", confirm::NOT_DISABLED)];
-        let r = report(|r| (r.leavers, r.disabled_accounts) = (Some(leavers), Some(disabled)));
+        let mut lab = MembershipReport::new("Lab Users", Some(7), &[GroupName::new("Engineering")], 3);
+        lab.left_alone = vec![line("frank", confirm::MEMBER_AGAIN_IN_GROUP)];
+        let r = report(|r| {
+            (r.leavers, r.disabled_accounts) = (Some(leavers), Some(disabled));
+            r.memberships = vec![lab];
+        });
         let written = rows(&r, AT);
-        let got: Vec<(Action, Option<&str>, &str)> =
-            written.iter().map(|w| (w.action, w.username.as_deref(), w.reason.as_str())).collect();
+        let got: Vec<(Action, Option<&str>, Option<&str>, &str)> =
+            written.iter().map(|w| (w.action, w.username.as_deref(), w.group.as_deref(), w.reason.as_str())).collect();
+        let frank = format!("removal not sent: {}", confirm::MEMBER_AGAIN_IN_GROUP);
         let bob = format!("leaver not deactivated: {}", confirm::MEMBER_AGAIN);
         let erin = format!("disabled account not deactivated: {}", confirm::NOT_DISABLED);
-        assert_eq!(got, [(Action::Held, Some("bob"), bob.as_str()), (Action::Held, Some("erin"), erin.as_str())]);
+        let held = Action::Held;
+        assert_eq!(
+            got,
+            [
+                (held, Some("frank"), Some("Lab Users"), frank.as_str()),
+                (held, Some("bob"), None, bob.as_str()),
+                (held, Some("erin"), None, erin.as_str())
+            ]
+        );
     }
 
     #[test]

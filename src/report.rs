@@ -355,6 +355,10 @@ pub struct MembershipReport {
     pub planned_remove: Vec<String>,
     /// Removals held by `sync.max_removals_per_run`.
     pub held_removals: Vec<String>,
+    /// Removals not sent because the directory, read again just before them, shows the user in a directory
+    /// group mapped to this CloudShell group (`sync::confirm`), with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_alone: Vec<ProtectedLine>,
     pub added_users: Vec<String>,
     pub removed_users: Vec<String>,
     pub failures: Vec<Failure>,
@@ -377,6 +381,7 @@ impl MembershipReport {
             planned_add: Vec::new(),
             planned_remove: Vec::new(),
             held_removals: Vec::new(),
+            left_alone: Vec::new(),
             added_users: Vec::new(),
             removed_users: Vec::new(),
             failures: Vec::new(),

@@ -349,3 +349,97 @@ async fn a_run_held_by_the_import_limit_changes_no_membership_and_says_so() {
     assert_eq!(lab["status"], "held");
     assert!(lab["error"].as_str().unwrap().contains("max_imports_per_run"), "{lab}");
 }
+
+/// A removal is sent only when a second read of the directory, made after the plan, agrees with it. The run's
+/// read sees frank gone from `Ops` and dave from `EngInner`; while the run imports a new hire (its call held),
+/// frank is added back, as a rename or a change racing the read would look. frank is left alone in `Lab Users`,
+/// reported with why and recorded in the audit trail; dave, the control, is removed from both groups in the same
+/// run. The next run finds frank where he is: nothing to remove.
+#[tokio::test]
+async fn a_removal_the_directory_disagrees_with_just_before_the_call_is_left_alone() {
+    let env = Env::start().await;
+    let config = env.config("remove_from_groups = true", MAPPINGS);
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+    env.leave("EngInner", "dave");
+    env.leave("Ops", "frank");
+    env.sim.clear_calls().await;
+    // gina, a new hire in `Ops`: the run imports her, and that call is held.
+    env.slapd.modify(&format!(
+        "dn: uid=gina,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: gina\ncn: gina\nsn: gina\n\n\
+         dn: cn=Ops,{GROUPS}\nchangetype: modify\nadd: member\nmember: uid=gina,{PEOPLE}\n\n"
+    ));
+    let import = "/api/v1/integrations/IdentityManagement/users";
+    let hold = json!({"slow": {"count": 1, "delay_ms": 1500, "method": "POST", "before_processing": true}});
+    env.sim.set_faults(hold).await;
+    let run = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || common::sync_json(&config, &[])
+    });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while env.sim.calls_to("POST", import).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the run never imported gina");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    env.slapd.modify(&format!("dn: cn=Ops,{GROUPS}\nchangetype: modify\nadd: member\nmember: uid=frank,{PEOPLE}\n\n"));
+    let (code, report, stderr) = run.await.unwrap();
+
+    assert_eq!(code, 0, "left alone is not a failure: {report}\n{stderr}");
+    let lab = membership(&report, "Lab Users");
+    assert_eq!(strings(&lab["removed_users"]), ["dave"], "the control: {lab}");
+    let reason = "a member of a mapped directory group again when the directory was read again before removing: \
+                  the next run decides";
+    assert_eq!(lab["left_alone"], json!([{"username": "frank", "reason": reason}]), "{lab}");
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob", "carol", "erin", "frank", "gina"]);
+    assert_eq!(env.sim.group_members("Engineering").await, ["alice", "bob", "carol"], "the control");
+    assert!(stderr.contains("removal not confirmed by a second read"), "{stderr}");
+    let history = common::cli(&["history", "frank", "--json", "--config", config.to_str().unwrap()]);
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(history.contains("removal not sent: a member of a mapped directory group again"), "{history}");
+
+    let (code, report, _) = common::sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}");
+    let lab = membership(&report, "Lab Users");
+    assert!(strings(&lab["planned_remove"]).is_empty() && lab.get("left_alone").is_none(), "{lab}");
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob", "carol", "erin", "frank", "gina"]);
+}
+
+/// A second read that cannot be made (the directory gone between the run's read and its removals) sends no
+/// removal: each CloudShell group that had one says why and is not `ok` (exit 3). (gina's import fails too: the
+/// simulator resolves the group from the same slapd.) The control is the test above: the same removal of dave, with the directory there, is sent.
+#[tokio::test]
+async fn no_removal_is_sent_when_the_directory_cannot_be_read_again() {
+    let mut env = Env::start().await;
+    let config = env.config("remove_from_groups = true", MAPPINGS);
+    assert_eq!(common::sync_json(&config, &[]).0, 0);
+    env.leave("EngInner", "dave");
+    env.slapd.modify(&format!(
+        "dn: uid=gina,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: gina\ncn: gina\nsn: gina\n\n\
+         dn: cn=Ops,{GROUPS}\nchangetype: modify\nadd: member\nmember: uid=gina,{PEOPLE}\n\n"
+    ));
+    env.sim.clear_calls().await;
+    let import = "/api/v1/integrations/IdentityManagement/users";
+    let hold = json!({"slow": {"count": 1, "delay_ms": 1500, "method": "POST", "before_processing": true}});
+    env.sim.set_faults(hold).await;
+    let run = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || common::sync_json(&config, &[])
+    });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while env.sim.calls_to("POST", import).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the run never imported gina");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    env.0.slapd.kill();
+    let (code, report, stderr) = run.await.unwrap();
+
+    assert_eq!(code, 3, "{report}\n{stderr}");
+    for name in ["Lab Users", "Engineering"] {
+        let line = membership(&report, name);
+        assert_eq!(line["status"], "failed", "{line}");
+        assert_eq!(line["removed"], 0, "{line}");
+        let why = line["additions_only"].as_str().unwrap_or_default();
+        assert!(why.starts_with("removals not sent: the directory could not be read again"), "{line}");
+    }
+    assert!(env.sim.group_members("Engineering").await.contains(&"dave".to_string()));
+    assert!(stderr.contains("directory not read again, nobody deactivated or removed"), "{stderr}");
+}

@@ -1,19 +1,22 @@
-//! The second read before a deactivation. A run plans from the directory as its read saw it, but a read is not
-//! an instant: a user renamed or moved while it ran can be seen by the users search under the old DN and by a
-//! group under the new one, and so look like a member of nothing; a member can be added back after the read.
-//! So a deactivation (a leaver's, or a disabled account's) is sent only when a second read of every configured
-//! group, made after the plan and before the first call, agrees with it: the leaver is still an effective
-//! member of no configured group (nor a name left out as ambiguous), the disabled account still a disabled
-//! member of one. A user it does not confirm is left alone this run, reported with why, and decided again by
-//! the next run.
+//! The second read before a destructive call. A run plans from the directory as its read saw it, but a read is
+//! not an instant: a user renamed or moved while it ran can be seen by the users search under the old DN and by
+//! a group under the new one, and so look like a member of nothing; a member can be added back after the read.
+//! So a deactivation (a leaver's, or a disabled account's) or a removal from a mapped CloudShell group is sent
+//! only when a second read of every configured group, made after the plan and before the first such call,
+//! agrees with it: the leaver is still an effective member of no configured group (nor a name left out as
+//! ambiguous), the disabled account still a disabled member of one, the user removed still in none of the
+//! directory groups mapped to that CloudShell group. A user it does not confirm is left alone this run,
+//! reported with why, and decided again by the next run.
 //!
-//! The second read is made once per run, only when something is to be deactivated, and always in full,
-//! whatever the run's method (a change read's model included): it is the reference. When it cannot be made
-//! whole (the directory unreachable, a group that fails, a stop), nobody is deactivated in this run.
-//! Reactivations and imports never wait for it.
+//! The second read is made once per run, only when something is to be deactivated or removed, and always in
+//! full, whatever the run's method (a change read's model included): it is the reference. When it cannot be
+//! made whole (the directory unreachable, a group that fails, a stop), nobody is deactivated or removed in this
+//! run. Imports, additions and reactivations never wait for it.
 
-// Keys are usernames from this run's own reads: FxHash is enough.
-use rustc_hash::FxHashSet as HashSet;
+// Keys are usernames and group names from this run's own reads and configuration: FxHash is enough.
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +24,7 @@ use crate::group_name::GroupName;
 use crate::ldap;
 use crate::report::ProtectedLine;
 use crate::sync::activation::Target;
+use crate::sync::membership::Placement;
 use crate::username::Username;
 
 /// Why a leaver is left alone whom the second read finds in a configured group.
@@ -31,8 +35,21 @@ pub const MEMBER_AGAIN: &str =
 pub const NOT_DISABLED: &str =
     "not disabled in a configured group when the directory was read again before deactivating: the next run decides";
 
+/// Why a removal from a CloudShell group is left alone whom the second read finds in a directory group mapped
+/// to it.
+pub const MEMBER_AGAIN_IN_GROUP: &str = "a member of a mapped directory group again when the directory was read again before removing: the next run decides";
+
 /// Deactivation targets split into those a second read confirms and those left alone, with why.
 pub type Split = (Vec<Target>, Vec<ProtectedLine>);
+
+/// Why a removal from a CloudShell group is left alone when a directory group mapped to it could not be read
+/// again.
+pub const NOT_READ_AGAIN: &str =
+    "a mapped directory group could not be read again before removing: the next run decides";
+
+/// A configured group as the second read found it: its effective members (sorted by username, shared with the
+/// read) and the usernames left out of it as ambiguous; `None` when it failed.
+type Found = Option<(Arc<[Arc<ldap::Member>]>, Vec<Username>)>;
 
 /// What the second read found: who is in the configured groups, and who is there disabled.
 #[derive(Debug, Default)]
@@ -41,19 +58,72 @@ pub struct Reread {
     members: HashSet<Username>,
     /// The disabled accounts among the members of every configured group.
     disabled: HashSet<Username>,
+    /// Each configured group, for the removals from the mapped CloudShell groups it feeds.
+    groups: HashMap<GroupName, Found>,
+    /// The configured groups that failed, and why: no deactivation rests on a read missing one.
+    failed: Vec<String>,
 }
 
 impl Reread {
-    /// The second read's findings, or why they cannot be used: a configured group that failed to read.
-    pub fn of(snapshot: &ldap::Snapshot) -> Result<Reread, String> {
+    /// The second read's findings.
+    pub fn of(snapshot: &ldap::Snapshot) -> Reread {
         let mut reread = Reread::default();
         for g in &snapshot.groups {
-            let group = g.result.as_ref().map_err(|e| format!("{:?} could not be read: {e}", g.name))?;
+            let group = match &g.result {
+                Ok(group) => group,
+                Err(e) => {
+                    reread.failed.push(format!("{:?} could not be read: {e}", g.name));
+                    reread.groups.insert(GroupName::new(&g.name), None);
+                    continue;
+                }
+            };
             reread.members.extend(group.members.iter().map(|m| m.username.clone()));
             reread.members.extend(group.collisions.iter().map(|c| c.username.clone()));
             reread.disabled.extend(group.disabled.iter().map(|m| m.username.clone()));
+            let ambiguous = group.collisions.iter().map(|c| c.username.clone()).collect();
+            reread.groups.insert(GroupName::new(&g.name), Some((group.members.clone(), ambiguous)));
         }
-        Ok(reread)
+        reread
+    }
+
+    /// Whether every configured group was read again; else why not (deactivations need them all).
+    pub fn whole(&self) -> Result<(), String> {
+        if self.failed.is_empty() { Ok(()) } else { Err(self.failed.join("; ")) }
+    }
+
+    /// Why the removal of `user` from a CloudShell group fed by `fed_by` is not confirmed, if it is not: one of
+    /// those directory groups was not read again (a group the read does not know counts so), or holds the user
+    /// (or left the name out as ambiguous).
+    fn keeps(&self, fed_by: &[GroupName], user: &Username) -> Option<&'static str> {
+        let mut reason = None;
+        for g in fed_by {
+            match self.groups.get(g) {
+                Some(Some((members, ambiguous))) => {
+                    if members.binary_search_by(|m| m.username.cmp(user)).is_ok() || ambiguous.contains(user) {
+                        reason = reason.or(Some(MEMBER_AGAIN_IN_GROUP));
+                    }
+                }
+                Some(None) | None => return Some(NOT_READ_AGAIN),
+            }
+        }
+        reason
+    }
+
+    /// The removals from a CloudShell group fed by `fed_by` split into those the second read confirms (the
+    /// user in none of those directory groups, each read again) and those left alone.
+    pub fn removals(&self, fed_by: &[GroupName], removals: Vec<Placement>) -> (Vec<Placement>, Vec<ProtectedLine>) {
+        let mut kept = Vec::with_capacity(removals.len());
+        let mut alone = Vec::new();
+        for p in removals {
+            match self.keeps(fed_by, &p.username) {
+                None => kept.push(p),
+                Some(reason) => {
+                    tracing::warn!(username = %p.username, reason, "removal not confirmed by a second read");
+                    alone.push(ProtectedLine { username: p.username.to_string(), reason });
+                }
+            }
+        }
+        (kept, alone)
     }
 
     /// `leavers` split into those the second read confirms (a member of nothing) and those left alone.
@@ -101,15 +171,18 @@ impl<'a> Confirmation<'a> {
     }
 
     /// `targets` split by `rule` into those the second read confirms and those left alone (none read for no
-    /// target); `Err` says why nobody may be deactivated.
-    pub async fn confirm(&self, targets: Vec<Target>, rule: fn(&Reread, Vec<Target>) -> Split) -> Result<Split, &str> {
+    /// target); `Err` says why nobody may be deactivated: the second read failed, or missed a configured group.
+    pub async fn confirm(
+        &self,
+        targets: Vec<Target>,
+        rule: fn(&Reread, Vec<Target>) -> Split,
+    ) -> Result<Split, String> {
         if targets.is_empty() {
             return Ok((targets, Vec::new()));
         }
-        match self.reread().await {
-            Ok(found) => Ok(rule(found, targets)),
-            Err(why) => Err(why),
-        }
+        let found = self.reread().await.as_ref().map_err(Clone::clone)?;
+        found.whole()?;
+        Ok(rule(found, targets))
     }
 
     /// Whether the run was asked to stop (a second read given up then is not a failure).
@@ -129,18 +202,18 @@ async fn read(settings: &ldap::Settings, groups: &[GroupName], stop: &Cancellati
     let snapshot = tokio::select! {
         biased;
         _ = stop.cancelled() => return Err("the run was asked to stop".into()),
-        read = ldap::snapshot(settings, groups) => read.map_err(|e| e.to_string())?,
+        read = ldap::snapshot(settings, groups) => read.map_err(|e| {
+            tracing::error!(error = %e, "directory not read again, nobody deactivated or removed");
+            e.to_string()
+        })?,
     };
     let reread = Reread::of(&snapshot);
-    match &reread {
-        Ok(r) => tracing::info!(
-            members = r.members.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "directory read again before deactivating"
-        ),
-        Err(e) => tracing::error!(error = %e, "directory not read again, nobody deactivated"),
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match reread.whole() {
+        Ok(()) => tracing::info!(members = reread.members.len(), elapsed_ms, "directory read again before acting"),
+        Err(e) => tracing::error!(error = %e, elapsed_ms, "directory read again, not whole"),
     }
-    reread
+    Ok(reread)
 }
 
 #[cfg(test)]
@@ -160,6 +233,8 @@ pub(crate) mod tests {
         Reread {
             members: members.iter().map(|u| name(u)).collect(),
             disabled: disabled.iter().map(|u| name(u)).collect(),
+            groups: HashMap::default(),
+            failed: Vec::new(),
         }
     }
 
@@ -186,12 +261,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_removal_is_confirmed_only_while_the_user_is_in_none_of_the_groups_feeding_it() {
+        use crate::sync::plan::tests::{failed, group, snapshot};
+        let groups = vec![group("A", &["alice", "Bob"]), group("B", &["carol"]), failed("C")];
+        let found = Reread::of(&snapshot(groups));
+        let placement = |u: &str| Placement { username: name(u), id: Some(1) };
+        let fed_by = [GroupName::new("a")];
+        let (confirmed, alone) = found.removals(&fed_by, vec![placement("bob"), placement("carol")]);
+        // The control: carol, a member of B only, is removed from the group A feeds.
+        assert_eq!(confirmed.iter().map(|p| p.username.as_str()).collect::<Vec<_>>(), ["carol"]);
+        assert_eq!(alone.len(), 1);
+        assert_eq!((alone[0].username.as_str(), alone[0].reason), ("bob", MEMBER_AGAIN_IN_GROUP));
+        // A group the second read failed to read, or does not know, holds everyone: nothing removed on its
+        // account.
+        for fed_by in [[GroupName::new("B"), GroupName::new("C")], [GroupName::new("B"), GroupName::new("Z")]] {
+            let (confirmed, alone) = found.removals(&fed_by, vec![placement("alice")]);
+            assert!(confirmed.is_empty());
+            assert_eq!(alone[0].reason, NOT_READ_AGAIN);
+        }
+    }
+
+    #[test]
     fn a_group_that_failed_to_read_again_makes_the_read_unusable() {
         use crate::sync::plan::tests::{failed, group, snapshot};
         let whole = snapshot(vec![group("A", &["alice"]), group("B", &["bob"])]);
-        let found = Reread::of(&whole).unwrap();
+        let found = Reread::of(&whole);
+        assert_eq!(found.whole(), Ok(()), "the control");
         assert_eq!(found.leavers(vec![target("alice", 1), target("zoe", 9)]).0.len(), 1, "the control");
-        let error = Reread::of(&snapshot(vec![group("A", &["alice"]), failed("B")])).unwrap_err();
+        let error = Reread::of(&snapshot(vec![group("A", &["alice"]), failed("B")])).whole().unwrap_err();
         assert!(error.starts_with("\"B\" could not be read"), "{error}");
     }
 }

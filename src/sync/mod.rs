@@ -579,6 +579,8 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     };
     let unresolved = find_unresolved(ledger.as_ref(), &known, plan, report);
     let unresolved_groups: HashSet<GroupName> = unresolved.iter().map(|u| GroupName::new(&u.group)).collect();
+    // Read again, at most once, when a step is about to deactivate or remove somebody.
+    let confirm = confirm::Confirmation::new(&config.ldap, &config.sync.groups, &context.stops.stop);
     if let Some(groups) = groups {
         let reads = place::Reads { users, groups };
         let run = place::Run {
@@ -588,6 +590,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
             unresolved: &unresolved_groups,
             removals_held_by: identity_held.as_deref(),
             departures: departures.as_ref().map(|d| &d.groups),
+            confirm: &confirm,
         };
         let placed = place::place_members(client, &config.sync, plan, reads, run).await;
         report.interrupted |= placed.groups.iter().any(|m| m.status == GroupStatus::Skipped);
@@ -609,8 +612,6 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         rematch_if_accepted(ledger, plan, users, report);
     }
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    // Read again, at most once, when a step is about to deactivate somebody.
-    let confirm = confirm::Confirmation::new(&config.ldap, &config.sync.groups, &context.stops.stop);
     if disabled_step {
         let run = disabled::Run {
             plan,

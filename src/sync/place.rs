@@ -9,8 +9,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cloudshell::{self, Client, Error, MembershipChange, MembershipFailure};
 use crate::config::SyncPolicy;
 use crate::group_name::GroupName;
-use crate::report::{Failure, HeldReport, MembershipReport, Placed};
+use crate::report::{Failure, GroupStatus, HeldReport, MembershipReport, Placed, ProtectedLine};
 use crate::state::db::{self, Intent, Outcome, Settlement};
+use crate::sync::confirm::Confirmation;
 use crate::sync::journal::Journal;
 use crate::sync::membership::{self, CloudShell, DirectoryGroup, GroupChange, Limits, Placement};
 use crate::sync::plan::{GroupPlan, Plan};
@@ -45,6 +46,8 @@ pub struct Run<'a> {
     /// In a change read: by mapped directory group, its departures the change reads reported, the only users
     /// that may be removed on its account (`None`: a full read, or nothing tracked).
     pub departures: Option<&'a rustc_hash::FxHashMap<GroupName, rustc_hash::FxHashSet<Username>>>,
+    /// The second read every removal waits for ([`super::confirm`]).
+    pub confirm: &'a Confirmation<'a>,
 }
 
 /// Plans and carries out the membership changes of every mapped CloudShell group (nothing is written in a
@@ -56,7 +59,7 @@ pub async fn place_members(
     reads: Reads<'_>,
     run: Run<'_>,
 ) -> Placements {
-    let Run { dry_run, journal, stop, unresolved, removals_held_by, departures } = run;
+    let Run { dry_run, journal, stop, unresolved, removals_held_by, departures, confirm } = run;
     let targets = membership::cloudshell_groups(&sync.mappings);
     let groups = match reads.groups {
         Ok(g) => g,
@@ -84,7 +87,8 @@ pub async fn place_members(
         removed_last_24h,
     };
     let cloudshell = CloudShell { users, groups: &groups, members: &members };
-    let planned = membership::plan(&sync.mappings, &outcomes, &cloudshell, limits);
+    let mut planned = membership::plan(&sync.mappings, &outcomes, &cloudshell, limits);
+    let confirmed = if dry_run { Ok(HashMap::default()) } else { confirmed(confirm, &mut planned.groups).await };
     if let Some(held) = planned.removals_held {
         let by = if held.last_24h.is_some() { "max_removals_per_day" } else { "max_removals_per_run" };
         tracing::warn!(
@@ -119,6 +123,11 @@ pub async fn place_members(
             line.additions_only = Some(why.to_string());
         }
         tracing::info!(group = %change.name, add = change.add.len(), remove = change.remove.len(), held = change.held_removals.len(), "cloudshell group planned");
+        match &confirmed {
+            Ok(alone) => line.left_alone = alone.get(&change.name).cloned().unwrap_or_default(),
+            Err((why, unsent)) if unsent.contains(&change.name) => line.additions_only = Some(why.clone()),
+            Err(_) => {}
+        }
         let placed = if dry_run {
             None
         } else {
@@ -131,7 +140,18 @@ pub async fn place_members(
                 .await,
             )
         };
-        lines.push(line.settle(placed));
+        let mut line = line.settle(placed);
+        if let Err((_, unsent)) = &confirmed
+            && unsent.contains(&change.name)
+        {
+            // Removals that could not be confirmed were not sent: not an ok line.
+            line.status = match line.status {
+                GroupStatus::Ok | GroupStatus::Held if line.added > 0 => GroupStatus::Partial,
+                GroupStatus::Ok | GroupStatus::Held => GroupStatus::Failed,
+                other => other,
+            };
+        }
+        lines.push(line);
     }
     Placements {
         groups: lines,
@@ -141,6 +161,42 @@ pub async fn place_members(
             by: h.last_24h.map(|_| "sync.max_removals_per_day"),
             last_24h: h.last_24h,
         }),
+    }
+}
+
+/// Each CloudShell group's removals that the second read confirms ([`super::confirm`]), the others taken out of
+/// `groups` and returned, by group, for the report; when it cannot be made, every removal is taken out and the
+/// error names why, with the groups that had removals.
+async fn confirmed(
+    confirm: &Confirmation<'_>,
+    groups: &mut [GroupChange],
+) -> Result<HashMap<String, Vec<ProtectedLine>>, (String, Vec<String>)> {
+    if groups.iter().all(|g| g.remove.is_empty()) {
+        return Ok(HashMap::default());
+    }
+    match confirm.reread().await {
+        Ok(found) => {
+            let mut alone = HashMap::default();
+            for g in groups.iter_mut() {
+                let (kept, left) = found.removals(&g.fed_by, std::mem::take(&mut g.remove));
+                g.remove = kept;
+                if !left.is_empty() {
+                    alone.insert(g.name.clone(), left);
+                }
+            }
+            Ok(alone)
+        }
+        Err(why) => {
+            let unsent = groups.iter_mut().filter(|g| !g.remove.is_empty()).map(|g| {
+                g.remove.clear();
+                g.name.clone()
+            });
+            let unsent = unsent.collect();
+            let why = format!(
+                "removals not sent: the directory could not be read again to confirm them ({why}); the next run reads again"
+            );
+            Err((why, unsent))
+        }
     }
 }
 
