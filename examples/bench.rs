@@ -1062,6 +1062,76 @@ async fn oneshot(binary: &str, files: &Files, bench_dir: &Path) {
     println!();
 }
 
+/// The second read before acting (`sync::confirm`): the flat shape at 100,000 users with a state directory and
+/// `[sync.leavers] action = "deactivate"`, read in full every run and by change reads (the one-shot default):
+/// a run with nothing to do, then a run in which 10 users who left one group are deactivated (its second read
+/// timed by the report's `second_read_ms`), then one with nothing to do again.
+async fn confirm(binary: &str, files: &Files, bench_dir: &Path) {
+    let scale =
+        Scale { users: 100_000, groups: 1_000, churn_users: 0, churn_groups: 0, exponent: 0.96, nesting: false };
+    let loaded = load(&scale);
+    let sim = sim_for(&loaded.slapd, loaded.everyone.clone());
+    eprintln!("measuring the floor");
+    let floor = Floor::measure(&loaded.slapd, &sim, bench_dir);
+    let names: Vec<&str> = loaded.group_names.iter().map(String::as_str).collect();
+    let mut rows: Vec<(String, Run)> = Vec::new();
+    for (read, extra) in [("full every run", "full_sync_every = \"0s\"\n"), ("change reads", "")] {
+        let state = new_state_dir(files, &format!("state-confirm-{}", rows.len()));
+        let sections = format!(
+            "[sync.leavers]\naction = \"deactivate\"\n\n[monitor]\nstate_directory = {:?}\n",
+            state.display().to_string()
+        );
+        let keys = format!("max_imports_per_run = 10000000\n{extra}");
+        let config = files.config(&loaded.slapd.url(), &sim.url(), &names, &keys, &sections);
+        // Ten hires in the first group, managed from the first run on.
+        let prefix = format!("leaver{}x", rows.len());
+        let hires: Vec<String> = (0..10).map(|n| format!("uid={prefix}{n},{PEOPLE}")).collect();
+        let entries: String = (0..10)
+            .map(|n| {
+                format!("dn: uid={prefix}{n},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {prefix}{n}\ncn: x\nsn: x\n\n")
+            })
+            .collect();
+        loaded.slapd.add(&entries);
+        let group = &loaded.group_names[0];
+        let members: String = hires.iter().map(|dn| format!("member: {dn}\n")).collect();
+        loaded.slapd.modify(&format!("dn: cn={group},{GROUPS}\nchangetype: modify\nadd: member\n{members}\n"));
+        let mut step = |name: &str, run: Run| {
+            assert_eq!(run.report["result"], "ok", "a run failed: {}", run.report);
+            rows.push((format!("{read}: {name}"), run));
+        };
+        run_sync(binary, &config, &sim).await;
+        step("nothing to do", run_sync(binary, &config, &sim).await);
+        loaded.slapd.modify(&format!("dn: cn={group},{GROUPS}\nchangetype: modify\ndelete: member\n{members}\n"));
+        let run = run_sync(binary, &config, &sim).await;
+        let deactivated = run.report["leavers"]["deactivated"].as_array().map_or(0, Vec::len);
+        assert_eq!(deactivated, 10, "the ten leavers are deactivated: {}", run.report["leavers"]);
+        step("10 leavers deactivated", run);
+        step("nothing to do again", run_sync(binary, &config, &sim).await);
+    }
+    let f = floor.total();
+    println!("### confirm: the second read before deactivating, 100,000 users, {} memberships\n", loaded.memberships);
+    println!("{TABLE_HEAD}");
+    floor.print_rows();
+    println!();
+    println!(
+        "| run | read | cycle (s) | wall (s) | ratio to the floor | directory (s) | second read (s) | peak RSS (MB) |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (name, r) in &rows {
+        let second = r.report["second_read_ms"].as_f64().map_or("-".to_string(), |ms| format!("{:.3}", ms / 1000.0));
+        println!(
+            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {second} | {:.1} |",
+            r.report["read"]["mode"].as_str().unwrap_or("?"),
+            secs(r),
+            r.wall,
+            secs(r) / f,
+            r.report["directory_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            r.rss_mb
+        );
+    }
+    println!();
+}
+
 /// Active Directory (issue 26): a Samba AD domain controller (`common::SambaDc`: root, the fixed ports 389 and
 /// 636) loaded over ldaps with `BENCH_AD_USERS` users (default 5,000) in groups of the flat shape (one group per
 /// 100 users, 20 to `users / 50` members each, spread evenly), the simulator resolving from it, and one-shot
@@ -1314,8 +1384,9 @@ async fn main() {
             }
             "watch" => watch(&binary, &files).await,
             "oneshot" => oneshot(&binary, &files, &bench_dir).await,
+            "confirm" => confirm(&binary, &files, &bench_dir).await,
             "ad" => ad(&binary, &files).await,
-            other => panic!("unknown profile {other:?}: nested, flat, scale, watch, oneshot or ad"),
+            other => panic!("unknown profile {other:?}: nested, flat, scale, watch, oneshot, confirm or ad"),
         }
     }
 }

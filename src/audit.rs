@@ -1,7 +1,7 @@
 //! The audit rows of a finished run's non-destructive writes and of its holds, read from its report: the
 //! group imports, the users they imported (or failed to), the additions to mapped CloudShell groups, and one
-//! row per safety limit that held writes, and one per user whose deactivation a second read of the directory
-//! did not confirm (few: only users read in a group again). Pure: it reads the report and writes nothing.
+//! row per safety limit that held writes, and one per user whose deactivation or removal from a CloudShell group
+//! a second read of the directory did not confirm (few: only users read in a group again). Pure: it reads the report and writes nothing.
 //!
 //! It must not produce rows for deactivations, reactivations or removals from CloudShell groups, nor for
 //! their failures: those are recorded through intents written around each call, so a crash between the call
@@ -10,12 +10,12 @@
 
 use std::collections::HashSet;
 
+use crate::report::second_read;
 use crate::report::{
     DisabledReport, Failure, GroupReport, GroupStatus, HeldReport, LeaversReport, MembershipReport, ProtectedLine,
     Report, SHRINK_GUARD,
 };
 use crate::state::db::{Action, AuditRow};
-use crate::sync::confirm;
 use crate::username::Username;
 
 /// The audit rows of `report`'s writes and holds, each with its run id and `at` (RFC 3339, UTC). A dry run
@@ -122,7 +122,7 @@ impl Rows<'_> {
                 failed(&f.reason),
             );
         }
-        for line in m.left_alone.iter().filter(|l| l.reason == confirm::MEMBER_AGAIN_IN_GROUP) {
+        for line in m.left_alone.iter().filter(|l| second_read::unconfirmed(l.reason)) {
             let why = format!("removal not sent: {}", line.reason);
             self.push(Action::Held, Some(&line.username), Some(&m.name), why, "held".to_string());
         }
@@ -134,20 +134,20 @@ impl Rows<'_> {
             let why = l.held_by.as_deref().unwrap_or("more leavers to deactivate than sync.leavers allows");
             self.held(None, format!("leavers: {why}; no leaver was deactivated"));
         }
-        self.unconfirmed(&l.left_alone, confirm::MEMBER_AGAIN, "leaver not deactivated");
+        self.unconfirmed(&l.left_alone, "leaver not deactivated");
     }
 
     fn disabled(&mut self, d: &DisabledReport) {
         if let Some(why) = &d.held_by {
             self.held(None, format!("{why}; no disabled account was deactivated"));
         }
-        self.unconfirmed(&d.left_alone, confirm::NOT_DISABLED, "disabled account not deactivated");
+        self.unconfirmed(&d.left_alone, "disabled account not deactivated");
     }
 
     /// A deactivation the second read did not confirm (`sync::confirm`): held for that user.
-    fn unconfirmed(&mut self, left_alone: &[ProtectedLine], reason: &str, what: &str) {
-        for line in left_alone.iter().filter(|l| l.reason == reason) {
-            let why = format!("{what}: {reason}");
+    fn unconfirmed(&mut self, left_alone: &[ProtectedLine], what: &str) {
+        for line in left_alone.iter().filter(|l| second_read::unconfirmed(l.reason)) {
+            let why = format!("{what}: {}", line.reason);
             self.push(Action::Held, Some(&line.username), None, why, "held".to_string());
         }
     }
@@ -495,11 +495,11 @@ mod tests {
         let line = |username: &str, reason| ProtectedLine { username: username.into(), reason };
         let mut leavers = LeaversReport::new("deactivate");
         // The control: a user left alone for another reason (through an intent, or in words already) is no row.
-        leavers.left_alone = vec![line("bob", confirm::MEMBER_AGAIN), line("dave", "already inactive")];
+        leavers.left_alone = vec![line("bob", second_read::MEMBER_AGAIN), line("dave", "already inactive")];
         let mut disabled = DisabledReport::new("import_then_deactivate");
-        disabled.left_alone = vec![line("erin", confirm::NOT_DISABLED)];
+        disabled.left_alone = vec![line("erin", second_read::NOT_DISABLED)];
         let mut lab = MembershipReport::new("Lab Users", Some(7), &[GroupName::new("Engineering")], 3);
-        lab.left_alone = vec![line("frank", confirm::MEMBER_AGAIN_IN_GROUP)];
+        lab.left_alone = vec![line("frank", second_read::MEMBER_AGAIN_IN_GROUP)];
         let r = report(|r| {
             (r.leavers, r.disabled_accounts) = (Some(leavers), Some(disabled));
             r.memberships = vec![lab];
@@ -507,9 +507,9 @@ mod tests {
         let written = rows(&r, AT);
         let got: Vec<(Action, Option<&str>, Option<&str>, &str)> =
             written.iter().map(|w| (w.action, w.username.as_deref(), w.group.as_deref(), w.reason.as_str())).collect();
-        let frank = format!("removal not sent: {}", confirm::MEMBER_AGAIN_IN_GROUP);
-        let bob = format!("leaver not deactivated: {}", confirm::MEMBER_AGAIN);
-        let erin = format!("disabled account not deactivated: {}", confirm::NOT_DISABLED);
+        let frank = format!("removal not sent: {}", second_read::MEMBER_AGAIN_IN_GROUP);
+        let bob = format!("leaver not deactivated: {}", second_read::MEMBER_AGAIN);
+        let erin = format!("disabled account not deactivated: {}", second_read::NOT_DISABLED);
         let held = Action::Held;
         assert_eq!(
             got,

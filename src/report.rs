@@ -164,6 +164,26 @@ fn interned_option<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<
 /// The `error_kind` of a group held by the shrink guard.
 pub const SHRINK_GUARD: &str = "shrink_guard";
 
+/// Why a deactivation or removal is left alone when the second read of the directory before it
+/// (`sync::confirm`) does not confirm it: the `reason` of its `left_alone` line.
+pub mod second_read {
+    /// A leaver the second read finds in a configured group.
+    pub const MEMBER_AGAIN: &str =
+        "a member again when the directory was read again before deactivating: the next run decides";
+    /// A disabled account the second read does not find disabled in a configured group.
+    pub const NOT_DISABLED: &str = "not disabled in a configured group when the directory was read again before deactivating: the next run decides";
+    /// A removal from a CloudShell group whose user the second read finds in a directory group mapped to it.
+    pub const MEMBER_AGAIN_IN_GROUP: &str = "a member of a mapped directory group again when the directory was read again before removing: the next run decides";
+    /// A removal from a CloudShell group fed by a directory group the second read could not read.
+    pub const NOT_READ_AGAIN: &str =
+        "a mapped directory group could not be read again before removing: the next run decides";
+
+    /// Whether a `left_alone` line's reason is one of these: the next run decides again.
+    pub fn unconfirmed(reason: &str) -> bool {
+        [MEMBER_AGAIN, NOT_DISABLED, MEMBER_AGAIN_IN_GROUP, NOT_READ_AGAIN].contains(&reason)
+    }
+}
+
 /// A user that could not be imported, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
@@ -723,6 +743,10 @@ pub struct Report {
     pub after_reads_ms: u64,
     /// Time spent reading and writing the state database (opening it included).
     pub state_ms: u64,
+    /// Time spent reading the directory a second time before the first deactivation or removal
+    /// (`sync::confirm`); absent when the run made no second read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub second_read_ms: Option<u64>,
     /// The directory server that served the run (of `ldap.url`'s list).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub directory_url: Option<String>,
@@ -809,6 +833,7 @@ impl Report {
             directory_ms: 0,
             after_reads_ms: 0,
             state_ms: 0,
+            second_read_ms: None,
             directory_url: None,
             read: None,
             trigger: None,
@@ -895,11 +920,14 @@ impl Report {
                 && m.planned_add.is_empty()
                 && m.planned_remove.is_empty()
                 && m.held_removals.is_empty()
+                && !m.left_alone.iter().any(|l| second_read::unconfirmed(l.reason))
         });
-        let settled_disabled = self
-            .disabled_accounts
-            .as_ref()
-            .is_none_or(|d| d.planned.is_empty() && d.held_by.is_none() && d.error.is_none());
+        let settled_disabled = self.disabled_accounts.as_ref().is_none_or(|d| {
+            d.planned.is_empty()
+                && d.held_by.is_none()
+                && d.error.is_none()
+                && !d.left_alone.iter().any(|l| second_read::unconfirmed(l.reason))
+        });
         self.result == RunResult::Ok
             && !self.dry_run
             && !self.interrupted
@@ -937,6 +965,7 @@ impl Report {
             cloudshell_lookups = self.read.as_ref().map(|r| r.cloudshell_lookups),
             after_reads_ms = self.after_reads_ms,
             state_ms = self.state_ms,
+            second_read_ms = self.second_read_ms,
             "run finished"
         );
     }
@@ -1216,6 +1245,22 @@ mod tests {
             Some(DisabledReport { planned: vec!["x".into()], ..DisabledReport::new("import_then_deactivate") });
         assert!(!r.left_nothing_to_do(), "a disabled account planned");
         assert!(!Report::new("r".into(), true).left_nothing_to_do(), "a dry run");
+        // What a second read did not confirm is decided again by the next run; a user left alone for good (here
+        // another CloudShell account under the name) is settled.
+        let line = |reason| ProtectedLine { username: "bob".into(), reason };
+        let disabled = |reason| {
+            let mut r = ok();
+            let d = DisabledReport { left_alone: vec![line(reason)], ..DisabledReport::new("import_then_deactivate") };
+            r.disabled_accounts = Some(d);
+            r
+        };
+        assert!(disabled("another CloudShell account").left_nothing_to_do(), "the control");
+        assert!(!disabled(second_read::NOT_DISABLED).left_nothing_to_do(), "a deactivation not confirmed");
+        let mut r = ok();
+        let mut m = MembershipReport::new("Lab", Some(1), &[], 0);
+        m.left_alone = vec![line(second_read::MEMBER_AGAIN_IN_GROUP)];
+        r.memberships.push(m);
+        assert!(!r.left_nothing_to_do(), "a removal not confirmed");
     }
 
     #[test]

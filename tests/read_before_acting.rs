@@ -298,7 +298,7 @@ async fn a_deactivation_the_directory_disagrees_with_just_before_the_call_is_lef
     for u in ["bob", "dis2"] {
         assert_eq!(puts_to(&env, &user(&env, u).await["Id"]).await, 0, "{u} is never written");
     }
-    assert!(stderr.contains("directory read again before deactivating"), "{stderr}");
+    assert!(stderr.contains("directory read again before acting"), "{stderr}");
     assert!(stderr.contains("deactivation not confirmed by a second read"), "{stderr}");
     let history = common::cli(&["history", "bob", "--json", "--config", config.to_str().unwrap()]);
     let history = String::from_utf8_lossy(&history.stdout);

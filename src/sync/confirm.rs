@@ -10,8 +10,10 @@
 //!
 //! The second read is made once per run, only when something is to be deactivated or removed, and always in
 //! full, whatever the run's method (a change read's model included): it is the reference. When it cannot be
-//! made whole (the directory unreachable, a group that fails, a stop), nobody is deactivated or removed in this
-//! run. Imports, additions and reactivations never wait for it.
+//! made (the directory unreachable, a stop), nobody is deactivated or removed in this run; when a configured
+//! group fails in it, no leaver is deactivated (their step needs a complete run) and nobody is removed on that
+//! group's account, while a disabled account shown disabled by a group read is. Imports, additions and
+//! reactivations never wait for it.
 
 // Keys are usernames and group names from this run's own reads and configuration: FxHash is enough.
 use std::sync::Arc;
@@ -27,25 +29,28 @@ use crate::sync::activation::Target;
 use crate::sync::membership::Placement;
 use crate::username::Username;
 
-/// Why a leaver is left alone whom the second read finds in a configured group.
-pub const MEMBER_AGAIN: &str =
-    "a member again when the directory was read again before deactivating: the next run decides";
-
-/// Why a disabled account is left alone whom the second read does not find disabled in a configured group.
-pub const NOT_DISABLED: &str =
-    "not disabled in a configured group when the directory was read again before deactivating: the next run decides";
-
-/// Why a removal from a CloudShell group is left alone whom the second read finds in a directory group mapped
-/// to it.
-pub const MEMBER_AGAIN_IN_GROUP: &str = "a member of a mapped directory group again when the directory was read again before removing: the next run decides";
+pub use crate::report::second_read::{MEMBER_AGAIN, MEMBER_AGAIN_IN_GROUP, NOT_DISABLED, NOT_READ_AGAIN};
 
 /// Deactivation targets split into those a second read confirms and those left alone, with why.
 pub type Split = (Vec<Target>, Vec<ProtectedLine>);
 
-/// Why a removal from a CloudShell group is left alone when a directory group mapped to it could not be read
-/// again.
-pub const NOT_READ_AGAIN: &str =
-    "a mapped directory group could not be read again before removing: the next run decides";
+/// Why the second read cannot confirm anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unread {
+    /// The run was asked to stop before or while it read.
+    Stopped,
+    /// The directory could not be read (or, for deactivations, not every configured group), and why.
+    Failed(String),
+}
+
+impl std::fmt::Display for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unread::Stopped => f.write_str("the run was asked to stop"),
+            Unread::Failed(why) => f.write_str(why),
+        }
+    }
+}
 
 /// A configured group as the second read found it: its effective members (sorted by username, shared with the
 /// read) and the usernames left out of it as ambiguous; `None` when it failed.
@@ -54,13 +59,15 @@ type Found = Option<(Arc<[Arc<ldap::Member>]>, Vec<Username>)>;
 /// What the second read found: who is in the configured groups, and who is there disabled.
 #[derive(Debug, Default)]
 pub struct Reread {
-    /// The effective members of every configured group, and the usernames left out as ambiguous.
+    /// The effective members of every configured group read.
     members: HashSet<Username>,
-    /// The disabled accounts among the members of every configured group.
+    /// The usernames left out of a configured group as ambiguous.
+    ambiguous: HashSet<Username>,
+    /// The disabled accounts among the members of every configured group read.
     disabled: HashSet<Username>,
     /// Each configured group, for the removals from the mapped CloudShell groups it feeds.
     groups: HashMap<GroupName, Found>,
-    /// The configured groups that failed, and why: no deactivation rests on a read missing one.
+    /// The configured groups that failed, and why: no leaver's deactivation rests on a read missing one.
     failed: Vec<String>,
 }
 
@@ -78,7 +85,7 @@ impl Reread {
                 }
             };
             reread.members.extend(group.members.iter().map(|m| m.username.clone()));
-            reread.members.extend(group.collisions.iter().map(|c| c.username.clone()));
+            reread.ambiguous.extend(group.collisions.iter().map(|c| c.username.clone()));
             reread.disabled.extend(group.disabled.iter().map(|m| m.username.clone()));
             let ambiguous = group.collisions.iter().map(|c| c.username.clone()).collect();
             reread.groups.insert(GroupName::new(&g.name), Some((group.members.clone(), ambiguous)));
@@ -86,7 +93,7 @@ impl Reread {
         reread
     }
 
-    /// Whether every configured group was read again; else why not (deactivations need them all).
+    /// Whether every configured group was read again; else why not.
     pub fn whole(&self) -> Result<(), String> {
         if self.failed.is_empty() { Ok(()) } else { Err(self.failed.join("; ")) }
     }
@@ -126,15 +133,19 @@ impl Reread {
         (kept, alone)
     }
 
-    /// `leavers` split into those the second read confirms (a member of nothing) and those left alone.
-    pub fn leavers(&self, leavers: Vec<Target>) -> Split {
-        split(leavers, |u| !self.members.contains(u), MEMBER_AGAIN)
+    /// `leavers` split into those the second read confirms (a member of nothing, nor a name left out as
+    /// ambiguous: as the leaver plan sees them) and those left alone; every configured group must have been read
+    /// again, as the leaver step needs a complete run.
+    pub fn leavers(&self, leavers: Vec<Target>) -> Result<Split, String> {
+        self.whole()?;
+        Ok(split(leavers, |u| !self.members.contains(u) && !self.ambiguous.contains(u), MEMBER_AGAIN))
     }
 
-    /// `accounts` split into those the second read confirms (still disabled in a configured group, and not an
-    /// enabled member of one under the same name) and those left alone.
-    pub fn disabled(&self, accounts: Vec<Target>) -> Split {
-        split(accounts, |u| self.disabled.contains(u) && !self.members.contains(u), NOT_DISABLED)
+    /// `accounts` split into those the second read confirms (still disabled in a configured group read again,
+    /// and not an enabled member of one under the same name) and those left alone. As the disabled-account step,
+    /// this needs only the groups read: being disabled is the account's, whichever group shows it.
+    pub fn disabled(&self, accounts: Vec<Target>) -> Result<Split, String> {
+        Ok(split(accounts, |u| self.disabled.contains(u) && !self.members.contains(u), NOT_DISABLED))
     }
 }
 
@@ -146,72 +157,75 @@ fn split(targets: Vec<Target>, confirmed: impl Fn(&Username) -> bool, reason: &'
     (kept, alone.into_iter().map(|t| ProtectedLine { username: t.username.to_string(), reason }).collect())
 }
 
+/// A rule of [`Reread`] for deactivation targets.
+pub type Rule = fn(&Reread, Vec<Target>) -> Result<Split, String>;
+
 /// The run's second read, made at most once, when a step first asks for it.
 pub struct Confirmation<'a> {
     /// The directory and the groups to read again (`None` only in tests, which give the read's findings).
     source: Option<(&'a ldap::Settings, &'a [GroupName])>,
     stop: &'a CancellationToken,
-    read: OnceCell<Result<Reread, String>>,
+    read: OnceCell<Result<Reread, Unread>>,
+    /// How long the second read took, once made.
+    took_ms: std::sync::OnceLock<u64>,
 }
 
 impl<'a> Confirmation<'a> {
     pub fn new(settings: &'a ldap::Settings, groups: &'a [GroupName], stop: &'a CancellationToken) -> Self {
-        Confirmation { source: Some((settings, groups)), stop, read: OnceCell::new() }
+        Confirmation { source: Some((settings, groups)), stop, read: OnceCell::new(), took_ms: Default::default() }
     }
 
-    /// The second read's findings, read now if no step asked before; `Err` says why nobody may be deactivated.
-    pub async fn reread(&self) -> &Result<Reread, String> {
+    /// The second read's findings, read now if no step asked before.
+    pub async fn reread(&self) -> &Result<Reread, Unread> {
         let source = self.source;
         self.read
             .get_or_init(|| async move {
-                let Some((settings, groups)) = source else { return Err("no directory to read again".into()) };
-                read(settings, groups, self.stop).await
+                let Some((settings, groups)) = source else {
+                    return Err(Unread::Failed("no directory to read again".into()));
+                };
+                let started = std::time::Instant::now();
+                let found = read(settings, groups, self.stop).await;
+                let _ = self.took_ms.set(started.elapsed().as_millis() as u64);
+                found
             })
             .await
     }
 
-    /// `targets` split by `rule` into those the second read confirms and those left alone (none read for no
-    /// target); `Err` says why nobody may be deactivated: the second read failed, or missed a configured group.
-    pub async fn confirm(
-        &self,
-        targets: Vec<Target>,
-        rule: fn(&Reread, Vec<Target>) -> Split,
-    ) -> Result<Split, String> {
+    /// `targets` split by `rule` into those the second read confirms and those left alone (nothing read for no
+    /// target); `Err` says why nobody may be deactivated.
+    pub async fn confirm(&self, targets: Vec<Target>, rule: Rule) -> Result<Split, Unread> {
         if targets.is_empty() {
             return Ok((targets, Vec::new()));
         }
         let found = self.reread().await.as_ref().map_err(Clone::clone)?;
-        found.whole()?;
-        Ok(rule(found, targets))
+        rule(found, targets).map_err(Unread::Failed)
     }
 
-    /// Whether the run was asked to stop (a second read given up then is not a failure).
-    pub fn stopped(&self) -> bool {
-        self.stop.is_cancelled()
+    /// How long the second read took, when one was made.
+    pub fn took_ms(&self) -> Option<u64> {
+        self.took_ms.get().copied()
     }
 
     /// A confirmation whose second read found `found` (for tests of the steps).
     #[cfg(test)]
-    pub fn found(found: Result<Reread, String>, stop: &'a CancellationToken) -> Self {
-        Confirmation { source: None, stop, read: OnceCell::new_with(Some(found)) }
+    pub fn found(found: Result<Reread, Unread>, stop: &'a CancellationToken) -> Self {
+        Confirmation { source: None, stop, read: OnceCell::new_with(Some(found)), took_ms: Default::default() }
     }
 }
 
-async fn read(settings: &ldap::Settings, groups: &[GroupName], stop: &CancellationToken) -> Result<Reread, String> {
-    let started = std::time::Instant::now();
+async fn read(settings: &ldap::Settings, groups: &[GroupName], stop: &CancellationToken) -> Result<Reread, Unread> {
     let snapshot = tokio::select! {
         biased;
-        _ = stop.cancelled() => return Err("the run was asked to stop".into()),
+        _ = stop.cancelled() => return Err(Unread::Stopped),
         read = ldap::snapshot(settings, groups) => read.map_err(|e| {
             tracing::error!(error = %e, "directory not read again, nobody deactivated or removed");
-            e.to_string()
+            Unread::Failed(e.to_string())
         })?,
     };
     let reread = Reread::of(&snapshot);
-    let elapsed_ms = started.elapsed().as_millis() as u64;
     match reread.whole() {
-        Ok(()) => tracing::info!(members = reread.members.len(), elapsed_ms, "directory read again before acting"),
-        Err(e) => tracing::error!(error = %e, elapsed_ms, "directory read again, not whole"),
+        Ok(()) => tracing::info!(members = reread.members.len(), "directory read again before acting"),
+        Err(e) => tracing::error!(error = %e, "directory read again, not whole"),
     }
     Ok(reread)
 }
@@ -228,11 +242,16 @@ pub(crate) mod tests {
         Target { username: name(u), id }
     }
 
-    /// A second read that found `members` and `disabled`.
+    /// A second read that found `members` (a name starting with `?` left out as ambiguous) and `disabled`,
+    /// every group read.
     pub(crate) fn reread(members: &[&str], disabled: &[&str]) -> Reread {
+        let names = |list: &[&str], ambiguous: bool| -> HashSet<Username> {
+            list.iter().filter(|u| u.starts_with('?') == ambiguous).map(|u| name(u.trim_start_matches('?'))).collect()
+        };
         Reread {
-            members: members.iter().map(|u| name(u)).collect(),
-            disabled: disabled.iter().map(|u| name(u)).collect(),
+            members: names(members, false),
+            ambiguous: names(members, true),
+            disabled: names(disabled, false),
             groups: HashMap::default(),
             failed: Vec::new(),
         }
@@ -240,21 +259,23 @@ pub(crate) mod tests {
 
     #[test]
     fn a_leaver_found_in_a_group_again_is_left_alone_and_the_others_are_confirmed() {
-        let found = reread(&["Bob", "carol"], &["erin"]);
-        let (confirmed, alone) = found.leavers(vec![target("alice", 1), target("bob", 2), target("erin", 5)]);
+        let found = reread(&["Bob", "carol", "?dave"], &["erin"]);
+        let targets = ["alice", "bob", "dave", "erin"].iter().enumerate().map(|(i, u)| target(u, i as i64)).collect();
+        let (confirmed, alone) = found.leavers(targets).unwrap();
         // The control: alice, in no group, is still deactivated; erin, only disabled in one, is a member of
-        // nothing as the leaver rules see it.
-        assert_eq!(confirmed.iter().map(|t| t.id).collect::<Vec<_>>(), [1, 5]);
-        assert_eq!(alone.len(), 1);
-        assert_eq!((alone[0].username.as_str(), alone[0].reason), ("bob", MEMBER_AGAIN));
+        // nothing as the leaver rules see it. dave's name is ambiguous in a group: not a leaver there either.
+        assert_eq!(confirmed.iter().map(|t| t.id).collect::<Vec<_>>(), [0, 3]);
+        let alone: Vec<(&str, &str)> = alone.iter().map(|l| (l.username.as_str(), l.reason)).collect();
+        assert_eq!(alone, [("bob", MEMBER_AGAIN), ("dave", MEMBER_AGAIN)]);
     }
 
     #[test]
     fn a_disabled_account_is_confirmed_only_while_still_disabled_in_a_group() {
-        let found = reread(&["dave"], &["carol", "dave"]);
-        let (confirmed, alone) = found.disabled(vec![target("carol", 3), target("dave", 4), target("frank", 6)]);
-        // carol, still disabled, is the control; dave is an enabled member under the name too; frank is no
-        // longer read as disabled anywhere.
+        let found = reread(&["dave", "?carol"], &["carol", "dave"]);
+        let (confirmed, alone) =
+            found.disabled(vec![target("carol", 3), target("dave", 4), target("frank", 6)]).unwrap();
+        // carol, still disabled, is the control (an ambiguous name elsewhere does not matter, as in the plan);
+        // dave is an enabled member under the name too; frank is no longer read as disabled anywhere.
         assert_eq!(confirmed.iter().map(|t| t.id).collect::<Vec<_>>(), [3]);
         let alone: Vec<(&str, &str)> = alone.iter().map(|l| (l.username.as_str(), l.reason)).collect();
         assert_eq!(alone, [("dave", NOT_DISABLED), ("frank", NOT_DISABLED)]);
@@ -282,13 +303,19 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_group_that_failed_to_read_again_makes_the_read_unusable() {
+    fn a_group_that_failed_to_read_again_stops_the_leavers_not_the_disabled_accounts() {
         use crate::sync::plan::tests::{failed, group, snapshot};
-        let whole = snapshot(vec![group("A", &["alice"]), group("B", &["bob"])]);
-        let found = Reread::of(&whole);
-        assert_eq!(found.whole(), Ok(()), "the control");
-        assert_eq!(found.leavers(vec![target("alice", 1), target("zoe", 9)]).0.len(), 1, "the control");
-        let error = Reread::of(&snapshot(vec![group("A", &["alice"]), failed("B")])).whole().unwrap_err();
+        let whole = Reread::of(&snapshot(vec![group("A", &["alice"]), group("B", &["bob"])]));
+        assert_eq!(whole.whole(), Ok(()), "the control");
+        assert_eq!(whole.leavers(vec![target("alice", 1), target("zoe", 9)]).unwrap().0.len(), 1, "the control");
+        let mut a = group("A", &["alice"]);
+        if let Ok(g) = &mut a.result {
+            g.disabled = vec![Arc::new(ldap::Member { username: name("dis"), dn: "uid=dis".into() })];
+        }
+        let partial = Reread::of(&snapshot(vec![a, failed("B")]));
+        let error = partial.leavers(vec![target("zoe", 9)]).unwrap_err();
         assert!(error.starts_with("\"B\" could not be read"), "{error}");
+        // Being disabled is the account's: a group that shows it is enough.
+        assert_eq!(partial.disabled(vec![target("dis", 4)]).unwrap().0.len(), 1);
     }
 }

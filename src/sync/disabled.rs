@@ -32,7 +32,7 @@ use crate::state::db::Action;
 use crate::state::{Changes, Managed, ManagedUser};
 use crate::sync::activation::{self, Activation, Reasons, Returning, Target, protection, returning};
 use crate::sync::budget;
-use crate::sync::confirm::{Confirmation, Reread};
+use crate::sync::confirm::{Confirmation, Reread, Unread};
 use crate::sync::ledger::{Keeper, Ledger};
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
@@ -253,7 +253,7 @@ async fn confirmed(confirm: &Confirmation<'_>, accounts: Vec<Target>, report: &m
             confirmed
         }
         Err(why) => {
-            report.status = if confirm.stopped() { GroupStatus::Skipped } else { GroupStatus::Failed };
+            report.status = if why == Unread::Stopped { GroupStatus::Skipped } else { GroupStatus::Failed };
             report.error = Some(format!(
                 "disabled accounts not deactivated: the directory could not be read again to confirm them ({why}); the next run reads again"
             ));

@@ -13,7 +13,7 @@ use crate::config::{LeaverAction, LeaverPolicy};
 use crate::report::{GroupStatus, LeaverLine, LeaversReport, ProtectedLine, Standing};
 use crate::state::db::Action;
 use crate::sync::activation::{self, Activation, Reasons, Target};
-use crate::sync::confirm::{Confirmation, Reread};
+use crate::sync::confirm::{Confirmation, Reread, Unread};
 use crate::sync::leavers::{self, LeaverPlan, Seen};
 use crate::sync::ledger::{Keeper, Ledger};
 use crate::sync::plan::{GroupPlan, Plan};
@@ -168,21 +168,21 @@ async fn confirmed(confirm: &Confirmation<'_>, leavers: Vec<Target>, report: &mu
     match confirm.confirm(leavers, Reread::leavers).await {
         Ok((confirmed, alone)) => {
             report.left_alone.extend(alone);
-            confirmed
+            return confirmed;
         }
-        Err(why) if confirm.stopped() => {
+        Err(Unread::Stopped) => {
             report.status = GroupStatus::Skipped;
-            report.skipped = Some(format!("nobody deactivated: {why} before the directory was read again"));
-            Vec::new()
+            report.skipped =
+                Some("nobody deactivated: the run was asked to stop before the directory was read again".into());
         }
-        Err(why) => {
+        Err(Unread::Failed(why)) => {
             report.status = GroupStatus::Failed;
             report.error = Some(format!(
                 "nobody deactivated: the directory could not be read again to confirm the leavers ({why}); the next run reads again"
             ));
-            Vec::new()
         }
     }
+    Vec::new()
 }
 
 /// The users `done` left alone, for the report.
@@ -320,7 +320,7 @@ mod tests {
         client: &Client,
         (plan, users, policy): &(Plan, [cloudshell::User; 2], LeaverPolicy),
         journal: &crate::sync::journal::Journal,
-        found: Result<Reread, String>,
+        found: Result<Reread, confirm::Unread>,
     ) -> LeaversReport {
         let mut managed = crate::state::Managed::default();
         for u in users {
@@ -389,7 +389,13 @@ mod tests {
         assert!(report.deactivated.is_empty() && listener.accept().is_err(), "nothing was sent");
 
         let dir = tempfile::tempdir().unwrap();
-        let report = step(&client, &run, &journal(&dir), Err("\"A\" could not be read: timeout".into())).await;
+        let report = step(
+            &client,
+            &run,
+            &journal(&dir),
+            Err(confirm::Unread::Failed("\"A\" could not be read: timeout".into())),
+        )
+        .await;
         assert_eq!(report.status, GroupStatus::Failed);
         let error = report.error.as_deref().unwrap();
         assert!(error.contains("nobody deactivated") && error.contains("\"A\" could not be read: timeout"), "{error}");

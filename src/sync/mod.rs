@@ -636,6 +636,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     };
     let leaver_ledger = ledger.as_mut().filter(|_| leaver_step);
     report.leavers = leave::leaver_step(client, &config.sync.leavers, leaver_ledger, run).await;
+    report.second_read_ms = confirm.took_ms();
     if let Some(Ok(managed)) = ledger.as_ref().map(ledger::Ledger::users) {
         report.inactive_members = inactive_members(plan, users, managed);
     }
@@ -643,10 +644,8 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         record_dns_and_save(ledger, plan, report);
     }
     if let Some(journal) = journal {
-        let members = budget::members(plan);
-        let managed =
-            ledger.as_ref().and_then(|l| l.users().ok()).filter(|_| budget::deactivates(config, disabled_step));
-        report.budgets = budget::left(config, journal, managed.map(|m| (m, &members)), users);
+        let deactivates = budget::deactivates(config, disabled_step);
+        report.budgets = budgets_left(config, journal, ledger.as_ref().filter(|_| deactivates), plan, users);
     }
     if let (Some(journal), true, false) = (journal, full(report.interrupted), report.dry_run) {
         remember_nested_groups(journal, &known, plan);
@@ -657,6 +656,20 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     if let (Some(changes), false) = (&context.changes, report.dry_run) {
         changes.keep_users(kept_users.list, client.touched());
     }
+}
+
+/// What is left of the daily budgets after the run; the deactivations' percentage counted on the managed users of
+/// `ledger` (given when the run deactivates).
+fn budgets_left(
+    config: &Config,
+    journal: &Journal,
+    ledger: Option<&ledger::Ledger<'_>>,
+    plan: &Plan,
+    users: &[crate::cloudshell::User],
+) -> Option<crate::report::Budgets> {
+    let members = budget::members(plan);
+    let managed = ledger.and_then(|l| l.users().ok());
+    budget::left(config, journal, managed.map(|m| (m, &members)), users)
 }
 
 /// CloudShell's users after the imports ([`users_after_imports`] when `needs_ids`), and in a change read the

@@ -11,7 +11,7 @@ use crate::config::SyncPolicy;
 use crate::group_name::GroupName;
 use crate::report::{Failure, GroupStatus, HeldReport, MembershipReport, Placed, ProtectedLine};
 use crate::state::db::{self, Intent, Outcome, Settlement};
-use crate::sync::confirm::Confirmation;
+use crate::sync::confirm::{self, Confirmation};
 use crate::sync::journal::Journal;
 use crate::sync::membership::{self, CloudShell, DirectoryGroup, GroupChange, Limits, Placement};
 use crate::sync::plan::{GroupPlan, Plan};
@@ -88,7 +88,7 @@ pub async fn place_members(
     };
     let cloudshell = CloudShell { users, groups: &groups, members: &members };
     let mut planned = membership::plan(&sync.mappings, &outcomes, &cloudshell, limits);
-    let confirmed = if dry_run { Ok(HashMap::default()) } else { confirmed(confirm, &mut planned.groups).await };
+    let mut checks = if dry_run { HashMap::new() } else { confirmed(confirm, &mut planned.groups).await };
     if let Some(held) = planned.removals_held {
         let by = if held.last_24h.is_some() { "max_removals_per_day" } else { "max_removals_per_run" };
         tracing::warn!(
@@ -101,33 +101,15 @@ pub async fn place_members(
     }
     let mut lines = Vec::with_capacity(planned.groups.len());
     for change in &planned.groups {
-        let line = MembershipReport::new(&change.name, change.id, &change.fed_by, change.current);
-        let Some(id) = change.id else {
-            tracing::error!(group = %change.name, "cloudshell group not found");
-            lines.push(line.failed(format!(
-                "no CloudShell group {:?}: create it in CloudShell (this program never creates groups)",
-                change.name
-            )));
-            continue;
+        let line = match planned_line(change, &unreadable, removals_held_by, sync) {
+            Ok(line) => line,
+            Err(failed) => {
+                lines.push(*failed);
+                continue;
+            }
         };
-        if let Some(e) = unreadable.get(&id) {
-            lines.push(line.failed(format!("cannot read its members: {e}")));
-            continue;
-        }
-        let mut line = line;
-        line.planned_add = change.add.iter().map(|p| p.username.to_string()).collect();
-        line.planned_remove = change.remove.iter().map(|p| p.username.to_string()).collect();
-        line.held_removals = change.held_removals.iter().map(|p| p.username.to_string()).collect();
-        line.additions_only = change.additions_only.clone();
-        if let (Some(why), true) = (removals_held_by, sync.remove_from_groups) {
-            line.additions_only = Some(why.to_string());
-        }
-        tracing::info!(group = %change.name, add = change.add.len(), remove = change.remove.len(), held = change.held_removals.len(), "cloudshell group planned");
-        match &confirmed {
-            Ok(alone) => line.left_alone = alone.get(&change.name).cloned().unwrap_or_default(),
-            Err((why, unsent)) if unsent.contains(&change.name) => line.additions_only = Some(why.clone()),
-            Err(_) => {}
-        }
+        let checked = checks.remove(&change.name).unwrap_or_default();
+        let line = checked.before(line);
         let placed = if dry_run {
             None
         } else {
@@ -140,18 +122,7 @@ pub async fn place_members(
                 .await,
             )
         };
-        let mut line = line.settle(placed);
-        if let Err((_, unsent)) = &confirmed
-            && unsent.contains(&change.name)
-        {
-            // Removals that could not be confirmed were not sent: not an ok line.
-            line.status = match line.status {
-                GroupStatus::Ok | GroupStatus::Held if line.added > 0 => GroupStatus::Partial,
-                GroupStatus::Ok | GroupStatus::Held => GroupStatus::Failed,
-                other => other,
-            };
-        }
-        lines.push(line);
+        lines.push(checked.after(line.settle(placed)));
     }
     Placements {
         groups: lines,
@@ -164,40 +135,101 @@ pub async fn place_members(
     }
 }
 
-/// Each CloudShell group's removals that the second read confirms ([`super::confirm`]), the others taken out of
-/// `groups` and returned, by group, for the report; when it cannot be made, every removal is taken out and the
-/// error names why, with the groups that had removals.
-async fn confirmed(
-    confirm: &Confirmation<'_>,
-    groups: &mut [GroupChange],
-) -> Result<HashMap<String, Vec<ProtectedLine>>, (String, Vec<String>)> {
-    if groups.iter().all(|g| g.remove.is_empty()) {
-        return Ok(HashMap::default());
+/// A CloudShell group's line as planned, or its failed line when it cannot be changed at all (no such group in
+/// CloudShell, its members unreadable).
+fn planned_line(
+    change: &GroupChange,
+    unreadable: &HashMap<i64, String>,
+    removals_held_by: Option<&str>,
+    sync: &SyncPolicy,
+) -> Result<MembershipReport, Box<MembershipReport>> {
+    let line = MembershipReport::new(&change.name, change.id, &change.fed_by, change.current);
+    let Some(id) = change.id else {
+        tracing::error!(group = %change.name, "cloudshell group not found");
+        return Err(Box::new(line.failed(format!(
+            "no CloudShell group {:?}: create it in CloudShell (this program never creates groups)",
+            change.name
+        ))));
+    };
+    if let Some(e) = unreadable.get(&id) {
+        return Err(Box::new(line.failed(format!("cannot read its members: {e}"))));
     }
-    match confirm.reread().await {
-        Ok(found) => {
-            let mut alone = HashMap::default();
-            for g in groups.iter_mut() {
-                let (kept, left) = found.removals(&g.fed_by, std::mem::take(&mut g.remove));
-                g.remove = kept;
-                if !left.is_empty() {
-                    alone.insert(g.name.clone(), left);
+    let mut line = line;
+    line.planned_add = change.add.iter().map(|p| p.username.to_string()).collect();
+    line.planned_remove = change.remove.iter().map(|p| p.username.to_string()).collect();
+    line.held_removals = change.held_removals.iter().map(|p| p.username.to_string()).collect();
+    line.additions_only = change.additions_only.clone();
+    if let (Some(why), true) = (removals_held_by, sync.remove_from_groups) {
+        line.additions_only = Some(why.to_string());
+    }
+    tracing::info!(group = %change.name, add = change.add.len(), remove = change.remove.len(), held = change.held_removals.len(), "cloudshell group planned");
+    Ok(line)
+}
+
+/// What the second read made of one CloudShell group's removals.
+#[derive(Default)]
+struct Checked {
+    /// Removals it did not confirm, with why.
+    left_alone: Vec<ProtectedLine>,
+    /// Why none was sent, when it could not be made (`stopped`: the run was asked to stop).
+    unsent: Option<(String, bool)>,
+}
+
+impl Checked {
+    /// The line before its changes are made: what was left alone, and why removals were not sent.
+    fn before(&self, mut line: MembershipReport) -> MembershipReport {
+        line.left_alone = self.left_alone.clone();
+        if let Some((why, _)) = &self.unsent {
+            line.additions_only = Some(why.clone());
+        }
+        line
+    }
+
+    /// The settled line: not `ok` when removals were left unsent for want of a read (`skipped` on a stop).
+    fn after(&self, mut line: MembershipReport) -> MembershipReport {
+        let unread = self.left_alone.iter().any(|l| l.reason == confirm::NOT_READ_AGAIN);
+        match &self.unsent {
+            Some((_, true)) => line.status = GroupStatus::Skipped,
+            _ if !(unread || self.unsent.is_some()) => {}
+            _ => {
+                line.status = match line.status {
+                    GroupStatus::Ok | GroupStatus::Held if line.added + line.removed > 0 => GroupStatus::Partial,
+                    GroupStatus::Ok | GroupStatus::Held => GroupStatus::Failed,
+                    other => other,
                 }
             }
-            Ok(alone)
         }
-        Err(why) => {
-            let unsent = groups.iter_mut().filter(|g| !g.remove.is_empty()).map(|g| {
-                g.remove.clear();
-                g.name.clone()
-            });
-            let unsent = unsent.collect();
-            let why = format!(
-                "removals not sent: the directory could not be read again to confirm them ({why}); the next run reads again"
-            );
-            Err((why, unsent))
-        }
+        line
     }
+}
+
+/// Each CloudShell group's removals that the second read confirms ([`super::confirm`]); the others are taken
+/// out of `groups` and returned, by group, with why. When it cannot be made, every removal is taken out.
+async fn confirmed(confirm: &Confirmation<'_>, groups: &mut [GroupChange]) -> HashMap<String, Checked> {
+    let mut checks = HashMap::new();
+    if groups.iter().all(|g| g.remove.is_empty()) {
+        return checks;
+    }
+    let found = confirm.reread().await;
+    for g in groups.iter_mut().filter(|g| !g.remove.is_empty()) {
+        let removals = std::mem::take(&mut g.remove);
+        let checked = match found {
+            Ok(found) => {
+                let (kept, left_alone) = found.removals(&g.fed_by, removals);
+                g.remove = kept;
+                Checked { left_alone, unsent: None }
+            }
+            Err(why) => {
+                let stopped = *why == confirm::Unread::Stopped;
+                let why = format!(
+                    "removals not sent: the directory could not be read again to confirm them ({why}); the next run reads again"
+                );
+                Checked { left_alone: Vec::new(), unsent: Some((why, stopped)) }
+            }
+        };
+        checks.insert(g.name.clone(), checked);
+    }
+    checks
 }
 
 /// Whether removals may be made, and the removals of the last 24 hours (`None` without a journal: no record,
@@ -585,4 +617,30 @@ fn fail_all(name: &str, entries: &[(Username, i64)], reason: &str, placed: &mut 
         fail_one(name, username, reason, placed);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CloudShell group's line after the second read: `ok` when it only left alone users it found in a
+    /// feeding group again (the control); not `ok` when removals went unsent for want of a read, `skipped` on a
+    /// stop.
+    #[test]
+    fn a_line_whose_removals_went_unsent_for_want_of_a_read_is_not_ok() {
+        let settled = |added: usize| {
+            let mut line = MembershipReport::new("Lab", Some(1), &[], 3);
+            line.added = added;
+            line
+        };
+        let alone =
+            |reason| Checked { left_alone: vec![ProtectedLine { username: "bob".into(), reason }], unsent: None };
+        assert_eq!(alone(confirm::MEMBER_AGAIN_IN_GROUP).after(settled(0)).status, GroupStatus::Ok);
+        assert_eq!(alone(confirm::NOT_READ_AGAIN).after(settled(0)).status, GroupStatus::Failed);
+        assert_eq!(alone(confirm::NOT_READ_AGAIN).after(settled(2)).status, GroupStatus::Partial);
+        let unsent = |stopped| Checked { left_alone: Vec::new(), unsent: Some(("why".into(), stopped)) };
+        assert_eq!(unsent(false).after(settled(0)).status, GroupStatus::Failed);
+        assert_eq!(unsent(true).after(settled(2)).status, GroupStatus::Skipped);
+        assert_eq!(unsent(false).before(settled(0)).additions_only.as_deref(), Some("why"));
+    }
 }
