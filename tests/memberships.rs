@@ -56,6 +56,14 @@ impl Env {
             .collect()
     }
 
+    /// gina, a new hire in `Ops`.
+    fn hire_gina(&self) {
+        self.slapd.modify(&format!(
+            "dn: uid=gina,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: gina\ncn: gina\nsn: gina\n\n\
+             dn: cn=Ops,{GROUPS}\nchangetype: modify\nadd: member\nmember: uid=gina,{PEOPLE}\n\n"
+        ));
+    }
+
     fn leave(&self, group: &str, user: &str) {
         self.slapd.modify(&format!(
             "dn: cn={group},{GROUPS}\nchangetype: modify\ndelete: member\nmember: uid={user},{PEOPLE}\n\n"
@@ -362,24 +370,9 @@ async fn a_removal_the_directory_disagrees_with_just_before_the_call_is_left_alo
     assert_eq!(common::sync_json(&config, &[]).0, 0);
     env.leave("EngInner", "dave");
     env.leave("Ops", "frank");
-    env.sim.clear_calls().await;
     // gina, a new hire in `Ops`: the run imports her, and that call is held.
-    env.slapd.modify(&format!(
-        "dn: uid=gina,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: gina\ncn: gina\nsn: gina\n\n\
-         dn: cn=Ops,{GROUPS}\nchangetype: modify\nadd: member\nmember: uid=gina,{PEOPLE}\n\n"
-    ));
-    let import = "/api/v1/integrations/IdentityManagement/users";
-    let hold = json!({"slow": {"count": 1, "delay_ms": 1500, "method": "POST", "before_processing": true}});
-    env.sim.set_faults(hold).await;
-    let run = tokio::task::spawn_blocking({
-        let config = config.clone();
-        move || common::sync_json(&config, &[])
-    });
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while env.sim.calls_to("POST", import).await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the run never imported gina");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    env.hire_gina();
+    let run = common::sync_held_at_import(&env.sim, &config).await;
     env.slapd.modify(&format!("dn: cn=Ops,{GROUPS}\nchangetype: modify\nadd: member\nmember: uid=frank,{PEOPLE}\n\n"));
     let (code, report, stderr) = run.await.unwrap();
 
@@ -412,23 +405,8 @@ async fn no_removal_is_sent_when_the_directory_cannot_be_read_again() {
     let config = env.config("remove_from_groups = true", MAPPINGS);
     assert_eq!(common::sync_json(&config, &[]).0, 0);
     env.leave("EngInner", "dave");
-    env.slapd.modify(&format!(
-        "dn: uid=gina,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: gina\ncn: gina\nsn: gina\n\n\
-         dn: cn=Ops,{GROUPS}\nchangetype: modify\nadd: member\nmember: uid=gina,{PEOPLE}\n\n"
-    ));
-    env.sim.clear_calls().await;
-    let import = "/api/v1/integrations/IdentityManagement/users";
-    let hold = json!({"slow": {"count": 1, "delay_ms": 1500, "method": "POST", "before_processing": true}});
-    env.sim.set_faults(hold).await;
-    let run = tokio::task::spawn_blocking({
-        let config = config.clone();
-        move || common::sync_json(&config, &[])
-    });
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while env.sim.calls_to("POST", import).await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the run never imported gina");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    env.hire_gina();
+    let run = common::sync_held_at_import(&env.sim, &config).await;
     env.0.slapd.kill();
     let (code, report, stderr) = run.await.unwrap();
 

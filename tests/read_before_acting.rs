@@ -258,19 +258,7 @@ async fn a_deactivation_the_directory_disagrees_with_just_before_the_call_is_lef
     membership(&env, "add", "erin");
     account(&env, "dis", true);
     account(&env, "dis2", true);
-    let import = "/api/v1/integrations/IdentityManagement/users";
-    let hold = json!({"slow": {"count": 1, "delay_ms": 1500, "method": "POST", "before_processing": true}});
-    env.sim.clear_calls().await;
-    env.sim.set_faults(hold).await;
-    let run = tokio::task::spawn_blocking({
-        let config = config.clone();
-        move || common::sync_json(&config, &[])
-    });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while env.sim.calls_to("POST", import).await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the run never imported erin");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let run = common::sync_held_at_import(&env.sim, &config).await;
     membership(&env, "add", "bob");
     account(&env, "dis2", false);
     let (code, report, stderr) = run.await.unwrap();
@@ -332,19 +320,7 @@ async fn a_second_read_that_cannot_be_made_deactivates_nobody() {
     assert_eq!(common::sync_json(&config, &[]).0, 0);
     membership(&env, "delete", "carol");
     membership(&env, "add", "erin");
-    let import = "/api/v1/integrations/IdentityManagement/users";
-    let hold = json!({"slow": {"count": 1, "delay_ms": 1500, "method": "POST", "before_processing": true}});
-    env.sim.clear_calls().await;
-    env.sim.set_faults(hold).await;
-    let run = tokio::task::spawn_blocking({
-        let config = config.clone();
-        move || common::sync_json(&config, &[])
-    });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while env.sim.calls_to("POST", import).await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the run never imported erin");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let run = common::sync_held_at_import(&env.sim, &config).await;
     let other = format!("dn: cn=Other,{GROUPS}\nchangetype: modrdn\nnewrdn: cn=Renamed\ndeleteoldrdn: 1\n\n");
     env.slapd.modify(&other);
     let (code, report, stderr) = run.await.unwrap();

@@ -892,6 +892,29 @@ pub fn cli(args: &[&str]) -> std::process::Output {
     Command::new(binary()).args(args).env("RUST_LOG", "info").output().expect("running cloudshell-ldap-sync")
 }
 
+/// Starts `sync --json` on `config` with the simulator's next import call held 1.5 s before it takes effect,
+/// and returns once the run has sent it: its reads and plan are done, and nothing after the imports has begun.
+/// The caller changes the directory, then awaits the run ([`sync_json`]'s answer).
+#[allow(dead_code)] // Not every test binary holds a run.
+pub async fn sync_held_at_import(sim: &Sim, config: &Path) -> tokio::task::JoinHandle<(i32, Value, String)> {
+    let import = "/api/v1/integrations/IdentityManagement/users";
+    sim.clear_calls().await;
+    sim.set_faults(
+        serde_json::json!({"slow": {"count": 1, "delay_ms": 1500, "method": "POST", "before_processing": true}}),
+    )
+    .await;
+    let run = tokio::task::spawn_blocking({
+        let config = config.to_path_buf();
+        move || sync_json(&config, &[])
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim.calls_to("POST", import).await.is_empty() {
+        assert!(Instant::now() < deadline, "the run never sent an import");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run
+}
+
 /// `sync --json --config <config> <extra>`: the exit code, the report and the logs.
 pub fn sync_json(config: &Path, extra: &[&str]) -> (i32, Value, String) {
     let mut args = vec!["sync", "--json", "--config", config.to_str().expect("a UTF-8 path")];
