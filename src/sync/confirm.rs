@@ -87,6 +87,8 @@ impl Reread {
             reread.members.extend(group.members.iter().map(|m| m.username.clone()));
             reread.ambiguous.extend(group.collisions.iter().map(|c| c.username.clone()));
             reread.disabled.extend(group.disabled.iter().map(|m| m.username.clone()));
+            // What `keeps` searches in: sorted by username, as every nesting mode makes them.
+            debug_assert!(group.members.is_sorted_by(|a, b| a.username <= b.username), "{:?} unsorted", g.name);
             let ambiguous = group.collisions.iter().map(|c| c.username.clone()).collect();
             reread.groups.insert(GroupName::new(&g.name), Some((group.members.clone(), ambiguous)));
         }

@@ -371,8 +371,8 @@ mod tests {
     }
 
     /// A leaver is deactivated only when the second read confirms it: one that finds bob in a group again
-    /// leaves him alone, and one that could not be made deactivates nobody, the step failed saying why; neither
-    /// sends anything. The control: a second read that confirms sends bob's deactivation.
+    /// leaves him alone, one that could not be made deactivates nobody, the step failed saying why, and one
+    /// given up for a stop skips the step; none sends anything. The control: a second read that confirms sends bob's deactivation.
     #[tokio::test]
     async fn a_leaver_the_second_read_does_not_confirm_is_not_deactivated() {
         let (listener, client) = cloudshell();
@@ -399,6 +399,12 @@ mod tests {
         assert_eq!(report.status, GroupStatus::Failed);
         let error = report.error.as_deref().unwrap();
         assert!(error.contains("nobody deactivated") && error.contains("\"A\" could not be read: timeout"), "{error}");
+        assert!(report.deactivated.is_empty() && listener.accept().is_err(), "nothing was sent");
+
+        let dir = tempfile::tempdir().unwrap();
+        let report = step(&client, &run, &journal(&dir), Err(confirm::Unread::Stopped)).await;
+        assert_eq!(report.status, GroupStatus::Skipped, "a stop is no failure");
+        assert!(report.skipped.as_deref().unwrap().contains("asked to stop") && report.error.is_none());
         assert!(report.deactivated.is_empty() && listener.accept().is_err(), "nothing was sent");
 
         let dir = tempfile::tempdir().unwrap();

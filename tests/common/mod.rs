@@ -895,7 +895,6 @@ pub fn cli(args: &[&str]) -> std::process::Output {
 /// Starts `sync --json` on `config` with the simulator's next import call held 1.5 s before it takes effect,
 /// and returns once the run has sent it: its reads and plan are done, and nothing after the imports has begun.
 /// The caller changes the directory, then awaits the run ([`sync_json`]'s answer).
-#[allow(dead_code)] // Not every test binary holds a run.
 pub async fn sync_held_at_import(sim: &Sim, config: &Path) -> tokio::task::JoinHandle<(i32, Value, String)> {
     let import = "/api/v1/integrations/IdentityManagement/users";
     sim.clear_calls().await;
