@@ -144,7 +144,8 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: u
     protected.sort_by_cached_key(|p| p.username.to_lowercase());
     left_alone.sort_by_cached_key(|p| p.username.to_lowercase());
     let held = (deactivate.len() > limit).then(|| (std::mem::take(&mut deactivate).len(), limit));
-    let held_today = seen.last_24h.and_then(|last_24h| {
+    // As for leavers: counted only when there is something to deactivate (nothing is never held).
+    let held_today = seen.last_24h.filter(|_| !deactivate.is_empty()).and_then(|last_24h| {
         let active = budget::managed_active(managed, &Changes::new(), &seen.members, seen.users) + seen.importing;
         budget::held(deactivate.len(), last_24h, budget::deactivation_limit(protect, active))
     });

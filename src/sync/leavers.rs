@@ -179,7 +179,9 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
     } else if planned * 100 > count * usize::from(policy.max_percent) {
         Some(Held { planned, limit: percent_limit, by: "max_percent", last_24h: None })
     } else {
-        seen.last_24h.and_then(|last_24h| {
+        // Nothing to deactivate is never held: the managed users active in CloudShell (a pass over all of them
+        // and over CloudShell's users) are counted only for a run that deactivates.
+        seen.last_24h.filter(|_| planned > 0).and_then(|last_24h| {
             let active = budget::managed_active(managed, &changes, &seen.members, seen.users);
             let daily = budget::held(planned, last_24h, budget::deactivation_limit(policy, active))?;
             Some(Held { planned, limit: daily.limit, by: daily.key, last_24h: Some(last_24h) })
