@@ -317,14 +317,21 @@ fn state_ms(r: &Run) -> f64 {
     r.report["state_ms"].as_f64().unwrap_or(0.0)
 }
 
+/// The directory of `scale` loaded into a slapd, the simulator resolving from it (every user already in
+/// CloudShell), and the floor measured on them.
+fn prepared(scale: &Scale, bench_dir: &Path) -> (Loaded, Sim, Floor) {
+    let loaded = load(scale);
+    let sim = sim_for(&loaded.slapd, loaded.everyone.clone());
+    eprintln!("measuring the floor");
+    let floor = Floor::measure(&loaded.slapd, &sim, bench_dir);
+    (loaded, sim, floor)
+}
+
 /// The profile of the first benchmark: nesting, x³ sizes, steady state (median of 3), churn and cold.
 async fn nested(binary: &str, files: &Files, bench_dir: &Path) {
     let scale =
         Scale { users: 100_000, groups: 1_000, churn_users: 1_000, churn_groups: 50, exponent: 3.0, nesting: true };
-    let loaded = load(&scale);
-    let steady_sim = sim_for(&loaded.slapd, loaded.everyone.clone());
-    eprintln!("measuring the floor");
-    let floor = Floor::measure(&loaded.slapd, &steady_sim, bench_dir);
+    let (loaded, steady_sim, floor) = prepared(&scale, bench_dir);
     // The daemon has been running: its state directory holds everyone (the first run creates it, unmeasured).
     let state = new_state_dir(files, "state-nested");
     eprintln!("first run (creates state.db)");
@@ -771,10 +778,7 @@ struct Migration {
 async fn flat(binary: &str, files: &Files, bench_dir: &Path, users: usize) -> FlatResult {
     let groups = users / 100;
     let scale = Scale { users, groups, churn_users: 0, churn_groups: 0, exponent: 0.96, nesting: false };
-    let loaded = load(&scale);
-    let sim = sim_for(&loaded.slapd, loaded.everyone.clone());
-    eprintln!("measuring the floor");
-    let floor = Floor::measure(&loaded.slapd, &sim, bench_dir);
+    let (loaded, sim, floor) = prepared(&scale, bench_dir);
     let state = new_state_dir(files, &format!("state-{users}"));
     eprintln!("first run (creates state.db)");
     let first = steady_run(binary, files, &loaded, &sim, Some(&state)).await;
@@ -991,10 +995,7 @@ fn print_state(results: &[&FlatResult]) {
 async fn oneshot(binary: &str, files: &Files, bench_dir: &Path) {
     let scale =
         Scale { users: 100_000, groups: 1_000, churn_users: 0, churn_groups: 0, exponent: 0.96, nesting: false };
-    let loaded = load(&scale);
-    let sim = sim_for(&loaded.slapd, loaded.everyone.clone());
-    eprintln!("measuring the floor");
-    let floor = Floor::measure(&loaded.slapd, &sim, bench_dir);
+    let (loaded, sim, floor) = prepared(&scale, bench_dir);
     // The second run in its state directory: the first creates state.db.
     let full_state = new_state_dir(files, "state-full");
     steady_run(binary, files, &loaded, &sim, Some(&full_state)).await;
@@ -1069,10 +1070,7 @@ async fn oneshot(binary: &str, files: &Files, bench_dir: &Path) {
 async fn confirm(binary: &str, files: &Files, bench_dir: &Path) {
     let scale =
         Scale { users: 100_000, groups: 1_000, churn_users: 0, churn_groups: 0, exponent: 0.96, nesting: false };
-    let loaded = load(&scale);
-    let sim = sim_for(&loaded.slapd, loaded.everyone.clone());
-    eprintln!("measuring the floor");
-    let floor = Floor::measure(&loaded.slapd, &sim, bench_dir);
+    let (loaded, sim, floor) = prepared(&scale, bench_dir);
     let names: Vec<&str> = loaded.group_names.iter().map(String::as_str).collect();
     let mut rows: Vec<(String, Run)> = Vec::new();
     for (read, extra) in [("full every run", "full_sync_every = \"0s\"\n"), ("change reads", "")] {
