@@ -89,6 +89,7 @@ pub struct Metrics {
     cloudshell_group_members: Family<GroupLabel, Gauge>,
     leavers: Family<StateLabel, Gauge>,
     user_changes: Family<ActionLabel, Counter>,
+    unconfirmed: Family<ActionLabel, Counter>,
     directory_seconds: Histogram,
     api_seconds: Family<CallLabel, Histogram>,
     start_time: Gauge<f64, AtomicU64>,
@@ -133,6 +134,7 @@ impl Metrics {
             cloudshell_group_members: Family::default(),
             leavers: Family::default(),
             user_changes: Family::default(),
+            unconfirmed: Family::default(),
             directory_seconds: Histogram::new(seconds_buckets()),
             api_seconds: Family::new_with_constructor(|| Histogram::new(seconds_buckets())),
             start_time: Gauge::default(),
@@ -187,6 +189,11 @@ impl Metrics {
             "user_status_changes",
             "Users made inactive or active again by this program: action deactivated or reactivated",
             m.user_changes.clone(),
+        );
+        registry.register(
+            "unconfirmed",
+            "Deactivations and removals from CloudShell groups not sent because a second read of the directory, just before them, did not confirm them: action deactivation or removal",
+            m.unconfirmed.clone(),
         );
         registry.register(
             "directory_read_seconds",
@@ -339,7 +346,21 @@ impl Metrics {
                 }
             }
         }
+        self.observe_unconfirmed(report);
         *self.last_result.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.result);
+    }
+
+    /// The deactivations and removals the run's second read of the directory did not confirm.
+    fn observe_unconfirmed(&self, report: &Report) {
+        let count = |lines: &[crate::report::ProtectedLine]| {
+            lines.iter().filter(|l| crate::report::second_read::unconfirmed(l.reason)).count() as u64
+        };
+        let deactivations = report.leavers.as_ref().map_or(0, |l| count(&l.left_alone))
+            + report.disabled_accounts.as_ref().map_or(0, |d| count(&d.left_alone));
+        let removals: u64 = report.memberships.iter().map(|m| count(&m.left_alone)).sum();
+        for (action, n) in [("deactivation", deactivations), ("removal", removals)] {
+            self.unconfirmed.get_or_create(&ActionLabel { action: action.into() }).inc_by(n);
+        }
     }
 
     /// The Prometheus text exposition.
@@ -605,5 +626,29 @@ mod tests {
         assert!(text.contains("cloudshell_ldap_sync_leavers{state=\"waiting\"} 1"), "{text}");
         assert!(text.contains("cloudshell_ldap_sync_leavers{state=\"gone\"} 0"), "{text}");
         assert!(text.contains("cloudshell_ldap_sync_user_status_changes_total{action=\"deactivated\"} 1"), "{text}");
+    }
+
+    /// What a second read did not confirm is counted by action; a user left alone for another reason is not
+    /// (the control).
+    #[test]
+    fn deactivations_and_removals_a_second_read_did_not_confirm_are_counted() {
+        use crate::report::{DisabledReport, LeaversReport, MembershipReport, ProtectedLine, second_read};
+        let line = |username: &str, reason| ProtectedLine { username: username.into(), reason };
+        let mut report = Report::new("r".into(), false);
+        let mut leavers = LeaversReport::new("deactivate");
+        leavers.left_alone = vec![line("bob", second_read::MEMBER_AGAIN), line("dave", "already inactive")];
+        report.leavers = Some(leavers);
+        let mut disabled = DisabledReport::new("import_then_deactivate");
+        disabled.left_alone = vec![line("erin", second_read::NOT_DISABLED)];
+        report.disabled_accounts = Some(disabled);
+        let mut lab = MembershipReport::new("Lab", Some(1), &[], 3);
+        lab.left_alone = vec![line("frank", second_read::NOT_READ_AGAIN)];
+        report.memberships.push(lab);
+        let metrics = Metrics::new();
+        metrics.observe_run(&report);
+        metrics.observe_run(&report);
+        let text = metrics.encode();
+        assert!(text.contains("cloudshell_ldap_sync_unconfirmed_total{action=\"deactivation\"} 4"), "{text}");
+        assert!(text.contains("cloudshell_ldap_sync_unconfirmed_total{action=\"removal\"} 2"), "{text}");
     }
 }
