@@ -351,8 +351,18 @@ impl Slapd {
         let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
         let out = child.wait_with_output().expect("waiting for ldapmodify");
         let written = writer.join().expect("the writer thread");
-        // ldapmodify's own error first: one that ends it early also breaks the pipe it reads from.
-        assert!(out.status.success(), "ldapmodify failed: {}\n{ldif}", String::from_utf8_lossy(&out.stderr));
+        // ldapmodify's own error first: one that ends it early also breaks the pipe it reads from. With the end
+        // of slapd's log: a connection slapd dropped says why there.
+        if !out.status.success() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+            let head: String = ldif.chars().take(2000).collect();
+            panic!(
+                "ldapmodify failed: {}\n{head}\n--- the end of slapd's log:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                tail.join("\n")
+            );
+        }
         written.expect("writing to ldapmodify");
     }
 
