@@ -180,21 +180,7 @@ impl Metrics {
             "Members of each mapped CloudShell group after the run",
             m.cloudshell_group_members.clone(),
         );
-        registry.register(
-            "leavers",
-            "Managed users who left, by standing (waiting, candidate, protected, inactive, gone), at the last complete run",
-            m.leavers.clone(),
-        );
-        registry.register(
-            "user_status_changes",
-            "Users made inactive or active again by this program: action deactivated or reactivated",
-            m.user_changes.clone(),
-        );
-        registry.register(
-            "unconfirmed",
-            "Deactivations and removals from CloudShell groups not sent because a second read of the directory, just before them, did not confirm them: action deactivation or removal",
-            m.unconfirmed.clone(),
-        );
+        m.register_users(&mut registry);
         registry.register(
             "directory_read_seconds",
             "How long reading the directory takes",
@@ -219,6 +205,26 @@ impl Metrics {
         );
         m.register_triggers(&mut registry);
         Metrics { registry, ..m }
+    }
+
+    /// Registers the metrics of what the run did to users: leavers, deactivations and reactivations, and what a
+    /// second read did not confirm.
+    fn register_users(&self, registry: &mut Registry) {
+        registry.register(
+            "leavers",
+            "Managed users who left, by standing (waiting, candidate, protected, inactive, gone), at the last complete run",
+            self.leavers.clone(),
+        );
+        registry.register(
+            "user_status_changes",
+            "Users made inactive or active again by this program: action deactivated or reactivated",
+            self.user_changes.clone(),
+        );
+        registry.register(
+            "unconfirmed",
+            "Deactivations and removals from CloudShell groups not sent because a second read of the directory, just before them, did not confirm them: action deactivation or removal",
+            self.unconfirmed.clone(),
+        );
     }
 
     /// Registers what started the runs, and the watch's metrics.
