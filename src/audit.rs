@@ -122,10 +122,7 @@ impl Rows<'_> {
                 failed(&f.reason),
             );
         }
-        for line in m.left_alone.iter().filter(|l| second_read::unconfirmed(l.reason)) {
-            let why = format!("removal not sent: {}", line.reason);
-            self.push(Action::Held, Some(&line.username), Some(&m.name), why, "held".to_string());
-        }
+        self.unconfirmed(&m.left_alone, Some(&m.name), "removal not sent");
     }
 
     /// The leaver step's hold (`held_by` alone, with `action = "report"`, says what would be held: nothing is).
@@ -134,21 +131,22 @@ impl Rows<'_> {
             let why = l.held_by.as_deref().unwrap_or("more leavers to deactivate than sync.leavers allows");
             self.held(None, format!("leavers: {why}; no leaver was deactivated"));
         }
-        self.unconfirmed(&l.left_alone, "leaver not deactivated");
+        self.unconfirmed(&l.left_alone, None, "leaver not deactivated");
     }
 
     fn disabled(&mut self, d: &DisabledReport) {
         if let Some(why) = &d.held_by {
             self.held(None, format!("{why}; no disabled account was deactivated"));
         }
-        self.unconfirmed(&d.left_alone, "disabled account not deactivated");
+        self.unconfirmed(&d.left_alone, None, "disabled account not deactivated");
     }
 
-    /// A deactivation the second read did not confirm (`sync::confirm`): held for that user.
-    fn unconfirmed(&mut self, left_alone: &[ProtectedLine], what: &str) {
-        for line in left_alone.iter().filter(|l| second_read::unconfirmed(l.reason)) {
+    /// A deactivation or removal (from `group`) the second read did not confirm (`sync::confirm`): held for that
+    /// user.
+    fn unconfirmed(&mut self, left_alone: &[ProtectedLine], group: Option<&str>, what: &str) {
+        for line in second_read::lines(left_alone) {
             let why = format!("{what}: {}", line.reason);
-            self.push(Action::Held, Some(&line.username), None, why, "held".to_string());
+            self.push(Action::Held, Some(&line.username), group, why, "held".to_string());
         }
     }
 }

@@ -358,9 +358,7 @@ impl Metrics {
 
     /// The deactivations and removals the run's second read of the directory did not confirm.
     fn observe_unconfirmed(&self, report: &Report) {
-        let count = |lines: &[crate::report::ProtectedLine]| {
-            lines.iter().filter(|l| crate::report::second_read::unconfirmed(l.reason)).count() as u64
-        };
+        let count = |lines: &[crate::report::ProtectedLine]| crate::report::second_read::lines(lines).count() as u64;
         let deactivations = report.leavers.as_ref().map_or(0, |l| count(&l.left_alone))
             + report.disabled_accounts.as_ref().map_or(0, |d| count(&d.left_alone));
         let removals: u64 = report.memberships.iter().map(|m| count(&m.left_alone)).sum();

@@ -182,6 +182,11 @@ pub mod second_read {
     pub fn unconfirmed(reason: &str) -> bool {
         [MEMBER_AGAIN, NOT_DISABLED, MEMBER_AGAIN_IN_GROUP, NOT_READ_AGAIN].contains(&reason)
     }
+
+    /// The `left_alone` lines of what a second read did not confirm.
+    pub fn lines(left_alone: &[super::ProtectedLine]) -> impl Iterator<Item = &super::ProtectedLine> {
+        left_alone.iter().filter(|l| unconfirmed(l.reason))
+    }
 }
 
 /// A user that could not be imported, and why.
@@ -920,13 +925,13 @@ impl Report {
                 && m.planned_add.is_empty()
                 && m.planned_remove.is_empty()
                 && m.held_removals.is_empty()
-                && !m.left_alone.iter().any(|l| second_read::unconfirmed(l.reason))
+                && second_read::lines(&m.left_alone).next().is_none()
         });
         let settled_disabled = self.disabled_accounts.as_ref().is_none_or(|d| {
             d.planned.is_empty()
                 && d.held_by.is_none()
                 && d.error.is_none()
-                && !d.left_alone.iter().any(|l| second_read::unconfirmed(l.reason))
+                && second_read::lines(&d.left_alone).next().is_none()
         });
         self.result == RunResult::Ok
             && !self.dry_run

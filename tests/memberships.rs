@@ -385,8 +385,7 @@ async fn a_removal_the_directory_disagrees_with_just_before_the_call_is_left_alo
     assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob", "carol", "erin", "frank", "gina"]);
     assert_eq!(env.sim.group_members("Engineering").await, ["alice", "bob", "carol"], "the control");
     assert!(stderr.contains("removal not confirmed by a second read"), "{stderr}");
-    let history = common::cli(&["history", "frank", "--json", "--config", config.to_str().unwrap()]);
-    let history = String::from_utf8_lossy(&history.stdout);
+    let history = common::history_json(&config, "frank");
     assert!(history.contains("removal not sent: a member of a mapped directory group again"), "{history}");
 
     let (code, report, _) = common::sync_json(&config, &[]);

@@ -135,8 +135,7 @@ async fn a_user_found_already_inactive_is_not_taken_over_and_not_reactivated_whe
     assert_eq!(dave["standing"], "inactive", "{step}");
     assert_eq!(puts_to(&env, &bob_id).await, 0, "read inactive: nothing sent");
     assert!(stderr.contains("user left alone"), "{stderr}");
-    let history = common::cli(&["history", "bob", "--json", "--config", config.to_str().unwrap()]);
-    let history = String::from_utf8_lossy(&history.stdout);
+    let history = common::history_json(&config, "bob");
     assert!(history.contains("left alone: already inactive"), "{history}");
 
     for u in ["bob", "carol", "dave"] {
@@ -288,8 +287,7 @@ async fn a_deactivation_the_directory_disagrees_with_just_before_the_call_is_lef
     }
     assert!(stderr.contains("directory read again before acting"), "{stderr}");
     assert!(stderr.contains("deactivation not confirmed by a second read"), "{stderr}");
-    let history = common::cli(&["history", "bob", "--json", "--config", config.to_str().unwrap()]);
-    let history = String::from_utf8_lossy(&history.stdout);
+    let history = common::history_json(&config, "bob");
     assert!(history.contains("leaver not deactivated: a member again"), "{history}");
 
     let (code, report, _) = common::sync_json(&config, &[]);

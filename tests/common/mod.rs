@@ -924,6 +924,12 @@ pub async fn sync_held_at_import(sim: &Sim, config: &Path) -> tokio::task::JoinH
     run
 }
 
+/// `history <user> --json --config <config>`: what it printed, as text.
+pub fn history_json(config: &Path, user: &str) -> String {
+    let out = cli(&["history", user, "--json", "--config", config.to_str().expect("a UTF-8 path")]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `sync --json --config <config> <extra>`: the exit code, the report and the logs.
 pub fn sync_json(config: &Path, extra: &[&str]) -> (i32, Value, String) {
     let mut args = vec!["sync", "--json", "--config", config.to_str().expect("a UTF-8 path")];
