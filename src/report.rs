@@ -652,6 +652,9 @@ pub struct ReadReport {
     pub cloudshell_users: &'static str,
     /// The users read one by one (by id or by name) for a `kept` list.
     pub cloudshell_lookups: usize,
+    /// The configured groups resolved from what was read: every one in a full read; in a change read, those
+    /// a change may touch (the others keep the last run's outcome).
+    pub resolved_groups: usize,
 }
 
 impl ReadReport {
@@ -665,6 +668,7 @@ impl ReadReport {
             changed_groups: 0,
             cloudshell_users: "listed",
             cloudshell_lookups: 0,
+            resolved_groups: 0,
         }
     }
 }

@@ -427,6 +427,8 @@ struct Tally {
     outside: usize,
     /// Rounds the directory held entries newer than its content-sync answers (after a restart only).
     behind: usize,
+    /// Configured groups whose outcome a patched resolve kept from its last one (`Kept::resolve`).
+    kept_outcomes: usize,
 }
 
 /// The two models each round: groups read under the base DN, and under the whole suffix.
@@ -440,8 +442,31 @@ fn fresh(settings: &Settings, model: usize, source: Source) -> Kept {
     .reading_by(source)
 }
 
-/// Compares each model with a full read for every variant, counting what the comparisons found.
-async fn compare(slapd: &Slapd, kepts: &[Kept], tally: &mut [Vec<Tally>], restarted: bool, context: &str) {
+/// Panics, saying where, when a snapshot from a model differs from the full read's.
+fn same(full: &Snapshot, model: &Snapshot, context: &str) {
+    assert_eq!(model.users_seen, full.users_seen, "users seen; {context}");
+    let (want, got) = (groups(full), groups(model));
+    if want != got {
+        for ((name, w), (_, g)) in want.iter().zip(&got) {
+            if w != g {
+                eprintln!("{name}:\n  full read: {w:?}\n  model:     {g:?}");
+            }
+        }
+        panic!("the model differs from a full read; {context}");
+    }
+}
+
+/// Compares each model with a full read for every variant, counting what the comparisons found. Each model is
+/// compared twice: resolved whole (`Kept::entries`), and resolved by `Kept::resolve` from a model of its own
+/// for each variant (`patched[model][variant]`, read as the model is), which patches its last resolve.
+async fn compare(
+    slapd: &Slapd,
+    kepts: &[Kept],
+    patched: &mut [Vec<Kept>],
+    tally: &mut [Vec<Tally>],
+    restarted: bool,
+    context: &str,
+) {
     let names = configured();
     for (v, (label, s)) in variants(&slapd.url()).iter().enumerate() {
         let full = ldap::Connection::open(s).await.expect("bind").read(&names).await;
@@ -449,19 +474,19 @@ async fn compare(slapd: &Slapd, kepts: &[Kept], tally: &mut [Vec<Tally>], restar
         for (m, kept) in kepts.iter().enumerate() {
             let t = &mut tally[m][v];
             let context = format!("{label}, {}; {context}", MODELS[m]);
-            match kept.entries(s, &names) {
+            let entries = kept.entries(s, &names);
+            let resolved = patched[m][v].resolve(s, &names);
+            match (&entries, &resolved) {
+                (Ok(_), Ok(resolved)) => {
+                    same(&full, &resolved.snapshot, &format!("patched; {context}"));
+                    t.kept_outcomes += names.len() - resolved.resolved;
+                }
+                (Err(whole), Err(patched)) => assert_eq!(whole, patched, "{context}"),
+                _ => panic!("{context}: resolved whole {:?}, patched {:?}", entries.as_ref().err(), resolved.err()),
+            }
+            match entries {
                 Ok(entries) => {
-                    let model = ldap::resolve(&entries, s, &names);
-                    assert_eq!(model.users_seen, full.users_seen, "users seen; {context}");
-                    let (want, got) = (groups(&full), groups(&model));
-                    if want != got {
-                        for ((name, w), (_, g)) in want.iter().zip(&got) {
-                            if w != g {
-                                eprintln!("{name}:\n  full read: {w:?}\n  model:     {g:?}");
-                            }
-                        }
-                        panic!("the model differs from a full read; {context}");
-                    }
+                    same(&full, &ldap::resolve(&entries, s, &names), &context);
                     t.compared += 1;
                 }
                 // Only the model whose groups are read under the base DN cannot tell.
@@ -484,11 +509,22 @@ async fn random_rounds(mut slapd: Slapd, mut rng: Rng, world: &mut World, seed: 
     for (m, kept) in kepts.iter_mut().enumerate() {
         assert!(!read_changes(&slapd, kept, || fresh(&settings, m, source)).await);
     }
+    let variants_count = variants(&slapd.url()).len();
+    let new_patched = || -> Vec<Vec<Kept>> {
+        (0..MODELS.len()).map(|m| (0..variants_count).map(|_| fresh(&settings, m, source)).collect()).collect()
+    };
+    let mut patched = new_patched();
+    for (m, kepts) in patched.iter_mut().enumerate() {
+        for kept in kepts {
+            assert!(!read_changes(&slapd, kept, || fresh(&settings, m, source)).await);
+        }
+    }
     // Users sent by the change reads, and users kept: a read from a watermark sends only what changed.
     let (mut sent, mut held) = (0, 0);
     let mut tally: Vec<Vec<Tally>> =
         MODELS.iter().map(|_| variants(&slapd.url()).iter().map(|_| Tally::default()).collect()).collect();
-    compare(&slapd, &kepts, &mut tally, false, &format!("seed {seed}, {fixture}, the first read")).await;
+    let first = format!("seed {seed}, {fixture}, the first read");
+    compare(&slapd, &kepts, &mut patched, &mut tally, false, &first).await;
     let mut history: Vec<String> = Vec::new();
     let mut refused = 0;
     for round in 0..ROUNDS {
@@ -500,6 +536,7 @@ async fn random_rounds(mut slapd: Slapd, mut rng: Rng, world: &mut World, seed: 
         if event == 0 {
             history.push("lost cookie".into());
             kepts = (0..MODELS.len()).map(|m| fresh(&settings, m, source)).collect();
+            patched = new_patched();
         } else if restarted {
             history.push("slapd restarted".into());
             slapd.restart_clean();
@@ -515,9 +552,14 @@ async fn random_rounds(mut slapd: Slapd, mut rng: Rng, world: &mut World, seed: 
                 (sent, held) = (sent + users_sent, held + users_kept);
             }
         }
+        for (m, kepts) in patched.iter_mut().enumerate() {
+            for kept in kepts {
+                read_changes(&slapd, kept, || fresh(&settings, m, source)).await;
+            }
+        }
         let recent = history.iter().rev().take(6).rev().cloned().collect::<Vec<_>>().join("; ");
         let context = format!("seed {seed}, {fixture}, round {round}, last changes: {recent}");
-        compare(&slapd, &kepts, &mut tally, restarted, &context).await;
+        compare(&slapd, &kepts, &mut patched, &mut tally, restarted, &context).await;
     }
     eprintln!("{fixture}: {tally:?}; cookie refused {refused} times; users sent {sent} of {held} kept");
     // Whole reads would send every user kept. By modifyTimestamp, what changed within the last few seconds (the
@@ -532,6 +574,8 @@ async fn random_rounds(mut slapd: Slapd, mut rng: Rng, world: &mut World, seed: 
                 "{label}, {model}: compared in {} rounds only (seed {seed}, {fixture})",
                 t.compared
             );
+            // The control: the patched resolves did keep outcomes, so the comparison covered patches.
+            assert!(t.kept_outcomes > 0, "{label}, {model}: no resolve was patched (seed {seed}, {fixture})");
         }
     }
 }

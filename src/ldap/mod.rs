@@ -195,8 +195,7 @@ async fn model_of(
     if let Err(e) = kept.read(&mut reader.ldap, &reader.url, s.timeout).await {
         return Err((e.to_string(), e.is_refusal()));
     }
-    let model = kept.entries(s, groups).map_err(|why| (why.to_string(), false))?;
-    let from_model = resolve(&model, s, groups);
+    let from_model = kept.resolve(s, groups).map_err(|why| (why.to_string(), false))?.snapshot;
     let same = full.users_seen == from_model.users_seen
         && full.groups.len() == from_model.groups.len()
         && full.groups.iter().zip(&from_model.groups).all(|(a, b)| a.name == b.name && a.result == b.result);
@@ -401,17 +400,18 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// A change read: what changed since `kept` was last read (content sync), applied to it, and the entries
-    /// it then holds for `groups` (what a full read would give). `Err` says why only a full read can tell, and
-    /// hands the connection back for it (`kept` is then to be dropped: never read from its cookie again).
-    /// With `unless_unchanged`, a read that finds nothing changed (and the server not behind its answers)
-    /// gives no entries: the caller has what they would say.
+    /// A change read: what changed since `kept` was last read (content sync), applied to it, and `groups`
+    /// resolved from it (what a full read would give; [`changes::kept::Kept::resolve`] takes again only the
+    /// groups a change may touch). `Err` says why only a full read can tell, and hands the connection back for
+    /// it (`kept` is then to be dropped: never read from its cookie again). With `unless_unchanged`, a read
+    /// that finds nothing changed (and the server not behind its answers) resolves nothing: the caller has
+    /// what it would say.
     pub async fn read_changes(
         mut self,
         kept: &mut changes::kept::Kept,
         groups: &[GroupName],
         unless_unchanged: bool,
-    ) -> Result<(Option<Entries>, changes::kept::Changes), (Connection<'a>, String)> {
+    ) -> Result<(Option<changes::kept::Resolved>, changes::kept::Changes), (Connection<'a>, String)> {
         // A watermark is one server's: another (a failover to the next `ldap.url`) may lag behind it, or say
         // nothing of what it has not replicated yet.
         if kept.served_by() != self.url {
@@ -431,11 +431,11 @@ impl<'a> Connection<'a> {
             let _ = self.ldap.unbind().await;
             return Ok((None, changes));
         }
-        match kept.entries(self.s, groups) {
-            Ok(mut entries) => {
-                entries.searches = changes.searches;
+        match kept.resolve(self.s, groups) {
+            Ok(mut resolved) => {
+                resolved.snapshot.searches = changes.searches;
                 let _ = self.ldap.unbind().await;
-                Ok((Some(entries), changes))
+                Ok((Some(resolved), changes))
             }
             Err(why) => Err((self, why.to_string())),
         }

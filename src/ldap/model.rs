@@ -34,7 +34,7 @@ pub struct Entries {
     /// What stopped the whole read (the users search failed, or in-chain nesting on a server that is not
     /// Active Directory): every configured group fails with it.
     pub(super) failure: Option<Error>,
-    pub(super) users: UserIndex,
+    pub(super) users: Arc<UserIndex>,
     /// Whether the root DSE says the server is Active Directory; `None` when it was not asked.
     pub(super) active_directory: Option<bool>,
     /// Every group entry read, by normalised DN.
@@ -54,13 +54,13 @@ pub struct Entries {
 impl Entries {
     /// Entries of a read that stopped before it found anything.
     pub(super) fn failed(served_by: String, searches: usize, failure: Error) -> Entries {
-        let mut entries = Entries::new(served_by, UserIndex::default());
+        let mut entries = Entries::new(served_by, Arc::default());
         entries.searches = searches;
         entries.failure = Some(failure);
         entries
     }
 
-    pub(super) fn new(served_by: String, users: UserIndex) -> Entries {
+    pub(super) fn new(served_by: String, users: Arc<UserIndex>) -> Entries {
         Entries {
             served_by,
             searches: 0,
@@ -220,6 +220,11 @@ impl Walk {
         Some(to_read)
     }
 
+    /// Whether the walk ended at the depth cap with member DNs left to read.
+    pub fn capped(&self) -> bool {
+        self.levels_left == 0 && !self.level.is_empty()
+    }
+
     /// Whether to read every group under the base before reading this many unknown member DNs (usually
     /// dangling ones: people deleted, groups never cleaned): once per walk, from [`SWEEP_AT`] on.
     pub fn wants_sweep(&self, unknown: usize) -> bool {
@@ -313,6 +318,12 @@ pub(super) struct UserIndexBuilder {
 impl UserIndexBuilder {
     /// Adds one user entry.
     pub fn push(&mut self, entry: UserEntry, s: &Settings) {
+        self.push_reusing(entry, s, None);
+    }
+
+    /// [`UserIndexBuilder::push`], taking the user from `previous` (an index of an earlier read) when it holds
+    /// the same one, rather than a new copy.
+    pub fn push_reusing(&mut self, entry: UserEntry, s: &Settings, previous: Option<&UserIndex>) {
         let n = self.users.len() as u32;
         let (member, names) = match entry {
             UserEntry::User(member) => {
@@ -356,7 +367,12 @@ impl UserIndexBuilder {
                 self.by_name.insert(name, n);
             }
         }
-        self.users.push(Arc::new(member));
+        let kept = previous.and_then(|p| p.by_raw_dn.get(&p.users, &member.dn).map(|m| &p.users[m as usize]));
+        let member = match kept {
+            Some(kept) if **kept == member => kept.clone(),
+            _ => Arc::new(member),
+        };
+        self.users.push(member);
         self.by_raw_dn.insert(&self.users, n);
     }
 
@@ -505,7 +521,7 @@ pub(super) mod tests {
 
     /// Entries holding `records`, each found by the name search.
     pub fn entries(users: UserIndex, records: Vec<GroupRecord>) -> Entries {
-        let mut entries = Entries::new(URL.into(), users);
+        let mut entries = Entries::new(URL.into(), Arc::new(users));
         for r in records {
             entries.named.push(DnKey::new(&r.dn));
             entries.groups.insert(DnKey::new(&r.dn), r);

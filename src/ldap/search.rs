@@ -134,7 +134,7 @@ impl Reader<'_> {
             Ok(u) => u,
             Err(e) => return Entries::failed(self.url.clone(), self.searches, e),
         };
-        let mut entries = Entries::new(self.url.clone(), users);
+        let mut entries = Entries::new(self.url.clone(), std::sync::Arc::new(users));
         if model::needs_server_kind(self.s) {
             let ad = self.is_active_directory().await;
             entries.active_directory = Some(ad);

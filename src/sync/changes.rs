@@ -299,7 +299,7 @@ pub async fn read(
 ) -> Read {
     let groups = &config.sync.groups;
     let method = config.ldap.change_detection;
-    let plain = |reason: &str| ReadReport::full(reason);
+    let plain = |reason: &str| ReadReport { resolved_groups: groups.len(), ..ReadReport::full(reason) };
     let full = |entries: &ldap::Entries| ldap::resolve(entries, &config.ldap, groups);
     let (state, start) = match (changes, begun.start) {
         (None, _) | (_, Start::OneShot) => {
@@ -320,7 +320,7 @@ pub async fn read(
         Start::OneShot | Start::NoModel(_) => unreachable!("answered above"),
         Start::Full(reason) => reason,
         Start::Changes(mut model) => match connection.read_changes(&mut model.kept, groups, quiet).await {
-            Ok((entries, read)) => {
+            Ok((resolved, read)) => {
                 let mut report = ReadReport {
                     mode: "changes",
                     method: Some(model.kept.source().method()),
@@ -329,10 +329,14 @@ pub async fn read(
                     changed_groups: read.groups.changed + read.groups.gone,
                     ..plain("")
                 };
-                let found = match (entries, model.outcome.clone()) {
-                    (Some(entries), _) => Found::Snapshot(Snapshot { coverage: Coverage::Changes, ..full(&entries) }),
+                let found = match (resolved, model.outcome.clone()) {
+                    (Some(resolved), _) => {
+                        report.resolved_groups = resolved.resolved;
+                        Found::Snapshot(Snapshot { coverage: Coverage::Changes, ..resolved.snapshot })
+                    }
                     (None, Some(outcome)) => {
                         report.reason = "nothing changed since the last run, which left nothing to do".into();
+                        report.resolved_groups = 0;
                         model.unchanged = true;
                         Found::Nothing(outcome)
                     }

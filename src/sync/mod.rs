@@ -458,6 +458,7 @@ fn log_read(snapshot: &ldap::Snapshot, read: &crate::report::ReadReport) {
         reason = %read.reason,
         changed_users = read.changed_users,
         changed_groups = read.changed_groups,
+        resolved_groups = read.resolved_groups,
         "directory read"
     );
 }

@@ -145,10 +145,12 @@ use super::usn;
 use crate::group_name::GroupName;
 use crate::ldap::dn::{self, DnKey};
 use crate::ldap::entry::{self, UserAttributes, UserEntry, attr_values};
-use crate::ldap::model::{self, Entries, GroupRecord, Sweep, UserIndexBuilder, Walk};
+use crate::ldap::model::{self, Entries, GroupRecord, Sweep, UserIndex, UserIndexBuilder, Walk};
 use crate::ldap::{NAMES_PER_FILTER, Nesting, Settings, range, search};
 
+mod patch;
 mod stored;
+pub use patch::Resolved;
 pub use stored::StoredKept;
 pub(crate) use stored::decode;
 
@@ -382,21 +384,24 @@ struct Side<E> {
     latest: Option<DateTime<Utc>>,
     whole: bool,
     entries: HashMap<EntryUuid, E>,
+    /// What changed in the part since the model was last resolved, while a resolve is kept to patch
+    /// ([`patch::Marks`]); `None` otherwise.
+    marks: Option<patch::Marks>,
 }
 
 impl<E> Default for Side<E> {
     fn default() -> Self {
-        Side { cookie: None, latest: None, whole: false, entries: HashMap::default() }
+        Side { cookie: None, latest: None, whole: false, entries: HashMap::default(), marks: None }
     }
 }
 
-impl<E: PartialEq + Dn> Side<E> {
+impl<E: PartialEq + Dn + patch::Named> Side<E> {
     /// Applies a read whose changed entries are already in the kept form (see [`Kept::apply`]). An entry sent
     /// again with the same kept form (a change to an attribute the model does not keep) counts as no change.
     /// A DN names one entry at a time: a kept entry at the DN of a changed entry with another UUID is gone (a
     /// user deleted and made again under the same DN, which a `modifyTimestamp` read names only by the new
     /// entry; had the old one been renamed instead, the read sends it too, at its new DN).
-    fn apply(&mut self, read: SyncRead<Fresh<E>>) -> Applied {
+    fn apply(&mut self, read: SyncRead<Fresh<E>>, dns: &Dns) -> Applied {
         let mut gone = read.gone(self.entries.keys().copied());
         // Only entries new, or at a DN other than kept, can take a kept entry's DN: an entry sent again where it
         // was (every quiet `modifyTimestamp` read sends some) needs no look through the whole part.
@@ -409,11 +414,23 @@ impl<E: PartialEq + Dn> Side<E> {
             gone.extend(replaced);
         }
         for uuid in &gone {
-            self.entries.remove(uuid);
+            if let (Some(old), Some(marks)) = (self.entries.remove(uuid), self.marks.as_mut()) {
+                marks.mark(&old, dns, true);
+            }
         }
         let (mut changed, sent) = (0, read.changed.len());
         for fresh in read.changed {
-            changed += usize::from(self.entries.get(&fresh.uuid) != Some(&fresh.entry));
+            let old = self.entries.get(&fresh.uuid);
+            if old != Some(&fresh.entry) {
+                changed += 1;
+                if let Some(marks) = self.marks.as_mut() {
+                    let moved = old.is_none_or(|o| o.dn() != fresh.entry.dn());
+                    if let Some(old) = old {
+                        marks.mark(old, dns, moved);
+                    }
+                    marks.mark(&fresh.entry, dns, moved);
+                }
+            }
             self.entries.insert(fresh.uuid, fresh.entry);
         }
         if read.cookie.is_some() {
@@ -439,7 +456,7 @@ impl<E: PartialEq + Dn> Side<E> {
                 Fresh { uuid: e.uuid, entry: of(&e, q, dns) }
             })
             .await?;
-        Ok(self.apply(read))
+        Ok(self.apply(read, dns))
     }
 
     /// [`Side::read`] by `modifyTimestamp` ([`stamps::read_each`]): the entries changed since `since` (every
@@ -456,7 +473,7 @@ impl<E: PartialEq + Dn> Side<E> {
         let search = (q.base(part), q.filter(part), &attrs[..]);
         let read =
             stamps::read_each(ldap, search, since, paging, |e| Fresh { uuid: e.uuid, entry: of(&e, q, dns) }).await?;
-        let applied = self.apply(read.read);
+        let applied = self.apply(read.read, dns);
         self.latest = read.latest;
         Ok(applied)
     }
@@ -502,7 +519,7 @@ impl<E: PartialEq + Dn> Side<E> {
                 (n.deleted.iter().map(|g| EntryUuid(g.0)).chain(left).collect(), Refresh::Deletes)
             }
         };
-        Ok((self.apply(SyncRead { cookie: None, changed, deleted, refresh }), searches))
+        Ok((self.apply(SyncRead { cookie: None, changed, deleted, refresh }, dns), searches))
     }
 }
 
@@ -847,6 +864,8 @@ pub struct Kept {
     /// [`Source::DirSync`], [`Source::Usn`]: a change the last read saw but cannot follow (entries moved below a renamed one, a
     /// group a `memberOf` filter may name renamed or deleted): until the model is read anew.
     blind: Option<NeedsFullRead>,
+    /// The last resolve of the model, for the next to patch ([`Kept::resolve`]); not stored.
+    last: Option<Arc<patch::Last>>,
 }
 
 impl Kept {
@@ -868,6 +887,7 @@ impl Kept {
             usn: None,
             containers: HashMap::default(),
             blind: None,
+            last: None,
         }
     }
 
@@ -940,8 +960,8 @@ impl Kept {
         // Only what the full read uses of each entry: a server may send more attributes (operational ones, `*`).
         let (query, dns) = (&self.query, &mut self.dns);
         let applied = match part {
-            Part::Users => self.users.apply(shrink(read, |e| User::of(e, query, dns))),
-            Part::Groups => self.groups.apply(shrink(read, |e| Group::of(e, query, dns))),
+            Part::Users => self.users.apply(shrink(read, |e| User::of(e, query, dns)), dns),
+            Part::Groups => self.groups.apply(shrink(read, |e| Group::of(e, query, dns)), dns),
         };
         self.sweep();
         applied
@@ -1362,6 +1382,8 @@ impl Kept {
             if let Some(group) = self.groups.entries.get_mut(&uuid) {
                 group.members = Some(members);
             }
+            // Not marked as a change: the next resolve is of the whole model.
+            self.groups.marks = None;
         }
         Ok(searches)
     }
@@ -1450,12 +1472,33 @@ impl Kept {
     /// why only a full read can tell.
     pub fn entries(&self, s: &Settings, names: &[GroupName]) -> Result<Entries, NeedsFullRead> {
         let active_directory = self.answerable(s, names)?;
+        let users = Arc::new(self.user_index(s, None));
+        self.entries_with(s, names, None, active_directory, users)
+    }
+
+    /// The user index of the kept users, as the users search builds it. Users as `previous` holds them are
+    /// shared with it rather than made again, so that a group kept from an earlier resolve and one resolved
+    /// now hold the same users.
+    fn user_index(&self, s: &Settings, previous: Option<&UserIndex>) -> UserIndex {
         let mut users = UserIndexBuilder::default();
         let a = UserAttributes { username: &s.username_attribute, include_disabled: s.include_disabled };
         for user in sorted(&self.users, &self.dns) {
-            users.push(user.read(&a, &self.dns), s);
+            users.push_reusing(user.read(&a, &self.dns), s, previous);
         }
-        let users = users.finish(s);
+        users.finish(s)
+    }
+
+    /// [`Kept::entries`] with the user index given, for the configured `names`; with `of`, only for those of
+    /// them whose index is in it (the groups holding those names are read as a full read of every name reads
+    /// them, so that each answers to the same names).
+    fn entries_with(
+        &self,
+        s: &Settings,
+        names: &[GroupName],
+        of: Option<&[usize]>,
+        active_directory: Option<bool>,
+        users: Arc<UserIndex>,
+    ) -> Result<Entries, NeedsFullRead> {
         let mut entries = Entries::new(self.served_by.clone(), users);
         entries.active_directory = active_directory;
         let base = DnKey::new(&s.base_dn);
@@ -1477,9 +1520,20 @@ impl Kept {
         if self.source.reads_objects() {
             order_known(&entries, names, &groups)?;
         }
+        let wanted: Vec<GroupName> = match of {
+            Some(of) => of.iter().map(|&i| names[i].clone()).collect(),
+            None => names.to_vec(),
+        };
+        let named: Vec<&Group> = match of {
+            Some(_) => {
+                let holds = |e: &&Group| e.names.iter().any(|v| wanted.contains(&GroupName::new(v)));
+                groups.iter().copied().filter(holds).collect()
+            }
+            None => groups.clone(),
+        };
         // The search by name, chunk by chunk.
         for chunk in names.chunks(NAMES_PER_FILTER) {
-            for entry in &groups {
+            for entry in &named {
                 if entry.names.iter().any(|v| chunk.contains(&GroupName::new(v))) {
                     let g = record(&entries, entry, Some(chunk))?;
                     entries.add_named(g);
@@ -1497,12 +1551,12 @@ impl Kept {
             Nesting::Recursive => {}
             Nesting::Off | Nesting::Auto => return Ok(entries),
             Nesting::InChain => {
-                self.in_chain(s, names, &all_groups, &mut entries)?;
+                self.in_chain(s, &wanted, &all_groups, &mut entries)?;
                 return Ok(entries);
             }
         }
         // The walk of member groups, as `search::Reader::expand` makes it.
-        let mut roots: Vec<DnKey> = entries.match_names(s, names).into_iter().filter_map(Result::ok).collect();
+        let mut roots: Vec<DnKey> = entries.match_names(s, &wanted).into_iter().filter_map(Result::ok).collect();
         let mut seen = HashSet::default();
         roots.retain(|k| seen.insert(k.clone()));
         let by_key: HashMap<DnKey, &Group> = all_groups.iter().map(|e| (DnKey::new(dns.get(e.dn)), *e)).collect();
@@ -1539,6 +1593,11 @@ impl Kept {
                 }
                 entries.neither.insert(key);
             }
+        }
+        if of.is_some() && walk.capped() {
+            // The walk shared by every configured group reads further down from each than a walk from some of
+            // them: what the cap left unread may differ. Only a resolve of the whole model can tell.
+            return Err(NeedsFullRead::NotRead);
         }
         Ok(entries)
     }
@@ -1854,7 +1913,7 @@ mod tests {
         assert_eq!(side.taken_over(&named(&[2]), &at_c), None, "a DN nobody held");
     }
 
-    fn changed(n: u8, dn: &str, attrs: &[(&str, &[&str])]) -> ChangedEntry {
+    pub(super) fn changed(n: u8, dn: &str, attrs: &[(&str, &[&str])]) -> ChangedEntry {
         ChangedEntry {
             uuid: uuid(n),
             dn: dn.into(),

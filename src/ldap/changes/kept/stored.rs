@@ -96,7 +96,7 @@ fn side<E>(head: SideHead, entries: Vec<(EntryUuid, E)>, part: &str) -> Result<S
     if entries.len() != count {
         return Err(format!("the stored {part} hold an entry twice"));
     }
-    Ok(Side { cookie: head.cookie, latest: head.latest, whole: head.whole, entries })
+    Ok(Side { cookie: head.cookie, latest: head.latest, whole: head.whole, entries, marks: None })
 }
 
 impl Dns {
@@ -212,6 +212,7 @@ impl Kept {
             usn: head.usn,
             containers: head.containers.into_iter().map(|(g, k)| (Guid(g), k)).collect(),
             blind,
+            last: None,
         })
     }
 }
