@@ -87,7 +87,7 @@ pub fn managed_active(
         .filter(|(_, e)| e.deactivated)
         .map(|(k, _)| k)
         .collect();
-    let mut counted: HashSet<&Username> = HashSet::default();
+    let mut counted: HashSet<&Username> = HashSet::with_capacity_and_hasher(users.len(), Default::default());
     users
         .iter()
         .filter(|u| u.is_active == Some(true))
@@ -148,7 +148,10 @@ fn budget(used: usize, daily: DailyLimit, table: &str, managed_active: Option<us
 
 /// The effective members of every configured group read in this run.
 pub fn members(plan: &Plan) -> HashSet<&Username> {
-    plan.distinct.iter().map(|m| &m.username).collect()
+    // Sized once: a hundred thousand members must not rehash their way up.
+    let mut members = HashSet::with_capacity_and_hasher(plan.distinct.len(), Default::default());
+    members.extend(plan.distinct.iter().map(|m| &m.username));
+    members
 }
 
 /// Whether a run's steps may deactivate: the leaver step with `action = "deactivate"`, or the disabled-account

@@ -150,7 +150,8 @@ fn departed<'a>(
     seen: &mut FxHashSet<Box<str>>,
     now: impl Iterator<Item = &'a Arc<Member>> + Clone,
 ) -> FxHashSet<Username> {
-    let present: FxHashSet<&str> = now.clone().map(|m| m.username.folded()).collect();
+    let mut present: FxHashSet<&str> = FxHashSet::with_capacity_and_hasher(seen.len(), Default::default());
+    present.extend(now.clone().map(|m| m.username.folded()));
     let gone = seen.iter().filter(|m| !present.contains(&***m)).filter_map(|m| Username::new(m)).collect();
     for m in now {
         if !seen.contains(m.username.folded()) {

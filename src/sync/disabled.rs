@@ -19,7 +19,7 @@
 //! held too.
 
 // Keys are usernames from this run's own reads: FxHash (a million memberships hashed a run) is enough.
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashSet as HashSet;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -94,8 +94,7 @@ pub struct DisabledPlan {
 
 /// Plans the step. `limit`: `sync.max_disabled_deactivations_per_run`.
 pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: usize) -> DisabledPlan {
-    let by_name: HashMap<&Username, &cloudshell::User> =
-        seen.users.iter().filter_map(|u| Some((u.username.as_ref()?, u))).collect();
+    let by_name = crate::sync::leavers::by_name(seen.users);
     let mut changes = Changes::new();
     let mut deactivate = Vec::new();
     let mut protected = Vec::new();
@@ -311,7 +310,7 @@ fn seen<'a>(
     let every_group = ready().all(|r| r.shrink.is_none());
     let mut members: HashSet<&Username> = HashSet::default();
     if every_group {
-        members.extend(plan.distinct.iter().map(|m| &m.username));
+        members = crate::sync::budget::members(plan);
     }
     for r in ready().filter(|r| r.shrink.is_none()) {
         disabled.extend(r.group.disabled.iter());

@@ -250,7 +250,7 @@ fn record_plan(planned: &LeaverPlan, policy: &LeaverPolicy, report: &mut Leavers
 
 /// The effective members of every configured group, and the usernames left out as ambiguous.
 fn seen(plan: &Plan) -> (HashSet<&Username>, HashSet<&Username>) {
-    let members = plan.distinct.iter().map(|m| &m.username).collect();
+    let members = crate::sync::budget::members(plan);
     let mut ambiguous = HashSet::default();
     for g in &plan.groups {
         if let GroupPlan::Ready(r) = g {

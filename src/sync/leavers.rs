@@ -98,10 +98,16 @@ pub struct Seen<'a> {
     pub reported: Option<&'a HashSet<Username>>,
 }
 
+/// CloudShell's users by username, sized once (this runs for every CloudShell user).
+pub(crate) fn by_name(users: &[cloudshell::User]) -> HashMap<&Username, &cloudshell::User> {
+    let mut by_name = HashMap::with_capacity_and_hasher(users.len(), Default::default());
+    by_name.extend(users.iter().filter_map(|u| Some((u.username.as_ref()?, u))));
+    by_name
+}
+
 /// Plans the leaver step.
 pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> LeaverPlan {
-    let by_name: HashMap<&Username, &cloudshell::User> =
-        seen.users.iter().filter_map(|u| Some((u.username.as_ref()?, u))).collect();
+    let by_name = by_name(seen.users);
     let mut changes = Changes::new();
     let mut reactivate = Vec::new();
     let mut left_alone = Vec::new();
