@@ -387,6 +387,10 @@ async fn between_full_reads_the_daemon_reads_only_what_changed_and_acts_on_the_l
     assert!(
         read["fields"]["changed_groups"].as_u64() >= Some(1) && read["fields"]["changed_users"].as_u64() >= Some(1)
     );
+    // Only Team, which the changes touch, is resolved again; Other keeps its last outcome (the full read resolved
+    // both: the control).
+    let resolved = |n: usize| daemon.fields_of("directory read")[n]["resolved_groups"].clone();
+    assert_eq!((resolved(0), resolved(1)), (json!(2), json!(1)), "{:?}", daemon.fields_of("directory read"));
     assert!(env.sim.usernames().await.contains(&"newhire".to_string()), "imported by the change read");
     assert!(!env.sim.is_active("bob").await, "the leaver the change read reported:\n{}", daemon.log());
     assert!(env.sim.is_active("alice").await && env.sim.is_active("erin").await && env.sim.is_active("newhire").await);
