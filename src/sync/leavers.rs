@@ -111,9 +111,12 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
     let mut changes = Changes::new();
     let mut reactivate = Vec::new();
     let mut left_alone = Vec::new();
+    // The managed users among the members: when that is all of them, nobody managed is a leaver.
+    let mut managed_members = 0;
     for member in &seen.members {
-        let Some(user) = by_name.get(*member) else { continue }; // not in CloudShell (yet): not managed yet
         let current = managed.users.get(*member);
+        managed_members += usize::from(current.is_some());
+        let Some(user) = by_name.get(*member) else { continue }; // not in CloudShell (yet): not managed yet
         // Most members are seen as they were: nothing to copy.
         let deactivated_here = |e: &ManagedUser| e.deactivated && !e.disabled_in_directory;
         if current.is_some_and(|e| e.seen_already(member, user.id, seen.now) && !deactivated_here(e)) {
@@ -148,7 +151,8 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
     }
     let mut leavers = Vec::new();
     let mut unreported = Vec::new();
-    for (key, entry) in &managed.users {
+    let everyone_seen = managed_members == managed.users.len();
+    for (key, entry) in managed.users.iter().filter(|_| !everyone_seen) {
         if seen.members.contains(key) || seen.ambiguous.contains(key) || entry.disabled_in_directory {
             continue;
         }
