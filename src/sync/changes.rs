@@ -145,20 +145,27 @@ fn ready<'a>(plan: &'a Plan, tracked: &'a [GroupName]) -> impl Iterator<Item = (
     })
 }
 
-/// The names in `seen` missing from `now`, which are then added to `seen`.
+/// The names in `seen` missing from `now` (each name once: the run's distinct members, or a group's), which
+/// are then added to `seen`.
 fn departed<'a>(
     seen: &mut FxHashSet<Box<str>>,
     now: impl Iterator<Item = &'a Arc<Member>> + Clone,
 ) -> FxHashSet<Username> {
-    let mut present: FxHashSet<&str> = FxHashSet::with_capacity_and_hasher(seen.len(), Default::default());
-    present.extend(now.clone().map(|m| m.username.folded()));
-    let gone = seen.iter().filter(|m| !present.contains(&***m)).filter_map(|m| Username::new(m)).collect();
-    for m in now {
+    let mut members = 0;
+    for m in now.clone() {
+        members += 1;
         if !seen.contains(m.username.folded()) {
             seen.insert(Box::from(m.username.folded()));
         }
     }
-    gone
+    debug_assert_eq!(members, now.clone().map(|m| m.username.folded()).collect::<FxHashSet<_>>().len());
+    // As many names seen as members now (each once): every name seen is a member now, nobody departed.
+    if seen.len() == members {
+        return FxHashSet::default();
+    }
+    let mut present: FxHashSet<&str> = FxHashSet::with_capacity_and_hasher(members, Default::default());
+    present.extend(now.map(|m| m.username.folded()));
+    seen.iter().filter(|m| !present.contains(&***m)).filter_map(|m| Username::new(m)).collect()
 }
 
 /// CloudShell's users as the last run that ended `ok` left them, for a change run to use rather than listing
@@ -376,4 +383,31 @@ pub async fn read(
         }
     };
     Read { found: Found::Snapshot(snapshot), report: ReadReport { method, ..plain(&reason) } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(names: &[&str]) -> Vec<Arc<Member>> {
+        let member = |n: &&str| Arc::new(Member { username: Username::new(n).unwrap(), dn: format!("uid={n},dc=x") });
+        names.iter().map(member).collect()
+    }
+
+    fn names(set: &FxHashSet<Username>) -> Vec<String> {
+        let mut names: Vec<String> = set.iter().map(|u| u.folded().to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_name_seen_and_no_longer_a_member_departed_and_a_new_member_is_seen_from_then_on() {
+        let mut seen: FxHashSet<Box<str>> = FxHashSet::default();
+        assert!(departed(&mut seen, members(&["ann", "Bob"]).iter()).is_empty(), "the first members");
+        // The control: Bob is seen and no longer a member.
+        assert_eq!(names(&departed(&mut seen, members(&["ann", "cat"]).iter())), ["bob"]);
+        // Every name seen is a member (cat, new last time, included): nobody departed; dan is seen from now on.
+        assert!(departed(&mut seen, members(&["ann", "BOB", "cat", "dan"]).iter()).is_empty());
+        assert_eq!(names(&departed(&mut seen, members(&["ann", "bob", "cat"]).iter())), ["dan"]);
+    }
 }

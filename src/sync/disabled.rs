@@ -177,6 +177,8 @@ pub struct Run<'a> {
     pub now: &'a str,
     /// The second read every deactivation waits for ([`super::confirm`]).
     pub confirm: &'a Confirmation<'a>,
+    /// The effective members' usernames ([`super::budget::members`]), made once for the run's steps.
+    pub members: &'a HashSet<&'a Username>,
 }
 
 /// Runs the step (only with `import_then_deactivate`) on the run's managed users, handing them back to
@@ -207,7 +209,7 @@ pub async fn disabled_step(
             return report;
         }
     };
-    let mut seen = seen(run.plan, run.users, run.complete, run.now, last_24h);
+    let mut seen = seen(run.plan, run.members, run.users, (run.complete, run.now, last_24h));
     if run.dry_run {
         seen.importing = importing(run.plan, run.users);
     }
@@ -299,10 +301,9 @@ fn record_plan(planned: &DisabledPlan, report: &mut DisabledReport) {
 /// What the run saw of the groups the step may act on: enumerated and not held.
 fn seen<'a>(
     plan: &'a Plan,
+    every_member: &HashSet<&'a Username>,
     users: &'a [cloudshell::User],
-    complete: bool,
-    now: &'a str,
-    last_24h: Option<usize>,
+    (complete, now, last_24h): (bool, &'a str, Option<usize>),
 ) -> Seen<'a> {
     let mut disabled = Vec::new();
     let ready = || plan.groups.iter().filter_map(|g| if let GroupPlan::Ready(r) = g { Some(r) } else { None });
@@ -310,7 +311,7 @@ fn seen<'a>(
     let every_group = ready().all(|r| r.shrink.is_none());
     let mut members: HashSet<&Username> = HashSet::default();
     if every_group {
-        members = crate::sync::budget::members(plan);
+        members = every_member.clone();
     }
     for r in ready().filter(|r| r.shrink.is_none()) {
         disabled.extend(r.group.disabled.iter());
@@ -569,8 +570,11 @@ mod tests {
             crate::sync::plan::plan(snapshot(vec![group("A", &["a", "b"]), group("B", &["b", "c"])]), &[], policy)
         };
         let members = |plan: &Plan| {
-            let mut names: Vec<String> =
-                seen(plan, &[], true, "t", None).members.iter().map(|u| u.to_string()).collect();
+            let mut names: Vec<String> = seen(plan, &crate::sync::budget::members(plan), &[], (true, "t", None))
+                .members
+                .iter()
+                .map(|u| u.to_string())
+                .collect();
             names.sort();
             names
         };

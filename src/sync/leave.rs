@@ -34,6 +34,8 @@ pub struct Run<'a> {
     pub reported: Option<&'a HashSet<Username>>,
     /// The second read every deactivation waits for ([`super::confirm`]).
     pub confirm: &'a Confirmation<'a>,
+    /// The effective members' usernames ([`super::budget::members`]), made once for the run's steps.
+    pub members: &'a HashSet<&'a Username>,
 }
 
 /// Whether a run that got as far as the imports is complete: every configured group enumerated and not held,
@@ -124,7 +126,7 @@ pub async fn leaver_step(
             return Some(report);
         }
     };
-    let (members, ambiguous) = seen(run.plan);
+    let (members, ambiguous) = (run.members.clone(), ambiguous(run.plan));
     let seen = Seen { members, ambiguous, users: run.users, now: run.now, last_24h, reported: run.reported };
     let planned = leavers::plan(managed, &seen, policy);
     record_plan(&planned, policy, &mut report);
@@ -248,16 +250,15 @@ fn record_plan(planned: &LeaverPlan, policy: &LeaverPolicy, report: &mut Leavers
     }
 }
 
-/// The effective members of every configured group, and the usernames left out as ambiguous.
-fn seen(plan: &Plan) -> (HashSet<&Username>, HashSet<&Username>) {
-    let members = crate::sync::budget::members(plan);
+/// The usernames left out as ambiguous.
+fn ambiguous(plan: &Plan) -> HashSet<&Username> {
     let mut ambiguous = HashSet::default();
     for g in &plan.groups {
         if let GroupPlan::Ready(r) = g {
             ambiguous.extend(r.collisions.iter().map(|c| &c.username));
         }
     }
-    (members, ambiguous)
+    ambiguous
 }
 
 #[cfg(test)]
@@ -329,6 +330,7 @@ mod tests {
         journal.save_managed(&crate::state::Managed::default(), &managed).unwrap();
         let stop = CancellationToken::new();
         let confirm = Confirmation::found(found, &stop);
+        let members = crate::sync::budget::members(plan);
         let run = Run {
             plan,
             users,
@@ -338,6 +340,7 @@ mod tests {
             now: "t1",
             reported: None,
             confirm: &confirm,
+            members: &members,
         };
         let mut ledger = crate::sync::ledger::Ledger::load(journal);
         leaver_step(client, policy, Some(&mut ledger), run).await.unwrap()

@@ -582,6 +582,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     let unresolved_groups: HashSet<GroupName> = unresolved.iter().map(|u| GroupName::new(&u.group)).collect();
     // Read again, at most once, when a step is about to deactivate or remove somebody.
     let confirm = confirm::Confirmation::new(&config.ldap, &config.sync.groups, &context.stops.stop);
+    let members = budget::members(plan);
     if let Some(groups) = groups {
         let reads = place::Reads { users, groups };
         let run = place::Run {
@@ -622,6 +623,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
             stop: &context.stops.stop,
             now: &now,
             confirm: &confirm,
+            members: &members,
         };
         disabled_accounts_step(config, client, ledger.as_mut(), identity_held.as_deref(), run, report).await;
     }
@@ -634,6 +636,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
         now: &now,
         reported: departures.as_ref().map(|d| &d.leavers),
         confirm: &confirm,
+        members: &members,
     };
     let leaver_ledger = ledger.as_mut().filter(|_| leaver_step);
     report.leavers = leave::leaver_step(client, &config.sync.leavers, leaver_ledger, run).await;
@@ -646,7 +649,8 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     }
     if let Some(journal) = journal {
         let deactivates = budget::deactivates(config, disabled_step);
-        report.budgets = budgets_left(config, journal, ledger.as_ref().filter(|_| deactivates), plan, users);
+        let deactivating = ledger.as_ref().filter(|_| deactivates).map(|l| (l, &members));
+        report.budgets = budgets_left(config, journal, deactivating, users);
     }
     if let (Some(journal), true, false) = (journal, full(report.interrupted), report.dry_run) {
         remember_nested_groups(journal, &known, plan);
@@ -660,17 +664,15 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
 }
 
 /// What is left of the daily budgets after the run; the deactivations' percentage counted on the managed users of
-/// `ledger` (given when the run deactivates).
+/// the ledger and the members (given when the run deactivates).
 fn budgets_left(
     config: &Config,
     journal: &Journal,
-    ledger: Option<&ledger::Ledger<'_>>,
-    plan: &Plan,
+    deactivating: Option<(&ledger::Ledger<'_>, &rustc_hash::FxHashSet<&Username>)>,
     users: &[crate::cloudshell::User],
 ) -> Option<crate::report::Budgets> {
-    let members = budget::members(plan);
-    let managed = ledger.and_then(|l| l.users().ok());
-    budget::left(config, journal, managed.map(|m| (m, &members)), users)
+    let managed = deactivating.and_then(|(l, members)| Some((l.users().ok()?, members)));
+    budget::left(config, journal, managed, users)
 }
 
 /// CloudShell's users after the imports ([`users_after_imports`] when `needs_ids`), and in a change read the
