@@ -571,13 +571,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     let identity_held = identity_held(report);
     let mut ledger = journal.map(ledger::Ledger::load);
     // The groups seen nested before, read once for finding the unresolved members and for adding the new ones.
-    let known = match journal.map(Journal::known_groups).transpose() {
-        Ok(known) => known.unwrap_or_default(),
-        Err(e) => {
-            tracing::error!(error = %e, "state file unreadable");
-            Default::default()
-        }
-    };
+    let known = known_groups(journal);
     let unresolved = find_unresolved(ledger.as_ref(), &known, plan, report);
     let unresolved_groups: HashSet<GroupName> = unresolved.iter().map(|u| GroupName::new(&u.group)).collect();
     // Read again, at most once, when a step is about to deactivate or remove somebody.
@@ -661,6 +655,18 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     if let (Some(changes), false) = (&context.changes, report.dry_run) {
         changes.keep_users(kept_users.list, client.touched());
     }
+}
+
+/// The groups seen nested before (none without a state, or when it cannot be read: logged).
+fn known_groups(journal: Option<&Journal>) -> HashSet<String> {
+    journal
+        .map(Journal::known_groups)
+        .transpose()
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "state file unreadable");
+            None
+        })
+        .unwrap_or_default()
 }
 
 /// What is left of the daily budgets after the run; the deactivations' percentage counted on the managed users of

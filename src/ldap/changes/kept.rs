@@ -1507,16 +1507,6 @@ impl Kept {
         // The full read's group searches (by name, the sweep) are under the base DN.
         let groups: Vec<&Group> =
             all_groups.iter().copied().filter(|e| DnKey::new(dns.get(e.dn)).is_within(&base)).collect();
-        let record = |entries: &Entries, group: &Group, wanted: Option<&[GroupName]>| {
-            let dn = dns.get(group.dn).to_string();
-            match &group.members {
-                None => Err(NeedsFullRead::RangedMembers { dn }),
-                Some(members) => {
-                    let members = Ok(members.iter().map(|&m| dns.get(m)));
-                    Ok(search::group_record(dn, &group.names, members, &entries.users, wanted))
-                }
-            }
-        };
         if self.source.reads_objects() {
             order_known(&entries, names, &groups)?;
         }
@@ -1535,7 +1525,7 @@ impl Kept {
         for chunk in names.chunks(NAMES_PER_FILTER) {
             for entry in &named {
                 if entry.names.iter().any(|v| chunk.contains(&GroupName::new(v))) {
-                    let g = record(&entries, entry, Some(chunk))?;
+                    let g = self.record(&entries, entry, Some(chunk))?;
                     entries.add_named(g);
                 }
             }
@@ -1559,15 +1549,73 @@ impl Kept {
         let mut roots: Vec<DnKey> = entries.match_names(s, &wanted).into_iter().filter_map(Result::ok).collect();
         let mut seen = HashSet::default();
         roots.retain(|k| seen.insert(k.clone()));
+        let patch = of.map(|_| names);
+        let walk = self.walk(s, roots, patch, [&groups, &all_groups], &mut entries)?;
+        if of.is_some() && walk.capped() {
+            // The walk shared by every configured group reads further down from each than a walk from some of
+            // them: what the cap left unread may differ. Only a resolve of the whole model can tell.
+            return Err(NeedsFullRead::NotRead);
+        }
+        Ok(entries)
+    }
+
+    /// A kept group's record, as the group searches read it (`wanted`: the names of the search by name).
+    fn record(
+        &self,
+        entries: &Entries,
+        group: &Group,
+        wanted: Option<&[GroupName]>,
+    ) -> Result<GroupRecord, NeedsFullRead> {
+        let dn = self.dns.get(group.dn).to_string();
+        match &group.members {
+            None => Err(NeedsFullRead::RangedMembers { dn }),
+            Some(members) => {
+                let members = Ok(members.iter().map(|&m| self.dns.get(m)));
+                Ok(search::group_record(dn, &group.names, members, &entries.users, wanted))
+            }
+        }
+    }
+
+    /// The walk of member groups from `roots` into `entries`, as `search::Reader::expand` makes it (`groups`:
+    /// those under the base DN, which a sweep reads, and every kept group). In a patch (`patch`: every
+    /// configured name), a group the walk reaches that holds a configured name is read as the search by name
+    /// reads it in a resolve of the whole model, where it is found by name before the walk.
+    fn walk(
+        &self,
+        s: &Settings,
+        roots: Vec<DnKey>,
+        patch: Option<&[GroupName]>,
+        [groups, all_groups]: [&[&Group]; 2],
+        entries: &mut Entries,
+    ) -> Result<Walk, NeedsFullRead> {
+        let (dns, base) = (&self.dns, DnKey::new(&s.base_dn));
         let by_key: HashMap<DnKey, &Group> = all_groups.iter().map(|e| (DnKey::new(dns.get(e.dn)), *e)).collect();
         let groups_base = DnKey::new(&self.query.groups_base);
         let mut forms: Option<HashSet<String>> = None;
+        let names = patch.unwrap_or_default();
+        let configured: HashSet<&GroupName> = names.iter().collect();
+        let by_name = |entries: &mut Entries, entry: &Group| -> Result<bool, NeedsFullRead> {
+            if !entry.names.iter().any(|v| configured.contains(&GroupName::new(v))) {
+                return Ok(false);
+            }
+            for chunk in names.chunks(NAMES_PER_FILTER) {
+                if entry.names.iter().any(|v| chunk.contains(&GroupName::new(v))) {
+                    let g = self.record(entries, entry, Some(chunk))?;
+                    entries.add_named(g);
+                }
+            }
+            Ok(true)
+        };
         let mut walk = Walk::new(roots, s.max_nesting_depth);
         while let Some(to_read) = walk.step(&entries.groups) {
             if walk.wants_sweep(to_read.len()) {
-                for entry in &groups {
-                    let g = record(&entries, entry, None)?;
-                    entries.groups.entry(DnKey::new(&g.dn)).or_insert(g);
+                for entry in groups {
+                    let key = DnKey::new(dns.get(entry.dn));
+                    if entries.groups.contains_key(&key) && patch.is_some() || by_name(entries, entry)? {
+                        continue;
+                    }
+                    let g = self.record(entries, entry, None)?;
+                    entries.groups.entry(key).or_insert(g);
                 }
                 walk.sweep = Sweep::Done;
             }
@@ -1575,8 +1623,10 @@ impl Kept {
             entries.neither.extend(neither);
             for (key, raw) in to_read {
                 if let Some(entry) = by_key.get(&key) {
-                    let g = record(&entries, entry, None)?;
-                    entries.groups.insert(key, g);
+                    if !by_name(entries, entry)? {
+                        let g = self.record(entries, entry, None)?;
+                        entries.groups.insert(key, g);
+                    }
                     continue;
                 }
                 let group = || parent(&entries.groups, &key);
@@ -1594,12 +1644,7 @@ impl Kept {
                 entries.neither.insert(key);
             }
         }
-        if of.is_some() && walk.capped() {
-            // The walk shared by every configured group reads further down from each than a walk from some of
-            // them: what the cap left unread may differ. Only a resolve of the whole model can tell.
-            return Err(NeedsFullRead::NotRead);
-        }
-        Ok(entries)
+        Ok(walk)
     }
 
     /// The in-chain searches of the configured groups found (`search::Reader::read_in_chain`), answered from

@@ -17,11 +17,15 @@
 //! - a group holding a user whose username a changed user held or holds (a collision may have begun or ended).
 //!
 //! The user index is made again when a user changed (sharing every unchanged user with the last index), else
-//! kept. Whatever the patch cannot answer (the method reads Active Directory's objects, whose order the model
-//! does not know; in-chain nesting, which goes through every group), and any question it would answer otherwise
-//! than a resolve of the whole model (a walk from fewer groups may not sweep, and asks to compare what a sweep
-//! settles), is answered by resolving the whole model. `tests/changes_model.rs` checks the patched snapshot
-//! equal to a full read's after random changes of every kind.
+//! kept. A group the patch's walk reaches that holds a configured name is read as the search by name reads it
+//! (as in a resolve of the whole model, where it is found by name first). Whatever the patch cannot answer (the
+//! method reads Active Directory's objects, whose order the model does not know; in-chain nesting, which goes
+//! through every group), and any question it could answer otherwise than a resolve of the whole model, is
+//! answered by resolving the whole model: a walk stopped at the depth cap (a walk from every configured group
+//! reads further), and a walk whose answer could depend on whether it sweeps every group, which depends on
+//! every configured group (`Kept::walk_settled`: a group came in ranges, or a member value naming no kept entry
+//! is outside the groups' base or one the model cannot compare). `tests/changes_model.rs` checks the patched
+//! snapshot equal to a full read's after random changes of every kind.
 
 use std::sync::Arc;
 
@@ -181,11 +185,16 @@ impl Kept {
         last: &Last,
         marks: [&Marks; 2],
     ) -> Result<(Last, usize), NeedsFullRead> {
+        let entry = self.entry_dns();
+        let recursive = model::nesting_mode(s.nesting, last.key.active_directory, &self.served_by);
+        if matches!(recursive, Ok(Nesting::Recursive)) && !self.walk_settled(s, &entry) {
+            return Err(NeedsFullRead::NotRead); // answered by the whole model
+        }
         let users = match marks[0].ids.is_empty() {
             true => last.users.clone(),
             false => Arc::new(self.user_index(s, Some(&last.users))),
         };
-        let again = self.touched(last, names, marks);
+        let again = self.touched(last, names, marks, &entry);
         let (mut outcomes, mut closures) = (last.outcomes.clone(), last.closures.clone());
         if !again.is_empty() {
             let entries = self.entries_with(s, names, Some(&again), last.key.active_directory, users.clone())?;
@@ -210,8 +219,40 @@ impl Kept {
         outcomes.iter().map(closure).collect()
     }
 
-    /// The configured groups (indexes into `names`) that `marks` may touch, in order.
-    fn touched(&self, last: &Last, names: &[GroupName], [users, groups]: [&Marks; 2]) -> Vec<usize> {
+    /// By DN id: whether the DN is a kept entry's.
+    fn entry_dns(&self) -> Vec<bool> {
+        let mut entry = vec![false; self.dns.texts.len()];
+        let dns = self.users.entries.values().map(|u| u.dn).chain(self.groups.entries.values().map(|g| g.dn));
+        dns.for_each(|id| entry[id.0 as usize] = true);
+        entry
+    }
+
+    /// Whether the walk of member groups answers alike from any configured groups it starts from: it sweeps
+    /// every group or not depending on all of them (`Walk::wants_sweep`), and the sweep reads every group and
+    /// sets aside a member DN under the base it did not find without asking whether the model can compare it.
+    /// So no group came in ranges, and every member value that names no kept entry exactly is under the
+    /// groups' base and comparable: then it is neither a user nor a group, swept or not (`entry`: by DN id,
+    /// whether it is a kept entry's).
+    fn walk_settled(&self, s: &Settings, entry: &[bool]) -> bool {
+        let mut loose = vec![false; entry.len()];
+        for group in self.groups.entries.values() {
+            let Some(members) = &group.members else { return false };
+            members.iter().filter(|m| !entry[m.0 as usize]).for_each(|m| loose[m.0 as usize] = true);
+        }
+        if !loose.contains(&true) {
+            return true;
+        }
+        let (base, forms) = (DnKey::new(&self.query.groups_base), self.forms(s));
+        let benign = |(id, _): (usize, &bool)| {
+            let dn = self.dns.get(Id(id as u32));
+            DnKey::new(dn).is_within(&base) && super::comparable(dn, &forms)
+        };
+        loose.iter().enumerate().filter(|(_, l)| **l).all(benign)
+    }
+
+    /// The configured groups (indexes into `names`) that `marks` may touch, in order (`entry`: by DN id,
+    /// whether it is a kept entry's).
+    fn touched(&self, last: &Last, names: &[GroupName], [users, groups]: [&Marks; 2], entry: &[bool]) -> Vec<usize> {
         let mut hit = vec![false; self.dns.texts.len()];
         for id in users.ids.iter().chain(&groups.ids) {
             if let Some(h) = hit.get_mut(id.0 as usize) {
@@ -219,9 +260,6 @@ impl Kept {
             }
         }
         self.hit_namesakes(&users.names, &mut hit);
-        let mut entry = vec![false; self.dns.texts.len()];
-        let dns = self.users.entries.values().map(|u| u.dn).chain(self.groups.entries.values().map(|g| g.dn));
-        dns.for_each(|id| entry[id.0 as usize] = true);
         let moved = users.moved || groups.moved;
         let keys: HashSet<&DnKey> = users.keys.iter().chain(&groups.keys).collect();
         // A member value naming a changed entry, or naming no entry exactly when it may name one otherwise.
@@ -329,6 +367,54 @@ mod tests {
         let snapshot = k.resolve(&s, &configured).expect("resolves").snapshot;
         let inner = snapshot.groups[1].result.as_ref().expect("Inner");
         assert!(inner.members.is_empty() && inner.collisions.len() == 1, "{inner:?}");
+    }
+
+    #[test]
+    fn a_nested_group_configured_by_its_second_name_reads_as_in_a_resolve_of_the_whole_model() {
+        // Inner holds two names, the configured one second: found by name, it is "Inner"; read by the walk
+        // alone, it would be "Inner-old" in Team's sources.
+        let s = settings(Nesting::Recursive);
+        let configured = names(&["Team", "Inner"]);
+        let mut k = kept();
+        let inner =
+            changed(11, "cn=Inner,ou=groups,dc=x", &[("cn", &["Inner-old", "Inner"]), ("member", &[&udn("bob")])]);
+        k.apply(Part::Groups, &deletes("g2", vec![inner], &[]));
+        resolved(&mut k, &s, &configured);
+        // Team alone changes: resolved again, Inner's outcome kept.
+        let team = group(10, "Team", &[&udn("alice"), &udn("bob"), "cn=Inner,ou=groups,dc=x"]);
+        k.apply(Part::Groups, &deletes("g3", vec![team], &[]));
+        assert_eq!(resolved(&mut k, &s, &configured), 1);
+        let snapshot = k.resolve(&s, &configured).expect("resolves").snapshot;
+        let team = snapshot.groups[0].result.as_ref().expect("Team");
+        assert_eq!(team.sources.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["Team", "Inner"]);
+    }
+
+    #[test]
+    fn a_member_value_the_model_cannot_compare_is_left_to_a_resolve_of_the_whole_model() {
+        // Team's 66 dangling member groups make the walk sweep every group, which sets Odd's member aside as
+        // neither without asking whether the model can compare it (an OID for `cn`: it cannot).
+        let s = settings(Nesting::Recursive);
+        let configured = names(&["Team", "Odd"]);
+        let gone: Vec<String> = (0..66).map(|n| format!("cn=gone{n},ou=groups,dc=x")).collect();
+        let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+        let mut k = kept();
+        let odd = group(12, "Odd", &["2.5.4.3=ghost,ou=groups,dc=x", &udn("alice")]);
+        k.apply(Part::Groups, &deletes("g2", vec![group(10, "Team", &gone), odd], &[]));
+        assert!(k.entries(&s, &configured).is_ok());
+        assert_eq!(resolved(&mut k, &s, &configured), 2);
+        // Team keeps 62 of them: no sweep, and a resolve of the whole model asks for a full read for Odd's member,
+        // which a patch of Team alone would not have walked.
+        k.apply(Part::Groups, &deletes("g3", vec![group(10, "Team", &gone[..62])], &[]));
+        let whole = k.entries(&s, &configured).err();
+        assert!(matches!(whole, Some(NeedsFullRead::UncomparableMember { .. })), "{whole:?}");
+        assert_eq!(k.resolve(&s, &configured).err(), whole);
+        // The control: with members it can compare, the same change is a patch of Team alone.
+        let mut k = kept();
+        let odd = group(12, "Odd", &["cn=ghost,ou=groups,dc=x", &udn("alice")]);
+        k.apply(Part::Groups, &deletes("g2", vec![group(10, "Team", &gone), odd], &[]));
+        resolved(&mut k, &s, &configured);
+        k.apply(Part::Groups, &deletes("g3", vec![group(10, "Team", &gone[..62])], &[]));
+        assert_eq!(resolved(&mut k, &s, &configured), 1);
     }
 
     #[test]
