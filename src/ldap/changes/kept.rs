@@ -1594,8 +1594,11 @@ impl Kept {
         let mut forms: Option<HashSet<String>> = None;
         let names = patch.unwrap_or_default();
         let configured: HashSet<&GroupName> = names.iter().collect();
+        // The search by name reads only groups under the base DN.
         let by_name = |entries: &mut Entries, entry: &Group| -> Result<bool, NeedsFullRead> {
-            if !entry.names.iter().any(|v| configured.contains(&GroupName::new(v))) {
+            if !entry.names.iter().any(|v| configured.contains(&GroupName::new(v)))
+                || !DnKey::new(dns.get(entry.dn)).is_within(&base)
+            {
                 return Ok(false);
             }
             for chunk in names.chunks(NAMES_PER_FILTER) {

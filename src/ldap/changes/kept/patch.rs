@@ -6,7 +6,9 @@
 //! through, and the user index), and each part of the model marks what a read changes in it ([`Marks`]: the
 //! DNs of the entries changed, added or gone, before and after, and the names they held and hold). The next
 //! resolve takes again only the configured groups a marked change may touch, and keeps the others' outcomes:
-//! - a group whose last outcome is an error (it is cheap, and its cause may be anywhere);
+//! - a group whose last outcome is an error (it is cheap, and its cause may be anywhere), and one with as many
+//!   nested groups as `ldap.max_nesting_depth` (at the cap, what the walk reads below it depends on the other
+//!   configured groups, which may reach a group sooner);
 //! - a group whose configured name a changed group held or holds (which group a name means, or whether it is
 //!   ambiguous, may have changed);
 //! - a group one of whose group entries (itself, and every group its members came through) changed or went,
@@ -152,7 +154,7 @@ impl Kept {
                 let users = Arc::new(self.user_index(s, last.as_ref().map(|l| &*l.users)));
                 let entries = self.entries_with(s, names, None, active_directory, users.clone())?;
                 let outcomes = crate::ldap::resolve(&entries, s, names).groups;
-                let closures = self.closures(&outcomes);
+                let closures = self.closures(s, &outcomes);
                 (Last { key, outcomes, closures, users }, names.len())
             }
         };
@@ -200,7 +202,7 @@ impl Kept {
             let entries = self.entries_with(s, names, Some(&again), last.key.active_directory, users.clone())?;
             let wanted: Vec<GroupName> = again.iter().map(|&i| names[i].clone()).collect();
             let fresh = crate::ldap::resolve(&entries, s, &wanted).groups;
-            let fresh_closures = self.closures(&fresh);
+            let fresh_closures = self.closures(s, &fresh);
             for ((&i, outcome), closure) in again.iter().zip(fresh).zip(fresh_closures) {
                 (outcomes[i], closures[i]) = (outcome, closure);
             }
@@ -208,12 +210,15 @@ impl Kept {
         Ok((Last { key: last.key.clone(), outcomes, closures, users }, again.len()))
     }
 
-    /// The group entries each outcome came through (its sources), by UUID; `None` for an error.
-    fn closures(&self, outcomes: &[GroupOutcome]) -> Vec<Option<Box<[EntryUuid]>>> {
+    /// The group entries each outcome came through (its sources), by UUID; `None` for an error, and for a
+    /// group with as many nested groups as `ldap.max_nesting_depth` (they may go that deep, where what the
+    /// walk shared by every configured group reads depends on the others: such a group is always resolved
+    /// again, and a walk from it alone then stops at the cap and resolves the whole model).
+    fn closures(&self, s: &Settings, outcomes: &[GroupOutcome]) -> Vec<Option<Box<[EntryUuid]>>> {
         let by_dn: rustc_hash::FxHashMap<&str, EntryUuid> =
             self.groups.entries.iter().map(|(uuid, g)| (self.dns.get(g.dn), *uuid)).collect();
         let closure = |o: &GroupOutcome| {
-            let group = o.result.as_ref().ok()?;
+            let group = o.result.as_ref().ok().filter(|g| g.sources.len() <= s.max_nesting_depth)?;
             group.sources.iter().map(|source| by_dn.get(source.dn.as_str()).copied()).collect()
         };
         outcomes.iter().map(closure).collect()
@@ -415,6 +420,29 @@ mod tests {
         resolved(&mut k, &s, &configured);
         k.apply(Part::Groups, &deletes("g3", vec![group(10, "Team", &gone[..62])], &[]));
         assert_eq!(resolved(&mut k, &s, &configured), 1);
+    }
+
+    #[test]
+    fn a_group_as_deep_as_the_cap_is_resolved_with_every_configured_group() {
+        // Team > Mid > Inner, at the cap of 2: Inner's dangling member is set aside only because Ops, configured
+        // too, reaches Inner sooner. Ops lets Inner go: Team is too deep now, which only the whole model tells.
+        let s = Settings { max_nesting_depth: 2, ..settings(Nesting::Recursive) };
+        let configured = names(&["Team", "Ops"]);
+        let inner = "cn=Inner,ou=groups,dc=x";
+        let mut k = kept();
+        let groups = vec![
+            group(10, "Team", &["cn=Mid,ou=groups,dc=x"]),
+            group(11, "Inner", &[&udn("bob"), "cn=gone,ou=groups,dc=x"]),
+            group(12, "Ops", &[inner]),
+            group(13, "Mid", &[inner]),
+        ];
+        k.apply(Part::Groups, &deletes("g2", groups, &[]));
+        resolved(&mut k, &s, &configured);
+        let team = |k: &mut Kept| k.resolve(&s, &configured).expect("resolves").snapshot.groups[0].result.clone();
+        assert!(team(&mut k).is_ok());
+        k.apply(Part::Groups, &deletes("g3", vec![group(12, "Ops", &[&udn("alice")])], &[]));
+        assert_eq!(resolved(&mut k, &s, &configured), 2);
+        assert!(matches!(team(&mut k), Err(crate::ldap::Error::TooDeep { .. })));
     }
 
     #[test]
