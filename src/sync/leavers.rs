@@ -306,6 +306,21 @@ mod tests {
         Username::new(name).unwrap()
     }
 
+    /// As many members as managed users, one of them new: the managed user who is no longer a member is still
+    /// a leaver (the pass over the managed users is skipped only when every one of them is a member), and is
+    /// deactivated (the positive control); when every managed user is a member, nobody is.
+    #[test]
+    fn a_new_member_does_not_hide_a_leaver_of_the_same_count() {
+        let users =
+            [user(1, "alice", true, false, true), user(2, "bob", true, false, true), user(3, "cy", true, false, true)];
+        let mut m = Managed::default();
+        step(&mut m, &["alice", "bob"], &users, &policy(1, 20, 100, &[]));
+        let p = step(&mut m, &["alice", "bob"], &users, &policy(1, 20, 100, &[]));
+        assert!(p.leavers.is_empty() && p.deactivate.is_empty());
+        let p = step(&mut m, &["alice", "cy"], &users, &policy(1, 20, 100, &[]));
+        assert_eq!(p.deactivate, [target("bob", 2)]);
+    }
+
     /// In a change read only the reported departures count: an absent managed user the change reads did not
     /// report is neither counted nor deactivated, and is listed as waiting; the reported one is deactivated (the
     /// positive control).
