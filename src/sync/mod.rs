@@ -576,7 +576,8 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     let unresolved_groups: HashSet<GroupName> = unresolved.iter().map(|u| GroupName::new(&u.group)).collect();
     // Read again, at most once, when a step is about to deactivate or remove somebody.
     let confirm = confirm::Confirmation::new(&config.ldap, &config.sync.groups, &context.stops.stop);
-    let members = budget::members(plan);
+    // The members' usernames, for the steps that need a state (leavers, disabled accounts, budgets).
+    let members = if journal.is_some() { budget::members(plan) } else { Default::default() };
     if let Some(groups) = groups {
         let reads = place::Reads { users, groups };
         let run = place::Run {

@@ -1510,9 +1510,9 @@ impl Kept {
         if self.source.reads_objects() {
             order_known(&entries, names, &groups)?;
         }
-        let wanted: Vec<GroupName> = match of {
+        let wanted: std::borrow::Cow<[GroupName]> = match of {
             Some(of) => of.iter().map(|&i| names[i].clone()).collect(),
-            None => names.to_vec(),
+            None => names.into(),
         };
         let named: Vec<&Group> = match of {
             Some(_) => {
@@ -1524,10 +1524,7 @@ impl Kept {
         // The search by name, chunk by chunk.
         for chunk in names.chunks(NAMES_PER_FILTER) {
             for entry in &named {
-                if entry.names.iter().any(|v| chunk.contains(&GroupName::new(v))) {
-                    let g = self.record(&entries, entry, Some(chunk))?;
-                    entries.add_named(g);
-                }
+                self.add_named_in(&mut entries, entry, chunk)?;
             }
         }
         let mode = match model::nesting_mode(s.nesting, entries.active_directory, &entries.served_by) {
@@ -1557,6 +1554,15 @@ impl Kept {
             return Err(NeedsFullRead::NotRead);
         }
         Ok(entries)
+    }
+
+    /// Records `entry` as the search by name for the names of `chunk` finds it, if it holds one of them.
+    fn add_named_in(&self, entries: &mut Entries, entry: &Group, chunk: &[GroupName]) -> Result<(), NeedsFullRead> {
+        if entry.names.iter().any(|v| chunk.contains(&GroupName::new(v))) {
+            let g = self.record(entries, entry, Some(chunk))?;
+            entries.add_named(g);
+        }
+        Ok(())
     }
 
     /// A kept group's record, as the group searches read it (`wanted`: the names of the search by name).
@@ -1602,10 +1608,7 @@ impl Kept {
                 return Ok(false);
             }
             for chunk in names.chunks(NAMES_PER_FILTER) {
-                if entry.names.iter().any(|v| chunk.contains(&GroupName::new(v))) {
-                    let g = self.record(entries, entry, Some(chunk))?;
-                    entries.add_named(g);
-                }
+                self.add_named_in(entries, entry, chunk)?;
             }
             Ok(true)
         };
@@ -1614,7 +1617,8 @@ impl Kept {
             if walk.wants_sweep(to_read.len()) {
                 for entry in groups {
                     let key = DnKey::new(dns.get(entry.dn));
-                    if entries.groups.contains_key(&key) && patch.is_some() || by_name(entries, entry)? {
+                    // In a patch, a group read already is not read again (no group comes in ranges there).
+                    if (patch.is_some() && entries.groups.contains_key(&key)) || by_name(entries, entry)? {
                         continue;
                     }
                     let g = self.record(entries, entry, None)?;
