@@ -256,6 +256,10 @@ pub struct Imports {
     pub failures: Vec<Failure>,
     /// Members not attempted because the run was asked to stop.
     pub not_attempted: usize,
+    /// CloudShell's records of the users taken off the list above, from its own answers (the import's
+    /// `Users`, or the listing that settled a lost answer): how the run knows their ids without listing
+    /// every user again.
+    pub records: Vec<crate::cloudshell::User>,
 }
 
 impl GroupReport {

@@ -121,6 +121,50 @@ async fn an_answer_slower_than_the_timeout_is_checked_before_importing_again() {
     assert!(stderr.contains("group import failed"), "{stderr}");
 }
 
+/// After the imports the run knows the new users from CloudShell's answers (each import answers with the
+/// users it created); one whose answer was lost is looked up by name, so that it is managed (with its id)
+/// in the same run, and nobody is listed twice.
+#[tokio::test]
+async fn a_user_whose_import_answer_was_lost_is_looked_up_after_the_imports() {
+    let env = Env::start(&directory(), |_| {});
+    // Big's group import refused (one by one then), and the first user import's answer cut after it took effect.
+    env.sim
+        .set_faults(json!({
+            "fail": {"count": 1, "status": 400, "method": "POST"},
+            "reset": {"count": 1, "method": "POST"}
+        }))
+        .await;
+    let state = env.files.path("state");
+    let sections = format!("[monitor]\nstate_directory = \"{}\"\n", state.display());
+    let config = env.files.config(&env.slapd.url(), &env.sim.url(), &["Big"], "", &sections);
+    let (code, report, stderr) = sync_json(&config, &[]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert!(stderr.contains("checking before importing again"), "an answer was lost: {stderr}");
+    let big: Vec<String> = (0..5).map(|n| format!("big{n:05}")).collect();
+    let users = env.users().await;
+    assert!(big.iter().all(|u| users.contains(u)), "{users:?}");
+    // Listed once in full; then by name: the lost answer's check, and the same user once the imports are done.
+    let lists: Vec<String> = env
+        .sim
+        .calls_to("GET", "/api/v1/users")
+        .await
+        .iter()
+        .map(|c| c["query"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(lists.len(), 3, "{lists:?}");
+    assert!(!lists[0].contains("filter"), "{lists:?}");
+    assert!(lists[1..].iter().all(|q| q.contains("paginationProperties.filter=big")), "{lists:?}");
+    assert_eq!(lists[1], lists[2], "the same user: {lists:?}");
+    // Every one of them managed with CloudShell's id, the lost one included.
+    let db = cloudshell_ldap_sync::state::db::Database::open_read_only(&state).unwrap().expect("state.db");
+    let managed = db.load_managed().unwrap();
+    let ids: Vec<(String, Option<i64>)> = big
+        .iter()
+        .map(|u| (u.clone(), managed.users.values().find(|m| m.username.as_str() == u).and_then(|m| m.id)))
+        .collect();
+    assert!(ids.iter().all(|(_, id)| id.is_some()), "{ids:?}");
+}
+
 #[tokio::test]
 async fn a_cloudshell_slower_than_the_timeout_everywhere_fails_the_run_without_writing() {
     let env = Env::start(&directory(), |_| {});

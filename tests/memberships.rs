@@ -102,6 +102,7 @@ async fn effective_members_are_placed_in_every_mapped_group_in_the_run_that_impo
     assert_eq!(strings(&lab["fed_by"]), ["Eng", "Ops"]);
     assert_eq!(report["api_calls"]["add_to_group"], 2, "one batch per CloudShell group");
     assert_eq!(report["api_calls"]["remove_from_group"], 0);
+    assert_eq!(report["api_calls"]["list_users"], 1, "the new users' ids from the imports' answers, not a second list");
     assert_eq!(
         strings(&report["groups"].as_array().unwrap().iter().map(|g| g["name"].clone()).collect::<Value>()),
         ["Eng", "Ops"]

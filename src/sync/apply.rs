@@ -35,8 +35,9 @@ struct Progress<'a> {
 }
 
 impl Progress<'_> {
-    /// Takes the users a call created (or a listing shows) off the list, as imported `via` that call.
-    fn take_created(&mut self, created: &[crate::cloudshell::User], via: &str) {
+    /// Takes the users a call created (or a listing shows) off the list, as imported `via` that call, and
+    /// keeps CloudShell's record of each (of one the plan did not ask for too: it exists now all the same).
+    fn take_created(&mut self, created: Vec<crate::cloudshell::User>, via: &str) {
         for user in created {
             if let Some(username) = &user.username
                 && self.still.remove(username)
@@ -44,6 +45,7 @@ impl Progress<'_> {
                 tracing::info!(group = self.group, username = %username, via, "user imported");
                 self.applied.imported.push(username.clone());
             }
+            self.applied.records.push(user);
         }
     }
 }
@@ -70,7 +72,7 @@ async fn import_by_name(client: &Client, group: &ReadyGroup, stop: &Cancellation
         match client.import_group(name).await {
             Ok(GroupImport::Done { created, failures }) => {
                 tracing::info!(group = name, created = created.len(), failures = failures.len(), "group imported");
-                progress.take_created(&created, "group");
+                progress.take_created(created, "group");
                 for f in failures {
                     tracing::warn!(group = name, username = f.name.as_deref().unwrap_or("-"), message = %f.message, "group import reported a failure");
                 }
@@ -90,7 +92,11 @@ async fn import_by_name(client: &Client, group: &ReadyGroup, stop: &Cancellation
     }
     if uncertain && !progress.still.is_empty() && !stop.is_cancelled() {
         match client.list_users().await {
-            Ok(present) => progress.take_created(&present, "group (verified)"),
+            Ok(listed) => {
+                let still = &progress.still;
+                let present = listed.into_iter().filter(|u| u.username.as_ref().is_some_and(|n| still.contains(n)));
+                progress.take_created(present.collect(), "group (verified)")
+            }
             Err(e) => {
                 tracing::warn!(group = name, error = %e, "user listing after a failed group import failed")
             }
@@ -112,7 +118,7 @@ async fn import_nested(client: &Client, group: &ReadyGroup, stop: &CancellationT
         match client.import_group(&source.name).await {
             Ok(GroupImport::Done { created, .. }) => {
                 tracing::info!(group = name, nested_group = %source.name, created = created.len(), "nested group imported");
-                progress.take_created(&created, "nested group");
+                progress.take_created(created, "nested group");
             }
             Ok(other) => {
                 tracing::warn!(group = name, nested_group = %source.name, outcome = ?other, "nested group import refused")
@@ -145,7 +151,13 @@ async fn import_one_by_one(client: &Client, concurrency: usize, stop: &Cancellat
     }
     for (username, outcome) in results {
         let reason = match outcome {
-            Ok(UserImport::Created(_) | UserImport::PresentAfterLostAnswer) => {
+            Ok(UserImport::Created(record)) => {
+                tracing::info!(group = name, username = %username, via = "user", "user imported");
+                applied.imported.push(username);
+                applied.records.push(record);
+                continue;
+            }
+            Ok(UserImport::PresentAfterLostAnswer) => {
                 tracing::info!(group = name, username = %username, via = "user", "user imported");
                 applied.imported.push(username);
                 continue;

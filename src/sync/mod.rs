@@ -302,8 +302,8 @@ async fn run_connected(
         report.finish(plan.members, plan.missing);
         return Some(());
     }
-    apply_plan(config, client, &plan, context, report).await;
-    let after = After { plan: &plan, journal, users, groups };
+    let created = apply_plan(config, client, &plan, context, report).await;
+    let after = After { plan: &plan, journal, users, created, groups };
     after_imports(config, client, after, context, report).await;
     report.finish(plan.members, plan.missing);
     report.after_reads_ms = done.elapsed().as_millis() as u64;
@@ -554,18 +554,21 @@ struct After<'a> {
     plan: &'a Plan,
     journal: Option<&'a Journal>,
     users: users::Users,
+    /// CloudShell's records of the users this run's imports created, from its answers.
+    created: Vec<crate::cloudshell::User>,
     groups: Option<Result<Vec<crate::cloudshell::Group>, crate::cloudshell::Error>>,
 }
 
 /// The steps after the imports: CloudShell group membership (with mappings), disabled accounts and users who
 /// left. The last two share one reading of the managed users, written once after both, and one time.
 async fn after_imports(config: &Config, client: &Client, after: After<'_>, context: &Context, report: &mut Report) {
-    let After { plan, journal, users, groups } = after;
+    let After { plan, journal, users, created, groups } = after;
     let leaver_step = config.sync.leavers.action != LeaverAction::Ignore && journal.is_some();
     let disabled_step = disabled_accounts(config, context) == DisabledAccounts::ImportThenDeactivate;
     // The new users' ids are needed only to place them in groups or to manage them.
     let needs_ids = (groups.is_some() || leaver_step || disabled_step || users.kept) && !report.dry_run;
-    let (kept_users, departures) = users_and_departures(config, client, context, plan, users, needs_ids).await;
+    let users = if needs_ids { users_after_imports(config, client, users, created, plan).await } else { users };
+    let (kept_users, departures) = users_and_departures(config, client, context, plan, users).await;
     note_users(report, &kept_users);
     let users = &kept_users.list;
     let identity_held = identity_held(report);
@@ -682,8 +685,7 @@ fn budgets_left(
     budget::left(config, journal, managed, users)
 }
 
-/// CloudShell's users after the imports ([`users_after_imports`] when `needs_ids`), and in a change read the
-/// departures it reported, the only absences that count there (leavers, removals), with their users read again
+/// In a change read, the departures it reported, the only absences that count there (leavers, removals), with their users read again
 /// by id from a kept list ([`users::read_again`]). When they cannot be read again, or nothing tracks them, no
 /// departure counts in this run: nobody leaves or is removed on a record this run did not read.
 async fn users_and_departures(
@@ -691,10 +693,8 @@ async fn users_and_departures(
     client: &Client,
     context: &Context,
     plan: &Plan,
-    users: users::Users,
-    needs_ids: bool,
+    mut users: users::Users,
 ) -> (users::Users, Option<changes::Departures>) {
-    let mut users = if needs_ids { users_after_imports(config, client, users, plan).await } else { users };
     let mapped: Vec<GroupName> = config.sync.mappings.iter().map(|m| m.directory_group.clone()).collect();
     let departures = match &context.changes {
         Some(changes) => changes.track_members(plan, &mapped),
@@ -872,19 +872,25 @@ fn disabled_accounts(config: &Config, context: &Context) -> DisabledAccounts {
     config.sync.disabled_accounts(context.state_directory.is_some())
 }
 
-/// CloudShell's users after the imports: read again when this run imported anyone (for the new users' ids):
-/// listed in full, or, for a kept list, the users the plan found missing looked up. A read that fails keeps
-/// the old list (logged): users imported now are then placed and managed from the next run on.
-async fn users_after_imports(config: &Config, client: &Client, mut users: users::Users, plan: &Plan) -> users::Users {
+/// CloudShell's users after the imports, when this run imported anyone (for the new users' ids): the records
+/// CloudShell answered the imports with (`created`) put in the list, then the members the plan found missing
+/// that are still not in it (found existing, an answer lost, a failure) read again, one by one or, when there
+/// are more of them than the list has pages, by listing every user. A read that fails keeps the list as it is
+/// (logged): users imported now and not in it are then placed and managed from the next run on.
+async fn users_after_imports(
+    config: &Config,
+    client: &Client,
+    mut users: users::Users,
+    created: Vec<crate::cloudshell::User>,
+    plan: &Plan,
+) -> users::Users {
     let calls = client.calls();
     if calls.get(CallKind::ImportGroup) + calls.get(CallKind::ImportUser) == 0 {
         return users;
     }
-    let read = if users.kept {
-        users::look_up(client, &mut users, plan.missing_names(), config.sync.concurrency).await.map(drop)
-    } else {
-        client.list_users().await.map(|fresh| users = users::Users::listed(fresh))
-    };
+    users::add(&mut users, created);
+    let unknown = users::not_listed(&users, plan.missing_names());
+    let read = users::find(client, &mut users, unknown, config.sync.concurrency).await.map(drop);
     if let Err(e) = read {
         tracing::warn!(error = %e, "user list after the imports unreadable; users imported now are handled next run");
     }
@@ -892,11 +898,17 @@ async fn users_after_imports(config: &Config, client: &Client, mut users: users:
 }
 
 /// Carries the plan out group by group (nothing in a dry run), adding each group's report line. Stops
-/// starting groups once the run is asked to stop.
-async fn apply_plan(config: &Config, client: &Client, plan: &Plan, context: &Context, report: &mut Report) {
-    let dry_run = report.dry_run;
+/// starting groups once the run is asked to stop. Answers CloudShell's records of the users the imports created.
+async fn apply_plan(
+    config: &Config,
+    client: &Client,
+    plan: &Plan,
+    context: &Context,
+    report: &mut Report,
+) -> Vec<crate::cloudshell::User> {
+    let (dry_run, mut records) = (report.dry_run, Vec::new());
     for g in &plan.groups {
-        let imports = match g {
+        let mut imports = match g {
             GroupPlan::Ready(ready) if ready.needs_import() && !dry_run => {
                 if context.stops.stop.is_cancelled() {
                     report.interrupted = true;
@@ -914,8 +926,10 @@ async fn apply_plan(config: &Config, client: &Client, plan: &Plan, context: &Con
             _ => Imports::default(),
         };
         let status = if dry_run { GroupStatus::Planned } else { GroupStatus::Ok };
+        records.append(&mut imports.records);
         report.groups.push(group_report(g, imports, status));
     }
+    records
 }
 
 /// Records the counts the guard accepted as the new reference (a held group keeps its old one). Only a

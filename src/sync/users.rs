@@ -6,6 +6,8 @@
 //! missing are looked up by name before anything is imported. What someone changes in CloudShell by hand
 //! (a user deleted, taken out of a group) is seen at the next full read, which lists every user again.
 //! Where more users would be read one by one than a full list has pages, the list is read in full instead.
+//! After the imports, the users they created are known from CloudShell's answers, which carry their records:
+//! only the members still not in the list are read again.
 
 use futures_util::{StreamExt, TryStreamExt};
 use rustc_hash::FxHashMap;
@@ -86,7 +88,21 @@ pub async fn look_up(
     names: Vec<Username>,
     concurrency: usize,
 ) -> Result<usize, cloudshell::Error> {
-    if !users.kept || names.is_empty() {
+    if !users.kept {
+        return Ok(0);
+    }
+    find(client, users, names, concurrency).await
+}
+
+/// Looks `names` up by name (`concurrency` at a time) into `users`, or lists every user again when that costs
+/// fewer requests. Answers how many of them CloudShell has.
+pub async fn find(
+    client: &Client,
+    users: &mut Users,
+    names: Vec<Username>,
+    concurrency: usize,
+) -> Result<usize, cloudshell::Error> {
+    if names.is_empty() {
         return Ok(0);
     }
     if list_instead(users.lookups + names.len(), users.list.len()) {
@@ -108,6 +124,28 @@ pub async fn look_up(
     let count = found.len();
     merge(&mut users.list, found);
     Ok(count)
+}
+
+/// Puts `records` CloudShell answered with in this run (the users its imports created) into `users`; one
+/// without an id or a name is left out, so that the user is read again.
+pub fn add(users: &mut Users, mut records: Vec<User>) {
+    records.retain(|u| u.id.is_some() && u.username.is_some());
+    merge(&mut users.list, records);
+}
+
+/// Those of `names` that no user in `users` has.
+pub fn not_listed(users: &Users, names: Vec<Username>) -> Vec<Username> {
+    if names.is_empty() {
+        return names;
+    }
+    let mut listed = vec![false; names.len()];
+    let at: FxHashMap<&str, usize> = names.iter().enumerate().map(|(n, name)| (name.folded(), n)).collect();
+    for name in users.list.iter().filter_map(|u| u.username.as_ref()) {
+        if let Some(&n) = at.get(name.folded()) {
+            listed[n] = true;
+        }
+    }
+    names.into_iter().zip(listed).filter(|(_, listed)| !listed).map(|(name, _)| name).collect()
 }
 
 /// Reads again by id, in a kept list, the users of `names` that it holds (nothing for a listed one): before a
@@ -185,6 +223,17 @@ mod tests {
         let seen: Vec<(i64, &str, bool)> =
             list.iter().map(|u| (u.id.unwrap(), u.username.as_ref().unwrap().as_str(), u.is_active.unwrap())).collect();
         assert_eq!(seen, [(1, "ann", false), (7, "BOB", true), (3, "cy", true)]);
+    }
+
+    #[test]
+    fn records_an_import_answered_with_are_added_and_only_the_others_are_left_to_read() {
+        let mut users = Users::listed(vec![user(1, "ann", true)]);
+        let no_id = User { id: None, ..user(0, "dan", true) };
+        add(&mut users, vec![user(2, "Bob", true), no_id]);
+        let names = ["ANN", "bob", "cy", "dan"].map(|n| Username::new(n).unwrap()).to_vec();
+        let left: Vec<String> = not_listed(&users, names).iter().map(ToString::to_string).collect();
+        assert_eq!(left, ["cy", "dan"], "a record without an id is read again");
+        assert_eq!(users.list.len(), 2);
     }
 
     #[test]
