@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -138,27 +139,110 @@ pub struct ManagedUser {
     pub username: Username,
     /// CloudShell's id.
     pub id: Option<i64>,
-    pub first_seen: String,
+    pub first_seen: Stamp,
     /// The last complete run in which the user was an effective member, to the day: it is moved on at most once
     /// a day (UTC), so that a run in which nothing changed rewrites no record.
-    pub last_seen: String,
+    pub last_seen: Stamp,
     /// Consecutive complete runs in which the user was a leaver (0: not a leaver).
     #[serde(default)]
     pub leaver_runs: u32,
     /// When the current leaver streak began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub leaver_since: Option<String>,
+    pub leaver_since: Option<Stamp>,
     /// This program deactivated the user (and so may reactivate them).
     #[serde(default)]
     pub deactivated: bool,
     /// The directory entry's DN when last seen: how a member the directory no longer shows is told from one
     /// it hides (see `sync::unresolved`). `None` in records from before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dn: Option<String>,
+    pub dn: Option<Box<str>>,
     /// ... because the account is disabled in the directory (`sync.disabled_accounts =
     /// "import_then_deactivate"`): the disabled-accounts step, not the leaver step, reactivates them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled_in_directory: bool,
+}
+
+/// A time as the state writes it (RFC 3339, UTC; compared as written, never parsed here), in a shared string:
+/// 100,000 managed users' records hold a handful of distinct times (the runs that first saw them, the days they
+/// were last seen), and a load keeps each distinct one once ([`Stamps`]) rather than a string a field.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp(Arc<str>);
+
+impl Stamp {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the two hold one shared string (not merely equal ones).
+    #[cfg(test)]
+    pub fn shares(&self, other: &Stamp) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::ops::Deref for Stamp {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Stamp {
+    fn from(text: &str) -> Stamp {
+        Stamp(Arc::from(text))
+    }
+}
+
+impl PartialEq<str> for Stamp {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Stamp {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl std::fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Stamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Stamp, D::Error> {
+        String::deserialize(d).map(|text| Stamp::from(text.as_str()))
+    }
+}
+
+/// Equal times read as one [`Stamp`]: how a load of the managed users shares them.
+#[derive(Default)]
+pub struct Stamps(rustc_hash::FxHashSet<Arc<str>>);
+
+impl Stamps {
+    /// `text` as a stamp, shared with every equal one this made before.
+    pub fn get(&mut self, text: &str) -> Stamp {
+        if let Some(known) = self.0.get(text) {
+            return Stamp(known.clone());
+        }
+        let made: Arc<str> = Arc::from(text);
+        self.0.insert(made.clone());
+        Stamp(made)
+    }
 }
 
 impl ManagedUser {
@@ -167,8 +251,8 @@ impl ManagedUser {
         ManagedUser {
             username,
             id: None,
-            first_seen: now.to_string(),
-            last_seen: String::new(),
+            first_seen: Stamp::from(now),
+            last_seen: Stamp::default(),
             leaver_runs: 0,
             leaver_since: None,
             deactivated: false,
@@ -255,7 +339,7 @@ impl ManagedUser {
         }
         self.id = id.or(self.id);
         if last_seen_stale(&self.last_seen, now) {
-            self.last_seen = now.to_string();
+            self.last_seen = Stamp::from(now);
         }
         (self.leaver_runs, self.leaver_since) = (0, None);
     }
@@ -352,7 +436,7 @@ mod tests {
         assert_eq!(seen(&m), "2026-12-01T10:00:00Z", "the same day: unchanged");
         m.seen(&alice, Some(1), "2026-12-02T00:00:00Z");
         assert_eq!(seen(&m), "2026-12-02T00:00:00Z", "the next day");
-        m.users.get_mut(&alice).unwrap().last_seen = String::new();
+        m.users.get_mut(&alice).unwrap().last_seen = Stamp::default();
         m.seen(&alice, Some(1), "2026-12-02T10:00:01Z");
         assert_eq!(seen(&m), "2026-12-02T10:00:01Z", "never seen before");
     }

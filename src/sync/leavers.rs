@@ -31,7 +31,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use crate::cloudshell;
 use crate::config::LeaverPolicy;
 use crate::report::{ProtectedLine, Standing};
-use crate::state::{Changes, Managed, ManagedUser};
+use crate::state::{Changes, Managed, ManagedUser, Stamp};
 use crate::sync::activation::{Returning, Target, protection, returning};
 use crate::sync::budget;
 use crate::username::Username;
@@ -162,7 +162,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
         }
         let entry = changes.entry(key.clone()).or_insert_with(|| entry.clone());
         entry.leaver_runs += 1;
-        entry.leaver_since.get_or_insert_with(|| seen.now.to_string());
+        entry.leaver_since.get_or_insert_with(|| Stamp::from(seen.now));
         let user = by_name.get(&entry.username).copied();
         let (standing, reason) = standing(user, entry, seen.now, policy);
         let id = user.and_then(|u| u.id).or(entry.id);
@@ -170,7 +170,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
             username: entry.username.clone(),
             id,
             runs: entry.leaver_runs,
-            since: entry.leaver_since.clone(),
+            since: entry.leaver_since.as_deref().map(str::to_string),
             standing,
             reason,
         });
@@ -226,7 +226,7 @@ fn standing(
 
 /// Whether a leaver streak that began at `since` is still within `period` at `now`. A beginning that is not a
 /// time (a hand-edited state) starts the period again now, rather than being taken as long ago.
-fn within_grace_period(since: &mut Option<String>, now: &str, period: std::time::Duration) -> bool {
+fn within_grace_period(since: &mut Option<Stamp>, now: &str, period: std::time::Duration) -> bool {
     if period.is_zero() {
         return false;
     }
@@ -234,7 +234,7 @@ fn within_grace_period(since: &mut Option<String>, now: &str, period: std::time:
     match since.as_deref().map(humantime::parse_rfc3339) {
         Some(Ok(began)) => now_at.duration_since(began).map_or(true, |elapsed| elapsed < period),
         _ => {
-            *since = Some(now.to_string());
+            *since = Some(Stamp::from(now));
             true
         }
     }

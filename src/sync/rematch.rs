@@ -83,7 +83,7 @@ mod tests {
         };
         let mut managed = Managed::default();
         let entry = managed.seen(&u("a"), Some(1), "t");
-        (entry.dn, entry.deactivated) = (Some(dn_of("a@x").to_uppercase()), true);
+        (entry.dn, entry.deactivated) = (Some(dn_of("a@x").to_uppercase().into()), true);
         managed.seen(&u("b"), Some(2), "t");
         managed.seen(&u("gone"), Some(3), "t");
         let users = [cloudshell::User {

@@ -99,7 +99,7 @@ pub fn record_dns(managed: &mut Managed, dns: Vec<(Username, String)>) -> bool {
     let mut changed = false;
     for (username, dn) in dns {
         if let Some(entry) = managed.users.get_mut(&username) {
-            entry.dn = Some(dn);
+            entry.dn = Some(dn.into_boxed_str());
             changed = true;
         }
     }
