@@ -598,10 +598,11 @@ async fn writes(env: &Env) -> Vec<Value> {
 }
 
 /// Between full reads, CloudShell's user list is not read again: the daemon keeps the last one, reads again by
-/// id only the users it changed (here: placed in a mapped group), and looks up by name only the members it
-/// finds missing, importing only those CloudShell does not have (`handmade`, created in CloudShell by hand, is
-/// found and placed, not imported; `newhire` is imported: the positive control). CloudShell holds 1,000 more
-/// users, so that a list costs 5 pages: reading more users one by one than that lists them instead.
+/// id only the users it changed (here: placed in a mapped group), and imports the members it finds missing,
+/// looking up by name afterwards only those the imports' answers do not name (`handmade`, created in CloudShell
+/// by hand, is found existing by its import, looked up and placed; `newhire` is imported and placed by the id
+/// its import answered with: the positive control). CloudShell holds 1,000 more users, so that a list costs
+/// 5 pages: reading more users one by one than that lists them instead.
 #[tokio::test]
 async fn a_change_run_reads_only_the_cloudshell_users_it_needs() {
     let env = Env::with_content_sync();
@@ -610,7 +611,7 @@ async fn a_change_run_reads_only_the_cloudshell_users_it_needs() {
     let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
     let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", mapping);
     let daemon = env.daemon_started(&config);
-    assert_eq!(user_reads(&env).await.0, 2, "the first run lists every user, before and after its imports");
+    assert_eq!(user_reads(&env).await.0, 1, "the first run lists every user once: its imports name the new ones");
     assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob"]);
 
     // Nothing changed: the two users placed by the first run are read again by id, nothing is listed.
@@ -636,9 +637,14 @@ async fn a_change_run_reads_only_the_cloudshell_users_it_needs() {
     daemon.wait_for("run finished", 4, Duration::from_secs(20));
     let (listed, named, _) = user_reads(&env).await;
     assert_eq!(listed, 0, "{:?}", env.sim.calls().await);
-    assert_eq!(named, ["handmade", "newhire", "newhire"], "looked up before the import, newhire again after it");
-    let planned = daemon.events().into_iter().rfind(|e| e["fields"]["message"] == "group planned").unwrap();
-    assert_eq!(planned["fields"]["to_import"], 1, "handmade is found, not imported: {planned}");
+    assert_eq!(named, ["handmade"], "the one user no import answer named");
+    let imports: Vec<Value> =
+        writes(&env).await.into_iter().filter(|c| c["path"].as_str().unwrap().contains("Identity")).collect();
+    let bodies: Vec<&Value> = imports.iter().map(|c| &c["body"]).collect();
+    assert_eq!(bodies, [&json!({"GroupName": "Team"}), &json!({"UserName": "handmade"})], "{imports:?}");
+    assert_eq!(imports[1]["status"], 409, "handmade exists: {imports:?}");
+    let present = daemon.events().into_iter().rfind(|e| e["fields"]["message"] == "user already present").unwrap();
+    assert_eq!(present["fields"]["username"], "handmade", "{present}");
     assert!(env.sim.usernames().await.contains(&"newhire".to_string()));
     assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob", "handmade", "newhire"]);
     let finished = daemon.events().into_iter().rfind(|e| e["fields"]["message"] == "run finished").unwrap();
@@ -650,6 +656,44 @@ async fn a_change_run_reads_only_the_cloudshell_users_it_needs() {
     daemon.wait_for("run finished", 5, Duration::from_secs(20));
     assert_eq!(user_reads(&env).await, (0, vec![], 2), "{:?}", env.sim.calls().await);
     assert_eq!(writes(&env).await, Vec::<Value>::new(), "nothing written again");
+}
+
+/// The import limit counts the users CloudShell does not have: where a plan made from the kept list would be
+/// held, its missing members are looked up first. `handmade`, created in CloudShell by hand since the list was
+/// read, does not count, and the run goes ahead (`newhire` imported: the positive control); one more new hire
+/// than the limit is still held (the negative control).
+#[tokio::test]
+async fn a_change_run_the_import_limit_would_hold_looks_its_missing_members_up_first() {
+    let env = Env::with_content_sync();
+    env.sim.add_directory_users(&["alice", "bob"], &[], false).await;
+    // 1,000 more users, so that two lookups cost fewer requests than a list (5 pages).
+    let others: Vec<String> = (0..1000).map(|n| format!("local{n:04}")).collect();
+    env.sim.add_local_users(&others.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await;
+    let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"\nmax_imports_per_run = 1", "");
+    let daemon = env.daemon_started(&config);
+    env.sim.add_directory_users(&["handmade"], &[], false).await;
+    for uid in ["newhire", "handmade"] {
+        env.add_person(uid);
+    }
+    env.change_members("Team", &["newhire", "handmade"], &[]);
+    env.sim.clear_calls().await;
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[1].0, "changes");
+    let finished = daemon.events().into_iter().rfind(|e| e["fields"]["message"] == "run finished").unwrap();
+    assert_eq!(finished["fields"]["result"], "ok", "{finished}");
+    assert_eq!(user_reads(&env).await.1, ["handmade", "newhire"], "looked up before importing");
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()));
+    assert_eq!(daemon.count("import limit exceeded, writes held"), 0);
+
+    for uid in ["second", "third"] {
+        env.add_person(uid);
+    }
+    env.change_members("Team", &["second", "third"], &[]);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    assert_eq!(daemon.count("import limit exceeded, writes held"), 1);
+    assert!(!env.sim.usernames().await.contains(&"second".to_string()), "held: nothing imported");
 }
 
 /// A change read that cannot be used (here: `ldap.user_filter` changed on SIGHUP since the model was read) falls

@@ -278,9 +278,11 @@ async fn run_connected(
     let policy = || Policy::new(&config.sync, last_good.clone(), disabled_accounts(config, context));
     let meta = (snapshot.users_seen, snapshot.searches, snapshot.served_by.clone());
     let mut plan = plan::plan(snapshot, &users.list, policy());
-    if users.kept && plan.missing > 0 {
-        // A kept list may not know users created since (by an administrator, or at a first login): they are
-        // looked up before anything is imported.
+    if users.kept && plan.missing > 0 && (plan.held.is_some() || report.dry_run) {
+        // A kept list may not know users created since (by an administrator, or at a first login). An import
+        // finds them (a group import leaves an existing user alone, a user import answers 409), and whoever
+        // its answers do not account for is looked up after it (`users_after_imports`); they are looked up
+        // first only where the plan's count decides: a run the import limit would hold, and a dry run.
         match users::look_up(client, &mut users, plan.missing_names(), config.sync.concurrency).await {
             Ok(0) if users.kept => {}
             Ok(_) => plan = plan::plan(plan.into_snapshot(meta), &users.list, policy()),
