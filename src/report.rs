@@ -256,9 +256,9 @@ pub struct Imports {
     pub failures: Vec<Failure>,
     /// Members not attempted because the run was asked to stop.
     pub not_attempted: usize,
-    /// CloudShell's records of the users taken off the list above, from its own answers (the import's
-    /// `Users`, or the listing that settled a lost answer): how the run knows their ids without listing
-    /// every user again.
+    /// CloudShell's records of the users its answers named (an import's `Users`, which may name users the plan
+    /// did not ask for; the members found by the listing that settled a lost answer): how the run knows their
+    /// ids without listing every user again.
     pub records: Vec<crate::cloudshell::User>,
 }
 

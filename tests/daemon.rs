@@ -658,6 +658,29 @@ async fn a_change_run_reads_only_the_cloudshell_users_it_needs() {
     assert_eq!(writes(&env).await, Vec::<Value>::new(), "nothing written again");
 }
 
+/// The users a full read imported are in the list the next change run starts from, from the imports' answers,
+/// even where the run itself needs no id (no mapping, leavers ignored, disabled accounts imported one by one):
+/// the change run imports only the new hire, and imports nobody twice.
+#[tokio::test]
+async fn the_users_a_run_imported_are_in_the_list_the_next_change_run_keeps() {
+    let env = Env::with_content_sync();
+    let sync = "full_sync_every = \"1h\"\ndisabled_accounts = \"per_user\"\n[sync.leavers]\naction = \"ignore\"";
+    let config = env.config(&["Team"], NEVER, sync, "");
+    let daemon = env.daemon_started(&config);
+    assert_eq!(reads(&daemon)[0].0, "full");
+    assert!(env.sim.usernames().await.contains(&"alice".to_string()), "the first run imported Team");
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &[]);
+    env.sim.clear_calls().await;
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[1].0, "changes");
+    let bodies: Vec<Value> = writes(&env).await.into_iter().map(|c| c["body"].clone()).collect();
+    assert_eq!(bodies, [json!({"GroupName": "Team"})], "newhire only, by the group");
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()));
+    assert_eq!(daemon.count("user already present"), 0);
+}
+
 /// The import limit counts the users CloudShell does not have: where a plan made from the kept list would be
 /// held, its missing members are looked up first. `handmade`, created in CloudShell by hand since the list was
 /// read, does not count, and the run goes ahead (`newhire` imported: the positive control); one more new hire

@@ -278,11 +278,12 @@ async fn run_connected(
     let policy = || Policy::new(&config.sync, last_good.clone(), disabled_accounts(config, context));
     let meta = (snapshot.users_seen, snapshot.searches, snapshot.served_by.clone());
     let mut plan = plan::plan(snapshot, &users.list, policy());
-    if users.kept && plan.missing > 0 && (plan.held.is_some() || report.dry_run) {
+    if users.kept && plan.missing > 0 && plan.held.is_some() {
         // A kept list may not know users created since (by an administrator, or at a first login). An import
         // finds them (a group import leaves an existing user alone, a user import answers 409), and whoever
         // its answers do not account for is looked up after it (`users_after_imports`); they are looked up
-        // first only where the plan's count decides: a run the import limit would hold, and a dry run.
+        // first only where the plan's count decides: a run the import limit would hold. (A dry run reads
+        // changes with no kept list.)
         match users::look_up(client, &mut users, plan.missing_names(), config.sync.concurrency).await {
             Ok(0) if users.kept => {}
             Ok(_) => plan = plan::plan(plan.into_snapshot(meta), &users.list, policy()),
@@ -567,9 +568,15 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     let After { plan, journal, users, created, groups } = after;
     let leaver_step = config.sync.leavers.action != LeaverAction::Ignore && journal.is_some();
     let disabled_step = disabled_accounts(config, context) == DisabledAccounts::ImportThenDeactivate;
-    // The new users' ids are needed only to place them in groups or to manage them.
-    let needs_ids = (groups.is_some() || leaver_step || disabled_step || users.kept) && !report.dry_run;
-    let users = if needs_ids { users_after_imports(config, client, users, created, plan).await } else { users };
+    // The new users' records, as CloudShell answered the imports: the list is complete with them, for this run's
+    // steps and for the next change run, which starts from it.
+    let mut users = users;
+    users::add(&mut users, created);
+    // The users no answer named are read only for placing the new users in groups, managing them, or keeping
+    // the list for change runs.
+    let needs_ids = groups.is_some() || leaver_step || disabled_step || users.kept || context.changes.is_some();
+    let users =
+        if needs_ids && !report.dry_run { users_after_imports(config, client, users, plan).await } else { users };
     let (kept_users, departures) = users_and_departures(config, client, context, plan, users).await;
     note_users(report, &kept_users);
     let users = &kept_users.list;
@@ -874,23 +881,16 @@ fn disabled_accounts(config: &Config, context: &Context) -> DisabledAccounts {
     config.sync.disabled_accounts(context.state_directory.is_some())
 }
 
-/// CloudShell's users after the imports, when this run imported anyone (for the new users' ids): the records
-/// CloudShell answered the imports with (`created`) put in the list, then the members the plan found missing
+/// CloudShell's users after the imports, when this run imported anyone (for the new users' ids), the records
+/// CloudShell answered the imports with already in the list (`users::add`): the members the plan found missing
 /// that are still not in it (found existing, an answer lost, a failure) read again, one by one or, when there
 /// are more of them than the list has pages, by listing every user. A read that fails keeps the list as it is
 /// (logged): users imported now and not in it are then placed and managed from the next run on.
-async fn users_after_imports(
-    config: &Config,
-    client: &Client,
-    mut users: users::Users,
-    created: Vec<crate::cloudshell::User>,
-    plan: &Plan,
-) -> users::Users {
+async fn users_after_imports(config: &Config, client: &Client, mut users: users::Users, plan: &Plan) -> users::Users {
     let calls = client.calls();
     if calls.get(CallKind::ImportGroup) + calls.get(CallKind::ImportUser) == 0 {
         return users;
     }
-    users::add(&mut users, created);
     let unknown = users::not_listed(&users, plan.missing_names());
     let read = users::find(client, &mut users, unknown, config.sync.concurrency).await.map(drop);
     if let Err(e) = read {

@@ -3,7 +3,7 @@
 //!
 //! A kept list is trusted only for what this program itself knows: the users the last run sent a change for
 //! (activation, group membership) are read again by id before it is used, and the members the plan finds
-//! missing are looked up by name before anything is imported. What someone changes in CloudShell by hand
+//! missing and the imports' answers do not name are looked up by name after the imports. What someone changes in CloudShell by hand
 //! (a user deleted, taken out of a group) is seen at the next full read, which lists every user again.
 //! Where more users would be read one by one than a full list has pages, the list is read in full instead.
 //! After the imports, the users they created are known from CloudShell's answers, which carry their records:
@@ -126,10 +126,13 @@ pub async fn find(
     Ok(count)
 }
 
-/// Puts `records` CloudShell answered with in this run (the users its imports created) into `users`; one
-/// without an id or a name is left out, so that the user is read again.
+/// Puts `records` CloudShell answered with in this run (the users its imports created) into `users`, the last
+/// of two with one id; one without an id or a name is left out, so that the user is read again.
 pub fn add(users: &mut Users, mut records: Vec<User>) {
-    records.retain(|u| u.id.is_some() && u.username.is_some());
+    let mut seen = rustc_hash::FxHashSet::default();
+    records.reverse();
+    records.retain(|u| u.username.is_some() && u.id.is_some_and(|id| seen.insert(id)));
+    records.reverse();
     merge(&mut users.list, records);
 }
 
@@ -234,6 +237,10 @@ mod tests {
         let left: Vec<String> = not_listed(&users, names).iter().map(ToString::to_string).collect();
         assert_eq!(left, ["cy", "dan"], "a record without an id is read again");
         assert_eq!(users.list.len(), 2);
+        // Two answers naming one new user: one record, the later.
+        add(&mut users, vec![user(3, "cy", true), user(3, "cy", false)]);
+        assert_eq!(users.list.len(), 3);
+        assert_eq!(users.list[2].is_active, Some(false));
     }
 
     #[test]
