@@ -761,7 +761,8 @@ fn identity_held(report: &Report) -> Option<String> {
 fn record_dns_and_save(ledger: &mut ledger::Ledger<'_>, plan: &Plan, report: &mut Report) {
     let dns = ledger.users().map(|managed| unresolved::dns_to_record(managed, plan)).unwrap_or_default();
     if !dns.is_empty() {
-        ledger.amend(ledger::Keeper::Directory, |managed| unresolved::record_dns(managed, dns));
+        let keys: Vec<Username> = dns.iter().map(|(username, _)| username.clone()).collect();
+        ledger.amend_users(ledger::Keeper::Directory, &keys, |managed| unresolved::record_dns(managed, dns));
     }
     ledger.save(report);
 }
