@@ -281,6 +281,10 @@ pub(super) struct UserIndex {
     /// Entries refused as users (no usable username), by normalised DN: members that are these are not
     /// "unknown" either.
     pub unusable: HashSet<DnKey>,
+    /// How many entries were refused, and the first few (for the `user skipped` line): what a build resumed
+    /// from this index ([`UserIndexBuilder::resume`]) counts on from.
+    pub skipped: usize,
+    pub examples: Vec<String>,
 }
 
 impl UserIndex {
@@ -316,6 +320,35 @@ pub(super) struct UserIndexBuilder {
 }
 
 impl UserIndexBuilder {
+    /// The builder as it stood when it finished `previous`, for entries that come after every one of its own
+    /// (users created since, in a kept model's order): pushing them gives what a build from every entry gives,
+    /// without going through the others again. The table of names is made again from the users (each name
+    /// held by the first user with it, as the pushes left it); the rest is copied.
+    pub fn resume(previous: &UserIndex) -> UserIndexBuilder {
+        let mut by_name = HashMap::with_capacity_and_hasher(previous.users.len(), Default::default());
+        for (n, member) in previous.users.iter().enumerate() {
+            let names = match previous.multi_valued.get(&(n as u32)) {
+                Some((names, _)) => names.as_slice(),
+                None => std::slice::from_ref(&member.username),
+            };
+            for name in names {
+                by_name.entry(name.clone()).or_insert(n as u32);
+            }
+        }
+        UserIndexBuilder {
+            users: previous.users.clone(),
+            by_raw_dn: previous.by_raw_dn.clone(),
+            by_name,
+            collisions: previous.collisions.clone(),
+            multi_valued: previous.multi_valued.clone(),
+            skipped: previous.skipped,
+            examples: previous.examples.clone(),
+            disabled: previous.disabled.clone(),
+            disabled_users: previous.disabled_users.clone(),
+            unusable: previous.unusable.clone(),
+        }
+    }
+
     /// Adds one user entry.
     pub fn push(&mut self, entry: UserEntry, s: &Settings) {
         self.push_reusing(entry, s, None);
@@ -403,13 +436,15 @@ impl UserIndexBuilder {
             disabled: self.disabled,
             disabled_users: self.disabled_users,
             unusable: self.unusable,
+            skipped: self.skipped,
+            examples: self.examples,
         }
     }
 }
 
 /// User indexes by DN exactly as the server wrote it. The table holds only the indexes and compares through
 /// the user list, so the hundred thousand DNs are not kept twice.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct ByRawDn(hashbrown::HashTable<u32>);
 
 impl ByRawDn {
@@ -535,6 +570,67 @@ pub(super) mod tests {
 
     fn names(to_read: &[(DnKey, String)]) -> Vec<&str> {
         to_read.iter().map(|(_, raw)| raw.as_str()).collect()
+    }
+
+    /// Every kind of user entry, with a name taken twice and one taken by a multi-valued entry.
+    fn mixed_entries() -> Vec<UserEntry> {
+        let member = |name: &str, dn: &str| Member { username: Username::new(name).unwrap(), dn: dn.into() };
+        let names = |names: &[&str]| names.iter().map(|n| Username::new(n).unwrap()).collect::<Vec<_>>();
+        vec![
+            UserEntry::User(member("ann", "uid=ann,dc=x")),
+            UserEntry::Ambiguous {
+                member: member("bo", "uid=bo,dc=x"),
+                names: names(&["bo", "cy"]),
+                values: vec!["bo".into(), "cy".into()],
+            },
+            UserEntry::Disabled(member("dee", "uid=dee,dc=x")),
+            UserEntry::Unusable { dn: "uid=,dc=x".into(), reason: "empty", length: None },
+            UserEntry::User(member("ANN", "uid=ann2,dc=x")),
+            UserEntry::User(member("cy", "uid=cy,dc=x")),
+            UserEntry::User(member("eve", "uid=eve,dc=x")),
+            UserEntry::Unusable { dn: "uid=long,dc=x".into(), reason: "too long", length: Some(300) },
+            UserEntry::Disabled(member("fay", "uid=fay,dc=x")),
+            UserEntry::User(member("eve", "uid=eve2,dc=x")),
+        ]
+    }
+
+    /// What an index holds, comparably.
+    fn contents(index: &UserIndex) -> String {
+        let dns: Vec<&str> = index.users.iter().map(|u| u.dn.as_str()).collect();
+        let found: Vec<Option<u32>> = dns.iter().map(|dn| index.by_raw_dn.get(&index.users, dn)).collect();
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        let collisions = sorted(index.collisions.iter().map(|(k, v)| format!("{k}: {v:?}")).collect());
+        let multi = sorted(index.multi_valued.iter().map(|(k, v)| format!("{k}: {v:?}")).collect());
+        let disabled = sorted(index.disabled.iter().map(|(k, v)| format!("{}: {v}", k.as_str())).collect());
+        let disabled_users: Vec<&str> = index.disabled_users.iter().map(|u| u.dn.as_str()).collect();
+        let unusable = sorted(index.unusable.iter().map(|k| k.as_str().to_string()).collect());
+        format!(
+            "{dns:?} {found:?} {collisions:?} {multi:?} {disabled:?} {disabled_users:?} {unusable:?} {} {:?}",
+            index.skipped, index.examples
+        )
+    }
+
+    /// A build resumed from an index of the first entries, given the rest, is the build of them all, wherever
+    /// it stopped: collisions with earlier names, disabled and refused entries counted on.
+    #[test]
+    fn a_resumed_build_is_the_build_of_every_entry() {
+        let s = settings(Nesting::Off);
+        let build = |entries: Vec<UserEntry>, from: Option<&UserIndex>| {
+            let mut b = from.map_or_else(UserIndexBuilder::default, UserIndexBuilder::resume);
+            entries.into_iter().for_each(|e| b.push(e, &s));
+            b.finish(&s)
+        };
+        let whole = contents(&build(mixed_entries(), None));
+        for at in 0..=mixed_entries().len() {
+            let mut entries = mixed_entries();
+            let rest = entries.split_off(at);
+            let first = build(entries, None);
+            assert_eq!(contents(&build(rest, Some(&first))), whole, "resumed after {at} entries");
+        }
+        assert!(whole.contains("cy: [") && whole.contains("MultiValued"), "the collisions are there: {whole}");
     }
 
     #[test]

@@ -252,6 +252,8 @@ mod tests {
             disabled: HashMap::default(),
             disabled_users: Vec::new(),
             unusable: HashSet::default(),
+            skipped: 0,
+            examples: Vec::new(),
         }
     }
 

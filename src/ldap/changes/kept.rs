@@ -416,6 +416,7 @@ impl<E: PartialEq + Dn + patch::Named> Side<E> {
         for uuid in &gone {
             if let (Some(old), Some(marks)) = (self.entries.remove(uuid), self.marks.as_mut()) {
                 marks.mark(&old, dns, true);
+                marks.replaced = true;
             }
         }
         let (mut changed, sent) = (0, read.changed.len());
@@ -425,8 +426,12 @@ impl<E: PartialEq + Dn + patch::Named> Side<E> {
                 changed += 1;
                 if let Some(marks) = self.marks.as_mut() {
                     let moved = old.is_none_or(|o| o.dn() != fresh.entry.dn());
-                    if let Some(old) = old {
-                        marks.mark(old, dns, moved);
+                    match old {
+                        Some(old) => {
+                            marks.mark(old, dns, moved);
+                            marks.replaced = true;
+                        }
+                        None => marks.added.push(fresh.uuid),
                     }
                     marks.mark(&fresh.entry, dns, moved);
                 }
@@ -1486,6 +1491,38 @@ impl Kept {
             users.push_reusing(user.read(&a, &self.dns), s, previous);
         }
         users.finish(s)
+    }
+
+    /// [`Kept::user_index`] when the users changed since `previous` was made are `added` alone and each was
+    /// created after every other kept user (in the index's order, [`sorted`], they come last): `previous` with
+    /// them pushed, as a build from every user gives it, without going through the others again. `None`
+    /// otherwise (a user added that the model no longer holds, or one that does not sort last).
+    fn user_index_appended(&self, s: &Settings, previous: &UserIndex, added: &[EntryUuid]) -> Option<UserIndex> {
+        let dns = &self.dns;
+        let mut new: Vec<(u64, &str, &EntryUuid, &User)> = added
+            .iter()
+            .map(|uuid| self.users.entries.get_key_value(uuid).map(|(uuid, u)| (created(uuid), dns.get(u.dn), uuid, u)))
+            .collect::<Option<_>>()?;
+        new.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        new.dedup_by(|a, b| a.2 == b.2);
+        let first = new.first().map(|(c, dn, uuid, _)| (*c, *dn, *uuid))?;
+        let added: HashSet<&EntryUuid> = new.iter().map(|(_, _, uuid, _)| *uuid).collect();
+        let was_kept = |uuid: &EntryUuid| !added.contains(uuid);
+        let before_first = self
+            .users
+            .entries
+            .iter()
+            .filter(|(uuid, _)| was_kept(uuid))
+            .all(|(uuid, u)| (created(uuid), dns.get(u.dn), uuid) < first);
+        if !before_first {
+            return None;
+        }
+        let mut users = UserIndexBuilder::resume(previous);
+        let a = UserAttributes { username: &s.username_attribute, include_disabled: s.include_disabled };
+        for (_, _, _, user) in new {
+            users.push_reusing(user.read(&a, dns), s, Some(previous));
+        }
+        Some(users.finish(s))
     }
 
     /// [`Kept::entries`] with the user index given, for the configured `names`; with `of`, only for those of

@@ -18,8 +18,9 @@
 //!   removed or renamed (a dangling value may now name one; what the model can compare may have changed);
 //! - a group holding a user whose username a changed user held or holds (a collision may have begun or ended).
 //!
-//! The user index is made again when a user changed (sharing every unchanged user with the last index), else
-//! kept. A group the patch's walk reaches that holds a configured name is read as the search by name reads it
+//! The user index is kept when no user changed; when users were only added, each created after every kept
+//! one (new hires: in the index's order they come last), they are appended to it
+//! ([`Kept::user_index_appended`]); otherwise it is made again, sharing every unchanged user with the last. A group the patch's walk reaches that holds a configured name is read as the search by name reads it
 //! (as in a resolve of the whole model, where it is found by name first). Whatever the patch cannot answer (the
 //! method reads Active Directory's objects, whose order the model does not know; in-chain nesting, which goes
 //! through every group), and any question it could answer otherwise than a resolve of the whole model, is
@@ -52,6 +53,10 @@ pub(super) struct Marks {
     names: Vec<Box<str>>,
     /// Whether an entry was added, removed or renamed (an entry DN appeared or went).
     moved: bool,
+    /// The entries added (not kept before), and whether a kept entry changed or went: with added entries
+    /// alone, the user index may be the last one with them appended ([`Kept::user_index_appended`]).
+    pub(super) added: Vec<EntryUuid>,
+    pub(super) replaced: bool,
 }
 
 impl Marks {
@@ -194,7 +199,13 @@ impl Kept {
         }
         let users = match marks[0].ids.is_empty() {
             true => last.users.clone(),
-            false => Arc::new(self.user_index(s, Some(&last.users))),
+            false => {
+                let appended = match marks[0].replaced {
+                    false => self.user_index_appended(s, &last.users, &marks[0].added),
+                    true => None,
+                };
+                Arc::new(appended.unwrap_or_else(|| self.user_index(s, Some(&last.users))))
+            }
         };
         let again = self.touched(last, names, marks, &entry);
         let (mut outcomes, mut closures) = (last.outcomes.clone(), last.closures.clone());
@@ -358,6 +369,36 @@ mod tests {
         // Another setting: the whole model again.
         let off = settings(Nesting::Off);
         assert_eq!(resolved(&mut k, &off, &configured), 3);
+    }
+
+    /// Users created after every kept one are appended to the last user index, which is then what a build from
+    /// every user gives; a user that sorts among the others makes the index again.
+    #[test]
+    fn users_created_last_are_appended_to_the_last_user_index() {
+        let s = settings(Nesting::Recursive);
+        let configured = names(&["Team", "Inner", "Solo"]);
+        let mut k = three_groups();
+        resolved(&mut k, &s, &configured);
+        // zed: a time-based UUID, created after the others (whose test UUIDs carry no time), joins Solo.
+        k.apply(Part::Users, &deletes("u3", vec![user(20, "zed", "zed")], &[]));
+        k.apply(Part::Groups, &deletes("g3", vec![group(12, "Solo", &[&udn("carol"), &udn("zed")])], &[]));
+        let added = |k: &Kept| k.users.marks.clone().expect("marks").added;
+        let last = k.last.clone().expect("a last resolve");
+        let appended = k.user_index_appended(&s, &last.users, &added(&k)).expect("appended");
+        let dns = |i: &UserIndex| i.users.iter().map(|u| u.dn.clone()).collect::<Vec<_>>();
+        let whole = dns(&k.user_index(&s, None));
+        assert_eq!(dns(&appended), whole);
+        assert_eq!(whole.last(), Some(&udn("zed")));
+        assert_eq!(resolved(&mut k, &s, &configured), 1, "Solo");
+        // aaa sorts first (no time in its UUID, and its DN first): the index is made again.
+        k.apply(Part::Users, &deletes("u4", vec![user(4, "aaa", "aaa")], &[]));
+        let last = k.last.clone().expect("a last resolve");
+        assert!(k.user_index_appended(&s, &last.users, &added(&k)).is_none());
+        resolved(&mut k, &s, &configured);
+        // A kept user changed: not appended either (the patch makes the index again).
+        k.apply(Part::Users, &deletes("u5", vec![user(2, "bob", "robert")], &[]));
+        assert!(k.users.marks.as_ref().is_some_and(|m| m.replaced));
+        resolved(&mut k, &s, &configured);
     }
 
     #[test]
