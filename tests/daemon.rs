@@ -597,6 +597,16 @@ async fn writes(env: &Env) -> Vec<Value> {
         .collect()
 }
 
+/// `handmade` created in CloudShell by hand (as at a first login), then `newhire` and `handmade` added to the
+/// directory and to Team.
+async fn hire_newhire_and_handmade(env: &Env) {
+    env.sim.add_directory_users(&["handmade"], &[], false).await;
+    for uid in ["newhire", "handmade"] {
+        env.add_person(uid);
+    }
+    env.change_members("Team", &["newhire", "handmade"], &[]);
+}
+
 /// Between full reads, CloudShell's user list is not read again: the daemon keeps the last one, reads again by
 /// id only the users it changed (here: placed in a mapped group), and imports the members it finds missing,
 /// looking up by name afterwards only those the imports' answers do not name (`handmade`, created in CloudShell
@@ -627,11 +637,7 @@ async fn a_change_run_reads_only_the_cloudshell_users_it_needs() {
     assert_eq!(user_reads(&env).await, (0, vec![], 0), "{:?}", env.sim.calls().await);
     assert_eq!(writes(&env).await, Vec::<Value>::new(), "nothing written");
 
-    env.sim.add_directory_users(&["handmade"], &[], false).await;
-    for uid in ["newhire", "handmade"] {
-        env.add_person(uid);
-    }
-    env.change_members("Team", &["newhire", "handmade"], &[]);
+    hire_newhire_and_handmade(&env).await;
     env.sim.clear_calls().await;
     daemon.signal("USR1");
     daemon.wait_for("run finished", 4, Duration::from_secs(20));
@@ -694,11 +700,7 @@ async fn a_change_run_the_import_limit_would_hold_looks_its_missing_members_up_f
     env.sim.add_local_users(&others.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await;
     let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"\nmax_imports_per_run = 1", "");
     let daemon = env.daemon_started(&config);
-    env.sim.add_directory_users(&["handmade"], &[], false).await;
-    for uid in ["newhire", "handmade"] {
-        env.add_person(uid);
-    }
-    env.change_members("Team", &["newhire", "handmade"], &[]);
+    hire_newhire_and_handmade(&env).await;
     env.sim.clear_calls().await;
     daemon.signal("USR1");
     daemon.wait_for("run finished", 2, Duration::from_secs(20));
