@@ -568,15 +568,10 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     let After { plan, journal, users, created, groups } = after;
     let leaver_step = config.sync.leavers.action != LeaverAction::Ignore && journal.is_some();
     let disabled_step = disabled_accounts(config, context) == DisabledAccounts::ImportThenDeactivate;
-    // The new users' records, as CloudShell answered the imports: the list is complete with them, for this run's
-    // steps and for the next change run, which starts from it.
-    let mut users = users;
-    users::add(&mut users, created);
     // The users no answer named are read only for placing the new users in groups, managing them, or keeping
     // the list for change runs.
-    let needs_ids = groups.is_some() || leaver_step || disabled_step || users.kept || context.changes.is_some();
-    let users =
-        if needs_ids && !report.dry_run { users_after_imports(config, client, users, plan).await } else { users };
+    let read = groups.is_some() || leaver_step || disabled_step || users.kept || context.changes.is_some();
+    let users = users_after_imports(config, client, (users, created), plan, read && !report.dry_run).await;
     let (kept_users, departures) = users_and_departures(config, client, context, plan, users).await;
     note_users(report, &kept_users);
     let users = &kept_users.list;
@@ -882,14 +877,22 @@ fn disabled_accounts(config: &Config, context: &Context) -> DisabledAccounts {
     config.sync.disabled_accounts(context.state_directory.is_some())
 }
 
-/// CloudShell's users after the imports, when this run imported anyone (for the new users' ids), the records
-/// CloudShell answered the imports with already in the list (`users::add`): the members the plan found missing
-/// that are still not in it (found existing, an answer lost, a failure) read again, one by one or, when there
-/// are more of them than the list has pages, by listing every user. A read that fails keeps the list as it is
+/// CloudShell's users after the imports: with the records CloudShell answered the imports with (`created`),
+/// always (the list is complete with them, for this run's steps and for the next change run, which starts from
+/// it); then, with `read` and when this run imported anyone, the members the plan found missing that are still
+/// not in it (found existing, an answer lost, a failure) read again, one by one or, when there are more of them
+/// than the list has pages, by listing every user. A read that fails keeps the list as it is
 /// (logged): users imported now and not in it are then placed and managed from the next run on.
-async fn users_after_imports(config: &Config, client: &Client, mut users: users::Users, plan: &Plan) -> users::Users {
+async fn users_after_imports(
+    config: &Config,
+    client: &Client,
+    (mut users, created): (users::Users, Vec<crate::cloudshell::User>),
+    plan: &Plan,
+    read: bool,
+) -> users::Users {
+    users::add(&mut users, created);
     let calls = client.calls();
-    if calls.get(CallKind::ImportGroup) + calls.get(CallKind::ImportUser) == 0 {
+    if !read || calls.get(CallKind::ImportGroup) + calls.get(CallKind::ImportUser) == 0 {
         return users;
     }
     let unknown = users::not_listed(&users, plan.missing_names());
