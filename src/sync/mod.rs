@@ -689,8 +689,8 @@ fn budgets_left(
     budget::left(config, journal, managed, users)
 }
 
-/// In a change read, the departures it reported, the only absences that count there (leavers, removals), with their users read again
-/// by id from a kept list ([`users::read_again`]). When they cannot be read again, or nothing tracks them, no
+/// In a change read, the departures it reported, the only absences that count there (leavers, removals), with
+/// their users read again by id from a kept list ([`users::read_again`]). When they cannot be read again, or nothing tracks them, no
 /// departure counts in this run: nobody leaves or is removed on a record this run did not read.
 async fn users_and_departures(
     config: &Config,

@@ -3,8 +3,9 @@
 //!
 //! A kept list is trusted only for what this program itself knows: the users the last run sent a change for
 //! (activation, group membership) are read again by id before it is used, and the members the plan finds
-//! missing and the imports' answers do not name are looked up by name after the imports. What someone changes in CloudShell by hand
-//! (a user deleted, taken out of a group) is seen at the next full read, which lists every user again.
+//! missing and the imports' answers do not name are looked up by name after the imports. What someone changes
+//! in CloudShell by hand (a user deleted, taken out of a group) is seen at the next full read, which lists every
+//! user again.
 //! Where more users would be read one by one than a full list has pages, the list is read in full instead.
 //! After the imports, the users they created are known from CloudShell's answers, which carry their records:
 //! only the members still not in the list are read again.

@@ -20,8 +20,9 @@
 //!
 //! The user index is kept when no user changed; when users were only added, each created after every kept
 //! one (new hires: in the index's order they come last), they are appended to it
-//! ([`Kept::user_index_appended`]); otherwise it is made again, sharing every unchanged user with the last. A group the patch's walk reaches that holds a configured name is read as the search by name reads it
-//! (as in a resolve of the whole model, where it is found by name first). Whatever the patch cannot answer (the
+//! ([`Kept::user_index_appended`]); otherwise it is made again, sharing every unchanged user with the last. A
+//! group the patch's walk reaches that holds a configured name is read as the search by name reads it (as in a
+//! resolve of the whole model, where it is found by name first). Whatever the patch cannot answer (the
 //! method reads Active Directory's objects, whose order the model does not know; in-chain nesting, which goes
 //! through every group), and any question it could answer otherwise than a resolve of the whole model, is
 //! answered by resolving the whole model: a walk stopped at the depth cap (a walk from every configured group
