@@ -1499,27 +1499,21 @@ impl Kept {
     /// otherwise (a user added that the model no longer holds, or one that does not sort last).
     fn user_index_appended(&self, s: &Settings, previous: &UserIndex, added: &[EntryUuid]) -> Option<UserIndex> {
         let dns = &self.dns;
-        let mut new: Vec<(u64, &str, &EntryUuid, &User)> = added
+        let mut new: Vec<(Order, &User)> = added
             .iter()
-            .map(|uuid| self.users.entries.get_key_value(uuid).map(|(uuid, u)| (created(uuid), dns.get(u.dn), uuid, u)))
+            .map(|uuid| self.users.entries.get_key_value(uuid).map(|(uuid, u)| (order(uuid, u, dns), u)))
             .collect::<Option<_>>()?;
-        new.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-        new.dedup_by(|a, b| a.2 == b.2);
-        let first = new.first().map(|(c, dn, uuid, _)| (*c, *dn, *uuid))?;
-        let added: HashSet<&EntryUuid> = new.iter().map(|(_, _, uuid, _)| *uuid).collect();
-        let was_kept = |uuid: &EntryUuid| !added.contains(uuid);
-        let before_first = self
-            .users
-            .entries
-            .iter()
-            .filter(|(uuid, _)| was_kept(uuid))
-            .all(|(uuid, u)| (created(uuid), dns.get(u.dn), uuid) < first);
-        if !before_first {
+        new.sort_by(|a, b| a.0.cmp(&b.0));
+        new.dedup_by(|a, b| a.0 == b.0);
+        let first = new.first()?.0;
+        // The added users all come at `first` or after it: every other user comes before it when as many do.
+        let before = self.users.entries.iter().filter(|(uuid, u)| order(uuid, *u, dns) < first).count();
+        if before != self.users.entries.len() - new.len() {
             return None;
         }
         let mut users = UserIndexBuilder::resume(previous);
         let a = UserAttributes { username: &s.username_attribute, include_disabled: s.include_disabled };
-        for (_, _, _, user) in new {
+        for (_, user) in new {
             users.push_reusing(user.read(&a, dns), s, Some(previous));
         }
         Some(users.finish(s))
@@ -1818,10 +1812,16 @@ fn after_csn(csn: &str) -> String {
 /// returns entries in the order of their IDs, given at creation and kept by a rename); then by DN. The order
 /// shows in a snapshot only where the full read's depends on the server's order (see the module doc).
 fn sorted<'k, E: Dn>(side: &'k Side<E>, dns: &'k Dns) -> Vec<&'k E> {
-    let mut entries: Vec<(u64, &str, &EntryUuid, &E)> =
-        side.entries.iter().map(|(uuid, e)| (created(uuid), dns.get(e.dn()), uuid, e)).collect();
-    entries.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-    entries.into_iter().map(|(_, _, _, e)| e).collect()
+    let mut entries: Vec<(Order<'k>, &E)> = side.entries.iter().map(|(uuid, e)| (order(uuid, e, dns), e)).collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.into_iter().map(|(_, e)| e).collect()
+}
+
+/// Where an entry comes in [`sorted`]'s order: its creation time, then its DN, then its UUID.
+type Order<'k> = (u64, &'k str, &'k EntryUuid);
+
+fn order<'k, E: Dn>(uuid: &'k EntryUuid, entry: &E, dns: &'k Dns) -> Order<'k> {
+    (created(uuid), dns.get(entry.dn()), uuid)
 }
 
 /// A kept entry's DN.
