@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::username::Username;
 
 pub mod db;
+mod managed_users;
+
+pub use managed_users::ManagedUsers;
 
 pub const FILE_NAME: &str = "groups.json";
 
@@ -264,6 +267,20 @@ impl ManagedUser {
     }
 }
 
+/// Usernames a load of the managed users may share rather than make: the members a run read (most managed
+/// users are), so that 100,000 records hold no second copy of their names and the load folds none of them.
+pub trait Names {
+    /// The username whose folded form is `folded`, if known.
+    fn get(&self, folded: &str) -> Option<&Username>;
+}
+
+/// No names to share.
+impl Names for () {
+    fn get(&self, _: &str) -> Option<&Username> {
+        None
+    }
+}
+
 /// Every managed user, by username (written as the case-folded username, see [`folded_keys`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Managed {
@@ -272,13 +289,9 @@ pub struct Managed {
     pub users: ManagedUsers,
 }
 
-/// The managed users by username. A hash map: a run looks up each of 100,000 members in it, and a lookup in a
-/// tree of shared names costs a cache miss per level. The keys come from the directory and the state; FxHash
-/// is enough (a directory author crafting colliding names could at worst slow one run down).
-pub type ManagedUsers = rustc_hash::FxHashMap<Username, ManagedUser>;
-
 /// The managed users' keys in `users.json`: each username's case-folded form, as this program has always
-/// written them. A key that is not a username (blank) makes the file unusable, like any foreign content.
+/// written them. A key that is not a username (blank) makes the file unusable, like any foreign content; a
+/// record is kept under its own username (the key's name as written).
 mod folded_keys {
     use std::collections::BTreeMap;
 
@@ -314,7 +327,10 @@ impl Managed {
     /// Records `username` as seen now (CloudShell id `id`, when known): managed from now on if it was not,
     /// with no leaver streak. Returns the entry for the caller's own fields.
     pub fn seen(&mut self, username: &Username, id: Option<i64>, now: &str) -> &mut ManagedUser {
-        let entry = self.users.entry(username.clone()).or_insert_with(|| ManagedUser::new(username.clone(), now));
+        if !self.users.contains_key(username) {
+            self.users.insert(ManagedUser::new(username.clone(), now));
+        }
+        let entry = self.users.get_mut(username).expect("inserted");
         entry.see(username, id, now);
         entry
     }
@@ -323,8 +339,8 @@ impl Managed {
     #[cfg(test)]
     pub fn with(&self, changes: &Changes) -> Managed {
         let mut next = self.clone();
-        for (key, user) in changes {
-            next.users.insert(key.clone(), user.clone());
+        for user in changes.values() {
+            next.users.insert(user.clone());
         }
         next
     }
@@ -460,10 +476,7 @@ mod tests {
         assert_eq!(load_managed(dir.path()).unwrap(), Managed::default());
         let mut m = Managed::default();
         let alice = Username::new("Alice").unwrap();
-        m.users.insert(
-            alice.clone(),
-            ManagedUser { id: Some(4), last_seen: "t1".into(), ..ManagedUser::new(alice, "t0") },
-        );
+        m.users.insert(ManagedUser { id: Some(4), last_seen: "t1".into(), ..ManagedUser::new(alice, "t0") });
         save_managed(dir.path(), &m).unwrap();
         let read = load_managed(dir.path()).unwrap();
         assert_eq!(read, m);

@@ -399,6 +399,11 @@ impl Database {
 
     /// The managed users.
     pub fn load_managed(&self) -> Result<Managed, Error> {
+        self.load_managed_sharing(&())
+    }
+
+    /// The managed users, each username `names` knows (written as the record's) shared rather than made.
+    pub fn load_managed_sharing(&self, names: &dyn super::Names) -> Result<Managed, Error> {
         let mut statement = self
             .connection
             .prepare(
@@ -433,10 +438,11 @@ impl Database {
                         dn: row.get::<_, Option<String>>(9)?.map(String::into_boxed_str),
                     })
                 };
-                // One name built per row (the fold is not free at 100,000 rows): the row's key is its fold, as
-                // written and kept so by `refold` when the database is opened.
-                match Username::new(username) {
-                    Some(username) => Ok(Ok((username.clone(), user(username)?))),
+                // One name built per row, or none (the fold is not free at 100,000 rows): the row's key is its
+                // fold, as written and kept so by `refold` when the database is opened.
+                let known = names.get(text(0)?).filter(|known| known.as_str() == username.trim());
+                match known.cloned().or_else(|| Username::new(username)) {
+                    Some(username) => Ok(Ok(user(username)?)),
                     None => {
                         let key = row.get_ref(0)?.as_str().unwrap_or_default().to_string();
                         Ok(Err(format!("the managed user {key:?} has no username")))
@@ -444,17 +450,17 @@ impl Database {
                 }
             })
             .map_err(self.read_error())?;
-        // Sized first: grown by doubling, the map's last growth held the old table beside the new one, the
-        // run's peak of memory at 100,000 users (12 MB more).
+        // Sized first: grown as rows come, the last growth would hold the old records beside the new ones, the
+        // run's peak of memory at 100,000 users.
         let count: i64 = self
             .connection
             .query_row("SELECT count(*) FROM managed_users", [], |row| row.get(0))
             .map_err(self.read_error())?;
-        let mut users = super::ManagedUsers::with_capacity_and_hasher(count.max(0) as usize, Default::default());
+        let mut users = super::ManagedUsers::with_capacity(count.max(0) as usize);
         for row in rows {
-            let (username, user) =
+            let user =
                 row.map_err(self.read_error())?.map_err(|detail| Error::Damaged { path: self.path.clone(), detail })?;
-            users.insert(username, user);
+            users.insert(user);
         }
         Ok(Managed { users, ..Managed::default() })
     }
@@ -721,7 +727,7 @@ fn write_users(transaction: &Transaction, before: &Managed, after: &Managed) -> 
     // In key order: rows inserted in the table's own order fill its pages one after another (a first run
     // writes 100,000 of them; in the map's order they took twice as long).
     let mut changed: Vec<(&Username, &ManagedUser)> =
-        after.users.iter().filter(|(key, user)| before.users.get(*key) != Some(*user)).collect();
+        after.users.iter().filter(|(key, user)| before.users.get(key) != Some(*user)).collect();
     changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
     for (key, user) in changed {
         upsert.execute(params![
@@ -738,7 +744,7 @@ fn write_users(transaction: &Transaction, before: &Managed, after: &Managed) -> 
         ])?;
     }
     let mut delete = transaction.prepare_cached("DELETE FROM managed_users WHERE folded = ?1")?;
-    for key in before.users.keys().filter(|key| !after.users.contains_key(*key)) {
+    for key in before.users.keys().filter(|key| !after.users.contains_key(key)) {
         delete.execute([key.folded()])?;
     }
     Ok(())

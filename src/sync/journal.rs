@@ -201,9 +201,14 @@ impl Journal {
 
     /// The managed users.
     pub fn load_managed(&self) -> Result<Managed, state::Error> {
+        self.load_managed_sharing(&())
+    }
+
+    /// The managed users, sharing the usernames `names` knows ([`Database::load_managed_sharing`]).
+    pub fn load_managed_sharing(&self, names: &dyn state::Names) -> Result<Managed, state::Error> {
         self.timed(|| match &self.source {
             Source::Files(dir) => state::load_managed(dir),
-            Source::Database(_) => Ok(self.database()?.load_managed()?),
+            Source::Database(_) => Ok(self.database()?.load_managed_sharing(names)?),
         })
     }
 

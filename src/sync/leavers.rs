@@ -114,7 +114,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
     // The managed users among the members: when that is all of them, nobody managed is a leaver.
     let mut managed_members = 0;
     for member in &seen.members {
-        let current = managed.users.get(*member);
+        let current = managed.users.get(member);
         managed_members += usize::from(current.is_some());
         let Some(user) = by_name.get(*member) else { continue }; // not in CloudShell (yet): not managed yet
         // Most members are seen as they were: nothing to copy.
@@ -182,7 +182,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
         .filter_map(|l| Some(Target { username: l.username.clone(), id: l.id? }))
         .collect();
     let planned = candidates.len();
-    let count = managed.users.len() + changes.keys().filter(|k| !managed.users.contains_key(*k)).count();
+    let count = managed.users.len() + changes.keys().filter(|k| !managed.users.contains_key(k)).count();
     let percent_limit = count * usize::from(policy.max_percent) / 100;
     let held = if planned > policy.max_per_run {
         Some(Held { planned, limit: policy.max_per_run, by: "max_per_run", last_24h: None })

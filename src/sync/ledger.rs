@@ -7,11 +7,14 @@
 //! A deactivation or reactivation is also recorded on its own as it happens, with its intent
 //! ([`super::activation::activate`]); this write is for the rest.
 
+use crate::ldap::Member;
 use crate::report::{GroupStatus, Report};
 use crate::state::{self, Changes, Managed, ManagedUser};
 use crate::sync::journal::Journal;
 use crate::username::Username;
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
 /// A step that keeps managed users: the one a failed write is reported against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,9 +46,15 @@ impl<'a> Ledger<'a> {
     /// The managed users: those the daemon kept from its last run when the database is as that run left it
     /// ([`Journal::take_kept_users`]), else read from the run's state.
     pub fn load(journal: &'a Journal) -> Ledger<'a> {
+        Ledger::load_sharing(journal, &[])
+    }
+
+    /// [`Ledger::load`], a load from the state sharing the usernames of `members` (the members the run read).
+    pub fn load_sharing(journal: &'a Journal, members: &[Arc<Member>]) -> Ledger<'a> {
         let users = match journal.take_kept_users() {
             Some(users) => Ok(users),
-            None => journal.load_managed(),
+            None if members.is_empty() => journal.load_managed(),
+            None => journal.load_managed_sharing(&MemberNames::new(members)),
         };
         Ledger { journal, users, originals: HashMap::default(), changed_by: Vec::new(), saved: false }
     }
@@ -72,8 +81,8 @@ impl<'a> Ledger<'a> {
                     *current = user;
                 }
                 None => {
-                    self.originals.entry(key.clone()).or_insert(None);
-                    users.users.insert(key, user);
+                    self.originals.entry(key).or_insert(None);
+                    users.users.insert(user);
                 }
             }
             changed = true;
@@ -92,12 +101,12 @@ impl<'a> Ledger<'a> {
         if !change(users) {
             return;
         }
-        for (key, user) in &before.users {
+        for (key, user) in before.users.iter() {
             if users.users.get(key) != Some(user) {
                 self.originals.entry(key.clone()).or_insert_with(|| Some(user.clone()));
             }
         }
-        for key in users.users.keys().filter(|key| !before.users.contains_key(*key)) {
+        for key in users.users.keys().filter(|key| !before.users.contains_key(key)) {
             self.originals.entry(key.clone()).or_insert(None);
         }
         self.changed_by.push(step);
@@ -138,10 +147,10 @@ impl<'a> Ledger<'a> {
         let (mut before, mut after) = (Managed::default(), Managed::default());
         for (key, original) in &self.originals {
             if let Some(original) = original {
-                before.users.insert(key.clone(), original.clone());
+                before.users.insert(original.clone());
             }
             if let Some(now) = users.users.get(key) {
-                after.users.insert(key.clone(), now.clone());
+                after.users.insert(now.clone());
             }
         }
         let written = if self.changed_by(Keeper::Rematch) {
@@ -172,6 +181,32 @@ impl<'a> Ledger<'a> {
         if let (true, Ok(users)) = (self.saved, self.users) {
             self.journal.keep_users(users);
         }
+    }
+}
+
+/// The members' usernames by folded form, found through their list (no copy of the names).
+struct MemberNames<'m> {
+    members: &'m [Arc<Member>],
+    index: hashbrown::HashTable<u32>,
+}
+
+impl<'m> MemberNames<'m> {
+    fn new(members: &'m [Arc<Member>]) -> MemberNames<'m> {
+        let hash = |member: &Member| FxBuildHasher.hash_one(member.username.folded());
+        let mut index = hashbrown::HashTable::with_capacity(members.len());
+        for (n, member) in members.iter().enumerate() {
+            index.insert_unique(hash(member), n as u32, |&m| hash(&members[m as usize]));
+        }
+        MemberNames { members, index }
+    }
+}
+
+impl state::Names for MemberNames<'_> {
+    fn get(&self, folded: &str) -> Option<&Username> {
+        let members = self.members;
+        let n =
+            self.index.find(FxBuildHasher.hash_one(folded), |&n| members[n as usize].username.folded() == folded)?;
+        Some(&members[*n as usize].username)
     }
 }
 
@@ -244,6 +279,35 @@ mod tests {
         ledger.save(&mut Report::new("r".into(), false));
         everyone.users.get_mut(&bob).unwrap().dn = Some("uid=bob".into());
         assert_eq!(Ledger::load(&j).users().unwrap(), &everyone);
+    }
+
+    /// A load sharing the members' names reads what a plain load reads, each name shared where the member's is
+    /// written as the record's.
+    #[test]
+    fn a_load_shares_the_names_of_members_written_as_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path());
+        let mut everyone = alice("t1");
+        for name in ["bob", "Carol", "dan"] {
+            everyone.seen(&Username::new(name).unwrap(), None, "t1");
+        }
+        let mut ledger = Ledger::load(&j);
+        ledger.update(Keeper::Leavers, everyone.users.clone().into_iter().collect());
+        ledger.save(&mut Report::new("r".into(), false));
+        // bob and Alice as recorded, carol written otherwise in the directory, dan no member, erin no record.
+        let members: Vec<Arc<Member>> = ["bob", "Alice", "carol", "erin"]
+            .iter()
+            .map(|n| Arc::new(Member { username: Username::new(n).unwrap(), dn: format!("uid={n}") }))
+            .collect();
+        let shared = Ledger::load_sharing(&j, &members);
+        let read = shared.users().unwrap();
+        assert_eq!(read, Ledger::load(&j).users().unwrap());
+        assert_eq!(read, &everyone);
+        let name = |n: &str| read.users[&Username::new(n).unwrap()].username.as_str().as_ptr();
+        let member = |k: usize| members[k].username.as_str().as_ptr();
+        assert!(name("bob") == member(0) && name("alice") == member(1), "shared");
+        assert!(name("carol") != member(2), "written otherwise: made, as recorded");
+        assert_eq!(read.users[&Username::new("carol").unwrap()].username.as_str(), "Carol");
     }
 
     #[test]

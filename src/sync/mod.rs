@@ -576,7 +576,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     note_users(report, &kept_users);
     let users = &kept_users.list;
     let identity_held = identity_held(report);
-    let mut ledger = journal.map(ledger::Ledger::load);
+    let mut ledger = journal.map(|journal| ledger::Ledger::load_sharing(journal, &plan.distinct));
     // The groups seen nested before, read once for finding the unresolved members and for adding the new ones.
     let known = known_groups(journal);
     let unresolved = find_unresolved(ledger.as_ref(), &known, plan, report);

@@ -58,7 +58,7 @@ pub fn rematch(managed: &Managed, plan: &Plan, users: &[cloudshell::User]) -> Re
         }
         let mut moved = record.clone();
         moved.username = now.clone();
-        out.next.users.insert(now, moved);
+        out.next.users.insert(moved);
     }
     out
 }
