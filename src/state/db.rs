@@ -440,7 +440,9 @@ impl Database {
                 };
                 // One name built per row, or none (the fold is not free at 100,000 rows): the row's key is its
                 // fold, as written and kept so by `refold` when the database is opened.
-                let known = names.get(text(0)?).filter(|known| known.as_str() == username.trim());
+                // A key that is not text (foreign content) is nobody known: the name is made, as before.
+                let folded = row.get_ref(0)?.as_str().ok();
+                let known = folded.and_then(|folded| names.get(folded)).filter(|k| k.as_str() == username.trim());
                 match known.cloned().or_else(|| Username::new(username)) {
                     Some(username) => Ok(Ok(user(username)?)),
                     None => {
@@ -818,6 +820,24 @@ mod tests {
         assert_eq!(db.load_managed().unwrap().users.values().next().unwrap().username.as_str(), "Alice");
         assert_eq!(db.load_counts().unwrap(), counts);
         assert_eq!(db.owner().unwrap(), owner());
+    }
+
+    /// A record whose key is not text (written by another tool) loads by its username, sharing or not.
+    #[test]
+    fn a_record_whose_key_is_not_text_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Database::open(dir.path(), &owner()).unwrap();
+        db.save_managed(&Managed::default(), &alice("t1")).unwrap();
+        db.connection.execute("UPDATE managed_users SET folded = X'FF00'", []).unwrap();
+        assert_eq!(db.load_managed().unwrap(), alice("t1"));
+        struct Everyone(Username);
+        impl super::super::Names for Everyone {
+            fn get(&self, _: &str) -> Option<&Username> {
+                Some(&self.0)
+            }
+        }
+        let names = Everyone(Username::new("Alice").unwrap());
+        assert_eq!(db.load_managed_sharing(&names).unwrap(), alice("t1"));
     }
 
     /// Each distinct time is held once however many records carry it (100,000 records, a handful of times).
