@@ -446,7 +446,7 @@ impl Database {
                 match known.cloned().or_else(|| Username::new(username)) {
                     Some(username) => Ok(Ok(user(username)?)),
                     None => {
-                        let key = row.get_ref(0)?.as_str().unwrap_or_default().to_string();
+                        let key = folded.unwrap_or_default();
                         Ok(Err(format!("the managed user {key:?} has no username")))
                     }
                 }
