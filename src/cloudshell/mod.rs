@@ -48,8 +48,10 @@ pub struct User {
     /// Set for users imported from a directory; `None` for local users. Shared: a list holds one copy of
     /// each domain's name, not one per user.
     pub domain_name: Option<Arc<str>>,
-    /// The CloudShell groups the user is in, when the server lists them with the user.
-    pub group_ids: Option<Vec<i64>>,
+    /// The CloudShell groups the user is in, when the server lists them with the user. Boxed to its length:
+    /// a list of 100,000 users holds one or two ids each, which a vector collected from the wire would hold
+    /// in room for four.
+    pub group_ids: Option<Box<[i64]>>,
 }
 
 /// A domain's name, shared with the users of a list already holding it (`domains`: those seen so far).

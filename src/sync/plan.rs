@@ -339,7 +339,7 @@ pub(crate) mod tests {
             is_active: Some(true),
             is_admin: Some(false),
             domain_name: Some("EXAMPLE".into()),
-            group_ids: Some(vec![1]),
+            group_ids: Some(Box::new([1])),
         }
     }
 

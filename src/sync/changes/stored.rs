@@ -65,7 +65,7 @@ struct StoredUser {
     is_active: Option<bool>,
     is_admin: Option<bool>,
     domain_name: Option<String>,
-    group_ids: Option<Vec<i64>>,
+    group_ids: Option<Box<[i64]>>,
 }
 
 /// What a run that left nothing to do replays when nothing changed (`sync::nothing_to_do`).
@@ -284,7 +284,7 @@ mod tests {
             is_active: Some(true),
             is_admin: Some(false),
             domain_name: Some("corp".into()),
-            group_ids: Some(vec![3]),
+            group_ids: Some(Box::new([3])),
         };
         let part = CloudShellPart { users: Some(vec![user]), members: vec!["alice".into()], groups: vec![] };
         let head = Head { kept: vec![1], stale: Some(vec![2]), outcome: Some("{}".into()) };
