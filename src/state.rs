@@ -158,7 +158,7 @@ pub struct ManagedUser {
     /// The directory entry's DN when last seen: how a member the directory no longer shows is told from one
     /// it hides (see `sync::unresolved`). `None` in records from before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dn: Option<Box<str>>,
+    pub dn: Option<Arc<str>>,
     /// ... because the account is disabled in the directory (`sync.disabled_accounts =
     /// "import_then_deactivate"`): the disabled-accounts step, not the leaver step, reactivates them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -267,16 +267,17 @@ impl ManagedUser {
     }
 }
 
-/// Usernames a load of the managed users may share rather than make: the members a run read (most managed
-/// users are), so that 100,000 records hold no second copy of their names and the load folds none of them.
+/// Usernames and DNs a load of the managed users may share rather than make: the members a run read (most
+/// managed users are), so that 100,000 records hold no second copy of their names or DNs and the load folds
+/// none of the names.
 pub trait Names {
-    /// The username whose folded form is `folded`, if known.
-    fn get(&self, folded: &str) -> Option<&Username>;
+    /// The username whose folded form is `folded`, with the DN of the entry that has it, if known.
+    fn get(&self, folded: &str) -> Option<(&Username, &Arc<str>)>;
 }
 
 /// No names to share.
 impl Names for () {
-    fn get(&self, _: &str) -> Option<&Username> {
+    fn get(&self, _: &str) -> Option<(&Username, &Arc<str>)> {
         None
     }
 }

@@ -129,7 +129,7 @@ impl UserEntry {
             let (reason, length) = refused.unwrap_or(("no username attribute", None));
             return UserEntry::Unusable { dn, reason, length };
         };
-        let member = Member { username: first, dn };
+        let member = Member { username: first, dn: dn.into() };
         if distinct > 1 {
             let values = raws.iter().map(|v| v.as_ref().trim().to_string()).collect();
             return UserEntry::Ambiguous { member, names, values };
@@ -309,7 +309,7 @@ mod tests {
         let UserEntry::User(m) = UserEntry::from_entry(e, &ATTRS) else { panic!("not a user") };
         assert_eq!(m.username.as_str(), "JPorter");
         assert_eq!(m.username, Username::new("jporter").unwrap());
-        assert_eq!(m.dn, "uid=x,dc=example");
+        assert_eq!(&*m.dn, "uid=x,dc=example");
     }
 
     #[test]
@@ -381,7 +381,7 @@ mod tests {
         let names = |e: &UserEntry| match e {
             UserEntry::Ambiguous { member, names, values } => {
                 assert_eq!(member.username, names[0]);
-                assert_eq!(member.dn, "uid=x,dc=example");
+                assert_eq!(&*member.dn, "uid=x,dc=example");
                 (names.iter().map(|n| n.as_str().to_string()).collect::<Vec<_>>(), values.clone())
             }
             other => panic!("not ambiguous: {other:?}"),
@@ -412,7 +412,7 @@ mod tests {
     fn disabled_accounts_are_told_apart_unless_included() {
         let disabled = || search_entry(&[("uid", &["d"]), ("userAccountControl", &["514"])], &[]);
         match UserEntry::from_entry(disabled(), &ATTRS) {
-            UserEntry::Disabled(m) => assert_eq!((m.username.as_str(), m.dn.as_str()), ("d", "uid=x,dc=example")),
+            UserEntry::Disabled(m) => assert_eq!((m.username.as_str(), &*m.dn), ("d", "uid=x,dc=example")),
             other => panic!("{other:?}"),
         }
         // A disabled entry whose username could not be used is refused like any other: never imported by name.

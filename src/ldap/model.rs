@@ -366,7 +366,7 @@ impl UserIndexBuilder {
             UserEntry::Ambiguous { member, names, values } => {
                 // Kept as a user, so that the groups listing it know it, and set apart under each name.
                 tracing::warn!(username = %member.username, dns = ?[&member.dn], values = ?values, "username collision");
-                self.multi_valued.insert(n, (names.clone(), MultiValued { dn: member.dn.clone(), values }));
+                self.multi_valued.insert(n, (names.clone(), MultiValued { dn: member.dn.to_string(), values }));
                 (member, names)
             }
             UserEntry::Disabled(member) => {
@@ -394,8 +394,8 @@ impl UserIndexBuilder {
             if let Some(&other) = self.by_name.get(&name) {
                 self.collisions
                     .entry(name)
-                    .or_insert_with(|| vec![self.users[other as usize].dn.clone()])
-                    .push(member.dn.clone());
+                    .or_insert_with(|| vec![self.users[other as usize].dn.to_string()])
+                    .push(member.dn.to_string());
             } else {
                 self.by_name.insert(name, n);
             }
@@ -460,7 +460,7 @@ impl ByRawDn {
     }
 
     pub fn get(&self, users: &[Arc<Member>], dn: &str) -> Option<u32> {
-        self.0.find(ByRawDn::hash(dn), |&m| users[m as usize].dn == dn).copied()
+        self.0.find(ByRawDn::hash(dn), |&m| *users[m as usize].dn == *dn).copied()
     }
 }
 
@@ -517,7 +517,7 @@ pub(super) mod tests {
     }
 
     pub fn user(name: &str) -> Arc<Member> {
-        Arc::new(Member { username: Username::new(name).unwrap(), dn: format!("uid={name},ou=people,dc=x") })
+        Arc::new(Member { username: Username::new(name).unwrap(), dn: format!("uid={name},ou=people,dc=x").into() })
     }
 
     /// A user index of `names`, in order.
@@ -596,7 +596,7 @@ pub(super) mod tests {
 
     /// What an index holds, comparably.
     fn contents(index: &UserIndex) -> String {
-        let dns: Vec<&str> = index.users.iter().map(|u| u.dn.as_str()).collect();
+        let dns: Vec<&str> = index.users.iter().map(|u| &*u.dn).collect();
         let found: Vec<Option<u32>> = dns.iter().map(|dn| index.by_raw_dn.get(&index.users, dn)).collect();
         let sorted = |mut v: Vec<String>| {
             v.sort();
@@ -605,7 +605,7 @@ pub(super) mod tests {
         let collisions = sorted(index.collisions.iter().map(|(k, v)| format!("{k}: {v:?}")).collect());
         let multi = sorted(index.multi_valued.iter().map(|(k, v)| format!("{k}: {v:?}")).collect());
         let disabled = sorted(index.disabled.iter().map(|(k, v)| format!("{}: {v}", k.as_str())).collect());
-        let disabled_users: Vec<&str> = index.disabled_users.iter().map(|u| u.dn.as_str()).collect();
+        let disabled_users: Vec<&str> = index.disabled_users.iter().map(|u| &*u.dn).collect();
         let unusable = sorted(index.unusable.iter().map(|k| k.as_str().to_string()).collect());
         format!(
             "{dns:?} {found:?} {collisions:?} {multi:?} {disabled:?} {disabled_users:?} {unusable:?} {} {:?}",

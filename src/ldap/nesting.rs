@@ -87,7 +87,7 @@ impl Expansion<'_> {
             if let Some((names, entry)) = index.multi_valued.get(&n) {
                 for name in names {
                     if !found_collisions.iter().any(|c| &c.username == name) {
-                        let dns = index.collisions.get(name).cloned().unwrap_or_else(|| vec![u.dn.clone()]);
+                        let dns = index.collisions.get(name).cloned().unwrap_or_else(|| vec![u.dn.to_string()]);
                         let multi_valued = Some(entry.clone());
                         found_collisions.push(Collision { username: name.clone(), dns, multi_valued });
                     }
@@ -228,7 +228,7 @@ mod tests {
     const URL: &str = "ldap://test";
 
     fn member(name: &str) -> Arc<Member> {
-        Arc::new(Member { username: Username::new(name).unwrap(), dn: format!("uid={name},ou=people,dc=x") })
+        Arc::new(Member { username: Username::new(name).unwrap(), dn: format!("uid={name},ou=people,dc=x").into() })
     }
 
     /// Users `names`, in order; index n is `names[n]`. `collide` adds a second entry for that username.
@@ -421,9 +421,10 @@ mod tests {
         // "a" (index 0) holds the names "a" and "a2"; a second entry also named "a2" (index 2) collides with it.
         let mut idx = index(&["a", "b", "a2"], None);
         let names = vec![Username::new("a").unwrap(), Username::new("a2").unwrap()];
-        let entry = crate::ldap::MultiValued { dn: idx.users[0].dn.clone(), values: vec!["a".into(), "a2".into()] };
+        let entry = crate::ldap::MultiValued { dn: idx.users[0].dn.to_string(), values: vec!["a".into(), "a2".into()] };
         idx.multi_valued.insert(0, (names, entry.clone()));
-        idx.collisions.insert(Username::new("a2").unwrap(), vec![idx.users[0].dn.clone(), idx.users[2].dn.clone()]);
+        idx.collisions
+            .insert(Username::new("a2").unwrap(), vec![idx.users[0].dn.to_string(), idx.users[2].dn.to_string()]);
         let w = World::new(idx, vec![record("G", &[0, 1], &[]), record("H", &[1], &[])]);
         let g = w.resolve("G", 10).unwrap();
         assert_eq!(usernames(&g), ["b"], "under neither name");

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
@@ -421,6 +422,11 @@ impl Database {
                     })
                 };
                 let username = text(1)?;
+                // One name built per row, or none (the fold is not free at 100,000 rows): the row's key is its
+                // fold, as written and kept so by `refold` when the database is opened.
+                // A key that is not text (foreign content) is nobody known: the name is made, as before.
+                let folded = row.get_ref(0)?.as_str().ok();
+                let known = folded.and_then(|folded| names.get(folded)).filter(|(k, _)| k.as_str() == username.trim());
                 let mut user = |username| -> rusqlite::Result<ManagedUser> {
                     let leaver_since = match row.get_ref(6)? {
                         rusqlite::types::ValueRef::Null => None,
@@ -435,15 +441,20 @@ impl Database {
                         leaver_since,
                         deactivated: row.get(7)?,
                         disabled_in_directory: row.get(8)?,
-                        dn: row.get::<_, Option<String>>(9)?.map(String::into_boxed_str),
+                        // The member's DN when it is the one recorded (it is, unless the entry moved).
+                        dn: match row.get_ref(9)? {
+                            rusqlite::types::ValueRef::Null => None,
+                            _ => {
+                                let dn = text(9)?;
+                                Some(match known {
+                                    Some((_, shared)) if **shared == *dn => shared.clone(),
+                                    _ => Arc::from(dn),
+                                })
+                            }
+                        },
                     })
                 };
-                // One name built per row, or none (the fold is not free at 100,000 rows): the row's key is its
-                // fold, as written and kept so by `refold` when the database is opened.
-                // A key that is not text (foreign content) is nobody known: the name is made, as before.
-                let folded = row.get_ref(0)?.as_str().ok();
-                let known = folded.and_then(|folded| names.get(folded)).filter(|k| k.as_str() == username.trim());
-                match known.cloned().or_else(|| Username::new(username)) {
+                match known.map(|(name, _)| name.clone()).or_else(|| Username::new(username)) {
                     Some(username) => Ok(Ok(user(username)?)),
                     None => {
                         let key = folded.unwrap_or_default();
@@ -830,13 +841,13 @@ mod tests {
         db.save_managed(&Managed::default(), &alice("t1")).unwrap();
         db.connection.execute("UPDATE managed_users SET folded = X'FF00'", []).unwrap();
         assert_eq!(db.load_managed().unwrap(), alice("t1"));
-        struct Everyone(Username);
+        struct Everyone(Username, Arc<str>);
         impl super::super::Names for Everyone {
-            fn get(&self, _: &str) -> Option<&Username> {
-                Some(&self.0)
+            fn get(&self, _: &str) -> Option<(&Username, &Arc<str>)> {
+                Some((&self.0, &self.1))
             }
         }
-        let names = Everyone(Username::new("Alice").unwrap());
+        let names = Everyone(Username::new("Alice").unwrap(), Arc::from("uid=alice"));
         assert_eq!(db.load_managed_sharing(&names).unwrap(), alice("t1"));
     }
 

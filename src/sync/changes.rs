@@ -390,7 +390,8 @@ mod tests {
     use super::*;
 
     fn members(names: &[&str]) -> Vec<Arc<Member>> {
-        let member = |n: &&str| Arc::new(Member { username: Username::new(n).unwrap(), dn: format!("uid={n},dc=x") });
+        let member =
+            |n: &&str| Arc::new(Member { username: Username::new(n).unwrap(), dn: format!("uid={n},dc=x").into() });
         names.iter().map(member).collect()
     }
 

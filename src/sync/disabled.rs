@@ -365,7 +365,7 @@ mod tests {
     }
 
     fn member(name: &str) -> Arc<Member> {
-        Arc::new(Member { username: Username::new(name).unwrap(), dn: format!("uid={name},dc=x") })
+        Arc::new(Member { username: Username::new(name).unwrap(), dn: format!("uid={name},dc=x").into() })
     }
 
     fn user(id: i64, name: &str, active: bool) -> cloudshell::User {

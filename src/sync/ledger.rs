@@ -202,11 +202,12 @@ impl<'m> MemberNames<'m> {
 }
 
 impl state::Names for MemberNames<'_> {
-    fn get(&self, folded: &str) -> Option<&Username> {
+    fn get(&self, folded: &str) -> Option<(&Username, &Arc<str>)> {
         let members = self.members;
         let n =
             self.index.find(FxBuildHasher.hash_one(folded), |&n| members[n as usize].username.folded() == folded)?;
-        Some(&members[*n as usize].username)
+        let member = &members[*n as usize];
+        Some((&member.username, &member.dn))
     }
 }
 
@@ -284,20 +285,23 @@ mod tests {
     /// A load sharing the members' names reads what a plain load reads, each name shared where the member's is
     /// written as the record's.
     #[test]
-    fn a_load_shares_the_names_of_members_written_as_the_records() {
+    fn a_load_shares_the_names_and_dns_of_members_written_as_the_records() {
         let dir = tempfile::tempdir().unwrap();
         let j = journal(dir.path());
         let mut everyone = alice("t1");
         for name in ["bob", "Carol", "dan"] {
             everyone.seen(&Username::new(name).unwrap(), None, "t1");
         }
+        // bob recorded at the DN read, Alice at another (her entry moved since).
+        everyone.users.get_mut(&Username::new("bob").unwrap()).unwrap().dn = Some("uid=bob".into());
+        everyone.users.get_mut(&Username::new("alice").unwrap()).unwrap().dn = Some("uid=moved".into());
         let mut ledger = Ledger::load(&j);
         ledger.update(Keeper::Leavers, everyone.users.clone().into_iter().collect());
         ledger.save(&mut Report::new("r".into(), false));
         // bob and Alice as recorded, carol written otherwise in the directory, dan no member, erin no record.
         let members: Vec<Arc<Member>> = ["bob", "Alice", "carol", "erin"]
             .iter()
-            .map(|n| Arc::new(Member { username: Username::new(n).unwrap(), dn: format!("uid={n}") }))
+            .map(|n| Arc::new(Member { username: Username::new(n).unwrap(), dn: format!("uid={n}").into() }))
             .collect();
         let shared = Ledger::load_sharing(&j, &members);
         let read = shared.users().unwrap();
@@ -308,6 +312,9 @@ mod tests {
         assert!(name("bob") == member(0) && name("alice") == member(1), "shared");
         assert!(name("carol") != member(2), "written otherwise: made, as recorded");
         assert_eq!(read.users[&Username::new("carol").unwrap()].username.as_str(), "Carol");
+        let dn = |n: &str| read.users[&Username::new(n).unwrap()].dn.clone().unwrap();
+        assert!(Arc::ptr_eq(&dn("bob"), &members[0].dn), "the DN read, shared");
+        assert_eq!((&*dn("alice"), Arc::ptr_eq(&dn("alice"), &members[1].dn)), ("uid=moved", false));
     }
 
     #[test]

@@ -291,7 +291,7 @@ pub(crate) mod tests {
     }
 
     fn member(name: &str) -> Member {
-        Member { username: u(name), dn: format!("uid={name},ou=people,dc=x") }
+        Member { username: u(name), dn: format!("uid={name},ou=people,dc=x").into() }
     }
 
     pub(crate) fn group(name: &str, members: &[&str]) -> GroupOutcome {

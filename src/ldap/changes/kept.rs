@@ -2216,7 +2216,7 @@ mod tests {
         assert_eq!(alice.account_control, Some(514), "the first value, read as the users search reads it");
         assert_eq!(k.users.entries[&uuid(2)].names, Some(Err(())), "a username that is not UTF-8 is known as such");
         let a = UserAttributes { username: "uid", include_disabled: false };
-        assert!(matches!(alice.read(&a, &k.dns), UserEntry::Disabled(m) if m.dn == udn("alice")));
+        assert!(matches!(alice.read(&a, &k.dns), UserEntry::Disabled(m) if *m.dn == udn("alice")));
         assert!(matches!(
             k.users.entries[&uuid(2)].read(&a, &k.dns),
             UserEntry::Unusable { reason: "username is not UTF-8", .. }

@@ -389,7 +389,7 @@ mod tests {
         let dns = |i: &UserIndex| i.users.iter().map(|u| u.dn.clone()).collect::<Vec<_>>();
         let whole = dns(&k.user_index(&s, None));
         assert_eq!(dns(&appended), whole);
-        assert_eq!(whole.last(), Some(&udn("zed")));
+        assert_eq!(whole.last().map(|dn| &**dn), Some(udn("zed").as_str()));
         assert_eq!(resolved(&mut k, &s, &configured), 1, "Solo");
         // aaa sorts first (no time in its UUID, and its DN first): the index is made again.
         k.apply(Part::Users, &deletes("u4", vec![user(4, "aaa", "aaa")], &[]));
