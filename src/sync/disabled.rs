@@ -20,6 +20,7 @@
 
 // Keys are usernames from this run's own reads: FxHash (a million memberships hashed a run) is enough.
 use rustc_hash::FxHashSet as HashSet;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -57,8 +58,9 @@ const REASONS: Reasons<'static> = Reasons {
 pub struct Seen<'a> {
     /// The disabled accounts of the enumerated (and not held) groups, each once.
     pub disabled: Vec<&'a Arc<Member>>,
-    /// The effective members of those groups.
-    pub members: HashSet<&'a Username>,
+    /// The effective members of those groups: the run's own set, borrowed, when no group is held (a copy is
+    /// 1 MB at 100,000 members).
+    pub members: Cow<'a, HashSet<&'a Username>>,
     /// Every configured group was enumerated and none is held.
     pub complete: bool,
     /// Every CloudShell user (after this run's imports).
@@ -301,7 +303,7 @@ fn record_plan(planned: &DisabledPlan, report: &mut DisabledReport) {
 /// What the run saw of the groups the step may act on: enumerated and not held.
 fn seen<'a>(
     plan: &'a Plan,
-    every_member: &HashSet<&'a Username>,
+    every_member: &'a HashSet<&'a Username>,
     users: &'a [cloudshell::User],
     (complete, now, last_24h): (bool, &'a str, Option<usize>),
 ) -> Seen<'a> {
@@ -309,13 +311,13 @@ fn seen<'a>(
     let ready = || plan.groups.iter().filter_map(|g| if let GroupPlan::Ready(r) = g { Some(r) } else { None });
     // The members of the groups the shrink guard does not hold: every member, each once, when it holds none.
     let every_group = ready().all(|r| r.shrink.is_none());
-    let mut members: HashSet<&Username> = HashSet::default();
-    if every_group {
-        members = every_member.clone();
+    let mut members = Cow::Borrowed(every_member);
+    if !every_group {
+        members = Cow::Owned(HashSet::default());
     }
     for r in ready().filter(|r| r.shrink.is_none()) {
         disabled.extend(r.group.disabled.iter());
-        if !every_group {
+        if let Cow::Owned(members) = &mut members {
             members.extend(r.group.members.iter().map(|m| &m.username));
         }
     }
@@ -411,7 +413,7 @@ mod tests {
         let both = member("both");
         let seen = Seen {
             disabled: accounts.iter().chain([&both]).collect(),
-            members: HashSet::from_iter([&both.username]),
+            members: Cow::Owned(HashSet::from_iter([&both.username])),
             complete: true,
             users: &users,
             now: "t1",
@@ -441,7 +443,7 @@ mod tests {
         let run = |pol: &LeaverPolicy, last_24h| {
             let seen = Seen {
                 disabled: disabled.iter().collect(),
-                members: members.iter().collect(),
+                members: Cow::Owned(members.iter().collect()),
                 complete: true,
                 users: &users,
                 now: "t",
@@ -464,7 +466,7 @@ mod tests {
         // A dry run counts the members its imports would create, as the run that writes will.
         let dry = Seen {
             disabled: disabled.iter().collect(),
-            members: members.iter().collect(),
+            members: Cow::Owned(members.iter().collect()),
             complete: true,
             users: &users[8..],
             now: "t",
@@ -484,7 +486,7 @@ mod tests {
             Managed { users: [flagged("back", 1), flagged("already", 3)].into_iter().collect(), ..Default::default() };
         let seen = Seen {
             disabled: vec![],
-            members: HashSet::from_iter([&back.username, &manual.username, &already.username]),
+            members: Cow::Owned(HashSet::from_iter([&back.username, &manual.username, &already.username])),
             complete: true,
             users: &users,
             now: "t2",
@@ -505,7 +507,7 @@ mod tests {
         let users = vec![user(1, "dis", true), cloudshell::User { is_active: None, ..user(2, "noflag", true) }];
         let seen = Seen {
             disabled: vec![&dis, &noflag],
-            members: HashSet::default(),
+            members: Cow::default(),
             complete: true,
             users: &users,
             now: "t",
@@ -521,7 +523,7 @@ mod tests {
         let (back, new) = (member("back"), member("new"));
         let managed =
             Managed { users: [flagged("back", 1), flagged("new", 3)].into_iter().collect(), ..Default::default() };
-        let members = HashSet::from_iter([&back.username, &new.username]);
+        let members = Cow::Owned(HashSet::from_iter([&back.username, &new.username]));
         let seen =
             Seen { disabled: vec![], members, complete: true, users: &users, now: "t", last_24h: None, importing: 0 };
         let p = plan(&managed, &seen, &policy(&[]), 10);
@@ -537,7 +539,7 @@ mod tests {
         let managed = Managed { users: [flagged("away", 1)].into_iter().collect(), ..Default::default() };
         let seen = |complete| Seen {
             disabled: vec![],
-            members: HashSet::default(),
+            members: Cow::default(),
             complete,
             users: &users,
             now: "t3",

@@ -5,6 +5,7 @@
 
 // Keys are usernames from this run's own reads: FxHash (a million memberships hashed a run) is enough.
 use rustc_hash::FxHashSet as HashSet;
+use std::borrow::Cow;
 
 use tokio_util::sync::CancellationToken;
 
@@ -126,7 +127,7 @@ pub async fn leaver_step(
             return Some(report);
         }
     };
-    let (members, ambiguous) = (run.members.clone(), ambiguous(run.plan));
+    let (members, ambiguous) = (Cow::Borrowed(run.members), ambiguous(run.plan));
     let seen = Seen { members, ambiguous, users: run.users, now: run.now, last_24h, reported: run.reported };
     let planned = leavers::plan(managed, &seen, policy);
     record_plan(&planned, policy, &mut report);
