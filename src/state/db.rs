@@ -481,10 +481,15 @@ impl Database {
     /// Writes the managed users that differ between `before` (as read) and `after`: changed and new ones
     /// written, gone ones deleted, the others untouched. One transaction.
     pub fn save_managed(&mut self, before: &Managed, after: &Managed) -> Result<(), Error> {
+        self.save_users(&UserWrites::between(before, after))
+    }
+
+    /// Writes `writes`. One transaction.
+    pub fn save_users(&mut self, writes: &UserWrites<'_>) -> Result<(), Error> {
         let path = self.path.clone();
         let write = |source| Error::Write { path: path.clone(), source };
         let transaction = self.connection.transaction().map_err(write)?;
-        write_users(&transaction, before, after).map_err(write)?;
+        write_users(&transaction, writes).map_err(write)?;
         transaction.commit().map_err(write)
     }
 
@@ -559,11 +564,11 @@ impl Database {
         Ok(pending.unwrap_or(false))
     }
 
-    /// Writes the managed users (as [`Database::save_managed`]) and clears the pending match, in one transaction.
-    pub fn save_rematched(&mut self, before: &Managed, after: &Managed) -> Result<(), Error> {
+    /// Writes the managed users (as [`Database::save_users`]) and clears the pending match, in one transaction.
+    pub fn save_rematched(&mut self, writes: &UserWrites<'_>) -> Result<(), Error> {
         let write = self.write_error();
         let transaction = self.connection.transaction().map_err(&write)?;
-        write_users(&transaction, before, after).map_err(&write)?;
+        write_users(&transaction, writes).map_err(&write)?;
         transaction.execute("UPDATE owner SET rematch_pending = 0 WHERE id = 1", []).map_err(&write)?;
         transaction.commit().map_err(&write)
     }
@@ -682,7 +687,7 @@ fn migrate(
     transaction.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(write)?;
     if let Some((managed, counts, _)) = &imported {
         record_owner(&transaction, owner).map_err(write)?;
-        write_users(&transaction, &Managed::default(), managed).map_err(write)?;
+        write_users(&transaction, &UserWrites::between(&Managed::default(), managed)).map_err(write)?;
         write_counts(&transaction, &Counts::default(), counts).map_err(write)?;
     }
     transaction.commit().map_err(write)?;
@@ -732,19 +737,37 @@ fn file_id(path: &Path) -> Option<FileId> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-fn write_users(transaction: &Transaction, before: &Managed, after: &Managed) -> rusqlite::Result<()> {
+/// A write of managed users: the records to write, as they are now, and the users whose records go. References
+/// into the run's own records: a run that moves every user's `last_seen` on (the first of a day) writes
+/// 100,000 records without copying them.
+#[derive(Debug, Default)]
+pub struct UserWrites<'a> {
+    pub write: Vec<&'a ManagedUser>,
+    pub delete: Vec<&'a Username>,
+}
+
+impl<'a> UserWrites<'a> {
+    /// What makes `before` (as read) into `after`: `after`'s users that differ from `before`'s, and `before`'s
+    /// users that `after` lacks.
+    pub fn between(before: &'a Managed, after: &'a Managed) -> UserWrites<'a> {
+        let write = after.users.values().filter(|user| before.users.get(&user.username) != Some(*user)).collect();
+        let delete = before.users.keys().filter(|key| !after.users.contains_key(key)).collect();
+        UserWrites { write, delete }
+    }
+}
+
+fn write_users(transaction: &Transaction, writes: &UserWrites<'_>) -> rusqlite::Result<()> {
     let mut upsert = transaction.prepare_cached(
         "INSERT OR REPLACE INTO managed_users (folded, username, cloudshell_id, first_seen, last_seen, leaver_runs, \
          leaver_since, deactivated, disabled_in_directory, dn) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     // In key order: rows inserted in the table's own order fill its pages one after another (a first run
     // writes 100,000 of them; in the map's order they took twice as long).
-    let mut changed: Vec<(&Username, &ManagedUser)> =
-        after.users.iter().filter(|(key, user)| before.users.get(key) != Some(*user)).collect();
-    changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for (key, user) in changed {
+    let mut changed = writes.write.clone();
+    changed.sort_unstable_by(|a, b| a.username.cmp(&b.username));
+    for user in changed {
         upsert.execute(params![
-            key.folded(),
+            user.username.folded(),
             user.username.as_str(),
             user.id,
             user.first_seen.as_str(),
@@ -757,7 +780,7 @@ fn write_users(transaction: &Transaction, before: &Managed, after: &Managed) -> 
         ])?;
     }
     let mut delete = transaction.prepare_cached("DELETE FROM managed_users WHERE folded = ?1")?;
-    for key in before.users.keys().filter(|key| !after.users.contains_key(key)) {
+    for key in &writes.delete {
         delete.execute([key.folded()])?;
     }
     Ok(())

@@ -217,6 +217,11 @@ impl Journal {
         self.timed(|| self.writing()?.save_managed(before, after))
     }
 
+    /// Writes `writes`.
+    pub fn save_users(&self, writes: &db::UserWrites<'_>) -> Result<(), db::Error> {
+        self.timed(|| self.writing()?.save_users(writes))
+    }
+
     /// The shrink guard's counts.
     pub fn load_counts(&self) -> Result<Counts, state::Error> {
         self.timed(|| match &self.source {
@@ -308,8 +313,8 @@ impl Journal {
     }
 
     /// Writes the managed users matched again, and clears the pending match, in one transaction.
-    pub fn save_rematched(&self, before: &Managed, after: &Managed) -> Result<(), db::Error> {
-        self.timed(|| self.writing()?.save_rematched(before, after))
+    pub fn save_rematched(&self, writes: &db::UserWrites<'_>) -> Result<(), db::Error> {
+        self.timed(|| self.writing()?.save_rematched(writes))
     }
 
     /// The normalised DNs of the groups seen nested in configured groups before (none before the first run

@@ -9,6 +9,7 @@
 
 use crate::ldap::Member;
 use crate::report::{GroupStatus, Report};
+use crate::state::db::UserWrites;
 use crate::state::{self, Changes, Managed, ManagedUser};
 use crate::sync::journal::Journal;
 use crate::username::Username;
@@ -34,8 +35,10 @@ pub struct Ledger<'a> {
     /// As read, then as the steps leave them (changed in place); `Err` when they cannot be used: every step
     /// that needs them fails (nothing deactivated).
     users: Result<Managed, state::Error>,
-    /// What each user a step changed was as read (`None`: added in this run): what the write compares.
-    originals: HashMap<Username, Option<ManagedUser>>,
+    /// The users a step changed, and whether each was read (`false`: added in this run): what the write writes
+    /// or deletes. Not what they were: the first run of a day changes every user (their `last_seen`), and a
+    /// copy of 100,000 records held until the write was the run's peak of memory.
+    touched: HashMap<Username, bool>,
     /// The steps that changed `users` in this run.
     changed_by: Vec<Keeper>,
     /// The database holds `users` as they are now: nothing to write, or written.
@@ -56,7 +59,7 @@ impl<'a> Ledger<'a> {
             None if members.is_empty() => journal.load_managed(),
             None => journal.load_managed_sharing(&MemberNames::new(members)),
         };
-        Ledger { journal, users, originals: HashMap::default(), changed_by: Vec::new(), saved: false }
+        Ledger { journal, users, touched: HashMap::default(), changed_by: Vec::new(), saved: false }
     }
 
     /// Where the run records what it does.
@@ -72,16 +75,19 @@ impl<'a> Ledger<'a> {
     /// Takes the users `step` changed or added, as it leaves them, after its writes' outcomes are recorded.
     pub fn update(&mut self, step: Keeper, changes: Changes) {
         let Ok(users) = &mut self.users else { return };
+        // Room made once: the first run of a day changes every user (their `last_seen`), and a map grown by
+        // doubling holds its old table beside the new one.
+        self.touched.reserve(changes.len());
         let mut changed = false;
         for (key, user) in changes {
             match users.users.get_mut(&key) {
                 Some(current) if *current == user => continue,
                 Some(current) => {
-                    self.originals.entry(key).or_insert_with(|| Some(current.clone()));
+                    self.touched.entry(key).or_insert(true);
                     *current = user;
                 }
                 None => {
-                    self.originals.entry(key).or_insert(None);
+                    self.touched.entry(key).or_insert(false);
                     users.users.insert(user);
                 }
             }
@@ -103,11 +109,11 @@ impl<'a> Ledger<'a> {
         }
         for (key, user) in before.users.iter() {
             if users.users.get(key) != Some(user) {
-                self.originals.entry(key.clone()).or_insert_with(|| Some(user.clone()));
+                self.touched.entry(key.clone()).or_insert(true);
             }
         }
         for key in users.users.keys().filter(|key| !before.users.contains_key(key)) {
-            self.originals.entry(key.clone()).or_insert(None);
+            self.touched.entry(key.clone()).or_insert(false);
         }
         self.changed_by.push(step);
     }
@@ -124,7 +130,7 @@ impl<'a> Ledger<'a> {
         debug_assert_eq!(count, users.users.len(), "a step amending some users adds or removes none");
         for (key, original) in keys.iter().zip(before) {
             if users.users.get(key) != original.as_ref() {
-                self.originals.entry(key.clone()).or_insert(original);
+                self.touched.entry(key.clone()).or_insert(original.is_some());
             }
         }
         self.changed_by.push(step);
@@ -143,20 +149,20 @@ impl<'a> Ledger<'a> {
             self.saved = true;
             return;
         }
-        // The users changed, as read and as they are now.
-        let (mut before, mut after) = (Managed::default(), Managed::default());
-        for (key, original) in &self.originals {
-            if let Some(original) = original {
-                before.users.insert(original.clone());
-            }
-            if let Some(now) = users.users.get(key) {
-                after.users.insert(now.clone());
+        // The users changed, as they are now (not copied), and those read and gone. A user a later step took
+        // back to what was read is written as read.
+        let mut writes = UserWrites::default();
+        for (key, &read) in &self.touched {
+            match users.users.get(key) {
+                Some(now) => writes.write.push(now),
+                None if read => writes.delete.push(key),
+                None => {}
             }
         }
         let written = if self.changed_by(Keeper::Rematch) {
-            self.journal.save_rematched(&before, &after)
+            self.journal.save_rematched(&writes)
         } else {
-            self.journal.save_managed(&before, &after)
+            self.journal.save_users(&writes)
         };
         let e = match written {
             Ok(()) => {
@@ -230,6 +236,48 @@ mod tests {
     }
 
     #[test]
+    fn a_save_writes_every_user_changed_and_deletes_those_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path());
+        let mut report = Report::new("r".into(), false);
+        let mut read = Managed::default();
+        for name in ["alice", "bob", "carol", "dan"] {
+            read.seen(&Username::new(name).unwrap(), None, "day1");
+        }
+        let mut ledger = Ledger::load(&j);
+        ledger.update(Keeper::Leavers, read.users.clone().into_iter().collect());
+        ledger.save(&mut report);
+        // The next day: every user seen again (each record changed), then one gone, one added and gone in the
+        // run, and one changed by a step and taken back by the next.
+        let mut ledger = Ledger::load(&j);
+        let mut next = read.clone();
+        for name in ["alice", "bob", "carol"] {
+            next.seen(&Username::new(name).unwrap(), None, "day2");
+        }
+        next.seen(&Username::new("erin").unwrap(), None, "day2");
+        ledger.update(Keeper::Leavers, next.users.clone().into_iter().collect());
+        ledger.amend(Keeper::Directory, |m| {
+            let gone = [Username::new("bob").unwrap(), Username::new("erin").unwrap()];
+            gone.iter().for_each(|name| drop(m.users.remove(name)));
+            true
+        });
+        let dan = read.users[&Username::new("dan").unwrap()].clone();
+        ledger.update(
+            Keeper::DisabledAccounts,
+            Changes::from([(dan.username.clone(), ManagedUser { id: Some(4), ..dan.clone() })]),
+        );
+        ledger.update(Keeper::Leavers, Changes::from([(dan.username.clone(), dan)]));
+        ledger.save(&mut report);
+        assert!(report.error.is_none(), "written");
+        let mut expected = next;
+        for name in ["bob", "erin"] {
+            expected.users.remove(&Username::new(name).unwrap());
+        }
+        assert_eq!(Ledger::load(&j).users().unwrap(), &expected);
+        assert_eq!(expected.users[&Username::new("alice").unwrap()].last_seen.as_str(), "day2", "moved on");
+    }
+
+    #[test]
     fn written_when_a_step_changed_it_and_not_at_all_otherwise() {
         let dir = tempfile::tempdir().unwrap();
         let mut report = Report::new("r".into(), false);
@@ -276,7 +324,7 @@ mod tests {
         let mut ledger = Ledger::load(&j);
         ledger.amend_users(Keeper::Directory, &[bob.clone(), carol.clone()], set_dn);
         assert!(ledger.changed_by(Keeper::Directory));
-        assert_eq!(ledger.originals.keys().collect::<Vec<_>>(), [&bob], "carol, named but unchanged, is not written");
+        assert_eq!(ledger.touched.keys().collect::<Vec<_>>(), [&bob], "carol, named but unchanged, is not written");
         ledger.save(&mut Report::new("r".into(), false));
         everyone.users.get_mut(&bob).unwrap().dn = Some("uid=bob".into());
         assert_eq!(Ledger::load(&j).users().unwrap(), &everyone);
