@@ -28,6 +28,10 @@ fn hash(username: &Username) -> u64 {
 }
 
 impl ManagedUsers {
+    pub fn new() -> ManagedUsers {
+        ManagedUsers::default()
+    }
+
     /// Room for `count` users without growing.
     pub fn with_capacity(count: usize) -> ManagedUsers {
         ManagedUsers { records: Vec::with_capacity(count), index: HashTable::with_capacity(count) }
@@ -66,6 +70,20 @@ impl ManagedUsers {
         self.index.insert_unique(hash(&user.username), n, |&m| hash(&records[m as usize].username));
         self.records.push(user);
         None
+    }
+
+    /// The record of `username`, made by `make` (a record under that name) and added when there is none.
+    pub fn get_or_insert_with(&mut self, username: &Username, make: impl FnOnce() -> ManagedUser) -> &mut ManagedUser {
+        let n = match self.position(username) {
+            Some(n) => n,
+            None => {
+                let user = make();
+                let key = user.username.clone();
+                self.insert(user);
+                self.position(&key).expect("the record just added")
+            }
+        };
+        &mut self.records[n]
     }
 
     /// Removes the record of `username`, returning it.
@@ -172,6 +190,16 @@ mod tests {
         assert!(users.contains_key(&key("BOB")) && !users.contains_key(&key("carol")));
         users.get_mut(&key("Bob")).unwrap().deactivated = true;
         assert!(users[&key("bob")].deactivated);
+    }
+
+    #[test]
+    fn a_record_is_made_only_when_there_is_none() {
+        let mut users: ManagedUsers = ["a", "b"].iter().map(|n| (key(n), user(n))).collect();
+        users.get_or_insert_with(&key("A"), || panic!("a is there")).leaver_runs = 3;
+        assert_eq!(users[&key("a")].leaver_runs, 3);
+        users.get_or_insert_with(&key("c"), || user("C")).leaver_runs = 1;
+        assert_eq!((users.len(), users[&key("c")].leaver_runs, users[&key("c")].username.as_str()), (3, 1, "C"));
+        assert_eq!(users[&key("b")].leaver_runs, 0, "the others untouched");
     }
 
     #[test]

@@ -82,8 +82,8 @@ pub fn managed_active(
     let deactivated: HashSet<&Username> = managed
         .users
         .iter()
-        .filter(|(k, _)| !changes.contains_key(*k))
-        .chain(changes)
+        .filter(|(k, _)| !changes.contains_key(k))
+        .chain(changes.iter())
         .filter(|(_, e)| e.deactivated)
         .map(|(k, _)| k)
         .collect();
@@ -93,7 +93,7 @@ pub fn managed_active(
         .filter(|u| u.is_active == Some(true))
         .filter_map(|u| u.username.as_ref())
         .filter(|name| {
-            (managed.users.contains_key(name) || changes.contains_key(*name) || members.contains(name))
+            (managed.users.contains_key(name) || changes.contains_key(name) || members.contains(name))
                 && !deactivated.contains(name)
         })
         .filter(|name| counted.insert(name))

@@ -119,7 +119,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: u
     let mut left_alone = Vec::new();
     for (key, entry) in managed.users.iter().filter(|(_, e)| e.disabled_in_directory) {
         let mut change = |change: &dyn Fn(&mut ManagedUser)| {
-            change(changes.entry(key.clone()).or_insert_with(|| entry.clone()));
+            change(changes.get_or_insert_with(key, || entry.clone()));
         };
         if seen.members.contains(key) {
             let Some(user) = by_name.get(&entry.username).copied() else { continue };
@@ -158,7 +158,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: u
 
 /// Records a deactivation this step made.
 fn record_deactivated(managed: &Managed, changes: &mut Changes, t: &Target, now: &str) {
-    let entry = changes.entry(t.username.clone()).or_insert_with(|| match managed.users.get(&t.username) {
+    let entry = changes.get_or_insert_with(&t.username, || match managed.users.get(&t.username) {
         Some(entry) => entry.clone(),
         None => ManagedUser::new(t.username.clone(), now),
     });
@@ -235,7 +235,7 @@ pub async fn disabled_step(
         if !active {
             record_deactivated(managed, &mut changes, t, run.now);
         } else if let Some(entry) = managed.users.get(&t.username) {
-            let entry = changes.entry(t.username.clone()).or_insert_with(|| entry.clone());
+            let entry = changes.get_or_insert_with(&t.username, || entry.clone());
             (entry.deactivated, entry.disabled_in_directory) = (false, false);
         }
     }

@@ -149,7 +149,7 @@ pub async fn leaver_step(
             if !changes.contains_key(&t.username)
                 && let Some(entry) = managed.users.get(&t.username)
             {
-                changes.insert(t.username.clone(), entry.clone());
+                changes.insert(entry.clone());
             }
             if let Some(entry) = changes.get_mut(&t.username) {
                 entry.deactivated = !active;

@@ -148,7 +148,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
             }
         }
         if current != Some(&entry) {
-            changes.insert((*member).clone(), entry);
+            changes.insert(entry);
         }
     }
     let mut leavers = Vec::new();
@@ -162,7 +162,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> Leaver
             unreported.push(entry.username.clone());
             continue;
         }
-        let entry = changes.entry(key.clone()).or_insert_with(|| entry.clone());
+        let entry = changes.get_or_insert_with(key, || entry.clone());
         entry.leaver_runs += 1;
         entry.leaver_since.get_or_insert_with(|| Stamp::from(seen.now));
         let user = by_name.get(&entry.username).copied();

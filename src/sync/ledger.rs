@@ -264,9 +264,9 @@ mod tests {
         let dan = read.users[&Username::new("dan").unwrap()].clone();
         ledger.update(
             Keeper::DisabledAccounts,
-            Changes::from([(dan.username.clone(), ManagedUser { id: Some(4), ..dan.clone() })]),
+            Changes::from_iter([(dan.username.clone(), ManagedUser { id: Some(4), ..dan.clone() })]),
         );
-        ledger.update(Keeper::Leavers, Changes::from([(dan.username.clone(), dan)]));
+        ledger.update(Keeper::Leavers, Changes::from_iter([(dan.username.clone(), dan)]));
         ledger.save(&mut report);
         assert!(report.error.is_none(), "written");
         let mut expected = next;
