@@ -146,6 +146,9 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this program writes: the number of migrations it knows.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
+/// The connection's page cache, as `PRAGMA cache_size` takes it (negative: in KiB).
+const CACHE_KIB: i64 = -512;
+
 /// What recovering from a database that cannot be used costs, for the messages that say how.
 const RECOVERY: &str = "move it aside (with its -wal and -shm files, if any) and a new one is created on the next \
                         start; the managed users and the shrink guard's counts it held are then lost: nobody is a \
@@ -327,6 +330,10 @@ impl Database {
             return Err(Error::Damaged { path, detail: format!("its journal mode stays {mode:?}, not WAL") });
         }
         connection.pragma_update(None, "synchronous", "FULL").map_err(write)?;
+        // A page cache of 512 KiB, not SQLite's 2 MB: a run reads the managed users' table from end to end (26 MB
+        // at 100,000 users, more than either holds), so the larger cache saved no read and held 2 MB of the
+        // run's peak.
+        connection.pragma_update(None, "cache_size", CACHE_KIB).map_err(write)?;
         if found < SCHEMA_VERSION {
             migrate(&path, &mut connection, found, imported.filter(|_| found == 0), owner)?;
         }
@@ -838,6 +845,8 @@ mod tests {
         assert_eq!(mode, "wal");
         let synchronous: i64 = db.connection.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(synchronous, 2, "FULL");
+        let cache: i64 = db.connection.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap();
+        assert_eq!(cache, CACHE_KIB, "512 KiB");
         for table in ["owner", "managed_users", "group_counts", "audit", "intents"] {
             let rows = if table == "owner" { 1 } else { 0 };
             assert_eq!(db.count(table), rows, "{table}");
