@@ -96,7 +96,7 @@ pub struct DisabledPlan {
 
 /// Plans the step. `limit`: `sync.max_disabled_deactivations_per_run`.
 pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: usize) -> DisabledPlan {
-    let by_name = crate::sync::leavers::by_name(seen.users);
+    let by_name = crate::sync::leavers::UsersByName::new(seen.users);
     let mut changes = Changes::new();
     let mut deactivate = Vec::new();
     let mut protected = Vec::new();
@@ -122,7 +122,7 @@ pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: u
             change(changes.get_or_insert_with(key, || entry.clone()));
         };
         if seen.members.contains(key) {
-            let Some(user) = by_name.get(&entry.username).copied() else { continue };
+            let Some(user) = by_name.get(&entry.username) else { continue };
             match returning(user, entry.id) {
                 Returning::Active => change(&|e| (e.deactivated, e.disabled_in_directory) = (false, false)),
                 Returning::Reactivate(id) => reactivate.push(Target { username: entry.username.clone(), id }),
