@@ -9,19 +9,22 @@
 //! two accounts; and lower-casing is what every earlier version keyed its state by, so a name already in NFC
 //! keeps its key. ASCII names fold exactly as before: lower-cased, nothing else.
 
+use arcstr::ArcStr;
 use icu_normalizer::ComposingNormalizerBorrowed;
 
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 
 /// A username that compares, hashes and orders by its folded form (NFC, lower-cased: see the module's
-/// doc) and displays as written. Cheap to clone (shared strings): plans hold one per membership.
+/// doc) and displays as written. Cheap to clone (shared strings): plans hold one per membership. Two pointers
+/// wide: a shared string whose length is kept with its text ([`ArcStr`]), where a shared `str` is two words
+/// (16 bytes less in each of the 300,000 names a full read at 100,000 users holds: CloudShell's users, the
+/// members, the managed users).
 #[derive(Clone)]
 pub struct Username {
-    original: Arc<str>,
-    folded: Arc<str>,
+    original: ArcStr,
+    folded: ArcStr,
 }
 
 impl Username {
@@ -32,9 +35,9 @@ impl Username {
             return None;
         }
         let folded = fold(name);
-        let original: Arc<str> = Arc::from(name);
+        let original = ArcStr::from(name);
         // Most names are already lower case: share one allocation then.
-        let folded = if folded == name { original.clone() } else { Arc::from(folded) };
+        let folded = if folded == name { original.clone() } else { ArcStr::from(folded) };
         Some(Username { original, folded })
     }
 
@@ -125,6 +128,15 @@ mod tests {
 
     fn u(s: &str) -> Username {
         Username::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_name_is_two_pointers_wide_and_one_text_when_already_folded() {
+        assert_eq!((size_of::<Username>(), size_of::<Option<Username>>()), (16, 16));
+        let lower = u("jporter");
+        assert_eq!(lower.as_str().as_ptr(), lower.folded().as_ptr(), "one text");
+        let mixed = u("JPorter");
+        assert_eq!((mixed.as_str(), mixed.folded()), ("JPorter", "jporter"));
     }
 
     #[test]
