@@ -403,7 +403,8 @@ mod tests {
         ];
         let mut m = Managed::default();
         let p = step(&mut m, &["alice", "bob", "zoe"], &users, &policy(1, 20, 100, &[]));
-        let keys: Vec<&str> = m.users.keys().map(Username::folded).collect();
+        let mut keys: Vec<&str> = m.users.keys().map(Username::folded).collect();
+        keys.sort_unstable();
         assert_eq!(keys, ["alice", "bob"], "zoe is not in CloudShell: not managed yet");
         assert_eq!(m.users[&key("bob")].username.as_str(), "bob");
         assert!(p.leavers.is_empty(), "handmade was never seen: never a leaver");
