@@ -158,7 +158,7 @@ pub struct ManagedUser {
     /// The directory entry's DN when last seen: how a member the directory no longer shows is told from one
     /// it hides (see `sync::unresolved`). `None` in records from before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dn: Option<Arc<str>>,
+    pub dn: Option<arcstr::ArcStr>,
     /// ... because the account is disabled in the directory (`sync.disabled_accounts =
     /// "import_then_deactivate"`): the disabled-accounts step, not the leaver step, reactivates them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -272,12 +272,12 @@ impl ManagedUser {
 /// none of the names.
 pub trait Names {
     /// The username whose folded form is `folded`, with the DN of the entry that has it, if known.
-    fn get(&self, folded: &str) -> Option<(&Username, &Arc<str>)>;
+    fn get(&self, folded: &str) -> Option<(&Username, &arcstr::ArcStr)>;
 }
 
 /// No names to share.
 impl Names for () {
-    fn get(&self, _: &str) -> Option<(&Username, &Arc<str>)> {
+    fn get(&self, _: &str) -> Option<(&Username, &arcstr::ArcStr)> {
         None
     }
 }

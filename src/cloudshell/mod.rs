@@ -10,8 +10,8 @@ mod session;
 mod wire;
 
 use std::fmt;
-use std::sync::Arc;
 
+use arcstr::ArcStr;
 use serde_json::{Value, json};
 use url::Url;
 
@@ -46,8 +46,8 @@ pub struct User {
     /// A CloudShell system administrator (`IsAdmin`); `None` when unknown, as for `is_active`.
     pub is_admin: Option<bool>,
     /// Set for users imported from a directory; `None` for local users. Shared: a list holds one copy of
-    /// each domain's name, not one per user.
-    pub domain_name: Option<Arc<str>>,
+    /// each domain's name, not one per user. One pointer wide.
+    pub domain_name: Option<ArcStr>,
     /// The CloudShell groups the user is in, when the server lists them with the user. Boxed to its length:
     /// a list of 100,000 users holds one or two ids each, which a vector collected from the wire would hold
     /// in room for four.
@@ -55,11 +55,11 @@ pub struct User {
 }
 
 /// A domain's name, shared with the users of a list already holding it (`domains`: those seen so far).
-pub(crate) fn shared_domain(domains: &mut Vec<Arc<str>>, name: String) -> Arc<str> {
-    if let Some(known) = domains.iter().find(|known| ***known == *name) {
+pub(crate) fn shared_domain(domains: &mut Vec<ArcStr>, name: String) -> ArcStr {
+    if let Some(known) = domains.iter().find(|known| known.as_str() == name) {
         return known.clone();
     }
-    let shared: Arc<str> = Arc::from(name);
+    let shared = ArcStr::from(name);
     // A handful of domains in practice; a server sending thousands just shares less.
     if domains.len() < 16 {
         domains.push(shared.clone());
@@ -75,7 +75,7 @@ impl From<wire::User> for User {
 
 impl User {
     /// The user from its wire form, its domain name taken from `domains` when an earlier user had it.
-    fn from_wire(u: wire::User, domains: &mut Vec<Arc<str>>) -> User {
+    fn from_wire(u: wire::User, domains: &mut Vec<ArcStr>) -> User {
         let domain_name = u.domain_name.map(|d| shared_domain(domains, d));
         User {
             id: u.id.as_i64().or_else(|| u.id.as_str().and_then(|s| s.parse().ok())),
@@ -694,7 +694,7 @@ mod tests {
             User::from_wire(u, &mut domains)
         };
         let (a, b, local) = (read("a", Some("EXAMPLE")), read("b", Some("EXAMPLE")), read("c", None));
-        assert!(Arc::ptr_eq(a.domain_name.as_ref().unwrap(), b.domain_name.as_ref().unwrap()));
+        assert!(ArcStr::ptr_eq(a.domain_name.as_ref().unwrap(), b.domain_name.as_ref().unwrap()));
         assert_eq!((a.domain_name.as_deref(), local.domain_name), (Some("EXAMPLE"), None));
     }
 
@@ -705,7 +705,7 @@ mod tests {
             username: Username::new("a"),
             is_active: Some(true),
             is_admin: Some(false),
-            domain_name: domain.map(Arc::from),
+            domain_name: domain.map(ArcStr::from),
             group_ids: None,
         };
         let local: Vec<bool> = [None, Some(""), Some("  "), Some("EXAMPLE")].map(|d| user(d).is_local()).to_vec();

@@ -233,8 +233,8 @@ const AD_CAPABILITIES: [&str; 2] = ["1.2.840.113556.1.4.800", "1.2.840.113556.1.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     pub username: Username,
-    /// Shared: the state's record of the user holds the same text (`sync::ledger`).
-    pub dn: Arc<str>,
+    /// Shared: the state's record of the user holds the same text (`sync::ledger`). One pointer wide.
+    pub dn: arcstr::ArcStr,
 }
 
 /// A group reached while expanding a configured group (the group itself first), with its direct user

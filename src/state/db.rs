@@ -13,7 +13,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+
+use arcstr::ArcStr;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
@@ -455,7 +456,7 @@ impl Database {
                                 let dn = text(9)?;
                                 Some(match known {
                                     Some((_, shared)) if **shared == *dn => shared.clone(),
-                                    _ => Arc::from(dn),
+                                    _ => ArcStr::from(dn),
                                 })
                             }
                         },
@@ -873,13 +874,13 @@ mod tests {
         db.save_managed(&Managed::default(), &alice("t1")).unwrap();
         db.connection.execute("UPDATE managed_users SET folded = X'FF00'", []).unwrap();
         assert_eq!(db.load_managed().unwrap(), alice("t1"));
-        struct Everyone(Username, Arc<str>);
+        struct Everyone(Username, ArcStr);
         impl super::super::Names for Everyone {
-            fn get(&self, _: &str) -> Option<(&Username, &Arc<str>)> {
+            fn get(&self, _: &str) -> Option<(&Username, &ArcStr)> {
                 Some((&self.0, &self.1))
             }
         }
-        let names = Everyone(Username::new("Alice").unwrap(), Arc::from("uid=alice"));
+        let names = Everyone(Username::new("Alice").unwrap(), ArcStr::from("uid=alice"));
         assert_eq!(db.load_managed_sharing(&names).unwrap(), alice("t1"));
     }
 

@@ -208,7 +208,7 @@ impl<'m> MemberNames<'m> {
 }
 
 impl state::Names for MemberNames<'_> {
-    fn get(&self, folded: &str) -> Option<(&Username, &Arc<str>)> {
+    fn get(&self, folded: &str) -> Option<(&Username, &arcstr::ArcStr)> {
         let members = self.members;
         let n =
             self.index.find(FxBuildHasher.hash_one(folded), |&n| members[n as usize].username.folded() == folded)?;
@@ -361,8 +361,8 @@ mod tests {
         assert!(name("carol") != member(2), "written otherwise: made, as recorded");
         assert_eq!(read.users[&Username::new("carol").unwrap()].username.as_str(), "Carol");
         let dn = |n: &str| read.users[&Username::new(n).unwrap()].dn.clone().unwrap();
-        assert!(Arc::ptr_eq(&dn("bob"), &members[0].dn), "the DN read, shared");
-        assert_eq!((&*dn("alice"), Arc::ptr_eq(&dn("alice"), &members[1].dn)), ("uid=moved", false));
+        assert!(arcstr::ArcStr::ptr_eq(&dn("bob"), &members[0].dn), "the DN read, shared");
+        assert_eq!((&*dn("alice"), arcstr::ArcStr::ptr_eq(&dn("alice"), &members[1].dn)), ("uid=moved", false));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! partial (exit 3). A member DN this program never knew stays what it was: a `member skipped` warning.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+
+use arcstr::ArcStr;
 
 use crate::ldap::dn::DnKey;
 use crate::state::Managed;
@@ -82,7 +83,7 @@ pub fn nested_groups(plan: &Plan) -> Vec<(String, String)> {
 
 /// The managed users whose DN this run read differently from the record (a member of a group `plan` read),
 /// with the DN read: what to record. Read-only, so that a run in which no DN changed copies no record.
-pub fn dns_to_record(managed: &Managed, plan: &Plan) -> Vec<(Username, Arc<str>)> {
+pub fn dns_to_record(managed: &Managed, plan: &Plan) -> Vec<(Username, ArcStr)> {
     // Each member once: a user in many groups is one record (a million memberships, 100,000 users).
     let mut changed = Vec::new();
     for member in &plan.distinct {
@@ -96,7 +97,7 @@ pub fn dns_to_record(managed: &Managed, plan: &Plan) -> Vec<(Username, Arc<str>)
 }
 
 /// Records the DNs [`dns_to_record`] found. Returns whether any record changed.
-pub fn record_dns(managed: &mut Managed, dns: Vec<(Username, Arc<str>)>) -> bool {
+pub fn record_dns(managed: &mut Managed, dns: Vec<(Username, ArcStr)>) -> bool {
     let mut changed = false;
     for (username, dn) in dns {
         if let Some(entry) = managed.users.get_mut(&username) {

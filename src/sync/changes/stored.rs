@@ -14,9 +14,9 @@
 //! and a fingerprint of the configuration. Another version, any change to the configuration, or a model that
 //! does not decode means a full read, and the report says why.
 
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use arcstr::ArcStr;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
@@ -230,7 +230,7 @@ fn model(stored: &StoredModel) -> Result<Model, String> {
             Some(Box::new(outcome.report()))
         }
     };
-    let mut domains: Vec<Arc<str>> = Vec::new();
+    let mut domains: Vec<ArcStr> = Vec::new();
     let users = match (part.users, head.stale) {
         (Some(users), Some(stale)) => {
             Some(KeptUsers { users: users.into_iter().map(|u| u.user(&mut domains)).collect(), stale })
@@ -256,7 +256,7 @@ impl StoredUser {
     }
 
     /// The user, its domain's name shared with the other users of the domain (as a listing shares it).
-    fn user(self, domains: &mut Vec<Arc<str>>) -> crate::cloudshell::User {
+    fn user(self, domains: &mut Vec<ArcStr>) -> crate::cloudshell::User {
         let domain_name = self.domain_name.map(|d| crate::cloudshell::shared_domain(domains, d));
         crate::cloudshell::User {
             id: self.id,
