@@ -459,6 +459,16 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn the_records_a_full_read_holds_100_000_of_each_are_as_small_as_measured() {
+        // BENCHMARKS.md ("A full read's memory cut further"): a name two words, a DN or a domain one.
+        use std::mem::size_of;
+        assert_eq!(size_of::<ManagedUser>(), 72, "a managed user's record");
+        assert_eq!(size_of::<crate::ldap::Member>(), 24, "a member");
+        assert_eq!(size_of::<crate::cloudshell::User>(), 64, "a CloudShell user");
+    }
+
+    #[test]
     fn last_seen_moves_on_at_most_daily_so_a_steady_run_changes_no_record() {
         let mut m = Managed::default();
         let alice = Username::new("alice").unwrap();
