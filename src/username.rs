@@ -14,7 +14,7 @@ use icu_normalizer::ComposingNormalizerBorrowed;
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 /// A username that compares, hashes and orders by its folded form (NFC, lower-cased: see the module's
 /// doc) and displays as written. Cheap to clone (shared strings): plans hold one per membership. Two pointers
@@ -49,6 +49,36 @@ impl Username {
     /// The folded form used for comparison (NFC, lower-cased): `state.db`'s key for the user.
     pub fn folded(&self) -> &str {
         &self.folded
+    }
+}
+
+/// Positions in a list of named items, found by folded name: four bytes an item and no copy of the names (the
+/// list keeps them). A name held by several items finds the last. FxHash: the names come from this run's reads.
+pub struct NameIndex(hashbrown::HashTable<u32>);
+
+impl NameIndex {
+    /// The index of `len` items, `name(n)` the name of item `n` (`None`: not found by any name).
+    pub fn new<'a>(len: usize, name: impl Fn(usize) -> Option<&'a Username>) -> NameIndex {
+        let hash = |name: &Username| rustc_hash::FxBuildHasher.hash_one(name.folded());
+        let mut index = hashbrown::HashTable::with_capacity(len);
+        for n in 0..len {
+            let Some(username) = name(n) else { continue };
+            let held = |&m: &u32| name(m as usize) == Some(username);
+            match index.entry(hash(username), held, |&m| name(m as usize).map_or(0, hash)) {
+                hashbrown::hash_table::Entry::Occupied(mut at) => *at.get_mut() = n as u32,
+                hashbrown::hash_table::Entry::Vacant(slot) => {
+                    slot.insert(n as u32);
+                }
+            }
+        }
+        NameIndex(index)
+    }
+
+    /// The position of the item named `folded` (a folded name), `name` as given to [`NameIndex::new`].
+    pub fn find<'a>(&self, folded: &str, name: impl Fn(usize) -> Option<&'a Username>) -> Option<usize> {
+        let hash = rustc_hash::FxBuildHasher.hash_one(folded);
+        let n = self.0.find(hash, |&n| name(n as usize).is_some_and(|name| name.folded() == folded))?;
+        Some(*n as usize)
     }
 }
 

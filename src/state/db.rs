@@ -487,13 +487,15 @@ impl Database {
     }
 
     /// Writes the managed users that differ between `before` (as read) and `after`: changed and new ones
-    /// written, gone ones deleted, the others untouched. One transaction.
+    /// written, gone ones deleted, the others untouched. One transaction. (The tests' way to set a state up; a run
+    /// writes what its ledger says, [`Database::save_users`].)
+    #[cfg(test)]
     pub fn save_managed(&mut self, before: &Managed, after: &Managed) -> Result<(), Error> {
-        self.save_users(&UserWrites::between(before, after))
+        self.save_users(UserWrites::between(before, after))
     }
 
     /// Writes `writes`. One transaction.
-    pub fn save_users(&mut self, writes: &UserWrites<'_>) -> Result<(), Error> {
+    pub fn save_users(&mut self, writes: UserWrites<'_>) -> Result<(), Error> {
         let path = self.path.clone();
         let write = |source| Error::Write { path: path.clone(), source };
         let transaction = self.connection.transaction().map_err(write)?;
@@ -573,7 +575,7 @@ impl Database {
     }
 
     /// Writes the managed users (as [`Database::save_users`]) and clears the pending match, in one transaction.
-    pub fn save_rematched(&mut self, writes: &UserWrites<'_>) -> Result<(), Error> {
+    pub fn save_rematched(&mut self, writes: UserWrites<'_>) -> Result<(), Error> {
         let write = self.write_error();
         let transaction = self.connection.transaction().map_err(&write)?;
         write_users(&transaction, writes).map_err(&write)?;
@@ -695,7 +697,7 @@ fn migrate(
     transaction.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(write)?;
     if let Some((managed, counts, _)) = &imported {
         record_owner(&transaction, owner).map_err(write)?;
-        write_users(&transaction, &UserWrites::between(&Managed::default(), managed)).map_err(write)?;
+        write_users(&transaction, UserWrites::between(&Managed::default(), managed)).map_err(write)?;
         write_counts(&transaction, &Counts::default(), counts).map_err(write)?;
     }
     transaction.commit().map_err(write)?;
@@ -764,14 +766,14 @@ impl<'a> UserWrites<'a> {
     }
 }
 
-fn write_users(transaction: &Transaction, writes: &UserWrites<'_>) -> rusqlite::Result<()> {
+fn write_users(transaction: &Transaction, writes: UserWrites<'_>) -> rusqlite::Result<()> {
     let mut upsert = transaction.prepare_cached(
         "INSERT OR REPLACE INTO managed_users (folded, username, cloudshell_id, first_seen, last_seen, leaver_runs, \
          leaver_since, deactivated, disabled_in_directory, dn) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     // In key order: rows inserted in the table's own order fill its pages one after another (a first run
     // writes 100,000 of them; in the map's order they took twice as long).
-    let mut changed = writes.write.clone();
+    let UserWrites { write: mut changed, delete: gone } = writes;
     changed.sort_unstable_by(|a, b| a.username.cmp(&b.username));
     for user in changed {
         upsert.execute(params![
@@ -788,7 +790,7 @@ fn write_users(transaction: &Transaction, writes: &UserWrites<'_>) -> rusqlite::
         ])?;
     }
     let mut delete = transaction.prepare_cached("DELETE FROM managed_users WHERE folded = ?1")?;
-    for key in &writes.delete {
+    for key in gone {
         delete.execute([key.folded()])?;
     }
     Ok(())

@@ -311,10 +311,7 @@ fn seen<'a>(
     let ready = || plan.groups.iter().filter_map(|g| if let GroupPlan::Ready(r) = g { Some(r) } else { None });
     // The members of the groups the shrink guard does not hold: every member, each once, when it holds none.
     let every_group = ready().all(|r| r.shrink.is_none());
-    let mut members = Cow::Borrowed(every_member);
-    if !every_group {
-        members = Cow::Owned(HashSet::default());
-    }
+    let mut members = if every_group { Cow::Borrowed(every_member) } else { Cow::Owned(HashSet::default()) };
     for r in ready().filter(|r| r.shrink.is_none()) {
         disabled.extend(r.group.disabled.iter());
         if let Cow::Owned(members) = &mut members {

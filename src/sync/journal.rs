@@ -212,13 +212,15 @@ impl Journal {
         })
     }
 
-    /// Writes the managed users that differ between `before` and `after`.
+    /// Writes the managed users that differ between `before` and `after` (the tests' way to set a state up; a
+    /// run writes through its ledger, [`Journal::save_users`]).
+    #[cfg(test)]
     pub fn save_managed(&self, before: &Managed, after: &Managed) -> Result<(), db::Error> {
         self.timed(|| self.writing()?.save_managed(before, after))
     }
 
     /// Writes `writes`.
-    pub fn save_users(&self, writes: &db::UserWrites<'_>) -> Result<(), db::Error> {
+    pub fn save_users(&self, writes: db::UserWrites<'_>) -> Result<(), db::Error> {
         self.timed(|| self.writing()?.save_users(writes))
     }
 
@@ -313,7 +315,7 @@ impl Journal {
     }
 
     /// Writes the managed users matched again, and clears the pending match, in one transaction.
-    pub fn save_rematched(&self, writes: &db::UserWrites<'_>) -> Result<(), db::Error> {
+    pub fn save_rematched(&self, writes: db::UserWrites<'_>) -> Result<(), db::Error> {
         self.timed(|| self.writing()?.save_rematched(writes))
     }
 

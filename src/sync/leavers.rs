@@ -26,9 +26,8 @@
 //!   (`super::disabled`): neither a leaver nor reactivated here.
 
 // Keys are usernames from this run's own reads: FxHash (a million memberships hashed a run) is enough.
-use rustc_hash::{FxBuildHasher, FxHashSet as HashSet};
+use rustc_hash::FxHashSet as HashSet;
 use std::borrow::Cow;
-use std::hash::BuildHasher;
 
 use crate::cloudshell;
 use crate::config::LeaverPolicy;
@@ -36,7 +35,7 @@ use crate::report::{ProtectedLine, Standing};
 use crate::state::{Changes, Managed, ManagedUser, Stamp};
 use crate::sync::activation::{Returning, Target, protection, returning};
 use crate::sync::budget;
-use crate::username::Username;
+use crate::username::{NameIndex, Username};
 
 /// A managed user who is a leaver in this run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,32 +105,18 @@ pub struct Seen<'a> {
 /// loaded). A name listed twice finds its last user.
 pub(crate) struct UsersByName<'a> {
     users: &'a [cloudshell::User],
-    index: hashbrown::HashTable<u32>,
+    index: NameIndex,
 }
 
 impl<'a> UsersByName<'a> {
     /// Sized once (this runs for every CloudShell user).
     pub(crate) fn new(users: &'a [cloudshell::User]) -> UsersByName<'a> {
-        let hash = |name: &Username| FxBuildHasher.hash_one(name.folded());
-        let name = |n: u32| users[n as usize].username.as_ref();
-        let mut index = hashbrown::HashTable::with_capacity(users.len());
-        for (n, user) in users.iter().enumerate() {
-            let Some(username) = &user.username else { continue };
-            match index.entry(hash(username), |&m| name(m) == Some(username), |&m| name(m).map_or(0, hash)) {
-                hashbrown::hash_table::Entry::Occupied(mut at) => *at.get_mut() = n as u32,
-                hashbrown::hash_table::Entry::Vacant(slot) => {
-                    slot.insert(n as u32);
-                }
-            }
-        }
-        UsersByName { users, index }
+        UsersByName { users, index: NameIndex::new(users.len(), |n| users[n].username.as_ref()) }
     }
 
     pub(crate) fn get(&self, username: &Username) -> Option<&'a cloudshell::User> {
         let users = self.users;
-        let hash = FxBuildHasher.hash_one(username.folded());
-        let n = self.index.find(hash, |&n| users[n as usize].username.as_ref() == Some(username))?;
-        Some(&users[*n as usize])
+        self.index.find(username.folded(), |n| users[n].username.as_ref()).map(|n| &users[n])
     }
 }
 

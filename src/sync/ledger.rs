@@ -12,9 +12,8 @@ use crate::report::{GroupStatus, Report};
 use crate::state::db::UserWrites;
 use crate::state::{self, Changes, Managed, ManagedUser};
 use crate::sync::journal::Journal;
-use crate::username::Username;
-use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
-use std::hash::BuildHasher;
+use crate::username::{NameIndex, Username};
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 /// A step that keeps managed users: the one a failed write is reported against.
@@ -160,9 +159,9 @@ impl<'a> Ledger<'a> {
             }
         }
         let written = if self.changed_by(Keeper::Rematch) {
-            self.journal.save_rematched(&writes)
+            self.journal.save_rematched(writes)
         } else {
-            self.journal.save_users(&writes)
+            self.journal.save_users(writes)
         };
         let e = match written {
             Ok(()) => {
@@ -193,26 +192,19 @@ impl<'a> Ledger<'a> {
 /// The members' usernames by folded form, found through their list (no copy of the names).
 struct MemberNames<'m> {
     members: &'m [Arc<Member>],
-    index: hashbrown::HashTable<u32>,
+    index: NameIndex,
 }
 
 impl<'m> MemberNames<'m> {
     fn new(members: &'m [Arc<Member>]) -> MemberNames<'m> {
-        let hash = |member: &Member| FxBuildHasher.hash_one(member.username.folded());
-        let mut index = hashbrown::HashTable::with_capacity(members.len());
-        for (n, member) in members.iter().enumerate() {
-            index.insert_unique(hash(member), n as u32, |&m| hash(&members[m as usize]));
-        }
-        MemberNames { members, index }
+        MemberNames { members, index: NameIndex::new(members.len(), |n| Some(&members[n].username)) }
     }
 }
 
 impl state::Names for MemberNames<'_> {
     fn get(&self, folded: &str) -> Option<(&Username, &arcstr::ArcStr)> {
         let members = self.members;
-        let n =
-            self.index.find(FxBuildHasher.hash_one(folded), |&n| members[n as usize].username.folded() == folded)?;
-        let member = &members[*n as usize];
+        let member = &members[self.index.find(folded, |n| Some(&members[n].username))?];
         Some((&member.username, &member.dn))
     }
 }
