@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use cloudshell_ldap_sync::cloudshell::{AuthScheme, Client, Error, GroupImport, ImportFailure, Settings, UserImport};
+use cloudshell_ldap_sync::username::{SharedNames, Username};
 use common::{Directory, Sim, Slapd};
 use secrecy::SecretString;
 use serde_json::json;
@@ -49,6 +50,29 @@ async fn lists_every_user_across_pages_of_250() {
     assert!(pages.iter().all(|c| { c["query"].as_str().unwrap().contains("paginationProperties.limit=250") }));
     assert!(pages[1]["query"].as_str().unwrap().contains("paginationProperties.cursor="));
     assert_eq!(sim.calls_to("PUT", "/Api/Auth/Login").await.len(), 1, "one login, token reused");
+}
+
+#[tokio::test]
+async fn a_list_sharing_names_gives_its_users_the_copies_made_before_it() {
+    let sim = Sim::start(cloudshell_sim::Config { existing_users: many_users(300), ..Default::default() });
+    let shared = SharedNames::default();
+    // What the directory read beside the list made first: "USER0001" is written otherwise in CloudShell.
+    let made = ["user0000", "USER0001"].map(|n| shared.share(&Username::new(n).unwrap()));
+    let text = |name: &Username| name.as_str().as_ptr();
+    let users = client(&sim).list_users_sharing(Some(&shared)).await.unwrap();
+    let name = |users: &[cloudshell_ldap_sync::cloudshell::User], name: &str| {
+        let user = users.iter().find(|u| u.username.as_ref().is_some_and(|n| n.as_str() == name));
+        user.and_then(|u| u.username.clone()).unwrap_or_else(|| panic!("{name} not listed"))
+    };
+    assert_eq!(users.len(), 301);
+    assert_eq!(text(&name(&users, "user0000")), text(&made[0]), "the copy made before");
+    assert_ne!(text(&name(&users, "user0001")), text(&made[1]), "written otherwise: its own text");
+    let later = shared.share(&Username::new("user0299").unwrap());
+    assert_eq!(text(&later), text(&name(&users, "user0299")), "held for later");
+    // A list not sharing makes its own.
+    let plain = client(&sim).list_users().await.unwrap();
+    assert_eq!(plain.len(), 301);
+    assert_ne!(text(&name(&plain, "user0000")), text(&made[0]));
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cloudshell_ldap_sync::group_name::GroupName;
 use cloudshell_ldap_sync::ldap::{self, Error, Group, Settings, Snapshot};
-use cloudshell_ldap_sync::username::Username;
+use cloudshell_ldap_sync::username::{SharedNames, Username};
 use common::{CutProxy, Directory, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, Silent, Slapd};
 use secrecy::SecretString;
 
@@ -412,4 +412,30 @@ async fn a_directory_claiming_a_2_gb_message_costs_an_error_naming_the_url_not_t
         assert!(sent < 256 << 20, "the connection was ended early: the peer sent {sent} bytes");
         assert!(peak_rss_mb() < 256, "peak memory {} MB while the peer claimed 2 GB", peak_rss_mb());
     }
+}
+
+#[tokio::test]
+async fn a_read_sharing_names_gives_its_members_the_copies_made_before_it() {
+    let mut d = Directory::new();
+    let team = [d.user("alice"), d.user("Bob"), d.user("carol")];
+    d.group("Team", &team);
+    let slapd = Slapd::start(&d);
+    let (s, groups) = (settings(&slapd.url()), names(&["Team"]));
+    // What CloudShell's list, read beside the directory, made first: "bob" is written otherwise there.
+    let shared = std::sync::Arc::new(SharedNames::default());
+    let made = ["alice", "bob"].map(|n| shared.share(&Username::new(n).unwrap()));
+    let text = |name: &Username| name.as_str().as_ptr();
+    let read = ldap::Connection::open(&s).await.unwrap().sharing(shared.clone()).read(&groups).await;
+    let snap = ldap::resolve(&read, &s, &groups);
+    let member = |snap: &Snapshot, name: &str| {
+        let m = group(snap, "Team").members.iter().find(|m| m.username.as_str() == name);
+        m.map(|m| m.username.clone()).unwrap_or_else(|| panic!("{name} not a member"))
+    };
+    assert_eq!(text(&member(&snap, "alice")), text(&made[0]), "the copy made before");
+    assert_ne!(text(&member(&snap, "Bob")), text(&made[1]), "written otherwise: its own text");
+    assert_eq!(text(&shared.share(&Username::new("carol").unwrap())), text(&member(&snap, "carol")), "held for later");
+    // A read not sharing makes its own.
+    let plain = ldap::snapshot(&s, &groups).await.unwrap();
+    assert_eq!(usernames(group(&plain, "Team")), usernames(group(&snap, "Team")), "the same members");
+    assert_ne!(text(&member(&plain, "alice")), text(&made[0]));
 }

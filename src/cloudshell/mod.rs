@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::progress::Progress;
 use crate::stop::Stops;
-use crate::username::Username;
+use crate::username::{SharedNames, Username};
 pub use error::Error;
 use error::excerpt;
 use session::{Answer, Request, Session, Token, backoff};
@@ -285,9 +285,21 @@ impl Client {
 
     /// Every CloudShell user, following the cursors at [`PAGE_LIMIT`] a page.
     pub async fn list_users(&self) -> Result<Vec<User>, Error> {
+        self.list_users_sharing(None).await
+    }
+
+    /// [`Client::list_users`], each username exchanged for the copy in `names` (a read beside this one made
+    /// it) when written alike.
+    pub async fn list_users_sharing(&self, names: Option<&SharedNames>) -> Result<Vec<User>, Error> {
         let (mut users, mut domains) = (Vec::new(), Vec::new());
+        let share = |mut user: User| {
+            if let (Some(names), Some(name)) = (names, user.username.as_mut()) {
+                *name = names.share(name);
+            }
+            user
+        };
         self.pages::<wire::UserList>(CallKind::ListUsers, USERS_PATH, &[], |page| {
-            users.extend(page.into_iter().map(|u| User::from_wire(u, &mut domains)));
+            users.extend(page.into_iter().map(|u| share(User::from_wire(u, &mut domains))));
             true
         })
         .await?;

@@ -9,7 +9,7 @@ use ldap3::asn1::StructureTag;
 use ldap3::{ResultEntry, SearchEntry};
 
 use super::Member;
-use crate::username::Username;
+use crate::username::{SharedNames, Username};
 
 /// Usernames longer than this are refused (Active Directory's own limit is 20; CloudShell stores names, not
 /// essays).
@@ -135,6 +135,14 @@ impl UserEntry {
             return UserEntry::Ambiguous { member, names, values };
         }
         if disabled { UserEntry::Disabled(member) } else { UserEntry::User(member) }
+    }
+
+    /// The entry's username exchanged for the copy `names` holds when written alike (an ambiguous entry's other
+    /// names are left as read).
+    pub fn share_username(&mut self, names: &SharedNames) {
+        if let UserEntry::User(member) | UserEntry::Ambiguous { member, .. } | UserEntry::Disabled(member) = self {
+            member.username = names.share(&member.username);
+        }
     }
 
     /// Reads a user entry straight from the server's answer, taking only the attributes that matter (no map

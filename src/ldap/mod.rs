@@ -51,7 +51,7 @@ pub use probe::{Probe, probe};
 pub use resolve::resolve;
 
 use crate::group_name::GroupName;
-use crate::username::Username;
+use crate::username::{SharedNames, Username};
 
 /// How many group names go into one search filter.
 const NAMES_PER_FILTER: usize = 50;
@@ -355,6 +355,8 @@ pub struct Connection<'a> {
     ldap: Ldap,
     url: String,
     verdict: guard::Verdict,
+    /// Shared with a read beside this one: see [`Connection::sharing`].
+    names: Option<Arc<SharedNames>>,
 }
 
 impl<'a> Connection<'a> {
@@ -362,7 +364,7 @@ impl<'a> Connection<'a> {
     /// refused.
     pub async fn open(s: &'a Settings) -> Result<Connection<'a>, Error> {
         let (ldap, url, verdict) = connect::connect(s).await?;
-        Ok(Connection { s, ldap, url, verdict })
+        Ok(Connection { s, ldap, url, verdict, names: None })
     }
 
     /// The URL of the server this connection reached.
@@ -374,6 +376,12 @@ impl<'a> Connection<'a> {
     /// a short timeout, then reads the groups with the configured one.
     pub fn with_settings(self, s: &'a Settings) -> Connection<'a> {
         Connection { s, ..self }
+    }
+
+    /// The same connection, its full read's usernames exchanged for the copies in `names` when written alike
+    /// (CloudShell's user list, read beside it, holds the same names: [`SharedNames`]).
+    pub fn sharing(self, names: Arc<SharedNames>) -> Connection<'a> {
+        Connection { names: Some(names), ..self }
     }
 
     /// Reads the effective members of each configured group; a failure now puts groups in error.
@@ -398,6 +406,7 @@ impl<'a> Connection<'a> {
             url: self.url,
             searches: 0,
             verdict: self.verdict,
+            names: self.names,
         }
     }
 

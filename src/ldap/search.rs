@@ -20,6 +20,7 @@ use super::model::{self, Entries, GroupRecord, InChain, Sweep, UserIndex, UserIn
 use super::{AD_CAPABILITIES, Error, IN_CHAIN, NAMES_PER_FILTER, Nesting, Settings, range};
 use crate::group_name::GroupName;
 use crate::progress::Progress;
+use crate::username::SharedNames;
 
 /// What a non-user member DN turned out to be.
 enum Lookup {
@@ -38,6 +39,8 @@ pub(super) struct Reader<'a> {
     pub searches: usize,
     /// Why the connection's guard ended it, if it did.
     pub verdict: super::guard::Verdict,
+    /// Where the users search exchanges each username for a copy a read beside it made (taken by that search).
+    pub names: Option<std::sync::Arc<SharedNames>>,
 }
 
 impl Reader<'_> {
@@ -191,7 +194,14 @@ impl Reader<'_> {
         let attrs = vec![s.username_attribute.as_str(), "userAccountControl"];
         let user_attributes = UserAttributes { username: &s.username_attribute, include_disabled: s.include_disabled };
         let decode = |raw| UserEntry::from_result(raw, &user_attributes);
-        self.paged_as("the users search", &s.user_filter, attrs, decode, |entry| index.push(entry, s)).await?;
+        let names = self.names.take();
+        let push = |mut entry: UserEntry| {
+            if let Some(names) = &names {
+                entry.share_username(names);
+            }
+            index.push(entry, s)
+        };
+        self.paged_as("the users search", &s.user_filter, attrs, decode, push).await?;
         Ok(index.finish(s))
     }
 

@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 
 use crate::cloudshell::{self, Client, User};
 use crate::sync::changes::KeptUsers;
-use crate::username::Username;
+use crate::username::{SharedNames, Username};
 
 /// CloudShell's users as this run knows them.
 pub struct Users {
@@ -37,22 +37,23 @@ fn list_instead(lookups: usize, users: usize) -> bool {
     lookups > users / cloudshell::PAGE_LIMIT + 1
 }
 
-/// The run's users: listed in full, or `kept` with the users in `kept.stale` and `also` (ids, for example
-/// those of changes whose outcome is not yet known) read again.
+/// The run's users: listed in full (their names shared with the directory read's through `names`), or `kept`
+/// with the users in `kept.stale` and `also` (ids, for example those of changes whose outcome is not yet known)
+/// read again.
 pub async fn read(
     client: &Client,
     kept: Option<KeptUsers>,
     also: &[i64],
-    concurrency: usize,
+    (concurrency, names): (usize, &SharedNames),
 ) -> Result<Users, cloudshell::Error> {
     let Some(KeptUsers { users, mut stale }) = kept else {
-        return Ok(Users::listed(client.list_users().await?));
+        return Ok(Users::listed(client.list_users_sharing(Some(names)).await?));
     };
     stale.extend_from_slice(also);
     stale.sort_unstable();
     stale.dedup();
     if list_instead(stale.len(), users.len()) {
-        return Ok(Users::listed(client.list_users().await?));
+        return Ok(Users::listed(client.list_users_sharing(Some(names)).await?));
     }
     let mut users = Users { list: users, kept: true, lookups: 0 };
     refresh(client, &mut users, stale, concurrency).await?;
