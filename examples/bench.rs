@@ -343,6 +343,12 @@ async fn nested(binary: &str, files: &Files, bench_dir: &Path) {
     }
     by_time(&mut steady);
     let steady = steady.remove(1);
+    if std::env::var_os("BENCH_HOLD").is_some() {
+        // For profiling: keep slapd and the simulator up until a line is read.
+        let config = config_for(files, &loaded, &steady_sim, "", Some(&state));
+        eprintln!("holding: config {}; press Enter to go on", config.display());
+        let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new())).await;
+    }
     drop(steady_sim);
     let config_for =
         |sim: &Sim, state: &Path| config_for(files, &loaded, sim, "max_imports_per_run = 1000000\n", Some(state));
