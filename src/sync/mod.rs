@@ -392,9 +392,11 @@ async fn read(
     let mut begun = changes::begin(config, context.changes.as_deref());
     let Listing { kept, unsettled, quiet } = Listing::new(&mut begun, journal);
     let concurrency = config.sync.concurrency;
-    // The directory's users and CloudShell's hold one copy of each name they share; the table goes with the reads.
+    // The directory's users and CloudShell's hold one copy of each name they share; the table goes when both
+    // have read their users (before the groups are resolved).
     let names = std::sync::Arc::new(crate::username::SharedNames::default());
     let connection = connection.sharing(std::sync::Arc::clone(&names));
+    let names = Some(names);
     // Independent reads: overlap them.
     // Read (I/O), then resolve (pure): the entries are what the directory said; the snapshot is what they mean
     // for the configured groups, with what it covers.
@@ -406,10 +408,10 @@ async fn read(
     let list_groups = async { if mapped && !quiet { Some(client.list_groups().await) } else { None } };
     let reads = async {
         let (directory, mut listed, mut groups) =
-            tokio::join!(read_directory, users::read(client, kept, &unsettled, (concurrency, &names)), list_groups);
+            tokio::join!(read_directory, users::read(client, kept, &unsettled, (concurrency, names)), list_groups);
         // A change read that fell back to a full one lists every user too.
         if directory.2.mode == "full" && listed.as_ref().is_ok_and(|u| u.kept) {
-            listed = users::read(client, None, &[], (concurrency, &names)).await;
+            listed = users::read(client, None, &[], (concurrency, None)).await;
         }
         if mapped && quiet && matches!(directory.0, changes::Found::Snapshot(_)) {
             groups = Some(client.list_groups().await);
@@ -425,7 +427,6 @@ async fn read(
         }
         done = reads => done,
     };
-    drop(names);
     let done = Instant::now();
     report.directory_ms = directory_time.as_millis() as u64;
     let snapshot = match found {

@@ -10,6 +10,8 @@
 //! After the imports, the users they created are known from CloudShell's answers, which carry their records:
 //! only the members still not in the list are read again.
 
+use std::sync::Arc;
+
 use futures_util::{StreamExt, TryStreamExt};
 use rustc_hash::FxHashMap;
 
@@ -37,23 +39,23 @@ fn list_instead(lookups: usize, users: usize) -> bool {
     lookups > users / cloudshell::PAGE_LIMIT + 1
 }
 
-/// The run's users: listed in full (their names shared with the directory read's through `names`), or `kept`
-/// with the users in `kept.stale` and `also` (ids, for example those of changes whose outcome is not yet known)
-/// read again.
+/// The run's users: listed in full (their names shared with the directory read's through `names`, let go once
+/// listed), or `kept` with the users in `kept.stale` and `also` (ids, for example those of changes whose outcome
+/// is not yet known) read again.
 pub async fn read(
     client: &Client,
     kept: Option<KeptUsers>,
     also: &[i64],
-    (concurrency, names): (usize, &SharedNames),
+    (concurrency, names): (usize, Option<Arc<SharedNames>>),
 ) -> Result<Users, cloudshell::Error> {
     let Some(KeptUsers { users, mut stale }) = kept else {
-        return Ok(Users::listed(client.list_users_sharing(Some(names)).await?));
+        return Ok(Users::listed(client.list_users_sharing(names.as_deref()).await?));
     };
     stale.extend_from_slice(also);
     stale.sort_unstable();
     stale.dedup();
     if list_instead(stale.len(), users.len()) {
-        return Ok(Users::listed(client.list_users_sharing(Some(names)).await?));
+        return Ok(Users::listed(client.list_users_sharing(names.as_deref()).await?));
     }
     let mut users = Users { list: users, kept: true, lookups: 0 };
     refresh(client, &mut users, stale, concurrency).await?;
