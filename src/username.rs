@@ -53,9 +53,9 @@ impl Username {
 }
 
 /// The usernames of two reads running side by side (the directory's users and CloudShell's), each held once: a
-/// name either read makes is exchanged for the copy the other made first when it is written alike. A full read
-/// at 100,000 users then holds 100,000 names where it held 200,000 (3 MB). For the reads only: the table is as
-/// large as what it saves while they run.
+/// name either read makes is exchanged for the first copy made (by either) when it is written alike. A full read
+/// at 100,000 users then holds 100,000 names where it held 200,000 (3 MB). For the reads only: while they run,
+/// the table costs about what it saves.
 #[derive(Default)]
 pub struct SharedNames(std::sync::Mutex<hashbrown::HashTable<Username>>);
 

@@ -137,8 +137,8 @@ impl UserEntry {
         if disabled { UserEntry::Disabled(member) } else { UserEntry::User(member) }
     }
 
-    /// The entry's username exchanged for the copy `names` holds when written alike (an ambiguous entry's other
-    /// names are left as read).
+    /// The entry's username exchanged for the copy `names` holds when written alike (an ambiguous entry's list
+    /// of names is left as read).
     pub fn share_username(&mut self, names: &SharedNames) {
         if let UserEntry::User(member) | UserEntry::Ambiguous { member, .. } | UserEntry::Disabled(member) = self {
             member.username = names.share(&member.username);

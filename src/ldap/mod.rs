@@ -379,7 +379,8 @@ impl<'a> Connection<'a> {
     }
 
     /// The same connection, its full read's usernames exchanged for the copies in `names` when written alike
-    /// (CloudShell's user list, read beside it, holds the same names: [`SharedNames`]).
+    /// (CloudShell's user list, read beside it, holds the same names: [`SharedNames`]). The users search lets the
+    /// table go once done; a change read ([`Connection::read_changes`]) at once.
     pub fn sharing(self, names: Arc<SharedNames>) -> Connection<'a> {
         Connection { names: Some(names), ..self }
     }
@@ -422,6 +423,8 @@ impl<'a> Connection<'a> {
         groups: &[GroupName],
         unless_unchanged: bool,
     ) -> Result<(Option<changes::kept::Resolved>, changes::kept::Changes), (Connection<'a>, String)> {
+        // Only a full read's users search shares names (the connection handed back for one shares none).
+        self.names = None;
         // A watermark is one server's: another (a failover to the next `ldap.url`) may lag behind it, or say
         // nothing of what it has not replicated yet.
         if kept.served_by() != self.url {

@@ -205,6 +205,12 @@ impl Begun {
         }
     }
 
+    /// Whether this run reads the directory in full from the start (it may still fall back to a full read
+    /// when it reads changes).
+    pub fn in_full(&self) -> bool {
+        !matches!(&self.start, Start::Changes(_))
+    }
+
     /// Whether the last run left nothing to do ([`Report::left_nothing_to_do`]): then, if this run reads no
     /// change, it ends with that run's outcome ([`Found::Nothing`]).
     pub fn settled(&self) -> bool {

@@ -392,11 +392,13 @@ async fn read(
     let mut begun = changes::begin(config, context.changes.as_deref());
     let Listing { kept, unsettled, quiet } = Listing::new(&mut begun, journal);
     let concurrency = config.sync.concurrency;
-    // The directory's users and CloudShell's hold one copy of each name they share; the table goes when both
-    // have read their users (before the groups are resolved).
-    let names = std::sync::Arc::new(crate::username::SharedNames::default());
-    let connection = connection.sharing(std::sync::Arc::clone(&names));
-    let names = Some(names);
+    // A full read: the directory's users and CloudShell's hold one copy of each name they share; the table goes
+    // when both have read their users (before the groups are resolved). A change read reads few users: none.
+    let names = begun.in_full().then(|| std::sync::Arc::new(crate::username::SharedNames::default()));
+    let connection = match &names {
+        Some(names) => connection.sharing(std::sync::Arc::clone(names)),
+        None => connection,
+    };
     // Independent reads: overlap them.
     // Read (I/O), then resolve (pure): the entries are what the directory said; the snapshot is what they mean
     // for the configured groups, with what it covers.

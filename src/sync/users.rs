@@ -57,6 +57,7 @@ pub async fn read(
     if list_instead(stale.len(), users.len()) {
         return Ok(Users::listed(client.list_users_sharing(names.as_deref()).await?));
     }
+    drop(names); // a kept list shares nothing
     let mut users = Users { list: users, kept: true, lookups: 0 };
     refresh(client, &mut users, stale, concurrency).await?;
     Ok(users)
