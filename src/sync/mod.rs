@@ -410,10 +410,10 @@ async fn read(
     let list_groups = async { if mapped && !quiet { Some(client.list_groups().await) } else { None } };
     let reads = async {
         let (directory, mut listed, mut groups) =
-            tokio::join!(read_directory, users::read(client, kept, &unsettled, (concurrency, names)), list_groups);
+            tokio::join!(read_directory, users::read(client, kept, &unsettled, concurrency, names), list_groups);
         // A change read that fell back to a full one lists every user too.
         if directory.2.mode == "full" && listed.as_ref().is_ok_and(|u| u.kept) {
-            listed = users::read(client, None, &[], (concurrency, None)).await;
+            listed = users::read(client, None, &[], concurrency, None).await;
         }
         if mapped && quiet && matches!(directory.0, changes::Found::Snapshot(_)) {
             groups = Some(client.list_groups().await);

@@ -46,7 +46,8 @@ pub async fn read(
     client: &Client,
     kept: Option<KeptUsers>,
     also: &[i64],
-    (concurrency, names): (usize, Option<Arc<SharedNames>>),
+    concurrency: usize,
+    names: Option<Arc<SharedNames>>,
 ) -> Result<Users, cloudshell::Error> {
     let Some(KeptUsers { users, mut stale }) = kept else {
         return Ok(Users::listed(client.list_users_sharing(names.as_deref()).await?));
