@@ -909,6 +909,36 @@ async fn a_change_read_on_another_server_than_the_models_is_refused() {
     assert!(why.contains(&here), "{why}");
 }
 
+/// The model a full read builds beside it holds the users that read made, not copies of them: its members are
+/// the full snapshot's (the state's records share them, and the daemon keeps the model between runs). The
+/// control: a model read on its own makes its own.
+#[tokio::test]
+async fn a_model_built_beside_a_full_read_holds_that_reads_members() {
+    let (_, d) = World::seed(&mut Rng(7));
+    let slapd = Slapd::start_with_syncprov(&d);
+    let change_detection = ldap::ChangeDetection::Syncrepl;
+    let s = Settings { base_dn: BASE.into(), change_detection, ..ldap_settings(&slapd.url()) };
+    let names = configured();
+    let members = |snapshot: &Snapshot| -> Vec<std::sync::Arc<ldap::Member>> {
+        snapshot.groups.iter().filter_map(|g| g.result.as_ref().ok()).flat_map(|g| g.members.iter().cloned()).collect()
+    };
+    let same = |a: &[std::sync::Arc<ldap::Member>], b: &[std::sync::Arc<ldap::Member>]| {
+        assert_eq!(a, b, "the same members");
+        a.iter().zip(b).filter(|(a, b)| std::sync::Arc::ptr_eq(a, b)).count()
+    };
+    let (full, kept) = ldap::Connection::open(&s).await.expect("bind").read_keeping(&names).await;
+    let mut kept = kept.expect("a model");
+    let from_full = members(&full);
+    assert!(from_full.len() > 10, "members to compare: {}", from_full.len());
+    let from_model = members(&kept.resolve(&s, &names).expect("resolves").snapshot);
+    assert_eq!(same(&from_full, &from_model), from_full.len(), "every member held once");
+    // The control.
+    let mut alone = Kept::new(&s);
+    read_changes(&slapd, &mut alone, || Kept::new(&s)).await;
+    let from_alone = members(&alone.resolve(&s, &names).expect("resolves").snapshot);
+    assert_eq!(same(&from_full, &from_alone), 0, "a model read alone makes its own");
+}
+
 /// One watermark for both parts: a change to a user moves it for the groups too, so the groups, unchanged for
 /// longer than the margin, are not sent again (each part with its own latest timestamp sent them all at every
 /// read: a directory whose groups seldom change was read in full each time). The control: the changed user is.

@@ -173,13 +173,15 @@ impl ChangeDetection {
 
 /// The directory model read by `source` on the reader's connection (`nc`: the naming context holding the base
 /// DN, whose groups a model of Active Directory's objects keeps), kept only when it resolves exactly as the full
-/// read did. `Err` says why not, and whether the server refused the method itself.
+/// read did, sharing the users that read made (`known`). `Err` says why not, and whether the server refused the
+/// method itself.
 async fn model_of(
     reader: &mut search::Reader<'_>,
     source: changes::kept::Source,
     nc: Option<&str>,
     groups: &[GroupName],
     full: &Snapshot,
+    known: &model::KnownUsers,
 ) -> Result<changes::kept::Kept, (String, bool)> {
     use changes::kept::Kept;
     let s = reader.s;
@@ -195,7 +197,7 @@ async fn model_of(
     if let Err(e) = kept.read(&mut reader.ldap, &reader.url, s.timeout).await {
         return Err((e.to_string(), e.is_refusal()));
     }
-    let from_model = kept.resolve(s, groups).map_err(|why| (why.to_string(), false))?.snapshot;
+    let from_model = kept.resolve_sharing(s, groups, Some(known)).map_err(|why| (why.to_string(), false))?.snapshot;
     let same = full.users_seen == from_model.users_seen
         && full.groups.len() == from_model.groups.len()
         && full.groups.iter().zip(&from_model.groups).all(|(a, b)| a.name == b.name && a.result == b.result);
@@ -523,7 +525,10 @@ impl<'a> Connection<'a> {
         use changes::kept::Source;
         let s = self.s;
         let mut reader = self.reader();
-        let full = resolve(&reader.read(groups).await, s, groups);
+        let entries = reader.read(groups).await;
+        let full = resolve(&entries, s, groups);
+        // The model resolved below shares the users this read made.
+        let known = entries.into_known_users();
         // Which method: `auto` asks the server's kind. DirSync reads the naming context holding the base DN,
         // whose groups the model then keeps (a member outside the base is known: a group or not).
         let root = search::server_kind(&mut reader.ldap, s.timeout).await;
@@ -531,13 +536,13 @@ impl<'a> Connection<'a> {
             return (full, Err("ldap.change_detection = \"off\"".into()));
         };
         let nc = root.naming_context_of(&s.base_dn);
-        let mut built = model_of(&mut reader, source, nc, groups, &full).await;
+        let mut built = model_of(&mut reader, source, nc, groups, &full, &known).await;
         // `auto` on Active Directory: by update sequence numbers where the account may not use DirSync.
         if let Err((e, true)) = &built
             && source == Source::DirSync
             && s.change_detection == ChangeDetection::Auto
         {
-            built = match model_of(&mut reader, Source::Usn, nc, groups, &full).await {
+            built = match model_of(&mut reader, Source::Usn, nc, groups, &full, &known).await {
                 Ok(kept) => {
                     tracing::info!(reason = %e, "DirSync cannot be used: change reads by uSNChanged instead");
                     Ok(kept)

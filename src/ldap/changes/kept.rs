@@ -1484,7 +1484,7 @@ impl Kept {
     /// The user index of the kept users, as the users search builds it. Users as `previous` holds them are
     /// shared with it rather than made again, so that a group kept from an earlier resolve and one resolved
     /// now hold the same users.
-    fn user_index(&self, s: &Settings, previous: Option<&UserIndex>) -> UserIndex {
+    fn user_index(&self, s: &Settings, previous: Option<model::Earlier<'_>>) -> UserIndex {
         let mut users = UserIndexBuilder::default();
         let a = UserAttributes { username: &s.username_attribute, include_disabled: s.include_disabled };
         for user in sorted(&self.users, &self.dns) {
@@ -1514,7 +1514,7 @@ impl Kept {
         let mut users = UserIndexBuilder::resume(previous);
         let a = UserAttributes { username: &s.username_attribute, include_disabled: s.include_disabled };
         for (_, user) in new {
-            users.push_reusing(user.read(&a, dns), s, Some(previous));
+            users.push_reusing(user.read(&a, dns), s, Some(previous.earlier()));
         }
         Some(users.finish(s))
     }
