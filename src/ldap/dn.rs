@@ -103,7 +103,8 @@ fn parse(dn: &str) -> Option<Vec<Rdn>> {
         if i >= bytes.len() {
             return None;
         }
-        let attr = dn[start..i].trim().to_ascii_lowercase();
+        // Not cut inside a character: after a quoted value, the byte skipped as its separator may be one's first.
+        let attr = dn.get(start..i)?.trim().to_ascii_lowercase();
         if attr.is_empty() {
             return None;
         }
@@ -269,6 +270,9 @@ mod tests {
     #[test]
     fn odd_strings_still_get_a_key() {
         assert_eq!(DnKey::new("not a dn").as_str(), "not a dn");
+        // A quoted value followed by a character of two bytes: malformed, not a panic (found by a property test).
+        assert_eq!(parse("\\=\"\"é="), None);
+        assert_eq!(DnKey::new("\\=\"\"é=").as_str(), "\\=\"\"é=");
         assert_eq!(DnKey::new("cn=trailing\\").as_str(), "cn=trailing\\");
         assert_eq!(DnKey::new("").as_str(), "");
     }
