@@ -888,15 +888,21 @@ async fn a_modify_timestamp_read_without_entry_uuids_fails_and_says_why() {
     assert!(matches!(kept.entries(&s, &configured()), Err(NeedsFullRead::NotRead)));
 }
 
+/// The seeded directory in a slapd with content sync, and settings reading changes by it.
+fn content_sync_directory() -> (Slapd, Settings) {
+    let (_, d) = World::seed(&mut Rng(7));
+    let slapd = Slapd::start_with_syncprov(&d);
+    let change_detection = ldap::ChangeDetection::Syncrepl;
+    let s = Settings { base_dn: BASE.into(), change_detection, ..ldap_settings(&slapd.url()) };
+    (slapd, s)
+}
+
 /// A change read continues only on the server the model was read from: after a failover to another server
 /// (here, the model made to say it came from elsewhere) the read is refused, naming both, and the run reads in
 /// full. The control: the same model on its own server reads its changes.
 #[tokio::test]
 async fn a_change_read_on_another_server_than_the_models_is_refused() {
-    let (_, d) = World::seed(&mut Rng(7));
-    let slapd = Slapd::start_with_syncprov(&d);
-    let change_detection = ldap::ChangeDetection::Syncrepl;
-    let s = Settings { base_dn: BASE.into(), change_detection, ..ldap_settings(&slapd.url()) };
+    let (_slapd, s) = content_sync_directory();
     let names = configured();
     let open = || async { ldap::Connection::open(&s).await.expect("bind") };
     let (_, kept) = open().await.read_keeping(&names).await;
@@ -914,10 +920,7 @@ async fn a_change_read_on_another_server_than_the_models_is_refused() {
 /// control: a model read on its own makes its own.
 #[tokio::test]
 async fn a_model_built_beside_a_full_read_holds_that_reads_members() {
-    let (_, d) = World::seed(&mut Rng(7));
-    let slapd = Slapd::start_with_syncprov(&d);
-    let change_detection = ldap::ChangeDetection::Syncrepl;
-    let s = Settings { base_dn: BASE.into(), change_detection, ..ldap_settings(&slapd.url()) };
+    let (slapd, s) = content_sync_directory();
     let names = configured();
     let members = |snapshot: &Snapshot| -> Vec<std::sync::Arc<ldap::Member>> {
         snapshot.groups.iter().filter_map(|g| g.result.as_ref().ok()).flat_map(|g| g.members.iter().cloned()).collect()
