@@ -25,7 +25,7 @@ mod audit;
 mod kept_model;
 mod refold;
 pub use audit::{Action, AuditRow, Change, Filter, Intent, Outcome, Pending, Settlement};
-pub use kept_model::{StoredModel, Taken};
+pub use kept_model::{ModelToStore, Part, StoredModel, Taken};
 /// The database's name in the state directory.
 pub const FILE_NAME: &str = "state.db";
 
@@ -142,6 +142,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER kept_model_after_kept_model_body_insert AFTER INSERT ON kept_model_body BEGIN DELETE FROM kept_model; END;
     CREATE TRIGGER kept_model_after_kept_model_body_update AFTER UPDATE ON kept_model_body BEGIN DELETE FROM kept_model; END;
     CREATE TRIGGER kept_model_after_kept_model_body_delete AFTER DELETE ON kept_model_body BEGIN DELETE FROM kept_model; END;",
+    // 4: a body part's bytes moved to the row's end, so that a part is written into room made for it: SQLite
+    // writes out the zeros of room made (a zeroblob) only when another column follows it. Any stored model goes
+    // (its body deleted, and with it the head, by the triggers): the next run reads in full.
+    "DELETE FROM kept_model_body;
+    ALTER TABLE kept_model_body DROP COLUMN bytes;
+    ALTER TABLE kept_model_body ADD COLUMN bytes BLOB NOT NULL DEFAULT x'';",
 ];
 
 /// The schema version this program writes: the number of migrations it knows.
@@ -1180,6 +1186,44 @@ groups = ["Team"]
         db.add_known_groups(&[("cn=a".into(), "cn=A".into())], "t").unwrap();
         db.add_known_groups(&[("cn=a".into(), "cn=A".into())], "t").unwrap();
         assert_eq!(db.known_groups().unwrap().len(), 1);
+    }
+
+    /// A database of schema version 3 holding a stored model: the migration moves the body's bytes to the row's
+    /// end and lets the model go (the next run reads in full); a model stored after it is taken whole.
+    #[test]
+    fn a_version_3_database_moves_the_models_bytes_last_and_lets_the_model_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let connection = Connection::open(&path).unwrap();
+        MIGRATIONS[..3].iter().for_each(|m| connection.execute_batch(m).unwrap());
+        connection
+            .execute_batch(
+                "PRAGMA user_version = 3;
+                 INSERT INTO owner VALUES (1, '/etc/c.toml', '[\"ldap://dc1\"]', 'dc=x', '(uid=*)', 'uid', 'http://cs/', 't', 0);
+                 INSERT INTO kept_model_body (part, bytes, digest) VALUES ('directory', x'01', 'd'), ('cloudshell', x'02', 'c');
+                 INSERT INTO kept_model VALUES (1, 'p', 'c', 't', 't', x'00', 'd', 'c');",
+            )
+            .unwrap();
+        drop(connection);
+        let mut db = Database::open(dir.path(), &owner()).unwrap();
+        let count = |db: &Database, table: &str| -> i64 {
+            db.connection.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+        };
+        assert_eq!((count(&db, "kept_model"), count(&db, "kept_model_body")), (0, 0));
+        let columns: Vec<String> = db
+            .connection
+            .prepare("SELECT name FROM pragma_table_info('kept_model_body')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(columns, ["part", "digest", "bytes"]);
+        let model =
+            StoredModel { program: "p".into(), directory: vec![7; 70_000], cloudshell: vec![8], ..Default::default() };
+        db.store_kept_model(&model, None).unwrap();
+        let Taken::Model(taken) = db.take_kept_model().unwrap() else { panic!("a model") };
+        assert_eq!((taken.directory, taken.cloudshell), (model.directory, model.cloudshell));
     }
 
     /// As systemd's `DynamicUser=` lays it out: the state directory a link to the real one.

@@ -282,6 +282,15 @@ impl Journal {
         })
     }
 
+    /// [`Journal::store_kept_model`] for a model whose body parts are encoded as they are written.
+    pub fn store_kept_model_parts(
+        &self,
+        model: &db::ModelToStore<'_>,
+        taken: Option<&db::StoredModel>,
+    ) -> Result<(), db::Error> {
+        self.timed(|| self.writing()?.store_kept_model_parts(model, taken))
+    }
+
     /// Marks the database as the last run left it: a one-shot run that took a stored model knows it is (any
     /// other write since would have deleted it).
     pub fn mark_as_left(&mut self) {

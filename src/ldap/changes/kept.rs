@@ -151,8 +151,8 @@ use crate::ldap::{NAMES_PER_FILTER, Nesting, Settings, range, search};
 mod patch;
 mod stored;
 pub use patch::Resolved;
-pub use stored::StoredKept;
-pub(crate) use stored::decode;
+pub use stored::{BodyToStore, StoredKept};
+pub(crate) use stored::{decode, encode_into};
 
 /// Group name attributes whose equality matching is caseIgnoreMatch in the standard schemas (OpenLDAP's core
 /// and inetOrgPerson schemas; Active Directory's string attributes), which [`GroupName`] reproduces.

@@ -24,7 +24,7 @@ use super::{ChangeReads, KeptUsers, Model, lock};
 use crate::config::Config;
 use crate::group_name::GroupName;
 use crate::ldap::changes::kept::Kept;
-use crate::ldap::changes::kept::decode;
+use crate::ldap::changes::kept::{decode, encode_into};
 use crate::report::{Budgets, DisabledReport, GroupReport, LeaversReport, MembershipReport, Report};
 use crate::state::db::{StoredModel, Taken};
 use crate::sync::journal::Journal;
@@ -56,6 +56,39 @@ struct CloudShellPart {
     users: Option<Vec<StoredUser>>,
     members: Vec<Box<str>>,
     groups: Vec<(String, Vec<Box<str>>)>,
+}
+
+/// [`CloudShellPart`] as it is written: borrowing what the model holds rather than copying it (100,000 users
+/// and as many member names). The same layout.
+#[derive(Serialize)]
+struct CloudShellPartRef<'a> {
+    users: Option<Vec<StoredUserRef<'a>>>,
+    members: Vec<&'a str>,
+    groups: Vec<(&'a str, Vec<&'a str>)>,
+}
+
+/// [`StoredUser`] as it is written, borrowing the user's parts.
+#[derive(Serialize)]
+struct StoredUserRef<'a> {
+    id: Option<i64>,
+    username: Option<&'a Username>,
+    is_active: Option<bool>,
+    is_admin: Option<bool>,
+    domain_name: Option<&'a str>,
+    group_ids: Option<&'a [i64]>,
+}
+
+impl<'a> StoredUserRef<'a> {
+    fn of(u: &'a crate::cloudshell::User) -> StoredUserRef<'a> {
+        StoredUserRef {
+            id: u.id,
+            username: u.username.as_ref(),
+            is_active: u.is_active,
+            is_admin: u.is_admin,
+            domain_name: u.domain_name.as_deref(),
+            group_ids: u.group_ids.as_deref(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -165,18 +198,27 @@ impl ChangeReads {
             tracing::warn!("state.db was written by another process during the run: no directory model stored");
             *kept = None;
         }
-        let stored = kept.as_ref().map(|m| stored(m, config, taken.as_ref()));
-        if let Err(e) = journal.store_kept_model(stored.as_ref(), taken.as_ref()) {
+        let stored = match kept.as_ref() {
+            Some(m) => store_model(journal, m, config, taken.as_ref()),
+            None => journal.store_kept_model(None, None),
+        };
+        if let Err(e) = stored {
             tracing::error!(error = %e, "directory model not stored; the next run reads in full");
             let _ = journal.store_kept_model(None, None);
         }
     }
 }
 
-/// The model encoded for `state.db`. When the run changed neither the entries nor CloudShell's users
-/// ([`Model::unchanged`]), the body parts are those `taken`, not encoded again (at 100,000 users that is most
-/// of a quiet run's time).
-fn stored(m: &Model, config: &Config, taken: Option<&StoredModel>) -> StoredModel {
+/// Stores the model, each body part encoded as it is written (`state::db::Part`). When the run changed neither the
+/// entries nor CloudShell's users ([`Model::unchanged`]), the body parts are those `taken`, not encoded again (at
+/// 100,000 users that is most of a quiet run's time).
+fn store_model(
+    journal: &Journal,
+    m: &Model,
+    config: &Config,
+    taken: Option<&StoredModel>,
+) -> Result<(), crate::state::db::Error> {
+    use crate::state::db::{ModelToStore, Part};
     let full_at = SystemTime::now().checked_sub(m.full_at.elapsed()).unwrap_or(SystemTime::UNIX_EPOCH);
     let outcome = m.outcome.as_ref().map(|r| serde_json::to_string(&Outcome::of(r)).expect("a report serialises"));
     let head = Head { kept: m.kept.stored_head(), stale: m.users.as_ref().map(|u| u.stale.clone()), outcome };
@@ -184,29 +226,28 @@ fn stored(m: &Model, config: &Config, taken: Option<&StoredModel>) -> StoredMode
     let (program, configuration) = (PROGRAM.to_string(), config.fingerprint.clone());
     let full_read_at = humantime::format_rfc3339_millis(full_at).to_string();
     if let Some(taken) = taken.filter(|_| m.unchanged) {
-        let (directory, cloudshell) = (taken.directory.clone(), taken.cloudshell.clone());
-        let saved_at = String::new();
-        return StoredModel { program, configuration, saved_at, full_read_at, head, directory, cloudshell };
+        let (directory, cloudshell) = (Part::Bytes(&taken.directory), Part::Bytes(&taken.cloudshell));
+        let model = ModelToStore { program, configuration, full_read_at, head, directory, cloudshell };
+        return journal.store_kept_model_parts(&model, Some(taken));
     }
-    let sorted = |set: &FxHashSet<Box<str>>| {
-        let mut all: Vec<Box<str>> = set.iter().cloned().collect();
-        all.sort_unstable();
-        all
-    };
-    let mut groups: Vec<(String, Vec<Box<str>>)> =
-        m.groups.iter().map(|(name, members)| (name.as_str().to_string(), sorted(members))).collect();
+    let mut groups: Vec<(&str, Vec<&str>)> =
+        m.groups.iter().map(|(name, members)| (name.as_str(), sorted(members))).collect();
     groups.sort_unstable();
-    let users = m.users.as_ref().map(|u| u.users.iter().map(StoredUser::of).collect());
-    let cloudshell = CloudShellPart { users, members: sorted(&m.members), groups };
-    StoredModel {
-        program,
-        configuration,
-        saved_at: String::new(),
-        full_read_at,
-        head,
-        directory: m.kept.stored_body(),
-        cloudshell: postcard::to_allocvec(&cloudshell).expect("CloudShell's part encodes"),
-    }
+    let users = m.users.as_ref().map(|u| u.users.iter().map(StoredUserRef::of).collect());
+    let cloudshell = CloudShellPartRef { users, members: sorted(&m.members), groups };
+    let body = m.kept.body_to_store();
+    let directory = |to: &mut dyn std::io::Write| body.write_to(to);
+    let cloudshell = |to: &mut dyn std::io::Write| encode_into(&cloudshell, to);
+    let (directory, cloudshell) = (Part::Encoded(&directory), Part::Encoded(&cloudshell));
+    let model = ModelToStore { program, configuration, full_read_at, head, directory, cloudshell };
+    journal.store_kept_model_parts(&model, taken)
+}
+
+/// The names of `set`, in order.
+fn sorted(set: &FxHashSet<Box<str>>) -> Vec<&str> {
+    let mut all: Vec<&str> = set.iter().map(|name| &**name).collect();
+    all.sort_unstable();
+    all
 }
 
 /// The model stored, or why it cannot be used.
@@ -244,17 +285,6 @@ fn model(stored: &StoredModel) -> Result<Model, String> {
 }
 
 impl StoredUser {
-    fn of(u: &crate::cloudshell::User) -> StoredUser {
-        StoredUser {
-            id: u.id,
-            username: u.username.clone(),
-            is_active: u.is_active,
-            is_admin: u.is_admin,
-            domain_name: u.domain_name.as_deref().map(str::to_string),
-            group_ids: u.group_ids.clone(),
-        }
-    }
-
     /// The user, its domain's name shared with the other users of the domain (as a listing shares it).
     fn user(self, domains: &mut Vec<ArcStr>) -> crate::cloudshell::User {
         let domain_name = self.domain_name.map(|d| crate::cloudshell::shared_domain(domains, d));
@@ -278,7 +308,7 @@ mod tests {
     /// stored model wrongly), then pin the new bytes here.
     #[test]
     fn the_stored_layout_is_pinned() {
-        let user = StoredUser {
+        let user = crate::cloudshell::User {
             id: Some(7),
             username: Username::new("Alice"),
             is_active: Some(true),
@@ -286,12 +316,18 @@ mod tests {
             domain_name: Some("corp".into()),
             group_ids: Some(Box::new([3])),
         };
-        let part = CloudShellPart { users: Some(vec![user]), members: vec!["alice".into()], groups: vec![] };
+        let part =
+            CloudShellPartRef { users: Some(vec![StoredUserRef::of(&user)]), members: vec!["alice"], groups: vec![] };
         let head = Head { kept: vec![1], stale: Some(vec![2]), outcome: Some("{}".into()) };
-        let hex = |bytes: Vec<u8>| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-        let encoded = (hex(postcard::to_allocvec(&part).unwrap()), hex(postcard::to_allocvec(&head).unwrap()));
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let part = postcard::to_allocvec(&part).unwrap();
+        let encoded = (hex(&part), hex(&postcard::to_allocvec(&head).unwrap()));
         let pinned = ("0101010e0105416c696365010101000104636f72700101060105616c69636500", "010101010401027b7d");
         assert_eq!(encoded, (pinned.0.to_string(), pinned.1.to_string()));
+        // Written borrowing, read back whole.
+        let read: CloudShellPart = decode(&part).unwrap();
+        let read_user = read.users.unwrap().pop().unwrap().user(&mut Vec::new());
+        assert_eq!((read_user, read.members.as_slice()), (user, ["alice".into()].as_slice()));
         assert!(PROGRAM.ends_with(", model format 3"), "{PROGRAM}");
     }
 }

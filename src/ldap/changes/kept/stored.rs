@@ -10,6 +10,8 @@
 //! id an entry holds must name a kept DN, no DN twice, no entry twice. A body that fails is refused (the run
 //! reads in full), never used.
 
+use std::io::Write;
+
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -66,6 +68,24 @@ struct Body {
     users: Vec<(EntryUuid, User)>,
     groups: Vec<(EntryUuid, Group)>,
     dns: Vec<Option<Box<str>>>,
+}
+
+/// The model's body, in order, borrowing the model: [`Kept::stored_body`]'s bytes, written where they go.
+pub struct BodyToStore<'a>(BodyRef<'a>);
+
+impl BodyToStore<'_> {
+    /// Encodes the body into `to`: the same bytes each time.
+    pub fn write_to(&self, to: &mut dyn std::io::Write) -> std::io::Result<()> {
+        encode_into(&self.0, to)
+    }
+}
+
+/// `value` encoded into `to`, through a buffer: postcard writes a byte at a time, which `to` (a digest, a blob)
+/// takes in pieces of 64 KiB.
+pub(crate) fn encode_into<T: Serialize>(value: &T, to: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, to);
+    postcard::to_io(value, &mut buffered).map_err(std::io::Error::other)?;
+    buffered.flush()
 }
 
 /// `bytes` decoded whole: bytes left over mean they are not what was encoded.
@@ -166,12 +186,16 @@ impl Kept {
 
     /// The body of [`Kept::to_stored`] alone.
     pub fn stored_body(&self) -> Vec<u8> {
-        let body = BodyRef {
+        postcard::to_allocvec(&self.body_to_store().0).expect("the model's body encodes")
+    }
+
+    /// The body of [`Kept::to_stored`], to encode as it is written ([`BodyToStore::write_to`]).
+    pub fn body_to_store(&self) -> BodyToStore<'_> {
+        BodyToStore(BodyRef {
             users: self.users.sorted_entries(),
             groups: self.groups.sorted_entries(),
             dns: self.dns.texts.iter().map(Option::as_deref).collect(),
-        };
-        postcard::to_allocvec(&body).expect("the model's body encodes")
+        })
     }
 
     /// The model [`Kept::to_stored`] encoded, or why it cannot be used: not decodable, or an entry naming a DN
