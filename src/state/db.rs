@@ -143,9 +143,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER kept_model_after_kept_model_body_update AFTER UPDATE ON kept_model_body BEGIN DELETE FROM kept_model; END;
     CREATE TRIGGER kept_model_after_kept_model_body_delete AFTER DELETE ON kept_model_body BEGIN DELETE FROM kept_model; END;",
     // 4: a body part's bytes moved to the row's end, so that a part is written into room made for it: SQLite
-    // writes out the zeros of room made (a zeroblob) only when another column follows it. Any stored model goes
-    // (its body deleted, and with it the head, by the triggers): the next run reads in full.
-    "DELETE FROM kept_model_body;
+    // makes the zeros of room made (a zeroblob) in memory, the whole row, when another column follows it. Any
+    // stored model goes: the next run reads in full.
+    "DELETE FROM kept_model;
+    DELETE FROM kept_model_body;
     ALTER TABLE kept_model_body DROP COLUMN bytes;
     ALTER TABLE kept_model_body ADD COLUMN bytes BLOB NOT NULL DEFAULT x'';",
 ];

@@ -4,7 +4,7 @@
 //! whenever another table or the body is written (see the migration that made them).
 
 use std::hash::Hasher;
-use std::io::Write;
+use std::io::{Seek, Write};
 
 use rusqlite::blob::ZeroBlob;
 use rusqlite::{MAIN_DB, OptionalExtension, params};
@@ -226,16 +226,21 @@ impl Database {
         taken: Option<&StoredModel>,
     ) -> Result<(), Error> {
         let write = self.write_error();
-        let transaction = self.connection.transaction().map_err(&write)?;
-        let mut digests = Vec::new();
+        let measure = |part: Part<'_>, taken| part.measure(taken).map_err(|e| write(io_error(e)));
+        // Measured before the transaction, which then holds the write lock only to write. Bytes are compared as
+        // they are (a quiet run's parts are the ones it took: no digest to make).
+        let mut measured = Vec::new();
         for name in PARTS {
             let (part, taken) = (model.part(name), taken.map(|t| t.part(name)));
-            let measure = |taken| part.measure(taken).map_err(|e| write(io_error(e)));
-            // Bytes are compared as they are (a quiet run's parts are the ones it took: no digest to make).
-            let (measured, same) = match (part, taken) {
+            measured.push(match (part, taken) {
                 (Part::Bytes(bytes), Some(taken)) => (None, bytes == taken),
-                _ => measure(taken).map(|(length, digest, same)| (Some((length, digest)), same))?,
-            };
+                _ => measure(part, taken).map(|(length, digest, same)| (Some((length, digest)), same))?,
+            });
+        }
+        let transaction = self.connection.transaction().map_err(&write)?;
+        let mut digests = Vec::new();
+        for (name, (measured, same)) in PARTS.into_iter().zip(measured) {
+            let part = model.part(name);
             if same {
                 let present: Option<String> = transaction
                     .query_row("SELECT digest FROM kept_model_body WHERE part = ?1", [name], |row| row.get(0))
@@ -248,10 +253,11 @@ impl Database {
             }
             let (length, digest) = match measured {
                 Some(measured) => measured,
-                None => measure(None).map(|(length, digest, _)| (length, digest))?,
+                None => measure(part, None).map(|(length, digest, _)| (length, digest))?,
             };
-            // Room made, then the part written into it (the column is the row's last: its zeros are not written
-            // out first).
+            // Room made, then the part written into it. The column is the row's last, so SQLite does not make the
+            // row's zeros in memory (it still writes zero pages, which the part then overwrites: about the part's
+            // size more written to the WAL).
             transaction
                 .execute(
                     "INSERT OR REPLACE INTO kept_model_body (part, digest, bytes) VALUES (?1, ?2, ?3)",
@@ -261,6 +267,12 @@ impl Database {
             let row = transaction.last_insert_rowid();
             let mut blob = transaction.blob_open(MAIN_DB, c"kept_model_body", c"bytes", row, false).map_err(&write)?;
             part.write_to(&mut blob).map_err(|e| write(io_error(e)))?;
+            // Encoded again, it must fill its room exactly (a longer one fails at the room's end).
+            let filled = blob.stream_position().map_err(|e| write(io_error(e)))?;
+            if filled != length {
+                let e = std::io::Error::other(format!("its {name} part came out {filled} bytes, measured {length}"));
+                return Err(write(io_error(e)));
+            }
             digests.push(digest);
         }
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
@@ -374,6 +386,17 @@ mod tests {
         let failing = |_: &mut dyn Write| Err(std::io::Error::other("no"));
         let broken = ModelToStore { directory: Part::Encoded(&failing), ..whole.to_store() };
         assert!(db.store_kept_model_parts(&broken, None).is_err());
+        assert_eq!(take(&mut db), Some(small.clone()));
+        // So does one whose second encoding is shorter than its first (it would leave zeros under the digest).
+        db.store_kept_model(&small, None).unwrap();
+        let calls = std::cell::Cell::new(0);
+        let shrinking = |to: &mut dyn Write| {
+            calls.set(calls.get() + 1);
+            to.write_all(if calls.get() == 1 { b"longer" } else { b"short" })
+        };
+        let shrunk = ModelToStore { directory: Part::Encoded(&shrinking), ..whole.to_store() };
+        let e = db.store_kept_model_parts(&shrunk, None).unwrap_err();
+        assert!(e.to_string().contains("came out 5 bytes, measured 6"), "{e}");
         assert_eq!(take(&mut db), Some(small));
     }
 

@@ -81,11 +81,31 @@ impl BodyToStore<'_> {
 }
 
 /// `value` encoded into `to`, through a buffer: postcard writes a byte at a time, which `to` (a digest, a blob)
-/// takes in pieces of 64 KiB.
+/// takes in pieces of 64 KiB. An error writing to `to` is returned as it came (postcard reports any as its
+/// buffer being full).
 pub(crate) fn encode_into<T: Serialize>(value: &T, to: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, to);
-    postcard::to_io(value, &mut buffered).map_err(std::io::Error::other)?;
-    buffered.flush()
+    let mut to = FirstError { to, error: None };
+    let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, &mut to);
+    let encoded = postcard::to_io(value, &mut buffered).map(|_| ()).map_err(std::io::Error::other);
+    let done = encoded.and_then(|()| buffered.flush());
+    drop(buffered);
+    done.map_err(|e| to.error.take().unwrap_or(e))
+}
+
+/// A writer keeping the first error of the one it writes to.
+struct FirstError<'w> {
+    to: &'w mut dyn std::io::Write,
+    error: Option<std::io::Error>,
+}
+
+impl std::io::Write for FirstError<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.to.write(buf).map_err(|e| std::io::Error::from(self.error.get_or_insert(e).kind()))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.to.flush().map_err(|e| std::io::Error::from(self.error.get_or_insert(e).kind()))
+    }
 }
 
 /// `bytes` decoded whole: bytes left over mean they are not what was encoded.
@@ -245,6 +265,26 @@ impl Kept {
 mod tests {
     use super::super::tests::{deletes, group, kept, members, udn};
     use super::*;
+
+    /// An error writing the encoding comes back as the writer gave it, not as postcard's "buffer full". The
+    /// control: a writer taking it all gets postcard's bytes.
+    #[test]
+    fn an_error_writing_an_encoding_is_returned_as_it_came() {
+        struct Full;
+        impl std::io::Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full"))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let e = encode_into(&vec![7u8; 100_000], &mut Full).unwrap_err();
+        assert_eq!((e.kind(), e.to_string()), (std::io::ErrorKind::StorageFull, "disk full".to_string()));
+        let mut all = Vec::new();
+        encode_into(&vec![7u8; 100_000], &mut all).unwrap();
+        assert_eq!(all, postcard::to_allocvec(&vec![7u8; 100_000]).unwrap());
+    }
     use crate::ldap::model::tests::settings;
 
     #[test]
