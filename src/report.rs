@@ -646,6 +646,10 @@ pub struct ReadReport {
     pub mode: &'static str,
     /// The change-read method the daemon uses (`syncrepl`), when it has one.
     pub method: Option<&'static str>,
+    /// In a full read that keeps a model for change reads: `built` (read whole beside the full read) or
+    /// `verified` (the model kept from the last full read, brought up to date by a change read, resolved as
+    /// this full read did).
+    pub model: Option<&'static str>,
     /// Why this mode: why a full read, or that the changes since the last run were read.
     pub reason: String,
     /// In a change read: the user and group entries changed, added or gone since the last run.
@@ -667,6 +671,7 @@ impl ReadReport {
         ReadReport {
             mode: "full",
             method: None,
+            model: None,
             reason: reason.to_string(),
             changed_users: 0,
             changed_groups: 0,

@@ -905,8 +905,8 @@ async fn a_change_read_on_another_server_than_the_models_is_refused() {
     let (_slapd, s) = content_sync_directory();
     let names = configured();
     let open = || async { ldap::Connection::open(&s).await.expect("bind") };
-    let (_, kept) = open().await.read_keeping(&names).await;
-    let mut kept = kept.expect("a model");
+    let (_, kept) = open().await.read_keeping(&names, None).await;
+    let (mut kept, _) = kept.expect("a model");
     let here = kept.served_by().to_string();
     assert!(open().await.read_changes(&mut kept, &names, false).await.is_ok(), "the control");
     kept.set_server("ldap://dc2.example.org/", false);
@@ -929,8 +929,8 @@ async fn a_model_built_beside_a_full_read_holds_that_reads_members() {
         assert_eq!(a, b, "the same members");
         a.iter().zip(b).filter(|(a, b)| std::sync::Arc::ptr_eq(a, b)).count()
     };
-    let (full, kept) = ldap::Connection::open(&s).await.expect("bind").read_keeping(&names).await;
-    let mut kept = kept.expect("a model");
+    let (full, kept) = ldap::Connection::open(&s).await.expect("bind").read_keeping(&names, None).await;
+    let (mut kept, _) = kept.expect("a model");
     let from_full = members(&full);
     assert!(from_full.len() > 10, "members to compare: {}", from_full.len());
     let from_model = members(&kept.resolve(&s, &names).expect("resolves").snapshot);
@@ -940,6 +940,75 @@ async fn a_model_built_beside_a_full_read_holds_that_reads_members() {
     read_changes(&slapd, &mut alone, || Kept::new(&s)).await;
     let from_alone = members(&alone.resolve(&s, &names).expect("resolves").snapshot);
     assert_eq!(same(&from_full, &from_alone), 0, "a model read alone makes its own");
+}
+
+/// A full read that has the model kept from the last one brings it up to date with a change read and keeps it
+/// when it resolves whole as the full read did (`verified`), sharing that read's members: the directory is read
+/// once. A model that no longer says what the directory does (here, a group entry dropped from it by hand, its
+/// cookie kept: no change read brings it back), or one read from another server, is read whole again (`built`)
+/// and resolves as the full read. The controls: the change made between the reads is in both, and the first
+/// full read, without a model, builds one.
+#[tokio::test]
+async fn a_full_read_verifies_the_kept_model_and_reads_it_whole_when_it_differs() {
+    use cloudshell_ldap_sync::ldap::ModelMade;
+    use cloudshell_ldap_sync::ldap::changes::syncrepl::{EntryUuid, Refresh, SyncRead};
+    let (slapd, s) = content_sync_directory();
+    let names = configured();
+    let read = |earlier: Option<Kept>| {
+        let s = &s;
+        let names = &names;
+        async move {
+            let (full, kept) = ldap::Connection::open(s).await.expect("bind").read_keeping(names, earlier).await;
+            let (mut kept, made) = kept.expect("a model");
+            let from_model = kept.resolve(s, names).expect("resolves").snapshot;
+            same(&full, &from_model, "the model kept");
+            (full, kept, made)
+        }
+    };
+    let (first, kept, made) = read(None).await;
+    assert_eq!(made, ModelMade::Built, "no model before the first full read");
+    // A user added to G0 between the two full reads.
+    slapd.add(&user_ldif(&format!("cn=late,{PEOPLE}"), "late", false));
+    slapd.modify(&format!("dn: cn=G0,{GROUPS}\nchangetype: modify\nadd: member\nmember: cn=late,{PEOPLE}\n"));
+    let (second, mut kept, made) = read(Some(kept)).await;
+    assert_eq!(made, ModelMade::Verified);
+    let late = |snapshot: &Snapshot| {
+        let g0 = snapshot.groups.iter().find(|g| g.name == "G0").expect("G0 configured");
+        g0.result.as_ref().expect("G0 resolves").members.iter().any(|m| m.username.as_str() == "late")
+    };
+    assert!(!late(&first) && late(&second), "the change between the reads");
+    let members = kept.resolve(&s, &names).expect("resolves").snapshot;
+    let shared = |full: &Snapshot| {
+        let all = |s: &Snapshot| -> Vec<std::sync::Arc<ldap::Member>> {
+            s.groups.iter().filter_map(|g| g.result.as_ref().ok()).flat_map(|g| g.members.iter().cloned()).collect()
+        };
+        let (a, b) = (all(full), all(&members));
+        assert!(a.len() > 10 && a.len() == b.len());
+        a.iter().zip(&b).all(|(a, b)| std::sync::Arc::ptr_eq(a, b))
+    };
+    assert!(shared(&second), "the verified model holds the full read's members");
+
+    // G1's entry dropped from the model, which then resolves G1 otherwise than the directory does.
+    let mut ldap = bind(&slapd).await;
+    let (entries, _) = ldap
+        .search(&format!("cn=G1,{GROUPS}"), ldap3::Scope::Base, "(objectClass=*)", vec!["entryUUID"])
+        .await
+        .expect("search")
+        .success()
+        .expect("found");
+    let entry = ldap3::SearchEntry::construct(entries.into_iter().next().expect("G1"));
+    let uuid = EntryUuid::parse(&entry.attrs["entryUUID"][0]).expect("a UUID");
+    let cookie = kept.cookie(Part::Groups).map(<[u8]>::to_vec);
+    kept.apply(Part::Groups, &SyncRead { cookie, changed: vec![], deleted: vec![uuid], refresh: Refresh::Deletes });
+    let (_, kept, made) = read(Some(kept)).await;
+    assert_eq!(made, ModelMade::Built, "a model that resolves otherwise is read whole");
+    // The same for a model read from another server.
+    let mut kept = kept;
+    kept.set_server("ldap://dc2.example.org/", false);
+    let (_, kept, made) = read(Some(kept)).await;
+    assert_eq!(made, ModelMade::Built, "a model of another server is read whole");
+    let (_, _, made) = read(Some(kept)).await;
+    assert_eq!(made, ModelMade::Verified, "the model read whole again is verified at the next full read");
 }
 
 /// One watermark for both parts: a change to a user moves it for the groups too, so the groups, unchanged for

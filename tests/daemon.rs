@@ -403,6 +403,10 @@ async fn between_full_reads_the_daemon_reads_only_what_changed_and_acts_on_the_l
     let third = &reads(&daemon)[2];
     assert_eq!(third.0, "full", "{third:?}");
     assert!(third.2.contains("full_sync_every"), "{third:?}");
+    // The model kept is brought up to date and verified by the full read, not read whole again (the first full
+    // read, without one, built it).
+    let model = |n: usize| daemon.fields_of("directory read")[n]["model"].clone();
+    assert_eq!((model(0), model(2)), (json!("built"), json!("verified")), "{:?}", daemon.fields_of("directory read"));
     assert_eq!(writes(&env).await, Vec::<Value>::new());
     assert!(!env.sim.is_active("bob").await);
 }

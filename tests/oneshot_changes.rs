@@ -183,12 +183,22 @@ async fn a_one_shot_run_reads_in_full_when_the_stored_model_cannot_be_trusted() 
     assert_eq!(mode(&read).0, "full", "{read}");
     assert!(env.sim.usernames().await.contains(&"heldhire".to_string()));
 
-    // sync.full_sync_every passed.
-    let soon = env.config("full_sync_every = \"1s\"");
-    run(&soon, 0);
-    std::thread::sleep(Duration::from_millis(1100));
+    // sync.full_sync_every passed: the stored model, brought up to date by a change read (a new hire since), is
+    // verified by the full read rather than read whole again; the next run reads the changes since from it. The
+    // control: the run before, after the configuration changed, built it.
+    // (3 s: the run after it begins well within that.)
+    let soon = env.config("full_sync_every = \"3s\"");
+    let (read, _) = run(&soon, 0);
+    assert_eq!((mode(&read).0, &read["model"]), ("full", &json!("built")), "{read}");
+    std::thread::sleep(Duration::from_millis(3100));
+    env.add_person("laterhire");
+    env.change_members("Other", &["laterhire"], &[]);
     let (read, _) = run(&soon, 0);
     assert!(reason(&read).contains("full_sync_every") && mode(&read).0 == "full", "{read}");
+    assert_eq!(read["model"], "verified", "{read}");
+    assert!(env.sim.usernames().await.contains(&"laterhire".to_string()));
+    let (read, _) = run(&soon, 0);
+    assert_eq!((mode(&read).0, &read["model"]), ("changes", &Value::Null), "{read}");
 
     // "0s": every run reads in full, and no model is built or stored.
     let always = env.config("full_sync_every = \"0s\"");

@@ -171,10 +171,60 @@ impl ChangeDetection {
     }
 }
 
-/// The directory model read by `source` on the reader's connection (`nc`: the naming context holding the base
-/// DN, whose groups a model of Active Directory's objects keeps), kept only when it resolves exactly as the full
-/// read did, sharing the users that read made (`known`). `Err` says why not, and whether the server refused the
-/// method itself.
+/// How a full read came by the model it keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelMade {
+    /// Read whole beside the full read.
+    Built,
+    /// The model kept from the last full read, brought up to date by a change read and resolved whole as this
+    /// full read did: the directory is read once, not twice.
+    Verified,
+}
+
+impl ModelMade {
+    /// As the report's `read.model` says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelMade::Built => "built",
+            ModelMade::Verified => "verified",
+        }
+    }
+}
+
+/// An empty model to be read by `source` (`nc`: the naming context holding the base DN, whose groups a model of
+/// Active Directory's objects keeps). `Err` says why there is none, and whether the server refused the method.
+fn empty_model(
+    s: &Settings,
+    source: changes::kept::Source,
+    nc: Option<&str>,
+) -> Result<changes::kept::Kept, (String, bool)> {
+    use changes::kept::Kept;
+    let kept = match nc {
+        Some(nc) if source.reads_objects() => Kept::with_groups_base(s, nc),
+        None if source == changes::kept::Source::Usn => {
+            let why = format!("no naming context the server lists holds ldap.base_dn {:?}", s.base_dn);
+            return Err((why, true));
+        }
+        _ => Kept::new(s),
+    };
+    Ok(kept.reading_by(source))
+}
+
+/// Whether a snapshot resolved from a model says what the full read's says: the same users seen, and each
+/// configured group with the same outcome.
+fn resolves_alike(full: &Snapshot, from_model: &Snapshot) -> bool {
+    full.users_seen == from_model.users_seen
+        && full.groups.len() == from_model.groups.len()
+        && full.groups.iter().zip(&from_model.groups).all(|(a, b)| a.name == b.name && a.result == b.result)
+}
+
+/// Why a model is not kept: it did not resolve as the full read did.
+const NOT_ALIKE: &str = "the model's read did not resolve as the full read did (the directory changed between the \
+                         two, or a difference this program does not model)";
+
+/// The directory model read by `source` on the reader's connection (`nc`: see [`empty_model`]), kept only when
+/// it resolves exactly as the full read did, sharing the users that read made (`known`). `Err` says why not,
+/// and whether the server refused the method itself.
 async fn model_of(
     reader: &mut search::Reader<'_>,
     source: changes::kept::Source,
@@ -183,32 +233,48 @@ async fn model_of(
     full: &Snapshot,
     known: &model::KnownUsers,
 ) -> Result<changes::kept::Kept, (String, bool)> {
-    use changes::kept::Kept;
     let s = reader.s;
-    let mut kept = match nc {
-        Some(nc) if source.reads_objects() => Kept::with_groups_base(s, nc),
-        None if source == changes::kept::Source::Usn => {
-            let why = format!("no naming context the server lists holds ldap.base_dn {:?}", s.base_dn);
-            return Err((why, true));
-        }
-        _ => Kept::new(s),
-    }
-    .reading_by(source);
+    let mut kept = empty_model(s, source, nc)?;
     if let Err(e) = kept.read(&mut reader.ldap, &reader.url, s.timeout).await {
         return Err((e.to_string(), e.is_refusal()));
     }
     let from_model = kept.resolve_sharing(s, groups, Some(known)).map_err(|why| (why.to_string(), false))?.snapshot;
-    let same = full.users_seen == from_model.users_seen
-        && full.groups.len() == from_model.groups.len()
-        && full.groups.iter().zip(&from_model.groups).all(|(a, b)| a.name == b.name && a.result == b.result);
-    match same {
+    match resolves_alike(full, &from_model) {
         true => Ok(kept),
-        false => Err((
-            "the model's read did not resolve as the full read did (the directory changed between the two, or a \
-             difference this program does not model)"
-                .to_string(),
-            false,
-        )),
+        false => Err((NOT_ALIKE.to_string(), false)),
+    }
+}
+
+/// The model kept from the last full read (`earlier`), brought up to date by its change read on the reader's
+/// connection and resolved whole, sharing the users the full read made (`known`), when it resolves exactly as
+/// that read did and was read as a model built now would be (by `source`, from this server, for these
+/// settings). `Err` says why not: then the model is read whole again.
+async fn verified(
+    reader: &mut search::Reader<'_>,
+    mut earlier: changes::kept::Kept,
+    (source, nc): (changes::kept::Source, Option<&str>),
+    groups: &[GroupName],
+    full: &Snapshot,
+    known: &model::KnownUsers,
+) -> Result<changes::kept::Kept, String> {
+    let s = reader.s;
+    let now = empty_model(s, source, nc).map_err(|(why, _)| why)?;
+    if !earlier.read_as(&now) {
+        let (then, now) = (earlier.source().method(), source.method());
+        return Err(format!("it was read by {then} or for other settings; a model is now read by {now}"));
+    }
+    if earlier.served_by() != reader.url {
+        return Err(format!("it was read from {}, and this full read from {}", earlier.served_by(), reader.url));
+    }
+    if let Err(e) = earlier.read(&mut reader.ldap, &reader.url, s.timeout).await {
+        return Err(format!("its change read failed: {e}"));
+    }
+    // Resolved whole, not patched: what is compared is the whole model, and its members become the full read's.
+    earlier.forget_resolve();
+    let from_model = earlier.resolve_sharing(s, groups, Some(known)).map_err(|why| why.to_string())?.snapshot;
+    match resolves_alike(full, &from_model) {
+        true => Ok(earlier),
+        false => Err(NOT_ALIKE.to_string()),
     }
 }
 
@@ -516,12 +582,18 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// A full read, resolved for `groups`, then the directory model for later change reads built on the same
-    /// connection (content sync from no cookie, or every entry with its `modifyTimestamp`: `source`), kept only
-    /// when it resolves exactly as the full read did. `Err` says why there is no model (the server does not
-    /// offer content sync, the two reads differ). The full
-    /// read's entries are let go before the model is read.
-    pub async fn read_keeping(self, groups: &[GroupName]) -> (Snapshot, Result<changes::kept::Kept, String>) {
+    /// A full read, resolved for `groups`, then the directory model for later change reads on the same
+    /// connection: the model kept from the last full read (`earlier`), brought up to date by a change read, when
+    /// it resolves exactly as this full read did ([`ModelMade::Verified`]); else one built from a whole read
+    /// (content sync from no cookie, DirSync or `uSNChanged` of the naming context, or every entry with its
+    /// `modifyTimestamp`), kept only when it resolves exactly as the full read did. `Err` says why there is no
+    /// model (the server does not offer the method, the two reads differ). The full read's entries are let go
+    /// before the model is read, except for the users the model shares.
+    pub async fn read_keeping(
+        self,
+        groups: &[GroupName],
+        earlier: Option<changes::kept::Kept>,
+    ) -> (Snapshot, Result<(changes::kept::Kept, ModelMade), String>) {
         use changes::kept::Source;
         let s = self.s;
         let mut reader = self.reader();
@@ -536,6 +608,15 @@ impl<'a> Connection<'a> {
             return (full, Err("ldap.change_detection = \"off\"".into()));
         };
         let nc = root.naming_context_of(&s.base_dn);
+        if let Some(earlier) = earlier {
+            match verified(&mut reader, earlier, (source, nc), groups, &full, &known).await {
+                Ok(kept) => {
+                    let _ = reader.ldap.unbind().await;
+                    return (full, Ok((kept, ModelMade::Verified)));
+                }
+                Err(why) => tracing::info!(reason = %why, "the kept directory model is not verified: reading it whole"),
+            }
+        }
         let mut built = model_of(&mut reader, source, nc, groups, &full, &known).await;
         // `auto` on Active Directory: by update sequence numbers where the account may not use DirSync.
         if let Err((e, true)) = &built
@@ -551,6 +632,6 @@ impl<'a> Connection<'a> {
             };
         }
         let _ = reader.ldap.unbind().await;
-        (full, built.map_err(|(why, _)| why))
+        (full, built.map(|kept| (kept, ModelMade::Built)).map_err(|(why, _)| why))
     }
 }

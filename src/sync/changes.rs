@@ -189,8 +189,10 @@ enum Start {
     OneShot,
     /// In full, building no model: `ldap.change_detection = "off"`, or `sync.full_sync_every = "0s"`.
     NoModel(&'static str),
-    /// In full, for this reason.
-    Full(String),
+    /// In full, for this reason; with the model kept from the last full read when `sync.full_sync_every` is
+    /// what made it due, for the full read to verify rather than read whole again
+    /// ([`ldap::Connection::read_keeping`]).
+    Full(String, Option<Box<Kept>>),
     /// The changes since the model kept.
     Changes(Box<Model>),
 }
@@ -277,11 +279,17 @@ pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
         None => "no directory model kept: the daemon's first run, or the last run did not end ok".into(),
     };
     let start = match taken {
-        None => Start::Full(why_not()),
-        Some(model) if model.full_at.elapsed() >= every => Start::Full(format!(
-            "sync.full_sync_every ({}) has passed since the last full read",
-            humantime::format_duration(every)
-        )),
+        None => Start::Full(why_not(), None),
+        Some(model) if model.full_at.elapsed() >= every => {
+            let why = format!(
+                "sync.full_sync_every ({}) has passed since the last full read",
+                humantime::format_duration(every)
+            );
+            // Verified only where the method names every entry gone: a `modifyTimestamp` model keeps an entry
+            // deleted since, which a comparison of the configured groups need not show.
+            let earlier = Some(Box::new(model.kept)).filter(|kept| kept.source().sees_departures());
+            Start::Full(why, earlier)
+        }
         Some(model) => Start::Changes(Box::new(Model { unchanged: false, ..model })),
     };
     Begun { start }
@@ -330,9 +338,9 @@ pub async fn read(
         (Some(state), start) => (state, start),
     };
     let mut connection = connection;
-    let reason = match start {
+    let (reason, earlier) = match start {
         Start::OneShot | Start::NoModel(_) => unreachable!("answered above"),
-        Start::Full(reason) => reason,
+        Start::Full(reason, earlier) => (reason, earlier),
         Start::Changes(mut model) => match connection.read_changes(&mut model.kept, groups, quiet).await {
             Ok((resolved, read)) => {
                 let mut report = ReadReport {
@@ -362,14 +370,14 @@ pub async fn read(
             Err((back, why)) => {
                 tracing::warn!(reason = %why, "change read not usable, reading in full");
                 connection = back;
-                why
+                (why, None)
             }
         },
     };
     let full_at = Instant::now();
-    let (snapshot, built) = connection.read_keeping(groups).await;
-    let method = match built {
-        Ok(kept) => {
+    let (snapshot, built) = connection.read_keeping(groups, earlier.map(|kept| *kept)).await;
+    let (method, model) = match built {
+        Ok((kept, made)) => {
             let source = kept.source();
             *lock(&state.pending) = Some(Model {
                 kept,
@@ -381,14 +389,14 @@ pub async fn read(
                 unchanged: false,
             });
             *lock(&state.unavailable) = None;
-            Some(source.method())
+            (Some(source.method()), Some(made.as_str()))
         }
         Err(why) => {
             state.unavailable(&why, method);
-            None
+            (None, None)
         }
     };
-    Read { found: Found::Snapshot(snapshot), report: ReadReport { method, ..plain(&reason) } }
+    Read { found: Found::Snapshot(snapshot), report: ReadReport { method, model, ..plain(&reason) } }
 }
 
 #[cfg(test)]

@@ -465,6 +465,7 @@ fn log_read(snapshot: &ldap::Snapshot, read: &crate::report::ReadReport) {
         url = %snapshot.served_by,
         mode = read.mode,
         method = read.method,
+        model = read.model,
         reason = %read.reason,
         changed_users = read.changed_users,
         changed_groups = read.changed_groups,

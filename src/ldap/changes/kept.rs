@@ -920,6 +920,17 @@ impl Kept {
         self.source
     }
 
+    /// Whether the model is read as `other` is: by the same method, for the same entries and attributes.
+    pub fn read_as(&self, other: &Kept) -> bool {
+        self.source == other.source && self.query == other.query
+    }
+
+    /// Lets the last resolve go: the next resolves the whole model ([`Kept::resolve_sharing`] then takes the
+    /// users it is given).
+    pub fn forget_resolve(&mut self) {
+        self.last = None;
+    }
+
     /// The content-sync search of a part: its base (subtree), filter and attributes.
     pub fn search(&self, part: Part) -> (&str, &str, [&str; 2]) {
         (self.query.base(part), self.query.filter(part), self.query.attributes(part))
