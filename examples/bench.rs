@@ -22,7 +22,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{BASE_DN, CS_PASSWORD, Directory, Files, GROUPS, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, Sim, Slapd};
 use serde_json::Value;
@@ -1017,7 +1017,9 @@ fn print_state(results: &[&FlatResult]) {
 /// directory with the shipped defaults (`change_detection = "auto"`: content sync; `full_sync_every = "6h"`).
 /// First a run that reads in full, builds the model and stores it in `state.db`; then three runs with nothing
 /// changed; one after a group gained a member who is in another group already; one after 1 % of the users
-/// were added to ten groups (new hires); then a run with `full_sync_every = "0s"` on another state directory,
+/// were added to ten groups (new hires); then two more with nothing changed; a full read once `full_sync_every`
+/// has passed (the stored model's full read set back seven hours), which verifies the stored model rather than
+/// reading it whole again, and a run after it; then a run with `full_sync_every = "0s"` on another state directory,
 /// for the full read without a model. Each against the floor measured in the same run.
 async fn oneshot(binary: &str, files: &Files, bench_dir: &Path) {
     let scale =
@@ -1051,6 +1053,10 @@ async fn oneshot(binary: &str, files: &Files, bench_dir: &Path) {
     step("1 % added (new hires in ten groups)", run_sync(binary, &config, &sim).await);
     step("nothing changed, after the 1 % run", run_sync(binary, &config, &sim).await);
     step("nothing changed, after that", run_sync(binary, &config, &sim).await);
+    // Six hours on: `full_sync_every` has passed since the stored model's full read (set back seven hours).
+    full_read_back(&state, Duration::from_secs(7 * 3600));
+    step("full read, `full_sync_every` passed: the stored model verified", run_sync(binary, &config, &sim).await);
+    step("nothing changed, after the verified full read", run_sync(binary, &config, &sim).await);
     if std::env::var_os("BENCH_HOLD").is_some() {
         // For profiling: keep slapd and the simulator up until a line is read.
         eprintln!("holding: config {}; press Enter to go on", config.display());
@@ -1072,8 +1078,9 @@ async fn oneshot(binary: &str, files: &Files, bench_dir: &Path) {
     for (name, r, size) in &runs {
         let read = &r.report["read"];
         println!(
-            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {:.3} | {} | {} | {:.1} | {:.1} + {:.1} |",
+            "| {name} | {}{} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {:.3} | {} | {} | {:.1} | {:.1} + {:.1} |",
             read["mode"].as_str().unwrap_or("?"),
+            read["model"].as_str().map(|m| format!(", model {m}")).unwrap_or_default(),
             secs(r),
             r.wall,
             secs(r) / f,
@@ -1088,6 +1095,14 @@ async fn oneshot(binary: &str, files: &Files, bench_dir: &Path) {
         );
     }
     println!();
+}
+
+/// Sets the stored model's full read back by `ago`, as if it had been made that long before.
+fn full_read_back(state: &Path, ago: Duration) {
+    let db = rusqlite::Connection::open(state.join("state.db")).expect("state.db");
+    let at = humantime::format_rfc3339_millis(std::time::SystemTime::now() - ago).to_string();
+    let set = db.execute("UPDATE kept_model SET full_read_at = ?1", [&at]).expect("the stored model's time");
+    assert_eq!(set, 1, "a stored model");
 }
 
 /// The second read before acting (`sync::confirm`): the flat shape at 100,000 users with a state directory and
