@@ -6,7 +6,9 @@
 //! leavers and removals wait for the next full read. A full read
 //! happens on the daemon's first run, after a run that did not end `ok`, when `sync.full_sync_every` has passed,
 //! whenever the model cannot answer (a setting changed, the server is behind its own answers, a member it cannot
-//! compare) or the change read fails. A one-shot `sync` with a state directory keeps the same model in `state.db`
+//! compare) or the change read fails. A full read that `full_sync_every` made due verifies the model kept rather
+//! than reading it whole again ([`ldap::Connection::read_keeping`]: brought up to date by a change read, kept
+//! when it resolves as the full read did). A one-shot `sync` with a state directory keeps the same model in `state.db`
 //! ([`stored`]: taken as the run starts, stored as its last write when it ends `ok`); without one, or in a dry
 //! run, it reads in full. A change read's snapshot covers
 //! the configured groups as a full read would, but its coverage is [`Coverage::Changes`]: its leavers and its
