@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use cloudshell_ldap_sync::group_name::GroupName;
 use cloudshell_ldap_sync::ldap::changes::kept::{Kept, NeedsFullRead, Part, Source};
-use cloudshell_ldap_sync::ldap::changes::syncrepl::SyncError;
+use cloudshell_ldap_sync::ldap::changes::syncrepl::{EntryUuid, SyncError};
 use cloudshell_ldap_sync::ldap::{self, Error, GroupOutcome, Nesting, Settings, Snapshot};
 use common::{Directory, Rng, SERVICE_DN, SERVICE_PASSWORD, Slapd, ldap_settings, ldif_line};
 
@@ -942,6 +942,15 @@ async fn a_model_built_beside_a_full_read_holds_that_reads_members() {
     assert_eq!(same(&from_full, &from_alone), 0, "a model read alone makes its own");
 }
 
+/// An entry as slapd holds it (the attributes the model reads), and its entryUUID.
+async fn entry_of(ldap: &mut ldap3::Ldap, dn: &str) -> (EntryUuid, ldap3::SearchEntry) {
+    let wanted = vec!["entryUUID", "uid", "userAccountControl", "objectClass"];
+    let (entries, _) = ldap.search(dn, ldap3::Scope::Base, "(objectClass=*)", wanted).await.unwrap().success().unwrap();
+    let mut entry = ldap3::SearchEntry::construct(entries.into_iter().next().expect("the entry"));
+    let uuid = EntryUuid::parse(&entry.attrs.remove("entryUUID").unwrap()[0]).expect("a UUID");
+    (uuid, entry)
+}
+
 /// A full read that has the model kept from the last one brings it up to date with a change read and keeps it
 /// when it resolves whole as the full read did (`verified`), sharing that read's members: the directory is read
 /// once. A model that no longer says what the directory does (here, a group entry dropped from it by hand, its
@@ -951,7 +960,7 @@ async fn a_model_built_beside_a_full_read_holds_that_reads_members() {
 #[tokio::test]
 async fn a_full_read_verifies_the_kept_model_and_reads_it_whole_when_it_differs() {
     use cloudshell_ldap_sync::ldap::ModelMade;
-    use cloudshell_ldap_sync::ldap::changes::syncrepl::{EntryUuid, Refresh, SyncRead};
+    use cloudshell_ldap_sync::ldap::changes::syncrepl::{ChangeKind, ChangedEntry, Refresh, SyncRead};
     let (slapd, s) = content_sync_directory();
     let names = configured();
     let read = |earlier: Option<Kept>| {
@@ -965,6 +974,8 @@ async fn a_full_read_verifies_the_kept_model_and_reads_it_whole_when_it_differs(
             (full, kept, made)
         }
     };
+    // A user in no group: only the users themselves tell a model that has it wrong.
+    slapd.add(&user_ldif(&format!("cn=loner,{PEOPLE}"), "loner", false));
     let (first, kept, made) = read(None).await;
     assert_eq!(made, ModelMade::Built, "no model before the first full read");
     // A user added to G0 between the two full reads.
@@ -988,16 +999,25 @@ async fn a_full_read_verifies_the_kept_model_and_reads_it_whole_when_it_differs(
     };
     assert!(shared(&second), "the verified model holds the full read's members");
 
-    // G1's entry dropped from the model, which then resolves G1 otherwise than the directory does.
     let mut ldap = bind(&slapd).await;
-    let (entries, _) = ldap
-        .search(&format!("cn=G1,{GROUPS}"), ldap3::Scope::Base, "(objectClass=*)", vec!["entryUUID"])
-        .await
-        .expect("search")
-        .success()
-        .expect("found");
-    let entry = ldap3::SearchEntry::construct(entries.into_iter().next().expect("G1"));
-    let uuid = EntryUuid::parse(&entry.attrs["entryUUID"][0]).expect("a UUID");
+
+    // The loner's username changed in the model alone: as many users, every group as in the directory.
+    let (uuid, mut loner) = entry_of(&mut ldap, &format!("cn=loner,{PEOPLE}")).await;
+    loner.attrs.insert("uid".into(), vec!["drifted".into()]);
+    let changed = vec![ChangedEntry {
+        uuid,
+        dn: loner.dn,
+        kind: ChangeKind::Modify,
+        attrs: loner.attrs.into_iter().collect(),
+        bin_attrs: Default::default(),
+    }];
+    let cookie = kept.cookie(Part::Users).map(<[u8]>::to_vec);
+    kept.apply(Part::Users, &SyncRead { cookie, changed, deleted: vec![], refresh: Refresh::Deletes });
+    let (_, mut kept, made) = read(Some(kept)).await;
+    assert_eq!(made, ModelMade::Built, "a model whose users are not the directory's is read whole");
+
+    // G1's entry dropped from the model, which then resolves G1 otherwise than the directory does.
+    let (uuid, _) = entry_of(&mut ldap, &format!("cn=G1,{GROUPS}")).await;
     let cookie = kept.cookie(Part::Groups).map(<[u8]>::to_vec);
     kept.apply(Part::Groups, &SyncRead { cookie, changed: vec![], deleted: vec![uuid], refresh: Refresh::Deletes });
     let (_, kept, made) = read(Some(kept)).await;

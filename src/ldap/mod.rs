@@ -247,8 +247,10 @@ async fn model_of(
 
 /// The model kept from the last full read (`earlier`), brought up to date by its change read on the reader's
 /// connection and resolved whole, sharing the users the full read made (`known`), when it resolves exactly as
-/// that read did and was read as a model built now would be (by `source`, from this server, for these
-/// settings). `Err` says why not: then the model is read whole again.
+/// that read did, holds exactly the users that read found, and was read as a model built now would be (by
+/// `source`, or by `uSNChanged` where `auto` fell back to it; from this server, for these settings). `Err` says
+/// why not, and whether the model said otherwise than the directory (rather than being unusable here): then the
+/// model is read whole again.
 async fn verified(
     reader: &mut search::Reader<'_>,
     mut earlier: changes::kept::Kept,
@@ -256,25 +258,34 @@ async fn verified(
     groups: &[GroupName],
     full: &Snapshot,
     known: &model::KnownUsers,
-) -> Result<changes::kept::Kept, String> {
+) -> Result<changes::kept::Kept, (String, bool)> {
     let s = reader.s;
-    let now = empty_model(s, source, nc).map_err(|(why, _)| why)?;
+    let read_by = match earlier.source() {
+        // `auto` on Active Directory, DirSync refused when the model was built: read whole, it tries DirSync again.
+        changes::kept::Source::Usn if s.change_detection.allows(changes::kept::Source::Usn) => earlier.source(),
+        _ => source,
+    };
+    let now = empty_model(s, read_by, nc).map_err(|(why, _)| (why, false))?;
     if !earlier.read_as(&now) {
-        let (then, now) = (earlier.source().method(), source.method());
-        return Err(format!("it was read by {then} or for other settings; a model is now read by {now}"));
+        let (then, now) = (earlier.source().method(), read_by.method());
+        return Err((format!("it was read by {then} or for other settings; a model is now read by {now}"), false));
     }
     if earlier.served_by() != reader.url {
-        return Err(format!("it was read from {}, and this full read from {}", earlier.served_by(), reader.url));
+        let why = format!("it was read from {}, and this full read from {}", earlier.served_by(), reader.url);
+        return Err((why, false));
     }
     if let Err(e) = earlier.read(&mut reader.ldap, &reader.url, s.timeout).await {
-        return Err(format!("its change read failed: {e}"));
+        return Err((format!("its change read failed: {e}"), false));
     }
     // Resolved whole, not patched: what is compared is the whole model, and its members become the full read's.
     earlier.forget_resolve();
-    let from_model = earlier.resolve_sharing(s, groups, Some(known)).map_err(|why| why.to_string())?.snapshot;
-    match resolves_alike(full, &from_model) {
+    let from_model = earlier.resolve_sharing(s, groups, Some(known)).map_err(|why| (why.to_string(), false))?.snapshot;
+    if !resolves_alike(full, &from_model) {
+        return Err((NOT_ALIKE.to_string(), true));
+    }
+    match earlier.users_are(known) {
         true => Ok(earlier),
-        false => Err(NOT_ALIKE.to_string()),
+        false => Err(("the model's users are not the ones the full read found".to_string(), true)),
     }
 }
 
@@ -614,7 +625,12 @@ impl<'a> Connection<'a> {
                     let _ = reader.ldap.unbind().await;
                     return (full, Ok((kept, ModelMade::Verified)));
                 }
-                Err(why) => tracing::info!(reason = %why, "the kept directory model is not verified: reading it whole"),
+                Err((why, true)) => {
+                    tracing::warn!(reason = %why, "the kept directory model differs from the full read: reading it whole")
+                }
+                Err((why, false)) => {
+                    tracing::info!(reason = %why, "the kept directory model is not verified: reading it whole")
+                }
             }
         }
         let mut built = model_of(&mut reader, source, nc, groups, &full, &known).await;

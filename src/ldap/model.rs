@@ -477,6 +477,13 @@ impl KnownUsers {
     pub(crate) fn earlier(&self) -> Earlier<'_> {
         Earlier { users: &self.users, by_raw_dn: &self.by_raw_dn }
     }
+
+    /// Whether `users` are exactly these: as many, each the one held here for its DN (the same copy, which a
+    /// read sharing them takes only for the same DN and the username written alike).
+    pub(crate) fn are(&self, users: &[Arc<Member>]) -> bool {
+        let earlier = self.earlier();
+        users.len() == self.users.len() && users.iter().all(|u| earlier.same(u).is_some_and(|k| Arc::ptr_eq(k, u)))
+    }
 }
 
 impl Entries {

@@ -191,6 +191,12 @@ impl Kept {
         Ok(Resolved { snapshot, resolved })
     }
 
+    /// Whether the users of the last resolve are exactly the ones a full read made (`known`): the same DNs with
+    /// the same usernames, as many (no user missing, none kept that the read did not find).
+    pub fn users_are(&self, known: &model::KnownUsers) -> bool {
+        self.last.as_ref().is_some_and(|last| known.are(&last.users.users))
+    }
+
     /// Whether a resolve may be patched: not for a model of Active Directory's objects (whose order of entries
     /// the model does not know), nor with in-chain nesting (it goes through every group).
     fn patchable(&self, s: &Settings, active_directory: Option<bool>) -> bool {
