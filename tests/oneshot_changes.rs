@@ -186,11 +186,11 @@ async fn a_one_shot_run_reads_in_full_when_the_stored_model_cannot_be_trusted() 
     // sync.full_sync_every passed: the stored model, brought up to date by a change read (a new hire since), is
     // verified by the full read rather than read whole again; the next run reads the changes since from it. The
     // control: the run before, after the configuration changed, built it.
-    // (3 s: the run after it begins well within that.)
-    let soon = env.config("full_sync_every = \"3s\"");
+    // (5 s: the run after it begins well within that.)
+    let soon = env.config("full_sync_every = \"5s\"");
     let (read, _) = run(&soon, 0);
     assert_eq!((mode(&read).0, &read["model"]), ("full", &json!("built")), "{read}");
-    std::thread::sleep(Duration::from_millis(3100));
+    std::thread::sleep(Duration::from_millis(5100));
     env.add_person("laterhire");
     env.change_members("Other", &["laterhire"], &[]);
     let (read, _) = run(&soon, 0);

@@ -33,6 +33,16 @@ use crate::username::Username;
 
 mod stored;
 
+/// How long a model is verified by full reads before one reads it whole again, whatever they find: a difference
+/// in what no full read compares (a group no configured group reaches) lasts no longer than this.
+pub const READ_WHOLE_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Whether a model last read whole this long ago (`None`: longer than can be told) is read whole again at the
+/// next full read rather than verified.
+fn read_whole_due(since_whole: Option<std::time::Duration>) -> bool {
+    since_whole.is_none_or(|since| since >= READ_WHOLE_EVERY)
+}
+
 /// The daemon's change-read state, from one run to the next.
 #[derive(Debug, Default)]
 pub struct ChangeReads {
@@ -52,8 +62,12 @@ pub struct ChangeReads {
 #[derive(Debug)]
 struct Model {
     kept: Kept,
-    /// When the full read the model was built from began.
+    /// When the full read the model was built from (or last verified by) began.
     full_at: Instant,
+    /// When the full read that last read the model whole began: a model is verified by full reads only within
+    /// [`READ_WHOLE_EVERY`] of it. `None`: longer ago than this process can tell (a stored model, the machine
+    /// started since).
+    whole_at: Option<Instant>,
     /// CloudShell's users as the run that kept the model left them.
     users: Option<KeptUsers>,
     /// The effective members (folded usernames) seen since the full read the model was built from, that read
@@ -194,7 +208,7 @@ enum Start {
     /// In full, for this reason; with the model kept from the last full read when `sync.full_sync_every` is
     /// what made it due, for the full read to verify rather than read whole again
     /// ([`ldap::Connection::read_keeping`]).
-    Full(String, Option<Box<Kept>>),
+    Full(String, Option<(Box<Kept>, Instant)>),
     /// The changes since the model kept.
     Changes(Box<Model>),
 }
@@ -287,10 +301,13 @@ pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
                 "sync.full_sync_every ({}) has passed since the last full read",
                 humantime::format_duration(every)
             );
-            // Verified only where the method names every entry gone: a `modifyTimestamp` model keeps an entry
-            // deleted since, which a comparison of the configured groups need not show.
-            let earlier = Some(Box::new(model.kept)).filter(|kept| kept.source().sees_departures());
-            Start::Full(why, earlier)
+            // Verified only where the method names every entry gone (a `modifyTimestamp` model keeps an entry
+            // deleted since, which a comparison with the full read need not show), and read whole at least every
+            // READ_WHOLE_EVERY: what the comparison cannot see (a group no configured group reaches) goes with it.
+            let verify =
+                !read_whole_due(model.whole_at.map(|at| at.elapsed())) && model.kept.source().sees_departures();
+            let earlier = model.whole_at.filter(|_| verify);
+            Start::Full(why, earlier.map(|whole_at| (Box::new(model.kept), whole_at)))
         }
         Some(model) => Start::Changes(Box::new(Model { unchanged: false, ..model })),
     };
@@ -377,13 +394,19 @@ pub async fn read(
         },
     };
     let full_at = Instant::now();
-    let (snapshot, built) = connection.read_keeping(groups, earlier.map(|kept| *kept)).await;
+    let (earlier, whole_at) = match earlier {
+        Some((kept, whole_at)) => (Some(*kept), whole_at),
+        None => (None, full_at),
+    };
+    let (snapshot, built) = connection.read_keeping(groups, earlier).await;
     let (method, model) = match built {
         Ok((kept, made)) => {
+            let whole_at = Some(if made == ldap::ModelMade::Verified { whole_at } else { full_at });
             let source = kept.source();
             *lock(&state.pending) = Some(Model {
                 kept,
                 full_at,
+                whole_at,
                 users: None,
                 members: FxHashSet::default(),
                 groups: FxHashMap::default(),
@@ -426,5 +449,56 @@ mod tests {
         // Every name seen is a member (cat, new last time, included): nobody departed; dan is seen from now on.
         assert!(departed(&mut seen, members(&["ann", "BOB", "cat", "dan"]).iter()).is_empty());
         assert_eq!(names(&departed(&mut seen, members(&["ann", "bob", "cat"]).iter())), ["dan"]);
+    }
+
+    fn config(change_detection: &str) -> Config {
+        let text = format!(
+            "[ldap]\nurl = \"ldap://127.0.0.1:1\"\nbind_dn = \"cn=sync\"\nbind_password_env = \"P\"\n\
+             base_dn = \"dc=example,dc=org\"\nchange_detection = \"{change_detection}\"\n\n[cloudshell]\n\
+             url = \"http://127.0.0.1:1\"\nusername = \"admin\"\npassword_env = \"P\"\n\n[sync]\n\
+             groups = [\"Team\"]\nfull_sync_every = \"1s\"\n"
+        );
+        crate::config::parse(std::path::Path::new("config.toml"), &text, &|_| Some("secret".into())).unwrap()
+    }
+
+    /// A full read that `full_sync_every` made due is handed the model to verify only while the model was read
+    /// whole within READ_WHOLE_EVERY, and only for a method that names every entry gone; the controls: the model
+    /// read whole just now is handed over, and a model kept that is not due is read by its changes.
+    #[test]
+    fn a_full_read_verifies_the_model_only_within_a_day_of_reading_it_whole_and_never_a_timestamp_model() {
+        use crate::ldap::changes::kept::Source;
+        let long_ago = Instant::now().checked_sub(std::time::Duration::from_secs(2)).expect("2 s of uptime");
+        let begun = |method: &str, source: Source, full_at: Instant, whole_at: Option<Instant>| {
+            let config = config(method);
+            let state = ChangeReads::default();
+            let kept = Kept::new(&config.ldap).reading_by(source);
+            let model = Model {
+                kept,
+                full_at,
+                whole_at,
+                users: None,
+                members: FxHashSet::default(),
+                groups: FxHashMap::default(),
+                outcome: None,
+                unchanged: false,
+            };
+            *lock(&state.kept) = Some(model);
+            match begin(&config, Some(&state)).start {
+                Start::Full(why, earlier) => {
+                    assert!(why.contains("full_sync_every"), "{why}");
+                    Some(earlier.is_some())
+                }
+                Start::Changes(_) => None,
+                _ => panic!("neither a full read nor a change read"),
+            }
+        };
+        let syncrepl = ("syncrepl", Source::ContentSync);
+        assert_eq!(begun(syncrepl.0, syncrepl.1, long_ago, Some(Instant::now())), Some(true), "the control");
+        assert_eq!(begun(syncrepl.0, syncrepl.1, long_ago, None), Some(false), "not read whole within a day");
+        assert_eq!(begun(syncrepl.0, syncrepl.1, Instant::now(), None), None, "not due: a change read");
+        let stamps = Source::ModifyTimestamp { margin: std::time::Duration::from_secs(300) };
+        assert_eq!(begun("modify_timestamp", stamps, long_ago, Some(Instant::now())), Some(false));
+        let hours = |h: u64| Some(std::time::Duration::from_secs(h * 3600));
+        assert_eq!([hours(23), hours(24), hours(25), None].map(read_whole_due), [false, true, true, true]);
     }
 }

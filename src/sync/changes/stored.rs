@@ -31,7 +31,7 @@ use crate::sync::journal::Journal;
 use crate::username::Username;
 
 /// What stored a model: a model stored by any other build is not read (its layout may differ).
-const PROGRAM: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"), ", model format 3");
+const PROGRAM: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"), ", model format 4");
 
 /// A one-shot run's hold on the stored model.
 #[derive(Debug, Default)]
@@ -49,6 +49,9 @@ struct Head {
     stale: Option<Vec<i64>>,
     /// The run's outcome, when it left nothing to do (JSON: the report's types skip empty fields).
     outcome: Option<String>,
+    /// When the full read that last read the model whole began (RFC 3339): `Model::whole_at`; empty when that
+    /// is not known.
+    whole_read_at: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -219,12 +222,13 @@ fn store_model(
     taken: Option<&StoredModel>,
 ) -> Result<(), crate::state::db::Error> {
     use crate::state::db::{ModelToStore, Part};
-    let full_at = SystemTime::now().checked_sub(m.full_at.elapsed()).unwrap_or(SystemTime::UNIX_EPOCH);
     let outcome = m.outcome.as_ref().map(|r| serde_json::to_string(&Outcome::of(r)).expect("a report serialises"));
-    let head = Head { kept: m.kept.stored_head(), stale: m.users.as_ref().map(|u| u.stale.clone()), outcome };
+    let whole_read_at = m.whole_at.map(rfc3339_ago).unwrap_or_default();
+    let stale = m.users.as_ref().map(|u| u.stale.clone());
+    let head = Head { kept: m.kept.stored_head(), stale, outcome, whole_read_at };
     let head = postcard::to_allocvec(&head).expect("the head encodes");
     let (program, configuration) = (PROGRAM.to_string(), config.fingerprint.clone());
-    let full_read_at = humantime::format_rfc3339_millis(full_at).to_string();
+    let full_read_at = rfc3339_ago(m.full_at);
     if let Some(taken) = taken.filter(|_| m.unchanged) {
         let (directory, cloudshell) = (Part::Bytes(&taken.directory), Part::Bytes(&taken.cloudshell));
         let model = ModelToStore { program, configuration, full_read_at, head, directory, cloudshell };
@@ -243,6 +247,21 @@ fn store_model(
     journal.store_kept_model_parts(&model, taken)
 }
 
+/// An instant of this process, as the time of day it was (RFC 3339).
+fn rfc3339_ago(at: Instant) -> String {
+    let then = SystemTime::now().checked_sub(at.elapsed()).unwrap_or(SystemTime::UNIX_EPOCH);
+    humantime::format_rfc3339_millis(then).to_string()
+}
+
+/// A time of day stored (RFC 3339), as an instant of this process; `what` names it in an error.
+fn instant_of(stored: &str, what: &str) -> Result<Instant, String> {
+    let at = humantime::parse_rfc3339(stored).map_err(|e| format!("{what}'s time: {e}"))?;
+    let ago = SystemTime::now()
+        .duration_since(at)
+        .map_err(|_| format!("{what} began at {stored}, later than now: the clock was set back"))?;
+    Instant::now().checked_sub(ago).ok_or_else(|| format!("{what} began too long ago"))
+}
+
 /// The names of `set`, in order.
 fn sorted(set: &FxHashSet<Box<str>>) -> Vec<&str> {
     let mut all: Vec<&str> = set.iter().map(|name| &**name).collect();
@@ -259,11 +278,9 @@ fn model(stored: &StoredModel) -> Result<Model, String> {
     let head: Head = decode(&stored.head).map_err(|e| format!("its head: {e}"))?;
     let kept = Kept::from_stored_parts(&head.kept, &stored.directory)?;
     let part: CloudShellPart = decode(&stored.cloudshell).map_err(|e| format!("CloudShell's users: {e}"))?;
-    let at = humantime::parse_rfc3339(&stored.full_read_at).map_err(|e| format!("its full read's time: {e}"))?;
-    let ago = SystemTime::now().duration_since(at).map_err(|_| {
-        format!("its full read began at {}, later than now: the clock was set back", stored.full_read_at)
-    })?;
-    let full_at = Instant::now().checked_sub(ago).ok_or("its full read began too long ago")?;
+    let full_at = instant_of(&stored.full_read_at, "its full read")?;
+    // Not known (before this process's clock began, or not parsed): the next full read reads it whole.
+    let whole_at = instant_of(&head.whole_read_at, "the full read that read it whole").ok();
     let outcome = match head.outcome {
         None => None,
         Some(json) => {
@@ -281,7 +298,7 @@ fn model(stored: &StoredModel) -> Result<Model, String> {
     let set = |names: Vec<Box<str>>| names.into_iter().collect::<FxHashSet<Box<str>>>();
     let groups: FxHashMap<GroupName, FxHashSet<Box<str>>> =
         part.groups.into_iter().map(|(name, members)| (GroupName::new(&name), set(members))).collect();
-    Ok(Model { kept, full_at, users, members: set(part.members), groups, outcome, unchanged: false })
+    Ok(Model { kept, full_at, whole_at, users, members: set(part.members), groups, outcome, unchanged: false })
 }
 
 impl StoredUser {
@@ -318,16 +335,24 @@ mod tests {
         };
         let part =
             CloudShellPartRef { users: Some(vec![StoredUserRef::of(&user)]), members: vec!["alice"], groups: vec![] };
-        let head = Head { kept: vec![1], stale: Some(vec![2]), outcome: Some("{}".into()) };
+        let head = Head {
+            kept: vec![1],
+            stale: Some(vec![2]),
+            outcome: Some("{}".into()),
+            whole_read_at: "2026-12-04T00:00:00Z".into(),
+        };
         let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
         let part = postcard::to_allocvec(&part).unwrap();
         let encoded = (hex(&part), hex(&postcard::to_allocvec(&head).unwrap()));
-        let pinned = ("0101010e0105416c696365010101000104636f72700101060105616c69636500", "010101010401027b7d");
+        let pinned = (
+            "0101010e0105416c696365010101000104636f72700101060105616c69636500",
+            "010101010401027b7d14323032362d31322d30345430303a30303a30305a",
+        );
         assert_eq!(encoded, (pinned.0.to_string(), pinned.1.to_string()));
         // Written borrowing, read back whole.
         let read: CloudShellPart = decode(&part).unwrap();
         let read_user = read.users.unwrap().pop().unwrap().user(&mut Vec::new());
         assert_eq!((read_user, read.members.as_slice()), (user, ["alice".into()].as_slice()));
-        assert!(PROGRAM.ends_with(", model format 3"), "{PROGRAM}");
+        assert!(PROGRAM.ends_with(", model format 4"), "{PROGRAM}");
     }
 }
