@@ -306,6 +306,8 @@ struct Query {
     /// `ldap.member_range_size`: a model read by DirSync asks for the member values in windows of this size, as
     /// the full read does on Active Directory.
     member_range_size: Option<u32>,
+    /// The account the model was read with: another may be allowed to read other entries.
+    bind_dn: String,
 }
 
 impl Query {
@@ -319,6 +321,7 @@ impl Query {
             group_name_attribute: s.group_name_attribute.clone(),
             member_attribute: s.member_attribute.clone(),
             member_range_size: s.member_range_size,
+            bind_dn: s.bind_dn.clone(),
         }
     }
 
@@ -333,6 +336,7 @@ impl Query {
             (!self.group_name_attribute.eq_ignore_ascii_case(&other.group_name_attribute), "ldap.group_name_attribute"),
             (!self.member_attribute.eq_ignore_ascii_case(&other.member_attribute), "ldap.member_attribute"),
             (self.member_range_size != other.member_range_size, "ldap.member_range_size"),
+            (self.bind_dn != other.bind_dn, "ldap.bind_dn"),
         ]
         .into_iter()
         .find_map(|(differs, key)| differs.then_some(key))
@@ -2408,6 +2412,9 @@ mod tests {
         );
         let other = Settings { user_filter: "(objectClass=user)".into(), ..settings(Nesting::Off) };
         assert_eq!(k.entries(&other, &team).err(), Some(NeedsFullRead::SettingChanged { setting: "ldap.user_filter" }));
+        // Another account may be allowed to read other entries (a configuration reloaded in the daemon).
+        let other = Settings { bind_dn: "cn=another,dc=x".into(), ..settings(Nesting::Off) };
+        assert_eq!(k.entries(&other, &team).err(), Some(NeedsFullRead::SettingChanged { setting: "ldap.bind_dn" }));
         // The server kind: unknown, or Active Directory.
         let mut unknown = k.clone();
         unknown.active_directory = None;
