@@ -311,6 +311,10 @@ pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
         }
         Some(model) => Start::Changes(Box::new(Model { unchanged: false, ..model })),
     };
+    if !matches!(start, Start::Changes(_)) {
+        // A full read stores its model anew: the bytes taken (13 MB at 100,000 users) would be held for nothing.
+        state.let_taken_go();
+    }
     Begun { start }
 }
 

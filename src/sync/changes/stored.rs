@@ -189,6 +189,15 @@ impl ChangeReads {
         false
     }
 
+    /// Lets the stored model taken this run go, for a run that reads in full: its model's parts are then
+    /// written whole rather than compared with the ones taken (at 100,000 users, about 17 MB more written to
+    /// `state.db` once per `full_sync_every`, against 13 MB held through the run).
+    pub(super) fn let_taken_go(&self) {
+        if let Some(one_shot) = &self.one_shot {
+            lock(&one_shot.taken).take();
+        }
+    }
+
     /// Stores the model this run keeps ([`ChangeReads::settle`] first): for a run that ended `ok`, its model;
     /// else none, and the one stored is deleted. A failure is logged: the next run then reads in full.
     pub fn store(&self, config: &Config, journal: &Journal) {
