@@ -261,7 +261,8 @@ async fn verified(
 ) -> Result<changes::kept::Kept, (String, bool)> {
     let s = reader.s;
     let read_by = match earlier.source() {
-        // `auto` on Active Directory, DirSync refused when the model was built: read whole, it tries DirSync again.
+        // `auto` on Active Directory, DirSync refused when the model was built: verified by uSNChanged (DirSync is
+        // tried again when the model is next read whole).
         changes::kept::Source::Usn if s.change_detection.allows(changes::kept::Source::Usn) => earlier.source(),
         _ => source,
     };

@@ -479,10 +479,17 @@ impl KnownUsers {
     }
 
     /// Whether `users` are exactly these: as many, each the one held here for its DN (the same copy, which a
-    /// read sharing them takes only for the same DN and the username written alike).
+    /// read sharing them takes only for the same DN and the username written alike), none twice. (A username
+    /// attribute holding several values is compared by the username taken from it.)
     pub(crate) fn are(&self, users: &[Arc<Member>]) -> bool {
-        let earlier = self.earlier();
-        users.len() == self.users.len() && users.iter().all(|u| earlier.same(u).is_some_and(|k| Arc::ptr_eq(k, u)))
+        if users.len() != self.users.len() {
+            return false;
+        }
+        let mut taken = vec![false; self.users.len()];
+        users.iter().all(|u| match self.by_raw_dn.get(&self.users, &u.dn) {
+            Some(i) if Arc::ptr_eq(&self.users[i as usize], u) => !std::mem::replace(&mut taken[i as usize], true),
+            _ => false,
+        })
     }
 }
 
@@ -709,6 +716,29 @@ pub(super) mod tests {
         assert!(!Arc::ptr_eq(&now.users[0], &earlier.users[0]));
         assert!(Arc::ptr_eq(&now.users[1], &earlier.users[1]), "the control: written alike, shared");
         assert_eq!(now.users[2].username.as_str(), "cy2");
+    }
+
+    /// A model's users are a full read's only when they are its copies, as many, none twice; the control: the
+    /// read's own users are.
+    #[test]
+    fn users_are_a_reads_only_when_each_is_its_copy_once() {
+        let s = settings(Nesting::Off);
+        let user = |name: &str, dn: &str| {
+            UserEntry::User(Member { username: Username::new(name).unwrap(), dn: arcstr::ArcStr::from(dn) })
+        };
+        let mut read = UserIndexBuilder::default();
+        read.push(user("ann", "cn=a,dc=x"), &s);
+        read.push(user("bob", "cn=b,dc=x"), &s);
+        let read = read.finish(&s);
+        let known = KnownUsers { users: read.users.clone(), by_raw_dn: read.by_raw_dn.clone() };
+        let (ann, bob) = (read.users[0].clone(), read.users[1].clone());
+        assert!(known.are(&[bob.clone(), ann.clone()]), "the control, in any order");
+        assert!(!known.are(&[ann.clone(), ann.clone()]), "one of them twice, the other missing");
+        assert!(!known.are(std::slice::from_ref(&ann)), "one missing");
+        let copy = Arc::new((*bob).clone());
+        assert!(!known.are(&[ann.clone(), copy]), "written alike, but not the read's copy");
+        let other = Arc::new(Member { username: Username::new("bob").unwrap(), dn: "cn=c,dc=x".into() });
+        assert!(!known.are(&[ann, other]), "another DN");
     }
 
     #[test]

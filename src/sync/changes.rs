@@ -65,8 +65,8 @@ struct Model {
     /// When the full read the model was built from (or last verified by) began.
     full_at: Instant,
     /// When the full read that last read the model whole began: a model is verified by full reads only within
-    /// [`READ_WHOLE_EVERY`] of it. `None`: longer ago than this process can tell (a stored model, the machine
-    /// started since).
+    /// [`READ_WHOLE_EVERY`] of it. `None`: not known (a stored time that does not parse, lies ahead of the
+    /// clock, or lies further back than this process can count): the next full read reads it whole.
     whole_at: Option<Instant>,
     /// CloudShell's users as the run that kept the model left them.
     users: Option<KeptUsers>,

@@ -288,7 +288,7 @@ fn model(stored: &StoredModel) -> Result<Model, String> {
     let kept = Kept::from_stored_parts(&head.kept, &stored.directory)?;
     let part: CloudShellPart = decode(&stored.cloudshell).map_err(|e| format!("CloudShell's users: {e}"))?;
     let full_at = instant_of(&stored.full_read_at, "its full read")?;
-    // Not known (before this process's clock began, or not parsed): the next full read reads it whole.
+    // Not known (not parsed, ahead of the clock, or too far back to count): the next full read reads it whole.
     let whole_at = instant_of(&head.whole_read_at, "the full read that read it whole").ok();
     let outcome = match head.outcome {
         None => None,
