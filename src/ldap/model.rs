@@ -697,20 +697,25 @@ pub(super) mod tests {
     /// A build takes a user from an earlier read only when it is that user written alike: a username whose
     /// letter case changed (the same entry, the same DN) is displayed as written now. The control: the user
     /// written alike is the earlier read's own.
+    fn user_entry(name: &str, dn: &str) -> UserEntry {
+        UserEntry::User(Member { username: Username::new(name).unwrap(), dn: arcstr::ArcStr::from(dn) })
+    }
+
+    /// An index of these users (username, DN), each made anew.
+    fn index_of(users: &[(&str, &str)], s: &Settings) -> UserIndex {
+        let mut index = UserIndexBuilder::default();
+        users.iter().for_each(|(name, dn)| index.push(user_entry(name, dn), s));
+        index.finish(s)
+    }
+
     #[test]
     fn a_build_shares_an_earlier_reads_user_only_when_written_alike() {
         let s = settings(Nesting::Off);
-        let user = |name: &str, dn: &str| {
-            UserEntry::User(Member { username: Username::new(name).unwrap(), dn: arcstr::ArcStr::from(dn) })
-        };
-        let mut earlier = UserIndexBuilder::default();
-        earlier.push(user("Bob", "cn=b,dc=x"), &s);
-        earlier.push(user("cy", "cn=c,dc=x"), &s);
-        let earlier = earlier.finish(&s);
+        let earlier = index_of(&[("Bob", "cn=b,dc=x"), ("cy", "cn=c,dc=x")], &s);
         let mut now = UserIndexBuilder::default();
-        now.push_reusing(user("bob", "cn=b,dc=x"), &s, Some(earlier.earlier()));
-        now.push_reusing(user("cy", "cn=c,dc=x"), &s, Some(earlier.earlier()));
-        now.push_reusing(user("cy2", "cn=c2,dc=x"), &s, Some(earlier.earlier()));
+        now.push_reusing(user_entry("bob", "cn=b,dc=x"), &s, Some(earlier.earlier()));
+        now.push_reusing(user_entry("cy", "cn=c,dc=x"), &s, Some(earlier.earlier()));
+        now.push_reusing(user_entry("cy2", "cn=c2,dc=x"), &s, Some(earlier.earlier()));
         let now = now.finish(&s);
         assert_eq!(now.users[0].username.as_str(), "bob", "as written now");
         assert!(!Arc::ptr_eq(&now.users[0], &earlier.users[0]));
@@ -723,13 +728,7 @@ pub(super) mod tests {
     #[test]
     fn users_are_a_reads_only_when_each_is_its_copy_once() {
         let s = settings(Nesting::Off);
-        let user = |name: &str, dn: &str| {
-            UserEntry::User(Member { username: Username::new(name).unwrap(), dn: arcstr::ArcStr::from(dn) })
-        };
-        let mut read = UserIndexBuilder::default();
-        read.push(user("ann", "cn=a,dc=x"), &s);
-        read.push(user("bob", "cn=b,dc=x"), &s);
-        let read = read.finish(&s);
+        let read = index_of(&[("ann", "cn=a,dc=x"), ("bob", "cn=b,dc=x")], &s);
         let known = KnownUsers { users: read.users.clone(), by_raw_dn: read.by_raw_dn.clone() };
         let (ann, bob) = (read.users[0].clone(), read.users[1].clone());
         assert!(known.are(&[bob.clone(), ann.clone()]), "the control, in any order");

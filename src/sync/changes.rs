@@ -83,6 +83,23 @@ struct Model {
     unchanged: bool,
 }
 
+impl Model {
+    /// The model a full read keeps: the members seen are filled in by [`ChangeReads::track_members`], and
+    /// CloudShell's users by [`ChangeReads::keep_users`].
+    fn of_full_read(kept: Kept, full_at: Instant, whole_at: Option<Instant>) -> Model {
+        Model {
+            kept,
+            full_at,
+            whole_at,
+            users: None,
+            members: FxHashSet::default(),
+            groups: FxHashMap::default(),
+            outcome: None,
+            unchanged: false,
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -407,16 +424,7 @@ pub async fn read(
         Ok((kept, made)) => {
             let whole_at = Some(if made == ldap::ModelMade::Verified { whole_at } else { full_at });
             let source = kept.source();
-            *lock(&state.pending) = Some(Model {
-                kept,
-                full_at,
-                whole_at,
-                users: None,
-                members: FxHashSet::default(),
-                groups: FxHashMap::default(),
-                outcome: None,
-                unchanged: false,
-            });
+            *lock(&state.pending) = Some(Model::of_full_read(kept, full_at, whole_at));
             *lock(&state.unavailable) = None;
             (Some(source.method()), Some(made.as_str()))
         }
@@ -476,17 +484,7 @@ mod tests {
             let config = config(method);
             let state = ChangeReads::default();
             let kept = Kept::new(&config.ldap).reading_by(source);
-            let model = Model {
-                kept,
-                full_at,
-                whole_at,
-                users: None,
-                members: FxHashSet::default(),
-                groups: FxHashMap::default(),
-                outcome: None,
-                unchanged: false,
-            };
-            *lock(&state.kept) = Some(model);
+            *lock(&state.kept) = Some(Model::of_full_read(kept, full_at, whole_at));
             match begin(&config, Some(&state)).start {
                 Start::Full(why, earlier) => {
                     assert!(why.contains("full_sync_every"), "{why}");
