@@ -210,8 +210,13 @@ impl ChangeReads {
             tracing::warn!("state.db was written by another process during the run: no directory model stored");
             *kept = None;
         }
-        let stored = match kept.as_ref() {
-            Some(m) => store_model(journal, m, config, taken.as_ref()),
+        let stored = match kept.as_mut() {
+            Some(m) => {
+                // The last resolve is not stored, and the run is over: its outcomes (a member list for each
+                // configured group) go before the parts are encoded.
+                m.kept.forget_resolve();
+                store_model(journal, m, config, taken.as_ref())
+            }
             None => journal.store_kept_model(None, None),
         };
         if let Err(e) = stored {
