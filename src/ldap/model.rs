@@ -694,9 +694,6 @@ pub(super) mod tests {
         assert!(whole.contains("cy: [") && whole.contains("MultiValued"), "the collisions are there: {whole}");
     }
 
-    /// A build takes a user from an earlier read only when it is that user written alike: a username whose
-    /// letter case changed (the same entry, the same DN) is displayed as written now. The control: the user
-    /// written alike is the earlier read's own.
     fn user_entry(name: &str, dn: &str) -> UserEntry {
         UserEntry::User(Member { username: Username::new(name).unwrap(), dn: arcstr::ArcStr::from(dn) })
     }
@@ -708,6 +705,9 @@ pub(super) mod tests {
         index.finish(s)
     }
 
+    /// A build takes a user from an earlier read only when it is that user written alike: a username whose
+    /// letter case changed (the same entry, the same DN) is displayed as written now. The control: the user
+    /// written alike is the earlier read's own.
     #[test]
     fn a_build_shares_an_earlier_reads_user_only_when_written_alike() {
         let s = settings(Nesting::Off);
