@@ -447,4 +447,32 @@ pub async fn the_kept_model_by_dirsync_resolves_as_a_full_read(dc: &SambaDc) {
     assert!((least..=most).contains(&moved_reads), "{moved_reads} full reads, {least} to {most} expected; seed {seed}");
     assert!(compared >= ROUNDS, "most rounds compared");
     assert!(sent * 4 < held, "a change read sends only what changed: {sent} sent, {held} kept");
+    full_reads_verify_the_models(dc, &mut world).await;
+}
+
+/// A full read verifies a model read by DirSync, and one read by update sequence numbers, kept since the last
+/// full read (brought up to date by its change read: a user added between the two) rather than reading it whole:
+/// the model's users, read again by objectGUID, are exactly the ones the users search found, written alike. The
+/// controls: the first full read, with no model, builds one; the user added is in the second.
+async fn full_reads_verify_the_models(dc: &SambaDc, world: &mut World) {
+    use cloudshell_ldap_sync::ldap::ModelMade;
+    let names = configured();
+    for source in [Source::DirSync, Source::Usn] {
+        let s = settings(dc, Nesting::Auto, (PLAIN, None, source));
+        let (first, kept) = ldap::Connection::open(&s).await.expect("bind").read_keeping(&names, None).await;
+        let (kept, made) = kept.expect("a model");
+        assert_eq!(made, ModelMade::Built, "{source:?}: no model before");
+        let n = world.fresh();
+        let dn = format!("CN=u{n},{}", people());
+        dc.modify(&format!(
+            "{}changetype: add\nobjectClass: user\n{}userAccountControl: 544\n\n",
+            ldif_line("dn", &dn),
+            ldif_line("sAMAccountName", &format!("m{n}"))
+        ));
+        world.users.push(dn);
+        let (second, kept) = ldap::Connection::open(&s).await.expect("bind").read_keeping(&names, Some(kept)).await;
+        let (_, made) = kept.expect("a model");
+        assert_eq!(made, ModelMade::Verified, "{source:?}");
+        assert_eq!(second.users_seen, first.users_seen + 1, "{source:?}: the user added");
+    }
 }
