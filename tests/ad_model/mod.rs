@@ -452,16 +452,25 @@ pub async fn the_kept_model_by_dirsync_resolves_as_a_full_read(dc: &SambaDc) {
 
 /// A full read verifies a model read by DirSync, and one read by update sequence numbers, kept since the last
 /// full read (brought up to date by its change read: a user added between the two) rather than reading it whole:
-/// the model's users, read again by objectGUID, are exactly the ones the users search found, written alike. The
-/// controls: the first full read, with no model, builds one; the user added is in the second.
+/// the model's users, read again by objectGUID, are exactly the ones the users search found, written alike. So
+/// does `auto` for an account DirSync refuses (`reader`, allowed to read the tombstones by `ad_changes`), whose
+/// model is read by update sequence numbers. The controls: the first full read, with no model, builds one; the
+/// user added is in the second.
 async fn full_reads_verify_the_models(dc: &SambaDc, world: &mut World) {
     use cloudshell_ldap_sync::ldap::ModelMade;
     let names = configured();
-    for source in [Source::DirSync, Source::Usn] {
-        let s = settings(dc, Nesting::Auto, (PLAIN, None, source));
+    let reader = Settings {
+        bind_dn: format!("CN=reader,CN=Users,{AD_BASE}"),
+        bind_password: secrecy::SecretString::from(crate::READER_PASSWORD),
+        change_detection: ldap::ChangeDetection::Auto,
+        ..settings(dc, Nesting::Auto, (PLAIN, None, Source::Usn))
+    };
+    let model = |source| settings(dc, Nesting::Auto, (PLAIN, None, source));
+    let models = [(model(Source::DirSync), Source::DirSync), (model(Source::Usn), Source::Usn), (reader, Source::Usn)];
+    for (s, source) in models {
         let (first, kept) = ldap::Connection::open(&s).await.expect("bind").read_keeping(&names, None).await;
         let (kept, made) = kept.expect("a model");
-        assert_eq!(made, ModelMade::Built, "{source:?}: no model before");
+        assert_eq!((made, kept.source()), (ModelMade::Built, source), "{}: no model before", s.bind_dn);
         let n = world.fresh();
         let dn = format!("CN=u{n},{}", people());
         dc.modify(&format!(
@@ -471,8 +480,8 @@ async fn full_reads_verify_the_models(dc: &SambaDc, world: &mut World) {
         ));
         world.users.push(dn);
         let (second, kept) = ldap::Connection::open(&s).await.expect("bind").read_keeping(&names, Some(kept)).await;
-        let (_, made) = kept.expect("a model");
-        assert_eq!(made, ModelMade::Verified, "{source:?}");
+        let (kept, made) = kept.expect("a model");
+        assert_eq!((made, kept.source()), (ModelMade::Verified, source), "{}", s.bind_dn);
         assert_eq!(second.users_seen, first.users_seen + 1, "{source:?}: the user added");
     }
 }
