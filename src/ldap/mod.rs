@@ -210,12 +210,33 @@ fn empty_model(
     Ok(kept.reading_by(source))
 }
 
-/// Whether a snapshot resolved from a model says what the full read's says: the same users seen, and each
-/// configured group with the same outcome.
-fn resolves_alike(full: &Snapshot, from_model: &Snapshot) -> bool {
-    full.users_seen == from_model.users_seen
+/// Whether the model, resolved sharing the users the full read made (`known`), says what the full read's
+/// snapshot says: the same users seen, and each configured group with the same outcome. `Err`: why it cannot be
+/// resolved.
+fn resolves_alike(
+    kept: &mut changes::kept::Kept,
+    s: &Settings,
+    groups: &[GroupName],
+    full: &Snapshot,
+    known: &model::KnownUsers,
+) -> Result<bool, String> {
+    let from_model = kept.resolve_sharing(s, groups, Some(known)).map_err(|why| why.to_string())?.snapshot;
+    Ok(full.users_seen == from_model.users_seen
         && full.groups.len() == from_model.groups.len()
-        && full.groups.iter().zip(&from_model.groups).all(|(a, b)| a.name == b.name && a.result == b.result)
+        && full.groups.iter().zip(&from_model.groups).all(|(a, b)| a.name == b.name && a.result == b.result))
+}
+
+/// Why changes cannot be read into `kept` from the server at `url`, if it was read from another: a watermark is
+/// one server's (another, a failover to the next `ldap.url`, may lag behind it, or say nothing of what it has not
+/// replicated yet).
+fn other_server(kept: &changes::kept::Kept, url: &str) -> Option<String> {
+    (kept.served_by() != url).then(|| {
+        format!(
+            "the directory server changed since the model was read ({} then, {url} now): changes are read only \
+             from the server the model was read from",
+            kept.served_by()
+        )
+    })
 }
 
 /// Why a model is not kept: it did not resolve as the full read did.
@@ -238,8 +259,7 @@ async fn model_of(
     if let Err(e) = kept.read(&mut reader.ldap, &reader.url, s.timeout).await {
         return Err((e.to_string(), e.is_refusal()));
     }
-    let from_model = kept.resolve_sharing(s, groups, Some(known)).map_err(|why| (why.to_string(), false))?.snapshot;
-    match resolves_alike(full, &from_model) {
+    match resolves_alike(&mut kept, s, groups, full, known).map_err(|why| (why, false))? {
         true => Ok(kept),
         false => Err((NOT_ALIKE.to_string(), false)),
     }
@@ -271,8 +291,7 @@ async fn verified(
         let (then, now) = (earlier.source().method(), read_by.method());
         return Err((format!("it was read by {then} or for other settings; a model is now read by {now}"), false));
     }
-    if earlier.served_by() != reader.url {
-        let why = format!("it was read from {}, and this full read from {}", earlier.served_by(), reader.url);
+    if let Some(why) = other_server(&earlier, &reader.url) {
         return Err((why, false));
     }
     if let Err(e) = earlier.read(&mut reader.ldap, &reader.url, s.timeout).await {
@@ -280,8 +299,7 @@ async fn verified(
     }
     // Resolved whole, not patched: what is compared is the whole model, and its members become the full read's.
     earlier.forget_resolve();
-    let from_model = earlier.resolve_sharing(s, groups, Some(known)).map_err(|why| (why.to_string(), false))?.snapshot;
-    if !resolves_alike(full, &from_model) {
+    if !resolves_alike(&mut earlier, s, groups, full, known).map_err(|why| (why, false))? {
         return Err((NOT_ALIKE.to_string(), true));
     }
     match earlier.users_are(known) {
@@ -505,15 +523,7 @@ impl<'a> Connection<'a> {
     ) -> Result<(Option<changes::kept::Resolved>, changes::kept::Changes), (Connection<'a>, String)> {
         // Only a full read's users search shares names (the connection handed back for one shares none).
         self.names = None;
-        // A watermark is one server's: another (a failover to the next `ldap.url`) may lag behind it, or say
-        // nothing of what it has not replicated yet.
-        if kept.served_by() != self.url {
-            let why = format!(
-                "the directory server changed since the model was read ({} then, {} now): changes are read only \
-                 from the server the model was read from",
-                kept.served_by(),
-                self.url
-            );
+        if let Some(why) = other_server(kept, &self.url) {
             return Err((self, why));
         }
         let changes = match kept.read(&mut self.ldap, &self.url, self.s.timeout).await {
