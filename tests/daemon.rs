@@ -409,6 +409,16 @@ async fn between_full_reads_the_daemon_reads_only_what_changed_and_acts_on_the_l
     assert_eq!((model(0), model(2)), (json!("built"), json!("verified")), "{:?}", daemon.fields_of("directory read"));
     assert_eq!(writes(&env).await, Vec::<Value>::new());
     assert!(!env.sim.is_active("bob").await);
+
+    // The verified model reads the changes after it as a model read whole does: alice leaves Team, and the next
+    // change read reports her departure, a leaver there and then (the positive control of the verified model).
+    env.change_members("Team", &[], &["alice"]);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 4, Duration::from_secs(20));
+    let fourth = &reads(&daemon)[3];
+    assert_eq!(fourth.0, "changes", "{fourth:?}");
+    assert!(!env.sim.is_active("alice").await, "the departure after the verified full read:\n{}", daemon.log());
+    assert!(env.sim.is_active("erin").await && env.sim.is_active("newhire").await);
 }
 
 /// A change read acts only on the departures it reports: a managed user already gone at the last full read and
