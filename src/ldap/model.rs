@@ -289,7 +289,7 @@ pub(super) struct UserIndex {
 
 impl UserIndex {
     pub fn find(&self, dn: &str) -> Option<u32> {
-        if let Some(n) = self.by_raw_dn.get(&self.users, dn) {
+        if let Some(n) = self.by_raw_dn.get(dn) {
             return Some(n);
         }
         let by_key = self
@@ -453,7 +453,7 @@ impl<'a> Earlier<'a> {
     /// The earlier read's user with the same DN and the same username written alike. Alike, not equal as
     /// usernames compare: a name whose letter case changed is displayed as it is written now.
     fn same(self, member: &Member) -> Option<&'a Arc<Member>> {
-        let kept = &self.users[self.by_raw_dn.get(self.users, &member.dn)? as usize];
+        let kept = &self.users[self.by_raw_dn.get(&member.dn)? as usize];
         (kept.username.as_str() == member.username.as_str()).then_some(kept)
     }
 }
@@ -486,7 +486,7 @@ impl KnownUsers {
             return false;
         }
         let mut taken = vec![false; self.users.len()];
-        users.iter().all(|u| match self.by_raw_dn.get(&self.users, &u.dn) {
+        users.iter().all(|u| match self.by_raw_dn.get(&u.dn) {
             Some(i) if Arc::ptr_eq(&self.users[i as usize], u) => !std::mem::replace(&mut taken[i as usize], true),
             _ => false,
         })
@@ -503,10 +503,11 @@ impl Entries {
     }
 }
 
-/// User indexes by DN exactly as the server wrote it. The table holds only the indexes and compares through
-/// the user list, so the hundred thousand DNs are not kept twice.
+/// User indexes by DN exactly as the server wrote it. Each slot holds the user's DN (a pointer to the text the
+/// user holds, not a copy) beside its index: a lookup reads the slot and the text, where reading the text
+/// through the user list went through the list, the user and then the text (a million lookups in a full read).
 #[derive(Clone, Default)]
-pub(super) struct ByRawDn(hashbrown::HashTable<u32>);
+pub(super) struct ByRawDn(hashbrown::HashTable<(arcstr::ArcStr, u32)>);
 
 impl ByRawDn {
     fn hash(dn: &str) -> u64 {
@@ -516,12 +517,12 @@ impl ByRawDn {
 
     /// Adds user `n` of `users`.
     pub fn insert(&mut self, users: &[Arc<Member>], n: u32) {
-        let hash = ByRawDn::hash(&users[n as usize].dn);
-        self.0.insert_unique(hash, n, |&m| ByRawDn::hash(&users[m as usize].dn));
+        let dn = &users[n as usize].dn;
+        self.0.insert_unique(ByRawDn::hash(dn), (dn.clone(), n), |(dn, _)| ByRawDn::hash(dn));
     }
 
-    pub fn get(&self, users: &[Arc<Member>], dn: &str) -> Option<u32> {
-        self.0.find(ByRawDn::hash(dn), |&m| *users[m as usize].dn == *dn).copied()
+    pub fn get(&self, dn: &str) -> Option<u32> {
+        self.0.find(ByRawDn::hash(dn), |(held, _)| **held == *dn).map(|&(_, n)| n)
     }
 }
 
@@ -658,7 +659,7 @@ pub(super) mod tests {
     /// What an index holds, comparably.
     fn contents(index: &UserIndex) -> String {
         let dns: Vec<&str> = index.users.iter().map(|u| &*u.dn).collect();
-        let found: Vec<Option<u32>> = dns.iter().map(|dn| index.by_raw_dn.get(&index.users, dn)).collect();
+        let found: Vec<Option<u32>> = dns.iter().map(|dn| index.by_raw_dn.get(dn)).collect();
         let sorted = |mut v: Vec<String>| {
             v.sort();
             v
