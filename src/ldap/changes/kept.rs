@@ -391,11 +391,15 @@ struct Side<E> {
     /// What changed in the part since the model was last resolved, while a resolve is kept to patch
     /// ([`patch::Marks`]); `None` otherwise.
     marks: Option<patch::Marks>,
+    /// An entry was dropped, or replaced by one not holding every DN it held, since the last [`Kept::sweep`]:
+    /// some DN may be held by no entry. A read that only adds entries and member values need not go through
+    /// the million member values of the model to free nothing.
+    released: bool,
 }
 
 impl<E> Default for Side<E> {
     fn default() -> Self {
-        Side { cookie: None, latest: None, whole: false, entries: HashMap::default(), marks: None }
+        Side { cookie: None, latest: None, whole: false, entries: HashMap::default(), marks: None, released: false }
     }
 }
 
@@ -418,7 +422,9 @@ impl<E: PartialEq + Dn + patch::Named> Side<E> {
             gone.extend(replaced);
         }
         for uuid in &gone {
-            if let (Some(old), Some(marks)) = (self.entries.remove(uuid), self.marks.as_mut()) {
+            let old = self.entries.remove(uuid);
+            self.released |= old.is_some();
+            if let (Some(old), Some(marks)) = (old, self.marks.as_mut()) {
                 marks.mark(&old, dns, true);
                 marks.replaced = true;
             }
@@ -428,6 +434,7 @@ impl<E: PartialEq + Dn + patch::Named> Side<E> {
             let old = self.entries.get(&fresh.uuid);
             if old != Some(&fresh.entry) {
                 changed += 1;
+                self.released |= old.is_some_and(|old| !fresh.entry.holds_every_dn_of(old));
                 if let Some(marks) = self.marks.as_mut() {
                     let moved = old.is_none_or(|o| o.dn() != fresh.entry.dn());
                     match old {
@@ -983,7 +990,7 @@ impl Kept {
             Part::Users => self.users.apply(shrink(read, |e| User::of(e, query, dns)), dns),
             Part::Groups => self.groups.apply(shrink(read, |e| Group::of(e, query, dns)), dns),
         };
-        self.sweep();
+        self.sweep_released();
         applied
     }
 
@@ -992,6 +999,16 @@ impl Kept {
         let users = self.users.entries.values().map(|u| u.dn);
         let groups = self.groups.entries.values().flat_map(|g| g.members.iter().flatten().copied().chain([g.dn]));
         self.dns.sweep(users.chain(groups));
+        (self.users.released, self.groups.released) = (false, false);
+    }
+
+    /// [`Kept::sweep`] after a read applied whole: every DN it made is held by an entry it applied, so only an
+    /// entry dropped or replaced can have let one go. (A read that failed half way sweeps: the DNs of the
+    /// entries it made and dropped are held by none.)
+    fn sweep_released(&mut self) {
+        if self.users.released || self.groups.released {
+            self.sweep();
+        }
     }
 
     /// Reads what changed since the kept cookies (everything, for a part never read) and applies it: the
@@ -1035,7 +1052,6 @@ impl Kept {
         }
         let (began, since) = (std::time::Instant::now(), self.mark);
         for part in [Part::Users, Part::Groups] {
-            let held = self.dns.ids.len();
             let (search, dns) = ((&self.query, part, timeout), &mut self.dns);
             let applied = match (self.source, part) {
                 (Source::ContentSync, Part::Users) => self.users.read(ldap, search, dns, User::of).await,
@@ -1050,11 +1066,12 @@ impl Kept {
                 }
                 (Source::DirSync | Source::Usn, _) => unreachable!("read by Kept::read_dirsync or Kept::read_usn"),
             };
-            // Entries kept from a read that failed half way are dropped with it: so are their DNs. A read that
-            // changed no entry and brought no new DN frees none (a quiet run need not go through every entry).
-            let untouched = matches!(&applied, Ok(a) if a.changed == 0 && a.gone == 0) && self.dns.ids.len() == held;
-            if !untouched {
-                self.sweep();
+            // Entries kept from a read that failed half way are dropped with it: so are their DNs. A read applied
+            // whole frees only what an entry dropped or replaced let go (a quiet run, or one adding users and
+            // members, need not go through every entry).
+            match &applied {
+                Ok(_) => self.sweep_released(),
+                Err(_) => self.sweep(),
             }
             changes.searches += 1;
             match part {
@@ -1360,7 +1377,10 @@ impl Kept {
                 Part::Users => self.users.read_objects(ldap, q, named, dns, User::of).await,
                 Part::Groups => self.groups.read_objects(ldap, q, named, dns, Group::of).await,
             };
-            self.sweep();
+            match &read {
+                Ok(_) => self.sweep_released(),
+                Err(_) => self.sweep(),
+            }
             let (applied, searches) = read?;
             changes.searches += searches;
             if part == Part::Groups {
@@ -1842,17 +1862,35 @@ fn order<'k, E: Dn>(uuid: &'k EntryUuid, entry: &E, dns: &'k Dns) -> Order<'k> {
 /// A kept entry's DN.
 trait Dn {
     fn dn(&self) -> Id;
+
+    /// Whether this entry holds every DN `old` held (its own, its member values): replacing `old` with it lets
+    /// no DN go.
+    fn holds_every_dn_of(&self, old: &Self) -> bool;
 }
 
 impl Dn for User {
     fn dn(&self) -> Id {
         self.dn
     }
+
+    fn holds_every_dn_of(&self, old: &User) -> bool {
+        self.dn == old.dn
+    }
 }
 
 impl Dn for Group {
     fn dn(&self) -> Id {
         self.dn
+    }
+
+    fn holds_every_dn_of(&self, old: &Group) -> bool {
+        let (held, old_members) =
+            (self.members.as_deref().unwrap_or_default(), old.members.as_deref().unwrap_or_default());
+        if self.dn != old.dn || old_members.is_empty() {
+            return self.dn == old.dn;
+        }
+        let held: HashSet<Id> = held.iter().copied().collect();
+        old_members.iter().all(|m| held.contains(m))
     }
 }
 
@@ -2246,6 +2284,34 @@ mod tests {
         assert_eq!(names, ["Crew", "Team"], "every name value, whatever the case of the attribute");
         let members: Vec<&str> = team.members.as_deref().unwrap().iter().map(|&m| k.dns.get(m)).collect();
         assert_eq!(members, [udn("alice").as_str(), ""], "the member values as sent, in order");
+    }
+
+    /// A read that only adds entries and member values goes through no other entry to free DNs; one that drops
+    /// an entry, or replaces one with one holding fewer DNs, frees what no entry holds. (A DN made and held by
+    /// nothing, `cn=unheld`, shows which reads went through the model.)
+    #[test]
+    fn only_a_read_letting_a_dn_go_frees_dns() {
+        let mut k = kept();
+        k.dns.intern("cn=unheld,dc=x");
+        let added = user(3, "carol");
+        k.apply(Part::Users, &deletes("u2", vec![added], &[]));
+        let more = group(10, "Team", &[&udn("alice"), &gdn("Inner"), &udn("carol")]);
+        k.apply(Part::Groups, &deletes("g2", vec![more], &[]));
+        let renamed_alike = group(11, "Inner", &[&udn("bob")]);
+        k.apply(Part::Groups, &deletes("g3", vec![renamed_alike], &[]));
+        assert!(k.dns.ids.contains_key("cn=unheld,dc=x"), "no read let a DN go: no sweep");
+        assert_eq!(members(&k, &settings(Nesting::Recursive), "Team").unwrap(), ["alice", "bob", "carol"]);
+        // Team without carol: her DN is still her entry's; the DN nobody holds goes.
+        let fewer = group(10, "Team", &[&udn("alice"), &gdn("Inner")]);
+        k.apply(Part::Groups, &deletes("g4", vec![fewer], &[]));
+        assert!(!k.dns.ids.contains_key("cn=unheld,dc=x"), "a member value let go: swept");
+        assert!(k.dns.ids.contains_key(udn("carol").as_str()));
+        // A user dropped: its DN goes when no group names it.
+        k.dns.intern("cn=unheld,dc=x");
+        k.apply(Part::Users, &deletes("u3", vec![], &[3]));
+        assert!(!k.dns.ids.contains_key(udn("carol").as_str()) && !k.dns.ids.contains_key("cn=unheld,dc=x"));
+        let (users, groups) = (k.users.released, k.groups.released);
+        assert!(!users && !groups, "a sweep clears what it was for");
     }
 
     #[test]

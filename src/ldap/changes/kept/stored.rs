@@ -136,7 +136,7 @@ fn side<E>(head: SideHead, entries: Vec<(EntryUuid, E)>, part: &str) -> Result<S
     if entries.len() != count {
         return Err(format!("the stored {part} hold an entry twice"));
     }
-    Ok(Side { cookie: head.cookie, latest: head.latest, whole: head.whole, entries, marks: None })
+    Ok(Side { cookie: head.cookie, latest: head.latest, whole: head.whole, entries, marks: None, released: false })
 }
 
 impl Dns {
