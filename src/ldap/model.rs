@@ -267,6 +267,8 @@ pub(super) struct UserIndex {
     pub users: Vec<Arc<Member>>,
     /// DNs exactly as the server wrote them: most member values match one of these as they are.
     pub by_raw_dn: ByRawDn,
+    /// Each username, by the first user holding it: what a build resumed from this index goes on from.
+    pub by_name: ByName,
     /// Normalised DNs, for member values written another way: built on the first such value only, since
     /// most directories write member values exactly as the entries' DNs.
     pub by_key: std::sync::OnceLock<HashMap<DnKey, u32>>,
@@ -309,7 +311,7 @@ const SKIPPED_EXAMPLES: usize = 5;
 pub(super) struct UserIndexBuilder {
     users: Vec<Arc<Member>>,
     by_raw_dn: ByRawDn,
-    by_name: HashMap<Username, u32>,
+    by_name: ByName,
     collisions: HashMap<Username, Vec<String>>,
     multi_valued: HashMap<u32, (Vec<Username>, MultiValued)>,
     skipped: usize,
@@ -325,20 +327,10 @@ impl UserIndexBuilder {
     /// without going through the others again. The table of names is made again from the users (each name
     /// held by the first user with it, as the pushes left it); the rest is copied.
     pub fn resume(previous: &UserIndex) -> UserIndexBuilder {
-        let mut by_name = HashMap::with_capacity_and_hasher(previous.users.len(), Default::default());
-        for (n, member) in previous.users.iter().enumerate() {
-            let names = match previous.multi_valued.get(&(n as u32)) {
-                Some((names, _)) => names.as_slice(),
-                None => std::slice::from_ref(&member.username),
-            };
-            for name in names {
-                by_name.entry(name.clone()).or_insert(n as u32);
-            }
-        }
         UserIndexBuilder {
             users: previous.users.clone(),
             by_raw_dn: previous.by_raw_dn.clone(),
-            by_name,
+            by_name: previous.by_name.clone(),
             collisions: previous.collisions.clone(),
             multi_valued: previous.multi_valued.clone(),
             skipped: previous.skipped,
@@ -359,15 +351,12 @@ impl UserIndexBuilder {
     pub fn push_reusing(&mut self, entry: UserEntry, s: &Settings, previous: Option<Earlier<'_>>) {
         let n = self.users.len() as u32;
         let (member, names) = match entry {
-            UserEntry::User(member) => {
-                let names = vec![member.username.clone()];
-                (member, names)
-            }
+            UserEntry::User(member) => (member, None),
             UserEntry::Ambiguous { member, names, values } => {
                 // Kept as a user, so that the groups listing it know it, and set apart under each name.
                 tracing::warn!(username = %member.username, dns = ?[&member.dn], values = ?values, "username collision");
                 self.multi_valued.insert(n, (names.clone(), MultiValued { dn: member.dn.to_string(), values }));
-                (member, names)
+                (member, Some(names))
             }
             UserEntry::Disabled(member) => {
                 tracing::debug!(dn = %member.dn, "disabled account left out");
@@ -390,14 +379,17 @@ impl UserIndexBuilder {
                 return;
             }
         };
-        for name in names {
-            if let Some(&other) = self.by_name.get(&name) {
-                self.collisions
-                    .entry(name)
+        // Each name goes to the first user holding it; a later one collides with it.
+        let mut held = false;
+        for name in names.as_deref().unwrap_or(std::slice::from_ref(&member.username)) {
+            match self.by_name.get(&self.users, name) {
+                Some(other) => self
+                    .collisions
+                    .entry(name.clone())
                     .or_insert_with(|| vec![self.users[other as usize].dn.to_string()])
-                    .push(member.dn.to_string());
-            } else {
-                self.by_name.insert(name, n);
+                    .push(member.dn.to_string()),
+                None if names.is_some() => self.by_name.insert_other(name.clone(), n),
+                None => held = true,
             }
         }
         let member = match previous.and_then(|p| p.same(&member)) {
@@ -406,6 +398,9 @@ impl UserIndexBuilder {
         };
         self.users.push(member);
         self.by_raw_dn.insert(&self.users, n);
+        if held {
+            self.by_name.insert(&self.users, n);
+        }
     }
 
     /// The index, once every entry is in; logs the collisions, the skipped entries and the disabled accounts.
@@ -429,6 +424,7 @@ impl UserIndexBuilder {
         UserIndex {
             users,
             by_raw_dn: self.by_raw_dn,
+            by_name: self.by_name,
             by_key: std::sync::OnceLock::new(),
             collisions: self.collisions,
             multi_valued: self.multi_valued,
@@ -523,6 +519,38 @@ impl ByRawDn {
 
     pub fn get(&self, dn: &str) -> Option<u32> {
         self.0.find(ByRawDn::hash(dn), |(held, _)| **held == *dn).map(|&(_, n)| n)
+    }
+}
+
+/// Users by name (as usernames compare: folded), each name by the first user holding it. The table holds
+/// positions in the user list and compares through it (4 bytes a user, no copy of the names); the names of
+/// users whose username attribute holds several are in a map of their own.
+#[derive(Clone, Default)]
+pub(super) struct ByName {
+    table: hashbrown::HashTable<u32>,
+    several: HashMap<Username, u32>,
+}
+
+impl ByName {
+    fn hash(name: &Username) -> u64 {
+        use std::hash::BuildHasher;
+        rustc_hash::FxBuildHasher.hash_one(name.folded())
+    }
+
+    fn get(&self, users: &[Arc<Member>], name: &Username) -> Option<u32> {
+        let found = self.table.find(ByName::hash(name), |&m| users[m as usize].username == *name);
+        found.or_else(|| self.several.get(name)).copied()
+    }
+
+    /// Adds user `n` of `users` under its username.
+    fn insert(&mut self, users: &[Arc<Member>], n: u32) {
+        let hash = |&m: &u32| ByName::hash(&users[m as usize].username);
+        self.table.insert_unique(ByName::hash(&users[n as usize].username), n, hash);
+    }
+
+    /// Adds user `n` under one of its several names.
+    fn insert_other(&mut self, name: Username, n: u32) {
+        self.several.insert(name, n);
     }
 }
 

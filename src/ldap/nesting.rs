@@ -246,6 +246,8 @@ mod tests {
                 t
             },
             users,
+            // Never resumed from.
+            by_name: Default::default(),
             by_key: std::sync::OnceLock::new(),
             collisions,
             multi_valued: HashMap::default(),
