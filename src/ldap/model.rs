@@ -324,8 +324,7 @@ pub(super) struct UserIndexBuilder {
 impl UserIndexBuilder {
     /// The builder as it stood when it finished `previous`, for entries that come after every one of its own
     /// (users created since, in a kept model's order): pushing them gives what a build from every entry gives,
-    /// without going through the others again. The table of names is made again from the users (each name
-    /// held by the first user with it, as the pushes left it); the rest is copied.
+    /// without going through the others again. Everything is copied, the tables by DN and by name too.
     pub fn resume(previous: &UserIndex) -> UserIndexBuilder {
         UserIndexBuilder {
             users: previous.users.clone(),

@@ -1884,12 +1884,11 @@ impl Dn for Group {
     }
 
     fn holds_every_dn_of(&self, old: &Group) -> bool {
-        let (held, old_members) =
-            (self.members.as_deref().unwrap_or_default(), old.members.as_deref().unwrap_or_default());
+        let old_members = old.members.as_deref().unwrap_or_default();
         if self.dn != old.dn || old_members.is_empty() {
             return self.dn == old.dn;
         }
-        let held: HashSet<Id> = held.iter().copied().collect();
+        let held: HashSet<Id> = self.members.iter().flatten().copied().collect();
         old_members.iter().all(|m| held.contains(m))
     }
 }
