@@ -34,6 +34,7 @@ use crate::state::{Changes, Managed, ManagedUser};
 use crate::sync::activation::{self, Activation, Reasons, Returning, Target, protection, returning};
 use crate::sync::budget;
 use crate::sync::confirm::{Confirmation, Reread, Unread};
+use crate::sync::leavers::UsersByName;
 use crate::sync::ledger::{Keeper, Ledger};
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
@@ -63,8 +64,8 @@ pub struct Seen<'a> {
     pub members: Cow<'a, HashSet<&'a Username>>,
     /// Every configured group was enumerated and none is held.
     pub complete: bool,
-    /// Every CloudShell user (after this run's imports).
-    pub users: &'a [cloudshell::User],
+    /// Every CloudShell user (after this run's imports), by name.
+    pub users: &'a UsersByName<'a>,
     /// This run's time, as written into the state.
     pub now: &'a str,
     /// Deactivations in the last 24 hours, by the audit trail (`None`: no record, the per-run limit only).
@@ -96,7 +97,7 @@ pub struct DisabledPlan {
 
 /// Plans the step. `limit`: `sync.max_disabled_deactivations_per_run`.
 pub fn plan(managed: &Managed, seen: &Seen<'_>, protect: &LeaverPolicy, limit: usize) -> DisabledPlan {
-    let by_name = crate::sync::leavers::UsersByName::new(seen.users);
+    let by_name = seen.users;
     let mut changes = Changes::new();
     let mut deactivate = Vec::new();
     let mut protected = Vec::new();
@@ -169,8 +170,8 @@ fn record_deactivated(managed: &Managed, changes: &mut Changes, t: &Target, now:
 /// What the step needs of the run.
 pub struct Run<'a> {
     pub plan: &'a Plan,
-    /// CloudShell's users after this run's imports (before them, in a dry run).
-    pub users: &'a [cloudshell::User],
+    /// CloudShell's users after this run's imports (before them, in a dry run), by name.
+    pub users: &'a UsersByName<'a>,
     /// Every configured group enumerated, none held, nothing interrupted.
     pub complete: bool,
     pub dry_run: bool,
@@ -304,7 +305,7 @@ fn record_plan(planned: &DisabledPlan, report: &mut DisabledReport) {
 fn seen<'a>(
     plan: &'a Plan,
     every_member: &'a HashSet<&'a Username>,
-    users: &'a [cloudshell::User],
+    users: &'a UsersByName<'a>,
     (complete, now, last_24h): (bool, &'a str, Option<usize>),
 ) -> Seen<'a> {
     let mut disabled = Vec::new();
@@ -412,7 +413,7 @@ mod tests {
             disabled: accounts.iter().chain([&both]).collect(),
             members: Cow::Owned(HashSet::from_iter([&both.username])),
             complete: true,
-            users: &users,
+            users: &UsersByName::new(&users),
             now: "t1",
             last_24h: None,
             importing: 0,
@@ -442,7 +443,7 @@ mod tests {
                 disabled: disabled.iter().collect(),
                 members: Cow::Owned(members.iter().collect()),
                 complete: true,
-                users: &users,
+                users: &UsersByName::new(&users),
                 now: "t",
                 last_24h,
                 importing: 0,
@@ -465,7 +466,7 @@ mod tests {
             disabled: disabled.iter().collect(),
             members: Cow::Owned(members.iter().collect()),
             complete: true,
-            users: &users[8..],
+            users: &UsersByName::new(&users[8..]),
             now: "t",
             last_24h: Some(0),
             importing: 8,
@@ -485,7 +486,7 @@ mod tests {
             disabled: vec![],
             members: Cow::Owned(HashSet::from_iter([&back.username, &manual.username, &already.username])),
             complete: true,
-            users: &users,
+            users: &UsersByName::new(&users),
             now: "t2",
             last_24h: None,
             importing: 0,
@@ -506,7 +507,7 @@ mod tests {
             disabled: vec![&dis, &noflag],
             members: Cow::default(),
             complete: true,
-            users: &users,
+            users: &UsersByName::new(&users),
             now: "t",
             last_24h: None,
             importing: 0,
@@ -521,8 +522,15 @@ mod tests {
         let managed =
             Managed { users: [flagged("back", 1), flagged("new", 3)].into_iter().collect(), ..Default::default() };
         let members = Cow::Owned(HashSet::from_iter([&back.username, &new.username]));
-        let seen =
-            Seen { disabled: vec![], members, complete: true, users: &users, now: "t", last_24h: None, importing: 0 };
+        let seen = Seen {
+            disabled: vec![],
+            members,
+            complete: true,
+            users: &UsersByName::new(&users),
+            now: "t",
+            last_24h: None,
+            importing: 0,
+        };
         let p = plan(&managed, &seen, &policy(&[]), 10);
         assert_eq!(names(&p.reactivate), ["back"]);
         assert_eq!(p.left_alone, [ProtectedLine { username: "new".into(), reason: ANOTHER_ACCOUNT }]);
@@ -533,12 +541,13 @@ mod tests {
     #[test]
     fn a_flagged_account_gone_from_every_group_goes_back_to_the_leaver_rules_in_a_complete_run_only() {
         let users = vec![user(1, "away", false)];
+        let by_name = UsersByName::new(&users);
         let managed = Managed { users: [flagged("away", 1)].into_iter().collect(), ..Default::default() };
         let seen = |complete| Seen {
             disabled: vec![],
             members: Cow::default(),
             complete,
-            users: &users,
+            users: &by_name,
             now: "t3",
             last_24h: None,
             importing: 0,
@@ -569,11 +578,12 @@ mod tests {
             crate::sync::plan::plan(snapshot(vec![group("A", &["a", "b"]), group("B", &["b", "c"])]), &[], policy)
         };
         let members = |plan: &Plan| {
-            let mut names: Vec<String> = seen(plan, &crate::sync::budget::members(plan), &[], (true, "t", None))
-                .members
-                .iter()
-                .map(|u| u.to_string())
-                .collect();
+            let mut names: Vec<String> =
+                seen(plan, &crate::sync::budget::members(plan), &UsersByName::new(&[]), (true, "t", None))
+                    .members
+                    .iter()
+                    .map(|u| u.to_string())
+                    .collect();
             names.sort();
             names
         };

@@ -9,13 +9,13 @@ use std::borrow::Cow;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cloudshell::{self, Client};
+use crate::cloudshell::Client;
 use crate::config::{LeaverAction, LeaverPolicy};
 use crate::report::{GroupStatus, LeaverLine, LeaversReport, ProtectedLine, Standing};
 use crate::state::db::Action;
 use crate::sync::activation::{self, Activation, Reasons, Target};
 use crate::sync::confirm::{Confirmation, Reread, Unread};
-use crate::sync::leavers::{self, LeaverPlan, Seen};
+use crate::sync::leavers::{self, LeaverPlan, Seen, UsersByName};
 use crate::sync::ledger::{Keeper, Ledger};
 use crate::sync::plan::{GroupPlan, Plan};
 use crate::username::Username;
@@ -23,8 +23,8 @@ use crate::username::Username;
 /// What the step needs of the run.
 pub struct Run<'a> {
     pub plan: &'a Plan,
-    /// CloudShell's users after this run's imports.
-    pub users: &'a [cloudshell::User],
+    /// CloudShell's users after this run's imports, by name.
+    pub users: &'a UsersByName<'a>,
     /// `Err(why)` when the run is not complete: the step is skipped.
     pub complete: Result<(), String>,
     pub dry_run: bool,
@@ -267,6 +267,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::cloudshell;
     use crate::sync::confirm;
     use crate::sync::plan::tests::{failed, group, snapshot};
     use crate::sync::plan::{self, Policy};
@@ -334,7 +335,7 @@ mod tests {
         let members = crate::sync::budget::members(plan);
         let run = Run {
             plan,
-            users,
+            users: &UsersByName::new(users),
             complete: Ok(()),
             dry_run: false,
             stop: &stop,

@@ -89,8 +89,8 @@ pub struct Seen<'a> {
     pub members: Cow<'a, HashSet<&'a Username>>,
     /// Usernames left out as ambiguous in the directory: neither seen nor leavers.
     pub ambiguous: HashSet<&'a Username>,
-    /// Every CloudShell user (after this run's imports).
-    pub users: &'a [cloudshell::User],
+    /// Every CloudShell user (after this run's imports), by name.
+    pub users: &'a UsersByName<'a>,
     /// This run's time, as written into the state.
     pub now: &'a str,
     /// Deactivations in the last 24 hours, by the audit trail (`None`: no record, the per-run limits only).
@@ -103,18 +103,28 @@ pub struct Seen<'a> {
 /// CloudShell's users by username: their positions in the list, found by the hash of the folded name (four bytes
 /// a user, where a map of references held sixteen: 1.5 MB less at 100,000 users, while the managed users are
 /// loaded). A name listed twice finds its last user.
-pub(crate) struct UsersByName<'a> {
+pub struct UsersByName<'a> {
     users: &'a [cloudshell::User],
     index: NameIndex,
 }
 
+/// The list itself, for the steps that go through it.
+impl std::ops::Deref for UsersByName<'_> {
+    type Target = [cloudshell::User];
+
+    fn deref(&self) -> &[cloudshell::User] {
+        self.users
+    }
+}
+
 impl<'a> UsersByName<'a> {
-    /// Sized once (this runs for every CloudShell user).
-    pub(crate) fn new(users: &'a [cloudshell::User]) -> UsersByName<'a> {
+    /// Sized once (this runs for every CloudShell user), once in a run: the disabled-account and leaver steps
+    /// share it.
+    pub fn new(users: &'a [cloudshell::User]) -> UsersByName<'a> {
         UsersByName { users, index: NameIndex::new(users.len(), |n| users[n].username.as_ref()) }
     }
 
-    pub(crate) fn get(&self, username: &Username) -> Option<&'a cloudshell::User> {
+    pub fn get(&self, username: &Username) -> Option<&'a cloudshell::User> {
         let users = self.users;
         self.index.find(username.folded(), |n| users[n].username.as_ref()).map(|n| &users[n])
     }
@@ -122,7 +132,7 @@ impl<'a> UsersByName<'a> {
 
 /// Plans the leaver step.
 pub fn plan(managed: &Managed, seen: &Seen<'_>, policy: &LeaverPolicy) -> LeaverPlan {
-    let by_name = UsersByName::new(seen.users);
+    let by_name = seen.users;
     let mut changes = Changes::new();
     let mut reactivate = Vec::new();
     let mut left_alone = Vec::new();
@@ -309,7 +319,7 @@ mod tests {
         let seen = Seen {
             members: names(&members),
             ambiguous: HashSet::default(),
-            users,
+            users: &UsersByName::new(users),
             now: "t",
             last_24h: None,
             reported: None,
@@ -364,7 +374,7 @@ mod tests {
         let seen = Seen {
             members: names(&members),
             ambiguous: HashSet::default(),
-            users: &users,
+            users: &UsersByName::new(&users),
             now: "t",
             last_24h: None,
             reported: Some(&reported),
@@ -465,8 +475,14 @@ mod tests {
         let mut m = Managed::default();
         step(&mut m, &all, users, pol);
         let members = u(&all[left..]);
-        let seen =
-            Seen { members: names(&members), ambiguous: HashSet::default(), users, now: "t", last_24h, reported: None };
+        let seen = Seen {
+            members: names(&members),
+            ambiguous: HashSet::default(),
+            users: &UsersByName::new(users),
+            now: "t",
+            last_24h,
+            reported: None,
+        };
         plan(&m, &seen, pol)
     }
 
@@ -572,7 +588,7 @@ mod tests {
             let seen = Seen {
                 members: names(&members),
                 ambiguous: HashSet::default(),
-                users: &users,
+                users: &UsersByName::new(&users),
                 now,
                 last_24h: None,
                 reported: None,
@@ -615,7 +631,7 @@ mod tests {
         let seen = Seen {
             members: names(&members),
             ambiguous: names(&dup).into_owned(),
-            users: &users,
+            users: &UsersByName::new(&users),
             now: "t2",
             last_24h: None,
             reported: None,

@@ -583,6 +583,8 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     let (kept_users, departures) = users_and_departures(config, client, context, plan, users).await;
     note_users(report, &kept_users);
     let users = &kept_users.list;
+    // CloudShell's users by name, for the disabled-account and leaver steps.
+    let by_name = leavers::UsersByName::new(users);
     let identity_held = identity_held(report);
     let mut ledger = journal.map(|journal| ledger::Ledger::load_sharing(journal, &plan.distinct));
     // The groups seen nested before, read once for finding the unresolved members and for adding the new ones.
@@ -627,7 +629,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     if disabled_step {
         let run = disabled::Run {
             plan,
-            users,
+            users: &by_name,
             complete: full(report.interrupted),
             dry_run: report.dry_run,
             stop: &context.stops.stop,
@@ -639,7 +641,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     }
     let run = leave::Run {
         plan,
-        users,
+        users: &by_name,
         complete: complete(report.interrupted),
         dry_run: report.dry_run,
         stop: &context.stops.stop,
