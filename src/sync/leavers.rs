@@ -102,10 +102,11 @@ pub struct Seen<'a> {
 
 /// CloudShell's users by username: their positions in the list, found by the hash of the folded name (four bytes
 /// a user, where a map of references held sixteen: 1.5 MB less at 100,000 users, while the managed users are
-/// loaded). A name listed twice finds its last user.
+/// loaded). A name listed twice finds its last user. Made at the first lookup, once in a run: the disabled-account
+/// and leaver steps share it, and a run whose steps look nobody up makes none.
 pub struct UsersByName<'a> {
     users: &'a [cloudshell::User],
-    index: NameIndex,
+    index: std::sync::OnceLock<NameIndex>,
 }
 
 /// The list itself, for the steps that go through it.
@@ -118,15 +119,15 @@ impl std::ops::Deref for UsersByName<'_> {
 }
 
 impl<'a> UsersByName<'a> {
-    /// Sized once (this runs for every CloudShell user), once in a run: the disabled-account and leaver steps
-    /// share it.
     pub fn new(users: &'a [cloudshell::User]) -> UsersByName<'a> {
-        UsersByName { users, index: NameIndex::new(users.len(), |n| users[n].username.as_ref()) }
+        UsersByName { users, index: std::sync::OnceLock::new() }
     }
 
     pub fn get(&self, username: &Username) -> Option<&'a cloudshell::User> {
         let users = self.users;
-        self.index.find(username.folded(), |n| users[n].username.as_ref()).map(|n| &users[n])
+        // Sized once (this runs for every CloudShell user).
+        let index = self.index.get_or_init(|| NameIndex::new(users.len(), |n| users[n].username.as_ref()));
+        index.find(username.folded(), |n| users[n].username.as_ref()).map(|n| &users[n])
     }
 }
 

@@ -391,8 +391,8 @@ struct Side<E> {
     /// What changed in the part since the model was last resolved, while a resolve is kept to patch
     /// ([`patch::Marks`]); `None` otherwise.
     marks: Option<patch::Marks>,
-    /// An entry was dropped, or replaced by one not holding every DN it held, since the last [`Kept::sweep`]:
-    /// some DN may be held by no entry. A read that only adds entries and member values need not go through
+    /// An entry was dropped, or replaced by one not holding every DN it held, or made by a read and dropped
+    /// within it, since the last [`Kept::sweep`]: some DN may be held by no entry. A read that only adds entries and member values need not go through
     /// the million member values of the model to free nothing.
     released: bool,
 }
@@ -467,11 +467,14 @@ impl<E: PartialEq + Dn + patch::Named> Side<E> {
         of: fn(&ChangedEntry, &Query, &mut Dns) -> E,
     ) -> Result<Applied, SyncError> {
         let attrs = q.attributes(part);
+        let mut made = 0;
         let read =
             syncrepl::read_each(ldap, q.base(part), q.filter(part), &attrs, self.cookie.as_deref(), timeout, |e| {
+                made += 1;
                 Fresh { uuid: e.uuid, entry: of(&e, q, dns) }
             })
             .await?;
+        self.dropped_made(made, &read.changed);
         Ok(self.apply(read, dns))
     }
 
@@ -487,8 +490,13 @@ impl<E: PartialEq + Dn + patch::Named> Side<E> {
         let attrs = q.attributes(part);
         let since = since.filter(|_| self.whole);
         let search = (q.base(part), q.filter(part), &attrs[..]);
-        let read =
-            stamps::read_each(ldap, search, since, paging, |e| Fresh { uuid: e.uuid, entry: of(&e, q, dns) }).await?;
+        let mut made = 0;
+        let keep = |e: ChangedEntry| {
+            made += 1;
+            Fresh { uuid: e.uuid, entry: of(&e, q, dns) }
+        };
+        let read = stamps::read_each(ldap, search, since, paging, keep).await?;
+        self.dropped_made(made, &read.read.changed);
         let applied = self.apply(read.read, dns);
         self.latest = read.latest;
         Ok(applied)
@@ -510,8 +518,13 @@ impl<E: PartialEq + Dn + patch::Named> Side<E> {
         let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
         let search = (q.base(part), q.filter(part), &attrs[..]);
         let guids = named.map(|n| &n.changed[..]);
-        let keep = |e: ChangedEntry| Fresh { uuid: e.uuid, entry: of(&e, q, dns) };
+        let mut made = 0;
+        let keep = |e: ChangedEntry| {
+            made += 1;
+            Fresh { uuid: e.uuid, entry: of(&e, q, dns) }
+        };
         let (changed, searches) = objects::read_each(ldap, search, guids, paging, keep).await?;
+        self.dropped_made(made, &changed);
         if let Some(n) = named
             && let Some(dn) = self.taken_over(n, &changed)
         {
@@ -540,6 +553,13 @@ impl<E: PartialEq + Dn + patch::Named> Side<E> {
 }
 
 impl<E: Dn> Side<E> {
+    /// Notes a read that made `made` entries (their DNs kept in [`Dns`]) and hands over fewer (`changed`): one
+    /// it made was dropped or replaced within the read (content sync's delete state after an add, an entry sent
+    /// twice), and the DNs only it held are held by none.
+    fn dropped_made(&mut self, made: usize, changed: &[Fresh<E>]) {
+        self.released |= made > changed.len();
+    }
+
     /// The DN of a kept entry that `named` does not name, which an entry of `changed` (read again) now holds.
     fn taken_over(&self, named: &Named, changed: &[Fresh<E>]) -> Option<Id> {
         if changed.is_empty() {
@@ -1002,8 +1022,9 @@ impl Kept {
         (self.users.released, self.groups.released) = (false, false);
     }
 
-    /// [`Kept::sweep`] after a read applied whole: every DN it made is held by an entry it applied, so only an
-    /// entry dropped or replaced can have let one go. (A read that failed half way sweeps: the DNs of the
+    /// [`Kept::sweep`] after a read applied whole, when an entry was let go ([`Side::released`]): one kept,
+    /// dropped or replaced by one not holding every DN it held, or one the read made and dropped itself. Every
+    /// other DN the read made is held by an entry it applied. (A read that failed half way sweeps: the DNs of the
     /// entries it made and dropped are held by none.)
     fn sweep_released(&mut self) {
         if self.users.released || self.groups.released {
@@ -1067,8 +1088,8 @@ impl Kept {
                 (Source::DirSync | Source::Usn, _) => unreachable!("read by Kept::read_dirsync or Kept::read_usn"),
             };
             // Entries kept from a read that failed half way are dropped with it: so are their DNs. A read applied
-            // whole frees only what an entry dropped or replaced let go (a quiet run, or one adding users and
-            // members, need not go through every entry).
+            // whole frees only what an entry let go (a quiet run, or one adding users and members, need not go
+            // through every entry).
             match &applied {
                 Ok(_) => self.sweep_released(),
                 Err(_) => self.sweep(),
@@ -2286,7 +2307,7 @@ mod tests {
     }
 
     /// A read that only adds entries and member values goes through no other entry to free DNs; one that drops
-    /// an entry, or replaces one with one holding fewer DNs, frees what no entry holds. (A DN made and held by
+    /// an entry, or replaces one with one not holding every DN it held, frees what no entry holds. (A DN made and held by
     /// nothing, `cn=unheld`, shows which reads went through the model.)
     #[test]
     fn only_a_read_letting_a_dn_go_frees_dns() {
@@ -2311,6 +2332,23 @@ mod tests {
         assert!(!k.dns.ids.contains_key(udn("carol").as_str()) && !k.dns.ids.contains_key("cn=unheld,dc=x"));
         let (users, groups) = (k.users.released, k.groups.released);
         assert!(!users && !groups, "a sweep clears what it was for");
+        // A read that made an entry and dropped it within itself (content sync: added, then deleted), as
+        // `Side::read` counts them: the DNs only that entry held go; one that hands over all it made frees none.
+        let q = Query::of(&settings(Nesting::Recursive));
+        let made: Vec<Fresh<Group>> = [group(14, "Brief", &["cn=brief-only,dc=x"]), group(15, "Stays", &[])]
+            .iter()
+            .map(|e| Fresh { uuid: e.uuid, entry: Group::of(e, &q, &mut k.dns) })
+            .collect();
+        let mut handed = made;
+        handed.remove(0);
+        k.groups.dropped_made(1, &handed);
+        assert!(!k.groups.released, "every entry made is handed over");
+        k.groups.dropped_made(2, &handed);
+        let read = SyncRead { cookie: None, changed: handed, deleted: Vec::new(), refresh: Refresh::Deletes };
+        k.groups.apply(read, &k.dns);
+        k.sweep_released();
+        assert!(!k.dns.ids.contains_key("cn=brief-only,dc=x"), "made, dropped in the read: swept");
+        assert!(k.dns.ids.contains_key(gdn("Stays").as_str()));
     }
 
     #[test]
