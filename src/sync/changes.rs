@@ -43,6 +43,16 @@ fn read_whole_due(since_whole: Option<std::time::Duration>) -> bool {
     since_whole.is_none_or(|since| since >= READ_WHOLE_EVERY)
 }
 
+/// When the model a full read at `full_at` keeps was last read whole: then, when it was read whole beside the
+/// full read; `earlier` (when the model it verified was read whole), when it was verified. Verifying it does not
+/// move the day after which it is read whole again ([`READ_WHOLE_EVERY`]).
+fn read_whole_at(made: ldap::ModelMade, earlier: Instant, full_at: Instant) -> Instant {
+    match made {
+        ldap::ModelMade::Verified => earlier,
+        ldap::ModelMade::Built => full_at,
+    }
+}
+
 /// The daemon's change-read state, from one run to the next.
 #[derive(Debug, Default)]
 pub struct ChangeReads {
@@ -422,7 +432,7 @@ pub async fn read(
     let (snapshot, built) = connection.read_keeping(groups, earlier).await;
     let (method, model) = match built {
         Ok((kept, made)) => {
-            let whole_at = Some(if made == ldap::ModelMade::Verified { whole_at } else { full_at });
+            let whole_at = Some(read_whole_at(made, whole_at, full_at));
             let source = kept.source();
             *lock(&state.pending) = Some(Model::of_full_read(kept, full_at, whole_at));
             *lock(&state.unavailable) = None;
@@ -502,5 +512,10 @@ mod tests {
         assert_eq!(begun("modify_timestamp", stamps, long_ago, Some(Instant::now())), Some(false));
         let hours = |h: u64| Some(std::time::Duration::from_secs(h * 3600));
         assert_eq!([hours(23), hours(24), hours(25), None].map(read_whole_due), [false, true, true, true]);
+        // A model verified keeps the time it was read whole; one read whole beside the full read takes the full
+        // read's (the control).
+        let (earlier, now) = (Instant::now() - hours(20).unwrap(), Instant::now());
+        assert_eq!(read_whole_at(ldap::ModelMade::Verified, earlier, now), earlier);
+        assert_eq!(read_whole_at(ldap::ModelMade::Built, earlier, now), now);
     }
 }
