@@ -583,8 +583,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     let (kept_users, departures) = users_and_departures(config, client, context, plan, users).await;
     note_users(report, &kept_users);
     let users = &kept_users.list;
-    // CloudShell's users by name, for the disabled-account and leaver steps.
-    let by_name = leavers::UsersByName::new(users);
+    let by_name = leavers::UsersByName::new(users); // for the disabled-account and leaver steps
     let identity_held = identity_held(report);
     let mut ledger = journal.map(|journal| ledger::Ledger::load_sharing(journal, &plan.distinct));
     // The groups seen nested before, read once for finding the unresolved members and for adding the new ones.
@@ -596,7 +595,6 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     // The members' usernames, for the steps that need a state (leavers, disabled accounts, budgets).
     let members = if journal.is_some() { budget::members(plan) } else { Default::default() };
     if let Some(groups) = groups {
-        let reads = place::Reads { users, groups };
         let run = place::Run {
             dry_run: report.dry_run,
             journal,
@@ -606,9 +604,7 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
             departures: departures.as_ref().map(|d| &d.groups),
             confirm: &confirm,
         };
-        let placed = place::place_members(client, &config.sync, plan, reads, run).await;
-        report.interrupted |= placed.groups.iter().any(|m| m.status == GroupStatus::Skipped);
-        (report.memberships, report.removals_held) = (placed.groups, placed.removals_held);
+        place_step(config, client, plan, (place::Reads { users, groups }, run), report).await;
     }
     // Complete: every group read whole and used, nothing interrupted, nothing unresolved, users identified as
     // the state's records were made.
@@ -673,6 +669,19 @@ async fn after_imports(config: &Config, client: &Client, after: After<'_>, conte
     if let (Some(changes), false) = (&context.changes, report.dry_run) {
         changes.keep_users(kept_users.list, client.touched());
     }
+}
+
+/// Places the members in the mapped CloudShell groups ([`place::place_members`]) and reports it.
+async fn place_step(
+    config: &Config,
+    client: &Client,
+    plan: &Plan,
+    (reads, run): (place::Reads<'_>, place::Run<'_>),
+    report: &mut Report,
+) {
+    let placed = place::place_members(client, &config.sync, plan, reads, run).await;
+    report.interrupted |= placed.groups.iter().any(|m| m.status == GroupStatus::Skipped);
+    (report.memberships, report.removals_held) = (placed.groups, placed.removals_held);
 }
 
 /// The groups seen nested before (none without a state, or when it cannot be read: logged).
