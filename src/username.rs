@@ -72,7 +72,9 @@ impl SharedNames {
 }
 
 /// Positions in a list of named items, found by folded name: four bytes an item and no copy of the names (the
-/// list keeps them). A name held by several items finds the last. FxHash: the names come from this run's reads.
+/// list keeps them). A name held by several items finds the last (one made item by item, [`NameIndex::add`]: the
+/// first). FxHash: the names come from this run's reads.
+#[derive(Clone, Default)]
 pub struct NameIndex(hashbrown::HashTable<u32>);
 
 impl NameIndex {
@@ -91,6 +93,13 @@ impl NameIndex {
             }
         }
         NameIndex(index)
+    }
+
+    /// Adds item `n`, whose name `name(n)` no item in the index holds yet (`name` as for [`NameIndex::new`]).
+    pub fn add<'a>(&mut self, n: usize, name: impl Fn(usize) -> Option<&'a Username>) {
+        let hash = |name: &Username| rustc_hash::FxBuildHasher.hash_one(name.folded());
+        let Some(username) = name(n) else { return };
+        self.0.insert_unique(hash(username), n as u32, |&m| name(m as usize).map_or(0, hash));
     }
 
     /// The position of the item named `folded` (a folded name), `name` as given to [`NameIndex::new`].

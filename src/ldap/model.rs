@@ -16,7 +16,7 @@ use super::dn::DnKey;
 use super::entry::UserEntry;
 use super::{Error, Member, MultiValued, Nesting, Settings};
 use crate::group_name::GroupName;
-use crate::username::Username;
+use crate::username::{NameIndex, Username};
 
 /// Unknown member DNs at one nesting level from which one search of every group beats reading each.
 pub(super) const SWEEP_AT: usize = 64;
@@ -521,30 +521,24 @@ impl ByRawDn {
     }
 }
 
-/// Users by name (as usernames compare: folded), each name by the first user holding it. The table holds
+/// Users by name (as usernames compare: folded), each name by the first user holding it. The index holds
 /// positions in the user list and compares through it (4 bytes a user, no copy of the names); the names of
 /// users whose username attribute holds several are in a map of their own.
 #[derive(Clone, Default)]
 pub(super) struct ByName {
-    table: hashbrown::HashTable<u32>,
+    index: NameIndex,
     several: HashMap<Username, u32>,
 }
 
 impl ByName {
-    fn hash(name: &Username) -> u64 {
-        use std::hash::BuildHasher;
-        rustc_hash::FxBuildHasher.hash_one(name.folded())
-    }
-
     fn get(&self, users: &[Arc<Member>], name: &Username) -> Option<u32> {
-        let found = self.table.find(ByName::hash(name), |&m| users[m as usize].username == *name);
-        found.or_else(|| self.several.get(name)).copied()
+        let found = self.index.find(name.folded(), |m| Some(&users[m].username)).map(|m| m as u32);
+        found.or_else(|| self.several.get(name).copied())
     }
 
-    /// Adds user `n` of `users` under its username.
+    /// Adds user `n` of `users` under its username, which no user holds yet.
     fn insert(&mut self, users: &[Arc<Member>], n: u32) {
-        let hash = |&m: &u32| ByName::hash(&users[m as usize].username);
-        self.table.insert_unique(ByName::hash(&users[n as usize].username), n, hash);
+        self.index.add(n as usize, |m| Some(&users[m].username));
     }
 
     /// Adds user `n` under one of its several names.
