@@ -467,13 +467,9 @@ impl<E: PartialEq + Dn + patch::Named> Side<E> {
         of: fn(&ChangedEntry, &Query, &mut Dns) -> E,
     ) -> Result<Applied, SyncError> {
         let attrs = q.attributes(part);
-        let mut made = 0;
-        let read =
-            syncrepl::read_each(ldap, q.base(part), q.filter(part), &attrs, self.cookie.as_deref(), timeout, |e| {
-                made += 1;
-                Fresh { uuid: e.uuid, entry: of(&e, q, dns) }
-            })
-            .await?;
+        let (mut made, cookie) = (0, self.cookie.as_deref());
+        let keep = making(q, dns, of, &mut made);
+        let read = syncrepl::read_each(ldap, q.base(part), q.filter(part), &attrs, cookie, timeout, keep).await?;
         self.dropped_made(made, &read.changed);
         Ok(self.apply(read, dns))
     }
@@ -491,11 +487,7 @@ impl<E: PartialEq + Dn + patch::Named> Side<E> {
         let since = since.filter(|_| self.whole);
         let search = (q.base(part), q.filter(part), &attrs[..]);
         let mut made = 0;
-        let keep = |e: ChangedEntry| {
-            made += 1;
-            Fresh { uuid: e.uuid, entry: of(&e, q, dns) }
-        };
-        let read = stamps::read_each(ldap, search, since, paging, keep).await?;
+        let read = stamps::read_each(ldap, search, since, paging, making(q, dns, of, &mut made)).await?;
         self.dropped_made(made, &read.read.changed);
         let applied = self.apply(read.read, dns);
         self.latest = read.latest;
@@ -519,11 +511,8 @@ impl<E: PartialEq + Dn + patch::Named> Side<E> {
         let search = (q.base(part), q.filter(part), &attrs[..]);
         let guids = named.map(|n| &n.changed[..]);
         let mut made = 0;
-        let keep = |e: ChangedEntry| {
-            made += 1;
-            Fresh { uuid: e.uuid, entry: of(&e, q, dns) }
-        };
-        let (changed, searches) = objects::read_each(ldap, search, guids, paging, keep).await?;
+        let (changed, searches) =
+            objects::read_each(ldap, search, guids, paging, making(q, dns, of, &mut made)).await?;
         self.dropped_made(made, &changed);
         if let Some(n) = named
             && let Some(dn) = self.taken_over(n, &changed)
@@ -549,6 +538,20 @@ impl<E: PartialEq + Dn + patch::Named> Side<E> {
             }
         };
         Ok((self.apply(SyncRead { cookie: None, changed, deleted, refresh }, dns), searches))
+    }
+}
+
+/// Makes each changed entry a read sends into its kept form (its DNs kept in `dns`), counting them in `made`:
+/// what [`Side::dropped_made`] compares with the entries the read hands over.
+fn making<'a, E: 'a>(
+    q: &'a Query,
+    dns: &'a mut Dns,
+    of: fn(&ChangedEntry, &Query, &mut Dns) -> E,
+    made: &'a mut usize,
+) -> impl FnMut(ChangedEntry) -> Fresh<E> + 'a {
+    move |e| {
+        *made += 1;
+        Fresh { uuid: e.uuid, entry: of(&e, q, dns) }
     }
 }
 
