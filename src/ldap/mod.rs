@@ -152,11 +152,19 @@ impl ChangeDetection {
         }
     }
 
-    /// Whether a model read by `source` is one this setting reads by (on some server; `auto` on Active Directory
-    /// reads by `uSNChanged` where DirSync is refused).
+    /// What this setting reads by where the server refuses `source` (the account may not use it): `auto` on
+    /// Active Directory reads by `uSNChanged` where DirSync is refused; a method named is an error instead.
+    pub fn fallback(self, source: changes::kept::Source) -> Option<changes::kept::Source> {
+        use changes::kept::Source;
+        (self == ChangeDetection::Auto && source == Source::DirSync).then_some(Source::Usn)
+    }
+
+    /// Whether a model read by `source` is one this setting reads by (on some server, or as its fallback there).
     pub fn allows(self, source: changes::kept::Source) -> bool {
-        let fallback = self == ChangeDetection::Auto && source == changes::kept::Source::Usn;
-        fallback || [false, true].into_iter().any(|ad| self.source(ad) == Some(source))
+        [false, true]
+            .into_iter()
+            .filter_map(|ad| self.source(ad))
+            .any(|s| s == source || self.fallback(s) == Some(source))
     }
 
     /// Whether the operator named the method (a server without it is an error, not a fallback).
@@ -280,12 +288,10 @@ async fn verified(
     known: &model::KnownUsers,
 ) -> Result<changes::kept::Kept, (String, bool)> {
     let s = reader.s;
-    let read_by = match earlier.source() {
-        // `auto` on Active Directory, DirSync refused when the model was built: verified by uSNChanged (DirSync is
-        // tried again when the model is next read whole).
-        changes::kept::Source::Usn if s.change_detection.allows(changes::kept::Source::Usn) => earlier.source(),
-        _ => source,
-    };
+    // Built by the fallback (`auto` on Active Directory, DirSync refused): verified by it (the method itself is
+    // tried again when the model is next read whole).
+    let fallback = s.change_detection.fallback(source).filter(|&f| f == earlier.source());
+    let read_by = fallback.unwrap_or(source);
     let now = empty_model(s, read_by, nc).map_err(|(why, _)| (why, false))?;
     if !earlier.read_as(&now) {
         let (then, now) = (earlier.source().method(), read_by.method());
@@ -616,7 +622,6 @@ impl<'a> Connection<'a> {
         groups: &[GroupName],
         earlier: Option<changes::kept::Kept>,
     ) -> (Snapshot, Result<(changes::kept::Kept, ModelMade), String>) {
-        use changes::kept::Source;
         let s = self.s;
         let mut reader = self.reader();
         let entries = reader.read(groups).await;
@@ -647,10 +652,9 @@ impl<'a> Connection<'a> {
         let mut built = model_of(&mut reader, source, nc, groups, &full, &known).await;
         // `auto` on Active Directory: by update sequence numbers where the account may not use DirSync.
         if let Err((e, true)) = &built
-            && source == Source::DirSync
-            && s.change_detection == ChangeDetection::Auto
+            && let Some(fallback) = s.change_detection.fallback(source)
         {
-            built = match model_of(&mut reader, Source::Usn, nc, groups, &full, &known).await {
+            built = match model_of(&mut reader, fallback, nc, groups, &full, &known).await {
                 Ok(kept) => {
                     tracing::info!(reason = %e, "DirSync cannot be used: change reads by uSNChanged instead");
                     Ok(kept)
