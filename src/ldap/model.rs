@@ -340,6 +340,36 @@ impl UserIndexBuilder {
         }
     }
 
+    /// [`UserIndexBuilder::resume`] from an index nothing else holds: taken as it is, nothing copied (a kept
+    /// model's last index of 100,000 users, which a day of new hires would otherwise copy whole).
+    pub fn resume_owned(previous: UserIndex) -> UserIndexBuilder {
+        let UserIndex {
+            users,
+            by_raw_dn,
+            by_name,
+            by_key: _,
+            collisions,
+            multi_valued,
+            disabled,
+            disabled_users,
+            unusable,
+            skipped,
+            examples,
+        } = previous;
+        UserIndexBuilder {
+            users,
+            by_raw_dn,
+            by_name,
+            collisions,
+            multi_valued,
+            skipped,
+            examples,
+            disabled,
+            disabled_users,
+            unusable,
+        }
+    }
+
     /// Adds one user entry.
     pub fn push(&mut self, entry: UserEntry, s: &Settings) {
         self.push_reusing(entry, s, None);
@@ -348,6 +378,13 @@ impl UserIndexBuilder {
     /// [`UserIndexBuilder::push`], taking the user from `previous` (the users of an earlier read) when it holds
     /// the same one, rather than a new copy.
     pub fn push_reusing(&mut self, entry: UserEntry, s: &Settings, previous: Option<Earlier<'_>>) {
+        let shared = previous.and_then(|p| p.same_as(&entry)).cloned();
+        self.push_sharing(entry, s, shared);
+    }
+
+    /// [`UserIndexBuilder::push`], taking the user as `shared` (an earlier read's copy of the same user, found
+    /// by [`Earlier::same_as`]) when there is one, rather than a new copy.
+    pub fn push_sharing(&mut self, entry: UserEntry, s: &Settings, shared: Option<Arc<Member>>) {
         let n = self.users.len() as u32;
         let (member, names) = match entry {
             UserEntry::User(member) => (member, None),
@@ -391,10 +428,7 @@ impl UserIndexBuilder {
                 None => held = true,
             }
         }
-        let member = match previous.and_then(|p| p.same(&member)) {
-            Some(kept) => kept.clone(),
-            None => Arc::new(member),
-        };
+        let member = shared.unwrap_or_else(|| Arc::new(member));
         self.users.push(member);
         self.by_raw_dn.insert(&self.users, n);
         if held {
@@ -450,6 +484,15 @@ impl<'a> Earlier<'a> {
     fn same(self, member: &Member) -> Option<&'a Arc<Member>> {
         let kept = &self.users[self.by_raw_dn.get(&member.dn)? as usize];
         (kept.username.as_str() == member.username.as_str()).then_some(kept)
+    }
+
+    /// [`Earlier::same`] for the user of a user entry (a disabled account, or one without a usable username,
+    /// is never a user to share).
+    pub(crate) fn same_as(self, entry: &UserEntry) -> Option<&'a Arc<Member>> {
+        match entry {
+            UserEntry::User(member) | UserEntry::Ambiguous { member, .. } => self.same(member),
+            UserEntry::Disabled(_) | UserEntry::Unusable { .. } => None,
+        }
     }
 }
 
@@ -681,6 +724,8 @@ pub(super) mod tests {
     fn contents(index: &UserIndex) -> String {
         let dns: Vec<&str> = index.users.iter().map(|u| &*u.dn).collect();
         let found: Vec<Option<u32>> = dns.iter().map(|dn| index.by_raw_dn.get(dn)).collect();
+        let by_name: Vec<Option<u32>> =
+            index.users.iter().map(|u| index.by_name.get(&index.users, &u.username)).collect();
         let sorted = |mut v: Vec<String>| {
             v.sort();
             v
@@ -691,27 +736,29 @@ pub(super) mod tests {
         let disabled_users: Vec<&str> = index.disabled_users.iter().map(|u| &*u.dn).collect();
         let unusable = sorted(index.unusable.iter().map(|k| k.as_str().to_string()).collect());
         format!(
-            "{dns:?} {found:?} {collisions:?} {multi:?} {disabled:?} {disabled_users:?} {unusable:?} {} {:?}",
+            "{dns:?} {found:?} {by_name:?} {collisions:?} {multi:?} {disabled:?} {disabled_users:?} {unusable:?} {} {:?}",
             index.skipped, index.examples
         )
     }
 
     /// A build resumed from an index of the first entries, given the rest, is the build of them all, wherever
-    /// it stopped: collisions with earlier names, disabled and refused entries counted on.
+    /// it stopped: collisions with earlier names, disabled and refused entries counted on; from a copy of the
+    /// index or from the index itself, taken.
     #[test]
     fn a_resumed_build_is_the_build_of_every_entry() {
         let s = settings(Nesting::Off);
-        let build = |entries: Vec<UserEntry>, from: Option<&UserIndex>| {
-            let mut b = from.map_or_else(UserIndexBuilder::default, UserIndexBuilder::resume);
+        let finish = |mut b: UserIndexBuilder, entries: Vec<UserEntry>| {
             entries.into_iter().for_each(|e| b.push(e, &s));
             b.finish(&s)
         };
-        let whole = contents(&build(mixed_entries(), None));
+        let whole = contents(&finish(UserIndexBuilder::default(), mixed_entries()));
         for at in 0..=mixed_entries().len() {
-            let mut entries = mixed_entries();
-            let rest = entries.split_off(at);
-            let first = build(entries, None);
-            assert_eq!(contents(&build(rest, Some(&first))), whole, "resumed after {at} entries");
+            let rest = || mixed_entries().split_off(at);
+            let first = finish(UserIndexBuilder::default(), mixed_entries().into_iter().take(at).collect());
+            let copied = finish(UserIndexBuilder::resume(&first), rest());
+            assert_eq!(contents(&copied), whole, "resumed after {at} entries");
+            let taken = finish(UserIndexBuilder::resume_owned(first), rest());
+            assert_eq!(contents(&taken), whole, "resumed after {at} entries, the index taken");
         }
         assert!(whole.contains("cy: [") && whole.contains("MultiValued"), "the collisions are there: {whole}");
     }

@@ -1555,8 +1555,15 @@ impl Kept {
     /// [`Kept::user_index`] when the users changed since `previous` was made are `added` alone and each was
     /// created after every other kept user (in the index's order, [`sorted`], they come last): `previous` with
     /// them pushed, as a build from every user gives it, without going through the others again. `None`
-    /// otherwise (a user added that the model no longer holds, or one that does not sort last).
-    fn user_index_appended(&self, s: &Settings, previous: &UserIndex, added: &[EntryUuid]) -> Option<UserIndex> {
+    /// otherwise (a user added that the model no longer holds, or one that does not sort last). When nothing
+    /// else holds `previous` (a daemon's change runs), it is taken and gone on from, not copied: it is left
+    /// empty then.
+    fn user_index_appended(
+        &self,
+        s: &Settings,
+        previous: &mut Arc<UserIndex>,
+        added: &[EntryUuid],
+    ) -> Option<UserIndex> {
         let dns = &self.dns;
         let mut new: Vec<(Order, &User)> = added
             .iter()
@@ -1570,10 +1577,23 @@ impl Kept {
         if before != self.users.entries.len() - new.len() {
             return None;
         }
-        let mut users = UserIndexBuilder::resume(previous);
         let a = UserAttributes { username: &s.username_attribute, include_disabled: s.include_disabled };
-        for (_, user) in new {
-            users.push_reusing(user.read(&a, dns), s, Some(previous.earlier()));
+        // Each with the last index's copy of the same user, if it holds one, found before the index is taken.
+        let new: Vec<_> = new
+            .into_iter()
+            .map(|(_, user)| {
+                let entry = user.read(&a, dns);
+                let shared = previous.earlier().same_as(&entry).cloned();
+                (entry, shared)
+            })
+            .collect();
+        let mut users = match Arc::get_mut(previous) {
+            // 100,000 users and their tables copied for a day of new hires was most of a change run's resolve.
+            Some(owned) => UserIndexBuilder::resume_owned(std::mem::take(owned)),
+            None => UserIndexBuilder::resume(previous),
+        };
+        for (entry, shared) in new {
+            users.push_sharing(entry, s, shared);
         }
         Some(users.finish(s))
     }
@@ -2096,7 +2116,7 @@ mod tests {
         format!("uid={uid},ou=people,ou=groups,dc=x")
     }
 
-    fn gdn(cn: &str) -> String {
+    pub(super) fn gdn(cn: &str) -> String {
         format!("cn={cn},ou=groups,dc=x")
     }
 

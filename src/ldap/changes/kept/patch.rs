@@ -158,10 +158,10 @@ impl Kept {
         known: Option<&model::KnownUsers>,
     ) -> Result<Resolved, NeedsFullRead> {
         let marks = (self.users.marks.take(), self.groups.marks.take());
-        let last = self.last.take();
+        let mut last = self.last.take();
         let active_directory = self.answerable(s, names)?;
         let key = Key::of(s, names, &self.served_by, active_directory);
-        let patched = match (&last, marks) {
+        let patched = match (&mut last, marks) {
             (Some(last), (Some(users), Some(groups))) if last.key == key && self.patchable(s, active_directory) => {
                 self.patch(s, names, last, [&users, &groups]).ok()
             }
@@ -210,7 +210,7 @@ impl Kept {
         &self,
         s: &Settings,
         names: &[GroupName],
-        last: &Last,
+        last: &mut Arc<Last>,
         marks: [&Marks; 2],
     ) -> Result<(Last, usize), NeedsFullRead> {
         let entry = self.entry_dns();
@@ -221,11 +221,19 @@ impl Kept {
         let users = match marks[0].ids.is_empty() {
             true => last.users.clone(),
             false => {
-                let appended = match marks[0].replaced {
-                    false => self.user_index_appended(s, &last.users, &marks[0].added),
-                    true => None,
+                // The last index itself when nothing else holds the last resolve (taken, not copied); it then
+                // holds the index made here, for sharing its users should the whole model be resolved after all.
+                let owned = Arc::get_mut(last);
+                let appended = match (marks[0].replaced, owned) {
+                    (false, Some(owned)) => self.user_index_appended(s, &mut owned.users, &marks[0].added),
+                    (false, None) => self.user_index_appended(s, &mut last.users.clone(), &marks[0].added),
+                    (true, _) => None,
                 };
-                Arc::new(appended.unwrap_or_else(|| self.user_index(s, Some(last.users.earlier()))))
+                let users = Arc::new(appended.unwrap_or_else(|| self.user_index(s, Some(last.users.earlier()))));
+                if let Some(owned) = Arc::get_mut(last) {
+                    owned.users = users.clone();
+                }
+                users
             }
         };
         let again = self.touched(last, names, marks, &entry);
@@ -338,7 +346,7 @@ impl Kept {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{changed, deletes, group, kept, udn};
+    use super::super::tests::{changed, deletes, gdn, group, kept, udn};
     use super::*;
     use crate::ldap::changes::kept::Part;
     use crate::ldap::changes::syncrepl::ChangedEntry;
@@ -405,7 +413,7 @@ mod tests {
         k.apply(Part::Groups, &deletes("g3", vec![group(12, "Solo", &[&udn("carol"), &udn("zed")])], &[]));
         let added = |k: &Kept| k.users.marks.clone().expect("marks").added;
         let last = k.last.clone().expect("a last resolve");
-        let appended = k.user_index_appended(&s, &last.users, &added(&k)).expect("appended");
+        let appended = k.user_index_appended(&s, &mut last.users.clone(), &added(&k)).expect("appended");
         let dns = |i: &UserIndex| i.users.iter().map(|u| u.dn.clone()).collect::<Vec<_>>();
         let whole = dns(&k.user_index(&s, None));
         assert_eq!(dns(&appended), whole);
@@ -414,12 +422,39 @@ mod tests {
         // aaa sorts first (no time in its UUID, and its DN first): the index is made again.
         k.apply(Part::Users, &deletes("u4", vec![user(4, "aaa", "aaa")], &[]));
         let last = k.last.clone().expect("a last resolve");
-        assert!(k.user_index_appended(&s, &last.users, &added(&k)).is_none());
+        assert!(k.user_index_appended(&s, &mut last.users.clone(), &added(&k)).is_none());
         resolved(&mut k, &s, &configured);
         // A kept user changed: not appended either (the patch makes the index again).
         k.apply(Part::Users, &deletes("u5", vec![user(2, "bob", "robert")], &[]));
         assert!(k.users.marks.as_ref().is_some_and(|m| m.replaced));
         resolved(&mut k, &s, &configured);
+    }
+
+    /// When nothing else holds the last resolve (a daemon's change runs), users created last are appended to
+    /// its index itself, not to a copy of it: every earlier user is the same copy, the new ones come last, and
+    /// the answer is a resolve of the whole model's (checked by `resolved`).
+    #[test]
+    fn users_created_last_are_appended_to_the_last_index_itself_when_nothing_else_holds_it() {
+        let s = settings(Nesting::Recursive);
+        let configured = names(&["Team", "Inner", "Solo"]);
+        let mut k = three_groups();
+        resolved(&mut k, &s, &configured);
+        let users = |k: &Kept| k.last.as_ref().expect("a last resolve").users.users.clone();
+        let before = users(&k);
+        k.apply(Part::Users, &deletes("u3", vec![user(20, "zed", "zed"), user(21, "yan", "yan")], &[]));
+        k.apply(Part::Groups, &deletes("g3", vec![group(12, "Solo", &[&udn("carol"), &udn("yan")])], &[]));
+        assert_eq!(resolved(&mut k, &s, &configured), 1, "Solo");
+        let after = users(&k);
+        assert_eq!(after.len(), before.len() + 2);
+        assert!(before.iter().zip(&after).all(|(a, b)| Arc::ptr_eq(a, b)), "the earlier users, shared");
+        let last: Vec<&str> = after[before.len()..].iter().map(|u| u.username.as_str()).collect();
+        assert_eq!(last, ["zed", "yan"]);
+        // The next change run goes on from that index: a member added to Team alone.
+        k.apply(
+            Part::Groups,
+            &deletes("g4", vec![group(10, "Team", &[&udn("alice"), &gdn("Inner"), &udn("zed")])], &[]),
+        );
+        assert_eq!(resolved(&mut k, &s, &configured), 1, "Team");
     }
 
     #[test]
