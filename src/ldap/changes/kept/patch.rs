@@ -457,6 +457,26 @@ mod tests {
         assert_eq!(resolved(&mut k, &s, &configured), 1, "Team");
     }
 
+    /// The last index is taken (left empty) for the users created last only when nothing else holds it, and
+    /// copied (left whole) when something does; both give the same index.
+    #[test]
+    fn the_last_index_is_taken_only_when_nothing_else_holds_it() {
+        let s = settings(Nesting::Recursive);
+        let mut k = three_groups();
+        resolved(&mut k, &s, &names(&["Team", "Inner", "Solo"]));
+        k.apply(Part::Users, &deletes("u3", vec![user(20, "zed", "zed")], &[]));
+        let added = k.users.marks.clone().expect("marks").added;
+        let mut index = k.last.as_ref().expect("a last resolve").users.clone();
+        let copied = k.user_index_appended(&s, &mut index, &added).expect("appended");
+        assert_eq!(index.users.len(), 3, "held by the last resolve too: copied, left whole");
+        k.last = None;
+        let taken = k.user_index_appended(&s, &mut index, &added).expect("appended");
+        assert!(index.users.is_empty(), "held nowhere else: taken");
+        let dns = |i: &UserIndex| i.users.iter().map(|u| u.dn.clone()).collect::<Vec<_>>();
+        assert_eq!(dns(&taken), dns(&copied));
+        assert_eq!(dns(&taken).len(), 4);
+    }
+
     #[test]
     fn a_username_taken_by_a_user_elsewhere_resolves_the_group_of_its_first_holder_again() {
         let s = settings(Nesting::Recursive);
