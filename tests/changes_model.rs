@@ -956,7 +956,8 @@ async fn entry_of(ldap: &mut ldap3::Ldap, dn: &str) -> (EntryUuid, ldap3::Search
 /// once. A model that no longer says what the directory does (here, a group entry dropped from it by hand, its
 /// cookie kept: no change read brings it back), or one read from another server, is read whole again (`built`)
 /// and resolves as the full read. The controls: the change made between the reads is in both, and the first
-/// full read, without a model, builds one.
+/// full read, without a model, builds one. A model that said otherwise than the directory is a warning (log
+/// monitoring alerts on it: a change was missed); one that cannot be compared (another server) is not.
 #[tokio::test]
 async fn a_full_read_verifies_the_kept_model_and_reads_it_whole_when_it_differs() {
     use cloudshell_ldap_sync::ldap::ModelMade;
@@ -976,13 +977,20 @@ async fn a_full_read_verifies_the_kept_model_and_reads_it_whole_when_it_differs(
     };
     // A user in no group: only the users themselves tell a model that has it wrong.
     slapd.add(&user_ldif(&format!("cn=loner,{PEOPLE}"), "loner", false));
+    // The verification's line, if any: its level and message.
+    let verdict = |log: &str| {
+        let line = log.lines().find(|l| l.contains("the kept directory model"))?;
+        Some((line.split_whitespace().next()?.to_string(), line.to_string()))
+    };
+    let warned = |log: &str| verdict(log).is_some_and(|(level, line)| level == "WARN" && line.contains("differs"));
     let (first, kept, made) = read(None).await;
     assert_eq!(made, ModelMade::Built, "no model before the first full read");
     // A user added to G0 between the two full reads.
     slapd.add(&user_ldif(&format!("cn=late,{PEOPLE}"), "late", false));
     slapd.modify(&format!("dn: cn=G0,{GROUPS}\nchangetype: modify\nadd: member\nmember: cn=late,{PEOPLE}\n"));
-    let (second, mut kept, made) = read(Some(kept)).await;
+    let ((second, mut kept, made), log) = common::logged(read(Some(kept))).await;
     assert_eq!(made, ModelMade::Verified);
+    assert_eq!(verdict(&log), None, "a verified model: no line of its own\n{log}");
     let late = |snapshot: &Snapshot| {
         let g0 = snapshot.groups.iter().find(|g| g.name == "G0").expect("G0 configured");
         g0.result.as_ref().expect("G0 resolves").members.iter().any(|m| m.username.as_str() == "late")
@@ -1013,20 +1021,24 @@ async fn a_full_read_verifies_the_kept_model_and_reads_it_whole_when_it_differs(
     }];
     let cookie = kept.cookie(Part::Users).map(<[u8]>::to_vec);
     kept.apply(Part::Users, &SyncRead { cookie, changed, deleted: vec![], refresh: Refresh::Deletes });
-    let (_, mut kept, made) = read(Some(kept)).await;
+    let ((_, mut kept, made), log) = common::logged(read(Some(kept))).await;
     assert_eq!(made, ModelMade::Built, "a model whose users are not the directory's is read whole");
+    assert!(warned(&log), "a model whose users were wrong is a warning:\n{log}");
 
     // G1's entry dropped from the model, which then resolves G1 otherwise than the directory does.
     let (uuid, _) = entry_of(&mut ldap, &format!("cn=G1,{GROUPS}")).await;
     let cookie = kept.cookie(Part::Groups).map(<[u8]>::to_vec);
     kept.apply(Part::Groups, &SyncRead { cookie, changed: vec![], deleted: vec![uuid], refresh: Refresh::Deletes });
-    let (_, kept, made) = read(Some(kept)).await;
+    let ((_, kept, made), log) = common::logged(read(Some(kept))).await;
     assert_eq!(made, ModelMade::Built, "a model that resolves otherwise is read whole");
+    assert!(warned(&log), "a model that resolved otherwise is a warning:\n{log}");
     // The same for a model read from another server.
     let mut kept = kept;
     kept.set_server("ldap://dc2.example.org/", false);
-    let (_, kept, made) = read(Some(kept)).await;
+    let ((_, kept, made), log) = common::logged(read(Some(kept))).await;
     assert_eq!(made, ModelMade::Built, "a model of another server is read whole");
+    let (level, line) = verdict(&log).expect("the verification says why the model is read whole");
+    assert!(level == "INFO" && line.contains("not verified"), "another server's model is no warning:\n{log}");
     let (_, _, made) = read(Some(kept)).await;
     assert_eq!(made, ModelMade::Verified, "the model read whole again is verified at the next full read");
 }

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cloudshell_ldap_sync::cloudshell::{self, Client};
@@ -15,28 +14,8 @@ use serde_json::json;
 
 /// The log lines `read progress` events made while `f` ran, on this thread (tests run on one thread).
 async fn progress_lines<F: std::future::Future>(f: F) -> (F::Output, Vec<String>) {
-    let lines = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let sink = lines.clone();
-    let subscriber =
-        tracing_subscriber::fmt().with_writer(move || Sink(sink.clone())).with_ansi(false).without_time().finish();
-    let output = {
-        let _guard = tracing::subscriber::set_default(subscriber);
-        f.await
-    };
-    let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+    let (output, text) = common::logged(f).await;
     (output, text.lines().filter(|l| l.contains("read progress")).map(str::to_string).collect())
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 fn members(snapshot: &ldap::Snapshot) -> usize {

@@ -1447,3 +1447,30 @@ pub fn ad_settings(dc: &SambaDc, base_dn: &str) -> cloudshell_ldap_sync::ldap::S
         ..ldap_settings(&dc.ldaps_url())
     }
 }
+
+/// What `f` logged while it ran, as the text format writes it (a level on each line, no time): the events on
+/// this thread (the tests run on one).
+pub async fn logged<F: std::future::Future>(f: F) -> (F::Output, String) {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = lines.clone();
+    let subscriber =
+        tracing_subscriber::fmt().with_writer(move || LogSink(sink.clone())).with_ansi(false).without_time().finish();
+    let output = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        f.await
+    };
+    let text = String::from_utf8(lines.lock().unwrap().clone()).expect("log lines are UTF-8");
+    (output, text)
+}
+
+struct LogSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for LogSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
