@@ -579,6 +579,78 @@ async fn a_change_read_removes_from_mapped_groups_only_the_departures_it_reports
     assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "newhire"], "removed at the full read");
 }
 
+/// A member who leaves a mapped group but stays in another configured group is no leaver, and is read again
+/// before the change run removes her from the mapped CloudShell group: alice, made an admin by hand since the
+/// daemon last read her, stays (an admin is never removed). The control: bob, who left the same way and is no
+/// admin, is removed (carol stays in Team: a group entry needs a member). A quiet run first reads again the users the run at start placed, so that the change run's
+/// only read of alice is the one before removing.
+#[tokio::test]
+async fn a_change_run_reads_again_whom_it_would_remove_from_a_mapped_group() {
+    let env = Env::with_content_sync();
+    env.add_person("carol");
+    env.change_members("Team", &["carol"], &[]);
+    env.change_members("Other", &["alice", "bob"], &[]);
+    let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
+    let sync = "remove_from_groups = true\nmax_shrink_percent = 100\nfull_sync_every = \"1h\"";
+    let config = env.config(&["Team", "Other"], NEVER, sync, mapping);
+    let daemon = env.daemon_started(&config);
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob", "carol"]);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+
+    env.sim.change_users(json!({"usernames": ["alice"], "is_admin": true})).await;
+    env.change_members("Team", &[], &["alice", "bob"]);
+    env.sim.clear_calls().await;
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[2].0, "changes", "{:?}", reads(&daemon));
+    assert_eq!(user_reads(&env).await.0, 0, "the kept list, not a new listing");
+    assert_eq!(
+        env.sim.group_members("Lab Users").await,
+        ["alice", "carol"],
+        "bob removed, alice an admin now:\n{}",
+        daemon.log()
+    );
+    assert!(env.sim.is_active("alice").await && env.sim.is_active("bob").await, "members of Other: no leavers");
+}
+
+/// When a change run cannot read again the users whose departure it reported, nobody leaves and nobody is
+/// removed in that run: what CloudShell says of them now decides, and nothing was read. The control: once the
+/// reads by id work again, the full read after `full_sync_every` deactivates the leaver and removes him from the
+/// mapped group.
+#[tokio::test]
+async fn a_change_run_that_cannot_read_its_departures_again_acts_on_none_of_them() {
+    let env = Env::with_content_sync();
+    let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
+    let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
+    let sync = "remove_from_groups = true\nmax_shrink_percent = 100\nfull_sync_every = \"6s\"";
+    let config = env.config(&["Team", "Other"], NEVER, sync, &format!("{mapping}{leavers}"));
+    let daemon = env.daemon_started(&config);
+    let started = Instant::now();
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob"]);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+
+    let by_id = json!({"fail": {"count": 1000, "status": 500, "path_contains": "/api/v1/users/", "method": "GET"}});
+    env.sim.set_faults(by_id).await;
+    env.change_members("Team", &[], &["bob"]);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[2].0, "changes", "{:?}", reads(&daemon));
+    let warned = daemon.fields_of("users who left could not be read again: no leaver and no removal this run");
+    assert_eq!(warned.len(), 1, "{}", daemon.log());
+    assert!(env.sim.is_active("bob").await, "not deactivated on a record not read:\n{}", daemon.log());
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice", "bob"], "nor removed");
+
+    env.sim.clear_faults().await;
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 4, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[3].0, "full", "{:?}", reads(&daemon));
+    assert!(!env.sim.is_active("bob").await, "the control: the leaver, at the full read:\n{}", daemon.log());
+    assert_eq!(env.sim.group_members("Lab Users").await, ["alice"]);
+}
+
 /// The requests for CloudShell's users made since the calls were last cleared: (lists in full, lookups by
 /// name, reads by id).
 async fn user_reads(env: &Env) -> (usize, Vec<String>, usize) {
