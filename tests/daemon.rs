@@ -935,10 +935,12 @@ async fn state_written_by_another_process_makes_the_next_run_decide_again() {
     let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", leavers);
     let daemon = env.daemon_started(&config);
     for n in [2, 3] {
+        env.sim.clear_calls().await;
         daemon.signal("USR1");
         daemon.wait_for("run finished", n, Duration::from_secs(20));
     }
     assert!(reads(&daemon)[2].2.contains("nothing changed since the last run"), "{:?}", reads(&daemon));
+    assert_eq!(user_reads(&env).await.0, 0, "the control: a run without a reload keeps CloudShell's users");
     let managed = || {
         let db = rusqlite::Connection::open(env.files.path("state/state.db")).unwrap();
         db.query_row("SELECT count(*) FROM managed_users WHERE folded = 'bob'", [], |r| r.get::<_, i64>(0)).unwrap()
@@ -1005,9 +1007,12 @@ async fn a_reload_during_a_run_makes_the_next_run_decide_again() {
     env.slapd.freeze(false);
     daemon.wait_for("run finished", 4, Duration::from_secs(30));
     assert!(!env.sim.usernames().await.contains(&"erin".to_string()), "the run began with the old configuration");
+    env.sim.clear_calls().await;
     daemon.signal("USR1");
     daemon.wait_for("run finished", 5, Duration::from_secs(20));
     assert!(env.sim.usernames().await.contains(&"erin".to_string()), "Other imported:\n{}", daemon.log());
+    // CloudShell's users as that run left them rest on the old configuration too: listed again.
+    assert!(user_reads(&env).await.0 >= 1, "CloudShell's users listed again:\n{}", daemon.log());
 }
 
 /// A run with an intent still unsettled does not end at once: the removal whose answer was lost, and whose
