@@ -262,7 +262,7 @@ impl Walk {
 }
 
 /// The users read, and how to find one by DN.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct UserIndex {
     pub users: Vec<Arc<Member>>,
     /// DNs exactly as the server wrote them: most member values match one of these as they are.
@@ -324,25 +324,9 @@ pub(super) struct UserIndexBuilder {
 impl UserIndexBuilder {
     /// The builder as it stood when it finished `previous`, for entries that come after every one of its own
     /// (users created since, in a kept model's order): pushing them gives what a build from every entry gives,
-    /// without going through the others again. Everything is copied, the tables by DN and by name too.
-    pub fn resume(previous: &UserIndex) -> UserIndexBuilder {
-        UserIndexBuilder {
-            users: previous.users.clone(),
-            by_raw_dn: previous.by_raw_dn.clone(),
-            by_name: previous.by_name.clone(),
-            collisions: previous.collisions.clone(),
-            multi_valued: previous.multi_valued.clone(),
-            skipped: previous.skipped,
-            examples: previous.examples.clone(),
-            disabled: previous.disabled.clone(),
-            disabled_users: previous.disabled_users.clone(),
-            unusable: previous.unusable.clone(),
-        }
-    }
-
-    /// [`UserIndexBuilder::resume`] from an index nothing else holds: taken as it is, nothing copied (a kept
-    /// model's last index of 100,000 users, which a day of new hires would otherwise copy whole).
-    pub fn resume_owned(previous: UserIndex) -> UserIndexBuilder {
+    /// without going through the others again. `previous` is taken as it is, its tables by DN and by name too;
+    /// a caller that keeps it passes a copy.
+    pub fn resume(previous: UserIndex) -> UserIndexBuilder {
         let UserIndex {
             users,
             by_raw_dn,
@@ -755,9 +739,9 @@ pub(super) mod tests {
         for at in 0..=mixed_entries().len() {
             let rest = || mixed_entries().split_off(at);
             let first = finish(UserIndexBuilder::default(), mixed_entries().into_iter().take(at).collect());
-            let copied = finish(UserIndexBuilder::resume(&first), rest());
+            let copied = finish(UserIndexBuilder::resume(first.clone()), rest());
             assert_eq!(contents(&copied), whole, "resumed after {at} entries");
-            let taken = finish(UserIndexBuilder::resume_owned(first), rest());
+            let taken = finish(UserIndexBuilder::resume(first), rest());
             assert_eq!(contents(&taken), whole, "resumed after {at} entries, the index taken");
         }
         assert!(whole.contains("cy: [") && whole.contains("MultiValued"), "the collisions are there: {whole}");

@@ -479,8 +479,8 @@ impl Database {
             })
             .map_err(self.read_error())?;
         // Sized first: grown as rows come, the last growth would hold the old records beside the new ones, the
-        // run's peak of memory at 100,000 users. With room for a sixty-fourth more (1,500 at 100,000 users, 150 kB):
-        // a run that adds a day of new hires then copies no record to make room for them.
+        // run's peak of memory at 100,000 users. With room for a sixty-fourth more (1,500 at 100,000 users,
+        // 150 kB): a run that adds a day of new hires then copies no record to make room for them.
         let count: i64 = self
             .connection
             .query_row("SELECT count(*) FROM managed_users", [], |row| row.get(0))

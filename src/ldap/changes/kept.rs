@@ -392,8 +392,8 @@ struct Side<E> {
     /// ([`patch::Marks`]); `None` otherwise.
     marks: Option<patch::Marks>,
     /// An entry was dropped, or replaced by one not holding every DN it held, or made by a read and dropped
-    /// within it, since the last [`Kept::sweep`]: some DN may be held by no entry. A read that only adds entries and member values need not go through
-    /// the million member values of the model to free nothing.
+    /// within it, since the last [`Kept::sweep`]: some DN may be held by no entry. A read that only adds entries
+    /// and member values need not go through the million member values of the model to free nothing.
     released: bool,
 }
 
@@ -1035,6 +1035,15 @@ impl Kept {
         }
     }
 
+    /// The sweep after a read of one part: [`Kept::sweep_released`] for a read applied whole, else a sweep
+    /// (the DNs of the entries a read that failed half way made are held by none).
+    fn sweep_after<T, E>(&mut self, read: &Result<T, E>) {
+        match read {
+            Ok(_) => self.sweep_released(),
+            Err(_) => self.sweep(),
+        }
+    }
+
     /// Reads what changed since the kept cookies (everything, for a part never read) and applies it: the
     /// root DSE first when the model does not know the server kind yet, then the users, then the groups. A
     /// part read is applied even when the other part's read fails. On an error whose
@@ -1093,10 +1102,7 @@ impl Kept {
             // Entries kept from a read that failed half way are dropped with it: so are their DNs. A read applied
             // whole frees only what an entry let go (a quiet run, or one adding users and members, need not go
             // through every entry).
-            match &applied {
-                Ok(_) => self.sweep_released(),
-                Err(_) => self.sweep(),
-            }
+            self.sweep_after(&applied);
             changes.searches += 1;
             match part {
                 Part::Users => changes.users = applied?,
@@ -1401,10 +1407,7 @@ impl Kept {
                 Part::Users => self.users.read_objects(ldap, q, named, dns, User::of).await,
                 Part::Groups => self.groups.read_objects(ldap, q, named, dns, Group::of).await,
             };
-            match &read {
-                Ok(_) => self.sweep_released(),
-                Err(_) => self.sweep(),
-            }
+            self.sweep_after(&read);
             let (applied, searches) = read?;
             changes.searches += searches;
             if part == Part::Groups {
@@ -1590,8 +1593,8 @@ impl Kept {
         let mut users = match Arc::get_mut(previous) {
             // 100,000 users and their tables copied for a day of new hires, then the copy let go: a third of the
             // resolve of a change run adding them.
-            Some(owned) => UserIndexBuilder::resume_owned(std::mem::take(owned)),
-            None => UserIndexBuilder::resume(previous),
+            Some(owned) => UserIndexBuilder::resume(std::mem::take(owned)),
+            None => UserIndexBuilder::resume(UserIndex::clone(previous)),
         };
         for (entry, shared) in new {
             users.push_sharing(entry, s, shared);
@@ -1930,8 +1933,8 @@ impl Dn for Group {
 
     fn holds_every_dn_of(&self, old: &Group) -> bool {
         let old_members = old.members.as_deref().unwrap_or_default();
-        if self.dn != old.dn || old_members.is_empty() {
-            return self.dn == old.dn;
+        if self.dn != old.dn {
+            return false;
         }
         let held: HashSet<Id> = self.members.iter().flatten().copied().collect();
         old_members.iter().all(|m| held.contains(m))
@@ -2331,8 +2334,8 @@ mod tests {
     }
 
     /// A read that only adds entries and member values goes through no other entry to free DNs; one that drops
-    /// an entry, or replaces one with one not holding every DN it held, frees what no entry holds. (A DN made and held by
-    /// nothing, `cn=unheld`, shows which reads went through the model.)
+    /// an entry, or replaces one with one not holding every DN it held, frees what no entry holds. (A DN made and
+    /// held by nothing, `cn=unheld`, shows which reads went through the model.)
     #[test]
     fn only_a_read_letting_a_dn_go_frees_dns() {
         let mut k = kept();
