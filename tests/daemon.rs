@@ -14,6 +14,11 @@ use serde_json::{Value, json};
 
 const IMPORT: &str = "/api/v1/integrations/IdentityManagement/users";
 const NEVER: &str = "0 0 0 1 1 *"; // once a year: only run_on_start and SIGUSR1 trigger runs
+/// Team's members placed in the CloudShell group `Lab Users`.
+const TEAM_TO_LAB_USERS: &str = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
+/// Leavers deactivated, with no percentage limit in the way of a directory this small.
+const DEACTIVATE_LEAVERS: &str =
+    "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
 
 /// `Team`: alice, bob. `Other`: erin. `Big`: big00000..big00004.
 fn directory() -> Directory {
@@ -335,7 +340,7 @@ async fn a_flood_of_idle_connections_to_the_monitoring_endpoint_starves_neither_
 #[tokio::test]
 async fn the_managed_users_kept_between_runs_are_acted_on_and_a_record_removed_by_hand_is_seen() {
     let env = Env::start(|_| {});
-    let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
+    let leavers = DEACTIVATE_LEAVERS;
     let config = env.config(&["Team", "Other"], NEVER, "", leavers);
     let daemon = env.daemon_started(&config);
     assert_eq!(env.sim.usernames().await, ["admin", "alice", "bob", "erin"]);
@@ -370,7 +375,7 @@ fn reads(daemon: &Daemon) -> Vec<(String, Value, String)> {
 #[tokio::test]
 async fn between_full_reads_the_daemon_reads_only_what_changed_and_acts_on_the_leavers_it_reports() {
     let env = Env::with_content_sync();
-    let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
+    let leavers = DEACTIVATE_LEAVERS;
     let config = env.config(&["Team", "Other"], NEVER, "full_sync_every = \"4s\"", leavers);
     let daemon = env.daemon_started(&config);
     let started = Instant::now();
@@ -466,7 +471,7 @@ async fn a_change_read_counts_only_the_departures_it_reports() {
 #[tokio::test]
 async fn by_modify_timestamp_a_change_read_imports_new_hires_and_leavers_wait_for_a_full_read() {
     let env = Env::start(|_| {});
-    let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
+    let leavers = DEACTIVATE_LEAVERS;
     let config = env.config(&["Team", "Other"], NEVER, "full_sync_every = \"4s\"", leavers);
     let stamps = "[ldap]\nchange_detection = \"modify_timestamp\"\nmodify_timestamp_margin = \"1s\"\n";
     std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("[ldap]\n", stamps)).unwrap();
@@ -553,7 +558,7 @@ async fn after_a_run_that_did_not_end_ok_the_next_reads_in_full() {
 #[tokio::test]
 async fn a_change_read_removes_from_mapped_groups_only_the_departures_it_reports() {
     let env = Env::with_content_sync();
-    let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
+    let mapping = TEAM_TO_LAB_USERS;
     let config = env.config(&["Team"], NEVER, "remove_from_groups = true\nfull_sync_every = \"4s\"", mapping);
     let daemon = env.daemon_started(&config);
     let started = Instant::now();
@@ -590,7 +595,7 @@ async fn a_change_run_reads_again_whom_it_would_remove_from_a_mapped_group() {
     env.add_person("carol");
     env.change_members("Team", &["carol"], &[]);
     env.change_members("Other", &["alice", "bob"], &[]);
-    let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
+    let mapping = TEAM_TO_LAB_USERS;
     let sync = "remove_from_groups = true\nmax_shrink_percent = 100\nfull_sync_every = \"1h\"";
     let config = env.config(&["Team", "Other"], NEVER, sync, mapping);
     let daemon = env.daemon_started(&config);
@@ -621,8 +626,8 @@ async fn a_change_run_reads_again_whom_it_would_remove_from_a_mapped_group() {
 #[tokio::test]
 async fn a_change_run_that_cannot_read_its_departures_again_acts_on_none_of_them() {
     let env = Env::with_content_sync();
-    let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
-    let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
+    let mapping = TEAM_TO_LAB_USERS;
+    let leavers = DEACTIVATE_LEAVERS;
     let sync = "remove_from_groups = true\nmax_shrink_percent = 100\nfull_sync_every = \"6s\"";
     let config = env.config(&["Team", "Other"], NEVER, sync, &format!("{mapping}{leavers}"));
     let daemon = env.daemon_started(&config);
@@ -704,7 +709,7 @@ async fn a_change_run_reads_only_the_cloudshell_users_it_needs() {
     let env = Env::with_content_sync();
     let others: Vec<String> = (0..1000).map(|n| format!("local{n:04}")).collect();
     env.sim.add_local_users(&others.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await;
-    let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
+    let mapping = TEAM_TO_LAB_USERS;
     let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", mapping);
     let daemon = env.daemon_started(&config);
     assert_eq!(user_reads(&env).await.0, 1, "the first run lists every user once: its imports name the new ones");
@@ -849,7 +854,7 @@ fn finished_runs(daemon: &Daemon) -> Vec<Value> {
 #[tokio::test]
 async fn a_run_that_reads_no_change_after_a_run_that_left_nothing_to_do_calls_nothing() {
     let env = Env::with_content_sync();
-    let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
+    let mapping = TEAM_TO_LAB_USERS;
     let config = env.config(&["Team", "Big"], NEVER, "full_sync_every = \"1h\"", mapping);
     let daemon = env.daemon_started(&config);
     // The second run reads no change, but the first imported: it decides again, and imports nothing.
@@ -931,7 +936,7 @@ async fn a_run_with_something_waiting_or_a_new_configuration_decides_again() {
 #[tokio::test]
 async fn state_written_by_another_process_makes_the_next_run_decide_again() {
     let env = Env::with_content_sync();
-    let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
+    let leavers = DEACTIVATE_LEAVERS;
     let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", leavers);
     let daemon = env.daemon_started(&config);
     for n in [2, 3] {
@@ -962,7 +967,7 @@ async fn state_written_by_another_process_makes_the_next_run_decide_again() {
 #[tokio::test]
 async fn a_change_read_protects_on_fresh_records_and_the_shrink_guard_holds_it() {
     let env = Env::with_content_sync();
-    let leavers = "[sync.leavers]\naction = \"deactivate\"\nmax_percent = 100\nmax_percent_per_day = 100\n";
+    let leavers = DEACTIVATE_LEAVERS;
     let config = env.config(&["Big"], NEVER, "full_sync_every = \"1h\"", leavers);
     let daemon = env.daemon_started(&config);
     let remove = |uids: &[&str]| env.change_members("Big", &[], uids);
@@ -1021,7 +1026,7 @@ async fn a_reload_during_a_run_makes_the_next_run_decide_again() {
 #[tokio::test]
 async fn a_pending_intent_keeps_the_next_run_from_ending_at_once() {
     let env = Env::with_content_sync();
-    let mapping = "[[sync.mapping]]\ndirectory_group = \"Team\"\ncloudshell_groups = [\"Lab Users\"]\n";
+    let mapping = TEAM_TO_LAB_USERS;
     let config = env.config(&["Team"], NEVER, "remove_from_groups = true\nfull_sync_every = \"1h\"", mapping);
     let daemon = env.daemon_started(&config);
     let state = env.sim.state().await;
