@@ -358,12 +358,27 @@ impl Slapd {
             let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
             let head: String = ldif.chars().take(2000).collect();
             panic!(
-                "ldapmodify failed: {}\n{head}\n--- the end of slapd's log:\n{}",
+                "ldapmodify failed: {}\n{head}\n--- {}\n--- the end of slapd's log:\n{}",
                 String::from_utf8_lossy(&out.stderr),
+                self.liveness(),
                 tail.join("\n")
             );
         }
         written.expect("writing to ldapmodify");
+    }
+
+    /// Whether slapd still runs, for a failed tool's message: run with `-d 0`, slapd logs nothing when it dies,
+    /// so a dropped connection is otherwise the same whether slapd closed it or crashed.
+    fn liveness(&self) -> String {
+        let Some(child) = self.child.as_ref() else { return "slapd was stopped by the test".into() };
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        // The state follows the command name in parentheses: Z (or no entry) is a process that has ended.
+        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+        let listening = TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_secs(1)).is_ok();
+        match state {
+            Some('Z') | None => format!("slapd (pid {}) has ended: it crashed or was killed", child.id()),
+            Some(state) => format!("slapd (pid {}) still runs (state {state}), listening: {listening}", child.id()),
+        }
     }
 
     /// Adds entries (`ldapmodify -a`).
