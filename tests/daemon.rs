@@ -812,33 +812,35 @@ async fn a_change_run_the_import_limit_would_hold_looks_its_missing_members_up_f
     assert!(!env.sim.usernames().await.contains(&"second".to_string()), "held: nothing imported");
 }
 
-/// A change read that cannot be used (here: `ldap.user_filter` changed on SIGHUP since the model was read) falls
-/// back to a full read, and CloudShell's users are then listed in full too, not taken from the last run.
+/// A change read that cannot be used (here: the first `ldap.url` went down, and the next server, a replica, is not
+/// the one the model was read from) falls back to a full read, and CloudShell's users are then listed in full too,
+/// not taken from the last run.
 #[tokio::test]
 async fn a_change_read_that_falls_back_to_a_full_read_lists_every_cloudshell_user() {
-    let env = Env::with_content_sync();
+    let mut env = Env::with_content_sync();
+    let replica = common::Slapd::start_with_syncprov(&directory());
     let others: Vec<String> = (0..1000).map(|n| format!("local{n:04}")).collect();
     env.sim.add_local_users(&others.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await;
     let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let (first, next) = (env.slapd.url(), replica.url());
+    let both = text.replace(&format!("url = \"{first}\""), &format!("url = [\"{first}\", \"{next}\"]"));
+    assert_ne!(text, both);
+    std::fs::write(&config, both).unwrap();
     let daemon = env.daemon_started(&config);
-    // The control: a change read with the same settings takes the kept list.
+    // The control: a change read on the same server takes the kept list.
     env.sim.clear_calls().await;
     daemon.signal("USR1");
     daemon.wait_for("run finished", 2, Duration::from_secs(20));
     assert_eq!((reads(&daemon)[1].0.as_str(), user_reads(&env).await.0), ("changes", 0));
 
-    let text = std::fs::read_to_string(&config).unwrap();
-    let changed = text.replace("[ldap]\n", "[ldap]\nuser_filter = \"(&(objectClass=inetOrgPerson))\"\n");
-    assert_ne!(text, changed);
-    std::fs::write(&config, changed).unwrap();
-    daemon.signal("HUP");
-    daemon.wait_for("configuration reloaded", 1, Duration::from_secs(20));
+    env.0.slapd.kill();
     env.sim.clear_calls().await;
     daemon.signal("USR1");
     daemon.wait_for("run finished", 3, Duration::from_secs(20));
     let third = &reads(&daemon)[2];
     assert_eq!(third.0, "full", "{third:?}");
-    assert!(third.2.contains("ldap.user_filter"), "{third:?}");
+    assert!(third.2.contains("the directory server changed"), "{third:?}");
     assert_eq!(user_reads(&env).await, (1, vec![], 0), "{:?}", env.sim.calls().await);
     assert_eq!(daemon.count("change read not usable, reading in full"), 1);
 }
@@ -928,6 +930,38 @@ async fn a_run_with_something_waiting_or_a_new_configuration_decides_again() {
     daemon.wait_for("run finished", 6, Duration::from_secs(20));
     assert!(env.sim.usernames().await.contains(&"erin".to_string()), "Other imported:\n{}", daemon.log());
     assert!(user_reads(&env).await.0 >= 1, "CloudShell's users listed again after a reload");
+}
+
+/// A reload that changed the configuration makes the next run read in full: the members seen since the last
+/// full read, and its outcome, were read for the old one. With `Other` dropped from `groups`, erin (a member of
+/// `Other` only) is a leaver, decided by a full read (deactivated: the positive control), not a departure a change
+/// read would report although no directory change made it. The control: a reload of the same file keeps change
+/// reads.
+#[tokio::test]
+async fn a_reload_that_changed_the_configuration_makes_the_next_run_read_in_full() {
+    let env = Env::with_content_sync();
+    let config = env.config(&["Team", "Other"], NEVER, "full_sync_every = \"1h\"", DEACTIVATE_LEAVERS);
+    let daemon = env.daemon_started(&config);
+    daemon.signal("HUP");
+    daemon.wait_for("configuration reloaded", 1, Duration::from_secs(20));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[1].0, "changes", "the control, the same file reloaded: {:?}", reads(&daemon));
+    assert!(env.sim.is_active("erin").await);
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    let team = text.replace(r#"groups = ["Team","Other"]"#, r#"groups = ["Team"]"#);
+    assert_ne!(text, team);
+    std::fs::write(&config, team).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for("configuration reloaded", 2, Duration::from_secs(20));
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    let (mode, _, reason) = &reads(&daemon)[2];
+    assert_eq!(mode, "full", "{reason}");
+    assert!(reason.contains("the configuration changed"), "{reason}");
+    assert!(!env.sim.is_active("erin").await, "a leaver, deactivated by the full read:\n{}", daemon.log());
+    assert!(env.sim.is_active("alice").await && env.sim.is_active("bob").await, "{}", daemon.log());
 }
 
 /// `state.db` written by another process since the last run (here: a managed user's record deleted by hand)

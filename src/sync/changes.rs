@@ -5,8 +5,8 @@
 //! as a full read would. A `modifyTimestamp` read cannot see an entry deleted: its departures are none, and the
 //! leavers and removals wait for the next full read. A full read
 //! happens on the daemon's first run, after a run that did not end `ok`, when `sync.full_sync_every` has passed,
-//! whenever the model cannot answer (a setting changed, the server is behind its own answers, a member it cannot
-//! compare) or the change read fails. A full read that `full_sync_every` made due verifies the model kept rather
+//! after a reload that changed the configuration, whenever the model cannot answer (the server is behind its own
+//! answers, a member it cannot compare) or the change read fails. A full read that `full_sync_every` made due verifies the model kept rather
 //! than reading it whole again ([`ldap::Connection::read_keeping`]: brought up to date by a change read, kept
 //! when it resolves as the full read did). A one-shot `sync` with a state directory keeps the same model in `state.db`
 //! ([`stored`]: taken as the run starts, stored as its last write when it ends `ok`); without one, or in a dry
@@ -91,12 +91,16 @@ struct Model {
     /// This run read no change and ended with the last run's outcome: the entries, CloudShell's users and the
     /// members seen are as the model was taken (a one-shot run then stores them without encoding them again).
     unchanged: bool,
+    /// The fingerprint of the configuration the model was read with ([`Config::fingerprint`]): under another
+    /// configuration, the members seen and the last outcome mean something else (a group dropped from `groups`
+    /// would make its members departures no directory change reported), so the next run reads in full.
+    configuration: String,
 }
 
 impl Model {
     /// The model a full read keeps: the members seen are filled in by [`ChangeReads::track_members`], and
     /// CloudShell's users by [`ChangeReads::keep_users`].
-    fn of_full_read(kept: Kept, full_at: Instant, whole_at: Option<Instant>) -> Model {
+    fn of_full_read(kept: Kept, full_at: Instant, whole_at: Option<Instant>, configuration: &str) -> Model {
         Model {
             kept,
             full_at,
@@ -106,6 +110,7 @@ impl Model {
             groups: FxHashMap::default(),
             outcome: None,
             unchanged: false,
+            configuration: configuration.to_string(),
         }
     }
 }
@@ -323,6 +328,10 @@ pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
     };
     let start = match taken {
         None => Start::Full(why_not(), None),
+        // Read whole, not verified: what the model was read for may have changed.
+        Some(model) if model.configuration != config.fingerprint => {
+            Start::Full("the configuration changed since the last run (reloaded)".into(), None)
+        }
         Some(model) if model.full_at.elapsed() >= every => {
             let why = format!(
                 "sync.full_sync_every ({}) has passed since the last full read",
@@ -434,7 +443,7 @@ pub async fn read(
         Ok((kept, made)) => {
             let whole_at = Some(read_whole_at(made, whole_at, full_at));
             let source = kept.source();
-            *lock(&state.pending) = Some(Model::of_full_read(kept, full_at, whole_at));
+            *lock(&state.pending) = Some(Model::of_full_read(kept, full_at, whole_at, &config.fingerprint));
             *lock(&state.unavailable) = None;
             (Some(source.method()), Some(made.as_str()))
         }
@@ -494,7 +503,7 @@ mod tests {
             let config = config(method);
             let state = ChangeReads::default();
             let kept = Kept::new(&config.ldap).reading_by(source);
-            *lock(&state.kept) = Some(Model::of_full_read(kept, full_at, whole_at));
+            *lock(&state.kept) = Some(Model::of_full_read(kept, full_at, whole_at, &config.fingerprint));
             match begin(&config, Some(&state)).start {
                 Start::Full(why, earlier) => {
                     assert!(why.contains("full_sync_every"), "{why}");

@@ -312,7 +312,9 @@ fn model(stored: &StoredModel) -> Result<Model, String> {
     let set = |names: Vec<Box<str>>| names.into_iter().collect::<FxHashSet<Box<str>>>();
     let groups: FxHashMap<GroupName, FxHashSet<Box<str>>> =
         part.groups.into_iter().map(|(name, members)| (GroupName::new(&name), set(members))).collect();
-    Ok(Model { kept, full_at, whole_at, users, members: set(part.members), groups, outcome, unchanged: false })
+    let configuration = stored.configuration.clone();
+    let members = set(part.members);
+    Ok(Model { kept, full_at, whole_at, users, members, groups, outcome, unchanged: false, configuration })
 }
 
 impl StoredUser {
