@@ -845,6 +845,29 @@ async fn a_change_read_that_falls_back_to_a_full_read_lists_every_cloudshell_use
     assert_eq!(daemon.count("change read not usable, reading in full"), 1);
 }
 
+/// A change read the server refuses (here: slapd restarted without `syncprov`, as a replica without content sync
+/// behind the same URL would answer) is never read as "nothing changed": the run falls back to a full read, and a
+/// new hire added meanwhile is imported. The control: the run before read changes.
+#[tokio::test]
+async fn a_change_read_the_server_refuses_falls_back_to_a_full_read() {
+    let mut env = Env::with_content_sync();
+    let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", "");
+    let daemon = env.daemon_started(&config);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[1].0, "changes", "the control: {:?}", reads(&daemon));
+    env.add_person("newhire");
+    env.change_members("Team", &["newhire"], &[]);
+    env.0.slapd.restart_without_syncprov();
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    let (mode, _, reason) = &reads(&daemon)[2];
+    assert_eq!(mode, "full", "{reason}");
+    assert!(reason.contains("the change read failed"), "{reason}");
+    assert_eq!(finished_runs(&daemon)[2]["result"], "ok", "{}", daemon.log());
+    assert!(env.sim.usernames().await.contains(&"newhire".to_string()), "{}", daemon.log());
+}
+
 /// The `run finished` events so far.
 fn finished_runs(daemon: &Daemon) -> Vec<Value> {
     daemon.fields_of("run finished")

@@ -423,8 +423,18 @@ impl Slapd {
     /// Stops slapd and starts it again on the same port and data with the `syncprov` overlay (session log), as a
     /// failover to a replica that has it would look.
     pub fn restart_with_syncprov(&mut self) {
+        self.restart_as(Syncprov::SessionLog);
+    }
+
+    /// Stops slapd and starts it again on the same port and data without the `syncprov` overlay: a content-sync
+    /// search is then refused (unavailableCriticalExtension), as by a replica without it behind the same URL.
+    pub fn restart_without_syncprov(&mut self) {
+        self.restart_as(Syncprov::Off);
+    }
+
+    fn restart_as(&mut self, syncprov: Syncprov) {
         self.kill();
-        self.syncprov = Syncprov::SessionLog;
+        self.syncprov = syncprov;
         std::fs::write(self.dir.path().join("slapd.conf"), slapd_conf(self.dir.path(), self.syncprov))
             .expect("writing slapd.conf");
         let child = spawn_slapd(self.dir.path(), &format!("ldap://127.0.0.1:{}/", self.port));
