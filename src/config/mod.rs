@@ -882,7 +882,10 @@ groups = ["Team"]
         assert_eq!(stamps.ldap.change_detection, ldap::ChangeDetection::ModifyTimestamp { margin });
         assert_eq!(sync("full_sync_every = \"0s\"").unwrap().sync.full_sync_every, Duration::ZERO);
         assert_eq!(sync("full_sync_every = \"30m\"").unwrap().sync.full_sync_every, Duration::from_secs(1800));
+        let month = Duration::from_secs(30 * 24 * 3600);
+        assert_eq!(sync("full_sync_every = \"30d\"").unwrap().sync.full_sync_every, month, "30 days at the most");
         for (e, key, says) in [
+            (sync("full_sync_every = \"31d\"").unwrap_err(), "sync.full_sync_every", "longer than 30 days"),
             (ldap("change_detection = \"sometimes\"").unwrap_err(), "ldap.change_detection", "must be \"auto\""),
             (ldap("modify_timestamp_margin = \"0s\"").unwrap_err(), "ldap.modify_timestamp_margin", "longer than zero"),
             (sync("full_sync_every = \"often\"").unwrap_err(), "sync.full_sync_every", "not a duration"),

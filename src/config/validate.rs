@@ -686,6 +686,12 @@ impl Validator<'_> {
             self.non_negative("sync", "max_disabled_deactivations_per_run", s.max_disabled_deactivations_per_run)?;
         let run_timeout = self.duration("sync", "run_timeout", &s.run_timeout)?;
         let full_sync_every = match humantime::parse_duration(&s.full_sync_every) {
+            // Longer is a typing mistake, and a change read must not start from a watermark older than the
+            // directory keeps what was deleted (Active Directory's tombstone lifetime: 60 days at the least).
+            Ok(d) if d > MAX_DURATION => {
+                let why = format!("{:?} is longer than 30 days (a full read at least monthly)", s.full_sync_every);
+                return Err(self.error("sync", "full_sync_every", why));
+            }
             Ok(d) => d,
             Err(e) => {
                 return Err(self.error(
