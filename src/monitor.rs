@@ -217,7 +217,7 @@ impl Metrics {
         );
         registry.register(
             "user_status_changes",
-            "Users made inactive or active again by this program: action deactivated or reactivated",
+            "Users made inactive or active again by this program (leavers, and accounts disabled or enabled again in the directory): action deactivated or reactivated",
             self.user_changes.clone(),
         );
         registry.register(
@@ -338,10 +338,8 @@ impl Metrics {
                 self.cloudshell_group_members.get_or_create(&label).set(m.members as i64);
             }
         }
+        self.observe_user_changes(report);
         if let Some(l) = &report.leavers {
-            for (action, n) in [("deactivated", l.deactivated.len()), ("reactivated", l.reactivated.len())] {
-                self.user_changes.get_or_create(&ActionLabel { action: action.into() }).inc_by(n as u64);
-            }
             if !l.failures.is_empty() {
                 self.failures.get_or_create(&KindLabel { kind: "leaver".into() }).inc_by(l.failures.len() as u64);
             }
@@ -354,6 +352,22 @@ impl Metrics {
         }
         self.observe_unconfirmed(report);
         *self.last_result.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.result);
+    }
+
+    /// The users this run made inactive or active again: leavers, and accounts disabled (or enabled again) in the
+    /// directory; the failures of the disabled-account step by their own kind.
+    fn observe_user_changes(&self, report: &Report) {
+        let (leavers, disabled) = (report.leavers.as_ref(), report.disabled_accounts.as_ref());
+        let deactivated = leavers.map_or(0, |l| l.deactivated.len()) + disabled.map_or(0, |d| d.deactivated.len());
+        let reactivated = leavers.map_or(0, |l| l.reactivated.len()) + disabled.map_or(0, |d| d.reactivated.len());
+        if leavers.is_some() || disabled.is_some() {
+            for (action, n) in [("deactivated", deactivated), ("reactivated", reactivated)] {
+                self.user_changes.get_or_create(&ActionLabel { action: action.into() }).inc_by(n as u64);
+            }
+        }
+        if let Some(failed) = disabled.map(|d| d.failures.len()).filter(|&n| n > 0) {
+            self.failures.get_or_create(&KindLabel { kind: "disabled_account".into() }).inc_by(failed as u64);
+        }
     }
 
     /// The deactivations and removals the run's second read of the directory did not confirm.
@@ -630,6 +644,41 @@ mod tests {
         assert!(text.contains("cloudshell_ldap_sync_leavers{state=\"waiting\"} 1"), "{text}");
         assert!(text.contains("cloudshell_ldap_sync_leavers{state=\"gone\"} 0"), "{text}");
         assert!(text.contains("cloudshell_ldap_sync_user_status_changes_total{action=\"deactivated\"} 1"), "{text}");
+    }
+
+    /// Accounts deactivated (or reactivated) for being disabled (or enabled again) in the directory count as the
+    /// leavers' do, so that the alert on a day of many deactivations sees both; the disabled-account step's
+    /// failures are counted by their own kind. The control: a leaver alone counts one.
+    #[test]
+    fn disabled_accounts_deactivated_count_with_the_leavers() {
+        use crate::report::{DisabledReport, Failure, LeaversReport};
+        let changes = |report: &Report| {
+            let metrics = Metrics::new();
+            metrics.observe_run(report);
+            let text = metrics.encode();
+            let value = |line: &str| {
+                let found = text.lines().find(|l| l.starts_with(line));
+                found.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<u64>().ok())
+            };
+            let changes = "cloudshell_ldap_sync_user_status_changes_total";
+            let deactivated = value(&format!("{changes}{{action=\"deactivated\"}}"));
+            let reactivated = value(&format!("{changes}{{action=\"reactivated\"}}"));
+            (deactivated, reactivated, value("cloudshell_ldap_sync_failures_total{kind=\"disabled_account\"}"))
+        };
+        let mut report = Report::new("r".into(), false);
+        let mut leavers = LeaversReport::new("deactivate");
+        leavers.deactivated = vec!["bob".into()];
+        report.leavers = Some(leavers);
+        assert_eq!(changes(&report), (Some(1), Some(0), None), "the control");
+        let mut disabled = DisabledReport::new("import_then_deactivate");
+        disabled.deactivated = vec!["carol".into(), "dave".into()];
+        disabled.reactivated = vec!["erin".into()];
+        let failure = Failure { username: crate::username::Username::new("frank").unwrap(), reason: "500".into() };
+        disabled.failures = vec![failure];
+        report.disabled_accounts = Some(disabled);
+        assert_eq!(changes(&report), (Some(3), Some(1), Some(1)));
+        report.leavers = None;
+        assert_eq!(changes(&report), (Some(2), Some(1), Some(1)), "without a leaver step");
     }
 
     /// What a second read did not confirm is counted by action; a user left alone for another reason is not
