@@ -103,6 +103,7 @@ async fn dirsync_against_samba() {
             .await;
     a_deleted_member_comes_as_its_tombstone_only(&dc, &mut ldap, &s, &first, &moved.cookie).await;
     a_watermark_alone_then_only_later_changes(&dc, &mut ldap, &s, &first).await;
+    a_cookie_is_read_again_only_on_the_controller_that_gave_it(&dc, &mut ldap, &s).await;
     a_damaged_cookie_is_refused(&mut ldap).await;
     a_base_below_the_naming_context_is_unsupported(&mut ldap).await;
     an_account_without_the_right_is_told_which_right(&dc).await;
@@ -291,6 +292,38 @@ async fn a_watermark_alone_then_only_later_changes(dc: &SambaDc, ldap: &mut Ldap
     let changes = read(ldap, Some(&watermark)).await.unwrap();
     assert_eq!(dns(&changes), BTreeSet::from([s.bob.clone()]));
     assert_eq!(changes.changed[0].guid, guid_of(first, &s.bob));
+}
+
+/// A position (a cookie with the domain controller that gave it) reads the changes since it on that controller
+/// (the control: alice disabled arrives, and the next position is the same controller's); the same cookie said to
+/// come from another controller, or from this one before a restore (another `invocationId`), is refused before
+/// anything is read, as a failover behind the same URL would be.
+async fn a_cookie_is_read_again_only_on_the_controller_that_gave_it(dc: &SambaDc, ldap: &mut Ldap, s: &Seeded) {
+    use cloudshell_ldap_sync::ldap::changes::syncrepl::SyncError;
+    let since = dirsync::position(ldap, AD_BASE, TIMEOUT).await.unwrap();
+    assert!(since.server.starts_with("CN=NTDS Settings,"), "{}", since.server);
+    assert!(since.cookie.starts_with(b"MSDS"), "{:02x?}", since.cookie);
+    dc.modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n\n",
+        s.alice
+    ));
+    let (changes, next) = dirsync::read_from(ldap, AD_BASE, (FILTER, &ATTRS), &since, TIMEOUT).await.unwrap();
+    assert_eq!(dns(&changes), BTreeSet::from([s.alice.clone()]), "the control");
+    assert_eq!((&next.server, next.invocation, &next.cookie), (&since.server, since.invocation, &changes.cookie));
+    let restored = dirsync::Position { invocation: [7; 16], ..since.clone() };
+    let other = dirsync::Position {
+        server: since.server.replacen("CN=NTDS Settings,CN=", "CN=NTDS Settings,CN=X", 1),
+        ..since
+    };
+    for forged in [restored, other] {
+        let err = dirsync::read_from(ldap, AD_BASE, (FILTER, &ATTRS), &forged, TIMEOUT).await.unwrap_err();
+        assert!(matches!(err, SyncError::DirSync(Error::ServerChanged { .. })), "{err:?}");
+        assert!(err.needs_full_read() && err.to_string().contains("a full read is due"), "{err}");
+    }
+    dc.modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 512\n\n",
+        s.alice
+    ));
 }
 
 async fn a_damaged_cookie_is_refused(ldap: &mut Ldap) {

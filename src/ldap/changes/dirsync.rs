@@ -61,6 +61,7 @@ use std::time::Duration;
 use ldap3::controls::RawControl;
 use ldap3::{Ldap, LdapError, Scope};
 
+use super::syncrepl::SyncError;
 use crate::ldap::entry;
 use crate::ldap::error::rc::{INSUFFICIENT_ACCESS, UNAVAILABLE_CRITICAL_EXTENSION};
 use crate::ldap::error::{Cause, result_reason};
@@ -229,6 +230,13 @@ pub enum Error {
     /// without a cookie.
     #[error("the directory refused the DirSync cookie for {naming_context}: {reason}")]
     CookieRefused { naming_context: String, reason: String },
+    /// The cookie came from another domain controller, or from this one before a restore (its database's
+    /// `invocationId` changed): a full read is due, then a read without a cookie.
+    #[error(
+        "the DirSync cookie of the last read was given by {was}; the directory now answers as {now}: a full read is \
+         due"
+    )]
+    ServerChanged { was: String, now: String },
     /// The search failed with another result code.
     #[error("the DirSync read of {naming_context} failed: {reason}")]
     Refused { naming_context: String, code: u32, reason: String },
@@ -520,6 +528,51 @@ pub async fn watermark(ldap: &mut Ldap, naming_context: &str, timeout: Duration)
         )));
     }
     Ok(changes.cookie)
+}
+
+/// Where the next DirSync read starts: the cookie, with the domain controller that gave it (its `dsServiceName`)
+/// and its database (`invocationId`). A cookie is read again only where it was given: after a failover behind
+/// the same URL, or a restore of the controller, the read is refused ([`Error::ServerChanged`]) and a full read
+/// follows.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub server: String,
+    pub invocation: [u8; 16],
+    pub cookie: Vec<u8>,
+}
+
+impl Position {
+    fn name(server: &str, invocation: [u8; 16]) -> String {
+        format!("{server} (invocationId {})", Guid(invocation))
+    }
+}
+
+/// [`watermark`] with the domain controller that gave it (two more searches: the root DSE and its NTDS Settings
+/// object), read first.
+pub async fn position(ldap: &mut Ldap, naming_context: &str, timeout: Duration) -> Result<Position, SyncError> {
+    let server = super::usn::watermark(ldap, timeout).await?;
+    let cookie = watermark(ldap, naming_context, timeout).await?;
+    Ok(Position { server: server.server, invocation: server.invocation, cookie })
+}
+
+/// [`read`] from `since`, on the domain controller that gave it: which one answers is read first (two
+/// searches), and another, or the same one restored, is refused before any change is read. The changes, and the
+/// position they bring the next read to.
+pub async fn read_from(
+    ldap: &mut Ldap,
+    naming_context: &str,
+    (filter, attrs): (&str, &[&str]),
+    since: &Position,
+    timeout: Duration,
+) -> Result<(Changes, Position), SyncError> {
+    let now = super::usn::watermark(ldap, timeout).await?;
+    if now.server != since.server || now.invocation != since.invocation {
+        let (was, now) = (Position::name(&since.server, since.invocation), Position::name(&now.server, now.invocation));
+        return Err(Error::ServerChanged { was, now }.into());
+    }
+    let changes = read(ldap, naming_context, filter, attrs, Some(&since.cookie), timeout).await?;
+    let next = Position { cookie: changes.cookie.clone(), ..since.clone() };
+    Ok((changes, next))
 }
 
 /// One DirSync search with the reader's cookie: each entry decoded (without panicking) and handed to the

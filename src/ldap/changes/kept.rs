@@ -892,8 +892,9 @@ pub struct Kept {
     /// Set by a read whose answer the server's own data contradicts: an entry changed after the CSN of the
     /// answer's cookie exists (its CSN, the entry's DN). Cleared by a read without that contradiction.
     behind: Option<(String, String)>,
-    /// [`Source::DirSync`]: the cookie of the last read (one for both parts: the read is of the naming context).
-    dirsync: Option<Vec<u8>>,
+    /// [`Source::DirSync`]: the cookie of the last read (one for both parts: the read is of the naming context),
+    /// with the domain controller that gave it.
+    dirsync: Option<dirsync::Position>,
     /// [`Source::Usn`]: where the next read starts.
     usn: Option<usn::Watermark>,
     /// [`Source::Usn`]: the organizational units and containers of the naming context, and every entry above a
@@ -1141,10 +1142,10 @@ impl Kept {
     ) -> Result<(), SyncError> {
         let nc = self.query.groups_base.clone();
         let paging = (self.page_size, timeout);
-        let cookie = self.dirsync.take().filter(|_| self.users.whole && self.groups.whole);
-        let Some(cookie) = cookie else {
-            let cookie = dirsync::watermark(ldap, &nc, timeout).await?;
-            changes.searches += 1;
+        let since = self.dirsync.take().filter(|_| self.users.whole && self.groups.whole);
+        let Some(since) = since else {
+            let cookie = dirsync::position(ldap, &nc, timeout).await?;
+            changes.searches += 3;
             self.blind = None;
             self.read_named(ldap, paging, None, changes).await?;
             self.dirsync = Some(cookie);
@@ -1156,8 +1157,8 @@ impl Kept {
             Some(w) => w.iter().map(String::as_str).collect(),
             None => vec!["*"],
         };
-        let read = dirsync::read(ldap, &nc, "(objectClass=*)", &attrs, Some(&cookie), timeout).await?;
-        changes.searches += read.rounds;
+        let (read, next) = dirsync::read_from(ldap, &nc, ("(objectClass=*)", &attrs), &since, timeout).await?;
+        changes.searches += read.rounds + 2;
         let q = &self.query;
         let member_of = tests_member_of(&q.user_filter) || tests_member_of(&q.group_filter);
         let named = Named::of(&read, member_of);
@@ -1175,7 +1176,7 @@ impl Kept {
         self.read_named(ldap, paging, Some(&named), changes).await?;
         let follow = FollowUp { before, renamed, foreign, member_of, kept_renamed: false, also: Vec::new() };
         self.follow_up(ldap, paging, &named, follow, changes).await?;
-        self.dirsync = Some(read.cookie);
+        self.dirsync = Some(next);
         Ok(())
     }
 

@@ -260,7 +260,7 @@ impl SyncError {
             self,
             SyncError::RefreshRequired { .. }
                 | SyncError::CookieRefused { .. }
-                | SyncError::DirSync(DirSync::CookieRefused { .. })
+                | SyncError::DirSync(DirSync::CookieRefused { .. } | DirSync::ServerChanged { .. })
                 | SyncError::Usn(super::usn::Error::ServerChanged { .. })
         )
     }

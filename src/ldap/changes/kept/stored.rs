@@ -34,7 +34,7 @@ struct Head {
     groups: SideHead,
     mark: Option<DateTime<Utc>>,
     behind: Option<(String, String)>,
-    dirsync: Option<Vec<u8>>,
+    dirsync: Option<dirsync::Position>,
     usn: Option<usn::Watermark>,
     /// [`Kept::containers`], sorted by GUID.
     containers: Vec<([u8; 16], Box<str>)>,
@@ -293,7 +293,8 @@ mod tests {
         // A freed DN place, a DirSync cookie, a read the model cannot follow: all of it comes back.
         k.apply(Part::Groups, &deletes("g2", vec![group(12, "Other", &["cn=gone,ou=groups,dc=x"])], &[]));
         k.apply(Part::Groups, &deletes("g3", vec![], &[12]));
-        k.dirsync = Some(vec![1, 2, 3]);
+        let server = "CN=NTDS Settings,CN=DC1,CN=Servers,CN=Site,CN=Sites,CN=Configuration,DC=x".to_string();
+        k.dirsync = Some(dirsync::Position { server, invocation: [9; 16], cookie: vec![1, 2, 3] });
         k.blind = Some(NeedsFullRead::MovedBelow { dn: "ou=a,dc=x".into() });
         let stored = k.to_stored();
         let back = Kept::from_stored(&stored).expect("decodes");
@@ -302,7 +303,7 @@ mod tests {
         let (mut back, s) = (back, settings(Nesting::Recursive));
         (back.blind, k.blind) = (None, None);
         assert_eq!(members(&back, &s, "team").unwrap(), members(&k, &s, "team").unwrap());
-        assert_eq!((back.cookie(Part::Users), back.dirsync.as_deref()), (Some(&b"u1"[..]), Some(&[1, 2, 3][..])));
+        assert_eq!((back.cookie(Part::Users), back.dirsync.as_ref()), (Some(&b"u1"[..]), k.dirsync.as_ref()));
         assert_eq!(back.dns.len(), k.dns.len());
         assert_eq!(back.dns.free, k.dns.free, "the freed place is free again");
         // The restored model takes changes as the kept one does.
