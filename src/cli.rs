@@ -1007,8 +1007,9 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
             false,
             format!(
                 "watch: FAILED: schedule.watch = true, but ldap.change_detection = {:?} cannot announce changes \
-                 (a watch is content sync's or change notifications', with \"auto\" or \"off\", or content \
-                 sync's with \"syncrepl\"); set watch = false or change ldap.change_detection",
+                 (a watch is content sync's or change notifications' with \"auto\" or \"off\", content sync's \
+                 with \"syncrepl\", change notifications' with \"dirsync\" or \"usn\"); set watch = false or \
+                 change ldap.change_detection",
                 method.as_str()
             ),
         ),

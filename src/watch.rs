@@ -95,8 +95,8 @@ pub fn start(
     if matches!(method, ChangeDetection::ModifyTimestamp { .. }) {
         let reason = format!(
             "ldap.change_detection = {:?} cannot announce changes: watching needs content sync (\"auto\", \"off\" \
-             or \"syncrepl\", OpenLDAP's syncprov overlay) or change notifications (\"auto\" or \"off\", Active \
-             Directory)",
+             or \"syncrepl\", OpenLDAP's syncprov overlay) or change notifications (\"auto\", \"off\", \
+             \"dirsync\" or \"usn\", Active Directory)",
             method.as_str()
         );
         tracing::warn!(reason = %reason, "watch unavailable, runs follow the schedule only");

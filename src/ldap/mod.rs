@@ -591,8 +591,8 @@ impl<'a> Connection<'a> {
             let mut refused = syncrepl::not_offered(&s.base_dn);
             if notifications && let SyncError::Unsupported { reason } = &mut refused {
                 reason.push_str(
-                    "; it offers Active Directory's change notifications, which ldap.change_detection = \"auto\" \
-                     or \"off\" watches by",
+                    "; it offers Active Directory's change notifications, which any ldap.change_detection but \
+                     \"syncrepl\" and \"modify_timestamp\" watches by",
                 );
             }
             return refused;
