@@ -35,21 +35,23 @@ one sync on systemd's schedule instead. Use one or the other.
 .TP
 \fB0\fR
 Every configured group was enumerated and every needed write succeeded (or, with \fB\-\-dry\-run\fR, was planned).
-For \fBstatus\fR: the last run was ok and is not stale.
+For \fBstatus\fR: the last run was ok, is not stale, and the next run is not overdue.
 .TP
 \fB1\fR
 Fatal: the directory or CloudShell could not be reached, or a bind or login was refused; nothing was written.
-For \fBstatus\fR: the last run was not ok, or is older than two schedule periods. For \fBaccept\-shrink\fR: a
-run is in progress (it holds the run lock; try again when it is done), or \fIstate.db\fR could not be written.
+For \fBstatus\fR: the last run was not ok, is older than two schedule periods, or the next run is overdue (its
+time passed by more than \fBsync.run_timeout\fR plus 5 minutes). For \fBaccept\-shrink\fR and
+\fBaccept\-identity\fR: a run is in progress (it holds the run lock; try again when it is done), or
+\fIstate.db\fR could not be written.
 .TP
 \fB2\fR
-A configuration or usage error (the message names the file, the key and the line). For \fBstatus\fR: no usable status file (missing, unreadable or damaged). For \fBhistory\fR and \fBaccept\-shrink\fR: no usable \fIstate.db\fR (none yet, damaged, or written by a newer version), or a group that is not configured.
+A configuration or usage error (the message names the file, the key and the line). For \fBstatus\fR: no usable status file (missing, unreadable or damaged). For \fBhistory\fR, \fBaccept\-shrink\fR and \fBaccept\-identity\fR: no usable \fIstate.db\fR (none yet, damaged, or written by a newer version); for \fBaccept\-shrink\fR, also a group that is not configured.
 .TP
 \fB3\fR
 Partial: some groups, users, memberships or deactivations failed; the rest were done.
 .TP
 \fB4\fR
-Held: a safety limit stopped writes (imports, removals from groups, or deactivations), in one run or, for the daily budgets, in any 24 hours.
+Held: a safety limit stopped writes (imports, removals from groups, or deactivations), in one run or, for the daily budgets, in any 24 hours; or the configuration identifies users differently from the one that made \fIstate.db\fR (every deactivation and removal held until \fBaccept\-identity\fR).
 .TP
 \fB5\fR
 Busy: another run holds the run lock (on the configuration file's directory, and on \fIrun.lock\fR in the state directory where there is one); this run did nothing.
@@ -60,7 +62,9 @@ group memberships, deactivations or reactivations); 0 then means there is nothin
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR
-No new call starts; the call in flight finishes; the daemon then exits 0 (\fBsync\fR exits 3).
+No new call starts; the call in flight finishes; the daemon then exits 0. \fBsync\fR exits 3, or 1 when the
+stop came while it was still reading the directory and CloudShell (nothing was written). A second signal
+abandons the calls in flight too.
 .TP
 \fBSIGHUP\fR
 The daemon reloads its configuration; a broken file is refused, logged, and the old one kept.
