@@ -211,3 +211,196 @@ async fn a_one_shot_run_reads_in_full_when_the_stored_model_cannot_be_trusted() 
     let stored: i64 = db.query_row("SELECT count(*) FROM kept_model_body", [], |r| r.get(0)).unwrap();
     assert_eq!(stored, 0, "no model stored");
 }
+
+// ------------------------------------------------------------------ the proof, end to end
+
+/// The groups of the end-to-end proof: G0-G3 configured (G0 mapped to `Lab Users`), G4 not, nested in G1 or not.
+const PROOF_GROUPS: [&str; 5] = ["G0", "G1", "G2", "G3", "G4"];
+
+/// What the proof's directory holds: the people, and the members of each group besides `anchor` (who stays in
+/// every group: `groupOfNames` needs a member).
+struct World {
+    people: Vec<String>,
+    members: [std::collections::BTreeSet<String>; 5],
+    nested: bool,
+    next: usize,
+}
+
+/// xorshift64*: the same seed, the same rounds.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n.max(1)
+    }
+}
+
+fn proof_directory(rng: &mut Rng) -> (Directory, World) {
+    let mut d = Directory::new();
+    let anchor = d.user("anchor");
+    let people: Vec<String> = (0..40).map(|n| format!("p{n:02}")).collect();
+    let dns: Vec<String> = people.iter().map(|p| d.user(p)).collect();
+    let mut members: [std::collections::BTreeSet<String>; 5] = Default::default();
+    for (g, name) in PROOF_GROUPS.iter().enumerate() {
+        let mut held = vec![anchor.clone()];
+        for (p, dn) in people.iter().zip(&dns) {
+            if rng.below(2) == 0 {
+                members[g].insert(p.clone());
+                held.push(dn.clone());
+            }
+        }
+        d.group(name, &held);
+    }
+    (d, World { people, members, nested: false, next: 40 })
+}
+
+/// One random change to the directory, as an administrator would make it (memberships taken out before an
+/// entry is deleted or renamed, as the `refint` overlay would); what it was, for the failure message.
+fn random_change(stack: &Stack, world: &mut World, rng: &mut Rng) -> String {
+    use common::{GROUPS, PEOPLE};
+    let person = |world: &World, rng: &mut Rng| world.people[rng.below(world.people.len())].clone();
+    let groups_of =
+        |world: &World, uid: &str| -> Vec<usize> { (0..5).filter(|&g| world.members[g].contains(uid)).collect() };
+    match rng.below(9) {
+        0 => {
+            let uid = format!("p{:02}", world.next);
+            world.next += 1;
+            stack.add_person(&uid);
+            let g = rng.below(5);
+            stack.change_members(PROOF_GROUPS[g], &[&uid], &[]);
+            world.members[g].insert(uid.clone());
+            world.people.push(uid.clone());
+            format!("{uid} hired into {}", PROOF_GROUPS[g])
+        }
+        1 | 2 => {
+            let (uid, g) = (person(world, rng), rng.below(5));
+            if world.members[g].insert(uid.clone()) {
+                stack.change_members(PROOF_GROUPS[g], &[&uid], &[]);
+            }
+            format!("{uid} added to {}", PROOF_GROUPS[g])
+        }
+        3 | 4 => {
+            let g = rng.below(5);
+            let Some(uid) = world.members[g].iter().nth(rng.below(world.members[g].len())).cloned() else {
+                return format!("nobody to take out of {}", PROOF_GROUPS[g]);
+            };
+            stack.change_members(PROOF_GROUPS[g], &[], &[&uid]);
+            world.members[g].remove(&uid);
+            format!("{uid} taken out of {}", PROOF_GROUPS[g])
+        }
+        5 => {
+            let nest = format!("member: cn=G4,{GROUPS}\n");
+            let change = if world.nested { "delete" } else { "add" };
+            stack.slapd.modify(&format!("dn: cn=G1,{GROUPS}\nchangetype: modify\n{change}: member\n{nest}\n"));
+            world.nested = !world.nested;
+            format!("G4 {} G1", if world.nested { "nested in" } else { "taken out of" })
+        }
+        6 if world.people.len() > 4 => {
+            let uid = world.people.remove(rng.below(world.people.len()));
+            for g in groups_of(world, &uid) {
+                stack.change_members(PROOF_GROUPS[g], &[], &[&uid]);
+                world.members[g].remove(&uid);
+            }
+            stack.slapd.modify(&format!("dn: uid={uid},{PEOPLE}\nchangetype: delete\n\n"));
+            format!("{uid} deleted")
+        }
+        7 => {
+            let at = rng.below(world.people.len());
+            let (old, new) = (world.people[at].clone(), format!("p{:02}", world.next));
+            world.next += 1;
+            let groups = groups_of(world, &old);
+            for &g in &groups {
+                stack.change_members(PROOF_GROUPS[g], &[], &[&old]);
+            }
+            stack
+                .slapd
+                .modify(&format!("dn: uid={old},{PEOPLE}\nchangetype: modrdn\nnewrdn: uid={new}\ndeleteoldrdn: 1\n\n"));
+            for &g in &groups {
+                stack.change_members(PROOF_GROUPS[g], &[&new], &[]);
+                world.members[g].remove(&old);
+                world.members[g].insert(new.clone());
+            }
+            world.people[at] = new.clone();
+            format!("{old} renamed {new}")
+        }
+        _ => {
+            let (uid, from, to) = (person(world, rng), rng.below(5), rng.below(5));
+            if from != to && world.members[from].contains(&uid) && !world.members[to].contains(&uid) {
+                stack.change_members(PROOF_GROUPS[from], &[], &[&uid]);
+                stack.change_members(PROOF_GROUPS[to], &[&uid], &[]);
+                world.members[from].remove(&uid);
+                world.members[to].insert(uid.clone());
+            }
+            format!("{uid} moved from {} to {}", PROOF_GROUPS[from], PROOF_GROUPS[to])
+        }
+    }
+}
+
+/// The issue's proof, end to end: random directory changes (people hired, added to and taken out of groups, moved,
+/// renamed and deleted; a group nested and taken out again) between one-shot runs that read only what changed,
+/// which import, place in `Lab Users`, remove from it and deactivate as they find; mixed with clean slapd restarts
+/// and a lost model. After each run a full dry run must plan nothing: whatever a change read missed, a full read
+/// would plan. Most runs must be change reads (the control: otherwise the proof proves nothing about them), and
+/// the rounds must have deactivated, reactivated and removed someone (the positive controls).
+#[tokio::test]
+async fn after_random_changes_each_change_run_leaves_a_full_dry_run_nothing_to_plan() {
+    for seed in [0x5eed_0001_u64, 0x5eed_0002] {
+        proof_rounds(seed).await;
+    }
+}
+
+async fn proof_rounds(seed: u64) {
+    let mut rng = Rng(seed);
+    let (directory, mut world) = proof_directory(&mut rng);
+    let mut stack = Stack::start_on(common::Slapd::start_with_syncprov(&directory), |_| {});
+    let state = stack.files.path("state");
+    let sections = format!(
+        "[[sync.mapping]]\ndirectory_group = \"G0\"\ncloudshell_groups = [\"Lab Users\"]\n\n\
+         [sync.leavers]\naction = \"deactivate\"\nmax_per_run = 1000\nmax_percent = 100\nmax_per_day = 100000\n\
+         max_percent_per_day = 100\n\n[monitor]\nstate_directory = \"{}\"\n",
+        state.display()
+    );
+    let sync_extra = "max_shrink_percent = 100\nremove_from_groups = true\nmax_removals_per_run = 1000\n\
+                      max_removals_per_day = 100000\n";
+    let config = stack.files.config(&stack.slapd.url(), &stack.sim.url(), &PROOF_GROUPS[..4], sync_extra, &sections);
+    let (mut history, mut changes, mut acted) = (Vec::new(), 0, [0usize; 3]);
+    for round in 0..24 {
+        for _ in 0..1 + rng.below(3) {
+            history.push(random_change(&stack, &mut world, &mut rng));
+        }
+        match rng.below(12) {
+            0 => {
+                stack.slapd.restart_clean();
+                history.push("slapd restarted".into());
+            }
+            1 => {
+                sql(&state, "DELETE FROM kept_model");
+                history.push("the stored model lost".into());
+            }
+            _ => {}
+        }
+        let context = format!("seed {seed:#x}, round {round}:\n{}", history.join("\n"));
+        let (code, report, stderr) = sync_json(&config, &[]);
+        assert_eq!(code, 0, "{context}\n{report}\n{stderr}");
+        changes += usize::from(report["read"]["mode"] == "changes");
+        let count = |v: &Value| v.as_array().map_or(0, Vec::len);
+        acted[0] += count(&report["leavers"]["deactivated"]);
+        acted[1] += count(&report["leavers"]["reactivated"]);
+        acted[2] += report["memberships"]
+            .as_array()
+            .map_or(0, |m| m.iter().map(|g| g["removed"].as_u64().unwrap_or(0) as usize).sum());
+        let (code, plan, stderr) = sync_json(&config, &["--dry-run", "--detailed-exitcode"]);
+        assert_eq!(plan["read"]["mode"], "full", "{context}\n{plan}");
+        assert_eq!(
+            code, 0,
+            "a full read plans what the change run did not do; {context}\nthe run: {report}\nthe plan: {plan}\n{stderr}"
+        );
+        history.push(format!("-- run {round}: {}", report["read"]["mode"]));
+    }
+    eprintln!("seed {seed:#x}: {changes} change runs of 24; deactivated, reactivated, removed: {acted:?}");
+    assert!(changes >= 16, "seed {seed:#x}: only {changes} change runs:\n{}", history.join("\n"));
+    assert!(acted.iter().all(|&n| n > 0), "seed {seed:#x}: {acted:?}:\n{}", history.join("\n"));
+}
