@@ -1017,6 +1017,32 @@ async fn state_written_by_another_process_makes_the_next_run_decide_again() {
     assert_eq!(managed(), 1, "bob is managed again:\n{}", daemon.log());
 }
 
+/// `state.db` deleted since the last run (or replaced: a backup restored) makes the next run read the directory in
+/// full: the members seen since the last full read, which change reads act on, were recorded beside the database
+/// that went. The run ends ok and records the managed users in the new database. The control: the run before,
+/// with the database in place, read changes.
+#[tokio::test]
+async fn state_db_deleted_makes_the_next_run_read_in_full() {
+    let env = Env::with_content_sync();
+    let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", DEACTIVATE_LEAVERS);
+    let daemon = env.daemon_started(&config);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[1].0, "changes", "the control: {:?}", reads(&daemon));
+    for file in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(env.files.path("state").join(file));
+    }
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    let (mode, _, reason) = &reads(&daemon)[2];
+    assert_eq!(mode, "full", "{reason}");
+    assert!(reason.contains("state.db was deleted or replaced"), "{reason}");
+    assert_eq!(finished_runs(&daemon)[2]["result"], "ok", "{}", daemon.log());
+    let db = rusqlite::Connection::open(env.files.path("state/state.db")).unwrap();
+    let managed: i64 = db.query_row("SELECT count(*) FROM managed_users", [], |r| r.get(0)).unwrap();
+    assert_eq!(managed, 2, "alice and bob managed in the new database");
+}
+
 /// Before a change read deactivates anyone, it reads them again by id: big00000, made a CloudShell admin after
 /// the full read, leaves Big and is protected as a full read would find; big00001, who leaves with them, is
 /// deactivated (the positive control). A group that then shrinks past `max_shrink_percent` since the last full

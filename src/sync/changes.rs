@@ -5,14 +5,15 @@
 //! it what changed and resolves it as a full read would. A `modifyTimestamp` read cannot see an entry deleted: its
 //! departures are none, and the leavers and removals wait for the next full read. A full read happens on the daemon's
 //! first run, after a run that did not end `ok`, when `sync.full_sync_every` has passed, after a reload that changed
-//! the configuration, whenever the model cannot answer (the server is behind its own answers, a member it cannot
-//! compare) or the change read fails. A full read that `full_sync_every` made due verifies the model kept rather than
-//! reading it whole again ([`ldap::Connection::read_keeping`]: brought up to date by a change read, kept when it
-//! resolves as the full read did). A one-shot `sync` with a state directory keeps the same model in `state.db`
-//! ([`stored`]: taken as the run starts, stored as its last write when it ends `ok`); without one, or in a dry run, it
-//! reads in full. A change read's snapshot covers the configured groups as a full read would, but its coverage is
-//! [`Coverage::Changes`]: its leavers and its removals from CloudShell groups are only the departures the change reads
-//! reported ([`ChangeReads::track_members`]), and the shrink guard's reference is left to the next full read.
+//! the configuration or `state.db` deleted or replaced, whenever the model cannot answer (the server is behind its own
+//! answers, a member it cannot compare) or the change read fails. A full read that `full_sync_every` made due verifies
+//! the model kept rather than reading it whole again ([`ldap::Connection::read_keeping`]: brought up to date by a
+//! change read, kept when it resolves as the full read did). A one-shot `sync` with a state directory keeps the same
+//! model in `state.db` ([`stored`]: taken as the run starts, stored as its last write when it ends `ok`); without one,
+//! or in a dry run, it reads in full. A change read's snapshot covers the configured groups as a full read would, but
+//! its coverage is [`Coverage::Changes`]: its leavers and its removals from CloudShell groups are only the departures
+//! the change reads reported ([`ChangeReads::track_members`]), and the shrink guard's reference is left to the next
+//! full read.
 //!
 //! The model built by a run is kept for the next only when that run ended `ok` ([`ChangeReads::settle`]): the
 //! watermark never moves past a run whose writes did not all go through.
@@ -251,6 +252,14 @@ impl Begun {
         match &mut self.start {
             Start::Changes(model) => model.users.take(),
             _ => None,
+        }
+    }
+
+    /// Makes this run read the directory in full, and whole (the model kept is not verified but read anew), for
+    /// `why`, unless it reads in full building no model.
+    pub fn read_in_full(&mut self, why: &str) {
+        if matches!(self.start, Start::Changes(_) | Start::Full(..)) {
+            self.start = Start::Full(why.to_string(), None);
         }
     }
 

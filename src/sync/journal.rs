@@ -37,6 +37,9 @@ pub struct Journal {
     wrote: AtomicBool,
     /// Opened as the daemon's last run left it: the same file, and nobody else wrote to it since.
     as_left: bool,
+    /// The daemon's last run left a database in this state directory that is no longer there (deleted, or
+    /// replaced by another file, a backup restored say): this one was opened anew.
+    replaced: bool,
 }
 
 /// What the daemon keeps of its state from one run to the next: the open database, and the managed users as
@@ -96,6 +99,7 @@ impl Journal {
     pub fn open_kept(dir: &Path, owner: &Owner, run_id: &str, kept: &KeptDatabase) -> Result<Journal, db::Error> {
         let started = Instant::now();
         let taken = kept.slot().take();
+        let replaced = taken.as_ref().is_some_and(|state| state.dir == dir && !state.database.is_still_there());
         if let Some(state) = taken
             && state.dir == dir
             && state.database.is_still_there()
@@ -108,7 +112,7 @@ impl Journal {
             let journal = Journal::new(source, run_id, started, Some(state.version), state.users);
             return Ok(Journal { as_left: true, ..journal });
         }
-        Journal::open(dir, owner, run_id)
+        Ok(Journal { replaced, ..Journal::open(dir, owner, run_id)? })
     }
 
     /// What the daemon keeps of this run's state for the next: the database, and the managed users when they
@@ -151,7 +155,14 @@ impl Journal {
             settled: AtomicBool::new(false),
             wrote: AtomicBool::new(false),
             as_left: false,
+            replaced: false,
         }
+    }
+
+    /// Whether the database the daemon's last run left in this state directory is gone or replaced (this one
+    /// was opened anew): what it recorded, and the directory model kept beside it, may not match.
+    pub fn replaced(&self) -> bool {
+        self.replaced
     }
 
     /// Whether the database is as the daemon's last run left it: the same file, and no other process (a
