@@ -31,7 +31,7 @@ use crate::sync::journal::Journal;
 use crate::username::Username;
 
 /// What stored a model: a model stored by any other build is not read (its layout may differ).
-const PROGRAM: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"), ", model format 4");
+const PROGRAM: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"), ", model format 5");
 
 /// A one-shot run's hold on the stored model.
 #[derive(Debug, Default)]
@@ -369,6 +369,6 @@ mod tests {
         let read: CloudShellPart = decode(&part).unwrap();
         let read_user = read.users.unwrap().pop().unwrap().user(&mut Vec::new());
         assert_eq!((read_user, read.members.as_slice()), (user, ["alice".into()].as_slice()));
-        assert!(PROGRAM.ends_with(", model format 4"), "{PROGRAM}");
+        assert!(PROGRAM.ends_with(", model format 5"), "{PROGRAM}");
     }
 }

@@ -348,11 +348,16 @@ mod golden {
     /// version before the change would be read wrongly. Bump it, then pin the new bytes here.
     #[test]
     fn the_stored_layout_is_pinned() {
-        let stored = kept().to_stored();
+        let mut kept = kept();
+        // A DirSync position, for its layout too (model format 5).
+        let position = super::dirsync::Position { server: "CN=dc".into(), invocation: [3; 16], cookie: vec![4, 5] };
+        kept.dirsync = Some(position);
+        let stored = kept.to_stored();
         let head = concat!(
             "0e6f753d67726f7570732c64633d780e6f753d67726f7570732c64633d7814286f626a656374436c6173733d70657273",
             "6f6e291a286f626a656374436c6173733d67726f75704f664e616d6573290375696402636e066d656d626572000b636e",
-            "3d7376632c64633d7800e8070b6c6461703a2f2f746573740100010275310001010267310001000000000000",
+            "3d7376632c64633d7800e8070b6c6461703a2f2f74657374010001027531000101026731000100000105434e3d646303",
+            "030303030303030303030303030303020405000000",
         );
         let body = concat!(
             "02010101010101010101010101010101010001000105616c696365000202020202020202020202020202020201010001",
