@@ -94,8 +94,9 @@ async fn dirsync_works(
     if let Some(why) = kept::dirsync_refusal(s) {
         return Err((why, true));
     }
-    let refused = |e: dirsync::Error| (e.to_string(), SyncError::DirSync(e).is_refusal());
-    dirsync::watermark(ldap, nc, s.timeout).await.map_err(refused)?;
+    // As a run's first read does: the domain controller's name and database with the cookie.
+    let refused = |e: SyncError| (e.to_string(), e.is_refusal());
+    dirsync::position(ldap, nc, s.timeout).await.map_err(refused)?;
     Ok(nc.to_string())
 }
 
