@@ -1017,10 +1017,10 @@ async fn state_written_by_another_process_makes_the_next_run_decide_again() {
     assert_eq!(managed(), 1, "bob is managed again:\n{}", daemon.log());
 }
 
-/// `state.db` deleted since the last run (or replaced: a backup restored) makes the next run read the directory in
-/// full: the members seen since the last full read, which change reads act on, were recorded beside the database
-/// that went. The run ends ok and records the managed users in the new database. The control: the run before,
-/// with the database in place, read changes.
+/// `state.db` deleted since the last run (or another file moved into its place) makes the next run read the directory
+/// in full: the members seen since the last full read, which change reads act on, were recorded beside the database
+/// that went. The run ends ok and records the managed users in the new database. The control: the run before, with the
+/// database in place, read changes.
 #[tokio::test]
 async fn state_db_deleted_makes_the_next_run_read_in_full() {
     let env = Env::with_content_sync();

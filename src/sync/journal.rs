@@ -38,7 +38,8 @@ pub struct Journal {
     /// Opened as the daemon's last run left it: the same file, and nobody else wrote to it since.
     as_left: bool,
     /// The daemon's last run left a database in this state directory that is no longer there (deleted, or
-    /// replaced by another file, a backup restored say): this one was opened anew.
+    /// replaced by another file moved into its place): this one was opened anew. A file written over in place is
+    /// the same file, written by another process (`as_left` false).
     replaced: bool,
 }
 
