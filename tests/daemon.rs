@@ -959,17 +959,27 @@ async fn a_run_with_something_waiting_or_a_new_configuration_decides_again() {
 /// full read, and its outcome, were read for the old one. With `Other` dropped from `groups`, erin (a member of
 /// `Other` only) is a leaver, decided by a full read (deactivated: the positive control), not a departure a change
 /// read would report although no directory change made it. The control: a reload of the same file keeps change
-/// reads.
+/// reads (and makes the next run decide again, after runs that ended at once).
 #[tokio::test]
 async fn a_reload_that_changed_the_configuration_makes_the_next_run_read_in_full() {
     let env = Env::with_content_sync();
     let config = env.config(&["Team", "Other"], NEVER, "full_sync_every = \"1h\"", DEACTIVATE_LEAVERS);
     let daemon = env.daemon_started(&config);
+    for n in [2, 3] {
+        daemon.signal("USR1");
+        daemon.wait_for("run finished", n, Duration::from_secs(20));
+    }
+    assert!(reads(&daemon)[2].2.contains("nothing changed since the last run"), "{:?}", reads(&daemon));
+    // The same file reloaded: the next run still reads changes, and decides again (listing CloudShell's users)
+    // rather than ending with the last outcome.
+    env.sim.clear_calls().await;
     daemon.signal("HUP");
     daemon.wait_for("configuration reloaded", 1, Duration::from_secs(20));
     daemon.signal("USR1");
-    daemon.wait_for("run finished", 2, Duration::from_secs(20));
-    assert_eq!(reads(&daemon)[1].0, "changes", "the control, the same file reloaded: {:?}", reads(&daemon));
+    daemon.wait_for("run finished", 4, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[3].0, "changes", "the control, the same file reloaded: {:?}", reads(&daemon));
+    assert_eq!(reads(&daemon)[3].2, "\"the changes since the last run\"", "decided again");
+    assert!(user_reads(&env).await.0 >= 1, "CloudShell's users listed again after a reload");
     assert!(env.sim.is_active("erin").await);
 
     let text = std::fs::read_to_string(&config).unwrap();
@@ -979,8 +989,8 @@ async fn a_reload_that_changed_the_configuration_makes_the_next_run_read_in_full
     daemon.signal("HUP");
     daemon.wait_for("configuration reloaded", 2, Duration::from_secs(20));
     daemon.signal("USR1");
-    daemon.wait_for("run finished", 3, Duration::from_secs(20));
-    let (mode, _, reason) = &reads(&daemon)[2];
+    daemon.wait_for("run finished", 5, Duration::from_secs(20));
+    let (mode, _, reason) = &reads(&daemon)[4];
     assert_eq!(mode, "full", "{reason}");
     assert!(reason.contains("the configuration changed"), "{reason}");
     assert!(!env.sim.is_active("erin").await, "a leaver, deactivated by the full read:\n{}", daemon.log());
