@@ -78,9 +78,13 @@ impl SharedNames {
 pub struct NameIndex(hashbrown::HashTable<u32>);
 
 impl NameIndex {
+    fn hash(folded: &str) -> u64 {
+        rustc_hash::FxBuildHasher.hash_one(folded)
+    }
+
     /// The index of `len` items, `name(n)` the name of item `n` (`None`: not found by any name).
     pub fn new<'a>(len: usize, name: impl Fn(usize) -> Option<&'a Username>) -> NameIndex {
-        let hash = |name: &Username| rustc_hash::FxBuildHasher.hash_one(name.folded());
+        let hash = |name: &Username| NameIndex::hash(name.folded());
         let mut index = hashbrown::HashTable::with_capacity(len);
         for n in 0..len {
             let Some(username) = name(n) else { continue };
@@ -97,15 +101,15 @@ impl NameIndex {
 
     /// Adds item `n`, whose name `name(n)` no item in the index holds yet (`name` as for [`NameIndex::new`]).
     pub fn add<'a>(&mut self, n: usize, name: impl Fn(usize) -> Option<&'a Username>) {
-        let hash = |name: &Username| rustc_hash::FxBuildHasher.hash_one(name.folded());
+        let hash = |name: &Username| NameIndex::hash(name.folded());
         let Some(username) = name(n) else { return };
         self.0.insert_unique(hash(username), n as u32, |&m| name(m as usize).map_or(0, hash));
     }
 
     /// The position of the item named `folded` (a folded name), `name` as given to [`NameIndex::new`].
     pub fn find<'a>(&self, folded: &str, name: impl Fn(usize) -> Option<&'a Username>) -> Option<usize> {
-        let hash = rustc_hash::FxBuildHasher.hash_one(folded);
-        let n = self.0.find(hash, |&n| name(n as usize).is_some_and(|name| name.folded() == folded))?;
+        let n =
+            self.0.find(NameIndex::hash(folded), |&n| name(n as usize).is_some_and(|name| name.folded() == folded))?;
         Some(*n as usize)
     }
 }

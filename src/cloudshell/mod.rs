@@ -304,9 +304,8 @@ impl Client {
         })
         .await?;
         // Grown by doubling, up to twice what it holds: the list is kept for the whole run (and by the daemon
-        // for its change runs), with room for a sixty-fourth more (1,500 users at 100,000, 100 kB), so that a
-        // day of new hires joins it without a copy of the whole list.
-        users.shrink_to(users.len() + users.len() / 64);
+        // for its change runs), with room for new hires only (100 kB at 100,000 users).
+        users.shrink_to(users.len() + crate::room_for_new_hires(users.len()));
         Ok(users)
     }
 

@@ -479,14 +479,14 @@ impl Database {
             })
             .map_err(self.read_error())?;
         // Sized first: grown as rows come, the last growth would hold the old records beside the new ones, the
-        // run's peak of memory at 100,000 users. With room for a sixty-fourth more (1,500 at 100,000 users,
-        // 150 kB): a run that adds a day of new hires then copies no record to make room for them.
+        // run's peak of memory at 100,000 users. With room for new hires (150 kB at 100,000 users): a run that
+        // adds a day of them then copies no record to make room for them.
         let count: i64 = self
             .connection
             .query_row("SELECT count(*) FROM managed_users", [], |row| row.get(0))
             .map_err(self.read_error())?;
         let count = count.max(0) as usize;
-        let mut users = super::ManagedUsers::with_capacity(count + count / 64);
+        let mut users = super::ManagedUsers::with_capacity(count + crate::room_for_new_hires(count));
         for row in rows {
             let user =
                 row.map_err(self.read_error())?.map_err(|detail| Error::Damaged { path: self.path.clone(), detail })?;

@@ -202,11 +202,11 @@ fn merge(list: &mut Vec<User>, fresh: Vec<User>) {
         }
     }
     let places: Vec<Option<usize>> = by_id_at.into_iter().zip(by_name_at).map(|(id, name)| id.or(name)).collect();
-    // Room made once, and by at least a sixty-fourth: grown by doubling a push at a time, a kept list of
-    // 100,000 users was copied whole into one of twice its size for a day of new hires.
+    // Room made once, and by at least the room for new hires: grown by doubling a push at a time, a kept list
+    // of 100,000 users was copied whole into one of twice its size for a day of new hires.
     let added = places.iter().filter(|at| at.is_none()).count();
     if list.capacity() - list.len() < added {
-        list.reserve_exact(added.max(list.len() / 64));
+        list.reserve_exact(added.max(crate::room_for_new_hires(list.len())));
     }
     for (user, at) in fresh.into_iter().zip(places) {
         match at {
