@@ -19,3 +19,18 @@ pub mod objects;
 pub mod stamps;
 pub mod syncrepl;
 pub mod usn;
+
+/// The next item of a search; on an error the search is ended first (its result adds nothing to the error).
+async fn next_item<'a, S, A>(
+    stream: &mut ldap3::SearchStream<'a, S, A>,
+) -> ldap3::result::Result<Option<ldap3::ResultEntry>>
+where
+    S: AsRef<str> + Send + Sync + 'a,
+    A: AsRef<[S]> + Send + Sync + 'a,
+{
+    let next = stream.next().await;
+    if next.is_err() {
+        let _ = stream.finish().await;
+    }
+    next
+}

@@ -154,14 +154,7 @@ pub async fn search_with(
     let mut stream =
         ldap.streaming_search_with(adapters, base, Scope::Subtree, filter, asked.to_vec()).await.map_err(failed)?;
     loop {
-        let item = match stream.next().await {
-            Ok(Some(item)) => item,
-            Ok(None) => break,
-            Err(e) => {
-                let _ = stream.finish().await;
-                return Err(failed(e));
-            }
-        };
+        let Some(item) = super::next_item(&mut stream).await.map_err(failed)? else { break };
         let read = entry::decode(item)
             .ok_or_else(|| SyncError::Ldap { code: None, reason: "the server sent a malformed entry".into() })
             .and_then(|e| guid_of(&e).map(|g| (g, e)));

@@ -133,14 +133,7 @@ pub async fn read_each<E: Changed>(
     let ceiling = Utc::now() + chrono::Duration::from_std(paging.margin).unwrap_or(chrono::Duration::zero());
     let (mut changed, mut latest) = (Vec::new(), None);
     loop {
-        let item = match stream.next().await {
-            Ok(Some(item)) => item,
-            Ok(None) => break,
-            Err(e) => {
-                let _ = stream.finish().await;
-                return Err(failed(e));
-            }
-        };
+        let Some(item) = super::next_item(&mut stream).await.map_err(failed)? else { break };
         let read = entry::decode(item)
             .ok_or_else(|| SyncError::Ldap { code: None, reason: "the server sent a malformed entry".into() })
             .and_then(changed_entry);

@@ -336,14 +336,7 @@ pub async fn read_each<E: Changed>(
         .map_err(failed)?;
     let mut collector = Collector::new(cookie, keep);
     loop {
-        let item = match stream.next().await {
-            Ok(Some(item)) => item,
-            Ok(None) => break,
-            Err(e) => {
-                let _ = stream.finish().await;
-                return Err(failed(e));
-            }
-        };
+        let Some(item) = super::next_item(&mut stream).await.map_err(failed)? else { break };
         if let Err(e) = collector.message(item) {
             let _ = stream.finish().await;
             return Err(e);
@@ -394,13 +387,10 @@ pub async fn persist(
         Err(e) => return failed(e),
     };
     loop {
-        let notice = match stream.next().await {
+        let notice = match super::next_item(&mut stream).await {
             Ok(Some(item)) => notice(item),
             Ok(None) => break,
-            Err(e) => {
-                let _ = stream.finish().await;
-                return failed(e);
-            }
+            Err(e) => return failed(e),
         };
         match notice {
             Ok(Some(n)) => each(n),
