@@ -954,7 +954,18 @@ async fn check_directory(config: &Config, found: &mut Findings) {
 fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
     use ldap::ChangeDetection;
     let delay = humantime::format_duration(config.schedule.watch_delay);
+    let refused = probe.content_sync_refused.as_deref();
     match (config.ldap.change_detection, probe.content_sync) {
+        (ChangeDetection::Auto | ChangeDetection::Off | ChangeDetection::Syncrepl, Some(true)) if refused.is_some() => {
+            (
+                false,
+                format!(
+                    "watch: FAILED: schedule.watch = true, but the server lists content sync and refused a content-sync \
+                 read of ldap.base_dn: {}, so runs would follow the schedule only; mend that or set watch = false",
+                    refused.unwrap_or_default()
+                ),
+            )
+        }
         (ChangeDetection::Auto | ChangeDetection::Off | ChangeDetection::Syncrepl, Some(true)) => (
             true,
             format!(
@@ -1020,6 +1031,7 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
 fn change_reads(config: &Config, probe: &ldap::Probe) -> (bool, String) {
     use ldap::ChangeDetection;
     let every = humantime::format_duration(config.sync.full_sync_every);
+    let refused = probe.content_sync_refused.as_deref();
     match (config.ldap.change_detection, &probe.dirsync, probe.content_sync) {
         (ChangeDetection::Off, ..) => (true, "change reads: off (ldap.change_detection = \"off\"): every run reads in full".into()),
         (ChangeDetection::ModifyTimestamp { margin }, ..) => modify_timestamp_reads(probe, margin, &every.to_string()),
@@ -1073,6 +1085,23 @@ fn change_reads(config: &Config, probe: &ldap::Probe) -> (bool, String) {
              Active Directory (DirSync is Active Directory's, and Samba AD's), so every run reads in full; set \
              \"auto\" or \"off\""
                 .into(),
+        ),
+        (ChangeDetection::Syncrepl, _, Some(true)) if refused.is_some() => (
+            false,
+            format!(
+                "change reads: FAILED: ldap.change_detection = \"syncrepl\", but the server lists content sync and \
+                 refused a content-sync read of ldap.base_dn: {}; every run reads in full; mend that, or set \"auto\" \
+                 or \"off\"",
+                refused.unwrap_or_default()
+            ),
+        ),
+        (_, _, Some(true)) if refused.is_some() => (
+            true,
+            format!(
+                "change reads: none: the server lists content sync but refused a content-sync read of \
+                 ldap.base_dn: {}: every run reads in full",
+                refused.unwrap_or_default()
+            ),
         ),
         (_, _, Some(true)) => (
             true,

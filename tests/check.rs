@@ -274,3 +274,46 @@ async fn check_says_whether_the_daemon_can_watch() {
     let (_, out) = check(&without.config_with(&["Team"], "", ""));
     assert!(!out.contains("watch:"), "no line without watch = true: {out}");
 }
+
+/// slapd lists content sync in its root DSE wherever the syncprov module is loaded, even when the database holding
+/// the base DN lacks the overlay: `check` tries a content-sync read as a run would, and says it was refused rather
+/// than that the daemon reads what changed; the runs agree (every one reads in full). With the overlay, the
+/// other test's positive control says it reads what changed.
+#[tokio::test]
+async fn check_tries_content_sync_where_the_root_dse_lists_it() {
+    let mut d = Directory::new();
+    let alice = d.user("alice");
+    d.group("Team", &[alice]);
+    let env = Env(Stack::start_on(common::Slapd::start_with_syncprov_module_only(&d), |_| {}));
+    let (code, out) = check(&env.config_with(&["Team"], "", ""));
+    assert_eq!(code, Some(0), "auto falls back to full reads: {out}");
+    assert!(
+        out.contains(
+            "change reads: none: the server lists content sync but refused a content-sync read of ldap.base_dn"
+        ) && out.contains("the syncprov overlay is missing on the database holding"),
+        "{out}"
+    );
+    assert!(!out.contains("the server offers content sync"), "{out}");
+    let (code, out) = check(&env.config_with(&["Team"], "change_detection = \"syncrepl\"", ""));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("change reads: FAILED: ldap.change_detection = \"syncrepl\", but the server lists"), "{out}");
+    let watch = "[schedule]\nwatch = true\n";
+    let (code, out) = check(&env.config_with(&["Team"], "", watch));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("watch: FAILED: schedule.watch = true, but the server lists content sync and refused"),
+        "{out}"
+    );
+
+    let state = env.files.path("state");
+    let config = env.config_with(&["Team"], "", &state_section(&state));
+    for run in 0..2 {
+        let out = common::cli(&["sync", "--json", "--config", config.to_str().unwrap()]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("run {run}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(report["result"], "ok", "run {run}: {report}");
+        assert_eq!(report["read"]["mode"], "full", "run {run}: {report}");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(log.contains("the syncprov overlay is missing on the database holding"), "run {run}: {log}");
+    }
+}

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use ldap3::{LdapError, Scope, SearchOptions};
 
+use super::changes::syncrepl;
 use super::entry;
 use super::error::rc::{NO_SUCH_OBJECT, REFERRAL, SIZE_LIMIT_EXCEEDED};
 use super::error::{Cause, result_reason};
@@ -40,6 +41,10 @@ pub struct Probe {
     /// Whether the root DSE lists the content-sync control (RFC 4533: OpenLDAP's `syncprov` overlay); `None`
     /// when the root DSE could not be read or lists no control.
     pub content_sync: Option<bool>,
+    /// Where the root DSE lists content sync: why a content-sync read of the base DN was refused, if it was (the
+    /// root DSE lists the control wherever slapd loaded the `syncprov` module, even when the database holding the
+    /// base DN lacks the overlay).
+    pub content_sync_refused: Option<String>,
     /// Whether the root DSE lists Active Directory's change notifications; `None` as for `content_sync`.
     pub notifications: Option<bool>,
     /// On Active Directory with `ldap.change_detection` `"auto"` or `"dirsync"`: whether a DirSync read of the
@@ -144,6 +149,7 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
         stamped: 0,
         attributes: vec![],
         content_sync: None,
+        content_sync_refused: None,
         notifications: None,
         dirsync: None,
         usn: None,
@@ -152,6 +158,11 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
         if root.controls.is_some() {
             probe.content_sync = root.offers(super::changes::syncrepl::SYNC_REQUEST_OID);
             probe.notifications = root.offers(super::changes::notification::NOTIFICATION_OID);
+        }
+        if probe.content_sync == Some(true) {
+            // As a watch starts: a content-sync read that matches nothing, which the database must take.
+            let read = syncrepl::read(ldap, &s.base_dn, "(!(objectClass=*))", &["1.1"], None, s.timeout).await;
+            probe.content_sync_refused = read.err().map(|e| e.to_string());
         }
         use super::ChangeDetection::{Auto, Dirsync, Usn};
         let mut refused = false;
@@ -214,6 +225,7 @@ mod tests {
             stamped: 0,
             attributes: attributes.iter().map(|a| a.to_string()).collect(),
             content_sync: None,
+            content_sync_refused: None,
             notifications: None,
             dirsync: None,
             usn: None,

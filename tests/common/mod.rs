@@ -187,6 +187,9 @@ enum Syncprov {
     /// The session log, and no size limit for the service account (content-sync searches cannot be paged): a
     /// directory of any size read by content sync, as the benchmark's.
     SessionLogUnlimited,
+    /// The module loaded and the overlay on no database: the root DSE lists content sync, and a content-sync
+    /// search of the base is refused (unavailableCriticalExtension).
+    ModuleOnly,
 }
 
 /// A private CA and a server certificate for `localhost` and `127.0.0.1`, written as PEM files into `dir`.
@@ -243,6 +246,12 @@ impl Slapd {
     /// `modifyTimestamp` indexed (the benchmark's).
     pub fn start_with_syncprov_unlimited(seed: &Directory) -> Slapd {
         Slapd::start_configured(seed, false, None, Syncprov::SessionLogUnlimited)
+    }
+
+    /// With the `syncprov` module loaded and the overlay on no database: the root DSE lists content sync, which
+    /// the database holding the base DN refuses.
+    pub fn start_with_syncprov_module_only(seed: &Directory) -> Slapd {
+        Slapd::start_configured(seed, false, None, Syncprov::ModuleOnly)
     }
 
     /// Like [`Slapd::start_with_syncprov`], with contextCSN written at every write (`syncprov-checkpoint 1 1`).
@@ -499,6 +508,8 @@ fn slapd_conf(dir: &Path, syncprov: Syncprov) -> String {
     let mut conf = slapd_conf_base(dir);
     if syncprov != Syncprov::Off {
         conf = conf.replacen("moduleload back_mdb\n", "moduleload back_mdb\nmoduleload syncprov\n", 1);
+    }
+    if !matches!(syncprov, Syncprov::Off | Syncprov::ModuleOnly) {
         conf.push_str("index entryCSN,entryUUID eq\noverlay syncprov\nsyncprov-checkpoint 100 10\n");
     }
     if syncprov == Syncprov::SessionLogCheckpointEachWrite {
