@@ -19,7 +19,7 @@
 //! watermark never moves past a run whose writes did not all go through.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -74,6 +74,8 @@ struct Model {
     kept: Kept,
     /// When the full read the model was built from (or last verified by) began.
     full_at: Instant,
+    /// The same by the wall clock ([`since_full_read`]).
+    full_at_wall: SystemTime,
     /// When the full read that last read the model whole began: a model is verified by full reads only within
     /// [`READ_WHOLE_EVERY`] of it. `None`: not known (a stored time that does not parse, lies ahead of the
     /// clock, or lies further back than this process can count): the next full read reads it whole.
@@ -104,6 +106,7 @@ impl Model {
         Model {
             kept,
             full_at,
+            full_at_wall: wall_time_of(full_at),
             whole_at,
             users: None,
             members: FxHashSet::default(),
@@ -113,6 +116,19 @@ impl Model {
             configuration: configuration.to_string(),
         }
     }
+}
+
+/// The wall-clock time of `at`, an instant of this process.
+fn wall_time_of(at: Instant) -> SystemTime {
+    SystemTime::now().checked_sub(at.elapsed()).unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// How long ago the full read the model rests on began, by the longer of two clocks: the monotonic one stops while
+/// the host is suspended or a virtual machine paused, and the wall clock may be set back. The longer errs toward a
+/// full read, which `full_sync_every` (at most 30 days: within Active Directory's tombstone lifetime) promises.
+fn since_full_read(model: &Model) -> std::time::Duration {
+    let by_wall = SystemTime::now().duration_since(model.full_at_wall).unwrap_or_default();
+    model.full_at.elapsed().max(by_wall)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -340,7 +356,7 @@ pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
         Some(model) if model.configuration != config.fingerprint => {
             Start::Full("the configuration changed since the last run (reloaded)".into(), None)
         }
-        Some(model) if model.full_at.elapsed() >= every => {
+        Some(model) if since_full_read(&model) >= every => {
             let why = format!(
                 "sync.full_sync_every ({}) has passed since the last full read",
                 humantime::format_duration(every)
@@ -502,7 +518,8 @@ mod tests {
 
     /// A full read that `full_sync_every` made due is handed the model to verify only while the model was read
     /// whole within READ_WHOLE_EVERY, and only for a method that names every entry gone; the controls: the model
-    /// read whole just now is handed over, and a model kept that is not due is read by its changes.
+    /// read whole just now is handed over, and a model kept that is not due is read by its changes. Due by the wall
+    /// clock alone is due.
     #[test]
     fn a_full_read_verifies_the_model_only_within_a_day_of_reading_it_whole_and_never_a_timestamp_model() {
         use crate::ldap::changes::kept::Source;
@@ -531,6 +548,14 @@ mod tests {
         assert_eq!([hours(23), hours(24), hours(25), None].map(read_whole_due), [false, true, true, true]);
         // A model verified keeps the time it was read whole; one read whole beside the full read takes the full
         // read's (the control).
+        // Due by the wall clock alone (the monotonic clock stopped while the host was suspended): a full read.
+        let config = config("syncrepl");
+        let state = ChangeReads::default();
+        let kept = Kept::new(&config.ldap).reading_by(syncrepl.1);
+        let mut model = Model::of_full_read(kept, Instant::now(), None, &config.fingerprint);
+        model.full_at_wall = SystemTime::now() - std::time::Duration::from_secs(2);
+        *lock(&state.kept) = Some(model);
+        assert!(matches!(begin(&config, Some(&state)).start, Start::Full(why, _) if why.contains("full_sync_every")));
         let (earlier, now) = (Instant::now() - hours(20).unwrap(), Instant::now());
         assert_eq!(read_whole_at(ldap::ModelMade::Verified, earlier, now), earlier);
         assert_eq!(read_whole_at(ldap::ModelMade::Built, earlier, now), now);

@@ -314,7 +314,19 @@ fn model(stored: &StoredModel) -> Result<Model, String> {
         part.groups.into_iter().map(|(name, members)| (GroupName::new(&name), set(members))).collect();
     let configuration = stored.configuration.clone();
     let members = set(part.members);
-    Ok(Model { kept, full_at, whole_at, users, members, groups, outcome, unchanged: false, configuration })
+    let full_at_wall = super::wall_time_of(full_at);
+    Ok(Model {
+        kept,
+        full_at,
+        full_at_wall,
+        whole_at,
+        users,
+        members,
+        groups,
+        outcome,
+        unchanged: false,
+        configuration,
+    })
 }
 
 impl StoredUser {
