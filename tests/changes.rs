@@ -225,9 +225,26 @@ async fn a_cookie_from_the_future_is_refused_by_slapd() {
     }
 }
 
+/// With `syncprov-reloadhint TRUE`, slapd answers a cookie it can no longer serve (here one older than every entry)
+/// with e-syncRefreshRequired (4096): a full read, never changes. The control: the same server serves a cookie of
+/// its own. (Without the option, the default, slapd sends a present phase instead: the next test.)
+#[tokio::test]
+async fn a_cookie_slapd_can_no_longer_serve_is_answered_with_e_sync_refresh_required() {
+    let slapd = Slapd::start_with_syncprov_reload_hint(&seed());
+    let r0 = first(&slapd).await;
+    read(&slapd, r0.cookie.as_deref()).await.expect("the control: a cookie of its own");
+    match read(&slapd, Some(b"rid=000,csn=20200101000000.000000Z#000000#000#000000")).await {
+        Err(e @ SyncError::RefreshRequired { .. }) => {
+            assert!(e.needs_full_read());
+            assert!(e.to_string().contains("e-syncRefreshRequired"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A cookie older than the session log, or naming another server id: slapd sends everything as a present
-/// phase (refreshDeletes FALSE), so what it did not send is gone. No e-syncRefreshRequired (4096) was seen
-/// from slapd 2.5 in refreshOnly.
+/// phase (refreshDeletes FALSE), so what it did not send is gone. No e-syncRefreshRequired (4096) without
+/// `syncprov-reloadhint TRUE` (the test before).
 #[tokio::test]
 async fn an_old_or_foreign_cookie_gets_the_whole_content_as_a_present_phase() {
     let slapd = Slapd::start_with_syncprov(&seed());

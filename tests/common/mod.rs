@@ -187,6 +187,9 @@ enum Syncprov {
     /// The session log, and no size limit for the service account (content-sync searches cannot be paged): a
     /// directory of any size read by content sync, as the benchmark's.
     SessionLogUnlimited,
+    /// The session log, and `syncprov-reloadhint TRUE`: a cookie slapd can no longer serve (older than every
+    /// entry) is answered with e-syncRefreshRequired (4096) rather than a present phase.
+    SessionLogReloadHint,
     /// The module loaded and the overlay on no database: the root DSE lists content sync, and a content-sync
     /// search of the base is refused (unavailableCriticalExtension).
     ModuleOnly,
@@ -246,6 +249,12 @@ impl Slapd {
     /// `modifyTimestamp` indexed (the benchmark's).
     pub fn start_with_syncprov_unlimited(seed: &Directory) -> Slapd {
         Slapd::start_configured(seed, false, None, Syncprov::SessionLogUnlimited)
+    }
+
+    /// Like [`Slapd::start_with_syncprov`], answering a cookie it can no longer serve with e-syncRefreshRequired
+    /// (`syncprov-reloadhint TRUE`).
+    pub fn start_with_syncprov_reload_hint(seed: &Directory) -> Slapd {
+        Slapd::start_configured(seed, false, None, Syncprov::SessionLogReloadHint)
     }
 
     /// With the `syncprov` module loaded and the overlay on no database: the root DSE lists content sync, which
@@ -517,9 +526,15 @@ fn slapd_conf(dir: &Path, syncprov: Syncprov) -> String {
     }
     if matches!(
         syncprov,
-        Syncprov::SessionLog | Syncprov::SessionLogCheckpointEachWrite | Syncprov::SessionLogUnlimited
+        Syncprov::SessionLog
+            | Syncprov::SessionLogCheckpointEachWrite
+            | Syncprov::SessionLogUnlimited
+            | Syncprov::SessionLogReloadHint
     ) {
         conf.push_str("syncprov-sessionlog 10000\n");
+    }
+    if syncprov == Syncprov::SessionLogReloadHint {
+        conf.push_str("syncprov-reloadhint TRUE\n");
     }
     if syncprov == Syncprov::SessionLogUnlimited {
         conf.push_str(&format!("limits dn.exact=\"{SERVICE_DN}\" size=unlimited\n"));

@@ -43,7 +43,9 @@
 //!   cookie and sends the whole content with refreshDeletes TRUE, which reads exactly like a delete-phase
 //!   answer of changes, so every deletion since would be missed. [`read`] therefore checks the cookie's shape
 //!   before sending it and refuses one slapd would not parse ([`SyncError::CookieRefused`]).
-//! - **e-syncRefreshRequired (4096)** was never seen in refreshOnly; it is still [`SyncError::RefreshRequired`].
+//! - **e-syncRefreshRequired (4096)**: sent in refreshOnly only with `syncprov-reloadhint TRUE`, for a cookie
+//!   slapd can no longer serve (older than every entry; without the option it sends a present phase):
+//!   [`SyncError::RefreshRequired`], a full read.
 //! - **No `syncprov` on the database**: the critical Sync Request control is refused with result 12
 //!   unavailableCriticalExtension: [`SyncError::Unsupported`], naming the overlay.
 //!
