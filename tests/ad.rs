@@ -470,4 +470,24 @@ async fn usn_change_reads_for_an_account_without_dirsync(dc: &SambaDc) {
     before.push("uma".to_string());
     before.sort();
     assert_eq!(inactive(&cloudshell_users(&sim).await), before, "only uma deactivated");
+
+    // DirSync named for the same account, which lacks its right: check fails naming the right, and runs read in
+    // full (never "no changes"), saying why at error level (in a state directory of its own).
+    let named = files.path("dirsync-named.toml");
+    let state = files.path("state-usn").display().to_string();
+    let dirsync = text
+        .replace("change_detection = \"auto\"", "change_detection = \"dirsync\"")
+        .replace(&state, &files.path("state-dirsync-named").display().to_string());
+    assert_ne!(dirsync, text);
+    std::fs::write(&named, dirsync).unwrap();
+    let (code, out) = check(&named);
+    assert!(out.contains("change reads: FAILED: ldap.change_detection = \"dirsync\", but"), "{out}");
+    assert!(out.contains("Replicating Directory Changes"), "{out}");
+    assert_ne!(code, Some(0), "{out}");
+    for run in 0..2 {
+        let (code, report, stderr) = common::sync_json(&named, &[]);
+        assert_eq!(code, 0, "run {run}: {report}\n{stderr}");
+        assert_eq!(read_of(&report), (json!("full"), json!(null)), "run {run}: {}", report["read"]);
+        assert!(stderr.contains("change reads unavailable"), "run {run}: {stderr}");
+    }
 }
