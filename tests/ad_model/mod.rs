@@ -289,7 +289,7 @@ const ENABLED: &str = "(&(objectCategory=person)(objectClass=user)(!(userAccount
 
 /// The models (by user filter, `ldap.member_range_size` and how each learns what changed), each compared under
 /// every nesting mode.
-fn models() -> [(String, Option<u32>, Source); 6] {
+fn models() -> [(String, Option<u32>, Source); 7] {
     [
         (PLAIN.to_string(), None, Source::DirSync),
         (format!("(&(objectCategory=person)(objectClass=user)(memberOf={}))", staff()), None, Source::DirSync),
@@ -302,6 +302,8 @@ fn models() -> [(String, Option<u32>, Source); 6] {
         // By update sequence numbers (a filter testing memberOf is one usn refuses).
         (PLAIN.to_string(), None, Source::Usn),
         (ENABLED.into(), None, Source::Usn),
+        // By update sequence numbers, a changed group's members read again window by window.
+        (PLAIN.to_string(), Some(3), Source::Usn),
     ]
 }
 
