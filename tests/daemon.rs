@@ -868,6 +868,35 @@ async fn a_change_read_the_server_refuses_falls_back_to_a_full_read() {
     assert!(env.sim.usernames().await.contains(&"newhire".to_string()), "{}", daemon.log());
 }
 
+/// The directory restored from a backup behind the same URL: the daemon's cookie is newer than anything the restored
+/// slapd knows, which refuses it (unwillingToPerform: "consumer state is newer than provider"), and the run reads in
+/// full, saying why. What the restore took away (a hire added after the backup, imported by a change read: the
+/// control) is then a leaver candidate, as only a full read can tell.
+#[tokio::test]
+async fn a_directory_restored_from_a_backup_refuses_the_cookie_and_the_run_reads_in_full() {
+    let mut env = Env::with_content_sync();
+    let config = env.config(&["Team"], NEVER, "full_sync_every = \"1h\"", "");
+    let daemon = env.daemon_started(&config);
+    let backup = env.0.slapd.back_up();
+    env.add_person("later");
+    env.change_members("Team", &["later"], &[]);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 2, Duration::from_secs(20));
+    assert_eq!(reads(&daemon)[1].0, "changes", "the control: {:?}", reads(&daemon));
+    assert!(env.sim.usernames().await.contains(&"later".to_string()), "{}", daemon.log());
+    env.0.slapd.restore(&backup);
+    daemon.signal("USR1");
+    daemon.wait_for("run finished", 3, Duration::from_secs(20));
+    let (mode, _, reason) = &reads(&daemon)[2];
+    assert_eq!(mode, "full", "{reason}");
+    assert!(reason.contains("newer than provider"), "{reason}");
+    let run = &finished_runs(&daemon)[2];
+    assert_eq!(run["result"], "ok", "{}", daemon.log());
+    assert_eq!(env.status().unwrap()["last_run"]["leavers"]["candidates"], 1);
+    let found: Vec<Value> = daemon.fields_of("leaver found").iter().map(|f| f["username"].clone()).collect();
+    assert_eq!(found, [json!("later")], "{}", daemon.log());
+}
+
 /// The `run finished` events so far.
 fn finished_runs(daemon: &Daemon) -> Vec<Value> {
     daemon.fields_of("run finished")

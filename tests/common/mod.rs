@@ -472,6 +472,34 @@ impl Slapd {
         self.wait_until_listening();
     }
 
+    /// A copy of slapd's database as it stands, taken while slapd is stopped cleanly (then started again), for
+    /// [`Slapd::restore`].
+    pub fn back_up(&mut self) -> PathBuf {
+        let backup = self.dir.path().join(format!("backup-{}", free_port()));
+        self.stopped(|data| copy_files(data, &backup));
+        backup
+    }
+
+    /// Stops slapd cleanly, puts the database `back_up` copied in place of its own, and starts it again on the same
+    /// port: the directory restored from a backup behind the same URL.
+    pub fn restore(&mut self, backup: &Path) {
+        self.stopped(|data| {
+            std::fs::remove_dir_all(data).expect("removing slapd's data");
+            copy_files(backup, data);
+        });
+    }
+
+    /// Stops slapd cleanly, hands `change` its data directory, and starts it again on the same port.
+    fn stopped(&mut self, change: impl FnOnce(&Path)) {
+        if let Some(mut child) = self.child.take() {
+            Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+            let _ = child.wait();
+        }
+        change(&self.dir.path().join("data"));
+        self.child = Some(spawn_slapd(self.dir.path(), &format!("ldap://127.0.0.1:{}/", self.port)));
+        self.wait_until_listening();
+    }
+
     /// Stops slapd now (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -484,6 +512,15 @@ impl Slapd {
 impl Drop for Slapd {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Copies the files of directory `from` into directory `to` (created).
+fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creating the copy's directory");
+    for file in std::fs::read_dir(from).expect("reading the directory") {
+        let file = file.expect("a directory entry");
+        std::fs::copy(file.path(), to.join(file.file_name())).expect("copying a file");
     }
 }
 
