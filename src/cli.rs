@@ -885,7 +885,12 @@ async fn check_directory(config: &Config, found: &mut Findings) {
         Ok(connection) => connection,
         Err(e) => return failed(found, e),
     };
-    let probe = match ldap::probe(&mut connection).await {
+    let content_sync = {
+        use ldap::ChangeDetection::{Auto, Off, Syncrepl};
+        let method = config.ldap.change_detection;
+        matches!(method, Auto | Syncrepl) || (config.schedule.watch && method == Off)
+    };
+    let probe = match ldap::probe(&mut connection, content_sync).await {
         Ok(probe) => probe,
         Err(e) => return failed(found, e),
     };
@@ -970,7 +975,8 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
             true,
             format!(
                 "watch: the server offers content sync: the daemon keeps a persistent search open and starts a run \
-                 {delay} (schedule.watch_delay) after a change it announces"
+                 {delay} (schedule.watch_delay) after a change it announces{}",
+                untried(probe)
             ),
         ),
         (ChangeDetection::Auto | ChangeDetection::Off | ChangeDetection::Dirsync | ChangeDetection::Usn, _)
@@ -1024,6 +1030,14 @@ fn watch_line(config: &Config, probe: &ldap::Probe) -> (bool, String) {
                 method.as_str()
             ),
         ),
+    }
+}
+
+/// What `check`'s content-sync lines add when the content-sync read it tried could not be made.
+fn untried(probe: &ldap::Probe) -> String {
+    match &probe.content_sync_untried {
+        Some(why) => format!(" (a content-sync read to confirm it could not be made: {why})"),
+        None => String::new(),
     }
 }
 
@@ -1108,7 +1122,8 @@ fn change_reads(config: &Config, probe: &ldap::Probe) -> (bool, String) {
             format!(
                 "change reads: the server offers content sync (RFC 4533): the daemon reads what changed between full \
                  reads (at least every {every}, sync.full_sync_every); the bind account needs no size limit on those \
-                 searches, which cannot be paged"
+                 searches, which cannot be paged{}",
+                untried(probe)
             ),
         ),
         (ChangeDetection::Auto, _, found) => (
@@ -1267,6 +1282,57 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once(NAME).chain(args.iter().copied()))
+    }
+
+    /// A content-sync read `check` could not make (a timeout, a lost connection) says nothing of whether the server
+    /// takes it: the lines still say the server offers content sync, and that it could not be confirmed. Only a
+    /// refusal makes them say every run reads in full (failing with "syncrepl", and for a watch).
+    #[test]
+    fn a_content_sync_read_that_could_not_be_made_is_no_refusal() {
+        let config = |method: &str| {
+            let text = format!(
+                "[ldap]\nurl = \"ldap://127.0.0.1:1\"\nbind_dn = \"cn=sync\"\nbind_password_env = \"P\"\n\
+                 base_dn = \"dc=example,dc=org\"\nchange_detection = \"{method}\"\n\n[cloudshell]\n\
+                 url = \"http://127.0.0.1:1\"\nusername = \"admin\"\npassword_env = \"P\"\n\n[sync]\n\
+                 groups = [\"Team\"]\n\n[schedule]\nwatch = true\n"
+            );
+            crate::config::parse(std::path::Path::new("config.toml"), &text, &|_| Some("secret".into())).unwrap()
+        };
+        let probe = |refused: Option<&str>, untried: Option<&str>| ldap::Probe {
+            served_by: "ldap://127.0.0.1:1".into(),
+            base_dn_missing: None,
+            sampled: 1,
+            with_username: 1,
+            stamped: 1,
+            attributes: vec!["uid".into()],
+            content_sync: Some(true),
+            content_sync_refused: refused.map(str::to_string),
+            content_sync_untried: untried.map(str::to_string),
+            notifications: None,
+            dirsync: None,
+            usn: None,
+        };
+        let untried = probe(None, Some("timed out"));
+        for method in ["auto", "syncrepl"] {
+            let (ok, line) = change_reads(&config(method), &untried);
+            assert!(
+                ok && line.contains("offers content sync") && line.contains("could not be made: timed out"),
+                "{line}"
+            );
+            let (ok, line) = watch_line(&config(method), &untried);
+            assert!(
+                ok && line.contains("offers content sync") && line.contains("could not be made: timed out"),
+                "{line}"
+            );
+        }
+        // The controls: a refusal.
+        let refused = probe(Some("no overlay"), None);
+        let (ok, line) = change_reads(&config("syncrepl"), &refused);
+        assert!(!ok && line.contains("FAILED") && line.contains("no overlay"), "{line}");
+        let (ok, line) = change_reads(&config("auto"), &refused);
+        assert!(ok && line.contains("change reads: none") && line.contains("no overlay"), "{line}");
+        let (ok, line) = watch_line(&config("auto"), &refused);
+        assert!(!ok && line.contains("FAILED") && line.contains("no overlay"), "{line}");
     }
 
     #[test]

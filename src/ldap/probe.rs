@@ -41,10 +41,13 @@ pub struct Probe {
     /// Whether the root DSE lists the content-sync control (RFC 4533: OpenLDAP's `syncprov` overlay); `None`
     /// when the root DSE could not be read or lists no control.
     pub content_sync: Option<bool>,
-    /// Where the root DSE lists content sync: why a content-sync read of the base DN was refused, if it was (the
-    /// root DSE lists the control wherever slapd loaded the `syncprov` module, even when the database holding the
-    /// base DN lacks the overlay).
+    /// Where the root DSE lists content sync and the daemon would use it: why the server refused a content-sync
+    /// read of the base DN, if it did (the root DSE lists the control wherever slapd loaded the `syncprov` module,
+    /// even when the database holding the base DN lacks the overlay).
     pub content_sync_refused: Option<String>,
+    /// The same: why that read could not be made, when it failed for another reason (a timeout, a lost
+    /// connection), which says nothing of whether the server takes it.
+    pub content_sync_untried: Option<String>,
     /// Whether the root DSE lists Active Directory's change notifications; `None` as for `content_sync`.
     pub notifications: Option<bool>,
     /// On Active Directory with `ldap.change_detection` `"auto"` or `"dirsync"`: whether a DirSync read of the
@@ -127,7 +130,9 @@ async fn usn_works(
 }
 
 /// Reads the base DN and samples the user entries on a bound connection, which stays open for the reads after.
-pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
+/// With `content_sync`, where the root DSE lists content sync, also tries a content-sync read (the daemon would
+/// use it: for change reads, or for a watch).
+pub async fn probe(connection: &mut Connection<'_>, content_sync: bool) -> Result<Probe, Error> {
     let (s, url, ldap) = (connection.s, connection.url.clone(), &mut connection.ldap);
     let search_error = |operation: &str, e: LdapError| match e {
         LdapError::Timeout { .. } => {
@@ -150,6 +155,7 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
         attributes: vec![],
         content_sync: None,
         content_sync_refused: None,
+        content_sync_untried: None,
         notifications: None,
         dirsync: None,
         usn: None,
@@ -159,10 +165,13 @@ pub async fn probe(connection: &mut Connection<'_>) -> Result<Probe, Error> {
             probe.content_sync = root.offers(super::changes::syncrepl::SYNC_REQUEST_OID);
             probe.notifications = root.offers(super::changes::notification::NOTIFICATION_OID);
         }
-        if probe.content_sync == Some(true) {
+        if content_sync && probe.content_sync == Some(true) {
             // As a watch starts: a content-sync read that matches nothing, which the database must take.
-            let read = syncrepl::read(ldap, &s.base_dn, "(!(objectClass=*))", &["1.1"], None, s.timeout).await;
-            probe.content_sync_refused = read.err().map(|e| e.to_string());
+            match syncrepl::read(ldap, &s.base_dn, "(!(objectClass=*))", &["1.1"], None, s.timeout).await {
+                Ok(_) => {}
+                Err(e) if e.is_refusal() => probe.content_sync_refused = Some(e.to_string()),
+                Err(e) => probe.content_sync_untried = Some(e.to_string()),
+            }
         }
         use super::ChangeDetection::{Auto, Dirsync, Usn};
         let mut refused = false;
@@ -226,6 +235,7 @@ mod tests {
             attributes: attributes.iter().map(|a| a.to_string()).collect(),
             content_sync: None,
             content_sync_refused: None,
+            content_sync_untried: None,
             notifications: None,
             dirsync: None,
             usn: None,
