@@ -46,7 +46,7 @@ fn read_whole_due(since_whole: Option<std::time::Duration>) -> bool {
 /// When the model a full read at `full_at` keeps was last read whole: then, when it was read whole beside the
 /// full read; `earlier` (when the model it verified was read whole), when it was verified. Verifying it does not
 /// move the day after which it is read whole again ([`READ_WHOLE_EVERY`]).
-fn read_whole_at(made: ldap::ModelMade, earlier: Instant, full_at: Instant) -> Instant {
+fn read_whole_at(made: ldap::ModelMade, earlier: At, full_at: At) -> At {
     match made {
         ldap::ModelMade::Verified => earlier,
         ldap::ModelMade::Built => full_at,
@@ -73,13 +73,11 @@ pub struct ChangeReads {
 struct Model {
     kept: Kept,
     /// When the full read the model was built from (or last verified by) began.
-    full_at: Instant,
-    /// The same by the wall clock ([`since_full_read`]).
-    full_at_wall: SystemTime,
+    full_at: At,
     /// When the full read that last read the model whole began: a model is verified by full reads only within
     /// [`READ_WHOLE_EVERY`] of it. `None`: not known (a stored time that does not parse, lies ahead of the
     /// clock, or lies further back than this process can count): the next full read reads it whole.
-    whole_at: Option<Instant>,
+    whole_at: Option<At>,
     /// CloudShell's users as the run that kept the model left them.
     users: Option<KeptUsers>,
     /// The effective members (folded usernames) seen since the full read the model was built from, that read
@@ -102,11 +100,10 @@ struct Model {
 impl Model {
     /// The model a full read keeps: the members seen are filled in by [`ChangeReads::track_members`], and
     /// CloudShell's users by [`ChangeReads::keep_users`].
-    fn of_full_read(kept: Kept, full_at: Instant, whole_at: Option<Instant>, configuration: &str) -> Model {
+    fn of_full_read(kept: Kept, full_at: At, whole_at: Option<At>, configuration: &str) -> Model {
         Model {
             kept,
             full_at,
-            full_at_wall: wall_time_of(full_at),
             whole_at,
             users: None,
             members: FxHashSet::default(),
@@ -118,17 +115,25 @@ impl Model {
     }
 }
 
-/// The wall-clock time of `at`, an instant of this process.
-fn wall_time_of(at: Instant) -> SystemTime {
-    SystemTime::now().checked_sub(at.elapsed()).unwrap_or(SystemTime::UNIX_EPOCH)
+/// A moment by two clocks, this process's monotonic one and the wall clock. How long ago it was is the longer of the
+/// two: the monotonic clock stops while the host is suspended or a virtual machine paused, and the wall clock may
+/// be set back. The longer errs toward a full read, which `full_sync_every` (at most 30 days: within Active
+/// Directory's tombstone lifetime) and [`READ_WHOLE_EVERY`] promise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct At {
+    pub instant: Instant,
+    pub wall: SystemTime,
 }
 
-/// How long ago the full read the model rests on began, by the longer of two clocks: the monotonic one stops while
-/// the host is suspended or a virtual machine paused, and the wall clock may be set back. The longer errs toward a
-/// full read, which `full_sync_every` (at most 30 days: within Active Directory's tombstone lifetime) promises.
-fn since_full_read(model: &Model) -> std::time::Duration {
-    let by_wall = SystemTime::now().duration_since(model.full_at_wall).unwrap_or_default();
-    model.full_at.elapsed().max(by_wall)
+impl At {
+    pub fn now() -> At {
+        At { instant: Instant::now(), wall: SystemTime::now() }
+    }
+
+    pub fn elapsed(&self) -> std::time::Duration {
+        let by_wall = SystemTime::now().duration_since(self.wall).unwrap_or_default();
+        self.instant.elapsed().max(by_wall)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -256,7 +261,7 @@ enum Start {
     /// In full, for this reason; with the model kept from the last full read when `sync.full_sync_every` is
     /// what made it due, for the full read to verify rather than read whole again
     /// ([`ldap::Connection::read_keeping`]).
-    Full(String, Option<(Box<Kept>, Instant)>),
+    Full(String, Option<(Box<Kept>, At)>),
     /// The changes since the model kept.
     Changes(Box<Model>),
 }
@@ -356,7 +361,7 @@ pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
         Some(model) if model.configuration != config.fingerprint => {
             Start::Full("the configuration changed since the last run (reloaded)".into(), None)
         }
-        Some(model) if since_full_read(&model) >= every => {
+        Some(model) if model.full_at.elapsed() >= every => {
             let why = format!(
                 "sync.full_sync_every ({}) has passed since the last full read",
                 humantime::format_duration(every)
@@ -457,7 +462,7 @@ pub async fn read(
             }
         },
     };
-    let full_at = Instant::now();
+    let full_at = At::now();
     let (earlier, whole_at) = match earlier {
         Some((kept, whole_at)) => (Some(*kept), whole_at),
         None => (None, full_at),
@@ -518,13 +523,19 @@ mod tests {
 
     /// A full read that `full_sync_every` made due is handed the model to verify only while the model was read
     /// whole within READ_WHOLE_EVERY, and only for a method that names every entry gone; the controls: the model
-    /// read whole just now is handed over, and a model kept that is not due is read by its changes. Due by the wall
-    /// clock alone is due.
+    /// read whole just now is handed over, and a model kept that is not due is read by its changes. Both times are
+    /// counted by the longer of two clocks: due by the wall clock alone (the monotonic clock stopped while the host
+    /// was suspended) is due.
     #[test]
     fn a_full_read_verifies_the_model_only_within_a_day_of_reading_it_whole_and_never_a_timestamp_model() {
         use crate::ldap::changes::kept::Source;
-        let long_ago = Instant::now().checked_sub(std::time::Duration::from_secs(2)).expect("2 s of uptime");
-        let begun = |method: &str, source: Source, full_at: Instant, whole_at: Option<Instant>| {
+        use std::time::Duration;
+        let ago = |monotonic: Duration, wall: Duration| At {
+            instant: Instant::now().checked_sub(monotonic).expect("2 s of uptime"),
+            wall: SystemTime::now() - wall,
+        };
+        let (now, long_ago) = (At::now(), ago(Duration::from_secs(2), Duration::from_secs(2)));
+        let begun = |method: &str, source: Source, full_at: At, whole_at: Option<At>| {
             let config = config(method);
             let state = ChangeReads::default();
             let kept = Kept::new(&config.ldap).reading_by(source);
@@ -539,24 +550,25 @@ mod tests {
             }
         };
         let syncrepl = ("syncrepl", Source::ContentSync);
-        assert_eq!(begun(syncrepl.0, syncrepl.1, long_ago, Some(Instant::now())), Some(true), "the control");
+        assert_eq!(begun(syncrepl.0, syncrepl.1, long_ago, Some(now)), Some(true), "the control");
         assert_eq!(begun(syncrepl.0, syncrepl.1, long_ago, None), Some(false), "not read whole within a day");
-        assert_eq!(begun(syncrepl.0, syncrepl.1, Instant::now(), None), None, "not due: a change read");
-        let stamps = Source::ModifyTimestamp { margin: std::time::Duration::from_secs(300) };
-        assert_eq!(begun("modify_timestamp", stamps, long_ago, Some(Instant::now())), Some(false));
-        let hours = |h: u64| Some(std::time::Duration::from_secs(h * 3600));
-        assert_eq!([hours(23), hours(24), hours(25), None].map(read_whole_due), [false, true, true, true]);
+        assert_eq!(begun(syncrepl.0, syncrepl.1, now, None), None, "not due: a change read");
+        let stamps = Source::ModifyTimestamp { margin: Duration::from_secs(300) };
+        assert_eq!(begun("modify_timestamp", stamps, long_ago, Some(now)), Some(false));
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        assert_eq!(
+            [Some(hours(23)), Some(hours(24)), Some(hours(25)), None].map(read_whole_due),
+            [false, true, true, true]
+        );
+        // By the wall clock alone: the host suspended since the full read (2 s, full_sync_every being 1 s), and
+        // since the model was read whole (25 h).
+        let suspended = ago(Duration::ZERO, Duration::from_secs(2));
+        assert_eq!(begun(syncrepl.0, syncrepl.1, suspended, Some(now)), Some(true), "due by the wall clock");
+        let whole_suspended = ago(Duration::ZERO, hours(25));
+        assert_eq!(begun(syncrepl.0, syncrepl.1, long_ago, Some(whole_suspended)), Some(false), "read whole again");
         // A model verified keeps the time it was read whole; one read whole beside the full read takes the full
         // read's (the control).
-        // Due by the wall clock alone (the monotonic clock stopped while the host was suspended): a full read.
-        let config = config("syncrepl");
-        let state = ChangeReads::default();
-        let kept = Kept::new(&config.ldap).reading_by(syncrepl.1);
-        let mut model = Model::of_full_read(kept, Instant::now(), None, &config.fingerprint);
-        model.full_at_wall = SystemTime::now() - std::time::Duration::from_secs(2);
-        *lock(&state.kept) = Some(model);
-        assert!(matches!(begin(&config, Some(&state)).start, Start::Full(why, _) if why.contains("full_sync_every")));
-        let (earlier, now) = (Instant::now() - hours(20).unwrap(), Instant::now());
+        let earlier = ago(Duration::from_secs(1), Duration::from_secs(1));
         assert_eq!(read_whole_at(ldap::ModelMade::Verified, earlier, now), earlier);
         assert_eq!(read_whole_at(ldap::ModelMade::Built, earlier, now), now);
     }

@@ -237,12 +237,12 @@ fn store_model(
 ) -> Result<(), crate::state::db::Error> {
     use crate::state::db::{ModelToStore, Part};
     let outcome = m.outcome.as_ref().map(|r| serde_json::to_string(&Outcome::of(r)).expect("a report serialises"));
-    let whole_read_at = m.whole_at.map(rfc3339_ago).unwrap_or_default();
+    let whole_read_at = m.whole_at.map(rfc3339_of).unwrap_or_default();
     let stale = m.users.as_ref().map(|u| u.stale.clone());
     let head = Head { kept: m.kept.stored_head(), stale, outcome, whole_read_at };
     let head = postcard::to_allocvec(&head).expect("the head encodes");
     let (program, configuration) = (PROGRAM.to_string(), config.fingerprint.clone());
-    let full_read_at = rfc3339_ago(m.full_at);
+    let full_read_at = rfc3339_of(m.full_at);
     if let Some(taken) = taken.filter(|_| m.unchanged) {
         let (directory, cloudshell) = (Part::Bytes(&taken.directory), Part::Bytes(&taken.cloudshell));
         let model = ModelToStore { program, configuration, full_read_at, head, directory, cloudshell };
@@ -261,19 +261,19 @@ fn store_model(
     journal.store_kept_model_parts(&model, taken)
 }
 
-/// An instant of this process, as the time of day it was (RFC 3339).
-fn rfc3339_ago(at: Instant) -> String {
-    let then = SystemTime::now().checked_sub(at.elapsed()).unwrap_or(SystemTime::UNIX_EPOCH);
-    humantime::format_rfc3339_millis(then).to_string()
+/// A moment, as the time of day it was (RFC 3339).
+fn rfc3339_of(at: super::At) -> String {
+    humantime::format_rfc3339_millis(at.wall).to_string()
 }
 
-/// A time of day stored (RFC 3339), as an instant of this process; `what` names it in an error.
-fn instant_of(stored: &str, what: &str) -> Result<Instant, String> {
-    let at = humantime::parse_rfc3339(stored).map_err(|e| format!("{what}'s time: {e}"))?;
+/// A time of day stored (RFC 3339), as a moment of this process; `what` names it in an error.
+fn moment_of(stored: &str, what: &str) -> Result<super::At, String> {
+    let wall = humantime::parse_rfc3339(stored).map_err(|e| format!("{what}'s time: {e}"))?;
     let ago = SystemTime::now()
-        .duration_since(at)
+        .duration_since(wall)
         .map_err(|_| format!("{what} began at {stored}, later than now: the clock was set back"))?;
-    Instant::now().checked_sub(ago).ok_or_else(|| format!("{what} began too long ago"))
+    let instant = Instant::now().checked_sub(ago).ok_or_else(|| format!("{what} began too long ago"))?;
+    Ok(super::At { instant, wall })
 }
 
 /// The names of `set`, in order.
@@ -292,9 +292,9 @@ fn model(stored: &StoredModel) -> Result<Model, String> {
     let head: Head = decode(&stored.head).map_err(|e| format!("its head: {e}"))?;
     let kept = Kept::from_stored_parts(&head.kept, &stored.directory)?;
     let part: CloudShellPart = decode(&stored.cloudshell).map_err(|e| format!("CloudShell's users: {e}"))?;
-    let full_at = instant_of(&stored.full_read_at, "its full read")?;
+    let full_at = moment_of(&stored.full_read_at, "its full read")?;
     // Not known (not parsed, ahead of the clock, or too far back to count): the next full read reads it whole.
-    let whole_at = instant_of(&head.whole_read_at, "the full read that read it whole").ok();
+    let whole_at = moment_of(&head.whole_read_at, "the full read that read it whole").ok();
     let outcome = match head.outcome {
         None => None,
         Some(json) => {
@@ -314,19 +314,7 @@ fn model(stored: &StoredModel) -> Result<Model, String> {
         part.groups.into_iter().map(|(name, members)| (GroupName::new(&name), set(members))).collect();
     let configuration = stored.configuration.clone();
     let members = set(part.members);
-    let full_at_wall = super::wall_time_of(full_at);
-    Ok(Model {
-        kept,
-        full_at,
-        full_at_wall,
-        whole_at,
-        users,
-        members,
-        groups,
-        outcome,
-        unchanged: false,
-        configuration,
-    })
+    Ok(Model { kept, full_at, whole_at, users, members, groups, outcome, unchanged: false, configuration })
 }
 
 impl StoredUser {
