@@ -33,7 +33,9 @@
 //! - Without the extended-DN control, `member` values are plain DNs; with it they are
 //!   `<GUID=32 hex digits, the objectGUID's bytes in order>;<SID=hex>;DN`, and so is the entry's own DN.
 //! - A deleted object comes as its tombstone, without Show Deleted (1.2.840.113556.1.4.417): `isDeleted:
-//!   TRUE`, the same `objectGUID`, its DN under `CN=Deleted Objects` with `\0ADEL:<guid>` in its RDN.
+//!   TRUE`, the same `objectGUID`, its DN under `CN=Deleted Objects` with `\0ADEL:<guid>` in its RDN. (Active
+//!   Directory documents the same: a DirSync search need not ask for deleted objects, which it always includes;
+//!   Platform SDK, "Retrieving Deleted Objects".)
 //! - A rename or a move is reported only when `name` is asked for (hence always): the object with its new DN,
 //!   `name` and `parentGUID`. Without `name` Samba says nothing at all about it.
 //! - A group is not reported when a member is renamed, moved or deleted (its `member` links follow the
