@@ -1290,13 +1290,7 @@ mod tests {
     #[test]
     fn a_content_sync_read_that_could_not_be_made_is_no_refusal() {
         let config = |method: &str| {
-            let text = format!(
-                "[ldap]\nurl = \"ldap://127.0.0.1:1\"\nbind_dn = \"cn=sync\"\nbind_password_env = \"P\"\n\
-                 base_dn = \"dc=example,dc=org\"\nchange_detection = \"{method}\"\n\n[cloudshell]\n\
-                 url = \"http://127.0.0.1:1\"\nusername = \"admin\"\npassword_env = \"P\"\n\n[sync]\n\
-                 groups = [\"Team\"]\n\n[schedule]\nwatch = true\n"
-            );
-            crate::config::parse(std::path::Path::new("config.toml"), &text, &|_| Some("secret".into())).unwrap()
+            crate::config::for_tests(&format!("change_detection = \"{method}\""), "\n[schedule]\nwatch = true\n")
         };
         let probe = |refused: Option<&str>, untried: Option<&str>| ldap::Probe {
             served_by: "ldap://127.0.0.1:1".into(),

@@ -274,6 +274,18 @@ pub fn load_without_secrets(path: &Path) -> Result<Config, Error> {
     parse_with(path, &text, &|name| std::env::var(name).ok(), false)
 }
 
+/// A small valid configuration for unit tests: the group `Team`, `ldap` lines added to `[ldap]`, and `rest` after
+/// `[sync]`'s groups (more `[sync]` keys, then other tables).
+#[cfg(test)]
+pub fn for_tests(ldap: &str, rest: &str) -> Config {
+    let text = format!(
+        "[ldap]\nurl = \"ldap://127.0.0.1:1\"\nbind_dn = \"cn=sync\"\nbind_password_env = \"P\"\n\
+         base_dn = \"dc=example,dc=org\"\n{ldap}\n\n[cloudshell]\nurl = \"http://127.0.0.1:1\"\nusername = \"admin\"\n\
+         password_env = \"P\"\n\n[sync]\ngroups = [\"Team\"]\n{rest}"
+    );
+    parse(Path::new("config.toml"), &text, &|_| Some("secret".into())).unwrap()
+}
+
 /// Parses and validates configuration text; `env` reads environment variables (a parameter for tests).
 pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
     parse_with(path, text, env, true)

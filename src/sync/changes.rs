@@ -512,13 +512,7 @@ mod tests {
     }
 
     fn config(change_detection: &str) -> Config {
-        let text = format!(
-            "[ldap]\nurl = \"ldap://127.0.0.1:1\"\nbind_dn = \"cn=sync\"\nbind_password_env = \"P\"\n\
-             base_dn = \"dc=example,dc=org\"\nchange_detection = \"{change_detection}\"\n\n[cloudshell]\n\
-             url = \"http://127.0.0.1:1\"\nusername = \"admin\"\npassword_env = \"P\"\n\n[sync]\n\
-             groups = [\"Team\"]\nfull_sync_every = \"1s\"\n"
-        );
-        crate::config::parse(std::path::Path::new("config.toml"), &text, &|_| Some("secret".into())).unwrap()
+        crate::config::for_tests(&format!("change_detection = \"{change_detection}\""), "full_sync_every = \"1s\"\n")
     }
 
     /// A full read that `full_sync_every` made due is handed the model to verify only while the model was read
