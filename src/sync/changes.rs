@@ -276,14 +276,6 @@ impl Begun {
         }
     }
 
-    /// Makes this run read the directory in full, and whole (the model kept is not verified but read anew), for
-    /// `why`, unless it reads in full building no model.
-    pub fn read_in_full(&mut self, why: &str) {
-        if matches!(self.start, Start::Changes(_) | Start::Full(..)) {
-            self.start = Start::Full(why.to_string(), None);
-        }
-    }
-
     /// Whether this run reads the directory in full from the start (it may still fall back to a full read
     /// when it reads changes).
     pub fn in_full(&self) -> bool {
@@ -338,7 +330,11 @@ impl ChangeReads {
 
 /// Decides how this run reads the directory (`changes` is the daemon's or the one-shot run's state; `None`: a
 /// run that keeps no model): the changes since the model kept, when there is one and a full read is not due.
-pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
+/// `state_replaced`: the state database the last run left is gone or replaced ([`Journal::replaced`]), so what the
+/// kept model's members seen rest on went with it: a full read, the model read whole.
+///
+/// [`Journal::replaced`]: crate::sync::journal::Journal::replaced
+pub fn begin(config: &Config, changes: Option<&ChangeReads>, state_replaced: bool) -> Begun {
     let Some(state) = changes else { return Begun { start: Start::OneShot } };
     // Whatever an earlier run left pending (one that panicked) is not this run's.
     lock(&state.pending).take();
@@ -356,6 +352,7 @@ pub fn begin(config: &Config, changes: Option<&ChangeReads>) -> Begun {
         None => "no directory model kept: the daemon's first run, or the last run did not end ok".into(),
     };
     let start = match taken {
+        _ if state_replaced => Start::Full("state.db was deleted or replaced since the last run".into(), None),
         None => Start::Full(why_not(), None),
         // Read whole, not verified: what the model was read for may have changed.
         Some(model) if model.configuration != config.fingerprint => {
@@ -534,7 +531,7 @@ mod tests {
             let state = ChangeReads::default();
             let kept = Kept::new(&config.ldap).reading_by(source);
             *lock(&state.kept) = Some(Model::of_full_read(kept, full_at, whole_at, &config.fingerprint));
-            match begin(&config, Some(&state)).start {
+            match begin(&config, Some(&state), false).start {
                 Start::Full(why, earlier) => {
                     assert!(why.contains("full_sync_every"), "{why}");
                     Some(earlier.is_some())

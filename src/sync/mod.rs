@@ -389,11 +389,7 @@ async fn read(
     report: &mut Report,
 ) -> Option<Reading> {
     let directory_started = Instant::now();
-    let mut begun = changes::begin(config, context.changes.as_deref());
-    if journal.is_some_and(Journal::replaced) {
-        // What the kept model's members seen rest on was recorded in the database that went.
-        begun.read_in_full("state.db was deleted or replaced since the last run");
-    }
+    let mut begun = changes::begin(config, context.changes.as_deref(), journal.is_some_and(Journal::replaced));
     let Listing { kept, unsettled, quiet } = Listing::new(&mut begun, journal);
     let concurrency = config.sync.concurrency;
     // A full read: the directory's users and CloudShell's hold one copy of each name they share; the table goes
