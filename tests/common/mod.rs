@@ -433,9 +433,7 @@ impl Slapd {
         let general = "access to attrs=userPassword";
         let text = text.replacen(general, &format!("{rules}\n{general}"), 1);
         std::fs::write(&conf, text).expect("writing slapd.conf");
-        let child = spawn_slapd(self.dir.path(), &format!("ldap://127.0.0.1:{}/", self.port));
-        self.child = Some(child);
-        self.wait_until_listening();
+        self.start_again();
     }
 
     /// Stops slapd and starts it again on the same port and data with the `syncprov` overlay (session log), as a
@@ -455,21 +453,13 @@ impl Slapd {
         self.syncprov = syncprov;
         std::fs::write(self.dir.path().join("slapd.conf"), slapd_conf(self.dir.path(), self.syncprov))
             .expect("writing slapd.conf");
-        let child = spawn_slapd(self.dir.path(), &format!("ldap://127.0.0.1:{}/", self.port));
-        self.child = Some(child);
-        self.wait_until_listening();
+        self.start_again();
     }
 
     /// Stops slapd cleanly (SIGTERM, waiting for it to exit: it writes its state, such as syncprov's
     /// contextCSN, as a service stop does) and starts it again on the same port and data.
     pub fn restart_clean(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-            let _ = child.wait();
-        }
-        let child = spawn_slapd(self.dir.path(), &format!("ldap://127.0.0.1:{}/", self.port));
-        self.child = Some(child);
-        self.wait_until_listening();
+        self.stopped(|_| {});
     }
 
     /// A copy of slapd's database as it stands, taken while slapd is stopped cleanly (then started again), for
@@ -496,6 +486,11 @@ impl Slapd {
             let _ = child.wait();
         }
         change(&self.dir.path().join("data"));
+        self.start_again();
+    }
+
+    /// Starts slapd, stopped, on its port with the configuration and data in its directory.
+    fn start_again(&mut self) {
         self.child = Some(spawn_slapd(self.dir.path(), &format!("ldap://127.0.0.1:{}/", self.port)));
         self.wait_until_listening();
     }
@@ -1496,8 +1491,9 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
+    /// A number below `n` (0 when `n` is 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next() % n.max(1) as u64) as usize
     }
 
     pub fn chance(&mut self, percent: u64) -> bool {
