@@ -861,10 +861,7 @@ async fn a_change_read_the_server_refuses_falls_back_to_a_full_read() {
     env.0.slapd.restart_without_syncprov();
     daemon.signal("USR1");
     daemon.wait_for("run finished", 3, Duration::from_secs(20));
-    let (mode, _, reason) = &reads(&daemon)[2];
-    assert_eq!(mode, "full", "{reason}");
-    assert!(reason.contains("the change read failed"), "{reason}");
-    assert_eq!(finished_runs(&daemon)[2]["result"], "ok", "{}", daemon.log());
+    assert_read_in_full_and_ok(&daemon, 3, "the change read failed");
     assert!(env.sim.usernames().await.contains(&"newhire".to_string()), "{}", daemon.log());
 }
 
@@ -887,14 +884,18 @@ async fn a_directory_restored_from_a_backup_refuses_the_cookie_and_the_run_reads
     env.0.slapd.restore(&backup);
     daemon.signal("USR1");
     daemon.wait_for("run finished", 3, Duration::from_secs(20));
-    let (mode, _, reason) = &reads(&daemon)[2];
-    assert_eq!(mode, "full", "{reason}");
-    assert!(reason.contains("newer than provider"), "{reason}");
-    let run = &finished_runs(&daemon)[2];
-    assert_eq!(run["result"], "ok", "{}", daemon.log());
+    assert_read_in_full_and_ok(&daemon, 3, "newer than provider");
     assert_eq!(env.status().unwrap()["last_run"]["leavers"]["candidates"], 1);
     let found: Vec<Value> = daemon.fields_of("leaver found").iter().map(|f| f["username"].clone()).collect();
     assert_eq!(found, [json!("later")], "{}", daemon.log());
+}
+
+/// That the daemon's `n`th run read the directory in full, for a reason containing `why`, and ended ok.
+fn assert_read_in_full_and_ok(daemon: &Daemon, n: usize, why: &str) {
+    let (mode, _, reason) = &reads(daemon)[n - 1];
+    assert_eq!(mode, "full", "{reason}");
+    assert!(reason.contains(why), "{reason}");
+    assert_eq!(finished_runs(daemon)[n - 1]["result"], "ok", "{}", daemon.log());
 }
 
 /// The `run finished` events so far.
@@ -1073,10 +1074,7 @@ async fn state_db_deleted_makes_the_next_run_read_in_full() {
     }
     daemon.signal("USR1");
     daemon.wait_for("run finished", 3, Duration::from_secs(20));
-    let (mode, _, reason) = &reads(&daemon)[2];
-    assert_eq!(mode, "full", "{reason}");
-    assert!(reason.contains("state.db was deleted or replaced"), "{reason}");
-    assert_eq!(finished_runs(&daemon)[2]["result"], "ok", "{}", daemon.log());
+    assert_read_in_full_and_ok(&daemon, 3, "state.db was deleted or replaced");
     let db = rusqlite::Connection::open(env.files.path("state/state.db")).unwrap();
     let managed: i64 = db.query_row("SELECT count(*) FROM managed_users", [], |r| r.get(0)).unwrap();
     assert_eq!(managed, 2, "alice and bob managed in the new database");
